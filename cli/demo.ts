@@ -1,0 +1,32 @@
+import { startOpenAIStandin } from '../standins/openai';
+import { runEdit, type CliIO, type EditOptions } from './edit';
+
+/**
+ * `atelier demo`: the example dataset end to end. With OPENAI_API_KEY set it calls OpenAI for real
+ * (and costs money); without it, it starts the bundled stand-in server on loopback and points the
+ * in-process workers at it, saying so plainly.
+ */
+export async function runDemo(options: EditOptions, io: CliIO): Promise<number> {
+  if (process.env.OPENAI_API_KEY) {
+    io.err(`OPENAI_API_KEY is set: the demo calls ${process.env.OPENAI_BASE_URL || 'the OpenAI API'} with model ${options.model} (billed to your account).`);
+    return runEdit({ ...options, withWorkers: true }, io);
+  }
+  const standin = await startOpenAIStandin({ latencyMs: 300 });
+  io.err(
+    [
+      'No OPENAI_API_KEY set: running against the bundled stand-in OpenAI server at ' + standin.baseURL + '.',
+      'Its "edits" are the input images colour-inverted; nothing leaves this machine.',
+      'Set OPENAI_API_KEY to run the same demo against OpenAI.',
+    ].join('\n'),
+  );
+  // In-process workers read these from this process's environment, exactly as a real worker would.
+  process.env.OPENAI_BASE_URL = standin.baseURL;
+  process.env.OPENAI_API_KEY = 'sk-standin-demo-key';
+  try {
+    return await runEdit({ ...options, withWorkers: true }, io);
+  } finally {
+    delete process.env.OPENAI_API_KEY;
+    delete process.env.OPENAI_BASE_URL;
+    await standin.close();
+  }
+}

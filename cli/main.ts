@@ -1,0 +1,110 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { UsageError } from '../lib/errors';
+import { runDemo } from './demo';
+import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
+import { runWorker } from './worker';
+
+function positiveInt(name: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
+    return Number(value);
+  };
+}
+
+function nonNegativeInt(name: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
+    return Number(value);
+  };
+}
+
+function makeIO(): CliIO {
+  let interrupt: () => void = () => undefined;
+  const interrupted = new Promise<void>((resolve) => (interrupt = resolve));
+  let count = 0;
+  process.on('SIGINT', () => {
+    count += 1;
+    if (count > 1) process.exit(ExitCodes.interrupted);
+    interrupt();
+  });
+  process.on('SIGTERM', () => interrupt());
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    interrupted,
+    isTTY: Boolean(process.stderr.isTTY),
+  };
+}
+
+/** Options shared by `edit` and `demo`. */
+function addRunOptions(cmd: Command): Command {
+  return cmd
+    .option('--instruction-key <column>', 'instruction column', 'instruction')
+    .option('--image-key <column>', 'image column (default: first present of input_images, image_url, image)')
+    .option('--run-id <id>', 'run id (default: derived from input, output dir, backend, model and parameters)')
+    .option('--state-dir <dir>', 'embedded Temporal server state (SQLite DB, logs)', './.atelier')
+    .option('--size <WxH>', 'output size passed to the model (e.g. 1024x1024, auto)')
+    .option('--quality <q>', 'quality passed to the model (e.g. low, medium, high, auto)')
+    .option('--window <n>', 'rows in flight at once', positiveInt('--window'), 16)
+    .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
+    .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
+    .addOption(new Option('--retry-initial-ms <ms>', 'first retry delay').argParser(positiveInt('--retry-initial-ms')).hideHelp())
+    .option('--with-workers', 'with TEMPORAL_ADDRESS set, still run the workers in this process', false);
+}
+
+export function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
+  const program = new Command('atelier')
+    .description('Durable batch image editing on Temporal: a dataset of images + instructions in, edited images and a results table out.')
+    .showHelpAfterError()
+    .exitOverride();
+
+  addRunOptions(
+    program
+      .command('edit')
+      .description('edit every row of a dataset; running the same command again resumes the same run')
+      .requiredOption('--input <file>', 'dataset file (CSV)')
+      .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
+      .addOption(new Option('--backend <name>', 'model backend').default('openai'))
+      .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5'),
+  ).action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+
+  addRunOptions(
+    program
+      .command('demo')
+      .description('run the example dataset end to end (against the bundled stand-in provider when OPENAI_API_KEY is unset)')
+      .option('--input <file>', 'dataset file', 'examples/edits.csv')
+      .option('--output-dir <dir>', 'output folder', 'demo-out')
+      .option('--model <name>', 'model name', 'gpt-image-1.5'),
+  ).action(async (opts: Omit<EditOptions, 'backend'>) => setExit(await runDemo({ ...opts, backend: 'openai' }, io)));
+
+  program
+    .command('worker')
+    .description('run long-lived workers against TEMPORAL_ADDRESS (orchestration and provider queues)')
+    .option('--queues <list>', 'comma-separated task queues to serve (default: all)')
+    .option('--concurrency <n>', 'model calls in flight per provider worker', positiveInt('--concurrency'), 16)
+    .action(async (opts: { queues?: string; concurrency: number }) => setExit(await runWorker(opts, io)));
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const io = makeIO();
+  let exitCode: number = ExitCodes.ok;
+  const program = buildProgram(io, (code) => (exitCode = code));
+  try {
+    await program.parseAsync(argv);
+    return exitCode;
+  } catch (err) {
+    const e = err as { code?: string; exitCode?: number; message?: string };
+    if (typeof e.code === 'string' && e.code.startsWith('commander.')) {
+      // commander has printed the problem (or the help/version text) already.
+      return e.exitCode === 0 ? ExitCodes.ok : ExitCodes.usage;
+    }
+    if (err instanceof UsageError) {
+      io.err(`error: ${err.message}`);
+      return ExitCodes.usage;
+    }
+    io.err(`error: ${(err as Error)?.stack ?? String(err)}`);
+    return ExitCodes.usage;
+  }
+}

@@ -1,0 +1,36 @@
+import { resolve } from 'node:path';
+import { NativeConnection } from '@temporalio/worker';
+import { UsageError } from '../lib/errors';
+import { installWorkerLogging } from '../lib/logging';
+import { createWorkers } from '../workers';
+import type { CliIO } from './edit';
+
+/** `atelier worker`: long-lived workers for an external Temporal server (TEMPORAL_ADDRESS). */
+export async function runWorker(options: { queues?: string; concurrency: number }, io: CliIO): Promise<number> {
+  const address = process.env.TEMPORAL_ADDRESS;
+  if (!address) {
+    throw new UsageError('TEMPORAL_ADDRESS is not set: `atelier worker` serves an external Temporal server (e.g. TEMPORAL_ADDRESS=127.0.0.1:7233)');
+  }
+  const namespace = process.env.TEMPORAL_NAMESPACE || 'default';
+  installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
+  const connection = await NativeConnection.connect({ address });
+  try {
+    const queues = options.queues?.split(',').map((q) => q.trim()).filter(Boolean);
+    const workers = await createWorkers({
+      connection,
+      namespace,
+      env: process.env,
+      concurrency: options.concurrency,
+      ...(queues ? { queues } : {}),
+    });
+    io.err(`serving ${workers.map((w) => w.options.taskQueue).join(', ')} on ${address} (namespace ${namespace}); Ctrl-C to stop`);
+    const stop = io.interrupted.then(() => {
+      io.err('shutting down: in-flight tasks get a grace period, then are retried elsewhere');
+      for (const w of workers) w.shutdown();
+    });
+    await Promise.all(workers.map((w) => w.run()));
+    return 0;
+  } finally {
+    await connection.close();
+  }
+}

@@ -1,0 +1,167 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Connection } from '@temporalio/client';
+import { writeFileAtomic } from './atomicFile';
+import { UsageError } from './errors';
+
+// The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
+// under the state dir, so a run's history survives the process and a later `edit` picks it up.
+
+export interface DevServerHandle {
+  address: string;
+  uiUrl: string | undefined;
+  /** False when an already running server for this state dir was reused (then stop() leaves it). */
+  owned: boolean;
+  stop(): Promise<void>;
+}
+
+export interface DevServerOptions {
+  temporalPath: string;
+  stateDir: string;
+  port?: number;
+  uiPort?: number;
+  headless?: boolean;
+  namespace?: string;
+  startTimeoutMs?: number;
+}
+
+interface ServerRecord {
+  pid: number;
+  address: string;
+  uiUrl?: string;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function serverReachable(address: string, timeoutMs = 2000): Promise<boolean> {
+  let connection: Connection | undefined;
+  try {
+    connection = await Connection.connect({ address, connectTimeout: timeoutMs });
+    await connection.workflowService.getSystemInfo({});
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await connection?.close().catch(() => undefined);
+  }
+}
+
+function recordPath(stateDir: string): string {
+  return join(stateDir, 'server.json');
+}
+
+function logTail(logFile: string): string {
+  try {
+    return readFileSync(logFile, 'utf8').split('\n').slice(-15).join('\n');
+  } catch {
+    return '';
+  }
+}
+
+async function stopProcess(child: ChildProcess, graceMs = 10_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timedOut = await Promise.race([exited.then(() => false), sleep(graceMs).then(() => true)]);
+  if (timedOut) {
+    child.kill('SIGKILL');
+    await exited;
+  }
+}
+
+/** Starts the dev server for a state dir, or reuses the one already serving it. */
+export async function startDevServer(options: DevServerOptions): Promise<DevServerHandle> {
+  mkdirSync(options.stateDir, { recursive: true });
+  try {
+    const record = JSON.parse(readFileSync(recordPath(options.stateDir), 'utf8')) as ServerRecord;
+    if (processAlive(record.pid) && (await serverReachable(record.address))) {
+      return { address: record.address, uiUrl: record.uiUrl, owned: false, stop: async () => undefined };
+    }
+  } catch {
+    // no usable record: start our own
+  }
+
+  const port = options.port ?? (await freePort());
+  const uiPort = options.uiPort ?? (await freePort());
+  const address = `127.0.0.1:${port}`;
+  const logFile = join(options.stateDir, 'temporal-server.log');
+  const args = [
+    'server',
+    'start-dev',
+    '--db-filename',
+    join(options.stateDir, 'temporal.db'),
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--namespace',
+    options.namespace ?? 'default',
+    '--log-level',
+    'warn',
+    // WAL keeps SQLite writes cheap without giving up durability across restarts.
+    '--sqlite-pragma',
+    'journal_mode=WAL',
+  ];
+  if (options.headless) args.push('--headless');
+  else args.push('--ui-ip', '127.0.0.1', '--ui-port', String(uiPort));
+
+  const logFd = openSync(logFile, 'a');
+  const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd] });
+  closeSync(logFd);
+  let exitCode: number | null = null;
+  child.once('exit', (code, signal) => {
+    exitCode = code ?? (signal ? 128 : 0);
+  });
+
+  const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
+  for (;;) {
+    if (exitCode !== null) {
+      throw new UsageError(
+        `the Temporal dev server exited (code ${exitCode}) while starting; its log (${logFile}) ends with:\n${logTail(logFile)}`,
+      );
+    }
+    if (await serverReachable(address, 1000)) break;
+    if (Date.now() > deadline) {
+      await stopProcess(child);
+      throw new UsageError(`the Temporal dev server did not answer on ${address} in time; see ${logFile}`);
+    }
+    await sleep(200);
+  }
+
+  const uiUrl = options.headless ? undefined : `http://127.0.0.1:${uiPort}`;
+  const record: ServerRecord = { pid: child.pid!, address, ...(uiUrl ? { uiUrl } : {}) };
+  await writeFileAtomic(recordPath(options.stateDir), JSON.stringify(record, null, 2));
+  return {
+    address,
+    uiUrl,
+    owned: true,
+    async stop() {
+      await stopProcess(child);
+      await rm(recordPath(options.stateDir), { force: true });
+    },
+  };
+}

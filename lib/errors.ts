@@ -1,0 +1,39 @@
+import { ErrorTypes, type ErrorType } from './types';
+
+/** A usage or set-up problem the user must fix (CLI exit code 1). The message says what to fix. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** The dataset itself is malformed: the message names the file, line and column. */
+export class DatasetError extends Error {
+  override name = 'DatasetError';
+}
+
+export type FailureKind = keyof typeof ErrorTypes;
+
+export interface FailureDetails {
+  status?: number;
+  /** Provider-requested wait before the next attempt (Retry-After), in ms. */
+  retryAfterMs?: number;
+  requestId?: string;
+}
+
+/**
+ * An error already sorted into one of the row failure classes. Provider adapters and input loading
+ * throw these; the model activity turns them into ApplicationFailures of the matching type.
+ */
+export class ClassifiedError extends Error {
+  override name = 'ClassifiedError';
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+    readonly details: FailureDetails = {},
+  ) {
+    super(message);
+  }
+
+  get errorType(): ErrorType {
+    return ErrorTypes[this.kind];
+  }
+}

@@ -1,0 +1,139 @@
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { once } from 'node:events';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomicFile';
+import { RUN_META_DIR } from './constants';
+
+// The plan is the dataset normalised into one JSON line per row, plus a fixed-width offset index so
+// any row can be read by position without scanning. Workflows carry positions and counts; the rows
+// themselves stay on disk next to the outputs, where every worker of the run can read them.
+
+export interface ImageRef {
+  kind: 'file' | 'url';
+  /** Absolute path for files, the URL for urls. */
+  source: string;
+}
+
+export interface PlanRow {
+  position: number;
+  index: number;
+  /** 1-based line (CSV: the record's first line) in the input file, for error messages. */
+  line: number;
+  instruction: string;
+  images: ImageRef[];
+  /** The input record as read, for the results table. */
+  record: Record<string, string>;
+}
+
+export interface PlanMeta {
+  runId: string;
+  inputPath: string;
+  totalRows: number;
+  /** Input columns in their original order. */
+  columns: string[];
+  imageKey: string;
+  instructionKey: string;
+}
+
+export function runMetaDir(outputDir: string): string {
+  return join(outputDir, RUN_META_DIR);
+}
+
+function planPaths(outputDir: string): { rows: string; index: string; meta: string } {
+  const dir = runMetaDir(outputDir);
+  return { rows: join(dir, 'plan.jsonl'), index: join(dir, 'plan.idx'), meta: join(dir, 'plan.json') };
+}
+
+const OFFSET_BYTES = 8;
+
+/** Streams rows into a new plan; nothing replaces the current plan until `commit`. */
+export class PlanWriter {
+  private readonly paths: ReturnType<typeof planPaths>;
+  private readonly suffix = `.tmp-${process.pid}`;
+  private rowsStream!: ReturnType<typeof createWriteStream>;
+  private offsets: number[] = [0];
+  private bytes = 0;
+
+  constructor(private readonly outputDir: string) {
+    this.paths = planPaths(outputDir);
+  }
+
+  async open(): Promise<void> {
+    await mkdir(runMetaDir(this.outputDir), { recursive: true });
+    this.rowsStream = createWriteStream(this.paths.rows + this.suffix);
+  }
+
+  get count(): number {
+    return this.offsets.length - 1;
+  }
+
+  async add(row: PlanRow): Promise<void> {
+    const line = `${JSON.stringify(row)}\n`;
+    this.bytes += Buffer.byteLength(line);
+    this.offsets.push(this.bytes);
+    if (!this.rowsStream.write(line)) await once(this.rowsStream, 'drain');
+  }
+
+  async commit(meta: Omit<PlanMeta, 'totalRows'>): Promise<PlanMeta> {
+    this.rowsStream.end();
+    await once(this.rowsStream, 'finish');
+    const index = Buffer.alloc(this.offsets.length * OFFSET_BYTES);
+    this.offsets.forEach((offset, i) => index.writeBigUInt64LE(BigInt(offset), i * OFFSET_BYTES));
+    await writeFileAtomic(this.paths.index + this.suffix, index);
+    await rename(this.paths.rows + this.suffix, this.paths.rows);
+    await rename(this.paths.index + this.suffix, this.paths.index);
+    const full: PlanMeta = { ...meta, totalRows: this.count };
+    await writeFileAtomic(this.paths.meta, JSON.stringify(full, null, 2));
+    return full;
+  }
+
+  async abort(): Promise<void> {
+    this.rowsStream?.destroy();
+    await rm(this.paths.rows + this.suffix, { force: true });
+    await rm(this.paths.index + this.suffix, { force: true });
+  }
+}
+
+export async function readPlanMeta(outputDir: string): Promise<PlanMeta> {
+  return JSON.parse(await readFile(planPaths(outputDir).meta, 'utf8')) as PlanMeta;
+}
+
+/** Reads `count` rows starting at `start` (clamped to the plan's end). */
+export async function readPlanRows(outputDir: string, start: number, count: number): Promise<PlanRow[]> {
+  const paths = planPaths(outputDir);
+  const idx = await open(paths.index, 'r');
+  let first: number;
+  let last: number;
+  let offsets: Buffer;
+  try {
+    const { size } = await idx.stat();
+    const total = size / OFFSET_BYTES - 1;
+    if (start >= total || count <= 0) return [];
+    const end = Math.min(total, start + count);
+    offsets = Buffer.alloc((end - start + 1) * OFFSET_BYTES);
+    await idx.read(offsets, 0, offsets.length, start * OFFSET_BYTES);
+    first = Number(offsets.readBigUInt64LE(0));
+    last = Number(offsets.readBigUInt64LE((end - start) * OFFSET_BYTES));
+  } finally {
+    await idx.close();
+  }
+  const rowsFile = await open(paths.rows, 'r');
+  try {
+    const chunk = Buffer.alloc(last - first);
+    await rowsFile.read(chunk, 0, chunk.length, first);
+    return chunk
+      .toString('utf8')
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .map((line) => JSON.parse(line) as PlanRow);
+  } finally {
+    await rowsFile.close();
+  }
+}
+
+export async function readPlanRow(outputDir: string, position: number): Promise<PlanRow> {
+  const [row] = await readPlanRows(outputDir, position, 1);
+  if (!row) throw new Error(`row position ${position} is not in the plan of ${outputDir}`);
+  return row;
+}

@@ -1,0 +1,44 @@
+import { isAbsolute } from 'node:path';
+import { z } from 'zod';
+import { validateRunId } from './runId';
+import type { DatasetWorkflowInput } from './types';
+
+// The dataset workflow can be started by hand (`temporal workflow start --input '<json>'`), so its
+// input is validated where it is first used, with messages that name the offending field.
+
+const absolutePath = (what: string) =>
+  z.string().min(1).refine((p) => isAbsolute(p), { message: `${what} must be an absolute path` });
+
+export const datasetWorkflowInputSchema = z
+  .object({
+    runId: z.string().superRefine((id, ctx) => {
+      const problem = validateRunId(id);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }),
+    inputPath: absolutePath('inputPath'),
+    outputDir: absolutePath('outputDir'),
+    backend: z.enum(['openai']),
+    model: z.string().min(1),
+    params: z.object({ size: z.string().optional(), quality: z.string().optional() }).strict().default({}),
+    instructionKey: z.string().min(1).default('instruction'),
+    imageKey: z.string().min(1).optional(),
+    window: z.number().int().min(1).max(1000).default(16),
+    retry: z
+      .object({
+        maxAttempts: z.number().int().min(1).max(100).default(5),
+        initialIntervalMs: z.number().int().min(10).default(2000),
+        maximumIntervalMs: z.number().int().min(10).default(120_000),
+      })
+      .strict()
+      .default({ maxAttempts: 5, initialIntervalMs: 2000, maximumIntervalMs: 120_000 }),
+  })
+  .strict();
+
+export function parseDatasetWorkflowInput(raw: unknown): DatasetWorkflowInput {
+  const result = datasetWorkflowInputSchema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`);
+    throw new Error(`invalid dataset workflow input: ${problems.join('; ')}`);
+  }
+  return result.data as DatasetWorkflowInput;
+}

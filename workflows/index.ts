@@ -1,0 +1,3 @@
+// Entry point of the workflow bundle: every workflow type the orchestrator queue serves.
+export { datasetWorkflow } from './dataset';
+export { rowWorkflow } from './row';
