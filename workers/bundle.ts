@@ -8,5 +8,7 @@ import { join } from 'node:path';
 export function workflowCodeOption(): { workflowBundle: { codePath: string } } | { workflowsPath: string } {
   const prebuilt = join(__dirname, 'workflow-bundle.js');
   if (existsSync(prebuilt)) return { workflowBundle: { codePath: prebuilt } };
-  return { workflowsPath: require.resolve('../workflows') };
+  const source = ['index.ts', 'index.js'].map((f) => join(__dirname, '..', 'workflows', f)).find((p) => existsSync(p));
+  if (!source) throw new Error(`no workflow code found next to ${__dirname}; run \`npm run build\``);
+  return { workflowsPath: source };
 }

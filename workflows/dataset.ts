@@ -1,18 +1,33 @@
-import { condition, executeChild, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, condition, executeChild, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { OrchestrationActivities } from '../activities/orchestration';
-import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot, RowRef, RowsPage } from '../lib/types';
+import type { DatasetRunSummary, DatasetWorkflowInput, PlanRunResult, ProgressSnapshot, RowRef, RowsPage } from '../lib/types';
 import { progressQuery } from './messages';
 import { rowWorkflow } from './row';
 
 const { planRun, nextRowsPage, writeResults } = proxyActivities<OrchestrationActivities>({
   // Planning streams the whole dataset; give large inputs room.
   startToCloseTimeout: '30 minutes',
-  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['DatasetError', 'InvalidWorkflowInput', 'OutputDirInUse'] },
+  retry: { maximumAttempts: 5 },
 });
 
 /** Row children are ids `<runId>/row/<index>`: deterministic, so a re-run finds the same rows. */
 export function rowWorkflowId(runId: string, index: number): string {
   return `${runId}/row/${index}`;
+}
+
+/**
+ * A dataset problem fails the run with the activity's own ApplicationFailure (type and message),
+ * so the UI and the CLI show "data.csv: no "instruction" column", not "activity task failed".
+ */
+async function planRunOrExplain(input: DatasetWorkflowInput): Promise<PlanRunResult> {
+  try {
+    return await planRun(input);
+  } catch (err) {
+    if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable) {
+      throw ApplicationFailure.create({ type: err.cause.type ?? 'PlanningError', message: err.cause.message, nonRetryable: true });
+    }
+    throw err;
+  }
 }
 
 /**
@@ -31,7 +46,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   };
   setHandler(progressQuery, () => progress);
 
-  const plan = await planRun(rawInput);
+  const plan = await planRunOrExplain(rawInput);
   const input = plan.input;
   progress.total = plan.totalRows;
   progress.alreadyOk = plan.alreadyOk;

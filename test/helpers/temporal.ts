@@ -1,0 +1,6 @@
+import { findTemporalCli } from '../../lib/temporalCli';
+
+/** The project's pinned Temporal CLI (installed by `npm install`); tests never download one. */
+export function temporalCliPath(): string {
+  return findTemporalCli();
+}

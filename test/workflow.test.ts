@@ -1,0 +1,170 @@
+import { readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import type { Worker } from '@temporalio/worker';
+import { parse } from 'csv-parse/sync';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import { readLedgerEntry } from '../lib/ledger';
+import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/types';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { createWorkers } from '../workers';
+import { isPng, tempDir, writePng, writeRotatedJpeg, writeText } from './helpers/fixtures';
+import { filesContaining } from './helpers/scan';
+import { temporalCliPath } from './helpers/temporal';
+
+const API_KEY = 'sk-test-workflow-7c1f0e9a55d24b1e';
+
+let env: TestWorkflowEnvironment;
+let standin: OpenAIStandin;
+let stateDir: string;
+
+beforeAll(async () => {
+  stateDir = tempDir('atelier-wf-state-');
+  env = await TestWorkflowEnvironment.createLocal({
+    server: { executable: { type: 'existing-path', path: temporalCliPath() }, dbFilename: join(stateDir, 'temporal.db') },
+  });
+  standin = await startOpenAIStandin();
+});
+
+afterAll(async () => {
+  await standin?.close();
+  await env?.teardown();
+});
+
+async function runDataset(input: DatasetWorkflowInput): Promise<DatasetRunSummary> {
+  const workers: Worker[] = await createWorkers({
+    connection: env.nativeConnection,
+    namespace: env.namespace ?? 'default',
+    env: { OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL },
+    workerOptions: { shutdownGraceTime: '1 second' },
+  });
+  const result = env.client.workflow.execute('datasetWorkflow', {
+    taskQueue: ORCHESTRATOR_QUEUE,
+    workflowId: input.runId,
+    args: [input],
+  }) as Promise<DatasetRunSummary>;
+  const [summary] = await Promise.all([result, ...workers.map((w) => w.runUntil(result))]);
+  return summary;
+}
+
+describe('dataset workflow on a real dev server', () => {
+  let dataDir: string;
+  let outputDir: string;
+  let input: DatasetWorkflowInput;
+
+  beforeAll(async () => {
+    dataDir = tempDir('atelier-wf-data-');
+    outputDir = join(tempDir('atelier-wf-out-'), 'out');
+    await writePng(join(dataDir, 'ok.png'), '#000000');
+    await writePng(join(dataDir, 'flaky.png'));
+    await writePng(join(dataDir, 'refused.png'));
+    await writeRotatedJpeg(join(dataDir, 'rotated.jpg'));
+    writeFileSync(join(dataDir, 'corrupt.png'), 'this is not an image');
+    writeText(
+      join(dataDir, 'rows.csv'),
+      [
+        'index,input_images,instruction',
+        '0,ok.png,row-ok make it brighter',
+        '1,flaky.png,row-flaky add a hat',
+        '2,refused.png,row-refused something the safety system refuses',
+        '3,missing.png,row-missing-image whatever',
+        '4,corrupt.png,row-corrupt-image whatever',
+        '5,rotated.jpg,row-rotated keep it upright',
+        '6,ok.png,',
+      ].join('\n'),
+    );
+    standin.script('row-flaky', [faults.rateLimited(1), faults.serverError()]);
+    standin.script('row-refused', [faults.moderationBlocked()], { repeat: true });
+    input = {
+      runId: 'wf-test-mixed',
+      inputPath: join(dataDir, 'rows.csv'),
+      outputDir,
+      backend: 'openai',
+      model: 'gpt-image-1.5',
+      params: {},
+      instructionKey: 'instruction',
+      window: 3,
+      retry: { maxAttempts: 5, initialIntervalMs: 100, maximumIntervalMs: 1000 },
+    };
+  });
+
+  it('edits good rows, retries transient failures, fails bad rows alone, and writes every row to results.csv', async () => {
+    const summary = await runDataset(input);
+    expect(summary).toMatchObject({ total: 7, ok: 3, failed: 4, pending: 0 });
+
+    // Flaky: 429 (Retry-After 1 s) then 500, then success: exactly three calls.
+    const flakyCalls = standin.callsFor('row-flaky');
+    expect(flakyCalls.map((c) => c.status)).toEqual([429, 500, 200]);
+    expect(flakyCalls[1]!.at - flakyCalls[0]!.at).toBeGreaterThanOrEqual(950);
+    // Refused: final after exactly one call.
+    expect(standin.callsFor('row-refused')).toHaveLength(1);
+    // Bad inputs never reach the provider.
+    expect(standin.callsFor('row-missing-image')).toHaveLength(0);
+    expect(standin.callsFor('row-corrupt-image')).toHaveLength(0);
+    expect(standin.calls.filter((c) => c.prompt === '')).toHaveLength(0);
+
+    const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
+    expect(Object.keys(rows[0]!)).toEqual(['index', 'input_images', 'instruction', 'output_image', 'status', 'error']);
+    expect(rows.map((r) => [r.index, r.status, r.output_image])).toEqual([
+      ['0', 'ok', '000000.png'],
+      ['1', 'ok', '000001.png'],
+      ['2', 'failed', ''],
+      ['3', 'failed', ''],
+      ['4', 'failed', ''],
+      ['5', 'ok', '000005.png'],
+      ['6', 'failed', ''],
+    ]);
+    expect(rows[2]!.error).toMatch(/^Blocked: .*safety system/);
+    expect(rows[3]!.error).toMatch(/^InputError: input image not found: .*missing\.png/);
+    expect(rows[4]!.error).toMatch(/^InputError: input image .*corrupt\.png is not a decodable image/);
+    expect(rows[6]!.error).toMatch(/^InputError: .*empty instruction/);
+    for (const r of rows.filter((row) => row.status === 'ok')) expect(r.error).toBe('');
+
+    for (const name of ['000000.png', '000001.png', '000005.png']) {
+      const bytes = readFileSync(join(outputDir, name));
+      expect(isPng(bytes)).toBe(true);
+      await expect(sharp(bytes).metadata()).resolves.toMatchObject({ format: 'png' });
+    }
+    // The EXIF-rotated JPEG was sent upright (20x40); the stand-in echoes the geometry back.
+    await expect(sharp(join(outputDir, '000005.png')).metadata()).resolves.toMatchObject({ width: 20, height: 40 });
+    // Black input, inverted by the stand-in: the output really is the provider's image.
+    const { data } = await sharp(join(outputDir, '000000.png')).raw().toBuffer({ resolveWithObject: true });
+    expect(data[0]).toBe(255);
+    expect(existsSync(join(outputDir, '000002.png'))).toBe(false);
+
+    const ledger = await readLedgerEntry(outputDir, 1);
+    expect(ledger).toMatchObject({ status: 'ok', attempts: 3, requestId: expect.stringMatching(/^req_standin_/) });
+  });
+
+  it('re-running makes no call for ok rows and tries failed rows again', async () => {
+    const before = standin.calls.length;
+    const refusedBefore = standin.callsFor('row-refused').length;
+    const summary = await runDataset(input);
+    expect(summary).toMatchObject({ total: 7, ok: 3, failed: 4 });
+    const newCalls = standin.calls.slice(before);
+    // Only the refused row reaches the provider again (the others failed before any call).
+    expect(newCalls.map((c) => c.prompt.split(' ')[0])).toEqual(['row-refused']);
+    expect(standin.callsFor('row-refused')).toHaveLength(refusedBefore + 1);
+  });
+
+  it('keeps the API key out of the server state, outputs and results', () => {
+    // Positive control: the scan does find strings that travel through workflow history.
+    expect(filesContaining(stateDir, 'wf-test-mixed').length).toBeGreaterThan(0);
+    expect(filesContaining(stateDir, API_KEY)).toEqual([]);
+    expect(filesContaining(outputDir, API_KEY)).toEqual([]);
+    // The key went where it belongs: the Authorization header of provider calls.
+    expect(standin.calls.every((c) => c.authorization === `Bearer ${API_KEY}`)).toBe(true);
+  });
+
+  it('fails the run with a clear error for a dataset missing its instruction column, before any call', async () => {
+    writeText(join(dataDir, 'bad.csv'), 'input_images,prompt\nok.png,hello\n');
+    const before = standin.calls.length;
+    const bad = { ...input, runId: 'wf-test-bad', inputPath: join(dataDir, 'bad.csv'), outputDir: join(outputDir, '..', 'bad-out') };
+    await expect(runDataset(bad)).rejects.toMatchObject({
+      cause: { type: 'DatasetError', message: expect.stringMatching(/bad\.csv: no "instruction" column/) },
+    });
+    expect(standin.calls.length).toBe(before);
+  });
+});
