@@ -129,11 +129,12 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     reporter.start();
 
     type Ending = { kind: 'result'; summary: DatasetRunSummary } | { kind: 'interrupted' } | { kind: 'workers-stopped' };
-    const ending: Ending = await Promise.race([
+    const endings: Promise<Ending>[] = [
       handle.result().then((summary): Ending => ({ kind: 'result', summary })),
       io.interrupted.then((): Ending => ({ kind: 'interrupted' })),
-      session.workersDone.then((): Ending => ({ kind: 'workers-stopped' })),
-    ]);
+    ];
+    if (session.workersDone) endings.push(session.workersDone.then((): Ending => ({ kind: 'workers-stopped' })));
+    const ending = await Promise.race(endings);
     await reporter.stop();
     if (ending.kind === 'interrupted') {
       io.err(`stopped waiting; run ${input.runId} is not cancelled. Run the same command again to resume it.`);

@@ -26,8 +26,8 @@ export interface Session {
   embedded: boolean;
   /** In-process workers (empty when external workers serve the queues). */
   workers: Worker[];
-  /** Resolves when the in-process workers stop; rejects if one crashes. */
-  workersDone: Promise<void>;
+  /** Resolves when the in-process workers stop, rejects if one crashes; undefined without them. */
+  workersDone: Promise<void> | undefined;
   close(): Promise<void>;
 }
 
@@ -52,7 +52,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace });
     let workers: Worker[] = [];
-    let workersDone: Promise<void> = Promise.resolve();
+    let workersDone: Promise<void> | undefined;
     if (runWorkers) {
       const nativeConnection = await NativeConnection.connect({ address });
       cleanups.unshift(() => nativeConnection.close());
@@ -64,11 +64,12 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         ...(options.concurrency ? { concurrency: options.concurrency } : {}),
         workerOptions: { shutdownGraceTime: '5 seconds' },
       });
-      workersDone = Promise.all(workers.map((w) => w.run())).then(() => undefined);
+      const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
+      workersDone = running;
       // Shutting down before close: stop polling, let in-flight tasks finish within the grace time.
       cleanups.unshift(async () => {
         for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-        await workersDone.catch(() => undefined);
+        await running.catch(() => undefined);
       });
     }
     return {

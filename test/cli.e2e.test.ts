@@ -3,6 +3,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDevServer } from '../lib/devServer';
+import { findTemporalCli } from '../lib/temporalCli';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
@@ -29,8 +31,9 @@ beforeAll(async () => {
 afterAll(async () => standin?.close());
 
 function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL, ...extra };
+  const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
   delete env.TEMPORAL_ADDRESS;
+  Object.assign(env, extra);
   for (const [k, v] of Object.entries(extra)) if (v === undefined) delete env[k];
   return env;
 }
@@ -177,6 +180,32 @@ describe('atelier edit (CLI, end to end)', () => {
       expect(slow.calls.length).toBeLessThanOrEqual(6 + 2);
     } finally {
       await slow.close();
+    }
+  });
+
+  it('with TEMPORAL_ADDRESS, uses an external server served by `atelier worker`; keys stay in the worker', async () => {
+    const { dir, csv } = await makeDataset(['imgs/a.png,cli-external-1 x', 'imgs/a.png,cli-external-2 y']);
+    const server = await startDevServer({ temporalPath: findTemporalCli(), stateDir: join(dir, 'server'), headless: true });
+    const workerEnv = cliEnv({ TEMPORAL_ADDRESS: server.address });
+    const worker = spawn(process.execPath, [BIN, 'worker'], { cwd: REPO, env: workerEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    let workerErr = '';
+    worker.stderr.on('data', (d: Buffer) => (workerErr += d.toString()));
+    const workerExit = new Promise<number | null>((resolve) => worker.on('close', resolve));
+    try {
+      // The client process has no provider key at all: only the worker does.
+      const clientEnv = cliEnv({ TEMPORAL_ADDRESS: server.address, OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined });
+      const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'm', '--state-dir', join(dir, 'client-state')], { env: clientEnv });
+      expect(run.stderr).toMatch(/waiting for workers started with `npx atelier worker`/);
+      expect(run.code, run.stderr).toBe(0);
+      expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);
+      expect(standin.callsFor('cli-external-')).toHaveLength(2);
+      expect(workerErr).toMatch(/serving atelier-orchestrator, api-openai/);
+    } finally {
+      worker.kill('SIGINT');
+      const workerCode = await workerExit;
+      expect(workerErr).not.toMatch(/error:/);
+      expect(workerCode).toBe(0);
+      await server.stop();
     }
   });
 });

@@ -1,7 +1,9 @@
 import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +23,7 @@ let standin: OpenAIStandin;
 let stateDir: string;
 
 beforeAll(async () => {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
   stateDir = tempDir('atelier-wf-state-');
   env = await TestWorkflowEnvironment.createLocal({
     server: { executable: { type: 'existing-path', path: temporalCliPath() }, dbFilename: join(stateDir, 'temporal.db') },
@@ -53,9 +56,20 @@ describe('dataset workflow on a real dev server', () => {
   let dataDir: string;
   let outputDir: string;
   let input: DatasetWorkflowInput;
+  let imageServer: Server;
+
+  afterAll(() => imageServer?.close());
 
   beforeAll(async () => {
     dataDir = tempDir('atelier-wf-data-');
+    // A local web server for http(s) image rows: one image, everything else 404.
+    const served = await sharp({ create: { width: 30, height: 10, channels: 3, background: '#000000' } }).png().toBuffer();
+    imageServer = createServer((req, res) => {
+      if (req.url === '/img.png') res.writeHead(200, { 'content-type': 'image/png' }).end(served);
+      else res.writeHead(404).end('not found');
+    });
+    await new Promise<void>((resolve) => imageServer.listen(0, '127.0.0.1', resolve));
+    const web = `http://127.0.0.1:${(imageServer.address() as AddressInfo).port}`;
     outputDir = join(tempDir('atelier-wf-out-'), 'out');
     await writePng(join(dataDir, 'ok.png'), '#000000');
     await writePng(join(dataDir, 'flaky.png'));
@@ -73,6 +87,8 @@ describe('dataset workflow on a real dev server', () => {
         '4,corrupt.png,row-corrupt-image whatever',
         '5,rotated.jpg,row-rotated keep it upright',
         '6,ok.png,',
+        `7,${web}/img.png,row-url fetched over http`,
+        `8,${web}/gone.png,row-url-404 never sent`,
       ].join('\n'),
     );
     standin.script('row-flaky', [faults.rateLimited(1), faults.serverError()]);
@@ -92,7 +108,7 @@ describe('dataset workflow on a real dev server', () => {
 
   it('edits good rows, retries transient failures, fails bad rows alone, and writes every row to results.csv', async () => {
     const summary = await runDataset(input);
-    expect(summary).toMatchObject({ total: 7, ok: 3, failed: 4, pending: 0 });
+    expect(summary).toMatchObject({ total: 9, ok: 4, failed: 5, pending: 0 });
 
     // Flaky: 429 (Retry-After 1 s) then 500, then success: exactly three calls.
     const flakyCalls = standin.callsFor('row-flaky');
@@ -104,6 +120,7 @@ describe('dataset workflow on a real dev server', () => {
     expect(standin.callsFor('row-missing-image')).toHaveLength(0);
     expect(standin.callsFor('row-corrupt-image')).toHaveLength(0);
     expect(standin.calls.filter((c) => c.prompt === '')).toHaveLength(0);
+    expect(standin.callsFor('row-url-404')).toHaveLength(0);
 
     const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
     expect(Object.keys(rows[0]!)).toEqual(['index', 'input_images', 'instruction', 'output_image', 'status', 'error']);
@@ -115,11 +132,15 @@ describe('dataset workflow on a real dev server', () => {
       ['4', 'failed', ''],
       ['5', 'ok', '000005.png'],
       ['6', 'failed', ''],
+      ['7', 'ok', '000007.png'],
+      ['8', 'failed', ''],
     ]);
     expect(rows[2]!.error).toMatch(/^Blocked: .*safety system/);
     expect(rows[3]!.error).toMatch(/^InputError: input image not found: .*missing\.png/);
     expect(rows[4]!.error).toMatch(/^InputError: input image .*corrupt\.png is not a decodable image/);
     expect(rows[6]!.error).toMatch(/^InputError: .*empty instruction/);
+    expect(rows[8]!.error).toMatch(/^InputError: downloading http:\/\/127\.0\.0\.1:\d+\/gone\.png failed: HTTP 404/);
+    await expect(sharp(join(outputDir, '000007.png')).metadata()).resolves.toMatchObject({ width: 30, height: 10 });
     for (const r of rows.filter((row) => row.status === 'ok')) expect(r.error).toBe('');
 
     for (const name of ['000000.png', '000001.png', '000005.png']) {
@@ -142,7 +163,7 @@ describe('dataset workflow on a real dev server', () => {
     const before = standin.calls.length;
     const refusedBefore = standin.callsFor('row-refused').length;
     const summary = await runDataset(input);
-    expect(summary).toMatchObject({ total: 7, ok: 3, failed: 4 });
+    expect(summary).toMatchObject({ total: 9, ok: 4, failed: 5 });
     const newCalls = standin.calls.slice(before);
     // Only the refused row reaches the provider again (the others failed before any call).
     expect(newCalls.map((c) => c.prompt.split(' ')[0])).toEqual(['row-refused']);
