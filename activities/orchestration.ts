@@ -1,13 +1,15 @@
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { readFile, rename, rm } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { stringify } from 'csv-stringify';
 import { writeFileAtomic } from '../lib/atomicFile';
-import { readCsvDataset, type CsvHeader } from '../lib/dataset/csv';
+import { readDataset, type DatasetHeader } from '../lib/dataset';
 import { DatasetError } from '../lib/errors';
+import { rowSelector } from '../lib/filterRows';
 import { completedEntry, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
+import { defaultOutputs, namedOutputs } from '../lib/outputNames';
 import { PlanWriter, readPlanMeta, readPlanRows, runMetaDir, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type {
@@ -28,20 +30,13 @@ export const RunErrorTypes = {
 
 const SUMMARY_CHARS = 80;
 const RESULT_COLUMNS = ['output_image', 'status', 'error'] as const;
+const RESULTS_CHUNK = 1000;
 
 interface RunOwnership {
   runId: string;
   inputPath: string;
   backend: string;
   model: string;
-}
-
-function rowsReader(input: DatasetWorkflowInput, onHeader: (h: CsvHeader) => void): AsyncGenerator<PlanRow> {
-  const ext = extname(input.inputPath).toLowerCase();
-  if (ext === '.csv') {
-    return readCsvDataset(input.inputPath, { instructionKey: input.instructionKey, imageKey: input.imageKey }, onHeader);
-  }
-  throw new DatasetError(`${input.inputPath}: unsupported input format "${ext || '(none)'}"; this version reads .csv files`);
 }
 
 /** An output dir belongs to one run: its outputs and ledger mean nothing to a run with other settings. */
@@ -64,9 +59,53 @@ async function claimOutputDir(input: DatasetWorkflowInput): Promise<void> {
   await writeFileAtomic(file, JSON.stringify(ownership, null, 2));
 }
 
+/** Plans where a row's outputs go; a bad or already-used name becomes the row's own error. */
+function planOutputs(
+  input: DatasetWorkflowInput,
+  index: number,
+  turns: number,
+  record: Record<string, unknown>,
+  used: Map<string, number>,
+): Pick<PlanRow, 'outputs' | 'plannedError'> {
+  const count = turns > 1 ? turns : input.numImages;
+  let outputs = defaultOutputs(index, count);
+  if (input.outputNameColumn) {
+    const raw = record[input.outputNameColumn];
+    const named = namedOutputs(raw === undefined || raw === null ? '' : String(raw), count);
+    if ('error' in named) return { outputs: [], plannedError: `${named.error} (column "${input.outputNameColumn}")` };
+    outputs = named;
+  }
+  for (const o of outputs) {
+    const owner = used.get(o.path);
+    if (owner !== undefined) return { outputs: [], plannedError: `output name ${o.path} is already used by row ${owner}` };
+  }
+  for (const o of outputs) used.set(o.path, index);
+  return { outputs };
+}
+
+function resultsPaths(input: { outputDir: string; outputCsv?: string | undefined }): { csv: string; jsonl: string } {
+  const csv = input.outputCsv ?? join(input.outputDir, 'results.csv');
+  return { csv, jsonl: csv.replace(/\.csv$/i, '') + '.jsonl' };
+}
+
+function csvCell(value: unknown): string {
+  if (value === null || value === undefined) return '';
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value);
+}
+
+async function finish(stream: WriteStream): Promise<void> {
+  stream.end();
+  await once(stream, 'finish');
+}
+
 export function createOrchestrationActivities() {
   return {
-    /** Validates the input, reads the whole dataset into the plan (streaming), counts rows already done. */
+    /**
+     * Validates the input and streams the whole dataset into the plan: one line per row with its
+     * instructions, image references and output names. Counts the selected rows already done.
+     */
     async planRun(raw: DatasetWorkflowInput): Promise<PlanRunResult> {
       let input: DatasetWorkflowInput;
       try {
@@ -74,15 +113,36 @@ export function createOrchestrationActivities() {
       } catch (err) {
         throw ApplicationFailure.nonRetryable((err as Error).message, RunErrorTypes.invalidInput);
       }
+      input.imageCacheDir ??= join(runMetaDir(input.outputDir), 'image-cache');
       await claimOutputDir(input);
+      const selected = rowSelector(input.filterRows);
       const writer = new PlanWriter(input.outputDir);
       await writer.open();
-      let header: CsvHeader | undefined;
+      let header: DatasetHeader | undefined;
+      let selectedRows = 0;
       let alreadyOk = 0;
+      const usedNames = new Map<string, number>();
       try {
-        for await (const row of rowsReader(input, (h) => (header = h))) {
-          await writer.add(row);
-          if (await completedEntry(input.outputDir, row.index)) alreadyOk += 1;
+        const rows = readDataset(
+          input.inputPath,
+          {
+            instructionKey: input.instructionKey,
+            imageKey: input.imageKey,
+            conversationKey: input.conversationKey,
+            blobDir: join(runMetaDir(input.outputDir), 'blobs'),
+          },
+          (h) => (header = h),
+        );
+        for await (const row of rows) {
+          const planned = planOutputs(input, row.index, row.turns.length, row.record, usedNames);
+          await writer.add({ ...row, ...planned });
+          if (selected(row.position)) {
+            selectedRows += 1;
+            if (await completedEntry(input.outputDir, row.index)) alreadyOk += 1;
+          }
+        }
+        if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
+          throw new DatasetError(`${input.inputPath}: no "${input.outputNameColumn}" column (--output-name-column); columns are: ${header!.columns.join(', ')}`);
         }
       } catch (err) {
         await writer.abort();
@@ -92,26 +152,30 @@ export function createOrchestrationActivities() {
       const meta = await writer.commit({
         runId: input.runId,
         inputPath: input.inputPath,
+        selectedRows,
         columns: header!.columns,
         imageKey: header!.imageKey,
         instructionKey: header!.instructionKey,
       });
-      return { input, totalRows: meta.totalRows, alreadyOk };
+      return { input, totalRows: meta.totalRows, selectedRows, alreadyOk };
     },
 
-    /** The next rows to dispatch from `cursor`, skipping rows the ledger already holds as done. */
-    async nextRowsPage(args: { outputDir: string; cursor: number; limit: number }): Promise<RowsPage> {
+    /** The next selected rows to dispatch from `cursor`, skipping rows the ledger holds as done. */
+    async nextRowsPage(args: { outputDir: string; cursor: number; limit: number; filterRows?: string }): Promise<RowsPage> {
+      const selected = rowSelector(args.filterRows);
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
       const pending: RowRef[] = [];
       for (const row of rows) {
+        if (!selected(row.position)) continue;
         if (await completedEntry(args.outputDir, row.index)) continue;
-        const summary = row.instruction.length > SUMMARY_CHARS ? `${row.instruction.slice(0, SUMMARY_CHARS - 1)}…` : row.instruction;
+        const text = row.turns.join(' → ');
+        const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
         pending.push({ position: row.position, index: row.index, summary });
       }
       return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };
     },
 
-    /** Records a row's final failure, unless the row already succeeded. */
+    /** Records a row's final failure, unless the row already succeeded; finished turns are kept. */
     async recordRowFailure(input: RecordFailureInput): Promise<void> {
       const existing = await readLedgerEntry(input.outputDir, input.index);
       if (existing?.status === 'ok') return;
@@ -123,45 +187,59 @@ export function createOrchestrationActivities() {
         model: input.model,
         errorType: input.errorType,
         error: input.error,
+        ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [] } : {}),
         finishedAt: new Date().toISOString(),
       });
     },
 
-    /** Writes results.csv from the plan and the ledger: every input row exactly once. */
-    async writeResults(args: { runId: string; outputDir: string }): Promise<DatasetRunSummary> {
+    /**
+     * Writes results.csv and results.jsonl from the plan and the ledger: every input row exactly
+     * once, ok / failed / pending, whichever run or filter produced it.
+     */
+    async writeResults(args: { runId: string; outputDir: string; outputCsv?: string }): Promise<DatasetRunSummary> {
       const meta = await readPlanMeta(args.outputDir);
-      const resultsCsv = join(args.outputDir, 'results.csv');
-      const temp = `${resultsCsv}.tmp-${process.pid}`;
+      const paths = resultsPaths(args);
+      await mkdir(dirname(paths.csv), { recursive: true });
+      const suffix = `.tmp-${process.pid}`;
       const inputColumns = meta.columns.filter((c) => !(RESULT_COLUMNS as readonly string[]).includes(c));
-      const out = createWriteStream(temp);
+      const csvFile = createWriteStream(paths.csv + suffix);
+      const jsonlFile = createWriteStream(paths.jsonl + suffix);
       const csv = stringify({ header: true, columns: [...inputColumns, ...RESULT_COLUMNS] });
-      csv.pipe(out);
+      csv.pipe(csvFile);
       const counts = { total: 0, ok: 0, failed: 0, pending: 0 };
-      const chunk = 1000;
       try {
-        for (let start = 0; start < meta.totalRows; start += chunk) {
-          for (const row of await readPlanRows(args.outputDir, start, chunk)) {
+        for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
+          const lines: string[] = [];
+          for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
             const done = await completedEntry(args.outputDir, row.index);
             const entry = done ?? (await readLedgerEntry(args.outputDir, row.index));
             const status = done ? 'ok' : entry?.status === 'failed' ? 'failed' : 'pending';
             counts.total += 1;
             counts[status] += 1;
-            const record: Record<string, string> = { ...row.record };
-            record.output_image = done?.outputImage ?? '';
-            record.status = status;
-            record.error = status === 'failed' ? `${entry?.errorType ?? 'Error'}: ${entry?.error ?? ''}` : '';
-            if (!csv.write(record)) await once(csv, 'drain');
+            const outputs = done?.outputImages ?? [];
+            const error = status === 'failed' ? `${entry?.errorType ?? 'Error'}: ${entry?.error ?? ''}` : '';
+            // CSV: one path; the last turn's for multi-turn rows, a JSON list for several images.
+            const outputCell = outputs.length === 0 ? '' : row.turns.length > 1 || outputs.length === 1 ? outputs[outputs.length - 1]! : JSON.stringify(outputs);
+            const cells: Record<string, string> = {};
+            for (const column of inputColumns) cells[column] = csvCell(row.record[column]);
+            if (!csv.write({ ...cells, output_image: outputCell, status, error })) await once(csv, 'drain');
+            lines.push(JSON.stringify({ ...row.record, output_image: outputs, status, error }));
           }
+          if (lines.length && !jsonlFile.write(`${lines.join('\n')}\n`)) await once(jsonlFile, 'drain');
         }
         csv.end();
-        await once(out, 'finish');
-        await rename(temp, resultsCsv);
+        await once(csvFile, 'finish');
+        await finish(jsonlFile);
+        await rename(paths.csv + suffix, paths.csv);
+        await rename(paths.jsonl + suffix, paths.jsonl);
       } catch (err) {
-        out.destroy();
-        await rm(temp, { force: true });
+        csvFile.destroy();
+        jsonlFile.destroy();
+        await rm(paths.csv + suffix, { force: true });
+        await rm(paths.jsonl + suffix, { force: true });
         throw err;
       }
-      return { runId: args.runId, resultsCsv, ...counts };
+      return { runId: args.runId, resultsCsv: paths.csv, resultsJsonl: paths.jsonl, ...counts };
     },
   };
 }

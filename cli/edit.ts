@@ -4,6 +4,8 @@ import { ApplicationFailure, WorkflowFailedError, type WorkflowHandle } from '@t
 import { RunErrorTypes } from '../activities/orchestration';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import { UsageError } from '../lib/errors';
+import { datasetFormat } from '../lib/dataset';
+import { parseFilterRows } from '../lib/filterRows';
 import { deriveRunId, validateRunId } from '../lib/runId';
 import type { Backend, DatasetRunSummary, DatasetWorkflowInput, ModelParams } from '../lib/types';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
@@ -22,6 +24,14 @@ export interface EditOptions {
   model: string;
   instructionKey: string;
   imageKey?: string;
+  conversationKey?: string;
+  outputNameColumn?: string;
+  outputCsv?: string;
+  imageCacheDir?: string;
+  filterRows?: string;
+  numImages: number;
+  jpegQuality: number;
+  webpQuality: number;
   runId?: string;
   stateDir: string;
   size?: string;
@@ -44,8 +54,19 @@ export interface CliIO {
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   const inputPath = resolve(options.input);
-  if (!existsSync(inputPath)) throw new UsageError(`--input ${options.input}: no such file`);
-  if (statSync(inputPath).isDirectory()) throw new UsageError(`--input ${options.input} is a directory; give a dataset file`);
+  if (!existsSync(inputPath)) throw new UsageError(`--input ${options.input}: no such file or directory`);
+  try {
+    datasetFormat(inputPath);
+  } catch (err) {
+    throw new UsageError(`--input: ${(err as Error).message}`);
+  }
+  if (options.filterRows !== undefined) {
+    try {
+      parseFilterRows(options.filterRows);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
   if (!(BACKENDS as readonly string[]).includes(options.backend)) {
     throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${BACKENDS.join(', ')}`);
   }
@@ -59,6 +80,9 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
     ...(options.quality ? { quality: options.quality } : {}),
   };
   const backend = options.backend as Backend;
+  const encoding = { jpegQuality: options.jpegQuality, webpQuality: options.webpQuality };
+  // Everything that decides what the outputs are goes into the run id; what only tunes execution
+  // (filter, window, retries, where results and caches go) does not.
   const runId =
     options.runId ??
     deriveRunId({
@@ -69,6 +93,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       params: { ...params },
       instructionKey: options.instructionKey,
       imageKey: options.imageKey,
+      extra: { conversationKey: options.conversationKey, outputNameColumn: options.outputNameColumn, numImages: options.numImages, encoding },
     });
   const badRunId = validateRunId(runId);
   if (badRunId) throw new UsageError(`--run-id: ${badRunId}`);
@@ -82,6 +107,13 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       params,
       instructionKey: options.instructionKey,
       ...(options.imageKey ? { imageKey: options.imageKey } : {}),
+      ...(options.conversationKey ? { conversationKey: options.conversationKey } : {}),
+      ...(options.outputNameColumn ? { outputNameColumn: options.outputNameColumn } : {}),
+      ...(options.outputCsv ? { outputCsv: resolve(options.outputCsv) } : {}),
+      ...(options.imageCacheDir ? { imageCacheDir: resolve(options.imageCacheDir) } : {}),
+      ...(options.filterRows !== undefined ? { filterRows: options.filterRows } : {}),
+      numImages: options.numImages,
+      encoding,
       window: options.window,
       retry: {
         maxAttempts: options.maxRetries + 1,
@@ -97,7 +129,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
 function describeSummary(summary: DatasetRunSummary): string {
   return [
     `rows: ${summary.total}  ok: ${summary.ok}  failed: ${summary.failed}${summary.pending ? `  pending: ${summary.pending}` : ''}`,
-    `results: ${summary.resultsCsv}`,
+    `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }
 
@@ -145,7 +177,8 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       return ExitCodes.usage;
     }
     io.out(describeSummary(ending.summary));
-    return ending.summary.failed > 0 || ending.summary.pending > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
+    // Rows left pending by --filter-rows are not failures.
+    return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
   } catch (err) {
     await reporter?.stop();
     if (err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure) {

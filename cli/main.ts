@@ -18,6 +18,13 @@ function nonNegativeInt(name: string) {
   };
 }
 
+function qualityInt(name: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 100) throw new InvalidArgumentError(`${name} must be an integer from 1 to 100`);
+    return Number(value);
+  };
+}
+
 function makeIO(): CliIO {
   let interrupt: () => void = () => undefined;
   const interrupted = new Promise<void>((resolve) => (interrupt = resolve));
@@ -40,7 +47,15 @@ function makeIO(): CliIO {
 function addRunOptions(cmd: Command): Command {
   return cmd
     .option('--instruction-key <column>', 'instruction column', 'instruction')
-    .option('--image-key <column>', 'image column (default: first present of input_images, image_url, image)')
+    .option('--image-key <column>', 'image column (default: first present of input_images, image_url, image; JSONL: images)')
+    .option('--conversation-key <key>', 'JSONL conversation list (default: conversations)')
+    .option('--output-name-column <column>', 'column holding each row\'s output path, relative to the output dir')
+    .option('--output-csv <file>', 'results table (default: <output-dir>/results.csv; results.jsonl goes beside it)')
+    .option('--image-cache-dir <dir>', 'cache for downloaded images (default: <output-dir>/.atelier/image-cache)')
+    .option('--filter-rows <spec>', 'rows to attempt by position: 0:100, 100:, :50, 0,5,10 or mixes like 0:3,4:6')
+    .option('--num-images <n>', 'images per row (named _00, _01, ...)', positiveInt('--num-images'), 1)
+    .option('--jpeg-quality <q>', 'quality of .jpg outputs (1-100)', qualityInt('--jpeg-quality'), 95)
+    .option('--webp-quality <q>', 'quality of .webp outputs (1-100)', qualityInt('--webp-quality'), 95)
     .option('--run-id <id>', 'run id (default: derived from input, output dir, backend, model and parameters)')
     .option('--state-dir <dir>', 'embedded Temporal server state (SQLite DB, logs)', './.atelier')
     .option('--size <WxH>', 'output size passed to the model (e.g. 1024x1024, auto)')
@@ -62,7 +77,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     program
       .command('edit')
       .description('edit every row of a dataset; running the same command again resumes the same run')
-      .requiredOption('--input <file>', 'dataset file (CSV)')
+      .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
       .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
       .addOption(new Option('--backend <name>', 'model backend').default('openai'))
       .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5'),

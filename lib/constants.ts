@@ -11,9 +11,4 @@ export function providerQueue(backend: Backend): string {
 /** Folder inside the output dir that holds the plan and the row ledger. */
 export const RUN_META_DIR = '.atelier';
 
-/** Output file name of a row: the dataset index zero-padded to 6 digits. */
-export function outputNameForIndex(index: number): string {
-  return `${String(index).padStart(6, '0')}.png`;
-}
-
 export const IMAGE_COLUMN_CANDIDATES = ['input_images', 'image_url', 'image'] as const;

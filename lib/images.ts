@@ -1,35 +1,37 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { ClassifiedError } from './errors';
+import { fetchCached } from './imageCache';
+import type { OutputFormat } from './outputNames';
 import type { ImageRef } from './plan';
+import type { OutputEncoding } from './types';
 
 export interface LoadedImage {
-  /** PNG bytes, EXIF orientation applied. */
+  /** PNG bytes, EXIF orientation applied, within the backend's limits. */
   png: Buffer;
   width: number;
   height: number;
 }
 
-const DOWNLOAD_TIMEOUT_MS = 30_000;
-
-async function fetchImage(url: string, signal?: AbortSignal): Promise<Buffer> {
-  const timeout = AbortSignal.timeout(DOWNLOAD_TIMEOUT_MS);
-  let response: Response;
-  try {
-    response = await fetch(url, { signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
-  } catch (err) {
-    // Network errors and timeouts are worth another attempt (the activity retry policy decides).
-    throw new ClassifiedError('retryable', `downloading ${url} failed: ${(err as Error).message}`);
-  }
-  if (!response.ok) {
-    const kind = response.status >= 500 || response.status === 408 || response.status === 429 ? 'retryable' : 'inputError';
-    throw new ClassifiedError(kind, `downloading ${url} failed: HTTP ${response.status}`, { status: response.status });
-  }
-  return Buffer.from(await response.arrayBuffer());
+/** What a backend accepts for one input image. */
+export interface ImageLimits {
+  maxBytes?: number;
+  maxSide?: number;
 }
 
-async function readSource(ref: ImageRef, signal?: AbortSignal): Promise<Buffer> {
-  if (ref.kind === 'url') return fetchImage(ref.source, signal);
+function decodeDataUri(uri: string): Buffer {
+  const match = /^data:[^;,]*(;base64)?,(.*)$/s.exec(uri);
+  if (!match) throw new ClassifiedError('inputError', 'a data: URI input image is malformed');
+  return match[1] ? Buffer.from(match[2]!, 'base64') : Buffer.from(decodeURIComponent(match[2]!));
+}
+
+function describe(ref: ImageRef): string {
+  return ref.kind === 'data' ? 'data: URI image' : ref.source;
+}
+
+async function readSource(ref: ImageRef, cacheDir: string, signal?: AbortSignal): Promise<Buffer> {
+  if (ref.kind === 'url') return fetchCached(ref.source, cacheDir, signal);
+  if (ref.kind === 'data') return decodeDataUri(ref.source);
   try {
     return await readFile(ref.source);
   } catch (err) {
@@ -39,21 +41,50 @@ async function readSource(ref: ImageRef, signal?: AbortSignal): Promise<Buffer> 
   }
 }
 
-/** Reads, decodes and normalises one input image to an upright PNG; undecodable input fails the row. */
-export async function loadInputImage(ref: ImageRef, signal?: AbortSignal): Promise<LoadedImage> {
-  const bytes = await readSource(ref, signal);
-  if (bytes.length === 0) throw new ClassifiedError('inputError', `input image ${ref.source} is empty (0 bytes)`);
-  try {
-    const { data, info } = await sharp(bytes, { failOn: 'error' }).rotate().png().toBuffer({ resolveWithObject: true });
-    return { png: data, width: info.width, height: info.height };
-  } catch (err) {
-    throw new ClassifiedError('inputError', `input image ${ref.source} is not a decodable image: ${(err as Error).message}`);
+/**
+ * Shrinks a PNG until it fits the limits, keeping its aspect ratio: first to the side limit, then
+ * by 0.8 per step while the encoded size is still too large.
+ */
+export async function fitWithinLimits(image: LoadedImage, limits: ImageLimits): Promise<LoadedImage> {
+  let { png, width, height } = image;
+  const longest = Math.max(width, height);
+  let scale = limits.maxSide && longest > limits.maxSide ? limits.maxSide / longest : 1;
+  for (let step = 0; step < 30; step++) {
+    if (scale < 1) {
+      const w = Math.max(1, Math.round(image.width * scale));
+      const h = Math.max(1, Math.round(image.height * scale));
+      png = await sharp(image.png).resize(w, h, { fit: 'fill' }).png().toBuffer();
+      width = w;
+      height = h;
+    }
+    if (!limits.maxBytes || png.length <= limits.maxBytes) return { png, width, height };
+    scale *= 0.8;
   }
+  throw new ClassifiedError('inputError', `an input image cannot be shrunk under ${limits.maxBytes} bytes`);
 }
 
-/** Provider output → PNG bytes (outputs are named .png, so their bytes must be PNG too). */
-export async function toPng(bytes: Buffer): Promise<Buffer> {
-  const isPng = bytes.length > 8 && bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
-  if (isPng) return bytes;
-  return sharp(bytes).png().toBuffer();
+/** Reads, decodes and normalises one input image to an upright PNG; undecodable input fails the row. */
+export async function loadInputImage(ref: ImageRef, options: { cacheDir: string; limits?: ImageLimits; signal?: AbortSignal }): Promise<LoadedImage> {
+  const bytes = await readSource(ref, options.cacheDir, options.signal);
+  if (bytes.length === 0) throw new ClassifiedError('inputError', `input image ${describe(ref)} is empty (0 bytes)`);
+  let loaded: LoadedImage;
+  try {
+    const { data, info } = await sharp(bytes, { failOn: 'error' }).rotate().png().toBuffer({ resolveWithObject: true });
+    loaded = { png: data, width: info.width, height: info.height };
+  } catch (err) {
+    throw new ClassifiedError('inputError', `input image ${describe(ref)} is not a decodable image: ${(err as Error).message}`);
+  }
+  return options.limits ? fitWithinLimits(loaded, options.limits) : loaded;
+}
+
+/** Encodes a provider's output in the format its name asks for; undecodable output is retryable. */
+export async function encodeOutput(bytes: Buffer, format: OutputFormat, encoding: OutputEncoding): Promise<Buffer> {
+  try {
+    const image = sharp(bytes, { failOn: 'error' });
+    if (format === 'jpeg') return await image.flatten({ background: '#ffffff' }).jpeg({ quality: encoding.jpegQuality }).toBuffer();
+    if (format === 'webp') return await image.webp({ quality: encoding.webpQuality }).toBuffer();
+    return await image.png().toBuffer();
+  } catch (err) {
+    throw new ClassifiedError('retryable', `the provider returned an undecodable image: ${(err as Error).message}`);
+  }
 }

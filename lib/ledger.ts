@@ -2,26 +2,29 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomicFile';
 import { runMetaDir } from './plan';
-import type { RowStatus } from './types';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs: one small JSON file
-// per row index, written atomically after the row's image is in place. Temporal's history expires
+// per row index, written atomically after the row's images are in place. Temporal's history expires
 // (the dev server keeps closed runs for a day); the ledger does not, so "already done" is decided
-// here. A row counts as done only when its entry says ok and its output file exists.
+// here. A row counts as done only when its entry says ok and all its output files exist.
 
 export interface LedgerEntry {
   index: number;
   position: number;
-  status: RowStatus;
+  /** `partial`: a multi-turn row with some turns done (their outputs kept for the retry). */
+  status: 'ok' | 'failed' | 'partial';
   runId: string;
   model: string;
-  /** Relative to the output dir. */
-  outputImage?: string;
+  /** Relative to the output dir, in order (one per image or per turn). */
+  outputImages?: string[];
+  /** Multi-turn rows: turns whose outputs are on disk. */
+  turnsDone?: number;
   errorType?: string;
   error?: string;
   attempts?: number;
-  requestId?: string;
+  requestIds?: string[];
   latencyMs?: number;
+  usage?: Record<string, number>;
   finishedAt: string;
 }
 
@@ -42,14 +45,25 @@ export async function writeLedgerEntry(outputDir: string, entry: LedgerEntry): P
   await writeFileAtomic(entryPath(outputDir, entry.index), `${JSON.stringify(entry)}\n`);
 }
 
-/** The entry, if the row is done: status ok and its output still on disk. */
+async function allExist(outputDir: string, paths: readonly string[]): Promise<boolean> {
+  try {
+    await Promise.all(paths.map((p) => stat(join(outputDir, p))));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The entry, if the row is done: status ok and every output still on disk. */
 export async function completedEntry(outputDir: string, index: number): Promise<LedgerEntry | undefined> {
   const entry = await readLedgerEntry(outputDir, index);
-  if (entry?.status !== 'ok' || !entry.outputImage) return undefined;
-  try {
-    await stat(join(outputDir, entry.outputImage));
-    return entry;
-  } catch {
-    return undefined;
-  }
+  if (entry?.status !== 'ok' || !entry.outputImages?.length) return undefined;
+  return (await allExist(outputDir, entry.outputImages)) ? entry : undefined;
+}
+
+/** Multi-turn rows: how many leading turns are done with their outputs on disk (0 if none). */
+export async function turnsDone(outputDir: string, index: number, outputs: readonly string[]): Promise<number> {
+  const entry = await readLedgerEntry(outputDir, index);
+  const done = Math.min(entry?.turnsDone ?? 0, outputs.length);
+  return done > 0 && (await allExist(outputDir, outputs.slice(0, done))) ? done : 0;
 }

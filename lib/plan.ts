@@ -4,35 +4,44 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomicFile';
 import { RUN_META_DIR } from './constants';
+import type { OutputTarget } from './outputNames';
 
 // The plan is the dataset normalised into one JSON line per row, plus a fixed-width offset index so
 // any row can be read by position without scanning. Workflows carry positions and counts; the rows
 // themselves stay on disk next to the outputs, where every worker of the run can read them.
 
 export interface ImageRef {
-  kind: 'file' | 'url';
-  /** Absolute path for files, the URL for urls. */
+  kind: 'file' | 'url' | 'data';
+  /** Absolute path for files, the URL for urls, the data: URI for inline images. */
   source: string;
 }
 
 export interface PlanRow {
   position: number;
   index: number;
-  /** 1-based line (CSV: the record's first line) in the input file, for error messages. */
-  line: number;
-  instruction: string;
+  /** Where the row came from, for messages: `data.csv line 5`. */
+  where: string;
+  /** Instructions in order; several for a multi-turn row. */
+  turns: string[];
+  /** Input images; none for a text-to-image row. */
   images: ImageRef[];
-  /** The input record as read, for the results table. */
-  record: Record<string, string>;
+  /** Where the row's outputs go (one per image or per turn). */
+  outputs: OutputTarget[];
+  /** A problem found while planning (bad output name, say): the row fails with it, no provider call. */
+  plannedError?: string;
+  /** The input record as read (JSON-safe), for the results tables. */
+  record: Record<string, unknown>;
 }
 
 export interface PlanMeta {
   runId: string;
   inputPath: string;
   totalRows: number;
+  /** Rows the run's --filter-rows selects. */
+  selectedRows: number;
   /** Input columns in their original order. */
   columns: string[];
-  imageKey: string;
+  imageKey: string | undefined;
   instructionKey: string;
 }
 
@@ -76,6 +85,7 @@ export class PlanWriter {
   }
 
   async commit(meta: Omit<PlanMeta, 'totalRows'>): Promise<PlanMeta> {
+    if (this.rowsStream.destroyed) throw new Error('plan writer was aborted');
     this.rowsStream.end();
     await once(this.rowsStream, 'finish');
     const index = Buffer.alloc(this.offsets.length * OFFSET_BYTES);

@@ -9,6 +9,8 @@ export interface RunIdentity {
   params: Record<string, unknown>;
   instructionKey: string;
   imageKey?: string | undefined;
+  /** Further settings that change the outputs (naming, encoding, images per row). */
+  extra?: Record<string, unknown>;
 }
 
 /** Stable JSON: object keys sorted, undefined dropped, so equal settings hash equally. */

@@ -19,10 +19,16 @@ export interface RowRetrySettings {
   maximumIntervalMs: number;
 }
 
+/** How outputs are encoded (JPEG/WebP quality, 1-100). */
+export interface OutputEncoding {
+  jpegQuality: number;
+  webpQuality: number;
+}
+
 /** Input of the dataset workflow: one per run. Safe to write by hand for `temporal workflow start`. */
 export interface DatasetWorkflowInput {
   runId: string;
-  /** Absolute path of the dataset file. */
+  /** Absolute path of the dataset: a .csv, .jsonl or .parquet file, or a folder of .parquet shards. */
   inputPath: string;
   /** Absolute path of the output directory (shared by every worker that serves this run). */
   outputDir: string;
@@ -32,6 +38,19 @@ export interface DatasetWorkflowInput {
   instructionKey: string;
   /** Image column; when absent the first present of input_images, image_url, image. */
   imageKey?: string;
+  /** JSONL conversation key (default `conversations`). */
+  conversationKey?: string;
+  /** Column giving each row's output path, relative to the output dir. */
+  outputNameColumn?: string;
+  /** Images per row (several are named `_00`, `_01`, ...). */
+  numImages: number;
+  encoding: OutputEncoding;
+  /** Row positions to attempt (`0:100,200:`); others stay pending. Not part of the run id. */
+  filterRows?: string;
+  /** Results table; results.jsonl goes beside it. Default `<outputDir>/results.csv`. */
+  outputCsv?: string;
+  /** Content-addressed cache of downloaded images. Default `<outputDir>/.atelier/image-cache`. */
+  imageCacheDir?: string;
   /** Row children in flight at once. */
   window: number;
   retry: RowRetrySettings;
@@ -49,7 +68,9 @@ export interface PlanRunResult {
   /** The workflow input after validation, defaults filled in. */
   input: DatasetWorkflowInput;
   totalRows: number;
-  /** Rows already ok in the ledger (they make no provider call). */
+  /** Rows selected by --filter-rows (all rows without a filter). */
+  selectedRows: number;
+  /** Selected rows already ok in the ledger (they make no provider call). */
   alreadyOk: number;
 }
 
@@ -74,6 +95,9 @@ export interface RowTask {
   backend: Backend;
   model: string;
   params: ModelParams;
+  numImages: number;
+  encoding: OutputEncoding;
+  imageCacheDir: string;
 }
 
 export type RowStatus = 'ok' | 'failed';
@@ -107,8 +131,8 @@ export interface RowOutcome {
   position: number;
   index: number;
   status: RowStatus;
-  /** Output path relative to the output dir, when ok. */
-  outputImage?: string;
+  /** Output paths relative to the output dir, when ok. */
+  outputImages?: string[];
   errorType?: string;
   error?: string;
   /** True when the ledger already had this row ok and no provider call was made. */
@@ -135,11 +159,13 @@ export interface RunCounts {
 export interface DatasetRunSummary extends RunCounts {
   runId: string;
   resultsCsv: string;
+  resultsJsonl: string;
 }
 
 export interface ProgressSnapshot {
   runId: string;
   phase: 'planning' | 'running' | 'writing-results' | 'done';
+  /** Rows this run attempts (selected by --filter-rows). */
   total: number;
   alreadyOk: number;
   ok: number;

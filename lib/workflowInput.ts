@@ -1,5 +1,6 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
+import { parseFilterRows } from './filterRows';
 import { validateRunId } from './runId';
 import type { DatasetWorkflowInput } from './types';
 
@@ -22,6 +23,25 @@ export const datasetWorkflowInputSchema = z
     params: z.object({ size: z.string().optional(), quality: z.string().optional() }).strict().default({}),
     instructionKey: z.string().min(1).default('instruction'),
     imageKey: z.string().min(1).optional(),
+    conversationKey: z.string().min(1).optional(),
+    outputNameColumn: z.string().min(1).optional(),
+    numImages: z.number().int().min(1).max(10).default(1),
+    encoding: z
+      .object({ jpegQuality: z.number().int().min(1).max(100).default(95), webpQuality: z.number().int().min(1).max(100).default(95) })
+      .strict()
+      .default({ jpegQuality: 95, webpQuality: 95 }),
+    filterRows: z
+      .string()
+      .superRefine((spec, ctx) => {
+        try {
+          parseFilterRows(spec);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        }
+      })
+      .optional(),
+    outputCsv: absolutePath('outputCsv').optional(),
+    imageCacheDir: absolutePath('imageCacheDir').optional(),
     window: z.number().int().min(1).max(1000).default(16),
     retry: z
       .object({

@@ -46,11 +46,15 @@ export const faults = {
 };
 
 export interface StandinCall {
-  path: string;
+  path: '/v1/images/edits' | '/v1/images/generations';
   model: string;
   prompt: string;
+  /** Images asked for (`n`). */
+  n: number;
   imageCount: number;
   imageTypes: string[];
+  /** Decoded sizes of the input images. */
+  imageSizes: { width: number; height: number }[];
   /** What the caller sent as Authorization (the tests check keys go only here). */
   authorization: string;
   status: number;
@@ -91,6 +95,23 @@ function errorBody(message: string, code: string | null = null, param: string | 
   return { error: { message, type: 'invalid_request_error', param, code } };
 }
 
+function imagesResponse(images: Buffer[], size: string, quality: string, inputImages: number) {
+  return {
+    created: Math.floor(Date.now() / 1000),
+    background: 'opaque',
+    data: images.map((img) => ({ b64_json: img.toString('base64') })),
+    output_format: 'png',
+    quality,
+    size,
+    usage: {
+      input_tokens: 50 + inputImages * 323,
+      input_tokens_details: { image_tokens: inputImages * 323, text_tokens: 50 },
+      output_tokens: 1056 * images.length,
+      total_tokens: 50 + inputImages * 323 + 1056 * images.length,
+    },
+  };
+}
+
 async function readBody(req: IncomingMessage): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -115,12 +136,24 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const model = String(form.get('model') ?? '');
     const prompt = String(form.get('prompt') ?? '');
     const files = [...form.getAll('image'), ...form.getAll('image[]')].flatMap((v) => (typeof v === 'string' ? [] : [v]));
+    const buffers = await Promise.all(files.map(async (f) => Buffer.from(await f.arrayBuffer())));
+    const imageSizes = await Promise.all(
+      buffers.map((b) =>
+        sharp(b)
+          .metadata()
+          .then((m) => ({ width: m.width ?? 0, height: m.height ?? 0 }))
+          .catch(() => ({ width: 0, height: 0 })),
+      ),
+    );
+    const n = Number(form.get('n') ?? 1);
     const call: StandinCall = {
       path: '/v1/images/edits',
       model,
       prompt,
+      n,
       imageCount: files.length,
       imageTypes: files.map((f) => f.type),
+      imageSizes,
       authorization,
       status: 200,
       at: Date.now(),
@@ -145,45 +178,66 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       return reply(400, errorBody(`Invalid file 'image': unsupported mimetype ('${badType.type || 'application/octet-stream'}'). Supported file formats are 'image/jpeg', 'image/png', and 'image/webp'.`, 'invalid_image_file', 'image'));
     }
 
-    const script = scripts.find((s) => prompt.includes(s.match));
-    const step = script
-      ? script.repeat
-        ? script.steps[script.served++ % script.steps.length]
-        : script.steps[script.served++]
-      : undefined;
-    if (options.latencyMs) await sleep(options.latencyMs);
-    if (step) {
-      if (step.delayMs) await sleep(step.delayMs);
-      return reply(step.status, step.body ?? errorBody(`scripted ${step.status}`), step.headers ?? {});
-    }
+    if (await scripted(prompt, reply)) return;
 
     let output: Buffer;
     try {
-      output = await sharp(Buffer.from(await files[0]!.arrayBuffer())).negate({ alpha: false }).png().toBuffer();
+      output = await sharp(buffers[0]!).negate({ alpha: false }).png().toBuffer();
     } catch {
       return reply(400, errorBody('Invalid image file or mode for image 1, please check your image file.', 'invalid_image_file', 'image'));
     }
-    const size = String(form.get('size') ?? 'auto');
-    reply(200, {
-      created: Math.floor(Date.now() / 1000),
-      background: 'opaque',
-      data: [{ b64_json: output.toString('base64') }],
-      output_format: 'png',
-      quality: String(form.get('quality') ?? 'auto'),
-      size,
-      usage: {
-        input_tokens: 50 + files.length * 323,
-        input_tokens_details: { image_tokens: files.length * 323, text_tokens: 50 },
-        output_tokens: 1056,
-        total_tokens: 1106 + files.length * 323,
-      },
-    });
+    reply(200, imagesResponse(Array(n).fill(output), String(form.get('size') ?? 'auto'), String(form.get('quality') ?? 'auto'), files.length));
+  }
+
+  /** Serves the prompt's next scripted fault, if any; true when it did. */
+  async function scripted(prompt: string, reply: (status: number, body: unknown, headers?: Record<string, string>) => void): Promise<boolean> {
+    const script = scripts.find((s) => prompt.includes(s.match));
+    const step = script ? (script.repeat ? script.steps[script.served++ % script.steps.length] : script.steps[script.served++]) : undefined;
+    if (options.latencyMs) await sleep(options.latencyMs);
+    if (!step) return false;
+    if (step.delayMs) await sleep(step.delayMs);
+    reply(step.status, step.body ?? errorBody(`scripted ${step.status}`), step.headers ?? {});
+    return true;
+  }
+
+  async function handleGeneration(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const requestId = `req_standin_${++requestCounter}`;
+    const authorization = String(req.headers.authorization ?? '');
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse((await readBody(req)).toString('utf8')) as Record<string, unknown>;
+    } catch {
+      return sendJson(res, 400, errorBody('We could not parse the JSON body of your request.'));
+    }
+    const model = String(body.model ?? '');
+    const prompt = String(body.prompt ?? '');
+    const n = Number(body.n ?? 1);
+    const call: StandinCall = { path: '/v1/images/generations', model, prompt, n, imageCount: 0, imageTypes: [], imageSizes: [], authorization, status: 200, at: Date.now() };
+    calls.push(call);
+    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
+      call.status = status;
+      sendJson(res, status, payload, { 'x-request-id': requestId, ...headers });
+    };
+    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length) {
+      return reply(401, errorBody("You didn't provide an API key.", 'invalid_api_key'));
+    }
+    if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
+    if (GPT_IMAGE.test(model) && body.response_format !== undefined) {
+      return reply(400, errorBody("Unknown parameter: 'response_format'.", 'unknown_parameter', 'response_format'));
+    }
+    if (await scripted(prompt, reply)) return;
+    const [w, h] = /^(\d+)x(\d+)$/.exec(String(body.size ?? ''))?.slice(1).map(Number) ?? [64, 64];
+    // A colour derived from the prompt, so different prompts give different images.
+    const hue = [...prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
+    const image = await sharp({ create: { width: w!, height: h!, channels: 3, background: `hsl(${hue}, 70%, 50%)` } }).png().toBuffer();
+    reply(200, imagesResponse(Array(n).fill(image), String(body.size ?? 'auto'), String(body.quality ?? 'auto'), 0));
   }
 
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0];
-    if (req.method === 'POST' && path === '/v1/images/edits') {
-      handleEdit(req, res).catch((err: unknown) => {
+    const handler = req.method === 'POST' ? { '/v1/images/edits': handleEdit, '/v1/images/generations': handleGeneration }[path ?? ''] : undefined;
+    if (handler) {
+      handler(req, res).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, errorBody(`stand-in failure: ${(err as Error).message}`));
       });
       return;

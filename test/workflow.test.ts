@@ -23,7 +23,7 @@ let standin: OpenAIStandin;
 let stateDir: string;
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
   stateDir = tempDir('atelier-wf-state-');
   env = await TestWorkflowEnvironment.createLocal({
     server: { executable: { type: 'existing-path', path: temporalCliPath() }, dbFilename: join(stateDir, 'temporal.db') },
@@ -48,8 +48,11 @@ async function runDataset(input: DatasetWorkflowInput): Promise<DatasetRunSummar
     workflowId: input.runId,
     args: [input],
   }) as Promise<DatasetRunSummary>;
-  const [summary] = await Promise.all([result, ...workers.map((w) => w.runUntil(result))]);
-  return summary;
+  // Wait for every worker to shut down, even when the run fails, before reporting the outcome.
+  const settled = await Promise.allSettled([result, ...workers.map((w) => w.runUntil(result))]);
+  const failure = settled.find((s) => s.status === 'rejected');
+  if (failure) throw (failure as PromiseRejectedResult).reason;
+  return (settled[0] as PromiseFulfilledResult<DatasetRunSummary>).value;
 }
 
 describe('dataset workflow on a real dev server', () => {
@@ -101,6 +104,8 @@ describe('dataset workflow on a real dev server', () => {
       model: 'gpt-image-1.5',
       params: {},
       instructionKey: 'instruction',
+      numImages: 1,
+      encoding: { jpegQuality: 95, webpQuality: 95 },
       window: 3,
       retry: { maxAttempts: 5, initialIntervalMs: 100, maximumIntervalMs: 1000 },
     };
@@ -156,7 +161,7 @@ describe('dataset workflow on a real dev server', () => {
     expect(existsSync(join(outputDir, '000002.png'))).toBe(false);
 
     const ledger = await readLedgerEntry(outputDir, 1);
-    expect(ledger).toMatchObject({ status: 'ok', attempts: 3, requestId: expect.stringMatching(/^req_standin_/) });
+    expect(ledger).toMatchObject({ status: 'ok', attempts: 3, requestIds: [expect.stringMatching(/^req_standin_/)] });
   });
 
   it('re-running makes no call for ok rows and tries failed rows again', async () => {

@@ -48,7 +48,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
 
   const plan = await planRunOrExplain(rawInput);
   const input = plan.input;
-  progress.total = plan.totalRows;
+  progress.total = plan.selectedRows;
   progress.alreadyOk = plan.alreadyOk;
   progress.phase = 'running';
 
@@ -67,6 +67,9 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
               backend: input.backend,
               model: input.model,
               params: input.params,
+              numImages: input.numImages,
+              encoding: input.encoding,
+              imageCacheDir: input.imageCacheDir!,
             },
             retry: input.retry,
           },
@@ -87,7 +90,12 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   const pageSize = Math.max(100, input.window * 4);
   let cursor: number | null = 0;
   while (cursor !== null) {
-    const page: RowsPage = await nextRowsPage({ outputDir: input.outputDir, cursor, limit: pageSize });
+    const page: RowsPage = await nextRowsPage({
+      outputDir: input.outputDir,
+      cursor,
+      limit: pageSize,
+      ...(input.filterRows ? { filterRows: input.filterRows } : {}),
+    });
     for (const row of page.rows) {
       await condition(() => running.size < input.window);
       const task = runRow(row).finally(() => {
@@ -102,7 +110,11 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   await Promise.all(running);
 
   progress.phase = 'writing-results';
-  const summary = await writeResults({ runId: input.runId, outputDir: input.outputDir });
+  const summary = await writeResults({
+    runId: input.runId,
+    outputDir: input.outputDir,
+    ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
+  });
   progress.phase = 'done';
   return summary;
 }

@@ -1,6 +1,6 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import { ClassifiedError } from '../../lib/errors';
-import type { EditRequest, EditResult, ImageEditProvider, ProviderImage } from './provider';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
 // The SDK's own retries are off: Temporal's activity retry policy owns every retry, so backoff,
@@ -59,6 +59,32 @@ function extensionFor(mimeType: string): string {
   return mimeType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'png';
 }
 
+/** GPT image models take files under 50 MB; dall-e-2 one square PNG under 4 MB. */
+const INPUT_LIMITS = { 'dall-e-2': { maxBytes: 4 * 1024 * 1024, maxSide: 1024 }, default: { maxBytes: 50 * 1024 * 1024 } };
+
+function sizedParams(request: ImageRequest) {
+  return {
+    ...(request.numImages > 1 ? { n: request.numImages } : {}),
+    ...(request.params.size ? { size: request.params.size as OpenAI.ImageEditParams['size'] } : {}),
+    ...(request.params.quality ? { quality: request.params.quality as OpenAI.ImageEditParams['quality'] } : {}),
+  };
+}
+
+async function collectImages(response: OpenAI.ImagesResponse, requestId: string | null, signal?: AbortSignal): Promise<ImageResult> {
+  const images: ProviderImage[] = [];
+  for (const item of response.data ?? []) {
+    if (item.b64_json) images.push({ data: Buffer.from(item.b64_json, 'base64'), mimeType: `image/${response.output_format ?? 'png'}` });
+    else if (item.url) images.push(await download(item.url, signal));
+  }
+  if (images.length === 0) {
+    throw new ClassifiedError('retryable', 'the response held no image', requestId ? { requestId } : {});
+  }
+  const usage = response.usage
+    ? { inputTokens: response.usage.input_tokens, outputTokens: response.usage.output_tokens, totalTokens: response.usage.total_tokens }
+    : undefined;
+  return { images, ...(requestId ? { requestId } : {}), ...(usage ? { usage } : {}) };
+}
+
 export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditProvider {
   const client = new OpenAI({
     apiKey: options.apiKey,
@@ -69,7 +95,8 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
   return {
     backend: 'openai',
     secrets: [options.apiKey],
-    async edit(request: EditRequest): Promise<EditResult> {
+    inputLimits: (model) => (model === 'dall-e-2' ? INPUT_LIMITS['dall-e-2'] : INPUT_LIMITS.default),
+    async edit(request: EditRequest): Promise<ImageResult> {
       // Buffers with an explicit name and MIME type: without them uploads go out as
       // application/octet-stream and the API rejects them.
       const files = await Promise.all(
@@ -87,24 +114,25 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
               prompt: request.prompt,
               // One image goes as `image`; several as repeated `image[]` fields.
               image: files.length === 1 ? firstFile : files,
-              ...(request.params.size ? { size: request.params.size as OpenAI.ImageEditParams['size'] } : {}),
-              ...(request.params.quality ? { quality: request.params.quality as OpenAI.ImageEditParams['quality'] } : {}),
+              ...sizedParams(request),
             },
             request.signal ? { signal: request.signal } : {},
           )
           .withResponse();
-        const images: ProviderImage[] = [];
-        for (const item of data.data ?? []) {
-          if (item.b64_json) images.push({ data: Buffer.from(item.b64_json, 'base64'), mimeType: `image/${data.output_format ?? 'png'}` });
-          else if (item.url) images.push(await download(item.url, request.signal));
-        }
-        if (images.length === 0) {
-          throw new ClassifiedError('retryable', 'the response held no image', request_id ? { requestId: request_id } : {});
-        }
-        const usage = data.usage
-          ? { inputTokens: data.usage.input_tokens, outputTokens: data.usage.output_tokens, totalTokens: data.usage.total_tokens }
-          : undefined;
-        return { images, ...(request_id ? { requestId: request_id } : {}), ...(usage ? { usage } : {}) };
+        return await collectImages(data, request_id, request.signal);
+      } catch (err) {
+        throw classifyOpenAIError(err);
+      }
+    },
+    async generate(request: ImageRequest): Promise<ImageResult> {
+      try {
+        const { data, request_id } = await client.images
+          .generate(
+            { model: request.model, prompt: request.prompt, ...(sizedParams(request) as Partial<OpenAI.ImageGenerateParams>) },
+            request.signal ? { signal: request.signal } : {},
+          )
+          .withResponse();
+        return await collectImages(data as OpenAI.ImagesResponse, request_id, request.signal);
       } catch (err) {
         throw classifyOpenAIError(err);
       }

@@ -1,13 +1,13 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseImageCell, readCsvDataset } from '../../lib/dataset/csv';
+import { parseImageCell, type DatasetRow } from '../../lib/dataset/common';
+import { readCsvDataset } from '../../lib/dataset/csv';
 import { DatasetError } from '../../lib/errors';
-import type { PlanRow } from '../../lib/plan';
 import { tempDir, writeText } from '../helpers/fixtures';
 
-async function readAll(file: string, imageKey?: string): Promise<PlanRow[]> {
-  const rows: PlanRow[] = [];
-  for await (const row of readCsvDataset(file, { instructionKey: 'instruction', imageKey })) rows.push(row);
+async function readAll(file: string, imageKey?: string): Promise<DatasetRow[]> {
+  const rows: DatasetRow[] = [];
+  for await (const row of readCsvDataset(file, { instructionKey: 'instruction', imageKey, blobDir: '/nonexistent' })) rows.push(row);
   return rows;
 }
 
@@ -27,13 +27,13 @@ describe('CSV datasets', () => {
     const rows = await readAll(file);
     expect(rows.map((r) => r.index)).toEqual([7, 3, 10]);
     expect(rows.map((r) => r.position)).toEqual([0, 1, 2]);
-    expect(rows[0]!.instruction).toBe('Make it "warmer", please');
+    expect(rows[0]!.turns[0]).toBe('Make it "warmer", please');
     expect(rows[0]!.images).toEqual([{ kind: 'file', source: join(dir, 'sub', 'a.png') }]);
     expect(rows[1]!.images).toEqual([
       { kind: 'file', source: join(dir, 'sub', 'b.png') },
       { kind: 'file', source: '/abs/c.png' },
     ]);
-    expect(rows[1]!.instruction).toBe('multi\nline');
+    expect(rows[1]!.turns[0]).toBe('multi\nline');
     expect(rows[2]!.images).toEqual([{ kind: 'url', source: 'https://example.test/d.png' }]);
     expect(rows[2]!.record).toEqual({ index: '10', input_images: 'https://example.test/d.png', instruction: 'url row', extra: 'z' });
   });
@@ -43,9 +43,9 @@ describe('CSV datasets', () => {
     const file = join(dir, 'd.csv');
     writeText(file, 'image,instruction\nx.png,one\ny.png,two\n');
     const rows = await readAll(file);
-    expect(rows.map((r) => [r.index, r.line])).toEqual([
-      [0, 2],
-      [1, 3],
+    expect(rows.map((r) => [r.index, r.where])).toEqual([
+      [0, 'd.csv line 2'],
+      [1, 'd.csv line 3'],
     ]);
   });
 
@@ -61,8 +61,8 @@ describe('CSV datasets', () => {
     ['missing image column', 'photo,instruction\na.png,x\n', /no image column; expected one of input_images, image_url, image/],
     ['ragged row', 'input_images,instruction\na.png,x\nb.png,y,z\n', /line 3/],
     ['bad quoting', 'input_images,instruction\na.png,"unterminated\n', /data\.csv: .*quote/i],
-    ['non-integer index', 'index,input_images,instruction\n1,a.png,x\nabc,b.png,y\n', /line 3, column "index": "abc" is not a non-negative integer/],
-    ['duplicate index', 'index,input_images,instruction\n1,a.png,x\n1,b.png,y\n', /line 3, column "index": index 1 repeats line 2/],
+    ['non-integer index', 'index,input_images,instruction\n1,a.png,x\nabc,b.png,y\n', /data\.csv: line 3, column "index": "abc" is not a non-negative integer/],
+    ['duplicate index', 'index,input_images,instruction\n1,a.png,x\n1,b.png,y\n', /data\.csv: line 3, column "index": index 1 repeats .*data\.csv: line 2/],
     ['header only', 'input_images,instruction\n', /no data rows/],
   ])('rejects a dataset with %s, naming file, line and column', async (_name, text, pattern) => {
     const dir = tempDir();

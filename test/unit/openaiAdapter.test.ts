@@ -20,7 +20,7 @@ function provider(apiKey = 'sk-test-adapter') {
 
 async function editError(prompt: string, apiKey?: string): Promise<ClassifiedError> {
   try {
-    await provider(apiKey).edit({ model: 'gpt-image-1.5', prompt, images: [{ data: png, mimeType: 'image/png' }], params: {} });
+    await provider(apiKey).edit({ model: 'gpt-image-1.5', prompt, images: [{ data: png, mimeType: 'image/png' }], params: {}, numImages: 1 });
   } catch (err) {
     expect(err).toBeInstanceOf(ClassifiedError);
     return err as ClassifiedError;
@@ -30,12 +30,13 @@ async function editError(prompt: string, apiKey?: string): Promise<ClassifiedErr
 
 describe('OpenAI adapter through the real SDK', () => {
   it('sends one image as `image` and several as `image[]`, typed PNG, and returns the edited image', async () => {
-    const single = await provider().edit({ model: 'gpt-image-1.5', prompt: 'single', images: [{ data: png, mimeType: 'image/png' }], params: { size: '1024x1024' } });
+    const single = await provider().edit({ model: 'gpt-image-1.5', prompt: 'single', images: [{ data: png, mimeType: 'image/png' }], params: { size: '1024x1024' }, numImages: 1 });
     const multi = await provider().edit({
       model: 'gpt-image-1.5',
       prompt: 'multi',
       images: [png, png, png].map((data) => ({ data, mimeType: 'image/png' })),
       params: {},
+      numImages: 1,
     });
     expect(standin.callsFor('single')[0]).toMatchObject({ imageCount: 1, imageTypes: ['image/png'], authorization: 'Bearer sk-test-adapter' });
     expect(standin.callsFor('multi')[0]).toMatchObject({ imageCount: 3, imageTypes: ['image/png', 'image/png', 'image/png'] });
@@ -68,7 +69,7 @@ describe('OpenAI adapter through the real SDK', () => {
   it('classifies an unreachable server as retryable', async () => {
     const port = await freePort();
     const dead = createOpenAIProvider({ apiKey: 'sk-x', baseURL: `http://127.0.0.1:${port}/v1` });
-    const err = await dead.edit({ model: 'gpt-image-1.5', prompt: 'x', images: [{ data: png, mimeType: 'image/png' }], params: {} }).catch((e: unknown) => e);
+    const err = await dead.edit({ model: 'gpt-image-1.5', prompt: 'x', images: [{ data: png, mimeType: 'image/png' }], params: {}, numImages: 1 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClassifiedError);
     expect((err as ClassifiedError).kind).toBe('retryable');
   });

@@ -8,12 +8,12 @@ describe('plan files', () => {
     const writer = new PlanWriter(dir);
     await writer.open();
     for (let i = 0; i < 250; i++) {
-      await writer.add({ position: i, index: i * 2, line: i + 2, instruction: `édit ${i} ✓`, images: [], record: { i: String(i) } });
+      await writer.add({ position: i, index: i * 2, where: `x.csv line ${i + 2}`, turns: [`édit ${i} ✓`], images: [], outputs: [], record: { i: String(i) } });
     }
-    const meta = await writer.commit({ runId: 'r', inputPath: '/x.csv', columns: ['i'], imageKey: 'image', instructionKey: 'instruction' });
+    const meta = await writer.commit({ runId: 'r', inputPath: '/x.csv', selectedRows: 250, columns: ['i'], imageKey: 'image', instructionKey: 'instruction' });
     expect(meta.totalRows).toBe(250);
     expect((await readPlanMeta(dir)).totalRows).toBe(250);
-    expect((await readPlanRow(dir, 137)).instruction).toBe('édit 137 ✓');
+    expect((await readPlanRow(dir, 137)).turns[0]).toBe('édit 137 ✓');
     const page = await readPlanRows(dir, 240, 100);
     expect(page.map((r) => r.position)).toEqual([240, 241, 242, 243, 244, 245, 246, 247, 248, 249]);
     expect(await readPlanRows(dir, 250, 10)).toEqual([]);

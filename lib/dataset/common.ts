@@ -1,0 +1,105 @@
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { IMAGE_COLUMN_CANDIDATES } from '../constants';
+import { DatasetError } from '../errors';
+import type { ImageRef } from '../plan';
+
+/** One dataset row as a reader yields it, before output names are planned. */
+export interface DatasetRow {
+  position: number;
+  index: number;
+  /** Where the row came from, for messages: `data.csv line 5`, `shard-0001.parquet row 17`. */
+  where: string;
+  /** Instructions in order: one for a plain edit, several for a multi-turn row. */
+  turns: string[];
+  images: ImageRef[];
+  /** The input record, JSON-safe, for the results tables. */
+  record: Record<string, unknown>;
+}
+
+export interface DatasetReadOptions {
+  instructionKey: string;
+  imageKey?: string | undefined;
+  conversationKey?: string | undefined;
+  /** Folder for images embedded in the dataset (Parquet bytes), content-addressed. */
+  blobDir: string;
+}
+
+export interface DatasetHeader {
+  columns: string[];
+  /** Undefined when the format allows rows without images and none name an image column. */
+  imageKey: string | undefined;
+  instructionKey: string;
+}
+
+/** Splits an image cell: a JSON array, a comma-separated list, or one path/URL. */
+export function parseImageCell(cell: string, where: string): string[] {
+  const text = cell.trim();
+  if (text === '') return [];
+  if (text.startsWith('[')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (err) {
+      throw new DatasetError(`${where}: the cell looks like a JSON array but does not parse (${(err as Error).message})`);
+    }
+    if (!Array.isArray(parsed) || !parsed.every((v) => typeof v === 'string')) {
+      throw new DatasetError(`${where}: a JSON array of image paths/URLs must hold only strings`);
+    }
+    return parsed.map((v) => v.trim()).filter((v) => v !== '');
+  }
+  // A data URI carries a comma of its own; it is always a single image.
+  if (text.startsWith('data:')) return [text];
+  return text
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+}
+
+/** Relative paths resolve against the dataset file's folder; http(s) stays a URL. */
+export function toImageRef(value: string, datasetPath: string): ImageRef {
+  if (/^https?:\/\//i.test(value)) return { kind: 'url', source: value };
+  if (/^data:/i.test(value)) return { kind: 'data', source: value };
+  if (/^file:\/\//i.test(value)) return { kind: 'file', source: fileURLToPath(value) };
+  return { kind: 'file', source: isAbsolute(value) ? value : resolve(dirname(datasetPath), value) };
+}
+
+/** Picks the image column: the one named, else the first present candidate. */
+export function pickImageKey(columns: string[], file: string, imageKey: string | undefined, extra: readonly string[] = []): string {
+  if (imageKey) {
+    if (!columns.includes(imageKey)) {
+      throw new DatasetError(`${file}: no "${imageKey}" column (--image-key); columns are: ${columns.join(', ')}`);
+    }
+    return imageKey;
+  }
+  const candidates = [...extra, ...IMAGE_COLUMN_CANDIDATES];
+  const found = candidates.find((c) => columns.includes(c));
+  if (!found) {
+    throw new DatasetError(
+      `${file}: no image column; expected one of ${candidates.join(', ')} (or name one with --image-key); columns are: ${columns.join(', ')}`,
+    );
+  }
+  return found;
+}
+
+/** Row indexes: from an `index` column when present (non-negative, unique), else the position. */
+export class IndexTracker {
+  private readonly seen = new Map<number, string>();
+
+  take(raw: unknown, position: number, where: string): number {
+    let index = position;
+    if (raw !== undefined && raw !== null && raw !== '') {
+      const text = typeof raw === 'string' ? raw.trim() : String(raw);
+      if (!/^\d+$/.test(text) || !Number.isSafeInteger(Number(text))) {
+        throw new DatasetError(`${where}, column "index": "${String(raw)}" is not a non-negative integer`);
+      }
+      index = Number(text);
+    }
+    const first = this.seen.get(index);
+    if (first !== undefined) {
+      throw new DatasetError(`${where}, column "index": index ${index} repeats ${first}; output names would collide`);
+    }
+    this.seen.set(index, where);
+    return index;
+  }
+}

@@ -1,0 +1,39 @@
+import { statSync } from 'node:fs';
+import { extname } from 'node:path';
+import { DatasetError } from '../errors';
+import type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
+import { readCsvDataset } from './csv';
+import { readJsonlDataset } from './jsonl';
+import { readParquetDataset } from './parquet';
+
+export type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
+
+export type DatasetFormat = 'csv' | 'jsonl' | 'parquet';
+
+/** The format, from the extension (a directory is a folder of Parquet shards). */
+export function datasetFormat(path: string): DatasetFormat {
+  let isDir = false;
+  try {
+    isDir = statSync(path).isDirectory();
+  } catch {
+    throw new DatasetError(`input not found: ${path}`);
+  }
+  if (isDir) return 'parquet';
+  const ext = extname(path).toLowerCase();
+  if (ext === '.csv') return 'csv';
+  if (ext === '.jsonl' || ext === '.ndjson') return 'jsonl';
+  if (ext === '.parquet') return 'parquet';
+  throw new DatasetError(`${path}: unsupported input format "${ext || '(none)'}"; use .csv, .jsonl, .parquet or a folder of .parquet files`);
+}
+
+/** Streams the rows of any supported dataset. `onHeader` may be called after the last row (JSONL). */
+export function readDataset(path: string, options: DatasetReadOptions, onHeader: (h: DatasetHeader) => void): AsyncGenerator<DatasetRow> {
+  switch (datasetFormat(path)) {
+    case 'csv':
+      return readCsvDataset(path, options, onHeader);
+    case 'jsonl':
+      return readJsonlDataset(path, options, onHeader);
+    case 'parquet':
+      return readParquetDataset(path, options, onHeader);
+  }
+}

@@ -1,0 +1,147 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { readDataset, type DatasetRow } from '../../lib/dataset';
+import { DatasetError } from '../../lib/errors';
+import { tempDir, writeText } from '../helpers/fixtures';
+import { writeParquetFixture } from '../helpers/parquet';
+
+async function readAll(path: string, extra: { imageKey?: string; conversationKey?: string } = {}): Promise<{ rows: DatasetRow[]; blobDir: string }> {
+  const blobDir = join(tempDir(), 'blobs');
+  const rows: DatasetRow[] = [];
+  for await (const row of readDataset(path, { instructionKey: 'instruction', blobDir, ...extra }, () => undefined)) rows.push(row);
+  return { rows, blobDir };
+}
+
+const png = (color: string) => sharp({ create: { width: 4, height: 4, channels: 3, background: color } }).png().toBuffer();
+
+describe('JSONL datasets (DataFlow shape)', () => {
+  it('reads single, multi-image, multi-turn and text-to-image rows', async () => {
+    const dir = tempDir();
+    const file = join(dir, 'data.jsonl');
+    writeText(
+      file,
+      [
+        JSON.stringify({ images: 'a.png', conversations: [{ role: 'user', content: 'make it red' }] }),
+        '',
+        JSON.stringify({ images: ['a.png', 'https://x.test/b.png'], conversations: [{ role: 'user', content: '<image><image>merge them' }] }),
+        JSON.stringify({
+          images: ['a.png'],
+          conversations: [
+            { role: 'user', content: 'turn one' },
+            { role: 'assistant', content: 'done' },
+            { role: 'user', content: [{ type: 'text', text: 'turn two' }] },
+          ],
+        }),
+        JSON.stringify({ conversations: [{ from: 'human', value: 'draw a cat' }] }),
+        JSON.stringify({ image: 'c.png', instruction: 'plain instruction', index: 9 }),
+      ].join('\n'),
+    );
+    const { rows } = await readAll(file);
+    expect(rows.map((r) => [r.position, r.index, r.turns, r.images.length, r.where])).toEqual([
+      [0, 0, ['make it red'], 1, 'data.jsonl line 1'],
+      [1, 1, ['merge them'], 2, 'data.jsonl line 3'],
+      [2, 2, ['turn one', 'turn two'], 1, 'data.jsonl line 4'],
+      [3, 3, ['draw a cat'], 0, 'data.jsonl line 5'],
+      [4, 9, ['plain instruction'], 1, 'data.jsonl line 6'],
+    ]);
+    expect(rows[1]!.images).toEqual([
+      { kind: 'file', source: join(dir, 'a.png') },
+      { kind: 'url', source: 'https://x.test/b.png' },
+    ]);
+    expect(rows[2]!.record.conversations).toHaveLength(3);
+  });
+
+  it.each([
+    ['a malformed line', '{"images": "a.png", "conversations": [}\n', /data\.jsonl: line 1: invalid JSON/],
+    ['a non-object line', '[1,2]\n', /line 1: each line must be a JSON object/],
+    ['no instruction at all', '{"images": "a.png"}\n', /line 1: no "conversations" list and no "instruction" string/],
+    ['no user turn', '{"conversations": [{"role": "assistant", "content": "x"}]}\n', /line 1: "conversations" has no user message/],
+    ['a bad images value', '{"images": 5, "instruction": "x"}\n', /line 1: "images" must be an image path\/URL or a list/],
+  ])('rejects %s, naming file and line', async (_name, text, pattern) => {
+    const dir = tempDir();
+    writeText(join(dir, 'data.jsonl'), text);
+    await expect(readAll(join(dir, 'data.jsonl'))).rejects.toThrow(pattern);
+  });
+
+  it('rejects an --image-key no row has', async () => {
+    const dir = tempDir();
+    writeText(join(dir, 'data.jsonl'), '{"images": "a.png", "instruction": "x"}\n');
+    await expect(readAll(join(dir, 'data.jsonl'), { imageKey: 'photo' })).rejects.toThrow(/no row has the "photo" key/);
+  });
+});
+
+describe('Parquet datasets', () => {
+  it('reads embedded images (struct and list of structs), storing bytes content-addressed', async () => {
+    const dir = tempDir();
+    const red = await png('#ff0000');
+    const blue = await png('#0000ff');
+    writeParquetFixture(
+      join(dir, 'single.parquet'),
+      [
+        { instruction: 'one', image: { bytes: red, path: 'red.png' } },
+        { instruction: 'two', image: { bytes: red, path: null } },
+        { instruction: 'three', image: null },
+      ],
+      { imageKind: 'struct', imageColumn: 'image' },
+    );
+    const { rows, blobDir } = await readAll(join(dir, 'single.parquet'));
+    expect(rows.map((r) => [r.index, r.turns[0], r.images.length])).toEqual([
+      [0, 'one', 1],
+      [1, 'two', 1],
+      [2, 'three', 0],
+    ]);
+    // Same bytes, same blob: content-addressed.
+    expect(rows[0]!.images[0]!.source).toBe(rows[1]!.images[0]!.source);
+    expect(rows[0]!.images[0]!.source.startsWith(blobDir)).toBe(true);
+    expect(readFileSync(rows[0]!.images[0]!.source).equals(red)).toBe(true);
+    expect(rows[0]!.record.image).toBe('red.png');
+    expect(rows[1]!.record.image).toMatch(/^embedded:[0-9a-f]{64}\.png$/);
+
+    writeParquetFixture(
+      join(dir, 'multi.parquet'),
+      [{ instruction: 'pair', image: [{ bytes: red, path: 'a' }, { bytes: blue, path: 'b' }], index: 41 }],
+      { imageKind: 'struct-list', withIndex: true },
+    );
+    const multi = await readAll(join(dir, 'multi.parquet'));
+    expect(multi.rows[0]!.index).toBe(41);
+    expect(multi.rows[0]!.images.map((i) => readFileSync(i.source).equals(i === multi.rows[0]!.images[0] ? red : blue))).toEqual([true, true]);
+  });
+
+  it('reads a directory of shards in sorted order, path strings and lists, relative to the shard', async () => {
+    const dir = tempDir();
+    const shards = join(dir, 'shards');
+    writeParquetFixture(join(shards, 'train-00001.parquet'), [{ instruction: 'c', image: ['x.png', 'y.png'] }], { imageKind: 'string-list' });
+    writeParquetFixture(
+      join(shards, 'train-00000.parquet'),
+      [
+        { instruction: 'a', image: ['a.png'] },
+        { instruction: 'b', image: ['https://x.test/b.png'] },
+      ],
+      { imageKind: 'string-list' },
+    );
+    writeText(join(shards, 'README.md'), 'not a shard');
+    const { rows } = await readAll(shards);
+    expect(rows.map((r) => [r.position, r.turns[0], r.where])).toEqual([
+      [0, 'a', 'train-00000.parquet row 0'],
+      [1, 'b', 'train-00000.parquet row 1'],
+      [2, 'c', 'train-00001.parquet row 0'],
+    ]);
+    expect(rows[2]!.images).toEqual([
+      { kind: 'file', source: join(shards, 'x.png') },
+      { kind: 'file', source: join(shards, 'y.png') },
+    ]);
+  });
+
+  it('reports unreadable files and missing columns before any row runs', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'broken.parquet'), 'PAR1 this is not parquet');
+    await expect(readAll(join(dir, 'broken.parquet'))).rejects.toThrow(/broken\.parquet: not a readable Parquet file/);
+    writeParquetFixture(join(dir, 'noimg.parquet'), [{ instruction: 'x', image: 'a.png' }], { imageKind: 'string', imageColumn: 'photo' });
+    await expect(readAll(join(dir, 'noimg.parquet'))).rejects.toBeInstanceOf(DatasetError);
+    await expect(readAll(join(dir, 'noimg.parquet'))).rejects.toThrow(/noimg\.parquet: no image column.*columns are: instruction, photo, extra/);
+    expect((await readAll(join(dir, 'noimg.parquet'), { imageKey: 'photo' })).rows).toHaveLength(1);
+    expect(existsSync(join(dir, 'empty'))).toBe(false);
+  });
+});
