@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../lib/atomicFile';
 import { readDataset, type DatasetHeader } from '../lib/dataset';
 import { DatasetError } from '../lib/errors';
 import { rowSelector } from '../lib/filterRows';
-import { completedEntry, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
+import { completedEntry, isComplete, ledgerIndexes, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/outputNames';
 import { PlanWriter, readPlanMeta, readPlanRows, runMetaDir, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
@@ -122,6 +122,7 @@ export function createOrchestrationActivities() {
       let selectedRows = 0;
       let alreadyOk = 0;
       const usedNames = new Map<string, number>();
+      const attempted = await ledgerIndexes(input.outputDir);
       try {
         const rows = readDataset(
           input.inputPath,
@@ -138,7 +139,7 @@ export function createOrchestrationActivities() {
           await writer.add({ ...row, ...planned });
           if (selected(row.position)) {
             selectedRows += 1;
-            if (await completedEntry(input.outputDir, row.index)) alreadyOk += 1;
+            if (attempted.has(row.index) && (await completedEntry(input.outputDir, row.index))) alreadyOk += 1;
           }
         }
         if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
@@ -164,10 +165,11 @@ export function createOrchestrationActivities() {
     async nextRowsPage(args: { outputDir: string; cursor: number; limit: number; filterRows?: string }): Promise<RowsPage> {
       const selected = rowSelector(args.filterRows);
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
+      const attempted = await ledgerIndexes(args.outputDir);
       const pending: RowRef[] = [];
       for (const row of rows) {
         if (!selected(row.position)) continue;
-        if (await completedEntry(args.outputDir, row.index)) continue;
+        if (attempted.has(row.index) && (await completedEntry(args.outputDir, row.index))) continue;
         const text = row.turns.join(' → ');
         const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
         pending.push({ position: row.position, index: row.index, summary });
@@ -207,12 +209,13 @@ export function createOrchestrationActivities() {
       const csv = stringify({ header: true, columns: [...inputColumns, ...RESULT_COLUMNS] });
       csv.pipe(csvFile);
       const counts = { total: 0, ok: 0, failed: 0, pending: 0 };
+      const attempted = await ledgerIndexes(args.outputDir);
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
           const lines: string[] = [];
           for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
-            const done = await completedEntry(args.outputDir, row.index);
-            const entry = done ?? (await readLedgerEntry(args.outputDir, row.index));
+            const entry = attempted.has(row.index) ? await readLedgerEntry(args.outputDir, row.index) : undefined;
+            const done = (await isComplete(args.outputDir, entry)) ? entry : undefined;
             const status = done ? 'ok' : entry?.status === 'failed' ? 'failed' : 'pending';
             counts.total += 1;
             counts[status] += 1;

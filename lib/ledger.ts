@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomicFile';
 import { runMetaDir } from './plan';
@@ -28,8 +28,26 @@ export interface LedgerEntry {
   finishedAt: string;
 }
 
+function ledgerDir(outputDir: string): string {
+  return join(runMetaDir(outputDir), 'ledger');
+}
+
 function entryPath(outputDir: string, index: number): string {
-  return join(runMetaDir(outputDir), 'ledger', `${String(index).padStart(6, '0')}.json`);
+  return join(ledgerDir(outputDir), `${String(index).padStart(6, '0')}.json`);
+}
+
+/**
+ * Indexes that have a ledger entry, from one directory listing: lets a scan over many rows skip
+ * the file reads (and their failures) for rows never attempted.
+ */
+export async function ledgerIndexes(outputDir: string): Promise<Set<number>> {
+  try {
+    const names = await readdir(ledgerDir(outputDir));
+    return new Set(names.filter((n) => /^\d+\.json$/.test(n)).map((n) => Number(n.slice(0, -5))));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Set();
+    throw err;
+  }
 }
 
 export async function readLedgerEntry(outputDir: string, index: number): Promise<LedgerEntry | undefined> {
@@ -54,11 +72,16 @@ async function allExist(outputDir: string, paths: readonly string[]): Promise<bo
   }
 }
 
-/** The entry, if the row is done: status ok and every output still on disk. */
+/** Whether an entry marks its row done: status ok and every output still on disk. */
+export async function isComplete(outputDir: string, entry: LedgerEntry | undefined): Promise<boolean> {
+  if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
+  return allExist(outputDir, entry.outputImages);
+}
+
+/** The entry, if the row is done. */
 export async function completedEntry(outputDir: string, index: number): Promise<LedgerEntry | undefined> {
   const entry = await readLedgerEntry(outputDir, index);
-  if (entry?.status !== 'ok' || !entry.outputImages?.length) return undefined;
-  return (await allExist(outputDir, entry.outputImages)) ? entry : undefined;
+  return (await isComplete(outputDir, entry)) ? entry : undefined;
 }
 
 /** Multi-turn rows: how many leading turns are done with their outputs on disk (0 if none). */

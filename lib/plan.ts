@@ -63,6 +63,8 @@ export class PlanWriter {
   private rowsStream!: ReturnType<typeof createWriteStream>;
   private offsets: number[] = [0];
   private bytes = 0;
+  private pending: string[] = [];
+  private pendingBytes = 0;
 
   constructor(private readonly outputDir: string) {
     this.paths = planPaths(outputDir);
@@ -79,13 +81,26 @@ export class PlanWriter {
 
   async add(row: PlanRow): Promise<void> {
     const line = `${JSON.stringify(row)}\n`;
-    this.bytes += Buffer.byteLength(line);
+    const size = Buffer.byteLength(line);
+    this.bytes += size;
     this.offsets.push(this.bytes);
-    if (!this.rowsStream.write(line)) await once(this.rowsStream, 'drain');
+    // Lines are written in chunks: one stream write per row costs more than the row itself.
+    this.pending.push(line);
+    this.pendingBytes += size;
+    if (this.pendingBytes >= 1 << 20) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const chunk = this.pending.join('');
+    this.pending = [];
+    this.pendingBytes = 0;
+    if (!this.rowsStream.write(chunk)) await once(this.rowsStream, 'drain');
   }
 
   async commit(meta: Omit<PlanMeta, 'totalRows'>): Promise<PlanMeta> {
     if (this.rowsStream.destroyed) throw new Error('plan writer was aborted');
+    await this.flush();
     this.rowsStream.end();
     await once(this.rowsStream, 'finish');
     const index = Buffer.alloc(this.offsets.length * OFFSET_BYTES);

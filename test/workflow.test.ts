@@ -2,19 +2,16 @@ import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import { readLedgerEntry } from '../lib/ledger';
-import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/types';
+import type { DatasetWorkflowInput } from '../lib/types';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
-import { createWorkers } from '../workers';
 import { isPng, tempDir, writePng, writeRotatedJpeg, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
-import { temporalCliPath } from './helpers/temporal';
+import { runDataset as runWith, startTestServer } from './helpers/temporalEnv';
 
 const API_KEY = 'sk-test-workflow-7c1f0e9a55d24b1e';
 
@@ -23,11 +20,7 @@ let standin: OpenAIStandin;
 let stateDir: string;
 
 beforeAll(async () => {
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
-  stateDir = tempDir('atelier-wf-state-');
-  env = await TestWorkflowEnvironment.createLocal({
-    server: { executable: { type: 'existing-path', path: temporalCliPath() }, dbFilename: join(stateDir, 'temporal.db') },
-  });
+  ({ env, stateDir } = await startTestServer());
   standin = await startOpenAIStandin();
 });
 
@@ -36,24 +29,7 @@ afterAll(async () => {
   await env?.teardown();
 });
 
-async function runDataset(input: DatasetWorkflowInput): Promise<DatasetRunSummary> {
-  const workers: Worker[] = await createWorkers({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    env: { OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL },
-    workerOptions: { shutdownGraceTime: '1 second' },
-  });
-  const result = env.client.workflow.execute('datasetWorkflow', {
-    taskQueue: ORCHESTRATOR_QUEUE,
-    workflowId: input.runId,
-    args: [input],
-  }) as Promise<DatasetRunSummary>;
-  // Wait for every worker to shut down, even when the run fails, before reporting the outcome.
-  const settled = await Promise.allSettled([result, ...workers.map((w) => w.runUntil(result))]);
-  const failure = settled.find((s) => s.status === 'rejected');
-  if (failure) throw (failure as PromiseRejectedResult).reason;
-  return (settled[0] as PromiseFulfilledResult<DatasetRunSummary>).value;
-}
+const runDataset = (input: DatasetWorkflowInput) => runWith(env, input, { OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL });
 
 describe('dataset workflow on a real dev server', () => {
   let dataDir: string;

@@ -168,7 +168,7 @@ export async function* readParquetDataset(
           }
           const { refs, shown } = await imageCell(row[imageKey], file, `${where}, column "${imageKey}"`, options.blobDir);
           const record = jsonSafe(row) as Record<string, unknown>;
-          record[imageKey] = shown.length === 1 ? shown[0] : shown;
+          record[imageKey] = shown.length === 0 ? null : shown.length === 1 ? shown[0] : shown;
           const index = indexes.take(row.index, position, where);
           yield { position, index, where: `${shard} row ${rowInFile}`, turns: [(instruction ?? '').trim()], images: refs, record };
           position += 1;

@@ -62,7 +62,7 @@ export function writeParquetFixture(
     columnData,
     schema: [{ name: 'root', num_children: columnData.length }, ...schema],
     rowGroupSize: options.rowGroupSize ?? 2,
-  } as Parameters<typeof parquetWriteBuffer>[0]);
+  } as unknown as Parameters<typeof parquetWriteBuffer>[0]);
   mkdirSync(dirname(path), { recursive: true });
   writeFileSync(path, Buffer.from(buffer));
 }
