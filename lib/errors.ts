@@ -14,9 +14,11 @@ export type FailureKind = keyof typeof ErrorTypes;
 
 export interface FailureDetails {
   status?: number;
-  /** Provider-requested wait before the next attempt (Retry-After), in ms. */
+  /** Provider-requested wait before the next attempt (Retry-After, Gemini RetryInfo), in ms. */
   retryAfterMs?: number;
   requestId?: string;
+  /** Quota exhausted: when it resets, if the provider says or the quota kind implies it (ISO time). */
+  quotaResetAt?: string;
 }
 
 /**

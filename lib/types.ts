@@ -3,12 +3,33 @@
 // in worker environments.
 
 /** Which provider family serves the model activity; each has its own task queue. */
-export type Backend = 'openai';
+export type Backend = 'openai' | 'gemini' | 'openrouter' | 'modelscope';
 
-/** Parameters forwarded to the model. Part of the run id: changing one is a different run. */
+/**
+ * Parameters forwarded to the model; each adapter uses the ones its API has. Part of the run id:
+ * changing one is a different run.
+ */
 export interface ModelParams {
+  /** OpenAI: 1024x1024, 1536x1024, auto, ... */
   size?: string;
+  /** OpenAI: low, medium, high, auto (dall-e-2: standard). */
   quality?: string;
+  /** OpenAI: transparent, opaque, auto. */
+  background?: string;
+  /** OpenAI: png, jpeg, webp (what the API returns; outputs are re-encoded to their names' format). */
+  outputFormat?: string;
+  /** OpenAI: 0-100 for jpeg/webp API output. */
+  outputCompression?: number;
+  /** OpenAI: high or low. */
+  inputFidelity?: string;
+  /** OpenAI: auto or low. */
+  moderation?: string;
+  /** Gemini / OpenRouter: 1:1, 16:9, ... */
+  aspectRatio?: string;
+  /** Gemini: 1K, 2K, 4K; OpenRouter: 0.5K ... 4K. */
+  imageSize?: string;
+  /** ModelScope and others that accept one. */
+  seed?: number;
 }
 
 /** Activity retry settings for model calls (the child workflow turns them into a RetryPolicy). */

@@ -18,9 +18,23 @@ export const datasetWorkflowInputSchema = z
     }),
     inputPath: absolutePath('inputPath'),
     outputDir: absolutePath('outputDir'),
-    backend: z.enum(['openai']),
+    backend: z.enum(['openai', 'gemini', 'openrouter', 'modelscope']),
     model: z.string().min(1),
-    params: z.object({ size: z.string().optional(), quality: z.string().optional() }).strict().default({}),
+    params: z
+      .object({
+        size: z.string().optional(),
+        quality: z.string().optional(),
+        background: z.string().optional(),
+        outputFormat: z.string().optional(),
+        outputCompression: z.number().int().min(0).max(100).optional(),
+        inputFidelity: z.string().optional(),
+        moderation: z.string().optional(),
+        aspectRatio: z.string().optional(),
+        imageSize: z.string().optional(),
+        seed: z.number().int().min(0).optional(),
+      })
+      .strict()
+      .default({}),
     instructionKey: z.string().min(1).default('instruction'),
     imageKey: z.string().min(1).optional(),
     conversationKey: z.string().min(1).optional(),

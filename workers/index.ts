@@ -38,6 +38,8 @@ export function providerFromEnv(backend: Backend, env: NodeJS.ProcessEnv): Image
       }
       return createOpenAIProvider({ apiKey, baseURL: env.OPENAI_BASE_URL || undefined });
     }
+    default:
+      throw new UsageError(`backend ${backend} is not available in this version`);
   }
 }
 

@@ -96,6 +96,7 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
     backend: 'openai',
     secrets: [options.apiKey],
     inputLimits: (model) => (model === 'dall-e-2' ? INPUT_LIMITS['dall-e-2'] : INPUT_LIMITS.default),
+    maxInputImages: (model) => (model === 'dall-e-2' ? 1 : 16),
     async edit(request: EditRequest): Promise<ImageResult> {
       // Buffers with an explicit name and MIME type: without them uploads go out as
       // application/octet-stream and the API rejects them.
