@@ -9,7 +9,7 @@ import { completedEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '.
 import { readPlanRow, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
 import type { RowOutcome, RowTask } from '../lib/types';
-import type { ImageEditProvider, ImageResult, ProviderImage } from './providers/provider';
+import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from './providers/provider';
 
 /** Turns a classified error into the ApplicationFailure the retry policy acts on. */
 export function toApplicationFailure(err: ClassifiedError, secrets: readonly string[]): ApplicationFailure {
@@ -19,7 +19,7 @@ export function toApplicationFailure(err: ClassifiedError, secrets: readonly str
     message: redactSecrets(err.message, secrets),
     nonRetryable: !retryable,
     ...(retryable && err.details.retryAfterMs !== undefined ? { nextRetryDelay: err.details.retryAfterMs } : {}),
-    details: [{ status: err.details.status ?? null, requestId: err.details.requestId ?? null }],
+    details: [{ status: err.details.status ?? null, requestId: err.details.requestId ?? null, quotaResetAt: err.details.quotaResetAt ?? null }],
   });
 }
 
@@ -59,6 +59,12 @@ export function createModelActivities(provider: ImageEditProvider) {
       const context = Context.current();
       const signal = context.cancellationSignal;
       const started = Date.now();
+      // Heartbeats while the row works: a worker that dies is noticed within the heartbeat timeout,
+      // and cancellation reaches the provider call. The latest details (a submitted task's id) are
+      // kept in every beat so a retry can pick them up.
+      let details: JsonValue | undefined;
+      const beat = () => context.heartbeat(details);
+      const timer = setInterval(beat, Math.max(1000, (context.info.heartbeatTimeoutMs ?? 60_000) / 3));
       try {
         const row = await readPlanRow(task.outputDir, task.position);
         checkRow(row, task);
@@ -79,7 +85,18 @@ export function createModelActivities(provider: ImageEditProvider) {
         const requestIds: string[] = [];
         const usage: Record<string, number> = {};
         const call = async (prompt: string, images: ProviderImage[], numImages: number): Promise<ImageResult> => {
-          const request = { model: task.model, prompt, params: task.params, numImages, signal };
+          const request = {
+            model: task.model,
+            prompt,
+            params: task.params,
+            numImages,
+            signal,
+            heartbeat: (d: JsonValue) => {
+              details = d;
+              beat();
+            },
+            ...(context.info.heartbeatDetails !== undefined ? { previousHeartbeat: context.info.heartbeatDetails as JsonValue } : {}),
+          };
           const result = images.length > 0 ? await provider.edit({ ...request, images }) : await provider.generate(request);
           if (result.requestId) requestIds.push(result.requestId);
           addUsage(usage, result.usage);
@@ -135,10 +152,13 @@ export function createModelActivities(provider: ImageEditProvider) {
         return { position: task.position, index: task.index, status: 'ok', outputImages: outputPaths };
       } catch (err) {
         if (err instanceof ClassifiedError) throw toApplicationFailure(err, provider.secrets);
+        if (signal.aborted) throw err; // cancelled: let the SDK report the cancellation
         throw ApplicationFailure.create({
           type: 'Retryable',
           message: redactSecrets((err as Error)?.message ?? String(err), provider.secrets),
         });
+      } finally {
+        clearInterval(timer);
       }
     },
   };

@@ -8,6 +8,7 @@ import { writeFileAtomic } from '../lib/atomicFile';
 import { readDataset, type DatasetHeader } from '../lib/dataset';
 import { DatasetError } from '../lib/errors';
 import { rowSelector } from '../lib/filterRows';
+import { retrySelector } from '../lib/retrySelection';
 import { completedEntry, isComplete, ledgerIndexes, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/outputNames';
 import { PlanWriter, readPlanMeta, readPlanRows, runMetaDir, type PlanRow } from '../lib/plan';
@@ -17,6 +18,7 @@ import type {
   DatasetWorkflowInput,
   PlanRunResult,
   RecordFailureInput,
+  RetrySelection,
   RowRef,
   RowsPage,
 } from '../lib/types';
@@ -121,6 +123,7 @@ export function createOrchestrationActivities() {
       let header: DatasetHeader | undefined;
       let selectedRows = 0;
       let alreadyOk = 0;
+      const failedByType: Record<string, number> = {};
       const usedNames = new Map<string, number>();
       const attempted = await ledgerIndexes(input.outputDir);
       try {
@@ -139,7 +142,9 @@ export function createOrchestrationActivities() {
           await writer.add({ ...row, ...planned });
           if (selected(row.position)) {
             selectedRows += 1;
-            if (attempted.has(row.index) && (await completedEntry(input.outputDir, row.index))) alreadyOk += 1;
+            const entry = attempted.has(row.index) ? await readLedgerEntry(input.outputDir, row.index) : undefined;
+            if (await isComplete(input.outputDir, entry)) alreadyOk += 1;
+            else if (entry?.status === 'failed') failedByType[entry.errorType ?? 'Error'] = (failedByType[entry.errorType ?? 'Error'] ?? 0) + 1;
           }
         }
         if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
@@ -158,23 +163,47 @@ export function createOrchestrationActivities() {
         imageKey: header!.imageKey,
         instructionKey: header!.instructionKey,
       });
-      return { input, totalRows: meta.totalRows, selectedRows, alreadyOk };
+      return { input, totalRows: meta.totalRows, selectedRows, alreadyOk, failedByType };
     },
 
-    /** The next selected rows to dispatch from `cursor`, skipping rows the ledger holds as done. */
-    async nextRowsPage(args: { outputDir: string; cursor: number; limit: number; filterRows?: string }): Promise<RowsPage> {
+    /**
+     * The next rows to dispatch from `cursor`: selected rows not done in the ledger, or, with a
+     * retry `selection`, only failed rows it matches.
+     */
+    async nextRowsPage(args: { outputDir: string; cursor: number; limit: number; filterRows?: string; selection?: RetrySelection }): Promise<RowsPage> {
       const selected = rowSelector(args.filterRows);
+      const retryable = args.selection ? retrySelector(args.selection) : undefined;
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
       const attempted = await ledgerIndexes(args.outputDir);
       const pending: RowRef[] = [];
       for (const row of rows) {
         if (!selected(row.position)) continue;
-        if (attempted.has(row.index) && (await completedEntry(args.outputDir, row.index))) continue;
+        const entry = attempted.has(row.index) ? await readLedgerEntry(args.outputDir, row.index) : undefined;
+        if (await isComplete(args.outputDir, entry)) continue;
+        const previousErrorType = entry?.status === 'failed' ? (entry.errorType ?? 'Error') : undefined;
+        if (retryable && !retryable(row.position, previousErrorType)) continue;
         const text = row.turns.join(' → ');
         const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
-        pending.push({ position: row.position, index: row.index, summary });
+        pending.push({ position: row.position, index: row.index, summary, ...(previousErrorType ? { previousErrorType } : {}) });
       }
       return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };
+    },
+
+    /** How many failed rows a retry selection matches (the answer to `atelier retry`). */
+    async countRetryRows(args: { outputDir: string; selection: RetrySelection; filterRows?: string }): Promise<number> {
+      const meta = await readPlanMeta(args.outputDir);
+      const selected = rowSelector(args.filterRows);
+      const retryable = retrySelector(args.selection);
+      const attempted = await ledgerIndexes(args.outputDir);
+      let count = 0;
+      for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
+        for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
+          if (!attempted.has(row.index) || !selected(row.position)) continue;
+          const entry = await readLedgerEntry(args.outputDir, row.index);
+          if (entry?.status === 'failed' && retryable(row.position, entry.errorType ?? 'Error')) count += 1;
+        }
+      }
+      return count;
     },
 
     /** Records a row's final failure, unless the row already succeeded; finished turns are kept. */

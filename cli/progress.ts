@@ -39,12 +39,12 @@ export class ProgressReporter {
       return; // the workflow has not run its first task yet, or is between tasks
     }
     if (snapshot.phase === 'planning') return;
-    const done = snapshot.alreadyOk + snapshot.ok + snapshot.failed;
-    const payload = { ok: snapshot.alreadyOk + snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight };
+    const done = snapshot.ok + snapshot.failed;
+    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : snapshot.phase };
     if (this.io.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar(
-          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight} | eta {eta_formatted}', hideCursor: true, stream: process.stderr },
+          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight} | eta {eta_formatted} | {state}', hideCursor: true, stream: process.stderr },
           Presets.shades_classic,
         );
         this.bar.start(snapshot.total, done, payload);
@@ -53,7 +53,7 @@ export class ProgressReporter {
       this.bar.update(done, payload);
     } else if (Date.now() - this.lastPlain >= PLAIN_EVERY_MS) {
       this.lastPlain = Date.now();
-      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight})`);
+      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`);
     }
   }
 

@@ -38,6 +38,19 @@ export interface RowRetrySettings {
   maxAttempts: number;
   initialIntervalMs: number;
   maximumIntervalMs: number;
+  /**
+   * A model call that stops heartbeating for this long (its worker died) is retried elsewhere.
+   * Default 60 s.
+   */
+  heartbeatTimeoutMs?: number;
+}
+
+/** Which failed rows `atelier retry` runs again (rows already ok are never redone). */
+export interface RetrySelection {
+  /** Only rows failed with these classes (e.g. Blocked, Retryable); all classes when absent. */
+  errorTypes?: string[];
+  /** Only these row positions, in --filter-rows syntax. */
+  rows?: string;
 }
 
 /** How outputs are encoded (JPEG/WebP quality, 1-100). */
@@ -75,6 +88,56 @@ export interface DatasetWorkflowInput {
   /** Row children in flight at once. */
   window: number;
   retry: RowRetrySettings;
+  /** Upsert the project's search attributes (they must be registered on the server). */
+  searchAttributes?: boolean;
+  /** Run only a retry pass over these failed rows (a retry of a closed run). */
+  retryOnly?: RetrySelection;
+  /** Cap on parent history events before continuing as new (default 8,000). */
+  maxHistoryEvents?: number;
+  /** State carried across continue-as-new; absent on the first execution. */
+  carried?: CarriedState;
+}
+
+/** What crosses continue-as-new: counts and cursors, never row lists (deferred rows ≤ window). */
+export interface CarriedState {
+  plan: { totalRows: number; selectedRows: number };
+  /** Next plan position of the current pass, or null when the pass is exhausted. */
+  cursor: number | null;
+  pass: RetrySelection | 'main';
+  retryQueue: RetrySelection[];
+  /** Indexes of row children running now (they report by signal to whichever run is current). */
+  inFlight: number[];
+  /** Rows set aside while their provider's quota is exhausted, to run again on resume. */
+  deferred: RowRef[];
+  counts: RunCountsState;
+  paused: PauseState | null;
+  startedAt: string;
+  continuedAsNew: number;
+}
+
+export interface RunCountsState {
+  ok: number;
+  failedByType: Record<string, number>;
+  /** Rows that finished (either way) since the run started, for the rate. */
+  finished: number;
+}
+
+export interface PauseState {
+  reason: string;
+  /** When it lifts by itself (a quota reset), ISO time. */
+  until?: string;
+}
+
+/** A row child's report to its dataset workflow (a signal, sent from the child's finally). */
+export interface RowDone {
+  position: number;
+  index: number;
+  /** deferred: the provider's quota is exhausted; the row runs again when the run resumes. */
+  status: 'ok' | 'failed' | 'deferred';
+  errorType?: string;
+  error?: string;
+  /** Quota pauses: when the provider says the quota resets (ISO time). */
+  resetAt?: string;
 }
 
 /** A row as the dataset workflow knows it while dispatching: position in the plan plus a label. */
@@ -83,6 +146,8 @@ export interface RowRef {
   index: number;
   /** Short instruction snippet, for the Temporal UI. */
   summary: string;
+  /** The row's failure class in the ledger, when it failed before (it is being tried again). */
+  previousErrorType?: string;
 }
 
 export interface PlanRunResult {
@@ -93,6 +158,8 @@ export interface PlanRunResult {
   selectedRows: number;
   /** Selected rows already ok in the ledger (they make no provider call). */
   alreadyOk: number;
+  /** Selected rows the ledger holds as failed, by failure class. */
+  failedByType: Record<string, number>;
 }
 
 export interface RowsPage {
@@ -105,6 +172,8 @@ export interface RowsPage {
 export interface RowWorkflowInput {
   task: RowTask;
   retry: RowRetrySettings;
+  /** Set the AtelierErrorType search attribute on failure. */
+  searchAttributes?: boolean;
 }
 
 /** Input of the model activity. */
@@ -185,11 +254,20 @@ export interface DatasetRunSummary extends RunCounts {
 
 export interface ProgressSnapshot {
   runId: string;
-  phase: 'planning' | 'running' | 'writing-results' | 'done';
+  phase: 'planning' | 'running' | 'paused' | 'writing-results' | 'done';
   /** Rows this run attempts (selected by --filter-rows). */
   total: number;
-  alreadyOk: number;
   ok: number;
   failed: number;
+  failedByType: Record<string, number>;
   inFlight: number;
+  /** Set aside while a quota is exhausted. */
+  deferred: number;
+  pending: number;
+  paused: PauseState | null;
+  /** Rows finished since the run started, and when it started: the rate. */
+  finished: number;
+  startedAt: string;
+  continuedAsNew: number;
+  retryPassesQueued: number;
 }

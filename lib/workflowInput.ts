@@ -1,6 +1,7 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
 import { parseFilterRows } from './filterRows';
+import { validateRetrySelection } from './retrySelection';
 import { validateRunId } from './runId';
 import type { DatasetWorkflowInput } from './types';
 
@@ -62,9 +63,25 @@ export const datasetWorkflowInputSchema = z
         maxAttempts: z.number().int().min(1).max(100).default(5),
         initialIntervalMs: z.number().int().min(10).default(2000),
         maximumIntervalMs: z.number().int().min(10).default(120_000),
+        heartbeatTimeoutMs: z.number().int().min(1000).optional(),
       })
       .strict()
       .default({ maxAttempts: 5, initialIntervalMs: 2000, maximumIntervalMs: 120_000 }),
+    searchAttributes: z.boolean().optional(),
+    retryOnly: z
+      .object({ errorTypes: z.array(z.string()).optional(), rows: z.string().optional() })
+      .strict()
+      .superRefine((selection, ctx) => {
+        try {
+          validateRetrySelection(selection);
+        } catch (err) {
+          ctx.addIssue({ code: 'custom', message: (err as Error).message });
+        }
+      })
+      .optional(),
+    maxHistoryEvents: z.number().int().min(200).max(50_000).optional(),
+    // Written by the workflow itself when it continues as new; never by hand.
+    carried: z.unknown().optional(),
   })
   .strict();
 

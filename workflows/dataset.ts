@@ -1,14 +1,45 @@
-import { ActivityFailure, ApplicationFailure, condition, executeChild, proxyActivities, setHandler } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  allHandlersFinished,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  isCancellation,
+  ParentClosePolicy,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  startChild,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../activities/orchestration';
-import type { DatasetRunSummary, DatasetWorkflowInput, PlanRunResult, ProgressSnapshot, RowRef, RowsPage } from '../lib/types';
-import { progressQuery } from './messages';
+import { validateRetrySelection } from '../lib/retrySelection';
+import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
+import type {
+  CarriedState,
+  DatasetRunSummary,
+  DatasetWorkflowInput,
+  PlanRunResult,
+  ProgressSnapshot,
+  RetrySelection,
+  RowDone,
+  RowRef,
+} from '../lib/types';
+import { pauseSignal, progressQuery, resumeSignal, retryRowsUpdate, rowDoneSignal } from './messages';
 import { rowWorkflow } from './row';
 
-const { planRun, nextRowsPage, writeResults } = proxyActivities<OrchestrationActivities>({
+const { planRun, nextRowsPage, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
   // Planning streams the whole dataset; give large inputs room.
   startToCloseTimeout: '30 minutes',
   retry: { maximumAttempts: 5 },
 });
+
+/** Continue as new well before the 10k-event warning, whatever the server suggests. */
+const DEFAULT_MAX_HISTORY_EVENTS = 8000;
 
 /** Row children are ids `<runId>/row/<index>`: deterministic, so a re-run finds the same rows. */
 export function rowWorkflowId(runId: string, index: number): string {
@@ -30,91 +61,287 @@ async function planRunOrExplain(input: DatasetWorkflowInput): Promise<PlanRunRes
   }
 }
 
+function sum(counts: Record<string, number>): number {
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
 /**
- * One dataset run: plan the rows, run one child workflow per pending row with at most `window` in
- * flight, then write the results table. Rows already done (per the ledger) start no child at all.
+ * One dataset run. Plans the rows (first execution only), then keeps a sliding window of row
+ * children: at most `window` in flight, each reporting back by signal. Rows the ledger holds as done
+ * start no child. The history stays bounded: the workflow continues as new when the server suggests
+ * it or past `maxHistoryEvents`, carrying counts and cursors only. Pause, resume and retry arrive as
+ * signals and an update; a provider's exhausted quota pauses the run instead of failing rows.
  */
 export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<DatasetRunSummary> {
-  const progress: ProgressSnapshot = {
-    runId: rawInput.runId,
-    phase: 'planning',
-    total: 0,
-    alreadyOk: 0,
-    ok: 0,
-    failed: 0,
-    inFlight: 0,
-  };
-  setHandler(progressQuery, () => progress);
+  let phase: ProgressSnapshot['phase'] = rawInput.carried ? 'running' : 'planning';
+  let input = rawInput;
+  let state: CarriedState;
+  const inFlight = new Set<number>();
+  // Rows fetched but not dispatched yet (not carried: the cursor points back at the first of them).
+  let page: RowRef[] = [];
 
-  const plan = await planRunOrExplain(rawInput);
-  const input = plan.input;
-  progress.total = plan.selectedRows;
-  progress.alreadyOk = plan.alreadyOk;
-  progress.phase = 'running';
-
-  const running = new Set<Promise<void>>();
-  const runRow = async (row: RowRef): Promise<void> => {
-    try {
-      const outcome = await executeChild(rowWorkflow, {
-        workflowId: rowWorkflowId(input.runId, row.index),
-        args: [
-          {
-            task: {
-              runId: input.runId,
-              outputDir: input.outputDir,
-              position: row.position,
-              index: row.index,
-              backend: input.backend,
-              model: input.model,
-              params: input.params,
-              numImages: input.numImages,
-              encoding: input.encoding,
-              imageCacheDir: input.imageCacheDir!,
-            },
-            retry: input.retry,
-          },
-        ],
-        staticSummary: `row ${row.index}: ${row.summary}`,
-        // The child catches model failures itself; this covers worker-side crashes of the child.
-        retry: { maximumAttempts: 3, initialInterval: '1 second' },
-      });
-      if (outcome.status === 'ok') progress.ok += 1;
-      else progress.failed += 1;
-    } catch {
-      // The child itself failed (not its model call, which it records): counted here, and the
-      // ledger has no ok entry for the row, so results show it as not done and a re-run retries it.
-      progress.failed += 1;
-    }
+  const snapshot = (): ProgressSnapshot => {
+    const failed = state ? sum(state.counts.failedByType) : 0;
+    const total = state?.plan.selectedRows ?? 0;
+    const ok = state?.counts.ok ?? 0;
+    return {
+      runId: input.runId,
+      phase: phase === 'running' && state?.paused ? 'paused' : phase,
+      total,
+      ok,
+      failed,
+      failedByType: { ...(state?.counts.failedByType ?? {}) },
+      inFlight: inFlight.size,
+      deferred: state?.deferred.length ?? 0,
+      pending: Math.max(0, total - ok - failed - inFlight.size),
+      paused: state?.paused ?? null,
+      finished: state?.counts.finished ?? 0,
+      startedAt: state?.startedAt ?? new Date().toISOString(),
+      continuedAsNew: state?.continuedAsNew ?? 0,
+      retryPassesQueued: state?.retryQueue.length ?? 0,
+    };
   };
 
-  const pageSize = Math.max(100, input.window * 4);
-  let cursor: number | null = 0;
-  while (cursor !== null) {
-    const page: RowsPage = await nextRowsPage({
-      outputDir: input.outputDir,
-      cursor,
-      limit: pageSize,
-      ...(input.filterRows ? { filterRows: input.filterRows } : {}),
-    });
-    for (const row of page.rows) {
-      await condition(() => running.size < input.window);
-      const task = runRow(row).finally(() => {
-        running.delete(task);
-        progress.inFlight = running.size;
-      });
-      running.add(task);
-      progress.inFlight = running.size;
-    }
-    cursor = page.nextCursor;
-  }
-  await Promise.all(running);
+  // The Temporal UI shows this on the run's page.
+  const refreshDetails = () => {
+    const p = snapshot();
+    const failedRows = Object.entries(p.failedByType)
+      .filter(([, n]) => n > 0)
+      .map(([type, n]) => `| failed: ${type} | ${n} |`);
+    setCurrentDetails(
+      [
+        `**${p.runId}**: ${p.phase}${p.paused ? ` (${p.paused.reason}${p.paused.until ? `, until ${p.paused.until}` : ''})` : ''}`,
+        '',
+        '| rows | count |',
+        '| --- | --- |',
+        `| total | ${p.total} |`,
+        `| ok | ${p.ok} |`,
+        ...failedRows,
+        `| in flight | ${p.inFlight} |`,
+        `| pending | ${p.pending} |`,
+        ...(p.deferred ? [`| deferred (quota) | ${p.deferred} |`] : []),
+      ].join('\n'),
+    );
+  };
 
-  progress.phase = 'writing-results';
-  const summary = await writeResults({
-    runId: input.runId,
-    outputDir: input.outputDir,
-    ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
+  let lastSearchUpsert = 0;
+  const upsertCounts = (force: boolean) => {
+    if (!input.searchAttributes || !state) return;
+    const done = state.counts.finished;
+    // One history event per upsert: a few dozen per run at most.
+    if (!force && done - lastSearchUpsert < Math.max(50, Math.ceil(state.plan.selectedRows / 40))) return;
+    lastSearchUpsert = done;
+    upsertSearchAttributes([
+      { key: AtelierRowsTotal, value: state.plan.selectedRows },
+      { key: AtelierRowsOk, value: state.counts.ok },
+      { key: AtelierRowsFailed, value: sum(state.counts.failedByType) },
+    ]);
+  };
+
+  setHandler(progressQuery, snapshot);
+  setHandler(rowDoneSignal, (done: RowDone) => {
+    if (!state || !inFlight.delete(done.index)) return; // not ours, or reported twice
+    if (done.status === 'ok') state.counts.ok += 1;
+    else if (done.status === 'failed') {
+      const type = done.errorType ?? 'Error';
+      state.counts.failedByType[type] = (state.counts.failedByType[type] ?? 0) + 1;
+    } else {
+      state.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: quota)` });
+      state.paused ??= { reason: `provider quota exhausted: ${done.error ?? done.errorType ?? ''}`.slice(0, 300), ...(done.resetAt ? { until: done.resetAt } : {}) };
+    }
+    if (done.status !== 'deferred') state.counts.finished += 1;
+    upsertCounts(false);
+    refreshDetails();
   });
-  progress.phase = 'done';
-  return summary;
+  setHandler(pauseSignal, ({ reason }) => {
+    if (!state) return;
+    state.paused = { reason: reason ?? 'paused by request' };
+    refreshDetails();
+  });
+  setHandler(resumeSignal, () => {
+    if (!state) return;
+    state.paused = null;
+    refreshDetails();
+  });
+  setHandler(
+    retryRowsUpdate,
+    async (selection: RetrySelection) => {
+      const count = await countRetryRows({ outputDir: input.outputDir, selection, filterRows: input.filterRows });
+      if (count > 0) state.retryQueue.push(selection);
+      refreshDetails();
+      return count;
+    },
+    {
+      validator: (selection: RetrySelection) => {
+        validateRetrySelection(selection);
+        if (phase !== 'running') throw new Error(`the run is ${phase}; retry rows of a finished run with a new execution`);
+      },
+    },
+  );
+
+  try {
+    if (rawInput.carried) {
+      state = rawInput.carried;
+      state.inFlight.forEach((i) => inFlight.add(i));
+    } else {
+      const plan = await planRunOrExplain(rawInput);
+      input = plan.input;
+      state = {
+        plan: { totalRows: plan.totalRows, selectedRows: plan.selectedRows },
+        cursor: 0,
+        pass: rawInput.retryOnly ?? 'main',
+        retryQueue: [],
+        inFlight: [],
+        deferred: [],
+        counts: { ok: plan.alreadyOk, failedByType: plan.failedByType, finished: 0 },
+        paused: null,
+        startedAt: new Date(workflowInfo().startTime).toISOString(),
+        continuedAsNew: 0,
+      };
+      if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierRowsTotal, value: plan.selectedRows }]);
+    }
+    phase = 'running';
+    refreshDetails();
+
+    const nextRow = async (): Promise<RowRef | undefined> => {
+      for (;;) {
+        const row = page.shift();
+        if (row) return row;
+        if (state.cursor === null) return undefined;
+        const result = await nextRowsPage({
+          outputDir: input.outputDir,
+          cursor: state.cursor,
+          limit: Math.max(100, input.window * 4),
+          ...(input.filterRows ? { filterRows: input.filterRows } : {}),
+          ...(state.pass !== 'main' ? { selection: state.pass } : {}),
+        });
+        page = result.rows;
+        state.cursor = result.nextCursor;
+      }
+    };
+
+    const dispatch = async (row: RowRef): Promise<void> => {
+      if (row.previousErrorType) {
+        // It counted as failed; now it is in flight again.
+        const n = (state.counts.failedByType[row.previousErrorType] ?? 1) - 1;
+        state.counts.failedByType[row.previousErrorType] = Math.max(0, n);
+      }
+      inFlight.add(row.index);
+      try {
+        await startChild(rowWorkflow, {
+          workflowId: rowWorkflowId(input.runId, row.index),
+          args: [
+            {
+              task: {
+                runId: input.runId,
+                outputDir: input.outputDir,
+                position: row.position,
+                index: row.index,
+                backend: input.backend,
+                model: input.model,
+                params: input.params,
+                numImages: input.numImages,
+                encoding: input.encoding,
+                imageCacheDir: input.imageCacheDir!,
+              },
+              retry: input.retry,
+              ...(input.searchAttributes ? { searchAttributes: true } : {}),
+            },
+          ],
+          staticSummary: `row ${row.index}: ${row.summary}`,
+          // Children outlive a continue-as-new and report by signal, so the parent never waits on them.
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          // Retries live on the model activity; a row child runs once and reports.
+          retry: { maximumAttempts: 1 },
+        });
+      } catch (err) {
+        // Already running (e.g. started before a reset): it will report like any other child.
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
+          inFlight.delete(row.index);
+          state.counts.failedByType.ChildStartFailed = (state.counts.failedByType.ChildStartFailed ?? 0) + 1;
+          state.counts.finished += 1;
+        }
+      }
+      refreshDetails();
+    };
+
+    // Waits for `ready`; a pause with an end time (a quota reset) lifts itself when it comes.
+    const waitFor = async (ready: () => boolean): Promise<void> => {
+      for (;;) {
+        const pause = state.paused;
+        if (!pause?.until) return void (await condition(ready));
+        const ms = Date.parse(pause.until) - Date.now();
+        if (ms > 0 && (await condition(ready, ms))) return;
+        if (state.paused === pause) {
+          state.paused = null;
+          refreshDetails();
+        }
+      }
+    };
+
+    const historyCap = input.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
+    const shouldContinueAsNew = () => {
+      const info = workflowInfo();
+      return info.continueAsNewSuggested || info.historyLength >= historyCap;
+    };
+
+    for (;;) {
+      if (shouldContinueAsNew()) {
+        await condition(allHandlersFinished);
+        const carried: CarriedState = {
+          ...state,
+          cursor: page[0]?.position ?? state.cursor,
+          inFlight: [...inFlight],
+          continuedAsNew: state.continuedAsNew + 1,
+        };
+        upsertCounts(true);
+        await continueAsNew<typeof datasetWorkflow>({ ...input, carried });
+      }
+      await waitFor(() => (!state.paused && inFlight.size < input.window) || shouldContinueAsNew());
+      if (shouldContinueAsNew()) continue;
+      const row = state.deferred.shift() ?? (await nextRow());
+      if (row) {
+        await dispatch(row);
+        continue;
+      }
+      const queued = state.retryQueue.shift();
+      if (queued) {
+        state.pass = queued;
+        state.cursor = 0;
+        continue;
+      }
+      // Nothing left to start: wait for the rows in flight, unless a retry or a deferred row arrives.
+      await waitFor(
+        () =>
+          (inFlight.size === 0 && state.deferred.length === 0) ||
+          state.retryQueue.length > 0 ||
+          (!state.paused && state.deferred.length > 0) ||
+          shouldContinueAsNew(),
+      );
+      if (inFlight.size === 0 && state.deferred.length === 0 && state.retryQueue.length === 0) break;
+    }
+
+    await condition(allHandlersFinished);
+    phase = 'writing-results';
+    refreshDetails();
+    const summary = await writeResults({
+      runId: input.runId,
+      outputDir: input.outputDir,
+      ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
+    });
+    phase = 'done';
+    upsertCounts(true);
+    refreshDetails();
+    return summary;
+  } catch (err) {
+    if (isCancellation(err)) {
+      // Cancelling the run cancels its rows (they were started ABANDON, so it must be said), then
+      // leaves the results table consistent with the ledger.
+      await CancellationScope.nonCancellable(async () => {
+        await Promise.all([...inFlight].map((i) => getExternalWorkflowHandle(rowWorkflowId(input.runId, i)).cancel().catch(() => undefined)));
+        if (state) await writeResults({ runId: input.runId, outputDir: input.outputDir, ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}) });
+      });
+    }
+    throw err;
+  }
 }

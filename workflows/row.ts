@@ -1,18 +1,37 @@
-import { ActivityFailure, ApplicationFailure, proxyActivities } from '@temporalio/workflow';
-import { NON_RETRYABLE_ERROR_TYPES, type RowOutcome, type RowWorkflowInput } from '../lib/types';
-import { providerQueue } from '../lib/constants';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  getExternalWorkflowHandle,
+  isCancellation,
+  proxyActivities,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type { ModelActivities } from '../activities/editRow';
 import type { OrchestrationActivities } from '../activities/orchestration';
+import { providerQueue } from '../lib/constants';
+import { AtelierErrorType } from '../lib/searchAttributes';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, type RowDone, type RowOutcome, type RowWorkflowInput } from '../lib/types';
+import { rowDoneSignal } from './messages';
 
 const { recordRowFailure } = proxyActivities<OrchestrationActivities>({
   startToCloseTimeout: '1 minute',
   retry: { maximumAttempts: 10 },
 });
 
+function failureOf(err: unknown): { errorType: string; error: string } {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  if (cause instanceof ApplicationFailure) return { errorType: cause.type ?? 'Error', error: cause.message };
+  return { errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
+}
+
 /**
  * One dataset row. The model activity runs on the provider's task queue with an explicit retry
- * policy; a row that still fails is recorded in the ledger and reported, never thrown, so one bad
- * row never disturbs the others.
+ * policy. A row that still fails is recorded in the ledger and the child ends Failed (so
+ * `RootWorkflowId='<run>' AND ExecutionStatus='Failed'` lists a run's failed rows). Whatever
+ * happens, the child reports to its dataset workflow from a finally, by workflow id, so the report
+ * reaches the current run after continue-as-new and a failing row never leaks a window slot.
  */
 export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> {
   const { task, retry } = input;
@@ -20,6 +39,8 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
     taskQueue: providerQueue(task.backend),
     // Image models can take minutes; a generous limit avoids double-billing a slow success.
     startToCloseTimeout: '10 minutes',
+    // The activity heartbeats while it works, so a dead worker's row is retried within this.
+    heartbeatTimeout: retry.heartbeatTimeoutMs ?? 60_000,
     retry: {
       initialInterval: retry.initialIntervalMs,
       backoffCoefficient: 2,
@@ -28,22 +49,28 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
       nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
     },
   });
+  let report: RowDone = { position: task.position, index: task.index, status: 'failed', errorType: 'Cancelled', error: 'the row was cancelled' };
   try {
-    return await editRow(task);
+    const outcome = await editRow(task);
+    report = { position: task.position, index: task.index, status: 'ok' };
+    return outcome;
   } catch (err) {
-    if (!(err instanceof ActivityFailure)) throw err;
-    const cause = err.cause;
-    const errorType = cause instanceof ApplicationFailure && cause.type ? cause.type : (cause?.name ?? 'Error');
-    const error = cause?.message ?? err.message;
-    await recordRowFailure({
-      runId: task.runId,
-      model: task.model,
-      outputDir: task.outputDir,
-      position: task.position,
-      index: task.index,
-      errorType,
-      error,
-    });
-    return { position: task.position, index: task.index, status: 'failed', errorType, error };
+    if (isCancellation(err)) throw err;
+    const { errorType, error } = failureOf(err);
+    if (errorType === ErrorTypes.quotaExhausted) {
+      // Not the row's fault: the dataset workflow pauses the provider and runs the row again later.
+      const details = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.details : undefined;
+      const resetAt = (details?.[0] as { quotaResetAt?: string } | undefined)?.quotaResetAt;
+      report = { position: task.position, index: task.index, status: 'deferred', errorType, error, ...(resetAt ? { resetAt } : {}) };
+      return { position: task.position, index: task.index, status: 'failed', errorType, error };
+    }
+    report = { position: task.position, index: task.index, status: 'failed', errorType, error };
+    await recordRowFailure({ runId: task.runId, model: task.model, outputDir: task.outputDir, position: task.position, index: task.index, errorType, error });
+    if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierErrorType, value: errorType }]);
+    throw ApplicationFailure.create({ type: errorType, message: error, nonRetryable: true });
+  } finally {
+    const parentId = workflowInfo().parent?.workflowId ?? task.runId;
+    // Reported even when the row is cancelled; a dataset workflow that is gone can't be told.
+    await CancellationScope.nonCancellable(() => getExternalWorkflowHandle(parentId).signal(rowDoneSignal, report)).catch(() => undefined);
   }
 }

@@ -1,21 +1,28 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
+import sharp from 'sharp';
 import { ClassifiedError } from '../../lib/errors';
+import { capabilities, supportsParam, type ModelCapabilities } from './models';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
 // The SDK's own retries are off: Temporal's activity retry policy owns every retry, so backoff,
 // Retry-After and attempt limits are applied in one place and visible in the UI.
+// What each model takes (input count and limits, optional parameters, dall-e-2's square PNG) comes
+// from the capability table in models.ts.
 
 const REQUEST_TIMEOUT_MS = 180_000;
+const MB = 1024 * 1024;
 
 export interface OpenAIProviderOptions {
   apiKey: string;
   baseURL?: string | undefined;
+  /** Per-attempt timeout (default 180 s). */
+  timeoutMs?: number;
 }
 
 /** Retry-After as sent by OpenAI: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date. */
 export function retryAfterMs(headers: Headers | undefined): number | undefined {
-  if (!headers) return undefined;
+  if (!headers || typeof headers.get !== 'function') return undefined;
   const ms = Number(headers.get('retry-after-ms'));
   if (headers.get('retry-after-ms') !== null && Number.isFinite(ms) && ms >= 0) return ms;
   const raw = headers.get('retry-after');
@@ -26,7 +33,7 @@ export function retryAfterMs(headers: Headers | undefined): number | undefined {
   return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
-/** Sorts an SDK error into a row failure class. */
+/** Sorts an SDK error into a row failure class (shared by every OpenAI-SDK-based adapter). */
 export function classifyOpenAIError(err: unknown): ClassifiedError {
   if (err instanceof ClassifiedError) return err;
   if (err instanceof APIUserAbortError) return new ClassifiedError('retryable', 'request cancelled');
@@ -38,12 +45,12 @@ export function classifyOpenAIError(err: unknown): ClassifiedError {
       ...(status !== undefined ? { status } : {}),
       ...(err.requestID ? { requestId: err.requestID } : {}),
     };
-    const code = err.code ?? '';
+    const code = String(err.code ?? '');
     const message = `${status ?? ''} ${err.message}`.trim();
     if (code === 'moderation_blocked' || code === 'content_policy_violation') {
       return new ClassifiedError('blocked', message, details);
     }
-    if (code === 'insufficient_quota' || code === 'billing_hard_limit_reached') {
+    if (code === 'insufficient_quota' || code === 'billing_hard_limit_reached' || status === 402) {
       return new ClassifiedError('quotaExhausted', message, details);
     }
     if (status === undefined || status === 408 || status === 409 || status === 429 || status >= 500) {
@@ -52,35 +59,92 @@ export function classifyOpenAIError(err: unknown): ClassifiedError {
     }
     return new ClassifiedError('invalidRequest', message, details);
   }
+  if (err instanceof SyntaxError) return new ClassifiedError('retryable', `malformed response: ${err.message}`);
   return new ClassifiedError('retryable', `unexpected error: ${(err as Error)?.message ?? String(err)}`);
+}
+
+/** The image type from its first bytes (PNG, JPEG, WebP, GIF), else the fallback. */
+export function sniffImageType(data: Buffer, fallback = 'image/png'): string {
+  if (data.length >= 8 && data.readUInt32BE(0) === 0x89504e47) return 'image/png';
+  if (data.length >= 3 && data[0] === 0xff && data[1] === 0xd8 && data[2] === 0xff) return 'image/jpeg';
+  if (data.length >= 12 && data.toString('latin1', 0, 4) === 'RIFF' && data.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
+  if (data.length >= 6 && data.toString('latin1', 0, 3) === 'GIF') return 'image/gif';
+  return fallback;
 }
 
 function extensionFor(mimeType: string): string {
   return mimeType.split('/')[1]?.replace('jpeg', 'jpg') ?? 'png';
 }
 
-/** GPT image models take files under 50 MB; dall-e-2 one square PNG under 4 MB. */
-const INPUT_LIMITS = { 'dall-e-2': { maxBytes: 4 * 1024 * 1024, maxSide: 1024 }, default: { maxBytes: 50 * 1024 * 1024 } };
-
-function sizedParams(request: ImageRequest) {
+/** The optional request fields this model takes, from the capability table. */
+export function openAIParams(request: ImageRequest, caps: ModelCapabilities, kind: 'edit' | 'generate'): Record<string, unknown> {
+  const p = request.params;
+  const has = (name: Parameters<typeof supportsParam>[1]) => p[name] !== undefined && p[name] !== '' && supportsParam(caps, name);
   return {
     ...(request.numImages > 1 ? { n: request.numImages } : {}),
-    ...(request.params.size ? { size: request.params.size as OpenAI.ImageEditParams['size'] } : {}),
-    ...(request.params.quality ? { quality: request.params.quality as OpenAI.ImageEditParams['quality'] } : {}),
+    ...(has('size') ? { size: p.size } : {}),
+    ...(has('quality') ? { quality: p.quality } : {}),
+    ...(has('background') ? { background: p.background } : {}),
+    ...(has('outputFormat') ? { output_format: p.outputFormat } : {}),
+    ...(has('outputCompression') ? { output_compression: p.outputCompression } : {}),
+    ...(kind === 'edit' && has('inputFidelity') ? { input_fidelity: p.inputFidelity } : {}),
+    // Typed only on generate in the SDK; the edits endpoint takes it too (sent as a form field).
+    ...(has('moderation') ? { moderation: p.moderation } : {}),
+    // dall-e-2 answers with URLs by default; GPT image models reject the field.
+    ...(caps.responseFormat ? { response_format: 'b64_json' } : {}),
   };
+}
+
+/**
+ * dall-e-2 takes one square RGBA PNG under 4 MB: pad to a square with transparent pixels (dall-e-2
+ * edits transparent areas when no mask is given), shrink to at most 1024 px, then further until the
+ * file is under the limit. The mask, if any, goes through the same transform.
+ */
+export async function squarePng(image: ProviderImage, mask: ProviderImage | undefined, maxBytes = 4 * MB): Promise<{ image: Buffer; mask?: Buffer }> {
+  const meta = await sharp(image.data).metadata();
+  const width = meta.width ?? 1;
+  const height = meta.height ?? 1;
+  let side = Math.min(1024, Math.max(width, height));
+  const transparent = { r: 0, g: 0, b: 0, alpha: 0 };
+  for (;;) {
+    // `contain` scales to fit the square, keeping the aspect ratio, and pads the rest.
+    const square = (data: Buffer) => sharp(data).ensureAlpha().resize(side, side, { fit: 'contain', background: transparent }).png().toBuffer();
+    const out = await square(image.data);
+    if (out.length < maxBytes || side <= 64) {
+      if (!mask) return { image: out };
+      const sizedMask = await sharp(mask.data).resize(width, height, { fit: 'fill' }).png().toBuffer();
+      return { image: out, mask: await square(sizedMask) };
+    }
+    side = Math.floor(side * 0.75);
+  }
+}
+
+/** A mask must match the first image's dimensions (inputs may have been shrunk to fit limits). */
+async function fitMask(mask: ProviderImage, first: ProviderImage): Promise<Buffer> {
+  const [m, f] = await Promise.all([sharp(mask.data).metadata(), sharp(first.data).metadata()]);
+  if (m.width === f.width && m.height === f.height && m.format === 'png') return mask.data;
+  return sharp(mask.data).resize(f.width, f.height, { fit: 'fill' }).ensureAlpha().png().toBuffer();
 }
 
 async function collectImages(response: OpenAI.ImagesResponse, requestId: string | null, signal?: AbortSignal): Promise<ImageResult> {
   const images: ProviderImage[] = [];
   for (const item of response.data ?? []) {
-    if (item.b64_json) images.push({ data: Buffer.from(item.b64_json, 'base64'), mimeType: `image/${response.output_format ?? 'png'}` });
-    else if (item.url) images.push(await download(item.url, signal));
+    if (item.b64_json) {
+      const data = Buffer.from(item.b64_json, 'base64');
+      images.push({ data, mimeType: sniffImageType(data, `image/${response.output_format ?? 'png'}`) });
+    } else if (item.url) images.push(await download(item.url, signal));
   }
   if (images.length === 0) {
     throw new ClassifiedError('retryable', 'the response held no image', requestId ? { requestId } : {});
   }
-  const usage = response.usage
-    ? { inputTokens: response.usage.input_tokens, outputTokens: response.usage.output_tokens, totalTokens: response.usage.total_tokens }
+  const u = response.usage;
+  const usage = u
+    ? {
+        inputTokens: u.input_tokens,
+        outputTokens: u.output_tokens,
+        totalTokens: u.total_tokens,
+        ...(u.input_tokens_details ? { inputTextTokens: u.input_tokens_details.text_tokens, inputImageTokens: u.input_tokens_details.image_tokens } : {}),
+      }
     : undefined;
   return { images, ...(requestId ? { requestId } : {}), ...(usage ? { usage } : {}) };
 }
@@ -90,23 +154,33 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
     apiKey: options.apiKey,
     baseURL: options.baseURL,
     maxRetries: 0,
-    timeout: REQUEST_TIMEOUT_MS,
+    timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
   });
   return {
     backend: 'openai',
     secrets: [options.apiKey],
-    inputLimits: (model) => (model === 'dall-e-2' ? INPUT_LIMITS['dall-e-2'] : INPUT_LIMITS.default),
-    maxInputImages: (model) => (model === 'dall-e-2' ? 1 : 16),
+    inputLimits: (model) => capabilities('openai', model).inputLimits,
+    maxInputImages: (model) => capabilities('openai', model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
+      const caps = capabilities('openai', request.model);
+      const [first] = request.images;
+      if (!first) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
+      if (request.images.length > caps.maxInputImages) {
+        throw new ClassifiedError('inputError', `${request.model} takes at most ${caps.maxInputImages} input image(s); the row has ${request.images.length}`);
+      }
+      let images = request.images;
+      let maskBytes: Buffer | undefined;
+      if (caps.squarePngInput) {
+        const prepared = await squarePng(first, caps.mask ? request.mask : undefined, caps.inputLimits.maxBytes);
+        images = [{ data: prepared.image, mimeType: 'image/png' }];
+        maskBytes = prepared.mask;
+      } else if (request.mask && caps.mask) {
+        maskBytes = await fitMask(request.mask, first);
+      }
       // Buffers with an explicit name and MIME type: without them uploads go out as
-      // application/octet-stream and the API rejects them.
-      const files = await Promise.all(
-        request.images.map((image, i) =>
-          toFile(image.data, `image_${i}.${extensionFor(image.mimeType)}`, { type: image.mimeType }),
-        ),
-      );
-      const [firstFile] = files;
-      if (!firstFile) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
+      // application/octet-stream and the API rejects them. Buffers (not streams) so a retry can resend.
+      const files = await Promise.all(images.map((image, i) => toFile(image.data, `image_${i}.${extensionFor(image.mimeType)}`, { type: image.mimeType })));
+      const mask = maskBytes ? await toFile(maskBytes, 'mask.png', { type: 'image/png' }) : undefined;
       try {
         const { data, request_id } = await client.images
           .edit(
@@ -114,8 +188,9 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
               model: request.model,
               prompt: request.prompt,
               // One image goes as `image`; several as repeated `image[]` fields.
-              image: files.length === 1 ? firstFile : files,
-              ...sizedParams(request),
+              image: files.length === 1 ? files[0]! : files,
+              ...(mask ? { mask } : {}),
+              ...(openAIParams(request, caps, 'edit') as Partial<OpenAI.ImageEditParamsNonStreaming>),
             },
             request.signal ? { signal: request.signal } : {},
           )
@@ -126,10 +201,15 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
       }
     },
     async generate(request: ImageRequest): Promise<ImageResult> {
+      const caps = capabilities('openai', request.model);
       try {
         const { data, request_id } = await client.images
           .generate(
-            { model: request.model, prompt: request.prompt, ...(sizedParams(request) as Partial<OpenAI.ImageGenerateParams>) },
+            {
+              model: request.model,
+              prompt: request.prompt,
+              ...(openAIParams(request, caps, 'generate') as Partial<OpenAI.ImageGenerateParamsNonStreaming>),
+            },
             request.signal ? { signal: request.signal } : {},
           )
           .withResponse();
@@ -143,7 +223,13 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
 
 /** dall-e-2 and some compatible servers answer with URLs instead of base64. */
 async function download(url: string, signal?: AbortSignal): Promise<ProviderImage> {
-  const response = await fetch(url, signal ? { signal } : {});
+  let response: Response;
+  try {
+    response = await fetch(url, signal ? { signal } : {});
+  } catch (err) {
+    throw new ClassifiedError('retryable', `downloading the result image failed: ${(err as Error).message}`);
+  }
   if (!response.ok) throw new ClassifiedError('retryable', `downloading the result image failed: HTTP ${response.status}`);
-  return { data: Buffer.from(await response.arrayBuffer()), mimeType: response.headers.get('content-type') ?? 'image/png' };
+  const data = Buffer.from(await response.arrayBuffer());
+  return { data, mimeType: sniffImageType(data, response.headers.get('content-type') ?? 'image/png') };
 }
