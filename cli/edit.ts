@@ -1,6 +1,6 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ApplicationFailure, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../activities/orchestration';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import { UsageError } from '../lib/errors';
@@ -12,8 +12,10 @@ import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
 import { BACKENDS } from '../workers';
+import { registerRun } from '../lib/runRegistry';
+import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
 import { ProgressReporter } from './progress';
-import { openSession, workflowUiUrl } from './session';
+import { openSession, workflowUiUrl, type Session } from './session';
 
 export const ExitCodes = { ok: 0, usage: 1, rowsFailed: 2, interrupted: 130 } as const;
 
@@ -39,8 +41,11 @@ export interface EditOptions {
   window: number;
   maxRetries: number;
   retryInitialMs?: number;
+  heartbeatTimeout: number;
+  maxHistoryEvents?: number;
   concurrency: number;
   withWorkers: boolean;
+  detach?: boolean;
 }
 
 export interface CliIO {
@@ -119,49 +124,43 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
         maxAttempts: options.maxRetries + 1,
         initialIntervalMs: options.retryInitialMs ?? 2000,
         maximumIntervalMs: 120_000,
+        heartbeatTimeoutMs: options.heartbeatTimeout * 1000,
       },
+      ...(options.maxHistoryEvents ? { maxHistoryEvents: options.maxHistoryEvents } : {}),
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
 }
 
-function describeSummary(summary: DatasetRunSummary): string {
+export function describeSummary(summary: DatasetRunSummary): string {
   return [
     `rows: ${summary.total}  ok: ${summary.ok}  failed: ${summary.failed}${summary.pending ? `  pending: ${summary.pending}` : ''}`,
     `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }
 
-/** Starts (or attaches to) the run and waits for it. Returns the process exit code. */
-export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
-  const input = buildWorkflowInput(options);
-  const session = await openSession({
-    stateDir: options.stateDir,
-    withWorkers: options.withWorkers,
-    concurrency: options.concurrency,
-    log: io.err,
-  });
-  let reporter: ProgressReporter | undefined;
-  try {
-    if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
-    const handle: WorkflowHandle<typeof datasetWorkflow> = await session.client.workflow.start('datasetWorkflow', {
-      taskQueue: ORCHESTRATOR_QUEUE,
-      workflowId: input.runId,
-      args: [input],
-      // A second submit of the same run attaches to the running execution instead of failing.
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      staticSummary: `${input.backend} ${input.model}: ${input.inputPath}`,
-    });
-    io.err(`run ${input.runId}${workflowUiUrl(session, input.runId) ? ` (${workflowUiUrl(session, input.runId)})` : ''}`);
-    if (!session.embedded && session.workers.length === 0) {
-      io.err('waiting for workers started with `npx atelier worker` on this Temporal server');
-    }
-    reporter = new ProgressReporter(() => handle.query(progressQuery), io);
-    reporter.start();
+/** A run's workflow failure that is the user's to fix (bad dataset, output dir of another run). */
+export function usageErrorOf(err: unknown): UsageError | undefined {
+  if (err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure) {
+    const type = err.cause.type ?? '';
+    if ((Object.values(RunErrorTypes) as string[]).includes(type)) return new UsageError(err.cause.message);
+  }
+  return undefined;
+}
 
+/**
+ * Waits for a run with a progress display, then prints its summary. Ctrl-C stops waiting only.
+ * Returns the exit code: 0 no failed rows, 2 some failed, 130 interrupted.
+ */
+export async function waitForRun(session: Session, runId: string, io: CliIO): Promise<number> {
+  const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
+  const reporter = new ProgressReporter(() => handle.query(progressQuery), io);
+  reporter.start();
+  try {
     type Ending = { kind: 'result'; summary: DatasetRunSummary } | { kind: 'interrupted' } | { kind: 'workers-stopped' };
     const endings: Promise<Ending>[] = [
+      // Follows the run across continue-as-new.
       handle.result().then((summary): Ending => ({ kind: 'result', summary })),
       io.interrupted.then((): Ending => ({ kind: 'interrupted' })),
     ];
@@ -169,7 +168,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     const ending = await Promise.race(endings);
     await reporter.stop();
     if (ending.kind === 'interrupted') {
-      io.err(`stopped waiting; run ${input.runId} is not cancelled. Run the same command again to resume it.`);
+      io.err(`stopped waiting; run ${runId} is not cancelled. Run the same command again to resume it.`);
       return ExitCodes.interrupted;
     }
     if (ending.kind === 'workers-stopped') {
@@ -180,12 +179,58 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     // Rows left pending by --filter-rows are not failures.
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
   } catch (err) {
-    await reporter?.stop();
-    if (err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure) {
-      const type = err.cause.type ?? '';
-      if ((Object.values(RunErrorTypes) as string[]).includes(type)) throw new UsageError(err.cause.message);
+    await reporter.stop();
+    throw usageErrorOf(err) ?? err;
+  }
+}
+
+/** Starts the dataset workflow, or attaches to the running execution of the same run id. */
+export async function startRun(session: Session, input: DatasetWorkflowInput, io: CliIO): Promise<void> {
+  const withAttributes: DatasetWorkflowInput = { ...input, searchAttributes: session.searchAttributes };
+  await session.client.workflow.start('datasetWorkflow', {
+    taskQueue: ORCHESTRATOR_QUEUE,
+    workflowId: input.runId,
+    args: [withAttributes],
+    // A second submit of the same run attaches to the running execution instead of starting another.
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    staticSummary: `${input.backend} ${input.model}: ${input.inputPath}`.slice(0, 200),
+    ...(session.searchAttributes
+      ? {
+          typedSearchAttributes: [
+            { key: AtelierRunId, value: input.runId },
+            { key: AtelierDataset, value: input.inputPath.slice(-250) },
+            { key: AtelierBackend, value: input.backend },
+            { key: AtelierModel, value: input.model },
+          ],
+        }
+      : {}),
+  });
+  const link = workflowUiUrl(session, input.runId);
+  io.err(`run ${input.runId}${link ? ` (${link})` : ''}`);
+  if (session.workers.length === 0) io.err('rows are served by workers started with `npx atelier worker` on this Temporal server');
+}
+
+/** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach. */
+export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
+  const input = buildWorkflowInput(options);
+  const session = await openSession({
+    stateDir: options.stateDir,
+    withWorkers: options.withWorkers,
+    mayStartServer: !options.detach,
+    concurrency: options.concurrency,
+  });
+  try {
+    if (options.detach && session.embedded) {
+      throw new UsageError('--detach needs a server that outlives this command: set TEMPORAL_ADDRESS, or run `npx atelier server` (and `npx atelier worker`)');
     }
-    throw err;
+    if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
+    await registerRun(resolve(options.stateDir), input);
+    await startRun(session, input, io);
+    if (options.detach) {
+      io.out(input.runId);
+      return ExitCodes.ok;
+    }
+    return await waitForRun(session, input.runId, io);
   } finally {
     await session.close();
   }

@@ -2,6 +2,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../lib/errors';
 import { runDemo } from './demo';
 import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
+import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
+import { runServer } from './server';
 import { runWorker } from './worker';
 
 function positiveInt(name: string) {
@@ -63,9 +65,13 @@ function addRunOptions(cmd: Command): Command {
     .option('--window <n>', 'rows in flight at once', positiveInt('--window'), 16)
     .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
     .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
+    .option('--heartbeat-timeout <seconds>', 'a model call whose worker stops heartbeating this long is retried elsewhere', positiveInt('--heartbeat-timeout'), 60)
     .addOption(new Option('--retry-initial-ms <ms>', 'first retry delay').argParser(positiveInt('--retry-initial-ms')).hideHelp())
+    .addOption(new Option('--max-history-events <n>', 'continue as new past this many events').argParser(positiveInt('--max-history-events')).hideHelp())
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, still run the workers in this process', false);
 }
+
+const STATE_DIR_HELP = 'state dir of the dev server (`atelier server`) when TEMPORAL_ADDRESS is unset';
 
 export function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
   const program = new Command('atelier')
@@ -80,7 +86,8 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
       .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
       .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
       .addOption(new Option('--backend <name>', 'model backend').default('openai'))
-      .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5'),
+      .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5')
+      .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false),
   ).action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
 
   addRunOptions(
@@ -98,6 +105,43 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .option('--queues <list>', 'comma-separated task queues to serve (default: all)')
     .option('--concurrency <n>', 'model calls in flight per provider worker', positiveInt('--concurrency'), 16)
     .action(async (opts: { queues?: string; concurrency: number }) => setExit(await runWorker(opts, io)));
+
+  program
+    .command('server')
+    .description('run the dev server in the foreground (SQLite under the state dir, UI on its own port)')
+    .option('--state-dir <dir>', 'where the SQLite database and logs live', './.atelier')
+    .option('--port <port>', 'gRPC port (clients use TEMPORAL_ADDRESS=127.0.0.1:<port>)', positiveInt('--port'), 7233)
+    .option('--ui-port <port>', 'web UI port (default: port + 1000)', positiveInt('--ui-port'))
+    .action(async (opts: { stateDir: string; port: number; uiPort?: number }) =>
+      setExit(await runServer({ ...opts, uiPort: opts.uiPort ?? opts.port + 1000 }, io)),
+    );
+
+  const manage = (name: string, description: string, run: (runId: string, opts: ManageOptions, io: CliIO) => Promise<number>) =>
+    program
+      .command(`${name} <run-id>`)
+      .description(description)
+      .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
+      .action(async (runId: string, opts: ManageOptions) => setExit(await run(runId, opts, io)));
+  manage('status', 'counts (ok, failed by class, pending, in flight), rate and ETA of a run', runStatus);
+  manage('watch', 'a live progress bar until the run ends; exit codes as for edit', runWatch);
+  manage('cancel', 'cancel a run and its rows in flight', runCancel);
+  manage('pause', 'stop dispatching rows (rows in flight finish)', runPause);
+  manage('resume', 'dispatch rows again after a pause or a quota stop', runResume);
+  program
+    .command('list')
+    .description('runs on the server, newest first, with their state')
+    .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
+    .action(async (opts: ManageOptions) => setExit(await runList(opts, io)));
+  program
+    .command('retry <run-id>')
+    .description('run failed rows again: an open run takes them at once; a closed run gets a new execution from its ledger')
+    .option('--failed', 'every failed row')
+    .option('--rows <spec>', 'only these row positions (0:100, 3,7,10:20 ...), among failed rows')
+    .option('--error-type <list>', 'only rows failed with these classes: retryable, blocked, invalid-request, quota-exhausted, input-error, ...')
+    .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
+    .option('--detach', 'for a closed run: start the retry and exit', false)
+    .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)
+    .action(async (runId: string, opts: RetryOptions) => setExit(await runRetry(runId, opts, io)));
 
   return program;
 }

@@ -1,34 +1,73 @@
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
-import { startDevServer, type DevServerHandle } from '../lib/devServer';
+import { serverReachable, startDevServer, type DevServerHandle } from '../lib/devServer';
+import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
+import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
 import { createWorkers } from '../workers';
 
-// How a CLI command reaches Temporal: TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE) when set, else an
-// embedded dev server whose state lives under --state-dir. With the embedded server, the workers run
-// in this process; with an external server they run in `atelier worker` unless --with-workers.
+// How a CLI command reaches Temporal: TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE) when set; else the
+// dev server `atelier server` runs for this state dir; else (for commands that run rows) an
+// embedded dev server whose state lives under --state-dir, stopped when the command ends.
 
 export interface SessionOptions {
   stateDir: string;
+  /** Run workers in this process (always, with an embedded server). */
   withWorkers: boolean;
-  /** Queues for in-process workers (default: all). */
+  /** May start an embedded server when none is running. */
+  mayStartServer: boolean;
   queues?: readonly string[];
   concurrency?: number;
-  log: (line: string) => void;
 }
 
 export interface Session {
   client: Client;
   namespace: string;
+  address: string;
   uiUrl: string | undefined;
+  /** True when this command started the server (it stops with the command). */
   embedded: boolean;
+  /** Whether the project's search attributes are registered on the server. */
+  searchAttributes: boolean;
   /** In-process workers (empty when external workers serve the queues). */
   workers: Worker[];
   /** Resolves when the in-process workers stop, rejects if one crashes; undefined without them. */
   workersDone: Promise<void> | undefined;
   close(): Promise<void>;
+}
+
+interface ServerRecord {
+  address: string;
+  uiUrl?: string;
+}
+
+/** The server `atelier server` (or a running `edit`) keeps for this state dir, if it answers. */
+async function runningServer(stateDir: string): Promise<ServerRecord | undefined> {
+  try {
+    const record = JSON.parse(readFileSync(join(stateDir, 'server.json'), 'utf8')) as ServerRecord;
+    return (await serverReachable(record.address)) ? record : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Checks (and, where allowed, registers) the project's search attributes on an external server. */
+async function ensureSearchAttributes(client: Client, namespace: string): Promise<boolean> {
+  try {
+    const { customAttributes } = await client.connection.operatorService.listSearchAttributes({ namespace });
+    const missing = ALL_SEARCH_ATTRIBUTES.filter((key) => !(customAttributes && key.name in customAttributes));
+    if (missing.length === 0) return true;
+    await client.connection.operatorService.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, key.type === 'INT' ? 2 : 1])),
+    });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export async function openSession(options: SessionOptions): Promise<Session> {
@@ -37,13 +76,25 @@ export async function openSession(options: SessionOptions): Promise<Session> {
   const namespace = process.env.TEMPORAL_NAMESPACE || 'default';
   let server: DevServerHandle | undefined;
   let address: string;
+  let uiUrl: string | undefined;
   if (external) {
     address = external;
   } else {
-    server = await startDevServer({ temporalPath: findTemporalCli(), stateDir, namespace });
-    address = server.address;
+    const running = await runningServer(stateDir);
+    if (running) {
+      address = running.address;
+      uiUrl = running.uiUrl;
+    } else if (options.mayStartServer) {
+      server = await startDevServer({ temporalPath: findTemporalCli(), stateDir, namespace });
+      address = server.address;
+      uiUrl = server.uiUrl;
+    } else {
+      throw new UsageError(
+        `no Temporal server is running for state dir ${stateDir}: set TEMPORAL_ADDRESS, or start one with \`npx atelier server --state-dir ${options.stateDir}\``,
+      );
+    }
   }
-  const runWorkers = !external || options.withWorkers;
+  const runWorkers = server !== undefined || options.withWorkers;
   if (runWorkers) installWorkerLogging({ file: join(stateDir, 'logs', 'worker.log') });
 
   const cleanups: Array<() => Promise<void>> = [];
@@ -51,6 +102,8 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     const connection = await Connection.connect({ address });
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace });
+    // Project-started dev servers register them at start; other servers are checked.
+    const searchAttributes = external ? await ensureSearchAttributes(client, namespace) : true;
     let workers: Worker[] = [];
     let workersDone: Promise<void> | undefined;
     if (runWorkers) {
@@ -75,8 +128,10 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     return {
       client,
       namespace,
-      uiUrl: server?.uiUrl,
+      address,
+      uiUrl,
       embedded: server !== undefined,
+      searchAttributes,
       workers,
       workersDone,
       async close() {

@@ -5,8 +5,11 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { writeFileAtomic } from './atomicFile';
 import { UsageError } from './errors';
+import { devServerSearchAttributeFlags } from './searchAttributes';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.
@@ -14,8 +17,8 @@ import { UsageError } from './errors';
 export interface DevServerHandle {
   address: string;
   uiUrl: string | undefined;
-  /** False when an already running server for this state dir was reused (then stop() leaves it). */
-  owned: boolean;
+  /** Resolves with the exit code when the server process ends. */
+  exited: Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -27,7 +30,11 @@ export interface DevServerOptions {
   headless?: boolean;
   namespace?: string;
   startTimeoutMs?: number;
+  /** How long finished runs stay visible (the dev server's default is one day). */
+  retentionHours?: number;
 }
+
+const DEFAULT_RETENTION_HOURS = 30 * 24;
 
 interface ServerRecord {
   pid: number;
@@ -46,15 +53,6 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export async function serverReachable(address: string, timeoutMs = 2000): Promise<boolean> {
@@ -96,15 +94,6 @@ async function stopProcess(child: ChildProcess, graceMs = 10_000): Promise<void>
 /** Starts the dev server for a state dir, or reuses the one already serving it. */
 export async function startDevServer(options: DevServerOptions): Promise<DevServerHandle> {
   mkdirSync(options.stateDir, { recursive: true });
-  try {
-    const record = JSON.parse(readFileSync(recordPath(options.stateDir), 'utf8')) as ServerRecord;
-    if (processAlive(record.pid) && (await serverReachable(record.address))) {
-      return { address: record.address, uiUrl: record.uiUrl, owned: false, stop: async () => undefined };
-    }
-  } catch {
-    // no usable record: start our own
-  }
-
   const port = options.port ?? (await freePort());
   const uiPort = options.uiPort ?? (await freePort());
   const address = `127.0.0.1:${port}`;
@@ -125,6 +114,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     // WAL keeps SQLite writes cheap without giving up durability across restarts.
     '--sqlite-pragma',
     'journal_mode=WAL',
+    ...devServerSearchAttributeFlags(),
   ];
   if (options.headless) args.push('--headless');
   else args.push('--ui-ip', '127.0.0.1', '--ui-port', String(uiPort));
@@ -133,9 +123,12 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
   let exitCode: number | null = null;
-  child.once('exit', (code, signal) => {
-    exitCode = code ?? (signal ? 128 : 0);
-  });
+  const exited = new Promise<number>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exitCode = code ?? (signal ? 128 : 0);
+      resolve(exitCode);
+    }),
+  );
 
   const deadline = Date.now() + (options.startTimeoutMs ?? 60_000);
   for (;;) {
@@ -152,13 +145,24 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     await sleep(200);
   }
 
+  // Keep finished runs visible in the UI for weeks, not the dev server's default day.
+  try {
+    await promisify(execFile)(options.temporalPath, [
+      'operator', 'namespace', 'update', '--namespace', options.namespace ?? 'default',
+      '--retention', `${options.retentionHours ?? DEFAULT_RETENTION_HOURS}h`, '--address', address,
+    ]);
+  } catch (err) {
+    await stopProcess(child);
+    throw new UsageError(`could not set the namespace retention on the dev server: ${(err as Error).message}`);
+  }
+
   const uiUrl = options.headless ? undefined : `http://127.0.0.1:${uiPort}`;
   const record: ServerRecord = { pid: child.pid!, address, ...(uiUrl ? { uiUrl } : {}) };
   await writeFileAtomic(recordPath(options.stateDir), JSON.stringify(record, null, 2));
   return {
     address,
     uiUrl,
-    owned: true,
+    exited,
     async stop() {
       await stopProcess(child);
       await rm(recordPath(options.stateDir), { force: true });

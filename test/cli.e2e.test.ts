@@ -195,7 +195,7 @@ describe('atelier edit (CLI, end to end)', () => {
       // The client process has no provider key at all: only the worker does.
       const clientEnv = cliEnv({ TEMPORAL_ADDRESS: server.address, OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined });
       const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'm', '--state-dir', join(dir, 'client-state')], { env: clientEnv });
-      expect(run.stderr).toMatch(/waiting for workers started with `npx atelier worker`/);
+      expect(run.stderr).toMatch(/rows are served by workers started with `npx atelier worker`/);
       expect(run.code, run.stderr).toBe(0);
       expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);
       expect(standin.callsFor('cli-external-')).toHaveLength(2);

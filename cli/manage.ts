@@ -1,0 +1,224 @@
+import { resolve } from 'node:path';
+import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { UsageError } from '../lib/errors';
+import { parseFilterRows } from '../lib/filterRows';
+import { normaliseErrorType, KNOWN_ERROR_TYPES } from '../lib/retrySelection';
+import { findRun } from '../lib/runRegistry';
+import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
+import { summarizeLedger } from '../lib/summary';
+import type { ProgressSnapshot, RetrySelection } from '../lib/types';
+import type { datasetWorkflow } from '../workflows';
+import { pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
+import { ExitCodes, startRun, waitForRun, type CliIO } from './edit';
+import { openSession } from './session';
+
+// Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
+// by TEMPORAL_ADDRESS or run by `atelier server` for the state dir; `status` and `retry` also work
+// from the run's ledger after the server has forgotten the run.
+
+export interface ManageOptions {
+  stateDir: string;
+}
+
+type Handle = WorkflowHandle<typeof datasetWorkflow>;
+
+async function isOpen(handle: Handle): Promise<boolean> {
+  try {
+    return (await handle.describe()).status.name === 'RUNNING';
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
+
+function formatDuration(seconds: number): string {
+  if (!Number.isFinite(seconds)) return 'unknown';
+  const s = Math.round(seconds);
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
+
+function failedLines(failedByType: Record<string, number>): string[] {
+  return Object.entries(failedByType)
+    .filter(([, n]) => n > 0)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([type, n]) => `  failed ${type}: ${n}`);
+}
+
+/** The lines `atelier status` prints for a running run. */
+export function describeProgress(p: ProgressSnapshot, now = Date.now()): string[] {
+  const elapsed = (now - Date.parse(p.startedAt)) / 1000;
+  const rate = elapsed > 0 ? p.finished / elapsed : 0;
+  const remaining = p.pending + p.inFlight + p.deferred;
+  return [
+    `state: ${p.phase}${p.paused ? ` (${p.paused.reason}${p.paused.until ? `; resumes at ${p.paused.until}` : '; `atelier resume` to go on'})` : ''}`,
+    `rows: ${p.total}  ok: ${p.ok}  failed: ${p.failed}  in flight: ${p.inFlight}  pending: ${p.pending}${p.deferred ? `  deferred: ${p.deferred}` : ''}`,
+    ...failedLines(p.failedByType),
+    `rate: ${rate.toFixed(2)} rows/s  eta: ${rate > 0 ? formatDuration(remaining / rate) : 'unknown'}`,
+  ];
+}
+
+async function connect(options: ManageOptions) {
+  return openSession({ stateDir: options.stateDir, withWorkers: false, mayStartServer: false });
+}
+
+/** Connects if a server is reachable; `status` and `retry` can go on without one. */
+async function connectIfPossible(options: ManageOptions) {
+  try {
+    return await connect(options);
+  } catch (err) {
+    if (err instanceof UsageError) return undefined;
+    throw err;
+  }
+}
+
+export async function runStatus(runId: string, options: ManageOptions, io: CliIO): Promise<number> {
+  const session = await connectIfPossible(options);
+  try {
+    if (session) {
+      const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
+      if (await isOpen(handle)) {
+        io.out([`run ${runId}`, ...describeProgress(await handle.query(progressQuery))].join('\n'));
+        return ExitCodes.ok;
+      }
+    }
+    const known = await findRun(resolve(options.stateDir), runId);
+    if (!known) throw new UsageError(`no run ${runId} is running, and the state dir ${options.stateDir} has no record of it`);
+    const s = await summarizeLedger(known.input.outputDir, known.input.filterRows);
+    const failed = Object.values(s.failedByType).reduce((a, b) => a + b, 0);
+    io.out(
+      [
+        `run ${runId}`,
+        'state: not running (from the ledger)',
+        `rows: ${s.total}  ok: ${s.ok}  failed: ${failed}  pending: ${s.pending}`,
+        ...failedLines(s.failedByType),
+        `output dir: ${known.input.outputDir}`,
+      ].join('\n'),
+    );
+    return ExitCodes.ok;
+  } finally {
+    await session?.close();
+  }
+}
+
+export async function runWatch(runId: string, options: ManageOptions, io: CliIO): Promise<number> {
+  const session = await connect(options);
+  try {
+    return await waitForRun(session, runId, io);
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) throw new UsageError(`the server has no run ${runId}; \`atelier status ${runId}\` reads its ledger`);
+    throw err;
+  } finally {
+    await session.close();
+  }
+}
+
+export async function runList(options: ManageOptions, io: CliIO): Promise<number> {
+  const session = await connect(options);
+  try {
+    const seen = new Set<string>();
+    const lines: string[] = [];
+    for await (const wf of session.client.workflow.list({ query: "WorkflowType = 'datasetWorkflow'" })) {
+      // Continue-as-new leaves one execution per step: show the newest of each run.
+      if (seen.has(wf.workflowId)) continue;
+      seen.add(wf.workflowId);
+      const attrs = wf.typedSearchAttributes;
+      const counts = [AtelierRowsTotal, AtelierRowsOk, AtelierRowsFailed].map((k) => attrs.get(k));
+      const rows = counts[0] !== undefined ? `rows ${counts[0]} ok ${counts[1] ?? 0} failed ${counts[2] ?? 0}` : '';
+      lines.push(`${wf.workflowId}  ${wf.status.name}  started ${wf.startTime.toISOString()}  ${rows}`.trim());
+      if (lines.length >= 200) break;
+    }
+    io.out(lines.length ? lines.join('\n') : 'no runs');
+    return ExitCodes.ok;
+  } finally {
+    await session.close();
+  }
+}
+
+export interface RetryOptions extends ManageOptions {
+  failed?: boolean;
+  rows?: string;
+  errorType?: string;
+  detach?: boolean;
+  withWorkers?: boolean;
+}
+
+/** The CLI's retry flags as a selection; at least one is required. */
+export function retrySelectionFrom(options: RetryOptions): RetrySelection {
+  if (!options.failed && options.rows === undefined && options.errorType === undefined) {
+    throw new UsageError('say which rows to retry: --failed, --rows 3,7,10:20 and/or --error-type blocked,retryable');
+  }
+  const selection: RetrySelection = {};
+  if (options.rows !== undefined) {
+    try {
+      parseFilterRows(options.rows);
+    } catch (err) {
+      throw new UsageError((err as Error).message.replace('--filter-rows', '--rows'));
+    }
+    selection.rows = options.rows;
+  }
+  if (options.errorType !== undefined) {
+    selection.errorTypes = options.errorType.split(',').map((name) => {
+      const type = normaliseErrorType(name.trim());
+      if (!type) throw new UsageError(`--error-type: unknown class "${name.trim()}"; known: ${KNOWN_ERROR_TYPES.join(', ')}`);
+      return type;
+    });
+  }
+  return selection;
+}
+
+/**
+ * `atelier retry`: failed rows run again. An open run takes a validated update; a closed run gets a
+ * new execution that plans from its recorded input and runs only the selected failed rows.
+ */
+export async function runRetry(runId: string, options: RetryOptions, io: CliIO): Promise<number> {
+  const selection = retrySelectionFrom(options);
+  const probe = await connectIfPossible(options);
+  if (probe) {
+    try {
+      const handle = probe.client.workflow.getHandle<typeof datasetWorkflow>(runId);
+      if (await isOpen(handle)) {
+        const count = await handle.executeUpdate(retryRowsUpdate, { args: [selection] });
+        io.out(`${count} row(s) queued to run again in run ${runId}`);
+        return ExitCodes.ok;
+      }
+    } finally {
+      await probe.close();
+    }
+  }
+  const known = await findRun(resolve(options.stateDir), runId);
+  if (!known) throw new UsageError(`run ${runId} is not running and the state dir ${options.stateDir} has no record of it`);
+  const session = await openSession({ stateDir: options.stateDir, withWorkers: options.withWorkers ?? false, mayStartServer: !options.detach });
+  try {
+    await startRun(session, { ...known.input, retryOnly: selection }, io);
+    if (options.detach) {
+      io.out(runId);
+      return ExitCodes.ok;
+    }
+    return await waitForRun(session, runId, io);
+  } finally {
+    await session.close();
+  }
+}
+
+async function withOpenRun(runId: string, options: ManageOptions, action: (handle: Handle, client: Client) => Promise<string>, io: CliIO): Promise<number> {
+  const session = await connect(options);
+  try {
+    const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
+    if (!(await isOpen(handle))) throw new UsageError(`run ${runId} is not running`);
+    io.out(await action(handle, session.client));
+    return ExitCodes.ok;
+  } finally {
+    await session.close();
+  }
+}
+
+export const runCancel = (runId: string, options: ManageOptions, io: CliIO) =>
+  withOpenRun(runId, options, async (h) => (await h.cancel(), `run ${runId}: cancellation requested (rows in flight are cancelled too)`), io);
+
+export const runPause = (runId: string, options: ManageOptions, io: CliIO) =>
+  withOpenRun(runId, options, async (h) => (await h.signal(pauseSignal, { reason: 'paused with `atelier pause`' }), `run ${runId}: paused (rows in flight finish)`), io);
+
+export const runResume = (runId: string, options: ManageOptions, io: CliIO) =>
+  withOpenRun(runId, options, async (h) => (await h.signal(resumeSignal), `run ${runId}: resumed`), io);

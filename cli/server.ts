@@ -1,0 +1,41 @@
+import { resolve } from 'node:path';
+import { serverReachable, startDevServer } from '../lib/devServer';
+import { UsageError } from '../lib/errors';
+import { findTemporalCli } from '../lib/temporalCli';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { CliIO } from './edit';
+
+/**
+ * `atelier server`: the project's dev server in the foreground — SQLite and logs under the state
+ * dir, the project's search attributes registered, finished runs kept for 30 days, UI on its own
+ * port. Workers and clients reach it with TEMPORAL_ADDRESS=127.0.0.1:<port>.
+ */
+export async function runServer(options: { stateDir: string; port?: number; uiPort?: number }, io: CliIO): Promise<number> {
+  const stateDir = resolve(options.stateDir);
+  try {
+    const record = JSON.parse(readFileSync(join(stateDir, 'server.json'), 'utf8')) as { address: string };
+    if (await serverReachable(record.address)) {
+      throw new UsageError(`a server for ${stateDir} is already running at ${record.address}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+  }
+  const server = await startDevServer({
+    temporalPath: findTemporalCli(),
+    stateDir,
+    ...(options.port ? { port: options.port } : {}),
+    ...(options.uiPort ? { uiPort: options.uiPort } : {}),
+  });
+  io.err(`Temporal dev server for ${stateDir}`);
+  io.err(`  address: ${server.address}   (export TEMPORAL_ADDRESS=${server.address})`);
+  if (server.uiUrl) io.err(`  UI:      ${server.uiUrl}`);
+  io.err('Ctrl-C to stop; the history stays in the state dir.');
+  const ended = await Promise.race([server.exited.then((code) => ({ code })), io.interrupted.then(() => undefined)]);
+  if (ended) {
+    io.err(`the server exited with code ${ended.code}; see ${join(stateDir, 'temporal-server.log')}`);
+    return 1;
+  }
+  await server.stop();
+  return 0;
+}

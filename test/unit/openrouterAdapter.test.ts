@@ -1,0 +1,148 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import sharp from 'sharp';
+import { createOpenRouterProvider } from '../../activities/providers/openrouter';
+import type { ProviderImage } from '../../activities/providers/provider';
+import { freePort } from '../../lib/devServer';
+import { ClassifiedError } from '../../lib/errors';
+import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
+
+const KEY = 'sk-or-v1-standin0000000000000000000000000000';
+let standin: ChatStandin;
+let black: ProviderImage;
+let small: ProviderImage;
+
+beforeAll(async () => {
+  standin = await startOpenRouterStandin();
+  black = { data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer(), mimeType: 'image/png' };
+  small = { data: await sharp({ create: { width: 5, height: 3, channels: 3, background: '#ffffff' } }).jpeg().toBuffer(), mimeType: 'image/jpeg' };
+});
+afterAll(async () => standin.close());
+
+function provider(apiKey = KEY, timeoutMs?: number) {
+  return createOpenRouterProvider({ apiKey, baseURL: standin.baseURL, ...(timeoutMs ? { timeoutMs } : {}) });
+}
+
+async function editError(prompt: string, apiKey = KEY): Promise<ClassifiedError> {
+  try {
+    await provider(apiKey).edit({ model: 'google/gemini-2.5-flash-image', prompt, images: [black], params: {}, numImages: 1 });
+  } catch (err) {
+    expect(err).toBeInstanceOf(ClassifiedError);
+    expect((err as Error).message).not.toContain(apiKey || 'never-empty');
+    return err as ClassifiedError;
+  }
+  throw new Error('expected the edit to fail');
+}
+
+describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
+  it('sends the prompt and every image as data URLs with modalities and image_config, and reads message.images', async () => {
+    const result = await provider().edit({
+      model: 'google/gemini-3-pro-image-preview',
+      prompt: 'or-multi',
+      images: [black, small],
+      params: { aspectRatio: '4:3', imageSize: '2K' },
+      numImages: 1,
+    });
+    const call = standin.callsFor('or-multi')[0]!;
+    expect(call).toMatchObject({
+      model: 'google/gemini-3-pro-image-preview',
+      imageCount: 2,
+      imageTypes: ['image/png', 'image/jpeg'],
+      modalities: ['image', 'text'],
+      imageConfig: { aspect_ratio: '4:3', image_size: '2K' },
+      authorization: `Bearer ${KEY}`,
+    });
+    expect(call.imageSizes[1]).toEqual({ width: 5, height: 3 });
+    expect(result.images).toHaveLength(1);
+    const { data } = await sharp(result.images[0]!.data).raw().toBuffer({ resolveWithObject: true });
+    expect(data[0]).toBe(255);
+    expect(result.requestId).toMatch(/^gen-standin-/);
+    expect(result.usage).toMatchObject({ costUsd: 0.0387, outputImageTokens: 1290 });
+  });
+
+  it('generates from text, asks image-only models for the image modality alone', async () => {
+    const t2i = await provider().generate({ model: 'google/gemini-2.5-flash-image', prompt: 'or-t2i', params: { aspectRatio: '16:9' }, numImages: 2 });
+    expect(t2i.images).toHaveLength(2);
+    expect(standin.callsFor('or-t2i')).toHaveLength(2);
+    expect(t2i.usage!.costUsd).toBeCloseTo(2 * 0.0387, 6);
+    await provider().generate({ model: 'black-forest-labs/flux.2-pro', prompt: 'or-flux', params: {}, numImages: 1 });
+    expect(standin.callsFor('or-flux')[0]!.modalities).toEqual(['image']);
+  });
+
+  it('tolerates the imageUrl spelling', async () => {
+    const png = (await sharp({ create: { width: 2, height: 2, channels: 3, background: '#123456' } }).png().toBuffer()).toString('base64');
+    standin.script('or-camel', [
+      {
+        status: 200,
+        body: { id: 'gen-camel', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: '', images: [{ type: 'image_url', imageUrl: { url: `data:image/png;base64,${png}` } }] } }] },
+      },
+    ]);
+    const result = await provider().edit({ model: 'google/gemini-2.5-flash-image', prompt: 'or-camel', images: [black], params: {}, numImages: 1 });
+    expect(result.images[0]!.mimeType).toBe('image/png');
+    expect(result.requestId).toBe('gen-camel');
+  });
+
+  it('asks once more when there is no image, then fails as invalid', async () => {
+    standin.script('or-chatty-once', [openrouterFaults.noImage()]);
+    const ok = await provider().edit({ model: 'google/gemini-2.5-flash-image', prompt: 'or-chatty-once', images: [black], params: {}, numImages: 1 });
+    expect(ok.images).toHaveLength(1);
+    expect(standin.callsFor('or-chatty-once')).toHaveLength(2);
+    standin.script('or-chatty-always', [openrouterFaults.noImage('What style?')], { repeat: true });
+    const err = await editError('or-chatty-always');
+    expect(err.kind).toBe('invalidRequest');
+    expect(err.message).toMatch(/no image in the answer.*What style/);
+    expect(standin.callsFor('or-chatty-always')).toHaveLength(2);
+  });
+
+  it('classifies 429 (Retry-After), 5xx and errors in a 200 body as retryable; 402 as quota; 403 moderation and safety finishes as blocked; other 4xx as invalid', async () => {
+    standin.script('or-429', [openrouterFaults.rateLimited(9)]);
+    standin.script('or-502', [openrouterFaults.serverError(502)]);
+    standin.script('or-inbody', [openrouterFaults.errorInBody(502)]);
+    standin.script('or-402', [openrouterFaults.insufficientCredits()]);
+    standin.script('or-403', [openrouterFaults.moderation()]);
+    standin.script('or-filter', [openrouterFaults.contentFilter()]);
+    standin.script('or-400', [openrouterFaults.badRequest()]);
+    const rate = await editError('or-429');
+    expect(rate).toMatchObject({ kind: 'retryable', details: { status: 429, retryAfterMs: 9000 } });
+    expect((await editError('or-502')).kind).toBe('retryable');
+    expect((await editError('or-inbody')).kind).toBe('retryable');
+    expect((await editError('or-402')).kind).toBe('quotaExhausted');
+    const moderated = await editError('or-403');
+    expect(moderated.kind).toBe('blocked');
+    expect(moderated.message).toMatch(/flagged/);
+    const filtered = await editError('or-filter');
+    expect(filtered.kind).toBe('blocked');
+    expect(standin.callsFor('or-filter')).toHaveLength(1);
+    expect((await editError('or-400')).kind).toBe('invalidRequest');
+    expect((await editError('or-nokey', '')).kind).toBe('invalidRequest');
+  });
+
+  it('classifies malformed bodies, timeouts and unreachable servers as retryable', async () => {
+    standin.script('or-malformed', [openrouterFaults.malformed()]);
+    standin.script('or-slow', [openrouterFaults.slow(3000)]);
+    expect((await editError('or-malformed')).kind).toBe('retryable');
+    const slow = await provider(KEY, 300)
+      .edit({ model: 'google/gemini-2.5-flash-image', prompt: 'or-slow', images: [black], params: {}, numImages: 1 })
+      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+    expect(slow?.kind).toBe('retryable');
+    const port = await freePort();
+    const dead = await createOpenRouterProvider({ apiKey: KEY, baseURL: `http://127.0.0.1:${port}/api/v1` })
+      .edit({ model: 'google/gemini-2.5-flash-image', prompt: 'x', images: [black], params: {}, numImages: 1 })
+      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+    expect(dead?.kind).toBe('retryable');
+  });
+
+  it('answers 429 with Retry-After above the stand-in rate limit', async () => {
+    const limited = await startOpenRouterStandin({ rateLimitPerSecond: 3 });
+    try {
+      const p = createOpenRouterProvider({ apiKey: KEY, baseURL: limited.baseURL });
+      const outcomes = await Promise.all(
+        [0, 1, 2, 3, 4].map((i) => p.generate({ model: 'google/gemini-2.5-flash-image', prompt: `rl-${i}`, params: {}, numImages: 1 }).then(() => 'ok', (e: ClassifiedError) => e)),
+      );
+      const rejected = outcomes.filter((o): o is ClassifiedError => o instanceof ClassifiedError);
+      expect(rejected).toHaveLength(2);
+      expect(rejected[0]).toMatchObject({ kind: 'retryable', details: { status: 429, retryAfterMs: 1000 } });
+    } finally {
+      await limited.close();
+    }
+  });
+});
