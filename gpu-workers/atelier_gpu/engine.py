@@ -1,0 +1,199 @@
+"""The GPU side: one pipeline, one GPU thread (via the micro-batcher), OOM fallback, step callbacks.
+
+Everything that touches the pipeline runs on the batcher's single GPU thread. Activity threads only decode,
+resize, encode and write (see activity.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .batcher import Job, MicroBatcher
+from .errors import BatchInterrupted, GpuOutOfMemory, RowCancelled, is_oom
+from .loading import denoiser_of
+from .models import ModelAdapter, PreparedRow
+
+log = logging.getLogger("atelier_gpu.engine")
+
+
+@dataclass
+class RowWork:
+    row: PreparedRow
+    # called on the GPU thread after every denoising step with (step, total); e.g. heartbeats the activity
+    on_step: Callable[[int, int], None] | None = None
+
+
+@dataclass
+class RowOutput:
+    image: np.ndarray  # HWC float32 in [0, 1]
+    batch_size: int
+    gpu_ms: float
+
+
+@dataclass
+class EngineStats:
+    batches: int = 0
+    rows: int = 0
+    oom_splits: int = 0
+    busy_s: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Engine:
+    """Runs batches of prepared rows through one pipeline."""
+
+    def __init__(self, pipe: Any, adapter: ModelAdapter, max_batch: int = 1, max_wait_s: float = 0.05):
+        self.pipe = pipe
+        self.adapter = adapter
+        self.max_batch = max_batch if adapter.batchable else 1
+        self.stats = EngineStats()
+        self._lock = threading.Lock()
+        params = inspect.signature(pipe.__call__).parameters
+        self._has_callback = "callback_on_step_end" in params
+        self._takes_output_type = "output_type" in params
+        self.batcher = MicroBatcher(self.run_batch, max_batch=self.max_batch, max_wait_s=max_wait_s)
+
+    def start(self) -> "Engine":
+        self.batcher.start()
+        return self
+
+    # --- called on the GPU thread ---------------------------------------------------------------------------
+    def run_batch(self, jobs: list[Job]) -> None:
+        live = []
+        for job in jobs:
+            if job.cancelled.is_set():
+                job.future.set_exception(RowCancelled("cancelled before it started"))
+            else:
+                live.append(job)
+        if live:
+            self._run(live)
+
+    def _run(self, jobs: list[Job]) -> None:
+        t0 = time.perf_counter()
+        try:
+            images = self.generate([j.payload.row for j in jobs], jobs=jobs)
+        except BatchInterrupted:
+            for j in jobs:
+                j.future.set_exception(RowCancelled("cancelled; denoising loop interrupted"))
+            return
+        except Exception as e:  # noqa: BLE001 - every future must be resolved
+            if is_oom(e):
+                self._free_memory()
+                if len(jobs) == 1:
+                    err = GpuOutOfMemory(f"CUDA out of memory at batch size 1: {str(e).splitlines()[0][:300]}")
+                    jobs[0].future.set_exception(err)
+                    return
+                half = len(jobs) // 2
+                self.stats.oom_splits += 1
+                # later batches are capped below the size that failed
+                self.batcher.max_batch = max(1, min(self.batcher.max_batch, half))
+                log.warning("CUDA OOM at batch size %d; retrying as %d + %d (max batch now %d)",
+                            len(jobs), half, len(jobs) - half, self.batcher.max_batch)
+                self._run(jobs[:half])
+                self._run(jobs[half:])
+                return
+            for j in jobs:
+                j.future.set_exception(e)
+            return
+        ms = (time.perf_counter() - t0) * 1000.0
+        for j, im in zip(jobs, images):
+            j.future.set_result(RowOutput(image=im, batch_size=len(jobs), gpu_ms=ms))
+
+    def _free_memory(self) -> None:
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def generate(self, rows: list[PreparedRow], jobs: list[Job] | None = None) -> list[np.ndarray]:
+        """One pipeline call for `rows` (equal batch keys). Returns HWC float arrays in [0, 1]."""
+        import torch
+
+        kw = self.adapter.call_kwargs(rows)
+        gens = [torch.Generator("cpu").manual_seed(int(r.seed)) for r in rows]
+        kw["generator"] = gens[0] if len(gens) == 1 else gens
+        if self._takes_output_type:
+            kw["output_type"] = "np"
+        total = rows[0].settings.num_inference_steps
+        hook = None
+        if jobs is not None:
+            if self._has_callback:
+                kw["callback_on_step_end"] = self._step_callback(jobs, total)
+                kw["callback_on_step_end_tensor_inputs"] = []
+            else:
+                hook = self._install_forward_hook(jobs, total)
+        t0 = time.perf_counter()
+        try:
+            out = self.pipe(**kw)
+        finally:
+            if hook is not None:
+                hook.remove()
+            dt = time.perf_counter() - t0
+            with self._lock:
+                self.stats.busy_s += dt
+                self.stats.batches += 1
+                self.stats.rows += len(rows)
+                self.stats.batch_sizes.append(len(rows))
+        images = out.images if hasattr(out, "images") else out[0]
+        if isinstance(images, np.ndarray):
+            return [images[i] for i in range(images.shape[0])]
+        return [np.asarray(im, dtype=np.float32) / 255.0 for im in images]
+
+    def _on_step(self, jobs: list[Job], step: int, total: int) -> None:
+        for j in jobs:
+            cb = j.payload.on_step
+            if cb is not None:
+                try:
+                    cb(step, total)
+                except Exception:  # noqa: BLE001 - a heartbeat problem must not kill the batch
+                    log.debug("on_step failed", exc_info=True)
+        if all(j.cancelled.is_set() for j in jobs):
+            self.pipe._interrupt = True  # the denoising loop checks self.interrupt; raising stops it at once
+            raise BatchInterrupted()
+
+    def _step_callback(self, jobs: list[Job], total: int):
+        def callback(pipe, i, t, callback_kwargs):
+            self._on_step(jobs, i + 1, total)
+            return {}
+
+        return callback
+
+    def _install_forward_hook(self, jobs: list[Job], total: int):
+        """For pipelines without callback_on_step_end: heartbeat / check cancellation on each denoiser call."""
+        den = denoiser_of(self.pipe)
+        if den is None:
+            return None
+        calls = {"n": 0}
+
+        def pre_hook(module, args):
+            calls["n"] += 1
+            self._on_step(jobs, calls["n"], total)
+
+        return den.register_forward_pre_hook(pre_hook)
+
+    # --- warm-up --------------------------------------------------------------------------------------------
+    def warmup(self, steps: int = 2, batch_sizes: tuple[int, ...] = (1,)) -> float:
+        """Run the pipeline at the default size so kernels / compiled graphs are ready. Returns seconds."""
+        t0 = time.perf_counter()
+        img = self.adapter.warmup_image()
+        settings = self.adapter.resolve({"num_inference_steps": max(1, steps)})
+        for n in batch_sizes:
+            n = min(n, self.max_batch)
+            rows = [self.adapter.prepare("warm-up", [img], i, settings)
+                    for i in range(n)]
+            self.generate(rows)
+        self.stats = EngineStats()
+        return time.perf_counter() - t0

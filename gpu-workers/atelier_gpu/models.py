@@ -1,0 +1,386 @@
+"""Model types: one adapter per diffusers edit pipeline, behind one interface.
+
+An adapter knows
+- which diffusers pipeline class serves the model type (imported lazily, with a clear error when the installed
+  diffusers lacks it),
+- the per-model defaults (steps, guidance, true_cfg_scale, negative prompt), overridable per worker and per row,
+- which request params the pipeline accepts, how many input images it takes and whether rows can be batched,
+- how to prepare inputs on a CPU thread (decode is done by the caller; the adapter resizes to the exact size the
+  pipeline would use, so the pipeline's own resize is a no-op and the GPU thread does no image work), and
+- how to turn a batch of prepared rows into the keyword arguments of one pipeline call.
+
+Nothing here imports torch or diffusers at module import time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+DEFAULT_MAX_AREA = 1024 * 1024
+
+# FLUX.1 Kontext's preferred resolutions (the model was trained on these); same list as diffusers'
+# PREFERRED_KONTEXT_RESOLUTIONS, kept here so preparing inputs needs no diffusers import.
+KONTEXT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
+    (672, 1568), (688, 1504), (720, 1456), (752, 1392), (800, 1328), (832, 1248), (880, 1184), (944, 1104),
+    (1024, 1024), (1104, 944), (1184, 880), (1248, 832), (1328, 800), (1392, 752), (1456, 720), (1504, 688),
+    (1568, 672),
+)
+
+
+class InvalidParams(ValueError):
+    """The request does not fit the model type (unsupported param, too many images...)."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    num_inference_steps: int
+    guidance_scale: float | None = None
+    true_cfg_scale: float | None = None
+    negative_prompt: str | None = None
+    image_guidance_scale: float | None = None  # instruct-pix2pix only
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved generation settings of one row (defaults < worker flags < request params). Hashable: rows
+    with equal settings (and equal image sizes) may share one pipeline call."""
+
+    num_inference_steps: int
+    guidance_scale: float | None
+    true_cfg_scale: float | None
+    negative_prompt: str | None
+    image_guidance_scale: float | None
+    height: int | None
+    width: int | None
+
+
+@dataclass
+class PreparedRow:
+    """A row ready for the GPU: images decoded and resized on a CPU thread."""
+
+    prompt: str
+    images: list[Image.Image]
+    seed: int
+    settings: Settings
+    out_size: tuple[int, int] | None  # (width, height) passed to the pipeline, when the model takes one
+
+    def batch_key(self, adapter: "ModelAdapter") -> tuple | None:
+        """Rows with equal keys may be batched; None = never batch this row."""
+        if not adapter.batchable:
+            return None
+        return (adapter.model_type, self.settings, self.out_size, tuple(im.size for im in self.images))
+
+
+def _round_to(x: float, multiple: int) -> int:
+    return max(multiple, int(round(x / multiple)) * multiple)
+
+
+def fit_area(width: int, height: int, max_area: int, multiple: int) -> tuple[int, int]:
+    """(w, h) with the aspect ratio of width x height, area <= max_area (no upscaling), multiples of `multiple`."""
+    scale = min(1.0, math.sqrt(max_area / float(width * height)))
+    w = max(multiple, int(width * scale) // multiple * multiple)
+    h = max(multiple, int(height * scale) // multiple * multiple)
+    return w, h
+
+
+def area_dims(target_area: int, ratio: float, multiple: int) -> tuple[int, int]:
+    """(w, h) of area ~target_area at aspect ratio w/h = ratio, rounded to `multiple` (Qwen/LongCat's rule)."""
+    w = math.sqrt(target_area * ratio)
+    h = w / ratio
+    return _round_to(w, multiple), _round_to(h, multiple)
+
+
+def resize(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    if im.size == size:
+        return im
+    return im.resize(size, Image.Resampling.LANCZOS)
+
+
+class ModelAdapter:
+    model_type: str = ""
+    pipeline_class: str = ""
+    min_diffusers: str = "0.35"
+    batchable: bool = False
+    max_images: int = 1
+    defaults: Defaults = Defaults(num_inference_steps=28)
+    # request params (contract GenerationParams keys) this pipeline takes
+    supports: frozenset[str] = frozenset({"num_inference_steps", "guidance_scale"})
+    has_step_callback: bool = True
+    multiple: int = 16  # output/input sizes are multiples of this
+
+    def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None):
+        self.max_area = int(max_area)
+        self.worker_overrides = {k: v for k, v in (worker_overrides or {}).items() if v is not None}
+
+    # --- settings -------------------------------------------------------------------------------------------
+    def resolve(self, params: dict[str, Any]) -> Settings:
+        bad = sorted(k for k in params if k not in self.supports)
+        if bad:
+            raise InvalidParams(
+                f"model type {self.model_type} does not take {', '.join(bad)} "
+                f"(it takes {', '.join(sorted(self.supports))})"
+            )
+        d = self.defaults
+        merged: dict[str, Any] = {
+            "num_inference_steps": d.num_inference_steps,
+            "guidance_scale": d.guidance_scale,
+            "true_cfg_scale": d.true_cfg_scale,
+            "negative_prompt": d.negative_prompt,
+            "image_guidance_scale": d.image_guidance_scale,
+            "height": None,
+            "width": None,
+        }
+        # worker-wide flags (--guidance-scale...) apply only where the model takes them
+        for k, v in self.worker_overrides.items():
+            if k in self.supports:
+                merged[k] = v
+        merged.update(params)
+        if (merged["height"] is None) != (merged["width"] is None):
+            raise InvalidParams("give both height and width, or neither")
+        for k in ("height", "width"):
+            if merged[k] is not None and merged[k] % self.multiple:
+                merged[k] = max(self.multiple, merged[k] // self.multiple * self.multiple)
+        merged["num_inference_steps"] = int(merged["num_inference_steps"])
+        for k in ("guidance_scale", "true_cfg_scale", "image_guidance_scale"):
+            if merged[k] is not None:
+                merged[k] = float(merged[k])
+        return Settings(**merged)
+
+    def check_images(self, n: int) -> None:
+        if n < 1:
+            raise InvalidParams(f"model type {self.model_type} needs at least one input image")
+        if n > self.max_images:
+            raise InvalidParams(f"model type {self.model_type} takes at most {self.max_images} input image(s), got {n}")
+
+    # --- CPU side -------------------------------------------------------------------------------------------
+    def prepare(self, prompt: str, images: list[Image.Image], seed: int, settings: Settings) -> PreparedRow:
+        """Resize on the calling (CPU) thread. Default: cap each image at max_area, keep sizes as multiples."""
+        self.check_images(len(images))
+        imgs = [resize(im, fit_area(im.width, im.height, self.max_area, self.multiple)) for im in images]
+        out = (settings.width, settings.height) if settings.width else None
+        return PreparedRow(prompt=prompt, images=imgs, seed=seed, settings=settings, out_size=out)
+
+    # --- GPU side -------------------------------------------------------------------------------------------
+    def call_kwargs(self, rows: list[PreparedRow]) -> dict[str, Any]:
+        """Keyword arguments of one pipeline call for `rows` (same batch key). No generator/callback here."""
+        s = rows[0].settings
+        kw: dict[str, Any] = {"num_inference_steps": s.num_inference_steps}
+        if s.guidance_scale is not None:
+            kw["guidance_scale"] = s.guidance_scale
+        if s.true_cfg_scale is not None:
+            kw["true_cfg_scale"] = s.true_cfg_scale
+        if s.negative_prompt is not None:
+            kw["negative_prompt"] = s.negative_prompt if len(rows) == 1 else [s.negative_prompt] * len(rows)
+        if s.image_guidance_scale is not None:
+            kw["image_guidance_scale"] = s.image_guidance_scale
+        if len(rows) == 1:
+            kw["prompt"] = rows[0].prompt
+            kw["image"] = rows[0].images[0] if self.max_images == 1 else list(rows[0].images)
+        else:
+            kw["prompt"] = [r.prompt for r in rows]
+            kw["image"] = [r.images[0] for r in rows]
+        if rows[0].out_size is not None:
+            kw["width"], kw["height"] = rows[0].out_size
+        return kw
+
+    def warmup_image(self) -> Image.Image:
+        side = int(math.sqrt(self.max_area)) // self.multiple * self.multiple
+        return Image.new("RGB", (max(side, self.multiple), max(side, self.multiple)), (127, 127, 127))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_type": self.model_type,
+            "pipeline": self.pipeline_class,
+            "batchable": self.batchable,
+            "max_images": self.max_images,
+            "defaults": {k: v for k, v in self.defaults.__dict__.items() if v is not None},
+            "params": sorted(self.supports),
+        }
+
+
+class InstructPix2PixAdapter(ModelAdapter):
+    model_type = "instruct-pix2pix"
+    pipeline_class = "StableDiffusionInstructPix2PixPipeline"
+    min_diffusers = "0.14"
+    batchable = True
+    # diffusers' call defaults are 100 steps; the model card's examples use 10-20. 50 keeps quality and halves time.
+    defaults = Defaults(num_inference_steps=50, guidance_scale=7.5, image_guidance_scale=1.5)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    multiple = 8
+
+    def prepare(self, prompt, images, seed, settings):
+        # The output has the input's size: resize the input to the requested size, or cap it at max_area.
+        self.check_images(len(images))
+        im = images[0]
+        size = (settings.width, settings.height) if settings.width else fit_area(im.width, im.height, self.max_area, 8)
+        return PreparedRow(prompt=prompt, images=[resize(im, size)], seed=seed, settings=settings, out_size=None)
+
+
+class FluxKontextAdapter(ModelAdapter):
+    model_type = "flux-kontext"
+    pipeline_class = "FluxKontextPipeline"
+    min_diffusers = "0.35"
+    batchable = True
+    defaults = Defaults(num_inference_steps=30, guidance_scale=2.5, true_cfg_scale=1.0)
+    supports = frozenset(
+        {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
+    )
+    multiple = 16
+
+    def _bucket(self, w: int, h: int) -> tuple[int, int]:
+        # Kontext's preferred-resolution buckets, scaled to max_area (identical to diffusers' at 1 MP).
+        ar = w / h
+        _, bw, bh = min((abs(ar - rw / rh), rw, rh) for rw, rh in KONTEXT_RESOLUTIONS)
+        scale = math.sqrt(self.max_area / float(1024 * 1024))
+        return (max(self.multiple, int(bw * scale) // self.multiple * self.multiple),
+                max(self.multiple, int(bh * scale) // self.multiple * self.multiple))
+
+    def prepare(self, prompt, images, seed, settings):
+        self.check_images(len(images))
+        im = images[0]
+        cond = self._bucket(im.width, im.height)
+        out = (settings.width, settings.height) if settings.width else cond
+        return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out)
+
+    def call_kwargs(self, rows):
+        kw = super().call_kwargs(rows)
+        w, h = rows[0].out_size
+        kw["max_area"] = w * h  # keep the requested output size (the pipeline rescales to max_area otherwise)
+        kw["_auto_resize"] = False  # images are already at their bucket (done on the CPU thread)
+        return kw
+
+
+class QwenEditAdapter(ModelAdapter):
+    model_type = "qwen"
+    pipeline_class = "QwenImageEditPipeline"
+    min_diffusers = "0.35"
+    batchable = True
+    defaults = Defaults(num_inference_steps=50, guidance_scale=1.0, true_cfg_scale=4.0, negative_prompt=" ")
+    supports = frozenset(
+        {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
+    )
+    multiple = 32
+
+    def prepare(self, prompt, images, seed, settings):
+        self.check_images(len(images))
+        im = images[0]
+        # The pipeline resizes the condition image to ~1 MP at the input's aspect ratio (multiples of 32); do it here.
+        cond = area_dims(1024 * 1024, im.width / im.height, 32)
+        out = (settings.width, settings.height) if settings.width else area_dims(self.max_area, im.width / im.height, 32)
+        return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out)
+
+
+class QwenEditPlusAdapter(ModelAdapter):
+    model_type = "qwen-plus"
+    pipeline_class = "QwenImageEditPlusPipeline"
+    min_diffusers = "0.36"
+    batchable = False  # diffusers raises for batch_size > 1
+    max_images = 4  # "Picture 1..N"; 2509/2511 are trained on 1-3 references
+    defaults = Defaults(num_inference_steps=40, guidance_scale=1.0, true_cfg_scale=4.0, negative_prompt=" ")
+    supports = frozenset(
+        {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
+    )
+    multiple = 32
+
+
+class Flux2Adapter(ModelAdapter):
+    model_type = "flux2"
+    pipeline_class = "Flux2Pipeline"
+    min_diffusers = "0.36"
+    batchable = False  # one reference set is shared by all prompts of a call
+    max_images = 10
+    defaults = Defaults(num_inference_steps=28, guidance_scale=4.0)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "height", "width"})
+    multiple = 16
+
+
+class Flux2KleinAdapter(Flux2Adapter):
+    model_type = "flux2-klein"
+    pipeline_class = "Flux2KleinPipeline"
+    min_diffusers = "0.37"
+    defaults = Defaults(num_inference_steps=4, guidance_scale=1.0)
+
+
+class LongCatEditAdapter(ModelAdapter):
+    model_type = "longcat"
+    pipeline_class = "LongCatImageEditPipeline"
+    min_diffusers = "0.37"
+    batchable = False  # only prompt[0] is encoded
+    defaults = Defaults(num_inference_steps=50, guidance_scale=4.5, negative_prompt="")
+    # no height/width: output is ~1 MP at the input's aspect ratio
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt"})
+    has_step_callback = False  # no callback_on_step_end: heartbeats/cancellation hook the transformer instead
+    multiple = 16
+
+    def prepare(self, prompt, images, seed, settings):
+        self.check_images(len(images))
+        im = images[0]
+        return PreparedRow(
+            prompt=prompt, images=[resize(im, area_dims(1024 * 1024, im.width / im.height, 16))],
+            seed=seed, settings=settings, out_size=None,
+        )
+
+
+ADAPTERS: dict[str, type[ModelAdapter]] = {
+    a.model_type: a
+    for a in (
+        QwenEditAdapter, QwenEditPlusAdapter, FluxKontextAdapter, Flux2Adapter, Flux2KleinAdapter,
+        LongCatEditAdapter, InstructPix2PixAdapter,
+    )
+}
+
+PIPELINE_TO_TYPE: dict[str, str] = {a.pipeline_class: t for t, a in ADAPTERS.items()}
+
+
+def get_adapter(model_type: str, **kwargs: Any) -> ModelAdapter:
+    try:
+        return ADAPTERS[model_type](**kwargs)
+    except KeyError:
+        raise ValueError(f"unknown model type {model_type!r}; one of {', '.join(ADAPTERS)}") from None
+
+
+# --- model-type detection -------------------------------------------------------------------------------------
+
+_RULES: list[tuple[str, str]] = [
+    # (regex on the lower-cased model name, type); first match wins
+    (r"pix2pix", "instruct-pix2pix"),
+    (r"kontext", "flux-kontext"),
+    (r"flux[._-]?2.*klein|klein.*flux[._-]?2", "flux2-klein"),
+    (r"flux[._-]?2", "flux2"),
+    (r"longcat", "longcat"),
+    (r"qwen.*edit.*(2509|2511|plus)|qwen.*(2509|2511)", "qwen-plus"),
+    (r"qwen.*edit", "qwen"),
+]
+
+
+def detect_model_type(model: str) -> str:
+    """The model type of a hub id or local directory.
+
+    Order: name patterns (Qwen-Image-Edit-2509/2511/Plus -> qwen-plus, Qwen-Image-Edit -> qwen, *Kontext* ->
+    flux-kontext, FLUX.2-klein -> flux2-klein, FLUX.2 -> flux2, LongCat -> longcat, *pix2pix* ->
+    instruct-pix2pix); then, for a local directory, the pipeline class in its model_index.json.
+    """
+    name = model.lower()
+    for pattern, mtype in _RULES:
+        if re.search(pattern, name):
+            return mtype
+    index = Path(model) / "model_index.json"
+    if os.path.isdir(model) and index.is_file():
+        try:
+            cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        except (OSError, ValueError):
+            cls = ""
+        if cls in PIPELINE_TO_TYPE:
+            return PIPELINE_TO_TYPE[cls]
+    raise ValueError(
+        f"cannot tell the model type of {model!r} from its name; pass --model-type "
+        f"({' | '.join(ADAPTERS)})"
+    )

@@ -1,0 +1,126 @@
+"""Tiny random-weight pipelines, built entirely locally (configs in code, tokenizers built from in-memory
+vocabularies; nothing from the Hub), saved with save_pretrained so tests and the CPU benchmark load them through
+the same loading function as production (loading.load_pipeline).
+
+    python -m atelier_gpu.tiny instruct-pix2pix /tmp/tiny-pix2pix
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import sys
+from pathlib import Path
+
+
+def _clip_tokenizer():
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+        vocab.setdefault(ch, len(vocab))
+        vocab.setdefault(ch + "</w>", len(vocab))
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _t5_tokenizer():
+    from transformers import T5Tokenizer
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    for ch in string.ascii_lowercase + string.digits + string.punctuation:
+        pieces.append((ch, -3.0))
+        pieces.append(("\u2581" + ch, -3.5))
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
+
+
+def _clip_text_encoder(vocab_size: int, hidden: int):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_attention_heads=2, num_hidden_layers=2, vocab_size=vocab_size, max_position_embeddings=77,
+        projection_dim=hidden, hidden_act="gelu",
+    )
+    return CLIPTextModel(cfg)
+
+
+def build_tiny_pix2pix(path: str | os.PathLike) -> str:
+    import torch
+    from diffusers import (
+        AutoencoderKL, EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
+
+    torch.manual_seed(0)
+    tok = _clip_tokenizer()
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=32,
+    )
+    text_encoder = _clip_text_encoder(len(tok), 16)
+    scheduler = EulerAncestralDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
+        feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_flux_kontext(path: str | os.PathLike) -> str:
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    tok = _clip_tokenizer()
+    tok2 = _t5_tokenizer()
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 4, 8),
+        guidance_embeds=True,
+    )
+    text_encoder = _clip_text_encoder(len(tok), 32)
+    text_encoder_2 = T5EncoderModel(T5Config(
+        vocab_size=len(tok2), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=32,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )
+    pipe = FluxKontextPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tok, text_encoder_2=text_encoder_2,
+        tokenizer_2=tok2, transformer=transformer, image_encoder=None, feature_extractor=None,
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+BUILDERS = {"instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext}
+
+
+def build_tiny(model_type: str, path: str | os.PathLike) -> str:
+    if model_type not in BUILDERS:
+        raise ValueError(f"no tiny builder for {model_type}; have {', '.join(BUILDERS)}")
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return BUILDERS[model_type](path)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        print(f"usage: python -m atelier_gpu.tiny {{{'|'.join(BUILDERS)}}} OUT_DIR", file=sys.stderr)
+        sys.exit(2)
+    print(build_tiny(sys.argv[1], sys.argv[2]))

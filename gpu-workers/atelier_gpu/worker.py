@@ -1,0 +1,298 @@
+"""Entry point: ``python -m atelier_gpu.worker --model M [--model-type T] --gpus 0,1 ...``.
+
+With several GPUs the process starts one child per GPU (CUDA_VISIBLE_DEVICES=<id>) and forwards SIGTERM /
+SIGINT to them. Each child (or the process itself, for one GPU or ``--gpus cpu``) loads the pipeline once, warms
+it up, then polls the task queue. SIGTERM/SIGINT: stop polling, finish the batch in progress, fail rows not
+started yet with a retryable WorkerShutdown error, wait for running activities (--graceful-shutdown-s), exit 0.
+
+Prints one JSON line on stdout when polling starts: {"event": "ready", "task_queue": ..., ...}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+log = logging.getLogger("atelier_gpu.worker")
+
+
+def _lora(spec: str) -> tuple[str, float]:
+    """PATH_OR_ID[=SCALE]"""
+    if "=" in spec:
+        ref, scale = spec.rsplit("=", 1)
+        return ref, float(scale)
+    return spec, 1.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models import ADAPTERS
+
+    p = argparse.ArgumentParser(
+        prog="python -m atelier_gpu.worker",
+        description="Atelier GPU worker: serves the editImageGpu activity for one diffusers model.",
+    )
+    p.add_argument("--model", required=True, help="hub id or local folder (save_pretrained layout)")
+    p.add_argument("--model-type", choices=list(ADAPTERS), help="default: detected from the model name")
+    p.add_argument("--task-queue", help="default: the contract's rule, gpu-<model key>")
+    p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
+                   help="Temporal frontend host:port (default $TEMPORAL_ADDRESS or localhost:7233)")
+    p.add_argument("--namespace", default=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+                   help="default $TEMPORAL_NAMESPACE or 'default'")
+    p.add_argument("--gpus", default=None,
+                   help="comma-separated GPU ids, one worker process each; 'cpu' runs on the CPU "
+                        "(default: all visible GPUs, or cpu when there are none)")
+    p.add_argument("--batch-size", type=int, default=1, help="max rows per pipeline call (batch-capable models)")
+    p.add_argument("--max-batch-wait-ms", type=float, default=50.0,
+                   help="how long a ready row waits for compatible rows that are still being prepared")
+    p.add_argument("--max-concurrent", type=int, default=None,
+                   help="activities at once per process (default 2 x batch-size + 1: the next rows decode "
+                        "while the GPU runs)")
+    g = p.add_argument_group("generation defaults (a row's params override them)")
+    g.add_argument("--num-inference-steps", type=int)
+    g.add_argument("--guidance-scale", type=float)
+    g.add_argument("--true-cfg-scale", type=float)
+    g.add_argument("--negative-prompt")
+    g.add_argument("--max-area", type=int, default=1024 * 1024,
+                   help="pixel area cap for inputs/outputs where the model type sizes by area (default 1 MP)")
+    m = p.add_argument_group("model loading and speed")
+    m.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"],
+                   help="auto: bf16 on CUDA, fp32 on CPU")
+    m.add_argument("--device", default="auto", help="auto | cuda | cpu (with --gpus cpu: cpu)")
+    m.add_argument("--attention-backend", help="diffusers attention backend, e.g. _native_cudnn, flash, _flash_3")
+    m.add_argument("--compile", action="store_true", help="torch.compile the denoiser's repeated blocks")
+    m.add_argument("--compile-dynamic", action="store_true")
+    m.add_argument("--compile-mode")
+    m.add_argument("--cpu-offload", default="none", choices=["none", "model", "sequential", "group"])
+    m.add_argument("--lora", action="append", default=[], type=_lora, metavar="PATH_OR_ID[=SCALE]",
+                   help="load a LoRA (repeatable); a .safetensors file, a folder or a hub id")
+    m.add_argument("--no-fuse-lora", action="store_true", help="keep LoRAs unfused (default: fuse into weights)")
+    m.add_argument("--variant")
+    m.add_argument("--revision")
+    m.add_argument("--local-files-only", action="store_true",
+                   help="never download (implied by HF_HUB_OFFLINE=1 or a local folder)")
+    m.add_argument("--warmup-steps", type=int, default=2, help="0 disables the warm-up run")
+    p.add_argument("--graceful-shutdown-s", type=float, default=600.0,
+                   help="on SIGTERM, how long running activities may take before they are cancelled")
+    p.add_argument("--identity", help="worker identity (default host:pid:gpuN)")
+    p.add_argument("--log-level", default=os.environ.get("ATELIER_GPU_LOG_LEVEL", "INFO"))
+    return p
+
+
+def _visible_gpu_count() -> int:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+        if out.returncode == 0:
+            return len([ln for ln in out.stdout.splitlines() if ln.strip()])
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return 0
+
+
+def _gpu_list(args: argparse.Namespace) -> list[str]:
+    if args.gpus is None:
+        if os.environ.get("ATELIER_GPU_CHILD"):
+            return [os.environ.get("CUDA_VISIBLE_DEVICES", "0")]
+        n = _visible_gpu_count()
+        return [str(i) for i in range(n)] if n else ["cpu"]
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+    return gpus or ["cpu"]
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: get SIGTERM if the supervisor dies (even by SIGKILL), so no GPU stays held."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: best effort
+        pass
+
+
+def _supervise(argv: list[str], gpus: list[str]) -> int:
+    """Start one child per GPU, forward signals, exit with the worst child status."""
+    children: list[subprocess.Popen] = []
+    base = [a for a in argv]
+    # drop any --gpus X / --gpus=X from argv, children get their own
+    cleaned: list[str] = []
+    skip = False
+    for a in base:
+        if skip:
+            skip = False
+            continue
+        if a == "--gpus":
+            skip = True
+            continue
+        if a.startswith("--gpus="):
+            continue
+        cleaned.append(a)
+    for gpu in gpus:
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES=gpu, ATELIER_GPU_CHILD="1", ATELIER_GPU_INDEX=gpu)
+        cmd = [sys.executable, "-m", "atelier_gpu.worker", *cleaned, "--gpus", gpu]
+        children.append(subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent))
+    stopping = {"sig": None}
+
+    def forward(signum, _frame):
+        stopping["sig"] = signum
+        for c in children:
+            if c.poll() is None:
+                try:
+                    c.send_signal(signum)
+                except OSError:
+                    pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = []
+    for c in children:
+        while True:
+            try:
+                codes.append(c.wait())
+                break
+            except InterruptedError:  # pragma: no cover
+                continue
+    bad = [c for c in codes if c != 0]
+    return bad[0] if bad else 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(gpu)s] %(name)s: %(message)s",
+    )
+    old = logging.getLogRecordFactory()
+
+    def factory(*a, **kw):
+        rec = old(*a, **kw)
+        rec.gpu = os.environ.get("ATELIER_GPU_INDEX") or os.environ.get("CUDA_VISIBLE_DEVICES") or "-"
+        return rec
+
+    logging.setLogRecordFactory(factory)
+    # transformers warns at import about optional torchvision processors we do not use
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for noisy in ("diffusers", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def build_service(args: argparse.Namespace, device: str | None = None):
+    """Load the pipeline, warm it up and return an EditService (+ the Engine, started). Used by run_worker."""
+    from .activity import EditService
+    from .engine import Engine
+    from .loading import LoadOptions, load_pipeline
+    from .models import detect_model_type, get_adapter
+
+    model_type = args.model_type or detect_model_type(args.model)
+    overrides = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
+                 "true_cfg_scale": args.true_cfg_scale, "negative_prompt": args.negative_prompt}
+    adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides)
+    opts = LoadOptions(
+        device=device or args.device, dtype=args.dtype, attention_backend=args.attention_backend,
+        compile=args.compile, compile_dynamic=args.compile_dynamic, compile_mode=args.compile_mode,
+        cpu_offload=args.cpu_offload, loras=list(args.lora), fuse_lora=not args.no_fuse_lora,
+        variant=args.variant, revision=args.revision, local_files_only=True if args.local_files_only else None,
+    )
+    t0 = time.monotonic()
+    pipe = load_pipeline(args.model, adapter, opts)
+    log.info("loaded %s (%s) in %.1fs", args.model, model_type, time.monotonic() - t0)
+    engine = Engine(pipe, adapter, max_batch=max(1, args.batch_size),
+                    max_wait_s=max(0.0, args.max_batch_wait_ms) / 1000.0)
+    if args.warmup_steps > 0:
+        sizes = (1, engine.max_batch) if args.compile and engine.max_batch > 1 else (1,)
+        log.info("warm-up: %.1fs", engine.warmup(steps=args.warmup_steps, batch_sizes=sizes))
+    engine.start()
+    gpu = os.environ.get("ATELIER_GPU_INDEX") or os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu"
+    where = "cpu" if gpu == "cpu" else f"gpu{gpu}"
+    identity = args.identity or f"{socket.gethostname()}:{os.getpid()}:{where}"
+    return EditService(engine, args.model, worker_id=identity), model_type
+
+
+async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None,
+                     service: Any | None = None, model_type: str | None = None) -> None:
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from .contract import task_queue_for
+
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not main thread / platform
+            pass
+    task_queue = args.task_queue or task_queue_for(args.model)
+    client = await Client.connect(args.address, namespace=args.namespace)  # fail fast before the long load
+    if service is None:
+        service, model_type = await asyncio.to_thread(build_service, args)
+    if stop.is_set():
+        service.engine.batcher.shutdown(wait=False)
+        log.info("stopped before polling")
+        return
+    max_conc = args.max_concurrent or (2 * service.engine.max_batch + 1)
+    with ThreadPoolExecutor(max_workers=max_conc + 2, thread_name_prefix="atelier-activity") as pool:
+        worker = Worker(
+            client, task_queue=task_queue, activities=[service.edit_image_gpu], activity_executor=pool,
+            max_concurrent_activities=max_conc, graceful_shutdown_timeout=timedelta(seconds=args.graceful_shutdown_s),
+            identity=service.worker_id,
+        )
+        run_task = asyncio.create_task(worker.run())
+        print(json.dumps({"event": "ready", "task_queue": task_queue, "model": args.model, "model_type": model_type,
+                          "namespace": args.namespace, "address": args.address, "worker": service.worker_id,
+                          "batch_size": service.engine.max_batch, "max_concurrent": max_conc}), flush=True)
+        log.info("polling %s on %s/%s", task_queue, args.address, args.namespace)
+        stop_task = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if run_task in done:  # the worker failed on its own
+            stop_task.cancel()
+            service.engine.batcher.shutdown(wait=False)
+            run_task.result()
+            return
+        log.info("shutting down: finishing the batch in progress")
+        # rows not started yet fail fast (retryable) so they run elsewhere; the current batch finishes
+        service.engine.batcher.shutdown(wait=False)
+        await worker.shutdown()
+        await run_task
+        service.engine.batcher.shutdown(wait=True, timeout=5)
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.log_level)
+    if args.batch_size < 1:
+        print("--batch-size must be >= 1", file=sys.stderr)
+        return 1
+    gpus = _gpu_list(args)
+    if len(gpus) > 1:
+        return _supervise(argv, gpus)
+    if gpus[0] == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["ATELIER_GPU_INDEX"] = "cpu"
+        device = "cpu" if args.device == "auto" else args.device
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus[0]  # before torch is imported
+        os.environ.setdefault("ATELIER_GPU_INDEX", gpus[0])
+        device = "cuda" if args.device == "auto" else args.device
+    args.device = device
+    try:
+        asyncio.run(run_worker(args))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
