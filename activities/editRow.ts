@@ -24,7 +24,7 @@ export function toApplicationFailure(err: ClassifiedError, secrets: readonly str
 }
 
 /** Row problems that need no provider call to find. */
-function checkRow(row: PlanRow, task: RowTask): void {
+export function checkRow(row: PlanRow, task: Pick<RowTask, 'numImages'>): void {
   const at = `row ${row.index} (${row.where})`;
   if (row.plannedError) throw new ClassifiedError('inputError', `${at}: ${row.plannedError}`);
   row.turns.forEach((turn, k) => {

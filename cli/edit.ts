@@ -2,18 +2,20 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../activities/orchestration';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
 import { UsageError } from '../lib/errors';
 import { datasetFormat } from '../lib/dataset';
 import { parseFilterRows } from '../lib/filterRows';
 import { deriveRunId, validateRunId } from '../lib/runId';
-import type { Backend, DatasetRunSummary, DatasetWorkflowInput, ModelParams } from '../lib/types';
+import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/types';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
 import { BACKENDS } from '../workers';
+import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
+import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
 import { openSession, workflowUiUrl, type Session } from './session';
 
@@ -46,6 +48,52 @@ export interface EditOptions {
   concurrency: number;
   withWorkers: boolean;
   detach?: boolean;
+  // --backend diffusers
+  modelType?: string;
+  seed?: number;
+  numInferenceSteps?: number;
+  guidanceScale?: number;
+  trueCfgScale?: number;
+  negativePrompt?: string;
+  gpus?: string;
+  batchSize?: number;
+}
+
+/** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
+function gpuSettings(options: EditOptions, model: string): GpuRunSettings {
+  const modelType = options.modelType ?? detectGpuModelType(model);
+  if (!modelType) {
+    throw new UsageError(`cannot tell the model type of ${model} from its name; pass --model-type (${GPU_MODEL_TYPES.join(' | ')})`);
+  }
+  if (!(GPU_MODEL_TYPES as string[]).includes(modelType)) {
+    throw new UsageError(`--model-type ${modelType} is not one of ${GPU_MODEL_TYPES.join(', ')}`);
+  }
+  const [width, height] = options.size?.match(/^(\d+)x(\d+)$/)?.slice(1).map(Number) ?? [];
+  return {
+    modelType,
+    taskQueue: gpuTaskQueue(model),
+    seed: options.seed ?? 0,
+    params: {
+      ...(options.numInferenceSteps !== undefined ? { num_inference_steps: options.numInferenceSteps } : {}),
+      ...(options.guidanceScale !== undefined ? { guidance_scale: options.guidanceScale } : {}),
+      ...(options.trueCfgScale !== undefined ? { true_cfg_scale: options.trueCfgScale } : {}),
+      ...(options.negativePrompt !== undefined ? { negative_prompt: options.negativePrompt } : {}),
+      ...(width && height ? { width, height } : {}),
+    },
+  };
+}
+
+/** Arguments for the GPU worker processes `edit` starts itself (embedded server or --with-workers). */
+export function gpuWorkerArgs(options: EditOptions, input: DatasetWorkflowInput): string[] {
+  return [
+    '--model', input.model,
+    '--model-type', input.gpu!.modelType,
+    '--task-queue', input.gpu!.taskQueue,
+    ...(options.gpus ? ['--gpus', options.gpus] : []),
+    ...(options.batchSize ? ['--batch-size', String(options.batchSize)] : []),
+    // Further worker flags (see gpu-workers/README.md), e.g. "--dtype bf16 --compile".
+    ...(process.env.ATELIER_GPU_WORKER_ARGS?.split(/\s+/).filter(Boolean) ?? []),
+  ];
 }
 
 export interface CliIO {
@@ -72,10 +120,13 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       throw new UsageError((err as Error).message);
     }
   }
-  if (!(BACKENDS as readonly string[]).includes(options.backend)) {
-    throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${BACKENDS.join(', ')}`);
+  const backends = [...BACKENDS, 'diffusers'];
+  if (!backends.includes(options.backend)) {
+    throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${backends.join(', ')}`);
   }
   if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-1.5)');
+  const model = options.backend === 'diffusers' ? normaliseModel(options.model) : options.model;
+  const gpu = options.backend === 'diffusers' ? gpuSettings(options, model) : undefined;
   const outputDir = resolve(options.outputDir);
   if (existsSync(outputDir) && !statSync(outputDir).isDirectory()) {
     throw new UsageError(`--output-dir ${options.outputDir} exists and is not a directory`);
@@ -94,11 +145,17 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       inputPath,
       outputDir,
       backend,
-      model: options.model,
+      model,
       params: { ...params },
       instructionKey: options.instructionKey,
       imageKey: options.imageKey,
-      extra: { conversationKey: options.conversationKey, outputNameColumn: options.outputNameColumn, numImages: options.numImages, encoding },
+      extra: {
+        conversationKey: options.conversationKey,
+        outputNameColumn: options.outputNameColumn,
+        numImages: options.numImages,
+        encoding,
+        ...(gpu ? { gpu: { modelType: gpu.modelType, seed: gpu.seed, params: gpu.params } } : {}),
+      },
     });
   const badRunId = validateRunId(runId);
   if (badRunId) throw new UsageError(`--run-id: ${badRunId}`);
@@ -108,8 +165,9 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       inputPath,
       outputDir,
       backend,
-      model: options.model,
+      model,
       params,
+      ...(gpu ? { gpu } : {}),
       instructionKey: options.instructionKey,
       ...(options.imageKey ? { imageKey: options.imageKey } : {}),
       ...(options.conversationKey ? { conversationKey: options.conversationKey } : {}),
@@ -218,6 +276,10 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     withWorkers: options.withWorkers,
     mayStartServer: !options.detach,
     concurrency: options.concurrency,
+    // In-process workers serve only what this run needs, so no other provider's key is asked for.
+    queues: [ORCHESTRATOR_QUEUE, ...(input.backend === 'diffusers' ? [] : [providerQueue(input.backend)])],
+    ...(input.gpu ? { gpuWorker: { args: gpuWorkerArgs(options, input), processes: gpuProcessCount(options.gpus) } } : {}),
+    log: io.err,
   });
   try {
     if (options.detach && session.embedded) {

@@ -3,6 +3,7 @@ import { UsageError } from '../lib/errors';
 import { runDemo } from './demo';
 import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
+import { runGpuWorker } from './gpuWorker';
 import { runServer } from './server';
 import { runWorker } from './worker';
 
@@ -24,6 +25,14 @@ function qualityInt(name: string) {
   return (value: string): number => {
     if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > 100) throw new InvalidArgumentError(`${name} must be an integer from 1 to 100`);
     return Number(value);
+  };
+}
+
+function nonNegativeNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative number`);
+    return n;
   };
 }
 
@@ -73,7 +82,7 @@ function addRunOptions(cmd: Command): Command {
 
 const STATE_DIR_HELP = 'state dir of the dev server (`atelier server`) when TEMPORAL_ADDRESS is unset';
 
-export function buildProgram(io: CliIO, setExit: (code: number) => void): Command {
+export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: string[] = process.argv): Command {
   const program = new Command('atelier')
     .description('Durable batch image editing on Temporal: a dataset of images + instructions in, edited images and a results table out.')
     .showHelpAfterError()
@@ -87,7 +96,15 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
       .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
       .addOption(new Option('--backend <name>', 'model backend').default('openai'))
       .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5')
-      .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false),
+      .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
+      .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
+      .option('--seed <n>', 'diffusers: base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
+      .option('--num-inference-steps <n>', 'diffusers: denoising steps (default: the model type\'s)', positiveInt('--num-inference-steps'))
+      .option('--guidance-scale <x>', 'diffusers: guidance scale', nonNegativeNumber('--guidance-scale'))
+      .option('--true-cfg-scale <x>', 'diffusers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
+      .option('--negative-prompt <text>', 'diffusers: negative prompt')
+      .option('--gpus <list>', 'diffusers, embedded server: GPUs for the GPU worker it starts (0,1,... or cpu)')
+      .option('--batch-size <n>', 'diffusers, embedded server: micro-batch size of the GPU worker it starts', positiveInt('--batch-size')),
   ).action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
 
   addRunOptions(
@@ -105,6 +122,15 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
     .option('--queues <list>', 'comma-separated task queues to serve (default: all)')
     .option('--concurrency <n>', 'model calls in flight per provider worker', positiveInt('--concurrency'), 16)
     .action(async (opts: { queues?: string; concurrency: number }) => setExit(await runWorker(opts, io)));
+
+  program
+    .command('gpu-worker')
+    .description('run the Python GPU workers (one process per GPU) for --backend diffusers against TEMPORAL_ADDRESS; options go to `python -m atelier_gpu.worker` (see gpu-workers/README.md)')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .helpOption(false)
+    // Everything after `gpu-worker` goes to the Python worker as it is.
+    .action(async () => setExit(await runGpuWorker(argv.slice(argv.indexOf('gpu-worker') + 1), io)));
 
   program
     .command('server')
@@ -149,7 +175,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void): Comman
 export async function main(argv: string[]): Promise<number> {
   const io = makeIO();
   let exitCode: number = ExitCodes.ok;
-  const program = buildProgram(io, (code) => (exitCode = code));
+  const program = buildProgram(io, (code) => (exitCode = code), argv);
   try {
     await program.parseAsync(argv);
     return exitCode;

@@ -8,6 +8,7 @@ import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
 import { createWorkers } from '../workers';
+import { spawnGpuWorker } from './gpuWorker';
 
 // How a CLI command reaches Temporal: TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE) when set; else the
 // dev server `atelier server` runs for this state dir; else (for commands that run rows) an
@@ -21,6 +22,9 @@ export interface SessionOptions {
   mayStartServer: boolean;
   queues?: readonly string[];
   concurrency?: number;
+  /** Python GPU worker processes to start with the in-process workers (`--backend diffusers`). */
+  gpuWorker?: { args: string[]; processes: number };
+  log?: (line: string) => void;
 }
 
 export interface Session {
@@ -119,6 +123,18 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       });
       const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
       workersDone = running;
+      if (options.gpuWorker) {
+        const gpu = spawnGpuWorker(
+          ['--address', address, '--namespace', namespace, ...options.gpuWorker.args],
+          process.env,
+          options.log ?? (() => undefined),
+          options.gpuWorker.processes,
+        );
+        cleanups.unshift(() => gpu.stop());
+        options.log?.('starting the GPU worker (loading and warming up the model)...');
+        await gpu.ready;
+        workersDone = Promise.race([running, gpu.exited.then(() => undefined)]);
+      }
       // Shutting down before close: stop polling, let in-flight tasks finish within the grace time.
       cleanups.unshift(async () => {
         for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();

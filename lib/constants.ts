@@ -1,10 +1,10 @@
-import type { Backend } from './types';
+import type { ApiBackend } from './types';
 
 /** Task queue of the dataset and row workflows and of the file-handling activities. */
 export const ORCHESTRATOR_QUEUE = 'atelier-orchestrator';
 
 /** Each provider has its own task queue so its rate and concurrency are set in one place. */
-export function providerQueue(backend: Backend): string {
+export function providerQueue(backend: ApiBackend): string {
   return `api-${backend}`;
 }
 

@@ -3,7 +3,28 @@
 // in worker environments.
 
 /** Which provider family serves the model activity; each has its own task queue. */
-export type Backend = 'openai' | 'gemini' | 'openrouter' | 'modelscope';
+/** Cloud APIs, served by TypeScript provider adapters on `api-<backend>` queues. */
+export type ApiBackend = 'openai' | 'gemini' | 'openrouter' | 'modelscope';
+export type Backend = ApiBackend | 'diffusers';
+
+/** `--backend diffusers`: a local model served by Python GPU workers (gpu-workers/). */
+export interface GpuRunSettings {
+  /** One of the contract's model types (contracts/gpu-edit.schema.json). */
+  modelType: string;
+  /** `gpu-<model key>`, by the contract's rule. */
+  taskQueue: string;
+  /** Base seed; each row's seed derives from it and the row index. */
+  seed: number;
+  /** Overrides of the model type's defaults, in the contract's snake_case. */
+  params: {
+    num_inference_steps?: number;
+    guidance_scale?: number;
+    true_cfg_scale?: number;
+    negative_prompt?: string;
+    height?: number;
+    width?: number;
+  };
+}
 
 /**
  * Parameters forwarded to the model; each adapter uses the ones its API has. Part of the run id:
@@ -85,6 +106,8 @@ export interface DatasetWorkflowInput {
   outputCsv?: string;
   /** Content-addressed cache of downloaded images. Default `<outputDir>/.atelier/image-cache`. */
   imageCacheDir?: string;
+  /** Required with backend diffusers. */
+  gpu?: GpuRunSettings;
   /** Row children in flight at once. */
   window: number;
   retry: RowRetrySettings;
@@ -188,6 +211,7 @@ export interface RowTask {
   numImages: number;
   encoding: OutputEncoding;
   imageCacheDir: string;
+  gpu?: GpuRunSettings;
 }
 
 export type RowStatus = 'ok' | 'failed';

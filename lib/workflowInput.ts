@@ -19,7 +19,7 @@ export const datasetWorkflowInputSchema = z
     }),
     inputPath: absolutePath('inputPath'),
     outputDir: absolutePath('outputDir'),
-    backend: z.enum(['openai', 'gemini', 'openrouter', 'modelscope']),
+    backend: z.enum(['openai', 'gemini', 'openrouter', 'modelscope', 'diffusers']),
     model: z.string().min(1),
     params: z
       .object({
@@ -67,6 +67,25 @@ export const datasetWorkflowInputSchema = z
       })
       .strict()
       .default({ maxAttempts: 5, initialIntervalMs: 2000, maximumIntervalMs: 120_000 }),
+    gpu: z
+      .object({
+        modelType: z.string().min(1),
+        taskQueue: z.string().regex(/^gpu-[a-z0-9-]{1,60}$/),
+        seed: z.number().int().min(0).max(4294967295).default(0),
+        params: z
+          .object({
+            num_inference_steps: z.number().int().min(1).max(1000).optional(),
+            guidance_scale: z.number().min(0).optional(),
+            true_cfg_scale: z.number().min(0).optional(),
+            negative_prompt: z.string().optional(),
+            height: z.number().int().min(16).max(8192).optional(),
+            width: z.number().int().min(16).max(8192).optional(),
+          })
+          .strict()
+          .default({}),
+      })
+      .strict()
+      .optional(),
     searchAttributes: z.boolean().optional(),
     retryOnly: z
       .object({ errorTypes: z.array(z.string()).optional(), rows: z.string().optional() })
@@ -86,7 +105,9 @@ export const datasetWorkflowInputSchema = z
   .strict();
 
 export function parseDatasetWorkflowInput(raw: unknown): DatasetWorkflowInput {
-  const result = datasetWorkflowInputSchema.safeParse(raw);
+  const result = datasetWorkflowInputSchema
+    .refine((input) => input.backend !== 'diffusers' || input.gpu !== undefined, { message: 'backend diffusers needs gpu settings (modelType, taskQueue)', path: ['gpu'] })
+    .safeParse(raw);
   if (!result.success) {
     const problems = result.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`);
     throw new Error(`invalid dataset workflow input: ${problems.join('; ')}`);

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import sharp from 'sharp';
+import sharp, { type Sharp } from 'sharp';
 
 // A local stand-in for OpenAI's Images API (`POST /v1/images/edits`, multipart, and
 // `POST /v1/images/generations`), used by the tests and by `atelier demo` when no OPENAI_API_KEY is
@@ -92,9 +92,9 @@ export interface OpenAIStandinOptions {
   rateLimitPerSecond?: number;
 }
 
-interface Script {
+interface Script<S> {
   match: string;
-  steps: FaultStep[];
+  steps: S[];
   repeat: boolean;
   served: number;
 }
@@ -112,13 +112,13 @@ export class SlidingWindowLimiter {
 }
 
 /** Scripted faults per prompt substring, shared by the stand-ins. */
-export class FaultScripts {
-  private readonly scripts: Script[] = [];
-  add(match: string, steps: FaultStep[], options: { repeat?: boolean } = {}): void {
+export class FaultScripts<S = FaultStep> {
+  private readonly scripts: Script<S>[] = [];
+  add(match: string, steps: S[], options: { repeat?: boolean } = {}): void {
     this.scripts.push({ match, steps, repeat: options.repeat ?? false, served: 0 });
   }
   /** The next step for this prompt, if any (consumes it). */
-  next(prompt: string): FaultStep | undefined {
+  next(prompt: string): S | undefined {
     const script = this.scripts.find((s) => prompt.includes(s.match));
     if (!script) return undefined;
     return script.repeat ? script.steps[script.served++ % script.steps.length] : script.steps[script.served++];
@@ -234,7 +234,7 @@ function checkFields(model: string, f: Record<string, string>, kind: 'edit' | 'g
   return undefined;
 }
 
-async function encode(image: sharp.Sharp, format: string, compression: number | undefined): Promise<Buffer> {
+async function encode(image: Sharp, format: string, compression: number | undefined): Promise<Buffer> {
   if (format === 'jpeg') return image.flatten({ background: '#ffffff' }).jpeg({ quality: compression ?? 90 }).toBuffer();
   if (format === 'webp') return image.webp({ quality: compression ?? 90 }).toBuffer();
   return image.png().toBuffer();

@@ -248,7 +248,7 @@ describe('bad images, downloads and size limits', () => {
       ].join('\n'),
     );
     const cache = join(dir, 'out', 'cache');
-    // dall-e-2 takes one square-ish PNG of at most 1024 px a side (and under 4 MB).
+    // dall-e-2 takes one square PNG of at most 1024 px a side (and under 4 MB).
     const input = testInput({ runId: 'ds-bad', inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), model: 'dall-e-2', imageCacheDir: cache });
     const summary = await run(input);
     expect(summary).toMatchObject({ total: 5, ok: 3, failed: 2 });
@@ -257,7 +257,8 @@ describe('bad images, downloads and size limits', () => {
     expect(rows[1]!.error).toMatch(/InputError: input image .*empty\.png is empty \(0 bytes\)/);
     expect(standin.callsFor('bad-')).toHaveLength(0);
     expect(hits).toBe(1);
-    expect(standin.callsFor('big-input')[0]!.imageSizes).toEqual([{ width: 1024, height: 512 }]);
+    // Shrunk to 1024 px on its long side, then padded to the square dall-e-2 requires.
+    expect(standin.callsFor('big-input')[0]!.imageSizes).toEqual([{ width: 1024, height: 1024 }]);
 
     // Another run sharing the cache downloads nothing.
     writeText(join(dir, 'again.csv'), `image,instruction\n${web}/shared.png,url-c x\n`);

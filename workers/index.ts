@@ -1,14 +1,16 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createModelActivities } from '../activities/editRow';
+import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { createOpenAIProvider } from '../activities/providers/openai';
 import type { ImageEditProvider } from '../activities/providers/provider';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
 import { UsageError } from '../lib/errors';
-import type { Backend } from '../lib/types';
+import type { ApiBackend } from '../lib/types';
 import { workflowCodeOption } from './bundle';
 
-export const BACKENDS: readonly Backend[] = ['openai'];
+/** Cloud backends served here (diffusers is served by the Python GPU workers). */
+export const BACKENDS: readonly ApiBackend[] = ['openai'];
 
 /** Names of every queue `atelier worker` can serve. */
 export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...BACKENDS.map(providerQueue)];
@@ -27,7 +29,7 @@ export interface WorkerSetOptions {
 }
 
 /** Builds the provider adapter for a backend from the worker environment (keys never leave it). */
-export function providerFromEnv(backend: Backend, env: NodeJS.ProcessEnv): ImageEditProvider {
+export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): ImageEditProvider {
   switch (backend) {
     case 'openai': {
       const apiKey = env.OPENAI_API_KEY;
@@ -60,7 +62,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         ...common,
         taskQueue: ORCHESTRATOR_QUEUE,
         ...workflowCodeOption(),
-        activities: createOrchestrationActivities(),
+        activities: { ...createOrchestrationActivities(), ...createGpuRowActivities() },
       }),
     );
   }

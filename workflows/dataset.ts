@@ -243,6 +243,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
                 numImages: input.numImages,
                 encoding: input.encoding,
                 imageCacheDir: input.imageCacheDir!,
+                ...(input.gpu ? { gpu: input.gpu } : {}),
               },
               retry: input.retry,
               ...(input.searchAttributes ? { searchAttributes: true } : {}),

@@ -9,10 +9,12 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { ModelActivities } from '../activities/editRow';
+import type { GpuRowActivities } from '../activities/gpuRow';
 import type { OrchestrationActivities } from '../activities/orchestration';
+import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
 import { providerQueue } from '../lib/constants';
 import { AtelierErrorType } from '../lib/searchAttributes';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, type RowDone, type RowOutcome, type RowWorkflowInput } from '../lib/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, type ApiBackend, type RowDone, type RowOutcome, type RowTask, type RowWorkflowInput } from '../lib/types';
 import { rowDoneSignal } from './messages';
 
 const { recordRowFailure } = proxyActivities<OrchestrationActivities>({
@@ -20,23 +22,20 @@ const { recordRowFailure } = proxyActivities<OrchestrationActivities>({
   retry: { maximumAttempts: 10 },
 });
 
-function failureOf(err: unknown): { errorType: string; error: string } {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
-  if (cause instanceof ApplicationFailure) return { errorType: cause.type ?? 'Error', error: cause.message };
-  return { errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
+const { prepareGpuRow, commitGpuOutput } = proxyActivities<GpuRowActivities>({
+  startToCloseTimeout: '10 minutes',
+  retry: { maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+/** The activity the Python GPU workers serve (its name is the contract's activityName). */
+interface GpuActivities {
+  editImageGpu(request: GpuEditRequest): Promise<GpuEditResult>;
 }
 
-/**
- * One dataset row. The model activity runs on the provider's task queue with an explicit retry
- * policy. A row that still fails is recorded in the ledger and the child ends Failed (so
- * `RootWorkflowId='<run>' AND ExecutionStatus='Failed'` lists a run's failed rows). Whatever
- * happens, the child reports to its dataset workflow from a finally, by workflow id, so the report
- * reaches the current run after continue-as-new and a failing row never leaks a window slot.
- */
-export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> {
-  const { task, retry } = input;
+/** The row's model work for a cloud API: one activity on the provider's queue. */
+async function apiRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<RowOutcome> {
   const { editRow } = proxyActivities<ModelActivities>({
-    taskQueue: providerQueue(task.backend),
+    taskQueue: providerQueue(task.backend as ApiBackend),
     // Image models can take minutes; a generous limit avoids double-billing a slow success.
     startToCloseTimeout: '10 minutes',
     // The activity heartbeats while it works, so a dead worker's row is retried within this.
@@ -49,9 +48,57 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
       nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
     },
   });
+  return editRow(task);
+}
+
+/** The row's model work on a GPU queue: stage inputs, run each output on the GPU, commit each. */
+async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<RowOutcome> {
+  const { editImageGpu } = proxyActivities<GpuActivities>({
+    taskQueue: task.gpu!.taskQueue,
+    startToCloseTimeout: '2 hours',
+    heartbeatTimeout: retry.heartbeatTimeoutMs ?? 60_000,
+    retry: {
+      initialInterval: retry.initialIntervalMs,
+      backoffCoefficient: 2,
+      maximumInterval: retry.maximumIntervalMs,
+      maximumAttempts: retry.maxAttempts,
+      nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+    },
+  });
+  const plan = await prepareGpuRow(task);
+  const outcome: RowOutcome = { position: task.position, index: task.index, status: 'ok', outputImages: plan.outputImages };
+  if (plan.done) return { ...outcome, fromLedger: true };
+  const commit = (i: number, result: GpuEditResult) =>
+    commitGpuOutput({ task, output: plan.firstOutput + i, result, last: i === plan.requests.length - 1, chained: plan.chained, attempts: 1 });
+  if (plan.chained) {
+    // Each turn edits the previous turn's output, and is recorded before the next starts.
+    for (const [i, request] of plan.requests.entries()) await commit(i, await editImageGpu(request));
+  } else {
+    // Independent outputs (--num-images): sent together, so the worker can batch them.
+    const results = await Promise.all(plan.requests.map((request) => editImageGpu(request)));
+    for (const [i, result] of results.entries()) await commit(i, result);
+  }
+  return outcome;
+}
+
+function failureOf(err: unknown): { errorType: string; error: string } {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  if (cause instanceof ApplicationFailure) return { errorType: cause.type ?? 'Error', error: cause.message };
+  return { errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
+}
+
+/**
+ * One dataset row. The model activity runs on the provider's task queue (or a GPU queue) with an
+ * explicit retry policy. A row that still fails is recorded in the ledger and the child ends Failed (so
+ * `RootWorkflowId='<run>' AND ExecutionStatus='Failed'` lists a run's failed rows). Whatever
+ * happens, the child reports to its dataset workflow from a finally, by workflow id, so the report
+ * reaches the current run after continue-as-new and a failing row never leaks a window slot.
+ */
+export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> {
+  const { task, retry } = input;
   let report: RowDone = { position: task.position, index: task.index, status: 'failed', errorType: 'Cancelled', error: 'the row was cancelled' };
   try {
-    const outcome = await editRow(task);
+    const outcome = task.backend === 'diffusers' ? await gpuRow(task, retry) : await apiRow(task, retry);
     report = { position: task.position, index: task.index, status: 'ok' };
     return outcome;
   } catch (err) {

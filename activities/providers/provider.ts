@@ -1,5 +1,5 @@
 import type { ImageLimits } from '../../lib/images';
-import type { Backend, ModelParams } from '../../lib/types';
+import type { ApiBackend, ModelParams } from '../../lib/types';
 
 // One interface for every model backend. An adapter turns a request into the provider's wire format,
 // and every failure into a ClassifiedError (lib/errors.ts) so retry decisions are made the same way
@@ -59,7 +59,7 @@ export interface ChatTurnResult extends ImageResult {
 }
 
 export interface ImageEditProvider {
-  readonly backend: Backend;
+  readonly backend: ApiBackend;
   /** Values that must never appear in anything recorded (keys). */
   readonly secrets: readonly string[];
   /** What one input image may be for this model; larger inputs are shrunk to fit. */

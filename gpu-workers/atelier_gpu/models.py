@@ -349,16 +349,14 @@ def get_adapter(model_type: str, **kwargs: Any) -> ModelAdapter:
 
 # --- model-type detection -------------------------------------------------------------------------------------
 
-_RULES: list[tuple[str, str]] = [
-    # (regex on the lower-cased model name, type); first match wins
-    (r"pix2pix", "instruct-pix2pix"),
-    (r"kontext", "flux-kontext"),
-    (r"flux[._-]?2.*klein|klein.*flux[._-]?2", "flux2-klein"),
-    (r"flux[._-]?2", "flux2"),
-    (r"longcat", "longcat"),
-    (r"qwen.*edit.*(2509|2511|plus)|qwen.*(2509|2511)", "qwen-plus"),
-    (r"qwen.*edit", "qwen"),
-]
+def _detection() -> dict[str, Any]:
+    # The rules live in the wire contract, so the TypeScript side infers the same type from the same name.
+    from .contract import load_schema
+
+    return load_schema()["modelTypeDetection"]
+
+
+_RULES: list[tuple[str, str]] = [(pattern, mtype) for pattern, mtype in _detection()["nameRules"]]
 
 
 def detect_model_type(model: str) -> str:
@@ -378,8 +376,9 @@ def detect_model_type(model: str) -> str:
             cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
         except (OSError, ValueError):
             cls = ""
-        if cls in PIPELINE_TO_TYPE:
-            return PIPELINE_TO_TYPE[cls]
+        by_class = _detection()["pipelineClasses"]
+        if cls in by_class:
+            return by_class[cls]
     raise ValueError(
         f"cannot tell the model type of {model!r} from its name; pass --model-type "
         f"({' | '.join(ADAPTERS)})"

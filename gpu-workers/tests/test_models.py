@@ -142,3 +142,11 @@ def test_installed_diffusers_has_every_pipeline():
 
     for t in models.ADAPTERS:
         assert pipeline_class(get_adapter(t)) is not None
+
+
+def test_contract_detection_table_matches_the_adapters():
+    # The contract's class -> type table (read by the TypeScript side too) names every adapter's pipeline.
+    from atelier_gpu.contract import load_schema
+    from atelier_gpu.models import PIPELINE_TO_TYPE
+
+    assert load_schema()["modelTypeDetection"]["pipelineClasses"] == PIPELINE_TO_TYPE

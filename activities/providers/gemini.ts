@@ -1,0 +1,279 @@
+import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
+import { ClassifiedError } from '../../lib/errors';
+import { capabilities, supportsParam } from './models';
+import { sniffImageType } from './openai';
+import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
+
+// Gemini image models through @google/genai (`models.generateContent`). The SDK's retries stay off
+// (no `retryOptions`): Temporal owns every retry, honouring RetryInfo's delay from the error body.
+//
+// Safety outcomes come back as HTTP 200 without an image (a finish reason or
+// `promptFeedback.blockReason`): they are final ("blocked"). An answer with text and no image is
+// asked again once here, then fails as an invalid request. Interim "thought" images
+// (`part.thought`) are skipped. Multi-turn rows are a real conversation (`chatTurn`): the history is
+// the `contents` array with every part (thought signatures included) kept verbatim; Gemini 3 models
+// reject a later turn whose earlier model parts lost their signatures.
+
+const DEFAULT_BASE_URL = 'https://generativelanguage.googleapis.com';
+const REQUEST_TIMEOUT_MS = 180_000;
+
+export interface GeminiProviderOptions {
+  apiKey: string;
+  /** Host root without the API version (the SDK adds `/v1beta/models/{model}:generateContent`). */
+  baseURL?: string | undefined;
+  /** Per-attempt timeout (default 180 s). */
+  timeoutMs?: number;
+}
+
+/** Finish reasons that mean the answer was withheld for safety or policy: final. */
+const BLOCKING_FINISH_REASONS = new Set([
+  'SAFETY',
+  'PROHIBITED_CONTENT',
+  'BLOCKLIST',
+  'SPII',
+  'RECITATION',
+  'IMAGE_SAFETY',
+  'IMAGE_PROHIBITED_CONTENT',
+  'IMAGE_RECITATION',
+  // "Stopped for a reason not otherwise specified": image filters report this one too.
+  'IMAGE_OTHER',
+]);
+
+/** The next midnight in a time zone, as an ISO time (daily quotas reset then). */
+export function nextMidnight(timeZone: string, now = new Date()): string {
+  const wallClock = (at: Date) => {
+    const parts = Object.fromEntries(
+      new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' })
+        .formatToParts(at)
+        .map((p) => [p.type, Number(p.value)]),
+    ) as Record<string, number>;
+    return { y: parts.year!, m: parts.month!, d: parts.day!, utcOfWallClock: Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!) };
+  };
+  const here = wallClock(now);
+  const offset = here.utcOfWallClock - Math.floor(now.getTime() / 1000) * 1000; // zone minus UTC
+  const midnightWall = Date.UTC(here.y, here.m - 1, here.d + 1);
+  let at = midnightWall - offset;
+  // Across a DST change the offset at midnight differs from now's: correct once.
+  const offsetThen = wallClock(new Date(at)).utcOfWallClock - at;
+  at = midnightWall - offsetThen;
+  return new Date(at).toISOString();
+}
+
+/** "37s", "1.5s", "250ms" (google.protobuf.Duration in JSON) in ms. */
+export function parseDuration(value: unknown): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s)$/.exec(value.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * (m[2] === 'ms' ? 1 : 1000));
+}
+
+interface GoogleErrorBody {
+  code?: number;
+  message?: string;
+  status?: string;
+  details?: { '@type'?: string; retryDelay?: string; violations?: { quotaId?: string; quotaMetric?: string }[] }[];
+}
+
+function parseErrorBody(message: string): GoogleErrorBody | undefined {
+  try {
+    const parsed = JSON.parse(message) as { error?: GoogleErrorBody } | GoogleErrorBody[];
+    const body = Array.isArray(parsed) ? (parsed[0] as { error?: GoogleErrorBody } | undefined)?.error : parsed.error;
+    return body && typeof body === 'object' ? body : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Sorts an SDK error (or fetch failure) into a row failure class. */
+export function classifyGeminiError(err: unknown, signal?: AbortSignal): ClassifiedError {
+  if (err instanceof ClassifiedError) return err;
+  if (err instanceof ApiError) {
+    const status = err.status;
+    const body = parseErrorBody(err.message);
+    const message = body ? `${status} ${body.status ?? ''}: ${body.message ?? ''}`.replace(/ :/, ':') : `${status} ${err.message}`;
+    const details = body?.details ?? [];
+    const retryDelay = details.find((d) => d['@type']?.endsWith('google.rpc.RetryInfo'))?.retryDelay;
+    const wait = parseDuration(retryDelay);
+    const quotaIds = details
+      .filter((d) => d['@type']?.endsWith('google.rpc.QuotaFailure'))
+      .flatMap((d) => d.violations ?? [])
+      .map((v) => `${v.quotaId ?? ''} ${v.quotaMetric ?? ''}`);
+    if (status === 429 && quotaIds.some((id) => /per[_-]?day/i.test(id))) {
+      // A daily quota: retrying before it resets (midnight Pacific) only burns attempts.
+      return new ClassifiedError('quotaExhausted', message, { status, quotaResetAt: nextMidnight('America/Los_Angeles') });
+    }
+    if (status === 408 || status === 429 || status >= 500) {
+      return new ClassifiedError('retryable', message, { status, ...(wait !== undefined ? { retryAfterMs: wait } : {}) });
+    }
+    return new ClassifiedError('invalidRequest', message, { status });
+  }
+  const e = err as Error | undefined;
+  if (e?.name === 'AbortError' || e?.name === 'TimeoutError') {
+    return new ClassifiedError('retryable', signal?.aborted ? 'request cancelled' : 'request timed out');
+  }
+  if (e instanceof SyntaxError) return new ClassifiedError('retryable', `malformed response: ${e.message}`);
+  if (e instanceof TypeError && /fetch failed|network|socket/i.test(e.message)) {
+    const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
+    return new ClassifiedError('retryable', `connection error: ${cause?.code ?? cause?.message ?? e.message}`);
+  }
+  return new ClassifiedError('retryable', `unexpected error: ${e?.message ?? String(err)}`);
+}
+
+function usageOf(response: GenerateContentResponse): Record<string, number> | undefined {
+  const m = response.usageMetadata;
+  if (!m) return undefined;
+  const byModality = (modality: string) =>
+    m.candidatesTokensDetails?.filter((d) => String(d.modality) === modality).reduce((sum, d) => sum + (d.tokenCount ?? 0), 0);
+  const usage: Record<string, number | undefined> = {
+    inputTokens: m.promptTokenCount,
+    outputTokens: m.candidatesTokenCount,
+    totalTokens: m.totalTokenCount,
+    thoughtsTokens: m.thoughtsTokenCount,
+    ...(m.candidatesTokensDetails?.length ? { outputImageTokens: byModality('IMAGE'), outputTextTokens: byModality('TEXT') } : {}),
+  };
+  const defined = Object.entries(usage).filter((e): e is [string, number] => typeof e[1] === 'number');
+  return defined.length ? Object.fromEntries(defined) : undefined;
+}
+
+function addUsage(total: Record<string, number>, usage: Record<string, number> | undefined): void {
+  for (const [k, v] of Object.entries(usage ?? {})) total[k] = (total[k] ?? 0) + v;
+}
+
+/** JSON-safe copy (drops undefined fields the SDK leaves on its objects). */
+function plain<T>(value: T): T {
+  return JSON.parse(JSON.stringify(value)) as T;
+}
+
+function imagePart(image: ProviderImage): Part {
+  return { inlineData: { mimeType: image.mimeType, data: image.data.toString('base64') } };
+}
+
+interface Answer {
+  images: ProviderImage[];
+  /** The model turn as returned (for the conversation history). */
+  content: Content;
+  requestId?: string;
+}
+
+/** Reads one answer: images (thoughts skipped), or a blocked failure, or no image (null). */
+function readAnswer(response: GenerateContentResponse): Answer | { noImage: string } {
+  const requestId = response.responseId;
+  const details = requestId ? { requestId } : {};
+  const blockReason = response.promptFeedback?.blockReason;
+  if (blockReason && String(blockReason) !== 'BLOCKED_REASON_UNSPECIFIED') {
+    const why = response.promptFeedback?.blockReasonMessage;
+    throw new ClassifiedError('blocked', `the prompt was blocked: ${blockReason}${why ? ` (${why})` : ''}`, details);
+  }
+  const candidate = response.candidates?.[0];
+  const finishReason = candidate?.finishReason ? String(candidate.finishReason) : undefined;
+  if (finishReason && BLOCKING_FINISH_REASONS.has(finishReason)) {
+    throw new ClassifiedError('blocked', `the answer was withheld: ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}`, details);
+  }
+  const parts = candidate?.content?.parts ?? [];
+  const images: ProviderImage[] = [];
+  for (const part of parts) {
+    if (part.thought || !part.inlineData?.data) continue;
+    const data = Buffer.from(part.inlineData.data, 'base64');
+    images.push({ data, mimeType: sniffImageType(data, part.inlineData.mimeType ?? 'image/png') });
+  }
+  if (images.length === 0) {
+    const text = parts
+      .filter((p) => !p.thought && p.text)
+      .map((p) => p.text)
+      .join(' ')
+      .trim();
+    const why = finishReason && finishReason !== 'STOP' ? `finish reason ${finishReason}` : text ? `the model answered: "${text.slice(0, 200)}"` : 'empty answer';
+    return { noImage: why };
+  }
+  return { images, content: plain({ role: 'model', ...candidate!.content, parts: plain(parts) }), ...(requestId ? { requestId } : {}) };
+}
+
+export function createGeminiProvider(options: GeminiProviderOptions): ImageEditProvider {
+  const ai = new GoogleGenAI({
+    apiKey: options.apiKey,
+    vertexai: false,
+    // Always given, so the SDK never falls back to GOOGLE_GEMINI_BASE_URL from the environment.
+    httpOptions: { baseUrl: options.baseURL || DEFAULT_BASE_URL, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS },
+  });
+
+  function configFor(request: ImageRequest): GenerateContentConfig {
+    const caps = capabilities('gemini', request.model);
+    const p = request.params;
+    const imageConfig = {
+      ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspectRatio: p.aspectRatio } : {}),
+      ...(p.imageSize && supportsParam(caps, 'imageSize') ? { imageSize: p.imageSize } : {}),
+    };
+    return {
+      responseModalities: ['TEXT', 'IMAGE'],
+      ...(Object.keys(imageConfig).length ? { imageConfig } : {}),
+      ...(request.signal ? { abortSignal: request.signal } : {}),
+    };
+  }
+
+  /** One generateContent call, asked once more when the answer holds text but no image. */
+  async function ask(request: ImageRequest, contents: Content[]): Promise<Answer & { usage: Record<string, number> }> {
+    const usage: Record<string, number> = {};
+    let lastWhy = '';
+    for (let attempt = 0; attempt < 2; attempt++) {
+      let response: GenerateContentResponse;
+      try {
+        response = await ai.models.generateContent({ model: request.model, contents, config: configFor(request) });
+      } catch (err) {
+        throw classifyGeminiError(err, request.signal);
+      }
+      addUsage(usage, usageOf(response));
+      const answer = readAnswer(response);
+      if ('images' in answer) return { ...answer, usage };
+      lastWhy = answer.noImage;
+    }
+    throw new ClassifiedError('invalidRequest', `no image in the answer (asked twice): ${lastWhy}`);
+  }
+
+  /** `numImages` answers (one image each), results in order, usage summed. */
+  async function images(request: ImageRequest, parts: Part[]): Promise<ImageResult> {
+    const out: ProviderImage[] = [];
+    const usage: Record<string, number> = {};
+    let requestId: string | undefined;
+    for (let k = 0; k < Math.max(1, request.numImages); k++) {
+      const answer = await ask(request, [{ role: 'user', parts }]);
+      out.push(...answer.images.slice(0, request.numImages > 1 ? 1 : undefined));
+      addUsage(usage, answer.usage);
+      requestId ??= answer.requestId;
+    }
+    return { images: out, ...(requestId ? { requestId } : {}), ...(Object.keys(usage).length ? { usage } : {}) };
+  }
+
+  function checkInputs(request: { model: string; images: ProviderImage[] }): void {
+    const max = capabilities('gemini', request.model).maxInputImages;
+    if (request.images.length > max) {
+      throw new ClassifiedError('inputError', `${request.model} takes at most ${max} input image(s); the row has ${request.images.length}`);
+    }
+  }
+
+  return {
+    backend: 'gemini',
+    secrets: [options.apiKey],
+    inputLimits: (model) => capabilities('gemini', model).inputLimits,
+    maxInputImages: (model) => capabilities('gemini', model).maxInputImages,
+    async edit(request: EditRequest): Promise<ImageResult> {
+      if (request.images.length === 0) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
+      checkInputs(request);
+      return images(request, [{ text: request.prompt }, ...request.images.map(imagePart)]);
+    },
+    async generate(request: ImageRequest): Promise<ImageResult> {
+      return images(request, [{ text: request.prompt }]);
+    },
+    async chatTurn(request: ChatTurnRequest): Promise<ChatTurnResult> {
+      checkInputs(request);
+      const history = (request.history ?? []) as unknown as Content[];
+      const userTurn: Content = { role: 'user', parts: [{ text: request.prompt }, ...request.images.map(imagePart)] };
+      const answer = await ask(request, [...history, userTurn]);
+      return {
+        images: answer.images,
+        history: [...history, userTurn, answer.content] as unknown as JsonValue[],
+        ...(answer.requestId ? { requestId: answer.requestId } : {}),
+        ...(Object.keys(answer.usage).length ? { usage: answer.usage } : {}),
+      };
+    },
+  };
+}

@@ -1,0 +1,218 @@
+import OpenAI, { APIError } from 'openai';
+import { ClassifiedError } from '../../lib/errors';
+import { capabilities, supportsParam } from './models';
+import { classifyOpenAIError, sniffImageType } from './openai';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
+
+// OpenRouter image models through the `openai` SDK's chat completions (OpenRouter is
+// OpenAI-compatible there): the prompt and input images (data URLs) go in one user message, with the
+// untyped body extras `modalities` and `image_config`; images come back in
+// `choices[0].message.images[].image_url.url` as data URLs. An answer without an image is asked
+// again once here, then fails as an invalid request. SDK retries are off, as for OpenAI.
+
+const DEFAULT_BASE_URL = 'https://openrouter.ai/api/v1';
+const REQUEST_TIMEOUT_MS = 180_000;
+
+export interface OpenRouterProviderOptions {
+  apiKey: string;
+  /** Default https://openrouter.ai/api/v1. */
+  baseURL?: string | undefined;
+  timeoutMs?: number;
+  /** Optional attribution headers OpenRouter shows in its dashboard. */
+  appName?: string;
+  appUrl?: string;
+}
+
+/** OpenRouter's moderation refusals are 403s whose message or metadata says the input was flagged. */
+function isModeration(status: number | undefined, body: unknown, message: string): boolean {
+  const metadata = (body as { metadata?: { reasons?: unknown } } | undefined)?.metadata;
+  return status === 403 && (Array.isArray(metadata?.reasons) || /moderation|flagged/i.test(message));
+}
+
+/** OpenAI's classes plus OpenRouter's: 402 (credits) -> quota exhausted, 403 moderation -> blocked. */
+export function classifyOpenRouterError(err: unknown): ClassifiedError {
+  if (err instanceof APIError && err.status !== undefined && isModeration(err.status, err.error, err.message)) {
+    return new ClassifiedError('blocked', `${err.status} ${err.message}`, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
+  }
+  return classifyOpenAIError(err);
+}
+
+/** An error carried in a 200 body (OpenRouter reports upstream failures this way). */
+function classifyBodyError(error: { code?: unknown; message?: unknown; metadata?: unknown }, requestId: string | undefined): ClassifiedError {
+  const code = Number(error.code);
+  const message = `${Number.isFinite(code) ? code : ''} ${String(error.message ?? 'provider error')}`.trim();
+  const details = { ...(Number.isFinite(code) ? { status: code } : {}), ...(requestId ? { requestId } : {}) };
+  if (isModeration(code, error, message)) return new ClassifiedError('blocked', message, details);
+  if (code === 402) return new ClassifiedError('quotaExhausted', message, details);
+  if (!Number.isFinite(code) || code === 408 || code === 429 || code >= 500) return new ClassifiedError('retryable', message, details);
+  return new ClassifiedError('invalidRequest', message, details);
+}
+
+const SAFETY_FINISH = /SAFETY|PROHIBITED|BLOCKLIST|SPII|RECITATION|content_filter/i;
+
+export function dataUrl(image: ProviderImage): string {
+  return `data:${image.mimeType};base64,${image.data.toString('base64')}`;
+}
+
+async function decodeImageUrl(url: string, signal?: AbortSignal): Promise<ProviderImage> {
+  const m = /^data:([^;,]+)?(;base64)?,(.*)$/s.exec(url);
+  if (m) {
+    const data = m[2] ? Buffer.from(m[3]!, 'base64') : Buffer.from(decodeURIComponent(m[3]!));
+    return { data, mimeType: sniffImageType(data, m[1] ?? 'image/png') };
+  }
+  let response: Response;
+  try {
+    response = await fetch(url, signal ? { signal } : {});
+  } catch (err) {
+    throw new ClassifiedError('retryable', `downloading the result image failed: ${(err as Error).message}`);
+  }
+  if (!response.ok) throw new ClassifiedError('retryable', `downloading the result image failed: HTTP ${response.status}`);
+  const data = Buffer.from(await response.arrayBuffer());
+  return { data, mimeType: sniffImageType(data, response.headers.get('content-type') ?? 'image/png') };
+}
+
+interface ImagePartOut {
+  image_url?: { url?: string };
+  imageUrl?: { url?: string };
+}
+
+interface Choice {
+  finish_reason?: string | null;
+  native_finish_reason?: string | null;
+  error?: { code?: unknown; message?: unknown; metadata?: unknown };
+  message?: { content?: string | null; images?: ImagePartOut[]; refusal?: string | null };
+}
+
+interface ChatResponse {
+  id?: string;
+  choices?: Choice[];
+  error?: { code?: unknown; message?: unknown; metadata?: unknown };
+  usage?: {
+    prompt_tokens?: number;
+    completion_tokens?: number;
+    total_tokens?: number;
+    cost?: number;
+    prompt_tokens_details?: { image_tokens?: number; cached_tokens?: number };
+    completion_tokens_details?: { image_tokens?: number; reasoning_tokens?: number };
+  };
+}
+
+function usageOf(u: ChatResponse['usage']): Record<string, number> {
+  if (!u) return {};
+  const usage: Record<string, number | undefined> = {
+    inputTokens: u.prompt_tokens,
+    outputTokens: u.completion_tokens,
+    totalTokens: u.total_tokens,
+    inputImageTokens: u.prompt_tokens_details?.image_tokens,
+    outputImageTokens: u.completion_tokens_details?.image_tokens,
+    thoughtsTokens: u.completion_tokens_details?.reasoning_tokens,
+    costUsd: u.cost,
+  };
+  return Object.fromEntries(Object.entries(usage).filter((e): e is [string, number] => typeof e[1] === 'number'));
+}
+
+function addUsage(total: Record<string, number>, usage: Record<string, number>): void {
+  for (const [k, v] of Object.entries(usage)) total[k] = (total[k] ?? 0) + v;
+}
+
+export function createOpenRouterProvider(options: OpenRouterProviderOptions): ImageEditProvider {
+  const client = new OpenAI({
+    apiKey: options.apiKey,
+    baseURL: options.baseURL || DEFAULT_BASE_URL,
+    maxRetries: 0,
+    timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
+    defaultHeaders: {
+      ...(options.appUrl ? { 'HTTP-Referer': options.appUrl } : {}),
+      ...(options.appName ? { 'X-Title': options.appName } : {}),
+    },
+  });
+
+  /** One chat completion; the answer's images, or a classified failure, or null for no image. */
+  async function once(request: ImageRequest, images: ProviderImage[]): Promise<{ images: ProviderImage[] | null; why: string; requestId?: string; usage: Record<string, number> }> {
+    const caps = capabilities('openrouter', request.model);
+    const p = request.params;
+    const imageConfig = {
+      ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspect_ratio: p.aspectRatio } : {}),
+      ...(p.imageSize && supportsParam(caps, 'imageSize') ? { image_size: p.imageSize } : {}),
+    };
+    const body = {
+      model: request.model,
+      messages: [
+        {
+          role: 'user' as const,
+          content: [{ type: 'text' as const, text: request.prompt }, ...images.map((image) => ({ type: 'image_url' as const, image_url: { url: dataUrl(image) } }))],
+        },
+      ],
+      // OpenRouter extras (not in the SDK's types): pass through to the JSON body.
+      modalities: caps.outputModalities ?? ['image', 'text'],
+      ...(Object.keys(imageConfig).length ? { image_config: imageConfig } : {}),
+      ...(p.seed !== undefined && supportsParam(caps, 'seed') ? { seed: p.seed } : {}),
+    };
+    let data: ChatResponse;
+    let headerId: string | null;
+    try {
+      const result = await client.chat.completions
+        .create(body as OpenAI.ChatCompletionCreateParamsNonStreaming, request.signal ? { signal: request.signal } : {})
+        .withResponse();
+      data = result.data as unknown as ChatResponse;
+      headerId = result.request_id;
+    } catch (err) {
+      throw classifyOpenRouterError(err);
+    }
+    if (!data || typeof data !== 'object') throw new ClassifiedError('retryable', 'malformed response: not a JSON object');
+    const requestId = data.id ?? headerId ?? undefined;
+    const usage = usageOf(data.usage);
+    if (data.error) throw classifyBodyError(data.error, requestId);
+    const choice = data.choices?.[0];
+    if (choice?.error) throw classifyBodyError(choice.error, requestId);
+    const finish = `${choice?.finish_reason ?? ''} ${choice?.native_finish_reason ?? ''}`.trim();
+    const urls = (choice?.message?.images ?? []).map((img) => img.image_url?.url ?? img.imageUrl?.url).filter((u): u is string => !!u);
+    if (urls.length === 0) {
+      if (SAFETY_FINISH.test(finish) || choice?.message?.refusal) {
+        throw new ClassifiedError('blocked', `the answer was withheld: ${finish || choice?.message?.refusal}`, requestId ? { requestId } : {});
+      }
+      const text = (choice?.message?.content ?? '').trim();
+      return { images: null, why: text ? `the model answered: "${text.slice(0, 200)}"` : `empty answer${finish ? ` (${finish})` : ''}`, ...(requestId ? { requestId } : {}), usage };
+    }
+    const out = await Promise.all(urls.map((u) => decodeImageUrl(u, request.signal)));
+    return { images: out, why: '', ...(requestId ? { requestId } : {}), usage };
+  }
+
+  async function run(request: ImageRequest, images: ProviderImage[]): Promise<ImageResult> {
+    const out: ProviderImage[] = [];
+    const usage: Record<string, number> = {};
+    let requestId: string | undefined;
+    for (let k = 0; k < Math.max(1, request.numImages); k++) {
+      let why = '';
+      let got: ProviderImage[] | null = null;
+      for (let attempt = 0; attempt < 2 && !got; attempt++) {
+        const answer = await once(request, images);
+        addUsage(usage, answer.usage);
+        requestId ??= answer.requestId;
+        got = answer.images;
+        why = answer.why;
+      }
+      if (!got) throw new ClassifiedError('invalidRequest', `no image in the answer (asked twice): ${why}`, requestId ? { requestId } : {});
+      out.push(...(request.numImages > 1 ? got.slice(0, 1) : got));
+    }
+    return { images: out, ...(requestId ? { requestId } : {}), ...(Object.keys(usage).length ? { usage } : {}) };
+  }
+
+  return {
+    backend: 'openrouter',
+    secrets: [options.apiKey],
+    inputLimits: (model) => capabilities('openrouter', model).inputLimits,
+    maxInputImages: (model) => capabilities('openrouter', model).maxInputImages,
+    async edit(request: EditRequest): Promise<ImageResult> {
+      if (request.images.length === 0) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
+      const max = capabilities('openrouter', request.model).maxInputImages;
+      if (request.images.length > max) {
+        throw new ClassifiedError('inputError', `${request.model} takes at most ${max} input image(s); the row has ${request.images.length}`);
+      }
+      return run(request, request.images);
+    },
+    async generate(request: ImageRequest): Promise<ImageResult> {
+      return run(request, []);
+    },
+  };
+}

@@ -1,0 +1,84 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { UsageError } from '../lib/errors';
+import { repoRoot } from '../lib/temporalCli';
+import type { CliIO } from './edit';
+
+// The Python GPU workers (gpu-workers/, package atelier_gpu) serve `--backend diffusers` rows.
+// `atelier gpu-worker` runs them against TEMPORAL_ADDRESS; `atelier edit --backend diffusers` with
+// an embedded server starts them itself. Either way: one process per GPU, each printing a JSON
+// "ready" line once its pipeline is loaded, warmed up and polling.
+
+/** A local model folder is passed as an absolute path, so every process derives the same queue. */
+export function normaliseModel(model: string): string {
+  return existsSync(model) ? resolve(model) : model;
+}
+
+export interface GpuWorkerProcess {
+  /** Resolves once every GPU process reports ready; rejects if the worker exits first. */
+  ready: Promise<void>;
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+export function spawnGpuWorker(args: string[], env: NodeJS.ProcessEnv, log: (line: string) => void, expectedReady: number): GpuWorkerProcess {
+  const python = join(repoRoot(), 'gpu-workers', 'scripts', 'python.sh');
+  const child: ChildProcess = spawn('bash', [python, '-m', 'atelier_gpu.worker', ...args], {
+    env: { ...env, PYTHONUNBUFFERED: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((done) => child.on('close', (code) => done(code)));
+  let stderrTail: string[] = [];
+  createInterface({ input: child.stderr! }).on('line', (line) => {
+    stderrTail = [...stderrTail.slice(-20), line];
+  });
+  let seen = 0;
+  const ready = new Promise<void>((resolveReady, rejectReady) => {
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      try {
+        const event = JSON.parse(line) as { event?: string; task_queue?: string; worker?: string };
+        if (event.event === 'ready') {
+          seen += 1;
+          log(`GPU worker ready: ${event.worker ?? '?'} on ${event.task_queue ?? '?'}`);
+          if (seen >= expectedReady) resolveReady();
+        }
+      } catch {
+        // not an event line
+      }
+    });
+    exited.then((code) => rejectReady(new UsageError(`the GPU worker exited (code ${code}) before it was ready:\n${stderrTail.join('\n')}`)), rejectReady);
+  });
+  return {
+    ready,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+/** How many processes `--gpus` starts ("cpu" or a list; unset: the worker decides, at least one). */
+export function gpuProcessCount(gpus: string | undefined): number {
+  if (!gpus || gpus === 'cpu') return 1;
+  return gpus.split(',').filter((g) => g.trim() !== '').length;
+}
+
+/** `atelier gpu-worker`: the Python GPU workers in the foreground, against TEMPORAL_ADDRESS. */
+export async function runGpuWorker(rawArgs: string[], io: CliIO): Promise<number> {
+  const address = process.env.TEMPORAL_ADDRESS;
+  if (!address) throw new UsageError('TEMPORAL_ADDRESS is not set: `atelier gpu-worker` serves an external Temporal server');
+  const args = [...rawArgs];
+  const modelAt = args.indexOf('--model');
+  if (modelAt < 0 || !args[modelAt + 1]) throw new UsageError('--model is required (a hub id or a local model folder)');
+  args[modelAt + 1] = normaliseModel(args[modelAt + 1]!);
+  const gpusAt = args.indexOf('--gpus');
+  const worker = spawnGpuWorker(['--address', address, ...args], process.env, io.err, gpuProcessCount(gpusAt >= 0 ? args[gpusAt + 1] : undefined));
+  const stop = io.interrupted.then(() => worker.stop());
+  await worker.ready.catch((err: unknown) => io.err((err as Error).message));
+  const code = await worker.exited;
+  await Promise.race([stop, Promise.resolve()]);
+  return code ?? 1;
+}

@@ -1,0 +1,101 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Ajv2020 from 'ajv/dist/2020';
+import contract from '../contracts/gpu-edit.schema.json';
+
+// The TypeScript half of the GPU wire contract. contracts/gpu-edit.schema.json is the single source
+// of truth: the interfaces below mirror its $defs (a test checks they name the same keys), requests
+// are validated against it before they are sent, results after they come back, and the task-queue
+// and model-type rules are read from it, exactly as the Python worker does.
+
+export type GpuModelType = 'qwen' | 'qwen-plus' | 'flux-kontext' | 'flux2' | 'flux2-klein' | 'longcat' | 'instruct-pix2pix';
+
+export interface GpuGenerationParams {
+  num_inference_steps?: number;
+  guidance_scale?: number;
+  true_cfg_scale?: number;
+  negative_prompt?: string;
+  height?: number;
+  width?: number;
+}
+
+export interface GpuEditRequest {
+  run_id: string;
+  row_index: number;
+  model: string;
+  model_type: GpuModelType;
+  prompt: string;
+  input_images: string[];
+  output_path: string;
+  seed: number;
+  params: GpuGenerationParams;
+}
+
+export interface GpuEditResult {
+  output_path: string;
+  width: number;
+  height: number;
+  seed: number;
+  num_inference_steps: number;
+  latency_ms: number;
+  batch_size: number;
+  worker?: string;
+}
+
+export const GPU_ACTIVITY_NAME: string = contract.activityName;
+export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];
+/** Failure types the Python worker raises that no retry can fix. */
+export const GPU_NON_RETRYABLE = ['InputError', 'InvalidRequest'];
+
+const ajv = new Ajv2020({ allErrors: true, strict: false });
+ajv.addSchema(contract, 'gpu');
+const validateRequestSchema = ajv.getSchema('gpu#/$defs/GpuEditRequest')!;
+const validateResultSchema = ajv.getSchema('gpu#/$defs/GpuEditResult')!;
+
+function check(validate: typeof validateRequestSchema, payload: unknown, what: string): void {
+  if (!validate(payload)) {
+    const problems = (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? ''}`.trim());
+    throw new Error(`${what} does not match contracts/gpu-edit.schema.json: ${problems.join('; ')}`);
+  }
+}
+
+export function validateGpuRequest(request: GpuEditRequest): GpuEditRequest {
+  check(validateRequestSchema, request, 'GpuEditRequest');
+  return request;
+}
+
+export function validateGpuResult(result: unknown): GpuEditResult {
+  check(validateResultSchema, result, 'GpuEditResult');
+  return result as GpuEditResult;
+}
+
+/** `gpu-<model key>`, by the contract's rule. */
+export function gpuTaskQueue(model: string): string {
+  const key = model.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
+  if (!key) throw new Error(`model "${model}" gives an empty task-queue key`);
+  return `gpu-${key}`;
+}
+
+/** The model type of a hub id or local folder, by the contract's detection rules; undefined if unknown. */
+export function detectGpuModelType(model: string): GpuModelType | undefined {
+  const name = model.toLowerCase();
+  for (const [pattern, type] of contract.modelTypeDetection.nameRules as [string, GpuModelType][]) {
+    if (new RegExp(pattern).test(name)) return type;
+  }
+  const index = join(model, 'model_index.json');
+  if (existsSync(index)) {
+    try {
+      const className = (JSON.parse(readFileSync(index, 'utf8')) as { _class_name?: string })._class_name ?? '';
+      return (contract.modelTypeDetection.pipelineClasses as Record<string, GpuModelType>)[className];
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+/** The seed of one row's output: from --seed and the row index, so a re-run reproduces it. */
+export function rowSeed(baseSeed: number, index: number, output: number): number {
+  // A multiplicative hash keeps neighbouring rows' seeds far apart; 32 bits, as the contract allows.
+  return Number((BigInt(baseSeed) * 2654435761n + BigInt(index) * 40503n + BigInt(output)) % 4294967296n);
+}

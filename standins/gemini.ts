@@ -1,0 +1,303 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import sharp from 'sharp';
+import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep } from './openai';
+
+// A local stand-in for the Gemini API's `POST /v1beta/models/{model}:generateContent`, spoken
+// closely enough for @google/genai: `x-goog-api-key` auth, camelCase JSON, candidates with parts,
+// usageMetadata, and google.rpc error bodies (RetryInfo, QuotaFailure). It answers an edit with the
+// image being edited colour-inverted (the first image of the newest user turn, else the last image
+// the model produced earlier in the conversation: so a second turn edits the first turn's output),
+// and a text-only request with a solid colour. Like Gemini 3, it checks thought signatures: a model
+// turn sent back without the signature it was given is a 400. Models matching `thoughtImages` also
+// emit an interim thought image first (clients must skip it). Scripted faults per prompt substring
+// cover 429 (RetryInfo delay, per-day quota), 5xx, 400, safety finish reasons, blocked prompts,
+// text-only answers, malformed bodies and delays; an optional rate limit answers 429 above R/s.
+
+export type { FaultStep } from './openai';
+
+function googleError(code: number, status: string, message: string, details: unknown[] = []) {
+  return { error: { code, message, status, ...(details.length ? { details } : {}) } };
+}
+
+function candidateOnly(candidate: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  return {
+    candidates: [{ index: 0, ...candidate }],
+    usageMetadata: { promptTokenCount: 20, candidatesTokenCount: 0, totalTokenCount: 20 },
+    modelVersion: 'standin',
+    responseId: `resp_standin_fault_${Math.random().toString(36).slice(2, 10)}`,
+    ...extra,
+  };
+}
+
+export const geminiFaults = {
+  /** Per-minute rate limit: 429 RESOURCE_EXHAUSTED with a RetryInfo delay. */
+  rateLimited: (retryDelaySeconds = 1): FaultStep => ({
+    status: 429,
+    body: googleError(429, 'RESOURCE_EXHAUSTED', 'You exceeded your current quota, please check your plan and billing details.', [
+      {
+        '@type': 'type.googleapis.com/google.rpc.QuotaFailure',
+        violations: [{ quotaMetric: 'generativelanguage.googleapis.com/generate_content_paid_tier_requests', quotaId: 'GenerateRequestsPerMinutePerProjectPerModel', quotaDimensions: { location: 'global', model: 'gemini-2.5-flash-image' }, quotaValue: '10' }],
+      },
+      { '@type': 'type.googleapis.com/google.rpc.Help', links: [{ description: 'Learn more about Gemini API quotas', url: 'https://ai.google.dev/gemini-api/docs/rate-limits' }] },
+      { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryDelaySeconds}s` },
+    ]),
+  }),
+  /** The daily quota is spent (retrying before midnight Pacific is pointless). */
+  dailyQuota: (): FaultStep => ({
+    status: 429,
+    body: googleError(429, 'RESOURCE_EXHAUSTED', 'You exceeded your current quota, please check your plan and billing details.', [
+      {
+        '@type': 'type.googleapis.com/google.rpc.QuotaFailure',
+        violations: [{ quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests', quotaId: 'GenerateRequestsPerDayPerProjectPerModel-FreeTier', quotaDimensions: { location: 'global', model: 'gemini-2.5-flash-image' }, quotaValue: '100' }],
+      },
+      { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '43s' },
+    ]),
+  }),
+  unavailable: (): FaultStep => ({ status: 503, body: googleError(503, 'UNAVAILABLE', 'The model is overloaded. Please try again later.') }),
+  serverError: (): FaultStep => ({ status: 500, body: googleError(500, 'INTERNAL', 'An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting') }),
+  invalidArgument: (message = 'Request contains an invalid argument.'): FaultStep => ({ status: 400, body: googleError(400, 'INVALID_ARGUMENT', message) }),
+  /** HTTP 200, no image, a safety finish reason. */
+  finishReason: (reason = 'IMAGE_SAFETY'): FaultStep => ({
+    status: 200,
+    body: candidateOnly({ content: { role: 'model', parts: [] }, finishReason: reason, finishMessage: 'Unable to show the generated image. The image was filtered out because it violated Google\'s Generative AI Prohibited Use policy.' }),
+  }),
+  /** HTTP 200, the prompt itself blocked (no candidates). */
+  promptBlocked: (reason = 'PROHIBITED_CONTENT'): FaultStep => ({
+    status: 200,
+    body: { promptFeedback: { blockReason: reason }, usageMetadata: { promptTokenCount: 20, totalTokenCount: 20 }, modelVersion: 'standin', responseId: 'resp_standin_blocked' },
+  }),
+  /** HTTP 200, text and no image (the model chatted instead of drawing). */
+  textOnly: (text = 'I can certainly help with that! What style would you like?'): FaultStep => ({
+    status: 200,
+    body: candidateOnly({ content: { role: 'model', parts: [{ text }] }, finishReason: 'STOP' }),
+  }),
+  malformed: (): FaultStep => ({ status: 200, raw: '{"candidates": [{"content": {"parts": [{"inlineData": ' }),
+  slow: (delayMs: number): FaultStep => ({ status: 500, delayMs, body: googleError(500, 'INTERNAL', 'slow') }),
+};
+
+export interface GeminiStandinCall {
+  model: string;
+  /** Text of the newest user turn. */
+  prompt: string;
+  /** Number of contents (turns) sent, the newest included. */
+  turns: number;
+  /** Images in the newest user turn. */
+  imageCount: number;
+  imageTypes: string[];
+  imageSizes: { width: number; height: number }[];
+  /** Images in the whole request (history included). */
+  totalImages: number;
+  /** Thought signatures the request carried back in model turns. */
+  signaturesReturned: string[];
+  generationConfig: Record<string, unknown>;
+  /** What the caller sent as x-goog-api-key (or ?key=). */
+  apiKey: string;
+  status: number;
+  at: number;
+}
+
+export interface GeminiStandin {
+  /** Base URL for the SDK's httpOptions.baseUrl (host root; the SDK adds /v1beta/...). */
+  baseURL: string;
+  calls: GeminiStandinCall[];
+  script(match: string, steps: FaultStep[], options?: { repeat?: boolean }): void;
+  callsFor(match: string): GeminiStandinCall[];
+  close(): Promise<void>;
+}
+
+export interface GeminiStandinOptions {
+  port?: number;
+  latencyMs?: number;
+  /** Above this many requests in any sliding second: 429 RESOURCE_EXHAUSTED, Retry-After and RetryInfo 1 s. */
+  rateLimitPerSecond?: number;
+  /** Models that emit an interim thought image before the answer (default: gemini-3 pro image models). */
+  thoughtImages?: RegExp;
+  /** Models that require thought signatures back on earlier model turns (default: gemini-3 models). */
+  strictSignatures?: RegExp;
+}
+
+const ASPECT_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9', '1:4', '4:1', '1:8', '8:1'];
+
+interface Part {
+  text?: string;
+  thought?: boolean;
+  thoughtSignature?: string;
+  inlineData?: { mimeType?: string; data?: string };
+}
+interface Content {
+  role?: string;
+  parts?: Part[];
+}
+
+export async function startGeminiStandin(options: GeminiStandinOptions = {}): Promise<GeminiStandin> {
+  const calls: GeminiStandinCall[] = [];
+  const scripts = new FaultScripts();
+  const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
+  const thoughtImages = options.thoughtImages ?? /^gemini-3-pro-image/;
+  const strictSignatures = options.strictSignatures ?? /^gemini-3/;
+  const issuedSignatures = new Set<string>();
+  let counter = 0;
+
+  async function handle(req: IncomingMessage, res: ServerResponse, model: string, url: URL): Promise<void> {
+    const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
+    let body: { contents?: Content[]; generationConfig?: Record<string, unknown> };
+    const raw = (await readBody(req)).toString('utf8');
+    try {
+      body = JSON.parse(raw) as typeof body;
+    } catch {
+      return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unexpected token.`));
+    }
+    const contents = Array.isArray(body.contents) ? body.contents : [];
+    const newest = contents[contents.length - 1];
+    const newestImages = (newest?.parts ?? []).filter((p) => p.inlineData?.data);
+    const buffers = newestImages.map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
+    const metas = await Promise.all(buffers.map((b) => sharp(b).metadata().catch(() => undefined)));
+    const modelTurns = contents.filter((c) => c.role === 'model');
+    const call: GeminiStandinCall = {
+      model,
+      prompt: (newest?.parts ?? []).map((p) => p.text ?? '').join(' ').trim(),
+      turns: contents.length,
+      imageCount: newestImages.length,
+      imageTypes: newestImages.map((p) => p.inlineData!.mimeType ?? ''),
+      imageSizes: metas.map((m) => ({ width: m?.width ?? 0, height: m?.height ?? 0 })),
+      totalImages: contents.flatMap((c) => c.parts ?? []).filter((p) => p.inlineData?.data && !p.thought).length,
+      signaturesReturned: modelTurns.flatMap((c) => c.parts ?? []).flatMap((p) => (p.thoughtSignature ? [p.thoughtSignature] : [])),
+      generationConfig: body.generationConfig ?? {},
+      apiKey,
+      status: 200,
+      at: Date.now(),
+    };
+    calls.push(call);
+    const responseId = `resp_standin_${++counter}`;
+    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
+      call.status = status;
+      sendJson(res, status, payload, headers);
+    };
+
+    if (!apiKey) return reply(403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    if (limiter && !limiter.admit()) {
+      return reply(
+        429,
+        googleError(429, 'RESOURCE_EXHAUSTED', 'Resource has been exhausted (e.g. check quota).', [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '1s' }]),
+        { 'retry-after': '1' },
+      );
+    }
+    const step = scripts.next(call.prompt);
+    if (options.latencyMs) await sleep(options.latencyMs);
+    if (step) {
+      call.status = step.status;
+      return sendStep(res, step, googleError(step.status, 'UNKNOWN', `scripted ${step.status}`));
+    }
+
+    if (contents.length === 0 || !newest || newest.role === 'model') {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', '* GenerateContentRequest.contents: contents is not specified'));
+    }
+    const config = body.generationConfig ?? {};
+    const imageConfig = (config.imageConfig ?? {}) as { aspectRatio?: string; imageSize?: string };
+    if (imageConfig.aspectRatio !== undefined && !ASPECT_RATIOS.includes(imageConfig.aspectRatio)) {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Unsupported aspect ratio: ${imageConfig.aspectRatio}`));
+    }
+    if (imageConfig.imageSize !== undefined) {
+      if (/^gemini-2\.5/.test(model)) return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Image size is not supported for this model.'));
+      if (!['512', '1K', '2K', '4K'].includes(imageConfig.imageSize)) return reply(400, googleError(400, 'INVALID_ARGUMENT', `Invalid image size: ${imageConfig.imageSize}. Use 1K, 2K or 4K (uppercase K).`));
+    }
+    // Gemini 3: every earlier model turn must come back with its signatures (first part, images).
+    if (strictSignatures.test(model)) {
+      for (const [i, content] of contents.entries()) {
+        if (content.role !== 'model') continue;
+        const parts = content.parts ?? [];
+        const firstAnswer = parts.findIndex((p) => !p.thought);
+        for (const [j, part] of parts.entries()) {
+          if (part.thought || (j !== firstAnswer && !part.inlineData)) continue;
+          if (!part.thoughtSignature || !issuedSignatures.has(part.thoughtSignature)) {
+            return reply(400, googleError(400, 'INVALID_ARGUMENT', `Image part is missing a thought_signature in content position ${i + 1}, part position ${j + 1}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.`));
+          }
+        }
+      }
+    }
+
+    // The image to edit: this turn's first image, else the model's latest output, else none.
+    let source: Buffer | undefined = buffers[0];
+    if (!source) {
+      for (const content of [...contents].reverse()) {
+        const part = [...(content.parts ?? [])].reverse().find((p) => p.inlineData?.data && !p.thought);
+        if (part) {
+          source = Buffer.from(part.inlineData!.data!, 'base64');
+          break;
+        }
+      }
+    }
+    let output: Buffer;
+    try {
+      if (source) output = await sharp(source).negate({ alpha: false }).png().toBuffer();
+      else {
+        const [w, h] = (imageConfig.aspectRatio ?? '1:1').split(':').map(Number) as [number, number];
+        const scale = 64 / Math.max(w, h);
+        const hue = [...call.prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
+        output = await sharp({ create: { width: Math.max(1, Math.round(w * scale)), height: Math.max(1, Math.round(h * scale)), channels: 3, background: `hsl(${hue}, 70%, 50%)` } }).png().toBuffer();
+      }
+    } catch {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting'));
+    }
+    const signature = () => {
+      const sig = Buffer.from(`standin-signature-${counter}-${Math.random().toString(36).slice(2)}`).toString('base64');
+      issuedSignatures.add(sig);
+      return sig;
+    };
+    const parts: Part[] = [];
+    if (thoughtImages.test(model)) {
+      const draft = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ff00ff' } }).png().toBuffer();
+      parts.push({ text: '**Planning the edit**\nI will adjust the colours as asked.', thought: true });
+      parts.push({ inlineData: { mimeType: 'image/png', data: draft.toString('base64') }, thought: true });
+    }
+    parts.push({ text: 'Here is the edited image.', thoughtSignature: signature() });
+    parts.push({ inlineData: { mimeType: 'image/png', data: output.toString('base64') }, thoughtSignature: signature() });
+    const imageTokens = /^gemini-2\.5/.test(model) ? 1290 : imageConfig.imageSize === '4K' ? 2000 : 1120;
+    const promptTokens = 12 + call.totalImages * 258 + contents.length * 4;
+    reply(200, {
+      candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', index: 0 }],
+      usageMetadata: {
+        promptTokenCount: promptTokens,
+        candidatesTokenCount: imageTokens + 6,
+        totalTokenCount: promptTokens + imageTokens + 6 + (thoughtImages.test(model) ? 120 : 0),
+        ...(thoughtImages.test(model) ? { thoughtsTokenCount: 120 } : {}),
+        promptTokensDetails: [{ modality: 'TEXT', tokenCount: promptTokens - call.totalImages * 258 }, ...(call.totalImages ? [{ modality: 'IMAGE', tokenCount: call.totalImages * 258 }] : [])],
+        candidatesTokensDetails: [
+          { modality: 'TEXT', tokenCount: 6 },
+          { modality: 'IMAGE', tokenCount: imageTokens },
+        ],
+      },
+      modelVersion: model,
+      responseId,
+    });
+  }
+
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://standin');
+    const match = /^\/(v1beta|v1|v1alpha)\/models\/([^:/]+):generateContent$/.exec(url.pathname);
+    if (req.method === 'POST' && match) {
+      handle(req, res, decodeURIComponent(match[2]!), url).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
+      });
+      return;
+    }
+    sendJson(res, 404, googleError(404, 'NOT_FOUND', `Invalid URL (${req.method} ${url.pathname})`));
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    baseURL: `http://127.0.0.1:${port}`,
+    calls,
+    script(match, steps, scriptOptions = {}) {
+      scripts.add(match, steps, scriptOptions);
+    },
+    callsFor(match) {
+      return calls.filter((c) => c.prompt.includes(match));
+    },
+    close: () => closeServer(server),
+  };
+}

@@ -1,0 +1,231 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import sharp from 'sharp';
+import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep } from './openai';
+
+// A local stand-in for an OpenAI-compatible chat-completions server shaped like OpenRouter
+// (`POST /api/v1/chat/completions`, also `/v1/chat/completions`), used through the real `openai`
+// SDK. With `modalities` including "image" it answers like OpenRouter's image models: the message's
+// `images[].image_url.url` holds a data URL (the first input image colour-inverted, or a solid colour
+// for a text-only prompt) and usage carries `cost`. Without it, it answers as a text model: that is
+// how prompt enhancement is tested (the rewrite is deterministic, see `rewrite`). Scripted faults per
+// prompt substring (the last user message's text): 429 with Retry-After, 402 credits, 403
+// moderation, 5xx, errors inside a 200 body, answers without an image, safety finish reasons,
+// malformed bodies, delays; an optional rate limit answers 429 above R requests/s.
+
+export type { FaultStep } from './openai';
+
+function orError(code: number, message: string, metadata?: Record<string, unknown>) {
+  return { error: { code, message, ...(metadata ? { metadata } : {}) } };
+}
+
+function completion(model: string, message: Record<string, unknown>, extra: { finish?: string; native?: string; usage?: Record<string, unknown> } = {}) {
+  return {
+    id: `gen-standin-${Math.random().toString(36).slice(2, 12)}`,
+    provider: 'Standin',
+    model,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    choices: [{ index: 0, logprobs: null, finish_reason: extra.finish ?? 'stop', native_finish_reason: extra.native ?? 'STOP', message: { role: 'assistant', refusal: null, reasoning: null, ...message } }],
+    usage: extra.usage ?? { prompt_tokens: 12, completion_tokens: 8, total_tokens: 20, cost: 0.00001 },
+  };
+}
+
+export const openrouterFaults = {
+  rateLimited: (retryAfterSeconds = 1): FaultStep => ({
+    status: 429,
+    headers: { 'retry-after': String(retryAfterSeconds) },
+    body: orError(429, 'Rate limit exceeded: free-models-per-min.', { headers: { 'X-RateLimit-Limit': '20', 'X-RateLimit-Remaining': '0' } }),
+  }),
+  insufficientCredits: (): FaultStep => ({
+    status: 402,
+    body: orError(402, 'This request requires more credits, or fewer max_tokens. You requested up to 1290 tokens, but can only afford 100.'),
+  }),
+  moderation: (): FaultStep => ({
+    status: 403,
+    body: orError(403, 'google/gemini-2.5-flash-image requires moderation on Google AI Studio. Your input was flagged for "violence/graphic".', {
+      reasons: ['violence/graphic'],
+      flagged_input: '...',
+      provider_name: 'Google AI Studio',
+      model_slug: 'google/gemini-2.5-flash-image',
+    }),
+  }),
+  serverError: (status = 502): FaultStep => ({ status, body: orError(status, 'Provider returned error') }),
+  /** HTTP 200 with an error instead of choices (OpenRouter relays some upstream failures so). */
+  errorInBody: (code = 502): FaultStep => ({ status: 200, body: orError(code, 'Upstream error from Google: overloaded') }),
+  badRequest: (message = 'Invalid request: messages must be a non-empty array'): FaultStep => ({ status: 400, body: orError(400, message) }),
+  /** HTTP 200, text and no image. */
+  noImage: (text = "I'd be happy to help! Could you tell me more about what you want?"): FaultStep => ({ status: 200, body: completion('standin', { content: text }) }),
+  /** HTTP 200, no image, a safety finish. */
+  contentFilter: (native = 'IMAGE_SAFETY'): FaultStep => ({ status: 200, body: completion('standin', { content: '' }, { finish: 'content_filter', native }) }),
+  malformed: (): FaultStep => ({ status: 200, raw: '{"id": "gen-1", "choices": [{"message": ' }),
+  slow: (delayMs: number): FaultStep => ({ status: 502, delayMs, body: orError(502, 'slow') }),
+};
+
+export interface ChatStandinCall {
+  model: string;
+  /** Text of the last user message. */
+  prompt: string;
+  /** Text of the system message, if any. */
+  system?: string;
+  messages: number;
+  imageCount: number;
+  /** MIME types of the input images (from their data URLs). */
+  imageTypes: string[];
+  imageSizes: { width: number; height: number }[];
+  modalities?: string[];
+  imageConfig?: Record<string, unknown>;
+  /** Other top-level fields sent (seed, temperature, ...). */
+  extra: Record<string, unknown>;
+  authorization: string;
+  status: number;
+  at: number;
+}
+
+export interface ChatStandin {
+  /** Base URL for the SDK (ends in /api/v1). */
+  baseURL: string;
+  calls: ChatStandinCall[];
+  script(match: string, steps: FaultStep[], options?: { repeat?: boolean }): void;
+  callsFor(match: string): ChatStandinCall[];
+  close(): Promise<void>;
+}
+
+export interface ChatStandinOptions {
+  port?: number;
+  latencyMs?: number;
+  /** Above this many requests in any sliding second: 429 with `retry-after: 1`. */
+  rateLimitPerSecond?: number;
+  /** Text-model answers (prompt enhancement); default `rewrite`. */
+  answer?: (prompt: string, imageCount: number, system: string | undefined) => string;
+}
+
+/** The stand-in's text answer: the instruction made explicit, deterministic for tests. */
+export function rewrite(prompt: string, imageCount: number): string {
+  const instruction = prompt.replace(/^[\s\S]*?Instruction:\s*/i, '').trim();
+  const seen = imageCount ? ` (looking at ${imageCount} image${imageCount > 1 ? 's' : ''})` : '';
+  return `Precisely: ${instruction}; keep everything else unchanged${seen}.`;
+}
+
+interface MessageIn {
+  role?: string;
+  content?: string | { type?: string; text?: string; image_url?: { url?: string } }[];
+}
+
+function textOf(message: MessageIn | undefined): string {
+  if (!message) return '';
+  if (typeof message.content === 'string') return message.content;
+  return (message.content ?? []).map((part) => (part.type === 'text' ? (part.text ?? '') : '')).join(' ').trim();
+}
+
+export async function startOpenRouterStandin(options: ChatStandinOptions = {}): Promise<ChatStandin> {
+  const calls: ChatStandinCall[] = [];
+  const scripts = new FaultScripts();
+  const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const authorization = String(req.headers.authorization ?? '');
+    let body: { model?: string; messages?: MessageIn[]; modalities?: string[]; image_config?: Record<string, unknown>; [key: string]: unknown };
+    try {
+      body = JSON.parse((await readBody(req)).toString('utf8')) as typeof body;
+    } catch {
+      return sendJson(res, 400, orError(400, 'Invalid JSON in request body'));
+    }
+    const messages = Array.isArray(body.messages) ? body.messages : [];
+    const lastUser = [...messages].reverse().find((m) => m.role === 'user');
+    const system = messages.find((m) => m.role === 'system');
+    const imageUrls = (Array.isArray(lastUser?.content) ? lastUser.content : []).flatMap((part) => (part.type === 'image_url' && part.image_url?.url ? [part.image_url.url] : []));
+    const decoded = imageUrls.map((url) => {
+      const m = /^data:([^;,]+);base64,(.*)$/s.exec(url);
+      return m ? { type: m[1]!, data: Buffer.from(m[2]!, 'base64') } : { type: 'url', data: undefined };
+    });
+    const metas = await Promise.all(decoded.map((d) => (d.data ? sharp(d.data).metadata().catch(() => undefined) : undefined)));
+    const { model: _m, messages: _msgs, modalities, image_config, ...extra } = body;
+    const call: ChatStandinCall = {
+      model: String(body.model ?? ''),
+      prompt: textOf(lastUser),
+      ...(system ? { system: textOf(system) } : {}),
+      messages: messages.length,
+      imageCount: imageUrls.length,
+      imageTypes: decoded.map((d) => d.type),
+      imageSizes: metas.map((m) => ({ width: m?.width ?? 0, height: m?.height ?? 0 })),
+      ...(modalities ? { modalities } : {}),
+      ...(image_config ? { imageConfig: image_config } : {}),
+      extra,
+      authorization,
+      status: 200,
+      at: Date.now(),
+    };
+    calls.push(call);
+    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
+      call.status = status;
+      sendJson(res, status, payload, headers);
+    };
+
+    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length) return reply(401, orError(401, 'No auth credentials found'));
+    if (limiter && !limiter.admit()) return reply(429, orError(429, 'Rate limit exceeded (stand-in)'), { 'retry-after': '1' });
+    const step = scripts.next(call.prompt);
+    if (options.latencyMs) await sleep(options.latencyMs);
+    if (step) {
+      call.status = step.status;
+      return sendStep(res, step, orError(step.status, `scripted ${step.status}`));
+    }
+    if (!call.model) return reply(400, orError(400, 'No model specified'));
+    if (messages.length === 0 || !lastUser) return reply(400, orError(400, 'Invalid request: messages must contain a user message'));
+    if (decoded.some((d) => d.data && !metas[decoded.indexOf(d)])) return reply(400, orError(400, 'Invalid image in image_url: could not decode'));
+
+    const wantsImage = Array.isArray(modalities) && modalities.includes('image');
+    if (!wantsImage) {
+      const text = (options.answer ?? rewrite)(call.prompt, call.imageCount, call.system);
+      return reply(200, completion(call.model, { content: text }, { usage: { prompt_tokens: 40 + call.imageCount * 258, completion_tokens: 24, total_tokens: 64 + call.imageCount * 258, cost: 0.00002 } }));
+    }
+    const source = decoded[0]?.data;
+    let output: Buffer;
+    if (source) output = await sharp(source).negate({ alpha: false }).png().toBuffer();
+    else {
+      const ratio = String(image_config?.aspect_ratio ?? '1:1');
+      const [w, h] = ratio.split(':').map(Number) as [number, number];
+      const scale = 64 / Math.max(w || 1, h || 1);
+      const hue = [...call.prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
+      output = await sharp({ create: { width: Math.max(1, Math.round((w || 1) * scale)), height: Math.max(1, Math.round((h || 1) * scale)), channels: 3, background: `hsl(${hue}, 70%, 50%)` } })
+        .png()
+        .toBuffer();
+    }
+    const promptTokens = 12 + call.imageCount * 258;
+    reply(
+      200,
+      completion(
+        call.model,
+        { content: modalities.includes('text') ? 'Here is your edited image.' : null, images: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${output.toString('base64')}` }, index: 0 }] },
+        { usage: { prompt_tokens: promptTokens, completion_tokens: 1296, total_tokens: promptTokens + 1296, cost: 0.0387, prompt_tokens_details: { image_tokens: call.imageCount * 258 }, completion_tokens_details: { image_tokens: 1290, reasoning_tokens: 0 } } },
+      ),
+    );
+  }
+
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    if (req.method === 'POST' && (path === '/api/v1/chat/completions' || path === '/v1/chat/completions')) {
+      handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, orError(500, `stand-in failure: ${(err as Error).message}`));
+      });
+      return;
+    }
+    sendJson(res, 404, orError(404, `Not Found (${req.method} ${path})`));
+  });
+  server.keepAliveTimeout = 1000;
+  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+
+  return {
+    baseURL: `http://127.0.0.1:${port}/api/v1`,
+    calls,
+    script(match, steps, scriptOptions = {}) {
+      scripts.add(match, steps, scriptOptions);
+    },
+    callsFor(match) {
+      return calls.filter((c) => c.prompt.includes(match));
+    },
+    close: () => closeServer(server),
+  };
+}
