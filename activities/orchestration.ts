@@ -133,6 +133,7 @@ export function createOrchestrationActivities() {
             instructionKey: input.instructionKey,
             imageKey: input.imageKey,
             conversationKey: input.conversationKey,
+            maskKey: input.maskKey,
             blobDir: join(runMetaDir(input.outputDir), 'blobs'),
           },
           (h) => (header = h),
@@ -227,17 +228,22 @@ export function createOrchestrationActivities() {
      * Writes results.csv and results.jsonl from the plan and the ledger: every input row exactly
      * once, ok / failed / pending, whichever run or filter produced it.
      */
-    async writeResults(args: { runId: string; outputDir: string; outputCsv?: string }): Promise<DatasetRunSummary> {
+    async writeResults(args: { runId: string; outputDir: string; outputCsv?: string; instructionEnhanced?: boolean }): Promise<DatasetRunSummary> {
       const meta = await readPlanMeta(args.outputDir);
       const paths = resultsPaths(args);
       await mkdir(dirname(paths.csv), { recursive: true });
       const suffix = `.tmp-${process.pid}`;
-      const inputColumns = meta.columns.filter((c) => !(RESULT_COLUMNS as readonly string[]).includes(c));
+      const resultColumns: string[] = [...(args.instructionEnhanced ? ['instruction_enhanced'] : []), ...RESULT_COLUMNS];
+      const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
       const csvFile = createWriteStream(paths.csv + suffix);
       const jsonlFile = createWriteStream(paths.jsonl + suffix);
-      const csv = stringify({ header: true, columns: [...inputColumns, ...RESULT_COLUMNS] });
+      const csv = stringify({ header: true, columns: [...inputColumns, ...resultColumns] });
       csv.pipe(csvFile);
       const counts = { total: 0, ok: 0, failed: 0, pending: 0 };
+      const failedByType: Record<string, number> = {};
+      const usage: Record<string, number> = {};
+      let attempts = 0;
+      let costUsd = 0;
       const attempted = await ledgerIndexes(args.outputDir);
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
@@ -248,14 +254,28 @@ export function createOrchestrationActivities() {
             const status = done ? 'ok' : entry?.status === 'failed' ? 'failed' : 'pending';
             counts.total += 1;
             counts[status] += 1;
+            if (status === 'failed') failedByType[entry?.errorType ?? 'Error'] = (failedByType[entry?.errorType ?? 'Error'] ?? 0) + 1;
+            attempts += entry?.attempts ?? 0;
+            costUsd += entry?.costUsd ?? 0;
+            for (const [k, v] of Object.entries(entry?.usage ?? {})) usage[k] = (usage[k] ?? 0) + v;
             const outputs = done?.outputImages ?? [];
             const error = status === 'failed' ? `${entry?.errorType ?? 'Error'}: ${entry?.error ?? ''}` : '';
             // CSV: one path; the last turn's for multi-turn rows, a JSON list for several images.
             const outputCell = outputs.length === 0 ? '' : row.turns.length > 1 || outputs.length === 1 ? outputs[outputs.length - 1]! : JSON.stringify(outputs);
             const cells: Record<string, string> = {};
             for (const column of inputColumns) cells[column] = csvCell(row.record[column]);
-            if (!csv.write({ ...cells, output_image: outputCell, status, error })) await once(csv, 'drain');
-            lines.push(JSON.stringify({ ...row.record, output_image: outputs, status, error }));
+            const enhanced = args.instructionEnhanced ? { instruction_enhanced: entry?.instructionEnhanced ?? '' } : {};
+            if (!csv.write({ ...cells, ...enhanced, output_image: outputCell, status, error })) await once(csv, 'drain');
+            const metrics = entry
+              ? {
+                  attempts: entry.attempts ?? null,
+                  request_id: entry.requestIds?.at(-1) ?? null,
+                  latency_ms: entry.latencyMs ?? null,
+                  usage: entry.usage ?? null,
+                  cost_usd: entry.costUsd ?? null,
+                }
+              : {};
+            lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics }));
           }
           if (lines.length && !jsonlFile.write(`${lines.join('\n')}\n`)) await once(jsonlFile, 'drain');
         }
@@ -271,7 +291,7 @@ export function createOrchestrationActivities() {
         await rm(paths.jsonl + suffix, { force: true });
         throw err;
       }
-      return { runId: args.runId, resultsCsv: paths.csv, resultsJsonl: paths.jsonl, ...counts };
+      return { runId: args.runId, resultsCsv: paths.csv, resultsJsonl: paths.jsonl, ...counts, failedByType, attempts, costUsd, usage };
     },
   };
 }

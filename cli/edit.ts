@@ -11,13 +11,13 @@ import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, 
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
-import { BACKENDS } from '../workers';
+import { BACKEND_ENV, BACKENDS } from '../workers';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
-import { openSession, workflowUiUrl, type Session } from './session';
+import { openSession, setQueueRateLimit, workflowUiUrl, type Session } from './session';
 
 export const ExitCodes = { ok: 0, usage: 1, rowsFailed: 2, interrupted: 130 } as const;
 
@@ -57,6 +57,19 @@ export interface EditOptions {
   negativePrompt?: string;
   gpus?: string;
   batchSize?: number;
+  // provider parameters
+  background?: string;
+  outputFormat?: string;
+  outputCompression?: number;
+  inputFidelity?: string;
+  moderation?: string;
+  aspectRatio?: string;
+  imageSize?: string;
+  maskKey?: string;
+  promptEnhance?: string;
+  promptEnhanceImages?: boolean;
+  baseUrl?: string;
+  rpm?: number;
 }
 
 /** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
@@ -134,7 +147,15 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   const params: ModelParams = {
     ...(options.size ? { size: options.size } : {}),
     ...(options.quality ? { quality: options.quality } : {}),
+    ...(options.background ? { background: options.background } : {}),
+    ...(options.outputFormat ? { outputFormat: options.outputFormat } : {}),
+    ...(options.outputCompression !== undefined ? { outputCompression: options.outputCompression } : {}),
+    ...(options.inputFidelity ? { inputFidelity: options.inputFidelity } : {}),
+    ...(options.moderation ? { moderation: options.moderation } : {}),
+    ...(options.aspectRatio ? { aspectRatio: options.aspectRatio } : {}),
+    ...(options.imageSize ? { imageSize: options.imageSize } : {}),
   };
+  const promptEnhance = options.promptEnhance ? { model: options.promptEnhance, withImages: !!options.promptEnhanceImages } : undefined;
   const backend = options.backend as Backend;
   const encoding = { jpegQuality: options.jpegQuality, webpQuality: options.webpQuality };
   // Everything that decides what the outputs are goes into the run id; what only tunes execution
@@ -155,6 +176,8 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
         numImages: options.numImages,
         encoding,
         ...(gpu ? { gpu: { modelType: gpu.modelType, seed: gpu.seed, params: gpu.params } } : {}),
+        maskKey: options.maskKey,
+        promptEnhance,
       },
     });
   const badRunId = validateRunId(runId);
@@ -177,6 +200,9 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(options.filterRows !== undefined ? { filterRows: options.filterRows } : {}),
       numImages: options.numImages,
       encoding,
+      ...(options.maskKey ? { maskKey: options.maskKey } : {}),
+      ...(promptEnhance ? { promptEnhance } : {}),
+      ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
       window: options.window,
       retry: {
         maxAttempts: options.maxRetries + 1,
@@ -192,8 +218,13 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
 }
 
 export function describeSummary(summary: DatasetRunSummary): string {
+  const tokens = summary.usage.totalTokens ?? (summary.usage.inputTokens ?? 0) + (summary.usage.outputTokens ?? 0);
   return [
     `rows: ${summary.total}  ok: ${summary.ok}  failed: ${summary.failed}${summary.pending ? `  pending: ${summary.pending}` : ''}`,
+    ...Object.entries(summary.failedByType)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([type, n]) => `  failed ${type}: ${n}`),
+    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: $${summary.costUsd.toFixed(4)}`,
     `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }
@@ -271,11 +302,20 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach. */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
   const input = buildWorkflowInput(options);
+  if (options.baseUrl) {
+    if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
+    if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {
+      throw new UsageError(`--base-url reaches only in-process workers: set ${BACKEND_ENV[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`);
+    }
+    // Base URLs, like keys, live in the worker's environment, never in the workflow input.
+    process.env[BACKEND_ENV[input.backend].baseUrl] = options.baseUrl;
+  }
   const session = await openSession({
     stateDir: options.stateDir,
     withWorkers: options.withWorkers,
     mayStartServer: !options.detach,
     concurrency: options.concurrency,
+    ...(input.rateLimitPerSecond ? { rateLimitPerSecond: input.rateLimitPerSecond } : {}),
     // In-process workers serve only what this run needs, so no other provider's key is asked for.
     queues: [ORCHESTRATOR_QUEUE, ...(input.backend === 'diffusers' ? [] : [providerQueue(input.backend)])],
     ...(input.gpu ? { gpuWorker: { args: gpuWorkerArgs(options, input), processes: gpuProcessCount(options.gpus) } } : {}),
@@ -286,6 +326,10 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       throw new UsageError('--detach needs a server that outlives this command: set TEMPORAL_ADDRESS, or run `npx atelier server` (and `npx atelier worker`)');
     }
     if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
+    if (input.rateLimitPerSecond && input.backend !== 'diffusers') {
+      const shared = await setQueueRateLimit(session, providerQueue(input.backend), input.rateLimitPerSecond);
+      io.err(`rate limit: ${options.rpm} calls/min on ${providerQueue(input.backend)}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`);
+    }
     await registerRun(resolve(options.stateDir), input);
     await startRun(session, input, io);
     if (options.detach) {

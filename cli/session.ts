@@ -22,6 +22,7 @@ export interface SessionOptions {
   mayStartServer: boolean;
   queues?: readonly string[];
   concurrency?: number;
+  rateLimitPerSecond?: number;
   /** Python GPU worker processes to start with the in-process workers (`--backend diffusers`). */
   gpuWorker?: { args: string[]; processes: number };
   log?: (line: string) => void;
@@ -119,6 +120,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         env: process.env,
         ...(options.queues ? { queues: options.queues } : {}),
         ...(options.concurrency ? { concurrency: options.concurrency } : {}),
+        ...(options.rateLimitPerSecond ? { rateLimitPerSecond: options.rateLimitPerSecond } : {}),
         workerOptions: { shutdownGraceTime: '5 seconds' },
       });
       const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
@@ -165,4 +167,24 @@ export async function openSession(options: SessionOptions): Promise<Session> {
 export function workflowUiUrl(session: Session, workflowId: string): string | undefined {
   if (!session.uiUrl) return undefined;
   return `${session.uiUrl}/namespaces/${encodeURIComponent(session.namespace)}/workflows/${encodeURIComponent(workflowId)}`;
+}
+
+/**
+ * Sets a provider queue's rate limit on the server (UpdateTaskQueueConfig), so every worker of the
+ * queue, on any machine, shares one limit. Returns false where the server does not support it (the
+ * in-process workers then enforce the limit with maxTaskQueueActivitiesPerSecond).
+ */
+export async function setQueueRateLimit(session: Session, taskQueue: string, requestsPerSecond: number): Promise<boolean> {
+  try {
+    await session.client.workflowService.updateTaskQueueConfig({
+      namespace: session.namespace,
+      identity: 'atelier-cli',
+      taskQueue,
+      taskQueueType: 2, // TASK_QUEUE_TYPE_ACTIVITY
+      updateQueueRateLimit: { rateLimit: { requestsPerSecond }, reason: `atelier --rpm ${Math.round(requestsPerSecond * 60)}` },
+    });
+    return true;
+  } catch {
+    return false;
+  }
 }

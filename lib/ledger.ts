@@ -24,7 +24,14 @@ export interface LedgerEntry {
   attempts?: number;
   requestIds?: string[];
   latencyMs?: number;
+  /** Token counts as the provider reports them, summed over attempts and turns. */
   usage?: Record<string, number>;
+  /** Estimated from the model's published prices (activities/providers/models.ts). */
+  costUsd?: number;
+  /** Provider facts worth keeping (remaining quota headers, ...). */
+  info?: Record<string, string | number>;
+  /** The instruction as --prompt-enhance rewrote it (turns joined by " → "). */
+  instructionEnhanced?: string;
   finishedAt: string;
 }
 

@@ -25,6 +25,8 @@ export interface PlanRow {
   turns: string[];
   /** Input images; none for a text-to-image row. */
   images: ImageRef[];
+  /** Edit mask for the first image (--mask-key). */
+  mask?: ImageRef;
   /** Where the row's outputs go (one per image or per turn). */
   outputs: OutputTarget[];
   /** A problem found while planning (bad output name, say): the row fails with it, no provider call. */

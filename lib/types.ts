@@ -108,6 +108,11 @@ export interface DatasetWorkflowInput {
   imageCacheDir?: string;
   /** Required with backend diffusers. */
   gpu?: GpuRunSettings;
+  /** Edit-mask column (a PNG whose transparent pixels mark the area to edit). */
+  maskKey?: string;
+  promptEnhance?: PromptEnhanceSettings;
+  /** Model calls per second for this provider's whole task queue, shared by every worker (--rpm / 60). */
+  rateLimitPerSecond?: number;
   /** Row children in flight at once. */
   window: number;
   retry: RowRetrySettings;
@@ -212,6 +217,14 @@ export interface RowTask {
   encoding: OutputEncoding;
   imageCacheDir: string;
   gpu?: GpuRunSettings;
+  promptEnhance?: PromptEnhanceSettings;
+}
+
+/** `--prompt-enhance <model>`: an OpenAI-compatible chat model rewrites each instruction first. */
+export interface PromptEnhanceSettings {
+  model: string;
+  /** Show it the row's input images too. */
+  withImages: boolean;
 }
 
 export type RowStatus = 'ok' | 'failed';
@@ -274,6 +287,12 @@ export interface DatasetRunSummary extends RunCounts {
   runId: string;
   resultsCsv: string;
   resultsJsonl: string;
+  /** Failed rows by class. */
+  failedByType: Record<string, number>;
+  /** Summed over the rows' ledger entries. */
+  attempts: number;
+  costUsd: number;
+  usage: Record<string, number>;
 }
 
 export interface ProgressSnapshot {

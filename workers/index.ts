@@ -2,7 +2,11 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { createModelActivities } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
+import { createGeminiProvider } from '../activities/providers/gemini';
+import { createModelScopeProvider } from '../activities/providers/modelscope';
 import { createOpenAIProvider } from '../activities/providers/openai';
+import { createOpenRouterProvider } from '../activities/providers/openrouter';
+import { createPromptEnhancer, type PromptEnhancer } from '../activities/providers/promptEnhance';
 import type { ImageEditProvider } from '../activities/providers/provider';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
 import { UsageError } from '../lib/errors';
@@ -10,7 +14,15 @@ import type { ApiBackend } from '../lib/types';
 import { workflowCodeOption } from './bundle';
 
 /** Cloud backends served here (diffusers is served by the Python GPU workers). */
-export const BACKENDS: readonly ApiBackend[] = ['openai'];
+export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope'];
+
+/** Where each backend's key and base URL come from (the worker's environment, nowhere else). */
+export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }> = {
+  openai: { keys: ['OPENAI_API_KEY'], baseUrl: 'OPENAI_BASE_URL' },
+  gemini: { keys: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'], baseUrl: 'GEMINI_BASE_URL' },
+  openrouter: { keys: ['OPENROUTER_API_KEY'], baseUrl: 'OPENROUTER_BASE_URL' },
+  modelscope: { keys: ['MODELSCOPE_API_KEY'], baseUrl: 'MODELSCOPE_BASE_URL' },
+};
 
 /** Names of every queue `atelier worker` can serve. */
 export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...BACKENDS.map(providerQueue)];
@@ -24,25 +36,46 @@ export interface WorkerSetOptions {
   env: NodeJS.ProcessEnv;
   /** Model calls in flight per provider worker. */
   concurrency?: number;
+  /** Model calls per second for each provider queue, enforced by the server for all its workers. */
+  rateLimitPerSecond?: number;
   /** Extra Worker options (tests shorten shutdown grace, for instance). */
   workerOptions?: Partial<WorkerOptions>;
 }
 
 /** Builds the provider adapter for a backend from the worker environment (keys never leave it). */
 export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): ImageEditProvider {
-  switch (backend) {
-    case 'openai': {
-      const apiKey = env.OPENAI_API_KEY;
-      if (!apiKey) {
-        throw new UsageError(
-          'OPENAI_API_KEY is not set in the worker environment; export it (and OPENAI_BASE_URL for an OpenAI-compatible server) before starting the worker, or run `npx atelier demo` to try the bundled stand-in',
-        );
-      }
-      return createOpenAIProvider({ apiKey, baseURL: env.OPENAI_BASE_URL || undefined });
-    }
-    default:
-      throw new UsageError(`backend ${backend} is not available in this version`);
+  const names = BACKEND_ENV[backend];
+  const apiKey = names.keys.map((k) => env[k]).find((v) => v);
+  if (!apiKey) {
+    throw new UsageError(
+      `${names.keys.join(' or ')} is not set in the worker environment; export it (and ${names.baseUrl} to reach another server) before starting the worker` +
+        (backend === 'openai' ? ', or run `npx atelier demo` to try the bundled stand-in' : ''),
+    );
   }
+  const baseURL = env[names.baseUrl] || undefined;
+  switch (backend) {
+    case 'openai':
+      return createOpenAIProvider({ apiKey, baseURL });
+    case 'gemini':
+      return createGeminiProvider({ apiKey, baseURL });
+    case 'openrouter':
+      return createOpenRouterProvider({ apiKey, baseURL });
+    case 'modelscope': {
+      // How often a submitted task is polled (ModelScope suggests a few seconds).
+      const poll = Number(env.MODELSCOPE_POLL_INTERVAL_MS);
+      return createModelScopeProvider({ apiKey, baseURL, ...(poll > 0 ? { pollIntervalMs: poll } : {}) });
+    }
+  }
+}
+
+/** The optional prompt enhancer: an OpenAI-compatible chat model, keyed from the worker environment. */
+export function promptEnhancerFromEnv(model: string, env: NodeJS.ProcessEnv): PromptEnhancer {
+  const apiKey = env.PROMPT_ENHANCE_API_KEY || env.OPENROUTER_API_KEY || env.OPENAI_API_KEY;
+  if (!apiKey) {
+    throw new UsageError('--prompt-enhance needs PROMPT_ENHANCE_API_KEY (or OPENROUTER_API_KEY / OPENAI_API_KEY) in the worker environment');
+  }
+  const baseURL = env.PROMPT_ENHANCE_BASE_URL || (env.PROMPT_ENHANCE_API_KEY ? undefined : env.OPENROUTER_API_KEY ? env.OPENROUTER_BASE_URL || 'https://openrouter.ai/api/v1' : env.OPENAI_BASE_URL) || undefined;
+  return createPromptEnhancer({ apiKey, baseURL, model });
 }
 
 /** Creates the workers for the chosen queues; run them with `Promise.all(workers.map(w => w.run()))`. */
@@ -71,8 +104,9 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
       await Worker.create({
         ...common,
         taskQueue: providerQueue(provider.backend),
-        activities: createModelActivities(provider),
+        activities: createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env) }),
         maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
+        ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),
       }),
     );
   }

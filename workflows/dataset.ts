@@ -61,6 +61,15 @@ async function planRunOrExplain(input: DatasetWorkflowInput): Promise<PlanRunRes
   }
 }
 
+function resultsArgs(input: DatasetWorkflowInput) {
+  return {
+    runId: input.runId,
+    outputDir: input.outputDir,
+    ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
+    ...(input.promptEnhance ? { instructionEnhanced: true } : {}),
+  };
+}
+
 function sum(counts: Record<string, number>): number {
   return Object.values(counts).reduce((a, b) => a + b, 0);
 }
@@ -244,6 +253,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
                 encoding: input.encoding,
                 imageCacheDir: input.imageCacheDir!,
                 ...(input.gpu ? { gpu: input.gpu } : {}),
+                ...(input.promptEnhance ? { promptEnhance: input.promptEnhance } : {}),
               },
               retry: input.retry,
               ...(input.searchAttributes ? { searchAttributes: true } : {}),
@@ -325,11 +335,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     await condition(allHandlersFinished);
     phase = 'writing-results';
     refreshDetails();
-    const summary = await writeResults({
-      runId: input.runId,
-      outputDir: input.outputDir,
-      ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
-    });
+    const summary = await writeResults(resultsArgs(input));
     phase = 'done';
     upsertCounts(true);
     refreshDetails();
@@ -340,7 +346,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       // leaves the results table consistent with the ledger.
       await CancellationScope.nonCancellable(async () => {
         await Promise.all([...inFlight].map((i) => getExternalWorkflowHandle(rowWorkflowId(input.runId, i)).cancel().catch(() => undefined)));
-        if (state) await writeResults({ runId: input.runId, outputDir: input.outputDir, ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}) });
+        if (state) await writeResults(resultsArgs(input));
       });
     }
     throw err;

@@ -13,6 +13,7 @@ export interface DatasetRow {
   /** Instructions in order: one for a plain edit, several for a multi-turn row. */
   turns: string[];
   images: ImageRef[];
+  mask?: ImageRef;
   /** The input record, JSON-safe, for the results tables. */
   record: Record<string, unknown>;
 }
@@ -23,6 +24,8 @@ export interface DatasetReadOptions {
   conversationKey?: string | undefined;
   /** Folder for images embedded in the dataset (Parquet bytes), content-addressed. */
   blobDir: string;
+  /** Column holding each row's edit mask (optional per row). */
+  maskKey?: string | undefined;
 }
 
 export interface DatasetHeader {
@@ -102,4 +105,20 @@ export class IndexTracker {
     this.seen.set(index, where);
     return index;
   }
+}
+
+/** The mask column must exist when one is named; an empty cell means "no mask" for that row. */
+export function requireMaskColumn(columns: string[], file: string, maskKey: string | undefined): void {
+  if (maskKey && !columns.includes(maskKey)) {
+    throw new DatasetError(`${file}: no "${maskKey}" column (--mask-key); columns are: ${columns.join(', ')}`);
+  }
+}
+
+/** A mask cell as one image reference, if the row has one. */
+export function maskRef(cell: unknown, where: string, datasetPath: string): ImageRef | undefined {
+  if (cell === undefined || cell === null) return undefined;
+  if (typeof cell !== 'string') throw new DatasetError(`${where}: a mask must be one image path or URL`);
+  const [first, ...rest] = parseImageCell(cell, where);
+  if (rest.length > 0) throw new DatasetError(`${where}: a row takes one mask, not ${rest.length + 1}`);
+  return first === undefined ? undefined : toImageRef(first, datasetPath);
 }

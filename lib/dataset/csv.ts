@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'csv-parse';
 import { DatasetError } from '../errors';
-import { IndexTracker, parseImageCell, pickImageKey, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
+import { IndexTracker, maskRef, parseImageCell, pickImageKey, requireMaskColumn, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
 
 /**
  * Streams a CSV dataset. Structural problems (bad quoting, ragged rows, a missing column, a bad or
@@ -29,6 +29,7 @@ export async function* readCsvDataset(
             `${file}: no "${options.instructionKey}" column (set another with --instruction-key); columns are: ${columns.join(', ')}`,
           );
         }
+        requireMaskColumn(columns, file, options.maskKey);
         header = { columns, imageKey: pickImageKey(columns, file, options.imageKey), instructionKey: options.instructionKey };
         onHeader?.(header);
       }
@@ -39,7 +40,8 @@ export async function* readCsvDataset(
       const images = parseImageCell(record[imageKey] ?? '', `${file}: line ${info.lines}, column "${imageKey}"`).map((v) =>
         toImageRef(v, file),
       );
-      yield { position, index, where, turns: [(record[header.instructionKey] ?? '').trim()], images, record };
+      const mask = options.maskKey ? maskRef(record[options.maskKey], `${file}: line ${info.lines}, column "${options.maskKey}"`, file) : undefined;
+      yield { position, index, where, turns: [(record[header.instructionKey] ?? '').trim()], images, ...(mask ? { mask } : {}), record };
       position += 1;
     }
   } catch (err) {

@@ -3,7 +3,7 @@ import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import { IMAGE_COLUMN_CANDIDATES } from '../constants';
 import { DatasetError } from '../errors';
-import { IndexTracker, parseImageCell, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
+import { IndexTracker, maskRef, parseImageCell, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
 
 // DataFlow-style JSONL: {"images": "a.png" | ["a.png", "b.png"], "conversations": [{"role": "user",
 // "content": "..."}, ...]}. Every user turn is one instruction; several make a multi-turn row, each
@@ -89,7 +89,8 @@ export async function* readJsonlDataset(
       if (imageKey !== undefined && rec[imageKey] !== undefined) imageKeySeen = true;
       const images = imageKey ? imagesOf(rec[imageKey], where, imageKey, file) : [];
       const index = indexes.take(rec.index, position, where);
-      yield { position, index, where: `${name} line ${lineNo}`, turns, images, record: rec };
+      const mask = options.maskKey ? maskRef(rec[options.maskKey], `${where}, "${options.maskKey}"`, file) : undefined;
+      yield { position, index, where: `${name} line ${lineNo}`, turns, images, ...(mask ? { mask } : {}), record: rec };
       position += 1;
     }
   } catch (err) {

@@ -7,7 +7,7 @@ import { compressors } from 'hyparquet-compressors';
 import { writeFileAtomic } from '../atomicFile';
 import { DatasetError } from '../errors';
 import type { ImageRef } from '../plan';
-import { IndexTracker, parseImageCell, pickImageKey, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
+import { IndexTracker, parseImageCell, pickImageKey, requireMaskColumn, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
 
 // Parquet datasets: one file, or a directory of *.parquet shards read in sorted order, one row group
 // at a time (memory stays bounded by the largest row group). Image columns may hold paths/URLs,
@@ -136,6 +136,7 @@ export async function* readParquetDataset(
         throw new DatasetError(`${file}: no "${options.instructionKey}" column (set another with --instruction-key); columns are: ${columns.join(', ')}`);
       }
       const imageKey = pickImageKey(columns, file, options.imageKey, EXTRA_IMAGE_KEYS);
+      requireMaskColumn(columns, file, options.maskKey);
       if (!header) {
         header = { columns, imageKey, instructionKey: options.instructionKey };
         onHeader?.(header);
@@ -167,10 +168,13 @@ export async function* readParquetDataset(
             throw new DatasetError(`${where}, column "${options.instructionKey}": expected text, got ${typeof instruction}`);
           }
           const { refs, shown } = await imageCell(row[imageKey], file, `${where}, column "${imageKey}"`, options.blobDir);
+          const mask = options.maskKey ? (await imageCell(row[options.maskKey], file, `${where}, column "${options.maskKey}"`, options.blobDir)).refs : [];
+          if (mask.length > 1) throw new DatasetError(`${where}, column "${options.maskKey}": a row takes one mask`);
           const record = jsonSafe(row) as Record<string, unknown>;
+          if (options.maskKey && mask.length) record[options.maskKey] = `mask:${basename(mask[0]!.source)}`;
           record[imageKey] = shown.length === 0 ? null : shown.length === 1 ? shown[0] : shown;
           const index = indexes.take(row.index, position, where);
-          yield { position, index, where: `${shard} row ${rowInFile}`, turns: [(instruction ?? '').trim()], images: refs, record };
+          yield { position, index, where: `${shard} row ${rowInFile}`, turns: [(instruction ?? '').trim()], images: refs, ...(mask[0] ? { mask: mask[0] } : {}), record };
           position += 1;
         }
         groupStart += groupRows;

@@ -1,0 +1,61 @@
+#!/usr/bin/env node
+// The whole test suite, as `npm test` (and so CI) runs it: build, type-check, the TypeScript tests
+// (vitest: unit, workflow, CLI and cross-language tests on real dev servers) and the Python GPU
+// worker's tests (pytest, CPU, in a cached venv). Ends with one "N passed, N failed" line.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+
+function step(title, command, args, options = {}) {
+  process.stdout.write(`\n=== ${title}\n`);
+  const started = Date.now();
+  const result = spawnSync(command, args, { cwd: root, stdio: 'inherit', ...options });
+  process.stdout.write(`=== ${title}: exit ${result.status} in ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+  return result.status ?? 1;
+}
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+
+if (step('build', process.execPath, [join(root, 'scripts', 'build.mjs')]) !== 0) process.exit(1);
+if (step('type-check', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']) !== 0) process.exit(1);
+// The cross-language tests need the GPU worker's venv; building it here keeps test timings honest.
+if (step('gpu-workers venv', 'bash', [join(root, 'gpu-workers', 'scripts', 'setup-venv.sh')]) !== 0) process.exit(1);
+
+const work = mkdtempSync(join(tmpdir(), 'atelier-test-'));
+const vitestJson = join(work, 'vitest.json');
+const vitestCode = step('vitest', bin('vitest'), ['run', '--reporter=default', '--reporter=./test/helpers/plainSummaryReporter.ts', '--reporter=json', `--outputFile.json=${vitestJson}`]);
+try {
+  const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
+  passed += report.numPassedTests;
+  failed += report.numFailedTests + (report.numTotalTestSuites > 0 && report.success === false && report.numFailedTests === 0 ? 1 : 0);
+  skipped += report.numPendingTests + report.numTodoTests;
+} catch {
+  failed += 1; // vitest did not report: count it as a failure
+}
+
+const junit = join(work, 'pytest.xml');
+const pytestCode = step('pytest (gpu-workers)', 'bash', [join(root, 'gpu-workers', 'scripts', 'test.sh'), '-q', `--junitxml=${junit}`]);
+try {
+  const xml = readFileSync(junit, 'utf8');
+  const suite = /<testsuite\b[^>]*>/.exec(xml)?.[0] ?? '';
+  const attr = (name) => Number(new RegExp(`${name}="(\\d+)"`).exec(suite)?.[1] ?? 0);
+  const pyFailed = attr('failures') + attr('errors');
+  const pySkipped = attr('skipped');
+  passed += attr('tests') - pyFailed - pySkipped;
+  failed += pyFailed;
+  skipped += pySkipped;
+} catch {
+  failed += 1;
+}
+rmSync(work, { recursive: true, force: true });
+
+const ok = vitestCode === 0 && pytestCode === 0 && failed === 0;
+process.stdout.write(`\ntotal: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}\n`);
+process.exit(ok ? 0 : 1);

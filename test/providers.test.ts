@@ -1,0 +1,192 @@
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { parse } from 'csv-parse/sync';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readLedgerEntry } from '../lib/ledger';
+import { findTemporalCli } from '../lib/temporalCli';
+import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../lib/types';
+import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../standins/gemini';
+import { startModelScopeStandin, type ModelScopeStandin } from '../standins/modelscope';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
+import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import { createWorkers } from '../workers';
+import { tempDir, writePng, writeText } from './helpers/fixtures';
+import { filesContaining } from './helpers/scan';
+import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
+
+// Every backend through the dataset workflow on a real dev server, each through its real SDK
+// against its stand-in: happy paths, multi-turn chat, failure classes per row, quota pauses, prompt
+// enhancement, and keys that never leave the worker environment.
+
+const KEYS = {
+  OPENAI_API_KEY: 'sk-test-prov-openai-1f2e3d4c',
+  GEMINI_API_KEY: 'AIzaTestProvidersGemini0123456789abc',
+  OPENROUTER_API_KEY: 'sk-or-test-prov-9a8b7c6d',
+  MODELSCOPE_API_KEY: 'ms-test-prov-5e4d3c2b',
+};
+
+let env: TestWorkflowEnvironment;
+let stateDir: string;
+let openai: OpenAIStandin;
+let gemini: GeminiStandin;
+let openrouter: ChatStandin;
+let modelscope: ModelScopeStandin;
+let workerEnv: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  ({ env, stateDir } = await startTestServer());
+  [openai, gemini, openrouter, modelscope] = await Promise.all([
+    startOpenAIStandin(),
+    startGeminiStandin(),
+    startOpenRouterStandin(),
+    startModelScopeStandin(),
+  ]);
+  workerEnv = {
+    ...KEYS,
+    OPENAI_BASE_URL: openai.baseURL,
+    GEMINI_BASE_URL: gemini.baseURL,
+    OPENROUTER_BASE_URL: openrouter.baseURL,
+    MODELSCOPE_BASE_URL: modelscope.baseURL,
+    MODELSCOPE_POLL_INTERVAL_MS: '50',
+    PROMPT_ENHANCE_API_KEY: 'sk-test-prov-enhance-77aa',
+    PROMPT_ENHANCE_BASE_URL: openrouter.baseURL,
+  };
+});
+afterAll(async () => {
+  await Promise.all([openai, gemini, openrouter, modelscope].map((s) => s?.close()));
+  await env?.teardown();
+});
+
+const run = (input: DatasetWorkflowInput) => runWith(env, input, workerEnv);
+
+async function rowsCsv(rows: string[]): Promise<{ dir: string; csv: string; outputDir: string }> {
+  const dir = tempDir('atelier-prov-');
+  await writePng(join(dir, 'a.png'), '#000000');
+  await writePng(join(dir, 'b.png'), '#ffffff');
+  writeText(join(dir, 'rows.csv'), ['input_images,instruction', ...rows].join('\n'));
+  return { dir, csv: join(dir, 'rows.csv'), outputDir: join(dir, 'out') };
+}
+
+function results(outputDir: string): Record<string, string>[] {
+  return parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
+}
+
+describe('Gemini through the workflow', () => {
+  it('edits multi-image rows, classifies refusals and bad requests per row, and records usage and cost', async () => {
+    gemini.script('gm-safety', [geminiFaults.finishReason('IMAGE_SAFETY')], { repeat: true });
+    gemini.script('gm-invalid', [geminiFaults.invalidArgument()], { repeat: true });
+    gemini.script('gm-busy', [geminiFaults.rateLimited(1)]);
+    const { dir, csv, outputDir } = await rowsCsv([
+      '"[""a.png"",""b.png""]",gm-multi combine them',
+      'a.png,gm-safety refuse',
+      'a.png,gm-invalid bad',
+      'a.png,gm-busy retry me',
+    ]);
+    const summary = await run(testInput({ runId: 'prov-gemini', inputPath: csv, outputDir, backend: 'gemini', model: 'gemini-2.5-flash-image', params: { aspectRatio: '16:9' } }));
+    expect(summary).toMatchObject({ total: 4, ok: 2, failed: 2, failedByType: { Blocked: 1, InvalidRequest: 1 } });
+    expect(gemini.callsFor('gm-multi')[0]).toMatchObject({ imageCount: 2 });
+    expect(gemini.callsFor('gm-multi')[0]!.generationConfig).toMatchObject({ imageConfig: { aspectRatio: '16:9' } });
+    expect(gemini.callsFor('gm-safety')).toHaveLength(1);
+    expect(gemini.callsFor('gm-busy').map((c) => c.status)).toEqual([429, 200]);
+    expect(results(outputDir).map((r) => r.status)).toEqual(['ok', 'failed', 'failed', 'ok']);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.usage?.totalTokens).toBeGreaterThan(0);
+    expect(ledger?.costUsd).toBeGreaterThan(0);
+    expect(summary.costUsd).toBeGreaterThan(0);
+    void dir;
+  });
+
+  it('runs a multi-turn row as one chat: each turn sends the history back with its thought signatures', async () => {
+    const dir = tempDir('atelier-prov-chat-');
+    await writePng(join(dir, 'a.png'), '#000000');
+    writeText(
+      join(dir, 'chat.jsonl'),
+      JSON.stringify({ images: ['a.png'], conversations: [{ role: 'user', content: 'gc-turn1 add a hat' }, { role: 'user', content: 'gc-turn2 now make it red' }] }),
+    );
+    const outputDir = join(dir, 'out');
+    const summary = await run(testInput({ runId: 'prov-gemini-chat', inputPath: join(dir, 'chat.jsonl'), outputDir, backend: 'gemini', model: 'gemini-3-pro-image-preview' }));
+    expect(summary).toMatchObject({ ok: 1, failed: 0 });
+    const second = gemini.callsFor('gc-turn2')[0]!;
+    expect(second.turns).toBe(3); // user, model, user
+    expect(second.signaturesReturned.length).toBeGreaterThan(0);
+    expect(results(outputDir)[0]!.output_image).toBe('000000_01.png');
+  });
+});
+
+describe('OpenRouter and ModelScope through the workflow', () => {
+  it('OpenRouter: chat completions with image output, read from message.images', async () => {
+    const { csv, outputDir } = await rowsCsv(['a.png,or-edit paint it']);
+    const summary = await run(testInput({ runId: 'prov-openrouter', inputPath: csv, outputDir, backend: 'openrouter', model: 'google/gemini-2.5-flash-image' }));
+    expect(summary).toMatchObject({ ok: 1 });
+    expect(openrouter.callsFor('or-edit')).toHaveLength(1);
+    expect(results(outputDir)[0]!.status).toBe('ok');
+  });
+
+  it('ModelScope: submits a task, polls it, downloads the image, records the quota headers', async () => {
+    const { csv, outputDir } = await rowsCsv(['a.png,ms-edit paint it']);
+    const summary = await run(testInput({ runId: 'prov-modelscope', inputPath: csv, outputDir, backend: 'modelscope', model: 'Qwen/Qwen-Image-Edit-2509' }));
+    expect(summary).toMatchObject({ ok: 1 });
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(Object.keys(ledger?.info ?? {}).join(',')).toMatch(/remaining/);
+  });
+});
+
+describe('quota exhausted pauses the provider instead of failing rows', () => {
+  it('pauses with the reason shown, keeps the rows, and goes on when resumed', async () => {
+    openai.script('qt-row-1', [faults.insufficientQuota()]);
+    const { csv, outputDir } = await rowsCsv(['a.png,qt-row-0 x', 'a.png,qt-row-1 x', 'a.png,qt-row-2 x']);
+    const input = testInput({ runId: 'prov-quota', inputPath: csv, outputDir, window: 1 });
+    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' } });
+    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const done = handle.result() as Promise<DatasetRunSummary>;
+    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
+    let progress: ProgressSnapshot | undefined;
+    for (let i = 0; i < 200; i++) {
+      progress = (await handle.query('progress')) as ProgressSnapshot;
+      if (progress.paused) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(progress?.phase).toBe('paused');
+    expect(progress?.paused?.reason).toMatch(/quota/);
+    expect(progress?.failed).toBe(0);
+    const callsWhilePaused = openai.callsFor('qt-row-').length;
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(openai.callsFor('qt-row-').length).toBe(callsWhilePaused);
+    await handle.signal('resume');
+    const summary = await done;
+    await running;
+    expect(summary).toMatchObject({ total: 3, ok: 3, failed: 0 });
+    expect(openai.callsFor('qt-row-1').map((c) => c.status)).toEqual([429, 200]);
+  });
+});
+
+describe('prompt enhancement and keys', () => {
+  it('--prompt-enhance rewrites instructions with a chat model and keeps them in instruction_enhanced', async () => {
+    const { csv, outputDir } = await rowsCsv(['a.png,pe-row make it nicer']);
+    const summary = await run(testInput({ runId: 'prov-enhance', inputPath: csv, outputDir, promptEnhance: { model: 'enhancer-model', withImages: true } }));
+    expect(summary.ok).toBe(1);
+    const [row] = results(outputDir);
+    expect(row!.instruction_enhanced).not.toBe('');
+    expect(row!.instruction_enhanced).not.toBe('pe-row make it nicer');
+    // The edit was asked with the enhanced text.
+    expect(openai.calls.some((c) => c.prompt === row!.instruction_enhanced)).toBe(true);
+  });
+
+  it('no key appears in `temporal workflow show`, the server state or any output', () => {
+    const cli = findTemporalCli();
+    const address = env.address;
+    const show = (id: string) => execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
+    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1')].join('\n');
+    // Payloads are base64 in JSON output: decode them so the scan sees what the history holds.
+    const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8')).join('\n');
+    const everything = `${shown}\n${decoded}`;
+    expect(everything).toContain('gemini-2.5-flash-image'); // the history really is in there
+    for (const key of [...Object.values(KEYS), workerEnv.PROMPT_ENHANCE_API_KEY!]) {
+      expect(everything).not.toContain(key);
+      expect(filesContaining(stateDir, key)).toEqual([]);
+    }
+  });
+});
