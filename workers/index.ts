@@ -30,7 +30,7 @@ export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...BACKENDS.ma
 export interface WorkerSetOptions {
   connection: NativeConnection;
   namespace: string;
-  /** Queues to serve; default all. */
+  /** Queues to serve; default: orchestration and the providers whose keys are in `env`. */
   queues?: readonly string[];
   /** Where provider keys and base URLs come from: the worker's own environment. */
   env: NodeJS.ProcessEnv;
@@ -80,7 +80,8 @@ export function promptEnhancerFromEnv(model: string, env: NodeJS.ProcessEnv): Pr
 
 /** Creates the workers for the chosen queues; run them with `Promise.all(workers.map(w => w.run()))`. */
 export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]> {
-  const queues = options.queues ?? ALL_QUEUES;
+  // By default: orchestration plus every provider whose key this worker has.
+  const queues = options.queues ?? [ORCHESTRATOR_QUEUE, ...BACKENDS.filter((b) => BACKEND_ENV[b].keys.some((k) => options.env[k])).map(providerQueue)];
   const unknown = queues.filter((q) => !ALL_QUEUES.includes(q));
   if (unknown.length > 0) {
     throw new UsageError(`unknown queue(s): ${unknown.join(', ')}; known queues are ${ALL_QUEUES.join(', ')}`);

@@ -229,15 +229,17 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       }
     };
 
-    const dispatch = async (row: RowRef): Promise<void> => {
+    // Child starts in flight: many start in one workflow task instead of one task each. Awaited
+    // before continuing as new, so no start is lost in between.
+    const starting = new Set<Promise<void>>();
+    const dispatch = (row: RowRef): void => {
       if (row.previousErrorType) {
         // It counted as failed; now it is in flight again.
         const n = (state.counts.failedByType[row.previousErrorType] ?? 1) - 1;
         state.counts.failedByType[row.previousErrorType] = Math.max(0, n);
       }
       inFlight.add(row.index);
-      try {
-        await startChild(rowWorkflow, {
+      const start = startChild(rowWorkflow, {
           workflowId: rowWorkflowId(input.runId, row.index),
           args: [
             {
@@ -264,15 +266,19 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
           parentClosePolicy: ParentClosePolicy.ABANDON,
           // Retries live on the model activity; a row child runs once and reports.
           retry: { maximumAttempts: 1 },
-        });
-      } catch (err) {
-        // Already running (e.g. started before a reset): it will report like any other child.
-        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
-          inFlight.delete(row.index);
-          state.counts.failedByType.ChildStartFailed = (state.counts.failedByType.ChildStartFailed ?? 0) + 1;
-          state.counts.finished += 1;
-        }
-      }
+        }).then(
+          () => undefined,
+          (err: unknown) => {
+            // Already running (e.g. started before a reset): it will report like any other child.
+            if (err instanceof WorkflowExecutionAlreadyStartedError) return;
+            inFlight.delete(row.index);
+            state.counts.failedByType.ChildStartFailed = (state.counts.failedByType.ChildStartFailed ?? 0) + 1;
+            state.counts.finished += 1;
+            refreshDetails();
+          },
+        );
+      const tracked = start.finally(() => starting.delete(tracked));
+      starting.add(tracked);
       refreshDetails();
     };
 
@@ -298,6 +304,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
 
     for (;;) {
       if (shouldContinueAsNew()) {
+        await Promise.all([...starting]);
         await condition(allHandlersFinished);
         const carried: CarriedState = {
           ...state,
@@ -312,7 +319,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       if (shouldContinueAsNew()) continue;
       const row = state.deferred.shift() ?? (await nextRow());
       if (row) {
-        await dispatch(row);
+        dispatch(row);
         continue;
       }
       const queued = state.retryQueue.shift();
@@ -332,6 +339,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       if (inFlight.size === 0 && state.deferred.length === 0 && state.retryQueue.length === 0) break;
     }
 
+    await Promise.all([...starting]);
     await condition(allHandlersFinished);
     phase = 'writing-results';
     refreshDetails();

@@ -117,6 +117,7 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
     throw ApplicationFailure.create({ type: errorType, message: error, nonRetryable: true });
   } finally {
     const parentId = workflowInfo().parent?.workflowId ?? task.runId;
+    // Awaited: the server drops a signal whose sender has closed before it was delivered.
     // Reported even when the row is cancelled; a dataset workflow that is gone can't be told.
     await CancellationScope.nonCancellable(() => getExternalWorkflowHandle(parentId).signal(rowDoneSignal, report)).catch(() => undefined);
   }

@@ -1,0 +1,81 @@
+// Throughput benchmark: rows/s of a dataset run (dev server, zero-latency stand-in provider) next to
+// a bare baseline measured in the same run: the same sliding window of empty child workflows through
+// the same server. Also reports the parent's history events per run (continue-as-new keeps them
+// bounded) and a re-run of the finished run (0 provider calls).
+//   npm run build && node dist/bench/throughput.js [rows ...]   (default 1000 10000)
+import { join } from 'node:path';
+import { Worker } from '@temporalio/worker';
+import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import type { DatasetRunSummary } from '../lib/types';
+import { startOpenAIStandin } from '../standins/openai';
+import { createWorkers } from '../workers';
+import { benchInput, peakRssSampler, runWorkersUntil, startBenchServer, writeBenchDataset } from './harness';
+
+const WINDOW = 32;
+
+async function historyLengths(client: import('@temporalio/client').Client, workflowId: string): Promise<number[]> {
+  const lengths: number[] = [];
+  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) lengths.push(wf.historyLength);
+  return lengths;
+}
+
+async function main(): Promise<void> {
+  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  const standin = await startOpenAIStandin();
+  const bench = await startBenchServer();
+  const env = { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL };
+  try {
+    for (const rows of sizes.length ? sizes : [1000, 10000]) {
+      // Baseline: empty children, same window, same server.
+      const bareWorker = await Worker.create({
+        connection: bench.nativeConnection,
+        taskQueue: 'bench-bare',
+        workflowsPath: require.resolve('./baselineWorkflows'),
+      });
+      const bareStart = performance.now();
+      const bare = bench.client.workflow.execute('bareParentWorkflow', { taskQueue: 'bench-bare', workflowId: `bare-${rows}`, args: [rows, WINDOW] });
+      await runWorkersUntil([bareWorker], bare);
+      const bareSeconds = (performance.now() - bareStart) / 1000;
+
+      // Atelier: a real dataset run, the project's workers, the stand-in answering at once.
+      const csv = await writeBenchDataset(bench.dir, rows, `tp${rows}`);
+      const input = benchInput(`bench-${rows}`, csv, join(bench.dir, `out-${rows}`), WINDOW);
+      const workers = await createWorkers({ connection: bench.nativeConnection, namespace: 'default', env, concurrency: WINDOW });
+      const rss = peakRssSampler();
+      const start = performance.now();
+      const run = bench.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+      const summary = await runWorkersUntil(workers, run);
+      const seconds = (performance.now() - start) / 1000;
+      const peakMb = rss.stop() / 2 ** 20;
+      if (summary.ok !== rows) throw new Error(`expected ${rows} ok rows, got ${summary.ok}`);
+      const lengths = await historyLengths(bench.client, input.runId);
+
+      // Re-run of the finished run: no provider call, and how long it takes.
+      const callsBefore = standin.calls.length;
+      const again = await createWorkers({ connection: bench.nativeConnection, namespace: 'default', env, concurrency: WINDOW });
+      const rerunStart = performance.now();
+      const rerun = bench.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+      await runWorkersUntil(again, rerun);
+      const rerunSeconds = (performance.now() - rerunStart) / 1000;
+
+      const rate = rows / seconds;
+      const bareRate = rows / bareSeconds;
+      console.log(
+        [
+          `${rows} rows (window ${WINDOW}):`,
+          `  atelier ${rate.toFixed(1)} rows/s (${seconds.toFixed(1)} s); bare empty children ${bareRate.toFixed(1)} rows/s (${bareSeconds.toFixed(1)} s); ratio ${(rate / bareRate).toFixed(2)}`,
+          `  parent runs ${lengths.length}, history events per run max ${Math.max(...lengths)}; worker process peak RSS ${peakMb.toFixed(0)} MB`,
+          `  re-run of the finished run: ${standin.calls.length - callsBefore} provider calls, ${rerunSeconds.toFixed(1)} s`,
+        ].join('\n'),
+      );
+    }
+  } finally {
+    await bench.close();
+    await standin.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
