@@ -169,4 +169,19 @@ describe('dataset workflow on a real dev server', () => {
     });
     expect(standin.calls.length).toBe(before);
   });
+
+  it('continues as new to keep every run of the parent under its history cap, carrying counts only', async () => {
+    const rows = Array.from({ length: 120 }, (_, i) => `${i},ok.png,row-can-${i} x`);
+    writeText(join(dataDir, 'many.csv'), ['index,input_images,instruction', ...rows].join('\n'));
+    const many = { ...input, runId: 'wf-test-can', inputPath: join(dataDir, 'many.csv'), outputDir: join(outputDir, '..', 'can-out'), window: 4, maxHistoryEvents: 250 };
+    const summary = await runDataset(many);
+    expect(summary).toMatchObject({ total: 120, ok: 120, failed: 0 });
+    const runs: number[] = [];
+    for await (const wf of env.client.workflow.list({ query: `WorkflowId = 'wf-test-can'` })) runs.push(wf.historyLength);
+    expect(runs.length).toBeGreaterThan(3);
+    // The cap is checked between dispatches: a run may overshoot it by a window's worth of events.
+    for (const length of runs) expect(length).toBeLessThan(250 + 60);
+    expect(new Set(standin.callsFor('row-can-').map((c) => c.prompt)).size).toBe(120);
+    expect(standin.callsFor('row-can-')).toHaveLength(120);
+  });
 });
