@@ -84,8 +84,10 @@ function sum(counts: Record<string, number>): number {
 export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<DatasetRunSummary> {
   let phase: ProgressSnapshot['phase'] = rawInput.carried ? 'running' : 'planning';
   let input = rawInput;
-  let state: CarriedState;
-  const inFlight = new Set<number>();
+  // The carried state is in place before any handler is registered: setHandler delivers the
+  // signals buffered for this run at once, and a row's report must find its row in flight.
+  let state: CarriedState = rawInput.carried!;
+  const inFlight = new Set<number>(rawInput.carried?.inFlight ?? []);
   // Rows fetched but not dispatched yet (not carried: the cursor points back at the first of them).
   let page: RowRef[] = [];
 
@@ -189,10 +191,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   );
 
   try {
-    if (rawInput.carried) {
-      state = rawInput.carried;
-      state.inFlight.forEach((i) => inFlight.add(i));
-    } else {
+    if (!rawInput.carried) {
       const plan = await planRunOrExplain(rawInput);
       input = plan.input;
       state = {
