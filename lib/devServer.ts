@@ -117,6 +117,12 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     'journal_mode=WAL',
     '--sqlite-pragma',
     'synchronous=NORMAL',
+    // One partition per task queue: a queue's rate limit (--rpm) is then enforced by one limiter
+    // instead of being split across four, each with its own burst.
+    '--dynamic-config-value',
+    'matching.numTaskqueueReadPartitions=1',
+    '--dynamic-config-value',
+    'matching.numTaskqueueWritePartitions=1',
     ...devServerSearchAttributeFlags(),
   ];
   if (options.headless) args.push('--headless');
