@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Runtime, DefaultLogger, Worker } from '@temporalio/worker';
+import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import sharp from 'sharp';
 import { startDevServer, type DevServerHandle } from '../lib/devServer';
 import { findTemporalCli } from '../lib/temporalCli';
@@ -66,14 +66,6 @@ export function benchInput(runId: string, inputPath: string, outputDir: string, 
     window,
     retry: { maxAttempts: 10, initialIntervalMs: 500, maximumIntervalMs: 5000 },
   };
-}
-
-/** Runs workers until `done` settles. */
-export async function runWorkersUntil<T>(workers: Worker[], done: Promise<T>): Promise<T> {
-  const settled = await Promise.allSettled([done, ...workers.map((w) => w.runUntil(done))]);
-  const failure = settled.find((s) => s.status === 'rejected');
-  if (failure) throw (failure as PromiseRejectedResult).reason;
-  return (settled[0] as PromiseFulfilledResult<T>).value;
 }
 
 export function peakRssSampler(): { stop(): number } {

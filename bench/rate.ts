@@ -10,8 +10,8 @@ import sharp from 'sharp';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import type { DatasetRunSummary } from '../lib/types';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
-import { createWorkers } from '../workers';
-import { benchInput, runWorkersUntil, startBenchServer, writeBenchDataset } from './harness';
+import { createWorkers, runWorkersUntil } from '../workers';
+import { benchInput, startBenchServer, writeBenchDataset } from './harness';
 
 /**
  * Atelier is given --rpm at this share of the provider's limit: Temporal's queue limiter is a

@@ -8,8 +8,8 @@ import { Worker } from '@temporalio/worker';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import type { DatasetRunSummary } from '../lib/types';
 import { startOpenAIStandin } from '../standins/openai';
-import { createWorkers } from '../workers';
-import { benchInput, peakRssSampler, runWorkersUntil, startBenchServer, writeBenchDataset } from './harness';
+import { createWorkers, runWorkersUntil } from '../workers';
+import { benchInput, peakRssSampler, startBenchServer, writeBenchDataset } from './harness';
 
 const WINDOW = 32;
 

@@ -11,7 +11,7 @@ import type { DatasetWorkflowInput } from '../lib/types';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { isPng, tempDir, writePng, writeRotatedJpeg, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
-import { runDataset as runWith, startTestServer } from './helpers/temporalEnv';
+import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
 
 const API_KEY = 'sk-test-workflow-7c1f0e9a55d24b1e';
 
@@ -72,19 +72,13 @@ describe('dataset workflow on a real dev server', () => {
     );
     standin.script('row-flaky', [faults.rateLimited(1), faults.serverError()]);
     standin.script('row-refused', [faults.moderationBlocked()], { repeat: true });
-    input = {
+    input = testInput({
       runId: 'wf-test-mixed',
       inputPath: join(dataDir, 'rows.csv'),
       outputDir,
-      backend: 'openai',
-      model: 'gpt-image-1.5',
-      params: {},
-      instructionKey: 'instruction',
-      numImages: 1,
-      encoding: { jpegQuality: 95, webpQuality: 95 },
       window: 3,
       retry: { maxAttempts: 5, initialIntervalMs: 100, maximumIntervalMs: 1000 },
-    };
+    });
   });
 
   it('edits good rows, retries transient failures, fails bad rows alone, and writes every row to results.csv', async () => {

@@ -113,3 +113,11 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
   }
   return workers;
 }
+
+/** Runs workers until `done` settles, waits for all of them to shut down, then returns its outcome. */
+export async function runWorkersUntil<T>(workers: Worker[], done: Promise<T>): Promise<T> {
+  const settled = await Promise.allSettled([done, ...workers.map((w) => w.runUntil(done))]);
+  const failure = settled.find((s) => s.status === 'rejected');
+  if (failure) throw (failure as PromiseRejectedResult).reason;
+  return (settled[0] as PromiseFulfilledResult<T>).value;
+}

@@ -32,6 +32,17 @@ interface GpuActivities {
   editImageGpu(request: GpuEditRequest): Promise<GpuEditResult>;
 }
 
+/** The model call's retry policy: backoff from the run's settings; final failure classes not retried. */
+function modelRetryPolicy(retry: RowWorkflowInput['retry']) {
+  return {
+    initialInterval: retry.initialIntervalMs,
+    backoffCoefficient: 2,
+    maximumInterval: retry.maximumIntervalMs,
+    maximumAttempts: retry.maxAttempts,
+    nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+  };
+}
+
 /** The row's model work for a cloud API: one activity on the provider's queue. */
 async function apiRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<RowOutcome> {
   const { editRow } = proxyActivities<ModelActivities>({
@@ -40,13 +51,7 @@ async function apiRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
     startToCloseTimeout: '10 minutes',
     // The activity heartbeats while it works, so a dead worker's row is retried within this.
     heartbeatTimeout: retry.heartbeatTimeoutMs ?? 60_000,
-    retry: {
-      initialInterval: retry.initialIntervalMs,
-      backoffCoefficient: 2,
-      maximumInterval: retry.maximumIntervalMs,
-      maximumAttempts: retry.maxAttempts,
-      nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
-    },
+    retry: modelRetryPolicy(retry),
   });
   return editRow(task);
 }
@@ -57,13 +62,7 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
     taskQueue: task.gpu!.taskQueue,
     startToCloseTimeout: '2 hours',
     heartbeatTimeout: retry.heartbeatTimeoutMs ?? 60_000,
-    retry: {
-      initialInterval: retry.initialIntervalMs,
-      backoffCoefficient: 2,
-      maximumInterval: retry.maximumIntervalMs,
-      maximumAttempts: retry.maxAttempts,
-      nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
-    },
+    retry: modelRetryPolicy(retry),
   });
   const plan = await prepareGpuRow(task);
   const outcome: RowOutcome = { position: task.position, index: task.index, status: 'ok', outputImages: plan.outputImages };

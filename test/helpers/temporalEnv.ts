@@ -3,7 +3,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
 import { ORCHESTRATOR_QUEUE } from '../../lib/constants';
 import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/types';
-import { createWorkers } from '../../workers';
+import { createWorkers, runWorkersUntil } from '../../workers';
 import { tempDir } from './fixtures';
 import { temporalCliPath } from './temporal';
 
@@ -39,10 +39,7 @@ export async function runDataset(
     workflowId: input.runId,
     args: [input],
   }) as Promise<DatasetRunSummary>;
-  const settled = await Promise.allSettled([result, ...workers.map((w) => w.runUntil(result))]);
-  const failure = settled.find((s) => s.status === 'rejected');
-  if (failure) throw (failure as PromiseRejectedResult).reason;
-  return (settled[0] as PromiseFulfilledResult<DatasetRunSummary>).value;
+  return runWorkersUntil(workers, result);
 }
 
 /** Defaults for a test run's workflow input. */
