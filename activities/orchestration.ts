@@ -9,9 +9,9 @@ import { readDataset, type DatasetHeader } from '../lib/dataset';
 import { DatasetError } from '../lib/errors';
 import { rowSelector } from '../lib/filterRows';
 import { retrySelector } from '../lib/retrySelection';
-import { completedEntry, isComplete, ledgerIndexes, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
+import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/outputNames';
-import { PlanWriter, readPlanMeta, readPlanRows, runMetaDir, type PlanRow } from '../lib/plan';
+import { allPlanRows, PlanWriter, readPlanMeta, readPlanRows, runMetaDir, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type {
   DatasetRunSummary,
@@ -125,7 +125,7 @@ export function createOrchestrationActivities() {
       let alreadyOk = 0;
       const failedByType: Record<string, number> = {};
       const usedNames = new Map<string, number>();
-      const attempted = await ledgerIndexes(input.outputDir);
+      const stateOf = await ledgerReader(input.outputDir);
       try {
         const rows = readDataset(
           input.inputPath,
@@ -143,9 +143,9 @@ export function createOrchestrationActivities() {
           await writer.add({ ...row, ...planned });
           if (selected(row.position)) {
             selectedRows += 1;
-            const entry = attempted.has(row.index) ? await readLedgerEntry(input.outputDir, row.index) : undefined;
-            if (await isComplete(input.outputDir, entry)) alreadyOk += 1;
-            else if (entry?.status === 'failed') failedByType[entry.errorType ?? 'Error'] = (failedByType[entry.errorType ?? 'Error'] ?? 0) + 1;
+            const state = await stateOf(row.index);
+            if (state.status === 'ok') alreadyOk += 1;
+            else if (state.status === 'failed') countFailure(failedByType, state.errorType);
           }
         }
         if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
@@ -175,13 +175,13 @@ export function createOrchestrationActivities() {
       const selected = rowSelector(args.filterRows);
       const retryable = args.selection ? retrySelector(args.selection) : undefined;
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
-      const attempted = await ledgerIndexes(args.outputDir);
+      const stateOf = await ledgerReader(args.outputDir);
       const pending: RowRef[] = [];
       for (const row of rows) {
         if (!selected(row.position)) continue;
-        const entry = attempted.has(row.index) ? await readLedgerEntry(args.outputDir, row.index) : undefined;
-        if (await isComplete(args.outputDir, entry)) continue;
-        const previousErrorType = entry?.status === 'failed' ? (entry.errorType ?? 'Error') : undefined;
+        const state = await stateOf(row.index);
+        if (state.status === 'ok') continue;
+        const previousErrorType = state.status === 'failed' ? state.errorType : undefined;
         if (retryable && !retryable(row.position, previousErrorType)) continue;
         const text = row.turns.join(' → ');
         const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
@@ -192,17 +192,14 @@ export function createOrchestrationActivities() {
 
     /** How many failed rows a retry selection matches (the answer to `atelier retry`). */
     async countRetryRows(args: { outputDir: string; selection: RetrySelection; filterRows?: string }): Promise<number> {
-      const meta = await readPlanMeta(args.outputDir);
       const selected = rowSelector(args.filterRows);
       const retryable = retrySelector(args.selection);
-      const attempted = await ledgerIndexes(args.outputDir);
+      const stateOf = await ledgerReader(args.outputDir);
       let count = 0;
-      for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
-        for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
-          if (!attempted.has(row.index) || !selected(row.position)) continue;
-          const entry = await readLedgerEntry(args.outputDir, row.index);
-          if (entry?.status === 'failed' && retryable(row.position, entry.errorType ?? 'Error')) count += 1;
-        }
+      for await (const row of allPlanRows(args.outputDir)) {
+        if (!selected(row.position)) continue;
+        const state = await stateOf(row.index);
+        if (state.status === 'failed' && retryable(row.position, state.errorType)) count += 1;
       }
       return count;
     },
@@ -244,22 +241,22 @@ export function createOrchestrationActivities() {
       const usage: Record<string, number> = {};
       let attempts = 0;
       let costUsd = 0;
-      const attempted = await ledgerIndexes(args.outputDir);
+      const stateOf = await ledgerReader(args.outputDir);
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
           const lines: string[] = [];
           for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
-            const entry = attempted.has(row.index) ? await readLedgerEntry(args.outputDir, row.index) : undefined;
-            const done = (await isComplete(args.outputDir, entry)) ? entry : undefined;
-            const status = done ? 'ok' : entry?.status === 'failed' ? 'failed' : 'pending';
+            const state = await stateOf(row.index);
+            const { status, entry } = state;
+            const done = status === 'ok' ? entry : undefined;
             counts.total += 1;
             counts[status] += 1;
-            if (status === 'failed') failedByType[entry?.errorType ?? 'Error'] = (failedByType[entry?.errorType ?? 'Error'] ?? 0) + 1;
+            if (state.status === 'failed') countFailure(failedByType, state.errorType);
             attempts += entry?.attempts ?? 0;
             costUsd += entry?.costUsd ?? 0;
             for (const [k, v] of Object.entries(entry?.usage ?? {})) usage[k] = (usage[k] ?? 0) + v;
             const outputs = done?.outputImages ?? [];
-            const error = status === 'failed' ? `${entry?.errorType ?? 'Error'}: ${entry?.error ?? ''}` : '';
+            const error = state.status === 'failed' ? `${state.errorType}: ${state.entry.error ?? ''}` : '';
             // CSV: one path; the last turn's for multi-turn rows, a JSON list for several images.
             const outputCell = outputs.length === 0 ? '' : row.turns.length > 1 || outputs.length === 1 ? outputs[outputs.length - 1]! : JSON.stringify(outputs);
             const cells: Record<string, string> = {};

@@ -1,10 +1,9 @@
-import { resolve } from 'node:path';
-import { serverReachable, startDevServer } from '../lib/devServer';
+import { join, resolve } from 'node:path';
+import { startDevServer } from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { findTemporalCli } from '../lib/temporalCli';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { CliIO } from './edit';
+import { runningServer } from './session';
 
 /**
  * `atelier server`: the project's dev server in the foreground — SQLite and logs under the state
@@ -13,14 +12,8 @@ import type { CliIO } from './edit';
  */
 export async function runServer(options: { stateDir: string; port?: number; uiPort?: number }, io: CliIO): Promise<number> {
   const stateDir = resolve(options.stateDir);
-  try {
-    const record = JSON.parse(readFileSync(join(stateDir, 'server.json'), 'utf8')) as { address: string };
-    if (await serverReachable(record.address)) {
-      throw new UsageError(`a server for ${stateDir} is already running at ${record.address}`);
-    }
-  } catch (err) {
-    if (err instanceof UsageError) throw err;
-  }
+  const running = await runningServer(stateDir);
+  if (running) throw new UsageError(`a server for ${stateDir} is already running at ${running.address}`);
   const server = await startDevServer({
     temporalPath: findTemporalCli(),
     stateDir,

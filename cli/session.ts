@@ -50,7 +50,7 @@ interface ServerRecord {
 }
 
 /** The server `atelier server` (or a running `edit`) keeps for this state dir, if it answers. */
-async function runningServer(stateDir: string): Promise<ServerRecord | undefined> {
+export async function runningServer(stateDir: string): Promise<ServerRecord | undefined> {
   try {
     const record = JSON.parse(readFileSync(join(stateDir, 'server.json'), 'utf8')) as ServerRecord;
     return (await serverReachable(record.address)) ? record : undefined;

@@ -24,7 +24,8 @@ export async function runWorker(options: { queues?: string; concurrency: number 
       ...(queues ? { queues } : {}),
     });
     io.err(`serving ${workers.map((w) => w.options.taskQueue).join(', ')} on ${address} (namespace ${namespace}); Ctrl-C to stop`);
-    const stop = io.interrupted.then(() => {
+    // Ctrl-C asks the workers to stop; `run()` below returns once they have.
+    void io.interrupted.then(() => {
       io.err('shutting down: in-flight tasks get a grace period, then are retried elsewhere');
       for (const w of workers) w.shutdown();
     });

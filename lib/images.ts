@@ -19,10 +19,28 @@ export interface ImageLimits {
   maxSide?: number;
 }
 
+/** The image type from its first bytes (PNG, JPEG, WebP, GIF), else the fallback. */
+export function sniffImageType(data: Uint8Array, fallback = 'image/png'): string {
+  const b = Buffer.from(data.buffer, data.byteOffset, Math.min(data.byteLength, 12));
+  if (b.length >= 8 && b.readUInt32BE(0) === 0x89504e47) return 'image/png';
+  if (b.length >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) return 'image/jpeg';
+  if (b.length >= 12 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
+  if (b.length >= 6 && b.toString('latin1', 0, 3) === 'GIF') return 'image/gif';
+  return fallback;
+}
+
+/** The bytes and declared type of a `data:` URI, or undefined when it is not one. */
+export function parseDataUri(uri: string): { data: Buffer; mimeType?: string } | undefined {
+  const match = /^data:([^;,]+)?(;base64)?,(.*)$/s.exec(uri);
+  if (!match) return undefined;
+  const data = match[2] ? Buffer.from(match[3]!, 'base64') : Buffer.from(decodeURIComponent(match[3]!));
+  return { data, ...(match[1] ? { mimeType: match[1] } : {}) };
+}
+
 function decodeDataUri(uri: string): Buffer {
-  const match = /^data:[^;,]*(;base64)?,(.*)$/s.exec(uri);
-  if (!match) throw new ClassifiedError('inputError', 'a data: URI input image is malformed');
-  return match[1] ? Buffer.from(match[2]!, 'base64') : Buffer.from(decodeURIComponent(match[2]!));
+  const parsed = parseDataUri(uri);
+  if (!parsed) throw new ClassifiedError('inputError', 'a data: URI input image is malformed');
+  return parsed.data;
 }
 
 function describe(ref: ImageRef): string {

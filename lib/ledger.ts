@@ -97,3 +97,28 @@ export async function turnsDone(outputDir: string, index: number, outputs: reado
   const done = Math.min(entry?.turnsDone ?? 0, outputs.length);
   return done > 0 && (await allExist(outputDir, outputs.slice(0, done))) ? done : 0;
 }
+
+/** Where a row stands: done, failed (with its class), or not done yet (never tried, partial). */
+export type RowLedgerState =
+  | { status: 'ok'; entry: LedgerEntry }
+  | { status: 'failed'; entry: LedgerEntry; errorType: string }
+  | { status: 'pending'; entry?: LedgerEntry };
+
+/**
+ * Reads rows' ledger states for a scan over many rows: one directory listing up front, then a file
+ * read only for rows that have an entry (most rows of a new run have none).
+ */
+export async function ledgerReader(outputDir: string): Promise<(index: number) => Promise<RowLedgerState>> {
+  const attempted = await ledgerIndexes(outputDir);
+  return async (index) => {
+    const entry = attempted.has(index) ? await readLedgerEntry(outputDir, index) : undefined;
+    if (entry && (await isComplete(outputDir, entry))) return { status: 'ok', entry };
+    if (entry?.status === 'failed') return { status: 'failed', entry, errorType: entry.errorType ?? 'Error' };
+    return entry ? { status: 'pending', entry } : { status: 'pending' };
+  };
+}
+
+/** Adds one to a count by failure class. */
+export function countFailure(byType: Record<string, number>, errorType: string): void {
+  byType[errorType] = (byType[errorType] ?? 0) + 1;
+}

@@ -164,3 +164,9 @@ export async function readPlanRow(outputDir: string, position: number): Promise<
   if (!row) throw new Error(`row position ${position} is not in the plan of ${outputDir}`);
   return row;
 }
+
+/** Every row of the plan, in order, read a chunk at a time. */
+export async function* allPlanRows(outputDir: string, chunk = 1000): AsyncGenerator<PlanRow> {
+  const { totalRows } = await readPlanMeta(outputDir);
+  for (let start = 0; start < totalRows; start += chunk) yield* await readPlanRows(outputDir, start, chunk);
+}

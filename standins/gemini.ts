@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep } from './openai';
+import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
 
 // A local stand-in for the Gemini API's `POST /v1beta/models/{model}:generateContent`, spoken
 // closely enough for @google/genai: `x-goog-api-key` auth, camelCase JSON, candidates with parts,
@@ -98,20 +98,10 @@ export interface GeminiStandinCall {
   at: number;
 }
 
-export interface GeminiStandin {
-  /** Base URL for the SDK's httpOptions.baseUrl (host root; the SDK adds /v1beta/...). */
-  baseURL: string;
-  calls: GeminiStandinCall[];
-  script(match: string, steps: FaultStep[], options?: { repeat?: boolean }): void;
-  callsFor(match: string): GeminiStandinCall[];
-  close(): Promise<void>;
-}
+/** Base URL for the SDK's httpOptions.baseUrl (host root; the SDK adds /v1beta/...). Its 429 is RESOURCE_EXHAUSTED with Retry-After and RetryInfo. */
+export type GeminiStandin = Standin<GeminiStandinCall>;
 
-export interface GeminiStandinOptions {
-  port?: number;
-  latencyMs?: number;
-  /** Above this many requests in any sliding second: 429 RESOURCE_EXHAUSTED, Retry-After and RetryInfo 1 s. */
-  rateLimitPerSecond?: number;
+export interface GeminiStandinOptions extends StandinOptions {
   /** Models that emit an interim thought image before the answer (default: gemini-3 pro image models). */
   thoughtImages?: RegExp;
   /** Models that require thought signatures back on earlier model turns (default: gemini-3 models). */

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep } from './openai';
+import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
 
 // A local stand-in for ModelScope API-Inference's async image tasks: `POST /v1/images/generations`
 // (needs `X-ModelScope-Async-Mode: true`) returns a task id; `GET /v1/tasks/{id}` (needs
@@ -58,20 +58,13 @@ export interface ModelScopeStandinCall {
   at: number;
 }
 
-export interface ModelScopeStandin {
-  /** Base URL (host root; the adapter adds /v1/...). */
-  baseURL: string;
-  calls: ModelScopeStandinCall[];
-  script(match: string, steps: ModelScopeStep[], options?: { repeat?: boolean }): void;
-  /** Submits whose prompt contains `match`, and the polls and downloads of their tasks. */
-  callsFor(match: string): ModelScopeStandinCall[];
-  close(): Promise<void>;
-}
+/**
+ * Base URL is the host root (the adapter adds /v1/...); `callsFor` gives the submits whose prompt
+ * contains `match`, and the polls and downloads of their tasks.
+ */
+export type ModelScopeStandin = Standin<ModelScopeStandinCall, ModelScopeStep>;
 
-export interface ModelScopeStandinOptions {
-  port?: number;
-  latencyMs?: number;
-  rateLimitPerSecond?: number;
+export interface ModelScopeStandinOptions extends StandinOptions {
   /** Polls a task answers PENDING/RUNNING before SUCCEED (default 2). */
   pollsUntilDone?: number;
   /** Submits allowed in all (the "daily" quota); default unlimited (reported as 2000). */

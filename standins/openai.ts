@@ -74,23 +74,29 @@ export interface StandinCall {
   at: number;
 }
 
-export interface OpenAIStandin {
-  /** Base URL to give the SDK (ends in /v1). */
+/** What every stand-in offers the tests and benchmarks, whatever wire format it speaks. */
+export interface Standin<Call, Step = FaultStep> {
+  /** Base URL to give the provider's SDK or adapter. */
   baseURL: string;
-  calls: StandinCall[];
+  calls: Call[];
   /** Requests whose prompt contains `match` get `steps` in order, then succeed (or repeat them all). */
-  script(match: string, steps: FaultStep[], options?: { repeat?: boolean }): void;
-  callsFor(match: string): StandinCall[];
+  script(match: string, steps: Step[], options?: { repeat?: boolean }): void;
+  callsFor(match: string): Call[];
   close(): Promise<void>;
 }
 
-export interface OpenAIStandinOptions {
+/** Options every stand-in takes. */
+export interface StandinOptions {
   port?: number;
   /** Added to every response, to look like a real model. */
   latencyMs?: number;
-  /** Above this many requests in any sliding second: 429 with `retry-after: 1`. */
+  /** Above this many requests in any sliding second: the provider's 429 with a one-second retry. */
   rateLimitPerSecond?: number;
 }
+
+/** Base URL ends in /v1. */
+export type OpenAIStandin = Standin<StandinCall>;
+export type OpenAIStandinOptions = StandinOptions;
 
 interface Script<S> {
   match: string;

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep } from './openai';
+import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
 
 // A local stand-in for an OpenAI-compatible chat-completions server shaped like OpenRouter
 // (`POST /api/v1/chat/completions`, also `/v1/chat/completions`), used through the real `openai`
@@ -83,20 +83,10 @@ export interface ChatStandinCall {
   at: number;
 }
 
-export interface ChatStandin {
-  /** Base URL for the SDK (ends in /api/v1). */
-  baseURL: string;
-  calls: ChatStandinCall[];
-  script(match: string, steps: FaultStep[], options?: { repeat?: boolean }): void;
-  callsFor(match: string): ChatStandinCall[];
-  close(): Promise<void>;
-}
+/** Base URL for the SDK (ends in /api/v1). */
+export type ChatStandin = Standin<ChatStandinCall>;
 
-export interface ChatStandinOptions {
-  port?: number;
-  latencyMs?: number;
-  /** Above this many requests in any sliding second: 429 with `retry-after: 1`. */
-  rateLimitPerSecond?: number;
+export interface ChatStandinOptions extends StandinOptions {
   /** Text-model answers (prompt enhancement); default `rewrite`. */
   answer?: (prompt: string, imageCount: number, system: string | undefined) => string;
 }

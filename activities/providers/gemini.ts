@@ -1,7 +1,7 @@
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam } from './models';
-import { sniffImageType } from './openai';
+import { checkEditInputs, checkInputCount, sniffImageType } from './shared';
 import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 
 // Gemini image models through @google/genai (`models.generateContent`). The SDK's retries stay off
@@ -243,28 +243,20 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
     return { images: out, ...(requestId ? { requestId } : {}), ...(Object.keys(usage).length ? { usage } : {}) };
   }
 
-  function checkInputs(request: { model: string; images: ProviderImage[] }): void {
-    const max = capabilities('gemini', request.model).maxInputImages;
-    if (request.images.length > max) {
-      throw new ClassifiedError('inputError', `${request.model} takes at most ${max} input image(s); the row has ${request.images.length}`);
-    }
-  }
-
   return {
     backend: 'gemini',
     secrets: [options.apiKey],
     inputLimits: (model) => capabilities('gemini', model).inputLimits,
     maxInputImages: (model) => capabilities('gemini', model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
-      if (request.images.length === 0) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
-      checkInputs(request);
+      checkEditInputs('gemini', request);
       return images(request, [{ text: request.prompt }, ...request.images.map(imagePart)]);
     },
     async generate(request: ImageRequest): Promise<ImageResult> {
       return images(request, [{ text: request.prompt }]);
     },
     async chatTurn(request: ChatTurnRequest): Promise<ChatTurnResult> {
-      checkInputs(request);
+      checkInputCount('gemini', request);
       const history = (request.history ?? []) as unknown as Content[];
       const userTurn: Content = { role: 'user', parts: [{ text: request.prompt }, ...request.images.map(imagePart)] };
       const answer = await ask(request, [...history, userTurn]);

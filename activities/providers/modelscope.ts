@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/errors';
 import { nextMidnight } from './gemini';
 import { capabilities, supportsParam } from './models';
-import { retryAfterMs, sniffImageType } from './openai';
+import { retryAfterMs } from './openai';
+import { checkEditInputs, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 
 // ModelScope API-Inference (Qwen-Image-Edit and friends) with plain fetch: submit an async task
@@ -197,18 +198,6 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
     }
   }
 
-  async function download(url: string, signal: AbortSignal | undefined): Promise<ProviderImage> {
-    const m = /^data:([^;,]+)?;base64,(.*)$/s.exec(url);
-    if (m) {
-      const data = Buffer.from(m[2]!, 'base64');
-      return { data, mimeType: sniffImageType(data, m[1] ?? 'image/png') };
-    }
-    const response = await http(url, {}, signal);
-    if (!response.ok) throw new ClassifiedError('retryable', `downloading the result image failed: HTTP ${response.status}`);
-    const data = Buffer.from(await response.arrayBuffer());
-    return { data, mimeType: sniffImageType(data, response.headers.get('content-type') ?? 'image/png') };
-  }
-
   async function run(request: ImageRequest, images: ProviderImage[]): Promise<ImageResult> {
     const key = fingerprint(request, images);
     const previous = previousTaskIds(request.previousHeartbeat, key);
@@ -230,7 +219,7 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
         beat();
         url = await poll(request, taskId, beat, info, false);
       }
-      out.push(await download(url!, request.signal));
+      out.push(await resultImage(url!, request.signal, (u, signal) => http(u, {}, signal)));
     }
     info.taskIds = taskIds.join(',');
     return { images: out, requestId: taskIds[taskIds.length - 1]!, info };
@@ -242,11 +231,7 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
     inputLimits: (model) => capabilities('modelscope', model).inputLimits,
     maxInputImages: (model) => capabilities('modelscope', model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
-      if (request.images.length === 0) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
-      const max = capabilities('modelscope', request.model).maxInputImages;
-      if (request.images.length > max) {
-        throw new ClassifiedError('inputError', `${request.model} takes at most ${max} input image(s); the row has ${request.images.length}`);
-      }
+      checkEditInputs('modelscope', request);
       return run(request, request.images);
     },
     async generate(request: ImageRequest): Promise<ImageResult> {

@@ -2,6 +2,7 @@ import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUse
 import sharp from 'sharp';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam, type ModelCapabilities } from './models';
+import { checkEditInputs, resultImage, sniffImageType } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
@@ -61,15 +62,6 @@ export function classifyOpenAIError(err: unknown): ClassifiedError {
   }
   if (err instanceof SyntaxError) return new ClassifiedError('retryable', `malformed response: ${err.message}`);
   return new ClassifiedError('retryable', `unexpected error: ${(err as Error)?.message ?? String(err)}`);
-}
-
-/** The image type from its first bytes (PNG, JPEG, WebP, GIF), else the fallback. */
-export function sniffImageType(data: Buffer, fallback = 'image/png'): string {
-  if (data.length >= 8 && data.readUInt32BE(0) === 0x89504e47) return 'image/png';
-  if (data.length >= 3 && data[0] === 0xff && data[1] === 0xd8 && data[2] === 0xff) return 'image/jpeg';
-  if (data.length >= 12 && data.toString('latin1', 0, 4) === 'RIFF' && data.toString('latin1', 8, 12) === 'WEBP') return 'image/webp';
-  if (data.length >= 6 && data.toString('latin1', 0, 3) === 'GIF') return 'image/gif';
-  return fallback;
 }
 
 function extensionFor(mimeType: string): string {
@@ -132,7 +124,7 @@ async function collectImages(response: OpenAI.ImagesResponse, requestId: string 
     if (item.b64_json) {
       const data = Buffer.from(item.b64_json, 'base64');
       images.push({ data, mimeType: sniffImageType(data, `image/${response.output_format ?? 'png'}`) });
-    } else if (item.url) images.push(await download(item.url, signal));
+    } else if (item.url) images.push(await resultImage(item.url, signal)); // dall-e-2 and some compatible servers answer with URLs
   }
   if (images.length === 0) {
     throw new ClassifiedError('retryable', 'the response held no image', requestId ? { requestId } : {});
@@ -162,12 +154,9 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
     inputLimits: (model) => capabilities('openai', model).inputLimits,
     maxInputImages: (model) => capabilities('openai', model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
+      checkEditInputs('openai', request);
       const caps = capabilities('openai', request.model);
-      const [first] = request.images;
-      if (!first) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
-      if (request.images.length > caps.maxInputImages) {
-        throw new ClassifiedError('inputError', `${request.model} takes at most ${caps.maxInputImages} input image(s); the row has ${request.images.length}`);
-      }
+      const first = request.images[0]!;
       let images = request.images;
       let maskBytes: Buffer | undefined;
       if (caps.squarePngInput) {
@@ -221,15 +210,3 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
   };
 }
 
-/** dall-e-2 and some compatible servers answer with URLs instead of base64. */
-async function download(url: string, signal?: AbortSignal): Promise<ProviderImage> {
-  let response: Response;
-  try {
-    response = await fetch(url, signal ? { signal } : {});
-  } catch (err) {
-    throw new ClassifiedError('retryable', `downloading the result image failed: ${(err as Error).message}`);
-  }
-  if (!response.ok) throw new ClassifiedError('retryable', `downloading the result image failed: HTTP ${response.status}`);
-  const data = Buffer.from(await response.arrayBuffer());
-  return { data, mimeType: sniffImageType(data, response.headers.get('content-type') ?? 'image/png') };
-}

@@ -1,7 +1,8 @@
 import OpenAI, { APIError } from 'openai';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam } from './models';
-import { classifyOpenAIError, sniffImageType } from './openai';
+import { classifyOpenAIError } from './openai';
+import { checkEditInputs, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
 // OpenRouter image models through the `openai` SDK's chat completions (OpenRouter is
@@ -52,23 +53,6 @@ const SAFETY_FINISH = /SAFETY|PROHIBITED|BLOCKLIST|SPII|RECITATION|content_filte
 
 export function dataUrl(image: ProviderImage): string {
   return `data:${image.mimeType};base64,${image.data.toString('base64')}`;
-}
-
-async function decodeImageUrl(url: string, signal?: AbortSignal): Promise<ProviderImage> {
-  const m = /^data:([^;,]+)?(;base64)?,(.*)$/s.exec(url);
-  if (m) {
-    const data = m[2] ? Buffer.from(m[3]!, 'base64') : Buffer.from(decodeURIComponent(m[3]!));
-    return { data, mimeType: sniffImageType(data, m[1] ?? 'image/png') };
-  }
-  let response: Response;
-  try {
-    response = await fetch(url, signal ? { signal } : {});
-  } catch (err) {
-    throw new ClassifiedError('retryable', `downloading the result image failed: ${(err as Error).message}`);
-  }
-  if (!response.ok) throw new ClassifiedError('retryable', `downloading the result image failed: HTTP ${response.status}`);
-  const data = Buffer.from(await response.arrayBuffer());
-  return { data, mimeType: sniffImageType(data, response.headers.get('content-type') ?? 'image/png') };
 }
 
 interface ImagePartOut {
@@ -174,7 +158,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
       const text = (choice?.message?.content ?? '').trim();
       return { images: null, why: text ? `the model answered: "${text.slice(0, 200)}"` : `empty answer${finish ? ` (${finish})` : ''}`, ...(requestId ? { requestId } : {}), usage };
     }
-    const out = await Promise.all(urls.map((u) => decodeImageUrl(u, request.signal)));
+    const out = await Promise.all(urls.map((u) => resultImage(u, request.signal)));
     return { images: out, why: '', ...(requestId ? { requestId } : {}), usage };
   }
 
@@ -204,11 +188,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
     inputLimits: (model) => capabilities('openrouter', model).inputLimits,
     maxInputImages: (model) => capabilities('openrouter', model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
-      if (request.images.length === 0) throw new ClassifiedError('inputError', 'an edit needs at least one input image');
-      const max = capabilities('openrouter', request.model).maxInputImages;
-      if (request.images.length > max) {
-        throw new ClassifiedError('inputError', `${request.model} takes at most ${max} input image(s); the row has ${request.images.length}`);
-      }
+      checkEditInputs('openrouter', request);
       return run(request, request.images);
     },
     async generate(request: ImageRequest): Promise<ImageResult> {

@@ -5,6 +5,7 @@ import { basename, join, relative } from 'node:path';
 import { parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { writeFileAtomic } from '../atomicFile';
+import { sniffImageType } from '../images';
 import { DatasetError } from '../errors';
 import type { ImageRef } from '../plan';
 import { IndexTracker, parseImageCell, pickImageKey, requireMaskColumn, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
@@ -48,18 +49,11 @@ async function fileBuffer(path: string): Promise<{ buffer: AsyncBuffer; close: (
   };
 }
 
-function sniffExtension(bytes: Uint8Array): string {
-  const b = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 12));
-  if (b.subarray(0, 4).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47]))) return 'png';
-  if (b[0] === 0xff && b[1] === 0xd8) return 'jpg';
-  if (b.subarray(0, 4).toString('latin1') === 'RIFF' && b.subarray(8, 12).toString('latin1') === 'WEBP') return 'webp';
-  if (b.subarray(0, 3).toString('latin1') === 'GIF') return 'gif';
-  return 'bin';
-}
-
 async function storeBlob(bytes: Uint8Array, blobDir: string): Promise<string> {
   const digest = createHash('sha256').update(bytes).digest('hex');
-  const path = join(blobDir, `${digest}.${sniffExtension(bytes)}`);
+  const type = sniffImageType(bytes, 'application/octet-stream');
+  const ext = type.startsWith('image/') ? type.slice(6).replace('jpeg', 'jpg') : 'bin';
+  const path = join(blobDir, `${digest}.${ext}`);
   if (!existsSync(path)) await writeFileAtomic(path, bytes);
   return path;
 }
