@@ -264,6 +264,8 @@ export interface RowOutcome {
   error?: string;
   /** True when the ledger already had this row ok and no provider call was made. */
   fromLedger?: boolean;
+  /** A row deferred for an exhausted quota (status failed, errorType QuotaExhausted): when it resets. */
+  resetAt?: string;
 }
 
 export interface RecordFailureInput {

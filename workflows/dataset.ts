@@ -2,7 +2,9 @@ import {
   ActivityFailure,
   allHandlersFinished,
   ApplicationFailure,
+  CancelledFailure,
   CancellationScope,
+  ChildWorkflowFailure,
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
@@ -12,6 +14,8 @@ import {
   setCurrentDetails,
   setHandler,
   startChild,
+  TerminatedFailure,
+  TimeoutFailure,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -19,6 +23,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../activities/orchestration';
 import { validateRetrySelection } from '../lib/retrySelection';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
+import { ErrorTypes } from '../lib/types';
 import type {
   CarriedState,
   DatasetRunSummary,
@@ -27,9 +32,10 @@ import type {
   ProgressSnapshot,
   RetrySelection,
   RowDone,
+  RowOutcome,
   RowRef,
 } from '../lib/types';
-import { pauseSignal, progressQuery, resumeSignal, retryRowsUpdate, rowDoneSignal } from './messages';
+import { pauseSignal, progressQuery, reportBySignal, resumeSignal, retryRowsUpdate, rowDoneSignal } from './messages';
 import { rowWorkflow } from './row';
 
 const { planRun, nextRowsPage, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
@@ -70,13 +76,33 @@ function resultsArgs(input: DatasetWorkflowInput) {
   };
 }
 
+/** What a row child's completion says about its row: the same report it would have signalled. */
+function reportOfResult(row: RowRef, outcome: RowOutcome): RowDone {
+  const ref = { position: row.position, index: row.index };
+  if (outcome.status === 'ok') return { ...ref, status: 'ok' };
+  // A child returns (rather than fails) with a failure only when the provider's quota ran out.
+  return { ...ref, status: 'deferred', errorType: outcome.errorType ?? ErrorTypes.quotaExhausted, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
+}
+
+/** What a row child's failure says about its row (the child fails with its row's error class). */
+function reportOfFailure(row: RowRef, err: unknown): RowDone {
+  const ref = { position: row.position, index: row.index, status: 'failed' as const };
+  const cause = err instanceof ChildWorkflowFailure ? err.cause : err;
+  if (cause instanceof ApplicationFailure) return { ...ref, errorType: cause.type ?? 'Error', error: cause.message };
+  if (cause instanceof CancelledFailure) return { ...ref, errorType: 'Cancelled', error: 'the row was cancelled' };
+  if (cause instanceof TerminatedFailure) return { ...ref, errorType: 'Terminated', error: 'the row child was terminated' };
+  if (cause instanceof TimeoutFailure) return { ...ref, errorType: 'Timeout', error: 'the row child timed out' };
+  return { ...ref, errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
+}
+
 function sum(counts: Record<string, number>): number {
   return Object.values(counts).reduce((a, b) => a + b, 0);
 }
 
 /**
  * One dataset run. Plans the rows (first execution only), then keeps a sliding window of row
- * children: at most `window` in flight, each reporting back by signal. Rows the ledger holds as done
+ * children: at most `window` in flight. A run hears of its own children's end from their completion;
+ * children that outlive it (continue-as-new) report by signal to the workflow id. Rows the ledger holds as done
  * start no child. The history stays bounded: the workflow continues as new when the server suggests
  * it or past `maxHistoryEvents`, carrying counts and cursors only. Pause, resume and retry arrive as
  * signals and an update; a provider's exhausted quota pauses the run instead of failing rows.
@@ -149,8 +175,9 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     ]);
   };
 
-  setHandler(progressQuery, snapshot);
-  setHandler(rowDoneSignal, (done: RowDone) => {
+  // A row's end, whether it comes as the child's completion or as its rowDone signal (rows that
+  // outlived the run that started them); the first report of a row in flight counts.
+  const finishRow = (done: RowDone): void => {
     if (!state || !inFlight.delete(done.index)) return; // not ours, or reported twice
     if (done.status === 'ok') state.counts.ok += 1;
     else if (done.status === 'failed') {
@@ -163,7 +190,9 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     if (done.status !== 'deferred') state.counts.finished += 1;
     upsertCounts(false);
     refreshDetails();
-  });
+  };
+  setHandler(progressQuery, snapshot);
+  setHandler(rowDoneSignal, finishRow);
   setHandler(pauseSignal, ({ reason }) => {
     if (!state) return;
     state.paused = { reason: reason ?? 'paused by request' };
@@ -231,14 +260,23 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     // Child starts in flight: many start in one workflow task instead of one task each. Awaited
     // before continuing as new, so no start is lost in between.
     const starting = new Set<Promise<void>>();
-    const dispatch = (row: RowRef): void => {
-      if (row.previousErrorType) {
-        // It counted as failed; now it is in flight again.
-        const n = (state.counts.failedByType[row.previousErrorType] ?? 1) - 1;
-        state.counts.failedByType[row.previousErrorType] = Math.max(0, n);
-      }
-      inFlight.add(row.index);
-      const start = startChild(rowWorkflow, {
+    // Children this run started and is still waiting on: it hears of their end from their
+    // completion (no signal, no extra history), unless it continues as new first.
+    const ownChildren = new Map<number, Promise<void>>();
+
+    /** Tells a running row child to report by signal; false when it has already ended. */
+    const handOver = (index: number): Promise<boolean> =>
+      getExternalWorkflowHandle(rowWorkflowId(input.runId, index))
+        .signal(reportBySignal)
+        .then(
+          () => true,
+          () => false,
+        );
+
+    const startRow = async (row: RowRef, attempt = 1): Promise<void> => {
+      let handle;
+      try {
+        handle = await startChild(rowWorkflow, {
           workflowId: rowWorkflowId(input.runId, row.index),
           args: [
             {
@@ -261,24 +299,57 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
             },
           ],
           staticSummary: `row ${row.index}: ${row.summary}`,
-          // Children outlive a continue-as-new and report by signal, so the parent never waits on them.
+          // Children may outlive this run (continue-as-new); they must not be cancelled with it.
           parentClosePolicy: ParentClosePolicy.ABANDON,
           // Retries live on the model activity; a row child runs once and reports.
           retry: { maximumAttempts: 1 },
-        }).then(
-          () => undefined,
-          (err: unknown) => {
-            // Already running (e.g. started before a reset): it will report like any other child.
-            if (err instanceof WorkflowExecutionAlreadyStartedError) return;
-            inFlight.delete(row.index);
-            state.counts.failedByType.ChildStartFailed = (state.counts.failedByType.ChildStartFailed ?? 0) + 1;
-            state.counts.finished += 1;
-            refreshDetails();
-          },
-        );
-      const tracked = start.finally(() => starting.delete(tracked));
+        });
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError && attempt < 3) {
+          // Still running from an earlier execution of this run (before a reset or a terminate): it
+          // reports by signal once told to. If it ended in between, start the row again; the
+          // ledger makes that a no-op for a finished row.
+          if (await handOver(row.index)) return;
+          return startRow(row, attempt + 1);
+        }
+        inFlight.delete(row.index);
+        state.counts.failedByType.ChildStartFailed = (state.counts.failedByType.ChildStartFailed ?? 0) + 1;
+        state.counts.finished += 1;
+        refreshDetails();
+        return;
+      }
+      const ended = handle
+        .result()
+        .then(
+          (outcome) => finishRow(reportOfResult(row, outcome)),
+          (err: unknown) => finishRow(reportOfFailure(row, err)),
+        )
+        .finally(() => ownChildren.delete(row.index));
+      ownChildren.set(row.index, ended);
+    };
+
+    const dispatch = (row: RowRef): void => {
+      if (row.previousErrorType) {
+        // It counted as failed; now it is in flight again.
+        const n = (state.counts.failedByType[row.previousErrorType] ?? 1) - 1;
+        state.counts.failedByType[row.previousErrorType] = Math.max(0, n);
+      }
+      inFlight.add(row.index);
+      const tracked: Promise<void> = startRow(row).finally(() => starting.delete(tracked));
       starting.add(tracked);
       refreshDetails();
+    };
+
+    // Before continuing as new: the rows still running will outlive this run, so from now on they
+    // report by signal to the workflow id. One that has ended meanwhile (the signal fails) has its
+    // completion on the way to this run, which waits for it. A few signals per continue-as-new,
+    // against one per row if every child signalled.
+    const handOverRunningRows = async (): Promise<void> => {
+      await Promise.all(
+        [...ownChildren.entries()].map(async ([index, ended]) => {
+          if (!(await handOver(index))) await ended;
+        }),
+      );
     };
 
     // Waits for `ready`; a pause with an end time (a quota reset) lifts itself when it comes.
@@ -304,6 +375,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     for (;;) {
       if (shouldContinueAsNew()) {
         await Promise.all([...starting]);
+        await handOverRunningRows();
         await condition(allHandlersFinished);
         const carried: CarriedState = {
           ...state,

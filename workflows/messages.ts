@@ -4,8 +4,18 @@ import type { ProgressSnapshot, RetrySelection, RowDone } from '../lib/types';
 /** Live counts of a dataset run (the CLI's progress bar and `status` read it). */
 export const progressQuery = defineQuery<ProgressSnapshot>('progress');
 
-/** Sent by each row child from its finally, to the dataset workflow's id (so it reaches the current run). */
+/**
+ * Sent from a row child's finally to the dataset workflow's id (so it reaches the current run), by
+ * the children that outlive the run that started them (see reportBySignal).
+ */
 export const rowDoneSignal = defineSignal<[RowDone]>('rowDone');
+
+/**
+ * Sent by a dataset run to its row children still running when it continues as new (or to a child it
+ * finds already running): from then on the child reports by rowDone signal, because the run that
+ * started it, and would have seen it complete, is gone.
+ */
+export const reportBySignal = defineSignal('reportBySignal');
 
 /** Stop dispatching rows (rows in flight finish). */
 export const pauseSignal = defineSignal<[{ reason?: string }]>('pause');

@@ -5,6 +5,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -15,7 +16,7 @@ import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
 import { providerQueue } from '../lib/constants';
 import { AtelierErrorType } from '../lib/searchAttributes';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, type ApiBackend, type RowDone, type RowOutcome, type RowTask, type RowWorkflowInput } from '../lib/types';
-import { rowDoneSignal } from './messages';
+import { reportBySignal, rowDoneSignal } from './messages';
 
 const { recordRowFailure } = proxyActivities<OrchestrationActivities>({
   startToCloseTimeout: '1 minute',
@@ -89,12 +90,17 @@ function failureOf(err: unknown): { errorType: string; error: string } {
 /**
  * One dataset row. The model activity runs on the provider's task queue (or a GPU queue) with an
  * explicit retry policy. A row that still fails is recorded in the ledger and the child ends Failed (so
- * `RootWorkflowId='<run>' AND ExecutionStatus='Failed'` lists a run's failed rows). Whatever
- * happens, the child reports to its dataset workflow from a finally, by workflow id, so the report
- * reaches the current run after continue-as-new and a failing row never leaks a window slot.
+ * `RootWorkflowId='<run>' AND ExecutionStatus='Failed'` lists a run's failed rows).
+ *
+ * The dataset run that started the child learns its end from the child's own completion (its result
+ * or failure), which costs no extra history. A child that outlives that run (the run continued as new
+ * while the row was in flight) is told so by a reportBySignal signal; it then reports from a finally,
+ * by workflow id, so the report reaches the current run and a failing row never leaks a window slot.
  */
 export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> {
   const { task, retry } = input;
+  let mustSignal = false;
+  setHandler(reportBySignal, () => void (mustSignal = true));
   let report: RowDone = { position: task.position, index: task.index, status: 'failed', errorType: 'Cancelled', error: 'the row was cancelled' };
   try {
     const outcome = task.backend === 'diffusers' ? await gpuRow(task, retry) : await apiRow(task, retry);
@@ -105,19 +111,22 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
     const { errorType, error } = failureOf(err);
     if (errorType === ErrorTypes.quotaExhausted) {
       // Not the row's fault: the dataset workflow pauses the provider and runs the row again later.
+      // Returned, not thrown: the child ends Completed and the row is pending, not failed.
       const details = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.details : undefined;
       const resetAt = (details?.[0] as { quotaResetAt?: string } | undefined)?.quotaResetAt;
       report = { position: task.position, index: task.index, status: 'deferred', errorType, error, ...(resetAt ? { resetAt } : {}) };
-      return { position: task.position, index: task.index, status: 'failed', errorType, error };
+      return { position: task.position, index: task.index, status: 'failed', errorType, error, ...(resetAt ? { resetAt } : {}) };
     }
     report = { position: task.position, index: task.index, status: 'failed', errorType, error };
     await recordRowFailure({ runId: task.runId, model: task.model, outputDir: task.outputDir, position: task.position, index: task.index, errorType, error });
     if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierErrorType, value: errorType }]);
     throw ApplicationFailure.create({ type: errorType, message: error, nonRetryable: true });
   } finally {
-    const parentId = workflowInfo().parent?.workflowId ?? task.runId;
-    // Awaited: the server drops a signal whose sender has closed before it was delivered.
-    // Reported even when the row is cancelled; a dataset workflow that is gone can't be told.
-    await CancellationScope.nonCancellable(() => getExternalWorkflowHandle(parentId).signal(rowDoneSignal, report)).catch(() => undefined);
+    if (mustSignal) {
+      const parentId = workflowInfo().parent?.workflowId ?? task.runId;
+      // Awaited: the server drops a signal whose sender has closed before it was delivered.
+      // Reported even when the row is cancelled; a dataset workflow that is gone can't be told.
+      await CancellationScope.nonCancellable(() => getExternalWorkflowHandle(parentId).signal(rowDoneSignal, report)).catch(() => undefined);
+    }
   }
 }

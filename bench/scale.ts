@@ -1,0 +1,81 @@
+// Scale benchmark: one long dataset run (default 100,000 rows) through the project's own worker
+// process (`atelier worker`, as users run it) on a dev server, against the zero-latency OpenAI
+// stand-in. Reports the parent's history events per run (continue-as-new must keep every run under
+// ~10k events), how many runs it took, the worker process's peak RSS (VmHWM, must stay under 1 GB)
+// and the rows/s it got. Progress goes to stderr every 30 s.
+//   npm run build && node dist/bench/scale.js [rows]   (default 100000)
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import type { DatasetRunSummary, ProgressSnapshot } from '../lib/types';
+import { startOpenAIStandin } from '../standins/openai';
+import { benchInput, startBenchServer, writeBenchDataset } from './harness';
+
+const WINDOW = 32;
+
+/** Peak and current resident set of a process, from /proc (Linux). */
+function memoryOf(pid: number): { peakMb: number; nowMb: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
+  return { peakMb: kb('VmHWM') / 1024, nowMb: kb('VmRSS') / 1024 };
+}
+
+async function main(): Promise<void> {
+  const rows = Number(process.argv[2] ?? 100_000);
+  const standin = await startOpenAIStandin();
+  const bench = await startBenchServer();
+  const worker = spawn(process.execPath, [join(__dirname, '..', '..', 'bin', 'atelier.js'), 'worker', '--concurrency', String(WINDOW)], {
+    env: { ...process.env, ATELIER_WORKER_LOG: join(bench.dir, 'worker.log'), TEMPORAL_ADDRESS: bench.server.address, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const workerExited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  try {
+    const csv = await writeBenchDataset(bench.dir, rows, `scale${rows}`);
+    const input = benchInput(`scale-${rows}`, csv, join(bench.dir, `out-${rows}`), WINDOW);
+    const start = performance.now();
+    const handle = await bench.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    let peakMb = 0;
+    const sample = setInterval(() => {
+      if (worker.pid !== undefined && worker.exitCode === null) peakMb = Math.max(peakMb, memoryOf(worker.pid).peakMb);
+    }, 1000);
+    const report = setInterval(() => {
+      void handle
+        .query<ProgressSnapshot>('progress')
+        .then((p) => {
+          const seconds = (performance.now() - start) / 1000;
+          const rss = worker.pid !== undefined ? memoryOf(worker.pid).nowMb : 0;
+          console.error(`  ${seconds.toFixed(0)} s: ${p.ok + p.failed}/${p.total} rows, ${p.continuedAsNew} continue-as-new, worker RSS ${rss.toFixed(0)} MB`);
+        })
+        .catch(() => undefined);
+    }, 30_000);
+    const summary = (await handle.result()) as DatasetRunSummary;
+    const seconds = (performance.now() - start) / 1000;
+    clearInterval(sample);
+    clearInterval(report);
+    if (worker.pid !== undefined) peakMb = Math.max(peakMb, memoryOf(worker.pid).peakMb);
+    if (summary.ok !== rows) throw new Error(`expected ${rows} ok rows, got ${summary.ok}`);
+
+    const lengths: number[] = [];
+    for await (const wf of bench.client.workflow.list({ query: `WorkflowId = '${input.runId}'` })) lengths.push(wf.historyLength);
+    console.log(
+      [
+        `${rows} rows (window ${WINDOW}), one \`atelier worker\` process:`,
+        `  ${(rows / seconds).toFixed(1)} rows/s (${(seconds / 60).toFixed(1)} min), ${summary.ok} ok`,
+        `  parent runs ${lengths.length}, history events per run max ${Math.max(...lengths)}, mean ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(0)}`,
+        `  worker process peak RSS ${peakMb.toFixed(0)} MB`,
+      ].join('\n'),
+    );
+  } finally {
+    worker.kill('SIGINT');
+    await Promise.race([workerExited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
+    if (worker.exitCode === null) worker.kill('SIGKILL');
+    await bench.close();
+    await standin.close();
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
