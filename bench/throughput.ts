@@ -1,15 +1,18 @@
 // Throughput benchmark: rows/s of a dataset run (dev server, zero-latency stand-in provider) next to
-// a bare baseline measured in the same run: the same sliding window of empty child workflows through
-// the same server. Also reports the parent's history events per run (continue-as-new keeps them
-// bounded) and a re-run of the finished run (0 provider calls).
+// baselines measured in the same run: the same sliding window of empty child workflows through the
+// same server (the baseline the goal is set against), and of children that run one no-op activity
+// on a second queue (the least a row with a model call can cost). Also reports the parent's history
+// events per run (continue-as-new keeps them bounded) and a re-run of the finished run (0 calls).
 //   npm run build && node dist/bench/throughput.js [rows ...]   (default 1000 10000)
 import { join } from 'node:path';
-import { Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import type { DatasetRunSummary } from '../lib/types';
 import { startOpenAIStandin } from '../standins/openai';
 import { createWorkers, runWorkersUntil } from '../workers';
-import { benchInput, peakRssSampler, startBenchServer, writeBenchDataset } from './harness';
+import type { BaselineChild } from './baselineWorkflows';
+import { NOOP_ACTIVITY_QUEUE } from './baselineWorkflows';
+import { benchInput, peakRssSampler, startBenchServer, writeBenchDataset, type BenchServer } from './harness';
 
 const WINDOW = 32;
 
@@ -19,23 +22,35 @@ async function historyLengths(client: import('@temporalio/client').Client, workf
   return lengths;
 }
 
+/** Seconds for `rows` baseline children of the given kind, through the same server. */
+async function baselineSeconds(bench: BenchServer, bundle: WorkflowBundleWithSourceMap, rows: number, child: BaselineChild): Promise<number> {
+  const workers = [
+    await Worker.create({
+      connection: bench.nativeConnection,
+      taskQueue: 'bench-bare',
+      workflowBundle: bundle,
+      activities: { noop: async () => undefined },
+    }),
+    await Worker.create({ connection: bench.nativeConnection, taskQueue: NOOP_ACTIVITY_QUEUE, activities: { noop: async () => undefined }, maxConcurrentActivityTaskExecutions: WINDOW }),
+  ];
+  const start = performance.now();
+  const done = bench.client.workflow.execute('bareParentWorkflow', { taskQueue: 'bench-bare', workflowId: `bare-${child}-${rows}`, args: [rows, WINDOW, child] });
+  await runWorkersUntil(workers, done);
+  return (performance.now() - start) / 1000;
+}
+
 async function main(): Promise<void> {
   const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
   const standin = await startOpenAIStandin();
   const bench = await startBenchServer();
   const env = { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL };
+  const bundle = await bundleWorkflowCode({ workflowsPath: require.resolve('./baselineWorkflows'), logger: new DefaultLogger('ERROR') });
   try {
     for (const rows of sizes.length ? sizes : [1000, 10000]) {
-      // Baseline: empty children, same window, same server.
-      const bareWorker = await Worker.create({
-        connection: bench.nativeConnection,
-        taskQueue: 'bench-bare',
-        workflowsPath: require.resolve('./baselineWorkflows'),
-      });
-      const bareStart = performance.now();
-      const bare = bench.client.workflow.execute('bareParentWorkflow', { taskQueue: 'bench-bare', workflowId: `bare-${rows}`, args: [rows, WINDOW] });
-      await runWorkersUntil([bareWorker], bare);
-      const bareSeconds = (performance.now() - bareStart) / 1000;
+      // Baselines: same window, same server.
+      const bareSeconds = await baselineSeconds(bench, bundle, rows, 'empty');
+      const activitySeconds = await baselineSeconds(bench, bundle, rows, 'one-activity');
+      const localSeconds = await baselineSeconds(bench, bundle, rows, 'one-local-activity');
 
       // Atelier: a real dataset run, the project's workers, the stand-in answering at once.
       const csv = await writeBenchDataset(bench.dir, rows, `tp${rows}`);
@@ -60,10 +75,14 @@ async function main(): Promise<void> {
 
       const rate = rows / seconds;
       const bareRate = rows / bareSeconds;
+      const activityRate = rows / activitySeconds;
+      const localRate = rows / localSeconds;
       console.log(
         [
           `${rows} rows (window ${WINDOW}):`,
           `  atelier ${rate.toFixed(1)} rows/s (${seconds.toFixed(1)} s); bare empty children ${bareRate.toFixed(1)} rows/s (${bareSeconds.toFixed(1)} s); ratio ${(rate / bareRate).toFixed(2)}`,
+          `  children with one no-op activity ${activityRate.toFixed(1)} rows/s (${activitySeconds.toFixed(1)} s), ${(activityRate / bareRate).toFixed(2)} of bare; atelier ${(rate / activityRate).toFixed(2)} of it`,
+          `  children with one no-op local activity ${localRate.toFixed(1)} rows/s (${localSeconds.toFixed(1)} s), ${(localRate / bareRate).toFixed(2)} of bare`,
           `  parent runs ${lengths.length}, history events per run max ${Math.max(...lengths)}; worker process peak RSS ${peakMb.toFixed(0)} MB`,
           `  re-run of the finished run: ${standin.calls.length - callsBefore} provider calls, ${rerunSeconds.toFixed(1)} s`,
         ].join('\n'),

@@ -164,6 +164,25 @@ describe('dataset workflow on a real dev server', () => {
     expect(standin.calls.length).toBe(before);
   });
 
+  it('finishes the run when a row child is terminated from outside (the row counts as failed, then runs again on a re-run)', async () => {
+    writeText(join(dataDir, 'term.csv'), ['index,input_images,instruction', '0,ok.png,row-term-0 x', '1,ok.png,row-term-1 held up', '2,ok.png,row-term-2 x'].join('\n'));
+    // Row 1 waits out a long Retry-After, so its child is still running when it is terminated.
+    standin.script('row-term-1 ', [faults.rateLimited(30)]);
+    const term = { ...input, runId: 'wf-test-term', inputPath: join(dataDir, 'term.csv'), outputDir: join(outputDir, '..', 'term-out'), window: 3 };
+    const run = runDataset(term);
+    const child = env.client.workflow.getHandle('wf-test-term/row/1');
+    for (let i = 0; i < 200 && standin.callsFor('row-term-1 ').length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(standin.callsFor('row-term-1 ')).toHaveLength(1);
+    await child.terminate('test: terminated from outside');
+    const summary = await run;
+    // Nothing recorded the row, so the results hold it as pending; the run did not wait for it.
+    expect(summary).toMatchObject({ total: 3, ok: 2, pending: 1 });
+    const again = await runDataset(term);
+    expect(again).toMatchObject({ total: 3, ok: 3, pending: 0 });
+    expect(standin.callsFor('row-term-0 ')).toHaveLength(1);
+    expect(standin.callsFor('row-term-1 ')).toHaveLength(2);
+  });
+
   it('continues as new to keep every run of the parent under its history cap, carrying counts only', async () => {
     const rows = Array.from({ length: 200 }, (_, i) => `${i},ok.png,row-can-${i} x`);
     writeText(join(dataDir, 'many.csv'), ['index,input_images,instruction', ...rows].join('\n'));

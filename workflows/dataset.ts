@@ -80,8 +80,10 @@ function resultsArgs(input: DatasetWorkflowInput) {
 function reportOfResult(row: RowRef, outcome: RowOutcome): RowDone {
   const ref = { position: row.position, index: row.index };
   if (outcome.status === 'ok') return { ...ref, status: 'ok' };
-  // A child returns (rather than fails) with a failure only when the provider's quota ran out.
-  return { ...ref, status: 'deferred', errorType: outcome.errorType ?? ErrorTypes.quotaExhausted, ...(outcome.error ? { error: outcome.error } : {}), ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
+  const error = { errorType: outcome.errorType ?? 'Error', ...(outcome.error ? { error: outcome.error } : {}) };
+  // A child returns (rather than fails) with a failure when the provider's quota ran out.
+  if (outcome.errorType === ErrorTypes.quotaExhausted) return { ...ref, status: 'deferred', ...error, ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
+  return { ...ref, status: 'failed', ...error };
 }
 
 /** What a row child's failure says about its row (the child fails with its row's error class). */
