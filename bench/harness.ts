@@ -68,6 +68,13 @@ export function benchInput(runId: string, inputPath: string, outputDir: string, 
   };
 }
 
+/** The history length of every run (continue-as-new) of a workflow id. */
+export async function historyLengths(client: Client, workflowId: string): Promise<number[]> {
+  const lengths: number[] = [];
+  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) lengths.push(wf.historyLength);
+  return lengths;
+}
+
 export function peakRssSampler(): { stop(): number } {
   let peak = process.memoryUsage().rss;
   const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 200);

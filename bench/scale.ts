@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
 import type { DatasetRunSummary, ProgressSnapshot } from '../lib/types';
 import { startOpenAIStandin } from '../standins/openai';
-import { benchInput, startBenchServer, writeBenchDataset } from './harness';
+import { benchInput, historyLengths, startBenchServer, writeBenchDataset } from './harness';
 
 const WINDOW = 32;
 
@@ -56,8 +56,7 @@ async function main(): Promise<void> {
     if (worker.pid !== undefined) peakMb = Math.max(peakMb, memoryOf(worker.pid).peakMb);
     if (summary.ok !== rows) throw new Error(`expected ${rows} ok rows, got ${summary.ok}`);
 
-    const lengths: number[] = [];
-    for await (const wf of bench.client.workflow.list({ query: `WorkflowId = '${input.runId}'` })) lengths.push(wf.historyLength);
+    const lengths = await historyLengths(bench.client, input.runId);
     console.log(
       [
         `${rows} rows (window ${WINDOW}), one \`atelier worker\` process:`,

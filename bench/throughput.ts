@@ -12,15 +12,9 @@ import { startOpenAIStandin } from '../standins/openai';
 import { createWorkers, runWorkersUntil } from '../workers';
 import type { BaselineChild } from './baselineWorkflows';
 import { NOOP_ACTIVITY_QUEUE } from './baselineWorkflows';
-import { benchInput, peakRssSampler, startBenchServer, writeBenchDataset, type BenchServer } from './harness';
+import { benchInput, historyLengths, peakRssSampler, startBenchServer, writeBenchDataset, type BenchServer } from './harness';
 
 const WINDOW = 32;
-
-async function historyLengths(client: import('@temporalio/client').Client, workflowId: string): Promise<number[]> {
-  const lengths: number[] = [];
-  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) lengths.push(wf.historyLength);
-  return lengths;
-}
 
 /** Seconds for `rows` baseline children of the given kind, through the same server. */
 async function baselineSeconds(bench: BenchServer, bundle: WorkflowBundleWithSourceMap, rows: number, child: BaselineChild): Promise<number> {
@@ -83,7 +77,7 @@ async function main(): Promise<void> {
           `  atelier ${rate.toFixed(1)} rows/s (${seconds.toFixed(1)} s); bare empty children ${bareRate.toFixed(1)} rows/s (${bareSeconds.toFixed(1)} s); ratio ${(rate / bareRate).toFixed(2)}`,
           `  children with one no-op activity ${activityRate.toFixed(1)} rows/s (${activitySeconds.toFixed(1)} s), ${(activityRate / bareRate).toFixed(2)} of bare; atelier ${(rate / activityRate).toFixed(2)} of it`,
           `  children with one no-op local activity ${localRate.toFixed(1)} rows/s (${localSeconds.toFixed(1)} s), ${(localRate / bareRate).toFixed(2)} of bare`,
-          `  parent runs ${lengths.length}, history events per run max ${Math.max(...lengths)}; worker process peak RSS ${peakMb.toFixed(0)} MB`,
+          `  parent runs ${lengths.length}, history events per run max ${Math.max(...lengths)}; benchmark process (workers, stand-in, client) peak RSS ${peakMb.toFixed(0)} MB`,
           `  re-run of the finished run: ${standin.calls.length - callsBefore} provider calls, ${rerunSeconds.toFixed(1)} s`,
         ].join('\n'),
       );

@@ -36,7 +36,7 @@ import type {
   RowRef,
 } from '../lib/types';
 import { pauseSignal, progressQuery, reportBySignal, resumeSignal, retryRowsUpdate, rowDoneSignal } from './messages';
-import { rowWorkflow } from './row';
+import { failureOf, rowWorkflow } from './row';
 
 const { planRun, nextRowsPage, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
   // Planning streams the whole dataset; give large inputs room.
@@ -90,11 +90,11 @@ function reportOfResult(row: RowRef, outcome: RowOutcome): RowDone {
 function reportOfFailure(row: RowRef, err: unknown): RowDone {
   const ref = { position: row.position, index: row.index, status: 'failed' as const };
   const cause = err instanceof ChildWorkflowFailure ? err.cause : err;
-  if (cause instanceof ApplicationFailure) return { ...ref, errorType: cause.type ?? 'Error', error: cause.message };
+  // The child ran no code of its own to say why: name the reason the server gave.
   if (cause instanceof CancelledFailure) return { ...ref, errorType: 'Cancelled', error: 'the row was cancelled' };
   if (cause instanceof TerminatedFailure) return { ...ref, errorType: 'Terminated', error: 'the row child was terminated' };
   if (cause instanceof TimeoutFailure) return { ...ref, errorType: 'Timeout', error: 'the row child timed out' };
-  return { ...ref, errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
+  return { ...ref, ...failureOf(err) };
 }
 
 function sum(counts: Record<string, number>): number {

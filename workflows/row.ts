@@ -2,6 +2,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  ChildWorkflowFailure,
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
@@ -81,8 +82,9 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
   return outcome;
 }
 
-function failureOf(err: unknown): { errorType: string; error: string } {
-  const cause = err instanceof ActivityFailure ? err.cause : err;
+/** A failed activity's or child's error class and message (its ApplicationFailure's type, if any). */
+export function failureOf(err: unknown): { errorType: string; error: string } {
+  const cause = err instanceof ActivityFailure || err instanceof ChildWorkflowFailure ? err.cause : err;
   if (cause instanceof ApplicationFailure) return { errorType: cause.type ?? 'Error', error: cause.message };
   return { errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
 }
