@@ -34,6 +34,8 @@ export const RunErrorTypes = {
   dataset: 'DatasetError',
   invalidInput: 'InvalidWorkflowInput',
   outputDirInUse: 'OutputDirInUse',
+  /** The output dir could not be written while planning (read-only, full, credentials refused). */
+  storage: 'StorageError',
 } as const;
 
 const SUMMARY_CHARS = 80;
@@ -138,12 +140,13 @@ function resultsTargets(input: { outputDir: string; outputCsv?: string | undefin
   return { storage, csv, jsonl: csv.replace(/\.csv$/i, '') + '.jsonl' };
 }
 
-/** A storage failure while planning says what failed, where, instead of "Workflow execution failed". */
+/**
+ * A storage failure while planning says what failed, where, instead of "Workflow execution
+ * failed": final ones end the run at once, transient ones are retried by planRun's policy.
+ */
 function planningFailure(err: unknown): unknown {
-  if (err instanceof ClassifiedError && err.kind !== 'retryable') {
-    return ApplicationFailure.nonRetryable(`planning failed: ${err.message}`, err.errorType);
-  }
-  return err;
+  if (!(err instanceof ClassifiedError)) return err;
+  return ApplicationFailure.create({ type: err.errorType, message: `planning failed: ${err.message}`, nonRetryable: err.kind !== 'retryable' });
 }
 
 function csvCell(value: unknown): string {

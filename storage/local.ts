@@ -7,6 +7,26 @@ import { keyProblem, storageFailure } from './errors';
 import type { Storage, StoredObjectInfo } from './storage';
 
 /**
+ * mkdir -p that reports the real reason: a recursive mkdir under a read-only mount answers ENOENT,
+ * so on that answer the folders are made one by one to surface EROFS, EACCES or ENOSPC.
+ */
+async function ensureDir(path: string): Promise<void> {
+  try {
+    await mkdir(path, { recursive: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const parts = path.split(sep);
+    for (let i = 2; i <= parts.length; i++) {
+      try {
+        await mkdir(parts.slice(0, i).join(sep));
+      } catch (inner) {
+        if ((inner as NodeJS.ErrnoException).code !== 'EEXIST') throw inner;
+      }
+    }
+  }
+}
+
+/**
  * A folder on a local (or mounted) disk. Every write resolves to a real path under the root: a key
  * whose way passes through a symlink is refused, so a link planted inside the output dir can never
  * redirect a row's output elsewhere. Whole-object writes go through a temp file and a rename;
@@ -29,7 +49,7 @@ export class LocalStorage implements Storage {
   /** The root's real path (the root itself may be a link the user chose; what is below may not). */
   private async root(): Promise<string> {
     this.realRoot ??= (async () => {
-      await mkdir(this.location, { recursive: true });
+      await ensureDir(this.location);
       return realpath(this.location);
     })().catch((err) => {
       this.realRoot = undefined;
@@ -117,6 +137,7 @@ export class LocalStorage implements Storage {
     await this.checkWritable(key);
     const path = await this.pathOf(key);
     try {
+      await ensureDir(dirname(path));
       await writeFileAtomic(path, data);
     } catch (err) {
       throw storageFailure(err, path);
@@ -128,7 +149,7 @@ export class LocalStorage implements Storage {
     const path = await this.pathOf(key);
     const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
-      await mkdir(dirname(path), { recursive: true });
+      await ensureDir(dirname(path));
       await copyFile(localPath, temp);
       const handle = await open(temp, 'r+');
       try {
@@ -148,7 +169,7 @@ export class LocalStorage implements Storage {
     const path = await this.pathOf(key);
     const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
-      await mkdir(dirname(path), { recursive: true });
+      await ensureDir(dirname(path));
       const handle = await open(temp, 'wx');
       try {
         await handle.writeFile(data);
@@ -214,7 +235,7 @@ export class LocalStorage implements Storage {
   async createUrl(key: string): Promise<string> {
     await this.checkWritable(key);
     const path = await this.pathOf(key);
-    await mkdir(dirname(path), { recursive: true }).catch((err) => {
+    await ensureDir(dirname(path)).catch((err) => {
       throw storageFailure(err, path);
     });
     return path;
