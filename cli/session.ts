@@ -1,8 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
-import { serverReachable, startDevServer, type DevServerHandle } from '../lib/devServer';
+import { isOrphanedEmbeddedServer, readServerRecord, serverReachable, startDevServer, stopServerByPid, type DevServerHandle, type ServerRecord } from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
@@ -44,19 +43,10 @@ export interface Session {
   close(): Promise<void>;
 }
 
-interface ServerRecord {
-  address: string;
-  uiUrl?: string;
-}
-
 /** The server `atelier server` (or a running `edit`) keeps for this state dir, if it answers. */
 export async function runningServer(stateDir: string): Promise<ServerRecord | undefined> {
-  try {
-    const record = JSON.parse(readFileSync(join(stateDir, 'server.json'), 'utf8')) as ServerRecord;
-    return (await serverReachable(record.address)) ? record : undefined;
-  } catch {
-    return undefined;
-  }
+  const record = readServerRecord(stateDir);
+  return record && (await serverReachable(record.address)) ? record : undefined;
 }
 
 /** Checks (and, where allowed, registers) the project's search attributes on an external server. */
@@ -85,7 +75,14 @@ export async function openSession(options: SessionOptions): Promise<Session> {
   if (external) {
     address = external;
   } else {
-    const running = await runningServer(stateDir);
+    let running = await runningServer(stateDir);
+    if (running && options.mayStartServer && isOrphanedEmbeddedServer(running)) {
+      // Left behind by an `edit` that was killed: no workers serve it. Started afresh on the same
+      // database, the run's history is all there and the rows resume.
+      options.log?.(`stopping the embedded Temporal server an earlier command left running (pid ${running.pid}); starting it afresh`);
+      await stopServerByPid(stateDir, running.pid);
+      running = undefined;
+    }
     if (running) {
       address = running.address;
       uiUrl = running.uiUrl;
