@@ -192,7 +192,8 @@ export class LocalStorage implements Storage {
   }
 
   async list(prefix: string): Promise<string[]> {
-    const base = await this.pathOf(prefix.replace(/\/+$/, ''));
+    const folder = prefix.replace(/\/+$/, '');
+    const base = folder ? await this.pathOf(folder) : await this.root();
     const found: string[] = [];
     const walk = async (dir: string, rel: string): Promise<void> => {
       let entries;

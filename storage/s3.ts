@@ -166,7 +166,9 @@ export class S3Storage implements Storage {
   }
 
   async list(prefix: string): Promise<string[]> {
-    const folder = `${this.objectKey(prefix.replace(/\/+$/, ''))}/`;
+    const base = prefix.replace(/\/+$/, '');
+    // The root itself ('') lists the whole prefix.
+    const folder = base ? `${this.objectKey(base)}/` : this.prefix ? `${this.prefix}/` : '';
     const keys: string[] = [];
     let token: string | undefined;
     try {

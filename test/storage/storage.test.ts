@@ -33,6 +33,7 @@ describe.each(backends)('%s storage', (_name, make) => {
     expect(await storage.stat('a/b.txt')).toEqual({ size: 11 });
     expect(String(await storage.readRange('a/b.txt', 6, 11))).toBe('world');
     expect((await storage.list('a')).sort()).toEqual(['b.txt', 'c/d.txt']);
+    expect((await storage.list('')).sort()).toEqual(['a/b.txt', 'a/c/d.txt']);
     await storage.write('a/b.txt', 'replaced');
     expect(String(await storage.read('a/b.txt'))).toBe('replaced');
     await storage.removeAll('a/c');
