@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Client, Connection, isGrpcServiceError } from '@temporalio/client';
+import { Client, isGrpcServiceError } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { serverReachable, startDevServer, type DevServerHandle } from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
+import { connectClient, connectNative, describeTarget, plainTarget, temporalTargetFromEnv, type TemporalTarget } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
 
@@ -19,7 +20,8 @@ const INDEXED_VALUE_TYPE = {
   INT: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT,
 } as const;
 
-// How a CLI command reaches Temporal: TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE) when set; else the
+// How a CLI command reaches Temporal: TEMPORAL_ADDRESS (with TEMPORAL_NAMESPACE and the TLS / API key
+// settings of lib/temporalConnection) when set; else the
 // dev server `atelier server` runs for this state dir; else (for commands that run rows) an
 // embedded dev server whose state lives under --state-dir, stopped when the command ends.
 
@@ -146,12 +148,15 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       );
     }
   }
+  // An external server may need TLS and an API key; the project's own dev servers are plaintext.
+  const target: TemporalTarget = external ? temporalTargetFromEnv(process.env, address) : plainTarget(address, namespace);
+  if (external) options.log?.(`Temporal: ${describeTarget(target)}`);
   const runWorkers = server !== undefined || options.withWorkers;
   if (runWorkers) installWorkerLogging({ file: join(stateDir, 'logs', 'worker.log') });
 
   const cleanups: Array<() => Promise<void>> = [];
   try {
-    const connection = await Connection.connect({ address });
+    const connection = await connectClient(target);
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace });
     // Project-started dev servers register them at start; other servers are checked.
@@ -159,7 +164,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     let workers: Worker[] = [];
     let workersDone: Promise<void> | undefined;
     if (runWorkers) {
-      const nativeConnection = await NativeConnection.connect({ address });
+      const nativeConnection = await connectNative(target);
       cleanups.unshift(() => nativeConnection.close());
       workers = await createWorkers({
         connection: nativeConnection,
