@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, isGrpcServiceError } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { Worker } from '@temporalio/worker';
@@ -71,6 +72,7 @@ export async function runningServer(stateDir: string): Promise<ServerRecord | un
 }
 
 /** gRPC status codes the registration and rate-limit calls may answer with and that are not failures. */
+const GRPC_INVALID_ARGUMENT = 3;
 const GRPC_ALREADY_EXISTS = 6;
 const GRPC_UNIMPLEMENTED = 12;
 
@@ -121,6 +123,27 @@ export async function ensureSearchAttributes(client: Client, namespace: string, 
       `could not register the search attributes ${missing.map((k) => k.name).join(', ')} in namespace ${namespace}: ${(err as Error).message}\n` +
         `register them as an operator (\`temporal operator search-attribute create --namespace ${namespace} ${register}\`) and run again`,
     );
+  }
+}
+
+/**
+ * Runs `start` (a workflow start with Atelier's search attributes), retrying while the server
+ * refuses the attributes as unknown. A server keeps a per-namespace cache of attribute mappings
+ * (refreshed within a minute), so right after registration, by this client or another, a start
+ * can be refused with "no mapping defined for search attribute" although the attribute exists.
+ */
+export async function whileSearchAttributesPropagate<T>(start: () => Promise<T>, log: (line: string) => void, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      const cause = (err as { cause?: unknown }).cause ?? err;
+      const unmapped = isGrpcServiceError(cause) && cause.code === GRPC_INVALID_ARGUMENT && /search attribute/i.test(cause.message);
+      if (!unmapped || Date.now() > deadline) throw err;
+      if (attempt === 0) log('the server has not picked up the newly registered search attributes yet (it refreshes within a minute); retrying');
+      await sleep(1000);
+    }
   }
 }
 

@@ -1,9 +1,11 @@
 import { execFile } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { accessSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { repoRoot } from './temporalCli';
 
 // Go programs the test suite and the cluster benchmark build from modules (the Temporal server and
 // its SQL tool, the compose validator): built once into ~/.cache/atelier/go/<name>-<version>/,
@@ -103,4 +105,25 @@ export async function goBuildModule(moduleDir: string, outDir: string, name: str
 export async function goModuleDir(modulePath: string, version: string): Promise<string> {
   const { stdout } = await run('go', ['env', 'GOMODCACHE']);
   return join(stdout.trim(), `${modulePath}@${version}`);
+}
+
+/**
+ * deploy/compose-check (compose-go, the loader `docker compose` uses), built into
+ * compose-check-<compose-go version>-<source hash>/: a change to the program or its go.sum builds
+ * a new one, an unchanged one is reused by every clone. Returns the binary's path.
+ */
+export async function ensureComposeCheck(log?: (line: string) => void): Promise<string> {
+  const moduleDir = join(repoRoot(), 'deploy', 'compose-check');
+  const goMod = readFileSync(join(moduleDir, 'go.mod'), 'utf8');
+  const version = /github\.com\/compose-spec\/compose-go\/v2 (v\S+)/.exec(goMod)?.[1];
+  if (!version) throw new Error('deploy/compose-check/go.mod does not require compose-go/v2');
+  const hash = createHash('sha256');
+  for (const f of ['go.mod', 'go.sum', 'main.go']) hash.update(readFileSync(join(moduleDir, f)));
+  const dir = await ensureGoBuild({
+    key: `compose-check-${version}-${hash.digest('hex').slice(0, 12)}`,
+    binaries: ['compose-check'],
+    build: (out) => goBuildModule(moduleDir, out, 'compose-check'),
+    ...(log ? { log } : {}),
+  });
+  return join(dir, 'compose-check');
 }
