@@ -118,10 +118,11 @@ export async function ensureSearchAttributes(client: Client, namespace: string, 
       log('this Temporal server cannot register search attributes (operator API unsupported): runs start without Atelier search attributes');
       return false;
     }
-    const register = missing.map((k) => `--name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`).join(' ');
+    // One command per attribute: the CLI pairs several --name with several --type by position.
+    const register = missing.map((k) => `temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`);
     throw new UsageError(
       `could not register the search attributes ${missing.map((k) => k.name).join(', ')} in namespace ${namespace}: ${(err as Error).message}\n` +
-        `register them as an operator (\`temporal operator search-attribute create --namespace ${namespace} ${register}\`) and run again`,
+        `register them as an operator (${register.map((c) => `\`${c}\``).join(', ')}) and run again`,
     );
   }
 }
