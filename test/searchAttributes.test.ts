@@ -2,7 +2,7 @@ import { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureSearchAttributes } from '../cli/session';
+import { ensureSearchAttributes, setQueueRateLimit, type Session } from '../cli/session';
 import { UsageError } from '../lib/errors';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
 import { startTestServer } from './helpers/temporalEnv';
@@ -44,5 +44,20 @@ describe('ensureSearchAttributes', () => {
     const failure = await ensureSearchAttributes(client, 'no-such-namespace').catch((err: unknown) => err);
     expect(failure).toBeInstanceOf(UsageError);
     expect((failure as Error).message).toMatch(/no-such-namespace/);
+  });
+});
+
+describe('setQueueRateLimit', () => {
+  // Only the fields setQueueRateLimit reads, with a real client on the real server.
+  const sessionFor = (namespace: string) => ({ client: new Client({ connection: env.connection, namespace }), namespace }) as Pick<Session, 'client' | 'namespace'> as Session;
+
+  it('sets the limit on a server that supports it', async () => {
+    expect(await setQueueRateLimit(sessionFor('default'), 'api-openai', 2)).toBe(true);
+  });
+
+  it('reports a real failure instead of returning "unsupported"', async () => {
+    const failure = await setQueueRateLimit(sessionFor('no-such-namespace'), 'api-openai', 2).catch((err: unknown) => err);
+    expect(failure).toBeInstanceOf(UsageError);
+    expect((failure as Error).message).toMatch(/api-openai/);
   });
 });

@@ -34,7 +34,7 @@ afterAll(async () => {
 }, 120_000);
 
 describe('a real Temporal cluster (PostgreSQL)', () => {
-  it('runs `atelier edit` served by an `atelier worker` process; search attributes register and find the run', async () => {
+  it('runs `atelier edit --rpm` served by an `atelier worker` process; search attributes register and find the run', async () => {
     const dir = tempDir('atelier-cluster-data-');
     await writePng(join(dir, 'a.png'));
     writeText(join(dir, 'edits.csv'), ['input_images,instruction', ...Array.from({ length: ROWS }, (_, i) => `a.png,cluster-row-${i} edit`)].join('\n'));
@@ -44,12 +44,14 @@ describe('a real Temporal cluster (PostgreSQL)', () => {
     let run: Awaited<ReturnType<typeof atelier>>;
     try {
       await worker.waitForOutput(/serving atelier-orchestrator, api-openai/);
-      run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', join(dir, 'out'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state')], base);
+      run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', join(dir, 'out'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state'), '--rpm', '600'], base);
     } finally {
       expect(await worker.stop()).toBe(0);
     }
     expect(run.code, `${run.stderr}\nserver log: ${cluster.serverLog}`).toBe(0);
     expect(run.stderr).toMatch(/registered search attributes AtelierRunId/);
+    // The queue rate limit is the server's (UpdateTaskQueueConfig), shared by every worker.
+    expect(run.stderr).toMatch(/rate limit: 600 calls\/min on api-openai \(server-side, shared by all its workers\)/);
     const rows = parse(readFileSync(join(dir, 'out', 'results.csv')), { columns: true }) as Record<string, string>[];
     expect(rows.map((r) => r.status)).toEqual(Array(ROWS).fill('ok'));
     expect(standin.callsFor('cluster-row-')).toHaveLength(ROWS);
