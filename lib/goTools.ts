@@ -15,9 +15,9 @@ import { repoRoot } from './temporalCli';
 
 const run = promisify(execFile);
 
-/** ~/.cache/atelier/go (or $XDG_CACHE_HOME/atelier/go), where built Go tools live. */
+/** ~/.cache/atelier/go (or $ATELIER_CACHE_DIR/go), where built Go tools live. */
 export function goToolsDir(env: NodeJS.ProcessEnv = process.env): string {
-  return join(env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'atelier', 'go');
+  return join(env.ATELIER_CACHE_DIR || join(homedir(), '.cache', 'atelier'), 'go');
 }
 
 function executable(path: string): boolean {
