@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -7,7 +8,7 @@ import { UsageError } from '../lib/errors';
 import { findTemporalCli } from '../lib/temporalCli';
 import { clientConnectionOptions, connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporalConnection';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
-import { assertBuilt, atelier, CliProcess } from './helpers/cli';
+import { assertBuilt, atelier, CliProcess, REPO } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { makePki, startTlsFront, type Pki, type TlsFront } from './helpers/tlsFront';
 
@@ -97,6 +98,33 @@ describe('Temporal connection settings from the environment', () => {
     expect(paths).toEqual(expect.arrayContaining(['/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution', '/temporal.api.workflowservice.v1.WorkflowService/PollActivityTaskQueue']));
     expect(front.calls.every((c) => c.clientCn === 'atelier-test-client' && c.authorization === `Bearer ${API_KEY}`)).toBe(true);
     for (const f of filesUnder(data)) expect(readFileSync(f).includes(API_KEY), f).toBe(false);
+  });
+
+  it('connects the Python GPU worker (atelier_gpu.connect) with the same settings', async () => {
+    // The GPU worker's own connect function, in the project's GPU venv (gpu-workers/scripts/python.sh,
+    // built by `npm test` before vitest), through the same front.
+    const code = [
+      'import asyncio',
+      'from atelier_gpu.connect import connect',
+      'async def main():',
+      '    client = await connect(sys.argv[1], "default")',
+      '    await client.count_workflows()',
+      '    print("connected")',
+      'import sys',
+      'asyncio.run(main())',
+    ].join('\n');
+    const before = front.calls.length;
+    const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
+      execFile('bash', [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-c', code, front.address], { env: { ...process.env, ...tlsEnv() }, timeout: 120_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? 1 : 0, stdout, stderr }),
+      ),
+    );
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout.trim()).toBe('connected');
+    expect(`${out.stdout}${out.stderr}`).not.toContain(API_KEY);
+    const calls = front.calls.slice(before);
+    expect(calls.map((c) => c.path)).toContain('/temporal.api.workflowservice.v1.WorkflowService/CountWorkflowExecutions');
+    expect(calls.every((c) => c.clientCn === 'atelier-test-client' && c.authorization === `Bearer ${API_KEY}`)).toBe(true);
   });
 
   it('fails to connect without the right CA, server name or client certificate', async () => {
