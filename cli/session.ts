@@ -71,7 +71,7 @@ export async function runningServer(stateDir: string): Promise<ServerRecord | un
   }
 }
 
-/** gRPC status codes the registration and rate-limit calls may answer with and that are not failures. */
+/** gRPC status codes told apart below (ALREADY_EXISTS / UNIMPLEMENTED are tolerated, and said). */
 const GRPC_INVALID_ARGUMENT = 3;
 const GRPC_ALREADY_EXISTS = 6;
 const GRPC_UNIMPLEMENTED = 12;
