@@ -19,7 +19,7 @@ import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
-import { openSession, setQueueRateLimit, workflowUiUrl, type Session } from './session';
+import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
 
 export const ExitCodes = { ok: 0, usage: 1, rowsFailed: 2, interrupted: 130 } as const;
 
@@ -293,7 +293,7 @@ export async function waitForRun(session: Session, runId: string, io: CliIO): Pr
 /** Starts the dataset workflow, or attaches to the running execution of the same run id. */
 export async function startRun(session: Session, input: DatasetWorkflowInput, io: CliIO): Promise<void> {
   const withAttributes: DatasetWorkflowInput = { ...input, searchAttributes: session.searchAttributes };
-  await session.client.workflow.start('datasetWorkflow', {
+  const start = () => session.client.workflow.start('datasetWorkflow', {
     taskQueue: ORCHESTRATOR_QUEUE,
     workflowId: input.runId,
     args: [withAttributes],
@@ -311,6 +311,7 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
         }
       : {}),
   });
+  await (session.searchAttributes ? whileSearchAttributesPropagate(start, io.err) : start());
   const link = workflowUiUrl(session, input.runId);
   io.err(`run ${input.runId}${link ? ` (${link})` : ''}`);
   if (session.workers.length === 0) io.err('rows are served by workers started with `npx atelier worker` on this Temporal server');

@@ -1,21 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { freePort } from '../../lib/devServer';
+import { versitygwPath } from '../../lib/goTools';
 import { tempDir } from './fixtures';
 
 // A real S3-compatible server for tests: versitygw over a temp folder (objects are plain files
 // under <dir>/<bucket>/), with real SigV4, presigned URLs and conditional writes. The binary is
-// built once by `node scripts/go-tools.mjs versitygw` (npm test does it) into ~/.cache/atelier.
-
-const VERSION = 'v1.8.0';
-
-export function versitygwPath(): string {
-  const cache = process.env.ATELIER_CACHE_DIR || join(homedir(), '.cache', 'atelier');
-  return join(cache, 'go', `versitygw-${VERSION}`, 'versitygw');
-}
+// built once by `node scripts/cluster.mjs build` (npm test does it) into ~/.cache/atelier/go.
 
 export interface S3TestServer {
   /** The AWS_* variables a process needs to reach the server. */
