@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, BIN, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
-import { startS3Server, type S3TestServer } from '../helpers/s3Server';
+import { startS3Server, type S3TestServer } from '../../lib/versitygw';
 import { startTestServer } from '../helpers/temporalEnv';
 
 // Object storage as the only data plane: the dataset, its images, the plan, ledger, outputs and

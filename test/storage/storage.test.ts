@@ -6,7 +6,7 @@ import { LocalStorage } from '../../storage/local';
 import { S3Storage } from '../../storage/s3';
 import type { Storage } from '../../storage';
 import { tempDir } from '../helpers/fixtures';
-import { startS3Server, type S3TestServer } from '../helpers/s3Server';
+import { startS3Server, type S3TestServer } from '../../lib/versitygw';
 
 let s3: S3TestServer;
 

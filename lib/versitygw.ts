@@ -1,13 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { freePort } from '../../lib/devServer';
-import { versitygwPath } from '../../lib/goTools';
-import { tempDir } from './fixtures';
+import { freePort } from './devServer';
+import { versitygwPath } from './goTools';
 
-// A real S3-compatible server for tests: versitygw over a temp folder (objects are plain files
-// under <dir>/<bucket>/), with real SigV4, presigned URLs and conditional writes. The binary is
-// built once by `node scripts/cluster.mjs build` (npm test does it) into ~/.cache/atelier/go.
+// A real S3-compatible server for tests and benchmarks: versitygw over a temp folder (objects are
+// plain files under <dir>/<bucket>/), with real SigV4, presigned URLs and conditional writes. The
+// binary is built once by `node scripts/cluster.mjs build` (npm test does it) into
+// ~/.cache/atelier/go.
 
 export interface S3TestServer {
   /** The AWS_* variables a process needs to reach the server. */
@@ -23,8 +25,8 @@ export async function startS3Server(): Promise<S3TestServer> {
   // The SDK's Node-22 notice says nothing actionable for the pinned release (see storage/s3.ts).
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const binary = versitygwPath();
-  if (!existsSync(binary)) throw new Error(`${binary} is missing: run \`node scripts/go-tools.mjs versitygw\` (npm test does)`);
-  const dir = tempDir('atelier-s3-');
+  if (!existsSync(binary)) throw new Error(`${binary} is missing: run \`node scripts/cluster.mjs build\` (npm test does)`);
+  const dir = mkdtempSync(join(tmpdir(), 'atelier-s3-'));
   const port = await freePort();
   const env = {
     AWS_ACCESS_KEY_ID: 'atelier-test',
