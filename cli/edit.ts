@@ -15,6 +15,7 @@ import { BACKEND_ENV, BACKENDS } from '../workers';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
+import { checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
 import { openSession, setQueueRateLimit, workflowUiUrl, type Session } from './session';
@@ -117,6 +118,30 @@ export interface CliIO {
   isTTY: boolean;
 }
 
+/**
+ * Today, for model lifecycles: the real date, or ATELIER_NOW (an ISO date or time) so tests can
+ * stand on either side of a shutdown.
+ */
+export function cliNow(env: NodeJS.ProcessEnv = process.env): Date {
+  const given = env.ATELIER_NOW;
+  if (!given) return new Date();
+  const at = new Date(given);
+  if (Number.isNaN(at.getTime())) throw new UsageError(`ATELIER_NOW=${given} is not a date`);
+  return at;
+}
+
+/**
+ * The model's lifecycle and parameters: a retired model is refused (UsageError naming its
+ * replacement, before anything is planned or spent); warnings for a deprecated model and for
+ * parameters the model does not take are returned for the caller to print.
+ */
+export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | 'model' | 'params'>, now: Date = cliNow()): string[] {
+  if (input.backend === 'diffusers') return [];
+  const lifecycle = lifecycleProblem(input.backend, input.model, now);
+  if (lifecycle.error) throw new UsageError(lifecycle.error);
+  return [...(lifecycle.warning ? [lifecycle.warning] : []), ...checkParams(input.backend, input.model, input.params)];
+}
+
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   const inputPath = resolve(options.input);
@@ -137,7 +162,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   if (!backends.includes(options.backend)) {
     throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${backends.join(', ')}`);
   }
-  if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-1.5)');
+  if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-2)');
   const model = options.backend === 'diffusers' ? normaliseModel(options.model) : options.model;
   const gpu = options.backend === 'diffusers' ? gpuSettings(options, model) : undefined;
   const outputDir = resolve(options.outputDir);
@@ -302,6 +327,7 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach. */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
   const input = buildWorkflowInput(options);
+  for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
   if (options.baseUrl) {
     if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
     if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {

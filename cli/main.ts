@@ -107,7 +107,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
       .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
       .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | diffusers').default('openai'))
-      .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5')
+      .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
       .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
       .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
       .option('--seed <n>', 'diffusers: base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
@@ -125,7 +125,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       .description('run the example dataset end to end (against the bundled stand-in provider when OPENAI_API_KEY is unset)')
       .option('--input <file>', 'dataset file', 'examples/edits.csv')
       .option('--output-dir <dir>', 'output folder', 'demo-out')
-      .option('--model <name>', 'model name', 'gpt-image-1.5'),
+      .option('--model <name>', 'model name', 'gpt-image-2'),
   ).action(async (opts: Omit<EditOptions, 'backend'>) => setExit(await runDemo({ ...opts, backend: 'openai' }, io)));
 
   program
