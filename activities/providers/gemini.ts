@@ -8,8 +8,13 @@ import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, I
 // (no `retryOptions`): Temporal owns every retry, honouring RetryInfo's delay from the error body.
 //
 // Safety outcomes come back as HTTP 200 without an image (a finish reason or
-// `promptFeedback.blockReason`): they are final ("blocked"). An answer with text and no image is
-// asked again once here, then fails as an invalid request. Interim "thought" images
+// `promptFeedback.blockReason`): they are final ("blocked"). `IMAGE_OTHER` ("stopped for a reason not
+// otherwise specified") and `NO_IMAGE` are not safety outcomes: asked again once here, then retryable
+// (Temporal's attempt limit bounds them). An answer with text and no image is asked again once here,
+// then fails as an invalid request. Models that allow it are asked for `responseModalities:
+// ['IMAGE']` alone, so they do not chat instead of drawing. The whole inline request is checked
+// against the model's request-size limit before it is sent (inputs over it fail the row; the Files
+// API is not used yet). Interim "thought" images
 // (`part.thought`) are skipped. Multi-turn rows are a real conversation (`chatTurn`): the history is
 // the `contents` array with every part (thought signatures included) kept verbatim; Gemini 3 models
 // reject a later turn whose earlier model parts lost their signatures.
@@ -35,9 +40,10 @@ const BLOCKING_FINISH_REASONS = new Set([
   'IMAGE_SAFETY',
   'IMAGE_PROHIBITED_CONTENT',
   'IMAGE_RECITATION',
-  // "Stopped for a reason not otherwise specified": image filters report this one too.
-  'IMAGE_OTHER',
 ]);
+
+/** No image for a reason that is not a refusal: worth another attempt (bounded). */
+const RETRYABLE_NO_IMAGE = new Set(['IMAGE_OTHER', 'NO_IMAGE']);
 
 /** The next midnight in a time zone, as an ISO time (daily quotas reset then). */
 export function nextMidnight(timeZone: string, now = new Date()): string {
@@ -155,8 +161,8 @@ interface Answer {
   requestId?: string;
 }
 
-/** Reads one answer: images (thoughts skipped), or a blocked failure, or no image (null). */
-function readAnswer(response: GenerateContentResponse): Answer | { noImage: string } {
+/** Reads one answer: images (thoughts skipped), or a blocked failure, or no image (and whether that is retryable). */
+function readAnswer(response: GenerateContentResponse): Answer | { noImage: string; retryable: boolean } {
   const requestId = response.responseId;
   const details = requestId ? { requestId } : {};
   const blockReason = response.promptFeedback?.blockReason;
@@ -182,10 +188,24 @@ function readAnswer(response: GenerateContentResponse): Answer | { noImage: stri
       .map((p) => p.text)
       .join(' ')
       .trim();
-    const why = finishReason && finishReason !== 'STOP' ? `finish reason ${finishReason}` : text ? `the model answered: "${text.slice(0, 200)}"` : 'empty answer';
-    return { noImage: why };
+    const why = finishReason && finishReason !== 'STOP' ? `finish reason ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}` : text ? `the model answered: "${text.slice(0, 200)}"` : 'empty answer';
+    return { noImage: why, retryable: !!finishReason && RETRYABLE_NO_IMAGE.has(finishReason) };
   }
   return { images, content: plain({ role: 'model', ...candidate!.content, parts: plain(parts) }), ...(requestId ? { requestId } : {}) };
+}
+
+/** The JSON body's size, roughly: inline data is base64 (4/3 of the bytes), text as is. */
+export function requestBytes(contents: Content[]): number {
+  return contents.reduce((sum, c) => sum + (c.parts ?? []).reduce((n, p) => n + (p.inlineData?.data?.length ?? 0) + (p.text?.length ?? 0) + (p.thoughtSignature?.length ?? 0) + 64, 0), 0);
+}
+
+/** A request over the model's inline limit fails the row before any call (the API answers 400). */
+function checkRequestSize(model: string, contents: Content[]): void {
+  const limit = capabilities('gemini', model).maxRequestBytes;
+  const size = requestBytes(contents);
+  if (limit !== undefined && size > limit) {
+    throw new ClassifiedError('inputError', `the request would be ${(size / 1048576).toFixed(1)} MB with its images inline; ${model} takes at most ${limit / 1048576} MB per request (use fewer or smaller input images)`);
+  }
 }
 
 export function createGeminiProvider(options: GeminiProviderOptions): ImageEditProvider {
@@ -204,7 +224,7 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
       ...(p.imageSize && supportsParam(caps, 'imageSize') ? { imageSize: p.imageSize } : {}),
     };
     return {
-      responseModalities: ['TEXT', 'IMAGE'],
+      responseModalities: caps.imageOnlyResponse ? ['IMAGE'] : ['TEXT', 'IMAGE'],
       ...(Object.keys(imageConfig).length ? { imageConfig } : {}),
       ...(request.signal ? { abortSignal: request.signal } : {}),
     };
@@ -214,6 +234,8 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
   async function ask(request: ImageRequest, contents: Content[]): Promise<Answer & { usage: Record<string, number> }> {
     const usage: Record<string, number> = {};
     let lastWhy = '';
+    let retryable = false;
+    checkRequestSize(request.model, contents);
     for (let attempt = 0; attempt < 2; attempt++) {
       let response: GenerateContentResponse;
       try {
@@ -225,8 +247,9 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
       const answer = readAnswer(response);
       if ('images' in answer) return { ...answer, usage };
       lastWhy = answer.noImage;
+      retryable = answer.retryable;
     }
-    throw new ClassifiedError('invalidRequest', `no image in the answer (asked twice): ${lastWhy}`);
+    throw new ClassifiedError(retryable ? 'retryable' : 'invalidRequest', `no image in the answer (asked twice): ${lastWhy}`);
   }
 
   /** `numImages` answers (one image each), results in order, usage summed. */
