@@ -4,6 +4,7 @@ import { runDemo } from './demo';
 import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
+import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
 
@@ -127,6 +128,14 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       .option('--output-dir <dir>', 'output folder', 'demo-out')
       .option('--model <name>', 'model name', 'gpt-image-2'),
   ).action(async (opts: Omit<EditOptions, 'backend'>) => setExit(await runDemo({ ...opts, backend: 'openai' }, io)));
+
+  program
+    .command('models')
+    .description('models with their capabilities, lifecycle status and prices; merged with the provider\'s own model list when its key (or base URL) is in the environment')
+    .option('--backend <name>', 'openai | gemini | openrouter | modelscope (default: all)')
+    .option('--offline', 'the table only, no provider calls', false)
+    .option('--json', 'one JSON array instead of tables', false)
+    .action(async (opts: ModelsOptions) => setExit(await runModels(opts, io)));
 
   program
     .command('worker')
