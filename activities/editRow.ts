@@ -10,7 +10,7 @@ import { completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type Ledg
 import { readPlanRow, runMetaDir, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
 import type { RowOutcome, RowTask } from '../lib/types';
-import { estimateCostUsd } from './providers/models';
+import { rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
 import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from './providers/provider';
 
@@ -117,6 +117,8 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         const prior = row.turns.length > 1 ? await readLedgerEntry(task.outputDir, task.index) : undefined;
         const requestIds: string[] = [];
         const usage: Record<string, number> = {};
+        // The prompt enhancer's tokens, priced at the enhancer's rates (not the image model's).
+        const enhanceUsage: Record<string, number> = {};
         const info: Record<string, string | number> = {};
         let imagesReturned = 0;
 
@@ -131,7 +133,7 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
             prompts = [];
             for (const turn of row.turns) {
               const result = await enhancer.enhance({ instruction: turn, ...(task.promptEnhance.withImages ? { images: inputs } : {}), signal });
-              addUsage(usage, result.usage);
+              addUsage(enhanceUsage, result.usage);
               prompts.push(result.text);
             }
             await writeFileAtomic(file, JSON.stringify({ turns: prompts }));
@@ -179,7 +181,9 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         const totals = (): Pick<LedgerEntry, 'requestIds' | 'usage' | 'costUsd' | 'info'> => {
           const totalUsage = { ...(prior?.usage ?? {}) };
           addUsage(totalUsage, usage);
-          const cost = estimateCostUsd(provider.backend, task.model, task.params, usage, imagesReturned);
+          addUsage(totalUsage, enhanceUsage);
+          const enhancer = task.promptEnhance ? { model: task.promptEnhance.model, usage: enhanceUsage } : undefined;
+          const cost = rowCostUsd(provider.backend, task.model, task.params, usage, imagesReturned, enhancer);
           const costUsd = cost === undefined ? prior?.costUsd : (prior?.costUsd ?? 0) + cost;
           return {
             requestIds: [...(prior?.requestIds ?? []), ...requestIds],

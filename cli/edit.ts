@@ -242,6 +242,13 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   }
 }
 
+/** `$0.1234`, `unknown` when no row's cost is known, or `$0.1234 + 3 rows of unknown cost`. */
+export function costText(summary: Pick<DatasetRunSummary, 'costUsd' | 'costUnknownRows' | 'ok'>): string {
+  const unknown = summary.costUnknownRows ?? 0;
+  if (unknown > 0 && unknown >= summary.ok && summary.costUsd === 0) return 'unknown';
+  return `$${summary.costUsd.toFixed(4)}${unknown ? ` + ${unknown} row${unknown > 1 ? 's' : ''} of unknown cost` : ''}`;
+}
+
 export function describeSummary(summary: DatasetRunSummary): string {
   const tokens = summary.usage.totalTokens ?? (summary.usage.inputTokens ?? 0) + (summary.usage.outputTokens ?? 0);
   return [
@@ -249,7 +256,7 @@ export function describeSummary(summary: DatasetRunSummary): string {
     ...Object.entries(summary.failedByType)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([type, n]) => `  failed ${type}: ${n}`),
-    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: $${summary.costUsd.toFixed(4)}`,
+    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: ${costText(summary)}`,
     `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }

@@ -293,7 +293,10 @@ export interface DatasetRunSummary extends RunCounts {
   failedByType: Record<string, number>;
   /** Summed over the rows' ledger entries. */
   attempts: number;
+  /** Summed over the rows whose cost is known. */
   costUsd: number;
+  /** Rows done whose cost is unknown (no published price): costUsd leaves them out. */
+  costUnknownRows?: number;
   usage: Record<string, number>;
 }
 

@@ -111,6 +111,7 @@ describe('atelier edit (CLI, end to end)', () => {
     const { dir, csv } = await makeDataset(['imgs/a.png,cli-allgood-1 x', 'imgs/a.png,cli-allgood-2 y']);
     const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'gpt-image-2', '--state-dir', join(dir, 'state')]);
     expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/estimated cost: \$0\.0695\n/); // 2 x (50*5 + 323*8 + 1056*30 + 24*10) / 1e6
     expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);
   });
 
@@ -140,6 +141,8 @@ describe('atelier edit (CLI, end to end)', () => {
     // The same output dir with another model is another run: refused instead of mixing outputs.
     const okRun = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-a', '--state-dir', state]);
     expect(okRun.code).toBe(0);
+    // A model with no known price: the cost is unknown, not $0.
+    expect(okRun.stdout).toMatch(/estimated cost: unknown/);
     const otherModel = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-b', '--state-dir', state]);
     expect(otherModel.code).toBe(1);
     expect(otherModel.stderr).toMatch(/already holds run atelier-edits-[0-9a-f]+ .*--run-id/);

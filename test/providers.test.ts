@@ -173,6 +173,11 @@ describe('prompt enhancement and keys', () => {
     expect(row!.instruction_enhanced).not.toBe('pe-row make it nicer');
     // The edit was asked with the enhanced text.
     expect(openai.calls.some((c) => c.prompt === row!.instruction_enhanced)).toBe(true);
+    // Each part at its own rates: the edit's tokens at gpt-image-2's (50 text + 323 image in, 1056
+    // image + 24 text out: $5, $8, $30, $10 per 1M), the enhancer's as its server reported ($0.00002).
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBeCloseTo((50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6 + 0.00002, 9);
+    expect(summary.costUsd).toBeCloseTo(ledger!.costUsd!, 9);
   });
 
   it('no key appears in `temporal workflow show`, the server state or any output', () => {

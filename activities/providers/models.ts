@@ -546,6 +546,23 @@ export function estimateEnhancerCostUsd(model: string, usage: Record<string, num
   return round((((usage.inputTokens ?? 0) - cached) * p.input + cached * (p.cachedInput ?? p.input) + (usage.outputTokens ?? 0) * p.output) / 1e6);
 }
 
+/**
+ * A row's cost: the image model's calls at its rates plus the prompt enhancer's at the enhancer's
+ * rates; undefined (unknown) when either part is unknown.
+ */
+export function rowCostUsd(
+  backend: Backend,
+  model: string,
+  params: ModelParams,
+  usage: Record<string, number> | undefined,
+  images: number,
+  enhancer?: { model: string; usage: Record<string, number> | undefined },
+): number | undefined {
+  const image = estimateCostUsd(backend, model, params, usage, images);
+  const enhance = enhancer ? estimateEnhancerCostUsd(enhancer.model, enhancer.usage) : 0;
+  return image === undefined || enhance === undefined ? undefined : round(image + enhance);
+}
+
 function round(usd: number): number {
   return Math.round(usd * 1e6) / 1e6;
 }
