@@ -71,6 +71,8 @@ export interface EditOptions {
   promptEnhanceImages?: boolean;
   baseUrl?: string;
   rpm?: number;
+  /** Print rows, calls and the estimated cost, start nothing. */
+  dryRun?: boolean;
 }
 
 /** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
@@ -333,6 +335,7 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
 
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach. */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
+  if (options.dryRun) return (await import('./estimate')).runEstimate(options, io);
   const input = buildWorkflowInput(options);
   for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
   if (options.baseUrl) {

@@ -4,6 +4,7 @@ import { runDemo } from './demo';
 import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
+import { runEstimate } from './estimate';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
@@ -101,24 +102,33 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .showHelpAfterError()
     .exitOverride();
 
-  addRunOptions(
-    program
-      .command('edit')
-      .description('edit every row of a dataset; running the same command again resumes the same run')
-      .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
-      .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
-      .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | diffusers').default('openai'))
-      .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
-      .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
-      .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
-      .option('--seed <n>', 'diffusers: base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
-      .option('--num-inference-steps <n>', 'diffusers: denoising steps (default: the model type\'s)', positiveInt('--num-inference-steps'))
-      .option('--guidance-scale <x>', 'diffusers: guidance scale', nonNegativeNumber('--guidance-scale'))
-      .option('--true-cfg-scale <x>', 'diffusers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
-      .option('--negative-prompt <text>', 'diffusers: negative prompt')
-      .option('--gpus <list>', 'diffusers, embedded server: GPUs for the GPU worker it starts (0,1,... or cpu)')
-      .option('--batch-size <n>', 'diffusers, embedded server: micro-batch size of the GPU worker it starts', positiveInt('--batch-size')),
-  ).action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+  /** The options of a run on a dataset (`edit` and `estimate`). */
+  const datasetCommand = (name: string, description: string) =>
+    addRunOptions(
+      program
+        .command(name)
+        .description(description)
+        .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
+        .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
+        .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | diffusers').default('openai'))
+        .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
+        .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
+        .option('--seed <n>', 'diffusers: base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
+        .option('--num-inference-steps <n>', 'diffusers: denoising steps (default: the model type\'s)', positiveInt('--num-inference-steps'))
+        .option('--guidance-scale <x>', 'diffusers: guidance scale', nonNegativeNumber('--guidance-scale'))
+        .option('--true-cfg-scale <x>', 'diffusers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
+        .option('--negative-prompt <text>', 'diffusers: negative prompt')
+        .option('--gpus <list>', 'diffusers, embedded server: GPUs for the GPU worker it starts (0,1,... or cpu)')
+        .option('--batch-size <n>', 'diffusers, embedded server: micro-batch size of the GPU worker it starts', positiveInt('--batch-size')),
+    );
+
+  datasetCommand('edit', 'edit every row of a dataset; running the same command again resumes the same run')
+    .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
+    .option('--dry-run', 'print the rows, model calls and estimated cost, and start nothing (as `atelier estimate`)', false)
+    .action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+
+  datasetCommand('estimate', 'rows, model calls and estimated cost of an edit run, before anything is started or spent')
+    .action(async (opts: EditOptions) => setExit(await runEstimate(opts, io)));
 
   addRunOptions(
     program

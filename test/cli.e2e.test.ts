@@ -161,6 +161,13 @@ describe('atelier edit (CLI, end to end)', () => {
     expect(standin.callsFor('cli-retired')).toHaveLength(0);
     // Refused before planning: no server was started, nothing was written.
     expect(existsSync(join(dir, 'o1')) || existsSync(join(dir, 'state'))).toBe(false);
+
+    // --dry-run (as `atelier estimate`): rows, calls and cost; nothing started, called or written.
+    const dry = await atelier(['edit', '--dry-run', '--input', csv, '--output-dir', join(dir, 'o3'), '--model', 'gpt-image-2', '--quality', 'low', '--state-dir', join(dir, 'state')]);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/rows: 1; to run: 1\nmodel calls: 1 {2}output images: 1 .*\nestimated cost: \$0\.0060 /);
+    expect(standin.callsFor('cli-retired')).toHaveLength(0);
+    expect(existsSync(join(dir, 'o3')) || existsSync(join(dir, 'state'))).toBe(false);
   });
 
   it('Ctrl-C stops waiting without cancelling; the same command resumes and finishes the run', async () => {
