@@ -8,6 +8,7 @@ import { ClassifiedError } from '../lib/errors';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
 import { readPlanRow, runMetaDir, type PlanRow } from '../lib/plan';
+import { rowSeed } from '../lib/gpuContract';
 import { redactSecrets } from '../lib/redact';
 import type { RowOutcome, RowTask } from '../lib/types';
 import { rowCostUsd } from './providers/models';
@@ -140,10 +141,12 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
           }
         }
 
+        // A seed is the run's base seed: each row gets its own, derived as the GPU backend derives it.
+        const params = task.params.seed === undefined ? task.params : { ...task.params, seed: rowSeed(task.params.seed, task.index, 0) };
         const request = (prompt: string, numImages: number) => ({
           model: task.model,
           prompt,
-          params: task.params,
+          params,
           numImages,
           signal,
           heartbeat: (d: JsonValue) => {

@@ -181,6 +181,17 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
     ...(options.moderation ? { moderation: options.moderation } : {}),
     ...(options.aspectRatio ? { aspectRatio: options.aspectRatio } : {}),
     ...(options.imageSize ? { imageSize: options.imageSize } : {}),
+    // API backends (an OpenAI-compatible diffusion server via --base-url, ModelScope's seed): the
+    // sampling settings go with each request; diffusers keeps them in its GPU settings.
+    ...(options.backend !== 'diffusers'
+      ? {
+          ...(options.seed !== undefined ? { seed: options.seed } : {}),
+          ...(options.numInferenceSteps !== undefined ? { numInferenceSteps: options.numInferenceSteps } : {}),
+          ...(options.guidanceScale !== undefined ? { guidanceScale: options.guidanceScale } : {}),
+          ...(options.trueCfgScale !== undefined ? { trueCfgScale: options.trueCfgScale } : {}),
+          ...(options.negativePrompt !== undefined ? { negativePrompt: options.negativePrompt } : {}),
+        }
+      : {}),
   };
   const promptEnhance = options.promptEnhance ? { model: options.promptEnhance, withImages: !!options.promptEnhanceImages } : undefined;
   const backend = options.backend as Backend;

@@ -113,11 +113,11 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
         .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | diffusers').default('openai'))
         .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
         .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
-        .option('--seed <n>', 'diffusers: base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
-        .option('--num-inference-steps <n>', 'diffusers: denoising steps (default: the model type\'s)', positiveInt('--num-inference-steps'))
-        .option('--guidance-scale <x>', 'diffusers: guidance scale', nonNegativeNumber('--guidance-scale'))
-        .option('--true-cfg-scale <x>', 'diffusers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
-        .option('--negative-prompt <text>', 'diffusers: negative prompt')
+        .option('--seed <n>', 'diffusers and --base-url diffusion servers (ModelScope too): base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
+        .option('--num-inference-steps <n>', 'diffusers, --base-url diffusion servers: denoising steps (default: the model\'s)', positiveInt('--num-inference-steps'))
+        .option('--guidance-scale <x>', 'diffusers, --base-url diffusion servers: guidance scale', nonNegativeNumber('--guidance-scale'))
+        .option('--true-cfg-scale <x>', 'diffusers, --base-url diffusion servers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
+        .option('--negative-prompt <text>', 'diffusers, --base-url diffusion servers: negative prompt')
         .option('--gpus <list>', 'diffusers, embedded server: GPUs for the GPU worker it starts (0,1,... or cpu)')
         .option('--batch-size <n>', 'diffusers, embedded server: micro-batch size of the GPU worker it starts', positiveInt('--batch-size')),
     );

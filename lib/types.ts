@@ -49,8 +49,19 @@ export interface ModelParams {
   aspectRatio?: string;
   /** Gemini: 1K, 2K, 4K; OpenRouter: 0.5K ... 4K. */
   imageSize?: string;
-  /** ModelScope and others that accept one. */
+  /**
+   * ModelScope and OpenAI-compatible diffusion servers (--base-url): the base seed; each row is sent
+   * its own seed derived from it and the row index, as the GPU backend derives it (lib/gpuContract).
+   */
   seed?: number;
+  /** OpenAI-compatible diffusion servers (vLLM-Omni, SGLang): sent as num_inference_steps. */
+  numInferenceSteps?: number;
+  /** ... guidance_scale. */
+  guidanceScale?: number;
+  /** ... true_cfg_scale (Qwen-Image). */
+  trueCfgScale?: number;
+  /** ... negative_prompt. */
+  negativePrompt?: string;
 }
 
 /** Activity retry settings for model calls (the child workflow turns them into a RetryPolicy). */

@@ -33,6 +33,10 @@ export const datasetWorkflowInputSchema = z
         aspectRatio: z.string().optional(),
         imageSize: z.string().optional(),
         seed: z.number().int().min(0).optional(),
+        numInferenceSteps: z.number().int().min(1).optional(),
+        guidanceScale: z.number().min(0).optional(),
+        trueCfgScale: z.number().min(0).optional(),
+        negativePrompt: z.string().optional(),
       })
       .strict()
       .default({}),

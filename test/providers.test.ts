@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rowSeed } from '../lib/gpuContract';
 import { readLedgerEntry } from '../lib/ledger';
 import { findTemporalCli } from '../lib/temporalCli';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../lib/types';
@@ -160,6 +161,21 @@ describe('quota exhausted pauses the provider instead of failing rows', () => {
     await running;
     expect(summary).toMatchObject({ total: 3, ok: 3, failed: 0 });
     expect(openai.callsFor('qt-row-1').map((c) => c.status)).toEqual([429, 200]);
+  });
+});
+
+describe('OpenAI-compatible diffusion servers (--base-url)', () => {
+  it('sends each row its own seed, derived from the base seed as the GPU backend does, with the sampling settings', async () => {
+    const { csv, outputDir } = await rowsCsv(['a.png,sd-row-0 x', 'b.png,sd-row-1 y']);
+    const params = { seed: 42, numInferenceSteps: 20, guidanceScale: 3.5, negativePrompt: 'blurry' };
+    const summary = await run(testInput({ runId: 'prov-sampling', inputPath: csv, outputDir, model: 'Qwen/Qwen-Image-Edit-2511', params }));
+    expect(summary).toMatchObject({ ok: 2, failed: 0 });
+    for (const index of [0, 1]) {
+      expect(openai.callsFor(`sd-row-${index}`)[0]!.fields).toMatchObject({ seed: String(rowSeed(42, index, 0)), num_inference_steps: '20', guidance_scale: '3.5', negative_prompt: 'blurry' });
+    }
+    expect(rowSeed(42, 0, 0)).not.toBe(rowSeed(42, 1, 0));
+    // No price for a local model: unknown, not $0.
+    expect(summary).toMatchObject({ costUsd: 0, costUnknownRows: 2 });
   });
 });
 

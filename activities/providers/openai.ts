@@ -90,6 +90,13 @@ export function openAIParams(request: ImageRequest, caps: ModelCapabilities, kin
     ...(kind === 'edit' && has('inputFidelity') ? { input_fidelity: p.inputFidelity } : {}),
     // Typed only on generate in the SDK; the edits endpoint takes it too (sent as a form field).
     ...(has('moderation') ? { moderation: p.moderation } : {}),
+    // OpenAI-compatible diffusion servers (vLLM-Omni, SGLang; models with params 'any'): the run's
+    // sampling settings, so a run is reproducible. Untyped extras: form fields or JSON keys.
+    ...(has('seed') ? { seed: p.seed } : {}),
+    ...(has('numInferenceSteps') ? { num_inference_steps: p.numInferenceSteps } : {}),
+    ...(has('guidanceScale') ? { guidance_scale: p.guidanceScale } : {}),
+    ...(has('trueCfgScale') ? { true_cfg_scale: p.trueCfgScale } : {}),
+    ...(has('negativePrompt') ? { negative_prompt: p.negativePrompt } : {}),
   };
 }
 

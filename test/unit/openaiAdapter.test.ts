@@ -112,6 +112,17 @@ describe('OpenAI adapter through the real SDK', () => {
     expect(generated.images[0]!.mimeType).toBe('image/jpeg');
   });
 
+  it('sends a compatible diffusion server its sampling settings; OpenAI models get none of them', async () => {
+    const sampling = { seed: 1234, numInferenceSteps: 28, guidanceScale: 4.5, trueCfgScale: 4, negativePrompt: 'blurry, low quality' };
+    await provider().edit({ model: 'Qwen/Qwen-Image-Edit-2511', prompt: 'local-diffusion', images: [{ data: png, mimeType: 'image/png' }], params: sampling, numImages: 1 });
+    expect(standin.callsFor('local-diffusion')[0]!.fields).toMatchObject({ seed: '1234', num_inference_steps: '28', guidance_scale: '4.5', true_cfg_scale: '4', negative_prompt: 'blurry, low quality' });
+    await provider().generate({ model: 'Qwen/Qwen-Image', prompt: 'local-t2i', params: sampling, numImages: 1 });
+    expect(standin.callsFor('local-t2i')[0]!.fields).toMatchObject({ seed: '1234', num_inference_steps: '28', negative_prompt: 'blurry, low quality' });
+    await provider().edit({ model: 'gpt-image-2', prompt: 'openai-no-sampling', images: [{ data: png, mimeType: 'image/png' }], params: sampling, numImages: 1 });
+    const fields = standin.callsFor('openai-no-sampling')[0]!.fields;
+    expect([fields.seed, fields.num_inference_steps, fields.guidance_scale, fields.true_cfg_scale, fields.negative_prompt]).toEqual([undefined, undefined, undefined, undefined, undefined]);
+  });
+
   it('sends the mask as a PNG sized like the first image', async () => {
     const big = await sharp({ create: { width: 16, height: 12, channels: 3, background: '#000000' } }).png().toBuffer();
     const mask = await sharp({ create: { width: 32, height: 24, channels: 4, background: { r: 0, g: 0, b: 0, alpha: 0 } } }).png().toBuffer();
