@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { capabilities, estimateCostUsd } from '../activities/providers/models';
+import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
 import { DatasetError, UsageError } from '../lib/errors';
 import { readDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/filterRows';
@@ -26,6 +26,10 @@ export interface Estimate {
   outputImages: number;
   /** Rows without input images (text-to-image). */
   generateRows: number;
+  /** Most input images in one row to run. */
+  maxInputImages: number;
+  /** Rows with more input images than the model takes: they will fail without a call. */
+  tooManyInputs: number;
   /** USD, or undefined when the model has no published per-image price here. */
   costUsd: number | undefined;
   /** What the cost leaves out or assumes. */
@@ -36,14 +40,15 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
   const blobDir = await mkdtemp(join(tmpdir(), 'atelier-estimate-'));
   const selected = rowSelector(input.filterRows);
   const api = input.backend !== 'diffusers';
-  const perCall = api ? capabilities(input.backend as Exclude<typeof input.backend, 'diffusers'>, input.model).maxImagesPerCall : input.numImages;
+  const caps = api ? capabilities(input.backend as Exclude<typeof input.backend, 'diffusers'>, input.model) : undefined;
+  const perCall = caps ? caps.maxImagesPerCall : input.numImages;
   let stateOf: Awaited<ReturnType<typeof ledgerReader>> | undefined;
   try {
     stateOf = await ledgerReader(input.outputDir);
   } catch {
     stateOf = undefined; // no output dir yet: nothing done
   }
-  const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, costUsd: 0, costNote: '' };
+  const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, maxInputImages: 0, tooManyInputs: 0, costUsd: 0, costNote: '' };
   try {
     const rows = readDataset(
       input.inputPath,
@@ -56,6 +61,11 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
       e.selected += 1;
       if (stateOf && (await stateOf(row.index)).status === 'ok') {
         e.alreadyOk += 1;
+        continue;
+      }
+      e.maxInputImages = Math.max(e.maxInputImages, row.images.length);
+      if (caps && row.images.length > caps.maxInputImages) {
+        e.tooManyInputs += 1;
         continue;
       }
       e.toRun += 1;
@@ -92,7 +102,7 @@ export function describeEstimate(input: DatasetWorkflowInput, e: Estimate): stri
   const selected = e.selected !== e.rows ? `, ${e.selected} selected` : '';
   return [
     `${input.backend} ${input.model}: ${input.inputPath}`,
-    `rows: ${e.rows}${selected}${done}; to run: ${e.toRun}${e.generateRows ? ` (${e.generateRows} text-to-image)` : ''}`,
+    `rows: ${e.rows}${selected}${done}; to run: ${e.toRun}${e.generateRows ? ` (${e.generateRows} text-to-image)` : ''}${e.tooManyInputs ? `; ${e.tooManyInputs} with more input images than ${input.model} takes (they fail without a call)` : ''}`,
     `model calls: ${e.calls}${e.enhanceCalls ? ` (+ ${e.enhanceCalls} prompt-enhancer calls)` : ''}  output images: ${e.outputImages}  (first attempts; retries add calls)`,
     `estimated cost: ${e.costUsd === undefined ? 'unknown' : `$${e.costUsd.toFixed(4)}`} (${e.costNote})`,
   ];
@@ -103,6 +113,11 @@ export async function runEstimate(options: EditOptions, io: CliIO): Promise<numb
   const input = buildWorkflowInput(options);
   for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
   const e = await estimateRun(input);
+  if (input.backend !== 'diffusers' && e.maxInputImages > 0) {
+    // Advice the table knows (Gemini 2.5 Flash Image "works best with up to 3 images").
+    const advice = checkParams(input.backend, input.model, {}, { inputImages: e.maxInputImages }).filter((p) => /works best/.test(p));
+    for (const warning of advice) io.err(`warning: ${warning}`);
+  }
   for (const line of describeEstimate(input, e)) io.out(line);
   io.err('nothing was started or spent (dry run)');
   return ExitCodes.ok;

@@ -48,6 +48,21 @@ describe('atelier estimate', () => {
     expect(gemini.lines[3]).toBe('estimated cost: $1.9200 (output images at the per-image price; input image tokens of edits are extra; prompt-enhancer calls not included)');
   });
 
+  it('warns about inputs above a model\'s advice and counts rows above its limit', async () => {
+    const dir = tempDir('atelier-estimate-many-');
+    for (const n of [0, 1, 2, 3]) await writePng(join(dir, `${n}.png`));
+    const four = JSON.stringify(['0.png', '1.png', '2.png', '3.png']).replace(/"/g, '""');
+    writeText(join(dir, 'rows.csv'), ['image,instruction', `"${four}",est-many x`, '0.png,est-one y'].join('\n'));
+    const out = io();
+    await runEstimate(options(join(dir, 'rows.csv'), join(dir, 'out'), { backend: 'gemini', model: 'gemini-2.5-flash-image' }), out);
+    expect(out.errs[0]).toBe('warning: gemini-2.5-flash-image works best with up to 3 input images; the row has 4');
+    expect(out.lines[1]).toBe('rows: 2; to run: 2');
+    const modelscope = io();
+    await runEstimate(options(join(dir, 'rows.csv'), join(dir, 'out'), { backend: 'modelscope', model: 'Qwen/Qwen-Image-Edit-2511' }), modelscope);
+    expect(modelscope.lines[1]).toBe('rows: 2; to run: 1; 1 with more input images than Qwen/Qwen-Image-Edit-2511 takes (they fail without a call)');
+    expect(modelscope.lines[3]).toBe('estimated cost: $0.0000 (free quota)');
+  });
+
   it('says unknown where there is no price, warns about deprecated models and refuses retired ones', async () => {
     const { csv, outputDir } = await dataset();
     const local = io();
