@@ -520,7 +520,7 @@ export function estimateCostUsd(
   return undefined;
 }
 
-/** Chat models used as prompt enhancers: USD per 1M tokens (OpenAI pricing page, Nov 2026). */
+/** Chat models used as prompt enhancers: USD per 1M tokens (OpenAI pricing page as published in 2025; unverified for Nov 2026). */
 const ENHANCER_PRICES: Record<string, { input: number; cachedInput?: number; output: number }> = {
   'gpt-4.1': { input: 2, cachedInput: 0.5, output: 8 },
   'gpt-4.1-mini': { input: 0.4, cachedInput: 0.1, output: 1.6 },
