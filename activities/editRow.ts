@@ -241,16 +241,17 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
           }
         }
 
+        const final = totals();
         await writeLedgerEntry(task.outputDir, {
           ...base,
-          ...totals(),
+          ...final,
           status: 'ok',
           outputImages: outputPaths,
           ...(row.turns.length > 1 ? { turnsDone: row.turns.length } : {}),
           latencyMs: Date.now() - started,
           finishedAt: new Date().toISOString(),
         });
-        return { position: task.position, index: task.index, status: 'ok', outputImages: outputPaths };
+        return { position: task.position, index: task.index, status: 'ok', outputImages: outputPaths, ...(final.costUsd !== undefined ? { costUsd: final.costUsd } : {}) };
       } catch (err) {
         if (err instanceof ClassifiedError) throw toApplicationFailure(err, secrets());
         if (signal.aborted) throw err; // cancelled: let the SDK report the cancellation

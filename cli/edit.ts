@@ -15,7 +15,7 @@ import { BACKEND_ENV, BACKENDS } from '../workers';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
-import { checkParams, lifecycleProblem } from '../activities/providers/models';
+import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
 import { openSession, setQueueRateLimit, workflowUiUrl, type Session } from './session';
@@ -73,6 +73,8 @@ export interface EditOptions {
   rpm?: number;
   /** Print rows, calls and the estimated cost, start nothing. */
   dryRun?: boolean;
+  /** Pause the run when its estimated spend reaches this (USD). */
+  maxCost?: number;
 }
 
 /** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
@@ -137,10 +139,19 @@ export function cliNow(env: NodeJS.ProcessEnv = process.env): Date {
  * replacement, before anything is planned or spent); warnings for a deprecated model and for
  * parameters the model does not take are returned for the caller to print.
  */
-export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | 'model' | 'params'>, now: Date = cliNow()): string[] {
-  if (input.backend === 'diffusers') return [];
+export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | 'model' | 'params'> & { maxCostUsd?: number }, now: Date = cliNow()): string[] {
+  if (input.backend === 'diffusers') {
+    if (input.maxCostUsd !== undefined) throw new UsageError('--max-cost is for API backends (a local GPU model has no per-call price)');
+    return [];
+  }
   const lifecycle = lifecycleProblem(input.backend, input.model, now);
   if (lifecycle.error) throw new UsageError(lifecycle.error);
+  if (input.maxCostUsd !== undefined) {
+    const price = capabilities(input.backend, input.model).price;
+    if (!price.free && !price.fromUsage && !price.tokens && !price.perImage) {
+      throw new UsageError(`--max-cost needs a model with a known price; ${input.model} has none in the table, so its spend cannot be counted`);
+    }
+  }
   return [...(lifecycle.warning ? [lifecycle.warning] : []), ...checkParams(input.backend, input.model, input.params)];
 }
 
@@ -241,6 +252,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
       ...(promptEnhance ? { promptEnhance } : {}),
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
+      ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
       window: options.window,
       retry: {
         maxAttempts: options.maxRetries + 1,

@@ -119,6 +119,10 @@ export async function runEstimate(options: EditOptions, io: CliIO): Promise<numb
     for (const warning of advice) io.err(`warning: ${warning}`);
   }
   for (const line of describeEstimate(input, e)) io.out(line);
+  if (input.maxCostUsd !== undefined && e.costUsd !== undefined && e.costUsd > input.maxCostUsd && e.toRun > 0) {
+    const rows = Math.ceil(input.maxCostUsd / (e.costUsd / e.toRun));
+    io.out(`budget (--max-cost): $${input.maxCostUsd}, below the estimate: the run will pause after about ${rows} of ${e.toRun} rows`);
+  }
   io.err('nothing was started or spent (dry run)');
   return ExitCodes.ok;
 }

@@ -38,6 +38,14 @@ function nonNegativeNumber(name: string) {
   };
 }
 
+function positiveNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number`);
+    return n;
+  };
+}
+
 function makeIO(): CliIO {
   let interrupt: () => void = () => undefined;
   const interrupted = new Promise<void>((resolve) => (interrupt = resolve));
@@ -85,6 +93,7 @@ function addRunOptions(cmd: Command): Command {
     .option('--prompt-enhance-images', 'let the prompt enhancer see the row\'s images', false)
     .option('--base-url <url>', 'the provider\'s base URL for the in-process workers (e.g. an OpenAI-compatible server); external workers read <BACKEND>_BASE_URL')
     .option('--rpm <n>', 'model calls per minute for the whole provider queue, shared by every worker', positiveInt('--rpm'))
+    .option('--max-cost <usd>', 'pause the run when the estimated spend of its finished rows reaches this many USD (`atelier resume <run-id> --max-cost N` raises it)', positiveNumber('--max-cost'))
     .option('--window <n>', 'rows in flight at once', positiveInt('--window'), 16)
     .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
     .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
@@ -183,7 +192,12 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
   manage('watch', 'a live progress bar until the run ends; exit codes as for edit', runWatch);
   manage('cancel', 'cancel a run and its rows in flight', runCancel);
   manage('pause', 'stop dispatching rows (rows in flight finish)', runPause);
-  manage('resume', 'dispatch rows again after a pause or a quota stop', runResume);
+  program
+    .command('resume <run-id>')
+    .description('dispatch rows again after a pause, a quota stop or a budget stop (--max-cost raises the budget)')
+    .option('--max-cost <usd>', 'the run\'s new budget in USD', positiveNumber('--max-cost'))
+    .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
+    .action(async (runId: string, opts: ManageOptions) => setExit(await runResume(runId, opts, io)));
   program
     .command('list')
     .description('runs on the server, newest first, with their state')

@@ -124,6 +124,11 @@ export interface DatasetWorkflowInput {
   promptEnhance?: PromptEnhanceSettings;
   /** Model calls per second for this provider's whole task queue, shared by every worker (--rpm / 60). */
   rateLimitPerSecond?: number;
+  /**
+   * --max-cost: the run pauses when the estimated spend of the rows it finished reaches this (USD);
+   * `atelier resume --max-cost` raises it. Not part of the run id.
+   */
+  maxCostUsd?: number;
   /** Row children in flight at once. */
   window: number;
   retry: RowRetrySettings;
@@ -152,6 +157,8 @@ export interface CarriedState {
   paused: PauseState | null;
   startedAt: string;
   continuedAsNew: number;
+  /** The budget (--max-cost, raised by the budget signal), USD. */
+  maxCostUsd?: number;
 }
 
 export interface RunCountsState {
@@ -159,12 +166,16 @@ export interface RunCountsState {
   failedByType: Record<string, number>;
   /** Rows that finished (either way) since the run started, for the rate. */
   finished: number;
+  /** Estimated spend of the rows this run finished (their ledger cost), USD; absent until one reports a cost. */
+  spentUsd?: number;
 }
 
 export interface PauseState {
   reason: string;
   /** When it lifts by itself (a quota reset), ISO time. */
   until?: string;
+  /** Paused because the spend reached --max-cost: lifted by a higher budget. */
+  budget?: boolean;
 }
 
 /** A row child's report to its dataset workflow (a signal, sent from the child's finally). */
@@ -177,6 +188,8 @@ export interface RowDone {
   error?: string;
   /** Quota pauses: when the provider says the quota resets (ISO time). */
   resetAt?: string;
+  /** An ok row's estimated cost, when known (USD). */
+  costUsd?: number;
 }
 
 /** A row as the dataset workflow knows it while dispatching: position in the plan plus a label. */
@@ -277,6 +290,8 @@ export interface RowOutcome {
   fromLedger?: boolean;
   /** A row deferred for an exhausted quota (status failed, errorType QuotaExhausted): when it resets. */
   resetAt?: string;
+  /** An ok row's estimated cost (its ledger cost), when known; absent for rows found done in the ledger. */
+  costUsd?: number;
 }
 
 export interface RecordFailureInput {
@@ -329,4 +344,8 @@ export interface ProgressSnapshot {
   startedAt: string;
   continuedAsNew: number;
   retryPassesQueued: number;
+  /** Estimated spend of the rows this run finished, USD (absent until one reports a cost). */
+  spentUsd?: number;
+  /** --max-cost, when set. */
+  maxCostUsd?: number;
 }

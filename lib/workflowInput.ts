@@ -93,6 +93,7 @@ export const datasetWorkflowInputSchema = z
     maskKey: z.string().min(1).optional(),
     promptEnhance: z.object({ model: z.string().min(1), withImages: z.boolean().default(false) }).strict().optional(),
     rateLimitPerSecond: z.number().positive().max(10_000).optional(),
+    maxCostUsd: z.number().positive().optional(),
     searchAttributes: z.boolean().optional(),
     retryOnly: z
       .object({ errorTypes: z.array(z.string()).optional(), rows: z.string().optional() })
