@@ -9,7 +9,7 @@ import { summarizeLedger } from '../lib/summary';
 import type { ProgressSnapshot, RetrySelection } from '../lib/types';
 import type { datasetWorkflow } from '../workflows';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
-import { ExitCodes, startRun, waitForRun, type CliIO } from './edit';
+import { checkModelChoice, ExitCodes, startRun, waitForRun, type CliIO } from './edit';
 import { openSession } from './session';
 
 // Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
@@ -192,6 +192,8 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
   }
   const known = await findRun(resolve(options.stateDir), runId);
   if (!known) throw new UsageError(`run ${runId} is not running and the state dir ${options.stateDir} has no record of it`);
+  // A model retired since the run (or a deprecated one past its shutdown) would fail every row.
+  for (const warning of checkModelChoice(known.input)) io.err(`warning: ${warning}`);
   const session = await openSession({ stateDir: options.stateDir, withWorkers: options.withWorkers ?? false, mayStartServer: !options.detach });
   try {
     await startRun(session, { ...known.input, retryOnly: selection }, io);
