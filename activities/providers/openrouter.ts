@@ -43,7 +43,9 @@ function isModeration(status: number | undefined, body: unknown, message: string
 /** OpenAI's classes plus OpenRouter's: 402 (credits) -> quota exhausted, 403 moderation -> blocked. */
 export function classifyOpenRouterError(err: unknown): ClassifiedError {
   if (err instanceof APIError && err.status !== undefined && isModeration(err.status, err.error, err.message)) {
-    return new ClassifiedError('blocked', `${err.status} ${err.message}`, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
+    // The SDK's message already starts with the status: say it once.
+    const message = err.message.startsWith(String(err.status)) ? err.message : `${err.status} ${err.message}`;
+    return new ClassifiedError('blocked', message, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
   }
   return classifyOpenAIError(err);
 }

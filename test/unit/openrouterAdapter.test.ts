@@ -143,6 +143,7 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     const moderated = await editError('or-403');
     expect(moderated.kind).toBe('blocked');
     expect(moderated.message).toMatch(/flagged/);
+    expect(moderated.message).toMatch(/^403 google\/gemini-2\.5-flash-image requires moderation/);
     const filtered = await editError('or-filter');
     expect(filtered.kind).toBe('blocked');
     expect(standin.callsFor('or-filter')).toHaveLength(1);
