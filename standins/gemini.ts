@@ -30,6 +30,13 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // - `responseModalities` other than TEXT and IMAGE.
 // An unknown model id answers 404 NOT_FOUND as the API does. With `responseModalities: ['IMAGE']`
 // the answer holds no text part.
+//
+// The Files API (ai.google.dev/gemini-api/docs/files; the protocol as @google/genai speaks it):
+// `POST /upload/v1beta/files` with `X-Goog-Upload-Command: start` answers an `x-goog-upload-url`;
+// chunks go to it with `upload` / `upload, finalize` and `X-Goog-Upload-Offset`, the last answered
+// with `x-goog-upload-status: final` and the File (`name`, `uri`, `mimeType`, `state: ACTIVE`).
+// Parts may then name it as `fileData: {fileUri, mimeType}`; an unknown file answers 403
+// PERMISSION_DENIED as the API does. Uploaded bytes do not count toward the 20 MB request limit.
 
 export type { FaultStep } from './openai';
 
@@ -142,7 +149,10 @@ export interface GeminiStandinCall {
 }
 
 /** Base URL for the SDK's httpOptions.baseUrl (host root; the SDK adds /v1beta/...). Its 429 is RESOURCE_EXHAUSTED with Retry-After and RetryInfo. */
-export type GeminiStandin = Standin<GeminiStandinCall>;
+export interface GeminiStandin extends Standin<GeminiStandinCall> {
+  /** Files uploaded through the Files API. */
+  uploadedFiles(): number;
+}
 
 export interface GeminiStandinOptions extends StandinOptions {
   /** Models that emit an interim thought image before the answer (default: gemini-3 pro image models). */
@@ -157,6 +167,7 @@ interface Part {
   thought?: boolean;
   thoughtSignature?: string;
   inlineData?: { mimeType?: string; data?: string };
+  fileData?: { fileUri?: string; mimeType?: string };
 }
 interface Content {
   role?: string;
@@ -171,6 +182,10 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   const strictSignatures = options.strictSignatures ?? /^gemini-3/;
   const issuedSignatures = new Set<string>();
   let counter = 0;
+  const files = new Map<string, { mimeType: string; data: Buffer }>();
+  const uploads = new Map<string, { mimeType: string; chunks: Buffer[]; size: number }>();
+  let fileCounter = 0;
+  let baseURL = '';
 
   async function handle(req: IncomingMessage, res: ServerResponse, model: string, url: URL): Promise<void> {
     const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
@@ -181,7 +196,21 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     } catch {
       return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unexpected token.`));
     }
-    const contents = Array.isArray(body.contents) ? body.contents : [];
+    // Parts naming an uploaded file read as its bytes from here on.
+    let missingFile: string | undefined;
+    const contents = (Array.isArray(body.contents) ? body.contents : []).map((c) => ({
+      ...c,
+      parts: (c.parts ?? []).map((p) => {
+        if (!p.fileData) return p;
+        const file = files.get(p.fileData.fileUri ?? '');
+        if (!file) {
+          missingFile ??= p.fileData.fileUri ?? '';
+          return p;
+        }
+        const { fileData: _f, ...rest } = p;
+        return { ...rest, inlineData: { mimeType: p.fileData.mimeType ?? file.mimeType, data: file.data.toString('base64') } };
+      }),
+    }));
     const newest = contents[contents.length - 1];
     const newestImages = (newest?.parts ?? []).filter((p) => p.inlineData?.data);
     const buffers = newestImages.map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
@@ -223,6 +252,9 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       return sendStep(res, step, googleError(step.status, 'UNKNOWN', `scripted ${step.status}`));
     }
 
+    if (missingFile !== undefined) {
+      return reply(403, googleError(403, 'PERMISSION_DENIED', `You do not have permission to access the File ${missingFile.replace(/^.*\/(files\/[^/?]+).*$/, '$1')} or it may not exist.`));
+    }
     const spec = geminiModel(model);
     if (!spec) {
       return reply(404, googleError(404, 'NOT_FOUND', `models/${model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.`));
@@ -342,9 +374,63 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     sendJson(res, 200, { models: page, ...(start + size < all.length ? { nextPageToken: String(start + size) } : {}) });
   }
 
+  /** Files API uploads: start, then chunks to the upload URL, the last one finalizing. */
+  async function upload(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
+    const body = await readBody(req);
+    if (!apiKey) return sendJson(res, 403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    const command = String(req.headers['x-goog-upload-command'] ?? '').split(',').map((c) => c.trim());
+    const id = url.searchParams.get('upload_id');
+    if (command.includes('start')) {
+      const uploadId = `standin-upload-${++fileCounter}`;
+      uploads.set(uploadId, { mimeType: String(req.headers['x-goog-upload-header-content-type'] ?? 'application/octet-stream'), chunks: [], size: 0 });
+      res.writeHead(200, { 'x-goog-upload-url': `${baseURL}/upload/v1beta/files?upload_id=${uploadId}&upload_protocol=resumable`, 'x-goog-upload-status': 'active', 'content-type': 'application/json' });
+      return void res.end('');
+    }
+    const pending = id ? uploads.get(id) : undefined;
+    if (!pending || !command.includes('upload')) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload request.'));
+    if (Number(req.headers['x-goog-upload-offset'] ?? -1) !== pending.size) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload offset.'));
+    pending.chunks.push(body);
+    pending.size += body.length;
+    if (!command.includes('finalize')) {
+      res.writeHead(200, { 'x-goog-upload-status': 'active' });
+      return void res.end('');
+    }
+    uploads.delete(id!);
+    const name = `files/${id!.replace('standin-upload-', 'standin')}`;
+    const uri = `${baseURL}/v1beta/${name}`;
+    const data = Buffer.concat(pending.chunks);
+    files.set(uri, { mimeType: pending.mimeType, data });
+    const now = new Date();
+    sendJson(
+      res,
+      200,
+      {
+        file: {
+          name,
+          mimeType: pending.mimeType,
+          sizeBytes: String(data.length),
+          createTime: now.toISOString(),
+          updateTime: now.toISOString(),
+          expirationTime: new Date(now.getTime() + 48 * 3600_000).toISOString(),
+          uri,
+          state: 'ACTIVE',
+          source: 'UPLOADED',
+        },
+      },
+      { 'x-goog-upload-status': 'final' },
+    );
+  }
+
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://standin');
     if (req.method === 'GET' && /^\/(v1beta|v1)\/models$/.test(url.pathname)) return listModels(req, res, url);
+    if (req.method === 'POST' && /^\/upload\/v1beta\/files\/?$/.test(url.pathname)) {
+      upload(req, res, url).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
+      });
+      return;
+    }
     const match = /^\/(v1beta|v1|v1alpha)\/models\/([^:/]+):generateContent$/.exec(url.pathname);
     if (req.method === 'POST' && match) {
       handle(req, res, decodeURIComponent(match[2]!), url).catch((err: unknown) => {
@@ -357,9 +443,11 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
+  baseURL = `http://127.0.0.1:${port}`;
 
   return {
-    baseURL: `http://127.0.0.1:${port}`,
+    baseURL,
+    uploadedFiles: () => files.size,
     calls,
     script(match, steps, scriptOptions = {}) {
       scripts.add(match, steps, scriptOptions);

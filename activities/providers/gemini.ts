@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam } from './models';
@@ -12,9 +13,10 @@ import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, I
 // otherwise specified") and `NO_IMAGE` are not safety outcomes: asked again once here, then retryable
 // (Temporal's attempt limit bounds them). An answer with text and no image is asked again once here,
 // then fails as an invalid request. Models that allow it are asked for `responseModalities:
-// ['IMAGE']` alone, so they do not chat instead of drawing. The whole inline request is checked
-// against the model's request-size limit before it is sent (inputs over it fail the row; the Files
-// API is not used yet). Interim "thought" images
+// ['IMAGE']` alone, so they do not chat instead of drawing. A request whose inline images would
+// pass the model's request-size limit sends the largest input images through the Files API instead
+// (`fileData`), uploaded once per image per adapter (files live 48 hours; kept here for 47).
+// Images the model produced stay inline: Gemini 3 checks their thought signatures. Interim "thought" images
 // (`part.thought`) are skipped. Multi-turn rows are a real conversation (`chatTurn`): the history is
 // the `contents` array with every part (thought signatures included) kept verbatim; Gemini 3 models
 // reject a later turn whose earlier model parts lost their signatures.
@@ -216,6 +218,47 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
     httpOptions: { baseUrl: options.baseURL || DEFAULT_BASE_URL, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS },
   });
 
+  // Files API uploads by image content (sha256), reused while they live.
+  const uploaded = new Map<string, { uri: string; mimeType: string; at: number }>();
+  const FILE_TTL_MS = 47 * 3600_000;
+
+  async function uploadImage(data: string, mimeType: string, signal?: AbortSignal): Promise<{ fileUri: string; mimeType: string }> {
+    const key = createHash('sha256').update(data).digest('hex');
+    const hit = uploaded.get(key);
+    if (hit && Date.now() - hit.at < FILE_TTL_MS) return { fileUri: hit.uri, mimeType: hit.mimeType };
+    let file;
+    try {
+      file = await ai.files.upload({ file: new Blob([Buffer.from(data, 'base64')], { type: mimeType }), config: { mimeType, ...(signal ? { abortSignal: signal } : {}) } });
+    } catch (err) {
+      throw classifyGeminiError(err, signal);
+    }
+    if (!file.uri) throw new ClassifiedError('retryable', 'the Files API answered without a file uri');
+    uploaded.set(key, { uri: file.uri, mimeType: file.mimeType ?? mimeType, at: Date.now() });
+    return { fileUri: file.uri, mimeType: file.mimeType ?? mimeType };
+  }
+
+  /**
+   * The contents to send: as given when they fit the model's inline limit, else with the largest
+   * user images moved to the Files API until they fit (a row that still does not fit fails).
+   */
+  async function fitRequest(request: ImageRequest, contents: Content[]): Promise<Content[]> {
+    const limit = capabilities('gemini', request.model).maxRequestBytes;
+    if (limit === undefined || requestBytes(contents) <= limit) return contents;
+    const fitted = plain(contents);
+    const inline = fitted
+      .filter((c) => c.role === 'user')
+      .flatMap((c) => c.parts ?? [])
+      .filter((p) => p.inlineData?.data && !p.thought)
+      .sort((a, b) => b.inlineData!.data!.length - a.inlineData!.data!.length);
+    for (const part of inline) {
+      if (requestBytes(fitted) <= limit) break;
+      const { data, mimeType } = part.inlineData!;
+      part.fileData = await uploadImage(data!, mimeType ?? 'image/png', request.signal);
+      delete part.inlineData;
+    }
+    return fitted;
+  }
+
   function configFor(request: ImageRequest): GenerateContentConfig {
     const caps = capabilities('gemini', request.model);
     const p = request.params;
@@ -254,11 +297,12 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
 
   /** `numImages` answers (one image each), results in order, usage summed. */
   async function images(request: ImageRequest, parts: Part[]): Promise<ImageResult> {
+    const contents = await fitRequest(request, [{ role: 'user', parts }]);
     const out: ProviderImage[] = [];
     const usage: Record<string, number> = {};
     let requestId: string | undefined;
     for (let k = 0; k < Math.max(1, request.numImages); k++) {
-      const answer = await ask(request, [{ role: 'user', parts }]);
+      const answer = await ask(request, contents);
       out.push(...answer.images.slice(0, request.numImages > 1 ? 1 : undefined));
       addUsage(usage, answer.usage);
       requestId ??= answer.requestId;
@@ -282,10 +326,12 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
       checkInputCount('gemini', request);
       const history = (request.history ?? []) as unknown as Content[];
       const userTurn: Content = { role: 'user', parts: [{ text: request.prompt }, ...request.images.map(imagePart)] };
-      const answer = await ask(request, [...history, userTurn]);
+      // The history keeps what was sent: images moved to the Files API are not sent (or uploaded) again.
+      const sent = await fitRequest(request, [...history, userTurn]);
+      const answer = await ask(request, sent);
       return {
         images: answer.images,
-        history: [...history, userTurn, answer.content] as unknown as JsonValue[],
+        history: [...sent, answer.content] as unknown as JsonValue[],
         ...(answer.requestId ? { requestId: answer.requestId } : {}),
         ...(Object.keys(answer.usage).length ? { usage: answer.usage } : {}),
       };

@@ -75,14 +75,28 @@ describe('Gemini adapter through @google/genai', () => {
     expect(standin.callsFor('g-too-many')).toHaveLength(0);
   });
 
-  it('fails a request over the inline size limit before any call', async () => {
-    const big = { data: Buffer.alloc(16 * 1024 * 1024), mimeType: 'image/png' };
-    const err = await provider()
-      .edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge', images: [big], params: {}, numImages: 1 })
-      .catch((e: unknown) => e as ClassifiedError);
-    expect(err).toMatchObject({ kind: 'inputError' });
-    expect((err as Error).message).toMatch(/at most 20 MB per request/);
-    expect(standin.callsFor('g-huge')).toHaveLength(0);
+  it('sends the largest inputs through the Files API when the inline request would pass 20 MB, once per image', async () => {
+    // 16 MB (21 MB as base64) does not fit inline; it is uploaded and named by fileData instead.
+    const big = { data: Buffer.alloc(16 * 1024 * 1024, 7), mimeType: 'image/png' };
+    const before = standin.uploadedFiles();
+    const result = await provider().edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge', images: [black, big], params: {}, numImages: 1 });
+    expect(result.images).toHaveLength(1);
+    expect(standin.callsFor('g-huge')[0]).toMatchObject({ status: 200, imageCount: 2 });
+    expect(standin.uploadedFiles() - before).toBe(1);
+    // The same adapter reuses the upload; the small image stays inline.
+    const p = provider();
+    await p.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge-again', images: [black, big], params: {}, numImages: 1 });
+    await p.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge-again', images: [black, big], params: {}, numImages: 1 });
+    expect(standin.uploadedFiles() - before).toBe(2);
+    expect(standin.callsFor('g-huge-again').map((c) => c.status)).toEqual([200, 200]);
+  });
+
+  it('the stand-in answers 403 for a file it does not have', async () => {
+    const ai = new GoogleGenAI({ apiKey: KEY, vertexai: false, httpOptions: { baseUrl: standin.baseURL } });
+    const err = await ai.models
+      .generateContent({ model: 'gemini-2.5-flash-image', contents: [{ role: 'user', parts: [{ text: 'g-nofile' }, { fileData: { fileUri: `${standin.baseURL}/v1beta/files/nope`, mimeType: 'image/png' } }] }] })
+      .catch((e: { status?: number; message?: string }) => e);
+    expect(err).toMatchObject({ status: 403, message: expect.stringMatching(/permission to access the File files\/nope or it may not exist/) });
   });
 
   it('retries IMAGE_OTHER and NO_IMAGE (not a refusal): asked again once, then retryable', async () => {
