@@ -1,14 +1,14 @@
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
-import { writeFileAtomic } from '../lib/atomicFile';
-import { ClassifiedError } from '../lib/errors';
-import { encodeOutput, loadInputImage } from '../lib/images';
-import { completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
-import { readPlanRow, runMetaDir, type PlanRow } from '../lib/plan';
+import { openStorage, type Storage } from '../storage';
+import { clearAnswers, storeAnswer, storedAnswer, type StoredAnswer } from '../storage/answers';
+import { runMetaKey } from '../lib/constants';
 import { rowSeed } from '../lib/gpuContract';
+import { boundedMessage, ClassifiedError } from '../lib/errors';
+import { encodeOutput, loadInputImage } from '../lib/images';
+import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
+import { readPlanRow, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
 import type { RowOutcome, RowTask } from '../lib/types';
 import { rowCostUsd } from './providers/models';
@@ -20,7 +20,7 @@ export function toApplicationFailure(err: ClassifiedError, secrets: readonly str
   const retryable = err.kind === 'retryable';
   return ApplicationFailure.create({
     type: err.errorType,
-    message: redactSecrets(err.message, secrets),
+    message: boundedMessage(redactSecrets(err.message, secrets)),
     nonRetryable: !retryable,
     ...(retryable && err.details.retryAfterMs !== undefined ? { nextRetryDelay: err.details.retryAfterMs } : {}),
     details: [{ status: err.details.status ?? null, requestId: err.details.requestId ?? null, quotaResetAt: err.details.quotaResetAt ?? null }],
@@ -41,18 +41,36 @@ export function checkRow(row: PlanRow, task: Pick<RowTask, 'numImages'>): void {
   }
 }
 
+/**
+ * Every output of the row can be written where it is named (no symlink on the way, no file where a
+ * folder must be): checked before any paid call, so a bad name fails the row, not the answer.
+ */
+export async function checkOutputsWritable(storage: Storage, row: PlanRow): Promise<void> {
+  for (const output of row.outputs) {
+    try {
+      await storage.checkWritable(output.path);
+    } catch (err) {
+      if (err instanceof ClassifiedError && err.kind === 'inputError') {
+        throw new ClassifiedError('inputError', `row ${row.index} (${row.where}): output ${output.path} cannot be written: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+}
+
 function addUsage(total: Record<string, number>, usage: Record<string, number> | undefined): void {
   for (const [k, v] of Object.entries(usage ?? {})) total[k] = (total[k] ?? 0) + v;
 }
 
-/** Per-row files that let a retry pick up where the last attempt stopped. */
-function rowStateFile(task: RowTask, kind: 'chats' | 'enhanced'): string {
-  return join(runMetaDir(task.outputDir), kind, `${String(task.index).padStart(6, '0')}.json`);
+/** Per-row state that lets a retry pick up where the last attempt stopped. */
+function rowStateKey(index: number, kind: 'chats' | 'enhanced'): string {
+  return runMetaKey(`${kind}/${String(index).padStart(6, '0')}.json`);
 }
 
-async function readJson<T>(path: string): Promise<T | undefined> {
+async function readJson<T>(storage: Storage, key: string): Promise<T | undefined> {
   try {
-    return JSON.parse(await readFile(path, 'utf8')) as T;
+    const bytes = await storage.read(key);
+    return bytes ? (JSON.parse(bytes.toString('utf8')) as T) : undefined;
   } catch {
     return undefined;
   }
@@ -65,12 +83,13 @@ export interface ModelActivityDeps {
 
 /**
  * The model activity: one call per row attempt, served on the provider's task queue.
- * It is idempotent in effect: a row the ledger already holds as ok returns at once (this covers a
- * retry after a crash between writing the ledger and reporting completion); output images and the
- * ledger entry are written atomically, images first, so a crash never leaves a half-written image
- * counted as done; a multi-turn row records each finished turn (and its chat history, for providers
- * that edit in a conversation), so a retry resumes at the next turn instead of paying for the
- * earlier ones again; an enhanced prompt is kept for the same reason.
+ * It is idempotent in effect: a row the ledger already holds as ok (for what the row asks now)
+ * returns at once; every paid answer is stored before anything local can fail, so a retry after a
+ * local failure finishes from it without calling again; output images and the ledger entry are
+ * written whole, images first, and the entry is committed exclusively, so a crash never leaves a
+ * half-written image counted as done and two attempts never both finish the row; a multi-turn row
+ * records each finished turn (and its chat history, for providers that edit in a conversation), so
+ * a retry resumes at the next turn; an enhanced prompt is kept for the same reason.
  */
 export function createModelActivities(provider: ImageEditProvider, deps: ModelActivityDeps = {}) {
   const enhancers = new Map<string, PromptEnhancer>();
@@ -87,13 +106,8 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
 
   return {
     async editRow(task: RowTask): Promise<RowOutcome> {
-      const done = await completedEntry(task.outputDir, task.index);
-      if (done) {
-        return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages!, fromLedger: true };
-      }
       const context = Context.current();
       const signal = context.cancellationSignal;
-      const started = Date.now();
       // Heartbeats while the row works: a worker that dies is noticed within the heartbeat timeout,
       // and cancellation reaches the provider call. The latest details (a submitted task's id) are
       // kept in every beat so a retry can pick them up.
@@ -102,168 +116,274 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
       const timer = setInterval(beat, Math.max(1000, (context.info.heartbeatTimeoutMs ?? 60_000) / 3));
       try {
         const row = await readPlanRow(task.outputDir, task.position);
-        checkRow(row, task);
-        const limits = provider.inputLimits(task.model);
-        if (row.images.length > provider.maxInputImages(task.model)) {
-          throw new ClassifiedError('inputError', `row ${row.index} has ${row.images.length} input images; ${task.model} takes at most ${provider.maxInputImages(task.model)}`);
+        const done = await completedEntry(task.outputDir, task.index, row.digest);
+        if (done) {
+          return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages!, fromLedger: true };
         }
-        const inputs: ProviderImage[] = [];
-        for (const ref of row.images) {
-          const image = await loadInputImage(ref, { cacheDir: task.imageCacheDir, limits, signal });
-          inputs.push({ data: image.png, mimeType: 'image/png' });
-        }
-        const mask = row.mask ? { data: (await loadInputImage(row.mask, { cacheDir: task.imageCacheDir, signal })).png, mimeType: 'image/png' } : undefined;
-        const outputPaths = row.outputs.map((o) => o.path);
-        // A multi-turn row resumed after a failure: what its finished turns cost counts too.
-        const prior = row.turns.length > 1 ? await readLedgerEntry(task.outputDir, task.index) : undefined;
-        const requestIds: string[] = [];
-        const usage: Record<string, number> = {};
-        // The prompt enhancer's tokens, priced at the enhancer's rates (not the image model's).
-        const enhanceUsage: Record<string, number> = {};
-        const info: Record<string, string | number> = {};
-        let imagesReturned = 0;
-
-        // --prompt-enhance: rewrite each instruction once; the rewrite is kept for retries.
-        let prompts = row.turns;
-        if (task.promptEnhance) {
-          const file = rowStateFile(task, 'enhanced');
-          const kept = await readJson<{ turns: string[] }>(file);
-          if (kept?.turns.length === row.turns.length) prompts = kept.turns;
-          else {
-            const enhancer = enhancerFor(task.promptEnhance.model);
-            prompts = [];
-            for (const turn of row.turns) {
-              const result = await enhancer.enhance({ instruction: turn, ...(task.promptEnhance.withImages ? { images: inputs } : {}), signal });
-              addUsage(enhanceUsage, result.usage);
-              prompts.push(result.text);
-            }
-            await writeFileAtomic(file, JSON.stringify({ turns: prompts }));
-          }
-        }
-
-        // A seed is the run's base seed: each row gets its own, derived as the GPU backend derives it.
-        const params = task.params.seed === undefined ? task.params : { ...task.params, seed: rowSeed(task.params.seed, task.index, 0) };
-        const request = (prompt: string, numImages: number) => ({
-          model: task.model,
-          prompt,
-          params,
-          numImages,
+        const work = new RowAttempt(task, row, provider, {
           signal,
-          heartbeat: (d: JsonValue) => {
+          attempt: context.info.attempt,
+          previousHeartbeat: context.info.heartbeatDetails as JsonValue | undefined,
+          heartbeat: (d) => {
             details = d;
             beat();
           },
-          ...(context.info.heartbeatDetails !== undefined ? { previousHeartbeat: context.info.heartbeatDetails as JsonValue } : {}),
+          enhancerFor,
         });
-        const record = (result: ImageResult): ImageResult => {
-          if (result.requestId) requestIds.push(result.requestId);
-          addUsage(usage, result.usage);
-          Object.assign(info, result.info ?? {});
-          imagesReturned += result.images.length;
-          return result;
-        };
-        const call = async (prompt: string, images: ProviderImage[], numImages: number): Promise<ImageResult> =>
-          record(
-            images.length > 0
-              ? await provider.edit({ ...request(prompt, numImages), images, ...(mask && images === inputs ? { mask } : {}) })
-              : await provider.generate(request(prompt, numImages)),
-          );
-        const save = async (k: number, data: Buffer): Promise<void> => {
-          const target = row.outputs[k]!;
-          await writeFileAtomic(join(task.outputDir, target.path), await encodeOutput(data, target.format, task.encoding));
-        };
-        const base: Omit<LedgerEntry, 'status' | 'finishedAt'> = {
-          index: task.index,
-          position: task.position,
-          runId: task.runId,
-          model: task.model,
-          attempts: context.info.attempt,
-          ...(task.promptEnhance ? { instructionEnhanced: prompts.join(' → ') } : {}),
-        };
-        // Request ids, usage and cost over every attempt and turn of the row.
-        const totals = (): Pick<LedgerEntry, 'requestIds' | 'usage' | 'costUsd' | 'info'> => {
-          const totalUsage = { ...(prior?.usage ?? {}) };
-          addUsage(totalUsage, usage);
-          addUsage(totalUsage, enhanceUsage);
-          const enhancer = task.promptEnhance ? { model: task.promptEnhance.model, usage: enhanceUsage } : undefined;
-          const cost = rowCostUsd(provider.backend, task.model, task.params, usage, imagesReturned, enhancer);
-          const costUsd = cost === undefined ? prior?.costUsd : (prior?.costUsd ?? 0) + cost;
-          return {
-            requestIds: [...(prior?.requestIds ?? []), ...requestIds],
-            ...(Object.keys(totalUsage).length ? { usage: totalUsage } : {}),
-            ...(costUsd !== undefined ? { costUsd } : {}),
-            ...(Object.keys(info).length ? { info } : {}),
-          };
-        };
-
-        if (row.turns.length === 1) {
-          const result = await call(prompts[0]!, inputs, row.outputs.length);
-          if (result.images.length < row.outputs.length) {
-            throw new ClassifiedError('retryable', `asked for ${row.outputs.length} images, the provider returned ${result.images.length}`);
-          }
-          for (let k = 0; k < row.outputs.length; k++) await save(k, result.images[k]!.data);
-        } else {
-          // Multi-turn: each turn edits the previous turn's output, in one conversation where the
-          // provider has one (Gemini keeps thought signatures in it); finished turns are kept.
-          const resumeAt = await turnsDone(task.outputDir, task.index, outputPaths);
-          const chatFile = rowStateFile(task, 'chats');
-          let history = provider.chatTurn && resumeAt > 0 ? (await readJson<{ turnsDone: number; history: JsonValue[] }>(chatFile)) : undefined;
-          if (history && history.turnsDone !== resumeAt) history = undefined;
-          let current = inputs;
-          if (resumeAt > 0) {
-            const previous = await sharp(join(task.outputDir, outputPaths[resumeAt - 1]!)).png().toBuffer();
-            current = [{ data: previous, mimeType: 'image/png' }];
-          }
-          let chat = history?.history;
-          for (let k = resumeAt; k < row.turns.length; k++) {
-            let image: Buffer;
-            if (provider.chatTurn && (k === 0 || chat)) {
-              const result = await provider.chatTurn({ ...request(prompts[k]!, 1), images: k === 0 ? inputs : [], ...(chat ? { history: chat } : {}) });
-              record(result);
-              chat = result.history;
-              image = result.images[0]!.data;
-            } else {
-              image = (await call(prompts[k]!, current, 1)).images[0]!.data;
-            }
-            await save(k, image);
-            current = [{ data: await sharp(image).png().toBuffer(), mimeType: 'image/png' }];
-            if (chat) await writeFileAtomic(chatFile, JSON.stringify({ turnsDone: k + 1, history: chat }));
-            if (k < row.turns.length - 1) {
-              await writeLedgerEntry(task.outputDir, {
-                ...base,
-                ...totals(),
-                status: 'partial',
-                turnsDone: k + 1,
-                outputImages: outputPaths.slice(0, k + 1),
-                finishedAt: new Date().toISOString(),
-              });
-            }
-          }
-        }
-
-        const final = totals();
-        await writeLedgerEntry(task.outputDir, {
-          ...base,
-          ...final,
-          status: 'ok',
-          outputImages: outputPaths,
-          ...(row.turns.length > 1 ? { turnsDone: row.turns.length } : {}),
-          latencyMs: Date.now() - started,
-          finishedAt: new Date().toISOString(),
-        });
-        return { position: task.position, index: task.index, status: 'ok', outputImages: outputPaths, ...(final.costUsd !== undefined ? { costUsd: final.costUsd } : {}) };
+        return await work.run();
       } catch (err) {
         if (err instanceof ClassifiedError) throw toApplicationFailure(err, secrets());
         if (signal.aborted) throw err; // cancelled: let the SDK report the cancellation
         throw ApplicationFailure.create({
           type: 'Retryable',
-          message: redactSecrets((err as Error)?.message ?? String(err), secrets()),
+          message: boundedMessage(redactSecrets((err as Error)?.message ?? String(err), secrets())),
         });
       } finally {
         clearInterval(timer);
       }
     },
   };
+}
+
+interface AttemptContext {
+  signal: AbortSignal;
+  attempt: number;
+  previousHeartbeat: JsonValue | undefined;
+  heartbeat: (details: JsonValue) => void;
+  enhancerFor: (model: string) => PromptEnhancer;
+}
+
+/** One attempt at one row, in named steps: inputs, prompts, calls (answers stored), outputs, commit. */
+class RowAttempt {
+  private readonly storage: Storage;
+  private readonly started = Date.now();
+  private readonly requestIds: string[] = [];
+  private readonly usage: Record<string, number> = {};
+  /** The prompt enhancer's tokens, priced at the enhancer's rates (not the image model's). */
+  private readonly enhanceUsage: Record<string, number> = {};
+  private readonly info: Record<string, string | number> = {};
+  private imagesReturned = 0;
+  private prior: LedgerEntry | undefined;
+  private inputs: ProviderImage[] = [];
+  private mask: ProviderImage | undefined;
+
+  constructor(
+    private readonly task: RowTask,
+    private readonly row: PlanRow,
+    private readonly provider: ImageEditProvider,
+    private readonly ctx: AttemptContext,
+  ) {
+    this.storage = openStorage(task.outputDir);
+  }
+
+  async run(): Promise<RowOutcome> {
+    const { task, row } = this;
+    checkRow(row, task);
+    await checkOutputsWritable(this.storage, row);
+    this.prior = await readLedgerEntry(task.outputDir, task.index);
+    await this.loadInputs();
+    const prompts = await this.prompts();
+    if (row.turns.length === 1) await this.singleCall(prompts[0]!);
+    else await this.turns(prompts);
+    return this.commit(prompts);
+  }
+
+  private async loadInputs(): Promise<void> {
+    const { task, row, provider } = this;
+    const limits = provider.inputLimits(task.model);
+    if (row.images.length > provider.maxInputImages(task.model)) {
+      throw new ClassifiedError('inputError', `row ${row.index} has ${row.images.length} input images; ${task.model} takes at most ${provider.maxInputImages(task.model)}`);
+    }
+    const sources = { cacheDir: task.imageCacheDir, runDir: task.outputDir, signal: this.ctx.signal, ...(task.download ? { download: task.download } : {}) };
+    for (const ref of row.images) this.inputs.push({ data: (await loadInputImage(ref, { ...sources, limits })).png, mimeType: 'image/png' });
+    if (row.mask) this.mask = { data: (await loadInputImage(row.mask, sources)).png, mimeType: 'image/png' };
+  }
+
+  /** --prompt-enhance: each instruction rewritten once; the rewrite is kept for retries of this request. */
+  private async prompts(): Promise<string[]> {
+    const { task, row } = this;
+    if (!task.promptEnhance) return row.turns;
+    const key = rowStateKey(task.index, 'enhanced');
+    const kept = await readJson<{ turns: string[]; digest?: string }>(this.storage, key);
+    if (kept?.turns.length === row.turns.length && kept.digest === row.digest) return kept.turns;
+    const enhancer = this.ctx.enhancerFor(task.promptEnhance.model);
+    const prompts: string[] = [];
+    for (const turn of row.turns) {
+      const result = await enhancer.enhance({ instruction: turn, ...(task.promptEnhance.withImages ? { images: this.inputs } : {}), signal: this.ctx.signal });
+      addUsage(this.enhanceUsage, result.usage);
+      prompts.push(result.text);
+    }
+    await this.storage.write(key, JSON.stringify({ turns: prompts, ...(row.digest ? { digest: row.digest } : {}) }));
+    return prompts;
+  }
+
+  private request(prompt: string, numImages: number) {
+    // A seed is the run's base seed: each row gets its own, derived as the GPU backend derives it.
+    const { params, index } = this.task;
+    return {
+      model: this.task.model,
+      prompt,
+      params: params.seed === undefined ? params : { ...params, seed: rowSeed(params.seed, index, 0) },
+      numImages,
+      signal: this.ctx.signal,
+      heartbeat: this.ctx.heartbeat,
+      ...(this.ctx.previousHeartbeat !== undefined ? { previousHeartbeat: this.ctx.previousHeartbeat } : {}),
+    };
+  }
+
+  private record(result: StoredAnswer): StoredAnswer {
+    if (result.requestId) this.requestIds.push(result.requestId);
+    addUsage(this.usage, result.usage);
+    Object.assign(this.info, result.info ?? {});
+    this.imagesReturned += result.images.length;
+    return result;
+  }
+
+  /**
+   * Call number `call` of the row: the stored answer when an earlier attempt was paid for it,
+   * else the provider, whose answer is stored before anything else happens to it.
+   */
+  private async answer(call: number, ask: () => Promise<ImageResult & { history?: JsonValue[] }>): Promise<StoredAnswer> {
+    const kept = await storedAnswer(this.task.outputDir, this.task.index, call, this.row.digest);
+    if (kept) return this.record(kept);
+    const result = await ask();
+    const answer: StoredAnswer = {
+      images: result.images,
+      ...(result.requestId ? { requestId: result.requestId } : {}),
+      ...(result.usage ? { usage: result.usage } : {}),
+      ...(result.info ? { info: result.info } : {}),
+      ...(result.history ? { history: result.history } : {}),
+    };
+    await storeAnswer(this.task.outputDir, this.task.index, call, this.row.digest, answer);
+    return this.record(answer);
+  }
+
+  private async edit(prompt: string, images: ProviderImage[], numImages: number): Promise<ImageResult> {
+    const request = this.request(prompt, numImages);
+    if (images.length === 0) return this.provider.generate(request);
+    return this.provider.edit({ ...request, images, ...(this.mask && images === this.inputs ? { mask: this.mask } : {}) });
+  }
+
+  private async save(k: number, data: Buffer): Promise<void> {
+    const target = this.row.outputs[k]!;
+    await this.storage.write(target.path, await encodeOutput(data, target.format, this.task.encoding));
+  }
+
+  private async singleCall(prompt: string): Promise<void> {
+    const { row } = this;
+    const result = await this.answer(0, () => this.edit(prompt, this.inputs, row.outputs.length));
+    if (result.images.length < row.outputs.length) {
+      throw new ClassifiedError('retryable', `asked for ${row.outputs.length} images, the provider returned ${result.images.length}`);
+    }
+    for (let k = 0; k < row.outputs.length; k++) await this.save(k, result.images[k]!.data);
+  }
+
+  /**
+   * Multi-turn: each turn edits the previous turn's output, in one conversation where the provider
+   * has one (Gemini keeps thought signatures in it); finished turns are kept.
+   */
+  private async turns(prompts: string[]): Promise<void> {
+    const { task, row, provider } = this;
+    const outputPaths = row.outputs.map((o) => o.path);
+    const resumeAt = await turnsDone(task.outputDir, this.prior, row.digest, outputPaths);
+    const chatKey = rowStateKey(task.index, 'chats');
+    let history = provider.chatTurn && resumeAt > 0 ? await readJson<{ turnsDone: number; history: JsonValue[] }>(this.storage, chatKey) : undefined;
+    if (history && history.turnsDone !== resumeAt) history = undefined;
+    let current = this.inputs;
+    if (resumeAt > 0) {
+      const previous = await this.storage.read(outputPaths[resumeAt - 1]!);
+      if (!previous) throw new ClassifiedError('retryable', `turn ${resumeAt}'s output ${outputPaths[resumeAt - 1]} disappeared`);
+      current = [{ data: await sharp(previous).png().toBuffer(), mimeType: 'image/png' }];
+    }
+    let chat = history?.history;
+    for (let k = resumeAt; k < row.turns.length; k++) {
+      let image: Buffer;
+      if (provider.chatTurn && (k === 0 || chat)) {
+        const turnHistory = chat;
+        const result = await this.answer(k, () =>
+          provider.chatTurn!({ ...this.request(prompts[k]!, 1), images: k === 0 ? this.inputs : [], ...(turnHistory ? { history: turnHistory } : {}) }),
+        );
+        chat = result.history as JsonValue[] | undefined;
+        image = result.images[0]!.data;
+      } else {
+        const source = current;
+        image = (await this.answer(k, () => this.edit(prompts[k]!, source, 1))).images[0]!.data;
+      }
+      await this.save(k, image);
+      current = [{ data: await sharp(image).png().toBuffer(), mimeType: 'image/png' }];
+      if (chat) await this.storage.write(chatKey, JSON.stringify({ turnsDone: k + 1, history: chat }));
+      if (k < row.turns.length - 1) {
+        await writeLedgerEntry(task.outputDir, {
+          ...this.base(prompts),
+          ...this.totals(),
+          status: 'partial',
+          turnsDone: k + 1,
+          outputImages: outputPaths.slice(0, k + 1),
+          finishedAt: new Date().toISOString(),
+        });
+      }
+    }
+  }
+
+  private base(prompts: string[]): Omit<LedgerEntry, 'status' | 'finishedAt'> {
+    const { task, row } = this;
+    return {
+      index: task.index,
+      position: task.position,
+      runId: task.runId,
+      model: task.model,
+      ...(row.digest ? { digest: row.digest } : {}),
+      attempts: this.ctx.attempt,
+      ...(task.promptEnhance ? { instructionEnhanced: prompts.join(' → ') } : {}),
+    };
+  }
+
+  /** Request ids, usage and cost over every attempt and turn of the row. */
+  private totals(): Pick<LedgerEntry, 'requestIds' | 'usage' | 'costUsd' | 'info'> {
+    // A multi-turn row resumed after a failure: what its finished turns cost counts too.
+    const prior = this.row.turns.length > 1 && this.prior && this.prior.digest === this.row.digest ? this.prior : undefined;
+    const totalUsage = { ...(prior?.usage ?? {}) };
+    addUsage(totalUsage, this.usage);
+    addUsage(totalUsage, this.enhanceUsage);
+    const enhancer = this.task.promptEnhance ? { model: this.task.promptEnhance.model, usage: this.enhanceUsage } : undefined;
+    const cost = rowCostUsd(this.provider.backend, this.task.model, this.task.params, this.usage, this.imagesReturned, enhancer);
+    const costUsd = cost === undefined ? prior?.costUsd : (prior?.costUsd ?? 0) + cost;
+    return {
+      requestIds: [...(prior?.requestIds ?? []), ...this.requestIds],
+      ...(Object.keys(totalUsage).length ? { usage: totalUsage } : {}),
+      ...(costUsd !== undefined ? { costUsd } : {}),
+      ...(Object.keys(this.info).length ? { info: this.info } : {}),
+    };
+  }
+
+  private async commit(prompts: string[]): Promise<RowOutcome> {
+    const { task, row } = this;
+    const outputPaths = row.outputs.map((o) => o.path);
+    const replaced = this.prior?.status === 'ok' && this.prior.digest && this.prior.digest !== row.digest ? this.prior.digest : undefined;
+    const { entry } = await commitLedgerEntry(
+      task.outputDir,
+      {
+        ...this.base(prompts),
+        ...this.totals(),
+        status: 'ok',
+        outputImages: outputPaths,
+        ...(row.turns.length > 1 ? { turnsDone: row.turns.length } : {}),
+        ...(replaced ? { replacedDigest: replaced } : {}),
+        latencyMs: Date.now() - this.started,
+        finishedAt: new Date().toISOString(),
+      },
+      this.prior,
+    );
+    // The outputs and the ledger now hold what the stored answers held.
+    await clearAnswers(task.outputDir, task.index, row.turns.length).catch(() => undefined);
+    return {
+      position: task.position,
+      index: task.index,
+      status: 'ok',
+      outputImages: entry.outputImages ?? outputPaths,
+      ...(entry.costUsd !== undefined ? { costUsd: entry.costUsd } : {}),
+    };
+  }
 }
 
 export type ModelActivities = ReturnType<typeof createModelActivities>;

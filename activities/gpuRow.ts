@@ -1,21 +1,27 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
-import { writeFileAtomic } from '../lib/atomicFile';
+import { openStorage } from '../storage';
+import { runMetaKey } from '../lib/constants';
 import { ClassifiedError } from '../lib/errors';
 import { validateGpuRequest, validateGpuResult, rowSeed, type GpuEditRequest, type GpuModelType } from '../lib/gpuContract';
 import { encodeOutput, loadInputImage } from '../lib/images';
-import { completedEntry, turnsDone, writeLedgerEntry } from '../lib/ledger';
-import { readPlanRow, runMetaDir } from '../lib/plan';
+import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry } from '../lib/ledger';
+import { readPlanRow } from '../lib/plan';
 import type { RowTask } from '../lib/types';
-import { checkRow, toApplicationFailure } from './editRow';
+import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 
 // `--backend diffusers` rows: the model runs in a Python GPU worker (gpu-workers/), which reads
 // staged PNG inputs and writes one PNG per request. These activities run on the orchestrator queue
-// around it: `prepareGpuRow` checks the ledger, stages the inputs and builds the requests;
-// `commitGpuOutput` encodes each result into its output name and writes the ledger, exactly as the
-// API path does, so resume, naming and results behave the same for every backend.
+// around it: `prepareGpuRow` checks the ledger, stages the inputs in the run's storage and builds
+// the requests; `commitGpuOutput` encodes each result into its output name and writes the ledger,
+// exactly as the API path does, so resume, naming and results behave the same for every backend.
+//
+// The GPU worker needs neither the dataset's filesystem nor storage credentials: on a local disk a
+// request names plain paths; in object storage it carries presigned GET URLs for its inputs and a
+// presigned create-only PUT URL (If-None-Match: *) for its output, valid for the activity's time.
+
+/** As long as the GPU activity may run (its start-to-close timeout), plus queueing slack. */
+const URL_LIFETIME_S = 3 * 60 * 60;
 
 export interface GpuRowPlan {
   /** Already done: nothing to run. */
@@ -28,8 +34,8 @@ export interface GpuRowPlan {
   firstOutput: number;
 }
 
-function stagingDir(outputDir: string, index: number): string {
-  return join(runMetaDir(outputDir), 'staging', String(index).padStart(6, '0'));
+function stagingKey(index: number, name?: string): string {
+  return runMetaKey(`staging/${String(index).padStart(6, '0')}${name ? `/${name}` : ''}`);
 }
 
 function fail(err: unknown): never {
@@ -40,39 +46,44 @@ function fail(err: unknown): never {
 export function createGpuRowActivities() {
   return {
     async prepareGpuRow(task: RowTask): Promise<GpuRowPlan> {
-      const done = await completedEntry(task.outputDir, task.index);
-      if (done) return { done: true, outputImages: done.outputImages!, requests: [], chained: false, firstOutput: 0 };
       const gpu = task.gpu;
       if (!gpu) throw ApplicationFailure.nonRetryable('a diffusers row needs gpu settings', 'InvalidRequest');
       try {
+        const storage = openStorage(task.outputDir);
         const row = await readPlanRow(task.outputDir, task.position);
+        const done = await completedEntry(task.outputDir, task.index, row.digest);
+        if (done) return { done: true, outputImages: done.outputImages!, requests: [], chained: false, firstOutput: 0 };
         checkRow(row, task);
         if (row.images.length === 0) {
           throw new ClassifiedError('inputError', `row ${row.index} (${row.where}) has no input image; the diffusers backend edits images (text-to-image rows need an API backend)`);
         }
-        const staging = stagingDir(task.outputDir, task.index);
-        await mkdir(staging, { recursive: true });
+        await checkOutputsWritable(storage, row);
         const outputPaths = row.outputs.map((o) => o.path);
         const chained = row.turns.length > 1;
-        const firstOutput = chained ? await turnsDone(task.outputDir, task.index, outputPaths) : 0;
+        const prior = await readLedgerEntry(task.outputDir, task.index);
+        const firstOutput = chained ? await turnsDone(task.outputDir, prior, row.digest, outputPaths) : 0;
+        // A fresh staging folder: GPU outputs are create-only, so one left by an earlier request
+        // must not be taken for this one's.
+        await storage.removeAll(stagingKey(task.index));
+        const stage = async (name: string, png: Buffer): Promise<string> => {
+          await storage.write(stagingKey(task.index, name), png);
+          return storage.readUrl(stagingKey(task.index, name), URL_LIFETIME_S);
+        };
         let inputs: string[];
         if (firstOutput > 0) {
           // Resume a multi-turn row from its last finished turn's output.
-          const previous = join(staging, `resume_${firstOutput - 1}.png`);
-          await writeFileAtomic(previous, await sharp(join(task.outputDir, outputPaths[firstOutput - 1]!)).png().toBuffer());
-          inputs = [previous];
+          const previous = await storage.read(outputPaths[firstOutput - 1]!);
+          if (!previous) throw new ClassifiedError('retryable', `turn ${firstOutput}'s output ${outputPaths[firstOutput - 1]} disappeared`);
+          inputs = [await stage(`resume_${firstOutput - 1}.png`, await sharp(previous).png().toBuffer())];
         } else {
           inputs = [];
           for (const [k, ref] of row.images.entries()) {
-            const image = await loadInputImage(ref, { cacheDir: task.imageCacheDir });
-            const staged = join(staging, `in_${k}.png`);
-            await writeFileAtomic(staged, image.png);
-            inputs.push(staged);
+            const image = await loadInputImage(ref, { cacheDir: task.imageCacheDir, runDir: task.outputDir, ...(task.download ? { download: task.download } : {}) });
+            inputs.push(await stage(`in_${k}.png`, image.png));
           }
         }
         const requests: GpuEditRequest[] = [];
         for (let k = firstOutput; k < row.outputs.length; k++) {
-          const output = join(staging, `out_${k}.png`);
           requests.push(
             validateGpuRequest({
               run_id: task.runId,
@@ -80,8 +91,8 @@ export function createGpuRowActivities() {
               model: task.model,
               model_type: gpu.modelType as GpuModelType,
               prompt: chained ? row.turns[k]! : row.turns[0]!,
-              input_images: chained && k > firstOutput ? [join(staging, `out_${k - 1}.png`)] : inputs,
-              output_path: output,
+              input_images: chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
+              output_path: await storage.createUrl(stagingKey(task.index, `out_${k}.png`), URL_LIFETIME_S),
               seed: rowSeed(gpu.seed, task.index, k),
               params: gpu.params,
             }),
@@ -97,33 +108,35 @@ export function createGpuRowActivities() {
     async commitGpuOutput(args: { task: RowTask; output: number; result: unknown; last: boolean; chained: boolean; attempts: number }): Promise<void> {
       const { task } = args;
       try {
+        const storage = openStorage(task.outputDir);
         const result = validateGpuResult(args.result);
         const row = await readPlanRow(task.outputDir, task.position);
         const target = row.outputs[args.output]!;
-        const encoded = await encodeOutput(await sharp(result.output_path).png().toBuffer(), target.format, task.encoding);
-        await writeFileAtomic(join(task.outputDir, target.path), encoded);
+        const produced = await storage.read(stagingKey(task.index, `out_${args.output}.png`));
+        if (!produced) throw new ClassifiedError('retryable', `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`);
+        await storage.write(target.path, await encodeOutput(produced, target.format, task.encoding));
         const outputImages = row.outputs.map((o) => o.path);
+        const base = { index: task.index, position: task.position, runId: task.runId, model: task.model, ...(row.digest ? { digest: row.digest } : {}) };
         if (args.last) {
-          await writeLedgerEntry(task.outputDir, {
-            index: task.index,
-            position: task.position,
-            status: 'ok',
-            runId: task.runId,
-            model: task.model,
-            outputImages,
-            ...(args.chained ? { turnsDone: outputImages.length } : {}),
-            attempts: args.attempts,
-            latencyMs: Math.round(result.latency_ms),
-            finishedAt: new Date().toISOString(),
-          });
-          await rm(stagingDir(task.outputDir, task.index), { recursive: true, force: true });
+          const prior = await readLedgerEntry(task.outputDir, task.index);
+          await commitLedgerEntry(
+            task.outputDir,
+            {
+              ...base,
+              status: 'ok',
+              outputImages,
+              ...(args.chained ? { turnsDone: outputImages.length } : {}),
+              attempts: args.attempts,
+              latencyMs: Math.round(result.latency_ms),
+              finishedAt: new Date().toISOString(),
+            },
+            prior?.status === 'ok' ? prior : undefined,
+          );
+          await storage.removeAll(stagingKey(task.index));
         } else if (args.chained) {
           await writeLedgerEntry(task.outputDir, {
-            index: task.index,
-            position: task.position,
+            ...base,
             status: 'partial',
-            runId: task.runId,
-            model: task.model,
             turnsDone: args.output + 1,
             outputImages: outputImages.slice(0, args.output + 1),
             finishedAt: new Date().toISOString(),

@@ -1,17 +1,23 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { ApplicationFailure } from '@temporalio/common';
 import { stringify } from 'csv-stringify';
-import { writeFileAtomic } from '../lib/atomicFile';
+import { isS3Location, keyProblem, objectAt, openStorage, type Storage } from '../storage';
+import { LocalStorage } from '../storage/local';
 import { readDataset, type DatasetHeader } from '../lib/dataset';
-import { DatasetError } from '../lib/errors';
+import { boundedMessage, ClassifiedError, DatasetError } from '../lib/errors';
+import { rowDigest } from '../lib/rowDigest';
+import { runBlobStore } from '../lib/dataset/blobs';
+import { fetchDatasetCopy } from '../lib/dataset/remote';
 import { rowSelector } from '../lib/filterRows';
 import { retrySelector } from '../lib/retrySelection';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/outputNames';
-import { allPlanRows, PlanWriter, readPlanMeta, readPlanRows, runMetaDir, type PlanRow } from '../lib/plan';
+import { runMetaKey } from '../lib/constants';
+import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type {
   DatasetRunSummary,
@@ -28,6 +34,8 @@ export const RunErrorTypes = {
   dataset: 'DatasetError',
   invalidInput: 'InvalidWorkflowInput',
   outputDirInUse: 'OutputDirInUse',
+  /** The output dir could not be written while planning (read-only, full, credentials refused). */
+  storage: 'StorageError',
 } as const;
 
 const SUMMARY_CHARS = 80;
@@ -41,24 +49,55 @@ interface RunOwnership {
   model: string;
 }
 
-/** An output dir belongs to one run: its outputs and ledger mean nothing to a run with other settings. */
+/**
+ * An output dir belongs to one run: its outputs and ledger mean nothing to a run with other
+ * settings. The claim is one create-only write, so of two runs racing for one output dir exactly
+ * one proceeds; the other is told who owns it.
+ */
 async function claimOutputDir(input: DatasetWorkflowInput): Promise<void> {
-  const file = join(runMetaDir(input.outputDir), 'run.json');
-  try {
-    const owner = JSON.parse(await readFile(file, 'utf8')) as RunOwnership;
-    if (owner.runId !== input.runId) {
-      throw ApplicationFailure.nonRetryable(
-        `output dir ${input.outputDir} already holds run ${owner.runId} (${owner.backend} ${owner.model}, input ${owner.inputPath}); ` +
-          `use another --output-dir, or pass --run-id ${owner.runId} to continue that run`,
-        RunErrorTypes.outputDirInUse,
-      );
-    }
-    return;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  const storage = openStorage(input.outputDir);
+  const key = runMetaKey('run.json');
   const ownership: RunOwnership = { runId: input.runId, inputPath: input.inputPath, backend: input.backend, model: input.model };
-  await writeFileAtomic(file, JSON.stringify(ownership, null, 2));
+  if (await storage.create(key, JSON.stringify(ownership, null, 2))) return;
+  const owner = JSON.parse((await storage.read(key))!.toString('utf8')) as RunOwnership;
+  if (owner.runId !== input.runId) {
+    throw ApplicationFailure.nonRetryable(
+      `output dir ${input.outputDir} already holds run ${owner.runId} (${owner.backend} ${owner.model}, input ${owner.inputPath}); ` +
+        `use another --output-dir, or pass --run-id ${owner.runId} to continue that run`,
+      RunErrorTypes.outputDirInUse,
+    );
+  }
+}
+
+/**
+ * Output names must be storable as named: within the target's limits (NUL, component length), and
+ * no name may be a folder of another (`a.png` and `a.png/b.png` can't both exist on a disk).
+ */
+class OutputNameRules {
+  private readonly files = new Map<string, number>();
+  private readonly folders = new Map<string, number>();
+
+  constructor(private readonly kind: Storage['kind']) {}
+
+  problem(path: string): string | undefined {
+    const bad = keyProblem(path, this.kind);
+    if (bad) return `output name ${JSON.stringify(path.slice(0, 80))}: ${bad}`;
+    const asFolder = this.folders.get(path);
+    if (asFolder !== undefined) return `output name ${path} is a folder of row ${asFolder}'s output`;
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const folder = parts.slice(0, i).join('/');
+      const owner = this.files.get(folder);
+      if (owner !== undefined) return `output name ${path} needs ${folder} as a folder, but it is row ${owner}'s output`;
+    }
+    return undefined;
+  }
+
+  add(path: string, index: number): void {
+    this.files.set(path, index);
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) this.folders.set(parts.slice(0, i).join('/'), index);
+  }
 }
 
 /** Plans where a row's outputs go; a bad or already-used name becomes the row's own error. */
@@ -68,6 +107,7 @@ function planOutputs(
   turns: number,
   record: Record<string, unknown>,
   used: Map<string, number>,
+  rules: OutputNameRules,
 ): Pick<PlanRow, 'outputs' | 'plannedError'> {
   const count = turns > 1 ? turns : input.numImages;
   let outputs = defaultOutputs(index, count);
@@ -80,14 +120,33 @@ function planOutputs(
   for (const o of outputs) {
     const owner = used.get(o.path);
     if (owner !== undefined) return { outputs: [], plannedError: `output name ${o.path} is already used by row ${owner}` };
+    const problem = rules.problem(o.path);
+    if (problem) return { outputs: [], plannedError: problem };
   }
-  for (const o of outputs) used.set(o.path, index);
+  for (const o of outputs) {
+    used.set(o.path, index);
+    rules.add(o.path, index);
+  }
   return { outputs };
 }
 
-function resultsPaths(input: { outputDir: string; outputCsv?: string | undefined }): { csv: string; jsonl: string } {
-  const csv = input.outputCsv ?? join(input.outputDir, 'results.csv');
-  return { csv, jsonl: csv.replace(/\.csv$/i, '') + '.jsonl' };
+/** Where the results tables go: beside the outputs, or where --output-csv says (results.jsonl beside it). */
+function resultsTargets(input: { outputDir: string; outputCsv?: string | undefined }): { storage: Storage; csv: string; jsonl: string } {
+  let storage: Storage;
+  let csv: string;
+  if (!input.outputCsv) [storage, csv] = [openStorage(input.outputDir), 'results.csv'];
+  else if (isS3Location(input.outputCsv)) ({ storage, key: csv } = objectAt(input.outputCsv));
+  else [storage, csv] = [new LocalStorage(dirname(input.outputCsv)), basename(input.outputCsv)];
+  return { storage, csv, jsonl: csv.replace(/\.csv$/i, '') + '.jsonl' };
+}
+
+/**
+ * A storage failure while planning says what failed, where, instead of "Workflow execution
+ * failed": final ones end the run at once, transient ones are retried by planRun's policy.
+ */
+function planningFailure(err: unknown): unknown {
+  if (!(err instanceof ClassifiedError)) return err;
+  return ApplicationFailure.create({ type: err.errorType, message: `planning failed: ${err.message}`, nonRetryable: err.kind !== 'retryable' });
 }
 
 function csvCell(value: unknown): string {
@@ -115,56 +174,72 @@ export function createOrchestrationActivities() {
       } catch (err) {
         throw ApplicationFailure.nonRetryable((err as Error).message, RunErrorTypes.invalidInput);
       }
-      input.imageCacheDir ??= join(runMetaDir(input.outputDir), 'image-cache');
-      await claimOutputDir(input);
-      const selected = rowSelector(input.filterRows);
-      const writer = new PlanWriter(input.outputDir);
-      await writer.open();
-      let header: DatasetHeader | undefined;
+      input.imageCacheDir ??= childLocation(input.outputDir, runMetaKey('image-cache'));
+      const storage = openStorage(input.outputDir);
+      let meta: PlanMeta;
       let selectedRows = 0;
       let alreadyOk = 0;
+      let changed = 0;
       const failedByType: Record<string, number> = {};
-      const usedNames = new Map<string, number>();
-      const stateOf = await ledgerReader(input.outputDir);
       try {
-        const rows = readDataset(
-          input.inputPath,
-          {
-            instructionKey: input.instructionKey,
-            imageKey: input.imageKey,
-            conversationKey: input.conversationKey,
-            maskKey: input.maskKey,
-            blobDir: join(runMetaDir(input.outputDir), 'blobs'),
-          },
-          (h) => (header = h),
-        );
-        for await (const row of rows) {
-          const planned = planOutputs(input, row.index, row.turns.length, row.record, usedNames);
-          await writer.add({ ...row, ...planned });
-          if (selected(row.position)) {
-            selectedRows += 1;
-            const state = await stateOf(row.index);
-            if (state.status === 'ok') alreadyOk += 1;
-            else if (state.status === 'failed') countFailure(failedByType, state.errorType);
+        await claimOutputDir(input);
+        const selected = rowSelector(input.filterRows);
+        const writer = new PlanWriter(input.outputDir);
+        await writer.open();
+        let header: DatasetHeader | undefined;
+        const usedNames = new Map<string, number>();
+        const rules = new OutputNameRules(storage.kind);
+        const stateOf = await ledgerReader(input.outputDir);
+        // A dataset in object storage is read from a local copy; its relative image paths still
+        // resolve next to the original.
+        const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
+        try {
+          const rows = readDataset(
+            source?.localPath ?? input.inputPath,
+            {
+              instructionKey: input.instructionKey,
+              imageKey: input.imageKey,
+              conversationKey: input.conversationKey,
+              maskKey: input.maskKey,
+              storeBlob: runBlobStore(storage),
+              ...(source ? { origin: source.origin } : {}),
+            },
+            (h) => (header = h),
+          );
+          for await (const row of rows) {
+            const planned = planOutputs(input, row.index, row.turns.length, row.record, usedNames, rules);
+            const digest = await rowDigest({ ...row, ...planned }, input);
+            await writer.add({ ...row, ...planned, digest });
+            if (selected(row.position)) {
+              selectedRows += 1;
+              const state = await stateOf({ index: row.index, digest });
+              if (state.status === 'ok') alreadyOk += 1;
+              else if (state.status === 'changed') changed += 1;
+              else if (state.status === 'failed') countFailure(failedByType, state.errorType);
+            }
           }
+          if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
+            throw new DatasetError(`${input.inputPath}: no "${input.outputNameColumn}" column (--output-name-column); columns are: ${header!.columns.join(', ')}`);
+          }
+        } catch (err) {
+          await writer.abort();
+          throw err;
+        } finally {
+          await source?.cleanup();
         }
-        if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
-          throw new DatasetError(`${input.inputPath}: no "${input.outputNameColumn}" column (--output-name-column); columns are: ${header!.columns.join(', ')}`);
-        }
+        meta = await writer.commit({
+          runId: input.runId,
+          inputPath: input.inputPath,
+          selectedRows,
+          columns: header!.columns,
+          imageKey: header!.imageKey,
+          instructionKey: header!.instructionKey,
+        });
       } catch (err) {
-        await writer.abort();
         if (err instanceof DatasetError) throw ApplicationFailure.nonRetryable(err.message, RunErrorTypes.dataset);
-        throw err;
+        throw planningFailure(err);
       }
-      const meta = await writer.commit({
-        runId: input.runId,
-        inputPath: input.inputPath,
-        selectedRows,
-        columns: header!.columns,
-        imageKey: header!.imageKey,
-        instructionKey: header!.instructionKey,
-      });
-      return { input, totalRows: meta.totalRows, selectedRows, alreadyOk, failedByType };
+      return { input, totalRows: meta.totalRows, selectedRows, alreadyOk, failedByType, ...(changed ? { changed } : {}) };
     },
 
     /**
@@ -179,7 +254,7 @@ export function createOrchestrationActivities() {
       const pending: RowRef[] = [];
       for (const row of rows) {
         if (!selected(row.position)) continue;
-        const state = await stateOf(row.index);
+        const state = await stateOf(row);
         if (state.status === 'ok') continue;
         const previousErrorType = state.status === 'failed' ? state.errorType : undefined;
         if (retryable && !retryable(row.position, previousErrorType)) continue;
@@ -198,7 +273,7 @@ export function createOrchestrationActivities() {
       let count = 0;
       for await (const row of allPlanRows(args.outputDir)) {
         if (!selected(row.position)) continue;
-        const state = await stateOf(row.index);
+        const state = await stateOf(row);
         if (state.status === 'failed' && retryable(row.position, state.errorType)) count += 1;
       }
       return count;
@@ -215,8 +290,8 @@ export function createOrchestrationActivities() {
         runId: input.runId,
         model: input.model,
         errorType: input.errorType,
-        error: input.error,
-        ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [] } : {}),
+        error: boundedMessage(input.error),
+        ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [], ...(existing.digest ? { digest: existing.digest } : {}) } : {}),
         finishedAt: new Date().toISOString(),
       });
     },
@@ -227,16 +302,17 @@ export function createOrchestrationActivities() {
      */
     async writeResults(args: { runId: string; outputDir: string; outputCsv?: string; instructionEnhanced?: boolean }): Promise<DatasetRunSummary> {
       const meta = await readPlanMeta(args.outputDir);
-      const paths = resultsPaths(args);
-      await mkdir(dirname(paths.csv), { recursive: true });
-      const suffix = `.tmp-${process.pid}`;
+      const target = resultsTargets(args);
+      // Written to local temp files first, then stored whole: readers never see half a table.
+      const temp = await mkdtemp(join(tmpdir(), 'atelier-results-'));
       const resultColumns: string[] = [...(args.instructionEnhanced ? ['instruction_enhanced'] : []), ...RESULT_COLUMNS];
       const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
-      const csvFile = createWriteStream(paths.csv + suffix);
-      const jsonlFile = createWriteStream(paths.jsonl + suffix);
+      const csvFile = createWriteStream(join(temp, 'results.csv'));
+      const jsonlFile = createWriteStream(join(temp, 'results.jsonl'));
       const csv = stringify({ header: true, columns: [...inputColumns, ...resultColumns] });
       csv.pipe(csvFile);
       const counts = { total: 0, ok: 0, failed: 0, pending: 0 };
+      let changed = 0;
       const failedByType: Record<string, number> = {};
       const usage: Record<string, number> = {};
       let attempts = 0;
@@ -247,11 +323,17 @@ export function createOrchestrationActivities() {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
           const lines: string[] = [];
           for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
-            const state = await stateOf(row.index);
-            const { status, entry } = state;
+            const state = await stateOf(row);
+            const { status } = state;
+            // A stale entry (the row changed and was not done again: filtered out, say) shows as
+            // `changed`, with no output: its old output answers another request.
+            const entry = status === 'changed' ? undefined : state.entry;
             const done = status === 'ok' ? entry : undefined;
             counts.total += 1;
-            counts[status] += 1;
+            if (status === 'changed') {
+              changed += 1;
+              counts.pending += 1;
+            } else counts[status] += 1;
             if (state.status === 'failed') countFailure(failedByType, state.errorType);
             attempts += entry?.attempts ?? 0;
             costUsd += entry?.costUsd ?? 0;
@@ -272,6 +354,7 @@ export function createOrchestrationActivities() {
                   latency_ms: entry.latencyMs ?? null,
                   usage: entry.usage ?? null,
                   cost_usd: entry.costUsd ?? null,
+                  ...(entry.replacedDigest ? { replaced_changed_output: true } : {}),
                 }
               : {};
             lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics }));
@@ -281,16 +364,27 @@ export function createOrchestrationActivities() {
         csv.end();
         await once(csvFile, 'finish');
         await finish(jsonlFile);
-        await rename(paths.csv + suffix, paths.csv);
-        await rename(paths.jsonl + suffix, paths.jsonl);
+        await target.storage.writeFromFile(target.csv, join(temp, 'results.csv'));
+        await target.storage.writeFromFile(target.jsonl, join(temp, 'results.jsonl'));
       } catch (err) {
         csvFile.destroy();
         jsonlFile.destroy();
-        await rm(paths.csv + suffix, { force: true });
-        await rm(paths.jsonl + suffix, { force: true });
         throw err;
+      } finally {
+        await rm(temp, { recursive: true, force: true });
       }
-      return { runId: args.runId, resultsCsv: paths.csv, resultsJsonl: paths.jsonl, ...counts, failedByType, attempts, costUsd, ...(costUnknownRows ? { costUnknownRows } : {}), usage };
+      return {
+        runId: args.runId,
+        resultsCsv: target.storage.describe(target.csv),
+        resultsJsonl: target.storage.describe(target.jsonl),
+        ...counts,
+        ...(changed ? { changed } : {}),
+        failedByType,
+        attempts,
+        costUsd,
+        ...(costUnknownRows ? { costUnknownRows } : {}),
+        usage,
+      };
     },
   };
 }

@@ -4,6 +4,8 @@ import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../activities/orchestration';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
 import { UsageError } from '../lib/errors';
+import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/imageCache';
+import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
 import { parseFilterRows } from '../lib/filterRows';
 import { deriveRunId, validateRunId } from '../lib/runId';
@@ -18,7 +20,7 @@ import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../l
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
-import { openSession, setQueueRateLimit, workflowUiUrl, type Session } from './session';
+import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
 
 export const ExitCodes = { ok: 0, usage: 1, rowsFailed: 2, interrupted: 130 } as const;
 
@@ -33,6 +35,10 @@ export interface EditOptions {
   outputNameColumn?: string;
   outputCsv?: string;
   imageCacheDir?: string;
+  /** --max-download-mb: cap on one downloaded input image. */
+  maxDownloadMb?: number;
+  /** --download-timeout (seconds): the whole transfer of one input image. */
+  downloadTimeout?: number;
   filterRows?: string;
   numImages: number;
   jpegQuality: number;
@@ -157,12 +163,15 @@ export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | '
 
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
-  const inputPath = resolve(options.input);
-  if (!existsSync(inputPath)) throw new UsageError(`--input ${options.input}: no such file or directory`);
-  try {
-    datasetFormat(inputPath);
-  } catch (err) {
-    throw new UsageError(`--input: ${(err as Error).message}`);
+  // s3:// locations are checked where they are read (planning), with the worker's credentials.
+  const inputPath = isS3Location(options.input) ? options.input : resolve(options.input);
+  if (!isS3Location(inputPath)) {
+    if (!existsSync(inputPath)) throw new UsageError(`--input ${options.input}: no such file or directory`);
+    try {
+      datasetFormat(inputPath);
+    } catch (err) {
+      throw new UsageError(`--input: ${(err as Error).message}`);
+    }
   }
   if (options.filterRows !== undefined) {
     try {
@@ -178,8 +187,8 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-2)');
   const model = options.backend === 'diffusers' ? normaliseModel(options.model) : options.model;
   const gpu = options.backend === 'diffusers' ? gpuSettings(options, model) : undefined;
-  const outputDir = resolve(options.outputDir);
-  if (existsSync(outputDir) && !statSync(outputDir).isDirectory()) {
+  const outputDir = isS3Location(options.outputDir) ? options.outputDir.replace(/\/+$/, '') : resolve(options.outputDir);
+  if (!isS3Location(outputDir) && existsSync(outputDir) && !statSync(outputDir).isDirectory()) {
     throw new UsageError(`--output-dir ${options.outputDir} exists and is not a directory`);
   }
   const params: ModelParams = {
@@ -244,8 +253,16 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(options.imageKey ? { imageKey: options.imageKey } : {}),
       ...(options.conversationKey ? { conversationKey: options.conversationKey } : {}),
       ...(options.outputNameColumn ? { outputNameColumn: options.outputNameColumn } : {}),
-      ...(options.outputCsv ? { outputCsv: resolve(options.outputCsv) } : {}),
-      ...(options.imageCacheDir ? { imageCacheDir: resolve(options.imageCacheDir) } : {}),
+      ...(options.outputCsv ? { outputCsv: isS3Location(options.outputCsv) ? options.outputCsv : resolve(options.outputCsv) } : {}),
+      ...(options.imageCacheDir ? { imageCacheDir: isS3Location(options.imageCacheDir) ? options.imageCacheDir : resolve(options.imageCacheDir) } : {}),
+      ...(options.maxDownloadMb !== undefined || options.downloadTimeout !== undefined
+        ? {
+            download: {
+              maxBytes: Math.round((options.maxDownloadMb ?? DEFAULT_MAX_DOWNLOAD_BYTES / 1024 / 1024) * 1024 * 1024),
+              timeoutMs: Math.round((options.downloadTimeout ?? DEFAULT_DOWNLOAD_TIMEOUT_MS / 1000) * 1000),
+            },
+          }
+        : {}),
       ...(options.filterRows !== undefined ? { filterRows: options.filterRows } : {}),
       numImages: options.numImages,
       encoding,
@@ -333,7 +350,7 @@ export async function waitForRun(session: Session, runId: string, io: CliIO): Pr
 /** Starts the dataset workflow, or attaches to the running execution of the same run id. */
 export async function startRun(session: Session, input: DatasetWorkflowInput, io: CliIO): Promise<void> {
   const withAttributes: DatasetWorkflowInput = { ...input, searchAttributes: session.searchAttributes };
-  await session.client.workflow.start('datasetWorkflow', {
+  const start = () => session.client.workflow.start('datasetWorkflow', {
     taskQueue: ORCHESTRATOR_QUEUE,
     workflowId: input.runId,
     args: [withAttributes],
@@ -351,6 +368,7 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
         }
       : {}),
   });
+  await (session.searchAttributes ? whileSearchAttributesPropagate(start, io.err) : start());
   const link = workflowUiUrl(session, input.runId);
   io.err(`run ${input.runId}${link ? ` (${link})` : ''}`);
   if (session.workers.length === 0) io.err('rows are served by workers started with `npx atelier worker` on this Temporal server');

@@ -16,6 +16,14 @@ function positiveInt(name: string) {
   };
 }
 
+function positiveNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+(\.\d+)?$/.test(value) || !(n > 0)) throw new InvalidArgumentError(`${name} must be a positive number`);
+    return n;
+  };
+}
+
 function nonNegativeInt(name: string) {
   return (value: string): number => {
     if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
@@ -72,7 +80,9 @@ function addRunOptions(cmd: Command): Command {
     .option('--conversation-key <key>', 'JSONL conversation list (default: conversations)')
     .option('--output-name-column <column>', 'column holding each row\'s output path, relative to the output dir')
     .option('--output-csv <file>', 'results table (default: <output-dir>/results.csv; results.jsonl goes beside it)')
-    .option('--image-cache-dir <dir>', 'cache for downloaded images (default: <output-dir>/.atelier/image-cache)')
+    .option('--image-cache-dir <dir>', 'cache for downloaded images, a folder or s3://bucket/prefix (default: <output-dir>/.atelier/image-cache)')
+    .option('--max-download-mb <mb>', 'largest input image downloaded from a URL, in MB (default 50)', positiveNumber('--max-download-mb'))
+    .option('--download-timeout <seconds>', 'longest download of one input image, headers and body (default 60)', positiveNumber('--download-timeout'))
     .option('--filter-rows <spec>', 'rows to attempt by position: 0:100, 100:, :50, 0,5,10 or mixes like 0:3,4:6')
     .option('--num-images <n>', 'images per row (named _00, _01, ...)', positiveInt('--num-images'), 1)
     .option('--jpeg-quality <q>', 'quality of .jpg outputs (1-100)', qualityInt('--jpeg-quality'), 95)

@@ -17,6 +17,7 @@ export async function runServer(options: { stateDir: string; port?: number; uiPo
   const server = await startDevServer({
     temporalPath: findTemporalCli(),
     stateDir,
+    owner: 'server',
     ...(options.port ? { port: options.port } : {}),
     ...(options.uiPort ? { uiPort: options.uiPort } : {}),
   });

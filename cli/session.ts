@@ -1,16 +1,27 @@
-import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
-import { serverReachable, startDevServer, type DevServerHandle } from '../lib/devServer';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client, isGrpcServiceError } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import type { Worker } from '@temporalio/worker';
+import { isOrphanedEmbeddedServer, readServerRecord, serverReachable, startDevServer, stopServerByPid, type DevServerHandle, type ServerRecord } from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
+import { connectClient, connectNative, describeTarget, plainTarget, temporalTargetFromEnv, type TemporalTarget } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
 
-// How a CLI command reaches Temporal: TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE) when set; else the
+// Temporal's IndexedValueType for each SDK attribute type (TEXT=1, KEYWORD=2, INT=3, ...): taken
+// from the generated protos, not written as numbers (an off-by-one here once registered Keyword
+// attributes as Text, which PostgreSQL visibility refuses beyond three).
+const INDEXED_VALUE_TYPE = {
+  KEYWORD: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+  INT: temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_INT,
+} as const;
+
+// How a CLI command reaches Temporal: TEMPORAL_ADDRESS (with TEMPORAL_NAMESPACE and the TLS / API key
+// settings of lib/temporalConnection) when set; else the
 // dev server `atelier server` runs for this state dir; else (for commands that run rows) an
 // embedded dev server whose state lives under --state-dir, stopped when the command ends.
 
@@ -44,34 +55,86 @@ export interface Session {
   close(): Promise<void>;
 }
 
-interface ServerRecord {
-  address: string;
-  uiUrl?: string;
-}
-
 /** The server `atelier server` (or a running `edit`) keeps for this state dir, if it answers. */
 export async function runningServer(stateDir: string): Promise<ServerRecord | undefined> {
+  const record = readServerRecord(stateDir);
+  return record && (await serverReachable(record.address)) ? record : undefined;
+}
+
+/** gRPC status codes told apart below (ALREADY_EXISTS / UNIMPLEMENTED are tolerated, and said). */
+const GRPC_INVALID_ARGUMENT = 3;
+const GRPC_ALREADY_EXISTS = 6;
+const GRPC_UNIMPLEMENTED = 12;
+
+function grpcCode(err: unknown): number | undefined {
+  return isGrpcServiceError(err) ? err.code : undefined;
+}
+
+/**
+ * Checks (and, where missing, registers) the project's search attributes on an external server.
+ * Tolerated, and said: an attribute another client registered meanwhile (ALREADY_EXISTS), or a
+ * server without the operator API (UNIMPLEMENTED): runs then start without attributes. Anything
+ * else (a type the store refuses, no permission, ...) is a real failure and is thrown, because a
+ * swallowed error here once hid that none of the attributes were registered.
+ */
+export async function ensureSearchAttributes(client: Client, namespace: string, log: (line: string) => void = () => undefined): Promise<boolean> {
+  const operator = client.connection.operatorService;
+  let missing: typeof ALL_SEARCH_ATTRIBUTES[number][];
   try {
-    const record = JSON.parse(readFileSync(join(stateDir, 'server.json'), 'utf8')) as ServerRecord;
-    return (await serverReachable(record.address)) ? record : undefined;
-  } catch {
-    return undefined;
+    const { customAttributes } = await operator.listSearchAttributes({ namespace });
+    missing = ALL_SEARCH_ATTRIBUTES.filter((key) => !(customAttributes && key.name in customAttributes));
+  } catch (err) {
+    if (grpcCode(err) === GRPC_UNIMPLEMENTED) {
+      log('this Temporal server does not list search attributes (operator API unsupported): runs start without Atelier search attributes');
+      return false;
+    }
+    throw new UsageError(`could not list the search attributes of namespace ${namespace}: ${(err as Error).message}`);
+  }
+  if (missing.length === 0) return true;
+  try {
+    await operator.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, INDEXED_VALUE_TYPE[key.type]])),
+    });
+    log(`registered search attributes ${missing.map((k) => k.name).join(', ')} in namespace ${namespace}`);
+    return true;
+  } catch (err) {
+    const code = grpcCode(err);
+    if (code === GRPC_ALREADY_EXISTS) {
+      log(`search attributes already registered in namespace ${namespace} (by another client meanwhile)`);
+      return true;
+    }
+    if (code === GRPC_UNIMPLEMENTED) {
+      log('this Temporal server cannot register search attributes (operator API unsupported): runs start without Atelier search attributes');
+      return false;
+    }
+    // One command per attribute: the CLI pairs several --name with several --type by position.
+    const register = missing.map((k) => `temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`);
+    throw new UsageError(
+      `could not register the search attributes ${missing.map((k) => k.name).join(', ')} in namespace ${namespace}: ${(err as Error).message}\n` +
+        `register them as an operator (${register.map((c) => `\`${c}\``).join(', ')}) and run again`,
+    );
   }
 }
 
-/** Checks (and, where allowed, registers) the project's search attributes on an external server. */
-async function ensureSearchAttributes(client: Client, namespace: string): Promise<boolean> {
-  try {
-    const { customAttributes } = await client.connection.operatorService.listSearchAttributes({ namespace });
-    const missing = ALL_SEARCH_ATTRIBUTES.filter((key) => !(customAttributes && key.name in customAttributes));
-    if (missing.length === 0) return true;
-    await client.connection.operatorService.addSearchAttributes({
-      namespace,
-      searchAttributes: Object.fromEntries(missing.map((key) => [key.name, key.type === 'INT' ? 2 : 1])),
-    });
-    return true;
-  } catch {
-    return false;
+/**
+ * Runs `start` (a workflow start with Atelier's search attributes), retrying while the server
+ * refuses the attributes as unknown. A server keeps a per-namespace cache of attribute mappings
+ * (refreshed within a minute), so right after registration, by this client or another, a start
+ * can be refused with "no mapping defined for search attribute" although the attribute exists.
+ */
+export async function whileSearchAttributesPropagate<T>(start: () => Promise<T>, log: (line: string) => void, timeoutMs = 90_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      const cause = (err as { cause?: unknown }).cause ?? err;
+      const unmapped = isGrpcServiceError(cause) && cause.code === GRPC_INVALID_ARGUMENT && /search attribute/i.test(cause.message);
+      if (!unmapped || Date.now() > deadline) throw err;
+      if (attempt === 0) log('the server has not picked up the newly registered search attributes yet (it refreshes within a minute); retrying');
+      await sleep(1000);
+    }
   }
 }
 
@@ -85,7 +148,14 @@ export async function openSession(options: SessionOptions): Promise<Session> {
   if (external) {
     address = external;
   } else {
-    const running = await runningServer(stateDir);
+    let running = await runningServer(stateDir);
+    if (running && options.mayStartServer && isOrphanedEmbeddedServer(running)) {
+      // Left behind by an `edit` that was killed: no workers serve it. Started afresh on the same
+      // database, the run's history is all there and the rows resume.
+      options.log?.(`stopping the embedded Temporal server an earlier command left running (pid ${running.pid}); starting it afresh`);
+      await stopServerByPid(stateDir, running.pid);
+      running = undefined;
+    }
     if (running) {
       address = running.address;
       uiUrl = running.uiUrl;
@@ -99,20 +169,23 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       );
     }
   }
+  // An external server may need TLS and an API key; the project's own dev servers are plaintext.
+  const target: TemporalTarget = external ? temporalTargetFromEnv(process.env, address) : plainTarget(address, namespace);
+  if (external) options.log?.(`Temporal: ${describeTarget(target)}`);
   const runWorkers = server !== undefined || options.withWorkers;
   if (runWorkers) installWorkerLogging({ file: join(stateDir, 'logs', 'worker.log') });
 
   const cleanups: Array<() => Promise<void>> = [];
   try {
-    const connection = await Connection.connect({ address });
+    const connection = await connectClient(target);
     cleanups.push(() => connection.close());
     const client = new Client({ connection, namespace });
     // Project-started dev servers register them at start; other servers are checked.
-    const searchAttributes = external ? await ensureSearchAttributes(client, namespace) : true;
+    const searchAttributes = external ? await ensureSearchAttributes(client, namespace, options.log) : true;
     let workers: Worker[] = [];
     let workersDone: Promise<void> | undefined;
     if (runWorkers) {
-      const nativeConnection = await NativeConnection.connect({ address });
+      const nativeConnection = await connectNative(target);
       cleanups.unshift(() => nativeConnection.close());
       workers = await createWorkers({
         connection: nativeConnection,
@@ -171,8 +244,9 @@ export function workflowUiUrl(session: Session, workflowId: string): string | un
 
 /**
  * Sets a provider queue's rate limit on the server (UpdateTaskQueueConfig), so every worker of the
- * queue, on any machine, shares one limit. Returns false where the server does not support it (the
- * in-process workers then enforce the limit with maxTaskQueueActivitiesPerSecond).
+ * queue, on any machine, shares one limit. Returns false where the server does not support it
+ * (UNIMPLEMENTED: the in-process workers then enforce the limit with maxTaskQueueActivitiesPerSecond,
+ * and the caller says so); any other failure is thrown rather than run without the limit asked for.
  */
 export async function setQueueRateLimit(session: Session, taskQueue: string, requestsPerSecond: number): Promise<boolean> {
   try {
@@ -180,11 +254,12 @@ export async function setQueueRateLimit(session: Session, taskQueue: string, req
       namespace: session.namespace,
       identity: 'atelier-cli',
       taskQueue,
-      taskQueueType: 2, // TASK_QUEUE_TYPE_ACTIVITY
+      taskQueueType: temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
       updateQueueRateLimit: { rateLimit: { requestsPerSecond }, reason: `atelier --rpm ${Math.round(requestsPerSecond * 60)}` },
     });
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    if (grpcCode(err) === GRPC_UNIMPLEMENTED) return false;
+    throw new UsageError(`could not set the rate limit of task queue ${taskQueue}: ${(err as Error).message}`);
   }
 }

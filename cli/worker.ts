@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
-import { NativeConnection } from '@temporalio/worker';
 import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
+import { connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
 import type { CliIO } from './edit';
 
@@ -11,9 +11,11 @@ export async function runWorker(options: { queues?: string; concurrency: number 
   if (!address) {
     throw new UsageError('TEMPORAL_ADDRESS is not set: `atelier worker` serves an external Temporal server (e.g. TEMPORAL_ADDRESS=127.0.0.1:7233)');
   }
-  const namespace = process.env.TEMPORAL_NAMESPACE || 'default';
+  // TLS, client certificates and the API key come from the same environment settings as the CLI's.
+  const target = temporalTargetFromEnv(process.env, address);
+  const namespace = target.namespace;
   installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
-  const connection = await NativeConnection.connect({ address });
+  const connection = await connectNative(target);
   try {
     const queues = options.queues?.split(',').map((q) => q.trim()).filter(Boolean);
     const workers = await createWorkers({
@@ -23,7 +25,7 @@ export async function runWorker(options: { queues?: string; concurrency: number 
       concurrency: options.concurrency,
       ...(queues ? { queues } : {}),
     });
-    io.err(`serving ${workers.map((w) => w.options.taskQueue).join(', ')} on ${address} (namespace ${namespace}); Ctrl-C to stop`);
+    io.err(`serving ${workers.map((w) => w.options.taskQueue).join(', ')} on ${describeTarget(target)}; Ctrl-C to stop`);
     // Ctrl-C asks the workers to stop; `run()` below returns once they have.
     void io.interrupted.then(() => {
       io.err('shutting down: in-flight tasks get a grace period, then are retried elsewhere');

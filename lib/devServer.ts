@@ -32,14 +32,62 @@ export interface DevServerOptions {
   startTimeoutMs?: number;
   /** How long finished runs stay visible (the dev server's default is one day). */
   retentionHours?: number;
+  /**
+   * Who started it: `server` (`atelier server`, in the foreground for others to use) or `edit` (a
+   * command's embedded server, which lives and dies with that command).
+   */
+  owner?: ServerOwner;
 }
+
+export type ServerOwner = 'server' | 'edit';
 
 const DEFAULT_RETENTION_HOURS = 30 * 24;
 
-interface ServerRecord {
+/** What server.json in a state dir says about the dev server serving it. */
+export interface ServerRecord {
   pid: number;
   address: string;
   uiUrl?: string;
+  /** Absent in records written before owners were recorded: taken as `server`. */
+  owner?: ServerOwner;
+  /** The process that started the server (the `edit` command, for an embedded one). */
+  ownerPid?: number;
+}
+
+export function readServerRecord(stateDir: string): ServerRecord | undefined {
+  try {
+    return JSON.parse(readFileSync(recordPath(stateDir), 'utf8')) as ServerRecord;
+  } catch {
+    return undefined;
+  }
+}
+
+export function processAlive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * An embedded server whose command is gone (killed with SIGKILL, or interrupted before it could stop
+ * it): it serves the state dir's history but no workers, so nothing would ever run on it.
+ */
+export function isOrphanedEmbeddedServer(record: ServerRecord): boolean {
+  return record.owner === 'edit' && !processAlive(record.ownerPid);
+}
+
+/** Stops a dev server by pid (SIGTERM, then SIGKILL after the grace time) and forgets its record. */
+export async function stopServerByPid(stateDir: string, pid: number, graceMs = 10_000): Promise<void> {
+  const deadline = Date.now() + graceMs;
+  if (processAlive(pid)) process.kill(pid, 'SIGTERM');
+  while (processAlive(pid) && Date.now() < deadline) await sleep(100);
+  if (processAlive(pid)) process.kill(pid, 'SIGKILL');
+  while (processAlive(pid)) await sleep(50);
+  await rm(recordPath(stateDir), { force: true });
 }
 
 export async function freePort(): Promise<number> {
@@ -131,6 +179,13 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   const logFd = openSync(logFile, 'a');
   const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd] });
   closeSync(logFd);
+  // However this process ends (a second Ctrl-C exits at once), its server ends with it; only a
+  // SIGKILL can leave it behind, and the next command for the state dir recognises that orphan.
+  const stopOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+  };
+  process.once('exit', stopOnExit);
+  void child.once('exit', () => process.removeListener('exit', stopOnExit));
   let exitCode: number | null = null;
   const exited = new Promise<number>((resolve) =>
     child.once('exit', (code, signal) => {
@@ -166,7 +221,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   }
 
   const uiUrl = options.headless ? undefined : `http://127.0.0.1:${uiPort}`;
-  const record: ServerRecord = { pid: child.pid!, address, ...(uiUrl ? { uiUrl } : {}) };
+  const record: ServerRecord = { pid: child.pid!, address, ...(uiUrl ? { uiUrl } : {}), owner: options.owner ?? 'edit', ownerPid: process.pid };
   await writeFileAtomic(recordPath(options.stateDir), JSON.stringify(record, null, 2));
   return {
     address,

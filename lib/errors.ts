@@ -39,3 +39,15 @@ export class ClassifiedError extends Error {
     return ErrorTypes[this.kind];
   }
 }
+
+/**
+ * Error text that enters Temporal payloads (failures, ledger entries) is cut to a few KB: a
+ * provider that echoes a 3 MB prompt must not push the real error past the payload limit.
+ */
+export const MAX_ERROR_CHARS = 4096;
+
+export function boundedMessage(message: string, max = MAX_ERROR_CHARS): string {
+  if (message.length <= max) return message;
+  const omitted = message.length - max;
+  return `${message.slice(0, max)}… [${omitted} more characters cut]`;
+}

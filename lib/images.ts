@@ -1,7 +1,8 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
+import { objectAt, openStorage } from '../storage';
 import { ClassifiedError } from './errors';
-import { fetchCached } from './imageCache';
+import { fetchCached, type DownloadLimits } from './imageCache';
 import type { OutputFormat } from './outputNames';
 import type { ImageRef } from './plan';
 import type { OutputEncoding } from './types';
@@ -47,9 +48,25 @@ function describe(ref: ImageRef): string {
   return ref.kind === 'data' ? 'data: URI image' : ref.source;
 }
 
-async function readSource(ref: ImageRef, cacheDir: string, signal?: AbortSignal): Promise<Buffer> {
-  if (ref.kind === 'url') return fetchCached(ref.source, cacheDir, signal);
+/** Where a row's input images come from besides their own reference. */
+export interface ImageSources {
+  /** The image cache's location (a folder or s3:// prefix) for downloaded URLs. */
+  cacheDir: string;
+  /** The run's output location: `blob` refs are keys in its storage. */
+  runDir?: string;
+  download?: DownloadLimits;
+  signal?: AbortSignal;
+}
+
+async function readSource(ref: ImageRef, sources: ImageSources): Promise<Buffer> {
+  if (ref.kind === 'url') return fetchCached(ref.source, sources.cacheDir, sources.signal, sources.download);
   if (ref.kind === 'data') return decodeDataUri(ref.source);
+  if (ref.kind === 's3' || ref.kind === 'blob') {
+    const { storage, key } = ref.kind === 's3' ? objectAt(ref.source) : { storage: openStorage(sources.runDir!), key: ref.source };
+    const bytes = await storage.read(key);
+    if (!bytes) throw new ClassifiedError('inputError', `input image not found: ${storage.describe(key)}`);
+    return bytes;
+  }
   try {
     return await readFile(ref.source);
   } catch (err) {
@@ -82,8 +99,8 @@ export async function fitWithinLimits(image: LoadedImage, limits: ImageLimits): 
 }
 
 /** Reads, decodes and normalises one input image to an upright PNG; undecodable input fails the row. */
-export async function loadInputImage(ref: ImageRef, options: { cacheDir: string; limits?: ImageLimits; signal?: AbortSignal }): Promise<LoadedImage> {
-  const bytes = await readSource(ref, options.cacheDir, options.signal);
+export async function loadInputImage(ref: ImageRef, options: ImageSources & { limits?: ImageLimits }): Promise<LoadedImage> {
+  const bytes = await readSource(ref, options);
   if (bytes.length === 0) throw new ClassifiedError('inputError', `input image ${describe(ref)} is empty (0 bytes)`);
   let loaded: LoadedImage;
   try {

@@ -1,12 +1,16 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { writeFileAtomic } from './atomicFile';
-import { runMetaDir } from './plan';
+import { createHash } from 'node:crypto';
+import { openStorage, type Storage } from '../storage';
+import { RUN_META_DIR, runMetaKey } from './constants';
 
-// The row ledger is the run's memory of finished rows, kept next to the outputs: one small JSON file
-// per row index, written atomically after the row's images are in place. Temporal's history expires
-// (the dev server keeps closed runs for a day); the ledger does not, so "already done" is decided
-// here. A row counts as done only when its entry says ok and all its output files exist.
+// The row ledger is the run's memory of finished rows, kept next to the outputs in the run's
+// storage: one small JSON object per row index, written whole after the row's images are in place.
+// Temporal's history expires (the dev server keeps closed runs for a day); the ledger does not, so
+// "already done" is decided here. A row counts as done only when its entry says ok, was made for
+// what the row asks now (its digest), and all its output files exist.
+//
+// Finishing a row is exclusive: an ok entry is committed by creating a done-marker that only one
+// writer can create (O_EXCL / If-None-Match), so two attempts of one row (a worker thought dead that
+// still runs, and its retry) can never both believe they finished it; the loser takes the winner's.
 
 export interface LedgerEntry {
   index: number;
@@ -15,6 +19,10 @@ export interface LedgerEntry {
   status: 'ok' | 'failed' | 'partial';
   runId: string;
   model: string;
+  /** The row's digest when its outputs were made (lib/rowDigest.ts); absent in older ledgers. */
+  digest?: string;
+  /** Outputs replaced because the row changed since they were made. */
+  replacedDigest?: string;
   /** Relative to the output dir, in order (one per image or per turn). */
   outputImages?: string[];
   /** Multi-turn rows: turns whose outputs are on disk. */
@@ -35,86 +43,135 @@ export interface LedgerEntry {
   finishedAt: string;
 }
 
-function ledgerDir(outputDir: string): string {
-  return join(runMetaDir(outputDir), 'ledger');
+const LEDGER = runMetaKey('ledger');
+
+function pad(index: number): string {
+  return String(index).padStart(6, '0');
 }
 
-function entryPath(outputDir: string, index: number): string {
-  return join(ledgerDir(outputDir), `${String(index).padStart(6, '0')}.json`);
+function entryKey(index: number): string {
+  return `${LEDGER}/${pad(index)}.json`;
 }
 
 /**
- * Indexes that have a ledger entry, from one directory listing: lets a scan over many rows skip
- * the file reads (and their failures) for rows never attempted.
+ * The done-marker of one way of finishing a row: its digest and the ledger state the attempt
+ * started from, so a row redone later (its content changed, then changed back) gets a new marker
+ * while two attempts racing from the same state compete for one.
+ */
+function doneKey(index: number, digest: string | undefined, startedFrom: string | undefined): string {
+  const from = createHash('sha256').update(startedFrom ?? '').digest('hex').slice(0, 12);
+  return `${LEDGER}/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`;
+}
+
+function parse(bytes: Buffer | undefined): LedgerEntry | undefined {
+  return bytes ? (JSON.parse(bytes.toString('utf8')) as LedgerEntry) : undefined;
+}
+
+/**
+ * Indexes that have a ledger entry, from one listing: lets a scan over many rows skip the reads
+ * (and their failures) for rows never attempted.
  */
 export async function ledgerIndexes(outputDir: string): Promise<Set<number>> {
-  try {
-    const names = await readdir(ledgerDir(outputDir));
-    return new Set(names.filter((n) => /^\d+\.json$/.test(n)).map((n) => Number(n.slice(0, -5))));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return new Set();
-    throw err;
-  }
+  const names = await openStorage(outputDir).list(LEDGER);
+  return new Set(names.filter((n) => /^\d+\.json$/.test(n)).map((n) => Number(n.slice(0, -5))));
 }
 
 export async function readLedgerEntry(outputDir: string, index: number): Promise<LedgerEntry | undefined> {
-  try {
-    return JSON.parse(await readFile(entryPath(outputDir, index), 'utf8')) as LedgerEntry;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
+  return parse(await openStorage(outputDir).read(entryKey(index)));
 }
 
+/** Records a failed or partial row (not exclusive: the last word on an unfinished row wins). */
 export async function writeLedgerEntry(outputDir: string, entry: LedgerEntry): Promise<void> {
-  await writeFileAtomic(entryPath(outputDir, entry.index), `${JSON.stringify(entry)}\n`);
+  await openStorage(outputDir).write(entryKey(entry.index), `${JSON.stringify(entry)}\n`);
 }
 
-async function allExist(outputDir: string, paths: readonly string[]): Promise<boolean> {
-  try {
-    await Promise.all(paths.map((p) => stat(join(outputDir, p))));
-    return true;
-  } catch {
-    return false;
+/**
+ * Commits a finished row. `startedFrom` is the entry the attempt read when it began (undefined if
+ * none). Returns the entry that holds: this one, or, when another attempt of the row committed
+ * first, that attempt's.
+ */
+export async function commitLedgerEntry(
+  outputDir: string,
+  entry: LedgerEntry,
+  startedFrom: LedgerEntry | undefined,
+): Promise<{ won: boolean; entry: LedgerEntry }> {
+  const storage = openStorage(outputDir);
+  const json = `${JSON.stringify(entry)}\n`;
+  const marker = doneKey(entry.index, entry.digest, startedFrom?.finishedAt);
+  if (!(await storage.create(marker, json))) {
+    const winner = parse(await storage.read(marker));
+    if (winner) return { won: false, entry: winner };
   }
+  await storage.write(entryKey(entry.index), json);
+  return { won: true, entry };
 }
 
-/** Whether an entry marks its row done: status ok and every output still on disk. */
-export async function isComplete(outputDir: string, entry: LedgerEntry | undefined): Promise<boolean> {
+/** Checks that output files exist: a stat each on a disk, one listing of the root on S3. */
+function outputChecker(storage: Storage): (paths: readonly string[]) => Promise<boolean> {
+  if (storage.kind === 'local') {
+    return async (paths) => (await Promise.all(paths.map((p) => storage.stat(p).catch(() => undefined)))).every(Boolean);
+  }
+  let listed: Promise<Set<string>> | undefined;
+  return async (paths) => {
+    listed ??= storage.list('').then((keys) => new Set(keys.filter((k) => !k.startsWith(`${RUN_META_DIR}/`))));
+    const keys = await listed;
+    return paths.every((p) => keys.has(p));
+  };
+}
+
+/** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
+async function isDone(entry: LedgerEntry | undefined, digest: string | undefined, exist: (paths: readonly string[]) => Promise<boolean>): Promise<boolean> {
   if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
-  return allExist(outputDir, entry.outputImages);
+  if (!sameRequest(entry, digest)) return false;
+  return exist(entry.outputImages);
 }
 
-/** The entry, if the row is done. */
-export async function completedEntry(outputDir: string, index: number): Promise<LedgerEntry | undefined> {
+/** Entries from before digests were recorded, or rows planned without one, match any request. */
+function sameRequest(entry: LedgerEntry, digest: string | undefined): boolean {
+  return entry.digest === undefined || digest === undefined || entry.digest === digest;
+}
+
+/** The entry, if the row is done for what it asks now. */
+export async function completedEntry(outputDir: string, index: number, digest: string | undefined): Promise<LedgerEntry | undefined> {
+  const storage = openStorage(outputDir);
   const entry = await readLedgerEntry(outputDir, index);
-  return (await isComplete(outputDir, entry)) ? entry : undefined;
+  return (await isDone(entry, digest, outputChecker(storage))) ? entry : undefined;
 }
 
-/** Multi-turn rows: how many leading turns are done with their outputs on disk (0 if none). */
-export async function turnsDone(outputDir: string, index: number, outputs: readonly string[]): Promise<number> {
-  const entry = await readLedgerEntry(outputDir, index);
-  const done = Math.min(entry?.turnsDone ?? 0, outputs.length);
-  return done > 0 && (await allExist(outputDir, outputs.slice(0, done))) ? done : 0;
+/** Multi-turn rows: how many leading turns are done with their outputs in place (0 if none). */
+export async function turnsDone(outputDir: string, entry: LedgerEntry | undefined, digest: string | undefined, outputs: readonly string[]): Promise<number> {
+  if (!entry || !sameRequest(entry, digest)) return 0;
+  const done = Math.min(entry.turnsDone ?? 0, outputs.length);
+  return done > 0 && (await outputChecker(openStorage(outputDir))(outputs.slice(0, done))) ? done : 0;
 }
 
-/** Where a row stands: done, failed (with its class), or not done yet (never tried, partial). */
+/**
+ * Where a row stands: done, failed (with its class), changed (done for a request the row no
+ * longer makes: it will be done again), or not done yet (never tried, partial).
+ */
 export type RowLedgerState =
   | { status: 'ok'; entry: LedgerEntry }
   | { status: 'failed'; entry: LedgerEntry; errorType: string }
+  | { status: 'changed'; entry: LedgerEntry }
   | { status: 'pending'; entry?: LedgerEntry };
 
 /**
- * Reads rows' ledger states for a scan over many rows: one directory listing up front, then a file
- * read only for rows that have an entry (most rows of a new run have none).
+ * Reads rows' ledger states for a scan over many rows: one listing up front, then a read only for
+ * rows that have an entry (most rows of a new run have none).
  */
-export async function ledgerReader(outputDir: string): Promise<(index: number) => Promise<RowLedgerState>> {
+export async function ledgerReader(outputDir: string): Promise<(row: { index: number; digest?: string | undefined }) => Promise<RowLedgerState>> {
   const attempted = await ledgerIndexes(outputDir);
-  return async (index) => {
+  const exist = outputChecker(openStorage(outputDir));
+  return async ({ index, digest }) => {
     const entry = attempted.has(index) ? await readLedgerEntry(outputDir, index) : undefined;
-    if (entry && (await isComplete(outputDir, entry))) return { status: 'ok', entry };
-    if (entry?.status === 'failed') return { status: 'failed', entry, errorType: entry.errorType ?? 'Error' };
-    return entry ? { status: 'pending', entry } : { status: 'pending' };
+    if (!entry) return { status: 'pending' };
+    if (entry.status === 'ok' && !sameRequest(entry, digest)) return { status: 'changed', entry };
+    if (await isDone(entry, digest, exist)) return { status: 'ok', entry };
+    if (entry.status === 'failed') {
+      // A failure for a request the row no longer makes says nothing about the new one.
+      return sameRequest(entry, digest) ? { status: 'failed', entry, errorType: entry.errorType ?? 'Error' } : { status: 'pending', entry };
+    }
+    return { status: 'pending', entry };
   };
 }
 

@@ -1,18 +1,25 @@
 import { createWriteStream } from 'node:fs';
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomicFile';
-import { RUN_META_DIR } from './constants';
+import { openStorage } from '../storage';
+import { runMetaKey } from './constants';
 import type { OutputTarget } from './outputNames';
 
 // The plan is the dataset normalised into one JSON line per row, plus a fixed-width offset index so
 // any row can be read by position without scanning. Workflows carry positions and counts; the rows
-// themselves stay on disk next to the outputs, where every worker of the run can read them.
+// themselves stay in the run's storage next to the outputs (a local folder or an S3 prefix), where
+// every worker of the run can read them: one row is two ranged reads.
 
 export interface ImageRef {
-  kind: 'file' | 'url' | 'data';
-  /** Absolute path for files, the URL for urls, the data: URI for inline images. */
+  /**
+   * `file`: a local path; `url`: http(s); `data`: an inline data: URI; `s3`: an s3:// object read
+   * with the reading worker's credentials; `blob`: a key in the run's own storage (images embedded
+   * in the dataset, stored content-addressed at planning).
+   */
+  kind: 'file' | 'url' | 'data' | 's3' | 'blob';
+  /** Absolute path for files, the URL for urls and s3, the data: URI for inline images, the key for blobs. */
   source: string;
 }
 
@@ -33,6 +40,11 @@ export interface PlanRow {
   plannedError?: string;
   /** The input record as read (JSON-safe), for the results tables. */
   record: Record<string, unknown>;
+  /**
+   * What the row asks for (model, parameters, instructions, inputs and the inputs' sizes and
+   * modification times), hashed: a ledger entry made for another digest is stale (lib/rowDigest.ts).
+   */
+  digest?: string;
 }
 
 export interface PlanMeta {
@@ -47,34 +59,32 @@ export interface PlanMeta {
   instructionKey: string;
 }
 
-export function runMetaDir(outputDir: string): string {
-  return join(outputDir, RUN_META_DIR);
+/** A location below another: a path joined on a disk, a longer prefix in a bucket. */
+export function childLocation(location: string, key: string): string {
+  return location.startsWith('s3://') ? `${location.replace(/\/+$/, '')}/${key}` : join(location, ...key.split('/'));
 }
 
-function planPaths(outputDir: string): { rows: string; index: string; meta: string } {
-  const dir = runMetaDir(outputDir);
-  return { rows: join(dir, 'plan.jsonl'), index: join(dir, 'plan.idx'), meta: join(dir, 'plan.json') };
-}
+const PLAN_KEYS = { rows: runMetaKey('plan.jsonl'), index: runMetaKey('plan.idx'), meta: runMetaKey('plan.json') };
 
 const OFFSET_BYTES = 8;
 
-/** Streams rows into a new plan; nothing replaces the current plan until `commit`. */
+/**
+ * Streams rows into a new plan in a local temp folder; nothing replaces the run's current plan
+ * until `commit` stores it (rows, then the index, then the meta that names the row count).
+ */
 export class PlanWriter {
-  private readonly paths: ReturnType<typeof planPaths>;
-  private readonly suffix = `.tmp-${process.pid}`;
+  private temp!: string;
   private rowsStream!: ReturnType<typeof createWriteStream>;
   private offsets: number[] = [0];
   private bytes = 0;
   private pending: string[] = [];
   private pendingBytes = 0;
 
-  constructor(private readonly outputDir: string) {
-    this.paths = planPaths(outputDir);
-  }
+  constructor(private readonly outputDir: string) {}
 
   async open(): Promise<void> {
-    await mkdir(runMetaDir(this.outputDir), { recursive: true });
-    this.rowsStream = createWriteStream(this.paths.rows + this.suffix);
+    this.temp = await mkdtemp(join(tmpdir(), 'atelier-plan-'));
+    this.rowsStream = createWriteStream(join(this.temp, 'plan.jsonl'));
   }
 
   get count(): number {
@@ -107,56 +117,48 @@ export class PlanWriter {
     await once(this.rowsStream, 'finish');
     const index = Buffer.alloc(this.offsets.length * OFFSET_BYTES);
     this.offsets.forEach((offset, i) => index.writeBigUInt64LE(BigInt(offset), i * OFFSET_BYTES));
-    await writeFileAtomic(this.paths.index + this.suffix, index);
-    await rename(this.paths.rows + this.suffix, this.paths.rows);
-    await rename(this.paths.index + this.suffix, this.paths.index);
-    const full: PlanMeta = { ...meta, totalRows: this.count };
-    await writeFileAtomic(this.paths.meta, JSON.stringify(full, null, 2));
-    return full;
+    const storage = openStorage(this.outputDir);
+    try {
+      await storage.writeFromFile(PLAN_KEYS.rows, join(this.temp, 'plan.jsonl'));
+      await writeFile(join(this.temp, 'plan.idx'), index);
+      await storage.writeFromFile(PLAN_KEYS.index, join(this.temp, 'plan.idx'));
+      const full: PlanMeta = { ...meta, totalRows: this.count };
+      await storage.write(PLAN_KEYS.meta, JSON.stringify(full, null, 2));
+      return full;
+    } finally {
+      await rm(this.temp, { recursive: true, force: true });
+    }
   }
 
   async abort(): Promise<void> {
     this.rowsStream?.destroy();
-    await rm(this.paths.rows + this.suffix, { force: true });
-    await rm(this.paths.index + this.suffix, { force: true });
+    if (this.temp) await rm(this.temp, { recursive: true, force: true });
   }
 }
 
 export async function readPlanMeta(outputDir: string): Promise<PlanMeta> {
-  return JSON.parse(await readFile(planPaths(outputDir).meta, 'utf8')) as PlanMeta;
+  const bytes = await openStorage(outputDir).read(PLAN_KEYS.meta);
+  if (!bytes) throw new Error(`${openStorage(outputDir).describe(PLAN_KEYS.meta)} is missing: the run has no plan yet`);
+  return JSON.parse(bytes.toString('utf8')) as PlanMeta;
 }
 
 /** Reads `count` rows starting at `start` (clamped to the plan's end). */
 export async function readPlanRows(outputDir: string, start: number, count: number): Promise<PlanRow[]> {
-  const paths = planPaths(outputDir);
-  const idx = await open(paths.index, 'r');
-  let first: number;
-  let last: number;
-  let offsets: Buffer;
-  try {
-    const { size } = await idx.stat();
-    const total = size / OFFSET_BYTES - 1;
-    if (start >= total || count <= 0) return [];
-    const end = Math.min(total, start + count);
-    offsets = Buffer.alloc((end - start + 1) * OFFSET_BYTES);
-    await idx.read(offsets, 0, offsets.length, start * OFFSET_BYTES);
-    first = Number(offsets.readBigUInt64LE(0));
-    last = Number(offsets.readBigUInt64LE((end - start) * OFFSET_BYTES));
-  } finally {
-    await idx.close();
-  }
-  const rowsFile = await open(paths.rows, 'r');
-  try {
-    const chunk = Buffer.alloc(last - first);
-    await rowsFile.read(chunk, 0, chunk.length, first);
-    return chunk
-      .toString('utf8')
-      .split('\n')
-      .filter((line) => line.length > 0)
-      .map((line) => JSON.parse(line) as PlanRow);
-  } finally {
-    await rowsFile.close();
-  }
+  const storage = openStorage(outputDir);
+  const info = await storage.stat(PLAN_KEYS.index);
+  if (!info) throw new Error(`${storage.describe(PLAN_KEYS.index)} is missing: the run has no plan yet`);
+  const total = info.size / OFFSET_BYTES - 1;
+  if (start >= total || count <= 0) return [];
+  const end = Math.min(total, start + count);
+  const offsets = await storage.readRange(PLAN_KEYS.index, start * OFFSET_BYTES, (end + 1) * OFFSET_BYTES);
+  const first = Number(offsets.readBigUInt64LE(0));
+  const last = Number(offsets.readBigUInt64LE((end - start) * OFFSET_BYTES));
+  const chunk = await storage.readRange(PLAN_KEYS.rows, first, last);
+  return chunk
+    .toString('utf8')
+    .split('\n')
+    .filter((line) => line.length > 0)
+    .map((line) => JSON.parse(line) as PlanRow);
 }
 
 export async function readPlanRow(outputDir: string, position: number): Promise<PlanRow> {

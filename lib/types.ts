@@ -85,6 +85,13 @@ export interface RetrySelection {
   rows?: string;
 }
 
+/** Bounds on downloading one input image. */
+export interface DownloadLimits {
+  maxBytes: number;
+  /** The whole transfer, headers and body. */
+  timeoutMs: number;
+}
+
 /** How outputs are encoded (JPEG/WebP quality, 1-100). */
 export interface OutputEncoding {
   jpegQuality: number;
@@ -117,6 +124,8 @@ export interface DatasetWorkflowInput {
   outputCsv?: string;
   /** Content-addressed cache of downloaded images. Default `<outputDir>/.atelier/image-cache`. */
   imageCacheDir?: string;
+  /** Bounds on downloading a URL input image (--max-download-mb, --download-timeout). */
+  download?: DownloadLimits;
   /** Required with backend diffusers. */
   gpu?: GpuRunSettings;
   /** Edit-mask column (a PNG whose transparent pixels mark the area to edit). */
@@ -212,6 +221,8 @@ export interface PlanRunResult {
   alreadyOk: number;
   /** Selected rows the ledger holds as failed, by failure class. */
   failedByType: Record<string, number>;
+  /** Selected rows done for a request they no longer make (the dataset changed): done again. */
+  changed?: number;
 }
 
 export interface RowsPage {
@@ -240,6 +251,7 @@ export interface RowTask {
   numImages: number;
   encoding: OutputEncoding;
   imageCacheDir: string;
+  download?: DownloadLimits;
   gpu?: GpuRunSettings;
   promptEnhance?: PromptEnhanceSettings;
 }
@@ -267,8 +279,25 @@ export const ErrorTypes = {
   inputError: 'InputError',
   /** Worker set-up problem (missing API key): final. */
   configError: 'ConfigError',
+  /**
+   * Writing the run's files failed in a way a quick retry won't fix (disk full, permission denied,
+   * storage credentials refused): the row is not failed, the run pauses with the reason shown.
+   */
+  storageError: 'StorageError',
 } as const;
 export type ErrorType = (typeof ErrorTypes)[keyof typeof ErrorTypes];
+
+/**
+ * Failures that are not the row's fault and will not pass by themselves within the row's retries:
+ * the row is deferred (it runs again after the pause) and the run pauses with the reason shown.
+ */
+export const PAUSING_ERROR_TYPES: readonly string[] = [ErrorTypes.quotaExhausted, ErrorTypes.storageError];
+
+/** Why the run paused, from the deferred row's error. */
+export function pauseReason(errorType: string | undefined, error: string | undefined): string {
+  const what = errorType === ErrorTypes.storageError ? 'writing the run\'s files failed' : 'provider quota exhausted';
+  return `${what}: ${error ?? errorType ?? ''}`.slice(0, 300);
+}
 
 export const NON_RETRYABLE_ERROR_TYPES: string[] = [
   ErrorTypes.blocked,
@@ -313,6 +342,8 @@ export interface RunCounts {
 
 export interface DatasetRunSummary extends RunCounts {
   runId: string;
+  /** Rows whose outputs answer a request the row no longer makes (counted in pending too). */
+  changed?: number;
   resultsCsv: string;
   resultsJsonl: string;
   /** Failed rows by class. */

@@ -8,8 +8,14 @@ import type { DatasetWorkflowInput } from './types';
 // The dataset workflow can be started by hand (`temporal workflow start --input '<json>'`), so its
 // input is validated where it is first used, with messages that name the offending field.
 
-const absolutePath = (what: string) =>
-  z.string().min(1).refine((p) => isAbsolute(p), { message: `${what} must be an absolute path` });
+/** Where data lives: an absolute local path, or `s3://bucket/prefix` (read with each worker's AWS_* settings). */
+const location = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .refine((p) => isAbsolute(p) || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(p), {
+      message: `${what} must be an absolute path or an s3://bucket/prefix location`,
+    });
 
 export const datasetWorkflowInputSchema = z
   .object({
@@ -17,8 +23,8 @@ export const datasetWorkflowInputSchema = z
       const problem = validateRunId(id);
       if (problem) ctx.addIssue({ code: 'custom', message: problem });
     }),
-    inputPath: absolutePath('inputPath'),
-    outputDir: absolutePath('outputDir'),
+    inputPath: location('inputPath'),
+    outputDir: location('outputDir'),
     backend: z.enum(['openai', 'gemini', 'openrouter', 'modelscope', 'diffusers']),
     model: z.string().min(1),
     params: z
@@ -59,8 +65,15 @@ export const datasetWorkflowInputSchema = z
         }
       })
       .optional(),
-    outputCsv: absolutePath('outputCsv').optional(),
-    imageCacheDir: absolutePath('imageCacheDir').optional(),
+    outputCsv: location('outputCsv').optional(),
+    imageCacheDir: location('imageCacheDir').optional(),
+    download: z
+      .object({
+        maxBytes: z.number().int().min(1).max(4 * 1024 ** 3),
+        timeoutMs: z.number().int().min(100).max(3_600_000),
+      })
+      .strict()
+      .optional(),
     window: z.number().int().min(1).max(1000).default(16),
     retry: z
       .object({

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The whole test suite, as `npm test` (and so CI) runs it: build, type-check, the TypeScript tests
-// (vitest: unit, workflow, CLI and cross-language tests on real dev servers) and the Python GPU
+// (vitest: unit, workflow, CLI and cross-language tests on real dev servers, the compose check and
+// the cluster stage on a real Temporal server with PostgreSQL) and the Python GPU
 // worker's tests (pytest, CPU, in a cached venv). Ends with one "N passed, N failed" line.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -25,6 +26,10 @@ let skipped = 0;
 
 if (step('build', process.execPath, [join(root, 'scripts', 'build.mjs')]) !== 0) process.exit(1);
 if (step('type-check', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']) !== 0) process.exit(1);
+// The cluster and compose tests need Go programs built from modules (the Temporal server and SQL
+// tool, ~8 min cold; compose-check, seconds), cached under ~/.cache/atelier/go/; building them here,
+// not inside a test's set-up, keeps test timings honest.
+if (step('Go tools (Temporal server, compose-check, versitygw)', process.execPath, [join(root, 'scripts', 'cluster.mjs'), 'build']) !== 0) process.exit(1);
 // The cross-language tests need the GPU worker's venv; building it here keeps test timings honest.
 if (step('gpu-workers venv', 'bash', [join(root, 'gpu-workers', 'scripts', 'setup-venv.sh')]) !== 0) process.exit(1);
 

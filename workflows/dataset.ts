@@ -24,7 +24,7 @@ import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../activities/orchestration';
 import { validateRetrySelection } from '../lib/retrySelection';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
-import { ErrorTypes } from '../lib/types';
+import { ErrorTypes, pauseReason, PAUSING_ERROR_TYPES } from '../lib/types';
 import type {
   CarriedState,
   DatasetRunSummary,
@@ -82,8 +82,9 @@ function reportOfResult(row: RowRef, outcome: RowOutcome): RowDone {
   const ref = { position: row.position, index: row.index };
   if (outcome.status === 'ok') return { ...ref, status: 'ok', ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}) };
   const error = { errorType: outcome.errorType ?? 'Error', ...(outcome.error ? { error: outcome.error } : {}) };
-  // A child returns (rather than fails) with a failure when the provider's quota ran out.
-  if (outcome.errorType === ErrorTypes.quotaExhausted) return { ...ref, status: 'deferred', ...error, ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
+  // A child returns (rather than fails) with a failure when the provider's quota ran out or the
+  // run's storage refused a write: the run pauses.
+  if (PAUSING_ERROR_TYPES.includes(outcome.errorType ?? '')) return { ...ref, status: 'deferred', ...error, ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
   return { ...ref, status: 'failed', ...error };
 }
 
@@ -200,8 +201,9 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       const type = done.errorType ?? 'Error';
       state.counts.failedByType[type] = (state.counts.failedByType[type] ?? 0) + 1;
     } else {
-      state.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: quota)` });
-      state.paused ??= { reason: `provider quota exhausted: ${done.error ?? done.errorType ?? ''}`.slice(0, 300), ...(done.resetAt ? { until: done.resetAt } : {}) };
+      const why = done.errorType === ErrorTypes.storageError ? 'storage' : 'quota';
+      state.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: ${why})` });
+      state.paused ??= { reason: pauseReason(done.errorType, done.error), ...(done.resetAt ? { until: done.resetAt } : {}) };
     }
     if (done.status !== 'deferred') state.counts.finished += 1;
     upsertCounts(false);
@@ -316,6 +318,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
                 numImages: input.numImages,
                 encoding: input.encoding,
                 imageCacheDir: input.imageCacheDir!,
+                ...(input.download ? { download: input.download } : {}),
                 ...(input.gpu ? { gpu: input.gpu } : {}),
                 ...(input.promptEnhance ? { promptEnhance: input.promptEnhance } : {}),
               },

@@ -16,7 +16,7 @@ import type { OrchestrationActivities } from '../activities/orchestration';
 import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
 import { providerQueue } from '../lib/constants';
 import { AtelierErrorType } from '../lib/searchAttributes';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, type ApiBackend, type RowDone, type RowOutcome, type RowTask, type RowWorkflowInput } from '../lib/types';
+import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES, type ApiBackend, type RowDone, type RowOutcome, type RowTask, type RowWorkflowInput } from '../lib/types';
 import { reportBySignal, rowDoneSignal } from './messages';
 
 const { recordRowFailure } = proxyActivities<OrchestrationActivities>({
@@ -111,8 +111,10 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
   } catch (err) {
     if (isCancellation(err)) throw err;
     const { errorType, error } = failureOf(err);
-    if (errorType === ErrorTypes.quotaExhausted) {
-      // Not the row's fault: the dataset workflow pauses the provider and runs the row again later.
+    // A StorageError (disk full, permission denied) can only come from newer workers; histories
+    // from before it existed never take this branch with it, so no patch marker is needed.
+    if (PAUSING_ERROR_TYPES.includes(errorType)) {
+      // Not the row's fault: the dataset workflow pauses and runs the row again later.
       // Returned, not thrown: the child ends Completed and the row is pending, not failed.
       const details = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.details : undefined;
       const resetAt = (details?.[0] as { quotaResetAt?: string } | undefined)?.quotaResetAt;

@@ -24,9 +24,10 @@ from . import contract
 from .batcher import Job, WorkerShuttingDown
 from .engine import Engine, RowOutput, RowWork
 from .errors import (
-    GPU_OUT_OF_MEMORY, INPUT_ERROR, INVALID_REQUEST, WORKER_SHUTDOWN, GpuOutOfMemory, RowCancelled,
+    GPU_OUT_OF_MEMORY, INPUT_ERROR, INVALID_REQUEST, OUTPUT_STORE_FAILED, WORKER_SHUTDOWN, GpuOutOfMemory,
+    RowCancelled,
 )
-from .images import InputImageError, load_image, to_pil, write_png_atomic
+from .images import InputImageError, OutputStoreError, load_image, shown, to_pil, write_png_atomic
 from .models import InvalidParams
 
 log = logging.getLogger("atelier_gpu.activity")
@@ -157,9 +158,14 @@ class EditService:
             # 3. encode + write on this thread
             hb.update(stage="encode")
             image = to_pil(out.image)
-            write_png_atomic(image, request["output_path"], self.png_compress_level)
+            try:
+                write_png_atomic(image, request["output_path"], self.png_compress_level)
+            except OutputStoreError as e:
+                # The store failed or refused the upload: retried (a new attempt gets the same URL).
+                raise _app_error(str(e), OUTPUT_STORE_FAILED, retryable=True) from None
         result = {
-            "output_path": request["output_path"],
+            # Without a presigned URL's signature: results are kept in history.
+            "output_path": shown(request["output_path"]),
             "width": image.width,
             "height": image.height,
             "seed": int(request["seed"]),

@@ -19,6 +19,7 @@ class BatchInterrupted(Exception):
 INVALID_REQUEST = "InvalidRequest"  # final
 INPUT_ERROR = "InputError"  # final
 GPU_OUT_OF_MEMORY = "GpuOutOfMemory"  # retryable
+OUTPUT_STORE_FAILED = "OutputStoreFailed"  # retryable: the presigned upload of the output failed
 CANCELLED = "Cancelled"
 # not (yet) in the contract: the worker got SIGTERM before it started the row; retryable, runs elsewhere
 WORKER_SHUTDOWN = "WorkerShutdown"

@@ -220,9 +220,9 @@ def build_service(args: argparse.Namespace, device: str | None = None):
 
 async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None,
                      service: Any | None = None, model_type: str | None = None) -> None:
-    from temporalio.client import Client
     from temporalio.worker import Worker
 
+    from .connect import connect
     from .contract import task_queue_for
 
     stop = stop or asyncio.Event()
@@ -233,7 +233,7 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
         except (NotImplementedError, RuntimeError, ValueError):  # not main thread / platform
             pass
     task_queue = args.task_queue or task_queue_for(args.model)
-    client = await Client.connect(args.address, namespace=args.namespace)  # fail fast before the long load
+    client = await connect(args.address, args.namespace)  # fail fast before the long load; TLS from TEMPORAL_*
     if service is None:
         service, model_type = await asyncio.to_thread(build_service, args)
     if stop.is_set():

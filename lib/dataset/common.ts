@@ -1,4 +1,4 @@
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IMAGE_COLUMN_CANDIDATES } from '../constants';
 import { DatasetError } from '../errors';
@@ -22,8 +22,13 @@ export interface DatasetReadOptions {
   instructionKey: string;
   imageKey?: string | undefined;
   conversationKey?: string | undefined;
-  /** Folder for images embedded in the dataset (Parquet bytes), content-addressed. */
-  blobDir: string;
+  /** Stores an image embedded in the dataset (Parquet bytes) and says how rows refer to it. */
+  storeBlob: (bytes: Uint8Array) => Promise<ImageRef>;
+  /**
+   * Where a local file being read really came from (an s3:// object downloaded for reading), so
+   * relative image paths in it resolve next to the original. Identity when absent.
+   */
+  origin?: (file: string) => string;
   /** Column holding each row's edit mask (optional per row). */
   maskKey?: string | undefined;
 }
@@ -59,11 +64,17 @@ export function parseImageCell(cell: string, where: string): string[] {
     .filter((v) => v !== '');
 }
 
-/** Relative paths resolve against the dataset file's folder; http(s) stays a URL. */
-export function toImageRef(value: string, datasetPath: string): ImageRef {
+/**
+ * Relative paths resolve against the dataset file's folder (a local folder, or the s3:// prefix the
+ * dataset was read from); http(s) stays a URL; s3:// is read with the worker's own credentials.
+ */
+export function toImageRef(value: string, datasetPath: string, options?: Pick<DatasetReadOptions, 'origin'>): ImageRef {
   if (/^https?:\/\//i.test(value)) return { kind: 'url', source: value };
   if (/^data:/i.test(value)) return { kind: 'data', source: value };
+  if (/^s3:\/\//i.test(value)) return { kind: 's3', source: value };
   if (/^file:\/\//i.test(value)) return { kind: 'file', source: fileURLToPath(value) };
+  const base = options?.origin?.(datasetPath) ?? datasetPath;
+  if (base.startsWith('s3://') && !isAbsolute(value)) return { kind: 's3', source: posix.join(posix.dirname(base), value).replace(/^s3:\/(?!\/)/, 's3://') };
   return { kind: 'file', source: isAbsolute(value) ? value : resolve(dirname(datasetPath), value) };
 }
 
@@ -115,10 +126,10 @@ export function requireMaskColumn(columns: string[], file: string, maskKey: stri
 }
 
 /** A mask cell as one image reference, if the row has one. */
-export function maskRef(cell: unknown, where: string, datasetPath: string): ImageRef | undefined {
+export function maskRef(cell: unknown, where: string, datasetPath: string, options?: Pick<DatasetReadOptions, 'origin'>): ImageRef | undefined {
   if (cell === undefined || cell === null) return undefined;
   if (typeof cell !== 'string') throw new DatasetError(`${where}: a mask must be one image path or URL`);
   const [first, ...rest] = parseImageCell(cell, where);
   if (rest.length > 0) throw new DatasetError(`${where}: a row takes one mask, not ${rest.length + 1}`);
-  return first === undefined ? undefined : toImageRef(first, datasetPath);
+  return first === undefined ? undefined : toImageRef(first, datasetPath, options);
 }

@@ -38,9 +38,9 @@ export async function* readCsvDataset(
       const index = indexes.take(record.index, position, `${file}: line ${info.lines}`);
       const imageKey = header.imageKey!;
       const images = parseImageCell(record[imageKey] ?? '', `${file}: line ${info.lines}, column "${imageKey}"`).map((v) =>
-        toImageRef(v, file),
+        toImageRef(v, file, options),
       );
-      const mask = options.maskKey ? maskRef(record[options.maskKey], `${file}: line ${info.lines}, column "${options.maskKey}"`, file) : undefined;
+      const mask = options.maskKey ? maskRef(record[options.maskKey], `${file}: line ${info.lines}, column "${options.maskKey}"`, file, options) : undefined;
       yield { position, index, where, turns: [(record[header.instructionKey] ?? '').trim()], images, ...(mask ? { mask } : {}), record };
       position += 1;
     }

@@ -39,11 +39,11 @@ function userTurns(conversation: unknown, where: string, key: string): string[] 
   return turns;
 }
 
-function imagesOf(value: unknown, where: string, key: string, file: string) {
+function imagesOf(value: unknown, where: string, key: string, file: string, options: DatasetReadOptions) {
   if (value === undefined || value === null) return [];
-  if (typeof value === 'string') return parseImageCell(value, `${where}, "${key}"`).map((v) => toImageRef(v, file));
+  if (typeof value === 'string') return parseImageCell(value, `${where}, "${key}"`).map((v) => toImageRef(v, file, options));
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) {
-    return value.filter((v) => v.trim() !== '').map((v) => toImageRef(v.trim(), file));
+    return value.filter((v) => v.trim() !== '').map((v) => toImageRef(v.trim(), file, options));
   }
   throw new DatasetError(`${where}: "${key}" must be an image path/URL or a list of them`);
 }
@@ -87,9 +87,9 @@ export async function* readJsonlDataset(
       }
       const imageKey = options.imageKey ?? DEFAULT_IMAGE_KEYS.find((k) => rec[k] !== undefined);
       if (imageKey !== undefined && rec[imageKey] !== undefined) imageKeySeen = true;
-      const images = imageKey ? imagesOf(rec[imageKey], where, imageKey, file) : [];
+      const images = imageKey ? imagesOf(rec[imageKey], where, imageKey, file, options) : [];
       const index = indexes.take(rec.index, position, where);
-      const mask = options.maskKey ? maskRef(rec[options.maskKey], `${where}, "${options.maskKey}"`, file) : undefined;
+      const mask = options.maskKey ? maskRef(rec[options.maskKey], `${where}, "${options.maskKey}"`, file, options) : undefined;
       yield { position, index, where: `${name} line ${lineNo}`, turns, images, ...(mask ? { mask } : {}), record: rec };
       position += 1;
     }

@@ -1,11 +1,7 @@
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { open, readdir, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import { parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
-import { writeFileAtomic } from '../atomicFile';
-import { sniffImageType } from '../images';
 import { DatasetError } from '../errors';
 import type { ImageRef } from '../plan';
 import { IndexTracker, parseImageCell, pickImageKey, requireMaskColumn, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
@@ -49,40 +45,31 @@ async function fileBuffer(path: string): Promise<{ buffer: AsyncBuffer; close: (
   };
 }
 
-async function storeBlob(bytes: Uint8Array, blobDir: string): Promise<string> {
-  const digest = createHash('sha256').update(bytes).digest('hex');
-  const type = sniffImageType(bytes, 'application/octet-stream');
-  const ext = type.startsWith('image/') ? type.slice(6).replace('jpeg', 'jpg') : 'bin';
-  const path = join(blobDir, `${digest}.${ext}`);
-  if (!existsSync(path)) await writeFileAtomic(path, bytes);
-  return path;
-}
-
 function isEmbedded(value: unknown): value is { bytes?: unknown; path?: unknown } {
   return !!value && typeof value === 'object' && !Array.isArray(value) && ('bytes' in value || 'path' in value);
 }
 
 /** Image cell → refs (embedded bytes stored to blobDir) plus a printable form for the results. */
-async function imageCell(value: unknown, file: string, where: string, blobDir: string): Promise<{ refs: ImageRef[]; shown: string[] }> {
+async function imageCell(value: unknown, file: string, where: string, options: DatasetReadOptions): Promise<{ refs: ImageRef[]; shown: string[] }> {
   if (value === null || value === undefined) return { refs: [], shown: [] };
   if (typeof value === 'string') {
     const items = parseImageCell(value, where);
-    return { refs: items.map((v) => toImageRef(v, file)), shown: items };
+    return { refs: items.map((v) => toImageRef(v, file, options)), shown: items };
   }
   const items = Array.isArray(value) ? value : [value];
   const refs: ImageRef[] = [];
   const shown: string[] = [];
   for (const item of items) {
     if (typeof item === 'string') {
-      refs.push(toImageRef(item, file));
+      refs.push(toImageRef(item, file, options));
       shown.push(item);
     } else if (isEmbedded(item)) {
       if (item.bytes instanceof Uint8Array && item.bytes.byteLength > 0) {
-        const path = await storeBlob(item.bytes, blobDir);
-        refs.push({ kind: 'file', source: path });
-        shown.push(typeof item.path === 'string' && item.path ? item.path : `embedded:${basename(path)}`);
+        const ref = await options.storeBlob(item.bytes);
+        refs.push(ref);
+        shown.push(typeof item.path === 'string' && item.path ? item.path : `embedded:${basename(ref.source)}`);
       } else if (typeof item.path === 'string' && item.path) {
-        refs.push(toImageRef(item.path, file));
+        refs.push(toImageRef(item.path, file, options));
         shown.push(item.path);
       } else {
         // An embedded image with neither bytes nor path: keep a ref that fails this row alone.
@@ -161,8 +148,8 @@ export async function* readParquetDataset(
           if (instruction !== null && instruction !== undefined && typeof instruction !== 'string') {
             throw new DatasetError(`${where}, column "${options.instructionKey}": expected text, got ${typeof instruction}`);
           }
-          const { refs, shown } = await imageCell(row[imageKey], file, `${where}, column "${imageKey}"`, options.blobDir);
-          const mask = options.maskKey ? (await imageCell(row[options.maskKey], file, `${where}, column "${options.maskKey}"`, options.blobDir)).refs : [];
+          const { refs, shown } = await imageCell(row[imageKey], file, `${where}, column "${imageKey}"`, options);
+          const mask = options.maskKey ? (await imageCell(row[options.maskKey], file, `${where}, column "${options.maskKey}"`, options)).refs : [];
           if (mask.length > 1) throw new DatasetError(`${where}, column "${options.maskKey}": a row takes one mask`);
           const record = jsonSafe(row) as Record<string, unknown>;
           if (options.maskKey && mask.length) record[options.maskKey] = `mask:${basename(mask[0]!.source)}`;

@@ -7,7 +7,7 @@ import { tempDir, writeText } from '../helpers/fixtures';
 
 async function readAll(file: string, imageKey?: string): Promise<DatasetRow[]> {
   const rows: DatasetRow[] = [];
-  for await (const row of readCsvDataset(file, { instructionKey: 'instruction', imageKey, blobDir: '/nonexistent' })) rows.push(row);
+  for await (const row of readCsvDataset(file, { instructionKey: 'instruction', imageKey, storeBlob: () => Promise.reject(new Error('a CSV has no embedded images')) })) rows.push(row);
   return rows;
 }
 

@@ -6,13 +6,22 @@ import { readDataset, type DatasetRow } from '../../lib/dataset';
 import { DatasetError } from '../../lib/errors';
 import { tempDir, writeText } from '../helpers/fixtures';
 import { writeParquetFixture } from '../helpers/parquet';
+import { runBlobStore } from '../../lib/dataset/blobs';
+import { LocalStorage } from '../../storage/local';
 
-async function readAll(path: string, extra: { imageKey?: string; conversationKey?: string } = {}): Promise<{ rows: DatasetRow[]; blobDir: string }> {
-  const blobDir = join(tempDir(), 'blobs');
+async function readAll(path: string, extra: { imageKey?: string; conversationKey?: string } = {}): Promise<{ rows: DatasetRow[]; runDir: string }> {
+  const runDir = join(tempDir(), 'out');
+  const storeBlob = runBlobStore(new LocalStorage(runDir));
   const rows: DatasetRow[] = [];
-  for await (const row of readDataset(path, { instructionKey: 'instruction', blobDir, ...extra }, () => undefined)) rows.push(row);
-  return { rows, blobDir };
+  for await (const row of readDataset(path, { instructionKey: 'instruction', storeBlob, ...extra }, () => undefined)) rows.push(row);
+  return { rows, runDir };
 }
+
+/** A blob ref's file in the run's folder. */
+const blobFile = (runDir: string, ref: { kind: string; source: string }) => {
+  expect(ref.kind).toBe('blob');
+  return join(runDir, ref.source);
+};
 
 const png = (color: string) => sharp({ create: { width: 4, height: 4, channels: 3, background: color } }).png().toBuffer();
 
@@ -86,7 +95,7 @@ describe('Parquet datasets', () => {
       ],
       { imageKind: 'struct', imageColumn: 'image' },
     );
-    const { rows, blobDir } = await readAll(join(dir, 'single.parquet'));
+    const { rows, runDir } = await readAll(join(dir, 'single.parquet'));
     expect(rows.map((r) => [r.index, r.turns[0], r.images.length])).toEqual([
       [0, 'one', 1],
       [1, 'two', 1],
@@ -94,8 +103,8 @@ describe('Parquet datasets', () => {
     ]);
     // Same bytes, same blob: content-addressed.
     expect(rows[0]!.images[0]!.source).toBe(rows[1]!.images[0]!.source);
-    expect(rows[0]!.images[0]!.source.startsWith(blobDir)).toBe(true);
-    expect(readFileSync(rows[0]!.images[0]!.source).equals(red)).toBe(true);
+    expect(rows[0]!.images[0]!.source).toMatch(/^\.atelier\/blobs\/[0-9a-f]{64}\.png$/);
+    expect(readFileSync(blobFile(runDir, rows[0]!.images[0]!)).equals(red)).toBe(true);
     expect(rows[0]!.record.image).toBe('red.png');
     expect(rows[1]!.record.image).toMatch(/^embedded:[0-9a-f]{64}\.png$/);
 
@@ -106,7 +115,7 @@ describe('Parquet datasets', () => {
     );
     const multi = await readAll(join(dir, 'multi.parquet'));
     expect(multi.rows[0]!.index).toBe(41);
-    expect(multi.rows[0]!.images.map((i) => readFileSync(i.source).equals(i === multi.rows[0]!.images[0] ? red : blue))).toEqual([true, true]);
+    expect(multi.rows[0]!.images.map((i) => readFileSync(blobFile(multi.runDir, i)).equals(i === multi.rows[0]!.images[0] ? red : blue))).toEqual([true, true]);
   });
 
   it('reads a directory of shards in sorted order, path strings and lists, relative to the shard', async () => {

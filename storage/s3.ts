@@ -1,0 +1,219 @@
+import {
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { ClassifiedError } from '../lib/errors';
+import { keyProblem } from './errors';
+import type { Storage, StoredObjectInfo } from './storage';
+
+// S3-compatible object storage (AWS S3, versitygw, SeaweedFS, ...). Credentials, region and endpoint
+// come from the standard AWS variables of the process that touches the data (AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL); they never travel in
+// workflow inputs. Create-only writes are `If-None-Match: *` puts, which S3 and versitygw answer
+// with 412 when the key exists, so two writers can't both create one object.
+
+export function parseS3Location(location: string): { bucket: string; prefix: string } {
+  const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(location);
+  if (!match || !match[1]) throw new ClassifiedError('inputError', `${location} is not an s3://bucket/prefix location`);
+  return { bucket: match[1], prefix: match[2]!.replace(/\/+$/, '') };
+}
+
+let sharedClient: S3Client | undefined;
+
+/** One client per process, configured from the environment. */
+export function s3ClientFromEnv(env: NodeJS.ProcessEnv = process.env): S3Client {
+  if (env === process.env && sharedClient) return sharedClient;
+  // The SDK warns on every process that releases after January 2027 need Node 22. This release is
+  // pinned (package.json) because it supports Node 20, so the warning says nothing actionable.
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+  const endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL;
+  const client = new S3Client({
+    region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
+    ...(endpoint ? { endpoint } : {}),
+    // Self-hosted stores serve buckets as paths (http://host:port/bucket/key); AWS accepts both.
+    forcePathStyle: endpoint ? env.ATELIER_S3_VIRTUAL_HOSTED !== 'true' : false,
+    // Checksums only where S3 requires them: S3-compatible stores differ in the newer checksum
+    // headers, and a presigned URL must not oblige its holder to send one.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+  });
+  if (env === process.env) sharedClient = client;
+  return client;
+}
+
+function statusOf(err: unknown): number | undefined {
+  return err instanceof S3ServiceException ? err.$metadata.httpStatusCode : (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+
+function isNotFound(err: unknown): boolean {
+  const name = (err as Error)?.name;
+  return name === 'NoSuchKey' || name === 'NotFound' || statusOf(err) === 404;
+}
+
+/** S3 answers classed like filesystem errors: refusals pause the run, 5xx and network are retried. */
+function s3Failure(err: unknown, where: string): ClassifiedError {
+  if (err instanceof ClassifiedError) return err;
+  const status = statusOf(err);
+  const name = (err as Error)?.name ?? 'Error';
+  const message = `${where}: ${name}: ${(err as Error)?.message ?? String(err)}`;
+  if (name === 'KeyTooLongError' || name === 'InvalidObjectName') return new ClassifiedError('inputError', message);
+  if (status === 403 || status === 401 || name === 'NoSuchBucket' || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') {
+    return new ClassifiedError('storageError', message);
+  }
+  return new ClassifiedError('retryable', message, status ? { status } : {});
+}
+
+export class S3Storage implements Storage {
+  readonly kind = 's3' as const;
+  readonly location: string;
+  private readonly bucket: string;
+  private readonly prefix: string;
+
+  constructor(
+    location: string,
+    private readonly client: S3Client = s3ClientFromEnv(),
+  ) {
+    const { bucket, prefix } = parseS3Location(location);
+    this.bucket = bucket;
+    this.prefix = prefix;
+    this.location = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
+  }
+
+  private objectKey(key: string): string {
+    const problem = keyProblem(key, 's3');
+    if (problem) throw new ClassifiedError('inputError', `${this.describe(key)}: ${problem}`);
+    return this.prefix ? `${this.prefix}/${key}` : key;
+  }
+
+  describe(key: string): string {
+    return `${this.location}/${key}`;
+  }
+
+  async checkWritable(key: string): Promise<void> {
+    this.objectKey(key);
+  }
+
+  async read(key: string): Promise<Buffer | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      return Buffer.from(await out.Body!.transformToByteArray());
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
+  async readRange(key: string, start: number, end: number): Promise<Buffer> {
+    if (end <= start) return Buffer.alloc(0);
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=${start}-${end - 1}` }));
+      return Buffer.from(await out.Body!.transformToByteArray());
+    } catch (err) {
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
+  async stat(key: string): Promise<StoredObjectInfo | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      return { size: out.ContentLength ?? 0 };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
+  async write(key: string, data: string | Uint8Array): Promise<void> {
+    try {
+      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: data }));
+    } catch (err) {
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
+  async writeFromFile(key: string, localPath: string): Promise<void> {
+    try {
+      const { size } = await stat(localPath);
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: createReadStream(localPath), ContentLength: size }),
+      );
+    } catch (err) {
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
+  async create(key: string, data: string | Uint8Array): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: data, IfNoneMatch: '*' }));
+        return true;
+      } catch (err) {
+        if (statusOf(err) === 412) return false;
+        // 409 ConditionalRequestConflict: another conditional write to the key is in progress; S3
+        // asks for a retry, which then sees the winner's object (412) or wins itself.
+        if (statusOf(err) === 409 && attempt < 5) continue;
+        throw s3Failure(err, this.describe(key));
+      }
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const base = prefix.replace(/\/+$/, '');
+    // The root itself ('') lists the whole prefix.
+    const folder = base ? `${this.objectKey(base)}/` : this.prefix ? `${this.prefix}/` : '';
+    const keys: string[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: folder, ContinuationToken: token }));
+        for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key.slice(folder.length));
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+    } catch (err) {
+      throw s3Failure(err, this.describe(prefix));
+    }
+    return keys;
+  }
+
+  async remove(key: string): Promise<void> {
+    await this.removeKeys([this.objectKey(key)], key);
+  }
+
+  async removeAll(prefix: string): Promise<void> {
+    const base = prefix.replace(/\/+$/, '');
+    const keys = (await this.list(base)).map((k) => this.objectKey(`${base}/${k}`));
+    for (let i = 0; i < keys.length; i += 1000) await this.removeKeys(keys.slice(i, i + 1000), prefix);
+  }
+
+  private async removeKeys(keys: string[], what: string): Promise<void> {
+    if (keys.length === 0) return;
+    try {
+      const out = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }));
+      const first = out.Errors?.[0];
+      if (first) throw new ClassifiedError('retryable', `${this.describe(what)}: deleting ${first.Key} failed: ${first.Code} ${first.Message}`);
+    } catch (err) {
+      throw s3Failure(err, this.describe(what));
+    }
+  }
+
+  async readUrl(key: string, expiresInSeconds: number): Promise<string> {
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), { expiresIn: expiresInSeconds });
+  }
+
+  async createUrl(key: string, expiresInSeconds: number): Promise<string> {
+    // The signature covers If-None-Match, so the URL's holder must send `If-None-Match: *` and can
+    // never overwrite an object that exists.
+    return getSignedUrl(this.client, new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), IfNoneMatch: '*' }), {
+      expiresIn: expiresInSeconds,
+      signableHeaders: new Set(['if-none-match']),
+    });
+  }
+}

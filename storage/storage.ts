@@ -1,0 +1,58 @@
+// The data plane's one interface. A run's files (plan, ledger, stored answers, blobs, results and
+// output images) live under one root: a folder on a local disk or a prefix in an S3-compatible
+// bucket. Keys are POSIX paths relative to that root; every backend confines its keys to the root.
+
+/** A location string is either a local path or `s3://bucket/prefix`. */
+export function isS3Location(location: string): boolean {
+  return location.startsWith('s3://');
+}
+
+export interface StoredObjectInfo {
+  size: number;
+}
+
+export interface Storage {
+  /** The root as the user wrote it (an absolute path or `s3://bucket/prefix`), for messages. */
+  readonly location: string;
+  /** `local` or `s3`. */
+  readonly kind: 'local' | 's3';
+  /** Where a key lives, for messages (a path, or an s3:// URL). */
+  describe(key: string): string;
+  /** The whole object, or undefined when there is none. */
+  read(key: string): Promise<Buffer | undefined>;
+  /** Bytes [start, end) of an object (used to read one row of the plan without the rest). */
+  readRange(key: string, start: number, end: number): Promise<Buffer>;
+  /** Size, or undefined when there is no such object. */
+  stat(key: string): Promise<StoredObjectInfo | undefined>;
+  /** Replaces an object as a whole: readers see the old bytes or the new ones, never a part. */
+  write(key: string, data: string | Uint8Array): Promise<void>;
+  /** Replaces an object with a local file's bytes, streamed (plans and results can be large). */
+  writeFromFile(key: string, localPath: string): Promise<void>;
+  /**
+   * Creates an object only if there is none (O_EXCL on a disk, `If-None-Match: *` on S3).
+   * Returns false, writing nothing, when the key already exists: of two racing writers exactly one
+   * gets true.
+   */
+  create(key: string, data: string | Uint8Array): Promise<boolean>;
+  /** Keys under a folder-like prefix (`ledger/`), relative to that prefix, recursively. */
+  list(prefix: string): Promise<string[]>;
+  remove(key: string): Promise<void>;
+  /** Removes every key under a folder-like prefix. */
+  removeAll(prefix: string): Promise<void>;
+  /**
+   * Throws a ClassifiedError (InputError) when a key cannot be written as named: it would leave the
+   * root (a symlink on the way, on a local disk) or the backend refuses the name. No I/O besides
+   * reading what already exists.
+   */
+  checkWritable(key: string): Promise<void>;
+  /**
+   * How a process without this storage's credentials reads a key: a local absolute path, or a
+   * presigned GET URL.
+   */
+  readUrl(key: string, expiresInSeconds: number): Promise<string>;
+  /**
+   * How such a process writes a key once: a local absolute path, or a presigned PUT URL that only
+   * creates (If-None-Match: *), so its holder can never overwrite a committed object.
+   */
+  createUrl(key: string, expiresInSeconds: number): Promise<string>;
+}
