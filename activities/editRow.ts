@@ -4,13 +4,14 @@ import sharp from 'sharp';
 import { openStorage, type Storage } from '../storage';
 import { clearAnswers, storeAnswer, storedAnswer, type StoredAnswer } from '../storage/answers';
 import { runMetaKey } from '../lib/constants';
+import { rowSeed } from '../lib/gpuContract';
 import { boundedMessage, ClassifiedError } from '../lib/errors';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
 import { readPlanRow, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
 import type { RowOutcome, RowTask } from '../lib/types';
-import { estimateCostUsd } from './providers/models';
+import { rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
 import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from './providers/provider';
 
@@ -158,6 +159,8 @@ class RowAttempt {
   private readonly started = Date.now();
   private readonly requestIds: string[] = [];
   private readonly usage: Record<string, number> = {};
+  /** The prompt enhancer's tokens, priced at the enhancer's rates (not the image model's). */
+  private readonly enhanceUsage: Record<string, number> = {};
   private readonly info: Record<string, string | number> = {};
   private imagesReturned = 0;
   private prior: LedgerEntry | undefined;
@@ -207,7 +210,7 @@ class RowAttempt {
     const prompts: string[] = [];
     for (const turn of row.turns) {
       const result = await enhancer.enhance({ instruction: turn, ...(task.promptEnhance.withImages ? { images: this.inputs } : {}), signal: this.ctx.signal });
-      addUsage(this.usage, result.usage);
+      addUsage(this.enhanceUsage, result.usage);
       prompts.push(result.text);
     }
     await this.storage.write(key, JSON.stringify({ turns: prompts, ...(row.digest ? { digest: row.digest } : {}) }));
@@ -215,10 +218,12 @@ class RowAttempt {
   }
 
   private request(prompt: string, numImages: number) {
+    // A seed is the run's base seed: each row gets its own, derived as the GPU backend derives it.
+    const { params, index } = this.task;
     return {
       model: this.task.model,
       prompt,
-      params: this.task.params,
+      params: params.seed === undefined ? params : { ...params, seed: rowSeed(params.seed, index, 0) },
       numImages,
       signal: this.ctx.signal,
       heartbeat: this.ctx.heartbeat,
@@ -339,7 +344,9 @@ class RowAttempt {
     const prior = this.row.turns.length > 1 && this.prior && this.prior.digest === this.row.digest ? this.prior : undefined;
     const totalUsage = { ...(prior?.usage ?? {}) };
     addUsage(totalUsage, this.usage);
-    const cost = estimateCostUsd(this.provider.backend, this.task.model, this.task.params, this.usage, this.imagesReturned);
+    addUsage(totalUsage, this.enhanceUsage);
+    const enhancer = this.task.promptEnhance ? { model: this.task.promptEnhance.model, usage: this.enhanceUsage } : undefined;
+    const cost = rowCostUsd(this.provider.backend, this.task.model, this.task.params, this.usage, this.imagesReturned, enhancer);
     const costUsd = cost === undefined ? prior?.costUsd : (prior?.costUsd ?? 0) + cost;
     return {
       requestIds: [...(prior?.requestIds ?? []), ...this.requestIds],
@@ -369,7 +376,13 @@ class RowAttempt {
     );
     // The outputs and the ledger now hold what the stored answers held.
     await clearAnswers(task.outputDir, task.index, row.turns.length).catch(() => undefined);
-    return { position: task.position, index: task.index, status: 'ok', outputImages: entry.outputImages ?? outputPaths };
+    return {
+      position: task.position,
+      index: task.index,
+      status: 'ok',
+      outputImages: entry.outputImages ?? outputPaths,
+      ...(entry.costUsd !== undefined ? { costUsd: entry.costUsd } : {}),
+    };
   }
 }
 

@@ -317,6 +317,7 @@ export function createOrchestrationActivities() {
       const usage: Record<string, number> = {};
       let attempts = 0;
       let costUsd = 0;
+      let costUnknownRows = 0;
       const stateOf = await ledgerReader(args.outputDir);
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
@@ -336,6 +337,7 @@ export function createOrchestrationActivities() {
             if (state.status === 'failed') countFailure(failedByType, state.errorType);
             attempts += entry?.attempts ?? 0;
             costUsd += entry?.costUsd ?? 0;
+            if (status === 'ok' && entry?.costUsd === undefined) costUnknownRows += 1;
             for (const [k, v] of Object.entries(entry?.usage ?? {})) usage[k] = (usage[k] ?? 0) + v;
             const outputs = done?.outputImages ?? [];
             const error = state.status === 'failed' ? `${state.errorType}: ${state.entry.error ?? ''}` : '';
@@ -380,6 +382,7 @@ export function createOrchestrationActivities() {
         failedByType,
         attempts,
         costUsd,
+        ...(costUnknownRows ? { costUnknownRows } : {}),
         usage,
       };
     },

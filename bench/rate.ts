@@ -44,7 +44,7 @@ async function baseline(standin: OpenAIStandin, rows: number, concurrency: numbe
     Array.from({ length: concurrency }, async () => {
       for (let i = next++; i < rows; i = next++) {
         try {
-          await client.images.edit({ model: 'gpt-image-1.5', prompt: `base row ${i}`, image: await toFile(png, 'in.png', { type: 'image/png' }) });
+          await client.images.edit({ model: 'gpt-image-2', prompt: `base row ${i}`, image: await toFile(png, 'in.png', { type: 'image/png' }) });
         } catch {
           lost += 1; // a plain loop has no retry: the row is lost
         }

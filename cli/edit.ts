@@ -17,6 +17,7 @@ import { BACKEND_ENV, BACKENDS } from '../workers';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
+import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
@@ -76,6 +77,10 @@ export interface EditOptions {
   promptEnhanceImages?: boolean;
   baseUrl?: string;
   rpm?: number;
+  /** Print rows, calls and the estimated cost, start nothing. */
+  dryRun?: boolean;
+  /** Pause the run when its estimated spend reaches this (USD). */
+  maxCost?: number;
 }
 
 /** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
@@ -123,6 +128,39 @@ export interface CliIO {
   isTTY: boolean;
 }
 
+/**
+ * Today, for model lifecycles: the real date, or ATELIER_NOW (an ISO date or time) so tests can
+ * stand on either side of a shutdown.
+ */
+export function cliNow(env: NodeJS.ProcessEnv = process.env): Date {
+  const given = env.ATELIER_NOW;
+  if (!given) return new Date();
+  const at = new Date(given);
+  if (Number.isNaN(at.getTime())) throw new UsageError(`ATELIER_NOW=${given} is not a date`);
+  return at;
+}
+
+/**
+ * The model's lifecycle and parameters: a retired model is refused (UsageError naming its
+ * replacement, before anything is planned or spent); warnings for a deprecated model and for
+ * parameters the model does not take are returned for the caller to print.
+ */
+export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | 'model' | 'params'> & { maxCostUsd?: number }, now: Date = cliNow()): string[] {
+  if (input.backend === 'diffusers') {
+    if (input.maxCostUsd !== undefined) throw new UsageError('--max-cost is for API backends (a local GPU model has no per-call price)');
+    return [];
+  }
+  const lifecycle = lifecycleProblem(input.backend, input.model, now);
+  if (lifecycle.error) throw new UsageError(lifecycle.error);
+  if (input.maxCostUsd !== undefined) {
+    const price = capabilities(input.backend, input.model).price;
+    if (!price.free && !price.fromUsage && !price.tokens && !price.perImage) {
+      throw new UsageError(`--max-cost needs a model with a known price; ${input.model} has none in the table, so its spend cannot be counted`);
+    }
+  }
+  return [...(lifecycle.warning ? [lifecycle.warning] : []), ...checkParams(input.backend, input.model, input.params)];
+}
+
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // s3:// locations are checked where they are read (planning), with the worker's credentials.
@@ -146,7 +184,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   if (!backends.includes(options.backend)) {
     throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${backends.join(', ')}`);
   }
-  if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-1.5)');
+  if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-2)');
   const model = options.backend === 'diffusers' ? normaliseModel(options.model) : options.model;
   const gpu = options.backend === 'diffusers' ? gpuSettings(options, model) : undefined;
   const outputDir = isS3Location(options.outputDir) ? options.outputDir.replace(/\/+$/, '') : resolve(options.outputDir);
@@ -163,6 +201,17 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
     ...(options.moderation ? { moderation: options.moderation } : {}),
     ...(options.aspectRatio ? { aspectRatio: options.aspectRatio } : {}),
     ...(options.imageSize ? { imageSize: options.imageSize } : {}),
+    // API backends (an OpenAI-compatible diffusion server via --base-url, ModelScope's seed): the
+    // sampling settings go with each request; diffusers keeps them in its GPU settings.
+    ...(options.backend !== 'diffusers'
+      ? {
+          ...(options.seed !== undefined ? { seed: options.seed } : {}),
+          ...(options.numInferenceSteps !== undefined ? { numInferenceSteps: options.numInferenceSteps } : {}),
+          ...(options.guidanceScale !== undefined ? { guidanceScale: options.guidanceScale } : {}),
+          ...(options.trueCfgScale !== undefined ? { trueCfgScale: options.trueCfgScale } : {}),
+          ...(options.negativePrompt !== undefined ? { negativePrompt: options.negativePrompt } : {}),
+        }
+      : {}),
   };
   const promptEnhance = options.promptEnhance ? { model: options.promptEnhance, withImages: !!options.promptEnhanceImages } : undefined;
   const backend = options.backend as Backend;
@@ -220,6 +269,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
       ...(promptEnhance ? { promptEnhance } : {}),
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
+      ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
       window: options.window,
       retry: {
         maxAttempts: options.maxRetries + 1,
@@ -234,6 +284,13 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   }
 }
 
+/** `$0.1234`, `unknown` when no row's cost is known, or `$0.1234 + 3 rows of unknown cost`. */
+export function costText(summary: Pick<DatasetRunSummary, 'costUsd' | 'costUnknownRows' | 'ok'>): string {
+  const unknown = summary.costUnknownRows ?? 0;
+  if (unknown > 0 && unknown >= summary.ok && summary.costUsd === 0) return 'unknown';
+  return `$${summary.costUsd.toFixed(4)}${unknown ? ` + ${unknown} row${unknown > 1 ? 's' : ''} of unknown cost` : ''}`;
+}
+
 export function describeSummary(summary: DatasetRunSummary): string {
   const tokens = summary.usage.totalTokens ?? (summary.usage.inputTokens ?? 0) + (summary.usage.outputTokens ?? 0);
   return [
@@ -241,7 +298,7 @@ export function describeSummary(summary: DatasetRunSummary): string {
     ...Object.entries(summary.failedByType)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([type, n]) => `  failed ${type}: ${n}`),
-    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: $${summary.costUsd.toFixed(4)}`,
+    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: ${costText(summary)}`,
     `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }
@@ -319,7 +376,9 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
 
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach. */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
+  if (options.dryRun) return (await import('./estimate')).runEstimate(options, io);
   const input = buildWorkflowInput(options);
+  for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
   if (options.baseUrl) {
     if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
     if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {

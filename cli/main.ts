@@ -4,6 +4,8 @@ import { runDemo } from './demo';
 import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
+import { runEstimate } from './estimate';
+import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
 
@@ -40,6 +42,14 @@ function nonNegativeNumber(name: string) {
   return (value: string): number => {
     const n = Number(value);
     if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative number`);
+    return n;
+  };
+}
+
+function positiveNumber(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive number`);
     return n;
   };
 }
@@ -93,6 +103,7 @@ function addRunOptions(cmd: Command): Command {
     .option('--prompt-enhance-images', 'let the prompt enhancer see the row\'s images', false)
     .option('--base-url <url>', 'the provider\'s base URL for the in-process workers (e.g. an OpenAI-compatible server); external workers read <BACKEND>_BASE_URL')
     .option('--rpm <n>', 'model calls per minute for the whole provider queue, shared by every worker', positiveInt('--rpm'))
+    .option('--max-cost <usd>', 'pause the run when the estimated spend of its finished rows reaches this many USD (`atelier resume <run-id> --max-cost N` raises it)', positiveNumber('--max-cost'))
     .option('--window <n>', 'rows in flight at once', positiveInt('--window'), 16)
     .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
     .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
@@ -110,24 +121,33 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .showHelpAfterError()
     .exitOverride();
 
-  addRunOptions(
-    program
-      .command('edit')
-      .description('edit every row of a dataset; running the same command again resumes the same run')
-      .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
-      .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
-      .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | diffusers').default('openai'))
-      .requiredOption('--model <name>', 'model name, e.g. gpt-image-1.5')
-      .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
-      .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
-      .option('--seed <n>', 'diffusers: base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
-      .option('--num-inference-steps <n>', 'diffusers: denoising steps (default: the model type\'s)', positiveInt('--num-inference-steps'))
-      .option('--guidance-scale <x>', 'diffusers: guidance scale', nonNegativeNumber('--guidance-scale'))
-      .option('--true-cfg-scale <x>', 'diffusers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
-      .option('--negative-prompt <text>', 'diffusers: negative prompt')
-      .option('--gpus <list>', 'diffusers, embedded server: GPUs for the GPU worker it starts (0,1,... or cpu)')
-      .option('--batch-size <n>', 'diffusers, embedded server: micro-batch size of the GPU worker it starts', positiveInt('--batch-size')),
-  ).action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+  /** The options of a run on a dataset (`edit` and `estimate`). */
+  const datasetCommand = (name: string, description: string) =>
+    addRunOptions(
+      program
+        .command(name)
+        .description(description)
+        .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
+        .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
+        .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | diffusers').default('openai'))
+        .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
+        .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
+        .option('--seed <n>', 'diffusers and --base-url diffusion servers (ModelScope too): base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
+        .option('--num-inference-steps <n>', 'diffusers, --base-url diffusion servers: denoising steps (default: the model\'s)', positiveInt('--num-inference-steps'))
+        .option('--guidance-scale <x>', 'diffusers, --base-url diffusion servers: guidance scale', nonNegativeNumber('--guidance-scale'))
+        .option('--true-cfg-scale <x>', 'diffusers, --base-url diffusion servers: true CFG scale (Qwen, LongCat)', nonNegativeNumber('--true-cfg-scale'))
+        .option('--negative-prompt <text>', 'diffusers, --base-url diffusion servers: negative prompt')
+        .option('--gpus <list>', 'diffusers, embedded server: GPUs for the GPU worker it starts (0,1,... or cpu)')
+        .option('--batch-size <n>', 'diffusers, embedded server: micro-batch size of the GPU worker it starts', positiveInt('--batch-size')),
+    );
+
+  datasetCommand('edit', 'edit every row of a dataset; running the same command again resumes the same run')
+    .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
+    .option('--dry-run', 'print the rows, model calls and estimated cost, and start nothing (as `atelier estimate`)', false)
+    .action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+
+  datasetCommand('estimate', 'rows, model calls and estimated cost of an edit run, before anything is started or spent')
+    .action(async (opts: EditOptions) => setExit(await runEstimate(opts, io)));
 
   addRunOptions(
     program
@@ -135,8 +155,16 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       .description('run the example dataset end to end (against the bundled stand-in provider when OPENAI_API_KEY is unset)')
       .option('--input <file>', 'dataset file', 'examples/edits.csv')
       .option('--output-dir <dir>', 'output folder', 'demo-out')
-      .option('--model <name>', 'model name', 'gpt-image-1.5'),
+      .option('--model <name>', 'model name', 'gpt-image-2'),
   ).action(async (opts: Omit<EditOptions, 'backend'>) => setExit(await runDemo({ ...opts, backend: 'openai' }, io)));
+
+  program
+    .command('models')
+    .description('models with their capabilities, lifecycle status and prices; merged with the provider\'s own model list when its key (or base URL) is in the environment')
+    .option('--backend <name>', 'openai | gemini | openrouter | modelscope (default: all)')
+    .option('--offline', 'the table only, no provider calls', false)
+    .option('--json', 'one JSON array instead of tables', false)
+    .action(async (opts: ModelsOptions) => setExit(await runModels(opts, io)));
 
   program
     .command('worker')
@@ -174,7 +202,12 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
   manage('watch', 'a live progress bar until the run ends; exit codes as for edit', runWatch);
   manage('cancel', 'cancel a run and its rows in flight', runCancel);
   manage('pause', 'stop dispatching rows (rows in flight finish)', runPause);
-  manage('resume', 'dispatch rows again after a pause or a quota stop', runResume);
+  program
+    .command('resume <run-id>')
+    .description('dispatch rows again after a pause, a quota stop or a budget stop (--max-cost raises the budget)')
+    .option('--max-cost <usd>', 'the run\'s new budget in USD', positiveNumber('--max-cost'))
+    .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
+    .action(async (runId: string, opts: ManageOptions) => setExit(await runResume(runId, opts, io)));
   program
     .command('list')
     .description('runs on the server, newest first, with their state')

@@ -8,8 +8,8 @@ import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searc
 import { summarizeLedger } from '../lib/summary';
 import type { ProgressSnapshot, RetrySelection } from '../lib/types';
 import type { datasetWorkflow } from '../workflows';
-import { pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
-import { ExitCodes, startRun, waitForRun, type CliIO } from './edit';
+import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
+import { checkModelChoice, ExitCodes, startRun, waitForRun, type CliIO } from './edit';
 import { openSession } from './session';
 
 // Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
@@ -18,6 +18,8 @@ import { openSession } from './session';
 
 export interface ManageOptions {
   stateDir: string;
+  /** resume: a new budget (--max-cost USD). */
+  maxCost?: number;
 }
 
 type Handle = WorkflowHandle<typeof datasetWorkflow>;
@@ -56,6 +58,7 @@ export function describeProgress(p: ProgressSnapshot, now = Date.now()): string[
     `rows: ${p.total}  ok: ${p.ok}  failed: ${p.failed}  in flight: ${p.inFlight}  pending: ${p.pending}${p.deferred ? `  deferred: ${p.deferred}` : ''}`,
     ...failedLines(p.failedByType),
     `rate: ${rate.toFixed(2)} rows/s  eta: ${rate > 0 ? formatDuration(remaining / rate) : 'unknown'}`,
+    ...(p.spentUsd !== undefined || p.maxCostUsd !== undefined ? [`spent (estimate): $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd} (--max-cost)` : ''}`] : []),
   ];
 }
 
@@ -189,6 +192,8 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
   }
   const known = await findRun(resolve(options.stateDir), runId);
   if (!known) throw new UsageError(`run ${runId} is not running and the state dir ${options.stateDir} has no record of it`);
+  // A model retired since the run (or a deprecated one past its shutdown) would fail every row.
+  for (const warning of checkModelChoice(known.input)) io.err(`warning: ${warning}`);
   const session = await openSession({ stateDir: options.stateDir, withWorkers: options.withWorkers ?? false, mayStartServer: !options.detach });
   try {
     await startRun(session, { ...known.input, retryOnly: selection }, io);
@@ -221,4 +226,16 @@ export const runPause = (runId: string, options: ManageOptions, io: CliIO) =>
   withOpenRun(runId, options, async (h) => (await h.signal(pauseSignal, { reason: 'paused with `atelier pause`' }), `run ${runId}: paused (rows in flight finish)`), io);
 
 export const runResume = (runId: string, options: ManageOptions, io: CliIO) =>
-  withOpenRun(runId, options, async (h) => (await h.signal(resumeSignal), `run ${runId}: resumed`), io);
+  withOpenRun(
+    runId,
+    options,
+    async (h) => {
+      // A higher budget first: it lifts a budget pause that a plain resume keeps.
+      if (options.maxCost !== undefined) await h.signal(budgetSignal, { maxCostUsd: options.maxCost });
+      await h.signal(resumeSignal);
+      const p = await h.query(progressQuery);
+      if (p.paused?.budget) return `run ${runId}: still paused: ${p.paused.reason}`;
+      return `run ${runId}: resumed${options.maxCost !== undefined ? ` with a budget of $${options.maxCost}` : ''}`;
+    },
+    io,
+  );

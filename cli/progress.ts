@@ -40,11 +40,12 @@ export class ProgressReporter {
     }
     if (snapshot.phase === 'planning') return;
     const done = snapshot.ok + snapshot.failed;
-    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : snapshot.phase };
+    const spent = snapshot.spentUsd !== undefined || snapshot.maxCostUsd !== undefined ? ` | $${(snapshot.spentUsd ?? 0).toFixed(2)}${snapshot.maxCostUsd !== undefined ? ` of $${snapshot.maxCostUsd}` : ''}` : '';
+    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, spent, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : snapshot.phase };
     if (this.io.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar(
-          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight} | eta {eta_formatted} | {state}', hideCursor: true, stream: process.stderr },
+          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {eta_formatted} | {state}', hideCursor: true, stream: process.stderr },
           Presets.shades_classic,
         );
         this.bar.start(snapshot.total, done, payload);
@@ -53,7 +54,7 @@ export class ProgressReporter {
       this.bar.update(done, payload);
     } else if (Date.now() - this.lastPlain >= PLAIN_EVERY_MS) {
       this.lastPlain = Date.now();
-      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`);
+      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`);
     }
   }
 

@@ -49,8 +49,19 @@ export interface ModelParams {
   aspectRatio?: string;
   /** Gemini: 1K, 2K, 4K; OpenRouter: 0.5K ... 4K. */
   imageSize?: string;
-  /** ModelScope and others that accept one. */
+  /**
+   * ModelScope and OpenAI-compatible diffusion servers (--base-url): the base seed; each row is sent
+   * its own seed derived from it and the row index, as the GPU backend derives it (lib/gpuContract).
+   */
   seed?: number;
+  /** OpenAI-compatible diffusion servers (vLLM-Omni, SGLang): sent as num_inference_steps. */
+  numInferenceSteps?: number;
+  /** ... guidance_scale. */
+  guidanceScale?: number;
+  /** ... true_cfg_scale (Qwen-Image). */
+  trueCfgScale?: number;
+  /** ... negative_prompt. */
+  negativePrompt?: string;
 }
 
 /** Activity retry settings for model calls (the child workflow turns them into a RetryPolicy). */
@@ -122,6 +133,11 @@ export interface DatasetWorkflowInput {
   promptEnhance?: PromptEnhanceSettings;
   /** Model calls per second for this provider's whole task queue, shared by every worker (--rpm / 60). */
   rateLimitPerSecond?: number;
+  /**
+   * --max-cost: the run pauses when the estimated spend of the rows it finished reaches this (USD);
+   * `atelier resume --max-cost` raises it. Not part of the run id.
+   */
+  maxCostUsd?: number;
   /** Row children in flight at once. */
   window: number;
   retry: RowRetrySettings;
@@ -150,6 +166,8 @@ export interface CarriedState {
   paused: PauseState | null;
   startedAt: string;
   continuedAsNew: number;
+  /** The budget (--max-cost, raised by the budget signal), USD. */
+  maxCostUsd?: number;
 }
 
 export interface RunCountsState {
@@ -157,12 +175,16 @@ export interface RunCountsState {
   failedByType: Record<string, number>;
   /** Rows that finished (either way) since the run started, for the rate. */
   finished: number;
+  /** Estimated spend of the rows this run finished (their ledger cost), USD; absent until one reports a cost. */
+  spentUsd?: number;
 }
 
 export interface PauseState {
   reason: string;
   /** When it lifts by itself (a quota reset), ISO time. */
   until?: string;
+  /** Paused because the spend reached --max-cost: lifted by a higher budget. */
+  budget?: boolean;
 }
 
 /** A row child's report to its dataset workflow (a signal, sent from the child's finally). */
@@ -175,6 +197,8 @@ export interface RowDone {
   error?: string;
   /** Quota pauses: when the provider says the quota resets (ISO time). */
   resetAt?: string;
+  /** An ok row's estimated cost, when known (USD). */
+  costUsd?: number;
 }
 
 /** A row as the dataset workflow knows it while dispatching: position in the plan plus a label. */
@@ -295,6 +319,8 @@ export interface RowOutcome {
   fromLedger?: boolean;
   /** A row deferred for an exhausted quota (status failed, errorType QuotaExhausted): when it resets. */
   resetAt?: string;
+  /** An ok row's estimated cost (its ledger cost), when known; absent for rows found done in the ledger. */
+  costUsd?: number;
 }
 
 export interface RecordFailureInput {
@@ -324,7 +350,10 @@ export interface DatasetRunSummary extends RunCounts {
   failedByType: Record<string, number>;
   /** Summed over the rows' ledger entries. */
   attempts: number;
+  /** Summed over the rows whose cost is known. */
   costUsd: number;
+  /** Rows done whose cost is unknown (no published price): costUsd leaves them out. */
+  costUnknownRows?: number;
   usage: Record<string, number>;
 }
 
@@ -346,4 +375,8 @@ export interface ProgressSnapshot {
   startedAt: string;
   continuedAsNew: number;
   retryPassesQueued: number;
+  /** Estimated spend of the rows this run finished, USD (absent until one reports a cost). */
+  spentUsd?: number;
+  /** --max-cost, when set. */
+  maxCostUsd?: number;
 }

@@ -39,6 +39,10 @@ export const datasetWorkflowInputSchema = z
         aspectRatio: z.string().optional(),
         imageSize: z.string().optional(),
         seed: z.number().int().min(0).optional(),
+        numInferenceSteps: z.number().int().min(1).optional(),
+        guidanceScale: z.number().min(0).optional(),
+        trueCfgScale: z.number().min(0).optional(),
+        negativePrompt: z.string().optional(),
       })
       .strict()
       .default({}),
@@ -102,6 +106,7 @@ export const datasetWorkflowInputSchema = z
     maskKey: z.string().min(1).optional(),
     promptEnhance: z.object({ model: z.string().min(1), withImages: z.boolean().default(false) }).strict().optional(),
     rateLimitPerSecond: z.number().positive().max(10_000).optional(),
+    maxCostUsd: z.number().positive().optional(),
     searchAttributes: z.boolean().optional(),
     retryOnly: z
       .object({ errorTypes: z.array(z.string()).optional(), rows: z.string().optional() })

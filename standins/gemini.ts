@@ -14,8 +14,58 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // emit an interim thought image first (clients must skip it). Scripted faults per prompt substring
 // cover 429 (RetryInfo delay, per-day quota), 5xx, 400, safety finish reasons, blocked prompts,
 // text-only answers, malformed bodies and delays; an optional rate limit answers 429 above R/s.
+//
+// It is a contract for the image models it knows (`GEMINI_MODELS`, listed at `GET /v1beta/models`
+// as models.list serves them, paged), answering 400 INVALID_ARGUMENT like the real API to:
+// - an aspect ratio the model does not take: 2.5 Flash Image and 3 Pro Image take 1:1, 2:3, 3:2,
+//   3:4, 4:3, 4:5, 5:4, 9:16, 16:9, 21:9; 3.1 Flash Image also 1:4, 4:1, 1:8, 8:1
+//   (ai.google.dev/gemini-api/docs/image-generation; docs.cloud.google.com 3-1-flash-image-preview);
+// - an image size the model does not take: none on 2.5 Flash Image (one tier), 1K/2K/4K on 3 Pro
+//   Image, 512/1K/2K/4K on 3.1 Flash Image (uppercase K; same pages);
+// - more than 14 input images on the Gemini 3 image models ("up to 14 images in total", same page;
+//   2.5 Flash Image "works best with up to 3" and has no documented hard limit, so none here);
+// - a request body over 20 MB: "Request payload size exceeds the limit: 20971520 bytes." (the
+//   inline limit of the image-generation and batch pages; Google has raised inline limits since,
+//   exact number unverified, so the stand-in keeps the conservative one);
+// - `responseModalities` other than TEXT and IMAGE.
+// An unknown model id answers 404 NOT_FOUND as the API does. With `responseModalities: ['IMAGE']`
+// the answer holds no text part.
+//
+// The Files API (ai.google.dev/gemini-api/docs/files; the protocol as @google/genai speaks it):
+// `POST /upload/v1beta/files` with `X-Goog-Upload-Command: start` answers an `x-goog-upload-url`;
+// chunks go to it with `upload` / `upload, finalize` and `X-Goog-Upload-Offset`, the last answered
+// with `x-goog-upload-status: final` and the File (`name`, `uri`, `mimeType`, `state: ACTIVE`).
+// Parts may then name it as `fileData: {fileUri, mimeType}`; an unknown file answers 403
+// PERMISSION_DENIED as the API does. Uploaded bytes do not count toward the 20 MB request limit.
 
 export type { FaultStep } from './openai';
+
+const RATIOS_10 = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'];
+
+export interface GeminiModel {
+  /** Id without `models/`; dated or `-preview` ids resolve to it by prefix. */
+  id: string;
+  displayName: string;
+  aspectRatios: string[];
+  imageSizes: string[];
+  /** Hard input-image limit, when documented. */
+  maxInputImages?: number;
+}
+
+export const GEMINI_MODELS: GeminiModel[] = [
+  { id: 'gemini-2.5-flash-image', displayName: 'Nano Banana', aspectRatios: RATIOS_10, imageSizes: [] },
+  { id: 'gemini-3-pro-image', displayName: 'Nano Banana Pro', aspectRatios: RATIOS_10, imageSizes: ['1K', '2K', '4K'], maxInputImages: 14 },
+  { id: 'gemini-3.1-flash-image', displayName: 'Nano Banana 2', aspectRatios: [...RATIOS_10, '1:4', '4:1', '1:8', '8:1'], imageSizes: ['512', '1K', '2K', '4K'], maxInputImages: 14 },
+];
+
+/** Text models models.list also returns (so clients must filter). */
+const TEXT_MODELS = ['gemini-2.5-flash', 'gemini-3-pro-preview'];
+
+function geminiModel(id: string): GeminiModel | undefined {
+  return GEMINI_MODELS.find((m) => id === m.id || id.startsWith(`${m.id}-`));
+}
+
+const MAX_REQUEST_BYTES = 20 * 1024 * 1024;
 
 function googleError(code: number, status: string, message: string, details: unknown[] = []) {
   return { error: { code, message, status, ...(details.length ? { details } : {}) } };
@@ -99,7 +149,10 @@ export interface GeminiStandinCall {
 }
 
 /** Base URL for the SDK's httpOptions.baseUrl (host root; the SDK adds /v1beta/...). Its 429 is RESOURCE_EXHAUSTED with Retry-After and RetryInfo. */
-export type GeminiStandin = Standin<GeminiStandinCall>;
+export interface GeminiStandin extends Standin<GeminiStandinCall> {
+  /** Files uploaded through the Files API. */
+  uploadedFiles(): number;
+}
 
 export interface GeminiStandinOptions extends StandinOptions {
   /** Models that emit an interim thought image before the answer (default: gemini-3 pro image models). */
@@ -108,13 +161,13 @@ export interface GeminiStandinOptions extends StandinOptions {
   strictSignatures?: RegExp;
 }
 
-const ASPECT_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9', '1:4', '4:1', '1:8', '8:1'];
 
 interface Part {
   text?: string;
   thought?: boolean;
   thoughtSignature?: string;
   inlineData?: { mimeType?: string; data?: string };
+  fileData?: { fileUri?: string; mimeType?: string };
 }
 interface Content {
   role?: string;
@@ -129,6 +182,10 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   const strictSignatures = options.strictSignatures ?? /^gemini-3/;
   const issuedSignatures = new Set<string>();
   let counter = 0;
+  const files = new Map<string, { mimeType: string; data: Buffer }>();
+  const uploads = new Map<string, { mimeType: string; chunks: Buffer[]; size: number }>();
+  let fileCounter = 0;
+  let baseURL = '';
 
   async function handle(req: IncomingMessage, res: ServerResponse, model: string, url: URL): Promise<void> {
     const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
@@ -139,7 +196,21 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     } catch {
       return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', `Invalid JSON payload received. Unexpected token.`));
     }
-    const contents = Array.isArray(body.contents) ? body.contents : [];
+    // Parts naming an uploaded file read as its bytes from here on.
+    let missingFile: string | undefined;
+    const contents = (Array.isArray(body.contents) ? body.contents : []).map((c) => ({
+      ...c,
+      parts: (c.parts ?? []).map((p) => {
+        if (!p.fileData) return p;
+        const file = files.get(p.fileData.fileUri ?? '');
+        if (!file) {
+          missingFile ??= p.fileData.fileUri ?? '';
+          return p;
+        }
+        const { fileData: _f, ...rest } = p;
+        return { ...rest, inlineData: { mimeType: p.fileData.mimeType ?? file.mimeType, data: file.data.toString('base64') } };
+      }),
+    }));
     const newest = contents[contents.length - 1];
     const newestImages = (newest?.parts ?? []).filter((p) => p.inlineData?.data);
     const buffers = newestImages.map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
@@ -181,17 +252,36 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       return sendStep(res, step, googleError(step.status, 'UNKNOWN', `scripted ${step.status}`));
     }
 
+    if (missingFile !== undefined) {
+      return reply(403, googleError(403, 'PERMISSION_DENIED', `You do not have permission to access the File ${missingFile.replace(/^.*\/(files\/[^/?]+).*$/, '$1')} or it may not exist.`));
+    }
+    const spec = geminiModel(model);
+    if (!spec) {
+      return reply(404, googleError(404, 'NOT_FOUND', `models/${model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.`));
+    }
+    if (raw.length > MAX_REQUEST_BYTES) {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Request payload size exceeds the limit: ${MAX_REQUEST_BYTES} bytes.`));
+    }
     if (contents.length === 0 || !newest || newest.role === 'model') {
       return reply(400, googleError(400, 'INVALID_ARGUMENT', '* GenerateContentRequest.contents: contents is not specified'));
     }
     const config = body.generationConfig ?? {};
+    const modalities = (config.responseModalities ?? ['TEXT', 'IMAGE']) as string[];
+    if (!Array.isArray(modalities) || modalities.some((m) => !['TEXT', 'IMAGE'].includes(m))) {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', `* GenerateContentRequest.generation_config.response_modalities: unsupported modality ${JSON.stringify(modalities)}`));
+    }
     const imageConfig = (config.imageConfig ?? {}) as { aspectRatio?: string; imageSize?: string };
-    if (imageConfig.aspectRatio !== undefined && !ASPECT_RATIOS.includes(imageConfig.aspectRatio)) {
-      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Unsupported aspect ratio: ${imageConfig.aspectRatio}`));
+    if (imageConfig.aspectRatio !== undefined && !spec.aspectRatios.includes(imageConfig.aspectRatio)) {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Unsupported aspect ratio: ${imageConfig.aspectRatio}. ${spec.id} supports ${spec.aspectRatios.join(', ')}.`));
     }
     if (imageConfig.imageSize !== undefined) {
-      if (/^gemini-2\.5/.test(model)) return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Image size is not supported for this model.'));
-      if (!['512', '1K', '2K', '4K'].includes(imageConfig.imageSize)) return reply(400, googleError(400, 'INVALID_ARGUMENT', `Invalid image size: ${imageConfig.imageSize}. Use 1K, 2K or 4K (uppercase K).`));
+      if (spec.imageSizes.length === 0) return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Image size is not supported for this model.'));
+      if (!spec.imageSizes.includes(imageConfig.imageSize)) {
+        return reply(400, googleError(400, 'INVALID_ARGUMENT', `Invalid image size: ${imageConfig.imageSize}. ${spec.id} supports ${spec.imageSizes.join(', ')} (uppercase K).`));
+      }
+    }
+    if (spec.maxInputImages !== undefined && call.totalImages > spec.maxInputImages) {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Too many input images: ${call.totalImages}. ${spec.id} supports at most ${spec.maxInputImages}.`));
     }
     // Gemini 3: every earlier model turn must come back with its signatures (first part, images).
     if (strictSignatures.test(model)) {
@@ -242,7 +332,8 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       parts.push({ text: '**Planning the edit**\nI will adjust the colours as asked.', thought: true });
       parts.push({ inlineData: { mimeType: 'image/png', data: draft.toString('base64') }, thought: true });
     }
-    parts.push({ text: 'Here is the edited image.', thoughtSignature: signature() });
+    const withText = modalities.includes('TEXT');
+    if (withText) parts.push({ text: 'Here is the edited image.', thoughtSignature: signature() });
     parts.push({ inlineData: { mimeType: 'image/png', data: output.toString('base64') }, thoughtSignature: signature() });
     const imageTokens = /^gemini-2\.5/.test(model) ? 1290 : imageConfig.imageSize === '4K' ? 2000 : 1120;
     const promptTokens = 12 + call.totalImages * 258 + contents.length * 4;
@@ -250,22 +341,96 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', index: 0 }],
       usageMetadata: {
         promptTokenCount: promptTokens,
-        candidatesTokenCount: imageTokens + 6,
-        totalTokenCount: promptTokens + imageTokens + 6 + (thoughtImages.test(model) ? 120 : 0),
+        candidatesTokenCount: imageTokens + (withText ? 6 : 0),
+        totalTokenCount: promptTokens + imageTokens + (withText ? 6 : 0) + (thoughtImages.test(model) ? 120 : 0),
         ...(thoughtImages.test(model) ? { thoughtsTokenCount: 120 } : {}),
         promptTokensDetails: [{ modality: 'TEXT', tokenCount: promptTokens - call.totalImages * 258 }, ...(call.totalImages ? [{ modality: 'IMAGE', tokenCount: call.totalImages * 258 }] : [])],
-        candidatesTokensDetails: [
-          { modality: 'TEXT', tokenCount: 6 },
-          { modality: 'IMAGE', tokenCount: imageTokens },
-        ],
+        candidatesTokensDetails: [...(withText ? [{ modality: 'TEXT', tokenCount: 6 }] : []), { modality: 'IMAGE', tokenCount: imageTokens }],
       },
       modelVersion: model,
       responseId,
     });
   }
 
+  /** models.list: `{models: [...], nextPageToken}`, paged by pageSize / pageToken. */
+  function listModels(req: IncomingMessage, res: ServerResponse, url: URL): void {
+    const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
+    if (!apiKey) return sendJson(res, 403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    const all = [
+      ...GEMINI_MODELS.flatMap((m) => [m.id, `${m.id}-preview`].map((id) => ({ id, displayName: m.displayName, outputTokenLimit: 32768 }))),
+      ...TEXT_MODELS.map((id) => ({ id, displayName: id, outputTokenLimit: 65536 })),
+    ].map((m) => ({
+      name: `models/${m.id}`,
+      version: '001',
+      displayName: m.displayName,
+      description: '',
+      inputTokenLimit: 65536,
+      outputTokenLimit: m.outputTokenLimit,
+      supportedGenerationMethods: ['generateContent', 'countTokens', 'batchGenerateContent'],
+    }));
+    const size = Math.max(1, Math.min(1000, Number(url.searchParams.get('pageSize') ?? 50) || 50));
+    const start = Number(url.searchParams.get('pageToken') ?? 0) || 0;
+    const page = all.slice(start, start + size);
+    sendJson(res, 200, { models: page, ...(start + size < all.length ? { nextPageToken: String(start + size) } : {}) });
+  }
+
+  /** Files API uploads: start, then chunks to the upload URL, the last one finalizing. */
+  async function upload(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
+    const body = await readBody(req);
+    if (!apiKey) return sendJson(res, 403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    const command = String(req.headers['x-goog-upload-command'] ?? '').split(',').map((c) => c.trim());
+    const id = url.searchParams.get('upload_id');
+    if (command.includes('start')) {
+      const uploadId = `standin-upload-${++fileCounter}`;
+      uploads.set(uploadId, { mimeType: String(req.headers['x-goog-upload-header-content-type'] ?? 'application/octet-stream'), chunks: [], size: 0 });
+      res.writeHead(200, { 'x-goog-upload-url': `${baseURL}/upload/v1beta/files?upload_id=${uploadId}&upload_protocol=resumable`, 'x-goog-upload-status': 'active', 'content-type': 'application/json' });
+      return void res.end('');
+    }
+    const pending = id ? uploads.get(id) : undefined;
+    if (!pending || !command.includes('upload')) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload request.'));
+    if (Number(req.headers['x-goog-upload-offset'] ?? -1) !== pending.size) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload offset.'));
+    pending.chunks.push(body);
+    pending.size += body.length;
+    if (!command.includes('finalize')) {
+      res.writeHead(200, { 'x-goog-upload-status': 'active' });
+      return void res.end('');
+    }
+    uploads.delete(id!);
+    const name = `files/${id!.replace('standin-upload-', 'standin')}`;
+    const uri = `${baseURL}/v1beta/${name}`;
+    const data = Buffer.concat(pending.chunks);
+    files.set(uri, { mimeType: pending.mimeType, data });
+    const now = new Date();
+    sendJson(
+      res,
+      200,
+      {
+        file: {
+          name,
+          mimeType: pending.mimeType,
+          sizeBytes: String(data.length),
+          createTime: now.toISOString(),
+          updateTime: now.toISOString(),
+          expirationTime: new Date(now.getTime() + 48 * 3600_000).toISOString(),
+          uri,
+          state: 'ACTIVE',
+          source: 'UPLOADED',
+        },
+      },
+      { 'x-goog-upload-status': 'final' },
+    );
+  }
+
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://standin');
+    if (req.method === 'GET' && /^\/(v1beta|v1)\/models$/.test(url.pathname)) return listModels(req, res, url);
+    if (req.method === 'POST' && /^\/upload\/v1beta\/files\/?$/.test(url.pathname)) {
+      upload(req, res, url).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
+      });
+      return;
+    }
     const match = /^\/(v1beta|v1|v1alpha)\/models\/([^:/]+):generateContent$/.exec(url.pathname);
     if (req.method === 'POST' && match) {
       handle(req, res, decodeURIComponent(match[2]!), url).catch((err: unknown) => {
@@ -278,9 +443,11 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
+  baseURL = `http://127.0.0.1:${port}`;
 
   return {
-    baseURL: `http://127.0.0.1:${port}`,
+    baseURL,
+    uploadedFiles: () => files.size,
     calls,
     script(match, steps, scriptOptions = {}) {
       scripts.add(match, steps, scriptOptions);

@@ -4,13 +4,36 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import sharp, { type Sharp } from 'sharp';
 
 // A local stand-in for OpenAI's Images API (`POST /v1/images/edits`, multipart, and
-// `POST /v1/images/generations`), used by the tests and by `atelier demo` when no OPENAI_API_KEY is
-// set. It speaks the real wire format closely enough for the official SDK, rejects the classic client
-// mistakes the real API rejects (uploads without an image MIME type, `response_format` for GPT image
-// models, `input_fidelity` for models without it, a transparent background with jpeg, a mask of the
-// wrong size, dall-e-2 inputs that are not one square RGBA PNG under 4 MB), returns real images (the
-// first input, colour-inverted, in the requested output format), and injects scripted faults per
-// prompt: 429 with Retry-After, 5xx, refusals, malformed bodies, delays; optionally a rate limit.
+// `POST /v1/images/generations`) and its model list (`GET /v1/models`), used by the tests and by
+// `atelier demo` when no OPENAI_API_KEY is set. It speaks the real wire format closely enough for the
+// official SDK, returns real images (the first input, colour-inverted, in the requested output
+// format), and injects scripted faults per prompt: 429 with Retry-After, 5xx, refusals, malformed
+// bodies, delays; optionally a rate limit.
+//
+// It is a contract: it rejects what the real API rejects, with the real error body
+// `{error: {message, type, param, code}}`. Rules and their sources:
+// - Retired model ids (dall-e-2, gpt-image-1; gpt-image-1.5, gpt-image-1-mini and
+//   chatgpt-image-latest from their shutdown on 2026-12-01, by the stand-in's clock `now`): 404
+//   `model_not_found`, "The model `X` does not exist or you do not have access to it." (the body
+//   OpenAI answers for an unknown model; developers.openai.com/api/docs/deprecations for the dates).
+//   Model ids it does not know are served as an OpenAI-compatible server would (the stand-in also
+//   stands in for `--base-url` servers), with GPT-image rules for any `gpt-image*` id.
+// - Uploads: png/webp/jpeg only, each under 50 MB, at most 16 images (openapi.yaml
+//   CreateImageEditRequest.image); without an image MIME type: 400 unsupported mimetype
+//   (openai/openai-node#1468).
+// - prompt: at most 32,000 characters: 400 `string_above_max_length` (openapi.yaml; the message is
+//   the API's usual length error).
+// - mask: PNG with alpha, same size as the first image, under 4 MB (openapi.yaml
+//   CreateImageEditRequest.mask).
+// - `response_format` is rejected for GPT image models (openai-node images.ts: dall-e-2 only).
+// - `input_fidelity`: gpt-image-1.5 and chatgpt-image-latest only (gpt-image-1-mini rejects it;
+//   gpt-image-2 answers 400 `invalid_input_fidelity_model`, vulca-org/vulca-visual-control-sdk#12).
+// - `size`: gpt-image-1.5 family: 1024x1024, 1536x1024, 1024x1536, auto. gpt-image-2 and later: both
+//   sides divisible by 16, aspect 1:3 to 3:1, at most 3840 px a side (openai-node images.ts), total
+//   pixels 655,360 to 8,294,400 (lobehub/lobehub#14039).
+// - `quality`: low, medium, high, auto; gpt-image-2.6 also xhigh and max (OpenAI's 2.6 model page).
+// - transparent background needs png or webp; output_compression 0-100 and not below 100 for png;
+//   `n` 1-10; moderation low or auto.
 
 export interface FaultStep {
   status: number;
@@ -96,7 +119,10 @@ export interface StandinOptions {
 
 /** Base URL ends in /v1. */
 export type OpenAIStandin = Standin<StandinCall>;
-export type OpenAIStandinOptions = StandinOptions;
+export interface OpenAIStandinOptions extends StandinOptions {
+  /** The stand-in's clock for model shutdowns (default: the real date). */
+  now?: () => Date;
+}
 
 interface Script<S> {
   match: string;
@@ -164,7 +190,44 @@ export function closeServer(server: ReturnType<typeof createServer>): Promise<vo
 const GPT_IMAGE = /^(gpt-image|chatgpt-image)/;
 /** GPT image models that take input_fidelity (not the mini, not gpt-image-2 and later). */
 const HAS_INPUT_FIDELITY = /^(gpt-image-1(\.5)?(-\d{4}-\d{2}-\d{2})?|chatgpt-image-latest)$/;
+/** gpt-image-2 and later: flexible sizes. */
+const FLEXIBLE_SIZE = /^gpt-image-[2-9]/;
+/** gpt-image-2.6: quality xhigh and max. */
+const EXTRA_QUALITIES = /^gpt-image-2\.6/;
 const MB = 1024 * 1024;
+const MAX_PROMPT_CHARS = 32_000;
+
+/** Model ids and the day (YYYY-MM-DD, UTC) from which the API no longer serves them. */
+const SHUTDOWN: [RegExp, string][] = [
+  [/^dall-e-2$/, '2000-01-01'],
+  [/^gpt-image-1(-\d{4}-\d{2}-\d{2})?$/, '2026-10-23'],
+  [/^(gpt-image-1\.5|gpt-image-1-mini)(-\d{4}-\d{2}-\d{2})?$/, '2026-12-01'],
+  [/^chatgpt-image-latest$/, '2026-12-01'],
+];
+
+/** Whether OpenAI still serves this model id on this date. */
+export function openAIServes(model: string, now: Date): boolean {
+  const today = now.toISOString().slice(0, 10);
+  return !SHUTDOWN.some(([test, shutdown]) => test.test(model) && today >= shutdown);
+}
+
+/** Image models the stand-in's `GET /v1/models` lists (with a chat model, as the real list mixes them). */
+const LISTED_MODELS: { id: string; created: number }[] = [
+  { id: 'gpt-image-1.5', created: 1765843200 },
+  { id: 'gpt-image-1-mini', created: 1759708800 },
+  { id: 'chatgpt-image-latest', created: 1765843200 },
+  { id: 'gpt-image-2', created: 1776729600 },
+  { id: 'gpt-image-2-2026-04-21', created: 1776729600 },
+  { id: 'gpt-image-2.5-flare', created: 1788825600 },
+  { id: 'gpt-image-2.5-sunburst', created: 1788825600 },
+  { id: 'gpt-image-2.6-flare', created: 1793000000 },
+  { id: 'gpt-image-2.6-sunburst', created: 1793000000 },
+  { id: 'gpt-4.1-mini', created: 1744316542 },
+];
+
+function modelNotFound(model: string) {
+  return { error: { message: `The model \`${model}\` does not exist or you do not have access to it.`, type: 'invalid_request_error', param: null, code: 'model_not_found' } };
+}
 
 function errorBody(message: string, code: string | null = null, param: string | null = null) {
   return { error: { message, type: 'invalid_request_error', param, code } };
@@ -178,36 +241,31 @@ function imagesResponse(images: Buffer[], meta: { size: string; quality: string;
     output_format: meta.outputFormat,
     quality: meta.quality,
     size: meta.size,
+    // gpt-image-2 and later also bill some text output (output_tokens_details.text_tokens).
     usage: {
       input_tokens: 50 + inputImages * 323,
       input_tokens_details: { image_tokens: inputImages * 323, text_tokens: 50 },
-      output_tokens: 1056 * images.length,
-      total_tokens: 50 + inputImages * 323 + 1056 * images.length,
+      output_tokens: 1056 * images.length + 24,
+      output_tokens_details: { image_tokens: 1056 * images.length, text_tokens: 24 },
+      total_tokens: 50 + inputImages * 323 + 1056 * images.length + 24,
     },
   };
 }
 
 /** Validates the optional fields like the real API; returns an error body or undefined. */
 function checkFields(model: string, f: Record<string, string>, kind: 'edit' | 'generate'): ReturnType<typeof errorBody> | undefined {
-  const dalle2 = model === 'dall-e-2';
   if (GPT_IMAGE.test(model) && f.response_format !== undefined) {
     return errorBody("Unknown parameter: 'response_format'.", 'unknown_parameter', 'response_format');
   }
   if (f.input_fidelity !== undefined) {
     if (kind === 'generate') return errorBody("Unknown parameter: 'input_fidelity'.", 'unknown_parameter', 'input_fidelity');
-    if (!HAS_INPUT_FIDELITY.test(model)) {
+    if (FLEXIBLE_SIZE.test(model)) {
+      return errorBody(`input_fidelity is not supported for model '${model}'.`, 'invalid_input_fidelity_model', 'input_fidelity');
+    }
+    if (GPT_IMAGE.test(model) && !HAS_INPUT_FIDELITY.test(model)) {
       return errorBody(`Invalid value for 'input_fidelity': the model ${model} does not support input_fidelity.`, 'unsupported_parameter', 'input_fidelity');
     }
     if (!['high', 'low'].includes(f.input_fidelity)) return errorBody(`Invalid value: '${f.input_fidelity}'. Supported values are: 'high' and 'low'.`, 'invalid_value', 'input_fidelity');
-  }
-  if (dalle2) {
-    for (const field of ['background', 'output_format', 'output_compression', 'moderation']) {
-      if (f[field] !== undefined) return errorBody(`Unknown parameter: '${field}'.`, 'unknown_parameter', field);
-    }
-    if (f.size !== undefined && !['256x256', '512x512', '1024x1024'].includes(f.size)) {
-      return errorBody(`Invalid value: '${f.size}'. Supported values are: '256x256', '512x512', and '1024x1024'.`, 'invalid_value', 'size');
-    }
-    return undefined;
   }
   const format = f.output_format ?? 'png';
   if (!['png', 'jpeg', 'webp'].includes(format)) return errorBody(`Invalid value: '${format}'. Supported values are: 'png', 'jpeg', and 'webp'.`, 'invalid_value', 'output_format');
@@ -225,19 +283,44 @@ function checkFields(model: string, f: Record<string, string>, kind: 'edit' | 'g
   if (f.moderation !== undefined && !['low', 'auto'].includes(f.moderation)) {
     return errorBody(`Invalid value: '${f.moderation}'. Supported values are: 'low' and 'auto'.`, 'invalid_value', 'moderation');
   }
-  if (f.quality !== undefined && GPT_IMAGE.test(model) && !['low', 'medium', 'high', 'auto'].includes(f.quality)) {
-    return errorBody(`Invalid value: '${f.quality}'. Supported values are: 'low', 'medium', 'high', and 'auto'.`, 'invalid_value', 'quality');
+  if (f.quality !== undefined && GPT_IMAGE.test(model)) {
+    const qualities = ['low', 'medium', 'high', 'auto', ...(EXTRA_QUALITIES.test(model) ? ['xhigh', 'max'] : [])];
+    if (!qualities.includes(f.quality)) return errorBody(`Invalid value: '${f.quality}'. Supported values are: ${qualities.map((q) => `'${q}'`).join(', ')}.`, 'invalid_value', 'quality');
   }
   if (f.size !== undefined && GPT_IMAGE.test(model) && f.size !== 'auto') {
-    const m = /^(\d+)x(\d+)$/.exec(f.size);
     const fixed = ['1024x1024', '1536x1024', '1024x1536'];
-    const flexible = !/^gpt-image-1/.test(model) && model !== 'chatgpt-image-latest';
-    const ok = fixed.includes(f.size) || (flexible && m && Number(m[1]) % 16 === 0 && Number(m[2]) % 16 === 0 && Math.max(Number(m[1]), Number(m[2])) <= 3840);
-    if (!ok) return errorBody(`Invalid value: '${f.size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.`, 'invalid_value', 'size');
+    if (!FLEXIBLE_SIZE.test(model)) {
+      if (!fixed.includes(f.size)) return errorBody(`Invalid value: '${f.size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.`, 'invalid_value', 'size');
+    } else {
+      const m = /^(\d+)x(\d+)$/.exec(f.size);
+      const [w, h] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+      const why = !m
+        ? 'must be WIDTHxHEIGHT or auto'
+        : w % 16 || h % 16
+          ? 'width and height must both be divisible by 16'
+          : Math.max(w, h) > 3840
+            ? 'the longest edge must be at most 3840 px'
+            : Math.max(w, h) > 3 * Math.min(w, h)
+              ? 'the aspect ratio must be between 1:3 and 3:1'
+              : w * h < 655_360 || w * h > 8_294_400
+                ? 'the total number of pixels must be between 655,360 and 8,294,400'
+                : undefined;
+      if (why) return errorBody(`Invalid value: '${f.size}'. Invalid size for ${model}: ${why}.`, 'invalid_value', 'size');
+    }
   }
   const n = Number(f.n ?? 1);
   if (!Number.isInteger(n) || n < 1 || n > 10) return errorBody(`Invalid value for n: ${f.n}. Must be between 1 and 10.`, 'invalid_value', 'n');
   return undefined;
+}
+
+/** The prompt rule shared by edits and generations. */
+function checkPromptLength(prompt: string): ReturnType<typeof errorBody> | undefined {
+  if (prompt.length <= MAX_PROMPT_CHARS) return undefined;
+  return errorBody(
+    `Invalid 'prompt': string too long. Expected a string with maximum length ${MAX_PROMPT_CHARS}, but got a string with length ${prompt.length} instead.`,
+    'string_above_max_length',
+    'prompt',
+  );
 }
 
 async function encode(image: Sharp, format: string, compression: number | undefined): Promise<Buffer> {
@@ -250,9 +333,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   const calls: StandinCall[] = [];
   const scripts = new FaultScripts();
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
-  const files = new Map<string, Buffer>();
+  const now = options.now ?? (() => new Date());
   let requestCounter = 0;
-  let baseURL = '';
 
   /** Common checks and faults after the call is recorded; true when a reply was sent. */
   async function gate(call: StandinCall, reply: Reply, res: ServerResponse): Promise<boolean> {
@@ -281,18 +363,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     };
   }
 
-  async function respondWithImages(reply: Reply, model: string, f: Record<string, string>, images: Buffer[], inputImages: number): Promise<void> {
-    if (model === 'dall-e-2' && f.response_format !== 'b64_json') {
-      // dall-e-2's default: URLs (served here under /files/).
-      const data = images.map((img) => {
-        const id = `file_${files.size + 1}.png`;
-        files.set(id, img);
-        return { url: `${baseURL.replace(/\/v1$/, '')}/files/${id}` };
-      });
-      return reply(200, { created: Math.floor(Date.now() / 1000), data });
-    }
-    const outputFormat = model === 'dall-e-2' ? 'png' : (f.output_format ?? 'png');
-    reply(200, imagesResponse(images, { size: f.size ?? 'auto', quality: f.quality ?? 'auto', background: f.background === 'transparent' ? 'transparent' : 'opaque', outputFormat }, inputImages));
+  async function respondWithImages(reply: Reply, f: Record<string, string>, images: Buffer[], inputImages: number): Promise<void> {
+    reply(200, imagesResponse(images, { size: f.size ?? 'auto', quality: f.quality ?? 'auto', background: f.background === 'transparent' ? 'transparent' : 'opaque', outputFormat: f.output_format ?? 'png' }, inputImages));
   }
 
   async function handleEdit(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -334,7 +406,10 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
 
     if (await gate(call, reply, res)) return;
     if (!model) return reply(400, errorBody("Missing required parameter: 'model'.", 'missing_required_parameter', 'model'));
+    if (!openAIServes(model, now())) return reply(404, modelNotFound(model));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
+    const longPrompt = checkPromptLength(prompt);
+    if (longPrompt) return reply(400, longPrompt);
     if (uploads.length === 0) return reply(400, errorBody("Missing required parameter: 'image'.", 'missing_required_parameter', 'image'));
     const badType = uploads.find((f) => !['image/png', 'image/jpeg', 'image/webp'].includes(f.type));
     if (badType) {
@@ -342,7 +417,9 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     }
     const invalid = checkFields(model, fields, 'edit');
     if (invalid) return reply(400, invalid);
-    if (GPT_IMAGE.test(model) && uploads.length > 16) return reply(400, errorBody('Too many images: at most 16 are supported.', 'invalid_value', 'image'));
+    if (uploads.length > 16) return reply(400, errorBody(`Invalid 'image': too many images. Expected at most 16, but got ${uploads.length}.`, 'invalid_value', 'image'));
+    const tooBig = buffers.findIndex((b) => b.length >= 50 * MB);
+    if (tooBig >= 0) return reply(400, errorBody(`Invalid file 'image': image ${tooBig + 1} is larger than 50 MB.`, 'invalid_image_file', 'image'));
     const first = metas[0];
     if (!first) return reply(400, errorBody('Invalid image file or mode for image 1, please check your image file.', 'invalid_image_file', 'image'));
     if (maskFile) {
@@ -351,21 +428,16 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
         return reply(400, errorBody('Invalid mask image: the mask and the image must have the same dimensions.', 'invalid_image_file', 'mask'));
       }
       if (!maskMeta.hasAlpha) return reply(400, errorBody('Invalid mask image: the mask must have an alpha channel.', 'invalid_image_file', 'mask'));
-    }
-    if (model === 'dall-e-2') {
-      if (uploads.length !== 1) return reply(400, errorBody('dall-e-2 takes exactly one image.', 'invalid_value', 'image'));
-      if (first.format !== 'png' || buffers[0]!.length >= 4 * MB) return reply(400, errorBody('Uploaded image must be a PNG and less than 4 MB.', 'invalid_image_file', 'image'));
-      if (first.width !== first.height) return reply(400, errorBody('Uploaded image must be square.', 'invalid_image_file', 'image'));
-      if (!maskFile && !first.hasAlpha) return reply(400, errorBody("Invalid input image - format must be in ['RGBA', 'LA', 'L'], got RGB.", 'invalid_image_format', 'image'));
+      if (maskBytes!.length >= 4 * MB) return reply(400, errorBody("Invalid file 'mask': the mask must be less than 4 MB.", 'invalid_image_file', 'mask'));
     }
 
     let output: Buffer;
     try {
-      output = await encode(sharp(buffers[0]!).negate({ alpha: false }), model === 'dall-e-2' ? 'png' : (fields.output_format ?? 'png'), fields.output_compression ? Number(fields.output_compression) : undefined);
+      output = await encode(sharp(buffers[0]!).negate({ alpha: false }), fields.output_format ?? 'png', fields.output_compression ? Number(fields.output_compression) : undefined);
     } catch {
       return reply(400, errorBody('Invalid image file or mode for image 1, please check your image file.', 'invalid_image_file', 'image'));
     }
-    await respondWithImages(reply, model, fields, Array(call.n).fill(output), uploads.length);
+    await respondWithImages(reply, fields, Array(call.n).fill(output), uploads.length);
   }
 
   async function handleGeneration(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -384,24 +456,31 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     calls.push(call);
     const reply = replier(res, call);
     if (await gate(call, reply, res)) return;
+    // Without a model the API picks dall-e-2 (openai-node images.ts), which is no longer served.
+    if (!openAIServes(model || 'dall-e-2', now())) return reply(404, modelNotFound(model || 'dall-e-2'));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
-    const invalid = checkFields(model || 'dall-e-2', fields, 'generate');
+    const longPrompt = checkPromptLength(prompt);
+    if (longPrompt) return reply(400, longPrompt);
+    const invalid = checkFields(model, fields, 'generate');
     if (invalid) return reply(400, invalid);
     const [w, h] = /^(\d+)x(\d+)$/.exec(String(body.size ?? ''))?.slice(1).map(Number) ?? [64, 64];
     // A colour derived from the prompt, so different prompts give different images.
     const hue = [...prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
-    const format = model === 'dall-e-2' ? 'png' : (fields.output_format ?? 'png');
+    const format = fields.output_format ?? 'png';
     const image = await encode(sharp({ create: { width: w!, height: h!, channels: 3, background: `hsl(${hue}, 70%, 50%)` } }), format, fields.output_compression ? Number(fields.output_compression) : undefined);
-    await respondWithImages(reply, model || 'dall-e-2', fields, Array(call.n).fill(image), 0);
+    await respondWithImages(reply, fields, Array(call.n).fill(image), 0);
   }
 
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0] ?? '';
-    if (req.method === 'GET' && path.startsWith('/files/')) {
-      const file = files.get(path.slice('/files/'.length));
-      if (!file) return sendJson(res, 404, errorBody('No such file'));
-      res.writeHead(200, { 'content-type': 'image/png' });
-      return res.end(file);
+    if (req.method === 'GET' && (path === '/v1/models' || path.startsWith('/v1/models/'))) {
+      const authorization = String(req.headers.authorization ?? '');
+      if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length) return sendJson(res, 401, errorBody("You didn't provide an API key.", 'invalid_api_key'));
+      const served = LISTED_MODELS.filter((m) => openAIServes(m.id, now())).map((m) => ({ id: m.id, object: 'model', created: m.created, owned_by: 'system' }));
+      if (path === '/v1/models') return sendJson(res, 200, { object: 'list', data: served });
+      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      const one = served.find((m) => m.id === id);
+      return one ? sendJson(res, 200, one) : sendJson(res, 404, modelNotFound(id));
     }
     const handler = req.method === 'POST' ? { '/v1/images/edits': handleEdit, '/v1/images/generations': handleGeneration }[path] : undefined;
     if (handler) {
@@ -415,10 +494,9 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  baseURL = `http://127.0.0.1:${port}/v1`;
 
   return {
-    baseURL,
+    baseURL: `http://127.0.0.1:${port}/v1`,
     calls,
     script(match, steps, scriptOptions = {}) {
       scripts.add(match, steps, scriptOptions);

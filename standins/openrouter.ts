@@ -13,8 +13,62 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // prompt substring (the last user message's text): 429 with Retry-After, 402 credits, 403
 // moderation, 5xx, errors inside a 200 body, answers without an image, safety finish reasons,
 // malformed bodies, delays; an optional rate limit answers 429 above R requests/s.
+//
+// It is a contract for the models in its catalogue (`OPENROUTER_MODELS`, served at
+// `GET /api/v1/models` as OpenRouter serves it: text-output models by default, `?output_modalities=
+// image|text,image|all` to filter; each with `architecture.{input,output}_modalities` and `pricing`
+// as strings, openrouter.ai/docs/models): an image-only model asked for `modalities` that include
+// "text" answers 404 "No endpoints found that support the requested output modalities: image, text"
+// (HKUDS/DeepTutor#1348, BerriAI/litellm#34908); a model asked for an output modality it does not
+// have answers the same 404 for what was asked. Ids outside the catalogue are served as an
+// OpenAI-compatible chat server would (the stand-in also stands in for prompt-enhancer servers).
 
 export type { FaultStep } from './openai';
+
+export interface OpenRouterModel {
+  id: string;
+  input: string[];
+  output: string[];
+  /** USD per token (prompt, completion) and per output image, as strings like OpenRouter's. */
+  pricing: Record<string, string>;
+}
+
+/** The stand-in's catalogue (a sample of OpenRouter's, ids and modalities as listed there). */
+export const OPENROUTER_MODELS: OpenRouterModel[] = [
+  { id: 'google/gemini-2.5-flash-image', input: ['image', 'text'], output: ['image', 'text'], pricing: { prompt: '0.0000003', completion: '0.0000025', image: '0.00003' } },
+  { id: 'google/gemini-3-pro-image-preview', input: ['image', 'text'], output: ['image', 'text'], pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' } },
+  { id: 'google/gemini-3.1-flash-image-preview', input: ['image', 'text'], output: ['image', 'text'], pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' } },
+  { id: 'openai/gpt-5-image', input: ['image', 'text', 'file'], output: ['image', 'text'], pricing: { prompt: '0.00001', completion: '0.00001', image: '0.00004' } },
+  { id: 'openai/gpt-image-2', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0.000005', completion: '0.00003', image: '0.000008' } },
+  { id: 'bytedance-seed/seedream-4.5', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.04' } },
+  { id: 'black-forest-labs/flux.2-pro', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.03' } },
+  { id: 'sourceful/riverflow-v2-pro', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.05' } },
+  // Image-only under a name the adapter's name table does not know: only /api/v1/models tells.
+  { id: 'acme/pixel-forge-1', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.02' } },
+  { id: 'openai/gpt-4.1-mini', input: ['image', 'text', 'file'], output: ['text'], pricing: { prompt: '0.0000004', completion: '0.0000016' } },
+  { id: 'google/gemini-2.5-flash', input: ['image', 'text', 'file', 'audio', 'video'], output: ['text'], pricing: { prompt: '0.0000003', completion: '0.0000025' } },
+];
+
+/** `GET /api/v1/models` body for an `output_modalities` query (default text). */
+function modelsList(query: string | null) {
+  const wanted = (query ?? 'text').split(',').map((m) => m.trim());
+  const models = wanted.includes('all') ? OPENROUTER_MODELS : OPENROUTER_MODELS.filter((m) => m.output.some((o) => wanted.includes(o)));
+  return {
+    data: models.map((m) => ({
+      id: m.id,
+      canonical_slug: m.id,
+      name: m.id,
+      created: 1767225600,
+      description: '',
+      context_length: 32768,
+      architecture: { modality: `${m.input.join('+')}->${m.output.join('+')}`, input_modalities: m.input, output_modalities: m.output, tokenizer: 'Other', instruct_type: null },
+      pricing: { request: '0', input_cache_read: '0', ...m.pricing },
+      top_provider: { context_length: 32768, max_completion_tokens: null, is_moderated: false },
+      per_request_limits: null,
+      supported_parameters: ['seed', 'temperature'],
+    })),
+  };
+}
 
 function orError(code: number, message: string, metadata?: Record<string, unknown>) {
   return { error: { code, message, ...(metadata ? { metadata } : {}) } };
@@ -84,7 +138,10 @@ export interface ChatStandinCall {
 }
 
 /** Base URL for the SDK (ends in /api/v1). */
-export type ChatStandin = Standin<ChatStandinCall>;
+export interface ChatStandin extends Standin<ChatStandinCall> {
+  /** How many times `GET /api/v1/models` was asked. */
+  modelListCalls(): number;
+}
 
 export interface ChatStandinOptions extends StandinOptions {
   /** Text-model answers (prompt enhancement); default `rewrite`. */
@@ -111,6 +168,7 @@ function textOf(message: MessageIn | undefined): string {
 
 export async function startOpenRouterStandin(options: ChatStandinOptions = {}): Promise<ChatStandin> {
   const calls: ChatStandinCall[] = [];
+  let modelListCalls = 0;
   const scripts = new FaultScripts();
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
 
@@ -163,6 +221,13 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     }
     if (!call.model) return reply(400, orError(400, 'No model specified'));
     if (messages.length === 0 || !lastUser) return reply(400, orError(400, 'Invalid request: messages must contain a user message'));
+    const known = OPENROUTER_MODELS.find((m) => m.id === call.model);
+    if (known) {
+      const asked = Array.isArray(modalities) && modalities.length ? modalities : ['text'];
+      if (asked.some((m) => !known.output.includes(m))) {
+        return reply(404, orError(404, `No endpoints found that support the requested output modalities: ${asked.join(', ')}`));
+      }
+    }
     if (decoded.some((d) => d.data && !metas[decoded.indexOf(d)])) return reply(400, orError(400, 'Invalid image in image_url: could not decode'));
 
     const wantsImage = Array.isArray(modalities) && modalities.includes('image');
@@ -195,6 +260,10 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
 
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0] ?? '';
+    if (req.method === 'GET' && (path === '/api/v1/models' || path === '/v1/models')) {
+      modelListCalls += 1;
+      return sendJson(res, 200, modelsList(new URL(req.url ?? '/', 'http://standin').searchParams.get('output_modalities')));
+    }
     if (req.method === 'POST' && (path === '/api/v1/chat/completions' || path === '/v1/chat/completions')) {
       handle(req, res).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, orError(500, `stand-in failure: ${(err as Error).message}`));
@@ -216,6 +285,7 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     callsFor(match) {
       return calls.filter((c) => c.prompt.includes(match));
     },
+    modelListCalls: () => modelListCalls,
     close: () => closeServer(server),
   };
 }

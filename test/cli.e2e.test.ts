@@ -75,7 +75,7 @@ describe('atelier edit (CLI, end to end)', () => {
     standin.script('cli-refused-3', [faults.moderationBlocked()], { repeat: true });
     const outputDir = join(dir, 'out');
     const stateDir = join(dir, 'state');
-    const args = ['edit', '--input', csv, '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-1.5', '--state-dir', stateDir, '--retry-initial-ms', '100'];
+    const args = ['edit', '--input', csv, '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir, '--retry-initial-ms', '100'];
 
     const first = await atelier(args);
     expect(first.stderr).toMatch(/Temporal UI: http:\/\/127\.0\.0\.1:\d+/);
@@ -109,8 +109,9 @@ describe('atelier edit (CLI, end to end)', () => {
 
   it('exits 0 when every row is ok', async () => {
     const { dir, csv } = await makeDataset(['imgs/a.png,cli-allgood-1 x', 'imgs/a.png,cli-allgood-2 y']);
-    const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state')]);
+    const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'gpt-image-2', '--state-dir', join(dir, 'state')]);
     expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/estimated cost: \$0\.0695\n/); // 2 x (50*5 + 323*8 + 1056*30 + 24*10) / 1e6
     expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);
   });
 
@@ -140,9 +141,33 @@ describe('atelier edit (CLI, end to end)', () => {
     // The same output dir with another model is another run: refused instead of mixing outputs.
     const okRun = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-a', '--state-dir', state]);
     expect(okRun.code).toBe(0);
+    // A model with no known price: the cost is unknown, not $0.
+    expect(okRun.stdout).toMatch(/estimated cost: unknown/);
     const otherModel = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-b', '--state-dir', state]);
     expect(otherModel.code).toBe(1);
     expect(otherModel.stderr).toMatch(/already holds run atelier-edits-[0-9a-f]+ .*--run-id/);
+  });
+
+  it('refuses a retired model before any call, naming its replacement; a deprecated one past its shutdown counts as retired', async () => {
+    const { dir, csv } = await makeDataset(['imgs/a.png,cli-retired x']);
+    const retired = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o1'), '--model', 'gpt-image-1', '--state-dir', join(dir, 'state')]);
+    expect(retired.code).toBe(1);
+    expect(retired.stderr).toMatch(/error: gpt-image-1 was retired on 2026-10-23 and no longer answers; use gpt-image-2\.5-sunburst instead/);
+    const shutDown = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o2'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state')], {
+      env: cliEnv({ ATELIER_NOW: '2026-12-01T08:00:00Z' }),
+    });
+    expect(shutDown.code).toBe(1);
+    expect(shutDown.stderr).toMatch(/gpt-image-1\.5 was retired on 2026-12-01 .*use gpt-image-2\.6-sunburst/);
+    expect(standin.callsFor('cli-retired')).toHaveLength(0);
+    // Refused before planning: no server was started, nothing was written.
+    expect(existsSync(join(dir, 'o1')) || existsSync(join(dir, 'state'))).toBe(false);
+
+    // --dry-run (as `atelier estimate`): rows, calls and cost; nothing started, called or written.
+    const dry = await atelier(['edit', '--dry-run', '--input', csv, '--output-dir', join(dir, 'o3'), '--model', 'gpt-image-2', '--quality', 'low', '--state-dir', join(dir, 'state')]);
+    expect(dry.code).toBe(0);
+    expect(dry.stdout).toMatch(/rows: 1; to run: 1\nmodel calls: 1 {2}output images: 1 .*\nestimated cost: \$0\.0060 /);
+    expect(standin.callsFor('cli-retired')).toHaveLength(0);
+    expect(existsSync(join(dir, 'o3')) || existsSync(join(dir, 'state'))).toBe(false);
   });
 
   it('Ctrl-C stops waiting without cancelling; the same command resumes and finishes the run', async () => {

@@ -8,6 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/ledger';
 import type { DatasetWorkflowInput } from '../lib/types';
+import { startGeminiStandin } from '../standins/gemini';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';
 import { writeParquetFixture } from './helpers/parquet';
@@ -232,7 +233,7 @@ describe('bad images, downloads and size limits', () => {
 
   it('fails truncated and empty files alone, downloads a URL once for all rows and runs, shrinks oversized inputs', async () => {
     const dir = tempDir();
-    const good = await png('#123456', 2000, 1000);
+    const good = await png('#123456', 5000, 1000);
     writeFileSync(join(dir, 'big.png'), good);
     writeFileSync(join(dir, 'truncated.png'), good.subarray(0, Math.floor(good.length / 2)));
     writeFileSync(join(dir, 'empty.png'), '');
@@ -248,17 +249,22 @@ describe('bad images, downloads and size limits', () => {
       ].join('\n'),
     );
     const cache = join(dir, 'out', 'cache');
-    // dall-e-2 takes one square PNG of at most 1024 px a side (and under 4 MB).
-    const input = testInput({ runId: 'ds-bad', inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), model: 'dall-e-2', imageCacheDir: cache });
-    const summary = await run(input);
-    expect(summary).toMatchObject({ total: 5, ok: 3, failed: 2 });
-    const rows = csvResults(join(dir, 'out', 'results.csv'));
-    expect(rows[0]!.error).toMatch(/InputError: input image .*truncated\.png is not a decodable image/);
-    expect(rows[1]!.error).toMatch(/InputError: input image .*empty\.png is empty \(0 bytes\)/);
-    expect(standin.callsFor('bad-')).toHaveLength(0);
-    expect(hits).toBe(1);
-    // Shrunk to 1024 px on its long side, then padded to the square dall-e-2 requires.
-    expect(standin.callsFor('big-input')[0]!.imageSizes).toEqual([{ width: 1024, height: 1024 }]);
+    // Gemini takes inline images of at most 4096 px a side (and 7 MB): larger ones are shrunk.
+    const gemini = await startGeminiStandin();
+    try {
+      const input = testInput({ runId: 'ds-bad', inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), backend: 'gemini', model: 'gemini-2.5-flash-image', imageCacheDir: cache });
+      const summary = await runWith(env, input, { GEMINI_API_KEY: 'test-datasets-gemini', GEMINI_BASE_URL: gemini.baseURL });
+      expect(summary).toMatchObject({ total: 5, ok: 3, failed: 2 });
+      const rows = csvResults(join(dir, 'out', 'results.csv'));
+      expect(rows[0]!.error).toMatch(/InputError: input image .*truncated\.png is not a decodable image/);
+      expect(rows[1]!.error).toMatch(/InputError: input image .*empty\.png is empty \(0 bytes\)/);
+      expect(gemini.callsFor('bad-')).toHaveLength(0);
+      expect(hits).toBe(1);
+      // Shrunk to 4096 px on its long side, keeping the aspect ratio.
+      expect(gemini.callsFor('big-input')[0]!.imageSizes).toEqual([{ width: 4096, height: 819 }]);
+    } finally {
+      await gemini.close();
+    }
 
     // Another run sharing the cache downloads nothing.
     writeText(join(dir, 'again.csv'), `image,instruction\n${web}/shared.png,url-c x\n`);

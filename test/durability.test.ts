@@ -88,7 +88,7 @@ function checkResults(outputDir: string, rows: number, tag: string): void {
 }
 
 function editArgs(csv: string, outputDir: string, cluster: Cluster, extra: string[] = []): string[] {
-  return ['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-1.5', '--state-dir', cluster.stateDir, '--window', '16', '--heartbeat-timeout', '3', '--retry-initial-ms', '200', ...extra];
+  return ['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-2', '--state-dir', cluster.stateDir, '--window', '16', '--heartbeat-timeout', '3', '--retry-initial-ms', '200', ...extra];
 }
 
 describe('exactly-once in effect', () => {
@@ -209,7 +209,7 @@ describe('run management', () => {
       inputPath: csv,
       outputDir,
       backend: 'openai',
-      model: 'gpt-image-1.5',
+      model: 'gpt-image-2',
     };
     execFileSync(findTemporalCli(), [
       'workflow', 'start', '--address', cluster.address, '--type', 'datasetWorkflow', '--task-queue', 'atelier-orchestrator',

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rowSeed } from '../lib/gpuContract';
 import { readLedgerEntry } from '../lib/ledger';
 import { findTemporalCli } from '../lib/temporalCli';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../lib/types';
@@ -163,6 +164,59 @@ describe('quota exhausted pauses the provider instead of failing rows', () => {
   });
 });
 
+describe('--max-cost pauses the run when its spend reaches the budget', () => {
+  it('pauses with the spend shown, keeps the pause on a plain resume, and goes on with a higher budget', async () => {
+    // gpt-image-2 on the stand-in: (50*5 + 323*8 + 1056*30 + 24*10) / 1e6 = $0.034754 a row.
+    const perRow = 0.034754;
+    const { csv, outputDir } = await rowsCsv(Array.from({ length: 5 }, (_, i) => `a.png,mc-row-${i} x`));
+    const input = testInput({ runId: 'prov-max-cost', inputPath: csv, outputDir, model: 'gpt-image-2', window: 1, maxCostUsd: 0.05 });
+    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' } });
+    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const done = handle.result() as Promise<DatasetRunSummary>;
+    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
+    const pausedProgress = async (): Promise<ProgressSnapshot> => {
+      for (let i = 0; i < 200; i++) {
+        const p = (await handle.query('progress')) as ProgressSnapshot;
+        if (p.paused && p.inFlight === 0) return p;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error('the run did not pause');
+    };
+    const first = await pausedProgress();
+    // Two rows reach $0.0695 >= $0.05: paused, nothing more dispatched.
+    expect(first).toMatchObject({ phase: 'paused', ok: 2, maxCostUsd: 0.05, paused: { budget: true } });
+    expect(first.spentUsd).toBeCloseTo(2 * perRow, 6);
+    expect(first.paused!.reason).toMatch(/budget reached: \$0\.0695 of \$0\.05 spent/);
+    await handle.signal('resume');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(((await handle.query('progress')) as ProgressSnapshot).paused?.budget).toBe(true);
+    expect(openai.callsFor('mc-row-')).toHaveLength(2);
+    await handle.signal('budget', { maxCostUsd: 0.1 });
+    const second = await pausedProgress();
+    expect(second).toMatchObject({ ok: 3, maxCostUsd: 0.1 });
+    await handle.signal('budget', { maxCostUsd: 1 });
+    const summary = await done;
+    await running;
+    expect(summary).toMatchObject({ total: 5, ok: 5, failed: 0 });
+    expect(summary.costUsd).toBeCloseTo(5 * perRow, 6);
+  });
+});
+
+describe('OpenAI-compatible diffusion servers (--base-url)', () => {
+  it('sends each row its own seed, derived from the base seed as the GPU backend does, with the sampling settings', async () => {
+    const { csv, outputDir } = await rowsCsv(['a.png,sd-row-0 x', 'b.png,sd-row-1 y']);
+    const params = { seed: 42, numInferenceSteps: 20, guidanceScale: 3.5, negativePrompt: 'blurry' };
+    const summary = await run(testInput({ runId: 'prov-sampling', inputPath: csv, outputDir, model: 'Qwen/Qwen-Image-Edit-2511', params }));
+    expect(summary).toMatchObject({ ok: 2, failed: 0 });
+    for (const index of [0, 1]) {
+      expect(openai.callsFor(`sd-row-${index}`)[0]!.fields).toMatchObject({ seed: String(rowSeed(42, index, 0)), num_inference_steps: '20', guidance_scale: '3.5', negative_prompt: 'blurry' });
+    }
+    expect(rowSeed(42, 0, 0)).not.toBe(rowSeed(42, 1, 0));
+    // No price for a local model: unknown, not $0.
+    expect(summary).toMatchObject({ costUsd: 0, costUnknownRows: 2 });
+  });
+});
+
 describe('prompt enhancement and keys', () => {
   it('--prompt-enhance rewrites instructions with a chat model and keeps them in instruction_enhanced', async () => {
     const { csv, outputDir } = await rowsCsv(['a.png,pe-row make it nicer']);
@@ -173,6 +227,11 @@ describe('prompt enhancement and keys', () => {
     expect(row!.instruction_enhanced).not.toBe('pe-row make it nicer');
     // The edit was asked with the enhanced text.
     expect(openai.calls.some((c) => c.prompt === row!.instruction_enhanced)).toBe(true);
+    // Each part at its own rates: the edit's tokens at gpt-image-2's (50 text + 323 image in, 1056
+    // image + 24 text out: $5, $8, $30, $10 per 1M), the enhancer's as its server reported ($0.00002).
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBeCloseTo((50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6 + 0.00002, 9);
+    expect(summary.costUsd).toBeCloseTo(ledger!.costUsd!, 9);
   });
 
   it('no key appears in `temporal workflow show`, the server state or any output', () => {

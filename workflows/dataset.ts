@@ -10,6 +10,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -35,7 +36,7 @@ import type {
   RowOutcome,
   RowRef,
 } from '../lib/types';
-import { pauseSignal, progressQuery, reportBySignal, resumeSignal, retryRowsUpdate, rowDoneSignal } from './messages';
+import { budgetSignal, pauseSignal, progressQuery, reportBySignal, resumeSignal, retryRowsUpdate, rowDoneSignal } from './messages';
 import { failureOf, rowWorkflow } from './row';
 
 const { planRun, nextRowsPage, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
@@ -79,7 +80,7 @@ function resultsArgs(input: DatasetWorkflowInput) {
 /** What a row child's completion says about its row: the same report it would have signalled. */
 function reportOfResult(row: RowRef, outcome: RowOutcome): RowDone {
   const ref = { position: row.position, index: row.index };
-  if (outcome.status === 'ok') return { ...ref, status: 'ok' };
+  if (outcome.status === 'ok') return { ...ref, status: 'ok', ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}) };
   const error = { errorType: outcome.errorType ?? 'Error', ...(outcome.error ? { error: outcome.error } : {}) };
   // A child returns (rather than fails) with a failure when the provider's quota ran out or the
   // run's storage refused a write: the run pauses.
@@ -139,6 +140,8 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       startedAt: state?.startedAt ?? new Date().toISOString(),
       continuedAsNew: state?.continuedAsNew ?? 0,
       retryPassesQueued: state?.retryQueue.length ?? 0,
+      ...(state?.counts.spentUsd !== undefined ? { spentUsd: state.counts.spentUsd } : {}),
+      ...(state?.maxCostUsd !== undefined ? { maxCostUsd: state.maxCostUsd } : {}),
     };
   };
 
@@ -160,6 +163,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
         `| in flight | ${p.inFlight} |`,
         `| pending | ${p.pending} |`,
         ...(p.deferred ? [`| deferred (quota) | ${p.deferred} |`] : []),
+        ...(p.spentUsd !== undefined || p.maxCostUsd !== undefined ? [`| spent (estimate) | $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd}` : ''} |`] : []),
       ].join('\n'),
     );
   };
@@ -178,10 +182,20 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     ]);
   };
 
+  const overBudget = (): boolean => state?.maxCostUsd !== undefined && (state.counts.spentUsd ?? 0) >= state.maxCostUsd;
+  const budgetReason = () => `budget reached: $${(state.counts.spentUsd ?? 0).toFixed(4)} of $${state.maxCostUsd} spent (raise it with \`atelier resume <run-id> --max-cost USD\`)`;
+  // --max-cost: the spend reached the budget: stop dispatching (rows in flight finish). Only runs
+  // with a budget take this path; the marker keeps it out of the replay of older histories.
+  const checkBudget = (): void => {
+    if (!state.paused && overBudget() && patched('atelier-max-cost')) state.paused = { reason: budgetReason(), budget: true };
+  };
+
   // A row's end, whether it comes as the child's completion or as its rowDone signal (rows that
   // outlived the run that started them); the first report of a row in flight counts.
   const finishRow = (done: RowDone): void => {
     if (!state || !inFlight.delete(done.index)) return; // not ours, or reported twice
+    if (done.costUsd !== undefined) state.counts.spentUsd = Math.round(((state.counts.spentUsd ?? 0) + done.costUsd) * 1e6) / 1e6;
+    checkBudget();
     if (done.status === 'ok') state.counts.ok += 1;
     else if (done.status === 'failed') {
       const type = done.errorType ?? 'Error';
@@ -204,7 +218,15 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   });
   setHandler(resumeSignal, () => {
     if (!state) return;
-    state.paused = null;
+    // Over the budget, a plain resume keeps the budget pause: only a higher budget lifts it.
+    state.paused = overBudget() ? { reason: budgetReason(), budget: true } : null;
+    refreshDetails();
+  });
+  setHandler(budgetSignal, ({ maxCostUsd }) => {
+    if (!state) return;
+    state.maxCostUsd = maxCostUsd;
+    if (state.paused?.budget && !overBudget()) state.paused = null;
+    checkBudget();
     refreshDetails();
   });
   setHandler(
@@ -238,6 +260,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
         paused: null,
         startedAt: new Date(workflowInfo().startTime).toISOString(),
         continuedAsNew: 0,
+        ...(input.maxCostUsd !== undefined ? { maxCostUsd: input.maxCostUsd } : {}),
       };
       if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierRowsTotal, value: plan.selectedRows }]);
     }

@@ -23,5 +23,8 @@ export const pauseSignal = defineSignal<[{ reason?: string }]>('pause');
 /** Dispatch again after a pause (also lifts a quota pause). */
 export const resumeSignal = defineSignal('resume');
 
+/** Sets the run's budget (--max-cost, USD); a budget pause lifts when the spend is below it. */
+export const budgetSignal = defineSignal<[{ maxCostUsd: number }]>('budget');
+
 /** Run failed rows again while the run is open; returns how many rows the selection matches. */
 export const retryRowsUpdate = defineUpdate<number, [RetrySelection]>('retryRows');

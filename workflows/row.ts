@@ -106,7 +106,7 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
   let report: RowDone = { position: task.position, index: task.index, status: 'failed', errorType: 'Cancelled', error: 'the row was cancelled' };
   try {
     const outcome = task.backend === 'diffusers' ? await gpuRow(task, retry) : await apiRow(task, retry);
-    report = { position: task.position, index: task.index, status: 'ok' };
+    report = { position: task.position, index: task.index, status: 'ok', ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}) };
     return outcome;
   } catch (err) {
     if (isCancellation(err)) throw err;

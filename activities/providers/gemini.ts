@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam } from './models';
@@ -8,8 +9,14 @@ import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, I
 // (no `retryOptions`): Temporal owns every retry, honouring RetryInfo's delay from the error body.
 //
 // Safety outcomes come back as HTTP 200 without an image (a finish reason or
-// `promptFeedback.blockReason`): they are final ("blocked"). An answer with text and no image is
-// asked again once here, then fails as an invalid request. Interim "thought" images
+// `promptFeedback.blockReason`): they are final ("blocked"). `IMAGE_OTHER` ("stopped for a reason not
+// otherwise specified") and `NO_IMAGE` are not safety outcomes: asked again once here, then retryable
+// (Temporal's attempt limit bounds them). An answer with text and no image is asked again once here,
+// then fails as an invalid request. Models that allow it are asked for `responseModalities:
+// ['IMAGE']` alone, so they do not chat instead of drawing. A request whose inline images would
+// pass the model's request-size limit sends the largest input images through the Files API instead
+// (`fileData`), uploaded once per image per adapter (files live 48 hours; kept here for 47).
+// Images the model produced stay inline: Gemini 3 checks their thought signatures. Interim "thought" images
 // (`part.thought`) are skipped. Multi-turn rows are a real conversation (`chatTurn`): the history is
 // the `contents` array with every part (thought signatures included) kept verbatim; Gemini 3 models
 // reject a later turn whose earlier model parts lost their signatures.
@@ -35,9 +42,10 @@ const BLOCKING_FINISH_REASONS = new Set([
   'IMAGE_SAFETY',
   'IMAGE_PROHIBITED_CONTENT',
   'IMAGE_RECITATION',
-  // "Stopped for a reason not otherwise specified": image filters report this one too.
-  'IMAGE_OTHER',
 ]);
+
+/** No image for a reason that is not a refusal: worth another attempt (bounded). */
+const RETRYABLE_NO_IMAGE = new Set(['IMAGE_OTHER', 'NO_IMAGE']);
 
 /** The next midnight in a time zone, as an ISO time (daily quotas reset then). */
 export function nextMidnight(timeZone: string, now = new Date()): string {
@@ -155,8 +163,8 @@ interface Answer {
   requestId?: string;
 }
 
-/** Reads one answer: images (thoughts skipped), or a blocked failure, or no image (null). */
-function readAnswer(response: GenerateContentResponse): Answer | { noImage: string } {
+/** Reads one answer: images (thoughts skipped), or a blocked failure, or no image (and whether that is retryable). */
+function readAnswer(response: GenerateContentResponse): Answer | { noImage: string; retryable: boolean } {
   const requestId = response.responseId;
   const details = requestId ? { requestId } : {};
   const blockReason = response.promptFeedback?.blockReason;
@@ -182,10 +190,24 @@ function readAnswer(response: GenerateContentResponse): Answer | { noImage: stri
       .map((p) => p.text)
       .join(' ')
       .trim();
-    const why = finishReason && finishReason !== 'STOP' ? `finish reason ${finishReason}` : text ? `the model answered: "${text.slice(0, 200)}"` : 'empty answer';
-    return { noImage: why };
+    const why = finishReason && finishReason !== 'STOP' ? `finish reason ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}` : text ? `the model answered: "${text.slice(0, 200)}"` : 'empty answer';
+    return { noImage: why, retryable: !!finishReason && RETRYABLE_NO_IMAGE.has(finishReason) };
   }
   return { images, content: plain({ role: 'model', ...candidate!.content, parts: plain(parts) }), ...(requestId ? { requestId } : {}) };
+}
+
+/** The JSON body's size, roughly: inline data is base64 (4/3 of the bytes), text as is. */
+export function requestBytes(contents: Content[]): number {
+  return contents.reduce((sum, c) => sum + (c.parts ?? []).reduce((n, p) => n + (p.inlineData?.data?.length ?? 0) + (p.text?.length ?? 0) + (p.thoughtSignature?.length ?? 0) + 64, 0), 0);
+}
+
+/** A request over the model's inline limit fails the row before any call (the API answers 400). */
+function checkRequestSize(model: string, contents: Content[]): void {
+  const limit = capabilities('gemini', model).maxRequestBytes;
+  const size = requestBytes(contents);
+  if (limit !== undefined && size > limit) {
+    throw new ClassifiedError('inputError', `the request would be ${(size / 1048576).toFixed(1)} MB with its images inline; ${model} takes at most ${limit / 1048576} MB per request (use fewer or smaller input images)`);
+  }
 }
 
 export function createGeminiProvider(options: GeminiProviderOptions): ImageEditProvider {
@@ -196,6 +218,47 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
     httpOptions: { baseUrl: options.baseURL || DEFAULT_BASE_URL, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS },
   });
 
+  // Files API uploads by image content (sha256), reused while they live.
+  const uploaded = new Map<string, { uri: string; mimeType: string; at: number }>();
+  const FILE_TTL_MS = 47 * 3600_000;
+
+  async function uploadImage(data: string, mimeType: string, signal?: AbortSignal): Promise<{ fileUri: string; mimeType: string }> {
+    const key = createHash('sha256').update(data).digest('hex');
+    const hit = uploaded.get(key);
+    if (hit && Date.now() - hit.at < FILE_TTL_MS) return { fileUri: hit.uri, mimeType: hit.mimeType };
+    let file;
+    try {
+      file = await ai.files.upload({ file: new Blob([Buffer.from(data, 'base64')], { type: mimeType }), config: { mimeType, ...(signal ? { abortSignal: signal } : {}) } });
+    } catch (err) {
+      throw classifyGeminiError(err, signal);
+    }
+    if (!file.uri) throw new ClassifiedError('retryable', 'the Files API answered without a file uri');
+    uploaded.set(key, { uri: file.uri, mimeType: file.mimeType ?? mimeType, at: Date.now() });
+    return { fileUri: file.uri, mimeType: file.mimeType ?? mimeType };
+  }
+
+  /**
+   * The contents to send: as given when they fit the model's inline limit, else with the largest
+   * user images moved to the Files API until they fit (a row that still does not fit fails).
+   */
+  async function fitRequest(request: ImageRequest, contents: Content[]): Promise<Content[]> {
+    const limit = capabilities('gemini', request.model).maxRequestBytes;
+    if (limit === undefined || requestBytes(contents) <= limit) return contents;
+    const fitted = plain(contents);
+    const inline = fitted
+      .filter((c) => c.role === 'user')
+      .flatMap((c) => c.parts ?? [])
+      .filter((p) => p.inlineData?.data && !p.thought)
+      .sort((a, b) => b.inlineData!.data!.length - a.inlineData!.data!.length);
+    for (const part of inline) {
+      if (requestBytes(fitted) <= limit) break;
+      const { data, mimeType } = part.inlineData!;
+      part.fileData = await uploadImage(data!, mimeType ?? 'image/png', request.signal);
+      delete part.inlineData;
+    }
+    return fitted;
+  }
+
   function configFor(request: ImageRequest): GenerateContentConfig {
     const caps = capabilities('gemini', request.model);
     const p = request.params;
@@ -204,7 +267,7 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
       ...(p.imageSize && supportsParam(caps, 'imageSize') ? { imageSize: p.imageSize } : {}),
     };
     return {
-      responseModalities: ['TEXT', 'IMAGE'],
+      responseModalities: caps.imageOnlyResponse ? ['IMAGE'] : ['TEXT', 'IMAGE'],
       ...(Object.keys(imageConfig).length ? { imageConfig } : {}),
       ...(request.signal ? { abortSignal: request.signal } : {}),
     };
@@ -214,6 +277,8 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
   async function ask(request: ImageRequest, contents: Content[]): Promise<Answer & { usage: Record<string, number> }> {
     const usage: Record<string, number> = {};
     let lastWhy = '';
+    let retryable = false;
+    checkRequestSize(request.model, contents);
     for (let attempt = 0; attempt < 2; attempt++) {
       let response: GenerateContentResponse;
       try {
@@ -225,17 +290,19 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
       const answer = readAnswer(response);
       if ('images' in answer) return { ...answer, usage };
       lastWhy = answer.noImage;
+      retryable = answer.retryable;
     }
-    throw new ClassifiedError('invalidRequest', `no image in the answer (asked twice): ${lastWhy}`);
+    throw new ClassifiedError(retryable ? 'retryable' : 'invalidRequest', `no image in the answer (asked twice): ${lastWhy}`);
   }
 
   /** `numImages` answers (one image each), results in order, usage summed. */
   async function images(request: ImageRequest, parts: Part[]): Promise<ImageResult> {
+    const contents = await fitRequest(request, [{ role: 'user', parts }]);
     const out: ProviderImage[] = [];
     const usage: Record<string, number> = {};
     let requestId: string | undefined;
     for (let k = 0; k < Math.max(1, request.numImages); k++) {
-      const answer = await ask(request, [{ role: 'user', parts }]);
+      const answer = await ask(request, contents);
       out.push(...answer.images.slice(0, request.numImages > 1 ? 1 : undefined));
       addUsage(usage, answer.usage);
       requestId ??= answer.requestId;
@@ -259,10 +326,12 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
       checkInputCount('gemini', request);
       const history = (request.history ?? []) as unknown as Content[];
       const userTurn: Content = { role: 'user', parts: [{ text: request.prompt }, ...request.images.map(imagePart)] };
-      const answer = await ask(request, [...history, userTurn]);
+      // The history keeps what was sent: images moved to the Files API are not sent (or uploaded) again.
+      const sent = await fitRequest(request, [...history, userTurn]);
+      const answer = await ask(request, sent);
       return {
         images: answer.images,
-        history: [...history, userTurn, answer.content] as unknown as JsonValue[],
+        history: [...sent, answer.content] as unknown as JsonValue[],
         ...(answer.requestId ? { requestId: answer.requestId } : {}),
         ...(Object.keys(answer.usage).length ? { usage: answer.usage } : {}),
       };

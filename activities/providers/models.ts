@@ -11,7 +11,17 @@ import type { ImageEditProvider } from './provider';
 // `gpt-image-1.5`, `gemini-3.1-flash-image-preview` -> `gemini-3.1-flash-image`), then to a family
 // pattern (`gpt-image-*`, `google/*` on OpenRouter), then to the backend's permissive default.
 // Prices are estimates (USD, standard tier, not batch) as published in Nov 2026; they are for run
-// summaries, not billing.
+// summaries, not billing. A price that is not known is left out, and costs come out as unknown
+// (undefined), never as 0.
+//
+// Every entry has a lifecycle (`current`, `deprecated` with a shutdown date and a replacement,
+// `retired` with a replacement): `modelStatus` reads it against the date, so a deprecated model
+// past its shutdown date counts as retired. The CLI refuses retired models before anything is
+// planned or spent, and warns about deprecated ones. Sources: developers.openai.com/api/docs/
+// deprecations (gpt-image-1.5, gpt-image-1-mini, chatgpt-image-latest: shut down 2026-12-01, use
+// gpt-image-2.6-sunburst or -flare); developers.openai.com/ja-JP/api/docs/models/gpt-image-1
+// (retired 2026-10-23, points to gpt-image-2.5-sunburst); developers.openai.com/api/docs/models/
+// dall-e-2.md ("deprecated and removed from the API").
 
 /** The cloud API backends (those served by a TypeScript adapter). */
 export type Backend = ImageEditProvider['backend'];
@@ -24,7 +34,15 @@ export interface Price {
    * USD per 1M tokens, used when the provider reports token counts: `input` for text (and images
    * unless `imageInput` is given), `output` for image output (and text unless `textOutput` is given).
    */
-  tokens?: { input: number; imageInput?: number; output: number; textOutput?: number };
+  tokens?: {
+    input: number;
+    imageInput?: number;
+    output: number;
+    textOutput?: number;
+    /** Cached input tokens (text, and images unless `cachedImageInput` is given). */
+    cachedInput?: number;
+    cachedImageInput?: number;
+  };
   /**
    * USD per output image when no usage is reported: `perImage[quality][size]`, with `*` matching any
    * quality or size. `size` is the OpenAI size (`1024x1024`; other WxH map to square, portrait or
@@ -36,6 +54,12 @@ export interface Price {
   /** Free (ModelScope's daily free quota). */
   free?: boolean;
 }
+
+/** Where a model is in its provider's lifecycle (dates are YYYY-MM-DD, UTC). */
+export type Lifecycle =
+  | { status: 'current' }
+  | { status: 'deprecated'; shutdown: string; replacement: string }
+  | { status: 'retired'; replacement: string; since?: string };
 
 export interface ModelCapabilities {
   backend: Backend;
@@ -49,8 +73,6 @@ export interface ModelCapabilities {
   maxInputImages: number;
   /** What one input image may be; larger inputs are shrunk to fit. */
   inputLimits: ImageLimits;
-  /** The model takes exactly one square PNG (dall-e-2): the adapter pads, resizes and converts. */
-  squarePngInput?: boolean;
   /** Takes a mask for the first image. */
   mask: boolean;
   /** Most images one call returns (`n`); adapters make several calls above it. */
@@ -60,20 +82,28 @@ export interface ModelCapabilities {
   /** Accepted `size` values (OpenAI), when the model has a fixed list. */
   sizes?: readonly string[];
   /** gpt-image-2: any WxH within these bounds. */
-  flexibleSize?: { multipleOf: number; maxSide: number; maxPixels: number; maxAspect: number };
+  flexibleSize?: { multipleOf: number; maxSide: number; minPixels: number; maxPixels: number; maxAspect: number };
   qualities?: readonly string[];
-  /** transparent background supported (OpenAI). */
-  transparentBackground?: boolean;
+  /** transparent background supported (OpenAI); `preview` works but OpenAI calls it a preview. */
+  transparentBackground?: boolean | 'preview';
   /** Gemini / OpenRouter aspect ratios. */
   aspectRatios?: readonly string[];
   /** Gemini / OpenRouter image sizes. */
   imageSizes?: readonly string[];
   /** OpenRouter `modalities`: image and text for Gemini-style models, image alone for image-only models. */
   outputModalities?: readonly ('image' | 'text')[];
-  /** Send `response_format: b64_json` (dall-e-2 only; GPT image models reject the field). */
-  responseFormat?: boolean;
   /** Prompt length limit in characters, when the API has one. */
   maxPromptChars?: number;
+  /** Inputs above this count are accepted but the provider advises against them (a warning). */
+  recommendedMaxInputImages?: number;
+  /** Gemini: the model answers with `responseModalities: ['IMAGE']` alone (no chatty text). */
+  imageOnlyResponse?: boolean;
+  /** Total size limit of one inline request (base64 included), in bytes, when the API has one. */
+  maxRequestBytes?: number;
+  /** Mask file size limit in bytes. */
+  maxMaskBytes?: number;
+  /** Lifecycle; absent means current. */
+  lifecycle?: Lifecycle;
   price: Price;
 }
 
@@ -87,6 +117,8 @@ const GPT_SIZES = ['1024x1024', '1536x1024', '1024x1536', 'auto'] as const;
 const GPT_QUALITIES = ['low', 'medium', 'high', 'auto'] as const;
 const GPT_PARAMS: readonly ParamName[] = ['size', 'quality', 'background', 'outputFormat', 'outputCompression', 'inputFidelity', 'moderation'];
 const GPT_PARAMS_NO_FIDELITY = GPT_PARAMS.filter((p) => p !== 'inputFidelity');
+/** Shutdown of gpt-image-1.5, gpt-image-1-mini and chatgpt-image-latest [OpenAI deprecations page]. */
+const GPT_IMAGE_1_5_SHUTDOWN: Lifecycle = { status: 'deprecated', shutdown: '2026-12-01', replacement: 'gpt-image-2.6-sunburst (or gpt-image-2.6-flare)' };
 
 /** Per-image price table for the three classic GPT sizes. */
 function gptPerImage(low: [number, number], medium: [number, number], high: [number, number]) {
@@ -99,6 +131,7 @@ const gptImage: Entry = {
   maxInputImages: 16,
   inputLimits: { maxBytes: 50 * MB },
   mask: true,
+  maxMaskBytes: 4 * MB,
   maxImagesPerCall: 10,
   params: GPT_PARAMS,
   sizes: GPT_SIZES,
@@ -108,47 +141,65 @@ const gptImage: Entry = {
   price: {},
 };
 
-const OPENAI: Record<string, Entry> = {
-  'gpt-image-1': {
-    ...gptImage,
-    price: { tokens: { input: 5, imageInput: 10, output: 40 }, perImage: gptPerImage([0.011, 0.016], [0.042, 0.063], [0.167, 0.25]) },
+/**
+ * gpt-image-2: any WxH with both sides divisible by 16, aspect 1:3 to 3:1, at most 3840 px a side
+ * (openai-node src/resources/images.ts), 655,360 to 8,294,400 pixels in all (lobehub/lobehub#14039);
+ * no input_fidelity (400 invalid_input_fidelity_model); transparent background "in preview"
+ * (openapi.yaml CreateImageEditRequest.background). Token prices: text in $5 (cached $1.25), image
+ * in $8 (cached $2), image out $30, text out $10 per 1M (OpenAI pricing page as quoted by
+ * tokenmix.ai and robotsatlas.com; text out also in fal.ai/models/openai/gpt-image-2/llms.txt).
+ */
+const gptImage2: Entry = {
+  ...gptImage,
+  params: GPT_PARAMS_NO_FIDELITY,
+  sizes: undefined,
+  flexibleSize: { multipleOf: 16, maxSide: 3840, minPixels: 655_360, maxPixels: 8_294_400, maxAspect: 3 },
+  transparentBackground: 'preview',
+  price: {
+    tokens: { input: 5, cachedInput: 1.25, imageInput: 8, cachedImageInput: 2, output: 30, textOutput: 10 },
+    perImage: gptPerImage([0.006, 0.005], [0.053, 0.041], [0.211, 0.165]),
   },
+};
+
+/**
+ * gpt-image-2.5 / 2.6, flare and sunburst (dated -2026-09-08): $5 text / $8 image in / $30 image out
+ * per 1M (developers.openai.com/de-DE/api/docs/models/gpt-image-2.6-sunburst; flare and 2.5 assumed
+ * the same). Cached and text-output rates are assumed to be gpt-image-2's (unverified). Size rules
+ * are assumed to be gpt-image-2's. 2.6 adds quality xhigh and max (OpenAI's 2.6 page; for 2.5 only a
+ * third-party page says so, so 2.5 is held to gpt-image-2's qualities).
+ */
+const gptImage25: Entry = { ...gptImage2, price: { tokens: gptImage2.price.tokens! } };
+const gptImage26: Entry = { ...gptImage25, qualities: [...GPT_QUALITIES, 'xhigh', 'max'] };
+
+/** A retired model: it no longer answers, so only its lifecycle matters. */
+function retired(replacement: string, since?: string): Entry {
+  return { ...gptImage, lifecycle: { status: 'retired', replacement, ...(since ? { since } : {}) } };
+}
+
+const OPENAI: Record<string, Entry> = {
+  'gpt-image-2': gptImage2,
+  'gpt-image-2.5-flare': gptImage25,
+  'gpt-image-2.5-sunburst': gptImage25,
+  'gpt-image-2.6-flare': gptImage26,
+  'gpt-image-2.6-sunburst': gptImage26,
   'gpt-image-1.5': {
     ...gptImage,
+    lifecycle: GPT_IMAGE_1_5_SHUTDOWN,
     price: { tokens: { input: 5, imageInput: 8, output: 32 }, perImage: gptPerImage([0.009, 0.013], [0.034, 0.05], [0.133, 0.2]) },
   },
   'chatgpt-image-latest': {
     ...gptImage,
+    lifecycle: GPT_IMAGE_1_5_SHUTDOWN,
     price: { tokens: { input: 5, imageInput: 8, output: 32 }, perImage: gptPerImage([0.009, 0.013], [0.034, 0.05], [0.133, 0.2]) },
   },
   'gpt-image-1-mini': {
     ...gptImage,
     params: GPT_PARAMS_NO_FIDELITY,
+    lifecycle: GPT_IMAGE_1_5_SHUTDOWN,
     price: { tokens: { input: 2, imageInput: 2.5, output: 8 }, perImage: gptPerImage([0.005, 0.006], [0.011, 0.015], [0.036, 0.052]) },
   },
-  'gpt-image-2': {
-    ...gptImage,
-    // input_fidelity is rejected by gpt-image-2 (always high fidelity); no transparent background.
-    params: GPT_PARAMS_NO_FIDELITY,
-    sizes: undefined,
-    flexibleSize: { multipleOf: 16, maxSide: 3840, maxPixels: 3840 * 2160, maxAspect: 3 },
-    transparentBackground: false,
-    price: { tokens: { input: 5, imageInput: 8, output: 30 }, perImage: gptPerImage([0.006, 0.005], [0.053, 0.041], [0.211, 0.165]) },
-  },
-  'dall-e-2': {
-    editCapable: true,
-    maxInputImages: 1,
-    inputLimits: { maxBytes: 4 * MB, maxSide: 1024 },
-    squarePngInput: true,
-    mask: true,
-    maxImagesPerCall: 10,
-    params: ['size'],
-    sizes: ['256x256', '512x512', '1024x1024'],
-    qualities: ['standard'],
-    responseFormat: true,
-    maxPromptChars: 1000,
-    price: { perImage: { '*': { '256x256': 0.016, '512x512': 0.018, '1024x1024': 0.02 } } },
-  },
+  'gpt-image-1': retired('gpt-image-2.5-sunburst', '2026-10-23'),
+  'dall-e-2': retired('gpt-image-2'),
 };
 
 // ---- Gemini ------------------------------------------------------------------------------------
@@ -157,10 +208,20 @@ const GEMINI_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', 
 /** Inline images: 7 MB a file; the whole request should stay under about 20 MB. */
 const GEMINI_INPUT: ImageLimits = { maxBytes: 7 * MB, maxSide: 4096 };
 
+/**
+ * Inline requests: about 20 MB in all (ai.google.dev image-generation and batch-mode pages; Google
+ * has since raised inline limits, exact number unverified, so 20 MB stays the conservative bound).
+ */
+const GEMINI_MAX_REQUEST_BYTES = 20 * MB;
+
 const geminiImage: Entry = {
   editCapable: true,
   maxInputImages: 14,
   inputLimits: GEMINI_INPUT,
+  maxRequestBytes: GEMINI_MAX_REQUEST_BYTES,
+  // responseModalities ['IMAGE'] alone (docs.apiyi.com nano-banana-2 text-to-image; the SDK sample in
+  // providers.md shows it too): no text-only answers to pay for.
+  imageOnlyResponse: true,
   mask: false,
   maxImagesPerCall: 1,
   params: ['aspectRatio', 'imageSize'],
@@ -172,8 +233,9 @@ const geminiImage: Entry = {
 const GEMINI: Record<string, Entry> = {
   'gemini-2.5-flash-image': {
     ...geminiImage,
-    // "Works best with up to 3 images"; one fixed size tier (about 1024 px, 1290 output tokens).
-    maxInputImages: 3,
+    // "Works best with up to 3 images" is advice, not a limit (no hard limit found): a warning above 3.
+    // One fixed size tier (about 1024 px, 1290 output tokens).
+    recommendedMaxInputImages: 3,
     params: ['aspectRatio'],
     imageSizes: undefined,
     price: { tokens: { input: 0.3, output: 30, textOutput: 2.5 }, perImage: { '*': { '*': 0.039 } } },
@@ -221,8 +283,8 @@ interface Family {
 }
 
 const FAMILIES: Family[] = [
-  // Newer GPT image models (gpt-image-2.5-flare, -sunburst, ...): gpt-image-2's shape, price unknown.
-  { backend: 'openai', name: 'gpt-image-*', test: /^(gpt-image|chatgpt-image)/, entry: () => ({ ...OPENAI['gpt-image-2']!, qualities: [...GPT_QUALITIES, 'xhigh', 'max'], price: {} }) },
+  // Newer GPT image models not in the table yet: gpt-image-2's shape, price unknown.
+  { backend: 'openai', name: 'gpt-image-*', test: /^(gpt-image|chatgpt-image)/, entry: () => ({ ...gptImage2, qualities: [...GPT_QUALITIES, 'xhigh', 'max'], price: {} }) },
   // OpenRouter's Google image models: Gemini's limits, cost from the response.
   {
     backend: 'openrouter',
@@ -235,8 +297,26 @@ const FAMILIES: Family[] = [
       return { ...base, params: ['aspectRatio', 'imageSize'], imageSizes: ['0.5K', '1K', '2K', '4K'], inputLimits: { maxBytes: 7 * MB, maxSide: 4096 }, outputModalities: ['image', 'text'], price: { fromUsage: true } };
     },
   },
-  // OpenRouter's image-only models (Flux, Riverflow) answer with images alone.
-  { backend: 'openrouter', name: 'image-only', test: /^(black-forest-labs|sourceful)\//, entry: () => ({ ...DEFAULTS.openrouter, maxInputImages: 8, outputModalities: ['image'] }) },
+  // OpenRouter's OpenAI image models answer with images alone and take OpenAI's image options in
+  // image_config (openrouter.ai/docs/sdks/typescript/api-reference/models/imagegenerationservertoolopenrouter:
+  // "Accepts all image_config params (aspect_ratio, quality, size, background, output_format,
+  // output_compression, moderation...)"; unverified for chat completions).
+  {
+    backend: 'openrouter',
+    name: 'openai/gpt-image*',
+    test: /^openai\/(gpt-image|chatgpt-image)/,
+    entry: () => ({ ...DEFAULTS.openrouter, params: ['aspectRatio', 'imageSize', 'quality', 'background', 'outputFormat', 'outputCompression', 'moderation'], outputModalities: ['image'] }),
+  },
+  // OpenRouter's image-only models (Seedream, Flux, Riverflow, Recraft, Grok Imagine, ...) answer with
+  // images alone: asked for ["image","text"] they answer 404 "No endpoints found that support the
+  // requested output modalities: image, text" (HKUDS/DeepTutor#1348, BerriAI/litellm#34908). The
+  // adapter asks /api/v1/models first; this name table is the fallback.
+  {
+    backend: 'openrouter',
+    name: 'image-only',
+    test: /^(black-forest-labs|sourceful|bytedance-seed|bytedance|recraft|x-ai\/grok-imagine|microsoft)\//,
+    entry: () => ({ ...DEFAULTS.openrouter, maxInputImages: 8, outputModalities: ['image'] }),
+  },
   { backend: 'modelscope', name: 'Qwen-Image-Edit*', test: /Image-Edit/i, entry: () => modelscopeEdit },
 ];
 
@@ -270,6 +350,52 @@ export function capabilities(backend: Backend, model: string): ModelCapabilities
   return { backend, entry: `${backend} default`, known: false, ...DEFAULTS[backend] };
 }
 
+/** Every model id of the table, with its backend (for `atelier models`). */
+export function tableModels(backend?: Backend): { backend: Backend; model: string }[] {
+  return (Object.keys(TABLES) as Backend[])
+    .filter((b) => !backend || b === backend)
+    .flatMap((b) => Object.keys(TABLES[b]).map((model) => ({ backend: b, model })));
+}
+
+export interface ModelStatus {
+  /** `deprecated` past its shutdown date reads `retired`. */
+  status: Lifecycle['status'];
+  shutdown?: string;
+  since?: string;
+  replacement?: string;
+}
+
+/** YYYY-MM-DD of a date, in UTC. */
+function day(date: Date): string {
+  return date.toISOString().slice(0, 10);
+}
+
+/** A model's lifecycle on a date (default: now). A deprecated model counts as retired from its shutdown date on. */
+export function modelStatus(backend: Backend, model: string, now: Date = new Date()): ModelStatus {
+  const lifecycle = capabilities(backend, model).lifecycle ?? { status: 'current' };
+  if (lifecycle.status === 'deprecated') {
+    if (day(now) >= lifecycle.shutdown) return { status: 'retired', since: lifecycle.shutdown, replacement: lifecycle.replacement };
+    return { status: 'deprecated', shutdown: lifecycle.shutdown, replacement: lifecycle.replacement };
+  }
+  return { ...lifecycle };
+}
+
+/**
+ * The lifecycle verdict the CLI acts on: `error` for a retired model (refuse, naming the
+ * replacement), `warning` for a deprecated one, neither for a current or unknown model.
+ */
+export function lifecycleProblem(backend: Backend, model: string, now: Date = new Date()): { error?: string; warning?: string } {
+  const s = modelStatus(backend, model, now);
+  if (s.status === 'retired') {
+    return { error: `${model} was retired${s.since ? ` on ${s.since}` : ''} and no longer answers; use ${s.replacement} instead (\`atelier models --backend ${backend}\` lists current models)` };
+  }
+  if (s.status === 'deprecated') {
+    const days = Math.ceil((Date.parse(`${s.shutdown}T00:00:00Z`) - now.getTime()) / 86_400_000);
+    return { warning: `${model} is deprecated and shuts down on ${s.shutdown} (${days <= 1 ? 'tomorrow' : `in ${days} days`}); move to ${s.replacement}` };
+  }
+  return {};
+}
+
 /** Whether the model takes an optional parameter (unknown models take everything). */
 export function supportsParam(caps: ModelCapabilities, param: ParamName): boolean {
   return caps.params === 'any' || caps.params.includes(param);
@@ -285,7 +411,7 @@ function parseSize(size: string | undefined): [number, number] | undefined {
  * model does not take are left out of requests by the adapters, so these are warnings unless the
  * caller decides otherwise.
  */
-export function checkParams(backend: Backend, model: string, params: ModelParams, options: { numImages?: number; inputImages?: number } = {}): string[] {
+export function checkParams(backend: Backend, model: string, params: ModelParams, options: { numImages?: number; inputImages?: number; promptChars?: number } = {}): string[] {
   const caps = capabilities(backend, model);
   const problems: string[] = [];
   const given = (Object.keys(params) as ParamName[]).filter((k) => params[k] !== undefined);
@@ -302,6 +428,7 @@ export function checkParams(backend: Backend, model: string, params: ModelParams
         const [w, h] = wh;
         if (w % f.multipleOf || h % f.multipleOf) problems.push(`${model} needs both sides of size divisible by ${f.multipleOf}`);
         if (Math.max(w, h) > f.maxSide || w * h > f.maxPixels) problems.push(`${model} takes sizes up to ${f.maxSide} px a side and ${f.maxPixels} pixels`);
+        if (w * h < f.minPixels) problems.push(`${model} takes sizes of at least ${f.minPixels} pixels in all, not ${params.size}`);
         if (Math.max(w, h) / Math.min(w, h) > f.maxAspect) problems.push(`${model} takes aspect ratios up to ${f.maxAspect}:1`);
       }
     }
@@ -311,6 +438,7 @@ export function checkParams(backend: Backend, model: string, params: ModelParams
   }
   if (params.background === 'transparent' && supportsParam(caps, 'background')) {
     if (caps.transparentBackground === false) problems.push(`${model} does not support a transparent background`);
+    if (caps.transparentBackground === 'preview') problems.push(`${model}: a transparent background is in preview at OpenAI`);
     if (params.outputFormat === 'jpeg') problems.push('a transparent background needs png or webp output, not jpeg');
   }
   if (params.aspectRatio && caps.aspectRatios && supportsParam(caps, 'aspectRatio') && !caps.aspectRatios.includes(params.aspectRatio)) {
@@ -321,6 +449,11 @@ export function checkParams(backend: Backend, model: string, params: ModelParams
   }
   if (options.inputImages !== undefined && options.inputImages > caps.maxInputImages) {
     problems.push(`${model} takes at most ${caps.maxInputImages} input image(s), not ${options.inputImages}`);
+  } else if (options.inputImages !== undefined && caps.recommendedMaxInputImages !== undefined && options.inputImages > caps.recommendedMaxInputImages) {
+    problems.push(`${model} works best with up to ${caps.recommendedMaxInputImages} input images; the row has ${options.inputImages}`);
+  }
+  if (options.promptChars !== undefined && caps.maxPromptChars !== undefined && options.promptChars > caps.maxPromptChars) {
+    problems.push(`${model} takes prompts of at most ${caps.maxPromptChars} characters, not ${options.promptChars}`);
   }
   if (options.inputImages && !caps.editCapable) problems.push(`${model} is not an image-editing model`);
   return problems;
@@ -339,9 +472,11 @@ function sizeKey(table: Record<string, number>, size: string | undefined, fallba
 
 /**
  * Estimated cost in USD of calls that returned `images` images with this (summed) usage, or
- * undefined when unknown. `usage` has the keys the adapters report: inputTokens, inputTextTokens,
- * inputImageTokens, outputTokens, outputImageTokens, outputTextTokens, thoughtsTokens, costUsd.
- * Token prices are used when the provider reported tokens, else the per-image table.
+ * undefined when unknown (never 0 for a missing price). `usage` has the keys the adapters report:
+ * inputTokens, inputTextTokens, inputImageTokens, cachedInputTokens, cachedInputImageTokens,
+ * outputTokens, outputImageTokens, outputTextTokens, thoughtsTokens, costUsd. Each token class is
+ * priced as the provider prices it (text vs image output, cached input); token prices are used when
+ * the provider reported tokens, else the per-image table.
  */
 export function estimateCostUsd(
   backend: Backend,
@@ -358,9 +493,19 @@ export function estimateCostUsd(
     const t = price.tokens;
     const inputImage = u.inputImageTokens ?? 0;
     const inputText = u.inputTextTokens ?? Math.max(0, (u.inputTokens ?? 0) - inputImage);
+    // Cached tokens are part of the input counts; they are billed at the cached rate instead.
+    const cachedImage = Math.min(inputImage, u.cachedInputImageTokens ?? 0);
+    const cachedText = Math.min(inputText, Math.max(0, (u.cachedInputTokens ?? 0) - cachedImage));
     const outputText = (u.outputTextTokens ?? 0) + (u.thoughtsTokens ?? 0);
     const outputImage = u.outputImageTokens ?? Math.max(0, (u.outputTokens ?? 0) - (u.outputTextTokens ?? 0));
-    const usd = inputText * t.input + inputImage * (t.imageInput ?? t.input) + outputImage * t.output + outputText * (t.textOutput ?? t.output);
+    const imageInputRate = t.imageInput ?? t.input;
+    const usd =
+      (inputText - cachedText) * t.input +
+      cachedText * (t.cachedInput ?? t.input) +
+      (inputImage - cachedImage) * imageInputRate +
+      cachedImage * (t.cachedImageInput ?? t.cachedInput ?? imageInputRate) +
+      outputImage * t.output +
+      outputText * (t.textOutput ?? t.output);
     return round(usd / 1e6);
   }
   if (price.perImage) {
@@ -373,6 +518,49 @@ export function estimateCostUsd(
     return perImage === undefined ? undefined : round(perImage * images);
   }
   return undefined;
+}
+
+/** Chat models used as prompt enhancers: USD per 1M tokens (OpenAI pricing page as published in 2025; unverified for Nov 2026). */
+const ENHANCER_PRICES: Record<string, { input: number; cachedInput?: number; output: number }> = {
+  'gpt-4.1': { input: 2, cachedInput: 0.5, output: 8 },
+  'gpt-4.1-mini': { input: 0.4, cachedInput: 0.1, output: 1.6 },
+  'gpt-4.1-nano': { input: 0.1, cachedInput: 0.025, output: 0.4 },
+  'gpt-4o': { input: 2.5, cachedInput: 1.25, output: 10 },
+  'gpt-4o-mini': { input: 0.15, cachedInput: 0.075, output: 0.6 },
+};
+
+/**
+ * Cost of the prompt enhancer's calls, at the enhancer's own rates: what the server reported
+ * (`costUsd`, OpenRouter), else the chat model's token prices, else undefined (unknown).
+ */
+export function estimateEnhancerCostUsd(model: string, usage: Record<string, number> | undefined): number | undefined {
+  if (!usage || Object.keys(usage).length === 0) return 0;
+  if (usage.costUsd !== undefined) return usage.costUsd;
+  const id = model.replace(/^openai\//, '');
+  const hit = Object.keys(ENHANCER_PRICES)
+    .filter((k) => id === k || id.startsWith(`${k}-20`))
+    .sort((a, b) => b.length - a.length)[0];
+  if (!hit) return undefined;
+  const p = ENHANCER_PRICES[hit]!;
+  const cached = Math.min(usage.inputTokens ?? 0, usage.cachedInputTokens ?? 0);
+  return round((((usage.inputTokens ?? 0) - cached) * p.input + cached * (p.cachedInput ?? p.input) + (usage.outputTokens ?? 0) * p.output) / 1e6);
+}
+
+/**
+ * A row's cost: the image model's calls at its rates plus the prompt enhancer's at the enhancer's
+ * rates; undefined (unknown) when either part is unknown.
+ */
+export function rowCostUsd(
+  backend: Backend,
+  model: string,
+  params: ModelParams,
+  usage: Record<string, number> | undefined,
+  images: number,
+  enhancer?: { model: string; usage: Record<string, number> | undefined },
+): number | undefined {
+  const image = estimateCostUsd(backend, model, params, usage, images);
+  const enhance = enhancer ? estimateEnhancerCostUsd(enhancer.model, enhancer.usage) : 0;
+  return image === undefined || enhance === undefined ? undefined : round(image + enhance);
 }
 
 function round(usd: number): number {

@@ -8,8 +8,8 @@ import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, Provide
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
 // The SDK's own retries are off: Temporal's activity retry policy owns every retry, so backoff,
 // Retry-After and attempt limits are applied in one place and visible in the UI.
-// What each model takes (input count and limits, optional parameters, dall-e-2's square PNG) comes
-// from the capability table in models.ts.
+// What each model takes (input count and limits, optional parameters) comes from the capability
+// table in models.ts. dall-e-2 (and its square-PNG input and `response_format`) is retired.
 
 const REQUEST_TIMEOUT_MS = 180_000;
 const MB = 1024 * 1024;
@@ -47,7 +47,8 @@ export function classifyOpenAIError(err: unknown): ClassifiedError {
       ...(err.requestID ? { requestId: err.requestID } : {}),
     };
     const code = String(err.code ?? '');
-    const message = `${status ?? ''} ${err.message}`.trim();
+    // The SDK's message already starts with the status ("401 Incorrect API key ..."): say it once.
+    const message = status !== undefined && !err.message.startsWith(String(status)) ? `${status} ${err.message}` : err.message;
     if (code === 'moderation_blocked' || code === 'content_policy_violation') {
       return new ClassifiedError('blocked', message, details);
     }
@@ -62,6 +63,13 @@ export function classifyOpenAIError(err: unknown): ClassifiedError {
   }
   if (err instanceof SyntaxError) return new ClassifiedError('retryable', `malformed response: ${err.message}`);
   return new ClassifiedError('retryable', `unexpected error: ${(err as Error)?.message ?? String(err)}`);
+}
+
+/** A prompt over the model's limit fails the row before any call (the API would answer 400). */
+function checkPrompt(request: ImageRequest, caps: ModelCapabilities): void {
+  if (caps.maxPromptChars !== undefined && request.prompt.length > caps.maxPromptChars) {
+    throw new ClassifiedError('inputError', `the prompt has ${request.prompt.length} characters; ${request.model} takes at most ${caps.maxPromptChars}`);
+  }
 }
 
 function extensionFor(mimeType: string): string {
@@ -82,33 +90,14 @@ export function openAIParams(request: ImageRequest, caps: ModelCapabilities, kin
     ...(kind === 'edit' && has('inputFidelity') ? { input_fidelity: p.inputFidelity } : {}),
     // Typed only on generate in the SDK; the edits endpoint takes it too (sent as a form field).
     ...(has('moderation') ? { moderation: p.moderation } : {}),
-    // dall-e-2 answers with URLs by default; GPT image models reject the field.
-    ...(caps.responseFormat ? { response_format: 'b64_json' } : {}),
+    // OpenAI-compatible diffusion servers (vLLM-Omni, SGLang; models with params 'any'): the run's
+    // sampling settings, so a run is reproducible. Untyped extras: form fields or JSON keys.
+    ...(has('seed') ? { seed: p.seed } : {}),
+    ...(has('numInferenceSteps') ? { num_inference_steps: p.numInferenceSteps } : {}),
+    ...(has('guidanceScale') ? { guidance_scale: p.guidanceScale } : {}),
+    ...(has('trueCfgScale') ? { true_cfg_scale: p.trueCfgScale } : {}),
+    ...(has('negativePrompt') ? { negative_prompt: p.negativePrompt } : {}),
   };
-}
-
-/**
- * dall-e-2 takes one square RGBA PNG under 4 MB: pad to a square with transparent pixels (dall-e-2
- * edits transparent areas when no mask is given), shrink to at most 1024 px, then further until the
- * file is under the limit. The mask, if any, goes through the same transform.
- */
-export async function squarePng(image: ProviderImage, mask: ProviderImage | undefined, maxBytes = 4 * MB): Promise<{ image: Buffer; mask?: Buffer }> {
-  const meta = await sharp(image.data).metadata();
-  const width = meta.width ?? 1;
-  const height = meta.height ?? 1;
-  let side = Math.min(1024, Math.max(width, height));
-  const transparent = { r: 0, g: 0, b: 0, alpha: 0 };
-  for (;;) {
-    // `contain` scales to fit the square, keeping the aspect ratio, and pads the rest.
-    const square = (data: Buffer) => sharp(data).ensureAlpha().resize(side, side, { fit: 'contain', background: transparent }).png().toBuffer();
-    const out = await square(image.data);
-    if (out.length < maxBytes || side <= 64) {
-      if (!mask) return { image: out };
-      const sizedMask = await sharp(mask.data).resize(width, height, { fit: 'fill' }).png().toBuffer();
-      return { image: out, mask: await square(sizedMask) };
-    }
-    side = Math.floor(side * 0.75);
-  }
 }
 
 /** A mask must match the first image's dimensions (inputs may have been shrunk to fit limits). */
@@ -118,26 +107,41 @@ async function fitMask(mask: ProviderImage, first: ProviderImage): Promise<Buffe
   return sharp(mask.data).resize(f.width, f.height, { fit: 'fill' }).ensureAlpha().png().toBuffer();
 }
 
+/**
+ * Token counts by class, as OpenAI bills them: input text vs image, output image vs text
+ * (`output_tokens_details`), and cached input (`cached_tokens`, when a response carries it; the SDK
+ * does not type it for images).
+ */
+export function usageOf(u: OpenAI.ImagesResponse['usage'] | undefined): Record<string, number> | undefined {
+  if (!u) return undefined;
+  const input = u.input_tokens_details as (typeof u.input_tokens_details & { cached_tokens?: number; cached_tokens_details?: { image_tokens?: number } }) | undefined;
+  const usage: Record<string, number | undefined> = {
+    inputTokens: u.input_tokens,
+    outputTokens: u.output_tokens,
+    totalTokens: u.total_tokens,
+    inputTextTokens: input?.text_tokens,
+    inputImageTokens: input?.image_tokens,
+    cachedInputTokens: input?.cached_tokens,
+    cachedInputImageTokens: input?.cached_tokens_details?.image_tokens,
+    outputImageTokens: u.output_tokens_details?.image_tokens,
+    outputTextTokens: u.output_tokens_details?.text_tokens,
+  };
+  const defined = Object.entries(usage).filter((e): e is [string, number] => typeof e[1] === 'number');
+  return defined.length ? Object.fromEntries(defined) : undefined;
+}
+
 async function collectImages(response: OpenAI.ImagesResponse, requestId: string | null, signal?: AbortSignal): Promise<ImageResult> {
   const images: ProviderImage[] = [];
   for (const item of response.data ?? []) {
     if (item.b64_json) {
       const data = Buffer.from(item.b64_json, 'base64');
       images.push({ data, mimeType: sniffImageType(data, `image/${response.output_format ?? 'png'}`) });
-    } else if (item.url) images.push(await resultImage(item.url, signal)); // dall-e-2 and some compatible servers answer with URLs
+    } else if (item.url) images.push(await resultImage(item.url, signal)); // some compatible servers answer with URLs
   }
   if (images.length === 0) {
     throw new ClassifiedError('retryable', 'the response held no image', requestId ? { requestId } : {});
   }
-  const u = response.usage;
-  const usage = u
-    ? {
-        inputTokens: u.input_tokens,
-        outputTokens: u.output_tokens,
-        totalTokens: u.total_tokens,
-        ...(u.input_tokens_details ? { inputTextTokens: u.input_tokens_details.text_tokens, inputImageTokens: u.input_tokens_details.image_tokens } : {}),
-      }
-    : undefined;
+  const usage = usageOf(response.usage);
   return { images, ...(requestId ? { requestId } : {}), ...(usage ? { usage } : {}) };
 }
 
@@ -156,15 +160,12 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('openai', request);
       const caps = capabilities('openai', request.model);
+      checkPrompt(request, caps);
       const first = request.images[0]!;
-      let images = request.images;
-      let maskBytes: Buffer | undefined;
-      if (caps.squarePngInput) {
-        const prepared = await squarePng(first, caps.mask ? request.mask : undefined, caps.inputLimits.maxBytes);
-        images = [{ data: prepared.image, mimeType: 'image/png' }];
-        maskBytes = prepared.mask;
-      } else if (request.mask && caps.mask) {
-        maskBytes = await fitMask(request.mask, first);
+      const images = request.images;
+      const maskBytes = request.mask && caps.mask ? await fitMask(request.mask, first) : undefined;
+      if (maskBytes && caps.maxMaskBytes !== undefined && maskBytes.length >= caps.maxMaskBytes) {
+        throw new ClassifiedError('inputError', `the mask is ${(maskBytes.length / MB).toFixed(1)} MB as a PNG; ${request.model} takes masks under ${caps.maxMaskBytes / MB} MB`);
       }
       // Buffers with an explicit name and MIME type: without them uploads go out as
       // application/octet-stream and the API rejects them. Buffers (not streams) so a retry can resend.
@@ -191,6 +192,7 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
     },
     async generate(request: ImageRequest): Promise<ImageResult> {
       const caps = capabilities('openai', request.model);
+      checkPrompt(request, caps);
       try {
         const { data, request_id } = await client.images
           .generate(

@@ -1,6 +1,7 @@
 import OpenAI, { APIError } from 'openai';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam } from './models';
+import { listOpenRouterImageModels } from './catalog';
 import { classifyOpenAIError } from './openai';
 import { checkEditInputs, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
@@ -10,9 +11,18 @@ import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, Provide
 // untyped body extras `modalities` and `image_config`; images come back in
 // `choices[0].message.images[].image_url.url` as data URLs. An answer without an image is asked
 // again once here, then fails as an invalid request. SDK retries are off, as for OpenAI.
+//
+// `modalities` follows the model's declared output modalities: image-only models (Seedream, Flux,
+// gpt-image-2, ...) answer 404 "No endpoints found that support the requested output modalities:
+// image, text" when asked for text too. They come from `GET /api/v1/models?output_modalities=image`
+// (`architecture.output_modalities`), fetched once per adapter (one per worker) and kept for an
+// hour; the name table in models.ts is the fallback when the list cannot be had or lacks the model.
 
 const DEFAULT_BASE_URL = 'https://openrouter.ai/api/v1';
 const REQUEST_TIMEOUT_MS = 180_000;
+const CATALOG_TTL_MS = 3_600_000;
+/** After a failed list request, the name table serves this long before the list is asked again. */
+const CATALOG_RETRY_MS = 60_000;
 
 export interface OpenRouterProviderOptions {
   apiKey: string;
@@ -33,7 +43,9 @@ function isModeration(status: number | undefined, body: unknown, message: string
 /** OpenAI's classes plus OpenRouter's: 402 (credits) -> quota exhausted, 403 moderation -> blocked. */
 export function classifyOpenRouterError(err: unknown): ClassifiedError {
   if (err instanceof APIError && err.status !== undefined && isModeration(err.status, err.error, err.message)) {
-    return new ClassifiedError('blocked', `${err.status} ${err.message}`, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
+    // The SDK's message already starts with the status: say it once.
+    const message = err.message.startsWith(String(err.status)) ? err.message : `${err.status} ${err.message}`;
+    return new ClassifiedError('blocked', message, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
   }
   return classifyOpenAIError(err);
 }
@@ -99,7 +111,33 @@ function addUsage(total: Record<string, number>, usage: Record<string, number>):
   for (const [k, v] of Object.entries(usage)) total[k] = (total[k] ?? 0) + v;
 }
 
+/** The `modalities` to ask for: image, plus text only where the model outputs text. */
+export function modalitiesFor(declared: readonly string[] | undefined, fallback: readonly ('image' | 'text')[] | undefined): ('image' | 'text')[] {
+  if (declared?.includes('image')) return declared.includes('text') ? ['image', 'text'] : ['image'];
+  return [...(fallback ?? ['image', 'text'])];
+}
+
 export function createOpenRouterProvider(options: OpenRouterProviderOptions): ImageEditProvider {
+  // Output modalities by model id from /api/v1/models, cached for this adapter (this worker).
+  let catalog: { at: number; ttl: number; models: Promise<Map<string, string[]>> } | undefined;
+  const declaredOutputs = async (model: string): Promise<string[] | undefined> => {
+    const now = Date.now();
+    if (!catalog || now - catalog.at > catalog.ttl) {
+      const entry = {
+        at: now,
+        ttl: CATALOG_TTL_MS,
+        models: listOpenRouterImageModels({ apiKey: options.apiKey, baseURL: options.baseURL, timeoutMs: 20_000 })
+          .then((list) => new Map(list.flatMap((m) => (m.outputModalities ? [[m.id, m.outputModalities] as [string, string[]]] : []))))
+          .catch(() => {
+            entry.ttl = CATALOG_RETRY_MS;
+            return new Map<string, string[]>();
+          }),
+      };
+      catalog = entry;
+    }
+    return (await catalog.models).get(model);
+  };
+
   const client = new OpenAI({
     apiKey: options.apiKey,
     baseURL: options.baseURL || DEFAULT_BASE_URL,
@@ -115,10 +153,19 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
   async function once(request: ImageRequest, images: ProviderImage[]): Promise<{ images: ProviderImage[] | null; why: string; requestId?: string; usage: Record<string, number> }> {
     const caps = capabilities('openrouter', request.model);
     const p = request.params;
+    const has = (name: Parameters<typeof supportsParam>[1]) => p[name] !== undefined && p[name] !== '' && supportsParam(caps, name);
+    // image_config takes aspect_ratio and image_size for every image model, and OpenAI's image
+    // options for OpenAI's image models (see models.ts).
     const imageConfig = {
-      ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspect_ratio: p.aspectRatio } : {}),
-      ...(p.imageSize && supportsParam(caps, 'imageSize') ? { image_size: p.imageSize } : {}),
+      ...(has('aspectRatio') ? { aspect_ratio: p.aspectRatio } : {}),
+      ...(has('imageSize') ? { image_size: p.imageSize } : {}),
+      ...(has('quality') ? { quality: p.quality } : {}),
+      ...(has('background') ? { background: p.background } : {}),
+      ...(has('outputFormat') ? { output_format: p.outputFormat } : {}),
+      ...(has('outputCompression') ? { output_compression: p.outputCompression } : {}),
+      ...(has('moderation') ? { moderation: p.moderation } : {}),
     };
+    const modalities = modalitiesFor(await declaredOutputs(request.model), caps.outputModalities);
     const body = {
       model: request.model,
       messages: [
@@ -128,7 +175,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
         },
       ],
       // OpenRouter extras (not in the SDK's types): pass through to the JSON body.
-      modalities: caps.outputModalities ?? ['image', 'text'],
+      modalities,
       ...(Object.keys(imageConfig).length ? { image_config: imageConfig } : {}),
       ...(p.seed !== undefined && supportsParam(caps, 'seed') ? { seed: p.seed } : {}),
     };

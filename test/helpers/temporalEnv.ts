@@ -46,7 +46,7 @@ export async function runDataset(
 export function testInput(overrides: Partial<DatasetWorkflowInput> & Pick<DatasetWorkflowInput, 'runId' | 'inputPath' | 'outputDir'>): DatasetWorkflowInput {
   return {
     backend: 'openai',
-    model: 'gpt-image-1.5',
+    model: 'gpt-image-2',
     params: {},
     instructionKey: 'instruction',
     numImages: 1,

@@ -1,4 +1,6 @@
+import { GoogleGenAI } from '@google/genai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listProviderModels } from '../../activities/providers/catalog';
 import sharp from 'sharp';
 import { classifyGeminiError, createGeminiProvider, nextMidnight, parseDuration } from '../../activities/providers/gemini';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
@@ -50,23 +52,65 @@ describe('Gemini adapter through @google/genai', () => {
     const call = standin.callsFor('g-multi')[0]!;
     expect(call).toMatchObject({ model: 'gemini-3.1-flash-image-preview', imageCount: 3, imageTypes: ['image/png', 'image/png', 'image/png'], apiKey: KEY });
     expect(call.imageSizes[1]).toEqual({ width: 6, height: 4 });
-    expect(call.generationConfig).toMatchObject({ responseModalities: ['TEXT', 'IMAGE'], imageConfig: { aspectRatio: '16:9', imageSize: '2K' } });
+    // Image alone: no chatty text answer to pay for and re-ask.
+    expect(call.generationConfig).toMatchObject({ responseModalities: ['IMAGE'], imageConfig: { aspectRatio: '16:9', imageSize: '2K' } });
     expect(result.images).toHaveLength(1);
     expect(result.images[0]!.mimeType).toBe('image/png');
     expect(await firstPixel(result.images[0]!.data)).toBe(255); // black inverted
     expect(result.requestId).toMatch(/^resp_standin_/);
-    expect(result.usage).toMatchObject({ outputImageTokens: 1120, outputTextTokens: 6 });
+    expect(result.usage).toMatchObject({ outputImageTokens: 1120, outputTextTokens: 0 });
     expect(result.usage!.inputTokens).toBeGreaterThan(0);
   });
 
-  it('leaves imageSize out for gemini-2.5-flash-image (one size tier) and refuses more inputs than the model takes', async () => {
+  it('leaves imageSize out for gemini-2.5-flash-image (one size tier), sends it more than 3 inputs (advice, not a limit) and refuses more inputs than a model takes', async () => {
     await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-25', images: [black], params: { aspectRatio: '1:1', imageSize: '2K' }, numImages: 1 });
     expect(standin.callsFor('g-25')[0]!.generationConfig.imageConfig).toEqual({ aspectRatio: '1:1' });
+    const four = await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-four', images: [black, black, black, black], params: {}, numImages: 1 });
+    expect(four.images).toHaveLength(1);
+    expect(standin.callsFor('g-four')[0]).toMatchObject({ status: 200, imageCount: 4 });
     const err = await provider()
-      .edit({ model: 'gemini-2.5-flash-image', prompt: 'g-too-many', images: [black, black, black, black], params: {}, numImages: 1 })
+      .edit({ model: 'gemini-3-pro-image-preview', prompt: 'g-too-many', images: Array(15).fill(black), params: {}, numImages: 1 })
       .catch((e: unknown) => e);
     expect((err as ClassifiedError).kind).toBe('inputError');
     expect(standin.callsFor('g-too-many')).toHaveLength(0);
+  });
+
+  it('sends the largest inputs through the Files API when the inline request would pass 20 MB, once per image', async () => {
+    // 16 MB (21 MB as base64) does not fit inline; it is uploaded and named by fileData instead.
+    const big = { data: Buffer.alloc(16 * 1024 * 1024, 7), mimeType: 'image/png' };
+    const before = standin.uploadedFiles();
+    const result = await provider().edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge', images: [black, big], params: {}, numImages: 1 });
+    expect(result.images).toHaveLength(1);
+    expect(standin.callsFor('g-huge')[0]).toMatchObject({ status: 200, imageCount: 2 });
+    expect(standin.uploadedFiles() - before).toBe(1);
+    // The same adapter reuses the upload; the small image stays inline.
+    const p = provider();
+    await p.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge-again', images: [black, big], params: {}, numImages: 1 });
+    await p.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge-again', images: [black, big], params: {}, numImages: 1 });
+    expect(standin.uploadedFiles() - before).toBe(2);
+    expect(standin.callsFor('g-huge-again').map((c) => c.status)).toEqual([200, 200]);
+  });
+
+  it('the stand-in answers 403 for a file it does not have', async () => {
+    const ai = new GoogleGenAI({ apiKey: KEY, vertexai: false, httpOptions: { baseUrl: standin.baseURL } });
+    const err = await ai.models
+      .generateContent({ model: 'gemini-2.5-flash-image', contents: [{ role: 'user', parts: [{ text: 'g-nofile' }, { fileData: { fileUri: `${standin.baseURL}/v1beta/files/nope`, mimeType: 'image/png' } }] }] })
+      .catch((e: { status?: number; message?: string }) => e);
+    expect(err).toMatchObject({ status: 403, message: expect.stringMatching(/permission to access the File files\/nope or it may not exist/) });
+  });
+
+  it('retries IMAGE_OTHER and NO_IMAGE (not a refusal): asked again once, then retryable', async () => {
+    standin.script('g-other-once', [geminiFaults.finishReason('IMAGE_OTHER')]);
+    const ok = await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-other-once', images: [black], params: {}, numImages: 1 });
+    expect(ok.images).toHaveLength(1);
+    expect(standin.callsFor('g-other-once')).toHaveLength(2);
+    for (const reason of ['IMAGE_OTHER', 'NO_IMAGE']) {
+      standin.script(`g-${reason}-always`, [geminiFaults.finishReason(reason)], { repeat: true });
+      const err = await editError(`g-${reason}-always`);
+      expect(err.kind).toBe('retryable');
+      expect(err.message).toMatch(new RegExp(`finish reason ${reason}`));
+      expect(standin.callsFor(`g-${reason}-always`)).toHaveLength(2);
+    }
   });
 
   it('generates from text alone, one call per image asked for', async () => {
@@ -221,5 +265,44 @@ describe('Gemini helpers', () => {
 
   it('treats an unknown error as retryable', () => {
     expect(classifyGeminiError(new Error('boom')).kind).toBe('retryable');
+  });
+});
+
+describe('the Gemini stand-in holds the real contract (through @google/genai)', () => {
+  const ai = () => new GoogleGenAI({ apiKey: KEY, vertexai: false, httpOptions: { baseUrl: standin.baseURL } });
+  const ask = (model: string, config: Record<string, unknown>, images = 1) =>
+    ai()
+      .models.generateContent({
+        model,
+        contents: [{ role: 'user', parts: [{ text: 'g-contract' }, ...Array.from({ length: images }, () => ({ inlineData: { mimeType: 'image/png', data: black.data.toString('base64') } }))] }],
+        config,
+      })
+      .then(
+        () => 200,
+        (e: { status?: number; message?: string }) => ({ status: e.status, message: e.message }),
+      );
+
+  it('rejects aspect ratios, image sizes and input counts per model, and unknown models', async () => {
+    expect(await ask('gemini-3.1-flash-image', { imageConfig: { aspectRatio: '1:8', imageSize: '512' } })).toBe(200);
+    expect(await ask('gemini-2.5-flash-image', { imageConfig: { aspectRatio: '1:8' } })).toMatchObject({ status: 400, message: expect.stringMatching(/Unsupported aspect ratio: 1:8/) });
+    expect(await ask('gemini-3-pro-image-preview', { imageConfig: { imageSize: '512' } })).toMatchObject({ status: 400, message: expect.stringMatching(/Invalid image size: 512/) });
+    expect(await ask('gemini-2.5-flash-image', { imageConfig: { imageSize: '1K' } })).toMatchObject({ status: 400 });
+    expect(await ask('gemini-3-pro-image', {}, 15)).toMatchObject({ status: 400, message: expect.stringMatching(/at most 14/) });
+    expect(await ask('gemini-2.5-flash-image', {}, 5)).toBe(200);
+    expect(await ask('gemini-9-imaginary', {})).toMatchObject({ status: 404, message: expect.stringMatching(/NOT_FOUND/) });
+  });
+
+  it('rejects a request body over 20 MB', async () => {
+    const big = Buffer.alloc(16 * 1024 * 1024).toString('base64');
+    const err = await ai()
+      .models.generateContent({ model: 'gemini-2.5-flash-image', contents: [{ role: 'user', parts: [{ text: 'g-contract-big' }, { inlineData: { mimeType: 'image/png', data: big } }] }] })
+      .catch((e: { status?: number; message?: string }) => e);
+    expect(err).toMatchObject({ status: 400, message: expect.stringMatching(/Request payload size exceeds the limit: 20971520 bytes/) });
+  });
+
+  it('lists its models through models.list (paged)', async () => {
+    const listed = (await listProviderModels('gemini', { apiKey: KEY, baseURL: standin.baseURL }))!;
+    expect(listed.map((m) => m.id)).toEqual(expect.arrayContaining(['gemini-2.5-flash-image', 'gemini-3-pro-image-preview', 'gemini-3.1-flash-image', 'gemini-2.5-flash']));
+    expect(listed.find((m) => m.id === 'gemini-2.5-flash-image')!.supportedActions).toContain('generateContent');
   });
 });

@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
+import OpenAI from 'openai';
 import { createOpenRouterProvider } from '../../activities/providers/openrouter';
+import { listProviderModels } from '../../activities/providers/catalog';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { freePort } from '../../lib/devServer';
 import { ClassifiedError } from '../../lib/errors';
@@ -68,6 +70,38 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     expect(standin.callsFor('or-flux')[0]!.modalities).toEqual(['image']);
   });
 
+  it('asks for the modalities /api/v1/models declares (once per adapter), with OpenAI image options in image_config', async () => {
+    const p = provider();
+    const listsBefore = standin.modelListCalls();
+    // Not in the name table: only the list says it outputs images alone.
+    const forged = await p.edit({ model: 'acme/pixel-forge-1', prompt: 'or-listed-1', images: [black], params: {}, numImages: 1 });
+    expect(forged.images).toHaveLength(1);
+    expect(standin.callsFor('or-listed-1')[0]).toMatchObject({ status: 200, modalities: ['image'] });
+    await p.generate({ model: 'openai/gpt-image-2', prompt: 'or-listed-2', params: { quality: 'high', background: 'opaque', outputFormat: 'webp', aspectRatio: '3:2' }, numImages: 1 });
+    expect(standin.callsFor('or-listed-2')[0]).toMatchObject({
+      status: 200,
+      modalities: ['image'],
+      imageConfig: { aspect_ratio: '3:2', quality: 'high', background: 'opaque', output_format: 'webp' },
+    });
+    await p.generate({ model: 'google/gemini-2.5-flash-image', prompt: 'or-listed-3', params: { quality: 'high' }, numImages: 1 });
+    expect(standin.callsFor('or-listed-3')[0]).toMatchObject({ status: 200, modalities: ['image', 'text'] });
+    expect(standin.callsFor('or-listed-3')[0]!.imageConfig).toBeUndefined();
+    expect(standin.modelListCalls() - listsBefore).toBe(1);
+  });
+
+  it('the stand-in answers 404 to an image-only model asked for text too, as OpenRouter does', async () => {
+    const client = new OpenAI({ apiKey: KEY, baseURL: standin.baseURL, maxRetries: 0 });
+    const err = await client.chat.completions
+      .create({ model: 'bytedance-seed/seedream-4.5', messages: [{ role: 'user', content: 'or-404' }], modalities: ['image', 'text'] } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      .catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
+    expect(err).toMatchObject({ status: 404 });
+    expect((err as Error).message).toMatch(/No endpoints found that support the requested output modalities: image, text/);
+    // The list holds text models unless asked for image models.
+    const images = (await listProviderModels('openrouter', { apiKey: KEY, baseURL: standin.baseURL }))!;
+    expect(images.find((m) => m.id === 'bytedance-seed/seedream-4.5')).toMatchObject({ outputModalities: ['image'], inputModalities: ['image', 'text'] });
+    expect(images.find((m) => m.id === 'openai/gpt-4.1-mini')).toBeUndefined();
+  });
+
   it('tolerates the imageUrl spelling', async () => {
     const png = (await sharp({ create: { width: 2, height: 2, channels: 3, background: '#123456' } }).png().toBuffer()).toString('base64');
     standin.script('or-camel', [
@@ -109,6 +143,7 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     const moderated = await editError('or-403');
     expect(moderated.kind).toBe('blocked');
     expect(moderated.message).toMatch(/flagged/);
+    expect(moderated.message).toMatch(/^403 google\/gemini-2\.5-flash-image requires moderation/);
     const filtered = await editError('or-filter');
     expect(filtered.kind).toBe('blocked');
     expect(standin.callsFor('or-filter')).toHaveLength(1);

@@ -1,0 +1,128 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
+import { DatasetError, UsageError } from '../lib/errors';
+import { readDataset } from '../lib/dataset';
+import { rowSelector } from '../lib/filterRows';
+import { ledgerReader } from '../lib/ledger';
+import type { DatasetWorkflowInput } from '../lib/types';
+import { buildWorkflowInput, checkModelChoice, ExitCodes, type CliIO, type EditOptions } from './edit';
+
+// `atelier estimate` (and `atelier edit --dry-run`): reads the dataset as a run would, without a
+// server, a worker or any provider call, and prints the rows, the model calls and the estimated
+// cost of what is left to do. Rows the output dir's ledger holds as done are not counted again.
+
+export interface Estimate {
+  rows: number;
+  selected: number;
+  alreadyOk: number;
+  /** Rows left to run. */
+  toRun: number;
+  /** Model calls (a multi-turn row makes one per turn; models that return one image per call, one per image). */
+  calls: number;
+  /** Prompt-enhancer calls (one per instruction), when --prompt-enhance is on. */
+  enhanceCalls: number;
+  outputImages: number;
+  /** Rows without input images (text-to-image). */
+  generateRows: number;
+  /** Most input images in one row to run. */
+  maxInputImages: number;
+  /** Rows with more input images than the model takes: they will fail without a call. */
+  tooManyInputs: number;
+  /** USD, or undefined when the model has no published per-image price here. */
+  costUsd: number | undefined;
+  /** What the cost leaves out or assumes. */
+  costNote: string;
+}
+
+export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate> {
+  const blobDir = await mkdtemp(join(tmpdir(), 'atelier-estimate-'));
+  const selected = rowSelector(input.filterRows);
+  const api = input.backend !== 'diffusers';
+  const caps = api ? capabilities(input.backend as Exclude<typeof input.backend, 'diffusers'>, input.model) : undefined;
+  const perCall = caps ? caps.maxImagesPerCall : input.numImages;
+  let stateOf: Awaited<ReturnType<typeof ledgerReader>> | undefined;
+  try {
+    stateOf = await ledgerReader(input.outputDir);
+  } catch {
+    stateOf = undefined; // no output dir yet: nothing done
+  }
+  const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, maxInputImages: 0, tooManyInputs: 0, costUsd: 0, costNote: '' };
+  try {
+    const rows = readDataset(
+      input.inputPath,
+      { instructionKey: input.instructionKey, imageKey: input.imageKey, conversationKey: input.conversationKey, maskKey: input.maskKey, blobDir },
+      () => undefined,
+    );
+    for await (const row of rows) {
+      e.rows += 1;
+      if (!selected(row.position)) continue;
+      e.selected += 1;
+      if (stateOf && (await stateOf(row.index)).status === 'ok') {
+        e.alreadyOk += 1;
+        continue;
+      }
+      e.maxInputImages = Math.max(e.maxInputImages, row.images.length);
+      if (caps && row.images.length > caps.maxInputImages) {
+        e.tooManyInputs += 1;
+        continue;
+      }
+      e.toRun += 1;
+      const images = row.turns.length > 1 ? row.turns.length : input.numImages;
+      e.calls += row.turns.length > 1 ? row.turns.length : Math.ceil(input.numImages / Math.max(1, perCall));
+      e.outputImages += images;
+      if (row.images.length === 0) e.generateRows += 1;
+      if (input.promptEnhance) e.enhanceCalls += row.turns.length;
+    }
+  } catch (err) {
+    if (err instanceof DatasetError) throw new UsageError(err.message);
+    throw err;
+  } finally {
+    await rm(blobDir, { recursive: true, force: true });
+  }
+  if (!api) {
+    e.costUsd = undefined;
+    e.costNote = 'local GPU model: no per-call price';
+  } else {
+    const backend = input.backend as Exclude<typeof input.backend, 'diffusers'>;
+    const price = capabilities(backend, input.model).price;
+    e.costUsd = estimateCostUsd(backend, input.model, input.params, undefined, e.outputImages);
+    if (price.free) e.costNote = 'free quota';
+    else if (price.fromUsage) e.costNote = 'OpenRouter states each call\'s cost in its answer only';
+    else if (e.costUsd === undefined) e.costNote = `no published per-image price for ${input.model}`;
+    else e.costNote = 'output images at the per-image price; input image tokens of edits are extra';
+    if (input.promptEnhance && e.enhanceCalls) e.costNote += '; prompt-enhancer calls not included';
+  }
+  return e;
+}
+
+export function describeEstimate(input: DatasetWorkflowInput, e: Estimate): string[] {
+  const done = e.alreadyOk ? `, ${e.alreadyOk} already done` : '';
+  const selected = e.selected !== e.rows ? `, ${e.selected} selected` : '';
+  return [
+    `${input.backend} ${input.model}: ${input.inputPath}`,
+    `rows: ${e.rows}${selected}${done}; to run: ${e.toRun}${e.generateRows ? ` (${e.generateRows} text-to-image)` : ''}${e.tooManyInputs ? `; ${e.tooManyInputs} with more input images than ${input.model} takes (they fail without a call)` : ''}`,
+    `model calls: ${e.calls}${e.enhanceCalls ? ` (+ ${e.enhanceCalls} prompt-enhancer calls)` : ''}  output images: ${e.outputImages}  (first attempts; retries add calls)`,
+    `estimated cost: ${e.costUsd === undefined ? 'unknown' : `$${e.costUsd.toFixed(4)}`} (${e.costNote})`,
+  ];
+}
+
+/** `atelier estimate` / `edit --dry-run`: exit 0 after printing; nothing is started or spent. */
+export async function runEstimate(options: EditOptions, io: CliIO): Promise<number> {
+  const input = buildWorkflowInput(options);
+  for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
+  const e = await estimateRun(input);
+  if (input.backend !== 'diffusers' && e.maxInputImages > 0) {
+    // Advice the table knows (Gemini 2.5 Flash Image "works best with up to 3 images").
+    const advice = checkParams(input.backend, input.model, {}, { inputImages: e.maxInputImages }).filter((p) => /works best/.test(p));
+    for (const warning of advice) io.err(`warning: ${warning}`);
+  }
+  for (const line of describeEstimate(input, e)) io.out(line);
+  if (input.maxCostUsd !== undefined && e.costUsd !== undefined && e.costUsd > input.maxCostUsd && e.toRun > 0) {
+    const rows = Math.ceil(input.maxCostUsd / (e.costUsd / e.toRun));
+    io.out(`budget (--max-cost): $${input.maxCostUsd}, below the estimate: the run will pause after about ${rows} of ${e.toRun} rows`);
+  }
+  io.err('nothing was started or spent (dry run)');
+  return ExitCodes.ok;
+}

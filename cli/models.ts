@@ -1,0 +1,157 @@
+import { listProviderModels, type ListedModel } from '../activities/providers/catalog';
+import { capabilities, modelStatus, tableModels, type Backend, type ModelCapabilities } from '../activities/providers/models';
+import { modalitiesFor } from '../activities/providers/openrouter';
+import { UsageError } from '../lib/errors';
+import { BACKEND_ENV, BACKENDS } from '../workers';
+import { cliNow, ExitCodes, type CliIO } from './edit';
+
+// `atelier models [--backend B]`: the capability table (status, what a model takes, prices), merged
+// with what the provider's list endpoint says when its key (or base URL) is in the environment:
+// models the provider lists that the table lacks, table models the provider no longer lists, and
+// OpenRouter's declared output modalities and prices.
+
+export interface ModelsOptions {
+  backend?: string;
+  /** Only the table; no provider calls. */
+  offline?: boolean;
+  json?: boolean;
+}
+
+export interface ModelRow {
+  backend: Backend;
+  model: string;
+  status: string;
+  edits: string;
+  inputs: string;
+  options: string;
+  price: string;
+  /** listed | not listed | only listed (not in Atelier's table) | - (no list asked) | no list endpoint */
+  provider: string;
+}
+
+function statusText(backend: Backend, model: string, now: Date, listedShutdown?: string): string {
+  const s = modelStatus(backend, model, now);
+  if (s.status === 'retired') return `retired${s.since ? ` ${s.since}` : ''} -> ${s.replacement}`;
+  if (s.status === 'deprecated') return `deprecated, shuts down ${s.shutdown} -> ${s.replacement}`;
+  return listedShutdown ? `provider lists shutdown ${listedShutdown}` : 'current';
+}
+
+function optionsText(caps: ModelCapabilities): string {
+  const parts: string[] = [];
+  if (caps.flexibleSize) parts.push(`size WxH /${caps.flexibleSize.multipleOf}, ≤${caps.flexibleSize.maxSide}px, ${caps.flexibleSize.minPixels}-${caps.flexibleSize.maxPixels} px, ≤${caps.flexibleSize.maxAspect}:1`);
+  else if (caps.sizes) parts.push(`size ${caps.sizes.join('|')}`);
+  if (caps.qualities) parts.push(`quality ${caps.qualities.join('|')}`);
+  if (caps.aspectRatios) parts.push(`aspect ${caps.aspectRatios.length} ratios`);
+  if (caps.imageSizes && (caps.params === 'any' || caps.params.includes('imageSize'))) parts.push(`image size ${caps.imageSizes.join('|')}`);
+  if (caps.outputModalities) parts.push(`modalities ${caps.outputModalities.join('+')}`);
+  if (caps.mask) parts.push('mask');
+  return parts.join('; ') || '-';
+}
+
+function priceText(caps: ModelCapabilities, listed?: ListedModel): string {
+  const p = caps.price;
+  if (p.free) return 'free quota';
+  if (p.tokens) {
+    const t = p.tokens;
+    return `$/1M in ${t.input}${t.imageInput !== undefined ? ` (image ${t.imageInput})` : ''}${t.cachedInput !== undefined ? ` cached ${t.cachedInput}` : ''}, out ${t.output}${t.textOutput !== undefined ? ` (text ${t.textOutput})` : ''}`;
+  }
+  if (p.perImage) return 'per image';
+  if (p.fromUsage) {
+    const lp = listed?.pricing;
+    return lp ? `from usage (listed: prompt ${lp.prompt ?? '?'}, completion ${lp.completion ?? '?'}${lp.image ? `, image ${lp.image}` : ''} $/token)` : 'from usage.cost';
+  }
+  return 'unknown';
+}
+
+function rowFor(backend: Backend, model: string, now: Date, provider: string, listed?: ListedModel): ModelRow {
+  const caps = capabilities(backend, model);
+  const status = statusText(backend, model, now, listed?.shutdownDate);
+  // A retired model answers nothing: what it took no longer matters.
+  if (modelStatus(backend, model, now).status === 'retired') return { backend, model, status, edits: '-', inputs: '-', options: '-', price: '-', provider };
+  const declared = listed?.outputModalities;
+  const options = backend === 'openrouter' && declared ? `${optionsText({ ...caps, outputModalities: undefined })}; outputs ${declared.join('+')} (asks ${modalitiesFor(declared, caps.outputModalities).join('+')})` : optionsText(caps);
+  return {
+    backend,
+    model,
+    status,
+    edits: caps.editCapable ? 'yes' : 'no',
+    inputs: caps.editCapable ? `${caps.maxInputImages}${caps.recommendedMaxInputImages ? ` (best ≤${caps.recommendedMaxInputImages})` : ''}` : '0',
+    options,
+    price: priceText(caps, listed),
+    provider,
+  };
+}
+
+/** Image models in a provider's list (OpenAI's and Gemini's lists hold every model). */
+function imageModels(backend: Backend, listed: ListedModel[], baseURL: string | undefined): ListedModel[] {
+  if (backend === 'openai') {
+    // A compatible server (--base-url) lists its own models: all of them, except OpenAI's text models.
+    return listed.filter((m) => /image|dall-e/i.test(m.id) || (baseURL && !/^(gpt-|o\d|chatgpt-|text-|tts-|whisper|davinci|babbage|omni-)/.test(m.id)));
+  }
+  if (backend === 'gemini') return listed.filter((m) => /image/i.test(m.id));
+  return listed;
+}
+
+/** The table rows for a backend, merged with its list endpoint's answer (when there is one). */
+export function mergeModels(backend: Backend, listed: ListedModel[] | undefined, now: Date, baseURL?: string): ModelRow[] {
+  const table = tableModels(backend).map((m) => m.model);
+  if (!listed) return table.map((model) => rowFor(backend, model, now, '-'));
+  const images = imageModels(backend, listed, baseURL);
+  const byId = new Map(images.map((m) => [m.id, m]));
+  const rows = table.map((model) => {
+    const hit = byId.get(model);
+    const retired = modelStatus(backend, model, now).status === 'retired';
+    return rowFor(backend, model, now, hit ? 'listed' : retired ? 'not listed (retired)' : 'not listed', hit);
+  });
+  for (const m of images) {
+    if (table.includes(m.id)) continue;
+    const caps = capabilities(backend, m.id);
+    rows.push(rowFor(backend, m.id, now, caps.known ? `listed (table: ${caps.entry})` : 'listed, not in the table (capabilities unknown)', m));
+  }
+  return rows;
+}
+
+function formatTable(rows: ModelRow[]): string[] {
+  const cols: (keyof ModelRow)[] = ['model', 'status', 'edits', 'inputs', 'options', 'price', 'provider'];
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
+  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
+  return [line(cols), ...rows.map((r) => line(cols.map((c) => r[c])))];
+}
+
+/** `atelier models`: exit 0; 1 for an unknown backend. A failed list request is reported, not fatal. */
+export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const now = cliNow(env);
+  if (options.backend && !(BACKENDS as readonly string[]).includes(options.backend)) {
+    throw new UsageError(`--backend ${options.backend}: choose one of ${BACKENDS.join(', ')} (diffusers models are listed in gpu-workers/README.md)`);
+  }
+  const backends = (options.backend ? [options.backend] : BACKENDS) as Backend[];
+  const all: ModelRow[] = [];
+  for (const backend of backends) {
+    const names = BACKEND_ENV[backend];
+    const apiKey = names.keys.map((k) => env[k]).find((v) => v);
+    const baseURL = env[names.baseUrl] || undefined;
+    let listed: ListedModel[] | undefined;
+    let note: string;
+    if (options.offline) note = 'table only (--offline)';
+    else if (backend === 'modelscope') note = 'ModelScope has no model list endpoint: table only';
+    else if (!apiKey && !baseURL) note = `${names.keys.join(' or ')} not set: table only`;
+    else {
+      try {
+        listed = await listProviderModels(backend, { apiKey: apiKey ?? 'none', baseURL });
+        note = `merged with ${baseURL ?? 'the provider'}'s model list (${listed?.length ?? 0} models)`;
+      } catch (err) {
+        note = `the model list could not be read (${(err as Error).message.slice(0, 200)}): table only`;
+      }
+    }
+    const rows = mergeModels(backend, listed, now, baseURL);
+    all.push(...rows);
+    if (!options.json) {
+      io.out(`${backend}: ${note}`);
+      for (const line of formatTable(rows)) io.out(`  ${line}`);
+      io.out('');
+    }
+  }
+  if (options.json) io.out(JSON.stringify(all, null, 2));
+  else io.out(`status as of ${now.toISOString().slice(0, 10)}; prices are estimates (USD, standard tier), "unknown" where none is published in the table`);
+  return ExitCodes.ok;
+}
