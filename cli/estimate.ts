@@ -1,9 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
 import { DatasetError, UsageError } from '../lib/errors';
 import { readDataset } from '../lib/dataset';
+import { fetchDatasetCopy } from '../lib/dataset/remote';
+import { isS3Location } from '../storage';
 import { rowSelector } from '../lib/filterRows';
 import { ledgerReader } from '../lib/ledger';
 import type { DatasetWorkflowInput } from '../lib/types';
@@ -37,7 +36,8 @@ export interface Estimate {
 }
 
 export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate> {
-  const blobDir = await mkdtemp(join(tmpdir(), 'atelier-estimate-'));
+  // A dataset in object storage is read from a local copy, as planning does.
+  const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
   const selected = rowSelector(input.filterRows);
   const api = input.backend !== 'diffusers';
   const caps = api ? capabilities(input.backend as Exclude<typeof input.backend, 'diffusers'>, input.model) : undefined;
@@ -51,15 +51,24 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
   const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, maxInputImages: 0, tooManyInputs: 0, costUsd: 0, costNote: '' };
   try {
     const rows = readDataset(
-      input.inputPath,
-      { instructionKey: input.instructionKey, imageKey: input.imageKey, conversationKey: input.conversationKey, maskKey: input.maskKey, blobDir },
+      source?.localPath ?? input.inputPath,
+      {
+        instructionKey: input.instructionKey,
+        imageKey: input.imageKey,
+        conversationKey: input.conversationKey,
+        maskKey: input.maskKey,
+        // Counting needs no copy of embedded images: nothing is stored before a run.
+        storeBlob: async () => ({ kind: 'blob', source: '(embedded)' }),
+        ...(source ? { origin: source.origin } : {}),
+      },
       () => undefined,
     );
     for await (const row of rows) {
       e.rows += 1;
       if (!selected(row.position)) continue;
       e.selected += 1;
-      if (stateOf && (await stateOf(row.index)).status === 'ok') {
+      // By the ledger alone (a row changed since would be done again: planning decides that).
+      if (stateOf && (await stateOf({ index: row.index })).status === 'ok') {
         e.alreadyOk += 1;
         continue;
       }
@@ -79,7 +88,7 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
     if (err instanceof DatasetError) throw new UsageError(err.message);
     throw err;
   } finally {
-    await rm(blobDir, { recursive: true, force: true });
+    await source?.cleanup();
   }
   if (!api) {
     e.costUsd = undefined;

@@ -16,14 +16,6 @@ function positiveInt(name: string) {
   };
 }
 
-function positiveNumber(name: string) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+(\.\d+)?$/.test(value) || !(n > 0)) throw new InvalidArgumentError(`${name} must be a positive number`);
-    return n;
-  };
-}
-
 function nonNegativeInt(name: string) {
   return (value: string): number => {
     if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
