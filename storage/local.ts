@@ -46,7 +46,10 @@ export class LocalStorage implements Storage {
     return join(this.location, ...key.split('/'));
   }
 
-  /** The root's real path (the root itself may be a link the user chose; what is below may not). */
+  /**
+   * The root's real path, created if missing (the root itself may be a link the user chose; what
+   * is below it may not). Only writes make it: reading a run that has no folder yet finds nothing.
+   */
   private async root(): Promise<string> {
     this.realRoot ??= (async () => {
       await ensureDir(this.location);
@@ -58,10 +61,20 @@ export class LocalStorage implements Storage {
     return this.realRoot;
   }
 
+  /** Where a key is written: under the root's real path. */
   private async pathOf(key: string): Promise<string> {
+    return join(await this.root(), ...this.checkedKey(key).split('/'));
+  }
+
+  /** Where a key is read: under the root as named (nothing is created to read). */
+  private readPath(key: string): string {
+    return join(this.location, ...this.checkedKey(key).split('/'));
+  }
+
+  private checkedKey(key: string): string {
     const problem = keyProblem(key, 'local');
     if (problem) throw new ClassifiedError('inputError', `${this.describe(key)}: ${problem}`);
-    return join(await this.root(), ...key.split('/'));
+    return key;
   }
 
   async checkWritable(key: string): Promise<void> {
@@ -91,7 +104,7 @@ export class LocalStorage implements Storage {
   }
 
   async read(key: string): Promise<Buffer | undefined> {
-    const path = await this.pathOf(key);
+    const path = this.readPath(key);
     try {
       const handle = await open(path, 'r');
       try {
@@ -106,7 +119,7 @@ export class LocalStorage implements Storage {
   }
 
   async readRange(key: string, start: number, end: number): Promise<Buffer> {
-    const path = await this.pathOf(key);
+    const path = this.readPath(key);
     try {
       const handle = await open(path, 'r');
       try {
@@ -122,7 +135,7 @@ export class LocalStorage implements Storage {
   }
 
   async stat(key: string): Promise<StoredObjectInfo | undefined> {
-    const path = await this.pathOf(key);
+    const path = this.readPath(key);
     try {
       const info = await stat(path);
       return info.isFile() ? { size: info.size } : undefined;
@@ -193,7 +206,7 @@ export class LocalStorage implements Storage {
 
   async list(prefix: string): Promise<string[]> {
     const folder = prefix.replace(/\/+$/, '');
-    const base = folder ? await this.pathOf(folder) : await this.root();
+    const base = folder ? this.readPath(folder) : this.location;
     const found: string[] = [];
     const walk = async (dir: string, rel: string): Promise<void> => {
       let entries;
@@ -215,15 +228,15 @@ export class LocalStorage implements Storage {
   }
 
   async remove(key: string): Promise<void> {
-    const path = await this.pathOf(key);
+    const path = this.readPath(key);
     await rm(path, { force: true }).catch((err) => {
       throw storageFailure(err, path);
     });
   }
 
   async removeAll(prefix: string): Promise<void> {
-    const path = await this.pathOf(prefix.replace(/\/+$/, ''));
-    if (!path.startsWith((await this.root()) + sep)) throw new Error(`refusing to remove ${path}`);
+    const path = this.readPath(prefix.replace(/\/+$/, ''));
+    if (!path.startsWith(this.location + sep)) throw new Error(`refusing to remove ${path}`);
     await rm(path, { recursive: true, force: true }).catch((err) => {
       throw storageFailure(err, path);
     });
@@ -232,6 +245,7 @@ export class LocalStorage implements Storage {
   async readUrl(key: string): Promise<string> {
     return this.pathOf(key);
   }
+
 
   async createUrl(key: string): Promise<string> {
     await this.checkWritable(key);

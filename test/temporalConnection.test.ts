@@ -84,7 +84,7 @@ describe('Temporal connection settings from the environment', () => {
     const worker = new CliProcess(['worker', '--concurrency', '4'], { ...base, OPENAI_API_KEY: 'sk-tls-test', OPENAI_BASE_URL: standin.baseURL });
     try {
       await worker.waitForOutput(/serving atelier-orchestrator, api-openai on .*TLS with client certificate, own CA, server name temporal\.test, API key/);
-      const run = await atelier(['edit', '--input', join(data, 'edits.csv'), '--output-dir', join(data, 'out'), '--model', 'gpt-image-1.5', '--state-dir', join(data, 'state')], base);
+      const run = await atelier(['edit', '--input', join(data, 'edits.csv'), '--output-dir', join(data, 'out'), '--model', 'gpt-image-2', '--state-dir', join(data, 'state')], base);
       expect(run.code, run.stderr).toBe(0);
       expect(readFileSync(join(data, 'out', 'results.csv'), 'utf8').match(/,ok,/g)).toHaveLength(2);
       expect(standin.callsFor('tls-row-')).toHaveLength(2);

@@ -44,7 +44,7 @@ describe('a real Temporal cluster (PostgreSQL)', () => {
     let run: Awaited<ReturnType<typeof atelier>>;
     try {
       await worker.waitForOutput(/serving atelier-orchestrator, api-openai/);
-      run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', join(dir, 'out'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state'), '--rpm', '600'], base);
+      run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', join(dir, 'out'), '--model', 'gpt-image-2', '--state-dir', join(dir, 'state'), '--rpm', '600'], base);
     } finally {
       expect(await worker.stop()).toBe(0);
     }

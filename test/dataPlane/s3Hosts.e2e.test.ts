@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, BIN, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
+import { Host } from '../helpers/hosts';
 import { startS3Server, type S3TestServer } from '../../lib/versitygw';
 import { startTestServer } from '../helpers/temporalEnv';
 
@@ -29,47 +30,6 @@ let client: S3Client;
 let address: string;
 let clientDir: string;
 let modelDir: string;
-
-/** A process on a "host" of its own: a private mount namespace where /tmp is empty. */
-class Host {
-  readonly child: ChildProcess;
-  output = '';
-  readonly exited: Promise<number | null>;
-
-  constructor(command: string[], hostEnv: NodeJS.ProcessEnv) {
-    // The guard proves the isolation: the client's files must be out of sight, or the host refuses.
-    const script = `mount -t tmpfs tmpfs /tmp && if [ -e "$CLIENT_DIR" ]; then echo "client files visible" >&2; exit 3; fi; exec "$@"`;
-    this.child = spawn('unshare', ['--mount', '--propagation', 'private', '--fork', 'bash', '-c', script, 'host', ...command], {
-      cwd: REPO,
-      env: { ...hostEnv, CLIENT_DIR: clientDir },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      // Its own process group: stopping the host signals every process on it, not just unshare.
-      detached: true,
-    });
-    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
-    this.exited = new Promise((resolve) => this.child.on('close', (code) => resolve(code)));
-  }
-
-  async waitFor(pattern: RegExp, timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!pattern.test(this.output)) {
-      if (this.child.exitCode !== null || Date.now() > deadline) throw new Error(`host never printed ${pattern}:\n${this.output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode === null) {
-      try {
-        process.kill(-this.child.pid!, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-    await this.exited;
-  }
-}
 
 async function objectBytes(key: string): Promise<Buffer> {
   const out = await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: key }));
@@ -123,9 +83,10 @@ describe('s3 → s3 runs with workers on hosts of their own', () => {
   it('runs API and GPU rows with every byte in object storage, then re-runs with no call', async () => {
     const base: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, HF_HUB_OFFLINE: '1', TEMPORAL_ADDRESS: address };
     const storageEnv = { ...s3.env };
-    const apiHost = new Host([process.execPath, BIN, 'worker'], { ...base, ...storageEnv, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL });
+    const hidden = { mustNotSee: clientDir };
+    const apiHost = new Host([process.execPath, BIN, 'worker'], { ...base, ...storageEnv, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL }, hidden);
     // No AWS_* at all on the GPU host: presigned URLs are its only way to the data.
-    const gpuHost = new Host([process.execPath, BIN, 'gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], base);
+    const gpuHost = new Host([process.execPath, BIN, 'gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], base, hidden);
     // The client: neither provider keys nor storage credentials.
     const clientEnv = { ...base };
     try {

@@ -1,0 +1,57 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { REPO } from './cli';
+
+// A "host" for multi-host tests on one machine: processes in a mount namespace of their own where
+// /tmp is a fresh, empty tmpfs (every test's client files live under /tmp, so a host cannot see
+// them), optionally in a PID namespace of their own too (the first process is its init: killing
+// the host ends every process on it at once, as a machine that dies). Network stays shared: hosts
+// talk over loopback to Temporal and the object store, as separate machines would over a network.
+
+export interface HostOptions {
+  /** A PID namespace of its own (with its own /proc). */
+  pidNamespace?: boolean;
+  /** A path that must be out of the host's sight; it refuses to start if it can see it. */
+  mustNotSee?: string;
+}
+
+export class Host {
+  readonly child: ChildProcess;
+  output = '';
+  readonly exited: Promise<number | null>;
+
+  constructor(command: string[], env: NodeJS.ProcessEnv, options: HostOptions = {}) {
+    const guard = options.mustNotSee ? `if [ -e "$HOST_MUST_NOT_SEE" ]; then echo "client files visible" >&2; exit 3; fi; ` : '';
+    const script = `mount -t tmpfs tmpfs /tmp && ${guard}exec "$@"`;
+    const unshare = ['--mount', '--propagation', 'private', ...(options.pidNamespace ? ['--pid', '--mount-proc'] : []), '--fork'];
+    this.child = spawn('unshare', [...unshare, 'bash', '-c', script, 'host', ...command], {
+      cwd: REPO,
+      env: { ...env, ...(options.mustNotSee ? { HOST_MUST_NOT_SEE: options.mustNotSee } : {}) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: stopping the host signals every process on it, not just unshare.
+      detached: true,
+    });
+    this.child.stdout!.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.child.stderr!.on('data', (d: Buffer) => (this.output += d.toString()));
+    this.exited = new Promise((resolve) => this.child.on('close', (code) => resolve(code)));
+  }
+
+  async waitFor(pattern: RegExp, timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!pattern.test(this.output)) {
+      if (this.child.exitCode !== null || Date.now() > deadline) throw new Error(`host never printed ${pattern}:\n${this.output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** SIGTERM (a clean stop) or SIGKILL (the host dies) to every process on the host. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    if (this.child.exitCode === null) {
+      try {
+        process.kill(-this.child.pid!, signal);
+      } catch {
+        // already gone
+      }
+    }
+    await this.exited;
+  }
+}
