@@ -41,6 +41,8 @@ export const RunErrorTypes = {
 const SUMMARY_CHARS = 80;
 const RESULT_COLUMNS = ['output_image', 'status', 'error'] as const;
 const RESULTS_CHUNK = 1000;
+/** Rows whose ledger states planning reads together. */
+const LEDGER_BATCH = 256;
 
 interface RunOwnership {
   runId: string;
@@ -206,18 +208,30 @@ export function createOrchestrationActivities() {
             },
             (h) => (header = h),
           );
+          // Selected rows are counted against the ledger a batch at a time (their states read
+          // concurrently: a re-run over object storage would otherwise wait for each in turn).
+          let batch: Array<{ index: number; digest: string }> = [];
+          const countBatch = async (): Promise<void> => {
+            await stateOf.prefetch(batch);
+            for (const key of batch) {
+              const state = await stateOf(key);
+              if (state.status === 'ok') alreadyOk += 1;
+              else if (state.status === 'changed') changed += 1;
+              else if (state.status === 'failed') countFailure(failedByType, state.errorType);
+            }
+            batch = [];
+          };
           for await (const row of rows) {
             const planned = planOutputs(input, row.index, row.turns.length, row.record, usedNames, rules);
             const digest = await rowDigest({ ...row, ...planned }, input);
             await writer.add({ ...row, ...planned, digest });
             if (selected(row.position)) {
               selectedRows += 1;
-              const state = await stateOf({ index: row.index, digest });
-              if (state.status === 'ok') alreadyOk += 1;
-              else if (state.status === 'changed') changed += 1;
-              else if (state.status === 'failed') countFailure(failedByType, state.errorType);
+              batch.push({ index: row.index, digest });
+              if (batch.length >= LEDGER_BATCH) await countBatch();
             }
           }
+          await countBatch();
           if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
             throw new DatasetError(`${input.inputPath}: no "${input.outputNameColumn}" column (--output-name-column); columns are: ${header!.columns.join(', ')}`);
           }
@@ -251,6 +265,7 @@ export function createOrchestrationActivities() {
       const retryable = args.selection ? retrySelector(args.selection) : undefined;
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
       const stateOf = await ledgerReader(args.outputDir);
+      await stateOf.prefetch(rows.filter((row) => selected(row.position)));
       const pending: RowRef[] = [];
       for (const row of rows) {
         if (!selected(row.position)) continue;
@@ -322,7 +337,9 @@ export function createOrchestrationActivities() {
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
           const lines: string[] = [];
-          for (const row of await readPlanRows(args.outputDir, start, RESULTS_CHUNK)) {
+          const chunk = await readPlanRows(args.outputDir, start, RESULTS_CHUNK);
+          await stateOf.prefetch(chunk);
+          for (const row of chunk) {
             const state = await stateOf(row);
             const { status } = state;
             // A stale entry (the row changed and was not done again: filtered out, say) shows as

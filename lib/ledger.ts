@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { openStorage, type Storage } from '../storage';
-import { RUN_META_DIR, runMetaKey } from './constants';
+import { runMetaKey } from './constants';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs in the run's
 // storage: one small JSON object per row index, written whole after the row's images are in place.
@@ -106,17 +106,12 @@ export async function commitLedgerEntry(
   return { won: true, entry };
 }
 
-/** Checks that output files exist: a stat each on a disk, one listing of the root on S3. */
+/**
+ * Checks that output files exist: a stat each (a HEAD on S3), only for rows whose entry says ok,
+ * so a scan costs one request per finished output, whatever the size of the run.
+ */
 function outputChecker(storage: Storage): (paths: readonly string[]) => Promise<boolean> {
-  if (storage.kind === 'local') {
-    return async (paths) => (await Promise.all(paths.map((p) => storage.stat(p).catch(() => undefined)))).every(Boolean);
-  }
-  let listed: Promise<Set<string>> | undefined;
-  return async (paths) => {
-    listed ??= storage.list('').then((keys) => new Set(keys.filter((k) => !k.startsWith(`${RUN_META_DIR}/`))));
-    const keys = await listed;
-    return paths.every((p) => keys.has(p));
-  };
+  return async (paths) => (await Promise.all(paths.map((p) => storage.stat(p).catch(() => undefined)))).every(Boolean);
 }
 
 /** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
@@ -155,14 +150,29 @@ export type RowLedgerState =
   | { status: 'changed'; entry: LedgerEntry }
   | { status: 'pending'; entry?: LedgerEntry };
 
+/** A row as the ledger scan needs it: its index and what it asks for now. */
+export interface LedgerRowKey {
+  index: number;
+  digest?: string | undefined;
+}
+
+/** Reads rows' ledger states; `prefetch` reads a page of them at once. */
+export interface LedgerReader {
+  (row: LedgerRowKey): Promise<RowLedgerState>;
+  /** Reads these rows' states concurrently (object storage answers a request in milliseconds). */
+  prefetch(rows: readonly LedgerRowKey[]): Promise<void>;
+}
+
+const PREFETCH_CONCURRENCY = 16;
+
 /**
  * Reads rows' ledger states for a scan over many rows: one listing up front, then a read only for
  * rows that have an entry (most rows of a new run have none).
  */
-export async function ledgerReader(outputDir: string): Promise<(row: { index: number; digest?: string | undefined }) => Promise<RowLedgerState>> {
+export async function ledgerReader(outputDir: string): Promise<LedgerReader> {
   const attempted = await ledgerIndexes(outputDir);
   const exist = outputChecker(openStorage(outputDir));
-  return async ({ index, digest }) => {
+  const read = async ({ index, digest }: LedgerRowKey): Promise<RowLedgerState> => {
     const entry = attempted.has(index) ? await readLedgerEntry(outputDir, index) : undefined;
     if (!entry) return { status: 'pending' };
     if (entry.status === 'ok' && !sameRequest(entry, digest)) return { status: 'changed', entry };
@@ -173,6 +183,21 @@ export async function ledgerReader(outputDir: string): Promise<(row: { index: nu
     }
     return { status: 'pending', entry };
   };
+  const prefetched = new Map<number, Promise<RowLedgerState>>();
+  const reader = ((row: LedgerRowKey) => {
+    const ready = prefetched.get(row.index);
+    prefetched.delete(row.index);
+    return ready ?? read(row);
+  }) as LedgerReader;
+  reader.prefetch = async (rows) => {
+    const todo = rows.filter((r) => attempted.has(r.index));
+    for (let i = 0; i < todo.length; i += PREFETCH_CONCURRENCY) {
+      const batch = todo.slice(i, i + PREFETCH_CONCURRENCY).map((r) => [r.index, read(r)] as const);
+      for (const [index, state] of batch) prefetched.set(index, state);
+      await Promise.all(batch.map(([, state]) => state.catch(() => undefined)));
+    }
+  };
+  return reader;
 }
 
 /** Adds one to a count by failure class. */
