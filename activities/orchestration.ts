@@ -7,11 +7,10 @@ import { ApplicationFailure } from '@temporalio/common';
 import { stringify } from 'csv-stringify';
 import { isS3Location, keyProblem, objectAt, openStorage, type Storage } from '../storage';
 import { LocalStorage } from '../storage/local';
-import { readDataset, type DatasetHeader } from '../lib/dataset';
+import { readRunDataset, type DatasetHeader } from '../lib/dataset';
 import { boundedMessage, ClassifiedError, DatasetError } from '../lib/errors';
 import { rowDigest } from '../lib/rowDigest';
 import { runBlobStore } from '../lib/dataset/blobs';
-import { fetchDatasetCopy } from '../lib/dataset/remote';
 import { rowSelector } from '../lib/filterRows';
 import { retrySelector } from '../lib/retrySelection';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
@@ -192,22 +191,8 @@ export function createOrchestrationActivities() {
         const usedNames = new Map<string, number>();
         const rules = new OutputNameRules(storage.kind);
         const stateOf = await ledgerReader(input.outputDir);
-        // A dataset in object storage is read from a local copy; its relative image paths still
-        // resolve next to the original.
-        const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
         try {
-          const rows = readDataset(
-            source?.localPath ?? input.inputPath,
-            {
-              instructionKey: input.instructionKey,
-              imageKey: input.imageKey,
-              conversationKey: input.conversationKey,
-              maskKey: input.maskKey,
-              storeBlob: runBlobStore(storage),
-              ...(source ? { origin: source.origin } : {}),
-            },
-            (h) => (header = h),
-          );
+          const rows = readRunDataset(input, runBlobStore(storage), (h) => (header = h));
           // Selected rows are counted against the ledger a batch at a time (their states read
           // concurrently: a re-run over object storage would otherwise wait for each in turn).
           let batch: Array<{ index: number; digest: string }> = [];
@@ -238,8 +223,6 @@ export function createOrchestrationActivities() {
         } catch (err) {
           await writer.abort();
           throw err;
-        } finally {
-          await source?.cleanup();
         }
         meta = await writer.commit({
           runId: input.runId,

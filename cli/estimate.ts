@@ -1,8 +1,6 @@
 import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
 import { DatasetError, UsageError } from '../lib/errors';
-import { readDataset } from '../lib/dataset';
-import { fetchDatasetCopy } from '../lib/dataset/remote';
-import { isS3Location } from '../storage';
+import { readRunDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/filterRows';
 import { ledgerReader } from '../lib/ledger';
 import type { DatasetWorkflowInput } from '../lib/types';
@@ -36,8 +34,6 @@ export interface Estimate {
 }
 
 export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate> {
-  // A dataset in object storage is read from a local copy, as planning does.
-  const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
   const selected = rowSelector(input.filterRows);
   const api = input.backend !== 'diffusers';
   const caps = api ? capabilities(input.backend as Exclude<typeof input.backend, 'diffusers'>, input.model) : undefined;
@@ -50,19 +46,8 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
   }
   const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, maxInputImages: 0, tooManyInputs: 0, costUsd: 0, costNote: '' };
   try {
-    const rows = readDataset(
-      source?.localPath ?? input.inputPath,
-      {
-        instructionKey: input.instructionKey,
-        imageKey: input.imageKey,
-        conversationKey: input.conversationKey,
-        maskKey: input.maskKey,
-        // Counting needs no copy of embedded images: nothing is stored before a run.
-        storeBlob: async () => ({ kind: 'blob', source: '(embedded)' }),
-        ...(source ? { origin: source.origin } : {}),
-      },
-      () => undefined,
-    );
+    // Counting needs no copy of embedded images: nothing is stored before a run.
+    const rows = readRunDataset(input, async () => ({ kind: 'blob', source: '(embedded)' }), () => undefined);
     for await (const row of rows) {
       e.rows += 1;
       if (!selected(row.position)) continue;
@@ -87,8 +72,6 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
   } catch (err) {
     if (err instanceof DatasetError) throw new UsageError(err.message);
     throw err;
-  } finally {
-    await source?.cleanup();
   }
   if (!api) {
     e.costUsd = undefined;

@@ -5,6 +5,9 @@ import type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 import { readCsvDataset } from './csv';
 import { readJsonlDataset } from './jsonl';
 import { readParquetDataset } from './parquet';
+import { fetchDatasetCopy } from './remote';
+import { isS3Location } from '../../storage';
+import type { DatasetWorkflowInput } from '../types';
 
 export type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 
@@ -35,5 +38,34 @@ export function readDataset(path: string, options: DatasetReadOptions, onHeader:
       return readJsonlDataset(path, options, onHeader);
     case 'parquet':
       return readParquetDataset(path, options, onHeader);
+  }
+}
+
+/**
+ * The rows of a run's input, wherever it lives: a dataset in object storage is read from a local
+ * copy (removed when the rows are done), and its relative image paths still resolve next to the
+ * original.
+ */
+export async function* readRunDataset(
+  input: Pick<DatasetWorkflowInput, 'inputPath' | 'instructionKey' | 'imageKey' | 'conversationKey' | 'maskKey'>,
+  storeBlob: DatasetReadOptions['storeBlob'],
+  onHeader: (h: DatasetHeader) => void,
+): AsyncGenerator<DatasetRow> {
+  const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
+  try {
+    yield* readDataset(
+      source?.localPath ?? input.inputPath,
+      {
+        instructionKey: input.instructionKey,
+        imageKey: input.imageKey,
+        conversationKey: input.conversationKey,
+        maskKey: input.maskKey,
+        storeBlob,
+        ...(source ? { origin: source.origin } : {}),
+      },
+      onHeader,
+    );
+  } finally {
+    await source?.cleanup();
   }
 }

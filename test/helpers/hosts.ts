@@ -21,11 +21,16 @@ export class Host {
 
   constructor(command: string[], env: NodeJS.ProcessEnv, options: HostOptions = {}) {
     const guard = options.mustNotSee ? `if [ -e "$HOST_MUST_NOT_SEE" ]; then echo "client files visible" >&2; exit 3; fi; ` : '';
-    const script = `mount -t tmpfs tmpfs /tmp && ${guard}exec "$@"`;
+    // The host keeps the repository (the software it runs) in sight even when the checkout itself
+    // lives under /tmp (CI clones there): it is bind-mounted aside, /tmp is covered, and the
+    // checkout is mounted back at its own path inside the fresh /tmp.
+    const keepRepo = `case "$HOST_REPO" in /tmp/*) stage=$(mktemp -d -p /run atelier-host-XXXXXX); mount --bind "$HOST_REPO" "$stage"; ;; *) stage=; ;; esac; `;
+    const restoreRepo = `if [ -n "$stage" ]; then mkdir -p "$HOST_REPO"; mount --bind "$stage" "$HOST_REPO"; umount "$stage"; rmdir "$stage"; fi; `;
+    const script = `set -e; ${keepRepo}mount -t tmpfs tmpfs /tmp; ${restoreRepo}${guard}exec "$@"`;
     const unshare = ['--mount', '--propagation', 'private', ...(options.pidNamespace ? ['--pid', '--mount-proc'] : []), '--fork'];
     this.child = spawn('unshare', [...unshare, 'bash', '-c', script, 'host', ...command], {
       cwd: REPO,
-      env: { ...env, ...(options.mustNotSee ? { HOST_MUST_NOT_SEE: options.mustNotSee } : {}) },
+      env: { ...env, HOST_REPO: REPO, ...(options.mustNotSee ? { HOST_MUST_NOT_SEE: options.mustNotSee } : {}) },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group: stopping the host signals every process on it, not just unshare.
       detached: true,
