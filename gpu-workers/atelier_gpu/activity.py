@@ -65,16 +65,27 @@ class Heartbeater:
             self._details = details
         self._wake.set()
 
+    def _beat(self) -> dict[str, Any]:
+        with self._lock:
+            details = dict(self._details)
+        try:
+            activity.heartbeat(details)
+        except Exception:  # noqa: BLE001
+            log.debug("heartbeat failed", exc_info=True)
+        return details
+
     def _loop(self) -> None:
+        last: dict[str, Any] | None = None
         while not self._stop.is_set():
-            with self._lock:
-                details = dict(self._details)
-            try:
-                activity.heartbeat(details)
-            except Exception:  # noqa: BLE001
-                log.debug("heartbeat failed", exc_info=True)
+            last = self._beat()
             self._wake.wait(self.interval_s)
             self._wake.clear()
+        # A stage reported just before the activity ended (a fast encode) is sent too, not lost to
+        # the stop that raced it.
+        with self._lock:
+            pending = self._details != last
+        if pending:
+            self._beat()
 
 
 def _app_error(message: str, type_: str, retryable: bool) -> ApplicationError:
