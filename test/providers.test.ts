@@ -3,11 +3,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { rowSeed } from '../lib/gpuContract';
 import { readLedgerEntry } from '../lib/ledger';
 import { findTemporalCli } from '../lib/temporalCli';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../lib/types';
+import { azureFaults, startAzureOpenAIStandin } from '../standins/azure';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../standins/gemini';
 import { startModelScopeStandin, type ModelScopeStandin } from '../standins/modelscope';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
@@ -27,6 +28,7 @@ const KEYS = {
   GEMINI_API_KEY: 'AIzaTestProvidersGemini0123456789abc',
   OPENROUTER_API_KEY: 'sk-or-test-prov-9a8b7c6d',
   MODELSCOPE_API_KEY: 'ms-test-prov-5e4d3c2b',
+  AZURE_OPENAI_API_KEY: 'azure-test-prov-8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f',
 };
 
 let env: TestWorkflowEnvironment;
@@ -35,15 +37,19 @@ let openai: OpenAIStandin;
 let gemini: GeminiStandin;
 let openrouter: ChatStandin;
 let modelscope: ModelScopeStandin;
+let azure: OpenAIStandin;
 let workerEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   ({ env, stateDir } = await startTestServer());
-  [openai, gemini, openrouter, modelscope] = await Promise.all([
+  // Which model each Azure deployment serves: read by the CLI and the worker from their environment.
+  vi.stubEnv('ATELIER_AZURE_DEPLOYMENTS', 'prov-images=gpt-image-2');
+  [openai, gemini, openrouter, modelscope, azure] = await Promise.all([
     startOpenAIStandin(),
     startGeminiStandin(),
     startOpenRouterStandin(),
     startModelScopeStandin(),
+    startAzureOpenAIStandin({ deployments: { 'prov-images': 'gpt-image-2' } }),
   ]);
   workerEnv = {
     ...KEYS,
@@ -52,12 +58,15 @@ beforeAll(async () => {
     OPENROUTER_BASE_URL: openrouter.baseURL,
     MODELSCOPE_BASE_URL: modelscope.baseURL,
     MODELSCOPE_POLL_INTERVAL_MS: '50',
+    AZURE_OPENAI_ENDPOINT: azure.baseURL,
+    OPENAI_API_VERSION: '2025-04-01-preview',
     PROMPT_ENHANCE_API_KEY: 'sk-test-prov-enhance-77aa',
     PROMPT_ENHANCE_BASE_URL: openrouter.baseURL,
   };
 });
 afterAll(async () => {
-  await Promise.all([openai, gemini, openrouter, modelscope].map((s) => s?.close()));
+  vi.unstubAllEnvs();
+  await Promise.all([openai, gemini, openrouter, modelscope, azure].map((s) => s?.close()));
   await env?.teardown();
 });
 
@@ -132,6 +141,20 @@ describe('OpenRouter and ModelScope through the workflow', () => {
     expect(summary).toMatchObject({ ok: 1 });
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(Object.keys(ledger?.info ?? {}).join(',')).toMatch(/remaining/);
+  });
+});
+
+describe('Azure OpenAI through the workflow', () => {
+  it('edits through a deployment (api-key, api-version), prices it as the mapped model, and classifies the content filter per row', async () => {
+    azure.script('az-filtered', [azureFaults.contentFiltered()], { repeat: true });
+    const { csv, outputDir } = await rowsCsv(['a.png,az-edit paint it', 'a.png,az-filtered refuse']);
+    const summary = await run(testInput({ runId: 'prov-azure', inputPath: csv, outputDir, backend: 'azure', model: 'prov-images' }));
+    expect(summary).toMatchObject({ total: 2, ok: 1, failed: 1, failedByType: { Blocked: 1 } });
+    expect(azure.callsFor('az-edit')[0]).toMatchObject({ model: 'gpt-image-2', authorization: `api-key ${KEYS.AZURE_OPENAI_API_KEY}` });
+    expect(azure.callsFor('az-filtered')).toHaveLength(1);
+    // gpt-image-2's token rates for the stand-in's usage (as in the --max-cost test).
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBeCloseTo(0.034754, 6);
   });
 });
 
@@ -238,7 +261,7 @@ describe('prompt enhancement and keys', () => {
     const cli = findTemporalCli();
     const address = env.address;
     const show = (id: string) => execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
-    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1')].join('\n');
+    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1')].join('\n');
     // Payloads are base64 in JSON output: decode them so the scan sees what the history holds.
     const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8')).join('\n');
     const everything = `${shown}\n${decoded}`;

@@ -2,6 +2,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { createModelActivities } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
+import { createAzureOpenAIProvider } from '../activities/providers/azure';
 import { createGeminiProvider } from '../activities/providers/gemini';
 import { createModelScopeProvider } from '../activities/providers/modelscope';
 import { createOpenAIProvider } from '../activities/providers/openai';
@@ -14,7 +15,7 @@ import type { ApiBackend } from '../lib/types';
 import { workflowCodeOption } from './bundle';
 
 /** Cloud backends served here (diffusers is served by the Python GPU workers). */
-export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope'];
+export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope', 'azure'];
 
 /** Where each backend's key and base URL come from (the worker's environment, nowhere else). */
 export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }> = {
@@ -22,6 +23,8 @@ export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }
   gemini: { keys: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'], baseUrl: 'GEMINI_BASE_URL' },
   openrouter: { keys: ['OPENROUTER_API_KEY'], baseUrl: 'OPENROUTER_BASE_URL' },
   modelscope: { keys: ['MODELSCOPE_API_KEY'], baseUrl: 'MODELSCOPE_BASE_URL' },
+  // The "base URL" is the resource endpoint, which Azure needs (no default); OPENAI_API_VERSION too.
+  azure: { keys: ['AZURE_OPENAI_API_KEY'], baseUrl: 'AZURE_OPENAI_ENDPOINT' },
 };
 
 /** Names of every queue `atelier worker` can serve. */
@@ -64,6 +67,13 @@ export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): Im
       // How often a submitted task is polled (ModelScope suggests a few seconds).
       const poll = Number(env.MODELSCOPE_POLL_INTERVAL_MS);
       return createModelScopeProvider({ apiKey, baseURL, ...(poll > 0 ? { pollIntervalMs: poll } : {}) });
+    }
+    case 'azure': {
+      const apiVersion = env.OPENAI_API_VERSION;
+      if (!baseURL || !apiVersion) {
+        throw new UsageError('Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY');
+      }
+      return createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
     }
   }
 }

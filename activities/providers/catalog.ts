@@ -83,6 +83,8 @@ export async function listProviderModels(backend: Backend, options: CatalogOptio
       return out;
     }
     case 'modelscope':
+    // Azure lists deployments through its management API (not the data-plane key): table only.
+    case 'azure':
       return undefined;
   }
 }

@@ -326,9 +326,44 @@ const DEFAULTS: Record<Backend, Entry> = {
   gemini: { ...geminiImage, price: {} },
   openrouter: { ...geminiImage, maxInputImages: 16, maxImagesPerCall: 1, inputLimits: { maxBytes: 10 * MB, maxSide: 4096 }, imageSizes: ['0.5K', '1K', '2K', '4K'], aspectRatios: undefined, outputModalities: ['image', 'text'], price: { fromUsage: true } },
   modelscope: { ...modelscopeEdit, price: { free: true } },
+  // Unused: Azure deployments resolve through the OpenAI table (azureCapabilities).
+  azure: { ...gptImage, params: 'any', price: {} },
 };
 
-const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE };
+const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE, azure: {} };
+
+// ---- Azure OpenAI ------------------------------------------------------------------------------
+
+/**
+ * `ATELIER_AZURE_DEPLOYMENTS="mydeploy=gpt-image-2,other=gpt-image-1.5"`: which OpenAI model each
+ * Azure deployment serves. Not a secret; the CLI (planning, estimates) and the worker (costs) read
+ * the same variable, so a deployment gets its model's capabilities and prices everywhere.
+ */
+export function parseAzureDeployments(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',')) {
+    const [deployment, model] = pair.split('=').map((s) => s.trim());
+    if (deployment && model) out[deployment] = model;
+  }
+  return out;
+}
+
+/** The model an Azure deployment serves: mapped, else the name itself (deployments are often named after their model). */
+export function azureDeploymentModel(deployment: string, env: NodeJS.ProcessEnv = process.env): string {
+  return parseAzureDeployments(env.ATELIER_AZURE_DEPLOYMENTS)[deployment] ?? deployment;
+}
+
+/**
+ * An Azure deployment's capabilities: those of the OpenAI model it serves. Prices are assumed to
+ * be OpenAI's (Azure's global standard rates matched them when last compared; unverified for Nov
+ * 2026). The lifecycle is left out: Azure retires models on its own schedule, which this table
+ * does not track, so OpenAI's shutdown dates must not refuse an Azure deployment.
+ */
+function azureCapabilities(deployment: string): ModelCapabilities {
+  const model = azureDeploymentModel(deployment);
+  const { lifecycle: _openAILifecycle, ...caps } = capabilities('openai', model);
+  return { ...caps, backend: 'azure', entry: model === deployment ? caps.entry : `${deployment} = ${caps.entry}` };
+}
 
 /** Exact id, else the longest id the model starts with followed by `-` (dated or preview versions). */
 function lookup(table: Record<string, Entry>, model: string): [string, Entry] | undefined {
@@ -343,6 +378,7 @@ function lookup(table: Record<string, Entry>, model: string): [string, Entry] | 
 
 /** What a model takes and costs. Unknown ids get the backend's permissive default (`known: false`). */
 export function capabilities(backend: Backend, model: string): ModelCapabilities {
+  if (backend === 'azure') return azureCapabilities(model);
   const hit = lookup(TABLES[backend], model);
   if (hit) return { backend, entry: hit[0], known: true, ...hit[1] };
   const family = FAMILIES.find((f) => f.backend === backend && f.test.test(model));
