@@ -10,6 +10,7 @@ import { findTemporalCli } from '../lib/temporalCli';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../lib/types';
 import { azureFaults, startAzureOpenAIStandin } from '../standins/azure';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../standins/gemini';
+import { startVertexStandin } from '../standins/vertex';
 import { startModelScopeStandin, type ModelScopeStandin } from '../standins/modelscope';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
@@ -29,6 +30,7 @@ const KEYS = {
   OPENROUTER_API_KEY: 'sk-or-test-prov-9a8b7c6d',
   MODELSCOPE_API_KEY: 'ms-test-prov-5e4d3c2b',
   AZURE_OPENAI_API_KEY: 'azure-test-prov-8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f',
+  VERTEX_API_KEY: 'AIzaTestProvidersVertex0123456789abcd',
 };
 
 let env: TestWorkflowEnvironment;
@@ -38,18 +40,20 @@ let gemini: GeminiStandin;
 let openrouter: ChatStandin;
 let modelscope: ModelScopeStandin;
 let azure: OpenAIStandin;
+let vertex: GeminiStandin;
 let workerEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   ({ env, stateDir } = await startTestServer());
   // Which model each Azure deployment serves: read by the CLI and the worker from their environment.
   vi.stubEnv('ATELIER_AZURE_DEPLOYMENTS', 'prov-images=gpt-image-2');
-  [openai, gemini, openrouter, modelscope, azure] = await Promise.all([
+  [openai, gemini, openrouter, modelscope, azure, vertex] = await Promise.all([
     startOpenAIStandin(),
     startGeminiStandin(),
     startOpenRouterStandin(),
     startModelScopeStandin(),
     startAzureOpenAIStandin({ deployments: { 'prov-images': 'gpt-image-2' } }),
+    startVertexStandin(),
   ]);
   workerEnv = {
     ...KEYS,
@@ -60,13 +64,14 @@ beforeAll(async () => {
     MODELSCOPE_POLL_INTERVAL_MS: '50',
     AZURE_OPENAI_ENDPOINT: azure.baseURL,
     OPENAI_API_VERSION: '2025-04-01-preview',
+    VERTEX_BASE_URL: vertex.baseURL,
     PROMPT_ENHANCE_API_KEY: 'sk-test-prov-enhance-77aa',
     PROMPT_ENHANCE_BASE_URL: openrouter.baseURL,
   };
 });
 afterAll(async () => {
   vi.unstubAllEnvs();
-  await Promise.all([openai, gemini, openrouter, modelscope, azure].map((s) => s?.close()));
+  await Promise.all([openai, gemini, openrouter, modelscope, azure, vertex].map((s) => s?.close()));
   await env?.teardown();
 });
 
@@ -141,6 +146,20 @@ describe('OpenRouter and ModelScope through the workflow', () => {
     expect(summary).toMatchObject({ ok: 1 });
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(Object.keys(ledger?.info ?? {}).join(',')).toMatch(/remaining/);
+  });
+});
+
+describe('Vertex AI through the workflow', () => {
+  it('edits on Vertex in express mode (the publisher path, the key in x-goog-api-key), classifies refusals per row, and records cost', async () => {
+    vertex.script('vx-safety', [geminiFaults.finishReason('IMAGE_SAFETY')], { repeat: true });
+    vertex.script('vx-busy', [geminiFaults.rateLimited(1)]);
+    const { csv, outputDir } = await rowsCsv(['"[""a.png"",""b.png""]",vx-multi combine them', 'a.png,vx-safety refuse', 'a.png,vx-busy retry me']);
+    const summary = await run(testInput({ runId: 'prov-vertex', inputPath: csv, outputDir, backend: 'vertex', model: 'gemini-2.5-flash-image' }));
+    expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, failedByType: { Blocked: 1 } });
+    expect(vertex.callsFor('vx-multi')[0]).toMatchObject({ path: '/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent', apiKey: KEYS.VERTEX_API_KEY, imageCount: 2 });
+    expect(vertex.callsFor('vx-busy').map((c) => c.status)).toEqual([429, 200]);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBeGreaterThan(0);
   });
 });
 
@@ -261,7 +280,7 @@ describe('prompt enhancement and keys', () => {
     const cli = findTemporalCli();
     const address = env.address;
     const show = (id: string) => execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
-    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1')].join('\n');
+    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1'), show('prov-vertex/row/0')].join('\n');
     // Payloads are base64 in JSON output: decode them so the scan sees what the history holds.
     const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8')).join('\n');
     const everything = `${shown}\n${decoded}`;

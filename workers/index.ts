@@ -3,6 +3,7 @@ import { createModelActivities } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { createAzureOpenAIProvider } from '../activities/providers/azure';
+import { createVertexProvider } from '../activities/providers/vertex';
 import { createGeminiProvider } from '../activities/providers/gemini';
 import { createModelScopeProvider } from '../activities/providers/modelscope';
 import { createOpenAIProvider } from '../activities/providers/openai';
@@ -15,7 +16,7 @@ import type { ApiBackend } from '../lib/types';
 import { workflowCodeOption } from './bundle';
 
 /** Cloud backends served here (diffusers is served by the Python GPU workers). */
-export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope', 'azure'];
+export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope', 'azure', 'vertex'];
 
 /** Where each backend's key and base URL come from (the worker's environment, nowhere else). */
 export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }> = {
@@ -25,6 +26,9 @@ export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }
   modelscope: { keys: ['MODELSCOPE_API_KEY'], baseUrl: 'MODELSCOPE_BASE_URL' },
   // The "base URL" is the resource endpoint, which Azure needs (no default); OPENAI_API_VERSION too.
   azure: { keys: ['AZURE_OPENAI_API_KEY'], baseUrl: 'AZURE_OPENAI_ENDPOINT' },
+  // Express mode (an API key) or a project with Application Default Credentials. Not GOOGLE_API_KEY:
+  // that one already selects the Gemini API, and one key must not start two backends.
+  vertex: { keys: ['VERTEX_API_KEY', 'GOOGLE_CLOUD_PROJECT'], baseUrl: 'VERTEX_BASE_URL' },
 };
 
 /** Names of every queue `atelier worker` can serve. */
@@ -75,6 +79,9 @@ export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): Im
       }
       return createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
     }
+    case 'vertex':
+      // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
+      return createVertexProvider({ apiKey: env.VERTEX_API_KEY || undefined, project: env.GOOGLE_CLOUD_PROJECT, location: env.GOOGLE_CLOUD_LOCATION, baseURL });
   }
 }
 

@@ -85,6 +85,8 @@ export async function listProviderModels(backend: Backend, options: CatalogOptio
     case 'modelscope':
     // Azure lists deployments through its management API (not the data-plane key): table only.
     case 'azure':
+    // Vertex's publisher-model list is not per project and says nothing about image output: table only.
+    case 'vertex':
       return undefined;
   }
 }

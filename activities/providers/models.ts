@@ -230,6 +230,11 @@ const geminiImage: Entry = {
   price: {},
 };
 
+/**
+ * The Gemini image models; Vertex AI serves the same ids (GA, `-preview` by prefix) with the same
+ * limits. Vertex prices are assumed equal to the Gemini API's (Google lists the same per-token
+ * rates on both pricing pages for these models; unverified for Nov 2026).
+ */
 const GEMINI: Record<string, Entry> = {
   'gemini-2.5-flash-image': {
     ...geminiImage,
@@ -328,9 +333,10 @@ const DEFAULTS: Record<Backend, Entry> = {
   modelscope: { ...modelscopeEdit, price: { free: true } },
   // Unused: Azure deployments resolve through the OpenAI table (azureCapabilities).
   azure: { ...gptImage, params: 'any', price: {} },
+  vertex: { ...geminiImage, price: {} },
 };
 
-const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE, azure: {} };
+const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE, azure: {}, vertex: GEMINI };
 
 // ---- Azure OpenAI ------------------------------------------------------------------------------
 
