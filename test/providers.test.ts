@@ -11,6 +11,7 @@ import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '
 import { azureFaults, startAzureOpenAIStandin } from '../standins/azure';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../standins/gemini';
 import { startVertexStandin } from '../standins/vertex';
+import { falFaults, startFalStandin, type FalStandin } from '../standins/fal';
 import { startModelScopeStandin, type ModelScopeStandin } from '../standins/modelscope';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
@@ -31,6 +32,7 @@ const KEYS = {
   MODELSCOPE_API_KEY: 'ms-test-prov-5e4d3c2b',
   AZURE_OPENAI_API_KEY: 'azure-test-prov-8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f',
   VERTEX_API_KEY: 'AIzaTestProvidersVertex0123456789abcd',
+  FAL_KEY: '9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a:fedcba9876543210fedcba9876543210',
 };
 
 let env: TestWorkflowEnvironment;
@@ -41,19 +43,21 @@ let openrouter: ChatStandin;
 let modelscope: ModelScopeStandin;
 let azure: OpenAIStandin;
 let vertex: GeminiStandin;
+let fal: FalStandin;
 let workerEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   ({ env, stateDir } = await startTestServer());
   // Which model each Azure deployment serves: read by the CLI and the worker from their environment.
   vi.stubEnv('ATELIER_AZURE_DEPLOYMENTS', 'prov-images=gpt-image-2');
-  [openai, gemini, openrouter, modelscope, azure, vertex] = await Promise.all([
+  [openai, gemini, openrouter, modelscope, azure, vertex, fal] = await Promise.all([
     startOpenAIStandin(),
     startGeminiStandin(),
     startOpenRouterStandin(),
     startModelScopeStandin(),
     startAzureOpenAIStandin({ deployments: { 'prov-images': 'gpt-image-2' } }),
     startVertexStandin(),
+    startFalStandin(),
   ]);
   workerEnv = {
     ...KEYS,
@@ -65,13 +69,15 @@ beforeAll(async () => {
     AZURE_OPENAI_ENDPOINT: azure.baseURL,
     OPENAI_API_VERSION: '2025-04-01-preview',
     VERTEX_BASE_URL: vertex.baseURL,
+    FAL_BASE_URL: fal.baseURL,
+    FAL_POLL_INTERVAL_MS: '20',
     PROMPT_ENHANCE_API_KEY: 'sk-test-prov-enhance-77aa',
     PROMPT_ENHANCE_BASE_URL: openrouter.baseURL,
   };
 });
 afterAll(async () => {
   vi.unstubAllEnvs();
-  await Promise.all([openai, gemini, openrouter, modelscope, azure, vertex].map((s) => s?.close()));
+  await Promise.all([openai, gemini, openrouter, modelscope, azure, vertex, fal].map((s) => s?.close()));
   await env?.teardown();
 });
 
@@ -146,6 +152,29 @@ describe('OpenRouter and ModelScope through the workflow', () => {
     expect(summary).toMatchObject({ ok: 1 });
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(Object.keys(ledger?.info ?? {}).join(',')).toMatch(/remaining/);
+  });
+});
+
+describe('fal.ai through the workflow', () => {
+  it('submits each row once to the queue, polls it, downloads the result, prices it per image, and classifies refusals and failed runs per row', async () => {
+    fal.script('fal-refused', [falFaults.contentPolicy()], { repeat: true });
+    fal.script('fal-flaky', [falFaults.failedRun()]);
+    const { csv, outputDir } = await rowsCsv(['a.png,fal-edit paint it', 'a.png,fal-refused refuse', 'b.png,fal-flaky retry me']);
+    const before = fal.submitted();
+    const summary = await run(testInput({ runId: 'prov-fal', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext', params: { seed: 5 } }));
+    expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, failedByType: { Blocked: 1 } });
+    const edit = fal.callsFor('fal-edit');
+    expect(edit.filter((c) => c.kind === 'submit')).toHaveLength(1);
+    expect(edit.find((c) => c.kind === 'submit')).toMatchObject({ authorization: `Key ${KEYS.FAL_KEY}`, imageCount: 1, fields: { seed: rowSeed(5, 0, 0) } });
+    expect(edit.filter((c) => c.kind === 'status').length).toBeGreaterThanOrEqual(3);
+    // The refusal is final (one request); the failed run is retried with a new request.
+    expect(fal.callsFor('fal-refused').filter((c) => c.kind === 'submit')).toHaveLength(1);
+    expect(fal.callsFor('fal-flaky').filter((c) => c.kind === 'submit')).toHaveLength(2);
+    expect(fal.submitted() - before).toBe(4);
+    expect(results(outputDir).map((r) => r.status)).toEqual(['ok', 'failed', 'ok']);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBe(0.04);
+    expect(String(ledger?.info?.requestIds ?? '')).toBe(edit.find((c) => c.kind === 'submit')!.requestId);
   });
 });
 
@@ -280,7 +309,7 @@ describe('prompt enhancement and keys', () => {
     const cli = findTemporalCli();
     const address = env.address;
     const show = (id: string) => execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
-    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1'), show('prov-vertex/row/0')].join('\n');
+    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1'), show('prov-vertex/row/0'), show('prov-fal/row/0'), show('prov-fal/row/1')].join('\n');
     // Payloads are base64 in JSON output: decode them so the scan sees what the history holds.
     const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8')).join('\n');
     const everything = `${shown}\n${decoded}`;

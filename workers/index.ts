@@ -4,6 +4,7 @@ import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { createAzureOpenAIProvider } from '../activities/providers/azure';
 import { createVertexProvider } from '../activities/providers/vertex';
+import { createFalProvider } from '../activities/providers/fal';
 import { createGeminiProvider } from '../activities/providers/gemini';
 import { createModelScopeProvider } from '../activities/providers/modelscope';
 import { createOpenAIProvider } from '../activities/providers/openai';
@@ -16,7 +17,7 @@ import type { ApiBackend } from '../lib/types';
 import { workflowCodeOption } from './bundle';
 
 /** Cloud backends served here (diffusers is served by the Python GPU workers). */
-export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope', 'azure', 'vertex'];
+export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope', 'azure', 'vertex', 'fal'];
 
 /** Where each backend's key and base URL come from (the worker's environment, nowhere else). */
 export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }> = {
@@ -29,6 +30,8 @@ export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }
   // Express mode (an API key) or a project with Application Default Credentials. Not GOOGLE_API_KEY:
   // that one already selects the Gemini API, and one key must not start two backends.
   vertex: { keys: ['VERTEX_API_KEY', 'GOOGLE_CLOUD_PROJECT'], baseUrl: 'VERTEX_BASE_URL' },
+  // FAL_KEY is the name fal's own clients read.
+  fal: { keys: ['FAL_KEY'], baseUrl: 'FAL_BASE_URL' },
 };
 
 /** Names of every queue `atelier worker` can serve. */
@@ -82,6 +85,11 @@ export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): Im
     case 'vertex':
       // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
       return createVertexProvider({ apiKey: env.VERTEX_API_KEY || undefined, project: env.GOOGLE_CLOUD_PROJECT, location: env.GOOGLE_CLOUD_LOCATION, baseURL });
+    case 'fal': {
+      // How often a submitted request is polled.
+      const poll = Number(env.FAL_POLL_INTERVAL_MS);
+      return createFalProvider({ apiKey, baseURL, ...(poll > 0 ? { pollIntervalMs: poll } : {}) });
+    }
   }
 }
 

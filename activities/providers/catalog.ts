@@ -87,6 +87,8 @@ export async function listProviderModels(backend: Backend, options: CatalogOptio
     case 'azure':
     // Vertex's publisher-model list is not per project and says nothing about image output: table only.
     case 'vertex':
+    // fal's model gallery has no list endpoint for the queue key: table only.
+    case 'fal':
       return undefined;
   }
 }
