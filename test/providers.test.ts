@@ -16,7 +16,7 @@ import { startModelScopeStandin, type ModelScopeStandin } from '../standins/mode
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import { createWorkers } from '../workers';
+import { createWorkers, runWorkersUntil, type WorkerSetOptions } from '../workers';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
@@ -175,6 +175,34 @@ describe('fal.ai through the workflow', () => {
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(ledger?.costUsd).toBe(0.04);
     expect(String(ledger?.info?.requestIds ?? '')).toBe(edit.find((c) => c.kind === 'submit')!.requestId);
+  });
+});
+
+describe('fal.ai: a worker that stops mid-request', () => {
+  it('the retry on another worker polls the request already submitted (heartbeated id) instead of paying for a second one', async () => {
+    fal.script('fal-crash', [falFaults.slowRequest(60)]);
+    const { csv, outputDir } = await rowsCsv(['a.png,fal-crash paint it']);
+    const input = testInput({ runId: 'prov-fal-crash', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext' });
+    const options: WorkerSetOptions = { connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '100 ms' } };
+    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const done = handle.result() as Promise<DatasetRunSummary>;
+    // The first workers: stopped once the request is queued and being polled.
+    const first = await createWorkers(options);
+    const firstRunning = Promise.allSettled(first.map((w) => w.run()));
+    for (let i = 0; i < 400 && fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length < 3; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length).toBeGreaterThanOrEqual(3);
+    for (const w of first) w.shutdown();
+    await firstRunning;
+    expect(fal.callsFor('fal-crash').filter((c) => c.kind === 'result')).toHaveLength(0);
+    // Fresh workers pick the row up again.
+    const second = await createWorkers(options);
+    const summary = await runWorkersUntil(second, done);
+    expect(summary).toMatchObject({ total: 1, ok: 1, failed: 0 });
+    const submits = fal.callsFor('fal-crash').filter((c) => c.kind === 'submit');
+    expect(submits).toHaveLength(1);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.info?.resumedRequests).toBe(1);
+    expect(ledger?.info?.requestIds).toBe(submits[0]!.requestId);
   });
 });
 
