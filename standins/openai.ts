@@ -421,7 +421,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
 
     if (await gate(call, reply, res)) return;
     if (!model) return reply(400, errorBody("Missing required parameter: 'model'.", 'missing_required_parameter', 'model'));
-    if (!openAIServes(model, now())) return reply(404, modelNotFound(model));
+    // Azure: the deployment existing is the check (Azure retires models on its own schedule).
+    if (!azureModel && !openAIServes(model, now())) return reply(404, modelNotFound(model));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -472,7 +473,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const reply = replier(res, call);
     if (await gate(call, reply, res)) return;
     // Without a model the API picks dall-e-2 (openai-node images.ts), which is no longer served.
-    if (!openAIServes(model || 'dall-e-2', now())) return reply(404, modelNotFound(model || 'dall-e-2'));
+    if (!azureModel && !openAIServes(model || 'dall-e-2', now())) return reply(404, modelNotFound(model || 'dall-e-2'));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);

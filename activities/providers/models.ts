@@ -442,7 +442,8 @@ export function capabilities(backend: Backend, model: string): ModelCapabilities
 export function tableModels(backend?: Backend): { backend: Backend; model: string }[] {
   return (Object.keys(TABLES) as Backend[])
     .filter((b) => !backend || b === backend)
-    .flatMap((b) => Object.keys(TABLES[b]).map((model) => ({ backend: b, model })));
+    // Azure's "models" are the deployments ATELIER_AZURE_DEPLOYMENTS names.
+    .flatMap((b) => Object.keys(b === 'azure' ? parseAzureDeployments(process.env.ATELIER_AZURE_DEPLOYMENTS) : TABLES[b]).map((model) => ({ backend: b, model })));
 }
 
 export interface ModelStatus {

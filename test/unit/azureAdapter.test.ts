@@ -1,7 +1,7 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAzureOpenAIProvider } from '../../activities/providers/azure';
-import { capabilities, estimateCostUsd, lifecycleProblem } from '../../activities/providers/models';
+import { capabilities, estimateCostUsd, lifecycleProblem, tableModels } from '../../activities/providers/models';
 import { ClassifiedError } from '../../lib/errors';
 import { azureFaults, startAzureOpenAIStandin } from '../../standins/azure';
 import type { OpenAIStandin } from '../../standins/openai';
@@ -95,5 +95,7 @@ describe('Azure OpenAI adapter through the AzureOpenAI client', () => {
     expect(capabilities('azure', 'gpt-image-2').entry).toBe('gpt-image-2');
     expect(capabilities('azure', 'mystery').known).toBe(false);
     expect(estimateCostUsd('azure', 'mystery', {}, undefined, 1)).toBeUndefined();
+    // `atelier models --backend azure` lists the mapped deployments.
+    expect(tableModels('azure').map((m) => m.model)).toEqual(['img-prod', 'legacy']);
   });
 });
