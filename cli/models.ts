@@ -134,6 +134,9 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
     let note: string;
     if (options.offline) note = 'table only (--offline)';
     else if (backend === 'modelscope') note = 'ModelScope has no model list endpoint: table only';
+    else if (backend === 'fal') note = 'fal.ai has no model list endpoint for API keys: table only (any endpoint id can be used)';
+    else if (backend === 'vertex') note = 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)';
+    else if (backend === 'azure') note = 'Azure deployments are listed by the management API, not the data-plane key: models by ATELIER_AZURE_DEPLOYMENTS, from the OpenAI table';
     else if (!apiKey && !baseURL) note = `${names.keys.join(' or ')} not set: table only`;
     else {
       try {

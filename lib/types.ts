@@ -4,7 +4,7 @@
 
 /** Which provider family serves the model activity; each has its own task queue. */
 /** Cloud APIs, served by TypeScript provider adapters on `api-<backend>` queues. */
-export type ApiBackend = 'openai' | 'gemini' | 'openrouter' | 'modelscope';
+export type ApiBackend = 'openai' | 'gemini' | 'openrouter' | 'modelscope' | 'azure' | 'vertex' | 'fal';
 export type Backend = ApiBackend | 'diffusers';
 
 /** `--backend diffusers`: a local model served by Python GPU workers (gpu-workers/). */

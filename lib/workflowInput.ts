@@ -25,7 +25,7 @@ export const datasetWorkflowInputSchema = z
     }),
     inputPath: location('inputPath'),
     outputDir: location('outputDir'),
-    backend: z.enum(['openai', 'gemini', 'openrouter', 'modelscope', 'diffusers']),
+    backend: z.enum(['openai', 'gemini', 'openrouter', 'modelscope', 'azure', 'vertex', 'fal', 'diffusers']),
     model: z.string().min(1),
     params: z
       .object({

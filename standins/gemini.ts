@@ -71,6 +71,18 @@ function googleError(code: number, status: string, message: string, details: unk
   return { error: { code, message, status, ...(details.length ? { details } : {}) } };
 }
 
+/**
+ * Vertex auth: the express-mode path (no project) takes an API key; a project path takes an OAuth
+ * token (ADC) and answers a bare API key with Google's "API keys are not supported by this API".
+ */
+function vertexAuthProblem(route: VertexRoute, apiKey: string, bearer: boolean) {
+  if (route.project) {
+    if (bearer) return undefined;
+    if (apiKey) return googleError(401, 'UNAUTHENTICATED', 'API keys are not supported by this API. Expected OAuth2 access token or other authentication credentials that assert a principal. See https://cloud.google.com/docs/authentication');
+  } else if (apiKey) return undefined;
+  return googleError(401, 'UNAUTHENTICATED', 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.');
+}
+
 function candidateOnly(candidate: Record<string, unknown>, extra: Record<string, unknown> = {}) {
   return {
     candidates: [{ index: 0, ...candidate }],
@@ -144,6 +156,10 @@ export interface GeminiStandinCall {
   generationConfig: Record<string, unknown>;
   /** What the caller sent as x-goog-api-key (or ?key=). */
   apiKey: string;
+  /** The request path (Vertex: the express or the project shape). */
+  path: string;
+  /** Vertex project mode: whether an OAuth bearer token came with the request. */
+  bearer?: boolean;
   status: number;
   at: number;
 }
@@ -154,7 +170,16 @@ export interface GeminiStandin extends Standin<GeminiStandinCall> {
   uploadedFiles(): number;
 }
 
+/** Vertex AI's URL shape and auth (standins/vertex.ts); the request and answer rules are the same. */
+interface VertexRoute {
+  /** Project and location of a project path; both absent on the express-mode (API key) path. */
+  project?: string;
+  location?: string;
+}
+
 export interface GeminiStandinOptions extends StandinOptions {
+  /** Serve Vertex AI's paths (`/v1beta1/[projects/{p}/locations/{l}/]publishers/google/models/{m}:generateContent`) instead of the Gemini API's. */
+  vertex?: boolean;
   /** Models that emit an interim thought image before the answer (default: gemini-3 pro image models). */
   thoughtImages?: RegExp;
   /** Models that require thought signatures back on earlier model turns (default: gemini-3 models). */
@@ -187,7 +212,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   let fileCounter = 0;
   let baseURL = '';
 
-  async function handle(req: IncomingMessage, res: ServerResponse, model: string, url: URL): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, model: string, url: URL, vertex?: VertexRoute): Promise<void> {
     const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
     let body: { contents?: Content[]; generationConfig?: Record<string, unknown> };
     const raw = (await readBody(req)).toString('utf8');
@@ -227,6 +252,8 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       signaturesReturned: modelTurns.flatMap((c) => c.parts ?? []).flatMap((p) => (p.thoughtSignature ? [p.thoughtSignature] : [])),
       generationConfig: body.generationConfig ?? {},
       apiKey,
+      path: url.pathname,
+      ...(vertex ? { bearer: /^Bearer \S+/.test(String(req.headers.authorization ?? '')) } : {}),
       status: 200,
       at: Date.now(),
     };
@@ -237,7 +264,10 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       sendJson(res, status, payload, headers);
     };
 
-    if (!apiKey) return reply(403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    if (vertex) {
+      const denied = vertexAuthProblem(vertex, apiKey, call.bearer ?? false);
+      if (denied) return reply(401, denied);
+    } else if (!apiKey) return reply(403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
     if (limiter && !limiter.admit()) {
       return reply(
         429,
@@ -256,6 +286,10 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       return reply(403, googleError(403, 'PERMISSION_DENIED', `You do not have permission to access the File ${missingFile.replace(/^.*\/(files\/[^/?]+).*$/, '$1')} or it may not exist.`));
     }
     const spec = geminiModel(model);
+    if (!spec && vertex) {
+      const name = `${vertex.project ? `projects/${vertex.project}/locations/${vertex.location}/` : ''}publishers/google/models/${model}`;
+      return reply(404, googleError(404, 'NOT_FOUND', `Publisher Model \`${name}\` was not found or your project does not have access to it. Please ensure you are using a valid model version. For more information, see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions`));
+    }
     if (!spec) {
       return reply(404, googleError(404, 'NOT_FOUND', `models/${model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.`));
     }
@@ -424,6 +458,15 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
 
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://standin');
+    if (options.vertex) {
+      const m = /^\/(v1|v1beta1)\/(?:projects\/([^/]+)\/locations\/([^/]+)\/)?publishers\/google\/models\/([^:/]+):generateContent$/.exec(url.pathname);
+      if (req.method !== 'POST' || !m) return sendJson(res, 404, googleError(404, 'NOT_FOUND', `Invalid URL (${req.method} ${url.pathname})`));
+      const route: VertexRoute = m[2] ? { project: decodeURIComponent(m[2]), location: decodeURIComponent(m[3]!) } : {};
+      handle(req, res, decodeURIComponent(m[4]!), url, route).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
+      });
+      return;
+    }
     if (req.method === 'GET' && /^\/(v1beta|v1)\/models$/.test(url.pathname)) return listModels(req, res, url);
     if (req.method === 'POST' && /^\/upload\/v1beta\/files\/?$/.test(url.pathname)) {
       upload(req, res, url).catch((err: unknown) => {

@@ -122,6 +122,14 @@ export type OpenAIStandin = Standin<StandinCall>;
 export interface OpenAIStandinOptions extends StandinOptions {
   /** The stand-in's clock for model shutdowns (default: the real date). */
   now?: () => Date;
+  /** Serve Azure OpenAI's URL shape and auth instead of OpenAI's (standins/azure.ts). */
+  azure?: AzureFlavour;
+}
+
+/** Azure OpenAI: deployments (name -> the OpenAI model it serves) and the api-versions accepted. */
+export interface AzureFlavour {
+  deployments: Record<string, string>;
+  apiVersions: readonly string[];
 }
 
 interface Script<S> {
@@ -227,6 +235,11 @@ const LISTED_MODELS: { id: string; created: number }[] = [
 
 function modelNotFound(model: string) {
   return { error: { message: `The model \`${model}\` does not exist or you do not have access to it.`, type: 'invalid_request_error', param: null, code: 'model_not_found' } };
+}
+
+/** Azure's own errors (auth, routing, deployments): `{error: {code, message}}`, code often the status as a string. */
+export function azureError(code: string, message: string) {
+  return { error: { code, message } };
 }
 
 function errorBody(message: string, code: string | null = null, param: string | null = null) {
@@ -338,7 +351,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
 
   /** Common checks and faults after the call is recorded; true when a reply was sent. */
   async function gate(call: StandinCall, reply: Reply, res: ServerResponse): Promise<boolean> {
-    if (!call.authorization.startsWith('Bearer ') || call.authorization.length <= 'Bearer '.length) {
+    // Azure's api-key was checked by its router (azureRoute) before the body was read.
+    if (!options.azure && (!call.authorization.startsWith('Bearer ') || call.authorization.length <= 'Bearer '.length)) {
       reply(401, errorBody("You didn't provide an API key.", 'invalid_api_key'));
       return true;
     }
@@ -367,8 +381,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     reply(200, imagesResponse(images, { size: f.size ?? 'auto', quality: f.quality ?? 'auto', background: f.background === 'transparent' ? 'transparent' : 'opaque', outputFormat: f.output_format ?? 'png' }, inputImages));
   }
 
-  async function handleEdit(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const authorization = String(req.headers.authorization ?? '');
+  async function handleEdit(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
+    const authorization = azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
     const raw = await readBody(req);
     let form: FormData;
     try {
@@ -378,7 +392,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     }
     const fields: Record<string, string> = {};
     for (const [key, value] of form.entries()) if (typeof value === 'string' && key !== 'prompt') fields[key] = value;
-    const model = String(form.get('model') ?? '');
+    // Azure: the deployment decides the model; a `model` field in the body is not used.
+    const model = azureModel ?? String(form.get('model') ?? '');
     const prompt = String(form.get('prompt') ?? '');
     const uploads = [...form.getAll('image'), ...form.getAll('image[]')].flatMap((v) => (typeof v === 'string' ? [] : [v]));
     const buffers = await Promise.all(uploads.map(async (f) => Buffer.from(await f.arrayBuffer())));
@@ -406,7 +421,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
 
     if (await gate(call, reply, res)) return;
     if (!model) return reply(400, errorBody("Missing required parameter: 'model'.", 'missing_required_parameter', 'model'));
-    if (!openAIServes(model, now())) return reply(404, modelNotFound(model));
+    // Azure: the deployment existing is the check (Azure retires models on its own schedule).
+    if (!azureModel && !openAIServes(model, now())) return reply(404, modelNotFound(model));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -440,15 +456,15 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     await respondWithImages(reply, fields, Array(call.n).fill(output), uploads.length);
   }
 
-  async function handleGeneration(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const authorization = String(req.headers.authorization ?? '');
+  async function handleGeneration(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
+    const authorization = azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
     let body: Record<string, unknown>;
     try {
       body = JSON.parse((await readBody(req)).toString('utf8')) as Record<string, unknown>;
     } catch {
       return sendJson(res, 400, errorBody('We could not parse the JSON body of your request.'));
     }
-    const model = String(body.model ?? '');
+    const model = azureModel ?? String(body.model ?? '');
     const prompt = String(body.prompt ?? '');
     const fields: Record<string, string> = {};
     for (const [key, value] of Object.entries(body)) if (key !== 'prompt' && value !== undefined && value !== null) fields[key] = String(value);
@@ -457,7 +473,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const reply = replier(res, call);
     if (await gate(call, reply, res)) return;
     // Without a model the API picks dall-e-2 (openai-node images.ts), which is no longer served.
-    if (!openAIServes(model || 'dall-e-2', now())) return reply(404, modelNotFound(model || 'dall-e-2'));
+    if (!azureModel && !openAIServes(model || 'dall-e-2', now())) return reply(404, modelNotFound(model || 'dall-e-2'));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -471,7 +487,32 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     await respondWithImages(reply, fields, Array(call.n).fill(image), 0);
   }
 
+  /**
+   * Azure OpenAI's data plane: `POST /openai/deployments/{deployment}/images/{edits,generations}
+   * ?api-version=...` with an `api-key` header; the deployment's model then gets OpenAI's rules.
+   */
+  function azureRoute(azure: AzureFlavour, req: IncomingMessage, res: ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://standin');
+    const match = /^\/openai\/deployments\/([^/]+)\/images\/(edits|generations)$/.exec(url.pathname);
+    if (req.method !== 'POST' || !match) return sendJson(res, 404, azureError('404', 'Resource not found'));
+    const version = url.searchParams.get('api-version');
+    if (!version) return sendJson(res, 404, azureError('404', 'Resource not found'));
+    if (!azure.apiVersions.includes(version)) return sendJson(res, 400, azureError('BadRequest', 'API version not supported'));
+    if (!req.headers['api-key']) {
+      return sendJson(res, 401, azureError('401', 'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.'));
+    }
+    const model = azure.deployments[decodeURIComponent(match[1]!)];
+    if (!model) {
+      return sendJson(res, 404, azureError('DeploymentNotFound', 'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.'));
+    }
+    const handler = match[2] === 'edits' ? handleEdit : handleGeneration;
+    handler(req, res, model).catch((err: unknown) => {
+      if (!res.headersSent) sendJson(res, 500, azureError('InternalServerError', `stand-in failure: ${(err as Error).message}`));
+    });
+  }
+
   const server = createServer((req, res) => {
+    if (options.azure) return azureRoute(options.azure, req, res);
     const path = (req.url ?? '').split('?')[0] ?? '';
     if (req.method === 'GET' && (path === '/v1/models' || path.startsWith('/v1/models/'))) {
       const authorization = String(req.headers.authorization ?? '');
@@ -496,7 +537,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   const { port } = server.address() as AddressInfo;
 
   return {
-    baseURL: `http://127.0.0.1:${port}/v1`,
+    // Azure: the resource endpoint (the SDK adds /openai/deployments/...).
+    baseURL: options.azure ? `http://127.0.0.1:${port}` : `http://127.0.0.1:${port}/v1`,
     calls,
     script(match, steps, scriptOptions = {}) {
       scripts.add(match, steps, scriptOptions);

@@ -3,17 +3,20 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { rowSeed } from '../lib/gpuContract';
 import { readLedgerEntry } from '../lib/ledger';
 import { findTemporalCli } from '../lib/temporalCli';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../lib/types';
+import { azureFaults, startAzureOpenAIStandin } from '../standins/azure';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../standins/gemini';
+import { startVertexStandin } from '../standins/vertex';
+import { falFaults, startFalStandin, type FalStandin } from '../standins/fal';
 import { startModelScopeStandin, type ModelScopeStandin } from '../standins/modelscope';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import { createWorkers } from '../workers';
+import { createWorkers, runWorkersUntil, type WorkerSetOptions } from '../workers';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
@@ -27,6 +30,9 @@ const KEYS = {
   GEMINI_API_KEY: 'AIzaTestProvidersGemini0123456789abc',
   OPENROUTER_API_KEY: 'sk-or-test-prov-9a8b7c6d',
   MODELSCOPE_API_KEY: 'ms-test-prov-5e4d3c2b',
+  AZURE_OPENAI_API_KEY: 'azure-test-prov-8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f',
+  VERTEX_API_KEY: 'AIzaTestProvidersVertex0123456789abcd',
+  FAL_KEY: '9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a:fedcba9876543210fedcba9876543210',
 };
 
 let env: TestWorkflowEnvironment;
@@ -35,15 +41,23 @@ let openai: OpenAIStandin;
 let gemini: GeminiStandin;
 let openrouter: ChatStandin;
 let modelscope: ModelScopeStandin;
+let azure: OpenAIStandin;
+let vertex: GeminiStandin;
+let fal: FalStandin;
 let workerEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
   ({ env, stateDir } = await startTestServer());
-  [openai, gemini, openrouter, modelscope] = await Promise.all([
+  // Which model each Azure deployment serves: read by the CLI and the worker from their environment.
+  vi.stubEnv('ATELIER_AZURE_DEPLOYMENTS', 'prov-images=gpt-image-2');
+  [openai, gemini, openrouter, modelscope, azure, vertex, fal] = await Promise.all([
     startOpenAIStandin(),
     startGeminiStandin(),
     startOpenRouterStandin(),
     startModelScopeStandin(),
+    startAzureOpenAIStandin({ deployments: { 'prov-images': 'gpt-image-2' } }),
+    startVertexStandin(),
+    startFalStandin(),
   ]);
   workerEnv = {
     ...KEYS,
@@ -52,12 +66,18 @@ beforeAll(async () => {
     OPENROUTER_BASE_URL: openrouter.baseURL,
     MODELSCOPE_BASE_URL: modelscope.baseURL,
     MODELSCOPE_POLL_INTERVAL_MS: '50',
+    AZURE_OPENAI_ENDPOINT: azure.baseURL,
+    OPENAI_API_VERSION: '2025-04-01-preview',
+    VERTEX_BASE_URL: vertex.baseURL,
+    FAL_BASE_URL: fal.baseURL,
+    FAL_POLL_INTERVAL_MS: '20',
     PROMPT_ENHANCE_API_KEY: 'sk-test-prov-enhance-77aa',
     PROMPT_ENHANCE_BASE_URL: openrouter.baseURL,
   };
 });
 afterAll(async () => {
-  await Promise.all([openai, gemini, openrouter, modelscope].map((s) => s?.close()));
+  vi.unstubAllEnvs();
+  await Promise.all([openai, gemini, openrouter, modelscope, azure, vertex, fal].map((s) => s?.close()));
   await env?.teardown();
 });
 
@@ -132,6 +152,85 @@ describe('OpenRouter and ModelScope through the workflow', () => {
     expect(summary).toMatchObject({ ok: 1 });
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(Object.keys(ledger?.info ?? {}).join(',')).toMatch(/remaining/);
+  });
+});
+
+describe('fal.ai through the workflow', () => {
+  it('submits each row once to the queue, polls it, downloads the result, prices it per image, and classifies refusals and failed runs per row', async () => {
+    fal.script('fal-refused', [falFaults.contentPolicy()], { repeat: true });
+    fal.script('fal-flaky', [falFaults.failedRun()]);
+    const { csv, outputDir } = await rowsCsv(['a.png,fal-edit paint it', 'a.png,fal-refused refuse', 'b.png,fal-flaky retry me']);
+    const before = fal.submitted();
+    const summary = await run(testInput({ runId: 'prov-fal', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext', params: { seed: 5 } }));
+    expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, failedByType: { Blocked: 1 } });
+    const edit = fal.callsFor('fal-edit');
+    expect(edit.filter((c) => c.kind === 'submit')).toHaveLength(1);
+    expect(edit.find((c) => c.kind === 'submit')).toMatchObject({ authorization: `Key ${KEYS.FAL_KEY}`, imageCount: 1, fields: { seed: rowSeed(5, 0, 0) } });
+    expect(edit.filter((c) => c.kind === 'status').length).toBeGreaterThanOrEqual(3);
+    // The refusal is final (one request); the failed run is retried with a new request.
+    expect(fal.callsFor('fal-refused').filter((c) => c.kind === 'submit')).toHaveLength(1);
+    expect(fal.callsFor('fal-flaky').filter((c) => c.kind === 'submit')).toHaveLength(2);
+    expect(fal.submitted() - before).toBe(4);
+    expect(results(outputDir).map((r) => r.status)).toEqual(['ok', 'failed', 'ok']);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBe(0.04);
+    expect(String(ledger?.info?.requestIds ?? '')).toBe(edit.find((c) => c.kind === 'submit')!.requestId);
+  });
+});
+
+describe('fal.ai: a worker that stops mid-request', () => {
+  it('the retry on another worker polls the request already submitted (heartbeated id) instead of paying for a second one', async () => {
+    fal.script('fal-crash', [falFaults.slowRequest(60)]);
+    const { csv, outputDir } = await rowsCsv(['a.png,fal-crash paint it']);
+    const input = testInput({ runId: 'prov-fal-crash', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext' });
+    const options: WorkerSetOptions = { connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '100 ms' } };
+    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const done = handle.result() as Promise<DatasetRunSummary>;
+    // The first workers: stopped once the request is queued and being polled.
+    const first = await createWorkers(options);
+    const firstRunning = Promise.allSettled(first.map((w) => w.run()));
+    for (let i = 0; i < 400 && fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length < 3; i++) await new Promise((r) => setTimeout(r, 25));
+    expect(fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length).toBeGreaterThanOrEqual(3);
+    for (const w of first) w.shutdown();
+    await firstRunning;
+    expect(fal.callsFor('fal-crash').filter((c) => c.kind === 'result')).toHaveLength(0);
+    // Fresh workers pick the row up again.
+    const second = await createWorkers(options);
+    const summary = await runWorkersUntil(second, done);
+    expect(summary).toMatchObject({ total: 1, ok: 1, failed: 0 });
+    const submits = fal.callsFor('fal-crash').filter((c) => c.kind === 'submit');
+    expect(submits).toHaveLength(1);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.info?.resumedRequests).toBe(1);
+    expect(ledger?.info?.requestIds).toBe(submits[0]!.requestId);
+  });
+});
+
+describe('Vertex AI through the workflow', () => {
+  it('edits on Vertex in express mode (the publisher path, the key in x-goog-api-key), classifies refusals per row, and records cost', async () => {
+    vertex.script('vx-safety', [geminiFaults.finishReason('IMAGE_SAFETY')], { repeat: true });
+    vertex.script('vx-busy', [geminiFaults.rateLimited(1)]);
+    const { csv, outputDir } = await rowsCsv(['"[""a.png"",""b.png""]",vx-multi combine them', 'a.png,vx-safety refuse', 'a.png,vx-busy retry me']);
+    const summary = await run(testInput({ runId: 'prov-vertex', inputPath: csv, outputDir, backend: 'vertex', model: 'gemini-2.5-flash-image' }));
+    expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, failedByType: { Blocked: 1 } });
+    expect(vertex.callsFor('vx-multi')[0]).toMatchObject({ path: '/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent', apiKey: KEYS.VERTEX_API_KEY, imageCount: 2 });
+    expect(vertex.callsFor('vx-busy').map((c) => c.status)).toEqual([429, 200]);
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBeGreaterThan(0);
+  });
+});
+
+describe('Azure OpenAI through the workflow', () => {
+  it('edits through a deployment (api-key, api-version), prices it as the mapped model, and classifies the content filter per row', async () => {
+    azure.script('az-filtered', [azureFaults.contentFiltered()], { repeat: true });
+    const { csv, outputDir } = await rowsCsv(['a.png,az-edit paint it', 'a.png,az-filtered refuse']);
+    const summary = await run(testInput({ runId: 'prov-azure', inputPath: csv, outputDir, backend: 'azure', model: 'prov-images' }));
+    expect(summary).toMatchObject({ total: 2, ok: 1, failed: 1, failedByType: { Blocked: 1 } });
+    expect(azure.callsFor('az-edit')[0]).toMatchObject({ model: 'gpt-image-2', authorization: `api-key ${KEYS.AZURE_OPENAI_API_KEY}` });
+    expect(azure.callsFor('az-filtered')).toHaveLength(1);
+    // gpt-image-2's token rates for the stand-in's usage (as in the --max-cost test).
+    const ledger = await readLedgerEntry(outputDir, 0);
+    expect(ledger?.costUsd).toBeCloseTo(0.034754, 6);
   });
 });
 
@@ -238,7 +337,7 @@ describe('prompt enhancement and keys', () => {
     const cli = findTemporalCli();
     const address = env.address;
     const show = (id: string) => execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
-    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1')].join('\n');
+    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1'), show('prov-vertex/row/0'), show('prov-fal/row/0'), show('prov-fal/row/1')].join('\n');
     // Payloads are base64 in JSON output: decode them so the scan sees what the history holds.
     const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8')).join('\n');
     const everything = `${shown}\n${decoded}`;

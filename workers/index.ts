@@ -2,6 +2,9 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import { createModelActivities } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
+import { createAzureOpenAIProvider } from '../activities/providers/azure';
+import { createVertexProvider } from '../activities/providers/vertex';
+import { createFalProvider } from '../activities/providers/fal';
 import { createGeminiProvider } from '../activities/providers/gemini';
 import { createModelScopeProvider } from '../activities/providers/modelscope';
 import { createOpenAIProvider } from '../activities/providers/openai';
@@ -14,7 +17,7 @@ import type { ApiBackend } from '../lib/types';
 import { workflowCodeOption } from './bundle';
 
 /** Cloud backends served here (diffusers is served by the Python GPU workers). */
-export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope'];
+export const BACKENDS: readonly ApiBackend[] = ['openai', 'gemini', 'openrouter', 'modelscope', 'azure', 'vertex', 'fal'];
 
 /** Where each backend's key and base URL come from (the worker's environment, nowhere else). */
 export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }> = {
@@ -22,6 +25,13 @@ export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }
   gemini: { keys: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'], baseUrl: 'GEMINI_BASE_URL' },
   openrouter: { keys: ['OPENROUTER_API_KEY'], baseUrl: 'OPENROUTER_BASE_URL' },
   modelscope: { keys: ['MODELSCOPE_API_KEY'], baseUrl: 'MODELSCOPE_BASE_URL' },
+  // The "base URL" is the resource endpoint, which Azure needs (no default); OPENAI_API_VERSION too.
+  azure: { keys: ['AZURE_OPENAI_API_KEY'], baseUrl: 'AZURE_OPENAI_ENDPOINT' },
+  // Express mode (an API key) or a project with Application Default Credentials. Not GOOGLE_API_KEY:
+  // that one already selects the Gemini API, and one key must not start two backends.
+  vertex: { keys: ['VERTEX_API_KEY', 'GOOGLE_CLOUD_PROJECT'], baseUrl: 'VERTEX_BASE_URL' },
+  // FAL_KEY is the name fal's own clients read.
+  fal: { keys: ['FAL_KEY'], baseUrl: 'FAL_BASE_URL' },
 };
 
 /** Names of every queue `atelier worker` can serve. */
@@ -64,6 +74,21 @@ export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): Im
       // How often a submitted task is polled (ModelScope suggests a few seconds).
       const poll = Number(env.MODELSCOPE_POLL_INTERVAL_MS);
       return createModelScopeProvider({ apiKey, baseURL, ...(poll > 0 ? { pollIntervalMs: poll } : {}) });
+    }
+    case 'azure': {
+      const apiVersion = env.OPENAI_API_VERSION;
+      if (!baseURL || !apiVersion) {
+        throw new UsageError('Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY');
+      }
+      return createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
+    }
+    case 'vertex':
+      // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
+      return createVertexProvider({ apiKey: env.VERTEX_API_KEY || undefined, project: env.GOOGLE_CLOUD_PROJECT, location: env.GOOGLE_CLOUD_LOCATION, baseURL });
+    case 'fal': {
+      // How often a submitted request is polled.
+      const poll = Number(env.FAL_POLL_INTERVAL_MS);
+      return createFalProvider({ apiKey, baseURL, ...(poll > 0 ? { pollIntervalMs: poll } : {}) });
     }
   }
 }

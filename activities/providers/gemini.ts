@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
 import { ClassifiedError } from '../../lib/errors';
-import { capabilities, supportsParam } from './models';
+import { capabilities, supportsParam, type Backend } from './models';
 import { checkEditInputs, checkInputCount, sniffImageType } from './shared';
 import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 
@@ -202,8 +202,8 @@ export function requestBytes(contents: Content[]): number {
 }
 
 /** A request over the model's inline limit fails the row before any call (the API answers 400). */
-function checkRequestSize(model: string, contents: Content[]): void {
-  const limit = capabilities('gemini', model).maxRequestBytes;
+function checkRequestSize(backend: GoogleBackend, model: string, contents: Content[]): void {
+  const limit = capabilities(backend, model).maxRequestBytes;
   const size = requestBytes(contents);
   if (limit !== undefined && size > limit) {
     throw new ClassifiedError('inputError', `the request would be ${(size / 1048576).toFixed(1)} MB with its images inline; ${model} takes at most ${limit / 1048576} MB per request (use fewer or smaller input images)`);
@@ -217,6 +217,19 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
     // Always given, so the SDK never falls back to GOOGLE_GEMINI_BASE_URL from the environment.
     httpOptions: { baseUrl: options.baseURL || DEFAULT_BASE_URL, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS },
   });
+  return googleGenAIProvider('gemini', ai, { secrets: [options.apiKey], filesApi: true });
+}
+
+/** The backends served through @google/genai: the Gemini API and Vertex AI (vertex.ts). */
+export type GoogleBackend = Extract<Backend, 'gemini' | 'vertex'>;
+
+/**
+ * The adapter for a @google/genai client, Gemini API or Vertex AI: the same generateContent body,
+ * answers, finish reasons and errors. `filesApi`: inputs over the inline limit go through the Files
+ * API (Gemini API only; the SDK refuses files.upload on Vertex, so there such rows fail as input
+ * errors).
+ */
+export function googleGenAIProvider(backend: GoogleBackend, ai: GoogleGenAI, options: { secrets: readonly string[]; filesApi: boolean }): ImageEditProvider {
 
   // Files API uploads by image content (sha256), reused while they live.
   const uploaded = new Map<string, { uri: string; mimeType: string; at: number }>();
@@ -242,8 +255,8 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
    * user images moved to the Files API until they fit (a row that still does not fit fails).
    */
   async function fitRequest(request: ImageRequest, contents: Content[]): Promise<Content[]> {
-    const limit = capabilities('gemini', request.model).maxRequestBytes;
-    if (limit === undefined || requestBytes(contents) <= limit) return contents;
+    const limit = capabilities(backend, request.model).maxRequestBytes;
+    if (!options.filesApi || limit === undefined || requestBytes(contents) <= limit) return contents;
     const fitted = plain(contents);
     const inline = fitted
       .filter((c) => c.role === 'user')
@@ -260,7 +273,7 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
   }
 
   function configFor(request: ImageRequest): GenerateContentConfig {
-    const caps = capabilities('gemini', request.model);
+    const caps = capabilities(backend, request.model);
     const p = request.params;
     const imageConfig = {
       ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspectRatio: p.aspectRatio } : {}),
@@ -278,7 +291,7 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
     const usage: Record<string, number> = {};
     let lastWhy = '';
     let retryable = false;
-    checkRequestSize(request.model, contents);
+    checkRequestSize(backend, request.model, contents);
     for (let attempt = 0; attempt < 2; attempt++) {
       let response: GenerateContentResponse;
       try {
@@ -311,19 +324,19 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
   }
 
   return {
-    backend: 'gemini',
-    secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('gemini', model).inputLimits,
-    maxInputImages: (model) => capabilities('gemini', model).maxInputImages,
+    backend,
+    secrets: options.secrets,
+    inputLimits: (model) => capabilities(backend, model).inputLimits,
+    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
-      checkEditInputs('gemini', request);
+      checkEditInputs(backend, request);
       return images(request, [{ text: request.prompt }, ...request.images.map(imagePart)]);
     },
     async generate(request: ImageRequest): Promise<ImageResult> {
       return images(request, [{ text: request.prompt }]);
     },
     async chatTurn(request: ChatTurnRequest): Promise<ChatTurnResult> {
-      checkInputCount('gemini', request);
+      checkInputCount(backend, request);
       const history = (request.history ?? []) as unknown as Content[];
       const userTurn: Content = { role: 'user', parts: [{ text: request.prompt }, ...request.images.map(imagePart)] };
       // The history keeps what was sent: images moved to the Files API are not sent (or uploaded) again.

@@ -230,6 +230,11 @@ const geminiImage: Entry = {
   price: {},
 };
 
+/**
+ * The Gemini image models; Vertex AI serves the same ids (GA, `-preview` by prefix) with the same
+ * limits. Vertex prices are assumed equal to the Gemini API's (Google lists the same per-token
+ * rates on both pricing pages for these models; unverified for Nov 2026).
+ */
 const GEMINI: Record<string, Entry> = {
   'gemini-2.5-flash-image': {
     ...geminiImage,
@@ -271,6 +276,50 @@ const MODELSCOPE: Record<string, Entry> = {
   'Qwen/Qwen-Image-Edit-2509': modelscopeEdit,
   'Qwen/Qwen-Image-Edit-2511': modelscopeEdit,
   'Qwen/Qwen-Image': { ...modelscopeEdit, editCapable: false, maxInputImages: 0 },
+};
+
+// ---- fal.ai ------------------------------------------------------------------------------------
+
+/**
+ * fal.ai endpoints (queue API; ids and input fields from each model's fal.ai page or llms.txt):
+ * - fal-ai/flux-pro/kontext: `image_url` (one image; "provide a base64-encoded data URL" accepted),
+ *   prompt, seed, guidance_scale 1-20, num_images 1-4, output_format jpeg|png, aspect_ratio;
+ *   "$0.04 per images" (fal.ai/models/fal-ai/flux-pro/kontext/llms.txt).
+ * - fal-ai/flux-pro/kontext/text-to-image: the same without an image (fal.ai/docs model-api-reference
+ *   flux-pro-kontext-text-to-image); price not seen: unknown.
+ * - fal-ai/qwen-image-edit: `image_url`, prompt, num_inference_steps 2-50, seed, guidance_scale 0-20,
+ *   num_images 1-4, output_format; "$0.03 per megapixels" (fal.ai/models/fal-ai/qwen-image-edit/
+ *   llms.txt): per megapixel, not per image, so left unknown here. negative_prompt: unverified.
+ * - fal-ai/nano-banana/edit: `image_urls` (a list, required), prompt, num_images, aspect_ratio (auto
+ *   and ten ratios), output_format jpeg|png|webp (its schema as copied by ziframe.com; the queue
+ *   answer in docs.kkiai.com). Price not seen on a fal page: unknown. No documented input limit;
+ *   Gemini 2.5 Flash Image's own advice is "up to 3", so more are allowed (14, Gemini's cap) with a warning.
+ * Input size limits of fal's data URIs are not documented; 10 MB / 4096 px is a cautious guess.
+ */
+const FAL_RATIOS_KONTEXT = ['21:9', '16:9', '4:3', '3:2', '1:1', '2:3', '3:4', '9:16', '9:21'] as const;
+const falKontext: Entry = {
+  editCapable: true,
+  maxInputImages: 1,
+  inputLimits: { maxBytes: 10 * MB, maxSide: 4096 },
+  mask: false,
+  maxImagesPerCall: 4,
+  params: ['seed', 'guidanceScale', 'outputFormat', 'aspectRatio'],
+  aspectRatios: FAL_RATIOS_KONTEXT,
+  price: { perImage: { '*': { '*': 0.04 } } },
+};
+
+const FAL: Record<string, Entry> = {
+  'fal-ai/flux-pro/kontext': falKontext,
+  'fal-ai/flux-pro/kontext/text-to-image': { ...falKontext, editCapable: false, maxInputImages: 0, price: {} },
+  'fal-ai/qwen-image-edit': { ...falKontext, params: ['seed', 'guidanceScale', 'numInferenceSteps', 'negativePrompt', 'outputFormat'], aspectRatios: undefined, price: {} },
+  'fal-ai/nano-banana/edit': {
+    ...falKontext,
+    maxInputImages: 14,
+    recommendedMaxInputImages: 3,
+    params: ['aspectRatio', 'outputFormat'],
+    aspectRatios: ['auto', ...GEMINI_RATIOS],
+    price: {},
+  },
 };
 
 // ---- Family patterns and defaults ---------------------------------------------------------------
@@ -326,9 +375,47 @@ const DEFAULTS: Record<Backend, Entry> = {
   gemini: { ...geminiImage, price: {} },
   openrouter: { ...geminiImage, maxInputImages: 16, maxImagesPerCall: 1, inputLimits: { maxBytes: 10 * MB, maxSide: 4096 }, imageSizes: ['0.5K', '1K', '2K', '4K'], aspectRatios: undefined, outputModalities: ['image', 'text'], price: { fromUsage: true } },
   modelscope: { ...modelscopeEdit, price: { free: true } },
+  // Unused: Azure deployments resolve through the OpenAI table (azureCapabilities).
+  azure: { ...gptImage, params: 'any', price: {} },
+  vertex: { ...geminiImage, price: {} },
+  // Any other fal endpoint: one image per call's input, the common fields passed, price unknown.
+  fal: { ...falKontext, params: 'any', aspectRatios: undefined, price: {} },
 };
 
-const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE };
+const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE, azure: {}, vertex: GEMINI, fal: FAL };
+
+// ---- Azure OpenAI ------------------------------------------------------------------------------
+
+/**
+ * `ATELIER_AZURE_DEPLOYMENTS="mydeploy=gpt-image-2,other=gpt-image-1.5"`: which OpenAI model each
+ * Azure deployment serves. Not a secret; the CLI (planning, estimates) and the worker (costs) read
+ * the same variable, so a deployment gets its model's capabilities and prices everywhere.
+ */
+export function parseAzureDeployments(text: string | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const pair of (text ?? '').split(',')) {
+    const [deployment, model] = pair.split('=').map((s) => s.trim());
+    if (deployment && model) out[deployment] = model;
+  }
+  return out;
+}
+
+/** The model an Azure deployment serves: mapped, else the name itself (deployments are often named after their model). */
+export function azureDeploymentModel(deployment: string, env: NodeJS.ProcessEnv = process.env): string {
+  return parseAzureDeployments(env.ATELIER_AZURE_DEPLOYMENTS)[deployment] ?? deployment;
+}
+
+/**
+ * An Azure deployment's capabilities: those of the OpenAI model it serves. Prices are assumed to
+ * be OpenAI's (Azure's global standard rates matched them when last compared; unverified for Nov
+ * 2026). The lifecycle is left out: Azure retires models on its own schedule, which this table
+ * does not track, so OpenAI's shutdown dates must not refuse an Azure deployment.
+ */
+function azureCapabilities(deployment: string): ModelCapabilities {
+  const model = azureDeploymentModel(deployment);
+  const { lifecycle: _openAILifecycle, ...caps } = capabilities('openai', model);
+  return { ...caps, backend: 'azure', entry: model === deployment ? caps.entry : `${deployment} = ${caps.entry}` };
+}
 
 /** Exact id, else the longest id the model starts with followed by `-` (dated or preview versions). */
 function lookup(table: Record<string, Entry>, model: string): [string, Entry] | undefined {
@@ -343,6 +430,7 @@ function lookup(table: Record<string, Entry>, model: string): [string, Entry] | 
 
 /** What a model takes and costs. Unknown ids get the backend's permissive default (`known: false`). */
 export function capabilities(backend: Backend, model: string): ModelCapabilities {
+  if (backend === 'azure') return azureCapabilities(model);
   const hit = lookup(TABLES[backend], model);
   if (hit) return { backend, entry: hit[0], known: true, ...hit[1] };
   const family = FAMILIES.find((f) => f.backend === backend && f.test.test(model));
@@ -354,7 +442,8 @@ export function capabilities(backend: Backend, model: string): ModelCapabilities
 export function tableModels(backend?: Backend): { backend: Backend; model: string }[] {
   return (Object.keys(TABLES) as Backend[])
     .filter((b) => !backend || b === backend)
-    .flatMap((b) => Object.keys(TABLES[b]).map((model) => ({ backend: b, model })));
+    // Azure's "models" are the deployments ATELIER_AZURE_DEPLOYMENTS names.
+    .flatMap((b) => Object.keys(b === 'azure' ? parseAzureDeployments(process.env.ATELIER_AZURE_DEPLOYMENTS) : TABLES[b]).map((model) => ({ backend: b, model })));
 }
 
 export interface ModelStatus {

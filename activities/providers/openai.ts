@@ -1,7 +1,7 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import sharp from 'sharp';
 import { ClassifiedError } from '../../lib/errors';
-import { capabilities, supportsParam, type ModelCapabilities } from './models';
+import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
 import { checkEditInputs, resultImage, sniffImageType } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
@@ -152,14 +152,22 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
     maxRetries: 0,
     timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
   });
+  return openAIImagesProvider('openai', () => client, [options.apiKey]);
+}
+
+/**
+ * The Images API adapter for any client speaking OpenAI's images wire format (OpenAI, Azure
+ * OpenAI); `clientFor` gives the client for a model (Azure: one per deployment).
+ */
+export function openAIImagesProvider(backend: Extract<Backend, 'openai' | 'azure'>, clientFor: (model: string) => OpenAI, secrets: readonly string[]): ImageEditProvider {
   return {
-    backend: 'openai',
-    secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('openai', model).inputLimits,
-    maxInputImages: (model) => capabilities('openai', model).maxInputImages,
+    backend,
+    secrets,
+    inputLimits: (model) => capabilities(backend, model).inputLimits,
+    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {
-      checkEditInputs('openai', request);
-      const caps = capabilities('openai', request.model);
+      checkEditInputs(backend, request);
+      const caps = capabilities(backend, request.model);
       checkPrompt(request, caps);
       const first = request.images[0]!;
       const images = request.images;
@@ -172,7 +180,7 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
       const files = await Promise.all(images.map((image, i) => toFile(image.data, `image_${i}.${extensionFor(image.mimeType)}`, { type: image.mimeType })));
       const mask = maskBytes ? await toFile(maskBytes, 'mask.png', { type: 'image/png' }) : undefined;
       try {
-        const { data, request_id } = await client.images
+        const { data, request_id } = await clientFor(request.model).images
           .edit(
             {
               model: request.model,
@@ -191,10 +199,10 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
       }
     },
     async generate(request: ImageRequest): Promise<ImageResult> {
-      const caps = capabilities('openai', request.model);
+      const caps = capabilities(backend, request.model);
       checkPrompt(request, caps);
       try {
-        const { data, request_id } = await client.images
+        const { data, request_id } = await clientFor(request.model).images
           .generate(
             {
               model: request.model,

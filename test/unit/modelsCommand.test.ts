@@ -83,6 +83,11 @@ describe('atelier models', () => {
     const out = io();
     await runModels({ backend: 'gemini' }, out, { ATELIER_NOW: '2026-11-30' });
     expect(out.lines[0]).toBe('gemini: GEMINI_API_KEY or GOOGLE_API_KEY not set: table only');
-    await expect(runModels({ backend: 'fal' }, io(), env())).rejects.toBeInstanceOf(UsageError);
+    // fal.ai is a backend now (table only: no list endpoint for API keys); replicate is not.
+    const fal = io();
+    await runModels({ backend: 'fal' }, fal, { ATELIER_NOW: '2026-11-30' });
+    expect(fal.lines[0]).toMatch(/^fal: fal\.ai has no model list endpoint/);
+    expect(fal.lines.join('\n')).toContain('fal-ai/flux-pro/kontext');
+    await expect(runModels({ backend: 'replicate' }, io(), env())).rejects.toBeInstanceOf(UsageError);
   });
 });
