@@ -100,7 +100,13 @@ export async function commitLedgerEntry(
   const marker = doneKey(entry.index, entry.digest, startedFrom?.finishedAt);
   if (!(await storage.create(marker, json))) {
     const winner = parse(await storage.read(marker));
-    if (winner) return { won: false, entry: winner };
+    if (winner) {
+      // The winner may have died between its marker and its entry (a killed host): the commit is
+      // completed here, with the winner's entry, so the row never stays pending behind a marker.
+      const current = await readLedgerEntry(outputDir, entry.index);
+      if (current?.status !== 'ok' || current.finishedAt !== winner.finishedAt) await storage.write(entryKey(entry.index), `${JSON.stringify(winner)}\n`);
+      return { won: false, entry: winner };
+    }
   }
   await storage.write(entryKey(entry.index), json);
   return { won: true, entry };
@@ -111,7 +117,8 @@ export async function commitLedgerEntry(
  * so a scan costs one request per finished output, whatever the size of the run.
  */
 function outputChecker(storage: Storage): (paths: readonly string[]) => Promise<boolean> {
-  return async (paths) => (await Promise.all(paths.map((p) => storage.stat(p).catch(() => undefined)))).every(Boolean);
+  // A failed check is an error, not a missing output: taking it for missing would run the row again.
+  return async (paths) => (await Promise.all(paths.map((p) => storage.stat(p)))).every(Boolean);
 }
 
 /** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
