@@ -237,6 +237,11 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCodes.usage;
     }
     io.err(`error: ${(err as Error)?.stack ?? String(err)}`);
+    // "Workflow execution failed" says nothing by itself: name the causes (activity, then its error).
+    for (let cause = (err as { cause?: unknown })?.cause, depth = 0; cause && depth < 4; cause = (cause as { cause?: unknown }).cause, depth++) {
+      const c = cause as { name?: string; message?: string; type?: string };
+      io.err(`  caused by ${c.type ?? c.name ?? 'Error'}: ${c.message ?? String(cause)}`);
+    }
     return ExitCodes.usage;
   }
 }

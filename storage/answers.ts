@@ -5,7 +5,7 @@ import { openStorage } from './index';
 // Paid provider answers, kept in the run's storage the moment they arrive and before any local step
 // that can fail (decoding, encoding, writing the output, the ledger). A retry after such a failure
 // finishes from the stored answer without calling the provider again: no answer is paid for twice.
-// Image bytes are content-addressed (answers/objects/<sha256>); one small record per row and call
+// Image bytes are content-addressed per row (answers/objects/<index>/<sha256>); one small record per row and call
 // (answers/<index>-<call>.json) names them, with the row digest it answers, so an answer is never
 // reused for a row that changed. Records are removed once the row's ledger entry is committed.
 
@@ -33,8 +33,12 @@ function recordKey(index: number, call: number): string {
   return runMetaKey(`answers/${String(index).padStart(6, '0')}-${call}.json`);
 }
 
-function objectKey(sha256: string): string {
-  return runMetaKey(`answers/objects/${sha256}`);
+/**
+ * Image bytes by content, per row: rows often get byte-identical answers (the same input and a
+ * similar instruction), and one row's clean-up must never remove an answer another row still holds.
+ */
+function objectKey(index: number, sha256: string): string {
+  return runMetaKey(`answers/objects/${String(index).padStart(6, '0')}/${sha256}`);
 }
 
 /** Stores an answer; images first, then the record that names them. */
@@ -43,7 +47,7 @@ export async function storeAnswer(outputDir: string, index: number, call: number
   const images: AnswerRecord['images'] = [];
   for (const image of answer.images) {
     const sha256 = createHash('sha256').update(image.data).digest('hex');
-    await storage.create(objectKey(sha256), image.data);
+    await storage.create(objectKey(index, sha256), image.data);
     images.push({ sha256, mimeType: image.mimeType });
   }
   const { images: _bytes, ...rest } = answer;
@@ -60,7 +64,7 @@ export async function storedAnswer(outputDir: string, index: number, call: numbe
   if ((record.digest ?? undefined) !== digest) return undefined;
   const images: StoredAnswerImage[] = [];
   for (const image of record.images) {
-    const data = await storage.read(objectKey(image.sha256));
+    const data = await storage.read(objectKey(index, image.sha256));
     if (!data) return undefined;
     images.push({ data, mimeType: image.mimeType });
   }
@@ -75,7 +79,7 @@ export async function clearAnswers(outputDir: string, index: number, calls: numb
     const bytes = await storage.read(recordKey(index, call));
     if (!bytes) continue;
     const record = JSON.parse(bytes.toString('utf8')) as AnswerRecord;
-    for (const image of record.images) await storage.remove(objectKey(image.sha256));
+    for (const image of record.images) await storage.remove(objectKey(index, image.sha256));
     await storage.remove(recordKey(index, call));
   }
 }

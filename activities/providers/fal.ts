@@ -1,9 +1,8 @@
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam, type ModelCapabilities } from './models';
 import { retryAfterMs } from './openai';
-import { checkEditInputs, resultImage } from './shared';
+import { checkEditInputs, requestFingerprint, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 
 // fal.ai through its queue API with plain fetch (fal.ai/docs/api-reference/inference-api,
@@ -51,13 +50,6 @@ interface FalRequestRef {
 /** What the adapter heartbeats: a request fingerprint and the fal requests submitted for it, in order. */
 interface FalProgress {
   fal: { key: string; requests: FalRequestRef[] };
-}
-
-function fingerprint(request: ImageRequest, images: ProviderImage[]): string {
-  const hash = createHash('sha256');
-  hash.update(JSON.stringify({ model: request.model, prompt: request.prompt, params: request.params, n: request.numImages }));
-  for (const image of images) hash.update(createHash('sha256').update(image.data).digest());
-  return hash.digest('hex').slice(0, 24);
 }
 
 function previousRequests(previous: JsonValue | undefined, key: string): FalRequestRef[] {
@@ -222,7 +214,7 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
 
   async function run(request: ImageRequest, images: ProviderImage[]): Promise<ImageResult> {
     const caps = capabilities('fal', request.model);
-    const key = fingerprint(request, images);
+    const key = requestFingerprint(request, images);
     const previous = previousRequests(request.previousHeartbeat, key);
     const refs: FalRequestRef[] = [];
     const info: Record<string, string | number> = {};

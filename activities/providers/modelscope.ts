@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/errors';
 import { nextMidnight } from './gemini';
 import { capabilities, supportsParam } from './models';
 import { retryAfterMs } from './openai';
-import { checkEditInputs, resultImage } from './shared';
+import { checkEditInputs, requestFingerprint, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 
 // ModelScope API-Inference (Qwen-Image-Edit and friends) with plain fetch: submit an async task
@@ -43,13 +42,6 @@ export interface ModelScopeProviderOptions {
 /** What the adapter heartbeats: a request fingerprint and the task ids submitted for it, in order. */
 interface ModelScopeProgress {
   modelscope: { key: string; taskIds: string[] };
-}
-
-function fingerprint(request: ImageRequest, images: ProviderImage[]): string {
-  const hash = createHash('sha256');
-  hash.update(JSON.stringify({ model: request.model, prompt: request.prompt, params: request.params, n: request.numImages }));
-  for (const image of images) hash.update(createHash('sha256').update(image.data).digest());
-  return hash.digest('hex').slice(0, 24);
 }
 
 function previousTaskIds(previous: JsonValue | undefined, key: string): string[] {
@@ -199,7 +191,7 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   }
 
   async function run(request: ImageRequest, images: ProviderImage[]): Promise<ImageResult> {
-    const key = fingerprint(request, images);
+    const key = requestFingerprint(request, images);
     const previous = previousTaskIds(request.previousHeartbeat, key);
     const taskIds: string[] = [];
     const info: Record<string, string | number> = {};

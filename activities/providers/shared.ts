@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto';
 import { ClassifiedError } from '../../lib/errors';
 import { parseDataUri, sniffImageType } from '../../lib/images';
 import { capabilities, type Backend } from './models';
-import type { EditRequest, ProviderImage } from './provider';
+import type { EditRequest, ImageRequest, ProviderImage } from './provider';
 
 // Small pieces every adapter needs, kept in one place so they behave the same for all providers.
 
@@ -41,4 +42,16 @@ export function checkInputCount(backend: Backend, request: Pick<EditRequest, 'mo
   if (request.images.length > max) {
     throw new ClassifiedError('inputError', `${request.model} takes at most ${max} input image(s); the row has ${request.images.length}`);
   }
+}
+
+/**
+ * Identifies one request's content (model, prompt, parameters, input bytes) for a submit-then-poll
+ * provider: the heartbeat keeps it beside the submitted ids, so a retry resumes polling only the
+ * submissions made for this very request.
+ */
+export function requestFingerprint(request: ImageRequest, images: ProviderImage[]): string {
+  const hash = createHash('sha256');
+  hash.update(JSON.stringify({ model: request.model, prompt: request.prompt, params: request.params, n: request.numImages }));
+  for (const image of images) hash.update(createHash('sha256').update(image.data).digest());
+  return hash.digest('hex').slice(0, 24);
 }
