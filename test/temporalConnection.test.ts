@@ -116,7 +116,8 @@ describe('Temporal connection settings from the environment', () => {
     const before = front.calls.length;
     const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
       execFile('bash', [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-c', code, front.address], { env: { ...process.env, ...tlsEnv() }, timeout: 120_000 }, (err, stdout, stderr) =>
-        resolve({ code: err ? 1 : 0, stdout, stderr }),
+        // How it ended goes with the output: an exit code, a signal or a spawn error.
+        resolve({ code: err ? 1 : 0, stdout, stderr: err ? `${stderr}\n[${err.message}; code ${String((err as { code?: unknown }).code)}, signal ${String(err.signal)}]` : stderr }),
       ),
     );
     expect(out.code, out.stderr).toBe(0);
