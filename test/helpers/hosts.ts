@@ -27,7 +27,9 @@ export class Host {
     const keepRepo = `case "$HOST_REPO" in /tmp/*) stage=$(mktemp -d -p /run atelier-host-XXXXXX); mount --bind "$HOST_REPO" "$stage"; ;; *) stage=; ;; esac; `;
     const restoreRepo = `if [ -n "$stage" ]; then mkdir -p "$HOST_REPO"; mount --bind "$stage" "$HOST_REPO"; umount "$stage"; rmdir "$stage"; fi; `;
     const script = `set -e; ${keepRepo}mount -t tmpfs tmpfs /tmp; ${restoreRepo}${guard}exec "$@"`;
-    const unshare = ['--mount', '--propagation', 'private', ...(options.pidNamespace ? ['--pid', '--mount-proc'] : []), '--fork'];
+    // --kill-child: when unshare dies, its child dies too (with --pid, every process on the host),
+    // so no host process can outlive the test and later poll another test's server on a reused port.
+    const unshare = ['--mount', '--propagation', 'private', ...(options.pidNamespace ? ['--pid', '--mount-proc'] : []), '--kill-child'];
     this.child = spawn('unshare', [...unshare, 'bash', '-c', script, 'host', ...command], {
       cwd: REPO,
       env: { ...env, HOST_REPO: REPO, ...(options.mustNotSee ? { HOST_MUST_NOT_SEE: options.mustNotSee } : {}) },
@@ -48,15 +50,26 @@ export class Host {
     }
   }
 
-  /** SIGTERM (a clean stop) or SIGKILL (the host dies) to every process on the host. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-    if (this.child.exitCode === null) {
+  /**
+   * SIGTERM (a clean stop) or SIGKILL (the host dies) to every process on the host; a host still
+   * there after the grace time is killed.
+   */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', graceMs = 10_000): Promise<void> {
+    const signalAll = (s: NodeJS.Signals) => {
       try {
-        process.kill(-this.child.pid!, signal);
+        process.kill(-this.child.pid!, s);
       } catch {
         // already gone
       }
+    };
+    if (this.child.exitCode === null && this.child.signalCode === null) signalAll(signal);
+    const timer = setTimeout(() => signalAll('SIGKILL'), graceMs);
+    try {
+      await this.exited;
+    } finally {
+      clearTimeout(timer);
     }
-    await this.exited;
+    // The host's processes share unshare's process group: none may linger after it.
+    signalAll('SIGKILL');
   }
 }
