@@ -16,15 +16,23 @@ import type { PromptEnhancer } from './providers/promptEnhance';
 import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from './providers/provider';
 
 /** Turns a classified error into the ApplicationFailure the retry policy acts on. */
-export function toApplicationFailure(err: ClassifiedError, secrets: readonly string[]): ApplicationFailure {
+export function toApplicationFailure(err: ClassifiedError, secrets: readonly string[], attempt?: number): ApplicationFailure {
   const retryable = err.kind === 'retryable';
   return ApplicationFailure.create({
     type: err.errorType,
     message: boundedMessage(redactSecrets(err.message, secrets)),
     nonRetryable: !retryable,
     ...(retryable && err.details.retryAfterMs !== undefined ? { nextRetryDelay: err.details.retryAfterMs } : {}),
-    details: [{ status: err.details.status ?? null, requestId: err.details.requestId ?? null, quotaResetAt: err.details.quotaResetAt ?? null }],
+    // The attempt reaches the ledger with the row's final failure (the workflow records it).
+    details: [{ status: err.details.status ?? null, requestId: err.details.requestId ?? null, quotaResetAt: err.details.quotaResetAt ?? null, attempt: attempt ?? null }],
   });
+}
+
+function withQuotaReset(err: ClassifiedError, deps: ModelActivityDeps): ClassifiedError {
+  if (err.kind !== 'quotaExhausted' || !deps.quotaResetAt) return err;
+  const quotaResetAt = deps.quotaResetAt(err.details.quotaResetAt);
+  const { quotaResetAt: _reported, ...details } = err.details;
+  return new ClassifiedError(err.kind, err.message, { ...details, ...(quotaResetAt ? { quotaResetAt } : {}) });
 }
 
 /** Row problems that need no provider call to find. */
@@ -79,6 +87,11 @@ async function readJson<T>(storage: Storage, key: string): Promise<T | undefined
 export interface ModelActivityDeps {
   /** Builds the prompt enhancer for `--prompt-enhance <model>` (keys from the worker environment). */
   enhancer?: (model: string) => PromptEnhancer;
+  /**
+   * When an exhausted quota resets, given what the provider's answer implies (a daily quota: the
+   * next midnight in the provider's zone). Default: that. Tests put the reset seconds away.
+   */
+  quotaResetAt?: (reported: string | undefined) => string | undefined;
 }
 
 /**
@@ -132,11 +145,12 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         });
         return await work.run();
       } catch (err) {
-        if (err instanceof ClassifiedError) throw toApplicationFailure(err, secrets());
+        if (err instanceof ClassifiedError) throw toApplicationFailure(withQuotaReset(err, deps), secrets(), context.info.attempt);
         if (signal.aborted) throw err; // cancelled: let the SDK report the cancellation
         throw ApplicationFailure.create({
           type: 'Retryable',
           message: boundedMessage(redactSecrets((err as Error)?.message ?? String(err), secrets())),
+          details: [{ attempt: context.info.attempt }],
         });
       } finally {
         clearInterval(timer);

@@ -18,6 +18,7 @@ import { defaultOutputs, namedOutputs } from '../lib/outputNames';
 import { runMetaKey } from '../lib/constants';
 import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
+import { ChildErrorTypes, RunErrorTypes } from '../lib/errorTypes';
 import type {
   DatasetRunSummary,
   DatasetWorkflowInput,
@@ -28,14 +29,23 @@ import type {
   RowsPage,
 } from '../lib/types';
 
-/** Failure types that end the dataset workflow with a message for the user (CLI exit code 1). */
-export const RunErrorTypes = {
-  dataset: 'DatasetError',
-  invalidInput: 'InvalidWorkflowInput',
-  outputDirInUse: 'OutputDirInUse',
-  /** The output dir could not be written while planning (read-only, full, credentials refused). */
-  storage: 'StorageError',
-} as const;
+/** Records a row's final failure, unless the row already succeeded; finished turns are kept. */
+async function recordFailure(input: RecordFailureInput): Promise<void> {
+  const existing = await readLedgerEntry(input.outputDir, input.index);
+  if (existing?.status === 'ok') return;
+  await writeLedgerEntry(input.outputDir, {
+    index: input.index,
+    position: input.position,
+    status: 'failed',
+    runId: input.runId,
+    model: input.model,
+    errorType: input.errorType,
+    error: boundedMessage(input.error),
+    ...(input.attempts !== undefined ? { attempts: input.attempts } : {}),
+    ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [], ...(existing.digest ? { digest: existing.digest } : {}) } : {}),
+    finishedAt: new Date().toISOString(),
+  });
+}
 
 const SUMMARY_CHARS = 80;
 const RESULT_COLUMNS = ['output_image', 'status', 'error'] as const;
@@ -279,19 +289,22 @@ export function createOrchestrationActivities() {
 
     /** Records a row's final failure, unless the row already succeeded; finished turns are kept. */
     async recordRowFailure(input: RecordFailureInput): Promise<void> {
-      const existing = await readLedgerEntry(input.outputDir, input.index);
-      if (existing?.status === 'ok') return;
-      await writeLedgerEntry(input.outputDir, {
-        index: input.index,
-        position: input.position,
-        status: 'failed',
-        runId: input.runId,
-        model: input.model,
-        errorType: input.errorType,
-        error: boundedMessage(input.error),
-        ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [], ...(existing.digest ? { digest: existing.digest } : {}) } : {}),
-        finishedAt: new Date().toISOString(),
-      });
+      await recordFailure(input);
+    },
+
+    /**
+     * Records the rows a cancelled run had in flight as Cancelled (rows already ok are left alone).
+     * Rows carried over a continue-as-new are known by index only: their positions come from the plan.
+     */
+    async recordCancelledRows(args: { runId: string; model: string; outputDir: string; rows: { index: number; position?: number }[] }): Promise<void> {
+      const positions = new Map(args.rows.map((r) => [r.index, r.position]));
+      if ([...positions.values()].some((p) => p === undefined)) {
+        for await (const row of allPlanRows(args.outputDir)) if (positions.has(row.index)) positions.set(row.index, row.position);
+      }
+      for (const [index, position] of positions) {
+        if (position === undefined) continue; // not in this run's plan: nothing to record
+        await recordFailure({ runId: args.runId, model: args.model, outputDir: args.outputDir, index, position, errorType: ChildErrorTypes.cancelled, error: 'the run was cancelled while the row was in flight' });
+      }
     },
 
     /**

@@ -2,7 +2,8 @@ import { resolve } from 'node:path';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { UsageError } from '../lib/errors';
 import { parseFilterRows } from '../lib/filterRows';
-import { normaliseErrorType, KNOWN_ERROR_TYPES } from '../lib/retrySelection';
+import { ROW_ERROR_TYPES } from '../lib/errorTypes';
+import { normaliseErrorType } from '../lib/retrySelection';
 import { findRun } from '../lib/runRegistry';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
 import { summarizeLedger } from '../lib/summary';
@@ -164,7 +165,7 @@ export function retrySelectionFrom(options: RetryOptions): RetrySelection {
   if (options.errorType !== undefined) {
     selection.errorTypes = options.errorType.split(',').map((name) => {
       const type = normaliseErrorType(name.trim());
-      if (!type) throw new UsageError(`--error-type: unknown class "${name.trim()}"; known: ${KNOWN_ERROR_TYPES.join(', ')}`);
+      if (!type) throw new UsageError(`--error-type: unknown class "${name.trim()}"; known: ${ROW_ERROR_TYPES.join(', ')}`);
       return type;
     });
   }

@@ -1,24 +1,23 @@
 import { parseFilterRows, rowSelector } from './filterRows';
-import { ErrorTypes, type RetrySelection } from './types';
+import { ROW_ERROR_TYPES } from './errorTypes';
+import type { RetrySelection } from './types';
 
 // `atelier retry` selections, checked the same way by the CLI, the workflow's update validator
 // and the activity that picks the rows. No Node imports: workflow code uses this too.
 
-/** Failure classes a selection may name: ours, plus any type a row has failed with (e.g. ChildStartFailed). */
-export const KNOWN_ERROR_TYPES: readonly string[] = [...Object.values(ErrorTypes), 'Cancelled', 'ChildStartFailed'];
 
 /** Accepts the CLI's spellings: blocked, invalid-request, InvalidRequest, quota_exhausted ... */
 export function normaliseErrorType(name: string): string | undefined {
   const key = name.replace(/[-_\s]/g, '').toLowerCase();
-  return KNOWN_ERROR_TYPES.find((t) => t.toLowerCase() === key);
+  return ROW_ERROR_TYPES.find((t) => t.toLowerCase() === key);
 }
 
 /** Throws with a message naming the bad part. */
 export function validateRetrySelection(selection: RetrySelection): void {
   if (selection.rows !== undefined) parseFilterRows(selection.rows);
   for (const type of selection.errorTypes ?? []) {
-    if (!KNOWN_ERROR_TYPES.includes(type)) {
-      throw new Error(`unknown error type "${type}"; known: ${KNOWN_ERROR_TYPES.join(', ')}`);
+    if (!ROW_ERROR_TYPES.includes(type)) {
+      throw new Error(`unknown error type "${type}"; known: ${ROW_ERROR_TYPES.join(', ')}`);
     }
   }
 }

@@ -265,48 +265,6 @@ export interface PromptEnhanceSettings {
 
 export type RowStatus = 'ok' | 'failed';
 
-/** Failure classes recorded per row; also the ApplicationFailure `type` names. */
-export const ErrorTypes = {
-  /** Transient (429, 5xx, timeouts, connection errors): retried with backoff until attempts run out. */
-  retryable: 'Retryable',
-  /** Refused by the provider's safety system: final. */
-  blocked: 'Blocked',
-  /** Any other 4xx: final. */
-  invalidRequest: 'InvalidRequest',
-  /** Billing or daily quota exhausted: final for the row. */
-  quotaExhausted: 'QuotaExhausted',
-  /** The row's own input (missing or undecodable image, bad value): final, no provider call made. */
-  inputError: 'InputError',
-  /** Worker set-up problem (missing API key): final. */
-  configError: 'ConfigError',
-  /**
-   * Writing the run's files failed in a way a quick retry won't fix (disk full, permission denied,
-   * storage credentials refused): the row is not failed, the run pauses with the reason shown.
-   */
-  storageError: 'StorageError',
-} as const;
-export type ErrorType = (typeof ErrorTypes)[keyof typeof ErrorTypes];
-
-/**
- * Failures that are not the row's fault and will not pass by themselves within the row's retries:
- * the row is deferred (it runs again after the pause) and the run pauses with the reason shown.
- */
-export const PAUSING_ERROR_TYPES: readonly string[] = [ErrorTypes.quotaExhausted, ErrorTypes.storageError];
-
-/** Why the run paused, from the deferred row's error. */
-export function pauseReason(errorType: string | undefined, error: string | undefined): string {
-  const what = errorType === ErrorTypes.storageError ? 'writing the run\'s files failed' : 'provider quota exhausted';
-  return `${what}: ${error ?? errorType ?? ''}`.slice(0, 300);
-}
-
-export const NON_RETRYABLE_ERROR_TYPES: string[] = [
-  ErrorTypes.blocked,
-  ErrorTypes.invalidRequest,
-  ErrorTypes.quotaExhausted,
-  ErrorTypes.inputError,
-  ErrorTypes.configError,
-];
-
 export interface RowOutcome {
   position: number;
   index: number;
@@ -331,6 +289,8 @@ export interface RecordFailureInput {
   index: number;
   errorType: string;
   error: string;
+  /** Attempts the model call made before it failed for good, when known. */
+  attempts?: number;
 }
 
 export interface RunCounts {

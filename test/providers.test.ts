@@ -263,6 +263,68 @@ describe('quota exhausted pauses the provider instead of failing rows', () => {
   });
 });
 
+describe('a quota pause with a reset time lifts itself', () => {
+  it('resumes at the reset time when the quota runs out while the window is full (no `atelier resume`)', async () => {
+    // Row 1 spends the daily quota while row 0 is still held up: the window is full, so the run is
+    // in its untimed wait for room when the pause arrives. The reset is put 2 s away.
+    gemini.script('ar-row-0', [geminiFaults.rateLimited(2)]);
+    gemini.script('ar-row-1', [geminiFaults.dailyQuota()]);
+    const { csv, outputDir } = await rowsCsv(['a.png,ar-row-0 x', 'a.png,ar-row-1 x', 'a.png,ar-row-2 x']);
+    const input = testInput({ runId: 'prov-quota-reset', inputPath: csv, outputDir, backend: 'gemini', model: 'gemini-2.5-flash-image', window: 2 });
+    let resets = 0;
+    const workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      env: workerEnv,
+      workerOptions: { shutdownGraceTime: '1 second' },
+      modelActivityDeps: { quotaResetAt: () => (resets++, new Date(Date.now() + 2000).toISOString()) },
+    });
+    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const done = handle.result() as Promise<DatasetRunSummary>;
+    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
+    let paused: ProgressSnapshot | undefined;
+    for (let i = 0; i < 200 && !paused?.paused; i++) {
+      paused = (await handle.query('progress')) as ProgressSnapshot;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(paused?.paused?.until).toBeDefined();
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the pause did not lift at its reset time')), 30_000));
+    const summary = await Promise.race([done, timeout]).catch(async (err: unknown) => {
+      await handle.terminate('test: the pause did not lift'); // ends the workers' runUntil
+      await running;
+      throw err;
+    });
+    await running;
+    expect(resets).toBe(1);
+    expect(summary).toMatchObject({ total: 3, ok: 3, failed: 0 });
+    expect(gemini.callsFor('ar-row-1').map((c) => c.status)).toEqual([429, 200]);
+  });
+});
+
+describe('pause and resume sent while the run plans', () => {
+  it('keeps a pause that arrived during planning, and a resume lifts it', async () => {
+    const { csv, outputDir } = await rowsCsv(['a.png,ps-row-0 x', 'a.png,ps-row-1 x']);
+    const input = testInput({ runId: 'prov-plan-pause', inputPath: csv, outputDir, window: 2 });
+    // The signal is sent before any worker runs the workflow: it reaches the run before it has planned.
+    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    await handle.signal('pause', { reason: 'held from the start' });
+    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' } });
+    const done = handle.result() as Promise<DatasetRunSummary>;
+    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
+    let progress: ProgressSnapshot | undefined;
+    for (let i = 0; i < 200 && progress?.phase !== 'paused'; i++) {
+      progress = (await handle.query('progress')) as ProgressSnapshot;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(progress).toMatchObject({ phase: 'paused', total: 2, inFlight: 0, paused: { reason: 'held from the start' } });
+    await new Promise((r) => setTimeout(r, 500));
+    expect(openai.callsFor('ps-row-')).toHaveLength(0);
+    await handle.signal('resume');
+    expect(await done).toMatchObject({ total: 2, ok: 2 });
+    await running;
+  });
+});
+
 describe('--max-cost pauses the run when its spend reaches the budget', () => {
   it('pauses with the spend shown, keeps the pause on a plain resume, and goes on with a higher budget', async () => {
     // gpt-image-2 on the stand-in: (50*5 + 323*8 + 1056*30 + 24*10) / 1e6 = $0.034754 a row.

@@ -175,8 +175,11 @@ describe('dataset workflow on a real dev server', () => {
     expect(standin.callsFor('row-term-1 ')).toHaveLength(1);
     await child.terminate('test: terminated from outside');
     const summary = await run;
-    // Nothing recorded the row, so the results hold it as pending; the run did not wait for it.
-    expect(summary).toMatchObject({ total: 3, ok: 2, pending: 1 });
+    // The run did not wait for it, and recorded it with its class: results.csv says why, and
+    // `retry --error-type Terminated` can find it.
+    expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, pending: 0, failedByType: { Terminated: 1 } });
+    const results = readFileSync(join(term.outputDir, 'results.csv'), 'utf8');
+    expect(results).toMatch(/row-term-1 held up.*failed,Terminated: the row child was terminated/);
     const again = await runDataset(term);
     expect(again).toMatchObject({ total: 3, ok: 3, pending: 0 });
     expect(standin.callsFor('row-term-0 ')).toHaveLength(1);

@@ -1,5 +1,5 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
-import { createModelActivities } from '../activities/editRow';
+import { createModelActivities, type ModelActivityDeps } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { createAzureOpenAIProvider } from '../activities/providers/azure';
@@ -50,6 +50,8 @@ export interface WorkerSetOptions {
   rateLimitPerSecond?: number;
   /** Extra Worker options (tests shorten shutdown grace, for instance). */
   workerOptions?: Partial<WorkerOptions>;
+  /** Overrides of the model activities' dependencies (tests move a quota's reset time near). */
+  modelActivityDeps?: Partial<ModelActivityDeps>;
 }
 
 /** Builds the provider adapter for a backend from the worker environment (keys never leave it). */
@@ -130,7 +132,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
       await Worker.create({
         ...common,
         taskQueue: providerQueue(provider.backend),
-        activities: createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env) }),
+        activities: createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env), ...options.modelActivityDeps }),
         maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
         ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),
       }),

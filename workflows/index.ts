@@ -1,3 +1,3 @@
 // Entry point of the workflow bundle: every workflow type the orchestrator queue serves.
-export { datasetWorkflow } from './dataset';
+export { datasetWorkflow } from './dataset/workflow';
 export { rowWorkflow } from './row';

@@ -2,7 +2,6 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
-  ChildWorkflowFailure,
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
@@ -16,7 +15,9 @@ import type { OrchestrationActivities } from '../activities/orchestration';
 import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
 import { providerQueue } from '../lib/constants';
 import { AtelierErrorType } from '../lib/searchAttributes';
-import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES, type ApiBackend, type RowDone, type RowOutcome, type RowTask, type RowWorkflowInput } from '../lib/types';
+import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES } from '../lib/errorTypes';
+import type { ApiBackend, RowDone, RowOutcome, RowTask, RowWorkflowInput } from '../lib/types';
+import { failureOf } from './dataset/rowReports';
 import { reportBySignal, rowDoneSignal } from './messages';
 
 const { recordRowFailure } = proxyActivities<OrchestrationActivities>({
@@ -82,11 +83,10 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
   return outcome;
 }
 
-/** A failed activity's or child's error class and message (its ApplicationFailure's type, if any). */
-export function failureOf(err: unknown): { errorType: string; error: string } {
-  const cause = err instanceof ActivityFailure || err instanceof ChildWorkflowFailure ? err.cause : err;
-  if (cause instanceof ApplicationFailure) return { errorType: cause.type ?? 'Error', error: cause.message };
-  return { errorType: (cause as Error)?.name ?? 'Error', error: (cause as Error)?.message ?? String(cause) };
+/** What the model activity put in its final failure's details (editRow's toApplicationFailure). */
+function failureDetails(err: unknown): { quotaResetAt?: string | null; attempt?: number | null } | undefined {
+  const details = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.details : undefined;
+  return details?.[0] as { quotaResetAt?: string | null; attempt?: number | null } | undefined;
 }
 
 /**
@@ -116,13 +116,22 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
     if (PAUSING_ERROR_TYPES.includes(errorType)) {
       // Not the row's fault: the dataset workflow pauses and runs the row again later.
       // Returned, not thrown: the child ends Completed and the row is pending, not failed.
-      const details = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause.details : undefined;
-      const resetAt = (details?.[0] as { quotaResetAt?: string } | undefined)?.quotaResetAt;
+      const resetAt = failureDetails(err)?.quotaResetAt ?? undefined;
       report = { position: task.position, index: task.index, status: 'deferred', errorType, error, ...(resetAt ? { resetAt } : {}) };
       return { position: task.position, index: task.index, status: 'failed', errorType, error, ...(resetAt ? { resetAt } : {}) };
     }
     report = { position: task.position, index: task.index, status: 'failed', errorType, error };
-    await recordRowFailure({ runId: task.runId, model: task.model, outputDir: task.outputDir, position: task.position, index: task.index, errorType, error });
+    const attempts = failureDetails(err)?.attempt ?? undefined;
+    await recordRowFailure({
+      runId: task.runId,
+      model: task.model,
+      outputDir: task.outputDir,
+      position: task.position,
+      index: task.index,
+      errorType,
+      error,
+      ...(attempts ? { attempts } : {}),
+    });
     if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierErrorType, value: errorType }]);
     throw ApplicationFailure.create({ type: errorType, message: error, nonRetryable: true });
   } finally {

@@ -1,0 +1,157 @@
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Connection, Client, type WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { ORCHESTRATOR_QUEUE } from '../../lib/constants';
+import { freePort } from '../../lib/devServer';
+import { gpuTaskQueue } from '../../lib/gpuContract';
+import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/types';
+import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { createWorkers } from '../../workers';
+import { atelier, CliProcess, REPO } from '../helpers/cli';
+import { tempDir, writePng, writeText } from '../helpers/fixtures';
+import { startTestServer, testInput } from '../helpers/temporalEnv';
+
+// Records the workflow histories that test/replay/replay.test.ts replays: one run per workflow path
+// (plain, continue-as-new with hand-over, quota pause lifted at its reset, retry update, cancel,
+// GPU), with the workflow code of the commit that records them. Not part of the suite; run it when
+// the workflow code changes on purpose, as
+//   ATELIER_FIXTURE_TAG=<short commit> npx vitest run --config test/replay/vitest.record.mts
+// and commit the new files (old fixtures stay: the code must keep replaying them).
+
+const TAG = process.env.ATELIER_FIXTURE_TAG ?? 'dev';
+const OUT = join(__dirname, 'fixtures', TAG);
+const KEYS = { OPENAI_API_KEY: 'sk-record-openai', GEMINI_API_KEY: 'AIzaRecordGemini0123456789abcdefghij' };
+
+let env: TestWorkflowEnvironment;
+let openai: OpenAIStandin;
+let gemini: GeminiStandin;
+let workerEnv: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  ({ env } = await startTestServer());
+  [openai, gemini] = await Promise.all([startOpenAIStandin(), startGeminiStandin()]);
+  workerEnv = { ...KEYS, OPENAI_BASE_URL: openai.baseURL, GEMINI_BASE_URL: gemini.baseURL };
+  mkdirSync(OUT, { recursive: true });
+});
+afterAll(async () => {
+  await Promise.all([openai?.close(), gemini?.close()]);
+  await env?.teardown();
+});
+
+async function rowsCsv(name: string, rows: string[]): Promise<{ csv: string; outputDir: string }> {
+  const dir = tempDir(`atelier-rec-${name}-`);
+  await writePng(join(dir, 'a.png'), '#336699');
+  writeText(join(dir, 'rows.csv'), ['input_images,instruction', ...rows].join('\n'));
+  return { csv: join(dir, 'rows.csv'), outputDir: join(dir, 'out') };
+}
+
+/** Every run of a workflow id (continue-as-new makes several), oldest first, and the named children. */
+async function save(client: Client, name: string, workflowId: string, children: string[] = []): Promise<void> {
+  const runs: string[] = [];
+  for await (const execution of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(execution.runId);
+  runs.reverse();
+  const write = async (file: string, handle: WorkflowHandle) => {
+    const history = await handle.fetchHistory();
+    writeFileSync(join(OUT, file), temporal.api.history.v1.History.encode(temporal.api.history.v1.History.fromObject(history)).finish());
+  };
+  for (const [i, runId] of runs.entries()) await write(`${name}.datasetWorkflow-${i}.binpb`, client.workflow.getHandle(workflowId, runId));
+  for (const child of children) await write(`${name}.rowWorkflow-${child.split('/').pop()}.binpb`, client.workflow.getHandle(child));
+}
+
+async function withWorkers<T>(work: (start: (input: DatasetWorkflowInput) => Promise<WorkflowHandle>) => Promise<T>, deps = {}): Promise<T> {
+  const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' }, modelActivityDeps: deps });
+  const running = workers.map((w) => w.run());
+  try {
+    return await work((input) => env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }));
+  } finally {
+    workers.forEach((w) => w.shutdown());
+    await Promise.allSettled(running);
+  }
+}
+
+describe('record workflow histories', () => {
+  it('plain: ok rows, a refused row, a retried row', async () => {
+    openai.script('pl-blocked', [faults.moderationBlocked()], { repeat: true });
+    openai.script('pl-busy', [faults.rateLimited(0)]);
+    const { csv, outputDir } = await rowsCsv('plain', ['a.png,pl-0 x', 'a.png,pl-blocked x', 'a.png,pl-busy x', 'a.png,pl-3 x']);
+    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-plain', inputPath: csv, outputDir, window: 2 }))).result());
+    await save(env.client, 'plain', 'rec-plain', ['rec-plain/row/1', 'rec-plain/row/2']);
+  });
+
+  it('continue-as-new with rows handed over', async () => {
+    const rows = Array.from({ length: 40 }, (_, i) => `a.png,can-${i}${i % 6 === 0 ? '-slow' : ''} x`);
+    for (let i = 0; i < 40; i += 6) openai.script(`can-${i}-slow`, [faults.rateLimited(1)]);
+    const { csv, outputDir } = await rowsCsv('can', rows);
+    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 120 }))).result());
+    await save(env.client, 'can', 'rec-can', ['rec-can/row/6']);
+  });
+
+  it('quota pause that lifts itself at the reset time', async () => {
+    gemini.script('qp-0', [geminiFaults.rateLimited(1)]);
+    gemini.script('qp-1', [geminiFaults.dailyQuota()]);
+    const { csv, outputDir } = await rowsCsv('quota', ['a.png,qp-0 x', 'a.png,qp-1 x', 'a.png,qp-2 x']);
+    const input = testInput({ runId: 'rec-quota', inputPath: csv, outputDir, backend: 'gemini', model: 'gemini-2.5-flash-image', window: 2 });
+    await withWorkers(async (start) => (await start(input)).result(), { quotaResetAt: () => new Date(Date.now() + 1500).toISOString() });
+    await save(env.client, 'quota', 'rec-quota', ['rec-quota/row/1']);
+  });
+
+  it('retry update while the run is open', async () => {
+    openai.script('ru-blocked', [faults.moderationBlocked()]);
+    openai.script('ru-slow', [faults.rateLimited(2)]);
+    const { csv, outputDir } = await rowsCsv('retry', ['a.png,ru-blocked x', 'a.png,ru-slow x', 'a.png,ru-2 x']);
+    await withWorkers(async (start) => {
+      const handle = await start(testInput({ runId: 'rec-retry', inputPath: csv, outputDir, window: 3 }));
+      while (openai.callsFor('ru-blocked').length === 0) await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, 300));
+      await handle.executeUpdate('retryRows', { args: [{ errorTypes: ['Blocked'] }] });
+      return (await handle.result()) as DatasetRunSummary;
+    });
+    await save(env.client, 'retry', 'rec-retry', ['rec-retry/row/0']);
+  });
+
+  it('cancel with rows in flight', async () => {
+    openai.script('cx-slow', [faults.rateLimited(30)], { repeat: true });
+    const { csv, outputDir } = await rowsCsv('cancel', ['a.png,cx-0 x', 'a.png,cx-slow x', 'a.png,cx-slow y']);
+    await withWorkers(async (start) => {
+      const handle = await start(testInput({ runId: 'rec-cancel', inputPath: csv, outputDir, window: 3 }));
+      while (openai.callsFor('cx-slow').length < 2) await new Promise((r) => setTimeout(r, 50));
+      await handle.cancel();
+      await handle.result().catch(() => undefined);
+    });
+    await save(env.client, 'cancel', 'rec-cancel', ['rec-cancel/row/1']);
+  });
+
+  it('GPU rows through the Python worker (tiny random weights, CPU)', async () => {
+    const offline = { ...process.env, HF_HUB_OFFLINE: '1' };
+    const modelDir = join(tempDir('atelier-rec-model-'), 'tiny-pix2pix');
+    execFileSync('bash', [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-m', 'atelier_gpu.tiny', 'instruct-pix2pix', modelDir], { env: offline, stdio: ['ignore', 'ignore', 'inherit'] });
+    const dir = tempDir('atelier-rec-gpu-');
+    await writePng(join(dir, 'a.png'), '#aa3366', 48);
+    writeText(join(dir, 'rows.csv'), ['index,image,instruction', '0,a.png,make it blue', '1,a.png,add snow', '2,missing.png,never runs'].join('\n'));
+    const stateDir = join(dir, 'state');
+    const port = await freePort();
+    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(await freePort())], offline);
+    const cliEnv = { ...offline, TEMPORAL_ADDRESS: `127.0.0.1:${port}` };
+    await server.waitForOutput(/address: /);
+    const gpu = new CliProcess(['gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], cliEnv);
+    const worker = new CliProcess(['worker', '--queues', 'atelier-orchestrator'], cliEnv);
+    try {
+      await gpu.waitForOutput(new RegExp(`GPU worker ready: .* on ${gpuTaskQueue(modelDir)}`), 300_000);
+      await worker.waitForOutput(/serving atelier-orchestrator/);
+      const run = await atelier(['edit', '--input', join(dir, 'rows.csv'), '--output-dir', join(dir, 'out'), '--backend', 'diffusers', '--model', modelDir, '--num-inference-steps', '2', '--run-id', 'rec-gpu', '--state-dir', stateDir], cliEnv);
+      if (run.code !== 2) throw new Error(`the GPU run ended ${run.code}: ${run.stderr}`);
+      const connection = await Connection.connect({ address: `127.0.0.1:${port}` });
+      await save(new Client({ connection }), 'gpu', 'rec-gpu', ['rec-gpu/row/0']);
+      await connection.close();
+    } finally {
+      await worker.stop();
+      await gpu.stop('SIGTERM');
+      await server.stop();
+    }
+  });
+});

@@ -1,0 +1,164 @@
+import { describe, expect, it } from 'vitest';
+import type { PlanRunResult, RowRef } from '../../lib/types';
+import { RunState } from '../../workflows/dataset/runState';
+
+// The dataset run's bookkeeping without a server: the workflow feeds RunState the same events.
+
+function planned(opts: { rows?: number; alreadyOk?: number; failedByType?: Record<string, number>; maxCostUsd?: number } = {}): RunState {
+  const plan = {
+    input: { maxCostUsd: opts.maxCostUsd },
+    totalRows: opts.rows ?? 10,
+    selectedRows: opts.rows ?? 10,
+    alreadyOk: opts.alreadyOk ?? 0,
+    failedByType: opts.failedByType ?? {},
+  } as unknown as PlanRunResult;
+  return RunState.planned('run-1', plan, '2026-11-30T00:00:00.000Z', undefined, () => true);
+}
+
+const row = (index: number, previousErrorType?: string): RowRef => ({ position: index, index, summary: `row ${index}`, ...(previousErrorType ? { previousErrorType } : {}) });
+
+describe('RunState', () => {
+  it('counts rows through the window: dispatched, ok, failed by class, pending', () => {
+    const s = planned({ rows: 5 });
+    s.dispatched(row(0));
+    s.dispatched(row(1));
+    expect(s.hasRoom(2)).toBe(false);
+    expect(s.finishRow({ position: 0, index: 0, status: 'ok', costUsd: 0.01 })).toBe(true);
+    expect(s.finishRow({ position: 1, index: 1, status: 'failed', errorType: 'Blocked', error: 'no' })).toBe(true);
+    expect(s.snapshot('running')).toMatchObject({ total: 5, ok: 1, failed: 1, failedByType: { Blocked: 1 }, inFlight: 0, pending: 3, finished: 2, spentUsd: 0.01 });
+    expect(s.hasRoom(2)).toBe(true);
+  });
+
+  it('counts only the first report of a row (completion and signal can both arrive)', () => {
+    const s = planned();
+    s.dispatched(row(3));
+    expect(s.finishRow({ position: 3, index: 3, status: 'ok' })).toBe(true);
+    expect(s.finishRow({ position: 3, index: 3, status: 'failed', errorType: 'Cancelled' })).toBe(false);
+    expect(s.finishRow({ position: 9, index: 9, status: 'ok' })).toBe(false); // never dispatched here
+    expect(s.snapshot('running')).toMatchObject({ ok: 1, failed: 0, finished: 1 });
+  });
+
+  it('a row retried after a failure stops counting as failed when it is dispatched again', () => {
+    const s = planned({ failedByType: { Retryable: 2 } });
+    s.dispatched(row(4, 'Retryable'));
+    expect(s.snapshot('running').failedByType).toEqual({ Retryable: 1 });
+    s.finishRow({ position: 4, index: 4, status: 'ok' });
+    expect(s.snapshot('running')).toMatchObject({ ok: 1, failed: 1 });
+  });
+
+  it('defers a quota-exhausted row, pauses until the reset, and gives the row back first', () => {
+    const s = planned();
+    s.dispatched(row(2));
+    s.finishRow({ position: 2, index: 2, status: 'deferred', errorType: 'QuotaExhausted', error: 'quota', resetAt: '2026-12-01T08:00:00.000Z' });
+    const snap = s.snapshot('running');
+    expect(snap).toMatchObject({ phase: 'paused', deferred: 1, finished: 0, paused: { until: '2026-12-01T08:00:00.000Z' } });
+    expect(snap.paused?.reason).toMatch(/provider quota exhausted: quota/);
+    expect(s.hasRoom(4)).toBe(false);
+    const pause = s.paused!;
+    expect(s.liftExpired(pause)).toBe(true);
+    expect(s.liftExpired(pause)).toBe(false); // already lifted
+    expect(s.takeDeferred()).toMatchObject({ index: 2, position: 2 });
+    expect(s.takeDeferred()).toBeUndefined();
+  });
+
+  it('does not let an expired timer lift a newer pause', () => {
+    const s = planned();
+    s.dispatched(row(0));
+    s.finishRow({ position: 0, index: 0, status: 'deferred', errorType: 'QuotaExhausted', resetAt: '2026-12-01T08:00:00.000Z' });
+    const quotaPause = s.paused!;
+    s.pause('by hand');
+    expect(s.liftExpired(quotaPause)).toBe(false);
+    expect(s.paused?.reason).toBe('by hand');
+  });
+
+  it('pauses at the budget; a plain resume keeps the budget pause, a higher budget lifts it', () => {
+    const s = planned({ maxCostUsd: 0.05 });
+    s.dispatched(row(0));
+    s.dispatched(row(1));
+    s.finishRow({ position: 0, index: 0, status: 'ok', costUsd: 0.03 });
+    expect(s.paused).toBeNull();
+    s.finishRow({ position: 1, index: 1, status: 'ok', costUsd: 0.03 });
+    expect(s.paused).toMatchObject({ budget: true });
+    expect(s.paused?.reason).toMatch(/budget reached: \$0\.0600 of \$0\.05/);
+    s.resume();
+    expect(s.paused).toMatchObject({ budget: true });
+    s.setBudget(1);
+    expect(s.paused).toBeNull();
+  });
+
+  it('never pauses for the budget when the workflow says the history predates it', () => {
+    const plan = { input: { maxCostUsd: 0.01 }, totalRows: 2, selectedRows: 2, alreadyOk: 0, failedByType: {} } as unknown as PlanRunResult;
+    const s = RunState.planned('run-old', plan, '2026-11-30T00:00:00.000Z', undefined, () => false);
+    s.dispatched(row(0));
+    s.finishRow({ position: 0, index: 0, status: 'ok', costUsd: 1 });
+    expect(s.paused).toBeNull();
+  });
+
+  it('applies pause, resume and budget requests heard while planning', () => {
+    const paused = planned();
+    paused.applyEarly({ pause: { reason: 'held' } });
+    expect(paused.paused).toEqual({ reason: 'held' });
+    const resumed = planned();
+    resumed.applyEarly({ pause: null, maxCostUsd: 3 });
+    expect(resumed.paused).toBeNull();
+    expect(resumed.snapshot('running').maxCostUsd).toBe(3);
+  });
+
+  it('knows when the run is drained and when a waiting run must look again', () => {
+    const s = planned();
+    expect(s.drained).toBe(true);
+    s.dispatched(row(0));
+    expect(s.drained).toBe(false);
+    expect(s.needsAttention).toBe(false);
+    s.queueRetry({ errorTypes: ['Blocked'] });
+    expect(s.needsAttention).toBe(true);
+    expect(s.startQueuedPass()).toBe(true);
+    expect(s.pass).toEqual({ errorTypes: ['Blocked'] });
+    expect(s.cursor).toBe(0);
+    expect(s.startQueuedPass()).toBe(false);
+    s.finishRow({ position: 0, index: 0, status: 'ok' });
+    expect(s.needsAttention).toBe(true);
+    expect(s.drained).toBe(true);
+  });
+
+  it('a child that could not start counts as failed with its class and leaves the window', () => {
+    const s = planned();
+    s.dispatched(row(5));
+    s.childStartFailed(5, 'ChildStartFailed');
+    expect(s.snapshot('running')).toMatchObject({ inFlight: 0, failed: 1, failedByType: { ChildStartFailed: 1 }, finished: 1 });
+  });
+
+  it('upserts search attributes every max(50, rows/40) finished rows, or when forced', () => {
+    const s = planned({ rows: 4000 });
+    for (let i = 0; i < 100; i++) {
+      s.dispatched(row(i));
+      s.finishRow({ position: i, index: i, status: 'ok' });
+      const counts = s.searchCounts(false);
+      if (i + 1 === 100) expect(counts).toEqual({ total: 4000, ok: 100, failed: 0 });
+      else expect(counts).toBeUndefined();
+    }
+    expect(s.searchCounts(true)).toEqual({ total: 4000, ok: 100, failed: 0 });
+  });
+
+  it('carries counts, cursor and rows in flight across continue-as-new, and resumes from them', () => {
+    const s = planned({ rows: 7 });
+    s.dispatched(row(0));
+    s.dispatched(row(1));
+    s.finishRow({ position: 0, index: 0, status: 'ok' });
+    const carried = s.carry(2);
+    expect(carried).toMatchObject({ cursor: 2, inFlight: [1], continuedAsNew: 1, counts: { ok: 1, finished: 1 } });
+    const next = RunState.resume('run-1', carried, () => true);
+    expect(next.finishRow({ position: 1, index: 1, status: 'ok' })).toBe(true);
+    expect(next.snapshot('running')).toMatchObject({ ok: 2, inFlight: 0, continuedAsNew: 1 });
+  });
+
+  it('renders the details table for the Temporal UI', () => {
+    const s = planned({ rows: 3, maxCostUsd: 2 });
+    s.dispatched(row(0));
+    s.finishRow({ position: 0, index: 0, status: 'failed', errorType: 'Blocked' });
+    const md = s.details('running');
+    expect(md).toContain('**run-1**: running');
+    expect(md).toContain('| failed: Blocked | 1 |');
+    expect(md).toContain('| spent (estimate) | $0.0000 of $2 |');
+  });
+});

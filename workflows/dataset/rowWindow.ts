@@ -1,0 +1,190 @@
+import { ParentClosePolicy, patched, proxyActivities, startChild } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import type { OrchestrationActivities } from '../../activities/orchestration';
+import { ChildErrorTypes } from '../../lib/errorTypes';
+import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/types';
+import { rowWorkflow } from '../row';
+import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
+import type { RunState } from './runState';
+
+const { nextRowsPage } = proxyActivities<OrchestrationActivities>({
+  startToCloseTimeout: '30 minutes',
+  retry: { maximumAttempts: 5 },
+});
+
+const { recordRowFailure, recordCancelledRows } = proxyActivities<OrchestrationActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 10 },
+});
+
+/**
+ * The sliding window of row children: reads the plan a page at a time, starts children, hears how
+ * they end and hands the running ones over before a continue-as-new. Everything it learns goes to
+ * the RunState. `view.refresh` redraws what the Temporal UI shows; `view.countsChanged` also lets
+ * the search attributes catch up (a row finished).
+ */
+export class RowWindow {
+  /** Rows fetched but not dispatched yet (not carried: the cursor points back at the first of them). */
+  private page: RowRef[] = [];
+  // Child starts in flight: many start in one workflow task instead of one task each. Awaited
+  // before continuing as new, so no start is lost in between.
+  private readonly starting = new Set<Promise<void>>();
+  // Children this run started and is still waiting on: it hears of their end from their
+  // completion (no signal, no extra history), unless it continues as new first.
+  private readonly ownChildren = new Map<number, Promise<void>>();
+  // Ledger writes for rows whose child ended without writing one (cancelled, terminated, ...).
+  private readonly ledgerWrites = new Set<Promise<void>>();
+  // Plan positions of the rows this run dispatched (rows carried in flight are known by index).
+  private readonly positions = new Map<number, number>();
+
+  constructor(
+    private readonly input: DatasetWorkflowInput,
+    private readonly state: RunState,
+    private readonly view: { refresh(): void; countsChanged(): void },
+  ) {}
+
+  /** The next row of the current pass, or undefined when the pass is exhausted. */
+  async nextRow(): Promise<RowRef | undefined> {
+    for (;;) {
+      const row = this.page.shift();
+      if (row) return row;
+      const { input, state } = this;
+      const cursor = state.cursor;
+      if (cursor === null) return undefined;
+      const result = await nextRowsPage({
+        outputDir: input.outputDir,
+        cursor,
+        limit: Math.max(100, input.window * 4),
+        ...(input.filterRows ? { filterRows: input.filterRows } : {}),
+        ...(state.pass !== 'main' ? { selection: state.pass } : {}),
+      });
+      this.page = result.rows;
+      state.cursor = result.nextCursor;
+    }
+  }
+
+  /** Where the current pass resumes after a continue-as-new: the first fetched row not yet started. */
+  get resumeCursor(): number | null {
+    return this.page[0]?.position ?? this.state.cursor;
+  }
+
+  dispatch(row: RowRef): void {
+    this.state.dispatched(row);
+    this.positions.set(row.index, row.position);
+    const tracked: Promise<void> = this.startRow(row).finally(() => this.starting.delete(tracked));
+    this.starting.add(tracked);
+    this.view.refresh();
+  }
+
+  /** A row's report, from its completion or its rowDone signal. */
+  report(done: RowDone): void {
+    if (!this.state.finishRow(done)) return;
+    this.positions.delete(done.index);
+    if (failedOutsideRow(done)) this.recordInLedger(done);
+    this.view.countsChanged();
+  }
+
+  /** Waits for the child starts under way and the ledger writes this run owes. */
+  async settle(): Promise<void> {
+    await Promise.all([...this.starting]);
+    await Promise.all([...this.ledgerWrites]);
+  }
+
+  // Before continuing as new: the rows still running will outlive this run, so from now on they
+  // report by signal to the workflow id. One that has ended meanwhile (the signal fails) has its
+  // completion on the way to this run, which waits for it. A few signals per continue-as-new,
+  // against one per row if every child signalled.
+  async handOverRunningRows(): Promise<void> {
+    await Promise.all(
+      [...this.ownChildren.entries()].map(async ([index, ended]) => {
+        if (!(await handOver(this.input.runId, index))) await ended;
+      }),
+    );
+  }
+
+  /** The run was cancelled: its rows in flight are recorded as cancelled (unless already done). */
+  async recordCancelled(): Promise<void> {
+    if (this.state.inFlight.size === 0 || !patched('atelier-ledger-child-outcomes')) return;
+    const { runId, model, outputDir } = this.input;
+    const rows = [...this.state.inFlight].map((index) => {
+      const position = this.positions.get(index);
+      return position === undefined ? { index } : { index, position };
+    });
+    await recordCancelledRows({ runId, model, outputDir, rows });
+  }
+
+  // The server ended the row's child (or never started it): no row code wrote its ledger entry,
+  // so results.csv would show it pending and `retry --error-type` could not find it. Older
+  // histories made no such call: the marker keeps them replaying.
+  private recordInLedger(done: RowDone): void {
+    if (!patched('atelier-ledger-child-outcomes')) return;
+    const { runId, model, outputDir } = this.input;
+    const write: Promise<void> = recordRowFailure({
+      runId,
+      model,
+      outputDir,
+      index: done.index,
+      position: done.position,
+      errorType: done.errorType ?? 'Error',
+      error: done.error ?? '',
+    }).finally(() => this.ledgerWrites.delete(write));
+    this.ledgerWrites.add(write);
+  }
+
+  private async startRow(row: RowRef, attempt = 1): Promise<void> {
+    const { input } = this;
+    let handle;
+    try {
+      handle = await startChild(rowWorkflow, {
+        workflowId: rowWorkflowId(input.runId, row.index),
+        args: [
+          {
+            task: {
+              runId: input.runId,
+              outputDir: input.outputDir,
+              position: row.position,
+              index: row.index,
+              backend: input.backend,
+              model: input.model,
+              params: input.params,
+              numImages: input.numImages,
+              encoding: input.encoding,
+              imageCacheDir: input.imageCacheDir!,
+              ...(input.download ? { download: input.download } : {}),
+              ...(input.gpu ? { gpu: input.gpu } : {}),
+              ...(input.promptEnhance ? { promptEnhance: input.promptEnhance } : {}),
+            },
+            retry: input.retry,
+            ...(input.searchAttributes ? { searchAttributes: true } : {}),
+          },
+        ],
+        staticSummary: `row ${row.index}: ${row.summary}`,
+        // Children may outlive this run (continue-as-new); they must not be cancelled with it.
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        // Retries live on the model activity; a row child runs once and reports.
+        retry: { maximumAttempts: 1 },
+      });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError && attempt < 3) {
+        // Still running from an earlier execution of this run (before a reset or a terminate): it
+        // reports by signal once told to. If it ended in between, start the row again; the
+        // ledger makes that a no-op for a finished row.
+        if (await handOver(input.runId, row.index)) return;
+        return this.startRow(row, attempt + 1);
+      }
+      this.state.childStartFailed(row.index, ChildErrorTypes.childStartFailed);
+      const error = err instanceof Error ? err.message : String(err);
+      this.recordInLedger({ position: row.position, index: row.index, status: 'failed', errorType: ChildErrorTypes.childStartFailed, error });
+      this.view.refresh();
+      return;
+    }
+    const ended = handle
+      .result()
+      .then(
+        (outcome) => this.report(reportOfResult(row, outcome)),
+        (err: unknown) => this.report(reportOfFailure(row, err)),
+      )
+      .finally(() => this.ownChildren.delete(row.index));
+    this.ownChildren.set(row.index, ended);
+  }
+}

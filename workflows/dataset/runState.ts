@@ -1,0 +1,310 @@
+import { ErrorTypes, pauseReason } from '../../lib/errorTypes';
+import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/types';
+
+/** Where a dataset run is: planning its rows, dispatching them, writing the results table, done. */
+export type RunPhase = 'planning' | 'running' | 'writing-results' | 'done';
+
+/** Pause, resume and budget requests that arrived while the run was still planning. */
+export interface EarlyRequests {
+  pause?: PauseState | null;
+  maxCostUsd?: number;
+}
+
+function sum(counts: Record<string, number>): number {
+  return Object.values(counts).reduce((a, b) => a + b, 0);
+}
+
+/**
+ * The bookkeeping of one dataset run, with no Temporal in it: counts, the rows in flight, rows
+ * deferred by a quota or storage pause, the pause itself, the budget and the queued retry passes.
+ * The workflow feeds it events (a row dispatched, a row's report, a signal) and reads decisions
+ * back (may I dispatch? is the run over?); the unit tests drive it the same way without a server.
+ *
+ * `budgetPauseAllowed` is asked before the budget pauses the run: the workflow answers with a
+ * `patched()` marker, so histories recorded before --max-cost replay unchanged.
+ */
+export class RunState {
+  readonly inFlight: Set<number>;
+  private lastSearchUpsert = 0;
+
+  private constructor(
+    readonly runId: string,
+    private readonly carried: CarriedState,
+    private readonly budgetPauseAllowed: () => boolean,
+  ) {
+    this.inFlight = new Set(carried.inFlight);
+  }
+
+  /** The state a continued run resumes from. */
+  static resume(runId: string, carried: CarriedState, budgetPauseAllowed: () => boolean): RunState {
+    return new RunState(runId, carried, budgetPauseAllowed);
+  }
+
+  /** The state of a run that has just planned its rows. */
+  static planned(runId: string, plan: PlanRunResult, startedAt: string, retryOnly: RetrySelection | undefined, budgetPauseAllowed: () => boolean): RunState {
+    return new RunState(
+      runId,
+      {
+        plan: { totalRows: plan.totalRows, selectedRows: plan.selectedRows },
+        cursor: 0,
+        pass: retryOnly ?? 'main',
+        retryQueue: [],
+        inFlight: [],
+        deferred: [],
+        counts: { ok: plan.alreadyOk, failedByType: plan.failedByType, finished: 0 },
+        paused: null,
+        startedAt,
+        continuedAsNew: 0,
+        ...(plan.input.maxCostUsd !== undefined ? { maxCostUsd: plan.input.maxCostUsd } : {}),
+      },
+      budgetPauseAllowed,
+    );
+  }
+
+  /** A progress snapshot before the run has planned (nothing counted yet). */
+  static planningSnapshot(runId: string, startedAt: string): ProgressSnapshot {
+    return {
+      runId,
+      phase: 'planning',
+      total: 0,
+      ok: 0,
+      failed: 0,
+      failedByType: {},
+      inFlight: 0,
+      deferred: 0,
+      pending: 0,
+      paused: null,
+      finished: 0,
+      startedAt,
+      continuedAsNew: 0,
+      retryPassesQueued: 0,
+    };
+  }
+
+  get paused(): PauseState | null {
+    return this.carried.paused;
+  }
+
+  get selectedRows(): number {
+    return this.carried.plan.selectedRows;
+  }
+
+  /** Next plan position of the current pass, or null when it is exhausted. */
+  get cursor(): number | null {
+    return this.carried.cursor;
+  }
+
+  set cursor(position: number | null) {
+    this.carried.cursor = position;
+  }
+
+  /** The pass being dispatched: the main pass or a retry selection. */
+  get pass(): RetrySelection | 'main' {
+    return this.carried.pass;
+  }
+
+  get deferredCount(): number {
+    return this.carried.deferred.length;
+  }
+
+  get retryPassesQueued(): number {
+    return this.carried.retryQueue.length;
+  }
+
+  // ---- dispatching -------------------------------------------------------------------------
+
+  /** A row leaves the pending set for a child. A row failed before stops counting as failed. */
+  dispatched(row: RowRef): void {
+    if (row.previousErrorType) {
+      const n = (this.carried.counts.failedByType[row.previousErrorType] ?? 1) - 1;
+      this.carried.counts.failedByType[row.previousErrorType] = Math.max(0, n);
+    }
+    this.inFlight.add(row.index);
+  }
+
+  /** A deferred row to run again (the pause has lifted), first in line before new rows. */
+  takeDeferred(): RowRef | undefined {
+    return this.carried.deferred.shift();
+  }
+
+  /** The next queued retry pass becomes the current pass, from the plan's start; false if none. */
+  startQueuedPass(): boolean {
+    const queued = this.carried.retryQueue.shift();
+    if (!queued) return false;
+    this.carried.pass = queued;
+    this.carried.cursor = 0;
+    return true;
+  }
+
+  queueRetry(selection: RetrySelection): void {
+    this.carried.retryQueue.push(selection);
+  }
+
+  /** May another row start now? */
+  hasRoom(window: number): boolean {
+    return !this.carried.paused && this.inFlight.size < window;
+  }
+
+  /** Nothing in flight, deferred or queued: the run is over once its pass is exhausted. */
+  get drained(): boolean {
+    return this.inFlight.size === 0 && this.carried.deferred.length === 0 && this.carried.retryQueue.length === 0;
+  }
+
+  /** While the pass is exhausted: something new to do (a retry, a deferred row now free) or all ended. */
+  get needsAttention(): boolean {
+    const c = this.carried;
+    return (this.inFlight.size === 0 && c.deferred.length === 0) || c.retryQueue.length > 0 || (!c.paused && c.deferred.length > 0);
+  }
+
+  // ---- row reports -------------------------------------------------------------------------
+
+  /**
+   * A row's end, whether from its child's completion or its rowDone signal. Only the first report
+   * of a row in flight counts; returns false for a report of a row not in flight (twice, or not ours).
+   */
+  finishRow(done: RowDone): boolean {
+    const c = this.carried;
+    if (!this.inFlight.delete(done.index)) return false;
+    if (done.costUsd !== undefined) c.counts.spentUsd = Math.round(((c.counts.spentUsd ?? 0) + done.costUsd) * 1e6) / 1e6;
+    this.checkBudget();
+    if (done.status === 'ok') c.counts.ok += 1;
+    else if (done.status === 'failed') this.countFailed(done.errorType ?? 'Error');
+    else {
+      const why = done.errorType === ErrorTypes.storageError ? 'storage' : 'quota';
+      c.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: ${why})` });
+      c.paused ??= { reason: pauseReason(done.errorType, done.error), ...(done.resetAt ? { until: done.resetAt } : {}) };
+    }
+    if (done.status !== 'deferred') c.counts.finished += 1;
+    return true;
+  }
+
+  /** A row whose child could not be started: failed with that class, out of the window. */
+  childStartFailed(index: number, errorType: string): void {
+    this.inFlight.delete(index);
+    this.countFailed(errorType);
+    this.carried.counts.finished += 1;
+  }
+
+  private countFailed(type: string): void {
+    const byType = this.carried.counts.failedByType;
+    byType[type] = (byType[type] ?? 0) + 1;
+  }
+
+  // ---- pause, resume, budget ---------------------------------------------------------------
+
+  pause(reason: string | undefined): void {
+    this.carried.paused = { reason: reason ?? 'paused by request' };
+  }
+
+  /** Lifts the pause; over the budget a plain resume keeps the budget pause (only a higher budget lifts it). */
+  resume(): void {
+    this.carried.paused = this.overBudget() ? { reason: this.budgetReason(), budget: true } : null;
+  }
+
+  /** A pause with an end time whose time has come lifts itself (unless another pause replaced it). */
+  liftExpired(pause: PauseState): boolean {
+    if (this.carried.paused !== pause) return false;
+    this.carried.paused = null;
+    return true;
+  }
+
+  setBudget(maxCostUsd: number): void {
+    this.carried.maxCostUsd = maxCostUsd;
+    if (this.carried.paused?.budget && !this.overBudget()) this.carried.paused = null;
+    this.checkBudget();
+  }
+
+  /** Applies pause/resume/budget requests that arrived during planning, in their effect. */
+  applyEarly(early: EarlyRequests): void {
+    if (early.maxCostUsd !== undefined) this.setBudget(early.maxCostUsd);
+    if (early.pause !== undefined) {
+      if (early.pause) this.carried.paused = early.pause;
+      else this.resume();
+    }
+  }
+
+  private overBudget(): boolean {
+    const c = this.carried;
+    return c.maxCostUsd !== undefined && (c.counts.spentUsd ?? 0) >= c.maxCostUsd;
+  }
+
+  private budgetReason(): string {
+    const c = this.carried;
+    return `budget reached: $${(c.counts.spentUsd ?? 0).toFixed(4)} of $${c.maxCostUsd} spent (raise it with \`atelier resume <run-id> --max-cost USD\`)`;
+  }
+
+  // --max-cost: the spend reached the budget: stop dispatching (rows in flight finish).
+  private checkBudget(): void {
+    if (!this.carried.paused && this.overBudget() && this.budgetPauseAllowed()) this.carried.paused = { reason: this.budgetReason(), budget: true };
+  }
+
+  // ---- what others read --------------------------------------------------------------------
+
+  snapshot(phase: RunPhase): ProgressSnapshot {
+    const c = this.carried;
+    const failed = sum(c.counts.failedByType);
+    const total = c.plan.selectedRows;
+    const ok = c.counts.ok;
+    return {
+      runId: this.runId,
+      phase: phase === 'running' && c.paused ? 'paused' : phase,
+      total,
+      ok,
+      failed,
+      failedByType: { ...c.counts.failedByType },
+      inFlight: this.inFlight.size,
+      deferred: c.deferred.length,
+      pending: Math.max(0, total - ok - failed - this.inFlight.size),
+      paused: c.paused,
+      finished: c.counts.finished,
+      startedAt: c.startedAt,
+      continuedAsNew: c.continuedAsNew,
+      retryPassesQueued: c.retryQueue.length,
+      ...(c.counts.spentUsd !== undefined ? { spentUsd: c.counts.spentUsd } : {}),
+      ...(c.maxCostUsd !== undefined ? { maxCostUsd: c.maxCostUsd } : {}),
+    };
+  }
+
+  /** The run's current details, as markdown for the Temporal UI's run page. */
+  details(phase: RunPhase): string {
+    const p = this.snapshot(phase);
+    const failedRows = Object.entries(p.failedByType)
+      .filter(([, n]) => n > 0)
+      .map(([type, n]) => `| failed: ${type} | ${n} |`);
+    const pause = p.paused ? ` (${p.paused.reason}${p.paused.until ? `, until ${p.paused.until}` : ''})` : '';
+    const spent =
+      p.spentUsd !== undefined || p.maxCostUsd !== undefined
+        ? [`| spent (estimate) | $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd}` : ''} |`]
+        : [];
+    return [
+      `**${p.runId}**: ${p.phase}${pause}`,
+      '',
+      '| rows | count |',
+      '| --- | --- |',
+      `| total | ${p.total} |`,
+      `| ok | ${p.ok} |`,
+      ...failedRows,
+      `| in flight | ${p.inFlight} |`,
+      `| pending | ${p.pending} |`,
+      ...(p.deferred ? [`| deferred (quota) | ${p.deferred} |`] : []),
+      ...spent,
+    ].join('\n');
+  }
+
+  /**
+   * The counts for the search attributes, or undefined when too few rows finished since the last
+   * upsert (each upsert is a history event: a few dozen per run at most).
+   */
+  searchCounts(force: boolean): { total: number; ok: number; failed: number } | undefined {
+    const c = this.carried;
+    const done = c.counts.finished;
+    if (!force && done - this.lastSearchUpsert < Math.max(50, Math.ceil(c.plan.selectedRows / 40))) return undefined;
+    this.lastSearchUpsert = done;
+    return { total: c.plan.selectedRows, ok: c.counts.ok, failed: sum(c.counts.failedByType) };
+  }
+
+  /** What the next run carries across continue-as-new: counts and cursors, the rows in flight. */
+  carry(cursor: number | null): CarriedState {
+    return { ...this.carried, cursor, inFlight: [...this.inFlight], continuedAsNew: this.carried.continuedAsNew + 1 };
+  }
+}

@@ -1,0 +1,234 @@
+import {
+  ActivityFailure,
+  allHandlersFinished,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  isCancellation,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { OrchestrationActivities } from '../../activities/orchestration';
+import { validateRetrySelection } from '../../lib/retrySelection';
+import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../../lib/searchAttributes';
+import type { DatasetRunSummary, DatasetWorkflowInput, PauseState, PlanRunResult, RetrySelection } from '../../lib/types';
+import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate, rowDoneSignal } from '../messages';
+import { rowWorkflowId } from './rowReports';
+import { RowWindow } from './rowWindow';
+import { RunState, type EarlyRequests, type RunPhase } from './runState';
+
+const { planRun, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
+  // Planning streams the whole dataset; give large inputs room.
+  startToCloseTimeout: '30 minutes',
+  retry: { maximumAttempts: 5 },
+});
+
+/** Continue as new well before the 10k-event warning, whatever the server suggests. */
+const DEFAULT_MAX_HISTORY_EVENTS = 8000;
+
+/**
+ * One dataset run. Plans the rows (first execution only), then keeps a sliding window of row
+ * children: at most `window` in flight (RowWindow). The run's bookkeeping lives in RunState; how
+ * rows report back is described in rowReports.ts. Rows the ledger holds as done start no child. The
+ * history stays bounded: the workflow continues as new when the server suggests it or past
+ * `maxHistoryEvents`, carrying counts and cursors only. Pause, resume and retry arrive as signals and
+ * an update; a provider's exhausted quota pauses the run until its reset time instead of failing rows.
+ */
+export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<DatasetRunSummary> {
+  let phase: RunPhase = rawInput.carried ? 'running' : 'planning';
+  let input = rawInput;
+  // Before planning ends there is no state: pause, resume and budget requests wait here.
+  const early: EarlyRequests = {};
+  let earlyHeard = false;
+  // The carried state is in place before any handler is registered: setHandler delivers the
+  // signals buffered for this run at once, and a row's report must find its row in flight.
+  let state: RunState | undefined = rawInput.carried ? RunState.resume(rawInput.runId, rawInput.carried, budgetPauseAllowed) : undefined;
+  let window: RowWindow | undefined = state ? new RowWindow(input, state, viewOf(input, state, () => phase)) : undefined;
+
+  setHandler(progressQuery, () => state?.snapshot(phase) ?? RunState.planningSnapshot(input.runId, new Date(workflowInfo().startTime).toISOString()));
+  setHandler(rowDoneSignal, (done) => window?.report(done));
+  setHandler(pauseSignal, ({ reason }) => {
+    if (!state) return void ((early.pause = { reason: reason ?? 'paused by request' }), (earlyHeard = true));
+    state.pause(reason);
+    refreshDetails(state, phase);
+  });
+  setHandler(resumeSignal, () => {
+    if (!state) return void ((early.pause = null), (earlyHeard = true));
+    state.resume();
+    refreshDetails(state, phase);
+  });
+  setHandler(budgetSignal, ({ maxCostUsd }) => {
+    if (!state) return void ((early.maxCostUsd = maxCostUsd), (earlyHeard = true));
+    state.setBudget(maxCostUsd);
+    refreshDetails(state, phase);
+  });
+  setHandler(
+    retryRowsUpdate,
+    async (selection: RetrySelection) => {
+      const count = await countRetryRows({ outputDir: input.outputDir, selection, filterRows: input.filterRows });
+      if (count > 0) state!.queueRetry(selection);
+      refreshDetails(state!, phase);
+      return count;
+    },
+    {
+      validator: (selection: RetrySelection) => {
+        validateRetrySelection(selection);
+        if (phase !== 'running') throw new Error(`the run is ${phase}; retry rows of a finished run with a new execution`);
+      },
+    },
+  );
+
+  try {
+    if (!state) {
+      const plan = await planRunOrExplain(rawInput);
+      input = plan.input;
+      state = RunState.planned(input.runId, plan, new Date(workflowInfo().startTime).toISOString(), rawInput.retryOnly, budgetPauseAllowed);
+      window = new RowWindow(input, state, viewOf(input, state, () => phase));
+      if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierRowsTotal, value: plan.selectedRows }]);
+      // Requests heard while planning used to be dropped; older histories replay without them.
+      if (earlyHeard && patched('atelier-planning-signals')) state.applyEarly(early);
+    }
+    phase = 'running';
+    refreshDetails(state, phase);
+    await dispatchAll(input, state, window!);
+
+    await window!.settle();
+    await condition(allHandlersFinished);
+    phase = 'writing-results';
+    refreshDetails(state, phase);
+    const summary = await writeResults(resultsArgs(input));
+    phase = 'done';
+    upsertCounts(input, state, true);
+    refreshDetails(state, phase);
+    return summary;
+  } catch (err) {
+    if (isCancellation(err)) {
+      // Cancelling the run cancels its rows (they were started ABANDON, so it must be said), then
+      // leaves the ledger and the results table saying so.
+      await CancellationScope.nonCancellable(async () => {
+        if (!state) return;
+        await Promise.all([...state.inFlight].map((i) => getExternalWorkflowHandle(rowWorkflowId(input.runId, i)).cancel().catch(() => undefined)));
+        await window!.recordCancelled();
+        await writeResults(resultsArgs(input));
+      });
+    }
+    throw err;
+  }
+}
+
+/**
+ * The dispatch loop: start rows while the window has room and the run is not paused; then the
+ * queued retry passes; then wait for the rows in flight. Continues as new when the history is long.
+ */
+async function dispatchAll(input: DatasetWorkflowInput, state: RunState, window: RowWindow): Promise<void> {
+  const historyCap = input.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
+  const shouldContinueAsNew = () => {
+    const info = workflowInfo();
+    return info.continueAsNewSuggested || info.historyLength >= historyCap;
+  };
+  for (;;) {
+    if (shouldContinueAsNew()) {
+      await window.settle();
+      await window.handOverRunningRows();
+      await condition(allHandlersFinished);
+      const carried = state.carry(window.resumeCursor);
+      upsertCounts(input, state, true);
+      await continueAsNew<typeof datasetWorkflow>({ ...input, carried });
+    }
+    await waitFor(state, () => state.hasRoom(input.window) || shouldContinueAsNew());
+    if (shouldContinueAsNew()) continue;
+    const row = state.takeDeferred() ?? (await window.nextRow());
+    if (row) {
+      window.dispatch(row);
+      continue;
+    }
+    if (state.startQueuedPass()) continue;
+    // Nothing left to start: wait for the rows in flight, unless a retry or a deferred row arrives.
+    await waitFor(state, () => state.needsAttention || shouldContinueAsNew());
+    if (state.drained) return;
+  }
+}
+
+/**
+ * Waits for `ready`. A pause with an end time (a quota reset) lifts itself when the time comes,
+ * including one that starts while this waits (a row deferred meanwhile): the wait wakes to set
+ * the timer. Older histories never woke for it (the pause then waited for `atelier resume`); the
+ * marker keeps them replaying as recorded.
+ */
+async function waitFor(state: RunState, ready: () => boolean): Promise<void> {
+  for (;;) {
+    const pause: PauseState | null = state.paused;
+    if (!pause?.until) {
+      await condition(() => ready() || (state.paused !== pause && state.paused?.until !== undefined));
+      if (ready()) return;
+      if (!patched('atelier-timed-pause-wakes')) return void (await condition(ready));
+      continue;
+    }
+    const ms = Date.parse(pause.until) - Date.now();
+    if (ms > 0 && (await condition(ready, ms))) return;
+    if (state.liftExpired(pause)) refreshDetails(state, 'running');
+  }
+}
+
+// --max-cost pauses the run at its budget; only runs with a budget take this path, and the marker
+// keeps it out of the replay of older histories.
+function budgetPauseAllowed(): boolean {
+  return patched('atelier-max-cost');
+}
+
+/** What the row window redraws: the UI's details, and the search attributes when counts moved. */
+function viewOf(input: DatasetWorkflowInput, state: RunState, phase: () => RunPhase) {
+  return {
+    refresh: () => refreshDetails(state, phase()),
+    countsChanged: () => {
+      upsertCounts(input, state, false);
+      refreshDetails(state, phase());
+    },
+  };
+}
+
+// The Temporal UI shows this on the run's page.
+function refreshDetails(state: RunState, phase: RunPhase): void {
+  setCurrentDetails(state.details(phase));
+}
+
+function upsertCounts(input: DatasetWorkflowInput, state: RunState, force: boolean): void {
+  if (!input.searchAttributes) return;
+  const counts = state.searchCounts(force);
+  if (!counts) return;
+  upsertSearchAttributes([
+    { key: AtelierRowsTotal, value: counts.total },
+    { key: AtelierRowsOk, value: counts.ok },
+    { key: AtelierRowsFailed, value: counts.failed },
+  ]);
+}
+
+/**
+ * A dataset problem fails the run with the activity's own ApplicationFailure (type and message),
+ * so the UI and the CLI show "data.csv: no "instruction" column", not "activity task failed".
+ */
+async function planRunOrExplain(input: DatasetWorkflowInput): Promise<PlanRunResult> {
+  try {
+    return await planRun(input);
+  } catch (err) {
+    if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.nonRetryable) {
+      throw ApplicationFailure.create({ type: err.cause.type ?? 'PlanningError', message: err.cause.message, nonRetryable: true });
+    }
+    throw err;
+  }
+}
+
+function resultsArgs(input: DatasetWorkflowInput) {
+  return {
+    runId: input.runId,
+    outputDir: input.outputDir,
+    ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
+    ...(input.promptEnhance ? { instructionEnhanced: true } : {}),
+  };
+}
