@@ -19,6 +19,7 @@ import { runMetaKey } from '../lib/constants';
 import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/errorTypes';
+import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/parquetTable';
 import type {
   DatasetRunSummary,
   DatasetWorkflowInput,
@@ -142,13 +143,36 @@ function planOutputs(
 }
 
 /** Where the results tables go: beside the outputs, or where --output-csv says (results.jsonl beside it). */
-function resultsTargets(input: { outputDir: string; outputCsv?: string | undefined }): { storage: Storage; csv: string; jsonl: string } {
+function resultsTargets(input: { outputDir: string; outputCsv?: string | undefined }): { storage: Storage; csv: string; jsonl: string; parquet: string } {
   let storage: Storage;
   let csv: string;
   if (!input.outputCsv) [storage, csv] = [openStorage(input.outputDir), 'results.csv'];
   else if (isS3Location(input.outputCsv)) ({ storage, key: csv } = objectAt(input.outputCsv));
   else [storage, csv] = [new LocalStorage(dirname(input.outputCsv)), basename(input.outputCsv)];
-  return { storage, csv, jsonl: csv.replace(/\.csv$/i, '') + '.jsonl' };
+  const stem = csv.replace(/\.csv$/i, '');
+  return { storage, csv, jsonl: `${stem}.jsonl`, parquet: `${stem}.parquet` };
+}
+
+/**
+ * results.parquet: the JSONL's rows as a typed table (pandas, DuckDB, `datasets` read it as is).
+ * Input columns get the narrowest type holding all their values; outputs are paths, not images
+ * (`atelier export --format hf` embeds them).
+ */
+async function writeResultsParquet(path: string, rows: Array<Record<string, unknown>>, inputColumns: readonly string[], instructionEnhanced: boolean): Promise<void> {
+  const columns: TableColumn[] = [
+    ...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })),
+    ...(instructionEnhanced ? [{ name: 'instruction_enhanced', kind: 'string' } as const] : []),
+    { name: 'output_image', kind: 'stringList' },
+    { name: 'status', kind: 'string' },
+    { name: 'error', kind: 'string' },
+    { name: 'attempts', kind: 'int' },
+    { name: 'request_id', kind: 'string' },
+    { name: 'latency_ms', kind: 'int' },
+    { name: 'cost_usd', kind: 'double' },
+  ];
+  const writer = new ParquetTableWriter(path, columns);
+  writer.write(rows, RESULTS_CHUNK);
+  await writer.finish();
 }
 
 /**
@@ -330,6 +354,7 @@ export function createOrchestrationActivities() {
       let costUsd = 0;
       let costUnknownRows = 0;
       const stateOf = await ledgerReader(args.outputDir);
+      const parquetRows: Array<Record<string, unknown>> = [];
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
           const lines: string[] = [];
@@ -371,14 +396,19 @@ export function createOrchestrationActivities() {
                 }
               : {};
             lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics }));
+            const inputCells: Record<string, unknown> = {};
+            for (const column of inputColumns) inputCells[column] = row.record[column];
+            parquetRows.push({ ...inputCells, ...enhanced, output_image: outputs, status, error, attempts: entry?.attempts, request_id: entry?.requestIds?.at(-1), latency_ms: entry?.latencyMs, cost_usd: entry?.costUsd });
           }
           if (lines.length && !jsonlFile.write(`${lines.join('\n')}\n`)) await once(jsonlFile, 'drain');
         }
         csv.end();
         await once(csvFile, 'finish');
         await finish(jsonlFile);
+        await writeResultsParquet(join(temp, 'results.parquet'), parquetRows, inputColumns, Boolean(args.instructionEnhanced));
         await target.storage.writeFromFile(target.csv, join(temp, 'results.csv'));
         await target.storage.writeFromFile(target.jsonl, join(temp, 'results.jsonl'));
+        await target.storage.writeFromFile(target.parquet, join(temp, 'results.parquet'));
       } catch (err) {
         csvFile.destroy();
         jsonlFile.destroy();

@@ -5,6 +5,7 @@ import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
 import { runEstimate } from './estimate';
+import { runExport, type ExportOptions } from './export';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
@@ -215,6 +216,17 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .option('--detach', 'for a closed run: start the retry and exit', false)
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)
     .action(async (runId: string, opts: RetryOptions) => setExit(await runRetry(runId, opts, io)));
+
+  program
+    .command('export <run-or-output-dir>')
+    .description('publish a run as a dataset: --format hf writes Parquet shards (images embedded) that Hugging Face datasets loads as they are')
+    .requiredOption('--out <dir>', 'a new or empty folder for the dataset (data/train-*.parquet)')
+    .option('--format <format>', 'hf (the only format)', 'hf')
+    .option('--only <rows>', 'ok (rows with outputs) or accepted (ok rows accepted in `atelier view`); default every row')
+    .option('--shard-size-mb <mb>', 'start a new shard past this many MB of images', positiveInt('--shard-size-mb'), 256)
+    .option('--image-cache-dir <dir>', 'where the run cached downloaded input images (default: <output-dir>/.atelier/image-cache)')
+    .option('--state-dir <dir>', 'state dir that remembers run ids (for a run id instead of an output dir)', './.atelier')
+    .action(async (target: string, opts: ExportOptions) => setExit(await runExport(target, opts, io)));
 
   return program;
 }

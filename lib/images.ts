@@ -58,7 +58,8 @@ export interface ImageSources {
   signal?: AbortSignal;
 }
 
-async function readSource(ref: ImageRef, sources: ImageSources): Promise<Buffer> {
+/** An input image's bytes as stored (not decoded): the export embeds them, the model call decodes them. */
+export async function readSource(ref: ImageRef, sources: ImageSources): Promise<Buffer> {
   if (ref.kind === 'url') return fetchCached(ref.source, sources.cacheDir, sources.signal, sources.download);
   if (ref.kind === 'data') return decodeDataUri(ref.source);
   if (ref.kind === 's3' || ref.kind === 'blob') {

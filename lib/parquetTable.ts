@@ -1,0 +1,182 @@
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
+import type { Writer } from 'hyparquet-writer/src/types';
+
+// Parquet tables written the way Hugging Face `datasets` writes them, so `load_dataset("parquet")`
+// (and pyarrow, pandas, DuckDB) read them as they are: plain columns with their Arrow types, and
+// image columns as struct {bytes: binary, path: string}, described by the `huggingface` key of the
+// file's key-value metadata (the features `datasets` would otherwise infer as plain structs).
+
+/** What a column holds. */
+export type ColumnKind = 'string' | 'int' | 'double' | 'bool' | 'json' | 'stringList' | 'image' | 'imageList';
+
+export interface TableColumn {
+  name: string;
+  kind: ColumnKind;
+}
+
+/** An image cell: its bytes and a name (a file name, not a path anyone needs to open). */
+export interface ImageCell {
+  bytes: Uint8Array;
+  path: string | null;
+}
+
+type SchemaElement = Record<string, unknown>;
+
+const IMAGE_STRUCT: SchemaElement[] = [
+  { name: 'bytes', type: 'BYTE_ARRAY', repetition_type: 'OPTIONAL' },
+  { name: 'path', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: 'OPTIONAL' },
+];
+
+/** Parquet schema elements of one column (lists in the standard three-level LIST layout). */
+function schemaOf({ name, kind }: TableColumn): SchemaElement[] {
+  const optional = 'OPTIONAL';
+  const list = (element: SchemaElement[]): SchemaElement[] => [
+    { name, repetition_type: optional, converted_type: 'LIST', num_children: 1 },
+    { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+    ...element,
+  ];
+  switch (kind) {
+    case 'string':
+    case 'json':
+      return [{ name, type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: optional }];
+    case 'int':
+      return [{ name, type: 'INT64', repetition_type: optional }];
+    case 'double':
+      return [{ name, type: 'DOUBLE', repetition_type: optional }];
+    case 'bool':
+      return [{ name, type: 'BOOLEAN', repetition_type: optional }];
+    case 'stringList':
+      return list([{ name: 'element', type: 'BYTE_ARRAY', converted_type: 'UTF8', repetition_type: optional }]);
+    case 'image':
+      return [{ name, repetition_type: optional, num_children: 2 }, ...IMAGE_STRUCT];
+    case 'imageList':
+      return list([{ name: 'element', repetition_type: optional, num_children: 2 }, ...IMAGE_STRUCT]);
+  }
+}
+
+/** The `datasets` feature of one column (the list form `[feature]` is read by every release). */
+function featureOf(kind: ColumnKind): unknown {
+  const value = (dtype: string) => ({ dtype, _type: 'Value' });
+  switch (kind) {
+    case 'string':
+    case 'json':
+      return value('string');
+    case 'int':
+      return value('int64');
+    case 'double':
+      return value('float64');
+    case 'bool':
+      return value('bool');
+    case 'stringList':
+      return [value('string')];
+    case 'image':
+      return { _type: 'Image' };
+    case 'imageList':
+      return [{ _type: 'Image' }];
+  }
+}
+
+/** The `huggingface` key-value metadata `datasets` writes and reads back as the table's features. */
+export function huggingfaceMetadata(columns: readonly TableColumn[]): string {
+  const features: Record<string, unknown> = {};
+  for (const c of columns) features[c.name] = featureOf(c.kind);
+  return JSON.stringify({ info: { features } });
+}
+
+/**
+ * The narrowest kind that holds every value of an input column: integers, numbers, booleans,
+ * strings, string lists; anything else (objects, mixed types) is kept as JSON text.
+ */
+export function inferKind(values: Iterable<unknown>): ColumnKind {
+  let kind: ColumnKind | undefined;
+  const widen = (next: ColumnKind): ColumnKind => {
+    if (kind === undefined || kind === next) return next;
+    if ((kind === 'int' && next === 'double') || (kind === 'double' && next === 'int')) return 'double';
+    return 'json';
+  };
+  for (const v of values) {
+    if (v === null || v === undefined) continue;
+    if (typeof v === 'string') kind = widen('string');
+    else if (typeof v === 'boolean') kind = widen('bool');
+    else if (typeof v === 'number') kind = widen(Number.isSafeInteger(v) ? 'int' : 'double');
+    else if (Array.isArray(v) && v.every((e) => typeof e === 'string')) kind = widen('stringList');
+    else kind = 'json';
+    if (kind === 'json') return kind;
+  }
+  return kind ?? 'string';
+}
+
+/** A cell as the writer takes it for its column's kind (null for a missing value). */
+function cellOf(kind: ColumnKind, value: unknown): unknown {
+  if (value === null || value === undefined) return null;
+  switch (kind) {
+    case 'int':
+      return BigInt(value as number);
+    case 'double':
+      return Number(value);
+    case 'json':
+      return typeof value === 'string' ? value : JSON.stringify(value);
+    default:
+      return value;
+  }
+}
+
+/**
+ * hyparquet-writer's file writer, with a file descriptor kept open: the table is flushed to disk
+ * every megabyte or so, so a shard of large embedded images is never held whole in memory.
+ */
+function fileWriter(path: string): Writer {
+  const writer = new ByteWriter() as unknown as Writer & { index: number };
+  const fd = openSync(path, 'w');
+  const flush = () => {
+    if (writer.index > 0) writeSync(fd, new Uint8Array(writer.buffer, 0, writer.index));
+    writer.index = 0;
+  };
+  const grow = writer.ensure.bind(writer);
+  writer.ensure = (size: number) => {
+    if (writer.index > 1_000_000) flush();
+    grow(size);
+  };
+  writer.finish = () => {
+    flush();
+    closeSync(fd);
+  };
+  return writer;
+}
+
+/** Writes one Parquet file a batch of rows at a time (each batch one or more row groups). */
+export class ParquetTableWriter {
+  private readonly writer: ParquetWriter;
+  private rows = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly columns: readonly TableColumn[],
+    options: { huggingface?: boolean } = {},
+  ) {
+    const schema = [{ name: 'schema', num_children: columns.length }, ...columns.flatMap(schemaOf)];
+    this.writer = new ParquetWriter({
+      writer: fileWriter(path),
+      schema: schema as never,
+      ...(options.huggingface ? { kvMetadata: [{ key: 'huggingface', value: huggingfaceMetadata(columns) }] } : {}),
+      createdBy: 'atelier',
+    });
+  }
+
+  /** Rows by column name; a column a row lacks is null. */
+  write(rows: ReadonlyArray<Record<string, unknown>>, rowGroupSize = 1000): void {
+    if (rows.length === 0) return;
+    const columnData = this.columns.map((c) => ({ name: c.name, data: rows.map((r) => cellOf(c.kind, r[c.name])) }));
+    this.writer.write({ columnData: columnData as never, rowGroupSize });
+    this.rows += rows.length;
+  }
+
+  get rowCount(): number {
+    return this.rows;
+  }
+
+  async finish(): Promise<void> {
+    await this.writer.finish();
+  }
+}
