@@ -6,6 +6,7 @@ import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch,
 import { runGpuWorker } from './gpuWorker';
 import { runEstimate } from './estimate';
 import { runExport, type ExportOptions } from './export';
+import { runView, type ViewOptions } from './view';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
@@ -227,6 +228,13 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .option('--image-cache-dir <dir>', 'where the run cached downloaded input images (default: <output-dir>/.atelier/image-cache)')
     .option('--state-dir <dir>', 'state dir that remembers run ids (for a run id instead of an output dir)', './.atelier')
     .action(async (target: string, opts: ExportOptions) => setExit(await runExport(target, opts, io)));
+
+  program
+    .command('view <run-or-output-dir>')
+    .description('a local web page of a run (live while it runs): before/after thumbnails, filters, row details, accept/reject marks')
+    .option('--port <port>', 'loopback port (default: a free one)', positiveInt('--port'))
+    .option('--state-dir <dir>', 'state dir that remembers run ids (for a run id instead of an output dir)', './.atelier')
+    .action(async (target: string, opts: ViewOptions) => setExit(await runView(target, opts, io)));
 
   return program;
 }

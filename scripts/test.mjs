@@ -31,6 +31,11 @@ if (step('type-check', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']) !== 0) p
 // not inside a test's set-up, keeps test timings honest.
 if (step('Go tools (Temporal server, compose-check, versitygw)', process.execPath, [join(root, 'scripts', 'cluster.mjs'), 'build']) !== 0) process.exit(1);
 // The cross-language tests need the GPU worker's venv; building it here keeps test timings honest.
+// The viewer's browser test drives Debian's chromium (puppeteer-core); installed here if missing.
+if (spawnSync('sh', ['-c', 'command -v chromium'], { stdio: 'ignore' }).status !== 0) {
+  const apt = 'apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium';
+  if (step('chromium (apt)', 'sh', ['-c', process.getuid?.() === 0 ? apt : `sudo sh -c '${apt}'`]) !== 0) process.exit(1);
+}
 // The export test loads `atelier export` output with Hugging Face `datasets`, from its own venv.
 if (step('datasets venv', 'bash', [join(root, 'scripts', 'setup-datasets-venv.sh')]) !== 0) process.exit(1);
 if (step('gpu-workers venv', 'bash', [join(root, 'gpu-workers', 'scripts', 'setup-venv.sh')]) !== 0) process.exit(1);
