@@ -10,6 +10,7 @@ import { encodeOutput, loadInputImage } from '../lib/images';
 import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
 import { readPlanRow, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
+import { carriedHistory, generationSeed } from '../lib/redo';
 import type { RowOutcome, RowTask } from '../lib/types';
 import { rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
@@ -237,7 +238,8 @@ class RowAttempt {
     return {
       model: this.task.model,
       prompt,
-      params: params.seed === undefined ? params : { ...params, seed: rowSeed(params.seed, index, 0) },
+      // A redone row (its earlier outputs in the history) gets a seed of its own.
+      params: params.seed === undefined ? params : { ...params, seed: rowSeed(generationSeed(params.seed, this.prior), index, 0) },
       numImages,
       signal: this.ctx.signal,
       heartbeat: this.ctx.heartbeat,
@@ -347,6 +349,7 @@ class RowAttempt {
       runId: task.runId,
       model: task.model,
       ...(row.digest ? { digest: row.digest } : {}),
+      ...carriedHistory(this.prior),
       attempts: this.ctx.attempt,
       ...(task.promptEnhance ? { instructionEnhanced: prompts.join(' → ') } : {}),
     };

@@ -7,6 +7,7 @@ import { validateGpuRequest, validateGpuResult, rowSeed, type GpuEditRequest, ty
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry } from '../lib/ledger';
 import { readPlanRow } from '../lib/plan';
+import { carriedHistory, generationSeed } from '../lib/redo';
 import type { RowTask } from '../lib/types';
 import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 
@@ -93,7 +94,7 @@ export function createGpuRowActivities() {
               prompt: chained ? row.turns[k]! : row.turns[0]!,
               input_images: chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
               output_path: await storage.createUrl(stagingKey(task.index, `out_${k}.png`), URL_LIFETIME_S),
-              seed: rowSeed(gpu.seed, task.index, k),
+              seed: rowSeed(generationSeed(gpu.seed, prior), task.index, k),
               params: gpu.params,
             }),
           );
@@ -116,9 +117,9 @@ export function createGpuRowActivities() {
         if (!produced) throw new ClassifiedError('retryable', `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`);
         await storage.write(target.path, await encodeOutput(produced, target.format, task.encoding));
         const outputImages = row.outputs.map((o) => o.path);
-        const base = { index: task.index, position: task.position, runId: task.runId, model: task.model, ...(row.digest ? { digest: row.digest } : {}) };
+        const prior = await readLedgerEntry(task.outputDir, task.index);
+        const base = { index: task.index, position: task.position, runId: task.runId, model: task.model, ...(row.digest ? { digest: row.digest } : {}), ...carriedHistory(prior) };
         if (args.last) {
-          const prior = await readLedgerEntry(task.outputDir, task.index);
           await commitLedgerEntry(
             task.outputDir,
             {

@@ -19,6 +19,7 @@ import { runMetaKey } from '../lib/constants';
 import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/errorTypes';
+import { carriedHistory } from '../lib/redo';
 import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/parquetTable';
 import type {
   DatasetRunSummary,
@@ -44,6 +45,8 @@ async function recordFailure(input: RecordFailureInput): Promise<void> {
     error: boundedMessage(input.error),
     ...(input.attempts !== undefined ? { attempts: input.attempts } : {}),
     ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [], ...(existing.digest ? { digest: existing.digest } : {}) } : {}),
+    // A redone row that failed keeps its earlier outputs' history (and a later redo its seed).
+    ...carriedHistory(existing),
     finishedAt: new Date().toISOString(),
   });
 }
@@ -169,6 +172,7 @@ async function writeResultsParquet(path: string, rows: Array<Record<string, unkn
     { name: 'request_id', kind: 'string' },
     { name: 'latency_ms', kind: 'int' },
     { name: 'cost_usd', kind: 'double' },
+    { name: 'generation', kind: 'int' },
   ];
   const writer = new ParquetTableWriter(path, columns);
   writer.write(rows, RESULTS_CHUNK);
@@ -393,12 +397,27 @@ export function createOrchestrationActivities() {
                   usage: entry.usage ?? null,
                   cost_usd: entry.costUsd ?? null,
                   ...(entry.replacedDigest ? { replaced_changed_output: true } : {}),
+                  // A redone row: which output this is, and the earlier ones (kept under .atelier/history/).
+                  ...(entry.history?.length
+                    ? { generation: entry.history.length + 1, history: entry.history.map((h) => ({ generation: h.generation, output_image: h.outputImages, cost_usd: h.costUsd ?? null, reason: h.reason })) }
+                    : {}),
                 }
               : {};
             lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics }));
             const inputCells: Record<string, unknown> = {};
             for (const column of inputColumns) inputCells[column] = row.record[column];
-            parquetRows.push({ ...inputCells, ...enhanced, output_image: outputs, status, error, attempts: entry?.attempts, request_id: entry?.requestIds?.at(-1), latency_ms: entry?.latencyMs, cost_usd: entry?.costUsd });
+            parquetRows.push({
+              ...inputCells,
+              ...enhanced,
+              output_image: outputs,
+              status,
+              error,
+              attempts: entry?.attempts,
+              request_id: entry?.requestIds?.at(-1),
+              latency_ms: entry?.latencyMs,
+              cost_usd: entry?.costUsd,
+              generation: entry ? (entry.history?.length ?? 0) + 1 : undefined,
+            });
           }
           if (lines.length && !jsonlFile.write(`${lines.join('\n')}\n`)) await once(jsonlFile, 'drain');
         }

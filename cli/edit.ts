@@ -316,7 +316,13 @@ export function usageErrorOf(err: unknown): UsageError | undefined {
  * Waits for a run with a progress display, then prints its summary. Ctrl-C stops waiting only.
  * Returns the exit code: 0 no failed rows, 2 some failed, 130 interrupted.
  */
-export async function waitForRun(session: Session, runId: string, io: CliIO): Promise<number> {
+export async function waitForRun(
+  session: Session,
+  runId: string,
+  io: CliIO,
+  /** What to print and return at the end instead of the run's summary (`retry` reports its own rows). */
+  conclude?: (summary: DatasetRunSummary) => Promise<{ text: string; code: number }>,
+): Promise<number> {
   const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
   const reporter = new ProgressReporter(() => handle.query(progressQuery), io);
   reporter.start();
@@ -337,6 +343,11 @@ export async function waitForRun(session: Session, runId: string, io: CliIO): Pr
     if (ending.kind === 'workers-stopped') {
       io.err('the in-process workers stopped before the run finished; run the same command again to resume it');
       return ExitCodes.usage;
+    }
+    if (conclude) {
+      const { text, code } = await conclude(ending.summary);
+      io.out(text);
+      return code;
     }
     io.out(describeSummary(ending.summary));
     // Rows left pending by --filter-rows are not failures.

@@ -209,10 +209,12 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .action(async (opts: ManageOptions) => setExit(await runList(opts, io)));
   program
     .command('retry <run-id>')
-    .description('run failed rows again: an open run takes them at once; a closed run gets a new execution from its ledger')
+    .description('run failed rows again, or with --redo make done rows again: an open run takes them at once; a closed run gets a new execution from its ledger')
     .option('--failed', 'every failed row')
     .option('--rows <spec>', 'only these row positions (0:100, 3,7,10:20 ...), among failed rows')
     .option('--error-type <list>', 'only rows failed with these classes: retryable, blocked, invalid-request, quota-exhausted, input-error, ...')
+    .option('--redo', 'make done rows again (with --rows): a new seed where the backend takes one, the old output kept in .atelier/history/')
+    .option('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo)')
     .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
     .option('--detach', 'for a closed run: start the retry and exit', false)
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)

@@ -4,7 +4,7 @@ import { UsageError } from '../lib/errors';
 import { parseFilterRows } from '../lib/filterRows';
 import { ROW_ERROR_TYPES } from '../lib/errorTypes';
 import { normaliseErrorType } from '../lib/retrySelection';
-import { findRun } from '../lib/runRegistry';
+import { findRun, type RegisteredRun } from '../lib/runRegistry';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
 import { summarizeLedger } from '../lib/summary';
 import type { ProgressSnapshot, RetrySelection } from '../lib/types';
@@ -12,6 +12,7 @@ import type { datasetWorkflow } from '../workflows';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
 import { checkModelChoice, ExitCodes, startRun, waitForRun, type CliIO } from './edit';
 import { openSession } from './session';
+import { doneRowsToRedo, failedRowsMatching, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
 
 // Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
 // by TEMPORAL_ADDRESS or run by `atelier server` for the state dir; `status` and `retry` also work
@@ -144,6 +145,10 @@ export interface RetryOptions extends ManageOptions {
   failed?: boolean;
   rows?: string;
   errorType?: string;
+  /** Make done rows again (new seed where the backend takes one; the old output kept as history). */
+  redo?: boolean;
+  /** Done rows rejected in `atelier view` (implies --redo). */
+  rejected?: boolean;
   detach?: boolean;
   withWorkers?: boolean;
 }
@@ -151,17 +156,10 @@ export interface RetryOptions extends ManageOptions {
 /** The CLI's retry flags as a selection; at least one is required. */
 export function retrySelectionFrom(options: RetryOptions): RetrySelection {
   if (!options.failed && options.rows === undefined && options.errorType === undefined) {
-    throw new UsageError('say which rows to retry: --failed, --rows 3,7,10:20 and/or --error-type blocked,retryable');
+    throw new UsageError('say which rows to retry: --failed, --rows 3,7,10:20 and/or --error-type blocked,retryable (done rows: --redo --rows, or --rejected)');
   }
   const selection: RetrySelection = {};
-  if (options.rows !== undefined) {
-    try {
-      parseFilterRows(options.rows);
-    } catch (err) {
-      throw new UsageError((err as Error).message.replace('--filter-rows', '--rows'));
-    }
-    selection.rows = options.rows;
-  }
+  if (options.rows !== undefined) selection.rows = checkedRows(options.rows);
   if (options.errorType !== undefined) {
     selection.errorTypes = options.errorType.split(',').map((name) => {
       const type = normaliseErrorType(name.trim());
@@ -172,18 +170,57 @@ export function retrySelectionFrom(options: RetryOptions): RetrySelection {
   return selection;
 }
 
+function checkedRows(rows: string): string {
+  try {
+    parseFilterRows(rows);
+  } catch (err) {
+    throw new UsageError((err as Error).message.replace('--filter-rows', '--rows'));
+  }
+  return rows;
+}
+
+/** What a retry is about to do: the selection to send and the rows it matched in the ledger. */
+async function planRetry(options: RetryOptions, known: RegisteredRun | undefined, runId: string): Promise<{ selection: RetrySelection; rows?: MatchedRow[]; what: string }> {
+  if (options.redo || options.rejected) {
+    if (options.failed || options.errorType !== undefined) throw new UsageError('--redo makes done rows again; --failed and --error-type pick failed rows: use one or the other');
+    if (!known) throw new UsageError(`run ${runId}: the state dir ${options.stateDir} has no record of it, so its output dir is unknown (--redo needs the run's ledger)`);
+    const rows = await doneRowsToRedo(known.input.outputDir, { ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}), rejected: Boolean(options.rejected) }, known.input.filterRows);
+    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${options.rejected ? ' rejected in the viewer' : ''}`;
+    if (rows.length === 0) return { selection: {}, rows, what };
+    return { selection: await setAsideAll(known.input.outputDir, rows), rows, what };
+  }
+  const selection = retrySelectionFrom(options);
+  const what = `failed row(s)${selection.rows !== undefined ? ` at --rows ${selection.rows}` : ''}${selection.errorTypes ? ` of class ${selection.errorTypes.join(', ')}` : ''}`;
+  // Without the run's record the ledger is out of reach; the run itself counts (open runs only).
+  if (!known) return { selection, what };
+  return { selection, rows: await failedRowsMatching(known.input.outputDir, selection, known.input.filterRows), what };
+}
+
 /**
- * `atelier retry`: failed rows run again. An open run takes a validated update; a closed run gets a
- * new execution that plans from its recorded input and runs only the selected failed rows.
+ * `atelier retry`: failed rows run again, or with --redo done rows are made again. The rows are
+ * matched in the ledger first (none matched: say so, exit 1). An open run takes them through a
+ * validated update; a closed run gets a new execution that plans from its recorded input and runs
+ * only those rows, and the end reports only them and what this retry spent.
  */
 export async function runRetry(runId: string, options: RetryOptions, io: CliIO): Promise<number> {
-  const selection = retrySelectionFrom(options);
+  const known = await findRun(resolve(options.stateDir), runId);
+  const startedAt = new Date().toISOString();
+  const { selection, rows, what } = await planRetry(options, known, runId);
+  if (rows && rows.length === 0) {
+    io.err(`no ${what} in run ${runId}: nothing to retry${options.redo || options.rejected ? '' : ' (done rows are made again only with --redo)'}`);
+    return ExitCodes.usage;
+  }
+  if (rows) io.out(`${rows.length} ${what} matched${options.redo || options.rejected ? '; their outputs are kept in the history and they are made again' : ''}`);
   const probe = await connectIfPossible(options);
   if (probe) {
     try {
       const handle = probe.client.workflow.getHandle<typeof datasetWorkflow>(runId);
       if (await isOpen(handle)) {
         const count = await handle.executeUpdate(retryRowsUpdate, { args: [selection] });
+        if (count === 0) {
+          io.err(`no ${what} in run ${runId}: nothing to retry`);
+          return ExitCodes.usage;
+        }
         io.out(`${count} row(s) queued to run again in run ${runId}`);
         return ExitCodes.ok;
       }
@@ -191,7 +228,6 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
       await probe.close();
     }
   }
-  const known = await findRun(resolve(options.stateDir), runId);
   if (!known) throw new UsageError(`run ${runId} is not running and the state dir ${options.stateDir} has no record of it`);
   // A model retired since the run (or a deprecated one past its shutdown) would fail every row.
   for (const warning of checkModelChoice(known.input)) io.err(`warning: ${warning}`);
@@ -202,7 +238,7 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
       io.out(runId);
       return ExitCodes.ok;
     }
-    return await waitForRun(session, runId, io);
+    return await waitForRun(session, runId, io, rows ? retryConclusion(known.input.outputDir, rows, startedAt) : undefined);
   } finally {
     await session.close();
   }

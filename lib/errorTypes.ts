@@ -57,8 +57,14 @@ export const ChildErrorTypes = {
   childStartFailed: 'ChildStartFailed',
 } as const;
 
+/**
+ * A done row set aside to be made again (`atelier retry --redo`, lib/redo.ts): recorded as failed
+ * with this class until the retry makes it again.
+ */
+export const REDO_ERROR_TYPE = 'Redo';
+
 /** Failure classes a row can have, which `atelier retry --error-type` may name. */
-export const ROW_ERROR_TYPES: readonly string[] = [...Object.values(ErrorTypes), ...Object.values(ChildErrorTypes)];
+export const ROW_ERROR_TYPES: readonly string[] = [...Object.values(ErrorTypes), ...Object.values(ChildErrorTypes), REDO_ERROR_TYPE];
 
 /** Failure types that end the dataset workflow with a message for the user (CLI exit code 1). */
 export const RunErrorTypes = {

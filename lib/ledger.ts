@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { openStorage, type Storage } from '../storage';
 import { runMetaKey } from './constants';
+import type { RowGeneration } from './redo';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs in the run's
 // storage: one small JSON object per row index, written whole after the row's images are in place.
@@ -40,6 +41,8 @@ export interface LedgerEntry {
   info?: Record<string, string | number>;
   /** The instruction as --prompt-enhance rewrote it (turns joined by " → "). */
   instructionEnhanced?: string;
+  /** Earlier outputs of a row made again (`atelier retry --redo`), oldest first (lib/redo.ts). */
+  history?: RowGeneration[];
   finishedAt: string;
 }
 

@@ -67,6 +67,7 @@ function tileFor(row) {
   const meta = el('div', 'meta');
   meta.append(el('b', '', '#' + row.index), el('span', 'badge ' + row.status, row.status));
   if (row.review) meta.append(el('span', 'badge ' + row.review, row.review));
+  if (row.generation) meta.append(el('span', '', 'gen ' + row.generation));
   if (row.costUsd !== undefined) meta.append(el('span', '', '$' + row.costUsd.toFixed(4)));
   tile.append(pair, meta, el('div', 'text', row.turns.join(' → ')));
   if (row.error) tile.append(el('div', 'error', row.error));
@@ -139,9 +140,20 @@ function openDetail(index, refresh) {
   for (let i = 0; i < row.inputs; i++) { const f = el('figure'); f.append(image(row, 'in' + i, false), el('figcaption', '', 'input ' + (i + 1))); images.append(f); }
   row.outputs.forEach((path, i) => { const f = el('figure'); f.append(image(row, 'out' + i, false), el('figcaption', '', 'output ' + (i + 1) + ': ' + path)); images.append(f); });
   body.append(images);
+  if (row.history) {
+    body.append(el('h3', '', 'Earlier outputs (this is generation ' + row.generation + ')'));
+    const earlier = el('div', 'images');
+    for (const h of row.history) {
+      const f = el('figure');
+      const img = image(row, 'h' + h.generation + '_0', true);
+      f.append(img, el('figcaption', '', 'generation ' + h.generation + ': ' + h.reason));
+      earlier.append(f);
+    }
+    body.append(earlier);
+  }
   const facts = el('dl');
   const fact = (k, v) => { if (v !== undefined && v !== '') facts.append(el('dt', '', k), el('dd', '', String(v))); };
-  fact('status', row.status); fact('review', row.review); fact('error', row.error); fact('attempts', row.attempts);
+  fact('status', row.status); fact('generation', row.generation); fact('review', row.review); fact('error', row.error); fact('attempts', row.attempts);
   fact('latency', row.latencyMs !== undefined ? (row.latencyMs / 1000).toFixed(2) + ' s' : undefined);
   fact('cost (estimate)', row.costUsd !== undefined ? '$' + row.costUsd.toFixed(4) : undefined);
   fact('request id', row.requestId); fact('source', row.where);

@@ -44,6 +44,9 @@ export interface RowSummary {
   requestId?: string;
   enhanced?: string;
   review?: 'accepted' | 'rejected';
+  /** 2 and up for a row made again (`retry --redo`); earlier outputs in `history`. */
+  generation?: number;
+  history?: Array<{ generation: number; reason: string; costUsd?: number }>;
   where: string;
 }
 
@@ -66,6 +69,12 @@ function summaryOf(view: RunRowView): RowSummary {
     ...(entry?.requestIds?.length ? { requestId: entry.requestIds.at(-1)! } : {}),
     ...(entry?.instructionEnhanced ? { enhanced: entry.instructionEnhanced } : {}),
     ...(view.review ? { review: view.review.verdict } : {}),
+    ...(entry?.history?.length
+      ? {
+          generation: entry.history.length + 1,
+          history: entry.history.map((h) => ({ generation: h.generation, reason: h.reason, ...(h.costUsd !== undefined ? { costUsd: h.costUsd } : {}) })),
+        }
+      : {}),
     where: row.where,
   };
 }
@@ -123,6 +132,19 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       const ref = view.row.images[Number(match[2])];
       if (!ref) throw new HttpError(404, `row ${view.row.index} has no input image ${match[2]}`);
       return { identity: `in:${ref.kind}:${ref.source}`, load: () => readSource(ref, { cacheDir, runDir: outputDir }) };
+    }
+    const earlier = /^h(\d+)_(\d+)$/.exec(which);
+    if (earlier) {
+      const key = view.entry?.history?.find((h) => h.generation === Number(earlier[1]))?.outputImages[Number(earlier[2])];
+      if (!key) throw new HttpError(404, `row ${view.row.index} has no earlier output ${which}`);
+      return {
+        identity: `history:${key}`,
+        load: async () => {
+          const bytes = await storage.read(key);
+          if (!bytes) throw new HttpError(404, `earlier output ${key} is missing`);
+          return bytes;
+        },
+      };
     }
     if (match) {
       const path = view.status === 'ok' ? view.entry?.outputImages?.[Number(match[2])] : undefined;
