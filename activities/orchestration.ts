@@ -20,6 +20,7 @@ import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, typ
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/errorTypes';
 import { carriedHistory } from '../lib/redo';
+import { readJudgeRecords, scoreStillHolds } from '../lib/judgeScores';
 import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/parquetTable';
 import type {
   DatasetRunSummary,
@@ -173,6 +174,12 @@ async function writeResultsParquet(path: string, rows: Array<Record<string, unkn
     { name: 'latency_ms', kind: 'int' },
     { name: 'cost_usd', kind: 'double' },
     { name: 'generation', kind: 'int' },
+    { name: 'score', kind: 'double' },
+    { name: 'score_instruction_following', kind: 'double' },
+    { name: 'score_preservation', kind: 'double' },
+    { name: 'score_quality', kind: 'double' },
+    { name: 'score_reason', kind: 'string' },
+    { name: 'judge_model', kind: 'string' },
   ];
   const writer = new ParquetTableWriter(path, columns);
   writer.write(rows, RESULTS_CHUNK);
@@ -359,6 +366,7 @@ export function createOrchestrationActivities() {
       let costUnknownRows = 0;
       const stateOf = await ledgerReader(args.outputDir);
       const parquetRows: Array<Record<string, unknown>> = [];
+      const judged = await readJudgeRecords(args.outputDir);
       try {
         for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
           const lines: string[] = [];
@@ -389,6 +397,18 @@ export function createOrchestrationActivities() {
             for (const column of inputColumns) cells[column] = csvCell(row.record[column]);
             const enhanced = args.instructionEnhanced ? { instruction_enhanced: entry?.instructionEnhanced ?? '' } : {};
             if (!csv.write({ ...cells, ...enhanced, output_image: outputCell, status, error })) await once(csv, 'drain');
+            // The judge's scores, while they are about this output (`atelier judge`).
+            const score = done ? scoreStillHolds(judged.get(row.index), done) : undefined;
+            const scoreFields = score
+              ? {
+                  score: score.scores.overall,
+                  score_instruction_following: score.scores.instructionFollowing,
+                  score_preservation: score.scores.preservation,
+                  score_quality: score.scores.quality,
+                  score_reason: score.reason,
+                  judge_model: score.model,
+                }
+              : {};
             const metrics = entry
               ? {
                   attempts: entry.attempts ?? null,
@@ -403,7 +423,7 @@ export function createOrchestrationActivities() {
                     : {}),
                 }
               : {};
-            lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics }));
+            lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics, ...scoreFields }));
             const inputCells: Record<string, unknown> = {};
             for (const column of inputColumns) inputCells[column] = row.record[column];
             parquetRows.push({
@@ -417,6 +437,7 @@ export function createOrchestrationActivities() {
               latency_ms: entry?.latencyMs,
               cost_usd: entry?.costUsd,
               generation: entry ? (entry.history?.length ?? 0) + 1 : undefined,
+              ...scoreFields,
             });
           }
           if (lines.length && !jsonlFile.write(`${lines.join('\n')}\n`)) await once(jsonlFile, 'drain');

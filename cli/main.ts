@@ -7,6 +7,7 @@ import { runGpuWorker } from './gpuWorker';
 import { runEstimate } from './estimate';
 import { runExport, type ExportOptions } from './export';
 import { runView, type ViewOptions } from './view';
+import { runJudge, type JudgeOptions } from './judge';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
@@ -215,6 +216,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .option('--error-type <list>', 'only rows failed with these classes: retryable, blocked, invalid-request, quota-exhausted, input-error, ...')
     .option('--redo', 'make done rows again (with --rows): a new seed where the backend takes one, the old output kept in .atelier/history/')
     .option('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo)')
+    .option('--score-below <x>', 'make again the done rows `atelier judge` scored below this overall score, 0-10 (implies --redo)', nonNegativeNumber('--score-below'))
     .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
     .option('--detach', 'for a closed run: start the retry and exit', false)
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)
@@ -230,6 +232,20 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .option('--image-cache-dir <dir>', 'where the run cached downloaded input images (default: <output-dir>/.atelier/image-cache)')
     .option('--state-dir <dir>', 'state dir that remembers run ids (for a run id instead of an output dir)', './.atelier')
     .action(async (target: string, opts: ExportOptions) => setExit(await runExport(target, opts, io)));
+
+  program
+    .command('judge <run-or-output-dir>')
+    .description('score the done rows with a vision-language model over an OpenAI-compatible chat API (VIEScore-style: instruction following, preservation, quality, 0-10); key and base URL from ATELIER_JUDGE_API_KEY / ATELIER_JUDGE_BASE_URL')
+    .requiredOption('--model <name>', 'the judge model, e.g. gpt-4.1 or a VLM on your own server')
+    .option('--rpm <n>', 'judge calls per minute, for the judge queue shared by every worker', positiveInt('--rpm'))
+    .option('--rows <spec>', 'only these row positions (0:100, 3,7 ...)')
+    .option('--rescore', 'score again rows this model already scored', false)
+    .option('--window <n>', 'rows judged at once', positiveInt('--window'), 8)
+    .option('--concurrency <n>', 'judge calls in flight per in-process worker', positiveInt('--concurrency'), 16)
+    .option('--max-retries <n>', 'retries per row for transient failures (an unreadable answer included)', nonNegativeInt('--max-retries'), 4)
+    .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
+    .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)
+    .action(async (target: string, opts: JudgeOptions) => setExit(await runJudge(target, opts, io)));
 
   program
     .command('view <run-or-output-dir>')

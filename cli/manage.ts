@@ -149,6 +149,8 @@ export interface RetryOptions extends ManageOptions {
   redo?: boolean;
   /** Done rows rejected in `atelier view` (implies --redo). */
   rejected?: boolean;
+  /** Done rows the judge scored below this (implies --redo). */
+  scoreBelow?: number;
   detach?: boolean;
   withWorkers?: boolean;
 }
@@ -181,11 +183,12 @@ function checkedRows(rows: string): string {
 
 /** What a retry is about to do: the selection to send and the rows it matched in the ledger. */
 async function planRetry(options: RetryOptions, known: RegisteredRun | undefined, runId: string): Promise<{ selection: RetrySelection; rows?: MatchedRow[]; what: string }> {
-  if (options.redo || options.rejected) {
+  if (options.redo || options.rejected || options.scoreBelow !== undefined) {
     if (options.failed || options.errorType !== undefined) throw new UsageError('--redo makes done rows again; --failed and --error-type pick failed rows: use one or the other');
     if (!known) throw new UsageError(`run ${runId}: the state dir ${options.stateDir} has no record of it, so its output dir is unknown (--redo needs the run's ledger)`);
-    const rows = await doneRowsToRedo(known.input.outputDir, { ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}), rejected: Boolean(options.rejected) }, known.input.filterRows);
-    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${options.rejected ? ' rejected in the viewer' : ''}`;
+    const choice = { ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}), rejected: Boolean(options.rejected), ...(options.scoreBelow !== undefined ? { scoreBelow: options.scoreBelow } : {}) };
+    const rows = await doneRowsToRedo(known.input.outputDir, choice, known.input.filterRows);
+    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${options.rejected ? ' rejected in the viewer' : ''}${options.scoreBelow !== undefined ? ` scored below ${options.scoreBelow}` : ''}`;
     if (rows.length === 0) return { selection: {}, rows, what };
     return { selection: await setAsideAll(known.input.outputDir, rows), rows, what };
   }
@@ -206,11 +209,12 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
   const known = await findRun(resolve(options.stateDir), runId);
   const startedAt = new Date().toISOString();
   const { selection, rows, what } = await planRetry(options, known, runId);
+  const redo = Boolean(options.redo || options.rejected || options.scoreBelow !== undefined);
   if (rows && rows.length === 0) {
-    io.err(`no ${what} in run ${runId}: nothing to retry${options.redo || options.rejected ? '' : ' (done rows are made again only with --redo)'}`);
+    io.err(`no ${what} in run ${runId}: nothing to retry${redo ? '' : ' (done rows are made again only with --redo)'}`);
     return ExitCodes.usage;
   }
-  if (rows) io.out(`${rows.length} ${what} matched${options.redo || options.rejected ? '; their outputs are kept in the history and they are made again' : ''}`);
+  if (rows) io.out(`${rows.length} ${what} matched${redo ? '; their outputs are kept in the history and they are made again' : ''}`);
   const probe = await connectIfPossible(options);
   if (probe) {
     try {

@@ -33,11 +33,15 @@ export interface RedoChoice {
   rows?: string;
   /** Rows a person rejected in `atelier view`. */
   rejected?: boolean;
+  /** Rows the judge scored below this overall score (unscored rows do not match). */
+  scoreBelow?: number;
 }
 
 /** Done rows to make again: those at `rows`, or rejected ones, or both (a row must match every flag given). */
 export async function doneRowsToRedo(outputDir: string, choice: RedoChoice, filterRows: string | undefined): Promise<Array<MatchedRow & { reason: string }>> {
-  if (choice.rows === undefined && !choice.rejected) throw new UsageError('--redo needs --rows 3,7 and/or --rejected to say which done rows to make again');
+  if (choice.rows === undefined && !choice.rejected && choice.scoreBelow === undefined) {
+    throw new UsageError('--redo needs --rows 3,7, --rejected and/or --score-below X to say which done rows to make again');
+  }
   const selected = rowSelector(filterRows);
   const inRows = rowSelector(choice.rows);
   const found: Array<MatchedRow & { reason: string }> = [];
@@ -45,7 +49,14 @@ export async function doneRowsToRedo(outputDir: string, choice: RedoChoice, filt
     if (view.status !== 'ok' || !selected(view.row.position)) continue;
     if (choice.rows !== undefined && !inRows(view.row.position)) continue;
     if (choice.rejected && view.review?.verdict !== 'rejected') continue;
-    found.push({ index: view.row.index, position: view.row.position, reason: choice.rejected ? 'rejected in the viewer' : `retry --redo --rows ${choice.rows}` });
+    const overall = view.score?.scores.overall;
+    if (choice.scoreBelow !== undefined && !(overall !== undefined && overall < choice.scoreBelow)) continue;
+    const reason = choice.rejected
+      ? 'rejected in the viewer'
+      : choice.scoreBelow !== undefined
+        ? `scored ${overall} by ${view.score!.model}, below ${choice.scoreBelow}`
+        : `retry --redo --rows ${choice.rows}`;
+    found.push({ index: view.row.index, position: view.row.position, reason });
   }
   return found;
 }

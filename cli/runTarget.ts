@@ -23,3 +23,10 @@ export async function resolveRunOutputDir(target: string, stateDir: string): Pro
   if (!registered) throw new UsageError(`${target} is neither an output dir nor a run id known to the state dir ${resolve(stateDir)} (--state-dir)`);
   return registered.input.outputDir;
 }
+
+/** The run id an output dir belongs to (its claim, written when the run planned). */
+export async function runIdOf(outputDir: string): Promise<string> {
+  const bytes = await openStorage(outputDir).read(runMetaKey('run.json'));
+  if (!bytes) throw new UsageError(`${outputDir} has no ${runMetaKey('run.json')}: the run never planned`);
+  return (JSON.parse(bytes.toString('utf8')) as { runId: string }).runId;
+}

@@ -1,6 +1,7 @@
 import { ledgerReader, type LedgerEntry } from './ledger';
 import { readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from './plan';
 import { markStillHolds, readReviewMarks, type ReviewMark } from './review';
+import { readJudgeRecords, scoreStillHolds, type JudgeRecord } from './judgeScores';
 
 // One pass over a run's rows as its plan, ledger and review marks describe them: what the results
 // tables, `atelier export` and `atelier view` show. Reads a chunk of the plan at a time and the
@@ -18,6 +19,8 @@ export interface RunRowView {
   error?: string;
   /** The person's mark, while it still holds for the row's current output. */
   review?: ReviewMark;
+  /** The judge's scores, while they still hold for the row's current output. */
+  score?: JudgeRecord;
 }
 
 const CHUNK = 500;
@@ -26,6 +29,7 @@ export async function* runRows(outputDir: string, meta?: PlanMeta): AsyncGenerat
   const { totalRows } = meta ?? (await readPlanMeta(outputDir));
   const stateOf = await ledgerReader(outputDir);
   const marks = await readReviewMarks(outputDir);
+  const scores = await readJudgeRecords(outputDir);
   for (let start = 0; start < totalRows; start += CHUNK) {
     const chunk = await readPlanRows(outputDir, start, CHUNK);
     await stateOf.prefetch(chunk);
@@ -40,6 +44,8 @@ export async function* runRows(outputDir: string, meta?: PlanMeta): AsyncGenerat
       }
       const review = state.status === 'ok' ? markStillHolds(marks.get(row.index), state.entry) : undefined;
       if (review) view.review = review;
+      const score = state.status === 'ok' ? scoreStillHolds(scores.get(row.index), state.entry) : undefined;
+      if (score) view.score = score;
       yield view;
     }
   }

@@ -10,6 +10,8 @@ import { createModelScopeProvider } from '../activities/providers/modelscope';
 import { createOpenAIProvider } from '../activities/providers/openai';
 import { createOpenRouterProvider } from '../activities/providers/openrouter';
 import { createPromptEnhancer, type PromptEnhancer } from '../activities/providers/promptEnhance';
+import { createJudgeClient } from '../activities/judge/client';
+import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '../activities/judge/activities';
 import type { ImageEditProvider } from '../activities/providers/provider';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
 import { UsageError } from '../lib/errors';
@@ -35,7 +37,10 @@ export const BACKEND_ENV: Record<ApiBackend, { keys: string[]; baseUrl: string }
 };
 
 /** Names of every queue `atelier worker` can serve. */
-export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...BACKENDS.map(providerQueue)];
+export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...BACKENDS.map(providerQueue), JUDGE_QUEUE];
+
+/** The judge's key and base URL (`atelier judge`): its own, so judging bills apart from editing. */
+export const JUDGE_ENV = { key: 'ATELIER_JUDGE_API_KEY', baseUrl: 'ATELIER_JUDGE_BASE_URL' } as const;
 
 export interface WorkerSetOptions {
   connection: NativeConnection;
@@ -108,7 +113,11 @@ export function promptEnhancerFromEnv(model: string, env: NodeJS.ProcessEnv): Pr
 /** Creates the workers for the chosen queues; run them with `Promise.all(workers.map(w => w.run()))`. */
 export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]> {
   // By default: orchestration plus every provider whose key this worker has.
-  const queues = options.queues ?? [ORCHESTRATOR_QUEUE, ...BACKENDS.filter((b) => BACKEND_ENV[b].keys.some((k) => options.env[k])).map(providerQueue)];
+  const queues = options.queues ?? [
+    ORCHESTRATOR_QUEUE,
+    ...BACKENDS.filter((b) => BACKEND_ENV[b].keys.some((k) => options.env[k])).map(providerQueue),
+    ...(options.env[JUDGE_ENV.key] ? [JUDGE_QUEUE] : []),
+  ];
   const unknown = queues.filter((q) => !ALL_QUEUES.includes(q));
   if (unknown.length > 0) {
     throw new UsageError(`unknown queue(s): ${unknown.join(', ')}; known queues are ${ALL_QUEUES.join(', ')}`);
@@ -123,7 +132,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         ...common,
         taskQueue: ORCHESTRATOR_QUEUE,
         ...workflowCodeOption(),
-        activities: { ...createOrchestrationActivities(), ...createGpuRowActivities() },
+        activities: { ...createOrchestrationActivities(), ...createGpuRowActivities(), ...createJudgeListActivities() },
       }),
     );
   }
@@ -133,6 +142,19 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         ...common,
         taskQueue: providerQueue(provider.backend),
         activities: createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env), ...options.modelActivityDeps }),
+        maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
+        ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),
+      }),
+    );
+  }
+  if (queues.includes(JUDGE_QUEUE)) {
+    const apiKey = options.env[JUDGE_ENV.key];
+    if (!apiKey) throw new UsageError(`${JUDGE_ENV.key} is not set in the worker environment; export it (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) to serve the judge queue`);
+    workers.push(
+      await Worker.create({
+        ...common,
+        taskQueue: JUDGE_QUEUE,
+        activities: createJudgeActivities(createJudgeClient({ apiKey, baseURL: options.env[JUDGE_ENV.baseUrl] || undefined })),
         maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
         ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),
       }),

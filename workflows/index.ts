@@ -1,3 +1,4 @@
 // Entry point of the workflow bundle: every workflow type the orchestrator queue serves.
 export { datasetWorkflow } from './dataset/workflow';
 export { rowWorkflow } from './row';
+export { judgeWorkflow } from './judge';

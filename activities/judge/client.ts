@@ -1,0 +1,140 @@
+import OpenAI from 'openai';
+import { ClassifiedError } from '../../lib/errors';
+import { overallScore, type JudgeScores } from '../../lib/judgeScores';
+import { estimateEnhancerCostUsd } from '../providers/models';
+import { classifyOpenRouterError, dataUrl } from '../providers/openrouter';
+import type { ProviderImage } from '../providers/provider';
+
+// The judge: a vision-language model behind an OpenAI-compatible chat completions API (OpenAI,
+// OpenRouter, a local vLLM or SGLang server) scores an edit the way VIEScore does (Ku et al.,
+// "VIEScore: Towards Explainable Metrics for Conditional Image Synthesis Evaluation", ACL 2024;
+// the protocol GEdit-Bench uses, Liu et al., "Step1X-Edit", 2025): the source image(s), the
+// instruction and the edited image in one request, 0-10 scores for semantic consistency (here
+// split, as VIEScore's editing prompt does, into instruction following and over-editing, i.e.
+// preservation) and perceptual quality, and a short reason. The overall score is VIEScore's
+// sqrt(min(SC) x PQ). SDK retries are off: Temporal retries.
+
+const REQUEST_TIMEOUT_MS = 120_000;
+
+export const JUDGE_SYSTEM_PROMPT = [
+  'You are a meticulous evaluator of image edits.',
+  'You get an edit instruction, the source image or images it was applied to, and, as the last image, the edited result.',
+  'Rate the edited result on three scales from 0 to 10 (integers):',
+  'instruction_following: how completely and exactly the edited image carries out the instruction (0: not at all, 10: perfectly);',
+  'preservation: whether everything the instruction did not ask to change is left as it was in the source (0: a different picture or heavily over-edited, 10: only the requested change was made);',
+  'quality: how natural the edited image looks and how free it is of artifacts, distortions or blur (0: broken, 10: flawless).',
+  'Answer with one JSON object and nothing else:',
+  '{"instruction_following": <0-10>, "preservation": <0-10>, "quality": <0-10>, "reason": "<one sentence>"}',
+].join(' ');
+
+/** For rows with no source image: nothing to preserve. */
+export const JUDGE_T2I_SYSTEM_PROMPT = [
+  'You are a meticulous evaluator of generated images.',
+  'You get an instruction and the image generated for it.',
+  'Rate the image on two scales from 0 to 10 (integers):',
+  'instruction_following: how completely and exactly the image shows what the instruction asks (0: not at all, 10: perfectly);',
+  'quality: how natural the image looks and how free it is of artifacts, distortions or blur (0: broken, 10: flawless).',
+  'Answer with one JSON object and nothing else:',
+  '{"instruction_following": <0-10>, "quality": <0-10>, "reason": "<one sentence>"}',
+].join(' ');
+
+export interface JudgeRequest {
+  /** The instruction turns, in order. */
+  turns: string[];
+  sources: ProviderImage[];
+  edited: ProviderImage;
+  signal?: AbortSignal;
+}
+
+export interface JudgeAnswer {
+  scores: JudgeScores;
+  reason: string;
+  requestId?: string;
+  usage?: Record<string, number>;
+  /** What the call cost: as the server reported, else the model's token prices; undefined if unknown. */
+  costUsd?: number;
+}
+
+export interface JudgeClient {
+  readonly secrets: readonly string[];
+  judge(model: string, request: JudgeRequest): Promise<JudgeAnswer>;
+}
+
+function score(value: unknown, name: string): number {
+  const n = typeof value === 'string' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 10) throw new ClassifiedError('retryable', `the judge's ${name} is not a score from 0 to 10: ${JSON.stringify(value)}`);
+  return n;
+}
+
+/** The scores in a judge's answer (a JSON object, possibly in a code fence or after some words). */
+export function parseJudgeAnswer(text: string, withSources: boolean): { scores: JudgeScores; reason: string } {
+  const start = text.indexOf('{');
+  const end = text.lastIndexOf('}');
+  let parsed: Record<string, unknown>;
+  try {
+    if (start < 0 || end < start) throw new Error('no JSON object');
+    parsed = JSON.parse(text.slice(start, end + 1)) as Record<string, unknown>;
+  } catch {
+    throw new ClassifiedError('retryable', `the judge did not answer with a JSON object: ${JSON.stringify(text.slice(0, 200))}`);
+  }
+  const instructionFollowing = score(parsed.instruction_following, 'instruction_following');
+  const preservation = withSources ? score(parsed.preservation, 'preservation') : null;
+  const quality = score(parsed.quality, 'quality');
+  const reason = typeof parsed.reason === 'string' ? parsed.reason.trim().split('\n')[0]!.slice(0, 500) : '';
+  return { scores: { instructionFollowing, preservation, quality, overall: overallScore(instructionFollowing, preservation, quality) }, reason };
+}
+
+export function createJudgeClient(options: { apiKey: string; baseURL?: string | undefined; timeoutMs?: number }): JudgeClient {
+  const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 0, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS });
+  return {
+    secrets: [options.apiKey],
+    async judge(model, request) {
+      const withSources = request.sources.length > 0;
+      const instruction = request.turns.length > 1 ? request.turns.map((t, i) => `${i + 1}. ${t}`).join('\n') : request.turns[0]!;
+      const content: OpenAI.ChatCompletionContentPart[] = [
+        { type: 'text', text: `Instruction${request.turns.length > 1 ? 's, applied in turn' : ''}:\n${instruction}` },
+        ...(withSources ? [{ type: 'text' as const, text: `Source image${request.sources.length > 1 ? 's' : ''}:` }] : []),
+        ...request.sources.map((image) => ({ type: 'image_url' as const, image_url: { url: dataUrl(image) } })),
+        { type: 'text', text: withSources ? 'Edited result:' : 'Generated image:' },
+        { type: 'image_url', image_url: { url: dataUrl(request.edited) } },
+      ];
+      let completion: OpenAI.ChatCompletion;
+      let headerId: string | null;
+      try {
+        const result = await client.chat.completions
+          .create(
+            {
+              model,
+              messages: [
+                { role: 'system', content: withSources ? JUDGE_SYSTEM_PROMPT : JUDGE_T2I_SYSTEM_PROMPT },
+                { role: 'user', content },
+              ],
+              temperature: 0,
+            },
+            request.signal ? { signal: request.signal } : {},
+          )
+          .withResponse();
+        completion = result.data;
+        headerId = result.request_id;
+      } catch (err) {
+        throw classifyOpenRouterError(err);
+      }
+      const requestId = completion?.id ?? headerId ?? undefined;
+      const choice = completion?.choices?.[0];
+      if (choice?.finish_reason === 'content_filter' || choice?.message?.refusal) {
+        throw new ClassifiedError('blocked', `the judge refused: ${choice?.message?.refusal ?? 'content_filter'}`, requestId ? { requestId } : {});
+      }
+      const { scores, reason } = parseJudgeAnswer(choice?.message?.content ?? '', withSources);
+      const u = completion.usage as (OpenAI.CompletionUsage & { cost?: number }) | undefined;
+      const usage = u
+        ? Object.fromEntries(
+            Object.entries({ inputTokens: u.prompt_tokens, outputTokens: u.completion_tokens, totalTokens: u.total_tokens, costUsd: u.cost }).filter(
+              (e): e is [string, number] => typeof e[1] === 'number',
+            ),
+          )
+        : undefined;
+      const costUsd = estimateEnhancerCostUsd(model, usage);
+      return { scores, reason, ...(requestId ? { requestId } : {}), ...(usage ? { usage } : {}), ...(costUsd !== undefined ? { costUsd } : {}) };
+    },
+  };
+}

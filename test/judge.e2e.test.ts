@@ -1,0 +1,104 @@
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readJudgeRecord } from '../lib/judgeScores';
+import { JUDGE_ANSWERS, startJudgeStandin } from '../standins/judge';
+import type { ChatStandin } from '../standins/openrouter';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { assertBuilt, atelier } from './helpers/cli';
+import { tempDir, writePng, writeText } from './helpers/fixtures';
+
+// `atelier judge` through the built CLI (embedded dev server, in-process workers): the judge
+// workflow on its own queue calls the stand-in judge (chat completions with image_url parts)
+// through the real openai SDK; scores land in the run's folder, the results tables, and drive
+// `retry --redo --score-below`.
+
+const EDIT_KEY = 'sk-test-judge-edit-6a0c1e9f3b7d2485';
+const JUDGE_KEY = 'sk-test-judge-own-9d4b7f1a2c6e8035';
+let images: OpenAIStandin;
+let judge: ChatStandin;
+let dir: string;
+let outputDir: string;
+let stateDir: string;
+
+function env(): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: EDIT_KEY, OPENAI_BASE_URL: images.baseURL, ATELIER_JUDGE_API_KEY: JUDGE_KEY, ATELIER_JUDGE_BASE_URL: judge.baseURL };
+  delete e.TEMPORAL_ADDRESS;
+  return e;
+}
+
+function jsonl(): Array<Record<string, unknown>> {
+  return readFileSync(join(outputDir, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  images = await startOpenAIStandin();
+  judge = await startJudgeStandin();
+  dir = tempDir('atelier-judge-');
+  await writePng(join(dir, 'a.png'), '#00ff00', 40);
+  writeText(
+    join(dir, 'edits.csv'),
+    ['input_images,instruction', 'a.png,jrow-0 make it red', 'a.png,jrow-1 judge-low make it blue', 'a.png,jrow-2 refused', 'a.png,jrow-3 judge-garbage make it pink'].join('\n'),
+  );
+  images.script('jrow-2 ', [faults.moderationBlocked()], { repeat: true });
+  outputDir = join(dir, 'out');
+  stateDir = join(dir, 'state');
+  const run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir], env());
+  expect(run.code, run.stderr).toBe(2);
+});
+afterAll(async () => {
+  await images?.close();
+  await judge?.close();
+});
+
+describe('atelier judge', () => {
+  it('scores every done row with the judge model, VIEScore-style, into the run and its results', async () => {
+    const run = await atelier(['judge', outputDir, '--model', 'gpt-4.1-mini', '--rpm', '600', '--max-retries', '1', '--state-dir', stateDir], env());
+    // Row 3's judge never answers with JSON: that row fails, the others are scored.
+    expect(run.code, run.stderr).toBe(2);
+    expect(run.stdout).toMatch(/judged with gpt-4\.1-mini: scored 2, already scored 0, failed 1/);
+    expect(run.stdout).toMatch(/row 3: Retryable: the judge did not answer with a JSON object/);
+    // Each call: the judge's own key, the source image and the edited one as image_url parts (JPEG data URLs).
+    const calls = judge.calls.filter((c) => c.prompt.includes('jrow-0'));
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatchObject({ model: 'gpt-4.1-mini', imageCount: 2, imageTypes: ['image/jpeg', 'image/jpeg'], authorization: `Bearer ${JUDGE_KEY}` });
+    expect(calls[0]!.imageSizes).toEqual([{ width: 40, height: 40 }, { width: 40, height: 40 }]);
+    expect(calls[0]!.system).toMatch(/instruction_following.*preservation.*quality/s);
+    expect(judge.calls.every((c) => c.authorization === `Bearer ${JUDGE_KEY}`)).toBe(true);
+    expect(judge.calls.filter((c) => c.prompt.includes('jrow-3'))).toHaveLength(2); // --max-retries 1
+    expect(judge.calls.some((c) => c.prompt.includes('jrow-2'))).toBe(false); // failed rows are not judged
+
+    const good = (await readJudgeRecord(outputDir, 0))!;
+    const { good: g, low: l } = JUDGE_ANSWERS;
+    expect(good.scores).toEqual({ instructionFollowing: g.instruction_following, preservation: g.preservation, quality: g.quality, overall: Math.round(Math.sqrt(Math.min(8, 9) * 7) * 100) / 100 });
+    expect(good.reason).toBe(g.reason);
+    expect(good.costUsd).toBe(0.00002); // as the server reported it
+    const rows = jsonl();
+    expect(rows[0]).toMatchObject({ score: good.scores.overall, score_instruction_following: 8, score_preservation: 9, score_quality: 7, judge_model: 'gpt-4.1-mini' });
+    expect(rows[1]).toMatchObject({ score: Math.round(Math.sqrt(Math.min(l.instruction_following, l.preservation) * l.quality) * 100) / 100, score_reason: l.reason });
+    expect(rows[2]!.score).toBeUndefined();
+    // The judge's key is nowhere in the run's files or the judge workflow's history.
+    for (const name of readdirSync(join(outputDir, '.atelier', 'judge'))) expect(readFileSync(join(outputDir, '.atelier', 'judge', name), 'utf8')).not.toContain(JUDGE_KEY);
+    expect(readFileSync(join(outputDir, 'results.jsonl'), 'utf8')).not.toContain(JUDGE_KEY);
+  });
+
+  it('a second judge run pays for nothing already scored; retry --redo --score-below redoes only the low rows', async () => {
+    const before = judge.calls.length;
+    const again = await atelier(['judge', outputDir, '--model', 'gpt-4.1-mini', '--rows', '0:2', '--state-dir', stateDir], env());
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/scored 0, already scored 2, failed 0/);
+    expect(judge.calls.length).toBe(before);
+
+    const redo = await atelier(['retry', (JSON.parse(readFileSync(join(outputDir, '.atelier', 'run.json'), 'utf8')) as { runId: string }).runId, '--redo', '--score-below', '5', '--state-dir', stateDir], env());
+    expect(redo.code, redo.stderr).toBe(2); // exit codes as for edit: the run still has row 2 refused
+    expect(redo.stdout).toMatch(/^1 done row\(s\) scored below 5 matched/m);
+    expect(redo.stdout).toMatch(/retried 1 row\(s\): ok 1, failed 0/);
+    expect(images.callsFor('jrow-1 ')).toHaveLength(2);
+    expect(images.callsFor('jrow-0 ')).toHaveLength(1);
+    // The new output is not scored yet.
+    expect(jsonl()[1]).toMatchObject({ generation: 2 });
+    expect(jsonl()[1]!.score).toBeUndefined();
+    expect(existsSync(join(outputDir, '.atelier', 'judge', '000001.json'))).toBe(true);
+  });
+});
