@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { UsageError } from '../lib/errors';
-import { exportHf, parseExportOnly } from '../lib/hfExport';
+import { describeOnly, exportHf, parseExportOnly } from '../lib/hfExport';
 import { ExitCodes, type CliIO } from './edit';
 import { resolveRunOutputDir } from './runTarget';
 
@@ -26,7 +26,7 @@ export async function runExport(target: string, options: ExportOptions, io: CliI
     ...(options.shardSizeMb ? { shardBytes: options.shardSizeMb * 1024 * 1024 } : {}),
     ...(options.imageCacheDir ? { imageCacheDir: options.imageCacheDir } : {}),
   });
-  io.out(`exported ${result.rows} rows (${only === 'all' ? 'every row' : `--only ${only}`}) from ${outputDir} into ${result.shards.length} shard(s) under ${out}/data`);
+  io.out(`exported ${result.rows} rows (${only === 'all' ? 'every row' : `--only ${describeOnly(only)}`}) from ${outputDir} into ${result.shards.length} shard(s) under ${out}/data`);
   io.out(`columns: ${result.columns.map((c) => c.name).join(', ')}`);
   io.out(`load it with: python -c 'import datasets; print(datasets.load_dataset("${out}", split="train"))'`);
   return ExitCodes.ok;

@@ -227,7 +227,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .description('publish a run as a dataset: --format hf writes Parquet shards (images embedded) that Hugging Face datasets loads as they are')
     .requiredOption('--out <dir>', 'a new or empty folder for the dataset (data/train-*.parquet)')
     .option('--format <format>', 'hf (the only format)', 'hf')
-    .option('--only <rows>', 'ok (rows with outputs) or accepted (ok rows accepted in `atelier view`); default every row')
+    .option('--only <rows>', 'ok (rows with outputs), accepted (ok rows accepted in `atelier view`) or score>=X (ok rows `atelier judge` scored X or more); default every row')
     .option('--shard-size-mb <mb>', 'start a new shard past this many MB of images', positiveInt('--shard-size-mb'), 256)
     .option('--image-cache-dir <dir>', 'where the run cached downloaded input images (default: <output-dir>/.atelier/image-cache)')
     .option('--state-dir <dir>', 'state dir that remembers run ids (for a run id instead of an output dir)', './.atelier')

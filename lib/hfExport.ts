@@ -12,13 +12,19 @@ import { UsageError } from './errors';
 // (`data/train-00000-of-00002.parquet`), input and output images embedded as Image features, so
 // `datasets.load_dataset(<dir>)` gives decoded images with no path to resolve, anywhere.
 
-/** Which rows go in: every row, ok rows, or ok rows a person accepted in the viewer. */
-export type ExportOnly = 'all' | 'ok' | 'accepted';
+/** Which rows go in: every row, ok rows, ok rows a person accepted in the viewer, or ok rows the judge scored at least so much. */
+export type ExportOnly = 'all' | 'ok' | 'accepted' | { minScore: number };
 
 export function parseExportOnly(value: string | undefined): ExportOnly {
   if (value === undefined || value === 'all') return 'all';
   if (value === 'ok' || value === 'accepted') return value;
-  throw new UsageError(`--only ${value}: expected ok or accepted (or all, the default)`);
+  const score = /^score>=(\d+(?:\.\d+)?)$/.exec(value.replace(/\s+/g, ''));
+  if (score && Number(score[1]) <= 10) return { minScore: Number(score[1]) };
+  throw new UsageError(`--only ${value}: expected ok, accepted or score>=X (X from 0 to 10; or all, the default)`);
+}
+
+export function describeOnly(only: ExportOnly): string {
+  return typeof only === 'string' ? only : `score>=${only.minScore}`;
 }
 
 export interface HfExportOptions {
@@ -41,6 +47,7 @@ export interface HfExportResult {
 const OWN_COLUMNS = new Set([
   'index', 'instruction', 'instructions', 'instruction_enhanced', 'input_image', 'input_images', 'mask_image', 'output_image', 'output_images',
   'status', 'error', 'attempts', 'latency_ms', 'cost_usd', 'review',
+  'score', 'score_instruction_following', 'score_preservation', 'score_quality', 'score_reason', 'judge_model',
 ]);
 
 const ROWS_PER_GROUP = 64;
@@ -48,7 +55,8 @@ const ROWS_PER_GROUP = 64;
 function wanted(view: RunRowView, only: ExportOnly): boolean {
   if (only === 'all') return true;
   if (only === 'ok') return view.status === 'ok';
-  return view.status === 'ok' && view.review?.verdict === 'accepted';
+  if (only === 'accepted') return view.status === 'ok' && view.review?.verdict === 'accepted';
+  return view.status === 'ok' && view.score !== undefined && view.score.scores.overall >= only.minScore;
 }
 
 /** The shape of the export, from a first pass over the plan and ledger (no image is read). */
@@ -59,6 +67,7 @@ interface ExportShape {
   anyMask: boolean;
   manyOutputs: boolean;
   enhanced: boolean;
+  scored: boolean;
   rows: number;
 }
 
@@ -68,7 +77,7 @@ async function exportShape(outputDir: string, meta: PlanMeta, only: ExportOnly):
   const values = new Map<string, unknown[]>();
   const sources = meta.columns.filter((c) => !replaced.has(c));
   for (const c of sources) values.set(c, []);
-  const shape: ExportShape = { inputColumns: [], multiTurn: false, manyInputs: false, anyMask: false, manyOutputs: false, enhanced: false, rows: 0 };
+  const shape: ExportShape = { inputColumns: [], multiTurn: false, manyInputs: false, anyMask: false, manyOutputs: false, enhanced: false, scored: false, rows: 0 };
   for await (const view of runRows(outputDir, meta)) {
     if (!wanted(view, only)) continue;
     shape.rows += 1;
@@ -78,6 +87,7 @@ async function exportShape(outputDir: string, meta: PlanMeta, only: ExportOnly):
     shape.anyMask ||= row.mask !== undefined;
     shape.manyOutputs ||= row.outputs.length > 1;
     shape.enhanced ||= entry?.instructionEnhanced !== undefined;
+    shape.scored ||= view.score !== undefined;
     for (const c of sources) values.get(c)!.push(row.record[c]);
   }
   shape.inputColumns = sources.map((source) => ({ source, name: OWN_COLUMNS.has(source) ? `input_${source}` : source, kind: inferKind(values.get(source)!) }));
@@ -99,6 +109,16 @@ function columnsOf(shape: ExportShape): TableColumn[] {
     { name: 'latency_ms', kind: 'int' },
     { name: 'cost_usd', kind: 'double' },
     { name: 'review', kind: 'string' },
+    ...(shape.scored
+      ? ([
+          { name: 'score', kind: 'double' },
+          { name: 'score_instruction_following', kind: 'double' },
+          { name: 'score_preservation', kind: 'double' },
+          { name: 'score_quality', kind: 'double' },
+          { name: 'score_reason', kind: 'string' },
+          { name: 'judge_model', kind: 'string' },
+        ] as const)
+      : []),
   ];
 }
 
@@ -119,7 +139,7 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
   if (out.startsWith('s3://')) throw new UsageError('--out must be a local folder (an s3:// export is not built); upload the folder afterwards');
   const meta = await readPlanMeta(outputDir);
   const shape = await exportShape(outputDir, meta, only);
-  if (shape.rows === 0) throw new UsageError(`no row of ${outputDir} matches --only ${only}: nothing to export`);
+  if (shape.rows === 0) throw new UsageError(`no row of ${outputDir} matches --only ${describeOnly(only)}: nothing to export${typeof only === 'object' ? ' (scores come from `atelier judge`)' : ''}`);
   await prepareOut(out);
   const columns = columnsOf(shape);
   const storage = openStorage(outputDir);
@@ -172,6 +192,12 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
         latency_ms: entry?.latencyMs ?? null,
         cost_usd: entry?.costUsd ?? null,
         review: view.review?.verdict ?? null,
+        score: view.score?.scores.overall ?? null,
+        score_instruction_following: view.score?.scores.instructionFollowing ?? null,
+        score_preservation: view.score?.scores.preservation ?? null,
+        score_quality: view.score?.scores.quality ?? null,
+        score_reason: view.score?.reason ?? null,
+        judge_model: view.score?.model ?? null,
       };
       for (const c of shape.inputColumns) record[c.name] = row.record[c.source];
       batch.push(record);

@@ -1,7 +1,9 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parquetReadObjects } from 'hyparquet';
 import { readJudgeRecord } from '../lib/judgeScores';
+import { startViewer, type RowSummary } from '../web/server';
 import { JUDGE_ANSWERS, startJudgeStandin } from '../standins/judge';
 import type { ChatStandin } from '../standins/openrouter';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
@@ -81,6 +83,28 @@ describe('atelier judge', () => {
     // The judge's key is nowhere in the run's files or the judge workflow's history.
     for (const name of readdirSync(join(outputDir, '.atelier', 'judge'))) expect(readFileSync(join(outputDir, '.atelier', 'judge', name), 'utf8')).not.toContain(JUDGE_KEY);
     expect(readFileSync(join(outputDir, 'results.jsonl'), 'utf8')).not.toContain(JUDGE_KEY);
+  });
+
+  it('the scores reach the viewer and `export --only score>=X`', async () => {
+    const viewer = await startViewer({ outputDir, runId: 'judged' });
+    try {
+      const { rows } = (await (await fetch(`${viewer.url}api/rows`)).json()) as { rows: RowSummary[] };
+      expect(rows[0]!.score).toMatchObject({ overall: 7.48, instructionFollowing: 8, preservation: 9, quality: 7, model: 'gpt-4.1-mini' });
+      expect(rows[2]!.score).toBeUndefined();
+    } finally {
+      await viewer.close();
+    }
+    const out = join(dir, 'hf-scored');
+    const exported = await atelier(['export', outputDir, '--out', out, '--only', 'score>=5'], env());
+    expect(exported.code, exported.stderr).toBe(0);
+    const [shard] = readdirSync(join(out, 'data'));
+    const bytes = readFileSync(join(out, 'data', shard!));
+    const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    const table = await parquetReadObjects({ file, columns: ['index', 'score', 'score_reason', 'judge_model'] });
+    expect(table).toEqual([{ index: 0n, score: 7.48, score_reason: JUDGE_ANSWERS.good.reason, judge_model: 'gpt-4.1-mini' }]);
+    const none = await atelier(['export', outputDir, '--out', join(dir, 'hf-none'), '--only', 'score>=9'], env());
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no row of .* matches --only score>=9: nothing to export \(scores come from `atelier judge`\)/);
   });
 
   it('a second judge run pays for nothing already scored; retry --redo --score-below redoes only the low rows', async () => {

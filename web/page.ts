@@ -25,6 +25,7 @@ header h1 { font-size: 16px; margin: 0 0 6px; }
 .badge.ok { background: var(--ok); } .badge.failed { background: var(--failed); } .badge.pending { background: var(--pending); }
 .badge.accepted { background: var(--ok); } .badge.rejected { background: var(--failed); }
 .text { margin-top: 4px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.score { font-size: 12px; color: #888; }
 .error { color: var(--failed); font-size: 12px; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 #detail { position: fixed; inset: 0; z-index: 3; background: Canvas; overflow: auto; padding: 16px 24px; }
 #detail[hidden] { display: none; }
@@ -39,7 +40,7 @@ const SCRIPT = `
 const state = { rows: [], runId: '', selected: null, open: null, tiles: new Map(), signature: '' };
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
-const filters = () => ({ status: $('f-status').value, errorType: $('f-error').value, review: $('f-review').value });
+const filters = () => ({ status: $('f-status').value, errorType: $('f-error').value, review: $('f-review').value, scoreBelow: $('f-score').value });
 
 function visible(row) {
   const f = filters();
@@ -47,6 +48,7 @@ function visible(row) {
   if (f.errorType && row.errorType !== f.errorType) return false;
   if (f.review === 'unmarked' && (row.review || row.status !== 'ok')) return false;
   if (f.review && f.review !== 'unmarked' && row.review !== f.review) return false;
+  if (f.scoreBelow !== '' && !(row.score && row.score.overall < Number(f.scoreBelow))) return false;
   return true;
 }
 
@@ -68,6 +70,7 @@ function tileFor(row) {
   meta.append(el('b', '', '#' + row.index), el('span', 'badge ' + row.status, row.status));
   if (row.review) meta.append(el('span', 'badge ' + row.review, row.review));
   if (row.generation) meta.append(el('span', '', 'gen ' + row.generation));
+  if (row.score) meta.append(el('span', 'score', 'score ' + row.score.overall.toFixed(1)));
   if (row.costUsd !== undefined) meta.append(el('span', '', '$' + row.costUsd.toFixed(4)));
   tile.append(pair, meta, el('div', 'text', row.turns.join(' → ')));
   if (row.error) tile.append(el('div', 'error', row.error));
@@ -157,6 +160,12 @@ function openDetail(index, refresh) {
   fact('latency', row.latencyMs !== undefined ? (row.latencyMs / 1000).toFixed(2) + ' s' : undefined);
   fact('cost (estimate)', row.costUsd !== undefined ? '$' + row.costUsd.toFixed(4) : undefined);
   fact('request id', row.requestId); fact('source', row.where);
+  if (row.score) {
+    const s = row.score;
+    fact('judge score', s.overall.toFixed(2) + ' of 10 (' + s.model + ')');
+    fact('instruction following', s.instructionFollowing); fact('preservation', s.preservation === null ? 'n/a' : s.preservation); fact('quality', s.quality);
+    fact('judge says', s.reason);
+  }
   body.append(facts);
   panel.replaceChildren(body);
   panel.hidden = false;
@@ -184,7 +193,7 @@ function move(step) {
 }
 
 document.addEventListener('keydown', (e) => {
-  if (e.target instanceof HTMLSelectElement || e.metaKey || e.ctrlKey || e.altKey) return;
+  if (e.target instanceof HTMLSelectElement || e.target instanceof HTMLInputElement || e.metaKey || e.ctrlKey || e.altKey) return;
   const columns = Math.max(1, getComputedStyle($('grid')).gridTemplateColumns.split(' ').length);
   const actions = {
     a: () => mark('accepted'), r: () => mark('rejected'), u: () => mark(null),
@@ -211,7 +220,7 @@ async function poll() {
   }
   setTimeout(poll, 2000);
 }
-for (const id of ['f-status', 'f-error', 'f-review']) $(id).addEventListener('change', render);
+for (const id of ['f-status', 'f-error', 'f-review', 'f-score']) $(id).addEventListener(id === 'f-score' ? 'input' : 'change', render);
 poll();
 `;
 
@@ -227,6 +236,7 @@ export function viewerPage(): string {
   <div id="filters">
     <label>status <select id="f-status"><option value="">any</option><option value="ok">ok</option><option value="failed">failed</option><option value="pending">pending</option></select></label>
     <label>error <select id="f-error"><option value="">any error class</option></select></label>
+    <label>score below <input id="f-score" type="number" min="0" max="10" step="0.5" style="width:5em"></label>
     <label>review <select id="f-review"><option value="">any</option><option value="unmarked">unmarked</option><option value="accepted">accepted</option><option value="rejected">rejected</option></select></label>
     <span id="help">keys: ←/→/↑/↓ move · Enter details · a accept · r reject · u unmark · Esc close</span>
     <span id="live"></span> <span id="status" role="status"></span>

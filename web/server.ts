@@ -44,6 +44,8 @@ export interface RowSummary {
   requestId?: string;
   enhanced?: string;
   review?: 'accepted' | 'rejected';
+  /** The judge's scores of the current output (`atelier judge`). */
+  score?: { overall: number; instructionFollowing: number; preservation: number | null; quality: number; reason: string; model: string };
   /** 2 and up for a row made again (`retry --redo`); earlier outputs in `history`. */
   generation?: number;
   history?: Array<{ generation: number; reason: string; costUsd?: number }>;
@@ -69,6 +71,7 @@ function summaryOf(view: RunRowView): RowSummary {
     ...(entry?.requestIds?.length ? { requestId: entry.requestIds.at(-1)! } : {}),
     ...(entry?.instructionEnhanced ? { enhanced: entry.instructionEnhanced } : {}),
     ...(view.review ? { review: view.review.verdict } : {}),
+    ...(view.score ? { score: { ...view.score.scores, reason: view.score.reason, model: view.score.model } } : {}),
     ...(entry?.history?.length
       ? {
           generation: entry.history.length + 1,
