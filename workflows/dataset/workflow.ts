@@ -20,6 +20,7 @@ import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../../lib/se
 import type { DatasetRunSummary, DatasetWorkflowInput, PauseState, PlanRunResult, RetrySelection } from '../../lib/types';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate, rowDoneSignal } from '../messages';
 import { rowWorkflowId } from './rowReports';
+import { ResultsRefresher } from './resultsRefresh';
 import { RowWindow } from './rowWindow';
 import { RunState, type EarlyRequests, type RunPhase } from './runState';
 
@@ -27,6 +28,12 @@ const { planRun, writeResults, countRetryRows } = proxyActivities<OrchestrationA
   // Planning streams the whole dataset; give large inputs room.
   startToCloseTimeout: '30 minutes',
   retry: { maximumAttempts: 5 },
+});
+
+/** The tables rewritten while the run goes: a failure just waits for the next rewrite. */
+const { writeResults: refreshResults } = proxyActivities<OrchestrationActivities>({
+  startToCloseTimeout: '30 minutes',
+  retry: { maximumAttempts: 2 },
 });
 
 /** Continue as new well before the 10k-event warning, whatever the server suggests. */
@@ -50,6 +57,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   // signals buffered for this run at once, and a row's report must find its row in flight.
   let state: RunState | undefined = rawInput.carried ? RunState.resume(rawInput.runId, rawInput.carried, budgetPauseAllowed) : undefined;
   let window: RowWindow | undefined = state ? new RowWindow(input, state, viewOf(input, state, () => phase)) : undefined;
+  let refresher: ResultsRefresher | undefined;
 
   setHandler(progressQuery, () => state?.snapshot(phase) ?? RunState.planningSnapshot(input.runId, new Date(workflowInfo().startTime).toISOString()));
   setHandler(rowDoneSignal, (done) => window?.report(done));
@@ -96,10 +104,16 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     }
     phase = 'running';
     refreshDetails(state, phase);
-    await dispatchAll(input, state, window!);
+    // Results tables refreshed while the run goes (new in this version: older histories replay without).
+    const runState = state;
+    const runInput = input;
+    if (patched('atelier-results-refresh')) refresher = new ResultsRefresher(() => refreshResults(resultsArgs(runInput)), () => runState.snapshot('running').finished, runState.selectedRows);
+    refresher?.start();
+    await dispatchAll(input, state, window!, refresher);
 
     await window!.settle();
     await condition(allHandlersFinished);
+    await refresher?.stop();
     phase = 'writing-results';
     refreshDetails(state, phase);
     const summary = await writeResults(resultsArgs(input));
@@ -113,6 +127,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       // leaves the ledger and the results table saying so.
       await CancellationScope.nonCancellable(async () => {
         if (!state) return;
+        await refresher?.stop();
         await Promise.all([...state.inFlight].map((i) => getExternalWorkflowHandle(rowWorkflowId(input.runId, i)).cancel().catch(() => undefined)));
         await window!.recordCancelled();
         await writeResults(resultsArgs(input));
@@ -126,7 +141,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
  * The dispatch loop: start rows while the window has room and the run is not paused; then the
  * queued retry passes; then wait for the rows in flight. Continues as new when the history is long.
  */
-async function dispatchAll(input: DatasetWorkflowInput, state: RunState, window: RowWindow): Promise<void> {
+async function dispatchAll(input: DatasetWorkflowInput, state: RunState, window: RowWindow, refresher: ResultsRefresher | undefined): Promise<void> {
   const historyCap = input.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
   const shouldContinueAsNew = () => {
     const info = workflowInfo();
@@ -137,6 +152,8 @@ async function dispatchAll(input: DatasetWorkflowInput, state: RunState, window:
       await window.settle();
       await window.handOverRunningRows();
       await condition(allHandlersFinished);
+      // A rewrite must not outlive this execution (the next one has its own).
+      await refresher?.stop();
       const carried = state.carry(window.resumeCursor);
       upsertCounts(input, state, true);
       await continueAsNew<typeof datasetWorkflow>({ ...input, carried });
