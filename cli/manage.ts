@@ -7,6 +7,7 @@ import { normaliseErrorType } from '../lib/retrySelection';
 import { findRun, type RegisteredRun } from '../lib/runRegistry';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
 import { summarizeLedger } from '../lib/summary';
+import { formatDuration } from '../lib/eta';
 import type { ProgressSnapshot, RetrySelection } from '../lib/types';
 import type { datasetWorkflow } from '../workflows';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
@@ -35,13 +36,6 @@ async function isOpen(handle: Handle): Promise<boolean> {
   }
 }
 
-function formatDuration(seconds: number): string {
-  if (!Number.isFinite(seconds)) return 'unknown';
-  const s = Math.round(seconds);
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  return h > 0 ? `${h}h${String(m).padStart(2, '0')}m` : m > 0 ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
-}
 
 function failedLines(failedByType: Record<string, number>): string[] {
   return Object.entries(failedByType)

@@ -1,4 +1,5 @@
 import { SingleBar, Presets } from 'cli-progress';
+import { formatDuration, RateWindow } from '../lib/eta';
 import type { ProgressSnapshot } from '../lib/types';
 
 interface ReporterIO {
@@ -19,6 +20,8 @@ export class ProgressReporter {
   private bar: SingleBar | undefined;
   private lastPlain = 0;
   private polling: Promise<void> = Promise.resolve();
+  /** cli-progress's own ETA averages from the start and rounds into `1m60s`: ours is windowed. */
+  private readonly rate = new RateWindow();
 
   constructor(
     private readonly read: () => Promise<ProgressSnapshot>,
@@ -40,12 +43,14 @@ export class ProgressReporter {
     }
     if (snapshot.phase === 'planning') return;
     const done = snapshot.ok + snapshot.failed;
+    this.rate.add(Date.now(), done);
+    const eta = snapshot.paused ? 'paused' : formatDuration(this.rate.etaSeconds(snapshot.total - done));
     const spent = snapshot.spentUsd !== undefined || snapshot.maxCostUsd !== undefined ? ` | $${(snapshot.spentUsd ?? 0).toFixed(2)}${snapshot.maxCostUsd !== undefined ? ` of $${snapshot.maxCostUsd}` : ''}` : '';
-    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, spent, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : snapshot.phase };
+    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, spent, eta, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : snapshot.phase };
     if (this.io.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar(
-          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {eta_formatted} | {state}', hideCursor: true, stream: process.stderr },
+          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {eta} | {state}', hideCursor: true, stream: process.stderr },
           Presets.shades_classic,
         );
         this.bar.start(snapshot.total, done, payload);
@@ -54,7 +59,7 @@ export class ProgressReporter {
       this.bar.update(done, payload);
     } else if (Date.now() - this.lastPlain >= PLAIN_EVERY_MS) {
       this.lastPlain = Date.now();
-      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`);
+      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')}, eta ${eta})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`);
     }
   }
 
