@@ -5,6 +5,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
@@ -107,6 +108,8 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
   try {
     const outcome = task.backend === 'diffusers' ? await gpuRow(task, retry) : await apiRow(task, retry);
     report = { position: task.position, index: task.index, status: 'ok', ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}) };
+    // The row's page in the Temporal UI says how it ended (details are metadata, not history).
+    setCurrentDetails(`**row ${task.index}**: ok, ${(outcome.outputImages ?? []).join(', ')}${outcome.costUsd !== undefined ? `, estimated cost $${outcome.costUsd.toFixed(4)}` : ''}`);
     return outcome;
   } catch (err) {
     if (isCancellation(err)) throw err;
@@ -121,6 +124,7 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
       return { position: task.position, index: task.index, status: 'failed', errorType, error, ...(resetAt ? { resetAt } : {}) };
     }
     report = { position: task.position, index: task.index, status: 'failed', errorType, error };
+    setCurrentDetails(`**row ${task.index}** failed: **${errorType}**\n\n${error}`);
     const attempts = failureDetails(err)?.attempt ?? undefined;
     await recordRowFailure({
       runId: task.runId,

@@ -74,9 +74,12 @@ describe('a real Temporal cluster (PostgreSQL)', () => {
         for await (const w of client.workflow.list({ query: `AtelierRunId = "${runId}"` })) {
           found.push({ workflowId: w.workflowId, status: w.status.name, rowsOk: w.searchAttributes.AtelierRowsOk?.[0] });
         }
-        return found.length > 0 && found[0]!.status === 'COMPLETED' && found[0]!.rowsOk === ROWS;
-      }, 20_000, `a completed run with AtelierRunId=${runId} in visibility`);
-      expect(found).toEqual([{ workflowId: runId, status: 'COMPLETED', rowsOk: ROWS }]);
+        const runEntry = found.find((w) => w.workflowId === runId);
+        return runEntry?.status === 'COMPLETED' && runEntry.rowsOk === ROWS && found.length === ROWS + 1;
+      }, 20_000, `a completed run and its ${ROWS} rows with AtelierRunId=${runId} in visibility`);
+      expect(found.find((w) => w.workflowId === runId)).toEqual({ workflowId: runId, status: 'COMPLETED', rowsOk: ROWS });
+      // The row children carry the run's id too, so the same query lists them.
+      expect(found.filter((w) => w.workflowId.startsWith(`${runId}/row/`))).toHaveLength(ROWS);
     } finally {
       await connection.close();
     }

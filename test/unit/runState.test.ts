@@ -152,6 +152,30 @@ describe('RunState', () => {
     expect(next.snapshot('running')).toMatchObject({ ok: 2, inFlight: 0, continuedAsNew: 1 });
   });
 
+  it('with a clock, upserts counts whenever rows finished and 3 s passed since the last upsert', () => {
+    const s = planned({ rows: 4000 });
+    const finish = (i: number) => (s.dispatched(row(i)), s.finishRow({ position: i, index: i, status: 'ok' }));
+    finish(0);
+    expect(s.searchCounts(false, 1000)).toEqual({ total: 4000, ok: 1, failed: 0 });
+    finish(1);
+    expect(s.searchCounts(false, 2500)).toBeUndefined(); // too soon
+    expect(s.searchCounts(false, 4000)).toEqual({ total: 4000, ok: 2, failed: 0 });
+    expect(s.searchCounts(false, 9000)).toBeUndefined(); // nothing new
+  });
+
+  it('details name one reason per failure class and the retry and view commands', () => {
+    const s = planned({ rows: 3 });
+    s.dispatched(row(0));
+    s.dispatched(row(1));
+    s.finishRow({ position: 0, index: 0, status: 'failed', errorType: 'Blocked', error: '400 refused | by the safety system' });
+    s.finishRow({ position: 1, index: 1, status: 'failed', errorType: 'Blocked', error: 'another' });
+    const md = s.details('running');
+    expect(md).toContain('- **Blocked**, e.g. row 0: 400 refused by the safety system');
+    expect(md).not.toContain('another');
+    expect(md).toContain('Retry the failed rows: `atelier retry run-1 --failed`');
+    expect(md).toContain('See the rows: `atelier view run-1`');
+  });
+
   it('renders the details table for the Temporal UI', () => {
     const s = planned({ rows: 3, maxCostUsd: 2 });
     s.dispatched(row(0));

@@ -2,6 +2,7 @@ import { ParentClosePolicy, patched, proxyActivities, startChild } from '@tempor
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../../activities/orchestration';
 import { ChildErrorTypes } from '../../lib/errorTypes';
+import { AtelierRunId } from '../../lib/searchAttributes';
 import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/types';
 import { rowWorkflow } from '../row';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
@@ -159,6 +160,8 @@ export class RowWindow {
           },
         ],
         staticSummary: `row ${row.index}: ${row.summary}`,
+        // The run's id on each row child, so `AtelierRunId="<run>"` finds the rows too (new children only).
+        ...(input.searchAttributes && patched('atelier-row-run-id') ? { typedSearchAttributes: [{ key: AtelierRunId, value: input.runId }] } : {}),
         // Children may outlive this run (continue-as-new); they must not be cancelled with it.
         parentClosePolicy: ParentClosePolicy.ABANDON,
         // Retries live on the model activity; a row child runs once and reports.

@@ -1,4 +1,5 @@
 import { ErrorTypes, pauseReason } from '../../lib/errorTypes';
+import { formatDuration, RateWindow } from '../../lib/eta';
 import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/types';
 
 /** Where a dataset run is: planning its rows, dispatching them, writing the results table, done. */
@@ -9,6 +10,9 @@ export interface EarlyRequests {
   pause?: PauseState | null;
   maxCostUsd?: number;
 }
+
+/** Search attribute counts are upserted at most this often (each upsert is a history event). */
+const SEARCH_UPSERT_MS = 3000;
 
 function sum(counts: Record<string, number>): number {
   return Object.values(counts).reduce((a, b) => a + b, 0);
@@ -26,6 +30,11 @@ function sum(counts: Record<string, number>): number {
 export class RunState {
   readonly inFlight: Set<number>;
   private lastSearchUpsert = 0;
+  private lastSearchUpsertAt = Number.NEGATIVE_INFINITY;
+  /** One failed row's reason per failure class, for the UI (this execution's; not carried). */
+  private readonly failureExamples = new Map<string, string>();
+  /** Finished rows over the last minute (workflow time), for the UI's rate and ETA. */
+  private readonly pace = new RateWindow();
 
   private constructor(
     readonly runId: string,
@@ -168,7 +177,10 @@ export class RunState {
     if (done.costUsd !== undefined) c.counts.spentUsd = Math.round(((c.counts.spentUsd ?? 0) + done.costUsd) * 1e6) / 1e6;
     this.checkBudget();
     if (done.status === 'ok') c.counts.ok += 1;
-    else if (done.status === 'failed') this.countFailed(done.errorType ?? 'Error');
+    else if (done.status === 'failed') {
+      this.countFailed(done.errorType ?? 'Error');
+      if (!this.failureExamples.has(done.errorType ?? 'Error')) this.failureExamples.set(done.errorType ?? 'Error', `row ${done.index}: ${done.error ?? ''}`);
+    }
     else {
       const why = done.errorType === ErrorTypes.storageError ? 'storage' : 'quota';
       c.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: ${why})` });
@@ -276,6 +288,13 @@ export class RunState {
       p.spentUsd !== undefined || p.maxCostUsd !== undefined
         ? [`| spent (estimate) | $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd}` : ''} |`]
         : [];
+    // Rate and ETA over the last minute of workflow time (deterministic: Date.now() is the SDK's).
+    this.pace.add(Date.now(), p.finished);
+    const rate = this.pace.rate();
+    const etaSeconds = phase === 'running' && !p.paused ? this.pace.etaSeconds(p.pending + p.inFlight + p.deferred) : undefined;
+    const eta = etaSeconds === undefined ? undefined : formatDuration(etaSeconds);
+    // One reason per class, on one line each: the markdown table cell would not hold them.
+    const examples = [...this.failureExamples].map(([type, text]) => `- **${type}**, e.g. ${text.replace(/[\r\n|`]+/g, ' ').replace(/\s+/g, ' ').slice(0, 200)}`);
     return [
       `**${p.runId}**: ${p.phase}${pause}`,
       '',
@@ -287,19 +306,31 @@ export class RunState {
       `| in flight | ${p.inFlight} |`,
       `| pending | ${p.pending} |`,
       ...(p.deferred ? [`| deferred (quota) | ${p.deferred} |`] : []),
+      ...(rate !== undefined ? [`| rate (last minute) | ${rate.toFixed(2)} rows/s |`] : []),
+      ...(eta !== undefined ? [`| ETA | ${eta} |`] : []),
       ...spent,
+      ...(examples.length ? ['', 'Failures:', ...examples] : []),
+      '',
+      `Retry the failed rows: \`atelier retry ${p.runId} --failed\``,
+      `See the rows: \`atelier view ${p.runId}\``,
     ].join('\n');
   }
 
   /**
-   * The counts for the search attributes, or undefined when too few rows finished since the last
-   * upsert (each upsert is a history event: a few dozen per run at most).
+   * The counts for the search attributes, or undefined when it is too soon for another upsert
+   * (each upsert is a history event).
    */
-  searchCounts(force: boolean): { total: number; ok: number; failed: number } | undefined {
+  searchCounts(force: boolean, nowMs?: number): { total: number; ok: number; failed: number } | undefined {
     const c = this.carried;
     const done = c.counts.finished;
-    if (!force && done - this.lastSearchUpsert < Math.max(50, Math.ceil(c.plan.selectedRows / 40))) return undefined;
+    if (!force) {
+      // With a clock: whenever rows finished and a few seconds passed since the last upsert (the
+      // UI's counts keep up with the run); without one: every max(50, rows/40) rows, as before.
+      const due = nowMs !== undefined ? done > this.lastSearchUpsert && nowMs - this.lastSearchUpsertAt >= SEARCH_UPSERT_MS : done - this.lastSearchUpsert >= Math.max(50, Math.ceil(c.plan.selectedRows / 40));
+      if (!due) return undefined;
+    }
     this.lastSearchUpsert = done;
+    if (nowMs !== undefined) this.lastSearchUpsertAt = nowMs;
     return { total: c.plan.selectedRows, ok: c.counts.ok, failed: sum(c.counts.failedByType) };
   }
 

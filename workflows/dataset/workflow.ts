@@ -217,7 +217,8 @@ function refreshDetails(state: RunState, phase: RunPhase): void {
 
 function upsertCounts(input: DatasetWorkflowInput, state: RunState, force: boolean): void {
   if (!input.searchAttributes) return;
-  const counts = state.searchCounts(force);
+  // Counts every few seconds instead of every 50 rows: more upserts, so new histories only.
+  const counts = state.searchCounts(force, force || !patched('atelier-search-counts-seconds') ? undefined : Date.now());
   if (!counts) return;
   upsertSearchAttributes([
     { key: AtelierRowsTotal, value: counts.total },
