@@ -132,6 +132,24 @@ describe('atelier view (headless chromium)', () => {
     await page.close();
   });
 
+  it('is live: a row redone while the page is open shows its new generation without a reload', async () => {
+    const page = await browser.newPage();
+    await page.goto(url);
+    await page.waitForSelector('#grid .tile[data-index="0"]');
+    const runId = (JSON.parse(readFileSync(join(outputDir, '.atelier', 'run.json'), 'utf8')) as { runId: string }).runId;
+    const redo = await atelier(['retry', runId, '--redo', '--rows', '0', '--state-dir', join(dir, 'state')], env());
+    expect(redo.code, redo.stderr).toBe(2); // the refused row still fails the run
+    // The page polls: it shows the row done again, as generation 2 (not the interim "set aside" state).
+    const tile0 = `document.querySelector('#grid .tile[data-index="0"] .meta')`;
+    await page.waitForFunction(`${tile0}?.textContent.includes('gen 2') && ${tile0}?.querySelector('.badge.ok') !== null`, { timeout: 15_000 });
+    await page.click('#grid .tile[data-index="0"]');
+    await page.waitForFunction(`document.getElementById('detail').textContent.includes('Earlier outputs (this is generation 2)')`);
+    // Its earlier output is shown too (from .atelier/history/).
+    await page.waitForFunction(`[...document.querySelectorAll('#detail img')].length === 3 && [...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`);
+    await page.screenshot({ path: join(ARTIFACTS, 'redone.png') });
+    await page.close();
+  });
+
   it('refuses writes from other origins: a wrong Host, a form post, a mark on a failed row', async () => {
     const port = new URL(url).port;
     // A page on another name that resolves to loopback (DNS rebinding) sends its own Host.
