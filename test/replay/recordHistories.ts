@@ -84,10 +84,10 @@ describe('record workflow histories', () => {
   });
 
   it('continue-as-new with rows handed over', async () => {
-    const rows = Array.from({ length: 40 }, (_, i) => `a.png,can-${i}${i % 6 === 0 ? '-slow' : ''} x`);
-    for (let i = 0; i < 40; i += 6) openai.script(`can-${i}-slow`, [faults.rateLimited(1)]);
+    const rows = Array.from({ length: 60 }, (_, i) => `a.png,can-${i}${i % 6 === 0 ? '-slow' : ''} x`);
+    for (let i = 0; i < 60; i += 6) openai.script(`can-${i}-slow`, [faults.rateLimited(1)]);
     const { csv, outputDir } = await rowsCsv('can', rows);
-    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 120 }))).result());
+    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 200 }))).result());
     await save(env.client, 'can', 'rec-can', ['rec-can/row/6']);
   });
 
