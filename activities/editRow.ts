@@ -131,7 +131,7 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         const row = await readPlanRow(task.outputDir, task.position);
         const done = await completedEntry(task.outputDir, task.index, row.digest);
         if (done) {
-          return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages!, fromLedger: true };
+          return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages! };
         }
         const work = new RowAttempt(task, row, provider, {
           signal,

@@ -13,7 +13,7 @@ import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, 
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
-import { BACKEND_ENV, BACKENDS } from '../workers';
+import { API_BACKENDS, BACKEND_NAMES } from '../lib/backends';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
@@ -180,9 +180,8 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       throw new UsageError((err as Error).message);
     }
   }
-  const backends = [...BACKENDS, 'diffusers'];
-  if (!backends.includes(options.backend)) {
-    throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${backends.join(', ')}`);
+  if (!(BACKEND_NAMES as readonly string[]).includes(options.backend)) {
+    throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${BACKEND_NAMES.join(', ')}`);
   }
   if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-2)');
   const model = options.backend === 'diffusers' ? normaliseModel(options.model) : options.model;
@@ -382,10 +381,10 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
   if (options.baseUrl) {
     if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
     if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {
-      throw new UsageError(`--base-url reaches only in-process workers: set ${BACKEND_ENV[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`);
+      throw new UsageError(`--base-url reaches only in-process workers: set ${API_BACKENDS[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`);
     }
     // Base URLs, like keys, live in the worker's environment, never in the workflow input.
-    process.env[BACKEND_ENV[input.backend].baseUrl] = options.baseUrl;
+    process.env[API_BACKENDS[input.backend].baseUrl] = options.baseUrl;
   }
   const session = await openSession({
     stateDir: options.stateDir,

@@ -39,7 +39,7 @@ describe('workers upgraded mid-run', () => {
     writeText(join(dir, 'rows.csv'), ['input_images,instruction', ...Array.from({ length: 30 }, (_, i) => `a.png,up-${i} x`)].join('\n'));
     const input = testInput({ runId: 'upgrade-run', inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), window: 3, maxHistoryEvents: 200 });
     const workerEnv = { OPENAI_API_KEY: 'sk-upgrade-test', OPENAI_BASE_URL: openai.baseURL };
-    const common = { connection: env.nativeConnection, namespace: 'default', shutdownGraceTime: '1 second' };
+    const common = { connection: env.nativeConnection, namespace: 'default', shutdownGraceTime: '1 second' as const };
 
     const [provider] = await createWorkers({ ...common, env: workerEnv, queues: [providerQueue('openai')], workerOptions: { shutdownGraceTime: '1 second' } });
     const providerRun = provider!.run();
