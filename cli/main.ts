@@ -8,7 +8,7 @@ import { runEstimate } from './estimate';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
-import { API_BACKEND_NAMES, BACKEND_NAMES } from '../lib/backends';
+import { API_BACKEND_NAMES, BACKEND_NAMES } from '../lib/shared/backends';
 
 function positiveInt(name: string) {
   return (value: string): number => {

@@ -1,13 +1,13 @@
 import { resolve } from 'node:path';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { UsageError } from '../lib/errors';
-import { parseFilterRows } from '../lib/filterRows';
-import { ROW_ERROR_TYPES } from '../lib/errorTypes';
-import { normaliseErrorType } from '../lib/retrySelection';
+import { parseFilterRows } from '../lib/shared/filterRows';
+import { ROW_ERROR_TYPES } from '../lib/shared/errorTypes';
+import { normaliseErrorType } from '../lib/shared/retrySelection';
 import { findRun } from '../lib/runRegistry';
-import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/searchAttributes';
+import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/shared/searchAttributes';
 import { summarizeLedger } from '../lib/summary';
-import type { ProgressSnapshot, RetrySelection } from '../lib/types';
+import type { ProgressSnapshot, RetrySelection } from '../lib/shared/types';
 import type { datasetWorkflow } from '../workflows';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
 import { checkModelChoice, ExitCodes, startRun, waitForRun, type CliIO } from './edit';

@@ -3,7 +3,7 @@ import { capabilities, modelStatus, tableModels, type Backend, type ModelCapabil
 import { modalitiesFor } from '../activities/providers/openrouter';
 import { UsageError } from '../lib/errors';
 import { PROVIDERS } from '../activities/providers/registry';
-import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/backends';
+import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
 import { cliNow, ExitCodes, type CliIO } from './edit';
 
 // `atelier models [--backend B]`: the capability table (status, what a model takes, prices), merged

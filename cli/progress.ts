@@ -1,5 +1,5 @@
 import { SingleBar, Presets } from 'cli-progress';
-import type { ProgressSnapshot } from '../lib/types';
+import type { ProgressSnapshot } from '../lib/shared/types';
 
 interface ReporterIO {
   err: (line: string) => void;

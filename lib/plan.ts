@@ -4,7 +4,7 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStorage } from '../storage';
-import { runMetaKey } from './constants';
+import { runMetaKey } from './shared/constants';
 import type { DatasetRow, ImageRef } from './dataset/common';
 import type { OutputTarget } from './outputNames';
 

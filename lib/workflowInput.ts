@@ -1,10 +1,10 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
-import { BACKEND_NAMES } from './backends';
-import { parseFilterRows } from './filterRows';
-import { validateRetrySelection } from './retrySelection';
+import { BACKEND_NAMES } from './shared/backends';
+import { parseFilterRows } from './shared/filterRows';
+import { validateRetrySelection } from './shared/retrySelection';
 import { validateRunId } from './runId';
-import type { RetrySelection } from './retrySelection';
+import type { RetrySelection } from './shared/retrySelection';
 
 // The dataset workflow can be started by hand (`temporal workflow start --input '<json>'`), so its
 // input is validated where it is first used, with messages that name the offending field.

@@ -4,8 +4,8 @@ import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { createPromptEnhancer, type PromptEnhancer } from '../activities/providers/promptEnhance';
 import { providerFromEnv } from '../activities/providers/registry';
-import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/backends';
-import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
+import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
+import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
 import { workflowCodeOption } from './bundle';
 

@@ -13,10 +13,10 @@ import type { ModelActivities } from '../activities/editRow';
 import type { GpuRowActivities } from '../activities/gpuRow';
 import type { OrchestrationActivities } from '../activities/orchestration';
 import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
-import { providerQueue } from '../lib/constants';
-import { AtelierErrorType } from '../lib/searchAttributes';
-import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES } from '../lib/errorTypes';
-import type { ApiBackend, RowDone, RowOutcome, RowTask, RowWorkflowInput } from '../lib/types';
+import { providerQueue } from '../lib/shared/constants';
+import { AtelierErrorType } from '../lib/shared/searchAttributes';
+import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES } from '../lib/shared/errorTypes';
+import type { ApiBackend, RowDone, RowOutcome, RowTask, RowWorkflowInput } from '../lib/shared/types';
 import { failureOf } from './dataset/rowReports';
 import { reportBySignal, rowDoneSignal } from './messages';
 

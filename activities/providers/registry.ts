@@ -1,4 +1,4 @@
-import { API_BACKENDS, type ApiBackend } from '../../lib/backends';
+import { API_BACKENDS, type ApiBackend } from '../../lib/shared/backends';
 import { UsageError } from '../../lib/errors';
 import { createAzureOpenAIProvider } from './azure';
 import { createFalProvider } from './fal';

@@ -1,6 +1,6 @@
 import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IMAGE_COLUMN_CANDIDATES } from '../constants';
+import { IMAGE_COLUMN_CANDIDATES } from '../shared/constants';
 import { DatasetError } from '../errors';
 
 /** Where an input image is. */

@@ -1,8 +1,8 @@
 import { CancellationScope, ParentClosePolicy, patched, proxyActivities, startChild } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../../activities/orchestration';
-import { ChildErrorTypes } from '../../lib/errorTypes';
-import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/types';
+import { ChildErrorTypes } from '../../lib/shared/errorTypes';
+import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/shared/types';
 import { rowWorkflow } from '../row';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
 import type { RunState } from './runState';

@@ -1,5 +1,5 @@
-import { ErrorTypes, pauseReason } from '../../lib/errorTypes';
-import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/types';
+import { ErrorTypes, pauseReason } from '../../lib/shared/errorTypes';
+import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/shared/types';
 
 /** Where a dataset run is: planning its rows, dispatching them, writing the results table, done. */
 export type RunPhase = 'planning' | 'running' | 'writing-results' | 'done';
