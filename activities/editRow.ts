@@ -3,7 +3,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import { openStorage, type Storage } from '../storage';
 import { clearAnswers, storeAnswer, storedAnswer, type StoredAnswer } from '../storage/answers';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 import { rowSeed } from '../lib/gpuContract';
 import { boundedMessage, ClassifiedError } from '../lib/errors';
 import { encodeOutput, loadInputImage } from '../lib/images';
@@ -11,7 +11,7 @@ import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLed
 import { readPlanRow, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
 import { carriedHistory, generationSeed } from '../lib/redo';
-import type { RowOutcome, RowTask } from '../lib/types';
+import type { RowOutcome, RowTask } from '../lib/shared/types';
 import { rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
 import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from './providers/provider';
@@ -132,7 +132,7 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         const row = await readPlanRow(task.outputDir, task.position);
         const done = await completedEntry(task.outputDir, task.index, row.digest);
         if (done) {
-          return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages!, fromLedger: true };
+          return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages! };
         }
         const work = new RowAttempt(task, row, provider, {
           signal,

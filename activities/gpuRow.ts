@@ -1,14 +1,14 @@
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import { openStorage } from '../storage';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 import { ClassifiedError } from '../lib/errors';
 import { validateGpuRequest, validateGpuResult, rowSeed, type GpuEditRequest, type GpuModelType } from '../lib/gpuContract';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry } from '../lib/ledger';
 import { readPlanRow } from '../lib/plan';
 import { carriedHistory, generationSeed } from '../lib/redo';
-import type { RowTask } from '../lib/types';
+import type { RowTask } from '../lib/shared/types';
 import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 
 // `--backend diffusers` rows: the model runs in a Python GPU worker (gpu-workers/), which reads

@@ -11,14 +11,14 @@ import { readRunDataset, type DatasetHeader } from '../lib/dataset';
 import { boundedMessage, ClassifiedError, DatasetError } from '../lib/errors';
 import { rowDigest } from '../lib/rowDigest';
 import { runBlobStore } from '../lib/dataset/blobs';
-import { rowSelector } from '../lib/filterRows';
-import { retrySelector } from '../lib/retrySelection';
+import { rowSelector } from '../lib/shared/filterRows';
+import { retrySelector } from '../lib/shared/retrySelection';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/outputNames';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
-import { ChildErrorTypes, RunErrorTypes } from '../lib/errorTypes';
+import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/redo';
 import { readJudgeRecords, scoreStillHolds } from '../lib/judgeScores';
 import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/parquetTable';
@@ -30,7 +30,7 @@ import type {
   RetrySelection,
   RowRef,
   RowsPage,
-} from '../lib/types';
+} from '../lib/shared/types';
 
 /** Records a row's final failure, unless the row already succeeded; finished turns are kept. */
 async function recordFailure(input: RecordFailureInput): Promise<void> {

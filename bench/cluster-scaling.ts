@@ -9,9 +9,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { startLocalCluster } from '../lib/localCluster';
-import type { DatasetRunSummary } from '../lib/types';
+import type { DatasetRunSummary } from '../lib/shared/types';
 import { startOpenAIStandin } from '../standins/openai';
 import { benchInput, writeBenchDataset } from './harness';
 

@@ -8,7 +8,7 @@ import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import sharp from 'sharp';
 import { startDevServer, type DevServerHandle } from '../lib/devServer';
 import { findTemporalCli } from '../lib/temporalCli';
-import type { DatasetWorkflowInput } from '../lib/types';
+import type { DatasetWorkflowInput } from '../lib/shared/types';
 
 export interface BenchServer {
   dir: string;

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse } from 'csv-parse';
 import { createOrchestrationActivities } from '../activities/orchestration';
-import type { DatasetWorkflowInput } from '../lib/types';
+import type { DatasetWorkflowInput } from '../lib/shared/types';
 
 export interface PlanningFigures {
   format: 'csv' | 'jsonl';

@@ -7,8 +7,8 @@
 import { join } from 'node:path';
 import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import type { DatasetRunSummary } from '../lib/types';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
+import type { DatasetRunSummary } from '../lib/shared/types';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { createWorkers, runWorkersUntil } from '../workers';
 import { benchInput, startBenchServer, writeBenchDataset } from './harness';

@@ -7,8 +7,8 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import type { DatasetRunSummary, ProgressSnapshot } from '../lib/types';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
+import type { DatasetRunSummary, ProgressSnapshot } from '../lib/shared/types';
 import { startOpenAIStandin } from '../standins/openai';
 import { benchInput, historyLengths, startBenchServer, writeBenchDataset } from './harness';
 

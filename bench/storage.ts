@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/types';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
+import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/shared/types';
 import { startS3Server } from '../lib/versitygw';
 import { startOpenAIStandin } from '../standins/openai';
 import { createWorkers, runWorkersUntil } from '../workers';

@@ -6,8 +6,8 @@
 //   npm run build && node dist/bench/throughput.js [rows ...]   (default 1000 10000)
 import { join } from 'node:path';
 import { bundleWorkflowCode, DefaultLogger, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import type { DatasetRunSummary } from '../lib/types';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
+import type { DatasetRunSummary } from '../lib/shared/types';
 import { startOpenAIStandin } from '../standins/openai';
 import { createWorkers, runWorkersUntil } from '../workers';
 import type { BaselineChild } from './baselineWorkflows';

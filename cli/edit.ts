@@ -1,22 +1,22 @@
 import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
-import { RunErrorTypes } from '../lib/errorTypes';
-import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/constants';
+import { RunErrorTypes } from '../lib/shared/errorTypes';
+import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
 import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/imageCache';
 import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
-import { parseFilterRows } from '../lib/filterRows';
+import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/runId';
-import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/types';
+import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
-import { BACKEND_ENV, BACKENDS } from '../workers';
+import { API_BACKENDS, BACKEND_NAMES } from '../lib/shared/backends';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/runRegistry';
-import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/searchAttributes';
+import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { ProgressReporter } from './progress';
@@ -180,9 +180,8 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       throw new UsageError((err as Error).message);
     }
   }
-  const backends = [...BACKENDS, 'diffusers'];
-  if (!backends.includes(options.backend)) {
-    throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${backends.join(', ')}`);
+  if (!(BACKEND_NAMES as readonly string[]).includes(options.backend)) {
+    throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${BACKEND_NAMES.join(', ')}`);
   }
   if (!options.model) throw new UsageError('--model is required (for example --model gpt-image-2)');
   const model = options.backend === 'diffusers' ? normaliseModel(options.model) : options.model;
@@ -393,10 +392,10 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
   if (options.baseUrl) {
     if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
     if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {
-      throw new UsageError(`--base-url reaches only in-process workers: set ${BACKEND_ENV[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`);
+      throw new UsageError(`--base-url reaches only in-process workers: set ${API_BACKENDS[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`);
     }
     // Base URLs, like keys, live in the worker's environment, never in the workflow input.
-    process.env[BACKEND_ENV[input.backend].baseUrl] = options.baseUrl;
+    process.env[API_BACKENDS[input.backend].baseUrl] = options.baseUrl;
   }
   const session = await openSession({
     stateDir: options.stateDir,

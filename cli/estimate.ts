@@ -1,9 +1,9 @@
 import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
 import { DatasetError, UsageError } from '../lib/errors';
 import { readRunDataset } from '../lib/dataset';
-import { rowSelector } from '../lib/filterRows';
+import { rowSelector } from '../lib/shared/filterRows';
 import { ledgerReader } from '../lib/ledger';
-import type { DatasetWorkflowInput } from '../lib/types';
+import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { buildWorkflowInput, checkModelChoice, ExitCodes, type CliIO, type EditOptions } from './edit';
 
 // `atelier estimate` (and `atelier edit --dry-run`): reads the dataset as a run would, without a

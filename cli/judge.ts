@@ -1,8 +1,8 @@
 import { resolve } from 'node:path';
 import { JUDGE_QUEUE } from '../activities/judge/activities';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
-import { parseFilterRows } from '../lib/filterRows';
+import { parseFilterRows } from '../lib/shared/filterRows';
 import { findRun } from '../lib/runRegistry';
 import type { JudgeSummary, judgeWorkflow } from '../workflows/judge';
 import { JUDGE_ENV } from '../workers/index';

@@ -11,6 +11,7 @@ import { runJudge, type JudgeOptions } from './judge';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
 import { runWorker } from './worker';
+import { API_BACKEND_NAMES, BACKEND_NAMES } from '../lib/shared/backends';
 
 function positiveInt(name: string) {
   return (value: string): number => {
@@ -124,7 +125,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
         .description(description)
         .requiredOption('--input <path>', 'dataset: .csv, .jsonl, .parquet, or a folder of .parquet shards')
         .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
-        .addOption(new Option('--backend <name>', 'openai | gemini | openrouter | modelscope | azure | vertex | fal | diffusers').default('openai'))
+        .addOption(new Option('--backend <name>', BACKEND_NAMES.join(' | ')).default('openai'))
         .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
         .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
         .option('--seed <n>', 'diffusers and --base-url diffusion servers (ModelScope too): base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
@@ -156,7 +157,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
   program
     .command('models')
     .description('models with their capabilities, lifecycle status and prices; merged with the provider\'s own model list when its key (or base URL) is in the environment')
-    .option('--backend <name>', 'openai | gemini | openrouter | modelscope | azure | vertex | fal (default: all)')
+    .option('--backend <name>', `${API_BACKEND_NAMES.join(' | ')} (default: all)`)
     .option('--offline', 'the table only, no provider calls', false)
     .option('--json', 'one JSON array instead of tables', false)
     .action(async (opts: ModelsOptions) => setExit(await runModels(opts, io)));

@@ -2,7 +2,8 @@ import { listProviderModels, type ListedModel } from '../activities/providers/ca
 import { capabilities, modelStatus, tableModels, type Backend, type ModelCapabilities } from '../activities/providers/models';
 import { modalitiesFor } from '../activities/providers/openrouter';
 import { UsageError } from '../lib/errors';
-import { BACKEND_ENV, BACKENDS } from '../workers';
+import { PROVIDERS } from '../activities/providers/registry';
+import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
 import { cliNow, ExitCodes, type CliIO } from './edit';
 
 // `atelier models [--backend B]`: the capability table (status, what a model takes, prices), merged
@@ -121,22 +122,20 @@ function formatTable(rows: ModelRow[]): string[] {
 /** `atelier models`: exit 0; 1 for an unknown backend. A failed list request is reported, not fatal. */
 export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const now = cliNow(env);
-  if (options.backend && !(BACKENDS as readonly string[]).includes(options.backend)) {
-    throw new UsageError(`--backend ${options.backend}: choose one of ${BACKENDS.join(', ')} (diffusers models are listed in gpu-workers/README.md)`);
+  if (options.backend && !(API_BACKEND_NAMES as string[]).includes(options.backend)) {
+    throw new UsageError(`--backend ${options.backend}: choose one of ${API_BACKEND_NAMES.join(', ')} (diffusers models are listed in gpu-workers/README.md)`);
   }
-  const backends = (options.backend ? [options.backend] : BACKENDS) as Backend[];
+  const backends = (options.backend ? [options.backend] : API_BACKEND_NAMES) as Backend[];
   const all: ModelRow[] = [];
   for (const backend of backends) {
-    const names = BACKEND_ENV[backend];
+    const names = API_BACKENDS[backend];
     const apiKey = names.keys.map((k) => env[k]).find((v) => v);
     const baseURL = env[names.baseUrl] || undefined;
     let listed: ListedModel[] | undefined;
     let note: string;
+    const tableOnly = PROVIDERS[backend].tableOnly;
     if (options.offline) note = 'table only (--offline)';
-    else if (backend === 'modelscope') note = 'ModelScope has no model list endpoint: table only';
-    else if (backend === 'fal') note = 'fal.ai has no model list endpoint for API keys: table only (any endpoint id can be used)';
-    else if (backend === 'vertex') note = 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)';
-    else if (backend === 'azure') note = 'Azure deployments are listed by the management API, not the data-plane key: models by ATELIER_AZURE_DEPLOYMENTS, from the OpenAI table';
+    else if (tableOnly) note = tableOnly;
     else if (!apiKey && !baseURL) note = `${names.keys.join(' or ')} not set: table only`;
     else {
       try {

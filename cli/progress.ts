@@ -1,6 +1,6 @@
 import { SingleBar, Presets } from 'cli-progress';
-import { formatDuration, RateWindow } from '../lib/eta';
-import type { ProgressSnapshot } from '../lib/types';
+import { formatDuration, RateWindow } from '../lib/shared/eta';
+import type { ProgressSnapshot } from '../lib/shared/types';
 
 interface ReporterIO {
   err: (line: string) => void;

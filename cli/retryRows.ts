@@ -1,10 +1,10 @@
 import { UsageError } from '../lib/errors';
-import { rowSelector } from '../lib/filterRows';
+import { rowSelector } from '../lib/shared/filterRows';
 import { readLedgerEntry } from '../lib/ledger';
 import { REDO_ERROR_TYPE, setAsideForRedo } from '../lib/redo';
-import { retrySelector } from '../lib/retrySelection';
+import { retrySelector } from '../lib/shared/retrySelection';
 import { runRows } from '../lib/runRows';
-import type { DatasetRunSummary, RetrySelection } from '../lib/types';
+import type { DatasetRunSummary, RetrySelection } from '../lib/shared/types';
 import { ExitCodes } from './edit';
 
 // The rows an `atelier retry` acts on, found in the run's ledger before anything is sent: failed

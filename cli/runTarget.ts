@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isS3Location, openStorage } from '../storage';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
 import { findRun } from '../lib/runRegistry';
 

@@ -6,7 +6,7 @@ import type { Worker } from '@temporalio/worker';
 import { isOrphanedEmbeddedServer, readServerRecord, serverReachable, startDevServer, stopServerByPid, type DevServerHandle, type ServerRecord } from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
-import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
+import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
 import { connectClient, connectNative, describeTarget, plainTarget, temporalTargetFromEnv, type TemporalTarget } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';

@@ -9,7 +9,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { writeFileAtomic } from './atomicFile';
 import { UsageError } from './errors';
-import { devServerSearchAttributeFlags } from './searchAttributes';
+import { devServerSearchAttributeFlags } from './shared/searchAttributes';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.

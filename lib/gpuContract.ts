@@ -42,10 +42,7 @@ export interface GpuEditResult {
   worker?: string;
 }
 
-export const GPU_ACTIVITY_NAME: string = contract.activityName;
 export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];
-/** Failure types the Python worker raises that no retry can fix. */
-export const GPU_NON_RETRYABLE = ['InputError', 'InvalidRequest'];
 
 const ajv = new Ajv2020({ allErrors: true, strict: false });
 ajv.addSchema(contract, 'gpu');

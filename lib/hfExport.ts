@@ -2,7 +2,7 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { openStorage } from '../storage';
 import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from './plan';
-import { runMetaKey } from './constants';
+import { runMetaKey } from './shared/constants';
 import { readSource } from './images';
 import { inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
 import { runRows, type RunRowView } from './runRows';

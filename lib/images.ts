@@ -5,7 +5,7 @@ import { ClassifiedError } from './errors';
 import { fetchCached, type DownloadLimits } from './imageCache';
 import type { OutputFormat } from './outputNames';
 import type { ImageRef } from './plan';
-import type { OutputEncoding } from './types';
+import type { OutputEncoding } from './shared/types';
 
 export interface LoadedImage {
   /** PNG bytes, EXIF orientation applied, within the backend's limits. */

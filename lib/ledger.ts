@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { openStorage, type Storage } from '../storage';
-import { runMetaKey } from './constants';
+import { runMetaKey } from './shared/constants';
 import type { RowGeneration } from './redo';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs in the run's

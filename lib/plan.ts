@@ -4,42 +4,23 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStorage } from '../storage';
-import { runMetaKey } from './constants';
+import { runMetaKey } from './shared/constants';
+import type { DatasetRow, ImageRef } from './dataset/common';
 import type { OutputTarget } from './outputNames';
+
+export type { ImageRef } from './dataset/common';
 
 // The plan is the dataset normalised into one JSON line per row, plus a fixed-width offset index so
 // any row can be read by position without scanning. Workflows carry positions and counts; the rows
 // themselves stay in the run's storage next to the outputs (a local folder or an S3 prefix), where
 // every worker of the run can read them: one row is two ranged reads.
 
-export interface ImageRef {
-  /**
-   * `file`: a local path; `url`: http(s); `data`: an inline data: URI; `s3`: an s3:// object read
-   * with the reading worker's credentials; `blob`: a key in the run's own storage (images embedded
-   * in the dataset, stored content-addressed at planning).
-   */
-  kind: 'file' | 'url' | 'data' | 's3' | 'blob';
-  /** Absolute path for files, the URL for urls and s3, the data: URI for inline images, the key for blobs. */
-  source: string;
-}
-
-export interface PlanRow {
-  position: number;
-  index: number;
-  /** Where the row came from, for messages: `data.csv line 5`. */
-  where: string;
-  /** Instructions in order; several for a multi-turn row. */
-  turns: string[];
-  /** Input images; none for a text-to-image row. */
-  images: ImageRef[];
-  /** Edit mask for the first image (--mask-key). */
-  mask?: ImageRef;
+/** A row of the plan: the dataset row as read, plus what planning decided for it. */
+export interface PlanRow extends DatasetRow {
   /** Where the row's outputs go (one per image or per turn). */
   outputs: OutputTarget[];
   /** A problem found while planning (bad output name, say): the row fails with it, no provider call. */
   plannedError?: string;
-  /** The input record as read (JSON-safe), for the results tables. */
-  record: Record<string, unknown>;
   /**
    * What the row asks for (model, parameters, instructions, inputs and the inputs' sizes and
    * modification times), hashed: a ledger entry made for another digest is stale (lib/rowDigest.ts).

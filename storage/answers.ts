@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 import { openStorage } from './index';
 
 // Paid provider answers, kept in the run's storage the moment they arrive and before any local step

@@ -7,7 +7,7 @@ import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/ledger';
-import type { DatasetWorkflowInput } from '../lib/types';
+import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { startGeminiStandin } from '../standins/gemini';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';

@@ -4,7 +4,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureSearchAttributes, setQueueRateLimit, type Session } from '../cli/session';
 import { UsageError } from '../lib/errors';
-import { ALL_SEARCH_ATTRIBUTES } from '../lib/searchAttributes';
+import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { startTestServer } from './helpers/temporalEnv';
 
 // ensureSearchAttributes against a real dev server that has none of Atelier's attributes

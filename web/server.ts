@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { openStorage, type Storage } from '../storage';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 import { readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/plan';
 import { clearReviewMark, isVerdict, writeReviewMark } from '../lib/review';

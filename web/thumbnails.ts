@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import type { Storage } from '../storage';
-import { runMetaKey } from '../lib/constants';
+import { runMetaKey } from '../lib/shared/constants';
 
 // Thumbnails for the viewer's grid: made once per image with sharp and kept in the run's own
 // folder (`.atelier/thumbs/`), so reopening the viewer, or another person's viewer on the same

@@ -1,7 +1,7 @@
 import { ActivityFailure, ApplicationFailure, continueAsNew, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { JudgeActivities, JudgeListActivities, JudgeRowsPage } from '../activities/judge/activities';
 import type { OrchestrationActivities } from '../activities/orchestration';
-import { NON_RETRYABLE_ERROR_TYPES } from '../lib/errorTypes';
+import { NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
 
 // `atelier judge`: scores a run's done rows with a vision-language model. A workflow of its own
 // (id `<run-id>/judge`), separate from the run's: judging never holds up or changes the run, and it

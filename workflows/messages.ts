@@ -1,5 +1,5 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { ProgressSnapshot, RetrySelection, RowDone } from '../lib/types';
+import type { ProgressSnapshot, RetrySelection, RowDone } from '../lib/shared/types';
 
 /** Live counts of a dataset run (the CLI's progress bar and `status` read it). */
 export const progressQuery = defineQuery<ProgressSnapshot>('progress');

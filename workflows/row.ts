@@ -14,10 +14,10 @@ import type { ModelActivities } from '../activities/editRow';
 import type { GpuRowActivities } from '../activities/gpuRow';
 import type { OrchestrationActivities } from '../activities/orchestration';
 import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
-import { providerQueue } from '../lib/constants';
-import { AtelierErrorType } from '../lib/searchAttributes';
-import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES } from '../lib/errorTypes';
-import type { ApiBackend, RowDone, RowOutcome, RowTask, RowWorkflowInput } from '../lib/types';
+import { providerQueue } from '../lib/shared/constants';
+import { AtelierErrorType } from '../lib/shared/searchAttributes';
+import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES } from '../lib/shared/errorTypes';
+import type { ApiBackend, RowDone, RowOutcome, RowTask, RowWorkflowInput } from '../lib/shared/types';
 import { failureOf } from './dataset/rowReports';
 import { reportBySignal, rowDoneSignal } from './messages';
 
@@ -31,8 +31,11 @@ const { prepareGpuRow, commitGpuOutput } = proxyActivities<GpuRowActivities>({
   retry: { maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
 
-/** The activity the Python GPU workers serve (its name is the contract's activityName). */
-interface GpuActivities {
+/**
+ * The activity the Python GPU workers serve. Its name is the contract's activityName
+ * (contracts/gpu-edit.schema.json; test/unit/gpuActivityName.test.ts keeps the two equal).
+ */
+export interface GpuActivities {
   editImageGpu(request: GpuEditRequest): Promise<GpuEditResult>;
 }
 
@@ -70,7 +73,7 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
   });
   const plan = await prepareGpuRow(task);
   const outcome: RowOutcome = { position: task.position, index: task.index, status: 'ok', outputImages: plan.outputImages };
-  if (plan.done) return { ...outcome, fromLedger: true };
+  if (plan.done) return outcome;
   const commit = (i: number, result: GpuEditResult) =>
     commitGpuOutput({ task, output: plan.firstOutput + i, result, last: i === plan.requests.length - 1, chained: plan.chained, attempts: 1 });
   if (plan.chained) {

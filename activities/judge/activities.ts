@@ -1,9 +1,9 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import sharp from 'sharp';
 import { openStorage } from '../../storage';
-import { runMetaKey } from '../../lib/constants';
+import { runMetaKey } from '../../lib/shared/constants';
 import { boundedMessage, ClassifiedError } from '../../lib/errors';
-import { rowSelector } from '../../lib/filterRows';
+import { rowSelector } from '../../lib/shared/filterRows';
 import { loadInputImage } from '../../lib/images';
 import { readJudgeRecords, scoreStillHolds, readJudgeRecord, writeJudgeRecord, type JudgeRecord } from '../../lib/judgeScores';
 import { completedEntry, ledgerReader } from '../../lib/ledger';

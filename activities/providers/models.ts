@@ -1,5 +1,5 @@
 import type { ImageLimits } from '../../lib/images';
-import type { ModelParams } from '../../lib/types';
+import type { ModelParams } from '../../lib/shared/types';
 import type { ImageEditProvider } from './provider';
 
 // Per-model capabilities and prices, in one table. Adapters ask this table what a model takes

@@ -1,5 +1,5 @@
 import type { ImageLimits } from '../../lib/images';
-import type { ApiBackend, ModelParams } from '../../lib/types';
+import type { ApiBackend, ModelParams } from '../../lib/shared/types';
 
 // One interface for every model backend. An adapter turns a request into the provider's wire format,
 // and every failure into a ClassifiedError (lib/errors.ts) so retry decisions are made the same way

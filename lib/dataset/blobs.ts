@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Storage } from '../../storage';
-import { runMetaKey } from '../constants';
+import { runMetaKey } from '../shared/constants';
 import { sniffImageType } from '../images';
 import type { ImageRef } from '../plan';
 

@@ -1,8 +1,19 @@
 import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { IMAGE_COLUMN_CANDIDATES } from '../constants';
+import { IMAGE_COLUMN_CANDIDATES } from '../shared/constants';
 import { DatasetError } from '../errors';
-import type { ImageRef } from '../plan';
+
+/** Where an input image is. */
+export interface ImageRef {
+  /**
+   * `file`: a local path; `url`: http(s); `data`: an inline data: URI; `s3`: an s3:// object read
+   * with the reading worker's credentials; `blob`: a key in the run's own storage (images embedded
+   * in the dataset, stored content-addressed at planning).
+   */
+  kind: 'file' | 'url' | 'data' | 's3' | 'blob';
+  /** Absolute path for files, the URL for urls and s3, the data: URI for inline images, the key for blobs. */
+  source: string;
+}
 
 /** One dataset row as a reader yields it, before output names are planned. */
 export interface DatasetRow {
@@ -12,7 +23,9 @@ export interface DatasetRow {
   where: string;
   /** Instructions in order: one for a plain edit, several for a multi-turn row. */
   turns: string[];
+  /** Input images; none for a text-to-image row. */
   images: ImageRef[];
+  /** Edit mask for the first image (--mask-key). */
   mask?: ImageRef;
   /** The input record, JSON-safe, for the results tables. */
   record: Record<string, unknown>;

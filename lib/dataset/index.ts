@@ -7,7 +7,7 @@ import { readJsonlDataset } from './jsonl';
 import { readParquetDataset } from './parquet';
 import { fetchDatasetCopy } from './remote';
 import { isS3Location } from '../../storage';
-import type { DatasetWorkflowInput } from '../types';
+import type { DatasetWorkflowInput } from '../shared/types';
 
 export type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 

@@ -5,7 +5,7 @@ import { temporal } from '@temporalio/proto';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster, type LocalCluster } from '../../lib/localCluster';
-import { ALL_SEARCH_ATTRIBUTES } from '../../lib/searchAttributes';
+import { ALL_SEARCH_ATTRIBUTES } from '../../lib/shared/searchAttributes';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';

@@ -1,8 +1,8 @@
 import { join } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
-import { ORCHESTRATOR_QUEUE } from '../../lib/constants';
-import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/types';
+import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
+import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/shared/types';
 import { createWorkers, runWorkersUntil } from '../../workers';
 import { tempDir } from './fixtures';
 import { temporalCliPath } from './temporal';

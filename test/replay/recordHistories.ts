@@ -5,10 +5,10 @@ import { Connection, Client, type WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, it } from 'vitest';
-import { ORCHESTRATOR_QUEUE } from '../../lib/constants';
+import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
 import { freePort } from '../../lib/devServer';
 import { gpuTaskQueue } from '../../lib/gpuContract';
-import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/types';
+import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/shared/types';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { createWorkers } from '../../workers';
@@ -84,10 +84,10 @@ describe('record workflow histories', () => {
   });
 
   it('continue-as-new with rows handed over', async () => {
-    const rows = Array.from({ length: 40 }, (_, i) => `a.png,can-${i}${i % 6 === 0 ? '-slow' : ''} x`);
-    for (let i = 0; i < 40; i += 6) openai.script(`can-${i}-slow`, [faults.rateLimited(1)]);
+    const rows = Array.from({ length: 60 }, (_, i) => `a.png,can-${i}${i % 6 === 0 ? '-slow' : ''} x`);
+    for (let i = 0; i < 60; i += 6) openai.script(`can-${i}-slow`, [faults.rateLimited(1)]);
     const { csv, outputDir } = await rowsCsv('can', rows);
-    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 120 }))).result());
+    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 200 }))).result());
     await save(env.client, 'can', 'rec-can', ['rec-can/row/6']);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatDuration, RateWindow } from '../../lib/eta';
+import { formatDuration, RateWindow } from '../../lib/shared/eta';
 
 describe('ETA', () => {
   it('rounds once: 119.6 s is 2m00s, never 1m60s', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { parseFilterRows, rowSelector } from '../../lib/filterRows';
+import { parseFilterRows, rowSelector } from '../../lib/shared/filterRows';
 import { defaultOutputs, namedOutputs } from '../../lib/outputNames';
 
 describe('--filter-rows', () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { PlanRunResult, RowRef } from '../../lib/types';
+import type { PlanRunResult, RowRef } from '../../lib/shared/types';
 import { RunState } from '../../workflows/dataset/runState';
 
 // The dataset run's bookkeeping without a server: the workflow feeds RunState the same events.

@@ -20,8 +20,8 @@
  * - The first report of a row in flight counts (RunState.finishRow); a second is ignored.
  */
 import { ActivityFailure, ApplicationFailure, CancelledFailure, ChildWorkflowFailure, getExternalWorkflowHandle, TerminatedFailure, TimeoutFailure } from '@temporalio/workflow';
-import type { RowDone, RowOutcome, RowRef } from '../../lib/types';
-import { ChildErrorTypes, PAUSING_ERROR_TYPES } from '../../lib/errorTypes';
+import type { RowDone, RowOutcome, RowRef } from '../../lib/shared/types';
+import { ChildErrorTypes, PAUSING_ERROR_TYPES } from '../../lib/shared/errorTypes';
 import { reportBySignal } from '../messages';
 
 /** Row children are ids `<runId>/row/<index>`: deterministic, so a re-run finds the same rows. */

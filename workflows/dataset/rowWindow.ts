@@ -1,9 +1,9 @@
-import { ParentClosePolicy, patched, proxyActivities, startChild } from '@temporalio/workflow';
+import { CancellationScope, ParentClosePolicy, patched, proxyActivities, startChild } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../../activities/orchestration';
-import { ChildErrorTypes } from '../../lib/errorTypes';
-import { AtelierRunId } from '../../lib/searchAttributes';
-import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/types';
+import { ChildErrorTypes } from '../../lib/shared/errorTypes';
+import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/shared/types';
+import { AtelierRunId } from '../../lib/shared/searchAttributes';
 import { rowWorkflow } from '../row';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
 import type { RunState } from './runState';
@@ -35,6 +35,8 @@ export class RowWindow {
   private readonly ownChildren = new Map<number, Promise<void>>();
   // Ledger writes for rows whose child ended without writing one (cancelled, terminated, ...).
   private readonly ledgerWrites = new Set<Promise<void>>();
+  // The first of those that failed for good: settle() throws it (the run must not end as if written).
+  private ledgerFailure: unknown;
   // Plan positions of the rows this run dispatched (rows carried in flight are known by index).
   private readonly positions = new Map<number, number>();
 
@@ -89,6 +91,7 @@ export class RowWindow {
   async settle(): Promise<void> {
     await Promise.all([...this.starting]);
     await Promise.all([...this.ledgerWrites]);
+    if (this.ledgerFailure !== undefined) throw this.ledgerFailure;
   }
 
   // Before continuing as new: the rows still running will outlive this run, so from now on they
@@ -103,8 +106,12 @@ export class RowWindow {
     );
   }
 
-  /** The run was cancelled: its rows in flight are recorded as cancelled (unless already done). */
+  /**
+   * The run was cancelled: its rows in flight are recorded as cancelled (unless already done), and
+   * the ledger writes under way finish before the run ends.
+   */
   async recordCancelled(): Promise<void> {
+    await Promise.all([...this.ledgerWrites]);
     if (this.state.inFlight.size === 0 || !patched('atelier-ledger-child-outcomes')) return;
     const { runId, model, outputDir } = this.input;
     const rows = [...this.state.inFlight].map((index) => {
@@ -120,15 +127,12 @@ export class RowWindow {
   private recordInLedger(done: RowDone): void {
     if (!patched('atelier-ledger-child-outcomes')) return;
     const { runId, model, outputDir } = this.input;
-    const write: Promise<void> = recordRowFailure({
-      runId,
-      model,
-      outputDir,
-      index: done.index,
-      position: done.position,
-      errorType: done.errorType ?? 'Error',
-      error: done.error ?? '',
-    }).finally(() => this.ledgerWrites.delete(write));
+    // Not cancellable: a row cancelled with its run is recorded while the run winds down.
+    const write: Promise<void> = CancellationScope.nonCancellable(() =>
+      recordRowFailure({ runId, model, outputDir, index: done.index, position: done.position, errorType: done.errorType ?? 'Error', error: done.error ?? '' }),
+    )
+      .catch((err: unknown) => void (this.ledgerFailure ??= err))
+      .finally(() => this.ledgerWrites.delete(write));
     this.ledgerWrites.add(write);
   }
 

@@ -1,6 +1,6 @@
-import { ErrorTypes, pauseReason } from '../../lib/errorTypes';
-import { formatDuration, RateWindow } from '../../lib/eta';
-import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/types';
+import { ErrorTypes, pauseReason } from '../../lib/shared/errorTypes';
+import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/shared/types';
+import { formatDuration, RateWindow } from '../../lib/shared/eta';
 
 /** Where a dataset run is: planning its rows, dispatching them, writing the results table, done. */
 export type RunPhase = 'planning' | 'running' | 'writing-results' | 'done';

@@ -15,9 +15,9 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { OrchestrationActivities } from '../../activities/orchestration';
-import { validateRetrySelection } from '../../lib/retrySelection';
-import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../../lib/searchAttributes';
-import type { DatasetRunSummary, DatasetWorkflowInput, PauseState, PlanRunResult, RetrySelection } from '../../lib/types';
+import { validateRetrySelection } from '../../lib/shared/retrySelection';
+import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../../lib/shared/searchAttributes';
+import type { DatasetRunSummary, DatasetWorkflowInput, PauseState, PlanRunResult, RetrySelection } from '../../lib/shared/types';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate, rowDoneSignal } from '../messages';
 import { rowWorkflowId } from './rowReports';
 import { ResultsRefresher } from './resultsRefresh';

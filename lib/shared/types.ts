@@ -2,154 +2,19 @@
 // (paths, positions, counts), never image bytes or whole tables, and never API keys: keys live only
 // in worker environments.
 
-/** Which provider family serves the model activity; each has its own task queue. */
-/** Cloud APIs, served by TypeScript provider adapters on `api-<backend>` queues. */
-export type ApiBackend = 'openai' | 'gemini' | 'openrouter' | 'modelscope' | 'azure' | 'vertex' | 'fal';
-export type Backend = ApiBackend | 'diffusers';
+import type { Backend } from './backends';
+import type { RetrySelection } from './retrySelection';
+import type { DownloadLimits, GpuRunSettings, ModelParams, OutputEncoding, PromptEnhanceSettings, RowRetrySettings, WorkflowInputFields } from '../workflowInput';
 
-/** `--backend diffusers`: a local model served by Python GPU workers (gpu-workers/). */
-export interface GpuRunSettings {
-  /** One of the contract's model types (contracts/gpu-edit.schema.json). */
-  modelType: string;
-  /** `gpu-<model key>`, by the contract's rule. */
-  taskQueue: string;
-  /** Base seed; each row's seed derives from it and the row index. */
-  seed: number;
-  /** Overrides of the model type's defaults, in the contract's snake_case. */
-  params: {
-    num_inference_steps?: number;
-    guidance_scale?: number;
-    true_cfg_scale?: number;
-    negative_prompt?: string;
-    height?: number;
-    width?: number;
-  };
-}
-
-/**
- * Parameters forwarded to the model; each adapter uses the ones its API has. Part of the run id:
- * changing one is a different run.
- */
-export interface ModelParams {
-  /** OpenAI: 1024x1024, 1536x1024, auto, ... */
-  size?: string;
-  /** OpenAI: low, medium, high, auto (dall-e-2: standard). */
-  quality?: string;
-  /** OpenAI: transparent, opaque, auto. */
-  background?: string;
-  /** OpenAI: png, jpeg, webp (what the API returns; outputs are re-encoded to their names' format). */
-  outputFormat?: string;
-  /** OpenAI: 0-100 for jpeg/webp API output. */
-  outputCompression?: number;
-  /** OpenAI: high or low. */
-  inputFidelity?: string;
-  /** OpenAI: auto or low. */
-  moderation?: string;
-  /** Gemini / OpenRouter: 1:1, 16:9, ... */
-  aspectRatio?: string;
-  /** Gemini: 1K, 2K, 4K; OpenRouter: 0.5K ... 4K. */
-  imageSize?: string;
-  /**
-   * ModelScope and OpenAI-compatible diffusion servers (--base-url): the base seed; each row is sent
-   * its own seed derived from it and the row index, as the GPU backend derives it (lib/gpuContract).
-   */
-  seed?: number;
-  /** OpenAI-compatible diffusion servers (vLLM-Omni, SGLang): sent as num_inference_steps. */
-  numInferenceSteps?: number;
-  /** ... guidance_scale. */
-  guidanceScale?: number;
-  /** ... true_cfg_scale (Qwen-Image). */
-  trueCfgScale?: number;
-  /** ... negative_prompt. */
-  negativePrompt?: string;
-}
-
-/** Activity retry settings for model calls (the child workflow turns them into a RetryPolicy). */
-export interface RowRetrySettings {
-  /** Total attempts per row, first included. */
-  maxAttempts: number;
-  initialIntervalMs: number;
-  maximumIntervalMs: number;
-  /**
-   * A model call that stops heartbeating for this long (its worker died) is retried elsewhere.
-   * Default 60 s.
-   */
-  heartbeatTimeoutMs?: number;
-}
-
-/** Which failed rows `atelier retry` runs again (rows already ok are never redone). */
-export interface RetrySelection {
-  /** Only rows failed with these classes (e.g. Blocked, Retryable); all classes when absent. */
-  errorTypes?: string[];
-  /** Only these row positions, in --filter-rows syntax. */
-  rows?: string;
-}
-
-/** Bounds on downloading one input image. */
-export interface DownloadLimits {
-  maxBytes: number;
-  /** The whole transfer, headers and body. */
-  timeoutMs: number;
-}
-
-/** How outputs are encoded (JPEG/WebP quality, 1-100). */
-export interface OutputEncoding {
-  jpegQuality: number;
-  webpQuality: number;
-}
+export type { ApiBackend, Backend } from './backends';
+export type { RetrySelection } from './retrySelection';
+export type { DownloadLimits, GpuRunSettings, ModelParams, OutputEncoding, PromptEnhanceSettings, RowRetrySettings } from '../workflowInput';
 
 /** Input of the dataset workflow: one per run. Safe to write by hand for `temporal workflow start`. */
-export interface DatasetWorkflowInput {
-  runId: string;
-  /** Absolute path of the dataset: a .csv, .jsonl or .parquet file, or a folder of .parquet shards. */
-  inputPath: string;
-  /** Absolute path of the output directory (shared by every worker that serves this run). */
-  outputDir: string;
-  backend: Backend;
-  model: string;
-  params: ModelParams;
-  instructionKey: string;
-  /** Image column; when absent the first present of input_images, image_url, image. */
-  imageKey?: string;
-  /** JSONL conversation key (default `conversations`). */
-  conversationKey?: string;
-  /** Column giving each row's output path, relative to the output dir. */
-  outputNameColumn?: string;
-  /** Images per row (several are named `_00`, `_01`, ...). */
-  numImages: number;
-  encoding: OutputEncoding;
-  /** Row positions to attempt (`0:100,200:`); others stay pending. Not part of the run id. */
-  filterRows?: string;
-  /** Results table; results.jsonl goes beside it. Default `<outputDir>/results.csv`. */
-  outputCsv?: string;
-  /** Content-addressed cache of downloaded images. Default `<outputDir>/.atelier/image-cache`. */
-  imageCacheDir?: string;
-  /** Bounds on downloading a URL input image (--max-download-mb, --download-timeout). */
-  download?: DownloadLimits;
-  /** Required with backend diffusers. */
-  gpu?: GpuRunSettings;
-  /** Edit-mask column (a PNG whose transparent pixels mark the area to edit). */
-  maskKey?: string;
-  promptEnhance?: PromptEnhanceSettings;
-  /** Model calls per second for this provider's whole task queue, shared by every worker (--rpm / 60). */
-  rateLimitPerSecond?: number;
-  /**
-   * --max-cost: the run pauses when the estimated spend of the rows it finished reaches this (USD);
-   * `atelier resume --max-cost` raises it. Not part of the run id.
-   */
-  maxCostUsd?: number;
-  /** Row children in flight at once. */
-  window: number;
-  retry: RowRetrySettings;
-  /** Upsert the project's search attributes (they must be registered on the server). */
-  searchAttributes?: boolean;
-  /** Run only a retry pass over these failed rows (a retry of a closed run). */
-  retryOnly?: RetrySelection;
-  /** Cap on parent history events before continuing as new (default 8,000). */
-  maxHistoryEvents?: number;
+export type DatasetWorkflowInput = WorkflowInputFields & {
   /** State carried across continue-as-new; absent on the first execution. */
   carried?: CarriedState;
-}
+};
 
 /** What crosses continue-as-new: counts and cursors, never row lists (deferred rows ≤ window). */
 export interface CarriedState {
@@ -256,13 +121,6 @@ export interface RowTask {
   promptEnhance?: PromptEnhanceSettings;
 }
 
-/** `--prompt-enhance <model>`: an OpenAI-compatible chat model rewrites each instruction first. */
-export interface PromptEnhanceSettings {
-  model: string;
-  /** Show it the row's input images too. */
-  withImages: boolean;
-}
-
 export type RowStatus = 'ok' | 'failed';
 
 export interface RowOutcome {
@@ -273,8 +131,6 @@ export interface RowOutcome {
   outputImages?: string[];
   errorType?: string;
   error?: string;
-  /** True when the ledger already had this row ok and no provider call was made. */
-  fromLedger?: boolean;
   /** A row deferred for an exhausted quota (status failed, errorType QuotaExhausted): when it resets. */
   resetAt?: string;
   /** An ok row's estimated cost (its ledger cost), when known; absent for rows found done in the ledger. */

@@ -1,4 +1,4 @@
-import type { ApiBackend } from './types';
+import type { ApiBackend } from './backends';
 
 /** Task queue of the dataset and row workflows and of the file-handling activities. */
 export const ORCHESTRATOR_QUEUE = 'atelier-orchestrator';

@@ -1,9 +1,16 @@
 import { parseFilterRows, rowSelector } from './filterRows';
 import { ROW_ERROR_TYPES } from './errorTypes';
-import type { RetrySelection } from './types';
 
 // `atelier retry` selections, checked the same way by the CLI, the workflow's update validator
 // and the activity that picks the rows. No Node imports: workflow code uses this too.
+
+/** Which failed rows `atelier retry` runs again (rows already ok are never redone). */
+export interface RetrySelection {
+  /** Only rows failed with these classes (e.g. Blocked, Retryable); all classes when absent. */
+  errorTypes?: string[];
+  /** Only these row positions, in --filter-rows syntax. */
+  rows?: string;
+}
 
 
 /** Accepts the CLI's spellings: blocked, invalid-request, InvalidRequest, quota_exhausted ... */

@@ -1,0 +1,75 @@
+import { API_BACKENDS, type ApiBackend } from '../../lib/shared/backends';
+import { UsageError } from '../../lib/errors';
+import { createAzureOpenAIProvider } from './azure';
+import { createFalProvider } from './fal';
+import { createGeminiProvider } from './gemini';
+import { createModelScopeProvider } from './modelscope';
+import { createOpenAIProvider } from './openai';
+import { createOpenRouterProvider } from './openrouter';
+import type { ImageEditProvider } from './provider';
+import { createVertexProvider } from './vertex';
+
+/** What a factory gets: the credential and base URL found in the worker environment, and the rest of it. */
+interface ProviderContext {
+  apiKey: string;
+  baseURL: string | undefined;
+  env: NodeJS.ProcessEnv;
+}
+
+interface ProviderEntry {
+  create(context: ProviderContext): ImageEditProvider;
+  /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */
+  tableOnly?: string;
+}
+
+function pollInterval(value: string | undefined): { pollIntervalMs?: number } {
+  const ms = Number(value);
+  return ms > 0 ? { pollIntervalMs: ms } : {};
+}
+
+/**
+ * The provider registry: each backend of lib/backends.ts with its adapter. A backend added there
+ * without an entry here does not compile.
+ */
+export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
+  openai: { create: ({ apiKey, baseURL }) => createOpenAIProvider({ apiKey, baseURL }) },
+  gemini: { create: ({ apiKey, baseURL }) => createGeminiProvider({ apiKey, baseURL }) },
+  openrouter: { create: ({ apiKey, baseURL }) => createOpenRouterProvider({ apiKey, baseURL }) },
+  modelscope: {
+    // How often a submitted task is polled (ModelScope suggests a few seconds).
+    create: ({ apiKey, baseURL, env }) => createModelScopeProvider({ apiKey, baseURL, ...pollInterval(env.MODELSCOPE_POLL_INTERVAL_MS) }),
+    tableOnly: 'ModelScope has no model list endpoint: table only',
+  },
+  azure: {
+    create: ({ apiKey, baseURL, env }) => {
+      const apiVersion = env.OPENAI_API_VERSION;
+      if (!baseURL || !apiVersion) {
+        throw new UsageError('Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY');
+      }
+      return createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
+    },
+    tableOnly: 'Azure deployments are listed by the management API, not the data-plane key: models by ATELIER_AZURE_DEPLOYMENTS, from the OpenAI table',
+  },
+  vertex: {
+    // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
+    create: ({ baseURL, env }) => createVertexProvider({ apiKey: env.VERTEX_API_KEY || undefined, project: env.GOOGLE_CLOUD_PROJECT, location: env.GOOGLE_CLOUD_LOCATION, baseURL }),
+    tableOnly: 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)',
+  },
+  fal: {
+    create: ({ apiKey, baseURL, env }) => createFalProvider({ apiKey, baseURL, ...pollInterval(env.FAL_POLL_INTERVAL_MS) }),
+    tableOnly: 'fal.ai has no model list endpoint for API keys: table only (any endpoint id can be used)',
+  },
+};
+
+/** Builds the provider adapter for a backend from the worker environment (keys never leave it). */
+export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): ImageEditProvider {
+  const names = API_BACKENDS[backend];
+  const apiKey = names.keys.map((k) => env[k]).find((v) => v);
+  if (!apiKey) {
+    throw new UsageError(
+      `${names.keys.join(' or ')} is not set in the worker environment; export it (and ${names.baseUrl} to reach another server) before starting the worker` +
+        (backend === 'openai' ? ', or run `npx atelier demo` to try the bundled stand-in' : ''),
+    );
+  }
+  return PROVIDERS[backend].create({ apiKey, baseURL: env[names.baseUrl] || undefined, env });
+}
