@@ -87,7 +87,7 @@ describe('atelier retry --redo', () => {
     expect(outOfRange.stderr).toMatch(/no done row\(s\) at --rows 5:9/);
     const noRows = await atelier(['retry', runId, '--redo', '--state-dir', stateDir], env());
     expect(noRows.code).toBe(1);
-    expect(noRows.stderr).toMatch(/--redo needs --rows 3,7 and\/or --rejected/);
+    expect(noRows.stderr).toMatch(/--redo needs --rows 3,7, --rejected and\/or --score-below X/);
     expect(standin.callsFor('none-')).toHaveLength(3);
   });
 
