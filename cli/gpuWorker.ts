@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { UsageError } from '../lib/errors';
 import { repoRoot } from '../lib/temporalCli';
-import type { CliIO } from './edit';
+import type { CliIO } from './io';
 
 // The Python GPU workers (gpu-workers/, package atelier_gpu) serve `--backend diffusers` rows.
 // `atelier gpu-worker` runs them against TEMPORAL_ADDRESS; `atelier edit --backend diffusers` with

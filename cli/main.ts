@@ -1,7 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../lib/errors';
 import { runDemo } from './demo';
-import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
+import { runEdit, type EditOptions } from './edit';
+import { ExitCodes, type CliIO } from './io';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
 import { runEstimate } from './estimate';
@@ -137,7 +138,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
   datasetCommand('edit', 'edit every row of a dataset; running the same command again resumes the same run')
     .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
     .option('--dry-run', 'print the rows, model calls and estimated cost, and start nothing (as `atelier estimate`)', false)
-    .action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+    .action(async (opts: EditOptions) => setExit(await (opts.dryRun ? runEstimate(opts, io) : runEdit(opts, io))));
 
   datasetCommand('estimate', 'rows, model calls and estimated cost of an edit run, before anything is started or spent')
     .action(async (opts: EditOptions) => setExit(await runEstimate(opts, io)));

@@ -10,7 +10,8 @@ import { summarizeLedger } from '../lib/summary';
 import type { ProgressSnapshot, RetrySelection } from '../lib/shared/types';
 import type { datasetWorkflow } from '../workflows';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
-import { checkModelChoice, ExitCodes, startRun, waitForRun, type CliIO } from './edit';
+import { checkModelChoice, startRun, waitForRun } from './edit';
+import { ExitCodes, type CliIO } from './io';
 import { openSession } from './session';
 
 // Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
