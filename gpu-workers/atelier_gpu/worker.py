@@ -89,6 +89,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def emit_event(event: dict[str, Any]) -> None:
+    """One JSON line on stdout, written by one write(2) of the line and its newline together.
+
+    The supervisor's children share the parent's stdout pipe, and under PYTHONUNBUFFERED `print` writes the text
+    and the newline separately, so two children's lines could glue together. A pipe write of at most PIPE_BUF
+    bytes (4096 on Linux) is atomic; an event is a few hundred bytes.
+    """
+    data = (json.dumps(event) + "\n").encode("utf-8")
+    sys.stdout.flush()  # anything printed earlier goes first
+    fd = sys.stdout.fileno()
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
 def _visible_gpu_count() -> int:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
@@ -248,9 +263,9 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
             identity=service.worker_id,
         )
         run_task = asyncio.create_task(worker.run())
-        print(json.dumps({"event": "ready", "task_queue": task_queue, "model": args.model, "model_type": model_type,
-                          "namespace": args.namespace, "address": args.address, "worker": service.worker_id,
-                          "batch_size": service.engine.max_batch, "max_concurrent": max_conc}), flush=True)
+        emit_event({"event": "ready", "task_queue": task_queue, "model": args.model, "model_type": model_type,
+                    "namespace": args.namespace, "address": args.address, "worker": service.worker_id,
+                    "batch_size": service.engine.max_batch, "max_concurrent": max_conc})
         log.info("polling %s on %s/%s", task_queue, args.address, args.namespace)
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
