@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-wait-ms", type=float, default=50.0,
                    help="how long a ready row waits for compatible rows that are still being prepared")
     p.add_argument("--max-concurrent", type=int, default=None,
-                   help="activities at once per process (default 2 x batch-size + 1: the next rows decode "
-                        "while the GPU runs)")
+                   help="activities at once per process (default 4 x batch-size: one batch on the GPU, one "
+                        "prepared behind it, one encoding and writing, one being polled and decoded)")
     g = p.add_argument_group("generation defaults (a row's params override them)")
     g.add_argument("--num-inference-steps", type=int)
     g.add_argument("--guidance-scale", type=float)
@@ -104,7 +104,20 @@ def emit_event(event: dict[str, Any]) -> None:
         data = data[written:]
 
 
-def _visible_gpu_count() -> int:
+# The stages a row's activity slot is held through, each up to a whole batch at once in steady state. With fewer
+# slots (the old 2 x B + 1) a sub-second model such as FLUX.2-klein finishes its batch while the previous batch
+# is still encoding its PNGs and reporting, and no full batch is ready behind it: the GPU waits on the CPU.
+ROW_STAGES = ("denoising on the GPU", "prepared and queued behind it", "encoding + writing + reporting",
+              "polled and decoding")
+
+
+def default_max_concurrent(batch_size: int) -> int:
+    """Activity slots per process: every stage of ROW_STAGES can hold a full batch, so the GPU never waits."""
+    return len(ROW_STAGES) * max(1, batch_size)
+
+
+def _nvidia_smi_gpu_count() -> int:
+    """Every GPU of the machine: nvidia-smi ignores CUDA_VISIBLE_DEVICES."""
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=20)
@@ -115,14 +128,56 @@ def _visible_gpu_count() -> int:
     return 0
 
 
+def _visible_devices_from_env() -> list[str] | None:
+    """The device ids CUDA_VISIBLE_DEVICES lets this process use, or None when it is unset.
+
+    CUDA reads the list up to the first invalid entry, so "" and "-1" hide every GPU and "1,-1,2" means "1".
+    """
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    ids: list[str] = []
+    for part in raw.split(","):
+        entry = part.strip()
+        if not entry or entry.startswith("-"):
+            break
+        ids.append(entry)
+    return ids
+
+
+def _visible_gpu_ids() -> list[str]:
+    visible = _visible_devices_from_env()
+    if visible is not None:
+        return visible
+    return [str(i) for i in range(_nvidia_smi_gpu_count())]
+
+
 def _gpu_list(args: argparse.Namespace) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES value of each worker process to start ("cpu": one process on the CPU).
+
+    --gpus N,M are positions among the visible devices, as torch's cuda:N: with CUDA_VISIBLE_DEVICES=4,5,6,
+    --gpus 0,2 starts processes on devices 4 and 6. Without the variable they are the machine's GPU indices.
+    """
+    if os.environ.get("ATELIER_GPU_CHILD"):
+        # a supervisor's child: its CUDA_VISIBLE_DEVICES is the one device it was started for
+        return [os.environ.get("CUDA_VISIBLE_DEVICES", "0")]
     if args.gpus is None:
-        if os.environ.get("ATELIER_GPU_CHILD"):
-            return [os.environ.get("CUDA_VISIBLE_DEVICES", "0")]
-        n = _visible_gpu_count()
-        return [str(i) for i in range(n)] if n else ["cpu"]
+        ids = _visible_gpu_ids()
+        return ids or ["cpu"]
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    return gpus or ["cpu"]
+    if not gpus or gpus == ["cpu"]:
+        return ["cpu"]
+    visible = _visible_devices_from_env()
+    if visible is None:
+        return gpus
+    chosen = []
+    for g in gpus:
+        if not g.isdigit() or int(g) >= len(visible):
+            span = f"0-{len(visible) - 1}" if visible else "none"
+            raise SystemExit(f"--gpus {g}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} makes "
+                             f"{len(visible)} GPUs visible ({span})")
+        chosen.append(visible[int(g)])
+    return chosen
 
 
 def _die_with_parent() -> None:
@@ -255,7 +310,7 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
         service.engine.batcher.shutdown(wait=False)
         log.info("stopped before polling")
         return
-    max_conc = args.max_concurrent or (2 * service.engine.max_batch + 1)
+    max_conc = args.max_concurrent or default_max_concurrent(service.engine.max_batch)
     with ThreadPoolExecutor(max_workers=max_conc + 2, thread_name_prefix="atelier-activity") as pool:
         worker = Worker(
             client, task_queue=task_queue, activities=[service.edit_image_gpu], activity_executor=pool,
