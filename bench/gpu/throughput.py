@@ -60,7 +60,7 @@ def full_pix2pix(on_device):
         UNet2DConditionModel,
     )
 
-    from atelier_gpu.tiny import _clip_tokenizer
+    from tiny_pipelines import _clip_tokenizer
 
     # tokenizer and scheduler on the CPU in fp32; only the models go to the device
     tok = _clip_tokenizer()
@@ -89,7 +89,7 @@ def full_flux_kontext(on_device):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    from atelier_gpu.tiny import _clip_tokenizer, _t5_tokenizer
+    from tiny_pipelines import _clip_tokenizer, _t5_tokenizer
 
     tok, tok2 = _clip_tokenizer(), _t5_tokenizer()
     sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
@@ -338,7 +338,7 @@ def main() -> int:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
     if args.tiny:
-        from atelier_gpu.tiny import build_tiny
+        from tiny_pipelines import build_tiny
 
         model = build_tiny(args.model_type, tmp / "model")
         pipe = load_pipeline(model, adapter, LoadOptions(device=device, dtype=args.dtype, compile=args.compile,

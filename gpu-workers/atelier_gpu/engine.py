@@ -17,7 +17,6 @@ import numpy as np
 
 from .batcher import Job, MicroBatcher
 from .errors import BatchInterrupted, GpuOutOfMemory, RowCancelled, is_oom
-from .loading import denoiser_of
 from .models import ModelAdapter, PreparedRow
 
 log = logging.getLogger("atelier_gpu.engine")
@@ -56,7 +55,7 @@ class Engine:
         self.stats = EngineStats()
         self._lock = threading.Lock()
         params = inspect.signature(pipe.__call__).parameters
-        self._has_callback = "callback_on_step_end" in params
+        self._has_callback = adapter.has_step_callback and "callback_on_step_end" in params
         self._takes_output_type = "output_type" in params
         self.batcher = MicroBatcher(self.run_batch, max_batch=self.max_batch, max_wait_s=max_wait_s)
 
@@ -128,19 +127,19 @@ class Engine:
         if self._takes_output_type:
             kw["output_type"] = "np"
         total = rows[0].settings.num_inference_steps
-        hook = None
+        remove_hook = None
         if jobs is not None:
             if self._has_callback:
                 kw["callback_on_step_end"] = self._step_callback(jobs, total)
                 kw["callback_on_step_end_tensor_inputs"] = []
             else:
-                hook = self._install_forward_hook(jobs, total)
+                remove_hook = self._install_step_hook(jobs, total)
         t0 = time.perf_counter()
         try:
             out = self.pipe(**kw)
         finally:
-            if hook is not None:
-                hook.remove()
+            if remove_hook is not None:
+                remove_hook()
             dt = time.perf_counter() - t0
             with self._lock:
                 self.stats.busy_s += dt
@@ -171,18 +170,29 @@ class Engine:
 
         return callback
 
-    def _install_forward_hook(self, jobs: list[Job], total: int):
-        """For pipelines without callback_on_step_end: heartbeat / check cancellation on each denoiser call."""
-        den = denoiser_of(self.pipe)
-        if den is None:
+    def _install_step_hook(self, jobs: list[Job], total: int) -> Callable[[], None] | None:
+        """For pipelines without callback_on_step_end (LongCat): heartbeat / check cancellation after each
+        scheduler step. Not on the denoiser's forward: with CFG the pipeline calls it twice per step, so the
+        count would reach 2 x steps. Returns the function that removes the hook."""
+        scheduler = getattr(self.pipe, "scheduler", None)
+        if scheduler is None or not callable(getattr(scheduler, "step", None)):
             return None
+        original_step = scheduler.step
         calls = {"n": 0}
 
-        def pre_hook(module, args):
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original_step(*args, **kwargs)
             calls["n"] += 1
             self._on_step(jobs, calls["n"], total)
+            return out
 
-        return den.register_forward_pre_hook(pre_hook)
+        scheduler.step = step
+
+        def remove() -> None:
+            # the instance attribute shadowed the class's method; deleting it restores the method
+            del scheduler.step
+
+        return remove
 
     # --- warm-up --------------------------------------------------------------------------------------------
     def warmup(self, steps: int = 2, batch_sizes: tuple[int, ...] = (1,)) -> float:

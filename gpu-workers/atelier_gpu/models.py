@@ -317,7 +317,7 @@ class LongCatEditAdapter(ModelAdapter):
     defaults = Defaults(num_inference_steps=50, guidance_scale=4.5, negative_prompt="")
     # no height/width: output is ~1 MP at the input's aspect ratio
     supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt"})
-    has_step_callback = False  # no callback_on_step_end: heartbeats/cancellation hook the transformer instead
+    has_step_callback = False  # no callback_on_step_end: heartbeats/cancellation hook scheduler.step instead
     multiple = 16
 
     def prepare(self, prompt, images, seed, settings):

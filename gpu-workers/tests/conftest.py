@@ -25,7 +25,7 @@ TEST_AREA = 64 * 64  # --max-area used by the tests: tiny images keep CPU runs f
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
     """{model_type: local dir} for the tiny pipelines (saved with save_pretrained)."""
-    from atelier_gpu.tiny import build_tiny
+    from tiny_pipelines import build_tiny
 
     base = tmp_path_factory.mktemp("models")
     # names without a type hint in them, so detection must read model_index.json

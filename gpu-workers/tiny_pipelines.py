@@ -2,7 +2,7 @@
 vocabularies; nothing from the Hub), saved with save_pretrained so tests and the CPU benchmark load them through
 the same loading function as production (loading.load_pipeline).
 
-    python -m atelier_gpu.tiny instruct-pix2pix /tmp/tiny-pix2pix
+    python -m tiny_pipelines instruct-pix2pix /tmp/tiny-pix2pix
 """
 
 from __future__ import annotations
@@ -121,6 +121,6 @@ def build_tiny(model_type: str, path: str | os.PathLike) -> str:
 
 if __name__ == "__main__":
     if len(sys.argv) != 3:
-        print(f"usage: python -m atelier_gpu.tiny {{{'|'.join(BUILDERS)}}} OUT_DIR", file=sys.stderr)
+        print(f"usage: python -m tiny_pipelines {{{'|'.join(BUILDERS)}}} OUT_DIR", file=sys.stderr)
         sys.exit(2)
     print(build_tiny(sys.argv[1], sys.argv[2]))
