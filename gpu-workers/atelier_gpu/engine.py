@@ -51,6 +51,7 @@ class Engine:
     def __init__(self, pipe: Any, adapter: ModelAdapter, max_batch: int = 1, max_wait_s: float = 0.05):
         self.pipe = pipe
         self.adapter = adapter
+        adapter.configure_for(pipe)
         self.max_batch = max_batch if adapter.batchable else 1
         self.stats = EngineStats()
         self._lock = threading.Lock()

@@ -191,6 +191,9 @@ class ModelAdapter:
             kw["width"], kw["height"] = rows[0].out_size
         return kw
 
+    def configure_for(self, pipe: Any) -> None:
+        """Adjust to the loaded pipeline (called once by the Engine): defaults that depend on the checkpoint."""
+
     def warmup_image(self) -> Image.Image:
         side = int(math.sqrt(self.max_area)) // self.multiple * self.multiple
         return Image.new("RGB", (max(side, self.multiple), max(side, self.multiple)), (127, 127, 127))
@@ -306,7 +309,47 @@ class Flux2KleinAdapter(Flux2Adapter):
     model_type = "flux2-klein"
     pipeline_class = "Flux2KleinPipeline"
     min_diffusers = "0.37"
+    # The step-distilled klein models (FLUX.2-klein-4B/9B) run 4 steps without CFG; the base models
+    # (FLUX.2-klein-base-*) are undistilled and need ~50 steps with CFG 4 (the pipeline's own defaults).
     defaults = Defaults(num_inference_steps=4, guidance_scale=1.0)
+    base_defaults = Defaults(num_inference_steps=50, guidance_scale=4.0)
+
+    def configure_for(self, pipe: Any) -> None:
+        # The pipeline's is_distilled flag (model_index.json) is what it acts on: it skips CFG only when it is set.
+        config = getattr(pipe, "config", None)
+        if config is not None and not getattr(config, "is_distilled", True):
+            self.defaults = self.base_defaults
+
+
+class Flux2KleinKVAdapter(Flux2Adapter):
+    """FLUX.2-klein with the reference images' keys/values computed once and cached across steps (distilled)."""
+
+    model_type = "flux2-klein-kv"
+    pipeline_class = "Flux2KleinKVPipeline"
+    min_diffusers = "0.38"
+    defaults = Defaults(num_inference_steps=4)
+    supports = frozenset({"num_inference_steps", "height", "width"})  # step-distilled: no guidance argument
+
+
+class GlmImageAdapter(ModelAdapter):
+    """GLM-Image: an autoregressive stage (GlmImageForConditionalGeneration) writes prior tokens, then a diffusion
+    decoder renders them. The AR stage's generate() dominates the time; rows are not batched."""
+
+    model_type = "glm-image"
+    pipeline_class = "GlmImagePipeline"
+    min_diffusers = "0.37"
+    batchable = False
+    max_images = 4
+    defaults = Defaults(num_inference_steps=50, guidance_scale=1.5)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "height", "width"})
+    multiple = 32  # VAE 8 x patch 2 x 2
+
+    def prepare(self, prompt, images, seed, settings):
+        row = super().prepare(prompt, images, seed, settings)
+        # the output defaults to the first input's (capped) size; passed explicitly so the AR stage plans for it
+        if row.out_size is None:
+            row.out_size = row.images[0].size
+        return row
 
 
 class LongCatEditAdapter(ModelAdapter):
@@ -329,15 +372,25 @@ class LongCatEditAdapter(ModelAdapter):
         )
 
 
+class LongCatEditTurboAdapter(LongCatEditAdapter):
+    """LongCat-Image-Edit-Turbo: the distilled LongCat-Image-Edit, 8 function evaluations (8 steps, no CFG)."""
+
+    model_type = "longcat-turbo"
+    defaults = Defaults(num_inference_steps=8, guidance_scale=1.0, negative_prompt="")
+
+
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     a.model_type: a
     for a in (
         QwenEditAdapter, QwenEditPlusAdapter, FluxKontextAdapter, Flux2Adapter, Flux2KleinAdapter,
-        LongCatEditAdapter, InstructPix2PixAdapter,
+        Flux2KleinKVAdapter, LongCatEditAdapter, LongCatEditTurboAdapter, GlmImageAdapter, InstructPix2PixAdapter,
     )
 }
 
-PIPELINE_TO_TYPE: dict[str, str] = {a.pipeline_class: t for t, a in ADAPTERS.items()}
+# several types share a class (longcat / longcat-turbo): the first registered is the one a model_index.json names
+PIPELINE_TO_TYPE: dict[str, str] = {}
+for _type, _adapter in ADAPTERS.items():
+    PIPELINE_TO_TYPE.setdefault(_adapter.pipeline_class, _type)
 
 
 def get_adapter(model_type: str, **kwargs: Any) -> ModelAdapter:
