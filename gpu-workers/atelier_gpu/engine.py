@@ -41,6 +41,7 @@ class EngineStats:
     batches: int = 0
     rows: int = 0
     oom_splits: int = 0
+    row_retries: int = 0  # rows run again alone after their batch failed
     busy_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -99,8 +100,20 @@ class Engine:
                 self._run(jobs[:half])
                 self._run(jobs[half:])
                 return
-            for j in jobs:
-                j.future.set_exception(e)
+            if len(jobs) > 1:
+                # Rows that shared a call may share nothing else: one row's bad input, or a batch-only failure
+                # (padded prompts under a mask-less attention kernel), must not fail the others. Each runs alone
+                # and fails, if at all, on its own.
+                self.stats.row_retries += len(jobs)
+                log.warning("batch of %d failed (%s: %s); running its rows one at a time", len(jobs),
+                            type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                for j in jobs:
+                    if j.cancelled.is_set():
+                        j.future.set_exception(RowCancelled("cancelled before it was run again alone"))
+                    else:
+                        self._run([j])
+                return
+            jobs[0].future.set_exception(e)
             return
         ms = (time.perf_counter() - t0) * 1000.0
         for j, im in zip(jobs, images):
