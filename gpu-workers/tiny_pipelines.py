@@ -33,6 +33,47 @@ def _t5_tokenizer():
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
+def _byte_level_alphabet() -> list[str]:
+    """The 256 characters a byte-level BPE (GPT-2, Qwen) maps bytes to: printable bytes map to themselves, the
+    others to code points from 256 up, so every string has a token sequence even without merges."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    shifted = 0
+    alphabet = []
+    for b in range(256):
+        if b in kept:
+            alphabet.append(chr(b))
+        else:
+            alphabet.append(chr(256 + shifted))
+            shifted += 1
+    return alphabet
+
+
+QWEN_SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<think>", "</think>"]
+
+# the shape of Qwen's chat template (enough for apply_chat_template(..., add_generation_prompt, enable_thinking))
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def qwen2_tokenizer():
+    """A byte-level Qwen2 tokenizer with Qwen's special tokens and no merges (one token per byte)."""
+    from transformers import Qwen2Tokenizer
+
+    vocab: dict[str, int] = {}
+    for ch in _byte_level_alphabet():
+        vocab.setdefault(ch, len(vocab))
+    for token in QWEN_SPECIAL_TOKENS:
+        vocab[token] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="<|endoftext|>", eos_token="<|im_end|>",
+                         pad_token="<|endoftext|>", additional_special_tokens=QWEN_SPECIAL_TOKENS[1:])
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
 def _clip_text_encoder(vocab_size: int, hidden: int):
     from transformers import CLIPTextConfig, CLIPTextModel
 

@@ -71,12 +71,28 @@ class PreparedRow:
     seed: int
     settings: Settings
     out_size: tuple[int, int] | None  # (width, height) passed to the pipeline, when the model takes one
+    # rows batch only with rows whose prompts have this many tokens (None: any length); see QwenEditAdapter
+    prompt_tokens: int | None = None
 
     def batch_key(self, adapter: "ModelAdapter") -> tuple | None:
         """Rows with equal keys may be batched; None = never batch this row."""
         if not adapter.batchable:
             return None
-        return (adapter.model_type, self.settings, self.out_size, tuple(im.size for im in self.images))
+        return (adapter.model_type, self.settings, self.out_size, tuple(im.size for im in self.images),
+                self.prompt_tokens)
+
+
+# Attention kernels that raise on an attention mask ("`attn_mask` is not supported for flash-attn 3"); their
+# varlen forms take one (as cumulative sequence lengths), as do native SDPA, cuDNN, flex and xformers.
+_MASKLESS_ATTENTION = ("flash", "sage", "aiter")
+
+
+def attention_takes_mask(backend: str | None) -> bool:
+    """Whether a diffusers attention backend accepts an attention mask (None: the default, native SDPA)."""
+    if backend is None:
+        return True
+    name = backend.lower()
+    return "varlen" in name or not any(kind in name for kind in _MASKLESS_ATTENTION)
 
 
 def _round_to(x: float, multiple: int) -> int:
@@ -116,8 +132,10 @@ class ModelAdapter:
     has_step_callback: bool = True
     multiple: int = 16  # output/input sizes are multiples of this
 
-    def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None):
+    def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None,
+                 attention_backend: str | None = None):
         self.max_area = int(max_area)
+        self.attention_backend = attention_backend
         self.worker_overrides = {k: v for k, v in (worker_overrides or {}).items() if v is not None}
 
     # --- settings -------------------------------------------------------------------------------------------
@@ -272,13 +290,31 @@ class QwenEditAdapter(ModelAdapter):
     )
     multiple = 32
 
+    _tokenizer: Any = None
+
+    def configure_for(self, pipe: Any) -> None:
+        # The batch's prompts are padded to the longest, and since diffusers 0.37 the padding becomes an attention
+        # mask, which flash/sage kernels refuse: with those, rows batch only with prompts of equal token length
+        # (no padding, no mask). The processor's tokenizer is the one the pipeline encodes with.
+        if not attention_takes_mask(self.attention_backend):
+            processor = getattr(pipe, "processor", None)
+            self._tokenizer = getattr(processor, "tokenizer", None) or getattr(pipe, "tokenizer", None)
+
+    def prompt_tokens(self, prompt: str) -> int | None:
+        """Token count of the prompt when rows must group by it, else None. The template around the prompt is
+        the same for every row of a batch (equal image sizes, so equal image tokens), so the prompt decides."""
+        if self._tokenizer is None:
+            return None
+        return len(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
     def prepare(self, prompt, images, seed, settings):
         self.check_images(len(images))
         im = images[0]
         # The pipeline resizes the condition image to ~1 MP at the input's aspect ratio (multiples of 32); do it here.
         cond = area_dims(1024 * 1024, im.width / im.height, 32)
         out = (settings.width, settings.height) if settings.width else area_dims(self.max_area, im.width / im.height, 32)
-        return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out)
+        return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out,
+                           prompt_tokens=self.prompt_tokens(prompt))
 
 
 class QwenEditPlusAdapter(ModelAdapter):

@@ -266,7 +266,8 @@ def build_service(args: argparse.Namespace, device: str | None = None):
     model_type = args.model_type or detect_model_type(args.model)
     overrides = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
                  "true_cfg_scale": args.true_cfg_scale, "negative_prompt": args.negative_prompt}
-    adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides)
+    adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides,
+                          attention_backend=args.attention_backend)
     opts = LoadOptions(
         device=device or args.device, dtype=args.dtype, attention_backend=args.attention_backend,
         compile=args.compile, compile_dynamic=args.compile_dynamic, compile_mode=args.compile_mode,
