@@ -150,7 +150,56 @@ def build_tiny_flux_kontext(path: str | os.PathLike) -> str:
     return str(path)
 
 
-BUILDERS = {"instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext}
+def _tiny_flux2_klein(pipeline_cls_name: str, is_distilled: bool):
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden = 16
+    # the pipeline stacks hidden states 9, 18 and 27 of the text encoder, so it needs 28 layers (tiny ones)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=32, num_hidden_layers=28, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True,
+    ))
+    latent_channels = 4
+    vae = AutoencoderKLFlux2(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=latent_channels, norm_num_groups=4, sample_size=32,
+    )
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=3 * hidden, timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    return getattr(diffusers, pipeline_cls_name)(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+                                                 tokenizer=tok, transformer=transformer, is_distilled=is_distilled)
+
+
+def build_tiny_flux2_klein(path: str | os.PathLike, is_distilled: bool = True) -> str:
+    _tiny_flux2_klein("Flux2KleinPipeline", is_distilled).save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_flux2_klein_base(path: str | os.PathLike) -> str:
+    return build_tiny_flux2_klein(path, is_distilled=False)
+
+
+def build_tiny_flux2_klein_kv(path: str | os.PathLike) -> str:
+    _tiny_flux2_klein("Flux2KleinKVPipeline", True).save_pretrained(str(path))
+    return str(path)
+
+
+BUILDERS = {
+    "instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext,
+    "flux2-klein": build_tiny_flux2_klein, "flux2-klein-base": build_tiny_flux2_klein_base,
+    "flux2-klein-kv": build_tiny_flux2_klein_kv,
+}
 
 
 def build_tiny(model_type: str, path: str | os.PathLike) -> str:

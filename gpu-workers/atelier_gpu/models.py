@@ -131,6 +131,7 @@ class ModelAdapter:
     supports: frozenset[str] = frozenset({"num_inference_steps", "guidance_scale"})
     has_step_callback: bool = True
     multiple: int = 16  # output/input sizes are multiples of this
+    min_side: int = 0  # inputs smaller than this on a side are scaled up to it (0: no minimum)
 
     def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None,
                  attention_backend: str | None = None):
@@ -182,9 +183,19 @@ class ModelAdapter:
     def prepare(self, prompt: str, images: list[Image.Image], seed: int, settings: Settings) -> PreparedRow:
         """Resize on the calling (CPU) thread. Default: cap each image at max_area, keep sizes as multiples."""
         self.check_images(len(images))
-        imgs = [resize(im, fit_area(im.width, im.height, self.max_area, self.multiple)) for im in images]
+        imgs = [resize(im, self._at_least_min_side(fit_area(im.width, im.height, self.max_area, self.multiple)))
+                for im in images]
         out = (settings.width, settings.height) if settings.width else None
         return PreparedRow(prompt=prompt, images=imgs, seed=seed, settings=settings, out_size=out)
+
+    def _at_least_min_side(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Scale (w, h) up, keeping its aspect ratio, until both sides reach min_side (FLUX.2 refuses smaller)."""
+        w, h = size
+        if not self.min_side or min(w, h) >= self.min_side:
+            return size
+        scale = self.min_side / min(w, h)
+        return (max(self.min_side, math.ceil(w * scale / self.multiple) * self.multiple),
+                max(self.min_side, math.ceil(h * scale / self.multiple) * self.multiple))
 
     # --- GPU side -------------------------------------------------------------------------------------------
     def call_kwargs(self, rows: list[PreparedRow]) -> dict[str, Any]:
@@ -339,6 +350,7 @@ class Flux2Adapter(ModelAdapter):
     defaults = Defaults(num_inference_steps=28, guidance_scale=4.0)
     supports = frozenset({"num_inference_steps", "guidance_scale", "height", "width"})
     multiple = 16
+    min_side = 64  # Flux2ImageProcessor.check_image_input: "Both dimensions must be at least 64px"
 
 
 class Flux2KleinAdapter(Flux2Adapter):

@@ -32,6 +32,9 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
     return {
         "instruct-pix2pix": build_tiny("instruct-pix2pix", base / "tiny-ip2p"),
         "flux-kontext": build_tiny("flux-kontext", base / "tiny-fk"),
+        "flux2-klein": build_tiny("flux2-klein", base / "tiny-f2k"),
+        "flux2-klein-base": build_tiny("flux2-klein-base", base / "tiny-f2kb"),
+        "flux2-klein-kv": build_tiny("flux2-klein-kv", base / "tiny-f2kv"),
     }
 
 
