@@ -209,15 +209,24 @@ class Engine:
         return remove
 
     # --- warm-up --------------------------------------------------------------------------------------------
-    def warmup(self, steps: int = 2, batch_sizes: tuple[int, ...] = (1,)) -> float:
-        """Run the pipeline at the default size so kernels / compiled graphs are ready. Returns seconds."""
+    def warmup(self, steps: int = 2, batch_sizes: tuple[int, ...] = (1,),
+               sizes: list[tuple[int, int]] | None = None) -> float:
+        """Run the pipeline once per output size and batch size, so kernels and compiled graphs are ready before
+        the first row (with --compile, a size first seen by a row would recompile on the GPU thread while that row
+        and the rows queued behind it wait). sizes: (width, height) outputs; None: the --max-area square.
+        Returns seconds."""
         t0 = time.perf_counter()
-        img = self.adapter.warmup_image()
-        settings = self.adapter.resolve({"num_inference_steps": max(1, steps)})
-        for n in batch_sizes:
-            n = min(n, self.max_batch)
-            rows = [self.adapter.prepare("warm-up", [img], i, settings)
-                    for i in range(n)]
-            self.generate(rows)
+        self.warmed_sizes: list[tuple[int, int]] = []
+        for size in sizes or [None]:
+            params: dict[str, Any] = {"num_inference_steps": max(1, steps)}
+            if size is not None and {"height", "width"} <= self.adapter.supports:
+                params["width"], params["height"] = size
+            settings = self.adapter.resolve(params)
+            img = self.adapter.warmup_image(size)
+            for n in batch_sizes:
+                n = min(n, self.max_batch)
+                rows = [self.adapter.prepare("warm-up", [img], i, settings) for i in range(n)]
+                out = self.generate(rows)
+                self.warmed_sizes.append((out[0].shape[1], out[0].shape[0]))
         self.stats = EngineStats()
         return time.perf_counter() - t0

@@ -132,6 +132,13 @@ class ModelAdapter:
     has_step_callback: bool = True
     multiple: int = 16  # output/input sizes are multiples of this
     min_side: int = 0  # inputs smaller than this on a side are scaled up to it (0: no minimum)
+    # whether the pipeline runs its denoiser inside `transformer.cache_context(...)`, which diffusers' FirstBlockCache
+    # and TaylorSeer hooks need (tests/test_adapter_signatures.py checks this against the installed pipeline)
+    cache_context: bool = False
+    # diffusers 0.42.1's FirstBlockCache fails on denoisers that end in a different block kind than they start
+    # (FLUX.2 and LongCat: double-stream, then single-stream blocks): "unsupported operand type(s) for -: 'Tensor'
+    # and 'list'" at the first step. Qwen-Image has one block kind.
+    first_block_cache: bool = False
 
     def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None,
                  attention_backend: str | None = None):
@@ -223,9 +230,13 @@ class ModelAdapter:
     def configure_for(self, pipe: Any) -> None:
         """Adjust to the loaded pipeline (called once by the Engine): defaults that depend on the checkpoint."""
 
-    def warmup_image(self) -> Image.Image:
-        side = int(math.sqrt(self.max_area)) // self.multiple * self.multiple
-        return Image.new("RGB", (max(side, self.multiple), max(side, self.multiple)), (127, 127, 127))
+    def warmup_image(self, size: tuple[int, int] | None = None) -> Image.Image:
+        """A grey input of `size` (the output follows the input for types without height/width), else the
+        --max-area square."""
+        if size is None:
+            side = max(self.multiple, int(math.sqrt(self.max_area)) // self.multiple * self.multiple)
+            size = (side, side)
+        return Image.new("RGB", size, (127, 127, 127))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -300,6 +311,8 @@ class QwenEditAdapter(ModelAdapter):
         {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
     )
     multiple = 32
+    cache_context = True
+    first_block_cache = True
 
     _tokenizer: Any = None
 
@@ -339,6 +352,8 @@ class QwenEditPlusAdapter(ModelAdapter):
         {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
     )
     multiple = 32
+    cache_context = True
+    first_block_cache = True
 
 
 class Flux2Adapter(ModelAdapter):
@@ -361,6 +376,7 @@ class Flux2KleinAdapter(Flux2Adapter):
     # (FLUX.2-klein-base-*) are undistilled and need ~50 steps with CFG 4 (the pipeline's own defaults).
     defaults = Defaults(num_inference_steps=4, guidance_scale=1.0)
     base_defaults = Defaults(num_inference_steps=50, guidance_scale=4.0)
+    cache_context = True
 
     def configure_for(self, pipe: Any) -> None:
         # The pipeline's is_distilled flag (model_index.json) is what it acts on: it skips CFG only when it is set.
@@ -410,6 +426,7 @@ class LongCatEditAdapter(ModelAdapter):
     supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt"})
     has_step_callback = False  # no callback_on_step_end: heartbeats/cancellation hook scheduler.step instead
     multiple = 16
+    cache_context = True
 
     def prepare(self, prompt, images, seed, settings):
         self.check_images(len(images))

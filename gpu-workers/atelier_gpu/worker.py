@@ -27,6 +27,17 @@ from typing import Any
 log = logging.getLogger("atelier_gpu.worker")
 
 
+def _sizes(spec: str) -> list[tuple[int, int]]:
+    """WxH[,WxH...] -> [(w, h), ...]"""
+    sizes = []
+    for part in spec.split(","):
+        w, sep, h = part.strip().lower().partition("x")
+        if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not WIDTHxHEIGHT (e.g. 1024x1024,832x1248)")
+        sizes.append((int(w), int(h)))
+    return sizes
+
+
 def _lora(spec: str) -> tuple[str, float]:
     """PATH_OR_ID[=SCALE]"""
     if "=" in spec:
@@ -82,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--local-files-only", action="store_true",
                    help="never download (implied by HF_HUB_OFFLINE=1 or a local folder)")
     m.add_argument("--warmup-steps", type=int, default=2, help="0 disables the warm-up run")
+    m.add_argument("--warmup-sizes", type=_sizes, default=[], metavar="WxH[,WxH...]",
+                   help="output sizes to warm up (with --compile: each size in use compiles here, not on the first "
+                        "row of that size); default: the --max-area square")
+    sp = p.add_argument_group("speed options (quality trade-offs; see gpu-workers/README.md)")
+    sp.add_argument("--preset", choices=["lightning"],
+                   help="lightning (qwen, qwen-plus): the Lightning LoRA given with --lora, its scheduler, "
+                        "8 steps, CFG off")
+    sp.add_argument("--quantize", choices=["fp8"], help="fp8: the denoiser's weights and activations in FP8 "
+                                                       "(torchao; compute capability >= 8.9)")
+    sp.add_argument("--cache", choices=["first-block", "taylorseer", "magcache"],
+                   help="reuse denoiser outputs across steps (diffusers cache hooks)")
+    sp.add_argument("--cache-threshold", type=float, help="first-block / magcache threshold (default: diffusers')")
+    sp.add_argument("--cache-mag-ratios", metavar="JSON_FILE",
+                   help="magcache's calibrated ratios for this model (FLUX.1 Kontext has built-in ones)")
     p.add_argument("--graceful-shutdown-s", type=float, default=600.0,
                    help="on SIGTERM, how long running activities may take before they are cancelled")
     p.add_argument("--identity", help="worker identity (default host:pid:gpuN)")
@@ -262,6 +287,7 @@ def build_service(args: argparse.Namespace, device: str | None = None):
     from .engine import Engine
     from .loading import LoadOptions, load_pipeline
     from .models import detect_model_type, get_adapter
+    from .speed import SpeedOptions
 
     model_type = args.model_type or detect_model_type(args.model)
     overrides = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
@@ -273,6 +299,8 @@ def build_service(args: argparse.Namespace, device: str | None = None):
         compile=args.compile, compile_dynamic=args.compile_dynamic, compile_mode=args.compile_mode,
         cpu_offload=args.cpu_offload, loras=list(args.lora), fuse_lora=not args.no_fuse_lora,
         variant=args.variant, revision=args.revision, local_files_only=True if args.local_files_only else None,
+        speed=SpeedOptions(preset=args.preset, quantize=args.quantize, cache=args.cache,
+                           cache_threshold=args.cache_threshold, cache_mag_ratios=args.cache_mag_ratios),
     )
     t0 = time.monotonic()
     pipe = load_pipeline(args.model, adapter, opts)
@@ -280,8 +308,9 @@ def build_service(args: argparse.Namespace, device: str | None = None):
     engine = Engine(pipe, adapter, max_batch=max(1, args.batch_size),
                     max_wait_s=max(0.0, args.max_batch_wait_ms) / 1000.0)
     if args.warmup_steps > 0:
-        sizes = (1, engine.max_batch) if args.compile and engine.max_batch > 1 else (1,)
-        log.info("warm-up: %.1fs", engine.warmup(steps=args.warmup_steps, batch_sizes=sizes))
+        batches = (1, engine.max_batch) if args.compile and engine.max_batch > 1 else (1,)
+        log.info("warm-up: %.1fs", engine.warmup(steps=args.warmup_steps, batch_sizes=batches,
+                                                   sizes=args.warmup_sizes or None))
     engine.start()
     gpu = os.environ.get("ATELIER_GPU_INDEX") or os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu"
     where = "cpu" if gpu == "cpu" else f"gpu{gpu}"
@@ -358,10 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("ATELIER_GPU_INDEX", gpus[0])
         device = "cuda" if args.device == "auto" else args.device
     args.device = device
+    from .loading import PipelineUnavailable
+    from .speed import SpeedOptionError
+
     try:
         asyncio.run(run_worker(args))
     except KeyboardInterrupt:
         return 130
+    except (SpeedOptionError, PipelineUnavailable) as e:  # a set-up problem: the message, not a traceback
+        print(f"atelier-gpu worker: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -65,3 +65,11 @@ def test_klein_base_models_get_base_defaults():
     # worker flags and row params still win over either
     adapter = models.get_adapter("flux2-klein", worker_overrides={"num_inference_steps": 30})
     assert Engine(_klein(is_distilled=False), adapter).adapter.resolve({"guidance_scale": 3.0}).num_inference_steps == 30
+
+
+@pytest.mark.parametrize("model_type", sorted(models.ADAPTERS))
+def test_declared_cache_context_matches_the_pipeline(model_type):
+    # FirstBlockCache / TaylorSeer need the pipeline to call its denoiser inside transformer.cache_context(...)
+    adapter = models.get_adapter(model_type)
+    source = inspect.getsource(pipeline_class(adapter).__call__)
+    assert adapter.cache_context == ("cache_context(" in source)
