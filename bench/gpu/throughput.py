@@ -197,7 +197,8 @@ class GpuSampler:
             pass
         try:
             self._proc = subprocess.Popen(
-                ["nvidia-smi", f"--id={self.pci_bus_id or self.index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                ["nvidia-smi", f"--id={self.pci_bus_id or self.index}", "--query-gpu=utilization.gpu",
+                 "--format=csv,noheader,nounits",
                  f"-lms={int(self.period_s * 1000)}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.source = "nvidia-smi"
 

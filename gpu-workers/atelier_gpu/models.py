@@ -184,7 +184,8 @@ class ModelAdapter:
         if n < 1:
             raise InvalidParams(f"model type {self.model_type} needs at least one input image")
         if n > self.max_images:
-            raise InvalidParams(f"model type {self.model_type} takes at most {self.max_images} input image(s), got {n}")
+            raise InvalidParams(
+                f"model type {self.model_type} takes at most {self.max_images} input image(s), got {n}")
 
     # --- CPU side -------------------------------------------------------------------------------------------
     def prepare(self, prompt: str, images: list[Image.Image], seed: int, settings: Settings) -> PreparedRow:
@@ -336,7 +337,8 @@ class QwenEditAdapter(ModelAdapter):
         im = images[0]
         # The pipeline resizes the condition image to ~1 MP at the input's aspect ratio (multiples of 32); do it here.
         cond = area_dims(1024 * 1024, im.width / im.height, 32)
-        out = (settings.width, settings.height) if settings.width else area_dims(self.max_area, im.width / im.height, 32)
+        out = ((settings.width, settings.height) if settings.width
+               else area_dims(self.max_area, im.width / im.height, 32))
         return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out,
                            prompt_tokens=self.prompt_tokens(prompt))
 

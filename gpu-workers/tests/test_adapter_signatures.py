@@ -64,7 +64,8 @@ def test_klein_base_models_get_base_defaults():
     assert (distilled.num_inference_steps, distilled.guidance_scale) == (4, 1.0)
     # worker flags and row params still win over either
     adapter = models.get_adapter("flux2-klein", worker_overrides={"num_inference_steps": 30})
-    assert Engine(_klein(is_distilled=False), adapter).adapter.resolve({"guidance_scale": 3.0}).num_inference_steps == 30
+    settings = Engine(_klein(is_distilled=False), adapter).adapter.resolve({"guidance_scale": 3.0})
+    assert (settings.num_inference_steps, settings.guidance_scale) == (30, 3.0)
 
 
 @pytest.mark.parametrize("model_type", sorted(models.ADAPTERS))

@@ -1,5 +1,6 @@
 """Tiny random-weight pipelines end to end through the activity (ActivityEnvironment, CPU):
-InstructPix2Pix, FLUX Kontext and FLUX.2-klein (plain and KV), loaded from save_pretrained folders by the production loading function."""
+InstructPix2Pix, FLUX Kontext and FLUX.2-klein (plain and KV), loaded from save_pretrained folders by the production
+loading function."""
 
 from __future__ import annotations
 

@@ -67,11 +67,12 @@ def test_bad_mag_ratio_files(tmp_path):
                     get_adapter("qwen"), "cpu", False)
 
 
-def test_refused_before_loading(tiny_models):
+def test_refused_before_loading():
     # the check runs before from_pretrained: a folder that is not a model at all still gets the option's message
     with pytest.raises(SpeedOptionError, match="no Lightning preset"):
         load_pipeline("/nonexistent/model", get_adapter("flux-kontext"),
-                      LoadOptions(device="cpu", loras=[("x.safetensors", 1.0)], speed=SpeedOptions(preset="lightning")))
+                      LoadOptions(device="cpu", loras=[("x.safetensors", 1.0)],
+                                  speed=SpeedOptions(preset="lightning")))
 
 
 def test_lightning_preset_sets_scheduler_steps_and_cfg_off():
