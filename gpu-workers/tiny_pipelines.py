@@ -150,6 +150,97 @@ def build_tiny_flux_kontext(path: str | os.PathLike) -> str:
     return str(path)
 
 
+def _qwen2_vl_processor(tok):
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    # the vision tower sees at most 112x112 (64 patches of 14 px): keeps the CPU runs short
+    image_processor = Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=56 * 56 * 4)
+    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
+                            chat_template=tok.chat_template)
+
+
+def _qwen2_5_vl(tok, hidden: int):
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    vocab = tok.get_vocab()
+    return Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048, bos_token_id=None,
+            eos_token_id=vocab["<|im_end|>"],
+            # multimodal RoPE: sections of the head dim (16 / 2) for time, height, width
+            rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1000000.0}),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=hidden,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, fullatt_block_indexes=[1],
+                           window_size=56),
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    ))
+
+
+def _tiny_qwen_edit(pipeline_cls_name: str):
+    import diffusers
+    import torch
+    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImageTransformer2DModel
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden = 32
+    # The pipelines resize condition images to ~1 MP whatever the output size: a VAE that downsamples 16x (not 8x)
+    # keeps its mid-block attention over 64x64 positions, so a CPU run takes seconds, not minutes.
+    vae = AutoencoderKLQwenImage(base_dim=4, z_dim=4, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
+                                 temperal_downsample=[False, False, False, False], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=hidden,
+                                              axes_dims_rope=(4, 6, 6))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192)
+    return getattr(diffusers, pipeline_cls_name)(scheduler=scheduler, vae=vae, text_encoder=_qwen2_5_vl(tok, hidden),
+                                                 tokenizer=tok, processor=_qwen2_vl_processor(tok),
+                                                 transformer=transformer)
+
+
+def build_tiny_qwen(path: str | os.PathLike) -> str:
+    _tiny_qwen_edit("QwenImageEditPipeline").save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_qwen_plus(path: str | os.PathLike) -> str:
+    _tiny_qwen_edit("QwenImageEditPlusPipeline").save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_longcat(path: str | os.PathLike) -> str:
+    import torch
+    from diffusers import (
+        AutoencoderKL, FlowMatchEulerDiscreteScheduler, LongCatImageEditPipeline, LongCatImageTransformer2DModel,
+    )
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden = 32
+    latent_channels = 16  # the pipeline packs 16 latent channels, whatever the VAE says
+    # 8x like the real VAE (LongCat's sizes are multiples of 16), but no mid-block attention: LongCat sizes its
+    # condition image at ~1 MP, and attention over 128x128 positions would take minutes on a CPU
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=latent_channels, block_out_channels=(4, 4, 4, 4),
+        layers_per_block=1, down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        norm_num_groups=2, sample_size=32, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0,
+        scaling_factor=1.0, mid_block_add_attention=False,
+    )
+    transformer = LongCatImageTransformer2DModel(
+        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=hidden, pooled_projection_dim=hidden, axes_dims_rope=[4, 6, 6],
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = LongCatImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=_qwen2_5_vl(tok, hidden),
+                                    tokenizer=tok, text_processor=_qwen2_vl_processor(tok), transformer=transformer)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
 def _tiny_flux2_klein(pipeline_cls_name: str, is_distilled: bool):
     import diffusers
     import torch
@@ -198,7 +289,8 @@ def build_tiny_flux2_klein_kv(path: str | os.PathLike) -> str:
 BUILDERS = {
     "instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext,
     "flux2-klein": build_tiny_flux2_klein, "flux2-klein-base": build_tiny_flux2_klein_base,
-    "flux2-klein-kv": build_tiny_flux2_klein_kv,
+    "flux2-klein-kv": build_tiny_flux2_klein_kv, "qwen": build_tiny_qwen, "qwen-plus": build_tiny_qwen_plus,
+    "longcat": build_tiny_longcat, "longcat-turbo": build_tiny_longcat,
 }
 
 
