@@ -43,3 +43,34 @@ def test_mask_capable_backends_batch_any_lengths(backend):
 def test_backend_table():
     assert attention_takes_mask(None) and attention_takes_mask("_native_cudnn") and attention_takes_mask("xformers")
     assert not attention_takes_mask("_flash_3_hub") and not attention_takes_mask("_sage_qk_int8_pv_fp8_cuda")
+
+
+def test_native_attention_batches_different_prompt_lengths(make_service, tiny_models, images, tmp_path,
+                                                           decode_barrier):
+    """With the default (mask-capable) attention, rows of different prompt lengths share one call and both
+    finish: the padding mask diffusers builds is accepted."""
+    import threading
+
+    from temporalio.testing import ActivityEnvironment
+
+    from conftest import request
+
+    decode_barrier(2)
+    svc = make_service("qwen", batch_size=2, max_wait_s=2.0)
+    results, errors = {}, []
+
+    def row(i, prompt):
+        try:
+            results[i] = ActivityEnvironment().run(svc.edit_image_gpu, request(
+                tiny_models["qwen"], "qwen", [images["red"]], str(tmp_path / f"{i}.png"), row_index=i, seed=i,
+                prompt=prompt, params={"num_inference_steps": 2}))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=row, args=(i, p)) for i, p in enumerate(["red", "make the sky violet"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert [results[i]["batch_size"] for i in (0, 1)] == [2, 2]
