@@ -241,10 +241,77 @@ def build_tiny_longcat(path: str | os.PathLike) -> str:
     return str(path)
 
 
+def _tiny_flux2_vae(latent_channels: int):
+    from diffusers import AutoencoderKLFlux2
+
+    return AutoencoderKLFlux2(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=latent_channels, norm_num_groups=4, sample_size=32,
+    )
+
+
+def _flux2_scheduler():
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                           base_image_seq_len=256, max_image_seq_len=4096)
+
+
+# renders the text parts of FLUX.2's system + user messages (content given as lists of typed parts)
+PIXTRAL_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'text' %}{{ c['text'] }}{% elif c['type'] == 'image' %}[IMG]{% endif %}{% endfor %}"
+    "{% endif %}{% endfor %}"
+)
+
+
+def build_tiny_flux2(path: str | os.PathLike) -> str:
+    """FLUX.2-dev's shape: a Mistral-3 text encoder (31 tiny layers: the pipeline stacks hidden states 10, 20, 30)
+    behind a Pixtral processor, with a byte-level tokenizer holding Pixtral's image tokens."""
+    import torch
+    from diffusers import Flux2Pipeline, Flux2Transformer2DModel
+    from transformers import (
+        Mistral3Config, Mistral3ForConditionalGeneration, PixtralImageProcessor, PixtralProcessor, Qwen2Tokenizer,
+    )
+
+    torch.manual_seed(0)
+    special = ["<pad>", "<s>", "</s>", "[IMG]", "[IMG_BREAK]", "[IMG_END]"]
+    vocab: dict[str, int] = {}
+    for ch in _byte_level_alphabet():
+        vocab.setdefault(ch, len(vocab))
+    for token in special:
+        vocab[token] = len(vocab)
+    tok = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token="<pad>", eos_token="</s>", bos_token="<s>",
+                         pad_token="<pad>", additional_special_tokens=special[3:])
+    tok.chat_template = PIXTRAL_CHAT_TEMPLATE
+    processor = PixtralProcessor(image_processor=PixtralImageProcessor(size={"longest_edge": 64}, patch_size=16),
+                                 tokenizer=tok, patch_size=16, spatial_merge_size=1,
+                                 chat_template=PIXTRAL_CHAT_TEMPLATE)
+    hidden = 16
+    text_encoder = Mistral3ForConditionalGeneration(Mistral3Config(
+        text_config=dict(model_type="mistral", vocab_size=len(tok), hidden_size=hidden, intermediate_size=32,
+                         num_hidden_layers=31, num_attention_heads=2, num_key_value_heads=1, head_dim=8,
+                         max_position_embeddings=1024),
+        vision_config=dict(model_type="pixtral", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=64, patch_size=16, head_dim=8),
+        image_token_index=vocab["[IMG]"], spatial_merge_size=1,
+    ))
+    latent_channels = 4
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=3 * hidden, timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=True,  # FLUX.2-dev is guidance-distilled
+    )
+    Flux2Pipeline(scheduler=_flux2_scheduler(), vae=_tiny_flux2_vae(latent_channels), text_encoder=text_encoder,
+                  tokenizer=processor, transformer=transformer).save_pretrained(str(path))
+    return str(path)
+
+
 def _tiny_flux2_klein(pipeline_cls_name: str, is_distilled: bool):
     import diffusers
     import torch
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2Transformer2DModel
+    from diffusers import Flux2Transformer2DModel
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(0)
@@ -256,19 +323,13 @@ def _tiny_flux2_klein(pipeline_cls_name: str, is_distilled: bool):
         num_key_value_heads=1, head_dim=8, max_position_embeddings=1024, tie_word_embeddings=True,
     ))
     latent_channels = 4
-    vae = AutoencoderKLFlux2(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), block_out_channels=(8, 16), layers_per_block=1,
-        latent_channels=latent_channels, norm_num_groups=4, sample_size=32,
-    )
+    vae = _tiny_flux2_vae(latent_channels)
     transformer = Flux2Transformer2DModel(
         patch_size=1, in_channels=latent_channels * 4, num_layers=1, num_single_layers=1, attention_head_dim=16,
         num_attention_heads=2, joint_attention_dim=3 * hidden, timestep_guidance_channels=32,
         axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
     )
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
-    return getattr(diffusers, pipeline_cls_name)(scheduler=scheduler, vae=vae, text_encoder=text_encoder,
+    return getattr(diffusers, pipeline_cls_name)(scheduler=_flux2_scheduler(), vae=vae, text_encoder=text_encoder,
                                                  tokenizer=tok, transformer=transformer, is_distilled=is_distilled)
 
 
@@ -290,7 +351,7 @@ BUILDERS = {
     "instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext,
     "flux2-klein": build_tiny_flux2_klein, "flux2-klein-base": build_tiny_flux2_klein_base,
     "flux2-klein-kv": build_tiny_flux2_klein_kv, "qwen": build_tiny_qwen, "qwen-plus": build_tiny_qwen_plus,
-    "longcat": build_tiny_longcat, "longcat-turbo": build_tiny_longcat,
+    "longcat": build_tiny_longcat, "longcat-turbo": build_tiny_longcat, "flux2": build_tiny_flux2,
 }
 
 

@@ -1,5 +1,5 @@
-"""Tiny random-weight pipelines end to end through the activity (ActivityEnvironment, CPU):
-InstructPix2Pix, FLUX Kontext, FLUX.2-klein (plain and KV), Qwen-Image-Edit (plain and Plus) and LongCat-Image-Edit,
+"""Tiny random-weight pipelines end to end through the activity (ActivityEnvironment, CPU): InstructPix2Pix,
+FLUX Kontext, FLUX.2-dev, FLUX.2-klein (plain and KV), Qwen-Image-Edit (plain and Plus) and LongCat-Image-Edit,
 loaded from save_pretrained folders by the production loading function."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ def _run(svc, payload, heartbeats=None):
     return env.run(svc.edit_image_gpu, payload)
 
 
-@pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext", "flux2-klein", "flux2-klein-kv", "qwen",
-                                        "qwen-plus", "longcat"])
+@pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext", "flux2", "flux2-klein", "flux2-klein-kv",
+                                        "qwen", "qwen-plus", "longcat"])
 def test_end_to_end_single_row(make_service, tiny_models, images, tmp_path, model_type):
     svc = make_service(model_type)
     out = tmp_path / "out" / "000007.png"
