@@ -55,6 +55,7 @@ class Engine:
         adapter.configure_for(pipe)
         self.max_batch = max_batch if adapter.batchable else 1
         self.stats = EngineStats()
+        self.warmed_sizes: list[tuple[int, int]] = []  # (width, height) of each warm-up output, in order
         self._lock = threading.Lock()
         params = inspect.signature(pipe.__call__).parameters
         self._has_callback = adapter.has_step_callback and "callback_on_step_end" in params
@@ -216,7 +217,7 @@ class Engine:
         and the rows queued behind it wait). sizes: (width, height) outputs; None: the --max-area square.
         Returns seconds."""
         t0 = time.perf_counter()
-        self.warmed_sizes: list[tuple[int, int]] = []
+        self.warmed_sizes = []
         for size in sizes or [None]:
             params: dict[str, Any] = {"num_inference_steps": max(1, steps)}
             if size is not None and {"height", "width"} <= self.adapter.supports:
