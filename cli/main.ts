@@ -125,7 +125,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
         .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
         .addOption(new Option('--backend <name>', BACKEND_NAMES.join(' | ')).default('openai'))
         .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
-        .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
+        .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | flux2-klein-kv | longcat | longcat-turbo | glm-image | instruct-pix2pix (default: from the model name)')
         .option('--seed <n>', 'diffusers and --base-url diffusion servers (ModelScope too): base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
         .option('--num-inference-steps <n>', 'diffusers, --base-url diffusion servers: denoising steps (default: the model\'s)', positiveInt('--num-inference-steps'))
         .option('--guidance-scale <x>', 'diffusers, --base-url diffusion servers: guidance scale', nonNegativeNumber('--guidance-scale'))
