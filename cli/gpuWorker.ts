@@ -144,9 +144,10 @@ export async function runGpuWorker(rawArgs: string[], io: CliIO): Promise<number
   args[modelAt + 1] = normaliseModel(args[modelAt + 1]!);
   const gpusAt = args.indexOf('--gpus');
   const worker = spawnGpuWorker(['--address', address, ...args], process.env, io.err, gpuProcessCount(gpusAt >= 0 ? args[gpusAt + 1] : undefined));
-  const stop = io.interrupted.then(() => worker.stop());
+  // Ctrl-C stops the workers; the command ends when they have exited (a failed stop is said).
+  io.interrupted.then(() => worker.stop()).catch((err: unknown) => io.err(`stopping the GPU worker failed: ${(err as Error).message}`));
+  // A worker that dies before it is ready says why; the exit code below tells the rest.
   await worker.ready.catch((err: unknown) => io.err((err as Error).message));
   const code = await worker.exited;
-  await Promise.race([stop, Promise.resolve()]);
   return code ?? 1;
 }
