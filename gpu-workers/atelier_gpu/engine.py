@@ -117,7 +117,13 @@ class Engine:
             jobs[0].future.set_exception(e)
             return
         ms = (time.perf_counter() - t0) * 1000.0
-        for j, im in zip(jobs, images):
+        if len(images) != len(jobs):
+            # A short answer must fail its rows, not leave some of them waiting forever.
+            err = RuntimeError(f"the pipeline returned {len(images)} images for a batch of {len(jobs)}")
+            for j in jobs:
+                j.future.set_exception(err)
+            return
+        for j, im in zip(jobs, images, strict=True):
             j.future.set_result(RowOutput(image=im, batch_size=len(jobs), gpu_ms=ms))
 
     def _free_memory(self) -> None:

@@ -138,7 +138,7 @@ def load_pipeline(model: str, adapter: ModelAdapter, options: LoadOptions | None
     _quiet_loading()
     pipe = cls.from_pretrained(model, **kwargs)
 
-    for i, (ref, scale) in enumerate(opts.loras):
+    for i, (ref, _scale) in enumerate(opts.loras):  # scales are set together below
         name = f"lora{i}"
         lkw: dict[str, Any] = {"adapter_name": name}
         if os.path.isfile(ref):
