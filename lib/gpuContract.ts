@@ -40,6 +40,8 @@ export interface GpuEditResult {
   latency_ms: number;
   batch_size: number;
   worker?: string;
+  /** The activity attempt that produced this output. */
+  attempt?: number;
 }
 
 export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];

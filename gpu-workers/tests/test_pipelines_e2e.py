@@ -33,6 +33,7 @@ def test_end_to_end_single_row(make_service, tiny_models, images, tmp_path, mode
     contract.validate_result(res)
     assert res["output_path"] == str(out) and res["seed"] == 99 and res["num_inference_steps"] == 4
     assert res["batch_size"] == 1 and res["worker"] == "test-worker" and res["latency_ms"] > 0
+    assert res["attempt"] == 1  # the activity attempt, recorded in the ledger by the TypeScript side
     with Image.open(out) as im:
         im.load()
         assert im.format == "PNG" and im.size == (res["width"], res["height"])
