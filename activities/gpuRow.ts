@@ -127,7 +127,8 @@ export function createGpuRowActivities() {
               status: 'ok',
               outputImages,
               ...(args.chained ? { turnsDone: outputImages.length } : {}),
-              attempts: args.attempts,
+              // The Python worker says which attempt produced the output (older workers: the workflow's 1).
+              attempts: result.attempt ?? args.attempts,
               latencyMs: Math.round(result.latency_ms),
               finishedAt: new Date().toISOString(),
             },

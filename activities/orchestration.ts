@@ -182,7 +182,7 @@ async function writeResultsParquet(path: string, rows: Array<Record<string, unkn
     { name: 'judge_model', kind: 'string' },
   ];
   const writer = new ParquetTableWriter(path, columns);
-  writer.write(rows, RESULTS_CHUNK);
+  await writer.write(rows, RESULTS_CHUNK);
   await writer.finish();
 }
 

@@ -1,5 +1,6 @@
 import { startOpenAIStandin } from '../standins/openai';
-import { runEdit, type CliIO, type EditOptions } from './edit';
+import { runEdit, type EditOptions } from './edit';
+import type { CliIO } from './io';
 
 /**
  * `atelier demo`: the example dataset end to end. With OPENAI_API_KEY set it calls OpenAI for real

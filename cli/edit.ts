@@ -19,10 +19,9 @@ import { registerRun } from '../lib/runRegistry';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
+import { cliNow, ExitCodes, type CliIO } from './io';
 import { ProgressReporter } from './progress';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
-
-export const ExitCodes = { ok: 0, usage: 1, rowsFailed: 2, interrupted: 130 } as const;
 
 export interface EditOptions {
   input: string;
@@ -120,25 +119,6 @@ export function gpuWorkerArgs(options: EditOptions, input: DatasetWorkflowInput)
   ];
 }
 
-export interface CliIO {
-  out: (line: string) => void;
-  err: (line: string) => void;
-  /** Resolves when the user asks to stop waiting (Ctrl-C). */
-  interrupted: Promise<void>;
-  isTTY: boolean;
-}
-
-/**
- * Today, for model lifecycles: the real date, or ATELIER_NOW (an ISO date or time) so tests can
- * stand on either side of a shutdown.
- */
-export function cliNow(env: NodeJS.ProcessEnv = process.env): Date {
-  const given = env.ATELIER_NOW;
-  if (!given) return new Date();
-  const at = new Date(given);
-  if (Number.isNaN(at.getTime())) throw new UsageError(`ATELIER_NOW=${given} is not a date`);
-  return at;
-}
 
 /**
  * The model's lifecycle and parameters: a retired model is refused (UsageError naming its
@@ -384,9 +364,8 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
   if (session.workers.length === 0) io.err('rows are served by workers started with `npx atelier worker` on this Temporal server');
 }
 
-/** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach. */
+/** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach (--dry-run: cli/main.ts sends it to `runEstimate`). */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
-  if (options.dryRun) return (await import('./estimate')).runEstimate(options, io);
   const input = buildWorkflowInput(options);
   for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
   if (options.baseUrl) {

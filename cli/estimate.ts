@@ -4,7 +4,8 @@ import { readRunDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/shared/filterRows';
 import { ledgerReader } from '../lib/ledger';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
-import { buildWorkflowInput, checkModelChoice, ExitCodes, type CliIO, type EditOptions } from './edit';
+import { buildWorkflowInput, checkModelChoice, type EditOptions } from './edit';
+import { ExitCodes, type CliIO } from './io';
 
 // `atelier estimate` (and `atelier edit --dry-run`): reads the dataset as a run would, without a
 // server, a worker or any provider call, and prints the rows, the model calls and the estimated

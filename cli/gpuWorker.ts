@@ -2,9 +2,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { UsageError } from '../lib/errors';
 import { repoRoot } from '../lib/temporalCli';
-import type { CliIO } from './edit';
+import type { CliIO } from './io';
 
 // The Python GPU workers (gpu-workers/, package atelier_gpu) serve `--backend diffusers` rows.
 // `atelier gpu-worker` runs them against TEMPORAL_ADDRESS; `atelier edit --backend diffusers` with
@@ -34,20 +36,8 @@ export function spawnGpuWorker(args: string[], env: NodeJS.ProcessEnv, log: (lin
   createInterface({ input: child.stderr! }).on('line', (line) => {
     stderrTail = [...stderrTail.slice(-20), line];
   });
-  let seen = 0;
   const ready = new Promise<void>((resolveReady, rejectReady) => {
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      try {
-        const event = JSON.parse(line) as { event?: string; task_queue?: string; worker?: string };
-        if (event.event === 'ready') {
-          seen += 1;
-          log(`GPU worker ready: ${event.worker ?? '?'} on ${event.task_queue ?? '?'}`);
-          if (seen >= expectedReady) resolveReady();
-        }
-      } catch {
-        // not an event line
-      }
-    });
+    watchReadyEvents(child.stdout!, expectedReady, (event) => log(`GPU worker ready: ${event.worker ?? '?'} on ${event.task_queue ?? '?'}`)).then(resolveReady, rejectReady);
     exited.then((code) => rejectReady(new UsageError(`the GPU worker exited (code ${code}) before it was ready:\n${stderrTail.join('\n')}`)), rejectReady);
   });
   return {
@@ -58,6 +48,84 @@ export function spawnGpuWorker(args: string[], env: NodeJS.ProcessEnv, log: (lin
       await exited;
     },
   };
+}
+
+export interface WorkerEvent {
+  event?: string;
+  task_queue?: string;
+  worker?: string;
+}
+
+/**
+ * The JSON objects of one stdout line. Usually one; an older worker whose line and newline were
+ * separate writes could glue two processes' lines into `{...}{...}`, so top-level objects are
+ * split by brace depth (outside strings) rather than trusting one object per line.
+ */
+export function jsonObjectsOfLine(line: string): unknown[] {
+  const objects: unknown[] = [];
+  let depth = 0;
+  let start = -1;
+  let inString = false;
+  let escaped = false;
+  for (let i = 0; i < line.length; i += 1) {
+    const ch = line[i];
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (ch === '\\') escaped = true;
+      else if (ch === '"') inString = false;
+    } else if (ch === '"') {
+      inString = depth > 0;
+    } else if (ch === '{') {
+      if (depth === 0) start = i;
+      depth += 1;
+    } else if (ch === '}' && depth > 0) {
+      depth -= 1;
+      if (depth === 0) {
+        try {
+          objects.push(JSON.parse(line.slice(start, i + 1)));
+        } catch {
+          // braces that balance but are not JSON: log text, not an event
+        }
+      }
+    }
+  }
+  return objects;
+}
+
+/**
+ * Resolves once `expected` "ready" events have come through `stream` (the workers' shared
+ * stdout). Lines are cut by hand, not by readline, so a line split across reads (even inside a
+ * UTF-8 character) is joined first and a last line without a newline still counts at the end.
+ */
+export function watchReadyEvents(stream: Readable, expected: number, onReady: (event: WorkerEvent) => void): Promise<void> {
+  let seen = 0;
+  let pending = '';
+  const decoder = new StringDecoder('utf8');
+  return new Promise<void>((resolveReady) => {
+    const takeLine = (line: string): void => {
+      for (const value of jsonObjectsOfLine(line)) {
+        const event = value as WorkerEvent;
+        if (event.event !== 'ready') continue;
+        seen += 1;
+        onReady(event);
+        if (seen >= expected) resolveReady();
+      }
+    };
+    stream.on('data', (chunk: Buffer | string) => {
+      pending += typeof chunk === 'string' ? chunk : decoder.write(chunk);
+      let newline = pending.indexOf('\n');
+      while (newline >= 0) {
+        takeLine(pending.slice(0, newline));
+        pending = pending.slice(newline + 1);
+        newline = pending.indexOf('\n');
+      }
+    });
+    stream.on('end', () => {
+      pending += decoder.end();
+      if (pending) takeLine(pending);
+      pending = '';
+    });
+  });
 }
 
 /** How many processes `--gpus` starts ("cpu" or a list; unset: the worker decides, at least one). */
@@ -76,9 +144,10 @@ export async function runGpuWorker(rawArgs: string[], io: CliIO): Promise<number
   args[modelAt + 1] = normaliseModel(args[modelAt + 1]!);
   const gpusAt = args.indexOf('--gpus');
   const worker = spawnGpuWorker(['--address', address, ...args], process.env, io.err, gpuProcessCount(gpusAt >= 0 ? args[gpusAt + 1] : undefined));
-  const stop = io.interrupted.then(() => worker.stop());
+  // Ctrl-C stops the workers; the command ends when they have exited (a failed stop is said).
+  io.interrupted.then(() => worker.stop()).catch((err: unknown) => io.err(`stopping the GPU worker failed: ${(err as Error).message}`));
+  // A worker that dies before it is ready says why; the exit code below tells the rest.
   await worker.ready.catch((err: unknown) => io.err((err as Error).message));
   const code = await worker.exited;
-  await Promise.race([stop, Promise.resolve()]);
   return code ?? 1;
 }

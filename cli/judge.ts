@@ -6,7 +6,7 @@ import { parseFilterRows } from '../lib/shared/filterRows';
 import { findRun } from '../lib/runRegistry';
 import type { JudgeSummary, judgeWorkflow } from '../workflows/judge';
 import { JUDGE_ENV } from '../workers/index';
-import { ExitCodes, type CliIO } from './edit';
+import { ExitCodes, type CliIO } from './io';
 import { resolveRunOutputDir, runIdOf } from './runTarget';
 import { openSession, setQueueRateLimit } from './session';
 
@@ -31,7 +31,11 @@ function describeJudge(summary: JudgeSummary): string {
   const rated = summary.scored + summary.kept;
   return [
     `judged with ${summary.model}: scored ${summary.scored}, already scored ${summary.kept}, failed ${summary.failed}`,
-    ...(rated ? [`mean overall score: ${(summary.overallSum / rated).toFixed(2)} of 10 (VIEScore: sqrt(min(instruction following, preservation) x quality))`] : []),
+    ...(rated
+      ? [
+          `mean overall score: ${(summary.overallSum / rated).toFixed(2)} of 10 (VIEScore: sqrt(min(instruction following, preservation) x quality))`,
+        ]
+      : []),
     ...summary.failures.map((f) => `  row ${f.index}: ${f.error}`),
     `judge's estimated cost: $${summary.costUsd.toFixed(4)}${summary.costUnknownRows ? ` + ${summary.costUnknownRows} row(s) of unknown cost` : ''}`,
   ].join('\n');
@@ -63,7 +67,9 @@ export async function runJudge(target: string, options: JudgeOptions, io: CliIO)
   });
   try {
     if (session.workers.length > 0 && !session.workers.some((w) => w.options.taskQueue === JUDGE_QUEUE)) {
-      throw new UsageError(`${JUDGE_ENV.key} is not set: the judge's key (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) must be in the environment of the workers that judge`);
+      throw new UsageError(
+        `${JUDGE_ENV.key} is not set: the judge's key (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) must be in the environment of the workers that judge`,
+      );
     }
     if (options.rpm && !(await setQueueRateLimit(session, JUDGE_QUEUE, options.rpm / 60)) && session.workers.length === 0) {
       io.err('warning: this server has no task queue rate limits; --rpm holds only for workers started with it');

@@ -1,7 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../lib/errors';
 import { runDemo } from './demo';
-import { ExitCodes, runEdit, type CliIO, type EditOptions } from './edit';
+import { runEdit, type EditOptions } from './edit';
+import { ExitCodes, type CliIO } from './io';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
 import { runEstimate } from './estimate';
@@ -127,7 +128,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
         .requiredOption('--output-dir <dir>', 'where edited images and results.csv go')
         .addOption(new Option('--backend <name>', BACKEND_NAMES.join(' | ')).default('openai'))
         .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
-        .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | longcat | instruct-pix2pix (default: from the model name)')
+        .option('--model-type <type>', 'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | flux2-klein-kv | longcat | longcat-turbo | glm-image | instruct-pix2pix (default: from the model name)')
         .option('--seed <n>', 'diffusers and --base-url diffusion servers (ModelScope too): base seed; each row\'s seed derives from it and the row index', nonNegativeInt('--seed'))
         .option('--num-inference-steps <n>', 'diffusers, --base-url diffusion servers: denoising steps (default: the model\'s)', positiveInt('--num-inference-steps'))
         .option('--guidance-scale <x>', 'diffusers, --base-url diffusion servers: guidance scale', nonNegativeNumber('--guidance-scale'))
@@ -140,7 +141,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
   datasetCommand('edit', 'edit every row of a dataset; running the same command again resumes the same run')
     .option('--detach', 'start (or attach to) the run, print its run id as the last line, and exit', false)
     .option('--dry-run', 'print the rows, model calls and estimated cost, and start nothing (as `atelier estimate`)', false)
-    .action(async (opts: EditOptions) => setExit(await runEdit(opts, io)));
+    .action(async (opts: EditOptions) => setExit(await (opts.dryRun ? runEstimate(opts, io) : runEdit(opts, io))));
 
   datasetCommand('estimate', 'rows, model calls and estimated cost of an edit run, before anything is started or spent')
     .action(async (opts: EditOptions) => setExit(await runEstimate(opts, io)));

@@ -11,7 +11,8 @@ import { formatDuration } from '../lib/shared/eta';
 import type { ProgressSnapshot, RetrySelection } from '../lib/shared/types';
 import type { datasetWorkflow } from '../workflows';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
-import { checkModelChoice, ExitCodes, startRun, waitForRun, type CliIO } from './edit';
+import { checkModelChoice, startRun, waitForRun } from './edit';
+import { ExitCodes, type CliIO } from './io';
 import { openSession } from './session';
 import { doneRowsToRedo, failedRowsMatching, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
 

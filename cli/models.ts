@@ -4,7 +4,7 @@ import { modalitiesFor } from '../activities/providers/openrouter';
 import { UsageError } from '../lib/errors';
 import { PROVIDERS } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
-import { cliNow, ExitCodes, type CliIO } from './edit';
+import { cliNow, ExitCodes, type CliIO } from './io';
 
 // `atelier models [--backend B]`: the capability table (status, what a model takes, prices), merged
 // with what the provider's list endpoint says when its key (or base URL) is in the environment:

@@ -5,7 +5,7 @@ import { REDO_ERROR_TYPE, setAsideForRedo } from '../lib/redo';
 import { retrySelector } from '../lib/shared/retrySelection';
 import { runRows } from '../lib/runRows';
 import type { DatasetRunSummary, RetrySelection } from '../lib/shared/types';
-import { ExitCodes } from './edit';
+import { ExitCodes } from './io';
 
 // The rows an `atelier retry` acts on, found in the run's ledger before anything is sent: failed
 // rows for a plain retry, done rows for `--redo` (by position, or those rejected in the viewer).
@@ -18,12 +18,17 @@ export interface MatchedRow {
 }
 
 /** Failed rows a retry selection matches (within the run's --filter-rows). */
-export async function failedRowsMatching(outputDir: string, selection: RetrySelection, filterRows: string | undefined): Promise<MatchedRow[]> {
+export async function failedRowsMatching(
+  outputDir: string,
+  selection: RetrySelection,
+  filterRows: string | undefined,
+): Promise<MatchedRow[]> {
   const selected = rowSelector(filterRows);
   const matches = retrySelector(selection);
   const found: MatchedRow[] = [];
   for await (const view of runRows(outputDir)) {
-    if (view.status === 'failed' && selected(view.row.position) && matches(view.row.position, view.errorType)) found.push({ index: view.row.index, position: view.row.position });
+    if (view.status === 'failed' && selected(view.row.position) && matches(view.row.position, view.errorType))
+      found.push({ index: view.row.index, position: view.row.position });
   }
   return found;
 }
@@ -38,7 +43,11 @@ export interface RedoChoice {
 }
 
 /** Done rows to make again: those at `rows`, or rejected ones, or both (a row must match every flag given). */
-export async function doneRowsToRedo(outputDir: string, choice: RedoChoice, filterRows: string | undefined): Promise<Array<MatchedRow & { reason: string }>> {
+export async function doneRowsToRedo(
+  outputDir: string,
+  choice: RedoChoice,
+  filterRows: string | undefined,
+): Promise<Array<MatchedRow & { reason: string }>> {
   if (choice.rows === undefined && !choice.rejected && choice.scoreBelow === undefined) {
     throw new UsageError('--redo needs --rows 3,7, --rejected and/or --score-below X to say which done rows to make again');
   }
@@ -74,7 +83,7 @@ export async function setAsideAll(outputDir: string, rows: ReadonlyArray<Matched
 export function positionsSpec(positions: readonly number[]): string {
   const sorted = [...new Set(positions)].sort((a, b) => a - b);
   const parts: string[] = [];
-  for (let i = 0; i < sorted.length; ) {
+  for (let i = 0; i < sorted.length;) {
     let j = i;
     while (j + 1 < sorted.length && sorted[j + 1] === sorted[j]! + 1) j++;
     parts.push(j > i ? `${sorted[i]}:${sorted[j]! + 1}` : String(sorted[i]));

@@ -11,16 +11,19 @@ import { findRun } from '../lib/runRegistry';
  */
 export async function resolveRunOutputDir(target: string, stateDir: string): Promise<string> {
   if (isS3Location(target)) {
-    if (!(await openStorage(target).stat(runMetaKey('plan.json')))) throw new UsageError(`${target} holds no Atelier run (no ${runMetaKey('plan.json')})`);
+    if (!(await openStorage(target).stat(runMetaKey('plan.json'))))
+      throw new UsageError(`${target} holds no Atelier run (no ${runMetaKey('plan.json')})`);
     return target;
   }
   const asDir = resolve(target);
   if (existsSync(asDir)) {
-    if (!existsSync(resolve(asDir, runMetaKey('plan.json')))) throw new UsageError(`${asDir} holds no Atelier run (no ${runMetaKey('plan.json')}); give the run's output dir or its run id`);
+    if (!existsSync(resolve(asDir, runMetaKey('plan.json'))))
+      throw new UsageError(`${asDir} holds no Atelier run (no ${runMetaKey('plan.json')}); give the run's output dir or its run id`);
     return asDir;
   }
   const registered = await findRun(stateDir, target);
-  if (!registered) throw new UsageError(`${target} is neither an output dir nor a run id known to the state dir ${resolve(stateDir)} (--state-dir)`);
+  if (!registered)
+    throw new UsageError(`${target} is neither an output dir nor a run id known to the state dir ${resolve(stateDir)} (--state-dir)`);
   return registered.input.outputDir;
 }
 

@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path';
 import { startDevServer } from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { findTemporalCli } from '../lib/temporalCli';
-import type { CliIO } from './edit';
+import type { CliIO } from './io';
 import { runningServer } from './session';
 
 /**

@@ -1,5 +1,5 @@
 import { startViewer } from '../web/server';
-import { ExitCodes, type CliIO } from './edit';
+import { ExitCodes, type CliIO } from './io';
 import { resolveRunOutputDir, runIdOf } from './runTarget';
 
 export interface ViewOptions {

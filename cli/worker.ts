@@ -3,7 +3,7 @@ import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
-import type { CliIO } from './edit';
+import type { CliIO } from './io';
 
 /** `atelier worker`: long-lived workers for an external Temporal server (TEMPORAL_ADDRESS). */
 export async function runWorker(options: { queues?: string; concurrency: number }, io: CliIO): Promise<number> {

@@ -8,7 +8,7 @@ import contract from '../contracts/gpu-edit.schema.json';
 // are validated against it before they are sent, results after they come back, and the task-queue
 // and model-type rules are read from it, exactly as the Python worker does.
 
-export type GpuModelType = 'qwen' | 'qwen-plus' | 'flux-kontext' | 'flux2' | 'flux2-klein' | 'longcat' | 'instruct-pix2pix';
+export type GpuModelType = 'qwen' | 'qwen-plus' | 'flux-kontext' | 'flux2' | 'flux2-klein' | 'flux2-klein-kv' | 'longcat' | 'longcat-turbo' | 'glm-image' | 'instruct-pix2pix';
 
 export interface GpuGenerationParams {
   num_inference_steps?: number;
@@ -40,6 +40,8 @@ export interface GpuEditResult {
   latency_ms: number;
   batch_size: number;
   worker?: string;
+  /** The activity attempt that produced this output. */
+  attempt?: number;
 }
 
 export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];

@@ -45,9 +45,27 @@ export interface HfExportResult {
 
 /** Columns the export adds; an input column with one of these names is kept as `input_<name>`. */
 const OWN_COLUMNS = new Set([
-  'index', 'instruction', 'instructions', 'instruction_enhanced', 'input_image', 'input_images', 'mask_image', 'output_image', 'output_images',
-  'status', 'error', 'attempts', 'latency_ms', 'cost_usd', 'review',
-  'score', 'score_instruction_following', 'score_preservation', 'score_quality', 'score_reason', 'judge_model',
+  'index',
+  'instruction',
+  'instructions',
+  'instruction_enhanced',
+  'input_image',
+  'input_images',
+  'mask_image',
+  'output_image',
+  'output_images',
+  'status',
+  'error',
+  'attempts',
+  'latency_ms',
+  'cost_usd',
+  'review',
+  'score',
+  'score_instruction_following',
+  'score_preservation',
+  'score_quality',
+  'score_reason',
+  'judge_model',
 ]);
 
 const ROWS_PER_GROUP = 64;
@@ -77,7 +95,16 @@ async function exportShape(outputDir: string, meta: PlanMeta, only: ExportOnly):
   const values = new Map<string, unknown[]>();
   const sources = meta.columns.filter((c) => !replaced.has(c));
   for (const c of sources) values.set(c, []);
-  const shape: ExportShape = { inputColumns: [], multiTurn: false, manyInputs: false, anyMask: false, manyOutputs: false, enhanced: false, scored: false, rows: 0 };
+  const shape: ExportShape = {
+    inputColumns: [],
+    multiTurn: false,
+    manyInputs: false,
+    anyMask: false,
+    manyOutputs: false,
+    enhanced: false,
+    scored: false,
+    rows: 0,
+  };
   for await (const view of runRows(outputDir, meta)) {
     if (!wanted(view, only)) continue;
     shape.rows += 1;
@@ -90,7 +117,11 @@ async function exportShape(outputDir: string, meta: PlanMeta, only: ExportOnly):
     shape.scored ||= view.score !== undefined;
     for (const c of sources) values.get(c)!.push(row.record[c]);
   }
-  shape.inputColumns = sources.map((source) => ({ source, name: OWN_COLUMNS.has(source) ? `input_${source}` : source, kind: inferKind(values.get(source)!) }));
+  shape.inputColumns = sources.map((source) => ({
+    source,
+    name: OWN_COLUMNS.has(source) ? `input_${source}` : source,
+    kind: inferKind(values.get(source)!),
+  }));
   return shape;
 }
 
@@ -123,7 +154,11 @@ function columnsOf(shape: ExportShape): TableColumn[] {
 }
 
 function imageName(ref: ImageRef): string | null {
-  return ref.kind === 'file' ? basename(ref.source) : ref.kind === 'url' || ref.kind === 's3' ? basename(new URL(ref.source).pathname) || null : null;
+  return ref.kind === 'file'
+    ? basename(ref.source)
+    : ref.kind === 'url' || ref.kind === 's3'
+      ? basename(new URL(ref.source).pathname) || null
+      : null;
 }
 
 /** Refuses to write into a folder that holds anything: an export never mixes with other files. */
@@ -136,10 +171,14 @@ async function prepareOut(out: string): Promise<void> {
 
 export async function exportHf(options: HfExportOptions): Promise<HfExportResult> {
   const { outputDir, out, only } = options;
-  if (out.startsWith('s3://')) throw new UsageError('--out must be a local folder (an s3:// export is not built); upload the folder afterwards');
+  if (out.startsWith('s3://'))
+    throw new UsageError('--out must be a local folder (an s3:// export is not built); upload the folder afterwards');
   const meta = await readPlanMeta(outputDir);
   const shape = await exportShape(outputDir, meta, only);
-  if (shape.rows === 0) throw new UsageError(`no row of ${outputDir} matches --only ${describeOnly(only)}: nothing to export${typeof only === 'object' ? ' (scores come from `atelier judge`)' : ''}`);
+  if (shape.rows === 0)
+    throw new UsageError(
+      `no row of ${outputDir} matches --only ${describeOnly(only)}: nothing to export${typeof only === 'object' ? ' (scores come from `atelier judge`)' : ''}`,
+    );
   await prepareOut(out);
   const columns = columnsOf(shape);
   const storage = openStorage(outputDir);
@@ -150,9 +189,10 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
   let bytesInShard = 0;
   let batch: Array<Record<string, unknown>> = [];
 
-  const flush = () => {
-    writer!.write(batch, ROWS_PER_GROUP);
+  const flush = async () => {
+    const rows = batch;
     batch = [];
+    await writer!.write(rows, ROWS_PER_GROUP);
   };
   try {
     for await (const view of runRows(outputDir, meta)) {
@@ -167,7 +207,9 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
       const inputs: ImageCell[] = [];
       for (const ref of row.images) {
         const bytes = await readSource(ref, sources).catch((err: Error) => {
-          throw new Error(`row ${row.index} (${row.where}): input image ${ref.kind === 'data' ? 'data: URI' : ref.source} cannot be read: ${err.message}`);
+          throw new Error(
+            `row ${row.index} (${row.where}): input image ${ref.kind === 'data' ? 'data: URI' : ref.source} cannot be read: ${err.message}`,
+          );
         });
         inputs.push({ bytes, path: imageName(ref) });
       }
@@ -202,15 +244,15 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
       for (const c of shape.inputColumns) record[c.name] = row.record[c.source];
       batch.push(record);
       bytesInShard += inputs.reduce((n, i) => n + i.bytes.length, 0) + outputs.reduce((n, o) => n + o.bytes.length, 0);
-      if (batch.length >= ROWS_PER_GROUP) flush();
+      if (batch.length >= ROWS_PER_GROUP) await flush();
       if (bytesInShard >= shardBytes) {
-        if (batch.length) flush();
+        if (batch.length) await flush();
         await writer.finish();
         writer = undefined;
       }
     }
     if (writer) {
-      if (batch.length) flush();
+      if (batch.length) await flush();
       await writer.finish();
     }
   } catch (err) {

@@ -165,10 +165,10 @@ export class ParquetTableWriter {
   }
 
   /** Rows by column name; a column a row lacks is null. */
-  write(rows: ReadonlyArray<Record<string, unknown>>, rowGroupSize = 1000): void {
+  async write(rows: ReadonlyArray<Record<string, unknown>>, rowGroupSize = 1000): Promise<void> {
     if (rows.length === 0) return;
     const columnData = this.columns.map((c) => ({ name: c.name, data: rows.map((r) => cellOf(c.kind, r[c.name])) }));
-    this.writer.write({ columnData: columnData as never, rowGroupSize });
+    await this.writer.write({ columnData: columnData as never, rowGroupSize });
     this.rows += rows.length;
   }
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStorage } from '../storage';
 import { runMetaKey } from './shared/constants';
-import type { DatasetRow, ImageRef } from './dataset/common';
+import type { DatasetRow } from './dataset/common';
 import type { OutputTarget } from './outputNames';
 
 export type { ImageRef } from './dataset/common';

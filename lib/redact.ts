@@ -2,8 +2,8 @@
 // headers). Everything that reaches the ledger, results, logs or workflow history goes through here.
 
 const KEY_PATTERNS: RegExp[] = [
-  /\bsk-[A-Za-z0-9_\-*]{6,}/g, // OpenAI-style keys, masked or not
-  /\bAIza[0-9A-Za-z_\-]{20,}/g, // Google API keys
+  /\bsk-[A-Za-z0-9_*-]{6,}/g, // OpenAI-style keys, masked or not
+  /\bAIza[0-9A-Za-z_-]{20,}/g, // Google API keys
   /\bms-[0-9a-f]{8}-[0-9a-f-]{20,}/gi, // ModelScope tokens
   /\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{16,}/gi, // fal.ai keys (key id:secret)
   /(Authorization:\s*Key\s+)[^\s"']+/gi, // fal.ai's auth header, echoed

@@ -26,6 +26,11 @@ let skipped = 0;
 
 if (step('build', process.execPath, [join(root, 'scripts', 'build.mjs')]) !== 0) process.exit(1);
 if (step('type-check', bin('tsc'), ['-p', 'tsconfig.json', '--noEmit']) !== 0) process.exit(1);
+// Lint and format: ESLint (workflow-safety, floating promises, cycles, type imports), Prettier, and
+// ruff for the Python GPU workers (a pinned ruff cached under ~/.cache/atelier, like the venv).
+if (step('eslint', bin('eslint'), ['.', '--max-warnings', '0']) !== 0) process.exit(1);
+if (step('prettier', bin('prettier'), ['--check', '.', '--log-level', 'warn']) !== 0) process.exit(1);
+if (step('ruff (gpu-workers)', 'bash', [join(root, 'gpu-workers', 'scripts', 'ruff.sh'), 'check']) !== 0) process.exit(1);
 // The cluster and compose tests need Go programs built from modules (the Temporal server and SQL
 // tool, ~8 min cold; compose-check, seconds), cached under ~/.cache/atelier/go/; building them here,
 // not inside a test's set-up, keeps test timings honest.

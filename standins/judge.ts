@@ -9,7 +9,12 @@ import { startOpenRouterStandin, type ChatStandin, type ChatStandinOptions } fro
 // (in a ```json fence, as chat models often answer).
 
 export const JUDGE_ANSWERS = {
-  good: { instruction_following: 8, preservation: 9, quality: 7, reason: 'The requested change is made cleanly and the rest of the image is untouched.' },
+  good: {
+    instruction_following: 8,
+    preservation: 9,
+    quality: 7,
+    reason: 'The requested change is made cleanly and the rest of the image is untouched.',
+  },
   low: { instruction_following: 2, preservation: 3, quality: 6, reason: 'The requested change is barely visible.' },
 };
 

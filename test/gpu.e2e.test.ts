@@ -20,7 +20,7 @@ const offline = { ...process.env, HF_HUB_OFFLINE: '1' };
 beforeAll(() => {
   assertBuilt();
   modelDir = join(tempDir('atelier-tiny-model-'), 'tiny-pix2pix');
-  execFileSync('bash', [PYTHON, '-m', 'atelier_gpu.tiny', 'instruct-pix2pix', modelDir], { env: offline, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], { env: offline, stdio: ['ignore', 'ignore', 'inherit'] });
 }, 600_000);
 
 async function dataset(): Promise<{ dir: string; csv: string }> {

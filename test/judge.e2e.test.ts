@@ -24,13 +24,22 @@ let outputDir: string;
 let stateDir: string;
 
 function env(): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: EDIT_KEY, OPENAI_BASE_URL: images.baseURL, ATELIER_JUDGE_API_KEY: JUDGE_KEY, ATELIER_JUDGE_BASE_URL: judge.baseURL };
+  const e: NodeJS.ProcessEnv = {
+    ...process.env,
+    OPENAI_API_KEY: EDIT_KEY,
+    OPENAI_BASE_URL: images.baseURL,
+    ATELIER_JUDGE_API_KEY: JUDGE_KEY,
+    ATELIER_JUDGE_BASE_URL: judge.baseURL,
+  };
   delete e.TEMPORAL_ADDRESS;
   return e;
 }
 
 function jsonl(): Array<Record<string, unknown>> {
-  return readFileSync(join(outputDir, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readFileSync(join(outputDir, 'results.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 beforeAll(async () => {
@@ -41,12 +50,33 @@ beforeAll(async () => {
   await writePng(join(dir, 'a.png'), '#00ff00', 40);
   writeText(
     join(dir, 'edits.csv'),
-    ['input_images,instruction', 'a.png,jrow-0 make it red', 'a.png,jrow-1 judge-low make it blue', 'a.png,jrow-2 refused', 'a.png,jrow-3 judge-garbage make it pink'].join('\n'),
+    [
+      'input_images,instruction',
+      'a.png,jrow-0 make it red',
+      'a.png,jrow-1 judge-low make it blue',
+      'a.png,jrow-2 refused',
+      'a.png,jrow-3 judge-garbage make it pink',
+    ].join('\n'),
   );
   images.script('jrow-2 ', [faults.moderationBlocked()], { repeat: true });
   outputDir = join(dir, 'out');
   stateDir = join(dir, 'state');
-  const run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir], env());
+  const run = await atelier(
+    [
+      'edit',
+      '--input',
+      join(dir, 'edits.csv'),
+      '--output-dir',
+      outputDir,
+      '--backend',
+      'openai',
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      stateDir,
+    ],
+    env(),
+  );
   expect(run.code, run.stderr).toBe(2);
 });
 afterAll(async () => {
@@ -56,7 +86,10 @@ afterAll(async () => {
 
 describe('atelier judge', () => {
   it('scores every done row with the judge model, VIEScore-style, into the run and its results', async () => {
-    const run = await atelier(['judge', outputDir, '--model', 'gpt-4.1-mini', '--rpm', '600', '--max-retries', '1', '--state-dir', stateDir], env());
+    const run = await atelier(
+      ['judge', outputDir, '--model', 'gpt-4.1-mini', '--rpm', '600', '--max-retries', '1', '--state-dir', stateDir],
+      env(),
+    );
     // Row 3's judge never answers with JSON: that row fails, the others are scored.
     expect(run.code, run.stderr).toBe(2);
     expect(run.stdout).toMatch(/judged with gpt-4\.1-mini: scored 2, already scored 0, failed 1/);
@@ -64,8 +97,16 @@ describe('atelier judge', () => {
     // Each call: the judge's own key, the source image and the edited one as image_url parts (JPEG data URLs).
     const calls = judge.calls.filter((c) => c.prompt.includes('jrow-0'));
     expect(calls).toHaveLength(1);
-    expect(calls[0]).toMatchObject({ model: 'gpt-4.1-mini', imageCount: 2, imageTypes: ['image/jpeg', 'image/jpeg'], authorization: `Bearer ${JUDGE_KEY}` });
-    expect(calls[0]!.imageSizes).toEqual([{ width: 40, height: 40 }, { width: 40, height: 40 }]);
+    expect(calls[0]).toMatchObject({
+      model: 'gpt-4.1-mini',
+      imageCount: 2,
+      imageTypes: ['image/jpeg', 'image/jpeg'],
+      authorization: `Bearer ${JUDGE_KEY}`,
+    });
+    expect(calls[0]!.imageSizes).toEqual([
+      { width: 40, height: 40 },
+      { width: 40, height: 40 },
+    ]);
     expect(calls[0]!.system).toMatch(/instruction_following.*preservation.*quality/s);
     expect(judge.calls.every((c) => c.authorization === `Bearer ${JUDGE_KEY}`)).toBe(true);
     expect(judge.calls.filter((c) => c.prompt.includes('jrow-3'))).toHaveLength(2); // --max-retries 1
@@ -73,15 +114,30 @@ describe('atelier judge', () => {
 
     const good = (await readJudgeRecord(outputDir, 0))!;
     const { good: g, low: l } = JUDGE_ANSWERS;
-    expect(good.scores).toEqual({ instructionFollowing: g.instruction_following, preservation: g.preservation, quality: g.quality, overall: Math.round(Math.sqrt(Math.min(8, 9) * 7) * 100) / 100 });
+    expect(good.scores).toEqual({
+      instructionFollowing: g.instruction_following,
+      preservation: g.preservation,
+      quality: g.quality,
+      overall: Math.round(Math.sqrt(Math.min(8, 9) * 7) * 100) / 100,
+    });
     expect(good.reason).toBe(g.reason);
     expect(good.costUsd).toBe(0.00002); // as the server reported it
     const rows = jsonl();
-    expect(rows[0]).toMatchObject({ score: good.scores.overall, score_instruction_following: 8, score_preservation: 9, score_quality: 7, judge_model: 'gpt-4.1-mini' });
-    expect(rows[1]).toMatchObject({ score: Math.round(Math.sqrt(Math.min(l.instruction_following, l.preservation) * l.quality) * 100) / 100, score_reason: l.reason });
+    expect(rows[0]).toMatchObject({
+      score: good.scores.overall,
+      score_instruction_following: 8,
+      score_preservation: 9,
+      score_quality: 7,
+      judge_model: 'gpt-4.1-mini',
+    });
+    expect(rows[1]).toMatchObject({
+      score: Math.round(Math.sqrt(Math.min(l.instruction_following, l.preservation) * l.quality) * 100) / 100,
+      score_reason: l.reason,
+    });
     expect(rows[2]!.score).toBeUndefined();
     // The judge's key is nowhere in the run's files or the judge workflow's history.
-    for (const name of readdirSync(join(outputDir, '.atelier', 'judge'))) expect(readFileSync(join(outputDir, '.atelier', 'judge', name), 'utf8')).not.toContain(JUDGE_KEY);
+    for (const name of readdirSync(join(outputDir, '.atelier', 'judge')))
+      expect(readFileSync(join(outputDir, '.atelier', 'judge', name), 'utf8')).not.toContain(JUDGE_KEY);
     expect(readFileSync(join(outputDir, 'results.jsonl'), 'utf8')).not.toContain(JUDGE_KEY);
   });
 
@@ -114,7 +170,18 @@ describe('atelier judge', () => {
     expect(again.stdout).toMatch(/scored 0, already scored 2, failed 0/);
     expect(judge.calls.length).toBe(before);
 
-    const redo = await atelier(['retry', (JSON.parse(readFileSync(join(outputDir, '.atelier', 'run.json'), 'utf8')) as { runId: string }).runId, '--redo', '--score-below', '5', '--state-dir', stateDir], env());
+    const redo = await atelier(
+      [
+        'retry',
+        (JSON.parse(readFileSync(join(outputDir, '.atelier', 'run.json'), 'utf8')) as { runId: string }).runId,
+        '--redo',
+        '--score-below',
+        '5',
+        '--state-dir',
+        stateDir,
+      ],
+      env(),
+    );
     expect(redo.code, redo.stderr).toBe(2); // exit codes as for edit: the run still has row 2 refused
     expect(redo.stdout).toMatch(/^1 done row\(s\) scored below 5 matched/m);
     expect(redo.stdout).toMatch(/retried 1 row\(s\): ok 1, failed 0/);

@@ -28,14 +28,20 @@ async function runOf(prefix: string, extra: string[]): Promise<{ outputDir: stri
   writeText(join(dir, 'edits.csv'), ['input_images,instruction', ...[0, 1, 2].map((i) => `a.png,${prefix}-${i} edit it`)].join('\n'));
   const outputDir = join(dir, 'out');
   const stateDir = join(dir, 'state');
-  const run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--state-dir', stateDir, ...extra], env());
+  const run = await atelier(
+    ['edit', '--input', join(dir, 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--state-dir', stateDir, ...extra],
+    env(),
+  );
   expect(run.code, run.stderr).toBe(0);
   const runId = (JSON.parse(readFileSync(join(outputDir, '.atelier', 'run.json'), 'utf8')) as { runId: string }).runId;
   return { outputDir, stateDir, runId };
 }
 
 function jsonl(outputDir: string): Array<Record<string, unknown>> {
-  return readFileSync(join(outputDir, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+  return readFileSync(join(outputDir, 'results.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 beforeAll(async () => {
@@ -49,7 +55,13 @@ describe('atelier retry --redo', () => {
     const { outputDir, stateDir, runId } = await runOf('rej', ['--model', 'gpt-image-2']);
     const before = (await readLedgerEntry(outputDir, 1))!;
     const oldBytes = readFileSync(join(outputDir, '000001.png'));
-    await writeReviewMark(outputDir, { index: 1, verdict: 'rejected', outputImages: before.outputImages!, entryFinishedAt: before.finishedAt, at: new Date().toISOString() });
+    await writeReviewMark(outputDir, {
+      index: 1,
+      verdict: 'rejected',
+      outputImages: before.outputImages!,
+      entryFinishedAt: before.finishedAt,
+      at: new Date().toISOString(),
+    });
 
     const redo = await atelier(['retry', runId, '--rejected', '--state-dir', stateDir], env());
     expect(redo.code, redo.stderr).toBe(0);
@@ -64,11 +76,19 @@ describe('atelier retry --redo', () => {
 
     expect(after.status).toBe('ok');
     expect(after.history).toHaveLength(1);
-    expect(after.history![0]).toMatchObject({ generation: 1, originalImages: ['000001.png'], finishedAt: before.finishedAt, costUsd: before.costUsd, reason: 'rejected in the viewer' });
+    expect(after.history![0]).toMatchObject({
+      generation: 1,
+      originalImages: ['000001.png'],
+      finishedAt: before.finishedAt,
+      costUsd: before.costUsd,
+      reason: 'rejected in the viewer',
+    });
     expect(readFileSync(join(outputDir, after.history![0]!.outputImages[0]!)).equals(oldBytes)).toBe(true);
     const row1 = jsonl(outputDir)[1]!;
     expect(row1).toMatchObject({ status: 'ok', generation: 2, output_image: ['000001.png'] });
-    expect(row1.history).toEqual([{ generation: 1, output_image: after.history![0]!.outputImages, cost_usd: before.costUsd, reason: 'rejected in the viewer' }]);
+    expect(row1.history).toEqual([
+      { generation: 1, output_image: after.history![0]!.outputImages, cost_usd: before.costUsd, reason: 'rejected in the viewer' },
+    ]);
 
     // The rejection judged the old output: the new one is unmarked, so nothing matches any more.
     const again = await atelier(['retry', runId, '--rejected', '--state-dir', stateDir], env());
@@ -80,7 +100,9 @@ describe('atelier retry --redo', () => {
     const { stateDir, runId } = await runOf('none', ['--model', 'gpt-image-2']);
     const plain = await atelier(['retry', runId, '--rows', '0,2', '--state-dir', stateDir], env());
     expect(plain.code).toBe(1);
-    expect(plain.stderr).toMatch(/no failed row\(s\) at --rows 0,2 in run \S+: nothing to retry \(done rows are made again only with --redo\)/);
+    expect(plain.stderr).toMatch(
+      /no failed row\(s\) at --rows 0,2 in run \S+: nothing to retry \(done rows are made again only with --redo\)/,
+    );
     expect(plain.stdout).not.toMatch(/estimated cost/);
     const outOfRange = await atelier(['retry', runId, '--redo', '--rows', '5:9', '--state-dir', stateDir], env());
     expect(outOfRange.code).toBe(1);
@@ -92,7 +114,14 @@ describe('atelier retry --redo', () => {
   });
 
   it('a seeded backend gets a new seed for the redone row', async () => {
-    const { stateDir, runId } = await runOf('seed', ['--model', 'Qwen/Qwen-Image-Edit-2511', '--base-url', standin.baseURL, '--seed', '42']);
+    const { stateDir, runId } = await runOf('seed', [
+      '--model',
+      'Qwen/Qwen-Image-Edit-2511',
+      '--base-url',
+      standin.baseURL,
+      '--seed',
+      '42',
+    ]);
     const redo = await atelier(['retry', runId, '--redo', '--rows', '0', '--state-dir', stateDir], env());
     expect(redo.code, redo.stderr).toBe(0);
     const seeds = standin.callsFor('seed-0 ').map((c) => c.fields.seed);

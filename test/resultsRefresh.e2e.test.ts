@@ -23,18 +23,38 @@ describe('results while a run goes', () => {
   it('results.csv, .jsonl and .parquet appear and fill in before the run ends', async () => {
     const dir = tempDir('atelier-refresh-');
     await writePng(join(dir, 'a.png'));
-    writeText(join(dir, 'edits.csv'), ['input_images,instruction', ...Array.from({ length: 40 }, (_, i) => `a.png,refresh-${i} edit`)].join('\n'));
+    writeText(
+      join(dir, 'edits.csv'),
+      ['input_images,instruction', ...Array.from({ length: 40 }, (_, i) => `a.png,refresh-${i} edit`)].join('\n'),
+    );
     const outputDir = join(dir, 'out');
     const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
     delete env.TEMPORAL_ADDRESS;
     const edit = new CliProcess(
-      ['edit', '--input', join(dir, 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--window', '1', '--state-dir', join(dir, 'state')],
+      [
+        'edit',
+        '--input',
+        join(dir, 'edits.csv'),
+        '--output-dir',
+        outputDir,
+        '--backend',
+        'openai',
+        '--model',
+        'gpt-image-2',
+        '--window',
+        '1',
+        '--state-dir',
+        join(dir, 'state'),
+      ],
       env,
     );
     try {
       await waitUntil(() => existsSync(join(outputDir, 'results.csv')), 60_000, 'a first results table');
       const callsThen = standin.callsFor('refresh-').length;
-      const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Array<{ status: string; output_image: string }>;
+      const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Array<{
+        status: string;
+        output_image: string;
+      }>;
       // Every input row is in it; the finished ones with their outputs, the rest pending.
       expect(rows).toHaveLength(40);
       const ok = rows.filter((r) => r.status === 'ok');

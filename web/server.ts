@@ -75,7 +75,11 @@ function summaryOf(view: RunRowView): RowSummary {
     ...(entry?.history?.length
       ? {
           generation: entry.history.length + 1,
-          history: entry.history.map((h) => ({ generation: h.generation, reason: h.reason, ...(h.costUsd !== undefined ? { costUsd: h.costUsd } : {}) })),
+          history: entry.history.map((h) => ({
+            generation: h.generation,
+            reason: h.reason,
+            ...(h.costUsd !== undefined ? { costUsd: h.costUsd } : {}),
+          })),
         }
       : {}),
     where: row.where,
@@ -185,7 +189,10 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       const image = await imageOf(view, parts[2]!);
       const bytes = parts[0] === 'thumb' ? await thumbnail(storage, image.identity, image.load) : await image.load();
       // An image's URL names a row and a slot whose content a redo replaces: revalidate each time.
-      res.writeHead(200, { 'content-type': parts[0] === 'thumb' ? 'image/webp' : sniffImageType(bytes, 'application/octet-stream'), 'cache-control': 'no-cache' });
+      res.writeHead(200, {
+        'content-type': parts[0] === 'thumb' ? 'image/webp' : sniffImageType(bytes, 'application/octet-stream'),
+        'cache-control': 'no-cache',
+      });
       res.end(bytes);
       return;
     }

@@ -1,4 +1,4 @@
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createModelActivities, type ModelActivityDeps } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';

@@ -56,19 +56,48 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
   const { judgeRow } = proxyActivities<JudgeActivities>({
     taskQueue: 'judge',
     startToCloseTimeout: '5 minutes',
-    retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '1 minute', maximumAttempts: input.maxAttempts ?? 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+    retry: {
+      initialInterval: '2 seconds',
+      backoffCoefficient: 2,
+      maximumInterval: '1 minute',
+      maximumAttempts: input.maxAttempts ?? 5,
+      nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+    },
   });
-  const totals: JudgeSummary = input.totals ?? { runId: input.runId, model: input.model, scored: 0, kept: 0, failed: 0, failures: [], overallSum: 0, costUsd: 0, costUnknownRows: 0 };
+  const totals: JudgeSummary = input.totals ?? {
+    runId: input.runId,
+    model: input.model,
+    scored: 0,
+    kept: 0,
+    failed: 0,
+    failures: [],
+    overallSum: 0,
+    costUsd: 0,
+    costUnknownRows: 0,
+  };
   let cursor: number | null = input.cursor ?? 0;
   while (cursor !== null) {
-    const page: JudgeRowsPage = await listJudgeRows({ outputDir: input.outputDir, cursor, limit: PAGE, model: input.model, ...(input.rows ? { rows: input.rows } : {}), ...(input.rescore ? { rescore: true } : {}) });
+    const page: JudgeRowsPage = await listJudgeRows({
+      outputDir: input.outputDir,
+      cursor,
+      limit: PAGE,
+      model: input.model,
+      ...(input.rows ? { rows: input.rows } : {}),
+      ...(input.rescore ? { rescore: true } : {}),
+    });
     totals.kept += page.kept;
     totals.overallSum += page.keptOverallSum;
     const queue = [...page.rows];
     const lane = async (): Promise<void> => {
       for (let row = queue.shift(); row; row = queue.shift()) {
         try {
-          const result = await judgeRow({ outputDir: input.outputDir, index: row.index, position: row.position, model: input.model, ...(input.rescore ? { rescore: true } : {}) });
+          const result = await judgeRow({
+            outputDir: input.outputDir,
+            index: row.index,
+            position: row.position,
+            model: input.model,
+            ...(input.rescore ? { rescore: true } : {}),
+          });
           if (result.status === 'scored') {
             totals.scored += 1;
             if (result.costUsd === undefined) totals.costUnknownRows += 1;
@@ -79,7 +108,11 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
           // One row's failure never stops the others; the summary names it.
           totals.failed += 1;
           const cause = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
-          if (totals.failures.length < MAX_FAILURES_SHOWN) totals.failures.push({ index: row.index, error: cause ? `${cause.type ?? 'Error'}: ${cause.message}` : (err as Error).message });
+          if (totals.failures.length < MAX_FAILURES_SHOWN)
+            totals.failures.push({
+              index: row.index,
+              error: cause ? `${cause.type ?? 'Error'}: ${cause.message}` : (err as Error).message,
+            });
         }
       }
     };
@@ -90,6 +123,11 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
     }
   }
   // The results tables carry the scores from now on.
-  await writeResults({ runId: input.runId, outputDir: input.outputDir, ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}), ...(input.instructionEnhanced ? { instructionEnhanced: true } : {}) });
+  await writeResults({
+    runId: input.runId,
+    outputDir: input.outputDir,
+    ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
+    ...(input.instructionEnhanced ? { instructionEnhanced: true } : {}),
+  });
   return totals;
 }

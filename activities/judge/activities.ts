@@ -48,7 +48,10 @@ export interface JudgeRowsPage {
 }
 
 async function forJudge(png: Buffer): Promise<ProviderImage> {
-  const data = await sharp(png).resize(JUDGE_MAX_SIDE, JUDGE_MAX_SIDE, { fit: 'inside', withoutEnlargement: true }).jpeg({ quality: 90 }).toBuffer();
+  const data = await sharp(png)
+    .resize(JUDGE_MAX_SIDE, JUDGE_MAX_SIDE, { fit: 'inside', withoutEnlargement: true })
+    .jpeg({ quality: 90 })
+    .toBuffer();
   return { data, mimeType: 'image/jpeg' };
 }
 
@@ -60,7 +63,14 @@ function alreadyScored(record: JudgeRecord | undefined, entry: { finishedAt: str
 export function createJudgeListActivities() {
   return {
     /** Done rows from `cursor` (within `rows`, a --filter-rows spec) that this model has not scored for their current output. */
-    async listJudgeRows(args: { outputDir: string; cursor: number; limit: number; model: string; rows?: string; rescore?: boolean }): Promise<JudgeRowsPage> {
+    async listJudgeRows(args: {
+      outputDir: string;
+      cursor: number;
+      limit: number;
+      model: string;
+      rows?: string;
+      rescore?: boolean;
+    }): Promise<JudgeRowsPage> {
       const selected = rowSelector(args.rows);
       const plan = await readPlanRows(args.outputDir, args.cursor, args.limit);
       const stateOf = await ledgerReader(args.outputDir);
@@ -96,7 +106,8 @@ export function createJudgeActivities(client: JudgeClient) {
         // Redone or changed since it was listed: nothing to judge now.
         if (!entry) return { index: task.index, status: 'not-done' };
         const existing = await readJudgeRecord(task.outputDir, task.index);
-        if (!task.rescore && alreadyScored(existing, entry, task.model)) return { index: task.index, status: 'kept', overall: existing!.scores.overall };
+        if (!task.rescore && alreadyScored(existing, entry, task.model))
+          return { index: task.index, status: 'kept', overall: existing!.scores.overall };
         const storage = openStorage(task.outputDir);
         const sources: ProviderImage[] = [];
         const imageSources = { cacheDir: childLocation(task.outputDir, runMetaKey('image-cache')), runDir: task.outputDir, signal };
@@ -117,11 +128,19 @@ export function createJudgeActivities(client: JudgeClient) {
           at: new Date().toISOString(),
         };
         await writeJudgeRecord(task.outputDir, record);
-        return { index: task.index, status: 'scored', overall: answer.scores.overall, ...(answer.costUsd !== undefined ? { costUsd: answer.costUsd } : {}) };
+        return {
+          index: task.index,
+          status: 'scored',
+          overall: answer.scores.overall,
+          ...(answer.costUsd !== undefined ? { costUsd: answer.costUsd } : {}),
+        };
       } catch (err) {
         if (err instanceof ClassifiedError) throw toApplicationFailure(err, client.secrets);
         if (signal.aborted) throw err;
-        throw ApplicationFailure.create({ type: 'Retryable', message: boundedMessage(redactSecrets((err as Error)?.message ?? String(err), client.secrets)) });
+        throw ApplicationFailure.create({
+          type: 'Retryable',
+          message: boundedMessage(redactSecrets((err as Error)?.message ?? String(err), client.secrets)),
+        });
       }
     },
   };

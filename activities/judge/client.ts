@@ -62,7 +62,8 @@ export interface JudgeClient {
 
 function score(value: unknown, name: string): number {
   const n = typeof value === 'string' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 10) throw new ClassifiedError('retryable', `the judge's ${name} is not a score from 0 to 10: ${JSON.stringify(value)}`);
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 10)
+    throw new ClassifiedError('retryable', `the judge's ${name} is not a score from 0 to 10: ${JSON.stringify(value)}`);
   return n;
 }
 
@@ -81,11 +82,19 @@ export function parseJudgeAnswer(text: string, withSources: boolean): { scores: 
   const preservation = withSources ? score(parsed.preservation, 'preservation') : null;
   const quality = score(parsed.quality, 'quality');
   const reason = typeof parsed.reason === 'string' ? parsed.reason.trim().split('\n')[0]!.slice(0, 500) : '';
-  return { scores: { instructionFollowing, preservation, quality, overall: overallScore(instructionFollowing, preservation, quality) }, reason };
+  return {
+    scores: { instructionFollowing, preservation, quality, overall: overallScore(instructionFollowing, preservation, quality) },
+    reason,
+  };
 }
 
 export function createJudgeClient(options: { apiKey: string; baseURL?: string | undefined; timeoutMs?: number }): JudgeClient {
-  const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 0, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS });
+  const client = new OpenAI({
+    apiKey: options.apiKey,
+    baseURL: options.baseURL,
+    maxRetries: 0,
+    timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
+  });
   return {
     secrets: [options.apiKey],
     async judge(model, request) {
@@ -122,19 +131,32 @@ export function createJudgeClient(options: { apiKey: string; baseURL?: string | 
       const requestId = completion?.id ?? headerId ?? undefined;
       const choice = completion?.choices?.[0];
       if (choice?.finish_reason === 'content_filter' || choice?.message?.refusal) {
-        throw new ClassifiedError('blocked', `the judge refused: ${choice?.message?.refusal ?? 'content_filter'}`, requestId ? { requestId } : {});
+        throw new ClassifiedError(
+          'blocked',
+          `the judge refused: ${choice?.message?.refusal ?? 'content_filter'}`,
+          requestId ? { requestId } : {},
+        );
       }
       const { scores, reason } = parseJudgeAnswer(choice?.message?.content ?? '', withSources);
       const u = completion.usage as (OpenAI.CompletionUsage & { cost?: number }) | undefined;
       const usage = u
         ? Object.fromEntries(
-            Object.entries({ inputTokens: u.prompt_tokens, outputTokens: u.completion_tokens, totalTokens: u.total_tokens, costUsd: u.cost }).filter(
-              (e): e is [string, number] => typeof e[1] === 'number',
-            ),
+            Object.entries({
+              inputTokens: u.prompt_tokens,
+              outputTokens: u.completion_tokens,
+              totalTokens: u.total_tokens,
+              costUsd: u.cost,
+            }).filter((e): e is [string, number] => typeof e[1] === 'number'),
           )
         : undefined;
       const costUsd = estimateEnhancerCostUsd(model, usage);
-      return { scores, reason, ...(requestId ? { requestId } : {}), ...(usage ? { usage } : {}), ...(costUsd !== undefined ? { costUsd } : {}) };
+      return {
+        scores,
+        reason,
+        ...(requestId ? { requestId } : {}),
+        ...(usage ? { usage } : {}),
+        ...(costUsd !== undefined ? { costUsd } : {}),
+      };
     },
   };
 }

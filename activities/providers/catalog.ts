@@ -82,12 +82,12 @@ export async function listProviderModels(backend: Backend, options: CatalogOptio
       }
       return out;
     }
+    // Table only: ModelScope has no list endpoint; Azure lists deployments through its management
+    // API (not the data-plane key); Vertex's publisher-model list is not per project and says nothing
+    // about image output; fal's model gallery has no list endpoint for the queue key.
     case 'modelscope':
-    // Azure lists deployments through its management API (not the data-plane key): table only.
     case 'azure':
-    // Vertex's publisher-model list is not per project and says nothing about image output: table only.
     case 'vertex':
-    // fal's model gallery has no list endpoint for the queue key: table only.
     case 'fal':
       return undefined;
   }

@@ -12,7 +12,7 @@
 What it measures, on one pipeline object shared by both runs (same settings, sizes, seeds and batch size):
 - bare: a plain loop of pipe(...) calls over pre-decoded, pre-resized images; outputs kept as PIL, not saved.
 - atelier: the worker's activity path (EditService.edit_image_gpu) driven by as many concurrent activity
-  threads as the worker runs (2 x batch + 1), each decoding its PNG, going through the micro-batcher and the
+  threads as the worker runs (4 x batch), each decoding its PNG, going through the micro-batcher and the
   GPU thread (step-callback heartbeats included), then encoding and atomically writing its PNG. The Temporal
   server round trip is not included (ActivityEnvironment); it adds a few ms per row, off the GPU thread.
 - ratio = atelier images/s / bare images/s (goal >= 0.97).
@@ -60,7 +60,7 @@ def full_pix2pix(on_device):
         UNet2DConditionModel,
     )
 
-    from atelier_gpu.tiny import _clip_tokenizer
+    from tiny_pipelines import _clip_tokenizer
 
     # tokenizer and scheduler on the CPU in fp32; only the models go to the device
     tok = _clip_tokenizer()
@@ -89,7 +89,7 @@ def full_flux_kontext(on_device):
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    from atelier_gpu.tiny import _clip_tokenizer, _t5_tokenizer
+    from tiny_pipelines import _clip_tokenizer, _t5_tokenizer
 
     tok, tok2 = _clip_tokenizer(), _t5_tokenizer()
     sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
@@ -150,11 +150,25 @@ def build_full(model_type: str, device: str, dtype):
 
 # --- GPU busy sampling ----------------------------------------------------------------------------------------
 
-class GpuSampler:
-    """Mean GPU utilization (% of time a kernel ran) over [start, stop], via NVML or nvidia-smi."""
+def torch_gpu_pci_bus_id() -> str | None:
+    """The PCI bus id of the GPU torch runs on. NVML and nvidia-smi number GPUs physically and ignore
+    CUDA_VISIBLE_DEVICES, so index 0 there can be another GPU than torch's cuda:0; the bus id names the same one."""
+    import torch
 
-    def __init__(self, index: int = 0, period_s: float = 0.1):
-        self.index, self.period_s = index, period_s
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    bus = getattr(props, "pci_bus_id", None)
+    if bus is None:
+        return None
+    return f"{getattr(props, 'pci_domain_id', 0):08x}:{bus:02x}:{getattr(props, 'pci_device_id', 0):02x}.0"
+
+
+class GpuSampler:
+    """Mean GPU utilization (% of time a kernel ran) over [start, stop], via NVML or nvidia-smi, of the GPU torch
+    uses (found by PCI bus id; the first visible GPU when torch does not report one)."""
+
+    def __init__(self, pci_bus_id: str | None = None, period_s: float = 0.1):
+        self.pci_bus_id, self.period_s = pci_bus_id, period_s
+        self.index = 0
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,7 +180,10 @@ class GpuSampler:
             import pynvml  # type: ignore
 
             pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
+            if self.pci_bus_id:
+                handle = pynvml.nvmlDeviceGetHandleByPciBusId(self.pci_bus_id.encode())
+            else:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(self.index)
             self.source = "nvml"
 
             def loop():
@@ -180,7 +197,8 @@ class GpuSampler:
             pass
         try:
             self._proc = subprocess.Popen(
-                ["nvidia-smi", f"--id={self.index}", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                ["nvidia-smi", f"--id={self.pci_bus_id or self.index}", "--query-gpu=utilization.gpu",
+                 "--format=csv,noheader,nounits",
                  f"-lms={int(self.period_s * 1000)}"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             self.source = "nvidia-smi"
 
@@ -255,6 +273,7 @@ def atelier_run(pipe, adapter, model, paths, prompts, seeds, steps, batch, out_d
 
     from atelier_gpu.activity import EditService
     from atelier_gpu.engine import Engine
+    from atelier_gpu.worker import default_max_concurrent
 
     engine = Engine(pipe, adapter, max_batch=batch, max_wait_s=0.05).start()
     svc = EditService(engine, model, worker_id="bench")
@@ -280,7 +299,7 @@ def atelier_run(pipe, adapter, model, paths, prompts, seeds, steps, batch, out_d
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
 
-    slots = [threading.Thread(target=activity_slot) for _ in range(2 * engine.max_batch + 1)]
+    slots = [threading.Thread(target=activity_slot) for _ in range(default_max_concurrent(engine.max_batch))]
     _sync()
     t0 = time.perf_counter()
     for t in slots:
@@ -307,6 +326,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp16", "fp32"])
     ap.add_argument("--compile", action="store_true", help="torch.compile the repeated blocks (both runs)")
     ap.add_argument("--attention-backend")
+    ap.add_argument("--repeats", type=int, default=3, help="bare/atelier run pairs (alternating); medians reported")
     ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
@@ -338,7 +358,7 @@ def main() -> int:
     t0 = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
     if args.tiny:
-        from atelier_gpu.tiny import build_tiny
+        from tiny_pipelines import build_tiny
 
         model = build_tiny(args.model_type, tmp / "model")
         pipe = load_pipeline(model, adapter, LoadOptions(device=device, dtype=args.dtype, compile=args.compile,
@@ -362,26 +382,41 @@ def main() -> int:
     bare_loop(pipe, adapter, paths[:batch], prompts[:batch], seeds[:batch], settings, batch)
     atelier_run(pipe, adapter, model, paths[:batch], prompts[:batch], seeds[:batch], steps, batch, tmp / "warm")
 
-    # the bare loop runs on its own thread too, like the worker's GPU thread
-    box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault("s", bare_loop(pipe, adapter, paths, prompts, seeds,
-                                                                       settings, batch)))
-    t.start()
-    t.join()
-    bare_s = box["s"]
-    sampler = GpuSampler().start() if device == "cuda" else None
-    at_s, stats, results = atelier_run(pipe, adapter, model, paths, prompts, seeds, steps, batch, tmp / "out")
-    busy = sampler.stop() if sampler else None
+    # bare and atelier runs alternate, so drift (clocks, thermals, other load) hits both alike
+    bare_runs: list[float] = []
+    atelier_runs: list[float] = []
+    busy_runs: list[float] = []
+    sampler = None
+    for rep in range(max(1, args.repeats)):
+        box: dict = {}  # the bare loop runs on its own thread too, like the worker's GPU thread
+        t = threading.Thread(target=lambda: box.setdefault("s", bare_loop(pipe, adapter, paths, prompts, seeds,
+                                                                           settings, batch)))
+        t.start()
+        t.join()
+        bare_runs.append(box["s"])
+        sampler = GpuSampler(torch_gpu_pci_bus_id()).start() if device == "cuda" else None
+        at_s, stats, results = atelier_run(pipe, adapter, model, paths, prompts, seeds, steps, batch,
+                                           tmp / f"out{rep}")
+        atelier_runs.append(at_s)
+        busy = sampler.stop() if sampler else None
+        if busy is not None:
+            busy_runs.append(busy)
+    import statistics
+
+    bare_s, at_s = statistics.median(bare_runs), statistics.median(atelier_runs)
+    busy = statistics.median(busy_runs) if busy_runs else None
 
     fig = {
         "model_type": args.model_type, "tiny": args.tiny, "device": device,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None, "dtype": str(dtype).replace("torch.", ""),
         "size": f"{size[0]}x{size[1]}", "steps": steps, "batch": batch, "rows": rows, "build_s": round(build_s, 1),
         "bare_img_s": round(rows / bare_s, 4), "atelier_img_s": round(rows / at_s, 4),
-        "ratio": round(bare_s / at_s, 4),
+        "ratio": round(bare_s / at_s, 4), "repeats": len(bare_runs),
+        "ratio_runs": [round(b / a, 4) for b, a in zip(bare_runs, atelier_runs)],
+        "gpu_pci_bus_id": torch_gpu_pci_bus_id() if device == "cuda" else None,
         "gpu_busy_share": None if busy is None else round(busy, 4),
         "gpu_busy_source": sampler.source if sampler else None,
-        "pipeline_thread_busy_share": round(stats.busy_s / at_s, 4),
+        "pipeline_thread_busy_share": round(stats.busy_s / atelier_runs[-1], 4),  # stats are the last run's
         "atelier_batch_sizes": sorted(set(stats.batch_sizes)),
         "outputs_written": sum(1 for r in results if Path(r["output_path"]).is_file()),
     }
@@ -389,7 +424,8 @@ def main() -> int:
           f"{fig['dtype']}, {fig['size']}, {steps} steps, batch {batch}, {rows} rows")
     print(f"  bare diffusers loop : {fig['bare_img_s']:.4f} images/s")
     print(f"  atelier worker path : {fig['atelier_img_s']:.4f} images/s   (batches of {fig['atelier_batch_sizes']})")
-    print(f"  ratio atelier/bare  : {fig['ratio']:.3f}   (goal >= 0.97)")
+    print(f"  ratio atelier/bare  : {fig['ratio']:.3f}   (goal >= 0.97; median of {fig['repeats']}: "
+          f"{fig['ratio_runs']})")
     if busy is not None:
         print(f"  GPU busy share      : {busy:.1%} ({fig['gpu_busy_source']})   (goal >= 95%)")
     else:

@@ -35,6 +35,14 @@ log = logging.getLogger("atelier_gpu.activity")
 ACTIVITY_NAME = contract.activity_name()
 
 
+
+def _attempt() -> int:
+    """This activity's attempt number (1 outside an activity, as in direct engine tests)."""
+    try:
+        return int(activity.info().attempt)
+    except RuntimeError:
+        return 1
+
 class Heartbeater:
     """Sends this activity's heartbeats from a helper thread (activity context copied into it).
 
@@ -184,6 +192,7 @@ class EditService:
             "latency_ms": round((time.monotonic() - t0) * 1000.0, 3),
             "batch_size": out.batch_size,
             "worker": self.worker_id,
+            "attempt": _attempt(),
         }
         contract.validate_result(result)
         return result

@@ -17,7 +17,6 @@ import numpy as np
 
 from .batcher import Job, MicroBatcher
 from .errors import BatchInterrupted, GpuOutOfMemory, RowCancelled, is_oom
-from .loading import denoiser_of
 from .models import ModelAdapter, PreparedRow
 
 log = logging.getLogger("atelier_gpu.engine")
@@ -42,6 +41,7 @@ class EngineStats:
     batches: int = 0
     rows: int = 0
     oom_splits: int = 0
+    row_retries: int = 0  # rows run again alone after their batch failed
     busy_s: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
 
@@ -52,11 +52,13 @@ class Engine:
     def __init__(self, pipe: Any, adapter: ModelAdapter, max_batch: int = 1, max_wait_s: float = 0.05):
         self.pipe = pipe
         self.adapter = adapter
+        adapter.configure_for(pipe)
         self.max_batch = max_batch if adapter.batchable else 1
         self.stats = EngineStats()
+        self.warmed_sizes: list[tuple[int, int]] = []  # (width, height) of each warm-up output, in order
         self._lock = threading.Lock()
         params = inspect.signature(pipe.__call__).parameters
-        self._has_callback = "callback_on_step_end" in params
+        self._has_callback = adapter.has_step_callback and "callback_on_step_end" in params
         self._takes_output_type = "output_type" in params
         self.batcher = MicroBatcher(self.run_batch, max_batch=self.max_batch, max_wait_s=max_wait_s)
 
@@ -99,11 +101,29 @@ class Engine:
                 self._run(jobs[:half])
                 self._run(jobs[half:])
                 return
-            for j in jobs:
-                j.future.set_exception(e)
+            if len(jobs) > 1:
+                # Rows that shared a call may share nothing else: one row's bad input, or a batch-only failure
+                # (padded prompts under a mask-less attention kernel), must not fail the others. Each runs alone
+                # and fails, if at all, on its own.
+                self.stats.row_retries += len(jobs)
+                log.warning("batch of %d failed (%s: %s); running its rows one at a time", len(jobs),
+                            type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
+                for j in jobs:
+                    if j.cancelled.is_set():
+                        j.future.set_exception(RowCancelled("cancelled before it was run again alone"))
+                    else:
+                        self._run([j])
+                return
+            jobs[0].future.set_exception(e)
             return
         ms = (time.perf_counter() - t0) * 1000.0
-        for j, im in zip(jobs, images):
+        if len(images) != len(jobs):
+            # A short answer must fail its rows, not leave some of them waiting forever.
+            err = RuntimeError(f"the pipeline returned {len(images)} images for a batch of {len(jobs)}")
+            for j in jobs:
+                j.future.set_exception(err)
+            return
+        for j, im in zip(jobs, images, strict=True):
             j.future.set_result(RowOutput(image=im, batch_size=len(jobs), gpu_ms=ms))
 
     def _free_memory(self) -> None:
@@ -128,19 +148,19 @@ class Engine:
         if self._takes_output_type:
             kw["output_type"] = "np"
         total = rows[0].settings.num_inference_steps
-        hook = None
+        remove_hook = None
         if jobs is not None:
             if self._has_callback:
                 kw["callback_on_step_end"] = self._step_callback(jobs, total)
                 kw["callback_on_step_end_tensor_inputs"] = []
             else:
-                hook = self._install_forward_hook(jobs, total)
+                remove_hook = self._install_step_hook(jobs, total)
         t0 = time.perf_counter()
         try:
             out = self.pipe(**kw)
         finally:
-            if hook is not None:
-                hook.remove()
+            if remove_hook is not None:
+                remove_hook()
             dt = time.perf_counter() - t0
             with self._lock:
                 self.stats.busy_s += dt
@@ -171,29 +191,49 @@ class Engine:
 
         return callback
 
-    def _install_forward_hook(self, jobs: list[Job], total: int):
-        """For pipelines without callback_on_step_end: heartbeat / check cancellation on each denoiser call."""
-        den = denoiser_of(self.pipe)
-        if den is None:
+    def _install_step_hook(self, jobs: list[Job], total: int) -> Callable[[], None] | None:
+        """For pipelines without callback_on_step_end (LongCat): heartbeat / check cancellation after each
+        scheduler step. Not on the denoiser's forward: with CFG the pipeline calls it twice per step, so the
+        count would reach 2 x steps. Returns the function that removes the hook."""
+        scheduler = getattr(self.pipe, "scheduler", None)
+        if scheduler is None or not callable(getattr(scheduler, "step", None)):
             return None
+        original_step = scheduler.step
         calls = {"n": 0}
 
-        def pre_hook(module, args):
+        def step(*args: Any, **kwargs: Any) -> Any:
+            out = original_step(*args, **kwargs)
             calls["n"] += 1
             self._on_step(jobs, calls["n"], total)
+            return out
 
-        return den.register_forward_pre_hook(pre_hook)
+        scheduler.step = step
+
+        def remove() -> None:
+            # the instance attribute shadowed the class's method; deleting it restores the method
+            del scheduler.step
+
+        return remove
 
     # --- warm-up --------------------------------------------------------------------------------------------
-    def warmup(self, steps: int = 2, batch_sizes: tuple[int, ...] = (1,)) -> float:
-        """Run the pipeline at the default size so kernels / compiled graphs are ready. Returns seconds."""
+    def warmup(self, steps: int = 2, batch_sizes: tuple[int, ...] = (1,),
+               sizes: list[tuple[int, int]] | None = None) -> float:
+        """Run the pipeline once per output size and batch size, so kernels and compiled graphs are ready before
+        the first row (with --compile, a size first seen by a row would recompile on the GPU thread while that row
+        and the rows queued behind it wait). sizes: (width, height) outputs; None: the --max-area square.
+        Returns seconds."""
         t0 = time.perf_counter()
-        img = self.adapter.warmup_image()
-        settings = self.adapter.resolve({"num_inference_steps": max(1, steps)})
-        for n in batch_sizes:
-            n = min(n, self.max_batch)
-            rows = [self.adapter.prepare("warm-up", [img], i, settings)
-                    for i in range(n)]
-            self.generate(rows)
+        self.warmed_sizes = []
+        for size in sizes or [None]:
+            params: dict[str, Any] = {"num_inference_steps": max(1, steps)}
+            if size is not None and {"height", "width"} <= self.adapter.supports:
+                params["width"], params["height"] = size
+            settings = self.adapter.resolve(params)
+            img = self.adapter.warmup_image(size)
+            for n in batch_sizes:
+                n = min(n, self.max_batch)
+                rows = [self.adapter.prepare("warm-up", [img], i, settings) for i in range(n)]
+                out = self.generate(rows)
+                self.warmed_sizes.append((out[0].shape[1], out[0].shape[0]))
         self.stats = EngineStats()
         return time.perf_counter() - t0

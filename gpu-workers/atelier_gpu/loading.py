@@ -7,7 +7,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import speed
 from .models import ADAPTERS, ModelAdapter
+from .speed import SpeedOptions
 
 log = logging.getLogger("atelier_gpu.loading")
 
@@ -30,6 +32,7 @@ class LoadOptions:
     variant: str | None = None  # e.g. "fp16"
     revision: str | None = None
     local_files_only: bool | None = None  # None: True when HF_HUB_OFFLINE=1 or the model is a local dir
+    speed: SpeedOptions = field(default_factory=SpeedOptions)  # --preset / --quantize / --cache
 
 
 def pipeline_class(adapter: ModelAdapter):
@@ -117,12 +120,16 @@ def load_pipeline(model: str, adapter: ModelAdapter, options: LoadOptions | None
     dtype = resolve_dtype(opts.dtype, device)
     local = os.path.isdir(model)
     local_only = opts.local_files_only if opts.local_files_only is not None else (local or hub_offline())
+    speed.check(opts.speed, adapter, device, has_loras=bool(opts.loras))  # before minutes of loading
 
     kwargs: dict[str, Any] = {_dtype_kwarg(): dtype, "local_files_only": local_only}
     if opts.variant:
         kwargs["variant"] = opts.variant
     if opts.revision:
         kwargs["revision"] = opts.revision
+    quantization = speed.quantization_config(opts.speed)
+    if quantization is not None:
+        kwargs["quantization_config"] = quantization
     if adapter.model_type == "instruct-pix2pix":
         kwargs["safety_checker"] = None
         kwargs["requires_safety_checker"] = False
@@ -131,7 +138,7 @@ def load_pipeline(model: str, adapter: ModelAdapter, options: LoadOptions | None
     _quiet_loading()
     pipe = cls.from_pretrained(model, **kwargs)
 
-    for i, (ref, scale) in enumerate(opts.loras):
+    for i, (ref, _scale) in enumerate(opts.loras):  # scales are set together below
         name = f"lora{i}"
         lkw: dict[str, Any] = {"adapter_name": name}
         if os.path.isfile(ref):
@@ -146,6 +153,8 @@ def load_pipeline(model: str, adapter: ModelAdapter, options: LoadOptions | None
         if opts.fuse_lora:
             pipe.fuse_lora(adapter_names=names)
             pipe.unload_lora_weights()  # the fused weights stay; the per-step LoRA overhead goes
+
+    speed.apply_preset(pipe, adapter, opts.speed)
 
     if opts.cpu_offload == "none":
         pipe.to(device)
@@ -164,6 +173,7 @@ def load_pipeline(model: str, adapter: ModelAdapter, options: LoadOptions | None
         if den is None or not hasattr(den, "set_attention_backend"):
             raise ValueError(f"{cls.__name__} does not support set_attention_backend")
         den.set_attention_backend(opts.attention_backend)
+    speed.apply_cache(den, adapter, opts.speed)
     if opts.compile and den is not None:
         ckw: dict[str, Any] = {"fullgraph": True, "dynamic": opts.compile_dynamic or None}
         if opts.compile_mode:

@@ -71,12 +71,28 @@ class PreparedRow:
     seed: int
     settings: Settings
     out_size: tuple[int, int] | None  # (width, height) passed to the pipeline, when the model takes one
+    # rows batch only with rows whose prompts have this many tokens (None: any length); see QwenEditAdapter
+    prompt_tokens: int | None = None
 
     def batch_key(self, adapter: "ModelAdapter") -> tuple | None:
         """Rows with equal keys may be batched; None = never batch this row."""
         if not adapter.batchable:
             return None
-        return (adapter.model_type, self.settings, self.out_size, tuple(im.size for im in self.images))
+        return (adapter.model_type, self.settings, self.out_size, tuple(im.size for im in self.images),
+                self.prompt_tokens)
+
+
+# Attention kernels that raise on an attention mask ("`attn_mask` is not supported for flash-attn 3"); their
+# varlen forms take one (as cumulative sequence lengths), as do native SDPA, cuDNN, flex and xformers.
+_MASKLESS_ATTENTION = ("flash", "sage", "aiter")
+
+
+def attention_takes_mask(backend: str | None) -> bool:
+    """Whether a diffusers attention backend accepts an attention mask (None: the default, native SDPA)."""
+    if backend is None:
+        return True
+    name = backend.lower()
+    return "varlen" in name or not any(kind in name for kind in _MASKLESS_ATTENTION)
 
 
 def _round_to(x: float, multiple: int) -> int:
@@ -115,9 +131,19 @@ class ModelAdapter:
     supports: frozenset[str] = frozenset({"num_inference_steps", "guidance_scale"})
     has_step_callback: bool = True
     multiple: int = 16  # output/input sizes are multiples of this
+    min_side: int = 0  # inputs smaller than this on a side are scaled up to it (0: no minimum)
+    # whether the pipeline runs its denoiser inside `transformer.cache_context(...)`, which diffusers' FirstBlockCache
+    # and TaylorSeer hooks need (tests/test_adapter_signatures.py checks this against the installed pipeline)
+    cache_context: bool = False
+    # diffusers 0.42.1's FirstBlockCache fails on denoisers that end in a different block kind than they start
+    # (FLUX.2 and LongCat: double-stream, then single-stream blocks): "unsupported operand type(s) for -: 'Tensor'
+    # and 'list'" at the first step. Qwen-Image has one block kind.
+    first_block_cache: bool = False
 
-    def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None):
+    def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None,
+                 attention_backend: str | None = None):
         self.max_area = int(max_area)
+        self.attention_backend = attention_backend
         self.worker_overrides = {k: v for k, v in (worker_overrides or {}).items() if v is not None}
 
     # --- settings -------------------------------------------------------------------------------------------
@@ -158,15 +184,26 @@ class ModelAdapter:
         if n < 1:
             raise InvalidParams(f"model type {self.model_type} needs at least one input image")
         if n > self.max_images:
-            raise InvalidParams(f"model type {self.model_type} takes at most {self.max_images} input image(s), got {n}")
+            raise InvalidParams(
+                f"model type {self.model_type} takes at most {self.max_images} input image(s), got {n}")
 
     # --- CPU side -------------------------------------------------------------------------------------------
     def prepare(self, prompt: str, images: list[Image.Image], seed: int, settings: Settings) -> PreparedRow:
         """Resize on the calling (CPU) thread. Default: cap each image at max_area, keep sizes as multiples."""
         self.check_images(len(images))
-        imgs = [resize(im, fit_area(im.width, im.height, self.max_area, self.multiple)) for im in images]
+        imgs = [resize(im, self._at_least_min_side(fit_area(im.width, im.height, self.max_area, self.multiple)))
+                for im in images]
         out = (settings.width, settings.height) if settings.width else None
         return PreparedRow(prompt=prompt, images=imgs, seed=seed, settings=settings, out_size=out)
+
+    def _at_least_min_side(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Scale (w, h) up, keeping its aspect ratio, until both sides reach min_side (FLUX.2 refuses smaller)."""
+        w, h = size
+        if not self.min_side or min(w, h) >= self.min_side:
+            return size
+        scale = self.min_side / min(w, h)
+        return (max(self.min_side, math.ceil(w * scale / self.multiple) * self.multiple),
+                max(self.min_side, math.ceil(h * scale / self.multiple) * self.multiple))
 
     # --- GPU side -------------------------------------------------------------------------------------------
     def call_kwargs(self, rows: list[PreparedRow]) -> dict[str, Any]:
@@ -191,9 +228,16 @@ class ModelAdapter:
             kw["width"], kw["height"] = rows[0].out_size
         return kw
 
-    def warmup_image(self) -> Image.Image:
-        side = int(math.sqrt(self.max_area)) // self.multiple * self.multiple
-        return Image.new("RGB", (max(side, self.multiple), max(side, self.multiple)), (127, 127, 127))
+    def configure_for(self, pipe: Any) -> None:
+        """Adjust to the loaded pipeline (called once by the Engine): defaults that depend on the checkpoint."""
+
+    def warmup_image(self, size: tuple[int, int] | None = None) -> Image.Image:
+        """A grey input of `size` (the output follows the input for types without height/width), else the
+        --max-area square."""
+        if size is None:
+            side = max(self.multiple, int(math.sqrt(self.max_area)) // self.multiple * self.multiple)
+            size = (side, side)
+        return Image.new("RGB", size, (127, 127, 127))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -268,14 +312,35 @@ class QwenEditAdapter(ModelAdapter):
         {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
     )
     multiple = 32
+    cache_context = True
+    first_block_cache = True
+
+    _tokenizer: Any = None
+
+    def configure_for(self, pipe: Any) -> None:
+        # The batch's prompts are padded to the longest, and since diffusers 0.37 the padding becomes an attention
+        # mask, which flash/sage kernels refuse: with those, rows batch only with prompts of equal token length
+        # (no padding, no mask). The processor's tokenizer is the one the pipeline encodes with.
+        if not attention_takes_mask(self.attention_backend):
+            processor = getattr(pipe, "processor", None)
+            self._tokenizer = getattr(processor, "tokenizer", None) or getattr(pipe, "tokenizer", None)
+
+    def prompt_tokens(self, prompt: str) -> int | None:
+        """Token count of the prompt when rows must group by it, else None. The template around the prompt is
+        the same for every row of a batch (equal image sizes, so equal image tokens), so the prompt decides."""
+        if self._tokenizer is None:
+            return None
+        return len(self._tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
     def prepare(self, prompt, images, seed, settings):
         self.check_images(len(images))
         im = images[0]
         # The pipeline resizes the condition image to ~1 MP at the input's aspect ratio (multiples of 32); do it here.
         cond = area_dims(1024 * 1024, im.width / im.height, 32)
-        out = (settings.width, settings.height) if settings.width else area_dims(self.max_area, im.width / im.height, 32)
-        return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out)
+        out = ((settings.width, settings.height) if settings.width
+               else area_dims(self.max_area, im.width / im.height, 32))
+        return PreparedRow(prompt=prompt, images=[resize(im, cond)], seed=seed, settings=settings, out_size=out,
+                           prompt_tokens=self.prompt_tokens(prompt))
 
 
 class QwenEditPlusAdapter(ModelAdapter):
@@ -289,6 +354,8 @@ class QwenEditPlusAdapter(ModelAdapter):
         {"num_inference_steps", "guidance_scale", "true_cfg_scale", "negative_prompt", "height", "width"}
     )
     multiple = 32
+    cache_context = True
+    first_block_cache = True
 
 
 class Flux2Adapter(ModelAdapter):
@@ -300,13 +367,55 @@ class Flux2Adapter(ModelAdapter):
     defaults = Defaults(num_inference_steps=28, guidance_scale=4.0)
     supports = frozenset({"num_inference_steps", "guidance_scale", "height", "width"})
     multiple = 16
+    min_side = 64  # Flux2ImageProcessor.check_image_input: "Both dimensions must be at least 64px"
 
 
 class Flux2KleinAdapter(Flux2Adapter):
     model_type = "flux2-klein"
     pipeline_class = "Flux2KleinPipeline"
     min_diffusers = "0.37"
+    # The step-distilled klein models (FLUX.2-klein-4B/9B) run 4 steps without CFG; the base models
+    # (FLUX.2-klein-base-*) are undistilled and need ~50 steps with CFG 4 (the pipeline's own defaults).
     defaults = Defaults(num_inference_steps=4, guidance_scale=1.0)
+    base_defaults = Defaults(num_inference_steps=50, guidance_scale=4.0)
+    cache_context = True
+
+    def configure_for(self, pipe: Any) -> None:
+        # The pipeline's is_distilled flag (model_index.json) is what it acts on: it skips CFG only when it is set.
+        config = getattr(pipe, "config", None)
+        if config is not None and not getattr(config, "is_distilled", True):
+            self.defaults = self.base_defaults
+
+
+class Flux2KleinKVAdapter(Flux2Adapter):
+    """FLUX.2-klein with the reference images' keys/values computed once and cached across steps (distilled)."""
+
+    model_type = "flux2-klein-kv"
+    pipeline_class = "Flux2KleinKVPipeline"
+    min_diffusers = "0.38"
+    defaults = Defaults(num_inference_steps=4)
+    supports = frozenset({"num_inference_steps", "height", "width"})  # step-distilled: no guidance argument
+
+
+class GlmImageAdapter(ModelAdapter):
+    """GLM-Image: an autoregressive stage (GlmImageForConditionalGeneration) writes prior tokens, then a diffusion
+    decoder renders them. The AR stage's generate() dominates the time; rows are not batched."""
+
+    model_type = "glm-image"
+    pipeline_class = "GlmImagePipeline"
+    min_diffusers = "0.37"
+    batchable = False
+    max_images = 4
+    defaults = Defaults(num_inference_steps=50, guidance_scale=1.5)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "height", "width"})
+    multiple = 32  # VAE 8 x patch 2 x 2
+
+    def prepare(self, prompt, images, seed, settings):
+        row = super().prepare(prompt, images, seed, settings)
+        # the output defaults to the first input's (capped) size; passed explicitly so the AR stage plans for it
+        if row.out_size is None:
+            row.out_size = row.images[0].size
+        return row
 
 
 class LongCatEditAdapter(ModelAdapter):
@@ -317,8 +426,9 @@ class LongCatEditAdapter(ModelAdapter):
     defaults = Defaults(num_inference_steps=50, guidance_scale=4.5, negative_prompt="")
     # no height/width: output is ~1 MP at the input's aspect ratio
     supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt"})
-    has_step_callback = False  # no callback_on_step_end: heartbeats/cancellation hook the transformer instead
+    has_step_callback = False  # no callback_on_step_end: heartbeats/cancellation hook scheduler.step instead
     multiple = 16
+    cache_context = True
 
     def prepare(self, prompt, images, seed, settings):
         self.check_images(len(images))
@@ -329,15 +439,25 @@ class LongCatEditAdapter(ModelAdapter):
         )
 
 
+class LongCatEditTurboAdapter(LongCatEditAdapter):
+    """LongCat-Image-Edit-Turbo: the distilled LongCat-Image-Edit, 8 function evaluations (8 steps, no CFG)."""
+
+    model_type = "longcat-turbo"
+    defaults = Defaults(num_inference_steps=8, guidance_scale=1.0, negative_prompt="")
+
+
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     a.model_type: a
     for a in (
         QwenEditAdapter, QwenEditPlusAdapter, FluxKontextAdapter, Flux2Adapter, Flux2KleinAdapter,
-        LongCatEditAdapter, InstructPix2PixAdapter,
+        Flux2KleinKVAdapter, LongCatEditAdapter, LongCatEditTurboAdapter, GlmImageAdapter, InstructPix2PixAdapter,
     )
 }
 
-PIPELINE_TO_TYPE: dict[str, str] = {a.pipeline_class: t for t, a in ADAPTERS.items()}
+# several types share a class (longcat / longcat-turbo): the first registered is the one a model_index.json names
+PIPELINE_TO_TYPE: dict[str, str] = {}
+for _type, _adapter in ADAPTERS.items():
+    PIPELINE_TO_TYPE.setdefault(_adapter.pipeline_class, _type)
 
 
 def get_adapter(model_type: str, **kwargs: Any) -> ModelAdapter:

@@ -27,6 +27,17 @@ from typing import Any
 log = logging.getLogger("atelier_gpu.worker")
 
 
+def _sizes(spec: str) -> list[tuple[int, int]]:
+    """WxH[,WxH...] -> [(w, h), ...]"""
+    sizes = []
+    for part in spec.split(","):
+        w, sep, h = part.strip().lower().partition("x")
+        if not sep or not w.isdigit() or not h.isdigit() or int(w) < 1 or int(h) < 1:
+            raise argparse.ArgumentTypeError(f"{part.strip()!r} is not WIDTHxHEIGHT (e.g. 1024x1024,832x1248)")
+        sizes.append((int(w), int(h)))
+    return sizes
+
+
 def _lora(spec: str) -> tuple[str, float]:
     """PATH_OR_ID[=SCALE]"""
     if "=" in spec:
@@ -56,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-wait-ms", type=float, default=50.0,
                    help="how long a ready row waits for compatible rows that are still being prepared")
     p.add_argument("--max-concurrent", type=int, default=None,
-                   help="activities at once per process (default 2 x batch-size + 1: the next rows decode "
-                        "while the GPU runs)")
+                   help="activities at once per process (default 4 x batch-size: one batch on the GPU, one "
+                        "prepared behind it, one encoding and writing, one being polled and decoded)")
     g = p.add_argument_group("generation defaults (a row's params override them)")
     g.add_argument("--num-inference-steps", type=int)
     g.add_argument("--guidance-scale", type=float)
@@ -82,6 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--local-files-only", action="store_true",
                    help="never download (implied by HF_HUB_OFFLINE=1 or a local folder)")
     m.add_argument("--warmup-steps", type=int, default=2, help="0 disables the warm-up run")
+    m.add_argument("--warmup-sizes", type=_sizes, default=[], metavar="WxH[,WxH...]",
+                   help="output sizes to warm up (with --compile: each size in use compiles here, not on the first "
+                        "row of that size); default: the --max-area square")
+    sp = p.add_argument_group("speed options (quality trade-offs; see gpu-workers/README.md)")
+    sp.add_argument("--preset", choices=["lightning"],
+                   help="lightning (qwen, qwen-plus): the Lightning LoRA given with --lora, its scheduler, "
+                        "8 steps, CFG off")
+    sp.add_argument("--quantize", choices=["fp8"], help="fp8: the denoiser's weights and activations in FP8 "
+                                                       "(torchao; compute capability >= 8.9)")
+    sp.add_argument("--cache", choices=["first-block", "taylorseer", "magcache"],
+                   help="reuse denoiser outputs across steps (diffusers cache hooks)")
+    sp.add_argument("--cache-threshold", type=float, help="first-block / magcache threshold (default: diffusers')")
+    sp.add_argument("--cache-mag-ratios", metavar="JSON_FILE",
+                   help="magcache's calibrated ratios for this model (FLUX.1 Kontext has built-in ones)")
     p.add_argument("--graceful-shutdown-s", type=float, default=600.0,
                    help="on SIGTERM, how long running activities may take before they are cancelled")
     p.add_argument("--identity", help="worker identity (default host:pid:gpuN)")
@@ -89,7 +114,35 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _visible_gpu_count() -> int:
+def emit_event(event: dict[str, Any]) -> None:
+    """One JSON line on stdout, written by one write(2) of the line and its newline together.
+
+    The supervisor's children share the parent's stdout pipe, and under PYTHONUNBUFFERED `print` writes the text
+    and the newline separately, so two children's lines could glue together. A pipe write of at most PIPE_BUF
+    bytes (4096 on Linux) is atomic; an event is a few hundred bytes.
+    """
+    data = (json.dumps(event) + "\n").encode("utf-8")
+    sys.stdout.flush()  # anything printed earlier goes first
+    fd = sys.stdout.fileno()
+    while data:
+        written = os.write(fd, data)
+        data = data[written:]
+
+
+# The stages a row's activity slot is held through, each up to a whole batch at once in steady state. With fewer
+# slots (the old 2 x B + 1) a sub-second model such as FLUX.2-klein finishes its batch while the previous batch
+# is still encoding its PNGs and reporting, and no full batch is ready behind it: the GPU waits on the CPU.
+ROW_STAGES = ("denoising on the GPU", "prepared and queued behind it", "encoding + writing + reporting",
+              "polled and decoding")
+
+
+def default_max_concurrent(batch_size: int) -> int:
+    """Activity slots per process: every stage of ROW_STAGES can hold a full batch, so the GPU never waits."""
+    return len(ROW_STAGES) * max(1, batch_size)
+
+
+def _nvidia_smi_gpu_count() -> int:
+    """Every GPU of the machine: nvidia-smi ignores CUDA_VISIBLE_DEVICES."""
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=20)
@@ -100,14 +153,56 @@ def _visible_gpu_count() -> int:
     return 0
 
 
+def _visible_devices_from_env() -> list[str] | None:
+    """The device ids CUDA_VISIBLE_DEVICES lets this process use, or None when it is unset.
+
+    CUDA reads the list up to the first invalid entry, so "" and "-1" hide every GPU and "1,-1,2" means "1".
+    """
+    raw = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if raw is None:
+        return None
+    ids: list[str] = []
+    for part in raw.split(","):
+        entry = part.strip()
+        if not entry or entry.startswith("-"):
+            break
+        ids.append(entry)
+    return ids
+
+
+def _visible_gpu_ids() -> list[str]:
+    visible = _visible_devices_from_env()
+    if visible is not None:
+        return visible
+    return [str(i) for i in range(_nvidia_smi_gpu_count())]
+
+
 def _gpu_list(args: argparse.Namespace) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES value of each worker process to start ("cpu": one process on the CPU).
+
+    --gpus N,M are positions among the visible devices, as torch's cuda:N: with CUDA_VISIBLE_DEVICES=4,5,6,
+    --gpus 0,2 starts processes on devices 4 and 6. Without the variable they are the machine's GPU indices.
+    """
+    if os.environ.get("ATELIER_GPU_CHILD"):
+        # a supervisor's child: its CUDA_VISIBLE_DEVICES is the one device it was started for
+        return [os.environ.get("CUDA_VISIBLE_DEVICES", "0")]
     if args.gpus is None:
-        if os.environ.get("ATELIER_GPU_CHILD"):
-            return [os.environ.get("CUDA_VISIBLE_DEVICES", "0")]
-        n = _visible_gpu_count()
-        return [str(i) for i in range(n)] if n else ["cpu"]
+        ids = _visible_gpu_ids()
+        return ids or ["cpu"]
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
-    return gpus or ["cpu"]
+    if not gpus or gpus == ["cpu"]:
+        return ["cpu"]
+    visible = _visible_devices_from_env()
+    if visible is None:
+        return gpus
+    chosen = []
+    for g in gpus:
+        if not g.isdigit() or int(g) >= len(visible):
+            span = f"0-{len(visible) - 1}" if visible else "none"
+            raise SystemExit(f"--gpus {g}: CUDA_VISIBLE_DEVICES={os.environ['CUDA_VISIBLE_DEVICES']} makes "
+                             f"{len(visible)} GPUs visible ({span})")
+        chosen.append(visible[int(g)])
+    return chosen
 
 
 def _die_with_parent() -> None:
@@ -192,16 +287,20 @@ def build_service(args: argparse.Namespace, device: str | None = None):
     from .engine import Engine
     from .loading import LoadOptions, load_pipeline
     from .models import detect_model_type, get_adapter
+    from .speed import SpeedOptions
 
     model_type = args.model_type or detect_model_type(args.model)
     overrides = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
                  "true_cfg_scale": args.true_cfg_scale, "negative_prompt": args.negative_prompt}
-    adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides)
+    adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides,
+                          attention_backend=args.attention_backend)
     opts = LoadOptions(
         device=device or args.device, dtype=args.dtype, attention_backend=args.attention_backend,
         compile=args.compile, compile_dynamic=args.compile_dynamic, compile_mode=args.compile_mode,
         cpu_offload=args.cpu_offload, loras=list(args.lora), fuse_lora=not args.no_fuse_lora,
         variant=args.variant, revision=args.revision, local_files_only=True if args.local_files_only else None,
+        speed=SpeedOptions(preset=args.preset, quantize=args.quantize, cache=args.cache,
+                           cache_threshold=args.cache_threshold, cache_mag_ratios=args.cache_mag_ratios),
     )
     t0 = time.monotonic()
     pipe = load_pipeline(args.model, adapter, opts)
@@ -209,8 +308,9 @@ def build_service(args: argparse.Namespace, device: str | None = None):
     engine = Engine(pipe, adapter, max_batch=max(1, args.batch_size),
                     max_wait_s=max(0.0, args.max_batch_wait_ms) / 1000.0)
     if args.warmup_steps > 0:
-        sizes = (1, engine.max_batch) if args.compile and engine.max_batch > 1 else (1,)
-        log.info("warm-up: %.1fs", engine.warmup(steps=args.warmup_steps, batch_sizes=sizes))
+        batches = (1, engine.max_batch) if args.compile and engine.max_batch > 1 else (1,)
+        log.info("warm-up: %.1fs", engine.warmup(steps=args.warmup_steps, batch_sizes=batches,
+                                                   sizes=args.warmup_sizes or None))
     engine.start()
     gpu = os.environ.get("ATELIER_GPU_INDEX") or os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu"
     where = "cpu" if gpu == "cpu" else f"gpu{gpu}"
@@ -240,7 +340,7 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
         service.engine.batcher.shutdown(wait=False)
         log.info("stopped before polling")
         return
-    max_conc = args.max_concurrent or (2 * service.engine.max_batch + 1)
+    max_conc = args.max_concurrent or default_max_concurrent(service.engine.max_batch)
     with ThreadPoolExecutor(max_workers=max_conc + 2, thread_name_prefix="atelier-activity") as pool:
         worker = Worker(
             client, task_queue=task_queue, activities=[service.edit_image_gpu], activity_executor=pool,
@@ -248,9 +348,9 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
             identity=service.worker_id,
         )
         run_task = asyncio.create_task(worker.run())
-        print(json.dumps({"event": "ready", "task_queue": task_queue, "model": args.model, "model_type": model_type,
-                          "namespace": args.namespace, "address": args.address, "worker": service.worker_id,
-                          "batch_size": service.engine.max_batch, "max_concurrent": max_conc}), flush=True)
+        emit_event({"event": "ready", "task_queue": task_queue, "model": args.model, "model_type": model_type,
+                    "namespace": args.namespace, "address": args.address, "worker": service.worker_id,
+                    "batch_size": service.engine.max_batch, "max_concurrent": max_conc})
         log.info("polling %s on %s/%s", task_queue, args.address, args.namespace)
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -287,10 +387,16 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("ATELIER_GPU_INDEX", gpus[0])
         device = "cuda" if args.device == "auto" else args.device
     args.device = device
+    from .loading import PipelineUnavailable
+    from .speed import SpeedOptionError
+
     try:
         asyncio.run(run_worker(args))
     except KeyboardInterrupt:
         return 130
+    except (SpeedOptionError, PipelineUnavailable) as e:  # a set-up problem: the message, not a traceback
+        print(f"atelier-gpu worker: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

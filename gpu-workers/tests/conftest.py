@@ -22,17 +22,29 @@ if str(ROOT) not in sys.path:
 TEST_AREA = 64 * 64  # --max-area used by the tests: tiny images keep CPU runs fast
 
 
+class _TinyModels(dict):
+    """{model_type: local dir}, each tiny pipeline built (saved with save_pretrained) on first use."""
+
+    # folder names without a type hint in them, so detection must read model_index.json
+    FOLDERS = {"instruct-pix2pix": "tiny-ip2p", "flux-kontext": "tiny-fk", "flux2-klein": "tiny-f2k",
+               "flux2-klein-base": "tiny-f2kb", "flux2-klein-kv": "tiny-f2kv", "qwen": "tiny-qe",
+               "qwen-plus": "tiny-qep", "longcat": "tiny-lc", "flux2": "tiny-f2"}
+
+    def __init__(self, base: Path):
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, model_type: str) -> str:
+        from tiny_pipelines import build_tiny
+
+        self[model_type] = build_tiny(model_type, self.base / self.FOLDERS[model_type])
+        return self[model_type]
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory) -> dict[str, str]:
-    """{model_type: local dir} for the tiny pipelines (saved with save_pretrained)."""
-    from atelier_gpu.tiny import build_tiny
-
-    base = tmp_path_factory.mktemp("models")
-    # names without a type hint in them, so detection must read model_index.json
-    return {
-        "instruct-pix2pix": build_tiny("instruct-pix2pix", base / "tiny-ip2p"),
-        "flux-kontext": build_tiny("flux-kontext", base / "tiny-fk"),
-    }
+    """{model_type: local dir} for the tiny pipelines, built when a test first asks for one."""
+    return _TinyModels(tmp_path_factory.mktemp("models"))
 
 
 _PIPES: dict = {}

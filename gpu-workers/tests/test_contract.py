@@ -20,8 +20,8 @@ GOOD = {
 
 def test_schema_loads_and_names():
     assert contract.activity_name() == "editImageGpu"
-    assert contract.model_types() == ["qwen", "qwen-plus", "flux-kontext", "flux2", "flux2-klein", "longcat",
-                                      "instruct-pix2pix"]
+    assert contract.model_types() == ["qwen", "qwen-plus", "flux-kontext", "flux2", "flux2-klein", "flux2-klein-kv",
+                                      "longcat", "longcat-turbo", "glm-image", "instruct-pix2pix"]
     assert {"GpuOutOfMemory", "InputError", "InvalidRequest", "Cancelled"} <= set(contract.error_types())
 
 

@@ -22,6 +22,9 @@ from atelier_gpu.models import InvalidParams, detect_model_type, get_adapter
     ("black-forest-labs/FLUX.2-klein-4B", "flux2-klein"),
     ("black-forest-labs/FLUX.2-klein-base-9B", "flux2-klein"),
     ("meituan-longcat/LongCat-Image-Edit", "longcat"),
+    ("meituan-longcat/LongCat-Image-Edit-Turbo", "longcat-turbo"),
+    ("black-forest-labs/FLUX.2-klein-9B-kv", "flux2-klein-kv"),
+    ("zai-org/GLM-Image", "glm-image"),
     ("timbrooks/instruct-pix2pix", "instruct-pix2pix"),
 ])
 def test_detect_from_name(name, expected):
@@ -49,7 +52,10 @@ def test_every_contract_type_has_an_adapter():
     ("flux-kontext", 30, 2.5, 1.0, None),
     ("flux2", 28, 4.0, None, None),
     ("flux2-klein", 4, 1.0, None, None),
+    ("flux2-klein-kv", 4, None, None, None),
     ("longcat", 50, 4.5, None, ""),
+    ("longcat-turbo", 8, 1.0, None, ""),
+    ("glm-image", 50, 1.5, None, None),
     ("instruct-pix2pix", 50, 7.5, None, None),
 ])
 def test_defaults(mtype, steps, guidance, true_cfg, neg):

@@ -1,5 +1,6 @@
-"""Tiny random-weight pipelines end to end through the activity (ActivityEnvironment, CPU):
-InstructPix2Pix and FLUX Kontext, loaded from save_pretrained folders by the production loading function."""
+"""Tiny random-weight pipelines end to end through the activity (ActivityEnvironment, CPU): InstructPix2Pix,
+FLUX Kontext, FLUX.2-dev, FLUX.2-klein (plain and KV), Qwen-Image-Edit (plain and Plus) and LongCat-Image-Edit,
+loaded from save_pretrained folders by the production loading function."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _run(svc, payload, heartbeats=None):
     return env.run(svc.edit_image_gpu, payload)
 
 
-@pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext"])
+@pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext", "flux2", "flux2-klein", "flux2-klein-kv",
+                                        "qwen", "qwen-plus", "longcat"])
 def test_end_to_end_single_row(make_service, tiny_models, images, tmp_path, model_type):
     svc = make_service(model_type)
     out = tmp_path / "out" / "000007.png"
@@ -31,6 +33,7 @@ def test_end_to_end_single_row(make_service, tiny_models, images, tmp_path, mode
     contract.validate_result(res)
     assert res["output_path"] == str(out) and res["seed"] == 99 and res["num_inference_steps"] == 4
     assert res["batch_size"] == 1 and res["worker"] == "test-worker" and res["latency_ms"] > 0
+    assert res["attempt"] == 1  # the activity attempt, recorded in the ledger by the TypeScript side
     with Image.open(out) as im:
         im.load()
         assert im.format == "PNG" and im.size == (res["width"], res["height"])
@@ -114,3 +117,17 @@ def test_explicit_output_size(make_service, tiny_models, images, tmp_path):
     res = _run(svc, request(tiny_models["flux-kontext"], "flux-kontext", [images["red"]], str(tmp_path / "o.png"),
                             params={"num_inference_steps": 2, "width": 48, "height": 32}))
     assert (res["width"], res["height"]) == (48, 32)
+
+
+def test_klein_base_checkpoint_gets_base_defaults_after_loading(tiny_models):
+    """is_distilled survives save_pretrained / from_pretrained, and the worker's defaults follow it."""
+    from atelier_gpu.engine import Engine
+    from atelier_gpu.loading import LoadOptions, load_pipeline
+    from atelier_gpu.models import detect_model_type, get_adapter
+
+    for name, steps, guidance in (("flux2-klein-base", 50, 4.0), ("flux2-klein", 4, 1.0)):
+        model = tiny_models[name]
+        adapter = get_adapter(detect_model_type(model))
+        engine = Engine(load_pipeline(model, adapter, LoadOptions(device="cpu")), adapter)
+        settings = engine.adapter.resolve({})
+        assert (settings.num_inference_steps, settings.guidance_scale) == (steps, guidance), name

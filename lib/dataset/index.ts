@@ -15,7 +15,7 @@ export type DatasetFormat = 'csv' | 'jsonl' | 'parquet';
 
 /** The format, from the extension (a directory is a folder of Parquet shards). */
 export function datasetFormat(path: string): DatasetFormat {
-  let isDir = false;
+  let isDir: boolean;
   try {
     isDir = statSync(path).isDirectory();
   } catch {

@@ -53,14 +53,30 @@ beforeAll(async () => {
   dir = tempDir('atelier-viewer-');
   outputDir = join(dir, 'out');
   const run = await atelier(
-    ['edit', '--input', join(REPO, 'examples', 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', join(dir, 'state')],
+    [
+      'edit',
+      '--input',
+      join(REPO, 'examples', 'edits.csv'),
+      '--output-dir',
+      outputDir,
+      '--backend',
+      'openai',
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      join(dir, 'state'),
+    ],
     env(),
   );
   expect(run.code, run.stderr).toBe(2);
   viewer = new CliProcess(['view', outputDir], env());
   await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
   url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
-  browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'] });
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
 });
 
 afterAll(async () => {
@@ -121,7 +137,10 @@ describe('atelier view (headless chromium)', () => {
     await page.click('#grid .tile[data-index="3"]');
     await page.waitForSelector('#detail:not([hidden]) img');
     await page.waitForFunction(`[...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`);
-    const detail = (await inPage(page, `({ text: document.getElementById('detail').textContent, images: document.querySelectorAll('#detail img').length })`)) as { text: string; images: number };
+    const detail = (await inPage(
+      page,
+      `({ text: document.getElementById('detail').textContent, images: document.querySelectorAll('#detail img').length })`,
+    )) as { text: string; images: number };
     expect(detail.images).toBe(3); // two inputs (cat, hat) and the output
     expect(detail.text).toContain('Put the hat from the second image on the cat');
     expect(detail.text).toMatch(/attempts1/);
@@ -141,11 +160,15 @@ describe('atelier view (headless chromium)', () => {
     expect(redo.code, redo.stderr).toBe(2); // the refused row still fails the run
     // The page polls: it shows the row done again, as generation 2 (not the interim "set aside" state).
     const tile0 = `document.querySelector('#grid .tile[data-index="0"] .meta')`;
-    await page.waitForFunction(`${tile0}?.textContent.includes('gen 2') && ${tile0}?.querySelector('.badge.ok') !== null`, { timeout: 15_000 });
+    await page.waitForFunction(`${tile0}?.textContent.includes('gen 2') && ${tile0}?.querySelector('.badge.ok') !== null`, {
+      timeout: 15_000,
+    });
     await page.click('#grid .tile[data-index="0"]');
     await page.waitForFunction(`document.getElementById('detail').textContent.includes('Earlier outputs (this is generation 2)')`);
     // Its earlier output is shown too (from .atelier/history/).
-    await page.waitForFunction(`[...document.querySelectorAll('#detail img')].length === 3 && [...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`);
+    await page.waitForFunction(
+      `[...document.querySelectorAll('#detail img')].length === 3 && [...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`,
+    );
     await page.screenshot({ path: join(ARTIFACTS, 'redone.png') });
     await page.close();
   });
@@ -154,15 +177,30 @@ describe('atelier view (headless chromium)', () => {
     const port = new URL(url).port;
     // A page on another name that resolves to loopback (DNS rebinding) sends its own Host.
     const wrongHost = await new Promise<number | undefined>((resolve, reject) =>
-      get({ host: '127.0.0.1', port, path: '/api/rows', headers: { host: `evil.example:${port}` } }, (res) => (res.resume(), resolve(res.statusCode))).on('error', reject),
+      get(
+        { host: '127.0.0.1', port, path: '/api/rows', headers: { host: `evil.example:${port}` } },
+        (res) => (res.resume(), resolve(res.statusCode)),
+      ).on('error', reject),
     );
     expect(wrongHost).toBe(403);
-    const form = await fetch(`${url}api/review/0`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'verdict=accepted' });
+    const form = await fetch(`${url}api/review/0`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'verdict=accepted',
+    });
     expect(form.status).toBe(415);
-    const failed = await fetch(`${url}api/review/2`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ verdict: 'accepted' }) });
+    const failed = await fetch(`${url}api/review/2`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ verdict: 'accepted' }),
+    });
     expect(failed.status).toBe(409);
     expect(((await failed.json()) as { error: string }).error).toMatch(/row 2 has no output to judge \(failed\)/);
-    const bad = await fetch(`${url}api/review/0`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ verdict: 'maybe' }) });
+    const bad = await fetch(`${url}api/review/0`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ verdict: 'maybe' }),
+    });
     expect(bad.status).toBe(400);
   });
 });

@@ -76,7 +76,7 @@ describe('a run across hosts that share only Temporal and the object store', () 
       ['edit', '--input', 's3://hosts/data/rows.csv', '--output-dir', 's3://hosts/out', '--backend', 'openai', '--model', 'gpt-image-2', '--window', '32', '--heartbeat-timeout', '5', '--state-dir', join(clientDir, 'state')],
       temporalEnv,
     );
-    let callsAtKill = 0;
+    let callsAtKill: number | undefined;
     try {
       await hostA.waitFor(/serving atelier-orchestrator, api-openai/, 60_000);
       await hostB.waitFor(/serving atelier-orchestrator, api-openai/, 60_000);

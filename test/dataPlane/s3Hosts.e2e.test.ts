@@ -68,7 +68,7 @@ beforeAll(async () => {
   // The tiny model lives outside /tmp, where the GPU host can see it (as a real host has its weights).
   modelDir = join(homedir(), '.cache', 'atelier', 'test-area', `tiny-pix2pix-${process.pid}`);
   mkdirSync(modelDir, { recursive: true });
-  execFileSync('bash', [PYTHON, '-m', 'atelier_gpu.tiny', 'instruct-pix2pix', modelDir], { env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], { env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'inherit'] });
 }, 600_000);
 
 afterAll(async () => {

@@ -60,7 +60,10 @@ interface Loaded {
 function loadWithDatasets(exportDir: string): Loaded {
   const script = join(dir, 'load.py');
   writeFileSync(script, LOAD_SCRIPT);
-  const out = execFileSync(python, [script, exportDir], { encoding: 'utf8', env: { ...process.env, HF_DATASETS_OFFLINE: '1', HF_HUB_OFFLINE: '1', HF_HOME: join(dir, 'hf-home') } });
+  const out = execFileSync(python, [script, exportDir], {
+    encoding: 'utf8',
+    env: { ...process.env, HF_DATASETS_OFFLINE: '1', HF_HUB_OFFLINE: '1', HF_HOME: join(dir, 'hf-home') },
+  });
   return JSON.parse(out.trim().split('\n').at(-1)!) as Loaded;
 }
 
@@ -85,7 +88,21 @@ beforeAll(async () => {
   standin.script('export-refused-2', [faults.moderationBlocked()], { repeat: true });
   outputDir = join(dir, 'out');
   const run = await atelier(
-    ['edit', '--input', join(dir, 'edits.csv'), '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', join(dir, 'state'), '--retry-initial-ms', '100'],
+    [
+      'edit',
+      '--input',
+      join(dir, 'edits.csv'),
+      '--output-dir',
+      outputDir,
+      '--backend',
+      'openai',
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      join(dir, 'state'),
+      '--retry-initial-ms',
+      '100',
+    ],
     env(),
   );
   expect(run.code, run.stderr).toBe(2);
@@ -103,11 +120,25 @@ describe('atelier export --format hf', () => {
     const loaded = loadWithDatasets(out);
     expect(loaded.num_rows).toBe(3);
     // Image features, not plain structs: `datasets` decodes them to PIL images.
-    expect(loaded.features).toMatchObject({ input_images: ['List', 'Image'], output_image: 'Image', instruction: 'Value', source: 'Value', weight: 'Value' });
+    expect(loaded.features).toMatchObject({
+      input_images: ['List', 'Image'],
+      output_image: 'Image',
+      instruction: 'Value',
+      source: 'Value',
+      weight: 'Value',
+    });
     const [ok0, ok1, refused] = loaded.rows;
     // CSV cells are text: the input's own columns keep the reader's strings.
     // The stand-in's "edit" inverts the input: red in, cyan out.
-    expect(ok0).toMatchObject({ index: 0, status: 'ok', error: null, instruction: 'export-ok-0 make it cyan', source: 'camera', weight: '1.5', attempts: 1 });
+    expect(ok0).toMatchObject({
+      index: 0,
+      status: 'ok',
+      error: null,
+      instruction: 'export-ok-0 make it cyan',
+      source: 'camera',
+      weight: '1.5',
+      attempts: 1,
+    });
     expect(ok0!.input_images).toEqual([{ image: [48, 48], pixel: [255, 0, 0] }]);
     expect(ok0!.output_image).toMatchObject({ pixel: [0, 255, 255] });
     expect(ok0!.cost_usd).toBeGreaterThan(0);
@@ -130,7 +161,13 @@ describe('atelier export --format hf', () => {
     expect(none.stderr).toMatch(/no row of .* matches --only accepted/);
 
     const entry = (await readLedgerEntry(outputDir, 1))!;
-    await writeReviewMark(outputDir, { index: 1, verdict: 'accepted', outputImages: entry.outputImages!, entryFinishedAt: entry.finishedAt, at: new Date().toISOString() });
+    await writeReviewMark(outputDir, {
+      index: 1,
+      verdict: 'accepted',
+      outputImages: entry.outputImages!,
+      entryFinishedAt: entry.finishedAt,
+      at: new Date().toISOString(),
+    });
     const accepted = join(dir, 'hf-accepted');
     expect((await atelier(['export', outputDir, '--out', accepted, '--only', 'accepted'], env())).code).toBe(0);
     const rows = loadWithDatasets(accepted).rows;
@@ -138,12 +175,20 @@ describe('atelier export --format hf', () => {
   });
 
   it('results.parquet lies beside results.csv: every row, typed, read by pyarrow', () => {
-    const script = "import json, sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(json.dumps({'schema': {f.name: str(f.type) for f in t.schema}, 'rows': t.to_pylist()}))";
+    const script =
+      "import json, sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(json.dumps({'schema': {f.name: str(f.type) for f in t.schema}, 'rows': t.to_pylist()}))";
     const out = JSON.parse(execFileSync(python, ['-c', script, join(outputDir, 'results.parquet')], { encoding: 'utf8' })) as {
       schema: Record<string, string>;
       rows: Array<Record<string, unknown>>;
     };
-    expect(out.schema).toMatchObject({ index: 'string', instruction: 'string', output_image: 'list<element: string>', status: 'string', attempts: 'int64', cost_usd: 'double' });
+    expect(out.schema).toMatchObject({
+      index: 'string',
+      instruction: 'string',
+      output_image: 'list<element: string>',
+      status: 'string',
+      attempts: 'int64',
+      cost_usd: 'double',
+    });
     expect(out.rows.map((r) => [r.index, r.status, r.output_image])).toEqual([
       ['0', 'ok', ['000000.png']],
       ['1', 'ok', ['000001.png']],

@@ -1,7 +1,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { CliIO, EditOptions } from '../../cli/edit';
+import type { EditOptions } from '../../cli/edit';
+import type { CliIO } from '../../cli/io';
 import { runEstimate } from '../../cli/estimate';
 import { UsageError } from '../../lib/errors';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';

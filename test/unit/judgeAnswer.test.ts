@@ -1,12 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { parseJudgeAnswer } from '../../activities/judge/client';
-import { ClassifiedError } from '../../lib/errors';
+import type { ClassifiedError } from '../../lib/errors';
 import { overallScore } from '../../lib/judgeScores';
 
 describe('the judge answer (VIEScore-style)', () => {
   it('reads the JSON object a chat model answers with, fenced or after some words', () => {
-    const fenced = parseJudgeAnswer('Here you go:\n```json\n{"instruction_following": 6, "preservation": 9, "quality": 8, "reason": "Good.\\nMore."}\n```', true);
-    expect(fenced).toEqual({ scores: { instructionFollowing: 6, preservation: 9, quality: 8, overall: overallScore(6, 9, 8) }, reason: 'Good.' });
+    const fenced = parseJudgeAnswer(
+      'Here you go:\n```json\n{"instruction_following": 6, "preservation": 9, "quality": 8, "reason": "Good.\\nMore."}\n```',
+      true,
+    );
+    expect(fenced).toEqual({
+      scores: { instructionFollowing: 6, preservation: 9, quality: 8, overall: overallScore(6, 9, 8) },
+      reason: 'Good.',
+    });
     // Overall: sqrt(min(instruction following, preservation) x quality), as VIEScore's O = sqrt(min SC x min PQ).
     expect(overallScore(6, 9, 8)).toBeCloseTo(Math.sqrt(48), 2);
     expect(overallScore(9, 4, 9)).toBe(6);
@@ -14,7 +20,12 @@ describe('the judge answer (VIEScore-style)', () => {
   });
 
   it('a text-to-image row has no preservation score', () => {
-    expect(parseJudgeAnswer('{"instruction_following": 4, "quality": 9, "reason": "ok"}', false).scores).toEqual({ instructionFollowing: 4, preservation: null, quality: 9, overall: 6 });
+    expect(parseJudgeAnswer('{"instruction_following": 4, "quality": 9, "reason": "ok"}', false).scores).toEqual({
+      instructionFollowing: 4,
+      preservation: null,
+      quality: 9,
+      overall: 6,
+    });
   });
 
   it('prose, a missing score or one outside 0-10 is a retryable error naming it', () => {
@@ -27,7 +38,11 @@ describe('the judge answer (VIEScore-style)', () => {
       }
     };
     expect(kind('Looks great!')).toMatch(/^retryable: the judge did not answer with a JSON object/);
-    expect(kind('{"instruction_following": 4, "quality": 9}')).toMatch(/^retryable: the judge's preservation is not a score from 0 to 10: undefined/);
-    expect(kind('{"instruction_following": 11, "preservation": 2, "quality": 9}')).toMatch(/instruction_following is not a score from 0 to 10: 11/);
+    expect(kind('{"instruction_following": 4, "quality": 9}')).toMatch(
+      /^retryable: the judge's preservation is not a score from 0 to 10: undefined/,
+    );
+    expect(kind('{"instruction_following": 11, "preservation": 2, "quality": 9}')).toMatch(
+      /instruction_following is not a score from 0 to 10: 11/,
+    );
   });
 });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runModels, type ModelRow } from '../../cli/models';
-import type { CliIO } from '../../cli/edit';
+import type { CliIO } from '../../cli/io';
 import { UsageError } from '../../lib/errors';
 import { startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
