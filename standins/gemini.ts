@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
+import { createGeminiBatchApi, type GeminiBatchApi, type GeminiBatchOptions } from './geminiBatch';
 import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
 
 // A local stand-in for the Gemini API's `POST /v1beta/models/{model}:generateContent`, spoken
@@ -160,6 +161,8 @@ export interface GeminiStandinCall {
   path: string;
   /** Vertex project mode: whether an OAuth bearer token came with the request. */
   bearer?: boolean;
+  /** Run as a request of a batch job (standins/geminiBatch.ts), not called directly. */
+  viaBatch?: boolean;
   status: number;
   at: number;
 }
@@ -168,6 +171,8 @@ export interface GeminiStandinCall {
 export interface GeminiStandin extends Standin<GeminiStandinCall> {
   /** Files uploaded through the Files API. */
   uploadedFiles(): number;
+  /** Batch Mode (`batchGenerateContent`, `batches/*`): its jobs and counters. */
+  batches: GeminiBatchApi;
 }
 
 /** Vertex AI's URL shape and auth (standins/vertex.ts); the request and answer rules are the same. */
@@ -184,6 +189,8 @@ export interface GeminiStandinOptions extends StandinOptions {
   thoughtImages?: RegExp;
   /** Models that require thought signatures back on earlier model turns (default: gemini-3 models). */
   strictSignatures?: RegExp;
+  /** Batch Mode's timing and faults. */
+  batch?: GeminiBatchOptions;
 }
 
 
@@ -211,6 +218,19 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   const uploads = new Map<string, { mimeType: string; chunks: Buffer[]; size: number }>();
   let fileCounter = 0;
   let baseURL = '';
+  const batchApi = createGeminiBatchApi(
+    () => baseURL,
+    {
+      get: (name) => files.get(`${baseURL}/v1beta/${name}`),
+      put: (mimeType, data) => {
+        const name = `files/standin-output-${++fileCounter}`;
+        files.set(`${baseURL}/v1beta/${name}`, { mimeType, data });
+        return name;
+      },
+    },
+    (model) => geminiModel(model) !== undefined,
+    options.batch ?? {},
+  );
 
   async function handle(req: IncomingMessage, res: ServerResponse, model: string, url: URL, vertex?: VertexRoute): Promise<void> {
     const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
@@ -254,6 +274,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       apiKey,
       path: url.pathname,
       ...(vertex ? { bearer: /^Bearer \S+/.test(String(req.headers.authorization ?? '')) } : {}),
+      ...(req.headers['x-standin-batch'] ? { viaBatch: true } : {}),
       status: 200,
       at: Date.now(),
     };
@@ -468,6 +489,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       return;
     }
     if (req.method === 'GET' && /^\/(v1beta|v1)\/models$/.test(url.pathname)) return listModels(req, res, url);
+    if (batchApi.route(req, res, url)) return;
     if (req.method === 'POST' && /^\/upload\/v1beta\/files\/?$/.test(url.pathname)) {
       upload(req, res, url).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
@@ -491,6 +513,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   return {
     baseURL,
     uploadedFiles: () => files.size,
+    batches: batchApi,
     calls,
     script(match, steps, scriptOptions = {}) {
       scripts.add(match, steps, scriptOptions);
@@ -498,6 +521,9 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     callsFor(match) {
       return calls.filter((c) => c.prompt.includes(match));
     },
-    close: () => closeServer(server),
+    close: async () => {
+      batchApi.stop();
+      await closeServer(server);
+    },
   };
 }

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp, { type Sharp } from 'sharp';
+import { createOpenAIBatchApi, type OpenAIBatchApi, type OpenAIBatchOptions } from './openaiBatch';
 
 // A local stand-in for OpenAI's Images API (`POST /v1/images/edits`, multipart, and
 // `POST /v1/images/generations`) and its model list (`GET /v1/models`), used by the tests and by
@@ -93,6 +94,8 @@ export interface StandinCall {
   fields: Record<string, string>;
   /** What the caller sent as Authorization (the tests check keys go only here). */
   authorization: string;
+  /** Executed as a line of a batch (standins/openaiBatch.ts), not called directly. */
+  viaBatch?: boolean;
   status: number;
   at: number;
 }
@@ -118,12 +121,17 @@ export interface StandinOptions {
 }
 
 /** Base URL ends in /v1. */
-export type OpenAIStandin = Standin<StandinCall>;
+export interface OpenAIStandin extends Standin<StandinCall> {
+  /** The Files and Batch APIs (`/v1/files`, `/v1/batches`): their state and counters. */
+  batches: OpenAIBatchApi;
+}
 export interface OpenAIStandinOptions extends StandinOptions {
   /** The stand-in's clock for model shutdowns (default: the real date). */
   now?: () => Date;
   /** Serve Azure OpenAI's URL shape and auth instead of OpenAI's (standins/azure.ts). */
   azure?: AzureFlavour;
+  /** The Files and Batch APIs' timing and faults (standins/openaiBatch.ts). */
+  batch?: OpenAIBatchOptions;
 }
 
 /** Azure OpenAI: deployments (name -> the OpenAI model it serves) and the api-versions accepted. */
@@ -242,7 +250,7 @@ export function azureError(code: string, message: string) {
   return { error: { code, message } };
 }
 
-function errorBody(message: string, code: string | null = null, param: string | null = null) {
+export function errorBody(message: string, code: string | null = null, param: string | null = null) {
   return { error: { message, type: 'invalid_request_error', param, code } };
 }
 
@@ -348,6 +356,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
   const now = options.now ?? (() => new Date());
   let requestCounter = 0;
+  let baseURL = '';
+  const batchApi = createOpenAIBatchApi(() => baseURL, options.batch ?? {});
 
   /** Common checks and faults after the call is recorded; true when a reply was sent. */
   async function gate(call: StandinCall, reply: Reply, res: ServerResponse): Promise<boolean> {
@@ -381,38 +391,99 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     reply(200, imagesResponse(images, { size: f.size ?? 'auto', quality: f.quality ?? 'auto', background: f.background === 'transparent' ? 'transparent' : 'opaque', outputFormat: f.output_format ?? 'png' }, inputImages));
   }
 
-  async function handleEdit(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
-    const authorization = azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
+  /** An uploaded or referenced image: its declared type and bytes. */
+  interface EditImage {
+    type: string;
+    bytes: Buffer;
+  }
+
+  /**
+   * The JSON form of an edit (what batch lines must use): `images: [{image_url} | {file_id}]`, `mask`
+   * likewise; exactly one of the two per reference (openapi.yaml ImageRefParam). The stand-in
+   * reads data URLs and files uploaded to it; it cannot fetch http(s) URLs (no network in tests).
+   */
+  function imageRef(ref: unknown, param: string): EditImage | ReturnType<typeof errorBody> {
+    const r = (ref ?? {}) as { image_url?: unknown; file_id?: unknown };
+    if ((r.image_url === undefined) === (r.file_id === undefined)) return errorBody(`Invalid '${param}': provide exactly one of image_url or file_id.`, 'invalid_value', param);
+    if (typeof r.file_id === 'string') {
+      const file = batchApi.file(r.file_id);
+      if (!file) return errorBody(`No such File object: ${r.file_id}`, null, param);
+      return { type: /\.jpe?g$/i.test(file.filename) ? 'image/jpeg' : /\.webp$/i.test(file.filename) ? 'image/webp' : 'image/png', bytes: file.bytes };
+    }
+    const url = String(r.image_url);
+    const m = /^data:([^;,]*)(;base64)?,(.*)$/s.exec(url);
+    if (!m) return errorBody(`Invalid '${param}': the stand-in only reads base64 data URLs and file ids, got '${url.slice(0, 40)}'.`, 'invalid_image_url', param);
+    if (url.length > 20_971_520) return errorBody(`Invalid '${param}.image_url': string too long. Expected a string with maximum length 20971520, but got a string with length ${url.length} instead.`, 'string_above_max_length', param);
+    return { type: m[1] ?? '', bytes: m[2] ? Buffer.from(m[3] ?? '', 'base64') : Buffer.from(decodeURIComponent(m[3] ?? ''), 'utf8') };
+  }
+
+  /** Reads an edit request, multipart (the SDK's images.edit) or JSON (batch lines, `images: [...]`). */
+  async function readEdit(req: IncomingMessage, azureModel?: string): Promise<{ model: string; prompt: string; n: number; fields: Record<string, string>; uploads: EditImage[]; mask?: EditImage } | ReturnType<typeof errorBody>> {
     const raw = await readBody(req);
+    const contentType = String(req.headers['content-type'] ?? '');
+    if (/^application\/json/i.test(contentType)) {
+      let body: Record<string, unknown>;
+      try {
+        body = JSON.parse(raw.toString('utf8')) as Record<string, unknown>;
+      } catch {
+        return errorBody('We could not parse the JSON body of your request.');
+      }
+      if (body.image !== undefined) return errorBody("Unknown parameter: 'image'. JSON requests use 'images' (an array of image references).", 'unknown_parameter', 'image');
+      const uploads: EditImage[] = [];
+      for (const [i, ref] of (Array.isArray(body.images) ? body.images : []).entries()) {
+        const image = imageRef(ref, `images[${i}]`);
+        if ('error' in image) return image;
+        uploads.push(image);
+      }
+      let mask: EditImage | undefined;
+      if (body.mask !== undefined) {
+        const m = imageRef(body.mask, 'mask');
+        if ('error' in m) return m;
+        mask = m;
+      }
+      const fields: Record<string, string> = {};
+      for (const [key, value] of Object.entries(body)) if (!['prompt', 'images', 'mask'].includes(key) && value !== undefined && value !== null) fields[key] = String(value);
+      return { model: azureModel ?? String(body.model ?? ''), prompt: String(body.prompt ?? ''), n: Number(body.n ?? 1), fields, uploads, ...(mask ? { mask } : {}) };
+    }
     let form: FormData;
     try {
-      form = await new Response(raw, { headers: { 'content-type': String(req.headers['content-type'] ?? '') } }).formData();
+      form = await new Response(raw, { headers: { 'content-type': contentType } }).formData();
     } catch {
-      return sendJson(res, 400, errorBody('Invalid multipart body; expected multipart/form-data.'));
+      return errorBody('Invalid multipart body; expected multipart/form-data.');
     }
     const fields: Record<string, string> = {};
     for (const [key, value] of form.entries()) if (typeof value === 'string' && key !== 'prompt') fields[key] = value;
-    // Azure: the deployment decides the model; a `model` field in the body is not used.
-    const model = azureModel ?? String(form.get('model') ?? '');
-    const prompt = String(form.get('prompt') ?? '');
-    const uploads = [...form.getAll('image'), ...form.getAll('image[]')].flatMap((v) => (typeof v === 'string' ? [] : [v]));
-    const buffers = await Promise.all(uploads.map(async (f) => Buffer.from(await f.arrayBuffer())));
-    const metas = await Promise.all(buffers.map((b) => sharp(b).metadata().catch(() => undefined)));
+    const files = [...form.getAll('image'), ...form.getAll('image[]')].flatMap((v) => (typeof v === 'string' ? [] : [v]));
+    const uploads = await Promise.all(files.map(async (f) => ({ type: f.type, bytes: Buffer.from(await f.arrayBuffer()) })));
     const maskUpload = form.get('mask');
-    const maskFile = maskUpload && typeof maskUpload !== 'string' ? maskUpload : undefined;
-    const maskBytes = maskFile ? Buffer.from(await maskFile.arrayBuffer()) : undefined;
+    const mask = maskUpload && typeof maskUpload !== 'string' ? { type: maskUpload.type, bytes: Buffer.from(await maskUpload.arrayBuffer()) } : undefined;
+    // Azure: the deployment decides the model; a `model` field in the body is not used.
+    return { model: azureModel ?? String(form.get('model') ?? ''), prompt: String(form.get('prompt') ?? ''), n: Number(form.get('n') ?? 1), fields, uploads, ...(mask ? { mask } : {}) };
+  }
+
+  async function handleEdit(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
+    const authorization = azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
+    const edit = await readEdit(req, azureModel);
+    if ('error' in edit) return sendJson(res, 400, edit);
+    const { model, prompt, fields } = edit;
+    const uploads = edit.uploads;
+    const buffers = uploads.map((u) => u.bytes);
+    const metas = await Promise.all(buffers.map((b) => sharp(b).metadata().catch(() => undefined)));
+    const maskFile = edit.mask;
+    const maskBytes = maskFile?.bytes;
     const maskMeta = maskBytes ? await sharp(maskBytes).metadata().catch(() => undefined) : undefined;
     const call: StandinCall = {
       path: '/v1/images/edits',
       model,
       prompt,
-      n: Number(form.get('n') ?? 1),
+      n: edit.n,
       imageCount: uploads.length,
       imageTypes: uploads.map((f) => f.type),
       imageSizes: metas.map((m) => ({ width: m?.width ?? 0, height: m?.height ?? 0 })),
       ...(maskFile ? { mask: { type: maskFile.type, width: maskMeta?.width ?? 0, height: maskMeta?.height ?? 0, hasAlpha: maskMeta?.hasAlpha ?? false } } : {}),
       fields,
       authorization,
+      ...(req.headers['x-standin-batch'] ? { viaBatch: true } : {}),
       status: 200,
       at: Date.now(),
     };
@@ -468,7 +539,20 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const prompt = String(body.prompt ?? '');
     const fields: Record<string, string> = {};
     for (const [key, value] of Object.entries(body)) if (key !== 'prompt' && value !== undefined && value !== null) fields[key] = String(value);
-    const call: StandinCall = { path: '/v1/images/generations', model, prompt, n: Number(body.n ?? 1), imageCount: 0, imageTypes: [], imageSizes: [], fields, authorization, status: 200, at: Date.now() };
+    const call: StandinCall = {
+      path: '/v1/images/generations',
+      model,
+      prompt,
+      n: Number(body.n ?? 1),
+      imageCount: 0,
+      imageTypes: [],
+      imageSizes: [],
+      fields,
+      authorization,
+      ...(req.headers['x-standin-batch'] ? { viaBatch: true } : {}),
+      status: 200,
+      at: Date.now(),
+    };
     calls.push(call);
     const reply = replier(res, call);
     if (await gate(call, reply, res)) return;
@@ -523,6 +607,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       const one = served.find((m) => m.id === id);
       return one ? sendJson(res, 200, one) : sendJson(res, 404, modelNotFound(id));
     }
+    if (batchApi.route(req, res, path)) return;
     const handler = req.method === 'POST' ? { '/v1/images/edits': handleEdit, '/v1/images/generations': handleGeneration }[path] : undefined;
     if (handler) {
       handler(req, res).catch((err: unknown) => {
@@ -535,10 +620,12 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
+  baseURL = `http://127.0.0.1:${port}/v1`;
 
   return {
     // Azure: the resource endpoint (the SDK adds /openai/deployments/...).
-    baseURL: options.azure ? `http://127.0.0.1:${port}` : `http://127.0.0.1:${port}/v1`,
+    baseURL: options.azure ? `http://127.0.0.1:${port}` : baseURL,
+    batches: batchApi,
     calls,
     script(match, steps, scriptOptions = {}) {
       scripts.add(match, steps, scriptOptions);
@@ -546,6 +633,9 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     callsFor(match) {
       return calls.filter((c) => c.prompt.includes(match));
     },
-    close: () => closeServer(server),
+    close: async () => {
+      batchApi.stop();
+      await closeServer(server);
+    },
   };
 }

@@ -1,0 +1,626 @@
+import { createReadStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { GoogleGenAI, type Content, type InlinedRequest, type Part } from '@google/genai';
+import OpenAI, { toFile } from 'openai';
+import { openStorage, type Storage } from '../storage';
+import { BATCH_LIMITS, BATCH_PRICE_FACTOR, batchRequestKey, parseBatchRequestKey, type BatchBackend, type BatchFallback, type BatchJobResult, type BatchJobSpec, type BatchPlan, type BatchStatus, type BatchSubmission } from '../lib/batch';
+import { runMetaKey } from '../lib/constants';
+import { boundedMessage, ClassifiedError } from '../lib/errors';
+import { rowSelector } from '../lib/filterRows';
+import { encodeOutput, loadInputImage } from '../lib/images';
+import { commitLedgerEntry, completedEntry, ledgerReader, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
+import { allPlanRows, readPlanRow, type PlanRow } from '../lib/plan';
+import { redactSecrets } from '../lib/redact';
+import { ErrorTypes } from '../lib/types';
+import { checkOutputsWritable, checkRow } from './editRow';
+import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
+import { classifyGeminiError } from './providers/gemini';
+import { capabilities, rowCostUsd, supportsParam } from './providers/models';
+
+// Provider batch jobs (`atelier edit --batch`): half price, answered within 24 hours. One job is one
+// provider batch. Its rows are listed in a manifest in the run's storage; these activities build and
+// upload the input, create the batch (tagged with the run and job ids), poll it, and commit each
+// answered row through the same ledger and storage path as the direct path (editRow.ts).
+//
+// Exactly once: a job records its batch id in the run's storage the moment the provider answers,
+// and, before creating anything, looks for a batch already tagged with the job id at the provider,
+// so an attempt that died between creating the batch and recording it never makes a second one.
+// The workflow then records the id in its history before it waits (workflows/batchJob.ts).
+
+const HEARTBEAT_MS = 5_000;
+
+function jobKey(spec: Pick<BatchJobSpec, 'jobId'>, kind: 'rows' | 'submitted'): string {
+  const safe = spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_');
+  return runMetaKey(`batch/${safe}.${kind}.json`);
+}
+
+async function readJson<T>(storage: Storage, key: string): Promise<T | undefined> {
+  const bytes = await storage.read(key);
+  return bytes ? (JSON.parse(bytes.toString('utf8')) as T) : undefined;
+}
+
+/** A job's rows: plan positions and indexes, in order. */
+interface JobManifest {
+  rows: { position: number; index: number }[];
+}
+
+interface SubmissionRecord extends BatchSubmission {
+  /** Row indexes the batch holds a request for. */
+  included: number[];
+  createdAt: string;
+}
+
+/** Runs `work` with a heartbeat every few seconds, so a dead worker's job is retried elsewhere. */
+async function withHeartbeat<T>(work: () => Promise<T>): Promise<T> {
+  const context = Context.current();
+  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_MS);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+function failure(err: unknown, secrets: readonly string[], classify: (err: unknown) => ClassifiedError): ApplicationFailure {
+  if (err instanceof ApplicationFailure) return err;
+  const classified = err instanceof ClassifiedError ? err : classify(err);
+  return ApplicationFailure.create({
+    type: classified.errorType,
+    message: boundedMessage(redactSecrets(classified.message, secrets)),
+    nonRetryable: classified.kind !== 'retryable',
+  });
+}
+
+// ---- planning (orchestrator queue) ---------------------------------------------------------------
+
+export interface PlanBatchJobsInput {
+  runId: string;
+  outputDir: string;
+  filterRows?: string;
+  backend: BatchBackend;
+  phaseId: string;
+  round: number;
+  fallback: BatchFallback;
+  maxRowsPerJob?: number;
+}
+
+export const MULTI_TURN_REFUSED = 'a multi-turn row cannot go through a provider batch (each turn edits the previous turn\'s output); run it without --batch, or with --batch-fallback direct';
+
+/**
+ * Groups the selected rows that still need a call into jobs (one manifest each). Rows a batch of
+ * this phase already failed are left to the fallback; multi-turn rows go to the direct path, or are
+ * failed when the fallback is `fail`.
+ */
+export function createBatchPlanningActivities() {
+  return {
+    async planBatchJobs(input: PlanBatchJobsInput): Promise<BatchPlan> {
+      const storage = openStorage(input.outputDir);
+      const selected = rowSelector(input.filterRows);
+      const stateOf = await ledgerReader(input.outputDir);
+      const perJob = Math.min(input.maxRowsPerJob ?? BATCH_LIMITS[input.backend].maxRequests, BATCH_LIMITS[input.backend].maxRequests);
+      const plan: BatchPlan = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0 };
+      let current: JobManifest['rows'] = [];
+      const flush = async () => {
+        if (current.length === 0) return;
+        const jobId = `${input.runId}#${input.phaseId}-r${input.round}j${plan.jobs.length}`;
+        await storage.write(jobKey({ jobId }, 'rows'), JSON.stringify({ rows: current } satisfies JobManifest));
+        plan.jobs.push({ jobId, rows: current.length });
+        current = [];
+      };
+      for await (const row of allPlanRows(input.outputDir)) {
+        if (!selected(row.position)) continue;
+        const state = await stateOf(row);
+        if (state.status === 'ok') continue;
+        if (state.entry?.status === 'failed' && state.entry.info?.batchPhase === input.phaseId) continue;
+        if (row.turns.length > 1) {
+          if (input.round > 0) continue;
+          if (input.fallback === 'direct') plan.multiTurnDirect += 1;
+          else {
+            plan.multiTurnRefused += 1;
+            await writeLedgerEntry(input.outputDir, {
+              index: row.index,
+              position: row.position,
+              status: 'failed',
+              runId: input.runId,
+              model: '',
+              ...(row.digest ? { digest: row.digest } : {}),
+              errorType: ErrorTypes.inputError,
+              error: `row ${row.index} (${row.where}): ${MULTI_TURN_REFUSED}`,
+              info: { batchPhase: input.phaseId },
+              finishedAt: new Date().toISOString(),
+            });
+          }
+          continue;
+        }
+        current.push({ position: row.position, index: row.index });
+        if (current.length >= perJob) await flush();
+      }
+      await flush();
+      return plan;
+    },
+  };
+}
+
+// ---- provider clients -----------------------------------------------------------------------------
+
+export interface BatchActivityDeps {
+  backend: BatchBackend;
+  apiKey: string;
+  baseURL?: string | undefined;
+}
+
+interface RowAnswer {
+  images: Buffer[];
+  requestIds: string[];
+  usage: Record<string, number>;
+}
+
+type LineOutcome = { ok: true; images: Buffer[]; requestId?: string; usage?: Record<string, number> } | { ok: false; errorType: string; error: string };
+
+/** What the activities need from a provider's batch API. */
+interface BatchClient {
+  /** One request line (OpenAI) or request (Gemini) per call of the row. */
+  requests(row: PlanRow, inputs: Buffer[], mask: Buffer | undefined, spec: BatchJobSpec): { key: string; body: unknown }[];
+  findTagged(spec: BatchJobSpec): Promise<string | undefined>;
+  create(spec: BatchJobSpec, requests: { key: string; body: unknown }[], bytes: number): Promise<{ batchId: string; inputFileId?: string }>;
+  status(batchId: string): Promise<BatchStatus>;
+  /** Every answer the batch holds, keyed by request key. */
+  results(batchId: string, each: (key: string, outcome: LineOutcome) => Promise<void>): Promise<void>;
+  cancel(batchId: string): Promise<void>;
+  classify(err: unknown): ClassifiedError;
+}
+
+function dataUrl(png: Buffer): string {
+  return `data:image/png;base64,${png.toString('base64')}`;
+}
+
+/** A per-line error's class, from its HTTP status and the provider's error code. */
+function lineErrorType(status: number, code: string | undefined): string {
+  if (code === 'moderation_blocked' || code === 'content_policy_violation') return ErrorTypes.blocked;
+  if (status === 408 || status === 409 || status === 429 || status >= 500 || code === 'batch_expired') return ErrorTypes.retryable;
+  return ErrorTypes.invalidRequest;
+}
+
+function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
+  // SDK retries off: the activity's retry policy owns retries, as on the direct path.
+  const client = new OpenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { baseURL: deps.baseURL } : {}), maxRetries: 0, timeout: 300_000 });
+  const endpointFor = (row: PlanRow) => (row.images.length ? '/v1/images/edits' : '/v1/images/generations');
+  return {
+    requests(row, inputs, mask, spec) {
+      const caps = capabilities('openai', spec.model);
+      const request = { model: spec.model, prompt: row.turns[0]!, params: spec.params, numImages: row.outputs.length };
+      const body = {
+        model: spec.model,
+        prompt: row.turns[0],
+        ...openAIParams(request, caps, inputs.length ? 'edit' : 'generate'),
+        ...(inputs.length ? { images: inputs.map((png) => ({ image_url: dataUrl(png) })) } : {}),
+        ...(mask ? { mask: { image_url: dataUrl(mask) } } : {}),
+      };
+      return [{ key: batchRequestKey(row.index), body: { custom_id: batchRequestKey(row.index), method: 'POST', url: endpointFor(row), body } }];
+    },
+    async findTagged(spec) {
+      // Newest first: a job's batch is recent. A few pages cover any plausible crash window.
+      let pages = 0;
+      for await (const batch of client.batches.list({ limit: 100 })) {
+        if (batch.metadata?.atelier_job_id === spec.jobId) return batch.id;
+        if (++pages > 1000) break;
+      }
+      return undefined;
+    },
+    async create(spec, requests) {
+      const jsonl = `${requests.map((r) => JSON.stringify(r.body)).join('\n')}\n`;
+      const endpoints = new Set(requests.map((r) => (r.body as { url: string }).url));
+      if (endpoints.size > 1) throw new ClassifiedError('inputError', 'a batch job mixes edit and text-to-image rows; a batch has one endpoint');
+      const file = await client.files.create({ file: await toFile(Buffer.from(jsonl), `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.jsonl`), purpose: 'batch' });
+      const batch = await client.batches.create({
+        input_file_id: file.id,
+        endpoint: [...endpoints][0] as '/v1/images/edits',
+        completion_window: '24h',
+        metadata: { atelier_run_id: spec.runId.slice(0, 512), atelier_job_id: spec.jobId.slice(0, 512) },
+      });
+      return { batchId: batch.id, inputFileId: file.id };
+    },
+    async status(batchId) {
+      const b = await client.batches.retrieve(batchId);
+      return {
+        providerStatus: b.status,
+        terminal: ['completed', 'failed', 'expired', 'cancelled'].includes(b.status),
+        ...(b.request_counts ? { total: b.request_counts.total, completed: b.request_counts.completed, failed: b.request_counts.failed } : {}),
+      };
+    },
+    async results(batchId, each) {
+      const b = await client.batches.retrieve(batchId);
+      for (const fileId of [b.output_file_id, b.error_file_id]) {
+        if (!fileId) continue;
+        const response = await client.files.content(fileId);
+        if (!response.body) continue;
+        const lines = createInterface({ input: Readable.fromWeb(response.body as WebReadableStream), crlfDelay: Infinity });
+        for await (const line of lines) {
+          if (!line.trim()) continue;
+          const record = JSON.parse(line) as {
+            custom_id: string;
+            response: { status_code: number; request_id?: string; body: OpenAI.ImagesResponse & { error?: { message?: string; code?: string } } } | null;
+            error: { code?: string; message?: string } | null;
+          };
+          const r = record.response;
+          if (r && r.status_code >= 200 && r.status_code < 300) {
+            const images = (r.body.data ?? []).flatMap((d) => (d.b64_json ? [Buffer.from(d.b64_json, 'base64')] : []));
+            const usage = openAIUsage(r.body.usage);
+            await each(record.custom_id, { ok: true, images, ...(r.request_id ? { requestId: r.request_id } : {}), ...(usage ? { usage } : {}) });
+          } else {
+            const status = r?.status_code ?? 0;
+            const code = r?.body?.error?.code ?? record.error?.code;
+            const message = r?.body?.error?.message ?? record.error?.message ?? 'no answer';
+            await each(record.custom_id, { ok: false, errorType: lineErrorType(status, code ?? undefined), error: `${status ? `${status} ` : ''}${code ? `${code}: ` : ''}${message}` });
+          }
+        }
+      }
+    },
+    async cancel(batchId) {
+      await client.batches.cancel(batchId);
+    },
+    classify: classifyOpenAIError,
+  };
+}
+
+const BLOCKING = new Set(['SAFETY', 'PROHIBITED_CONTENT', 'BLOCKLIST', 'SPII', 'RECITATION', 'IMAGE_SAFETY', 'IMAGE_PROHIBITED_CONTENT', 'IMAGE_RECITATION']);
+
+/** One GenerateContentResponse of a batch: its image, or why there is none. */
+function geminiOutcome(response: {
+  responseId?: string;
+  promptFeedback?: { blockReason?: string };
+  candidates?: { finishReason?: string; finishMessage?: string; content?: { parts?: Part[] } }[];
+  usageMetadata?: { promptTokenCount?: number; candidatesTokenCount?: number; totalTokenCount?: number; thoughtsTokenCount?: number; candidatesTokensDetails?: { modality?: string; tokenCount?: number }[] };
+}): LineOutcome {
+  const block = response.promptFeedback?.blockReason;
+  if (block && block !== 'BLOCKED_REASON_UNSPECIFIED') return { ok: false, errorType: ErrorTypes.blocked, error: `the prompt was blocked: ${block}` };
+  const candidate = response.candidates?.[0];
+  const finish = candidate?.finishReason;
+  if (finish && BLOCKING.has(finish)) return { ok: false, errorType: ErrorTypes.blocked, error: `the answer was withheld: ${finish}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}` };
+  const images = (candidate?.content?.parts ?? []).filter((p) => !p.thought && p.inlineData?.data).map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
+  // A batch answer cannot be asked again in place: no image is a retryable failure (the fallback decides).
+  if (images.length === 0) return { ok: false, errorType: ErrorTypes.retryable, error: `no image in the answer${finish ? ` (finish reason ${finish})` : ''}` };
+  const m = response.usageMetadata;
+  const imageTokens = m?.candidatesTokensDetails?.filter((d) => d.modality === 'IMAGE').reduce((s, d) => s + (d.tokenCount ?? 0), 0);
+  const usage: Record<string, number> = {};
+  for (const [k, v] of Object.entries({ inputTokens: m?.promptTokenCount, outputTokens: m?.candidatesTokenCount, totalTokens: m?.totalTokenCount, thoughtsTokens: m?.thoughtsTokenCount, outputImageTokens: imageTokens })) {
+    if (typeof v === 'number') usage[k] = v;
+  }
+  return { ok: true, images, ...(response.responseId ? { requestId: response.responseId } : {}), usage };
+}
+
+function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
+  const ai = new GoogleGenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { httpOptions: { baseUrl: deps.baseURL } } : {}) });
+  const configFor = (spec: BatchJobSpec) => {
+    const caps = capabilities('gemini', spec.model);
+    const p = spec.params;
+    const imageConfig = {
+      ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspectRatio: p.aspectRatio } : {}),
+      ...(p.imageSize && supportsParam(caps, 'imageSize') ? { imageSize: p.imageSize } : {}),
+    };
+    return { responseModalities: caps.imageOnlyResponse ? ['IMAGE'] : ['TEXT', 'IMAGE'], ...(Object.keys(imageConfig).length ? { imageConfig } : {}) };
+  };
+  return {
+    requests(row, inputs, _mask, spec) {
+      const contents: Content[] = [{ role: 'user', parts: [{ text: row.turns[0]! }, ...inputs.map((png) => ({ inlineData: { mimeType: 'image/png', data: png.toString('base64') } }))] }];
+      // Gemini answers one image per call: --num-images N is N requests.
+      return row.outputs.map((_, k) => ({ key: batchRequestKey(row.index, k), body: { contents, config: configFor(spec) } }));
+    },
+    async findTagged(spec) {
+      let seen = 0;
+      const pager = await ai.batches.list({ config: { pageSize: 100 } });
+      for await (const job of pager) {
+        if (job.displayName === spec.jobId && job.name) return job.name;
+        if (++seen > 100_000) break;
+      }
+      return undefined;
+    },
+    async create(spec, requests, bytes) {
+      const inlineLimit = BATCH_LIMITS.gemini.maxInlineBytes!;
+      if (bytes < inlineLimit * 0.95) {
+        const src: InlinedRequest[] = requests.map((r) => ({ ...(r.body as InlinedRequest), metadata: { key: r.key } }));
+        const job = await ai.batches.create({ model: spec.model, src, config: { displayName: spec.jobId } });
+        return { batchId: job.name! };
+      }
+      // Over the inline limit: one GenerateContentRequest per JSONL line, through the Files API.
+      const lines = requests.map((r) => {
+        const { contents, config } = r.body as { contents: Content[]; config: Record<string, unknown> };
+        return JSON.stringify({ key: r.key, request: { contents, generationConfig: config } });
+      });
+      const file = await ai.files.upload({ file: new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }), config: { mimeType: 'application/jsonl', displayName: spec.jobId } });
+      const job = await ai.batches.create({ model: spec.model, src: file.name!, config: { displayName: spec.jobId } });
+      return { batchId: job.name!, inputFileId: file.name! };
+    },
+    async status(batchId) {
+      const job = await ai.batches.get({ name: batchId });
+      const state = String(job.state ?? 'JOB_STATE_UNSPECIFIED');
+      return { providerStatus: state, terminal: ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED'].includes(state) };
+    },
+    async results(batchId, each) {
+      const job = await ai.batches.get({ name: batchId });
+      const inline = job.dest?.inlinedResponses;
+      if (inline) {
+        for (const [k, answer] of inline.entries()) {
+          const key = answer.metadata?.key ?? String(k);
+          if (answer.error) await each(key, { ok: false, errorType: lineErrorType(answer.error.code ?? 0, undefined), error: `${answer.error.code ?? ''} ${answer.error.message ?? ''}`.trim() });
+          else await each(key, geminiOutcome((answer.response ?? {}) as Parameters<typeof geminiOutcome>[0]));
+        }
+        return;
+      }
+      const fileName = job.dest?.fileName;
+      if (!fileName) return;
+      const dir = await mkdtemp(join(tmpdir(), 'atelier-batch-'));
+      try {
+        const path = join(dir, 'responses.jsonl');
+        await ai.files.download({ file: fileName, downloadPath: path });
+        for await (const line of createInterface({ input: createReadStream(path), crlfDelay: Infinity })) {
+          if (!line.trim()) continue;
+          const record = JSON.parse(line) as { key: string; response?: Parameters<typeof geminiOutcome>[0]; error?: { code?: number; message?: string } };
+          if (record.error) await each(record.key, { ok: false, errorType: lineErrorType(record.error.code ?? 0, undefined), error: `${record.error.code ?? ''} ${record.error.message ?? ''}`.trim() });
+          else await each(record.key, geminiOutcome(record.response ?? {}));
+        }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    },
+    async cancel(batchId) {
+      await ai.batches.cancel({ name: batchId });
+    },
+    classify: (err) => classifyGeminiError(err),
+  };
+}
+
+// ---- the job's activities (provider queue: they need the key) ------------------------------------
+
+/** Ledger facts of a row a batch answered or failed: which batch, which phase. */
+function batchInfo(spec: BatchJobSpec, batchId: string): Record<string, string> {
+  return { batchId, batchPhase: spec.phaseId, batchJob: spec.jobId };
+}
+
+export function createBatchActivities(deps: BatchActivityDeps) {
+  const client = deps.backend === 'openai' ? openAIBatchClient(deps) : geminiBatchClient(deps);
+  const secrets = [deps.apiKey];
+  const fail = (err: unknown) => failure(err, secrets, client.classify);
+
+  async function recordFailure(spec: BatchJobSpec, row: { position: number; index: number; digest?: string | undefined }, errorType: string, error: string, batchId: string | undefined): Promise<void> {
+    const existing = await readLedgerEntry(spec.outputDir, row.index);
+    if (existing?.status === 'ok' && existing.digest === row.digest) return;
+    await writeLedgerEntry(spec.outputDir, {
+      index: row.index,
+      position: row.position,
+      status: 'failed',
+      runId: spec.runId,
+      model: spec.model,
+      ...(row.digest ? { digest: row.digest } : {}),
+      errorType,
+      error: boundedMessage(redactSecrets(error, secrets)),
+      info: batchId ? batchInfo(spec, batchId) : { batchPhase: spec.phaseId, batchJob: spec.jobId },
+      finishedAt: new Date().toISOString(),
+    });
+  }
+
+  /** Commits a row the batch answered: outputs first, then the ledger entry (exclusive), as editRow does. */
+  async function commitRow(spec: BatchJobSpec, row: PlanRow, answer: RowAnswer, batchId: string, startedAt: number): Promise<number | undefined> {
+    const storage = openStorage(spec.outputDir);
+    if (await completedEntry(spec.outputDir, row.index, row.digest)) return undefined;
+    if (answer.images.length < row.outputs.length) {
+      await recordFailure(spec, row, ErrorTypes.retryable, `batch ${batchId}: asked for ${row.outputs.length} images, the provider returned ${answer.images.length}`, batchId);
+      return undefined;
+    }
+    for (const [k, target] of row.outputs.entries()) await storage.write(target.path, await encodeOutput(answer.images[k]!, target.format, spec.encoding));
+    const prior = await readLedgerEntry(spec.outputDir, row.index);
+    const standard = rowCostUsd(spec.backend, spec.model, spec.params, answer.usage, answer.images.length);
+    const costUsd = standard === undefined ? undefined : Math.round(standard * BATCH_PRICE_FACTOR * 1e6) / 1e6;
+    const replaced = prior?.status === 'ok' && prior.digest && prior.digest !== row.digest ? prior.digest : undefined;
+    const entry: LedgerEntry = {
+      index: row.index,
+      position: row.position,
+      status: 'ok',
+      runId: spec.runId,
+      model: spec.model,
+      ...(row.digest ? { digest: row.digest } : {}),
+      ...(replaced ? { replacedDigest: replaced } : {}),
+      outputImages: row.outputs.map((o) => o.path),
+      attempts: 1,
+      requestIds: answer.requestIds,
+      ...(Object.keys(answer.usage).length ? { usage: answer.usage } : {}),
+      ...(costUsd !== undefined ? { costUsd } : {}),
+      info: { ...batchInfo(spec, batchId), priced: 'batch' },
+      latencyMs: Date.now() - startedAt,
+      finishedAt: new Date().toISOString(),
+    };
+    const { entry: held } = await commitLedgerEntry(spec.outputDir, entry, prior);
+    return held.costUsd;
+  }
+
+  return {
+    /**
+     * Builds the job's input from its rows (inputs loaded and normalised as on the direct path),
+     * uploads it and creates the batch; or returns the batch this job already has.
+     */
+    async submitBatchJob(spec: BatchJobSpec): Promise<BatchSubmission> {
+      return withHeartbeat(async () => {
+        const storage = openStorage(spec.outputDir);
+        try {
+          const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
+          if (recorded) {
+            const { included: _i, createdAt: _c, ...submission } = recorded;
+            return submission;
+          }
+          const manifest = await readJson<JobManifest>(storage, jobKey(spec, 'rows'));
+          if (!manifest) throw new ClassifiedError('configError', `batch job ${spec.jobId}: its manifest ${jobKey(spec, 'rows')} is missing`);
+          const submission: SubmissionRecord = { requests: 0, rows: 0, alreadyDone: 0, inputErrors: 0, leftOver: 0, included: [], createdAt: new Date().toISOString() };
+          const tagged = await client.findTagged(spec);
+          const requests: { key: string; body: unknown }[] = [];
+          let bytes = 0;
+          const limits = BATCH_LIMITS[spec.backend];
+          const caps = capabilities(spec.backend, spec.model);
+          for (const ref of manifest.rows) {
+            const row = await readPlanRow(spec.outputDir, ref.position);
+            if (await completedEntry(spec.outputDir, row.index, row.digest)) {
+              submission.alreadyDone += 1;
+              continue;
+            }
+            if (tagged) {
+              // The batch exists (an earlier attempt died before recording it): its rows are the
+              // ones not done, in manifest order, as that attempt saw them.
+              submission.included.push(row.index);
+              continue;
+            }
+            let lines: { key: string; body: unknown }[];
+            try {
+              checkRow(row, { numImages: row.outputs.length });
+              await checkOutputsWritable(storage, row);
+              if (row.images.length > caps.maxInputImages) {
+                throw new ClassifiedError('inputError', `row ${row.index} has ${row.images.length} input images; ${spec.model} takes at most ${caps.maxInputImages}`);
+              }
+              const sources = { cacheDir: spec.imageCacheDir, runDir: spec.outputDir, ...(spec.download ? { download: spec.download } : {}) };
+              const inputs: Buffer[] = [];
+              for (const image of row.images) inputs.push((await loadInputImage(image, { ...sources, limits: caps.inputLimits })).png);
+              const mask = row.mask ? (await loadInputImage(row.mask, sources)).png : undefined;
+              lines = client.requests(row, inputs, mask, spec);
+            } catch (err) {
+              if (err instanceof ClassifiedError && err.kind === 'inputError') {
+                submission.inputErrors += 1;
+                await recordFailure(spec, row, ErrorTypes.inputError, err.message, undefined);
+                continue;
+              }
+              throw err;
+            }
+            const size = lines.reduce((n, l) => n + JSON.stringify(l.body).length + 1, 0);
+            if (requests.length + lines.length > limits.maxRequests || bytes + size > limits.maxFileBytes) {
+              // Over the provider's file limits: left for the next round's job.
+              submission.leftOver += 1;
+              continue;
+            }
+            requests.push(...lines);
+            bytes += size;
+            submission.included.push(row.index);
+          }
+          if (tagged) {
+            submission.batchId = tagged;
+            submission.found = true;
+          } else if (requests.length) {
+            const created = await client.create(spec, requests, bytes);
+            submission.batchId = created.batchId;
+            if (created.inputFileId) submission.inputFileId = created.inputFileId;
+          }
+          submission.rows = submission.included.length;
+          submission.requests = requests.length;
+          await storage.write(jobKey(spec, 'submitted'), JSON.stringify(submission));
+          const { included: _i, createdAt: _c, ...result } = submission;
+          return result;
+        } catch (err) {
+          throw fail(err);
+        }
+      });
+    },
+
+    async pollBatchJob(args: { backend: BatchBackend; batchId: string }): Promise<BatchStatus> {
+      try {
+        return await client.status(args.batchId);
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+
+    /**
+     * Downloads the batch's answers and commits each row: outputs and a ledger entry priced at
+     * batch rates, or a failure with the provider's reason. Rows already committed (an earlier
+     * attempt of this activity) are skipped, so a retry finishes the job without double work.
+     */
+    async collectBatchJob(args: { spec: BatchJobSpec; batchId: string }): Promise<BatchJobResult> {
+      const { spec, batchId } = args;
+      return withHeartbeat(async () => {
+        try {
+          const storage = openStorage(spec.outputDir);
+          const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
+          const manifest = await readJson<JobManifest>(storage, jobKey(spec, 'rows'));
+          const positions = new Map((manifest?.rows ?? []).map((r) => [r.index, r.position]));
+          const included = new Set(recorded?.included ?? positions.keys());
+          const startedAt = Date.parse(recorded?.createdAt ?? '') || Date.now();
+          const status = await client.status(batchId);
+          const result: BatchJobResult = { jobId: spec.jobId, batchId, providerStatus: status.providerStatus, ok: 0, failedByType: {}, inputErrors: recorded?.inputErrors ?? 0, leftOver: recorded?.leftOver ?? 0 };
+          const count = (type: string) => (result.failedByType[type] = (result.failedByType[type] ?? 0) + 1);
+          const answered = new Set<number>();
+          const partial = new Map<number, { parts: Map<number, LineOutcome> }>();
+          const rowOf = async (index: number) => readPlanRow(spec.outputDir, positions.get(index)!);
+
+          const finish = async (index: number, outcomes: LineOutcome[]) => {
+            answered.add(index);
+            const row = await rowOf(index);
+            const failed = outcomes.find((o): o is Extract<LineOutcome, { ok: false }> => !o.ok);
+            if (failed) {
+              if (await completedEntry(spec.outputDir, row.index, row.digest)) return void (result.ok += 1);
+              await recordFailure(spec, row, failed.errorType, `batch ${batchId}: ${failed.error}`, batchId);
+              return void count(failed.errorType);
+            }
+            const answer: RowAnswer = { images: [], requestIds: [], usage: {} };
+            for (const o of outcomes as Extract<LineOutcome, { ok: true }>[]) {
+              answer.images.push(...(outcomes.length > 1 ? o.images.slice(0, 1) : o.images));
+              if (o.requestId) answer.requestIds.push(o.requestId);
+              for (const [k, v] of Object.entries(o.usage ?? {})) answer.usage[k] = (answer.usage[k] ?? 0) + v;
+            }
+            const cost = await commitRow(spec, row, answer, batchId, startedAt);
+            const entry = await readLedgerEntry(spec.outputDir, row.index);
+            if (entry?.status === 'ok') {
+              result.ok += 1;
+              if (cost !== undefined) result.costUsd = Math.round(((result.costUsd ?? 0) + cost) * 1e6) / 1e6;
+            } else count(entry?.errorType ?? ErrorTypes.retryable);
+          };
+
+          await client.results(batchId, async (key, outcome) => {
+            const parsed = parseBatchRequestKey(key);
+            if (!parsed || !positions.has(parsed.index) || answered.has(parsed.index)) return;
+            if (parsed.call === undefined) return finish(parsed.index, [outcome]);
+            const row = await rowOf(parsed.index);
+            const slot = partial.get(parsed.index) ?? { parts: new Map<number, LineOutcome>() };
+            slot.parts.set(parsed.call, outcome);
+            partial.set(parsed.index, slot);
+            if (slot.parts.size >= row.outputs.length) {
+              partial.delete(parsed.index);
+              await finish(parsed.index, [...slot.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, o]) => o));
+            }
+          });
+          // Rows the batch never answered (it expired, was cancelled or failed as a whole).
+          for (const index of included) {
+            if (answered.has(index)) continue;
+            const row = await rowOf(index);
+            if (await completedEntry(spec.outputDir, row.index, row.digest)) {
+              result.ok += 1;
+              continue;
+            }
+            await recordFailure(spec, row, ErrorTypes.retryable, `batch ${batchId} ended ${status.providerStatus} without an answer for this row`, batchId);
+            count(ErrorTypes.retryable);
+          }
+          return result;
+        } catch (err) {
+          throw fail(err);
+        }
+      });
+    },
+
+    /** Cancels the job's batch at the provider (found by id, or by its tag when the id was never recorded). */
+    async cancelBatchJob(args: { spec: BatchJobSpec; batchId?: string }): Promise<{ batchId?: string; providerStatus?: string }> {
+      try {
+        const batchId = args.batchId ?? (await readJson<SubmissionRecord>(openStorage(args.spec.outputDir), jobKey(args.spec, 'submitted')))?.batchId ?? (await client.findTagged(args.spec));
+        if (!batchId) return {};
+        const status = await client.status(batchId);
+        if (!status.terminal) await client.cancel(batchId);
+        return { batchId, providerStatus: (await client.status(batchId)).providerStatus };
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+  };
+}
+
+export type BatchActivities = ReturnType<typeof createBatchActivities>;
+export type BatchPlanningActivities = ReturnType<typeof createBatchPlanningActivities>;

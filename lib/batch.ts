@@ -1,0 +1,136 @@
+// Types and rules of provider batch jobs (`atelier edit --batch`) that workflows and activities
+// share. Workflow-safe: no Node built-ins. A job's rows live in the run's storage (a manifest per
+// job), never in workflow payloads; workflows carry ids and counts.
+
+import type { DownloadLimits, ModelParams, OutputEncoding } from './types';
+
+/** Backends whose batch APIs Atelier drives. */
+export type BatchBackend = 'openai' | 'gemini';
+export const BATCH_BACKENDS: readonly BatchBackend[] = ['openai', 'gemini'];
+
+/** What happens to a row the batch did not answer with an image (a per-line error, an expired batch). */
+export type BatchFallback = 'direct' | 'fail';
+
+/** `--batch` settings carried in the dataset workflow's input. */
+export interface BatchSettings {
+  fallback: BatchFallback;
+  /** First wait between two polls of a provider batch (default 30 s); doubles up to `pollMaxMs`. */
+  pollInitialMs?: number;
+  /** Longest wait between two polls (default 10 min). */
+  pollMaxMs?: number;
+  /** Rows per job (default and cap: the provider's request limit, 50,000). */
+  maxRowsPerJob?: number;
+}
+
+/**
+ * Provider limits on one batch: requests per input file and its size (OpenAI: 50,000 and 200 MB,
+ * openai-node src/resources/batches.ts). Gemini: inline requests under 20 MB in all, else a JSONL file
+ * (the Files API takes 2 GB; Atelier builds the file in memory, so it holds itself to 200 MB too).
+ */
+export const BATCH_LIMITS: Record<BatchBackend, { maxRequests: number; maxFileBytes: number; maxInlineBytes?: number }> = {
+  openai: { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024 },
+  gemini: { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024, maxInlineBytes: 20 * 1024 * 1024 },
+};
+
+/** Both providers sell batch answers at half the standard price (OpenAI batch guide; Gemini batch-mode page). */
+export const BATCH_PRICE_FACTOR = 0.5;
+
+/** One batch job: a child workflow's input. */
+export interface BatchJobSpec {
+  runId: string;
+  outputDir: string;
+  /** Unique per job and tagged on the provider's batch (metadata / display name): `<runId>#<phase>-r<round>j<job>`. */
+  jobId: string;
+  /** The dataset execution that planned the job: rows a batch of this phase failed are not batched again. */
+  phaseId: string;
+  backend: BatchBackend;
+  model: string;
+  params: ModelParams;
+  numImages: number;
+  encoding: OutputEncoding;
+  imageCacheDir: string;
+  download?: DownloadLimits;
+  /** Rows in the job's manifest. */
+  rows: number;
+  fallback: BatchFallback;
+}
+
+/** What `planBatchJobs` found for one round. */
+export interface BatchPlan {
+  jobs: { jobId: string; rows: number }[];
+  /** Multi-turn rows left for the direct path (a batch cannot chain turns). */
+  multiTurnDirect: number;
+  /** Multi-turn rows failed because the fallback is `fail`. */
+  multiTurnRefused: number;
+}
+
+/** The provider's batch as Atelier records it before waiting on it. */
+export interface BatchSubmission {
+  /** Absent when no row of the job needed a call (all done, or all failed their input checks). */
+  batchId?: string;
+  inputFileId?: string;
+  /** Requests sent (rows × calls per row). */
+  requests: number;
+  /** Rows in the batch. */
+  rows: number;
+  /** Rows already ok in the ledger (no request). */
+  alreadyDone: number;
+  /** Rows failed before any call (their own input). */
+  inputErrors: number;
+  /** Rows that did not fit the provider's file limit: the next round batches them. */
+  leftOver: number;
+  /** True when an existing batch tagged with this job was found instead of creating one. */
+  found?: boolean;
+}
+
+/** A provider batch's state, normalised across providers. */
+export interface BatchStatus {
+  /** The provider's own word (`in_progress`, `JOB_STATE_RUNNING`, ...). */
+  providerStatus: string;
+  terminal: boolean;
+  /** Request counts, when the provider reports them while running. */
+  total?: number;
+  completed?: number;
+  failed?: number;
+}
+
+/** A job's outcome, per row. */
+export interface BatchJobResult {
+  jobId: string;
+  batchId?: string;
+  providerStatus?: string;
+  ok: number;
+  /** Rows the batch did not answer with an image, by failure class (recorded in the ledger). */
+  failedByType: Record<string, number>;
+  inputErrors: number;
+  leftOver: number;
+  /** Estimated spend at batch prices, USD. */
+  costUsd?: number;
+}
+
+/** What the dataset workflow's `batchJobs` query shows per job. */
+export interface BatchJobView {
+  jobId: string;
+  rows: number;
+  phase: 'submitting' | 'waiting' | 'collecting' | 'done' | 'cancelled' | 'failed';
+  batchId?: string;
+  status?: BatchStatus;
+  result?: BatchJobResult;
+}
+
+export interface BatchPhaseView {
+  jobs: BatchJobView[];
+  multiTurnDirect: number;
+  multiTurnRefused: number;
+}
+
+/** Where a row's request is named in a batch: `row-<index>` (one call) or `row-<index>-<k>` (Gemini, k-th image). */
+export function batchRequestKey(index: number, call?: number): string {
+  return call === undefined ? `row-${index}` : `row-${index}-${call}`;
+}
+
+export function parseBatchRequestKey(key: string): { index: number; call?: number } | undefined {
+  const m = /^row-(\d+)(?:-(\d+))?$/.exec(key);
+  if (!m) return undefined;
+  return { index: Number(m[1]), ...(m[2] !== undefined ? { call: Number(m[2]) } : {}) };
+}
