@@ -105,7 +105,10 @@ export function createBatchPlanningActivities() {
       const selected = rowSelector(input.filterRows);
       const stateOf = await ledgerReader(input.outputDir);
       const perJob = Math.min(input.maxRowsPerJob ?? BATCH_LIMITS[input.backend].maxRequests, BATCH_LIMITS[input.backend].maxRequests);
-      const plan: BatchPlan = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0 };
+      const plan: BatchPlan = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0, retried: {} };
+      const retried = (state: Awaited<ReturnType<typeof stateOf>>) => {
+        if (state.status === 'failed') plan.retried[state.errorType] = (plan.retried[state.errorType] ?? 0) + 1;
+      };
       let current: JobManifest['rows'] = [];
       const flush = async () => {
         if (current.length === 0) return;
@@ -124,6 +127,7 @@ export function createBatchPlanningActivities() {
           if (input.fallback === 'direct') plan.multiTurnDirect += 1;
           else {
             plan.multiTurnRefused += 1;
+            retried(state);
             await writeLedgerEntry(input.outputDir, {
               index: row.index,
               position: row.position,
@@ -139,6 +143,7 @@ export function createBatchPlanningActivities() {
           }
           continue;
         }
+        retried(state);
         current.push({ position: row.position, index: row.index });
         if (current.length >= perJob) await flush();
       }
@@ -233,6 +238,7 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
         providerStatus: b.status,
         terminal: ['completed', 'failed', 'expired', 'cancelled'].includes(b.status),
         ...(b.request_counts ? { total: b.request_counts.total, completed: b.request_counts.completed, failed: b.request_counts.failed } : {}),
+        ...(b.errors?.data?.length ? { error: b.errors.data.map((e) => `${e.line ? `line ${e.line}: ` : ''}${e.code ? `${e.code}: ` : ''}${e.message ?? ''}`).slice(0, 5).join('; ') } : {}),
       };
     },
     async results(batchId, each) {
@@ -341,7 +347,11 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
     async status(batchId) {
       const job = await ai.batches.get({ name: batchId });
       const state = String(job.state ?? 'JOB_STATE_UNSPECIFIED');
-      return { providerStatus: state, terminal: ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED'].includes(state) };
+      return {
+        providerStatus: state,
+        terminal: ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED'].includes(state),
+        ...(job.error?.message ? { error: job.error.message } : {}),
+      };
     },
     async results(batchId, each) {
       const job = await ai.batches.get({ name: batchId });
@@ -597,7 +607,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
               result.ok += 1;
               continue;
             }
-            await recordFailure(spec, row, ErrorTypes.retryable, `batch ${batchId} ended ${status.providerStatus} without an answer for this row`, batchId);
+            await recordFailure(spec, row, ErrorTypes.retryable, `batch ${batchId} ended ${status.providerStatus} without an answer for this row${status.error ? ` (${status.error})` : ''}`, batchId);
             count(ErrorTypes.retryable);
           }
           return result;
@@ -605,6 +615,23 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           throw fail(err);
         }
       });
+    },
+
+    /** The provider refused the job's batch: every row of the job not done is recorded with the reason. */
+    async failBatchJob(args: { spec: BatchJobSpec; errorType: string; error: string }): Promise<BatchJobResult> {
+      const { spec } = args;
+      const manifest = await readJson<JobManifest>(openStorage(spec.outputDir), jobKey(spec, 'rows'));
+      const result: BatchJobResult = { jobId: spec.jobId, ok: 0, failedByType: {}, inputErrors: 0, leftOver: 0 };
+      for (const ref of manifest?.rows ?? []) {
+        const row = await readPlanRow(spec.outputDir, ref.position);
+        if (await completedEntry(spec.outputDir, row.index, row.digest)) {
+          result.ok += 1;
+          continue;
+        }
+        await recordFailure(spec, row, args.errorType, args.error, undefined);
+        result.failedByType[args.errorType] = (result.failedByType[args.errorType] ?? 0) + 1;
+      }
+      return result;
     },
 
     /** Cancels the job's batch at the provider (found by id, or by its tag when the id was never recorded). */

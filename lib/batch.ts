@@ -62,6 +62,8 @@ export interface BatchPlan {
   multiTurnDirect: number;
   /** Multi-turn rows failed because the fallback is `fail`. */
   multiTurnRefused: number;
+  /** Rows put in a job (or refused) that an earlier run had recorded failed, by class: in flight again. */
+  retried: Record<string, number>;
 }
 
 /** The provider's batch as Atelier records it before waiting on it. */
@@ -92,6 +94,8 @@ export interface BatchStatus {
   total?: number;
   completed?: number;
   failed?: number;
+  /** Why the batch failed as a whole (the provider's validation errors), when it did. */
+  error?: string;
 }
 
 /** A job's outcome, per row. */

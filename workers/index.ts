@@ -1,4 +1,5 @@
 import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createBatchActivities, createBatchPlanningActivities } from '../activities/batch';
 import { createModelActivities, type ModelActivityDeps } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
@@ -6,7 +7,7 @@ import { createPromptEnhancer, type PromptEnhancer } from '../activities/provide
 import { createJudgeClient } from '../activities/judge/client';
 import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '../activities/judge/activities';
 import { providerFromEnv } from '../activities/providers/registry';
-import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
+import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
 import { workflowCodeOption } from './bundle';
@@ -32,6 +33,18 @@ export interface WorkerSetOptions {
   workerOptions?: Partial<WorkerOptions>;
   /** Overrides of the model activities' dependencies (tests move a quota's reset time near). */
   modelActivityDeps?: Partial<ModelActivityDeps>;
+}
+
+/**
+ * `--batch`: the provider batch activities of a backend that has a batch API, keyed from the
+ * worker environment like the provider itself; none for other backends.
+ */
+export function batchActivitiesFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): ReturnType<typeof createBatchActivities> | Record<string, never> {
+  if (backend !== 'openai' && backend !== 'gemini') return {};
+  const names = API_BACKENDS[backend];
+  const apiKey = names.keys.map((k) => env[k]).find((v) => v);
+  if (!apiKey) return {};
+  return createBatchActivities({ backend, apiKey, baseURL: env[names.baseUrl] || undefined });
 }
 
 /** The optional prompt enhancer: an OpenAI-compatible chat model, keyed from the worker environment. */
@@ -66,7 +79,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         ...common,
         taskQueue: ORCHESTRATOR_QUEUE,
         ...workflowCodeOption(),
-        activities: { ...createOrchestrationActivities(), ...createGpuRowActivities(), ...createJudgeListActivities() },
+        activities: { ...createOrchestrationActivities(), ...createGpuRowActivities(), ...createJudgeListActivities(), ...createBatchPlanningActivities() },
       }),
     );
   }
@@ -75,7 +88,10 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
       await Worker.create({
         ...common,
         taskQueue: providerQueue(provider.backend),
-        activities: createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env), ...options.modelActivityDeps }),
+        activities: {
+          ...createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env), ...options.modelActivityDeps }),
+          ...batchActivitiesFromEnv(provider.backend, options.env),
+        },
         maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
         ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),
       }),
