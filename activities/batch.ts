@@ -18,7 +18,7 @@ import { encodeOutput, loadInputImage } from '../lib/images';
 import { commitLedgerEntry, completedEntry, ledgerReader, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
 import { allPlanRows, readPlanRow, type PlanRow } from '../lib/plan';
 import { redactSecrets } from '../lib/redact';
-import { ErrorTypes } from '../lib/types';
+import { ErrorTypes } from '../lib/errorTypes';
 import { checkOutputsWritable, checkRow } from './editRow';
 import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
 import { classifyGeminiError } from './providers/gemini';

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES } from './shared/backends';
 import { parseFilterRows } from './shared/filterRows';
 import { validateRetrySelection } from './shared/retrySelection';
+import { BATCH_BACKENDS, type BatchBackend } from './shared/batch';
 import { validateRunId } from './runId';
 import type { RetrySelection } from './shared/retrySelection';
 
@@ -166,6 +167,16 @@ export const datasetWorkflowInputSchema = z
     /** Edit-mask column (a PNG whose transparent pixels mark the area to edit). */
     maskKey: z.string().min(1).optional(),
     promptEnhance: promptEnhanceSchema.optional(),
+    /** `--batch`: rows go through the provider's batch API first (half price, within 24 h); openai and gemini. */
+    batch: z
+      .object({
+        fallback: z.enum(['direct', 'fail']).default('direct'),
+        pollInitialMs: z.number().int().min(100).max(3_600_000).optional(),
+        pollMaxMs: z.number().int().min(100).max(86_400_000).optional(),
+        maxRowsPerJob: z.number().int().min(1).max(50_000).optional(),
+      })
+      .strict()
+      .optional(),
     /** Model calls per second for this provider's whole task queue, shared by every worker (--rpm / 60). */
     rateLimitPerSecond: z.number().positive().max(10_000).optional(),
     /**
@@ -208,6 +219,9 @@ export type WorkflowInputFields = Omit<z.output<typeof datasetWorkflowInputSchem
 export function parseDatasetWorkflowInput(raw: unknown): WorkflowInputFields {
   const result = datasetWorkflowInputSchema
     .refine((input) => input.backend !== 'diffusers' || input.gpu !== undefined, { message: 'backend diffusers needs gpu settings (modelType, taskQueue)', path: ['gpu'] })
+    .refine((input) => !input.batch || BATCH_BACKENDS.includes(input.backend as BatchBackend), { message: 'batch mode is available for the openai and gemini backends only', path: ['batch'] })
+    .refine((input) => !input.batch || !input.promptEnhance, { message: 'batch mode does not run --prompt-enhance (a batch line cannot wait for a rewrite); drop one of them', path: ['batch'] })
+    .refine((input) => !input.batch || input.maxCostUsd === undefined, { message: 'batch mode has no --max-cost budget (a batch is paid for as a whole once submitted); drop one of them', path: ['batch'] })
     .safeParse(raw);
   if (!result.success) {
     const problems = result.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`);

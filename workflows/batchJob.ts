@@ -15,9 +15,10 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BatchActivities, BatchPlanningActivities } from '../activities/batch';
-import type { BatchJobResult, BatchJobSpec, BatchJobView, BatchPhaseView, BatchSettings, BatchStatus } from '../lib/batch';
+import type { BatchJobResult, BatchJobSpec, BatchJobView, BatchPhaseOutcome, BatchPhaseView, BatchSettings, BatchStatus } from '../lib/batch';
 import { providerQueue } from '../lib/constants';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES, type DatasetWorkflowInput, type RunCountsState } from '../lib/types';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/errorTypes';
+import type { DatasetWorkflowInput } from '../lib/types';
 
 // Provider batch jobs (`atelier edit --batch`). The dataset workflow runs a batch phase before its
 // direct pass: it groups the rows that need a call into jobs (manifests in the run's storage) and
@@ -151,10 +152,16 @@ function jobWorkflowId(runId: string, jobId: string): string {
 /**
  * The batch phase of a dataset run (first execution only): rounds of jobs until every row that
  * needs a call has been through a batch (a round's left-overs, rows over a provider's file limit,
- * make the next round). Adds what the jobs did to `counts`.
+ * make the next round). Returns what the jobs did, for the run's counts.
  */
-export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSettings, counts: RunCountsState): Promise<BatchPhaseView> {
+export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSettings): Promise<BatchPhaseOutcome> {
   const view: BatchPhaseView = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0 };
+  const outcome: BatchPhaseOutcome = { ok: 0, failedByType: {}, retriedByType: {}, finished: 0 };
+  const fail = (type: string, n: number) => {
+    if (n <= 0) return;
+    outcome.failedByType[type] = (outcome.failedByType[type] ?? 0) + n;
+    outcome.finished += n;
+  };
   setHandler(batchJobsQuery, () => view);
   setHandler(batchJobUpdateSignal, (job) => {
     const k = view.jobs.findIndex((j) => j.jobId === job.jobId);
@@ -176,12 +183,11 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
       ...(batch.maxRowsPerJob ? { maxRowsPerJob: batch.maxRowsPerJob } : {}),
     });
     // Rows that counted as failed from an earlier run are in flight again.
-    for (const [type, n] of Object.entries(plan.retried)) counts.failedByType[type] = Math.max(0, (counts.failedByType[type] ?? 0) - n);
+    for (const [type, n] of Object.entries(plan.retried)) outcome.retriedByType[type] = (outcome.retriedByType[type] ?? 0) + n;
     if (round === 0) {
       view.multiTurnDirect = plan.multiTurnDirect;
       view.multiTurnRefused = plan.multiTurnRefused;
-      if (plan.multiTurnRefused) counts.failedByType[ErrorTypes.inputError] = (counts.failedByType[ErrorTypes.inputError] ?? 0) + plan.multiTurnRefused;
-      counts.finished += plan.multiTurnRefused;
+      fail(ErrorTypes.inputError, plan.multiTurnRefused);
     }
     if (plan.jobs.length === 0) break;
     view.jobs.push(...plan.jobs.map((j) => ({ jobId: j.jobId, rows: j.rows, phase: 'submitting' as const })));
@@ -213,16 +219,13 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
       }),
     );
     for (const r of results) {
-      counts.ok += r.ok;
-      counts.finished += r.ok + r.inputErrors;
-      if (r.inputErrors) counts.failedByType[ErrorTypes.inputError] = (counts.failedByType[ErrorTypes.inputError] ?? 0) + r.inputErrors;
-      for (const [type, n] of Object.entries(r.failedByType)) {
-        counts.failedByType[type] = (counts.failedByType[type] ?? 0) + n;
-        counts.finished += n;
-      }
-      if (r.costUsd !== undefined) counts.spentUsd = Math.round(((counts.spentUsd ?? 0) + r.costUsd) * 1e6) / 1e6;
+      outcome.ok += r.ok;
+      outcome.finished += r.ok;
+      fail(ErrorTypes.inputError, r.inputErrors);
+      for (const [type, n] of Object.entries(r.failedByType)) fail(type, n);
+      if (r.costUsd !== undefined) outcome.costUsd = Math.round(((outcome.costUsd ?? 0) + r.costUsd) * 1e6) / 1e6;
     }
     if (results.every((r) => r.leftOver === 0)) break;
   }
-  return view;
+  return outcome;
 }

@@ -1,3 +1,4 @@
+import type { BatchPhaseOutcome } from '../../lib/shared/batch';
 import { ErrorTypes, pauseReason } from '../../lib/shared/errorTypes';
 import type { CarriedState, PauseState, PlanRunResult, ProgressSnapshot, RetrySelection, RowDone, RowRef } from '../../lib/shared/types';
 import { formatDuration, RateWindow } from '../../lib/shared/eta';
@@ -121,6 +122,20 @@ export class RunState {
   }
 
   // ---- dispatching -------------------------------------------------------------------------
+
+  /**
+   * What a --batch phase did (workflows/batchJob.ts), before the window starts: rows a batch
+   * answered count ok, rows it failed count failed, and rows an earlier run had failed stop
+   * counting as failed first (they were in flight again).
+   */
+  applyBatchPhase(outcome: BatchPhaseOutcome): void {
+    const c = this.carried.counts;
+    for (const [type, n] of Object.entries(outcome.retriedByType)) c.failedByType[type] = Math.max(0, (c.failedByType[type] ?? 0) - n);
+    for (const [type, n] of Object.entries(outcome.failedByType)) c.failedByType[type] = (c.failedByType[type] ?? 0) + n;
+    c.ok += outcome.ok;
+    c.finished += outcome.finished;
+    if (outcome.costUsd !== undefined) c.spentUsd = Math.round(((c.spentUsd ?? 0) + outcome.costUsd) * 1e6) / 1e6;
+  }
 
   /** A row leaves the pending set for a child. A row failed before stops counting as failed. */
   dispatched(row: RowRef): void {

@@ -18,6 +18,7 @@ import type { OrchestrationActivities } from '../../activities/orchestration';
 import { validateRetrySelection } from '../../lib/shared/retrySelection';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../../lib/shared/searchAttributes';
 import type { DatasetRunSummary, DatasetWorkflowInput, PauseState, PlanRunResult, RetrySelection } from '../../lib/shared/types';
+import { runBatchPhase } from '../batchJob';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate, rowDoneSignal } from '../messages';
 import { rowWorkflowId } from './rowReports';
 import { ResultsRefresher } from './resultsRefresh';
@@ -104,6 +105,15 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     }
     phase = 'running';
     refreshDetails(state, phase);
+    // --batch: the provider batch phase runs first, once per run; with `--batch-fallback fail`
+    // what the batches did not answer stays failed, so no direct pass follows. Older histories have
+    // no batch settings and never reach the marker.
+    if (!rawInput.carried && !rawInput.retryOnly && input.batch && patched('atelier-batch')) {
+      state.applyBatchPhase(await runBatchPhase(input, input.batch));
+      if (input.batch.fallback === 'fail') state.cursor = null;
+      upsertCounts(input, state, true);
+      refreshDetails(state, phase);
+    }
     // Results tables refreshed while the run goes (new in this version: older histories replay without).
     const runState = state;
     const runInput = input;

@@ -122,6 +122,17 @@ export interface BatchJobView {
   result?: BatchJobResult;
 }
 
+/** What a run's batch phase did, for its counts (RunState.applyBatchPhase). */
+export interface BatchPhaseOutcome {
+  ok: number;
+  /** Rows recorded failed (per-line errors, input errors, refused multi-turn rows), by class. */
+  failedByType: Record<string, number>;
+  /** Rows an earlier run had recorded failed that went through a batch again, by class. */
+  retriedByType: Record<string, number>;
+  finished: number;
+  costUsd?: number;
+}
+
 export interface BatchPhaseView {
   jobs: BatchJobView[];
   multiTurnDirect: number;
