@@ -9,6 +9,7 @@ import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/runId';
+import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
 import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import type { datasetWorkflow } from '../workflows';
@@ -20,7 +21,8 @@ import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../l
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { cliNow, ExitCodes, type CliIO } from './io';
-import { ProgressReporter } from './progress';
+import { describeMultiTurn, ProgressReporter } from './progress';
+import { batchJobsQuery } from '../workflows/batchMessages';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
 
 export interface EditOptions {
@@ -80,6 +82,25 @@ export interface EditOptions {
   dryRun?: boolean;
   /** Pause the run when its estimated spend reaches this (USD). */
   maxCost?: number;
+  /** --batch: through the provider's batch API first. */
+  batch?: boolean;
+  batchFallback?: string;
+  /** First wait between polls of a provider batch (ms; tests shorten it). */
+  batchPollMs?: number;
+}
+
+/** `--batch` settings, checked: the backend must have a batch API Atelier drives. */
+function batchSettings(options: EditOptions, backend: string): BatchSettings | undefined {
+  if (!options.batch) {
+    if (options.batchFallback !== undefined) throw new UsageError('--batch-fallback goes with --batch');
+    return undefined;
+  }
+  if (!BATCH_BACKENDS.includes(backend as BatchBackend)) {
+    throw new UsageError(`--batch is for the ${BATCH_BACKENDS.join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`);
+  }
+  const fallback = (options.batchFallback ?? 'direct') as BatchFallback;
+  if (fallback !== 'direct' && fallback !== 'fail') throw new UsageError(`--batch-fallback ${options.batchFallback}: choose direct or fail`);
+  return { fallback, ...(options.batchPollMs ? { pollInitialMs: options.batchPollMs, pollMaxMs: Math.max(options.batchPollMs, Math.min(600_000, options.batchPollMs * 16)) } : {}) };
 }
 
 /** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
@@ -194,6 +215,8 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   };
   const promptEnhance = options.promptEnhance ? { model: options.promptEnhance, withImages: !!options.promptEnhanceImages } : undefined;
   const backend = options.backend as Backend;
+  // Not part of the run id: a batch makes the same outputs, only cheaper and later.
+  const batch = batchSettings(options, backend);
   const encoding = { jpegQuality: options.jpegQuality, webpQuality: options.webpQuality };
   // Everything that decides what the outputs are goes into the run id; what only tunes execution
   // (filter, window, retries, where results and caches go) does not.
@@ -249,6 +272,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(promptEnhance ? { promptEnhance } : {}),
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
       ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
+      ...(batch ? { batch } : {}),
       window: options.window,
       retry: {
         maxAttempts: options.maxRetries + 1,
@@ -303,7 +327,7 @@ export async function waitForRun(
   conclude?: (summary: DatasetRunSummary) => Promise<{ text: string; code: number }>,
 ): Promise<number> {
   const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
-  const reporter = new ProgressReporter(() => handle.query(progressQuery), io);
+  const reporter = new ProgressReporter(() => handle.query(progressQuery), io, () => handle.query(batchJobsQuery));
   reporter.start();
   try {
     type Ending = { kind: 'result'; summary: DatasetRunSummary } | { kind: 'interrupted' } | { kind: 'workers-stopped' };
@@ -329,6 +353,7 @@ export async function waitForRun(
       return code;
     }
     io.out(describeSummary(ending.summary));
+    for (const note of describeMultiTurn(reporter.lastBatchView())) io.err(note);
     // Rows left pending by --filter-rows are not failures.
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
   } catch (err) {

@@ -10,9 +10,11 @@ import { summarizeLedger } from '../lib/summary';
 import { formatDuration } from '../lib/shared/eta';
 import type { ProgressSnapshot, RetrySelection } from '../lib/shared/types';
 import type { datasetWorkflow } from '../workflows';
+import { batchJobsQuery } from '../workflows/batchMessages';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
 import { checkModelChoice, startRun, waitForRun } from './edit';
 import { ExitCodes, type CliIO } from './io';
+import { describeBatchJob, describeMultiTurn } from './progress';
 import { openSession } from './session';
 import { doneRowsToRedo, failedRowsMatching, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
 
@@ -79,7 +81,9 @@ export async function runStatus(runId: string, options: ManageOptions, io: CliIO
     if (session) {
       const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
       if (await isOpen(handle)) {
-        io.out([`run ${runId}`, ...describeProgress(await handle.query(progressQuery))].join('\n'));
+        // A --batch run also shows each job's provider status and request counts.
+        const batch = await handle.query(batchJobsQuery).catch(() => null);
+        io.out([`run ${runId}`, ...describeProgress(await handle.query(progressQuery)), ...(batch?.jobs ?? []).map(describeBatchJob), ...describeMultiTurn(batch)].join('\n'));
         return ExitCodes.ok;
       }
     }

@@ -1,5 +1,6 @@
 import { SingleBar, Presets } from 'cli-progress';
 import { formatDuration, RateWindow } from '../lib/shared/eta';
+import type { BatchJobView, BatchPhaseView } from '../lib/shared/batch';
 import type { ProgressSnapshot } from '../lib/shared/types';
 
 interface ReporterIO {
@@ -22,11 +23,21 @@ export class ProgressReporter {
   private polling: Promise<void> = Promise.resolve();
   /** cli-progress's own ETA averages from the start and rounds into `1m60s`: ours is windowed. */
   private readonly rate = new RateWindow();
+  private batch: BatchPhaseView | null = null;
+  private noBatch = false;
+  private readonly batchSaid = new Map<string, string>();
 
   constructor(
     private readonly read: () => Promise<ProgressSnapshot>,
     private readonly io: ReporterIO,
+    /** A --batch run's jobs (the dataset workflow's `batchJobs` query); null for other runs. */
+    private readonly readBatch?: () => Promise<BatchPhaseView | null>,
   ) {}
+
+  /** The batch phase as last seen (multi-turn rows sent direct or refused, each job's state). */
+  lastBatchView(): BatchPhaseView | null {
+    return this.batch;
+  }
 
   start(): void {
     this.timer = setInterval(() => {
@@ -42,11 +53,32 @@ export class ProgressReporter {
       return; // the workflow has not run its first task yet, or is between tasks
     }
     if (snapshot.phase === 'planning') return;
+    // A run without --batch has no such query (it is registered as the run leaves planning): ask once.
+    if (this.readBatch && !this.noBatch) {
+      try {
+        this.batch = (await this.readBatch()) ?? this.batch;
+      } catch {
+        if (!this.batch) this.noBatch = true;
+      }
+    }
+    const jobs = this.batch?.jobs ?? [];
+    const busy = jobs.filter((j) => j.phase !== 'done' && j.phase !== 'failed' && j.phase !== 'cancelled');
+    if (!this.io.isTTY) {
+      // One line per change of a job's state: batches take hours, so each change is news.
+      for (const job of jobs) {
+        const line = describeBatchJob(job);
+        if (this.batchSaid.get(job.jobId) !== line) {
+          this.batchSaid.set(job.jobId, line);
+          this.io.err(line);
+        }
+      }
+    }
     const done = snapshot.ok + snapshot.failed;
     this.rate.add(Date.now(), done);
     const eta = snapshot.paused ? 'paused' : formatDuration(this.rate.etaSeconds(snapshot.total - done));
     const spent = snapshot.spentUsd !== undefined || snapshot.maxCostUsd !== undefined ? ` | $${(snapshot.spentUsd ?? 0).toFixed(2)}${snapshot.maxCostUsd !== undefined ? ` of $${snapshot.maxCostUsd}` : ''}` : '';
-    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, spent, eta, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : snapshot.phase };
+    const batchState = busy.length ? `batch: ${busy.map((j) => `${j.status?.providerStatus ?? j.phase}${j.status?.total !== undefined ? ` ${j.status.completed ?? 0}/${j.status.total}` : ''}`).join(', ')}` : undefined;
+    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, spent, eta, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : (batchState ?? snapshot.phase) };
     if (this.io.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar(
@@ -70,4 +102,21 @@ export class ProgressReporter {
     this.bar?.stop();
     this.bar = undefined;
   }
+}
+
+/** One line about a batch job: its provider batch, status and request counts. */
+export function describeBatchJob(job: BatchJobView): string {
+  const s = job.status;
+  const counts = s?.total !== undefined ? ` (${s.completed ?? 0}/${s.total} done, ${s.failed ?? 0} failed)` : '';
+  const result = job.result ? `: ${job.result.ok} ok, ${Object.values(job.result.failedByType).reduce((a, b) => a + b, 0) + job.result.inputErrors} failed` : '';
+  return `batch job ${job.jobId.slice(job.jobId.lastIndexOf('#') + 1)} (${job.rows} rows${job.batchId ? `, ${job.batchId}` : ''}): ${job.phase}${s ? `, provider status ${s.providerStatus}${counts}` : ''}${result}`;
+}
+
+/** What became of a --batch run's multi-turn rows (a batch cannot chain turns). */
+export function describeMultiTurn(view: BatchPhaseView | null): string[] {
+  if (!view) return [];
+  return [
+    ...(view.multiTurnDirect ? [`note: ${view.multiTurnDirect} multi-turn row${view.multiTurnDirect > 1 ? 's' : ''} went down the direct path at the standard price (a batch cannot chain turns)`] : []),
+    ...(view.multiTurnRefused ? [`note: ${view.multiTurnRefused} multi-turn row${view.multiTurnRefused > 1 ? 's were' : ' was'} refused (a batch cannot chain turns; --batch-fallback fail); run them without --batch`] : []),
+  ];
 }

@@ -11,7 +11,7 @@ import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/types';
 import { startGeminiStandin, geminiFaults, type GeminiStandin } from '../standins/gemini';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { createWorkers, runWorkersUntil } from '../workers';
-import { batchJobsQuery } from '../workflows/batchJob';
+import { batchJobsQuery } from '../workflows/batchMessages';
 import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
 

@@ -2,8 +2,6 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
-  defineQuery,
-  defineSignal,
   executeChild,
   getExternalWorkflowHandle,
   isCancellation,
@@ -19,6 +17,7 @@ import type { BatchJobResult, BatchJobSpec, BatchJobView, BatchPhaseOutcome, Bat
 import { providerQueue } from '../lib/constants';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/errorTypes';
 import type { DatasetWorkflowInput } from '../lib/types';
+import { batchJobQuery, batchJobsQuery, batchJobUpdateSignal } from './batchMessages';
 
 // Provider batch jobs (`atelier edit --batch`). The dataset workflow runs a batch phase before its
 // direct pass: it groups the rows that need a call into jobs (manifests in the run's storage) and
@@ -28,13 +27,6 @@ import type { DatasetWorkflowInput } from '../lib/types';
 // committed through the ledger, every other row recorded failed with the provider's reason. What
 // the batch did not answer goes down the direct path afterwards (`--batch-fallback direct`) or stays
 // failed (`fail`). Cancelling the run cancels the provider's batch.
-
-/** One job's state: its provider status and request counts. */
-export const batchJobQuery = defineQuery<BatchJobView>('batchJob');
-/** The dataset run's batch phase: every job's state (`atelier status`, the progress bar). */
-export const batchJobsQuery = defineQuery<BatchPhaseView | null>('batchJobs');
-/** A job child tells its run of a change in its state (a few per job: status changes, counts). */
-export const batchJobUpdateSignal = defineSignal<[BatchJobView]>('batchJobUpdate');
 
 const DEFAULT_POLL_INITIAL_MS = 30_000;
 const DEFAULT_POLL_MAX_MS = 10 * 60_000;
