@@ -1,0 +1,131 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { parse } from 'csv-parse/sync';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBatchActivities, createBatchPlanningActivities, type PlanBatchJobsInput } from '../activities/batch';
+import { createOrchestrationActivities } from '../activities/orchestration';
+import type { BatchJobSpec, BatchPlan, BatchSubmission } from '../lib/batch';
+import { freePort } from '../lib/devServer';
+import { runMetaKey } from '../lib/constants';
+import { openStorage } from '../storage';
+import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
+import { tempDir, writePng, writeText } from './helpers/fixtures';
+import { testInput } from './helpers/temporalEnv';
+
+// A batch is never submitted twice for the same rows: not when the worker is killed and the
+// Temporal server restarted while the batch runs (real processes: `atelier server`, `atelier
+// worker`, the CLI), and not when a submit attempt dies between creating the batch and recording it.
+
+const API_KEY = 'sk-test-batch-durability-9d8c7b6a';
+let standin: OpenAIStandin;
+
+beforeAll(async () => {
+  standin = await startOpenAIStandin({ batch: { validatingMs: 200, inProgressMs: 8000, finalizingMs: 200, concurrency: 4 } });
+});
+afterAll(async () => standin?.close());
+
+async function dataset(rows: number, tag: string): Promise<{ csv: string; outputDir: string }> {
+  const dir = tempDir(`atelier-batchdur-${tag}-`);
+  await writePng(join(dir, 'in.png'));
+  const csv = join(dir, 'rows.csv');
+  writeText(csv, ['image,instruction', ...Array.from({ length: rows }, (_, i) => `in.png,${tag}-${i} edit`)].join('\n'));
+  return { csv, outputDir: join(dir, 'out') };
+}
+
+async function startServer(stateDir: string, port: number): Promise<CliProcess> {
+  for (let attempt = 1; ; attempt++) {
+    let uiPort = await freePort();
+    while (uiPort === port) uiPort = await freePort();
+    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(uiPort)], { ...process.env });
+    try {
+      await server.waitForOutput(/address: 127\.0\.0\.1:\d+/);
+      return server;
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+describe('a batch is submitted once', () => {
+  it('killing the worker and restarting the server while the batch runs: the run resumes polling the same batch', async () => {
+    assertBuilt();
+    const stateDir = tempDir('atelier-batchdur-state-');
+    const port = await freePort();
+    let server = await startServer(stateDir, port);
+    const env: NodeJS.ProcessEnv = { ...process.env, TEMPORAL_ADDRESS: `127.0.0.1:${port}`, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
+    let worker = new CliProcess(['worker'], env);
+    const { csv, outputDir } = await dataset(40, 'dur');
+    const before = standin.batches.all.length;
+    try {
+      await worker.waitForOutput(/serving atelier-orchestrator/);
+      const started = await atelier(['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-2', '--state-dir', stateDir, '--batch', '--batch-poll-ms', '300', '--detach'], env);
+      expect(started.code, started.stderr).toBe(0);
+      const runId = started.stdout.trim().split('\n').pop()!;
+      await waitUntil(() => standin.batches.all.length > before && standin.batches.all[before]!.status === 'in_progress', 60_000, 'the batch in progress');
+      worker.child.kill('SIGKILL');
+      expect(await server.stop()).toBe(0);
+      await sleep(1000);
+      server = await startServer(stateDir, port);
+      worker = new CliProcess(['worker'], env);
+      await worker.waitForOutput(/serving atelier-orchestrator/);
+
+      const watched = await atelier(['watch', runId, '--state-dir', stateDir], env);
+      expect(watched.code, `${watched.stderr}\nworker:\n${worker.output.slice(-3000)}`).toBe(0);
+      const created = standin.batches.all.slice(before);
+      expect(created.map((b) => b.metadata?.atelier_run_id)).toEqual([runId]);
+      expect(created[0]!.status).toBe('completed');
+      expect(standin.calls.filter((c) => c.prompt.startsWith('dur-') && !c.viaBatch)).toHaveLength(0);
+      const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
+      expect(rows.filter((r) => r.status === 'ok')).toHaveLength(40);
+
+      // `atelier status` of a finished run reads the ledger; the same command again makes no batch and no call.
+      const calls = standin.calls.length;
+      const again = await atelier(['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-2', '--state-dir', stateDir, '--batch', '--batch-poll-ms', '300'], env);
+      expect(again.code, again.stderr).toBe(0);
+      expect(standin.batches.all.length).toBe(before + 1);
+      expect(standin.calls.length).toBe(calls);
+    } finally {
+      await worker.stop();
+      await server.stop();
+    }
+  }, 240_000);
+
+  it('a submit attempt that died after creating the batch: the retry finds it by its tag instead of creating another', async () => {
+    const { csv, outputDir } = await dataset(5, 'tag');
+    const env = new MockActivityEnvironment();
+    const input = testInput({ runId: 'batch-tag', inputPath: csv, outputDir });
+    await env.run(createOrchestrationActivities().planRun, input);
+    const planning: PlanBatchJobsInput = { runId: 'batch-tag', outputDir, backend: 'openai', phaseId: 'p1', round: 0, fallback: 'direct' };
+    const plan = (await env.run(createBatchPlanningActivities().planBatchJobs, planning)) as BatchPlan;
+    expect(plan.jobs).toHaveLength(1);
+    const spec: BatchJobSpec = {
+      runId: 'batch-tag',
+      outputDir,
+      jobId: plan.jobs[0]!.jobId,
+      phaseId: 'p1',
+      backend: 'openai',
+      model: 'gpt-image-2',
+      params: {},
+      numImages: 1,
+      encoding: { jpegQuality: 95, webpQuality: 95 },
+      imageCacheDir: join(outputDir, '.atelier', 'image-cache'),
+      rows: plan.jobs[0]!.rows,
+      fallback: 'direct',
+    };
+    const activities = createBatchActivities({ backend: 'openai', apiKey: API_KEY, baseURL: standin.baseURL });
+    const before = standin.batches.all.length;
+    const uploadsBefore = standin.batches.uploadsForBatch();
+    const first = (await env.run(activities.submitBatchJob, spec)) as BatchSubmission;
+    expect(first).toMatchObject({ rows: 5, requests: 5 });
+    // The attempt "died" before its record was written: the record is gone, the batch exists.
+    const recordKey = runMetaKey(`batch/${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.submitted.json`);
+    await openStorage(outputDir).remove(recordKey);
+    const retry = await env.run(activities.submitBatchJob, spec);
+    expect(retry).toMatchObject({ batchId: first.batchId, found: true, rows: 5 });
+    expect(standin.batches.all.length).toBe(before + 1);
+    expect(standin.batches.uploadsForBatch()).toBe(uploadsBefore + 1);
+  }, 60_000);
+});
