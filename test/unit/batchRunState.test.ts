@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { parseBatchRequestKey, batchRequestKey } from '../../lib/batch';
+import type { PlanRunResult } from '../../lib/types';
+import { RunState } from '../../workflows/dataset/runState';
+
+// What a --batch phase hands the run's bookkeeping, without a server.
+
+function planned(failedByType: Record<string, number> = {}): RunState {
+  const plan = { input: {}, totalRows: 10, selectedRows: 10, alreadyOk: 2, failedByType } as unknown as PlanRunResult;
+  return RunState.planned('run-b', plan, '2026-11-30T00:00:00.000Z', undefined, () => true);
+}
+
+describe('RunState.applyBatchPhase', () => {
+  it('counts the batch\'s rows: ok, failed by class, rows failed before no longer counted twice, the spend', () => {
+    const s = planned({ Retryable: 3 });
+    s.applyBatchPhase({ ok: 5, failedByType: { Blocked: 1, InputError: 1 }, retriedByType: { Retryable: 3 }, finished: 7, costUsd: 0.0175 });
+    expect(s.snapshot('running')).toMatchObject({ total: 10, ok: 7, failed: 2, failedByType: { Retryable: 0, Blocked: 1, InputError: 1 }, pending: 1, finished: 7, spentUsd: 0.0175 });
+  });
+
+  it('a row the batch failed and the direct path then finishes counts once', () => {
+    const s = planned();
+    s.applyBatchPhase({ ok: 0, failedByType: { Retryable: 1 }, retriedByType: {}, finished: 1 });
+    s.dispatched({ position: 4, index: 4, summary: 'row 4', previousErrorType: 'Retryable' });
+    s.finishRow({ position: 4, index: 4, status: 'ok' });
+    expect(s.snapshot('running')).toMatchObject({ ok: 3, failed: 0 });
+  });
+});
+
+describe('batch request keys', () => {
+  it('name a row, or a row\'s k-th call, and read back', () => {
+    expect(parseBatchRequestKey(batchRequestKey(42))).toEqual({ index: 42 });
+    expect(parseBatchRequestKey(batchRequestKey(7, 2))).toEqual({ index: 7, call: 2 });
+    expect(parseBatchRequestKey('row-x')).toBeUndefined();
+  });
+});
