@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
 import { parse } from 'csv-parse/sync';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BatchPhaseView } from '../lib/batch';
 import { ORCHESTRATOR_QUEUE } from '../lib/constants';
@@ -192,5 +194,26 @@ describe('--batch on Gemini', () => {
     const entry = await readLedgerEntry(outputDir, 0);
     // 1290 output tokens at $30/M, halved.
     expect(entry?.costUsd).toBeCloseTo((1290 * 30) / 1e6 / 2 + (entry!.usage!.inputTokens! * 0.3) / 1e6 / 2, 6);
+  }, 120_000);
+
+  it('over 20 MB of requests: a JSONL file through the Files API, answers read from the responses file', async () => {
+    const dir = tempDir('atelier-batch-gemfile-');
+    // Noise does not compress: each PNG is about 3 MB, about 4 MB once base64 in a request.
+    for (let i = 0; i < 6; i++) {
+      const noise = randomBytes(1000 * 1000 * 3);
+      await sharp(noise, { raw: { width: 1000, height: 1000, channels: 3 } }).png({ compressionLevel: 1 }).toFile(join(dir, `n${i}.png`));
+    }
+    const csv = join(dir, 'rows.csv');
+    writeText(csv, ['image,instruction', ...Array.from({ length: 6 }, (_, i) => `n${i}.png,gfile-${i} make it calmer`)].join('\n'));
+    const outputDir = join(dir, 'out');
+    const filesBefore = gemini.uploadedFiles();
+    const summary = await runDataset(testInput({ runId: 'batch-gemini-file', backend: 'gemini', model: 'gemini-2.5-flash-image', inputPath: csv, outputDir, batch: { fallback: 'fail', ...poll } }));
+    expect(summary).toMatchObject({ total: 6, ok: 6, failed: 0 });
+    const job = gemini.batches.all.find((b) => b.displayName.startsWith('batch-gemini-file#'))!;
+    expect(job.source).toMatch(/^files\//);
+    expect(job.output).toMatchObject({ responsesFile: expect.stringMatching(/^files\//) });
+    // The input file and the responses file.
+    expect(gemini.uploadedFiles()).toBe(filesBefore + 2);
+    expect(direct(gemini.calls, 'gfile-')).toHaveLength(0);
   }, 120_000);
 });

@@ -55,6 +55,24 @@ function jobDetails(view: BatchJobView): string {
   return [`**batch job ${view.jobId}**: ${view.phase}`, '', `- rows: ${view.rows}`, ...(view.batchId ? [`- provider batch: ${view.batchId}`] : []), ...(s ? [`- provider status: ${s.providerStatus}${counts}`] : [])].join('\n');
 }
 
+/** The batch phase as a Markdown table for the run's page. */
+function phaseDetails(runId: string, view: BatchPhaseView): string {
+  const rows = view.jobs.map((j) => {
+    const s = j.status;
+    const counts = s?.total !== undefined ? `${s.completed ?? 0} / ${s.failed ?? 0} / ${s.total}` : '';
+    return `| ${j.jobId.slice(j.jobId.lastIndexOf('#') + 1)} | ${j.rows} | ${j.batchId ?? ''} | ${j.phase} | ${s?.providerStatus ?? ''} | ${counts} |`;
+  });
+  return [
+    `**${runId}**: batch phase`,
+    '',
+    '| job | rows | provider batch | job state | provider status | done / failed / total |',
+    '| --- | --- | --- | --- | --- | --- |',
+    ...rows,
+    ...(view.multiTurnDirect ? ['', `${view.multiTurnDirect} multi-turn rows go down the direct path (a batch cannot chain turns).`] : []),
+    ...(view.multiTurnRefused ? ['', `${view.multiTurnRefused} multi-turn rows refused (--batch-fallback fail).`] : []),
+  ].join('\n');
+}
+
 /** The error class and message of a failed activity. */
 function failureOf(err: unknown): { errorType: string; error: string } {
   const cause = err instanceof ActivityFailure ? err.cause : err;
@@ -155,9 +173,12 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
     outcome.finished += n;
   };
   setHandler(batchJobsQuery, () => view);
+  // The run's page in the Temporal UI shows the jobs while they run (the row table comes back after).
+  const redraw = () => setCurrentDetails(phaseDetails(input.runId, view));
   setHandler(batchJobUpdateSignal, (job) => {
     const k = view.jobs.findIndex((j) => j.jobId === job.jobId);
     if (k >= 0) view.jobs[k] = job;
+    redraw();
   });
   const backend = input.backend as BatchJobSpec['backend'];
   // Rows a batch of this phase failed are not batched again; a later run of the same command is a
@@ -183,6 +204,7 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
     }
     if (plan.jobs.length === 0) break;
     view.jobs.push(...plan.jobs.map((j) => ({ jobId: j.jobId, rows: j.rows, phase: 'submitting' as const })));
+    redraw();
     const results = await Promise.all(
       plan.jobs.map((job) => {
         const spec: BatchJobSpec = {
