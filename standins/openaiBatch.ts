@@ -43,6 +43,8 @@ export interface OpenAIBatchOptions {
   concurrency?: number;
   /** The batch expires after running this many lines (the rest go to the error file as batch_expired). */
   expireAfterRequests?: number;
+  /** Time in `cancelling` once no line is running (default 50 ms). */
+  cancellingMs?: number;
 }
 
 export interface StoredFile {
@@ -110,6 +112,8 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
   const files = new Map<string, StoredFile>();
   const batches: StoredBatch[] = [];
   const timers = new Set<NodeJS.Timeout>();
+  /** Batches whose lines have all run: what a cancel does to them (they keep every answer). */
+  const cancelFinishers = new Map<string, () => void>();
   let counter = 0;
   let cancels = 0;
   let stopped = false;
@@ -271,14 +275,15 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
       writeFiles();
       return;
     }
+    // Every line has run: a cancel from now on ends the batch soon, with all its answers.
+    cancelFinishers.set(batch.id, () => {
+      batch.status = 'cancelled';
+      batch.cancelled_at = seconds();
+      writeFiles();
+    });
     later(Math.max(0, (settings.inProgressMs ?? 100) - (Date.now() - started)), () => {
-      if (batch.status === 'cancelling') {
-        batch.status = 'cancelled';
-        batch.cancelled_at = seconds();
-        writeFiles();
-        return;
-      }
       if (batch.status !== 'in_progress') return;
+      cancelFinishers.delete(batch.id);
       batch.status = 'finalizing';
       batch.finalizing_at = seconds();
       later(settings.finalizingMs ?? 50, () => {
@@ -373,6 +378,11 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     } else if (batch.status === 'in_progress') {
       batch.status = 'cancelling';
       batch.cancelling_at = seconds();
+      const finish = cancelFinishers.get(batch.id);
+      if (finish) {
+        cancelFinishers.delete(batch.id);
+        later(options.cancellingMs ?? 50, finish);
+      }
     }
     sendJson(res, 200, batch);
   }

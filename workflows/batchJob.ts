@@ -30,6 +30,8 @@ import { batchJobQuery, batchJobsQuery, batchJobUpdateSignal } from './batchMess
 
 const DEFAULT_POLL_INITIAL_MS = 30_000;
 const DEFAULT_POLL_MAX_MS = 10 * 60_000;
+/** After a cancel, how long a job waits for the provider to finish cancelling before it collects. */
+const CANCEL_COLLECT_WAIT_MS = 15 * 60_000;
 
 export interface BatchJobWorkflowInput {
   spec: BatchJobSpec;
@@ -142,7 +144,22 @@ export async function batchJobWorkflow(input: BatchJobWorkflowInput): Promise<Ba
       // recorded), so nothing more is billed.
       await CancellationScope.nonCancellable(async () => {
         const cancelled = await acts.cancelBatchJob({ spec, ...(batchId ? { batchId } : {}) }).catch(() => undefined);
-        await report({ ...view, phase: 'cancelled', ...(cancelled?.batchId ? { batchId: cancelled.batchId } : {}), ...(cancelled?.providerStatus ? { status: { ...(view.status ?? { terminal: true }), providerStatus: cancelled.providerStatus } } : {}) });
+        const id = cancelled?.batchId ?? batchId;
+        let status: BatchStatus | undefined = cancelled?.providerStatus ? { ...(view.status ?? { terminal: true }), providerStatus: cancelled.providerStatus } : view.status;
+        let result: BatchJobResult | undefined;
+        if (id) {
+          // Answers the batch produced before the cancel are paid for: wait out its cancelling
+          // (the provider finishes the requests in flight; bounded here) and commit them, so a
+          // re-run does not pay for those rows again.
+          let delay = 1_000;
+          for (let waited = 0; waited < CANCEL_COLLECT_WAIT_MS; waited += delay, delay = Math.min(delay * 2, 60_000)) {
+            status = (await acts.pollBatchJob({ backend: spec.backend, batchId: id }).catch(() => undefined)) ?? status;
+            if (!status || status.terminal) break;
+            await sleep(delay);
+          }
+          if (status?.terminal) result = await acts.collectBatchJob({ spec, batchId: id }).catch(() => undefined);
+        }
+        await report({ ...view, phase: 'cancelled', ...(id ? { batchId: id } : {}), ...(status ? { status } : {}), ...(result ? { result } : {}) });
       });
     }
     throw err;
