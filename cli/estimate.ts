@@ -1,4 +1,5 @@
 import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
+import { BATCH_PRICE_FACTOR } from '../lib/batch';
 import { DatasetError, UsageError } from '../lib/errors';
 import { readRunDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/shared/filterRows';
@@ -46,6 +47,9 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
     stateOf = undefined; // no output dir yet: nothing done
   }
   const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, maxInputImages: 0, tooManyInputs: 0, costUsd: 0, costNote: '' };
+  // --batch: multi-turn rows cannot go through a batch (direct at the standard price, or refused).
+  let multiTurnRows = 0;
+  let multiTurnImages = 0;
   try {
     // Counting needs no copy of embedded images: nothing is stored before a run.
     const rows = readRunDataset(input, async () => ({ kind: 'blob', source: '(embedded)' }), () => undefined);
@@ -67,6 +71,10 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
       const images = row.turns.length > 1 ? row.turns.length : input.numImages;
       e.calls += row.turns.length > 1 ? row.turns.length : Math.ceil(input.numImages / Math.max(1, perCall));
       e.outputImages += images;
+      if (row.turns.length > 1) {
+        multiTurnRows += 1;
+        multiTurnImages += images;
+      }
       if (row.images.length === 0) e.generateRows += 1;
       if (input.promptEnhance) e.enhanceCalls += row.turns.length;
     }
@@ -86,6 +94,13 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
     else if (e.costUsd === undefined) e.costNote = `no published per-image price for ${input.model}`;
     else e.costNote = 'output images at the per-image price; input image tokens of edits are extra';
     if (input.promptEnhance && e.enhanceCalls) e.costNote += '; prompt-enhancer calls not included';
+    if (input.batch && e.costUsd !== undefined) {
+      const direct = input.batch.fallback === 'direct' ? multiTurnImages : 0;
+      const batched = estimateCostUsd(backend, input.model, input.params, undefined, e.outputImages - multiTurnImages);
+      const standard = estimateCostUsd(backend, input.model, input.params, undefined, direct);
+      e.costUsd = batched === undefined || standard === undefined ? undefined : Math.round((batched * BATCH_PRICE_FACTOR + standard) * 1e6) / 1e6;
+      e.costNote += `; --batch: half price${multiTurnRows ? `, except ${multiTurnRows} multi-turn row${multiTurnRows > 1 ? 's' : ''} (${input.batch.fallback === 'direct' ? 'direct, standard price' : 'refused'})` : ''}`;
+    }
   }
   return e;
 }
