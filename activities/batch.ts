@@ -49,7 +49,12 @@ async function readJson<T>(storage: Storage, key: string): Promise<T | undefined
 /** A job's rows: plan positions and indexes, in order. */
 interface JobManifest {
   rows: { position: number; index: number }[];
+  /** When the job was planned: no batch of this job can be older, so a tag lookup stops there. */
+  plannedAt?: string;
 }
+
+/** Clock skew allowed between this worker and the provider when comparing creation times. */
+const CLOCK_SKEW_MS = 10 * 60_000;
 
 interface SubmissionRecord extends BatchSubmission {
   /** Row indexes the batch holds a request for. */
@@ -113,7 +118,7 @@ export function createBatchPlanningActivities() {
       const flush = async () => {
         if (current.length === 0) return;
         const jobId = `${input.runId}#${input.phaseId}-r${input.round}j${plan.jobs.length}`;
-        await storage.write(jobKey({ jobId }, 'rows'), JSON.stringify({ rows: current } satisfies JobManifest));
+        await storage.write(jobKey({ jobId }, 'rows'), JSON.stringify({ rows: current, plannedAt: new Date().toISOString() } satisfies JobManifest));
         plan.jobs.push({ jobId, rows: current.length });
         current = [];
       };
@@ -173,7 +178,8 @@ type LineOutcome = { ok: true; images: Buffer[]; requestId?: string; usage?: Rec
 interface BatchClient {
   /** One request line (OpenAI) or request (Gemini) per call of the row. */
   requests(row: PlanRow, inputs: Buffer[], mask: Buffer | undefined, spec: BatchJobSpec): { key: string; body: unknown }[];
-  findTagged(spec: BatchJobSpec): Promise<string | undefined>;
+  /** The batch tagged with this job, looking back (newest first) no further than `since` (ms). */
+  findTagged(spec: BatchJobSpec, since: number): Promise<string | undefined>;
   create(spec: BatchJobSpec, requests: { key: string; body: unknown }[], bytes: number): Promise<{ batchId: string; inputFileId?: string }>;
   status(batchId: string): Promise<BatchStatus>;
   /** Every answer the batch holds, keyed by request key. */
@@ -210,12 +216,11 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
       };
       return [{ key: batchRequestKey(row.index), body: { custom_id: batchRequestKey(row.index), method: 'POST', url: endpointFor(row), body } }];
     },
-    async findTagged(spec) {
-      // Newest first: a job's batch is recent. A few pages cover any plausible crash window.
-      let pages = 0;
+    async findTagged(spec, since) {
+      // Newest first: stop at batches older than the job itself.
       for await (const batch of client.batches.list({ limit: 100 })) {
         if (batch.metadata?.atelier_job_id === spec.jobId) return batch.id;
-        if (++pages > 1000) break;
+        if (batch.created_at * 1000 < since) break;
       }
       return undefined;
     },
@@ -319,12 +324,11 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       // Gemini answers one image per call: --num-images N is N requests.
       return row.outputs.map((_, k) => ({ key: batchRequestKey(row.index, k), body: { contents, config: configFor(spec) } }));
     },
-    async findTagged(spec) {
-      let seen = 0;
+    async findTagged(spec, since) {
       const pager = await ai.batches.list({ config: { pageSize: 100 } });
       for await (const job of pager) {
         if (job.displayName === spec.jobId && job.name) return job.name;
-        if (++seen > 100_000) break;
+        if (job.createTime && Date.parse(job.createTime) < since) break;
       }
       return undefined;
     },
@@ -467,7 +471,10 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           const manifest = await readJson<JobManifest>(storage, jobKey(spec, 'rows'));
           if (!manifest) throw new ClassifiedError('configError', `batch job ${spec.jobId}: its manifest ${jobKey(spec, 'rows')} is missing`);
           const submission: SubmissionRecord = { requests: 0, rows: 0, alreadyDone: 0, inputErrors: 0, leftOver: 0, included: [], createdAt: new Date().toISOString() };
-          const tagged = await client.findTagged(spec);
+          // Only a retry can find a batch an earlier attempt of this job created (a job id is new
+          // with each run); the first attempt skips the lookup.
+          const since = (Date.parse(manifest.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;
+          const tagged = Context.current().info.attempt > 1 ? await client.findTagged(spec, since) : undefined;
           const requests: { key: string; body: unknown }[] = [];
           let bytes = 0;
           const limits = BATCH_LIMITS[spec.backend];
@@ -637,7 +644,10 @@ export function createBatchActivities(deps: BatchActivityDeps) {
     /** Cancels the job's batch at the provider (found by id, or by its tag when the id was never recorded). */
     async cancelBatchJob(args: { spec: BatchJobSpec; batchId?: string }): Promise<{ batchId?: string; providerStatus?: string }> {
       try {
-        const batchId = args.batchId ?? (await readJson<SubmissionRecord>(openStorage(args.spec.outputDir), jobKey(args.spec, 'submitted')))?.batchId ?? (await client.findTagged(args.spec));
+        const storage = openStorage(args.spec.outputDir);
+        const manifest = await readJson<JobManifest>(storage, jobKey(args.spec, 'rows'));
+        const since = (Date.parse(manifest?.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;
+        const batchId = args.batchId ?? (await readJson<SubmissionRecord>(storage, jobKey(args.spec, 'submitted')))?.batchId ?? (await client.findTagged(args.spec, since));
         if (!batchId) return {};
         const status = await client.status(batchId);
         if (!status.terminal) await client.cancel(batchId);

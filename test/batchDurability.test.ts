@@ -123,7 +123,8 @@ describe('a batch is submitted once', () => {
     // The attempt "died" before its record was written: the record is gone, the batch exists.
     const recordKey = runMetaKey(`batch/${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.submitted.json`);
     await openStorage(outputDir).remove(recordKey);
-    const retry = await env.run(activities.submitBatchJob, spec);
+    // The retry is the activity's next attempt.
+    const retry = await new MockActivityEnvironment({ attempt: 2 }).run(activities.submitBatchJob, spec);
     expect(retry).toMatchObject({ batchId: first.batchId, found: true, rows: 5 });
     expect(standin.batches.all.length).toBe(before + 1);
     expect(standin.batches.uploadsForBatch()).toBe(uploadsBefore + 1);
