@@ -94,6 +94,8 @@ export interface PlanBatchJobsInput {
   round: number;
   fallback: BatchFallback;
   maxRowsPerJob?: number;
+  model?: string;
+  numImages?: number;
 }
 
 export const MULTI_TURN_REFUSED = 'a multi-turn row cannot go through a provider batch (each turn edits the previous turn\'s output); run it without --batch, or with --batch-fallback direct';
@@ -109,18 +111,23 @@ export function createBatchPlanningActivities() {
       const storage = openStorage(input.outputDir);
       const selected = rowSelector(input.filterRows);
       const stateOf = await ledgerReader(input.outputDir);
-      const perJob = Math.min(input.maxRowsPerJob ?? BATCH_LIMITS[input.backend].maxRequests, BATCH_LIMITS[input.backend].maxRequests);
+      // Gemini answers one image per request: --num-images N is N requests per row.
+      const callsPerRow = input.backend === 'gemini' ? Math.max(1, input.numImages ?? 1) : 1;
+      const limit = Math.floor(BATCH_LIMITS[input.backend].maxRequests / callsPerRow);
+      const perJob = Math.max(1, Math.min(input.maxRowsPerJob ?? limit, limit));
       const plan: BatchPlan = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0, retried: {} };
       const retried = (state: Awaited<ReturnType<typeof stateOf>>) => {
         if (state.status === 'failed') plan.retried[state.errorType] = (plan.retried[state.errorType] ?? 0) + 1;
       };
-      let current: JobManifest['rows'] = [];
-      const flush = async () => {
-        if (current.length === 0) return;
+      // An OpenAI batch has one endpoint: edits and text-to-image rows go in separate jobs.
+      const open = new Map<string, JobManifest['rows']>();
+      const flush = async (kind: string) => {
+        const rows = open.get(kind);
+        open.delete(kind);
+        if (!rows?.length) return;
         const jobId = `${input.runId}#${input.phaseId}-r${input.round}j${plan.jobs.length}`;
-        await storage.write(jobKey({ jobId }, 'rows'), JSON.stringify({ rows: current, plannedAt: new Date().toISOString() } satisfies JobManifest));
-        plan.jobs.push({ jobId, rows: current.length });
-        current = [];
+        await storage.write(jobKey({ jobId }, 'rows'), JSON.stringify({ rows, plannedAt: new Date().toISOString() } satisfies JobManifest));
+        plan.jobs.push({ jobId, rows: rows.length });
       };
       for await (const row of allPlanRows(input.outputDir)) {
         if (!selected(row.position)) continue;
@@ -138,7 +145,7 @@ export function createBatchPlanningActivities() {
               position: row.position,
               status: 'failed',
               runId: input.runId,
-              model: '',
+              model: input.model ?? '',
               ...(row.digest ? { digest: row.digest } : {}),
               errorType: ErrorTypes.inputError,
               error: `row ${row.index} (${row.where}): ${MULTI_TURN_REFUSED}`,
@@ -149,10 +156,13 @@ export function createBatchPlanningActivities() {
           continue;
         }
         retried(state);
-        current.push({ position: row.position, index: row.index });
-        if (current.length >= perJob) await flush();
+        const kind = input.backend === 'openai' && row.images.length === 0 ? 'generate' : 'edit';
+        const rows = open.get(kind) ?? [];
+        rows.push({ position: row.position, index: row.index });
+        open.set(kind, rows);
+        if (rows.length >= perJob) await flush(kind);
       }
-      await flush();
+      for (const kind of [...open.keys()]) await flush(kind);
       return plan;
     },
   };

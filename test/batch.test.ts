@@ -92,6 +92,22 @@ describe('--batch on OpenAI', () => {
     expect(openai.calls.length).toBe(callsBefore);
   }, 240_000);
 
+  it('edit and text-to-image rows go in one job per endpoint; --num-images 2 is `n` in each line', async () => {
+    const { csv, outputDir } = await dataset('mix', 3, ['3,,mix-3 draw a lighthouse', '4,,mix-4 draw a fox']);
+    const before = openai.batches.all.length;
+    const summary = await runDataset(testInput({ runId: 'batch-mixed', inputPath: csv, outputDir, numImages: 2, batch: { fallback: 'fail', ...poll } }));
+    expect(summary).toMatchObject({ total: 5, ok: 5, failed: 0 });
+    const created = openai.batches.all.slice(before);
+    expect(created.map((b) => [b.endpoint, b.request_counts.total]).sort()).toEqual([
+      ['/v1/images/edits', 3],
+      ['/v1/images/generations', 2],
+    ]);
+    expect(viaBatch(openai.calls, 'mix-').every((c) => c.n === 2)).toBe(true);
+    expect(direct(openai.calls, 'mix-')).toHaveLength(0);
+    const rows = results(outputDir);
+    expect(JSON.parse(rows.find((r) => r.index === '3')!.output_image!)).toEqual(['000003_00.png', '000003_01.png']);
+  }, 120_000);
+
   it('per-line failures fall back to the direct path (--batch-fallback direct)', async () => {
     const { csv, outputDir } = await dataset('fbd', 6);
     // Row 1's line gets a 500 once (the direct retry succeeds); row 2 is refused every time.

@@ -211,6 +211,8 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
       round,
       fallback: batch.fallback,
       ...(batch.maxRowsPerJob ? { maxRowsPerJob: batch.maxRowsPerJob } : {}),
+      model: input.model,
+      numImages: input.numImages,
     });
     // Rows that counted as failed from an earlier run are in flight again.
     for (const [type, n] of Object.entries(plan.retried)) outcome.retriedByType[type] = (outcome.retriedByType[type] ?? 0) + n;
