@@ -7,7 +7,7 @@ import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/o
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { runDataset, startTestServer, testInput } from '../helpers/temporalEnv';
 
-// Records the histories test/replay/batchHistories.test.ts replays: one `--batch` run (6 rows, one
+// Records the histories of one `--batch` run for test/replay/replay.test.ts (6 rows, one
 // line refused by the batch and sent down the direct path) and its batch job child. Not part of the
 // suite; run it when the batch workflow code changes on purpose, as
 //   ATELIER_FIXTURE_TAG=<short commit> npx vitest run --config test/replay/vitest.recordBatch.mts
@@ -44,7 +44,7 @@ it('records a --batch run', async () => {
   for await (const execution of env.client.workflow.list({ query: `WorkflowType = 'batchJobWorkflow'` })) ids.push(execution.workflowId);
   for (const [k, id] of ids.entries()) {
     const history = await env.client.workflow.getHandle(id).fetchHistory();
-    const name = k === 0 ? 'datasetWorkflow-00.binpb' : `batchJobWorkflow-${String(k).padStart(2, '0')}.binpb`;
+    const name = k === 0 ? 'batch.dataset.binpb' : `batch.job${k > 1 ? k : ''}.binpb`;
     writeFileSync(join(OUT, name), temporal.api.history.v1.History.encode(temporal.api.history.v1.History.fromObject(history)).finish());
   }
 });
