@@ -15,6 +15,7 @@ import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/open
 import { createWorkers, runWorkersUntil } from '../workers';
 import { batchJobsQuery } from '../workflows/batchMessages';
 import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';
+import { filesContaining } from './helpers/scan';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
 
 // `--batch` through the dataset workflow on a real dev server, the providers' real SDKs against the
@@ -24,11 +25,12 @@ const OPENAI_KEY = 'sk-test-batch-3f9a1c2e7b6d4a58';
 const GEMINI_KEY = 'AIza-test-batch-5e2d9c1b';
 
 let env: TestWorkflowEnvironment;
+let stateDir: string;
 let openai: OpenAIStandin;
 let gemini: GeminiStandin;
 
 beforeAll(async () => {
-  ({ env } = await startTestServer());
+  ({ env, stateDir } = await startTestServer());
   openai = await startOpenAIStandin({ batch: { validatingMs: 100, inProgressMs: 300, finalizingMs: 100, concurrency: 8 } });
   gemini = await startGeminiStandin({ batch: { pendingMs: 100, runningMs: 300, concurrency: 8 } });
 });
@@ -83,6 +85,11 @@ describe('--batch on OpenAI', () => {
     expect(summary.costUsd).toBeGreaterThan(0);
     expect(summary.costUsd / directSummary.costUsd).toBeCloseTo(0.5, 6);
     console.log(`200 rows, gpt-image-2, stand-in usage: direct $${directSummary.costUsd.toFixed(4)}, --batch $${summary.costUsd.toFixed(4)}`);
+
+    // Keys stay in the worker: not in the server's state (history), the outputs or the ledger.
+    expect(filesContaining(stateDir, 'batch-200').length).toBeGreaterThan(0);
+    expect(filesContaining(stateDir, OPENAI_KEY)).toEqual([]);
+    expect(filesContaining(outputDir, OPENAI_KEY)).toEqual([]);
 
     // Running the finished run again makes no batch and no call.
     const callsBefore = openai.calls.length;
