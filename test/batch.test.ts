@@ -221,6 +221,19 @@ describe('--batch on Gemini', () => {
     expect(entry?.costUsd).toBeCloseTo((1290 * 30) / 1e6 / 2 + (entry!.usage!.inputTokens! * 0.3) / 1e6 / 2, 6);
   }, 120_000);
 
+  it('an expired Gemini batch returns nothing: every row is failed with the job state (--batch-fallback fail)', async () => {
+    const { csv, outputDir } = await dataset('gexp', 4);
+    gemini.batches.configure({ expireAfterRequests: 2 });
+    try {
+      const summary = await runDataset(testInput({ runId: 'batch-gemini-expired', backend: 'gemini', model: 'gemini-2.5-flash-image', inputPath: csv, outputDir, batch: { fallback: 'fail', ...poll } }));
+      expect(summary).toMatchObject({ total: 4, ok: 0, failed: 4, failedByType: { Retryable: 4 } });
+    } finally {
+      gemini.batches.configure({ expireAfterRequests: undefined });
+    }
+    expect(results(outputDir).every((r) => /ended JOB_STATE_EXPIRED without an answer for this row/.test(r.error!))).toBe(true);
+    expect(direct(gemini.calls, 'gexp-')).toHaveLength(0);
+  }, 120_000);
+
   it('over 20 MB of requests: a JSONL file through the Files API, answers read from the responses file', async () => {
     const dir = tempDir('atelier-batch-gemfile-');
     // Noise does not compress: each PNG is about 3 MB, about 4 MB once base64 in a request.
