@@ -1,5 +1,5 @@
 import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
-import { BATCH_PRICE_FACTOR } from '../lib/batch';
+import { BATCH_PRICE_FACTOR } from '../lib/shared/batch';
 import { DatasetError, UsageError } from '../lib/errors';
 import { readRunDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/shared/filterRows';

@@ -170,9 +170,13 @@ export const datasetWorkflowInputSchema = z
     /** `--batch`: rows go through the provider's batch API first (half price, within 24 h); openai and gemini. */
     batch: z
       .object({
+        /** Rows the batch did not answer go down the direct path, or stay failed with the provider's reason. */
         fallback: z.enum(['direct', 'fail']).default('direct'),
+        /** First wait between two polls of a provider batch (default 30 s); doubles up to pollMaxMs. */
         pollInitialMs: z.number().int().min(100).max(3_600_000).optional(),
+        /** Longest wait between two polls (default 10 min). */
         pollMaxMs: z.number().int().min(100).max(86_400_000).optional(),
+        /** Rows per job (default and cap: the provider's request limit, 50,000). */
         maxRowsPerJob: z.number().int().min(1).max(50_000).optional(),
       })
       .strict()

@@ -13,10 +13,10 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BatchActivities, BatchPlanningActivities } from '../activities/batch';
-import type { BatchJobResult, BatchJobSpec, BatchJobView, BatchPhaseOutcome, BatchPhaseView, BatchSettings, BatchStatus } from '../lib/batch';
-import { providerQueue } from '../lib/constants';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/errorTypes';
-import type { DatasetWorkflowInput } from '../lib/types';
+import type { BatchJobResult, BatchJobSpec, BatchJobView, BatchPhaseOutcome, BatchPhaseView, BatchSettings, BatchStatus } from '../lib/shared/batch';
+import { providerQueue } from '../lib/shared/constants';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
+import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { batchJobQuery, batchJobsQuery, batchJobUpdateSignal } from './batchMessages';
 
 // Provider batch jobs (`atelier edit --batch`). The dataset workflow runs a batch phase before its

@@ -1,5 +1,5 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
-import type { BatchJobView, BatchPhaseView } from '../lib/batch';
+import type { BatchJobView, BatchPhaseView } from '../lib/shared/batch';
 
 // Messages of `--batch` runs, apart from the workflows so the CLI can import them alone.
 

@@ -2,25 +2,17 @@
 // share. Workflow-safe: no Node built-ins. A job's rows live in the run's storage (a manifest per
 // job), never in workflow payloads; workflows carry ids and counts.
 
-import type { DownloadLimits, ModelParams, OutputEncoding } from './types';
+import type { DatasetWorkflowInput, DownloadLimits, ModelParams, OutputEncoding } from './types';
 
 /** Backends whose batch APIs Atelier drives. */
 export type BatchBackend = 'openai' | 'gemini';
 export const BATCH_BACKENDS: readonly BatchBackend[] = ['openai', 'gemini'];
 
-/** What happens to a row the batch did not answer with an image (a per-line error, an expired batch). */
-export type BatchFallback = 'direct' | 'fail';
+/** `--batch` settings carried in the dataset workflow's input (defined by its schema, lib/workflowInput.ts). */
+export type BatchSettings = NonNullable<DatasetWorkflowInput['batch']>;
 
-/** `--batch` settings carried in the dataset workflow's input. */
-export interface BatchSettings {
-  fallback: BatchFallback;
-  /** First wait between two polls of a provider batch (default 30 s); doubles up to `pollMaxMs`. */
-  pollInitialMs?: number;
-  /** Longest wait between two polls (default 10 min). */
-  pollMaxMs?: number;
-  /** Rows per job (default and cap: the provider's request limit, 50,000). */
-  maxRowsPerJob?: number;
-}
+/** What happens to a row the batch did not answer with an image (a per-line error, an expired batch). */
+export type BatchFallback = BatchSettings['fallback'];
 
 /**
  * Provider limits on one batch: requests per input file and its size (OpenAI: 50,000 and 200 MB,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseBatchRequestKey, batchRequestKey } from '../../lib/batch';
-import type { PlanRunResult } from '../../lib/types';
+import { parseBatchRequestKey, batchRequestKey } from '../../lib/shared/batch';
+import type { PlanRunResult } from '../../lib/shared/types';
 import { RunState } from '../../workflows/dataset/runState';
 
 // What a --batch phase hands the run's bookkeeping, without a server.
