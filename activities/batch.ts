@@ -10,7 +10,19 @@ import { ApplicationFailure } from '@temporalio/common';
 import { GoogleGenAI, type Content, type InlinedRequest, type Part } from '@google/genai';
 import OpenAI, { toFile } from 'openai';
 import { openStorage, type Storage } from '../storage';
-import { BATCH_LIMITS, BATCH_PRICE_FACTOR, batchRequestKey, parseBatchRequestKey, type BatchBackend, type BatchFallback, type BatchJobResult, type BatchJobSpec, type BatchPlan, type BatchStatus, type BatchSubmission } from '../lib/shared/batch';
+import {
+  BATCH_LIMITS,
+  BATCH_PRICE_FACTOR,
+  batchRequestKey,
+  parseBatchRequestKey,
+  type BatchBackend,
+  type BatchFallback,
+  type BatchJobResult,
+  type BatchJobSpec,
+  type BatchPlan,
+  type BatchStatus,
+  type BatchSubmission,
+} from '../lib/shared/batch';
 import { runMetaKey } from '../lib/shared/constants';
 import { boundedMessage, ClassifiedError } from '../lib/errors';
 import { rowSelector } from '../lib/shared/filterRows';
@@ -98,7 +110,8 @@ export interface PlanBatchJobsInput {
   numImages?: number;
 }
 
-export const MULTI_TURN_REFUSED = 'a multi-turn row cannot go through a provider batch (each turn edits the previous turn\'s output); run it without --batch, or with --batch-fallback direct';
+export const MULTI_TURN_REFUSED =
+  "a multi-turn row cannot go through a provider batch (each turn edits the previous turn's output); run it without --batch, or with --batch-fallback direct";
 
 /**
  * Groups the selected rows that still need a call into jobs (one manifest each). Rows a batch of
@@ -182,7 +195,8 @@ interface RowAnswer {
   usage: Record<string, number>;
 }
 
-type LineOutcome = { ok: true; images: Buffer[]; requestId?: string; usage?: Record<string, number> } | { ok: false; errorType: string; error: string };
+type LineOutcome =
+  { ok: true; images: Buffer[]; requestId?: string; usage?: Record<string, number> } | { ok: false; errorType: string; error: string };
 
 /** What the activities need from a provider's batch API. */
 interface BatchClient {
@@ -224,7 +238,9 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
         ...(inputs.length ? { images: inputs.map((png) => ({ image_url: dataUrl(png) })) } : {}),
         ...(mask ? { mask: { image_url: dataUrl(mask) } } : {}),
       };
-      return [{ key: batchRequestKey(row.index), body: { custom_id: batchRequestKey(row.index), method: 'POST', url: endpointFor(row), body } }];
+      return [
+        { key: batchRequestKey(row.index), body: { custom_id: batchRequestKey(row.index), method: 'POST', url: endpointFor(row), body } },
+      ];
     },
     async findTagged(spec, since) {
       // Newest first: stop at batches older than the job itself.
@@ -237,8 +253,12 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
     async create(spec, requests) {
       const jsonl = `${requests.map((r) => JSON.stringify(r.body)).join('\n')}\n`;
       const endpoints = new Set(requests.map((r) => (r.body as { url: string }).url));
-      if (endpoints.size > 1) throw new ClassifiedError('inputError', 'a batch job mixes edit and text-to-image rows; a batch has one endpoint');
-      const file = await client.files.create({ file: await toFile(Buffer.from(jsonl), `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.jsonl`), purpose: 'batch' });
+      if (endpoints.size > 1)
+        throw new ClassifiedError('inputError', 'a batch job mixes edit and text-to-image rows; a batch has one endpoint');
+      const file = await client.files.create({
+        file: await toFile(Buffer.from(jsonl), `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.jsonl`),
+        purpose: 'batch',
+      });
       const batch = await client.batches.create({
         input_file_id: file.id,
         endpoint: [...endpoints][0] as '/v1/images/edits',
@@ -252,8 +272,17 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
       return {
         providerStatus: b.status,
         terminal: ['completed', 'failed', 'expired', 'cancelled'].includes(b.status),
-        ...(b.request_counts ? { total: b.request_counts.total, completed: b.request_counts.completed, failed: b.request_counts.failed } : {}),
-        ...(b.errors?.data?.length ? { error: b.errors.data.map((e) => `${e.line ? `line ${e.line}: ` : ''}${e.code ? `${e.code}: ` : ''}${e.message ?? ''}`).slice(0, 5).join('; ') } : {}),
+        ...(b.request_counts
+          ? { total: b.request_counts.total, completed: b.request_counts.completed, failed: b.request_counts.failed }
+          : {}),
+        ...(b.errors?.data?.length
+          ? {
+              error: b.errors.data
+                .map((e) => `${e.line ? `line ${e.line}: ` : ''}${e.code ? `${e.code}: ` : ''}${e.message ?? ''}`)
+                .slice(0, 5)
+                .join('; '),
+            }
+          : {}),
       };
     },
     async results(batchId, each) {
@@ -267,19 +296,32 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
           if (!line.trim()) continue;
           const record = JSON.parse(line) as {
             custom_id: string;
-            response: { status_code: number; request_id?: string; body: OpenAI.ImagesResponse & { error?: { message?: string; code?: string } } } | null;
+            response: {
+              status_code: number;
+              request_id?: string;
+              body: OpenAI.ImagesResponse & { error?: { message?: string; code?: string } };
+            } | null;
             error: { code?: string; message?: string } | null;
           };
           const r = record.response;
           if (r && r.status_code >= 200 && r.status_code < 300) {
             const images = (r.body.data ?? []).flatMap((d) => (d.b64_json ? [Buffer.from(d.b64_json, 'base64')] : []));
             const usage = openAIUsage(r.body.usage);
-            await each(record.custom_id, { ok: true, images, ...(r.request_id ? { requestId: r.request_id } : {}), ...(usage ? { usage } : {}) });
+            await each(record.custom_id, {
+              ok: true,
+              images,
+              ...(r.request_id ? { requestId: r.request_id } : {}),
+              ...(usage ? { usage } : {}),
+            });
           } else {
             const status = r?.status_code ?? 0;
             const code = r?.body?.error?.code ?? record.error?.code;
             const message = r?.body?.error?.message ?? record.error?.message ?? 'no answer';
-            await each(record.custom_id, { ok: false, errorType: lineErrorType(status, code ?? undefined), error: `${status ? `${status} ` : ''}${code ? `${code}: ` : ''}${message}` });
+            await each(record.custom_id, {
+              ok: false,
+              errorType: lineErrorType(status, code ?? undefined),
+              error: `${status ? `${status} ` : ''}${code ? `${code}: ` : ''}${message}`,
+            });
           }
         }
       }
@@ -291,27 +333,57 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
   };
 }
 
-const BLOCKING = new Set(['SAFETY', 'PROHIBITED_CONTENT', 'BLOCKLIST', 'SPII', 'RECITATION', 'IMAGE_SAFETY', 'IMAGE_PROHIBITED_CONTENT', 'IMAGE_RECITATION']);
+const BLOCKING = new Set([
+  'SAFETY',
+  'PROHIBITED_CONTENT',
+  'BLOCKLIST',
+  'SPII',
+  'RECITATION',
+  'IMAGE_SAFETY',
+  'IMAGE_PROHIBITED_CONTENT',
+  'IMAGE_RECITATION',
+]);
 
 /** One GenerateContentResponse of a batch: its image, or why there is none. */
 function geminiOutcome(response: {
   responseId?: string;
   promptFeedback?: { blockReason?: string };
   candidates?: { finishReason?: string; finishMessage?: string; content?: { parts?: Part[] } }[];
-  usageMetadata?: { promptTokenCount?: number; candidatesTokenCount?: number; totalTokenCount?: number; thoughtsTokenCount?: number; candidatesTokensDetails?: { modality?: string; tokenCount?: number }[] };
+  usageMetadata?: {
+    promptTokenCount?: number;
+    candidatesTokenCount?: number;
+    totalTokenCount?: number;
+    thoughtsTokenCount?: number;
+    candidatesTokensDetails?: { modality?: string; tokenCount?: number }[];
+  };
 }): LineOutcome {
   const block = response.promptFeedback?.blockReason;
-  if (block && block !== 'BLOCKED_REASON_UNSPECIFIED') return { ok: false, errorType: ErrorTypes.blocked, error: `the prompt was blocked: ${block}` };
+  if (block && block !== 'BLOCKED_REASON_UNSPECIFIED')
+    return { ok: false, errorType: ErrorTypes.blocked, error: `the prompt was blocked: ${block}` };
   const candidate = response.candidates?.[0];
   const finish = candidate?.finishReason;
-  if (finish && BLOCKING.has(finish)) return { ok: false, errorType: ErrorTypes.blocked, error: `the answer was withheld: ${finish}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}` };
-  const images = (candidate?.content?.parts ?? []).filter((p) => !p.thought && p.inlineData?.data).map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
+  if (finish && BLOCKING.has(finish))
+    return {
+      ok: false,
+      errorType: ErrorTypes.blocked,
+      error: `the answer was withheld: ${finish}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}`,
+    };
+  const images = (candidate?.content?.parts ?? [])
+    .filter((p) => !p.thought && p.inlineData?.data)
+    .map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
   // A batch answer cannot be asked again in place: no image is a retryable failure (the fallback decides).
-  if (images.length === 0) return { ok: false, errorType: ErrorTypes.retryable, error: `no image in the answer${finish ? ` (finish reason ${finish})` : ''}` };
+  if (images.length === 0)
+    return { ok: false, errorType: ErrorTypes.retryable, error: `no image in the answer${finish ? ` (finish reason ${finish})` : ''}` };
   const m = response.usageMetadata;
   const imageTokens = m?.candidatesTokensDetails?.filter((d) => d.modality === 'IMAGE').reduce((s, d) => s + (d.tokenCount ?? 0), 0);
   const usage: Record<string, number> = {};
-  for (const [k, v] of Object.entries({ inputTokens: m?.promptTokenCount, outputTokens: m?.candidatesTokenCount, totalTokens: m?.totalTokenCount, thoughtsTokens: m?.thoughtsTokenCount, outputImageTokens: imageTokens })) {
+  for (const [k, v] of Object.entries({
+    inputTokens: m?.promptTokenCount,
+    outputTokens: m?.candidatesTokenCount,
+    totalTokens: m?.totalTokenCount,
+    thoughtsTokens: m?.thoughtsTokenCount,
+    outputImageTokens: imageTokens,
+  })) {
     if (typeof v === 'number') usage[k] = v;
   }
   return { ok: true, images, ...(response.responseId ? { requestId: response.responseId } : {}), usage };
@@ -326,11 +398,22 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspectRatio: p.aspectRatio } : {}),
       ...(p.imageSize && supportsParam(caps, 'imageSize') ? { imageSize: p.imageSize } : {}),
     };
-    return { responseModalities: caps.imageOnlyResponse ? ['IMAGE'] : ['TEXT', 'IMAGE'], ...(Object.keys(imageConfig).length ? { imageConfig } : {}) };
+    return {
+      responseModalities: caps.imageOnlyResponse ? ['IMAGE'] : ['TEXT', 'IMAGE'],
+      ...(Object.keys(imageConfig).length ? { imageConfig } : {}),
+    };
   };
   return {
     requests(row, inputs, _mask, spec) {
-      const contents: Content[] = [{ role: 'user', parts: [{ text: row.turns[0]! }, ...inputs.map((png) => ({ inlineData: { mimeType: 'image/png', data: png.toString('base64') } }))] }];
+      const contents: Content[] = [
+        {
+          role: 'user',
+          parts: [
+            { text: row.turns[0]! },
+            ...inputs.map((png) => ({ inlineData: { mimeType: 'image/png', data: png.toString('base64') } })),
+          ],
+        },
+      ];
       // Gemini answers one image per call: --num-images N is N requests.
       return row.outputs.map((_, k) => ({ key: batchRequestKey(row.index, k), body: { contents, config: configFor(spec) } }));
     },
@@ -354,7 +437,10 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
         const { contents, config } = r.body as { contents: Content[]; config: Record<string, unknown> };
         return JSON.stringify({ key: r.key, request: { contents, generationConfig: config } });
       });
-      const file = await ai.files.upload({ file: new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }), config: { mimeType: 'application/jsonl', displayName: spec.jobId } });
+      const file = await ai.files.upload({
+        file: new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }),
+        config: { mimeType: 'application/jsonl', displayName: spec.jobId },
+      });
       const job = await ai.batches.create({ model: spec.model, src: file.name!, config: { displayName: spec.jobId } });
       return { batchId: job.name!, inputFileId: file.name! };
     },
@@ -363,7 +449,13 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       const state = String(job.state ?? 'JOB_STATE_UNSPECIFIED');
       return {
         providerStatus: state,
-        terminal: ['JOB_STATE_SUCCEEDED', 'JOB_STATE_FAILED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EXPIRED', 'JOB_STATE_PARTIALLY_SUCCEEDED'].includes(state),
+        terminal: [
+          'JOB_STATE_SUCCEEDED',
+          'JOB_STATE_FAILED',
+          'JOB_STATE_CANCELLED',
+          'JOB_STATE_EXPIRED',
+          'JOB_STATE_PARTIALLY_SUCCEEDED',
+        ].includes(state),
         ...(job.error?.message ? { error: job.error.message } : {}),
       };
     },
@@ -373,7 +465,12 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       if (inline) {
         for (const [k, answer] of inline.entries()) {
           const key = answer.metadata?.key ?? String(k);
-          if (answer.error) await each(key, { ok: false, errorType: lineErrorType(answer.error.code ?? 0, undefined), error: `${answer.error.code ?? ''} ${answer.error.message ?? ''}`.trim() });
+          if (answer.error)
+            await each(key, {
+              ok: false,
+              errorType: lineErrorType(answer.error.code ?? 0, undefined),
+              error: `${answer.error.code ?? ''} ${answer.error.message ?? ''}`.trim(),
+            });
           else await each(key, geminiOutcome((answer.response ?? {}) as Parameters<typeof geminiOutcome>[0]));
         }
         return;
@@ -386,8 +483,17 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
         await ai.files.download({ file: fileName, downloadPath: path });
         for await (const line of createInterface({ input: createReadStream(path), crlfDelay: Infinity })) {
           if (!line.trim()) continue;
-          const record = JSON.parse(line) as { key: string; response?: Parameters<typeof geminiOutcome>[0]; error?: { code?: number; message?: string } };
-          if (record.error) await each(record.key, { ok: false, errorType: lineErrorType(record.error.code ?? 0, undefined), error: `${record.error.code ?? ''} ${record.error.message ?? ''}`.trim() });
+          const record = JSON.parse(line) as {
+            key: string;
+            response?: Parameters<typeof geminiOutcome>[0];
+            error?: { code?: number; message?: string };
+          };
+          if (record.error)
+            await each(record.key, {
+              ok: false,
+              errorType: lineErrorType(record.error.code ?? 0, undefined),
+              error: `${record.error.code ?? ''} ${record.error.message ?? ''}`.trim(),
+            });
           else await each(record.key, geminiOutcome(record.response ?? {}));
         }
       } finally {
@@ -413,7 +519,13 @@ export function createBatchActivities(deps: BatchActivityDeps) {
   const secrets = [deps.apiKey];
   const fail = (err: unknown) => failure(err, secrets, client.classify);
 
-  async function recordFailure(spec: BatchJobSpec, row: { position: number; index: number; digest?: string | undefined }, errorType: string, error: string, batchId: string | undefined): Promise<void> {
+  async function recordFailure(
+    spec: BatchJobSpec,
+    row: { position: number; index: number; digest?: string | undefined },
+    errorType: string,
+    error: string,
+    batchId: string | undefined,
+  ): Promise<void> {
     const existing = await readLedgerEntry(spec.outputDir, row.index);
     if (existing?.status === 'ok' && existing.digest === row.digest) return;
     await writeLedgerEntry(spec.outputDir, {
@@ -431,14 +543,27 @@ export function createBatchActivities(deps: BatchActivityDeps) {
   }
 
   /** Commits a row the batch answered: outputs first, then the ledger entry (exclusive), as editRow does. */
-  async function commitRow(spec: BatchJobSpec, row: PlanRow, answer: RowAnswer, batchId: string, startedAt: number): Promise<number | undefined> {
+  async function commitRow(
+    spec: BatchJobSpec,
+    row: PlanRow,
+    answer: RowAnswer,
+    batchId: string,
+    startedAt: number,
+  ): Promise<number | undefined> {
     const storage = openStorage(spec.outputDir);
     if (await completedEntry(spec.outputDir, row.index, row.digest)) return undefined;
     if (answer.images.length < row.outputs.length) {
-      await recordFailure(spec, row, ErrorTypes.retryable, `batch ${batchId}: asked for ${row.outputs.length} images, the provider returned ${answer.images.length}`, batchId);
+      await recordFailure(
+        spec,
+        row,
+        ErrorTypes.retryable,
+        `batch ${batchId}: asked for ${row.outputs.length} images, the provider returned ${answer.images.length}`,
+        batchId,
+      );
       return undefined;
     }
-    for (const [k, target] of row.outputs.entries()) await storage.write(target.path, await encodeOutput(answer.images[k]!, target.format, spec.encoding));
+    for (const [k, target] of row.outputs.entries())
+      await storage.write(target.path, await encodeOutput(answer.images[k]!, target.format, spec.encoding));
     const prior = await readLedgerEntry(spec.outputDir, row.index);
     const standard = rowCostUsd(spec.backend, spec.model, spec.params, answer.usage, answer.images.length);
     const costUsd = standard === undefined ? undefined : Math.round(standard * BATCH_PRICE_FACTOR * 1e6) / 1e6;
@@ -479,8 +604,17 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             return submission;
           }
           const manifest = await readJson<JobManifest>(storage, jobKey(spec, 'rows'));
-          if (!manifest) throw new ClassifiedError('configError', `batch job ${spec.jobId}: its manifest ${jobKey(spec, 'rows')} is missing`);
-          const submission: SubmissionRecord = { requests: 0, rows: 0, alreadyDone: 0, inputErrors: 0, leftOver: 0, included: [], createdAt: new Date().toISOString() };
+          if (!manifest)
+            throw new ClassifiedError('configError', `batch job ${spec.jobId}: its manifest ${jobKey(spec, 'rows')} is missing`);
+          const submission: SubmissionRecord = {
+            requests: 0,
+            rows: 0,
+            alreadyDone: 0,
+            inputErrors: 0,
+            leftOver: 0,
+            included: [],
+            createdAt: new Date().toISOString(),
+          };
           // Only a retry can find a batch an earlier attempt of this job created (a job id is new
           // with each run); the first attempt skips the lookup.
           const since = (Date.parse(manifest.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;
@@ -506,9 +640,16 @@ export function createBatchActivities(deps: BatchActivityDeps) {
               checkRow(row, { numImages: row.outputs.length });
               await checkOutputsWritable(storage, row);
               if (row.images.length > caps.maxInputImages) {
-                throw new ClassifiedError('inputError', `row ${row.index} has ${row.images.length} input images; ${spec.model} takes at most ${caps.maxInputImages}`);
+                throw new ClassifiedError(
+                  'inputError',
+                  `row ${row.index} has ${row.images.length} input images; ${spec.model} takes at most ${caps.maxInputImages}`,
+                );
               }
-              const sources = { cacheDir: spec.imageCacheDir, runDir: spec.outputDir, ...(spec.download ? { download: spec.download } : {}) };
+              const sources = {
+                cacheDir: spec.imageCacheDir,
+                runDir: spec.outputDir,
+                ...(spec.download ? { download: spec.download } : {}),
+              };
               const inputs: Buffer[] = [];
               for (const image of row.images) inputs.push((await loadInputImage(image, { ...sources, limits: caps.inputLimits })).png);
               const mask = row.mask ? (await loadInputImage(row.mask, sources)).png : undefined;
@@ -574,7 +715,15 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           const included = new Set(recorded?.included ?? positions.keys());
           const startedAt = Date.parse(recorded?.createdAt ?? '') || Date.now();
           const status = await client.status(batchId);
-          const result: BatchJobResult = { jobId: spec.jobId, batchId, providerStatus: status.providerStatus, ok: 0, failedByType: {}, inputErrors: recorded?.inputErrors ?? 0, leftOver: recorded?.leftOver ?? 0 };
+          const result: BatchJobResult = {
+            jobId: spec.jobId,
+            batchId,
+            providerStatus: status.providerStatus,
+            ok: 0,
+            failedByType: {},
+            inputErrors: recorded?.inputErrors ?? 0,
+            leftOver: recorded?.leftOver ?? 0,
+          };
           const count = (type: string) => (result.failedByType[type] = (result.failedByType[type] ?? 0) + 1);
           const answered = new Set<number>();
           const partial = new Map<number, { parts: Map<number, LineOutcome> }>();
@@ -613,7 +762,10 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             partial.set(parsed.index, slot);
             if (slot.parts.size >= row.outputs.length) {
               partial.delete(parsed.index);
-              await finish(parsed.index, [...slot.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, o]) => o));
+              await finish(
+                parsed.index,
+                [...slot.parts.entries()].sort((a, b) => a[0] - b[0]).map(([, o]) => o),
+              );
             }
           });
           // Rows the batch never answered (it expired, was cancelled or failed as a whole).
@@ -624,7 +776,13 @@ export function createBatchActivities(deps: BatchActivityDeps) {
               result.ok += 1;
               continue;
             }
-            await recordFailure(spec, row, ErrorTypes.retryable, `batch ${batchId} ended ${status.providerStatus} without an answer for this row${status.error ? ` (${status.error})` : ''}`, batchId);
+            await recordFailure(
+              spec,
+              row,
+              ErrorTypes.retryable,
+              `batch ${batchId} ended ${status.providerStatus} without an answer for this row${status.error ? ` (${status.error})` : ''}`,
+              batchId,
+            );
             count(ErrorTypes.retryable);
           }
           return result;
@@ -657,7 +815,10 @@ export function createBatchActivities(deps: BatchActivityDeps) {
         const storage = openStorage(args.spec.outputDir);
         const manifest = await readJson<JobManifest>(storage, jobKey(args.spec, 'rows'));
         const since = (Date.parse(manifest?.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;
-        const batchId = args.batchId ?? (await readJson<SubmissionRecord>(storage, jobKey(args.spec, 'submitted')))?.batchId ?? (await client.findTagged(args.spec, since));
+        const batchId =
+          args.batchId ??
+          (await readJson<SubmissionRecord>(storage, jobKey(args.spec, 'submitted')))?.batchId ??
+          (await client.findTagged(args.spec, since));
         if (!batchId) return {};
         const status = await client.status(batchId);
         if (!status.terminal) await client.cancel(batchId);

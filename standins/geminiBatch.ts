@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { readBody, sendJson } from './openai';
+import { readBody, sendJson } from './server';
 
 // The Gemini stand-in's Batch Mode, mounted by standins/gemini.ts. Rules and their sources
 // (ai.google.dev/gemini-api/docs/batch-mode; @google/genai 2.32.0 src/batches.ts and its converters
@@ -34,7 +34,13 @@ export interface GeminiBatchOptions {
   expireAfterRequests?: number;
 }
 
-type State = 'BATCH_STATE_PENDING' | 'BATCH_STATE_RUNNING' | 'BATCH_STATE_SUCCEEDED' | 'BATCH_STATE_FAILED' | 'BATCH_STATE_CANCELLED' | 'BATCH_STATE_EXPIRED';
+type State =
+  | 'BATCH_STATE_PENDING'
+  | 'BATCH_STATE_RUNNING'
+  | 'BATCH_STATE_SUCCEEDED'
+  | 'BATCH_STATE_FAILED'
+  | 'BATCH_STATE_CANCELLED'
+  | 'BATCH_STATE_EXPIRED';
 
 export interface GeminiBatch {
   name: string;
@@ -69,9 +75,18 @@ function googleError(code: number, status: string, message: string) {
   return { error: { code, message, status } };
 }
 
-const unregistered = googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.");
+const unregistered = googleError(
+  403,
+  'PERMISSION_DENIED',
+  "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+);
 
-export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFiles, knownModel: (model: string) => boolean, initial: GeminiBatchOptions): GeminiBatchApi {
+export function createGeminiBatchApi(
+  selfBaseURL: () => string,
+  files: GeminiFiles,
+  knownModel: (model: string) => boolean,
+  initial: GeminiBatchOptions,
+): GeminiBatchApi {
   let options = { ...initial };
   const batches: GeminiBatch[] = [];
   const timers = new Set<NodeJS.Timeout>();
@@ -101,7 +116,9 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
       // int64 fields travel as strings in Google's JSON.
       batchStats: {
         requestCount: String(b.requestCount),
-        ...(done ? { successfulRequestCount: String(b.succeeded), failedRequestCount: String(b.failed) } : { pendingRequestCount: String(b.requestCount - b.succeeded - b.failed) }),
+        ...(done
+          ? { successfulRequestCount: String(b.succeeded), failedRequestCount: String(b.failed) }
+          : { pendingRequestCount: String(b.requestCount - b.succeeded - b.failed) }),
       },
       ...(b.output ? { output: b.output } : {}),
     };
@@ -131,7 +148,12 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
     return { error: body?.error ?? { code: 500, message: 'An internal error has occurred.', status: 'INTERNAL' } };
   }
 
-  async function run(batch: GeminiBatch, apiKey: string, requests: { key: string; request: unknown; metadata?: unknown }[], settings: GeminiBatchOptions): Promise<void> {
+  async function run(
+    batch: GeminiBatch,
+    apiKey: string,
+    requests: { key: string; request: unknown; metadata?: unknown }[],
+    settings: GeminiBatchOptions,
+  ): Promise<void> {
     const started = Date.now();
     const results: ({ response?: unknown; error?: unknown } | undefined)[] = Array(requests.length);
     const limit = settings.expireAfterRequests ?? Infinity;
@@ -144,7 +166,9 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
           return;
         }
         const k = next++;
-        const result = await runOne(apiKey, batch.model, requests[k]!.request).catch((err: unknown) => ({ error: { code: 500, message: `stand-in failure: ${(err as Error).message}`, status: 'INTERNAL' } }));
+        const result = await runOne(apiKey, batch.model, requests[k]!.request).catch((err: unknown) => ({
+          error: { code: 500, message: `stand-in failure: ${(err as Error).message}`, status: 'INTERNAL' },
+        }));
         results[k] = result;
         if (result.error) batch.failed += 1;
         else batch.succeeded += 1;
@@ -156,7 +180,11 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
     later(Math.max(0, (settings.runningMs ?? 100) - (Date.now() - started)), () => {
       if (batch.state !== 'BATCH_STATE_RUNNING') return;
       if (batch.source === 'inline') {
-        batch.output = { inlinedResponses: { inlinedResponses: requests.map((r, k) => ({ ...results[k], ...(r.metadata ? { metadata: r.metadata } : {}) })) } };
+        batch.output = {
+          inlinedResponses: {
+            inlinedResponses: requests.map((r, k) => ({ ...results[k], ...(r.metadata ? { metadata: r.metadata } : {}) })),
+          },
+        };
       } else {
         const lines = requests.map((r, k) => JSON.stringify({ key: r.key, ...results[k] }));
         batch.output = { responsesFile: files.put('application/jsonl', Buffer.from(`${lines.join('\n')}\n`)) };
@@ -169,10 +197,24 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
     const raw = await readBody(req);
     if (!apiKey) return sendJson(res, 403, unregistered);
     if (!knownModel(model)) {
-      return sendJson(res, 404, googleError(404, 'NOT_FOUND', `models/${model} is not found for API version v1beta, or is not supported for batchGenerateContent. Call ListModels to see the list of available models and their supported methods.`));
+      return sendJson(
+        res,
+        404,
+        googleError(
+          404,
+          'NOT_FOUND',
+          `models/${model} is not found for API version v1beta, or is not supported for batchGenerateContent. Call ListModels to see the list of available models and their supported methods.`,
+        ),
+      );
     }
-    if (raw.length > MAX_INLINE_BYTES) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', `Request payload size exceeds the limit: ${MAX_INLINE_BYTES} bytes.`));
-    let body: { batch?: { displayName?: string; inputConfig?: { requests?: { requests?: { request?: unknown; metadata?: { key?: string } }[] }; fileName?: string } } };
+    if (raw.length > MAX_INLINE_BYTES)
+      return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', `Request payload size exceeds the limit: ${MAX_INLINE_BYTES} bytes.`));
+    let body: {
+      batch?: {
+        displayName?: string;
+        inputConfig?: { requests?: { requests?: { request?: unknown; metadata?: { key?: string } }[] }; fileName?: string };
+      };
+    };
     try {
       body = JSON.parse(raw.toString('utf8')) as typeof body;
     } catch {
@@ -181,12 +223,29 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
     const input = body.batch?.inputConfig;
     const inline = input?.requests?.requests;
     if ((inline === undefined) === (input?.fileName === undefined)) {
-      return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', '* BatchGenerateContentRequest.batch.input_config: exactly one of requests or file_name must be set'));
+      return sendJson(
+        res,
+        400,
+        googleError(
+          400,
+          'INVALID_ARGUMENT',
+          '* BatchGenerateContentRequest.batch.input_config: exactly one of requests or file_name must be set',
+        ),
+      );
     }
     let requests: { key: string; request: unknown; metadata?: unknown }[];
     if (inline) {
-      if (inline.length === 0) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', '* BatchGenerateContentRequest.batch.input_config.requests: requests is empty'));
-      requests = inline.map((r, k) => ({ key: r.metadata?.key ?? String(k), request: r.request, ...(r.metadata ? { metadata: r.metadata } : {}) }));
+      if (inline.length === 0)
+        return sendJson(
+          res,
+          400,
+          googleError(400, 'INVALID_ARGUMENT', '* BatchGenerateContentRequest.batch.input_config.requests: requests is empty'),
+        );
+      requests = inline.map((r, k) => ({
+        key: r.metadata?.key ?? String(k),
+        request: r.request,
+        ...(r.metadata ? { metadata: r.metadata } : {}),
+      }));
     } else {
       const file = files.get(input!.fileName!);
       if (!file) return sendJson(res, 404, googleError(404, 'NOT_FOUND', 'Requested entity was not found.'));
@@ -230,38 +289,48 @@ export function createGeminiBatchApi(selfBaseURL: () => string, files: GeminiFil
       if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
     };
     let m = /^\/v1beta\/models\/([^:/]+):batchGenerateContent$/.exec(url.pathname);
-    if (m && req.method === 'POST') return void create(req, res, decodeURIComponent(m[1]!), apiKey).catch(fail), true;
+    if (m && req.method === 'POST') return (void create(req, res, decodeURIComponent(m[1]!), apiKey).catch(fail), true);
     m = /^\/v1beta\/(files\/[^:/]+):download$/.exec(url.pathname);
     if (m && req.method === 'GET') {
-      if (!apiKey) return sendJson(res, 403, unregistered), true;
+      if (!apiKey) return (sendJson(res, 403, unregistered), true);
       const file = files.get(m[1]!);
-      if (!file) return sendJson(res, 404, googleError(404, 'NOT_FOUND', 'Requested entity was not found.')), true;
+      if (!file) return (sendJson(res, 404, googleError(404, 'NOT_FOUND', 'Requested entity was not found.')), true);
       res.writeHead(200, { 'content-type': file.mimeType, 'content-length': String(file.data.length) });
       res.end(file.data);
       return true;
     }
     if (url.pathname === '/v1beta/batches' && req.method === 'GET') {
-      if (!apiKey) return sendJson(res, 403, unregistered), true;
+      if (!apiKey) return (sendJson(res, 403, unregistered), true);
       const size = Math.max(1, Math.min(100, Number(url.searchParams.get('pageSize') ?? 50) || 50));
       const start = Number(url.searchParams.get('pageToken') ?? 0) || 0;
       const newestFirst = [...batches].reverse();
       const page = newestFirst.slice(start, start + size).map(view);
-      return sendJson(res, 200, { operations: page, ...(start + size < newestFirst.length ? { nextPageToken: String(start + size) } : {}) }), true;
+      return (
+        sendJson(res, 200, { operations: page, ...(start + size < newestFirst.length ? { nextPageToken: String(start + size) } : {}) }),
+        true
+      );
     }
     m = /^\/v1beta\/(batches\/[^:/]+)(:cancel)?$/.exec(url.pathname);
     if (m) {
-      if (!apiKey) return sendJson(res, 403, unregistered), true;
+      if (!apiKey) return (sendJson(res, 403, unregistered), true);
       const batch = batches.find((b) => b.name === m![1]);
-      if (!batch) return sendJson(res, 404, googleError(404, 'NOT_FOUND', 'Requested entity was not found.')), true;
+      if (!batch) return (sendJson(res, 404, googleError(404, 'NOT_FOUND', 'Requested entity was not found.')), true);
       if (m[2] && req.method === 'POST') {
         if (['BATCH_STATE_PENDING', 'BATCH_STATE_RUNNING'].includes(batch.state)) {
           cancels += 1;
           touch(batch, 'BATCH_STATE_CANCELLED');
-          return sendJson(res, 200, {}), true;
+          return (sendJson(res, 200, {}), true);
         }
-        return sendJson(res, 400, googleError(400, 'FAILED_PRECONDITION', `Batch ${batch.name} is already in a terminal state: ${batch.state}.`)), true;
+        return (
+          sendJson(
+            res,
+            400,
+            googleError(400, 'FAILED_PRECONDITION', `Batch ${batch.name} is already in a terminal state: ${batch.state}.`),
+          ),
+          true
+        );
       }
-      if (!m[2] && req.method === 'GET') return sendJson(res, 200, view(batch)), true;
+      if (!m[2] && req.method === 'GET') return (sendJson(res, 200, view(batch)), true);
     }
     return false;
   }

@@ -3,6 +3,12 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp, { type Sharp } from 'sharp';
 import { createOpenAIBatchApi, type OpenAIBatchApi, type OpenAIBatchOptions } from './openaiBatch';
+import { openAIErrorBody, readBody, sendJson } from './server';
+
+// The other stand-ins import these from here.
+export { readBody, sendJson };
+
+const errorBody = openAIErrorBody;
 
 // A local stand-in for OpenAI's Images API (`POST /v1/images/edits`, multipart, and
 // `POST /v1/images/generations`) and its model list (`GET /v1/models`), used by the tests and by
@@ -173,11 +179,6 @@ export class FaultScripts<S = FaultStep> {
   }
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json', ...headers });
-  res.end(JSON.stringify(body));
-}
-
 /** Sends a scripted step (after its delay); the caller records the status. */
 export async function sendStep(res: ServerResponse, step: FaultStep, defaultBody: unknown, headers: Record<string, string> = {}): Promise<void> {
   if (step.delayMs) await sleep(step.delayMs);
@@ -188,12 +189,6 @@ export async function sendStep(res: ServerResponse, step: FaultStep, defaultBody
     return;
   }
   sendJson(res, step.status, step.body ?? defaultBody, { ...headers, ...(step.headers ?? {}) });
-}
-
-export async function readBody(req: IncomingMessage): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of req) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
 }
 
 export function closeServer(server: ReturnType<typeof createServer>): Promise<void> {
@@ -250,9 +245,6 @@ export function azureError(code: string, message: string) {
   return { error: { code, message } };
 }
 
-export function errorBody(message: string, code: string | null = null, param: string | null = null) {
-  return { error: { message, type: 'invalid_request_error', param, code } };
-}
 
 function imagesResponse(images: Buffer[], meta: { size: string; quality: string; background: string; outputFormat: string }, inputImages: number) {
   return {

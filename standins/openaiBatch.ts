@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { errorBody, readBody, sendJson } from './openai';
+import { openAIErrorBody as errorBody, readBody, sendJson } from './server';
 
 // The OpenAI stand-in's Files and Batch APIs, mounted by standins/openai.ts. Rules and their sources
 // (developers.openai.com/api/reference: files, batches; openai-node 6.30.1 src/resources/batches.ts,
@@ -29,7 +29,15 @@ import { errorBody, readBody, sendJson } from './openai';
 const MB = 1024 * 1024;
 const MAX_BATCH_FILE_BYTES = 200 * MB;
 const MAX_BATCH_REQUESTS = 50_000;
-const ENDPOINTS = ['/v1/responses', '/v1/chat/completions', '/v1/embeddings', '/v1/completions', '/v1/moderations', '/v1/images/generations', '/v1/images/edits'];
+const ENDPOINTS = [
+  '/v1/responses',
+  '/v1/chat/completions',
+  '/v1/embeddings',
+  '/v1/completions',
+  '/v1/moderations',
+  '/v1/images/generations',
+  '/v1/images/edits',
+];
 const PURPOSES = ['assistants', 'batch', 'fine-tune', 'vision', 'user_data', 'evals'];
 
 export interface OpenAIBatchOptions {
@@ -135,7 +143,17 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
   }
 
   function fileObject(f: StoredFile) {
-    return { id: f.id, object: 'file', bytes: f.bytes.length, created_at: f.created_at, filename: f.filename, purpose: f.purpose, status: 'processed', expires_at: null, status_details: null };
+    return {
+      id: f.id,
+      object: 'file',
+      bytes: f.bytes.length,
+      created_at: f.created_at,
+      filename: f.filename,
+      purpose: f.purpose,
+      status: 'processed',
+      expires_at: null,
+      status_details: null,
+    };
   }
 
   function authorized(req: IncomingMessage, res: ServerResponse): string | undefined {
@@ -158,13 +176,30 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     }
     const purpose = form.get('purpose');
     const upload = form.get('file');
-    if (typeof purpose !== 'string') return sendJson(res, 400, errorBody("Missing required parameter: 'purpose'.", 'missing_required_parameter', 'purpose'));
-    if (!PURPOSES.includes(purpose)) return sendJson(res, 400, errorBody(`Invalid value: '${purpose}'. Supported values are: ${PURPOSES.map((p) => `'${p}'`).join(', ')}.`, 'invalid_value', 'purpose'));
-    if (!upload || typeof upload === 'string') return sendJson(res, 400, errorBody("Missing required parameter: 'file'.", 'missing_required_parameter', 'file'));
+    if (typeof purpose !== 'string')
+      return sendJson(res, 400, errorBody("Missing required parameter: 'purpose'.", 'missing_required_parameter', 'purpose'));
+    if (!PURPOSES.includes(purpose))
+      return sendJson(
+        res,
+        400,
+        errorBody(
+          `Invalid value: '${purpose}'. Supported values are: ${PURPOSES.map((p) => `'${p}'`).join(', ')}.`,
+          'invalid_value',
+          'purpose',
+        ),
+      );
+    if (!upload || typeof upload === 'string')
+      return sendJson(res, 400, errorBody("Missing required parameter: 'file'.", 'missing_required_parameter', 'file'));
     const bytes = Buffer.from(await upload.arrayBuffer());
     if (purpose === 'batch') {
-      if (!upload.name.endsWith('.jsonl')) return sendJson(res, 400, errorBody(`Invalid file format for Batch API. Must be .jsonl`, 'invalid_file_format', 'file'));
-      if (bytes.length > MAX_BATCH_FILE_BYTES) return sendJson(res, 400, errorBody(`File is too large for Batch API: ${bytes.length} bytes. The maximum is 200 MB.`, 'file_too_large', 'file'));
+      if (!upload.name.endsWith('.jsonl'))
+        return sendJson(res, 400, errorBody(`Invalid file format for Batch API. Must be .jsonl`, 'invalid_file_format', 'file'));
+      if (bytes.length > MAX_BATCH_FILE_BYTES)
+        return sendJson(
+          res,
+          400,
+          errorBody(`File is too large for Batch API: ${bytes.length} bytes. The maximum is 200 MB.`, 'file_too_large', 'file'),
+        );
     }
     sendJson(res, 200, fileObject(storeFile(upload.name, purpose, bytes)));
   }
@@ -174,7 +209,13 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     const data: NonNullable<StoredBatch['errors']>['data'] = [];
     const seen = new Set<string>();
     let model: string | undefined;
-    if (lines.length > MAX_BATCH_REQUESTS) data.push({ code: 'too_many_requests', message: `The input file has ${lines.length} requests; a batch takes at most ${MAX_BATCH_REQUESTS}.`, param: null, line: null });
+    if (lines.length > MAX_BATCH_REQUESTS)
+      data.push({
+        code: 'too_many_requests',
+        message: `The input file has ${lines.length} requests; a batch takes at most ${MAX_BATCH_REQUESTS}.`,
+        param: null,
+        line: null,
+      });
     if (lines.length === 0) data.push({ code: 'empty_file', message: 'The input file is empty.', param: null, line: null });
     for (const [i, text] of lines.entries()) {
       const line = i + 1;
@@ -185,20 +226,44 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
         data.push({ code: 'invalid_json_line', message: `This line is not parseable as valid JSON.`, param: null, line });
         continue;
       }
-      if (typeof request.custom_id !== 'string' || !request.custom_id) data.push({ code: 'missing_required_parameter', message: "Missing required parameter: 'custom_id'.", param: 'custom_id', line });
-      else if (seen.has(request.custom_id)) data.push({ code: 'duplicate_custom_id', message: `The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each request in a batch.`, param: 'custom_id', line });
+      if (typeof request.custom_id !== 'string' || !request.custom_id)
+        data.push({ code: 'missing_required_parameter', message: "Missing required parameter: 'custom_id'.", param: 'custom_id', line });
+      else if (seen.has(request.custom_id))
+        data.push({
+          code: 'duplicate_custom_id',
+          message: `The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each request in a batch.`,
+          param: 'custom_id',
+          line,
+        });
       else seen.add(request.custom_id);
-      if (request.method !== 'POST') data.push({ code: 'invalid_method', message: `Invalid value for 'method': only POST is supported.`, param: 'method', line });
-      if (request.url !== batch.endpoint) data.push({ code: 'mismatched_url', message: `The url for this request does not match the batch's endpoint ${batch.endpoint}.`, param: 'url', line });
+      if (request.method !== 'POST')
+        data.push({ code: 'invalid_method', message: `Invalid value for 'method': only POST is supported.`, param: 'method', line });
+      if (request.url !== batch.endpoint)
+        data.push({
+          code: 'mismatched_url',
+          message: `The url for this request does not match the batch's endpoint ${batch.endpoint}.`,
+          param: 'url',
+          line,
+        });
       const lineModel = typeof request.body?.model === 'string' ? request.body.model : undefined;
-      if (model !== undefined && lineModel !== model) data.push({ code: 'mismatched_model', message: 'The provided model does not match the model of the other requests in the batch. All requests in a batch must use the same model.', param: 'body.model', line });
+      if (model !== undefined && lineModel !== model)
+        data.push({
+          code: 'mismatched_model',
+          message:
+            'The provided model does not match the model of the other requests in the batch. All requests in a batch must use the same model.',
+          param: 'body.model',
+          line,
+        });
       model ??= lineModel;
     }
     if (model) batch.model = model;
     return { object: 'list', data: data.slice(0, 100) };
   }
 
-  async function runLine(authorization: string, text: string): Promise<{ custom_id: string; status: number; requestId: string; body: unknown }> {
+  async function runLine(
+    authorization: string,
+    text: string,
+  ): Promise<{ custom_id: string; status: number; requestId: string; body: unknown }> {
     const request = JSON.parse(text) as { custom_id: string; url: string; body: unknown };
     const response = await fetch(`${selfBaseURL()}${request.url.replace(/^\/v1/, '')}`, {
       method: 'POST',
@@ -210,7 +275,9 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     try {
       body = JSON.parse(raw);
     } catch {
-      body = { error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } };
+      body = {
+        error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null },
+      };
     }
     return { custom_id: request.custom_id, status: response.status, requestId: response.headers.get('x-request-id') ?? id('req'), body };
   }
@@ -237,7 +304,12 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
           requestId: id('req'),
           body: errorBody(`stand-in failure: ${(err as Error).message}`),
         }));
-        const record = { id: id('batch_req'), custom_id: result.custom_id, response: { status_code: result.status, request_id: result.requestId, body: result.body }, error: null };
+        const record = {
+          id: id('batch_req'),
+          custom_id: result.custom_id,
+          response: { status_code: result.status, request_id: result.requestId, body: result.body },
+          error: null,
+        };
         if (result.status >= 200 && result.status < 300) {
           output.push(JSON.stringify(record));
           batch.request_counts.completed += 1;
@@ -253,12 +325,17 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
       const done = new Set([...output, ...errors].map((l) => (JSON.parse(l) as { custom_id: string }).custom_id));
       for (const text of lines) {
         const customId = (JSON.parse(text) as { custom_id: string }).custom_id;
-        if (!done.has(customId)) errors.push(JSON.stringify({ id: id('batch_req'), custom_id: customId, response: null, error: { code, message } }));
+        if (!done.has(customId))
+          errors.push(JSON.stringify({ id: id('batch_req'), custom_id: customId, response: null, error: { code, message } }));
       }
     };
     const writeFiles = () => {
-      batch.output_file_id = output.length ? storeFile(`${batch.id}_output.jsonl`, 'batch_output', Buffer.from(`${output.join('\n')}\n`)).id : null;
-      batch.error_file_id = errors.length ? storeFile(`${batch.id}_error.jsonl`, 'batch_output', Buffer.from(`${errors.join('\n')}\n`)).id : null;
+      batch.output_file_id = output.length
+        ? storeFile(`${batch.id}_output.jsonl`, 'batch_output', Buffer.from(`${output.join('\n')}\n`)).id
+        : null;
+      batch.error_file_id = errors.length
+        ? storeFile(`${batch.id}_error.jsonl`, 'batch_output', Buffer.from(`${errors.join('\n')}\n`)).id
+        : null;
     };
     if (batch.status === 'cancelling') {
       // Cancelled: what ran is kept; the rest never runs (it is not in either file).
@@ -304,21 +381,63 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
       return sendJson(res, 400, errorBody('We could not parse the JSON body of your request.'));
     }
     for (const field of ['input_file_id', 'endpoint', 'completion_window'] as const) {
-      if (typeof body[field] !== 'string') return sendJson(res, 400, errorBody(`Missing required parameter: '${field}'.`, 'missing_required_parameter', field));
+      if (typeof body[field] !== 'string')
+        return sendJson(res, 400, errorBody(`Missing required parameter: '${field}'.`, 'missing_required_parameter', field));
     }
     const endpoint = String(body.endpoint);
-    if (!ENDPOINTS.includes(endpoint)) return sendJson(res, 400, errorBody(`Invalid value: '${endpoint}'. Supported values are: ${ENDPOINTS.map((e) => `'${e}'`).join(', ')}.`, 'invalid_value', 'endpoint'));
-    if (body.completion_window !== '24h') return sendJson(res, 400, errorBody(`Invalid value: '${String(body.completion_window)}'. Supported values are: '24h'.`, 'invalid_value', 'completion_window'));
+    if (!ENDPOINTS.includes(endpoint))
+      return sendJson(
+        res,
+        400,
+        errorBody(
+          `Invalid value: '${endpoint}'. Supported values are: ${ENDPOINTS.map((e) => `'${e}'`).join(', ')}.`,
+          'invalid_value',
+          'endpoint',
+        ),
+      );
+    if (body.completion_window !== '24h')
+      return sendJson(
+        res,
+        400,
+        errorBody(`Invalid value: '${String(body.completion_window)}'. Supported values are: '24h'.`, 'invalid_value', 'completion_window'),
+      );
     const metadata = body.metadata === undefined || body.metadata === null ? null : (body.metadata as Record<string, unknown>);
     if (metadata) {
       const entries = Object.entries(metadata);
-      if (entries.length > 16) return sendJson(res, 400, errorBody(`Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but got an object with ${entries.length} properties instead.`, 'object_above_max_properties', 'metadata'));
+      if (entries.length > 16)
+        return sendJson(
+          res,
+          400,
+          errorBody(
+            `Invalid 'metadata': too many properties. Expected an object with at most 16 properties, but got an object with ${entries.length} properties instead.`,
+            'object_above_max_properties',
+            'metadata',
+          ),
+        );
       const bad = entries.find(([k, v]) => k.length > 64 || typeof v !== 'string' || v.length > 512);
-      if (bad) return sendJson(res, 400, errorBody(`Invalid 'metadata.${bad[0]}': keys must be strings of at most 64 characters and values strings of at most 512 characters.`, 'invalid_value', 'metadata'));
+      if (bad)
+        return sendJson(
+          res,
+          400,
+          errorBody(
+            `Invalid 'metadata.${bad[0]}': keys must be strings of at most 64 characters and values strings of at most 512 characters.`,
+            'invalid_value',
+            'metadata',
+          ),
+        );
     }
     const file = files.get(String(body.input_file_id));
     if (!file) return sendJson(res, 404, notFoundFile(String(body.input_file_id)));
-    if (file.purpose !== 'batch') return sendJson(res, 400, errorBody(`The file ${file.id} has purpose '${file.purpose}'; a batch input file must have purpose 'batch'.`, 'invalid_file_purpose', 'input_file_id'));
+    if (file.purpose !== 'batch')
+      return sendJson(
+        res,
+        400,
+        errorBody(
+          `The file ${file.id} has purpose '${file.purpose}'; a batch input file must have purpose 'batch'.`,
+          'invalid_file_purpose',
+          'input_file_id',
+        ),
+      );
     const created = seconds();
     const batch: StoredBatch = {
       id: id('batch'),
@@ -344,7 +463,10 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     };
     batches.push(batch);
     const settings = { ...options };
-    const lines = file.bytes.toString('utf8').split('\n').filter((l) => l.trim() !== '');
+    const lines = file.bytes
+      .toString('utf8')
+      .split('\n')
+      .filter((l) => l.trim() !== '');
     later(settings.validatingMs ?? 50, () => {
       if (batch.status !== 'validating') return;
       const problems = validate(batch, lines);
@@ -394,7 +516,13 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     const after = url.searchParams.get('after');
     const start = after ? newestFirst.findIndex((b) => b.id === after) + 1 : 0;
     const page = newestFirst.slice(start, start + limit);
-    sendJson(res, 200, { object: 'list', data: page, first_id: page[0]?.id ?? null, last_id: page[page.length - 1]?.id ?? null, has_more: start + limit < newestFirst.length });
+    sendJson(res, 200, {
+      object: 'list',
+      data: page,
+      first_id: page[0]?.id ?? null,
+      last_id: page[page.length - 1]?.id ?? null,
+      has_more: start + limit < newestFirst.length,
+    });
   }
 
   function route(req: IncomingMessage, res: ServerResponse, path: string): boolean {
@@ -402,35 +530,35 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     const fail = (err: unknown) => {
       if (!res.headersSent) sendJson(res, 500, errorBody(`stand-in failure: ${(err as Error).message}`));
     };
-    if (path === '/v1/files' && req.method === 'POST') return void uploadFile(req, res).catch(fail), true;
+    if (path === '/v1/files' && req.method === 'POST') return (void uploadFile(req, res).catch(fail), true);
     let m = /^\/v1\/files\/([^/]+)(\/content)?$/.exec(path);
     if (m) {
       if (!authorized(req, res)) return true;
       const file = files.get(decodeURIComponent(m[1]!));
-      if (!file) return sendJson(res, 404, notFoundFile(decodeURIComponent(m[1]!))), true;
+      if (!file) return (sendJson(res, 404, notFoundFile(decodeURIComponent(m[1]!))), true);
       if (req.method === 'DELETE' && !m[2]) {
         files.delete(file.id);
-        return sendJson(res, 200, { id: file.id, object: 'file', deleted: true }), true;
+        return (sendJson(res, 200, { id: file.id, object: 'file', deleted: true }), true);
       }
       if (req.method !== 'GET') return false;
-      if (!m[2]) return sendJson(res, 200, fileObject(file)), true;
+      if (!m[2]) return (sendJson(res, 200, fileObject(file)), true);
       res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(file.bytes.length) });
       res.end(file.bytes);
       return true;
     }
     if (path === '/v1/batches') {
-      if (req.method === 'POST') return void createBatch(req, res).catch(fail), true;
-      if (req.method === 'GET') return listBatches(req, res, url), true;
+      if (req.method === 'POST') return (void createBatch(req, res).catch(fail), true);
+      if (req.method === 'GET') return (listBatches(req, res, url), true);
       return false;
     }
     m = /^\/v1\/batches\/([^/]+)(\/cancel)?$/.exec(path);
     if (m) {
       const batchId = decodeURIComponent(m[1]!);
-      if (m[2] && req.method === 'POST') return cancelBatch(req, res, batchId), true;
+      if (m[2] && req.method === 'POST') return (cancelBatch(req, res, batchId), true);
       if (!m[2] && req.method === 'GET') {
         if (!authorized(req, res)) return true;
         const batch = batches.find((b) => b.id === batchId);
-        return batch ? sendJson(res, 200, batch) : sendJson(res, 404, notFoundBatch(batchId)), true;
+        return (batch ? sendJson(res, 200, batch) : sendJson(res, 404, notFoundBatch(batchId)), true);
       }
     }
     return false;

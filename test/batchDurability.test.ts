@@ -39,7 +39,9 @@ async function startServer(stateDir: string, port: number): Promise<CliProcess> 
   for (let attempt = 1; ; attempt++) {
     let uiPort = await freePort();
     while (uiPort === port) uiPort = await freePort();
-    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(uiPort)], { ...process.env });
+    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(uiPort)], {
+      ...process.env,
+    });
     try {
       await server.waitForOutput(/address: 127\.0\.0\.1:\d+/);
       return server;
@@ -55,16 +57,42 @@ describe('a batch is submitted once', () => {
     const stateDir = tempDir('atelier-batchdur-state-');
     const port = await freePort();
     let server = await startServer(stateDir, port);
-    const env: NodeJS.ProcessEnv = { ...process.env, TEMPORAL_ADDRESS: `127.0.0.1:${port}`, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      TEMPORAL_ADDRESS: `127.0.0.1:${port}`,
+      OPENAI_API_KEY: API_KEY,
+      OPENAI_BASE_URL: standin.baseURL,
+    };
     let worker = new CliProcess(['worker'], env);
     const { csv, outputDir } = await dataset(40, 'dur');
     const before = standin.batches.all.length;
     try {
       await worker.waitForOutput(/serving atelier-orchestrator/);
-      const started = await atelier(['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-2', '--state-dir', stateDir, '--batch', '--batch-poll-ms', '300', '--detach'], env);
+      const started = await atelier(
+        [
+          'edit',
+          '--input',
+          csv,
+          '--output-dir',
+          outputDir,
+          '--model',
+          'gpt-image-2',
+          '--state-dir',
+          stateDir,
+          '--batch',
+          '--batch-poll-ms',
+          '300',
+          '--detach',
+        ],
+        env,
+      );
       expect(started.code, started.stderr).toBe(0);
       const runId = started.stdout.trim().split('\n').pop()!;
-      await waitUntil(() => standin.batches.all.length > before && standin.batches.all[before]!.status === 'in_progress', 60_000, 'the batch in progress');
+      await waitUntil(
+        () => standin.batches.all.length > before && standin.batches.all[before]!.status === 'in_progress',
+        60_000,
+        'the batch in progress',
+      );
       worker.child.kill('SIGKILL');
       expect(await server.stop()).toBe(0);
       await sleep(1000);
@@ -83,7 +111,23 @@ describe('a batch is submitted once', () => {
 
       // `atelier status` of a finished run reads the ledger; the same command again makes no batch and no call.
       const calls = standin.calls.length;
-      const again = await atelier(['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-2', '--state-dir', stateDir, '--batch', '--batch-poll-ms', '300'], env);
+      const again = await atelier(
+        [
+          'edit',
+          '--input',
+          csv,
+          '--output-dir',
+          outputDir,
+          '--model',
+          'gpt-image-2',
+          '--state-dir',
+          stateDir,
+          '--batch',
+          '--batch-poll-ms',
+          '300',
+        ],
+        env,
+      );
       expect(again.code, again.stderr).toBe(0);
       expect(standin.batches.all.length).toBe(before + 1);
       expect(standin.calls.length).toBe(calls);

@@ -13,7 +13,15 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BatchActivities, BatchPlanningActivities } from '../activities/batch';
-import type { BatchJobResult, BatchJobSpec, BatchJobView, BatchPhaseOutcome, BatchPhaseView, BatchSettings, BatchStatus } from '../lib/shared/batch';
+import type {
+  BatchJobResult,
+  BatchJobSpec,
+  BatchJobView,
+  BatchPhaseOutcome,
+  BatchPhaseView,
+  BatchSettings,
+  BatchStatus,
+} from '../lib/shared/batch';
 import { providerQueue } from '../lib/shared/constants';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
@@ -43,18 +51,36 @@ export interface BatchJobWorkflowInput {
 function jobActivities(spec: BatchJobSpec) {
   const common = {
     taskQueue: providerQueue(spec.backend),
-    retry: { initialInterval: 2_000, backoffCoefficient: 2, maximumInterval: 300_000, maximumAttempts: 12, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+    retry: {
+      initialInterval: 2_000,
+      backoffCoefficient: 2,
+      maximumInterval: 300_000,
+      maximumAttempts: 12,
+      nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES,
+    },
   };
   // Building a 200 MB input or collecting 50,000 answers takes a while; they heartbeat.
   const long = proxyActivities<BatchActivities>({ ...common, startToCloseTimeout: '2 hours', heartbeatTimeout: '1 minute' });
   const short = proxyActivities<BatchActivities>({ ...common, startToCloseTimeout: '2 minutes' });
-  return { submitBatchJob: long.submitBatchJob, collectBatchJob: long.collectBatchJob, failBatchJob: long.failBatchJob, pollBatchJob: short.pollBatchJob, cancelBatchJob: short.cancelBatchJob };
+  return {
+    submitBatchJob: long.submitBatchJob,
+    collectBatchJob: long.collectBatchJob,
+    failBatchJob: long.failBatchJob,
+    pollBatchJob: short.pollBatchJob,
+    cancelBatchJob: short.cancelBatchJob,
+  };
 }
 
 function jobDetails(view: BatchJobView): string {
   const s = view.status;
   const counts = s?.total !== undefined ? ` (${s.completed ?? 0} done, ${s.failed ?? 0} failed of ${s.total})` : '';
-  return [`**batch job ${view.jobId}**: ${view.phase}`, '', `- rows: ${view.rows}`, ...(view.batchId ? [`- provider batch: ${view.batchId}`] : []), ...(s ? [`- provider status: ${s.providerStatus}${counts}`] : [])].join('\n');
+  return [
+    `**batch job ${view.jobId}**: ${view.phase}`,
+    '',
+    `- rows: ${view.rows}`,
+    ...(view.batchId ? [`- provider batch: ${view.batchId}`] : []),
+    ...(s ? [`- provider status: ${s.providerStatus}${counts}`] : []),
+  ].join('\n');
 }
 
 /** The batch phase as a Markdown table for the run's page. */
@@ -94,7 +120,10 @@ export async function batchJobWorkflow(input: BatchJobWorkflowInput): Promise<Ba
     setCurrentDetails(jobDetails(view));
     // Awaited: the server drops a signal whose sender closed before delivery. A run that is gone
     // cannot be told, and that is no reason to fail the job.
-    if (tellParent && parentId) await getExternalWorkflowHandle(parentId).signal(batchJobUpdateSignal, view).catch(() => undefined);
+    if (tellParent && parentId)
+      await getExternalWorkflowHandle(parentId)
+        .signal(batchJobUpdateSignal, view)
+        .catch(() => undefined);
   };
   setCurrentDetails(jobDetails(view));
 
@@ -114,7 +143,13 @@ export async function batchJobWorkflow(input: BatchJobWorkflowInput): Promise<Ba
     }
     batchId = submission.batchId;
     if (!batchId) {
-      const result: BatchJobResult = { jobId: spec.jobId, ok: submission.alreadyDone, failedByType: {}, inputErrors: submission.inputErrors, leftOver: submission.leftOver };
+      const result: BatchJobResult = {
+        jobId: spec.jobId,
+        ok: submission.alreadyDone,
+        failedByType: {},
+        inputErrors: submission.inputErrors,
+        leftOver: submission.leftOver,
+      };
       await report({ ...view, phase: 'done', result });
       return result;
     }
@@ -125,7 +160,8 @@ export async function batchJobWorkflow(input: BatchJobWorkflowInput): Promise<Ba
     let last: BatchStatus | undefined;
     for (;;) {
       const status = await acts.pollBatchJob({ backend: spec.backend, batchId });
-      const changed = !last || last.providerStatus !== status.providerStatus || last.completed !== status.completed || last.failed !== status.failed;
+      const changed =
+        !last || last.providerStatus !== status.providerStatus || last.completed !== status.completed || last.failed !== status.failed;
       last = status;
       if (changed) await report({ ...view, status });
       if (status.terminal) break;
@@ -145,7 +181,9 @@ export async function batchJobWorkflow(input: BatchJobWorkflowInput): Promise<Ba
       await CancellationScope.nonCancellable(async () => {
         const cancelled = await acts.cancelBatchJob({ spec, ...(batchId ? { batchId } : {}) }).catch(() => undefined);
         const id = cancelled?.batchId ?? batchId;
-        let status: BatchStatus | undefined = cancelled?.providerStatus ? { ...(view.status ?? { terminal: true }), providerStatus: cancelled.providerStatus } : view.status;
+        let status: BatchStatus | undefined = cancelled?.providerStatus
+          ? { ...(view.status ?? { terminal: true }), providerStatus: cancelled.providerStatus }
+          : view.status;
         let result: BatchJobResult | undefined;
         if (id) {
           // Answers the batch produced before the cancel are paid for: wait out its cancelling
@@ -159,7 +197,13 @@ export async function batchJobWorkflow(input: BatchJobWorkflowInput): Promise<Ba
           }
           if (status?.terminal) result = await acts.collectBatchJob({ spec, batchId: id }).catch(() => undefined);
         }
-        await report({ ...view, phase: 'cancelled', ...(id ? { batchId: id } : {}), ...(status ? { status } : {}), ...(result ? { result } : {}) });
+        await report({
+          ...view,
+          phase: 'cancelled',
+          ...(id ? { batchId: id } : {}),
+          ...(status ? { status } : {}),
+          ...(result ? { result } : {}),
+        });
       });
     }
     throw err;
@@ -243,7 +287,13 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
         };
         return executeChild(batchJobWorkflow, {
           workflowId: jobWorkflowId(input.runId, job.jobId),
-          args: [{ spec, ...(batch.pollInitialMs ? { pollInitialMs: batch.pollInitialMs } : {}), ...(batch.pollMaxMs ? { pollMaxMs: batch.pollMaxMs } : {}) }],
+          args: [
+            {
+              spec,
+              ...(batch.pollInitialMs ? { pollInitialMs: batch.pollInitialMs } : {}),
+              ...(batch.pollMaxMs ? { pollMaxMs: batch.pollMaxMs } : {}),
+            },
+          ],
           staticSummary: `batch job ${job.jobId}: ${job.rows} rows`,
           // Cancelling or terminating the run cancels the job, which cancels the provider's batch.
           parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,

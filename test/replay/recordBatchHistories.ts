@@ -32,12 +32,20 @@ afterAll(async () => {
 it('records a --batch run', async () => {
   const dir = tempDir('atelier-rec-batch-');
   await writePng(join(dir, 'a.png'), '#336699');
-  writeText(join(dir, 'rows.csv'), ['input_images,instruction', ...Array.from({ length: 6 }, (_, i) => `a.png,rec-${i} warmer`)].join('\n'));
+  writeText(
+    join(dir, 'rows.csv'),
+    ['input_images,instruction', ...Array.from({ length: 6 }, (_, i) => `a.png,rec-${i} warmer`)].join('\n'),
+  );
   openai.script('rec-3 ', [faults.serverError()]);
   const runId = 'rec-batch';
   await runDataset(
     env,
-    testInput({ runId, inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), batch: { fallback: 'direct', pollInitialMs: 200, pollMaxMs: 400 } }),
+    testInput({
+      runId,
+      inputPath: join(dir, 'rows.csv'),
+      outputDir: join(dir, 'out'),
+      batch: { fallback: 'direct', pollInitialMs: 200, pollMaxMs: 400 },
+    }),
     { OPENAI_API_KEY: 'sk-record-openai', OPENAI_BASE_URL: openai.baseURL },
   );
   const ids = [runId];

@@ -11,10 +11,24 @@ function planned(failedByType: Record<string, number> = {}): RunState {
 }
 
 describe('RunState.applyBatchPhase', () => {
-  it('counts the batch\'s rows: ok, failed by class, rows failed before no longer counted twice, the spend', () => {
+  it("counts the batch's rows: ok, failed by class, rows failed before no longer counted twice, the spend", () => {
     const s = planned({ Retryable: 3 });
-    s.applyBatchPhase({ ok: 5, failedByType: { Blocked: 1, InputError: 1 }, retriedByType: { Retryable: 3 }, finished: 7, costUsd: 0.0175 });
-    expect(s.snapshot('running')).toMatchObject({ total: 10, ok: 7, failed: 2, failedByType: { Retryable: 0, Blocked: 1, InputError: 1 }, pending: 1, finished: 7, spentUsd: 0.0175 });
+    s.applyBatchPhase({
+      ok: 5,
+      failedByType: { Blocked: 1, InputError: 1 },
+      retriedByType: { Retryable: 3 },
+      finished: 7,
+      costUsd: 0.0175,
+    });
+    expect(s.snapshot('running')).toMatchObject({
+      total: 10,
+      ok: 7,
+      failed: 2,
+      failedByType: { Retryable: 0, Blocked: 1, InputError: 1 },
+      pending: 1,
+      finished: 7,
+      spentUsd: 0.0175,
+    });
   });
 
   it('a row the batch failed and the direct path then finishes counts once', () => {
@@ -27,7 +41,7 @@ describe('RunState.applyBatchPhase', () => {
 });
 
 describe('batch request keys', () => {
-  it('name a row, or a row\'s k-th call, and read back', () => {
+  it("name a row, or a row's k-th call, and read back", () => {
     expect(parseBatchRequestKey(batchRequestKey(42))).toEqual({ index: 42 });
     expect(parseBatchRequestKey(batchRequestKey(7, 2))).toEqual({ index: 7, call: 2 });
     expect(parseBatchRequestKey('row-x')).toBeUndefined();
