@@ -10,6 +10,7 @@ import type { BatchJobSpec, BatchPlan, BatchSubmission } from '../lib/shared/bat
 import { freePort } from '../lib/devServer';
 import { runMetaKey } from '../lib/shared/constants';
 import { openStorage } from '../storage';
+import { startGeminiStandin, type GeminiStandin } from '../standins/gemini';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
@@ -21,11 +22,16 @@ import { testInput } from './helpers/temporalEnv';
 
 const API_KEY = 'sk-test-batch-durability-9d8c7b6a';
 let standin: OpenAIStandin;
+let gemini: GeminiStandin;
 
 beforeAll(async () => {
+  gemini = await startGeminiStandin({ batch: { pendingMs: 200, runningMs: 8000 } });
   standin = await startOpenAIStandin({ batch: { validatingMs: 200, inProgressMs: 8000, finalizingMs: 200, concurrency: 4 } });
 });
-afterAll(async () => standin?.close());
+afterAll(async () => {
+  await standin?.close();
+  await gemini?.close();
+});
 
 async function dataset(rows: number, tag: string): Promise<{ csv: string; outputDir: string }> {
   const dir = tempDir(`atelier-batchdur-${tag}-`);
@@ -109,7 +115,7 @@ describe('a batch is submitted once', () => {
       const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
       expect(rows.filter((r) => r.status === 'ok')).toHaveLength(40);
 
-      // `atelier status` of a finished run reads the ledger; the same command again makes no batch and no call.
+      // The same command again makes no batch and no call.
       const calls = standin.calls.length;
       const again = await atelier(
         [
@@ -137,40 +143,45 @@ describe('a batch is submitted once', () => {
     }
   }, 240_000);
 
-  it('a submit attempt that died after creating the batch: the retry finds it by its tag instead of creating another', async () => {
-    const { csv, outputDir } = await dataset(5, 'tag');
-    const env = new MockActivityEnvironment();
-    const input = testInput({ runId: 'batch-tag', inputPath: csv, outputDir });
-    await env.run(createOrchestrationActivities().planRun, input);
-    const planning: PlanBatchJobsInput = { runId: 'batch-tag', outputDir, backend: 'openai', phaseId: 'p1', round: 0, fallback: 'direct' };
-    const plan = (await env.run(createBatchPlanningActivities().planBatchJobs, planning)) as BatchPlan;
-    expect(plan.jobs).toHaveLength(1);
-    const spec: BatchJobSpec = {
-      runId: 'batch-tag',
-      outputDir,
-      jobId: plan.jobs[0]!.jobId,
-      phaseId: 'p1',
-      backend: 'openai',
-      model: 'gpt-image-2',
-      params: {},
-      numImages: 1,
-      encoding: { jpegQuality: 95, webpQuality: 95 },
-      imageCacheDir: join(outputDir, '.atelier', 'image-cache'),
-      rows: plan.jobs[0]!.rows,
-      fallback: 'direct',
-    };
-    const activities = createBatchActivities({ backend: 'openai', apiKey: API_KEY, baseURL: standin.baseURL });
-    const before = standin.batches.all.length;
-    const uploadsBefore = standin.batches.uploadsForBatch();
-    const first = (await env.run(activities.submitBatchJob, spec)) as BatchSubmission;
-    expect(first).toMatchObject({ rows: 5, requests: 5 });
-    // The attempt "died" before its record was written: the record is gone, the batch exists.
-    const recordKey = runMetaKey(`batch/${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.submitted.json`);
-    await openStorage(outputDir).remove(recordKey);
-    // The retry is the activity's next attempt.
-    const retry = await new MockActivityEnvironment({ attempt: 2 }).run(activities.submitBatchJob, spec);
-    expect(retry).toMatchObject({ batchId: first.batchId, found: true, rows: 5 });
-    expect(standin.batches.all.length).toBe(before + 1);
-    expect(standin.batches.uploadsForBatch()).toBe(uploadsBefore + 1);
-  }, 60_000);
+  it.each(['openai', 'gemini'] as const)(
+    '%s: a submit attempt that died after creating the batch: the retry finds it by its tag, no second batch',
+    async (backend) => {
+      const { csv, outputDir } = await dataset(5, `tag-${backend}`);
+      const runId = `batch-tag-${backend}`;
+      const model = backend === 'openai' ? 'gpt-image-2' : 'gemini-2.5-flash-image';
+      const env = new MockActivityEnvironment();
+      await env.run(createOrchestrationActivities().planRun, testInput({ runId, inputPath: csv, outputDir, backend, model }));
+      const planning: PlanBatchJobsInput = { runId, outputDir, backend, phaseId: 'p1', round: 0, fallback: 'direct' };
+      const plan = (await env.run(createBatchPlanningActivities().planBatchJobs, planning)) as BatchPlan;
+      expect(plan.jobs).toHaveLength(1);
+      const spec: BatchJobSpec = {
+        runId,
+        outputDir,
+        jobId: plan.jobs[0]!.jobId,
+        phaseId: 'p1',
+        backend,
+        model,
+        params: {},
+        numImages: 1,
+        encoding: { jpegQuality: 95, webpQuality: 95 },
+        imageCacheDir: join(outputDir, '.atelier', 'image-cache'),
+        rows: plan.jobs[0]!.rows,
+        fallback: 'direct',
+      };
+      const baseURL = backend === 'openai' ? standin.baseURL : gemini.baseURL;
+      const activities = createBatchActivities({ backend, apiKey: API_KEY, baseURL });
+      const created = () => (backend === 'openai' ? standin.batches.all.length : gemini.batches.all.length);
+      const before = created();
+      const first = (await env.run(activities.submitBatchJob, spec)) as BatchSubmission;
+      expect(first).toMatchObject({ rows: 5, requests: 5 });
+      // The attempt "died" before its record was written: the record is gone, the batch exists.
+      const recordKey = runMetaKey(`batch/${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.submitted.json`);
+      await openStorage(outputDir).remove(recordKey);
+      // The retry is the activity's next attempt.
+      const retry = await new MockActivityEnvironment({ attempt: 2 }).run(activities.submitBatchJob, spec);
+      expect(retry).toMatchObject({ batchId: first.batchId, found: true, rows: 5 });
+      expect(created()).toBe(before + 1);
+    },
+    60_000,
+  );
 });
