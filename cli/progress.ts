@@ -107,7 +107,8 @@ export class ProgressReporter {
 /** One line about a batch job: its provider batch, status and request counts. */
 export function describeBatchJob(job: BatchJobView): string {
   const s = job.status;
-  const counts = s?.total !== undefined ? ` (${s.completed ?? 0}/${s.total} done, ${s.failed ?? 0} failed)` : '';
+  // Providers report counts only once the input is validated (total 0 before).
+  const counts = s?.total ? ` (${s.completed ?? 0}/${s.total} done, ${s.failed ?? 0} failed)` : '';
   const result = job.result ? `: ${job.result.ok} ok, ${Object.values(job.result.failedByType).reduce((a, b) => a + b, 0) + job.result.inputErrors} failed` : '';
   return `batch job ${job.jobId.slice(job.jobId.lastIndexOf('#') + 1)} (${job.rows} rows${job.batchId ? `, ${job.batchId}` : ''}): ${job.phase}${s ? `, provider status ${s.providerStatus}${counts}` : ''}${result}`;
 }
