@@ -1,8 +1,7 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
+import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
 
 // A local stand-in for fal.ai's queue API, for the image-edit endpoints Atelier's table knows. It is
 // a contract: it takes what fal takes and answers with fal's bodies. Rules and their sources:
@@ -26,7 +25,7 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // - Without a key: 401; an unknown app: 404 (both wordings unverified).
 // - Output files are served without auth, as fal's CDN serves them.
 
-export type { FaultStep } from './openai';
+export type { FaultStep } from './server';
 
 /** A request outcome instead of an HTTP fault at submit: the request is queued, then goes this way. */
 export interface FalRequestStep {
@@ -275,7 +274,7 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     res.end(data);
   }
 
-  const server = createServer((req, res) => {
+  const { server, port } = await listenOnLoopback((req, res) => {
     const path = (req.url ?? '').split('?')[0] ?? '';
     const file = /^\/files\/([^/]+)\/(\d+)$/.exec(path);
     if (req.method === 'GET' && file) return handleDownload(req, res, decodeURIComponent(file[1]!), Number(file[2]));
@@ -289,22 +288,13 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
       return;
     }
     sendJson(res, 404, { detail: 'Not Found' });
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  }, options.port);
+  const controls = standinControls(calls, scripts, server);
   baseURL = `http://127.0.0.1:${port}`;
 
   return {
     baseURL,
-    calls,
     submitted: () => calls.filter((c) => c.kind === 'submit' && c.status === 200).length,
-    script(match, steps, scriptOptions = {}) {
-      scripts.add(match, steps, scriptOptions);
-    },
-    callsFor(match) {
-      return calls.filter((c) => c.prompt.includes(match));
-    },
-    close: () => closeServer(server),
+    ...controls,
   };
 }

@@ -1,9 +1,8 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
 import { createGeminiBatchApi, type GeminiBatchApi, type GeminiBatchOptions } from './geminiBatch';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
+import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
 
 // A local stand-in for the Gemini API's `POST /v1beta/models/{model}:generateContent`, spoken
 // closely enough for @google/genai: `x-goog-api-key` auth, camelCase JSON, candidates with parts,
@@ -39,7 +38,7 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // Parts may then name it as `fileData: {fileUri, mimeType}`; an unknown file answers 403
 // PERMISSION_DENIED as the API does. Uploaded bytes do not count toward the 20 MB request limit.
 
-export type { FaultStep } from './openai';
+export type { FaultStep } from './server';
 
 const RATIOS_10 = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'];
 
@@ -477,7 +476,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     );
   }
 
-  const server = createServer((req, res) => {
+  const { server, port } = await listenOnLoopback((req, res) => {
     const url = new URL(req.url ?? '/', 'http://standin');
     if (options.vertex) {
       const m = /^\/(v1|v1beta1)\/(?:projects\/([^/]+)\/locations\/([^/]+)\/)?publishers\/google\/models\/([^:/]+):generateContent$/.exec(url.pathname);
@@ -504,26 +503,18 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       return;
     }
     sendJson(res, 404, googleError(404, 'NOT_FOUND', `Invalid URL (${req.method} ${url.pathname})`));
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  }, options.port);
+  const controls = standinControls(calls, scripts, server);
   baseURL = `http://127.0.0.1:${port}`;
 
   return {
     baseURL,
     uploadedFiles: () => files.size,
     batches: batchApi,
-    calls,
-    script(match, steps, scriptOptions = {}) {
-      scripts.add(match, steps, scriptOptions);
-    },
-    callsFor(match) {
-      return calls.filter((c) => c.prompt.includes(match));
-    },
+    ...controls,
     close: async () => {
       batchApi.stop();
-      await closeServer(server);
+      await controls.close();
     },
   };
 }

@@ -1,8 +1,7 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
+import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
 
 // A local stand-in for ModelScope API-Inference's async image tasks: `POST /v1/images/generations`
 // (needs `X-ModelScope-Async-Mode: true`) returns a task id; `GET /v1/tasks/{id}` (needs
@@ -13,7 +12,7 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // submit (429 with Retry-After, 5xx, 400, malformed bodies, delays), or a task outcome (a FAILED
 // task, a content-filter failure, a task that takes many polls).
 
-export type { FaultStep } from './openai';
+export type { FaultStep } from './server';
 
 /** A task outcome instead of an HTTP fault: the submit succeeds, then the task goes this way. */
 export interface TaskStep {
@@ -207,7 +206,7 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
     res.end(task.output);
   }
 
-  const server = createServer((req, res) => {
+  const { server, port } = await listenOnLoopback((req, res) => {
     const path = (req.url ?? '').split('?')[0] ?? '';
     const taskMatch = /^\/v1\/tasks\/([^/]+)$/.exec(path);
     const outputMatch = /^\/outputs\/([^/]+)\.png$/.exec(path);
@@ -220,21 +219,12 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
     if (req.method === 'GET' && taskMatch) return handlePoll(req, res, decodeURIComponent(taskMatch[1]!));
     if (req.method === 'GET' && outputMatch) return handleDownload(req, res, decodeURIComponent(outputMatch[1]!));
     sendJson(res, 404, msError(`Not found: ${req.method} ${path}`, 'NotFound'));
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  }, options.port);
+  const controls = standinControls(calls, scripts, server);
   baseURL = `http://127.0.0.1:${port}`;
 
   return {
     baseURL,
-    calls,
-    script(match, steps, scriptOptions = {}) {
-      scripts.add(match, steps, scriptOptions);
-    },
-    callsFor(match) {
-      return calls.filter((c) => c.prompt.includes(match));
-    },
-    close: () => closeServer(server),
+    ...controls,
   };
 }

@@ -1,9 +1,10 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp, { type Sharp } from 'sharp';
 import { createOpenAIBatchApi, type OpenAIBatchApi, type OpenAIBatchOptions } from './openaiBatch';
-import { openAIErrorBody, readBody, sendJson } from './server';
+import { FaultScripts, listenOnLoopback, openAIErrorBody, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
+
+export type { FaultStep, Standin, StandinOptions } from './server';
 
 // The other stand-ins import these from here.
 export { readBody, sendJson };
@@ -41,16 +42,6 @@ const errorBody = openAIErrorBody;
 // - `quality`: low, medium, high, auto; gpt-image-2.6 also xhigh and max (OpenAI's 2.6 model page).
 // - transparent background needs png or webp; output_compression 0-100 and not below 100 for png;
 //   `n` 1-10; moderation low or auto.
-
-export interface FaultStep {
-  status: number;
-  /** JSON body (any status, 200 included); defaults to an OpenAI-shaped error for the status. */
-  body?: unknown;
-  /** Sent verbatim instead of `body` (malformed responses). */
-  raw?: string;
-  headers?: Record<string, string>;
-  delayMs?: number;
-}
 
 export const faults = {
   rateLimited: (retryAfterSeconds = 1): FaultStep => ({
@@ -106,26 +97,6 @@ export interface StandinCall {
   at: number;
 }
 
-/** What every stand-in offers the tests and benchmarks, whatever wire format it speaks. */
-export interface Standin<Call, Step = FaultStep> {
-  /** Base URL to give the provider's SDK or adapter. */
-  baseURL: string;
-  calls: Call[];
-  /** Requests whose prompt contains `match` get `steps` in order, then succeed (or repeat them all). */
-  script(match: string, steps: Step[], options?: { repeat?: boolean }): void;
-  callsFor(match: string): Call[];
-  close(): Promise<void>;
-}
-
-/** Options every stand-in takes. */
-export interface StandinOptions {
-  port?: number;
-  /** Added to every response, to look like a real model. */
-  latencyMs?: number;
-  /** Above this many requests in any sliding second: the provider's 429 with a one-second retry. */
-  rateLimitPerSecond?: number;
-}
-
 /** Base URL ends in /v1. */
 export interface OpenAIStandin extends Standin<StandinCall> {
   /** The Files and Batch APIs (`/v1/files`, `/v1/batches`): their state and counters. */
@@ -144,58 +115,6 @@ export interface OpenAIStandinOptions extends StandinOptions {
 export interface AzureFlavour {
   deployments: Record<string, string>;
   apiVersions: readonly string[];
-}
-
-interface Script<S> {
-  match: string;
-  steps: S[];
-  repeat: boolean;
-  served: number;
-}
-
-/** Requests admitted in the last second; `admit()` is false above the rate (that request is not counted). */
-export class SlidingWindowLimiter {
-  private readonly times: number[] = [];
-  constructor(private readonly perSecond: number) {}
-  admit(now = Date.now()): boolean {
-    while (this.times.length && this.times[0]! <= now - 1000) this.times.shift();
-    if (this.times.length >= this.perSecond) return false;
-    this.times.push(now);
-    return true;
-  }
-}
-
-/** Scripted faults per prompt substring, shared by the stand-ins. */
-export class FaultScripts<S = FaultStep> {
-  private readonly scripts: Script<S>[] = [];
-  add(match: string, steps: S[], options: { repeat?: boolean } = {}): void {
-    this.scripts.push({ match, steps, repeat: options.repeat ?? false, served: 0 });
-  }
-  /** The next step for this prompt, if any (consumes it). */
-  next(prompt: string): S | undefined {
-    const script = this.scripts.find((s) => prompt.includes(s.match));
-    if (!script) return undefined;
-    return script.repeat ? script.steps[script.served++ % script.steps.length] : script.steps[script.served++];
-  }
-}
-
-/** Sends a scripted step (after its delay); the caller records the status. */
-export async function sendStep(res: ServerResponse, step: FaultStep, defaultBody: unknown, headers: Record<string, string> = {}): Promise<void> {
-  if (step.delayMs) await sleep(step.delayMs);
-  if (res.destroyed) return;
-  if (step.raw !== undefined) {
-    res.writeHead(step.status, { 'content-type': 'application/json', ...headers, ...(step.headers ?? {}) });
-    res.end(step.raw);
-    return;
-  }
-  sendJson(res, step.status, step.body ?? defaultBody, { ...headers, ...(step.headers ?? {}) });
-}
-
-export function closeServer(server: ReturnType<typeof createServer>): Promise<void> {
-  return new Promise<void>((resolve) => {
-    server.closeAllConnections();
-    server.close(() => resolve());
-  });
 }
 
 const GPT_IMAGE = /^(gpt-image|chatgpt-image)/;
@@ -587,7 +506,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     });
   }
 
-  const server = createServer((req, res) => {
+  const { server, port } = await listenOnLoopback((req, res) => {
     if (options.azure) return azureRoute(options.azure, req, res);
     const path = (req.url ?? '').split('?')[0] ?? '';
     if (req.method === 'GET' && (path === '/v1/models' || path.startsWith('/v1/models/'))) {
@@ -608,26 +527,18 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       return;
     }
     sendJson(res, 404, errorBody(`Invalid URL (${req.method} ${path})`));
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  }, options.port);
+  const controls = standinControls(calls, scripts, server);
   baseURL = `http://127.0.0.1:${port}/v1`;
 
   return {
     // Azure: the resource endpoint (the SDK adds /openai/deployments/...).
     baseURL: options.azure ? `http://127.0.0.1:${port}` : baseURL,
     batches: batchApi,
-    calls,
-    script(match, steps, scriptOptions = {}) {
-      scripts.add(match, steps, scriptOptions);
-    },
-    callsFor(match) {
-      return calls.filter((c) => c.prompt.includes(match));
-    },
+    ...controls,
     close: async () => {
       batchApi.stop();
-      await closeServer(server);
+      await controls.close();
     },
   };
 }

@@ -1,8 +1,7 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowLimiter, type FaultStep, type Standin, type StandinOptions } from './openai';
+import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
 
 // A local stand-in for an OpenAI-compatible chat-completions server shaped like OpenRouter
 // (`POST /api/v1/chat/completions`, also `/v1/chat/completions`), used through the real `openai`
@@ -23,7 +22,7 @@ import { closeServer, FaultScripts, readBody, sendJson, sendStep, SlidingWindowL
 // have answers the same 404 for what was asked. Ids outside the catalogue are served as an
 // OpenAI-compatible chat server would (the stand-in also stands in for prompt-enhancer servers).
 
-export type { FaultStep } from './openai';
+export type { FaultStep } from './server';
 
 export interface OpenRouterModel {
   id: string;
@@ -258,7 +257,7 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     );
   }
 
-  const server = createServer((req, res) => {
+  const { server, port } = await listenOnLoopback((req, res) => {
     const path = (req.url ?? '').split('?')[0] ?? '';
     if (req.method === 'GET' && (path === '/api/v1/models' || path === '/v1/models')) {
       modelListCalls += 1;
@@ -271,21 +270,12 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       return;
     }
     sendJson(res, 404, orError(404, `Not Found (${req.method} ${path})`));
-  });
-  server.keepAliveTimeout = 1000;
-  await new Promise<void>((resolve) => server.listen(options.port ?? 0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
+  }, options.port);
+  const controls = standinControls(calls, scripts, server);
 
   return {
     baseURL: `http://127.0.0.1:${port}/api/v1`,
-    calls,
-    script(match, steps, scriptOptions = {}) {
-      scripts.add(match, steps, scriptOptions);
-    },
-    callsFor(match) {
-      return calls.filter((c) => c.prompt.includes(match));
-    },
+    ...controls,
     modelListCalls: () => modelListCalls,
-    close: () => closeServer(server),
   };
 }
