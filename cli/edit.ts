@@ -4,6 +4,7 @@ import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../lib/shared/errorTypes';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
+import { traceStartup } from '../lib/startupTrace';
 import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/imageCache';
 import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
@@ -423,6 +424,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     }
     await registerRun(resolve(options.stateDir), input);
     await startRun(session, input, io);
+    traceStartup('run started');
     if (options.detach) {
       io.out(input.runId);
       return ExitCodes.ok;

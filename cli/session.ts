@@ -8,6 +8,7 @@ import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
+import { traceStartup } from '../lib/startupTrace';
 import { connectClient, connectNative, describeTarget, plainTarget, temporalTargetFromEnv, type TemporalTarget } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
@@ -160,7 +161,9 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       address = running.address;
       uiUrl = running.uiUrl;
     } else if (options.mayStartServer) {
+      traceStartup('server starting');
       server = await startDevServer({ temporalPath: findTemporalCli(), stateDir, namespace });
+      traceStartup('server up');
       address = server.address;
       uiUrl = server.uiUrl;
     } else {
@@ -196,6 +199,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         ...(options.rateLimitPerSecond ? { rateLimitPerSecond: options.rateLimitPerSecond } : {}),
         workerOptions: { shutdownGraceTime: '5 seconds' },
       });
+      traceStartup('workers created');
       const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
       workersDone = running;
       if (options.gpuWorker) {

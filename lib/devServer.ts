@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { writeFileAtomic } from './atomicFile';
 import { UsageError } from './errors';
 import { devServerSearchAttributeFlags } from './shared/searchAttributes';
+import { traceStartup } from './startupTrace';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.
@@ -116,6 +117,18 @@ export async function serverReachable(address: string, timeoutMs = 2000): Promis
   }
 }
 
+/** Whether something accepts TCP connections on the loopback port (refused at once otherwise). */
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
 function recordPath(stateDir: string): string {
   return join(stateDir, 'server.json');
 }
@@ -177,7 +190,10 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   else args.push('--ui-ip', '127.0.0.1', '--ui-port', String(uiPort));
 
   const logFd = openSync(logFile, 'a');
-  const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd] });
+  // Its own process group: Ctrl-C in a terminal signals the whole foreground group, and the server
+  // must outlive that signal until the workers have drained and the rows in flight have reported
+  // (else they wait out their heartbeat timeout on the next run). The command stops it afterwards.
+  const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd], detached: true });
   closeSync(logFd);
   // However this process ends (a second Ctrl-C exits at once), its server ends with it; only a
   // SIGKILL can leave it behind, and the next command for the state dir recognises that orphan.
@@ -201,14 +217,17 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         `the Temporal dev server exited (code ${exitCode}) while starting; its log (${logFile}) ends with:\n${logTail(logFile)}`,
       );
     }
-    if (await serverReachable(address, 1000)) break;
+    // A cheap TCP probe first: a gRPC connect to a port not yet open waits out its whole timeout,
+    // which once cost every start about a second.
+    if ((await portOpen(port)) && (await serverReachable(address, 1000))) break;
     if (Date.now() > deadline) {
       await stopProcess(child);
       throw new UsageError(`the Temporal dev server did not answer on ${address} in time; see ${logFile}`);
     }
-    await sleep(200);
+    await sleep(25);
   }
 
+  traceStartup('server answers');
   // Keep finished runs visible in the UI for weeks, not the dev server's default day.
   try {
     await promisify(execFile)(options.temporalPath, [
