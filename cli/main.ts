@@ -105,7 +105,7 @@ function addRunOptions(cmd: Command): Command {
     .option('--batch', 'openai, gemini: send the rows through the provider\'s batch API first (half price, answered within 24 h; see README "Batch mode")', false)
     .addOption(new Option('--batch-fallback <mode>', 'with --batch: rows the batch did not answer (per-line errors, an expired batch) and multi-turn rows go down the direct path (direct) or stay failed with the provider\'s reason (fail)').choices(['direct', 'fail']))
     .addOption(new Option('--batch-poll-ms <ms>', 'with --batch: first wait between polls of a provider batch (default 30 s, doubling up to 10 min)').argParser(positiveInt('--batch-poll-ms')).hideHelp())
-    .option('--window <n>', 'rows in flight at once', positiveInt('--window'), 16)
+    .option('--window <n>', 'rows in flight at once (default: twice --concurrency, so the provider queue never runs dry)', positiveInt('--window'))
     .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
     .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
     .option('--heartbeat-timeout <seconds>', 'a model call whose worker stops heartbeating this long is retried elsewhere', positiveInt('--heartbeat-timeout'), 60)
