@@ -38,8 +38,8 @@ async function timed(standin: OpenAIStandin, tag: string, command: string, args:
   const phases: string[] = [];
   child.stderr.on('data', (chunk: Buffer) => {
     const text = chunk.toString();
-    // With ATELIER_TRACE_STARTUP set, the CLI's start-up phases (ms since its process began).
-    for (const m of text.matchAll(/\[startup\] (.+) (\d+) ms/g)) phases.push(`${m[1]} ${m[2]}`);
+    // With ATELIER_TRACE_PHASES set, the CLI's phases (ms since its process began).
+    for (const m of text.matchAll(/\[phase\] (.+) (\d+) ms/g)) phases.push(`${m[1]} ${m[2]}`);
     stderr = (stderr + text).slice(-4000);
   });
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
@@ -48,7 +48,8 @@ async function timed(standin: OpenAIStandin, tag: string, command: string, args:
   const calls = standin.callsFor(tag);
   if (calls.length === 0) throw new Error(`${tag}: no provider call was made`);
   const first = Math.min(...calls.map((c) => c.at));
-  if (phases.length) console.log(`    start-up phases (ms): ${phases.join(', ')}, first call ${first - spawnedAt}`);
+  const last = Math.max(...calls.map((c) => c.at));
+  if (phases.length) console.log(`    phases (ms): ${phases.join(', ')}; first call arrived ${first - spawnedAt}, last ${last - spawnedAt}, exit ${exitedAt - spawnedAt}`);
   return { endToEnd: (exitedAt - spawnedAt) / 1000, startup: (first - spawnedAt) / 1000, afterStartup: (exitedAt - first) / 1000, calls: calls.length };
 }
 

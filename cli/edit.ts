@@ -4,7 +4,7 @@ import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../lib/shared/errorTypes';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
-import { traceStartup } from '../lib/startupTrace';
+import { tracePhase } from '../lib/phaseTrace';
 import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/imageCache';
 import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
@@ -436,13 +436,15 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     }
     await registerRun(resolve(options.stateDir), input);
     await startRun(session, input, io);
-    traceStartup('run started');
+    tracePhase('run started');
     if (options.detach) {
       io.out(input.runId);
       return ExitCodes.ok;
     }
     return await waitForRun(session, input.runId, io);
   } finally {
+    tracePhase('run over');
     await session.close();
+    tracePhase('session closed');
   }
 }

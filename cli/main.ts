@@ -1,6 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../lib/errors';
-import { traceStartup } from '../lib/startupTrace';
+import { tracePhase } from '../lib/phaseTrace';
 import { runDemo } from './demo';
 import { runEdit, type EditOptions } from './edit';
 import { ExitCodes, type CliIO } from './io';
@@ -264,7 +264,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
 }
 
 export async function main(argv: string[]): Promise<number> {
-  traceStartup('imports done');
+  tracePhase('imports done');
   const io = makeIO();
   let exitCode: number = ExitCodes.ok;
   const program = buildProgram(io, (code) => (exitCode = code), argv);

@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { writeFileAtomic } from './atomicFile';
 import { UsageError } from './errors';
 import { devServerSearchAttributeFlags } from './shared/searchAttributes';
-import { traceStartup } from './startupTrace';
+import { tracePhase } from './phaseTrace';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.
@@ -21,6 +21,12 @@ export interface DevServerHandle {
   /** Resolves with the exit code when the server process ends. */
   exited: Promise<number>;
   stop(): Promise<void>;
+  /**
+   * Asks the server to stop and returns at once: its shutdown (about a second of closing task
+   * queues) no longer delays the command's exit. The state dir remembers the stopping server, and
+   * the next server started on it waits for that one to be gone first (one database, one server).
+   */
+  release(): Promise<void>;
 }
 
 export interface DevServerOptions {
@@ -129,6 +135,42 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
+/** A server that was asked to stop and may still be shutting down (see DevServerHandle.release). */
+function stoppingPath(stateDir: string): string {
+  return join(stateDir, 'server-stopping.json');
+}
+
+/**
+ * Whether `pid` is still the dev server of this state dir: a pid can be reused once its process is
+ * gone, and an unrelated process must be neither waited for nor killed. Where /proc cannot tell,
+ * a live pid is taken to be the server.
+ */
+function isServerOf(pid: number, stateDir: string): boolean {
+  if (!processAlive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(join(stateDir, 'temporal.db'));
+  } catch {
+    return process.platform !== 'linux';
+  }
+}
+
+/** Waits for a server released by an earlier command to finish stopping (SIGKILL after the grace time). */
+export async function waitForStoppingServer(stateDir: string, graceMs = 10_000): Promise<void> {
+  let pid: number | undefined;
+  try {
+    pid = (JSON.parse(readFileSync(stoppingPath(stateDir), 'utf8')) as { pid?: number }).pid;
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (pid && isServerOf(pid, stateDir) && Date.now() < deadline) await sleep(25);
+  if (pid && isServerOf(pid, stateDir)) {
+    process.kill(pid, 'SIGKILL');
+    while (processAlive(pid)) await sleep(25);
+  }
+  await rm(stoppingPath(stateDir), { force: true });
+}
+
 function recordPath(stateDir: string): string {
   return join(stateDir, 'server.json');
 }
@@ -155,6 +197,7 @@ async function stopProcess(child: ChildProcess, graceMs = 10_000): Promise<void>
 /** Starts the dev server for a state dir, or reuses the one already serving it. */
 export async function startDevServer(options: DevServerOptions): Promise<DevServerHandle> {
   mkdirSync(options.stateDir, { recursive: true });
+  await waitForStoppingServer(options.stateDir);
   const port = options.port ?? (await freePort());
   const uiPort = options.uiPort ?? (await freePort());
   const address = `127.0.0.1:${port}`;
@@ -227,7 +270,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     await sleep(25);
   }
 
-  traceStartup('server answers');
+  tracePhase('server answers');
   // Keep finished runs visible in the UI for weeks, not the dev server's default day.
   try {
     await promisify(execFile)(options.temporalPath, [
@@ -249,6 +292,14 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     async stop() {
       await stopProcess(child);
       await rm(recordPath(options.stateDir), { force: true });
+    },
+    async release() {
+      if (child.exitCode !== null || child.signalCode !== null) return void (await rm(recordPath(options.stateDir), { force: true }));
+      await writeFileAtomic(stoppingPath(options.stateDir), JSON.stringify({ pid: child.pid }));
+      await rm(recordPath(options.stateDir), { force: true });
+      child.kill('SIGTERM');
+      // Its own process group, no pipes: it finishes shutting down after this process has exited.
+      child.unref();
     },
   };
 }

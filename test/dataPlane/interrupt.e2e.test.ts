@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { processAlive, readServerRecord } from '../../lib/devServer';
+import { processAlive, readServerRecord, serverReachable, startDevServer } from '../../lib/devServer';
+import { findTemporalCli } from '../../lib/temporalCli';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, BIN, REPO, waitUntil } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
@@ -66,5 +67,25 @@ describe('Ctrl-C of `atelier edit` in a terminal (SIGINT to its process group)',
     const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8').trim().split('\n').slice(1);
     expect(rows).toHaveLength(ROWS);
     expect(rows.every((r) => r.includes(',ok,'))).toBe(true);
+  });
+});
+
+describe('a released embedded server', () => {
+  it('shuts down after its command has exited, and the next server on its state dir waits for it', async () => {
+    const stateDir = join(tempDir('atelier-release-'), 'state');
+    const first = await startDevServer({ temporalPath: findTemporalCli(), stateDir, headless: true });
+    const firstPid = readServerRecord(stateDir)!.pid;
+    await first.release();
+    // Released, not waited for: it is still shutting down (about a second) when release returns.
+    expect(processAlive(firstPid)).toBe(true);
+    expect(readServerRecord(stateDir)).toBeUndefined();
+    const second = await startDevServer({ temporalPath: findTemporalCli(), stateDir, headless: true });
+    try {
+      // One database, one server: the first was gone before the second started on it.
+      expect(processAlive(firstPid)).toBe(false);
+      expect(await serverReachable(second.address)).toBe(true);
+    } finally {
+      await second.stop();
+    }
   });
 });
