@@ -227,6 +227,10 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     'matching.numTaskqueueReadPartitions=1',
     '--dynamic-config-value',
     'matching.numTaskqueueWritePartitions=1',
+    // Activities on the workflow's own queue (planning, pages, results) go straight back to the
+    // worker that schedules them, in the workflow task's reply, instead of through matching.
+    '--dynamic-config-value',
+    'system.enableActivityEagerExecution=true',
     ...devServerSearchAttributeFlags(),
   ];
   if (options.headless) args.push('--headless');
