@@ -108,7 +108,9 @@ function addRunOptions(cmd: Command): Command {
     .option('--window <n>', 'rows in flight at once (default: twice --concurrency, so the provider queue never runs dry)', positiveInt('--window'))
     .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
     .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
-    .option('--heartbeat-timeout <seconds>', 'a model call whose worker stops heartbeating this long is retried elsewhere', positiveInt('--heartbeat-timeout'), 60)
+    // 20 s, not 60: a call lost with its worker (kill -9, a task handed to a poll as the worker shut
+    // down) is retried after this long; the activity beats every third of it while it works.
+    .option('--heartbeat-timeout <seconds>', 'a model call whose worker stops heartbeating this long is retried elsewhere', positiveInt('--heartbeat-timeout'), 20)
     .addOption(new Option('--retry-initial-ms <ms>', 'first retry delay').argParser(positiveInt('--retry-initial-ms')).hideHelp())
     .addOption(new Option('--max-history-events <n>', 'continue as new past this many events').argParser(positiveInt('--max-history-events')).hideHelp())
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, still run the workers in this process', false);
