@@ -231,11 +231,6 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     // worker that schedules them, in the workflow task's reply, instead of through matching.
     '--dynamic-config-value',
     'system.enableActivityEagerExecution=true',
-    // A worker that shuts down (Ctrl-C) has the server complete its outstanding polls empty, and
-    // waits for them, instead of dropping them: a task the server had already handed to a dropped
-    // poll was lost until its heartbeat timeout (a row of an interrupted run waited out 60 s).
-    '--dynamic-config-value',
-    'frontend.enableCancelWorkerPollsOnShutdown=true',
     ...devServerSearchAttributeFlags(),
   ];
   if (options.headless) args.push('--headless');
