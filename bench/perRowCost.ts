@@ -9,8 +9,8 @@ import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { ORCHESTRATOR_QUEUE } from '../lib/constants';
-import type { DatasetRunSummary } from '../lib/types';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
+import type { DatasetRunSummary } from '../lib/shared/types';
 import { createWorkers, runWorkersUntil } from '../workers';
 import { NOOP_ACTIVITY_QUEUE } from './baselineWorkflows';
 import { benchInput, startBenchServer, writeBenchDataset, type BenchServer } from './harness';
@@ -47,7 +47,8 @@ async function startStandinProcess(): Promise<{ baseURL: string; stop(): void }>
  */
 async function historyCost(client: Client, query: string, sample: number): Promise<{ events: number; workflowTasks: number }> {
   const executions: { workflowId: string; runId: string; historyLength: number }[] = [];
-  for await (const wf of client.workflow.list({ query })) executions.push({ workflowId: wf.workflowId, runId: wf.runId, historyLength: wf.historyLength });
+  for await (const wf of client.workflow.list({ query }))
+    executions.push({ workflowId: wf.workflowId, runId: wf.runId, historyLength: wf.historyLength });
   const events = executions.reduce((n, e) => n + e.historyLength, 0);
   const step = Math.max(1, Math.floor(executions.length / sample));
   const sampled = executions.filter((_, i) => i % step === 0);
@@ -70,34 +71,69 @@ async function measure<T>(run: () => Promise<T>): Promise<{ value: T; seconds: n
   return { value, seconds: (performance.now() - start) / 1000, cpuMs: (used.user + used.system) / 1000 };
 }
 
-async function baseline(bench: BenchServer, bundle: WorkflowBundleWithSourceMap, rows: number, window: number, sample: number): Promise<Cost> {
+async function baseline(
+  bench: BenchServer,
+  bundle: WorkflowBundleWithSourceMap,
+  rows: number,
+  window: number,
+  sample: number,
+): Promise<Cost> {
   const workflowId = `cost-baseline-${rows}-${Date.now()}`;
   const m = await measure(async () => {
     const workers = [
       await Worker.create({ connection: bench.nativeConnection, taskQueue: 'bench-bare', workflowBundle: bundle }),
-      await Worker.create({ connection: bench.nativeConnection, taskQueue: NOOP_ACTIVITY_QUEUE, activities: { noop: async () => undefined }, maxConcurrentActivityTaskExecutions: window }),
+      await Worker.create({
+        connection: bench.nativeConnection,
+        taskQueue: NOOP_ACTIVITY_QUEUE,
+        activities: { noop: async () => undefined },
+        maxConcurrentActivityTaskExecutions: window,
+      }),
     ];
-    const done = bench.client.workflow.execute('bareParentWorkflow', { taskQueue: 'bench-bare', workflowId, args: [rows, window, 'one-activity'], workflowIdConflictPolicy: 'FAIL' });
+    const done = bench.client.workflow.execute('bareParentWorkflow', {
+      taskQueue: 'bench-bare',
+      workflowId,
+      args: [rows, window, 'one-activity'],
+      workflowIdConflictPolicy: 'FAIL',
+    });
     return runWorkersUntil(workers, done);
   });
   // Children are `<rows>-one-activity-<i>`; each baseline run uses a fresh server-side id space below.
   const children = await historyCost(bench.client, `WorkflowType = 'oneActivityChildWorkflow'`, sample);
   const parent = await historyCost(bench.client, `WorkflowId = '${workflowId}'`, sample);
-  return { seconds: m.seconds, cpuMs: m.cpuMs, events: children.events + parent.events, workflowTasks: children.workflowTasks + parent.workflowTasks };
+  return {
+    seconds: m.seconds,
+    cpuMs: m.cpuMs,
+    events: children.events + parent.events,
+    workflowTasks: children.workflowTasks + parent.workflowTasks,
+  };
 }
 
 async function atelier(bench: BenchServer, baseURL: string, rows: number, window: number, sample: number): Promise<Cost> {
   const csv = await writeBenchDataset(bench.dir, rows, `cost${rows}`);
   const input = benchInput(`cost-${rows}`, csv, join(bench.dir, `out-${rows}`), window);
   const m = await measure(async () => {
-    const workers = await createWorkers({ connection: bench.nativeConnection, namespace: 'default', env: { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: baseURL }, concurrency: window });
-    const run = bench.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+    const workers = await createWorkers({
+      connection: bench.nativeConnection,
+      namespace: 'default',
+      env: { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: baseURL },
+      concurrency: window,
+    });
+    const run = bench.client.workflow.execute('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    }) as Promise<DatasetRunSummary>;
     return runWorkersUntil(workers, run);
   });
   if (m.value.ok !== rows) throw new Error(`expected ${rows} ok rows, got ${m.value.ok}`);
   const children = await historyCost(bench.client, `WorkflowType = 'rowWorkflow'`, sample);
   const parent = await historyCost(bench.client, `WorkflowId = '${input.runId}'`, sample);
-  return { seconds: m.seconds, cpuMs: m.cpuMs, events: children.events + parent.events, workflowTasks: children.workflowTasks + parent.workflowTasks };
+  return {
+    seconds: m.seconds,
+    cpuMs: m.cpuMs,
+    events: children.events + parent.events,
+    workflowTasks: children.workflowTasks + parent.workflowTasks,
+  };
 }
 
 async function main(): Promise<void> {
@@ -119,7 +155,9 @@ async function main(): Promise<void> {
           `${(rows / c.seconds).toFixed(1)} rows/s (${c.seconds.toFixed(1)} s), per row ${(c.events / rows).toFixed(1)} events, ${(c.workflowTasks / rows).toFixed(2)} workflow tasks, ${(c.cpuMs / rows).toFixed(1)} CPU ms`;
         console.log(`  ${rows} rows, window ${window}: atelier ${per(ours)}`);
         console.log(`  ${rows} rows, window ${window}: one-activity children ${per(base)}`);
-        lines.push(`per-row cost ${new Date().toISOString().slice(0, 10)}: ${rows} rows, window ${window}: atelier ÷ one-activity children ${(base.seconds / ours.seconds).toFixed(2)} (rows/s); CPU ms per row ${(ours.cpuMs / rows).toFixed(1)} vs ${(base.cpuMs / rows).toFixed(1)}; events per row ${(ours.events / rows).toFixed(1)} vs ${(base.events / rows).toFixed(1)}; workflow tasks per row ${(ours.workflowTasks / rows).toFixed(2)} vs ${(base.workflowTasks / rows).toFixed(2)}`);
+        lines.push(
+          `per-row cost ${new Date().toISOString().slice(0, 10)}: ${rows} rows, window ${window}: atelier ÷ one-activity children ${(base.seconds / ours.seconds).toFixed(2)} (rows/s); CPU ms per row ${(ours.cpuMs / rows).toFixed(1)} vs ${(base.cpuMs / rows).toFixed(1)}; events per row ${(ours.events / rows).toFixed(1)} vs ${(base.events / rows).toFixed(1)}; workflow tasks per row ${(ours.workflowTasks / rows).toFixed(2)} vs ${(base.workflowTasks / rows).toFixed(2)}`,
+        );
       } finally {
         await bench.close();
       }

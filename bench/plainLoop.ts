@@ -11,10 +11,14 @@ async function main(): Promise<void> {
   const [csv, outDir, concurrencyArg] = process.argv.slice(2);
   if (!csv || !outDir) throw new Error('usage: plainLoop <csv> <outDir> <concurrency>');
   const concurrency = Number(concurrencyArg ?? 16);
-  const rows = readFileSync(csv, 'utf8').trim().split('\n').slice(1).map((line) => {
-    const comma = line.indexOf(',');
-    return { image: join(dirname(csv), line.slice(0, comma)), instruction: line.slice(comma + 1) };
-  });
+  const rows = readFileSync(csv, 'utf8')
+    .trim()
+    .split('\n')
+    .slice(1)
+    .map((line) => {
+      const comma = line.indexOf(',');
+      return { image: join(dirname(csv), line.slice(0, comma)), instruction: line.slice(comma + 1) };
+    });
   mkdirSync(outDir, { recursive: true });
   const client = new OpenAI({ maxRetries: 0 });
   let next = 0;
@@ -24,7 +28,11 @@ async function main(): Promise<void> {
       for (let i = next++; i < rows.length; i = next++) {
         const row = rows[i]!;
         try {
-          const answer = await client.images.edit({ model: 'gpt-image-2', prompt: row.instruction, image: await toFile(readFileSync(row.image), 'in.png', { type: 'image/png' }) });
+          const answer = await client.images.edit({
+            model: 'gpt-image-2',
+            prompt: row.instruction,
+            image: await toFile(readFileSync(row.image), 'in.png', { type: 'image/png' }),
+          });
           writeFileSync(join(outDir, `${i}.png`), Buffer.from(answer.data?.[0]?.b64_json ?? '', 'base64'));
         } catch {
           failed += 1;

@@ -49,8 +49,16 @@ async function timed(standin: OpenAIStandin, tag: string, command: string, args:
   if (calls.length === 0) throw new Error(`${tag}: no provider call was made`);
   const first = Math.min(...calls.map((c) => c.at));
   const last = Math.max(...calls.map((c) => c.at));
-  if (phases.length) console.log(`    phases (ms): ${phases.join(', ')}; first call arrived ${first - spawnedAt}, last ${last - spawnedAt}, exit ${exitedAt - spawnedAt}`);
-  return { endToEnd: (exitedAt - spawnedAt) / 1000, startup: (first - spawnedAt) / 1000, afterStartup: (exitedAt - first) / 1000, calls: calls.length };
+  if (phases.length)
+    console.log(
+      `    phases (ms): ${phases.join(', ')}; first call arrived ${first - spawnedAt}, last ${last - spawnedAt}, exit ${exitedAt - spawnedAt}`,
+    );
+  return {
+    endToEnd: (exitedAt - spawnedAt) / 1000,
+    startup: (first - spawnedAt) / 1000,
+    afterStartup: (exitedAt - first) / 1000,
+    calls: calls.length,
+  };
 }
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -77,7 +85,15 @@ async function main(): Promise<void> {
           // Distinct prompts per side and repeat, so the stand-in's record tells the calls apart.
           const tag = `l${latencyMs}r${r}`;
           const baseCsv = await writeBenchDataset(dir, rows, `plain-${tag}`);
-          base.push(await timed(standin, `plain-${tag} row`, process.execPath, [join(root, 'dist', 'bench', 'plainLoop.js'), baseCsv, join(dir, `plain-out-${tag}`), String(concurrency)], env));
+          base.push(
+            await timed(
+              standin,
+              `plain-${tag} row`,
+              process.execPath,
+              [join(root, 'dist', 'bench', 'plainLoop.js'), baseCsv, join(dir, `plain-out-${tag}`), String(concurrency)],
+              env,
+            ),
+          );
           const csv = await writeBenchDataset(dir, rows, `atelier-${tag}`);
           // One state dir for all runs, as a user has (the first run starts on an empty database).
           const stateDir = join(dir, freshState ? `state-${tag}` : 'state');
@@ -86,8 +102,23 @@ async function main(): Promise<void> {
               standin,
               `atelier-${tag} row`,
               process.execPath,
-              [join(root, 'bin', 'atelier.js'), 'edit', '--input', csv, '--output-dir', join(dir, `out-${tag}`), '--backend', 'openai', '--model', 'gpt-image-2',
-                '--concurrency', String(concurrency), ...(window ? ['--window', window] : []), '--state-dir', stateDir],
+              [
+                join(root, 'bin', 'atelier.js'),
+                'edit',
+                '--input',
+                csv,
+                '--output-dir',
+                join(dir, `out-${tag}`),
+                '--backend',
+                'openai',
+                '--model',
+                'gpt-image-2',
+                '--concurrency',
+                String(concurrency),
+                ...(window ? ['--window', window] : []),
+                '--state-dir',
+                stateDir,
+              ],
               env,
             ),
           );

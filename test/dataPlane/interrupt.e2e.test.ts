@@ -32,12 +32,30 @@ describe('Ctrl-C of `atelier edit` in a terminal (SIGINT to its process group)',
   it('lets the rows in flight report before the embedded server stops; the re-run finishes the rest without waiting out heartbeats', async () => {
     const dir = tempDir('atelier-interrupt-');
     await writePng(join(dir, 'a.png'));
-    writeText(join(dir, 'rows.csv'), ['input_images,instruction', ...Array.from({ length: ROWS }, (_, i) => `a.png,interrupt row ${i}`)].join('\n'));
+    writeText(
+      join(dir, 'rows.csv'),
+      ['input_images,instruction', ...Array.from({ length: ROWS }, (_, i) => `a.png,interrupt row ${i}`)].join('\n'),
+    );
     const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
     delete env.TEMPORAL_ADDRESS;
     const stateDir = join(dir, 'state');
-    const args = ['edit', '--input', join(dir, 'rows.csv'), '--output-dir', join(dir, 'out'), '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir,
-      '--concurrency', String(CONCURRENCY), '--heartbeat-timeout', String(HEARTBEAT_TIMEOUT_S)];
+    const args = [
+      'edit',
+      '--input',
+      join(dir, 'rows.csv'),
+      '--output-dir',
+      join(dir, 'out'),
+      '--backend',
+      'openai',
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      stateDir,
+      '--concurrency',
+      String(CONCURRENCY),
+      '--heartbeat-timeout',
+      String(HEARTBEAT_TIMEOUT_S),
+    ];
 
     // The CLI leads a process group of its own, as a shell's foreground job does.
     const first = spawn(process.execPath, [BIN, ...args], { cwd: REPO, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
@@ -66,7 +84,10 @@ describe('Ctrl-C of `atelier edit` in a terminal (SIGINT to its process group)',
     // Every row paid exactly once.
     expect(new Set(calls.map((c) => c.prompt)).size).toBe(ROWS);
     expect(calls).toHaveLength(ROWS);
-    const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8').trim().split('\n').slice(1);
+    const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1);
     expect(rows).toHaveLength(ROWS);
     expect(rows.every((r) => r.includes(',ok,'))).toBe(true);
 
@@ -76,7 +97,7 @@ describe('Ctrl-C of `atelier edit` in a terminal (SIGINT to its process group)',
     // server handed to a poll of the worker as it shut down can be lost (the SDK drops it before
     // the row's call is made); such a row is retried too, but it was never called before.
     const inspect = await startDevServer({ temporalPath: findTemporalCli(), stateDir, headless: true });
-    let retried: number[] = [];
+    const retried: number[] = [];
     try {
       const connection = await Connection.connect({ address: inspect.address });
       const client = new Client({ connection });
@@ -96,7 +117,10 @@ describe('Ctrl-C of `atelier edit` in a terminal (SIGINT to its process group)',
         `${((firstCall - started) / 1000).toFixed(1)} s of it before its first call; rows retried (tasks lost at shutdown): ${retried.length ? retried.join(', ') : 'none'}`,
     );
     const calledBefore = new Set(calls.slice(0, callsBefore).map((c) => c.prompt));
-    expect(retried.filter((i) => calledBefore.has(`interrupt row ${i}`)), 'rows in flight at the interrupt whose call was not recorded').toEqual([]);
+    expect(
+      retried.filter((i) => calledBefore.has(`interrupt row ${i}`)),
+      'rows in flight at the interrupt whose call was not recorded',
+    ).toEqual([]);
     // Without a lost task, the re-run is its start-up plus the calls left; with one, a heartbeat
     // timeout more.
     expect(seconds).toBeLessThan(remainingSeconds + 15 + (retried.length ? HEARTBEAT_TIMEOUT_S : 0));

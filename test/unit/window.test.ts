@@ -10,7 +10,22 @@ import { tempDir, writeText } from '../helpers/fixtures';
 function options(extra: Partial<EditOptions>): EditOptions {
   const dir = tempDir('atelier-window-');
   writeText(join(dir, 'rows.csv'), 'image,instruction\n,draw a cat\n');
-  return { input: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), backend: 'openai', model: 'gpt-image-2', instructionKey: 'instruction', numImages: 1, jpegQuality: 95, webpQuality: 95, stateDir: join(dir, 'state'), maxRetries: 4, heartbeatTimeout: 60, concurrency: 16, withWorkers: false, ...extra };
+  return {
+    input: join(dir, 'rows.csv'),
+    outputDir: join(dir, 'out'),
+    backend: 'openai',
+    model: 'gpt-image-2',
+    instructionKey: 'instruction',
+    numImages: 1,
+    jpegQuality: 95,
+    webpQuality: 95,
+    stateDir: join(dir, 'state'),
+    maxRetries: 4,
+    heartbeatTimeout: 60,
+    concurrency: 16,
+    withWorkers: false,
+    ...extra,
+  };
 }
 
 describe('--window', () => {
