@@ -4,6 +4,7 @@ import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../lib/shared/errorTypes';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { UsageError } from '../lib/errors';
+import { tracePhase } from '../lib/phaseTrace';
 import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/imageCache';
 import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
@@ -48,7 +49,8 @@ export interface EditOptions {
   stateDir: string;
   size?: string;
   quality?: string;
-  window: number;
+  /** Rows in flight; default defaultWindow(concurrency). */
+  window?: number;
   maxRetries: number;
   retryInitialMs?: number;
   heartbeatTimeout: number;
@@ -162,6 +164,17 @@ export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | '
   return [...(lifecycle.warning ? [lifecycle.warning] : []), ...checkParams(input.backend, input.model, input.params)];
 }
 
+/**
+ * Rows in flight when --window is not given: twice the model calls in flight. With a window equal to
+ * the concurrency, each provider slot idled while a finished row's child completed, the run's
+ * workflow task ran and the next child started and scheduled its call; the rows beyond the
+ * concurrency wait on the provider's queue instead, so a freed slot takes the next call at once
+ * (bench/saturation.ts measures it). Capped well under the server's 2,000 pending children.
+ */
+export function defaultWindow(concurrency: number): number {
+  return Math.min(1000, Math.max(16, concurrency * 2));
+}
+
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // s3:// locations are checked where they are read (planning), with the worker's credentials.
@@ -273,7 +286,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
       ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
       ...(batch ? { batch } : {}),
-      window: options.window,
+      window: options.window ?? defaultWindow(options.concurrency),
       retry: {
         maxAttempts: options.maxRetries + 1,
         initialIntervalMs: options.retryInitialMs ?? 2000,
@@ -423,12 +436,15 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     }
     await registerRun(resolve(options.stateDir), input);
     await startRun(session, input, io);
+    tracePhase('run started');
     if (options.detach) {
       io.out(input.runId);
       return ExitCodes.ok;
     }
     return await waitForRun(session, input.runId, io);
   } finally {
+    tracePhase('run over');
     await session.close();
+    tracePhase('session closed');
   }
 }

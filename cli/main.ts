@@ -1,5 +1,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { UsageError } from '../lib/errors';
+import { tracePhase } from '../lib/phaseTrace';
 import { runDemo } from './demo';
 import { runEdit, type EditOptions } from './edit';
 import { ExitCodes, type CliIO } from './io';
@@ -104,10 +105,12 @@ function addRunOptions(cmd: Command): Command {
     .option('--batch', 'openai, gemini: send the rows through the provider\'s batch API first (half price, answered within 24 h; see README "Batch mode")', false)
     .addOption(new Option('--batch-fallback <mode>', 'with --batch: rows the batch did not answer (per-line errors, an expired batch) and multi-turn rows go down the direct path (direct) or stay failed with the provider\'s reason (fail)').choices(['direct', 'fail']))
     .addOption(new Option('--batch-poll-ms <ms>', 'with --batch: first wait between polls of a provider batch (default 30 s, doubling up to 10 min)').argParser(positiveInt('--batch-poll-ms')).hideHelp())
-    .option('--window <n>', 'rows in flight at once', positiveInt('--window'), 16)
+    .option('--window <n>', 'rows in flight at once (default: twice --concurrency, so the provider queue never runs dry)', positiveInt('--window'))
     .option('--max-retries <n>', 'retries per row after the first attempt, for transient failures', nonNegativeInt('--max-retries'), 4)
     .option('--concurrency <n>', 'model calls in flight per in-process provider worker', positiveInt('--concurrency'), 16)
-    .option('--heartbeat-timeout <seconds>', 'a model call whose worker stops heartbeating this long is retried elsewhere', positiveInt('--heartbeat-timeout'), 60)
+    // 20 s, not 60: a call lost with its worker (kill -9, a task handed to a poll as the worker shut
+    // down) is retried after this long; the activity beats every third of it while it works.
+    .option('--heartbeat-timeout <seconds>', 'a model call whose worker stops heartbeating this long is retried elsewhere', positiveInt('--heartbeat-timeout'), 20)
     .addOption(new Option('--retry-initial-ms <ms>', 'first retry delay').argParser(positiveInt('--retry-initial-ms')).hideHelp())
     .addOption(new Option('--max-history-events <n>', 'continue as new past this many events').argParser(positiveInt('--max-history-events')).hideHelp())
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, still run the workers in this process', false);
@@ -263,6 +266,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
 }
 
 export async function main(argv: string[]): Promise<number> {
+  tracePhase('imports done');
   const io = makeIO();
   let exitCode: number = ExitCodes.ok;
   const program = buildProgram(io, (code) => (exitCode = code), argv);

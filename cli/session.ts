@@ -8,6 +8,7 @@ import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
+import { tracePhase } from '../lib/phaseTrace';
 import { connectClient, connectNative, describeTarget, plainTarget, temporalTargetFromEnv, type TemporalTarget } from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
@@ -160,7 +161,9 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       address = running.address;
       uiUrl = running.uiUrl;
     } else if (options.mayStartServer) {
+      tracePhase('server starting');
       server = await startDevServer({ temporalPath: findTemporalCli(), stateDir, namespace });
+      tracePhase('server up');
       address = server.address;
       uiUrl = server.uiUrl;
     } else {
@@ -196,6 +199,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         ...(options.rateLimitPerSecond ? { rateLimitPerSecond: options.rateLimitPerSecond } : {}),
         workerOptions: { shutdownGraceTime: '5 seconds' },
       });
+      tracePhase('workers created');
       const running = Promise.all(workers.map((w) => w.run())).then(() => undefined);
       workersDone = running;
       if (options.gpuWorker) {
@@ -227,7 +231,9 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       workersDone,
       async close() {
         for (const cleanup of cleanups) await cleanup().catch(() => undefined);
-        await server?.stop();
+        tracePhase('workers and connections closed');
+        // The workers have drained: the server may go, and need not be waited for.
+        await server?.release();
       },
     };
   } catch (err) {

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { writeFileAtomic } from './atomicFile';
 import { UsageError } from './errors';
 import { devServerSearchAttributeFlags } from './shared/searchAttributes';
+import { tracePhase } from './phaseTrace';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.
@@ -20,6 +21,12 @@ export interface DevServerHandle {
   /** Resolves with the exit code when the server process ends. */
   exited: Promise<number>;
   stop(): Promise<void>;
+  /**
+   * Asks the server to stop and returns at once: its shutdown (about a second of closing task
+   * queues) no longer delays the command's exit. The state dir remembers the stopping server, and
+   * the next server started on it waits for that one to be gone first (one database, one server).
+   */
+  release(): Promise<void>;
 }
 
 export interface DevServerOptions {
@@ -116,6 +123,54 @@ export async function serverReachable(address: string, timeoutMs = 2000): Promis
   }
 }
 
+/** Whether something accepts TCP connections on the loopback port (refused at once otherwise). */
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/** A server that was asked to stop and may still be shutting down (see DevServerHandle.release). */
+function stoppingPath(stateDir: string): string {
+  return join(stateDir, 'server-stopping.json');
+}
+
+/**
+ * Whether `pid` is still the dev server of this state dir: a pid can be reused once its process is
+ * gone, and an unrelated process must be neither waited for nor killed. Where /proc cannot tell,
+ * a live pid is taken to be the server.
+ */
+function isServerOf(pid: number, stateDir: string): boolean {
+  if (!processAlive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(join(stateDir, 'temporal.db'));
+  } catch {
+    return process.platform !== 'linux';
+  }
+}
+
+/** Waits for a server released by an earlier command to finish stopping (SIGKILL after the grace time). */
+export async function waitForStoppingServer(stateDir: string, graceMs = 10_000): Promise<void> {
+  let pid: number | undefined;
+  try {
+    pid = (JSON.parse(readFileSync(stoppingPath(stateDir), 'utf8')) as { pid?: number }).pid;
+  } catch {
+    return;
+  }
+  const deadline = Date.now() + graceMs;
+  while (pid && isServerOf(pid, stateDir) && Date.now() < deadline) await sleep(25);
+  if (pid && isServerOf(pid, stateDir)) {
+    process.kill(pid, 'SIGKILL');
+    while (processAlive(pid)) await sleep(25);
+  }
+  await rm(stoppingPath(stateDir), { force: true });
+}
+
 function recordPath(stateDir: string): string {
   return join(stateDir, 'server.json');
 }
@@ -142,6 +197,7 @@ async function stopProcess(child: ChildProcess, graceMs = 10_000): Promise<void>
 /** Starts the dev server for a state dir, or reuses the one already serving it. */
 export async function startDevServer(options: DevServerOptions): Promise<DevServerHandle> {
   mkdirSync(options.stateDir, { recursive: true });
+  await waitForStoppingServer(options.stateDir);
   const port = options.port ?? (await freePort());
   const uiPort = options.uiPort ?? (await freePort());
   const address = `127.0.0.1:${port}`;
@@ -171,13 +227,20 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     'matching.numTaskqueueReadPartitions=1',
     '--dynamic-config-value',
     'matching.numTaskqueueWritePartitions=1',
+    // Activities on the workflow's own queue (planning, pages, results) go straight back to the
+    // worker that schedules them, in the workflow task's reply, instead of through matching.
+    '--dynamic-config-value',
+    'system.enableActivityEagerExecution=true',
     ...devServerSearchAttributeFlags(),
   ];
   if (options.headless) args.push('--headless');
   else args.push('--ui-ip', '127.0.0.1', '--ui-port', String(uiPort));
 
   const logFd = openSync(logFile, 'a');
-  const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd] });
+  // Its own process group: Ctrl-C in a terminal signals the whole foreground group, and the server
+  // must outlive that signal until the workers have drained and the rows in flight have reported
+  // (else they wait out their heartbeat timeout on the next run). The command stops it afterwards.
+  const child = spawn(options.temporalPath, args, { stdio: ['ignore', logFd, logFd], detached: true });
   closeSync(logFd);
   // However this process ends (a second Ctrl-C exits at once), its server ends with it; only a
   // SIGKILL can leave it behind, and the next command for the state dir recognises that orphan.
@@ -201,14 +264,17 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
         `the Temporal dev server exited (code ${exitCode}) while starting; its log (${logFile}) ends with:\n${logTail(logFile)}`,
       );
     }
-    if (await serverReachable(address, 1000)) break;
+    // A cheap TCP probe first: a gRPC connect to a port not yet open waits out its whole timeout,
+    // which once cost every start about a second.
+    if ((await portOpen(port)) && (await serverReachable(address, 1000))) break;
     if (Date.now() > deadline) {
       await stopProcess(child);
       throw new UsageError(`the Temporal dev server did not answer on ${address} in time; see ${logFile}`);
     }
-    await sleep(200);
+    await sleep(25);
   }
 
+  tracePhase('server answers');
   // Keep finished runs visible in the UI for weeks, not the dev server's default day.
   try {
     await promisify(execFile)(options.temporalPath, [
@@ -230,6 +296,14 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     async stop() {
       await stopProcess(child);
       await rm(recordPath(options.stateDir), { force: true });
+    },
+    async release() {
+      if (child.exitCode !== null || child.signalCode !== null) return void (await rm(recordPath(options.stateDir), { force: true }));
+      await writeFileAtomic(stoppingPath(options.stateDir), JSON.stringify({ pid: child.pid }));
+      await rm(recordPath(options.stateDir), { force: true });
+      child.kill('SIGTERM');
+      // Its own process group, no pipes: it finishes shutting down after this process has exited.
+      child.unref();
     },
   };
 }
