@@ -12,7 +12,16 @@ const workflowSafeImports = {
   paths: nodeBuiltins.map((name) => ({ name, message: 'workflow code runs in a sandbox without Node built-ins' })),
   patterns: [
     {
-      group: ['**/activities/**', '**/storage/**', '**/cli/**', '**/workers/**', '**/standins/**', '**/lib/*', '!**/lib/shared', '!**/lib/shared/**'],
+      group: [
+        '**/activities/**',
+        '**/storage/**',
+        '**/cli/**',
+        '**/workers/**',
+        '**/standins/**',
+        '**/lib/*',
+        '!**/lib/shared',
+        '!**/lib/shared/**',
+      ],
       allowTypeImports: true,
       message: 'workflow code may import values only from workflows/ and lib/shared/ (types are fine)',
     },

@@ -25,7 +25,14 @@ export function toApplicationFailure(err: ClassifiedError, secrets: readonly str
     nonRetryable: !retryable,
     ...(retryable && err.details.retryAfterMs !== undefined ? { nextRetryDelay: err.details.retryAfterMs } : {}),
     // The attempt reaches the ledger with the row's final failure (the workflow records it).
-    details: [{ status: err.details.status ?? null, requestId: err.details.requestId ?? null, quotaResetAt: err.details.quotaResetAt ?? null, attempt: attempt ?? null }],
+    details: [
+      {
+        status: err.details.status ?? null,
+        requestId: err.details.requestId ?? null,
+        quotaResetAt: err.details.quotaResetAt ?? null,
+        attempt: attempt ?? null,
+      },
+    ],
   });
 }
 
@@ -42,7 +49,10 @@ export function checkRow(row: PlanRow, task: Pick<RowTask, 'numImages'>): void {
   if (row.plannedError) throw new ClassifiedError('inputError', `${at}: ${row.plannedError}`);
   row.turns.forEach((turn, k) => {
     if (turn === '') {
-      throw new ClassifiedError('inputError', row.turns.length === 1 ? `${at} has an empty instruction` : `${at}: turn ${k + 1} has an empty instruction`);
+      throw new ClassifiedError(
+        'inputError',
+        row.turns.length === 1 ? `${at} has an empty instruction` : `${at}: turn ${k + 1} has an empty instruction`,
+      );
     }
   });
   if (row.turns.length > 1 && task.numImages > 1) {
@@ -207,10 +217,19 @@ class RowAttempt {
     const { task, row, provider } = this;
     const limits = provider.inputLimits(task.model);
     if (row.images.length > provider.maxInputImages(task.model)) {
-      throw new ClassifiedError('inputError', `row ${row.index} has ${row.images.length} input images; ${task.model} takes at most ${provider.maxInputImages(task.model)}`);
+      throw new ClassifiedError(
+        'inputError',
+        `row ${row.index} has ${row.images.length} input images; ${task.model} takes at most ${provider.maxInputImages(task.model)}`,
+      );
     }
-    const sources = { cacheDir: task.imageCacheDir, runDir: task.outputDir, signal: this.ctx.signal, ...(task.download ? { download: task.download } : {}) };
-    for (const ref of row.images) this.inputs.push({ data: (await loadInputImage(ref, { ...sources, limits })).png, mimeType: 'image/png' });
+    const sources = {
+      cacheDir: task.imageCacheDir,
+      runDir: task.outputDir,
+      signal: this.ctx.signal,
+      ...(task.download ? { download: task.download } : {}),
+    };
+    for (const ref of row.images)
+      this.inputs.push({ data: (await loadInputImage(ref, { ...sources, limits })).png, mimeType: 'image/png' });
     if (row.mask) this.mask = { data: (await loadInputImage(row.mask, sources)).png, mimeType: 'image/png' };
   }
 
@@ -224,7 +243,11 @@ class RowAttempt {
     const enhancer = this.ctx.enhancerFor(task.promptEnhance.model);
     const prompts: string[] = [];
     for (const turn of row.turns) {
-      const result = await enhancer.enhance({ instruction: turn, ...(task.promptEnhance.withImages ? { images: this.inputs } : {}), signal: this.ctx.signal });
+      const result = await enhancer.enhance({
+        instruction: turn,
+        ...(task.promptEnhance.withImages ? { images: this.inputs } : {}),
+        signal: this.ctx.signal,
+      });
       addUsage(this.enhanceUsage, result.usage);
       prompts.push(result.text);
     }
@@ -303,7 +326,8 @@ class RowAttempt {
     const outputPaths = row.outputs.map((o) => o.path);
     const resumeAt = await turnsDone(task.outputDir, this.prior, row.digest, outputPaths);
     const chatKey = rowStateKey(task.index, 'chats');
-    let history = provider.chatTurn && resumeAt > 0 ? await readJson<{ turnsDone: number; history: JsonValue[] }>(this.storage, chatKey) : undefined;
+    let history =
+      provider.chatTurn && resumeAt > 0 ? await readJson<{ turnsDone: number; history: JsonValue[] }>(this.storage, chatKey) : undefined;
     if (history && history.turnsDone !== resumeAt) history = undefined;
     let current = this.inputs;
     if (resumeAt > 0) {
@@ -317,7 +341,11 @@ class RowAttempt {
       if (provider.chatTurn && (k === 0 || chat)) {
         const turnHistory = chat;
         const result = await this.answer(k, () =>
-          provider.chatTurn!({ ...this.request(prompts[k]!, 1), images: k === 0 ? this.inputs : [], ...(turnHistory ? { history: turnHistory } : {}) }),
+          provider.chatTurn!({
+            ...this.request(prompts[k]!, 1),
+            images: k === 0 ? this.inputs : [],
+            ...(turnHistory ? { history: turnHistory } : {}),
+          }),
         );
         chat = result.history as JsonValue[] | undefined;
         image = result.images[0]!.data;

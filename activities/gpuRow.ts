@@ -56,7 +56,10 @@ export function createGpuRowActivities() {
         if (done) return { done: true, outputImages: done.outputImages!, requests: [], chained: false, firstOutput: 0 };
         checkRow(row, task);
         if (row.images.length === 0) {
-          throw new ClassifiedError('inputError', `row ${row.index} (${row.where}) has no input image; the diffusers backend edits images (text-to-image rows need an API backend)`);
+          throw new ClassifiedError(
+            'inputError',
+            `row ${row.index} (${row.where}) has no input image; the diffusers backend edits images (text-to-image rows need an API backend)`,
+          );
         }
         await checkOutputsWritable(storage, row);
         const outputPaths = row.outputs.map((o) => o.path);
@@ -79,7 +82,11 @@ export function createGpuRowActivities() {
         } else {
           inputs = [];
           for (const [k, ref] of row.images.entries()) {
-            const image = await loadInputImage(ref, { cacheDir: task.imageCacheDir, runDir: task.outputDir, ...(task.download ? { download: task.download } : {}) });
+            const image = await loadInputImage(ref, {
+              cacheDir: task.imageCacheDir,
+              runDir: task.outputDir,
+              ...(task.download ? { download: task.download } : {}),
+            });
             inputs.push(await stage(`in_${k}.png`, image.png));
           }
         }
@@ -92,7 +99,8 @@ export function createGpuRowActivities() {
               model: task.model,
               model_type: gpu.modelType as GpuModelType,
               prompt: chained ? row.turns[k]! : row.turns[0]!,
-              input_images: chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
+              input_images:
+                chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
               output_path: await storage.createUrl(stagingKey(task.index, `out_${k}.png`), URL_LIFETIME_S),
               seed: rowSeed(generationSeed(gpu.seed, prior), task.index, k),
               params: gpu.params,
@@ -106,7 +114,14 @@ export function createGpuRowActivities() {
     },
 
     /** Encodes one GPU output into its output name and records it; the last one marks the row ok. */
-    async commitGpuOutput(args: { task: RowTask; output: number; result: unknown; last: boolean; chained: boolean; attempts: number }): Promise<void> {
+    async commitGpuOutput(args: {
+      task: RowTask;
+      output: number;
+      result: unknown;
+      last: boolean;
+      chained: boolean;
+      attempts: number;
+    }): Promise<void> {
       const { task } = args;
       try {
         const storage = openStorage(task.outputDir);
@@ -114,11 +129,22 @@ export function createGpuRowActivities() {
         const row = await readPlanRow(task.outputDir, task.position);
         const target = row.outputs[args.output]!;
         const produced = await storage.read(stagingKey(task.index, `out_${args.output}.png`));
-        if (!produced) throw new ClassifiedError('retryable', `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`);
+        if (!produced)
+          throw new ClassifiedError(
+            'retryable',
+            `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`,
+          );
         await storage.write(target.path, await encodeOutput(produced, target.format, task.encoding));
         const outputImages = row.outputs.map((o) => o.path);
         const prior = await readLedgerEntry(task.outputDir, task.index);
-        const base = { index: task.index, position: task.position, runId: task.runId, model: task.model, ...(row.digest ? { digest: row.digest } : {}), ...carriedHistory(prior) };
+        const base = {
+          index: task.index,
+          position: task.position,
+          runId: task.runId,
+          model: task.model,
+          ...(row.digest ? { digest: row.digest } : {}),
+          ...carriedHistory(prior),
+        };
         if (args.last) {
           await commitLedgerEntry(
             task.outputDir,

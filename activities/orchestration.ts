@@ -45,7 +45,13 @@ async function recordFailure(input: RecordFailureInput): Promise<void> {
     errorType: input.errorType,
     error: boundedMessage(input.error),
     ...(input.attempts !== undefined ? { attempts: input.attempts } : {}),
-    ...(existing?.turnsDone ? { turnsDone: existing.turnsDone, outputImages: existing.outputImages ?? [], ...(existing.digest ? { digest: existing.digest } : {}) } : {}),
+    ...(existing?.turnsDone
+      ? {
+          turnsDone: existing.turnsDone,
+          outputImages: existing.outputImages ?? [],
+          ...(existing.digest ? { digest: existing.digest } : {}),
+        }
+      : {}),
     // A redone row that failed keeps its earlier outputs' history (and a later redo its seed).
     ...carriedHistory(existing),
     finishedAt: new Date().toISOString(),
@@ -147,7 +153,12 @@ function planOutputs(
 }
 
 /** Where the results tables go: beside the outputs, or where --output-csv says (results.jsonl beside it). */
-function resultsTargets(input: { outputDir: string; outputCsv?: string | undefined }): { storage: Storage; csv: string; jsonl: string; parquet: string } {
+function resultsTargets(input: { outputDir: string; outputCsv?: string | undefined }): {
+  storage: Storage;
+  csv: string;
+  jsonl: string;
+  parquet: string;
+} {
   let storage: Storage;
   let csv: string;
   if (!input.outputCsv) [storage, csv] = [openStorage(input.outputDir), 'results.csv'];
@@ -162,7 +173,12 @@ function resultsTargets(input: { outputDir: string; outputCsv?: string | undefin
  * Input columns get the narrowest type holding all their values; outputs are paths, not images
  * (`atelier export --format hf` embeds them).
  */
-async function writeResultsParquet(path: string, rows: Array<Record<string, unknown>>, inputColumns: readonly string[], instructionEnhanced: boolean): Promise<void> {
+async function writeResultsParquet(
+  path: string,
+  rows: Array<Record<string, unknown>>,
+  inputColumns: readonly string[],
+  instructionEnhanced: boolean,
+): Promise<void> {
   const columns: TableColumn[] = [
     ...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })),
     ...(instructionEnhanced ? [{ name: 'instruction_enhanced', kind: 'string' } as const] : []),
@@ -192,7 +208,11 @@ async function writeResultsParquet(path: string, rows: Array<Record<string, unkn
  */
 function planningFailure(err: unknown): unknown {
   if (!(err instanceof ClassifiedError)) return err;
-  return ApplicationFailure.create({ type: err.errorType, message: `planning failed: ${err.message}`, nonRetryable: err.kind !== 'retryable' });
+  return ApplicationFailure.create({
+    type: err.errorType,
+    message: `planning failed: ${err.message}`,
+    nonRetryable: err.kind !== 'retryable',
+  });
 }
 
 function csvCell(value: unknown): string {
@@ -263,7 +283,9 @@ export function createOrchestrationActivities() {
           }
           await countBatch();
           if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
-            throw new DatasetError(`${input.inputPath}: no "${input.outputNameColumn}" column (--output-name-column); columns are: ${header!.columns.join(', ')}`);
+            throw new DatasetError(
+              `${input.inputPath}: no "${input.outputNameColumn}" column (--output-name-column); columns are: ${header!.columns.join(', ')}`,
+            );
           }
         } catch (err) {
           await writer.abort();
@@ -288,7 +310,13 @@ export function createOrchestrationActivities() {
      * The next rows to dispatch from `cursor`: selected rows not done in the ledger, or, with a
      * retry `selection`, only failed rows it matches.
      */
-    async nextRowsPage(args: { outputDir: string; cursor: number; limit: number; filterRows?: string; selection?: RetrySelection }): Promise<RowsPage> {
+    async nextRowsPage(args: {
+      outputDir: string;
+      cursor: number;
+      limit: number;
+      filterRows?: string;
+      selection?: RetrySelection;
+    }): Promise<RowsPage> {
       const selected = rowSelector(args.filterRows);
       const retryable = args.selection ? retrySelector(args.selection) : undefined;
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
@@ -331,14 +359,27 @@ export function createOrchestrationActivities() {
      * Records the rows a cancelled run had in flight as Cancelled (rows already ok are left alone).
      * Rows carried over a continue-as-new are known by index only: their positions come from the plan.
      */
-    async recordCancelledRows(args: { runId: string; model: string; outputDir: string; rows: { index: number; position?: number }[] }): Promise<void> {
+    async recordCancelledRows(args: {
+      runId: string;
+      model: string;
+      outputDir: string;
+      rows: { index: number; position?: number }[];
+    }): Promise<void> {
       const positions = new Map(args.rows.map((r) => [r.index, r.position]));
       if ([...positions.values()].some((p) => p === undefined)) {
         for await (const row of allPlanRows(args.outputDir)) if (positions.has(row.index)) positions.set(row.index, row.position);
       }
       for (const [index, position] of positions) {
         if (position === undefined) continue; // not in this run's plan: nothing to record
-        await recordFailure({ runId: args.runId, model: args.model, outputDir: args.outputDir, index, position, errorType: ChildErrorTypes.cancelled, error: 'the run was cancelled while the row was in flight' });
+        await recordFailure({
+          runId: args.runId,
+          model: args.model,
+          outputDir: args.outputDir,
+          index,
+          position,
+          errorType: ChildErrorTypes.cancelled,
+          error: 'the run was cancelled while the row was in flight',
+        });
       }
     },
 
@@ -346,7 +387,12 @@ export function createOrchestrationActivities() {
      * Writes results.csv and results.jsonl from the plan and the ledger: every input row exactly
      * once, ok / failed / pending, whichever run or filter produced it.
      */
-    async writeResults(args: { runId: string; outputDir: string; outputCsv?: string; instructionEnhanced?: boolean }): Promise<DatasetRunSummary> {
+    async writeResults(args: {
+      runId: string;
+      outputDir: string;
+      outputCsv?: string;
+      instructionEnhanced?: boolean;
+    }): Promise<DatasetRunSummary> {
       const meta = await readPlanMeta(args.outputDir);
       const target = resultsTargets(args);
       // Written to local temp files first, then stored whole: readers never see half a table.
@@ -392,7 +438,12 @@ export function createOrchestrationActivities() {
             const outputs = done?.outputImages ?? [];
             const error = state.status === 'failed' ? `${state.errorType}: ${state.entry.error ?? ''}` : '';
             // CSV: one path; the last turn's for multi-turn rows, a JSON list for several images.
-            const outputCell = outputs.length === 0 ? '' : row.turns.length > 1 || outputs.length === 1 ? outputs[outputs.length - 1]! : JSON.stringify(outputs);
+            const outputCell =
+              outputs.length === 0
+                ? ''
+                : row.turns.length > 1 || outputs.length === 1
+                  ? outputs[outputs.length - 1]!
+                  : JSON.stringify(outputs);
             const cells: Record<string, string> = {};
             for (const column of inputColumns) cells[column] = csvCell(row.record[column]);
             const enhanced = args.instructionEnhanced ? { instruction_enhanced: entry?.instructionEnhanced ?? '' } : {};
@@ -419,7 +470,15 @@ export function createOrchestrationActivities() {
                   ...(entry.replacedDigest ? { replaced_changed_output: true } : {}),
                   // A redone row: which output this is, and the earlier ones (kept under .atelier/history/).
                   ...(entry.history?.length
-                    ? { generation: entry.history.length + 1, history: entry.history.map((h) => ({ generation: h.generation, output_image: h.outputImages, cost_usd: h.costUsd ?? null, reason: h.reason })) }
+                    ? {
+                        generation: entry.history.length + 1,
+                        history: entry.history.map((h) => ({
+                          generation: h.generation,
+                          output_image: h.outputImages,
+                          cost_usd: h.costUsd ?? null,
+                          reason: h.reason,
+                        })),
+                      }
                     : {}),
                 }
               : {};

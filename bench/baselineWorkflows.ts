@@ -28,7 +28,11 @@ export async function oneLocalActivityChildWorkflow(): Promise<void> {
   await local.noop();
 }
 
-const CHILDREN = { empty: emptyChildWorkflow, 'one-activity': oneActivityChildWorkflow, 'one-local-activity': oneLocalActivityChildWorkflow };
+const CHILDREN = {
+  empty: emptyChildWorkflow,
+  'one-activity': oneActivityChildWorkflow,
+  'one-local-activity': oneLocalActivityChildWorkflow,
+};
 export type BaselineChild = keyof typeof CHILDREN;
 
 export async function bareParentWorkflow(rows: number, window: number, child: BaselineChild = 'empty'): Promise<number> {

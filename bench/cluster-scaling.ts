@@ -18,7 +18,10 @@ import { benchInput, writeBenchDataset } from './harness';
 const BIN = join(__dirname, '..', '..', 'bin', 'atelier.js');
 
 function startWorker(env: NodeJS.ProcessEnv, concurrency: number): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'worker', '--concurrency', String(concurrency)], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'worker', '--concurrency', String(concurrency)], {
+    env,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
   return new Promise((resolve, reject) => {
     child.stderr!.on('data', (d: Buffer) => {
@@ -66,14 +69,19 @@ async function main(): Promise<void> {
     for (const n of [1, 2, 4]) {
       const workers: ChildProcess[] = [];
       try {
-        for (let i = 0; i < n; i++) workers.push(await startWorker({ ...env, ATELIER_WORKER_LOG: join(dir, `worker-${n}-${i}.log`) }, concurrency));
+        for (let i = 0; i < n; i++)
+          workers.push(await startWorker({ ...env, ATELIER_WORKER_LOG: join(dir, `worker-${n}-${i}.log`) }, concurrency));
         const rows = rowsPerWorker * n;
         const csv = await writeBenchDataset(dir, rows, `scale${n}`);
         // The window (row children in flight) exceeds the calls all workers can make at once, so
         // the workers' concurrency is the limit being measured.
         const input = benchInput(`cluster-scaling-${n}`, csv, join(dir, `out-${n}`), Math.max(32, 4 * n * concurrency));
         const start = performance.now();
-        const handle = await client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+        const handle = await client.workflow.start('datasetWorkflow', {
+          taskQueue: ORCHESTRATOR_QUEUE,
+          workflowId: input.runId,
+          args: [input],
+        });
         const summary = (await handle.result()) as DatasetRunSummary;
         const seconds = (performance.now() - start) / 1000;
         if (summary.ok !== rows) throw new Error(`${n} workers: expected ${rows} ok rows, got ${summary.ok}`);
@@ -93,7 +101,9 @@ async function main(): Promise<void> {
   console.log(`Temporal v1.32.1 on PostgreSQL, stand-in latency ${latencyMs} ms, --concurrency ${concurrency} per worker process:`);
   for (const r of results) {
     const ideal = r.n * base;
-    console.log(`  ${r.n} worker(s): ${r.rate.toFixed(2)} rows/s (${r.rows} rows, ${r.seconds.toFixed(1)} s); ${(r.rate / ideal).toFixed(2)} × ${r.n} × the 1-worker rate`);
+    console.log(
+      `  ${r.n} worker(s): ${r.rate.toFixed(2)} rows/s (${r.rows} rows, ${r.seconds.toFixed(1)} s); ${(r.rate / ideal).toFixed(2)} × ${r.n} × the 1-worker rate`,
+    );
   }
 }
 

@@ -44,7 +44,9 @@ export async function startBenchServer(): Promise<BenchServer> {
 }
 
 export async function writeBenchDataset(dir: string, rows: number, tag: string): Promise<string> {
-  await sharp({ create: { width: 16, height: 16, channels: 3, background: '#336699' } }).png().toFile(join(dir, 'in.png'));
+  await sharp({ create: { width: 16, height: 16, channels: 3, background: '#336699' } })
+    .png()
+    .toFile(join(dir, 'in.png'));
   const csv = join(dir, `${tag}.csv`);
   const lines = ['image,instruction'];
   for (let i = 0; i < rows; i++) lines.push(`in.png,${tag} row ${i}`);

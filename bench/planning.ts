@@ -26,7 +26,8 @@ function writeDataset(dir: string, format: 'csv' | 'jsonl', rows: number): strin
   for (let i = 0; i < rows; i++) {
     const instruction = `Replace the background of image ${i} with a quiet beach at sunset, keep the subject`;
     if (format === 'csv') lines.push(`${i},images/${i % 997}.png,"${instruction}","{""k"": ${i}}"`);
-    else lines.push(JSON.stringify({ index: i, images: [`images/${i % 997}.png`], conversations: [{ role: 'user', content: instruction }] }));
+    else
+      lines.push(JSON.stringify({ index: i, images: [`images/${i % 997}.png`], conversations: [{ role: 'user', content: instruction }] }));
   }
   writeFileSync(path, `${lines.join('\n')}\n`);
   return path;

@@ -28,7 +28,12 @@ interface Figures {
   seconds: number;
 }
 
-function okRate(standin: OpenAIStandin, tag: string, start: number, end: number): { ok: number; calls: number; throttled: number; seconds: number } {
+function okRate(
+  standin: OpenAIStandin,
+  tag: string,
+  start: number,
+  end: number,
+): { ok: number; calls: number; throttled: number; seconds: number } {
   const calls = standin.callsFor(tag);
   const ok = calls.filter((c) => c.status === 200).length;
   return { ok, calls: calls.length, throttled: calls.filter((c) => c.status === 429).length, seconds: (end - start) / 1000 };
@@ -36,7 +41,9 @@ function okRate(standin: OpenAIStandin, tag: string, start: number, end: number)
 
 async function baseline(standin: OpenAIStandin, rows: number, concurrency: number): Promise<Figures> {
   const client = new OpenAI({ apiKey: 'sk-bench', baseURL: standin.baseURL, maxRetries: 0 });
-  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#336699' } }).png().toBuffer();
+  const png = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#336699' } })
+    .png()
+    .toBuffer();
   let next = 0;
   let lost = 0;
   const start = Date.now();
@@ -44,7 +51,11 @@ async function baseline(standin: OpenAIStandin, rows: number, concurrency: numbe
     Array.from({ length: concurrency }, async () => {
       for (let i = next++; i < rows; i = next++) {
         try {
-          await client.images.edit({ model: 'gpt-image-2', prompt: `base row ${i}`, image: await toFile(png, 'in.png', { type: 'image/png' }) });
+          await client.images.edit({
+            model: 'gpt-image-2',
+            prompt: `base row ${i}`,
+            image: await toFile(png, 'in.png', { type: 'image/png' }),
+          });
         } catch {
           lost += 1; // a plain loop has no retry: the row is lost
         }
@@ -72,7 +83,11 @@ async function main(): Promise<void> {
       rateLimitPerSecond: rps * LIMIT_SHARE,
     });
     const start = Date.now();
-    const run = bench.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+    const run = bench.client.workflow.execute('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    }) as Promise<DatasetRunSummary>;
     const summary = await runWorkersUntil(workers, run);
     const ours = { ...okRate(standin, 'rate row ', start, Date.now()), lost: summary.failed };
 

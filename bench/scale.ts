@@ -26,7 +26,13 @@ async function main(): Promise<void> {
   const standin = await startOpenAIStandin();
   const bench = await startBenchServer();
   const worker = spawn(process.execPath, [join(__dirname, '..', '..', 'bin', 'atelier.js'), 'worker', '--concurrency', String(WINDOW)], {
-    env: { ...process.env, ATELIER_WORKER_LOG: join(bench.dir, 'worker.log'), TEMPORAL_ADDRESS: bench.server.address, OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL },
+    env: {
+      ...process.env,
+      ATELIER_WORKER_LOG: join(bench.dir, 'worker.log'),
+      TEMPORAL_ADDRESS: bench.server.address,
+      OPENAI_API_KEY: 'sk-bench',
+      OPENAI_BASE_URL: standin.baseURL,
+    },
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const workerExited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
@@ -34,7 +40,11 @@ async function main(): Promise<void> {
     const csv = await writeBenchDataset(bench.dir, rows, `scale${rows}`);
     const input = benchInput(`scale-${rows}`, csv, join(bench.dir, `out-${rows}`), WINDOW);
     const start = performance.now();
-    const handle = await bench.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const handle = await bench.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     let peakMb = 0;
     const sample = setInterval(() => {
       if (worker.pid !== undefined && worker.exitCode === null) peakMb = Math.max(peakMb, memoryOf(worker.pid).peakMb);
@@ -45,7 +55,9 @@ async function main(): Promise<void> {
         .then((p) => {
           const seconds = (performance.now() - start) / 1000;
           const rss = worker.pid !== undefined ? memoryOf(worker.pid).nowMb : 0;
-          console.error(`  ${seconds.toFixed(0)} s: ${p.ok + p.failed}/${p.total} rows, ${p.continuedAsNew} continue-as-new, worker RSS ${rss.toFixed(0)} MB`);
+          console.error(
+            `  ${seconds.toFixed(0)} s: ${p.ok + p.failed}/${p.total} rows, ${p.continuedAsNew} continue-as-new, worker RSS ${rss.toFixed(0)} MB`,
+          );
         })
         .catch(() => undefined);
     }, 30_000);

@@ -15,7 +15,11 @@ import { benchInput, startBenchServer, writeBenchDataset, type BenchServer } fro
 
 const WINDOW = 32;
 
-async function timedRun(bench: BenchServer, env: Record<string, string>, input: DatasetWorkflowInput): Promise<{ seconds: number; rerunSeconds: number }> {
+async function timedRun(
+  bench: BenchServer,
+  env: Record<string, string>,
+  input: DatasetWorkflowInput,
+): Promise<{ seconds: number; rerunSeconds: number }> {
   const once = async (): Promise<number> => {
     const workers = await createWorkers({ connection: bench.nativeConnection, namespace: 'default', env, concurrency: WINDOW });
     const start = performance.now();
@@ -59,7 +63,9 @@ async function main(): Promise<void> {
     console.log(`storage: ${rows} rows, window ${WINDOW}, stand-in latency ${latencyMs} ms (${new Date().toISOString().slice(0, 10)})`);
     console.log(line('local', local));
     console.log(line('s3', remote));
-    console.log(`ratio s3 ÷ local (rows/s): ${(local.seconds / remote.seconds).toFixed(2)}   re-run: ${(local.rerunSeconds / remote.rerunSeconds).toFixed(2)}`);
+    console.log(
+      `ratio s3 ÷ local (rows/s): ${(local.seconds / remote.seconds).toFixed(2)}   re-run: ${(local.rerunSeconds / remote.rerunSeconds).toFixed(2)}`,
+    );
   } finally {
     await bench.close();
     await standin.close();

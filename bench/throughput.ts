@@ -17,7 +17,12 @@ import { benchInput, historyLengths, peakRssSampler, startBenchServer, writeBenc
 const WINDOW = 32;
 
 /** Seconds for `rows` baseline children of the given kind, through the same server. */
-async function baselineSeconds(bench: BenchServer, bundle: WorkflowBundleWithSourceMap, rows: number, child: BaselineChild): Promise<number> {
+async function baselineSeconds(
+  bench: BenchServer,
+  bundle: WorkflowBundleWithSourceMap,
+  rows: number,
+  child: BaselineChild,
+): Promise<number> {
   const workers = [
     await Worker.create({
       connection: bench.nativeConnection,
@@ -25,16 +30,28 @@ async function baselineSeconds(bench: BenchServer, bundle: WorkflowBundleWithSou
       workflowBundle: bundle,
       activities: { noop: async () => undefined },
     }),
-    await Worker.create({ connection: bench.nativeConnection, taskQueue: NOOP_ACTIVITY_QUEUE, activities: { noop: async () => undefined }, maxConcurrentActivityTaskExecutions: WINDOW }),
+    await Worker.create({
+      connection: bench.nativeConnection,
+      taskQueue: NOOP_ACTIVITY_QUEUE,
+      activities: { noop: async () => undefined },
+      maxConcurrentActivityTaskExecutions: WINDOW,
+    }),
   ];
   const start = performance.now();
-  const done = bench.client.workflow.execute('bareParentWorkflow', { taskQueue: 'bench-bare', workflowId: `bare-${child}-${rows}`, args: [rows, WINDOW, child] });
+  const done = bench.client.workflow.execute('bareParentWorkflow', {
+    taskQueue: 'bench-bare',
+    workflowId: `bare-${child}-${rows}`,
+    args: [rows, WINDOW, child],
+  });
   await runWorkersUntil(workers, done);
   return (performance.now() - start) / 1000;
 }
 
 async function main(): Promise<void> {
-  const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
+  const sizes = process.argv
+    .slice(2)
+    .map(Number)
+    .filter((n) => n > 0);
   const standin = await startOpenAIStandin();
   const bench = await startBenchServer();
   const env = { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL };
@@ -52,7 +69,11 @@ async function main(): Promise<void> {
       const workers = await createWorkers({ connection: bench.nativeConnection, namespace: 'default', env, concurrency: WINDOW });
       const rss = peakRssSampler();
       const start = performance.now();
-      const run = bench.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+      const run = bench.client.workflow.execute('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+      }) as Promise<DatasetRunSummary>;
       const summary = await runWorkersUntil(workers, run);
       const seconds = (performance.now() - start) / 1000;
       const peakMb = rss.stop() / 2 ** 20;
@@ -63,7 +84,11 @@ async function main(): Promise<void> {
       const callsBefore = standin.calls.length;
       const again = await createWorkers({ connection: bench.nativeConnection, namespace: 'default', env, concurrency: WINDOW });
       const rerunStart = performance.now();
-      const rerun = bench.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+      const rerun = bench.client.workflow.execute('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+      }) as Promise<DatasetRunSummary>;
       await runWorkersUntil(again, rerun);
       const rerunSeconds = (performance.now() - rerunStart) / 1000;
 

@@ -9,7 +9,9 @@ import type { CliIO } from './io';
  */
 export async function runDemo(options: EditOptions, io: CliIO): Promise<number> {
   if (process.env.OPENAI_API_KEY) {
-    io.err(`OPENAI_API_KEY is set: the demo calls ${process.env.OPENAI_BASE_URL || 'the OpenAI API'} with model ${options.model} (billed to your account).`);
+    io.err(
+      `OPENAI_API_KEY is set: the demo calls ${process.env.OPENAI_BASE_URL || 'the OpenAI API'} with model ${options.model} (billed to your account).`,
+    );
     return runEdit({ ...options, withWorkers: true }, io);
   }
   const standin = await startOpenAIStandin({ latencyMs: 300 });

@@ -98,11 +98,19 @@ function batchSettings(options: EditOptions, backend: string): BatchSettings | u
     return undefined;
   }
   if (!BATCH_BACKENDS.includes(backend as BatchBackend)) {
-    throw new UsageError(`--batch is for the ${BATCH_BACKENDS.join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`);
+    throw new UsageError(
+      `--batch is for the ${BATCH_BACKENDS.join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`,
+    );
   }
   const fallback = (options.batchFallback ?? 'direct') as BatchFallback;
-  if (fallback !== 'direct' && fallback !== 'fail') throw new UsageError(`--batch-fallback ${options.batchFallback}: choose direct or fail`);
-  return { fallback, ...(options.batchPollMs ? { pollInitialMs: options.batchPollMs, pollMaxMs: Math.max(options.batchPollMs, Math.min(600_000, options.batchPollMs * 16)) } : {}) };
+  if (fallback !== 'direct' && fallback !== 'fail')
+    throw new UsageError(`--batch-fallback ${options.batchFallback}: choose direct or fail`);
+  return {
+    fallback,
+    ...(options.batchPollMs
+      ? { pollInitialMs: options.batchPollMs, pollMaxMs: Math.max(options.batchPollMs, Math.min(600_000, options.batchPollMs * 16)) }
+      : {}),
+  };
 }
 
 /** GPU settings for `--backend diffusers`: model type (given or detected), queue, seed, overrides. */
@@ -114,7 +122,11 @@ function gpuSettings(options: EditOptions, model: string): GpuRunSettings {
   if (!(GPU_MODEL_TYPES as string[]).includes(modelType)) {
     throw new UsageError(`--model-type ${modelType} is not one of ${GPU_MODEL_TYPES.join(', ')}`);
   }
-  const [width, height] = options.size?.match(/^(\d+)x(\d+)$/)?.slice(1).map(Number) ?? [];
+  const [width, height] =
+    options.size
+      ?.match(/^(\d+)x(\d+)$/)
+      ?.slice(1)
+      .map(Number) ?? [];
   return {
     modelType,
     taskQueue: gpuTaskQueue(model),
@@ -132,9 +144,12 @@ function gpuSettings(options: EditOptions, model: string): GpuRunSettings {
 /** Arguments for the GPU worker processes `edit` starts itself (embedded server or --with-workers). */
 export function gpuWorkerArgs(options: EditOptions, input: DatasetWorkflowInput): string[] {
   return [
-    '--model', input.model,
-    '--model-type', input.gpu!.modelType,
-    '--task-queue', input.gpu!.taskQueue,
+    '--model',
+    input.model,
+    '--model-type',
+    input.gpu!.modelType,
+    '--task-queue',
+    input.gpu!.taskQueue,
     ...(options.gpus ? ['--gpus', options.gpus] : []),
     ...(options.batchSize ? ['--batch-size', String(options.batchSize)] : []),
     // Further worker flags (see gpu-workers/README.md), e.g. "--dtype bf16 --compile".
@@ -142,13 +157,15 @@ export function gpuWorkerArgs(options: EditOptions, input: DatasetWorkflowInput)
   ];
 }
 
-
 /**
  * The model's lifecycle and parameters: a retired model is refused (UsageError naming its
  * replacement, before anything is planned or spent); warnings for a deprecated model and for
  * parameters the model does not take are returned for the caller to print.
  */
-export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | 'model' | 'params'> & { maxCostUsd?: number }, now: Date = cliNow()): string[] {
+export function checkModelChoice(
+  input: Pick<DatasetWorkflowInput, 'backend' | 'model' | 'params'> & { maxCostUsd?: number },
+  now: Date = cliNow(),
+): string[] {
   if (input.backend === 'diffusers') {
     if (input.maxCostUsd !== undefined) throw new UsageError('--max-cost is for API backends (a local GPU model has no per-call price)');
     return [];
@@ -158,7 +175,9 @@ export function checkModelChoice(input: Pick<DatasetWorkflowInput, 'backend' | '
   if (input.maxCostUsd !== undefined) {
     const price = capabilities(input.backend, input.model).price;
     if (!price.free && !price.fromUsage && !price.tokens && !price.perImage) {
-      throw new UsageError(`--max-cost needs a model with a known price; ${input.model} has none in the table, so its spend cannot be counted`);
+      throw new UsageError(
+        `--max-cost needs a model with a known price; ${input.model} has none in the table, so its spend cannot be counted`,
+      );
     }
   }
   return [...(lifecycle.warning ? [lifecycle.warning] : []), ...checkParams(input.backend, input.model, input.params)];
@@ -269,7 +288,9 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       ...(options.conversationKey ? { conversationKey: options.conversationKey } : {}),
       ...(options.outputNameColumn ? { outputNameColumn: options.outputNameColumn } : {}),
       ...(options.outputCsv ? { outputCsv: isS3Location(options.outputCsv) ? options.outputCsv : resolve(options.outputCsv) } : {}),
-      ...(options.imageCacheDir ? { imageCacheDir: isS3Location(options.imageCacheDir) ? options.imageCacheDir : resolve(options.imageCacheDir) } : {}),
+      ...(options.imageCacheDir
+        ? { imageCacheDir: isS3Location(options.imageCacheDir) ? options.imageCacheDir : resolve(options.imageCacheDir) }
+        : {}),
       ...(options.maxDownloadMb !== undefined || options.downloadTimeout !== undefined
         ? {
             download: {
@@ -340,7 +361,11 @@ export async function waitForRun(
   conclude?: (summary: DatasetRunSummary) => Promise<{ text: string; code: number }>,
 ): Promise<number> {
   const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
-  const reporter = new ProgressReporter(() => handle.query(progressQuery), io, () => handle.query(batchJobsQuery));
+  const reporter = new ProgressReporter(
+    () => handle.query(progressQuery),
+    io,
+    () => handle.query(batchJobsQuery),
+  );
   reporter.start();
   try {
     type Ending = { kind: 'result'; summary: DatasetRunSummary } | { kind: 'interrupted' } | { kind: 'workers-stopped' };
@@ -378,24 +403,25 @@ export async function waitForRun(
 /** Starts the dataset workflow, or attaches to the running execution of the same run id. */
 export async function startRun(session: Session, input: DatasetWorkflowInput, io: CliIO): Promise<void> {
   const withAttributes: DatasetWorkflowInput = { ...input, searchAttributes: session.searchAttributes };
-  const start = () => session.client.workflow.start('datasetWorkflow', {
-    taskQueue: ORCHESTRATOR_QUEUE,
-    workflowId: input.runId,
-    args: [withAttributes],
-    // A second submit of the same run attaches to the running execution instead of starting another.
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    staticSummary: `${input.backend} ${input.model}: ${input.inputPath}`.slice(0, 200),
-    ...(session.searchAttributes
-      ? {
-          typedSearchAttributes: [
-            { key: AtelierRunId, value: input.runId },
-            { key: AtelierDataset, value: input.inputPath.slice(-250) },
-            { key: AtelierBackend, value: input.backend },
-            { key: AtelierModel, value: input.model },
-          ],
-        }
-      : {}),
-  });
+  const start = () =>
+    session.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [withAttributes],
+      // A second submit of the same run attaches to the running execution instead of starting another.
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      staticSummary: `${input.backend} ${input.model}: ${input.inputPath}`.slice(0, 200),
+      ...(session.searchAttributes
+        ? {
+            typedSearchAttributes: [
+              { key: AtelierRunId, value: input.runId },
+              { key: AtelierDataset, value: input.inputPath.slice(-250) },
+              { key: AtelierBackend, value: input.backend },
+              { key: AtelierModel, value: input.model },
+            ],
+          }
+        : {}),
+    });
   await (session.searchAttributes ? whileSearchAttributesPropagate(start, io.err) : start());
   const link = workflowUiUrl(session, input.runId);
   io.err(`run ${input.runId}${link ? ` (${link})` : ''}`);
@@ -409,7 +435,9 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
   if (options.baseUrl) {
     if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
     if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {
-      throw new UsageError(`--base-url reaches only in-process workers: set ${API_BACKENDS[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`);
+      throw new UsageError(
+        `--base-url reaches only in-process workers: set ${API_BACKENDS[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`,
+      );
     }
     // Base URLs, like keys, live in the worker's environment, never in the workflow input.
     process.env[API_BACKENDS[input.backend].baseUrl] = options.baseUrl;
@@ -427,12 +455,16 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
   });
   try {
     if (options.detach && session.embedded) {
-      throw new UsageError('--detach needs a server that outlives this command: set TEMPORAL_ADDRESS, or run `npx atelier server` (and `npx atelier worker`)');
+      throw new UsageError(
+        '--detach needs a server that outlives this command: set TEMPORAL_ADDRESS, or run `npx atelier server` (and `npx atelier worker`)',
+      );
     }
     if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
     if (input.rateLimitPerSecond && input.backend !== 'diffusers') {
       const shared = await setQueueRateLimit(session, providerQueue(input.backend), input.rateLimitPerSecond);
-      io.err(`rate limit: ${options.rpm} calls/min on ${providerQueue(input.backend)}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`);
+      io.err(
+        `rate limit: ${options.rpm} calls/min on ${providerQueue(input.backend)}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`,
+      );
     }
     await registerRun(resolve(options.stateDir), input);
     await startRun(session, input, io);

@@ -46,13 +46,30 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
   } catch {
     stateOf = undefined; // no output dir yet: nothing done
   }
-  const e: Estimate = { rows: 0, selected: 0, alreadyOk: 0, toRun: 0, calls: 0, enhanceCalls: 0, outputImages: 0, generateRows: 0, maxInputImages: 0, tooManyInputs: 0, costUsd: 0, costNote: '' };
+  const e: Estimate = {
+    rows: 0,
+    selected: 0,
+    alreadyOk: 0,
+    toRun: 0,
+    calls: 0,
+    enhanceCalls: 0,
+    outputImages: 0,
+    generateRows: 0,
+    maxInputImages: 0,
+    tooManyInputs: 0,
+    costUsd: 0,
+    costNote: '',
+  };
   // --batch: multi-turn rows cannot go through a batch (direct at the standard price, or refused).
   let multiTurnRows = 0;
   let multiTurnImages = 0;
   try {
     // Counting needs no copy of embedded images: nothing is stored before a run.
-    const rows = readRunDataset(input, async () => ({ kind: 'blob', source: '(embedded)' }), () => undefined);
+    const rows = readRunDataset(
+      input,
+      async () => ({ kind: 'blob', source: '(embedded)' }),
+      () => undefined,
+    );
     for await (const row of rows) {
       e.rows += 1;
       if (!selected(row.position)) continue;
@@ -90,7 +107,7 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
     const price = capabilities(backend, input.model).price;
     e.costUsd = estimateCostUsd(backend, input.model, input.params, undefined, e.outputImages);
     if (price.free) e.costNote = 'free quota';
-    else if (price.fromUsage) e.costNote = 'OpenRouter states each call\'s cost in its answer only';
+    else if (price.fromUsage) e.costNote = "OpenRouter states each call's cost in its answer only";
     else if (e.costUsd === undefined) e.costNote = `no published per-image price for ${input.model}`;
     else e.costNote = 'output images at the per-image price; input image tokens of edits are extra';
     if (input.promptEnhance && e.enhanceCalls) e.costNote += '; prompt-enhancer calls not included';
@@ -98,7 +115,8 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
       const direct = input.batch.fallback === 'direct' ? multiTurnImages : 0;
       const batched = estimateCostUsd(backend, input.model, input.params, undefined, e.outputImages - multiTurnImages);
       const standard = estimateCostUsd(backend, input.model, input.params, undefined, direct);
-      e.costUsd = batched === undefined || standard === undefined ? undefined : Math.round((batched * BATCH_PRICE_FACTOR + standard) * 1e6) / 1e6;
+      e.costUsd =
+        batched === undefined || standard === undefined ? undefined : Math.round((batched * BATCH_PRICE_FACTOR + standard) * 1e6) / 1e6;
       e.costNote += `; --batch: half price${multiTurnRows ? `, except ${multiTurnRows} multi-turn row${multiTurnRows > 1 ? 's' : ''} (${input.batch.fallback === 'direct' ? 'direct, standard price' : 'refused'})` : ''}`;
     }
   }

@@ -25,7 +25,12 @@ export interface GpuWorkerProcess {
   stop(): Promise<void>;
 }
 
-export function spawnGpuWorker(args: string[], env: NodeJS.ProcessEnv, log: (line: string) => void, expectedReady: number): GpuWorkerProcess {
+export function spawnGpuWorker(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  log: (line: string) => void,
+  expectedReady: number,
+): GpuWorkerProcess {
   const python = join(repoRoot(), 'gpu-workers', 'scripts', 'python.sh');
   const child: ChildProcess = spawn('bash', [python, '-m', 'atelier_gpu.worker', ...args], {
     env: { ...env, PYTHONUNBUFFERED: '1' },
@@ -37,8 +42,13 @@ export function spawnGpuWorker(args: string[], env: NodeJS.ProcessEnv, log: (lin
     stderrTail = [...stderrTail.slice(-20), line];
   });
   const ready = new Promise<void>((resolveReady, rejectReady) => {
-    watchReadyEvents(child.stdout!, expectedReady, (event) => log(`GPU worker ready: ${event.worker ?? '?'} on ${event.task_queue ?? '?'}`)).then(resolveReady, rejectReady);
-    exited.then((code) => rejectReady(new UsageError(`the GPU worker exited (code ${code}) before it was ready:\n${stderrTail.join('\n')}`)), rejectReady);
+    watchReadyEvents(child.stdout!, expectedReady, (event) =>
+      log(`GPU worker ready: ${event.worker ?? '?'} on ${event.task_queue ?? '?'}`),
+    ).then(resolveReady, rejectReady);
+    exited.then(
+      (code) => rejectReady(new UsageError(`the GPU worker exited (code ${code}) before it was ready:\n${stderrTail.join('\n')}`)),
+      rejectReady,
+    );
   });
   return {
     ready,
@@ -143,7 +153,12 @@ export async function runGpuWorker(rawArgs: string[], io: CliIO): Promise<number
   if (modelAt < 0 || !args[modelAt + 1]) throw new UsageError('--model is required (a hub id or a local model folder)');
   args[modelAt + 1] = normaliseModel(args[modelAt + 1]!);
   const gpusAt = args.indexOf('--gpus');
-  const worker = spawnGpuWorker(['--address', address, ...args], process.env, io.err, gpuProcessCount(gpusAt >= 0 ? args[gpusAt + 1] : undefined));
+  const worker = spawnGpuWorker(
+    ['--address', address, ...args],
+    process.env,
+    io.err,
+    gpuProcessCount(gpusAt >= 0 ? args[gpusAt + 1] : undefined),
+  );
   // Ctrl-C stops the workers; the command ends when they have exited (a failed stop is said).
   io.interrupted.then(() => worker.stop()).catch((err: unknown) => io.err(`stopping the GPU worker failed: ${(err as Error).message}`));
   // A worker that dies before it is ready says why; the exit code below tells the rest.

@@ -39,7 +39,6 @@ async function isOpen(handle: Handle): Promise<boolean> {
   }
 }
 
-
 function failedLines(failedByType: Record<string, number>): string[] {
   return Object.entries(failedByType)
     .filter(([, n]) => n > 0)
@@ -57,7 +56,9 @@ export function describeProgress(p: ProgressSnapshot, now = Date.now()): string[
     `rows: ${p.total}  ok: ${p.ok}  failed: ${p.failed}  in flight: ${p.inFlight}  pending: ${p.pending}${p.deferred ? `  deferred: ${p.deferred}` : ''}`,
     ...failedLines(p.failedByType),
     `rate: ${rate.toFixed(2)} rows/s  eta: ${rate > 0 ? formatDuration(remaining / rate) : 'unknown'}`,
-    ...(p.spentUsd !== undefined || p.maxCostUsd !== undefined ? [`spent (estimate): $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd} (--max-cost)` : ''}`] : []),
+    ...(p.spentUsd !== undefined || p.maxCostUsd !== undefined
+      ? [`spent (estimate): $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd} (--max-cost)` : ''}`]
+      : []),
   ];
 }
 
@@ -83,7 +84,14 @@ export async function runStatus(runId: string, options: ManageOptions, io: CliIO
       if (await isOpen(handle)) {
         // A --batch run also shows each job's provider status and request counts.
         const batch = await handle.query(batchJobsQuery).catch(() => null);
-        io.out([`run ${runId}`, ...describeProgress(await handle.query(progressQuery)), ...(batch?.jobs ?? []).map(describeBatchJob), ...describeMultiTurn(batch)].join('\n'));
+        io.out(
+          [
+            `run ${runId}`,
+            ...describeProgress(await handle.query(progressQuery)),
+            ...(batch?.jobs ?? []).map(describeBatchJob),
+            ...describeMultiTurn(batch),
+          ].join('\n'),
+        );
         return ExitCodes.ok;
       }
     }
@@ -111,7 +119,8 @@ export async function runWatch(runId: string, options: ManageOptions, io: CliIO)
   try {
     return await waitForRun(session, runId, io);
   } catch (err) {
-    if (err instanceof WorkflowNotFoundError) throw new UsageError(`the server has no run ${runId}; \`atelier status ${runId}\` reads its ledger`);
+    if (err instanceof WorkflowNotFoundError)
+      throw new UsageError(`the server has no run ${runId}; \`atelier status ${runId}\` reads its ledger`);
     throw err;
   } finally {
     await session.close();
@@ -157,7 +166,9 @@ export interface RetryOptions extends ManageOptions {
 /** The CLI's retry flags as a selection; at least one is required. */
 export function retrySelectionFrom(options: RetryOptions): RetrySelection {
   if (!options.failed && options.rows === undefined && options.errorType === undefined) {
-    throw new UsageError('say which rows to retry: --failed, --rows 3,7,10:20 and/or --error-type blocked,retryable (done rows: --redo --rows, or --rejected)');
+    throw new UsageError(
+      'say which rows to retry: --failed, --rows 3,7,10:20 and/or --error-type blocked,retryable (done rows: --redo --rows, or --rejected)',
+    );
   }
   const selection: RetrySelection = {};
   if (options.rows !== undefined) selection.rows = checkedRows(options.rows);
@@ -181,11 +192,23 @@ function checkedRows(rows: string): string {
 }
 
 /** What a retry is about to do: the selection to send and the rows it matched in the ledger. */
-async function planRetry(options: RetryOptions, known: RegisteredRun | undefined, runId: string): Promise<{ selection: RetrySelection; rows?: MatchedRow[]; what: string }> {
+async function planRetry(
+  options: RetryOptions,
+  known: RegisteredRun | undefined,
+  runId: string,
+): Promise<{ selection: RetrySelection; rows?: MatchedRow[]; what: string }> {
   if (options.redo || options.rejected || options.scoreBelow !== undefined) {
-    if (options.failed || options.errorType !== undefined) throw new UsageError('--redo makes done rows again; --failed and --error-type pick failed rows: use one or the other');
-    if (!known) throw new UsageError(`run ${runId}: the state dir ${options.stateDir} has no record of it, so its output dir is unknown (--redo needs the run's ledger)`);
-    const choice = { ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}), rejected: Boolean(options.rejected), ...(options.scoreBelow !== undefined ? { scoreBelow: options.scoreBelow } : {}) };
+    if (options.failed || options.errorType !== undefined)
+      throw new UsageError('--redo makes done rows again; --failed and --error-type pick failed rows: use one or the other');
+    if (!known)
+      throw new UsageError(
+        `run ${runId}: the state dir ${options.stateDir} has no record of it, so its output dir is unknown (--redo needs the run's ledger)`,
+      );
+    const choice = {
+      ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}),
+      rejected: Boolean(options.rejected),
+      ...(options.scoreBelow !== undefined ? { scoreBelow: options.scoreBelow } : {}),
+    };
     const rows = await doneRowsToRedo(known.input.outputDir, choice, known.input.filterRows);
     const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${options.rejected ? ' rejected in the viewer' : ''}${options.scoreBelow !== undefined ? ` scored below ${options.scoreBelow}` : ''}`;
     if (rows.length === 0) return { selection: {}, rows, what };
@@ -234,7 +257,11 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
   if (!known) throw new UsageError(`run ${runId} is not running and the state dir ${options.stateDir} has no record of it`);
   // A model retired since the run (or a deprecated one past its shutdown) would fail every row.
   for (const warning of checkModelChoice(known.input)) io.err(`warning: ${warning}`);
-  const session = await openSession({ stateDir: options.stateDir, withWorkers: options.withWorkers ?? false, mayStartServer: !options.detach });
+  const session = await openSession({
+    stateDir: options.stateDir,
+    withWorkers: options.withWorkers ?? false,
+    mayStartServer: !options.detach,
+  });
   try {
     await startRun(session, { ...known.input, retryOnly: selection }, io);
     if (options.detach) {
@@ -247,7 +274,12 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
   }
 }
 
-async function withOpenRun(runId: string, options: ManageOptions, action: (handle: Handle, client: Client) => Promise<string>, io: CliIO): Promise<number> {
+async function withOpenRun(
+  runId: string,
+  options: ManageOptions,
+  action: (handle: Handle, client: Client) => Promise<string>,
+  io: CliIO,
+): Promise<number> {
   const session = await connect(options);
   try {
     const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
@@ -260,10 +292,20 @@ async function withOpenRun(runId: string, options: ManageOptions, action: (handl
 }
 
 export const runCancel = (runId: string, options: ManageOptions, io: CliIO) =>
-  withOpenRun(runId, options, async (h) => (await h.cancel(), `run ${runId}: cancellation requested (rows in flight are cancelled too)`), io);
+  withOpenRun(
+    runId,
+    options,
+    async (h) => (await h.cancel(), `run ${runId}: cancellation requested (rows in flight are cancelled too)`),
+    io,
+  );
 
 export const runPause = (runId: string, options: ManageOptions, io: CliIO) =>
-  withOpenRun(runId, options, async (h) => (await h.signal(pauseSignal, { reason: 'paused with `atelier pause`' }), `run ${runId}: paused (rows in flight finish)`), io);
+  withOpenRun(
+    runId,
+    options,
+    async (h) => (await h.signal(pauseSignal, { reason: 'paused with `atelier pause`' }), `run ${runId}: paused (rows in flight finish)`),
+    io,
+  );
 
 export const runResume = (runId: string, options: ManageOptions, io: CliIO) =>
   withOpenRun(

@@ -39,11 +39,15 @@ function statusText(backend: Backend, model: string, now: Date, listedShutdown?:
 
 function optionsText(caps: ModelCapabilities): string {
   const parts: string[] = [];
-  if (caps.flexibleSize) parts.push(`size WxH /${caps.flexibleSize.multipleOf}, ≤${caps.flexibleSize.maxSide}px, ${caps.flexibleSize.minPixels}-${caps.flexibleSize.maxPixels} px, ≤${caps.flexibleSize.maxAspect}:1`);
+  if (caps.flexibleSize)
+    parts.push(
+      `size WxH /${caps.flexibleSize.multipleOf}, ≤${caps.flexibleSize.maxSide}px, ${caps.flexibleSize.minPixels}-${caps.flexibleSize.maxPixels} px, ≤${caps.flexibleSize.maxAspect}:1`,
+    );
   else if (caps.sizes) parts.push(`size ${caps.sizes.join('|')}`);
   if (caps.qualities) parts.push(`quality ${caps.qualities.join('|')}`);
   if (caps.aspectRatios) parts.push(`aspect ${caps.aspectRatios.length} ratios`);
-  if (caps.imageSizes && (caps.params === 'any' || caps.params.includes('imageSize'))) parts.push(`image size ${caps.imageSizes.join('|')}`);
+  if (caps.imageSizes && (caps.params === 'any' || caps.params.includes('imageSize')))
+    parts.push(`image size ${caps.imageSizes.join('|')}`);
   if (caps.outputModalities) parts.push(`modalities ${caps.outputModalities.join('+')}`);
   if (caps.mask) parts.push('mask');
   return parts.join('; ') || '-';
@@ -59,7 +63,9 @@ function priceText(caps: ModelCapabilities, listed?: ListedModel): string {
   if (p.perImage) return 'per image';
   if (p.fromUsage) {
     const lp = listed?.pricing;
-    return lp ? `from usage (listed: prompt ${lp.prompt ?? '?'}, completion ${lp.completion ?? '?'}${lp.image ? `, image ${lp.image}` : ''} $/token)` : 'from usage.cost';
+    return lp
+      ? `from usage (listed: prompt ${lp.prompt ?? '?'}, completion ${lp.completion ?? '?'}${lp.image ? `, image ${lp.image}` : ''} $/token)`
+      : 'from usage.cost';
   }
   return 'unknown';
 }
@@ -68,15 +74,21 @@ function rowFor(backend: Backend, model: string, now: Date, provider: string, li
   const caps = capabilities(backend, model);
   const status = statusText(backend, model, now, listed?.shutdownDate);
   // A retired model answers nothing: what it took no longer matters.
-  if (modelStatus(backend, model, now).status === 'retired') return { backend, model, status, edits: '-', inputs: '-', options: '-', price: '-', provider };
+  if (modelStatus(backend, model, now).status === 'retired')
+    return { backend, model, status, edits: '-', inputs: '-', options: '-', price: '-', provider };
   const declared = listed?.outputModalities;
-  const options = backend === 'openrouter' && declared ? `${optionsText({ ...caps, outputModalities: undefined })}; outputs ${declared.join('+')} (asks ${modalitiesFor(declared, caps.outputModalities).join('+')})` : optionsText(caps);
+  const options =
+    backend === 'openrouter' && declared
+      ? `${optionsText({ ...caps, outputModalities: undefined })}; outputs ${declared.join('+')} (asks ${modalitiesFor(declared, caps.outputModalities).join('+')})`
+      : optionsText(caps);
   return {
     backend,
     model,
     status,
     edits: caps.editCapable ? 'yes' : 'no',
-    inputs: caps.editCapable ? `${caps.maxInputImages}${caps.recommendedMaxInputImages ? ` (best ≤${caps.recommendedMaxInputImages})` : ''}` : '0',
+    inputs: caps.editCapable
+      ? `${caps.maxInputImages}${caps.recommendedMaxInputImages ? ` (best ≤${caps.recommendedMaxInputImages})` : ''}`
+      : '0',
     options,
     price: priceText(caps, listed),
     provider,
@@ -87,7 +99,9 @@ function rowFor(backend: Backend, model: string, now: Date, provider: string, li
 function imageModels(backend: Backend, listed: ListedModel[], baseURL: string | undefined): ListedModel[] {
   if (backend === 'openai') {
     // A compatible server (--base-url) lists its own models: all of them, except OpenAI's text models.
-    return listed.filter((m) => /image|dall-e/i.test(m.id) || (baseURL && !/^(gpt-|o\d|chatgpt-|text-|tts-|whisper|davinci|babbage|omni-)/.test(m.id)));
+    return listed.filter(
+      (m) => /image|dall-e/i.test(m.id) || (baseURL && !/^(gpt-|o\d|chatgpt-|text-|tts-|whisper|davinci|babbage|omni-)/.test(m.id)),
+    );
   }
   if (backend === 'gemini') return listed.filter((m) => /image/i.test(m.id));
   return listed;
@@ -107,7 +121,9 @@ export function mergeModels(backend: Backend, listed: ListedModel[] | undefined,
   for (const m of images) {
     if (table.includes(m.id)) continue;
     const caps = capabilities(backend, m.id);
-    rows.push(rowFor(backend, m.id, now, caps.known ? `listed (table: ${caps.entry})` : 'listed, not in the table (capabilities unknown)', m));
+    rows.push(
+      rowFor(backend, m.id, now, caps.known ? `listed (table: ${caps.entry})` : 'listed, not in the table (capabilities unknown)', m),
+    );
   }
   return rows;
 }
@@ -115,7 +131,11 @@ export function mergeModels(backend: Backend, listed: ListedModel[] | undefined,
 function formatTable(rows: ModelRow[]): string[] {
   const cols: (keyof ModelRow)[] = ['model', 'status', 'edits', 'inputs', 'options', 'price', 'provider'];
   const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => cell.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(cols), ...rows.map((r) => line(cols.map((c) => r[c])))];
 }
 
@@ -123,7 +143,9 @@ function formatTable(rows: ModelRow[]): string[] {
 export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const now = cliNow(env);
   if (options.backend && !(API_BACKEND_NAMES as string[]).includes(options.backend)) {
-    throw new UsageError(`--backend ${options.backend}: choose one of ${API_BACKEND_NAMES.join(', ')} (diffusers models are listed in gpu-workers/README.md)`);
+    throw new UsageError(
+      `--backend ${options.backend}: choose one of ${API_BACKEND_NAMES.join(', ')} (diffusers models are listed in gpu-workers/README.md)`,
+    );
   }
   const backends = (options.backend ? [options.backend] : API_BACKEND_NAMES) as Backend[];
   const all: ModelRow[] = [];
@@ -154,6 +176,9 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
     }
   }
   if (options.json) io.out(JSON.stringify(all, null, 2));
-  else io.out(`status as of ${now.toISOString().slice(0, 10)}; prices are estimates (USD, standard tier), "unknown" where none is published in the table`);
+  else
+    io.out(
+      `status as of ${now.toISOString().slice(0, 10)}; prices are estimates (USD, standard tier), "unknown" where none is published in the table`,
+    );
   return ExitCodes.ok;
 }

@@ -76,13 +76,29 @@ export class ProgressReporter {
     const done = snapshot.ok + snapshot.failed;
     this.rate.add(Date.now(), done);
     const eta = snapshot.paused ? 'paused' : formatDuration(this.rate.etaSeconds(snapshot.total - done));
-    const spent = snapshot.spentUsd !== undefined || snapshot.maxCostUsd !== undefined ? ` | $${(snapshot.spentUsd ?? 0).toFixed(2)}${snapshot.maxCostUsd !== undefined ? ` of $${snapshot.maxCostUsd}` : ''}` : '';
-    const batchState = busy.length ? `batch: ${busy.map((j) => `${j.status?.providerStatus ?? j.phase}${j.status?.total !== undefined ? ` ${j.status.completed ?? 0}/${j.status.total}` : ''}`).join(', ')}` : undefined;
-    const payload = { ok: snapshot.ok, failed: snapshot.failed, inFlight: snapshot.inFlight, spent, eta, state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : (batchState ?? snapshot.phase) };
+    const spent =
+      snapshot.spentUsd !== undefined || snapshot.maxCostUsd !== undefined
+        ? ` | $${(snapshot.spentUsd ?? 0).toFixed(2)}${snapshot.maxCostUsd !== undefined ? ` of $${snapshot.maxCostUsd}` : ''}`
+        : '';
+    const batchState = busy.length
+      ? `batch: ${busy.map((j) => `${j.status?.providerStatus ?? j.phase}${j.status?.total !== undefined ? ` ${j.status.completed ?? 0}/${j.status.total}` : ''}`).join(', ')}`
+      : undefined;
+    const payload = {
+      ok: snapshot.ok,
+      failed: snapshot.failed,
+      inFlight: snapshot.inFlight,
+      spent,
+      eta,
+      state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : (batchState ?? snapshot.phase),
+    };
     if (this.io.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar(
-          { format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {eta} | {state}', hideCursor: true, stream: process.stderr },
+          {
+            format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {eta} | {state}',
+            hideCursor: true,
+            stream: process.stderr,
+          },
           Presets.shades_classic,
         );
         this.bar.start(snapshot.total, done, payload);
@@ -91,7 +107,9 @@ export class ProgressReporter {
       this.bar.update(done, payload);
     } else if (Date.now() - this.lastPlain >= PLAIN_EVERY_MS) {
       this.lastPlain = Date.now();
-      this.io.err(`progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')}, eta ${eta})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`);
+      this.io.err(
+        `progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')}, eta ${eta})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`,
+      );
     }
   }
 
@@ -109,7 +127,9 @@ export function describeBatchJob(job: BatchJobView): string {
   const s = job.status;
   // Providers report counts only once the input is validated (total 0 before).
   const counts = s?.total ? ` (${s.completed ?? 0}/${s.total} done, ${s.failed ?? 0} failed)` : '';
-  const result = job.result ? `: ${job.result.ok} ok, ${Object.values(job.result.failedByType).reduce((a, b) => a + b, 0) + job.result.inputErrors} failed` : '';
+  const result = job.result
+    ? `: ${job.result.ok} ok, ${Object.values(job.result.failedByType).reduce((a, b) => a + b, 0) + job.result.inputErrors} failed`
+    : '';
   return `batch job ${job.jobId.slice(job.jobId.lastIndexOf('#') + 1)} (${job.rows} rows${job.batchId ? `, ${job.batchId}` : ''}): ${job.phase}${s ? `, provider status ${s.providerStatus}${counts}` : ''}${result}`;
 }
 
@@ -117,7 +137,15 @@ export function describeBatchJob(job: BatchJobView): string {
 export function describeMultiTurn(view: BatchPhaseView | null): string[] {
   if (!view) return [];
   return [
-    ...(view.multiTurnDirect ? [`note: ${view.multiTurnDirect} multi-turn row${view.multiTurnDirect > 1 ? 's' : ''} went down the direct path at the standard price (a batch cannot chain turns)`] : []),
-    ...(view.multiTurnRefused ? [`note: ${view.multiTurnRefused} multi-turn row${view.multiTurnRefused > 1 ? 's were' : ' was'} refused (a batch cannot chain turns; --batch-fallback fail); run them without --batch`] : []),
+    ...(view.multiTurnDirect
+      ? [
+          `note: ${view.multiTurnDirect} multi-turn row${view.multiTurnDirect > 1 ? 's' : ''} went down the direct path at the standard price (a batch cannot chain turns)`,
+        ]
+      : []),
+    ...(view.multiTurnRefused
+      ? [
+          `note: ${view.multiTurnRefused} multi-turn row${view.multiTurnRefused > 1 ? 's were' : ' was'} refused (a batch cannot chain turns; --batch-fallback fail); run them without --batch`,
+        ]
+      : []),
   ];
 }

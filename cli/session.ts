@@ -3,13 +3,28 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, isGrpcServiceError } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { Worker } from '@temporalio/worker';
-import { isOrphanedEmbeddedServer, readServerRecord, serverReachable, startDevServer, stopServerByPid, type DevServerHandle, type ServerRecord } from '../lib/devServer';
+import {
+  isOrphanedEmbeddedServer,
+  readServerRecord,
+  serverReachable,
+  startDevServer,
+  stopServerByPid,
+  type DevServerHandle,
+  type ServerRecord,
+} from '../lib/devServer';
 import { UsageError } from '../lib/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { findTemporalCli } from '../lib/temporalCli';
 import { tracePhase } from '../lib/phaseTrace';
-import { connectClient, connectNative, describeTarget, plainTarget, temporalTargetFromEnv, type TemporalTarget } from '../lib/temporalConnection';
+import {
+  connectClient,
+  connectNative,
+  describeTarget,
+  plainTarget,
+  temporalTargetFromEnv,
+  type TemporalTarget,
+} from '../lib/temporalConnection';
 import { createWorkers } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
 
@@ -78,9 +93,13 @@ function grpcCode(err: unknown): number | undefined {
  * else (a type the store refuses, no permission, ...) is a real failure and is thrown, because a
  * swallowed error here once hid that none of the attributes were registered.
  */
-export async function ensureSearchAttributes(client: Client, namespace: string, log: (line: string) => void = () => undefined): Promise<boolean> {
+export async function ensureSearchAttributes(
+  client: Client,
+  namespace: string,
+  log: (line: string) => void = () => undefined,
+): Promise<boolean> {
   const operator = client.connection.operatorService;
-  let missing: typeof ALL_SEARCH_ATTRIBUTES[number][];
+  let missing: (typeof ALL_SEARCH_ATTRIBUTES)[number][];
   try {
     const { customAttributes } = await operator.listSearchAttributes({ namespace });
     missing = ALL_SEARCH_ATTRIBUTES.filter((key) => !(customAttributes && key.name in customAttributes));
@@ -106,11 +125,16 @@ export async function ensureSearchAttributes(client: Client, namespace: string, 
       return true;
     }
     if (code === GRPC_UNIMPLEMENTED) {
-      log('this Temporal server cannot register search attributes (operator API unsupported): runs start without Atelier search attributes');
+      log(
+        'this Temporal server cannot register search attributes (operator API unsupported): runs start without Atelier search attributes',
+      );
       return false;
     }
     // One command per attribute: the CLI pairs several --name with several --type by position.
-    const register = missing.map((k) => `temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`);
+    const register = missing.map(
+      (k) =>
+        `temporal operator search-attribute create --namespace ${namespace} --name ${k.name} --type ${k.type === 'INT' ? 'Int' : 'Keyword'}`,
+    );
     throw new UsageError(
       `could not register the search attributes ${missing.map((k) => k.name).join(', ')} in namespace ${namespace}: ${(err as Error).message}\n` +
         `register them as an operator (${register.map((c) => `\`${c}\``).join(', ')}) and run again`,
@@ -124,7 +148,11 @@ export async function ensureSearchAttributes(client: Client, namespace: string, 
  * (refreshed within a minute), so right after registration, by this client or another, a start
  * can be refused with "no mapping defined for search attribute" although the attribute exists.
  */
-export async function whileSearchAttributesPropagate<T>(start: () => Promise<T>, log: (line: string) => void, timeoutMs = 90_000): Promise<T> {
+export async function whileSearchAttributesPropagate<T>(
+  start: () => Promise<T>,
+  log: (line: string) => void,
+  timeoutMs = 90_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (let attempt = 0; ; attempt++) {
     try {
@@ -133,7 +161,8 @@ export async function whileSearchAttributesPropagate<T>(start: () => Promise<T>,
       const cause = (err as { cause?: unknown }).cause ?? err;
       const unmapped = isGrpcServiceError(cause) && cause.code === GRPC_INVALID_ARGUMENT && /search attribute/i.test(cause.message);
       if (!unmapped || Date.now() > deadline) throw err;
-      if (attempt === 0) log('the server has not picked up the newly registered search attributes yet (it refreshes within a minute); retrying');
+      if (attempt === 0)
+        log('the server has not picked up the newly registered search attributes yet (it refreshes within a minute); retrying');
       await sleep(1000);
     }
   }

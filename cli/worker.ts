@@ -9,7 +9,9 @@ import type { CliIO } from './io';
 export async function runWorker(options: { queues?: string; concurrency: number }, io: CliIO): Promise<number> {
   const address = process.env.TEMPORAL_ADDRESS;
   if (!address) {
-    throw new UsageError('TEMPORAL_ADDRESS is not set: `atelier worker` serves an external Temporal server (e.g. TEMPORAL_ADDRESS=127.0.0.1:7233)');
+    throw new UsageError(
+      'TEMPORAL_ADDRESS is not set: `atelier worker` serves an external Temporal server (e.g. TEMPORAL_ADDRESS=127.0.0.1:7233)',
+    );
   }
   // TLS, client certificates and the API key come from the same environment settings as the CLI's.
   const target = temporalTargetFromEnv(process.env, address);
@@ -17,7 +19,10 @@ export async function runWorker(options: { queues?: string; concurrency: number 
   installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
   const connection = await connectNative(target);
   try {
-    const queues = options.queues?.split(',').map((q) => q.trim()).filter(Boolean);
+    const queues = options.queues
+      ?.split(',')
+      .map((q) => q.trim())
+      .filter(Boolean);
     const workers = await createWorkers({
       connection,
       namespace,

@@ -278,8 +278,15 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   // Keep finished runs visible in the UI for weeks, not the dev server's default day.
   try {
     await promisify(execFile)(options.temporalPath, [
-      'operator', 'namespace', 'update', '--namespace', options.namespace ?? 'default',
-      '--retention', `${options.retentionHours ?? DEFAULT_RETENTION_HOURS}h`, '--address', address,
+      'operator',
+      'namespace',
+      'update',
+      '--namespace',
+      options.namespace ?? 'default',
+      '--retention',
+      `${options.retentionHours ?? DEFAULT_RETENTION_HOURS}h`,
+      '--address',
+      address,
     ]);
   } catch (err) {
     await stopProcess(child);
@@ -287,7 +294,13 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   }
 
   const uiUrl = options.headless ? undefined : `http://127.0.0.1:${uiPort}`;
-  const record: ServerRecord = { pid: child.pid!, address, ...(uiUrl ? { uiUrl } : {}), owner: options.owner ?? 'edit', ownerPid: process.pid };
+  const record: ServerRecord = {
+    pid: child.pid!,
+    address,
+    ...(uiUrl ? { uiUrl } : {}),
+    owner: options.owner ?? 'edit',
+    ownerPid: process.pid,
+  };
   await writeFileAtomic(recordPath(options.stateDir), JSON.stringify(record, null, 2));
   return {
     address,

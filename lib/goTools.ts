@@ -55,7 +55,8 @@ export async function ensureGoBuild(spec: GoBuild): Promise<string> {
       break;
     } catch {
       if (complete()) return dir;
-      if (Date.now() > deadline) throw new Error(`waited too long for another build of ${spec.key} (remove ${lock} if no build is running)`);
+      if (Date.now() > deadline)
+        throw new Error(`waited too long for another build of ${spec.key} (remove ${lock} if no build is running)`);
       await sleep(2000);
     }
   }

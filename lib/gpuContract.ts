@@ -8,7 +8,17 @@ import contract from '../contracts/gpu-edit.schema.json';
 // are validated against it before they are sent, results after they come back, and the task-queue
 // and model-type rules are read from it, exactly as the Python worker does.
 
-export type GpuModelType = 'qwen' | 'qwen-plus' | 'flux-kontext' | 'flux2' | 'flux2-klein' | 'flux2-klein-kv' | 'longcat' | 'longcat-turbo' | 'glm-image' | 'instruct-pix2pix';
+export type GpuModelType =
+  | 'qwen'
+  | 'qwen-plus'
+  | 'flux-kontext'
+  | 'flux2'
+  | 'flux2-klein'
+  | 'flux2-klein-kv'
+  | 'longcat'
+  | 'longcat-turbo'
+  | 'glm-image'
+  | 'instruct-pix2pix';
 
 export interface GpuGenerationParams {
   num_inference_steps?: number;
@@ -70,7 +80,11 @@ export function validateGpuResult(result: unknown): GpuEditResult {
 
 /** `gpu-<model key>`, by the contract's rule. */
 export function gpuTaskQueue(model: string): string {
-  const key = model.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 60);
+  const key = model
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 60);
   if (!key) throw new Error(`model "${model}" gives an empty task-queue key`);
   return `gpu-${key}`;
 }

@@ -37,7 +37,10 @@ async function readCapped(response: Response, url: string, maxBytes: number): Pr
   const declared = Number(response.headers.get('content-length') ?? NaN);
   if (Number.isFinite(declared) && declared > maxBytes) {
     await response.body?.cancel().catch(() => undefined);
-    throw new ClassifiedError('inputError', `downloading ${url}: it is ${megabytes(declared)}, over the ${megabytes(maxBytes)} limit (--max-download-mb)`);
+    throw new ClassifiedError(
+      'inputError',
+      `downloading ${url}: it is ${megabytes(declared)}, over the ${megabytes(maxBytes)} limit (--max-download-mb)`,
+    );
   }
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -74,9 +77,13 @@ async function downloadOnce(url: string, limits: Required<DownloadLimits>, signa
       }
       if (!response.ok) {
         await response.body?.cancel().catch(() => undefined);
-        throw new ClassifiedError(transient(response.status) ? 'retryable' : 'inputError', `downloading ${url} failed: HTTP ${response.status}`, {
-          status: response.status,
-        });
+        throw new ClassifiedError(
+          transient(response.status) ? 'retryable' : 'inputError',
+          `downloading ${url} failed: HTTP ${response.status}`,
+          {
+            status: response.status,
+          },
+        );
       }
       return await readCapped(response, url, limits.maxBytes);
     }

@@ -62,7 +62,10 @@ function entryKey(index: number): string {
  * while two attempts racing from the same state compete for one.
  */
 function doneKey(index: number, digest: string | undefined, startedFrom: string | undefined): string {
-  const from = createHash('sha256').update(startedFrom ?? '').digest('hex').slice(0, 12);
+  const from = createHash('sha256')
+    .update(startedFrom ?? '')
+    .digest('hex')
+    .slice(0, 12);
   return `${LEDGER}/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`;
 }
 
@@ -107,7 +110,8 @@ export async function commitLedgerEntry(
       // The winner may have died between its marker and its entry (a killed host): the commit is
       // completed here, with the winner's entry, so the row never stays pending behind a marker.
       const current = await readLedgerEntry(outputDir, entry.index);
-      if (current?.status !== 'ok' || current.finishedAt !== winner.finishedAt) await storage.write(entryKey(entry.index), `${JSON.stringify(winner)}\n`);
+      if (current?.status !== 'ok' || current.finishedAt !== winner.finishedAt)
+        await storage.write(entryKey(entry.index), `${JSON.stringify(winner)}\n`);
       return { won: false, entry: winner };
     }
   }
@@ -125,7 +129,11 @@ function outputChecker(storage: Storage): (paths: readonly string[]) => Promise<
 }
 
 /** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
-async function isDone(entry: LedgerEntry | undefined, digest: string | undefined, exist: (paths: readonly string[]) => Promise<boolean>): Promise<boolean> {
+async function isDone(
+  entry: LedgerEntry | undefined,
+  digest: string | undefined,
+  exist: (paths: readonly string[]) => Promise<boolean>,
+): Promise<boolean> {
   if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
   if (!sameRequest(entry, digest)) return false;
   return exist(entry.outputImages);
@@ -144,7 +152,12 @@ export async function completedEntry(outputDir: string, index: number, digest: s
 }
 
 /** Multi-turn rows: how many leading turns are done with their outputs in place (0 if none). */
-export async function turnsDone(outputDir: string, entry: LedgerEntry | undefined, digest: string | undefined, outputs: readonly string[]): Promise<number> {
+export async function turnsDone(
+  outputDir: string,
+  entry: LedgerEntry | undefined,
+  digest: string | undefined,
+  outputs: readonly string[],
+): Promise<number> {
   if (!entry || !sameRequest(entry, digest)) return 0;
   const done = Math.min(entry.turnsDone ?? 0, outputs.length);
   return done > 0 && (await outputChecker(openStorage(outputDir))(outputs.slice(0, done))) ? done : 0;

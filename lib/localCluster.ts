@@ -1,5 +1,16 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +47,8 @@ export async function ensureTemporalServer(log?: (line: string) => void): Promis
   const dir = await ensureGoBuild({
     key: `temporal-server-${TEMPORAL_SERVER_VERSION}`,
     binaries: ['server', 'sql'],
-    build: (out) => goInstall(out, [`${MODULE}/cmd/server@${TEMPORAL_SERVER_VERSION}`, `${MODULE}/cmd/tools/sql@${TEMPORAL_SERVER_VERSION}`]),
+    build: (out) =>
+      goInstall(out, [`${MODULE}/cmd/server@${TEMPORAL_SERVER_VERSION}`, `${MODULE}/cmd/tools/sql@${TEMPORAL_SERVER_VERSION}`]),
     ...(log ? { log } : {}),
   });
   // The schemas ship in the module; `go mod download` finds it (or fetches it if the module cache
@@ -48,9 +60,12 @@ export async function ensureTemporalServer(log?: (line: string) => void): Promis
 
 /** Debian's PostgreSQL binaries (initdb, postgres): $ATELIER_PG_BIN, else the newest under /usr/lib/postgresql. */
 export function postgresBinDir(env: NodeJS.ProcessEnv = process.env): string {
-  const candidates = [env.ATELIER_PG_BIN, '/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin'].filter((d): d is string => Boolean(d));
+  const candidates = [env.ATELIER_PG_BIN, '/usr/lib/postgresql/17/bin', '/usr/lib/postgresql/16/bin', '/usr/lib/postgresql/15/bin'].filter(
+    (d): d is string => Boolean(d),
+  );
   const found = candidates.find((d) => existsSync(join(d, 'initdb')) && existsSync(join(d, 'postgres')));
-  if (!found) throw new Error(`no PostgreSQL server binaries found (looked in ${candidates.join(', ')}); install postgresql or set ATELIER_PG_BIN`);
+  if (!found)
+    throw new Error(`no PostgreSQL server binaries found (looked in ${candidates.join(', ')}); install postgresql or set ATELIER_PG_BIN`);
   return found;
 }
 
@@ -65,13 +80,23 @@ export interface TiedProcess {
  * this process ends for any reason, the OS closes the pipe, so nothing outlives a killed test. The
  * shell leads its own process group, so a stop that times out kills the whole group.
  */
-export function spawnTied(command: string, args: string[], options: { logFile: string; env?: NodeJS.ProcessEnv; asUser?: string }): TiedProcess {
-  const argv = options.asUser ? ['setpriv', `--reuid=${options.asUser}`, `--regid=${options.asUser}`, '--init-groups', command, ...args] : [command, ...args];
+export function spawnTied(
+  command: string,
+  args: string[],
+  options: { logFile: string; env?: NodeJS.ProcessEnv; asUser?: string },
+): TiedProcess {
+  const argv = options.asUser
+    ? ['setpriv', `--reuid=${options.asUser}`, `--regid=${options.asUser}`, '--init-groups', command, ...args]
+    : [command, ...args];
   // Background jobs of a non-interactive shell get /dev/null as stdin (and ignore SIGINT), so the
   // watcher reads the pipe through fd 3, and the signal is TERM, which every child here handles.
   const script = 'exec 3<&0; "$@" </dev/null & child=$!; (cat <&3 >/dev/null; kill -TERM $child 2>/dev/null) & wait $child';
   const logFd = openSync(options.logFile, 'a');
-  const child = spawn('sh', ['-c', script, 'sh', ...argv], { stdio: ['pipe', logFd, logFd], env: options.env ?? process.env, detached: true });
+  const child = spawn('sh', ['-c', script, 'sh', ...argv], {
+    stdio: ['pipe', logFd, logFd],
+    env: options.env ?? process.env,
+    detached: true,
+  });
   closeSync(logFd);
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   return {
@@ -113,7 +138,11 @@ export async function freeLowPort(): Promise<number> {
 function tail(file: string, lines = 20): string {
   try {
     // Server log lines carry stack traces: keep the start of each.
-    return readFileSync(file, 'utf8').split('\n').slice(-lines).map((l) => (l.length > 400 ? `${l.slice(0, 400)}...` : l)).join('\n');
+    return readFileSync(file, 'utf8')
+      .split('\n')
+      .slice(-lines)
+      .map((l) => (l.length > 400 ? `${l.slice(0, 400)}...` : l))
+      .join('\n');
   } catch {
     return '';
   }
@@ -134,7 +163,12 @@ export interface LocalClusterOptions {
 }
 
 /** Every port in the sample config, moved to a free one; throws if the sample no longer has it. */
-function serverConfig(sample: string, ports: { pg: number; frontend: number }, dynamicConfigPath: string, next: () => Promise<number>): Promise<string> {
+function serverConfig(
+  sample: string,
+  ports: { pg: number; frontend: number },
+  dynamicConfigPath: string,
+  next: () => Promise<number>,
+): Promise<string> {
   const replace = (text: string, pattern: RegExp, value: string) => {
     if (!pattern.test(text)) throw new Error(`development-postgres12.yaml no longer contains ${pattern}: update lib/localCluster.ts`);
     return text.replace(pattern, value);
@@ -183,18 +217,44 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     const started = Date.now();
     const pgPort = await freeLowPort();
     const initdb = [join(pgBin, 'initdb'), '-D', pgData, '-U', 'temporal', '--auth=trust', '--no-sync', '-E', 'UTF8'];
-    await run(asUser ? 'setpriv' : initdb[0]!, asUser ? [`--reuid=${asUser}`, `--regid=${asUser}`, '--init-groups', ...initdb] : initdb.slice(1));
+    await run(
+      asUser ? 'setpriv' : initdb[0]!,
+      asUser ? [`--reuid=${asUser}`, `--regid=${asUser}`, '--init-groups', ...initdb] : initdb.slice(1),
+    );
     const pgLog = join(dir, 'postgres.log');
     // fsync off: a test cluster is thrown away with its folder, durability across power loss is moot.
-    const pg = spawnTied(join(pgBin, 'postgres'), ['-D', pgData, '-p', String(pgPort), '-c', 'listen_addresses=127.0.0.1', '-c', `unix_socket_directories=${pgData}`, '-c', 'fsync=off', '-c', 'max_connections=200'], { logFile: pgLog, ...(asUser ? { asUser } : {}) });
+    const pg = spawnTied(
+      join(pgBin, 'postgres'),
+      [
+        '-D',
+        pgData,
+        '-p',
+        String(pgPort),
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        `unix_socket_directories=${pgData}`,
+        '-c',
+        'fsync=off',
+        '-c',
+        'max_connections=200',
+      ],
+      { logFile: pgLog, ...(asUser ? { asUser } : {}) },
+    );
     processes.push(pg);
-    const sql = (...args: string[]) => run(tools.sql, ['--plugin', 'postgres12', '--ep', '127.0.0.1', '-p', String(pgPort), '-u', 'temporal', '--pw', 'temporal', ...args], { maxBuffer: 16 * 1024 * 1024 });
+    const sql = (...args: string[]) =>
+      run(tools.sql, ['--plugin', 'postgres12', '--ep', '127.0.0.1', '-p', String(pgPort), '-u', 'temporal', '--pw', 'temporal', ...args], {
+        maxBuffer: 16 * 1024 * 1024,
+      });
     // Ready when its log says so (the SQL tool's own errors would then be real ones).
     for (let i = 0; !/database system is ready to accept connections/.test(tail(pgLog, 50)); i++) {
       if (pg.child.exitCode !== null || i > 300) throw new Error(`PostgreSQL did not start:\n${tail(pgLog)}`);
       await sleep(100);
     }
-    for (const [db, schema] of [['temporal', 'temporal'], ['temporal_visibility', 'visibility']] as const) {
+    for (const [db, schema] of [
+      ['temporal', 'temporal'],
+      ['temporal_visibility', 'visibility'],
+    ] as const) {
       await sql('--db', db, 'create');
       await sql('--db', db, 'setup-schema', '-v', '0.0');
       await sql('--db', db, 'update-schema', '-d', join(tools.moduleDir, 'schema', 'postgresql', 'v12', schema, 'versioned'));
@@ -210,7 +270,15 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         'matching.numTaskqueueReadPartitions:\n  - value: 1\nmatching.numTaskqueueWritePartitions:\n  - value: 1\n',
     );
     const config = join(dir, 'temporal.yaml');
-    writeFileSync(config, await serverConfig(readFileSync(join(tools.moduleDir, 'config', 'development-postgres12.yaml'), 'utf8'), { pg: pgPort, frontend }, dynamicConfig, freeLowPort));
+    writeFileSync(
+      config,
+      await serverConfig(
+        readFileSync(join(tools.moduleDir, 'config', 'development-postgres12.yaml'), 'utf8'),
+        { pg: pgPort, frontend },
+        dynamicConfig,
+        freeLowPort,
+      ),
+    );
     const serverLog = join(dir, 'temporal-server.log');
     const server = spawnTied(tools.server, ['--config-file', config, '--allow-no-auth', 'start'], { logFile: serverLog });
     processes.push(server);
@@ -231,7 +299,17 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     }
     try {
       // As an operator would: the Temporal CLI (the project's pinned copy).
-      await run(findTemporalCli(), ['operator', 'namespace', 'create', '--namespace', namespace, '--retention', '24h', '--address', address]);
+      await run(findTemporalCli(), [
+        'operator',
+        'namespace',
+        'create',
+        '--namespace',
+        namespace,
+        '--retention',
+        '24h',
+        '--address',
+        address,
+      ]);
       // The frontend learns new namespaces from its cache refresh (seconds): wait until it serves it.
       for (;;) {
         try {
@@ -245,7 +323,9 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     } finally {
       await connection.close();
     }
-    log(`Temporal ${TEMPORAL_SERVER_VERSION} on ${address} (PostgreSQL), namespace ${namespace} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
+    log(
+      `Temporal ${TEMPORAL_SERVER_VERSION} on ${address} (PostgreSQL), namespace ${namespace} (${((Date.now() - started) / 1000).toFixed(1)} s)`,
+    );
     return { address, namespace, dir, serverLog, close };
   } catch (err) {
     await close();

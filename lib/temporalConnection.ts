@@ -67,7 +67,9 @@ function grpcMetadata(env: NodeJS.ProcessEnv): Record<string, string> {
 export function temporalTargetFromEnv(env: NodeJS.ProcessEnv = process.env, address = env.TEMPORAL_ADDRESS): TemporalTarget {
   if (!address) throw new UsageError('TEMPORAL_ADDRESS is not set');
   if (flag(env, 'TEMPORAL_TLS_DISABLE_HOST_VERIFICATION')) {
-    throw new UsageError('TEMPORAL_TLS_DISABLE_HOST_VERIFICATION is not supported by the TypeScript SDK: give the server CA (TEMPORAL_TLS_SERVER_CA_CERT_PATH) and, if its name differs from the address, TEMPORAL_TLS_SERVER_NAME');
+    throw new UsageError(
+      'TEMPORAL_TLS_DISABLE_HOST_VERIFICATION is not supported by the TypeScript SDK: give the server CA (TEMPORAL_TLS_SERVER_CA_CERT_PATH) and, if its name differs from the address, TEMPORAL_TLS_SERVER_NAME',
+    );
   }
   const apiKey = env.TEMPORAL_API_KEY || undefined;
   const crt = pem(env, 'TEMPORAL_TLS_CLIENT_CERT');

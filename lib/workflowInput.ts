@@ -67,7 +67,11 @@ const encodingSchema = z
 /** Bounds on downloading one input image. */
 const downloadSchema = z
   .object({
-    maxBytes: z.number().int().min(1).max(4 * 1024 ** 3),
+    maxBytes: z
+      .number()
+      .int()
+      .min(1)
+      .max(4 * 1024 ** 3),
     /** The whole transfer, headers and body. */
     timeoutMs: z.number().int().min(100).max(3_600_000),
   })
@@ -222,10 +226,22 @@ export type WorkflowInputFields = Omit<z.output<typeof datasetWorkflowInputSchem
 /** Validates a first execution's input (a continued run's is the workflow's own, `carried` included). */
 export function parseDatasetWorkflowInput(raw: unknown): WorkflowInputFields {
   const result = datasetWorkflowInputSchema
-    .refine((input) => input.backend !== 'diffusers' || input.gpu !== undefined, { message: 'backend diffusers needs gpu settings (modelType, taskQueue)', path: ['gpu'] })
-    .refine((input) => !input.batch || BATCH_BACKENDS.includes(input.backend as BatchBackend), { message: 'batch mode is available for the openai and gemini backends only', path: ['batch'] })
-    .refine((input) => !input.batch || !input.promptEnhance, { message: 'batch mode does not run --prompt-enhance (a batch line cannot wait for a rewrite); drop one of them', path: ['batch'] })
-    .refine((input) => !input.batch || input.maxCostUsd === undefined, { message: 'batch mode has no --max-cost budget (a batch is paid for as a whole once submitted); drop one of them', path: ['batch'] })
+    .refine((input) => input.backend !== 'diffusers' || input.gpu !== undefined, {
+      message: 'backend diffusers needs gpu settings (modelType, taskQueue)',
+      path: ['gpu'],
+    })
+    .refine((input) => !input.batch || BATCH_BACKENDS.includes(input.backend as BatchBackend), {
+      message: 'batch mode is available for the openai and gemini backends only',
+      path: ['batch'],
+    })
+    .refine((input) => !input.batch || !input.promptEnhance, {
+      message: 'batch mode does not run --prompt-enhance (a batch line cannot wait for a rewrite); drop one of them',
+      path: ['batch'],
+    })
+    .refine((input) => !input.batch || input.maxCostUsd === undefined, {
+      message: 'batch mode has no --max-cost budget (a batch is paid for as a whole once submitted); drop one of them',
+      path: ['batch'],
+    })
     .safeParse(raw);
   if (!result.success) {
     const problems = result.error.issues.map((i) => `${i.path.join('.') || '(input)'}: ${i.message}`);

@@ -34,7 +34,8 @@ if (step('ruff (gpu-workers)', 'bash', [join(root, 'gpu-workers', 'scripts', 'ru
 // The cluster and compose tests need Go programs built from modules (the Temporal server and SQL
 // tool, ~8 min cold; compose-check, seconds), cached under ~/.cache/atelier/go/; building them here,
 // not inside a test's set-up, keeps test timings honest.
-if (step('Go tools (Temporal server, compose-check, versitygw)', process.execPath, [join(root, 'scripts', 'cluster.mjs'), 'build']) !== 0) process.exit(1);
+if (step('Go tools (Temporal server, compose-check, versitygw)', process.execPath, [join(root, 'scripts', 'cluster.mjs'), 'build']) !== 0)
+  process.exit(1);
 // The cross-language tests need the GPU worker's venv; building it here keeps test timings honest.
 // The viewer's browser test drives Debian's chromium (puppeteer-core); installed here if missing.
 if (spawnSync('sh', ['-c', 'command -v chromium'], { stdio: 'ignore' }).status !== 0) {
@@ -47,7 +48,13 @@ if (step('gpu-workers venv', 'bash', [join(root, 'gpu-workers', 'scripts', 'setu
 
 const work = mkdtempSync(join(tmpdir(), 'atelier-test-'));
 const vitestJson = join(work, 'vitest.json');
-const vitestCode = step('vitest', bin('vitest'), ['run', '--reporter=default', '--reporter=./test/helpers/plainSummaryReporter.ts', '--reporter=json', `--outputFile.json=${vitestJson}`]);
+const vitestCode = step('vitest', bin('vitest'), [
+  'run',
+  '--reporter=default',
+  '--reporter=./test/helpers/plainSummaryReporter.ts',
+  '--reporter=json',
+  `--outputFile.json=${vitestJson}`,
+]);
 try {
   const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
   passed += report.numPassedTests;

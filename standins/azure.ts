@@ -28,12 +28,18 @@ export const azureFaults = {
     body: {
       error: {
         code: 'content_policy_violation',
-        message: 'Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.',
+        message:
+          'Your request was rejected as a result of our safety system. Your prompt may contain text that is not allowed by our safety system.',
         param: 'prompt',
         type: 'invalid_request_error',
         inner_error: {
           code: 'ResponsibleAIPolicyViolation',
-          content_filter_results: { hate: { filtered: false, severity: 'safe' }, self_harm: { filtered: false, severity: 'safe' }, sexual: { filtered: false, severity: 'safe' }, violence: { filtered: true, severity: 'high' } },
+          content_filter_results: {
+            hate: { filtered: false, severity: 'safe' },
+            self_harm: { filtered: false, severity: 'safe' },
+            sexual: { filtered: false, severity: 'safe' },
+            violence: { filtered: true, severity: 'high' },
+          },
         },
       },
     },
@@ -41,7 +47,12 @@ export const azureFaults = {
   rateLimited: (retryAfterSeconds = 1): FaultStep => ({
     status: 429,
     headers: { 'retry-after': String(retryAfterSeconds) },
-    body: { error: { code: '429', message: `Requests to the Images_Edit Operation under Azure OpenAI API version 2025-04-01-preview have exceeded call rate limit of your current AIServices S0 pricing tier. Please retry after ${retryAfterSeconds} second.` } },
+    body: {
+      error: {
+        code: '429',
+        message: `Requests to the Images_Edit Operation under Azure OpenAI API version 2025-04-01-preview have exceeded call rate limit of your current AIServices S0 pricing tier. Please retry after ${retryAfterSeconds} second.`,
+      },
+    },
   }),
 };
 

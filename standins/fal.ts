@@ -1,7 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
+import {
+  FaultScripts,
+  listenOnLoopback,
+  readBody,
+  sendJson,
+  sendStep,
+  SlidingWindowLimiter,
+  standinControls,
+  type FaultStep,
+  type Standin,
+  type StandinOptions,
+} from './server';
 
 // A local stand-in for fal.ai's queue API, for the image-edit endpoints Atelier's table knows. It is
 // a contract: it takes what fal takes and answers with fal's bodies. Rules and their sources:
@@ -37,9 +48,16 @@ export interface FalRequestStep {
 export type FalStep = FaultStep | FalRequestStep;
 
 export const falFaults = {
-  rateLimited: (retryAfterSeconds = 1): FaultStep => ({ status: 429, headers: { 'retry-after': String(retryAfterSeconds) }, body: { detail: 'Rate limit exceeded.' } }),
+  rateLimited: (retryAfterSeconds = 1): FaultStep => ({
+    status: 429,
+    headers: { 'retry-after': String(retryAfterSeconds) },
+    body: { detail: 'Rate limit exceeded.' },
+  }),
   serverError: (): FaultStep => ({ status: 500, body: { detail: 'Internal Server Error' } }),
-  exhaustedBalance: (): FaultStep => ({ status: 403, body: { detail: 'User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing.' } }),
+  exhaustedBalance: (): FaultStep => ({
+    status: 403,
+    body: { detail: 'User is locked. Reason: Exhausted balance. Top up your balance at fal.ai/dashboard/billing.' },
+  }),
   malformed: (): FaultStep => ({ status: 200, raw: '{"request_id": ' }),
   contentPolicy: (): FalRequestStep => ({ request: 'CONTENT_POLICY' }),
   failedRun: (): FalRequestStep => ({ request: 'SERVER_ERROR' }),
@@ -58,9 +76,18 @@ interface FalModelSpec {
 const KONTEXT_RATIOS = ['21:9', '16:9', '4:3', '3:2', '1:1', '2:3', '3:4', '9:16', '9:21'];
 export const FAL_MODELS: Record<string, FalModelSpec> = {
   'fal-ai/flux-pro/kontext': { image: 'image_url', outputFormats: ['jpeg', 'png'], aspectRatios: KONTEXT_RATIOS, guidanceScale: [1, 20] },
-  'fal-ai/flux-pro/kontext/text-to-image': { image: 'none', outputFormats: ['jpeg', 'png'], aspectRatios: KONTEXT_RATIOS, guidanceScale: [1, 20] },
+  'fal-ai/flux-pro/kontext/text-to-image': {
+    image: 'none',
+    outputFormats: ['jpeg', 'png'],
+    aspectRatios: KONTEXT_RATIOS,
+    guidanceScale: [1, 20],
+  },
   'fal-ai/qwen-image-edit': { image: 'image_url', outputFormats: ['jpeg', 'png'], guidanceScale: [0, 20], inferenceSteps: [2, 50] },
-  'fal-ai/nano-banana/edit': { image: 'image_urls', outputFormats: ['jpeg', 'png', 'webp'], aspectRatios: ['auto', '21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16'] },
+  'fal-ai/nano-banana/edit': {
+    image: 'image_urls',
+    outputFormats: ['jpeg', 'png', 'webp'],
+    aspectRatios: ['auto', '21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16'],
+  },
 };
 
 export interface FalStandinCall {
@@ -115,7 +142,16 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
   let baseURL = '';
 
   function record(req: IncomingMessage, partial: Partial<FalStandinCall> & Pick<FalStandinCall, 'kind'>): FalStandinCall {
-    const call: FalStandinCall = { model: '', prompt: '', imageCount: 0, fields: {}, authorization: String(req.headers.authorization ?? ''), status: 200, at: Date.now(), ...partial };
+    const call: FalStandinCall = {
+      model: '',
+      prompt: '',
+      imageCount: 0,
+      fields: {},
+      authorization: String(req.headers.authorization ?? ''),
+      status: 200,
+      at: Date.now(),
+      ...partial,
+    };
     calls.push(call);
     return call;
   }
@@ -124,18 +160,46 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
   const unauthorized = { detail: 'Missing or invalid Authorization header: use "Authorization: Key <FAL_KEY>".' };
 
   /** Runs the model on a request's input the way its schema would: the output, or the 422 it answers. */
-  async function runModel(spec: FalModelSpec, input: Record<string, unknown>, outputs: Buffer[]): Promise<{ status: number; body: unknown; headers?: Record<string, string> }> {
+  async function runModel(
+    spec: FalModelSpec,
+    input: Record<string, unknown>,
+    outputs: Buffer[],
+  ): Promise<{ status: number; body: unknown; headers?: Record<string, string> }> {
     const errors: Detail[] = [];
     if (typeof input.prompt !== 'string' || input.prompt === '') errors.push(validationError(['prompt'], 'Field required', 'missing'));
-    const urls: unknown[] = spec.image === 'image_url' ? (input.image_url === undefined ? [] : [input.image_url]) : spec.image === 'image_urls' ? (Array.isArray(input.image_urls) ? input.image_urls : []) : [];
-    if (spec.image === 'image_url' && input.image_url === undefined) errors.push(validationError(['image_url'], 'Field required', 'missing'));
-    if (spec.image === 'image_urls' && !Array.isArray(input.image_urls)) errors.push(validationError(['image_urls'], input.image_urls === undefined ? 'Field required' : 'Input should be a valid list', input.image_urls === undefined ? 'missing' : 'list_type'));
+    const urls: unknown[] =
+      spec.image === 'image_url'
+        ? input.image_url === undefined
+          ? []
+          : [input.image_url]
+        : spec.image === 'image_urls'
+          ? Array.isArray(input.image_urls)
+            ? input.image_urls
+            : []
+          : [];
+    if (spec.image === 'image_url' && input.image_url === undefined)
+      errors.push(validationError(['image_url'], 'Field required', 'missing'));
+    if (spec.image === 'image_urls' && !Array.isArray(input.image_urls))
+      errors.push(
+        validationError(
+          ['image_urls'],
+          input.image_urls === undefined ? 'Field required' : 'Input should be a valid list',
+          input.image_urls === undefined ? 'missing' : 'list_type',
+        ),
+      );
     const n = input.num_images ?? 1;
-    if (!Number.isInteger(n) || (n as number) < 1) errors.push(validationError(['num_images'], 'Input should be greater than or equal to 1', 'greater_than_equal', n, { ge: 1 }));
-    else if ((n as number) > 4) errors.push(validationError(['num_images'], 'Input should be less than or equal to 4', 'less_than_equal', n, { le: 4 }));
+    if (!Number.isInteger(n) || (n as number) < 1)
+      errors.push(validationError(['num_images'], 'Input should be greater than or equal to 1', 'greater_than_equal', n, { ge: 1 }));
+    else if ((n as number) > 4)
+      errors.push(validationError(['num_images'], 'Input should be less than or equal to 4', 'less_than_equal', n, { le: 4 }));
     const enumCheck = (field: string, allowed: string[] | undefined) => {
       if (input[field] === undefined || !allowed) return;
-      if (!allowed.includes(String(input[field]))) errors.push(validationError([field], `Input should be ${allowed.map((a) => `'${a}'`).join(', ')}`, 'literal_error', input[field], { expected: allowed.join(', ') }));
+      if (!allowed.includes(String(input[field])))
+        errors.push(
+          validationError([field], `Input should be ${allowed.map((a) => `'${a}'`).join(', ')}`, 'literal_error', input[field], {
+            expected: allowed.join(', '),
+          }),
+        );
     };
     enumCheck('output_format', spec.outputFormats);
     enumCheck('aspect_ratio', spec.aspectRatios);
@@ -143,8 +207,12 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
       const v = input[field];
       if (v === undefined || !range) return;
       if (typeof v !== 'number') errors.push(validationError([field], 'Input should be a valid number', 'float_parsing', v));
-      else if (v < range[0]) errors.push(validationError([field], `Input should be greater than or equal to ${range[0]}`, 'greater_than_equal', v, { ge: range[0] }));
-      else if (v > range[1]) errors.push(validationError([field], `Input should be less than or equal to ${range[1]}`, 'less_than_equal', v, { le: range[1] }));
+      else if (v < range[0])
+        errors.push(
+          validationError([field], `Input should be greater than or equal to ${range[0]}`, 'greater_than_equal', v, { ge: range[0] }),
+        );
+      else if (v > range[1])
+        errors.push(validationError([field], `Input should be less than or equal to ${range[1]}`, 'less_than_equal', v, { le: range[1] }));
     };
     rangeCheck('guidance_scale', spec.guidanceScale);
     rangeCheck('num_inference_steps', spec.inferenceSteps);
@@ -154,13 +222,37 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     const buffers: Buffer[] = [];
     for (const [i, url] of urls.entries()) {
       const m = typeof url === 'string' ? /^data:([^;,]+);base64,(.*)$/s.exec(url) : null;
-      const data = m ? Buffer.from(m[2]!, 'base64') : typeof url === 'string' && /^https?:\/\//.test(url) ? await fetch(url).then(async (r) => (r.ok ? Buffer.from(await r.arrayBuffer()) : undefined)).catch(() => undefined) : undefined;
-      const ok = data ? await sharp(data).metadata().then(() => true, () => false) : false;
+      const data = m
+        ? Buffer.from(m[2]!, 'base64')
+        : typeof url === 'string' && /^https?:\/\//.test(url)
+          ? await fetch(url)
+              .then(async (r) => (r.ok ? Buffer.from(await r.arrayBuffer()) : undefined))
+              .catch(() => undefined)
+          : undefined;
+      const ok = data
+        ? await sharp(data)
+            .metadata()
+            .then(
+              () => true,
+              () => false,
+            )
+        : false;
       if (!ok) {
         const loc = spec.image === 'image_urls' ? ['image_urls', i] : ['image_url'];
         return {
           status: 422,
-          body: { detail: [{ ...validationError(loc, 'Failed to load the image. Please ensure the image file is not corrupted and is in a supported format.', 'image_load_error'), url: 'https://docs.fal.ai/errors#image_load_error' }] },
+          body: {
+            detail: [
+              {
+                ...validationError(
+                  loc,
+                  'Failed to load the image. Please ensure the image file is not corrupted and is in a supported format.',
+                  'image_load_error',
+                ),
+                url: 'https://docs.fal.ai/errors#image_load_error',
+              },
+            ],
+          },
           headers: { 'x-fal-retryable': 'false' },
         };
       }
@@ -180,7 +272,14 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     return {
       status: 200,
       body: {
-        images: outputs.map((o, k) => ({ url: '', content_type: `image/${format}`, file_name: `${k}.${format === 'jpeg' ? 'jpg' : 'png'}`, file_size: o.length, width: meta.width, height: meta.height })),
+        images: outputs.map((o, k) => ({
+          url: '',
+          content_type: `image/${format}`,
+          file_name: `${k}.${format === 'jpeg' ? 'jpg' : 'png'}`,
+          file_size: o.length,
+          width: meta.width,
+          height: meta.height,
+        })),
         seed: typeof input.seed === 'number' ? input.seed : 42,
         has_nsfw_concepts: outputs.map(() => false),
         prompt,
@@ -210,7 +309,10 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     if (limiter && !limiter.admit()) return reply(429, { detail: 'Rate limit exceeded (stand-in).' }, { 'retry-after': '1' });
     const spec = FAL_MODELS[model];
     if (!spec) return reply(404, { detail: `Application '${model.split('/').slice(0, 2).join('/')}' not found` });
-    if (!parsed) return reply(422, { detail: [validationError([], 'Input should be a valid dictionary or object to extract fields from', 'model_attributes_type')] });
+    if (!parsed)
+      return reply(422, {
+        detail: [validationError([], 'Input should be a valid dictionary or object to extract fields from', 'model_attributes_type')],
+      });
     const step = scripts.next(call.prompt);
     if (options.latencyMs) await sleep(options.latencyMs);
     if (step && 'status' in step) {
@@ -220,16 +322,40 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     const id = `standin-${String(++counter).padStart(4, '0')}-${Math.random().toString(16).slice(2, 10)}`;
     // The owner and app only (the endpoint path is dropped), as fal's answers show.
     const app = model.split('/').slice(0, 2).join('/');
-    const queued: QueuedRequest = { id, app, model, prompt: call.prompt, polls: 0, pollsUntilDone: options.pollsUntilDone ?? 2, input, outputs: [] };
+    const queued: QueuedRequest = {
+      id,
+      app,
+      model,
+      prompt: call.prompt,
+      polls: 0,
+      pollsUntilDone: options.pollsUntilDone ?? 2,
+      input,
+      outputs: [],
+    };
     if (step && step.request === 'SLOW') queued.pollsUntilDone = step.polls ?? 10;
     if (step && step.request === 'CONTENT_POLICY') {
       queued.outcome = {
         status: 422,
-        body: { detail: [{ loc: ['body', 'prompt'], msg: 'The content was flagged by a content checker.', type: 'content_policy_violation', url: 'https://docs.fal.ai/errors#content_policy_violation', input: call.prompt, categories: ['violence'] }] },
+        body: {
+          detail: [
+            {
+              loc: ['body', 'prompt'],
+              msg: 'The content was flagged by a content checker.',
+              type: 'content_policy_violation',
+              url: 'https://docs.fal.ai/errors#content_policy_violation',
+              input: call.prompt,
+              categories: ['violence'],
+            },
+          ],
+        },
         headers: { 'x-fal-retryable': 'false' },
       };
     } else if (step && step.request === 'SERVER_ERROR') {
-      queued.outcome = { status: 500, body: { detail: 'Internal Server Error' }, headers: { 'x-fal-retryable': 'true', 'x-fal-error-type': 'runner_server_error' } };
+      queued.outcome = {
+        status: 500,
+        body: { detail: 'Internal Server Error' },
+        headers: { 'x-fal-retryable': 'true', 'x-fal-error-type': 'runner_server_error' },
+      };
     } else {
       queued.outcome = await runModel(spec, input, queued.outputs);
       const body = queued.outcome.body as { images?: { url: string }[] };
@@ -238,7 +364,16 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     requests.set(id, queued);
     call.requestId = id;
     const urls = `${baseURL}/${app}/requests/${id}`;
-    reply(200, { status: 'IN_QUEUE', request_id: id, response_url: urls, status_url: `${urls}/status`, cancel_url: `${urls}/cancel`, logs: null, metrics: {}, queue_position: 0 });
+    reply(200, {
+      status: 'IN_QUEUE',
+      request_id: id,
+      response_url: urls,
+      status_url: `${urls}/status`,
+      cancel_url: `${urls}/cancel`,
+      logs: null,
+      metrics: {},
+      queue_position: 0,
+    });
   }
 
   function handleRequest(req: IncomingMessage, res: ServerResponse, app: string, id: string, kind: 'status' | 'result'): void {
@@ -254,9 +389,26 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     if (kind === 'status') {
       queued.polls++;
       if (queued.polls <= queued.pollsUntilDone) {
-        return reply(202, { status: queued.polls === 1 ? 'IN_QUEUE' : 'IN_PROGRESS', request_id: id, response_url: responseUrl, status_url: `${responseUrl}/status`, cancel_url: `${responseUrl}/cancel`, logs: null, metrics: {}, queue_position: queued.polls === 1 ? 0 : undefined });
+        return reply(202, {
+          status: queued.polls === 1 ? 'IN_QUEUE' : 'IN_PROGRESS',
+          request_id: id,
+          response_url: responseUrl,
+          status_url: `${responseUrl}/status`,
+          cancel_url: `${responseUrl}/cancel`,
+          logs: null,
+          metrics: {},
+          queue_position: queued.polls === 1 ? 0 : undefined,
+        });
       }
-      return reply(200, { status: 'COMPLETED', request_id: id, response_url: responseUrl, status_url: `${responseUrl}/status`, cancel_url: `${responseUrl}/cancel`, logs: null, metrics: { inference_time: 1.2 } });
+      return reply(200, {
+        status: 'COMPLETED',
+        request_id: id,
+        response_url: responseUrl,
+        status_url: `${responseUrl}/status`,
+        cancel_url: `${responseUrl}/cancel`,
+        logs: null,
+        metrics: { inference_time: 1.2 },
+      });
     }
     if (queued.polls <= queued.pollsUntilDone) return reply(400, { detail: 'Request is still in progress' });
     reply(queued.outcome!.status, queued.outcome!.body, queued.outcome!.headers ?? {});
@@ -279,7 +431,8 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     const file = /^\/files\/([^/]+)\/(\d+)$/.exec(path);
     if (req.method === 'GET' && file) return handleDownload(req, res, decodeURIComponent(file[1]!), Number(file[2]));
     const request = /^\/([^/]+\/[^/]+)\/requests\/([^/]+)(\/status)?$/.exec(path);
-    if (req.method === 'GET' && request) return handleRequest(req, res, decodeURIComponent(request[1]!), decodeURIComponent(request[2]!), request[3] ? 'status' : 'result');
+    if (req.method === 'GET' && request)
+      return handleRequest(req, res, decodeURIComponent(request[1]!), decodeURIComponent(request[2]!), request[3] ? 'status' : 'result');
     if (req.method === 'POST' && /^\/[^/]+\/[^/]+(\/[^/]+)*$/.test(path)) {
       const model = path.slice(1).split('/').map(decodeURIComponent).join('/');
       handleSubmit(req, res, model).catch((err: unknown) => {

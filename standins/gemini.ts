@@ -2,7 +2,18 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
 import { createGeminiBatchApi, type GeminiBatchApi, type GeminiBatchOptions } from './geminiBatch';
-import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
+import {
+  FaultScripts,
+  listenOnLoopback,
+  readBody,
+  sendJson,
+  sendStep,
+  SlidingWindowLimiter,
+  standinControls,
+  type FaultStep,
+  type Standin,
+  type StandinOptions,
+} from './server';
 
 // A local stand-in for the Gemini API's `POST /v1beta/models/{model}:generateContent`, spoken
 // closely enough for @google/genai: `x-goog-api-key` auth, camelCase JSON, candidates with parts,
@@ -55,7 +66,13 @@ export interface GeminiModel {
 export const GEMINI_MODELS: GeminiModel[] = [
   { id: 'gemini-2.5-flash-image', displayName: 'Nano Banana', aspectRatios: RATIOS_10, imageSizes: [] },
   { id: 'gemini-3-pro-image', displayName: 'Nano Banana Pro', aspectRatios: RATIOS_10, imageSizes: ['1K', '2K', '4K'], maxInputImages: 14 },
-  { id: 'gemini-3.1-flash-image', displayName: 'Nano Banana 2', aspectRatios: [...RATIOS_10, '1:4', '4:1', '1:8', '8:1'], imageSizes: ['512', '1K', '2K', '4K'], maxInputImages: 14 },
+  {
+    id: 'gemini-3.1-flash-image',
+    displayName: 'Nano Banana 2',
+    aspectRatios: [...RATIOS_10, '1:4', '4:1', '1:8', '8:1'],
+    imageSizes: ['512', '1K', '2K', '4K'],
+    maxInputImages: 14,
+  },
 ];
 
 /** Text models models.list also returns (so clients must filter). */
@@ -78,9 +95,18 @@ function googleError(code: number, status: string, message: string, details: unk
 function vertexAuthProblem(route: VertexRoute, apiKey: string, bearer: boolean) {
   if (route.project) {
     if (bearer) return undefined;
-    if (apiKey) return googleError(401, 'UNAUTHENTICATED', 'API keys are not supported by this API. Expected OAuth2 access token or other authentication credentials that assert a principal. See https://cloud.google.com/docs/authentication');
+    if (apiKey)
+      return googleError(
+        401,
+        'UNAUTHENTICATED',
+        'API keys are not supported by this API. Expected OAuth2 access token or other authentication credentials that assert a principal. See https://cloud.google.com/docs/authentication',
+      );
   } else if (apiKey) return undefined;
-  return googleError(401, 'UNAUTHENTICATED', 'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.');
+  return googleError(
+    401,
+    'UNAUTHENTICATED',
+    'Request is missing required authentication credential. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.',
+  );
 }
 
 function candidateOnly(candidate: Record<string, unknown>, extra: Record<string, unknown> = {}) {
@@ -100,9 +126,19 @@ export const geminiFaults = {
     body: googleError(429, 'RESOURCE_EXHAUSTED', 'You exceeded your current quota, please check your plan and billing details.', [
       {
         '@type': 'type.googleapis.com/google.rpc.QuotaFailure',
-        violations: [{ quotaMetric: 'generativelanguage.googleapis.com/generate_content_paid_tier_requests', quotaId: 'GenerateRequestsPerMinutePerProjectPerModel', quotaDimensions: { location: 'global', model: 'gemini-2.5-flash-image' }, quotaValue: '10' }],
+        violations: [
+          {
+            quotaMetric: 'generativelanguage.googleapis.com/generate_content_paid_tier_requests',
+            quotaId: 'GenerateRequestsPerMinutePerProjectPerModel',
+            quotaDimensions: { location: 'global', model: 'gemini-2.5-flash-image' },
+            quotaValue: '10',
+          },
+        ],
       },
-      { '@type': 'type.googleapis.com/google.rpc.Help', links: [{ description: 'Learn more about Gemini API quotas', url: 'https://ai.google.dev/gemini-api/docs/rate-limits' }] },
+      {
+        '@type': 'type.googleapis.com/google.rpc.Help',
+        links: [{ description: 'Learn more about Gemini API quotas', url: 'https://ai.google.dev/gemini-api/docs/rate-limits' }],
+      },
       { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: `${retryDelaySeconds}s` },
     ]),
   }),
@@ -112,23 +148,53 @@ export const geminiFaults = {
     body: googleError(429, 'RESOURCE_EXHAUSTED', 'You exceeded your current quota, please check your plan and billing details.', [
       {
         '@type': 'type.googleapis.com/google.rpc.QuotaFailure',
-        violations: [{ quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests', quotaId: 'GenerateRequestsPerDayPerProjectPerModel-FreeTier', quotaDimensions: { location: 'global', model: 'gemini-2.5-flash-image' }, quotaValue: '100' }],
+        violations: [
+          {
+            quotaMetric: 'generativelanguage.googleapis.com/generate_content_free_tier_requests',
+            quotaId: 'GenerateRequestsPerDayPerProjectPerModel-FreeTier',
+            quotaDimensions: { location: 'global', model: 'gemini-2.5-flash-image' },
+            quotaValue: '100',
+          },
+        ],
       },
       { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '43s' },
     ]),
   }),
-  unavailable: (): FaultStep => ({ status: 503, body: googleError(503, 'UNAVAILABLE', 'The model is overloaded. Please try again later.') }),
-  serverError: (): FaultStep => ({ status: 500, body: googleError(500, 'INTERNAL', 'An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting') }),
-  invalidArgument: (message = 'Request contains an invalid argument.'): FaultStep => ({ status: 400, body: googleError(400, 'INVALID_ARGUMENT', message) }),
+  unavailable: (): FaultStep => ({
+    status: 503,
+    body: googleError(503, 'UNAVAILABLE', 'The model is overloaded. Please try again later.'),
+  }),
+  serverError: (): FaultStep => ({
+    status: 500,
+    body: googleError(
+      500,
+      'INTERNAL',
+      'An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting',
+    ),
+  }),
+  invalidArgument: (message = 'Request contains an invalid argument.'): FaultStep => ({
+    status: 400,
+    body: googleError(400, 'INVALID_ARGUMENT', message),
+  }),
   /** HTTP 200, no image, a safety finish reason. */
   finishReason: (reason = 'IMAGE_SAFETY'): FaultStep => ({
     status: 200,
-    body: candidateOnly({ content: { role: 'model', parts: [] }, finishReason: reason, finishMessage: 'Unable to show the generated image. The image was filtered out because it violated Google\'s Generative AI Prohibited Use policy.' }),
+    body: candidateOnly({
+      content: { role: 'model', parts: [] },
+      finishReason: reason,
+      finishMessage:
+        "Unable to show the generated image. The image was filtered out because it violated Google's Generative AI Prohibited Use policy.",
+    }),
   }),
   /** HTTP 200, the prompt itself blocked (no candidates). */
   promptBlocked: (reason = 'PROHIBITED_CONTENT'): FaultStep => ({
     status: 200,
-    body: { promptFeedback: { blockReason: reason }, usageMetadata: { promptTokenCount: 20, totalTokenCount: 20 }, modelVersion: 'standin', responseId: 'resp_standin_blocked' },
+    body: {
+      promptFeedback: { blockReason: reason },
+      usageMetadata: { promptTokenCount: 20, totalTokenCount: 20 },
+      modelVersion: 'standin',
+      responseId: 'resp_standin_blocked',
+    },
   }),
   /** HTTP 200, text and no image (the model chatted instead of drawing). */
   textOnly: (text = 'I can certainly help with that! What style would you like?'): FaultStep => ({
@@ -191,7 +257,6 @@ export interface GeminiStandinOptions extends StandinOptions {
   /** Batch Mode's timing and faults. */
   batch?: GeminiBatchOptions;
 }
-
 
 interface Part {
   text?: string;
@@ -258,11 +323,20 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     const newest = contents[contents.length - 1];
     const newestImages = (newest?.parts ?? []).filter((p) => p.inlineData?.data);
     const buffers = newestImages.map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
-    const metas = await Promise.all(buffers.map((b) => sharp(b).metadata().catch(() => undefined)));
+    const metas = await Promise.all(
+      buffers.map((b) =>
+        sharp(b)
+          .metadata()
+          .catch(() => undefined),
+      ),
+    );
     const modelTurns = contents.filter((c) => c.role === 'model');
     const call: GeminiStandinCall = {
       model,
-      prompt: (newest?.parts ?? []).map((p) => p.text ?? '').join(' ').trim(),
+      prompt: (newest?.parts ?? [])
+        .map((p) => p.text ?? '')
+        .join(' ')
+        .trim(),
       turns: contents.length,
       imageCount: newestImages.length,
       imageTypes: newestImages.map((p) => p.inlineData!.mimeType ?? ''),
@@ -287,11 +361,21 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     if (vertex) {
       const denied = vertexAuthProblem(vertex, apiKey, call.bearer ?? false);
       if (denied) return reply(401, denied);
-    } else if (!apiKey) return reply(403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    } else if (!apiKey)
+      return reply(
+        403,
+        googleError(
+          403,
+          'PERMISSION_DENIED',
+          "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        ),
+      );
     if (limiter && !limiter.admit()) {
       return reply(
         429,
-        googleError(429, 'RESOURCE_EXHAUSTED', 'Resource has been exhausted (e.g. check quota).', [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '1s' }]),
+        googleError(429, 'RESOURCE_EXHAUSTED', 'Resource has been exhausted (e.g. check quota).', [
+          { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '1s' },
+        ]),
         { 'retry-after': '1' },
       );
     }
@@ -303,15 +387,36 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     }
 
     if (missingFile !== undefined) {
-      return reply(403, googleError(403, 'PERMISSION_DENIED', `You do not have permission to access the File ${missingFile.replace(/^.*\/(files\/[^/?]+).*$/, '$1')} or it may not exist.`));
+      return reply(
+        403,
+        googleError(
+          403,
+          'PERMISSION_DENIED',
+          `You do not have permission to access the File ${missingFile.replace(/^.*\/(files\/[^/?]+).*$/, '$1')} or it may not exist.`,
+        ),
+      );
     }
     const spec = geminiModel(model);
     if (!spec && vertex) {
       const name = `${vertex.project ? `projects/${vertex.project}/locations/${vertex.location}/` : ''}publishers/google/models/${model}`;
-      return reply(404, googleError(404, 'NOT_FOUND', `Publisher Model \`${name}\` was not found or your project does not have access to it. Please ensure you are using a valid model version. For more information, see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions`));
+      return reply(
+        404,
+        googleError(
+          404,
+          'NOT_FOUND',
+          `Publisher Model \`${name}\` was not found or your project does not have access to it. Please ensure you are using a valid model version. For more information, see: https://cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions`,
+        ),
+      );
     }
     if (!spec) {
-      return reply(404, googleError(404, 'NOT_FOUND', `models/${model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.`));
+      return reply(
+        404,
+        googleError(
+          404,
+          'NOT_FOUND',
+          `models/${model} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.`,
+        ),
+      );
     }
     if (raw.length > MAX_REQUEST_BYTES) {
       return reply(400, googleError(400, 'INVALID_ARGUMENT', `Request payload size exceeds the limit: ${MAX_REQUEST_BYTES} bytes.`));
@@ -322,20 +427,49 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     const config = body.generationConfig ?? {};
     const modalities = (config.responseModalities ?? ['TEXT', 'IMAGE']) as string[];
     if (!Array.isArray(modalities) || modalities.some((m) => !['TEXT', 'IMAGE'].includes(m))) {
-      return reply(400, googleError(400, 'INVALID_ARGUMENT', `* GenerateContentRequest.generation_config.response_modalities: unsupported modality ${JSON.stringify(modalities)}`));
+      return reply(
+        400,
+        googleError(
+          400,
+          'INVALID_ARGUMENT',
+          `* GenerateContentRequest.generation_config.response_modalities: unsupported modality ${JSON.stringify(modalities)}`,
+        ),
+      );
     }
     const imageConfig = (config.imageConfig ?? {}) as { aspectRatio?: string; imageSize?: string };
     if (imageConfig.aspectRatio !== undefined && !spec.aspectRatios.includes(imageConfig.aspectRatio)) {
-      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Unsupported aspect ratio: ${imageConfig.aspectRatio}. ${spec.id} supports ${spec.aspectRatios.join(', ')}.`));
+      return reply(
+        400,
+        googleError(
+          400,
+          'INVALID_ARGUMENT',
+          `Unsupported aspect ratio: ${imageConfig.aspectRatio}. ${spec.id} supports ${spec.aspectRatios.join(', ')}.`,
+        ),
+      );
     }
     if (imageConfig.imageSize !== undefined) {
-      if (spec.imageSizes.length === 0) return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Image size is not supported for this model.'));
+      if (spec.imageSizes.length === 0)
+        return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Image size is not supported for this model.'));
       if (!spec.imageSizes.includes(imageConfig.imageSize)) {
-        return reply(400, googleError(400, 'INVALID_ARGUMENT', `Invalid image size: ${imageConfig.imageSize}. ${spec.id} supports ${spec.imageSizes.join(', ')} (uppercase K).`));
+        return reply(
+          400,
+          googleError(
+            400,
+            'INVALID_ARGUMENT',
+            `Invalid image size: ${imageConfig.imageSize}. ${spec.id} supports ${spec.imageSizes.join(', ')} (uppercase K).`,
+          ),
+        );
       }
     }
     if (spec.maxInputImages !== undefined && call.totalImages > spec.maxInputImages) {
-      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Too many input images: ${call.totalImages}. ${spec.id} supports at most ${spec.maxInputImages}.`));
+      return reply(
+        400,
+        googleError(
+          400,
+          'INVALID_ARGUMENT',
+          `Too many input images: ${call.totalImages}. ${spec.id} supports at most ${spec.maxInputImages}.`,
+        ),
+      );
     }
     // Gemini 3: every earlier model turn must come back with its signatures (first part, images).
     if (strictSignatures.test(model)) {
@@ -346,7 +480,14 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         for (const [j, part] of parts.entries()) {
           if (part.thought || (j !== firstAnswer && !part.inlineData)) continue;
           if (!part.thoughtSignature || !issuedSignatures.has(part.thoughtSignature)) {
-            return reply(400, googleError(400, 'INVALID_ARGUMENT', `Image part is missing a thought_signature in content position ${i + 1}, part position ${j + 1}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.`));
+            return reply(
+              400,
+              googleError(
+                400,
+                'INVALID_ARGUMENT',
+                `Image part is missing a thought_signature in content position ${i + 1}, part position ${j + 1}. Please refer to https://ai.google.dev/gemini-api/docs/thought-signatures for more details.`,
+              ),
+            );
           }
         }
       }
@@ -370,10 +511,26 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         const [w, h] = (imageConfig.aspectRatio ?? '1:1').split(':').map(Number) as [number, number];
         const scale = 64 / Math.max(w, h);
         const hue = [...call.prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
-        output = await sharp({ create: { width: Math.max(1, Math.round(w * scale)), height: Math.max(1, Math.round(h * scale)), channels: 3, background: `hsl(${hue}, 70%, 50%)` } }).png().toBuffer();
+        output = await sharp({
+          create: {
+            width: Math.max(1, Math.round(w * scale)),
+            height: Math.max(1, Math.round(h * scale)),
+            channels: 3,
+            background: `hsl(${hue}, 70%, 50%)`,
+          },
+        })
+          .png()
+          .toBuffer();
       }
     } catch {
-      return reply(400, googleError(400, 'INVALID_ARGUMENT', 'Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting'));
+      return reply(
+        400,
+        googleError(
+          400,
+          'INVALID_ARGUMENT',
+          'Unable to process input image. Please retry or report in https://developers.generativeai.google/guide/troubleshooting',
+        ),
+      );
     }
     const signature = () => {
       const sig = Buffer.from(`standin-signature-${counter}-${Math.random().toString(36).slice(2)}`).toString('base64');
@@ -382,7 +539,9 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     };
     const parts: Part[] = [];
     if (thoughtImages.test(model)) {
-      const draft = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ff00ff' } }).png().toBuffer();
+      const draft = await sharp({ create: { width: 16, height: 16, channels: 3, background: '#ff00ff' } })
+        .png()
+        .toBuffer();
       parts.push({ text: '**Planning the edit**\nI will adjust the colours as asked.', thought: true });
       parts.push({ inlineData: { mimeType: 'image/png', data: draft.toString('base64') }, thought: true });
     }
@@ -398,8 +557,14 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         candidatesTokenCount: imageTokens + (withText ? 6 : 0),
         totalTokenCount: promptTokens + imageTokens + (withText ? 6 : 0) + (thoughtImages.test(model) ? 120 : 0),
         ...(thoughtImages.test(model) ? { thoughtsTokenCount: 120 } : {}),
-        promptTokensDetails: [{ modality: 'TEXT', tokenCount: promptTokens - call.totalImages * 258 }, ...(call.totalImages ? [{ modality: 'IMAGE', tokenCount: call.totalImages * 258 }] : [])],
-        candidatesTokensDetails: [...(withText ? [{ modality: 'TEXT', tokenCount: 6 }] : []), { modality: 'IMAGE', tokenCount: imageTokens }],
+        promptTokensDetails: [
+          { modality: 'TEXT', tokenCount: promptTokens - call.totalImages * 258 },
+          ...(call.totalImages ? [{ modality: 'IMAGE', tokenCount: call.totalImages * 258 }] : []),
+        ],
+        candidatesTokensDetails: [
+          ...(withText ? [{ modality: 'TEXT', tokenCount: 6 }] : []),
+          { modality: 'IMAGE', tokenCount: imageTokens },
+        ],
       },
       modelVersion: model,
       responseId,
@@ -409,7 +574,16 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   /** models.list: `{models: [...], nextPageToken}`, paged by pageSize / pageToken. */
   function listModels(req: IncomingMessage, res: ServerResponse, url: URL): void {
     const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
-    if (!apiKey) return sendJson(res, 403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
+    if (!apiKey)
+      return sendJson(
+        res,
+        403,
+        googleError(
+          403,
+          'PERMISSION_DENIED',
+          "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        ),
+      );
     const all = [
       ...GEMINI_MODELS.flatMap((m) => [m.id, `${m.id}-preview`].map((id) => ({ id, displayName: m.displayName, outputTokenLimit: 32768 }))),
       ...TEXT_MODELS.map((id) => ({ id, displayName: id, outputTokenLimit: 65536 })),
@@ -432,18 +606,38 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   async function upload(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const apiKey = String(req.headers['x-goog-api-key'] ?? url.searchParams.get('key') ?? '');
     const body = await readBody(req);
-    if (!apiKey) return sendJson(res, 403, googleError(403, 'PERMISSION_DENIED', "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API."));
-    const command = String(req.headers['x-goog-upload-command'] ?? '').split(',').map((c) => c.trim());
+    if (!apiKey)
+      return sendJson(
+        res,
+        403,
+        googleError(
+          403,
+          'PERMISSION_DENIED',
+          "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+        ),
+      );
+    const command = String(req.headers['x-goog-upload-command'] ?? '')
+      .split(',')
+      .map((c) => c.trim());
     const id = url.searchParams.get('upload_id');
     if (command.includes('start')) {
       const uploadId = `standin-upload-${++fileCounter}`;
-      uploads.set(uploadId, { mimeType: String(req.headers['x-goog-upload-header-content-type'] ?? 'application/octet-stream'), chunks: [], size: 0 });
-      res.writeHead(200, { 'x-goog-upload-url': `${baseURL}/upload/v1beta/files?upload_id=${uploadId}&upload_protocol=resumable`, 'x-goog-upload-status': 'active', 'content-type': 'application/json' });
+      uploads.set(uploadId, {
+        mimeType: String(req.headers['x-goog-upload-header-content-type'] ?? 'application/octet-stream'),
+        chunks: [],
+        size: 0,
+      });
+      res.writeHead(200, {
+        'x-goog-upload-url': `${baseURL}/upload/v1beta/files?upload_id=${uploadId}&upload_protocol=resumable`,
+        'x-goog-upload-status': 'active',
+        'content-type': 'application/json',
+      });
       return void res.end('');
     }
     const pending = id ? uploads.get(id) : undefined;
     if (!pending || !command.includes('upload')) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload request.'));
-    if (Number(req.headers['x-goog-upload-offset'] ?? -1) !== pending.size) return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload offset.'));
+    if (Number(req.headers['x-goog-upload-offset'] ?? -1) !== pending.size)
+      return sendJson(res, 400, googleError(400, 'INVALID_ARGUMENT', 'Invalid upload offset.'));
     pending.chunks.push(body);
     pending.size += body.length;
     if (!command.includes('finalize')) {
@@ -479,8 +673,11 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   const { server, port } = await listenOnLoopback((req, res) => {
     const url = new URL(req.url ?? '/', 'http://standin');
     if (options.vertex) {
-      const m = /^\/(v1|v1beta1)\/(?:projects\/([^/]+)\/locations\/([^/]+)\/)?publishers\/google\/models\/([^:/]+):generateContent$/.exec(url.pathname);
-      if (req.method !== 'POST' || !m) return sendJson(res, 404, googleError(404, 'NOT_FOUND', `Invalid URL (${req.method} ${url.pathname})`));
+      const m = /^\/(v1|v1beta1)\/(?:projects\/([^/]+)\/locations\/([^/]+)\/)?publishers\/google\/models\/([^:/]+):generateContent$/.exec(
+        url.pathname,
+      );
+      if (req.method !== 'POST' || !m)
+        return sendJson(res, 404, googleError(404, 'NOT_FOUND', `Invalid URL (${req.method} ${url.pathname})`));
       const route: VertexRoute = m[2] ? { project: decodeURIComponent(m[2]), location: decodeURIComponent(m[3]!) } : {};
       handle(req, res, decodeURIComponent(m[4]!), url, route).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));

@@ -1,7 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
+import {
+  FaultScripts,
+  listenOnLoopback,
+  readBody,
+  sendJson,
+  sendStep,
+  SlidingWindowLimiter,
+  standinControls,
+  type FaultStep,
+  type Standin,
+  type StandinOptions,
+} from './server';
 
 // A local stand-in for ModelScope API-Inference's async image tasks: `POST /v1/images/generations`
 // (needs `X-ModelScope-Async-Mode: true`) returns a task id; `GET /v1/tasks/{id}` (needs
@@ -30,7 +41,11 @@ function msError(message: string, code = 'InvalidParameter') {
 }
 
 export const modelscopeFaults = {
-  rateLimited: (retryAfterSeconds = 1): FaultStep => ({ status: 429, headers: { 'retry-after': String(retryAfterSeconds) }, body: msError('Request rate increased too quickly. Please retry later.', 'Throttling') }),
+  rateLimited: (retryAfterSeconds = 1): FaultStep => ({
+    status: 429,
+    headers: { 'retry-after': String(retryAfterSeconds) },
+    body: msError('Request rate increased too quickly. Please retry later.', 'Throttling'),
+  }),
   serverError: (): FaultStep => ({ status: 500, body: msError('Internal server error.', 'InternalError') }),
   badRequest: (message = 'Invalid parameter: size must be like 1024x1024.'): FaultStep => ({ status: 400, body: msError(message) }),
   malformed: (): FaultStep => ({ status: 200, raw: '{"task_id": ' }),
@@ -96,7 +111,10 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
     'modelscope-ratelimit-model-requests-remaining': String(Math.max(0, Math.min(quota, 500) - used)),
   });
 
-  function record(req: IncomingMessage, partial: Partial<ModelScopeStandinCall> & Pick<ModelScopeStandinCall, 'kind'>): ModelScopeStandinCall {
+  function record(
+    req: IncomingMessage,
+    partial: Partial<ModelScopeStandinCall> & Pick<ModelScopeStandinCall, 'kind'>,
+  ): ModelScopeStandinCall {
     const call: ModelScopeStandinCall = {
       model: '',
       prompt: '',
@@ -125,11 +143,21 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
       urls.map(async (url) => {
         const m = /^data:([^;,]+);base64,(.*)$/s.exec(url);
         if (m) return { type: m[1]!, data: Buffer.from(m[2]!, 'base64') };
-        const fetched = await fetch(url).then(async (r) => (r.ok ? Buffer.from(await r.arrayBuffer()) : undefined)).catch(() => undefined);
+        const fetched = await fetch(url)
+          .then(async (r) => (r.ok ? Buffer.from(await r.arrayBuffer()) : undefined))
+          .catch(() => undefined);
         return { type: 'url', data: fetched };
       }),
     );
-    const metas = await Promise.all(decoded.map((d) => (d.data ? sharp(d.data).metadata().catch(() => undefined) : undefined)));
+    const metas = await Promise.all(
+      decoded.map((d) =>
+        d.data
+          ? sharp(d.data)
+              .metadata()
+              .catch(() => undefined)
+          : undefined,
+      ),
+    );
     const { model, prompt, image_url: _images, ...fields } = body;
     const call = record(req, {
       kind: 'submit',
@@ -145,16 +173,20 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
       call.status = status;
       sendJson(res, status, payload, { ...quotaHeaders(), ...headers });
     };
-    if (!/^Bearer \S+/.test(call.authorization)) return reply(401, msError('Authentication failed: missing or invalid token.', 'Unauthorized'));
-    if (limiter && !limiter.admit()) return reply(429, msError('Request rate increased too quickly (stand-in).', 'Throttling'), { 'retry-after': '1' });
-    if (used >= quota) return reply(429, msError("You have exceeded today's quota for API-Inference. Please try again tomorrow.", 'QuotaExceeded'));
+    if (!/^Bearer \S+/.test(call.authorization))
+      return reply(401, msError('Authentication failed: missing or invalid token.', 'Unauthorized'));
+    if (limiter && !limiter.admit())
+      return reply(429, msError('Request rate increased too quickly (stand-in).', 'Throttling'), { 'retry-after': '1' });
+    if (used >= quota)
+      return reply(429, msError("You have exceeded today's quota for API-Inference. Please try again tomorrow.", 'QuotaExceeded'));
     const step = scripts.next(call.prompt);
     if (options.latencyMs) await sleep(options.latencyMs);
     if (step && 'status' in step) {
       call.status = step.status;
       return sendStep(res, step, msError(`scripted ${step.status}`), quotaHeaders());
     }
-    if (call.asyncMode !== 'true') return reply(400, msError('This model only supports asynchronous calls: set the header X-ModelScope-Async-Mode: true.'));
+    if (call.asyncMode !== 'true')
+      return reply(400, msError('This model only supports asynchronous calls: set the header X-ModelScope-Async-Mode: true.'));
     if (!call.model) return reply(400, msError('Missing required parameter: model.'));
     if (!call.prompt) return reply(400, msError('Missing required parameter: prompt.'));
     if (decoded.some((d, i) => !d.data || !metas[i])) return reply(400, msError('Invalid image_url: the image could not be read.'));
@@ -162,9 +194,16 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
     let output: Buffer;
     if (decoded[0]?.data) output = await sharp(decoded[0].data).negate({ alpha: false }).png().toBuffer();
     else {
-      const [w, h] = /^(\d+)x(\d+)$/.exec(String(fields.size ?? ''))?.slice(1).map(Number) ?? [64, 64];
+      const [w, h] = /^(\d+)x(\d+)$/
+        .exec(String(fields.size ?? ''))
+        ?.slice(1)
+        .map(Number) ?? [64, 64];
       const hue = [...call.prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
-      output = await sharp({ create: { width: Math.min(w!, 256), height: Math.min(h!, 256), channels: 3, background: `hsl(${hue}, 70%, 50%)` } }).png().toBuffer();
+      output = await sharp({
+        create: { width: Math.min(w!, 256), height: Math.min(h!, 256), channels: 3, background: `hsl(${hue}, 70%, 50%)` },
+      })
+        .png()
+        .toBuffer();
     }
     used++;
     const id = `standin-task-${++counter}`;
@@ -178,12 +217,18 @@ export async function startModelScopeStandin(options: ModelScopeStandinOptions =
 
   function handlePoll(req: IncomingMessage, res: ServerResponse, id: string): void {
     const task = tasks.get(id);
-    const call = record(req, { kind: 'poll', taskId: id, prompt: task?.prompt ?? '', taskType: String(req.headers['x-modelscope-task-type'] ?? '') });
+    const call = record(req, {
+      kind: 'poll',
+      taskId: id,
+      prompt: task?.prompt ?? '',
+      taskType: String(req.headers['x-modelscope-task-type'] ?? ''),
+    });
     const reply = (status: number, payload: unknown) => {
       call.status = status;
       sendJson(res, status, payload, quotaHeaders());
     };
-    if (!/^Bearer \S+/.test(call.authorization)) return reply(401, msError('Authentication failed: missing or invalid token.', 'Unauthorized'));
+    if (!/^Bearer \S+/.test(call.authorization))
+      return reply(401, msError('Authentication failed: missing or invalid token.', 'Unauthorized'));
     if (call.taskType !== 'image_generation') return reply(400, msError('Missing header X-ModelScope-Task-Type.'));
     if (!task) return reply(404, msError(`Task ${id} not found.`, 'NotFound'));
     task.polls++;

@@ -2,7 +2,19 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp, { type Sharp } from 'sharp';
 import { createOpenAIBatchApi, type OpenAIBatchApi, type OpenAIBatchOptions } from './openaiBatch';
-import { FaultScripts, listenOnLoopback, openAIErrorBody, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
+import {
+  FaultScripts,
+  listenOnLoopback,
+  openAIErrorBody,
+  readBody,
+  sendJson,
+  sendStep,
+  SlidingWindowLimiter,
+  standinControls,
+  type FaultStep,
+  type Standin,
+  type StandinOptions,
+} from './server';
 
 export type { FaultStep, Standin, StandinOptions } from './server';
 
@@ -47,7 +59,14 @@ export const faults = {
   rateLimited: (retryAfterSeconds = 1): FaultStep => ({
     status: 429,
     headers: { 'retry-after': String(retryAfterSeconds) },
-    body: { error: { message: 'Rate limit reached for images per minute. Please try again later.', type: 'requests', param: null, code: 'rate_limit_exceeded' } },
+    body: {
+      error: {
+        message: 'Rate limit reached for images per minute. Please try again later.',
+        type: 'requests',
+        param: null,
+        code: 'rate_limit_exceeded',
+      },
+    },
   }),
   serverError: (): FaultStep => ({
     status: 500,
@@ -67,12 +86,23 @@ export const faults = {
   }),
   insufficientQuota: (): FaultStep => ({
     status: 429,
-    body: { error: { message: 'You exceeded your current quota, please check your plan and billing details.', type: 'insufficient_quota', param: null, code: 'insufficient_quota' } },
+    body: {
+      error: {
+        message: 'You exceeded your current quota, please check your plan and billing details.',
+        type: 'insufficient_quota',
+        param: null,
+        code: 'insufficient_quota',
+      },
+    },
   }),
   /** A 200 whose body is not JSON. */
   malformed: (): FaultStep => ({ status: 200, raw: '{"created": 17, "data": [{"b64_json": "iVBOR' }),
   /** A response that takes this long (longer than the client's timeout: a timeout). */
-  slow: (delayMs: number): FaultStep => ({ status: 500, delayMs, body: { error: { message: 'slow', type: 'server_error', param: null, code: null } } }),
+  slow: (delayMs: number): FaultStep => ({
+    status: 500,
+    delayMs,
+    body: { error: { message: 'slow', type: 'server_error', param: null, code: null } },
+  }),
 };
 
 export interface StandinCall {
@@ -156,7 +186,14 @@ const LISTED_MODELS: { id: string; created: number }[] = [
 ];
 
 function modelNotFound(model: string) {
-  return { error: { message: `The model \`${model}\` does not exist or you do not have access to it.`, type: 'invalid_request_error', param: null, code: 'model_not_found' } };
+  return {
+    error: {
+      message: `The model \`${model}\` does not exist or you do not have access to it.`,
+      type: 'invalid_request_error',
+      param: null,
+      code: 'model_not_found',
+    },
+  };
 }
 
 /** Azure's own errors (auth, routing, deployments): `{error: {code, message}}`, code often the status as a string. */
@@ -164,8 +201,11 @@ export function azureError(code: string, message: string) {
   return { error: { code, message } };
 }
 
-
-function imagesResponse(images: Buffer[], meta: { size: string; quality: string; background: string; outputFormat: string }, inputImages: number) {
+function imagesResponse(
+  images: Buffer[],
+  meta: { size: string; quality: string; background: string; outputFormat: string },
+  inputImages: number,
+) {
   return {
     created: Math.floor(Date.now() / 1000),
     background: meta.background,
@@ -195,34 +235,56 @@ function checkFields(model: string, f: Record<string, string>, kind: 'edit' | 'g
       return errorBody(`input_fidelity is not supported for model '${model}'.`, 'invalid_input_fidelity_model', 'input_fidelity');
     }
     if (GPT_IMAGE.test(model) && !HAS_INPUT_FIDELITY.test(model)) {
-      return errorBody(`Invalid value for 'input_fidelity': the model ${model} does not support input_fidelity.`, 'unsupported_parameter', 'input_fidelity');
+      return errorBody(
+        `Invalid value for 'input_fidelity': the model ${model} does not support input_fidelity.`,
+        'unsupported_parameter',
+        'input_fidelity',
+      );
     }
-    if (!['high', 'low'].includes(f.input_fidelity)) return errorBody(`Invalid value: '${f.input_fidelity}'. Supported values are: 'high' and 'low'.`, 'invalid_value', 'input_fidelity');
+    if (!['high', 'low'].includes(f.input_fidelity))
+      return errorBody(`Invalid value: '${f.input_fidelity}'. Supported values are: 'high' and 'low'.`, 'invalid_value', 'input_fidelity');
   }
   const format = f.output_format ?? 'png';
-  if (!['png', 'jpeg', 'webp'].includes(format)) return errorBody(`Invalid value: '${format}'. Supported values are: 'png', 'jpeg', and 'webp'.`, 'invalid_value', 'output_format');
+  if (!['png', 'jpeg', 'webp'].includes(format))
+    return errorBody(`Invalid value: '${format}'. Supported values are: 'png', 'jpeg', and 'webp'.`, 'invalid_value', 'output_format');
   if (f.background !== undefined && !['transparent', 'opaque', 'auto'].includes(f.background)) {
-    return errorBody(`Invalid value: '${f.background}'. Supported values are: 'transparent', 'opaque', and 'auto'.`, 'invalid_value', 'background');
+    return errorBody(
+      `Invalid value: '${f.background}'. Supported values are: 'transparent', 'opaque', and 'auto'.`,
+      'invalid_value',
+      'background',
+    );
   }
   if (f.background === 'transparent' && format === 'jpeg') {
     return errorBody('Transparent background is not supported for the jpeg output format. Use png or webp.', 'invalid_value', 'background');
   }
   if (f.output_compression !== undefined) {
     const c = Number(f.output_compression);
-    if (!Number.isInteger(c) || c < 0 || c > 100) return errorBody('Invalid value for output_compression: must be an integer from 0 to 100.', 'invalid_value', 'output_compression');
-    if (format === 'png' && c < 100) return errorBody('Compression less than 100 is not supported for PNG output format.', 'invalid_value', 'output_compression');
+    if (!Number.isInteger(c) || c < 0 || c > 100)
+      return errorBody('Invalid value for output_compression: must be an integer from 0 to 100.', 'invalid_value', 'output_compression');
+    if (format === 'png' && c < 100)
+      return errorBody('Compression less than 100 is not supported for PNG output format.', 'invalid_value', 'output_compression');
   }
   if (f.moderation !== undefined && !['low', 'auto'].includes(f.moderation)) {
     return errorBody(`Invalid value: '${f.moderation}'. Supported values are: 'low' and 'auto'.`, 'invalid_value', 'moderation');
   }
   if (f.quality !== undefined && GPT_IMAGE.test(model)) {
     const qualities = ['low', 'medium', 'high', 'auto', ...(EXTRA_QUALITIES.test(model) ? ['xhigh', 'max'] : [])];
-    if (!qualities.includes(f.quality)) return errorBody(`Invalid value: '${f.quality}'. Supported values are: ${qualities.map((q) => `'${q}'`).join(', ')}.`, 'invalid_value', 'quality');
+    if (!qualities.includes(f.quality))
+      return errorBody(
+        `Invalid value: '${f.quality}'. Supported values are: ${qualities.map((q) => `'${q}'`).join(', ')}.`,
+        'invalid_value',
+        'quality',
+      );
   }
   if (f.size !== undefined && GPT_IMAGE.test(model) && f.size !== 'auto') {
     const fixed = ['1024x1024', '1536x1024', '1024x1536'];
     if (!FLEXIBLE_SIZE.test(model)) {
-      if (!fixed.includes(f.size)) return errorBody(`Invalid value: '${f.size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.`, 'invalid_value', 'size');
+      if (!fixed.includes(f.size))
+        return errorBody(
+          `Invalid value: '${f.size}'. Supported values are: '1024x1024', '1024x1536', '1536x1024', and 'auto'.`,
+          'invalid_value',
+          'size',
+        );
     } else {
       const m = /^(\d+)x(\d+)$/.exec(f.size);
       const [w, h] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
@@ -241,7 +303,8 @@ function checkFields(model: string, f: Record<string, string>, kind: 'edit' | 'g
     }
   }
   const n = Number(f.n ?? 1);
-  if (!Number.isInteger(n) || n < 1 || n > 10) return errorBody(`Invalid value for n: ${f.n}. Must be between 1 and 10.`, 'invalid_value', 'n');
+  if (!Number.isInteger(n) || n < 1 || n > 10)
+    return errorBody(`Invalid value for n: ${f.n}. Must be between 1 and 10.`, 'invalid_value', 'n');
   return undefined;
 }
 
@@ -256,7 +319,11 @@ function checkPromptLength(prompt: string): ReturnType<typeof errorBody> | undef
 }
 
 async function encode(image: Sharp, format: string, compression: number | undefined): Promise<Buffer> {
-  if (format === 'jpeg') return image.flatten({ background: '#ffffff' }).jpeg({ quality: compression ?? 90 }).toBuffer();
+  if (format === 'jpeg')
+    return image
+      .flatten({ background: '#ffffff' })
+      .jpeg({ quality: compression ?? 90 })
+      .toBuffer();
   if (format === 'webp') return image.webp({ quality: compression ?? 90 }).toBuffer();
   return image.png().toBuffer();
 }
@@ -278,7 +345,18 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       return true;
     }
     if (limiter && !limiter.admit()) {
-      reply(429, { error: { message: 'Rate limit reached for requests per second (stand-in). Please try again later.', type: 'requests', param: null, code: 'rate_limit_exceeded' } }, { 'retry-after': '1' });
+      reply(
+        429,
+        {
+          error: {
+            message: 'Rate limit reached for requests per second (stand-in). Please try again later.',
+            type: 'requests',
+            param: null,
+            code: 'rate_limit_exceeded',
+          },
+        },
+        { 'retry-after': '1' },
+      );
       return true;
     }
     const step = scripts.next(call.prompt);
@@ -299,7 +377,19 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   }
 
   async function respondWithImages(reply: Reply, f: Record<string, string>, images: Buffer[], inputImages: number): Promise<void> {
-    reply(200, imagesResponse(images, { size: f.size ?? 'auto', quality: f.quality ?? 'auto', background: f.background === 'transparent' ? 'transparent' : 'opaque', outputFormat: f.output_format ?? 'png' }, inputImages));
+    reply(
+      200,
+      imagesResponse(
+        images,
+        {
+          size: f.size ?? 'auto',
+          quality: f.quality ?? 'auto',
+          background: f.background === 'transparent' ? 'transparent' : 'opaque',
+          outputFormat: f.output_format ?? 'png',
+        },
+        inputImages,
+      ),
+    );
   }
 
   /** An uploaded or referenced image: its declared type and bytes. */
@@ -315,21 +405,41 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
    */
   function imageRef(ref: unknown, param: string): EditImage | ReturnType<typeof errorBody> {
     const r = (ref ?? {}) as { image_url?: unknown; file_id?: unknown };
-    if ((r.image_url === undefined) === (r.file_id === undefined)) return errorBody(`Invalid '${param}': provide exactly one of image_url or file_id.`, 'invalid_value', param);
+    if ((r.image_url === undefined) === (r.file_id === undefined))
+      return errorBody(`Invalid '${param}': provide exactly one of image_url or file_id.`, 'invalid_value', param);
     if (typeof r.file_id === 'string') {
       const file = batchApi.file(r.file_id);
       if (!file) return errorBody(`No such File object: ${r.file_id}`, null, param);
-      return { type: /\.jpe?g$/i.test(file.filename) ? 'image/jpeg' : /\.webp$/i.test(file.filename) ? 'image/webp' : 'image/png', bytes: file.bytes };
+      return {
+        type: /\.jpe?g$/i.test(file.filename) ? 'image/jpeg' : /\.webp$/i.test(file.filename) ? 'image/webp' : 'image/png',
+        bytes: file.bytes,
+      };
     }
     const url = String(r.image_url);
     const m = /^data:([^;,]*)(;base64)?,(.*)$/s.exec(url);
-    if (!m) return errorBody(`Invalid '${param}': the stand-in only reads base64 data URLs and file ids, got '${url.slice(0, 40)}'.`, 'invalid_image_url', param);
-    if (url.length > 20_971_520) return errorBody(`Invalid '${param}.image_url': string too long. Expected a string with maximum length 20971520, but got a string with length ${url.length} instead.`, 'string_above_max_length', param);
+    if (!m)
+      return errorBody(
+        `Invalid '${param}': the stand-in only reads base64 data URLs and file ids, got '${url.slice(0, 40)}'.`,
+        'invalid_image_url',
+        param,
+      );
+    if (url.length > 20_971_520)
+      return errorBody(
+        `Invalid '${param}.image_url': string too long. Expected a string with maximum length 20971520, but got a string with length ${url.length} instead.`,
+        'string_above_max_length',
+        param,
+      );
     return { type: m[1] ?? '', bytes: m[2] ? Buffer.from(m[3] ?? '', 'base64') : Buffer.from(decodeURIComponent(m[3] ?? ''), 'utf8') };
   }
 
   /** Reads an edit request, multipart (the SDK's images.edit) or JSON (batch lines, `images: [...]`). */
-  async function readEdit(req: IncomingMessage, azureModel?: string): Promise<{ model: string; prompt: string; n: number; fields: Record<string, string>; uploads: EditImage[]; mask?: EditImage } | ReturnType<typeof errorBody>> {
+  async function readEdit(
+    req: IncomingMessage,
+    azureModel?: string,
+  ): Promise<
+    | { model: string; prompt: string; n: number; fields: Record<string, string>; uploads: EditImage[]; mask?: EditImage }
+    | ReturnType<typeof errorBody>
+  > {
     const raw = await readBody(req);
     const contentType = String(req.headers['content-type'] ?? '');
     if (/^application\/json/i.test(contentType)) {
@@ -339,7 +449,12 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       } catch {
         return errorBody('We could not parse the JSON body of your request.');
       }
-      if (body.image !== undefined) return errorBody("Unknown parameter: 'image'. JSON requests use 'images' (an array of image references).", 'unknown_parameter', 'image');
+      if (body.image !== undefined)
+        return errorBody(
+          "Unknown parameter: 'image'. JSON requests use 'images' (an array of image references).",
+          'unknown_parameter',
+          'image',
+        );
       const uploads: EditImage[] = [];
       for (const [i, ref] of (Array.isArray(body.images) ? body.images : []).entries()) {
         const image = imageRef(ref, `images[${i}]`);
@@ -353,8 +468,16 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
         mask = m;
       }
       const fields: Record<string, string> = {};
-      for (const [key, value] of Object.entries(body)) if (!['prompt', 'images', 'mask'].includes(key) && value !== undefined && value !== null) fields[key] = String(value);
-      return { model: azureModel ?? String(body.model ?? ''), prompt: String(body.prompt ?? ''), n: Number(body.n ?? 1), fields, uploads, ...(mask ? { mask } : {}) };
+      for (const [key, value] of Object.entries(body))
+        if (!['prompt', 'images', 'mask'].includes(key) && value !== undefined && value !== null) fields[key] = String(value);
+      return {
+        model: azureModel ?? String(body.model ?? ''),
+        prompt: String(body.prompt ?? ''),
+        n: Number(body.n ?? 1),
+        fields,
+        uploads,
+        ...(mask ? { mask } : {}),
+      };
     }
     let form: FormData;
     try {
@@ -367,22 +490,43 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const files = [...form.getAll('image'), ...form.getAll('image[]')].flatMap((v) => (typeof v === 'string' ? [] : [v]));
     const uploads = await Promise.all(files.map(async (f) => ({ type: f.type, bytes: Buffer.from(await f.arrayBuffer()) })));
     const maskUpload = form.get('mask');
-    const mask = maskUpload && typeof maskUpload !== 'string' ? { type: maskUpload.type, bytes: Buffer.from(await maskUpload.arrayBuffer()) } : undefined;
+    const mask =
+      maskUpload && typeof maskUpload !== 'string'
+        ? { type: maskUpload.type, bytes: Buffer.from(await maskUpload.arrayBuffer()) }
+        : undefined;
     // Azure: the deployment decides the model; a `model` field in the body is not used.
-    return { model: azureModel ?? String(form.get('model') ?? ''), prompt: String(form.get('prompt') ?? ''), n: Number(form.get('n') ?? 1), fields, uploads, ...(mask ? { mask } : {}) };
+    return {
+      model: azureModel ?? String(form.get('model') ?? ''),
+      prompt: String(form.get('prompt') ?? ''),
+      n: Number(form.get('n') ?? 1),
+      fields,
+      uploads,
+      ...(mask ? { mask } : {}),
+    };
   }
 
   async function handleEdit(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
-    const authorization = azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
+    const authorization =
+      azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
     const edit = await readEdit(req, azureModel);
     if ('error' in edit) return sendJson(res, 400, edit);
     const { model, prompt, fields } = edit;
     const uploads = edit.uploads;
     const buffers = uploads.map((u) => u.bytes);
-    const metas = await Promise.all(buffers.map((b) => sharp(b).metadata().catch(() => undefined)));
+    const metas = await Promise.all(
+      buffers.map((b) =>
+        sharp(b)
+          .metadata()
+          .catch(() => undefined),
+      ),
+    );
     const maskFile = edit.mask;
     const maskBytes = maskFile?.bytes;
-    const maskMeta = maskBytes ? await sharp(maskBytes).metadata().catch(() => undefined) : undefined;
+    const maskMeta = maskBytes
+      ? await sharp(maskBytes)
+          .metadata()
+          .catch(() => undefined)
+      : undefined;
     const call: StandinCall = {
       path: '/v1/images/edits',
       model,
@@ -391,7 +535,16 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       imageCount: uploads.length,
       imageTypes: uploads.map((f) => f.type),
       imageSizes: metas.map((m) => ({ width: m?.width ?? 0, height: m?.height ?? 0 })),
-      ...(maskFile ? { mask: { type: maskFile.type, width: maskMeta?.width ?? 0, height: maskMeta?.height ?? 0, hasAlpha: maskMeta?.hasAlpha ?? false } } : {}),
+      ...(maskFile
+        ? {
+            mask: {
+              type: maskFile.type,
+              width: maskMeta?.width ?? 0,
+              height: maskMeta?.height ?? 0,
+              hasAlpha: maskMeta?.hasAlpha ?? false,
+            },
+          }
+        : {}),
       fields,
       authorization,
       ...(req.headers['x-standin-batch'] ? { viaBatch: true } : {}),
@@ -411,27 +564,50 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     if (uploads.length === 0) return reply(400, errorBody("Missing required parameter: 'image'.", 'missing_required_parameter', 'image'));
     const badType = uploads.find((f) => !['image/png', 'image/jpeg', 'image/webp'].includes(f.type));
     if (badType) {
-      return reply(400, errorBody(`Invalid file 'image': unsupported mimetype ('${badType.type || 'application/octet-stream'}'). Supported file formats are 'image/jpeg', 'image/png', and 'image/webp'.`, 'invalid_image_file', 'image'));
+      return reply(
+        400,
+        errorBody(
+          `Invalid file 'image': unsupported mimetype ('${badType.type || 'application/octet-stream'}'). Supported file formats are 'image/jpeg', 'image/png', and 'image/webp'.`,
+          'invalid_image_file',
+          'image',
+        ),
+      );
     }
     const invalid = checkFields(model, fields, 'edit');
     if (invalid) return reply(400, invalid);
-    if (uploads.length > 16) return reply(400, errorBody(`Invalid 'image': too many images. Expected at most 16, but got ${uploads.length}.`, 'invalid_value', 'image'));
+    if (uploads.length > 16)
+      return reply(
+        400,
+        errorBody(`Invalid 'image': too many images. Expected at most 16, but got ${uploads.length}.`, 'invalid_value', 'image'),
+      );
     const tooBig = buffers.findIndex((b) => b.length >= 50 * MB);
-    if (tooBig >= 0) return reply(400, errorBody(`Invalid file 'image': image ${tooBig + 1} is larger than 50 MB.`, 'invalid_image_file', 'image'));
+    if (tooBig >= 0)
+      return reply(400, errorBody(`Invalid file 'image': image ${tooBig + 1} is larger than 50 MB.`, 'invalid_image_file', 'image'));
     const first = metas[0];
-    if (!first) return reply(400, errorBody('Invalid image file or mode for image 1, please check your image file.', 'invalid_image_file', 'image'));
+    if (!first)
+      return reply(400, errorBody('Invalid image file or mode for image 1, please check your image file.', 'invalid_image_file', 'image'));
     if (maskFile) {
-      if (maskFile.type !== 'image/png' || maskMeta?.format !== 'png') return reply(400, errorBody("Invalid file 'mask': the mask must be a PNG image.", 'invalid_image_file', 'mask'));
+      if (maskFile.type !== 'image/png' || maskMeta?.format !== 'png')
+        return reply(400, errorBody("Invalid file 'mask': the mask must be a PNG image.", 'invalid_image_file', 'mask'));
       if (maskMeta.width !== first.width || maskMeta.height !== first.height) {
-        return reply(400, errorBody('Invalid mask image: the mask and the image must have the same dimensions.', 'invalid_image_file', 'mask'));
+        return reply(
+          400,
+          errorBody('Invalid mask image: the mask and the image must have the same dimensions.', 'invalid_image_file', 'mask'),
+        );
       }
-      if (!maskMeta.hasAlpha) return reply(400, errorBody('Invalid mask image: the mask must have an alpha channel.', 'invalid_image_file', 'mask'));
-      if (maskBytes!.length >= 4 * MB) return reply(400, errorBody("Invalid file 'mask': the mask must be less than 4 MB.", 'invalid_image_file', 'mask'));
+      if (!maskMeta.hasAlpha)
+        return reply(400, errorBody('Invalid mask image: the mask must have an alpha channel.', 'invalid_image_file', 'mask'));
+      if (maskBytes!.length >= 4 * MB)
+        return reply(400, errorBody("Invalid file 'mask': the mask must be less than 4 MB.", 'invalid_image_file', 'mask'));
     }
 
     let output: Buffer;
     try {
-      output = await encode(sharp(buffers[0]!).negate({ alpha: false }), fields.output_format ?? 'png', fields.output_compression ? Number(fields.output_compression) : undefined);
+      output = await encode(
+        sharp(buffers[0]!).negate({ alpha: false }),
+        fields.output_format ?? 'png',
+        fields.output_compression ? Number(fields.output_compression) : undefined,
+      );
     } catch {
       return reply(400, errorBody('Invalid image file or mode for image 1, please check your image file.', 'invalid_image_file', 'image'));
     }
@@ -439,7 +615,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   }
 
   async function handleGeneration(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
-    const authorization = azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
+    const authorization =
+      azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
     let body: Record<string, unknown>;
     try {
       body = JSON.parse((await readBody(req)).toString('utf8')) as Record<string, unknown>;
@@ -449,7 +626,8 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const model = azureModel ?? String(body.model ?? '');
     const prompt = String(body.prompt ?? '');
     const fields: Record<string, string> = {};
-    for (const [key, value] of Object.entries(body)) if (key !== 'prompt' && value !== undefined && value !== null) fields[key] = String(value);
+    for (const [key, value] of Object.entries(body))
+      if (key !== 'prompt' && value !== undefined && value !== null) fields[key] = String(value);
     const call: StandinCall = {
       path: '/v1/images/generations',
       model,
@@ -474,11 +652,18 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     if (longPrompt) return reply(400, longPrompt);
     const invalid = checkFields(model, fields, 'generate');
     if (invalid) return reply(400, invalid);
-    const [w, h] = /^(\d+)x(\d+)$/.exec(String(body.size ?? ''))?.slice(1).map(Number) ?? [64, 64];
+    const [w, h] = /^(\d+)x(\d+)$/
+      .exec(String(body.size ?? ''))
+      ?.slice(1)
+      .map(Number) ?? [64, 64];
     // A colour derived from the prompt, so different prompts give different images.
     const hue = [...prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
     const format = fields.output_format ?? 'png';
-    const image = await encode(sharp({ create: { width: w!, height: h!, channels: 3, background: `hsl(${hue}, 70%, 50%)` } }), format, fields.output_compression ? Number(fields.output_compression) : undefined);
+    const image = await encode(
+      sharp({ create: { width: w!, height: h!, channels: 3, background: `hsl(${hue}, 70%, 50%)` } }),
+      format,
+      fields.output_compression ? Number(fields.output_compression) : undefined,
+    );
     await respondWithImages(reply, fields, Array(call.n).fill(image), 0);
   }
 
@@ -494,11 +679,25 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     if (!version) return sendJson(res, 404, azureError('404', 'Resource not found'));
     if (!azure.apiVersions.includes(version)) return sendJson(res, 400, azureError('BadRequest', 'API version not supported'));
     if (!req.headers['api-key']) {
-      return sendJson(res, 401, azureError('401', 'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.'));
+      return sendJson(
+        res,
+        401,
+        azureError(
+          '401',
+          'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.',
+        ),
+      );
     }
     const model = azure.deployments[decodeURIComponent(match[1]!)];
     if (!model) {
-      return sendJson(res, 404, azureError('DeploymentNotFound', 'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.'));
+      return sendJson(
+        res,
+        404,
+        azureError(
+          'DeploymentNotFound',
+          'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
+        ),
+      );
     }
     const handler = match[2] === 'edits' ? handleEdit : handleGeneration;
     handler(req, res, model).catch((err: unknown) => {
@@ -511,15 +710,22 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const path = (req.url ?? '').split('?')[0] ?? '';
     if (req.method === 'GET' && (path === '/v1/models' || path.startsWith('/v1/models/'))) {
       const authorization = String(req.headers.authorization ?? '');
-      if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length) return sendJson(res, 401, errorBody("You didn't provide an API key.", 'invalid_api_key'));
-      const served = LISTED_MODELS.filter((m) => openAIServes(m.id, now())).map((m) => ({ id: m.id, object: 'model', created: m.created, owned_by: 'system' }));
+      if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
+        return sendJson(res, 401, errorBody("You didn't provide an API key.", 'invalid_api_key'));
+      const served = LISTED_MODELS.filter((m) => openAIServes(m.id, now())).map((m) => ({
+        id: m.id,
+        object: 'model',
+        created: m.created,
+        owned_by: 'system',
+      }));
       if (path === '/v1/models') return sendJson(res, 200, { object: 'list', data: served });
       const id = decodeURIComponent(path.slice('/v1/models/'.length));
       const one = served.find((m) => m.id === id);
       return one ? sendJson(res, 200, one) : sendJson(res, 404, modelNotFound(id));
     }
     if (batchApi.route(req, res, path)) return;
-    const handler = req.method === 'POST' ? { '/v1/images/edits': handleEdit, '/v1/images/generations': handleGeneration }[path] : undefined;
+    const handler =
+      req.method === 'POST' ? { '/v1/images/edits': handleEdit, '/v1/images/generations': handleGeneration }[path] : undefined;
     if (handler) {
       handler(req, res).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, errorBody(`stand-in failure: ${(err as Error).message}`));

@@ -1,7 +1,18 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { FaultScripts, listenOnLoopback, readBody, sendJson, sendStep, SlidingWindowLimiter, standinControls, type FaultStep, type Standin, type StandinOptions } from './server';
+import {
+  FaultScripts,
+  listenOnLoopback,
+  readBody,
+  sendJson,
+  sendStep,
+  SlidingWindowLimiter,
+  standinControls,
+  type FaultStep,
+  type Standin,
+  type StandinOptions,
+} from './server';
 
 // A local stand-in for an OpenAI-compatible chat-completions server shaped like OpenRouter
 // (`POST /api/v1/chat/completions`, also `/v1/chat/completions`), used through the real `openai`
@@ -34,18 +45,68 @@ export interface OpenRouterModel {
 
 /** The stand-in's catalogue (a sample of OpenRouter's, ids and modalities as listed there). */
 export const OPENROUTER_MODELS: OpenRouterModel[] = [
-  { id: 'google/gemini-2.5-flash-image', input: ['image', 'text'], output: ['image', 'text'], pricing: { prompt: '0.0000003', completion: '0.0000025', image: '0.00003' } },
-  { id: 'google/gemini-3-pro-image-preview', input: ['image', 'text'], output: ['image', 'text'], pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' } },
-  { id: 'google/gemini-3.1-flash-image-preview', input: ['image', 'text'], output: ['image', 'text'], pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' } },
-  { id: 'openai/gpt-5-image', input: ['image', 'text', 'file'], output: ['image', 'text'], pricing: { prompt: '0.00001', completion: '0.00001', image: '0.00004' } },
-  { id: 'openai/gpt-image-2', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0.000005', completion: '0.00003', image: '0.000008' } },
-  { id: 'bytedance-seed/seedream-4.5', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.04' } },
-  { id: 'black-forest-labs/flux.2-pro', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.03' } },
-  { id: 'sourceful/riverflow-v2-pro', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.05' } },
+  {
+    id: 'google/gemini-2.5-flash-image',
+    input: ['image', 'text'],
+    output: ['image', 'text'],
+    pricing: { prompt: '0.0000003', completion: '0.0000025', image: '0.00003' },
+  },
+  {
+    id: 'google/gemini-3-pro-image-preview',
+    input: ['image', 'text'],
+    output: ['image', 'text'],
+    pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' },
+  },
+  {
+    id: 'google/gemini-3.1-flash-image-preview',
+    input: ['image', 'text'],
+    output: ['image', 'text'],
+    pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' },
+  },
+  {
+    id: 'openai/gpt-5-image',
+    input: ['image', 'text', 'file'],
+    output: ['image', 'text'],
+    pricing: { prompt: '0.00001', completion: '0.00001', image: '0.00004' },
+  },
+  {
+    id: 'openai/gpt-image-2',
+    input: ['image', 'text'],
+    output: ['image'],
+    pricing: { prompt: '0.000005', completion: '0.00003', image: '0.000008' },
+  },
+  {
+    id: 'bytedance-seed/seedream-4.5',
+    input: ['image', 'text'],
+    output: ['image'],
+    pricing: { prompt: '0', completion: '0', image: '0.04' },
+  },
+  {
+    id: 'black-forest-labs/flux.2-pro',
+    input: ['image', 'text'],
+    output: ['image'],
+    pricing: { prompt: '0', completion: '0', image: '0.03' },
+  },
+  {
+    id: 'sourceful/riverflow-v2-pro',
+    input: ['image', 'text'],
+    output: ['image'],
+    pricing: { prompt: '0', completion: '0', image: '0.05' },
+  },
   // Image-only under a name the adapter's name table does not know: only /api/v1/models tells.
   { id: 'acme/pixel-forge-1', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.02' } },
-  { id: 'openai/gpt-4.1-mini', input: ['image', 'text', 'file'], output: ['text'], pricing: { prompt: '0.0000004', completion: '0.0000016' } },
-  { id: 'google/gemini-2.5-flash', input: ['image', 'text', 'file', 'audio', 'video'], output: ['text'], pricing: { prompt: '0.0000003', completion: '0.0000025' } },
+  {
+    id: 'openai/gpt-4.1-mini',
+    input: ['image', 'text', 'file'],
+    output: ['text'],
+    pricing: { prompt: '0.0000004', completion: '0.0000016' },
+  },
+  {
+    id: 'google/gemini-2.5-flash',
+    input: ['image', 'text', 'file', 'audio', 'video'],
+    output: ['text'],
+    pricing: { prompt: '0.0000003', completion: '0.0000025' },
+  },
 ];
 
 /** `GET /api/v1/models` body for an `output_modalities` query (default text). */
@@ -60,7 +121,13 @@ function modelsList(query: string | null) {
       created: 1767225600,
       description: '',
       context_length: 32768,
-      architecture: { modality: `${m.input.join('+')}->${m.output.join('+')}`, input_modalities: m.input, output_modalities: m.output, tokenizer: 'Other', instruct_type: null },
+      architecture: {
+        modality: `${m.input.join('+')}->${m.output.join('+')}`,
+        input_modalities: m.input,
+        output_modalities: m.output,
+        tokenizer: 'Other',
+        instruct_type: null,
+      },
       pricing: { request: '0', input_cache_read: '0', ...m.pricing },
       top_provider: { context_length: 32768, max_completion_tokens: null, is_moderated: false },
       per_request_limits: null,
@@ -73,14 +140,26 @@ function orError(code: number, message: string, metadata?: Record<string, unknow
   return { error: { code, message, ...(metadata ? { metadata } : {}) } };
 }
 
-function completion(model: string, message: Record<string, unknown>, extra: { finish?: string; native?: string; usage?: Record<string, unknown> } = {}) {
+function completion(
+  model: string,
+  message: Record<string, unknown>,
+  extra: { finish?: string; native?: string; usage?: Record<string, unknown> } = {},
+) {
   return {
     id: `gen-standin-${Math.random().toString(36).slice(2, 12)}`,
     provider: 'Standin',
     model,
     object: 'chat.completion',
     created: Math.floor(Date.now() / 1000),
-    choices: [{ index: 0, logprobs: null, finish_reason: extra.finish ?? 'stop', native_finish_reason: extra.native ?? 'STOP', message: { role: 'assistant', refusal: null, reasoning: null, ...message } }],
+    choices: [
+      {
+        index: 0,
+        logprobs: null,
+        finish_reason: extra.finish ?? 'stop',
+        native_finish_reason: extra.native ?? 'STOP',
+        message: { role: 'assistant', refusal: null, reasoning: null, ...message },
+      },
+    ],
     usage: extra.usage ?? { prompt_tokens: 12, completion_tokens: 8, total_tokens: 20, cost: 0.00001 },
   };
 }
@@ -89,29 +168,47 @@ export const openrouterFaults = {
   rateLimited: (retryAfterSeconds = 1): FaultStep => ({
     status: 429,
     headers: { 'retry-after': String(retryAfterSeconds) },
-    body: orError(429, 'Rate limit exceeded: free-models-per-min.', { headers: { 'X-RateLimit-Limit': '20', 'X-RateLimit-Remaining': '0' } }),
+    body: orError(429, 'Rate limit exceeded: free-models-per-min.', {
+      headers: { 'X-RateLimit-Limit': '20', 'X-RateLimit-Remaining': '0' },
+    }),
   }),
   insufficientCredits: (): FaultStep => ({
     status: 402,
-    body: orError(402, 'This request requires more credits, or fewer max_tokens. You requested up to 1290 tokens, but can only afford 100.'),
+    body: orError(
+      402,
+      'This request requires more credits, or fewer max_tokens. You requested up to 1290 tokens, but can only afford 100.',
+    ),
   }),
   moderation: (): FaultStep => ({
     status: 403,
-    body: orError(403, 'google/gemini-2.5-flash-image requires moderation on Google AI Studio. Your input was flagged for "violence/graphic".', {
-      reasons: ['violence/graphic'],
-      flagged_input: '...',
-      provider_name: 'Google AI Studio',
-      model_slug: 'google/gemini-2.5-flash-image',
-    }),
+    body: orError(
+      403,
+      'google/gemini-2.5-flash-image requires moderation on Google AI Studio. Your input was flagged for "violence/graphic".',
+      {
+        reasons: ['violence/graphic'],
+        flagged_input: '...',
+        provider_name: 'Google AI Studio',
+        model_slug: 'google/gemini-2.5-flash-image',
+      },
+    ),
   }),
   serverError: (status = 502): FaultStep => ({ status, body: orError(status, 'Provider returned error') }),
   /** HTTP 200 with an error instead of choices (OpenRouter relays some upstream failures so). */
   errorInBody: (code = 502): FaultStep => ({ status: 200, body: orError(code, 'Upstream error from Google: overloaded') }),
-  badRequest: (message = 'Invalid request: messages must be a non-empty array'): FaultStep => ({ status: 400, body: orError(400, message) }),
+  badRequest: (message = 'Invalid request: messages must be a non-empty array'): FaultStep => ({
+    status: 400,
+    body: orError(400, message),
+  }),
   /** HTTP 200, text and no image. */
-  noImage: (text = "I'd be happy to help! Could you tell me more about what you want?"): FaultStep => ({ status: 200, body: completion('standin', { content: text }) }),
+  noImage: (text = "I'd be happy to help! Could you tell me more about what you want?"): FaultStep => ({
+    status: 200,
+    body: completion('standin', { content: text }),
+  }),
   /** HTTP 200, no image, a safety finish. */
-  contentFilter: (native = 'IMAGE_SAFETY'): FaultStep => ({ status: 200, body: completion('standin', { content: '' }, { finish: 'content_filter', native }) }),
+  contentFilter: (native = 'IMAGE_SAFETY'): FaultStep => ({
+    status: 200,
+    body: completion('standin', { content: '' }, { finish: 'content_filter', native }),
+  }),
   malformed: (): FaultStep => ({ status: 200, raw: '{"id": "gen-1", "choices": [{"message": ' }),
   slow: (delayMs: number): FaultStep => ({ status: 502, delayMs, body: orError(502, 'slow') }),
 };
@@ -162,7 +259,10 @@ interface MessageIn {
 function textOf(message: MessageIn | undefined): string {
   if (!message) return '';
   if (typeof message.content === 'string') return message.content;
-  return (message.content ?? []).map((part) => (part.type === 'text' ? (part.text ?? '') : '')).join(' ').trim();
+  return (message.content ?? [])
+    .map((part) => (part.type === 'text' ? (part.text ?? '') : ''))
+    .join(' ')
+    .trim();
 }
 
 export async function startOpenRouterStandin(options: ChatStandinOptions = {}): Promise<ChatStandin> {
@@ -173,7 +273,13 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const authorization = String(req.headers.authorization ?? '');
-    let body: { model?: string; messages?: MessageIn[]; modalities?: string[]; image_config?: Record<string, unknown>; [key: string]: unknown };
+    let body: {
+      model?: string;
+      messages?: MessageIn[];
+      modalities?: string[];
+      image_config?: Record<string, unknown>;
+      [key: string]: unknown;
+    };
     try {
       body = JSON.parse((await readBody(req)).toString('utf8')) as typeof body;
     } catch {
@@ -182,12 +288,22 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     const messages = Array.isArray(body.messages) ? body.messages : [];
     const lastUser = [...messages].reverse().find((m) => m.role === 'user');
     const system = messages.find((m) => m.role === 'system');
-    const imageUrls = (Array.isArray(lastUser?.content) ? lastUser.content : []).flatMap((part) => (part.type === 'image_url' && part.image_url?.url ? [part.image_url.url] : []));
+    const imageUrls = (Array.isArray(lastUser?.content) ? lastUser.content : []).flatMap((part) =>
+      part.type === 'image_url' && part.image_url?.url ? [part.image_url.url] : [],
+    );
     const decoded = imageUrls.map((url) => {
       const m = /^data:([^;,]+);base64,(.*)$/s.exec(url);
       return m ? { type: m[1]!, data: Buffer.from(m[2]!, 'base64') } : { type: 'url', data: undefined };
     });
-    const metas = await Promise.all(decoded.map((d) => (d.data ? sharp(d.data).metadata().catch(() => undefined) : undefined)));
+    const metas = await Promise.all(
+      decoded.map((d) =>
+        d.data
+          ? sharp(d.data)
+              .metadata()
+              .catch(() => undefined)
+          : undefined,
+      ),
+    );
     const { model: _m, messages: _msgs, modalities, image_config, ...extra } = body;
     const call: ChatStandinCall = {
       model: String(body.model ?? ''),
@@ -210,7 +326,8 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       sendJson(res, status, payload, headers);
     };
 
-    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length) return reply(401, orError(401, 'No auth credentials found'));
+    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
+      return reply(401, orError(401, 'No auth credentials found'));
     if (limiter && !limiter.admit()) return reply(429, orError(429, 'Rate limit exceeded (stand-in)'), { 'retry-after': '1' });
     const step = scripts.next(call.prompt);
     if (options.latencyMs) await sleep(options.latencyMs);
@@ -227,12 +344,27 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
         return reply(404, orError(404, `No endpoints found that support the requested output modalities: ${asked.join(', ')}`));
       }
     }
-    if (decoded.some((d) => d.data && !metas[decoded.indexOf(d)])) return reply(400, orError(400, 'Invalid image in image_url: could not decode'));
+    if (decoded.some((d) => d.data && !metas[decoded.indexOf(d)]))
+      return reply(400, orError(400, 'Invalid image in image_url: could not decode'));
 
     const wantsImage = Array.isArray(modalities) && modalities.includes('image');
     if (!wantsImage) {
       const text = (options.answer ?? rewrite)(call.prompt, call.imageCount, call.system);
-      return reply(200, completion(call.model, { content: text }, { usage: { prompt_tokens: 40 + call.imageCount * 258, completion_tokens: 24, total_tokens: 64 + call.imageCount * 258, cost: 0.00002 } }));
+      return reply(
+        200,
+        completion(
+          call.model,
+          { content: text },
+          {
+            usage: {
+              prompt_tokens: 40 + call.imageCount * 258,
+              completion_tokens: 24,
+              total_tokens: 64 + call.imageCount * 258,
+              cost: 0.00002,
+            },
+          },
+        ),
+      );
     }
     const source = decoded[0]?.data;
     let output: Buffer;
@@ -242,7 +374,14 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       const [w, h] = ratio.split(':').map(Number) as [number, number];
       const scale = 64 / Math.max(w || 1, h || 1);
       const hue = [...call.prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
-      output = await sharp({ create: { width: Math.max(1, Math.round((w || 1) * scale)), height: Math.max(1, Math.round((h || 1) * scale)), channels: 3, background: `hsl(${hue}, 70%, 50%)` } })
+      output = await sharp({
+        create: {
+          width: Math.max(1, Math.round((w || 1) * scale)),
+          height: Math.max(1, Math.round((h || 1) * scale)),
+          channels: 3,
+          background: `hsl(${hue}, 70%, 50%)`,
+        },
+      })
         .png()
         .toBuffer();
     }
@@ -251,8 +390,20 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       200,
       completion(
         call.model,
-        { content: modalities.includes('text') ? 'Here is your edited image.' : null, images: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${output.toString('base64')}` }, index: 0 }] },
-        { usage: { prompt_tokens: promptTokens, completion_tokens: 1296, total_tokens: promptTokens + 1296, cost: 0.0387, prompt_tokens_details: { image_tokens: call.imageCount * 258 }, completion_tokens_details: { image_tokens: 1290, reasoning_tokens: 0 } } },
+        {
+          content: modalities.includes('text') ? 'Here is your edited image.' : null,
+          images: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${output.toString('base64')}` }, index: 0 }],
+        },
+        {
+          usage: {
+            prompt_tokens: promptTokens,
+            completion_tokens: 1296,
+            total_tokens: promptTokens + 1296,
+            cost: 0.0387,
+            prompt_tokens_details: { image_tokens: call.imageCount * 258 },
+            completion_tokens_details: { image_tokens: 1290, reasoning_tokens: 0 },
+          },
+        },
       ),
     );
   }

@@ -87,7 +87,12 @@ export class FaultScripts<S = FaultStep> {
 }
 
 /** Sends a scripted step (after its delay); the caller records the status. */
-export async function sendStep(res: ServerResponse, step: FaultStep, defaultBody: unknown, headers: Record<string, string> = {}): Promise<void> {
+export async function sendStep(
+  res: ServerResponse,
+  step: FaultStep,
+  defaultBody: unknown,
+  headers: Record<string, string> = {},
+): Promise<void> {
   if (step.delayMs) await sleep(step.delayMs);
   if (res.destroyed) return;
   if (step.raw !== undefined) {
@@ -106,7 +111,10 @@ export function closeServer(server: Server): Promise<void> {
 }
 
 /** Serves `handler` on a free (or the given) loopback port; short keep-alive, so closing is quick. */
-export async function listenOnLoopback(handler: (req: IncomingMessage, res: ServerResponse) => void, port = 0): Promise<{ server: Server; port: number }> {
+export async function listenOnLoopback(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  port = 0,
+): Promise<{ server: Server; port: number }> {
   const server = createServer(handler);
   server.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
@@ -114,7 +122,11 @@ export async function listenOnLoopback(handler: (req: IncomingMessage, res: Serv
 }
 
 /** The controls every stand-in returns: its calls, scripted faults by prompt substring, close. */
-export function standinControls<Call extends { prompt: string }, Step>(calls: Call[], scripts: FaultScripts<Step>, server: Server): Omit<Standin<Call, Step>, 'baseURL'> {
+export function standinControls<Call extends { prompt: string }, Step>(
+  calls: Call[],
+  scripts: FaultScripts<Step>,
+  server: Server,
+): Omit<Standin<Call, Step>, 'baseURL'> {
   return {
     calls,
     script(match, steps, options = {}) {

@@ -42,7 +42,13 @@ function objectKey(index: number, sha256: string): string {
 }
 
 /** Stores an answer; images first, then the record that names them. */
-export async function storeAnswer(outputDir: string, index: number, call: number, digest: string | undefined, answer: StoredAnswer): Promise<void> {
+export async function storeAnswer(
+  outputDir: string,
+  index: number,
+  call: number,
+  digest: string | undefined,
+  answer: StoredAnswer,
+): Promise<void> {
   const storage = openStorage(outputDir);
   const images: AnswerRecord['images'] = [];
   for (const image of answer.images) {
@@ -56,7 +62,12 @@ export async function storeAnswer(outputDir: string, index: number, call: number
 }
 
 /** The stored answer to this row's call, if there is one for what the row asks now. */
-export async function storedAnswer(outputDir: string, index: number, call: number, digest: string | undefined): Promise<StoredAnswer | undefined> {
+export async function storedAnswer(
+  outputDir: string,
+  index: number,
+  call: number,
+  digest: string | undefined,
+): Promise<StoredAnswer | undefined> {
   const storage = openStorage(outputDir);
   const bytes = await storage.read(recordKey(index, call));
   if (!bytes) return undefined;

@@ -34,7 +34,8 @@ export function keyProblem(key: string, kind: 'local' | 's3'): string | undefine
   if (parts.some((p) => p === '' || p === '.' || p === '..')) return 'the name has an empty, "." or ".." component';
   const long = parts.find((p) => Buffer.byteLength(p) > MAX_COMPONENT_BYTES);
   // versitygw and most S3 stores on a POSIX backend keep objects as files, so the same limit holds.
-  if (long !== undefined) return `the name component "${long.slice(0, 40)}…" is ${Buffer.byteLength(long)} bytes; the limit is ${MAX_COMPONENT_BYTES}`;
+  if (long !== undefined)
+    return `the name component "${long.slice(0, 40)}…" is ${Buffer.byteLength(long)} bytes; the limit is ${MAX_COMPONENT_BYTES}`;
   const limit = kind === 's3' ? MAX_S3_KEY_BYTES : MAX_LOCAL_KEY_BYTES;
   if (Buffer.byteLength(key) > limit) return `the name is ${Buffer.byteLength(key)} bytes; the limit is ${limit}`;
   return undefined;

@@ -94,7 +94,10 @@ export class LocalStorage implements Storage {
       }
       const last = i === parts.length - 1;
       if (info.isSymbolicLink()) {
-        throw new ClassifiedError('inputError', `${full}: ${current} is a symbolic link; Atelier writes only to real paths inside ${this.location}`);
+        throw new ClassifiedError(
+          'inputError',
+          `${full}: ${current} is a symbolic link; Atelier writes only to real paths inside ${this.location}`,
+        );
       }
       if (!last && !info.isDirectory()) {
         throw new ClassifiedError('inputError', `${full}: ${current} is a file, so nothing can be written below it`);
@@ -245,7 +248,6 @@ export class LocalStorage implements Storage {
   async readUrl(key: string): Promise<string> {
     return this.pathOf(key);
   }
-
 
   async createUrl(key: string): Promise<string> {
     await this.checkWritable(key);

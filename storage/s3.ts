@@ -50,7 +50,9 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv = process.env): S3Client 
 }
 
 function statusOf(err: unknown): number | undefined {
-  return err instanceof S3ServiceException ? err.$metadata.httpStatusCode : (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+  return err instanceof S3ServiceException
+    ? err.$metadata.httpStatusCode
+    : (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
 function isNotFound(err: unknown): boolean {
@@ -65,7 +67,14 @@ function s3Failure(err: unknown, where: string): ClassifiedError {
   const name = (err as Error)?.name ?? 'Error';
   const message = `${where}: ${name}: ${(err as Error)?.message ?? String(err)}`;
   if (name === 'KeyTooLongError' || name === 'InvalidObjectName') return new ClassifiedError('inputError', message);
-  if (status === 403 || status === 401 || name === 'NoSuchBucket' || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') {
+  if (
+    status === 403 ||
+    status === 401 ||
+    name === 'NoSuchBucket' ||
+    name === 'AccessDenied' ||
+    name === 'InvalidAccessKeyId' ||
+    name === 'SignatureDoesNotMatch'
+  ) {
     return new ClassifiedError('storageError', message);
   }
   return new ClassifiedError('retryable', message, status ? { status } : {});
@@ -114,7 +123,9 @@ export class S3Storage implements Storage {
   async readRange(key: string, start: number, end: number): Promise<Buffer> {
     if (end <= start) return Buffer.alloc(0);
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=${start}-${end - 1}` }));
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=${start}-${end - 1}` }),
+      );
       return Buffer.from(await out.Body!.transformToByteArray());
     } catch (err) {
       throw s3Failure(err, this.describe(key));
@@ -196,16 +207,21 @@ export class S3Storage implements Storage {
   private async removeKeys(keys: string[], what: string): Promise<void> {
     if (keys.length === 0) return;
     try {
-      const out = await this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }));
+      const out = await this.client.send(
+        new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
+      );
       const first = out.Errors?.[0];
-      if (first) throw new ClassifiedError('retryable', `${this.describe(what)}: deleting ${first.Key} failed: ${first.Code} ${first.Message}`);
+      if (first)
+        throw new ClassifiedError('retryable', `${this.describe(what)}: deleting ${first.Key} failed: ${first.Code} ${first.Message}`);
     } catch (err) {
       throw s3Failure(err, this.describe(what));
     }
   }
 
   async readUrl(key: string, expiresInSeconds: number): Promise<string> {
-    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), { expiresIn: expiresInSeconds });
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), {
+      expiresIn: expiresInSeconds,
+    });
   }
 
   async createUrl(key: string, expiresInSeconds: number): Promise<string> {

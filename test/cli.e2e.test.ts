@@ -38,7 +38,10 @@ function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessE
   return env;
 }
 
-function atelier(args: string[], options: { env?: NodeJS.ProcessEnv; whileRunning?: (child: ReturnType<typeof spawn>) => void } = {}): Promise<CliRun> {
+function atelier(
+  args: string[],
+  options: { env?: NodeJS.ProcessEnv; whileRunning?: (child: ReturnType<typeof spawn>) => void } = {},
+): Promise<CliRun> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO, env: options.env ?? cliEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -75,7 +78,21 @@ describe('atelier edit (CLI, end to end)', () => {
     standin.script('cli-refused-3', [faults.moderationBlocked()], { repeat: true });
     const outputDir = join(dir, 'out');
     const stateDir = join(dir, 'state');
-    const args = ['edit', '--input', csv, '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir, '--retry-initial-ms', '100'];
+    const args = [
+      'edit',
+      '--input',
+      csv,
+      '--output-dir',
+      outputDir,
+      '--backend',
+      'openai',
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      stateDir,
+      '--retry-initial-ms',
+      '100',
+    ];
 
     const first = await atelier(args);
     expect(first.stderr).toMatch(/Temporal UI: http:\/\/127\.0\.0\.1:\d+/);
@@ -109,7 +126,17 @@ describe('atelier edit (CLI, end to end)', () => {
 
   it('exits 0 when every row is ok', async () => {
     const { dir, csv } = await makeDataset(['imgs/a.png,cli-allgood-1 x', 'imgs/a.png,cli-allgood-2 y']);
-    const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'gpt-image-2', '--state-dir', join(dir, 'state')]);
+    const run = await atelier([
+      'edit',
+      '--input',
+      csv,
+      '--output-dir',
+      join(dir, 'out'),
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      join(dir, 'state'),
+    ]);
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/estimated cost: \$0\.0695\n/); // 2 x (50*5 + 323*8 + 1056*30 + 24*10) / 1e6
     expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);
@@ -124,12 +151,32 @@ describe('atelier edit (CLI, end to end)', () => {
     expect(noKey.code).toBe(1);
     expect(noKey.stderr).toMatch(/OPENAI_API_KEY is not set in the worker environment/);
 
-    const missingInput = await atelier(['edit', '--input', join(dir, 'nope.csv'), '--output-dir', join(dir, 'o2'), '--model', 'm', '--state-dir', state]);
+    const missingInput = await atelier([
+      'edit',
+      '--input',
+      join(dir, 'nope.csv'),
+      '--output-dir',
+      join(dir, 'o2'),
+      '--model',
+      'm',
+      '--state-dir',
+      state,
+    ]);
     expect(missingInput.code).toBe(1);
     expect(missingInput.stderr).toMatch(/--input .*nope\.csv: no such file/);
 
     writeText(join(dir, 'bad.csv'), 'input_images,prompt\nimgs/a.png,cli-badcol\n');
-    const badColumn = await atelier(['edit', '--input', join(dir, 'bad.csv'), '--output-dir', join(dir, 'o3'), '--model', 'm', '--state-dir', state]);
+    const badColumn = await atelier([
+      'edit',
+      '--input',
+      join(dir, 'bad.csv'),
+      '--output-dir',
+      join(dir, 'o3'),
+      '--model',
+      'm',
+      '--state-dir',
+      state,
+    ]);
     expect(badColumn.code).toBe(1);
     expect(badColumn.stderr).toMatch(/bad\.csv: no "instruction" column/);
     expect(standin.callsFor('cli-badcol')).toHaveLength(0);
@@ -150,12 +197,27 @@ describe('atelier edit (CLI, end to end)', () => {
 
   it('refuses a retired model before any call, naming its replacement; a deprecated one past its shutdown counts as retired', async () => {
     const { dir, csv } = await makeDataset(['imgs/a.png,cli-retired x']);
-    const retired = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o1'), '--model', 'gpt-image-1', '--state-dir', join(dir, 'state')]);
+    const retired = await atelier([
+      'edit',
+      '--input',
+      csv,
+      '--output-dir',
+      join(dir, 'o1'),
+      '--model',
+      'gpt-image-1',
+      '--state-dir',
+      join(dir, 'state'),
+    ]);
     expect(retired.code).toBe(1);
-    expect(retired.stderr).toMatch(/error: gpt-image-1 was retired on 2026-10-23 and no longer answers; use gpt-image-2\.5-sunburst instead/);
-    const shutDown = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o2'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state')], {
-      env: cliEnv({ ATELIER_NOW: '2026-12-01T08:00:00Z' }),
-    });
+    expect(retired.stderr).toMatch(
+      /error: gpt-image-1 was retired on 2026-10-23 and no longer answers; use gpt-image-2\.5-sunburst instead/,
+    );
+    const shutDown = await atelier(
+      ['edit', '--input', csv, '--output-dir', join(dir, 'o2'), '--model', 'gpt-image-1.5', '--state-dir', join(dir, 'state')],
+      {
+        env: cliEnv({ ATELIER_NOW: '2026-12-01T08:00:00Z' }),
+      },
+    );
     expect(shutDown.code).toBe(1);
     expect(shutDown.stderr).toMatch(/gpt-image-1\.5 was retired on 2026-12-01 .*use gpt-image-2\.6-sunburst/);
     expect(standin.callsFor('cli-retired')).toHaveLength(0);
@@ -163,7 +225,20 @@ describe('atelier edit (CLI, end to end)', () => {
     expect(existsSync(join(dir, 'o1')) || existsSync(join(dir, 'state'))).toBe(false);
 
     // --dry-run (as `atelier estimate`): rows, calls and cost; nothing started, called or written.
-    const dry = await atelier(['edit', '--dry-run', '--input', csv, '--output-dir', join(dir, 'o3'), '--model', 'gpt-image-2', '--quality', 'low', '--state-dir', join(dir, 'state')]);
+    const dry = await atelier([
+      'edit',
+      '--dry-run',
+      '--input',
+      csv,
+      '--output-dir',
+      join(dir, 'o3'),
+      '--model',
+      'gpt-image-2',
+      '--quality',
+      'low',
+      '--state-dir',
+      join(dir, 'state'),
+    ]);
     expect(dry.code).toBe(0);
     expect(dry.stdout).toMatch(/rows: 1; to run: 1\nmodel calls: 1 {2}output images: 1 .*\nestimated cost: \$0\.0060 /);
     expect(standin.callsFor('cli-retired')).toHaveLength(0);
@@ -176,7 +251,19 @@ describe('atelier edit (CLI, end to end)', () => {
     const slow = await startOpenAIStandin({ latencyMs: 1500 });
     try {
       const env = cliEnv({ OPENAI_BASE_URL: slow.baseURL });
-      const args = ['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'm', '--state-dir', join(dir, 'state'), '--window', '2'];
+      const args = [
+        'edit',
+        '--input',
+        csv,
+        '--output-dir',
+        join(dir, 'out'),
+        '--model',
+        'm',
+        '--state-dir',
+        join(dir, 'state'),
+        '--window',
+        '2',
+      ];
       let signalled = false;
       const first = await atelier(args, {
         env,
@@ -219,7 +306,10 @@ describe('atelier edit (CLI, end to end)', () => {
     try {
       // The client process has no provider key at all: only the worker does.
       const clientEnv = cliEnv({ TEMPORAL_ADDRESS: server.address, OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined });
-      const run = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'm', '--state-dir', join(dir, 'client-state')], { env: clientEnv });
+      const run = await atelier(
+        ['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'm', '--state-dir', join(dir, 'client-state')],
+        { env: clientEnv },
+      );
       expect(run.stderr).toMatch(/rows are served by workers started with `npx atelier worker`/);
       expect(run.code, run.stderr).toBe(0);
       expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);

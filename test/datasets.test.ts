@@ -43,7 +43,9 @@ function jsonlResults(path: string): Record<string, unknown>[] {
 }
 
 const png = (color: string, width = 16, height = 16) =>
-  sharp({ create: { width, height, channels: 3, background: color } }).png().toBuffer();
+  sharp({ create: { width, height, channels: 3, background: color } })
+    .png()
+    .toBuffer();
 
 describe('Parquet shards with embedded images, --filter-rows and merged results', () => {
   it('runs the selected rows, leaves the rest pending, and a second filter merges into the same results', async () => {
@@ -116,7 +118,10 @@ describe('JSONL rows: multi-image, multi-turn, resume of multi-turn', () => {
       join(dir, 'rows.jsonl'),
       [
         { images: ['a.png', 'b.png'], conversations: [user('jl-multi combine')] },
-        { images: 'a.png', conversations: [user('jl-turn-1 first'), { role: 'assistant', content: 'ok' }, user('jl-turn-2 second'), user('jl-turn-3 third')] },
+        {
+          images: 'a.png',
+          conversations: [user('jl-turn-1 first'), { role: 'assistant', content: 'ok' }, user('jl-turn-2 second'), user('jl-turn-3 third')],
+        },
         { images: ['a.png'], conversations: [user('jl-resume-a first'), user('jl-resume-b second')] },
       ]
         .map((r) => JSON.stringify(r))
@@ -125,7 +130,12 @@ describe('JSONL rows: multi-image, multi-turn, resume of multi-turn', () => {
     // Turn b of the third row fails on every attempt of the first run.
     standin.script('jl-resume-b', [faults.serverError(), faults.serverError(), faults.serverError()]);
     const outputDir = join(dir, 'out');
-    const input = testInput({ runId: 'ds-jsonl', inputPath: join(dir, 'rows.jsonl'), outputDir, retry: { maxAttempts: 3, initialIntervalMs: 50, maximumIntervalMs: 100 } });
+    const input = testInput({
+      runId: 'ds-jsonl',
+      inputPath: join(dir, 'rows.jsonl'),
+      outputDir,
+      retry: { maxAttempts: 3, initialIntervalMs: 50, maximumIntervalMs: 100 },
+    });
 
     const first = await run(input);
     expect(first).toMatchObject({ total: 3, ok: 2, failed: 1 });
@@ -252,7 +262,14 @@ describe('bad images, downloads and size limits', () => {
     // Gemini takes inline images of at most 4096 px a side (and 7 MB): larger ones are shrunk.
     const gemini = await startGeminiStandin();
     try {
-      const input = testInput({ runId: 'ds-bad', inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), backend: 'gemini', model: 'gemini-2.5-flash-image', imageCacheDir: cache });
+      const input = testInput({
+        runId: 'ds-bad',
+        inputPath: join(dir, 'rows.csv'),
+        outputDir: join(dir, 'out'),
+        backend: 'gemini',
+        model: 'gemini-2.5-flash-image',
+        imageCacheDir: cache,
+      });
       const summary = await runWith(env, input, { GEMINI_API_KEY: 'test-datasets-gemini', GEMINI_BASE_URL: gemini.baseURL });
       expect(summary).toMatchObject({ total: 5, ok: 3, failed: 2 });
       const rows = csvResults(join(dir, 'out', 'results.csv'));

@@ -36,7 +36,9 @@ async function startServer(stateDir: string, port: number): Promise<CliProcess> 
   for (let attempt = 1; ; attempt++) {
     let uiPort = await freePort();
     while (uiPort === port) uiPort = await freePort();
-    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(uiPort)], { ...process.env });
+    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(uiPort)], {
+      ...process.env,
+    });
     try {
       await server.waitForOutput(/address: 127\.0\.0\.1:\d+/);
       return server;
@@ -89,7 +91,24 @@ function checkResults(outputDir: string, rows: number, tag: string): void {
 }
 
 function editArgs(csv: string, outputDir: string, cluster: Cluster, extra: string[] = []): string[] {
-  return ['edit', '--input', csv, '--output-dir', outputDir, '--model', 'gpt-image-2', '--state-dir', cluster.stateDir, '--window', '16', '--heartbeat-timeout', '3', '--retry-initial-ms', '200', ...extra];
+  return [
+    'edit',
+    '--input',
+    csv,
+    '--output-dir',
+    outputDir,
+    '--model',
+    'gpt-image-2',
+    '--state-dir',
+    cluster.stateDir,
+    '--window',
+    '16',
+    '--heartbeat-timeout',
+    '3',
+    '--retry-initial-ms',
+    '200',
+    ...extra,
+  ];
 }
 
 describe('exactly-once in effect', () => {
@@ -203,7 +222,7 @@ describe('run management', () => {
     await cluster?.server.stop();
   });
 
-  it('the README\'s `temporal workflow start` example runs a dataset with `atelier worker`', async () => {
+  it("the README's `temporal workflow start` example runs a dataset with `atelier worker`", async () => {
     const { csv, outputDir } = await dataset(4, 'bycli');
     const input = {
       runId: 'by-hand-1',
@@ -213,8 +232,18 @@ describe('run management', () => {
       model: 'gpt-image-2',
     };
     execFileSync(findTemporalCli(), [
-      'workflow', 'start', '--address', cluster.address, '--type', 'datasetWorkflow', '--task-queue', 'atelier-orchestrator',
-      '--workflow-id', 'by-hand-1', '--input', JSON.stringify(input),
+      'workflow',
+      'start',
+      '--address',
+      cluster.address,
+      '--type',
+      'datasetWorkflow',
+      '--task-queue',
+      'atelier-orchestrator',
+      '--workflow-id',
+      'by-hand-1',
+      '--input',
+      JSON.stringify(input),
     ]);
     const watched = await atelier(['watch', 'by-hand-1', '--state-dir', cluster.stateDir], cluster.env);
     expect(watched.code, watched.stderr).toBe(0);
@@ -224,8 +253,22 @@ describe('run management', () => {
   it('pause stops dispatching, status reports it, resume finishes; retry runs failed rows of open and closed runs', async () => {
     const { csv, outputDir } = await dataset(40, 'mgmt');
     // Row 5 is refused once, then accepted; rows 7 fails on every attempt of its first run.
-    standin.script('mgmt-5 ', [{ status: 400, body: { error: { message: 'Your request was rejected by the safety system.', type: 'image_generation_user_error', code: 'moderation_blocked', param: null } } }]);
-    standin.script('mgmt-7 ', [{ status: 400, body: { error: { message: 'bad thing', type: 'invalid_request_error', code: null, param: null } } }]);
+    standin.script('mgmt-5 ', [
+      {
+        status: 400,
+        body: {
+          error: {
+            message: 'Your request was rejected by the safety system.',
+            type: 'image_generation_user_error',
+            code: 'moderation_blocked',
+            param: null,
+          },
+        },
+      },
+    ]);
+    standin.script('mgmt-7 ', [
+      { status: 400, body: { error: { message: 'bad thing', type: 'invalid_request_error', code: null, param: null } } },
+    ]);
     const started = await atelier(editArgs(csv, outputDir, cluster, ['--detach', '--window', '2']), cluster.env);
     const runId = started.stdout.trim().split('\n').pop()!;
     const paused = await atelier(['pause', runId, '--state-dir', cluster.stateDir], cluster.env);
@@ -269,12 +312,18 @@ describe('run management', () => {
 
   it('retry on an open run goes through the update and runs the rows in the same execution', async () => {
     const { csv, outputDir } = await dataset(6, 'openretry');
-    standin.script('openretry-1 ', [{ status: 400, body: { error: { message: 'nope', type: 'invalid_request_error', code: null, param: null } } }]);
+    standin.script('openretry-1 ', [
+      { status: 400, body: { error: { message: 'nope', type: 'invalid_request_error', code: null, param: null } } },
+    ]);
     // Row 3 waits out a 429 (Retry-After 4 s), which keeps the run open while we retry row 1.
     standin.script('openretry-3 ', [faults.rateLimited(4)]);
     const started = await atelier(editArgs(csv, outputDir, cluster, ['--detach', '--window', '1']), cluster.env);
     const runId = started.stdout.trim().split('\n').pop()!;
-    await waitUntil(() => standin.callsFor('openretry-1 ').length === 1 && standin.callsFor('openretry-3 ').length === 1, 60_000, 'row 3 started');
+    await waitUntil(
+      () => standin.callsFor('openretry-1 ').length === 1 && standin.callsFor('openretry-3 ').length === 1,
+      60_000,
+      'row 3 started',
+    );
     // Row 1 has failed by now and the run is still going: queue it again.
     await waitUntil(() => ledgerCount(outputDir) >= 2, 30_000, 'row 1 recorded');
     const retried = await atelier(['retry', runId, '--failed', '--state-dir', cluster.stateDir], cluster.env);

@@ -20,7 +20,10 @@ const offline = { ...process.env, HF_HUB_OFFLINE: '1' };
 beforeAll(() => {
   assertBuilt();
   modelDir = join(tempDir('atelier-tiny-model-'), 'tiny-pix2pix');
-  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], { env: offline, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], {
+    env: offline,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }, 600_000);
 
 async function dataset(): Promise<{ dir: string; csv: string }> {
@@ -28,7 +31,12 @@ async function dataset(): Promise<{ dir: string; csv: string }> {
   await writePng(join(dir, 'a.png'), '#aa3366', 48);
   writeText(
     join(dir, 'rows.csv'),
-    ['index,image,instruction,name', '0,a.png,make it blue,first.jpg', '1,a.png,add snow,second', '2,missing.png,never runs,third.png'].join('\n'),
+    [
+      'index,image,instruction,name',
+      '0,a.png,make it blue,first.jpg',
+      '1,a.png,add snow,second',
+      '2,missing.png,never runs,third.png',
+    ].join('\n'),
   );
   return { dir, csv: join(dir, 'rows.csv') };
 }
@@ -50,7 +58,27 @@ describe('--backend diffusers through the Python GPU worker', () => {
     const { dir, csv } = await dataset();
     const outputDir = join(dir, 'out');
     const run = await atelier(
-      ['edit', '--input', csv, '--output-dir', outputDir, '--backend', 'diffusers', '--model', modelDir, '--gpus', 'cpu', '--num-inference-steps', '2', '--seed', '7', '--output-name-column', 'name', '--state-dir', join(dir, 'state')],
+      [
+        'edit',
+        '--input',
+        csv,
+        '--output-dir',
+        outputDir,
+        '--backend',
+        'diffusers',
+        '--model',
+        modelDir,
+        '--gpus',
+        'cpu',
+        '--num-inference-steps',
+        '2',
+        '--seed',
+        '7',
+        '--output-name-column',
+        'name',
+        '--state-dir',
+        join(dir, 'state'),
+      ],
       { ...offline, ATELIER_GPU_WORKER_ARGS: '--max-area 4096 --warmup-steps 1' },
     );
     expect(run.code, run.stderr).toBe(2);
@@ -63,7 +91,10 @@ describe('--backend diffusers through the Python GPU worker', () => {
     const { dir, csv } = await dataset();
     const stateDir = join(dir, 'state');
     const port = await freePort();
-    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(await freePort())], offline);
+    const server = new CliProcess(
+      ['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(await freePort())],
+      offline,
+    );
     await server.waitForOutput(/address: /);
     const env = { ...offline, TEMPORAL_ADDRESS: `127.0.0.1:${port}` };
     const gpu = new CliProcess(['gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], env);
@@ -72,7 +103,23 @@ describe('--backend diffusers through the Python GPU worker', () => {
       await gpu.waitForOutput(new RegExp(`GPU worker ready: .* on ${gpuTaskQueue(modelDir)}`), 300_000);
       await worker.waitForOutput(/serving atelier-orchestrator/);
       const outputDir = join(dir, 'out');
-      const args = ['edit', '--input', csv, '--output-dir', outputDir, '--backend', 'diffusers', '--model', modelDir, '--num-inference-steps', '2', '--output-name-column', 'name', '--state-dir', stateDir];
+      const args = [
+        'edit',
+        '--input',
+        csv,
+        '--output-dir',
+        outputDir,
+        '--backend',
+        'diffusers',
+        '--model',
+        modelDir,
+        '--num-inference-steps',
+        '2',
+        '--output-name-column',
+        'name',
+        '--state-dir',
+        stateDir,
+      ];
       const run = await atelier(args, env);
       expect(run.code, run.stderr).toBe(2);
       checkOutputs(outputDir);

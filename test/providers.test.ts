@@ -106,7 +106,16 @@ describe('Gemini through the workflow', () => {
       'a.png,gm-invalid bad',
       'a.png,gm-busy retry me',
     ]);
-    const summary = await run(testInput({ runId: 'prov-gemini', inputPath: csv, outputDir, backend: 'gemini', model: 'gemini-2.5-flash-image', params: { aspectRatio: '16:9' } }));
+    const summary = await run(
+      testInput({
+        runId: 'prov-gemini',
+        inputPath: csv,
+        outputDir,
+        backend: 'gemini',
+        model: 'gemini-2.5-flash-image',
+        params: { aspectRatio: '16:9' },
+      }),
+    );
     expect(summary).toMatchObject({ total: 4, ok: 2, failed: 2, failedByType: { Blocked: 1, InvalidRequest: 1 } });
     expect(gemini.callsFor('gm-multi')[0]).toMatchObject({ imageCount: 2 });
     expect(gemini.callsFor('gm-multi')[0]!.generationConfig).toMatchObject({ imageConfig: { aspectRatio: '16:9' } });
@@ -125,10 +134,24 @@ describe('Gemini through the workflow', () => {
     await writePng(join(dir, 'a.png'), '#000000');
     writeText(
       join(dir, 'chat.jsonl'),
-      JSON.stringify({ images: ['a.png'], conversations: [{ role: 'user', content: 'gc-turn1 add a hat' }, { role: 'user', content: 'gc-turn2 now make it red' }] }),
+      JSON.stringify({
+        images: ['a.png'],
+        conversations: [
+          { role: 'user', content: 'gc-turn1 add a hat' },
+          { role: 'user', content: 'gc-turn2 now make it red' },
+        ],
+      }),
     );
     const outputDir = join(dir, 'out');
-    const summary = await run(testInput({ runId: 'prov-gemini-chat', inputPath: join(dir, 'chat.jsonl'), outputDir, backend: 'gemini', model: 'gemini-3-pro-image-preview' }));
+    const summary = await run(
+      testInput({
+        runId: 'prov-gemini-chat',
+        inputPath: join(dir, 'chat.jsonl'),
+        outputDir,
+        backend: 'gemini',
+        model: 'gemini-3-pro-image-preview',
+      }),
+    );
     expect(summary).toMatchObject({ ok: 1, failed: 0 });
     const second = gemini.callsFor('gc-turn2')[0]!;
     expect(second.turns).toBe(3); // user, model, user
@@ -140,7 +163,9 @@ describe('Gemini through the workflow', () => {
 describe('OpenRouter and ModelScope through the workflow', () => {
   it('OpenRouter: chat completions with image output, read from message.images', async () => {
     const { csv, outputDir } = await rowsCsv(['a.png,or-edit paint it']);
-    const summary = await run(testInput({ runId: 'prov-openrouter', inputPath: csv, outputDir, backend: 'openrouter', model: 'google/gemini-2.5-flash-image' }));
+    const summary = await run(
+      testInput({ runId: 'prov-openrouter', inputPath: csv, outputDir, backend: 'openrouter', model: 'google/gemini-2.5-flash-image' }),
+    );
     expect(summary).toMatchObject({ ok: 1 });
     expect(openrouter.callsFor('or-edit')).toHaveLength(1);
     expect(results(outputDir)[0]!.status).toBe('ok');
@@ -148,7 +173,9 @@ describe('OpenRouter and ModelScope through the workflow', () => {
 
   it('ModelScope: submits a task, polls it, downloads the image, records the quota headers', async () => {
     const { csv, outputDir } = await rowsCsv(['a.png,ms-edit paint it']);
-    const summary = await run(testInput({ runId: 'prov-modelscope', inputPath: csv, outputDir, backend: 'modelscope', model: 'Qwen/Qwen-Image-Edit-2509' }));
+    const summary = await run(
+      testInput({ runId: 'prov-modelscope', inputPath: csv, outputDir, backend: 'modelscope', model: 'Qwen/Qwen-Image-Edit-2509' }),
+    );
     expect(summary).toMatchObject({ ok: 1 });
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(Object.keys(ledger?.info ?? {}).join(',')).toMatch(/remaining/);
@@ -161,11 +188,17 @@ describe('fal.ai through the workflow', () => {
     fal.script('fal-flaky', [falFaults.failedRun()]);
     const { csv, outputDir } = await rowsCsv(['a.png,fal-edit paint it', 'a.png,fal-refused refuse', 'b.png,fal-flaky retry me']);
     const before = fal.submitted();
-    const summary = await run(testInput({ runId: 'prov-fal', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext', params: { seed: 5 } }));
+    const summary = await run(
+      testInput({ runId: 'prov-fal', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext', params: { seed: 5 } }),
+    );
     expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, failedByType: { Blocked: 1 } });
     const edit = fal.callsFor('fal-edit');
     expect(edit.filter((c) => c.kind === 'submit')).toHaveLength(1);
-    expect(edit.find((c) => c.kind === 'submit')).toMatchObject({ authorization: `Key ${KEYS.FAL_KEY}`, imageCount: 1, fields: { seed: rowSeed(5, 0, 0) } });
+    expect(edit.find((c) => c.kind === 'submit')).toMatchObject({
+      authorization: `Key ${KEYS.FAL_KEY}`,
+      imageCount: 1,
+      fields: { seed: rowSeed(5, 0, 0) },
+    });
     expect(edit.filter((c) => c.kind === 'status').length).toBeGreaterThanOrEqual(3);
     // The refusal is final (one request); the failed run is retried with a new request.
     expect(fal.callsFor('fal-refused').filter((c) => c.kind === 'submit')).toHaveLength(1);
@@ -183,13 +216,23 @@ describe('fal.ai: a worker that stops mid-request', () => {
     fal.script('fal-crash', [falFaults.slowRequest(60)]);
     const { csv, outputDir } = await rowsCsv(['a.png,fal-crash paint it']);
     const input = testInput({ runId: 'prov-fal-crash', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext' });
-    const options: WorkerSetOptions = { connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '100 ms' } };
-    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const options: WorkerSetOptions = {
+      connection: env.nativeConnection,
+      namespace: 'default',
+      env: workerEnv,
+      workerOptions: { shutdownGraceTime: '100 ms' },
+    };
+    const handle = await env.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     const done = handle.result() as Promise<DatasetRunSummary>;
     // The first workers: stopped once the request is queued and being polled.
     const first = await createWorkers(options);
     const firstRunning = Promise.allSettled(first.map((w) => w.run()));
-    for (let i = 0; i < 400 && fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length < 3; i++) await new Promise((r) => setTimeout(r, 25));
+    for (let i = 0; i < 400 && fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length < 3; i++)
+      await new Promise((r) => setTimeout(r, 25));
     expect(fal.callsFor('fal-crash').filter((c) => c.kind === 'status').length).toBeGreaterThanOrEqual(3);
     for (const w of first) w.shutdown();
     await firstRunning;
@@ -210,10 +253,20 @@ describe('Vertex AI through the workflow', () => {
   it('edits on Vertex in express mode (the publisher path, the key in x-goog-api-key), classifies refusals per row, and records cost', async () => {
     vertex.script('vx-safety', [geminiFaults.finishReason('IMAGE_SAFETY')], { repeat: true });
     vertex.script('vx-busy', [geminiFaults.rateLimited(1)]);
-    const { csv, outputDir } = await rowsCsv(['"[""a.png"",""b.png""]",vx-multi combine them', 'a.png,vx-safety refuse', 'a.png,vx-busy retry me']);
-    const summary = await run(testInput({ runId: 'prov-vertex', inputPath: csv, outputDir, backend: 'vertex', model: 'gemini-2.5-flash-image' }));
+    const { csv, outputDir } = await rowsCsv([
+      '"[""a.png"",""b.png""]",vx-multi combine them',
+      'a.png,vx-safety refuse',
+      'a.png,vx-busy retry me',
+    ]);
+    const summary = await run(
+      testInput({ runId: 'prov-vertex', inputPath: csv, outputDir, backend: 'vertex', model: 'gemini-2.5-flash-image' }),
+    );
     expect(summary).toMatchObject({ total: 3, ok: 2, failed: 1, failedByType: { Blocked: 1 } });
-    expect(vertex.callsFor('vx-multi')[0]).toMatchObject({ path: '/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent', apiKey: KEYS.VERTEX_API_KEY, imageCount: 2 });
+    expect(vertex.callsFor('vx-multi')[0]).toMatchObject({
+      path: '/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent',
+      apiKey: KEYS.VERTEX_API_KEY,
+      imageCount: 2,
+    });
     expect(vertex.callsFor('vx-busy').map((c) => c.status)).toEqual([429, 200]);
     const ledger = await readLedgerEntry(outputDir, 0);
     expect(ledger?.costUsd).toBeGreaterThan(0);
@@ -239,8 +292,17 @@ describe('quota exhausted pauses the provider instead of failing rows', () => {
     openai.script('qt-row-1', [faults.insufficientQuota()]);
     const { csv, outputDir } = await rowsCsv(['a.png,qt-row-0 x', 'a.png,qt-row-1 x', 'a.png,qt-row-2 x']);
     const input = testInput({ runId: 'prov-quota', inputPath: csv, outputDir, window: 1 });
-    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' } });
-    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      env: workerEnv,
+      workerOptions: { shutdownGraceTime: '1 second' },
+    });
+    const handle = await env.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     const done = handle.result() as Promise<DatasetRunSummary>;
     const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
     let progress: ProgressSnapshot | undefined;
@@ -270,7 +332,14 @@ describe('a quota pause with a reset time lifts itself', () => {
     gemini.script('ar-row-0', [geminiFaults.rateLimited(2)]);
     gemini.script('ar-row-1', [geminiFaults.dailyQuota()]);
     const { csv, outputDir } = await rowsCsv(['a.png,ar-row-0 x', 'a.png,ar-row-1 x', 'a.png,ar-row-2 x']);
-    const input = testInput({ runId: 'prov-quota-reset', inputPath: csv, outputDir, backend: 'gemini', model: 'gemini-2.5-flash-image', window: 2 });
+    const input = testInput({
+      runId: 'prov-quota-reset',
+      inputPath: csv,
+      outputDir,
+      backend: 'gemini',
+      model: 'gemini-2.5-flash-image',
+      window: 2,
+    });
     let resets = 0;
     const workers = await createWorkers({
       connection: env.nativeConnection,
@@ -279,7 +348,11 @@ describe('a quota pause with a reset time lifts itself', () => {
       workerOptions: { shutdownGraceTime: '1 second' },
       modelActivityDeps: { quotaResetAt: () => (resets++, new Date(Date.now() + 2000).toISOString()) },
     });
-    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const handle = await env.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     const done = handle.result() as Promise<DatasetRunSummary>;
     const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
     let paused: ProgressSnapshot | undefined;
@@ -288,7 +361,9 @@ describe('a quota pause with a reset time lifts itself', () => {
       await new Promise((r) => setTimeout(r, 25));
     }
     expect(paused?.paused?.until).toBeDefined();
-    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the pause did not lift at its reset time')), 30_000));
+    const timeout = new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error('the pause did not lift at its reset time')), 30_000),
+    );
     const summary = await Promise.race([done, timeout]).catch(async (err: unknown) => {
       await handle.terminate('test: the pause did not lift'); // ends the workers' runUntil
       await running;
@@ -306,9 +381,18 @@ describe('pause and resume sent while the run plans', () => {
     const { csv, outputDir } = await rowsCsv(['a.png,ps-row-0 x', 'a.png,ps-row-1 x']);
     const input = testInput({ runId: 'prov-plan-pause', inputPath: csv, outputDir, window: 2 });
     // The signal is sent before any worker runs the workflow: it reaches the run before it has planned.
-    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const handle = await env.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     await handle.signal('pause', { reason: 'held from the start' });
-    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' } });
+    const workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      env: workerEnv,
+      workerOptions: { shutdownGraceTime: '1 second' },
+    });
     const done = handle.result() as Promise<DatasetRunSummary>;
     const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
     let progress: ProgressSnapshot | undefined;
@@ -331,8 +415,17 @@ describe('--max-cost pauses the run when its spend reaches the budget', () => {
     const perRow = 0.034754;
     const { csv, outputDir } = await rowsCsv(Array.from({ length: 5 }, (_, i) => `a.png,mc-row-${i} x`));
     const input = testInput({ runId: 'prov-max-cost', inputPath: csv, outputDir, model: 'gpt-image-2', window: 1, maxCostUsd: 0.05 });
-    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' } });
-    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      env: workerEnv,
+      workerOptions: { shutdownGraceTime: '1 second' },
+    });
+    const handle = await env.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     const done = handle.result() as Promise<DatasetRunSummary>;
     const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
     const pausedProgress = async (): Promise<ProgressSnapshot> => {
@@ -370,7 +463,12 @@ describe('OpenAI-compatible diffusion servers (--base-url)', () => {
     const summary = await run(testInput({ runId: 'prov-sampling', inputPath: csv, outputDir, model: 'Qwen/Qwen-Image-Edit-2511', params }));
     expect(summary).toMatchObject({ ok: 2, failed: 0 });
     for (const index of [0, 1]) {
-      expect(openai.callsFor(`sd-row-${index}`)[0]!.fields).toMatchObject({ seed: String(rowSeed(42, index, 0)), num_inference_steps: '20', guidance_scale: '3.5', negative_prompt: 'blurry' });
+      expect(openai.callsFor(`sd-row-${index}`)[0]!.fields).toMatchObject({
+        seed: String(rowSeed(42, index, 0)),
+        num_inference_steps: '20',
+        guidance_scale: '3.5',
+        negative_prompt: 'blurry',
+      });
     }
     expect(rowSeed(42, 0, 0)).not.toBe(rowSeed(42, 1, 0));
     // No price for a local model: unknown, not $0.
@@ -381,7 +479,9 @@ describe('OpenAI-compatible diffusion servers (--base-url)', () => {
 describe('prompt enhancement and keys', () => {
   it('--prompt-enhance rewrites instructions with a chat model and keeps them in instruction_enhanced', async () => {
     const { csv, outputDir } = await rowsCsv(['a.png,pe-row make it nicer']);
-    const summary = await run(testInput({ runId: 'prov-enhance', inputPath: csv, outputDir, promptEnhance: { model: 'enhancer-model', withImages: true } }));
+    const summary = await run(
+      testInput({ runId: 'prov-enhance', inputPath: csv, outputDir, promptEnhance: { model: 'enhancer-model', withImages: true } }),
+    );
     expect(summary.ok).toBe(1);
     const [row] = results(outputDir);
     expect(row!.instruction_enhanced).not.toBe('');
@@ -398,10 +498,21 @@ describe('prompt enhancement and keys', () => {
   it('no key appears in `temporal workflow show`, the server state or any output', () => {
     const cli = findTemporalCli();
     const address = env.address;
-    const show = (id: string) => execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
-    const shown = [show('prov-gemini'), show('prov-gemini/row/0'), show('prov-quota/row/1'), show('prov-azure/row/1'), show('prov-vertex/row/0'), show('prov-fal/row/0'), show('prov-fal/row/1')].join('\n');
+    const show = (id: string) =>
+      execFileSync(cli, ['workflow', 'show', '--address', address, '--workflow-id', id, '--output', 'json']).toString();
+    const shown = [
+      show('prov-gemini'),
+      show('prov-gemini/row/0'),
+      show('prov-quota/row/1'),
+      show('prov-azure/row/1'),
+      show('prov-vertex/row/0'),
+      show('prov-fal/row/0'),
+      show('prov-fal/row/1'),
+    ].join('\n');
     // Payloads are base64 in JSON output: decode them so the scan sees what the history holds.
-    const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8')).join('\n');
+    const decoded = [...shown.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)]
+      .map((m) => Buffer.from(m[1]!, 'base64').toString('utf8'))
+      .join('\n');
     const everything = `${shown}\n${decoded}`;
     expect(everything).toContain('gemini-2.5-flash-image'); // the history really is in there
     for (const key of [...Object.values(KEYS), workerEnv.PROMPT_ENHANCE_API_KEY!]) {

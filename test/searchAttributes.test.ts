@@ -49,7 +49,8 @@ describe('ensureSearchAttributes', () => {
 
 describe('setQueueRateLimit', () => {
   // Only the fields setQueueRateLimit reads, with a real client on the real server.
-  const sessionFor = (namespace: string) => ({ client: new Client({ connection: env.connection, namespace }), namespace }) as Pick<Session, 'client' | 'namespace'> as Session;
+  const sessionFor = (namespace: string) =>
+    ({ client: new Client({ connection: env.connection, namespace }), namespace }) as Pick<Session, 'client' | 'namespace'> as Session;
 
   it('sets the limit on a server that supports it', async () => {
     expect(await setQueueRateLimit(sessionFor('default'), 'api-openai', 2)).toBe(true);

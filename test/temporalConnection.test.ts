@@ -53,19 +53,29 @@ function tlsEnv(extra: Record<string, string> = {}): Record<string, string> {
 }
 
 function filesUnder(root: string): string[] {
-  return readdirSync(root, { recursive: true, encoding: 'utf8' }).map((f) => join(root, f)).filter((f) => statSync(f).isFile());
+  return readdirSync(root, { recursive: true, encoding: 'utf8' })
+    .map((f) => join(root, f))
+    .filter((f) => statSync(f).isFile());
 }
 
 describe('Temporal connection settings from the environment', () => {
   it('reads the envconfig names: an API key or a TLS file implies TLS, TEMPORAL_TLS decides, conflicts are refused', () => {
     expect(temporalTargetFromEnv({ TEMPORAL_ADDRESS: 'h:7233' }).tls).toBeUndefined();
     expect(temporalTargetFromEnv({ TEMPORAL_ADDRESS: 'h:7233', TEMPORAL_TLS: 'true' }).tls).toEqual({});
-    const cloud = temporalTargetFromEnv({ TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233', TEMPORAL_NAMESPACE: 'ns.acct', TEMPORAL_API_KEY: API_KEY });
+    const cloud = temporalTargetFromEnv({
+      TEMPORAL_ADDRESS: 'ns.acct.tmprl.cloud:7233',
+      TEMPORAL_NAMESPACE: 'ns.acct',
+      TEMPORAL_API_KEY: API_KEY,
+    });
     expect(cloud.tls).toEqual({});
     expect(cloud.namespace).toBe('ns.acct');
     expect(describeTarget(cloud)).not.toContain(API_KEY);
     expect(temporalTargetFromEnv({ TEMPORAL_ADDRESS: 'h:7233', TEMPORAL_API_KEY: API_KEY, TEMPORAL_TLS: 'false' }).tls).toBeUndefined();
-    const data = temporalTargetFromEnv({ TEMPORAL_ADDRESS: 'h:7233', TEMPORAL_TLS_SERVER_CA_CERT_DATA: readFileSync(pki.ca, 'utf8'), TEMPORAL_GRPC_META_X_TENANT: 'a' });
+    const data = temporalTargetFromEnv({
+      TEMPORAL_ADDRESS: 'h:7233',
+      TEMPORAL_TLS_SERVER_CA_CERT_DATA: readFileSync(pki.ca, 'utf8'),
+      TEMPORAL_GRPC_META_X_TENANT: 'a',
+    });
     expect(Buffer.from(data.tls!.serverRootCACertificate!).toString()).toBe(readFileSync(pki.ca, 'utf8'));
     expect(data.metadata).toEqual({ 'x-tenant': 'a' });
     const refused = (env: Record<string, string>) => () => temporalTargetFromEnv({ TEMPORAL_ADDRESS: 'h:7233', ...env });
@@ -73,7 +83,9 @@ describe('Temporal connection settings from the environment', () => {
     expect(refused({ TEMPORAL_TLS_CLIENT_CERT_PATH: pki.clientCert })).toThrow(/needs both/);
     expect(refused({ TEMPORAL_TLS: 'yes' })).toThrow(UsageError);
     expect(refused({ TEMPORAL_TLS_DISABLE_HOST_VERIFICATION: 'true' })).toThrow(/not supported/);
-    expect(refused({ TEMPORAL_TLS_CLIENT_CERT_PATH: join(dir, 'nope.pem'), TEMPORAL_TLS_CLIENT_KEY_PATH: pki.clientKey })).toThrow(/cannot be read/);
+    expect(refused({ TEMPORAL_TLS_CLIENT_CERT_PATH: join(dir, 'nope.pem'), TEMPORAL_TLS_CLIENT_KEY_PATH: pki.clientKey })).toThrow(
+      /cannot be read/,
+    );
   });
 
   it('runs `atelier edit` and an `atelier worker` through mutual TLS with an API key; the key is sent, never written', async () => {
@@ -81,10 +93,29 @@ describe('Temporal connection settings from the environment', () => {
     await writePng(join(data, 'a.png'));
     writeText(join(data, 'edits.csv'), ['input_images,instruction', 'a.png,tls-row-1 warm', 'a.png,tls-row-2 cool'].join('\n'));
     const base = { ...process.env, ...tlsEnv() } as NodeJS.ProcessEnv;
-    const worker = new CliProcess(['worker', '--concurrency', '4'], { ...base, OPENAI_API_KEY: 'sk-tls-test', OPENAI_BASE_URL: standin.baseURL });
+    const worker = new CliProcess(['worker', '--concurrency', '4'], {
+      ...base,
+      OPENAI_API_KEY: 'sk-tls-test',
+      OPENAI_BASE_URL: standin.baseURL,
+    });
     try {
-      await worker.waitForOutput(/serving atelier-orchestrator, api-openai on .*TLS with client certificate, own CA, server name temporal\.test, API key/);
-      const run = await atelier(['edit', '--input', join(data, 'edits.csv'), '--output-dir', join(data, 'out'), '--model', 'gpt-image-2', '--state-dir', join(data, 'state')], base);
+      await worker.waitForOutput(
+        /serving atelier-orchestrator, api-openai on .*TLS with client certificate, own CA, server name temporal\.test, API key/,
+      );
+      const run = await atelier(
+        [
+          'edit',
+          '--input',
+          join(data, 'edits.csv'),
+          '--output-dir',
+          join(data, 'out'),
+          '--model',
+          'gpt-image-2',
+          '--state-dir',
+          join(data, 'state'),
+        ],
+        base,
+      );
       expect(run.code, run.stderr).toBe(0);
       expect(readFileSync(join(data, 'out', 'results.csv'), 'utf8').match(/,ok,/g)).toHaveLength(2);
       expect(standin.callsFor('tls-row-')).toHaveLength(2);
@@ -95,7 +126,12 @@ describe('Temporal connection settings from the environment', () => {
     // Every call, from the client (grpc-js) and the worker (Rust core) alike, came with the
     // client certificate and the key; both kinds of call went through the front.
     const paths = front.calls.map((c) => c.path);
-    expect(paths).toEqual(expect.arrayContaining(['/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution', '/temporal.api.workflowservice.v1.WorkflowService/PollActivityTaskQueue']));
+    expect(paths).toEqual(
+      expect.arrayContaining([
+        '/temporal.api.workflowservice.v1.WorkflowService/StartWorkflowExecution',
+        '/temporal.api.workflowservice.v1.WorkflowService/PollActivityTaskQueue',
+      ]),
+    );
     expect(front.calls.every((c) => c.clientCn === 'atelier-test-client' && c.authorization === `Bearer ${API_KEY}`)).toBe(true);
     for (const f of filesUnder(data)) expect(readFileSync(f).includes(API_KEY), f).toBe(false);
   });
@@ -115,9 +151,19 @@ describe('Temporal connection settings from the environment', () => {
     ].join('\n');
     const before = front.calls.length;
     const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-      execFile('bash', [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-c', code, front.address], { env: { ...process.env, ...tlsEnv() }, timeout: 120_000 }, (err, stdout, stderr) =>
-        // How it ended goes with the output: an exit code, a signal or a spawn error.
-        resolve({ code: err ? 1 : 0, stdout, stderr: err ? `${stderr}\n[${err.message}; code ${String((err as { code?: unknown }).code)}, signal ${String(err.signal)}]` : stderr }),
+      execFile(
+        'bash',
+        [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-c', code, front.address],
+        { env: { ...process.env, ...tlsEnv() }, timeout: 120_000 },
+        (err, stdout, stderr) =>
+          // How it ended goes with the output: an exit code, a signal or a spawn error.
+          resolve({
+            code: err ? 1 : 0,
+            stdout,
+            stderr: err
+              ? `${stderr}\n[${err.message}; code ${String((err as { code?: unknown }).code)}, signal ${String(err.signal)}]`
+              : stderr,
+          }),
       ),
     );
     expect(out.code, out.stderr).toBe(0);

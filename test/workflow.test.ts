@@ -42,7 +42,9 @@ describe('dataset workflow on a real dev server', () => {
   beforeAll(async () => {
     dataDir = tempDir('atelier-wf-data-');
     // A local web server for http(s) image rows: one image, everything else 404.
-    const served = await sharp({ create: { width: 30, height: 10, channels: 3, background: '#000000' } }).png().toBuffer();
+    const served = await sharp({ create: { width: 30, height: 10, channels: 3, background: '#000000' } })
+      .png()
+      .toBuffer();
     imageServer = createServer((req, res) => {
       if (req.url === '/img.png') res.writeHead(200, { 'content-type': 'image/png' }).end(served);
       else res.writeHead(404).end('not found');
@@ -165,10 +167,19 @@ describe('dataset workflow on a real dev server', () => {
   });
 
   it('finishes the run when a row child is terminated from outside (the row counts as failed, then runs again on a re-run)', async () => {
-    writeText(join(dataDir, 'term.csv'), ['index,input_images,instruction', '0,ok.png,row-term-0 x', '1,ok.png,row-term-1 held up', '2,ok.png,row-term-2 x'].join('\n'));
+    writeText(
+      join(dataDir, 'term.csv'),
+      ['index,input_images,instruction', '0,ok.png,row-term-0 x', '1,ok.png,row-term-1 held up', '2,ok.png,row-term-2 x'].join('\n'),
+    );
     // Row 1 waits out a long Retry-After, so its child is still running when it is terminated.
     standin.script('row-term-1 ', [faults.rateLimited(30)]);
-    const term = { ...input, runId: 'wf-test-term', inputPath: join(dataDir, 'term.csv'), outputDir: join(outputDir, '..', 'term-out'), window: 3 };
+    const term = {
+      ...input,
+      runId: 'wf-test-term',
+      inputPath: join(dataDir, 'term.csv'),
+      outputDir: join(outputDir, '..', 'term-out'),
+      window: 3,
+    };
     const run = runDataset(term);
     const child = env.client.workflow.getHandle('wf-test-term/row/1');
     for (let i = 0; i < 200 && standin.callsFor('row-term-1 ').length === 0; i++) await new Promise((r) => setTimeout(r, 50));
@@ -193,11 +204,19 @@ describe('dataset workflow on a real dev server', () => {
     // run continues as new: they outlive the run that started them and must report by signal.
     const slow = Array.from({ length: 25 }, (_, k) => k * 8);
     for (const i of slow) standin.script(`row-can-${i} `, [faults.rateLimited(1)]);
-    const many = { ...input, runId: 'wf-test-can', inputPath: join(dataDir, 'many.csv'), outputDir: join(outputDir, '..', 'can-out'), window: 4, maxHistoryEvents: 200 };
+    const many = {
+      ...input,
+      runId: 'wf-test-can',
+      inputPath: join(dataDir, 'many.csv'),
+      outputDir: join(outputDir, '..', 'can-out'),
+      window: 4,
+      maxHistoryEvents: 200,
+    };
     const summary = await runDataset(many);
     expect(summary).toMatchObject({ total: 200, ok: 200, failed: 0 });
     const runs: { runId: string; historyLength: number }[] = [];
-    for await (const wf of env.client.workflow.list({ query: `WorkflowId = 'wf-test-can'` })) runs.push({ runId: wf.runId, historyLength: wf.historyLength });
+    for await (const wf of env.client.workflow.list({ query: `WorkflowId = 'wf-test-can'` }))
+      runs.push({ runId: wf.runId, historyLength: wf.historyLength });
     expect(runs.length).toBeGreaterThan(3);
     // The cap is checked between dispatches: a run may overshoot it by a window's worth of events.
     for (const run of runs) expect(run.historyLength).toBeLessThan(200 + 60);

@@ -39,7 +39,10 @@ export interface WorkerSetOptions {
  * `--batch`: the provider batch activities of a backend that has a batch API, keyed from the
  * worker environment like the provider itself; none for other backends.
  */
-export function batchActivitiesFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): ReturnType<typeof createBatchActivities> | Record<string, never> {
+export function batchActivitiesFromEnv(
+  backend: ApiBackend,
+  env: NodeJS.ProcessEnv,
+): ReturnType<typeof createBatchActivities> | Record<string, never> {
   if (backend !== 'openai' && backend !== 'gemini') return {};
   const names = API_BACKENDS[backend];
   const apiKey = names.keys.map((k) => env[k]).find((v) => v);
@@ -51,9 +54,18 @@ export function batchActivitiesFromEnv(backend: ApiBackend, env: NodeJS.ProcessE
 export function promptEnhancerFromEnv(model: string, env: NodeJS.ProcessEnv): PromptEnhancer {
   const apiKey = env.PROMPT_ENHANCE_API_KEY || env.OPENROUTER_API_KEY || env.OPENAI_API_KEY;
   if (!apiKey) {
-    throw new UsageError('--prompt-enhance needs PROMPT_ENHANCE_API_KEY (or OPENROUTER_API_KEY / OPENAI_API_KEY) in the worker environment');
+    throw new UsageError(
+      '--prompt-enhance needs PROMPT_ENHANCE_API_KEY (or OPENROUTER_API_KEY / OPENAI_API_KEY) in the worker environment',
+    );
   }
-  const baseURL = env.PROMPT_ENHANCE_BASE_URL || (env.PROMPT_ENHANCE_API_KEY ? undefined : env.OPENROUTER_API_KEY ? env.OPENROUTER_BASE_URL || 'https://openrouter.ai/api/v1' : env.OPENAI_BASE_URL) || undefined;
+  const baseURL =
+    env.PROMPT_ENHANCE_BASE_URL ||
+    (env.PROMPT_ENHANCE_API_KEY
+      ? undefined
+      : env.OPENROUTER_API_KEY
+        ? env.OPENROUTER_BASE_URL || 'https://openrouter.ai/api/v1'
+        : env.OPENAI_BASE_URL) ||
+    undefined;
   return createPromptEnhancer({ apiKey, baseURL, model });
 }
 
@@ -79,7 +91,12 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         ...common,
         taskQueue: ORCHESTRATOR_QUEUE,
         ...workflowCodeOption(),
-        activities: { ...createOrchestrationActivities(), ...createGpuRowActivities(), ...createJudgeListActivities(), ...createBatchPlanningActivities() },
+        activities: {
+          ...createOrchestrationActivities(),
+          ...createGpuRowActivities(),
+          ...createJudgeListActivities(),
+          ...createBatchPlanningActivities(),
+        },
       }),
     );
   }
@@ -89,7 +106,10 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         ...common,
         taskQueue: providerQueue(provider.backend),
         activities: {
-          ...createModelActivities(provider, { enhancer: (model) => promptEnhancerFromEnv(model, options.env), ...options.modelActivityDeps }),
+          ...createModelActivities(provider, {
+            enhancer: (model) => promptEnhancerFromEnv(model, options.env),
+            ...options.modelActivityDeps,
+          }),
           ...batchActivitiesFromEnv(provider.backend, options.env),
         },
         maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
@@ -99,7 +119,10 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
   }
   if (queues.includes(JUDGE_QUEUE)) {
     const apiKey = options.env[JUDGE_ENV.key];
-    if (!apiKey) throw new UsageError(`${JUDGE_ENV.key} is not set in the worker environment; export it (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) to serve the judge queue`);
+    if (!apiKey)
+      throw new UsageError(
+        `${JUDGE_ENV.key} is not set in the worker environment; export it (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) to serve the judge queue`,
+      );
     workers.push(
       await Worker.create({
         ...common,

@@ -75,7 +75,14 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
   const outcome: RowOutcome = { position: task.position, index: task.index, status: 'ok', outputImages: plan.outputImages };
   if (plan.done) return outcome;
   const commit = (i: number, result: GpuEditResult) =>
-    commitGpuOutput({ task, output: plan.firstOutput + i, result, last: i === plan.requests.length - 1, chained: plan.chained, attempts: 1 });
+    commitGpuOutput({
+      task,
+      output: plan.firstOutput + i,
+      result,
+      last: i === plan.requests.length - 1,
+      chained: plan.chained,
+      attempts: 1,
+    });
   if (plan.chained) {
     // Each turn edits the previous turn's output, and is recorded before the next starts.
     for (const [i, request] of plan.requests.entries()) await commit(i, await editImageGpu(request));
@@ -107,12 +114,25 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
   const { task, retry } = input;
   let mustSignal = false;
   setHandler(reportBySignal, () => void (mustSignal = true));
-  let report: RowDone = { position: task.position, index: task.index, status: 'failed', errorType: 'Cancelled', error: 'the row was cancelled' };
+  let report: RowDone = {
+    position: task.position,
+    index: task.index,
+    status: 'failed',
+    errorType: 'Cancelled',
+    error: 'the row was cancelled',
+  };
   try {
     const outcome = task.backend === 'diffusers' ? await gpuRow(task, retry) : await apiRow(task, retry);
-    report = { position: task.position, index: task.index, status: 'ok', ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}) };
+    report = {
+      position: task.position,
+      index: task.index,
+      status: 'ok',
+      ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}),
+    };
     // The row's page in the Temporal UI says how it ended (details are metadata, not history).
-    setCurrentDetails(`**row ${task.index}**: ok, ${(outcome.outputImages ?? []).join(', ')}${outcome.costUsd !== undefined ? `, estimated cost $${outcome.costUsd.toFixed(4)}` : ''}`);
+    setCurrentDetails(
+      `**row ${task.index}**: ok, ${(outcome.outputImages ?? []).join(', ')}${outcome.costUsd !== undefined ? `, estimated cost $${outcome.costUsd.toFixed(4)}` : ''}`,
+    );
     return outcome;
   } catch (err) {
     if (isCancellation(err)) throw err;
@@ -146,7 +166,9 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
       const parentId = workflowInfo().parent?.workflowId ?? task.runId;
       // Awaited: the server drops a signal whose sender has closed before it was delivered.
       // Reported even when the row is cancelled; a dataset workflow that is gone can't be told.
-      await CancellationScope.nonCancellable(() => getExternalWorkflowHandle(parentId).signal(rowDoneSignal, report)).catch(() => undefined);
+      await CancellationScope.nonCancellable(() => getExternalWorkflowHandle(parentId).signal(rowDoneSignal, report)).catch(
+        () => undefined,
+      );
     }
   }
 }

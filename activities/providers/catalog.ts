@@ -42,7 +42,12 @@ interface OpenRouterModel {
 
 /** OpenRouter's image models (`output_modalities=image`: the list holds text models only by default). */
 export async function listOpenRouterImageModels(options: CatalogOptions): Promise<ListedModel[]> {
-  const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL || DEFAULT_OPENROUTER_BASE_URL, maxRetries: 1, timeout: options.timeoutMs ?? 20_000 });
+  const client = new OpenAI({
+    apiKey: options.apiKey,
+    baseURL: options.baseURL || DEFAULT_OPENROUTER_BASE_URL,
+    maxRetries: 1,
+    timeout: options.timeoutMs ?? 20_000,
+  });
   const body = (await client.get('/models', { query: { output_modalities: 'image' } })) as { data?: OpenRouterModel[] };
   return (body.data ?? []).flatMap((m) =>
     m.id
@@ -73,7 +78,11 @@ export async function listProviderModels(backend: Backend, options: CatalogOptio
     case 'openrouter':
       return listOpenRouterImageModels(options);
     case 'gemini': {
-      const ai = new GoogleGenAI({ apiKey: options.apiKey, vertexai: false, httpOptions: { baseUrl: options.baseURL || 'https://generativelanguage.googleapis.com', timeout: options.timeoutMs ?? 20_000 } });
+      const ai = new GoogleGenAI({
+        apiKey: options.apiKey,
+        vertexai: false,
+        httpOptions: { baseUrl: options.baseURL || 'https://generativelanguage.googleapis.com', timeout: options.timeoutMs ?? 20_000 },
+      });
       const out: ListedModel[] = [];
       const pager = await ai.models.list({ config: { pageSize: 100 } });
       for await (const m of pager) {

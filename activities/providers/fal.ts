@@ -55,7 +55,9 @@ interface FalProgress {
 function previousRequests(previous: JsonValue | undefined, key: string): FalRequestRef[] {
   const progress = (previous as unknown as Partial<FalProgress> | null | undefined)?.fal;
   if (!progress || progress.key !== key || !Array.isArray(progress.requests)) return [];
-  return progress.requests.filter((r): r is FalRequestRef => !!r && typeof r.id === 'string' && typeof r.statusUrl === 'string' && typeof r.responseUrl === 'string');
+  return progress.requests.filter(
+    (r): r is FalRequestRef => !!r && typeof r.id === 'string' && typeof r.statusUrl === 'string' && typeof r.responseUrl === 'string',
+  );
 }
 
 interface FalErrorItem {
@@ -70,7 +72,9 @@ function describeError(body: unknown, fallback: string): { message: string; type
   if (typeof detail === 'string') return { message: detail, types: [] };
   if (Array.isArray(detail)) {
     const items = detail as FalErrorItem[];
-    const message = items.map((e) => `${e.msg ?? e.type ?? 'error'}${Array.isArray(e.loc) && e.loc.length ? ` (${e.loc.join('.')})` : ''}`).join('; ');
+    const message = items
+      .map((e) => `${e.msg ?? e.type ?? 'error'}${Array.isArray(e.loc) && e.loc.length ? ` (${e.loc.join('.')})` : ''}`)
+      .join('; ');
     return { message: message || fallback, types: items.map((e) => String(e.type ?? '')) };
   }
   return { message: fallback, types: [] };
@@ -132,7 +136,8 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     const details = { status, ...(requestId ? { requestId } : {}) };
     if (types.includes('content_policy_violation')) return new ClassifiedError('blocked', message, details);
     // An account out of credit: retrying before a top-up only burns attempts.
-    if (/exhausted balance|top up your balance|insufficient (?:balance|credits)/i.test(why)) return new ClassifiedError('quotaExhausted', message, details);
+    if (/exhausted balance|top up your balance|insufficient (?:balance|credits)/i.test(why))
+      return new ClassifiedError('quotaExhausted', message, details);
     const retryable = response.headers.get('x-fal-retryable');
     if (status === 429 || status === 408 || status >= 500 || retryable === 'true') {
       const wait = retryAfterMs(response.headers);
@@ -145,7 +150,11 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     const caps = capabilities('fal', request.model);
     // The model id is a path (owner/app[/endpoint]); each segment is escaped on its own.
     const path = request.model.split('/').map(encodeURIComponent).join('/');
-    const response = await http(`${base}/${path}`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(falInput(request, images, caps)) }, request.signal);
+    const response = await http(
+      `${base}/${path}`,
+      { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(falInput(request, images, caps)) },
+      request.signal,
+    );
     const json = await readJson(response);
     if (!response.ok) throw classifyHttp(response, json, 'submitting the request failed');
     const answer = json as { request_id?: unknown; status_url?: unknown; response_url?: unknown };
@@ -182,7 +191,9 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
       }
       if (Date.now() + pollIntervalMs > deadline) {
         // The heartbeat keeps the request: the next attempt polls it instead of resubmitting.
-        throw new ClassifiedError('retryable', `request ${ref.id} still running after ${Math.round(maxWaitMs / 1000)} s`, { requestId: ref.id });
+        throw new ClassifiedError('retryable', `request ${ref.id} still running after ${Math.round(maxWaitMs / 1000)} s`, {
+          requestId: ref.id,
+        });
       }
       try {
         await sleep(pollIntervalMs, undefined, request.signal ? { signal: request.signal } : {});
@@ -206,7 +217,8 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     if (urls.length === 0) {
       // Safety-checked models answer with no image (or a black one) and has_nsfw_concepts.
       const nsfw = (json as { has_nsfw_concepts?: unknown }).has_nsfw_concepts;
-      if (Array.isArray(nsfw) && nsfw.some(Boolean)) throw new ClassifiedError('blocked', `request ${ref.id}: the output was withheld by the safety checker`, { requestId: ref.id });
+      if (Array.isArray(nsfw) && nsfw.some(Boolean))
+        throw new ClassifiedError('blocked', `request ${ref.id}: the output was withheld by the safety checker`, { requestId: ref.id });
       throw new ClassifiedError('retryable', `request ${ref.id} completed without an output image`, { requestId: ref.id });
     }
     return urls;
@@ -219,7 +231,8 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     const refs: FalRequestRef[] = [];
     const info: Record<string, string | number> = {};
     const out: ProviderImage[] = [];
-    const beat = () => request.heartbeat?.({ fal: { key, requests: refs.map((r) => ({ ...r })) } } satisfies FalProgress as unknown as JsonValue);
+    const beat = () =>
+      request.heartbeat?.({ fal: { key, requests: refs.map((r) => ({ ...r })) } } satisfies FalProgress as unknown as JsonValue);
     const wanted = Math.max(1, request.numImages);
     // Up to maxImagesPerCall images per fal request (`num_images`); several requests above it.
     for (let k = 0; out.length < wanted; k++) {
@@ -236,7 +249,8 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
         beat();
         urls = await waitFor(perCall, refs[k]!, beat, false);
       }
-      for (const url of urls!.slice(0, wanted - out.length)) out.push(await resultImage(url, request.signal, (u, signal) => http(u, {}, signal)));
+      for (const url of urls!.slice(0, wanted - out.length))
+        out.push(await resultImage(url, request.signal, (u, signal) => http(u, {}, signal)));
       if (k > wanted) throw new ClassifiedError('retryable', 'fal.ai returned fewer images than asked for');
     }
     info.requestIds = refs.map((r) => r.id).join(',');

@@ -3,7 +3,16 @@ import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type G
 import { ClassifiedError } from '../../lib/errors';
 import { capabilities, supportsParam, type Backend } from './models';
 import { checkEditInputs, checkInputCount, sniffImageType } from './shared';
-import type { ChatTurnRequest, ChatTurnResult, EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
+import type {
+  ChatTurnRequest,
+  ChatTurnResult,
+  EditRequest,
+  ImageEditProvider,
+  ImageRequest,
+  ImageResult,
+  JsonValue,
+  ProviderImage,
+} from './provider';
 
 // Gemini image models through @google/genai (`models.generateContent`). The SDK's retries stay off
 // (no `retryOptions`): Temporal owns every retry, honouring RetryInfo's delay from the error body.
@@ -51,11 +60,25 @@ const RETRYABLE_NO_IMAGE = new Set(['IMAGE_OTHER', 'NO_IMAGE']);
 export function nextMidnight(timeZone: string, now = new Date()): string {
   const wallClock = (at: Date) => {
     const parts = Object.fromEntries(
-      new Intl.DateTimeFormat('en-US', { timeZone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' })
+      new Intl.DateTimeFormat('en-US', {
+        timeZone,
+        hourCycle: 'h23',
+        year: 'numeric',
+        month: 'numeric',
+        day: 'numeric',
+        hour: 'numeric',
+        minute: 'numeric',
+        second: 'numeric',
+      })
         .formatToParts(at)
         .map((p) => [p.type, Number(p.value)]),
     ) as Record<string, number>;
-    return { y: parts.year!, m: parts.month!, d: parts.day!, utcOfWallClock: Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!) };
+    return {
+      y: parts.year!,
+      m: parts.month!,
+      d: parts.day!,
+      utcOfWallClock: Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!),
+    };
   };
   const here = wallClock(now);
   const offset = here.utcOfWallClock - Math.floor(now.getTime() / 1000) * 1000; // zone minus UTC
@@ -175,7 +198,11 @@ function readAnswer(response: GenerateContentResponse): Answer | { noImage: stri
   const candidate = response.candidates?.[0];
   const finishReason = candidate?.finishReason ? String(candidate.finishReason) : undefined;
   if (finishReason && BLOCKING_FINISH_REASONS.has(finishReason)) {
-    throw new ClassifiedError('blocked', `the answer was withheld: ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}`, details);
+    throw new ClassifiedError(
+      'blocked',
+      `the answer was withheld: ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}`,
+      details,
+    );
   }
   const parts = candidate?.content?.parts ?? [];
   const images: ProviderImage[] = [];
@@ -190,7 +217,12 @@ function readAnswer(response: GenerateContentResponse): Answer | { noImage: stri
       .map((p) => p.text)
       .join(' ')
       .trim();
-    const why = finishReason && finishReason !== 'STOP' ? `finish reason ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}` : text ? `the model answered: "${text.slice(0, 200)}"` : 'empty answer';
+    const why =
+      finishReason && finishReason !== 'STOP'
+        ? `finish reason ${finishReason}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}`
+        : text
+          ? `the model answered: "${text.slice(0, 200)}"`
+          : 'empty answer';
     return { noImage: why, retryable: !!finishReason && RETRYABLE_NO_IMAGE.has(finishReason) };
   }
   return { images, content: plain({ role: 'model', ...candidate!.content, parts: plain(parts) }), ...(requestId ? { requestId } : {}) };
@@ -198,7 +230,15 @@ function readAnswer(response: GenerateContentResponse): Answer | { noImage: stri
 
 /** The JSON body's size, roughly: inline data is base64 (4/3 of the bytes), text as is. */
 export function requestBytes(contents: Content[]): number {
-  return contents.reduce((sum, c) => sum + (c.parts ?? []).reduce((n, p) => n + (p.inlineData?.data?.length ?? 0) + (p.text?.length ?? 0) + (p.thoughtSignature?.length ?? 0) + 64, 0), 0);
+  return contents.reduce(
+    (sum, c) =>
+      sum +
+      (c.parts ?? []).reduce(
+        (n, p) => n + (p.inlineData?.data?.length ?? 0) + (p.text?.length ?? 0) + (p.thoughtSignature?.length ?? 0) + 64,
+        0,
+      ),
+    0,
+  );
 }
 
 /** A request over the model's inline limit fails the row before any call (the API answers 400). */
@@ -206,7 +246,10 @@ function checkRequestSize(backend: GoogleBackend, model: string, contents: Conte
   const limit = capabilities(backend, model).maxRequestBytes;
   const size = requestBytes(contents);
   if (limit !== undefined && size > limit) {
-    throw new ClassifiedError('inputError', `the request would be ${(size / 1048576).toFixed(1)} MB with its images inline; ${model} takes at most ${limit / 1048576} MB per request (use fewer or smaller input images)`);
+    throw new ClassifiedError(
+      'inputError',
+      `the request would be ${(size / 1048576).toFixed(1)} MB with its images inline; ${model} takes at most ${limit / 1048576} MB per request (use fewer or smaller input images)`,
+    );
   }
 }
 
@@ -229,8 +272,11 @@ export type GoogleBackend = Extract<Backend, 'gemini' | 'vertex'>;
  * API (Gemini API only; the SDK refuses files.upload on Vertex, so there such rows fail as input
  * errors).
  */
-export function googleGenAIProvider(backend: GoogleBackend, ai: GoogleGenAI, options: { secrets: readonly string[]; filesApi: boolean }): ImageEditProvider {
-
+export function googleGenAIProvider(
+  backend: GoogleBackend,
+  ai: GoogleGenAI,
+  options: { secrets: readonly string[]; filesApi: boolean },
+): ImageEditProvider {
   // Files API uploads by image content (sha256), reused while they live.
   const uploaded = new Map<string, { uri: string; mimeType: string; at: number }>();
   const FILE_TTL_MS = 47 * 3600_000;
@@ -241,7 +287,10 @@ export function googleGenAIProvider(backend: GoogleBackend, ai: GoogleGenAI, opt
     if (hit && Date.now() - hit.at < FILE_TTL_MS) return { fileUri: hit.uri, mimeType: hit.mimeType };
     let file;
     try {
-      file = await ai.files.upload({ file: new Blob([Buffer.from(data, 'base64')], { type: mimeType }), config: { mimeType, ...(signal ? { abortSignal: signal } : {}) } });
+      file = await ai.files.upload({
+        file: new Blob([Buffer.from(data, 'base64')], { type: mimeType }),
+        config: { mimeType, ...(signal ? { abortSignal: signal } : {}) },
+      });
     } catch (err) {
       throw classifyGeminiError(err, signal);
     }

@@ -115,10 +115,22 @@ const MB = 1024 * 1024;
 
 const GPT_SIZES = ['1024x1024', '1536x1024', '1024x1536', 'auto'] as const;
 const GPT_QUALITIES = ['low', 'medium', 'high', 'auto'] as const;
-const GPT_PARAMS: readonly ParamName[] = ['size', 'quality', 'background', 'outputFormat', 'outputCompression', 'inputFidelity', 'moderation'];
+const GPT_PARAMS: readonly ParamName[] = [
+  'size',
+  'quality',
+  'background',
+  'outputFormat',
+  'outputCompression',
+  'inputFidelity',
+  'moderation',
+];
 const GPT_PARAMS_NO_FIDELITY = GPT_PARAMS.filter((p) => p !== 'inputFidelity');
 /** Shutdown of gpt-image-1.5, gpt-image-1-mini and chatgpt-image-latest [OpenAI deprecations page]. */
-const GPT_IMAGE_1_5_SHUTDOWN: Lifecycle = { status: 'deprecated', shutdown: '2026-12-01', replacement: 'gpt-image-2.6-sunburst (or gpt-image-2.6-flare)' };
+const GPT_IMAGE_1_5_SHUTDOWN: Lifecycle = {
+  status: 'deprecated',
+  shutdown: '2026-12-01',
+  replacement: 'gpt-image-2.6-sunburst (or gpt-image-2.6-flare)',
+};
 
 /** Per-image price table for the three classic GPT sizes. */
 function gptPerImage(low: [number, number], medium: [number, number], high: [number, number]) {
@@ -255,7 +267,10 @@ const GEMINI: Record<string, Entry> = {
     aspectRatios: [...GEMINI_RATIOS, '1:4', '4:1', '1:8', '8:1'],
     imageSizes: ['512', '1K', '2K', '4K'],
     // 747 / 1120 / 1680 / 2520 output tokens at 512 / 1K / 2K / 4K, $60/M image output tokens.
-    price: { tokens: { input: 0.5, output: 60, textOutput: 3 }, perImage: { '*': { '512': 0.045, '1K': 0.067, '2K': 0.101, '4K': 0.151 } } },
+    price: {
+      tokens: { input: 0.5, output: 60, textOutput: 3 },
+      perImage: { '*': { '512': 0.045, '1K': 0.067, '2K': 0.101, '4K': 0.151 } },
+    },
   },
 };
 
@@ -311,7 +326,12 @@ const falKontext: Entry = {
 const FAL: Record<string, Entry> = {
   'fal-ai/flux-pro/kontext': falKontext,
   'fal-ai/flux-pro/kontext/text-to-image': { ...falKontext, editCapable: false, maxInputImages: 0, price: {} },
-  'fal-ai/qwen-image-edit': { ...falKontext, params: ['seed', 'guidanceScale', 'numInferenceSteps', 'negativePrompt', 'outputFormat'], aspectRatios: undefined, price: {} },
+  'fal-ai/qwen-image-edit': {
+    ...falKontext,
+    params: ['seed', 'guidanceScale', 'numInferenceSteps', 'negativePrompt', 'outputFormat'],
+    aspectRatios: undefined,
+    price: {},
+  },
   'fal-ai/nano-banana/edit': {
     ...falKontext,
     maxInputImages: 14,
@@ -333,7 +353,12 @@ interface Family {
 
 const FAMILIES: Family[] = [
   // Newer GPT image models not in the table yet: gpt-image-2's shape, price unknown.
-  { backend: 'openai', name: 'gpt-image-*', test: /^(gpt-image|chatgpt-image)/, entry: () => ({ ...gptImage2, qualities: [...GPT_QUALITIES, 'xhigh', 'max'], price: {} }) },
+  {
+    backend: 'openai',
+    name: 'gpt-image-*',
+    test: /^(gpt-image|chatgpt-image)/,
+    entry: () => ({ ...gptImage2, qualities: [...GPT_QUALITIES, 'xhigh', 'max'], price: {} }),
+  },
   // OpenRouter's Google image models: Gemini's limits, cost from the response.
   {
     backend: 'openrouter',
@@ -343,7 +368,14 @@ const FAMILIES: Family[] = [
       const gemini = lookup(GEMINI, model.slice('google/'.length));
       const base = gemini ? gemini[1] : geminiImage;
       // OpenRouter's image_config takes 0.5K ... 4K.
-      return { ...base, params: ['aspectRatio', 'imageSize'], imageSizes: ['0.5K', '1K', '2K', '4K'], inputLimits: { maxBytes: 7 * MB, maxSide: 4096 }, outputModalities: ['image', 'text'], price: { fromUsage: true } };
+      return {
+        ...base,
+        params: ['aspectRatio', 'imageSize'],
+        imageSizes: ['0.5K', '1K', '2K', '4K'],
+        inputLimits: { maxBytes: 7 * MB, maxSide: 4096 },
+        outputModalities: ['image', 'text'],
+        price: { fromUsage: true },
+      };
     },
   },
   // OpenRouter's OpenAI image models answer with images alone and take OpenAI's image options in
@@ -354,7 +386,11 @@ const FAMILIES: Family[] = [
     backend: 'openrouter',
     name: 'openai/gpt-image*',
     test: /^openai\/(gpt-image|chatgpt-image)/,
-    entry: () => ({ ...DEFAULTS.openrouter, params: ['aspectRatio', 'imageSize', 'quality', 'background', 'outputFormat', 'outputCompression', 'moderation'], outputModalities: ['image'] }),
+    entry: () => ({
+      ...DEFAULTS.openrouter,
+      params: ['aspectRatio', 'imageSize', 'quality', 'background', 'outputFormat', 'outputCompression', 'moderation'],
+      outputModalities: ['image'],
+    }),
   },
   // OpenRouter's image-only models (Seedream, Flux, Riverflow, Recraft, Grok Imagine, ...) answer with
   // images alone: asked for ["image","text"] they answer 404 "No endpoints found that support the
@@ -371,9 +407,26 @@ const FAMILIES: Family[] = [
 
 const DEFAULTS: Record<Backend, Entry> = {
   // Any OpenAI-compatible server: pass every parameter the user gave; the server decides.
-  openai: { ...gptImage, params: 'any', sizes: undefined, qualities: undefined, transparentBackground: undefined, maxPromptChars: undefined, price: {} },
+  openai: {
+    ...gptImage,
+    params: 'any',
+    sizes: undefined,
+    qualities: undefined,
+    transparentBackground: undefined,
+    maxPromptChars: undefined,
+    price: {},
+  },
   gemini: { ...geminiImage, price: {} },
-  openrouter: { ...geminiImage, maxInputImages: 16, maxImagesPerCall: 1, inputLimits: { maxBytes: 10 * MB, maxSide: 4096 }, imageSizes: ['0.5K', '1K', '2K', '4K'], aspectRatios: undefined, outputModalities: ['image', 'text'], price: { fromUsage: true } },
+  openrouter: {
+    ...geminiImage,
+    maxInputImages: 16,
+    maxImagesPerCall: 1,
+    inputLimits: { maxBytes: 10 * MB, maxSide: 4096 },
+    imageSizes: ['0.5K', '1K', '2K', '4K'],
+    aspectRatios: undefined,
+    outputModalities: ['image', 'text'],
+    price: { fromUsage: true },
+  },
   modelscope: { ...modelscopeEdit, price: { free: true } },
   // Unused: Azure deployments resolve through the OpenAI table (azureCapabilities).
   azure: { ...gptImage, params: 'any', price: {} },
@@ -382,7 +435,15 @@ const DEFAULTS: Record<Backend, Entry> = {
   fal: { ...falKontext, params: 'any', aspectRatios: undefined, price: {} },
 };
 
-const TABLES: Record<Backend, Record<string, Entry>> = { openai: OPENAI, gemini: GEMINI, openrouter: {}, modelscope: MODELSCOPE, azure: {}, vertex: GEMINI, fal: FAL };
+const TABLES: Record<Backend, Record<string, Entry>> = {
+  openai: OPENAI,
+  gemini: GEMINI,
+  openrouter: {},
+  modelscope: MODELSCOPE,
+  azure: {},
+  vertex: GEMINI,
+  fal: FAL,
+};
 
 // ---- Azure OpenAI ------------------------------------------------------------------------------
 
@@ -440,10 +501,17 @@ export function capabilities(backend: Backend, model: string): ModelCapabilities
 
 /** Every model id of the table, with its backend (for `atelier models`). */
 export function tableModels(backend?: Backend): { backend: Backend; model: string }[] {
-  return (Object.keys(TABLES) as Backend[])
-    .filter((b) => !backend || b === backend)
-    // Azure's "models" are the deployments ATELIER_AZURE_DEPLOYMENTS names.
-    .flatMap((b) => Object.keys(b === 'azure' ? parseAzureDeployments(process.env.ATELIER_AZURE_DEPLOYMENTS) : TABLES[b]).map((model) => ({ backend: b, model })));
+  return (
+    (Object.keys(TABLES) as Backend[])
+      .filter((b) => !backend || b === backend)
+      // Azure's "models" are the deployments ATELIER_AZURE_DEPLOYMENTS names.
+      .flatMap((b) =>
+        Object.keys(b === 'azure' ? parseAzureDeployments(process.env.ATELIER_AZURE_DEPLOYMENTS) : TABLES[b]).map((model) => ({
+          backend: b,
+          model,
+        })),
+      )
+  );
 }
 
 export interface ModelStatus {
@@ -476,11 +544,15 @@ export function modelStatus(backend: Backend, model: string, now: Date = new Dat
 export function lifecycleProblem(backend: Backend, model: string, now: Date = new Date()): { error?: string; warning?: string } {
   const s = modelStatus(backend, model, now);
   if (s.status === 'retired') {
-    return { error: `${model} was retired${s.since ? ` on ${s.since}` : ''} and no longer answers; use ${s.replacement} instead (\`atelier models --backend ${backend}\` lists current models)` };
+    return {
+      error: `${model} was retired${s.since ? ` on ${s.since}` : ''} and no longer answers; use ${s.replacement} instead (\`atelier models --backend ${backend}\` lists current models)`,
+    };
   }
   if (s.status === 'deprecated') {
     const days = Math.ceil((Date.parse(`${s.shutdown}T00:00:00Z`) - now.getTime()) / 86_400_000);
-    return { warning: `${model} is deprecated and shuts down on ${s.shutdown} (${days <= 1 ? 'tomorrow' : `in ${days} days`}); move to ${s.replacement}` };
+    return {
+      warning: `${model} is deprecated and shuts down on ${s.shutdown} (${days <= 1 ? 'tomorrow' : `in ${days} days`}); move to ${s.replacement}`,
+    };
   }
   return {};
 }
@@ -500,7 +572,12 @@ function parseSize(size: string | undefined): [number, number] | undefined {
  * model does not take are left out of requests by the adapters, so these are warnings unless the
  * caller decides otherwise.
  */
-export function checkParams(backend: Backend, model: string, params: ModelParams, options: { numImages?: number; inputImages?: number; promptChars?: number } = {}): string[] {
+export function checkParams(
+  backend: Backend,
+  model: string,
+  params: ModelParams,
+  options: { numImages?: number; inputImages?: number; promptChars?: number } = {},
+): string[] {
   const caps = capabilities(backend, model);
   const problems: string[] = [];
   const given = (Object.keys(params) as ParamName[]).filter((k) => params[k] !== undefined);
@@ -516,7 +593,8 @@ export function checkParams(backend: Backend, model: string, params: ModelParams
       else {
         const [w, h] = wh;
         if (w % f.multipleOf || h % f.multipleOf) problems.push(`${model} needs both sides of size divisible by ${f.multipleOf}`);
-        if (Math.max(w, h) > f.maxSide || w * h > f.maxPixels) problems.push(`${model} takes sizes up to ${f.maxSide} px a side and ${f.maxPixels} pixels`);
+        if (Math.max(w, h) > f.maxSide || w * h > f.maxPixels)
+          problems.push(`${model} takes sizes up to ${f.maxSide} px a side and ${f.maxPixels} pixels`);
         if (w * h < f.minPixels) problems.push(`${model} takes sizes of at least ${f.minPixels} pixels in all, not ${params.size}`);
         if (Math.max(w, h) / Math.min(w, h) > f.maxAspect) problems.push(`${model} takes aspect ratios up to ${f.maxAspect}:1`);
       }
@@ -538,7 +616,11 @@ export function checkParams(backend: Backend, model: string, params: ModelParams
   }
   if (options.inputImages !== undefined && options.inputImages > caps.maxInputImages) {
     problems.push(`${model} takes at most ${caps.maxInputImages} input image(s), not ${options.inputImages}`);
-  } else if (options.inputImages !== undefined && caps.recommendedMaxInputImages !== undefined && options.inputImages > caps.recommendedMaxInputImages) {
+  } else if (
+    options.inputImages !== undefined &&
+    caps.recommendedMaxInputImages !== undefined &&
+    options.inputImages > caps.recommendedMaxInputImages
+  ) {
     problems.push(`${model} works best with up to ${caps.recommendedMaxInputImages} input images; the row has ${options.inputImages}`);
   }
   if (options.promptChars !== undefined && caps.maxPromptChars !== undefined && options.promptChars > caps.maxPromptChars) {
@@ -632,7 +714,9 @@ export function estimateEnhancerCostUsd(model: string, usage: Record<string, num
   if (!hit) return undefined;
   const p = ENHANCER_PRICES[hit]!;
   const cached = Math.min(usage.inputTokens ?? 0, usage.cachedInputTokens ?? 0);
-  return round((((usage.inputTokens ?? 0) - cached) * p.input + cached * (p.cachedInput ?? p.input) + (usage.outputTokens ?? 0) * p.output) / 1e6);
+  return round(
+    (((usage.inputTokens ?? 0) - cached) * p.input + cached * (p.cachedInput ?? p.input) + (usage.outputTokens ?? 0) * p.output) / 1e6,
+  );
 }
 
 /**

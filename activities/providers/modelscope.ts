@@ -25,7 +25,8 @@ const QUOTA_HEADERS = [
   'modelscope-ratelimit-model-requests-remaining',
 ] as const;
 /** Content-moderation wording in FAILED tasks and 4xx bodies (English and Chinese). */
-const CONTENT_FILTER = /sensitive|inappropriate|unsafe|safety|nsfw|content (?:filter|policy|moderation|security)|data_inspection|违规|敏感|审核|不当/i;
+const CONTENT_FILTER =
+  /sensitive|inappropriate|unsafe|safety|nsfw|content (?:filter|policy|moderation|security)|data_inspection|违规|敏感|审核|不当/i;
 
 export interface ModelScopeProviderOptions {
   apiKey: string;
@@ -104,7 +105,10 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
     const requestId = (body as { request_id?: string } | undefined)?.request_id ?? response.headers.get('x-request-id') ?? undefined;
     const details = { status, ...(requestId ? { requestId } : {}) };
     if (status === 429) {
-      const remaining = [response.headers.get('modelscope-ratelimit-requests-remaining'), response.headers.get('modelscope-ratelimit-model-requests-remaining')];
+      const remaining = [
+        response.headers.get('modelscope-ratelimit-requests-remaining'),
+        response.headers.get('modelscope-ratelimit-model-requests-remaining'),
+      ];
       if (remaining.some((r) => r !== null && Number(r) <= 0)) {
         // The daily free quota is spent; it resets at midnight Beijing time.
         return new ClassifiedError('quotaExhausted', message, { ...details, quotaResetAt: nextMidnight('Asia/Shanghai') });
@@ -145,12 +149,22 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   }
 
   /** Polls until the task ends. Returns the output URL, or null when a resumed task had failed. */
-  async function poll(request: ImageRequest, taskId: string, beat: () => void, info: Record<string, string | number>, resumed: boolean): Promise<string | null> {
+  async function poll(
+    request: ImageRequest,
+    taskId: string,
+    beat: () => void,
+    info: Record<string, string | number>,
+    resumed: boolean,
+  ): Promise<string | null> {
     const deadline = Date.now() + maxWaitMs;
     let transientFailures = 0;
     for (;;) {
       beat();
-      const response = await http(`${base}/v1/tasks/${encodeURIComponent(taskId)}`, { headers: { authorization: `Bearer ${options.apiKey}`, 'x-modelscope-task-type': 'image_generation' } }, request.signal);
+      const response = await http(
+        `${base}/v1/tasks/${encodeURIComponent(taskId)}`,
+        { headers: { authorization: `Bearer ${options.apiKey}`, 'x-modelscope-task-type': 'image_generation' } },
+        request.signal,
+      );
       recordQuota(response.headers, info);
       const json = await readJson(response).catch((err: unknown) => {
         if (++transientFailures > 5) throw err;
@@ -180,7 +194,9 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
       }
       if (Date.now() + pollIntervalMs > deadline) {
         // The heartbeat keeps the task id: the next attempt polls this task instead of resubmitting.
-        throw new ClassifiedError('retryable', `task ${taskId} still running after ${Math.round(maxWaitMs / 1000)} s`, { requestId: taskId });
+        throw new ClassifiedError('retryable', `task ${taskId} still running after ${Math.round(maxWaitMs / 1000)} s`, {
+          requestId: taskId,
+        });
       }
       try {
         await sleep(pollIntervalMs, undefined, request.signal ? { signal: request.signal } : {});
@@ -196,7 +212,8 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
     const taskIds: string[] = [];
     const info: Record<string, string | number> = {};
     const out: ProviderImage[] = [];
-    const beat = () => request.heartbeat?.({ modelscope: { key, taskIds: [...taskIds] } } satisfies ModelScopeProgress as unknown as JsonValue);
+    const beat = () =>
+      request.heartbeat?.({ modelscope: { key, taskIds: [...taskIds] } } satisfies ModelScopeProgress as unknown as JsonValue);
     for (let k = 0; k < Math.max(1, request.numImages); k++) {
       let url: string | null = null;
       const earlier = previous[k];

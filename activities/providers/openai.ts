@@ -68,7 +68,10 @@ export function classifyOpenAIError(err: unknown): ClassifiedError {
 /** A prompt over the model's limit fails the row before any call (the API would answer 400). */
 function checkPrompt(request: ImageRequest, caps: ModelCapabilities): void {
   if (caps.maxPromptChars !== undefined && request.prompt.length > caps.maxPromptChars) {
-    throw new ClassifiedError('inputError', `the prompt has ${request.prompt.length} characters; ${request.model} takes at most ${caps.maxPromptChars}`);
+    throw new ClassifiedError(
+      'inputError',
+      `the prompt has ${request.prompt.length} characters; ${request.model} takes at most ${caps.maxPromptChars}`,
+    );
   }
 }
 
@@ -114,7 +117,8 @@ async function fitMask(mask: ProviderImage, first: ProviderImage): Promise<Buffe
  */
 export function usageOf(u: OpenAI.ImagesResponse['usage'] | undefined): Record<string, number> | undefined {
   if (!u) return undefined;
-  const input = u.input_tokens_details as (typeof u.input_tokens_details & { cached_tokens?: number; cached_tokens_details?: { image_tokens?: number } }) | undefined;
+  const input = u.input_tokens_details as
+    (typeof u.input_tokens_details & { cached_tokens?: number; cached_tokens_details?: { image_tokens?: number } }) | undefined;
   const usage: Record<string, number | undefined> = {
     inputTokens: u.input_tokens,
     outputTokens: u.output_tokens,
@@ -159,7 +163,11 @@ export function createOpenAIProvider(options: OpenAIProviderOptions): ImageEditP
  * The Images API adapter for any client speaking OpenAI's images wire format (OpenAI, Azure
  * OpenAI); `clientFor` gives the client for a model (Azure: one per deployment).
  */
-export function openAIImagesProvider(backend: Extract<Backend, 'openai' | 'azure'>, clientFor: (model: string) => OpenAI, secrets: readonly string[]): ImageEditProvider {
+export function openAIImagesProvider(
+  backend: Extract<Backend, 'openai' | 'azure'>,
+  clientFor: (model: string) => OpenAI,
+  secrets: readonly string[],
+): ImageEditProvider {
   return {
     backend,
     secrets,
@@ -173,15 +181,20 @@ export function openAIImagesProvider(backend: Extract<Backend, 'openai' | 'azure
       const images = request.images;
       const maskBytes = request.mask && caps.mask ? await fitMask(request.mask, first) : undefined;
       if (maskBytes && caps.maxMaskBytes !== undefined && maskBytes.length >= caps.maxMaskBytes) {
-        throw new ClassifiedError('inputError', `the mask is ${(maskBytes.length / MB).toFixed(1)} MB as a PNG; ${request.model} takes masks under ${caps.maxMaskBytes / MB} MB`);
+        throw new ClassifiedError(
+          'inputError',
+          `the mask is ${(maskBytes.length / MB).toFixed(1)} MB as a PNG; ${request.model} takes masks under ${caps.maxMaskBytes / MB} MB`,
+        );
       }
       // Buffers with an explicit name and MIME type: without them uploads go out as
       // application/octet-stream and the API rejects them. Buffers (not streams) so a retry can resend.
-      const files = await Promise.all(images.map((image, i) => toFile(image.data, `image_${i}.${extensionFor(image.mimeType)}`, { type: image.mimeType })));
+      const files = await Promise.all(
+        images.map((image, i) => toFile(image.data, `image_${i}.${extensionFor(image.mimeType)}`, { type: image.mimeType })),
+      );
       const mask = maskBytes ? await toFile(maskBytes, 'mask.png', { type: 'image/png' }) : undefined;
       try {
-        const { data, request_id } = await clientFor(request.model).images
-          .edit(
+        const { data, request_id } = await clientFor(request.model)
+          .images.edit(
             {
               model: request.model,
               prompt: request.prompt,
@@ -202,8 +215,8 @@ export function openAIImagesProvider(backend: Extract<Backend, 'openai' | 'azure
       const caps = capabilities(backend, request.model);
       checkPrompt(request, caps);
       try {
-        const { data, request_id } = await clientFor(request.model).images
-          .generate(
+        const { data, request_id } = await clientFor(request.model)
+          .images.generate(
             {
               model: request.model,
               prompt: request.prompt,
@@ -219,4 +232,3 @@ export function openAIImagesProvider(backend: Extract<Backend, 'openai' | 'azure
     },
   };
 }
-

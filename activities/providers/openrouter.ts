@@ -51,7 +51,10 @@ export function classifyOpenRouterError(err: unknown): ClassifiedError {
 }
 
 /** An error carried in a 200 body (OpenRouter reports upstream failures this way). */
-function classifyBodyError(error: { code?: unknown; message?: unknown; metadata?: unknown }, requestId: string | undefined): ClassifiedError {
+function classifyBodyError(
+  error: { code?: unknown; message?: unknown; metadata?: unknown },
+  requestId: string | undefined,
+): ClassifiedError {
   const code = Number(error.code);
   const message = `${Number.isFinite(code) ? code : ''} ${String(error.message ?? 'provider error')}`.trim();
   const details = { ...(Number.isFinite(code) ? { status: code } : {}), ...(requestId ? { requestId } : {}) };
@@ -112,7 +115,10 @@ function addUsage(total: Record<string, number>, usage: Record<string, number>):
 }
 
 /** The `modalities` to ask for: image, plus text only where the model outputs text. */
-export function modalitiesFor(declared: readonly string[] | undefined, fallback: readonly ('image' | 'text')[] | undefined): ('image' | 'text')[] {
+export function modalitiesFor(
+  declared: readonly string[] | undefined,
+  fallback: readonly ('image' | 'text')[] | undefined,
+): ('image' | 'text')[] {
   if (declared?.includes('image')) return declared.includes('text') ? ['image', 'text'] : ['image'];
   return [...(fallback ?? ['image', 'text'])];
 }
@@ -150,7 +156,10 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
   });
 
   /** One chat completion; the answer's images, or a classified failure, or null for no image. */
-  async function once(request: ImageRequest, images: ProviderImage[]): Promise<{ images: ProviderImage[] | null; why: string; requestId?: string; usage: Record<string, number> }> {
+  async function once(
+    request: ImageRequest,
+    images: ProviderImage[],
+  ): Promise<{ images: ProviderImage[] | null; why: string; requestId?: string; usage: Record<string, number> }> {
     const caps = capabilities('openrouter', request.model);
     const p = request.params;
     const has = (name: Parameters<typeof supportsParam>[1]) => p[name] !== undefined && p[name] !== '' && supportsParam(caps, name);
@@ -171,7 +180,10 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
       messages: [
         {
           role: 'user' as const,
-          content: [{ type: 'text' as const, text: request.prompt }, ...images.map((image) => ({ type: 'image_url' as const, image_url: { url: dataUrl(image) } }))],
+          content: [
+            { type: 'text' as const, text: request.prompt },
+            ...images.map((image) => ({ type: 'image_url' as const, image_url: { url: dataUrl(image) } })),
+          ],
         },
       ],
       // OpenRouter extras (not in the SDK's types): pass through to the JSON body.
@@ -200,10 +212,19 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
     const urls = (choice?.message?.images ?? []).map((img) => img.image_url?.url ?? img.imageUrl?.url).filter((u): u is string => !!u);
     if (urls.length === 0) {
       if (SAFETY_FINISH.test(finish) || choice?.message?.refusal) {
-        throw new ClassifiedError('blocked', `the answer was withheld: ${finish || choice?.message?.refusal}`, requestId ? { requestId } : {});
+        throw new ClassifiedError(
+          'blocked',
+          `the answer was withheld: ${finish || choice?.message?.refusal}`,
+          requestId ? { requestId } : {},
+        );
       }
       const text = (choice?.message?.content ?? '').trim();
-      return { images: null, why: text ? `the model answered: "${text.slice(0, 200)}"` : `empty answer${finish ? ` (${finish})` : ''}`, ...(requestId ? { requestId } : {}), usage };
+      return {
+        images: null,
+        why: text ? `the model answered: "${text.slice(0, 200)}"` : `empty answer${finish ? ` (${finish})` : ''}`,
+        ...(requestId ? { requestId } : {}),
+        usage,
+      };
     }
     const out = await Promise.all(urls.map((u) => resultImage(u, request.signal)));
     return { images: out, why: '', ...(requestId ? { requestId } : {}), usage };

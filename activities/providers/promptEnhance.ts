@@ -56,10 +56,14 @@ export interface PromptEnhancer {
 /** Strips what chat models wrap answers in: quotes, "Instruction:" labels, code fences. */
 export function cleanEnhancedText(text: string): string {
   let out = text.trim();
-  for (let previous = ''; previous !== out; ) {
+  for (let previous = ''; previous !== out;) {
     previous = out;
     out = out.replace(/^```[a-z]*\s*|\s*```$/gi, '').trim();
-    out = out.replace(/^(?:\*\*)?(?:rewritten |enhanced |edit |improved )?(?:instruction|prompt)\s*:?\s*(?:\*\*)?\s*:?\s*/i, (m) => (m.includes(':') ? '' : m)).trim();
+    out = out
+      .replace(/^(?:\*\*)?(?:rewritten |enhanced |edit |improved )?(?:instruction|prompt)\s*:?\s*(?:\*\*)?\s*:?\s*/i, (m) =>
+        m.includes(':') ? '' : m,
+      )
+      .trim();
     const quoted = /^["'“”‘’](.*)["'“”‘’]$/s.exec(out);
     if (quoted) out = quoted[1]!.trim();
   }
@@ -67,7 +71,12 @@ export function cleanEnhancedText(text: string): string {
 }
 
 export function createPromptEnhancer(options: PromptEnhancerOptions): PromptEnhancer {
-  const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 0, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS });
+  const client = new OpenAI({
+    apiKey: options.apiKey,
+    baseURL: options.baseURL,
+    maxRetries: 0,
+    timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS,
+  });
   const system = options.systemPrompt ?? ENHANCE_SYSTEM_PROMPT;
   return {
     secrets: [options.apiKey],
@@ -109,9 +118,12 @@ export function createPromptEnhancer(options: PromptEnhancerOptions): PromptEnha
       const u = completion.usage as (OpenAI.CompletionUsage & { cost?: number }) | undefined;
       const usage = u
         ? Object.fromEntries(
-            Object.entries({ inputTokens: u.prompt_tokens, outputTokens: u.completion_tokens, totalTokens: u.total_tokens, costUsd: u.cost }).filter(
-              (e): e is [string, number] => typeof e[1] === 'number',
-            ),
+            Object.entries({
+              inputTokens: u.prompt_tokens,
+              outputTokens: u.completion_tokens,
+              totalTokens: u.total_tokens,
+              costUsd: u.cost,
+            }).filter((e): e is [string, number] => typeof e[1] === 'number'),
           )
         : undefined;
       return { text, ...(requestId ? { requestId } : {}), ...(usage && Object.keys(usage).length ? { usage } : {}) };

@@ -44,15 +44,24 @@ export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
     create: ({ apiKey, baseURL, env }) => {
       const apiVersion = env.OPENAI_API_VERSION;
       if (!baseURL || !apiVersion) {
-        throw new UsageError('Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY');
+        throw new UsageError(
+          'Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY',
+        );
       }
       return createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
     },
-    tableOnly: 'Azure deployments are listed by the management API, not the data-plane key: models by ATELIER_AZURE_DEPLOYMENTS, from the OpenAI table',
+    tableOnly:
+      'Azure deployments are listed by the management API, not the data-plane key: models by ATELIER_AZURE_DEPLOYMENTS, from the OpenAI table',
   },
   vertex: {
     // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
-    create: ({ baseURL, env }) => createVertexProvider({ apiKey: env.VERTEX_API_KEY || undefined, project: env.GOOGLE_CLOUD_PROJECT, location: env.GOOGLE_CLOUD_LOCATION, baseURL }),
+    create: ({ baseURL, env }) =>
+      createVertexProvider({
+        apiKey: env.VERTEX_API_KEY || undefined,
+        project: env.GOOGLE_CLOUD_PROJECT,
+        location: env.GOOGLE_CLOUD_LOCATION,
+        baseURL,
+      }),
     tableOnly: 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)',
   },
   fal: {

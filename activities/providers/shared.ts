@@ -13,7 +13,11 @@ export { sniffImageType };
  * provider made the image; fetching it again is cheap). `fetchImpl` lets an adapter bring its own
  * timeouts.
  */
-export async function resultImage(url: string, signal?: AbortSignal, fetchImpl: (url: string, signal?: AbortSignal) => Promise<Response> = defaultFetch): Promise<ProviderImage> {
+export async function resultImage(
+  url: string,
+  signal?: AbortSignal,
+  fetchImpl: (url: string, signal?: AbortSignal) => Promise<Response> = defaultFetch,
+): Promise<ProviderImage> {
   const inline = parseDataUri(url);
   if (inline) return { data: inline.data, mimeType: sniffImageType(inline.data, inline.mimeType ?? 'image/png') };
   const response = await fetchImpl(url, signal);

@@ -45,6 +45,12 @@ export function createVertexProvider(options: VertexProviderOptions): ImageEditP
   // GOOGLE_CLOUD_PROJECT / _LOCATION) never pick the other mode behind our back.
   const ai = express
     ? new GoogleGenAI({ vertexai: true, apiKey: options.apiKey!, httpOptions })
-    : new GoogleGenAI({ vertexai: true, project: options.project!, location, httpOptions, ...(options.googleAuthOptions ? { googleAuthOptions: options.googleAuthOptions } : {}) });
+    : new GoogleGenAI({
+        vertexai: true,
+        project: options.project!,
+        location,
+        httpOptions,
+        ...(options.googleAuthOptions ? { googleAuthOptions: options.googleAuthOptions } : {}),
+      });
   return googleGenAIProvider('vertex', ai, { secrets: express ? [options.apiKey!] : [], filesApi: false });
 }

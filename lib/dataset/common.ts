@@ -87,7 +87,8 @@ export function toImageRef(value: string, datasetPath: string, options?: Pick<Da
   if (/^s3:\/\//i.test(value)) return { kind: 's3', source: value };
   if (/^file:\/\//i.test(value)) return { kind: 'file', source: fileURLToPath(value) };
   const base = options?.origin?.(datasetPath) ?? datasetPath;
-  if (base.startsWith('s3://') && !isAbsolute(value)) return { kind: 's3', source: posix.join(posix.dirname(base), value).replace(/^s3:\/(?!\/)/, 's3://') };
+  if (base.startsWith('s3://') && !isAbsolute(value))
+    return { kind: 's3', source: posix.join(posix.dirname(base), value).replace(/^s3:\/(?!\/)/, 's3://') };
   return { kind: 'file', source: isAbsolute(value) ? value : resolve(dirname(datasetPath), value) };
 }
 
@@ -139,7 +140,12 @@ export function requireMaskColumn(columns: string[], file: string, maskKey: stri
 }
 
 /** A mask cell as one image reference, if the row has one. */
-export function maskRef(cell: unknown, where: string, datasetPath: string, options?: Pick<DatasetReadOptions, 'origin'>): ImageRef | undefined {
+export function maskRef(
+  cell: unknown,
+  where: string,
+  datasetPath: string,
+  options?: Pick<DatasetReadOptions, 'origin'>,
+): ImageRef | undefined {
   if (cell === undefined || cell === null) return undefined;
   if (typeof cell !== 'string') throw new DatasetError(`${where}: a mask must be one image path or URL`);
   const [first, ...rest] = parseImageCell(cell, where);

@@ -2,7 +2,17 @@ import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'csv-parse';
 import { DatasetError } from '../errors';
-import { IndexTracker, maskRef, parseImageCell, pickImageKey, requireMaskColumn, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
+import {
+  IndexTracker,
+  maskRef,
+  parseImageCell,
+  pickImageKey,
+  requireMaskColumn,
+  toImageRef,
+  type DatasetHeader,
+  type DatasetReadOptions,
+  type DatasetRow,
+} from './common';
 
 /**
  * Streams a CSV dataset. Structural problems (bad quoting, ragged rows, a missing column, a bad or
@@ -40,7 +50,9 @@ export async function* readCsvDataset(
       const images = parseImageCell(record[imageKey] ?? '', `${file}: line ${info.lines}, column "${imageKey}"`).map((v) =>
         toImageRef(v, file, options),
       );
-      const mask = options.maskKey ? maskRef(record[options.maskKey], `${file}: line ${info.lines}, column "${options.maskKey}"`, file, options) : undefined;
+      const mask = options.maskKey
+        ? maskRef(record[options.maskKey], `${file}: line ${info.lines}, column "${options.maskKey}"`, file, options)
+        : undefined;
       yield { position, index, where, turns: [(record[header.instructionKey] ?? '').trim()], images, ...(mask ? { mask } : {}), record };
       position += 1;
     }

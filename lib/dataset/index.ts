@@ -26,7 +26,9 @@ export function datasetFormat(path: string): DatasetFormat {
   if (ext === '.csv') return 'csv';
   if (ext === '.jsonl' || ext === '.ndjson') return 'jsonl';
   if (ext === '.parquet') return 'parquet';
-  throw new DatasetError(`${path}: unsupported input format "${ext || '(none)'}"; use .csv, .jsonl, .parquet or a folder of .parquet files`);
+  throw new DatasetError(
+    `${path}: unsupported input format "${ext || '(none)'}"; use .csv, .jsonl, .parquet or a folder of .parquet files`,
+  );
 }
 
 /** Streams the rows of any supported dataset. `onHeader` may be called after the last row (JSONL). */

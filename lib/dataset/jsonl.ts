@@ -72,7 +72,8 @@ export async function* readJsonlDataset(
       } catch (err) {
         throw new DatasetError(`${where}: invalid JSON (${(err as Error).message})`);
       }
-      if (!record || typeof record !== 'object' || Array.isArray(record)) throw new DatasetError(`${where}: each line must be a JSON object`);
+      if (!record || typeof record !== 'object' || Array.isArray(record))
+        throw new DatasetError(`${where}: each line must be a JSON object`);
       const rec = record as Record<string, unknown>;
       Object.keys(rec).forEach((k) => columns.add(k));
 
@@ -83,7 +84,9 @@ export async function* readJsonlDataset(
       } else if (typeof rec[options.instructionKey] === 'string') {
         turns = [(rec[options.instructionKey] as string).trim()];
       } else {
-        throw new DatasetError(`${where}: no "${conversationKey}" list and no "${options.instructionKey}" string (see --conversation-key, --instruction-key)`);
+        throw new DatasetError(
+          `${where}: no "${conversationKey}" list and no "${options.instructionKey}" string (see --conversation-key, --instruction-key)`,
+        );
       }
       const imageKey = options.imageKey ?? DEFAULT_IMAGE_KEYS.find((k) => rec[k] !== undefined);
       if (imageKey !== undefined && rec[imageKey] !== undefined) imageKeySeen = true;

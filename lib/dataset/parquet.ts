@@ -4,7 +4,16 @@ import { parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuff
 import { compressors } from 'hyparquet-compressors';
 import { DatasetError } from '../errors';
 import type { ImageRef } from '../plan';
-import { IndexTracker, parseImageCell, pickImageKey, requireMaskColumn, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
+import {
+  IndexTracker,
+  parseImageCell,
+  pickImageKey,
+  requireMaskColumn,
+  toImageRef,
+  type DatasetHeader,
+  type DatasetReadOptions,
+  type DatasetRow,
+} from './common';
 
 // Parquet datasets: one file, or a directory of *.parquet shards read in sorted order, one row group
 // at a time (memory stays bounded by the largest row group). Image columns may hold paths/URLs,
@@ -50,7 +59,12 @@ function isEmbedded(value: unknown): value is { bytes?: unknown; path?: unknown 
 }
 
 /** Image cell → refs (embedded bytes stored to blobDir) plus a printable form for the results. */
-async function imageCell(value: unknown, file: string, where: string, options: DatasetReadOptions): Promise<{ refs: ImageRef[]; shown: string[] }> {
+async function imageCell(
+  value: unknown,
+  file: string,
+  where: string,
+  options: DatasetReadOptions,
+): Promise<{ refs: ImageRef[]; shown: string[] }> {
   if (value === null || value === undefined) return { refs: [], shown: [] };
   if (typeof value === 'string') {
     const items = parseImageCell(value, where);
@@ -114,7 +128,9 @@ export async function* readParquetDataset(
       }
       const columns = parquetSchema(metadata).children.map((c) => c.element.name);
       if (!columns.includes(options.instructionKey)) {
-        throw new DatasetError(`${file}: no "${options.instructionKey}" column (set another with --instruction-key); columns are: ${columns.join(', ')}`);
+        throw new DatasetError(
+          `${file}: no "${options.instructionKey}" column (set another with --instruction-key); columns are: ${columns.join(', ')}`,
+        );
       }
       const imageKey = pickImageKey(columns, file, options.imageKey, EXTRA_IMAGE_KEYS);
       requireMaskColumn(columns, file, options.maskKey);
@@ -149,13 +165,23 @@ export async function* readParquetDataset(
             throw new DatasetError(`${where}, column "${options.instructionKey}": expected text, got ${typeof instruction}`);
           }
           const { refs, shown } = await imageCell(row[imageKey], file, `${where}, column "${imageKey}"`, options);
-          const mask = options.maskKey ? (await imageCell(row[options.maskKey], file, `${where}, column "${options.maskKey}"`, options)).refs : [];
+          const mask = options.maskKey
+            ? (await imageCell(row[options.maskKey], file, `${where}, column "${options.maskKey}"`, options)).refs
+            : [];
           if (mask.length > 1) throw new DatasetError(`${where}, column "${options.maskKey}": a row takes one mask`);
           const record = jsonSafe(row) as Record<string, unknown>;
           if (options.maskKey && mask.length) record[options.maskKey] = `mask:${basename(mask[0]!.source)}`;
           record[imageKey] = shown.length === 0 ? null : shown.length === 1 ? shown[0] : shown;
           const index = indexes.take(row.index, position, where);
-          yield { position, index, where: `${shard} row ${rowInFile}`, turns: [(instruction ?? '').trim()], images: refs, ...(mask[0] ? { mask: mask[0] } : {}), record };
+          yield {
+            position,
+            index,
+            where: `${shard} row ${rowInFile}`,
+            turns: [(instruction ?? '').trim()],
+            images: refs,
+            ...(mask[0] ? { mask: mask[0] } : {}),
+            record,
+          };
           position += 1;
         }
         groupStart += groupRows;

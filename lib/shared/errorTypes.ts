@@ -33,7 +33,7 @@ export const PAUSING_ERROR_TYPES: readonly string[] = [ErrorTypes.quotaExhausted
 
 /** Why the run paused, from the deferred row's error. */
 export function pauseReason(errorType: string | undefined, error: string | undefined): string {
-  const what = errorType === ErrorTypes.storageError ? 'writing the run\'s files failed' : 'provider quota exhausted';
+  const what = errorType === ErrorTypes.storageError ? "writing the run's files failed" : 'provider quota exhausted';
   return `${what}: ${error ?? errorType ?? ''}`.slice(0, 300);
 }
 

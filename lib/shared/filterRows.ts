@@ -28,7 +28,9 @@ export function parseFilterRows(spec: string): RowRange[] {
     if (!m[2]) return { start, end: start + 1 };
     const end = m[3] !== undefined ? Number(m[3]) : Infinity;
     if (end <= start) {
-      throw new FilterSyntaxError(`--filter-rows "${spec}": range "${item}" is empty (the end is exclusive and must be greater than the start)`);
+      throw new FilterSyntaxError(
+        `--filter-rows "${spec}": range "${item}" is empty (the end is exclusive and must be greater than the start)`,
+      );
     }
     return { start, end };
   });

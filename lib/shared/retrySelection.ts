@@ -12,7 +12,6 @@ export interface RetrySelection {
   rows?: string;
 }
 
-
 /** Accepts the CLI's spellings: blocked, invalid-request, InvalidRequest, quota_exhausted ... */
 export function normaliseErrorType(name: string): string | undefined {
   const key = name.replace(/[-_\s]/g, '').toLowerCase();

@@ -27,5 +27,8 @@ export const ALL_SEARCH_ATTRIBUTES = [
 
 /** `--search-attribute NAME=Type` flags for `temporal server start-dev`. */
 export function devServerSearchAttributeFlags(): string[] {
-  return ALL_SEARCH_ATTRIBUTES.flatMap((key) => ['--search-attribute', `${key.name}=${key.type === SearchAttributeType.INT ? 'Int' : 'Keyword'}`]);
+  return ALL_SEARCH_ATTRIBUTES.flatMap((key) => [
+    '--search-attribute',
+    `${key.name}=${key.type === SearchAttributeType.INT ? 'Int' : 'Keyword'}`,
+  ]);
 }

@@ -4,11 +4,26 @@
 
 import type { Backend } from './backends';
 import type { RetrySelection } from './retrySelection';
-import type { DownloadLimits, GpuRunSettings, ModelParams, OutputEncoding, PromptEnhanceSettings, RowRetrySettings, WorkflowInputFields } from '../workflowInput';
+import type {
+  DownloadLimits,
+  GpuRunSettings,
+  ModelParams,
+  OutputEncoding,
+  PromptEnhanceSettings,
+  RowRetrySettings,
+  WorkflowInputFields,
+} from '../workflowInput';
 
 export type { ApiBackend, Backend } from './backends';
 export type { RetrySelection } from './retrySelection';
-export type { DownloadLimits, GpuRunSettings, ModelParams, OutputEncoding, PromptEnhanceSettings, RowRetrySettings } from '../workflowInput';
+export type {
+  DownloadLimits,
+  GpuRunSettings,
+  ModelParams,
+  OutputEncoding,
+  PromptEnhanceSettings,
+  RowRetrySettings,
+} from '../workflowInput';
 
 /** Input of the dataset workflow: one per run. Safe to write by hand for `temporal workflow start`. */
 export type DatasetWorkflowInput = WorkflowInputFields & {

@@ -37,14 +37,37 @@ describe('a real Temporal cluster (PostgreSQL)', () => {
   it('runs `atelier edit --rpm` served by an `atelier worker` process; search attributes register and find the run', async () => {
     const dir = tempDir('atelier-cluster-data-');
     await writePng(join(dir, 'a.png'));
-    writeText(join(dir, 'edits.csv'), ['input_images,instruction', ...Array.from({ length: ROWS }, (_, i) => `a.png,cluster-row-${i} edit`)].join('\n'));
+    writeText(
+      join(dir, 'edits.csv'),
+      ['input_images,instruction', ...Array.from({ length: ROWS }, (_, i) => `a.png,cluster-row-${i} edit`)].join('\n'),
+    );
     const base: NodeJS.ProcessEnv = { ...process.env, TEMPORAL_ADDRESS: cluster.address, TEMPORAL_NAMESPACE: cluster.namespace };
     for (const k of ['TEMPORAL_API_KEY', 'TEMPORAL_TLS', 'OPENAI_API_KEY', 'OPENAI_BASE_URL']) delete base[k];
-    const worker = new CliProcess(['worker', '--concurrency', '4'], { ...base, OPENAI_API_KEY: 'sk-cluster-test', OPENAI_BASE_URL: standin.baseURL, ATELIER_WORKER_LOG: join(dir, 'worker.log') });
+    const worker = new CliProcess(['worker', '--concurrency', '4'], {
+      ...base,
+      OPENAI_API_KEY: 'sk-cluster-test',
+      OPENAI_BASE_URL: standin.baseURL,
+      ATELIER_WORKER_LOG: join(dir, 'worker.log'),
+    });
     let run: Awaited<ReturnType<typeof atelier>>;
     try {
       await worker.waitForOutput(/serving atelier-orchestrator, api-openai/);
-      run = await atelier(['edit', '--input', join(dir, 'edits.csv'), '--output-dir', join(dir, 'out'), '--model', 'gpt-image-2', '--state-dir', join(dir, 'state'), '--rpm', '600'], base);
+      run = await atelier(
+        [
+          'edit',
+          '--input',
+          join(dir, 'edits.csv'),
+          '--output-dir',
+          join(dir, 'out'),
+          '--model',
+          'gpt-image-2',
+          '--state-dir',
+          join(dir, 'state'),
+          '--rpm',
+          '600',
+        ],
+        base,
+      );
     } finally {
       expect(await worker.stop()).toBe(0);
     }
@@ -64,19 +87,26 @@ describe('a real Temporal cluster (PostgreSQL)', () => {
       const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace: cluster.namespace });
       const { IndexedValueType } = temporal.api.enums.v1;
       for (const key of ALL_SEARCH_ATTRIBUTES) {
-        expect([key.name, customAttributes?.[key.name]]).toEqual([key.name, key.type === 'INT' ? IndexedValueType.INDEXED_VALUE_TYPE_INT : IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD]);
+        expect([key.name, customAttributes?.[key.name]]).toEqual([
+          key.name,
+          key.type === 'INT' ? IndexedValueType.INDEXED_VALUE_TYPE_INT : IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+        ]);
       }
       // And usable: the visibility store finds the run by its id and reports its row counts.
       const client = new Client({ connection, namespace: cluster.namespace });
       let found: Array<{ workflowId: string; status: string; rowsOk: unknown }> = [];
-      await waitUntil(async () => {
-        found = [];
-        for await (const w of client.workflow.list({ query: `AtelierRunId = "${runId}"` })) {
-          found.push({ workflowId: w.workflowId, status: w.status.name, rowsOk: w.searchAttributes.AtelierRowsOk?.[0] });
-        }
-        const runEntry = found.find((w) => w.workflowId === runId);
-        return runEntry?.status === 'COMPLETED' && runEntry.rowsOk === ROWS && found.length === ROWS + 1;
-      }, 20_000, `a completed run and its ${ROWS} rows with AtelierRunId=${runId} in visibility`);
+      await waitUntil(
+        async () => {
+          found = [];
+          for await (const w of client.workflow.list({ query: `AtelierRunId = "${runId}"` })) {
+            found.push({ workflowId: w.workflowId, status: w.status.name, rowsOk: w.searchAttributes.AtelierRowsOk?.[0] });
+          }
+          const runEntry = found.find((w) => w.workflowId === runId);
+          return runEntry?.status === 'COMPLETED' && runEntry.rowsOk === ROWS && found.length === ROWS + 1;
+        },
+        20_000,
+        `a completed run and its ${ROWS} rows with AtelierRunId=${runId} in visibility`,
+      );
       expect(found.find((w) => w.workflowId === runId)).toEqual({ workflowId: runId, status: 'COMPLETED', rowsOk: ROWS });
       // The row children carry the run's id too, so the same query lists them.
       expect(found.filter((w) => w.workflowId.startsWith(`${runId}/row/`))).toHaveLength(ROWS);

@@ -57,7 +57,7 @@ async function allKeys(prefix: string): Promise<string[]> {
 }
 
 describe('a run across hosts that share only Temporal and the object store', () => {
-  it('survives the death of a worker host: every row once, one output each, calls ≤ rows + that host\'s rows in flight', async () => {
+  it("survives the death of a worker host: every row once, one output each, calls ≤ rows + that host's rows in flight", async () => {
     // The client's dataset, on its own disk (under /tmp), uploaded; the hosts see only the upload.
     const clientDir = tempDir('atelier-hosts-client-');
     await writePng(join(clientDir, 'in.png'), '#306090', 32);
@@ -65,7 +65,12 @@ describe('a run across hosts that share only Temporal and the object store', () 
     await client.send(new PutObjectCommand({ Bucket: 'hosts', Key: 'data/rows.csv', Body: csv }));
     await client.send(new PutObjectCommand({ Bucket: 'hosts', Key: 'data/in.png', Body: readFileSync(join(clientDir, 'in.png')) }));
 
-    const temporalEnv = { PATH: process.env.PATH, HOME: process.env.HOME, TEMPORAL_ADDRESS: cluster.address, TEMPORAL_NAMESPACE: cluster.namespace };
+    const temporalEnv = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      TEMPORAL_ADDRESS: cluster.address,
+      TEMPORAL_NAMESPACE: cluster.namespace,
+    };
     const workerEnv = { ...temporalEnv, ...s3.env, OPENAI_API_KEY: 'sk-hosts-test', OPENAI_BASE_URL: standin.baseURL };
     const hostOptions = { pidNamespace: true, mustNotSee: clientDir };
     const workerArgs = [process.execPath, BIN, 'worker', '--concurrency', String(CONCURRENCY)];
@@ -73,7 +78,23 @@ describe('a run across hosts that share only Temporal and the object store', () 
     const hostB = new Host(workerArgs, workerEnv, hostOptions);
     // The client: no provider key, no storage credentials.
     const run = new CliProcess(
-      ['edit', '--input', 's3://hosts/data/rows.csv', '--output-dir', 's3://hosts/out', '--backend', 'openai', '--model', 'gpt-image-2', '--window', '32', '--heartbeat-timeout', '5', '--state-dir', join(clientDir, 'state')],
+      [
+        'edit',
+        '--input',
+        's3://hosts/data/rows.csv',
+        '--output-dir',
+        's3://hosts/out',
+        '--backend',
+        'openai',
+        '--model',
+        'gpt-image-2',
+        '--window',
+        '32',
+        '--heartbeat-timeout',
+        '5',
+        '--state-dir',
+        join(clientDir, 'state'),
+      ],
       temporalEnv,
     );
     let callsAtKill: number | undefined;
@@ -91,9 +112,14 @@ describe('a run across hosts that share only Temporal and the object store', () 
       await hostB.stop();
     }
 
-    const results = parse(Buffer.from(await (await client.send(new GetObjectCommand({ Bucket: 'hosts', Key: 'out/results.csv' }))).Body!.transformToByteArray()), {
-      columns: true,
-    }) as Record<string, string>[];
+    const results = parse(
+      Buffer.from(
+        await (await client.send(new GetObjectCommand({ Bucket: 'hosts', Key: 'out/results.csv' }))).Body!.transformToByteArray(),
+      ),
+      {
+        columns: true,
+      },
+    ) as Record<string, string>[];
     expect(results).toHaveLength(ROWS);
     expect(results.every((r) => r.status === 'ok')).toBe(true);
     expect(new Set(results.map((r) => r.instruction)).size).toBe(ROWS);

@@ -74,9 +74,18 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     const a = testInput({ runId: 'dp-race-a', inputPath, outputDir, params: { quality: 'low' } });
     const b = testInput({ runId: 'dp-race-b', inputPath, outputDir, params: { quality: 'high' } });
     // One worker set (as one `atelier server` would have), two runs started at the same moment.
-    const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv(), workerOptions: { shutdownGraceTime: '1 second' } });
+    const workers = await createWorkers({
+      connection: env.nativeConnection,
+      namespace: 'default',
+      env: workerEnv(),
+      workerOptions: { shutdownGraceTime: '1 second' },
+    });
     const start = (input: DatasetWorkflowInput) =>
-      env.client.workflow.execute('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }) as Promise<DatasetRunSummary>;
+      env.client.workflow.execute('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+      }) as Promise<DatasetRunSummary>;
     const outcomes = await runWorkersUntil(workers, Promise.allSettled([start(a), start(b)]));
     const ok = outcomes.filter((o): o is PromiseFulfilledResult<DatasetRunSummary> => o.status === 'fulfilled');
     const refused = outcomes.filter((o): o is PromiseRejectedResult => o.status === 'rejected');
@@ -96,7 +105,9 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     for (let round = 0; round < 10; round++) {
       const outputDir = join(tempDir('atelier-dp-out-'), 'out');
       const claims = await Promise.allSettled(
-        ['a', 'b', 'c', 'd'].map((id) => planRun(testInput({ runId: `dp-claim-${round}-${id}`, inputPath, outputDir, params: { quality: id } }))),
+        ['a', 'b', 'c', 'd'].map((id) =>
+          planRun(testInput({ runId: `dp-claim-${round}-${id}`, inputPath, outputDir, params: { quality: id } })),
+        ),
       );
       const refused = claims.filter((c): c is PromiseRejectedResult => c.status === 'rejected');
       expect(claims.filter((c) => c.status === 'fulfilled')).toHaveLength(1);
@@ -121,12 +132,20 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     expect(edited).toMatchObject({ total: 2, ok: 2 });
     expect(standin.callsFor('dp-change first, edited')).toHaveLength(1);
     expect(standin.callsFor('dp-change second')).toHaveLength(1);
-    const jsonl = readFileSync(join(outputDir, 'results.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    const jsonl = readFileSync(join(outputDir, 'results.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(jsonl[0]).toMatchObject({ instruction: 'dp-change first, edited', status: 'ok', replaced_changed_output: true });
 
     // A new row at the top, no index column: every row's index shifts, so every output is redone
     // from its own input (the stand-in inverts colours: red → cyan, blue → yellow).
-    writeText(csv, ['input_images,instruction', 'blue.png,dp-change inserted', 'red.png,"dp-change first, edited"', 'blue.png,dp-change second'].join('\n'));
+    writeText(
+      csv,
+      ['input_images,instruction', 'blue.png,dp-change inserted', 'red.png,"dp-change first, edited"', 'blue.png,dp-change second'].join(
+        '\n',
+      ),
+    );
     await runDataset(input);
     const rows = results(join(outputDir, 'results.csv'));
     expect(rows.map((r) => [r.instruction, r.status, r.output_image])).toEqual([
@@ -144,9 +163,14 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     const names = ['bad\u0000name.png', `${'n'.repeat(300)}.png`, 'clash.png', 'clash.png/inner.png'];
     const dir = tempDir('atelier-dp-data-');
     await writePng(join(dir, 'in.png'));
-    writeText(join(dir, 'rows.jsonl'), names.map((name, i) => JSON.stringify({ images: ['in.png'], instruction: `dp-names row ${i}`, name })).join('\n'));
+    writeText(
+      join(dir, 'rows.jsonl'),
+      names.map((name, i) => JSON.stringify({ images: ['in.png'], instruction: `dp-names row ${i}`, name })).join('\n'),
+    );
     const outputDir = join(tempDir('atelier-dp-out-'), 'out');
-    const summary = await runDataset(testInput({ runId: 'dp-names', inputPath: join(dir, 'rows.jsonl'), outputDir, outputNameColumn: 'name' }));
+    const summary = await runDataset(
+      testInput({ runId: 'dp-names', inputPath: join(dir, 'rows.jsonl'), outputDir, outputNameColumn: 'name' }),
+    );
     expect(summary).toMatchObject({ total: 4, ok: 1, failed: 3 });
     expect(standin.callsFor('dp-names')).toHaveLength(1);
     const rows = results(join(outputDir, 'results.csv'));
@@ -167,8 +191,17 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     try {
       execFileSync('mount', ['-o', 'remount,ro,bind', ro]);
       const input = testInput({ runId: 'dp-readonly', inputPath, outputDir, outputNameColumn: 'name' });
-      const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv(), workerOptions: { shutdownGraceTime: '1 second' } });
-      const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+      const workers = await createWorkers({
+        connection: env.nativeConnection,
+        namespace: 'default',
+        env: workerEnv(),
+        workerOptions: { shutdownGraceTime: '1 second' },
+      });
+      const handle = await env.client.workflow.start('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+      });
       const finished = (async () => {
         let snapshot: ProgressSnapshot | undefined;
         for (let i = 0; i < 200 && snapshot?.phase !== 'paused'; i++) {
@@ -216,8 +249,24 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     const inputPath = await dataset('dp-echo', 1);
     const outputDir = join(tempDir('atelier-dp-out-'), 'out');
     const echoed = 'x'.repeat(3 * 1024 * 1024);
-    standin.script('dp-echo', [{ status: 400, body: { error: { message: `Invalid prompt: ${echoed}`, type: 'invalid_request_error', param: 'prompt', code: null } } }], { repeat: true });
-    const summary = await runDataset(testInput({ runId: 'dp-echo', inputPath, outputDir, retry: { maxAttempts: 3, initialIntervalMs: 100, maximumIntervalMs: 500, heartbeatTimeoutMs: 5000 } }));
+    standin.script(
+      'dp-echo',
+      [
+        {
+          status: 400,
+          body: { error: { message: `Invalid prompt: ${echoed}`, type: 'invalid_request_error', param: 'prompt', code: null } },
+        },
+      ],
+      { repeat: true },
+    );
+    const summary = await runDataset(
+      testInput({
+        runId: 'dp-echo',
+        inputPath,
+        outputDir,
+        retry: { maxAttempts: 3, initialIntervalMs: 100, maximumIntervalMs: 500, heartbeatTimeoutMs: 5000 },
+      }),
+    );
     expect(summary).toMatchObject({ total: 1, failed: 1, failedByType: { InvalidRequest: 1 } });
     expect(standin.callsFor('dp-echo')).toHaveLength(1);
     const [row] = results(join(outputDir, 'results.csv'));
@@ -265,12 +314,22 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
       const dir = tempDir('atelier-dp-data-');
       writeText(
         join(dir, 'rows.csv'),
-        ['input_images,instruction', `${web}/endless.png,dp-dl big`, `${web}/hang.png,dp-dl hang`, `${web}/to-file.png,dp-dl redirect`].join('\n'),
+        [
+          'input_images,instruction',
+          `${web}/endless.png,dp-dl big`,
+          `${web}/hang.png,dp-dl hang`,
+          `${web}/to-file.png,dp-dl redirect`,
+        ].join('\n'),
       );
       const outputDir = join(tempDir('atelier-dp-out-'), 'out');
       const started = Date.now();
       const summary = await runDataset(
-        testInput({ runId: 'dp-downloads', inputPath: join(dir, 'rows.csv'), outputDir, download: { maxBytes: 5 * 1024 * 1024, timeoutMs: 2000 } }),
+        testInput({
+          runId: 'dp-downloads',
+          inputPath: join(dir, 'rows.csv'),
+          outputDir,
+          download: { maxBytes: 5 * 1024 * 1024, timeoutMs: 2000 },
+        }),
       );
       expect(Date.now() - started).toBeLessThan(30_000);
       expect(summary).toMatchObject({ total: 3, failed: 3, failedByType: { InputError: 3 } });
@@ -283,4 +342,3 @@ describe('the data plane never loses, mixes or double-pays a row', () => {
     });
   });
 });
-

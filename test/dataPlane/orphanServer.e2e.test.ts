@@ -26,7 +26,25 @@ describe('the embedded server of a killed edit', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
     delete env.TEMPORAL_ADDRESS;
     const stateDir = join(dir, 'state');
-    const args = ['edit', '--input', join(dir, 'rows.csv'), '--output-dir', join(dir, 'out'), '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir, '--window', '1', '--concurrency', '1', '--heartbeat-timeout', '5'];
+    const args = [
+      'edit',
+      '--input',
+      join(dir, 'rows.csv'),
+      '--output-dir',
+      join(dir, 'out'),
+      '--backend',
+      'openai',
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      stateDir,
+      '--window',
+      '1',
+      '--concurrency',
+      '1',
+      '--heartbeat-timeout',
+      '5',
+    ];
 
     const first = new CliProcess(args, env);
     await waitUntil(() => standin.callsFor('orphan row').length >= 2, 60_000, 'two calls');
@@ -45,7 +63,10 @@ describe('the embedded server of a killed edit', () => {
     expect(processAlive(orphan.pid)).toBe(false);
     // The re-run's own server stopped with it.
     expect(existsSync(join(stateDir, 'server.json'))).toBe(false);
-    const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8').trim().split('\n').slice(1);
+    const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8')
+      .trim()
+      .split('\n')
+      .slice(1);
     expect(rows).toHaveLength(6);
     expect(rows.every((r) => r.includes(',ok,'))).toBe(true);
     // Each row paid once, except at most the one in flight at the kill.
@@ -61,7 +82,22 @@ describe('the embedded server of a killed edit', () => {
     const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL };
     delete env.TEMPORAL_ADDRESS;
     const stateDir = join(dir, 'state');
-    const run = new CliProcess(['edit', '--input', join(dir, 'rows.csv'), '--output-dir', join(dir, 'out'), '--backend', 'openai', '--model', 'gpt-image-2', '--state-dir', stateDir], env);
+    const run = new CliProcess(
+      [
+        'edit',
+        '--input',
+        join(dir, 'rows.csv'),
+        '--output-dir',
+        join(dir, 'out'),
+        '--backend',
+        'openai',
+        '--model',
+        'gpt-image-2',
+        '--state-dir',
+        stateDir,
+      ],
+      env,
+    );
     await waitUntil(() => standin.callsFor('orphan-ctrlc').length >= 1, 60_000, 'a call');
     const server = readServerRecord(stateDir)!;
     run.child.kill('SIGINT');

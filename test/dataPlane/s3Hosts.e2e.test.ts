@@ -60,7 +60,13 @@ beforeAll(async () => {
   await writePng(join(clientDir, 'imgs', 'b.png'), '#c08000', 48);
   writeText(
     join(clientDir, 'rows.csv'),
-    ['input_images,instruction', 'imgs/a.png,s3host row 0', 'imgs/b.png,s3host row 1', 'imgs/a.png,s3host row 2', 'imgs/missing.png,s3host row 3'].join('\n'),
+    [
+      'input_images,instruction',
+      'imgs/a.png,s3host row 0',
+      'imgs/b.png,s3host row 1',
+      'imgs/a.png,s3host row 2',
+      'imgs/missing.png,s3host row 3',
+    ].join('\n'),
   );
   for (const name of ['rows.csv', 'imgs/a.png', 'imgs/b.png']) {
     await client.send(new PutObjectCommand({ Bucket: 'atelier', Key: `data/${name}`, Body: readFileSync(join(clientDir, name)) }));
@@ -68,7 +74,10 @@ beforeAll(async () => {
   // The tiny model lives outside /tmp, where the GPU host can see it (as a real host has its weights).
   modelDir = join(homedir(), '.cache', 'atelier', 'test-area', `tiny-pix2pix-${process.pid}`);
   mkdirSync(modelDir, { recursive: true });
-  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], { env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], {
+    env: { ...process.env, HF_HUB_OFFLINE: '1' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
 }, 600_000);
 
 afterAll(async () => {
@@ -84,17 +93,49 @@ describe('s3 → s3 runs with workers on hosts of their own', () => {
     const base: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, HF_HUB_OFFLINE: '1', TEMPORAL_ADDRESS: address };
     const storageEnv = { ...s3.env };
     const hidden = { mustNotSee: clientDir };
-    const apiHost = new Host([process.execPath, BIN, 'worker'], { ...base, ...storageEnv, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL }, hidden);
+    const apiHost = new Host(
+      [process.execPath, BIN, 'worker'],
+      { ...base, ...storageEnv, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL },
+      hidden,
+    );
     // No AWS_* at all on the GPU host: presigned URLs are its only way to the data.
-    const gpuHost = new Host([process.execPath, BIN, 'gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], base, hidden);
+    const gpuHost = new Host(
+      [process.execPath, BIN, 'gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'],
+      base,
+      hidden,
+    );
     // The client: neither provider keys nor storage credentials.
     const clientEnv = { ...base };
     try {
       await apiHost.waitFor(/serving atelier-orchestrator, api-openai/, 60_000);
       await gpuHost.waitFor(/GPU worker ready/, 300_000);
 
-      const apiArgs = ['edit', '--input', 's3://atelier/data/rows.csv', '--output-dir', 's3://atelier/out-api', '--backend', 'openai', '--model', 'gpt-image-2', '--retry-initial-ms', '100'];
-      const gpuArgs = ['edit', '--input', 's3://atelier/data/rows.csv', '--output-dir', 's3://atelier/out-gpu', '--backend', 'diffusers', '--model', modelDir, '--num-inference-steps', '2'];
+      const apiArgs = [
+        'edit',
+        '--input',
+        's3://atelier/data/rows.csv',
+        '--output-dir',
+        's3://atelier/out-api',
+        '--backend',
+        'openai',
+        '--model',
+        'gpt-image-2',
+        '--retry-initial-ms',
+        '100',
+      ];
+      const gpuArgs = [
+        'edit',
+        '--input',
+        's3://atelier/data/rows.csv',
+        '--output-dir',
+        's3://atelier/out-gpu',
+        '--backend',
+        'diffusers',
+        '--model',
+        modelDir,
+        '--num-inference-steps',
+        '2',
+      ];
       const api = await atelier(apiArgs, clientEnv);
       expect(api.code, api.stdout + api.stderr).toBe(2);
       expect(api.stdout + api.stderr).toMatch(/results: s3:\/\/atelier\/out-api\/results\.csv/);
@@ -132,7 +173,10 @@ describe('s3 → s3 runs with workers on hosts of their own', () => {
       expect((await objectBytes('out-gpu/000001.png')).equals(outputs)).toBe(true);
     } catch (err) {
       // What the hosts said is the only trace of their side of a failure.
-      throw new Error(`${(err as Error).message}\n--- API host:\n${apiHost.output.slice(-3000)}\n--- GPU host:\n${gpuHost.output.slice(-3000)}`, { cause: err });
+      throw new Error(
+        `${(err as Error).message}\n--- API host:\n${apiHost.output.slice(-3000)}\n--- GPU host:\n${gpuHost.output.slice(-3000)}`,
+        { cause: err },
+      );
     } finally {
       await apiHost.stop();
       await gpuHost.stop();

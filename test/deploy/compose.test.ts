@@ -10,13 +10,16 @@ import { tempDir } from '../helpers/fixtures';
 // refused with a message naming the problem. No Docker engine is involved.
 
 interface Project {
-  services: Record<string, {
-    image?: string;
-    profiles?: string[];
-    deploy?: { replicas?: number; resources?: { reservations?: { devices?: Array<{ driver?: string; capabilities?: string[] }> } } };
-    environment?: Record<string, string>;
-    depends_on?: Record<string, { condition: string }>;
-  }>;
+  services: Record<
+    string,
+    {
+      image?: string;
+      profiles?: string[];
+      deploy?: { replicas?: number; resources?: { reservations?: { devices?: Array<{ driver?: string; capabilities?: string[] }> } } };
+      environment?: Record<string, string>;
+      depends_on?: Record<string, { condition: string }>;
+    }
+  >;
 }
 
 const ENV_FILE = join(REPO, '.env.example');
@@ -46,7 +49,15 @@ function brokenCopy(edit: (text: string) => string): string {
 describe('docker-compose.yml', () => {
   it('loads without profiles: the cluster and scalable workers, no GPU worker', async () => {
     const p = await load(['docker-compose.yml']);
-    expect(Object.keys(p.services).sort()).toEqual(['atelier-worker', 'postgresql', 's3', 'temporal', 'temporal-namespace', 'temporal-schema', 'temporal-ui']);
+    expect(Object.keys(p.services).sort()).toEqual([
+      'atelier-worker',
+      'postgresql',
+      's3',
+      'temporal',
+      'temporal-namespace',
+      'temporal-schema',
+      'temporal-ui',
+    ]);
     expect(p.services.temporal?.image).toBe('temporalio/server:1.30.1');
     expect(p.services['temporal-schema']?.image).toBe('temporalio/admin-tools:1.30.1');
     expect(p.services['temporal-ui']?.image).toBe('temporalio/ui:2.34.0');
@@ -57,7 +68,9 @@ describe('docker-compose.yml', () => {
     const env = p.services['atelier-worker']?.environment ?? {};
     expect(env.TEMPORAL_ADDRESS).toBe('temporal:7233');
     expect(env.AWS_ACCESS_KEY_ID).toBe('atelier');
-    expect(Object.keys(env)).toEqual(expect.arrayContaining(['OPENAI_API_KEY', 'GEMINI_API_KEY', 'OPENROUTER_API_KEY', 'MODELSCOPE_API_KEY', 'AWS_SECRET_ACCESS_KEY']));
+    expect(Object.keys(env)).toEqual(
+      expect.arrayContaining(['OPENAI_API_KEY', 'GEMINI_API_KEY', 'OPENROUTER_API_KEY', 'MODELSCOPE_API_KEY', 'AWS_SECRET_ACCESS_KEY']),
+    );
   });
 
   it('loads with -profiles gpu: the GPU worker reserves NVIDIA GPUs', async () => {
@@ -86,7 +99,10 @@ describe('docker-compose.yml', () => {
   it('refuses to start without a required variable, naming it', async () => {
     const dir = tempDir('atelier-compose-');
     copyFileSync(join(REPO, 'docker-compose.yml'), join(dir, 'docker-compose.yml'));
-    const env = readFileSync(ENV_FILE, 'utf8').split('\n').filter((l) => !l.startsWith('POSTGRES_PASSWORD=')).join('\n');
+    const env = readFileSync(ENV_FILE, 'utf8')
+      .split('\n')
+      .filter((l) => !l.startsWith('POSTGRES_PASSWORD='))
+      .join('\n');
     writeFileSync(join(dir, 'partial.env'), env);
     const r = await composeCheck(bin, ['-q', '-env-file', 'partial.env', 'docker-compose.yml'], dir);
     expect(r.code).toBe(1);

@@ -10,7 +10,9 @@ export function tempDir(prefix = 'atelier-test-'): string {
 /** A small real PNG with a colour of its own. */
 export async function writePng(path: string, color = '#3a86ff', size = 64): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
-  await sharp({ create: { width: size, height: size, channels: 3, background: color } }).png().toFile(path);
+  await sharp({ create: { width: size, height: size, channels: 3, background: color } })
+    .png()
+    .toFile(path);
 }
 
 /** A JPEG whose EXIF says "rotate 90°": stored 40x20, upright 20x40. */

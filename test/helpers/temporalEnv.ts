@@ -43,7 +43,9 @@ export async function runDataset(
 }
 
 /** Defaults for a test run's workflow input. */
-export function testInput(overrides: Partial<DatasetWorkflowInput> & Pick<DatasetWorkflowInput, 'runId' | 'inputPath' | 'outputDir'>): DatasetWorkflowInput {
+export function testInput(
+  overrides: Partial<DatasetWorkflowInput> & Pick<DatasetWorkflowInput, 'runId' | 'inputPath' | 'outputDir'>,
+): DatasetWorkflowInput {
   return {
     backend: 'openai',
     model: 'gpt-image-2',

@@ -1,6 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { connect, constants, createSecureServer, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import {
+  connect,
+  constants,
+  createSecureServer,
+  type ClientHttp2Session,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
@@ -28,18 +37,66 @@ export function makePki(dir: string, serverName: string): Pki {
   const key = (name: string) => ssl('genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', name);
   for (const ca of ['ca', 'other-ca']) {
     key(`${ca}.key`);
-    ssl('req', '-x509', '-new', '-key', `${ca}.key`, '-days', '2', '-subj', `/CN=atelier test ${ca}`, '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign', '-out', `${ca}.pem`);
+    ssl(
+      'req',
+      '-x509',
+      '-new',
+      '-key',
+      `${ca}.key`,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=atelier test ${ca}`,
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+      '-out',
+      `${ca}.pem`,
+    );
   }
   const leaf = (name: string, cn: string, ext: string) => {
     key(`${name}.key`);
     ssl('req', '-new', '-key', `${name}.key`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`);
     writeFileSync(join(dir, `${name}.ext`), ext);
-    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '2', '-extfile', `${name}.ext`, '-out', `${name}.pem`);
+    ssl(
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.pem',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.pem`,
+    );
   };
-  leaf('server', serverName, `basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:${serverName}\n`);
-  leaf('client', 'atelier-test-client', 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n');
+  leaf(
+    'server',
+    serverName,
+    `basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:${serverName}\n`,
+  );
+  leaf(
+    'client',
+    'atelier-test-client',
+    'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n',
+  );
   const p = (f: string) => join(dir, f);
-  return { dir, ca: p('ca.pem'), serverCert: p('server.pem'), serverKey: p('server.key'), clientCert: p('client.pem'), clientKey: p('client.key'), otherCa: p('other-ca.pem') };
+  return {
+    dir,
+    ca: p('ca.pem'),
+    serverCert: p('server.pem'),
+    serverKey: p('server.key'),
+    clientCert: p('client.pem'),
+    clientKey: p('client.key'),
+    otherCa: p('other-ca.pem'),
+  };
 }
 
 export interface TlsFront {
@@ -75,7 +132,11 @@ export async function startTlsFront(pki: Pki, upstreamAddress: string): Promise<
     const path = String(headers[':path']);
     const auth = headers.authorization;
     calls.push({ path, authorization: Array.isArray(auth) ? auth.join(',') : auth, clientCn: Array.isArray(cn) ? cn.join(',') : cn });
-    const up = upstream.request({ ...forwardable(headers), [constants.HTTP2_HEADER_METHOD]: headers[':method'], [constants.HTTP2_HEADER_PATH]: path });
+    const up = upstream.request({
+      ...forwardable(headers),
+      [constants.HTTP2_HEADER_METHOD]: headers[':method'],
+      [constants.HTTP2_HEADER_PATH]: path,
+    });
     let trailers: OutgoingHttpHeaders = {};
     stream.pipe(up);
     up.on('response', (h, flags) => {

@@ -63,11 +63,22 @@ async function save(client: Client, name: string, workflowId: string, children: 
   for (const child of children) await write(`${name}.rowWorkflow-${child.split('/').pop()}.binpb`, client.workflow.getHandle(child));
 }
 
-async function withWorkers<T>(work: (start: (input: DatasetWorkflowInput) => Promise<WorkflowHandle>) => Promise<T>, deps = {}): Promise<T> {
-  const workers = await createWorkers({ connection: env.nativeConnection, namespace: 'default', env: workerEnv, workerOptions: { shutdownGraceTime: '1 second' }, modelActivityDeps: deps });
+async function withWorkers<T>(
+  work: (start: (input: DatasetWorkflowInput) => Promise<WorkflowHandle>) => Promise<T>,
+  deps = {},
+): Promise<T> {
+  const workers = await createWorkers({
+    connection: env.nativeConnection,
+    namespace: 'default',
+    env: workerEnv,
+    workerOptions: { shutdownGraceTime: '1 second' },
+    modelActivityDeps: deps,
+  });
   const running = workers.map((w) => w.run());
   try {
-    return await work((input) => env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }));
+    return await work((input) =>
+      env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] }),
+    );
   } finally {
     workers.forEach((w) => w.shutdown());
     await Promise.allSettled(running);
@@ -87,7 +98,9 @@ describe('record workflow histories', () => {
     const rows = Array.from({ length: 60 }, (_, i) => `a.png,can-${i}${i % 6 === 0 ? '-slow' : ''} x`);
     for (let i = 0; i < 60; i += 6) openai.script(`can-${i}-slow`, [faults.rateLimited(1)]);
     const { csv, outputDir } = await rowsCsv('can', rows);
-    await withWorkers(async (start) => (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 200 }))).result());
+    await withWorkers(async (start) =>
+      (await start(testInput({ runId: 'rec-can', inputPath: csv, outputDir, window: 6, maxHistoryEvents: 200 }))).result(),
+    );
     await save(env.client, 'can', 'rec-can', ['rec-can/row/6']);
   });
 
@@ -95,7 +108,14 @@ describe('record workflow histories', () => {
     gemini.script('qp-0', [geminiFaults.rateLimited(1)]);
     gemini.script('qp-1', [geminiFaults.dailyQuota()]);
     const { csv, outputDir } = await rowsCsv('quota', ['a.png,qp-0 x', 'a.png,qp-1 x', 'a.png,qp-2 x']);
-    const input = testInput({ runId: 'rec-quota', inputPath: csv, outputDir, backend: 'gemini', model: 'gemini-2.5-flash-image', window: 2 });
+    const input = testInput({
+      runId: 'rec-quota',
+      inputPath: csv,
+      outputDir,
+      backend: 'gemini',
+      model: 'gemini-2.5-flash-image',
+      window: 2,
+    });
     await withWorkers(async (start) => (await start(input)).result(), { quotaResetAt: () => new Date(Date.now() + 1500).toISOString() });
     await save(env.client, 'quota', 'rec-quota', ['rec-quota/row/1']);
   });
@@ -129,13 +149,22 @@ describe('record workflow histories', () => {
   it('GPU rows through the Python worker (tiny random weights, CPU)', async () => {
     const offline = { ...process.env, HF_HUB_OFFLINE: '1' };
     const modelDir = join(tempDir('atelier-rec-model-'), 'tiny-pix2pix');
-    execFileSync('bash', [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-m', 'atelier_gpu.tiny', 'instruct-pix2pix', modelDir], { env: offline, stdio: ['ignore', 'ignore', 'inherit'] });
+    execFileSync('bash', [join(REPO, 'gpu-workers', 'scripts', 'python.sh'), '-m', 'atelier_gpu.tiny', 'instruct-pix2pix', modelDir], {
+      env: offline,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     const dir = tempDir('atelier-rec-gpu-');
     await writePng(join(dir, 'a.png'), '#aa3366', 48);
-    writeText(join(dir, 'rows.csv'), ['index,image,instruction', '0,a.png,make it blue', '1,a.png,add snow', '2,missing.png,never runs'].join('\n'));
+    writeText(
+      join(dir, 'rows.csv'),
+      ['index,image,instruction', '0,a.png,make it blue', '1,a.png,add snow', '2,missing.png,never runs'].join('\n'),
+    );
     const stateDir = join(dir, 'state');
     const port = await freePort();
-    const server = new CliProcess(['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(await freePort())], offline);
+    const server = new CliProcess(
+      ['server', '--state-dir', stateDir, '--port', String(port), '--ui-port', String(await freePort())],
+      offline,
+    );
     const cliEnv = { ...offline, TEMPORAL_ADDRESS: `127.0.0.1:${port}` };
     await server.waitForOutput(/address: /);
     const gpu = new CliProcess(['gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], cliEnv);
@@ -143,7 +172,26 @@ describe('record workflow histories', () => {
     try {
       await gpu.waitForOutput(new RegExp(`GPU worker ready: .* on ${gpuTaskQueue(modelDir)}`), 300_000);
       await worker.waitForOutput(/serving atelier-orchestrator/);
-      const run = await atelier(['edit', '--input', join(dir, 'rows.csv'), '--output-dir', join(dir, 'out'), '--backend', 'diffusers', '--model', modelDir, '--num-inference-steps', '2', '--run-id', 'rec-gpu', '--state-dir', stateDir], cliEnv);
+      const run = await atelier(
+        [
+          'edit',
+          '--input',
+          join(dir, 'rows.csv'),
+          '--output-dir',
+          join(dir, 'out'),
+          '--backend',
+          'diffusers',
+          '--model',
+          modelDir,
+          '--num-inference-steps',
+          '2',
+          '--run-id',
+          'rec-gpu',
+          '--state-dir',
+          stateDir,
+        ],
+        cliEnv,
+      );
       if (run.code !== 2) throw new Error(`the GPU run ended ${run.code}: ${run.stderr}`);
       const connection = await Connection.connect({ address: `127.0.0.1:${port}` });
       await save(new Client({ connection }), 'gpu', 'rec-gpu', ['rec-gpu/row/0']);

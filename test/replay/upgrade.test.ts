@@ -37,11 +37,22 @@ describe('workers upgraded mid-run', () => {
     const dir = tempDir('atelier-upgrade-');
     await writePng(join(dir, 'a.png'));
     writeText(join(dir, 'rows.csv'), ['input_images,instruction', ...Array.from({ length: 30 }, (_, i) => `a.png,up-${i} x`)].join('\n'));
-    const input = testInput({ runId: 'upgrade-run', inputPath: join(dir, 'rows.csv'), outputDir: join(dir, 'out'), window: 3, maxHistoryEvents: 200 });
+    const input = testInput({
+      runId: 'upgrade-run',
+      inputPath: join(dir, 'rows.csv'),
+      outputDir: join(dir, 'out'),
+      window: 3,
+      maxHistoryEvents: 200,
+    });
     const workerEnv = { OPENAI_API_KEY: 'sk-upgrade-test', OPENAI_BASE_URL: openai.baseURL };
     const common = { connection: env.nativeConnection, namespace: 'default', shutdownGraceTime: '1 second' as const };
 
-    const [provider] = await createWorkers({ ...common, env: workerEnv, queues: [providerQueue('openai')], workerOptions: { shutdownGraceTime: '1 second' } });
+    const [provider] = await createWorkers({
+      ...common,
+      env: workerEnv,
+      queues: [providerQueue('openai')],
+      workerOptions: { shutdownGraceTime: '1 second' },
+    });
     const providerRun = provider!.run();
     const oldOrchestrator = await Worker.create({
       ...common,
@@ -52,7 +63,11 @@ describe('workers upgraded mid-run', () => {
       maxCachedWorkflows: 0,
     });
     const oldRun = oldOrchestrator.run();
-    const handle = await env.client.workflow.start('datasetWorkflow', { taskQueue: ORCHESTRATOR_QUEUE, workflowId: input.runId, args: [input] });
+    const handle = await env.client.workflow.start('datasetWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: input.runId,
+      args: [input],
+    });
     try {
       for (let i = 0; i < 400; i++) {
         const p = (await handle.query('progress')) as ProgressSnapshot;
@@ -65,7 +80,12 @@ describe('workers upgraded mid-run', () => {
       expect(okBefore).toBeGreaterThanOrEqual(8);
       expect(okBefore).toBeLessThan(30);
 
-      const [current] = await createWorkers({ ...common, env: workerEnv, queues: [ORCHESTRATOR_QUEUE], workerOptions: { shutdownGraceTime: '1 second' } });
+      const [current] = await createWorkers({
+        ...common,
+        env: workerEnv,
+        queues: [ORCHESTRATOR_QUEUE],
+        workerOptions: { shutdownGraceTime: '1 second' },
+      });
       const summary = (await current!.runUntil(handle.result())) as DatasetRunSummary;
       expect(summary).toMatchObject({ total: 30, ok: 30, failed: 0 });
       expect(openai.calls).toHaveLength(30); // nothing paid twice across the upgrade

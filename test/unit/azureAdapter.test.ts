@@ -18,7 +18,9 @@ beforeAll(async () => {
   // The mapping is read from the environment by the CLI and the worker alike (models.ts).
   vi.stubEnv('ATELIER_AZURE_DEPLOYMENTS', 'img-prod=gpt-image-2, legacy=gpt-image-1.5');
   standin = await startAzureOpenAIStandin({ deployments: { 'img-prod': 'gpt-image-2', legacy: 'gpt-image-1.5' } });
-  png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer();
+  png = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
+    .png()
+    .toBuffer();
 });
 afterAll(async () => {
   vi.unstubAllEnvs();
@@ -26,10 +28,19 @@ afterAll(async () => {
 });
 
 function provider(overrides: { apiKey?: string; apiVersion?: string } = {}) {
-  return createAzureOpenAIProvider({ apiKey: overrides.apiKey ?? KEY, endpoint: `${standin.baseURL}/`, apiVersion: overrides.apiVersion ?? VERSION });
+  return createAzureOpenAIProvider({
+    apiKey: overrides.apiKey ?? KEY,
+    endpoint: `${standin.baseURL}/`,
+    apiVersion: overrides.apiVersion ?? VERSION,
+  });
 }
 
-async function editError(model: string, prompt: string, overrides: { apiKey?: string; apiVersion?: string } = {}, params = {}): Promise<ClassifiedError> {
+async function editError(
+  model: string,
+  prompt: string,
+  overrides: { apiKey?: string; apiVersion?: string } = {},
+  params = {},
+): Promise<ClassifiedError> {
   try {
     await provider(overrides).edit({ model, prompt, images: [{ data: png, mimeType: 'image/png' }], params, numImages: 1 });
   } catch (err) {
@@ -42,7 +53,16 @@ async function editError(model: string, prompt: string, overrides: { apiKey?: st
 
 describe('Azure OpenAI adapter through the AzureOpenAI client', () => {
   it('edits through the deployment with the api-key header and returns the image with usage', async () => {
-    const result = await provider().edit({ model: 'img-prod', prompt: 'az-happy', images: [{ data: png, mimeType: 'image/png' }, { data: png, mimeType: 'image/png' }], params: { size: '1024x1024', quality: 'high' }, numImages: 1 });
+    const result = await provider().edit({
+      model: 'img-prod',
+      prompt: 'az-happy',
+      images: [
+        { data: png, mimeType: 'image/png' },
+        { data: png, mimeType: 'image/png' },
+      ],
+      params: { size: '1024x1024', quality: 'high' },
+      numImages: 1,
+    });
     const [call] = standin.callsFor('az-happy');
     expect(call).toMatchObject({ model: 'gpt-image-2', imageCount: 2, authorization: `api-key ${KEY}`, status: 200 });
     expect(call!.fields).toMatchObject({ size: '1024x1024', quality: 'high' });
@@ -52,9 +72,21 @@ describe('Azure OpenAI adapter through the AzureOpenAI client', () => {
   });
 
   it('takes only the fields the deployment’s model takes (no input_fidelity for gpt-image-2, which Azure would refuse)', async () => {
-    await provider().edit({ model: 'img-prod', prompt: 'az-fidelity', images: [{ data: png, mimeType: 'image/png' }], params: { inputFidelity: 'high' }, numImages: 1 });
+    await provider().edit({
+      model: 'img-prod',
+      prompt: 'az-fidelity',
+      images: [{ data: png, mimeType: 'image/png' }],
+      params: { inputFidelity: 'high' },
+      numImages: 1,
+    });
     expect(standin.callsFor('az-fidelity')[0]!.fields.input_fidelity).toBeUndefined();
-    await provider().edit({ model: 'legacy', prompt: 'az-fidelity-legacy', images: [{ data: png, mimeType: 'image/png' }], params: { inputFidelity: 'high' }, numImages: 1 });
+    await provider().edit({
+      model: 'legacy',
+      prompt: 'az-fidelity-legacy',
+      images: [{ data: png, mimeType: 'image/png' }],
+      params: { inputFidelity: 'high' },
+      numImages: 1,
+    });
     expect(standin.callsFor('az-fidelity-legacy')[0]!.fields.input_fidelity).toBe('high');
   });
 
@@ -87,7 +119,15 @@ describe('Azure OpenAI adapter through the AzureOpenAI client', () => {
   it('a deployment gets its model’s capabilities and prices, without OpenAI’s shutdown dates', () => {
     const caps = capabilities('azure', 'img-prod');
     expect(caps).toMatchObject({ backend: 'azure', entry: 'img-prod = gpt-image-2', known: true, maxInputImages: 16 });
-    expect(estimateCostUsd('azure', 'img-prod', {}, { inputTextTokens: 50, inputImageTokens: 323, inputTokens: 373, outputImageTokens: 1056, outputTextTokens: 24, outputTokens: 1080 }, 1)).toBeCloseTo((50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6, 9);
+    expect(
+      estimateCostUsd(
+        'azure',
+        'img-prod',
+        {},
+        { inputTextTokens: 50, inputImageTokens: 323, inputTokens: 373, outputImageTokens: 1056, outputTextTokens: 24, outputTokens: 1080 },
+        1,
+      ),
+    ).toBeCloseTo((50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6, 9);
     // gpt-image-1.5 shuts down at OpenAI on 2026-12-01; Azure's schedule is its own.
     expect(lifecycleProblem('azure', 'legacy', new Date('2026-12-15'))).toEqual({});
     expect(lifecycleProblem('openai', 'gpt-image-1.5', new Date('2026-12-15')).error).toBeDefined();

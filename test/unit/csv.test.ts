@@ -7,7 +7,12 @@ import { tempDir, writeText } from '../helpers/fixtures';
 
 async function readAll(file: string, imageKey?: string): Promise<DatasetRow[]> {
   const rows: DatasetRow[] = [];
-  for await (const row of readCsvDataset(file, { instructionKey: 'instruction', imageKey, storeBlob: () => Promise.reject(new Error('a CSV has no embedded images')) })) rows.push(row);
+  for await (const row of readCsvDataset(file, {
+    instructionKey: 'instruction',
+    imageKey,
+    storeBlob: () => Promise.reject(new Error('a CSV has no embedded images')),
+  }))
+    rows.push(row);
   return rows;
 }
 
@@ -57,12 +62,24 @@ describe('CSV datasets', () => {
   });
 
   it.each([
-    ['missing instruction column', 'input_images,prompt\na.png,x\n', /no "instruction" column.*--instruction-key.*columns are: input_images, prompt/],
+    [
+      'missing instruction column',
+      'input_images,prompt\na.png,x\n',
+      /no "instruction" column.*--instruction-key.*columns are: input_images, prompt/,
+    ],
     ['missing image column', 'photo,instruction\na.png,x\n', /no image column; expected one of input_images, image_url, image/],
     ['ragged row', 'input_images,instruction\na.png,x\nb.png,y,z\n', /line 3/],
     ['bad quoting', 'input_images,instruction\na.png,"unterminated\n', /data\.csv: .*quote/i],
-    ['non-integer index', 'index,input_images,instruction\n1,a.png,x\nabc,b.png,y\n', /data\.csv: line 3, column "index": "abc" is not a non-negative integer/],
-    ['duplicate index', 'index,input_images,instruction\n1,a.png,x\n1,b.png,y\n', /data\.csv: line 3, column "index": index 1 repeats .*data\.csv: line 2/],
+    [
+      'non-integer index',
+      'index,input_images,instruction\n1,a.png,x\nabc,b.png,y\n',
+      /data\.csv: line 3, column "index": "abc" is not a non-negative integer/,
+    ],
+    [
+      'duplicate index',
+      'index,input_images,instruction\n1,a.png,x\n1,b.png,y\n',
+      /data\.csv: line 3, column "index": index 1 repeats .*data\.csv: line 2/,
+    ],
     ['header only', 'input_images,instruction\n', /no data rows/],
   ])('rejects a dataset with %s, naming file, line and column', async (_name, text, pattern) => {
     const dir = tempDir();

@@ -19,16 +19,35 @@ function io(): CliIO & { out: (l: string) => void; lines: string[]; errs: string
 async function dataset(): Promise<{ csv: string; outputDir: string }> {
   const dir = tempDir('atelier-estimate-');
   await writePng(join(dir, 'a.png'));
-  writeText(join(dir, 'rows.csv'), ['image,instruction', 'a.png,est-1 brighten', 'a.png,est-2 add snow', ',est-3 draw a cat', 'a.png,est-4 darker'].join('\n'));
+  writeText(
+    join(dir, 'rows.csv'),
+    ['image,instruction', 'a.png,est-1 brighten', 'a.png,est-2 add snow', ',est-3 draw a cat', 'a.png,est-4 darker'].join('\n'),
+  );
   return { csv: join(dir, 'rows.csv'), outputDir: join(dir, 'out') };
 }
 
 function options(csv: string, outputDir: string, extra: Partial<EditOptions>): EditOptions {
-  return { input: csv, outputDir, backend: 'openai', model: 'gpt-image-2', instructionKey: 'instruction', numImages: 1, jpegQuality: 95, webpQuality: 95, stateDir: join(outputDir, '..', 'state'), window: 16, maxRetries: 4, heartbeatTimeout: 60, concurrency: 16, withWorkers: false, ...extra };
+  return {
+    input: csv,
+    outputDir,
+    backend: 'openai',
+    model: 'gpt-image-2',
+    instructionKey: 'instruction',
+    numImages: 1,
+    jpegQuality: 95,
+    webpQuality: 95,
+    stateDir: join(outputDir, '..', 'state'),
+    window: 16,
+    maxRetries: 4,
+    heartbeatTimeout: 60,
+    concurrency: 16,
+    withWorkers: false,
+    ...extra,
+  };
 }
 
 describe('atelier estimate', () => {
-  it('counts selected rows, calls by the model\'s images per call, and prices the output images', async () => {
+  it("counts selected rows, calls by the model's images per call, and prices the output images", async () => {
     const { csv, outputDir } = await dataset();
     const out = io();
     const code = await runEstimate(options(csv, outputDir, { filterRows: '0:3', numImages: 2, quality: 'medium', size: '1024x1024' }), out);
@@ -44,12 +63,23 @@ describe('atelier estimate', () => {
 
     // Gemini returns one image per call: two calls per row.
     const gemini = io();
-    await runEstimate(options(csv, outputDir, { backend: 'gemini', model: 'gemini-3-pro-image', numImages: 2, imageSize: '4K', promptEnhance: 'gpt-4.1-mini' }), gemini);
+    await runEstimate(
+      options(csv, outputDir, {
+        backend: 'gemini',
+        model: 'gemini-3-pro-image',
+        numImages: 2,
+        imageSize: '4K',
+        promptEnhance: 'gpt-4.1-mini',
+      }),
+      gemini,
+    );
     expect(gemini.lines[2]).toBe('model calls: 8 (+ 4 prompt-enhancer calls)  output images: 8  (first attempts; retries add calls)');
-    expect(gemini.lines[3]).toBe('estimated cost: $1.9200 (output images at the per-image price; input image tokens of edits are extra; prompt-enhancer calls not included)');
+    expect(gemini.lines[3]).toBe(
+      'estimated cost: $1.9200 (output images at the per-image price; input image tokens of edits are extra; prompt-enhancer calls not included)',
+    );
   });
 
-  it('warns about inputs above a model\'s advice and counts rows above its limit', async () => {
+  it("warns about inputs above a model's advice and counts rows above its limit", async () => {
     const dir = tempDir('atelier-estimate-many-');
     for (const n of [0, 1, 2, 3]) await writePng(join(dir, `${n}.png`));
     const four = JSON.stringify(['0.png', '1.png', '2.png', '3.png']).replace(/"/g, '""');
@@ -59,8 +89,13 @@ describe('atelier estimate', () => {
     expect(out.errs[0]).toBe('warning: gemini-2.5-flash-image works best with up to 3 input images; the row has 4');
     expect(out.lines[1]).toBe('rows: 2; to run: 2');
     const modelscope = io();
-    await runEstimate(options(join(dir, 'rows.csv'), join(dir, 'out'), { backend: 'modelscope', model: 'Qwen/Qwen-Image-Edit-2511' }), modelscope);
-    expect(modelscope.lines[1]).toBe('rows: 2; to run: 1; 1 with more input images than Qwen/Qwen-Image-Edit-2511 takes (they fail without a call)');
+    await runEstimate(
+      options(join(dir, 'rows.csv'), join(dir, 'out'), { backend: 'modelscope', model: 'Qwen/Qwen-Image-Edit-2511' }),
+      modelscope,
+    );
+    expect(modelscope.lines[1]).toBe(
+      'rows: 2; to run: 1; 1 with more input images than Qwen/Qwen-Image-Edit-2511 takes (they fail without a call)',
+    );
     expect(modelscope.lines[3]).toBe('estimated cost: $0.0000 (free quota)');
   });
 

@@ -16,7 +16,12 @@ let black: ProviderImage;
 
 beforeAll(async () => {
   standin = await startFalStandin();
-  black = { data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer(), mimeType: 'image/png' };
+  black = {
+    data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
 });
 afterAll(async () => standin.close());
 
@@ -48,11 +53,23 @@ async function editError(prompt: string, model = KONTEXT, params = {}, extra: Pa
 describe('fal.ai adapter (queue API)', () => {
   it('submits with Key auth and a data URI, polls the status URL it was given, reads the result, downloads without the key', async () => {
     const beats: JsonValue[] = [];
-    const result = await provider().edit({ model: KONTEXT, prompt: 'fal-happy', images: [black], params: { seed: 7, guidanceScale: 3.5, aspectRatio: '16:9', size: '1024x1024' }, numImages: 1, heartbeat: (d) => beats.push(d) });
+    const result = await provider().edit({
+      model: KONTEXT,
+      prompt: 'fal-happy',
+      images: [black],
+      params: { seed: 7, guidanceScale: 3.5, aspectRatio: '16:9', size: '1024x1024' },
+      numImages: 1,
+      heartbeat: (d) => beats.push(d),
+    });
     const calls = standin.callsFor('fal-happy');
     const submit = calls.filter((c) => c.kind === 'submit');
     expect(submit).toHaveLength(1);
-    expect(submit[0]).toMatchObject({ model: KONTEXT, imageCount: 1, authorization: `Key ${KEY}`, fields: { seed: 7, guidance_scale: 3.5, aspect_ratio: '16:9' } });
+    expect(submit[0]).toMatchObject({
+      model: KONTEXT,
+      imageCount: 1,
+      authorization: `Key ${KEY}`,
+      fields: { seed: 7, guidance_scale: 3.5, aspect_ratio: '16:9' },
+    });
     // `size` is not a kontext field: left out.
     expect(submit[0]!.fields.size).toBeUndefined();
     expect(calls.filter((c) => c.kind === 'status').map((c) => c.status)).toEqual([202, 202, 200]);
@@ -71,7 +88,13 @@ describe('fal.ai adapter (queue API)', () => {
   });
 
   it('sends several images as image_urls to multi-image endpoints, and num_images up to 4 a request', async () => {
-    const result = await provider().edit({ model: 'fal-ai/nano-banana/edit', prompt: 'fal-multi', images: [black, black], params: {}, numImages: 6 });
+    const result = await provider().edit({
+      model: 'fal-ai/nano-banana/edit',
+      prompt: 'fal-multi',
+      images: [black, black],
+      params: {},
+      numImages: 6,
+    });
     expect(result.images).toHaveLength(6);
     const submits = standin.callsFor('fal-multi').filter((c) => c.kind === 'submit');
     expect(submits.map((s) => [s.imageCount, s.fields.num_images])).toEqual([
@@ -85,13 +108,28 @@ describe('fal.ai adapter (queue API)', () => {
     standin.script('fal-crash', [falFaults.slowRequest(6)]);
     const beats: JsonValue[] = [];
     const controller = new AbortController();
-    const first = provider({ pollIntervalMs: 20 }).edit({ model: KONTEXT, prompt: 'fal-crash', images: [black], params: {}, numImages: 1, signal: controller.signal, heartbeat: (d) => beats.push(d) });
+    const first = provider({ pollIntervalMs: 20 }).edit({
+      model: KONTEXT,
+      prompt: 'fal-crash',
+      images: [black],
+      params: {},
+      numImages: 1,
+      signal: controller.signal,
+      heartbeat: (d) => beats.push(d),
+    });
     // The worker "crashes" once the request is queued and polled.
     while (standin.callsFor('fal-crash').filter((c) => c.kind === 'status').length < 2) await new Promise((r) => setTimeout(r, 5));
     controller.abort();
     await expect(first).rejects.toBeInstanceOf(ClassifiedError);
     const before = standin.submitted();
-    const result = await provider().edit({ model: KONTEXT, prompt: 'fal-crash', images: [black], params: {}, numImages: 1, previousHeartbeat: beats[beats.length - 1] });
+    const result = await provider().edit({
+      model: KONTEXT,
+      prompt: 'fal-crash',
+      images: [black],
+      params: {},
+      numImages: 1,
+      previousHeartbeat: beats[beats.length - 1],
+    });
     expect(standin.submitted()).toBe(before);
     const submits = standin.callsFor('fal-crash').filter((c) => c.kind === 'submit');
     expect(submits).toHaveLength(1);
@@ -101,22 +139,53 @@ describe('fal.ai adapter (queue API)', () => {
 
   it('a heartbeat from another call (other prompt) is not resumed; a resumed request that is gone is submitted afresh', async () => {
     const beats: JsonValue[] = [];
-    await provider().edit({ model: KONTEXT, prompt: 'fal-turn1', images: [black], params: {}, numImages: 1, heartbeat: (d) => beats.push(d) });
-    await provider().edit({ model: KONTEXT, prompt: 'fal-turn2', images: [black], params: {}, numImages: 1, previousHeartbeat: beats[beats.length - 1] });
+    await provider().edit({
+      model: KONTEXT,
+      prompt: 'fal-turn1',
+      images: [black],
+      params: {},
+      numImages: 1,
+      heartbeat: (d) => beats.push(d),
+    });
+    await provider().edit({
+      model: KONTEXT,
+      prompt: 'fal-turn2',
+      images: [black],
+      params: {},
+      numImages: 1,
+      previousHeartbeat: beats[beats.length - 1],
+    });
     expect(standin.callsFor('fal-turn2').filter((c) => c.kind === 'submit')).toHaveLength(1);
     expect(standin.callsFor('fal-turn1').filter((c) => c.kind === 'status').length).toBe(3);
     // A heartbeat naming a request the queue does not know (expired): 404 on its status, so submit.
-    const gone = JSON.parse(JSON.stringify(beats[beats.length - 1])) as { fal: { key: string; requests: { id: string; statusUrl: string; responseUrl: string }[] } };
+    const gone = JSON.parse(JSON.stringify(beats[beats.length - 1])) as {
+      fal: { key: string; requests: { id: string; statusUrl: string; responseUrl: string }[] };
+    };
     gone.fal.requests[0]!.statusUrl = gone.fal.requests[0]!.statusUrl.replace(/requests\/[^/]+/, 'requests/no-such-request');
-    await provider().edit({ model: KONTEXT, prompt: 'fal-turn1', images: [black], params: {}, numImages: 1, previousHeartbeat: gone as unknown as JsonValue });
+    await provider().edit({
+      model: KONTEXT,
+      prompt: 'fal-turn1',
+      images: [black],
+      params: {},
+      numImages: 1,
+      previousHeartbeat: gone as unknown as JsonValue,
+    });
     expect(standin.callsFor('fal-turn1').filter((c) => c.kind === 'submit')).toHaveLength(2);
   });
 
   it('a request still running at the wait limit fails retryable and keeps its id in the heartbeat', async () => {
     standin.script('fal-long', [falFaults.slowRequest(1000)]);
     const beats: JsonValue[] = [];
-    const err = await fails(provider({ maxWaitMs: 60, pollIntervalMs: 10 })
-      .edit({ model: KONTEXT, prompt: 'fal-long', images: [black], params: {}, numImages: 1, heartbeat: (d) => beats.push(d) }));
+    const err = await fails(
+      provider({ maxWaitMs: 60, pollIntervalMs: 10 }).edit({
+        model: KONTEXT,
+        prompt: 'fal-long',
+        images: [black],
+        params: {},
+        numImages: 1,
+        heartbeat: (d) => beats.push(d),
+      }),
+    );
     expect(err).toMatchObject({ kind: 'retryable' });
     expect(err.message).toMatch(/still running/);
     const id = standin.callsFor('fal-long').find((c) => c.kind === 'submit')!.requestId!;
@@ -138,7 +207,9 @@ describe('fal.ai adapter (queue API)', () => {
     standin.script('fal-runfail', [falFaults.failedRun()]);
     expect(await editError('fal-runfail')).toMatchObject({ kind: 'retryable', details: { status: 500 } });
     expect(await editError('fal-unknown', 'fal-ai/no-such-model')).toMatchObject({ kind: 'invalidRequest', details: { status: 404 } });
-    const badKey = await fails(provider({ apiKey: '' }).edit({ model: KONTEXT, prompt: 'fal-nokey', images: [black], params: {}, numImages: 1 }));
+    const badKey = await fails(
+      provider({ apiKey: '' }).edit({ model: KONTEXT, prompt: 'fal-nokey', images: [black], params: {}, numImages: 1 }),
+    );
     expect(badKey).toMatchObject({ kind: 'invalidRequest', details: { status: 401 } });
     const garbage: ProviderImage = { data: Buffer.from('not an image'), mimeType: 'image/png' };
     const unreadable = await fails(provider().edit({ model: KONTEXT, prompt: 'fal-garbage', images: [garbage], params: {}, numImages: 1 }));
@@ -147,7 +218,12 @@ describe('fal.ai adapter (queue API)', () => {
   });
 
   it('an edit endpoint needs its image; text-to-image goes to a text-to-image endpoint', async () => {
-    const result = await provider().generate({ model: 'fal-ai/flux-pro/kontext/text-to-image', prompt: 'fal-t2i', params: { aspectRatio: '1:1' }, numImages: 1 });
+    const result = await provider().generate({
+      model: 'fal-ai/flux-pro/kontext/text-to-image',
+      prompt: 'fal-t2i',
+      params: { aspectRatio: '1:1' },
+      numImages: 1,
+    });
     expect(result.images).toHaveLength(1);
     const missing = await fails(provider().generate({ model: KONTEXT, prompt: 'fal-noimage', params: {}, numImages: 1 }));
     expect(missing).toMatchObject({ kind: 'invalidRequest' });

@@ -15,8 +15,18 @@ let white: ProviderImage;
 
 beforeAll(async () => {
   standin = await startGeminiStandin();
-  black = { data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer(), mimeType: 'image/png' };
-  white = { data: await sharp({ create: { width: 6, height: 4, channels: 3, background: '#ffffff' } }).png().toBuffer(), mimeType: 'image/png' };
+  black = {
+    data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
+  white = {
+    data: await sharp({ create: { width: 6, height: 4, channels: 3, background: '#ffffff' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
 });
 afterAll(async () => standin.close());
 
@@ -50,7 +60,12 @@ describe('Gemini adapter through @google/genai', () => {
       numImages: 1,
     });
     const call = standin.callsFor('g-multi')[0]!;
-    expect(call).toMatchObject({ model: 'gemini-3.1-flash-image-preview', imageCount: 3, imageTypes: ['image/png', 'image/png', 'image/png'], apiKey: KEY });
+    expect(call).toMatchObject({
+      model: 'gemini-3.1-flash-image-preview',
+      imageCount: 3,
+      imageTypes: ['image/png', 'image/png', 'image/png'],
+      apiKey: KEY,
+    });
     expect(call.imageSizes[1]).toEqual({ width: 6, height: 4 });
     // Image alone: no chatty text answer to pay for and re-ask.
     expect(call.generationConfig).toMatchObject({ responseModalities: ['IMAGE'], imageConfig: { aspectRatio: '16:9', imageSize: '2K' } });
@@ -63,9 +78,21 @@ describe('Gemini adapter through @google/genai', () => {
   });
 
   it('leaves imageSize out for gemini-2.5-flash-image (one size tier), sends it more than 3 inputs (advice, not a limit) and refuses more inputs than a model takes', async () => {
-    await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-25', images: [black], params: { aspectRatio: '1:1', imageSize: '2K' }, numImages: 1 });
+    await provider().edit({
+      model: 'gemini-2.5-flash-image',
+      prompt: 'g-25',
+      images: [black],
+      params: { aspectRatio: '1:1', imageSize: '2K' },
+      numImages: 1,
+    });
     expect(standin.callsFor('g-25')[0]!.generationConfig.imageConfig).toEqual({ aspectRatio: '1:1' });
-    const four = await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-four', images: [black, black, black, black], params: {}, numImages: 1 });
+    const four = await provider().edit({
+      model: 'gemini-2.5-flash-image',
+      prompt: 'g-four',
+      images: [black, black, black, black],
+      params: {},
+      numImages: 1,
+    });
     expect(four.images).toHaveLength(1);
     expect(standin.callsFor('g-four')[0]).toMatchObject({ status: 200, imageCount: 4 });
     const err = await provider()
@@ -79,7 +106,13 @@ describe('Gemini adapter through @google/genai', () => {
     // 16 MB (21 MB as base64) does not fit inline; it is uploaded and named by fileData instead.
     const big = { data: Buffer.alloc(16 * 1024 * 1024, 7), mimeType: 'image/png' };
     const before = standin.uploadedFiles();
-    const result = await provider().edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge', images: [black, big], params: {}, numImages: 1 });
+    const result = await provider().edit({
+      model: 'gemini-3.1-flash-image',
+      prompt: 'g-huge',
+      images: [black, big],
+      params: {},
+      numImages: 1,
+    });
     expect(result.images).toHaveLength(1);
     expect(standin.callsFor('g-huge')[0]).toMatchObject({ status: 200, imageCount: 2 });
     expect(standin.uploadedFiles() - before).toBe(1);
@@ -94,14 +127,31 @@ describe('Gemini adapter through @google/genai', () => {
   it('the stand-in answers 403 for a file it does not have', async () => {
     const ai = new GoogleGenAI({ apiKey: KEY, vertexai: false, httpOptions: { baseUrl: standin.baseURL } });
     const err = await ai.models
-      .generateContent({ model: 'gemini-2.5-flash-image', contents: [{ role: 'user', parts: [{ text: 'g-nofile' }, { fileData: { fileUri: `${standin.baseURL}/v1beta/files/nope`, mimeType: 'image/png' } }] }] })
+      .generateContent({
+        model: 'gemini-2.5-flash-image',
+        contents: [
+          {
+            role: 'user',
+            parts: [{ text: 'g-nofile' }, { fileData: { fileUri: `${standin.baseURL}/v1beta/files/nope`, mimeType: 'image/png' } }],
+          },
+        ],
+      })
       .catch((e: { status?: number; message?: string }) => e);
-    expect(err).toMatchObject({ status: 403, message: expect.stringMatching(/permission to access the File files\/nope or it may not exist/) });
+    expect(err).toMatchObject({
+      status: 403,
+      message: expect.stringMatching(/permission to access the File files\/nope or it may not exist/),
+    });
   });
 
   it('retries IMAGE_OTHER and NO_IMAGE (not a refusal): asked again once, then retryable', async () => {
     standin.script('g-other-once', [geminiFaults.finishReason('IMAGE_OTHER')]);
-    const ok = await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-other-once', images: [black], params: {}, numImages: 1 });
+    const ok = await provider().edit({
+      model: 'gemini-2.5-flash-image',
+      prompt: 'g-other-once',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
     expect(ok.images).toHaveLength(1);
     expect(standin.callsFor('g-other-once')).toHaveLength(2);
     for (const reason of ['IMAGE_OTHER', 'NO_IMAGE']) {
@@ -114,7 +164,12 @@ describe('Gemini adapter through @google/genai', () => {
   });
 
   it('generates from text alone, one call per image asked for', async () => {
-    const result = await provider().generate({ model: 'gemini-2.5-flash-image', prompt: 'g-t2i', params: { aspectRatio: '16:9' }, numImages: 2 });
+    const result = await provider().generate({
+      model: 'gemini-2.5-flash-image',
+      prompt: 'g-t2i',
+      params: { aspectRatio: '16:9' },
+      numImages: 2,
+    });
     expect(result.images).toHaveLength(2);
     expect(standin.callsFor('g-t2i')).toHaveLength(2);
     const meta = await sharp(result.images[0]!.data).metadata();
@@ -123,7 +178,13 @@ describe('Gemini adapter through @google/genai', () => {
   });
 
   it('skips thought images (gemini-3-pro-image-preview answers with an interim draft first)', async () => {
-    const result = await provider().edit({ model: 'gemini-3-pro-image-preview', prompt: 'g-thoughts', images: [black], params: {}, numImages: 1 });
+    const result = await provider().edit({
+      model: 'gemini-3-pro-image-preview',
+      prompt: 'g-thoughts',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
     expect(result.images).toHaveLength(1);
     const meta = await sharp(result.images[0]!.data).metadata();
     expect(meta.width).toBe(8); // the answer, not the 16 px magenta draft
@@ -133,7 +194,13 @@ describe('Gemini adapter through @google/genai', () => {
 
   it('runs multi-turn rows as a real chat: history is JSON, signatures go back verbatim, each turn edits the last output', async () => {
     const p = provider();
-    const turn1 = await p.chatTurn!({ model: 'gemini-3-pro-image-preview', prompt: 'g-chat turn one', images: [black], params: {}, numImages: 1 });
+    const turn1 = await p.chatTurn!({
+      model: 'gemini-3-pro-image-preview',
+      prompt: 'g-chat turn one',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
     expect(await firstPixel(turn1.images[0]!.data)).toBe(255);
     // The caller persists the history between turns (and between attempts): it must survive JSON.
     const stored = JSON.parse(JSON.stringify(turn1.history)) as JsonValue[];
@@ -143,7 +210,14 @@ describe('Gemini adapter through @google/genai', () => {
     const signatures = modelTurn.parts.flatMap((part) => (part.thoughtSignature ? [part.thoughtSignature] : []));
     expect(signatures.length).toBeGreaterThan(0);
 
-    const turn2 = await p.chatTurn!({ model: 'gemini-3-pro-image-preview', prompt: 'g-chat turn two', images: [], params: {}, numImages: 1, history: stored });
+    const turn2 = await p.chatTurn!({
+      model: 'gemini-3-pro-image-preview',
+      prompt: 'g-chat turn two',
+      images: [],
+      params: {},
+      numImages: 1,
+      history: stored,
+    });
     const second = standin.callsFor('g-chat turn two')[0]!;
     expect(second).toMatchObject({ status: 200, turns: 3, imageCount: 0 });
     expect(second.signaturesReturned).toEqual(signatures);
@@ -153,9 +227,14 @@ describe('Gemini adapter through @google/genai', () => {
 
     // Without the signatures Gemini 3 refuses the turn with a 400: a final invalid request.
     const stripped = JSON.parse(JSON.stringify(stored, (k, v: unknown) => (k === 'thoughtSignature' ? undefined : v))) as JsonValue[];
-    const err = await p
-      .chatTurn!({ model: 'gemini-3-pro-image-preview', prompt: 'g-chat unsigned', images: [], params: {}, numImages: 1, history: stripped })
-      .catch((e: unknown) => e);
+    const err = await p.chatTurn!({
+      model: 'gemini-3-pro-image-preview',
+      prompt: 'g-chat unsigned',
+      images: [],
+      params: {},
+      numImages: 1,
+      history: stripped,
+    }).catch((e: unknown) => e);
     expect((err as ClassifiedError).kind).toBe('invalidRequest');
     expect((err as Error).message).toMatch(/thought_signature/);
     expect(standin.callsFor('g-chat unsigned')[0]!.status).toBe(400);
@@ -173,7 +252,12 @@ describe('Gemini adapter through @google/genai', () => {
     const reset = Date.parse(daily.details.quotaResetAt!);
     expect(reset).toBeGreaterThan(Date.now());
     expect(reset - Date.now()).toBeLessThanOrEqual(25 * 3600_000);
-    const hourInLA = new Intl.DateTimeFormat('en-US', { timeZone: 'America/Los_Angeles', hour: 'numeric', minute: 'numeric', hourCycle: 'h23' }).format(new Date(reset));
+    const hourInLA = new Intl.DateTimeFormat('en-US', {
+      timeZone: 'America/Los_Angeles',
+      hour: 'numeric',
+      minute: 'numeric',
+      hourCycle: 'h23',
+    }).format(new Date(reset));
     expect(hourInLA).toBe('00:00');
   });
 
@@ -201,7 +285,13 @@ describe('Gemini adapter through @google/genai', () => {
 
   it('asks once more when the answer has text but no image, then fails as invalid', async () => {
     standin.script('g-chatty-once', [geminiFaults.textOnly()]);
-    const ok = await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'g-chatty-once', images: [black], params: {}, numImages: 1 });
+    const ok = await provider().edit({
+      model: 'gemini-2.5-flash-image',
+      prompt: 'g-chatty-once',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
     expect(ok.images).toHaveLength(1);
     expect(standin.callsFor('g-chatty-once')).toHaveLength(2);
     // Both answers are billed: usage covers the two calls.
@@ -221,14 +311,20 @@ describe('Gemini adapter through @google/genai', () => {
     expect((await editError('g-malformed')).kind).toBe('retryable');
     const slow = await createGeminiProvider({ apiKey: KEY, baseURL: standin.baseURL, timeoutMs: 300 })
       .edit({ model: 'gemini-2.5-flash-image', prompt: 'g-slow', images: [black], params: {}, numImages: 1 })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     if (!slow) throw new Error('expected a timeout');
     expect(slow.kind).toBe('retryable');
     expect(slow.message).toMatch(/timed out/);
     const port = await freePort();
     const dead = await createGeminiProvider({ apiKey: KEY, baseURL: `http://127.0.0.1:${port}` })
       .edit({ model: 'gemini-2.5-flash-image', prompt: 'x', images: [black], params: {}, numImages: 1 })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     if (!dead) throw new Error('expected a connection error');
     expect(dead).toBeInstanceOf(ClassifiedError);
     expect(dead.kind).toBe('retryable');
@@ -240,7 +336,12 @@ describe('Gemini adapter through @google/genai', () => {
     try {
       const p = createGeminiProvider({ apiKey: KEY, baseURL: limited.baseURL });
       const outcomes = await Promise.all(
-        [0, 1, 2, 3].map((i) => p.edit({ model: 'gemini-2.5-flash-image', prompt: `rl-${i}`, images: [black], params: {}, numImages: 1 }).then(() => 'ok', (e: ClassifiedError) => e)),
+        [0, 1, 2, 3].map((i) =>
+          p.edit({ model: 'gemini-2.5-flash-image', prompt: `rl-${i}`, images: [black], params: {}, numImages: 1 }).then(
+            () => 'ok',
+            (e: ClassifiedError) => e,
+          ),
+        ),
       );
       const rejected = outcomes.filter((o): o is ClassifiedError => o instanceof ClassifiedError);
       expect(rejected).toHaveLength(2);
@@ -274,7 +375,15 @@ describe('the Gemini stand-in holds the real contract (through @google/genai)', 
     ai()
       .models.generateContent({
         model,
-        contents: [{ role: 'user', parts: [{ text: 'g-contract' }, ...Array.from({ length: images }, () => ({ inlineData: { mimeType: 'image/png', data: black.data.toString('base64') } }))] }],
+        contents: [
+          {
+            role: 'user',
+            parts: [
+              { text: 'g-contract' },
+              ...Array.from({ length: images }, () => ({ inlineData: { mimeType: 'image/png', data: black.data.toString('base64') } })),
+            ],
+          },
+        ],
         config,
       })
       .then(
@@ -284,8 +393,14 @@ describe('the Gemini stand-in holds the real contract (through @google/genai)', 
 
   it('rejects aspect ratios, image sizes and input counts per model, and unknown models', async () => {
     expect(await ask('gemini-3.1-flash-image', { imageConfig: { aspectRatio: '1:8', imageSize: '512' } })).toBe(200);
-    expect(await ask('gemini-2.5-flash-image', { imageConfig: { aspectRatio: '1:8' } })).toMatchObject({ status: 400, message: expect.stringMatching(/Unsupported aspect ratio: 1:8/) });
-    expect(await ask('gemini-3-pro-image-preview', { imageConfig: { imageSize: '512' } })).toMatchObject({ status: 400, message: expect.stringMatching(/Invalid image size: 512/) });
+    expect(await ask('gemini-2.5-flash-image', { imageConfig: { aspectRatio: '1:8' } })).toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/Unsupported aspect ratio: 1:8/),
+    });
+    expect(await ask('gemini-3-pro-image-preview', { imageConfig: { imageSize: '512' } })).toMatchObject({
+      status: 400,
+      message: expect.stringMatching(/Invalid image size: 512/),
+    });
     expect(await ask('gemini-2.5-flash-image', { imageConfig: { imageSize: '1K' } })).toMatchObject({ status: 400 });
     expect(await ask('gemini-3-pro-image', {}, 15)).toMatchObject({ status: 400, message: expect.stringMatching(/at most 14/) });
     expect(await ask('gemini-2.5-flash-image', {}, 5)).toBe(200);
@@ -295,14 +410,19 @@ describe('the Gemini stand-in holds the real contract (through @google/genai)', 
   it('rejects a request body over 20 MB', async () => {
     const big = Buffer.alloc(16 * 1024 * 1024).toString('base64');
     const err = await ai()
-      .models.generateContent({ model: 'gemini-2.5-flash-image', contents: [{ role: 'user', parts: [{ text: 'g-contract-big' }, { inlineData: { mimeType: 'image/png', data: big } }] }] })
+      .models.generateContent({
+        model: 'gemini-2.5-flash-image',
+        contents: [{ role: 'user', parts: [{ text: 'g-contract-big' }, { inlineData: { mimeType: 'image/png', data: big } }] }],
+      })
       .catch((e: { status?: number; message?: string }) => e);
     expect(err).toMatchObject({ status: 400, message: expect.stringMatching(/Request payload size exceeds the limit: 20971520 bytes/) });
   });
 
   it('lists its models through models.list (paged)', async () => {
     const listed = (await listProviderModels('gemini', { apiKey: KEY, baseURL: standin.baseURL }))!;
-    expect(listed.map((m) => m.id)).toEqual(expect.arrayContaining(['gemini-2.5-flash-image', 'gemini-3-pro-image-preview', 'gemini-3.1-flash-image', 'gemini-2.5-flash']));
+    expect(listed.map((m) => m.id)).toEqual(
+      expect.arrayContaining(['gemini-2.5-flash-image', 'gemini-3-pro-image-preview', 'gemini-3.1-flash-image', 'gemini-2.5-flash']),
+    );
     expect(listed.find((m) => m.id === 'gemini-2.5-flash-image')!.supportedActions).toContain('generateContent');
   });
 });

@@ -19,7 +19,10 @@ async function feed(chunks: (string | Buffer)[], expected: number): Promise<Work
     await new Promise((tick) => setImmediate(tick));
   }
   stream.end();
-  await Promise.race([done, new Promise((_, fail) => setTimeout(() => fail(new Error(`only ${seen.length} of ${expected} ready events`)), 2000))]);
+  await Promise.race([
+    done,
+    new Promise((_, fail) => setTimeout(() => fail(new Error(`only ${seen.length} of ${expected} ready events`)), 2000)),
+  ]);
   return seen;
 }
 
@@ -32,7 +35,10 @@ describe('GPU worker ready lines', () => {
   });
 
   it('counts two events glued on one line, and ignores log noise around them', async () => {
-    const seen = await feed([`loading {50%}...\n${ready('h:1:gpu0 {"}')}${ready('h:2:gpu1')}\n`, '{"broken": \n', `${ready('h:3:gpu2')}\n`], 3);
+    const seen = await feed(
+      [`loading {50%}...\n${ready('h:1:gpu0 {"}')}${ready('h:2:gpu1')}\n`, '{"broken": \n', `${ready('h:3:gpu2')}\n`],
+      3,
+    );
     expect(seen.map((e) => e.worker)).toEqual(['h:1:gpu0 {"}', 'h:2:gpu1', 'h:3:gpu2']);
   });
 

@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { capabilities, checkParams, estimateCostUsd, estimateEnhancerCostUsd, lifecycleProblem, modelStatus, supportsParam } from '../../activities/providers/models';
+import {
+  capabilities,
+  checkParams,
+  estimateCostUsd,
+  estimateEnhancerCostUsd,
+  lifecycleProblem,
+  modelStatus,
+  supportsParam,
+} from '../../activities/providers/models';
 
 describe('model capability table', () => {
   it('finds exact ids, dated and preview versions, families and defaults', () => {
@@ -15,7 +23,11 @@ describe('model capability table', () => {
     expect(capabilities('gemini', 'gemini-3.1-flash-image-preview').entry).toBe('gemini-3.1-flash-image');
     // "Works best with up to 3" is advice: more is a warning, not a refusal.
     expect(capabilities('gemini', 'gemini-2.5-flash-image')).toMatchObject({ maxInputImages: 14, recommendedMaxInputImages: 3 });
-    expect(capabilities('openrouter', 'google/gemini-3-pro-image-preview')).toMatchObject({ entry: 'google/*', maxInputImages: 14, outputModalities: ['image', 'text'] });
+    expect(capabilities('openrouter', 'google/gemini-3-pro-image-preview')).toMatchObject({
+      entry: 'google/*',
+      maxInputImages: 14,
+      outputModalities: ['image', 'text'],
+    });
     expect(capabilities('openrouter', 'black-forest-labs/flux.2-pro').outputModalities).toEqual(['image']);
     expect(capabilities('openrouter', 'bytedance-seed/seedream-4.5').outputModalities).toEqual(['image']);
     expect(capabilities('openrouter', 'openai/gpt-image-2').outputModalities).toEqual(['image']);
@@ -35,13 +47,17 @@ describe('model capability table', () => {
 
   it('lists parameter problems for the CLI', () => {
     expect(checkParams('openai', 'gpt-image-1.5', { size: '1024x1024', quality: 'high' })).toEqual([]);
-    expect(checkParams('openai', 'gpt-image-1-mini', { inputFidelity: 'high' })).toEqual(['gpt-image-1-mini does not take inputFidelity; it is left out of the request']);
+    expect(checkParams('openai', 'gpt-image-1-mini', { inputFidelity: 'high' })).toEqual([
+      'gpt-image-1-mini does not take inputFidelity; it is left out of the request',
+    ]);
     expect(checkParams('openai', 'gpt-image-1.5', { size: '800x600' })[0]).toMatch(/takes size/);
     expect(checkParams('openai', 'gpt-image-2', { size: '2048x1152' })).toEqual([]);
     expect(checkParams('openai', 'gpt-image-2', { size: '1000x1000' })[0]).toMatch(/divisible by 16/);
     expect(checkParams('openai', 'gpt-image-2', { size: '3840x960' })[0]).toMatch(/aspect ratios/);
     expect(checkParams('openai', 'gpt-image-1.5', { background: 'transparent', outputFormat: 'jpeg' })[0]).toMatch(/png or webp/);
-    expect(checkParams('openai', 'gpt-image-2', { background: 'transparent' })).toEqual(['gpt-image-2: a transparent background is in preview at OpenAI']);
+    expect(checkParams('openai', 'gpt-image-2', { background: 'transparent' })).toEqual([
+      'gpt-image-2: a transparent background is in preview at OpenAI',
+    ]);
     // At least 655,360 pixels in all: 512x512 is too small.
     expect(checkParams('openai', 'gpt-image-2', { size: '512x512' })[0]).toMatch(/at least 655360 pixels/);
     expect(checkParams('openai', 'gpt-image-2', { quality: 'max' })[0]).toMatch(/takes quality/);
@@ -59,12 +75,26 @@ describe('cost estimates', () => {
   it('prices OpenAI GPT image calls from tokens by class when usage is reported, else per image by quality and size', () => {
     // 50 text + 323 image input tokens, 1056 image + 24 text output tokens on gpt-image-2:
     // $5 text in, $8 image in, $30 image out, $10 text out per 1M.
-    const usage = { inputTokens: 373, inputTextTokens: 50, inputImageTokens: 323, outputTokens: 1080, outputImageTokens: 1056, outputTextTokens: 24, totalTokens: 1453 };
+    const usage = {
+      inputTokens: 373,
+      inputTextTokens: 50,
+      inputImageTokens: 323,
+      outputTokens: 1080,
+      outputImageTokens: 1056,
+      outputTextTokens: 24,
+      totalTokens: 1453,
+    };
     expect(estimateCostUsd('openai', 'gpt-image-2', {}, usage, 1)).toBeCloseTo((50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6, 9);
     // Cached input is billed at the cached rates ($1.25 text, $2 image).
     const cached = { ...usage, cachedInputTokens: 40 + 300, cachedInputImageTokens: 300 };
-    expect(estimateCostUsd('openai', 'gpt-image-2', {}, cached, 1)).toBeCloseTo((10 * 5 + 40 * 1.25 + 23 * 8 + 300 * 2 + 1056 * 30 + 24 * 10) / 1e6, 9);
-    expect(estimateCostUsd('openai', 'gpt-image-2.6-sunburst', {}, usage, 1)).toBeCloseTo((50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6, 9);
+    expect(estimateCostUsd('openai', 'gpt-image-2', {}, cached, 1)).toBeCloseTo(
+      (10 * 5 + 40 * 1.25 + 23 * 8 + 300 * 2 + 1056 * 30 + 24 * 10) / 1e6,
+      9,
+    );
+    expect(estimateCostUsd('openai', 'gpt-image-2.6-sunburst', {}, usage, 1)).toBeCloseTo(
+      (50 * 5 + 323 * 8 + 1056 * 30 + 24 * 10) / 1e6,
+      9,
+    );
     expect(estimateCostUsd('openai', 'gpt-image-1.5', { quality: 'medium', size: '1024x1536' }, undefined, 2)).toBeCloseTo(0.1, 6);
     expect(estimateCostUsd('openai', 'gpt-image-1.5', { quality: 'low' }, undefined, 1)).toBeCloseTo(0.009, 6);
     // Unknown quality (auto) is counted as high.
@@ -77,8 +107,11 @@ describe('cost estimates', () => {
     expect(estimateCostUsd('openai', 'gpt-image-2.5-flare', {}, undefined, 1)).toBeUndefined();
   });
 
-  it('prices prompt-enhancer tokens at the enhancer\'s rates, else unknown', () => {
-    expect(estimateEnhancerCostUsd('gpt-4.1-mini', { inputTokens: 1000, outputTokens: 100 })).toBeCloseTo((1000 * 0.4 + 100 * 1.6) / 1e6, 9);
+  it("prices prompt-enhancer tokens at the enhancer's rates, else unknown", () => {
+    expect(estimateEnhancerCostUsd('gpt-4.1-mini', { inputTokens: 1000, outputTokens: 100 })).toBeCloseTo(
+      (1000 * 0.4 + 100 * 1.6) / 1e6,
+      9,
+    );
     expect(estimateEnhancerCostUsd('openai/gpt-4.1-mini', { inputTokens: 1000, outputTokens: 100, costUsd: 0.0002 })).toBe(0.0002);
     expect(estimateEnhancerCostUsd('my-local-llm', { inputTokens: 1000, outputTokens: 100 })).toBeUndefined();
     expect(estimateEnhancerCostUsd('my-local-llm', undefined)).toBe(0);
@@ -86,13 +119,20 @@ describe('cost estimates', () => {
 
   it('prices Gemini per output token by modality, else per image by image size', () => {
     expect(estimateCostUsd('gemini', 'gemini-2.5-flash-image', {}, undefined, 1)).toBeCloseTo(0.039, 6);
-    expect(estimateCostUsd('gemini', 'gemini-2.5-flash-image', {}, { inputTokens: 0, outputTokens: 1290, outputImageTokens: 1290 }, 1)).toBeCloseTo(0.0387, 6);
+    expect(
+      estimateCostUsd('gemini', 'gemini-2.5-flash-image', {}, { inputTokens: 0, outputTokens: 1290, outputImageTokens: 1290 }, 1),
+    ).toBeCloseTo(0.0387, 6);
     expect(estimateCostUsd('gemini', 'gemini-3-pro-image-preview', { imageSize: '4K' }, undefined, 1)).toBeCloseTo(0.24, 6);
     expect(estimateCostUsd('gemini', 'gemini-3-pro-image-preview', { imageSize: '2K' }, undefined, 2)).toBeCloseTo(0.268, 6);
-    expect(estimateCostUsd('gemini', 'gemini-3-pro-image-preview', {}, { inputTokens: 1000, outputTokens: 1126, outputImageTokens: 1120, outputTextTokens: 6, thoughtsTokens: 100 }, 1)).toBeCloseTo(
-      (1000 * 2 + 1120 * 120 + 106 * 12) / 1e6,
-      6,
-    );
+    expect(
+      estimateCostUsd(
+        'gemini',
+        'gemini-3-pro-image-preview',
+        {},
+        { inputTokens: 1000, outputTokens: 1126, outputImageTokens: 1120, outputTextTokens: 6, thoughtsTokens: 100 },
+        1,
+      ),
+    ).toBeCloseTo((1000 * 2 + 1120 * 120 + 106 * 12) / 1e6, 6);
     expect(estimateCostUsd('gemini', 'gemini-3.1-flash-image', { imageSize: '512' }, undefined, 1)).toBeCloseTo(0.045, 6);
     expect(estimateCostUsd('gemini', 'gemini-3.1-flash-image-preview', {}, undefined, 1)).toBeCloseTo(0.067, 6);
   });
@@ -114,14 +154,22 @@ describe('model lifecycle', () => {
     expect(modelStatus('openai', 'gpt-image-1.5', eve)).toMatchObject({ status: 'deprecated', shutdown: '2026-12-01' });
     expect(modelStatus('openai', 'gpt-image-1.5-2025-12-16', shutdownDay)).toMatchObject({ status: 'retired', since: '2026-12-01' });
     expect(modelStatus('openai', 'chatgpt-image-latest', shutdownDay).status).toBe('retired');
-    expect(modelStatus('openai', 'gpt-image-1', eve)).toMatchObject({ status: 'retired', since: '2026-10-23', replacement: 'gpt-image-2.5-sunburst' });
+    expect(modelStatus('openai', 'gpt-image-1', eve)).toMatchObject({
+      status: 'retired',
+      since: '2026-10-23',
+      replacement: 'gpt-image-2.5-sunburst',
+    });
     expect(modelStatus('openai', 'dall-e-2', eve)).toMatchObject({ status: 'retired', replacement: 'gpt-image-2' });
     expect(modelStatus('openai', 'some-local-model', eve).status).toBe('current');
   });
 
   it('refuses retired models naming the replacement and warns about deprecated ones', () => {
-    expect(lifecycleProblem('openai', 'gpt-image-1', eve).error).toMatch(/gpt-image-1 was retired on 2026-10-23 .*use gpt-image-2.5-sunburst/);
-    expect(lifecycleProblem('openai', 'gpt-image-1-mini', eve)).toEqual({ warning: expect.stringMatching(/deprecated and shuts down on 2026-12-01 \(tomorrow\); move to gpt-image-2.6-sunburst/) });
+    expect(lifecycleProblem('openai', 'gpt-image-1', eve).error).toMatch(
+      /gpt-image-1 was retired on 2026-10-23 .*use gpt-image-2.5-sunburst/,
+    );
+    expect(lifecycleProblem('openai', 'gpt-image-1-mini', eve)).toEqual({
+      warning: expect.stringMatching(/deprecated and shuts down on 2026-12-01 \(tomorrow\); move to gpt-image-2.6-sunburst/),
+    });
     expect(lifecycleProblem('openai', 'gpt-image-1-mini', shutdownDay).error).toMatch(/retired on 2026-12-01/);
     expect(lifecycleProblem('openai', 'gpt-image-2', eve)).toEqual({});
   });

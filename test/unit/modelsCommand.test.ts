@@ -14,7 +14,11 @@ let openrouter: ChatStandin;
 let gemini: GeminiStandin;
 
 beforeAll(async () => {
-  [openai, openrouter, gemini] = await Promise.all([startOpenAIStandin({ now: () => new Date('2026-11-30T12:00:00Z') }), startOpenRouterStandin(), startGeminiStandin()]);
+  [openai, openrouter, gemini] = await Promise.all([
+    startOpenAIStandin({ now: () => new Date('2026-11-30T12:00:00Z') }),
+    startOpenRouterStandin(),
+    startGeminiStandin(),
+  ]);
 });
 afterAll(async () => Promise.all([openai, openrouter, gemini].map((s) => s?.close())));
 
@@ -46,7 +50,10 @@ describe('atelier models', () => {
     const by = (m: string) => list.find((r) => r.model === m)!;
     expect(by('gpt-image-2')).toMatchObject({ status: 'current', provider: 'listed', edits: 'yes', inputs: '16' });
     expect(by('gpt-image-2.6-sunburst').options).toMatch(/quality low\|medium\|high\|auto\|xhigh\|max/);
-    expect(by('gpt-image-1.5')).toMatchObject({ status: 'deprecated, shuts down 2026-12-01 -> gpt-image-2.6-sunburst (or gpt-image-2.6-flare)', provider: 'listed' });
+    expect(by('gpt-image-1.5')).toMatchObject({
+      status: 'deprecated, shuts down 2026-12-01 -> gpt-image-2.6-sunburst (or gpt-image-2.6-flare)',
+      provider: 'listed',
+    });
     expect(by('gpt-image-1')).toMatchObject({ status: 'retired 2026-10-23 -> gpt-image-2.5-sunburst', provider: 'not listed (retired)' });
     // Listed by the provider, not in the table by its exact id: shown with the entry it falls back to.
     expect(by('gpt-image-2-2026-04-21').provider).toBe('listed (table: gpt-image-2)');
@@ -56,12 +63,17 @@ describe('atelier models', () => {
 
   it('counts a deprecated model past its shutdown as retired', async () => {
     const list = await rows({ backend: 'openai', offline: true }, env({ ATELIER_NOW: '2026-12-01T00:00:00Z' }));
-    expect(list.find((r) => r.model === 'gpt-image-1-mini')).toMatchObject({ status: 'retired 2026-12-01 -> gpt-image-2.6-sunburst (or gpt-image-2.6-flare)', provider: '-' });
+    expect(list.find((r) => r.model === 'gpt-image-1-mini')).toMatchObject({
+      status: 'retired 2026-12-01 -> gpt-image-2.6-sunburst (or gpt-image-2.6-flare)',
+      provider: '-',
+    });
   });
 
   it('shows OpenRouter image models with their declared output modalities and prices', async () => {
     const list = await rows({ backend: 'openrouter' });
-    expect(list.find((r) => r.model === 'acme/pixel-forge-1')).toMatchObject({ provider: 'listed, not in the table (capabilities unknown)' });
+    expect(list.find((r) => r.model === 'acme/pixel-forge-1')).toMatchObject({
+      provider: 'listed, not in the table (capabilities unknown)',
+    });
     expect(list.find((r) => r.model === 'acme/pixel-forge-1')!.options).toMatch(/outputs image \(asks image\)/);
     expect(list.find((r) => r.model === 'google/gemini-2.5-flash-image')!.options).toMatch(/outputs image\+text \(asks image\+text\)/);
     expect(list.find((r) => r.model === 'bytedance-seed/seedream-4.5')!.price).toMatch(/image 0.04/);

@@ -13,7 +13,12 @@ let black: ProviderImage;
 
 beforeAll(async () => {
   standin = await startModelScopeStandin();
-  black = { data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer(), mimeType: 'image/png' };
+  black = {
+    data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
 });
 afterAll(async () => standin.close());
 
@@ -21,7 +26,11 @@ function provider(extra: Partial<ModelScopeProviderOptions> = {}, target: ModelS
   return createModelScopeProvider({ apiKey: KEY, baseURL: target.baseURL, pollIntervalMs: 5, maxWaitMs: 5000, ...extra });
 }
 
-async function editError(prompt: string, extra: Partial<ModelScopeProviderOptions> = {}, target?: ModelScopeStandin): Promise<ClassifiedError> {
+async function editError(
+  prompt: string,
+  extra: Partial<ModelScopeProviderOptions> = {},
+  target?: ModelScopeStandin,
+): Promise<ClassifiedError> {
   try {
     await provider(extra, target).edit({ model: MODEL, prompt, images: [black], params: {}, numImages: 1 });
   } catch (err) {
@@ -46,7 +55,14 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     const calls = standin.callsFor('ms-happy');
     const submit = calls.filter((c) => c.kind === 'submit');
     expect(submit).toHaveLength(1);
-    expect(submit[0]).toMatchObject({ model: MODEL, imageCount: 2, imageTypes: ['image/png', 'image/png'], asyncMode: 'true', authorization: `Bearer ${KEY}`, fields: { size: '1024x1024', seed: 7 } });
+    expect(submit[0]).toMatchObject({
+      model: MODEL,
+      imageCount: 2,
+      imageTypes: ['image/png', 'image/png'],
+      asyncMode: 'true',
+      authorization: `Bearer ${KEY}`,
+      fields: { size: '1024x1024', seed: 7 },
+    });
     const polls = calls.filter((c) => c.kind === 'poll');
     expect(polls).toHaveLength(3); // PENDING, RUNNING, SUCCEED
     expect(polls.every((p) => p.taskType === 'image_generation' && p.taskId === submit[0]!.taskId)).toBe(true);
@@ -54,7 +70,10 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     const { data } = await sharp(result.images[0]!.data).raw().toBuffer({ resolveWithObject: true });
     expect(data[0]).toBe(255);
     expect(result.requestId).toBe(submit[0]!.taskId);
-    expect(result.info).toMatchObject({ 'modelscope-ratelimit-requests-remaining': expect.any(Number), 'modelscope-ratelimit-model-requests-remaining': expect.any(Number) });
+    expect(result.info).toMatchObject({
+      'modelscope-ratelimit-requests-remaining': expect.any(Number),
+      'modelscope-ratelimit-model-requests-remaining': expect.any(Number),
+    });
     // A heartbeat right after submit and one per poll, all naming the task.
     expect(beats.length).toBeGreaterThanOrEqual(4);
     expect(JSON.stringify(beats[beats.length - 1])).toContain(submit[0]!.taskId!);
@@ -66,15 +85,33 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     const beats: JsonValue[] = [];
     const controller = new AbortController();
     const first = provider({ pollIntervalMs: 20 })
-      .edit({ model: MODEL, prompt: 'ms-resume', images: [black], params: {}, numImages: 1, signal: controller.signal, heartbeat: (d) => {
-        beats.push(d);
-        if (beats.length === 3) controller.abort(); // the worker dies mid-poll
-      } })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .edit({
+        model: MODEL,
+        prompt: 'ms-resume',
+        images: [black],
+        params: {},
+        numImages: 1,
+        signal: controller.signal,
+        heartbeat: (d) => {
+          beats.push(d);
+          if (beats.length === 3) controller.abort(); // the worker dies mid-poll
+        },
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     expect((await first)?.kind).toBe('retryable');
     expect(standin.callsFor('ms-resume').filter((c) => c.kind === 'submit')).toHaveLength(1);
 
-    const result = await provider().edit({ model: MODEL, prompt: 'ms-resume', images: [black], params: {}, numImages: 1, previousHeartbeat: beats[beats.length - 1]! });
+    const result = await provider().edit({
+      model: MODEL,
+      prompt: 'ms-resume',
+      images: [black],
+      params: {},
+      numImages: 1,
+      previousHeartbeat: beats[beats.length - 1]!,
+    });
     const calls = standin.callsFor('ms-resume');
     expect(calls.filter((c) => c.kind === 'submit')).toHaveLength(1);
     expect(calls.filter((c) => c.kind === 'poll').length).toBeGreaterThanOrEqual(7);
@@ -82,7 +119,14 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     expect(result.info).toMatchObject({ resumedTasks: 1 });
 
     // A heartbeat from another request (another turn's prompt) is not reused.
-    await provider().edit({ model: MODEL, prompt: 'ms-resume other turn', images: [black], params: {}, numImages: 1, previousHeartbeat: beats[beats.length - 1]! });
+    await provider().edit({
+      model: MODEL,
+      prompt: 'ms-resume other turn',
+      images: [black],
+      params: {},
+      numImages: 1,
+      previousHeartbeat: beats[beats.length - 1]!,
+    });
     expect(standin.callsFor('ms-resume other turn').filter((c) => c.kind === 'submit')).toHaveLength(1);
   });
 
@@ -91,7 +135,10 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     const beats: JsonValue[] = [];
     const err = await provider({ pollIntervalMs: 20, maxWaitMs: 150 })
       .edit({ model: MODEL, prompt: 'ms-capped', images: [black], params: {}, numImages: 1, heartbeat: (d) => beats.push(d) })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     expect(err?.kind).toBe('retryable');
     expect(err?.message).toMatch(/still running/);
     const submitted = standin.callsFor('ms-capped').find((c) => c.kind === 'submit')!;
@@ -127,7 +174,12 @@ describe('ModelScope adapter (async task submit and poll)', () => {
       expect(err.kind).toBe('quotaExhausted');
       const reset = Date.parse(err.details.quotaResetAt!);
       expect(reset).toBeGreaterThan(Date.now());
-      const hour = new Intl.DateTimeFormat('en-US', { timeZone: 'Asia/Shanghai', hour: 'numeric', minute: 'numeric', hourCycle: 'h23' }).format(new Date(reset));
+      const hour = new Intl.DateTimeFormat('en-US', {
+        timeZone: 'Asia/Shanghai',
+        hour: 'numeric',
+        minute: 'numeric',
+        hourCycle: 'h23',
+      }).format(new Date(reset));
       expect(hour).toBe('00:00');
     } finally {
       await tiny.close();
@@ -135,7 +187,12 @@ describe('ModelScope adapter (async task submit and poll)', () => {
   });
 
   it('generates from text alone (no image_url) and tolerates a base URL ending in /v1', async () => {
-    const result = await createModelScopeProvider({ apiKey: KEY, baseURL: `${standin.baseURL}/v1`, pollIntervalMs: 5 }).generate({ model: 'Qwen/Qwen-Image', prompt: 'ms-t2i', params: { size: '64x32' }, numImages: 2 });
+    const result = await createModelScopeProvider({ apiKey: KEY, baseURL: `${standin.baseURL}/v1`, pollIntervalMs: 5 }).generate({
+      model: 'Qwen/Qwen-Image',
+      prompt: 'ms-t2i',
+      params: { size: '64x32' },
+      numImages: 2,
+    });
     expect(result.images).toHaveLength(2);
     const submits = standin.callsFor('ms-t2i').filter((c) => c.kind === 'submit');
     expect(submits).toHaveLength(2);
@@ -147,11 +204,17 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     const port = await freePort();
     const dead = await createModelScopeProvider({ apiKey: KEY, baseURL: `http://127.0.0.1:${port}` })
       .edit({ model: MODEL, prompt: 'x', images: [black], params: {}, numImages: 1 })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     expect(dead?.kind).toBe('retryable');
     const noKey = await createModelScopeProvider({ apiKey: '', baseURL: standin.baseURL })
       .edit({ model: MODEL, prompt: 'ms-nokey', images: [black], params: {}, numImages: 1 })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     expect(noKey?.kind).toBe('invalidRequest');
   });
 });

@@ -15,8 +15,18 @@ let small: ProviderImage;
 
 beforeAll(async () => {
   standin = await startOpenRouterStandin();
-  black = { data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer(), mimeType: 'image/png' };
-  small = { data: await sharp({ create: { width: 5, height: 3, channels: 3, background: '#ffffff' } }).jpeg().toBuffer(), mimeType: 'image/jpeg' };
+  black = {
+    data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
+  small = {
+    data: await sharp({ create: { width: 5, height: 3, channels: 3, background: '#ffffff' } })
+      .jpeg()
+      .toBuffer(),
+    mimeType: 'image/jpeg',
+  };
 });
 afterAll(async () => standin.close());
 
@@ -62,7 +72,12 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
   });
 
   it('generates from text, asks image-only models for the image modality alone', async () => {
-    const t2i = await provider().generate({ model: 'google/gemini-2.5-flash-image', prompt: 'or-t2i', params: { aspectRatio: '16:9' }, numImages: 2 });
+    const t2i = await provider().generate({
+      model: 'google/gemini-2.5-flash-image',
+      prompt: 'or-t2i',
+      params: { aspectRatio: '16:9' },
+      numImages: 2,
+    });
     expect(t2i.images).toHaveLength(2);
     expect(standin.callsFor('or-t2i')).toHaveLength(2);
     expect(t2i.usage!.costUsd).toBeCloseTo(2 * 0.0387, 6);
@@ -77,7 +92,12 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     const forged = await p.edit({ model: 'acme/pixel-forge-1', prompt: 'or-listed-1', images: [black], params: {}, numImages: 1 });
     expect(forged.images).toHaveLength(1);
     expect(standin.callsFor('or-listed-1')[0]).toMatchObject({ status: 200, modalities: ['image'] });
-    await p.generate({ model: 'openai/gpt-image-2', prompt: 'or-listed-2', params: { quality: 'high', background: 'opaque', outputFormat: 'webp', aspectRatio: '3:2' }, numImages: 1 });
+    await p.generate({
+      model: 'openai/gpt-image-2',
+      prompt: 'or-listed-2',
+      params: { quality: 'high', background: 'opaque', outputFormat: 'webp', aspectRatio: '3:2' },
+      numImages: 1,
+    });
     expect(standin.callsFor('or-listed-2')[0]).toMatchObject({
       status: 200,
       modalities: ['image'],
@@ -92,32 +112,68 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
   it('the stand-in answers 404 to an image-only model asked for text too, as OpenRouter does', async () => {
     const client = new OpenAI({ apiKey: KEY, baseURL: standin.baseURL, maxRetries: 0 });
     const err = await client.chat.completions
-      .create({ model: 'bytedance-seed/seedream-4.5', messages: [{ role: 'user', content: 'or-404' }], modalities: ['image', 'text'] } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming)
+      .create({
+        model: 'bytedance-seed/seedream-4.5',
+        messages: [{ role: 'user', content: 'or-404' }],
+        modalities: ['image', 'text'],
+      } as unknown as OpenAI.ChatCompletionCreateParamsNonStreaming)
       .catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
     expect(err).toMatchObject({ status: 404 });
     expect((err as Error).message).toMatch(/No endpoints found that support the requested output modalities: image, text/);
     // The list holds text models unless asked for image models.
     const images = (await listProviderModels('openrouter', { apiKey: KEY, baseURL: standin.baseURL }))!;
-    expect(images.find((m) => m.id === 'bytedance-seed/seedream-4.5')).toMatchObject({ outputModalities: ['image'], inputModalities: ['image', 'text'] });
+    expect(images.find((m) => m.id === 'bytedance-seed/seedream-4.5')).toMatchObject({
+      outputModalities: ['image'],
+      inputModalities: ['image', 'text'],
+    });
     expect(images.find((m) => m.id === 'openai/gpt-4.1-mini')).toBeUndefined();
   });
 
   it('tolerates the imageUrl spelling', async () => {
-    const png = (await sharp({ create: { width: 2, height: 2, channels: 3, background: '#123456' } }).png().toBuffer()).toString('base64');
+    const png = (
+      await sharp({ create: { width: 2, height: 2, channels: 3, background: '#123456' } })
+        .png()
+        .toBuffer()
+    ).toString('base64');
     standin.script('or-camel', [
       {
         status: 200,
-        body: { id: 'gen-camel', choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: '', images: [{ type: 'image_url', imageUrl: { url: `data:image/png;base64,${png}` } }] } }] },
+        body: {
+          id: 'gen-camel',
+          choices: [
+            {
+              index: 0,
+              finish_reason: 'stop',
+              message: {
+                role: 'assistant',
+                content: '',
+                images: [{ type: 'image_url', imageUrl: { url: `data:image/png;base64,${png}` } }],
+              },
+            },
+          ],
+        },
       },
     ]);
-    const result = await provider().edit({ model: 'google/gemini-2.5-flash-image', prompt: 'or-camel', images: [black], params: {}, numImages: 1 });
+    const result = await provider().edit({
+      model: 'google/gemini-2.5-flash-image',
+      prompt: 'or-camel',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
     expect(result.images[0]!.mimeType).toBe('image/png');
     expect(result.requestId).toBe('gen-camel');
   });
 
   it('asks once more when there is no image, then fails as invalid', async () => {
     standin.script('or-chatty-once', [openrouterFaults.noImage()]);
-    const ok = await provider().edit({ model: 'google/gemini-2.5-flash-image', prompt: 'or-chatty-once', images: [black], params: {}, numImages: 1 });
+    const ok = await provider().edit({
+      model: 'google/gemini-2.5-flash-image',
+      prompt: 'or-chatty-once',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
     expect(ok.images).toHaveLength(1);
     expect(standin.callsFor('or-chatty-once')).toHaveLength(2);
     standin.script('or-chatty-always', [openrouterFaults.noImage('What style?')], { repeat: true });
@@ -157,12 +213,18 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     expect((await editError('or-malformed')).kind).toBe('retryable');
     const slow = await provider(KEY, 300)
       .edit({ model: 'google/gemini-2.5-flash-image', prompt: 'or-slow', images: [black], params: {}, numImages: 1 })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     expect(slow?.kind).toBe('retryable');
     const port = await freePort();
     const dead = await createOpenRouterProvider({ apiKey: KEY, baseURL: `http://127.0.0.1:${port}/api/v1` })
       .edit({ model: 'google/gemini-2.5-flash-image', prompt: 'x', images: [black], params: {}, numImages: 1 })
-      .then(() => undefined, (e: unknown) => e as ClassifiedError);
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
     expect(dead?.kind).toBe('retryable');
   });
 
@@ -171,7 +233,12 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     try {
       const p = createOpenRouterProvider({ apiKey: KEY, baseURL: limited.baseURL });
       const outcomes = await Promise.all(
-        [0, 1, 2, 3, 4].map((i) => p.generate({ model: 'google/gemini-2.5-flash-image', prompt: `rl-${i}`, params: {}, numImages: 1 }).then(() => 'ok', (e: ClassifiedError) => e)),
+        [0, 1, 2, 3, 4].map((i) =>
+          p.generate({ model: 'google/gemini-2.5-flash-image', prompt: `rl-${i}`, params: {}, numImages: 1 }).then(
+            () => 'ok',
+            (e: ClassifiedError) => e,
+          ),
+        ),
       );
       const rejected = outcomes.filter((o): o is ClassifiedError => o instanceof ClassifiedError);
       expect(rejected).toHaveLength(2);

@@ -8,9 +8,24 @@ describe('plan files', () => {
     const writer = new PlanWriter(dir);
     await writer.open();
     for (let i = 0; i < 250; i++) {
-      await writer.add({ position: i, index: i * 2, where: `x.csv line ${i + 2}`, turns: [`édit ${i} ✓`], images: [], outputs: [], record: { i: String(i) } });
+      await writer.add({
+        position: i,
+        index: i * 2,
+        where: `x.csv line ${i + 2}`,
+        turns: [`édit ${i} ✓`],
+        images: [],
+        outputs: [],
+        record: { i: String(i) },
+      });
     }
-    const meta = await writer.commit({ runId: 'r', inputPath: '/x.csv', selectedRows: 250, columns: ['i'], imageKey: 'image', instructionKey: 'instruction' });
+    const meta = await writer.commit({
+      runId: 'r',
+      inputPath: '/x.csv',
+      selectedRows: 250,
+      columns: ['i'],
+      imageKey: 'image',
+      instructionKey: 'instruction',
+    });
     expect(meta.totalRows).toBe(250);
     expect((await readPlanMeta(dir)).totalRows).toBe(250);
     expect((await readPlanRow(dir, 137)).turns[0]).toBe('édit 137 ✓');

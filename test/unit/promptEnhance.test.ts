@@ -11,7 +11,12 @@ let png: ProviderImage;
 
 beforeAll(async () => {
   standin = await startOpenRouterStandin();
-  png = { data: await sharp({ create: { width: 4, height: 4, channels: 3, background: '#808080' } }).png().toBuffer(), mimeType: 'image/png' };
+  png = {
+    data: await sharp({ create: { width: 4, height: 4, channels: 3, background: '#808080' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
 });
 afterAll(async () => standin.close());
 
@@ -34,7 +39,13 @@ describe('prompt enhancement through an OpenAI-compatible chat model', () => {
   it('sends our system prompt and the instruction, returns the rewrite with usage', async () => {
     const result = await enhancer().enhance({ instruction: 'pe-text make the sky red' });
     const call = standin.callsFor('pe-text')[0]!;
-    expect(call).toMatchObject({ model: 'openai/gpt-4.1-mini', system: ENHANCE_SYSTEM_PROMPT, imageCount: 0, messages: 2, authorization: `Bearer ${KEY}` });
+    expect(call).toMatchObject({
+      model: 'openai/gpt-4.1-mini',
+      system: ENHANCE_SYSTEM_PROMPT,
+      imageCount: 0,
+      messages: 2,
+      authorization: `Bearer ${KEY}`,
+    });
     expect(call.modalities).toBeUndefined();
     expect(result.text).toBe('Precisely: pe-text make the sky red; keep everything else unchanged.');
     expect(result.requestId).toMatch(/^gen-standin-/);

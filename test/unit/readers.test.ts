@@ -9,7 +9,10 @@ import { writeParquetFixture } from '../helpers/parquet';
 import { runBlobStore } from '../../lib/dataset/blobs';
 import { LocalStorage } from '../../storage/local';
 
-async function readAll(path: string, extra: { imageKey?: string; conversationKey?: string } = {}): Promise<{ rows: DatasetRow[]; runDir: string }> {
+async function readAll(
+  path: string,
+  extra: { imageKey?: string; conversationKey?: string } = {},
+): Promise<{ rows: DatasetRow[]; runDir: string }> {
   const runDir = join(tempDir(), 'out');
   const storeBlob = runBlobStore(new LocalStorage(runDir));
   const rows: DatasetRow[] = [];
@@ -23,7 +26,10 @@ const blobFile = (runDir: string, ref: { kind: string; source: string }) => {
   return join(runDir, ref.source);
 };
 
-const png = (color: string) => sharp({ create: { width: 4, height: 4, channels: 3, background: color } }).png().toBuffer();
+const png = (color: string) =>
+  sharp({ create: { width: 4, height: 4, channels: 3, background: color } })
+    .png()
+    .toBuffer();
 
 describe('JSONL datasets (DataFlow shape)', () => {
   it('reads single, multi-image, multi-turn and text-to-image rows', async () => {
@@ -34,7 +40,10 @@ describe('JSONL datasets (DataFlow shape)', () => {
       [
         JSON.stringify({ images: 'a.png', conversations: [{ role: 'user', content: 'make it red' }] }),
         '',
-        JSON.stringify({ images: ['a.png', 'https://x.test/b.png'], conversations: [{ role: 'user', content: '<image><image>merge them' }] }),
+        JSON.stringify({
+          images: ['a.png', 'https://x.test/b.png'],
+          conversations: [{ role: 'user', content: '<image><image>merge them' }],
+        }),
         JSON.stringify({
           images: ['a.png'],
           conversations: [
@@ -110,18 +119,31 @@ describe('Parquet datasets', () => {
 
     writeParquetFixture(
       join(dir, 'multi.parquet'),
-      [{ instruction: 'pair', image: [{ bytes: red, path: 'a' }, { bytes: blue, path: 'b' }], index: 41 }],
+      [
+        {
+          instruction: 'pair',
+          image: [
+            { bytes: red, path: 'a' },
+            { bytes: blue, path: 'b' },
+          ],
+          index: 41,
+        },
+      ],
       { imageKind: 'struct-list', withIndex: true },
     );
     const multi = await readAll(join(dir, 'multi.parquet'));
     expect(multi.rows[0]!.index).toBe(41);
-    expect(multi.rows[0]!.images.map((i) => readFileSync(blobFile(multi.runDir, i)).equals(i === multi.rows[0]!.images[0] ? red : blue))).toEqual([true, true]);
+    expect(
+      multi.rows[0]!.images.map((i) => readFileSync(blobFile(multi.runDir, i)).equals(i === multi.rows[0]!.images[0] ? red : blue)),
+    ).toEqual([true, true]);
   });
 
   it('reads a directory of shards in sorted order, path strings and lists, relative to the shard', async () => {
     const dir = tempDir();
     const shards = join(dir, 'shards');
-    writeParquetFixture(join(shards, 'train-00001.parquet'), [{ instruction: 'c', image: ['x.png', 'y.png'] }], { imageKind: 'string-list' });
+    writeParquetFixture(join(shards, 'train-00001.parquet'), [{ instruction: 'c', image: ['x.png', 'y.png'] }], {
+      imageKind: 'string-list',
+    });
     writeParquetFixture(
       join(shards, 'train-00000.parquet'),
       [
@@ -149,7 +171,9 @@ describe('Parquet datasets', () => {
     await expect(readAll(join(dir, 'broken.parquet'))).rejects.toThrow(/broken\.parquet: not a readable Parquet file/);
     writeParquetFixture(join(dir, 'noimg.parquet'), [{ instruction: 'x', image: 'a.png' }], { imageKind: 'string', imageColumn: 'photo' });
     await expect(readAll(join(dir, 'noimg.parquet'))).rejects.toBeInstanceOf(DatasetError);
-    await expect(readAll(join(dir, 'noimg.parquet'))).rejects.toThrow(/noimg\.parquet: no image column.*columns are: instruction, photo, extra/);
+    await expect(readAll(join(dir, 'noimg.parquet'))).rejects.toThrow(
+      /noimg\.parquet: no image column.*columns are: instruction, photo, extra/,
+    );
     expect((await readAll(join(dir, 'noimg.parquet'), { imageKey: 'photo' })).rows).toHaveLength(1);
     expect(existsSync(join(dir, 'empty'))).toBe(false);
   });

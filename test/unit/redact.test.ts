@@ -12,7 +12,7 @@ describe('redactSecrets', () => {
   });
 });
 
-describe('redaction of the newer backends\' keys', () => {
+describe("redaction of the newer backends' keys", () => {
   it('masks fal.ai keys and its Key auth header even when the key is not in the secrets list', () => {
     const key = '3f2a9c1e-7b4d-4e8a-9f01-2c3d4e5f6a7b:0123456789abcdef0123456789abcdef';
     const out = redactSecrets(`401 bad key ${key}; sent Authorization: Key abc.def-123`);
@@ -26,7 +26,14 @@ describe('redaction of the newer backends\' keys', () => {
 });
 
 describe('run ids', () => {
-  const base = { inputPath: '/d/edits.csv', outputDir: '/o', backend: 'openai', model: 'm', params: { size: '1024x1024' }, instructionKey: 'instruction' };
+  const base = {
+    inputPath: '/d/edits.csv',
+    outputDir: '/o',
+    backend: 'openai',
+    model: 'm',
+    params: { size: '1024x1024' },
+    instructionKey: 'instruction',
+  };
   it('are stable for equal settings and differ when an output-deciding setting changes', () => {
     expect(deriveRunId(base)).toBe(deriveRunId({ ...base, params: { size: '1024x1024', quality: undefined } }));
     expect(deriveRunId(base)).toMatch(/^atelier-edits-[0-9a-f]{12}$/);

@@ -15,7 +15,12 @@ function planned(opts: { rows?: number; alreadyOk?: number; failedByType?: Recor
   return RunState.planned('run-1', plan, '2026-11-30T00:00:00.000Z', undefined, () => true);
 }
 
-const row = (index: number, previousErrorType?: string): RowRef => ({ position: index, index, summary: `row ${index}`, ...(previousErrorType ? { previousErrorType } : {}) });
+const row = (index: number, previousErrorType?: string): RowRef => ({
+  position: index,
+  index,
+  summary: `row ${index}`,
+  ...(previousErrorType ? { previousErrorType } : {}),
+});
 
 describe('RunState', () => {
   it('counts rows through the window: dispatched, ok, failed by class, pending', () => {
@@ -25,7 +30,16 @@ describe('RunState', () => {
     expect(s.hasRoom(2)).toBe(false);
     expect(s.finishRow({ position: 0, index: 0, status: 'ok', costUsd: 0.01 })).toBe(true);
     expect(s.finishRow({ position: 1, index: 1, status: 'failed', errorType: 'Blocked', error: 'no' })).toBe(true);
-    expect(s.snapshot('running')).toMatchObject({ total: 5, ok: 1, failed: 1, failedByType: { Blocked: 1 }, inFlight: 0, pending: 3, finished: 2, spentUsd: 0.01 });
+    expect(s.snapshot('running')).toMatchObject({
+      total: 5,
+      ok: 1,
+      failed: 1,
+      failedByType: { Blocked: 1 },
+      inFlight: 0,
+      pending: 3,
+      finished: 2,
+      spentUsd: 0.01,
+    });
     expect(s.hasRoom(2)).toBe(true);
   });
 
@@ -49,7 +63,14 @@ describe('RunState', () => {
   it('defers a quota-exhausted row, pauses until the reset, and gives the row back first', () => {
     const s = planned();
     s.dispatched(row(2));
-    s.finishRow({ position: 2, index: 2, status: 'deferred', errorType: 'QuotaExhausted', error: 'quota', resetAt: '2026-12-01T08:00:00.000Z' });
+    s.finishRow({
+      position: 2,
+      index: 2,
+      status: 'deferred',
+      errorType: 'QuotaExhausted',
+      error: 'quota',
+      resetAt: '2026-12-01T08:00:00.000Z',
+    });
     const snap = s.snapshot('running');
     expect(snap).toMatchObject({ phase: 'paused', deferred: 1, finished: 0, paused: { until: '2026-12-01T08:00:00.000Z' } });
     expect(snap.paused?.reason).toMatch(/provider quota exhausted: quota/);

@@ -18,7 +18,12 @@ let black: ProviderImage;
 
 beforeAll(async () => {
   standin = await startVertexStandin();
-  black = { data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } }).png().toBuffer(), mimeType: 'image/png' };
+  black = {
+    data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
+      .png()
+      .toBuffer(),
+    mimeType: 'image/png',
+  };
 });
 afterAll(async () => standin.close());
 
@@ -33,7 +38,11 @@ function tokenClient(): OAuth2Client {
   return client;
 }
 
-async function editError(prompt: string, extra?: Partial<VertexProviderOptions>, model = 'gemini-2.5-flash-image'): Promise<ClassifiedError> {
+async function editError(
+  prompt: string,
+  extra?: Partial<VertexProviderOptions>,
+  model = 'gemini-2.5-flash-image',
+): Promise<ClassifiedError> {
   try {
     await provider(extra).edit({ model, prompt, images: [black], params: {}, numImages: 1 });
   } catch (err) {
@@ -46,9 +55,20 @@ async function editError(prompt: string, extra?: Partial<VertexProviderOptions>,
 
 describe('Vertex AI adapter through @google/genai', () => {
   it('express mode: the global publisher path with x-goog-api-key, image-only modalities, the edited image and usage', async () => {
-    const result = await provider().edit({ model: 'gemini-2.5-flash-image', prompt: 'vx-express', images: [black], params: { aspectRatio: '4:3' }, numImages: 1 });
+    const result = await provider().edit({
+      model: 'gemini-2.5-flash-image',
+      prompt: 'vx-express',
+      images: [black],
+      params: { aspectRatio: '4:3' },
+      numImages: 1,
+    });
     const [call] = standin.callsFor('vx-express');
-    expect(call).toMatchObject({ path: '/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent', apiKey: KEY, imageCount: 1, status: 200 });
+    expect(call).toMatchObject({
+      path: '/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent',
+      apiKey: KEY,
+      imageCount: 1,
+      status: 200,
+    });
     expect(call!.generationConfig).toMatchObject({ responseModalities: ['IMAGE'], imageConfig: { aspectRatio: '4:3' } });
     const { data } = await sharp(result.images[0]!.data).raw().toBuffer({ resolveWithObject: true });
     expect(data[0]).toBe(255);
@@ -57,16 +77,38 @@ describe('Vertex AI adapter through @google/genai', () => {
   });
 
   it('project mode: the project/location path with the OAuth token and no key', async () => {
-    const result = await provider({ project: 'atelier-test', location: 'us-central1', googleAuthOptions: { authClient: tokenClient() } }).edit({ model: 'gemini-3-pro-image-preview', prompt: 'vx-project', images: [black], params: { imageSize: '2K' }, numImages: 1 });
+    const result = await provider({
+      project: 'atelier-test',
+      location: 'us-central1',
+      googleAuthOptions: { authClient: tokenClient() },
+    }).edit({ model: 'gemini-3-pro-image-preview', prompt: 'vx-project', images: [black], params: { imageSize: '2K' }, numImages: 1 });
     expect(result.images).toHaveLength(1);
     const [call] = standin.callsFor('vx-project');
-    expect(call).toMatchObject({ path: '/v1beta1/projects/atelier-test/locations/us-central1/publishers/google/models/gemini-3-pro-image-preview:generateContent', apiKey: '', bearer: true, status: 200 });
+    expect(call).toMatchObject({
+      path: '/v1beta1/projects/atelier-test/locations/us-central1/publishers/google/models/gemini-3-pro-image-preview:generateContent',
+      apiKey: '',
+      bearer: true,
+      status: 200,
+    });
   });
 
   it('a multi-turn row is one conversation with its thought signatures, as on the Gemini API', async () => {
     const p = provider();
-    const first = await p.chatTurn!({ model: 'gemini-3-pro-image', prompt: 'vx-turn1 add a hat', images: [black], params: {}, numImages: 1 });
-    await p.chatTurn!({ model: 'gemini-3-pro-image', prompt: 'vx-turn2 make it red', images: [], history: first.history, params: {}, numImages: 1 });
+    const first = await p.chatTurn!({
+      model: 'gemini-3-pro-image',
+      prompt: 'vx-turn1 add a hat',
+      images: [black],
+      params: {},
+      numImages: 1,
+    });
+    await p.chatTurn!({
+      model: 'gemini-3-pro-image',
+      prompt: 'vx-turn2 make it red',
+      images: [],
+      history: first.history,
+      params: {},
+      numImages: 1,
+    });
     const second = standin.callsFor('vx-turn2')[0]!;
     expect(second).toMatchObject({ turns: 3, status: 200 });
     expect(second.signaturesReturned.length).toBeGreaterThan(0);
@@ -84,10 +126,16 @@ describe('Vertex AI adapter through @google/genai', () => {
 
   it('the stand-in refuses what Vertex refuses: a bare API key on a project path, no credentials at all', async () => {
     const body = JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'vx-raw' }] }] });
-    const post = (path: string, headers: Record<string, string>) => fetch(`${standin.baseURL}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
-    const keyed = await post('/v1beta1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash-image:generateContent', { 'x-goog-api-key': KEY });
+    const post = (path: string, headers: Record<string, string>) =>
+      fetch(`${standin.baseURL}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    const keyed = await post('/v1beta1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash-image:generateContent', {
+      'x-goog-api-key': KEY,
+    });
     expect(keyed.status).toBe(401);
-    expect(((await keyed.json()) as { error: { status: string; message: string } }).error).toMatchObject({ status: 'UNAUTHENTICATED', message: expect.stringMatching(/^API keys are not supported/) });
+    expect(((await keyed.json()) as { error: { status: string; message: string } }).error).toMatchObject({
+      status: 'UNAUTHENTICATED',
+      message: expect.stringMatching(/^API keys are not supported/),
+    });
     const bare = await post('/v1beta1/publishers/google/models/gemini-2.5-flash-image:generateContent', {});
     expect(bare.status).toBe(401);
     // The Gemini API's path is not Vertex's.
@@ -108,6 +156,11 @@ describe('Vertex AI adapter through @google/genai', () => {
   });
 
   it('Vertex serves the Gemini table’s models with their limits', () => {
-    expect(capabilities('vertex', 'gemini-3.1-flash-image-preview')).toMatchObject({ backend: 'vertex', entry: 'gemini-3.1-flash-image', known: true, maxInputImages: 14 });
+    expect(capabilities('vertex', 'gemini-3.1-flash-image-preview')).toMatchObject({
+      backend: 'vertex',
+      entry: 'gemini-3.1-flash-image',
+      known: true,
+      maxInputImages: 14,
+    });
   });
 });

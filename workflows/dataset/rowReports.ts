@@ -19,7 +19,15 @@
  *   workflow id, which reaches whichever run is current.
  * - The first report of a row in flight counts (RunState.finishRow); a second is ignored.
  */
-import { ActivityFailure, ApplicationFailure, CancelledFailure, ChildWorkflowFailure, getExternalWorkflowHandle, TerminatedFailure, TimeoutFailure } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancelledFailure,
+  ChildWorkflowFailure,
+  getExternalWorkflowHandle,
+  TerminatedFailure,
+  TimeoutFailure,
+} from '@temporalio/workflow';
 import type { RowDone, RowOutcome, RowRef } from '../../lib/shared/types';
 import { ChildErrorTypes, PAUSING_ERROR_TYPES } from '../../lib/shared/errorTypes';
 import { reportBySignal } from '../messages';
@@ -43,7 +51,8 @@ export function reportOfResult(row: RowRef, outcome: RowOutcome): RowDone {
   const error = { errorType: outcome.errorType ?? 'Error', ...(outcome.error ? { error: outcome.error } : {}) };
   // A child returns (rather than fails) with a failure when the provider's quota ran out or the
   // run's storage refused a write: the run pauses.
-  if (PAUSING_ERROR_TYPES.includes(outcome.errorType ?? '')) return { ...ref, status: 'deferred', ...error, ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
+  if (PAUSING_ERROR_TYPES.includes(outcome.errorType ?? ''))
+    return { ...ref, status: 'deferred', ...error, ...(outcome.resetAt ? { resetAt: outcome.resetAt } : {}) };
   return { ...ref, status: 'failed', ...error };
 }
 

@@ -129,7 +129,15 @@ export class RowWindow {
     const { runId, model, outputDir } = this.input;
     // Not cancellable: a row cancelled with its run is recorded while the run winds down.
     const write: Promise<void> = CancellationScope.nonCancellable(() =>
-      recordRowFailure({ runId, model, outputDir, index: done.index, position: done.position, errorType: done.errorType ?? 'Error', error: done.error ?? '' }),
+      recordRowFailure({
+        runId,
+        model,
+        outputDir,
+        index: done.index,
+        position: done.position,
+        errorType: done.errorType ?? 'Error',
+        error: done.error ?? '',
+      }),
     )
       .catch((err: unknown) => void (this.ledgerFailure ??= err))
       .finally(() => this.ledgerWrites.delete(write));
@@ -165,7 +173,9 @@ export class RowWindow {
         ],
         staticSummary: `row ${row.index}: ${row.summary}`,
         // The run's id on each row child, so `AtelierRunId="<run>"` finds the rows too (new children only).
-        ...(input.searchAttributes && patched('atelier-row-run-id') ? { typedSearchAttributes: [{ key: AtelierRunId, value: input.runId }] } : {}),
+        ...(input.searchAttributes && patched('atelier-row-run-id')
+          ? { typedSearchAttributes: [{ key: AtelierRunId, value: input.runId }] }
+          : {}),
         // Children may outlive this run (continue-as-new); they must not be cancelled with it.
         parentClosePolicy: ParentClosePolicy.ABANDON,
         // Retries live on the model activity; a row child runs once and reports.
@@ -181,7 +191,13 @@ export class RowWindow {
       }
       this.state.childStartFailed(row.index, ChildErrorTypes.childStartFailed);
       const error = err instanceof Error ? err.message : String(err);
-      this.recordInLedger({ position: row.position, index: row.index, status: 'failed', errorType: ChildErrorTypes.childStartFailed, error });
+      this.recordInLedger({
+        position: row.position,
+        index: row.index,
+        status: 'failed',
+        errorType: ChildErrorTypes.childStartFailed,
+        error,
+      });
       this.view.refresh();
       return;
     }

@@ -51,7 +51,13 @@ export class RunState {
   }
 
   /** The state of a run that has just planned its rows. */
-  static planned(runId: string, plan: PlanRunResult, startedAt: string, retryOnly: RetrySelection | undefined, budgetPauseAllowed: () => boolean): RunState {
+  static planned(
+    runId: string,
+    plan: PlanRunResult,
+    startedAt: string,
+    retryOnly: RetrySelection | undefined,
+    budgetPauseAllowed: () => boolean,
+  ): RunState {
     return new RunState(
       runId,
       {
@@ -194,9 +200,9 @@ export class RunState {
     if (done.status === 'ok') c.counts.ok += 1;
     else if (done.status === 'failed') {
       this.countFailed(done.errorType ?? 'Error');
-      if (!this.failureExamples.has(done.errorType ?? 'Error')) this.failureExamples.set(done.errorType ?? 'Error', `row ${done.index}: ${done.error ?? ''}`);
-    }
-    else {
+      if (!this.failureExamples.has(done.errorType ?? 'Error'))
+        this.failureExamples.set(done.errorType ?? 'Error', `row ${done.index}: ${done.error ?? ''}`);
+    } else {
       const why = done.errorType === ErrorTypes.storageError ? 'storage' : 'quota';
       c.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: ${why})` });
       c.paused ??= { reason: pauseReason(done.errorType, done.error), ...(done.resetAt ? { until: done.resetAt } : {}) };
@@ -262,7 +268,8 @@ export class RunState {
 
   // --max-cost: the spend reached the budget: stop dispatching (rows in flight finish).
   private checkBudget(): void {
-    if (!this.carried.paused && this.overBudget() && this.budgetPauseAllowed()) this.carried.paused = { reason: this.budgetReason(), budget: true };
+    if (!this.carried.paused && this.overBudget() && this.budgetPauseAllowed())
+      this.carried.paused = { reason: this.budgetReason(), budget: true };
   }
 
   // ---- what others read --------------------------------------------------------------------
@@ -309,7 +316,13 @@ export class RunState {
     const etaSeconds = phase === 'running' && !p.paused ? this.pace.etaSeconds(p.pending + p.inFlight + p.deferred) : undefined;
     const eta = etaSeconds === undefined ? undefined : formatDuration(etaSeconds);
     // One reason per class, on one line each: the markdown table cell would not hold them.
-    const examples = [...this.failureExamples].map(([type, text]) => `- **${type}**, e.g. ${text.replace(/[\r\n|`]+/g, ' ').replace(/\s+/g, ' ').slice(0, 200)}`);
+    const examples = [...this.failureExamples].map(
+      ([type, text]) =>
+        `- **${type}**, e.g. ${text
+          .replace(/[\r\n|`]+/g, ' ')
+          .replace(/\s+/g, ' ')
+          .slice(0, 200)}`,
+    );
     return [
       `**${p.runId}**: ${p.phase}${pause}`,
       '',
@@ -341,7 +354,10 @@ export class RunState {
     if (!force) {
       // With a clock: whenever rows finished and a few seconds passed since the last upsert (the
       // UI's counts keep up with the run); without one: every max(50, rows/40) rows, as before.
-      const due = nowMs !== undefined ? done > this.lastSearchUpsert && nowMs - this.lastSearchUpsertAt >= SEARCH_UPSERT_MS : done - this.lastSearchUpsert >= Math.max(50, Math.ceil(c.plan.selectedRows / 40));
+      const due =
+        nowMs !== undefined
+          ? done > this.lastSearchUpsert && nowMs - this.lastSearchUpsertAt >= SEARCH_UPSERT_MS
+          : done - this.lastSearchUpsert >= Math.max(50, Math.ceil(c.plan.selectedRows / 40));
       if (!due) return undefined;
     }
     this.lastSearchUpsert = done;

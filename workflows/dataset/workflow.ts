@@ -57,10 +57,19 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   // The carried state is in place before any handler is registered: setHandler delivers the
   // signals buffered for this run at once, and a row's report must find its row in flight.
   let state: RunState | undefined = rawInput.carried ? RunState.resume(rawInput.runId, rawInput.carried, budgetPauseAllowed) : undefined;
-  let window: RowWindow | undefined = state ? new RowWindow(input, state, viewOf(input, state, () => phase)) : undefined;
+  let window: RowWindow | undefined = state
+    ? new RowWindow(
+        input,
+        state,
+        viewOf(input, state, () => phase),
+      )
+    : undefined;
   let refresher: ResultsRefresher | undefined;
 
-  setHandler(progressQuery, () => state?.snapshot(phase) ?? RunState.planningSnapshot(input.runId, new Date(workflowInfo().startTime).toISOString()));
+  setHandler(
+    progressQuery,
+    () => state?.snapshot(phase) ?? RunState.planningSnapshot(input.runId, new Date(workflowInfo().startTime).toISOString()),
+  );
   setHandler(rowDoneSignal, (done) => window?.report(done));
   setHandler(pauseSignal, ({ reason }) => {
     if (!state) return void ((early.pause = { reason: reason ?? 'paused by request' }), (earlyHeard = true));
@@ -98,7 +107,11 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       const plan = await planRunOrExplain(rawInput);
       input = plan.input;
       state = RunState.planned(input.runId, plan, new Date(workflowInfo().startTime).toISOString(), rawInput.retryOnly, budgetPauseAllowed);
-      window = new RowWindow(input, state, viewOf(input, state, () => phase));
+      window = new RowWindow(
+        input,
+        state,
+        viewOf(input, state, () => phase),
+      );
       if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierRowsTotal, value: plan.selectedRows }]);
       // Requests heard while planning used to be dropped; older histories replay without them.
       if (earlyHeard && patched('atelier-planning-signals')) state.applyEarly(early);
@@ -117,7 +130,12 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     // Results tables refreshed while the run goes (new in this version: older histories replay without).
     const runState = state;
     const runInput = input;
-    if (patched('atelier-results-refresh')) refresher = new ResultsRefresher(() => refreshResults(resultsArgs(runInput)), () => runState.snapshot('running').finished, runState.selectedRows);
+    if (patched('atelier-results-refresh'))
+      refresher = new ResultsRefresher(
+        () => refreshResults(resultsArgs(runInput)),
+        () => runState.snapshot('running').finished,
+        runState.selectedRows,
+      );
     refresher?.start();
     await dispatchAll(input, state, window!, refresher);
 
@@ -138,7 +156,13 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       await CancellationScope.nonCancellable(async () => {
         if (!state) return;
         await refresher?.stop();
-        await Promise.all([...state.inFlight].map((i) => getExternalWorkflowHandle(rowWorkflowId(input.runId, i)).cancel().catch(() => undefined)));
+        await Promise.all(
+          [...state.inFlight].map((i) =>
+            getExternalWorkflowHandle(rowWorkflowId(input.runId, i))
+              .cancel()
+              .catch(() => undefined),
+          ),
+        );
         await window!.recordCancelled();
         await writeResults(resultsArgs(input));
       });
@@ -151,7 +175,12 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
  * The dispatch loop: start rows while the window has room and the run is not paused; then the
  * queued retry passes; then wait for the rows in flight. Continues as new when the history is long.
  */
-async function dispatchAll(input: DatasetWorkflowInput, state: RunState, window: RowWindow, refresher: ResultsRefresher | undefined): Promise<void> {
+async function dispatchAll(
+  input: DatasetWorkflowInput,
+  state: RunState,
+  window: RowWindow,
+  refresher: ResultsRefresher | undefined,
+): Promise<void> {
   const historyCap = input.maxHistoryEvents ?? DEFAULT_MAX_HISTORY_EVENTS;
   const shouldContinueAsNew = () => {
     const info = workflowInfo();
