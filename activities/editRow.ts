@@ -427,6 +427,7 @@ class RowAttempt {
       status: 'ok',
       outputImages: entry.outputImages ?? outputPaths,
       ...(entry.costUsd !== undefined ? { costUsd: entry.costUsd } : {}),
+      ...(entry.latencyMs !== undefined ? { latencyMs: entry.latencyMs } : {}),
     };
   }
 }

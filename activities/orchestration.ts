@@ -16,7 +16,16 @@ import { retrySelector } from '../lib/shared/retrySelection';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/outputNames';
 import { runMetaKey } from '../lib/shared/constants';
-import { allPlanRows, childLocation, PlanWriter, readPlanMeta, readPlanRows, type PlanMeta, type PlanRow } from '../lib/plan';
+import {
+  allPlanRows,
+  childLocation,
+  PlanWriter,
+  readPlanMeta,
+  readPlanRows,
+  type ImageRef,
+  type PlanMeta,
+  type PlanRow,
+} from '../lib/plan';
 import { parseDatasetWorkflowInput } from '../lib/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/redo';
@@ -28,6 +37,7 @@ import type {
   PlanRunResult,
   RecordFailureInput,
   RetrySelection,
+  RowDisplay,
   RowRef,
   RowsPage,
 } from '../lib/shared/types';
@@ -58,6 +68,23 @@ async function recordFailure(input: RecordFailureInput): Promise<void> {
   });
 }
 
+/** How a row child's input shows the row in the Temporal UI: its instruction and where its inputs are. */
+function rowDisplay(row: PlanRow): RowDisplay {
+  const text = row.turns.join(' → ');
+  const where = (ref: ImageRef): string => {
+    if (ref.kind === 'data') return 'data:… (inline image)';
+    // A URL's query may hold a token (presigned links): shown without it.
+    if (ref.kind === 'url') return ref.source.split(/[?#]/)[0]!;
+    return ref.source;
+  };
+  return {
+    instruction: text.length > DISPLAY_CHARS ? `${text.slice(0, DISPLAY_CHARS - 1)}…` : text,
+    inputs: row.images.slice(0, DISPLAY_INPUTS).map(where),
+  };
+}
+
+const DISPLAY_CHARS = 300;
+const DISPLAY_INPUTS = 8;
 const SUMMARY_CHARS = 80;
 const RESULT_COLUMNS = ['output_image', 'status', 'error'] as const;
 const RESULTS_CHUNK = 1000;
@@ -331,7 +358,13 @@ export function createOrchestrationActivities() {
         if (retryable && !retryable(row.position, previousErrorType)) continue;
         const text = row.turns.join(' → ');
         const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
-        pending.push({ position: row.position, index: row.index, summary, ...(previousErrorType ? { previousErrorType } : {}) });
+        pending.push({
+          position: row.position,
+          index: row.index,
+          summary,
+          ...(previousErrorType ? { previousErrorType } : {}),
+          display: rowDisplay(row),
+        });
       }
       return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };
     },

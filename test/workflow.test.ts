@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { decodeArrayFromPayloads } from '@temporalio/common/lib/internal-non-workflow';
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/ledger';
-import type { DatasetWorkflowInput } from '../lib/shared/types';
+import type { DatasetWorkflowInput, RowWorkflowInput } from '../lib/shared/types';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { isPng, tempDir, writePng, writeRotatedJpeg, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
@@ -134,6 +135,17 @@ describe('dataset workflow on a real dev server', () => {
 
     const ledger = await readLedgerEntry(outputDir, 1);
     expect(ledger).toMatchObject({ status: 'ok', attempts: 3, requestIds: [expect.stringMatching(/^req_standin_/)] });
+
+    // A row's page in the Temporal UI: its input names the instruction and input images (a URL
+    // without its query), its result the outputs, cost and latency.
+    const child = env.client.workflow.getHandle('wf-test-mixed/row/7');
+    const started = (await child.fetchHistory()).events![0]!.workflowExecutionStartedEventAttributes!;
+    const [childInput] = await decodeArrayFromPayloads(env.client.options.loadedDataConverter, started.input?.payloads ?? []);
+    expect((childInput as RowWorkflowInput).row).toEqual({
+      instruction: 'row-url fetched over http',
+      inputs: [`http://127.0.0.1:${(imageServer.address() as AddressInfo).port}/img.png`],
+    });
+    expect(await child.result()).toMatchObject({ status: 'ok', outputImages: ['000007.png'], latencyMs: expect.any(Number) });
   });
 
   it('re-running makes no call for ok rows and tries failed rows again', async () => {

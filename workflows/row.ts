@@ -83,15 +83,21 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
       chained: plan.chained,
       attempts: 1,
     });
+  let latencyMs = 0;
   if (plan.chained) {
     // Each turn edits the previous turn's output, and is recorded before the next starts.
-    for (const [i, request] of plan.requests.entries()) await commit(i, await editImageGpu(request));
+    for (const [i, request] of plan.requests.entries()) {
+      const result = await editImageGpu(request);
+      latencyMs += result.latency_ms;
+      await commit(i, result);
+    }
   } else {
     // Independent outputs (--num-images): sent together, so the worker can batch them.
     const results = await Promise.all(plan.requests.map((request) => editImageGpu(request)));
+    latencyMs = Math.max(...results.map((r) => r.latency_ms));
     for (const [i, result] of results.entries()) await commit(i, result);
   }
-  return outcome;
+  return { ...outcome, latencyMs: Math.round(latencyMs) };
 }
 
 /** What the model activity put in its final failure's details (editRow's toApplicationFailure). */
@@ -130,9 +136,9 @@ export async function rowWorkflow(input: RowWorkflowInput): Promise<RowOutcome> 
       ...(outcome.costUsd !== undefined ? { costUsd: outcome.costUsd } : {}),
     };
     // The row's page in the Temporal UI says how it ended (details are metadata, not history).
-    setCurrentDetails(
-      `**row ${task.index}**: ok, ${(outcome.outputImages ?? []).join(', ')}${outcome.costUsd !== undefined ? `, estimated cost $${outcome.costUsd.toFixed(4)}` : ''}`,
-    );
+    const cost = outcome.costUsd !== undefined ? `, estimated cost $${outcome.costUsd.toFixed(4)}` : '';
+    const latency = outcome.latencyMs !== undefined ? `, ${(outcome.latencyMs / 1000).toFixed(1)} s` : '';
+    setCurrentDetails(`**row ${task.index}**: ok, ${(outcome.outputImages ?? []).join(', ')}${cost}${latency}`);
     return outcome;
   } catch (err) {
     if (isCancellation(err)) throw err;

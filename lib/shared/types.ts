@@ -89,6 +89,16 @@ export interface RowRef {
   summary: string;
   /** The row's failure class in the ledger, when it failed before (it is being tried again). */
   previousErrorType?: string;
+  /** The row as the Temporal UI shows it in the row child's input: instruction(s) and input images. */
+  display?: RowDisplay;
+}
+
+/** What a row child's input shows a person in the Temporal UI (not used by any code). */
+export interface RowDisplay {
+  /** The instruction (turns joined by →), cut to a few hundred characters. */
+  instruction: string;
+  /** Where the input images are: paths, URLs without their query, blob keys; inline images as `data:…`. */
+  inputs: string[];
 }
 
 export interface PlanRunResult {
@@ -115,6 +125,8 @@ export interface RowsPage {
 export interface RowWorkflowInput {
   task: RowTask;
   retry: RowRetrySettings;
+  /** For people reading the row in the Temporal UI; the row itself is read from the plan. */
+  row?: RowDisplay;
   /** Set the AtelierErrorType search attribute on failure. */
   searchAttributes?: boolean;
 }
@@ -150,6 +162,8 @@ export interface RowOutcome {
   resetAt?: string;
   /** An ok row's estimated cost (its ledger cost), when known; absent for rows found done in the ledger. */
   costUsd?: number;
+  /** An ok row's time from its attempt's start to its commit (GPU rows: the GPU calls'), ms. */
+  latencyMs?: number;
 }
 
 export interface RecordFailureInput {

@@ -169,6 +169,8 @@ export class RowWindow {
             },
             retry: input.retry,
             ...(input.searchAttributes ? { searchAttributes: true } : {}),
+            // For the row's page in the Temporal UI: what it asks, from which inputs.
+            ...(row.display ? { row: row.display } : {}),
           },
         ],
         staticSummary: `row ${row.index}: ${row.summary}`,
