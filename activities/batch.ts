@@ -33,7 +33,7 @@ import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
 import { checkOutputsWritable, checkRow } from './editRow';
 import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
-import { classifyGeminiError } from './providers/gemini';
+import { BLOCKING_FINISH_REASONS, classifyGeminiError } from './providers/gemini';
 import { capabilities, rowCostUsd, supportsParam } from './providers/models';
 
 // Provider batch jobs (`atelier edit --batch`): half price, answered within 24 hours. One job is one
@@ -333,17 +333,6 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
   };
 }
 
-const BLOCKING = new Set([
-  'SAFETY',
-  'PROHIBITED_CONTENT',
-  'BLOCKLIST',
-  'SPII',
-  'RECITATION',
-  'IMAGE_SAFETY',
-  'IMAGE_PROHIBITED_CONTENT',
-  'IMAGE_RECITATION',
-]);
-
 /** One GenerateContentResponse of a batch: its image, or why there is none. */
 function geminiOutcome(response: {
   responseId?: string;
@@ -362,7 +351,7 @@ function geminiOutcome(response: {
     return { ok: false, errorType: ErrorTypes.blocked, error: `the prompt was blocked: ${block}` };
   const candidate = response.candidates?.[0];
   const finish = candidate?.finishReason;
-  if (finish && BLOCKING.has(finish))
+  if (finish && BLOCKING_FINISH_REASONS.has(finish))
     return {
       ok: false,
       errorType: ErrorTypes.blocked,

@@ -2,6 +2,7 @@ import OpenAI from 'openai';
 import { ClassifiedError } from '../../lib/errors';
 import { overallScore, type JudgeScores } from '../../lib/judgeScores';
 import { estimateEnhancerCostUsd } from '../providers/models';
+import { chatUsage } from '../providers/promptEnhance';
 import { classifyOpenRouterError, dataUrl } from '../providers/openrouter';
 import type { ProviderImage } from '../providers/provider';
 
@@ -138,17 +139,7 @@ export function createJudgeClient(options: { apiKey: string; baseURL?: string | 
         );
       }
       const { scores, reason } = parseJudgeAnswer(choice?.message?.content ?? '', withSources);
-      const u = completion.usage as (OpenAI.CompletionUsage & { cost?: number }) | undefined;
-      const usage = u
-        ? Object.fromEntries(
-            Object.entries({
-              inputTokens: u.prompt_tokens,
-              outputTokens: u.completion_tokens,
-              totalTokens: u.total_tokens,
-              costUsd: u.cost,
-            }).filter((e): e is [string, number] => typeof e[1] === 'number'),
-          )
-        : undefined;
+      const usage = chatUsage(completion.usage);
       const costUsd = estimateEnhancerCostUsd(model, usage);
       return {
         scores,

@@ -41,8 +41,8 @@ export interface GeminiProviderOptions {
   timeoutMs?: number;
 }
 
-/** Finish reasons that mean the answer was withheld for safety or policy: final. */
-const BLOCKING_FINISH_REASONS = new Set([
+/** Finish reasons that mean the answer was withheld for safety or policy: final (direct and batch answers). */
+export const BLOCKING_FINISH_REASONS = new Set([
   'SAFETY',
   'PROHIBITED_CONTENT',
   'BLOCKLIST',

@@ -10,6 +10,20 @@ import type { ProviderImage } from './provider';
 
 const REQUEST_TIMEOUT_MS = 60_000;
 
+/** A chat completion's token counts (and OpenRouter's `cost`), under the ledger's usage names. */
+export function chatUsage(usage: OpenAI.CompletionUsage | undefined): Record<string, number> | undefined {
+  if (!usage) return undefined;
+  const u = usage as OpenAI.CompletionUsage & { cost?: number };
+  return Object.fromEntries(
+    Object.entries({
+      inputTokens: u.prompt_tokens,
+      outputTokens: u.completion_tokens,
+      totalTokens: u.total_tokens,
+      costUsd: u.cost,
+    }).filter((e): e is [string, number] => typeof e[1] === 'number'),
+  );
+}
+
 export const ENHANCE_SYSTEM_PROMPT = [
   'You rewrite instructions for an image-editing model.',
   'You get one edit instruction from a user and, when attached, the image or images it applies to.',
@@ -115,17 +129,7 @@ export function createPromptEnhancer(options: PromptEnhancerOptions): PromptEnha
       }
       const text = cleanEnhancedText(choice?.message?.content ?? '');
       if (!text) throw new ClassifiedError('retryable', 'the prompt enhancer answered with no text', details);
-      const u = completion.usage as (OpenAI.CompletionUsage & { cost?: number }) | undefined;
-      const usage = u
-        ? Object.fromEntries(
-            Object.entries({
-              inputTokens: u.prompt_tokens,
-              outputTokens: u.completion_tokens,
-              totalTokens: u.total_tokens,
-              costUsd: u.cost,
-            }).filter((e): e is [string, number] => typeof e[1] === 'number'),
-          )
-        : undefined;
+      const usage = chatUsage(completion.usage);
       return { text, ...(requestId ? { requestId } : {}), ...(usage && Object.keys(usage).length ? { usage } : {}) };
     },
   };
