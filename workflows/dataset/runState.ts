@@ -105,6 +105,11 @@ export class RunState {
     return this.carried.plan.selectedRows;
   }
 
+  /** Rows finished (either way) since the run started. */
+  get finished(): number {
+    return this.carried.counts.finished;
+  }
+
   /** Next plan position of the current pass, or null when it is exhausted. */
   get cursor(): number | null {
     return this.carried.cursor;

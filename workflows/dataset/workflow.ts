@@ -133,7 +133,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     if (patched('atelier-results-refresh'))
       refresher = new ResultsRefresher(
         () => refreshResults(resultsArgs(runInput)),
-        () => runState.snapshot('running').finished,
+        () => runState.finished,
         runState.selectedRows,
       );
     refresher?.start();
