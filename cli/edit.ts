@@ -22,6 +22,7 @@ import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../l
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { cliNow, ExitCodes, type CliIO } from './io';
+import { checkModelWithProvider } from './models';
 import { describeMultiTurn, ProgressReporter } from './progress';
 import { batchJobsQuery } from '../workflows/batchMessages';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
@@ -466,6 +467,8 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
         `rate limit: ${options.rpm} calls/min on ${providerQueue(input.backend)}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`,
       );
     }
+    // The provider's own list, before anything is planned or sent (keys live on its workers).
+    if (input.backend !== 'diffusers') await checkModelWithProvider(session.client, { ...input, backend: input.backend }, io);
     await registerRun(resolve(options.stateDir), input);
     await startRun(session, input, io);
     tracePhase('run started');

@@ -1,4 +1,6 @@
 import { resolve } from 'node:path';
+import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
+import { ErrorTypes } from '../lib/shared/errorTypes';
 import { JUDGE_QUEUE } from '../activities/judge/activities';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { UsageError } from '../lib/shared/errors';
@@ -94,7 +96,14 @@ export async function runJudge(target: string, options: JudgeOptions, io: CliIO)
       ] as Parameters<typeof judgeWorkflow>,
     });
     io.err(`judging the done rows of ${runId} with ${options.model} (workflow ${handle.workflowId})`);
-    const ending = await Promise.race([handle.result().then((summary) => ({ summary })), io.interrupted.then(() => undefined)]);
+    const ending = await Promise.race([handle.result().then((summary) => ({ summary })), io.interrupted.then(() => undefined)]).catch(
+      (err: unknown) => {
+        // The judge model refused the request itself (activities/judge/client.ts): the provider's reason, exit 1.
+        if (err instanceof WorkflowFailedError && err.cause instanceof ApplicationFailure && err.cause.type === ErrorTypes.configError)
+          throw new UsageError(err.cause.message);
+        throw err;
+      },
+    );
     if (!ending) {
       io.err(`stopped waiting; the judge goes on while a worker serves it (run the same command again to wait for it)`);
       return ExitCodes.interrupted;

@@ -340,7 +340,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .description(
       'score the done rows with a vision-language model over an OpenAI-compatible chat API (VIEScore-style: instruction following, preservation, quality, 0-10); key and base URL from ATELIER_JUDGE_API_KEY / ATELIER_JUDGE_BASE_URL',
     )
-    .requiredOption('--model <name>', 'the judge model, e.g. gpt-4.1 or a VLM on your own server')
+    .requiredOption('--model <name>', 'the judge model, e.g. gpt-5.6-luna or a VLM on your own server (gpt-4.1 shuts down 2027-01-14)')
     .option('--rpm <n>', 'judge calls per minute, for the judge queue shared by every worker', positiveInt('--rpm'))
     .option('--rows <spec>', 'only these row positions (0:100, 3,7 ...)')
     .option('--rescore', 'score again rows this model already scored', false)

@@ -4,6 +4,11 @@ import { modalitiesFor } from '../activities/providers/openrouter';
 import { UsageError } from '../lib/shared/errors';
 import { PROVIDERS } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
+import type { Client } from '@temporalio/client';
+import type { ModelCheckResult } from '../activities/providers/modelCheck';
+import { tableKnowsPrice } from '../activities/providers/modelCheck';
+import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
+import type { ApiBackend } from '../lib/shared/backends';
 import { cliNow, ExitCodes, type CliIO } from './io';
 
 // `atelier models [--backend B]`: the capability table (status, what a model takes, prices), merged
@@ -103,7 +108,7 @@ function imageModels(backend: Backend, listed: ListedModel[], baseURL: string | 
       (m) => /image|dall-e/i.test(m.id) || (baseURL && !/^(gpt-|o\d|chatgpt-|text-|tts-|whisper|davinci|babbage|omni-)/.test(m.id)),
     );
   }
-  if (backend === 'gemini') return listed.filter((m) => /image/i.test(m.id));
+  if (backend === 'gemini') return listed.filter((m) => /image|banana/i.test(m.id));
   return listed;
 }
 
@@ -181,4 +186,43 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
       `status as of ${now.toISOString().slice(0, 10)}; prices are estimates (USD, standard tier), "unknown" where none is published in the table`,
     );
   return ExitCodes.ok;
+}
+
+/**
+ * Before a run sends anything: asks the provider's workers (on its own queue, where its key lives)
+ * whether the provider lists the model. A model it does not serve is refused here, with the
+ * provider's words and a replacement (a UsageError: exit 1 before the first row, no edit call); a
+ * listed model the table cannot price is run, and said once. A check that cannot be made (no list
+ * for this backend, the list unreadable, no worker answering in time) leaves the table to decide.
+ */
+export async function checkModelWithProvider(
+  client: Client,
+  input: { runId: string; backend: ApiBackend; model: string },
+  io: CliIO,
+  now: Date = cliNow(),
+): Promise<ModelCheckResult | undefined> {
+  if (PROVIDERS[input.backend].tableOnly) return undefined;
+  let result: ModelCheckResult;
+  try {
+    result = await client.workflow.execute('modelCheckWorkflow', {
+      taskQueue: ORCHESTRATOR_QUEUE,
+      workflowId: `${input.runId}/model-check/${now.getTime().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+      args: [{ backend: input.backend, model: input.model, now: now.toISOString() }],
+      // No worker for the provider's queue answers: the rows would wait too; the table decides.
+      workflowExecutionTimeout: '3 minutes',
+    });
+  } catch (err) {
+    io.err(
+      `warning: could not ask ${input.backend} whether it serves ${input.model} (${(err as Error).message.slice(0, 160)}); going by Atelier's table`,
+    );
+    return undefined;
+  }
+  if (result.verdict === 'refused') throw new UsageError(result.reason ?? `${input.backend} does not serve ${input.model}`);
+  if (result.warning) io.err(`warning: ${result.warning}`);
+  if (result.verdict === 'listed' && !tableKnowsPrice(input.backend, input.model)) {
+    io.err(
+      `note: ${input.backend} lists ${input.model}, but Atelier's table has no price for it: its cost is reported as unknown (price unknown)`,
+    );
+  }
+  return result;
 }

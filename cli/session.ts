@@ -223,6 +223,8 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         connection: nativeConnection,
         namespace,
         env: process.env,
+        // Provider model lists (the plan-time model check) are cached with the server's state.
+        modelListCacheDir: join(stateDir, 'cache', 'provider-models'),
         ...(options.queues ? { queues: options.queues } : {}),
         ...(options.concurrency ? { concurrency: options.concurrency } : {}),
         ...(options.rateLimitPerSecond ? { rateLimitPerSecond: options.rateLimitPerSecond } : {}),

@@ -39,8 +39,13 @@ import {
 //   inline limit of the image-generation and batch pages; Google has raised inline limits since,
 //   exact number unverified, so the stand-in keeps the conservative one);
 // - `responseModalities` other than TEXT and IMAGE.
-// An unknown model id answers 404 NOT_FOUND as the API does. With `responseModalities: ['IMAGE']`
-// the answer holds no text part.
+// An unknown model id answers 404 NOT_FOUND as the API does, and so does a model shut down by the
+// stand-in's clock `now` (by the Gemini API's dates, or Vertex's when it plays Vertex): ids are
+// exact, a `-preview` id is its own model (shut down 2026-06-25 on the Gemini API, 2026-07-17 on
+// Vertex), gemini-2.5-flash-image is gone from the Gemini API since 2026-10-02 but still served on
+// Vertex (ai.google.dev/gemini-api/docs/deprecations, its changelog, and Vertex's model-versions page;
+// checked 2026-12-07). `models.list` and `models.get` answer by the same dates. With
+// `responseModalities: ['IMAGE']` the answer holds no text part.
 //
 // The Files API (ai.google.dev/gemini-api/docs/files; the protocol as @google/genai speaks it):
 // `POST /upload/v1beta/files` with `X-Goog-Upload-Command: start` answers an `x-goog-upload-url`;
@@ -54,8 +59,10 @@ export type { FaultStep } from './server';
 const RATIOS_10 = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'];
 
 export interface GeminiModel {
-  /** Id without `models/`; dated or `-preview` ids resolve to it by prefix. */
+  /** Id without `models/`, exact. */
   id: string;
+  /** The day (YYYY-MM-DD, UTC) from which each API no longer serves it. */
+  shutdown?: { gemini?: string; vertex?: string };
   displayName: string;
   aspectRatios: string[];
   imageSizes: string[];
@@ -63,23 +70,56 @@ export interface GeminiModel {
   maxInputImages?: number;
 }
 
+const RATIOS_14 = [...RATIOS_10, '1:4', '4:1', '1:8', '8:1'];
+const PREVIEW_SHUTDOWN = { gemini: '2026-06-25', vertex: '2026-07-17' };
+
 export const GEMINI_MODELS: GeminiModel[] = [
-  { id: 'gemini-2.5-flash-image', displayName: 'Nano Banana', aspectRatios: RATIOS_10, imageSizes: [] },
+  { id: 'gemini-2.5-flash-image', displayName: 'Nano Banana', aspectRatios: RATIOS_10, imageSizes: [], shutdown: { gemini: '2026-10-02' } },
   { id: 'gemini-3-pro-image', displayName: 'Nano Banana Pro', aspectRatios: RATIOS_10, imageSizes: ['1K', '2K', '4K'], maxInputImages: 14 },
+  {
+    id: 'gemini-3-pro-image-preview',
+    displayName: 'Nano Banana Pro (preview)',
+    aspectRatios: RATIOS_10,
+    imageSizes: ['1K', '2K', '4K'],
+    maxInputImages: 14,
+    shutdown: PREVIEW_SHUTDOWN,
+  },
   {
     id: 'gemini-3.1-flash-image',
     displayName: 'Nano Banana 2',
-    aspectRatios: [...RATIOS_10, '1:4', '4:1', '1:8', '8:1'],
+    aspectRatios: RATIOS_14,
     imageSizes: ['512', '1K', '2K', '4K'],
+    maxInputImages: 14,
+  },
+  {
+    id: 'gemini-3.1-flash-image-preview',
+    displayName: 'Nano Banana 2 (preview)',
+    aspectRatios: RATIOS_14,
+    imageSizes: ['512', '1K', '2K', '4K'],
+    maxInputImages: 14,
+    shutdown: PREVIEW_SHUTDOWN,
+  },
+  // GA 2026-06-30, 1K only, 10 aspect ratios (ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-lite-image).
+  { id: 'gemini-3.1-flash-lite-image', displayName: 'Nano Banana 2 Lite', aspectRatios: RATIOS_10, imageSizes: ['1K'], maxInputImages: 14 },
+  // 14 aspect ratios at 1K/2K/4K, no 512 (tanstack/ai @tanstack/ai-gemini@0.36.0).
+  {
+    id: 'gemini-nano-banana-2.1',
+    displayName: 'Nano Banana 2.1',
+    aspectRatios: RATIOS_14,
+    imageSizes: ['1K', '2K', '4K'],
     maxInputImages: 14,
   },
 ];
 
-/** Text models models.list also returns (so clients must filter). */
-const TEXT_MODELS = ['gemini-2.5-flash', 'gemini-3-pro-preview'];
+/** Text models models.list also returns (so clients must filter); gemini-3-pro-preview shut down 2026-03-09. */
+const TEXT_MODELS = ['gemini-2.5-flash'];
 
-function geminiModel(id: string): GeminiModel | undefined {
-  return GEMINI_MODELS.find((m) => id === m.id || id.startsWith(`${m.id}-`));
+/** The model, when the API (Gemini, or Vertex) serves this exact id on this date. */
+function geminiModel(id: string, now: Date, vertex = false): GeminiModel | undefined {
+  const today = now.toISOString().slice(0, 10);
+  const m = GEMINI_MODELS.find((g) => g.id === id);
+  const shutdown = vertex ? m?.shutdown?.vertex : m?.shutdown?.gemini;
+  return m && !(shutdown && today >= shutdown) ? m : undefined;
 }
 
 const MAX_REQUEST_BYTES = 20 * 1024 * 1024;
@@ -256,6 +296,8 @@ export interface GeminiStandinOptions extends StandinOptions {
   strictSignatures?: RegExp;
   /** Batch Mode's timing and faults. */
   batch?: GeminiBatchOptions;
+  /** The stand-in's clock for model shutdowns (default: the real date). */
+  now?: () => Date;
 }
 
 interface Part {
@@ -277,6 +319,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   const thoughtImages = options.thoughtImages ?? /^gemini-3-pro-image/;
   const strictSignatures = options.strictSignatures ?? /^gemini-3/;
   const issuedSignatures = new Set<string>();
+  const now = options.now ?? (() => new Date());
   let counter = 0;
   const files = new Map<string, { mimeType: string; data: Buffer }>();
   const uploads = new Map<string, { mimeType: string; chunks: Buffer[]; size: number }>();
@@ -292,7 +335,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         return name;
       },
     },
-    (model) => geminiModel(model) !== undefined,
+    (model) => geminiModel(model, now()) !== undefined,
     options.batch ?? {},
   );
 
@@ -396,7 +439,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         ),
       );
     }
-    const spec = geminiModel(model);
+    const spec = geminiModel(model, now(), vertex !== undefined);
     if (!spec && vertex) {
       const name = `${vertex.project ? `projects/${vertex.project}/locations/${vertex.location}/` : ''}publishers/google/models/${model}`;
       return reply(
@@ -585,7 +628,11 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         ),
       );
     const all = [
-      ...GEMINI_MODELS.flatMap((m) => [m.id, `${m.id}-preview`].map((id) => ({ id, displayName: m.displayName, outputTokenLimit: 32768 }))),
+      ...GEMINI_MODELS.filter((m) => geminiModel(m.id, now())).map((m) => ({
+        id: m.id,
+        displayName: m.displayName,
+        outputTokenLimit: 32768,
+      })),
       ...TEXT_MODELS.map((id) => ({ id, displayName: id, outputTokenLimit: 65536 })),
     ].map((m) => ({
       name: `models/${m.id}`,
@@ -596,6 +643,23 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       outputTokenLimit: m.outputTokenLimit,
       supportedGenerationMethods: ['generateContent', 'countTokens', 'batchGenerateContent'],
     }));
+    // models.get: one model, or the API's 404 for an id it does not serve.
+    const one = /^\/(?:v1beta|v1)\/models\/([^:/]+)$/.exec(url.pathname);
+    if (one) {
+      const id = decodeURIComponent(one[1]!);
+      const hit = all.find((m) => m.name === `models/${id}`);
+      return hit
+        ? sendJson(res, 200, hit)
+        : sendJson(
+            res,
+            404,
+            googleError(
+              404,
+              'NOT_FOUND',
+              `models/${id} is not found for API version v1beta, or is not supported for generateContent. Call ListModels to see the list of available models and their supported methods.`,
+            ),
+          );
+    }
     const size = Math.max(1, Math.min(1000, Number(url.searchParams.get('pageSize') ?? 50) || 50));
     const start = Number(url.searchParams.get('pageToken') ?? 0) || 0;
     const page = all.slice(start, start + size);
@@ -684,7 +748,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
       });
       return;
     }
-    if (req.method === 'GET' && /^\/(v1beta|v1)\/models$/.test(url.pathname)) return listModels(req, res, url);
+    if (req.method === 'GET' && /^\/(v1beta|v1)\/models(\/[^:/]+)?$/.test(url.pathname)) return listModels(req, res, url);
     if (batchApi.route(req, res, url)) return;
     if (req.method === 'POST' && /^\/upload\/v1beta\/files\/?$/.test(url.pathname)) {
       upload(req, res, url).catch((err: unknown) => {

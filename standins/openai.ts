@@ -36,8 +36,11 @@ const errorBody = openAIErrorBody;
 //   chatgpt-image-latest from their shutdown on 2026-12-01, by the stand-in's clock `now`): 404
 //   `model_not_found`, "The model `X` does not exist or you do not have access to it." (the body
 //   OpenAI answers for an unknown model; developers.openai.com/api/docs/deprecations for the dates).
-//   Model ids it does not know are served as an OpenAI-compatible server would (the stand-in also
-//   stands in for `--base-url` servers), with GPT-image rules for any `gpt-image*` id.
+//   Playing api.openai.com (the default) it serves only the ids OpenAI lists on that date
+//   (`LISTED_MODELS`, dated snapshots included): any other id answers the same 404, as the real API
+//   does for `gpt-imag-2` or `m`. Only with `compatible` does it play an OpenAI-compatible server (a
+//   user's `--base-url`): then it serves any id, with GPT-image rules for any `gpt-image*` id, and
+//   lists the ids `compatible.models` names.
 // - Uploads: png/webp/jpeg only, each under 50 MB, at most 16 images (openapi.yaml
 //   CreateImageEditRequest.image); without an image MIME type: 400 unsupported mimetype
 //   (openai/openai-node#1468).
@@ -51,7 +54,10 @@ const errorBody = openAIErrorBody;
 // - `size`: gpt-image-1.5 family: 1024x1024, 1536x1024, 1024x1536, auto. gpt-image-2 and later: both
 //   sides divisible by 16, aspect 1:3 to 3:1, at most 3840 px a side (openai-node images.ts), total
 //   pixels 655,360 to 8,294,400 (lobehub/lobehub#14039).
-// - `quality`: low, medium, high, auto; gpt-image-2.6 also xhigh and max (OpenAI's 2.6 model page).
+// - `quality`: low, medium, high, auto; gpt-image-2.5 and 2.6 also xhigh and max (OpenAI's 2.6 model
+//   page; docs.comfy.org OpenAIGPTImageNodeV3 for 2.5).
+// - `complexity` (low, medium, high): gpt-image-2.6 only; other models answer 400 unknown_parameter
+//   (OpenAI's images/edits reference, updated 2026-11-11).
 // - transparent background needs png or webp; output_compression 0-100 and not below 100 for png;
 //   `n` 1-10; moderation low or auto.
 
@@ -139,6 +145,11 @@ export interface OpenAIStandinOptions extends StandinOptions {
   azure?: AzureFlavour;
   /** The Files and Batch APIs' timing and faults (standins/openaiBatch.ts). */
   batch?: OpenAIBatchOptions;
+  /**
+   * Play an OpenAI-compatible server (a user's `--base-url`) instead of api.openai.com: any model id
+   * is served; `models` is what its `GET /v1/models` lists (default: nothing, an empty list).
+   */
+  compatible?: { models?: string[] };
 }
 
 /** Azure OpenAI: deployments (name -> the OpenAI model it serves) and the api-versions accepted. */
@@ -152,28 +163,48 @@ const GPT_IMAGE = /^(gpt-image|chatgpt-image)/;
 const HAS_INPUT_FIDELITY = /^(gpt-image-1(\.5)?(-\d{4}-\d{2}-\d{2})?|chatgpt-image-latest)$/;
 /** gpt-image-2 and later: flexible sizes. */
 const FLEXIBLE_SIZE = /^gpt-image-[2-9]/;
-/** gpt-image-2.6: quality xhigh and max. */
-const EXTRA_QUALITIES = /^gpt-image-2\.6/;
+/** gpt-image-2.5 and 2.6: quality xhigh and max. */
+const EXTRA_QUALITIES = /^gpt-image-2\.[56]/;
+/** gpt-image-2.6: `complexity`. */
+const HAS_COMPLEXITY = /^gpt-image-2\.6/;
 const MB = 1024 * 1024;
 const MAX_PROMPT_CHARS = 32_000;
 
 /** Model ids and the day (YYYY-MM-DD, UTC) from which the API no longer serves them. */
 const SHUTDOWN: [RegExp, string][] = [
-  [/^dall-e-2$/, '2000-01-01'],
+  // nextcloud/integration_openai#370 (checked 2026-12-07).
+  [/^dall-e-[23]$/, '2026-05-12'],
   [/^gpt-image-1(-\d{4}-\d{2}-\d{2})?$/, '2026-10-23'],
   [/^(gpt-image-1\.5|gpt-image-1-mini)(-\d{4}-\d{2}-\d{2})?$/, '2026-12-01'],
   [/^chatgpt-image-latest$/, '2026-12-01'],
 ];
 
-/** Whether OpenAI still serves this model id on this date. */
-export function openAIServes(model: string, now: Date): boolean {
-  const today = now.toISOString().slice(0, 10);
-  return !SHUTDOWN.some(([test, shutdown]) => test.test(model) && today >= shutdown);
+/** The shutdown day of an id, when one is announced. */
+function shutdownOf(model: string): string | undefined {
+  return SHUTDOWN.find(([test]) => test.test(model))?.[1];
 }
 
-/** Image models the stand-in's `GET /v1/models` lists (with a chat model, as the real list mixes them). */
+/**
+ * Whether OpenAI still serves this model id on this date: listed and not shut down. `compatible`:
+ * an OpenAI-compatible server, which serves whatever the caller names (only OpenAI's shutdowns apply).
+ */
+export function openAIServes(model: string, now: Date, compatible = false): boolean {
+  const today = now.toISOString().slice(0, 10);
+  const shutdown = shutdownOf(model);
+  if (shutdown && today >= shutdown) return false;
+  return compatible || LISTED_MODELS.some((m) => m.id === model);
+}
+
+/**
+ * Models the stand-in's `GET /v1/models` lists, image models with the chat models the tests use (the
+ * real list mixes them). Dated snapshots are listed ids of their own, as OpenAI lists them.
+ */
 const LISTED_MODELS: { id: string; created: number }[] = [
+  { id: 'dall-e-2', created: 1698798177 },
+  { id: 'dall-e-3', created: 1698785189 },
+  { id: 'gpt-image-1', created: 1745517030 },
   { id: 'gpt-image-1.5', created: 1765843200 },
+  { id: 'gpt-image-1.5-2025-12-16', created: 1765843200 },
   { id: 'gpt-image-1-mini', created: 1759708800 },
   { id: 'chatgpt-image-latest', created: 1765843200 },
   { id: 'gpt-image-2', created: 1776729600 },
@@ -182,7 +213,11 @@ const LISTED_MODELS: { id: string; created: number }[] = [
   { id: 'gpt-image-2.5-sunburst', created: 1788825600 },
   { id: 'gpt-image-2.6-flare', created: 1793000000 },
   { id: 'gpt-image-2.6-sunburst', created: 1793000000 },
+  { id: 'gpt-image-2.5-flare-2026-09-08', created: 1788825600 },
+  { id: 'gpt-image-2.5-sunburst-2026-09-08', created: 1788825600 },
   { id: 'gpt-4.1-mini', created: 1744316542 },
+  { id: 'gpt-4.1', created: 1744316542 },
+  { id: 'gpt-5.2', created: 1765000000 },
 ];
 
 function modelNotFound(model: string) {
@@ -267,6 +302,15 @@ function checkFields(model: string, f: Record<string, string>, kind: 'edit' | 'g
   if (f.moderation !== undefined && !['low', 'auto'].includes(f.moderation)) {
     return errorBody(`Invalid value: '${f.moderation}'. Supported values are: 'low' and 'auto'.`, 'invalid_value', 'moderation');
   }
+  if (f.complexity !== undefined) {
+    if (!HAS_COMPLEXITY.test(model)) return errorBody("Unknown parameter: 'complexity'.", 'unknown_parameter', 'complexity');
+    if (!['low', 'medium', 'high'].includes(f.complexity))
+      return errorBody(
+        `Invalid value: '${f.complexity}'. Supported values are: 'low', 'medium', and 'high'.`,
+        'invalid_value',
+        'complexity',
+      );
+  }
   if (f.quality !== undefined && GPT_IMAGE.test(model)) {
     const qualities = ['low', 'medium', 'high', 'auto', ...(EXTRA_QUALITIES.test(model) ? ['xhigh', 'max'] : [])];
     if (!qualities.includes(f.quality))
@@ -333,6 +377,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
   const scripts = new FaultScripts();
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
   const now = options.now ?? (() => new Date());
+  const compatible = options.compatible !== undefined;
   let requestCounter = 0;
   let baseURL = '';
   const batchApi = createOpenAIBatchApi(() => baseURL, options.batch ?? {});
@@ -557,7 +602,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     if (await gate(call, reply, res)) return;
     if (!model) return reply(400, errorBody("Missing required parameter: 'model'.", 'missing_required_parameter', 'model'));
     // Azure: the deployment existing is the check (Azure retires models on its own schedule).
-    if (!azureModel && !openAIServes(model, now())) return reply(404, modelNotFound(model));
+    if (!azureModel && !openAIServes(model, now(), compatible)) return reply(404, modelNotFound(model));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -646,7 +691,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const reply = replier(res, call);
     if (await gate(call, reply, res)) return;
     // Without a model the API picks dall-e-2 (openai-node images.ts), which is no longer served.
-    if (!azureModel && !openAIServes(model || 'dall-e-2', now())) return reply(404, modelNotFound(model || 'dall-e-2'));
+    if (!azureModel && !openAIServes(model || 'dall-e-2', now(), compatible)) return reply(404, modelNotFound(model || 'dall-e-2'));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -712,12 +757,20 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
       const authorization = String(req.headers.authorization ?? '');
       if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
         return sendJson(res, 401, errorBody("You didn't provide an API key.", 'invalid_api_key'));
-      const served = LISTED_MODELS.filter((m) => openAIServes(m.id, now())).map((m) => ({
-        id: m.id,
-        object: 'model',
-        created: m.created,
-        owned_by: 'system',
-      }));
+      // The real list carries `shutdown_date` (unix seconds) for a model with an announced shutdown.
+      const listed = compatible ? (options.compatible?.models ?? []).map((id) => ({ id, created: 1765000000 })) : LISTED_MODELS;
+      const served = listed
+        .filter((m) => openAIServes(m.id, now(), compatible))
+        .map((m) => {
+          const shutdown = shutdownOf(m.id);
+          return {
+            id: m.id,
+            object: 'model',
+            created: m.created,
+            owned_by: compatible ? 'organization-owner' : 'system',
+            ...(shutdown ? { shutdown_date: Math.floor(Date.parse(`${shutdown}T00:00:00Z`) / 1000) } : {}),
+          };
+        });
       if (path === '/v1/models') return sendJson(res, 200, { object: 'list', data: served });
       const id = decodeURIComponent(path.slice('/v1/models/'.length));
       const one = served.find((m) => m.id === id);

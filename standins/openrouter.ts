@@ -337,6 +337,32 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     }
     if (!call.model) return reply(400, orError(400, 'No model specified'));
     if (messages.length === 0 || !lastUser) return reply(400, orError(400, 'Invalid request: messages must contain a user message'));
+    // The GPT-5.x family (and o-series) takes no sampling parameters: OpenAI's 400 unsupported_value
+    // (tmc/langchaingo#1355, johny-b/llmcomp#69), passed through for `openai/...` ids.
+    if (/^(openai\/)?(gpt-5|gpt-6|o\d)/.test(call.model) && extra.temperature !== undefined && extra.temperature !== 1) {
+      return reply(400, {
+        error: {
+          message: `Unsupported value: 'temperature' does not support ${String(extra.temperature)} with this model. Only the default (1) value is supported.`,
+          type: 'invalid_request_error',
+          param: 'temperature',
+          code: 'unsupported_value',
+        },
+      });
+    }
+    // Structured output (OpenAI's chat completions reference): text, json_object, or json_schema
+    // with a name and a schema; the answer is then the bare JSON document.
+    const format = extra.response_format as { type?: unknown; json_schema?: { name?: unknown; schema?: unknown } } | undefined;
+    if (format !== undefined) {
+      const ok =
+        format.type === 'text' ||
+        format.type === 'json_object' ||
+        (format.type === 'json_schema' && typeof format.json_schema?.name === 'string' && typeof format.json_schema.schema === 'object');
+      if (!ok)
+        return reply(
+          400,
+          orError(400, "Invalid parameter: 'response_format' must be text, json_object or json_schema with a name and a schema"),
+        );
+    }
     const known = OPENROUTER_MODELS.find((m) => m.id === call.model);
     if (known) {
       const asked = Array.isArray(modalities) && modalities.length ? modalities : ['text'];
@@ -349,7 +375,8 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
 
     const wantsImage = Array.isArray(modalities) && modalities.includes('image');
     if (!wantsImage) {
-      const text = (options.answer ?? rewrite)(call.prompt, call.imageCount, call.system);
+      const answer = (options.answer ?? rewrite)(call.prompt, call.imageCount, call.system);
+      const text = format?.type === 'json_schema' ? answer.replace(/^```json\n([\s\S]*)\n```$/, '$1') : answer;
       return reply(
         200,
         completion(

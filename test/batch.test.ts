@@ -18,6 +18,10 @@ import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
 
+// The Gemini stand-in plays the API as of 2026-06-01 (before the 2.5 Flash Image shutdown) so these
+// runs keep their 2.5 rates; test/unit/modelCheck.test.ts covers today's refusals.
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
+
 // `--batch` through the dataset workflow on a real dev server, the providers' real SDKs against the
 // stand-ins' Files and Batch APIs.
 
@@ -32,7 +36,7 @@ let gemini: GeminiStandin;
 beforeAll(async () => {
   ({ env, stateDir } = await startTestServer());
   openai = await startOpenAIStandin({ batch: { validatingMs: 100, inProgressMs: 300, finalizingMs: 100, concurrency: 8 } });
-  gemini = await startGeminiStandin({ batch: { pendingMs: 100, runningMs: 300, concurrency: 8 } });
+  gemini = await startGeminiStandin({ batch: { pendingMs: 100, runningMs: 300, concurrency: 8 }, now: BEFORE_SHUTDOWNS });
 });
 
 afterAll(async () => {

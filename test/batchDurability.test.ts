@@ -16,6 +16,10 @@ import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { testInput } from './helpers/temporalEnv';
 
+// The Gemini stand-in plays the API as of 2026-06-01 (before the 2.5 Flash Image shutdown) so these
+// runs keep their 2.5 rates; test/unit/modelCheck.test.ts covers today's refusals.
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
+
 // A batch is never submitted twice for the same rows: not when the worker is killed and the
 // Temporal server restarted while the batch runs (real processes: `atelier server`, `atelier
 // worker`, the CLI), and not when a submit attempt dies between creating the batch and recording it.
@@ -25,7 +29,7 @@ let standin: OpenAIStandin;
 let gemini: GeminiStandin;
 
 beforeAll(async () => {
-  gemini = await startGeminiStandin({ batch: { pendingMs: 200, runningMs: 8000 } });
+  gemini = await startGeminiStandin({ batch: { pendingMs: 200, runningMs: 8000 }, now: BEFORE_SHUTDOWNS });
   standin = await startOpenAIStandin({ batch: { validatingMs: 200, inProgressMs: 8000, finalizingMs: 200, concurrency: 4 } });
 });
 afterAll(async () => {

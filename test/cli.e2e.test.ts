@@ -173,7 +173,7 @@ describe('atelier edit (CLI, end to end)', () => {
       '--output-dir',
       join(dir, 'o3'),
       '--model',
-      'm',
+      'gpt-image-2',
       '--state-dir',
       state,
     ]);
@@ -185,14 +185,49 @@ describe('atelier edit (CLI, end to end)', () => {
     expect(noModel.code).toBe(1);
     expect(noModel.stderr).toMatch(/--model/);
 
-    // The same output dir with another model is another run: refused instead of mixing outputs.
-    const okRun = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-a', '--state-dir', state]);
-    expect(okRun.code).toBe(0);
-    // A model with no known price: the cost is unknown, not $0.
-    expect(okRun.stdout).toMatch(/estimated cost: unknown/);
-    const otherModel = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-b', '--state-dir', state]);
-    expect(otherModel.code).toBe(1);
-    expect(otherModel.stderr).toMatch(/already holds run atelier-edits-[0-9a-f]+ .*--run-id/);
+    // An OpenAI-compatible server (a user's --base-url) that lists its own models.
+    const server = await startOpenAIStandin({ compatible: { models: ['model-a', 'model-b'] } });
+    try {
+      const env = cliEnv({ OPENAI_BASE_URL: server.baseURL });
+      // The same output dir with another model is another run: refused instead of mixing outputs.
+      const okRun = await atelier(['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-a', '--state-dir', state], {
+        env,
+      });
+      expect(okRun.code, okRun.stderr).toBe(0);
+      // A model the server lists but the table cannot price: it runs, "price unknown" said once, and
+      // the cost is unknown, not $0.
+      expect(okRun.stderr.match(/price unknown/g)).toHaveLength(1);
+      expect(okRun.stdout).toMatch(/estimated cost: unknown/);
+      const otherModel = await atelier(
+        ['edit', '--input', csv, '--output-dir', join(dir, 'o5'), '--model', 'model-b', '--state-dir', state],
+        { env },
+      );
+      expect(otherModel.code).toBe(1);
+      expect(otherModel.stderr).toMatch(/already holds run atelier-edits-[0-9a-f]+ .*--run-id/);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('refuses a model the provider does not list before any edit call, with its words and a replacement', async () => {
+    const { dir, csv } = await makeDataset(['imgs/a.png,cli-unlisted-1 x', 'imgs/a.png,cli-unlisted-2 y', 'imgs/a.png,cli-unlisted-3 z']);
+    for (const [model, replacement] of [
+      ['gpt-imag-2', 'gpt-image-2'],
+      ['gpt-image-9', 'gpt-image-\\S+'],
+    ] as const) {
+      const out = join(dir, `out-${model}`);
+      const run = await atelier(['edit', '--input', csv, '--output-dir', out, '--model', model, '--state-dir', join(dir, 'state')]);
+      expect(run.code, run.stderr).toBe(1);
+      expect(run.stderr).toMatch(
+        new RegExp(
+          `error: openai does not serve ${model} \\(OpenAI GET /v1/models does not list it; the API answers: "The model \`${model}\` does not exist or you do not have access to it\\."\\); use ${replacement} instead`,
+        ),
+      );
+      expect(run.stdout).not.toMatch(/rows:/);
+      expect(existsSync(join(out, 'results.csv'))).toBe(false);
+    }
+    // 0 edit calls.
+    expect(standin.callsFor('cli-unlisted-')).toHaveLength(0);
   });
 
   it('refuses a retired model before any call, naming its replacement; a deprecated one past its shutdown counts as retired', async () => {
@@ -258,7 +293,7 @@ describe('atelier edit (CLI, end to end)', () => {
         '--output-dir',
         join(dir, 'out'),
         '--model',
-        'm',
+        'gpt-image-2',
         '--state-dir',
         join(dir, 'state'),
         '--window',
@@ -307,7 +342,7 @@ describe('atelier edit (CLI, end to end)', () => {
       // The client process has no provider key at all: only the worker does.
       const clientEnv = cliEnv({ TEMPORAL_ADDRESS: server.address, OPENAI_API_KEY: undefined, OPENAI_BASE_URL: undefined });
       const run = await atelier(
-        ['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'm', '--state-dir', join(dir, 'client-state')],
+        ['edit', '--input', csv, '--output-dir', join(dir, 'out'), '--model', 'gpt-image-2', '--state-dir', join(dir, 'client-state')],
         { env: clientEnv },
       );
       expect(run.stderr).toMatch(/rows are served by workers started with `npx atelier worker`/);

@@ -14,6 +14,10 @@ import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';
 import { writeParquetFixture } from './helpers/parquet';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
 
+// The Gemini stand-in plays the API as of 2026-06-01 (before the 2.5 Flash Image shutdown) so these
+// runs keep their 2.5 rates; test/unit/modelCheck.test.ts covers today's refusals.
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
+
 // Every input format and naming rule end to end: the real dev server, the project's workers, the
 // real openai SDK against the stand-in.
 
@@ -260,7 +264,7 @@ describe('bad images, downloads and size limits', () => {
     );
     const cache = join(dir, 'out', 'cache');
     // Gemini takes inline images of at most 4096 px a side (and 7 MB): larger ones are shrunk.
-    const gemini = await startGeminiStandin();
+    const gemini = await startGeminiStandin({ now: BEFORE_SHUTDOWNS });
     try {
       const input = testInput({
         runId: 'ds-bad',

@@ -21,6 +21,10 @@ import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
 
+// The Gemini stand-in plays the API as of 2026-06-01 (before the 2.5 Flash Image shutdown) so these
+// runs keep their 2.5 rates; test/unit/modelCheck.test.ts covers today's refusals.
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
+
 // Every backend through the dataset workflow on a real dev server, each through its real SDK
 // against its stand-in: happy paths, multi-turn chat, failure classes per row, quota pauses, prompt
 // enhancement, and keys that never leave the worker environment.
@@ -52,11 +56,11 @@ beforeAll(async () => {
   vi.stubEnv('ATELIER_AZURE_DEPLOYMENTS', 'prov-images=gpt-image-2');
   [openai, gemini, openrouter, modelscope, azure, vertex, fal] = await Promise.all([
     startOpenAIStandin(),
-    startGeminiStandin(),
+    startGeminiStandin({ now: BEFORE_SHUTDOWNS }),
     startOpenRouterStandin(),
     startModelScopeStandin(),
     startAzureOpenAIStandin({ deployments: { 'prov-images': 'gpt-image-2' } }),
-    startVertexStandin(),
+    startVertexStandin({ now: BEFORE_SHUTDOWNS }),
     startFalStandin(),
   ]);
   workerEnv = {
@@ -460,10 +464,16 @@ describe('OpenAI-compatible diffusion servers (--base-url)', () => {
   it('sends each row its own seed, derived from the base seed as the GPU backend does, with the sampling settings', async () => {
     const { csv, outputDir } = await rowsCsv(['a.png,sd-row-0 x', 'b.png,sd-row-1 y']);
     const params = { seed: 42, numInferenceSteps: 20, guidanceScale: 3.5, negativePrompt: 'blurry' };
-    const summary = await run(testInput({ runId: 'prov-sampling', inputPath: csv, outputDir, model: 'Qwen/Qwen-Image-Edit-2511', params }));
+    // A user's --base-url server: the stand-in plays an OpenAI-compatible server (it serves any id).
+    const server = await startOpenAIStandin({ compatible: { models: ['Qwen/Qwen-Image-Edit-2511'] } });
+    const summary = await runWith(
+      env,
+      testInput({ runId: 'prov-sampling', inputPath: csv, outputDir, model: 'Qwen/Qwen-Image-Edit-2511', params }),
+      { ...workerEnv, OPENAI_BASE_URL: server.baseURL },
+    ).finally(() => server.close());
     expect(summary).toMatchObject({ ok: 2, failed: 0 });
     for (const index of [0, 1]) {
-      expect(openai.callsFor(`sd-row-${index}`)[0]!.fields).toMatchObject({
+      expect(server.callsFor(`sd-row-${index}`)[0]!.fields).toMatchObject({
         seed: String(rowSeed(42, index, 0)),
         num_inference_steps: '20',
         guidance_scale: '3.5',

@@ -6,6 +6,7 @@ import { createOrchestrationActivities } from '../activities/orchestration';
 import { createPromptEnhancer, type PromptEnhancer } from '../activities/providers/promptEnhance';
 import { createJudgeClient } from '../activities/judge/client';
 import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '../activities/judge/activities';
+import { createModelCheckActivities } from '../activities/providers/modelCheck';
 import { providerFromEnv } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
@@ -33,6 +34,15 @@ export interface WorkerSetOptions {
   workerOptions?: Partial<WorkerOptions>;
   /** Overrides of the model activities' dependencies (tests move a quota's reset time near). */
   modelActivityDeps?: Partial<ModelActivityDeps>;
+  /** Where provider model lists are cached (a state dir); in memory only when absent. */
+  modelListCacheDir?: string;
+}
+
+/** The model check (is the model in the provider's own list?), keyed from the worker environment. */
+export function modelCheckActivitiesFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv, cacheDir?: string) {
+  const names = API_BACKENDS[backend];
+  const apiKey = names.keys.map((k) => env[k]).find((v) => v) ?? '';
+  return createModelCheckActivities({ backend, apiKey, baseURL: env[names.baseUrl] || undefined, ...(cacheDir ? { cacheDir } : {}) });
 }
 
 /**
@@ -111,6 +121,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
             ...options.modelActivityDeps,
           }),
           ...batchActivitiesFromEnv(provider.backend, options.env),
+          ...modelCheckActivitiesFromEnv(provider.backend, options.env, options.modelListCacheDir),
         },
         maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
         ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),

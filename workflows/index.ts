@@ -3,3 +3,4 @@ export { datasetWorkflow } from './dataset/workflow';
 export { rowWorkflow } from './row';
 export { judgeWorkflow } from './judge';
 export { batchJobWorkflow } from './batchJob';
+export { modelCheckWorkflow } from './modelCheck';

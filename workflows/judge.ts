@@ -1,7 +1,7 @@
-import { ActivityFailure, ApplicationFailure, continueAsNew, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, continueAsNew, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { JudgeActivities, JudgeListActivities, JudgeRowsPage } from '../activities/judge/activities';
 import type { OrchestrationActivities } from '../activities/orchestration';
-import { NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
 
 // `atelier judge`: scores a run's done rows with a vision-language model. A workflow of its own
 // (id `<run-id>/judge`), separate from the run's: judging never holds up or changes the run, and it
@@ -76,7 +76,10 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
     costUnknownRows: 0,
   };
   let cursor: number | null = input.cursor ?? 0;
-  while (cursor !== null) {
+  // A judge model that refuses the request itself (unknown model, a rejected parameter, no access:
+  // a ConfigError) would refuse every row: the judge stops with the provider's reason instead.
+  let refusal: string | undefined;
+  while (cursor !== null && refusal === undefined) {
     const page: JudgeRowsPage = await listJudgeRows({
       outputDir: input.outputDir,
       cursor,
@@ -89,7 +92,7 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
     totals.overallSum += page.keptOverallSum;
     const queue = [...page.rows];
     const lane = async (): Promise<void> => {
-      for (let row = queue.shift(); row; row = queue.shift()) {
+      for (let row = queue.shift(); row && refusal === undefined; row = queue.shift()) {
         try {
           const result = await judgeRow({
             outputDir: input.outputDir,
@@ -108,6 +111,7 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
           // One row's failure never stops the others; the summary names it.
           totals.failed += 1;
           const cause = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
+          if (cause?.type === ErrorTypes.configError && patched('atelier-judge-fails-fast')) refusal ??= cause.message;
           if (totals.failures.length < MAX_FAILURES_SHOWN)
             totals.failures.push({
               index: row.index,
@@ -117,10 +121,14 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
       }
     };
     await Promise.all(Array.from({ length: Math.min(input.window ?? 8, queue.length) }, lane));
+    if (refusal !== undefined) break;
     cursor = page.nextCursor;
     if (cursor !== null && (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > MAX_EVENTS)) {
       await continueAsNew<typeof judgeWorkflow>({ ...input, cursor, totals });
     }
+  }
+  if (refusal !== undefined) {
+    throw ApplicationFailure.nonRetryable(`judging stopped after ${totals.failed} row(s): ${refusal}`, ErrorTypes.configError);
   }
   // The results tables carry the scores from now on.
   await writeResults({

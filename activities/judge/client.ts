@@ -1,4 +1,4 @@
-import OpenAI from 'openai';
+import OpenAI, { APIError } from 'openai';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { overallScore, type JudgeScores } from '../../lib/run/judgeScores';
 import { estimateEnhancerCostUsd } from '../providers/models';
@@ -16,6 +16,77 @@ import type { ProviderImage } from '../providers/provider';
 // sqrt(min(SC) x PQ). SDK retries are off: Temporal retries.
 
 const REQUEST_TIMEOUT_MS = 120_000;
+
+/**
+ * Models that take no sampling parameters: the GPT-5.x family (and the o-series reasoning models)
+ * answer `temperature: 0` with 400 `unsupported_value` "Only the default (1) value is supported"
+ * (tmc/langchaingo#1355, johny-b/llmcomp#69; checked 2026-12-07), directly and through OpenRouter
+ * (`openai/...`). Gemini deprecated temperature/top_p/top_k on its latest models (changelog
+ * 2026-07-21), so `google/gemini-3*` gets none either. Other models get `temperature: 0`; a server
+ * that still answers `unsupported_value` for it is asked once more without it.
+ */
+const NO_SAMPLING = /^(openai\/)?(gpt-5|gpt-6|o\d)|^(google\/)?gemini-3/;
+
+export function takesSamplingParams(model: string): boolean {
+  return !NO_SAMPLING.test(model);
+}
+
+/** The answer's shape as a JSON schema (`response_format: json_schema`, strict): no free text to parse. */
+function answerSchema(withSources: boolean) {
+  const scoreField = { type: 'integer', minimum: 0, maximum: 10 };
+  const fields = withSources
+    ? ['instruction_following', 'preservation', 'quality', 'reason']
+    : ['instruction_following', 'quality', 'reason'];
+  return {
+    type: 'json_schema' as const,
+    json_schema: {
+      name: 'edit_scores',
+      strict: true,
+      schema: {
+        type: 'object',
+        properties: Object.fromEntries(fields.map((f) => [f, f === 'reason' ? { type: 'string' } : scoreField])),
+        required: fields,
+        additionalProperties: false,
+      },
+    },
+  };
+}
+
+/** A 400 about one request field (`param`), e.g. temperature or response_format. */
+function rejectedParam(err: unknown): string | undefined {
+  if (!(err instanceof APIError) || err.status !== 400) return undefined;
+  const body = (err.error ?? {}) as { param?: unknown; code?: unknown; message?: unknown };
+  const text = `${String(body.param ?? '')} ${String(body.message ?? err.message)}`;
+  if (/temperature/.test(text) && /unsupported|not support|only the default/i.test(text)) return 'temperature';
+  if (/response_format|json_schema/.test(text)) return 'response_format';
+  return undefined;
+}
+
+/**
+ * Errors that say the judge model itself will not take the request (unknown model, a rejected
+ * parameter, no access): every row would get the same answer, so they are a configError, which
+ * stops the judge run with the provider's reason instead of failing it row by row.
+ */
+function modelRefusal(err: unknown, model: string): ClassifiedError | undefined {
+  if (!(err instanceof APIError) || err.status === undefined) return undefined;
+  const body = (err.error ?? {}) as { code?: unknown; message?: unknown };
+  const code = String(body.code ?? '');
+  const words = typeof body.message === 'string' ? body.message : err.message;
+  const refused =
+    err.status === 401 ||
+    err.status === 403 ||
+    err.status === 404 ||
+    (err.status === 400 && /^(model_not_found|unsupported_value|unsupported_parameter|invalid_model)$/.test(code));
+  if (!refused) return undefined;
+  return new ClassifiedError(
+    'configError',
+    `the judge model ${model} refused the request (${err.status}${code ? ` ${code}` : ''}): ${words}`,
+    {
+      status: err.status,
+      ...(err.requestID ? { requestId: err.requestID } : {}),
+    },
+  );
+}
 
 export const JUDGE_SYSTEM_PROMPT = [
   'You are a meticulous evaluator of image edits.',
@@ -108,26 +179,36 @@ export function createJudgeClient(options: { apiKey: string; baseURL?: string | 
         { type: 'text', text: withSources ? 'Edited result:' : 'Generated image:' },
         { type: 'image_url', image_url: { url: dataUrl(request.edited) } },
       ];
-      let completion: OpenAI.ChatCompletion;
-      let headerId: string | null;
-      try {
-        const result = await client.chat.completions
-          .create(
-            {
-              model,
-              messages: [
-                { role: 'system', content: withSources ? JUDGE_SYSTEM_PROMPT : JUDGE_T2I_SYSTEM_PROMPT },
-                { role: 'user', content },
-              ],
-              temperature: 0,
-            },
-            request.signal ? { signal: request.signal } : {},
-          )
-          .withResponse();
-        completion = result.data;
-        headerId = result.request_id;
-      } catch (err) {
-        throw classifyOpenRouterError(err);
+      let completion: OpenAI.ChatCompletion | undefined;
+      let headerId: string | null = null;
+      // Sampling parameters only where the model takes them; structured output where the server
+      // takes it. A server that rejects either is asked once more without it.
+      let sampling = takesSamplingParams(model);
+      let structured = true;
+      for (let tries = 0; !completion; tries++) {
+        try {
+          const result = await client.chat.completions
+            .create(
+              {
+                model,
+                messages: [
+                  { role: 'system', content: withSources ? JUDGE_SYSTEM_PROMPT : JUDGE_T2I_SYSTEM_PROMPT },
+                  { role: 'user', content },
+                ],
+                ...(sampling ? { temperature: 0 } : {}),
+                ...(structured ? { response_format: answerSchema(withSources) } : {}),
+              },
+              request.signal ? { signal: request.signal } : {},
+            )
+            .withResponse();
+          completion = result.data;
+          headerId = result.request_id;
+        } catch (err) {
+          const param = tries < 2 ? rejectedParam(err) : undefined;
+          if (param === 'temperature' && sampling) sampling = false;
+          else if (param === 'response_format' && structured) structured = false;
+          else throw modelRefusal(err, model) ?? classifyOpenRouterError(err);
+        }
       }
       const requestId = completion?.id ?? headerId ?? undefined;
       const choice = completion?.choices?.[0];

@@ -22,6 +22,12 @@ import type { ImageEditProvider } from './provider';
 // gpt-image-2.6-sunburst or -flare); developers.openai.com/ja-JP/api/docs/models/gpt-image-1
 // (retired 2026-10-23, points to gpt-image-2.5-sunburst); developers.openai.com/api/docs/models/
 // dall-e-2.md ("deprecated and removed from the API").
+//
+// The table is the fallback: at plan time the provider's own list (OpenAI `GET /v1/models` with
+// `shutdown_date`, Gemini `models.list`, OpenRouter `/api/v1/models`) decides whether an id is served
+// (activities/providers/modelCheck.ts). Lifecycles are per backend: the Gemini API and Vertex AI retire
+// the same id on different dates. Each lifecycle fact below carries its source and the day it was
+// checked (`checked 2026-12-07`: shared/reference/providers-audit-2026-12.md, whose source tags are used).
 
 /** The cloud API backends (those served by a TypeScript adapter). */
 export type Backend = ImageEditProvider['backend'];
@@ -84,6 +90,8 @@ export interface ModelCapabilities {
   /** gpt-image-2: any WxH within these bounds. */
   flexibleSize?: { multipleOf: number; maxSide: number; minPixels: number; maxPixels: number; maxAspect: number };
   qualities?: readonly string[];
+  /** gpt-image-2.6: the `complexity` values it takes (a table fact; no CLI flag sends it yet). */
+  complexities?: readonly string[];
   /** transparent background supported (OpenAI); `preview` works but OpenAI calls it a preview. */
   transparentBackground?: boolean | 'preview';
   /** Gemini / OpenRouter aspect ratios. */
@@ -177,11 +185,21 @@ const gptImage2: Entry = {
  * gpt-image-2.5 / 2.6, flare and sunburst (dated -2026-09-08): $5 text / $8 image in / $30 image out
  * per 1M (developers.openai.com/de-DE/api/docs/models/gpt-image-2.6-sunburst; flare and 2.5 assumed
  * the same). Cached and text-output rates are assumed to be gpt-image-2's (unverified). Size rules
- * are assumed to be gpt-image-2's. 2.6 adds quality xhigh and max (OpenAI's 2.6 page; for 2.5 only a
- * third-party page says so, so 2.5 is held to gpt-image-2's qualities).
+ * are assumed to be gpt-image-2's.
+ * - quality auto/low/medium/high/xhigh/max on 2.5 and 2.6 ([Comfy] OpenAIGPTImageNodeV3: 2.5's inputs
+ *   "match the 2.6 models, except model.complexity is not offered"; OpenAI's 2.6 page; checked 2026-12-07).
+ * - transparent background fully supported on 2.5 and 2.6; only gpt-image-2 is "in preview" ([OA-edit],
+ *   [OA-26]; checked 2026-12-07).
+ * - 2.6 alone takes `complexity` low/medium/high, default high ([OA-edit], [apidog]; checked 2026-12-07).
  */
-const gptImage25: Entry = { ...gptImage2, price: { tokens: gptImage2.price.tokens! } };
-const gptImage26: Entry = { ...gptImage25, qualities: [...GPT_QUALITIES, 'xhigh', 'max'] };
+const GPT_QUALITIES_2_5 = [...GPT_QUALITIES, 'xhigh', 'max'] as const;
+const gptImage25: Entry = {
+  ...gptImage2,
+  qualities: GPT_QUALITIES_2_5,
+  transparentBackground: true,
+  price: { tokens: gptImage2.price.tokens! },
+};
+const gptImage26: Entry = { ...gptImage25, complexities: ['low', 'medium', 'high'] };
 
 /** A retired model: it no longer answers, so only its lifecycle matters. */
 function retired(replacement: string, since?: string): Entry {
@@ -211,7 +229,9 @@ const OPENAI: Record<string, Entry> = {
     price: { tokens: { input: 2, imageInput: 2.5, output: 8 }, perImage: gptPerImage([0.005, 0.006], [0.011, 0.015], [0.036, 0.052]) },
   },
   'gpt-image-1': retired('gpt-image-2.5-sunburst', '2026-10-23'),
-  'dall-e-2': retired('gpt-image-2'),
+  // Shut down 2026-05-12 (nextcloud/integration_openai#370, calesthio/OpenMontage#256; checked 2026-12-07).
+  'dall-e-2': retired('gpt-image-2', '2026-05-12'),
+  'dall-e-3': retired('gpt-image-2', '2026-05-12'),
 };
 
 // ---- Gemini ------------------------------------------------------------------------------------
@@ -242,36 +262,86 @@ const geminiImage: Entry = {
   price: {},
 };
 
+const GEMINI_RATIOS_14 = [...GEMINI_RATIOS, '1:4', '4:1', '1:8', '8:1'] as const;
+
+/** 2.5 Flash Image's shape: one size tier (about 1024 px, 1290 output tokens), "best with up to 3" inputs. */
+const gemini25FlashImage: Entry = {
+  ...geminiImage,
+  // "Works best with up to 3 images" is advice, not a limit (no hard limit found): a warning above 3.
+  recommendedMaxInputImages: 3,
+  params: ['aspectRatio'],
+  imageSizes: undefined,
+  price: { tokens: { input: 0.3, output: 30, textOutput: 2.5 }, perImage: { '*': { '*': 0.039 } } },
+};
+const gemini3ProImage: Entry = {
+  ...geminiImage,
+  // 1120 output tokens at 1K/2K, 2000 at 4K, $120/M image output tokens.
+  price: { tokens: { input: 2, output: 120, textOutput: 12 }, perImage: { '*': { '1K': 0.134, '2K': 0.134, '4K': 0.24 } } },
+};
+const gemini31FlashImage: Entry = {
+  ...geminiImage,
+  aspectRatios: GEMINI_RATIOS_14,
+  imageSizes: ['512', '1K', '2K', '4K'],
+  // 747 / 1120 / 1680 / 2520 output tokens at 512 / 1K / 2K / 4K, $60/M image output tokens.
+  price: {
+    tokens: { input: 0.5, output: 60, textOutput: 3 },
+    perImage: { '*': { '512': 0.045, '1K': 0.067, '2K': 0.101, '4K': 0.151 } },
+  },
+};
+
 /**
- * The Gemini image models; Vertex AI serves the same ids (GA, `-preview` by prefix) with the same
- * limits. Vertex prices are assumed equal to the Gemini API's (Google lists the same per-token
- * rates on both pricing pages for these models; unverified for Nov 2026).
+ * The Gemini API's image models. `-preview` ids are entries of their own (shut down), never mapped
+ * to the GA entry by prefix. Lifecycle facts, checked 2026-12-07:
+ * - gemini-2.5-flash-image: shut down on the Gemini API 2026-10-02; replacement 3.1-flash-image or
+ *   3.1-flash-lite-image ([G-dep]; okou-ai/vm0-skills#381).
+ * - gemini-3.1-flash-image-preview, gemini-3-pro-image-preview: shut down 2026-06-25 ([G-dep]; [G-chg] 2026-05-28).
+ * - gemini-3.1-flash-lite-image (Nano Banana 2 Lite): GA 2026-06-30, 1K only, 10 aspect ratios
+ *   ([G-chg]; ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-lite-image). Price not published
+ *   in the sources: unknown.
+ * - gemini-nano-banana-2.1: out ~2026-10-07, 14 aspect ratios at 1K/2K/4K, no 512 (tanstack/ai
+ *   @tanstack/ai-gemini@0.36.0; cometapi-dev discussion #146). Google's price not seen: unknown.
+ * - gemini-3.1-flash-image: one skill file says shut down 2026-10-29, Google's page says no date
+ *   announced (conflicting): left current; the provider's list decides at plan time.
  */
 const GEMINI: Record<string, Entry> = {
   'gemini-2.5-flash-image': {
-    ...geminiImage,
-    // "Works best with up to 3 images" is advice, not a limit (no hard limit found): a warning above 3.
-    // One fixed size tier (about 1024 px, 1290 output tokens).
-    recommendedMaxInputImages: 3,
-    params: ['aspectRatio'],
-    imageSizes: undefined,
-    price: { tokens: { input: 0.3, output: 30, textOutput: 2.5 }, perImage: { '*': { '*': 0.039 } } },
+    ...gemini25FlashImage,
+    lifecycle: { status: 'deprecated', shutdown: '2026-10-02', replacement: 'gemini-3.1-flash-image (or gemini-3.1-flash-lite-image)' },
   },
-  'gemini-3-pro-image': {
-    ...geminiImage,
-    // 1120 output tokens at 1K/2K, 2000 at 4K, $120/M image output tokens.
-    price: { tokens: { input: 2, output: 120, textOutput: 12 }, perImage: { '*': { '1K': 0.134, '2K': 0.134, '4K': 0.24 } } },
+  'gemini-3-pro-image': gemini3ProImage,
+  'gemini-3-pro-image-preview': {
+    ...gemini3ProImage,
+    lifecycle: { status: 'deprecated', shutdown: '2026-06-25', replacement: 'gemini-3-pro-image' },
   },
-  'gemini-3.1-flash-image': {
-    ...geminiImage,
-    aspectRatios: [...GEMINI_RATIOS, '1:4', '4:1', '1:8', '8:1'],
-    imageSizes: ['512', '1K', '2K', '4K'],
-    // 747 / 1120 / 1680 / 2520 output tokens at 512 / 1K / 2K / 4K, $60/M image output tokens.
-    price: {
-      tokens: { input: 0.5, output: 60, textOutput: 3 },
-      perImage: { '*': { '512': 0.045, '1K': 0.067, '2K': 0.101, '4K': 0.151 } },
-    },
+  'gemini-3.1-flash-image': gemini31FlashImage,
+  'gemini-3.1-flash-image-preview': {
+    ...gemini31FlashImage,
+    lifecycle: { status: 'deprecated', shutdown: '2026-06-25', replacement: 'gemini-3.1-flash-image' },
   },
+  'gemini-3.1-flash-lite-image': { ...geminiImage, imageSizes: ['1K'], price: {} },
+  'gemini-nano-banana-2.1': { ...geminiImage, aspectRatios: GEMINI_RATIOS_14, imageSizes: ['1K', '2K', '4K'], price: {} },
+};
+
+/**
+ * Vertex AI serves the same ids with the same limits but retires them on its own dates: the
+ * `-preview` ids were shut 2026-07-17 ([G-chg] 2026-05-28); gemini-2.5-flash-image has "retirement
+ * date not announced" on Vertex (cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions).
+ * Both checked 2026-12-07. Vertex prices are assumed equal to the Gemini API's (same per-token rates
+ * on both pricing pages for these models; unverified for Dec 2026).
+ */
+const VERTEX: Record<string, Entry> = {
+  ...GEMINI,
+  'gemini-2.5-flash-image': gemini25FlashImage,
+  'gemini-3-pro-image-preview': {
+    ...gemini3ProImage,
+    lifecycle: { status: 'deprecated', shutdown: '2026-07-17', replacement: 'gemini-3-pro-image' },
+  },
+  'gemini-3.1-flash-image-preview': {
+    ...gemini31FlashImage,
+    lifecycle: { status: 'deprecated', shutdown: '2026-07-17', replacement: 'gemini-3.1-flash-image' },
+  },
+  // Vertex also lists 9:21 for 3.1 Flash Image ([V-31]; checked 2026-12-07).
+  'gemini-3.1-flash-image': { ...gemini31FlashImage, aspectRatios: [...GEMINI_RATIOS_14, '9:21'] },
 };
 
 // ---- ModelScope --------------------------------------------------------------------------------
@@ -357,7 +427,7 @@ const FAMILIES: Family[] = [
     backend: 'openai',
     name: 'gpt-image-*',
     test: /^(gpt-image|chatgpt-image)/,
-    entry: () => ({ ...gptImage2, qualities: [...GPT_QUALITIES, 'xhigh', 'max'], price: {} }),
+    entry: () => ({ ...gptImage2, qualities: GPT_QUALITIES_2_5, price: {} }),
   },
   // OpenRouter's Google image models: Gemini's limits, cost from the response.
   {
@@ -366,7 +436,8 @@ const FAMILIES: Family[] = [
     test: /^google\//,
     entry: (model) => {
       const gemini = lookup(GEMINI, model.slice('google/'.length));
-      const base = gemini ? gemini[1] : geminiImage;
+      // OpenRouter keeps its own lifecycle (its list decides): the Gemini API's dates do not apply.
+      const { lifecycle: _geminiLifecycle, ...base } = gemini ? gemini[1] : geminiImage;
       // OpenRouter's image_config takes 0.5K ... 4K.
       return {
         ...base,
@@ -441,7 +512,7 @@ const TABLES: Record<Backend, Record<string, Entry>> = {
   openrouter: {},
   modelscope: MODELSCOPE,
   azure: {},
-  vertex: GEMINI,
+  vertex: VERTEX,
   fal: FAL,
 };
 
@@ -478,13 +549,17 @@ function azureCapabilities(deployment: string): ModelCapabilities {
   return { ...caps, backend: 'azure', entry: model === deployment ? caps.entry : `${deployment} = ${caps.entry}` };
 }
 
-/** Exact id, else the longest id the model starts with followed by `-` (dated or preview versions). */
+/**
+ * Exact id, else the longest id the model starts with followed by a dated version (`-2026-09-08`,
+ * `-001`). A `-preview` (or `-exp`) id is another model with its own lifecycle, never its GA entry.
+ */
 function lookup(table: Record<string, Entry>, model: string): [string, Entry] | undefined {
   const exact = table[model];
   if (exact) return [model, exact];
   let best: [string, Entry] | undefined;
   for (const [id, entry] of Object.entries(table)) {
-    if (model.startsWith(`${id}-`) && (!best || id.length > best[0].length)) best = [id, entry];
+    if (!model.startsWith(`${id}-`) || /-(preview|exp)\b/.test(model.slice(id.length))) continue;
+    if (!best || id.length > best[0].length) best = [id, entry];
   }
   return best;
 }
@@ -691,8 +766,19 @@ export function estimateCostUsd(
   return undefined;
 }
 
-/** Chat models used as prompt enhancers: USD per 1M tokens (OpenAI pricing page as published in 2025; unverified for Nov 2026). */
+/**
+ * Chat models used as prompt enhancers and judges: USD per 1M tokens. gpt-4.1/4o: OpenAI pricing page
+ * as published in 2025 (they shut down 2027-01-14, [OA-dep] via the audit). GPT-5.4 $2.50/$15, GPT-5.5
+ * $5/$30, GPT-5.6 Sol $5/$30, Terra $2.50/$15, Luna $1/$6 (calcaas.com and lushbinary.com, 2026-06-28,
+ * from OpenAI's preview post; benchr.org for 5.4/5.5; cached rates not published, so none given).
+ * All checked 2026-12-07.
+ */
 const ENHANCER_PRICES: Record<string, { input: number; cachedInput?: number; output: number }> = {
+  'gpt-5.4': { input: 2.5, output: 15 },
+  'gpt-5.5': { input: 5, output: 30 },
+  'gpt-5.6-sol': { input: 5, output: 30 },
+  'gpt-5.6-terra': { input: 2.5, output: 15 },
+  'gpt-5.6-luna': { input: 1, output: 6 },
   'gpt-4.1': { input: 2, cachedInput: 0.5, output: 8 },
   'gpt-4.1-mini': { input: 0.4, cachedInput: 0.1, output: 1.6 },
   'gpt-4.1-nano': { input: 0.1, cachedInput: 0.025, output: 0.4 },

@@ -4,6 +4,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 
+// The stand-in plays the API as of 2026-06-01, before the 2.5 Flash Image and -preview shutdowns, so
+// those models' behaviours stay covered (test/unit/modelCheck.test.ts covers today's refusals).
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
+
 // The stand-ins' batch APIs as the real SDKs see them: what they refuse, with which body, and the
 // lifecycle a batch goes through.
 
@@ -14,7 +18,7 @@ let ai: GoogleGenAI;
 
 beforeAll(async () => {
   openaiStandin = await startOpenAIStandin({ batch: { validatingMs: 20, inProgressMs: 50, finalizingMs: 20 } });
-  geminiStandin = await startGeminiStandin({ batch: { pendingMs: 20, runningMs: 50 } });
+  geminiStandin = await startGeminiStandin({ batch: { pendingMs: 20, runningMs: 50 }, now: BEFORE_SHUTDOWNS });
   client = new OpenAI({ apiKey: 'sk-test-standin-batch', baseURL: openaiStandin.baseURL, maxRetries: 0 });
   ai = new GoogleGenAI({ apiKey: 'AIza-test-standin-batch', httpOptions: { baseUrl: geminiStandin.baseURL } });
 });

@@ -85,7 +85,8 @@ describe('atelier estimate', () => {
     const four = JSON.stringify(['0.png', '1.png', '2.png', '3.png']).replace(/"/g, '""');
     writeText(join(dir, 'rows.csv'), ['image,instruction', `"${four}",est-many x`, '0.png,est-one y'].join('\n'));
     const out = io();
-    await runEstimate(options(join(dir, 'rows.csv'), join(dir, 'out'), { backend: 'gemini', model: 'gemini-2.5-flash-image' }), out);
+    await runEstimate(options(join(dir, 'rows.csv'), join(dir, 'out'), { backend: 'vertex', model: 'gemini-2.5-flash-image' }), out);
+    // (Vertex still serves 2.5 Flash Image; the Gemini API shut it down on 2026-10-02.)
     expect(out.errs[0]).toBe('warning: gemini-2.5-flash-image works best with up to 3 input images; the row has 4');
     expect(out.lines[1]).toBe('rows: 2; to run: 2');
     const modelscope = io();

@@ -8,13 +8,17 @@ import { freePort } from '../../lib/temporal/devServer';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
 
+// The stand-in plays the API as of 2026-06-01, before the 2.5 Flash Image and -preview shutdowns, so
+// those models' behaviours stay covered (test/unit/modelCheck.test.ts covers today's refusals).
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
+
 const KEY = 'AIzaSyStandinKey0000000000000000000000';
 let standin: GeminiStandin;
 let black: ProviderImage;
 let white: ProviderImage;
 
 beforeAll(async () => {
-  standin = await startGeminiStandin();
+  standin = await startGeminiStandin({ now: BEFORE_SHUTDOWNS });
   black = {
     data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
       .png()
@@ -332,7 +336,7 @@ describe('Gemini adapter through @google/genai', () => {
   });
 
   it('answers 429 with Retry-After and RetryInfo above the stand-in rate limit', async () => {
-    const limited = await startGeminiStandin({ rateLimitPerSecond: 2 });
+    const limited = await startGeminiStandin({ rateLimitPerSecond: 2, now: BEFORE_SHUTDOWNS });
     try {
       const p = createGeminiProvider({ apiKey: KEY, baseURL: limited.baseURL });
       const outcomes = await Promise.all(

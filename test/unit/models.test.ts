@@ -19,8 +19,21 @@ describe('model capability table', () => {
     expect(capabilities('openai', 'gpt-image-2.6-sunburst-2026-09-08').entry).toBe('gpt-image-2.6-sunburst');
     expect(capabilities('openai', 'gpt-image-3')).toMatchObject({ entry: 'gpt-image-*', known: true });
     expect(capabilities('openai', 'Qwen/Qwen-Image-Edit-2511')).toMatchObject({ entry: 'openai default', known: false, params: 'any' });
-    expect(capabilities('gemini', 'gemini-3-pro-image-preview').entry).toBe('gemini-3-pro-image');
-    expect(capabilities('gemini', 'gemini-3.1-flash-image-preview').entry).toBe('gemini-3.1-flash-image');
+    // A -preview id is its own (shut-down) entry, never mapped to its GA model by prefix.
+    expect(capabilities('gemini', 'gemini-3-pro-image-preview').entry).toBe('gemini-3-pro-image-preview');
+    expect(capabilities('gemini', 'gemini-3.1-flash-image-preview').entry).toBe('gemini-3.1-flash-image-preview');
+    expect(capabilities('gemini', 'gemini-3-pro-image-exp')).toMatchObject({ entry: 'gemini default', known: false });
+    expect(lifecycleProblem('gemini', 'gemini-3.1-flash-image-preview', new Date('2026-12-07T00:00:00Z')).error).toMatch(
+      /retired on 2026-06-25 .*use gemini-3\.1-flash-image instead/,
+    );
+    expect(lifecycleProblem('gemini', 'gemini-2.5-flash-image', new Date('2026-12-07T00:00:00Z')).error).toMatch(/retired on 2026-10-02/);
+    expect(capabilities('gemini', 'gemini-3.1-flash-lite-image')).toMatchObject({ known: true, imageSizes: ['1K'] });
+    expect(capabilities('gemini', 'gemini-nano-banana-2.1').aspectRatios).toHaveLength(14);
+    // gpt-image-2.5 takes xhigh/max and full transparency; 2.6 also complexity.
+    expect(checkParams('openai', 'gpt-image-2.5-flare', { quality: 'xhigh', background: 'transparent' })).toEqual([]);
+    expect(capabilities('openai', 'gpt-image-2.6-sunburst').complexities).toEqual(['low', 'medium', 'high']);
+    expect(capabilities('openai', 'gpt-image-2.5-sunburst').complexities).toBeUndefined();
+    expect(lifecycleProblem('openai', 'dall-e-3', new Date('2026-12-07T00:00:00Z')).error).toMatch(/dall-e-3 was retired on 2026-05-12/);
     // "Works best with up to 3" is advice: more is a warning, not a refusal.
     expect(capabilities('gemini', 'gemini-2.5-flash-image')).toMatchObject({ maxInputImages: 14, recommendedMaxInputImages: 3 });
     expect(capabilities('openrouter', 'google/gemini-3-pro-image-preview')).toMatchObject({

@@ -82,8 +82,17 @@ describe('atelier models', () => {
 
   it('merges Gemini models.list (image models only) and says ModelScope has no list', async () => {
     const list = await rows({ backend: 'gemini' });
-    expect(list.find((r) => r.model === 'gemini-2.5-flash-image')).toMatchObject({ provider: 'listed', inputs: '14 (best ≤3)' });
-    expect(list.find((r) => r.model === 'gemini-3-pro-image-preview')!.provider).toBe('listed (table: gemini-3-pro-image)');
+    // Shut down on the Gemini API (2026-10-02; the -preview ids 2026-06-25): not listed, and the table agrees.
+    expect(list.find((r) => r.model === 'gemini-2.5-flash-image')).toMatchObject({
+      provider: 'not listed (retired)',
+      status: 'retired 2026-10-02 -> gemini-3.1-flash-image (or gemini-3.1-flash-lite-image)',
+    });
+    expect(list.find((r) => r.model === 'gemini-3-pro-image-preview')!.provider).toBe('not listed (retired)');
+    expect(list.find((r) => r.model === 'gemini-3.1-flash-lite-image')).toMatchObject({
+      provider: 'listed',
+      options: expect.stringMatching(/image size 1K(;|$)/),
+    });
+    expect(list.find((r) => r.model === 'gemini-nano-banana-2.1')).toMatchObject({ provider: 'listed', price: 'unknown' });
     expect(list.find((r) => r.model === 'gemini-2.5-flash')).toBeUndefined();
     const out = io();
     await runModels({ backend: 'modelscope' }, out, env());

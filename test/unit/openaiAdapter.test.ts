@@ -155,23 +155,27 @@ describe('OpenAI adapter through the real SDK', () => {
   });
 
   it('sends a compatible diffusion server its sampling settings; OpenAI models get none of them', async () => {
+    // Qwen on a user's --base-url server: the stand-in plays an OpenAI-compatible server (any id).
+    const server = await startOpenAIStandin({ compatible: {} });
+    const local = createOpenAIProvider({ apiKey: 'sk-test-adapter', baseURL: server.baseURL });
     const sampling = { seed: 1234, numInferenceSteps: 28, guidanceScale: 4.5, trueCfgScale: 4, negativePrompt: 'blurry, low quality' };
-    await provider().edit({
+    await local.edit({
       model: 'Qwen/Qwen-Image-Edit-2511',
       prompt: 'local-diffusion',
       images: [{ data: png, mimeType: 'image/png' }],
       params: sampling,
       numImages: 1,
     });
-    expect(standin.callsFor('local-diffusion')[0]!.fields).toMatchObject({
+    expect(server.callsFor('local-diffusion')[0]!.fields).toMatchObject({
       seed: '1234',
       num_inference_steps: '28',
       guidance_scale: '4.5',
       true_cfg_scale: '4',
       negative_prompt: 'blurry, low quality',
     });
-    await provider().generate({ model: 'Qwen/Qwen-Image', prompt: 'local-t2i', params: sampling, numImages: 1 });
-    expect(standin.callsFor('local-t2i')[0]!.fields).toMatchObject({
+    await local.generate({ model: 'Qwen/Qwen-Image', prompt: 'local-t2i', params: sampling, numImages: 1 });
+    await server.close();
+    expect(server.callsFor('local-t2i')[0]!.fields).toMatchObject({
       seed: '1234',
       num_inference_steps: '28',
       negative_prompt: 'blurry, low quality',

@@ -1,12 +1,16 @@
 import { OAuth2Client } from 'google-auth-library';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { capabilities, estimateCostUsd } from '../../activities/providers/models';
+import { capabilities, estimateCostUsd, modelStatus } from '../../activities/providers/models';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { createVertexProvider, type VertexProviderOptions } from '../../activities/providers/vertex';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { geminiFaults, type GeminiStandin } from '../../standins/gemini';
 import { startVertexStandin } from '../../standins/vertex';
+
+// The stand-in plays the API as of 2026-06-01, before the 2.5 Flash Image and -preview shutdowns, so
+// those models' behaviours stay covered (test/unit/modelCheck.test.ts covers today's refusals).
+const BEFORE_SHUTDOWNS = () => new Date('2026-06-01T00:00:00Z');
 
 // The Vertex adapter through @google/genai (`vertexai: true`) against the Vertex-shaped stand-in:
 // express mode (API key) and project mode (an OAuth token, as ADC would give), the shared Gemini
@@ -17,7 +21,7 @@ let standin: GeminiStandin;
 let black: ProviderImage;
 
 beforeAll(async () => {
-  standin = await startVertexStandin();
+  standin = await startVertexStandin({ now: BEFORE_SHUTDOWNS });
   black = {
     data: await sharp({ create: { width: 8, height: 8, channels: 3, background: '#000000' } })
       .png()
@@ -155,12 +159,25 @@ describe('Vertex AI adapter through @google/genai', () => {
     expect(standin.uploadedFiles()).toBe(0);
   });
 
-  it('Vertex serves the Gemini table’s models with their limits', () => {
-    expect(capabilities('vertex', 'gemini-3.1-flash-image-preview')).toMatchObject({
+  it('Vertex serves the Gemini table’s models with their limits, on its own lifecycle dates', () => {
+    expect(capabilities('vertex', 'gemini-3.1-flash-image')).toMatchObject({
       backend: 'vertex',
       entry: 'gemini-3.1-flash-image',
       known: true,
       maxInputImages: 14,
     });
+    // A -preview id is its own model, shut down on Vertex 2026-07-17 (the Gemini API: 2026-06-25).
+    expect(modelStatus('vertex', 'gemini-3.1-flash-image-preview', new Date('2026-07-01T00:00:00Z'))).toMatchObject({
+      status: 'deprecated',
+      shutdown: '2026-07-17',
+    });
+    expect(modelStatus('gemini', 'gemini-3.1-flash-image-preview', new Date('2026-07-01T00:00:00Z'))).toMatchObject({
+      status: 'retired',
+      since: '2026-06-25',
+      replacement: 'gemini-3.1-flash-image',
+    });
+    // gemini-2.5-flash-image: gone from the Gemini API on 2026-10-02, no date announced on Vertex.
+    expect(modelStatus('gemini', 'gemini-2.5-flash-image', new Date('2026-12-07T00:00:00Z')).status).toBe('retired');
+    expect(modelStatus('vertex', 'gemini-2.5-flash-image', new Date('2026-12-07T00:00:00Z')).status).toBe('current');
   });
 });
