@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -72,6 +73,8 @@ interface SubmissionRecord extends BatchSubmission {
   /** Row indexes the batch holds a request for. */
   included: number[];
   createdAt: string;
+  /** Input images uploaded for the job's lines (file ids), deleted once its results are committed. */
+  imageFiles?: string[];
 }
 
 /** Runs `work` with a heartbeat every few seconds, so a dead worker's job is retried elsewhere. */
@@ -199,9 +202,19 @@ type LineOutcome =
   { ok: true; images: Buffer[]; requestId?: string; usage?: Record<string, number> } | { ok: false; errorType: string; error: string };
 
 /** What the activities need from a provider's batch API. */
+/** An input image as a line refers to it: the bytes, or a file the provider already holds. */
+type ImageRef = Buffer | { fileId: string };
+
 interface BatchClient {
+  /**
+   * Uploads an input image once per job, content-addressed (rows sharing a source image share the
+   * upload), so lines carry a file id instead of the image: absent where lines carry the bytes.
+   */
+  uploadImage?(png: Buffer, spec: BatchJobSpec): Promise<string>;
+  /** Deletes the uploaded input images (their job's results are committed). */
+  deleteFiles?(fileIds: string[]): Promise<void>;
   /** One request line (OpenAI) or request (Gemini) per call of the row. */
-  requests(row: PlanRow, inputs: Buffer[], mask: Buffer | undefined, spec: BatchJobSpec): { key: string; body: unknown }[];
+  requests(row: PlanRow, inputs: ImageRef[], mask: ImageRef | undefined, spec: BatchJobSpec): { key: string; body: unknown }[];
   /** The batch tagged with this job, looking back (newest first) no further than `since` (ms). */
   findTagged(spec: BatchJobSpec, since: number): Promise<string | undefined>;
   create(spec: BatchJobSpec, requests: { key: string; body: unknown }[], bytes: number): Promise<{ batchId: string; inputFileId?: string }>;
@@ -216,6 +229,11 @@ function dataUrl(png: Buffer): string {
   return `data:image/png;base64,${png.toString('base64')}`;
 }
 
+/** OpenAI's JSON image reference: `{file_id}` for an uploaded image, else a data URL. */
+function openAIImageRef(ref: ImageRef): { file_id: string } | { image_url: string } {
+  return Buffer.isBuffer(ref) ? { image_url: dataUrl(ref) } : { file_id: ref.fileId };
+}
+
 /** A per-line error's class, from its HTTP status and the provider's error code. */
 function lineErrorType(status: number, code: string | undefined): string {
   if (code === 'moderation_blocked' || code === 'content_policy_violation') return ErrorTypes.blocked;
@@ -228,6 +246,25 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
   const client = new OpenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { baseURL: deps.baseURL } : {}), maxRetries: 0, timeout: 300_000 });
   const endpointFor = (row: PlanRow) => (row.images.length ? '/v1/images/edits' : '/v1/images/generations');
   return {
+    // JSON edits take `images[].file_id` ([OA-edit]: "a fully qualified URL or base64 data URL" or
+    // `file_id`): each distinct image is uploaded once (purpose `vision`), so a line is a few hundred
+    // bytes and a job holds up to 50,000 rows instead of ~100 data-URL rows per 200 MB file.
+    async uploadImage(png, spec) {
+      const hash = createHash('sha256').update(png).digest('hex');
+      const file = await client.files.create({
+        file: await toFile(png, `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}-${hash.slice(0, 32)}.png`, { type: 'image/png' }),
+        purpose: 'vision',
+      });
+      return file.id;
+    },
+    async deleteFiles(fileIds) {
+      for (const id of fileIds) {
+        // Already gone (an earlier attempt deleted it): nothing to do.
+        await client.files.delete(id).catch((err: unknown) => {
+          if (!(err instanceof OpenAI.NotFoundError)) throw err;
+        });
+      }
+    },
     requests(row, inputs, mask, spec) {
       const caps = capabilities('openai', spec.model);
       const request = { model: spec.model, prompt: row.turns[0]!, params: spec.params, numImages: row.outputs.length };
@@ -235,8 +272,8 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
         model: spec.model,
         prompt: row.turns[0],
         ...openAIParams(request, caps, inputs.length ? 'edit' : 'generate'),
-        ...(inputs.length ? { images: inputs.map((png) => ({ image_url: dataUrl(png) })) } : {}),
-        ...(mask ? { mask: { image_url: dataUrl(mask) } } : {}),
+        ...(inputs.length ? { images: inputs.map(openAIImageRef) } : {}),
+        ...(mask ? { mask: openAIImageRef(mask) } : {}),
       };
       return [
         { key: batchRequestKey(row.index), body: { custom_id: batchRequestKey(row.index), method: 'POST', url: endpointFor(row), body } },
@@ -393,13 +430,37 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
     };
   };
   return {
+    // Batch requests take Files API parts (`fileData`, "supported in all … endpoints, including
+    // Batch": ai.google.dev/gemini-api/docs/file-input-methods): each distinct image is uploaded once
+    // and the requests name it, instead of inlining it in every request.
+    async uploadImage(png, spec) {
+      const hash = createHash('sha256').update(png).digest('hex');
+      const file = await ai.files.upload({
+        file: new Blob([new Uint8Array(png)], { type: 'image/png' }),
+        config: { mimeType: 'image/png', displayName: `${spec.jobId}-${hash.slice(0, 32)}`.slice(0, 128) },
+      });
+      if (!file.uri) throw new ClassifiedError('retryable', 'the Files API answered without a file uri');
+      return file.uri;
+    },
+    async deleteFiles(fileUris) {
+      for (const uri of fileUris) {
+        const name = /(files\/[^/?:]+)/.exec(uri)?.[1];
+        if (!name) continue;
+        // Already gone (an earlier attempt deleted it, or it expired after 48 hours): nothing to do.
+        await ai.files.delete({ name }).catch(() => undefined);
+      }
+    },
     requests(row, inputs, _mask, spec) {
       const contents: Content[] = [
         {
           role: 'user',
           parts: [
             { text: row.turns[0]! },
-            ...inputs.map((png) => ({ inlineData: { mimeType: 'image/png', data: png.toString('base64') } })),
+            ...inputs.map((ref) =>
+              Buffer.isBuffer(ref)
+                ? { inlineData: { mimeType: 'image/png', data: ref.toString('base64') } }
+                : { fileData: { fileUri: ref.fileId, mimeType: 'image/png' } },
+            ),
           ],
         },
       ];
@@ -589,7 +650,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
         try {
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
           if (recorded) {
-            const { included: _i, createdAt: _c, ...submission } = recorded;
+            const { included: _i, createdAt: _c, imageFiles: _f, ...submission } = recorded;
             return submission;
           }
           const manifest = await readJson<JobManifest>(storage, jobKey(spec, 'rows'));
@@ -610,6 +671,18 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           const tagged = Context.current().info.attempt > 1 ? await client.findTagged(spec, since) : undefined;
           const requests: { key: string; body: unknown }[] = [];
           let bytes = 0;
+          // Content-addressed uploads of this job's input images (sha256 of the normalised PNG -> file id).
+          const uploaded = new Map<string, string>();
+          const refOf = async (png: Buffer): Promise<ImageRef> => {
+            if (!client.uploadImage) return png;
+            const hash = createHash('sha256').update(png).digest('hex');
+            let id = uploaded.get(hash);
+            if (!id) {
+              id = await client.uploadImage(png, spec);
+              uploaded.set(hash, id);
+            }
+            return { fileId: id };
+          };
           const limits = BATCH_LIMITS[spec.backend];
           const caps = capabilities(spec.backend, spec.model);
           for (const ref of manifest.rows) {
@@ -639,9 +712,10 @@ export function createBatchActivities(deps: BatchActivityDeps) {
                 runDir: spec.outputDir,
                 ...(spec.download ? { download: spec.download } : {}),
               };
-              const inputs: Buffer[] = [];
-              for (const image of row.images) inputs.push((await loadInputImage(image, { ...sources, limits: caps.inputLimits })).png);
-              const mask = row.mask ? (await loadInputImage(row.mask, sources)).png : undefined;
+              const inputs: ImageRef[] = [];
+              for (const image of row.images)
+                inputs.push(await refOf((await loadInputImage(image, { ...sources, limits: caps.inputLimits })).png));
+              const mask = row.mask ? await refOf((await loadInputImage(row.mask, sources)).png) : undefined;
               lines = client.requests(row, inputs, mask, spec);
             } catch (err) {
               if (err instanceof ClassifiedError && err.kind === 'inputError') {
@@ -671,8 +745,13 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           }
           submission.rows = submission.included.length;
           submission.requests = requests.length;
+          if (uploaded.size) {
+            if (submission.batchId) submission.imageFiles = [...uploaded.values()];
+            // No batch holds them (every row was done or refused): not needed.
+            else await client.deleteFiles?.([...uploaded.values()]);
+          }
           await storage.write(jobKey(spec, 'submitted'), JSON.stringify(submission));
-          const { included: _i, createdAt: _c, ...result } = submission;
+          const { included: _i, createdAt: _c, imageFiles: _f, ...result } = submission;
           return result;
         } catch (err) {
           throw fail(err);
@@ -774,6 +853,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             );
             count(ErrorTypes.retryable);
           }
+          // Every answer is committed: the job's uploaded input images are no longer needed.
+          if (recorded?.imageFiles?.length) await client.deleteFiles?.(recorded.imageFiles);
           return result;
         } catch (err) {
           throw fail(err);

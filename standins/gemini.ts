@@ -274,8 +274,10 @@ export interface GeminiStandinCall {
 
 /** Base URL for the SDK's httpOptions.baseUrl (host root; the SDK adds /v1beta/...). Its 429 is RESOURCE_EXHAUSTED with Retry-After and RetryInfo. */
 export interface GeminiStandin extends Standin<GeminiStandinCall> {
-  /** Files uploaded through the Files API. */
+  /** Files uploaded through the Files API since the stand-in started (deleted ones included). */
   uploadedFiles(): number;
+  /** Files stored now (uploads and batch outputs, less the deleted ones). */
+  storedFiles(): number;
   /** Batch Mode (`batchGenerateContent`, `batches/*`): its jobs and counters. */
   batches: GeminiBatchApi;
 }
@@ -322,6 +324,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
   const now = options.now ?? (() => new Date());
   let counter = 0;
   const files = new Map<string, { mimeType: string; data: Buffer }>();
+  let uploadCount = 0;
   const uploads = new Map<string, { mimeType: string; chunks: Buffer[]; size: number }>();
   let fileCounter = 0;
   let baseURL = '';
@@ -713,6 +716,7 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     const uri = `${baseURL}/v1beta/${name}`;
     const data = Buffer.concat(pending.chunks);
     files.set(uri, { mimeType: pending.mimeType, data });
+    uploadCount += 1;
     const now = new Date();
     sendJson(
       res,
@@ -750,6 +754,18 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
     }
     if (req.method === 'GET' && /^\/(v1beta|v1)\/models(\/[^:/]+)?$/.test(url.pathname)) return listModels(req, res, url);
     if (batchApi.route(req, res, url)) return;
+    // files.delete: `DELETE /v1beta/files/{id}` answers `{}`; an unknown file 403 as on use.
+    const del = /^\/v1beta\/(files\/[^:/]+)$/.exec(url.pathname);
+    if (req.method === 'DELETE' && del) {
+      const key = `${baseURL}/v1beta/${del[1]}`;
+      if (!files.delete(key))
+        return sendJson(
+          res,
+          403,
+          googleError(403, 'PERMISSION_DENIED', `You do not have permission to access the File ${del[1]} or it may not exist.`),
+        );
+      return sendJson(res, 200, {});
+    }
     if (req.method === 'POST' && /^\/upload\/v1beta\/files\/?$/.test(url.pathname)) {
       upload(req, res, url).catch((err: unknown) => {
         if (!res.headersSent) sendJson(res, 500, googleError(500, 'INTERNAL', `stand-in failure: ${(err as Error).message}`));
@@ -770,7 +786,8 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
 
   return {
     baseURL,
-    uploadedFiles: () => files.size,
+    uploadedFiles: () => uploadCount,
+    storedFiles: () => files.size,
     batches: batchApi,
     ...controls,
     close: async () => {

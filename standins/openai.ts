@@ -455,6 +455,13 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     if (typeof r.file_id === 'string') {
       const file = batchApi.file(r.file_id);
       if (!file) return errorBody(`No such File object: ${r.file_id}`, null, param);
+      // Image inputs are uploaded with purpose vision (or user_data); a batch input file is not an image.
+      if (!['vision', 'user_data'].includes(file.purpose))
+        return errorBody(
+          `Invalid '${param}.file_id': the file ${r.file_id} has purpose '${file.purpose}'; image inputs need purpose 'vision' or 'user_data'.`,
+          'invalid_value',
+          param,
+        );
       return {
         type: /\.jpe?g$/i.test(file.filename) ? 'image/jpeg' : /\.webp$/i.test(file.filename) ? 'image/webp' : 'image/png',
         bytes: file.bytes,

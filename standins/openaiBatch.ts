@@ -98,6 +98,10 @@ export interface OpenAIBatchApi {
   readonly all: StoredBatch[];
   /** Files uploaded with purpose batch. */
   uploadsForBatch(): number;
+  /** Bytes uploaded by clients (`POST /v1/files`, all purposes; not the output files) since the stand-in started. */
+  uploadedBytes(): number;
+  /** Files currently stored (deleted ones gone), by purpose. */
+  storedFiles(purpose?: string): StoredFile[];
   /** `POST /v1/batches/{id}/cancel` calls answered 200. */
   cancelCalls(): number;
   /** Changes the timing and faults for batches created from now on. */
@@ -136,6 +140,7 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
 
   const id = (prefix: string) => `${prefix}-standin${String(++counter).padStart(6, '0')}`;
 
+  let received = 0;
   function storeFile(filename: string, purpose: string, bytes: Buffer): StoredFile {
     const file = { id: id('file'), filename, purpose, bytes, created_at: seconds() };
     files.set(file.id, file);
@@ -201,6 +206,7 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
           errorBody(`File is too large for Batch API: ${bytes.length} bytes. The maximum is 200 MB.`, 'file_too_large', 'file'),
         );
     }
+    received += bytes.length;
     sendJson(res, 200, fileObject(storeFile(upload.name, purpose, bytes)));
   }
 
@@ -569,6 +575,8 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     route,
     all: batches,
     uploadsForBatch: () => [...files.values()].filter((f) => f.purpose === 'batch').length,
+    uploadedBytes: () => received,
+    storedFiles: (purpose) => [...files.values()].filter((f) => !purpose || f.purpose === purpose),
     cancelCalls: () => cancels,
     configure(next) {
       options = { ...options, ...next };

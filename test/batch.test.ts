@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { Worker } from '@temporalio/worker';
@@ -75,6 +75,45 @@ const viaBatch = <C extends { prompt: string; viaBatch?: boolean }>(calls: C[], 
   calls.filter((c) => c.prompt.includes(tag) && c.viaBatch);
 
 describe('--batch on OpenAI', () => {
+  it('each distinct input image is uploaded once (file_id in the lines): 60 rows over 2 distinct 1024² images are 1 job, and the uploads are deleted once committed', async () => {
+    const dir = tempDir('atelier-batch-files-');
+    // Noise: PNGs that do not compress, about 3 MB each (what a photo costs).
+    const sizes: number[] = [];
+    for (const name of ['a.png', 'b.png']) {
+      const raw = randomBytes(1024 * 1024 * 3);
+      const png = await sharp(raw, { raw: { width: 1024, height: 1024, channels: 3 } })
+        .png()
+        .toBuffer();
+      writeFileSync(join(dir, name), png);
+      sizes.push(png.length);
+    }
+    const distinct = sizes[0]! + sizes[1]!;
+    const csv = join(dir, 'rows.csv');
+    writeText(
+      csv,
+      ['index,image,instruction', ...Array.from({ length: 60 }, (_, i) => `${i},${i % 2 ? 'b' : 'a'}.png,bf60-${i} x`)].join('\n'),
+    );
+    const outputDir = join(dir, 'out');
+    const batchesBefore = openai.batches.all.length;
+    const bytesBefore = openai.batches.uploadedBytes();
+    const summary = await runDataset(
+      testInput({ runId: 'batch-files-60', inputPath: csv, outputDir, window: 8, batch: { fallback: 'direct', ...poll } }),
+    );
+    expect(summary).toMatchObject({ total: 60, ok: 60, failed: 0 });
+    expect(direct(openai.calls, 'bf60-')).toHaveLength(0);
+    const created = openai.batches.all.slice(batchesBefore);
+    const uploaded = openai.batches.uploadedBytes() - bytesBefore;
+    console.log(
+      `60 rows over 2 distinct 1024² images (${(distinct / 1e6).toFixed(1)} MB): ${created.length} job(s), ${(uploaded / 1e6).toFixed(2)} MB uploaded`,
+    );
+    // Before: every line carried its images as base64 data URLs: 2 jobs, 240 MB.
+    expect(created).toHaveLength(1);
+    expect(uploaded).toBeLessThanOrEqual(1.5 * distinct + 1024 * 1024);
+    // Every line referred to an uploaded image by file id, and those files are gone once committed.
+    expect(viaBatch(openai.calls, 'bf60-').every((c) => c.imageSizes[0]?.width === 1024)).toBe(true);
+    expect(openai.batches.storedFiles('vision').filter((f) => f.filename.startsWith('batch-files-60'))).toEqual([]);
+  }, 240_000);
+
   it('a 200-row run goes through one batch: every row ok, zero direct edit calls, costs at half the direct price', async () => {
     const { csv, outputDir } = await dataset('b200', 200);
     const batchesBefore = openai.batches.all.length;
@@ -316,7 +355,7 @@ describe('--batch on Gemini', () => {
     expect(direct(gemini.calls, 'gexp-')).toHaveLength(0);
   }, 120_000);
 
-  it('over 20 MB of requests: a JSONL file through the Files API, answers read from the responses file', async () => {
+  it('large inputs go through the Files API once each (fileData parts): the requests stay inline and small, the uploads are deleted once committed', async () => {
     const dir = tempDir('atelier-batch-gemfile-');
     // Noise does not compress: each PNG is about 3 MB, about 4 MB once base64 in a request.
     for (let i = 0; i < 6; i++) {
@@ -329,6 +368,7 @@ describe('--batch on Gemini', () => {
     writeText(csv, ['image,instruction', ...Array.from({ length: 6 }, (_, i) => `n${i}.png,gfile-${i} make it calmer`)].join('\n'));
     const outputDir = join(dir, 'out');
     const filesBefore = gemini.uploadedFiles();
+    const storedBefore = gemini.storedFiles();
     const summary = await runDataset(
       testInput({
         runId: 'batch-gemini-file',
@@ -341,10 +381,12 @@ describe('--batch on Gemini', () => {
     );
     expect(summary).toMatchObject({ total: 6, ok: 6, failed: 0 });
     const job = gemini.batches.all.find((b) => b.displayName.startsWith('batch-gemini-file#'))!;
-    expect(job.source).toMatch(/^files\//);
-    expect(job.output).toMatchObject({ responsesFile: expect.stringMatching(/^files\//) });
-    // The input file and the responses file.
-    expect(gemini.uploadedFiles()).toBe(filesBefore + 2);
+    // Before: 24 MB of base64 in the requests, so a JSONL file; now each request names its image.
+    expect(job.source).toBe('inline');
+    // One upload per distinct image, no JSONL file.
+    expect(gemini.uploadedFiles()).toBe(filesBefore + 6);
+    // Deleted once the answers were committed (an inline job leaves no responses file either).
+    expect(gemini.storedFiles()).toBe(storedBefore);
     expect(direct(gemini.calls, 'gfile-')).toHaveLength(0);
   }, 120_000);
 });

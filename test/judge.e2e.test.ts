@@ -192,4 +192,47 @@ describe('atelier judge', () => {
     expect(jsonl()[1]!.score).toBeUndefined();
     expect(existsSync(join(outputDir, '.atelier', 'judge', '000001.json'))).toBe(true);
   });
+
+  it('GPT-5.x judges (no temperature, structured output); a model that refuses the request stops the judge with its reason, not row by row', async () => {
+    // Before: `temperature: 0` made GPT-5.x answer 400 unsupported_value on every row.
+    const gpt5 = await atelier(['judge', outputDir, '--model', 'gpt-5.2', '--rescore', '--rows', '0', '--state-dir', stateDir], env());
+    expect(gpt5.code, gpt5.stderr).toBe(0);
+    expect(gpt5.stdout).toMatch(/judged with gpt-5\.2: scored 1/);
+    const last = judge.calls.filter((c) => c.model === 'gpt-5.2').at(-1)!;
+    expect(last.extra.temperature).toBeUndefined();
+    expect(last.extra.response_format).toMatchObject({ type: 'json_schema' });
+
+    const refusing = await startJudgeStandin();
+    refusing.script(
+      'jrow-',
+      [
+        {
+          status: 404,
+          body: {
+            error: {
+              message: 'The model `gpt-9-vision` does not exist or you do not have access to it.',
+              type: 'invalid_request_error',
+              param: null,
+              code: 'model_not_found',
+            },
+          },
+        },
+      ],
+      { repeat: true },
+    );
+    try {
+      const run = await atelier(['judge', outputDir, '--model', 'gpt-9-vision', '--rescore', '--window', '1', '--state-dir', stateDir], {
+        ...env(),
+        ATELIER_JUDGE_BASE_URL: refusing.baseURL,
+      });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(
+        /judging stopped after 1 row\(s\): the judge model gpt-9-vision refused the request \(404 model_not_found\): The model `gpt-9-vision` does not exist/,
+      );
+      // One call, not one per row (and not retried).
+      expect(refusing.calls).toHaveLength(1);
+    } finally {
+      await refusing.close();
+    }
+  });
 });
