@@ -11,6 +11,7 @@ import { gpuTaskQueue } from '../../lib/gpuContract';
 import { ALL_SEARCH_ATTRIBUTES } from '../../lib/shared/searchAttributes';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../../lib/shared/types';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
+import { startJudgeStandin } from '../../standins/judge';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { createWorkers } from '../../workers';
 import { atelier, CliProcess, REPO } from '../helpers/cli';
@@ -20,9 +21,9 @@ import { testInput } from '../helpers/temporalEnv';
 
 // Records the workflow histories that test/replay/replay.test.ts replays: one run per workflow path
 // (plain, continue-as-new with hand-over, quota pause lifted at its reset, retry update, cancel,
-// GPU, a --max-cost pause with search attributes on, a pause heard while planning), with the
-// workflow code of the commit that records them. `-t <name>` records only some of them (a patch's
-// new branch, say: see workflows/patches.ts). Not part of the suite; run it when
+// GPU, a --max-cost pause with search attributes on, a pause heard while planning, the judge
+// workflow), with the workflow code of the commit that records them. `-t <name>` records only some
+// of them (a patch's new branch, say: see workflows/patches.ts). Not part of the suite; run it when
 // the workflow code changes on purpose, as
 //   ATELIER_FIXTURE_TAG=<short commit> npx vitest run --config test/replay/vitest.record.mts
 // and commit the new files (old fixtures stay: the code must keep replaying them).
@@ -256,5 +257,32 @@ describe('record workflow histories', () => {
       return (await handle.result()) as DatasetRunSummary;
     });
     await save(env.client, 'early', 'rec-early');
+  });
+
+  it('judge: the done rows of a run scored by the judge workflow (one row judged low)', async () => {
+    const judge = await startJudgeStandin();
+    const { csv, outputDir } = await rowsCsv('judge', ['a.png,ju-0 x', 'a.png,ju-1 judge-low x']);
+    const judgeEnv = { ATELIER_JUDGE_API_KEY: 'sk-record-judge', ATELIER_JUDGE_BASE_URL: judge.baseURL };
+    const saved = workerEnv;
+    workerEnv = { ...workerEnv, ...judgeEnv };
+    try {
+      await withWorkers(async (start) => {
+        await (await start(testInput({ runId: 'rec-judge', inputPath: csv, outputDir, window: 2 }))).result();
+        const handle = await env.client.workflow.start('judgeWorkflow', {
+          taskQueue: ORCHESTRATOR_QUEUE,
+          workflowId: 'rec-judge/judge',
+          args: [{ runId: 'rec-judge', outputDir, model: 'gpt-4.1-mini', window: 2, maxAttempts: 2 }],
+        });
+        return handle.result();
+      });
+    } finally {
+      workerEnv = saved;
+      await judge.close();
+    }
+    const history = await env.client.workflow.getHandle('rec-judge/judge').fetchHistory();
+    writeFileSync(
+      join(OUT, 'judge.judgeWorkflow-0.binpb'),
+      temporal.api.history.v1.History.encode(temporal.api.history.v1.History.fromObject(history)).finish(),
+    );
   });
 });
