@@ -1,4 +1,4 @@
-import { ActivityFailure, ApplicationFailure, continueAsNew, patched, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, continueAsNew, proxyActivities, workflowInfo } from '@temporalio/workflow';
 import type { JudgeActivities, JudgeListActivities, JudgeRowsPage } from '../activities/judge/activities';
 import type { OrchestrationActivities } from '../activities/orchestration';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
@@ -111,7 +111,10 @@ export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSum
           // One row's failure never stops the others; the summary names it.
           totals.failed += 1;
           const cause = err instanceof ActivityFailure && err.cause instanceof ApplicationFailure ? err.cause : undefined;
-          if (cause?.type === ErrorTypes.configError && patched('atelier-judge-fails-fast')) refusal ??= cause.message;
+          // No patched() marker: before this change the judge activity never failed with a ConfigError
+          // (the client classified every error as Retryable, Blocked, InvalidRequest or QuotaExhausted),
+          // so no recorded history reaches this branch and its commands are unchanged for all of them.
+          if (cause?.type === ErrorTypes.configError) refusal ??= cause.message;
           if (totals.failures.length < MAX_FAILURES_SHOWN)
             totals.failures.push({
               index: row.index,
