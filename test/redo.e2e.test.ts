@@ -46,7 +46,9 @@ function jsonl(outputDir: string): Array<Record<string, unknown>> {
 
 beforeAll(async () => {
   assertBuilt();
-  standin = await startOpenAIStandin();
+  // A user's --base-url diffusion server (the seed test) on the same stand-in: it plays an
+  // OpenAI-compatible server listing the two models these tests use.
+  standin = await startOpenAIStandin({ compatible: { models: ['gpt-image-2', 'Qwen/Qwen-Image-Edit-2511'] } });
 });
 afterAll(async () => standin?.close());
 
