@@ -176,8 +176,8 @@ interface AttemptContext {
 /** One attempt at one row, in named steps: inputs, prompts, calls (answers stored), outputs, commit. */
 class RowAttempt {
   private readonly storage: Storage;
-  /** Answers this attempt stored or read, by call: cleared once the row is committed. */
-  private readonly answers = new Map<number, StoredAnswerImage[]>();
+  /** Keys of the answers this attempt stored or read: cleared once the row is committed. */
+  private readonly answerKeys: string[] = [];
   /** Single-call rows: the encoded outputs, written by the commit. */
   private outputs: RowOutput[] = [];
   private readonly started = Date.now();
@@ -286,8 +286,8 @@ class RowAttempt {
   private async answer(call: number, ask: () => Promise<ImageResult & { history?: JsonValue[] }>): Promise<StoredAnswer> {
     const kept = await this.store.storedAnswer(this.task.index, call, this.row.digest);
     if (kept) {
-      this.answers.set(call, kept.images);
-      return this.record(kept);
+      this.answerKeys.push(...kept.keys);
+      return this.record(kept.answer);
     }
     const result = await ask();
     const answer: StoredAnswer = {
@@ -301,8 +301,12 @@ class RowAttempt {
     // call the provider again. If the store stays down, the attempt goes on from memory; its output
     // and commit writes are guarded the same way and pause the run if they fail.
     try {
-      await afterPaid('storing the answer', () => this.store.storeAnswer(this.task.index, call, this.row.digest, answer), this.ctx.signal);
-      this.answers.set(call, answer.images);
+      const keys = await afterPaid(
+        'storing the answer',
+        () => this.store.storeAnswer(this.task.index, call, this.row.digest, answer),
+        this.ctx.signal,
+      );
+      this.answerKeys.push(...keys);
     } catch (err) {
       if (!(err instanceof ClassifiedError) || err.kind !== 'storageError') throw err;
     }
@@ -438,7 +442,7 @@ class RowAttempt {
       paid: true,
     });
     // The outputs and the ledger now hold what the stored answers held.
-    await this.store.clearAnswers(task.index, this.answers).catch(() => undefined);
+    await this.store.clearAnswers(this.answerKeys).catch(() => undefined);
     return {
       position: task.position,
       index: task.index,

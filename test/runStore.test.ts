@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -13,10 +14,14 @@ import { createPromptEnhancer } from '../activities/providers/promptEnhance';
 import { providerFromEnv } from '../activities/providers/registry';
 import { commitLedgerEntry, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
 import { setAsideForRedo } from '../lib/run/redo';
+import { RunStore } from '../lib/run/runStore';
 import type { BatchJobSpec, BatchPlan, BatchStatus, BatchSubmission } from '../lib/shared/batch';
 import { ClassifiedError } from '../lib/shared/errors';
 import type { DatasetWorkflowInput, RowOutcome, RowTask } from '../lib/shared/types';
+import { adoptStorage } from '../storage';
+import { LocalStorage } from '../storage/local';
 import { S3Storage } from '../storage/s3';
+import { CountingStorage } from '../testing/countingStorage';
 import { startOpenAIStandin, faults, type OpenAIStandin } from '../standins/openai';
 import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
 import { startS3FaultProxy, type S3FaultProxy } from '../testing/s3FaultProxy';
@@ -132,6 +137,36 @@ async function batchRound(input: DatasetWorkflowInput, phaseId: string): Promise
   }
 }
 
+/**
+ * Storage requests per row of the row activity (single-call rows, the provider answering at once):
+ * a first run, then a re-run of the finished rows. Planning is not counted.
+ */
+async function requestsPerRow(tag: string, counting: CountingStorage, rows = 8): Promise<{ happy: number; rerun: number }> {
+  adoptStorage(counting);
+  const { tasks } = await planned(tag, rows, counting.location);
+  counting.reset();
+  for (const task of tasks) expect((await editRow(task)).status).toBe('ok');
+  const happy = counting.total() / rows;
+  counting.reset();
+  for (const task of tasks) expect((await editRow(task)).status).toBe('ok');
+  const rerun = counting.total() / rows;
+  console.info(`storage requests per row (${counting.kind}): first run ${happy}, re-run of a finished row ${rerun}`);
+  return { happy, rerun };
+}
+
+describe('storage requests per row', () => {
+  it('local: a first run and a re-run of finished rows stay within their request budget', async () => {
+    const { happy, rerun } = await requestsPerRow(
+      'count',
+      new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-count-'), 'out'))),
+    );
+    // Plan row 3, ledger entry 1, stored answer 1, answer 1, output 1, commit 2, clear 1.
+    expect(happy).toBeLessThanOrEqual(10);
+    // Plan row 3, ledger entry 1, output check 1.
+    expect(rerun).toBeLessThanOrEqual(5);
+  }, 120_000);
+});
+
 describe('one commit protocol for every path', () => {
   it('a redone row that a --batch pass makes again keeps its history, as the direct path does', async () => {
     const { input } = await planned('bhist', 2);
@@ -189,6 +224,33 @@ describe('one commit protocol for every path', () => {
     expect([...green!.subarray(0, 3)]).toEqual([0, 255, 0]);
     expect([...blue!.subarray(0, 3)]).toEqual([0, 0, 255]);
   }, 60_000);
+
+  it('an answer stored by an earlier release (record + image objects) is still found, and cleared whole', async () => {
+    const outputDir = join(tempDir('atelier-runstore-oldanswer-'), 'out');
+    const image = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#123456' } })
+      .png()
+      .toBuffer();
+    const sha = createHash('sha256').update(image).digest('hex');
+    // The layout d31c45d wrote: the image by content, then a record naming it.
+    mkdirSync(join(outputDir, '.atelier', 'answers', 'objects', '000002'), { recursive: true });
+    writeFileSync(join(outputDir, '.atelier', 'answers', 'objects', '000002', sha), image);
+    const record = {
+      requestId: 'req_1',
+      usage: { output_tokens: 9 },
+      digest: 'abc',
+      images: [{ sha256: sha, mimeType: 'image/png' }],
+      storedAt: '2026-11-30T10:00:00.000Z',
+    };
+    writeFileSync(join(outputDir, '.atelier', 'answers', '000002-0.json'), JSON.stringify(record));
+    const store = RunStore.open(outputDir);
+    expect(await store.storedAnswer(2, 0, 'other')).toBeUndefined();
+    const kept = (await store.storedAnswer(2, 0, 'abc'))!;
+    expect(kept.answer).toMatchObject({ requestId: 'req_1', usage: { output_tokens: 9 } });
+    expect(kept.answer.images[0]!.data.equals(image)).toBe(true);
+    await store.clearAnswers(kept.keys);
+    expect(existsSync(join(outputDir, '.atelier', 'answers', '000002-0.json'))).toBe(false);
+    expect(existsSync(join(outputDir, '.atelier', 'answers', 'objects', '000002', sha))).toBe(false);
+  });
 
   it('a late attempt never writes its partial entry over the committed ok one', async () => {
     const outputDir = join(tempDir('atelier-runstore-late-'), 'out');
@@ -254,6 +316,19 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     await proxy?.close();
     await s3?.stop();
   });
+
+  it('s3: a first run and a re-run of finished rows stay within their request budget, as the store counts them', async () => {
+    const before = proxy.requests.length;
+    const counting = new CountingStorage(new S3Storage('s3://runstore/count/out'));
+    const rows = 8;
+    const { happy, rerun } = await requestsPerRow('s3count', counting, rows);
+    expect(happy).toBeLessThanOrEqual(10);
+    expect(rerun).toBeLessThanOrEqual(5);
+    // What the store received (planning included, a few requests): the client counts no fewer than it sends.
+    const received = proxy.requests.length - before;
+    console.info(`S3 requests the store received for ${rows} rows, planning, first run and re-run: ${received}`);
+    expect(received).toBeGreaterThanOrEqual((happy + rerun) * rows);
+  }, 180_000);
 
   it('a bucket that is gone is a storage fault with a plain reason, not a missing object', async () => {
     const gone = new S3Storage('s3://runstore-no-such-bucket/run/out');

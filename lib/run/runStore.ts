@@ -43,7 +43,7 @@ export const layout = {
     return meta(`ledger/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`);
   },
   answerRecord: (index: number, call: number): string => meta(`answers/${pad(index)}-${call}.json`),
-  /** Answer images by content, per row: one row's clean-up never removes another row's answer. */
+  /** Answer images by content, per row: written by earlier releases (now inline in the record), still read. */
   answerObject: (index: number, sha256: string): string => meta(`answers/objects/${pad(index)}/${sha256}`),
   /** Per-row state a retry picks up: a multi-turn row's chat, a --prompt-enhance rewrite. */
   rowState: (kind: 'chats' | 'enhanced', index: number): string => meta(`${kind}/${pad(index)}.json`),
@@ -80,8 +80,15 @@ export interface StoredAnswer {
 
 interface AnswerRecord extends Omit<StoredAnswer, 'images'> {
   digest: string | null;
-  images: Array<{ sha256: string; mimeType: string }>;
+  /** `data`: the bytes, base64, in the record (one request to store, one to clear); `sha256`: an object (older runs). */
+  images: Array<{ mimeType: string; data?: string; sha256?: string }>;
   storedAt: string;
+}
+
+/** A stored answer and the keys that hold it (removed once the row is committed). */
+export interface KeptAnswer {
+  answer: StoredAnswer;
+  keys: string[];
 }
 
 const OFFSET_BYTES = 8;
@@ -100,9 +107,10 @@ export class RunStore {
 
   /** The run store at a location (a folder or `s3://bucket/prefix`): one per location per process. */
   static open(location: string): RunStore {
+    const storage = openStorage(location);
     let store = RunStore.opened.get(location);
-    if (!store) {
-      store = new RunStore(openStorage(location));
+    if (store?.storage !== storage) {
+      store = new RunStore(storage);
       RunStore.opened.set(location, store);
     }
     return store;
@@ -220,44 +228,49 @@ export class RunStore {
 
   // ---- stored answers ------------------------------------------------------------------------------
 
-  /** Stores a paid answer: images first (by content), then the record that names them. */
-  async storeAnswer(index: number, call: number, digest: string | undefined, answer: StoredAnswer): Promise<void> {
-    const images: AnswerRecord['images'] = [];
-    for (const image of answer.images) {
-      const sha256 = createHash('sha256').update(image.data).digest('hex');
-      await this.storage.create(layout.answerObject(index, sha256), image.data);
-      images.push({ sha256, mimeType: image.mimeType });
-    }
-    const { images: _bytes, ...rest } = answer;
-    const record: AnswerRecord = { ...rest, digest: digest ?? null, images, storedAt: new Date().toISOString() };
-    await this.storage.write(layout.answerRecord(index, call), JSON.stringify(record));
+  /**
+   * Stores a paid answer as one object, its images inline: one request (an answer lives only until
+   * its row commits, so it is written once and removed once). Returns the keys that hold it.
+   */
+  async storeAnswer(index: number, call: number, digest: string | undefined, answer: StoredAnswer): Promise<string[]> {
+    const { images, ...rest } = answer;
+    const record: AnswerRecord = {
+      ...rest,
+      digest: digest ?? null,
+      images: images.map((image) => ({ mimeType: image.mimeType, data: image.data.toString('base64') })),
+      storedAt: new Date().toISOString(),
+    };
+    const key = layout.answerRecord(index, call);
+    await this.storage.write(key, JSON.stringify(record));
+    return [key];
   }
 
   /** The stored answer to this row's call, if there is one for what the row asks now. */
-  async storedAnswer(index: number, call: number, digest: string | undefined): Promise<StoredAnswer | undefined> {
-    const record = await this.readJson<AnswerRecord>(layout.answerRecord(index, call));
+  async storedAnswer(index: number, call: number, digest: string | undefined): Promise<KeptAnswer | undefined> {
+    const key = layout.answerRecord(index, call);
+    const record = await this.readJson<AnswerRecord>(key);
     if (!record || (record.digest ?? undefined) !== digest) return undefined;
     const images: StoredAnswerImage[] = [];
+    const keys = [key];
     for (const image of record.images) {
-      const data = await this.storage.read(layout.answerObject(index, image.sha256));
+      if (image.data !== undefined) {
+        images.push({ data: Buffer.from(image.data, 'base64'), mimeType: image.mimeType });
+        continue;
+      }
+      // An answer stored by an earlier release: its images are objects by content.
+      const objectKey = layout.answerObject(index, image.sha256 ?? '');
+      const data = await this.storage.read(objectKey);
       if (!data) return undefined;
       images.push({ data, mimeType: image.mimeType });
+      keys.unshift(objectKey);
     }
     const { digest: _digest, storedAt: _at, images: _refs, ...rest } = record;
-    return { ...rest, images };
+    return { answer: { ...rest, images }, keys };
   }
 
-  /**
-   * Forgets a finished row's answers (its outputs and ledger entry now hold what they held). The
-   * attempt knows which answers it stored or read, so nothing is read back to find them.
-   */
-  async clearAnswers(index: number, answers: ReadonlyMap<number, readonly StoredAnswerImage[]>): Promise<void> {
-    for (const [call, images] of answers) {
-      for (const image of images) {
-        await this.storage.remove(layout.answerObject(index, createHash('sha256').update(image.data).digest('hex')));
-      }
-      await this.storage.remove(layout.answerRecord(index, call));
-    }
+  /** Forgets a finished row's answers (its outputs and ledger entry now hold what they held): nothing read back. */
+  async clearAnswers(keys: readonly string[]): Promise<void> {
+    for (const key of keys) await this.storage.remove(key);
   }
 
   // ---- per-row state -------------------------------------------------------------------------------
