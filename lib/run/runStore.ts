@@ -141,17 +141,28 @@ export class RunStore {
 
   // ---- plan ----------------------------------------------------------------------------------------
 
-  /** Reads `count` rows starting at `start` (clamped to the plan's end): a stat and two ranged reads. */
+  /**
+   * Reads `count` rows starting at `start` (clamped to the plan's end): two ranged reads, the index's
+   * offsets then the rows. A range past the index's end comes back short (or refused, on S3), which
+   * is where the plan ends: no stat of the index first.
+   */
   async planRows(start: number, count: number): Promise<PlanRow[]> {
     const { storage } = this;
-    const info = await storage.stat(layout.plan.index);
-    if (!info) throw new Error(`${storage.describe(layout.plan.index)} is missing: the run has no plan yet`);
-    const total = info.size / OFFSET_BYTES - 1;
-    if (start >= total || count <= 0) return [];
-    const end = Math.min(total, start + count);
-    const offsets = await storage.readRange(layout.plan.index, start * OFFSET_BYTES, (end + 1) * OFFSET_BYTES);
+    if (count <= 0) return [];
+    let offsets: Buffer;
+    try {
+      offsets = await storage.readRange(layout.plan.index, start * OFFSET_BYTES, (start + count + 1) * OFFSET_BYTES);
+    } catch (err) {
+      // Only now is the index looked at: missing (no plan yet), or shorter than the range (S3's 416).
+      const info = await storage.stat(layout.plan.index);
+      if (!info) throw new Error(`${storage.describe(layout.plan.index)} is missing: the run has no plan yet`);
+      if (start * OFFSET_BYTES >= info.size) return [];
+      throw err;
+    }
+    const rows = Math.floor(offsets.length / OFFSET_BYTES) - 1;
+    if (rows <= 0) return [];
     const first = Number(offsets.readBigUInt64LE(0));
-    const last = Number(offsets.readBigUInt64LE((end - start) * OFFSET_BYTES));
+    const last = Number(offsets.readBigUInt64LE(rows * OFFSET_BYTES));
     const chunk = await storage.readRange(layout.plan.rows, first, last);
     return chunk
       .toString('utf8')
