@@ -305,8 +305,8 @@ export async function afterPaid<T>(what: string, write: () => Promise<T>, signal
     try {
       return await write();
     } catch (err) {
-      const passing = !(err instanceof ClassifiedError) || err.kind === 'retryable';
-      if (!passing) throw err;
+      // Storage errors come classified; a passing one (5xx, SlowDown, a reset) is worth another try.
+      if (!(err instanceof ClassifiedError) || err.kind !== 'retryable') throw err;
       if (attempt >= PAID_WRITE_TRIES || signal?.aborted) {
         throw new ClassifiedError(
           'storageError',
