@@ -9,15 +9,7 @@ import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
 import type { PlanRow } from '../lib/run/plan';
 import { redactSecrets } from '../lib/redact';
 import { generationSeed } from '../lib/run/redo';
-import {
-  afterPaid,
-  commitRow,
-  ledgerEntry,
-  RunStore,
-  type RowOutput,
-  type StoredAnswer,
-  type StoredAnswerImage,
-} from '../lib/run/runStore';
+import { afterPaid, commitRow, ledgerEntry, RunStore, type RowOutput, type StoredAnswer } from '../lib/run/runStore';
 import type { RowOutcome, RowTask } from '../lib/shared/types';
 import { rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';

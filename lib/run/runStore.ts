@@ -155,7 +155,7 @@ export class RunStore {
     } catch (err) {
       // Only now is the index looked at: missing (no plan yet), or shorter than the range (S3's 416).
       const info = await storage.stat(layout.plan.index);
-      if (!info) throw new Error(`${storage.describe(layout.plan.index)} is missing: the run has no plan yet`);
+      if (!info) throw new Error(`${storage.describe(layout.plan.index)} is missing: the run has no plan yet`, { cause: err });
       if (start * OFFSET_BYTES >= info.size) return [];
       throw err;
     }
