@@ -24,12 +24,12 @@ import {
   type BatchStatus,
   type BatchSubmission,
 } from '../lib/shared/batch';
-import { runMetaKey } from '../lib/shared/constants';
 import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
 import { rowSelector } from '../lib/shared/filterRows';
 import { encodeOutput, loadInputImage } from '../lib/images';
-import { commitLedgerEntry, completedEntry, ledgerReader, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
+import { completedEntry, ledgerReader, type LedgerEntry } from '../lib/run/ledger';
 import { allPlanRows, readPlanRow, type PlanRow } from '../lib/run/plan';
+import { commitRow as commitFinishedRow, layout, ledgerEntry, RunStore } from '../lib/run/runStore';
 import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
 import { checkOutputsWritable, checkRow } from './editRow';
@@ -50,13 +50,12 @@ import { capabilities, rowCostUsd, supportsParam } from './providers/models';
 const HEARTBEAT_MS = 5_000;
 
 function jobKey(spec: Pick<BatchJobSpec, 'jobId'>, kind: 'rows' | 'submitted'): string {
-  const safe = spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_');
-  return runMetaKey(`batch/${safe}.${kind}.json`);
+  return layout.batchJob(spec.jobId, kind);
 }
 
+/** A record of the run (the job's manifest or submission): undefined when there is none; a failed read throws. */
 async function readJson<T>(storage: Storage, key: string): Promise<T | undefined> {
-  const bytes = await storage.read(key);
-  return bytes ? (JSON.parse(bytes.toString('utf8')) as T) : undefined;
+  return RunStore.open(storage.location).readJson<T>(key);
 }
 
 /** A job's rows: plan positions and indexes, in order. */
@@ -156,18 +155,15 @@ export function createBatchPlanningActivities() {
           else {
             plan.multiTurnRefused += 1;
             retried(state);
-            await writeLedgerEntry(input.outputDir, {
-              index: row.index,
-              position: row.position,
-              status: 'failed',
-              runId: input.runId,
-              model: input.model ?? '',
-              ...(row.digest ? { digest: row.digest } : {}),
-              errorType: ErrorTypes.inputError,
-              error: `row ${row.index} (${row.where}): ${MULTI_TURN_REFUSED}`,
-              info: { batchPhase: input.phaseId },
-              finishedAt: new Date().toISOString(),
-            });
+            const identity = { index: row.index, position: row.position, runId: input.runId, model: input.model ?? '', digest: row.digest };
+            await RunStore.open(input.outputDir).writeEntry(
+              ledgerEntry(identity, state.entry, {
+                status: 'failed',
+                errorType: ErrorTypes.inputError,
+                error: `row ${row.index} (${row.where}): ${MULTI_TURN_REFUSED}`,
+                info: { batchPhase: input.phaseId },
+              }),
+            );
           }
           continue;
         }
@@ -564,6 +560,10 @@ function batchInfo(spec: BatchJobSpec, batchId: string): Record<string, string> 
   return { batchId, batchPhase: spec.phaseId, batchJob: spec.jobId };
 }
 
+function identityOf(spec: BatchJobSpec, row: { position: number; index: number; digest?: string | undefined }) {
+  return { index: row.index, position: row.position, runId: spec.runId, model: spec.model, digest: row.digest };
+}
+
 export function createBatchActivities(deps: BatchActivityDeps) {
   const client = deps.backend === 'openai' ? openAIBatchClient(deps) : geminiBatchClient(deps);
   const secrets = [deps.apiKey];
@@ -575,57 +575,41 @@ export function createBatchActivities(deps: BatchActivityDeps) {
     errorType: string,
     error: string,
     batchId: string | undefined,
-  ): Promise<void> {
-    const existing = await readLedgerEntry(spec.outputDir, row.index);
-    if (existing?.status === 'ok' && existing.digest === row.digest) return;
-    await writeLedgerEntry(spec.outputDir, {
-      index: row.index,
-      position: row.position,
-      status: 'failed',
-      runId: spec.runId,
-      model: spec.model,
-      ...(row.digest ? { digest: row.digest } : {}),
-      errorType,
-      error: boundedMessage(redactSecrets(error, secrets)),
-      info: batchId ? batchInfo(spec, batchId) : { batchPhase: spec.phaseId, batchJob: spec.jobId },
-      finishedAt: new Date().toISOString(),
-    });
+    prior?: LedgerEntry,
+  ): Promise<LedgerEntry> {
+    const store = RunStore.open(spec.outputDir);
+    const existing = prior ?? (await store.readEntry(row.index));
+    // writeEntry keeps an entry that holds the row ok for this request.
+    return store.writeEntry(
+      ledgerEntry(identityOf(spec, row), existing, {
+        status: 'failed',
+        errorType,
+        error: boundedMessage(redactSecrets(error, secrets)),
+        info: batchId ? batchInfo(spec, batchId) : { batchPhase: spec.phaseId, batchJob: spec.jobId },
+      }),
+    );
   }
 
-  /** Commits a row the batch answered: outputs first, then the ledger entry (exclusive), as editRow does. */
-  async function commitRow(
-    spec: BatchJobSpec,
-    row: PlanRow,
-    answer: RowAnswer,
-    batchId: string,
-    startedAt: number,
-  ): Promise<number | undefined> {
-    const storage = openStorage(spec.outputDir);
-    if (await completedEntry(spec.outputDir, row.index, row.digest)) return undefined;
+  /**
+   * Commits a row the batch answered through the run store's one protocol (outputs, then the
+   * exclusive entry, carrying the row's history), as editRow and the GPU path do. Returns the entry
+   * that holds for the row.
+   */
+  async function commitRow(spec: BatchJobSpec, row: PlanRow, answer: RowAnswer, batchId: string, startedAt: number): Promise<LedgerEntry> {
+    const store = RunStore.open(spec.outputDir);
+    const prior = await store.readEntry(row.index);
+    if (await store.isDone(prior, row.digest)) return prior!;
     if (answer.images.length < row.outputs.length) {
-      await recordFailure(
-        spec,
-        row,
-        ErrorTypes.retryable,
-        `batch ${batchId}: asked for ${row.outputs.length} images, the provider returned ${answer.images.length}`,
-        batchId,
-      );
-      return undefined;
+      const error = `batch ${batchId}: asked for ${row.outputs.length} images, the provider returned ${answer.images.length}`;
+      return recordFailure(spec, row, ErrorTypes.retryable, error, batchId, prior);
     }
+    const outputs = [];
     for (const [k, target] of row.outputs.entries())
-      await storage.write(target.path, await encodeOutput(answer.images[k]!, target.format, spec.encoding));
-    const prior = await readLedgerEntry(spec.outputDir, row.index);
+      outputs.push({ path: target.path, bytes: await encodeOutput(answer.images[k]!, target.format, spec.encoding) });
     const standard = rowCostUsd(spec.backend, spec.model, spec.params, answer.usage, answer.images.length);
     const costUsd = standard === undefined ? undefined : Math.round(standard * BATCH_PRICE_FACTOR * 1e6) / 1e6;
-    const replaced = prior?.status === 'ok' && prior.digest && prior.digest !== row.digest ? prior.digest : undefined;
-    const entry: LedgerEntry = {
-      index: row.index,
-      position: row.position,
+    const entry = ledgerEntry(identityOf(spec, row), prior, {
       status: 'ok',
-      runId: spec.runId,
-      model: spec.model,
-      ...(row.digest ? { digest: row.digest } : {}),
-      ...(replaced ? { replacedDigest: replaced } : {}),
       outputImages: row.outputs.map((o) => o.path),
       attempts: 1,
       requestIds: answer.requestIds,
@@ -633,10 +617,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
       ...(costUsd !== undefined ? { costUsd } : {}),
       info: { ...batchInfo(spec, batchId), priced: 'batch' },
       latencyMs: Date.now() - startedAt,
-      finishedAt: new Date().toISOString(),
-    };
-    const { entry: held } = await commitLedgerEntry(spec.outputDir, entry, prior);
-    return held.costUsd;
+    });
+    return (await commitFinishedRow(store, { outputs, entry, prior, paid: true })).entry;
   }
 
   return {
@@ -812,12 +794,13 @@ export function createBatchActivities(deps: BatchActivityDeps) {
               if (o.requestId) answer.requestIds.push(o.requestId);
               for (const [k, v] of Object.entries(o.usage ?? {})) answer.usage[k] = (answer.usage[k] ?? 0) + v;
             }
-            const cost = await commitRow(spec, row, answer, batchId, startedAt);
-            const entry = await readLedgerEntry(spec.outputDir, row.index);
-            if (entry?.status === 'ok') {
+            const entry = await commitRow(spec, row, answer, batchId, startedAt);
+            if (entry.status === 'ok') {
               result.ok += 1;
-              if (cost !== undefined) result.costUsd = Math.round(((result.costUsd ?? 0) + cost) * 1e6) / 1e6;
-            } else count(entry?.errorType ?? ErrorTypes.retryable);
+              // A row another attempt committed is counted, its cost not again.
+              if (entry.info?.batchJob === spec.jobId && entry.costUsd !== undefined)
+                result.costUsd = Math.round(((result.costUsd ?? 0) + entry.costUsd) * 1e6) / 1e6;
+            } else count(entry.errorType ?? ErrorTypes.retryable);
           };
 
           await client.results(batchId, async (key, outcome) => {

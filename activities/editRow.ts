@@ -1,16 +1,15 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
-import { openStorage, type Storage } from '../storage';
-import { clearAnswers, storeAnswer, storedAnswer, type StoredAnswer } from '../storage/answers';
-import { runMetaKey } from '../lib/shared/constants';
+import type { Storage } from '../storage';
 import { rowSeed } from '../lib/gpuContract';
 import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
 import { encodeOutput, loadInputImage } from '../lib/images';
-import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
-import { readPlanRow, type PlanRow } from '../lib/run/plan';
+import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
+import type { PlanRow } from '../lib/run/plan';
 import { redactSecrets } from '../lib/redact';
-import { carriedHistory, generationSeed } from '../lib/run/redo';
+import { generationSeed } from '../lib/run/redo';
+import { afterPaid, commitRow, ledgerEntry, RunStore, type RowOutput, type StoredAnswer } from '../lib/run/runStore';
 import type { RowOutcome, RowTask } from '../lib/shared/types';
 import { rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
@@ -81,20 +80,6 @@ function addUsage(total: Record<string, number>, usage: Record<string, number> |
   for (const [k, v] of Object.entries(usage ?? {})) total[k] = (total[k] ?? 0) + v;
 }
 
-/** Per-row state that lets a retry pick up where the last attempt stopped. */
-function rowStateKey(index: number, kind: 'chats' | 'enhanced'): string {
-  return runMetaKey(`${kind}/${String(index).padStart(6, '0')}.json`);
-}
-
-async function readJson<T>(storage: Storage, key: string): Promise<T | undefined> {
-  try {
-    const bytes = await storage.read(key);
-    return bytes ? (JSON.parse(bytes.toString('utf8')) as T) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 export interface ModelActivityDeps {
   /** Builds the prompt enhancer for `--prompt-enhance <model>` (keys from the worker environment). */
   enhancer?: (model: string) => PromptEnhancer;
@@ -139,12 +124,14 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
       const beat = () => context.heartbeat(details);
       const timer = setInterval(beat, Math.max(1000, (context.info.heartbeatTimeoutMs ?? 60_000) / 3));
       try {
-        const row = await readPlanRow(task.outputDir, task.position);
-        const done = await completedEntry(task.outputDir, task.index, row.digest);
-        if (done) {
-          return { position: task.position, index: task.index, status: 'ok', outputImages: done.outputImages! };
+        const store = RunStore.open(task.outputDir);
+        const row = await store.planRow(task.position);
+        // The row's entry is read once: it says whether the row is done, and is what this attempt starts from.
+        const prior = await store.readEntry(task.index);
+        if (await store.isDone(prior, row.digest)) {
+          return { position: task.position, index: task.index, status: 'ok', outputImages: prior!.outputImages! };
         }
-        const work = new RowAttempt(task, row, provider, {
+        const work = new RowAttempt(task, row, store, prior, provider, {
           signal,
           attempt: context.info.attempt,
           previousHeartbeat: context.info.heartbeatDetails as JsonValue | undefined,
@@ -181,6 +168,10 @@ interface AttemptContext {
 /** One attempt at one row, in named steps: inputs, prompts, calls (answers stored), outputs, commit. */
 class RowAttempt {
   private readonly storage: Storage;
+  /** Keys of the answers this attempt stored or read: cleared once the row is committed. */
+  private readonly answerKeys: string[] = [];
+  /** Single-call rows: the encoded outputs, written by the commit. */
+  private outputs: RowOutput[] = [];
   private readonly started = Date.now();
   private readonly requestIds: string[] = [];
   private readonly usage: Record<string, number> = {};
@@ -188,24 +179,24 @@ class RowAttempt {
   private readonly enhanceUsage: Record<string, number> = {};
   private readonly info: Record<string, string | number> = {};
   private imagesReturned = 0;
-  private prior: LedgerEntry | undefined;
   private inputs: ProviderImage[] = [];
   private mask: ProviderImage | undefined;
 
   constructor(
     private readonly task: RowTask,
     private readonly row: PlanRow,
+    private readonly store: RunStore,
+    private readonly prior: LedgerEntry | undefined,
     private readonly provider: ImageEditProvider,
     private readonly ctx: AttemptContext,
   ) {
-    this.storage = openStorage(task.outputDir);
+    this.storage = store.storage;
   }
 
   async run(): Promise<RowOutcome> {
     const { task, row } = this;
     checkRow(row, task);
     await checkOutputsWritable(this.storage, row);
-    this.prior = await readLedgerEntry(task.outputDir, task.index);
     await this.loadInputs();
     const prompts = await this.prompts();
     if (row.turns.length === 1) await this.singleCall(prompts[0]!);
@@ -237,8 +228,8 @@ class RowAttempt {
   private async prompts(): Promise<string[]> {
     const { task, row } = this;
     if (!task.promptEnhance) return row.turns;
-    const key = rowStateKey(task.index, 'enhanced');
-    const kept = await readJson<{ turns: string[]; digest?: string }>(this.storage, key);
+    // A read that fails throws: taken for "nothing kept", it would pay the enhancer again.
+    const kept = await this.store.readRowState<{ turns: string[]; digest?: string }>('enhanced', task.index);
     if (kept?.turns.length === row.turns.length && kept.digest === row.digest) return kept.turns;
     const enhancer = this.ctx.enhancerFor(task.promptEnhance.model);
     const prompts: string[] = [];
@@ -251,7 +242,9 @@ class RowAttempt {
       addUsage(this.enhanceUsage, result.usage);
       prompts.push(result.text);
     }
-    await this.storage.write(key, JSON.stringify({ turns: prompts, ...(row.digest ? { digest: row.digest } : {}) }));
+    await afterPaid('keeping the enhanced prompt', () =>
+      this.store.writeRowState('enhanced', task.index, { turns: prompts, ...(row.digest ? { digest: row.digest } : {}) }),
+    );
     return prompts;
   }
 
@@ -283,8 +276,11 @@ class RowAttempt {
    * else the provider, whose answer is stored before anything else happens to it.
    */
   private async answer(call: number, ask: () => Promise<ImageResult & { history?: JsonValue[] }>): Promise<StoredAnswer> {
-    const kept = await storedAnswer(this.task.outputDir, this.task.index, call, this.row.digest);
-    if (kept) return this.record(kept);
+    const kept = await this.store.storedAnswer(this.task.index, call, this.row.digest);
+    if (kept) {
+      this.answerKeys.push(...kept.keys);
+      return this.record(kept.answer);
+    }
     const result = await ask();
     const answer: StoredAnswer = {
       images: result.images,
@@ -293,7 +289,19 @@ class RowAttempt {
       ...(result.info ? { info: result.info } : {}),
       ...(result.history ? { history: result.history } : {}),
     };
-    await storeAnswer(this.task.outputDir, this.task.index, call, this.row.digest, answer);
+    // Paid: a passing storage fault is retried from memory here, never by an activity retry that would
+    // call the provider again. If the store stays down, the attempt goes on from memory; its output
+    // and commit writes are guarded the same way and pause the run if they fail.
+    try {
+      const keys = await afterPaid(
+        'storing the answer',
+        () => this.store.storeAnswer(this.task.index, call, this.row.digest, answer),
+        this.ctx.signal,
+      );
+      this.answerKeys.push(...keys);
+    } catch (err) {
+      if (!(err instanceof ClassifiedError) || err.kind !== 'storageError') throw err;
+    }
     return this.record(answer);
   }
 
@@ -303,9 +311,15 @@ class RowAttempt {
     return this.provider.edit({ ...request, images, ...(this.mask && images === this.inputs ? { mask: this.mask } : {}) });
   }
 
-  private async save(k: number, data: Buffer): Promise<void> {
+  private async encode(k: number, data: Buffer): Promise<RowOutput> {
     const target = this.row.outputs[k]!;
-    await this.storage.write(target.path, await encodeOutput(data, target.format, this.task.encoding));
+    return { path: target.path, bytes: await encodeOutput(data, target.format, this.task.encoding) };
+  }
+
+  /** A finished turn's output, written at once (the next turn may fail). */
+  private async save(k: number, data: Buffer): Promise<void> {
+    const output = await this.encode(k, data);
+    await afterPaid(`writing ${this.storage.describe(output.path)}`, () => this.storage.write(output.path, output.bytes));
   }
 
   private async singleCall(prompt: string): Promise<void> {
@@ -314,7 +328,7 @@ class RowAttempt {
     if (result.images.length < row.outputs.length) {
       throw new ClassifiedError('retryable', `asked for ${row.outputs.length} images, the provider returned ${result.images.length}`);
     }
-    for (let k = 0; k < row.outputs.length; k++) await this.save(k, result.images[k]!.data);
+    for (let k = 0; k < row.outputs.length; k++) this.outputs.push(await this.encode(k, result.images[k]!.data));
   }
 
   /**
@@ -325,9 +339,10 @@ class RowAttempt {
     const { task, row, provider } = this;
     const outputPaths = row.outputs.map((o) => o.path);
     const resumeAt = await turnsDone(task.outputDir, this.prior, row.digest, outputPaths);
-    const chatKey = rowStateKey(task.index, 'chats');
     let history =
-      provider.chatTurn && resumeAt > 0 ? await readJson<{ turnsDone: number; history: JsonValue[] }>(this.storage, chatKey) : undefined;
+      provider.chatTurn && resumeAt > 0
+        ? await this.store.readRowState<{ turnsDone: number; history: JsonValue[] }>('chats', task.index)
+        : undefined;
     if (history && history.turnsDone !== resumeAt) history = undefined;
     let current = this.inputs;
     if (resumeAt > 0) {
@@ -355,32 +370,34 @@ class RowAttempt {
       }
       await this.save(k, image);
       current = [{ data: await sharp(image).png().toBuffer(), mimeType: 'image/png' }];
-      if (chat) await this.storage.write(chatKey, JSON.stringify({ turnsDone: k + 1, history: chat }));
+      if (chat) {
+        const kept = { turnsDone: k + 1, history: chat };
+        await afterPaid('keeping the chat', () => this.store.writeRowState('chats', task.index, kept));
+      }
       if (k < row.turns.length - 1) {
-        await writeLedgerEntry(task.outputDir, {
-          ...this.base(prompts),
-          ...this.totals(),
-          status: 'partial',
-          turnsDone: k + 1,
-          outputImages: outputPaths.slice(0, k + 1),
-          finishedAt: new Date().toISOString(),
-        });
+        // Never over a committed entry: a late attempt of a row another attempt finished stops here.
+        const held = await afterPaid('recording the finished turn', () =>
+          this.store.writeEntry(
+            this.entry(prompts, { ...this.totals(), status: 'partial', turnsDone: k + 1, outputImages: outputPaths.slice(0, k + 1) }),
+          ),
+        );
+        if (held.status === 'ok') throw new ClassifiedError('retryable', `row ${row.index} was finished by another attempt`);
       }
     }
   }
 
-  private base(prompts: string[]): Omit<LedgerEntry, 'status' | 'finishedAt'> {
+  /** This attempt's entry for the row (built by the run store's one builder, carrying the history). */
+  private entry(prompts: string[], fields: Parameters<typeof ledgerEntry>[2]): LedgerEntry {
     const { task, row } = this;
-    return {
-      index: task.index,
-      position: task.position,
-      runId: task.runId,
-      model: task.model,
-      ...(row.digest ? { digest: row.digest } : {}),
-      ...carriedHistory(this.prior),
-      attempts: this.ctx.attempt,
-      ...(task.promptEnhance ? { instructionEnhanced: prompts.join(' → ') } : {}),
-    };
+    return ledgerEntry(
+      { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest },
+      this.prior,
+      {
+        attempts: this.ctx.attempt,
+        ...(task.promptEnhance ? { instructionEnhanced: prompts.join(' → ') } : {}),
+        ...fields,
+      },
+    );
   }
 
   /** Request ids, usage and cost over every attempt and turn of the row. */
@@ -404,23 +421,20 @@ class RowAttempt {
   private async commit(prompts: string[]): Promise<RowOutcome> {
     const { task, row } = this;
     const outputPaths = row.outputs.map((o) => o.path);
-    const replaced = this.prior?.status === 'ok' && this.prior.digest && this.prior.digest !== row.digest ? this.prior.digest : undefined;
-    const { entry } = await commitLedgerEntry(
-      task.outputDir,
-      {
-        ...this.base(prompts),
+    const { entry } = await commitRow(this.store, {
+      outputs: this.outputs,
+      entry: this.entry(prompts, {
         ...this.totals(),
         status: 'ok',
         outputImages: outputPaths,
         ...(row.turns.length > 1 ? { turnsDone: row.turns.length } : {}),
-        ...(replaced ? { replacedDigest: replaced } : {}),
         latencyMs: Date.now() - this.started,
-        finishedAt: new Date().toISOString(),
-      },
-      this.prior,
-    );
+      }),
+      prior: this.prior,
+      paid: true,
+    });
     // The outputs and the ledger now hold what the stored answers held.
-    await clearAnswers(task.outputDir, task.index, row.turns.length).catch(() => undefined);
+    await this.store.clearAnswers(this.answerKeys).catch(() => undefined);
     return {
       position: task.position,
       index: task.index,

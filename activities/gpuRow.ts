@@ -1,13 +1,12 @@
+import { createHash } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
-import { openStorage } from '../storage';
-import { runMetaKey } from '../lib/shared/constants';
 import { ClassifiedError } from '../lib/shared/errors';
 import { validateGpuRequest, validateGpuResult, rowSeed, type GpuEditRequest, type GpuModelType } from '../lib/gpuContract';
 import { encodeOutput, loadInputImage } from '../lib/images';
-import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry } from '../lib/run/ledger';
-import { readPlanRow } from '../lib/run/plan';
-import { carriedHistory, generationSeed } from '../lib/run/redo';
+import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
+import { generationSeed } from '../lib/run/redo';
+import { commitRow, layout, ledgerEntry, RunStore } from '../lib/run/runStore';
 import type { RowTask } from '../lib/shared/types';
 import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 
@@ -33,10 +32,24 @@ export interface GpuRowPlan {
   chained: boolean;
   /** Output number of requests[0] (a multi-turn row resumes at its first unfinished turn). */
   firstOutput: number;
+  /**
+   * The output number of each request, where they are not firstOutput, firstOutput + 1, ...: a row
+   * with independent outputs whose finished ones were kept from an earlier try.
+   */
+  outputs?: number[];
 }
 
-function stagingKey(index: number, name?: string): string {
-  return runMetaKey(`staging/${String(index).padStart(6, '0')}${name ? `/${name}` : ''}`);
+const stagingKey = layout.staging;
+
+/** What a staged GPU output was made for: the row as asked, and the output's own request. */
+interface StagedRequests {
+  /** Per output number: a hash of its request without its URLs. */
+  made: Record<number, string>;
+}
+
+function requestIdentity(request: GpuEditRequest): string {
+  const { input_images: _in, output_path: _out, ...what } = request;
+  return createHash('sha256').update(JSON.stringify(what)).digest('hex');
 }
 
 function fail(err: unknown): never {
@@ -50,10 +63,12 @@ export function createGpuRowActivities() {
       const gpu = task.gpu;
       if (!gpu) throw ApplicationFailure.nonRetryable('a diffusers row needs gpu settings', 'InvalidRequest');
       try {
-        const storage = openStorage(task.outputDir);
-        const row = await readPlanRow(task.outputDir, task.position);
-        const done = await completedEntry(task.outputDir, task.index, row.digest);
-        if (done) return { done: true, outputImages: done.outputImages!, requests: [], chained: false, firstOutput: 0 };
+        const store = RunStore.open(task.outputDir);
+        const { storage } = store;
+        const row = await store.planRow(task.position);
+        const prior = await store.readEntry(task.index);
+        if (await store.isDone(prior, row.digest))
+          return { done: true, outputImages: prior!.outputImages!, requests: [], chained: false, firstOutput: 0 };
         checkRow(row, task);
         if (row.images.length === 0) {
           throw new ClassifiedError(
@@ -64,8 +79,15 @@ export function createGpuRowActivities() {
         await checkOutputsWritable(storage, row);
         const outputPaths = row.outputs.map((o) => o.path);
         const chained = row.turns.length > 1;
-        const prior = await readLedgerEntry(task.outputDir, task.index);
         const firstOutput = chained ? await turnsDone(task.outputDir, prior, row.digest, outputPaths) : 0;
+        // Independent outputs (--num-images) the GPU made in an earlier try of the row, for exactly
+        // the request this try would send: committed now, not made again when a sibling failed.
+        const staged = chained ? undefined : await store.readJson<StagedRequests>(stagingKey(task.index, 'requests.json'));
+        const kept = new Map<number, Buffer>();
+        for (const k of Object.keys(staged?.made ?? {}).map(Number)) {
+          const bytes = await storage.read(stagingKey(task.index, `out_${k}.png`));
+          if (bytes) kept.set(k, bytes);
+        }
         // A fresh staging folder: GPU outputs are create-only, so one left by an earlier request
         // must not be taken for this one's.
         await storage.removeAll(stagingKey(task.index));
@@ -91,23 +113,44 @@ export function createGpuRowActivities() {
           }
         }
         const requests: GpuEditRequest[] = [];
+        const numbers: number[] = [];
+        const made: StagedRequests['made'] = {};
         for (let k = firstOutput; k < row.outputs.length; k++) {
-          requests.push(
-            validateGpuRequest({
-              run_id: task.runId,
-              row_index: task.index,
-              model: task.model,
-              model_type: gpu.modelType as GpuModelType,
-              prompt: chained ? row.turns[k]! : row.turns[0]!,
-              input_images:
-                chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
-              output_path: await storage.createUrl(stagingKey(task.index, `out_${k}.png`), URL_LIFETIME_S),
-              seed: rowSeed(generationSeed(gpu.seed, prior), task.index, k),
-              params: gpu.params,
-            }),
-          );
+          const request = validateGpuRequest({
+            run_id: task.runId,
+            row_index: task.index,
+            model: task.model,
+            model_type: gpu.modelType as GpuModelType,
+            prompt: chained ? row.turns[k]! : row.turns[0]!,
+            input_images:
+              chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
+            output_path: await storage.createUrl(stagingKey(task.index, `out_${k}.png`), URL_LIFETIME_S),
+            seed: rowSeed(generationSeed(gpu.seed, prior), task.index, k),
+            params: gpu.params,
+          });
+          made[k] = requestIdentity(request);
+          const earlier = staged?.made[k] === made[k] ? kept.get(k) : undefined;
+          if (earlier) {
+            const target = row.outputs[k]!;
+            await storage.write(target.path, await encodeOutput(earlier, target.format, task.encoding));
+            continue;
+          }
+          requests.push(request);
+          numbers.push(k);
         }
-        return { done: false, outputImages: outputPaths, requests, chained, firstOutput };
+        const identity = { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest };
+        if (requests.length === 0) {
+          // Every output was kept: the row is committed here.
+          const { entry } = await commitRow(store, {
+            outputs: [],
+            entry: ledgerEntry(identity, prior, { status: 'ok', outputImages: outputPaths, attempts: 1 }),
+            prior: prior?.status === 'ok' ? prior : undefined,
+          });
+          return { done: true, outputImages: entry.outputImages ?? outputPaths, requests: [], chained, firstOutput };
+        }
+        if (!chained) await store.writeJson(stagingKey(task.index, 'requests.json'), { made } satisfies StagedRequests);
+        const contiguous = numbers.every((n, i) => n === firstOutput + i);
+        return { done: false, outputImages: outputPaths, requests, chained, firstOutput, ...(contiguous ? {} : { outputs: numbers }) };
       } catch (err) {
         return fail(err);
       }
@@ -124,9 +167,10 @@ export function createGpuRowActivities() {
     }): Promise<void> {
       const { task } = args;
       try {
-        const storage = openStorage(task.outputDir);
+        const store = RunStore.open(task.outputDir);
+        const { storage } = store;
         const result = validateGpuResult(args.result);
-        const row = await readPlanRow(task.outputDir, task.position);
+        const row = await store.planRow(task.position);
         const target = row.outputs[args.output]!;
         const produced = await storage.read(stagingKey(task.index, `out_${args.output}.png`));
         if (!produced)
@@ -134,41 +178,35 @@ export function createGpuRowActivities() {
             'retryable',
             `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`,
           );
-        await storage.write(target.path, await encodeOutput(produced, target.format, task.encoding));
+        const output = { path: target.path, bytes: await encodeOutput(produced, target.format, task.encoding) };
         const outputImages = row.outputs.map((o) => o.path);
-        const prior = await readLedgerEntry(task.outputDir, task.index);
-        const base = {
-          index: task.index,
-          position: task.position,
-          runId: task.runId,
-          model: task.model,
-          ...(row.digest ? { digest: row.digest } : {}),
-          ...carriedHistory(prior),
-        };
+        const prior = await store.readEntry(task.index);
+        const identity = { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest };
         if (args.last) {
-          await commitLedgerEntry(
-            task.outputDir,
-            {
-              ...base,
+          await commitRow(store, {
+            outputs: [output],
+            entry: ledgerEntry(identity, prior, {
               status: 'ok',
               outputImages,
               ...(args.chained ? { turnsDone: outputImages.length } : {}),
               // The Python worker says which attempt produced the output (older workers: the workflow's 1).
               attempts: result.attempt ?? args.attempts,
               latencyMs: Math.round(result.latency_ms),
-              finishedAt: new Date().toISOString(),
-            },
-            prior?.status === 'ok' ? prior : undefined,
-          );
-          await storage.removeAll(stagingKey(task.index));
-        } else if (args.chained) {
-          await writeLedgerEntry(task.outputDir, {
-            ...base,
-            status: 'partial',
-            turnsDone: args.output + 1,
-            outputImages: outputImages.slice(0, args.output + 1),
-            finishedAt: new Date().toISOString(),
+            }),
+            prior: prior?.status === 'ok' ? prior : undefined,
           });
+          await storage.removeAll(stagingKey(task.index));
+        } else {
+          await storage.write(output.path, output.bytes);
+          if (args.chained) {
+            await store.writeEntry(
+              ledgerEntry(identity, prior, {
+                status: 'partial',
+                turnsDone: args.output + 1,
+                outputImages: outputImages.slice(0, args.output + 1),
+              }) satisfies LedgerEntry,
+            );
+          }
         }
       } catch (err) {
         return fail(err);

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isS3Location, openStorage } from '../storage';
-import { runMetaKey } from '../lib/shared/constants';
+import { layout } from '../lib/run/runStore';
 import { UsageError } from '../lib/shared/errors';
 import { findRun } from '../lib/run/runRegistry';
 
@@ -11,14 +11,14 @@ import { findRun } from '../lib/run/runRegistry';
  */
 export async function resolveRunOutputDir(target: string, stateDir: string): Promise<string> {
   if (isS3Location(target)) {
-    if (!(await openStorage(target).stat(runMetaKey('plan.json'))))
-      throw new UsageError(`${target} holds no Atelier run (no ${runMetaKey('plan.json')})`);
+    if (!(await openStorage(target).stat(layout.plan.meta)))
+      throw new UsageError(`${target} holds no Atelier run (no ${layout.plan.meta})`);
     return target;
   }
   const asDir = resolve(target);
   if (existsSync(asDir)) {
-    if (!existsSync(resolve(asDir, runMetaKey('plan.json'))))
-      throw new UsageError(`${asDir} holds no Atelier run (no ${runMetaKey('plan.json')}); give the run's output dir or its run id`);
+    if (!existsSync(resolve(asDir, layout.plan.meta)))
+      throw new UsageError(`${asDir} holds no Atelier run (no ${layout.plan.meta}); give the run's output dir or its run id`);
     return asDir;
   }
   const registered = await findRun(stateDir, target);
@@ -29,7 +29,7 @@ export async function resolveRunOutputDir(target: string, stateDir: string): Pro
 
 /** The run id an output dir belongs to (its claim, written when the run planned). */
 export async function runIdOf(outputDir: string): Promise<string> {
-  const bytes = await openStorage(outputDir).read(runMetaKey('run.json'));
-  if (!bytes) throw new UsageError(`${outputDir} has no ${runMetaKey('run.json')}: the run never planned`);
+  const bytes = await openStorage(outputDir).read(layout.run);
+  if (!bytes) throw new UsageError(`${outputDir} has no ${layout.run}: the run never planned`);
   return (JSON.parse(bytes.toString('utf8')) as { runId: string }).runId;
 }

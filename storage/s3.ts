@@ -1,6 +1,7 @@
 import {
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -55,9 +56,18 @@ function statusOf(err: unknown): number | undefined {
     : (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
 
+/** A missing object. A missing bucket is not one: it is the store gone, which pauses the run. */
 function isNotFound(err: unknown): boolean {
   const name = (err as Error)?.name;
+  if (name === 'NoSuchBucket') return false;
   return name === 'NoSuchKey' || name === 'NotFound' || statusOf(err) === 404;
+}
+
+function bucketGone(bucket: string, where: string): ClassifiedError {
+  return new ClassifiedError(
+    'storageError',
+    `the bucket ${bucket} does not exist (${where}): it was deleted or the location names another`,
+  );
 }
 
 /** S3 answers classed like filesystem errors: refusals pause the run, 5xx and network are retried. */
@@ -67,6 +77,7 @@ function s3Failure(err: unknown, where: string): ClassifiedError {
   const name = (err as Error)?.name ?? 'Error';
   const message = `${where}: ${name}: ${(err as Error)?.message ?? String(err)}`;
   if (name === 'KeyTooLongError' || name === 'InvalidObjectName') return new ClassifiedError('inputError', message);
+  if (name === 'NoSuchBucket') return bucketGone(/^s3:\/\/([^/]+)/.exec(where)?.[1] ?? '?', where);
   if (
     status === 403 ||
     status === 401 ||
@@ -137,7 +148,20 @@ export class S3Storage implements Storage {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
       return { size: out.ContentLength ?? 0 };
     } catch (err) {
-      if (isNotFound(err)) return undefined;
+      if (!isNotFound(err)) throw s3Failure(err, this.describe(key));
+    }
+    // A HEAD answer has no body, so a 404 does not say whether the key or the bucket is missing: the
+    // bucket is asked (only on a miss, which the row path meets rarely).
+    await this.checkBucket(key);
+    return undefined;
+  }
+
+  private async checkBucket(key: string): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      if (statusOf(err) === 404 || (err as Error)?.name === 'NotFound' || (err as Error)?.name === 'NoSuchBucket')
+        throw bucketGone(this.bucket, this.describe(key));
       throw s3Failure(err, this.describe(key));
     }
   }

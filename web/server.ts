@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { openStorage, type Storage } from '../storage';
-import { runMetaKey } from '../lib/shared/constants';
+import { layout } from '../lib/run/runStore';
 import { readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/run/plan';
 import { clearReviewMark, isVerdict, writeReviewMark } from '../lib/run/review';
@@ -113,7 +113,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   const { outputDir } = options;
   const storage: Storage = openStorage(outputDir);
   const meta = await readPlanMeta(outputDir);
-  const cacheDir = childLocation(outputDir, runMetaKey('image-cache'));
+  const cacheDir = childLocation(outputDir, layout.imageCache);
   let cached: { at: number; rows: Map<number, RunRowView> } | undefined;
 
   /** Every row's state, re-read at most once a second however many pages poll. */

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import sharp from 'sharp';
 import type { Storage } from '../storage';
-import { runMetaKey } from '../lib/shared/constants';
+import { layout } from '../lib/run/runStore';
 
 // Thumbnails for the viewer's grid: made once per image with sharp and kept in the run's own
 // folder (`.atelier/thumbs/`), so reopening the viewer, or another person's viewer on the same
@@ -11,7 +11,7 @@ import { runMetaKey } from '../lib/shared/constants';
 const THUMB_SIDE = 256;
 
 export function thumbKey(identity: string): string {
-  return runMetaKey(`thumbs/${createHash('sha256').update(identity).digest('hex').slice(0, 32)}.webp`);
+  return layout.thumb(createHash('sha256').update(identity).digest('hex').slice(0, 32));
 }
 
 /** The cached thumbnail of an image, made from `load()` the first time it is asked for. */

@@ -77,7 +77,8 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
   const commit = (i: number, result: GpuEditResult) =>
     commitGpuOutput({
       task,
-      output: plan.firstOutput + i,
+      // Which output request i makes (plan.outputs: some were kept from an earlier try; no new commands).
+      output: plan.outputs?.[i] ?? plan.firstOutput + i,
       result,
       last: i === plan.requests.length - 1,
       chained: plan.chained,

@@ -1,7 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import sharp from 'sharp';
 import { openStorage } from '../../storage';
-import { runMetaKey } from '../../lib/shared/constants';
+import { layout } from '../../lib/run/runStore';
 import { boundedMessage, ClassifiedError } from '../../lib/shared/errors';
 import { rowSelector } from '../../lib/shared/filterRows';
 import { loadInputImage } from '../../lib/images';
@@ -110,7 +110,7 @@ export function createJudgeActivities(client: JudgeClient) {
           return { index: task.index, status: 'kept', overall: existing!.scores.overall };
         const storage = openStorage(task.outputDir);
         const sources: ProviderImage[] = [];
-        const imageSources = { cacheDir: childLocation(task.outputDir, runMetaKey('image-cache')), runDir: task.outputDir, signal };
+        const imageSources = { cacheDir: childLocation(task.outputDir, layout.imageCache), runDir: task.outputDir, signal };
         for (const ref of row.images) sources.push(await forJudge((await loadInputImage(ref, imageSources)).png));
         const last = entry.outputImages!.at(-1)!;
         const output = await storage.read(last);

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Storage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
+import { layout } from '../run/runStore';
 import { sniffImageType } from '../images';
 import type { ImageRef } from '../run/plan';
 
@@ -15,7 +15,7 @@ export function runBlobStore(storage: Storage): (bytes: Uint8Array) => Promise<I
     const digest = createHash('sha256').update(bytes).digest('hex');
     const type = sniffImageType(bytes, 'application/octet-stream');
     const ext = type.startsWith('image/') ? type.slice(6).replace('jpeg', 'jpg') : 'bin';
-    const key = runMetaKey(`blobs/${digest}.${ext}`);
+    const key = layout.blob(digest, ext);
     if (!stored.has(key)) {
       await storage.create(key, bytes);
       stored.add(key);

@@ -2,7 +2,7 @@ import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { openStorage } from '../../storage';
 import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from '../run/plan';
-import { runMetaKey } from '../shared/constants';
+import { layout } from '../run/runStore';
 import { readSource } from '../images';
 import { inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
 import { runRows, type RunRowView } from '../run/runRows';
@@ -182,7 +182,7 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
   await prepareOut(out);
   const columns = columnsOf(shape);
   const storage = openStorage(outputDir);
-  const sources = { cacheDir: options.imageCacheDir ?? childLocation(outputDir, runMetaKey('image-cache')), runDir: outputDir };
+  const sources = { cacheDir: options.imageCacheDir ?? childLocation(outputDir, layout.imageCache), runDir: outputDir };
   const shardBytes = options.shardBytes ?? 256 * 1024 * 1024;
   const temp: string[] = [];
   let writer: ParquetTableWriter | undefined;

@@ -1,5 +1,5 @@
 import { openStorage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
+import { layout, rowRecordIndex } from './runStore';
 
 // What the judge (`atelier judge`) said about a row's output, kept with the run beside its ledger:
 // one object per row, written whole. A record holds only for the ledger entry it judged (its
@@ -29,10 +29,10 @@ export interface JudgeRecord {
   at: string;
 }
 
-const JUDGE = runMetaKey('judge');
+const JUDGE = layout.judge;
 
 function recordKey(index: number): string {
-  return `${JUDGE}/${String(index).padStart(6, '0')}.json`;
+  return layout.judgeScore(index);
 }
 
 /** VIEScore's overall score from the sub-scores (Ku et al. 2024, eq. O = sqrt(min SC x min PQ)). */
@@ -53,7 +53,7 @@ export async function readJudgeRecord(outputDir: string, index: number): Promise
 /** Every row's record, by index (one listing, then a read per scored row). */
 export async function readJudgeRecords(outputDir: string): Promise<Map<number, JudgeRecord>> {
   const storage = openStorage(outputDir);
-  const names = (await storage.list(JUDGE)).filter((n) => /^\d+\.json$/.test(n));
+  const names = (await storage.list(JUDGE)).filter((n) => rowRecordIndex(n) !== undefined);
   const records = new Map<number, JudgeRecord>();
   await Promise.all(
     names.map(async (name) => {

@@ -1,7 +1,5 @@
-import { createHash } from 'node:crypto';
-import { openStorage, type Storage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
-import type { RowGeneration } from './redo';
+import type { LedgerEntry } from './records';
+import { RunStore, sameRequest } from './runStore';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs in the run's
 // storage: one small JSON object per row index, written whole after the row's images are in place.
@@ -13,82 +11,26 @@ import type { RowGeneration } from './redo';
 // writer can create (O_EXCL / If-None-Match), so two attempts of one row (a worker thought dead that
 // still runs, and its retry) can never both believe they finished it; the loser takes the winner's.
 
-export interface LedgerEntry {
-  index: number;
-  position: number;
-  /** `partial`: a multi-turn row with some turns done (their outputs kept for the retry). */
-  status: 'ok' | 'failed' | 'partial';
-  runId: string;
-  model: string;
-  /** The row's digest when its outputs were made (lib/run/rowDigest.ts); absent in older ledgers. */
-  digest?: string;
-  /** Outputs replaced because the row changed since they were made. */
-  replacedDigest?: string;
-  /** Relative to the output dir, in order (one per image or per turn). */
-  outputImages?: string[];
-  /** Multi-turn rows: turns whose outputs are on disk. */
-  turnsDone?: number;
-  errorType?: string;
-  error?: string;
-  attempts?: number;
-  requestIds?: string[];
-  latencyMs?: number;
-  /** Token counts as the provider reports them, summed over attempts and turns. */
-  usage?: Record<string, number>;
-  /** Estimated from the model's published prices (activities/providers/models.ts). */
-  costUsd?: number;
-  /** Provider facts worth keeping (remaining quota headers, ...). */
-  info?: Record<string, string | number>;
-  /** The instruction as --prompt-enhance rewrote it (turns joined by " → "). */
-  instructionEnhanced?: string;
-  /** Earlier outputs of a row made again (`atelier retry --redo`), oldest first (lib/run/redo.ts). */
-  history?: RowGeneration[];
-  finishedAt: string;
-}
-
-const LEDGER = runMetaKey('ledger');
-
-function pad(index: number): string {
-  return String(index).padStart(6, '0');
-}
-
-function entryKey(index: number): string {
-  return `${LEDGER}/${pad(index)}.json`;
-}
-
-/**
- * The done-marker of one way of finishing a row: its digest and the ledger state the attempt
- * started from, so a row redone later (its content changed, then changed back) gets a new marker
- * while two attempts racing from the same state compete for one.
- */
-function doneKey(index: number, digest: string | undefined, startedFrom: string | undefined): string {
-  const from = createHash('sha256')
-    .update(startedFrom ?? '')
-    .digest('hex')
-    .slice(0, 12);
-  return `${LEDGER}/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`;
-}
-
-function parse(bytes: Buffer | undefined): LedgerEntry | undefined {
-  return bytes ? (JSON.parse(bytes.toString('utf8')) as LedgerEntry) : undefined;
-}
+export type { LedgerEntry } from './records';
 
 /**
  * Indexes that have a ledger entry, from one listing: lets a scan over many rows skip the reads
  * (and their failures) for rows never attempted.
  */
 export async function ledgerIndexes(outputDir: string): Promise<Set<number>> {
-  const names = await openStorage(outputDir).list(LEDGER);
-  return new Set(names.filter((n) => /^\d+\.json$/.test(n)).map((n) => Number(n.slice(0, -5))));
+  return RunStore.open(outputDir).ledgerIndexes();
 }
 
 export async function readLedgerEntry(outputDir: string, index: number): Promise<LedgerEntry | undefined> {
-  return parse(await openStorage(outputDir).read(entryKey(index)));
+  return RunStore.open(outputDir).readEntry(index);
 }
 
-/** Records a failed or partial row (not exclusive: the last word on an unfinished row wins). */
-export async function writeLedgerEntry(outputDir: string, entry: LedgerEntry): Promise<void> {
-  await openStorage(outputDir).write(entryKey(entry.index), `${JSON.stringify(entry)}\n`);
+/**
+ * Records a failed or partial row: the last word on an unfinished row wins, but never over a row
+ * committed ok for the same request (lib/run/runStore.ts).
+ */
+export async function writeLedgerEntry(outputDir: string, entry: LedgerEntry): Promise<LedgerEntry> {
+  return RunStore.open(outputDir).writeEntry(entry);
 }
 
 /**
@@ -101,54 +43,14 @@ export async function commitLedgerEntry(
   entry: LedgerEntry,
   startedFrom: LedgerEntry | undefined,
 ): Promise<{ won: boolean; entry: LedgerEntry }> {
-  const storage = openStorage(outputDir);
-  const json = `${JSON.stringify(entry)}\n`;
-  const marker = doneKey(entry.index, entry.digest, startedFrom?.finishedAt);
-  if (!(await storage.create(marker, json))) {
-    const winner = parse(await storage.read(marker));
-    if (winner) {
-      // The winner may have died between its marker and its entry (a killed host): the commit is
-      // completed here, with the winner's entry, so the row never stays pending behind a marker.
-      const current = await readLedgerEntry(outputDir, entry.index);
-      if (current?.status !== 'ok' || current.finishedAt !== winner.finishedAt)
-        await storage.write(entryKey(entry.index), `${JSON.stringify(winner)}\n`);
-      return { won: false, entry: winner };
-    }
-  }
-  await storage.write(entryKey(entry.index), json);
-  return { won: true, entry };
-}
-
-/**
- * Checks that output files exist: a stat each (a HEAD on S3), only for rows whose entry says ok,
- * so a scan costs one request per finished output, whatever the size of the run.
- */
-function outputChecker(storage: Storage): (paths: readonly string[]) => Promise<boolean> {
-  // A failed check is an error, not a missing output: taking it for missing would run the row again.
-  return async (paths) => (await Promise.all(paths.map((p) => storage.stat(p)))).every(Boolean);
-}
-
-/** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
-async function isDone(
-  entry: LedgerEntry | undefined,
-  digest: string | undefined,
-  exist: (paths: readonly string[]) => Promise<boolean>,
-): Promise<boolean> {
-  if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
-  if (!sameRequest(entry, digest)) return false;
-  return exist(entry.outputImages);
-}
-
-/** Entries from before digests were recorded, or rows planned without one, match any request. */
-function sameRequest(entry: LedgerEntry, digest: string | undefined): boolean {
-  return entry.digest === undefined || digest === undefined || entry.digest === digest;
+  return RunStore.open(outputDir).commitEntry(entry, startedFrom);
 }
 
 /** The entry, if the row is done for what it asks now. */
 export async function completedEntry(outputDir: string, index: number, digest: string | undefined): Promise<LedgerEntry | undefined> {
-  const storage = openStorage(outputDir);
-  const entry = await readLedgerEntry(outputDir, index);
-  return (await isDone(entry, digest, outputChecker(storage))) ? entry : undefined;
+  const store = RunStore.open(outputDir);
+  const entry = await store.readEntry(index);
+  return (await store.isDone(entry, digest)) ? entry : undefined;
 }
 
 /** Multi-turn rows: how many leading turns are done with their outputs in place (0 if none). */
@@ -160,7 +62,7 @@ export async function turnsDone(
 ): Promise<number> {
   if (!entry || !sameRequest(entry, digest)) return 0;
   const done = Math.min(entry.turnsDone ?? 0, outputs.length);
-  return done > 0 && (await outputChecker(openStorage(outputDir))(outputs.slice(0, done))) ? done : 0;
+  return done > 0 && (await RunStore.open(outputDir).outputsExist(outputs.slice(0, done))) ? done : 0;
 }
 
 /**
@@ -193,13 +95,13 @@ const PREFETCH_CONCURRENCY = 16;
  * rows that have an entry (most rows of a new run have none).
  */
 export async function ledgerReader(outputDir: string): Promise<LedgerReader> {
-  const attempted = await ledgerIndexes(outputDir);
-  const exist = outputChecker(openStorage(outputDir));
+  const store = RunStore.open(outputDir);
+  const attempted = await store.ledgerIndexes();
   const read = async ({ index, digest }: LedgerRowKey): Promise<RowLedgerState> => {
-    const entry = attempted.has(index) ? await readLedgerEntry(outputDir, index) : undefined;
+    const entry = attempted.has(index) ? await store.readEntry(index) : undefined;
     if (!entry) return { status: 'pending' };
     if (entry.status === 'ok' && !sameRequest(entry, digest)) return { status: 'changed', entry };
-    if (await isDone(entry, digest, exist)) return { status: 'ok', entry };
+    if (await store.isDone(entry, digest)) return { status: 'ok', entry };
     if (entry.status === 'failed') {
       // A failure for a request the row no longer makes says nothing about the new one.
       return sameRequest(entry, digest) ? { status: 'failed', entry, errorType: entry.errorType ?? 'Error' } : { status: 'pending', entry };

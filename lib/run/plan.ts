@@ -4,9 +4,9 @@ import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStorage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
 import type { DatasetRow } from '../dataset/common';
 import type { OutputTarget } from './outputNames';
+import { layout, RunStore } from './runStore';
 
 export type { ImageRef } from '../dataset/common';
 
@@ -45,7 +45,7 @@ export function childLocation(location: string, key: string): string {
   return location.startsWith('s3://') ? `${location.replace(/\/+$/, '')}/${key}` : join(location, ...key.split('/'));
 }
 
-const PLAN_KEYS = { rows: runMetaKey('plan.jsonl'), index: runMetaKey('plan.idx'), meta: runMetaKey('plan.json') };
+const PLAN_KEYS = layout.plan;
 
 const OFFSET_BYTES = 8;
 
@@ -125,27 +125,11 @@ export async function readPlanMeta(outputDir: string): Promise<PlanMeta> {
 
 /** Reads `count` rows starting at `start` (clamped to the plan's end). */
 export async function readPlanRows(outputDir: string, start: number, count: number): Promise<PlanRow[]> {
-  const storage = openStorage(outputDir);
-  const info = await storage.stat(PLAN_KEYS.index);
-  if (!info) throw new Error(`${storage.describe(PLAN_KEYS.index)} is missing: the run has no plan yet`);
-  const total = info.size / OFFSET_BYTES - 1;
-  if (start >= total || count <= 0) return [];
-  const end = Math.min(total, start + count);
-  const offsets = await storage.readRange(PLAN_KEYS.index, start * OFFSET_BYTES, (end + 1) * OFFSET_BYTES);
-  const first = Number(offsets.readBigUInt64LE(0));
-  const last = Number(offsets.readBigUInt64LE((end - start) * OFFSET_BYTES));
-  const chunk = await storage.readRange(PLAN_KEYS.rows, first, last);
-  return chunk
-    .toString('utf8')
-    .split('\n')
-    .filter((line) => line.length > 0)
-    .map((line) => JSON.parse(line) as PlanRow);
+  return RunStore.open(outputDir).planRows(start, count);
 }
 
 export async function readPlanRow(outputDir: string, position: number): Promise<PlanRow> {
-  const [row] = await readPlanRows(outputDir, position, 1);
-  if (!row) throw new Error(`row position ${position} is not in the plan of ${outputDir}`);
-  return row;
+  return RunStore.open(outputDir).planRow(position);
 }
 
 /** Every row of the plan, in order, read a chunk at a time. */

@@ -1,7 +1,6 @@
-import { openStorage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
 import { REDO_ERROR_TYPE } from '../shared/errorTypes';
-import { writeLedgerEntry, type LedgerEntry } from './ledger';
+import type { LedgerEntry, RowGeneration } from './records';
+import { layout, RunStore } from './runStore';
 
 // Redo: a row that is done but whose output a person rejected (or the judge scored low) is made
 // again. Its current output is first copied into the run's history folder and recorded in the
@@ -11,24 +10,7 @@ import { writeLedgerEntry, type LedgerEntry } from './ledger';
 
 export { REDO_ERROR_TYPE };
 
-/** One earlier output of a row, kept when the row was redone. */
-export interface RowGeneration {
-  generation: number;
-  /** Copies of the outputs, relative to the output dir (under .atelier/history/). */
-  outputImages: string[];
-  /** Where those outputs were (their names now hold the newer generation). */
-  originalImages: string[];
-  finishedAt: string;
-  costUsd?: number;
-  requestIds?: string[];
-  attempts?: number;
-  /** Why it was redone (`rejected in the viewer`, `--rows`, ...). */
-  reason: string;
-}
-
-function historyKey(index: number, generation: number, path: string): string {
-  return runMetaKey(`history/${String(index).padStart(6, '0')}/gen${generation}/${path}`);
-}
+export type { RowGeneration } from './records';
 
 /** The history an entry carries, for the next entry of the same row. */
 export function carriedHistory(prior: LedgerEntry | undefined): Pick<LedgerEntry, 'history'> {
@@ -51,13 +33,14 @@ export function generationSeed(baseSeed: number, prior: LedgerEntry | undefined)
  */
 export async function setAsideForRedo(outputDir: string, entry: LedgerEntry, reason: string): Promise<RowGeneration> {
   if (entry.status !== 'ok' || !entry.outputImages?.length) throw new Error(`row ${entry.index} is not done: nothing to redo`);
-  const storage = openStorage(outputDir);
+  const store = RunStore.open(outputDir);
+  const { storage } = store;
   const generation = (entry.history?.length ?? 0) + 1;
   const copies: string[] = [];
   for (const path of entry.outputImages) {
     const bytes = await storage.read(path);
     if (!bytes) throw new Error(`row ${entry.index}: output ${storage.describe(path)} is missing`);
-    const key = historyKey(entry.index, generation, path);
+    const key = layout.history(entry.index, generation, path);
     await storage.write(key, bytes);
     copies.push(key);
   }
@@ -71,17 +54,21 @@ export async function setAsideForRedo(outputDir: string, entry: LedgerEntry, rea
     ...(entry.attempts !== undefined ? { attempts: entry.attempts } : {}),
     reason,
   };
-  await writeLedgerEntry(outputDir, {
-    index: entry.index,
-    position: entry.position,
-    status: 'failed',
-    runId: entry.runId,
-    model: entry.model,
-    ...(entry.digest ? { digest: entry.digest } : {}),
-    errorType: REDO_ERROR_TYPE,
-    error: `set aside to be made again (${reason}); its output is kept in ${storage.describe(runMetaKey(`history/${String(entry.index).padStart(6, '0')}/gen${generation}`))}`,
-    history: [...(entry.history ?? []), kept],
-    finishedAt: new Date().toISOString(),
-  });
+  await store.writeEntry(
+    {
+      index: entry.index,
+      position: entry.position,
+      status: 'failed',
+      runId: entry.runId,
+      model: entry.model,
+      ...(entry.digest ? { digest: entry.digest } : {}),
+      errorType: REDO_ERROR_TYPE,
+      error: `set aside to be made again (${reason}); its output is kept in ${storage.describe(layout.history(entry.index, generation))}`,
+      history: [...(entry.history ?? []), kept],
+      finishedAt: new Date().toISOString(),
+    },
+    // The one write that replaces a committed entry on purpose.
+    { setAside: true },
+  );
   return kept;
 }

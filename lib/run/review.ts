@@ -1,5 +1,5 @@
 import { openStorage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
+import { layout, rowRecordIndex } from './runStore';
 
 // A person's verdict on a row's output, from the viewer (`atelier view`): accepted or rejected.
 // Kept with the run, beside its ledger, one small object per row written whole (temp file + rename
@@ -19,10 +19,10 @@ export interface ReviewMark {
   at: string;
 }
 
-const REVIEW = runMetaKey('review');
+const REVIEW = layout.review;
 
 function markKey(index: number): string {
-  return `${REVIEW}/${String(index).padStart(6, '0')}.json`;
+  return layout.reviewMark(index);
 }
 
 export function isVerdict(value: unknown): value is ReviewVerdict {
@@ -40,7 +40,7 @@ export async function clearReviewMark(outputDir: string, index: number): Promise
 /** Every row's mark, by index (one listing, then a read per marked row). */
 export async function readReviewMarks(outputDir: string): Promise<Map<number, ReviewMark>> {
   const storage = openStorage(outputDir);
-  const names = (await storage.list(REVIEW)).filter((n) => /^\d+\.json$/.test(n));
+  const names = (await storage.list(REVIEW)).filter((n) => rowRecordIndex(n) !== undefined);
   const marks = new Map<number, ReviewMark>();
   await Promise.all(
     names.map(async (name) => {

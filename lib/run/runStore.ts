@@ -1,0 +1,373 @@
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openStorage, type Storage } from '../../storage';
+import { RUN_META_DIR } from '../shared/constants';
+import { ClassifiedError } from '../shared/errors';
+import type { PlanRow } from './plan';
+import type { LedgerEntry } from './records';
+
+// The run's state in its storage (`.atelier/` next to the outputs): one owner. `layout` names every
+// key; a `RunStore` over the run's `Storage` reads and writes the plan, the ledger, stored answers and
+// per-row state, opened once per process and location. Errors from storage are never read as
+// "absent": a read either returns what is stored, undefined when nothing is, or throws (a storage
+// failure, or a record that does not parse, as StorageError: the run pauses with the reason).
+//
+// A row is finished by one protocol (`commitRow`): its outputs are written, then its ledger entry is
+// committed exclusively (a done-marker only one writer can create), carrying the row's redo history.
+// No write goes backwards: a failed or partial entry never replaces a committed ok one for the same
+// request (only a redo sets a done row aside, on purpose).
+
+const pad = (index: number): string => String(index).padStart(6, '0');
+const meta = (name: string): string => `${RUN_META_DIR}/${name}`;
+const safeJobId = (jobId: string): string => jobId.replace(/[^A-Za-z0-9._-]/g, '_');
+
+/** Every key of the run folder. The on-disk layout is unchanged from earlier releases: old runs resume. */
+export const layout = {
+  dir: RUN_META_DIR,
+  /** The run's identity (which run owns the output dir). */
+  run: meta('run.json'),
+  plan: { rows: meta('plan.jsonl'), index: meta('plan.idx'), meta: meta('plan.json') },
+  imageCache: meta('image-cache'),
+  ledger: meta('ledger'),
+  ledgerEntry: (index: number): string => meta(`ledger/${pad(index)}.json`),
+  /**
+   * The done-marker of one way of finishing a row: its digest and the ledger state the attempt
+   * started from, so a row redone later gets a new marker while two attempts racing from the same
+   * state compete for one.
+   */
+  doneMarker: (index: number, digest: string | undefined, startedFrom: string | undefined): string => {
+    const from = createHash('sha256')
+      .update(startedFrom ?? '')
+      .digest('hex')
+      .slice(0, 12);
+    return meta(`ledger/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`);
+  },
+  answerRecord: (index: number, call: number): string => meta(`answers/${pad(index)}-${call}.json`),
+  /** Answer images by content, per row: written by earlier releases (now inline in the record), still read. */
+  answerObject: (index: number, sha256: string): string => meta(`answers/objects/${pad(index)}/${sha256}`),
+  /** Per-row state a retry picks up: a multi-turn row's chat, a --prompt-enhance rewrite. */
+  rowState: (kind: 'chats' | 'enhanced', index: number): string => meta(`${kind}/${pad(index)}.json`),
+  staging: (index: number, name?: string): string => meta(`staging/${pad(index)}${name ? `/${name}` : ''}`),
+  history: (index: number, generation: number, path?: string): string =>
+    meta(`history/${pad(index)}/gen${generation}${path ? `/${path}` : ''}`),
+  batchJob: (jobId: string, kind: 'rows' | 'submitted'): string => meta(`batch/${safeJobId(jobId)}.${kind}.json`),
+  review: meta('review'),
+  reviewMark: (index: number): string => meta(`review/${pad(index)}.json`),
+  judge: meta('judge'),
+  judgeScore: (index: number): string => meta(`judge/${pad(index)}.json`),
+  blob: (sha256: string, ext: string): string => meta(`blobs/${sha256}.${ext}`),
+  thumb: (hash: string): string => meta(`thumbs/${hash}.webp`),
+} as const;
+
+/** Index of a per-row record named `000042.json` in a listing, or undefined for other names. */
+export function rowRecordIndex(name: string): number | undefined {
+  return /^\d+\.json$/.test(name) ? Number(name.slice(0, -5)) : undefined;
+}
+
+export interface StoredAnswerImage {
+  data: Buffer;
+  mimeType: string;
+}
+
+export interface StoredAnswer {
+  images: StoredAnswerImage[];
+  requestId?: string;
+  usage?: Record<string, number>;
+  info?: Record<string, string | number>;
+  /** A chat turn's conversation after this answer (Gemini multi-turn rows). */
+  history?: unknown[];
+}
+
+interface AnswerRecord extends Omit<StoredAnswer, 'images'> {
+  digest: string | null;
+  /** `data`: the bytes, base64, in the record (one request to store, one to clear); `sha256`: an object (older runs). */
+  images: Array<{ mimeType: string; data?: string; sha256?: string }>;
+  storedAt: string;
+}
+
+/** A stored answer and the keys that hold it (removed once the row is committed). */
+export interface KeptAnswer {
+  answer: StoredAnswer;
+  keys: string[];
+}
+
+const OFFSET_BYTES = 8;
+
+/** How often a write after a paid answer is tried again from memory, and the first pause (doubling). */
+const PAID_WRITE_TRIES = 5;
+const PAID_WRITE_BACKOFF_MS = 500;
+
+/** Entries from before digests were recorded, or rows planned without one, match any request. */
+export function sameRequest(entry: Pick<LedgerEntry, 'digest'>, digest: string | undefined): boolean {
+  return entry.digest === undefined || digest === undefined || entry.digest === digest;
+}
+
+export class RunStore {
+  private static readonly opened = new Map<string, RunStore>();
+
+  /** The run store at a location (a folder or `s3://bucket/prefix`): one per location per process. */
+  static open(location: string): RunStore {
+    const storage = openStorage(location);
+    let store = RunStore.opened.get(location);
+    if (store?.storage !== storage) {
+      store = new RunStore(storage);
+      RunStore.opened.set(location, store);
+    }
+    return store;
+  }
+
+  constructor(readonly storage: Storage) {}
+
+  get location(): string {
+    return this.storage.location;
+  }
+
+  // ---- records -------------------------------------------------------------------------------------
+
+  /** A JSON record, or undefined when there is none; a storage failure or unparsable record throws. */
+  async readJson<T>(key: string): Promise<T | undefined> {
+    const bytes = await this.storage.read(key);
+    if (!bytes) return undefined;
+    try {
+      return JSON.parse(bytes.toString('utf8')) as T;
+    } catch (err) {
+      throw new ClassifiedError('storageError', `${this.storage.describe(key)} is not valid JSON: ${(err as Error).message}`);
+    }
+  }
+
+  async writeJson(key: string, value: unknown): Promise<void> {
+    await this.storage.write(key, `${JSON.stringify(value)}\n`);
+  }
+
+  // ---- plan ----------------------------------------------------------------------------------------
+
+  /**
+   * Reads `count` rows starting at `start` (clamped to the plan's end): two ranged reads, the index's
+   * offsets then the rows. A range past the index's end comes back short (or refused, on S3), which
+   * is where the plan ends: no stat of the index first.
+   */
+  async planRows(start: number, count: number): Promise<PlanRow[]> {
+    const { storage } = this;
+    if (count <= 0) return [];
+    let offsets: Buffer;
+    try {
+      offsets = await storage.readRange(layout.plan.index, start * OFFSET_BYTES, (start + count + 1) * OFFSET_BYTES);
+    } catch (err) {
+      // Only now is the index looked at: missing (no plan yet), or shorter than the range (S3's 416).
+      const info = await storage.stat(layout.plan.index);
+      if (!info) throw new Error(`${storage.describe(layout.plan.index)} is missing: the run has no plan yet`, { cause: err });
+      if (start * OFFSET_BYTES >= info.size) return [];
+      throw err;
+    }
+    const rows = Math.floor(offsets.length / OFFSET_BYTES) - 1;
+    if (rows <= 0) return [];
+    const first = Number(offsets.readBigUInt64LE(0));
+    const last = Number(offsets.readBigUInt64LE(rows * OFFSET_BYTES));
+    const chunk = await storage.readRange(layout.plan.rows, first, last);
+    return chunk
+      .toString('utf8')
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .map((line) => JSON.parse(line) as PlanRow);
+  }
+
+  async planRow(position: number): Promise<PlanRow> {
+    const [row] = await this.planRows(position, 1);
+    if (!row) throw new Error(`row position ${position} is not in the plan of ${this.location}`);
+    return row;
+  }
+
+  // ---- ledger --------------------------------------------------------------------------------------
+
+  /** Indexes that have a ledger entry, from one listing. */
+  async ledgerIndexes(): Promise<Set<number>> {
+    const names = await this.storage.list(layout.ledger);
+    return new Set(names.map(rowRecordIndex).filter((i): i is number => i !== undefined));
+  }
+
+  readEntry(index: number): Promise<LedgerEntry | undefined> {
+    return this.readJson<LedgerEntry>(layout.ledgerEntry(index));
+  }
+
+  /**
+   * Records a failed or partial row. A commit never goes backwards: an entry that holds the row ok
+   * for the same request stays (a late attempt of a row another attempt finished, a failure reported
+   * after the row's commit); `setAside` replaces it on purpose (a redo). Returns the entry that holds.
+   */
+  async writeEntry(entry: LedgerEntry, options: { setAside?: boolean } = {}): Promise<LedgerEntry> {
+    if (!options.setAside) {
+      const current = await this.readEntry(entry.index);
+      if (current?.status === 'ok' && sameRequest(current, entry.digest)) return current;
+    }
+    await this.writeJson(layout.ledgerEntry(entry.index), entry);
+    return entry;
+  }
+
+  /**
+   * Commits a finished row. `startedFrom` is the entry the attempt read when it began (undefined if
+   * none). Returns the entry that holds: this one, or, when another attempt of the row committed
+   * first, that attempt's.
+   */
+  async commitEntry(entry: LedgerEntry, startedFrom: LedgerEntry | undefined): Promise<{ won: boolean; entry: LedgerEntry }> {
+    const marker = layout.doneMarker(entry.index, entry.digest, startedFrom?.finishedAt);
+    if (!(await this.storage.create(marker, `${JSON.stringify(entry)}\n`))) {
+      const winner = await this.readJson<LedgerEntry>(marker);
+      if (winner) {
+        // The winner may have died between its marker and its entry (a killed host): the commit is
+        // completed here, with the winner's entry, so the row never stays pending behind a marker.
+        const current = await this.readEntry(entry.index);
+        if (current?.status !== 'ok' || current.finishedAt !== winner.finishedAt)
+          await this.writeJson(layout.ledgerEntry(entry.index), winner);
+        return { won: false, entry: winner };
+      }
+    }
+    await this.writeJson(layout.ledgerEntry(entry.index), entry);
+    return { won: true, entry };
+  }
+
+  /** Whether every path exists: a stat each (a HEAD on S3); a failed check throws, never "missing". */
+  async outputsExist(paths: readonly string[]): Promise<boolean> {
+    return (await Promise.all(paths.map((p) => this.storage.stat(p)))).every(Boolean);
+  }
+
+  /** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
+  async isDone(entry: LedgerEntry | undefined, digest: string | undefined): Promise<boolean> {
+    if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
+    if (!sameRequest(entry, digest)) return false;
+    return this.outputsExist(entry.outputImages);
+  }
+
+  // ---- stored answers ------------------------------------------------------------------------------
+
+  /**
+   * Stores a paid answer as one object, its images inline: one request (an answer lives only until
+   * its row commits, so it is written once and removed once). Returns the keys that hold it.
+   */
+  async storeAnswer(index: number, call: number, digest: string | undefined, answer: StoredAnswer): Promise<string[]> {
+    const { images, ...rest } = answer;
+    const record: AnswerRecord = {
+      ...rest,
+      digest: digest ?? null,
+      images: images.map((image) => ({ mimeType: image.mimeType, data: image.data.toString('base64') })),
+      storedAt: new Date().toISOString(),
+    };
+    const key = layout.answerRecord(index, call);
+    await this.storage.write(key, JSON.stringify(record));
+    return [key];
+  }
+
+  /** The stored answer to this row's call, if there is one for what the row asks now. */
+  async storedAnswer(index: number, call: number, digest: string | undefined): Promise<KeptAnswer | undefined> {
+    const key = layout.answerRecord(index, call);
+    const record = await this.readJson<AnswerRecord>(key);
+    if (!record || (record.digest ?? undefined) !== digest) return undefined;
+    const images: StoredAnswerImage[] = [];
+    const keys = [key];
+    for (const image of record.images) {
+      if (image.data !== undefined) {
+        images.push({ data: Buffer.from(image.data, 'base64'), mimeType: image.mimeType });
+        continue;
+      }
+      // An answer stored by an earlier release: its images are objects by content.
+      const objectKey = layout.answerObject(index, image.sha256 ?? '');
+      const data = await this.storage.read(objectKey);
+      if (!data) return undefined;
+      images.push({ data, mimeType: image.mimeType });
+      keys.unshift(objectKey);
+    }
+    const { digest: _digest, storedAt: _at, images: _refs, ...rest } = record;
+    return { answer: { ...rest, images }, keys };
+  }
+
+  /** Forgets a finished row's answers (its outputs and ledger entry now hold what they held): nothing read back. */
+  async clearAnswers(keys: readonly string[]): Promise<void> {
+    for (const key of keys) await this.storage.remove(key);
+  }
+
+  // ---- per-row state -------------------------------------------------------------------------------
+
+  readRowState<T>(kind: 'chats' | 'enhanced', index: number): Promise<T | undefined> {
+    return this.readJson<T>(layout.rowState(kind, index));
+  }
+
+  async writeRowState(kind: 'chats' | 'enhanced', index: number, value: unknown): Promise<void> {
+    await this.storage.write(layout.rowState(kind, index), JSON.stringify(value));
+  }
+}
+
+/**
+ * Runs a write that follows a paid answer: retried from memory within the attempt (bounded, with
+ * backoff) while storage answers with a passing fault; if it still fails, the row stops with a
+ * StorageError, which pauses the run instead of a blind activity retry that would pay again.
+ */
+export async function afterPaid<T>(what: string, write: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await write();
+    } catch (err) {
+      // Storage errors come classified; a passing one (5xx, SlowDown, a reset) is worth another try.
+      if (!(err instanceof ClassifiedError) || err.kind !== 'retryable') throw err;
+      if (attempt >= PAID_WRITE_TRIES || signal?.aborted) {
+        throw new ClassifiedError(
+          'storageError',
+          `${what} failed ${attempt} times after the provider answered (${(err as Error)?.message ?? String(err)}); the run pauses rather than pay for the answer again`,
+        );
+      }
+      await sleep(PAID_WRITE_BACKOFF_MS * 2 ** (attempt - 1));
+    }
+  }
+}
+
+/** What identifies a row's entries: the same in every entry of the row, whichever path writes it. */
+export interface RowIdentity {
+  index: number;
+  position: number;
+  runId: string;
+  model: string;
+  digest?: string | undefined;
+}
+
+/**
+ * A ledger entry for a row, built in one place: the row's identity, its redo history carried from
+ * the entry it replaces, and (for ok entries) the digest whose outputs it replaced.
+ */
+export function ledgerEntry(
+  row: RowIdentity,
+  prior: LedgerEntry | undefined,
+  fields: Omit<LedgerEntry, 'index' | 'position' | 'runId' | 'model' | 'digest' | 'history' | 'finishedAt'>,
+): LedgerEntry {
+  const replaced =
+    fields.status === 'ok' && prior?.status === 'ok' && prior.digest && prior.digest !== row.digest ? prior.digest : undefined;
+  return {
+    index: row.index,
+    position: row.position,
+    runId: row.runId,
+    model: row.model,
+    ...(row.digest ? { digest: row.digest } : {}),
+    ...(replaced ? { replacedDigest: replaced } : {}),
+    // A redone row keeps its earlier outputs' history (and a later redo its own seed).
+    ...(prior?.history?.length ? { history: prior.history } : {}),
+    ...fields,
+    finishedAt: new Date().toISOString(),
+  };
+}
+
+/** One output of a row: where it goes and its encoded bytes. */
+export interface RowOutput {
+  path: string;
+  bytes: Uint8Array;
+}
+
+/**
+ * The one way a row is finished, on every path (direct, GPU, batch): its outputs are written, then
+ * its ok entry is committed exclusively. Returns the entry that holds (another attempt's, if it won).
+ */
+export async function commitRow(
+  store: RunStore,
+  args: { outputs: readonly RowOutput[]; entry: LedgerEntry; prior: LedgerEntry | undefined; paid?: boolean },
+): Promise<{ won: boolean; entry: LedgerEntry }> {
+  const guard = <T>(what: string, write: () => Promise<T>) => (args.paid ? afterPaid(what, write) : write());
+  for (const output of args.outputs)
+    await guard(`writing ${store.storage.describe(output.path)}`, () => store.storage.write(output.path, output.bytes));
+  return guard(`committing row ${args.entry.index}`, () => store.commitEntry(args.entry, args.prior));
+}

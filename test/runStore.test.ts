@@ -1,0 +1,378 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBatchActivities, createBatchPlanningActivities, type PlanBatchJobsInput } from '../activities/batch';
+import { createModelActivities } from '../activities/editRow';
+import { createGpuRowActivities, type GpuRowPlan } from '../activities/gpuRow';
+import { createOrchestrationActivities } from '../activities/orchestration';
+import { createPromptEnhancer } from '../activities/providers/promptEnhance';
+import { providerFromEnv } from '../activities/providers/registry';
+import { commitLedgerEntry, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
+import { setAsideForRedo } from '../lib/run/redo';
+import { RunStore } from '../lib/run/runStore';
+import type { BatchJobSpec, BatchPlan, BatchStatus, BatchSubmission } from '../lib/shared/batch';
+import { ClassifiedError } from '../lib/shared/errors';
+import type { DatasetWorkflowInput, RowOutcome, RowTask } from '../lib/shared/types';
+import { adoptStorage } from '../storage';
+import { LocalStorage } from '../storage/local';
+import { S3Storage } from '../storage/s3';
+import { CountingStorage } from '../testing/countingStorage';
+import { startOpenAIStandin, faults, type OpenAIStandin } from '../standins/openai';
+import { startOpenRouterStandin, type ChatStandin } from '../standins/openrouter';
+import { startS3FaultProxy, type S3FaultProxy } from '../testing/s3FaultProxy';
+import { startS3Server, type S3TestServer } from '../testing/versitygw';
+import { tempDir, writePng, writeText } from './helpers/fixtures';
+import { testInput } from './helpers/temporalEnv';
+
+// The run's state under faults, at the activities (the Temporal test environment runs each attempt;
+// a retryable failure is retried the way the activity's retry policy would): the providers' real SDKs
+// against the stand-ins, real storage (a local folder, versitygw behind a counting fault proxy).
+// Every test counts the paid calls at the stand-in.
+
+const OPENAI_KEY = 'sk-test-runstore-6c1d9e2a7b';
+const ENHANCE_KEY = 'sk-or-test-runstore-3a8f';
+let openai: OpenAIStandin;
+let chat: ChatStandin;
+let s3: S3TestServer;
+let proxy: S3FaultProxy;
+
+beforeAll(async () => {
+  openai = await startOpenAIStandin({ batch: { validatingMs: 50, inProgressMs: 100, finalizingMs: 50, concurrency: 4 } });
+  chat = await startOpenRouterStandin();
+});
+
+afterAll(async () => {
+  await openai?.close();
+  await chat?.close();
+});
+
+const model = () =>
+  createModelActivities(providerFromEnv('openai', { OPENAI_API_KEY: OPENAI_KEY, OPENAI_BASE_URL: openai.baseURL }), {
+    enhancer: (m) => createPromptEnhancer({ apiKey: ENHANCE_KEY, baseURL: chat.baseURL, model: m }),
+  });
+
+async function planned(
+  tag: string,
+  rows: number,
+  outputDir?: string,
+  overrides: Partial<DatasetWorkflowInput> = {},
+): Promise<{ input: DatasetWorkflowInput; tasks: RowTask[] }> {
+  const dir = tempDir(`atelier-runstore-${tag}-`);
+  await writePng(join(dir, 'in.png'), '#336699', 32);
+  const csv = join(dir, 'rows.csv');
+  writeText(csv, ['image,instruction', ...Array.from({ length: rows }, (_, i) => `in.png,${tag}-${i} make it warmer`)].join('\n'));
+  const input = testInput({ runId: `runstore-${tag}`, inputPath: csv, outputDir: outputDir ?? join(dir, 'out'), ...overrides });
+  const result = (await new MockActivityEnvironment().run(createOrchestrationActivities().planRun, input)) as {
+    input: DatasetWorkflowInput;
+  };
+  const full = result.input;
+  const tasks = Array.from({ length: rows }, (_, i) => ({
+    runId: full.runId,
+    outputDir: full.outputDir,
+    position: i,
+    index: i,
+    backend: full.backend,
+    model: full.model,
+    params: full.params,
+    numImages: full.numImages,
+    encoding: full.encoding,
+    imageCacheDir: full.imageCacheDir!,
+    ...(full.promptEnhance ? { promptEnhance: full.promptEnhance } : {}),
+    ...(full.gpu ? { gpu: full.gpu } : {}),
+  }));
+  return { input: full, tasks };
+}
+
+/** Runs the row activity as Temporal would: attempts 1..max while the failure is retryable. */
+async function editRow(task: RowTask, max = 3): Promise<RowOutcome> {
+  const activities = model();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await new MockActivityEnvironment({ attempt }).run(activities.editRow, task)) as RowOutcome;
+    } catch (err) {
+      if (attempt >= max || (err instanceof ApplicationFailure && err.nonRetryable)) throw err;
+    }
+  }
+}
+
+async function batchRound(input: DatasetWorkflowInput, phaseId: string): Promise<void> {
+  const env = new MockActivityEnvironment();
+  const planning: PlanBatchJobsInput = {
+    runId: input.runId,
+    outputDir: input.outputDir,
+    backend: 'openai',
+    phaseId,
+    round: 0,
+    fallback: 'direct',
+  };
+  const plan = (await env.run(createBatchPlanningActivities().planBatchJobs, planning)) as BatchPlan;
+  const activities = createBatchActivities({ backend: 'openai', apiKey: OPENAI_KEY, baseURL: openai.baseURL });
+  for (const job of plan.jobs) {
+    const spec: BatchJobSpec = {
+      runId: input.runId,
+      outputDir: input.outputDir,
+      jobId: job.jobId,
+      phaseId,
+      backend: 'openai',
+      model: input.model,
+      params: input.params,
+      numImages: 1,
+      encoding: input.encoding,
+      imageCacheDir: input.imageCacheDir!,
+      rows: job.rows,
+      fallback: 'direct',
+    };
+    const submitted = (await env.run(activities.submitBatchJob, spec)) as BatchSubmission;
+    for (;;) {
+      const status = (await env.run(activities.pollBatchJob, { backend: 'openai' as const, batchId: submitted.batchId! })) as BatchStatus;
+      if (status.terminal) break;
+      await sleep(100);
+    }
+    await env.run(activities.collectBatchJob, { spec, batchId: submitted.batchId! });
+  }
+}
+
+/**
+ * Storage requests per row of the row activity (single-call rows, the provider answering at once):
+ * a first run, then a re-run of the finished rows. Planning is not counted.
+ */
+async function requestsPerRow(tag: string, counting: CountingStorage, rows = 8): Promise<{ happy: number; rerun: number }> {
+  adoptStorage(counting);
+  const { tasks } = await planned(tag, rows, counting.location);
+  counting.reset();
+  for (const task of tasks) expect((await editRow(task)).status).toBe('ok');
+  const happy = counting.total() / rows;
+  counting.reset();
+  for (const task of tasks) expect((await editRow(task)).status).toBe('ok');
+  const rerun = counting.total() / rows;
+  console.info(`storage requests per row (${counting.kind}): first run ${happy}, re-run of a finished row ${rerun}`);
+  return { happy, rerun };
+}
+
+describe('storage requests per row', () => {
+  it('local: a first run and a re-run of finished rows stay within their request budget', async () => {
+    const { happy, rerun } = await requestsPerRow(
+      'count',
+      new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-count-'), 'out'))),
+    );
+    // Plan row 2, ledger entry 1, stored answer 1, answer 1, output 1, commit 2, clear 1.
+    expect(happy).toBeLessThanOrEqual(9);
+    // Plan row 2, ledger entry 1, output check 1.
+    expect(rerun).toBeLessThanOrEqual(4);
+  }, 120_000);
+});
+
+describe('one commit protocol for every path', () => {
+  it('a redone row that a --batch pass makes again keeps its history, as the direct path does', async () => {
+    const { input } = await planned('bhist', 2);
+    await batchRound(input, 'p1');
+    const first = (await readLedgerEntry(input.outputDir, 1))!;
+    expect(first.status).toBe('ok');
+    await setAsideForRedo(input.outputDir, first, 'rejected in the viewer');
+    await batchRound(input, 'p2');
+    const after = (await readLedgerEntry(input.outputDir, 1))!;
+    expect(after).toMatchObject({ status: 'ok', info: { priced: 'batch' } });
+    expect(after.history).toHaveLength(1);
+    expect(after.history![0]).toMatchObject({ generation: 1, originalImages: first.outputImages, reason: 'rejected in the viewer' });
+    expect(openai.batches.all.length).toBeGreaterThanOrEqual(2);
+  }, 120_000);
+
+  it('a failed --num-images sibling on the GPU keeps the finished outputs: the retry makes only the failed one', async () => {
+    const { tasks } = await planned('gpu', 1, undefined, {
+      backend: 'diffusers',
+      model: '/models/tiny-pix2pix',
+      numImages: 2,
+      gpu: { modelType: 'instruct-pix2pix', taskQueue: 'gpu-tiny-pix2pix', seed: 7, params: {} },
+    });
+    const task = tasks[0]!;
+    const gpu = createGpuRowActivities();
+    const env = new MockActivityEnvironment();
+    const first = (await env.run(gpu.prepareGpuRow, task)) as GpuRowPlan;
+    expect(first.requests).toHaveLength(2);
+    // The GPU worker's side of the contract: a PNG created at the request's output_path. Output 0 was
+    // made; output 1 failed on every attempt, so the row failed.
+    const png = (color: string) =>
+      sharp({ create: { width: 32, height: 32, channels: 3, background: color } })
+        .png()
+        .toBuffer();
+    writeFileSync(first.requests[0]!.output_path, await png('#00ff00'), { flag: 'wx' });
+
+    const retry = (await env.run(gpu.prepareGpuRow, task)) as GpuRowPlan;
+    expect(retry.requests).toHaveLength(1);
+    expect(retry.requests[0]!.seed).toBe(first.requests[1]!.seed);
+    expect(retry.outputs ?? [retry.firstOutput]).toEqual([1]);
+    expect(existsSync(join(task.outputDir, first.outputImages[0]!))).toBe(true);
+    writeFileSync(retry.requests[0]!.output_path, await png('#0000ff'), { flag: 'wx' });
+    const result = {
+      output_path: retry.requests[0]!.output_path,
+      width: 32,
+      height: 32,
+      seed: retry.requests[0]!.seed,
+      num_inference_steps: 1,
+      latency_ms: 5,
+      batch_size: 1,
+    };
+    await env.run(gpu.commitGpuOutput, { task, output: 1, result, last: true, chained: false, attempts: 1 });
+    const entry = (await readLedgerEntry(task.outputDir, 0))!;
+    expect(entry).toMatchObject({ status: 'ok', outputImages: first.outputImages });
+    const [green, blue] = await Promise.all(first.outputImages.map((p) => sharp(join(task.outputDir, p)).raw().toBuffer()));
+    expect([...green!.subarray(0, 3)]).toEqual([0, 255, 0]);
+    expect([...blue!.subarray(0, 3)]).toEqual([0, 0, 255]);
+  }, 60_000);
+
+  it('an answer stored by an earlier release (record + image objects) is still found, and cleared whole', async () => {
+    const outputDir = join(tempDir('atelier-runstore-oldanswer-'), 'out');
+    const image = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#123456' } })
+      .png()
+      .toBuffer();
+    const sha = createHash('sha256').update(image).digest('hex');
+    // The layout d31c45d wrote: the image by content, then a record naming it.
+    mkdirSync(join(outputDir, '.atelier', 'answers', 'objects', '000002'), { recursive: true });
+    writeFileSync(join(outputDir, '.atelier', 'answers', 'objects', '000002', sha), image);
+    const record = {
+      requestId: 'req_1',
+      usage: { output_tokens: 9 },
+      digest: 'abc',
+      images: [{ sha256: sha, mimeType: 'image/png' }],
+      storedAt: '2026-11-30T10:00:00.000Z',
+    };
+    writeFileSync(join(outputDir, '.atelier', 'answers', '000002-0.json'), JSON.stringify(record));
+    const store = RunStore.open(outputDir);
+    expect(await store.storedAnswer(2, 0, 'other')).toBeUndefined();
+    const kept = (await store.storedAnswer(2, 0, 'abc'))!;
+    expect(kept.answer).toMatchObject({ requestId: 'req_1', usage: { output_tokens: 9 } });
+    expect(kept.answer.images[0]!.data.equals(image)).toBe(true);
+    await store.clearAnswers(kept.keys);
+    expect(existsSync(join(outputDir, '.atelier', 'answers', '000002-0.json'))).toBe(false);
+    expect(existsSync(join(outputDir, '.atelier', 'answers', 'objects', '000002', sha))).toBe(false);
+  });
+
+  it('a late attempt never writes its partial entry over the committed ok one', async () => {
+    const outputDir = join(tempDir('atelier-runstore-late-'), 'out');
+    const base = { index: 4, position: 4, runId: 'r', model: 'm', digest: 'e'.repeat(64) };
+    const ok: LedgerEntry = {
+      ...base,
+      status: 'ok',
+      outputImages: ['a.png', 'b.png'],
+      turnsDone: 2,
+      finishedAt: '2026-12-07T05:00:01.000Z',
+    };
+    expect((await commitLedgerEntry(outputDir, ok, undefined)).won).toBe(true);
+    // The frozen attempt resumes and records its first turn.
+    await writeLedgerEntry(outputDir, {
+      ...base,
+      status: 'partial',
+      outputImages: ['a.png'],
+      turnsDone: 1,
+      finishedAt: new Date().toISOString(),
+    });
+    expect(await readLedgerEntry(outputDir, 4)).toEqual(ok);
+    // A failure recorded for the same request does not replace it either.
+    await writeLedgerEntry(outputDir, { ...base, status: 'failed', errorType: 'Retryable', finishedAt: new Date().toISOString() });
+    expect(await readLedgerEntry(outputDir, 4)).toEqual(ok);
+  });
+});
+
+describe('storage faults are not "absent" and never pay twice', () => {
+  it('a storage failure reading the kept enhanced prompt fails the attempt instead of paying the enhancer again', async () => {
+    const { tasks } = await planned('enh', 1, undefined, { promptEnhance: { model: 'openai/gpt-4.1-mini', withImages: false } });
+    const task = tasks[0]!;
+    // The edit fails once, after the enhancer answered: the rewrite is kept for the retry.
+    openai.script('enh-0', [faults.serverError()]);
+    const activities = model();
+    await expect(new MockActivityEnvironment({ attempt: 1 }).run(activities.editRow, task)).rejects.toThrow();
+    expect(chat.callsFor('enh-0')).toHaveLength(1);
+    const kept = join(task.outputDir, '.atelier', 'enhanced', '000000.json');
+    const bytes = readFileSync(kept);
+    // The kept prompt cannot be read (a directory where the file was: EISDIR, a storage failure).
+    rmSync(kept);
+    mkdirSync(kept);
+    await expect(new MockActivityEnvironment({ attempt: 2 }).run(activities.editRow, task)).rejects.toThrow();
+    expect(chat.callsFor('enh-0')).toHaveLength(1);
+    rmSync(kept, { recursive: true });
+    writeFileSync(kept, bytes);
+    const outcome = (await new MockActivityEnvironment({ attempt: 3 }).run(activities.editRow, task)) as RowOutcome;
+    expect(outcome.status).toBe('ok');
+    expect(chat.callsFor('enh-0')).toHaveLength(1);
+    expect(openai.callsFor('enh-0')).toHaveLength(2);
+  }, 60_000);
+});
+
+describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
+  beforeAll(async () => {
+    s3 = await startS3Server();
+    proxy = await startS3FaultProxy(s3.endpoint);
+    // Every S3 request of this process goes through the proxy, which counts it.
+    Object.assign(process.env, s3.env, { AWS_ENDPOINT_URL_S3: proxy.endpoint, AWS_ENDPOINT_URL: proxy.endpoint });
+    await s3.createBucket('runstore');
+  }, 120_000);
+
+  afterAll(async () => {
+    await proxy?.close();
+    await s3?.stop();
+  });
+
+  it('s3: a first run and a re-run of finished rows stay within their request budget, as the store counts them', async () => {
+    const before = proxy.requests.length;
+    const counting = new CountingStorage(new S3Storage('s3://runstore/count/out'));
+    const rows = 8;
+    const { happy, rerun } = await requestsPerRow('s3count', counting, rows);
+    expect(happy).toBeLessThanOrEqual(9);
+    expect(rerun).toBeLessThanOrEqual(4);
+    // What the store received (planning included, a few requests): the client counts no fewer than it sends.
+    const received = proxy.requests.length - before;
+    console.info(`S3 requests the store received for ${rows} rows, planning, first run and re-run: ${received}`);
+    expect(received).toBeGreaterThanOrEqual((happy + rerun) * rows);
+  }, 180_000);
+
+  it('a bucket that is gone is a storage fault with a plain reason, not a missing object', async () => {
+    const gone = new S3Storage('s3://runstore-no-such-bucket/run/out');
+    for (const op of [() => gone.read('.atelier/plan.json'), () => gone.stat('.atelier/plan.idx')]) {
+      const err = await op().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(ClassifiedError);
+      expect(err).toMatchObject({ kind: 'storageError' });
+      expect((err as Error).message).toMatch(/bucket runstore-no-such-bucket does not exist/);
+    }
+    await expect(readLedgerEntry('s3://runstore-no-such-bucket/run/out', 0)).rejects.toMatchObject({ kind: 'storageError' });
+  }, 60_000);
+
+  it('a SlowDown on storing the paid answer is retried from memory within the attempt: one provider call', async () => {
+    const { tasks } = await planned('slow', 1, 's3://runstore/slow/out');
+    const task = tasks[0]!;
+    // Longer than the S3 client's own retries (3 tries), shorter than the row's.
+    proxy.slowDown({ method: 'PUT', path: /\/\.atelier\/answers\//, times: 5 });
+    try {
+      const outcome = await editRow(task);
+      expect(outcome.status).toBe('ok');
+    } finally {
+      proxy.clearFaults();
+    }
+    expect(openai.callsFor('slow-0')).toHaveLength(1);
+    expect((await readLedgerEntry(task.outputDir, 0))?.status).toBe('ok');
+  }, 120_000);
+
+  it('a lasting SlowDown after the provider answered pauses the run (StorageError): no blind retry pays again', async () => {
+    const { tasks } = await planned('lasting', 1, 's3://runstore/lasting/out');
+    const task = tasks[0]!;
+    proxy.slowDown({ method: 'PUT', path: /\/lasting\/out\//, times: Infinity });
+    let failure: unknown;
+    try {
+      await editRow(task);
+    } catch (err) {
+      failure = err;
+    } finally {
+      proxy.clearFaults();
+    }
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: 'StorageError', nonRetryable: true });
+    expect(openai.callsFor('lasting-0')).toHaveLength(1);
+  }, 180_000);
+});

@@ -1,0 +1,80 @@
+import type { Storage, StoredObjectInfo } from '../storage';
+
+// A Storage that counts the requests made through it and passes each to the real backend. `removeAll`
+// is a listing and a delete, so it counts two; presigning and name checks make no request.
+
+export class CountingStorage implements Storage {
+  readonly counts: Record<string, number> = {};
+
+  constructor(private readonly inner: Storage) {}
+
+  get location(): string {
+    return this.inner.location;
+  }
+
+  get kind(): 'local' | 's3' {
+    return this.inner.kind;
+  }
+
+  /** Requests since the last reset. */
+  total(): number {
+    return Object.values(this.counts).reduce((a, b) => a + b, 0);
+  }
+
+  reset(): void {
+    for (const key of Object.keys(this.counts)) delete this.counts[key];
+  }
+
+  private count(op: string, n = 1): void {
+    this.counts[op] = (this.counts[op] ?? 0) + n;
+  }
+
+  describe(key: string): string {
+    return this.inner.describe(key);
+  }
+  read(key: string): Promise<Buffer | undefined> {
+    this.count('read');
+    return this.inner.read(key);
+  }
+  readRange(key: string, start: number, end: number): Promise<Buffer> {
+    this.count('readRange');
+    return this.inner.readRange(key, start, end);
+  }
+  stat(key: string): Promise<StoredObjectInfo | undefined> {
+    this.count('stat');
+    return this.inner.stat(key);
+  }
+  write(key: string, data: string | Uint8Array): Promise<void> {
+    this.count('write');
+    return this.inner.write(key, data);
+  }
+  writeFromFile(key: string, localPath: string): Promise<void> {
+    this.count('write');
+    return this.inner.writeFromFile(key, localPath);
+  }
+  create(key: string, data: string | Uint8Array): Promise<boolean> {
+    this.count('create');
+    return this.inner.create(key, data);
+  }
+  list(prefix: string): Promise<string[]> {
+    this.count('list');
+    return this.inner.list(prefix);
+  }
+  remove(key: string): Promise<void> {
+    this.count('remove');
+    return this.inner.remove(key);
+  }
+  removeAll(prefix: string): Promise<void> {
+    this.count('removeAll', 2);
+    return this.inner.removeAll(prefix);
+  }
+  checkWritable(key: string): Promise<void> {
+    return this.inner.checkWritable(key);
+  }
+  readUrl(key: string, expiresInSeconds: number): Promise<string> {
+    return this.inner.readUrl(key, expiresInSeconds);
+  }
+  createUrl(key: string, expiresInSeconds: number): Promise<string> {
+    return this.inner.createUrl(key, expiresInSeconds);
+  }
+}
