@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto';
-import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { writeFileAtomic } from './atomicFile';
+import { NEW_FILE_FLAGS, tempName, writeFileAtomic, writeFileAtomicIn } from './atomicFile';
+import { PinnedDir, pinnedDirsSupported } from './pinnedDir';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem, storageFailure } from './errors';
 import type { Storage, StoredObjectInfo } from './storage';
@@ -27,11 +28,55 @@ async function ensureDir(path: string): Promise<void> {
 }
 
 /**
+ * Removes `name` inside a held folder, and if it is a folder everything below it, each folder
+ * opened by descriptor without following links (so a link swapped in mid-way is itself removed,
+ * never what it points to). A name that changes kind between two steps is looked at again.
+ */
+async function removeTreeIn(dir: PinnedDir, name: string, whole: string): Promise<void> {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      await unlink(dir.at(name));
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'EISDIR' && code !== 'EPERM') throw err; // a folder (EPERM per POSIX, EISDIR on Linux)
+    }
+    let sub: PinnedDir;
+    try {
+      sub = await dir.child(name, false, whole);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if (err instanceof ClassifiedError) continue; // became a link or a file: unlink it next time round
+      throw err;
+    }
+    try {
+      for (const entry of await readdir(sub.at('.'))) await removeTreeIn(sub, entry, whole);
+    } finally {
+      await sub.close();
+    }
+    try {
+      await rmdir(dir.at(name));
+      return;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return;
+      if (code !== 'ENOTEMPTY' && code !== 'EEXIST' && code !== 'ENOTDIR') throw err;
+    }
+  }
+  throw new ClassifiedError('retryable', `${whole}: ${name} kept changing while it was removed`);
+}
+
+/**
  * A folder on a local (or mounted) disk. Every write resolves to a real path under the root: a key
  * whose way passes through a symlink is refused, so a link planted inside the output dir can never
- * redirect a row's output elsewhere. Whole-object writes go through a temp file and a rename;
- * create-only writes through a temp file and link(2), which fails if the name exists, so the object
- * appears complete or not at all and of two racing creators exactly one wins.
+ * redirect a row's output elsewhere. On Linux the check is not a separate step: each write walks
+ * the key's folders by descriptor with O_NOFOLLOW and names its files through the held folder
+ * (pinnedDir.ts), so a folder swapped for a link mid-write cannot redirect it either; elsewhere
+ * the paths are checked, then written (a swap in between is followed). Whole-object writes go
+ * through a temp file and a rename; create-only writes through a temp file and link(2), which
+ * fails if the name exists, so the object appears complete or not at all and of two racing
+ * creators exactly one wins.
  */
 export class LocalStorage implements Storage {
   readonly kind = 'local' as const;
@@ -149,61 +194,109 @@ export class LocalStorage implements Storage {
     }
   }
 
+  /**
+   * The folder that holds `key`, opened component by component with O_NOFOLLOW and held by
+   * descriptor (see pinnedDir.ts), with the key's last name; undefined where the platform can't
+   * pin folders (no /proc/self/fd), and the caller falls back to paths checked just before.
+   */
+  private async holdParent(key: string, create: boolean, whole: string): Promise<{ dir: PinnedDir; name: string } | undefined> {
+    const root = await this.root();
+    if (!(await pinnedDirsSupported(root))) return undefined;
+    const parts = this.checkedKey(key).split('/');
+    const name = parts.pop() as string;
+    return { dir: await PinnedDir.walk(root, parts, create, whole), name };
+  }
+
+  /**
+   * Runs `body` with a function naming files beside the key: through the held folder where it can
+   * be pinned, else through the path (whose folders are made first). The held folder is closed after.
+   */
+  private async inParent<T>(key: string, path: string, body: (at: (name: string) => string, name: string) => Promise<T>): Promise<T> {
+    const held = await this.holdParent(key, true, path);
+    if (!held) {
+      await this.checkWritable(key);
+      await ensureDir(dirname(path));
+      return body((name) => join(dirname(path), name), key.split('/').pop() as string);
+    }
+    try {
+      return await body((name) => held.dir.at(name), held.name);
+    } finally {
+      await held.dir.close();
+    }
+  }
+
   async write(key: string, data: string | Uint8Array): Promise<void> {
-    await this.checkWritable(key);
+    // The held walk refuses a link or a file on the way itself; without it, paths are checked first.
     const path = await this.pathOf(key);
     try {
-      await ensureDir(dirname(path));
-      await writeFileAtomic(path, data);
+      const held = await this.holdParent(key, true, path);
+      if (!held) {
+        await this.checkWritable(key);
+        await ensureDir(dirname(path));
+        await writeFileAtomic(path, data);
+        return;
+      }
+      try {
+        await writeFileAtomicIn(held.dir, held.name, data);
+      } finally {
+        await held.dir.close();
+      }
     } catch (err) {
       throw storageFailure(err, path);
     }
   }
 
   async writeFromFile(key: string, localPath: string): Promise<void> {
-    await this.checkWritable(key);
     const path = await this.pathOf(key);
-    const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
-      await ensureDir(dirname(path));
-      await copyFile(localPath, temp);
-      const handle = await open(temp, 'r+');
-      try {
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await rename(temp, path);
+      await this.inParent(key, path, async (at, name) => {
+        const temp = at(tempName(name));
+        try {
+          // COPYFILE_EXCL creates the temp with O_EXCL: an existing name, a link included, is refused.
+          await copyFile(localPath, temp, constants.COPYFILE_EXCL);
+          const handle = await open(temp, constants.O_RDWR | (constants.O_NOFOLLOW ?? 0));
+          try {
+            await handle.sync();
+          } finally {
+            await handle.close();
+          }
+          await rename(temp, at(name));
+        } catch (err) {
+          await rm(temp, { force: true });
+          throw err;
+        }
+      });
     } catch (err) {
-      await rm(temp, { force: true });
       throw storageFailure(err, path);
     }
   }
 
   async create(key: string, data: string | Uint8Array): Promise<boolean> {
-    await this.checkWritable(key);
     const path = await this.pathOf(key);
-    const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
-      await ensureDir(dirname(path));
-      const handle = await open(temp, 'wx');
-      try {
-        await handle.writeFile(data);
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      try {
-        await link(temp, path);
-        return true;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-        throw err;
-      }
+      return await this.inParent(key, path, async (at, name) => {
+        const temp = at(tempName(name));
+        try {
+          const handle = await open(temp, NEW_FILE_FLAGS, 0o666);
+          try {
+            await handle.writeFile(data);
+            await handle.sync();
+          } finally {
+            await handle.close();
+          }
+          try {
+            await link(temp, at(name));
+            return true;
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+            throw err;
+          }
+        } finally {
+          await unlink(temp).catch(() => undefined);
+        }
+      });
     } catch (err) {
       throw storageFailure(err, path);
-    } finally {
-      await unlink(temp).catch(() => undefined);
     }
   }
 
@@ -230,19 +323,65 @@ export class LocalStorage implements Storage {
     return found;
   }
 
+  /**
+   * The held folder above `key` for a removal, or undefined when there is nothing to remove (no
+   * root, no such folder) or folders can't be pinned here (`fallback` then). Nothing is created.
+   */
+  private async removing(
+    key: string,
+    path: string,
+    fallback: () => Promise<void>,
+    body: (dir: PinnedDir, name: string) => Promise<void>,
+  ): Promise<void> {
+    try {
+      await stat(this.location);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw storageFailure(err, this.location);
+    }
+    try {
+      let held;
+      try {
+        held = await this.holdParent(key, false, path);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw err;
+      }
+      if (!held) return await fallback();
+      try {
+        await body(held.dir, held.name);
+      } finally {
+        await held.dir.close();
+      }
+    } catch (err) {
+      throw storageFailure(err, path);
+    }
+  }
+
   async remove(key: string): Promise<void> {
     const path = this.readPath(key);
-    await rm(path, { force: true }).catch((err) => {
-      throw storageFailure(err, path);
-    });
+    await this.removing(
+      key,
+      path,
+      () => rm(path, { force: true }),
+      // unlink never follows the last name: a link there is removed, not what it points to.
+      (dir, name) =>
+        unlink(dir.at(name)).catch((err: NodeJS.ErrnoException) => {
+          if (err.code !== 'ENOENT') throw err;
+        }),
+    );
   }
 
   async removeAll(prefix: string): Promise<void> {
-    const path = this.readPath(prefix.replace(/\/+$/, ''));
+    const key = prefix.replace(/\/+$/, '');
+    const path = this.readPath(key);
     if (!path.startsWith(this.location + sep)) throw new Error(`refusing to remove ${path}`);
-    await rm(path, { recursive: true, force: true }).catch((err) => {
-      throw storageFailure(err, path);
-    });
+    await this.removing(
+      key,
+      path,
+      () => rm(path, { recursive: true, force: true }),
+      (dir, name) => removeTreeIn(dir, name, path),
+    );
   }
 
   async readUrl(key: string): Promise<string> {
