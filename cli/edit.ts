@@ -8,6 +8,7 @@ import { tracePhase } from '../lib/phaseTrace';
 import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/dataset/imageCache';
 import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
+import { isWebDatasetInput } from '../lib/dataset/webdataset';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
 import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
@@ -199,7 +200,9 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // s3:// locations are checked where they are read (planning), with the worker's credentials.
   const inputPath = isS3Location(options.input) ? options.input : resolve(options.input);
   if (!isS3Location(inputPath)) {
-    if (!existsSync(inputPath)) throw new UsageError(`--input ${options.input}: no such file or directory`);
+    // A brace pattern of WebDataset shards names files, not itself: the reader checks each shard.
+    if (!existsSync(inputPath) && !isWebDatasetInput(inputPath))
+      throw new UsageError(`--input ${options.input}: no such file or directory`);
     try {
       datasetFormat(inputPath);
     } catch (err) {
