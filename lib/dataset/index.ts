@@ -7,13 +7,14 @@ import { readJsonlDataset } from './jsonl';
 import { readParquetDataset } from './parquet';
 import { arrowFolderKind, dictWithoutSplit, readArrowDataset } from './arrow';
 import { isWebDatasetInput, readWebDataset } from './webdataset';
+import { isHubLocation, parseHubLocation, readHubDataset } from './hub';
 import { fetchDatasetCopy } from './remote';
 import { isS3Location } from '../../storage';
 import type { DatasetWorkflowInput } from '../shared/types';
 
 export type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 
-export type DatasetFormat = 'csv' | 'jsonl' | 'parquet' | 'arrow' | 'webdataset';
+export type DatasetFormat = 'csv' | 'jsonl' | 'parquet' | 'arrow' | 'webdataset' | 'hub';
 
 /**
  * The format, from the extension; a directory is a `datasets` save_to_disk folder when it holds
@@ -21,6 +22,10 @@ export type DatasetFormat = 'csv' | 'jsonl' | 'parquet' | 'arrow' | 'webdataset'
  * and brace patterns of them are WebDataset shards.
  */
 export function datasetFormat(path: string): DatasetFormat {
+  if (isHubLocation(path)) {
+    parseHubLocation(path);
+    return 'hub';
+  }
   if (isWebDatasetInput(path)) return 'webdataset';
   let isDir: boolean;
   try {
@@ -56,6 +61,8 @@ export function readDataset(path: string, options: DatasetReadOptions, onHeader:
       return readArrowDataset(path, options, onHeader);
     case 'webdataset':
       return readWebDataset(path, options, onHeader);
+    case 'hub':
+      return readHubDataset(path, options, onHeader);
   }
 }
 

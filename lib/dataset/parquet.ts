@@ -40,15 +40,42 @@ async function fileBuffer(path: string): Promise<{ buffer: AsyncBuffer; close: (
   };
 }
 
+/** One Parquet file to read: a local file or a remote one read by ranges (the Hub). */
+export interface ParquetSource {
+  /** The file as messages name it. */
+  name: string;
+  /** The short name a row's `where` uses. */
+  shard: string;
+  /** Where relative image paths in it resolve (a URL for remote files; the file itself when absent). */
+  origin?: string;
+  open: () => Promise<{ buffer: AsyncBuffer; close: () => Promise<void> }>;
+}
+
 export async function* readParquetDataset(
   input: string,
   options: DatasetReadOptions,
   onHeader?: (header: DatasetHeader) => void,
 ): AsyncGenerator<DatasetRow> {
   const files = await parquetFiles(input);
+  yield* readParquetSources(
+    files.map((file) => ({ name: file, shard: input === file ? basename(file) : relative(input, file), open: () => fileBuffer(file) })),
+    options,
+    onHeader,
+    input,
+  );
+}
+
+export async function* readParquetSources(
+  sources: ParquetSource[],
+  options: DatasetReadOptions,
+  onHeader: ((header: DatasetHeader) => void) | undefined,
+  input: string,
+): AsyncGenerator<DatasetRow> {
   const table = new TableRows(options, onHeader);
-  for (const file of files) {
-    const { buffer, close } = await fileBuffer(file);
+  for (const source of sources) {
+    const file = source.name;
+    const { buffer, close } = await source.open();
+    const rowOptions = source.origin ? { ...options, origin: () => source.origin! } : options;
     try {
       let metadata;
       try {
@@ -60,7 +87,6 @@ export async function* readParquetDataset(
         parquetSchema(metadata).children.map((c) => c.element.name),
         file,
       );
-      const shard = input === file ? basename(file) : relative(input, file);
       let groupStart = 0;
       for (const group of metadata.row_groups) {
         const groupRows = Number(group.num_rows);
@@ -77,7 +103,7 @@ export async function* readParquetDataset(
         } catch (err) {
           throw new DatasetError(`${file}: rows ${groupStart}-${groupStart + groupRows - 1} cannot be read (${(err as Error).message})`);
         }
-        for (const [i, row] of rows.entries()) yield await table.row(row, imageKey, file, shard, groupStart + i);
+        for (const [i, row] of rows.entries()) yield await table.row(row, imageKey, file, source.shard, groupStart + i, rowOptions);
         groupStart += groupRows;
       }
     } finally {

@@ -110,8 +110,14 @@ export class TableRows {
    * One row. `file` is where relative image paths resolve and what messages name; `shard` the
    * short name the row's `where` uses.
    */
-  async row(row: Record<string, unknown>, imageKey: string, file: string, shard: string, rowInFile: number): Promise<DatasetRow> {
-    const { options } = this;
+  async row(
+    row: Record<string, unknown>,
+    imageKey: string,
+    file: string,
+    shard: string,
+    rowInFile: number,
+    options: DatasetReadOptions = this.options,
+  ): Promise<DatasetRow> {
     const where = `${file}: row ${rowInFile}`;
     const instruction = row[options.instructionKey];
     if (instruction !== null && instruction !== undefined && typeof instruction !== 'string') {
