@@ -8,6 +8,8 @@ import { tracePhase } from '../lib/phaseTrace';
 import { DEFAULT_DOWNLOAD_TIMEOUT_MS, DEFAULT_MAX_DOWNLOAD_BYTES } from '../lib/dataset/imageCache';
 import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
+import { isWebDatasetInput } from '../lib/dataset/webdataset';
+import { isHubLocation } from '../lib/dataset/hub';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
 import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
@@ -198,9 +200,19 @@ export function defaultWindow(concurrency: number): number {
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // s3:// locations are checked where they are read (planning), with the worker's credentials.
-  const inputPath = isS3Location(options.input) ? options.input : resolve(options.input);
-  if (!isS3Location(inputPath)) {
-    if (!existsSync(inputPath)) throw new UsageError(`--input ${options.input}: no such file or directory`);
+  // hf:// repos, like s3:// objects, are read where planning runs (with that worker's HF_TOKEN).
+  const remote = isS3Location(options.input) || isHubLocation(options.input);
+  const inputPath = remote ? options.input : resolve(options.input);
+  if (isHubLocation(inputPath)) {
+    try {
+      datasetFormat(inputPath);
+    } catch (err) {
+      throw new UsageError(`--input: ${(err as Error).message}`);
+    }
+  } else if (!isS3Location(inputPath)) {
+    // A brace pattern of WebDataset shards names files, not itself: the reader checks each shard.
+    if (!existsSync(inputPath) && !isWebDatasetInput(inputPath))
+      throw new UsageError(`--input ${options.input}: no such file or directory`);
     try {
       datasetFormat(inputPath);
     } catch (err) {

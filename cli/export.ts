@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { UsageError } from '../lib/shared/errors';
-import { describeOnly, exportHf, parseExportOnly } from '../lib/export/hfExport';
+import { describeOnly, exportHf, parseExportOnly, type UnreadableInput } from '../lib/export/hfExport';
 import { ExitCodes, type CliIO } from './io';
 import { resolveRunOutputDir } from './runTarget';
 
@@ -13,16 +13,18 @@ export interface ExportOptions {
   imageCacheDir?: string;
 }
 
-/** `atelier export <run-id | output-dir> --format hf --out DIR`: the run as a Hugging Face dataset. */
+/** `atelier export <run-id | output-dir> --format hf|arrow|webdataset --out DIR`: the run as a dataset. */
 export async function runExport(target: string, options: ExportOptions, io: CliIO): Promise<number> {
-  if (options.format !== 'hf')
+  if (options.format !== 'hf' && options.format !== 'arrow' && options.format !== 'webdataset')
     throw new UsageError(
-      `--format ${options.format}: the only format is hf (Parquet shards with embedded images, as Hugging Face datasets writes them)`,
+      `--format ${options.format}: choose hf (Parquet shards with embedded images, as the Hub holds them), arrow (a datasets save_to_disk folder) or webdataset (.tar shards)`,
     );
+  const format = options.format;
   const only = parseExportOnly(options.only);
   const outputDir = await resolveRunOutputDir(target, options.stateDir);
   const out = resolve(options.out);
   const result = await exportHf({
+    format,
     outputDir,
     out,
     only,
@@ -30,9 +32,28 @@ export async function runExport(target: string, options: ExportOptions, io: CliI
     ...(options.imageCacheDir ? { imageCacheDir: options.imageCacheDir } : {}),
   });
   io.out(
-    `exported ${result.rows} rows (${only === 'all' ? 'every row' : `--only ${describeOnly(only)}`}) from ${outputDir} into ${result.shards.length} shard(s) under ${out}/data`,
+    `exported ${result.rows} rows (${only === 'all' ? 'every row' : `--only ${describeOnly(only)}`}) from ${outputDir} into ${result.shards.length} shard(s) under ${format === 'hf' ? `${out}/data` : out}`,
   );
   io.out(`columns: ${result.columns.map((c) => c.name).join(', ')}`);
-  io.out(`load it with: python -c 'import datasets; print(datasets.load_dataset("${out}", split="train"))'`);
+  reportUnreadable(result.unreadableInputs, io);
+  const last = String(result.shards.length - 1).padStart(6, '0');
+  io.out(
+    format === 'hf'
+      ? `load it with: python -c 'import datasets; print(datasets.load_dataset("${out}", split="train"))'`
+      : format === 'arrow'
+        ? `load it with: python -c 'import datasets; print(datasets.load_from_disk("${out}"))'`
+        : `iterate it with: python -c 'import webdataset as wds; print(next(iter(wds.WebDataset("${out}/shard-{000000..${last}}.tar", shardshuffle=False))).keys())'`,
+  );
   return ExitCodes.ok;
+}
+
+/** Rows whose input images could not be read went out without them: say how many and which (the first ten). */
+function reportUnreadable(rows: UnreadableInput[], io: CliIO): void {
+  if (rows.length === 0) return;
+  const shown = 10;
+  io.err(
+    `warning: ${rows.length} row${rows.length === 1 ? '' : 's'} exported without ${rows.length === 1 ? 'its' : 'their'} input image (it could not be read; the row's other columns are kept):`,
+  );
+  for (const r of rows.slice(0, shown)) io.err(`  row ${r.index} (${r.where}): ${r.message}`);
+  if (rows.length > shown) io.err(`  ... and ${rows.length - shown} more`);
 }

@@ -322,10 +322,13 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
   program
     .command('export <run-or-output-dir>')
     .description(
-      'publish a run as a dataset: --format hf writes Parquet shards (images embedded) that Hugging Face datasets loads as they are',
+      'publish a run as a dataset: --format hf writes Parquet shards (images embedded) that Hugging Face datasets loads as they are; arrow a save_to_disk folder; webdataset .tar shards',
     )
-    .requiredOption('--out <dir>', 'a new or empty folder for the dataset (data/train-*.parquet)')
-    .option('--format <format>', 'hf (the only format)', 'hf')
+    .requiredOption(
+      '--out <dir>',
+      'a new or empty folder for the dataset (data/train-*.parquet; data-*.arrow for arrow; shard-*.tar for webdataset)',
+    )
+    .option('--format <format>', 'hf (Parquet shards, load_dataset), arrow (datasets.load_from_disk) or webdataset (.tar shards)', 'hf')
     .option(
       '--only <rows>',
       'ok (rows with outputs), accepted (ok rows accepted in `atelier view`) or score>=X (ok rows `atelier judge` scored X or more); default every row',

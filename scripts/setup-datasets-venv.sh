@@ -32,7 +32,7 @@ rm -rf "$venv.tmp"
 mkdir -p "$(dirname "$venv")"
 "$py" -m venv "$venv.tmp"
 "$venv.tmp/bin/python" -m pip install -q --disable-pip-version-check --progress-bar off -r "$req" >&2
-"$venv.tmp/bin/python" -c 'import datasets, PIL' >&2
+"$venv.tmp/bin/python" -c 'import datasets, PIL, webdataset, huggingface_hub' >&2
 rm -rf "$venv"
 mv "$venv.tmp" "$venv"
 grep -rlI --null "$venv.tmp" "$venv/bin" 2>/dev/null | xargs -0 -r sed -i "s|$venv.tmp|$venv|g"

@@ -87,6 +87,8 @@ export function toImageRef(value: string, datasetPath: string, options?: Pick<Da
   if (/^s3:\/\//i.test(value)) return { kind: 's3', source: value };
   if (/^file:\/\//i.test(value)) return { kind: 'file', source: fileURLToPath(value) };
   const base = options?.origin?.(datasetPath) ?? datasetPath;
+  // A file read from a URL (a Hub repo at a commit): relative paths are files beside it there.
+  if (/^https?:\/\//i.test(base) && !isAbsolute(value)) return { kind: 'url', source: new URL(value, base).href };
   if (base.startsWith('s3://') && !isAbsolute(value))
     return { kind: 's3', source: posix.join(posix.dirname(base), value).replace(/^s3:\/(?!\/)/, 's3://') };
   return { kind: 'file', source: isAbsolute(value) ? value : resolve(dirname(datasetPath), value) };

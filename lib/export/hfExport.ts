@@ -1,12 +1,15 @@
-import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { openStorage } from '../../storage';
 import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from '../run/plan';
 import { layout } from '../run/runStore';
 import { readSource } from '../images';
-import { inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
+import { ArrowTableWriter } from './arrowTable';
+import { WebDatasetWriter } from './webdatasetTable';
+import { huggingfaceMetadata, inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
 import { runRows, type RunRowView } from '../run/runRows';
-import { UsageError } from '../shared/errors';
+import { ClassifiedError, ExportError, UsageError } from '../shared/errors';
 
 // `atelier export --format hf`: a run as a Hugging Face dataset. Parquet shards in the Hub's layout
 // (`data/train-00000-of-00002.parquet`), input and output images embedded as Image features, so
@@ -27,7 +30,14 @@ export function describeOnly(only: ExportOnly): string {
   return typeof only === 'string' ? only : `score>=${only.minScore}`;
 }
 
+/**
+ * hf: Parquet shards in the Hub's layout; arrow: `datasets`' save_to_disk folder (Arrow stream
+ * files); webdataset: `.tar` shards, a sample per row.
+ */
+export type ExportFormat = 'hf' | 'arrow' | 'webdataset';
+
 export interface HfExportOptions {
+  format?: ExportFormat;
   outputDir: string;
   out: string;
   only: ExportOnly;
@@ -41,6 +51,14 @@ export interface HfExportResult {
   rows: number;
   shards: string[];
   columns: TableColumn[];
+  /** Rows exported without an input image (or mask) that could not be read: failed rows whose file is gone, mostly. */
+  unreadableInputs: UnreadableInput[];
+}
+
+export interface UnreadableInput {
+  index: number;
+  where: string;
+  message: string;
 }
 
 /** Columns the export adds; an input column with one of these names is kept as `input_<name>`. */
@@ -161,12 +179,41 @@ function imageName(ref: ImageRef): string | null {
       : null;
 }
 
-/** Refuses to write into a folder that holds anything: an export never mixes with other files. */
-async function prepareOut(out: string): Promise<void> {
+/**
+ * Refuses to write into a folder that holds anything: an export never mixes with other files.
+ * Answers how to undo it: an export that fails leaves --out as it found it (absent or empty).
+ */
+export async function prepareOut(out: string, sub = ''): Promise<() => Promise<void>> {
   const info = await stat(out).catch(() => undefined);
   if (info && !info.isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`);
   if (info && (await readdir(out)).length > 0) throw new UsageError(`--out ${out} is not empty; give a new or empty folder`);
-  await mkdir(join(out, 'data'), { recursive: true });
+  await mkdir(join(out, sub), { recursive: true });
+  return async () => {
+    if (info) {
+      for (const name of await readdir(out)) await rm(join(out, name), { recursive: true, force: true });
+    } else {
+      await rm(out, { recursive: true, force: true });
+    }
+  };
+}
+
+/** Reads an input image for an export; one that cannot be read is reported, not fatal (the row keeps its other columns). */
+async function readInput(
+  ref: ImageRef,
+  sources: Parameters<typeof readSource>[1],
+  row: { index: number; where: string },
+  unreadable: UnreadableInput[],
+): Promise<ImageCell | undefined> {
+  try {
+    return { bytes: await readSource(ref, sources), path: imageName(ref) };
+  } catch (err) {
+    const message =
+      err instanceof ClassifiedError
+        ? err.message
+        : `input image ${ref.kind === 'data' ? 'data: URI' : ref.source} cannot be read: ${(err as Error).message}`;
+    unreadable.push({ index: row.index, where: row.where, message });
+    return undefined;
+  }
 }
 
 export async function exportHf(options: HfExportOptions): Promise<HfExportResult> {
@@ -179,13 +226,15 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
     throw new UsageError(
       `no row of ${outputDir} matches --only ${describeOnly(only)}: nothing to export${typeof only === 'object' ? ' (scores come from `atelier judge`)' : ''}`,
     );
-  await prepareOut(out);
+  const format = options.format ?? 'hf';
+  const undo = await prepareOut(out, format === 'hf' ? 'data' : '');
+  const unreadableInputs: UnreadableInput[] = [];
   const columns = columnsOf(shape);
   const storage = openStorage(outputDir);
   const sources = { cacheDir: options.imageCacheDir ?? childLocation(outputDir, layout.imageCache), runDir: outputDir };
   const shardBytes = options.shardBytes ?? 256 * 1024 * 1024;
   const temp: string[] = [];
-  let writer: ParquetTableWriter | undefined;
+  let writer: ParquetTableWriter | ArrowTableWriter | WebDatasetWriter | undefined;
   let bytesInShard = 0;
   let batch: Array<Record<string, unknown>> = [];
 
@@ -198,28 +247,36 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
     for await (const view of runRows(outputDir, meta)) {
       if (!wanted(view, only)) continue;
       if (!writer) {
-        const path = join(out, 'data', `.part-${temp.length}.parquet`);
+        const part = `.part-${temp.length}`;
+        const path = format === 'hf' ? join(out, 'data', `${part}.parquet`) : join(out, `${part}.${format === 'arrow' ? 'arrow' : 'tar'}`);
         temp.push(path);
-        writer = new ParquetTableWriter(path, columns, { huggingface: true });
+        writer =
+          format === 'hf'
+            ? new ParquetTableWriter(path, columns, { huggingface: true })
+            : format === 'arrow'
+              ? new ArrowTableWriter(path, columns)
+              : new WebDatasetWriter(path, columns);
         bytesInShard = 0;
       }
       const { row, entry } = view;
       const inputs: ImageCell[] = [];
+      const unreadableBefore = unreadableInputs.length;
       for (const ref of row.images) {
-        const bytes = await readSource(ref, sources).catch((err: Error) => {
-          throw new Error(
-            `row ${row.index} (${row.where}): input image ${ref.kind === 'data' ? 'data: URI' : ref.source} cannot be read: ${err.message}`,
-          );
-        });
-        inputs.push({ bytes, path: imageName(ref) });
+        const cell = await readInput(ref, sources, row, unreadableInputs);
+        if (cell) inputs.push(cell);
       }
       const outputs: ImageCell[] = [];
       for (const path of view.status === 'ok' ? (entry?.outputImages ?? []) : []) {
-        const bytes = await storage.read(path);
-        if (!bytes) throw new Error(`row ${row.index}: output ${storage.describe(path)} is missing although its ledger entry says ok`);
+        const bytes = await storage.read(path).catch((err: Error) => {
+          throw new ExportError(`row ${row.index}: output ${storage.describe(path)} cannot be read: ${err.message}`);
+        });
+        if (!bytes)
+          throw new ExportError(`row ${row.index}: output ${storage.describe(path)} is missing although its ledger entry says ok`);
         outputs.push({ bytes, path: basename(path) });
       }
-      const mask = row.mask ? { bytes: await readSource(row.mask, sources), path: imageName(row.mask) } : null;
+      const mask = row.mask ? ((await readInput(row.mask, sources, row, unreadableInputs)) ?? null) : null;
+      // One report per row, however many of its images are missing.
+      if (unreadableInputs.length > unreadableBefore + 1) unreadableInputs.splice(unreadableBefore + 1);
       const record: Record<string, unknown> = {
         index: row.index,
         [shape.multiTurn ? 'instructions' : 'instruction']: shape.multiTurn ? row.turns : (row.turns[0] ?? null),
@@ -255,17 +312,42 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
       if (batch.length) await flush();
       await writer.finish();
     }
+    // Names say how many shards there are, which is known only now.
+    const shards: string[] = [];
+    const of = String(temp.length).padStart(5, '0');
+    for (const [i, path] of temp.entries()) {
+      const n = String(i).padStart(5, '0');
+      const name =
+        format === 'hf'
+          ? join(out, 'data', `train-${n}-of-${of}.parquet`)
+          : format === 'arrow'
+            ? join(out, `data-${n}-of-${of}.arrow`)
+            : join(out, `shard-${String(i).padStart(6, '0')}.tar`);
+      await rename(path, name);
+      shards.push(name);
+    }
+    if (format === 'arrow') await writeArrowFolderFiles(out, columns, shards);
+    return { rows: shape.rows, shards, columns, unreadableInputs };
   } catch (err) {
-    await rm(join(out, 'data'), { recursive: true, force: true });
+    await undo();
     throw err;
   }
-  // Names say how many shards there are, which is known only now.
-  const shards: string[] = [];
-  const of = String(temp.length).padStart(5, '0');
-  for (const [i, path] of temp.entries()) {
-    const name = join(out, 'data', `train-${String(i).padStart(5, '0')}-of-${of}.parquet`);
-    await rename(path, name);
-    shards.push(name);
-  }
-  return { rows: shape.rows, shards, columns };
+}
+
+/** The two JSON files that make a folder of Arrow files a dataset `datasets.load_from_disk` opens. */
+async function writeArrowFolderFiles(out: string, columns: TableColumn[], shards: string[]): Promise<void> {
+  const { features } = (JSON.parse(huggingfaceMetadata(columns)) as { info: { features: unknown } }).info;
+  const info = { citation: '', description: '', features, homepage: '', license: '' };
+  await writeFile(join(out, 'dataset_info.json'), `${JSON.stringify(info, null, 2)}\n`);
+  const state = {
+    _data_files: shards.map((s) => ({ filename: basename(s) })),
+    // datasets caches transforms by fingerprint; a random one, as `datasets` gives a new dataset.
+    _fingerprint: randomBytes(8).toString('hex'),
+    _format_columns: null,
+    _format_kwargs: {},
+    _format_type: null,
+    _output_all_columns: false,
+    _split: null,
+  };
+  await writeFile(join(out, 'state.json'), `${JSON.stringify(state, null, 2)}\n`);
 }

@@ -108,7 +108,7 @@ export function inferKind(values: Iterable<unknown>): ColumnKind {
 }
 
 /** A cell as the writer takes it for its column's kind (null for a missing value). */
-function cellOf(kind: ColumnKind, value: unknown): unknown {
+export function cellOf(kind: ColumnKind, value: unknown): unknown {
   if (value === null || value === undefined) return null;
   switch (kind) {
     case 'int':

@@ -19,6 +19,18 @@ const location = (what: string) =>
       message: `${what} must be an absolute path or an s3://bucket/prefix location`,
     });
 
+/** An input may also be a dataset repo on the Hugging Face Hub (hf://datasets/org/name[@rev][/path]). */
+const inputLocation = (what: string) =>
+  z
+    .string()
+    .min(1)
+    .refine(
+      (p) => isAbsolute(p) || /^s3:\/\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/.*)?$/.test(p) || /^hf:\/\/datasets\/[\w.-]+\/[\w.-]+/.test(p),
+      {
+        message: `${what} must be an absolute path, an s3://bucket/prefix location or hf://datasets/<org>/<name>`,
+      },
+    );
+
 /**
  * Parameters forwarded to the model; each adapter uses the ones its API has. Part of the run id:
  * changing one is a different run.
@@ -130,7 +142,7 @@ export const datasetWorkflowInputSchema = z
       if (problem) ctx.addIssue({ code: 'custom', message: problem });
     }),
     /** Absolute path or s3:// location of the dataset: a .csv, .jsonl or .parquet file, or a folder of .parquet shards. */
-    inputPath: location('inputPath'),
+    inputPath: inputLocation('inputPath'),
     /** Absolute path or s3:// location of the output directory (shared by every worker that serves this run). */
     outputDir: location('outputDir'),
     backend: z.enum(BACKEND_NAMES),

@@ -5,6 +5,11 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
+/** A run's files do not allow the export asked for (an output gone missing): the message names the row and file. */
+export class ExportError extends UsageError {
+  override name = 'ExportError';
+}
+
 /** The dataset itself is malformed: the message names the file, line and column. */
 export class DatasetError extends Error {
   override name = 'DatasetError';

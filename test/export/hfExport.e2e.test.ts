@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../../lib/run/ledger';
@@ -83,6 +83,8 @@ beforeAll(async () => {
       '0,imgs/red.png,export-ok-0 make it cyan,camera,1.5',
       '1,"[""imgs/red.png"",""imgs/blue.png""]",export-ok-1 combine them,web,2',
       '2,imgs/blue.png,export-refused-2 refuse me,web,',
+      // Its image is not there: the row fails with an input error and the export must still work.
+      '3,imgs/gone.png,export-missing-3 edit a missing file,web,',
     ].join('\n'),
   );
   standin.script('export-refused-2', [faults.moderationBlocked()], { repeat: true });
@@ -114,11 +116,11 @@ describe('atelier export --format hf', () => {
     const out = join(dir, 'hf-all');
     const run = await atelier(['export', outputDir, '--format', 'hf', '--out', out], env());
     expect(run.code, run.stderr).toBe(0);
-    expect(run.stdout).toMatch(/exported 3 rows/);
+    expect(run.stdout).toMatch(/exported 4 rows/);
     expect(readdirSync(join(out, 'data'))).toEqual(['train-00000-of-00001.parquet']);
 
     const loaded = loadWithDatasets(out);
-    expect(loaded.num_rows).toBe(3);
+    expect(loaded.num_rows).toBe(4);
     // Image features, not plain structs: `datasets` decodes them to PIL images.
     expect(loaded.features).toMatchObject({
       input_images: ['List', 'Image'],
@@ -127,7 +129,7 @@ describe('atelier export --format hf', () => {
       source: 'Value',
       weight: 'Value',
     });
-    const [ok0, ok1, refused] = loaded.rows;
+    const [ok0, ok1, refused, missing] = loaded.rows;
     // CSV cells are text: the input's own columns keep the reader's strings.
     // The stand-in's "edit" inverts the input: red in, cyan out.
     expect(ok0).toMatchObject({
@@ -149,6 +151,33 @@ describe('atelier export --format hf', () => {
     ]);
     expect(refused).toMatchObject({ index: 2, status: 'failed', output_image: null, source: 'web' });
     expect(String(refused!.error)).toMatch(/^Blocked: /);
+    expect(missing).toMatchObject({ index: 3, status: 'failed', input_images: [], output_image: null });
+    expect(String(missing!.error)).toMatch(/input image not found/);
+  });
+
+  it('a row whose input image is missing is exported without it, and the export says how many rows and which', async () => {
+    const out = join(dir, 'hf-missing');
+    const run = await atelier(['export', outputDir, '--format', 'hf', '--out', out], env());
+    expect(run.code, run.stderr).toBe(0);
+    // No stack trace: one line that counts the rows and names them, with the file that is missing.
+    expect(run.stderr).not.toMatch(/\bat .*\.js:\d+/);
+    expect(run.stderr).toMatch(/1 row exported without its input image/);
+    expect(run.stderr).toContain(`row 3 (edits.csv line 5): input image not found: ${join(dir, 'imgs', 'gone.png')}`);
+    expect(readdirSync(join(out, 'data'))).toEqual(['train-00000-of-00001.parquet']);
+  });
+
+  it('an export that fails part-way leaves no half-written --out behind, and says which row and file', async () => {
+    // Row 1's output is there but cannot be read (a link to /proc/self/mem: a regular file whose
+    // reads fail with EIO): row 0 is written, then the export fails.
+    const scratch = join(dir, 'out-copy');
+    execFileSync('cp', ['-r', outputDir, scratch]);
+    execFileSync('ln', ['-sf', '/proc/self/mem', join(scratch, '000001.png')]);
+    const out = join(dir, 'hf-broken');
+    const run = await atelier(['export', scratch, '--out', out], env());
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/error: row 1: output .*000001\.png cannot be read: .*EIO/);
+    expect(run.stderr).not.toMatch(/\bat .*\.js:\d+/);
+    expect(existsSync(out)).toBe(false);
   });
 
   it('--only ok and --only accepted keep the rows asked for; no match is an error that says so', async () => {
@@ -193,6 +222,7 @@ describe('atelier export --format hf', () => {
       ['0', 'ok', ['000000.png']],
       ['1', 'ok', ['000001.png']],
       ['2', 'failed', []],
+      ['3', 'failed', []],
     ]);
   });
 
@@ -204,7 +234,7 @@ describe('atelier export --format hf', () => {
     expect(full.stderr).toContain(`--out ${busy} is not empty`);
     const format = await atelier(['export', outputDir, '--out', join(dir, 'x'), '--format', 'csv'], env());
     expect(format.code).toBe(1);
-    expect(format.stderr).toMatch(/--format csv: the only format is hf/);
+    expect(format.stderr).toMatch(/--format csv: choose hf .* or webdataset/);
     const unknown = await atelier(['export', 'no-such-run', '--out', join(dir, 'y'), '--state-dir', join(dir, 'state')], env());
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/no-such-run is neither an output dir nor a run id/);
