@@ -10,7 +10,7 @@ import { freePort } from '../../lib/devServer';
 import { ensureDockerCompose, VERSITYGW_VERSION } from '../../lib/goTools';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, CliProcess, REPO, waitUntil } from '../helpers/cli';
-import { startDockerEngine, type DockerEngine } from '../helpers/dockerEngine';
+import { startDockerEngine, startNoSuchNameDns, type DockerEngine } from '../helpers/dockerEngine';
 import { tempDir, writePng } from '../helpers/fixtures';
 import { ensureStandinImages, STANDIN_POSTGRES_TAG, STANDIN_TEMPORAL_TAG } from '../helpers/standinImages';
 
@@ -32,6 +32,8 @@ import { ensureStandinImages, STANDIN_POSTGRES_TAG, STANDIN_TEMPORAL_TAG } from 
 // - The only override file puts the stack on a bridge network this test creates (fixed subnet),
 //   so the stand-in provider on this host can listen on that network's gateway address.
 // - Builds cannot reach npm: the node stand-in carries the host's npm cache and npm runs offline.
+// - Containers have no route out, so their only DNS server outside the engine is a stand-in on the
+//   test network's gateway that answers "no such name" at once (startNoSuchNameDns).
 //
 // What it shows: the stack becomes healthy (schema job, server, namespace job, store, workers);
 // a run of ROWS rows started from the host finishes all ok with its outputs in the store's bucket
@@ -57,6 +59,7 @@ let composeBin: string;
 let runDir: string;
 let standin: OpenAIStandin;
 let relay: Server;
+let dns: { close(): Promise<void> } | undefined;
 /** Provider requests by the container address they came from. */
 const callsFrom = new Map<string, number>();
 let ports: { temporal: number; s3: number };
@@ -167,10 +170,12 @@ async function expectAllOk(tag: string, rows: number): Promise<void> {
 
 beforeAll(async () => {
   assertBuilt();
+  // The SDK's Node-22 notice says nothing actionable for the pinned release (see storage/s3.ts).
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   let since = Date.now();
   runDir = tempDir('atelier-stack-');
   composeBin = await ensureDockerCompose(log); // built by `npm test`'s Go tools step
-  engine = await startDockerEngine(runDir, log);
+  engine = await startDockerEngine(runDir, { dns: GATEWAY, log });
   timings.push(`engine ${seconds(since)}`);
   since = Date.now();
   await ensureStandinImages(engine, log);
@@ -179,6 +184,7 @@ beforeAll(async () => {
   // A network left by a killed run is replaced.
   await engine.docker(['network', 'rm', NETWORK], 60_000).catch(() => undefined);
   await engine.docker(['network', 'create', '--driver', 'bridge', '--subnet', SUBNET, '--gateway', GATEWAY, NETWORK], 60_000);
+  dns = await startNoSuchNameDns(GATEWAY);
   // The provider stand-in listens on loopback; a relay on the network's gateway address (this
   // host, as the containers see it) forwards to it and notes which container each call came from.
   standin = await startOpenAIStandin({ latencyMs: 300 });
@@ -251,6 +257,7 @@ afterAll(async () => {
     await engine.docker(['network', 'rm', NETWORK], 60_000).catch(() => undefined);
   }
   if (relay) await new Promise((resolve) => relay.close(resolve));
+  await dns?.close();
   await standin?.close();
   await engine?.stop();
   log(`timings: ${timings.join(', ')}`);

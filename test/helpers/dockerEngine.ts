@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -69,8 +70,20 @@ async function takeLock(lock: string, waitMs: number): Promise<void> {
   }
 }
 
+export interface DockerEngineOptions {
+  /**
+   * The upstream DNS server of the containers' embedded resolver (see startNoSuchNameDns). Names
+   * of other containers are answered by the engine itself; anything else is forwarded, and with no
+   * route out every such query waits 20 s for its timeout: the Temporal CLI's gRPC connection
+   * then misses its deadline although `temporal` resolves.
+   */
+  dns?: string;
+  log?: (line: string) => void;
+}
+
 /** Starts dockerd with its socket and exec root under `runDir` and waits until it answers. */
-export async function startDockerEngine(runDir: string, log: (line: string) => void = () => undefined): Promise<DockerEngine> {
+export async function startDockerEngine(runDir: string, options: DockerEngineOptions = {}): Promise<DockerEngine> {
+  const log = options.log ?? (() => undefined);
   if (!existsSync('/usr/sbin/dockerd') && !existsSync('/usr/bin/dockerd'))
     throw new Error('dockerd is missing: apt-get install docker.io (npm test installs it)');
   const dataRoot = join(dockerCacheDir(), 'engine');
@@ -112,6 +125,7 @@ export async function startDockerEngine(runDir: string, log: (line: string) => v
         '--ip6tables=false',
         '--ip-masq=false',
         '--userland-proxy=true',
+        ...(options.dns ? ['--dns', options.dns] : []),
       ],
       { logFile: join(runDir, 'dockerd.log') },
     );
@@ -152,4 +166,31 @@ export async function startDockerEngine(runDir: string, log: (line: string) => v
       }
     },
   };
+}
+
+/**
+ * A DNS server on `address`:53 (UDP) that answers every query "no such name" at once: the
+ * containers' only resolver outside the engine, so a name that is not a container fails fast, as
+ * it would on a host with a working resolver. Needs root (port 53), as the engine does.
+ */
+export async function startNoSuchNameDns(address: string): Promise<{ close(): Promise<void> }> {
+  const socket = createSocket('udp4');
+  socket.on('message', (query, peer) => {
+    if (query.length < 12) return;
+    // Header and the question only (the query's EDNS record is not echoed).
+    let end = 12;
+    while (end < query.length && query[end] !== 0) end += query[end]! + 1;
+    end = Math.min(end + 5, query.length);
+    const answer = Buffer.from(query.subarray(0, end));
+    answer[2] = 0x80 | (query[2]! & 0x79); // a response; opcode and "recursion desired" kept
+    answer[3] = 0x80 | 3; // recursion available, NXDOMAIN
+    answer.writeUInt16BE(Math.min(query.readUInt16BE(4), 1), 4);
+    answer.fill(0, 6, 12); // no answer, authority or additional records
+    socket.send(answer, peer.port, peer.address);
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind(53, address, () => resolve());
+  });
+  return { close: () => new Promise<void>((resolve) => socket.close(() => resolve())) };
 }
