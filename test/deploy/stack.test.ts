@@ -6,8 +6,8 @@ import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectC
 import { Connection } from '@temporalio/client';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../../lib/devServer';
-import { ensureDockerCompose, VERSITYGW_VERSION } from '../../lib/goTools';
+import { freePort } from '../../lib/temporal/devServer';
+import { ensureDockerCompose, VERSITYGW_VERSION } from '../../testing/goTools';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, CliProcess, REPO, waitUntil } from '../helpers/cli';
 import { startDockerEngine, startNoSuchNameDns, type DockerEngine } from '../helpers/dockerEngine';

@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { spawnTied, type TiedProcess } from '../../lib/localCluster';
+import { spawnTied, type TiedProcess } from '../../testing/localCluster';
 
 // A Docker engine of the test's own: Debian's dockerd (package docker.io, 20.10) on a private data
 // root, exec root and socket, never the machine's default /var/run/docker.sock. It has no default

@@ -3,9 +3,9 @@ import { createHash } from 'node:crypto';
 import { cpSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
-import { VERSITYGW_VERSION, versitygwPath } from '../../lib/goTools';
-import { ensureTemporalServer, TEMPORAL_SERVER_VERSION } from '../../lib/localCluster';
-import { findTemporalCli, repoRoot } from '../../lib/temporalCli';
+import { VERSITYGW_VERSION, versitygwPath } from '../../testing/goTools';
+import { ensureTemporalServer, TEMPORAL_SERVER_VERSION } from '../../testing/localCluster';
+import { findTemporalCli, repoRoot } from '../../lib/temporal/temporalCli';
 import type { DockerEngine } from './dockerEngine';
 import { tempDir } from './fixtures';
 
