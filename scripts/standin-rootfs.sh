@@ -5,7 +5,7 @@
 #   node.tar   bookworm minbase + this machine's Node 20 and npm + user node (uid 1000)
 #   tools.tar  bookworm minbase + PostgreSQL 15, netcat-openbsd, tzdata (postgres, Temporal, versitygw)
 # Cached under ~/.cache/atelier/docker/rootfs-<key>/, the key hashing this script, the Node
-# version and the Debian point release; idempotent (a complete folder is reused). About 2.5 min
+# version and the Debian point release; idempotent (a complete folder is reused). About 3 min
 # cold, 760 MB. Prints the folder (with --print, only says where it is or would be).
 set -euo pipefail
 cache="${ATELIER_CACHE_DIR:-$HOME/.cache/atelier}/docker"
