@@ -8,7 +8,10 @@ COPY package.json package-lock.json ./
 # postinstall step skip its download; --ignore-scripts defers the build until the sources are in.
 RUN TEMPORAL_CLI_PATH=/bin/true npm ci --ignore-scripts
 COPY . .
-RUN node scripts/build.mjs && npm prune --omit=dev
+# The Temporal core bridge ships prebuilt libraries for five platforms (~27 MB each): keep the
+# Linux ones (x64 and arm64 builds of this image), drop macOS and Windows.
+RUN node scripts/build.mjs && npm prune --omit=dev \
+  && rm -rf node_modules/@temporalio/core-bridge/releases/*-apple-darwin node_modules/@temporalio/core-bridge/releases/*-windows-msvc
 
 FROM node:20-bookworm-slim
 ENV NODE_ENV=production

@@ -93,9 +93,13 @@ export async function goInstall(outDir: string, packages: readonly string[]): Pr
   });
 }
 
-/** `go build` of a module in the repository (go.mod/go.sum committed) into `outDir/name`. */
-export async function goBuildModule(moduleDir: string, outDir: string, name: string): Promise<void> {
-  await run('go', ['build', '-mod=readonly', '-trimpath', '-ldflags=-s -w', '-o', join(outDir, name), '.'], {
+/**
+ * `go build` of a module in the repository (go.mod/go.sum committed) into `outDir/name`: its own
+ * package, or `pkg` from one of its requirements (a wrapper module pinning a tool), with extra
+ * linker flags (`-X` version stamps).
+ */
+export async function goBuildModule(moduleDir: string, outDir: string, name: string, pkg = '.', ldflags = ''): Promise<void> {
+  await run('go', ['build', '-mod=readonly', '-trimpath', `-ldflags=-s -w${ldflags ? ` ${ldflags}` : ''}`, '-o', join(outDir, name), pkg], {
     cwd: moduleDir,
     env: { ...process.env, GOFLAGS: [process.env.GOFLAGS, '-buildvcs=false'].filter(Boolean).join(' ') },
     maxBuffer: 64 * 1024 * 1024,
@@ -146,4 +150,36 @@ export async function ensureVersitygw(log?: (line: string) => void): Promise<str
     ...(log ? { log } : {}),
   });
   return join(dir, 'versitygw');
+}
+
+/** The docker compose v2 CLI the compose stack test drives (module github.com/docker/compose/v5). */
+export const DOCKER_COMPOSE_VERSION = 'v5.6.0';
+
+/**
+ * test/deploy/compose-cli, a wrapper module pinning docker compose (its own go.mod has exclude
+ * directives, so `go install ...@version` refuses it), built into
+ * docker-compose-<version>-<go.sum hash>/ (about 3 min cold on 2 cores, 28 MiB). Returns the
+ * binary's path; it runs standalone (`docker-compose ...`, the same commands as `docker compose`).
+ */
+export async function ensureDockerCompose(log?: (line: string) => void): Promise<string> {
+  const moduleDir = join(repoRoot(), 'test', 'deploy', 'compose-cli');
+  const goMod = readFileSync(join(moduleDir, 'go.mod'), 'utf8');
+  if (!goMod.includes(`github.com/docker/compose/v5 ${DOCKER_COMPOSE_VERSION}`))
+    throw new Error(`test/deploy/compose-cli/go.mod does not require github.com/docker/compose/v5 ${DOCKER_COMPOSE_VERSION}`);
+  const hash = createHash('sha256');
+  for (const f of ['go.mod', 'go.sum']) hash.update(readFileSync(join(moduleDir, f)));
+  const dir = await ensureGoBuild({
+    key: `docker-compose-${DOCKER_COMPOSE_VERSION}-${hash.digest('hex').slice(0, 12)}`,
+    binaries: ['docker-compose'],
+    build: (out) =>
+      goBuildModule(
+        moduleDir,
+        out,
+        'docker-compose',
+        'github.com/docker/compose/v5/cmd',
+        `-X github.com/docker/compose/v5/internal.Version=${DOCKER_COMPOSE_VERSION}`,
+      ),
+    ...(log ? { log } : {}),
+  });
+  return join(dir, 'docker-compose');
 }
