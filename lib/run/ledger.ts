@@ -190,10 +190,12 @@ const PREFETCH_CONCURRENCY = 16;
 
 /**
  * Reads rows' ledger states for a scan over many rows: one listing up front, then a read only for
- * rows that have an entry (most rows of a new run have none).
+ * rows that have an entry (most rows of a new run have none); or, given `only`, a read of just those.
  */
-export async function ledgerReader(outputDir: string): Promise<LedgerReader> {
-  const attempted = await ledgerIndexes(outputDir);
+export async function ledgerReader(outputDir: string, only?: ReadonlySet<number>): Promise<LedgerReader> {
+  // `only`: the rows a scan will ask about, read without listing the whole ledger (the results
+  // refresh reads just the rows finished since the last one).
+  const attempted = only ?? (await ledgerIndexes(outputDir));
   const exist = outputChecker(openStorage(outputDir));
   const read = async ({ index, digest }: LedgerRowKey): Promise<RowLedgerState> => {
     const entry = attempted.has(index) ? await readLedgerEntry(outputDir, index) : undefined;
