@@ -65,8 +65,10 @@ export class ResultsRecords {
       pointer = JSON.parse(bytes.toString('utf8')) as RecordsPointer;
       if (pointer.plan !== plan) return undefined;
       const states = new Map<number, RecordedState>();
-      for (let n = 0; n < pointer.segments; n++) {
-        const segment = await storage.read(segmentKey(pointer.base, n));
+      const base = pointer.base;
+      // Read together (one request each on S3), applied in order: a later record of a row wins.
+      const segments = await Promise.all(Array.from({ length: pointer.segments }, (_, n) => storage.read(segmentKey(base, n))));
+      for (const segment of segments) {
         if (!segment) return undefined;
         for (const line of segment.toString('utf8').split('\n')) {
           if (!line) continue;

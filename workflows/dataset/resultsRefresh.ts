@@ -18,6 +18,12 @@ import type { ResultsRefreshCarried } from '../../lib/shared/types';
 const REFRESH_MS = 60_000;
 const MIN_GAP_MS = 10_000;
 const STEP_FRACTION = 0.05;
+/**
+ * Incremental loop: after a rewrite that took d, the next waits at least this many times d (within
+ * MIN_GAP..REFRESH_MS), so on a loaded worker the rewrites stay a small share of the run's time
+ * (about 1/(1+factor)) while the tables are never more than a minute behind.
+ */
+const GAP_PER_REWRITE_TIME = 25;
 
 type Ranges = Array<[number, number]>;
 
@@ -91,10 +97,12 @@ export class ResultsRefresher {
       this.lastAt = Date.now();
       if (this.finished() === this.lastFinished && this.changed.size === 0) continue;
       this.lastFinished = this.finished();
+      const began = Date.now();
       this.writing = this.rewrite();
       await this.writing;
       this.writing = undefined;
-      if (!this.stopped) await sleep(MIN_GAP_MS);
+      const gap = Math.min(REFRESH_MS, Math.max(MIN_GAP_MS, GAP_PER_REWRITE_TIME * (Date.now() - began)));
+      if (!this.stopped) await sleep(gap);
     }
   }
 
