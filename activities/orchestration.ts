@@ -1,12 +1,6 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { stringify } from 'csv-stringify';
-import { isS3Location, keyProblem, objectAt, openStorage, type Storage } from '../storage';
-import { LocalStorage } from '../storage/local';
+import { keyProblem, openStorage, type Storage } from '../storage';
 import { readRunDataset, type DatasetHeader } from '../lib/dataset';
 import { boundedMessage, ClassifiedError, DatasetError } from '../lib/shared/errors';
 import { rowDigest } from '../lib/run/rowDigest';
@@ -16,21 +10,11 @@ import { retrySelector } from '../lib/shared/retrySelection';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
 import { runMetaKey } from '../lib/shared/constants';
-import {
-  allPlanRows,
-  childLocation,
-  PlanWriter,
-  readPlanMeta,
-  readPlanRows,
-  type ImageRef,
-  type PlanMeta,
-  type PlanRow,
-} from '../lib/run/plan';
+import { allPlanRows, childLocation, PlanWriter, readPlanRows, type ImageRef, type PlanMeta, type PlanRow } from '../lib/run/plan';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
-import { readJudgeRecords, scoreStillHolds } from '../lib/run/judgeScores';
-import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
+import { writeResultsTables, type WriteResultsArgs } from './resultsTables';
 import type {
   DatasetRunSummary,
   DatasetWorkflowInput,
@@ -86,8 +70,6 @@ function rowDisplay(row: PlanRow): RowDisplay {
 const DISPLAY_CHARS = 300;
 const DISPLAY_INPUTS = 8;
 const SUMMARY_CHARS = 80;
-const RESULT_COLUMNS = ['output_image', 'status', 'error'] as const;
-const RESULTS_CHUNK = 1000;
 /** Rows whose ledger states planning reads together. */
 const LEDGER_BATCH = 256;
 
@@ -179,54 +161,25 @@ function planOutputs(
   return { outputs };
 }
 
-/** Where the results tables go: beside the outputs, or where --output-csv says (results.jsonl beside it). */
-function resultsTargets(input: { outputDir: string; outputCsv?: string | undefined }): {
-  storage: Storage;
-  csv: string;
-  jsonl: string;
-  parquet: string;
-} {
-  let storage: Storage;
-  let csv: string;
-  if (!input.outputCsv) [storage, csv] = [openStorage(input.outputDir), 'results.csv'];
-  else if (isS3Location(input.outputCsv)) ({ storage, key: csv } = objectAt(input.outputCsv));
-  else [storage, csv] = [new LocalStorage(dirname(input.outputCsv)), basename(input.outputCsv)];
-  const stem = csv.replace(/\.csv$/i, '');
-  return { storage, csv, jsonl: `${stem}.jsonl`, parquet: `${stem}.parquet` };
+/** The running activity's context, or undefined outside an activity (a test, the CLI). */
+function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
 }
 
 /**
- * results.parquet: the JSONL's rows as a typed table (pandas, DuckDB, `datasets` read it as is).
- * Input columns get the narrowest type holding all their values; outputs are paths, not images
- * (`atelier export --format hf` embeds them).
+ * The activity's heartbeat. Throws once the activity is cancelled (its heartbeat timed out and
+ * another attempt took over), so a stalled attempt stops instead of racing its successor.
  */
-async function writeResultsParquet(
-  path: string,
-  rows: Array<Record<string, unknown>>,
-  inputColumns: readonly string[],
-  instructionEnhanced: boolean,
-): Promise<void> {
-  const columns: TableColumn[] = [
-    ...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })),
-    ...(instructionEnhanced ? [{ name: 'instruction_enhanced', kind: 'string' } as const] : []),
-    { name: 'output_image', kind: 'stringList' },
-    { name: 'status', kind: 'string' },
-    { name: 'error', kind: 'string' },
-    { name: 'attempts', kind: 'int' },
-    { name: 'request_id', kind: 'string' },
-    { name: 'latency_ms', kind: 'int' },
-    { name: 'cost_usd', kind: 'double' },
-    { name: 'generation', kind: 'int' },
-    { name: 'score', kind: 'double' },
-    { name: 'score_instruction_following', kind: 'double' },
-    { name: 'score_preservation', kind: 'double' },
-    { name: 'score_quality', kind: 'double' },
-    { name: 'score_reason', kind: 'string' },
-    { name: 'judge_model', kind: 'string' },
-  ];
-  const writer = new ParquetTableWriter(path, columns);
-  await writer.write(rows, RESULTS_CHUNK);
-  await writer.finish();
+function heartbeatOf(context: Context | undefined): () => void {
+  return () => {
+    if (!context) return;
+    if (context.cancellationSignal.aborted) throw context.cancellationSignal.reason ?? new Error('activity cancelled');
+    context.heartbeat();
+  };
 }
 
 /**
@@ -240,18 +193,6 @@ function planningFailure(err: unknown): unknown {
     message: `planning failed: ${err.message}`,
     nonRetryable: err.kind !== 'retryable',
   });
-}
-
-function csvCell(value: unknown): string {
-  if (value === null || value === undefined) return '';
-  if (typeof value === 'string') return value;
-  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
-  return JSON.stringify(value);
-}
-
-async function finish(stream: WriteStream): Promise<void> {
-  stream.end();
-  await once(stream, 'finish');
 }
 
 export function createOrchestrationActivities() {
@@ -417,149 +358,18 @@ export function createOrchestrationActivities() {
     },
 
     /**
-     * Writes results.csv and results.jsonl from the plan and the ledger: every input row exactly
-     * once, ok / failed / pending, whichever run or filter produced it.
+     * Writes results.csv, .jsonl and .parquet from the plan and the ledger (activities/resultsTables.ts):
+     * in full, or, given `changedRows`, reading only those rows' entries. Heartbeats as it goes;
+     * rows whose entry cannot be read are reported (logged, counted in the summary), not fatal.
      */
-    async writeResults(args: {
-      runId: string;
-      outputDir: string;
-      outputCsv?: string;
-      instructionEnhanced?: boolean;
-    }): Promise<DatasetRunSummary> {
-      const meta = await readPlanMeta(args.outputDir);
-      const target = resultsTargets(args);
-      // Written to local temp files first, then stored whole: readers never see half a table.
-      const temp = await mkdtemp(join(tmpdir(), 'atelier-results-'));
-      const resultColumns: string[] = [...(args.instructionEnhanced ? ['instruction_enhanced'] : []), ...RESULT_COLUMNS];
-      const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
-      const csvFile = createWriteStream(join(temp, 'results.csv'));
-      const jsonlFile = createWriteStream(join(temp, 'results.jsonl'));
-      const csv = stringify({ header: true, columns: [...inputColumns, ...resultColumns] });
-      csv.pipe(csvFile);
-      const counts = { total: 0, ok: 0, failed: 0, pending: 0 };
-      let changed = 0;
-      const failedByType: Record<string, number> = {};
-      const usage: Record<string, number> = {};
-      let attempts = 0;
-      let costUsd = 0;
-      let costUnknownRows = 0;
-      const stateOf = await ledgerReader(args.outputDir);
-      const parquetRows: Array<Record<string, unknown>> = [];
-      const judged = await readJudgeRecords(args.outputDir);
-      try {
-        for (let start = 0; start < meta.totalRows; start += RESULTS_CHUNK) {
-          const lines: string[] = [];
-          const chunk = await readPlanRows(args.outputDir, start, RESULTS_CHUNK);
-          await stateOf.prefetch(chunk);
-          for (const row of chunk) {
-            const state = await stateOf(row);
-            const { status } = state;
-            // A stale entry (the row changed and was not done again: filtered out, say) shows as
-            // `changed`, with no output: its old output answers another request.
-            const entry = status === 'changed' ? undefined : state.entry;
-            const done = status === 'ok' ? entry : undefined;
-            counts.total += 1;
-            if (status === 'changed') {
-              changed += 1;
-              counts.pending += 1;
-            } else counts[status] += 1;
-            if (state.status === 'failed') countFailure(failedByType, state.errorType);
-            attempts += entry?.attempts ?? 0;
-            costUsd += entry?.costUsd ?? 0;
-            if (status === 'ok' && entry?.costUsd === undefined) costUnknownRows += 1;
-            for (const [k, v] of Object.entries(entry?.usage ?? {})) usage[k] = (usage[k] ?? 0) + v;
-            const outputs = done?.outputImages ?? [];
-            const error = state.status === 'failed' ? `${state.errorType}: ${state.entry.error ?? ''}` : '';
-            // CSV: one path; the last turn's for multi-turn rows, a JSON list for several images.
-            const outputCell =
-              outputs.length === 0
-                ? ''
-                : row.turns.length > 1 || outputs.length === 1
-                  ? outputs[outputs.length - 1]!
-                  : JSON.stringify(outputs);
-            const cells: Record<string, string> = {};
-            for (const column of inputColumns) cells[column] = csvCell(row.record[column]);
-            const enhanced = args.instructionEnhanced ? { instruction_enhanced: entry?.instructionEnhanced ?? '' } : {};
-            if (!csv.write({ ...cells, ...enhanced, output_image: outputCell, status, error })) await once(csv, 'drain');
-            // The judge's scores, while they are about this output (`atelier judge`).
-            const score = done ? scoreStillHolds(judged.get(row.index), done) : undefined;
-            const scoreFields = score
-              ? {
-                  score: score.scores.overall,
-                  score_instruction_following: score.scores.instructionFollowing,
-                  score_preservation: score.scores.preservation,
-                  score_quality: score.scores.quality,
-                  score_reason: score.reason,
-                  judge_model: score.model,
-                }
-              : {};
-            const metrics = entry
-              ? {
-                  attempts: entry.attempts ?? null,
-                  request_id: entry.requestIds?.at(-1) ?? null,
-                  latency_ms: entry.latencyMs ?? null,
-                  usage: entry.usage ?? null,
-                  cost_usd: entry.costUsd ?? null,
-                  ...(entry.replacedDigest ? { replaced_changed_output: true } : {}),
-                  // A redone row: which output this is, and the earlier ones (kept under .atelier/history/).
-                  ...(entry.history?.length
-                    ? {
-                        generation: entry.history.length + 1,
-                        history: entry.history.map((h) => ({
-                          generation: h.generation,
-                          output_image: h.outputImages,
-                          cost_usd: h.costUsd ?? null,
-                          reason: h.reason,
-                        })),
-                      }
-                    : {}),
-                }
-              : {};
-            lines.push(JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics, ...scoreFields }));
-            const inputCells: Record<string, unknown> = {};
-            for (const column of inputColumns) inputCells[column] = row.record[column];
-            parquetRows.push({
-              ...inputCells,
-              ...enhanced,
-              output_image: outputs,
-              status,
-              error,
-              attempts: entry?.attempts,
-              request_id: entry?.requestIds?.at(-1),
-              latency_ms: entry?.latencyMs,
-              cost_usd: entry?.costUsd,
-              generation: entry ? (entry.history?.length ?? 0) + 1 : undefined,
-              ...scoreFields,
-            });
-          }
-          if (lines.length && !jsonlFile.write(`${lines.join('\n')}\n`)) await once(jsonlFile, 'drain');
-        }
-        csv.end();
-        await once(csvFile, 'finish');
-        await finish(jsonlFile);
-        await writeResultsParquet(join(temp, 'results.parquet'), parquetRows, inputColumns, Boolean(args.instructionEnhanced));
-        await target.storage.writeFromFile(target.csv, join(temp, 'results.csv'));
-        await target.storage.writeFromFile(target.jsonl, join(temp, 'results.jsonl'));
-        await target.storage.writeFromFile(target.parquet, join(temp, 'results.parquet'));
-      } catch (err) {
-        csvFile.destroy();
-        jsonlFile.destroy();
-        throw err;
-      } finally {
-        await rm(temp, { recursive: true, force: true });
+    async writeResults(args: WriteResultsArgs): Promise<DatasetRunSummary> {
+      const context = activityContext();
+      const { summary, info } = await writeResultsTables(args, heartbeatOf(context));
+      if (info.unreadable.length) {
+        const shown = info.unreadable.slice(0, 5).map((u) => `row ${u.index}: ${u.error}`);
+        context?.log.warn(`results: ${info.unreadable.length} ledger entries could not be read (shown pending): ${shown.join('; ')}`);
       }
-      return {
-        runId: args.runId,
-        resultsCsv: target.storage.describe(target.csv),
-        resultsJsonl: target.storage.describe(target.jsonl),
-        ...counts,
-        ...(changed ? { changed } : {}),
-        failedByType,
-        attempts,
-        costUsd,
-        ...(costUnknownRows ? { costUnknownRows } : {}),
-        usage,
-      };
+      return summary;
     },
   };
 }

@@ -77,6 +77,45 @@ export async function historyLengths(client: Client, workflowId: string): Promis
   return lengths;
 }
 
+/**
+ * One activity type's time in a workflow chain (every execution of the id): how many ran, their
+ * summed and longest start-to-close seconds, and how many started before the chain's last
+ * execution closed its dispatching (the results refreshes, against the final write).
+ */
+export async function activityTime(
+  client: Client,
+  workflowId: string,
+  type: string,
+): Promise<{ count: number; seconds: number; longest: number }> {
+  let count = 0;
+  let seconds = 0;
+  let longest = 0;
+  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) {
+    const history = await client.workflow.getHandle(workflowId, wf.runId).fetchHistory();
+    const scheduled = new Map<string, boolean>();
+    const started = new Map<string, number>();
+    const ms = (t: unknown) => {
+      const { seconds: s, nanos } = t as { seconds?: { toNumber(): number } | number | null; nanos?: number | null };
+      return (typeof s === 'number' ? s : (s?.toNumber() ?? 0)) * 1000 + (nanos ?? 0) / 1e6;
+    };
+    for (const e of history.events ?? []) {
+      const id = String(e.eventId);
+      if (e.activityTaskScheduledEventAttributes?.activityType?.name === type) scheduled.set(id, true);
+      const start = e.activityTaskStartedEventAttributes;
+      if (start && scheduled.has(String(start.scheduledEventId))) started.set(String(start.scheduledEventId), ms(e.eventTime));
+      const done = e.activityTaskCompletedEventAttributes ?? e.activityTaskFailedEventAttributes ?? e.activityTaskTimedOutEventAttributes;
+      const at = done ? started.get(String(done.scheduledEventId)) : undefined;
+      if (done && at !== undefined) {
+        const took = (ms(e.eventTime) - at) / 1000;
+        count += 1;
+        seconds += took;
+        longest = Math.max(longest, took);
+      }
+    }
+  }
+  return { count, seconds, longest };
+}
+
 export function peakRssSampler(): { stop(): number } {
   let peak = process.memoryUsage().rss;
   const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 200);

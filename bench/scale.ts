@@ -3,14 +3,16 @@
 // stand-in. Reports the parent's history events per run (continue-as-new must keep every run under
 // ~10k events), how many runs it took, the worker process's peak RSS (VmHWM, must stay under 1 GB)
 // and the rows/s it got. Progress goes to stderr every 30 s.
+// It also reports the results tables' share of the wall time (every writeResults activity, from the histories).
 //   npm run build && node dist/bench/scale.js [rows]   (default 100000)
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary, ProgressSnapshot } from '../lib/shared/types';
 import { startOpenAIStandin } from '../standins/openai';
-import { benchInput, historyLengths, startBenchServer, writeBenchDataset } from './harness';
+import { activityTime, benchInput, historyLengths, startBenchServer, writeBenchDataset } from './harness';
 
 const WINDOW = 32;
 
@@ -69,12 +71,16 @@ async function main(): Promise<void> {
     if (summary.ok !== rows) throw new Error(`expected ${rows} ok rows, got ${summary.ok}`);
 
     const lengths = await historyLengths(bench.client, input.runId);
+    // The results tables' share of the run: every writeResults (the refreshes and the final write).
+    const results = await activityTime(bench.client, input.runId, 'writeResults');
     console.log(
       [
         `${rows} rows (window ${WINDOW}), one \`atelier worker\` process:`,
         `  ${(rows / seconds).toFixed(1)} rows/s (${(seconds / 60).toFixed(1)} min), ${summary.ok} ok`,
         `  parent runs ${lengths.length}, history events per run max ${Math.max(...lengths)}, mean ${(lengths.reduce((a, b) => a + b, 0) / lengths.length).toFixed(0)}`,
         `  worker process peak RSS ${peakMb.toFixed(0)} MB`,
+        `  results tables: ${results.count} writes (refreshes + final), ${results.seconds.toFixed(1)} s in all, longest ${results.longest.toFixed(2)} s: ` +
+          `${((100 * results.seconds) / seconds).toFixed(1)} % of the run's wall time (load average ${loadavg()[0]!.toFixed(1)} at the end)`,
       ].join('\n'),
     );
   } finally {

@@ -1,6 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { NEW_FILE_FLAGS, tempName, writeFileAtomic, writeFileAtomicIn } from './atomicFile';
 import { PinnedDir, pinnedDirsSupported } from './pinnedDir';
 import { ClassifiedError } from '../lib/shared/errors';
@@ -65,6 +66,23 @@ async function removeTreeIn(dir: PinnedDir, name: string, whole: string): Promis
     }
   }
   throw new ClassifiedError('retryable', `${whole}: ${name} kept changing while it was removed`);
+}
+
+/**
+ * Removes the temp files (`<name>.tmp-<pid>-<hex>`) that a killed replacement of `path` left beside
+ * it. Replacements of one key are not concurrent (the results refresh is one activity at a time), so
+ * a temp found here belongs to a writer that is gone.
+ */
+async function removeStaleTemps(path: string): Promise<void> {
+  const prefix = `${basename(path)}.tmp-`;
+  let names: string[];
+  try {
+    names = await readdir(dirname(path));
+  } catch {
+    return;
+  }
+  const stale = names.filter((n) => n.startsWith(prefix) && /^\d+-[0-9a-f]{8}$/.test(n.slice(prefix.length)));
+  await Promise.all(stale.map((n) => rm(join(dirname(path), n), { force: true })));
 }
 
 /**
@@ -268,6 +286,38 @@ export class LocalStorage implements Storage {
       });
     } catch (err) {
       throw storageFailure(err, path);
+    }
+  }
+
+  async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
+    const staged: Array<{ temp: string; path: string }> = [];
+    try {
+      for (const { key, localPath } of files) {
+        await this.checkWritable(key);
+        const path = await this.pathOf(key);
+        await ensureDir(dirname(path));
+        await removeStaleTemps(path);
+        const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+        staged.push({ temp, path });
+        await copyFile(localPath, temp);
+        const handle = await open(temp, 'r+');
+        try {
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+      }
+      // All staged: the renames follow each other with no I/O between them.
+      for (const { temp, path } of staged) {
+        try {
+          await rename(temp, path);
+        } catch (err) {
+          throw storageFailure(err, path);
+        }
+      }
+    } catch (err) {
+      await Promise.all(staged.map(({ temp }) => rm(temp, { force: true })));
+      throw err instanceof ClassifiedError ? err : storageFailure(err, staged.at(-1)?.path ?? this.location);
     }
   }
 

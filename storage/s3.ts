@@ -185,6 +185,11 @@ export class S3Storage implements Storage {
     }
   }
 
+  /** One PUT each, in order: a PUT is atomic and an interrupted one leaves nothing behind. */
+  async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
+    for (const { key, localPath } of files) await this.writeFromFile(key, localPath);
+  }
+
   async create(key: string, data: string | Uint8Array): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {

@@ -29,6 +29,13 @@ export interface Storage {
   /** Replaces an object with a local file's bytes, streamed (plans and results can be large). */
   writeFromFile(key: string, localPath: string): Promise<void>;
   /**
+   * Replaces several objects with local files' bytes as one set, as far as the backend allows:
+   * every file is staged first, then the objects are replaced in the order given, back to back, so
+   * a reader that sees the last one of a call also sees the earlier ones of that call (or of a later
+   * one). On a disk, temp files that an earlier, killed replacement of these keys left are removed.
+   */
+  replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void>;
+  /**
    * Creates an object only if there is none (O_EXCL on a disk, `If-None-Match: *` on S3).
    * Returns false, writing nothing, when the key already exists: of two racing writers exactly one
    * gets true.

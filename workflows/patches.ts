@@ -37,6 +37,7 @@ export const PATCH = {
   timedPauseWakes: 'atelier-timed-pause-wakes',
   ledgerChildOutcomes: 'atelier-ledger-child-outcomes',
   resultsRefresh: 'atelier-results-refresh',
+  resultsIncremental: 'atelier-results-incremental',
   searchCountsSeconds: 'atelier-search-counts-seconds',
   rowRunId: 'atelier-row-run-id',
 } as const;
@@ -104,8 +105,28 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       '519e2a6/retry.datasetWorkflow-0.binpb',
       'batch-69e2c6b/batch.dataset.binpb',
     ],
-    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb', 'patches-d31c45d/early.datasetWorkflow-0.binpb'],
+    coveredBy: [
+      'patches-d31c45d/budget.datasetWorkflow-0.binpb',
+      'patches-d31c45d/early.datasetWorkflow-0.binpb',
+      'results-9154966/can.datasetWorkflow-0.binpb',
+      'results-9154966/can.datasetWorkflow-1.binpb',
+      'results-9154966/can.datasetWorkflow-2.binpb',
+    ],
   },
+  resultsIncremental: {
+    id: PATCH.resultsIncremental,
+    addedIn: '9154966',
+    stage: 'patched',
+    change:
+      'results refreshes read only the rows finished since the last (rows passed to writeResults); the refresher clock, counts and owed rows cross continue-as-new',
+    neededBy: [],
+    coveredBy: [
+      'results-9154966/can.datasetWorkflow-0.binpb',
+      'results-9154966/can.datasetWorkflow-1.binpb',
+      'results-9154966/can.datasetWorkflow-2.binpb',
+    ],
+  },
+
   searchCountsSeconds: {
     id: PATCH.searchCountsSeconds,
     addedIn: '7a53a7b',

@@ -92,11 +92,13 @@ const PREFETCH_CONCURRENCY = 16;
 
 /**
  * Reads rows' ledger states for a scan over many rows: one listing up front, then a read only for
- * rows that have an entry (most rows of a new run have none).
+ * rows that have an entry (most rows of a new run have none); or, given `only`, a read of just those.
  */
-export async function ledgerReader(outputDir: string): Promise<LedgerReader> {
+export async function ledgerReader(outputDir: string, only?: ReadonlySet<number>): Promise<LedgerReader> {
   const store = RunStore.open(outputDir);
-  const attempted = await store.ledgerIndexes();
+  // `only`: the rows a scan will ask about, read without listing the whole ledger (the results
+  // refresh reads just the rows finished since the last one).
+  const attempted = only ?? (await store.ledgerIndexes());
   const read = async ({ index, digest }: LedgerRowKey): Promise<RowLedgerState> => {
     const entry = attempted.has(index) ? await store.readEntry(index) : undefined;
     if (!entry) return { status: 'pending' };

@@ -48,6 +48,19 @@ export interface CarriedState {
   continuedAsNew: number;
   /** The budget (--max-cost, raised by the budget signal), USD. */
   maxCostUsd?: number;
+  /** The results refresher's clock and the rows it still owes a rewrite (workflows/dataset/resultsRefresh.ts). */
+  refresh?: ResultsRefreshCarried;
+}
+
+export interface ResultsRefreshCarried {
+  /** Rows finished at the last rewrite. */
+  lastFinished: number;
+  /** When the last rewrite started, ms since the epoch (workflow time). */
+  lastAt: number;
+  /** A full rewrite was made in this run: the next ones read only the rows finished since. */
+  based: boolean;
+  /** Rows finished since the last rewrite, as [first, last] index ranges. */
+  changed: Array<[number, number]>;
 }
 
 export interface RunCountsState {
@@ -200,6 +213,8 @@ export interface DatasetRunSummary extends RunCounts {
   /** Rows done whose cost is unknown (no published price): costUsd leaves them out. */
   costUnknownRows?: number;
   usage: Record<string, number>;
+  /** Rows whose ledger entry could not be read while writing the tables (shown pending, with the reason). */
+  unreadableRows?: number;
 }
 
 export interface ProgressSnapshot {

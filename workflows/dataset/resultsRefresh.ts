@@ -1,45 +1,133 @@
 import { condition, sleep } from '@temporalio/workflow';
+import type { ResultsRefreshCarried } from '../../lib/shared/types';
 
 // The results tables while a run goes: rewritten every minute, or sooner once a few percent more
 // rows have finished, so an interrupted first run still leaves results.csv / .jsonl / .parquet
 // holding every row finished so far (the ledger always had them; the tables were written only at
-// the end). Each rewrite is one activity over the plan and ledger, so they are spaced: never more
-// often than every MIN_GAP, never when no row finished since the last. The final write waits for a
-// rewrite in progress, so a late rewrite can never replace the final tables with older ones.
+// the end). Each rewrite is one activity, so they are spaced: never more often than every MIN_GAP,
+// never when no row finished since the last. The final write waits for a rewrite in progress, so a
+// late rewrite can never replace the final tables with older ones.
+//
+// Incremental (new histories): the refresher keeps the indexes of the rows finished since the last
+// rewrite and hands them to it, so a rewrite reads only their ledger entries (the other rows come
+// from the records the earlier ones kept, activities/resultsTables.ts); the first rewrite of a run
+// reads every entry. Its clock and counts cross continue-as-new in the carried state: a long run's
+// executions last under a minute each and finish fewer than 5 % of the rows, and a refresher that
+// started afresh in each never fired. Older histories replay the loop they recorded (`legacy`).
 
 const REFRESH_MS = 60_000;
 const MIN_GAP_MS = 10_000;
 const STEP_FRACTION = 0.05;
+/**
+ * Incremental loop: after a rewrite that took d, the next waits at least this many times d (within
+ * MIN_GAP..REFRESH_MS), so on a loaded worker the rewrites stay a small share of the run's time
+ * (about 1/(1+factor)) while the tables are never more than a minute behind.
+ */
+const GAP_PER_REWRITE_TIME = 25;
+
+type Ranges = Array<[number, number]>;
+
+/** Sorted indexes as [first, last] ranges (rows finish nearly in order: a few ranges carry thousands). */
+export function toRanges(indexes: Iterable<number>): Ranges {
+  const sorted = [...new Set(indexes)].sort((a, b) => a - b);
+  const out: Ranges = [];
+  for (const i of sorted) {
+    const last = out.at(-1);
+    if (last && last[1] === i - 1) last[1] = i;
+    else out.push([i, i]);
+  }
+  return out;
+}
+
+function fromRanges(ranges: Ranges): number[] {
+  const out: number[] = [];
+  for (const [first, last] of ranges) for (let i = first; i <= last; i++) out.push(i);
+  return out;
+}
 
 export class ResultsRefresher {
   private stopped = false;
   private writing: Promise<void> | undefined;
   private lastFinished: number;
+  /** When the last rewrite started (workflow time, ms). */
+  private lastAt: number;
+  /** Whether a full rewrite has been made in this run, so the next ones may be incremental. */
+  private based: boolean;
+  /** Rows finished since the last successful rewrite. */
+  private readonly changed = new Set<number>();
 
+  /**
+   * `write` gets the rows to re-read, or undefined for a full rewrite. `incremental` is false when
+   * replaying a history recorded before the incremental refresh: the loop then runs as recorded.
+   */
   constructor(
-    private readonly write: () => Promise<unknown>,
+    private readonly write: (changedRows: Ranges | undefined) => Promise<unknown>,
     private readonly finished: () => number,
     private readonly total: number,
+    private readonly incremental: boolean,
+    carried?: ResultsRefreshCarried,
   ) {
-    this.lastFinished = finished();
+    this.lastFinished = carried?.lastFinished ?? finished();
+    this.lastAt = carried?.lastAt ?? Date.now();
+    this.based = incremental && (carried?.based ?? false);
+    if (incremental) for (const i of fromRanges(carried?.changed ?? [])) this.changed.add(i);
+  }
+
+  /** A row finished (or its ledger entry was written for it): the next rewrite reads it. */
+  rowFinished(index: number): void {
+    if (this.incremental) this.changed.add(index);
   }
 
   /** Runs until `stop`; its timers and activities are the workflow's own commands. */
   start(): void {
     // A cancelled run cancels its timers: the loop then ends, quietly.
-    void this.loop().catch(() => undefined);
+    void (this.incremental ? this.loop() : this.legacyLoop()).catch(() => undefined);
+  }
+
+  private get step(): number {
+    return Math.max(1, Math.ceil(this.total * STEP_FRACTION));
   }
 
   private async loop(): Promise<void> {
-    const step = Math.max(1, Math.ceil(this.total * STEP_FRACTION));
+    while (!this.stopped) {
+      const due = this.lastAt + REFRESH_MS - Date.now();
+      const stepped = () => this.stopped || this.finished() - this.lastFinished >= this.step;
+      if (due > 0) await condition(stepped, due);
+      if (this.stopped) return;
+      this.lastAt = Date.now();
+      if (this.finished() === this.lastFinished && this.changed.size === 0) continue;
+      this.lastFinished = this.finished();
+      const began = Date.now();
+      this.writing = this.rewrite();
+      await this.writing;
+      this.writing = undefined;
+      const gap = Math.min(REFRESH_MS, Math.max(MIN_GAP_MS, GAP_PER_REWRITE_TIME * (Date.now() - began)));
+      if (!this.stopped) await sleep(gap);
+    }
+  }
+
+  /** One rewrite of the rows finished so far; they stay owed if it fails. */
+  private async rewrite(): Promise<void> {
+    const taken = [...this.changed];
+    try {
+      await this.write(this.based ? toRanges(taken) : undefined);
+      this.based = true;
+      for (const i of taken) this.changed.delete(i);
+    } catch {
+      // A failed rewrite is not the run's failure: the next one (or the final one) writes it all.
+    }
+  }
+
+  /** The loop as histories recorded before the incremental refresh have it. */
+  private async legacyLoop(): Promise<void> {
+    const step = this.step;
     while (!this.stopped) {
       await condition(() => this.stopped || this.finished() - this.lastFinished >= step, REFRESH_MS);
       if (this.stopped) return;
       const finished = this.finished();
       if (finished === this.lastFinished) continue;
       this.lastFinished = finished;
-      // A failed rewrite is not the run's failure: the next one (or the final one) writes it all.
-      this.writing = this.write().then(
+      this.writing = this.write(undefined).then(
         () => undefined,
         () => undefined,
       );
@@ -53,5 +141,16 @@ export class ResultsRefresher {
   async stop(): Promise<void> {
     this.stopped = true;
     await this.writing;
+  }
+
+  /** The rows the final write must read: undefined for a full one (no rewrite made it incremental). */
+  finalChanges(): Ranges | undefined {
+    return this.based ? toRanges(this.changed) : undefined;
+  }
+
+  /** What the next execution's refresher starts from (after `stop`). */
+  carry(): ResultsRefreshCarried | undefined {
+    if (!this.incremental) return undefined;
+    return { lastFinished: this.lastFinished, lastAt: this.lastAt, based: this.based, changed: toRanges(this.changed) };
   }
 }

@@ -44,7 +44,7 @@ export class RowWindow {
   constructor(
     private readonly input: DatasetWorkflowInput,
     private readonly state: RunState,
-    private readonly view: { refresh(): void; countsChanged(): void },
+    private readonly view: { refresh(): void; countsChanged(): void; rowFinished?(index: number): void },
   ) {}
 
   /** The next row of the current pass, or undefined when the pass is exhausted. */
@@ -83,6 +83,7 @@ export class RowWindow {
   /** A row's report, from its completion or its rowDone signal. */
   report(done: RowDone): void {
     if (!this.state.finishRow(done)) return;
+    this.view.rowFinished?.(done.index);
     this.positions.delete(done.index);
     if (failedOutsideRow(done)) this.recordInLedger(done);
     this.view.countsChanged();
@@ -140,6 +141,8 @@ export class RowWindow {
         error: done.error ?? '',
       }),
     )
+      // The entry is in the ledger now: the results refresh must read it (again).
+      .then(() => this.view.rowFinished?.(done.index))
       .catch((err: unknown) => void (this.ledgerFailure ??= err))
       .finally(() => this.ledgerWrites.delete(write));
     this.ledgerWrites.add(write);

@@ -26,7 +26,7 @@ import { RowWindow } from './rowWindow';
 import { RunState, type EarlyRequests, type RunPhase } from './runState';
 import { PATCH } from '../patches';
 
-const { planRun, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
+const { planRun, countRetryRows } = proxyActivities<OrchestrationActivities>({
   // Planning streams the whole dataset; give large inputs room.
   startToCloseTimeout: '30 minutes',
   retry: { maximumAttempts: 5 },
@@ -35,7 +35,16 @@ const { planRun, writeResults, countRetryRows } = proxyActivities<OrchestrationA
 /** The tables rewritten while the run goes: a failure just waits for the next rewrite. */
 const { writeResults: refreshResults } = proxyActivities<OrchestrationActivities>({
   startToCloseTimeout: '30 minutes',
+  // The write heartbeats every thousand rows: a crashed attempt is retried within minutes, not 30.
+  heartbeatTimeout: '2 minutes',
   retry: { maximumAttempts: 2 },
+});
+
+/** The final tables (a full rewrite after a cancel): up to 5 attempts, each heartbeating. */
+const { writeResults: writeFinalResults } = proxyActivities<OrchestrationActivities>({
+  startToCloseTimeout: '30 minutes',
+  heartbeatTimeout: '2 minutes',
+  retry: { maximumAttempts: 5 },
 });
 
 /** Continue as new well before the 10k-event warning, whatever the server suggests. */
@@ -52,6 +61,7 @@ const DEFAULT_MAX_HISTORY_EVENTS = 8000;
 export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<DatasetRunSummary> {
   let phase: RunPhase = rawInput.carried ? 'running' : 'planning';
   let input = rawInput;
+  let refresher: ResultsRefresher | undefined;
   // Before planning ends there is no state: pause, resume and budget requests wait here.
   const early: EarlyRequests = {};
   let earlyHeard = false;
@@ -62,10 +72,14 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     ? new RowWindow(
         input,
         state,
-        viewOf(input, state, () => phase),
+        viewOf(
+          input,
+          state,
+          () => phase,
+          (i) => refresher?.rowFinished(i),
+        ),
       )
     : undefined;
-  let refresher: ResultsRefresher | undefined;
 
   setHandler(
     progressQuery,
@@ -111,7 +125,12 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       window = new RowWindow(
         input,
         state,
-        viewOf(input, state, () => phase),
+        viewOf(
+          input,
+          state,
+          () => phase,
+          (i) => refresher?.rowFinished(i),
+        ),
       );
       if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierRowsTotal, value: plan.selectedRows }]);
       // Requests heard while planning used to be dropped; older histories replay without them.
@@ -131,12 +150,17 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     // Results tables refreshed while the run goes (new in this version: older histories replay without).
     const runState = state;
     const runInput = input;
-    if (patched(PATCH.resultsRefresh))
+    if (patched(PATCH.resultsRefresh)) {
+      // Incremental rewrites whose clock crosses continue-as-new (older histories: the loop they recorded).
+      const incremental = patched(PATCH.resultsIncremental);
       refresher = new ResultsRefresher(
-        () => refreshResults(resultsArgs(runInput)),
+        (changedRows) => refreshResults(resultsArgs(runInput, changedRows)),
         () => runState.finished,
         runState.selectedRows,
+        incremental,
+        rawInput.carried?.refresh,
       );
+    }
     refresher?.start();
     await dispatchAll(input, state, window!, refresher);
 
@@ -145,7 +169,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     await refresher?.stop();
     phase = 'writing-results';
     refreshDetails(state, phase);
-    const summary = await writeResults(resultsArgs(input));
+    const summary = await writeFinalResults(resultsArgs(input, refresher?.finalChanges()));
     phase = 'done';
     upsertCounts(input, state, true);
     refreshDetails(state, phase);
@@ -165,7 +189,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
           ),
         );
         await window!.recordCancelled();
-        await writeResults(resultsArgs(input));
+        await writeFinalResults(resultsArgs(input));
       });
     }
     throw err;
@@ -194,7 +218,8 @@ async function dispatchAll(
       await condition(allHandlersFinished);
       // A rewrite must not outlive this execution (the next one has its own).
       await refresher?.stop();
-      const carried = state.carry(window.resumeCursor);
+      const refresh = refresher?.carry();
+      const carried = { ...state.carry(window.resumeCursor), ...(refresh ? { refresh } : {}) };
       upsertCounts(input, state, true);
       await continueAsNew<typeof datasetWorkflow>({ ...input, carried });
     }
@@ -240,8 +265,9 @@ function budgetPauseAllowed(): boolean {
 }
 
 /** What the row window redraws: the UI's details, and the search attributes when counts moved. */
-function viewOf(input: DatasetWorkflowInput, state: RunState, phase: () => RunPhase) {
+function viewOf(input: DatasetWorkflowInput, state: RunState, phase: () => RunPhase, rowFinished: (index: number) => void) {
   return {
+    rowFinished,
     refresh: () => refreshDetails(state, phase()),
     countsChanged: () => {
       upsertCounts(input, state, false);
@@ -282,11 +308,12 @@ async function planRunOrExplain(input: DatasetWorkflowInput): Promise<PlanRunRes
   }
 }
 
-function resultsArgs(input: DatasetWorkflowInput) {
+function resultsArgs(input: DatasetWorkflowInput, changedRows?: Array<[number, number]>) {
   return {
     runId: input.runId,
     outputDir: input.outputDir,
     ...(input.outputCsv ? { outputCsv: input.outputCsv } : {}),
     ...(input.promptEnhance ? { instructionEnhanced: true } : {}),
+    ...(changedRows ? { changedRows } : {}),
   };
 }

@@ -1,0 +1,133 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { openStorage, type Storage } from '../../storage';
+import { runMetaKey } from '../shared/constants';
+import type { RowLedgerState } from './ledger';
+import type { PlanMeta } from './plan';
+
+// The results tables' row records: each row's ledger state as the last refresh read it, kept so a
+// refresh re-reads only the rows finished since the one before (the workflow names them) instead of
+// every ledger entry and every output. A full pass (a run's first write, or records made for
+// another plan) writes a base segment; each refresh then appends one segment with the rows it
+// re-read; a later segment's record of a row replaces an earlier one. A pointer names the base and
+// how many segments count, so a refresh that dies before moving it leaves the records as they were.
+//
+//   .atelier/results/records.json             { plan, base, segments }
+//   .atelier/results/<base>/000000.jsonl      one {"i": index, "s": state} per line
+
+/** A row's state as recorded: the ledger's, or why its entry could not be read (re-read next time). */
+export type RecordedState = RowLedgerState | { status: 'unreadable'; error: string };
+
+interface RecordsPointer {
+  /** The plan the states were read against (a `changed` state depends on the plan's digest). */
+  plan: string;
+  base: string;
+  segments: number;
+}
+
+const ROOT = runMetaKey('results');
+const POINTER = `${ROOT}/records.json`;
+/** Past this many segments the records are rewritten as one base (a refresh reads every segment). */
+const MAX_SEGMENTS = 24;
+
+function segmentKey(base: string, n: number): string {
+  return `${ROOT}/${base}/${String(n).padStart(6, '0')}.jsonl`;
+}
+
+/** What ties records to a plan: its meta (run, input, rows, columns), hashed. */
+export function planTag(meta: PlanMeta): string {
+  return createHash('sha256').update(JSON.stringify(meta)).digest('hex').slice(0, 16);
+}
+
+function serialise(records: ReadonlyMap<number, RecordedState>): string {
+  let out = '';
+  for (const [i, s] of records) out += `${JSON.stringify({ i, s })}\n`;
+  return out;
+}
+
+export class ResultsRecords {
+  private constructor(
+    private readonly storage: Storage,
+    private readonly plan: string,
+    private pointer: RecordsPointer | undefined,
+    private readonly states: Map<number, RecordedState>,
+  ) {}
+
+  /**
+   * The records for this plan, or undefined when there are none to build on (never written, made
+   * for another plan, or unreadable: the caller then makes a full pass).
+   */
+  static async load(outputDir: string, plan: string): Promise<ResultsRecords | undefined> {
+    const storage = openStorage(outputDir);
+    let pointer: RecordsPointer;
+    try {
+      const bytes = await storage.read(POINTER);
+      if (!bytes) return undefined;
+      pointer = JSON.parse(bytes.toString('utf8')) as RecordsPointer;
+      if (pointer.plan !== plan) return undefined;
+      const states = new Map<number, RecordedState>();
+      const base = pointer.base;
+      // Read together (one request each on S3), applied in order: a later record of a row wins.
+      const segments = await Promise.all(Array.from({ length: pointer.segments }, (_, n) => storage.read(segmentKey(base, n))));
+      for (const segment of segments) {
+        if (!segment) return undefined;
+        for (const line of segment.toString('utf8').split('\n')) {
+          if (!line) continue;
+          const { i, s } = JSON.parse(line) as { i: number; s: RecordedState };
+          states.set(i, s);
+        }
+      }
+      return new ResultsRecords(storage, plan, pointer, states);
+    } catch {
+      // Records are a cache of the ledger: any doubt about them costs one full pass, never a wrong table.
+      return undefined;
+    }
+  }
+
+  /** Empty records for a full pass; `commit` then writes them as a new base. */
+  static fresh(outputDir: string, plan: string): ResultsRecords {
+    return new ResultsRecords(openStorage(outputDir), plan, undefined, new Map());
+  }
+
+  get(index: number): RecordedState | undefined {
+    return this.states.get(index);
+  }
+
+  /** Rows whose entry could not be read last time: a refresh reads them again. */
+  unreadable(): number[] {
+    return [...this.states].filter(([, s]) => s.status === 'unreadable').map(([i]) => i);
+  }
+
+  /**
+   * Stores the states read by this pass: a new base for a full pass (or when the segments grew
+   * many), else one more segment. Only then does the pointer move.
+   */
+  async commit(read: ReadonlyMap<number, RecordedState>): Promise<void> {
+    for (const [i, s] of read) this.states.set(i, s);
+    const old = this.pointer;
+    // A full pass replaces whatever records were there (made for another plan, say): removed below.
+    const previous = old ?? (await this.readPointer());
+    let next: RecordsPointer;
+    if (!old || old.segments >= MAX_SEGMENTS) {
+      const base = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+      // A row with no entry and no record is pending: the base keeps only rows with something to say.
+      const kept = new Map([...this.states].filter(([, s]) => s.status !== 'pending' || s.entry !== undefined));
+      await this.storage.write(segmentKey(base, 0), serialise(kept));
+      next = { plan: this.plan, base, segments: 1 };
+    } else {
+      if (read.size) await this.storage.write(segmentKey(old.base, old.segments), serialise(read));
+      next = { ...old, segments: old.segments + (read.size ? 1 : 0) };
+    }
+    await this.storage.write(POINTER, `${JSON.stringify(next)}\n`);
+    this.pointer = next;
+    if (previous && previous.base !== next.base) await this.storage.removeAll(`${ROOT}/${previous.base}`).catch(() => undefined);
+  }
+
+  private async readPointer(): Promise<RecordsPointer | undefined> {
+    try {
+      const bytes = await this.storage.read(POINTER);
+      return bytes ? (JSON.parse(bytes.toString('utf8')) as RecordsPointer) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}

@@ -1,0 +1,164 @@
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'csv-parse/sync';
+import { describe, expect, it } from 'vitest';
+import { createOrchestrationActivities } from '../activities/orchestration';
+import { writeResultsTables } from '../activities/resultsTables';
+import { commitLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
+import { readPlanRows } from '../lib/run/plan';
+import { toRanges } from '../workflows/dataset/resultsRefresh';
+import { tempDir, writePng, writeText } from './helpers/fixtures';
+import { testInput } from './helpers/temporalEnv';
+
+// The results tables written by the real activities over a real plan and ledger (no Temporal
+// server: the activities are called as the worker calls them). A refresh given the rows finished
+// since the last reads only those entries, and its tables are the bytes a full rewrite gives.
+
+const ROWS = 300;
+
+async function plannedRun(name: string): Promise<{ outputDir: string; runId: string }> {
+  const dir = tempDir(`atelier-results-${name}-`);
+  await writePng(join(dir, 'a.png'));
+  writeText(
+    join(dir, 'rows.csv'),
+    ['input_images,instruction,n', ...Array.from({ length: ROWS }, (_, i) => `a.png,"${name} edit ${i}, with a comma",${i}`)].join('\n'),
+  );
+  const outputDir = join(dir, 'out');
+  const runId = `results-${name}`;
+  await createOrchestrationActivities().planRun(testInput({ runId, inputPath: join(dir, 'rows.csv'), outputDir }));
+  return { outputDir, runId };
+}
+
+/** Finishes rows as the row activities do: outputs on disk, then the ledger entry. */
+async function finishRows(outputDir: string, runId: string, indexes: number[], how: 'ok' | 'failed'): Promise<void> {
+  const plan = await readPlanRows(outputDir, 0, ROWS);
+  for (const index of indexes) {
+    const row = plan[index]!;
+    const base = { index, position: row.position, runId, model: 'gpt-image-2', digest: row.digest!, finishedAt: new Date().toISOString() };
+    if (how === 'failed') {
+      await writeLedgerEntry(outputDir, {
+        ...base,
+        status: 'failed',
+        errorType: 'ContentRefused',
+        error: `row ${index} refused`,
+        attempts: 2,
+      });
+      continue;
+    }
+    const output = row.outputs[0]!.path;
+    writeFileSync(join(outputDir, output), `image ${index}`);
+    await commitLedgerEntry(
+      outputDir,
+      {
+        ...base,
+        status: 'ok',
+        outputImages: [output],
+        attempts: 1,
+        requestIds: [`req-${index}`],
+        latencyMs: 100 + index,
+        costUsd: 0.01 * index,
+        usage: { input_tokens: index },
+      },
+      undefined,
+    );
+  }
+}
+
+const tables = (outputDir: string) =>
+  Object.fromEntries(['results.csv', 'results.jsonl', 'results.parquet'].map((f) => [f, readFileSync(join(outputDir, f))]));
+
+const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+describe('results tables', () => {
+  it('refreshes by reading only the rows finished since the last write, and ends byte-identical to a full rewrite', async () => {
+    const { outputDir, runId } = await plannedRun('incr');
+    const args = { runId, outputDir };
+    // The run's first write reads every row.
+    expect((await writeResultsTables(args)).info).toMatchObject({ full: true, entriesRead: ROWS });
+    const steps: Array<[number[], 'ok' | 'failed']> = [
+      [range(0, 40), 'ok'],
+      [range(40, 55), 'failed'],
+      [[...range(55, 120), 7], 'ok'], // 7 again: a row redone reports again
+      [range(120, 300).filter((i) => i % 3 !== 0), 'ok'],
+    ];
+    for (const [rows, how] of steps) {
+      await finishRows(outputDir, runId, rows, how);
+      const { info, summary } = await writeResultsTables({ ...args, changedRows: toRanges(rows) });
+      expect(info.full).toBe(false);
+      expect(info.entriesRead).toBe(new Set(rows).size);
+      expect(summary.total).toBe(ROWS);
+    }
+    const incremental = tables(outputDir);
+    const csv = parse(incremental['results.csv']!, { columns: true }) as Array<{ status: string; n: string; output_image: string }>;
+    expect(csv.filter((r) => r.status === 'ok')).toHaveLength(120 - 15 + 120);
+    expect(csv.filter((r) => r.status === 'failed')).toHaveLength(15);
+    expect(csv[3]).toMatchObject({ n: '3', status: 'ok', output_image: '000003.png' });
+
+    const full = await writeResultsTables(args);
+    expect(full.info.full).toBe(true);
+    const rewritten = tables(outputDir);
+    for (const name of Object.keys(rewritten)) expect(rewritten[name]!.equals(incremental[name]!), name).toBe(true);
+  });
+
+  it('reports an unparsable ledger entry instead of failing (or killing the worker), and reads it again on the next refresh', async () => {
+    const { outputDir, runId } = await plannedRun('bad');
+    await finishRows(outputDir, runId, range(0, 10), 'ok');
+    const { writeResults } = createOrchestrationActivities();
+    await writeResults({ runId, outputDir });
+    // A torn entry: the refresh that reads it must still write every table.
+    const entryPath = join(outputDir, '.atelier', 'ledger', '000004.json');
+    const good = readFileSync(entryPath);
+    writeFileSync(entryPath, '{"index": 4, "status": "o');
+    const summary = await writeResults({ runId, outputDir, changedRows: [[4, 4]] });
+    expect(summary).toMatchObject({ total: ROWS, ok: 9, unreadableRows: 1 });
+    const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Array<{ status: string; error: string }>;
+    expect(rows[4]).toMatchObject({ status: 'pending' });
+    expect(rows[4]!.error).toMatch(/^LedgerUnreadable: .*JSON/);
+    // Mended: the next refresh, naming no rows, reads it again.
+    writeFileSync(entryPath, good);
+    expect(await writeResults({ runId, outputDir, changedRows: [] })).toMatchObject({ ok: 10 });
+    expect((await writeResults({ runId, outputDir })).unreadableRows).toBeUndefined();
+  });
+
+  it('removes the temp files a killed refresh left in the output dir', async () => {
+    const { outputDir, runId } = await plannedRun('temps');
+    // What a SIGKILL between copy and rename leaves (LocalStorage's temp naming).
+    for (const name of ['results.csv.tmp-4242-0badf00d', 'results.parquet.tmp-17-12345678'])
+      writeFileSync(join(outputDir, name), 'x'.repeat(1000));
+    writeFileSync(join(outputDir, 'results.csv.tmp-notes'), 'not ours');
+    await createOrchestrationActivities().writeResults({ runId, outputDir });
+    expect(readdirSync(outputDir).filter((n) => n.includes('.tmp-'))).toEqual(['results.csv.tmp-notes']);
+  });
+
+  it('replaces the tables as one set: a reader that sees results.csv sees the jsonl and parquet of that refresh or a later one', async () => {
+    const { outputDir, runId } = await plannedRun('set');
+    const { writeResults } = createOrchestrationActivities();
+    const seen: string[] = [];
+    let reads = 0;
+    // A reader polling between the writer's I/O steps (the writer's file operations run on the
+    // thread pool, so the reader's timer callbacks fall between them).
+    const reader = setInterval(() => {
+      if (!existsSync(join(outputDir, 'results.csv'))) return;
+      const okIn = (text: string) => (text.match(/(^|,)ok,/gm) ?? []).length;
+      const csvOk = okIn(readFileSync(join(outputDir, 'results.csv'), 'utf8'));
+      reads += 1;
+      if (!existsSync(join(outputDir, 'results.jsonl')) || !existsSync(join(outputDir, 'results.parquet')))
+        seen.push('jsonl or parquet absent');
+      else {
+        const jsonlOk = (readFileSync(join(outputDir, 'results.jsonl'), 'utf8').match(/"status":"ok"/g) ?? []).length;
+        if (jsonlOk < csvOk) seen.push(`csv shows ${csvOk} ok, jsonl ${jsonlOk}`);
+      }
+    }, 1);
+    try {
+      for (let step = 0; step < 30; step++) {
+        const rows = range(step * 10, step * 10 + 10);
+        await finishRows(outputDir, runId, rows, 'ok');
+        await writeResults({ runId, outputDir, ...(step ? { changedRows: [[step * 10, step * 10 + 9]] as Array<[number, number]> } : {}) });
+      }
+    } finally {
+      clearInterval(reader);
+    }
+    expect(reads).toBeGreaterThan(5);
+    expect(seen).toEqual([]);
+  });
+});
