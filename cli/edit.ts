@@ -11,8 +11,9 @@ import { datasetFormat } from '../lib/dataset';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
 import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
-import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
+import type { ApiBackend, Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
+import { endpointTag } from '../lib/temporal/endpoint';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
 import { API_BACKENDS, BACKEND_NAMES } from '../lib/shared/backends';
@@ -25,6 +26,7 @@ import { cliNow, ExitCodes, type CliIO } from './io';
 import { describeMultiTurn, ProgressReporter } from './progress';
 import { batchJobsQuery } from '../workflows/batchMessages';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
+import { runQueues, watchWorkers } from './workerCheck';
 
 export interface EditOptions {
   input: string;
@@ -250,6 +252,11 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // Not part of the run id: a batch makes the same outputs, only cheaper and later.
   const batch = batchSettings(options, backend);
   const encoding = { jpegQuality: options.jpegQuality, webpQuality: options.webpQuality };
+  if (options.baseUrl !== undefined && backend === 'diffusers') throw new UsageError('--base-url is for API backends');
+  // The endpoint is part of what the run asks for (its rows go only to workers configured for it)
+  // and of its id: the same dataset against another server is another run. Runs without
+  // --base-url keep the ids they always had.
+  const endpoint = options.baseUrl ? endpointTag(options.baseUrl) : undefined;
   // Everything that decides what the outputs are goes into the run id; what only tunes execution
   // (filter, window, retries, where results and caches go) does not.
   const runId =
@@ -270,6 +277,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
         ...(gpu ? { gpu: { modelType: gpu.modelType, seed: gpu.seed, params: gpu.params } } : {}),
         maskKey: options.maskKey,
         promptEnhance,
+        endpoint,
       },
     });
   const badRunId = validateRunId(runId);
@@ -304,6 +312,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       encoding,
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
       ...(promptEnhance ? { promptEnhance } : {}),
+      ...(endpoint ? { endpoint } : {}),
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
       ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
       ...(batch ? { batch } : {}),
@@ -349,6 +358,9 @@ export function usageErrorOf(err: unknown): UsageError | undefined {
   return undefined;
 }
 
+/** How long a progress query may take before the display skips it (nobody may be there to answer). */
+export const QUERY_DEADLINE_MS = 5000;
+
 /**
  * Waits for a run with a progress display, then prints its summary. Ctrl-C stops waiting only.
  * Returns the exit code: 0 no failed rows, 2 some failed, 130 interrupted.
@@ -361,10 +373,13 @@ export async function waitForRun(
   conclude?: (summary: DatasetRunSummary) => Promise<{ text: string; code: number }>,
 ): Promise<number> {
   const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
+  // Each query has a short deadline: with no worker to answer it, a query waits for the server's own
+  // timeout (a minute), and Ctrl-C must not wait on it.
+  const quick = <T>(read: () => Promise<T>) => session.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, read);
   const reporter = new ProgressReporter(
-    () => handle.query(progressQuery),
+    () => quick(() => handle.query(progressQuery)),
     io,
-    () => handle.query(batchJobsQuery),
+    () => quick(() => handle.query(batchJobsQuery)),
   );
   reporter.start();
   try {
@@ -425,23 +440,22 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
   await (session.searchAttributes ? whileSearchAttributesPropagate(start, io.err) : start());
   const link = workflowUiUrl(session, input.runId);
   io.err(`run ${input.runId}${link ? ` (${link})` : ''}`);
-  if (session.workers.length === 0) io.err('rows are served by workers started with `npx atelier worker` on this Temporal server');
+  if (session.workers.length === 0)
+    io.err(
+      `rows are served by workers started with \`npx atelier worker\` on this Temporal server${input.endpoint ? ` whose ${API_BACKENDS[input.backend as ApiBackend].baseUrl} is this run's --base-url` : ''}`,
+    );
 }
 
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach (--dry-run: cli/main.ts sends it to `runEstimate`). */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
   const input = buildWorkflowInput(options);
   for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
-  if (options.baseUrl) {
-    if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
-    if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {
-      throw new UsageError(
-        `--base-url reaches only in-process workers: set ${API_BACKENDS[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`,
-      );
-    }
-    // Base URLs, like keys, live in the worker's environment, never in the workflow input.
+  if (options.baseUrl && input.backend !== 'diffusers') {
+    // In-process workers reach the endpoint through their environment; the workflow input names it
+    // only by its tag (its queue), so external workers serve it only if configured for it.
     process.env[API_BACKENDS[input.backend].baseUrl] = options.baseUrl;
   }
+  const modelQueue = input.backend === 'diffusers' ? undefined : providerQueue(input.backend, input.endpoint);
   const session = await openSession({
     stateDir: options.stateDir,
     withWorkers: options.withWorkers,
@@ -449,7 +463,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     concurrency: options.concurrency,
     ...(input.rateLimitPerSecond ? { rateLimitPerSecond: input.rateLimitPerSecond } : {}),
     // In-process workers serve only what this run needs, so no other provider's key is asked for.
-    queues: [ORCHESTRATOR_QUEUE, ...(input.backend === 'diffusers' ? [] : [providerQueue(input.backend)])],
+    queues: [ORCHESTRATOR_QUEUE, ...(modelQueue ? [modelQueue] : [])],
     ...(input.gpu ? { gpuWorker: { args: gpuWorkerArgs(options, input), processes: gpuProcessCount(options.gpus) } } : {}),
     log: io.err,
   });
@@ -460,20 +474,26 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       );
     }
     if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
-    if (input.rateLimitPerSecond && input.backend !== 'diffusers') {
-      const shared = await setQueueRateLimit(session, providerQueue(input.backend), input.rateLimitPerSecond);
+    if (input.rateLimitPerSecond && modelQueue) {
+      const shared = await setQueueRateLimit(session, modelQueue, input.rateLimitPerSecond);
       io.err(
-        `rate limit: ${options.rpm} calls/min on ${providerQueue(input.backend)}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`,
+        `rate limit: ${options.rpm} calls/min on ${modelQueue}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`,
       );
     }
-    await registerRun(resolve(options.stateDir), input);
+    await registerRun(resolve(options.stateDir), input, input.endpoint ? options.baseUrl : undefined);
     await startRun(session, input, io);
     tracePhase('run started');
-    if (options.detach) {
-      io.out(input.runId);
-      return ExitCodes.ok;
+    // External workers: say now if none serves a queue this run needs (its endpoint's, above all).
+    const stopWatching = session.workers.length === 0 ? await watchWorkers(session, runQueues(input, options.baseUrl), io.err) : undefined;
+    try {
+      if (options.detach) {
+        io.out(input.runId);
+        return ExitCodes.ok;
+      }
+      return await waitForRun(session, input.runId, io);
+    } finally {
+      stopWatching?.();
     }
-    return await waitForRun(session, input.runId, io);
   } finally {
     tracePhase('run over');
     await session.close();

@@ -5,6 +5,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  patched,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -53,7 +54,9 @@ function modelRetryPolicy(retry: RowWorkflowInput['retry']) {
 /** The row's model work for a cloud API: one activity on the provider's queue. */
 async function apiRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<RowOutcome> {
   const { editRow } = proxyActivities<ModelActivities>({
-    taskQueue: providerQueue(task.backend as ApiBackend),
+    // A run that names its endpoint (--base-url) calls only workers configured for it. New in this
+    // version: rows recorded before have no endpoint and keep the shared queue.
+    taskQueue: providerQueue(task.backend as ApiBackend, task.endpoint && patched('atelier-endpoint-queue') ? task.endpoint : undefined),
     // Image models can take minutes; a generous limit avoids double-billing a slow success.
     startToCloseTimeout: '10 minutes',
     // The activity heartbeats while it works, so a dead worker's row is retried within this.
