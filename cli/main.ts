@@ -174,7 +174,9 @@ const STATE_DIR_HELP = 'state dir of the dev server (`atelier server`) when TEMP
 export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: string[] = process.argv): Command {
   const program = new Command('atelier')
     .description('Durable batch image editing on Temporal: a dataset of images + instructions in, edited images and a results table out.')
-    .showHelpAfterError()
+    // One line of advice after a usage error, not the command's whole help (edit's is over 100 lines,
+    // which buried the one line that says what was wrong).
+    .showHelpAfterError('(add --help for the options)')
     .exitOverride();
 
   /** The options of a run on a dataset (`edit` and `estimate`). */
@@ -308,12 +310,13 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       '--redo',
       'make done rows again (with --rows): a new seed where the backend takes one, the old output kept in .atelier/history/',
     )
-    .option('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo)')
+    .option('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo; with --score-below: either)')
     .option(
       '--score-below <x>',
       'make again the done rows `atelier judge` scored below this overall score, 0-10 (implies --redo)',
       nonNegativeNumber('--score-below'),
     )
+    .option('--include-accepted', 'with --score-below: also rows a person accepted in `atelier view` (kept and reported otherwise)')
     .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
     .option('--detach', 'for a closed run: start the retry and exit', false)
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)

@@ -19,7 +19,7 @@ import { runQueues, watchWorkers } from './workerCheck';
 import { ExitCodes, type CliIO } from './io';
 import { describeBatchJob, describeMultiTurn, pauseReason } from './progress';
 import { openSession } from './session';
-import { doneRowsToRedo, failedRowsMatching, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
+import { doneRowsToRedo, failedRowsMatching, positionsSpec, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
 
 // Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
 // by TEMPORAL_ADDRESS or run by `atelier server` for the state dir; `status` and `retry` also work
@@ -210,6 +210,8 @@ export interface RetryOptions extends ManageOptions {
   rejected?: boolean;
   /** Done rows the judge scored below this (implies --redo). */
   scoreBelow?: number;
+  /** With --score-below: also rows a person accepted in the viewer (kept otherwise). */
+  includeAccepted?: boolean;
   detach?: boolean;
   withWorkers?: boolean;
 }
@@ -247,6 +249,7 @@ async function planRetry(
   options: RetryOptions,
   known: RegisteredRun | undefined,
   runId: string,
+  say: (line: string) => void,
 ): Promise<{ selection: RetrySelection; rows?: MatchedRow[]; what: string }> {
   if (options.redo || options.rejected || options.scoreBelow !== undefined) {
     if (options.failed || options.errorType !== undefined)
@@ -259,9 +262,20 @@ async function planRetry(
       ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}),
       rejected: Boolean(options.rejected),
       ...(options.scoreBelow !== undefined ? { scoreBelow: options.scoreBelow } : {}),
+      includeAccepted: Boolean(options.includeAccepted),
     };
-    const rows = await doneRowsToRedo(known.input.outputDir, choice, known.input.filterRows);
-    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${options.rejected ? ' rejected in the viewer' : ''}${options.scoreBelow !== undefined ? ` scored below ${options.scoreBelow}` : ''}`;
+    const { rows, keptAccepted } = await doneRowsToRedo(known.input.outputDir, choice, known.input.filterRows);
+    if (keptAccepted.length > 0)
+      say(
+        `${keptAccepted.length} row(s) scored below ${options.scoreBelow} were accepted in the viewer and are kept (positions ${positionsSpec(keptAccepted.map((r) => r.position))}; --include-accepted redoes them too)`,
+      );
+    const flags = [
+      options.rejected ? 'rejected in the viewer' : '',
+      options.scoreBelow !== undefined ? `scored below ${options.scoreBelow}` : '',
+    ]
+      .filter(Boolean)
+      .join(' or ');
+    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${flags ? ` ${flags}` : ''}`;
     if (rows.length === 0) return { selection: {}, rows, what };
     return { selection: await setAsideAll(known.input.outputDir, rows), rows, what };
   }
@@ -281,7 +295,7 @@ async function planRetry(
 export async function runRetry(runId: string, options: RetryOptions, io: CliIO): Promise<number> {
   const known = await findRun(resolve(options.stateDir), runId);
   const startedAt = new Date().toISOString();
-  const { selection, rows, what } = await planRetry(options, known, runId);
+  const { selection, rows, what } = await planRetry(options, known, runId, io.err);
   const redo = Boolean(options.redo || options.rejected || options.scoreBelow !== undefined);
   if (rows && rows.length === 0) {
     io.err(`no ${what} in run ${runId}: nothing to retry${redo ? '' : ' (done rows are made again only with --redo)'}`);

@@ -28,6 +28,8 @@ const TYPES = {
  */
 const POLLER_FRESH_MS = 150_000;
 
+const DESCRIBE_DEADLINE_MS = 3000;
+
 /** The queues a dataset run's rows need; `baseUrl` is the URL behind the run's endpoint, when known. */
 export function runQueues(input: Pick<DatasetWorkflowInput, 'backend' | 'endpoint' | 'gpu' | 'model'>, baseUrl?: string): NeededQueue[] {
   const queues: NeededQueue[] = [
@@ -59,11 +61,14 @@ export async function unservedQueues(session: Session, needed: NeededQueue[], no
   const unserved: NeededQueue[] = [];
   for (const queue of needed) {
     try {
-      const { pollers } = await session.client.workflowService.describeTaskQueue({
-        namespace: session.namespace,
-        taskQueue: { name: queue.name, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
-        taskQueueType: TYPES[queue.type],
-      });
+      // Bounded: a check that cannot answer must not hold up the command it serves.
+      const { pollers } = await session.client.connection.withDeadline(Date.now() + DESCRIBE_DEADLINE_MS, () =>
+        session.client.workflowService.describeTaskQueue({
+          namespace: session.namespace,
+          taskQueue: { name: queue.name, kind: temporal.api.enums.v1.TaskQueueKind.TASK_QUEUE_KIND_NORMAL },
+          taskQueueType: TYPES[queue.type],
+        }),
+      );
       const live = (pollers ?? []).some((p) => {
         const seconds = p.lastAccessTime?.seconds;
         return seconds === undefined || seconds === null || now - Number(seconds) * 1000 < POLLER_FRESH_MS;

@@ -191,3 +191,12 @@ describe('a server with no workers', () => {
     }
   }, 180_000);
 });
+
+describe('usage errors', () => {
+  it('a missing --model says so in a couple of lines, not the whole help', async () => {
+    const run = await atelier(['edit', '--input', 'x.csv', '--output-dir', 'out'], cliEnv());
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/required option '--model <name>' not specified/);
+    expect(run.stderr.trim().split('\n').length).toBeLessThanOrEqual(3);
+  });
+});
