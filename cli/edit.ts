@@ -19,6 +19,7 @@ import { progressQuery } from '../workflows/messages';
 import { API_BACKENDS, BACKEND_NAMES } from '../lib/shared/backends';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/run/runRegistry';
+import { ledgerIndexes, readLedgerEntry } from '../lib/run/ledger';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
@@ -337,14 +338,48 @@ export function costText(summary: Pick<DatasetRunSummary, 'costUsd' | 'costUnkno
   return `$${summary.costUsd.toFixed(4)}${unknown ? ` + ${unknown} row${unknown > 1 ? 's' : ''} of unknown cost` : ''}`;
 }
 
-export function describeSummary(summary: DatasetRunSummary): string {
+/** What this command's own rows cost: ledger entries finished since it started. */
+export interface SpentNow {
+  rows: number;
+  costUsd: number;
+  unknownRows: number;
+}
+
+/** Ledger scans at the end of a command stay this small (a local output dir's entries, read once). */
+const SPENT_SCAN_MAX_ENTRIES = 20_000;
+
+/**
+ * The rows this command made and their cost, from the ledger entries finished since `startedAt`;
+ * undefined where that would mean a long scan (object storage, or a very large run).
+ */
+export async function spentSince(outputDir: string, startedAt: string): Promise<SpentNow | undefined> {
+  if (isS3Location(outputDir)) return undefined;
+  const indexes = await ledgerIndexes(outputDir).catch(() => undefined);
+  if (!indexes || indexes.size > SPENT_SCAN_MAX_ENTRIES) return undefined;
+  const spent: SpentNow = { rows: 0, costUsd: 0, unknownRows: 0 };
+  for (const index of indexes) {
+    const entry = await readLedgerEntry(outputDir, index).catch(() => undefined);
+    if (entry?.status !== 'ok' || !(entry.finishedAt >= startedAt)) continue;
+    spent.rows += 1;
+    if (entry.costUsd === undefined) spent.unknownRows += 1;
+    else spent.costUsd += entry.costUsd;
+  }
+  return spent;
+}
+
+export function describeSummary(summary: DatasetRunSummary, now?: SpentNow): string {
   const tokens = summary.usage.totalTokens ?? (summary.usage.inputTokens ?? 0) + (summary.usage.outputTokens ?? 0);
+  // The summary's cost covers every done row of the run; a re-run that made fewer says what it made.
+  const madeNow =
+    now && now.rows < summary.ok
+      ? `; this command made ${now.rows} of them: $${now.costUsd.toFixed(4)}${now.unknownRows ? ` + ${now.unknownRows} of unknown cost` : ''}`
+      : '';
   return [
     `rows: ${summary.total}  ok: ${summary.ok}  failed: ${summary.failed}${summary.pending ? `  pending: ${summary.pending}` : ''}`,
     ...Object.entries(summary.failedByType)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([type, n]) => `  failed ${type}: ${n}`),
-    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: ${costText(summary)}`,
+    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: ${costText(summary)}${madeNow ? ` (all ${summary.ok} done rows${madeNow})` : ''}`,
     `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }
@@ -371,6 +406,8 @@ export async function waitForRun(
   io: CliIO,
   /** What to print and return at the end instead of the run's summary (`retry` reports its own rows). */
   conclude?: (summary: DatasetRunSummary) => Promise<{ text: string; code: number }>,
+  /** The run's output dir and when this command started it: what it made apart from what was done before. */
+  since?: { outputDir: string; startedAt: string },
 ): Promise<number> {
   const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
   // Each query has a short deadline: with no worker to answer it, a query waits for the server's own
@@ -405,7 +442,7 @@ export async function waitForRun(
       io.out(text);
       return code;
     }
-    io.out(describeSummary(ending.summary));
+    io.out(describeSummary(ending.summary, since ? await spentSince(since.outputDir, since.startedAt) : undefined));
     for (const note of describeMultiTurn(reporter.lastBatchView())) io.err(note);
     // Rows left pending by --filter-rows are not failures.
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
@@ -481,6 +518,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       );
     }
     await registerRun(resolve(options.stateDir), input, input.endpoint ? options.baseUrl : undefined);
+    const startedAt = new Date().toISOString();
     await startRun(session, input, io);
     tracePhase('run started');
     // External workers: say now if none serves a queue this run needs (its endpoint's, above all).
@@ -490,7 +528,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
         io.out(input.runId);
         return ExitCodes.ok;
       }
-      return await waitForRun(session, input.runId, io);
+      return await waitForRun(session, input.runId, io, undefined, { outputDir: input.outputDir, startedAt });
     } finally {
       stopWatching?.();
     }

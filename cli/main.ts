@@ -12,6 +12,7 @@ import { runView, type ViewOptions } from './view';
 import { runJudge, type JudgeOptions } from './judge';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
+import { runStandin, STANDINS } from './standin';
 import { runWorker } from './worker';
 import { API_BACKEND_NAMES, BACKEND_NAMES } from '../lib/shared/backends';
 
@@ -273,6 +274,14 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .action(async (opts: { stateDir: string; port: number; uiPort?: number }) =>
       setExit(await runServer({ ...opts, uiPort: opts.uiPort ?? opts.port + 1000 }, io)),
     );
+
+  program
+    .command('standin <provider>')
+    .description(
+      `a provider stand-in on loopback, for trying Atelier without keys (${Object.keys(STANDINS).join(', ')}); prints the worker environment to export`,
+    )
+    .option('--port <port>', 'port (default: a free one)', positiveInt('--port'))
+    .action(async (provider: string, opts: { port?: number }) => setExit(await runStandin(provider, opts, io)));
 
   const manage = (name: string, description: string, run: (runId: string, opts: ManageOptions, io: CliIO) => Promise<number>) =>
     program

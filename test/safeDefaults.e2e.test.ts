@@ -200,3 +200,51 @@ describe('usage errors', () => {
     expect(run.stderr.trim().split('\n').length).toBeLessThanOrEqual(3);
   });
 });
+
+describe('trying without keys', () => {
+  it('`atelier standin openai` prints the environment that an edit runs against', async () => {
+    const standinProcess = new CliProcess(['standin', 'openai'], cliEnv());
+    try {
+      await standinProcess.waitForOutput(/export OPENAI_BASE_URL=http:\/\/127\.0\.0\.1:\d+\/v1/);
+      const exported = Object.fromEntries(
+        [...standinProcess.output.matchAll(/^export (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!] as const),
+      );
+      expect(Object.keys(exported).sort()).toEqual(['OPENAI_API_KEY', 'OPENAI_BASE_URL']);
+      const data = await dataset(2, 'safe-standin');
+      const env: NodeJS.ProcessEnv = { ...cliEnv(), ...exported };
+      const run = await atelier(
+        ['edit', '--input', data.csv, '--output-dir', data.outputDir, '--model', 'gpt-image-2', '--state-dir', join(data.dir, 'state')],
+        env,
+      );
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toMatch(/ok: 2/);
+    } finally {
+      expect(await standinProcess.stop()).toBe(0);
+    }
+  }, 180_000);
+});
+
+describe('a re-run of a finished run', () => {
+  it('does not print the whole run’s cost as if this command spent it', async () => {
+    const data = await dataset(2, 'safe-rerun');
+    const args = [
+      'edit',
+      '--input',
+      data.csv,
+      '--output-dir',
+      data.outputDir,
+      '--model',
+      'gpt-image-2',
+      '--state-dir',
+      join(data.dir, 'state'),
+    ];
+    const env = { ...cliEnv(), OPENAI_BASE_URL: standin.baseURL };
+    const first = await atelier(args, env);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).not.toMatch(/this command made/);
+    const again = await atelier(args, env);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/estimated cost: \$\d+\.\d{4} \(all 2 done rows; this command made 0 of them: \$0\.0000\)/);
+    expect(standin.callsFor('safe-rerun-')).toHaveLength(2);
+  }, 180_000);
+});
