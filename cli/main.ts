@@ -232,10 +232,12 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     program
       .command('demo')
       .description('run the example dataset end to end (against the bundled stand-in provider when OPENAI_API_KEY is unset)')
-      .option('--input <file>', 'dataset file', 'examples/edits.csv')
-      .option('--output-dir <dir>', 'output folder', 'demo-out')
+      .option('--input <file>', "dataset file (default: the package's examples/edits.csv)")
+      .option('--output-dir <dir>', 'output folder (default: a new folder under the system temp dir)')
       .option('--model <name>', 'model name', 'gpt-image-2'),
-  ).action(async (opts: Omit<EditOptions, 'backend'>) => setExit(await runDemo({ ...opts, backend: 'openai' }, io)));
+  ).action(async (opts: Omit<EditOptions, 'backend' | 'input' | 'outputDir'> & { input?: string; outputDir?: string }, cmd: Command) =>
+    setExit(await runDemo({ ...opts, backend: 'openai' }, io, cmd.getOptionValueSource('stateDir') === 'default')),
+  );
 
   program
     .command('models')

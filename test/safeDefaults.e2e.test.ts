@@ -1,11 +1,11 @@
 import { spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, serverReachable } from '../lib/temporal/devServer';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
-import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
+import { assertBuilt, atelier, BIN, CliProcess, REPO, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 
 // Safe by default (issue 24), through real processes: `atelier server`, `atelier worker` and the
@@ -246,5 +246,27 @@ describe('a re-run of a finished run', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/estimated cost: \$\d+\.\d{4} \(all 2 done rows; this command made 0 of them: \$0\.0000\)/);
     expect(standin.callsFor('safe-rerun-')).toHaveLength(2);
+  }, 180_000);
+});
+
+describe('nothing written where it was not asked for', () => {
+  it('`atelier demo` from another folder works and writes nothing there nor into the checkout', async () => {
+    const elsewhere = tempDir('atelier-safe-cwd-');
+    const before = readdirSync(REPO).sort();
+    const env = cliEnv();
+    delete env.OPENAI_API_KEY;
+    const run = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, 'demo'], { cwd: elsewhere, env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('error', reject);
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/demo: outputs in \S+atelier-demo-/);
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(readdirSync(REPO).sort()).toEqual(before);
   }, 180_000);
 });
