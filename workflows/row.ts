@@ -5,7 +5,6 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
-  patched,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -54,9 +53,11 @@ function modelRetryPolicy(retry: RowWorkflowInput['retry']) {
 /** The row's model work for a cloud API: one activity on the provider's queue. */
 async function apiRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<RowOutcome> {
   const { editRow } = proxyActivities<ModelActivities>({
-    // A run that names its endpoint (--base-url) calls only workers configured for it. New in this
-    // version: rows recorded before have no endpoint and keep the shared queue.
-    taskQueue: providerQueue(task.backend as ApiBackend, task.endpoint && patched('atelier-endpoint-queue') ? task.endpoint : undefined),
+    // A run that names its endpoint (--base-url) calls only workers configured for it. No patch:
+    // the queue changes only for rows whose input has an endpoint, a field no history recorded
+    // before it existed has, so every earlier history replays the same commands (and a marker
+    // would guard no old branch; test/replay covers the rest).
+    taskQueue: providerQueue(task.backend as ApiBackend, task.endpoint),
     // Image models can take minutes; a generous limit avoids double-billing a slow success.
     startToCloseTimeout: '10 minutes',
     // The activity heartbeats while it works, so a dead worker's row is retried within this.
