@@ -1,3 +1,6 @@
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startOpenAIStandin } from '../standins/openai';
 import { runEdit, type EditOptions } from './edit';
 import type { CliIO } from './io';
@@ -7,7 +10,32 @@ import type { CliIO } from './io';
  * (and costs money); without it, it starts the bundled stand-in server on loopback and points the
  * in-process workers at it, saying so plainly.
  */
-export async function runDemo(options: EditOptions, io: CliIO): Promise<number> {
+export type DemoOptions = Omit<EditOptions, 'input' | 'outputDir'> & { input?: string; outputDir?: string };
+
+/**
+ * Where the demo reads and writes unless told: the package's own example (found from anywhere),
+ * and a fresh folder under the system temp dir for the outputs and the server state, so trying it
+ * writes nothing into the folder it was run from (a checkout, say).
+ */
+export function demoPaths(options: DemoOptions, defaultStateDir: boolean): EditOptions {
+  const scratch = options.outputDir && !defaultStateDir ? undefined : mkdtempSync(join(tmpdir(), 'atelier-demo-'));
+  return {
+    ...options,
+    input: options.input ?? packageExample(),
+    outputDir: options.outputDir ?? join(scratch!, 'out'),
+    stateDir: defaultStateDir ? join(scratch!, 'state') : options.stateDir,
+  };
+}
+
+/** examples/edits.csv of the package: beside cli/ when run from the sources, above dist/ when built. */
+function packageExample(): string {
+  const candidates = [join(__dirname, '..', 'examples', 'edits.csv'), join(__dirname, '..', '..', 'examples', 'edits.csv')];
+  return candidates.find((path) => existsSync(path)) ?? candidates[0]!;
+}
+
+export async function runDemo(given: DemoOptions, io: CliIO, defaultStateDir = false): Promise<number> {
+  const options = demoPaths(given, defaultStateDir);
+  io.err(`demo: outputs in ${options.outputDir}`);
   if (process.env.OPENAI_API_KEY) {
     io.err(
       `OPENAI_API_KEY is set: the demo calls ${process.env.OPENAI_BASE_URL || 'the OpenAI API'} with model ${options.model} (billed to your account).`,

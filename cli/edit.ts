@@ -13,13 +13,15 @@ import { isHubLocation } from '../lib/dataset/hub';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
 import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
-import type { Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
+import type { ApiBackend, Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
+import { endpointTag } from '../lib/temporal/endpoint';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
 import { API_BACKENDS, BACKEND_NAMES } from '../lib/shared/backends';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/run/runRegistry';
+import { ledgerIndexes, readLedgerEntry } from '../lib/run/ledger';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
@@ -28,6 +30,7 @@ import { checkModelWithProvider } from './models';
 import { describeMultiTurn, ProgressReporter } from './progress';
 import { batchJobsQuery } from '../workflows/batchMessages';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
+import { type NeededQueue, runQueues, unservedQueues, watchWorkers } from './workerCheck';
 
 export interface EditOptions {
   input: string;
@@ -263,6 +266,11 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // Not part of the run id: a batch makes the same outputs, only cheaper and later.
   const batch = batchSettings(options, backend);
   const encoding = { jpegQuality: options.jpegQuality, webpQuality: options.webpQuality };
+  if (options.baseUrl !== undefined && backend === 'diffusers') throw new UsageError('--base-url is for API backends');
+  // The endpoint is part of what the run asks for (its rows go only to workers configured for it)
+  // and of its id: the same dataset against another server is another run. Runs without
+  // --base-url keep the ids they always had.
+  const endpoint = options.baseUrl ? endpointTag(options.baseUrl) : undefined;
   // Everything that decides what the outputs are goes into the run id; what only tunes execution
   // (filter, window, retries, where results and caches go) does not.
   const runId =
@@ -283,6 +291,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
         ...(gpu ? { gpu: { modelType: gpu.modelType, seed: gpu.seed, params: gpu.params } } : {}),
         maskKey: options.maskKey,
         promptEnhance,
+        endpoint,
       },
     });
   const badRunId = validateRunId(runId);
@@ -317,6 +326,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       encoding,
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
       ...(promptEnhance ? { promptEnhance } : {}),
+      ...(endpoint ? { endpoint } : {}),
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
       ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
       ...(batch ? { batch } : {}),
@@ -341,14 +351,48 @@ export function costText(summary: Pick<DatasetRunSummary, 'costUsd' | 'costUnkno
   return `$${summary.costUsd.toFixed(4)}${unknown ? ` + ${unknown} row${unknown > 1 ? 's' : ''} of unknown cost` : ''}`;
 }
 
-export function describeSummary(summary: DatasetRunSummary): string {
+/** What this command's own rows cost: ledger entries finished since it started. */
+export interface SpentNow {
+  rows: number;
+  costUsd: number;
+  unknownRows: number;
+}
+
+/** Ledger scans at the end of a command stay this small (a local output dir's entries, read once). */
+const SPENT_SCAN_MAX_ENTRIES = 20_000;
+
+/**
+ * The rows this command made and their cost, from the ledger entries finished since `startedAt`;
+ * undefined where that would mean a long scan (object storage, or a very large run).
+ */
+export async function spentSince(outputDir: string, startedAt: string): Promise<SpentNow | undefined> {
+  if (isS3Location(outputDir)) return undefined;
+  const indexes = await ledgerIndexes(outputDir).catch(() => undefined);
+  if (!indexes || indexes.size > SPENT_SCAN_MAX_ENTRIES) return undefined;
+  const spent: SpentNow = { rows: 0, costUsd: 0, unknownRows: 0 };
+  for (const index of indexes) {
+    const entry = await readLedgerEntry(outputDir, index).catch(() => undefined);
+    if (entry?.status !== 'ok' || !(entry.finishedAt >= startedAt)) continue;
+    spent.rows += 1;
+    if (entry.costUsd === undefined) spent.unknownRows += 1;
+    else spent.costUsd += entry.costUsd;
+  }
+  return spent;
+}
+
+export function describeSummary(summary: DatasetRunSummary, now?: SpentNow): string {
   const tokens = summary.usage.totalTokens ?? (summary.usage.inputTokens ?? 0) + (summary.usage.outputTokens ?? 0);
+  // The summary's cost covers every done row of the run; a re-run that made fewer says what it made.
+  const madeNow =
+    now && now.rows < summary.ok
+      ? `; this command made ${now.rows} of them: $${now.costUsd.toFixed(4)}${now.unknownRows ? ` + ${now.unknownRows} of unknown cost` : ''}`
+      : '';
   return [
     `rows: ${summary.total}  ok: ${summary.ok}  failed: ${summary.failed}${summary.pending ? `  pending: ${summary.pending}` : ''}`,
     ...Object.entries(summary.failedByType)
       .sort(([a], [b]) => a.localeCompare(b))
       .map(([type, n]) => `  failed ${type}: ${n}`),
-    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: ${costText(summary)}`,
+    `attempts: ${summary.attempts}  tokens: ${tokens}  estimated cost: ${costText(summary)}${madeNow ? ` (all ${summary.ok} done rows${madeNow})` : ''}`,
     `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
   ].join('\n');
 }
@@ -362,6 +406,9 @@ export function usageErrorOf(err: unknown): UsageError | undefined {
   return undefined;
 }
 
+/** How long a progress query may take before the display skips it (nobody may be there to answer). */
+export const QUERY_DEADLINE_MS = 5000;
+
 /**
  * Waits for a run with a progress display, then prints its summary. Ctrl-C stops waiting only.
  * Returns the exit code: 0 no failed rows, 2 some failed, 130 interrupted.
@@ -372,12 +419,17 @@ export async function waitForRun(
   io: CliIO,
   /** What to print and return at the end instead of the run's summary (`retry` reports its own rows). */
   conclude?: (summary: DatasetRunSummary) => Promise<{ text: string; code: number }>,
+  /** The run's output dir and when this command started it: what it made apart from what was done before. */
+  since?: { outputDir: string; startedAt: string },
 ): Promise<number> {
   const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
+  // Each query has a short deadline: with no worker to answer it, a query waits for the server's own
+  // timeout (a minute), and Ctrl-C must not wait on it.
+  const quick = <T>(read: () => Promise<T>) => session.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, read);
   const reporter = new ProgressReporter(
-    () => handle.query(progressQuery),
+    () => quick(() => handle.query(progressQuery)),
     io,
-    () => handle.query(batchJobsQuery),
+    () => quick(() => handle.query(batchJobsQuery)),
   );
   reporter.start();
   try {
@@ -403,7 +455,7 @@ export async function waitForRun(
       io.out(text);
       return code;
     }
-    io.out(describeSummary(ending.summary));
+    io.out(describeSummary(ending.summary, since ? await spentSince(since.outputDir, since.startedAt) : undefined));
     for (const note of describeMultiTurn(reporter.lastBatchView())) io.err(note);
     // Rows left pending by --filter-rows are not failures.
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
@@ -438,23 +490,22 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
   await (session.searchAttributes ? whileSearchAttributesPropagate(start, io.err) : start());
   const link = workflowUiUrl(session, input.runId);
   io.err(`run ${input.runId}${link ? ` (${link})` : ''}`);
-  if (session.workers.length === 0) io.err('rows are served by workers started with `npx atelier worker` on this Temporal server');
+  if (session.workers.length === 0)
+    io.err(
+      `rows are served by workers started with \`npx atelier worker\` on this Temporal server${input.endpoint ? ` whose ${API_BACKENDS[input.backend as ApiBackend].baseUrl} is this run's --base-url` : ''}`,
+    );
 }
 
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach (--dry-run: cli/main.ts sends it to `runEstimate`). */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
   const input = buildWorkflowInput(options);
   for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
-  if (options.baseUrl) {
-    if (input.backend === 'diffusers') throw new UsageError('--base-url is for API backends');
-    if (process.env.TEMPORAL_ADDRESS && !options.withWorkers) {
-      throw new UsageError(
-        `--base-url reaches only in-process workers: set ${API_BACKENDS[input.backend].baseUrl} in the environment of \`atelier worker\` instead (or add --with-workers)`,
-      );
-    }
-    // Base URLs, like keys, live in the worker's environment, never in the workflow input.
+  if (options.baseUrl && input.backend !== 'diffusers') {
+    // In-process workers reach the endpoint through their environment; the workflow input names it
+    // only by its tag (its queue), so external workers serve it only if configured for it.
     process.env[API_BACKENDS[input.backend].baseUrl] = options.baseUrl;
   }
+  const modelQueue = input.backend === 'diffusers' ? undefined : providerQueue(input.backend, input.endpoint);
   const session = await openSession({
     stateDir: options.stateDir,
     withWorkers: options.withWorkers,
@@ -462,7 +513,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     concurrency: options.concurrency,
     ...(input.rateLimitPerSecond ? { rateLimitPerSecond: input.rateLimitPerSecond } : {}),
     // In-process workers serve only what this run needs, so no other provider's key is asked for.
-    queues: [ORCHESTRATOR_QUEUE, ...(input.backend === 'diffusers' ? [] : [providerQueue(input.backend)])],
+    queues: [ORCHESTRATOR_QUEUE, ...(modelQueue ? [modelQueue] : [])],
     ...(input.gpu ? { gpuWorker: { args: gpuWorkerArgs(options, input), processes: gpuProcessCount(options.gpus) } } : {}),
     log: io.err,
   });
@@ -473,22 +524,36 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       );
     }
     if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
-    if (input.rateLimitPerSecond && input.backend !== 'diffusers') {
-      const shared = await setQueueRateLimit(session, providerQueue(input.backend), input.rateLimitPerSecond);
+    if (input.rateLimitPerSecond && modelQueue) {
+      const shared = await setQueueRateLimit(session, modelQueue, input.rateLimitPerSecond);
       io.err(
-        `rate limit: ${options.rpm} calls/min on ${providerQueue(input.backend)}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`,
+        `rate limit: ${options.rpm} calls/min on ${modelQueue}${shared ? ' (server-side, shared by all its workers)' : ' (in-process workers only: this server has no queue rate limits)'}`,
       );
     }
     // The provider's own list, before anything is planned or sent (keys live on its workers).
-    if (input.backend !== 'diffusers') await checkModelWithProvider(session.client, { ...input, backend: input.backend }, io);
-    await registerRun(resolve(options.stateDir), input);
+    // With external workers, only when one serves the provider's (or the endpoint's) queue: else the
+    // check would wait out its timeout, and the worker check after the start says what to run.
+    if (input.backend !== 'diffusers') {
+      const checkQueue: NeededQueue = { name: providerQueue(input.backend, input.endpoint), type: 'activity', start: '' };
+      const served = session.workers.length > 0 || (await unservedQueues(session, [checkQueue])).length === 0;
+      if (served) await checkModelWithProvider(session.client, { ...input, backend: input.backend }, io);
+      else io.err(`note: no worker serves ${checkQueue.name} yet, so ${input.model} is checked against Atelier's table only`);
+    }
+    await registerRun(resolve(options.stateDir), input, input.endpoint ? options.baseUrl : undefined);
+    const startedAt = new Date().toISOString();
     await startRun(session, input, io);
     tracePhase('run started');
-    if (options.detach) {
-      io.out(input.runId);
-      return ExitCodes.ok;
+    // External workers: say now if none serves a queue this run needs (its endpoint's, above all).
+    const stopWatching = session.workers.length === 0 ? await watchWorkers(session, runQueues(input, options.baseUrl), io.err) : undefined;
+    try {
+      if (options.detach) {
+        io.out(input.runId);
+        return ExitCodes.ok;
+      }
+      return await waitForRun(session, input.runId, io, undefined, { outputDir: input.outputDir, startedAt });
+    } finally {
+      stopWatching?.();
     }
-    return await waitForRun(session, input.runId, io);
   } finally {
     tracePhase('run over');
     await session.close();

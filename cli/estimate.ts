@@ -4,6 +4,8 @@ import { DatasetError, UsageError } from '../lib/shared/errors';
 import { readRunDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/shared/filterRows';
 import { ledgerReader } from '../lib/run/ledger';
+import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
+import { rowDigest } from '../lib/run/rowDigest';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { buildWorkflowInput, checkModelChoice, type EditOptions } from './edit';
 import { ExitCodes, type CliIO } from './io';
@@ -16,6 +18,8 @@ export interface Estimate {
   rows: number;
   selected: number;
   alreadyOk: number;
+  /** Rows done before for another request (parameters, model, instruction or image changed): run again. */
+  changed: number;
   /** Rows left to run. */
   toRun: number;
   /** Model calls (a multi-turn row makes one per turn; models that return one image per call, one per image). */
@@ -35,6 +39,26 @@ export interface Estimate {
   costNote: string;
 }
 
+type EstimateRow = Parameters<typeof rowDigest>[0] & { index: number; record: Record<string, unknown> };
+
+/**
+ * The digest planning would give the row (activities/orchestration.ts), or undefined (compared by
+ * the ledger's status alone) where it cannot be known without a run: embedded images are digested
+ * by their stored copy, which only a run makes.
+ */
+async function estimateDigest(input: DatasetWorkflowInput, row: Omit<EstimateRow, 'outputs'>): Promise<string | undefined> {
+  if (row.images.some((r) => r.kind === 'blob') || row.mask?.kind === 'blob') return undefined;
+  const count = row.turns.length > 1 ? row.turns.length : input.numImages;
+  let outputs = defaultOutputs(row.index, count);
+  if (input.outputNameColumn) {
+    const raw = row.record[input.outputNameColumn];
+    const named = namedOutputs(raw === undefined || raw === null ? '' : String(raw), count);
+    if ('error' in named) return undefined;
+    outputs = named;
+  }
+  return rowDigest({ ...row, outputs }, input);
+}
+
 export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate> {
   const selected = rowSelector(input.filterRows);
   const api = input.backend !== 'diffusers';
@@ -50,6 +74,7 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
     rows: 0,
     selected: 0,
     alreadyOk: 0,
+    changed: 0,
     toRun: 0,
     calls: 0,
     enhanceCalls: 0,
@@ -74,10 +99,15 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
       e.rows += 1;
       if (!selected(row.position)) continue;
       e.selected += 1;
-      // By the ledger alone (a row changed since would be done again: planning decides that).
-      if (stateOf && (await stateOf({ index: row.index })).status === 'ok') {
-        e.alreadyOk += 1;
-        continue;
+      // Done means done for what the row asks now: the row's digest (settings, instruction, inputs,
+      // output names) as planning computes it, so a parameter change counts the calls it will make.
+      if (stateOf) {
+        const state = await stateOf({ index: row.index, digest: await estimateDigest(input, row) });
+        if (state.status === 'ok') {
+          e.alreadyOk += 1;
+          continue;
+        }
+        if (state.status === 'changed') e.changed += 1;
       }
       e.maxInputImages = Math.max(e.maxInputImages, row.images.length);
       if (caps && row.images.length > caps.maxInputImages) {
@@ -110,6 +140,10 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
     else if (price.fromUsage) e.costNote = "OpenRouter states each call's cost in its answer only";
     else if (e.costUsd === undefined) e.costNote = `no published per-image price for ${input.model}`;
     else e.costNote = 'output images at the per-image price; input image tokens of edits are extra';
+    // The estimate does not undercount: a quality it has no price for (auto: the provider picks) is
+    // priced as high; say so rather than print a number that looks like auto's.
+    if (price.perImage && !price.free && (!input.params.quality || !price.perImage[input.params.quality]) && price.perImage.high)
+      e.costNote += `; quality ${input.params.quality ?? 'auto (the default)'} priced as high (the provider picks the quality: the cost can be lower)`;
     if (input.promptEnhance && e.enhanceCalls) e.costNote += '; prompt-enhancer calls not included';
     if (input.batch && e.costUsd !== undefined) {
       const direct = input.batch.fallback === 'direct' ? multiTurnImages : 0;
@@ -124,7 +158,7 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
 }
 
 export function describeEstimate(input: DatasetWorkflowInput, e: Estimate): string[] {
-  const done = e.alreadyOk ? `, ${e.alreadyOk} already done` : '';
+  const done = `${e.alreadyOk ? `, ${e.alreadyOk} already done` : ''}${e.changed ? `, ${e.changed} done before for another request (run again)` : ''}`;
   const selected = e.selected !== e.rows ? `, ${e.selected} selected` : '';
   return [
     `${input.backend} ${input.model}: ${input.inputPath}`,

@@ -11,6 +11,7 @@ import { JUDGE_ENV } from '../workers/index';
 import { ExitCodes, type CliIO } from './io';
 import { resolveRunOutputDir, runIdOf } from './runTarget';
 import { openSession, setQueueRateLimit } from './session';
+import { judgeQueues, watchWorkers } from './workerCheck';
 
 export interface JudgeOptions {
   model: string;
@@ -67,6 +68,7 @@ export async function runJudge(target: string, options: JudgeOptions, io: CliIO)
     ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
     log: (line) => io.err(line),
   });
+  let stopWatching: (() => void) | undefined;
   try {
     if (session.workers.length > 0 && !session.workers.some((w) => w.options.taskQueue === JUDGE_QUEUE)) {
       throw new UsageError(
@@ -96,6 +98,7 @@ export async function runJudge(target: string, options: JudgeOptions, io: CliIO)
       ] as Parameters<typeof judgeWorkflow>,
     });
     io.err(`judging the done rows of ${runId} with ${options.model} (workflow ${handle.workflowId})`);
+    stopWatching = session.workers.length === 0 ? await watchWorkers(session, judgeQueues(), io.err) : undefined;
     const ending = await Promise.race([handle.result().then((summary) => ({ summary })), io.interrupted.then(() => undefined)]).catch(
       (err: unknown) => {
         // The judge model refused the request itself (activities/judge/client.ts): the provider's reason, exit 1.
@@ -111,6 +114,7 @@ export async function runJudge(target: string, options: JudgeOptions, io: CliIO)
     io.out(describeJudge(ending.summary));
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
   } finally {
+    stopWatching?.();
     await session.close();
   }
 }

@@ -12,6 +12,7 @@ import { runView, type ViewOptions } from './view';
 import { runJudge, type JudgeOptions } from './judge';
 import { runModels, type ModelsOptions } from './models';
 import { runServer } from './server';
+import { runStandin, STANDINS } from './standin';
 import { runWorker } from './worker';
 import { API_BACKEND_NAMES, BACKEND_NAMES } from '../lib/shared/backends';
 
@@ -174,7 +175,9 @@ const STATE_DIR_HELP = 'state dir of the dev server (`atelier server`) when TEMP
 export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: string[] = process.argv): Command {
   const program = new Command('atelier')
     .description('Durable batch image editing on Temporal: a dataset of images + instructions in, edited images and a results table out.')
-    .showHelpAfterError()
+    // One line of advice after a usage error, not the command's whole help (edit's is over 100 lines,
+    // which buried the one line that says what was wrong).
+    .showHelpAfterError('(add --help for the options)')
     .exitOverride();
 
   /** The options of a run on a dataset (`edit` and `estimate`). */
@@ -229,10 +232,12 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     program
       .command('demo')
       .description('run the example dataset end to end (against the bundled stand-in provider when OPENAI_API_KEY is unset)')
-      .option('--input <file>', 'dataset file', 'examples/edits.csv')
-      .option('--output-dir <dir>', 'output folder', 'demo-out')
+      .option('--input <file>', "dataset file (default: the package's examples/edits.csv)")
+      .option('--output-dir <dir>', 'output folder (default: a new folder under the system temp dir)')
       .option('--model <name>', 'model name', 'gpt-image-2'),
-  ).action(async (opts: Omit<EditOptions, 'backend'>) => setExit(await runDemo({ ...opts, backend: 'openai' }, io)));
+  ).action(async (opts: Omit<EditOptions, 'backend' | 'input' | 'outputDir'> & { input?: string; outputDir?: string }, cmd: Command) =>
+    setExit(await runDemo({ ...opts, backend: 'openai' }, io, cmd.getOptionValueSource('stateDir') === 'default')),
+  );
 
   program
     .command('models')
@@ -272,6 +277,14 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       setExit(await runServer({ ...opts, uiPort: opts.uiPort ?? opts.port + 1000 }, io)),
     );
 
+  program
+    .command('standin <provider>')
+    .description(
+      `a provider stand-in on loopback, for trying Atelier without keys (${Object.keys(STANDINS).join(', ')}); prints the worker environment to export`,
+    )
+    .option('--port <port>', 'port (default: a free one)', positiveInt('--port'))
+    .action(async (provider: string, opts: { port?: number }) => setExit(await runStandin(provider, opts, io)));
+
   const manage = (name: string, description: string, run: (runId: string, opts: ManageOptions, io: CliIO) => Promise<number>) =>
     program
       .command(`${name} <run-id>`)
@@ -308,12 +321,13 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
       '--redo',
       'make done rows again (with --rows): a new seed where the backend takes one, the old output kept in .atelier/history/',
     )
-    .option('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo)')
+    .option('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo; with --score-below: either)')
     .option(
       '--score-below <x>',
       'make again the done rows `atelier judge` scored below this overall score, 0-10 (implies --redo)',
       nonNegativeNumber('--score-below'),
     )
+    .option('--include-accepted', 'with --score-below: also rows a person accepted in `atelier view` (kept and reported otherwise)')
     .option('--state-dir <dir>', STATE_DIR_HELP, './.atelier')
     .option('--detach', 'for a closed run: start the retry and exit', false)
     .option('--with-workers', 'with TEMPORAL_ADDRESS set, run the workers in this process', false)

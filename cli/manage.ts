@@ -1,6 +1,8 @@
 import { resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { UsageError } from '../lib/shared/errors';
+import { API_BACKENDS } from '../lib/shared/backends';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { ROW_ERROR_TYPES } from '../lib/shared/errorTypes';
 import { normaliseErrorType } from '../lib/shared/retrySelection';
@@ -12,11 +14,12 @@ import type { ProgressSnapshot, RetrySelection } from '../lib/shared/types';
 import type { datasetWorkflow } from '../workflows';
 import { batchJobsQuery } from '../workflows/batchMessages';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
-import { checkModelChoice, startRun, waitForRun } from './edit';
+import { checkModelChoice, QUERY_DEADLINE_MS, startRun, waitForRun } from './edit';
+import { runQueues, watchWorkers } from './workerCheck';
 import { ExitCodes, type CliIO } from './io';
-import { describeBatchJob, describeMultiTurn } from './progress';
+import { describeBatchJob, describeMultiTurn, pauseReason } from './progress';
 import { openSession } from './session';
-import { doneRowsToRedo, failedRowsMatching, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
+import { doneRowsToRedo, failedRowsMatching, positionsSpec, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
 
 // Run management: status, watch, list, retry, cancel, pause, resume. They talk to the server named
 // by TEMPORAL_ADDRESS or run by `atelier server` for the state dir; `status` and `retry` also work
@@ -46,21 +49,43 @@ function failedLines(failedByType: Record<string, number>): string[] {
     .map(([type, n]) => `  failed ${type}: ${n}`);
 }
 
-/** The lines `atelier status` prints for a running run. */
-export function describeProgress(p: ProgressSnapshot, now = Date.now()): string[] {
+/** Rows finished per second over a recent stretch of time (`atelier status` samples it twice). */
+export interface RecentRate {
+  finished: number;
+  seconds: number;
+}
+
+/**
+ * The lines `atelier status` prints for a running run. The rate and ETA come from `recent` (what
+ * finished in the last seconds) when given: an average since the workflow's start says "0.02
+ * rows/s" for a run that sat paused for an hour and now does 2 rows/s.
+ */
+export function describeProgress(p: ProgressSnapshot, now = Date.now(), recent?: RecentRate): string[] {
   const elapsed = (now - Date.parse(p.startedAt)) / 1000;
-  const rate = elapsed > 0 ? p.finished / elapsed : 0;
+  const average = elapsed > 0 ? p.finished / elapsed : 0;
   const remaining = p.pending + p.inFlight + p.deferred;
+  const rate = recent && recent.seconds > 0 ? recent.finished / recent.seconds : average;
+  const over = recent ? ` over the last ${Math.round(recent.seconds)} s` : ' since the start';
+  const advice = p.paused?.budget
+    ? `; \`atelier resume ${p.runId} --max-cost USD\` raises the budget (a plain resume stays paused at it)`
+    : p.paused?.until
+      ? `; resumes at ${p.paused.until}`
+      : `; \`atelier resume ${p.runId}\` to go on`;
   return [
-    `state: ${p.phase}${p.paused ? ` (${p.paused.reason}${p.paused.until ? `; resumes at ${p.paused.until}` : '; `atelier resume` to go on'})` : ''}`,
+    `state: ${p.phase}${p.paused ? ` (${pauseReason(p)}${advice})` : ''}`,
     `rows: ${p.total}  ok: ${p.ok}  failed: ${p.failed}  in flight: ${p.inFlight}  pending: ${p.pending}${p.deferred ? `  deferred: ${p.deferred}` : ''}`,
     ...failedLines(p.failedByType),
-    `rate: ${rate.toFixed(2)} rows/s  eta: ${rate > 0 ? formatDuration(remaining / rate) : 'unknown'}`,
+    p.paused
+      ? 'rate: paused  eta: none while paused'
+      : `rate: ${rate.toFixed(2)} rows/s${over}  eta: ${rate > 0 ? formatDuration(remaining / rate) : 'unknown'}`,
     ...(p.spentUsd !== undefined || p.maxCostUsd !== undefined
       ? [`spent (estimate): $${(p.spentUsd ?? 0).toFixed(4)}${p.maxCostUsd !== undefined ? ` of $${p.maxCostUsd} (--max-cost)` : ''}`]
       : []),
   ];
 }
+
+/** How long `atelier status` watches a running run to measure its current rate. */
+const STATUS_SAMPLE_MS = 3000;
 
 async function connect(options: ManageOptions) {
   return openSession({ stateDir: options.stateDir, withWorkers: false, mayStartServer: false });
@@ -78,33 +103,59 @@ async function connectIfPossible(options: ManageOptions) {
 
 export async function runStatus(runId: string, options: ManageOptions, io: CliIO): Promise<number> {
   const session = await connectIfPossible(options);
+  let openButSilent = false;
   try {
     if (session) {
       const handle = session.client.workflow.getHandle<typeof datasetWorkflow>(runId);
-      if (await isOpen(handle)) {
-        // A --batch run also shows each job's provider status and request counts.
-        const batch = await handle.query(batchJobsQuery).catch(() => null);
-        io.out(
-          [
-            `run ${runId}`,
-            ...describeProgress(await handle.query(progressQuery)),
-            ...(batch?.jobs ?? []).map(describeBatchJob),
-            ...describeMultiTurn(batch),
-          ].join('\n'),
-        );
-        return ExitCodes.ok;
+      const quick = <T>(read: () => Promise<T>) => session.client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, read);
+      if (await quick(() => isOpen(handle)).catch(() => false)) {
+        // No worker may be there to answer (the query then times out): the ledger still knows.
+        const first = await quick(() => handle.query(progressQuery)).catch(() => undefined);
+        let progress = first;
+        let recent: RecentRate | undefined;
+        if (first && !first.paused && first.phase === 'running' && first.pending + first.inFlight > 0) {
+          const startedAt = Date.now();
+          await sleep(STATUS_SAMPLE_MS);
+          const second = await quick(() => handle.query(progressQuery)).catch(() => undefined);
+          if (second && second.finished >= first.finished) {
+            progress = second;
+            recent = { finished: second.finished - first.finished, seconds: (Date.now() - startedAt) / 1000 };
+          }
+        }
+        if (progress) {
+          // A --batch run also shows each job's provider status and request counts.
+          const batch = await quick(() => handle.query(batchJobsQuery)).catch(() => null);
+          io.out(
+            [
+              `run ${runId}`,
+              ...describeProgress(progress, Date.now(), recent),
+              ...(batch?.jobs ?? []).map(describeBatchJob),
+              ...describeMultiTurn(batch),
+            ].join('\n'),
+          );
+          return ExitCodes.ok;
+        }
+        openButSilent = true;
       }
     }
     const known = await findRun(resolve(options.stateDir), runId);
     if (!known) throw new UsageError(`no run ${runId} is running, and the state dir ${options.stateDir} has no record of it`);
-    const s = await summarizeLedger(known.input.outputDir, known.input.filterRows);
-    const failed = Object.values(s.failedByType).reduce((a, b) => a + b, 0);
+    // A run no worker has planned yet has no plan to count from: said, not thrown.
+    const s = await summarizeLedger(known.input.outputDir, known.input.filterRows).catch((err: unknown) => {
+      if (/has no plan yet/.test((err as Error).message)) return undefined;
+      throw err;
+    });
+    const failed = s ? Object.values(s.failedByType).reduce((a, b) => a + b, 0) : 0;
     io.out(
       [
         `run ${runId}`,
-        'state: not running (from the ledger)',
-        `rows: ${s.total}  ok: ${s.ok}  failed: ${failed}  pending: ${s.pending}`,
-        ...failedLines(s.failedByType),
+        openButSilent
+          ? `state: open, but no worker answered its progress query within ${QUERY_DEADLINE_MS / 1000} s (is \`npx atelier worker\` running for this server?); counts from the ledger`
+          : `state: not running${session ? '' : ' (or no server is up for this state dir)'}; counts from the ledger`,
+        s
+          ? `rows: ${s.total}  ok: ${s.ok}  failed: ${failed}  pending: ${s.pending}`
+          : 'rows: not planned yet (no worker has read the dataset)',
+        ...(s ? failedLines(s.failedByType) : []),
         `output dir: ${known.input.outputDir}`,
       ].join('\n'),
     );
@@ -159,6 +210,8 @@ export interface RetryOptions extends ManageOptions {
   rejected?: boolean;
   /** Done rows the judge scored below this (implies --redo). */
   scoreBelow?: number;
+  /** With --score-below: also rows a person accepted in the viewer (kept otherwise). */
+  includeAccepted?: boolean;
   detach?: boolean;
   withWorkers?: boolean;
 }
@@ -196,6 +249,7 @@ async function planRetry(
   options: RetryOptions,
   known: RegisteredRun | undefined,
   runId: string,
+  say: (line: string) => void,
 ): Promise<{ selection: RetrySelection; rows?: MatchedRow[]; what: string }> {
   if (options.redo || options.rejected || options.scoreBelow !== undefined) {
     if (options.failed || options.errorType !== undefined)
@@ -208,9 +262,20 @@ async function planRetry(
       ...(options.rows !== undefined ? { rows: checkedRows(options.rows) } : {}),
       rejected: Boolean(options.rejected),
       ...(options.scoreBelow !== undefined ? { scoreBelow: options.scoreBelow } : {}),
+      includeAccepted: Boolean(options.includeAccepted),
     };
-    const rows = await doneRowsToRedo(known.input.outputDir, choice, known.input.filterRows);
-    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${options.rejected ? ' rejected in the viewer' : ''}${options.scoreBelow !== undefined ? ` scored below ${options.scoreBelow}` : ''}`;
+    const { rows, keptAccepted } = await doneRowsToRedo(known.input.outputDir, choice, known.input.filterRows);
+    if (keptAccepted.length > 0)
+      say(
+        `${keptAccepted.length} row(s) scored below ${options.scoreBelow} were accepted in the viewer and are kept (positions ${positionsSpec(keptAccepted.map((r) => r.position))}; --include-accepted redoes them too)`,
+      );
+    const flags = [
+      options.rejected ? 'rejected in the viewer' : '',
+      options.scoreBelow !== undefined ? `scored below ${options.scoreBelow}` : '',
+    ]
+      .filter(Boolean)
+      .join(' or ');
+    const what = `done row(s)${options.rows !== undefined ? ` at --rows ${options.rows}` : ''}${flags ? ` ${flags}` : ''}`;
     if (rows.length === 0) return { selection: {}, rows, what };
     return { selection: await setAsideAll(known.input.outputDir, rows), rows, what };
   }
@@ -230,7 +295,7 @@ async function planRetry(
 export async function runRetry(runId: string, options: RetryOptions, io: CliIO): Promise<number> {
   const known = await findRun(resolve(options.stateDir), runId);
   const startedAt = new Date().toISOString();
-  const { selection, rows, what } = await planRetry(options, known, runId);
+  const { selection, rows, what } = await planRetry(options, known, runId, io.err);
   const redo = Boolean(options.redo || options.rejected || options.scoreBelow !== undefined);
   if (rows && rows.length === 0) {
     io.err(`no ${what} in run ${runId}: nothing to retry${redo ? '' : ' (done rows are made again only with --redo)'}`);
@@ -257,19 +322,25 @@ export async function runRetry(runId: string, options: RetryOptions, io: CliIO):
   if (!known) throw new UsageError(`run ${runId} is not running and the state dir ${options.stateDir} has no record of it`);
   // A model retired since the run (or a deprecated one past its shutdown) would fail every row.
   for (const warning of checkModelChoice(known.input)) io.err(`warning: ${warning}`);
+  // A run started with --base-url: in-process workers serve its endpoint queue only with that URL.
+  if (known.input.endpoint && known.baseUrl && known.input.backend !== 'diffusers')
+    process.env[API_BACKENDS[known.input.backend].baseUrl] = known.baseUrl;
   const session = await openSession({
     stateDir: options.stateDir,
     withWorkers: options.withWorkers ?? false,
     mayStartServer: !options.detach,
   });
+  let stopWatching: (() => void) | undefined;
   try {
     await startRun(session, { ...known.input, retryOnly: selection }, io);
+    stopWatching = session.workers.length === 0 ? await watchWorkers(session, runQueues(known.input, known.baseUrl), io.err) : undefined;
     if (options.detach) {
       io.out(runId);
       return ExitCodes.ok;
     }
     return await waitForRun(session, runId, io, rows ? retryConclusion(known.input.outputDir, rows, startedAt) : undefined);
   } finally {
+    stopWatching?.();
     await session.close();
   }
 }

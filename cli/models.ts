@@ -197,7 +197,7 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
  */
 export async function checkModelWithProvider(
   client: Client,
-  input: { runId: string; backend: ApiBackend; model: string },
+  input: { runId: string; backend: ApiBackend; model: string; endpoint?: string | undefined },
   io: CliIO,
   now: Date = cliNow(),
 ): Promise<ModelCheckResult | undefined> {
@@ -207,7 +207,9 @@ export async function checkModelWithProvider(
     result = await client.workflow.execute('modelCheckWorkflow', {
       taskQueue: ORCHESTRATOR_QUEUE,
       workflowId: `${input.runId}/model-check/${now.getTime().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
-      args: [{ backend: input.backend, model: input.model, now: now.toISOString() }],
+      args: [
+        { backend: input.backend, model: input.model, now: now.toISOString(), ...(input.endpoint ? { endpoint: input.endpoint } : {}) },
+      ],
       // No worker for the provider's queue answers: the rows would wait too; the table decides.
       workflowExecutionTimeout: '3 minutes',
     });

@@ -9,6 +9,10 @@ interface ReporterIO {
 }
 
 const POLL_MS = 1000;
+
+/** The live bar's line; `{remaining}` is our windowed ETA with units (lib/shared/eta.ts). */
+export const BAR_FORMAT =
+  'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {remaining} | {state}';
 const PLAIN_EVERY_MS = 15_000;
 
 /**
@@ -88,14 +92,15 @@ export class ProgressReporter {
       failed: snapshot.failed,
       inFlight: snapshot.inFlight,
       spent,
-      eta,
-      state: snapshot.paused ? `PAUSED: ${snapshot.paused.reason}` : (batchState ?? snapshot.phase),
+      // Not `eta`: cli-progress fills that key itself (seconds without a unit, then "INF"), over ours.
+      remaining: eta,
+      state: snapshot.paused ? `PAUSED: ${pauseReason(snapshot)}` : (batchState ?? snapshot.phase),
     };
     if (this.io.isTTY) {
       if (!this.bar) {
         this.bar = new SingleBar(
           {
-            format: 'rows {bar} {value}/{total} | ok {ok} | failed {failed} | in flight {inFlight}{spent} | eta {eta} | {state}',
+            format: BAR_FORMAT,
             hideCursor: true,
             stream: process.stderr,
           },
@@ -108,7 +113,7 @@ export class ProgressReporter {
     } else if (Date.now() - this.lastPlain >= PLAIN_EVERY_MS) {
       this.lastPlain = Date.now();
       this.io.err(
-        `progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')}, eta ${eta})${snapshot.paused ? `; PAUSED: ${snapshot.paused.reason}` : ''}`,
+        `progress: ${done}/${snapshot.total} rows done (ok ${payload.ok}, failed ${payload.failed}, in flight ${payload.inFlight}${spent.replace(' | ', ', spent ')}, eta ${eta})${snapshot.paused ? `; PAUSED: ${pauseReason(snapshot)}` : ''}`,
       );
     }
   }
@@ -116,10 +121,19 @@ export class ProgressReporter {
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    await this.polling;
+    // A query in flight is not waited out: Ctrl-C exits within a moment even when no worker answers.
+    await Promise.race([this.polling, new Promise((resolve) => setTimeout(resolve, 300).unref())]);
     this.bar?.stop();
     this.bar = undefined;
   }
+}
+
+/**
+ * A pause's reason with the run's own id where the workflow's text has a placeholder (the budget
+ * pause says `atelier resume <run-id> --max-cost USD`).
+ */
+export function pauseReason(p: Pick<ProgressSnapshot, 'runId' | 'paused'>): string {
+  return (p.paused?.reason ?? '').replaceAll('<run-id>', p.runId);
 }
 
 /** One line about a batch job: its provider batch, status and request counts. */

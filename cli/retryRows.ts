@@ -40,34 +40,51 @@ export interface RedoChoice {
   rejected?: boolean;
   /** Rows the judge scored below this overall score (unscored rows do not match). */
   scoreBelow?: number;
+  /** --include-accepted: --score-below also takes rows a person accepted in the viewer. */
+  includeAccepted?: boolean;
 }
 
-/** Done rows to make again: those at `rows`, or rejected ones, or both (a row must match every flag given). */
-export async function doneRowsToRedo(
-  outputDir: string,
-  choice: RedoChoice,
-  filterRows: string | undefined,
-): Promise<Array<MatchedRow & { reason: string }>> {
+export interface RedoRows {
+  rows: Array<MatchedRow & { reason: string }>;
+  /** Rows scored below --score-below that a person accepted: kept (the person's word wins). */
+  keptAccepted: MatchedRow[];
+}
+
+/**
+ * Done rows to make again. --rows narrows (a row must be among them); --rejected and --score-below
+ * each add rows (a row matches either: "rejected or scored low", as users read the two flags).
+ * A row a person accepted in the viewer is not redone for its judge score unless
+ * --include-accepted says so; such rows are returned apart, to be reported.
+ */
+export async function doneRowsToRedo(outputDir: string, choice: RedoChoice, filterRows: string | undefined): Promise<RedoRows> {
   if (choice.rows === undefined && !choice.rejected && choice.scoreBelow === undefined) {
     throw new UsageError('--redo needs --rows 3,7, --rejected and/or --score-below X to say which done rows to make again');
   }
   const selected = rowSelector(filterRows);
   const inRows = rowSelector(choice.rows);
   const found: Array<MatchedRow & { reason: string }> = [];
+  const keptAccepted: MatchedRow[] = [];
+  const byFlag = choice.rejected || choice.scoreBelow !== undefined;
   for await (const view of runRows(outputDir)) {
     if (view.status !== 'ok' || !selected(view.row.position)) continue;
     if (choice.rows !== undefined && !inRows(view.row.position)) continue;
-    if (choice.rejected && view.review?.verdict !== 'rejected') continue;
+    const row = { index: view.row.index, position: view.row.position };
+    const rejected = Boolean(choice.rejected) && view.review?.verdict === 'rejected';
     const overall = view.score?.scores.overall;
-    if (choice.scoreBelow !== undefined && !(overall !== undefined && overall < choice.scoreBelow)) continue;
-    const reason = choice.rejected
+    const scoredLow = choice.scoreBelow !== undefined && overall !== undefined && overall < choice.scoreBelow;
+    if (byFlag && !rejected && !scoredLow) continue;
+    if (!rejected && scoredLow && view.review?.verdict === 'accepted' && !choice.includeAccepted) {
+      keptAccepted.push(row);
+      continue;
+    }
+    const reason = rejected
       ? 'rejected in the viewer'
-      : choice.scoreBelow !== undefined
-        ? `scored ${overall} by ${view.score!.model}, below ${choice.scoreBelow}`
+      : scoredLow
+        ? `scored ${overall} by ${view.score!.model}, below ${choice.scoreBelow}${view.review?.verdict === 'accepted' ? ' (accepted in the viewer; --include-accepted)' : ''}`
         : `retry --redo --rows ${choice.rows}`;
-    found.push({ index: view.row.index, position: view.row.position, reason });
+    found.push({ ...row, reason });
   }
-  return found;
+  return { rows: found, keptAccepted };
 }
 
 /** Sets the rows aside (history kept) and returns the selection that runs exactly them again. */
@@ -121,7 +138,8 @@ export function retryConclusion(outputDir: string, rows: readonly MatchedRow[], 
       `the run now: rows: ${summary.total}  ok: ${summary.ok}  failed: ${summary.failed}${summary.pending ? `  pending: ${summary.pending}` : ''}`,
       `results: ${summary.resultsCsv} (and ${summary.resultsJsonl})`,
     ];
-    // Exit codes as for edit: the run still has failed rows (these or others) or it has none.
-    return { text: lines.join('\n'), code: summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok };
+    // The retry's own rows decide: rows that failed before and were not asked for are not its
+    // failure (the last line shows the run's state).
+    return { text: lines.join('\n'), code: failedCount > 0 ? ExitCodes.rowsFailed : ExitCodes.ok };
   };
 }

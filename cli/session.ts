@@ -5,8 +5,8 @@ import { temporal } from '@temporalio/proto';
 import type { Worker } from '@temporalio/worker';
 import {
   isOrphanedEmbeddedServer,
+  isOwnServer,
   readServerRecord,
-  serverReachable,
   startDevServer,
   stopServerByPid,
   type DevServerHandle,
@@ -71,10 +71,13 @@ export interface Session {
   close(): Promise<void>;
 }
 
-/** The server `atelier server` (or a running `edit`) keeps for this state dir, if it answers. */
+/**
+ * The server `atelier server` (or a running `edit`) keeps for this state dir, if it answers and is
+ * proven to be that one (isOwnServer): never a stranger's server that took over the recorded port.
+ */
 export async function runningServer(stateDir: string): Promise<ServerRecord | undefined> {
   const record = readServerRecord(stateDir);
-  return record && (await serverReachable(record.address)) ? record : undefined;
+  return record && (await isOwnServer(stateDir, record)) ? record : undefined;
 }
 
 /** gRPC status codes told apart below (ALREADY_EXISTS / UNIMPLEMENTED are tolerated, and said). */

@@ -30,7 +30,12 @@ export async function runWorker(options: { queues?: string; concurrency: number 
       concurrency: options.concurrency,
       ...(queues ? { queues } : {}),
     });
-    io.err(`serving ${workers.map((w) => w.options.taskQueue).join(', ')} on ${describeTarget(target)}; Ctrl-C to stop`);
+    const served = workers.map((w) => w.options.taskQueue);
+    // Endpoint queues (api-<backend>@<tag>) serve the runs started with this worker's base URL as --base-url.
+    const endpointQueues = served.filter((q) => q.includes('@'));
+    io.err(
+      `serving ${served.filter((q) => !q.includes('@')).join(', ')} on ${describeTarget(target)}${endpointQueues.length ? `; for runs with --base-url set to this worker's base URL: ${endpointQueues.join(', ')}` : ''}; Ctrl-C to stop`,
+    );
     // Ctrl-C asks the workers to stop; `run()` below returns once they have.
     void io.interrupted.then(() => {
       io.err('shutting down: in-flight tasks get a grace period, then are retried elsewhere');

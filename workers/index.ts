@@ -10,11 +10,27 @@ import { createModelCheckActivities } from '../activities/providers/modelCheck';
 import { providerFromEnv } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
+import { endpointTag } from '../lib/temporal/endpoint';
 import { UsageError } from '../lib/shared/errors';
 import { workflowCodeOption } from './bundle';
 
 /** Names of every queue `atelier worker` can serve. */
-export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...API_BACKEND_NAMES.map(providerQueue), JUDGE_QUEUE];
+export const ALL_QUEUES: readonly string[] = [ORCHESTRATOR_QUEUE, ...API_BACKEND_NAMES.map((b) => providerQueue(b)), JUDGE_QUEUE];
+
+/**
+ * The endpoint queue a worker serves for `backend`: that of its own base URL (OPENAI_BASE_URL, ...)
+ * when it has one. Runs started with that `--base-url` use it; see providerQueue.
+ */
+export function endpointQueueOf(backend: ApiBackend, env: NodeJS.ProcessEnv): string | undefined {
+  const url = env[API_BACKENDS[backend].baseUrl];
+  return url ? providerQueue(backend, endpointTag(url)) : undefined;
+}
+
+/** `api-<backend>@<tag>`: the backend of an endpoint queue, or undefined for any other name. */
+function endpointQueueBackend(queue: string): ApiBackend | undefined {
+  const match = /^api-([a-z]+)@[0-9a-f]{12}$/.exec(queue);
+  return match && (API_BACKEND_NAMES as readonly string[]).includes(match[1]!) ? (match[1] as ApiBackend) : undefined;
+}
 
 /** The judge's key and base URL (`atelier judge`): its own, so judging bills apart from editing. */
 export const JUDGE_ENV = { key: 'ATELIER_JUDGE_API_KEY', baseUrl: 'ATELIER_JUDGE_BASE_URL' } as const;
@@ -82,17 +98,36 @@ export function promptEnhancerFromEnv(model: string, env: NodeJS.ProcessEnv): Pr
 /** Creates the workers for the chosen queues; run them with `Promise.all(workers.map(w => w.run()))`. */
 export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]> {
   // By default: orchestration plus every provider whose key this worker has.
+  // A provider with a base URL also serves the runs that asked for that endpoint (--base-url).
   const queues = options.queues ?? [
     ORCHESTRATOR_QUEUE,
-    ...API_BACKEND_NAMES.filter((b) => API_BACKENDS[b].keys.some((k) => options.env[k])).map(providerQueue),
+    ...API_BACKEND_NAMES.filter((b) => API_BACKENDS[b].keys.some((k) => options.env[k])).flatMap((b) => {
+      const own = endpointQueueOf(b, options.env);
+      return own ? [providerQueue(b), own] : [providerQueue(b)];
+    }),
     ...(options.env[JUDGE_ENV.key] ? [JUDGE_QUEUE] : []),
   ];
-  const unknown = queues.filter((q) => !ALL_QUEUES.includes(q));
+  const unknown = queues.filter((q) => !ALL_QUEUES.includes(q) && !endpointQueueBackend(q));
   if (unknown.length > 0) {
-    throw new UsageError(`unknown queue(s): ${unknown.join(', ')}; known queues are ${ALL_QUEUES.join(', ')}`);
+    throw new UsageError(
+      `unknown queue(s): ${unknown.join(', ')}; known queues are ${ALL_QUEUES.join(', ')} and api-<backend>@<endpoint tag>`,
+    );
+  }
+  // An endpoint queue is served only by a worker whose own base URL is that endpoint.
+  for (const queue of queues) {
+    const backend = endpointQueueBackend(queue);
+    if (backend && endpointQueueOf(backend, options.env) !== queue) {
+      const name = API_BACKENDS[backend].baseUrl;
+      throw new UsageError(
+        `queue ${queue} is for another endpoint than this worker's ${name} (${options.env[name] ? `${options.env[name]} is ${endpointQueueOf(backend, options.env)}` : 'unset'}): set ${name} to the run's --base-url`,
+      );
+    }
   }
   // Resolve providers first so a missing key fails before anything starts polling.
-  const providers = API_BACKEND_NAMES.filter((b) => queues.includes(providerQueue(b))).map((b) => providerFromEnv(b, options.env));
+  const providerQueues = queues.filter((q) => q.startsWith('api-'));
+  const providers = API_BACKEND_NAMES.filter((b) =>
+    providerQueues.some((q) => q === providerQueue(b) || endpointQueueBackend(q) === b),
+  ).map((b) => providerFromEnv(b, options.env));
   const common = { connection: options.connection, namespace: options.namespace, ...options.workerOptions };
   const workers: Worker[] = [];
   if (queues.includes(ORCHESTRATOR_QUEUE)) {
@@ -110,11 +145,13 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
       }),
     );
   }
-  for (const provider of providers) {
+  for (const [provider, taskQueue] of providers.flatMap((p) =>
+    providerQueues.filter((q) => q === providerQueue(p.backend) || endpointQueueBackend(q) === p.backend).map((q) => [p, q] as const),
+  )) {
     workers.push(
       await Worker.create({
         ...common,
-        taskQueue: providerQueue(provider.backend),
+        taskQueue,
         activities: {
           ...createModelActivities(provider, {
             enhancer: (model) => promptEnhancerFromEnv(model, options.env),

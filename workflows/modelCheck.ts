@@ -9,7 +9,7 @@ import { providerQueue } from '../lib/shared/constants';
 
 export async function modelCheckWorkflow(input: ModelCheckInput): Promise<ModelCheckResult> {
   const { checkModelServed } = proxyActivities<ModelCheckActivities>({
-    taskQueue: providerQueue(input.backend),
+    taskQueue: providerQueue(input.backend, input.endpoint),
     startToCloseTimeout: '1 minute',
     retry: { maximumAttempts: 2, initialInterval: '1 second' },
   });

@@ -53,7 +53,11 @@ function modelRetryPolicy(retry: RowWorkflowInput['retry']) {
 /** The row's model work for a cloud API: one activity on the provider's queue. */
 async function apiRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<RowOutcome> {
   const { editRow } = proxyActivities<ModelActivities>({
-    taskQueue: providerQueue(task.backend as ApiBackend),
+    // A run that names its endpoint (--base-url) calls only workers configured for it. No patch:
+    // the queue changes only for rows whose input has an endpoint, a field no history recorded
+    // before it existed has, so every earlier history replays the same commands (and a marker
+    // would guard no old branch; test/replay covers the rest).
+    taskQueue: providerQueue(task.backend as ApiBackend, task.endpoint),
     // Image models can take minutes; a generous limit avoids double-billing a slow success.
     startToCloseTimeout: '10 minutes',
     // The activity heartbeats while it works, so a dead worker's row is retried within this.

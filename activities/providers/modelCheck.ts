@@ -23,6 +23,8 @@ export interface ModelCheckInput {
   model: string;
   /** The CLI's date (ISO), so ATELIER_NOW reaches the shutdown comparison. */
   now: string;
+  /** The run's endpoint tag (`--base-url`): the list is asked of that endpoint's workers. */
+  endpoint?: string;
 }
 
 export interface ModelCheckResult {

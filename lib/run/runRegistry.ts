@@ -9,15 +9,20 @@ import type { DatasetWorkflowInput } from '../shared/types';
 export interface RegisteredRun {
   input: DatasetWorkflowInput;
   createdAt: string;
+  /**
+   * `--base-url`, which the workflow input names only by its tag (input.endpoint): kept here, on
+   * this machine, so `retry` can point its in-process workers at it and name it in advice.
+   */
+  baseUrl?: string;
 }
 
 function registryPath(stateDir: string, runId: string): string {
   return join(stateDir, 'runs', `${runId}.json`);
 }
 
-export async function registerRun(stateDir: string, input: DatasetWorkflowInput): Promise<void> {
+export async function registerRun(stateDir: string, input: DatasetWorkflowInput, baseUrl?: string): Promise<void> {
   const { carried: _carried, retryOnly: _retryOnly, ...kept } = input;
-  const entry: RegisteredRun = { input: kept, createdAt: new Date().toISOString() };
+  const entry: RegisteredRun = { input: kept, createdAt: new Date().toISOString(), ...(baseUrl ? { baseUrl } : {}) };
   await writeFileAtomic(registryPath(stateDir, input.runId), JSON.stringify(entry, null, 2));
 }
 

@@ -183,6 +183,15 @@ export const datasetWorkflowInputSchema = z
     /** Edit-mask column (a PNG whose transparent pixels mark the area to edit). */
     maskKey: z.string().min(1).optional(),
     promptEnhance: promptEnhanceSchema.optional(),
+    /**
+     * `--base-url`: the provider endpoint the run asks for, as its tag (lib/temporal/endpoint.ts, never
+     * the URL). Its rows go to the provider queue of that endpoint, which only workers whose own base
+     * URL has this tag poll. Absent: the provider's shared queue, served by any worker of it.
+     */
+    endpoint: z
+      .string()
+      .regex(/^[0-9a-f]{12}$/)
+      .optional(),
     /** `--batch`: rows go through the provider's batch API first (half price, within 24 h); openai and gemini. */
     batch: z
       .object({
@@ -249,6 +258,15 @@ export function parseDatasetWorkflowInput(raw: unknown): WorkflowInputFields {
     .refine((input) => !input.batch || !input.promptEnhance, {
       message: 'batch mode does not run --prompt-enhance (a batch line cannot wait for a rewrite); drop one of them',
       path: ['batch'],
+    })
+    .refine((input) => !input.batch || input.endpoint === undefined, {
+      message:
+        'batch mode does not follow --base-url (its jobs use the provider queue shared by every worker): drop --base-url and set the base URL in the worker environment',
+      path: ['batch'],
+    })
+    .refine((input) => input.backend !== 'diffusers' || input.endpoint === undefined, {
+      message: '--base-url is for API backends',
+      path: ['endpoint'],
     })
     .refine((input) => !input.batch || input.maxCostUsd === undefined, {
       message: 'batch mode has no --max-cost budget (a batch is paid for as a whole once submitted); drop one of them',

@@ -3,9 +3,14 @@ import type { ApiBackend } from './backends';
 /** Task queue of the dataset and row workflows and of the file-handling activities. */
 export const ORCHESTRATOR_QUEUE = 'atelier-orchestrator';
 
-/** Each provider has its own task queue so its rate and concurrency are set in one place. */
-export function providerQueue(backend: ApiBackend): string {
-  return `api-${backend}`;
+/**
+ * Each provider has its own task queue so its rate and concurrency are set in one place. A run
+ * that names its endpoint (`--base-url`) has a queue of its own for it, `api-<backend>@<tag>` (tag:
+ * lib/temporal/endpoint.ts), which only workers configured for that endpoint poll: its rows can never
+ * be served by a worker pointed elsewhere.
+ */
+export function providerQueue(backend: ApiBackend, endpoint?: string): string {
+  return endpoint ? `api-${backend}@${endpoint}` : `api-${backend}`;
 }
 
 /** Folder inside the output dir that holds the plan and the row ledger. */

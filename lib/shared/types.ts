@@ -159,6 +159,8 @@ export interface RowTask {
   download?: DownloadLimits;
   gpu?: GpuRunSettings;
   promptEnhance?: PromptEnhanceSettings;
+  /** The run's endpoint tag (`--base-url`): the row's model call goes to that endpoint's queue. */
+  endpoint?: string;
 }
 
 export type RowStatus = 'ok' | 'failed';

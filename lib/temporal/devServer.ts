@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
@@ -11,6 +12,7 @@ import { writeFileAtomic } from '../../storage/atomicFile';
 import { UsageError } from '../shared/errors';
 import { devServerSearchAttributeFlags } from '../shared/searchAttributes';
 import { tracePhase } from '../phaseTrace';
+import { portInUse } from './portOwner';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.
@@ -59,6 +61,41 @@ export interface ServerRecord {
   owner?: ServerOwner;
   /** The process that started the server (the `edit` command, for an embedded one). */
   ownerPid?: number;
+  /**
+   * This state dir's own secret: the server was started with the namespace `atelier-own-<token>`,
+   * which a server that merely answers on the same port does not have (see isOwnServer).
+   * Absent in records written before it was: those are proven by pid instead.
+   */
+  token?: string;
+}
+
+/** The namespace that proves a server is the one a state dir started (never used for runs). */
+export function ownNamespace(token: string): string {
+  return `atelier-own-${token}`;
+}
+
+/** Whether the server at `address` has the namespace `namespace` (false when it does not answer). */
+async function hasNamespace(address: string, namespace: string, timeoutMs = 2000): Promise<boolean> {
+  let connection: Connection | undefined;
+  try {
+    connection = await Connection.connect({ address, connectTimeout: timeoutMs });
+    await connection.withDeadline(Date.now() + timeoutMs, () => connection!.workflowService.describeNamespace({ namespace }));
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await connection?.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Whether the server a record names is proven to be this state dir's own: it has the record's
+ * namespace token, or (records from before tokens) its pid is alive and is the dev server of this
+ * state dir's database. A server that only answers on the recorded port is someone else's.
+ */
+export async function isOwnServer(stateDir: string, record: ServerRecord): Promise<boolean> {
+  if (record.token) return hasNamespace(record.address, ownNamespace(record.token));
+  return isServerOf(record.pid, stateDir) && (await serverReachable(record.address));
 }
 
 export function readServerRecord(stateDir: string): ServerRecord | undefined {
@@ -215,8 +252,18 @@ async function stopProcess(child: ChildProcess, graceMs = 10_000): Promise<void>
 export async function startDevServer(options: DevServerOptions): Promise<DevServerHandle> {
   mkdirSync(options.stateDir, { recursive: true });
   await waitForStoppingServer(options.stateDir);
+  // A port someone else holds is refused, naming the holder: a server already answering there would
+  // otherwise pass for the one this command started.
+  for (const [given, what] of [
+    [options.port, 'port'],
+    [options.headless ? undefined : options.uiPort, 'UI port'],
+  ] as const) {
+    const taken = given ? await portInUse(given, what) : undefined;
+    if (taken) throw new UsageError(taken);
+  }
   const port = options.port ?? (await freePort());
   const uiPort = options.uiPort ?? (await freePort());
+  const token = randomBytes(8).toString('hex');
   const address = `127.0.0.1:${port}`;
   const logFile = join(options.stateDir, 'temporal-server.log');
   const args = [
@@ -230,6 +277,8 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     String(port),
     '--namespace',
     options.namespace ?? 'default',
+    '--namespace',
+    ownNamespace(token),
     '--log-level',
     'warn',
     // WAL with synchronous=NORMAL: no fsync per transaction, yet a crash of the server (or of this
@@ -292,6 +341,14 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
   }
 
   tracePhase('server answers');
+  // What answers must be the process just started (a port can be taken between the check above and
+  // its bind): only it has this start's namespace.
+  if (!(await hasNamespace(address, ownNamespace(token), 5000))) {
+    await stopProcess(child);
+    throw new UsageError(
+      `another server answers on ${address}, not the one just started${logTail(logFile) ? `; its log (${logFile}) ends with:\n${logTail(logFile)}` : ''}`,
+    );
+  }
   // Keep finished runs visible in the UI for weeks, not the dev server's default day.
   try {
     await promisify(execFile)(options.temporalPath, [
@@ -317,6 +374,7 @@ export async function startDevServer(options: DevServerOptions): Promise<DevServ
     ...(uiUrl ? { uiUrl } : {}),
     owner: options.owner ?? 'edit',
     ownerPid: process.pid,
+    token,
   };
   await writeFileAtomic(recordPath(options.stateDir), JSON.stringify(record, null, 2));
   return {

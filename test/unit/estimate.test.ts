@@ -5,6 +5,7 @@ import type { EditOptions } from '../../cli/edit';
 import type { CliIO } from '../../cli/io';
 import { runEstimate } from '../../cli/estimate';
 import { UsageError } from '../../lib/shared/errors';
+import { writeLedgerEntry } from '../../lib/run/ledger';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 
 // `atelier estimate` / `edit --dry-run`: rows, calls and cost from the dataset alone; nothing is
@@ -116,5 +117,51 @@ describe('atelier estimate', () => {
     } finally {
       delete process.env.ATELIER_NOW;
     }
+  });
+});
+
+describe('atelier estimate after an earlier run', () => {
+  async function doneBefore(outputDir: string, digest: string | undefined): Promise<void> {
+    for (let index = 0; index < 4; index++) {
+      const name = `${String(index).padStart(6, '0')}.png`;
+      await writePng(join(outputDir, name));
+      await writeLedgerEntry(outputDir, {
+        index,
+        position: index,
+        status: 'ok',
+        runId: 'atelier-rows-earlier',
+        model: 'gpt-image-2',
+        ...(digest ? { digest } : {}),
+        outputImages: [name],
+        finishedAt: '2026-12-01T00:00:00.000Z',
+      });
+    }
+  }
+
+  it('counts rows done for another request (a parameter changed) as calls to make, not as done', async () => {
+    const { csv, outputDir } = await dataset();
+    await doneBefore(outputDir, 'f'.repeat(64));
+    const out = io();
+    await runEstimate(options(csv, outputDir, { quality: 'high', size: '1024x1024' }), out);
+    expect(out.lines[1]).toBe('rows: 4, 4 done before for another request (run again); to run: 4 (1 text-to-image)');
+    expect(out.lines[2]).toMatch(/^model calls: 4 /);
+  });
+
+  it('a ledger from before digests still counts its rows as done', async () => {
+    const { csv, outputDir } = await dataset();
+    await doneBefore(outputDir, undefined);
+    const out = io();
+    await runEstimate(options(csv, outputDir, { quality: 'high', size: '1024x1024' }), out);
+    expect(out.lines[1]).toBe('rows: 4, 4 already done; to run: 0');
+  });
+
+  it('says when quality auto is priced as high', async () => {
+    const { csv, outputDir } = await dataset();
+    const out = io();
+    await runEstimate(options(csv, outputDir, { size: '1024x1024' }), out);
+    expect(out.lines[3]).toMatch(/quality auto \(the default\) priced as high/);
+    const auto = io();
+    await runEstimate(options(csv, outputDir, { quality: 'auto', size: '1024x1024' }), auto);
+    expect(auto.lines[3]).toMatch(/quality auto priced as high/);
   });
 });

@@ -170,6 +170,7 @@ export class RowWindow {
               ...(input.download ? { download: input.download } : {}),
               ...(input.gpu ? { gpu: input.gpu } : {}),
               ...(input.promptEnhance ? { promptEnhance: input.promptEnhance } : {}),
+              ...(input.endpoint ? { endpoint: input.endpoint } : {}),
             },
             retry: input.retry,
             ...(input.searchAttributes ? { searchAttributes: true } : {}),

@@ -1,0 +1,67 @@
+import { startFalStandin } from '../standins/fal';
+import { startGeminiStandin } from '../standins/gemini';
+import { startJudgeStandin } from '../standins/judge';
+import { startModelScopeStandin } from '../standins/modelscope';
+import { startOpenAIStandin } from '../standins/openai';
+import { startOpenRouterStandin } from '../standins/openrouter';
+import { UsageError } from '../lib/shared/errors';
+import type { CliIO } from './io';
+
+// `atelier standin <provider>`: one of the test suite's provider stand-ins in the foreground, on
+// loopback, so a person without keys can try every feature (edit, retry, judge, pause on a quota)
+// against something that answers as the real API does, errors included. It prints the environment
+// a worker (or an embedded `edit`) needs to reach it; the key can be any non-empty string.
+
+interface StandinKind {
+  start: (port: number | undefined) => Promise<{ baseURL: string; close(): Promise<void> }>;
+  /** Environment for `atelier edit` / `atelier worker` (the key: any value the stand-in accepts). */
+  env: (baseURL: string) => Record<string, string>;
+  note: string;
+}
+
+const portOption = (port: number | undefined) => (port ? { port } : {});
+
+export const STANDINS: Record<string, StandinKind> = {
+  openai: {
+    start: (port) => startOpenAIStandin(portOption(port)),
+    env: (url) => ({ OPENAI_API_KEY: 'sk-standin', OPENAI_BASE_URL: url }),
+    note: 'then: atelier edit --backend openai --model gpt-image-2 ...',
+  },
+  gemini: {
+    start: (port) => startGeminiStandin(portOption(port)),
+    env: (url) => ({ GEMINI_API_KEY: 'standin', GEMINI_BASE_URL: url }),
+    note: 'then: atelier edit --backend gemini --model gemini-2.5-flash-image ...',
+  },
+  openrouter: {
+    start: (port) => startOpenRouterStandin(portOption(port)),
+    env: (url) => ({ OPENROUTER_API_KEY: 'sk-or-standin', OPENROUTER_BASE_URL: url }),
+    note: 'then: atelier edit --backend openrouter --model <an openrouter model of `atelier models`> ...',
+  },
+  modelscope: {
+    start: (port) => startModelScopeStandin(portOption(port)),
+    env: (url) => ({ MODELSCOPE_API_KEY: 'ms-standin', MODELSCOPE_BASE_URL: url }),
+    note: 'then: atelier edit --backend modelscope --model <a modelscope model of `atelier models`> ...',
+  },
+  fal: {
+    start: (port) => startFalStandin(portOption(port)),
+    env: (url) => ({ FAL_KEY: 'fal-standin', FAL_BASE_URL: url }),
+    note: 'then: atelier edit --backend fal --model fal-ai/flux-pro/kontext ...',
+  },
+  judge: {
+    start: (port) => startJudgeStandin(portOption(port)),
+    env: (url) => ({ ATELIER_JUDGE_API_KEY: 'sk-judge-standin', ATELIER_JUDGE_BASE_URL: url }),
+    note: 'then: atelier judge <run> --model gpt-4.1-mini',
+  },
+};
+
+export async function runStandin(provider: string, options: { port?: number }, io: CliIO): Promise<number> {
+  const kind = STANDINS[provider];
+  if (!kind) throw new UsageError(`no stand-in for "${provider}"; there are: ${Object.keys(STANDINS).join(', ')}`);
+  const standin = await kind.start(options.port);
+  io.err(`${provider} stand-in at ${standin.baseURL} (answers as the real API does; images are generated, nothing is billed)`);
+  for (const [name, value] of Object.entries(kind.env(standin.baseURL))) io.out(`export ${name}=${value}`);
+  io.err(`${kind.note}\nCtrl-C to stop.`);
+  await io.interrupted;
+  await standin.close();
+  return 0;
+}
