@@ -142,7 +142,7 @@ def test_example_plugin_end_to_end(plugin_service, tiny_models, images, tmp_path
     assert res["num_inference_steps"] == 4 and res["seed"] == 7 and res["batch_size"] == 1
     with Image.open(out) as im:
         im.load()
-        assert im.size == (res["width"], res["height"]) == (72, 48)  # 80x60 capped at 64x64 px, floored to multiples of 8
+        assert im.size == (res["width"], res["height"]) == (72, 48)  # 80x60 capped at 64x64 px, floored to 8s
         assert np.asarray(im).std() > 0
     steps = [b["step"] for b in beats if b and b.get("stage") == "denoise"]
     assert steps[-1] == 4 and set(steps) <= {1, 2, 3, 4}  # step(i) heartbeats every step
