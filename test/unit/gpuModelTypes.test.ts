@@ -6,7 +6,7 @@ import contract from '../../contracts/gpu-edit.schema.json';
 import { gpuWorkerArgs, type EditOptions } from '../../cli/edit';
 import { UsageError } from '../../lib/errors';
 import { detectGpuModelType, GPU_MODEL_TYPES, type GpuModelType } from '../../lib/gpuContract';
-import type { DatasetWorkflowInput } from '../../lib/workflowInput';
+import type { DatasetWorkflowInput } from '../../lib/shared/types';
 
 describe('GPU model types (contracts/gpu-edit.schema.json)', () => {
   it('the TypeScript union names exactly the contract enum', () => {
