@@ -568,6 +568,74 @@ def build_tiny_omnigen(path: str | os.PathLike) -> str:
     return str(path)
 
 
+
+def build_tiny_z_image_omni(path: str | os.PathLike) -> str:
+    """Z-Image Omni's shape: Qwen3 text encoder, SigLIP-2 vision tower for condition images, a 2-layer Z-Image DiT."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageOmniPipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model, Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden, siglip_hidden = 16, 16
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=hidden, siglip_feat_dim=siglip_hidden,
+        rope_theta=256.0, t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
+    )
+    with torch.no_grad():  # torch.empty-initialised pad tokens: fixed values, not whatever memory held
+        for name in ("x_pad_token", "cap_pad_token", "siglip_pad_token"):
+            if hasattr(transformer, name):
+                getattr(transformer, name).copy_(torch.ones_like(getattr(transformer, name)))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[4, 4, 4, 4], layers_per_block=1,
+        latent_channels=16, norm_num_groups=4, sample_size=32, scaling_factor=0.3611, shift_factor=0.1159,
+    )
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+    ))
+    siglip = Siglip2VisionModel(Siglip2VisionConfig(
+        hidden_size=siglip_hidden, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        patch_size=16, num_patches=16,
+    ))
+    pipe = ZImageOmniPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tok,
+        transformer=transformer, siglip=siglip,
+        siglip_processor=Siglip2ImageProcessor(patch_size=16, max_num_patches=16),
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+
+def build_tiny_bria_fibo_edit(path: str | os.PathLike) -> str:
+    """FIBO-Edit's shape: SmolLM3 text encoder, Wan 2.2-style VAE (patchified, residual, 16x), a 1+1-layer FIBO DiT."""
+    import torch
+    from diffusers import BriaFiboEditPipeline, BriaFiboTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden = 32
+    transformer = BriaFiboTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=2 * hidden, text_encoder_dim=hidden, pooled_projection_dim=None, axes_dims_rope=[0, 4, 4],
+    )
+    vae = _tiny_wan_vae(base_dim=8, decoder_base_dim=8, in_channels=12, out_channels=12, patch_size=2,
+                        is_residual=True, scale_factor_spatial=16, scale_factor_temporal=4,
+                        latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
+    text_encoder = SmolLM3ForCausalLM(SmolLM3Config(
+        # the pipeline starts empty prompts with SmolLM3's <|begin_of_text|> id, hard-coded as 128000
+        vocab_size=128256, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
+    ))
+    BriaFiboEditPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                         text_encoder=text_encoder, tokenizer=tok).save_pretrained(str(path))
+    return str(path)
+
+
 BUILDERS = {
     "instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext,
     "flux2-klein": build_tiny_flux2_klein, "flux2-klein-base": build_tiny_flux2_klein_base,
@@ -576,7 +644,8 @@ BUILDERS = {
     "chronoedit": build_tiny_chronoedit, "qwen-image-2.1": build_tiny_qwen_image_21,
     "dreamlite": build_tiny_dreamlite, "dreamlite-mobile": build_tiny_dreamlite_mobile,
     "joyimage-edit": build_tiny_joyimage_edit, "joyimage-edit-plus": build_tiny_joyimage_edit_plus,
-    "omnigen": build_tiny_omnigen,
+    "omnigen": build_tiny_omnigen, "z-image-omni": build_tiny_z_image_omni,
+    "bria-fibo-edit": build_tiny_bria_fibo_edit, "bria-fibo-edit-turbo": build_tiny_bria_fibo_edit,
 }
 
 

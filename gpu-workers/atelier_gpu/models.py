@@ -139,6 +139,10 @@ class ModelAdapter:
     # (FLUX.2 and LongCat: double-stream, then single-stream blocks): "unsupported operand type(s) for -: 'Tensor'
     # and 'list'" at the first step. Qwen-Image has one block kind.
     first_block_cache: bool = False
+    # the one dtype the pipeline runs in, when it hard-codes one (None: any; --dtype auto picks bf16 on CUDA)
+    only_dtype: str | None = None
+    # Python packages the pipeline imports at call time that gpu-workers/requirements.txt does not pin
+    requires: tuple[str, ...] = ()
 
     def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None,
                  attention_backend: str | None = None):
@@ -537,6 +541,8 @@ class ChronoEditAdapter(ModelAdapter):
     defaults = Defaults(num_inference_steps=50, guidance_scale=5.0)
     supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
     multiple = 16  # vae_scale_factor_spatial (8) x patch_size (2), the EXAMPLE_DOC_STRING's mod_value
+    # pipeline_chronoedit.basic_clean calls ftfy.fix_text on every prompt, imported only if installed
+    requires = ("ftfy",)
     # the EXAMPLE_DOC_STRING sizes the clip at max_area = 720 x 1280 at the input's aspect ratio
     native_area = 720 * 1280
 
@@ -644,6 +650,10 @@ class ZImageOmniAdapter(ModelAdapter):
     defaults = Defaults(num_inference_steps=50, guidance_scale=5.0)
     supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
     multiple = 16  # vae_scale_factor x 2; the pipeline crops condition images to it and caps them at 1 MP
+    min_side = 64  # it checks inputs with FLUX.2's image processor: "Both dimensions must be at least 64px"
+    # prepare_image_latents calls self.vae.encode(image.bfloat16()): any other VAE dtype fails ("Input type
+    # (c10::BFloat16) and bias type (float) should be the same"), so the pipeline loads in bf16 (on CPU too)
+    only_dtype = "bf16"
 
 
 class DreamLiteAdapter(ModelAdapter):
@@ -688,7 +698,9 @@ class BriaFiboEditAdapter(ModelAdapter):
     # __call__: num_inference_steps=30, guidance_scale=5 (also the EXAMPLE_DOC_STRING's base-model call)
     defaults = Defaults(num_inference_steps=30, guidance_scale=5.0)
     supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
-    multiple = 16  # _vae_safe_dims: multiples of 16, references capped at 1 MP
+    # height/width must be multiples of 32 (vae_scale_factor 16 x 2: "have to be divisible by 32"); references are
+    # capped at 1 MP by the pipeline (_vae_safe_dims), at --max-area here
+    multiple = 32
 
     @staticmethod
     def json_prompt(prompt: str) -> str:
@@ -703,8 +715,13 @@ class BriaFiboEditAdapter(ModelAdapter):
         return json.dumps({"edit_instruction": prompt})
 
     def prepare(self, prompt, images, seed, settings):
-        # without height/width the output follows the first reference, snapped to the pipeline's resolutions
-        return super().prepare(self.json_prompt(prompt), images, seed, settings)
+        row = super().prepare(self.json_prompt(prompt), images, seed, settings)
+        # Without height/width the pipeline snaps the output to its own ~1 MP resolution list (whatever --max-area
+        # says), some of whose sizes it then warns are not multiples of 32 and resizes: the first reference's
+        # capped size is passed instead (the same aspect ratio).
+        if row.out_size is None:
+            row.out_size = row.images[0].size
+        return row
 
 
 class BriaFiboEditTurboAdapter(BriaFiboEditAdapter):
