@@ -18,7 +18,9 @@ const workflowSafeImports = {
         '**/cli/**',
         '**/workers/**',
         '**/standins/**',
+        '**/testing/**',
         '**/lib/*',
+        '**/lib/*/**',
         '!**/lib/shared',
         '!**/lib/shared/**',
       ],
@@ -55,5 +57,43 @@ export default tseslint.config(
   {
     files: ['workflows/**/*.ts', 'lib/shared/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', workflowSafeImports] },
+  },
+  {
+    // The storage layer sits below everything but lib/shared/: it knows keys and bytes, not runs,
+    // datasets or providers, so any of those can use it without a cycle.
+    files: ['storage/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: [
+                '**/lib/*',
+                '**/lib/*/**',
+                '!**/lib/shared',
+                '!**/lib/shared/**',
+                '**/activities/**',
+                '**/cli/**',
+                '**/workflows/**',
+                '**/testing/**',
+              ],
+              message: 'storage/ may import only from storage/ and lib/shared/',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    // Test and benchmark tooling (a real cluster, versitygw, Go builds) is not part of the product.
+    files: ['cli/**/*.ts', 'activities/**/*.ts', 'workflows/**/*.ts', 'workers/**/*.ts', 'lib/**/*.ts', 'storage/**/*.ts', 'web/**/*.ts'],
+    ignores: ['workflows/**', 'lib/shared/**', 'storage/**'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['**/testing/**'], message: 'product code must not import testing/ (test and bench tooling)' }] },
+      ],
+    },
   },
 );

@@ -24,11 +24,11 @@ import {
   type BatchSubmission,
 } from '../lib/shared/batch';
 import { runMetaKey } from '../lib/shared/constants';
-import { boundedMessage, ClassifiedError } from '../lib/errors';
+import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
 import { rowSelector } from '../lib/shared/filterRows';
 import { encodeOutput, loadInputImage } from '../lib/images';
-import { commitLedgerEntry, completedEntry, ledgerReader, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/ledger';
-import { allPlanRows, readPlanRow, type PlanRow } from '../lib/plan';
+import { commitLedgerEntry, completedEntry, ledgerReader, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
+import { allPlanRows, readPlanRow, type PlanRow } from '../lib/run/plan';
 import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
 import { checkOutputsWritable, checkRow } from './editRow';

@@ -2,12 +2,12 @@ import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import { openStorage } from '../storage';
 import { runMetaKey } from '../lib/shared/constants';
-import { ClassifiedError } from '../lib/errors';
+import { ClassifiedError } from '../lib/shared/errors';
 import { validateGpuRequest, validateGpuResult, rowSeed, type GpuEditRequest, type GpuModelType } from '../lib/gpuContract';
 import { encodeOutput, loadInputImage } from '../lib/images';
-import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry } from '../lib/ledger';
-import { readPlanRow } from '../lib/plan';
-import { carriedHistory, generationSeed } from '../lib/redo';
+import { commitLedgerEntry, completedEntry, readLedgerEntry, turnsDone, writeLedgerEntry } from '../lib/run/ledger';
+import { readPlanRow } from '../lib/run/plan';
+import { carriedHistory, generationSeed } from '../lib/run/redo';
 import type { RowTask } from '../lib/shared/types';
 import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 

@@ -8,13 +8,13 @@ import { stringify } from 'csv-stringify';
 import { isS3Location, keyProblem, objectAt, openStorage, type Storage } from '../storage';
 import { LocalStorage } from '../storage/local';
 import { readRunDataset, type DatasetHeader } from '../lib/dataset';
-import { boundedMessage, ClassifiedError, DatasetError } from '../lib/errors';
-import { rowDigest } from '../lib/rowDigest';
+import { boundedMessage, ClassifiedError, DatasetError } from '../lib/shared/errors';
+import { rowDigest } from '../lib/run/rowDigest';
 import { runBlobStore } from '../lib/dataset/blobs';
 import { rowSelector } from '../lib/shared/filterRows';
 import { retrySelector } from '../lib/shared/retrySelection';
-import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/ledger';
-import { defaultOutputs, namedOutputs } from '../lib/outputNames';
+import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
+import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
 import { runMetaKey } from '../lib/shared/constants';
 import {
   allPlanRows,
@@ -25,12 +25,12 @@ import {
   type ImageRef,
   type PlanMeta,
   type PlanRow,
-} from '../lib/plan';
-import { parseDatasetWorkflowInput } from '../lib/workflowInput';
+} from '../lib/run/plan';
+import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
-import { carriedHistory } from '../lib/redo';
-import { readJudgeRecords, scoreStillHolds } from '../lib/judgeScores';
-import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/parquetTable';
+import { carriedHistory } from '../lib/run/redo';
+import { readJudgeRecords, scoreStillHolds } from '../lib/run/judgeScores';
+import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
 import type {
   DatasetRunSummary,
   DatasetWorkflowInput,

@@ -1,5 +1,5 @@
 // Scaling benchmark on a real cluster: rows/s with 1, 2 and 4 `atelier worker` processes (each the
-// same fixed --concurrency) against Temporal v1.32.1 on PostgreSQL (lib/localCluster), the OpenAI
+// same fixed --concurrency) against Temporal v1.32.1 on PostgreSQL (testing/localCluster), the OpenAI
 // stand-in answering every call after a fixed latency (default 1 s), so the provider call, not the
 // orchestration, is what each worker is busy with. Rows scale with N so every run lasts about as
 // long. Prints each rate and its ratio to N × the 1-worker rate (goal: at least 0.9).
@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
-import { startLocalCluster } from '../lib/localCluster';
+import { startLocalCluster } from '../testing/localCluster';
 import type { DatasetRunSummary } from '../lib/shared/types';
 import { startOpenAIStandin } from '../standins/openai';
 import { benchInput, writeBenchDataset } from './harness';

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Runtime, DefaultLogger } from '@temporalio/worker';
 import sharp from 'sharp';
-import { startDevServer, type DevServerHandle } from '../lib/devServer';
-import { findTemporalCli } from '../lib/temporalCli';
+import { startDevServer, type DevServerHandle } from '../lib/temporal/devServer';
+import { findTemporalCli } from '../lib/temporal/temporalCli';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 
 export interface BenchServer {

@@ -1,9 +1,9 @@
 import { capabilities, checkParams, estimateCostUsd } from '../activities/providers/models';
 import { BATCH_PRICE_FACTOR } from '../lib/shared/batch';
-import { DatasetError, UsageError } from '../lib/errors';
+import { DatasetError, UsageError } from '../lib/shared/errors';
 import { readRunDataset } from '../lib/dataset';
 import { rowSelector } from '../lib/shared/filterRows';
-import { ledgerReader } from '../lib/ledger';
+import { ledgerReader } from '../lib/run/ledger';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { buildWorkflowInput, checkModelChoice, type EditOptions } from './edit';
 import { ExitCodes, type CliIO } from './io';

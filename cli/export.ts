@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
-import { UsageError } from '../lib/errors';
-import { describeOnly, exportHf, parseExportOnly } from '../lib/hfExport';
+import { UsageError } from '../lib/shared/errors';
+import { describeOnly, exportHf, parseExportOnly } from '../lib/export/hfExport';
 import { ExitCodes, type CliIO } from './io';
 import { resolveRunOutputDir } from './runTarget';
 

@@ -4,8 +4,8 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
-import { UsageError } from '../lib/errors';
-import { repoRoot } from '../lib/temporalCli';
+import { UsageError } from '../lib/shared/errors';
+import { repoRoot } from '../lib/temporal/temporalCli';
 import type { CliIO } from './io';
 
 // The Python GPU workers (gpu-workers/, package atelier_gpu) serve `--backend diffusers` rows.

@@ -1,4 +1,4 @@
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 
 // What every command shares: its exit codes and its terminal.
 

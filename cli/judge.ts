@@ -1,9 +1,9 @@
 import { resolve } from 'node:path';
 import { JUDGE_QUEUE } from '../activities/judge/activities';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { parseFilterRows } from '../lib/shared/filterRows';
-import { findRun } from '../lib/runRegistry';
+import { findRun } from '../lib/run/runRegistry';
 import type { JudgeSummary, judgeWorkflow } from '../workflows/judge';
 import { JUDGE_ENV } from '../workers/index';
 import { ExitCodes, type CliIO } from './io';

@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { tracePhase } from '../lib/phaseTrace';
 import { runDemo } from './demo';
 import { runEdit, type EditOptions } from './edit';

@@ -1,12 +1,12 @@
 import { resolve } from 'node:path';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { parseFilterRows } from '../lib/shared/filterRows';
 import { ROW_ERROR_TYPES } from '../lib/shared/errorTypes';
 import { normaliseErrorType } from '../lib/shared/retrySelection';
-import { findRun, type RegisteredRun } from '../lib/runRegistry';
+import { findRun, type RegisteredRun } from '../lib/run/runRegistry';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/shared/searchAttributes';
-import { summarizeLedger } from '../lib/summary';
+import { summarizeLedger } from '../lib/run/summary';
 import { formatDuration } from '../lib/shared/eta';
 import type { ProgressSnapshot, RetrySelection } from '../lib/shared/types';
 import type { datasetWorkflow } from '../workflows';

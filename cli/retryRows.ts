@@ -1,9 +1,9 @@
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { rowSelector } from '../lib/shared/filterRows';
-import { readLedgerEntry } from '../lib/ledger';
-import { REDO_ERROR_TYPE, setAsideForRedo } from '../lib/redo';
+import { readLedgerEntry } from '../lib/run/ledger';
+import { REDO_ERROR_TYPE, setAsideForRedo } from '../lib/run/redo';
 import { retrySelector } from '../lib/shared/retrySelection';
-import { runRows } from '../lib/runRows';
+import { runRows } from '../lib/run/runRows';
 import type { DatasetRunSummary, RetrySelection } from '../lib/shared/types';
 import { ExitCodes } from './io';
 

@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isS3Location, openStorage } from '../storage';
 import { runMetaKey } from '../lib/shared/constants';
-import { UsageError } from '../lib/errors';
-import { findRun } from '../lib/runRegistry';
+import { UsageError } from '../lib/shared/errors';
+import { findRun } from '../lib/run/runRegistry';
 
 /**
  * The output dir of `<run-id | output-dir>`: an s3:// location or a folder holding a run's plan,

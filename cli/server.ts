@@ -1,7 +1,7 @@
 import { join, resolve } from 'node:path';
-import { startDevServer } from '../lib/devServer';
-import { UsageError } from '../lib/errors';
-import { findTemporalCli } from '../lib/temporalCli';
+import { startDevServer } from '../lib/temporal/devServer';
+import { UsageError } from '../lib/shared/errors';
+import { findTemporalCli } from '../lib/temporal/temporalCli';
 import type { CliIO } from './io';
 import { runningServer } from './session';
 

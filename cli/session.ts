@@ -11,11 +11,11 @@ import {
   stopServerByPid,
   type DevServerHandle,
   type ServerRecord,
-} from '../lib/devServer';
-import { UsageError } from '../lib/errors';
+} from '../lib/temporal/devServer';
+import { UsageError } from '../lib/shared/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
-import { findTemporalCli } from '../lib/temporalCli';
+import { findTemporalCli } from '../lib/temporal/temporalCli';
 import { tracePhase } from '../lib/phaseTrace';
 import {
   connectClient,
@@ -24,7 +24,7 @@ import {
   plainTarget,
   temporalTargetFromEnv,
   type TemporalTarget,
-} from '../lib/temporalConnection';
+} from '../lib/temporal/temporalConnection';
 import { createWorkers } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
 
@@ -37,7 +37,7 @@ const INDEXED_VALUE_TYPE = {
 } as const;
 
 // How a CLI command reaches Temporal: TEMPORAL_ADDRESS (with TEMPORAL_NAMESPACE and the TLS / API key
-// settings of lib/temporalConnection) when set; else the
+// settings of lib/temporal/temporalConnection) when set; else the
 // dev server `atelier server` runs for this state dir; else (for commands that run rows) an
 // embedded dev server whose state lives under --state-dir, stopped when the command ends.
 

@@ -1,7 +1,7 @@
 import { resolve } from 'node:path';
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { installWorkerLogging } from '../lib/logging';
-import { connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporalConnection';
+import { connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporal/temporalConnection';
 import { createWorkers } from '../workers';
 import type { CliIO } from './io';
 

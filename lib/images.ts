@@ -1,10 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { objectAt, openStorage } from '../storage';
-import { ClassifiedError } from './errors';
-import { fetchCached, type DownloadLimits } from './imageCache';
-import type { OutputFormat } from './outputNames';
-import type { ImageRef } from './plan';
+import { ClassifiedError } from './shared/errors';
+import { fetchCached, type DownloadLimits } from './dataset/imageCache';
+import type { OutputFormat } from './run/outputNames';
+import type { ImageRef } from './run/plan';
 import type { OutputEncoding } from './shared/types';
 
 export interface LoadedImage {

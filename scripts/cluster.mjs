@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The real-cluster tooling (lib/localCluster, lib/goTools), from the compiled output:
+// The real-cluster tooling (testing/localCluster, testing/goTools), from the compiled output:
 //   node scripts/cluster.mjs build   builds what the cluster, compose and storage tests need, if
 //                                    missing: the Temporal server + SQL tool (v1.32.1, ~8 min cold
 //                                    on 2 cores), deploy/compose-check and versitygw (~3 min cold),
@@ -13,8 +13,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(join(root, 'package.json'));
 const log = (line) => process.stderr.write(`[cluster] ${line}\n`);
-const { ensureComposeCheck, ensureVersitygw } = require(join(root, 'dist', 'lib', 'goTools.js'));
-const { ensureTemporalServer, startLocalCluster } = require(join(root, 'dist', 'lib', 'localCluster.js'));
+const { ensureComposeCheck, ensureVersitygw } = require(join(root, 'dist', 'testing', 'goTools.js'));
+const { ensureTemporalServer, startLocalCluster } = require(join(root, 'dist', 'testing', 'localCluster.js'));
 
 const command = process.argv[2];
 if (command === 'build') {

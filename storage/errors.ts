@@ -1,4 +1,4 @@
-import { ClassifiedError } from '../lib/errors';
+import { ClassifiedError } from '../lib/shared/errors';
 
 // How storage problems are classed. A full disk or a refused permission will not fix itself on a
 // retry a few seconds later, and retrying a row after the provider answered would pay for the

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
-import { writeFileAtomic } from '../lib/atomicFile';
-import { ClassifiedError } from '../lib/errors';
+import { writeFileAtomic } from './atomicFile';
+import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem, storageFailure } from './errors';
 import type { Storage, StoredObjectInfo } from './storage';
 

@@ -10,7 +10,7 @@ import {
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import { ClassifiedError } from '../lib/errors';
+import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem } from './errors';
 import type { Storage, StoredObjectInfo } from './storage';
 

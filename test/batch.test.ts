@@ -8,7 +8,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BatchPhaseView } from '../lib/shared/batch';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
-import { readLedgerEntry } from '../lib/ledger';
+import { readLedgerEntry } from '../lib/run/ledger';
 import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/shared/types';
 import { startGeminiStandin, geminiFaults, type GeminiStandin } from '../standins/gemini';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchActivities, createBatchPlanningActivities, type PlanBatchJobsInput } from '../activities/batch';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import type { BatchJobSpec, BatchPlan, BatchSubmission } from '../lib/shared/batch';
-import { freePort } from '../lib/devServer';
+import { freePort } from '../lib/temporal/devServer';
 import { runMetaKey } from '../lib/shared/constants';
 import { openStorage } from '../storage';
 import { startGeminiStandin, type GeminiStandin } from '../standins/gemini';

@@ -6,7 +6,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLedgerEntry } from '../lib/ledger';
+import { readLedgerEntry } from '../lib/run/ledger';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { startGeminiStandin } from '../standins/gemini';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';

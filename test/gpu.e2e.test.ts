@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../lib/devServer';
+import { freePort } from '../lib/temporal/devServer';
 import { gpuTaskQueue } from '../lib/gpuContract';
 import { assertBuilt, atelier, CliProcess, REPO } from './helpers/cli';
 import { isPng, tempDir, writePng, writeText } from './helpers/fixtures';

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parquetReadObjects } from 'hyparquet';
-import { readJudgeRecord } from '../lib/judgeScores';
+import { readJudgeRecord } from '../lib/run/judgeScores';
 import { startViewer, type RowSummary } from '../web/server';
 import { JUDGE_ANSWERS, startJudgeStandin } from '../standins/judge';
 import type { ChatStandin } from '../standins/openrouter';

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLedgerEntry } from '../lib/ledger';
+import { readLedgerEntry } from '../lib/run/ledger';
 import { rowSeed } from '../lib/gpuContract';
-import { writeReviewMark } from '../lib/review';
+import { writeReviewMark } from '../lib/run/review';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { assertBuilt, atelier } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';

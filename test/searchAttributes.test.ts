@@ -3,7 +3,7 @@ import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureSearchAttributes, setQueueRateLimit, type Session } from '../cli/session';
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { startTestServer } from './helpers/temporalEnv';
 

@@ -7,7 +7,7 @@ import { decodeArrayFromPayloads } from '@temporalio/common/lib/internal-non-wor
 import { parse } from 'csv-parse/sync';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readLedgerEntry } from '../lib/ledger';
+import { readLedgerEntry } from '../lib/run/ledger';
 import type { DatasetWorkflowInput, RowWorkflowInput } from '../lib/shared/types';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { isPng, tempDir, writePng, writeRotatedJpeg, writeText } from './helpers/fixtures';

@@ -3,16 +3,16 @@ import type { AddressInfo } from 'node:net';
 import { openStorage, type Storage } from '../storage';
 import { runMetaKey } from '../lib/shared/constants';
 import { readSource, sniffImageType } from '../lib/images';
-import { childLocation, readPlanMeta } from '../lib/plan';
-import { clearReviewMark, isVerdict, writeReviewMark } from '../lib/review';
-import { runRows, type RunRowView } from '../lib/runRows';
+import { childLocation, readPlanMeta } from '../lib/run/plan';
+import { clearReviewMark, isVerdict, writeReviewMark } from '../lib/run/review';
+import { runRows, type RunRowView } from '../lib/run/runRows';
 import { viewerPage } from './page';
 import { thumbnail } from './thumbnails';
 
 // `atelier view`: one run's rows in a browser, served on loopback by node:http. The page is one
 // HTML document with its script inline (web/page.ts): no front-end build. It polls /api/rows, so a
 // run in progress fills in as rows finish. Marks are the only writes, each one object per row
-// (lib/review.ts), and only from this page: requests must name this server as their Host (no DNS
+// (lib/run/review.ts), and only from this page: requests must name this server as their Host (no DNS
 // rebinding) and carry JSON (no cross-site form posts).
 
 export interface ViewerOptions {

@@ -9,7 +9,7 @@ import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '.
 import { providerFromEnv } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
-import { UsageError } from '../lib/errors';
+import { UsageError } from '../lib/shared/errors';
 import { workflowCodeOption } from './bundle';
 
 /** Names of every queue `atelier worker` can serve. */

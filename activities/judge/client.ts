@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
-import { ClassifiedError } from '../../lib/errors';
-import { overallScore, type JudgeScores } from '../../lib/judgeScores';
+import { ClassifiedError } from '../../lib/shared/errors';
+import { overallScore, type JudgeScores } from '../../lib/run/judgeScores';
 import { estimateEnhancerCostUsd } from '../providers/models';
 import { chatUsage } from '../providers/promptEnhance';
 import { classifyOpenRouterError, dataUrl } from '../providers/openrouter';

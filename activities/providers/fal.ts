@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type ModelCapabilities } from './models';
 import { retryAfterMs } from './openai';
 import { checkEditInputs, requestFingerprint, resultImage } from './shared';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type Backend } from './models';
 import { checkEditInputs, checkInputCount, sniffImageType } from './shared';
 import type {

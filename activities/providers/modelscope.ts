@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { nextMidnight } from './gemini';
 import { capabilities, supportsParam } from './models';
 import { retryAfterMs } from './openai';

@@ -1,6 +1,6 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import sharp from 'sharp';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
 import { checkEditInputs, resultImage, sniffImageType } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';

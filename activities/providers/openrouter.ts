@@ -1,5 +1,5 @@
 import OpenAI, { APIError } from 'openai';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam } from './models';
 import { listOpenRouterImageModels } from './catalog';
 import { classifyOpenAIError } from './openai';

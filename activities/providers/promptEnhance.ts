@@ -1,5 +1,5 @@
 import OpenAI from 'openai';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { classifyOpenRouterError, dataUrl } from './openrouter';
 import type { ProviderImage } from './provider';
 

@@ -2,7 +2,7 @@ import type { ImageLimits } from '../../lib/images';
 import type { ApiBackend, ModelParams } from '../../lib/shared/types';
 
 // One interface for every model backend. An adapter turns a request into the provider's wire format,
-// and every failure into a ClassifiedError (lib/errors.ts) so retry decisions are made the same way
+// and every failure into a ClassifiedError (lib/shared/errors.ts) so retry decisions are made the same way
 // for all providers. Adapters never read the environment: keys and base URLs are given to their
 // factory by the worker (workers/index.ts), and must never appear in what they return or throw.
 

@@ -1,5 +1,5 @@
 import { API_BACKENDS, type ApiBackend } from '../../lib/shared/backends';
-import { UsageError } from '../../lib/errors';
+import { UsageError } from '../../lib/shared/errors';
 import { createAzureOpenAIProvider } from './azure';
 import { createFalProvider } from './fal';
 import { createGeminiProvider } from './gemini';

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { parseDataUri, sniffImageType } from '../../lib/images';
 import { capabilities, type Backend } from './models';
 import type { EditRequest, ImageRequest, ProviderImage } from './provider';

@@ -1,6 +1,6 @@
 """How the GPU worker reaches Temporal: address and namespace from its flags, and TLS, client
 certificates, the server CA, the server name and the API key from the same TEMPORAL_* environment
-settings as the TypeScript side (lib/temporalConnection.ts), read by the SDK's own environment
+settings as the TypeScript side (lib/temporal/temporalConnection.ts), read by the SDK's own environment
 configuration. The TOML profile file is not read, as on the TypeScript side. The API key goes to
 the SDK only; nothing here logs it.
 """

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Storage } from '../../storage';
 import { runMetaKey } from '../shared/constants';
 import { sniffImageType } from '../images';
-import type { ImageRef } from '../plan';
+import type { ImageRef } from '../run/plan';
 
 /**
  * Images embedded in a dataset (Parquet bytes), stored once by content in the run's storage

@@ -1,7 +1,7 @@
 import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IMAGE_COLUMN_CANDIDATES } from '../shared/constants';
-import { DatasetError } from '../errors';
+import { DatasetError } from '../shared/errors';
 
 /** Where an input image is. */
 export interface ImageRef {

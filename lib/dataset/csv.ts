@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { parse } from 'csv-parse';
-import { DatasetError } from '../errors';
+import { DatasetError } from '../shared/errors';
 import {
   IndexTracker,
   maskRef,

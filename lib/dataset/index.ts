@@ -1,6 +1,6 @@
 import { statSync } from 'node:fs';
 import { extname } from 'node:path';
-import { DatasetError } from '../errors';
+import { DatasetError } from '../shared/errors';
 import type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 import { readCsvDataset } from './csv';
 import { readJsonlDataset } from './jsonl';

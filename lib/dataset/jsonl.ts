@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { basename } from 'node:path';
 import { createInterface } from 'node:readline';
 import { IMAGE_COLUMN_CANDIDATES } from '../shared/constants';
-import { DatasetError } from '../errors';
+import { DatasetError } from '../shared/errors';
 import { IndexTracker, maskRef, parseImageCell, toImageRef, type DatasetHeader, type DatasetReadOptions, type DatasetRow } from './common';
 
 // DataFlow-style JSONL: {"images": "a.png" | ["a.png", "b.png"], "conversations": [{"role": "user",

@@ -2,8 +2,8 @@ import { open, readdir, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import { parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
-import { DatasetError } from '../errors';
-import type { ImageRef } from '../plan';
+import { DatasetError } from '../shared/errors';
+import type { ImageRef } from '../run/plan';
 import {
   IndexTracker,
   parseImageCell,

@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { objectAt, openStorage } from '../../storage';
-import { DatasetError } from '../errors';
+import { DatasetError } from '../shared/errors';
 
 /** A dataset in object storage, copied locally for the readers (which stream and seek in files). */
 export interface DatasetCopy {

@@ -8,7 +8,7 @@ import type { DatasetWorkflowInput, DownloadLimits, ModelParams, OutputEncoding 
 export type BatchBackend = 'openai' | 'gemini';
 export const BATCH_BACKENDS: readonly BatchBackend[] = ['openai', 'gemini'];
 
-/** `--batch` settings carried in the dataset workflow's input (defined by its schema, lib/workflowInput.ts). */
+/** `--batch` settings carried in the dataset workflow's input (defined by its schema, lib/run/workflowInput.ts). */
 export type BatchSettings = NonNullable<DatasetWorkflowInput['batch']>;
 
 /** What happens to a row the batch did not answer with an image (a per-line error, an expired batch). */

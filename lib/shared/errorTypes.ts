@@ -58,7 +58,7 @@ export const ChildErrorTypes = {
 } as const;
 
 /**
- * A done row set aside to be made again (`atelier retry --redo`, lib/redo.ts): recorded as failed
+ * A done row set aside to be made again (`atelier retry --redo`, lib/run/redo.ts): recorded as failed
  * with this class until the retry makes it again.
  */
 export const REDO_ERROR_TYPE = 'Redo';

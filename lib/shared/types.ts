@@ -12,7 +12,7 @@ import type {
   PromptEnhanceSettings,
   RowRetrySettings,
   WorkflowInputFields,
-} from '../workflowInput';
+} from '../run/workflowInput';
 
 export type { ApiBackend, Backend } from './backends';
 export type { RetrySelection } from './retrySelection';
@@ -23,7 +23,7 @@ export type {
   OutputEncoding,
   PromptEnhanceSettings,
   RowRetrySettings,
-} from '../workflowInput';
+} from '../run/workflowInput';
 
 /** Input of the dataset workflow: one per run. Safe to write by hand for `temporal workflow start`. */
 export type DatasetWorkflowInput = WorkflowInputFields & {

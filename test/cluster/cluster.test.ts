@@ -4,7 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalCluster, type LocalCluster } from '../../lib/localCluster';
+import { startLocalCluster, type LocalCluster } from '../../testing/localCluster';
 import { ALL_SEARCH_ATTRIBUTES } from '../../lib/shared/searchAttributes';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, CliProcess, waitUntil } from '../helpers/cli';

@@ -1,8 +1,8 @@
 import { ListObjectsV2Command, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLocalCluster, type LocalCluster } from '../../lib/localCluster';
-import { startS3Server, type S3TestServer } from '../../lib/versitygw';
+import { startLocalCluster, type LocalCluster } from '../../testing/localCluster';
+import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, BIN, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir, writePng } from '../helpers/fixtures';

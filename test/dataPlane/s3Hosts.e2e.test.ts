@@ -11,7 +11,7 @@ import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, BIN, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { Host } from '../helpers/hosts';
-import { startS3Server, type S3TestServer } from '../../lib/versitygw';
+import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 import { startTestServer } from '../helpers/temporalEnv';
 
 // Object storage as the only data plane: the dataset, its images, the plan, ledger, outputs and

@@ -1,9 +1,9 @@
 import { execFile } from 'node:child_process';
 
-// Runs deploy/compose-check (built on first use by lib/goTools' ensureComposeCheck, which
+// Runs deploy/compose-check (built on first use by testing/goTools' ensureComposeCheck, which
 // `npm test` runs in an earlier step).
 
-export { ensureComposeCheck as composeCheckBinary } from '../../lib/goTools';
+export { ensureComposeCheck as composeCheckBinary } from '../../testing/goTools';
 export interface CheckResult {
   code: number;
   stdout: string;

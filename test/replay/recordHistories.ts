@@ -6,7 +6,7 @@ import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
-import { freePort } from '../../lib/devServer';
+import { freePort } from '../../lib/temporal/devServer';
 import { gpuTaskQueue } from '../../lib/gpuContract';
 import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/shared/types';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';

@@ -1,12 +1,12 @@
 import { mkdirSync, readFileSync, symlinkSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { LocalStorage } from '../../storage/local';
 import { S3Storage } from '../../storage/s3';
 import type { Storage } from '../../storage';
 import { tempDir } from '../helpers/fixtures';
-import { startS3Server, type S3TestServer } from '../../lib/versitygw';
+import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 
 let s3: S3TestServer;
 

@@ -2,7 +2,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createAzureOpenAIProvider } from '../../activities/providers/azure';
 import { capabilities, estimateCostUsd, lifecycleProblem, tableModels } from '../../activities/providers/models';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { azureFaults, startAzureOpenAIStandin } from '../../standins/azure';
 import type { OpenAIStandin } from '../../standins/openai';
 

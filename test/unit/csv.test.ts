@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parseImageCell, type DatasetRow } from '../../lib/dataset/common';
 import { readCsvDataset } from '../../lib/dataset/csv';
-import { DatasetError } from '../../lib/errors';
+import { DatasetError } from '../../lib/shared/errors';
 import { tempDir, writeText } from '../helpers/fixtures';
 
 async function readAll(file: string, imageKey?: string): Promise<DatasetRow[]> {

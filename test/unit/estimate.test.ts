@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { EditOptions } from '../../cli/edit';
 import type { CliIO } from '../../cli/io';
 import { runEstimate } from '../../cli/estimate';
-import { UsageError } from '../../lib/errors';
+import { UsageError } from '../../lib/shared/errors';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 
 // `atelier estimate` / `edit --dry-run`: rows, calls and cost from the dataset alone; nothing is

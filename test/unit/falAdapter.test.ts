@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFalProvider, type FalProviderOptions } from '../../activities/providers/fal';
 import { capabilities, estimateCostUsd } from '../../activities/providers/models';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { falFaults, startFalStandin, type FalStandin } from '../../standins/fal';
 
 // The fal.ai adapter (plain fetch) against the queue-API stand-in: submit, status polls, result,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseFilterRows, rowSelector } from '../../lib/shared/filterRows';
-import { defaultOutputs, namedOutputs } from '../../lib/outputNames';
+import { defaultOutputs, namedOutputs } from '../../lib/run/outputNames';
 
 describe('--filter-rows', () => {
   const picked = (spec: string, n = 12) => Array.from({ length: n }, (_, i) => i).filter(rowSelector(spec));

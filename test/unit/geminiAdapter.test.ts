@@ -4,8 +4,8 @@ import { listProviderModels } from '../../activities/providers/catalog';
 import sharp from 'sharp';
 import { classifyGeminiError, createGeminiProvider, nextMidnight, parseDuration } from '../../activities/providers/gemini';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
-import { freePort } from '../../lib/devServer';
-import { ClassifiedError } from '../../lib/errors';
+import { freePort } from '../../lib/temporal/devServer';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
 
 const KEY = 'AIzaSyStandinKey0000000000000000000000';

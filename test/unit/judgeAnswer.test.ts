@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseJudgeAnswer } from '../../activities/judge/client';
-import type { ClassifiedError } from '../../lib/errors';
-import { overallScore } from '../../lib/judgeScores';
+import type { ClassifiedError } from '../../lib/shared/errors';
+import { overallScore } from '../../lib/run/judgeScores';
 
 describe('the judge answer (VIEScore-style)', () => {
   it('reads the JSON object a chat model answers with, fenced or after some words', () => {

@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { commitLedgerEntry, readLedgerEntry, type LedgerEntry } from '../../lib/ledger';
+import { commitLedgerEntry, readLedgerEntry, type LedgerEntry } from '../../lib/run/ledger';
 import { tempDir } from '../helpers/fixtures';
 
 const entry = (finishedAt: string, requestId: string): LedgerEntry => ({

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runModels, type ModelRow } from '../../cli/models';
 import type { CliIO } from '../../cli/io';
-import { UsageError } from '../../lib/errors';
+import { UsageError } from '../../lib/shared/errors';
 import { startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
 import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';

@@ -2,8 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { createModelScopeProvider, type ModelScopeProviderOptions } from '../../activities/providers/modelscope';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
-import { freePort } from '../../lib/devServer';
-import { ClassifiedError } from '../../lib/errors';
+import { freePort } from '../../lib/temporal/devServer';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { modelscopeFaults, startModelScopeStandin, type ModelScopeStandin } from '../../standins/modelscope';
 
 const KEY = 'ms-0123abcd-89ab-cdef-0123-456789abcdef';

@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { createOpenAIProvider } from '../../activities/providers/openai';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import OpenAI, { toFile } from 'openai';
 import { estimateCostUsd } from '../../activities/providers/models';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { freePort } from '../../lib/devServer';
+import { freePort } from '../../lib/temporal/devServer';
 
 let standin: OpenAIStandin;
 let png: Buffer;

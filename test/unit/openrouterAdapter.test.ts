@@ -4,8 +4,8 @@ import OpenAI from 'openai';
 import { createOpenRouterProvider } from '../../activities/providers/openrouter';
 import { listProviderModels } from '../../activities/providers/catalog';
 import type { ProviderImage } from '../../activities/providers/provider';
-import { freePort } from '../../lib/devServer';
-import { ClassifiedError } from '../../lib/errors';
+import { freePort } from '../../lib/temporal/devServer';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
 
 const KEY = 'sk-or-v1-standin0000000000000000000000000000';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PlanWriter, readPlanMeta, readPlanRow, readPlanRows } from '../../lib/plan';
+import { PlanWriter, readPlanMeta, readPlanRow, readPlanRows } from '../../lib/run/plan';
 import { tempDir } from '../helpers/fixtures';
 
 describe('plan files', () => {

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
 import { cleanEnhancedText, createPromptEnhancer, ENHANCE_SYSTEM_PROMPT } from '../../activities/providers/promptEnhance';
 import type { ProviderImage } from '../../activities/providers/provider';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
 
 const KEY = 'sk-enhance-standin-000000000000';

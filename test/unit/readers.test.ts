@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { readDataset, type DatasetRow } from '../../lib/dataset';
-import { DatasetError } from '../../lib/errors';
+import { DatasetError } from '../../lib/shared/errors';
 import { tempDir, writeText } from '../helpers/fixtures';
 import { writeParquetFixture } from '../helpers/parquet';
 import { runBlobStore } from '../../lib/dataset/blobs';

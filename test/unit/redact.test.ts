@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { redactSecrets } from '../../lib/redact';
-import { deriveRunId, validateRunId } from '../../lib/runId';
+import { deriveRunId, validateRunId } from '../../lib/run/runId';
 
 describe('redactSecrets', () => {
   it('removes known secrets and key-shaped strings', () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capabilities, estimateCostUsd } from '../../activities/providers/models';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { createVertexProvider, type VertexProviderOptions } from '../../activities/providers/vertex';
-import { ClassifiedError } from '../../lib/errors';
+import { ClassifiedError } from '../../lib/shared/errors';
 import { geminiFaults, type GeminiStandin } from '../../standins/gemini';
 import { startVertexStandin } from '../../standins/vertex';
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { openStorage, type Storage } from '../storage';
-import { runMetaKey } from './shared/constants';
+import { openStorage, type Storage } from '../../storage';
+import { runMetaKey } from '../shared/constants';
 import type { RowGeneration } from './redo';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs in the run's
@@ -20,7 +20,7 @@ export interface LedgerEntry {
   status: 'ok' | 'failed' | 'partial';
   runId: string;
   model: string;
-  /** The row's digest when its outputs were made (lib/rowDigest.ts); absent in older ledgers. */
+  /** The row's digest when its outputs were made (lib/run/rowDigest.ts); absent in older ledgers. */
   digest?: string;
   /** Outputs replaced because the row changed since they were made. */
   replacedDigest?: string;
@@ -41,7 +41,7 @@ export interface LedgerEntry {
   info?: Record<string, string | number>;
   /** The instruction as --prompt-enhance rewrote it (turns joined by " → "). */
   instructionEnhanced?: string;
-  /** Earlier outputs of a row made again (`atelier retry --redo`), oldest first (lib/redo.ts). */
+  /** Earlier outputs of a row made again (`atelier retry --redo`), oldest first (lib/run/redo.ts). */
   history?: RowGeneration[];
   finishedAt: string;
 }

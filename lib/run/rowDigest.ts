@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import type { OutputTarget } from './outputNames';
 import type { ImageRef } from './plan';
-import type { DatasetWorkflowInput } from './shared/types';
+import type { DatasetWorkflowInput } from '../shared/types';
 
 // A row's identity: what it asks the model for. The ledger records the digest a row's outputs were
 // made for; when the dataset is edited in place (a new instruction, another image, a row inserted

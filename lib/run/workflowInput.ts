@@ -1,11 +1,11 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
-import { BACKEND_NAMES } from './shared/backends';
-import { parseFilterRows } from './shared/filterRows';
-import { validateRetrySelection } from './shared/retrySelection';
-import { BATCH_BACKENDS, type BatchBackend } from './shared/batch';
+import { BACKEND_NAMES } from '../shared/backends';
+import { parseFilterRows } from '../shared/filterRows';
+import { validateRetrySelection } from '../shared/retrySelection';
+import { BATCH_BACKENDS, type BatchBackend } from '../shared/batch';
 import { validateRunId } from './runId';
-import type { RetrySelection } from './shared/retrySelection';
+import type { RetrySelection } from '../shared/retrySelection';
 
 // The dataset workflow can be started by hand (`temporal workflow start --input '<json>'`), so its
 // input is validated where it is first used, with messages that name the offending field.

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openStorage } from '../storage';
-import { ClassifiedError } from './errors';
-import type { DownloadLimits as DownloadSettings } from './shared/types';
+import { openStorage } from '../../storage';
+import { ClassifiedError } from '../shared/errors';
+import type { DownloadLimits as DownloadSettings } from '../shared/types';
 
 // Downloaded input images, content-addressed in the image cache's storage (a folder or an S3
 // prefix): objects/<sha256 of the bytes>, plus urls/<sha256 of the URL> naming the object. Rows (and

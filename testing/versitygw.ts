@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { freePort } from './devServer';
+import { freePort } from '../lib/temporal/devServer';
 import { versitygwPath } from './goTools';
 
 // A real S3-compatible server for tests and benchmarks: versitygw over a temp folder (objects are

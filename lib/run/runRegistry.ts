@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFileAtomic } from './atomicFile';
-import type { DatasetWorkflowInput } from './shared/types';
+import { writeFileAtomic } from '../../storage/atomicFile';
+import type { DatasetWorkflowInput } from '../shared/types';
 
 // The state dir remembers each run's workflow input (paths and settings, never keys), so `retry`,
 // `status` and `watch` work on a run long after the Temporal server's retention dropped it.

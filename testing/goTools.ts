@@ -5,7 +5,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { repoRoot } from './temporalCli';
+import { repoRoot } from '../lib/temporal/temporalCli';
 
 // Go programs the test suite and the cluster benchmark build from modules (the Temporal server and
 // its SQL tool, the compose validator): built once into ~/.cache/atelier/go/<name>-<version>/,

@@ -1,12 +1,12 @@
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { openStorage } from '../storage';
-import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from './plan';
-import { runMetaKey } from './shared/constants';
-import { readSource } from './images';
+import { openStorage } from '../../storage';
+import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from '../run/plan';
+import { runMetaKey } from '../shared/constants';
+import { readSource } from '../images';
 import { inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
-import { runRows, type RunRowView } from './runRows';
-import { UsageError } from './errors';
+import { runRows, type RunRowView } from '../run/runRows';
+import { UsageError } from '../shared/errors';
 
 // `atelier export --format hf`: a run as a Hugging Face dataset. Parquet shards in the Hub's layout
 // (`data/train-00000-of-00002.parquet`), input and output images embedded as Image features, so

@@ -1,6 +1,6 @@
-import { openStorage } from '../storage';
-import { runMetaKey } from './shared/constants';
-import { REDO_ERROR_TYPE } from './shared/errorTypes';
+import { openStorage } from '../../storage';
+import { runMetaKey } from '../shared/constants';
+import { REDO_ERROR_TYPE } from '../shared/errorTypes';
 import { writeLedgerEntry, type LedgerEntry } from './ledger';
 
 // Redo: a row that is done but whose output a person rejected (or the judge scored low) is made

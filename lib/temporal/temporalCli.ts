@@ -1,11 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { accessSync, constants, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
-import { UsageError } from './errors';
+import { UsageError } from '../shared/errors';
 
-/** The repository root (this file lives in lib/ or dist/lib/). */
+/** The repository root (this file lives in lib/temporal/ or dist/lib/temporal/). */
 export function repoRoot(): string {
-  for (const candidate of [join(__dirname, '..'), join(__dirname, '..', '..')]) {
+  for (const candidate of [join(__dirname, '..', '..'), join(__dirname, '..', '..', '..')]) {
     try {
       accessSync(join(candidate, 'package.json'));
       accessSync(join(candidate, 'scripts', 'install-temporal.mjs'));

@@ -1,5 +1,5 @@
 import { extname, posix } from 'node:path';
-import { RUN_META_DIR } from './shared/constants';
+import { RUN_META_DIR } from '../shared/constants';
 
 // Where a row's outputs go, relative to the output dir. Default names are the row index padded to
 // six digits (`000042.png`, or `000042_00.png`, `000042_01.png` … for several images). With

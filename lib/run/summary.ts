@@ -1,4 +1,4 @@
-import { rowSelector } from './shared/filterRows';
+import { rowSelector } from '../shared/filterRows';
 import { countFailure, ledgerReader } from './ledger';
 import { allPlanRows } from './plan';
 

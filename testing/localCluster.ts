@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Connection, isGrpcServiceError } from '@temporalio/client';
 import { ensureGoBuild, goInstall } from './goTools';
-import { findTemporalCli } from './temporalCli';
+import { findTemporalCli } from '../lib/temporal/temporalCli';
 
 // A real Temporal cluster on this machine, for the cluster test stage and the scaling benchmark:
 // the Temporal server and temporal-sql-tool built from Go modules (cached under
@@ -170,7 +170,7 @@ function serverConfig(
   next: () => Promise<number>,
 ): Promise<string> {
   const replace = (text: string, pattern: RegExp, value: string) => {
-    if (!pattern.test(text)) throw new Error(`development-postgres12.yaml no longer contains ${pattern}: update lib/localCluster.ts`);
+    if (!pattern.test(text)) throw new Error(`development-postgres12.yaml no longer contains ${pattern}: update testing/localCluster.ts`);
     return text.replace(pattern, value);
   };
   return (async () => {

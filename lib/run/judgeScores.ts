@@ -1,5 +1,5 @@
-import { openStorage } from '../storage';
-import { runMetaKey } from './shared/constants';
+import { openStorage } from '../../storage';
+import { runMetaKey } from '../shared/constants';
 
 // What the judge (`atelier judge`) said about a row's output, kept with the run beside its ledger:
 // one object per row, written whole. A record holds only for the ledger entry it judged (its

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { Connection, type ConnectionOptions } from '@temporalio/client';
 import { NativeConnection, type NativeConnectionOptions, type TLSConfig } from '@temporalio/worker';
-import { UsageError } from './errors';
+import { UsageError } from '../shared/errors';
 
 // How the CLI, `atelier worker` and the in-process workers reach an external Temporal server: one
 // set of options built from the environment variables Temporal's own CLI and SDKs read

@@ -7,10 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { writeFileAtomic } from './atomicFile';
-import { UsageError } from './errors';
-import { devServerSearchAttributeFlags } from './shared/searchAttributes';
-import { tracePhase } from './phaseTrace';
+import { writeFileAtomic } from '../../storage/atomicFile';
+import { UsageError } from '../shared/errors';
+import { devServerSearchAttributeFlags } from '../shared/searchAttributes';
+import { tracePhase } from '../phaseTrace';
 
 // The embedded Temporal dev server: `temporal server start-dev` with its SQLite database and log
 // under the state dir, so a run's history survives the process and a later `edit` picks it up.

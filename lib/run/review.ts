@@ -1,5 +1,5 @@
-import { openStorage } from '../storage';
-import { runMetaKey } from './shared/constants';
+import { openStorage } from '../../storage';
+import { runMetaKey } from '../shared/constants';
 
 // A person's verdict on a row's output, from the viewer (`atelier view`): accepted or rejected.
 // Kept with the run, beside its ledger, one small object per row written whole (temp file + rename

@@ -3,12 +3,12 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openStorage } from '../storage';
-import { runMetaKey } from './shared/constants';
-import type { DatasetRow } from './dataset/common';
+import { openStorage } from '../../storage';
+import { runMetaKey } from '../shared/constants';
+import type { DatasetRow } from '../dataset/common';
 import type { OutputTarget } from './outputNames';
 
-export type { ImageRef } from './dataset/common';
+export type { ImageRef } from '../dataset/common';
 
 // The plan is the dataset normalised into one JSON line per row, plus a fixed-width offset index so
 // any row can be read by position without scanning. Workflows carry positions and counts; the rows
@@ -23,7 +23,7 @@ export interface PlanRow extends DatasetRow {
   plannedError?: string;
   /**
    * What the row asks for (model, parameters, instructions, inputs and the inputs' sizes and
-   * modification times), hashed: a ledger entry made for another digest is stale (lib/rowDigest.ts).
+   * modification times), hashed: a ledger entry made for another digest is stale (lib/run/rowDigest.ts).
    */
   digest?: string;
 }

@@ -1,4 +1,4 @@
-import { ErrorTypes, type ErrorType } from './shared/errorTypes';
+import { ErrorTypes, type ErrorType } from './errorTypes';
 
 /** A usage or set-up problem the user must fix (CLI exit code 1). The message says what to fix. */
 export class UsageError extends Error {
