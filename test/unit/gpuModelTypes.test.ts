@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import contract from '../../contracts/gpu-edit.schema.json';
 import { gpuWorkerArgs, type EditOptions } from '../../cli/edit';
-import { UsageError } from '../../lib/errors';
+import { UsageError } from '../../lib/shared/errors';
 import { detectGpuModelType, GPU_MODEL_TYPES, type GpuModelType } from '../../lib/gpuContract';
 import type { DatasetWorkflowInput } from '../../lib/shared/types';
 
