@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 DEFAULT_MAX_AREA = 1024 * 1024
@@ -564,7 +565,9 @@ class ChronoEditAdapter(ModelAdapter):
 
     def output_images(self, out):
         frames = out.frames if hasattr(out, "frames") else out[0]
-        return [clip[-1] for clip in frames]  # (B, F, H, W, C): the edit is the last frame
+        if isinstance(frames, np.ndarray):  # output_type="np": (B, F, H, W, C) floats in [0, 1]
+            return frames[:, -1]  # the edit is the last frame; an array, so the Engine does not rescale it
+        return [clip[-1] for clip in frames]  # lists of PIL frames
 
 
 class OmniGenAdapter(ModelAdapter):

@@ -66,6 +66,7 @@ class EditRequest:
     negative_prompt: str | None
     width: int | None  # the requested output size; None: the plugin decides (usually the first input's size)
     height: int | None
+    image_guidance_scale: float | None = None  # from the plugin's defaults (rows cannot set it: not a contract param)
 
 
 class EditPlugin:
@@ -168,7 +169,7 @@ class PluginAdapter(ModelAdapter):
             requests.append(EditRequest(
                 prompt=r.prompt, images=list(r.images), seed=int(r.seed), num_inference_steps=s.num_inference_steps,
                 guidance_scale=s.guidance_scale, true_cfg_scale=s.true_cfg_scale, negative_prompt=s.negative_prompt,
-                width=width, height=height))
+                width=width, height=height, image_guidance_scale=s.image_guidance_scale))
         return {"requests": requests}
 
     def describe(self) -> dict[str, Any]:

@@ -69,7 +69,7 @@ class InstructPix2PixLoop(EditPlugin):
             shape = (self.vae.config.latent_channels, *image_latents.shape[-2:])
             latents = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device, self.dtype)
             latents = latents * scheduler.init_noise_sigma
-            g_text, g_image = r0.guidance_scale or 7.5, self.defaults["image_guidance_scale"]
+            g_text, g_image = r0.guidance_scale, r0.image_guidance_scale
             for i, t in enumerate(scheduler.timesteps):
                 model_in = scheduler.scale_model_input(torch.cat([latents] * 3), t)
                 noise = self.unet(torch.cat([model_in, image_latents], dim=1), t, encoder_hidden_states=embeds).sample

@@ -77,6 +77,8 @@ def test_new_pipelines_end_to_end(make_service, tiny_models, images, tmp_path, m
     with Image.open(out) as im:
         im.load()
         assert im.format == "PNG" and im.mode == "RGB" and im.size == (res["width"], res["height"])
+        # random weights still draw something; a [0, 1] output taken for 0-255 would be black (ChronoEdit's frames)
+        assert np.asarray(im).std() > 1.0
     steps = [b["step"] for b in beats if b and b.get("stage") == "denoise"]
     assert steps and steps[-1] == 2 and set(steps) <= {1, 2}  # one heartbeat per step, never 2 x steps
     # detection from model_index.json alone (the folder name says nothing)
