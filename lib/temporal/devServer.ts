@@ -97,15 +97,32 @@ export async function stopServerByPid(stateDir: string, pid: number, graceMs = 1
   await rm(recordPath(stateDir), { force: true });
 }
 
+/**
+ * A loopback port nothing listens on, for a server this process starts next. Between this answer
+ * and that server's bind, any other process's bind(0) may be handed the same port (the kernel
+ * deals released ports out again at random), and the server then dies on "address already in
+ * use", at start or, for the dev server's UI, after the frontend already answers. So the port is
+ * left in TIME_WAIT, as Temporal's own freeport does: a connection to it is closed from the
+ * listening side first, and for the TIME_WAIT period (60 s on Linux) bind(0) does not hand the
+ * port out while an explicit bind with SO_REUSEADDR (Node's and Go's listeners) still takes it.
+ */
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
     server.on('error', reject);
+    server.once('connection', (accepted) => {
+      accepted.on('error', () => undefined);
+      // The listening side's end closes first, so the TIME_WAIT entry holds this port.
+      accepted.end();
+    });
     server.listen(0, '127.0.0.1', () => {
       const address = server.address();
       const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
+      const client = connect({ host: '127.0.0.1', port });
+      client.on('error', reject);
+      client.on('end', () => client.end());
+      client.on('close', () => server.close(() => resolve(port)));
     });
   });
 }

@@ -3,22 +3,27 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Connection, Client, type WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
 import { freePort } from '../../lib/temporal/devServer';
 import { gpuTaskQueue } from '../../lib/gpuContract';
-import type { DatasetRunSummary, DatasetWorkflowInput } from '../../lib/shared/types';
+import { ALL_SEARCH_ATTRIBUTES } from '../../lib/shared/searchAttributes';
+import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../../lib/shared/types';
 import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
+import { startJudgeStandin } from '../../standins/judge';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { createWorkers } from '../../workers';
 import { atelier, CliProcess, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
-import { startTestServer, testInput } from '../helpers/temporalEnv';
+import { temporalCliPath } from '../helpers/temporal';
+import { testInput } from '../helpers/temporalEnv';
 
 // Records the workflow histories that test/replay/replay.test.ts replays: one run per workflow path
 // (plain, continue-as-new with hand-over, quota pause lifted at its reset, retry update, cancel,
-// GPU), with the workflow code of the commit that records them. Not part of the suite; run it when
+// GPU, a --max-cost pause with search attributes on, a pause heard while planning, the judge
+// workflow), with the workflow code of the commit that records them. `-t <name>` records only some
+// of them (a patch's new branch, say: see workflows/patches.ts). Not part of the suite; run it when
 // the workflow code changes on purpose, as
 //   ATELIER_FIXTURE_TAG=<short commit> npx vitest run --config test/replay/vitest.record.mts
 // and commit the new files (old fixtures stay: the code must keep replaying them).
@@ -33,7 +38,15 @@ let gemini: GeminiStandin;
 let workerEnv: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
-  ({ env } = await startTestServer());
+  // The project's search attributes are registered, as `atelier server` does, so runs recorded
+  // with `searchAttributes: true` take the search-attribute paths (and their patches).
+  env = await TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: { type: 'existing-path', path: temporalCliPath() },
+      dbFilename: join(tempDir('atelier-rec-state-'), 'temporal.db'),
+      searchAttributes: [...ALL_SEARCH_ATTRIBUTES],
+    },
+  });
   [openai, gemini] = await Promise.all([startOpenAIStandin(), startGeminiStandin()]);
   workerEnv = { ...KEYS, OPENAI_BASE_URL: openai.baseURL, GEMINI_BASE_URL: gemini.baseURL };
   mkdirSync(OUT, { recursive: true });
@@ -83,6 +96,16 @@ async function withWorkers<T>(
     workers.forEach((w) => w.shutdown());
     await Promise.allSettled(running);
   }
+}
+
+/** Polls the run's progress query until `done` holds (generous: the machine may be loaded). */
+async function progressUntil(handle: WorkflowHandle, done: (p: ProgressSnapshot) => boolean): Promise<ProgressSnapshot> {
+  for (let i = 0; i < 1200; i++) {
+    const p = (await handle.query('progress')) as ProgressSnapshot;
+    if (done(p)) return p;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${handle.workflowId}: the awaited progress never came`);
 }
 
 describe('record workflow histories', () => {
@@ -201,5 +224,65 @@ describe('record workflow histories', () => {
       await gpu.stop('SIGTERM');
       await server.stop();
     }
+  });
+
+  it('budget: --max-cost pauses the run, a higher budget lets it finish (search attributes on)', async () => {
+    // gpt-image-2 on the stand-in costs $0.034754 a row: two rows reach the $0.05 budget.
+    const { csv, outputDir } = await rowsCsv('budget', ['a.png,bu-0 x', 'a.png,bu-1 x', 'a.png,bu-2 x', 'a.png,bu-3 x']);
+    await withWorkers(async (start) => {
+      const handle = await start(
+        testInput({ runId: 'rec-budget', inputPath: csv, outputDir, window: 1, maxCostUsd: 0.05, searchAttributes: true }),
+      );
+      await progressUntil(handle, (p) => p.paused?.budget === true && p.inFlight === 0);
+      await handle.signal('budget', { maxCostUsd: 1 });
+      return (await handle.result()) as DatasetRunSummary;
+    });
+    await save(env.client, 'budget', 'rec-budget', ['rec-budget/row/0']);
+  });
+
+  it('early: a pause signalled with the start, heard while planning, holds the run until resumed', async () => {
+    const { csv, outputDir } = await rowsCsv('early', ['a.png,ea-0 x', 'a.png,ea-1 x']);
+    await withWorkers(async () => {
+      const input = testInput({ runId: 'rec-early', inputPath: csv, outputDir, window: 2 });
+      const handle = await env.client.workflow.signalWithStart('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+        signal: 'pause',
+        signalArgs: [{ reason: 'held from the start' }],
+      });
+      await progressUntil(handle, (p) => p.phase !== 'planning' && p.paused !== null);
+      if (openai.callsFor('ea-').length > 0) throw new Error('a row was called while the run was held');
+      await handle.signal('resume');
+      return (await handle.result()) as DatasetRunSummary;
+    });
+    await save(env.client, 'early', 'rec-early');
+  });
+
+  it('judge: the done rows of a run scored by the judge workflow (one row judged low)', async () => {
+    const judge = await startJudgeStandin();
+    const { csv, outputDir } = await rowsCsv('judge', ['a.png,ju-0 x', 'a.png,ju-1 judge-low x']);
+    const judgeEnv = { ATELIER_JUDGE_API_KEY: 'sk-record-judge', ATELIER_JUDGE_BASE_URL: judge.baseURL };
+    const saved = workerEnv;
+    workerEnv = { ...workerEnv, ...judgeEnv };
+    try {
+      await withWorkers(async (start) => {
+        await (await start(testInput({ runId: 'rec-judge', inputPath: csv, outputDir, window: 2 }))).result();
+        const handle = await env.client.workflow.start('judgeWorkflow', {
+          taskQueue: ORCHESTRATOR_QUEUE,
+          workflowId: 'rec-judge/judge',
+          args: [{ runId: 'rec-judge', outputDir, model: 'gpt-4.1-mini', window: 2, maxAttempts: 2 }],
+        });
+        return handle.result();
+      });
+    } finally {
+      workerEnv = saved;
+      await judge.close();
+    }
+    const history = await env.client.workflow.getHandle('rec-judge/judge').fetchHistory();
+    writeFileSync(
+      join(OUT, 'judge.judgeWorkflow-0.binpb'),
+      temporal.api.history.v1.History.encode(temporal.api.history.v1.History.fromObject(history)).finish(),
+    );
   });
 });

@@ -22,7 +22,7 @@ describe('replay of recorded histories', () => {
     // 90beffe: before this round. The later set covers one run per path.
     expect(versions).toContain('90beffe');
     const paths = new Set(recorded.map((r) => r.file.split('.')[0]));
-    for (const path of ['plain', 'can', 'quota', 'retry', 'cancel', 'gpu']) expect(paths).toContain(path);
+    for (const path of ['plain', 'can', 'quota', 'retry', 'cancel', 'gpu', 'budget', 'early', 'judge']) expect(paths).toContain(path);
   });
 
   it.each(recorded)('replays $version/$file', async ({ version, file }) => {

@@ -7,6 +7,7 @@ import { AtelierRunId } from '../../lib/shared/searchAttributes';
 import { rowWorkflow } from '../row';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
 import type { RunState } from './runState';
+import { PATCH } from '../patches';
 
 const { nextRowsPage } = proxyActivities<OrchestrationActivities>({
   startToCloseTimeout: '30 minutes',
@@ -112,7 +113,7 @@ export class RowWindow {
    */
   async recordCancelled(): Promise<void> {
     await Promise.all([...this.ledgerWrites]);
-    if (this.state.inFlight.size === 0 || !patched('atelier-ledger-child-outcomes')) return;
+    if (this.state.inFlight.size === 0 || !patched(PATCH.ledgerChildOutcomes)) return;
     const { runId, model, outputDir } = this.input;
     const rows = [...this.state.inFlight].map((index) => {
       const position = this.positions.get(index);
@@ -125,7 +126,7 @@ export class RowWindow {
   // so results.csv would show it pending and `retry --error-type` could not find it. Older
   // histories made no such call: the marker keeps them replaying.
   private recordInLedger(done: RowDone): void {
-    if (!patched('atelier-ledger-child-outcomes')) return;
+    if (!patched(PATCH.ledgerChildOutcomes)) return;
     const { runId, model, outputDir } = this.input;
     // Not cancellable: a row cancelled with its run is recorded while the run winds down.
     const write: Promise<void> = CancellationScope.nonCancellable(() =>
@@ -175,7 +176,7 @@ export class RowWindow {
         ],
         staticSummary: `row ${row.index}: ${row.summary}`,
         // The run's id on each row child, so `AtelierRunId="<run>"` finds the rows too (new children only).
-        ...(input.searchAttributes && patched('atelier-row-run-id')
+        ...(input.searchAttributes && patched(PATCH.rowRunId)
           ? { typedSearchAttributes: [{ key: AtelierRunId, value: input.runId }] }
           : {}),
         // Children may outlive this run (continue-as-new); they must not be cancelled with it.

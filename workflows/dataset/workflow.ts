@@ -24,6 +24,7 @@ import { rowWorkflowId } from './rowReports';
 import { ResultsRefresher } from './resultsRefresh';
 import { RowWindow } from './rowWindow';
 import { RunState, type EarlyRequests, type RunPhase } from './runState';
+import { PATCH } from '../patches';
 
 const { planRun, writeResults, countRetryRows } = proxyActivities<OrchestrationActivities>({
   // Planning streams the whole dataset; give large inputs room.
@@ -114,14 +115,14 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
       );
       if (input.searchAttributes) upsertSearchAttributes([{ key: AtelierRowsTotal, value: plan.selectedRows }]);
       // Requests heard while planning used to be dropped; older histories replay without them.
-      if (earlyHeard && patched('atelier-planning-signals')) state.applyEarly(early);
+      if (earlyHeard && patched(PATCH.planningSignals)) state.applyEarly(early);
     }
     phase = 'running';
     refreshDetails(state, phase);
     // --batch: the provider batch phase runs first, once per run; with `--batch-fallback fail`
     // what the batches did not answer stays failed, so no direct pass follows. Older histories have
     // no batch settings and never reach the marker.
-    if (!rawInput.carried && !rawInput.retryOnly && input.batch && patched('atelier-batch')) {
+    if (!rawInput.carried && !rawInput.retryOnly && input.batch && patched(PATCH.batch)) {
       state.applyBatchPhase(await runBatchPhase(input, input.batch));
       if (input.batch.fallback === 'fail') state.cursor = null;
       upsertCounts(input, state, true);
@@ -130,7 +131,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     // Results tables refreshed while the run goes (new in this version: older histories replay without).
     const runState = state;
     const runInput = input;
-    if (patched('atelier-results-refresh'))
+    if (patched(PATCH.resultsRefresh))
       refresher = new ResultsRefresher(
         () => refreshResults(resultsArgs(runInput)),
         () => runState.finished,
@@ -223,7 +224,7 @@ async function waitFor(state: RunState, ready: () => boolean): Promise<void> {
     if (!pause?.until) {
       await condition(() => ready() || (state.paused !== pause && state.paused?.until !== undefined));
       if (ready()) return;
-      if (!patched('atelier-timed-pause-wakes')) return void (await condition(ready));
+      if (!patched(PATCH.timedPauseWakes)) return void (await condition(ready));
       continue;
     }
     const ms = Date.parse(pause.until) - Date.now();
@@ -235,7 +236,7 @@ async function waitFor(state: RunState, ready: () => boolean): Promise<void> {
 // --max-cost pauses the run at its budget; only runs with a budget take this path, and the marker
 // keeps it out of the replay of older histories.
 function budgetPauseAllowed(): boolean {
-  return patched('atelier-max-cost');
+  return patched(PATCH.maxCost);
 }
 
 /** What the row window redraws: the UI's details, and the search attributes when counts moved. */
@@ -257,7 +258,7 @@ function refreshDetails(state: RunState, phase: RunPhase): void {
 function upsertCounts(input: DatasetWorkflowInput, state: RunState, force: boolean): void {
   if (!input.searchAttributes) return;
   // Counts every few seconds instead of every 50 rows: more upserts, so new histories only.
-  const counts = state.searchCounts(force, force || !patched('atelier-search-counts-seconds') ? undefined : Date.now());
+  const counts = state.searchCounts(force, force || !patched(PATCH.searchCountsSeconds) ? undefined : Date.now());
   if (!counts) return;
   upsertSearchAttributes([
     { key: AtelierRowsTotal, value: counts.total },

@@ -1,0 +1,125 @@
+// The patch register: every `patched()` / `deprecatePatch()` id the workflow code uses, with the
+// commit that added it, the recorded histories that still need its old branch and the recorded
+// histories that prove its new branch replays. Workflow code names a patch only through `PATCH`, and
+// test/replay/patches.test.ts checks the register against the code and the fixtures, so a patch
+// cannot be added, deprecated or removed without this file (and CONTRIBUTING.md's retirement rule)
+// saying so. Data only: the workflow bundle imports it.
+
+/** Where a patch is in its life: `patched()` in the code, then `deprecatePatch()`, then gone. */
+export type PatchStage = 'patched' | 'deprecated';
+
+export interface PatchRecord {
+  /** The marker id written into histories; never reuse one. */
+  readonly id: string;
+  /** The commit that added the `patched()` call (`git log -S'<id>' -- workflows`). */
+  readonly addedIn: string;
+  readonly stage: PatchStage;
+  /** What the new branch does that the old one did not. */
+  readonly change: string;
+  /**
+   * Fixtures (`<set>/<file>` under test/replay/fixtures/) recorded before the patch whose replay
+   * fails when the new branch is forced (the call replaced by `true`, every fixture replayed): they
+   * replay only through the old branch. Deprecating the patch retires them.
+   */
+  readonly neededBy: readonly string[];
+  /**
+   * Fixtures whose history holds the patch's marker: the new branch's replay is tested. A marker
+   * no call consumes fails replay, so removing the call (after deprecatePatch) retires them.
+   */
+  readonly coveredBy: readonly string[];
+}
+
+/** The ids, as workflow code uses them: `patched(PATCH.batch)`. */
+export const PATCH = {
+  maxCost: 'atelier-max-cost',
+  batch: 'atelier-batch',
+  planningSignals: 'atelier-planning-signals',
+  timedPauseWakes: 'atelier-timed-pause-wakes',
+  ledgerChildOutcomes: 'atelier-ledger-child-outcomes',
+  resultsRefresh: 'atelier-results-refresh',
+  searchCountsSeconds: 'atelier-search-counts-seconds',
+  rowRunId: 'atelier-row-run-id',
+} as const;
+
+export type PatchName = keyof typeof PATCH;
+
+/** Ids whose calls were removed (the last step of retirement): never used again. */
+export const RETIRED_PATCH_IDS: readonly string[] = [];
+
+export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
+  maxCost: {
+    id: PATCH.maxCost,
+    addedIn: '863f90e',
+    stage: 'patched',
+    change: '--max-cost: the run pauses when the spend of its finished rows reaches the budget',
+    neededBy: [],
+    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+  },
+  batch: {
+    id: PATCH.batch,
+    addedIn: '89c8865',
+    stage: 'patched',
+    change: '--batch: a provider batch phase (child workflows) before the direct pass',
+    neededBy: [],
+    coveredBy: ['batch-69e2c6b/batch.dataset.binpb'],
+  },
+  planningSignals: {
+    id: PATCH.planningSignals,
+    addedIn: 'a6ff2ef',
+    stage: 'patched',
+    change: 'pause / resume / budget signals heard while planning are applied once the run is planned (were dropped)',
+    neededBy: [],
+    coveredBy: ['patches-d31c45d/early.datasetWorkflow-0.binpb'],
+  },
+  timedPauseWakes: {
+    id: PATCH.timedPauseWakes,
+    addedIn: 'a6ff2ef',
+    stage: 'patched',
+    change: 'a wait wakes when a pause with an end time (a quota reset) begins during it, so the pause lifts itself then',
+    neededBy: [],
+    coveredBy: ['519e2a6/quota.datasetWorkflow-0.binpb'],
+  },
+  ledgerChildOutcomes: {
+    id: PATCH.ledgerChildOutcomes,
+    addedIn: 'a6ff2ef',
+    stage: 'patched',
+    change: 'rows the server ended (child terminated or never started, cancelled with the run) are recorded in the ledger',
+    neededBy: [],
+    coveredBy: ['519e2a6/cancel.datasetWorkflow-0.binpb'],
+  },
+  resultsRefresh: {
+    id: PATCH.resultsRefresh,
+    addedIn: '37cb646',
+    stage: 'patched',
+    change: 'the results tables are rewritten while the run goes (an activity every few percent of rows or every minute)',
+    neededBy: [
+      '90beffe/datasetWorkflow-00.binpb',
+      '90beffe/datasetWorkflow-01.binpb',
+      '519e2a6/can.datasetWorkflow-0.binpb',
+      '519e2a6/can.datasetWorkflow-1.binpb',
+      '519e2a6/cancel.datasetWorkflow-0.binpb',
+      '519e2a6/gpu.datasetWorkflow-0.binpb',
+      '519e2a6/plain.datasetWorkflow-0.binpb',
+      '519e2a6/quota.datasetWorkflow-0.binpb',
+      '519e2a6/retry.datasetWorkflow-0.binpb',
+      'batch-69e2c6b/batch.dataset.binpb',
+    ],
+    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb', 'patches-d31c45d/early.datasetWorkflow-0.binpb'],
+  },
+  searchCountsSeconds: {
+    id: PATCH.searchCountsSeconds,
+    addedIn: '7a53a7b',
+    stage: 'patched',
+    change: 'the count search attributes are upserted every few seconds of progress (were every 50 rows)',
+    neededBy: ['519e2a6/gpu.datasetWorkflow-0.binpb'],
+    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+  },
+  rowRunId: {
+    id: PATCH.rowRunId,
+    addedIn: '7a53a7b',
+    stage: 'patched',
+    change: 'row children carry the AtelierRunId search attribute',
+    neededBy: [],
+    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+  },
+};
