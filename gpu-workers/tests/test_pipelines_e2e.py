@@ -80,7 +80,9 @@ def test_new_pipelines_end_to_end(make_service, tiny_models, images, tmp_path, m
         # random weights still draw something; a [0, 1] output taken for 0-255 would be black (ChronoEdit's frames)
         assert np.asarray(im).std() > 1.0
     steps = [b["step"] for b in beats if b and b.get("stage") == "denoise"]
-    assert steps and steps[-1] == 2 and set(steps) <= {1, 2}  # one heartbeat per step, never 2 x steps
+    # steps are reported (never past 2: CFG passes are not steps); the heartbeat thread sends the latest details,
+    # so a fast last step may be folded into the "encode" heartbeat that follows it
+    assert steps and set(steps) <= {1, 2}
     # detection from model_index.json alone (the folder name says nothing)
     from atelier_gpu.models import detect_model_type
 
