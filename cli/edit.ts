@@ -149,6 +149,13 @@ function gpuSettings(options: EditOptions, model: string): GpuRunSettings {
 
 /** Arguments for the GPU worker processes `edit` starts itself (embedded server or --with-workers). */
 export function gpuWorkerArgs(options: EditOptions, input: DatasetWorkflowInput): string[] {
+  const extra = process.env.ATELIER_GPU_WORKER_ARGS?.split(/\s+/).filter(Boolean) ?? [];
+  // A plugin-served model runs the plugin's own code: the worker must be told which class.
+  if (input.gpu!.modelType === 'plugin' && !extra.some((a) => a === '--adapter' || a.startsWith('--adapter='))) {
+    throw new UsageError(
+      "--model-type plugin: the GPU worker needs its plugin; set ATELIER_GPU_WORKER_ARGS='--adapter module:Class' or run `atelier gpu-worker --adapter module:Class` yourself",
+    );
+  }
   return [
     '--model',
     input.model,
@@ -159,7 +166,7 @@ export function gpuWorkerArgs(options: EditOptions, input: DatasetWorkflowInput)
     ...(options.gpus ? ['--gpus', options.gpus] : []),
     ...(options.batchSize ? ['--batch-size', String(options.batchSize)] : []),
     // Further worker flags (see gpu-workers/README.md), e.g. "--dtype bf16 --compile".
-    ...(process.env.ATELIER_GPU_WORKER_ARGS?.split(/\s+/).filter(Boolean) ?? []),
+    ...extra,
   ];
 }
 

@@ -6,6 +6,7 @@ import { runEdit, type EditOptions } from './edit';
 import { ExitCodes, type CliIO } from './io';
 import { runCancel, runList, runPause, runResume, runRetry, runStatus, runWatch, type ManageOptions, type RetryOptions } from './manage';
 import { runGpuWorker } from './gpuWorker';
+import { GPU_MODEL_TYPES } from '../lib/gpuContract';
 import { runEstimate } from './estimate';
 import { runExport, type ExportOptions } from './export';
 import { runView, type ViewOptions } from './view';
@@ -192,7 +193,7 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
         .requiredOption('--model <name>', 'model name, e.g. gpt-image-2 (`atelier models` lists them)')
         .option(
           '--model-type <type>',
-          'diffusers: qwen | qwen-plus | flux-kontext | flux2 | flux2-klein | flux2-klein-kv | longcat | longcat-turbo | glm-image | instruct-pix2pix (default: from the model name)',
+          `diffusers: ${GPU_MODEL_TYPES.join(' | ')} (default: from the model name or its model_index.json; plugin: a worker started with --adapter)`,
         )
         .option(
           '--seed <n>',

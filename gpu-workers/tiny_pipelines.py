@@ -347,11 +347,305 @@ def build_tiny_flux2_klein_kv(path: str | os.PathLike) -> str:
     return str(path)
 
 
+
+def _tiny_wan_vae(**kw):
+    """A Wan-style video VAE (3D convs, 8x spatial / 4x temporal) with 3-channel stages: seconds at 1 MP on a CPU."""
+    from diffusers import AutoencoderKLWan
+
+    cfg = dict(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True])
+    cfg.update(kw)
+    return AutoencoderKLWan(**cfg)
+
+
+def build_tiny_chronoedit(path: str | os.PathLike) -> str:
+    """ChronoEdit's shape: UMT5 text encoder, CLIP vision image encoder, Wan VAE, a 2-layer ChronoEdit transformer."""
+    import torch
+    from diffusers import ChronoEditPipeline, ChronoEditTransformer3DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(0)
+    tok = _t5_tokenizer()
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tok), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    ))
+    image_encoder = CLIPVisionModel(CLIPVisionConfig(
+        hidden_size=4, projection_dim=4, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+        intermediate_size=16, patch_size=4,
+    ))
+    # in_channels: 16 noise + 4 mask + 16 condition latents; image_dim: the CLIP vision hidden size
+    transformer = ChronoEditTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=36, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32, image_dim=4,
+    )
+    pipe = ChronoEditPipeline(
+        tokenizer=tok, text_encoder=text_encoder, image_encoder=image_encoder,
+        image_processor=CLIPImageProcessor(crop_size=32, size=32), transformer=transformer, vae=_tiny_wan_vae(),
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+
+# Qwen-VL's chat template shape for messages whose content is a string or a list of typed parts (Qwen3-VL style)
+QWEN_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+    "{{ message['content'] }}{% else %}{% for c in message['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}"
+    "{% elif c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def qwen3_vl_tokenizer():
+    tok = qwen2_tokenizer()
+    tok.chat_template = QWEN_VL_CHAT_TEMPLATE
+    return tok
+
+
+def _qwen3_vl(tok, hidden: int, patch_size: int = 16):
+    """A 2-layer Qwen3-VL (text hidden `hidden`, 2-block vision tower) with the byte-level tokenizer's ids."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    vocab = tok.get_vocab()
+    return Qwen3VLForConditionalGeneration(Qwen3VLConfig(
+        text_config=dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                          "mrope_section": [1, 1, 2]}),
+        vision_config=dict(depth=2, hidden_size=16, intermediate_size=16, num_heads=2, out_hidden_size=hidden,
+                           patch_size=patch_size, spatial_merge_size=2, temporal_patch_size=2,
+                           num_position_embeddings=64, deepstack_visual_indexes=[0]),
+        image_token_id=vocab["<|image_pad|>"], video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"], vision_end_token_id=vocab["<|vision_end|>"],
+    )).eval()
+
+
+def _qwen3_vl_processor(tok, patch_size: int = 16, max_pixels: int = 64 * 64):
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    # the vision tower sees at most max_pixels: keeps CPU runs short whatever the image size
+    image_processor = Qwen2VLImageProcessor(patch_size=patch_size, merge_size=2, temporal_patch_size=2,
+                                            min_pixels=(2 * patch_size) ** 2, max_pixels=max_pixels)
+    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tok,
+                            video_processor=Qwen3VLVideoProcessor(patch_size=patch_size, merge_size=2,
+                                                                  temporal_patch_size=2),
+                            chat_template=tok.chat_template)
+
+
+def build_tiny_qwen_image_21(path: str | os.PathLike) -> str:
+    """Qwen-Image 2.1's shape: Qwen3-VL encoder, a 16x VAE (five stages), a 2-layer QwenImage21 transformer.
+    One merged vision token covers 32 px (patch 16, merge 2), the pipeline's 2x2 group of 16x latents."""
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage21, FlowMatchEulerDiscreteScheduler, QwenImage21Pipeline, QwenImage21Transformer2DModel,
+    )
+
+    torch.manual_seed(0)
+    tok = qwen3_vl_tokenizer()
+    hidden, z_dim = 16, 8  # z_dim != 4: an RGBA condition image must not look like latents to prepare_latents
+    transformer = QwenImage21Transformer2DModel(
+        patch_size=1, in_channels=z_dim, out_channels=z_dim, num_layers=2, attention_head_dim=16,
+        num_attention_heads=2, context_in_dim=hidden, mlp_ratio=2, axes_dims_rope=(4, 6, 6),
+    )
+    vae = AutoencoderKLQwenImage21(base_dim=4, decoder_base_dim=4, z_dim=z_dim, dim_mult=[1, 1, 1, 1, 1],
+                                   num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True, True, True],
+                                   latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
+    pipe = QwenImage21Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                               text_encoder=_qwen3_vl(tok, hidden), processor=_qwen3_vl_processor(tok),
+                               transformer=transformer)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+
+def _tiny_dreamlite(pipeline_cls_name: str):
+    import diffusers
+    import torch
+    from diffusers import AutoencoderTiny, DreamLiteUNetModel, FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(0)
+    tok = qwen3_vl_tokenizer()
+    hidden = 16  # the UNet's cross-attention dim is the text encoder's hidden size
+    unet = DreamLiteUNetModel(
+        sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("DreamLiteCrossAttnNoSelfAttnDownBlock2D", "DreamLiteCrossAttnDownBlock2D"),
+        up_block_types=("DreamLiteCrossAttnUpBlock2D", "DreamLiteUpBlock2D"), block_out_channels=(16, 32),
+        cross_attention_dim=hidden, attention_head_dim=8, layers_per_block=1, norm_num_groups=8,
+        transformer_layers_per_block=1,
+    )
+    # four stages, 8x like the real one (vae_scale_factor 8): the UNet's attention runs over few latent positions
+    vae = AutoencoderTiny(in_channels=3, out_channels=3, encoder_block_out_channels=(4, 4, 4, 4),
+                          decoder_block_out_channels=(4, 4, 4, 4), num_encoder_blocks=(1, 1, 1, 1),
+                          num_decoder_blocks=(1, 1, 1, 1), latent_channels=4)
+    return getattr(diffusers, pipeline_cls_name)(
+        text_encoder=_qwen3_vl(tok, hidden, patch_size=14), tokenizer=tok,
+        processor=_qwen3_vl_processor(tok, patch_size=14, max_pixels=56 * 56), vae=vae, unet=unet,
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000),
+    )
+
+
+def build_tiny_dreamlite(path: str | os.PathLike) -> str:
+    _tiny_dreamlite("DreamLitePipeline").save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_dreamlite_mobile(path: str | os.PathLike) -> str:
+    _tiny_dreamlite("DreamLiteMobilePipeline").save_pretrained(str(path))
+    return str(path)
+
+
+
+def _tiny_joyimage(pipeline_cls_name: str, transformer_cls_name: str):
+    import diffusers
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    torch.manual_seed(0)
+    tok = qwen3_vl_tokenizer()
+    hidden = 16
+    transformer = getattr(diffusers, transformer_cls_name)(
+        patch_size=[1, 2, 2], in_channels=16, hidden_size=32, num_attention_heads=2, text_dim=hidden, num_layers=1,
+        rope_dim_list=[4, 6, 6], theta=256,
+    )
+    # JoyImage always works at its 1 MP buckets: a 16x VAE (five stages, scale_factor_spatial=16, which the
+    # pipeline reads) keeps the transformer at ~1k tokens per image instead of ~4k
+    vae = _tiny_wan_vae(dim_mult=[1, 1, 1, 1, 1], temperal_downsample=[False, True, True, False],
+                        scale_factor_spatial=16)
+    return getattr(diffusers, pipeline_cls_name)(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=_qwen3_vl(tok, hidden), tokenizer=tok,
+        transformer=transformer, processor=_qwen3_vl_processor(tok),
+    )
+
+
+def build_tiny_joyimage_edit(path: str | os.PathLike) -> str:
+    _tiny_joyimage("JoyImageEditPipeline", "JoyImageEditTransformer3DModel").save_pretrained(str(path))
+    return str(path)
+
+
+def build_tiny_joyimage_edit_plus(path: str | os.PathLike) -> str:
+    _tiny_joyimage("JoyImageEditPlusPipeline", "JoyImageEditPlusTransformer3DModel").save_pretrained(str(path))
+    return str(path)
+
+
+
+def _llama_tokenizer():
+    """A Llama (SentencePiece-style BPE with byte fallback) tokenizer: "\u2581", letters, digits, punctuation and
+    the 256 <0xNN> byte tokens, no merges; built in memory."""
+    from transformers import LlamaTokenizer
+
+    vocab: dict[str, int] = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for piece in ["\u2581", *string.ascii_letters, *string.digits, *string.punctuation]:
+        vocab.setdefault(piece, len(vocab))
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    return LlamaTokenizer(vocab=vocab, merges=[])
+
+
+def build_tiny_omnigen(path: str | os.PathLike) -> str:
+    """OmniGen's shape: a 1-layer Phi-3-style transformer that reads text tokens and image latents as one sequence."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenPipeline, OmniGenTransformer2DModel
+
+    torch.manual_seed(0)
+    tok = _llama_tokenizer()
+    head_dim = 8
+    transformer = OmniGenTransformer2DModel(
+        in_channels=4, patch_size=2, hidden_size=16, num_attention_heads=2, num_key_value_heads=2,
+        intermediate_size=32, num_layers=1, pad_token_id=0, vocab_size=len(tok), max_position_embeddings=4096,
+        original_max_position_embeddings=4096, pos_embed_max_size=64,
+        # Phi-3's "su" RoPE scaling: one factor per rotary frequency (head_dim / 2)
+        rope_scaling={"short_factor": [1.0] * (head_dim // 2), "long_factor": [1.0] * (head_dim // 2)},
+    )
+    vae = AutoencoderKL(
+        sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 4, 4, 4), layers_per_block=1,
+        latent_channels=4, norm_num_groups=1, down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+    )
+    OmniGenPipeline(transformer=transformer.eval(), scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae.eval(),
+                    tokenizer=tok).save_pretrained(str(path))
+    return str(path)
+
+
+
+def build_tiny_z_image_omni(path: str | os.PathLike) -> str:
+    """Z-Image Omni's shape: Qwen3 text encoder, SigLIP-2 vision tower for condition images, a 2-layer Z-Image DiT."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImageOmniPipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model, Siglip2ImageProcessor, Siglip2VisionConfig, Siglip2VisionModel
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden, siglip_hidden = 16, 16
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=hidden, siglip_feat_dim=siglip_hidden,
+        rope_theta=256.0, t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
+    )
+    with torch.no_grad():  # torch.empty-initialised pad tokens: fixed values, not whatever memory held
+        for name in ("x_pad_token", "cap_pad_token", "siglip_pad_token"):
+            if hasattr(transformer, name):
+                getattr(transformer, name).copy_(torch.ones_like(getattr(transformer, name)))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[4, 4, 4, 4], layers_per_block=1,
+        latent_channels=16, norm_num_groups=4, sample_size=32, scaling_factor=0.3611, shift_factor=0.1159,
+    )
+    text_encoder = Qwen3Model(Qwen3Config(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+    ))
+    siglip = Siglip2VisionModel(Siglip2VisionConfig(
+        hidden_size=siglip_hidden, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        patch_size=16, num_patches=16,
+    ))
+    pipe = ZImageOmniPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tok,
+        transformer=transformer, siglip=siglip,
+        siglip_processor=Siglip2ImageProcessor(patch_size=16, max_num_patches=16),
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+
+def build_tiny_bria_fibo_edit(path: str | os.PathLike) -> str:
+    """FIBO-Edit's shape: SmolLM3 text encoder, Wan 2.2-style VAE (patchified, residual, 16x), a 1+1-layer FIBO DiT."""
+    import torch
+    from diffusers import BriaFiboEditPipeline, BriaFiboTransformer2DModel, FlowMatchEulerDiscreteScheduler
+    from transformers import SmolLM3Config, SmolLM3ForCausalLM
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    hidden = 32
+    transformer = BriaFiboTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=2 * hidden, text_encoder_dim=hidden, pooled_projection_dim=None, axes_dims_rope=[0, 4, 4],
+    )
+    vae = _tiny_wan_vae(base_dim=8, decoder_base_dim=8, in_channels=12, out_channels=12, patch_size=2,
+                        is_residual=True, scale_factor_spatial=16, scale_factor_temporal=4,
+                        latents_mean=[0.0] * 16, latents_std=[1.0] * 16)
+    text_encoder = SmolLM3ForCausalLM(SmolLM3Config(
+        # the pipeline starts empty prompts with SmolLM3's <|begin_of_text|> id, hard-coded as 128000
+        vocab_size=128256, hidden_size=hidden, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
+    ))
+    BriaFiboEditPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                         text_encoder=text_encoder, tokenizer=tok).save_pretrained(str(path))
+    return str(path)
+
+
 BUILDERS = {
     "instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext,
     "flux2-klein": build_tiny_flux2_klein, "flux2-klein-base": build_tiny_flux2_klein_base,
     "flux2-klein-kv": build_tiny_flux2_klein_kv, "qwen": build_tiny_qwen, "qwen-plus": build_tiny_qwen_plus,
     "longcat": build_tiny_longcat, "longcat-turbo": build_tiny_longcat, "flux2": build_tiny_flux2,
+    "chronoedit": build_tiny_chronoedit, "qwen-image-2.1": build_tiny_qwen_image_21,
+    "dreamlite": build_tiny_dreamlite, "dreamlite-mobile": build_tiny_dreamlite_mobile,
+    "joyimage-edit": build_tiny_joyimage_edit, "joyimage-edit-plus": build_tiny_joyimage_edit_plus,
+    "omnigen": build_tiny_omnigen, "z-image-omni": build_tiny_z_image_omni,
+    "bria-fibo-edit": build_tiny_bria_fibo_edit, "bria-fibo-edit-turbo": build_tiny_bria_fibo_edit,
 }
 
 

@@ -18,7 +18,19 @@ export type GpuModelType =
   | 'longcat'
   | 'longcat-turbo'
   | 'glm-image'
-  | 'instruct-pix2pix';
+  | 'instruct-pix2pix'
+  | 'joyimage-edit'
+  | 'joyimage-edit-plus'
+  | 'chronoedit'
+  | 'omnigen'
+  | 'qwen-image-2.1'
+  | 'z-image-omni'
+  | 'dreamlite'
+  | 'dreamlite-mobile'
+  | 'bria-fibo-edit'
+  | 'bria-fibo-edit-turbo'
+  /** A worker started with a plugin adapter (`--adapter module:Class`); never detected from a name. */
+  | 'plugin';
 
 export interface GpuGenerationParams {
   num_inference_steps?: number;

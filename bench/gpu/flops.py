@@ -171,9 +171,63 @@ def gpu_identity(device: str) -> dict:
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
+# --- the FLOPs table of the other editing architectures (estimates; no GPU needed) ------------------------------
+# Per 1024x1024 edit with one 1024x1024 reference (ChronoEdit: its example's 720x1280 clip of 5 frames = 2 latent
+# frames). Architecture sizes are the diffusers 0.42.1 classes' __init__ defaults, built on the meta device (no
+# memory, no download); where the released checkpoint's config.json differs, so does the figure (not checked
+# here: no Hub access). ChronoEdit's defaults are Wan2.1-14B's (14.3 B), Z-Image's the 6 B model's.
+# (model type, transformer class, image tokens per forward, forwards per step, d = heads x head_dim, blocks, note)
+TABLE = [
+    ("qwen-image-2.1", "QwenImage21Transformer2DModel", 4096 + 4096, 1, 32 * 128, 32,
+     "16x VAE, patch 1; true_cfg 1.0 (no CFG) by default; the condition tokens' K/V are cached after step 1, "
+     "so later steps cost less than this"),
+    ("joyimage-edit", "JoyImageEditTransformer3DModel", 2 * 4096, 2, 3072, 20,
+     "Wan2.1 VAE (8x), patch 2, reference + target as 2 frames; CFG (two forwards)"),
+    ("joyimage-edit-plus", "JoyImageEditPlusTransformer3DModel", 2 * 4096, 2, 3072, 20,
+     "as joyimage-edit with one reference; +4,096 tokens per further reference"),
+    ("chronoedit", "ChronoEditTransformer3DModel", 2 * 45 * 80, 2, 40 * 128, 40,
+     "Wan2.1-I2V-14B; 720x1280, 5 frames -> 2 latent frames of 45x80 tokens; CFG"),
+    ("z-image-omni", "ZImageTransformer2DModel", 4096 + 4096, 2, 3840, 30,
+     "FLUX VAE (8x), patch 2; CFG; SigLIP tokens and the 2 refiner layers left out"),
+    ("bria-fibo-edit", "BriaFiboTransformer2DModel", 4096 + 4096, 2, 24 * 128, 19 + 38,
+     "Wan2.2 VAE (16x), patch 1; CFG (guidance 5; turbo: 1 forward, 4 steps)"),
+    ("omnigen", "OmniGenTransformer2DModel", 4096 + 4096, 3, 3072, 32,
+     "Phi-3 (3.8 B) over text + input-image + output latents (8x VAE, patch 2); text and image CFG: 3 forwards"),
+]
+
+
+def table(peak_tflops: float) -> list[dict]:
+    """FLOPs per denoising step of each TABLE architecture, from its Linear weights and its token count:
+    forwards x (2 x Linear weights x image tokens + 4 x N^2 x d x blocks). Counting every Linear weight for every
+    image token over-counts dual-stream models (their text-stream weights see only text tokens) and leaves the text
+    tokens out: an estimate, good to ~10-20%, not a measurement."""
+    import diffusers
+    import torch
+
+    rows = []
+    for mtype, cls_name, n_img, forwards, d, blocks, note in TABLE:
+        # OmniGen's class has no default RoPE scaling; its values do not change the FLOPs (48 = head_dim / 2)
+        kwargs = {"rope_scaling": {"short_factor": [1.0] * 48, "long_factor": [1.0] * 48}} \
+            if cls_name == "OmniGenTransformer2DModel" else {}
+        with torch.device("meta"):
+            model = getattr(diffusers, cls_name)(**kwargs)
+        params = sum(p.numel() for p in model.parameters())
+        linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+        per_forward = 2.0 * linear * n_img + 4.0 * n_img * n_img * d * blocks
+        per_step = forwards * per_forward
+        rows.append({"model_type": mtype, "transformer": cls_name, "params_b": round(params / 1e9, 2),
+                     "image_tokens": n_img, "forwards_per_step": forwards,
+                     "tflop_per_step": round(per_step / 1e12, 1),
+                     "floor_s_per_step_at_reference": round(per_step / (peak_tflops * 1e12), 3), "note": note})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="a tiny config on the CPU (checks the script)")
+    ap.add_argument("--table", action="store_true",
+                    help="print the estimated FLOPs per step of the other editing architectures (meta device, "
+                         "no GPU) and exit")
     ap.add_argument("--size", default="1024x1024", help="output WxH (default 1024x1024)")
     ap.add_argument("--text-tokens", type=int, default=300, help="text tokens (300: 2509/2511; 1450: v1)")
     ap.add_argument("--repeats", type=int, default=5)
@@ -184,6 +238,17 @@ def main() -> int:
                     help="reference dense bf16 ceiling (default: the H200's measured 790)")
     ap.add_argument("--json-out", help="also write the figures here")
     args = ap.parse_args()
+
+    if args.table:
+        rows = table(args.peak_tflops)
+        print(f"{'type':20s} {'params':>8s} {'tokens':>7s} {'fwd':>3s} {'TFLOP/step':>10s} "
+              f"{'floor s/step':>12s}  (at {args.peak_tflops:.0f} TFLOP/s)")
+        for r in rows:
+            print(f"{r['model_type']:20s} {r['params_b']:7.2f}B {r['image_tokens']:7d} {r['forwards_per_step']:3d} "
+                  f"{r['tflop_per_step']:10.1f} {r['floor_s_per_step_at_reference']:12.3f}  {r['note']}")
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(rows, indent=1))
+        return 0
 
     import torch
 

@@ -167,7 +167,7 @@ class Engine:
                 self.stats.batches += 1
                 self.stats.rows += len(rows)
                 self.stats.batch_sizes.append(len(rows))
-        images = out.images if hasattr(out, "images") else out[0]
+        images = self.adapter.output_images(out)
         if isinstance(images, np.ndarray):
             return [images[i] for i in range(images.shape[0])]
         return [np.asarray(im, dtype=np.float32) / 255.0 for im in images]

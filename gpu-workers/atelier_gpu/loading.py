@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass, field
@@ -116,8 +117,20 @@ def load_pipeline(model: str, adapter: ModelAdapter, options: LoadOptions | None
 
     opts = options or LoadOptions()
     cls = pipeline_class(adapter)
+    missing = [name for name in adapter.requires if importlib.util.find_spec(name) is None]
+    if missing:
+        raise PipelineUnavailable(
+            f"model type {adapter.model_type} needs the Python package(s) {', '.join(missing)}, which "
+            f"diffusers' {adapter.pipeline_class} imports only if installed and gpu-workers/requirements.txt does "
+            f"not pin: pip install {' '.join(missing)} into the worker's environment")
     device = resolve_device(opts.device)
-    dtype = resolve_dtype(opts.dtype, device)
+    dtype_name = opts.dtype
+    if adapter.only_dtype is not None:
+        if opts.dtype != "auto" and resolve_dtype(opts.dtype, device) != resolve_dtype(adapter.only_dtype, device):
+            raise ValueError(f"model type {adapter.model_type} runs only in {adapter.only_dtype} "
+                             f"(--dtype {opts.dtype} given)")
+        dtype_name = adapter.only_dtype
+    dtype = resolve_dtype(dtype_name, device)
     local = os.path.isdir(model)
     local_only = opts.local_files_only if opts.local_files_only is not None else (local or hub_offline())
     speed.check(opts.speed, adapter, device, has_loras=bool(opts.loras))  # before minutes of loading

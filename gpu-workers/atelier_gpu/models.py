@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 DEFAULT_MAX_AREA = 1024 * 1024
@@ -139,6 +140,10 @@ class ModelAdapter:
     # (FLUX.2 and LongCat: double-stream, then single-stream blocks): "unsupported operand type(s) for -: 'Tensor'
     # and 'list'" at the first step. Qwen-Image has one block kind.
     first_block_cache: bool = False
+    # the one dtype the pipeline runs in, when it hard-codes one (None: any; --dtype auto picks bf16 on CUDA)
+    only_dtype: str | None = None
+    # Python packages the pipeline imports at call time that gpu-workers/requirements.txt does not pin
+    requires: tuple[str, ...] = ()
 
     def __init__(self, max_area: int = DEFAULT_MAX_AREA, worker_overrides: dict[str, Any] | None = None,
                  attention_backend: str | None = None):
@@ -230,6 +235,10 @@ class ModelAdapter:
 
     def configure_for(self, pipe: Any) -> None:
         """Adjust to the loaded pipeline (called once by the Engine): defaults that depend on the checkpoint."""
+
+    def output_images(self, out: Any) -> Any:
+        """The batch's images in a pipeline call's output: an (N, H, W, C) array or a list of PIL images."""
+        return out.images if hasattr(out, "images") else out[0]
 
     def warmup_image(self, size: tuple[int, int] | None = None) -> Image.Image:
         """A grey input of `size` (the output follows the input for types without height/width), else the
@@ -446,11 +455,292 @@ class LongCatEditTurboAdapter(LongCatEditAdapter):
     defaults = Defaults(num_inference_steps=8, guidance_scale=1.0, negative_prompt="")
 
 
+# --- editing pipelines added in diffusers 0.38-0.42 ------------------------------------------------------------
+# Defaults: the pipeline's __call__ signature in the pinned diffusers (0.42.1), unless a comment names another
+# source (the pipeline's own EXAMPLE_DOC_STRING or docstring). gpu-workers/README.md's table repeats them.
+
+
+def cover_crop(im: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Scale `im` to cover (w, h), then crop the centre: JoyImage's resize_center_crop (bilinear, ceil)."""
+    if im.size == size:
+        return im
+    bw, bh = size
+    scale = max(bh / im.height, bw / im.width)
+    rw, rh = math.ceil(im.width * scale), math.ceil(im.height * scale)
+    im = im.resize((rw, rh), Image.Resampling.BILINEAR)
+    left, top = (rw - bw) // 2, (rh - bh) // 2
+    return im.crop((left, top, left + bw, top + bh))
+
+
+def joyimage_bucket(width: int, height: int) -> tuple[int, int]:
+    """(w, h) of JoyImage's 1 MP bucket closest to width/height's aspect ratio (diffusers' find_best_bucket)."""
+    from diffusers.pipelines.joyimage.image_processor import find_best_bucket
+
+    bh, bw = find_best_bucket(height, width, 1024)
+    return bw, bh
+
+
+class JoyImageEditAdapter(ModelAdapter):
+    """JoyAI-Image-Edit (jdopensource/JoyAI-Image-Edit-Diffusers): Qwen3-VL encoder, Wan VAE, one reference."""
+
+    model_type = "joyimage-edit"
+    pipeline_class = "JoyImageEditPipeline"
+    min_diffusers = "0.42"
+    batchable = False  # one reference image per call; no batched test in diffusers
+    # __call__: num_inference_steps=40, guidance_scale=4.0 (also the EXAMPLE_DOC_STRING's values)
+    defaults = Defaults(num_inference_steps=40, guidance_scale=4.0)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    multiple = 64  # every bucket side is a multiple of 64
+
+    def prepare(self, prompt, images, seed, settings):
+        # The pipeline snaps the output to one of its 1 MP buckets (image_processor.BUCKETS[1024]) by aspect ratio,
+        # whatever --max-area says, and resize-centre-crops the reference to it; done here on the CPU thread.
+        # A requested height/width picks the bucket of its aspect ratio.
+        self.check_images(len(images))
+        im = images[0]
+        w, h = (settings.width, settings.height) if settings.width else im.size
+        bucket = joyimage_bucket(w, h)
+        return PreparedRow(prompt=prompt, images=[cover_crop(im, bucket)], seed=seed, settings=settings,
+                           out_size=bucket)
+
+
+class JoyImageEditPlusAdapter(ModelAdapter):
+    """JoyAI-Image-Edit-Plus: several references, each at its own bucket; output at the last one's bucket."""
+
+    model_type = "joyimage-edit-plus"
+    pipeline_class = "JoyImageEditPlusPipeline"
+    min_diffusers = "0.42"
+    batchable = False
+    max_images = 4  # the pipeline sets no limit; each reference adds ~4k tokens at 1 MP
+    # __call__: num_inference_steps=30, guidance_scale=4.0
+    defaults = Defaults(num_inference_steps=30, guidance_scale=4.0)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    multiple = 64
+
+    def prepare(self, prompt, images, seed, settings):
+        self.check_images(len(images))
+        refs = [cover_crop(im, joyimage_bucket(*im.size)) for im in images]
+        out = (settings.width, settings.height) if settings.width else None  # None: the last reference's bucket
+        return PreparedRow(prompt=prompt, images=refs, seed=seed, settings=settings, out_size=out)
+
+    def call_kwargs(self, rows):
+        kw = super().call_kwargs(rows)
+        kw["images"] = list(rows[0].images)  # this pipeline's argument is `images`, a list of references
+        del kw["image"]
+        return kw
+
+
+class ChronoEditAdapter(ModelAdapter):
+    """ChronoEdit-14B (nvidia/ChronoEdit-14B-Diffusers): an image-to-video model (Wan 2.1) that edits by denoising
+    a short clip from the input to the edited frame; the edit is the clip's last frame."""
+
+    model_type = "chronoedit"
+    pipeline_class = "ChronoEditPipeline"
+    min_diffusers = "0.39"
+    batchable = False
+    # __call__: num_inference_steps=50, guidance_scale=5.0; without temporal reasoning the pipeline runs 5 frames
+    defaults = Defaults(num_inference_steps=50, guidance_scale=5.0)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    multiple = 16  # vae_scale_factor_spatial (8) x patch_size (2), the EXAMPLE_DOC_STRING's mod_value
+    # pipeline_chronoedit.basic_clean calls ftfy.fix_text on every prompt, imported only if installed
+    requires = ("ftfy",)
+    # the EXAMPLE_DOC_STRING sizes the clip at max_area = 720 x 1280 at the input's aspect ratio
+    native_area = 720 * 1280
+
+    def prepare(self, prompt, images, seed, settings):
+        self.check_images(len(images))
+        im = images[0]
+        if settings.width:
+            size = (settings.width, settings.height)
+        else:  # the example's rule: round(sqrt(area * ratio)) // mod * mod
+            area, ratio = min(self.max_area, self.native_area), im.height / im.width
+            size = (max(16, round(math.sqrt(area / ratio)) // 16 * 16),
+                    max(16, round(math.sqrt(area * ratio)) // 16 * 16))
+        return PreparedRow(prompt=prompt, images=[resize(im, size)], seed=seed, settings=settings, out_size=size)
+
+    def call_kwargs(self, rows):
+        kw = super().call_kwargs(rows)
+        kw["enable_temporal_reasoning"] = False  # the example's setting: 5 frames, no reasoning tokens
+        return kw
+
+    def output_images(self, out):
+        frames = out.frames if hasattr(out, "frames") else out[0]
+        if isinstance(frames, np.ndarray):  # output_type="np": (B, F, H, W, C) floats in [0, 1]
+            return frames[:, -1]  # the edit is the last frame; an array, so the Engine does not rescale it
+        return [clip[-1] for clip in frames]  # lists of PIL frames
+
+
+class OmniGenAdapter(ModelAdapter):
+    """OmniGen v1 (Shitao/OmniGen-v1-diffusers): a Phi-3 transformer that reads the prompt and the input images
+    as one sequence; the prompt names each image as <img><|image_i|></img>."""
+
+    model_type = "omnigen"
+    pipeline_class = "OmniGenPipeline"
+    min_diffusers = "0.32"
+    batchable = False
+    max_images = 3  # the pipeline sets no limit; every image adds (side/16)^2 tokens to one sequence
+    # __call__: num_inference_steps=50, guidance_scale=2.5, img_guidance_scale=1.6
+    defaults = Defaults(num_inference_steps=50, guidance_scale=2.5, image_guidance_scale=1.6)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "height", "width"})  # no negative prompt
+    multiple = 16
+
+    @staticmethod
+    def with_placeholders(prompt: str, n: int) -> str:
+        """The prompt with <img><|image_i|></img> for each input image, unless it already places them."""
+        if "<|image_" in prompt:
+            return prompt
+        return " ".join(f"<img><|image_{i + 1}|></img>" for i in range(n)) + " " + prompt
+
+    def prepare(self, prompt, images, seed, settings):
+        row = super().prepare(self.with_placeholders(prompt, len(images)), images, seed, settings)
+        if row.out_size is None:  # an edit keeps the (capped) first input's size
+            row.out_size = row.images[0].size
+        return row
+
+    def call_kwargs(self, rows):
+        kw = super().call_kwargs(rows)
+        kw["input_images"] = list(rows[0].images)
+        del kw["image"]
+        kw["img_guidance_scale"] = kw.pop("image_guidance_scale")
+        # inputs are already capped at --max-area; the processor's own cap (longest side) must not shrink them
+        kw["max_input_image_size"] = max(max(im.size) for im in rows[0].images)
+        return kw
+
+
+class QwenImage21Adapter(ModelAdapter):
+    """Qwen-Image 2.1 (Qwen/Qwen-Image-2.1) with condition images: text-to-image and editing in one model."""
+
+    model_type = "qwen-image-2.1"
+    pipeline_class = "QwenImage21Pipeline"
+    min_diffusers = "0.42"
+    batchable = False  # "A list is one set of images shared by every prompt in the batch"
+    max_images = 4  # the pipeline sets no limit
+    # __call__: num_inference_steps=40, true_cfg_scale=1.0 ("meant to be sampled without guidance")
+    defaults = Defaults(num_inference_steps=40, true_cfg_scale=1.0)
+    supports = frozenset({"num_inference_steps", "true_cfg_scale", "negative_prompt", "height", "width"})
+    multiple = 32
+    cache_context = True
+
+    @property
+    def resolution(self) -> int:
+        # output_resolution (default 1024 = sqrt of the default --max-area) sizes both the output and the
+        # condition images; from --max-area here
+        return max(64, int(math.sqrt(self.max_area)) // 32 * 32)
+
+    def prepare(self, prompt, images, seed, settings):
+        # the pipeline's calculate_dimensions(output_resolution^2, ratio): rounded to multiples of 32
+        self.check_images(len(images))
+        res = self.resolution
+        refs = [resize(im, area_dims(res * res, im.width / im.height, 32)) for im in images]
+        out = (settings.width, settings.height) if settings.width else None  # None: the last image's size
+        return PreparedRow(prompt=prompt, images=refs, seed=seed, settings=settings, out_size=out)
+
+    def call_kwargs(self, rows):
+        kw = super().call_kwargs(rows)
+        kw["output_resolution"] = self.resolution
+        return kw
+
+
+class ZImageOmniAdapter(ModelAdapter):
+    """Z-Image Omni: Z-Image's single-stream DiT with SigLIP-2 condition images (edit and multi-reference)."""
+
+    model_type = "z-image-omni"
+    pipeline_class = "ZImageOmniPipeline"
+    min_diffusers = "0.37"
+    batchable = False
+    max_images = 4  # the pipeline sets no limit
+    # __call__: num_inference_steps=50, guidance_scale=5.0
+    defaults = Defaults(num_inference_steps=50, guidance_scale=5.0)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    multiple = 16  # vae_scale_factor x 2; the pipeline crops condition images to it and caps them at 1 MP
+    min_side = 64  # it checks inputs with FLUX.2's image processor: "Both dimensions must be at least 64px"
+    # prepare_image_latents calls self.vae.encode(image.bfloat16()): any other VAE dtype fails ("Input type
+    # (c10::BFloat16) and bias type (float) should be the same"), so the pipeline loads in bf16 (on CPU too)
+    only_dtype = "bf16"
+
+
+class DreamLiteAdapter(ModelAdapter):
+    """DreamLite (carlofkl/DreamLite-base): a small UNet with a Qwen3-VL encoder; edits with text and image CFG."""
+
+    model_type = "dreamlite"
+    pipeline_class = "DreamLitePipeline"
+    min_diffusers = "0.42"
+    batchable = False  # "the pipeline currently forces batch_size = 1"
+    # __call__: num_inference_steps=30, guidance_scale=3.5, image_guidance_scale=1.5
+    defaults = Defaults(num_inference_steps=30, guidance_scale=3.5, image_guidance_scale=1.5)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    has_step_callback = False  # no callback_on_step_end: heartbeats hook scheduler.step (as LongCat)
+    multiple = 16  # the image processor's vae_scale_factor x 2
+
+    def prepare(self, prompt, images, seed, settings):
+        # the output has the input's size (floored to the VAE's factor): capped at --max-area here
+        row = super().prepare(prompt, images, seed, settings)
+        if row.out_size is None:
+            row.out_size = row.images[0].size
+        return row
+
+
+class DreamLiteMobileAdapter(DreamLiteAdapter):
+    """DreamLite's step-distilled mobile variant: 4 steps, no guidance arguments."""
+
+    model_type = "dreamlite-mobile"
+    pipeline_class = "DreamLiteMobilePipeline"
+    # __call__: num_inference_steps=4; guidance_scale / image_guidance_scale default to None (distilled)
+    defaults = Defaults(num_inference_steps=4)
+    supports = frozenset({"num_inference_steps", "height", "width"})
+
+
+class BriaFiboEditAdapter(ModelAdapter):
+    """Bria FIBO-Edit (briaai/Fibo-Edit-1.5-base): a JSON-prompted editor (SmolLM3 encoder, Wan 2.2 VAE)."""
+
+    model_type = "bria-fibo-edit"
+    pipeline_class = "BriaFiboEditPipeline"
+    min_diffusers = "0.36"
+    batchable = False  # a list of images is one set of references, not a batch
+    max_images = 4  # the pipeline sets no limit; the EXAMPLE_DOC_STRING uses two
+    # __call__: num_inference_steps=30, guidance_scale=5 (also the EXAMPLE_DOC_STRING's base-model call)
+    defaults = Defaults(num_inference_steps=30, guidance_scale=5.0)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    # height/width must be multiples of 32 (vae_scale_factor 16 x 2: "have to be divisible by 32"); references are
+    # capped at 1 MP by the pipeline (_vae_safe_dims), at --max-area here
+    multiple = 32
+
+    @staticmethod
+    def json_prompt(prompt: str) -> str:
+        """The pipeline refuses prompts that are not JSON with an "edit_instruction" key (is_valid_edit_json).
+        FIBO's own structured prompt (from its VLM prompt-to-JSON step) is passed through; plain text becomes
+        {"edit_instruction": text}, which the pipeline accepts but which carries less than the full JSON."""
+        try:
+            if isinstance(json.loads(prompt), dict) and "edit_instruction" in prompt:
+                return prompt
+        except ValueError:
+            pass
+        return json.dumps({"edit_instruction": prompt})
+
+    def prepare(self, prompt, images, seed, settings):
+        row = super().prepare(self.json_prompt(prompt), images, seed, settings)
+        # Without height/width the pipeline snaps the output to its own ~1 MP resolution list (whatever --max-area
+        # says), some of whose sizes it then warns are not multiples of 32 and resizes: the first reference's
+        # capped size is passed instead (the same aspect ratio).
+        if row.out_size is None:
+            row.out_size = row.images[0].size
+        return row
+
+
+class BriaFiboEditTurboAdapter(BriaFiboEditAdapter):
+    """FIBO-Edit Turbo (briaai/Fibo-Edit-1.5-turbo): distilled, 4 steps without CFG (the EXAMPLE_DOC_STRING)."""
+
+    model_type = "bria-fibo-edit-turbo"
+    defaults = Defaults(num_inference_steps=4, guidance_scale=1.0)
+
+
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     a.model_type: a
     for a in (
         QwenEditAdapter, QwenEditPlusAdapter, FluxKontextAdapter, Flux2Adapter, Flux2KleinAdapter,
         Flux2KleinKVAdapter, LongCatEditAdapter, LongCatEditTurboAdapter, GlmImageAdapter, InstructPix2PixAdapter,
+        JoyImageEditAdapter, JoyImageEditPlusAdapter, ChronoEditAdapter, OmniGenAdapter, QwenImage21Adapter,
+        ZImageOmniAdapter, DreamLiteAdapter, DreamLiteMobileAdapter, BriaFiboEditAdapter, BriaFiboEditTurboAdapter,
     )
 }
 

@@ -54,7 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Atelier GPU worker: serves the editImageGpu activity for one diffusers model.",
     )
     p.add_argument("--model", required=True, help="hub id or local folder (save_pretrained layout)")
-    p.add_argument("--model-type", choices=list(ADAPTERS), help="default: detected from the model name")
+    p.add_argument("--model-type", choices=[*ADAPTERS, "plugin"],
+                   help="default: detected from the model name (plugin with --adapter)")
+    p.add_argument("--adapter", metavar="MODULE:CLASS | ENTRY_POINT",
+                   help="serve the model with a plugin adapter (interface version 1, gpu-workers/README.md): a "
+                        "class given as module:Class, or an entry point of the group atelier_gpu.adapters; the "
+                        "wire model type is then plugin")
     p.add_argument("--task-queue", help="default: the contract's rule, gpu-<model key>")
     p.add_argument("--address", default=os.environ.get("TEMPORAL_ADDRESS", "localhost:7233"),
                    help="Temporal frontend host:port (default $TEMPORAL_ADDRESS or localhost:7233)")
@@ -283,15 +288,19 @@ def _setup_logging(level: str) -> None:
 
 def build_service(args: argparse.Namespace, device: str | None = None):
     """Load the pipeline, warm it up and return an EditService (+ the Engine, started). Used by run_worker."""
-    from .activity import EditService
     from .engine import Engine
     from .loading import LoadOptions, load_pipeline
     from .models import detect_model_type, get_adapter
+    from .plugins import PluginError
     from .speed import SpeedOptions
 
-    model_type = args.model_type or detect_model_type(args.model)
     overrides = {"num_inference_steps": args.num_inference_steps, "guidance_scale": args.guidance_scale,
                  "true_cfg_scale": args.true_cfg_scale, "negative_prompt": args.negative_prompt}
+    if getattr(args, "adapter", None):
+        return _build_plugin_service(args, overrides, device)
+    if args.model_type == "plugin":
+        raise PluginError("--model-type plugin needs --adapter MODULE:CLASS (or an atelier_gpu.adapters entry point)")
+    model_type = args.model_type or detect_model_type(args.model)
     adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides,
                           attention_backend=args.attention_backend)
     opts = LoadOptions(
@@ -307,6 +316,38 @@ def build_service(args: argparse.Namespace, device: str | None = None):
     log.info("loaded %s (%s) in %.1fs", args.model, model_type, time.monotonic() - t0)
     engine = Engine(pipe, adapter, max_batch=max(1, args.batch_size),
                     max_wait_s=max(0.0, args.max_batch_wait_ms) / 1000.0)
+    return _start_service(args, engine, model_type)
+
+
+# diffusers-only loading options: a plugin loads its model with its own code, so these would be silently ignored
+_DIFFUSERS_ONLY = (("compile", "--compile"), ("cpu_offload", "--cpu-offload"), ("lora", "--lora"),
+                   ("attention_backend", "--attention-backend"), ("variant", "--variant"), ("revision", "--revision"),
+                   ("preset", "--preset"), ("quantize", "--quantize"), ("cache", "--cache"))
+
+
+def _build_plugin_service(args: argparse.Namespace, overrides: dict[str, Any], device: str | None):
+    """The EditService of a plugin adapter (--adapter): same engine, batcher, heartbeats and activity."""
+    from .engine import Engine
+    from .plugins import PLUGIN_MODEL_TYPE, PluginAdapter, PluginError, load_plugin
+
+    if args.model_type not in (None, PLUGIN_MODEL_TYPE):
+        raise PluginError(f"--adapter serves model type {PLUGIN_MODEL_TYPE}; drop --model-type {args.model_type}")
+    used = [flag for attr, flag in _DIFFUSERS_ONLY if getattr(args, attr, None) not in (None, False, [], "none")]
+    if used:
+        raise PluginError(f"{', '.join(used)} apply to diffusers pipelines only, not to --adapter {args.adapter}")
+    t0 = time.monotonic()
+    plugin, pipe = load_plugin(args.adapter, args.model, device=device or args.device, dtype=args.dtype)
+    adapter = PluginAdapter(plugin, max_area=args.max_area, worker_overrides=overrides)
+    log.info("loaded %s with plugin %s (%s) in %.1fs", args.model, plugin.name, adapter.pipeline_class,
+             time.monotonic() - t0)
+    engine = Engine(pipe, adapter, max_batch=max(1, min(args.batch_size, int(plugin.max_batch))),
+                    max_wait_s=max(0.0, args.max_batch_wait_ms) / 1000.0)
+    return _start_service(args, engine, PLUGIN_MODEL_TYPE)
+
+
+def _start_service(args: argparse.Namespace, engine: Any, model_type: str):
+    from .activity import EditService
+
     if args.warmup_steps > 0:
         batches = (1, engine.max_batch) if args.compile and engine.max_batch > 1 else (1,)
         log.info("warm-up: %.1fs", engine.warmup(steps=args.warmup_steps, batch_sizes=batches,
@@ -350,7 +391,8 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
         run_task = asyncio.create_task(worker.run())
         emit_event({"event": "ready", "task_queue": task_queue, "model": args.model, "model_type": model_type,
                     "namespace": args.namespace, "address": args.address, "worker": service.worker_id,
-                    "batch_size": service.engine.max_batch, "max_concurrent": max_conc})
+                    "batch_size": service.engine.max_batch, "max_concurrent": max_conc,
+                    **({"adapter": args.adapter} if getattr(args, "adapter", None) else {})})
         log.info("polling %s on %s/%s", task_queue, args.address, args.namespace)
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -388,13 +430,14 @@ def main(argv: list[str] | None = None) -> int:
         device = "cuda" if args.device == "auto" else args.device
     args.device = device
     from .loading import PipelineUnavailable
+    from .plugins import PluginError
     from .speed import SpeedOptionError
 
     try:
         asyncio.run(run_worker(args))
     except KeyboardInterrupt:
         return 130
-    except (SpeedOptionError, PipelineUnavailable) as e:  # a set-up problem: the message, not a traceback
+    except (SpeedOptionError, PipelineUnavailable, PluginError) as e:  # a set-up problem: the message, not a traceback
         print(f"atelier-gpu worker: {e}", file=sys.stderr)
         return 1
     return 0

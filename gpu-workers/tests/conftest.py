@@ -28,7 +28,10 @@ class _TinyModels(dict):
     # folder names without a type hint in them, so detection must read model_index.json
     FOLDERS = {"instruct-pix2pix": "tiny-ip2p", "flux-kontext": "tiny-fk", "flux2-klein": "tiny-f2k",
                "flux2-klein-base": "tiny-f2kb", "flux2-klein-kv": "tiny-f2kv", "qwen": "tiny-qe",
-               "qwen-plus": "tiny-qep", "longcat": "tiny-lc", "flux2": "tiny-f2"}
+               "qwen-plus": "tiny-qep", "longcat": "tiny-lc", "flux2": "tiny-f2", "joyimage-edit": "tiny-je",
+               "joyimage-edit-plus": "tiny-jep", "chronoedit": "tiny-ce", "omnigen": "tiny-og",
+               "qwen-image-2.1": "tiny-q21", "z-image-omni": "tiny-zo", "dreamlite": "tiny-dl",
+               "dreamlite-mobile": "tiny-dlm", "bria-fibo-edit": "tiny-bfe"}
 
     def __init__(self, base: Path):
         super().__init__()

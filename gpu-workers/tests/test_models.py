@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -26,6 +27,17 @@ from atelier_gpu.models import InvalidParams, detect_model_type, get_adapter
     ("black-forest-labs/FLUX.2-klein-9B-kv", "flux2-klein-kv"),
     ("zai-org/GLM-Image", "glm-image"),
     ("timbrooks/instruct-pix2pix", "instruct-pix2pix"),
+    # the model ids in each new pipeline's EXAMPLE_DOC_STRING
+    ("jdopensource/JoyAI-Image-Edit-Diffusers", "joyimage-edit"),
+    ("jdopensource/JoyAI-Image-Edit-Plus-Diffusers", "joyimage-edit-plus"),
+    ("nvidia/ChronoEdit-14B-Diffusers", "chronoedit"),
+    ("Shitao/OmniGen-v1-diffusers", "omnigen"),
+    ("Qwen/Qwen-Image-2.1", "qwen-image-2.1"),
+    ("/models/z-image-omni-base", "z-image-omni"),
+    ("carlofkl/DreamLite-base", "dreamlite"),
+    ("carlofkl/DreamLite-mobile", "dreamlite-mobile"),
+    ("briaai/Fibo-Edit-1.5-base", "bria-fibo-edit"),
+    ("briaai/Fibo-Edit-1.5-turbo", "bria-fibo-edit-turbo"),
 ])
 def test_detect_from_name(name, expected):
     assert detect_model_type(name) == expected
@@ -36,6 +48,13 @@ def test_detect_from_local_model_index(tmp_path):
     d.mkdir()
     (d / "model_index.json").write_text(json.dumps({"_class_name": "LongCatImageEditPipeline"}))
     assert detect_model_type(str(d)) == "longcat"
+    # every diffusers adapter's pipeline class is detected from a folder whose name says nothing
+    for cls, mtype in models.PIPELINE_TO_TYPE.items():
+        (d / "model_index.json").write_text(json.dumps({"_class_name": cls}))
+        assert detect_model_type(str(d)) == mtype, cls
+    (d / "model_index.json").write_text(json.dumps({"_class_name": "Cosmos3OmniPipeline"}))
+    with pytest.raises(ValueError, match="--model-type"):
+        detect_model_type(str(d))
     with pytest.raises(ValueError, match="--model-type"):
         detect_model_type(str(tmp_path / "unknown-model"))
 
@@ -43,7 +62,8 @@ def test_detect_from_local_model_index(tmp_path):
 def test_every_contract_type_has_an_adapter():
     from atelier_gpu.contract import model_types
 
-    assert sorted(models.ADAPTERS) == sorted(model_types())
+    # plugin: served by a plugin adapter (--adapter), not by a diffusers pipeline class
+    assert sorted([*models.ADAPTERS, "plugin"]) == sorted(model_types())
 
 
 @pytest.mark.parametrize("mtype, steps, guidance, true_cfg, neg", [
@@ -57,6 +77,16 @@ def test_every_contract_type_has_an_adapter():
     ("longcat-turbo", 8, 1.0, None, ""),
     ("glm-image", 50, 1.5, None, None),
     ("instruct-pix2pix", 50, 7.5, None, None),
+    ("joyimage-edit", 40, 4.0, None, None),
+    ("joyimage-edit-plus", 30, 4.0, None, None),
+    ("chronoedit", 50, 5.0, None, None),
+    ("omnigen", 50, 2.5, None, None),
+    ("qwen-image-2.1", 40, None, 1.0, None),
+    ("z-image-omni", 50, 5.0, None, None),
+    ("dreamlite", 30, 3.5, None, None),
+    ("dreamlite-mobile", 4, None, None, None),
+    ("bria-fibo-edit", 30, 5.0, None, None),
+    ("bria-fibo-edit-turbo", 4, 1.0, None, None),
 ])
 def test_defaults(mtype, steps, guidance, true_cfg, neg):
     s = get_adapter(mtype).resolve({})
@@ -132,6 +162,74 @@ def test_prepare_sizes_and_batch_keys():
     kw = f2.call_kwargs([f2.prepare("p", [im], 1, f2.resolve({"height": 512, "width": 768}))])
     assert (kw["width"], kw["height"], kw["num_inference_steps"]) == (768, 512, 4)
     assert "negative_prompt" not in kw and "true_cfg_scale" not in kw
+
+
+def test_defaults_are_the_pipeline_signatures():
+    """Where an adapter's comment says its defaults are the pipeline's __call__ defaults, they are (in the pinned
+    diffusers): a diffusers upgrade that changes one shows up here."""
+    import inspect
+
+    from atelier_gpu.loading import pipeline_class
+
+    names = {"num_inference_steps": "num_inference_steps", "guidance_scale": "guidance_scale",
+             "true_cfg_scale": "true_cfg_scale", "image_guidance_scale": "image_guidance_scale"}
+    from_signature = ["joyimage-edit", "joyimage-edit-plus", "chronoedit", "qwen-image-2.1", "z-image-omni",
+                      "dreamlite", "dreamlite-mobile", "bria-fibo-edit", "omnigen"]
+    for mtype in from_signature:
+        adapter = get_adapter(mtype)
+        params = inspect.signature(pipeline_class(adapter).__call__).parameters
+        for field, value in adapter.defaults.__dict__.items():
+            if value is None or field == "negative_prompt":
+                continue
+            name = "img_guidance_scale" if (mtype, field) == ("omnigen", "image_guidance_scale") else names[field]
+            assert params[name].default == value, f"{mtype}: {name} defaults to {params[name].default}, not {value}"
+
+
+def test_new_adapters_prepare_and_call_kwargs():
+    im, im2 = Image.new("RGB", (1600, 1200)), Image.new("RGB", (600, 900))
+
+    joy = get_adapter("joyimage-edit")
+    row = joy.prepare("p", [im], 1, joy.resolve({}))
+    assert row.images[0].size == row.out_size == (1152, 832)  # diffusers' find_best_bucket for 4:3 at 1 MP
+    kw = joy.call_kwargs([row])
+    assert (kw["width"], kw["height"], kw["guidance_scale"]) == (1152, 832, 4.0) and kw["image"] is row.images[0]
+
+    plus = get_adapter("joyimage-edit-plus")
+    kw = plus.call_kwargs([plus.prepare("p", [im, im2], 1, plus.resolve({}))])
+    assert "image" not in kw and [i.size for i in kw["images"]] == [(1152, 832), (832, 1216)]
+    assert "height" not in kw  # the pipeline sizes the output from the last reference
+
+    chrono = get_adapter("chronoedit")
+    row = chrono.prepare("p", [im], 1, chrono.resolve({}))
+    assert row.out_size == row.images[0].size == (1104, 816)  # 720x1280 area at 4:3, floored to multiples of 16
+    kw = chrono.call_kwargs([row])
+    assert kw["enable_temporal_reasoning"] is False and (kw["width"], kw["height"]) == (1104, 816)
+    frames = np.zeros((2, 5, 8, 8, 3), dtype=np.float32)
+    frames[:, -1] = 1.0
+    assert [f.max() for f in chrono.output_images(type("Out", (), {"frames": frames})())] == [1.0, 1.0]
+
+    omni = get_adapter("omnigen")
+    row = omni.prepare("make it red", [im, im2], 1, omni.resolve({}))
+    kw = omni.call_kwargs([row])
+    assert kw["prompt"] == "<img><|image_1|></img> <img><|image_2|></img> make it red"
+    assert len(kw["input_images"]) == 2 and "image" not in kw and kw["img_guidance_scale"] == 1.6
+    assert (kw["width"], kw["height"]) == row.images[0].size
+    placed = omni.prepare("put <img><|image_1|></img> here", [im], 1, omni.resolve({}))
+    assert placed.prompt == "put <img><|image_1|></img> here"
+
+    q21 = get_adapter("qwen-image-2.1", max_area=512 * 512)
+    kw = q21.call_kwargs([q21.prepare("p", [im], 1, q21.resolve({}))])
+    assert kw["output_resolution"] == 512 and kw["image"][0].size == (576, 448) and kw["true_cfg_scale"] == 1.0
+
+    fibo = get_adapter("bria-fibo-edit")
+    kw = fibo.call_kwargs([fibo.prepare("make it red", [im], 1, fibo.resolve({}))])
+    assert json.loads(kw["prompt"]) == {"edit_instruction": "make it red"}
+    structured = json.dumps({"edit_instruction": "x", "style": "photo"})
+    assert fibo.prepare(structured, [im], 1, fibo.resolve({})).prompt == structured
+
+    lite = get_adapter("dreamlite-mobile")
+    kw = lite.call_kwargs([lite.prepare("p", [im], 1, lite.resolve({}))])
+    assert kw["num_inference_steps"] == 4 and "guidance_scale" not in kw and kw["width"] % 16 == 0
 
 
 def test_missing_pipeline_class_gives_clear_error(monkeypatch):

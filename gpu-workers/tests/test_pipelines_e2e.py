@@ -46,6 +46,61 @@ def test_end_to_end_single_row(make_service, tiny_models, images, tmp_path, mode
     assert {"denoise", "encode"} <= stages
 
 
+# the editing pipelines added in diffusers 0.38-0.42, with as many inputs as the test gives them (multi-reference
+# types get two); 2 steps each: JoyImage always runs at its 1 MP buckets, the slowest of them on a CPU
+NEW_PIPELINES = [("joyimage-edit", 1), ("joyimage-edit-plus", 2), ("chronoedit", 1), ("omnigen", 2),
+                 ("qwen-image-2.1", 2), ("z-image-omni", 2), ("dreamlite", 1), ("dreamlite-mobile", 1),
+                 ("bria-fibo-edit", 2)]
+
+
+@pytest.mark.parametrize("model_type, n_images", NEW_PIPELINES)
+def test_new_pipelines_end_to_end(make_service, tiny_models, images, tmp_path, model_type, n_images):
+    import importlib.util
+    import time
+
+    from atelier_gpu.models import get_adapter
+
+    missing = [m for m in get_adapter(model_type).requires if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"{model_type} needs {', '.join(missing)}, which gpu-workers/requirements.txt does not pin")
+    svc = make_service(model_type)
+    out = tmp_path / "out" / "000001.png"
+    beats: list = []
+    inputs = [images["red"], images["square"]][:n_images]
+    t0 = time.perf_counter()
+    res = _run(svc, request(tiny_models[model_type], model_type, inputs, str(out), row_index=1, seed=5,
+                            params={"num_inference_steps": 2}), beats)
+    print(f"{model_type}: {time.perf_counter() - t0:.2f}s end to end (2 steps, {n_images} input(s), "
+          f"{res['width']}x{res['height']})")
+    contract.validate_result(res)
+    assert res["num_inference_steps"] == 2 and res["seed"] == 5 and res["batch_size"] == 1
+    with Image.open(out) as im:
+        im.load()
+        assert im.format == "PNG" and im.mode == "RGB" and im.size == (res["width"], res["height"])
+        # random weights still draw something; a [0, 1] output taken for 0-255 would be black (ChronoEdit's frames)
+        assert np.asarray(im).std() > 1.0
+    steps = [b["step"] for b in beats if b and b.get("stage") == "denoise"]
+    # steps are reported (never past 2: CFG passes are not steps); the heartbeat thread sends the latest details,
+    # so a fast last step may be folded into the "encode" heartbeat that follows it
+    assert steps and set(steps) <= {1, 2}
+    # detection from model_index.json alone (the folder name says nothing)
+    from atelier_gpu.models import detect_model_type
+
+    assert detect_model_type(tiny_models[model_type]) == model_type
+
+
+def test_chronoedit_without_ftfy_is_refused_at_load(tiny_models):
+    import importlib.util
+
+    from atelier_gpu.loading import LoadOptions, PipelineUnavailable, load_pipeline
+    from atelier_gpu.models import get_adapter
+
+    if importlib.util.find_spec("ftfy") is not None:
+        pytest.skip("ftfy is installed: ChronoEdit loads (test_new_pipelines_end_to_end runs it)")
+    with pytest.raises(PipelineUnavailable, match="needs the Python package\\(s\\) ftfy"):
+        load_pipeline("/nonexistent/chronoedit", get_adapter("chronoedit"), LoadOptions(device="cpu"))
+
+
 @pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext"])
 def test_same_seed_same_output_and_batch_matches_single(make_service, tiny_models, images, tmp_path, model_type,
                                                         decode_barrier):
