@@ -8,7 +8,7 @@ import { countFailure, ledgerReader, type LedgerEntry } from '../lib/run/ledger'
 import { readPlanMeta, readPlanRows, type PlanRow } from '../lib/run/plan';
 import { readJudgeRecords, scoreStillHolds, type JudgeRecord } from '../lib/run/judgeScores';
 import { planTag, ResultsRecords, type RecordedState } from '../lib/run/resultsRecords';
-import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
+import { inferKind, ParquetTableWriter, SCORE_COLUMNS, type TableColumn } from '../lib/export/parquetTable';
 import type { DatasetRunSummary } from '../lib/shared/types';
 
 // results.csv, results.jsonl and results.parquet: every input row exactly once, ok / failed /
@@ -74,12 +74,7 @@ function parquetColumns(rows: ReadonlyArray<Record<string, unknown>>, inputColum
     { name: 'latency_ms', kind: 'int' },
     { name: 'cost_usd', kind: 'double' },
     { name: 'generation', kind: 'int' },
-    { name: 'score', kind: 'double' },
-    { name: 'score_instruction_following', kind: 'double' },
-    { name: 'score_preservation', kind: 'double' },
-    { name: 'score_quality', kind: 'double' },
-    { name: 'score_reason', kind: 'string' },
-    { name: 'judge_model', kind: 'string' },
+    ...SCORE_COLUMNS,
   ];
 }
 

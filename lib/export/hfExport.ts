@@ -7,7 +7,15 @@ import { layout } from '../run/runStore';
 import { readSource } from '../images';
 import { ArrowTableWriter } from './arrowTable';
 import { WebDatasetWriter } from './webdatasetTable';
-import { huggingfaceMetadata, inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
+import {
+  huggingfaceMetadata,
+  inferKind,
+  ParquetTableWriter,
+  SCORE_COLUMNS,
+  type ColumnKind,
+  type ImageCell,
+  type TableColumn,
+} from './parquetTable';
 import { runRows, type RunRowView } from '../run/runRows';
 import { ClassifiedError, ExportError, UsageError } from '../shared/errors';
 
@@ -158,16 +166,7 @@ function columnsOf(shape: ExportShape): TableColumn[] {
     { name: 'latency_ms', kind: 'int' },
     { name: 'cost_usd', kind: 'double' },
     { name: 'review', kind: 'string' },
-    ...(shape.scored
-      ? ([
-          { name: 'score', kind: 'double' },
-          { name: 'score_instruction_following', kind: 'double' },
-          { name: 'score_preservation', kind: 'double' },
-          { name: 'score_quality', kind: 'double' },
-          { name: 'score_reason', kind: 'string' },
-          { name: 'judge_model', kind: 'string' },
-        ] as const)
-      : []),
+    ...(shape.scored ? SCORE_COLUMNS : []),
   ];
 }
 
