@@ -182,7 +182,7 @@ describe('atelier judge', () => {
       ],
       env(),
     );
-    expect(redo.code, redo.stderr).toBe(2); // exit codes as for edit: the run still has row 2 refused
+    expect(redo.code, redo.stderr).toBe(0); // the retry's own rows decide: row 1 succeeded (row 2, refused, was not asked for)
     expect(redo.stdout).toMatch(/^1 done row\(s\) scored below 5 matched/m);
     expect(redo.stdout).toMatch(/retried 1 row\(s\): ok 1, failed 0/);
     expect(images.callsFor('jrow-1 ')).toHaveLength(2);

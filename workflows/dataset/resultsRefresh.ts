@@ -143,11 +143,6 @@ export class ResultsRefresher {
     await this.writing;
   }
 
-  /** The rows the final write must read: undefined for a full one (no rewrite made it incremental). */
-  finalChanges(): Ranges | undefined {
-    return this.based ? toRanges(this.changed) : undefined;
-  }
-
   /** What the next execution's refresher starts from (after `stop`). */
   carry(): ResultsRefreshCarried | undefined {
     if (!this.incremental) return undefined;
