@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { temporal } from '@temporalio/proto';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createGpuRowActivities } from '../../activities/gpuRow';
@@ -91,10 +92,18 @@ describe('workers upgraded mid-run', () => {
       expect(openai.calls).toHaveLength(30); // nothing paid twice across the upgrade
 
       // Every run of the chain (continue-as-new) completed its workflow tasks without a failure.
+      // One kind is not a failure of our code: UNHANDLED_COMMAND is the server refusing a
+      // completion (here the continue-as-new) because a new event, such as a child's result,
+      // arrived while the task ran; the worker replays with that event and goes on. It depends
+      // on timing alone (CI saw 3 of them once), so it is left out; every other cause, above all
+      // nondeterminism, still fails the test.
       for await (const execution of env.client.workflow.list({ query: `WorkflowId = '${input.runId}'` })) {
         const history = await env.client.workflow.getHandle(input.runId, execution.runId).fetchHistory();
-        const failedTasks = history.events!.filter((e) => e.workflowTaskFailedEventAttributes);
-        expect(failedTasks.map((e) => e.workflowTaskFailedEventAttributes?.failure?.message)).toEqual([]);
+        const failedTasks = history
+          .events!.map((e) => e.workflowTaskFailedEventAttributes)
+          .filter((a): a is NonNullable<typeof a> => a != null)
+          .filter((a) => a.cause !== temporal.api.enums.v1.WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND);
+        expect(failedTasks.map((a) => `${a.cause}: ${a.failure?.message}`)).toEqual([]);
       }
     } finally {
       provider!.shutdown();
