@@ -93,7 +93,7 @@ export function registerDemo(program: Command, { io, setExit }: CommandContext):
   const cmd = program
     .command('demo')
     .description(
-      'run the example dataset end to end (against the bundled stand-in provider when OPENAI_API_KEY is unset); outputs go to a new temp folder unless --out is given',
+      "run the example dataset (the package's examples/edits.csv unless --input) end to end, against the bundled stand-in provider when OPENAI_API_KEY is unset; outputs go to a new temp folder unless --out is given",
     );
   addOptions(cmd, DEMO_OPTIONS).action(async (opts: DemoOptions, self: Command) =>
     setExit(await runDemo(opts, io, self.getOptionValueSource('stateDir') === 'default')),

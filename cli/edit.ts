@@ -456,7 +456,7 @@ export async function waitForRun(
     }
     io.out(describeSummary(ending.summary, since ? await spentSince(since.outputDir, since.startedAt) : undefined));
     for (const note of describeMultiTurn(reporter.lastBatchView())) io.err(note);
-    // Rows left pending by --filter-rows are not failures.
+    // Rows left pending by --rows are not failures.
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
   } catch (err) {
     await reporter.stop();

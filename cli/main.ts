@@ -15,22 +15,23 @@ import { registerStandin } from './standin';
 import { registerView } from './view';
 import { registerWorker } from './worker';
 
-// The commands, in the order `atelier --help` lists them. Each registers its own options next to its
-// handler (cli/<command>.ts), from the shared declarations in cli/optionGroups.ts.
-const COMMANDS: ReadonlyArray<(program: Command, ctx: CommandContext) => void> = [
-  // `edit --dry-run` is `estimate`: its handler comes from here (estimate.ts builds on edit.ts).
-  (program, ctx) => registerEdit(program, ctx, runEstimate),
-  registerEstimate,
-  registerDemo,
-  registerModels,
-  registerWorker,
-  registerGpuWorker,
-  registerServer,
-  registerStandin,
-  registerManage,
-  registerExport,
-  registerJudge,
-  registerView,
+// The commands, under the headings and in the order `atelier --help` lists them. Each registers its own
+// options next to its handler (cli/<command>.ts), from the shared declarations in cli/optionGroups.ts.
+type Register = (program: Command, ctx: CommandContext) => void;
+const COMMANDS: ReadonlyArray<readonly [string, readonly Register[]]> = [
+  [
+    'Editing:',
+    [
+      // `edit --dry-run` is `estimate`: its handler comes from here (estimate.ts builds on edit.ts).
+      (program, ctx) => registerEdit(program, ctx, runEstimate),
+      registerEstimate,
+      registerDemo,
+      registerModels,
+    ],
+  ],
+  ['Managing runs:', [registerManage]],
+  ['Results:', [registerExport, registerJudge, registerView]],
+  ['Servers and workers:', [registerServer, registerWorker, registerGpuWorker, registerStandin]],
 ];
 
 function makeIO(): CliIO {
@@ -58,7 +59,10 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     // which buried the one line that says what was wrong).
     .showHelpAfterError('(add --help for the options)')
     .exitOverride();
-  for (const register of COMMANDS) register(program, { io, setExit, argv });
+  for (const [heading, registers] of COMMANDS) {
+    program.commandsGroup(heading);
+    for (const register of registers) register(program, { io, setExit, argv });
+  }
   return program;
 }
 

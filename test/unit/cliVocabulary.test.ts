@@ -47,10 +47,6 @@ describe('the CLI option vocabulary', () => {
       'estimate',
       'demo',
       'models',
-      'worker',
-      'gpu-worker',
-      'server',
-      'standin',
       'status',
       'watch',
       'cancel',
@@ -61,6 +57,10 @@ describe('the CLI option vocabulary', () => {
       'export',
       'judge',
       'view',
+      'server',
+      'worker',
+      'gpu-worker',
+      'standin',
     ]);
   });
 
