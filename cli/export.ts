@@ -1,16 +1,25 @@
-import { resolve } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { UsageError } from '../lib/shared/errors';
-import { describeOnly, exportHf, parseExportOnly, type UnreadableInput } from '../lib/export/hfExport';
+import { describeOnly, exportHf, parseExportOnly, type HfExportResult, type UnreadableInput } from '../lib/export/hfExport';
+import { parseHubRepoId, pushToHub } from '../lib/export/hubPush';
+import { readPlanMeta } from '../lib/run/plan';
 import { ExitCodes, type CliIO } from './io';
 import { resolveRunOutputDir } from './runTarget';
 
 export interface ExportOptions {
   format: string;
-  out: string;
+  /** Optional with --push-to-hub (the shards then go through a temporary folder). */
+  out?: string;
   only?: string;
   stateDir: string;
   shardSizeMb?: number;
   imageCacheDir?: string;
+  /** `<org>/<name>`: push the export to this dataset repo on the Hub (HF_ENDPOINT, HF_TOKEN). */
+  pushToHub?: string;
+  private?: boolean;
+  revision?: string;
 }
 
 /** `atelier export <run-id | output-dir> --format hf|arrow|webdataset --out DIR`: the run as a dataset. */
@@ -21,8 +30,33 @@ export async function runExport(target: string, options: ExportOptions, io: CliI
     );
   const format = options.format;
   const only = parseExportOnly(options.only);
+  const repo = options.pushToHub !== undefined ? parseHubRepoId(options.pushToHub) : undefined;
+  if (repo && format !== 'hf') throw new UsageError(`--push-to-hub needs --format hf (the Hub's Parquet layout), not ${format}`);
+  if (!repo && (options.private || options.revision !== undefined))
+    throw new UsageError(`${options.private ? '--private' : '--revision'} goes with --push-to-hub <org>/<name>`);
+  if (!repo && options.out === undefined) throw new UsageError("required option '--out <dir>' not specified (or give --push-to-hub)");
   const outputDir = await resolveRunOutputDir(target, options.stateDir);
-  const out = resolve(options.out);
+  // Without --out, a push goes through a temporary folder that is removed afterwards.
+  const temp = options.out === undefined ? await mkdtemp(join(tmpdir(), 'atelier-push-')) : undefined;
+  try {
+    const out = temp ? join(temp, 'export') : resolve(options.out!);
+    const result = await exportTo(format, outputDir, out, only, options, io, temp === undefined);
+    if (repo) await push(repo, outputDir, result, options, io);
+  } finally {
+    if (temp) await rm(temp, { recursive: true, force: true });
+  }
+  return ExitCodes.ok;
+}
+
+async function exportTo(
+  format: 'hf' | 'arrow' | 'webdataset',
+  outputDir: string,
+  out: string,
+  only: ReturnType<typeof parseExportOnly>,
+  options: ExportOptions,
+  io: CliIO,
+  kept: boolean,
+): Promise<HfExportResult> {
   const result = await exportHf({
     format,
     outputDir,
@@ -31,11 +65,17 @@ export async function runExport(target: string, options: ExportOptions, io: CliI
     ...(options.shardSizeMb ? { shardBytes: options.shardSizeMb * 1024 * 1024 } : {}),
     ...(options.imageCacheDir ? { imageCacheDir: options.imageCacheDir } : {}),
   });
+  reportUnreadable(result.unreadableInputs, io);
+  if (!kept) {
+    io.err(
+      `exported ${result.rows} rows (${only === 'all' ? 'every row' : `--only ${describeOnly(only)}`}) into ${result.shards.length} shard(s)`,
+    );
+    return result;
+  }
   io.out(
     `exported ${result.rows} rows (${only === 'all' ? 'every row' : `--only ${describeOnly(only)}`}) from ${outputDir} into ${result.shards.length} shard(s) under ${format === 'hf' ? `${out}/data` : out}`,
   );
   io.out(`columns: ${result.columns.map((c) => c.name).join(', ')}`);
-  reportUnreadable(result.unreadableInputs, io);
   const last = String(result.shards.length - 1).padStart(6, '0');
   io.out(
     format === 'hf'
@@ -44,7 +84,47 @@ export async function runExport(target: string, options: ExportOptions, io: CliI
         ? `load it with: python -c 'import datasets; print(datasets.load_from_disk("${out}"))'`
         : `iterate it with: python -c 'import webdataset as wds; print(next(iter(wds.WebDataset("${out}/shard-{000000..${last}}.tar", shardshuffle=False))).keys())'`,
   );
-  return ExitCodes.ok;
+  return result;
+}
+
+/** `--push-to-hub`: the exported shards and a dataset card, in one commit; progress on stderr. */
+async function push(repo: string, outputDir: string, result: HfExportResult, options: ExportOptions, io: CliIO): Promise<void> {
+  const meta = await readPlanMeta(outputDir);
+  const only = parseExportOnly(options.only);
+  const rows = `${result.rows} row${result.rows === 1 ? '' : 's'}${only === 'all' ? '' : ` (--only ${describeOnly(only)})`}`;
+  // Only an hf:// input is named: a local path says nothing to readers and may say too much.
+  const from = meta.inputPath.startsWith('hf://') ? `, edited from \`${meta.inputPath}\`` : '';
+  const pushed = await pushToHub({
+    repo,
+    ...(options.revision !== undefined ? { revision: options.revision } : {}),
+    ...(options.private ? { private: true } : {}),
+    shards: result.shards,
+    columns: result.columns,
+    rows: result.rows,
+    title: `Atelier export of run ${meta.runId}: ${rows}`,
+    cardBody: [
+      `# ${repo}`,
+      '',
+      `Image edits made with Atelier (run \`${meta.runId}\`): ${rows}${from}.`,
+      '',
+      `Columns: ${result.columns.map((c) => `\`${c.name}\``).join(', ')}.`,
+      '',
+      '```python',
+      'import datasets',
+      `ds = datasets.load_dataset("${repo}", split="train")`,
+      '```',
+      '',
+    ].join('\n'),
+    onProgress: io.err,
+  });
+  io.out(
+    `pushed ${rows} to dataset ${pushed.repo}@${pushed.branch} in commit ${pushed.commit}${
+      pushed.deleted.length ? ` (${pushed.deleted.length} file(s) of the previous push removed)` : ''
+    }: ${pushed.url}`,
+  );
+  io.out(
+    `load it with: python -c 'import datasets; print(datasets.load_dataset("${pushed.repo}"${pushed.branch === 'main' ? '' : `, revision="${pushed.branch}"`}, split="train"))'`,
+  );
 }
 
 /** Rows whose input images could not be read went out without them: say how many and which (the first ten). */

@@ -339,9 +339,9 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .description(
       'publish a run as a dataset: --format hf writes Parquet shards (images embedded) that Hugging Face datasets loads as they are; arrow a save_to_disk folder; webdataset .tar shards',
     )
-    .requiredOption(
+    .option(
       '--out <dir>',
-      'a new or empty folder for the dataset (data/train-*.parquet; data-*.arrow for arrow; shard-*.tar for webdataset)',
+      'a new or empty folder for the dataset (data/train-*.parquet; data-*.arrow for arrow; shard-*.tar for webdataset); required unless --push-to-hub',
     )
     .option('--format <format>', 'hf (Parquet shards, load_dataset), arrow (datasets.load_from_disk) or webdataset (.tar shards)', 'hf')
     .option(
@@ -350,6 +350,9 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     )
     .option('--shard-size-mb <mb>', 'start a new shard past this many MB of images', positiveInt('--shard-size-mb'), 256)
     .option('--image-cache-dir <dir>', 'where the run cached downloaded input images (default: <output-dir>/.atelier/image-cache)')
+    .option('--push-to-hub <org/name>', 'with --format hf: push the export to this Hub dataset repo in one commit (HF_TOKEN, HF_ENDPOINT)')
+    .option('--private', 'with --push-to-hub: create the repo private')
+    .option('--revision <branch>', 'with --push-to-hub: the branch to commit to (made from main if missing; default main)')
     .option('--state-dir <dir>', 'state dir that remembers run ids (for a run id instead of an output dir)', './.atelier')
     .action(async (target: string, opts: ExportOptions) => setExit(await runExport(target, opts, io)));
 
