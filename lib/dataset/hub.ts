@@ -139,7 +139,7 @@ function conventionalSplits(parquet: string[]): Map<string, string[]> {
 }
 
 /** The Parquet files to read at a commit, and what they are (for messages): a split, a folder or a file. */
-function pickFiles(
+export function pickHubFiles(
   all: string[],
   configs: CardConfig[],
   location: HubLocation,
@@ -268,7 +268,7 @@ export async function* readHubDataset(
   }
   stats.commit = commit;
   const at = `${location.repo}@${location.revision === commit ? commit : `${location.revision} (commit ${commit})`}`;
-  const { files } = pickFiles([...sizes.keys()], configs, location, input, at);
+  const { files } = pickHubFiles([...sizes.keys()], configs, location, input, at);
   stats.repoBytes = [...sizes.values()].reduce((a, b) => a + b, 0);
   const sources: ParquetSource[] = files.map((path) => {
     const url = `${hubUrl}/datasets/${location.repo}/resolve/${commit}/${path.split('/').map(encodeURIComponent).join('/')}`;
@@ -277,6 +277,8 @@ export async function* readHubDataset(
       name: `hf://datasets/${location.repo}@${commit}/${path}`,
       shard: path,
       origin: url,
+      // A footer is a few KB to some hundreds: hyparquet reads the rest of a larger one by itself.
+      footerFetchBytes: 64 * 1024,
       open: async () => {
         let remote: AsyncBuffer;
         try {
