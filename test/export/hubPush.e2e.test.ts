@@ -250,6 +250,12 @@ describe('hf:// inputs: pinned commits and bad inputs', () => {
     expect(await py(`${TABLE}\ntable(["red", "lime"], "moved").push_to_hub("acme/moving")\nprint("moved")`)).toBe('moved');
     expect(hub.head('acme/moving')).not.toBe(pinned);
     const calls = standin.calls.length;
+    // --dry-run counts at the pinned commit too: both rows done, none changed.
+    const dryArgs = ['edit', '--input', 'hf://datasets/acme/moving', '--output-dir', out, '--backend', 'openai'];
+    const dry = await atelier([...dryArgs, '--model', 'gpt-image-2', '--dry-run'], cliEnv());
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/2 already done/);
+    expect(dry.stdout).not.toMatch(/another request/);
     const readsBefore = hub.requests.length;
     const again = await edit('hf://datasets/acme/moving', out);
     expect(again.code, again.stderr).toBe(0);
