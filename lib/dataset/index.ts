@@ -83,7 +83,9 @@ export async function* readRunDataset(
   onHeader: (h: DatasetHeader) => void,
   hub?: HubReadStats,
 ): AsyncGenerator<DatasetRow> {
-  const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
+  // WebDataset shards are streamed from object storage where they are; other formats are copied.
+  const copy = isS3Location(input.inputPath) && !isWebDatasetInput(input.inputPath);
+  const source = copy ? await fetchDatasetCopy(input.inputPath) : undefined;
   try {
     yield* readDataset(
       source?.localPath ?? input.inputPath,
