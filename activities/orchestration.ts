@@ -2,6 +2,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import { keyProblem, openStorage, type Storage } from '../storage';
 import { readRunDataset, type DatasetHeader } from '../lib/dataset';
+import { isHubLocation, type HubReadStats } from '../lib/dataset/hub';
 import { boundedMessage, ClassifiedError, DatasetError } from '../lib/shared/errors';
 import { rowDigest } from '../lib/run/rowDigest';
 import { runBlobStore } from '../lib/dataset/blobs';
@@ -10,7 +11,16 @@ import { retrySelector } from '../lib/shared/retrySelection';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
 import { runMetaKey } from '../lib/shared/constants';
-import { allPlanRows, childLocation, PlanWriter, readPlanRows, type ImageRef, type PlanMeta, type PlanRow } from '../lib/run/plan';
+import {
+  allPlanRows,
+  childLocation,
+  pinnedInputCommit,
+  PlanWriter,
+  readPlanRows,
+  type ImageRef,
+  type PlanMeta,
+  type PlanRow,
+} from '../lib/run/plan';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
@@ -224,8 +234,12 @@ export function createOrchestrationActivities() {
         const usedNames = new Map<string, number>();
         const rules = new OutputNameRules(storage.kind);
         const stateOf = await ledgerReader(input.outputDir);
+        // An hf:// input is read at the commit the run's earlier plan read (a branch moves; the rows must not).
+        const hub: HubReadStats = { repoBytes: 0, bytesRead: 0, requests: 0 };
+        const pinned = isHubLocation(input.inputPath) ? await pinnedInputCommit(input.outputDir, input.inputPath) : undefined;
+        if (pinned) hub.pinned = pinned;
         try {
-          const rows = readRunDataset(input, runBlobStore(storage), (h) => (header = h));
+          const rows = readRunDataset(input, runBlobStore(storage), (h) => (header = h), hub);
           // Selected rows are counted against the ledger a batch at a time (their states read
           // concurrently: a re-run over object storage would otherwise wait for each in turn). A
           // batch's rows are written to the plan once their states are known, so a row found done
@@ -275,7 +289,12 @@ export function createOrchestrationActivities() {
           columns: header!.columns,
           imageKey: header!.imageKey,
           instructionKey: header!.instructionKey,
+          ...(hub.commit ? { inputCommit: hub.commit } : {}),
         });
+        if (hub.pinned && hub.head !== hub.commit)
+          activityContext()?.log.info(
+            `${input.inputPath}: read at commit ${hub.commit}, pinned by this run's first plan (the revision now points at ${hub.head}); plan into a new --output-dir to read it as it is now`,
+          );
       } catch (err) {
         if (err instanceof DatasetError) throw ApplicationFailure.nonRetryable(err.message, RunErrorTypes.dataset);
         throw planningFailure(err);

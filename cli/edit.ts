@@ -15,6 +15,7 @@ import { deriveRunId, validateRunId } from '../lib/run/runId';
 import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
 import type { ApiBackend, Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
+import { pinnedInputCommit } from '../lib/run/plan';
 import { endpointTag } from '../lib/temporal/endpoint';
 import type { datasetWorkflow } from '../workflows';
 import { progressQuery } from '../workflows/messages';
@@ -495,10 +496,22 @@ export async function startRun(session: Session, input: DatasetWorkflowInput, io
     );
 }
 
+/** Says so when planning will read an hf:// input at the commit this run's first plan read (lib/dataset/hub.ts). */
+async function notePinnedInput(input: DatasetWorkflowInput, io: CliIO): Promise<void> {
+  if (!isHubLocation(input.inputPath)) return;
+  // Object storage this process has no credentials for: the planning worker still pins; only the note is lost.
+  const commit = await pinnedInputCommit(input.outputDir, input.inputPath).catch(() => undefined);
+  if (commit)
+    io.err(
+      `${input.inputPath}: pinned to commit ${commit}, which this run's first plan read; a moved branch is not followed (a new --output-dir reads it as it is now)`,
+    );
+}
+
 /** `atelier edit`: starts (or attaches to) the run and waits for it, or returns at once with --detach (--dry-run: cli/main.ts sends it to `runEstimate`). */
 export async function runEdit(options: EditOptions, io: CliIO): Promise<number> {
   const input = buildWorkflowInput(options);
   for (const warning of checkModelChoice(input)) io.err(`warning: ${warning}`);
+  await notePinnedInput(input, io);
   if (options.baseUrl && input.backend !== 'diffusers') {
     // In-process workers reach the endpoint through their environment; the workflow input names it
     // only by its tag (its queue), so external workers serve it only if configured for it.

@@ -2,6 +2,8 @@ import { capabilities, checkParams, estimateCostUsd } from '../activities/provid
 import { BATCH_PRICE_FACTOR } from '../lib/shared/batch';
 import { DatasetError, UsageError } from '../lib/shared/errors';
 import { readRunDataset } from '../lib/dataset';
+import { isHubLocation } from '../lib/dataset/hub';
+import { pinnedInputCommit } from '../lib/run/plan';
 import { rowSelector } from '../lib/shared/filterRows';
 import { ledgerReader } from '../lib/run/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
@@ -93,10 +95,15 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
   let multiTurnImages = 0;
   try {
     // Counting needs no copy of embedded images: nothing is stored before a run.
+    // An hf:// input is counted at the commit the run's plan pinned, as planning will read it.
+    const pinned = isHubLocation(input.inputPath)
+      ? await pinnedInputCommit(input.outputDir, input.inputPath).catch(() => undefined)
+      : undefined;
     const rows = readRunDataset(
       input,
       async () => ({ kind: 'blob', source: '(embedded)' }),
       () => undefined,
+      { repoBytes: 0, bytesRead: 0, requests: 0, ...(pinned ? { pinned } : {}) },
     );
     for await (const row of rows) {
       e.rows += 1;

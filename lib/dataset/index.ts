@@ -7,7 +7,7 @@ import { readJsonlDataset } from './jsonl';
 import { readParquetDataset } from './parquet';
 import { arrowFolderKind, dictWithoutSplit, readArrowDataset } from './arrow';
 import { isWebDatasetInput, readWebDataset } from './webdataset';
-import { isHubLocation, parseHubLocation, readHubDataset } from './hub';
+import { isHubLocation, parseHubLocation, readHubDataset, type HubReadStats } from './hub';
 import { fetchDatasetCopy } from './remote';
 import { isS3Location } from '../../storage';
 import type { DatasetWorkflowInput } from '../shared/types';
@@ -49,7 +49,13 @@ export function datasetFormat(path: string): DatasetFormat {
 }
 
 /** Streams the rows of any supported dataset. `onHeader` may be called after the last row (JSONL). */
-export function readDataset(path: string, options: DatasetReadOptions, onHeader: (h: DatasetHeader) => void): AsyncGenerator<DatasetRow> {
+export function readDataset(
+  path: string,
+  options: DatasetReadOptions,
+  onHeader: (h: DatasetHeader) => void,
+  /** For an hf:// input: a commit to read instead of the revision's head; receives the commit read. */
+  hub?: HubReadStats,
+): AsyncGenerator<DatasetRow> {
   switch (datasetFormat(path)) {
     case 'csv':
       return readCsvDataset(path, options, onHeader);
@@ -62,7 +68,7 @@ export function readDataset(path: string, options: DatasetReadOptions, onHeader:
     case 'webdataset':
       return readWebDataset(path, options, onHeader);
     case 'hub':
-      return readHubDataset(path, options, onHeader);
+      return readHubDataset(path, options, onHeader, hub);
   }
 }
 
@@ -75,6 +81,7 @@ export async function* readRunDataset(
   input: Pick<DatasetWorkflowInput, 'inputPath' | 'instructionKey' | 'imageKey' | 'conversationKey' | 'maskKey'>,
   storeBlob: DatasetReadOptions['storeBlob'],
   onHeader: (h: DatasetHeader) => void,
+  hub?: HubReadStats,
 ): AsyncGenerator<DatasetRow> {
   // WebDataset shards are streamed from object storage where they are; other formats are copied.
   const copy = isS3Location(input.inputPath) && !isWebDatasetInput(input.inputPath);
@@ -91,6 +98,7 @@ export async function* readRunDataset(
         ...(source ? { origin: source.origin } : {}),
       },
       onHeader,
+      hub,
     );
   } finally {
     await source?.cleanup();

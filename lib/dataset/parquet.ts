@@ -49,6 +49,8 @@ export interface ParquetSource {
   /** Where relative image paths in it resolve (a URL for remote files; the file itself when absent). */
   origin?: string;
   open: () => Promise<{ buffer: AsyncBuffer; close: () => Promise<void> }>;
+  /** Bytes read from the end for the footer (hyparquet's default 512 KB is more than a shard's footer, read twice over HTTP). */
+  footerFetchBytes?: number;
 }
 
 export async function* readParquetDataset(
@@ -79,7 +81,7 @@ export async function* readParquetSources(
     try {
       let metadata;
       try {
-        metadata = await parquetMetadataAsync(buffer);
+        metadata = await parquetMetadataAsync(buffer, source.footerFetchBytes ? { initialFetchSize: source.footerFetchBytes } : {});
       } catch (err) {
         throw new DatasetError(`${file}: not a readable Parquet file (${(err as Error).message})`);
       }

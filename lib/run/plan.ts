@@ -43,6 +43,8 @@ export interface PlanMeta {
   columns: string[];
   imageKey: string | undefined;
   instructionKey: string;
+  /** The commit an hf:// input was read at: planning the run again reads this commit (lib/dataset/hub.ts). */
+  inputCommit?: string;
 }
 
 /** A location below another: a path joined on a disk, a longer prefix in a bucket. */
@@ -126,6 +128,13 @@ export async function readPlanMeta(outputDir: string): Promise<PlanMeta> {
   const bytes = await openStorage(outputDir).read(PLAN_KEYS.meta);
   if (!bytes) throw new Error(`${openStorage(outputDir).describe(PLAN_KEYS.meta)} is missing: the run has no plan yet`);
   return JSON.parse(bytes.toString('utf8')) as PlanMeta;
+}
+
+/** The commit an earlier plan of this output dir read `inputPath` (an hf:// input) at, if it did. */
+export async function pinnedInputCommit(outputDir: string, inputPath: string): Promise<string | undefined> {
+  const bytes = await openStorage(outputDir).read(PLAN_KEYS.meta);
+  const meta = bytes ? (JSON.parse(bytes.toString('utf8')) as Partial<PlanMeta>) : undefined;
+  return meta?.inputPath === inputPath ? meta.inputCommit : undefined;
 }
 
 /** Reads `count` rows starting at `start` (clamped to the plan's end). */
