@@ -546,6 +546,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       if (served) await checkModelWithProvider(session.client, { ...input, backend: input.backend }, io);
       else io.err(`note: no worker serves ${checkQueue.name} yet, so ${input.model} is checked against Atelier's table only`);
     }
+    tracePhase('model checked');
     await registerRun(resolve(options.stateDir), input, input.endpoint ? options.baseUrl : undefined);
     const startedAt = new Date().toISOString();
     await startRun(session, input, io);
