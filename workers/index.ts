@@ -1,4 +1,6 @@
-import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+// @temporalio/worker (and its native core) loads when workers are created, not with this module:
+// the CLI imports this module for every command, and loading it can overlap the dev server's start.
+import type { NativeConnection, Worker, WorkerOptions } from '@temporalio/worker';
 import { createBatchActivities, createBatchPlanningActivities } from '../activities/batch';
 import { createModelActivities, type ModelActivityDeps } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
@@ -130,13 +132,14 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
       providerFromEnv(b, options.env),
     ),
   );
+  const { Worker: WorkerClass } = await import('@temporalio/worker');
   const common = { connection: options.connection, namespace: options.namespace, ...options.workerOptions };
   // Created concurrently: each validates the namespace with the server, and the orchestrator's loads
   // the workflow bundle into its threads; one after the other, their waits added up.
   const workers: Array<Promise<Worker>> = [];
   if (queues.includes(ORCHESTRATOR_QUEUE)) {
     workers.push(
-      Worker.create({
+      WorkerClass.create({
         ...common,
         taskQueue: ORCHESTRATOR_QUEUE,
         ...workflowCodeOption(),
@@ -153,7 +156,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
     providerQueues.filter((q) => q === providerQueue(p.backend) || endpointQueueBackend(q) === p.backend).map((q) => [p, q] as const),
   )) {
     workers.push(
-      Worker.create({
+      WorkerClass.create({
         ...common,
         taskQueue,
         activities: {
@@ -176,7 +179,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         `${JUDGE_ENV.key} is not set in the worker environment; export it (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) to serve the judge queue`,
       );
     workers.push(
-      Worker.create({
+      WorkerClass.create({
         ...common,
         taskQueue: JUDGE_QUEUE,
         activities: createJudgeActivities(createJudgeClient({ apiKey, baseURL: options.env[JUDGE_ENV.baseUrl] || undefined })),
