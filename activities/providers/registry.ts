@@ -12,7 +12,7 @@ interface ProviderContext {
 interface ProviderEntry {
   /**
    * The adapter. Each imports its module (and with it its SDK: openai, @google/genai) when first
-   * called, so a process loads only the SDKs of the queues it serves (see test/lazySdks.test.ts).
+   * called, so a process loads only the SDKs of the queues it serves (see test/startup.e2e.test.ts).
    */
   create(context: ProviderContext): Promise<ImageEditProvider>;
   /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */

@@ -1,11 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Connection } from '@temporalio/client';
+import { optionalTsToMs } from '@temporalio/common/lib/time';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDevServer } from '../lib/temporal/devServer';
+import { findTemporalCli } from '../lib/temporal/temporalCli';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { assertBuilt, atelier } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 
-// A provider's SDK is loaded only where its queue is served (issue 26, start-up): @google/genai
+// Start-up (issue 26). A provider's SDK is loaded only where its queue is served: @google/genai
 // alone costs a few hundred ms of module loading. The real CLI runs an OpenAI edit (in-process
 // workers serving the orchestrator and api-openai queues) with a preload that writes every module
 // it required to a file at exit; the Gemini SDK must not be among them, the OpenAI SDK must.
@@ -65,5 +69,23 @@ describe('provider SDKs load with their queue', () => {
     // The hook sees SDKs at all: the served provider's is there.
     expect(loaded.some((p) => /[/\\]node_modules[/\\]openai[/\\]/.test(p))).toBe(true);
     expect(loaded.filter((p) => /[/\\]node_modules[/\\]@google[/\\]genai[/\\]/.test(p))).toEqual([]);
+  });
+});
+
+describe('the embedded dev server', () => {
+  it('starts with 30 days of retention on its namespace (set over gRPC, not by a second CLI process)', async () => {
+    const server = await startDevServer({
+      temporalPath: findTemporalCli(),
+      stateDir: join(tempDir('atelier-retention-'), 'state'),
+      headless: true,
+    });
+    const connection = await Connection.connect({ address: server.address });
+    try {
+      const described = await connection.workflowService.describeNamespace({ namespace: 'default' });
+      expect(optionalTsToMs(described.config?.workflowExecutionRetentionTtl)).toBe(30 * 24 * 3600_000);
+    } finally {
+      await connection.close();
+      await server.stop();
+    }
   });
 });
