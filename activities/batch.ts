@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { GoogleGenAI, type Content, type InlinedRequest, type Part } from '@google/genai';
+import type { Content, GoogleGenAI, InlinedRequest, Part } from '@google/genai';
 import OpenAI, { toFile } from 'openai';
 import { openStorage, type Storage } from '../storage';
 import {
@@ -34,7 +34,7 @@ import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
 import { checkOutputsWritable, checkRow } from './editRow';
 import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
-import { BLOCKING_FINISH_REASONS, classifyGeminiError } from './providers/gemini';
+import type * as GeminiAdapter from './providers/gemini';
 import { capabilities, rowCostUsd, supportsParam } from './providers/models';
 
 // Provider batch jobs (`atelier edit --batch`): half price, answered within 24 hours. One job is one
@@ -366,6 +366,17 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
   };
 }
 
+/**
+ * The Gemini adapter (and @google/genai with it), loaded by a Gemini batch client's first call
+ * rather than with this module: a worker serving only OpenAI never loads the Gemini SDK.
+ */
+let geminiAdapter: typeof GeminiAdapter | undefined;
+
+function loadedGeminiAdapter(): typeof GeminiAdapter {
+  if (!geminiAdapter) throw new Error('the Gemini adapter is used before a Gemini batch client loaded it');
+  return geminiAdapter;
+}
+
 /** One GenerateContentResponse of a batch: its image, or why there is none. */
 function geminiOutcome(response: {
   responseId?: string;
@@ -384,7 +395,7 @@ function geminiOutcome(response: {
     return { ok: false, errorType: ErrorTypes.blocked, error: `the prompt was blocked: ${block}` };
   const candidate = response.candidates?.[0];
   const finish = candidate?.finishReason;
-  if (finish && BLOCKING_FINISH_REASONS.has(finish))
+  if (finish && loadedGeminiAdapter().BLOCKING_FINISH_REASONS.has(finish))
     return {
       ok: false,
       errorType: ErrorTypes.blocked,
@@ -412,7 +423,12 @@ function geminiOutcome(response: {
 }
 
 function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
-  const ai = new GoogleGenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { httpOptions: { baseUrl: deps.baseURL } } : {}) });
+  let client: Promise<GoogleGenAI> | undefined;
+  const genai = () =>
+    (client ??= Promise.all([import('@google/genai'), import('./providers/gemini')]).then(([sdk, adapter]) => {
+      geminiAdapter = adapter;
+      return new sdk.GoogleGenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { httpOptions: { baseUrl: deps.baseURL } } : {}) });
+    }));
   const configFor = (spec: BatchJobSpec) => {
     const caps = capabilities('gemini', spec.model);
     const p = spec.params;
@@ -430,6 +446,7 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
     // Batch": ai.google.dev/gemini-api/docs/file-input-methods): each distinct image is uploaded once
     // and the requests name it, instead of inlining it in every request.
     async uploadImage(png, spec) {
+      const ai = await genai();
       const hash = createHash('sha256').update(png).digest('hex');
       const file = await ai.files.upload({
         file: new Blob([new Uint8Array(png)], { type: 'image/png' }),
@@ -439,6 +456,7 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       return file.uri;
     },
     async deleteFiles(fileUris) {
+      const ai = await genai();
       for (const uri of fileUris) {
         const name = /(files\/[^/?:]+)/.exec(uri)?.[1];
         if (!name) continue;
@@ -464,6 +482,7 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       return row.outputs.map((_, k) => ({ key: batchRequestKey(row.index, k), body: { contents, config: configFor(spec) } }));
     },
     async findTagged(spec, since) {
+      const ai = await genai();
       const pager = await ai.batches.list({ config: { pageSize: 100 } });
       for await (const job of pager) {
         if (job.displayName === spec.jobId && job.name) return job.name;
@@ -472,6 +491,7 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       return undefined;
     },
     async create(spec, requests, bytes) {
+      const ai = await genai();
       const inlineLimit = BATCH_LIMITS.gemini.maxInlineBytes!;
       if (bytes < inlineLimit * 0.95) {
         const src: InlinedRequest[] = requests.map((r) => ({ ...(r.body as InlinedRequest), metadata: { key: r.key } }));
@@ -491,6 +511,7 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       return { batchId: job.name!, inputFileId: file.name! };
     },
     async status(batchId) {
+      const ai = await genai();
       const job = await ai.batches.get({ name: batchId });
       const state = String(job.state ?? 'JOB_STATE_UNSPECIFIED');
       return {
@@ -506,6 +527,7 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       };
     },
     async results(batchId, each) {
+      const ai = await genai();
       const job = await ai.batches.get({ name: batchId });
       const inline = job.dest?.inlinedResponses;
       if (inline) {
@@ -547,9 +569,12 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
       }
     },
     async cancel(batchId) {
+      const ai = await genai();
       await ai.batches.cancel({ name: batchId });
     },
-    classify: (err) => classifyGeminiError(err),
+    // Before the adapter is loaded, the only possible failure is its loading.
+    classify: (err) =>
+      geminiAdapter ? geminiAdapter.classifyGeminiError(err) : new ClassifiedError('retryable', boundedMessage(String(err))),
   };
 }
 

@@ -548,9 +548,11 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
     if (input.backend !== 'diffusers') {
       const checkQueue: NeededQueue = { name: providerQueue(input.backend, input.endpoint), type: 'activity', start: '' };
       const served = session.workers.length > 0 || (await unservedQueues(session, [checkQueue])).length === 0;
-      if (served) await checkModelWithProvider(session.client, { ...input, backend: input.backend }, io);
+      if (served)
+        await checkModelWithProvider(session.client, { ...input, backend: input.backend }, io, undefined, session.checkModelInProcess);
       else io.err(`note: no worker serves ${checkQueue.name} yet, so ${input.model} is checked against Atelier's table only`);
     }
+    tracePhase('model checked');
     await registerRun(resolve(options.stateDir), input, input.endpoint ? options.baseUrl : undefined);
     const startedAt = new Date().toISOString();
     await startRun(session, input, io);

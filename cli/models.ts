@@ -5,7 +5,7 @@ import { UsageError } from '../lib/shared/errors';
 import { PROVIDERS } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
 import type { Client } from '@temporalio/client';
-import type { ModelCheckResult } from '../activities/providers/modelCheck';
+import type { ModelCheckInput, ModelCheckResult } from '../activities/providers/modelCheck';
 import { tableKnowsPrice } from '../activities/providers/modelCheck';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { ApiBackend } from '../lib/shared/backends';
@@ -206,19 +206,27 @@ export async function checkModelWithProvider(
   input: { runId: string; backend: ApiBackend; model: string; endpoint?: string | undefined },
   io: CliIO,
   now: Date = cliNow(),
+  /** The in-process workers' check (Session.checkModelInProcess); else a workflow asks the provider's queue. */
+  inProcess?: (input: ModelCheckInput) => Promise<ModelCheckResult>,
 ): Promise<ModelCheckResult | undefined> {
   if (PROVIDERS[input.backend].tableOnly) return undefined;
+  const question: ModelCheckInput = {
+    backend: input.backend,
+    model: input.model,
+    now: now.toISOString(),
+    ...(input.endpoint ? { endpoint: input.endpoint } : {}),
+  };
   let result: ModelCheckResult;
   try {
-    result = await client.workflow.execute('modelCheckWorkflow', {
-      taskQueue: ORCHESTRATOR_QUEUE,
-      workflowId: `${input.runId}/model-check/${now.getTime().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
-      args: [
-        { backend: input.backend, model: input.model, now: now.toISOString(), ...(input.endpoint ? { endpoint: input.endpoint } : {}) },
-      ],
-      // No worker for the provider's queue answers: the rows would wait too; the table decides.
-      workflowExecutionTimeout: '3 minutes',
-    });
+    result = inProcess
+      ? await inProcess(question)
+      : await client.workflow.execute('modelCheckWorkflow', {
+          taskQueue: ORCHESTRATOR_QUEUE,
+          workflowId: `${input.runId}/model-check/${now.getTime().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+          args: [question],
+          // No worker for the provider's queue answers: the rows would wait too; the table decides.
+          workflowExecutionTimeout: '3 minutes',
+        });
   } catch (err) {
     io.err(
       `warning: could not ask ${input.backend} whether it serves ${input.model} (${(err as Error).message.slice(0, 160)}); going by Atelier's table`,

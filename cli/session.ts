@@ -25,7 +25,8 @@ import {
   temporalTargetFromEnv,
   type TemporalTarget,
 } from '../lib/temporal/temporalConnection';
-import { createWorkers } from '../workers';
+import type { ModelCheckInput, ModelCheckResult } from '../activities/providers/modelCheck';
+import { createWorkers, modelCheckActivitiesFromEnv } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
 
 // Temporal's IndexedValueType for each SDK attribute type (TEXT=1, KEYWORD=2, INT=3, ...): taken
@@ -68,6 +69,12 @@ export interface Session {
   workers: Worker[];
   /** Resolves when the in-process workers stop, rejects if one crashes; undefined without them. */
   workersDone: Promise<void> | undefined;
+  /**
+   * With in-process workers: their model check, asked in this process (same environment, same list
+   * cache) instead of through a workflow, a round trip through the server before the run starts.
+   * Only for the provider queues these workers serve.
+   */
+  checkModelInProcess?: (input: ModelCheckInput) => Promise<ModelCheckResult>;
   close(): Promise<void>;
 }
 
@@ -194,7 +201,13 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       uiUrl = running.uiUrl;
     } else if (options.mayStartServer) {
       tracePhase('server starting');
-      server = await startDevServer({ temporalPath: findTemporalCli(), stateDir, namespace });
+      server = await startDevServer({
+        temporalPath: findTemporalCli(),
+        stateDir,
+        namespace,
+        // The workers' SDK (and its native core) loads while the server starts, not after it.
+        whileStarting: () => void import('@temporalio/worker').catch(() => undefined),
+      });
       tracePhase('server up');
       address = server.address;
       uiUrl = server.uiUrl;
@@ -208,8 +221,9 @@ export async function openSession(options: SessionOptions): Promise<Session> {
   const target: TemporalTarget = external ? temporalTargetFromEnv(process.env, address) : plainTarget(address, namespace);
   if (external) options.log?.(`Temporal: ${describeTarget(target)}`);
   const runWorkers = server !== undefined || options.withWorkers;
-  if (runWorkers) installWorkerLogging({ file: join(stateDir, 'logs', 'worker.log') });
+  if (runWorkers) await installWorkerLogging({ file: join(stateDir, 'logs', 'worker.log') });
 
+  const modelListCacheDir = join(stateDir, 'cache', 'provider-models');
   const cleanups: Array<() => Promise<void>> = [];
   try {
     const connection = await connectClient(target);
@@ -227,7 +241,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         namespace,
         env: process.env,
         // Provider model lists (the plan-time model check) are cached with the server's state.
-        modelListCacheDir: join(stateDir, 'cache', 'provider-models'),
+        modelListCacheDir,
         ...(options.queues ? { queues: options.queues } : {}),
         ...(options.concurrency ? { concurrency: options.concurrency } : {}),
         ...(options.rateLimitPerSecond ? { rateLimitPerSecond: options.rateLimitPerSecond } : {}),
@@ -263,6 +277,12 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       searchAttributes,
       workers,
       workersDone,
+      ...(runWorkers
+        ? {
+            checkModelInProcess: (input: ModelCheckInput) =>
+              modelCheckActivitiesFromEnv(input.backend, process.env, modelListCacheDir).checkModelServed(input),
+          }
+        : {}),
       async close() {
         for (const cleanup of cleanups) await cleanup().catch(() => undefined);
         tracePhase('workers and connections closed');

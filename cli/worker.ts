@@ -26,7 +26,7 @@ export async function runWorker(options: WorkerOptions, io: CliIO): Promise<numb
   // TLS, client certificates and the API key come from the same environment settings as the CLI's.
   const target = temporalTargetFromEnv(process.env, address);
   const namespace = target.namespace;
-  installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
+  await installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
   const connection = await connectNative(target);
   try {
     const queues = options.queues

@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DefaultLogger, Runtime, type LogEntry } from '@temporalio/worker';
+import type { LogEntry } from '@temporalio/worker';
 import pino from 'pino';
 
 // Worker and SDK logs go to a file under the state dir (or stderr for long-running workers), so the
@@ -15,10 +15,14 @@ export interface LoggingOptions {
   level?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
 }
 
-/** Routes the Temporal runtime's logs (TS and native core) to pino. Once per process. */
-export function installWorkerLogging(options: LoggingOptions): void {
+/**
+ * Routes the Temporal runtime's logs (TS and native core) to pino. Once per process. Async: it loads
+ * @temporalio/worker, which the CLI's commands do not load at start-up.
+ */
+export async function installWorkerLogging(options: LoggingOptions): Promise<void> {
   if (installed) return;
   installed = true;
+  const { DefaultLogger, Runtime } = await import('@temporalio/worker');
   if (options.file) mkdirSync(dirname(options.file), { recursive: true });
   const destination = options.file ? pino.destination({ dest: options.file, sync: false, mkdir: true }) : pino.destination(2);
   const level = options.level ?? 'INFO';

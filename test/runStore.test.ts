@@ -51,8 +51,8 @@ afterAll(async () => {
   await chat?.close();
 });
 
-const model = () =>
-  createModelActivities(providerFromEnv('openai', { OPENAI_API_KEY: OPENAI_KEY, OPENAI_BASE_URL: openai.baseURL }), {
+const model = async () =>
+  createModelActivities(await providerFromEnv('openai', { OPENAI_API_KEY: OPENAI_KEY, OPENAI_BASE_URL: openai.baseURL }), {
     enhancer: (m) => createPromptEnhancer({ apiKey: ENHANCE_KEY, baseURL: chat.baseURL, model: m }),
   });
 
@@ -90,7 +90,7 @@ async function planned(
 
 /** Runs the row activity as Temporal would: attempts 1..max while the failure is retryable. */
 async function editRow(task: RowTask, max = 3): Promise<RowOutcome> {
-  const activities = model();
+  const activities = await model();
   for (let attempt = 1; ; attempt++) {
     try {
       return (await new MockActivityEnvironment({ attempt }).run(activities.editRow, task)) as RowOutcome;
@@ -284,7 +284,7 @@ describe('storage faults are not "absent" and never pay twice', () => {
     const task = tasks[0]!;
     // The edit fails once, after the enhancer answered: the rewrite is kept for the retry.
     openai.script('enh-0', [faults.serverError()]);
-    const activities = model();
+    const activities = await model();
     await expect(new MockActivityEnvironment({ attempt: 1 }).run(activities.editRow, task)).rejects.toThrow();
     expect(chat.callsFor('enh-0')).toHaveLength(1);
     const kept = join(task.outputDir, '.atelier', 'enhanced', '000000.json');

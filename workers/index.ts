@@ -1,4 +1,6 @@
-import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+// @temporalio/worker (and its native core) loads when workers are created, not with this module:
+// the CLI imports this module for every command, and loading it can overlap the dev server's start.
+import type { NativeConnection, Worker, WorkerOptions } from '@temporalio/worker';
 import { createBatchActivities, createBatchPlanningActivities } from '../activities/batch';
 import { createModelActivities, type ModelActivityDeps } from '../activities/editRow';
 import { createGpuRowActivities } from '../activities/gpuRow';
@@ -125,14 +127,19 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
   }
   // Resolve providers first so a missing key fails before anything starts polling.
   const providerQueues = queues.filter((q) => q.startsWith('api-'));
-  const providers = API_BACKEND_NAMES.filter((b) =>
-    providerQueues.some((q) => q === providerQueue(b) || endpointQueueBackend(q) === b),
-  ).map((b) => providerFromEnv(b, options.env));
+  const providers = await Promise.all(
+    API_BACKEND_NAMES.filter((b) => providerQueues.some((q) => q === providerQueue(b) || endpointQueueBackend(q) === b)).map((b) =>
+      providerFromEnv(b, options.env),
+    ),
+  );
+  const { Worker: WorkerClass } = await import('@temporalio/worker');
   const common = { connection: options.connection, namespace: options.namespace, ...options.workerOptions };
-  const workers: Worker[] = [];
+  // Created concurrently: each validates the namespace with the server, and the orchestrator's loads
+  // the workflow bundle into its threads; one after the other, their waits added up.
+  const workers: Array<Promise<Worker>> = [];
   if (queues.includes(ORCHESTRATOR_QUEUE)) {
     workers.push(
-      await Worker.create({
+      WorkerClass.create({
         ...common,
         taskQueue: ORCHESTRATOR_QUEUE,
         ...workflowCodeOption(),
@@ -149,7 +156,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
     providerQueues.filter((q) => q === providerQueue(p.backend) || endpointQueueBackend(q) === p.backend).map((q) => [p, q] as const),
   )) {
     workers.push(
-      await Worker.create({
+      WorkerClass.create({
         ...common,
         taskQueue,
         activities: {
@@ -172,7 +179,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
         `${JUDGE_ENV.key} is not set in the worker environment; export it (and ${JUDGE_ENV.baseUrl} for a server other than OpenAI's) to serve the judge queue`,
       );
     workers.push(
-      await Worker.create({
+      WorkerClass.create({
         ...common,
         taskQueue: JUDGE_QUEUE,
         activities: createJudgeActivities(createJudgeClient({ apiKey, baseURL: options.env[JUDGE_ENV.baseUrl] || undefined })),
@@ -181,7 +188,7 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
       }),
     );
   }
-  return workers;
+  return Promise.all(workers);
 }
 
 /** Runs workers until `done` settles, waits for all of them to shut down, then returns its outcome. */

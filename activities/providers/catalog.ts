@@ -1,7 +1,6 @@
-import { GoogleGenAI } from '@google/genai';
-import OpenAI from 'openai';
 import type { Backend } from './models';
 
+// The SDKs are imported where a list is read, so loading this module (the CLI does) loads neither.
 // What a provider's own model list says, normalised: OpenAI `GET /v1/models` (ids; `shutdown_date`
 // when the object carries one), OpenRouter `GET /api/v1/models?output_modalities=image` (input and
 // output modalities, pricing per token or per image), Gemini `models.list` (names and supported
@@ -42,6 +41,7 @@ interface OpenRouterModel {
 
 /** OpenRouter's image models (`output_modalities=image`: the list holds text models only by default). */
 export async function listOpenRouterImageModels(options: CatalogOptions): Promise<ListedModel[]> {
+  const { default: OpenAI } = await import('openai');
   const client = new OpenAI({
     apiKey: options.apiKey,
     baseURL: options.baseURL || DEFAULT_OPENROUTER_BASE_URL,
@@ -67,6 +67,7 @@ export async function listOpenRouterImageModels(options: CatalogOptions): Promis
 export async function listProviderModels(backend: Backend, options: CatalogOptions): Promise<ListedModel[] | undefined> {
   switch (backend) {
     case 'openai': {
+      const { default: OpenAI } = await import('openai');
       const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 1, timeout: options.timeoutMs ?? 20_000 });
       const out: ListedModel[] = [];
       for await (const m of client.models.list()) {
@@ -78,6 +79,7 @@ export async function listProviderModels(backend: Backend, options: CatalogOptio
     case 'openrouter':
       return listOpenRouterImageModels(options);
     case 'gemini': {
+      const { GoogleGenAI } = await import('@google/genai');
       const ai = new GoogleGenAI({
         apiKey: options.apiKey,
         vertexai: false,

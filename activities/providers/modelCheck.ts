@@ -1,8 +1,6 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { GoogleGenAI } from '@google/genai';
-import OpenAI from 'openai';
 import type { ApiBackend } from '../../lib/shared/backends';
 import { writeFileAtomic } from '../../storage/atomicFile';
 import { listProviderModels, type ListedModel } from './catalog';
@@ -158,12 +156,15 @@ export function createModelCheckActivities(options: ModelCheckOptions): ModelChe
   /** Asks the provider about one id (models.retrieve / models.get): undefined when it serves it, else its words. */
   async function askOne(model: string): Promise<string | undefined> {
     try {
+      // The SDK is imported here, on first use, not with this module (every provider worker loads it).
       if (options.backend === 'openai') {
+        const { default: OpenAI } = await import('openai');
         const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 1, timeout: 20_000 });
         await client.models.retrieve(model);
         return undefined;
       }
       if (options.backend === 'gemini') {
+        const { GoogleGenAI } = await import('@google/genai');
         const ai = new GoogleGenAI({
           apiKey: options.apiKey,
           vertexai: false,

@@ -1,13 +1,6 @@
 import { API_BACKENDS, type ApiBackend } from '../../lib/shared/backends';
 import { UsageError } from '../../lib/shared/errors';
-import { createAzureOpenAIProvider } from './azure';
-import { createFalProvider } from './fal';
-import { createGeminiProvider } from './gemini';
-import { createModelScopeProvider } from './modelscope';
-import { createOpenAIProvider } from './openai';
-import { createOpenRouterProvider } from './openrouter';
 import type { ImageEditProvider } from './provider';
-import { createVertexProvider } from './vertex';
 
 /** What a factory gets: the credential and base URL found in the worker environment, and the rest of it. */
 interface ProviderContext {
@@ -17,7 +10,11 @@ interface ProviderContext {
 }
 
 interface ProviderEntry {
-  create(context: ProviderContext): ImageEditProvider;
+  /**
+   * The adapter. Each imports its module (and with it its SDK: openai, @google/genai) when first
+   * called, so a process loads only the SDKs of the queues it serves (see test/startup.e2e.test.ts).
+   */
+  create(context: ProviderContext): Promise<ImageEditProvider>;
   /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */
   tableOnly?: string;
 }
@@ -32,31 +29,32 @@ function pollInterval(value: string | undefined): { pollIntervalMs?: number } {
  * without an entry here does not compile.
  */
 export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
-  openai: { create: ({ apiKey, baseURL }) => createOpenAIProvider({ apiKey, baseURL }) },
-  gemini: { create: ({ apiKey, baseURL }) => createGeminiProvider({ apiKey, baseURL }) },
-  openrouter: { create: ({ apiKey, baseURL }) => createOpenRouterProvider({ apiKey, baseURL }) },
+  openai: { create: async ({ apiKey, baseURL }) => (await import('./openai')).createOpenAIProvider({ apiKey, baseURL }) },
+  gemini: { create: async ({ apiKey, baseURL }) => (await import('./gemini')).createGeminiProvider({ apiKey, baseURL }) },
+  openrouter: { create: async ({ apiKey, baseURL }) => (await import('./openrouter')).createOpenRouterProvider({ apiKey, baseURL }) },
   modelscope: {
     // How often a submitted task is polled (ModelScope suggests a few seconds).
-    create: ({ apiKey, baseURL, env }) => createModelScopeProvider({ apiKey, baseURL, ...pollInterval(env.MODELSCOPE_POLL_INTERVAL_MS) }),
+    create: async ({ apiKey, baseURL, env }) =>
+      (await import('./modelscope')).createModelScopeProvider({ apiKey, baseURL, ...pollInterval(env.MODELSCOPE_POLL_INTERVAL_MS) }),
     tableOnly: 'ModelScope has no model list endpoint: table only',
   },
   azure: {
-    create: ({ apiKey, baseURL, env }) => {
+    create: async ({ apiKey, baseURL, env }) => {
       const apiVersion = env.OPENAI_API_VERSION;
       if (!baseURL || !apiVersion) {
         throw new UsageError(
           'Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY',
         );
       }
-      return createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
+      return (await import('./azure')).createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });
     },
     tableOnly:
       'Azure deployments are listed by the management API, not the data-plane key: models by ATELIER_AZURE_DEPLOYMENTS, from the OpenAI table',
   },
   vertex: {
     // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
-    create: ({ baseURL, env }) =>
-      createVertexProvider({
+    create: async ({ baseURL, env }) =>
+      (await import('./vertex')).createVertexProvider({
         apiKey: env.VERTEX_API_KEY || undefined,
         project: env.GOOGLE_CLOUD_PROJECT,
         location: env.GOOGLE_CLOUD_LOCATION,
@@ -65,13 +63,14 @@ export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
     tableOnly: 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)',
   },
   fal: {
-    create: ({ apiKey, baseURL, env }) => createFalProvider({ apiKey, baseURL, ...pollInterval(env.FAL_POLL_INTERVAL_MS) }),
+    create: async ({ apiKey, baseURL, env }) =>
+      (await import('./fal')).createFalProvider({ apiKey, baseURL, ...pollInterval(env.FAL_POLL_INTERVAL_MS) }),
     tableOnly: 'fal.ai has no model list endpoint for API keys: table only (any endpoint id can be used)',
   },
 };
 
 /** Builds the provider adapter for a backend from the worker environment (keys never leave it). */
-export function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): ImageEditProvider {
+export async function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEnv): Promise<ImageEditProvider> {
   const names = API_BACKENDS[backend];
   const apiKey = names.keys.map((k) => env[k]).find((v) => v);
   if (!apiKey) {

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Connection, type ConnectionOptions } from '@temporalio/client';
-import { NativeConnection, type NativeConnectionOptions, type TLSConfig } from '@temporalio/worker';
+import type { NativeConnection, NativeConnectionOptions, TLSConfig } from '@temporalio/worker';
 import { UsageError } from '../shared/errors';
 
 // How the CLI, `atelier worker` and the in-process workers reach an external Temporal server: one
@@ -133,6 +133,8 @@ export function connectClient(t: TemporalTarget): Promise<Connection> {
   return Connection.connect(clientConnectionOptions(t));
 }
 
-export function connectNative(t: TemporalTarget): Promise<NativeConnection> {
+/** The workers' connection; @temporalio/worker loads here, not with this module (the CLI's start-up). */
+export async function connectNative(t: TemporalTarget): Promise<NativeConnection> {
+  const { NativeConnection } = await import('@temporalio/worker');
   return NativeConnection.connect(nativeConnectionOptions(t));
 }
