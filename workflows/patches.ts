@@ -40,6 +40,8 @@ export const PATCH = {
   resultsIncremental: 'atelier-results-incremental',
   searchCountsSeconds: 'atelier-search-counts-seconds',
   rowRunId: 'atelier-row-run-id',
+  budgetReserve: 'atelier-budget-reserve',
+  unreachablePause: 'atelier-unreachable-pause',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -142,5 +144,21 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change: 'row children carry the AtelierRunId search attribute',
     neededBy: [],
     coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+  },
+  budgetReserve: {
+    id: PATCH.budgetReserve,
+    addedIn: 'TBD',
+    stage: 'patched',
+    change: '--max-cost: a row starts only while the spend plus the rows in flight (at the cost of a row) stays under the budget',
+    neededBy: [],
+    coveredBy: [],
+  },
+  unreachablePause: {
+    id: PATCH.unreachablePause,
+    addedIn: 'TBD',
+    stage: 'patched',
+    change: 'rows failing one after another to connect to the provider pause the run (were all failed)',
+    neededBy: [],
+    coveredBy: [],
   },
 };
