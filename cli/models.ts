@@ -133,15 +133,46 @@ export function mergeModels(backend: Backend, listed: ListedModel[] | undefined,
   return rows;
 }
 
+/** The widest line `atelier models` prints: a terminal's 100 columns. */
+export const MODELS_WIDTH = 100;
+
+/** Breaks `text` at spaces into lines of at most `width` characters; continuation lines get `indent`. */
+function wrap(text: string, width: number, indent: string): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (let word of text.split(' ')) {
+    // A word longer than a line (a long model id) is cut.
+    while (word.length > width - indent.length) {
+      if (line) lines.push(line);
+      line = '';
+      lines.push((lines.length ? indent : '') + word.slice(0, width - indent.length));
+      word = word.slice(width - indent.length);
+    }
+    const lead = line ? `${line} ` : lines.length ? indent : '';
+    if ((lead + word).length > width && line) {
+      lines.push(line);
+      line = indent + word;
+    } else line = lead + word;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+/**
+ * One block per model, each line within MODELS_WIDTH: the model and what it is (status, whether it
+ * edits, how many inputs, what the provider's list says), then its options and price, indented.
+ * A table's columns ran ~230 characters wide.
+ */
 function formatTable(rows: ModelRow[]): string[] {
-  const cols: (keyof ModelRow)[] = ['model', 'status', 'edits', 'inputs', 'options', 'price', 'provider'];
-  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, i) => cell.padEnd(widths[i]!))
-      .join('  ')
-      .trimEnd();
-  return [line(cols), ...rows.map((r) => line(cols.map((c) => r[c])))];
+  const width = MODELS_WIDTH - 2; // runModels indents each line by two
+  return rows.flatMap((r) => {
+    const provider = r.provider === '-' ? '' : `; provider: ${r.provider}`;
+    return [
+      ...wrap(`${r.model}  ${r.status}; edits ${r.edits}, inputs ${r.inputs}${provider}`, width, '    '),
+      ...(r.options !== '-' ? wrap(`  options: ${r.options}`, width, '    ') : []),
+      ...(r.price !== '-' ? wrap(`  price: ${r.price}`, width, '    ') : []),
+    ];
+  });
 }
 
 /** `atelier models`: exit 0; 1 for an unknown backend. A failed list request is reported, not fatal. */
