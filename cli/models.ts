@@ -136,25 +136,36 @@ export function mergeModels(backend: Backend, listed: ListedModel[] | undefined,
 /** The widest line `atelier models` prints: a terminal's 100 columns. */
 export const MODELS_WIDTH = 100;
 
-/** Breaks `text` at spaces into lines of at most `width` characters; continuation lines get `indent`. */
-function wrap(text: string, width: number, indent: string): string[] {
+/**
+ * Breaks `text` at spaces into lines of at most `width` characters: the first starts with `first`,
+ * the others with `indent`. A word longer than a line (a long model id) is cut.
+ */
+function wrap(text: string, width: number, first: string, indent: string): string[] {
   const lines: string[] = [];
-  let line = '';
-  for (let word of text.split(' ')) {
-    // A word longer than a line (a long model id) is cut.
-    while (word.length > width - indent.length) {
-      if (line) lines.push(line);
-      line = '';
-      lines.push((lines.length ? indent : '') + word.slice(0, width - indent.length));
-      word = word.slice(width - indent.length);
+  let line = first;
+  let empty = true;
+  for (let word of text.split(' ').filter(Boolean)) {
+    for (;;) {
+      const candidate = empty ? line + word : `${line} ${word}`;
+      if (candidate.length <= width) {
+        line = candidate;
+        empty = false;
+        break;
+      }
+      if (!empty) {
+        lines.push(line);
+        line = indent;
+        empty = true;
+        continue;
+      }
+      // Alone on its line and still too long: cut it.
+      const room = width - line.length;
+      lines.push(line + word.slice(0, room));
+      word = word.slice(room);
+      line = indent;
     }
-    const lead = line ? `${line} ` : lines.length ? indent : '';
-    if ((lead + word).length > width && line) {
-      lines.push(line);
-      line = indent + word;
-    } else line = lead + word;
   }
-  if (line) lines.push(line);
+  if (!empty) lines.push(line);
   return lines;
 }
 
@@ -164,13 +175,12 @@ function wrap(text: string, width: number, indent: string): string[] {
  * A table's columns ran ~230 characters wide.
  */
 function formatTable(rows: ModelRow[]): string[] {
-  const width = MODELS_WIDTH - 2; // runModels indents each line by two
   return rows.flatMap((r) => {
     const provider = r.provider === '-' ? '' : `; provider: ${r.provider}`;
     return [
-      ...wrap(`${r.model}  ${r.status}; edits ${r.edits}, inputs ${r.inputs}${provider}`, width, '    '),
-      ...(r.options !== '-' ? wrap(`  options: ${r.options}`, width, '    ') : []),
-      ...(r.price !== '-' ? wrap(`  price: ${r.price}`, width, '    ') : []),
+      ...wrap(`${r.status}; edits ${r.edits}, inputs ${r.inputs}${provider}`, MODELS_WIDTH, `  ${r.model}  `, '      '),
+      ...(r.options !== '-' ? wrap(r.options, MODELS_WIDTH, '    options: ', '      ') : []),
+      ...(r.price !== '-' ? wrap(r.price, MODELS_WIDTH, '    price: ', '      ') : []),
     ];
   });
 }
@@ -206,16 +216,20 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
     const rows = mergeModels(backend, listed, now, baseURL);
     all.push(...rows);
     if (!options.json) {
-      io.out(`${backend}: ${note}`);
-      for (const line of formatTable(rows)) io.out(`  ${line}`);
+      for (const line of wrap(note, MODELS_WIDTH, `${backend}: `, '  ')) io.out(line);
+      for (const line of formatTable(rows)) io.out(line);
       io.out('');
     }
   }
   if (options.json) io.out(JSON.stringify(all, null, 2));
   else
-    io.out(
+    for (const line of wrap(
       `status as of ${now.toISOString().slice(0, 10)}; prices are estimates (USD, standard tier), "unknown" where none is published in the table`,
-    );
+      MODELS_WIDTH,
+      '',
+      '',
+    ))
+      io.out(line);
   return ExitCodes.ok;
 }
 
