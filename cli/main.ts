@@ -255,7 +255,8 @@ export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: s
     .description('run long-lived workers against TEMPORAL_ADDRESS (orchestration and provider queues)')
     .option('--queues <list>', 'comma-separated task queues to serve (default: all)')
     .option('--concurrency <n>', 'model calls in flight per provider worker', positiveInt('--concurrency'), 16)
-    .action(async (opts: { queues?: string; concurrency: number }) => setExit(await runWorker(opts, io)));
+    .option('--log-format <format>', 'text (readable lines, the default) or json (one JSON object a line)', 'text')
+    .action(async (opts: { queues?: string; concurrency: number; logFormat?: string }) => setExit(await runWorker(opts, io)));
 
   program
     .command('gpu-worker')

@@ -6,7 +6,10 @@ import { createWorkers } from '../workers';
 import type { CliIO } from './io';
 
 /** `atelier worker`: long-lived workers for an external Temporal server (TEMPORAL_ADDRESS). */
-export async function runWorker(options: { queues?: string; concurrency: number }, io: CliIO): Promise<number> {
+export async function runWorker(options: { queues?: string; concurrency: number; logFormat?: string }, io: CliIO): Promise<number> {
+  // Readable lines by default (a person watches this terminal); JSON for a log collector.
+  const format = options.logFormat ?? 'text';
+  if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format ${format}: choose text or json`);
   const address = process.env.TEMPORAL_ADDRESS;
   if (!address) {
     throw new UsageError(
@@ -16,7 +19,7 @@ export async function runWorker(options: { queues?: string; concurrency: number 
   // TLS, client certificates and the API key come from the same environment settings as the CLI's.
   const target = temporalTargetFromEnv(process.env, address);
   const namespace = target.namespace;
-  installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
+  installWorkerLogging({ format, ...(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {}) });
   const connection = await connectNative(target);
   try {
     const queues = options.queues

@@ -68,6 +68,9 @@ describe('--base-url is part of what a run asks for', () => {
     });
     try {
       await worker.waitForOutput(/serving atelier-orchestrator/);
+      // The worker's log: readable lines by default, not pino's JSON (`--log-format json` for that).
+      await worker.waitForOutput(/^\d\d:\d\d:\d\d\.\d{3} INFO {2}Worker state changed {2}.*state=RUNNING/m);
+      expect(worker.output).not.toMatch(/^\{/m);
       const deadPort = await freePort();
       const deadUrl = `http://127.0.0.1:${deadPort}/v1`;
       const elsewhere = await dataset(3, 'safe-dead');
