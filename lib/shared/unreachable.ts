@@ -31,6 +31,8 @@ function errorCode(err: unknown): string | undefined {
 export function connectionErrorMessage(url: string | URL | undefined, err: unknown): string {
   const host = endpointHost(url);
   const code = errorCode(err);
-  const what = code ?? (err instanceof Error ? err.message : String(err));
+  const message = err instanceof Error ? err.message : String(err);
+  // A message that quotes a URL (fetch refuses one with credentials, quoting it) is not repeated.
+  const what = code ?? (/:\/\//.test(message) ? 'no connection' : message);
   return host ? `connection error: cannot reach ${host} (${what})` : `connection error: ${what}`;
 }
