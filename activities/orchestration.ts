@@ -25,6 +25,7 @@ import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
 import { writeResultsTables, type WriteResultsArgs } from './resultsTables';
+import { estimateCostUsd } from './providers/models';
 import type {
   DatasetRunSummary,
   DatasetWorkflowInput,
@@ -205,6 +206,20 @@ function planningFailure(err: unknown): unknown {
   });
 }
 
+/**
+ * A row's cost from the model's price table (its images at the requested quality and size, no
+ * usage known yet): what --max-cost reserves for each row in flight until rows report their cost.
+ * Undefined for a local GPU model or a model priced only from usage.
+ */
+function rowCostEstimate(input: DatasetWorkflowInput): number | undefined {
+  if (input.backend === 'diffusers') return undefined;
+  try {
+    return estimateCostUsd(input.backend, input.model, input.params, undefined, input.numImages);
+  } catch {
+    return undefined; // a model the table does not know: counted from the rows' reported costs
+  }
+}
+
 export function createOrchestrationActivities() {
   return {
     /**
@@ -299,7 +314,16 @@ export function createOrchestrationActivities() {
         if (err instanceof DatasetError) throw ApplicationFailure.nonRetryable(err.message, RunErrorTypes.dataset);
         throw planningFailure(err);
       }
-      return { input, totalRows: meta.totalRows, selectedRows, alreadyOk, failedByType, ...(changed ? { changed } : {}) };
+      const rowCost = rowCostEstimate(input);
+      return {
+        input,
+        totalRows: meta.totalRows,
+        selectedRows,
+        alreadyOk,
+        failedByType,
+        ...(changed ? { changed } : {}),
+        ...(rowCost !== undefined ? { rowCostEstimateUsd: rowCost } : {}),
+      };
     },
 
     /**

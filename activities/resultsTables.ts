@@ -8,7 +8,9 @@ import { countFailure, ledgerReader, type LedgerEntry } from '../lib/run/ledger'
 import { readPlanMeta, readPlanRows, type PlanRow } from '../lib/run/plan';
 import { readJudgeRecords, scoreStillHolds, type JudgeRecord } from '../lib/run/judgeScores';
 import { planTag, ResultsRecords, type RecordedState } from '../lib/run/resultsRecords';
-import { inferKind, ParquetTableWriter, SCORE_COLUMNS, type TableColumn } from '../lib/export/parquetTable';
+import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
+import { markStillHolds, readReviewMarks, type ReviewMark } from '../lib/run/review';
+import { resultsCsvColumns, resultsParquetColumns, reviewCells, scoreCells } from '../lib/run/resultsSchema';
 import type { DatasetRunSummary } from '../lib/shared/types';
 
 // results.csv, results.jsonl and results.parquet: every input row exactly once, ok / failed /
@@ -43,7 +45,6 @@ export interface ResultsPassInfo {
   unreadable: Array<{ index: number; error: string }>;
 }
 
-const RESULT_COLUMNS = ['output_image', 'status', 'error'] as const;
 const CHUNK = 1000;
 
 /** Where the results tables go: beside the outputs, or where --output-csv says (results.jsonl beside it). */
@@ -63,19 +64,7 @@ export function resultsTargets(input: { outputDir: string; outputCsv?: string | 
 }
 
 function parquetColumns(rows: ReadonlyArray<Record<string, unknown>>, inputColumns: readonly string[], enhanced: boolean): TableColumn[] {
-  return [
-    ...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })),
-    ...(enhanced ? [{ name: 'instruction_enhanced', kind: 'string' } as const] : []),
-    { name: 'output_image', kind: 'stringList' },
-    { name: 'status', kind: 'string' },
-    { name: 'error', kind: 'string' },
-    { name: 'attempts', kind: 'int' },
-    { name: 'request_id', kind: 'string' },
-    { name: 'latency_ms', kind: 'int' },
-    { name: 'cost_usd', kind: 'double' },
-    { name: 'generation', kind: 'int' },
-    ...SCORE_COLUMNS,
-  ];
+  return [...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })), ...resultsParquetColumns(enhanced)];
 }
 
 function csvCell(value: unknown): string {
@@ -123,6 +112,7 @@ function rowCells(
   inputColumns: readonly string[],
   enhancedColumn: boolean,
   judged: ReadonlyMap<number, JudgeRecord>,
+  marks: ReadonlyMap<number, ReviewMark>,
 ): { csv: Record<string, string>; json: string; parquet: Record<string, unknown>; entry: LedgerEntry | undefined } {
   const status = state.status === 'unreadable' ? 'pending' : state.status;
   // A stale entry (the row changed and was not done again: filtered out, say) shows as `changed`,
@@ -144,16 +134,11 @@ function rowCells(
   const enhanced: Record<string, string> = enhancedColumn ? { instruction_enhanced: entry?.instructionEnhanced ?? '' } : {};
   // The judge's scores, while they are about this output (`atelier judge`).
   const score = done ? scoreStillHolds(judged.get(row.index), done) : undefined;
-  const scoreFields = score
-    ? {
-        score: score.scores.overall,
-        score_instruction_following: score.scores.instructionFollowing,
-        score_preservation: score.scores.preservation,
-        score_quality: score.scores.quality,
-        score_reason: score.reason,
-        judge_model: score.model,
-      }
-    : {};
+  const scoreFields = scoreCells(score);
+  // A person's mark from the viewer, while it is about this output.
+  const reviewFields = reviewCells(done ? markStillHolds(marks.get(row.index), done) : undefined);
+  const csvExtras: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...reviewFields, ...scoreFields })) csvExtras[k] = csvCell(v);
   const metrics = entry
     ? {
         attempts: entry.attempts ?? null,
@@ -179,8 +164,8 @@ function rowCells(
   const inputCells: Record<string, unknown> = {};
   for (const column of inputColumns) inputCells[column] = row.record[column];
   return {
-    csv: { ...cells, ...enhanced, output_image: outputCell, status, error },
-    json: JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics, ...scoreFields }),
+    csv: { ...cells, ...enhanced, output_image: outputCell, status, error, ...csvExtras },
+    json: JSON.stringify({ ...row.record, ...enhanced, output_image: outputs, status, error, ...metrics, ...reviewFields, ...scoreFields }),
     parquet: {
       ...inputCells,
       ...enhanced,
@@ -192,6 +177,7 @@ function rowCells(
       latency_ms: entry?.latencyMs,
       cost_usd: entry?.costUsd,
       generation: entry ? (entry.history?.length ?? 0) + 1 : undefined,
+      ...reviewFields,
       ...scoreFields,
     },
     entry,
@@ -218,8 +204,10 @@ export async function writeResultsTables(
   if (loaded && toRead) for (const i of loaded.unreadable()) toRead.add(i);
   const stateOf = await ledgerReader(args.outputDir, toRead);
   const judged = await readJudgeRecords(args.outputDir);
+  const marks = await readReviewMarks(args.outputDir);
   const enhancedColumn = Boolean(args.instructionEnhanced);
-  const resultColumns: string[] = [...(enhancedColumn ? ['instruction_enhanced'] : []), ...RESULT_COLUMNS];
+  // results.csv has review and score columns once the run has marks or scores (every table then).
+  const resultColumns = resultsCsvColumns({ enhanced: enhancedColumn, reviewed: marks.size > 0, scored: judged.size > 0 });
   const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
   const tally = new Tally();
   const read = new Map<number, RecordedState>();
@@ -256,7 +244,7 @@ export async function writeResultsTables(
           }
           read.set(row.index, state);
         } else state = records.get(row.index) ?? { status: 'pending' };
-        const cells = rowCells(row, state, inputColumns, enhancedColumn, judged);
+        const cells = rowCells(row, state, inputColumns, enhancedColumn, judged, marks);
         tally.add(state, cells.entry);
         csvRows.push(cells.csv);
         lines.push(cells.json);

@@ -5,7 +5,7 @@ import { UsageError } from '../lib/shared/errors';
 import { API_BACKENDS } from '../lib/shared/backends';
 import { ROW_ERROR_TYPES } from '../lib/shared/errorTypes';
 import { normaliseErrorType } from '../lib/shared/retrySelection';
-import { findRun, type RegisteredRun } from '../lib/run/runRegistry';
+import { findRun, listRuns, type RegisteredRun } from '../lib/run/runRegistry';
 import { AtelierRowsFailed, AtelierRowsOk, AtelierRowsTotal } from '../lib/shared/searchAttributes';
 import { summarizeLedger } from '../lib/run/summary';
 import { formatDuration } from '../lib/shared/eta';
@@ -183,8 +183,34 @@ export async function runWatch(runId: string, options: ManageOptions, io: CliIO)
   }
 }
 
+/** The most runs `atelier list` shows. */
+const LIST_LIMIT = 200;
+
+/**
+ * `atelier list` with no server up: the runs the state dir records, newest first, with counts
+ * from each run's ledger (what `status` shows for a run the server does not know).
+ */
+async function listRecordedRuns(options: ManageOptions, io: CliIO): Promise<number> {
+  const runs = (await listRuns(resolve(options.stateDir))).slice(0, LIST_LIMIT);
+  if (runs.length === 0) {
+    io.out(`no runs: no server is up for state dir ${options.stateDir}, and it records none`);
+    return ExitCodes.ok;
+  }
+  const lines = [`no server is up for state dir ${options.stateDir}: the runs it records (counts from each ledger)`];
+  for (const { input, createdAt } of runs) {
+    const counts = await summarizeLedger(input.outputDir, input.filterRows).then(
+      (s) => `rows ${s.total} ok ${s.ok} failed ${Object.values(s.failedByType).reduce((a, b) => a + b, 0)}`,
+      (err: unknown) => (/has no plan yet/.test((err as Error).message) ? 'not planned yet' : 'ledger unreadable'),
+    );
+    lines.push(`${input.runId}  started ${createdAt}  ${counts}  ${input.outputDir}`);
+  }
+  io.out(lines.join('\n'));
+  return ExitCodes.ok;
+}
+
 export async function runList(options: ManageOptions, io: CliIO): Promise<number> {
-  const session = await connect(options);
+  const session = await connectIfPossible(options);
+  if (!session) return listRecordedRuns(options, io);
   try {
     const seen = new Set<string>();
     const lines: string[] = [];
@@ -196,7 +222,7 @@ export async function runList(options: ManageOptions, io: CliIO): Promise<number
       const counts = [AtelierRowsTotal, AtelierRowsOk, AtelierRowsFailed].map((k) => attrs.get(k));
       const rows = counts[0] !== undefined ? `rows ${counts[0]} ok ${counts[1] ?? 0} failed ${counts[2] ?? 0}` : '';
       lines.push(`${wf.workflowId}  ${wf.status.name}  started ${wf.startTime.toISOString()}  ${rows}`.trim());
-      if (lines.length >= 200) break;
+      if (lines.length >= LIST_LIMIT) break;
     }
     io.out(lines.length ? lines.join('\n') : 'no runs');
     return ExitCodes.ok;

@@ -139,15 +139,56 @@ export function mergeModels(backend: Backend, listed: ListedModel[] | undefined,
   return rows;
 }
 
+/** The widest line `atelier models` prints: a terminal's 100 columns. */
+export const MODELS_WIDTH = 100;
+
+/**
+ * Breaks `text` at spaces into lines of at most `width` characters: the first starts with `first`,
+ * the others with `indent`. A word longer than a line (a long model id) is cut.
+ */
+function wrap(text: string, width: number, first: string, indent: string): string[] {
+  const lines: string[] = [];
+  let line = first;
+  let empty = true;
+  for (let word of text.split(' ').filter(Boolean)) {
+    for (;;) {
+      const candidate = empty ? line + word : `${line} ${word}`;
+      if (candidate.length <= width) {
+        line = candidate;
+        empty = false;
+        break;
+      }
+      if (!empty) {
+        lines.push(line);
+        line = indent;
+        empty = true;
+        continue;
+      }
+      // Alone on its line and still too long: cut it.
+      const room = width - line.length;
+      lines.push(line + word.slice(0, room));
+      word = word.slice(room);
+      line = indent;
+    }
+  }
+  if (!empty) lines.push(line);
+  return lines;
+}
+
+/**
+ * One block per model, each line within MODELS_WIDTH: the model and what it is (status, whether it
+ * edits, how many inputs, what the provider's list says), then its options and price, indented.
+ * A table's columns ran ~230 characters wide.
+ */
 function formatTable(rows: ModelRow[]): string[] {
-  const cols: (keyof ModelRow)[] = ['model', 'status', 'edits', 'inputs', 'options', 'price', 'provider'];
-  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((cell, i) => cell.padEnd(widths[i]!))
-      .join('  ')
-      .trimEnd();
-  return [line(cols), ...rows.map((r) => line(cols.map((c) => r[c])))];
+  return rows.flatMap((r) => {
+    const provider = r.provider === '-' ? '' : `; provider: ${r.provider}`;
+    return [
+      ...wrap(`${r.status}; edits ${r.edits}, inputs ${r.inputs}${provider}`, MODELS_WIDTH, `  ${r.model}  `, '      '),
+      ...(r.options !== '-' ? wrap(r.options, MODELS_WIDTH, '    options: ', '      ') : []),
+      ...(r.price !== '-' ? wrap(r.price, MODELS_WIDTH, '    price: ', '      ') : []),
+    ];
+  });
 }
 
 /** `atelier models`: exit 0; 1 for an unknown backend. A failed list request is reported, not fatal. */
@@ -181,16 +222,20 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
     const rows = mergeModels(backend, listed, now, baseURL);
     all.push(...rows);
     if (!options.json) {
-      io.out(`${backend}: ${note}`);
-      for (const line of formatTable(rows)) io.out(`  ${line}`);
+      for (const line of wrap(note, MODELS_WIDTH, `${backend}: `, '  ')) io.out(line);
+      for (const line of formatTable(rows)) io.out(line);
       io.out('');
     }
   }
   if (options.json) io.out(JSON.stringify(all, null, 2));
   else
-    io.out(
+    for (const line of wrap(
       `status as of ${now.toISOString().slice(0, 10)}; prices are estimates (USD, standard tier), "unknown" where none is published in the table`,
-    );
+      MODELS_WIDTH,
+      '',
+      '',
+    ))
+      io.out(line);
   return ExitCodes.ok;
 }
 

@@ -11,12 +11,18 @@ import { WORKERS } from './optionGroups';
 export const WORKER_OPTIONS = {
   queues: Opt.text('--queues <list>', 'comma-separated task queues to serve (default: all)'),
   concurrency: WORKERS.concurrency,
+  logFormat: Opt.text('--log-format <format>', 'text (readable lines, the default) or json (one JSON object a line)')
+    .choices(['text', 'json'])
+    .default('text'),
 };
 
 export type WorkerOptions = OptionsOf<typeof WORKER_OPTIONS>;
 
 /** `atelier worker`: long-lived workers for an external Temporal server (TEMPORAL_ADDRESS). */
 export async function runWorker(options: WorkerOptions, io: CliIO): Promise<number> {
+  // Readable lines by default (a person watches this terminal); JSON for a log collector.
+  const format = options.logFormat;
+  if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format ${format}: choose text or json`);
   const address = process.env.TEMPORAL_ADDRESS;
   if (!address) {
     throw new UsageError(
@@ -26,7 +32,7 @@ export async function runWorker(options: WorkerOptions, io: CliIO): Promise<numb
   // TLS, client certificates and the API key come from the same environment settings as the CLI's.
   const target = temporalTargetFromEnv(process.env, address);
   const namespace = target.namespace;
-  await installWorkerLogging(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {});
+  await installWorkerLogging({ format, ...(process.env.ATELIER_WORKER_LOG ? { file: resolve(process.env.ATELIER_WORKER_LOG) } : {}) });
   const connection = await connectNative(target);
   try {
     const queues = options.queues

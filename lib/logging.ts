@@ -13,6 +13,40 @@ export interface LoggingOptions {
   /** Log file; stderr when absent. */
   file?: string;
   level?: 'DEBUG' | 'INFO' | 'WARN' | 'ERROR';
+  /** `text`: one readable line per entry (time, level, message, key=value); `json` (default): pino's JSON lines. */
+  format?: 'text' | 'json';
+}
+
+/** Metadata shown first in a text line, when present (which run, row and activity a line is about). */
+const LEADING_KEYS = ['workflowId', 'workflowType', 'activityType', 'taskQueue', 'attempt'];
+
+function metaValue(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return /[\s"=]/.test(value) ? JSON.stringify(value) : value;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') return String(value);
+  if (value instanceof Error) return JSON.stringify(value.message);
+  const text = JSON.stringify(value);
+  return text && text.length <= 200 ? text : undefined; // long structures belong in the JSON format
+}
+
+/**
+ * One log entry as a person reads it: `12:03:04.567 WARN  message  workflowId=... attempt=2`.
+ * Metadata with long structured values is left out (`--log-format json` keeps everything).
+ */
+export function formatLogLine(entry: Pick<LogEntry, 'level' | 'message' | 'meta' | 'timestampNanos'>): string {
+  const time = new Date(Number(entry.timestampNanos / 1_000_000n)).toISOString().slice(11, 23);
+  const meta = entry.meta ?? {};
+  const keys = [
+    ...LEADING_KEYS.filter((k) => k in meta),
+    ...Object.keys(meta)
+      .filter((k) => !LEADING_KEYS.includes(k))
+      .sort(),
+  ];
+  const pairs = keys.flatMap((k) => {
+    const v = metaValue(meta[k]);
+    return v === undefined ? [] : [`${k}=${v}`];
+  });
+  return [`${time} ${entry.level.padEnd(5)} ${entry.message.replace(/\s*\n\s*/g, ' ')}`, ...pairs].join('  ');
 }
 
 /**
@@ -28,6 +62,7 @@ export async function installWorkerLogging(options: LoggingOptions): Promise<voi
   const level = options.level ?? 'INFO';
   const log = pino({ level: level.toLowerCase(), base: { pid: process.pid } }, destination);
   const logger = new DefaultLogger(level, (entry: LogEntry) => {
+    if (options.format === 'text') return void destination.write(`${formatLogLine(entry)}\n`);
     const method = entry.level === 'TRACE' ? 'trace' : (entry.level.toLowerCase() as 'debug' | 'info' | 'warn' | 'error');
     log[method](entry.meta ?? {}, entry.message);
   });

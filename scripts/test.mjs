@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { checkoutStateEntries, gainedEntries } from './checkoutState.mjs';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const bin = (name) => join(root, 'node_modules', '.bin', name);
@@ -61,6 +62,8 @@ if (spawnSync('sh', ['-c', 'command -v chromium'], { stdio: 'ignore' }).status !
 if (step('datasets venv', 'bash', [join(root, 'scripts', 'setup-datasets-venv.sh')]) !== 0) process.exit(1);
 if (step('gpu-workers venv', 'bash', [join(root, 'gpu-workers', 'scripts', 'setup-venv.sh')]) !== 0) process.exit(1);
 
+// Tests keep their run records in temp state dirs: the checkout's .atelier/ must not gain entries.
+const stateBefore = checkoutStateEntries(root);
 const work = mkdtempSync(join(tmpdir(), 'atelier-test-'));
 const vitestJson = join(work, 'vitest.json');
 const vitestCode = step('vitest', bin('vitest'), [
@@ -77,6 +80,14 @@ try {
   skipped += report.numPendingTests + report.numTodoTests;
 } catch {
   failed += 1; // vitest did not report: count it as a failure
+}
+
+const gained = gainedEntries(stateBefore, checkoutStateEntries(root));
+if (gained.length) {
+  process.stdout.write(
+    `\n=== the tests wrote into the checkout's .atelier/ (a CLI call without --state-dir?): ${gained.slice(0, 20).join(', ')}${gained.length > 20 ? ` and ${gained.length - 20} more` : ''}\n`,
+  );
+  failed += 1;
 }
 
 const junit = join(work, 'pytest.xml');

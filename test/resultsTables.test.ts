@@ -4,7 +4,10 @@ import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { writeResultsTables } from '../activities/resultsTables';
-import { commitLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
+import { parquetReadObjects } from 'hyparquet';
+import { commitLedgerEntry, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
+import { writeJudgeRecord } from '../lib/run/judgeScores';
+import { writeReviewMark } from '../lib/run/review';
 import { readPlanRows } from '../lib/run/plan';
 import { toRanges } from '../workflows/dataset/resultsRefresh';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
@@ -160,5 +163,87 @@ describe('results tables', () => {
     }
     expect(reads).toBeGreaterThan(5);
     expect(seen).toEqual([]);
+  });
+
+  it('results.csv and results.jsonl carry the judge scores and the review mark (with its reason) once the run has them', async () => {
+    const { outputDir, runId } = await plannedRun('marks');
+    await finishRows(outputDir, runId, [0, 1, 2], 'ok');
+    await finishRows(outputDir, runId, [3], 'failed');
+    const { writeResults } = createOrchestrationActivities();
+    await writeResults({ runId, outputDir });
+    const before = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
+    // Nothing judged or reviewed yet: no empty columns.
+    expect(Object.keys(before[0]!)).toEqual(['input_images', 'instruction', 'n', 'output_image', 'status', 'error']);
+
+    const entry = async (index: number) => (await readLedgerEntry(outputDir, index))!;
+    const e0 = await entry(0);
+    const e1 = await entry(1);
+    await writeJudgeRecord(outputDir, {
+      index: 0,
+      model: 'gpt-5.6-luna',
+      entryFinishedAt: e0.finishedAt,
+      scores: { instructionFollowing: 8, preservation: 9, quality: 7, overall: 7.48 },
+      reason: 'did what was asked, a little soft',
+      at: new Date().toISOString(),
+    });
+    await writeReviewMark(outputDir, {
+      index: 0,
+      verdict: 'accepted',
+      outputImages: e0.outputImages ?? [],
+      entryFinishedAt: e0.finishedAt,
+      at: new Date().toISOString(),
+    });
+    // A reject reason, as the viewer records one.
+    await writeReviewMark(outputDir, {
+      index: 1,
+      verdict: 'rejected',
+      outputImages: e1.outputImages ?? [],
+      entryFinishedAt: e1.finishedAt,
+      at: new Date().toISOString(),
+      reason: 'the sky is green',
+    } as Parameters<typeof writeReviewMark>[1]);
+    await writeResults({ runId, outputDir });
+
+    const csv = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Record<string, string>[];
+    expect(Object.keys(csv[0]!)).toEqual([
+      'input_images',
+      'instruction',
+      'n',
+      'output_image',
+      'status',
+      'error',
+      'review',
+      'review_reason',
+      'score',
+      'score_instruction_following',
+      'score_preservation',
+      'score_quality',
+      'score_reason',
+      'judge_model',
+    ]);
+    expect(csv[0]).toMatchObject({
+      review: 'accepted',
+      review_reason: '',
+      score: '7.48',
+      score_reason: 'did what was asked, a little soft',
+      judge_model: 'gpt-5.6-luna',
+    });
+    expect(csv[1]).toMatchObject({ review: 'rejected', review_reason: 'the sky is green', score: '' });
+    expect(csv[3]).toMatchObject({ status: 'failed', review: '', score: '' });
+    const jsonl = readFileSync(join(outputDir, 'results.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(jsonl[0]).toMatchObject({ review: 'accepted', score: 7.48, score_quality: 7, judge_model: 'gpt-5.6-luna' });
+    expect(jsonl[1]).toMatchObject({ review: 'rejected', review_reason: 'the sky is green' });
+    expect(jsonl[2]).not.toHaveProperty('review');
+    const bytes = readFileSync(join(outputDir, 'results.parquet'));
+    const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    const parquet = await parquetReadObjects({ file, columns: ['review', 'review_reason', 'score'] });
+    expect(parquet.slice(0, 3)).toEqual([
+      { review: 'accepted', review_reason: null, score: 7.48 },
+      { review: 'rejected', review_reason: 'the sky is green', score: null },
+      { review: null, review_reason: null, score: null },
+    ]);
   });
 });

@@ -68,6 +68,9 @@ describe('--base-url is part of what a run asks for', () => {
     });
     try {
       await worker.waitForOutput(/serving atelier-orchestrator/);
+      // The worker's log: readable lines by default, not pino's JSON (`--log-format json` for that).
+      await worker.waitForOutput(/^\d\d:\d\d:\d\d\.\d{3} INFO {2}Worker state changed {2}.*state=RUNNING/m);
+      expect(worker.output).not.toMatch(/^\{/m);
       const deadPort = await freePort();
       const deadUrl = `http://127.0.0.1:${deadPort}/v1`;
       const elsewhere = await dataset(3, 'safe-dead');
@@ -140,9 +143,13 @@ describe('a state dir uses only the server it started', () => {
         { pid: stranger.pid, address: `127.0.0.1:${port}`, owner: 'server', token: '0123456789abcdef' },
       ]) {
         writeFileSync(join(stateDir, 'server.json'), JSON.stringify(record));
+        // `list` finds no server of its own: it lists what the state dir records, not the stranger's runs.
         const listed = await atelier(['list', '--state-dir', stateDir], cliEnv());
-        expect(listed.code, listed.stdout + listed.stderr).toBe(1);
-        expect(listed.stderr).toMatch(/no Temporal server is running for state dir/);
+        expect(listed.code, listed.stdout + listed.stderr).toBe(0);
+        expect(listed.stdout).toMatch(/^no runs: no server is up for state dir /);
+        const status = await atelier(['status', 'atelier-rows-000000000000', '--state-dir', stateDir], cliEnv());
+        expect(status.code, status.stdout + status.stderr).toBe(1);
+        expect(status.stderr).toMatch(/no run atelier-rows-000000000000 is running/);
       }
       // The stranger is untouched (not stopped as an orphan, retention unchanged by us).
       expect(stranger.exitCode).toBeNull();

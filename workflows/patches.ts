@@ -40,6 +40,8 @@ export const PATCH = {
   resultsIncremental: 'atelier-results-incremental',
   searchCountsSeconds: 'atelier-search-counts-seconds',
   rowRunId: 'atelier-row-run-id',
+  budgetReserve: 'atelier-budget-reserve',
+  unreachablePause: 'atelier-unreachable-pause',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -54,7 +56,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     stage: 'patched',
     change: '--max-cost: the run pauses when the spend of its finished rows reaches the budget',
     neededBy: [],
-    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+    coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb', 'safe-b042613/reserve.datasetWorkflow-0.binpb'],
   },
   batch: {
     id: PATCH.batch,
@@ -111,6 +113,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'results-9154966/can.datasetWorkflow-0.binpb',
       'results-9154966/can.datasetWorkflow-1.binpb',
       'results-9154966/can.datasetWorkflow-2.binpb',
+      'safe-b042613/reserve.datasetWorkflow-0.binpb',
+      'safe-b042613/unreachable.datasetWorkflow-0.binpb',
     ],
   },
   resultsIncremental: {
@@ -124,6 +128,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'results-9154966/can.datasetWorkflow-0.binpb',
       'results-9154966/can.datasetWorkflow-1.binpb',
       'results-9154966/can.datasetWorkflow-2.binpb',
+      'safe-b042613/reserve.datasetWorkflow-0.binpb',
+      'safe-b042613/unreachable.datasetWorkflow-0.binpb',
     ],
   },
 
@@ -142,5 +148,21 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change: 'row children carry the AtelierRunId search attribute',
     neededBy: [],
     coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+  },
+  budgetReserve: {
+    id: PATCH.budgetReserve,
+    addedIn: 'b042613',
+    stage: 'patched',
+    change: '--max-cost: a row starts only while the spend plus the rows in flight (at the cost of a row) stays under the budget',
+    neededBy: [],
+    coveredBy: ['safe-b042613/reserve.datasetWorkflow-0.binpb'],
+  },
+  unreachablePause: {
+    id: PATCH.unreachablePause,
+    addedIn: 'b042613',
+    stage: 'patched',
+    change: 'rows failing one after another to connect to the provider pause the run (were all failed)',
+    neededBy: [],
+    coveredBy: ['safe-b042613/unreachable.datasetWorkflow-0.binpb'],
   },
 };

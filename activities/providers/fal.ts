@@ -4,6 +4,7 @@ import { capabilities, supportsParam, type ModelCapabilities } from './models';
 import { retryAfterMs } from './openai';
 import { checkEditInputs, requestFingerprint, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
+import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
 // fal.ai through its queue API with plain fetch (fal.ai/docs/api-reference/inference-api,
 // documentation/model-apis/inference/queue):
@@ -123,8 +124,7 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     } catch (err) {
       if (signal?.aborted) throw new ClassifiedError('retryable', 'request cancelled');
       if (timeout.aborted) throw new ClassifiedError('retryable', `request timed out after ${requestTimeoutMs} ms`);
-      const cause = (err as Error & { cause?: { code?: string } }).cause;
-      throw new ClassifiedError('retryable', `connection error: ${cause?.code ?? (err as Error).message}`);
+      throw new ClassifiedError('retryable', connectionErrorMessage(url, err));
     }
   }
 

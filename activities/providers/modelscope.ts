@@ -5,6 +5,7 @@ import { capabilities, supportsParam } from './models';
 import { retryAfterMs } from './openai';
 import { checkEditInputs, requestFingerprint, resultImage } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
+import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
 // ModelScope API-Inference (Qwen-Image-Edit and friends) with plain fetch: submit an async task
 // (`POST /v1/images/generations` with `X-ModelScope-Async-Mode: true`), poll
@@ -86,8 +87,7 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
     } catch (err) {
       if (signal?.aborted) throw new ClassifiedError('retryable', 'request cancelled');
       if (timeout.aborted) throw new ClassifiedError('retryable', `request timed out after ${requestTimeoutMs} ms`);
-      const cause = (err as Error & { cause?: { code?: string } }).cause;
-      throw new ClassifiedError('retryable', `connection error: ${cause?.code ?? (err as Error).message}`);
+      throw new ClassifiedError('retryable', connectionErrorMessage(url, err));
     }
   }
 

@@ -4,6 +4,7 @@ import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
 import { checkEditInputs, resultImage, sniffImageType } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
+import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
 // The SDK's own retries are off: Temporal's activity retry policy owns every retry, so backoff,
@@ -35,11 +36,11 @@ export function retryAfterMs(headers: Headers | undefined): number | undefined {
 }
 
 /** Sorts an SDK error into a row failure class (shared by every OpenAI-SDK-based adapter). */
-export function classifyOpenAIError(err: unknown): ClassifiedError {
+export function classifyOpenAIError(err: unknown, baseURL?: string): ClassifiedError {
   if (err instanceof ClassifiedError) return err;
   if (err instanceof APIUserAbortError) return new ClassifiedError('retryable', 'request cancelled');
   if (err instanceof APIConnectionTimeoutError) return new ClassifiedError('retryable', `request timed out: ${err.message}`);
-  if (err instanceof APIConnectionError) return new ClassifiedError('retryable', `connection error: ${err.message}`);
+  if (err instanceof APIConnectionError) return new ClassifiedError('retryable', connectionErrorMessage(baseURL, err));
   if (err instanceof APIError) {
     const status = err.status;
     const details = {
@@ -208,7 +209,7 @@ export function openAIImagesProvider(
           .withResponse();
         return await collectImages(data, request_id, request.signal);
       } catch (err) {
-        throw classifyOpenAIError(err);
+        throw classifyOpenAIError(err, clientFor(request.model).baseURL);
       }
     },
     async generate(request: ImageRequest): Promise<ImageResult> {
@@ -227,7 +228,7 @@ export function openAIImagesProvider(
           .withResponse();
         return await collectImages(data as OpenAI.ImagesResponse, request_id, request.signal);
       } catch (err) {
-        throw classifyOpenAIError(err);
+        throw classifyOpenAIError(err, clientFor(request.model).baseURL);
       }
     },
   };

@@ -7,15 +7,8 @@ import { layout } from '../run/runStore';
 import { readSource } from '../images';
 import { ArrowTableWriter } from './arrowTable';
 import { WebDatasetWriter } from './webdatasetTable';
-import {
-  huggingfaceMetadata,
-  inferKind,
-  ParquetTableWriter,
-  SCORE_COLUMNS,
-  type ColumnKind,
-  type ImageCell,
-  type TableColumn,
-} from './parquetTable';
+import { huggingfaceMetadata, inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
+import { exportResultColumns } from '../run/resultsSchema';
 import { runRows, type RunRowView } from '../run/runRows';
 import { ClassifiedError, ExportError, UsageError } from '../shared/errors';
 
@@ -160,13 +153,7 @@ function columnsOf(shape: ExportShape): TableColumn[] {
     ...(shape.anyMask ? [{ name: 'mask_image', kind: 'image' } as const] : []),
     shape.manyOutputs ? { name: 'output_images', kind: 'imageList' } : { name: 'output_image', kind: 'image' },
     ...shape.inputColumns.map(({ name, kind }) => ({ name, kind })),
-    { name: 'status', kind: 'string' },
-    { name: 'error', kind: 'string' },
-    { name: 'attempts', kind: 'int' },
-    { name: 'latency_ms', kind: 'int' },
-    { name: 'cost_usd', kind: 'double' },
-    { name: 'review', kind: 'string' },
-    ...(shape.scored ? SCORE_COLUMNS : []),
+    ...exportResultColumns(shape.scored),
   ];
 }
 

@@ -78,19 +78,6 @@ function featureOf(kind: ColumnKind): unknown {
 }
 
 /** The `huggingface` key-value metadata `datasets` writes and reads back as the table's features. */
-/**
- * The judge's columns, in the order both results.parquet and the HF export carry them (one list, so
- * the two tables cannot drift apart).
- */
-export const SCORE_COLUMNS: readonly TableColumn[] = [
-  { name: 'score', kind: 'double' },
-  { name: 'score_instruction_following', kind: 'double' },
-  { name: 'score_preservation', kind: 'double' },
-  { name: 'score_quality', kind: 'double' },
-  { name: 'score_reason', kind: 'string' },
-  { name: 'judge_model', kind: 'string' },
-];
-
 export function huggingfaceMetadata(columns: readonly TableColumn[]): string {
   const features: Record<string, unknown> = {};
   for (const c of columns) features[c.name] = featureOf(c.kind);

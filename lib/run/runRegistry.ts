@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../../storage/atomicFile';
 import type { DatasetWorkflowInput } from '../shared/types';
@@ -32,4 +32,11 @@ export async function findRun(stateDir: string, runId: string): Promise<Register
   } catch {
     return undefined;
   }
+}
+
+/** Every run the state dir records, newest first (`atelier list` with no server up). */
+export async function listRuns(stateDir: string): Promise<RegisteredRun[]> {
+  const names = await readdir(join(stateDir, 'runs')).catch(() => [] as string[]);
+  const runs = await Promise.all(names.filter((n) => n.endsWith('.json')).map((n) => findRun(stateDir, n.slice(0, -'.json'.length))));
+  return runs.filter((r): r is RegisteredRun => r !== undefined).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
 }

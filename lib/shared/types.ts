@@ -48,6 +48,10 @@ export interface CarriedState {
   continuedAsNew: number;
   /** The budget (--max-cost, raised by the budget signal), USD. */
   maxCostUsd?: number;
+  /** A row's cost from the model's price table, USD (planning's estimate; absent when unknown). */
+  rowCostEstimateUsd?: number;
+  /** Rows that reported one after another that they could not connect to the provider. */
+  unreachableRows?: number;
   /** The results refresher's clock and the rows it still owes a rewrite (workflows/dataset/resultsRefresh.ts). */
   refresh?: ResultsRefreshCarried;
 }
@@ -70,6 +74,8 @@ export interface RunCountsState {
   finished: number;
   /** Estimated spend of the rows this run finished (their ledger cost), USD; absent until one reports a cost. */
   spentUsd?: number;
+  /** Rows finished with a cost since the budget was set (the mean cost of a row). */
+  costedRows?: number;
 }
 
 export interface PauseState {
@@ -78,6 +84,8 @@ export interface PauseState {
   until?: string;
   /** Paused because the spend reached --max-cost: lifted by a higher budget. */
   budget?: boolean;
+  /** Paused because rows one after another could not connect to the provider. */
+  unreachable?: boolean;
 }
 
 /** A row child's report to its dataset workflow (a signal, sent from the child's finally). */
@@ -126,6 +134,8 @@ export interface PlanRunResult {
   failedByType: Record<string, number>;
   /** Selected rows done for a request they no longer make (the dataset changed): done again. */
   changed?: number;
+  /** A row's cost from the model's price table, USD, when the table gives one (the --max-cost reserve). */
+  rowCostEstimateUsd?: number;
 }
 
 export interface RowsPage {

@@ -106,6 +106,7 @@ describe('s3 → s3 runs with workers on hosts of their own', () => {
     );
     // The client: neither provider keys nor storage credentials.
     const clientEnv = { ...base };
+    const clientState = tempDir('atelier-s3-state-');
     try {
       await apiHost.waitFor(/serving atelier-orchestrator, api-openai/, 60_000);
       await gpuHost.waitFor(/GPU worker ready/, 300_000);
@@ -122,6 +123,9 @@ describe('s3 → s3 runs with workers on hosts of their own', () => {
         'gpt-image-2',
         '--retry-initial-ms',
         '100',
+        // The client's run records in a temp state dir, not the checkout's ./.atelier (its cwd).
+        '--state-dir',
+        clientState,
       ];
       const gpuArgs = [
         'edit',
@@ -135,6 +139,8 @@ describe('s3 → s3 runs with workers on hosts of their own', () => {
         modelDir,
         '--num-inference-steps',
         '2',
+        '--state-dir',
+        clientState,
       ];
       const api = await atelier(apiArgs, clientEnv);
       expect(api.code, api.stdout + api.stderr).toBe(2);

@@ -240,6 +240,40 @@ describe('record workflow histories', () => {
     await save(env.client, 'budget', 'rec-budget', ['rec-budget/row/0']);
   });
 
+  it('reserve: --max-cost with a window of 4 reserves the rows in flight, then a higher budget lets it finish', async () => {
+    const { csv, outputDir } = await rowsCsv(
+      'reserve',
+      Array.from({ length: 8 }, (_, i) => `a.png,rs-${i} x`),
+    );
+    await withWorkers(async (start) => {
+      const handle = await start(testInput({ runId: 'rec-reserve', inputPath: csv, outputDir, window: 4, maxCostUsd: 0.1 }));
+      await progressUntil(handle, (p) => p.paused?.budget === true && p.inFlight === 0);
+      await handle.signal('budget', { maxCostUsd: 1 });
+      return (await handle.result()) as DatasetRunSummary;
+    });
+    await save(env.client, 'reserve', 'rec-reserve');
+  });
+
+  it('unreachable: rows failing to connect pause the run; resumed, the last row fails and the run ends', async () => {
+    const { csv, outputDir } = await rowsCsv(
+      'unreachable',
+      Array.from({ length: 7 }, (_, i) => `a.png,ur-${i} x`),
+    );
+    const reachable = workerEnv;
+    workerEnv = { ...reachable, OPENAI_BASE_URL: `http://127.0.0.1:${await freePort()}/v1` };
+    try {
+      await withWorkers(async (start) => {
+        const handle = await start(testInput({ runId: 'rec-unreachable', inputPath: csv, outputDir, window: 2 }));
+        await progressUntil(handle, (p) => p.paused?.unreachable === true && p.inFlight === 0);
+        await handle.signal('resume');
+        return (await handle.result()) as DatasetRunSummary;
+      });
+    } finally {
+      workerEnv = reachable;
+    }
+    await save(env.client, 'unreachable', 'rec-unreachable');
+  });
+
   it('early: a pause signalled with the start, heard while planning, holds the run until resumed', async () => {
     const { csv, outputDir } = await rowsCsv('early', ['a.png,ea-0 x', 'a.png,ea-1 x']);
     await withWorkers(async () => {

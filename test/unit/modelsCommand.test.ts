@@ -97,7 +97,21 @@ describe('atelier models', () => {
     const out = io();
     await runModels({ backend: 'modelscope' }, out, env());
     expect(out.lines[0]).toMatch(/ModelScope has no model list endpoint/);
-    expect(out.lines.join('\n')).toMatch(/Qwen\/Qwen-Image-Edit-2511 .*free quota/);
+    expect(out.lines.join('\n')).toMatch(/Qwen\/Qwen-Image-Edit-2511 .*\n(.*\n)*? {4}price: free quota/);
+  });
+
+  it('fits 100 columns, every backend, merged with the provider lists (a table ran ~230 wide)', async () => {
+    const out = io();
+    expect(await runModels({}, out, env())).toBe(0);
+    const wide = out.lines.filter((l) => l.length > 100);
+    expect(wide).toEqual([]);
+    expect(out.lines.length).toBeGreaterThan(50);
+    // A model's block: the model and its status, then its options and price, indented.
+    const at = out.lines.findIndex((l) => l.startsWith('  gpt-image-2  current; edits yes, inputs 16; provider: listed'));
+    expect(at).toBeGreaterThan(0);
+    expect(out.lines.slice(at + 1, at + 6).join('\n')).toMatch(
+      /^ {4}options: size .*\n(.*\n)*? {4}price: \$\/1M in 5 \(image 8\) cached 1\.25, out 30/m,
+    );
   });
 
   it('without a key, shows the table only; an unknown backend is a usage error', async () => {

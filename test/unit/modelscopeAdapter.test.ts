@@ -209,6 +209,7 @@ describe('ModelScope adapter (async task submit and poll)', () => {
         (e: unknown) => e as ClassifiedError,
       );
     expect(dead?.kind).toBe('retryable');
+    expect(dead?.message).toBe(`connection error: cannot reach 127.0.0.1:${port} (ECONNREFUSED)`);
     const noKey = await createModelScopeProvider({ apiKey: '', baseURL: standin.baseURL })
       .edit({ model: MODEL, prompt: 'ms-nokey', images: [black], params: {}, numImages: 1 })
       .then(

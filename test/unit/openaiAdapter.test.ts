@@ -86,12 +86,14 @@ describe('OpenAI adapter through the real SDK', () => {
 
   it('classifies an unreachable server as retryable', async () => {
     const port = await freePort();
-    const dead = createOpenAIProvider({ apiKey: 'sk-x', baseURL: `http://127.0.0.1:${port}/v1` });
+    // A key in the URL (some compatible servers take one) must not reach the message: the host only.
+    const dead = createOpenAIProvider({ apiKey: 'sk-x', baseURL: `http://127.0.0.1:${port}/v1?key=k-secret` });
     const err = await dead
       .edit({ model: 'gpt-image-2', prompt: 'x', images: [{ data: png, mimeType: 'image/png' }], params: {}, numImages: 1 })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ClassifiedError);
     expect((err as ClassifiedError).kind).toBe('retryable');
+    expect((err as ClassifiedError).message).toBe(`connection error: cannot reach 127.0.0.1:${port} (ECONNREFUSED)`);
   });
 
   it('passes the optional parameters, input_fidelity only where the model takes it, never response_format to GPT image models', async () => {

@@ -1,12 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import type { PlanRunResult, RowRef } from '../../lib/shared/types';
-import { RunState } from '../../workflows/dataset/runState';
+import { RunState, UNREACHABLE_ROWS } from '../../workflows/dataset/runState';
 
 // The dataset run's bookkeeping without a server: the workflow feeds RunState the same events.
 
-function planned(opts: { rows?: number; alreadyOk?: number; failedByType?: Record<string, number>; maxCostUsd?: number } = {}): RunState {
+function planned(
+  opts: { rows?: number; alreadyOk?: number; failedByType?: Record<string, number>; maxCostUsd?: number; rowCostEstimateUsd?: number } = {},
+): RunState {
   const plan = {
     input: { maxCostUsd: opts.maxCostUsd },
+    ...(opts.rowCostEstimateUsd !== undefined ? { rowCostEstimateUsd: opts.rowCostEstimateUsd } : {}),
     totalRows: opts.rows ?? 10,
     selectedRows: opts.rows ?? 10,
     alreadyOk: opts.alreadyOk ?? 0,
@@ -104,6 +107,95 @@ describe('RunState', () => {
     s.resume();
     expect(s.paused).toMatchObject({ budget: true });
     s.setBudget(1);
+    expect(s.paused).toBeNull();
+  });
+
+  it('--max-cost reserves the rows in flight: a row starts only while spend + in flight x a row stays under the budget', () => {
+    // The price table says $0.10 a row; a $0.30 budget with a window of 8 starts 3 rows, not 8.
+    const s = planned({ rows: 20, maxCostUsd: 0.3, rowCostEstimateUsd: 0.1 });
+    let next = 0;
+    const fill = () => {
+      while (s.hasRoom(8)) s.dispatched(row(next++));
+    };
+    fill();
+    expect(s.inFlight.size).toBe(3);
+    // Rows report $0.035 each: the mean replaces the table's estimate, so more rows fit.
+    s.finishRow({ position: 0, index: 0, status: 'ok', costUsd: 0.035 });
+    fill();
+    // Another starts while 0.035 + n x 0.035 < 0.30 (n in flight before it): up to 8 in flight.
+    expect(s.inFlight.size).toBe(8);
+    // Every row in flight finishes: the spend overshoots the budget by less than one row.
+    let spent = 0.035;
+    while (s.inFlight.size > 0 || !s.paused) {
+      const index = [...s.inFlight][0]!;
+      s.finishRow({ position: index, index, status: 'ok', costUsd: 0.035 });
+      spent += 0.035;
+      fill();
+      if (s.inFlight.size === 0 && s.paused) break;
+    }
+    expect(s.paused).toMatchObject({ budget: true });
+    expect(spent).toBeGreaterThanOrEqual(0.3);
+    expect(spent).toBeLessThanOrEqual(0.3 + 0.035 + 1e-9);
+  });
+
+  it('--max-cost with no known price starts one row at a time until a row reports its cost', () => {
+    const s = planned({ rows: 5, maxCostUsd: 1 });
+    expect(s.hasRoom(4)).toBe(true);
+    s.dispatched(row(0));
+    expect(s.hasRoom(4)).toBe(false);
+    s.finishRow({ position: 0, index: 0, status: 'ok', costUsd: 0.1 });
+    s.dispatched(row(1));
+    expect(s.hasRoom(4)).toBe(true);
+  });
+
+  it('histories from before the reserve start the whole window (the workflow answers no)', () => {
+    const plan = {
+      input: { maxCostUsd: 0.3 },
+      rowCostEstimateUsd: 1,
+      totalRows: 9,
+      selectedRows: 9,
+      alreadyOk: 0,
+      failedByType: {},
+    } as unknown as PlanRunResult;
+    const s = RunState.planned('run-old', plan, '2026-11-30T00:00:00.000Z', undefined, (branch) => branch !== 'budgetReserve');
+    for (let i = 0; i < 4; i++) s.dispatched(row(i));
+    expect(s.hasRoom(8)).toBe(true);
+  });
+
+  it('pauses after consecutive rows fail to connect, naming the reason; other reports reset the count', () => {
+    const s = planned({ rows: 20 });
+    const refused = (i: number) =>
+      s.finishRow({
+        position: i,
+        index: i,
+        status: 'failed',
+        errorType: 'Retryable',
+        error: 'connection error: cannot reach 127.0.0.1:9 (ECONNREFUSED)',
+      });
+    for (let i = 0; i < 12; i++) s.dispatched(row(i));
+    for (let i = 0; i < UNREACHABLE_ROWS - 1; i++) refused(i);
+    s.finishRow({ position: 4, index: 4, status: 'failed', errorType: 'Retryable', error: '503 overloaded' });
+    for (let i = 5; i < 5 + UNREACHABLE_ROWS - 1; i++) refused(i);
+    expect(s.paused).toBeNull();
+    refused(9);
+    expect(s.paused).toMatchObject({ unreachable: true });
+    expect(s.paused?.reason).toMatch(
+      /^provider unreachable: 5 rows in a row could not connect \(row 9: connection error: cannot reach 127\.0\.0\.1:9/,
+    );
+    expect(s.paused?.reason).toContain('atelier resume run-1');
+    expect(s.hasRoom(20)).toBe(false);
+    s.resume();
+    expect(s.paused).toBeNull();
+    refused(10);
+    expect(s.paused).toBeNull();
+  });
+
+  it('never pauses for an unreachable provider when the history predates it', () => {
+    const plan = { input: {}, totalRows: 9, selectedRows: 9, alreadyOk: 0, failedByType: {} } as unknown as PlanRunResult;
+    const s = RunState.planned('run-old', plan, '2026-11-30T00:00:00.000Z', undefined, (branch) => branch !== 'unreachablePause');
+    for (let i = 0; i < 9; i++) s.dispatched(row(i));
+    for (let i = 0; i < 9; i++)
+      s.finishRow({ position: i, index: i, status: 'failed', errorType: 'Retryable', error: 'connection error: x' });
     expect(s.paused).toBeNull();
   });
 

@@ -12,6 +12,28 @@ export interface EarlyRequests {
   maxCostUsd?: number;
 }
 
+/**
+ * The patched branches RunState asks about before taking them; the workflow answers each with its
+ * `patched()` marker, so histories recorded before the branch existed replay unchanged.
+ * - `budgetPause`: --max-cost pauses the run at its budget.
+ * - `budgetReserve`: under --max-cost, a row starts only while the spend plus the rows in flight
+ *   (at the estimated cost of a row) stays under the budget.
+ * - `unreachablePause`: consecutive rows failing to reach the provider pause the run.
+ */
+export type RunBranch = 'budgetPause' | 'budgetReserve' | 'unreachablePause';
+
+/**
+ * Consecutive rows (across the window, in the order they report) whose calls could not reach the
+ * provider before the run pauses: enough that one flaky connection does not stop a run, few enough
+ * that a dead endpoint does not fail the dataset.
+ */
+export const UNREACHABLE_ROWS = 5;
+
+/** A row's failure is "could not connect to the provider" (the adapters' `connection error: ...`). */
+export function isConnectionFailure(done: RowDone): boolean {
+  return done.status === 'failed' && done.errorType === ErrorTypes.retryable && /\bconnection error\b/i.test(done.error ?? '');
+}
+
 /** Search attribute counts are upserted at most this often (each upsert is a history event). */
 const SEARCH_UPSERT_MS = 3000;
 
@@ -25,8 +47,8 @@ function sum(counts: Record<string, number>): number {
  * The workflow feeds it events (a row dispatched, a row's report, a signal) and reads decisions
  * back (may I dispatch? is the run over?); the unit tests drive it the same way without a server.
  *
- * `budgetPauseAllowed` is asked before the budget pauses the run: the workflow answers with a
- * `patched()` marker, so histories recorded before --max-cost replay unchanged.
+ * `allowed` is asked before a patched branch is taken (RunBranch): the workflow answers with a
+ * `patched()` marker, so histories recorded before the branch replay unchanged.
  */
 export class RunState {
   readonly inFlight: Set<number>;
@@ -40,14 +62,14 @@ export class RunState {
   private constructor(
     readonly runId: string,
     private readonly carried: CarriedState,
-    private readonly budgetPauseAllowed: () => boolean,
+    private readonly allowed: (branch: RunBranch) => boolean,
   ) {
     this.inFlight = new Set(carried.inFlight);
   }
 
   /** The state a continued run resumes from. */
-  static resume(runId: string, carried: CarriedState, budgetPauseAllowed: () => boolean): RunState {
-    return new RunState(runId, carried, budgetPauseAllowed);
+  static resume(runId: string, carried: CarriedState, allowed: (branch: RunBranch) => boolean): RunState {
+    return new RunState(runId, carried, allowed);
   }
 
   /** The state of a run that has just planned its rows. */
@@ -56,7 +78,7 @@ export class RunState {
     plan: PlanRunResult,
     startedAt: string,
     retryOnly: RetrySelection | undefined,
-    budgetPauseAllowed: () => boolean,
+    allowed: (branch: RunBranch) => boolean,
   ): RunState {
     return new RunState(
       runId,
@@ -72,8 +94,9 @@ export class RunState {
         startedAt,
         continuedAsNew: 0,
         ...(plan.input.maxCostUsd !== undefined ? { maxCostUsd: plan.input.maxCostUsd } : {}),
+        ...(plan.rowCostEstimateUsd !== undefined ? { rowCostEstimateUsd: plan.rowCostEstimateUsd } : {}),
       },
-      budgetPauseAllowed,
+      allowed,
     );
   }
 
@@ -177,7 +200,24 @@ export class RunState {
 
   /** May another row start now? */
   hasRoom(window: number): boolean {
-    return !this.carried.paused && this.inFlight.size < window;
+    return !this.carried.paused && this.inFlight.size < window && this.budgetHasRoom();
+  }
+
+  /**
+   * --max-cost: the rows in flight will be paid for too, so another row starts only while the
+   * spend plus the in-flight rows at the estimated cost of a row stays under the budget; the
+   * overshoot is then at most about one row. A row's cost is the mean of the rows finished with a
+   * cost, else the price table's estimate (planning); with neither known, one row at a time.
+   */
+  private budgetHasRoom(): boolean {
+    const c = this.carried;
+    if (c.maxCostUsd === undefined || this.inFlight.size === 0) return true;
+    if (!this.allowed('budgetReserve')) return true;
+    const costed = c.counts.costedRows ?? 0;
+    // Histories from before costedRows was counted: their spend has no row count to divide by.
+    const perRow = costed > 0 ? (c.counts.spentUsd ?? 0) / costed : (c.counts.spentUsd ?? 0) > 0 ? undefined : c.rowCostEstimateUsd;
+    if (perRow === undefined) return false;
+    return (c.counts.spentUsd ?? 0) + this.inFlight.size * perRow < c.maxCostUsd;
   }
 
   /** Nothing in flight, deferred or queued: the run is over once its pass is exhausted. */
@@ -200,8 +240,13 @@ export class RunState {
   finishRow(done: RowDone): boolean {
     const c = this.carried;
     if (!this.inFlight.delete(done.index)) return false;
-    if (done.costUsd !== undefined) c.counts.spentUsd = Math.round(((c.counts.spentUsd ?? 0) + done.costUsd) * 1e6) / 1e6;
+    if (done.costUsd !== undefined) {
+      c.counts.spentUsd = Math.round(((c.counts.spentUsd ?? 0) + done.costUsd) * 1e6) / 1e6;
+      // Rows with a cost, for the mean cost of a row (the budget's reserve for the rows in flight).
+      c.counts.costedRows = (c.counts.costedRows ?? 0) + 1;
+    }
     this.checkBudget();
+    this.checkReachable(done);
     if (done.status === 'ok') c.counts.ok += 1;
     else if (done.status === 'failed') {
       this.countFailed(done.errorType ?? 'Error');
@@ -230,12 +275,32 @@ export class RunState {
 
   // ---- pause, resume, budget ---------------------------------------------------------------
 
+  // Rows failing to connect, one after another: the provider is unreachable (a dead --base-url, a
+  // network down), and every further row would fail the same way after its retries. The run
+  // pauses instead of burning through the dataset; any other report starts the count again.
+  private checkReachable(done: RowDone): void {
+    const c = this.carried;
+    if (!isConnectionFailure(done)) {
+      if (c.unreachableRows) c.unreachableRows = 0;
+      return;
+    }
+    c.unreachableRows = (c.unreachableRows ?? 0) + 1;
+    if (c.unreachableRows >= UNREACHABLE_ROWS && !c.paused && this.allowed('unreachablePause')) {
+      const why = (done.error ?? '').replace(/\s+/g, ' ').slice(0, 200);
+      c.paused = {
+        reason: `provider unreachable: ${c.unreachableRows} rows in a row could not connect (row ${done.index}: ${why}); fix the endpoint or the network, then \`atelier resume ${this.runId}\` and \`atelier retry ${this.runId} --failed\``,
+        unreachable: true,
+      };
+    }
+  }
+
   pause(reason: string | undefined): void {
     this.carried.paused = { reason: reason ?? 'paused by request' };
   }
 
   /** Lifts the pause; over the budget a plain resume keeps the budget pause (only a higher budget lifts it). */
   resume(): void {
+    if (this.carried.unreachableRows) this.carried.unreachableRows = 0;
     this.carried.paused = this.overBudget() ? { reason: this.budgetReason(), budget: true } : null;
   }
 
@@ -273,7 +338,7 @@ export class RunState {
 
   // --max-cost: the spend reached the budget: stop dispatching (rows in flight finish).
   private checkBudget(): void {
-    if (!this.carried.paused && this.overBudget() && this.budgetPauseAllowed())
+    if (!this.carried.paused && this.overBudget() && this.allowed('budgetPause'))
       this.carried.paused = { reason: this.budgetReason(), budget: true };
   }
 

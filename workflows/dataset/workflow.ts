@@ -23,7 +23,7 @@ import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate
 import { rowWorkflowId } from './rowReports';
 import { ResultsRefresher } from './resultsRefresh';
 import { RowWindow } from './rowWindow';
-import { RunState, type EarlyRequests, type RunPhase } from './runState';
+import { RunState, type EarlyRequests, type RunBranch, type RunPhase } from './runState';
 import { PATCH } from '../patches';
 
 const { planRun, countRetryRows } = proxyActivities<OrchestrationActivities>({
@@ -67,7 +67,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
   let earlyHeard = false;
   // The carried state is in place before any handler is registered: setHandler delivers the
   // signals buffered for this run at once, and a row's report must find its row in flight.
-  let state: RunState | undefined = rawInput.carried ? RunState.resume(rawInput.runId, rawInput.carried, budgetPauseAllowed) : undefined;
+  let state: RunState | undefined = rawInput.carried ? RunState.resume(rawInput.runId, rawInput.carried, branchAllowed) : undefined;
   let window: RowWindow | undefined = state
     ? new RowWindow(
         input,
@@ -121,7 +121,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     if (!state) {
       const plan = await planRunOrExplain(rawInput);
       input = plan.input;
-      state = RunState.planned(input.runId, plan, new Date(workflowInfo().startTime).toISOString(), rawInput.retryOnly, budgetPauseAllowed);
+      state = RunState.planned(input.runId, plan, new Date(workflowInfo().startTime).toISOString(), rawInput.retryOnly, branchAllowed);
       window = new RowWindow(
         input,
         state,
@@ -262,10 +262,18 @@ async function waitFor(state: RunState, ready: () => boolean): Promise<void> {
   }
 }
 
-// --max-cost pauses the run at its budget; only runs with a budget take this path, and the marker
-// keeps it out of the replay of older histories.
-function budgetPauseAllowed(): boolean {
-  return patched(PATCH.maxCost);
+// RunState's patched branches (RunBranch): the --max-cost pause and reserve, taken only by runs
+// with a budget, and the pause for an unreachable provider, taken only when rows fail to connect.
+// Each marker keeps its branch out of the replay of older histories.
+function branchAllowed(branch: RunBranch): boolean {
+  switch (branch) {
+    case 'budgetPause':
+      return patched(PATCH.maxCost);
+    case 'budgetReserve':
+      return patched(PATCH.budgetReserve);
+    case 'unreachablePause':
+      return patched(PATCH.unreachablePause);
+  }
 }
 
 /** What the row window redraws: the UI's details, and the search attributes when counts moved. */
