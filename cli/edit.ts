@@ -82,6 +82,8 @@ export interface EditOptions {
   aspectRatio?: string;
   imageSize?: string;
   maskKey?: string;
+  /** --allow-outside-paths: image cells may name files outside the dataset's folder (or s3:// prefix). */
+  allowOutsidePaths?: boolean;
   promptEnhance?: string;
   promptEnhanceImages?: boolean;
   baseUrl?: string;
@@ -332,6 +334,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       numImages: options.numImages,
       encoding,
       ...(options.maskKey ? { maskKey: options.maskKey } : {}),
+      ...(options.allowOutsidePaths ? { allowOutsidePaths: true } : {}),
       ...(promptEnhance ? { promptEnhance } : {}),
       ...(endpoint ? { endpoint } : {}),
       ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),

@@ -112,6 +112,7 @@ function addRunOptions(cmd: Command): Command {
       .option('--aspect-ratio <r>', 'Gemini / OpenRouter: 1:1, 16:9, ...')
       .option('--image-size <s>', 'Gemini / OpenRouter: 1K, 2K, 4K')
       .option('--mask-key <column>', 'column with an edit mask per row (PNG; transparent pixels mark the area to edit)')
+      .option('--allow-outside-paths', "image cells may name files or s3:// objects outside the dataset's folder or prefix", false)
       .option(
         '--prompt-enhance <model>',
         'rewrite each instruction with this OpenAI-compatible chat model first (kept in instruction_enhanced)',

@@ -72,7 +72,7 @@ export function readDataset(path: string, options: DatasetReadOptions, onHeader:
  * original.
  */
 export async function* readRunDataset(
-  input: Pick<DatasetWorkflowInput, 'inputPath' | 'instructionKey' | 'imageKey' | 'conversationKey' | 'maskKey'>,
+  input: Pick<DatasetWorkflowInput, 'inputPath' | 'instructionKey' | 'imageKey' | 'conversationKey' | 'maskKey' | 'allowOutsidePaths'>,
   storeBlob: DatasetReadOptions['storeBlob'],
   onHeader: (h: DatasetHeader) => void,
 ): AsyncGenerator<DatasetRow> {
@@ -85,6 +85,7 @@ export async function* readRunDataset(
         imageKey: input.imageKey,
         conversationKey: input.conversationKey,
         maskKey: input.maskKey,
+        allowOutsidePaths: input.allowOutsidePaths,
         storeBlob,
         ...(source ? { origin: source.origin } : {}),
       },
