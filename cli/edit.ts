@@ -21,6 +21,7 @@ import { progressQuery } from '../workflows/messages';
 import { API_BACKENDS, BACKEND_NAMES } from '../lib/shared/backends';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/run/runRegistry';
+import { checkRunIdSettings } from './runIdCheck';
 import { ledgerIndexes, readLedgerEntry } from '../lib/run/ledger';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
@@ -534,6 +535,8 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       );
     }
     if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
+    // A run id given by hand must name this run, not another one with other settings (a derived id is this run's by construction).
+    if (options.runId) await checkRunIdSettings(session, resolve(options.stateDir), input);
     if (input.rateLimitPerSecond && modelQueue) {
       const shared = await setQueueRateLimit(session, modelQueue, input.rateLimitPerSecond);
       io.err(
