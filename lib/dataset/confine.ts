@@ -1,5 +1,5 @@
 import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
-import { dirname, isAbsolute, posix, relative, resolve } from 'node:path';
+import { basename, dirname, join, normalize, posix, relative, resolve, sep } from 'node:path';
 import { DatasetError } from '../shared/errors';
 import type { ImageRef } from './common';
 
@@ -15,6 +15,15 @@ export const ALLOW_OUTSIDE_FLAG = '--allow-outside-paths';
 
 /** Real paths of folders already resolved during one read of a dataset (one realpath per folder, not per row). */
 const realFolders = new WeakMap<object, Map<string, string>>();
+
+/** Files already found inside during one read (a dataset often names one image in many rows). */
+const insideFiles = new WeakMap<object, Set<string>>();
+
+function checkedFiles(cacheKey: object): Set<string> {
+  let set = insideFiles.get(cacheKey);
+  if (!set) insideFiles.set(cacheKey, (set = new Set()));
+  return set;
+}
 
 function realFolder(cacheKey: object, folder: string): string {
   let cache = realFolders.get(cacheKey);
@@ -38,10 +47,8 @@ function realExisting(path: string): string {
   }
 }
 
-const inside = (root: string, path: string): boolean => {
-  const rel = relative(root, path);
-  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-};
+/** Whether normalised absolute `path` is `root` or below it (string prefixes: this runs once per image cell). */
+const inside = (root: string, path: string): boolean => path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
 
 function refuse(where: string, value: string, place: string): never {
   throw new DatasetError(
@@ -85,12 +92,16 @@ export function confineImageRef(
   }
   // A local file: only beside a local dataset, and still there once links are followed.
   if (/^(s3|https?):\/\//i.test(base)) refuse(where, value, `location (${base.replace(/[^/]*$/, '')})`);
-  const root = dirname(datasetPath);
-  if (!inside(root, ref.source)) refuse(where, value, `folder (${root})`);
+  const root = resolve(dirname(datasetPath));
+  const source = normalize(ref.source);
+  if (!inside(root, source)) refuse(where, value, `folder (${root})`);
+  const checked = checkedFiles(cacheKey);
+  if (checked.has(source)) return ref;
   const realRoot = realFolder(cacheKey, root);
-  let real = resolve(realFolder(cacheKey, dirname(ref.source)), relative(dirname(ref.source), ref.source));
+  let real = join(realFolder(cacheKey, dirname(source)), basename(source));
   try {
-    if (lstatSync(real).isSymbolicLink()) {
+    // No exception for a missing file (the common case of a bench, and costly per row).
+    if (lstatSync(real, { throwIfNoEntry: false })?.isSymbolicLink()) {
       // A dangling link is followed by hand: its target may appear before the row is read.
       real = (() => {
         try {
@@ -104,5 +115,6 @@ export function confineImageRef(
     // Missing: the row fails as "not found" when it is read.
   }
   if (!inside(realRoot, real)) refuse(where, value, `folder (${root}; a symbolic link leads to ${real})`);
+  checked.add(source);
   return ref;
 }
