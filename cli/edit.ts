@@ -22,6 +22,7 @@ import { progressQuery } from '../workflows/messages';
 import { API_BACKENDS, BACKEND_NAMES } from '../lib/shared/backends';
 import { detectGpuModelType, GPU_MODEL_TYPES, gpuTaskQueue } from '../lib/gpuContract';
 import { registerRun } from '../lib/run/runRegistry';
+import { checkRunIdSettings } from './runIdCheck';
 import { ledgerIndexes, readLedgerEntry } from '../lib/run/ledger';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
@@ -314,6 +315,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
         imageCacheDir: options.imageCacheDir && localOrS3(options.imageCacheDir),
         filterRows: options.rows,
         maskKey: options.maskKey,
+        allowOutsidePaths: options.allowOutsidePaths || undefined,
         promptEnhance,
         endpoint,
         rateLimitPerSecond: options.rpm && options.rpm / 60,
@@ -536,6 +538,8 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
       );
     }
     if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
+    // A run id given by hand must name this run, not another one with other settings (a derived id is this run's by construction).
+    if (options.runId) await checkRunIdSettings(session, resolve(options.stateDir), input);
     if (input.rateLimitPerSecond && modelQueue) {
       const shared = await setQueueRateLimit(session, modelQueue, input.rateLimitPerSecond);
       io.err(

@@ -148,7 +148,7 @@ function reportUnreadable(rows: UnreadableInput[], io: CliIO): void {
   if (rows.length === 0) return;
   const shown = 10;
   io.err(
-    `warning: ${rows.length} row${rows.length === 1 ? '' : 's'} exported without ${rows.length === 1 ? 'its' : 'their'} input image (it could not be read; the row's other columns are kept):`,
+    `warning: ${rows.length} row${rows.length === 1 ? '' : 's'} exported without ${rows.length === 1 ? 'its' : 'their'} input image (it could not be read, or is not an image; the row's other columns are kept):`,
   );
   for (const r of rows.slice(0, shown)) io.err(`  row ${r.index} (${r.where}): ${r.message}`);
   if (rows.length > shown) io.err(`  ... and ${rows.length - shown} more`);

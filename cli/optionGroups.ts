@@ -38,6 +38,10 @@ export const INPUT = inGroup('Input:', {
   imageKey: Opt.text('--image-key <column>', 'image column (default: first present of input_images, image_url, image; JSONL: images)'),
   conversationKey: Opt.text('--conversation-key <key>', 'JSONL conversation list (default: conversations)'),
   maskKey: Opt.text('--mask-key <column>', 'column with an edit mask per row (PNG; transparent pixels mark the area to edit)'),
+  allowOutsidePaths: Opt.flag(
+    '--allow-outside-paths',
+    "image cells may name files or s3:// objects outside the dataset's folder or prefix (refused by default)",
+  ),
   imageCacheDir: Opt.text(
     '--image-cache-dir <dir>',
     "cache of downloaded input images, a folder or s3://bucket/prefix (default: the run's <out>/.atelier/image-cache)",

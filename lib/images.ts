@@ -78,6 +78,29 @@ export async function readSource(ref: ImageRef, sources: ImageSources): Promise<
 }
 
 /**
+ * Formats Atelier publishes (exports, the viewer): those sharp decodes that PIL, behind the `datasets`
+ * Image feature, opens too. SVG is text sharp renders and PIL cannot open; it is not among them.
+ */
+const PUBLISHED_FORMATS = new Set(['png', 'jpeg', 'webp', 'gif', 'tiff']);
+
+/**
+ * Why these bytes are not an image to publish, or undefined when they are: decoded whole (a file
+ * cut short fails, not only its header), in a format of PUBLISHED_FORMATS. A file named .png that
+ * holds a key, HTML or half a picture is refused here.
+ */
+export async function imageProblem(bytes: Uint8Array): Promise<string | undefined> {
+  if (bytes.byteLength === 0) return 'it is empty (0 bytes)';
+  try {
+    const { format } = await sharp(bytes, { failOn: 'error' }).metadata();
+    if (!PUBLISHED_FORMATS.has(format ?? '')) return `its format (${format ?? 'unknown'}) is not png, jpeg, webp, gif or tiff`;
+    await sharp(bytes, { failOn: 'error' }).raw().toBuffer();
+    return undefined;
+  } catch (err) {
+    return `it does not decode as an image (${(err as Error).message.split('\n')[0]})`;
+  }
+}
+
+/**
  * Shrinks a PNG until it fits the limits, keeping its aspect ratio: first to the side limit, then
  * by 0.8 per step while the encoded size is still too large.
  */

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -140,6 +140,49 @@ describe('atelier edit (CLI, end to end)', () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/estimated cost: \$0\.0695\n/); // 2 x (50*5 + 323*8 + 1056*30 + 24*10) / 1e6
     expect(results(join(dir, 'out')).map((r) => r.status)).toEqual(['ok', 'ok']);
+  });
+
+  it("--run-id with settings other than the run's is refused before anything is sent, naming each difference; the same settings resume", async () => {
+    const { dir, csv } = await makeDataset(['imgs/a.png,cli-runid-0 x']);
+    const state = join(dir, 'state');
+    const out = join(dir, 'out');
+    const edit = (extra: string[], stateDir = state) =>
+      atelier(['edit', '--input', csv, '--state-dir', stateDir, '--run-id', 'cli-runid-x', ...extra]);
+    const first = await edit(['--output-dir', out, '--model', 'gpt-image-2']);
+    expect(first.code, first.stderr).toBe(0);
+    const calls = standin.callsFor('cli-runid').length;
+    expect(calls).toBe(1);
+
+    // Recorded in this state dir's registry.
+    const elsewhere = join(dir, 'elsewhere');
+    const other = await edit(['--output-dir', elsewhere, '--model', 'gpt-image-2', '--quality', 'high']);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain(
+      `--run-id cli-runid-x names a run with other settings (recorded in ${join(state, 'runs', 'cli-runid-x.json')})`,
+    );
+    expect(other.stderr).toContain(`output dir: ${out} (the run) → ${elsewhere} (asked)`);
+    expect(other.stderr).toContain('model parameters: (none) (the run) → {"quality":"high"} (asked)');
+    expect(other.stdout).not.toMatch(/rows: /);
+    expect(existsSync(elsewhere)).toBe(false);
+
+    // Without that record: the run's workflow on the server says what the run is.
+    rmSync(join(state, 'runs', 'cli-runid-x.json'));
+    const otherModel = await edit(['--output-dir', out, '--model', 'gpt-image-2.6-flare']);
+    expect(otherModel.code).toBe(1);
+    expect(otherModel.stderr).toContain('(recorded in its workflow on the Temporal server)');
+    expect(otherModel.stderr).toContain('model: gpt-image-2 (the run) → gpt-image-2.6-flare (asked)');
+
+    // Another server altogether: the output dir's claim still names the run's model.
+    const fresh = await edit(['--output-dir', out, '--model', 'gpt-image-2.6-flare'], join(dir, 'state-2'));
+    expect(fresh.code).toBe(1);
+    expect(fresh.stderr).toContain(`(recorded in ${out}/.atelier/run.json)`);
+    expect(fresh.stderr).toContain('model: gpt-image-2 (the run) → gpt-image-2.6-flare (asked)');
+    expect(standin.callsFor('cli-runid')).toHaveLength(calls);
+
+    // The same settings: the run resumes, nothing is paid twice.
+    const again = await edit(['--output-dir', out, '--model', 'gpt-image-2']);
+    expect(again.code, again.stderr).toBe(0);
+    expect(standin.callsFor('cli-runid')).toHaveLength(calls);
   });
 
   it('exits 1 with a message saying what to fix', async () => {

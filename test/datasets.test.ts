@@ -229,6 +229,34 @@ describe('output names and formats', () => {
   });
 });
 
+describe('image paths outside the dataset', () => {
+  it('refuses the run at planning, naming the row and the path, before any call; --allow-outside-paths reads them', async () => {
+    const dir = tempDir();
+    writeText(join(dir, 'secret', 'fake_id_rsa'), '-----BEGIN OPENSSH PRIVATE KEY-----\n');
+    const csv = join(dir, 'ds', 'rows.csv');
+    writeText(csv, ['image,instruction', 'ok.png,outside-ok x', '../secret/fake_id_rsa,outside-key x'].join('\n'));
+    writeFileSync(join(dir, 'ds', 'ok.png'), await png('#00ff00'));
+    const before = standin.calls.length;
+    await expect(run(testInput({ runId: 'ds-outside', inputPath: csv, outputDir: join(dir, 'out') }))).rejects.toMatchObject({
+      cause: {
+        type: 'DatasetError',
+        message: expect.stringContaining(
+          `${csv}: line 3, column "image": image "../secret/fake_id_rsa" is outside the dataset's folder (${join(dir, 'ds')})`,
+        ) as unknown,
+      },
+    });
+    expect(standin.calls.length).toBe(before);
+
+    const allowed = await run(
+      testInput({ runId: 'ds-outside-allowed', inputPath: csv, outputDir: join(dir, 'out-allowed'), allowOutsidePaths: true }),
+    );
+    expect(allowed).toMatchObject({ total: 2, ok: 1, failed: 1 });
+    expect(csvResults(join(dir, 'out-allowed', 'results.csv'))[1]!.error).toMatch(
+      /InputError: input image .*fake_id_rsa is not a decodable image/,
+    );
+  });
+});
+
 describe('bad images, downloads and size limits', () => {
   let server: Server;
   let hits = 0;

@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { openStorage, type Storage } from '../storage';
 import { layout } from '../lib/run/runStore';
-import { readSource, sniffImageType } from '../lib/images';
+import { imageProblem, readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/run/plan';
 import { clearReviewMark, isVerdict, writeReviewMark } from '../lib/run/review';
 import { runRows, type RunRowView } from '../lib/run/runRows';
@@ -138,7 +138,16 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
     if (match && match[1] === 'in') {
       const ref = view.row.images[Number(match[2])];
       if (!ref) throw new HttpError(404, `row ${view.row.index} has no input image ${match[2]}`);
-      return { identity: `in:${ref.kind}:${ref.source}`, load: () => readSource(ref, { cacheDir, runDir: outputDir }) };
+      return {
+        identity: `in:${ref.kind}:${ref.source}`,
+        // Only images are served: a dataset's file that is no picture (a key named .png) stays unseen.
+        load: async () => {
+          const bytes = await readSource(ref, { cacheDir, runDir: outputDir });
+          const problem = await imageProblem(bytes);
+          if (problem) throw new HttpError(415, `input image ${match[2]} of row ${view.row.index} is not served: ${problem}`);
+          return bytes;
+        },
+      };
     }
     const earlier = /^h(\d+)_(\d+)$/.exec(which);
     if (earlier) {

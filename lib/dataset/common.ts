@@ -2,6 +2,7 @@ import { dirname, isAbsolute, posix, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { IMAGE_COLUMN_CANDIDATES } from '../shared/constants';
 import { DatasetError } from '../shared/errors';
+import { confineImageRef } from './confine';
 
 /** Where an input image is. */
 export interface ImageRef {
@@ -44,6 +45,8 @@ export interface DatasetReadOptions {
   origin?: (file: string) => string;
   /** Column holding each row's edit mask (optional per row). */
   maskKey?: string | undefined;
+  /** --allow-outside-paths: image cells may name files and s3:// objects outside the dataset's own place. */
+  allowOutsidePaths?: boolean | undefined;
 }
 
 export interface DatasetHeader {
@@ -77,11 +80,22 @@ export function parseImageCell(cell: string, where: string): string[] {
     .filter((v) => v !== '');
 }
 
+type RefOptions = Pick<DatasetReadOptions, 'origin' | 'allowOutsidePaths'>;
+
 /**
  * Relative paths resolve against the dataset file's folder (a local folder, or the s3:// prefix the
  * dataset was read from); http(s) stays a URL; s3:// is read with the worker's own credentials.
+ * What leaves the dataset's place is refused (lib/dataset/confine.ts), naming `where` and the flag
+ * that allows it.
  */
-export function toImageRef(value: string, datasetPath: string, options?: Pick<DatasetReadOptions, 'origin'>): ImageRef {
+export function toImageRef(value: string, datasetPath: string, options: RefOptions | undefined, where: string): ImageRef {
+  const ref = resolveImageRef(value, datasetPath, options);
+  if (options?.allowOutsidePaths) return ref;
+  const base = options?.origin?.(datasetPath) ?? datasetPath;
+  return confineImageRef(ref, value, datasetPath, base, where, options ?? {});
+}
+
+function resolveImageRef(value: string, datasetPath: string, options?: RefOptions): ImageRef {
   if (/^https?:\/\//i.test(value)) return { kind: 'url', source: value };
   if (/^data:/i.test(value)) return { kind: 'data', source: value };
   if (/^s3:\/\//i.test(value)) return { kind: 's3', source: value };
@@ -142,15 +156,10 @@ export function requireMaskColumn(columns: string[], file: string, maskKey: stri
 }
 
 /** A mask cell as one image reference, if the row has one. */
-export function maskRef(
-  cell: unknown,
-  where: string,
-  datasetPath: string,
-  options?: Pick<DatasetReadOptions, 'origin'>,
-): ImageRef | undefined {
+export function maskRef(cell: unknown, where: string, datasetPath: string, options?: RefOptions): ImageRef | undefined {
   if (cell === undefined || cell === null) return undefined;
   if (typeof cell !== 'string') throw new DatasetError(`${where}: a mask must be one image path or URL`);
   const [first, ...rest] = parseImageCell(cell, where);
   if (rest.length > 0) throw new DatasetError(`${where}: a row takes one mask, not ${rest.length + 1}`);
-  return first === undefined ? undefined : toImageRef(first, datasetPath, options);
+  return first === undefined ? undefined : toImageRef(first, datasetPath, options, where);
 }

@@ -47,9 +47,8 @@ export async function* readCsvDataset(
       const where = `${name} line ${info.lines}`;
       const index = indexes.take(record.index, position, `${file}: line ${info.lines}`);
       const imageKey = header.imageKey!;
-      const images = parseImageCell(record[imageKey] ?? '', `${file}: line ${info.lines}, column "${imageKey}"`).map((v) =>
-        toImageRef(v, file, options),
-      );
+      const cellWhere = `${file}: line ${info.lines}, column "${imageKey}"`;
+      const images = parseImageCell(record[imageKey] ?? '', cellWhere).map((v) => toImageRef(v, file, options, cellWhere));
       const mask = options.maskKey
         ? maskRef(record[options.maskKey], `${file}: line ${info.lines}, column "${options.maskKey}"`, file, options)
         : undefined;

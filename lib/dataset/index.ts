@@ -78,7 +78,7 @@ export function readDataset(
  * original.
  */
 export async function* readRunDataset(
-  input: Pick<DatasetWorkflowInput, 'inputPath' | 'instructionKey' | 'imageKey' | 'conversationKey' | 'maskKey'>,
+  input: Pick<DatasetWorkflowInput, 'inputPath' | 'instructionKey' | 'imageKey' | 'conversationKey' | 'maskKey' | 'allowOutsidePaths'>,
   storeBlob: DatasetReadOptions['storeBlob'],
   onHeader: (h: DatasetHeader) => void,
   hub?: HubReadStats,
@@ -94,6 +94,7 @@ export async function* readRunDataset(
         imageKey: input.imageKey,
         conversationKey: input.conversationKey,
         maskKey: input.maskKey,
+        allowOutsidePaths: input.allowOutsidePaths,
         storeBlob,
         ...(source ? { origin: source.origin } : {}),
       },

@@ -41,9 +41,10 @@ function userTurns(conversation: unknown, where: string, key: string): string[] 
 
 function imagesOf(value: unknown, where: string, key: string, file: string, options: DatasetReadOptions) {
   if (value === undefined || value === null) return [];
-  if (typeof value === 'string') return parseImageCell(value, `${where}, "${key}"`).map((v) => toImageRef(v, file, options));
+  const cellWhere = `${where}, "${key}"`;
+  if (typeof value === 'string') return parseImageCell(value, cellWhere).map((v) => toImageRef(v, file, options, cellWhere));
   if (Array.isArray(value) && value.every((v) => typeof v === 'string')) {
-    return value.filter((v) => v.trim() !== '').map((v) => toImageRef(v.trim(), file, options));
+    return value.filter((v) => v.trim() !== '').map((v) => toImageRef(v.trim(), file, options, cellWhere));
   }
   throw new DatasetError(`${where}: "${key}" must be an image path/URL or a list of them`);
 }

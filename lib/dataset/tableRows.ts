@@ -33,14 +33,14 @@ async function imageCell(
   if (value === null || value === undefined) return { refs: [], shown: [] };
   if (typeof value === 'string') {
     const items = parseImageCell(value, where);
-    return { refs: items.map((v) => toImageRef(v, file, options)), shown: items };
+    return { refs: items.map((v) => toImageRef(v, file, options, where)), shown: items };
   }
   const items = Array.isArray(value) ? value : [value];
   const refs: ImageRef[] = [];
   const shown: string[] = [];
   for (const item of items) {
     if (typeof item === 'string') {
-      refs.push(toImageRef(item, file, options));
+      refs.push(toImageRef(item, file, options, where));
       shown.push(item);
     } else if (isEmbedded(item)) {
       if (item.bytes instanceof Uint8Array && item.bytes.byteLength > 0) {
@@ -48,7 +48,7 @@ async function imageCell(
         refs.push(ref);
         shown.push(typeof item.path === 'string' && item.path ? item.path : `embedded:${basename(ref.source)}`);
       } else if (typeof item.path === 'string' && item.path) {
-        refs.push(toImageRef(item.path, file, options));
+        refs.push(toImageRef(item.path, file, options, where));
         shown.push(item.path);
       } else {
         // An embedded image with neither bytes nor path: keep a ref that fails this row alone.

@@ -1,12 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { rename, writeFile } from 'node:fs/promises';
+import { basename, join, relative } from 'node:path';
 import { openStorage } from '../../storage';
 import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from '../run/plan';
 import { layout } from '../run/runStore';
-import { readSource } from '../images';
+import { imageProblem, readSource } from '../images';
 import { ArrowTableWriter } from './arrowTable';
 import { WebDatasetWriter } from './webdatasetTable';
+import { stageOut } from './stagedOut';
 import { huggingfaceMetadata, inferKind, ParquetTableWriter, type ColumnKind, type ImageCell, type TableColumn } from './parquetTable';
 import { exportResultColumns } from '../run/resultsSchema';
 import { runRows, type RunRowView } from '../run/runRows';
@@ -52,7 +53,10 @@ export interface HfExportResult {
   rows: number;
   shards: string[];
   columns: TableColumn[];
-  /** Rows exported without an input image (or mask) that could not be read: failed rows whose file is gone, mostly. */
+  /**
+   * Rows exported without an input image (or mask) that could not be read or did not decode as an
+   * image: failed rows whose file is gone or is not a picture, mostly.
+   */
   unreadableInputs: UnreadableInput[];
 }
 
@@ -165,25 +169,12 @@ function imageName(ref: ImageRef): string | null {
       : null;
 }
 
-/**
- * Refuses to write into a folder that holds anything: an export never mixes with other files.
- * Answers how to undo it: an export that fails leaves --out as it found it (absent or empty).
- */
-export async function prepareOut(out: string, sub = ''): Promise<() => Promise<void>> {
-  const info = await stat(out).catch(() => undefined);
-  if (info && !info.isDirectory()) throw new UsageError(`--out ${out} is a file, not a folder`);
-  if (info && (await readdir(out)).length > 0) throw new UsageError(`--out ${out} is not empty; give a new or empty folder`);
-  await mkdir(join(out, sub), { recursive: true });
-  return async () => {
-    if (info) {
-      for (const name of await readdir(out)) await rm(join(out, name), { recursive: true, force: true });
-    } else {
-      await rm(out, { recursive: true, force: true });
-    }
-  };
-}
+const describeRef = (ref: ImageRef): string => (ref.kind === 'data' ? 'data: URI' : ref.source);
 
-/** Reads an input image for an export; one that cannot be read is reported, not fatal (the row keeps its other columns). */
+/**
+ * Reads an input image for an export, decoded first: one that cannot be read or is not an image is
+ * left out and reported, not fatal (the row keeps its other columns). Only images are published.
+ */
 async function readInput(
   ref: ImageRef,
   sources: Parameters<typeof readSource>[1],
@@ -191,12 +182,16 @@ async function readInput(
   unreadable: UnreadableInput[],
 ): Promise<ImageCell | undefined> {
   try {
-    return { bytes: await readSource(ref, sources), path: imageName(ref) };
+    const bytes = await readSource(ref, sources);
+    const problem = await imageProblem(bytes);
+    if (problem) {
+      unreadable.push({ index: row.index, where: row.where, message: `input image ${describeRef(ref)} is left out: ${problem}` });
+      return undefined;
+    }
+    return { bytes, path: imageName(ref) };
   } catch (err) {
     const message =
-      err instanceof ClassifiedError
-        ? err.message
-        : `input image ${ref.kind === 'data' ? 'data: URI' : ref.source} cannot be read: ${(err as Error).message}`;
+      err instanceof ClassifiedError ? err.message : `input image ${describeRef(ref)} cannot be read: ${(err as Error).message}`;
     unreadable.push({ index: row.index, where: row.where, message });
     return undefined;
   }
@@ -213,7 +208,9 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
       `no row of ${outputDir} matches --only ${describeOnly(only)}: nothing to export${typeof only === 'object' ? ' (scores come from `atelier judge`)' : ''}`,
     );
   const format = options.format ?? 'hf';
-  const undo = await prepareOut(out, format === 'hf' ? 'data' : '');
+  // Written beside --out and renamed into place whole (lib/export/stagedOut.ts).
+  const staged = await stageOut(out, format === 'hf' ? 'data' : '');
+  const dir = staged.dir;
   const unreadableInputs: UnreadableInput[] = [];
   const columns = columnsOf(shape);
   const storage = openStorage(outputDir);
@@ -234,7 +231,7 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
       if (!wanted(view, only)) continue;
       if (!writer) {
         const part = `.part-${temp.length}`;
-        const path = format === 'hf' ? join(out, 'data', `${part}.parquet`) : join(out, `${part}.${format === 'arrow' ? 'arrow' : 'tar'}`);
+        const path = format === 'hf' ? join(dir, 'data', `${part}.parquet`) : join(dir, `${part}.${format === 'arrow' ? 'arrow' : 'tar'}`);
         temp.push(path);
         writer =
           format === 'hf'
@@ -258,6 +255,11 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
         });
         if (!bytes)
           throw new ExportError(`row ${row.index}: output ${storage.describe(path)} is missing although its ledger entry says ok`);
+        const problem = await imageProblem(bytes);
+        if (problem)
+          throw new ExportError(
+            `row ${row.index}: output ${storage.describe(path)} is not an image to publish: ${problem}; make it again (\`atelier retry ${meta.runId} --redo --rows ${row.position}\`) or export without it (--only)`,
+          );
         outputs.push({ bytes, path: basename(path) });
       }
       const mask = row.mask ? ((await readInput(row.mask, sources, row, unreadableInputs)) ?? null) : null;
@@ -305,17 +307,26 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
       const n = String(i).padStart(5, '0');
       const name =
         format === 'hf'
-          ? join(out, 'data', `train-${n}-of-${of}.parquet`)
+          ? join(dir, 'data', `train-${n}-of-${of}.parquet`)
           : format === 'arrow'
-            ? join(out, `data-${n}-of-${of}.arrow`)
-            : join(out, `shard-${String(i).padStart(6, '0')}.tar`);
+            ? join(dir, `data-${n}-of-${of}.arrow`)
+            : join(dir, `shard-${String(i).padStart(6, '0')}.tar`);
       await rename(path, name);
       shards.push(name);
     }
-    if (format === 'arrow') await writeArrowFolderFiles(out, columns, shards);
-    return { rows: shape.rows, shards, columns, unreadableInputs };
+    if (format === 'arrow') await writeArrowFolderFiles(dir, columns, shards);
+    await staged.publish({
+      format,
+      runId: meta.runId,
+      only: describeOnly(only),
+      rows: shape.rows,
+      // Rows published without an input image that could not be read or is no image (reasons: the command's stderr).
+      inputsLeftOut: unreadableInputs.map(({ index, where }) => ({ index, where })),
+      exportedAt: new Date().toISOString(),
+    });
+    return { rows: shape.rows, shards: shards.map((s) => join(out, relative(dir, s))), columns, unreadableInputs };
   } catch (err) {
-    await undo();
+    await staged.discard();
     throw err;
   }
 }

@@ -45,3 +45,66 @@ export function validateRunId(runId: string): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * The settings of a run that its id stands for (what deriveRunId hashes, as the workflow input
+ * holds them): two commands naming one run id must agree on each, or they are two runs.
+ */
+export interface RunSettingsSource {
+  inputPath: string;
+  outputDir: string;
+  backend: string;
+  model: string;
+  params?: Record<string, unknown>;
+  instructionKey?: string;
+  imageKey?: string | undefined;
+  conversationKey?: string | undefined;
+  outputNameColumn?: string | undefined;
+  numImages?: number;
+  encoding?: Record<string, unknown>;
+  gpu?: { modelType: string; seed?: number; params?: Record<string, unknown> } | undefined;
+  maskKey?: string | undefined;
+  promptEnhance?: Record<string, unknown> | undefined;
+  endpoint?: string | undefined;
+}
+
+/** Names as the CLI's options say them, for messages. */
+const SETTING_NAMES: Array<[keyof RunSettingsSource, string]> = [
+  ['inputPath', 'input'],
+  ['outputDir', 'output dir'],
+  ['backend', 'backend'],
+  ['model', 'model'],
+  ['params', 'model parameters'],
+  ['endpoint', 'endpoint (--base-url)'],
+  ['instructionKey', '--instruction-key'],
+  ['imageKey', '--image-key'],
+  ['conversationKey', '--conversation-key'],
+  ['outputNameColumn', '--output-name-column'],
+  ['numImages', '--num-images'],
+  ['encoding', 'output quality (--jpeg-quality, --webp-quality)'],
+  ['gpu', 'GPU settings (model type, seed, sampling)'],
+  ['maskKey', '--mask-key'],
+  ['promptEnhance', '--prompt-enhance'],
+];
+
+/** Each setting where `asked` differs from `recorded`, as `model: gpt-image-2 (run) → gpt-image-1 (asked)`. */
+export function settingsDifferences(recorded: RunSettingsSource, asked: RunSettingsSource): string[] {
+  const shown = (value: unknown): string => (value === undefined ? '(none)' : typeof value === 'string' ? value : canonical(value));
+  const pick = (s: RunSettingsSource, key: keyof RunSettingsSource): unknown => {
+    const value = s[key];
+    // The GPU task queue follows the model; what changes outputs is the rest.
+    if (key === 'gpu' && value) {
+      const gpu = value as NonNullable<RunSettingsSource['gpu']>;
+      return { modelType: gpu.modelType, seed: gpu.seed, params: gpu.params };
+    }
+    // No parameters and empty parameters are the same request.
+    if (key === 'params' && value && Object.keys(value).length === 0) return undefined;
+    return value;
+  };
+  const differences: string[] = [];
+  for (const [key, name] of SETTING_NAMES) {
+    const [was, now] = [pick(recorded, key), pick(asked, key)];
+    if (canonical(was ?? null) !== canonical(now ?? null)) differences.push(`${name}: ${shown(was)} (the run) → ${shown(now)} (asked)`);
+  }
+  return differences;
+}

@@ -182,6 +182,11 @@ export const datasetWorkflowInputSchema = z
     gpu: gpuSchema.optional(),
     /** Edit-mask column (a PNG whose transparent pixels mark the area to edit). */
     maskKey: z.string().min(1).optional(),
+    /**
+     * --allow-outside-paths: image cells may name local files and s3:// objects outside the dataset's
+     * own folder / prefix / repo (refused otherwise, lib/dataset/confine.ts). Not part of the run id.
+     */
+    allowOutsidePaths: z.boolean().optional(),
     promptEnhance: promptEnhanceSchema.optional(),
     /**
      * `--base-url`: the provider endpoint the run asks for, as its tag (lib/temporal/endpoint.ts, never

@@ -126,7 +126,7 @@ describe('datasets save_to_disk folders (Arrow) in and out', () => {
     const out = join(dir, 'arrow-export');
     const exported = await atelier(['export', outputDir, '--format', 'arrow', '--out', out], env());
     expect(exported.code, exported.stderr).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['data-00000-of-00001.arrow', 'dataset_info.json', 'state.json']);
+    expect(readdirSync(out).sort()).toEqual(['.atelier-export.json', 'data-00000-of-00001.arrow', 'dataset_info.json', 'state.json']);
     const loaded = JSON.parse(
       py(
         `
@@ -173,7 +173,9 @@ describe('WebDataset shards in and out', () => {
     const out = join(dir, 'wds-export');
     const exported = await atelier(['export', outputDir, '--format', 'webdataset', '--shard-size-mb', '1', '--out', out], env());
     expect(exported.code, exported.stderr).toBe(0);
-    const shards = readdirSync(out).sort();
+    const shards = readdirSync(out)
+      .filter((n) => n !== '.atelier-export.json')
+      .sort();
     expect(shards.length).toBeGreaterThan(1);
     expect(shards.every((s) => /^shard-\d{6}\.tar$/.test(s))).toBe(true);
     const samples = JSON.parse(

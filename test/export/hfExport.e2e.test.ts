@@ -1,11 +1,14 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../../lib/run/ledger';
 import { writeReviewMark } from '../../lib/run/review';
+import { startViewer } from '../../web/server';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { assertBuilt, atelier, REPO } from '../helpers/cli';
+import { assertBuilt, atelier, CliProcess, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 
 // `atelier export --format hf` on a real run (built CLI, embedded dev server, the openai SDK against
@@ -166,6 +169,68 @@ describe('atelier export --format hf', () => {
     expect(readdirSync(join(out, 'data'))).toEqual(['train-00000-of-00001.parquet']);
   });
 
+  it('only images are exported: an input that does not decode (HTML named .png, a PNG cut short) is left out and counted, in every format', async () => {
+    // Row 3 failed because imgs/gone.png was missing; now a file by that name is there, but it is no picture.
+    const gone = join(dir, 'imgs', 'gone.png');
+    const red = readFileSync(join(dir, 'imgs', 'red.png'));
+    const fakes: Array<[string, Buffer, RegExp]> = [
+      ['html', Buffer.from('<html><body>not a picture</body></html>'), /it does not decode as an image/],
+      ['cut', red.subarray(0, Math.floor(red.length / 2)), /it does not decode as an image \(.*(libpng|read error)/],
+    ];
+    try {
+      for (const [name, bytes, why] of fakes) {
+        writeFileSync(gone, bytes);
+        for (const format of ['hf', 'webdataset'] as const) {
+          const out = join(dir, `not-image-${name}-${format}`);
+          const run = await atelier(['export', outputDir, '--format', format, '--out', out], env());
+          expect(run.code, run.stderr).toBe(0);
+          expect(run.stderr).toMatch(/1 row exported without its input image/);
+          expect(run.stderr).toContain(`row 3 (edits.csv line 5): input image ${gone} is left out: `);
+          expect(run.stderr).toMatch(why);
+          if (format === 'hf') {
+            // datasets decodes every image of every row without an UnidentifiedImageError.
+            const loaded = loadWithDatasets(out);
+            expect(loaded.rows.map((r) => [r.index, (r.input_images as unknown[]).length])).toEqual([
+              [0, 1],
+              [1, 2],
+              [2, 1],
+              [3, 0],
+            ]);
+          } else {
+            const members = execFileSync('tar', ['-tf', join(out, 'shard-000000.tar')], { encoding: 'utf8' })
+              .trim()
+              .split('\n');
+            expect(members.filter((m) => m.startsWith('000003.'))).toEqual(['000003.txt', '000003.json']);
+          }
+        }
+        // The viewer serves it no more than the export embeds it (web/server.ts, the input image route).
+        const viewer = await startViewer({ outputDir, runId: 'hf-export-viewer' });
+        try {
+          const refused = await fetch(`${viewer.url}image/3/in0`);
+          expect(refused.status).toBe(415);
+          expect(((await refused.json()) as { error: string }).error).toMatch(why);
+          expect((await fetch(`${viewer.url}image/0/in0`)).status).toBe(200);
+        } finally {
+          await viewer.close();
+        }
+      }
+    } finally {
+      rmSync(gone, { force: true });
+    }
+  });
+
+  it('an ok row whose output is not an image stops the export, naming the row, the file and what to do', async () => {
+    const scratch = join(dir, 'out-junk');
+    execFileSync('cp', ['-r', outputDir, scratch]);
+    writeFileSync(join(scratch, '000000.png'), '<html>an error page saved as the output</html>');
+    const out = join(dir, 'hf-junk');
+    const run = await atelier(['export', scratch, '--out', out], env());
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(/error: row 0: output .*000000\.png is not an image to publish: it does not decode as an image/);
+    expect(run.stderr).toMatch(/--redo --rows 0/);
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('an export that fails part-way leaves no half-written --out behind, and says which row and file', async () => {
     // Row 1's output is there but cannot be read (a link to /proc/self/mem: a regular file whose
     // reads fail with EIO): row 0 is written, then the export fails.
@@ -238,5 +303,98 @@ describe('atelier export --format hf', () => {
     const unknown = await atelier(['export', 'no-such-run', '--out', join(dir, 'y'), '--state-dir', join(dir, 'state')], env());
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toMatch(/no-such-run is neither an output dir nor a run id/);
+  });
+});
+
+describe('an export is whole or absent', () => {
+  // Big enough that writing the export takes a while: 12 failed rows, each with a 1000x1000
+  // uncompressed PNG (3 MB) as input, which the export embeds (the rows are refused, so the run is
+  // cheap), in 8 MB shards: the kill comes once the first shard is on disk, three more to go.
+  const ROWS = 12;
+  let big: string;
+
+  beforeAll(async () => {
+    const noise = Buffer.alloc(1000 * 1000 * 3);
+    for (let i = 0; i < noise.length; i++) noise[i] = (i * 2654435761) >>> 24;
+    await sharp(noise, { raw: { width: 1000, height: 1000, channels: 3 } })
+      .png({ compressionLevel: 0 })
+      .toFile(join(dir, 'imgs', 'noise.png'));
+    writeText(
+      join(dir, 'big.csv'),
+      ['image,instruction', ...Array.from({ length: ROWS }, (_, i) => `imgs/noise.png,export-kill-${i} refuse me`)].join('\n'),
+    );
+    standin.script('export-kill-', [faults.moderationBlocked()], { repeat: true });
+    big = join(dir, 'out-big');
+    const run = await atelier(
+      [
+        'edit',
+        '--input',
+        join(dir, 'big.csv'),
+        '--output-dir',
+        big,
+        '--backend',
+        'openai',
+        '--model',
+        'gpt-image-2',
+        '--state-dir',
+        join(dir, 'state'),
+      ],
+      env(),
+    );
+    expect(run.code, run.stderr).toBe(2);
+  });
+
+  /** Starts `atelier export` into `out` and SIGKILLs it once its staging folder beside `out` holds a shard being written. */
+  async function killMidWrite(out: string): Promise<void> {
+    const parent = join(out, '..');
+    const name = out.slice(parent.length + 1);
+    const child = new CliProcess(['export', big, '--out', out, '--shard-size-mb', '8'], env());
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      // Today's code wrote into --out itself; the staged export writes beside it. Either way: a part file with bytes in it.
+      const places = [
+        out,
+        ...readdirSync(parent)
+          .filter((n) => n.startsWith(`.${name}.atelier-`))
+          .map((n) => join(parent, n)),
+      ];
+      const writing = places.some((p) => {
+        try {
+          return readdirSync(join(p, 'data')).some((f) => f.startsWith('.part-') && statSync(join(p, 'data', f)).size > 0);
+        } catch {
+          return false;
+        }
+      });
+      if (writing) break;
+      if (child.child.exitCode !== null) throw new Error(`export ended (${child.child.exitCode}) before it was killed:\n${child.output}`);
+      if (Date.now() > deadline) throw new Error(`no export was being written:\n${child.output}`);
+      await sleep(2);
+    }
+    child.child.kill('SIGKILL');
+    await child.exited;
+    expect(child.child.signalCode).toBe('SIGKILL');
+  }
+
+  it('a SIGKILLed export leaves the previous export or nothing, and running the command again proceeds', async () => {
+    // Nothing there before: nothing there after the kill.
+    const fresh = join(dir, 'hf-killed-fresh');
+    await killMidWrite(fresh);
+    expect(existsSync(fresh)).toBe(false);
+    const again = await atelier(['export', big, '--out', fresh], env());
+    expect(again.code, again.stderr).toBe(0);
+    expect(loadWithDatasets(fresh).num_rows).toBe(ROWS);
+    // What the killed export left beside it was cleared by the next one.
+    expect(readdirSync(dir).filter((n) => n.startsWith('.hf-killed-fresh.'))).toEqual([]);
+
+    // A previous export there: killed while replacing it, the previous one is still whole.
+    const first = loadWithDatasets(fresh);
+    await killMidWrite(fresh);
+    const after = loadWithDatasets(fresh);
+    expect(after.num_rows).toBe(ROWS);
+    expect(after.rows.map((r) => r.index)).toEqual(first.rows.map((r) => r.index));
+    const replaced = await atelier(['export', big, '--out', fresh, '--only', 'all'], env());
+    expect(replaced.code, replaced.stderr).toBe(0);
+    expect(loadWithDatasets(fresh).num_rows).toBe(ROWS);
+    expect(readdirSync(dir).filter((n) => n.startsWith('.hf-killed-fresh.'))).toEqual([]);
   });
 });

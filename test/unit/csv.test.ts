@@ -10,6 +10,8 @@ async function readAll(file: string, imageKey?: string): Promise<DatasetRow[]> {
   for await (const row of readCsvDataset(file, {
     instructionKey: 'instruction',
     imageKey,
+    // Resolution only: an absolute path elsewhere (/abs/c.png) is the user's to allow (test/unit/readers.test.ts covers the refusal).
+    allowOutsidePaths: true,
     storeBlob: () => Promise.reject(new Error('a CSV has no embedded images')),
   }))
     rows.push(row);

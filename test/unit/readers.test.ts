@@ -1,4 +1,4 @@
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ import { LocalStorage } from '../../storage/local';
 
 async function readAll(
   path: string,
-  extra: { imageKey?: string; conversationKey?: string } = {},
+  extra: { imageKey?: string; conversationKey?: string; allowOutsidePaths?: boolean; origin?: (file: string) => string } = {},
 ): Promise<{ rows: DatasetRow[]; runDir: string }> {
   const runDir = join(tempDir(), 'out');
   const storeBlob = runBlobStore(new LocalStorage(runDir));
@@ -176,5 +176,113 @@ describe('Parquet datasets', () => {
     );
     expect((await readAll(join(dir, 'noimg.parquet'), { imageKey: 'photo' })).rows).toHaveLength(1);
     expect(existsSync(join(dir, 'empty'))).toBe(false);
+  });
+});
+
+describe('image paths stay inside the dataset', () => {
+  // A dataset from elsewhere must not make the user read (and then export or view) their own files.
+  const layout = async () => {
+    const dir = tempDir('atelier-confine-');
+    const ds = join(dir, 'ds');
+    writeText(join(dir, 'secret', 'fake_id_rsa'), '-----BEGIN OPENSSH PRIVATE KEY-----\nnot really\n');
+    writeFileSync(join(dir, 'secret', 'elsewhere.png'), await png('#ff0000'));
+    mkdirSync(join(ds, 'imgs'), { recursive: true });
+    writeFileSync(join(ds, 'imgs', 'a.png'), await png('#00ff00'));
+    return { dir, ds };
+  };
+  const csv = (ds: string, cells: string[]) => {
+    const file = join(ds, 'edits.csv');
+    writeText(file, ['image,instruction', ...cells.map((c, i) => `"${c.replace(/"/g, '""')}",row ${i}`)].join('\n'));
+    return file;
+  };
+
+  it('refuses ../ climbing out, absolute paths, file:// URLs and s3:// objects elsewhere, naming the row, the path and the flag', async () => {
+    const { dir, ds } = await layout();
+    const cases: Array<[string, RegExp]> = [
+      ['../secret/fake_id_rsa', /outside the dataset's folder/],
+      ['imgs/../../secret/fake_id_rsa', /outside the dataset's folder/],
+      [join(dir, 'secret', 'fake_id_rsa'), /outside the dataset's folder/],
+      [`file://${join(dir, 'secret', 'elsewhere.png')}`, /outside the dataset's folder/],
+      ['s3://bucket/private/key.png', /an s3:\/\/ image is elsewhere/],
+    ];
+    for (const [cell, why] of cases) {
+      const file = csv(ds, ['imgs/a.png', cell]);
+      const read = readAll(file);
+      await expect(read, cell).rejects.toThrow(DatasetError);
+      await expect(read, cell).rejects.toThrow(`${file}: line 3, column "image": image ${JSON.stringify(cell)} is outside`);
+      await expect(read, cell).rejects.toThrow(why);
+      await expect(read, cell).rejects.toThrow(/pass --allow-outside-paths to read images elsewhere/);
+    }
+  });
+
+  it('refuses symbolic links that lead out (a linked file or a linked folder), follows those that stay in', async () => {
+    const { dir, ds } = await layout();
+    symlinkSync(join(dir, 'secret', 'fake_id_rsa'), join(ds, 'imgs', 'key.png'));
+    symlinkSync(join(dir, 'secret'), join(ds, 'linked'));
+    symlinkSync(join(ds, 'imgs', 'a.png'), join(ds, 'same.png'));
+    // A dangling link whose target could appear before the row is read.
+    symlinkSync(join(dir, 'secret', 'later.png'), join(ds, 'later.png'));
+    for (const cell of ['imgs/key.png', 'linked/elsewhere.png', 'later.png']) {
+      await expect(readAll(csv(ds, [cell])), cell).rejects.toThrow(/a symbolic link leads to .*secret/);
+    }
+    const { rows } = await readAll(csv(ds, ['same.png', join(ds, 'imgs', 'a.png'), 'imgs/missing.png']));
+    expect(rows.map((r) => r.images[0])).toEqual([
+      { kind: 'file', source: join(ds, 'same.png') },
+      { kind: 'file', source: join(ds, 'imgs', 'a.png') },
+      { kind: 'file', source: join(ds, 'imgs', 'missing.png') },
+    ]);
+  });
+
+  it('JSONL cells, Parquet path strings and masks are held to the same rule', async () => {
+    const { ds } = await layout();
+    const jsonl = join(ds, 'rows.jsonl');
+    writeText(jsonl, JSON.stringify({ images: ['imgs/a.png', '../secret/fake_id_rsa'], instruction: 'x' }));
+    await expect(readAll(jsonl)).rejects.toThrow(/rows\.jsonl: line 1, "images": image "\.\.\/secret\/fake_id_rsa" is outside/);
+    const parquet = join(ds, 'rows.parquet');
+    writeParquetFixture(parquet, [{ instruction: 'x', image: '../secret/elsewhere.png' }], { imageKind: 'string', imageColumn: 'image' });
+    await expect(readAll(parquet)).rejects.toThrow(/rows\.parquet: row 0, column "image": image "\.\.\/secret\/elsewhere\.png" is outside/);
+    const masked = join(ds, 'masked.csv');
+    writeText(masked, 'image,mask,instruction\nimgs/a.png,../secret/elsewhere.png,x\n');
+    const read = (async () => {
+      const rows: DatasetRow[] = [];
+      const storeBlob = runBlobStore(new LocalStorage(join(tempDir(), 'out')));
+      for await (const row of readDataset(masked, { instructionKey: 'instruction', maskKey: 'mask', storeBlob }, () => undefined))
+        rows.push(row);
+      return rows;
+    })();
+    await expect(read).rejects.toThrow(/masked\.csv: line 2, column "mask": image "\.\.\/secret\/elsewhere\.png" is outside/);
+  });
+
+  it('an s3:// dataset keeps to its prefix and a Hub dataset to its repo at the commit', async () => {
+    const { ds } = await layout();
+    const s3 = (file: string) => `s3://bucket/team/ds/${file.slice(ds.length + 1)}`;
+    const ok = await readAll(csv(ds, ['imgs/a.png', 's3://bucket/team/ds/imgs/b.png']), { origin: s3 });
+    expect(ok.rows.map((r) => r.images[0])).toEqual([
+      { kind: 's3', source: 's3://bucket/team/ds/imgs/a.png' },
+      { kind: 's3', source: 's3://bucket/team/ds/imgs/b.png' },
+    ]);
+    for (const cell of ['../other/a.png', 's3://bucket/team/other/a.png', '/etc/passwd'])
+      await expect(readAll(csv(ds, [cell]), { origin: s3 }), cell).rejects.toThrow(/is outside the dataset's (prefix|location)/);
+
+    const hub = (file: string) => `https://huggingface.co/datasets/org/name/resolve/0123abcd/data/${file.slice(ds.length + 1)}`;
+    const inRepo = await readAll(csv(ds, ['../images/a.png', 'https://example.com/b.png']), { origin: hub });
+    expect(inRepo.rows.map((r) => r.images[0]!.source)).toEqual([
+      'https://huggingface.co/datasets/org/name/resolve/0123abcd/images/a.png',
+      'https://example.com/b.png',
+    ]);
+    for (const cell of ['../../../other/repo/x.png', '/home/me/.ssh/id_rsa', 's3://bucket/x.png'])
+      await expect(readAll(csv(ds, [cell]), { origin: hub }), cell).rejects.toThrow(/is outside the dataset's/);
+  });
+
+  it('--allow-outside-paths reads them as before', async () => {
+    const { dir, ds } = await layout();
+    const { rows } = await readAll(csv(ds, ['../secret/elsewhere.png', join(dir, 'secret', 'elsewhere.png'), 's3://b/k.png']), {
+      allowOutsidePaths: true,
+    });
+    expect(rows.map((r) => r.images[0])).toEqual([
+      { kind: 'file', source: join(dir, 'secret', 'elsewhere.png') },
+      { kind: 'file', source: join(dir, 'secret', 'elsewhere.png') },
+      { kind: 's3', source: 's3://b/k.png' },
+    ]);
   });
 });
