@@ -40,6 +40,7 @@ export const PATCH = {
   resultsIncremental: 'atelier-results-incremental',
   searchCountsSeconds: 'atelier-search-counts-seconds',
   rowRunId: 'atelier-row-run-id',
+  batchFallbackFinal: 'atelier-batch-fallback-final',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -142,5 +143,14 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change: 'row children carry the AtelierRunId search attribute',
     neededBy: [],
     coveredBy: ['patches-d31c45d/budget.datasetWorkflow-0.binpb'],
+  },
+  batchFallbackFinal: {
+    id: PATCH.batchFallbackFinal,
+    addedIn: 'TODO',
+    stage: 'patched',
+    change:
+      '--batch-fallback direct: rows a batch refused (Blocked) or found bad (InputError) stay failed instead of going down the direct pass; the rows that do go are counted pending, not failed, until they finish',
+    neededBy: [],
+    coveredBy: [],
   },
 };

@@ -5,6 +5,7 @@ import { ChildErrorTypes } from '../../lib/shared/errorTypes';
 import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/shared/types';
 import { AtelierRunId } from '../../lib/shared/searchAttributes';
 import { rowWorkflow } from '../row';
+import { batchPhaseId } from '../batchJob';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
 import type { RunState } from './runState';
 import { PATCH } from '../patches';
@@ -61,6 +62,11 @@ export class RowWindow {
         limit: Math.max(100, input.window * 4),
         ...(input.filterRows ? { filterRows: input.filterRows } : {}),
         ...(state.pass !== 'main' ? { selection: state.pass } : {}),
+        // --batch-fallback direct: the main pass leaves the batch's final refusals alone (older
+        // histories asked for every failed row).
+        ...(input.batch?.fallback === 'direct' && state.pass === 'main' && patched(PATCH.batchFallbackFinal)
+          ? { batchPhase: batchPhaseId() }
+          : {}),
       });
       this.page = result.rows;
       state.cursor = result.nextCursor;
