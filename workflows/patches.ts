@@ -63,7 +63,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     stage: 'patched',
     change: '--batch: a provider batch phase (child workflows) before the direct pass',
     neededBy: [],
-    coveredBy: ['batch-69e2c6b/batch.dataset.binpb'],
+    coveredBy: ['batch-69e2c6b/batch.dataset.binpb', 'batch-a8ec7b9/batch.dataset.binpb'],
   },
   planningSignals: {
     id: PATCH.planningSignals,
@@ -112,6 +112,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'results-9154966/can.datasetWorkflow-0.binpb',
       'results-9154966/can.datasetWorkflow-1.binpb',
       'results-9154966/can.datasetWorkflow-2.binpb',
+      'batch-a8ec7b9/batch.dataset.binpb',
     ],
   },
   resultsIncremental: {
@@ -125,6 +126,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'results-9154966/can.datasetWorkflow-0.binpb',
       'results-9154966/can.datasetWorkflow-1.binpb',
       'results-9154966/can.datasetWorkflow-2.binpb',
+      'batch-a8ec7b9/batch.dataset.binpb',
     ],
   },
 
@@ -146,11 +148,11 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
   },
   batchFallbackFinal: {
     id: PATCH.batchFallbackFinal,
-    addedIn: 'TODO',
+    addedIn: 'a8ec7b9',
     stage: 'patched',
     change:
       '--batch-fallback direct: rows a batch refused (Blocked) or found bad (InputError) stay failed instead of going down the direct pass; the rows that do go are counted pending, not failed, until they finish',
     neededBy: [],
-    coveredBy: [],
+    coveredBy: ['batch-a8ec7b9/batch.dataset.binpb'],
   },
 };
