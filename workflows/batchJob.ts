@@ -222,7 +222,7 @@ const { planBatchJobs } = proxyActivities<BatchPlanningActivities>({
  * The run's batch phase: its first execution's run id (short), the same in every execution after a
  * continue-as-new, so the direct pass can tell the rows this phase's batches failed.
  */
-export function batchPhaseId(): string {
+function batchPhaseId(): string {
   return workflowInfo().firstExecutionRunId.slice(0, 8);
 }
 
@@ -263,6 +263,7 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
   // Rows a batch of this phase failed are not batched again; a later run of the same command is a
   // new phase and batches them again.
   const phaseId = batchPhaseId();
+  if (directTakesOver) outcome.directPhase = phaseId;
   for (let round = 0; ; round++) {
     const plan = await planBatchJobs({
       runId: input.runId,

@@ -144,6 +144,11 @@ export interface BatchPhaseOutcome {
    * BATCH_FINAL_ERROR_TYPES): not finished, not counted failed, so the progress never goes back.
    */
   toDirect?: number;
+  /**
+   * Set (the phase id) when the phase counted only final refusals and the direct pass must leave
+   * them (the `atelier-batch-fallback-final` branch); absent in histories recorded before it.
+   */
+  directPhase?: string;
   /** Rows recorded failed (per-line errors, input errors, refused multi-turn rows), by class. */
   failedByType: Record<string, number>;
   /** Rows an earlier run had recorded failed that went through a batch again, by class. */

@@ -57,6 +57,15 @@ describe('the batch phase with the direct fallback', () => {
     expect(seen).toEqual([8, 8, 9, 10]);
     expect(s.snapshot('running')).toMatchObject({ total: 10, ok: 8, failed: 2, failedByType: { Blocked: 1, Retryable: 1 }, finished: 8 });
   });
+
+  it("the phase's decision to leave its final refusals crosses continue-as-new; a phase recorded before it leaves nothing", () => {
+    const s = planned();
+    s.applyBatchPhase({ ok: 1, failedByType: {}, retriedByType: {}, finished: 1, directPhase: 'a1b2c3d4' });
+    expect(RunState.resume('run-b', s.carry(null), () => true).batchDirectPhase).toBe('a1b2c3d4');
+    const old = planned();
+    old.applyBatchPhase({ ok: 1, failedByType: {}, retriedByType: {}, finished: 1 });
+    expect(old.batchDirectPhase).toBeUndefined();
+  });
 });
 
 describe('batchCallsBefore', () => {

@@ -5,7 +5,6 @@ import { ChildErrorTypes } from '../../lib/shared/errorTypes';
 import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/shared/types';
 import { AtelierRunId } from '../../lib/shared/searchAttributes';
 import { rowWorkflow } from '../row';
-import { batchPhaseId } from '../batchJob';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
 import type { RunState } from './runState';
 import { PATCH } from '../patches';
@@ -62,11 +61,9 @@ export class RowWindow {
         limit: Math.max(100, input.window * 4),
         ...(input.filterRows ? { filterRows: input.filterRows } : {}),
         ...(state.pass !== 'main' ? { selection: state.pass } : {}),
-        // --batch-fallback direct: the main pass leaves the batch's final refusals alone (older
-        // histories asked for every failed row).
-        ...(input.batch?.fallback === 'direct' && state.pass === 'main' && patched(PATCH.batchFallbackFinal)
-          ? { batchPhase: batchPhaseId() }
-          : {}),
+        // --batch-fallback direct: the main pass leaves the batch's final refusals alone, as its
+        // batch phase decided (a phase recorded before that decision asks for every failed row).
+        ...(state.pass === 'main' && state.batchDirectPhase ? { batchPhase: state.batchDirectPhase } : {}),
       });
       this.page = result.rows;
       state.cursor = result.nextCursor;
