@@ -53,6 +53,28 @@ function jobKey(spec: Pick<BatchJobSpec, 'jobId'>, kind: 'rows' | 'submitted'): 
   return layout.batchJob(spec.jobId, kind);
 }
 
+/**
+ * Where a job's uploaded input images are recorded, one small object per image (`<sha256>` -> the
+ * provider's file id), written the moment the provider answers: a retried submit (the create failed
+ * after the uploads, or the worker died) reuses them instead of uploading again and leaking the
+ * first copies, and whoever ends the job (collect, or the refusal path) deletes them all. Beside the
+ * job's manifest in the run's metadata.
+ */
+function uploadsPrefix(spec: Pick<BatchJobSpec, 'jobId'>): string {
+  return `${jobKey(spec, 'rows').replace(/\.rows\.json$/, '')}.uploads/`;
+}
+
+/** The job's recorded uploads: image hash -> file id. */
+async function recordedUploads(storage: Storage, spec: Pick<BatchJobSpec, 'jobId'>): Promise<Map<string, string>> {
+  const prefix = uploadsPrefix(spec);
+  const found = new Map<string, string>();
+  for (const hash of await storage.list(prefix)) {
+    const id = (await storage.read(`${prefix}${hash}`))?.toString('utf8');
+    if (id) found.set(hash, id);
+  }
+  return found;
+}
+
 /** A record of the run (the job's manifest or submission): undefined when there is none; a failed read throws. */
 async function readJson<T>(storage: Storage, key: string): Promise<T | undefined> {
   return RunStore.open(storage.location).readJson<T>(key);
@@ -292,12 +314,19 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
         file: await toFile(Buffer.from(jsonl), `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.jsonl`),
         purpose: 'batch',
       });
-      const batch = await client.batches.create({
-        input_file_id: file.id,
-        endpoint: [...endpoints][0] as '/v1/images/edits',
-        completion_window: '24h',
-        metadata: { atelier_run_id: spec.runId.slice(0, 512), atelier_job_id: spec.jobId.slice(0, 512) },
-      });
+      let batch;
+      try {
+        batch = await client.batches.create({
+          input_file_id: file.id,
+          endpoint: [...endpoints][0] as '/v1/images/edits',
+          completion_window: '24h',
+          metadata: { atelier_run_id: spec.runId.slice(0, 512), atelier_job_id: spec.jobId.slice(0, 512) },
+        });
+      } catch (err) {
+        // No batch holds the input file: delete it, so a retried submit does not leave it behind.
+        await client.files.delete(file.id).catch(() => undefined);
+        throw err;
+      }
       return { batchId: batch.id, inputFileId: file.id };
     },
     async status(batchId) {
@@ -507,7 +536,14 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
         file: new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }),
         config: { mimeType: 'application/jsonl', displayName: spec.jobId },
       });
-      const job = await ai.batches.create({ model: spec.model, src: file.name!, config: { displayName: spec.jobId } });
+      let job;
+      try {
+        job = await ai.batches.create({ model: spec.model, src: file.name!, config: { displayName: spec.jobId } });
+      } catch (err) {
+        // No batch holds the requests file: delete it, so a retried submit does not leave it behind.
+        await ai.files.delete({ name: file.name! }).catch(() => undefined);
+        throw err;
+      }
       return { batchId: job.name!, inputFileId: file.name! };
     },
     async status(batchId) {
@@ -610,9 +646,23 @@ export function createBatchActivities(deps: BatchActivityDeps) {
         status: 'failed',
         errorType,
         error: boundedMessage(redactSecrets(error, secrets)),
+        // A row its batch ran was called once (the direct fallback adds its own attempts).
+        ...(batchId ? { attempts: 1 } : {}),
         info: batchId ? batchInfo(spec, batchId) : { batchPhase: spec.phaseId, batchJob: spec.jobId },
       }),
     );
+  }
+
+  /**
+   * Deletes the job's uploaded input images at the provider (those named and those recorded in the
+   * run's storage, which a submit that died before recording its submission left), then the records.
+   */
+  async function deleteUploads(spec: BatchJobSpec, fileIds: readonly string[]): Promise<void> {
+    if (!client.deleteFiles) return;
+    const storage = openStorage(spec.outputDir);
+    const all = new Set([...fileIds, ...(await recordedUploads(storage, spec)).values()]);
+    if (all.size) await client.deleteFiles([...all]);
+    await storage.removeAll(uploadsPrefix(spec));
   }
 
   /**
@@ -675,11 +725,13 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           // Only a retry can find a batch an earlier attempt of this job created (a job id is new
           // with each run); the first attempt skips the lookup.
           const since = (Date.parse(manifest.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;
-          const tagged = Context.current().info.attempt > 1 ? await client.findTagged(spec, since) : undefined;
+          const retried = Context.current().info.attempt > 1;
+          const tagged = retried ? await client.findTagged(spec, since) : undefined;
           const requests: { key: string; body: unknown }[] = [];
           let bytes = 0;
-          // Content-addressed uploads of this job's input images (sha256 of the normalised PNG -> file id).
-          const uploaded = new Map<string, string>();
+          // Content-addressed uploads of this job's input images (sha256 of the normalised PNG -> file
+          // id), each recorded as soon as it is made; a retried attempt starts from those records.
+          const uploaded = client.uploadImage && retried ? await recordedUploads(storage, spec) : new Map<string, string>();
           const refOf = async (png: Buffer): Promise<ImageRef> => {
             if (!client.uploadImage) return png;
             const hash = createHash('sha256').update(png).digest('hex');
@@ -687,6 +739,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             if (!id) {
               id = await client.uploadImage(png, spec);
               uploaded.set(hash, id);
+              await storage.write(`${uploadsPrefix(spec)}${hash}`, id);
             }
             return { fileId: id };
           };
@@ -755,7 +808,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           if (uploaded.size) {
             if (submission.batchId) submission.imageFiles = [...uploaded.values()];
             // No batch holds them (every row was done or refused): not needed.
-            else await client.deleteFiles?.([...uploaded.values()]);
+            else await deleteUploads(spec, [...uploaded.values()]);
           }
           await storage.write(jobKey(spec, 'submitted'), JSON.stringify(submission));
           const { included: _i, createdAt: _c, imageFiles: _f, ...result } = submission;
@@ -862,7 +915,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             count(ErrorTypes.retryable);
           }
           // Every answer is committed: the job's uploaded input images are no longer needed.
-          if (recorded?.imageFiles?.length) await client.deleteFiles?.(recorded.imageFiles);
+          await deleteUploads(spec, recorded?.imageFiles ?? []);
           return result;
         } catch (err) {
           throw fail(err);
@@ -873,6 +926,12 @@ export function createBatchActivities(deps: BatchActivityDeps) {
     /** The provider refused the job's batch: every row of the job not done is recorded with the reason. */
     async failBatchJob(args: { spec: BatchJobSpec; errorType: string; error: string }): Promise<BatchJobResult> {
       const { spec } = args;
+      // No batch holds the images a submit uploaded before it was refused (or ran out of tries).
+      try {
+        await deleteUploads(spec, []);
+      } catch (err) {
+        throw fail(err);
+      }
       const manifest = await readJson<JobManifest>(openStorage(spec.outputDir), jobKey(spec, 'rows'));
       const result: BatchJobResult = { jobId: spec.jobId, ok: 0, failedByType: {}, inputErrors: 0, leftOver: 0 };
       for (const ref of manifest?.rows ?? []) {

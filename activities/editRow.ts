@@ -3,6 +3,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import type { Storage } from '../storage';
 import { rowSeed } from '../lib/gpuContract';
+import { batchCallsBefore } from '../lib/shared/batch';
 import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
@@ -393,7 +394,8 @@ class RowAttempt {
       { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest },
       this.prior,
       {
-        attempts: this.ctx.attempt,
+        // A row its batch called before (--batch-fallback direct) counts that call too.
+        attempts: this.ctx.attempt + batchCallsBefore(this.prior, row.digest),
         ...(task.promptEnhance ? { instructionEnhanced: prompts.join(' → ') } : {}),
         ...fields,
       },

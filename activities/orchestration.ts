@@ -8,6 +8,7 @@ import { rowDigest } from '../lib/run/rowDigest';
 import { runBlobStore } from '../lib/dataset/blobs';
 import { rowSelector } from '../lib/shared/filterRows';
 import { retrySelector } from '../lib/shared/retrySelection';
+import { BATCH_FINAL_ERROR_TYPES } from '../lib/shared/batch';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
 import { runMetaKey } from '../lib/shared/constants';
@@ -336,6 +337,12 @@ export function createOrchestrationActivities() {
       limit: number;
       filterRows?: string;
       selection?: RetrySelection;
+      /**
+       * The run's --batch phase (direct fallback): rows its batches failed with a final class are
+       * left failed, and the others are not counted as a retry of a counted failure (the phase did
+       * not count them).
+       */
+      batchPhase?: string;
     }): Promise<RowsPage> {
       const selected = rowSelector(args.filterRows);
       const retryable = args.selection ? retrySelector(args.selection) : undefined;
@@ -349,7 +356,9 @@ export function createOrchestrationActivities() {
       for (const row of candidates) {
         const state = await stateOf(row);
         if (state.status === 'ok') continue;
-        const previousErrorType = state.status === 'failed' ? state.errorType : undefined;
+        const fromBatch = args.batchPhase !== undefined && state.status === 'failed' && state.entry.info?.batchPhase === args.batchPhase;
+        if (fromBatch && BATCH_FINAL_ERROR_TYPES.includes(state.errorType)) continue;
+        const previousErrorType = state.status === 'failed' && !fromBatch ? state.errorType : undefined;
         if (retryable && !retryable(row.position, previousErrorType)) continue;
         const text = row.turns.join(' → ');
         const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;

@@ -33,6 +33,14 @@ import {
 //   request runs, so it is reported by the result, after a paid-for submit.
 // - Input schemas (fields, ranges, enums): models.ts lists each endpoint's sources. Unknown fields
 //   are ignored, as pydantic models do by default (unverified per endpoint).
+// - Request (infrastructure) errors: a flat `{detail: "<text>", error_type}` with the same value in
+//   `X-Fal-Error-Type` (fal.ai/docs/documentation/model-apis/request-errors): request_timeout and
+//   startup_timeout 504; runner_scheduling_failure, runner_connection_timeout, runner_disconnected,
+//   runner_connection_refused, runner_connection_error 503; runner_incomplete_response 502;
+//   runner_server_error and internal_error 500; client_disconnected, client_cancelled 499;
+//   bad_request 400. The queue retries 503/504/429/connection failures up to 10 times itself unless
+//   the submit carried `x-fal-no-retry: 1` (…/serverless/reliability/retries); the stand-in records
+//   that header on the submit call.
 // - Without a key: 401; an unknown app: 404 (both wordings unverified).
 // - Output files are served without auth, as fal's CDN serves them.
 
@@ -40,10 +48,30 @@ export type { FaultStep } from './server';
 
 /** A request outcome instead of an HTTP fault at submit: the request is queued, then goes this way. */
 export interface FalRequestStep {
-  request: 'CONTENT_POLICY' | 'SERVER_ERROR' | 'SLOW';
+  request: 'CONTENT_POLICY' | 'SERVER_ERROR' | 'SLOW' | 'REQUEST_ERROR';
   /** SLOW: status polls before it completes. */
   polls?: number;
+  /** REQUEST_ERROR: the request error type (FAL_REQUEST_ERRORS). */
+  errorType?: FalRequestErrorType;
 }
+
+/** fal's request error types, each with its typical status and text (the request-errors reference). */
+export const FAL_REQUEST_ERRORS = {
+  request_timeout: [504, 'Request timed out'],
+  startup_timeout: [504, 'Runner startup timed out'],
+  runner_scheduling_failure: [503, 'No runner could be allocated to handle the request'],
+  runner_connection_timeout: [503, 'The connection to the runner timed out'],
+  runner_disconnected: [503, 'The runner disconnected unexpectedly during processing'],
+  runner_connection_refused: [503, 'The runner refused the connection'],
+  runner_connection_error: [503, 'A connection error occurred with the runner'],
+  runner_incomplete_response: [502, 'The runner sent an incomplete response payload'],
+  runner_server_error: [500, 'Internal Server Error'],
+  internal_error: [500, 'An unexpected internal error occurred'],
+  client_disconnected: [499, 'The client closed the connection before the response was sent'],
+  client_cancelled: [499, 'The request was cancelled by the client'],
+  bad_request: [400, 'The request was malformed'],
+} as const satisfies Record<string, readonly [number, string]>;
+export type FalRequestErrorType = keyof typeof FAL_REQUEST_ERRORS;
 
 export type FalStep = FaultStep | FalRequestStep;
 
@@ -62,6 +90,8 @@ export const falFaults = {
   contentPolicy: (): FalRequestStep => ({ request: 'CONTENT_POLICY' }),
   failedRun: (): FalRequestStep => ({ request: 'SERVER_ERROR' }),
   slowRequest: (polls: number): FalRequestStep => ({ request: 'SLOW', polls }),
+  /** The request is queued, then fails with this request error type (its status, body and header). */
+  requestError: (errorType: FalRequestErrorType): FalRequestStep => ({ request: 'REQUEST_ERROR', errorType }),
 };
 
 interface FalModelSpec {
@@ -99,6 +129,8 @@ export interface FalStandinCall {
   /** Input fields other than prompt and images, as sent. */
   fields: Record<string, unknown>;
   authorization: string;
+  /** Submit: the `x-fal-no-retry` header, when sent (fal's own queue retries are then off). */
+  noRetry?: string;
   status: number;
   at: number;
 }
@@ -300,7 +332,15 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     }
     const { prompt, image_url, image_urls, ...fields } = input;
     const imageCount = Array.isArray(image_urls) ? image_urls.length : image_url !== undefined ? 1 : 0;
-    const call = record(req, { kind: 'submit', model, prompt: String(prompt ?? ''), imageCount, fields });
+    const noRetry = req.headers['x-fal-no-retry'];
+    const call = record(req, {
+      kind: 'submit',
+      model,
+      prompt: String(prompt ?? ''),
+      imageCount,
+      fields,
+      ...(noRetry !== undefined ? { noRetry: String(noRetry) } : {}),
+    });
     const reply = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       call.status = status;
       sendJson(res, status, body, headers);
@@ -353,9 +393,13 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     } else if (step && step.request === 'SERVER_ERROR') {
       queued.outcome = {
         status: 500,
-        body: { detail: 'Internal Server Error' },
+        body: { detail: 'Internal Server Error', error_type: 'runner_server_error' },
         headers: { 'x-fal-retryable': 'true', 'x-fal-error-type': 'runner_server_error' },
       };
+    } else if (step && step.request === 'REQUEST_ERROR') {
+      const type = step.errorType ?? 'internal_error';
+      const [status, detail] = FAL_REQUEST_ERRORS[type];
+      queued.outcome = { status, body: { detail, error_type: type }, headers: { 'x-fal-error-type': type } };
     } else {
       queued.outcome = await runModel(spec, input, queued.outputs);
       const body = queued.outcome.body as { images?: { url: string }[] };

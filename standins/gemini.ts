@@ -35,9 +35,8 @@ import {
 //   Image, 512/1K/2K/4K on 3.1 Flash Image (uppercase K; same pages);
 // - more than 14 input images on the Gemini 3 image models ("up to 14 images in total", same page;
 //   2.5 Flash Image "works best with up to 3" and has no documented hard limit, so none here);
-// - a request body over 20 MB: "Request payload size exceeds the limit: 20971520 bytes." (the
-//   inline limit of the image-generation and batch pages; Google has raised inline limits since,
-//   exact number unverified, so the stand-in keeps the conservative one);
+// - a request body over 100 MB (Vertex: 500 MB): "Request payload size exceeds the limit: <n>
+//   bytes." (the wording as answered at the old 20 MB limit; the limits: MAX_REQUEST_BYTES);
 // - `responseModalities` other than TEXT and IMAGE.
 // An unknown model id answers 404 NOT_FOUND as the API does, and so does a model shut down by the
 // stand-in's clock `now` (by the Gemini API's dates, or Vertex's when it plays Vertex): ids are
@@ -52,7 +51,7 @@ import {
 // chunks go to it with `upload` / `upload, finalize` and `X-Goog-Upload-Offset`, the last answered
 // with `x-goog-upload-status: final` and the File (`name`, `uri`, `mimeType`, `state: ACTIVE`).
 // Parts may then name it as `fileData: {fileUri, mimeType}`; an unknown file answers 403
-// PERMISSION_DENIED as the API does. Uploaded bytes do not count toward the 20 MB request limit.
+// PERMISSION_DENIED as the API does. Uploaded bytes do not count toward the request limit.
 
 export type { FaultStep } from './server';
 
@@ -122,7 +121,11 @@ function geminiModel(id: string, now: Date, vertex = false): GeminiModel | undef
   return m && !(shutdown && today >= shutdown) ? m : undefined;
 }
 
-const MAX_REQUEST_BYTES = 20 * 1024 * 1024;
+/**
+ * Request payload limits: the Gemini API's 100 MB since 2026-01-08 (it was 20 MB; ai.google.dev
+ * changelog), Vertex's 500 MB ([V-31] "Input size limit 500 MB"). Wording of the Gemini API's 400.
+ */
+const MAX_REQUEST_BYTES = { gemini: 100 * 1024 * 1024, vertex: 500 * 1024 * 1024 };
 
 function googleError(code: number, status: string, message: string, details: unknown[] = []) {
   return { error: { code, message, status, ...(details.length ? { details } : {}) } };
@@ -464,8 +467,9 @@ export async function startGeminiStandin(options: GeminiStandinOptions = {}): Pr
         ),
       );
     }
-    if (raw.length > MAX_REQUEST_BYTES) {
-      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Request payload size exceeds the limit: ${MAX_REQUEST_BYTES} bytes.`));
+    const payloadLimit = vertex ? MAX_REQUEST_BYTES.vertex : MAX_REQUEST_BYTES.gemini;
+    if (raw.length > payloadLimit) {
+      return reply(400, googleError(400, 'INVALID_ARGUMENT', `Request payload size exceeds the limit: ${payloadLimit} bytes.`));
     }
     if (contents.length === 0 || !newest || newest.role === 'model') {
       return reply(400, googleError(400, 'INVALID_ARGUMENT', '* GenerateContentRequest.contents: contents is not specified'));

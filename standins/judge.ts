@@ -30,5 +30,5 @@ export function judgeAnswer(prompt: string, imageCount: number, system: string |
 }
 
 export function startJudgeStandin(options: Omit<ChatStandinOptions, 'answer'> = {}): Promise<ChatStandin> {
-  return startOpenRouterStandin({ ...options, answer: judgeAnswer });
+  return startOpenRouterStandin({ compatible: true, ...options, answer: judgeAnswer });
 }

@@ -232,6 +232,14 @@ function modelNotFound(model: string) {
 }
 
 /** Azure's own errors (auth, routing, deployments): `{error: {code, message}}`, code often the status as a string. */
+/** Azure's answer for a deployment the resource does not have (Azure OpenAI troubleshooting pages). */
+export function deploymentNotFound() {
+  return azureError(
+    'DeploymentNotFound',
+    'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
+  );
+}
+
 export function azureError(code: string, message: string) {
   return { error: { code, message } };
 }
@@ -557,12 +565,15 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     };
   }
 
-  async function handleEdit(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
-    const authorization =
-      azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
+  async function handleEdit(req: IncomingMessage, res: ServerResponse, azureModel?: string, v1?: Record<string, string>): Promise<void> {
+    const azure = azureModel !== undefined || v1 !== undefined;
+    const authorization = azure ? azureAuthorization(req) : String(req.headers.authorization ?? '');
     const edit = await readEdit(req, azureModel);
     if ('error' in edit) return sendJson(res, 400, edit);
-    const { model, prompt, fields } = edit;
+    const { prompt, fields } = edit;
+    // Azure's v1 API: the body's model names the deployment.
+    const model = v1 ? v1[edit.model] : edit.model;
+    if (model === undefined) return sendJson(res, 404, deploymentNotFound());
     const uploads = edit.uploads;
     const buffers = uploads.map((u) => u.bytes);
     const metas = await Promise.all(
@@ -609,7 +620,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     if (await gate(call, reply, res)) return;
     if (!model) return reply(400, errorBody("Missing required parameter: 'model'.", 'missing_required_parameter', 'model'));
     // Azure: the deployment existing is the check (Azure retires models on its own schedule).
-    if (!azureModel && !openAIServes(model, now(), compatible)) return reply(404, modelNotFound(model));
+    if (!azure && !openAIServes(model, now(), compatible)) return reply(404, modelNotFound(model));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -666,16 +677,22 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     await respondWithImages(reply, fields, Array(call.n).fill(output), uploads.length);
   }
 
-  async function handleGeneration(req: IncomingMessage, res: ServerResponse, azureModel?: string): Promise<void> {
-    const authorization =
-      azureModel !== undefined ? `api-key ${String(req.headers['api-key'] ?? '')}` : String(req.headers.authorization ?? '');
+  async function handleGeneration(
+    req: IncomingMessage,
+    res: ServerResponse,
+    azureModel?: string,
+    v1?: Record<string, string>,
+  ): Promise<void> {
+    const azure = azureModel !== undefined || v1 !== undefined;
+    const authorization = azure ? azureAuthorization(req) : String(req.headers.authorization ?? '');
     let body: Record<string, unknown>;
     try {
       body = JSON.parse((await readBody(req)).toString('utf8')) as Record<string, unknown>;
     } catch {
       return sendJson(res, 400, errorBody('We could not parse the JSON body of your request.'));
     }
-    const model = azureModel ?? String(body.model ?? '');
+    const model = v1 ? v1[String(body.model ?? '')] : (azureModel ?? String(body.model ?? ''));
+    if (model === undefined) return sendJson(res, 404, deploymentNotFound());
     const prompt = String(body.prompt ?? '');
     const fields: Record<string, string> = {};
     for (const [key, value] of Object.entries(body))
@@ -698,7 +715,7 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     const reply = replier(res, call);
     if (await gate(call, reply, res)) return;
     // Without a model the API picks dall-e-2 (openai-node images.ts), which is no longer served.
-    if (!azureModel && !openAIServes(model || 'dall-e-2', now(), compatible)) return reply(404, modelNotFound(model || 'dall-e-2'));
+    if (!azure && !openAIServes(model || 'dall-e-2', now(), compatible)) return reply(404, modelNotFound(model || 'dall-e-2'));
     if (!prompt) return reply(400, errorBody("Missing required parameter: 'prompt'.", 'missing_required_parameter', 'prompt'));
     const longPrompt = checkPromptLength(prompt);
     if (longPrompt) return reply(400, longPrompt);
@@ -719,38 +736,47 @@ export async function startOpenAIStandin(options: OpenAIStandinOptions = {}): Pr
     await respondWithImages(reply, fields, Array(call.n).fill(image), 0);
   }
 
+  /** Azure's key as the call record shows it: the `api-key` header, else the v1 API's Bearer. */
+  function azureAuthorization(req: IncomingMessage): string {
+    return req.headers['api-key'] !== undefined ? `api-key ${String(req.headers['api-key'])}` : String(req.headers.authorization ?? '');
+  }
+
+  const accessDenied = () =>
+    azureError(
+      '401',
+      'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.',
+    );
+
   /**
    * Azure OpenAI's data plane: `POST /openai/deployments/{deployment}/images/{edits,generations}
    * ?api-version=...` with an `api-key` header; the deployment's model then gets OpenAI's rules.
+   * And the v1 API (GA since August 2025: learn.microsoft.com "Azure OpenAI in Azure AI Foundry
+   * Models v1 API", api-version-lifecycle): `POST /openai/v1/images/{edits,generations}` with no
+   * api-version (`preview` opts into preview features), the deployment in the body's `model`, the
+   * key as `api-key` or `Authorization: Bearer`.
    */
   function azureRoute(azure: AzureFlavour, req: IncomingMessage, res: ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://standin');
+    const v1 = /^\/openai\/v1\/images\/(edits|generations)$/.exec(url.pathname);
+    if (v1 && req.method === 'POST') {
+      const version = url.searchParams.get('api-version');
+      if (version !== null && version !== 'preview' && version !== 'latest')
+        return sendJson(res, 400, azureError('BadRequest', 'API version not supported'));
+      const bearer = /^Bearer \S+/.test(String(req.headers.authorization ?? ''));
+      if (!req.headers['api-key'] && !bearer) return sendJson(res, 401, accessDenied());
+      const handler = v1[1] === 'edits' ? handleEdit : handleGeneration;
+      return void handler(req, res, undefined, azure.deployments).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, azureError('InternalServerError', `stand-in failure: ${(err as Error).message}`));
+      });
+    }
     const match = /^\/openai\/deployments\/([^/]+)\/images\/(edits|generations)$/.exec(url.pathname);
     if (req.method !== 'POST' || !match) return sendJson(res, 404, azureError('404', 'Resource not found'));
     const version = url.searchParams.get('api-version');
     if (!version) return sendJson(res, 404, azureError('404', 'Resource not found'));
     if (!azure.apiVersions.includes(version)) return sendJson(res, 400, azureError('BadRequest', 'API version not supported'));
-    if (!req.headers['api-key']) {
-      return sendJson(
-        res,
-        401,
-        azureError(
-          '401',
-          'Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.',
-        ),
-      );
-    }
+    if (!req.headers['api-key']) return sendJson(res, 401, accessDenied());
     const model = azure.deployments[decodeURIComponent(match[1]!)];
-    if (!model) {
-      return sendJson(
-        res,
-        404,
-        azureError(
-          'DeploymentNotFound',
-          'The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, please wait a moment and try again.',
-        ),
-      );
-    }
+    if (!model) return sendJson(res, 404, deploymentNotFound());
     const handler = match[2] === 'edits' ? handleEdit : handleGeneration;
     handler(req, res, model).catch((err: unknown) => {
       if (!res.headersSent) sendJson(res, 500, azureError('InternalServerError', `stand-in failure: ${(err as Error).message}`));

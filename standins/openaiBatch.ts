@@ -53,6 +53,8 @@ export interface OpenAIBatchOptions {
   expireAfterRequests?: number;
   /** Time in `cancelling` once no line is running (default 50 ms). */
   cancellingMs?: number;
+  /** The next N `POST /v1/batches` answer 500 server_error (a transient fault after the uploads). */
+  failCreates?: number;
 }
 
 export interface StoredFile {
@@ -102,6 +104,8 @@ export interface OpenAIBatchApi {
   uploadedBytes(): number;
   /** Files currently stored (deleted ones gone), by purpose. */
   storedFiles(purpose?: string): StoredFile[];
+  /** Files uploaded by clients since the stand-in started (deleted ones included), by purpose. */
+  uploadCount(purpose?: string): number;
   /** `POST /v1/batches/{id}/cancel` calls answered 200. */
   cancelCalls(): number;
   /** Changes the timing and faults for batches created from now on. */
@@ -122,6 +126,7 @@ function notFoundBatch(id: string) {
 export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIBatchOptions): OpenAIBatchApi {
   let options = { ...initial };
   const files = new Map<string, StoredFile>();
+  const uploadsByPurpose = new Map<string, number>();
   const batches: StoredBatch[] = [];
   const timers = new Set<NodeJS.Timeout>();
   /** Batches whose lines have all run: what a cancel does to them (they keep every answer). */
@@ -207,6 +212,7 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
         );
     }
     received += bytes.length;
+    uploadsByPurpose.set(purpose, (uploadsByPurpose.get(purpose) ?? 0) + 1);
     sendJson(res, 200, fileObject(storeFile(upload.name, purpose, bytes)));
   }
 
@@ -380,6 +386,18 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
   async function createBatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const authorization = authorized(req, res);
     if (!authorization) return;
+    if (options.failCreates) {
+      options.failCreates -= 1;
+      await readBody(req);
+      return sendJson(res, 500, {
+        error: {
+          message: 'The server had an error while processing your request. Sorry about that!',
+          type: 'server_error',
+          param: null,
+          code: null,
+        },
+      });
+    }
     let body: { input_file_id?: unknown; endpoint?: unknown; completion_window?: unknown; metadata?: unknown };
     try {
       body = JSON.parse((await readBody(req)).toString('utf8')) as typeof body;
@@ -577,6 +595,7 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
     uploadsForBatch: () => [...files.values()].filter((f) => f.purpose === 'batch').length,
     uploadedBytes: () => received,
     storedFiles: (purpose) => [...files.values()].filter((f) => !purpose || f.purpose === purpose),
+    uploadCount: (purpose) => (purpose ? (uploadsByPurpose.get(purpose) ?? 0) : [...uploadsByPurpose.values()].reduce((a, b) => a + b, 0)),
     cancelCalls: () => cancels,
     configure(next) {
       options = { ...options, ...next };

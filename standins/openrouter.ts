@@ -30,8 +30,12 @@ import {
 // as strings, openrouter.ai/docs/models): an image-only model asked for `modalities` that include
 // "text" answers 404 "No endpoints found that support the requested output modalities: image, text"
 // (HKUDS/DeepTutor#1348, BerriAI/litellm#34908); a model asked for an output modality it does not
-// have answers the same 404 for what was asked. Ids outside the catalogue are served as an
-// OpenAI-compatible chat server would (the stand-in also stands in for prompt-enhancer servers).
+// have answers the same 404 for what was asked. Playing openrouter.ai (the default) it serves only
+// the catalogue's ids on the day (`now`): any other id, and an id OpenRouter stopped serving, answers
+// OpenRouter's 400 `{"error":{"message":"<id> is not a valid model ID","code":400},"user_id":…}`
+// (OpenRouterTeam/openrouter-examples#74, sipeed/picoclaw#199/#1790, RightNow-AI/openfang#697).
+// Only with `compatible` does it play an OpenAI-compatible chat server (a prompt-enhancer or judge
+// `--base-url`), which serves whatever id it is given.
 
 export type { FaultStep } from './server';
 
@@ -41,6 +45,8 @@ export interface OpenRouterModel {
   output: string[];
   /** USD per token (prompt, completion) and per output image, as strings like OpenRouter's. */
   pricing: Record<string, string>;
+  /** The day (YYYY-MM-DD, UTC) from which OpenRouter no longer lists or serves the id. */
+  until?: string;
 }
 
 /** The stand-in's catalogue (a sample of OpenRouter's, ids and modalities as listed there). */
@@ -51,14 +57,31 @@ export const OPENROUTER_MODELS: OpenRouterModel[] = [
     output: ['image', 'text'],
     pricing: { prompt: '0.0000003', completion: '0.0000025', image: '0.00003' },
   },
+  // Google shut the Gemini 3 / 3.1 image previews on 2026-06-25 (providers-audit-2026-12 §0,
+  // ai.google.dev/gemini-api/docs/deprecations); OpenRouter, which routes them to Google, lists the
+  // GA ids since. Shut-down ids are not valid model ids from that day.
   {
     id: 'google/gemini-3-pro-image-preview',
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' },
+    until: '2026-06-25',
   },
   {
     id: 'google/gemini-3.1-flash-image-preview',
+    input: ['image', 'text'],
+    output: ['image', 'text'],
+    pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' },
+    until: '2026-06-25',
+  },
+  {
+    id: 'google/gemini-3-pro-image',
+    input: ['image', 'text'],
+    output: ['image', 'text'],
+    pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' },
+  },
+  {
+    id: 'google/gemini-3.1-flash-image',
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' },
@@ -109,10 +132,21 @@ export const OPENROUTER_MODELS: OpenRouterModel[] = [
   },
 ];
 
+/** Whether OpenRouter serves this catalogue entry on this date. */
+function servedOn(model: OpenRouterModel, now: Date): boolean {
+  return !model.until || now.toISOString().slice(0, 10) < model.until;
+}
+
+/** OpenRouter's answer to a model id it does not serve (HTTP 400). */
+export function notAValidModel(model: string) {
+  return { error: { message: `${model} is not a valid model ID`, code: 400 }, user_id: 'user_standin' };
+}
+
 /** `GET /api/v1/models` body for an `output_modalities` query (default text). */
-function modelsList(query: string | null) {
+function modelsList(query: string | null, now: Date) {
   const wanted = (query ?? 'text').split(',').map((m) => m.trim());
-  const models = wanted.includes('all') ? OPENROUTER_MODELS : OPENROUTER_MODELS.filter((m) => m.output.some((o) => wanted.includes(o)));
+  const served = OPENROUTER_MODELS.filter((m) => servedOn(m, now));
+  const models = wanted.includes('all') ? served : served.filter((m) => m.output.some((o) => wanted.includes(o)));
   return {
     data: models.map((m) => ({
       id: m.id,
@@ -242,6 +276,13 @@ export interface ChatStandin extends Standin<ChatStandinCall> {
 export interface ChatStandinOptions extends StandinOptions {
   /** Text-model answers (prompt enhancement); default `rewrite`. */
   answer?: (prompt: string, imageCount: number, system: string | undefined) => string;
+  /**
+   * Play an OpenAI-compatible chat server (a prompt-enhancer or judge `--base-url`) instead of
+   * openrouter.ai: any model id is served.
+   */
+  compatible?: boolean;
+  /** The day the stand-in plays (which catalogue ids are served); default the real clock. */
+  now?: () => Date;
 }
 
 /** The stand-in's text answer: the instruction made explicit, deterministic for tests. */
@@ -270,6 +311,7 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
   let modelListCalls = 0;
   const scripts = new FaultScripts();
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
+  const now = options.now ?? (() => new Date());
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const authorization = String(req.headers.authorization ?? '');
@@ -336,6 +378,8 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       return sendStep(res, step, orError(step.status, `scripted ${step.status}`));
     }
     if (!call.model) return reply(400, orError(400, 'No model specified'));
+    const listed = OPENROUTER_MODELS.find((m) => m.id === call.model);
+    if (!options.compatible && (!listed || !servedOn(listed, now()))) return reply(400, notAValidModel(call.model));
     if (messages.length === 0 || !lastUser) return reply(400, orError(400, 'Invalid request: messages must contain a user message'));
     // The GPT-5.x family (and o-series) takes no sampling parameters: OpenAI's 400 unsupported_value
     // (tmc/langchaingo#1355, johny-b/llmcomp#69), passed through for `openai/...` ids.
@@ -363,7 +407,7 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
           orError(400, "Invalid parameter: 'response_format' must be text, json_object or json_schema with a name and a schema"),
         );
     }
-    const known = OPENROUTER_MODELS.find((m) => m.id === call.model);
+    const known = listed;
     if (known) {
       const asked = Array.isArray(modalities) && modalities.length ? modalities : ['text'];
       if (asked.some((m) => !known.output.includes(m))) {
@@ -439,7 +483,7 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     const path = (req.url ?? '').split('?')[0] ?? '';
     if (req.method === 'GET' && (path === '/api/v1/models' || path === '/v1/models')) {
       modelListCalls += 1;
-      return sendJson(res, 200, modelsList(new URL(req.url ?? '/', 'http://standin').searchParams.get('output_modalities')));
+      return sendJson(res, 200, modelsList(new URL(req.url ?? '/', 'http://standin').searchParams.get('output_modalities'), now()));
     }
     if (req.method === 'POST' && (path === '/api/v1/chat/completions' || path === '/v1/chat/completions')) {
       handle(req, res).catch((err: unknown) => {

@@ -490,7 +490,7 @@ describe('prompt enhancement and keys', () => {
   it('--prompt-enhance rewrites instructions with a chat model and keeps them in instruction_enhanced', async () => {
     const { csv, outputDir } = await rowsCsv(['a.png,pe-row make it nicer']);
     const summary = await run(
-      testInput({ runId: 'prov-enhance', inputPath: csv, outputDir, promptEnhance: { model: 'enhancer-model', withImages: true } }),
+      testInput({ runId: 'prov-enhance', inputPath: csv, outputDir, promptEnhance: { model: 'openai/gpt-4.1-mini', withImages: true } }),
     );
     expect(summary.ok).toBe(1);
     const [row] = results(outputDir);

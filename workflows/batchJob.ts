@@ -6,6 +6,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -13,19 +14,21 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BatchActivities, BatchPlanningActivities } from '../activities/batch';
-import type {
-  BatchJobResult,
-  BatchJobSpec,
-  BatchJobView,
-  BatchPhaseOutcome,
-  BatchPhaseView,
-  BatchSettings,
-  BatchStatus,
+import {
+  BATCH_FINAL_ERROR_TYPES,
+  type BatchJobResult,
+  type BatchJobSpec,
+  type BatchJobView,
+  type BatchPhaseOutcome,
+  type BatchPhaseView,
+  type BatchSettings,
+  type BatchStatus,
 } from '../lib/shared/batch';
 import { providerQueue } from '../lib/shared/constants';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES } from '../lib/shared/errorTypes';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { batchJobQuery, batchJobsQuery, batchJobUpdateSignal } from './batchMessages';
+import { PATCH } from './patches';
 
 // Provider batch jobs (`atelier edit --batch`). The dataset workflow runs a batch phase before its
 // direct pass: it groups the rows that need a call into jobs (manifests in the run's storage) and
@@ -215,6 +218,14 @@ const { planBatchJobs } = proxyActivities<BatchPlanningActivities>({
   retry: { maximumAttempts: 5 },
 });
 
+/**
+ * The run's batch phase: its first execution's run id (short), the same in every execution after a
+ * continue-as-new, so the direct pass can tell the rows this phase's batches failed.
+ */
+function batchPhaseId(): string {
+  return workflowInfo().firstExecutionRunId.slice(0, 8);
+}
+
 /** Job child ids: `<runId>/batch/<job>`, deterministic, so a re-run finds a job still running. */
 function jobWorkflowId(runId: string, jobId: string): string {
   return `${runId}/batch/${jobId.slice(jobId.lastIndexOf('#') + 1)}`;
@@ -228,8 +239,15 @@ function jobWorkflowId(runId: string, jobId: string): string {
 export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSettings): Promise<BatchPhaseOutcome> {
   const view: BatchPhaseView = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0 };
   const outcome: BatchPhaseOutcome = { ok: 0, failedByType: {}, retriedByType: {}, finished: 0 };
+  // With the direct fallback, only final refusals finish a row here; the others are the direct
+  // pass's to finish (recorded histories counted them failed, then took them back: see PATCH).
+  const directTakesOver = batch.fallback === 'direct' && patched(PATCH.batchFallbackFinal);
   const fail = (type: string, n: number) => {
     if (n <= 0) return;
+    if (directTakesOver && !BATCH_FINAL_ERROR_TYPES.includes(type)) {
+      outcome.toDirect = (outcome.toDirect ?? 0) + n;
+      return;
+    }
     outcome.failedByType[type] = (outcome.failedByType[type] ?? 0) + n;
     outcome.finished += n;
   };
@@ -244,7 +262,8 @@ export async function runBatchPhase(input: DatasetWorkflowInput, batch: BatchSet
   const backend = input.backend as BatchJobSpec['backend'];
   // Rows a batch of this phase failed are not batched again; a later run of the same command is a
   // new phase and batches them again.
-  const phaseId = workflowInfo().firstExecutionRunId.slice(0, 8);
+  const phaseId = batchPhaseId();
+  if (directTakesOver) outcome.directPhase = phaseId;
   for (let round = 0; ; round++) {
     const plan = await planBatchJobs({
       runId: input.runId,

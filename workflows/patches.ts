@@ -42,6 +42,7 @@ export const PATCH = {
   rowRunId: 'atelier-row-run-id',
   budgetReserve: 'atelier-budget-reserve',
   unreachablePause: 'atelier-unreachable-pause',
+  batchFallbackFinal: 'atelier-batch-fallback-final',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -64,7 +65,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     stage: 'patched',
     change: '--batch: a provider batch phase (child workflows) before the direct pass',
     neededBy: [],
-    coveredBy: ['batch-69e2c6b/batch.dataset.binpb'],
+    coveredBy: ['batch-69e2c6b/batch.dataset.binpb', 'batch-a8ec7b9/batch.dataset.binpb'],
   },
   planningSignals: {
     id: PATCH.planningSignals,
@@ -115,6 +116,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'results-9154966/can.datasetWorkflow-2.binpb',
       'safe-b042613/reserve.datasetWorkflow-0.binpb',
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
+      'batch-a8ec7b9/batch.dataset.binpb',
     ],
   },
   resultsIncremental: {
@@ -130,6 +132,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'results-9154966/can.datasetWorkflow-2.binpb',
       'safe-b042613/reserve.datasetWorkflow-0.binpb',
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
+      'batch-a8ec7b9/batch.dataset.binpb',
     ],
   },
 
@@ -164,5 +167,14 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change: 'rows failing one after another to connect to the provider pause the run (were all failed)',
     neededBy: [],
     coveredBy: ['safe-b042613/unreachable.datasetWorkflow-0.binpb'],
+  },
+  batchFallbackFinal: {
+    id: PATCH.batchFallbackFinal,
+    addedIn: 'a8ec7b9',
+    stage: 'patched',
+    change:
+      '--batch-fallback direct: rows a batch refused (Blocked) or found bad (InputError) stay failed instead of going down the direct pass; the rows that do go are counted pending, not failed, until they finish',
+    neededBy: [],
+    coveredBy: ['batch-a8ec7b9/batch.dataset.binpb'],
   },
 };

@@ -67,7 +67,17 @@ interface FalErrorItem {
   type?: string;
 }
 
-/** `detail` is a string (auth, routing) or a list of typed errors (fal.ai/docs/documentation/model-apis/errors). */
+/**
+ * Request (infrastructure) error types that are the caller's request itself, not fal's machinery:
+ * final. Every other type (timeouts, runner and connection failures, internal errors: the
+ * request-errors reference) is transient: retried by the activity's policy.
+ */
+const FINAL_REQUEST_ERROR_TYPES = new Set(['bad_request']);
+
+/**
+ * `detail` is a string (auth, routing, request errors, which add `error_type`) or a list of typed
+ * model errors (fal.ai/docs/documentation/model-apis/errors, …/request-errors).
+ */
 function describeError(body: unknown, fallback: string): { message: string; types: string[] } {
   const detail = (body as { detail?: unknown } | undefined)?.detail;
   if (typeof detail === 'string') return { message: detail, types: [] };
@@ -132,14 +142,20 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
   function classifyHttp(response: Response, body: unknown, what: string, requestId?: string): ClassifiedError {
     const status = response.status;
     const { message: why, types } = describeError(body, response.statusText);
-    const message = `${status} ${what}: ${why}`;
+    // A request error names its class in the header and the body (`error_type`).
+    const errorType = response.headers.get('x-fal-error-type') ?? (body as { error_type?: unknown } | undefined)?.error_type;
+    const typed = typeof errorType === 'string' && errorType ? errorType : undefined;
+    const message = `${status} ${what}: ${why}${typed ? ` (${typed})` : ''}`;
     const details = { status, ...(requestId ? { requestId } : {}) };
     if (types.includes('content_policy_violation')) return new ClassifiedError('blocked', message, details);
     // An account out of credit: retrying before a top-up only burns attempts.
     if (/exhausted balance|top up your balance|insufficient (?:balance|credits)/i.test(why))
       return new ClassifiedError('quotaExhausted', message, details);
+    if (typed && FINAL_REQUEST_ERROR_TYPES.has(typed)) return new ClassifiedError('invalidRequest', message, details);
     const retryable = response.headers.get('x-fal-retryable');
-    if (status === 429 || status === 408 || status >= 500 || retryable === 'true') {
+    // fal says the request cannot succeed by being sent again (a model error of this input).
+    if (retryable === 'false' && status !== 429 && !typed) return new ClassifiedError('invalidRequest', message, details);
+    if (status === 429 || status === 408 || status === 499 || status >= 500 || retryable === 'true' || typed) {
       const wait = retryAfterMs(response.headers);
       return new ClassifiedError('retryable', message, { ...details, ...(wait !== undefined ? { retryAfterMs: wait } : {}) });
     }
@@ -152,7 +168,13 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     const path = request.model.split('/').map(encodeURIComponent).join('/');
     const response = await http(
       `${base}/${path}`,
-      { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify(falInput(request, images, caps)) },
+      {
+        method: 'POST',
+        // Retries live in the activity's policy alone: fal's queue would otherwise retry a failing
+        // request up to 10 times itself, and each of Atelier's attempts would multiply those.
+        headers: { ...auth, 'content-type': 'application/json', 'x-fal-no-retry': '1' },
+        body: JSON.stringify(falInput(request, images, caps)),
+      },
       request.signal,
     );
     const json = await readJson(response);

@@ -237,14 +237,22 @@ const OPENAI: Record<string, Entry> = {
 // ---- Gemini ------------------------------------------------------------------------------------
 
 const GEMINI_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'] as const;
-/** Inline images: 7 MB a file; the whole request should stay under about 20 MB. */
+/** Inline images: 7 MB a file. */
 const GEMINI_INPUT: ImageLimits = { maxBytes: 7 * MB, maxSide: 4096 };
 
 /**
- * Inline requests: about 20 MB in all (ai.google.dev image-generation and batch-mode pages; Google
- * has since raised inline limits, exact number unverified, so 20 MB stays the conservative bound).
+ * Inline requests on the Gemini API: 100 MB in all since 2026-01-08 (it was 20 MB: ai.google.dev
+ * changelog 2026-01-08, blog.google "Increased file size limits"; providers-audit-2026-12 §1; not
+ * yet confirmed for image models by a live call). Over it, the adapter moves the largest inputs to
+ * the Files API.
  */
-const GEMINI_MAX_REQUEST_BYTES = 20 * MB;
+const GEMINI_MAX_REQUEST_BYTES = 100 * MB;
+/**
+ * Vertex AI: "Input size limit 500 MB", 7 MB per inline file (docs.cloud.google.com vertex-ai
+ * gemini/3-1-flash-image, [V-31]; checked 2026-12-07). Vertex has no Files API: a row over it fails
+ * before any call.
+ */
+const VERTEX_MAX_REQUEST_BYTES = 500 * MB;
 
 const geminiImage: Entry = {
   editCapable: true,
@@ -567,6 +575,12 @@ function lookup(table: Record<string, Entry>, model: string): [string, Entry] | 
 /** What a model takes and costs. Unknown ids get the backend's permissive default (`known: false`). */
 export function capabilities(backend: Backend, model: string): ModelCapabilities {
   if (backend === 'azure') return azureCapabilities(model);
+  const caps = tableCapabilities(backend, model);
+  // Vertex shares the Gemini entries but not the Gemini API's inline request limit.
+  return backend === 'vertex' && caps.maxRequestBytes !== undefined ? { ...caps, maxRequestBytes: VERTEX_MAX_REQUEST_BYTES } : caps;
+}
+
+function tableCapabilities(backend: Backend, model: string): ModelCapabilities {
   const hit = lookup(TABLES[backend], model);
   if (hit) return { backend, entry: hit[0], known: true, ...hit[1] };
   const family = FAMILIES.find((f) => f.backend === backend && f.test.test(model));

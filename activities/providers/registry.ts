@@ -40,10 +40,11 @@ export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
   },
   azure: {
     create: async ({ apiKey, baseURL, env }) => {
-      const apiVersion = env.OPENAI_API_VERSION;
-      if (!baseURL || !apiVersion) {
+      // Without OPENAI_API_VERSION: Azure's v1 API, which takes none.
+      const apiVersion = env.OPENAI_API_VERSION || undefined;
+      if (!baseURL) {
         throw new UsageError(
-          'Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) and OPENAI_API_VERSION in the worker environment, besides AZURE_OPENAI_API_KEY',
+          'Azure OpenAI needs AZURE_OPENAI_ENDPOINT (https://<resource>.openai.azure.com) in the worker environment, besides AZURE_OPENAI_API_KEY (and OPENAI_API_VERSION only for a dated api-version instead of the v1 API)',
         );
       }
       return (await import('./azure')).createAzureOpenAIProvider({ apiKey, endpoint: baseURL, apiVersion });

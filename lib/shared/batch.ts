@@ -2,6 +2,7 @@
 // share. Workflow-safe: no Node built-ins. A job's rows live in the run's storage (a manifest per
 // job), never in workflow payloads; workflows carry ids and counts.
 
+import { ErrorTypes } from './errorTypes';
 import type { DatasetWorkflowInput, DownloadLimits, ModelParams, OutputEncoding } from './types';
 
 /** Backends whose batch APIs Atelier drives. */
@@ -23,6 +24,27 @@ export const BATCH_LIMITS: Record<BatchBackend, { maxRequests: number; maxFileBy
   openai: { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024 },
   gemini: { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024, maxInlineBytes: 20 * 1024 * 1024 },
 };
+
+/**
+ * Failure classes a batch records that stay final with `--batch-fallback direct`: the direct path
+ * would refuse a safety refusal again (and, with OpenAI, bill the attempt at full price), and an
+ * input error is the row's own. The other classes (a transient line error, an expired batch, a 400
+ * a batch gives where a direct call may not) go down the direct path.
+ */
+export const BATCH_FINAL_ERROR_TYPES: readonly string[] = [ErrorTypes.blocked, ErrorTypes.inputError];
+
+/**
+ * Provider calls a failed entry records that a batch made for the row's request (its line ran and
+ * was answered with an error): the direct path's attempts add to them, so a row called by its batch
+ * and then directly says 2.
+ */
+export function batchCallsBefore(
+  prior: { status?: string; digest?: string; attempts?: number; info?: Record<string, string | number> } | undefined,
+  digest: string | undefined,
+): number {
+  if (!prior || prior.status !== 'failed' || !prior.info?.batchId || prior.digest !== digest) return 0;
+  return prior.attempts ?? 1;
+}
 
 /** Both providers sell batch answers at half the standard price (OpenAI batch guide; Gemini batch-mode page). */
 export const BATCH_PRICE_FACTOR = 0.5;
@@ -117,6 +139,16 @@ export interface BatchJobView {
 /** What a run's batch phase did, for its counts (RunState.applyBatchPhase). */
 export interface BatchPhaseOutcome {
   ok: number;
+  /**
+   * Rows a batch failed that the direct pass sends again (`--batch-fallback direct`, a class not in
+   * BATCH_FINAL_ERROR_TYPES): not finished, not counted failed, so the progress never goes back.
+   */
+  toDirect?: number;
+  /**
+   * Set (the phase id) when the phase counted only final refusals and the direct pass must leave
+   * them (the `atelier-batch-fallback-final` branch); absent in histories recorded before it.
+   */
+  directPhase?: string;
   /** Rows recorded failed (per-line errors, input errors, refused multi-turn rows), by class. */
   failedByType: Record<string, number>;
   /** Rows an earlier run had recorded failed that went through a batch again, by class. */

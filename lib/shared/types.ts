@@ -54,6 +54,11 @@ export interface CarriedState {
   unreachableRows?: number;
   /** The results refresher's clock and the rows it still owes a rewrite (workflows/dataset/resultsRefresh.ts). */
   refresh?: ResultsRefreshCarried;
+  /**
+   * The run's --batch phase, when the direct pass takes over only the rows its batches did not
+   * refuse for good (BatchPhaseOutcome.directPhase): the main pass leaves that phase's final failures.
+   */
+  batchDirectPhase?: string;
 }
 
 export interface ResultsRefreshCarried {

@@ -8,7 +8,8 @@ import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { runDataset, startTestServer, testInput } from '../helpers/temporalEnv';
 
 // Records the histories of one `--batch` run for test/replay/replay.test.ts (6 rows, one
-// line refused by the batch and sent down the direct path) and its batch job child. Not part of the
+// line failing in the batch (500) and sent down the direct path, one refused by the safety system
+// and left failed) and its batch job child. Not part of the
 // suite; run it when the batch workflow code changes on purpose, as
 //   ATELIER_FIXTURE_TAG=<short commit> npx vitest run --config test/replay/vitest.recordBatch.mts
 // and commit the new folder (old fixtures stay: the code must keep replaying them).
@@ -37,6 +38,8 @@ it('records a --batch run', async () => {
     ['input_images,instruction', ...Array.from({ length: 6 }, (_, i) => `a.png,rec-${i} warmer`)].join('\n'),
   );
   openai.script('rec-3 ', [faults.serverError()]);
+  // Refused by the safety system: final, the direct pass leaves it (atelier-batch-fallback-final).
+  openai.script('rec-4 ', [faults.moderationBlocked()], { repeat: true });
   const runId = 'rec-batch';
   await runDataset(
     env,

@@ -51,6 +51,42 @@ async function editError(
   throw new Error('expected the edit to fail');
 }
 
+describe("Azure OpenAI's v1 API (no api-version)", () => {
+  const v1 = (apiKey = KEY) => createAzureOpenAIProvider({ apiKey, endpoint: `${standin.baseURL}/` });
+
+  it('edits and generates at /openai/v1 with the deployment as the model and the api-key header', async () => {
+    const result = await v1().edit({
+      model: 'img-prod',
+      prompt: 'az-v1-edit',
+      images: [{ data: png, mimeType: 'image/png' }],
+      params: { quality: 'high' },
+      numImages: 1,
+    });
+    expect(result.images).toHaveLength(1);
+    expect(standin.callsFor('az-v1-edit')[0]).toMatchObject({ model: 'gpt-image-2', authorization: `api-key ${KEY}`, status: 200 });
+    await v1().generate({ model: 'img-prod', prompt: 'az-v1-gen', params: {}, numImages: 1 });
+    expect(standin.callsFor('az-v1-gen')[0]).toMatchObject({ model: 'gpt-image-2', status: 200 });
+  });
+
+  it("an unknown deployment is Azure's 404 DeploymentNotFound; a bad key its 401", async () => {
+    const missing = await v1()
+      .edit({ model: 'nope', prompt: 'az-v1-missing', images: [{ data: png, mimeType: 'image/png' }], params: {}, numImages: 1 })
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
+    expect(missing).toBeInstanceOf(ClassifiedError);
+    expect(missing!.message).toMatch(/404 .*deployment for this resource does not exist/);
+    const denied = await v1('')
+      .edit({ model: 'img-prod', prompt: 'az-v1-denied', images: [{ data: png, mimeType: 'image/png' }], params: {}, numImages: 1 })
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
+    expect(denied!.message).toMatch(/401 .*Access denied/);
+  });
+});
+
 describe('Azure OpenAI adapter through the AzureOpenAI client', () => {
   it('edits through the deployment with the api-key header and returns the image with usage', async () => {
     const result = await provider().edit({

@@ -217,6 +217,25 @@ describe('fal.ai adapter (queue API)', () => {
     expect(unreadable.message).toMatch(/Failed to load the image/);
   });
 
+  it("request errors are classed by X-Fal-Error-Type / error_type, and fal's own queue retries are off (ours alone)", async () => {
+    await provider().edit({ model: KONTEXT, prompt: 'fal-noretry', images: [black], params: {}, numImages: 1 });
+    expect(standin.callsFor('fal-noretry').find((c) => c.kind === 'submit')).toMatchObject({ noRetry: '1' });
+    standin.script('fal-disconnected', [falFaults.requestError('runner_disconnected')]);
+    const gone = await editError('fal-disconnected');
+    expect(gone).toMatchObject({ kind: 'retryable', details: { status: 503 } });
+    expect(gone.message).toMatch(/^503 .*The runner disconnected unexpectedly during processing \(runner_disconnected\)$/);
+    standin.script('fal-timeout', [falFaults.requestError('request_timeout')]);
+    expect((await editError('fal-timeout')).message).toMatch(/\(request_timeout\)$/);
+    // The caller's own request: final, however it is answered.
+    standin.script('fal-badreq', [falFaults.requestError('bad_request')]);
+    expect(await editError('fal-badreq')).toMatchObject({ kind: 'invalidRequest', details: { status: 400 } });
+    // A model error fal marks not retryable is final even as a 5xx.
+    standin.script('fal-final500', [
+      { status: 500, body: { detail: 'Model failed on this input' }, headers: { 'x-fal-retryable': 'false' } },
+    ]);
+    expect(await editError('fal-final500')).toMatchObject({ kind: 'invalidRequest', details: { status: 500 } });
+  });
+
   it('an edit endpoint needs its image; text-to-image goes to a text-to-image endpoint', async () => {
     const result = await provider().generate({
       model: 'fal-ai/flux-pro/kontext/text-to-image',

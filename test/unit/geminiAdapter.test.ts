@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { GoogleGenAI } from '@google/genai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listProviderModels } from '../../activities/providers/catalog';
@@ -106,11 +107,21 @@ describe('Gemini adapter through @google/genai', () => {
     expect(standin.callsFor('g-too-many')).toHaveLength(0);
   });
 
-  it('sends the largest inputs through the Files API when the inline request would pass 20 MB, once per image', async () => {
-    // 16 MB (21 MB as base64) does not fit inline; it is uploaded and named by fileData instead.
-    const big = { data: Buffer.alloc(16 * 1024 * 1024, 7), mimeType: 'image/png' };
+  it('sends the largest inputs through the Files API when the inline request would pass 100 MB, once per image', async () => {
+    // 3 × 6 MB of noise PNG (24 MB as base64): inline since the Gemini API took 100 MB (it was 20 MB).
+    const noise = await sharp(randomBytes(1400 * 1400 * 3), { raw: { width: 1400, height: 1400, channels: 3 } })
+      .png({ compressionLevel: 1 })
+      .toBuffer();
+    const mid = { data: noise, mimeType: 'image/png' };
+    const inlineBefore = standin.uploadedFiles();
+    const slow = createGeminiProvider({ apiKey: KEY, baseURL: standin.baseURL, timeoutMs: 120_000 });
+    await slow.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-mid', images: [mid, mid, mid], params: {}, numImages: 1 });
+    expect(standin.callsFor('g-mid')[0]).toMatchObject({ status: 200, imageCount: 3 });
+    expect(standin.uploadedFiles()).toBe(inlineBefore);
+    // 80 MB (107 MB as base64) does not fit inline; it is uploaded and named by fileData instead.
+    const big = { data: Buffer.alloc(80 * 1024 * 1024, 7), mimeType: 'image/png' };
     const before = standin.uploadedFiles();
-    const result = await provider().edit({
+    const result = await slow.edit({
       model: 'gemini-3.1-flash-image',
       prompt: 'g-huge',
       images: [black, big],
@@ -121,7 +132,7 @@ describe('Gemini adapter through @google/genai', () => {
     expect(standin.callsFor('g-huge')[0]).toMatchObject({ status: 200, imageCount: 2 });
     expect(standin.uploadedFiles() - before).toBe(1);
     // The same adapter reuses the upload; the small image stays inline.
-    const p = provider();
+    const p = createGeminiProvider({ apiKey: KEY, baseURL: standin.baseURL, timeoutMs: 120_000 });
     await p.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge-again', images: [black, big], params: {}, numImages: 1 });
     await p.edit({ model: 'gemini-3.1-flash-image', prompt: 'g-huge-again', images: [black, big], params: {}, numImages: 1 });
     expect(standin.uploadedFiles() - before).toBe(2);
@@ -411,15 +422,15 @@ describe('the Gemini stand-in holds the real contract (through @google/genai)', 
     expect(await ask('gemini-9-imaginary', {})).toMatchObject({ status: 404, message: expect.stringMatching(/NOT_FOUND/) });
   });
 
-  it('rejects a request body over 20 MB', async () => {
-    const big = Buffer.alloc(16 * 1024 * 1024).toString('base64');
+  it('rejects a request body over 100 MB', async () => {
+    const big = Buffer.alloc(76 * 1024 * 1024).toString('base64');
     const err = await ai()
       .models.generateContent({
         model: 'gemini-2.5-flash-image',
         contents: [{ role: 'user', parts: [{ text: 'g-contract-big' }, { inlineData: { mimeType: 'image/png', data: big } }] }],
       })
       .catch((e: { status?: number; message?: string }) => e);
-    expect(err).toMatchObject({ status: 400, message: expect.stringMatching(/Request payload size exceeds the limit: 20971520 bytes/) });
+    expect(err).toMatchObject({ status: 400, message: expect.stringMatching(/Request payload size exceeds the limit: 104857600 bytes/) });
   });
 
   it('lists its models through models.list (paged)', async () => {

@@ -141,9 +141,13 @@ describe('the provider-fed model check', () => {
 
   it('OpenRouter: its image-model list decides; an unreadable list leaves the table to decide', async () => {
     const check = createModelCheckActivities({ backend: 'openrouter', apiKey: 'sk-or-x', baseURL: openrouter.baseURL });
+    expect((await check.checkModelServed({ backend: 'openrouter', model: 'google/gemini-3.1-flash-image', now: NOW })).verdict).toBe(
+      'listed',
+    );
+    // The -preview ids OpenRouter stopped serving with Google's 2026-06-25 shutdown are not listed.
     expect(
       (await check.checkModelServed({ backend: 'openrouter', model: 'google/gemini-3.1-flash-image-preview', now: NOW })).verdict,
-    ).toBe('listed');
+    ).toBe('refused');
     expect((await check.checkModelServed({ backend: 'openrouter', model: 'acme/no-such-model', now: NOW })).verdict).toBe('refused');
     const down = createModelCheckActivities({ backend: 'openrouter', apiKey: 'sk-or-x', baseURL: 'http://127.0.0.1:9/api/v1' });
     expect((await down.checkModelServed({ backend: 'openrouter', model: 'x/y', now: NOW })).verdict).toBe('unreadable');

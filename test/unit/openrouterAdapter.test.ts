@@ -46,9 +46,28 @@ async function editError(prompt: string, apiKey = KEY): Promise<ClassifiedError>
 }
 
 describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
+  it("an id OpenRouter does not serve (never, or no longer: the Gemini 3 previews since 2026-06-25) is OpenRouter's final 400", async () => {
+    for (const model of ['google/gemini-3.1-flash-image-preview', 'acme/no-such-model']) {
+      const err = await provider()
+        .edit({ model, prompt: 'or-unknown', images: [black], params: {}, numImages: 1 })
+        .then(
+          () => undefined,
+          (e: unknown) => e as ClassifiedError,
+        );
+      expect(err).toBeInstanceOf(ClassifiedError);
+      expect(err).toMatchObject({ kind: 'invalidRequest' });
+      expect(err!.message).toContain(`${model} is not a valid model ID`);
+    }
+    // Its list no longer has the previews; it has the GA ids.
+    const raw = (await (await fetch(`${standin.baseURL}/models?output_modalities=image`)).json()) as { data: { id: string }[] };
+    const ids = raw.data.map((m) => m.id);
+    expect(ids).toEqual(expect.arrayContaining(['google/gemini-3-pro-image', 'google/gemini-3.1-flash-image']));
+    expect(ids.filter((id) => id.endsWith('-preview'))).toEqual([]);
+  });
+
   it('sends the prompt and every image as data URLs with modalities and image_config, and reads message.images', async () => {
     const result = await provider().edit({
-      model: 'google/gemini-3-pro-image-preview',
+      model: 'google/gemini-3-pro-image',
       prompt: 'or-multi',
       images: [black, small],
       params: { aspectRatio: '4:3', imageSize: '2K' },
@@ -56,7 +75,7 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     });
     const call = standin.callsFor('or-multi')[0]!;
     expect(call).toMatchObject({
-      model: 'google/gemini-3-pro-image-preview',
+      model: 'google/gemini-3-pro-image',
       imageCount: 2,
       imageTypes: ['image/png', 'image/jpeg'],
       modalities: ['image', 'text'],

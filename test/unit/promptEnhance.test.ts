@@ -64,7 +64,7 @@ describe('prompt enhancement through an OpenAI-compatible chat model', () => {
     expect(cleanEnhancedText('Rewritten instruction: "Make the car blue."')).toBe('Make the car blue.');
     expect(cleanEnhancedText('```\nMake the car blue.\n```')).toBe('Make the car blue.');
     expect(cleanEnhancedText('  Make the car blue.  ')).toBe('Make the car blue.');
-    const custom = await startOpenRouterStandin({ answer: () => '**Instruction:** "Turn the lamp on."' });
+    const custom = await startOpenRouterStandin({ compatible: true, answer: () => '**Instruction:** "Turn the lamp on."' });
     try {
       const result = await createPromptEnhancer({ apiKey: KEY, baseURL: custom.baseURL, model: 'm' }).enhance({ instruction: 'lamp' });
       expect(result.text).toBe('Turn the lamp on.');

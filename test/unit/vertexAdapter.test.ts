@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { OAuth2Client } from 'google-auth-library';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -146,17 +147,24 @@ describe('Vertex AI adapter through @google/genai', () => {
     expect((await post('/v1beta/models/gemini-2.5-flash-image:generateContent', { 'x-goog-api-key': KEY })).status).toBe(404);
   });
 
-  it('has no Files API: a request over the inline limit fails before any call instead of uploading', async () => {
-    const big: ProviderImage = { data: Buffer.alloc(8 * 1024 * 1024, 1), mimeType: 'image/png' };
-    let error: ClassifiedError | undefined;
-    try {
-      await provider().edit({ model: 'gemini-3-pro-image', prompt: 'vx-big', images: [big, big], params: {}, numImages: 1 });
-    } catch (err) {
-      error = err as ClassifiedError;
-    }
-    expect(error?.kind).toBe('inputError');
-    expect(standin.callsFor('vx-big')).toHaveLength(0);
+  it('has no Files API but takes 500 MB inline: a 21 MB request (refused at the old 20 MB bound) goes through, nothing uploaded', async () => {
+    // 3 × 6 MB of noise PNG (each under Vertex's 7 MB per inline file; 24 MB as base64).
+    const noise = await sharp(randomBytes(1400 * 1400 * 3), { raw: { width: 1400, height: 1400, channels: 3 } })
+      .png({ compressionLevel: 1 })
+      .toBuffer();
+    const big: ProviderImage = { data: noise, mimeType: 'image/png' };
+    const result = await provider({ apiKey: KEY, timeoutMs: 120_000 }).edit({
+      model: 'gemini-3-pro-image',
+      prompt: 'vx-big',
+      images: [big, big, big],
+      params: {},
+      numImages: 1,
+    });
+    expect(result.images).toHaveLength(1);
+    expect(standin.callsFor('vx-big')).toMatchObject([{ status: 200, imageCount: 3 }]);
     expect(standin.uploadedFiles()).toBe(0);
+    expect(capabilities('vertex', 'gemini-3-pro-image').maxRequestBytes).toBe(500 * 1024 * 1024);
+    expect(capabilities('gemini', 'gemini-3-pro-image').maxRequestBytes).toBe(100 * 1024 * 1024);
   });
 
   it('Vertex serves the Gemini table’s models with their limits, on its own lifecycle dates', () => {

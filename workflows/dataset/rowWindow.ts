@@ -61,6 +61,9 @@ export class RowWindow {
         limit: Math.max(100, input.window * 4),
         ...(input.filterRows ? { filterRows: input.filterRows } : {}),
         ...(state.pass !== 'main' ? { selection: state.pass } : {}),
+        // --batch-fallback direct: the main pass leaves the batch's final refusals alone, as its
+        // batch phase decided (a phase recorded before that decision asks for every failed row).
+        ...(state.pass === 'main' && state.batchDirectPhase ? { batchPhase: state.batchDirectPhase } : {}),
       });
       this.page = result.rows;
       state.cursor = result.nextCursor;

@@ -142,6 +142,11 @@ export class RunState {
     this.carried.cursor = position;
   }
 
+  /** The --batch phase whose final refusals the main pass leaves (see CarriedState.batchDirectPhase). */
+  get batchDirectPhase(): string | undefined {
+    return this.carried.batchDirectPhase;
+  }
+
   /** The pass being dispatched: the main pass or a retry selection. */
   get pass(): RetrySelection | 'main' {
     return this.carried.pass;
@@ -168,6 +173,7 @@ export class RunState {
     for (const [type, n] of Object.entries(outcome.failedByType)) c.failedByType[type] = (c.failedByType[type] ?? 0) + n;
     c.ok += outcome.ok;
     c.finished += outcome.finished;
+    if (outcome.directPhase) this.carried.batchDirectPhase = outcome.directPhase;
     if (outcome.costUsd !== undefined) c.spentUsd = Math.round(((c.spentUsd ?? 0) + outcome.costUsd) * 1e6) / 1e6;
   }
 
