@@ -1,16 +1,16 @@
 import type { Context } from '@temporalio/activity';
 import { ClassifiedError } from '../lib/shared/errors';
-import type { AttemptClaim, RunStore } from '../lib/run/runStore';
 
 // Stale attempts never pay. An attempt that Temporal has given up on (its heartbeat or start-to-close
 // timeout passed while its worker was frozen: a suspended VM, a long GC pause, SIGSTOP) may still
 // wake and go on; its tasks may even sit unstarted in the frozen worker's open polls. Before every
-// paid call the attempt proves it is still the one Temporal waits for, three ways, each cheap next
+// paid call the attempt proves it is still the one Temporal waits for, two ways, each cheap next
 // to the call:
 //   1. its own clock: no gap between its heartbeats (or since it started) longer than the heartbeat
 //      timeout, which is when the server times an attempt out;
-//   2. the ledger's claim (RunStore.claimRow): no later attempt of the row has claimed it since;
-//   3. the server: the row workflow's pending activity is this activity, at this attempt, started.
+//   2. the server: the row workflow's pending activity is this activity, at this attempt, started.
+// The server is the authority on which attempt is current, so no claim is kept in the run folder
+// (one would cost every row a write and a read in object storage, issue 21's budget).
 // A stale attempt throws before calling (retryable: the server ignores a timed-out attempt's result).
 // What stays possible: a worker frozen in the instant between the last check and the request.
 
@@ -18,7 +18,6 @@ import type { AttemptClaim, RunStore } from '../lib/run/runStore';
 const PENDING_ACTIVITY_STARTED = 2;
 
 export class AttemptFence {
-  readonly claim: AttemptClaim;
   private readonly heartbeatTimeoutMs: number | undefined;
   private lastBeatAt = Date.now();
   /** The longest gap seen between beats: a gap past the heartbeat timeout lost the attempt for good. */
@@ -26,17 +25,9 @@ export class AttemptFence {
 
   constructor(
     private readonly context: Context,
-    private readonly store: RunStore,
     private readonly index: number,
   ) {
-    const { info } = context;
-    this.heartbeatTimeoutMs = info.heartbeatTimeoutMs || undefined;
-    this.claim = {
-      token: `${info.workflowExecution?.runId ?? '-'}/${info.activityId}/${info.attempt}`,
-      attempt: info.attempt,
-      scheduledAtMs: info.currentAttemptScheduledTimestampMs,
-      claimedAt: new Date().toISOString(),
-    };
+    this.heartbeatTimeoutMs = context.info.heartbeatTimeoutMs || undefined;
   }
 
   /** Called on every heartbeat the attempt sends. */
@@ -46,15 +37,10 @@ export class AttemptFence {
     this.lastBeatAt = now;
   }
 
-  /** Claims the row for this attempt (at its start, before any paid call). */
-  async claimRow(): Promise<void> {
-    await this.store.claimRow(this.index, this.claim);
-  }
-
   /** Throws (retryable, no call made) unless this attempt is still the row's current one. */
   async ensureCurrent(what: string): Promise<void> {
     const stale = (why: string) => {
-      const message = `stale attempt ${this.claim.attempt} of row ${this.index}: ${why}; ${what} not made`;
+      const message = `stale attempt ${this.context.info.attempt} of row ${this.index}: ${why}; ${what} not made`;
       // In the worker's log too: the server drops a timed-out attempt's failure unread.
       this.context.log.warn(message);
       return new ClassifiedError('retryable', message);
@@ -63,8 +49,6 @@ export class AttemptFence {
     if (this.heartbeatTimeoutMs !== undefined && gap > this.heartbeatTimeoutMs) {
       throw stale(`it went ${(gap / 1000).toFixed(1)} s without a heartbeat (timeout ${this.heartbeatTimeoutMs / 1000} s)`);
     }
-    const newer = await this.store.claimSuperseded(this.index, this.claim);
-    if (newer) throw stale(`attempt ${newer.attempt} (${newer.token}) claimed the row at ${newer.claimedAt}`);
     await this.checkServer(stale);
   }
 

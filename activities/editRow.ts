@@ -130,15 +130,13 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
       const timer = setInterval(beat, Math.max(1000, (context.info.heartbeatTimeoutMs ?? 60_000) / 3));
       try {
         const store = RunStore.open(task.outputDir);
-        fence = new AttemptFence(context, store, task.index);
+        fence = new AttemptFence(context, task.index);
         const row = await store.planRow(task.position);
         // The row's entry is read once: it says whether the row is done, and is what this attempt starts from.
         const prior = await store.readEntry(task.index);
         if (await store.isDone(prior, row.digest)) {
           return { position: task.position, index: task.index, status: 'ok', outputImages: prior!.outputImages! };
         }
-        // Claimed before anything slow (inputs, downloads): an older attempt that wakes later sees it.
-        await fence.claimRow();
         const work = new RowAttempt(task, row, store, prior, provider, {
           signal,
           fence,

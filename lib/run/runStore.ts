@@ -30,8 +30,6 @@ export const layout = {
   imageCache: meta('image-cache'),
   ledger: meta('ledger'),
   ledgerEntry: (index: number): string => meta(`ledger/${pad(index)}.json`),
-  /** The attempt that last claimed the row (lib/run/runStore.ts `claimRow`): older attempts make no paid call. */
-  claim: (index: number): string => meta(`claims/${pad(index)}.json`),
   /**
    * The done-marker of one way of finishing a row: its digest and the ledger state the attempt
    * started from, so a row redone later gets a new marker while two attempts racing from the same
@@ -85,16 +83,6 @@ interface AnswerRecord extends Omit<StoredAnswer, 'images'> {
   /** `data`: the bytes, base64, in the record (one request to store, one to clear); `sha256`: an object (older runs). */
   images: Array<{ mimeType: string; data?: string; sha256?: string }>;
   storedAt: string;
-}
-
-/** An attempt's claim on a row: who (a token unique to the attempt) and when Temporal scheduled it. */
-export interface AttemptClaim {
-  /** `<workflow run id>/<activity id>/<attempt>`. */
-  token: string;
-  attempt: number;
-  /** The server's time for the attempt's scheduling: later attempts (and later runs' attempts) have later ones. */
-  scheduledAtMs: number;
-  claimedAt: string;
 }
 
 /** A stored answer and the keys that hold it (removed once the row is committed). */
@@ -247,27 +235,6 @@ export class RunStore {
     if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
     if (!sameRequest(entry, digest)) return false;
     return this.outputsExist(entry.outputImages);
-  }
-
-  // ---- attempt claims (fencing) -------------------------------------------------------------------
-
-  /**
-   * Records that an attempt works on the row now. Written at the start of every attempt, whatever is
-   * there: attempts are ordered by when Temporal scheduled them, and `claimSuperseded` compares by
-   * that order, so an older attempt that writes late (it froze before claiming) fences no newer one.
-   */
-  async claimRow(index: number, claim: AttemptClaim): Promise<void> {
-    await this.writeJson(layout.claim(index), claim);
-  }
-
-  /**
-   * The newer attempt's claim when one has superseded `mine` (scheduled later, or at the same time
-   * and another token): the attempt holding `mine` is stale and must not pay. One read.
-   */
-  async claimSuperseded(index: number, mine: AttemptClaim): Promise<AttemptClaim | undefined> {
-    const current = await this.readJson<AttemptClaim>(layout.claim(index));
-    if (!current || current.token === mine.token) return undefined;
-    return current.scheduledAtMs >= mine.scheduledAtMs ? current : undefined;
   }
 
   // ---- stored answers ------------------------------------------------------------------------------
