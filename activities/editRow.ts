@@ -2,6 +2,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import type { Storage } from '../storage';
+import { AttemptFence } from './attemptFence';
 import { rowSeed } from '../lib/gpuContract';
 import { batchCallsBefore } from '../lib/shared/batch';
 import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
@@ -122,10 +123,15 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
       // and cancellation reaches the provider call. The latest details (a submitted task's id) are
       // kept in every beat so a retry can pick them up.
       let details: JsonValue | undefined;
-      const beat = () => context.heartbeat(details);
+      let fence: AttemptFence | undefined;
+      const beat = () => {
+        fence?.beat();
+        context.heartbeat(details);
+      };
       const timer = setInterval(beat, Math.max(1000, (context.info.heartbeatTimeoutMs ?? 60_000) / 3));
       try {
         const store = RunStore.open(task.outputDir);
+        fence = new AttemptFence(context, task.index);
         const row = await store.planRow(task.position);
         // The row's entry is read once: it says whether the row is done, and is what this attempt starts from.
         const prior = await store.readEntry(task.index);
@@ -134,6 +140,7 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         }
         const work = new RowAttempt(task, row, store, prior, provider, {
           signal,
+          fence,
           attempt: context.info.attempt,
           previousHeartbeat: context.info.heartbeatDetails as JsonValue | undefined,
           heartbeat: (d) => {
@@ -160,6 +167,8 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
 
 interface AttemptContext {
   signal: AbortSignal;
+  /** Checked before every paid call: a stale attempt stops without calling. */
+  fence: AttemptFence;
   attempt: number;
   previousHeartbeat: JsonValue | undefined;
   heartbeat: (details: JsonValue) => void;
@@ -235,6 +244,7 @@ class RowAttempt {
     const enhancer = this.ctx.enhancerFor(task.promptEnhance.model);
     const prompts: string[] = [];
     for (const turn of row.turns) {
+      await this.ctx.fence.ensureCurrent('the prompt enhancer call');
       const result = await enhancer.enhance({
         instruction: turn,
         ...(task.promptEnhance.withImages ? { images: this.inputs } : {}),
@@ -282,6 +292,7 @@ class RowAttempt {
       this.answerKeys.push(...kept.keys);
       return this.record(kept.answer);
     }
+    await this.ctx.fence.ensureCurrent(`the provider call (call ${call})`);
     const result = await ask();
     const answer: StoredAnswer = {
       images: result.images,

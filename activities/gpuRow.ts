@@ -1,8 +1,17 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import { ClassifiedError } from '../lib/shared/errors';
-import { validateGpuRequest, validateGpuResult, rowSeed, type GpuEditRequest, type GpuModelType } from '../lib/gpuContract';
+import { ErrorTypes } from '../lib/shared/errorTypes';
+import type { Storage } from '../storage';
+import {
+  validateGpuRequest,
+  validateGpuResult,
+  rowSeed,
+  type GpuEditRequest,
+  type GpuEditResult,
+  type GpuModelType,
+} from '../lib/gpuContract';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
 import { generationSeed } from '../lib/run/redo';
@@ -45,11 +54,57 @@ const stagingKey = layout.staging;
 interface StagedRequests {
   /** Per output number: a hash of its request without its URLs. */
   made: Record<number, string>;
+  /** The preparation's id in its staged output names (absent: written before names had one). */
+  prepared?: string;
+}
+
+/**
+ * A staged output's name: one per preparation of the row (`out_<k>.<id>.png`), so an upload URL
+ * handed out for an earlier preparation (still signed for hours) names no object a later one uses.
+ */
+function stagedOutputName(k: number, prepared: string | undefined): string {
+  return prepared ? `out_${k}.${prepared}.png` : `out_${k}.png`;
+}
+
+/**
+ * The staged name of output `k` that the GPU worker reports writing (the last part of its path or
+ * URL): this preparation's form, or the older one without an id. Anything else is refused.
+ */
+function reportedOutputName(k: number, reported: string): string {
+  const name = reported.split('?')[0]!.split('/').pop() ?? '';
+  if (new RegExp(`^out_${k}(\\.[0-9a-f]{12})?\\.png$`).test(name)) return name;
+  throw ApplicationFailure.create({
+    type: ErrorTypes.invalidRequest,
+    nonRetryable: true,
+    message: `the GPU worker reported output ${k} at ${reported}, which is not a staged output name for it`,
+  });
 }
 
 function requestIdentity(request: GpuEditRequest): string {
   const { input_images: _in, output_path: _out, ...what } = request;
   return createHash('sha256').update(JSON.stringify(what)).digest('hex');
+}
+
+/**
+ * The staged object is what the GPU worker made: its sha256 and size are the ones the worker reported
+ * for the bytes it wrote. Anything else (an object PUT through the upload URL by someone else, or an
+ * earlier object the worker's create-only PUT found in place, 412) is removed and refused, so the row
+ * fails with the reason and a retry makes it again: never published. A worker that reports no digest
+ * (older than this check) is refused the same way.
+ */
+async function verifyStaged(storage: Storage, key: string, bytes: Buffer, result: GpuEditResult, what: string): Promise<void> {
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  if (result.sha256 === digest && result.size === bytes.length) return;
+  await storage.remove(key).catch(() => undefined);
+  const reported = result.sha256
+    ? `sha256 ${result.sha256.slice(0, 16)}…, ${result.size ?? '?'} bytes`
+    : 'no digest (a GPU worker older than this check)';
+  throw ApplicationFailure.create({
+    type: ErrorTypes.retryable,
+    // Not retried in place: the commit would find the same object; the row fails and `atelier retry` makes it again.
+    nonRetryable: true,
+    message: `${what} refused: the staged object (sha256 ${digest.slice(0, 16)}…, ${bytes.length} bytes) is not what the GPU worker made (${reported}); it was removed, not published`,
+  });
 }
 
 function fail(err: unknown): never {
@@ -82,15 +137,20 @@ export function createGpuRowActivities() {
         const firstOutput = chained ? await turnsDone(task.outputDir, prior, row.digest, outputPaths) : 0;
         // Independent outputs (--num-images) the GPU made in an earlier try of the row, for exactly
         // the request this try would send: committed now, not made again when a sibling failed.
-        const staged = chained ? undefined : await store.readJson<StagedRequests>(stagingKey(task.index, 'requests.json'));
+        // Only on a local disk: in object storage the staged object came through an upload URL and no
+        // commit checked it against the worker's digest (the sibling's failure lost that result), so it
+        // is made again rather than published unchecked.
+        const keepStaged = !chained && storage.kind === 'local';
+        const staged = keepStaged ? await store.readJson<StagedRequests>(stagingKey(task.index, 'requests.json')) : undefined;
         const kept = new Map<number, Buffer>();
         for (const k of Object.keys(staged?.made ?? {}).map(Number)) {
-          const bytes = await storage.read(stagingKey(task.index, `out_${k}.png`));
+          const bytes = await storage.read(stagingKey(task.index, stagedOutputName(k, staged?.prepared)));
           if (bytes) kept.set(k, bytes);
         }
         // A fresh staging folder: GPU outputs are create-only, so one left by an earlier request
         // must not be taken for this one's.
         await storage.removeAll(stagingKey(task.index));
+        const prepared = randomBytes(6).toString('hex');
         const stage = async (name: string, png: Buffer): Promise<string> => {
           await storage.write(stagingKey(task.index, name), png);
           return storage.readUrl(stagingKey(task.index, name), URL_LIFETIME_S);
@@ -123,8 +183,10 @@ export function createGpuRowActivities() {
             model_type: gpu.modelType as GpuModelType,
             prompt: chained ? row.turns[k]! : row.turns[0]!,
             input_images:
-              chained && k > firstOutput ? [await storage.readUrl(stagingKey(task.index, `out_${k - 1}.png`), URL_LIFETIME_S)] : inputs,
-            output_path: await storage.createUrl(stagingKey(task.index, `out_${k}.png`), URL_LIFETIME_S),
+              chained && k > firstOutput
+                ? [await storage.readUrl(stagingKey(task.index, stagedOutputName(k - 1, prepared)), URL_LIFETIME_S)]
+                : inputs,
+            output_path: await storage.createUrl(stagingKey(task.index, stagedOutputName(k, prepared)), URL_LIFETIME_S),
             seed: rowSeed(generationSeed(gpu.seed, prior), task.index, k),
             params: gpu.params,
           });
@@ -148,7 +210,7 @@ export function createGpuRowActivities() {
           });
           return { done: true, outputImages: entry.outputImages ?? outputPaths, requests: [], chained, firstOutput };
         }
-        if (!chained) await store.writeJson(stagingKey(task.index, 'requests.json'), { made } satisfies StagedRequests);
+        if (!chained) await store.writeJson(stagingKey(task.index, 'requests.json'), { made, prepared } satisfies StagedRequests);
         const contiguous = numbers.every((n, i) => n === firstOutput + i);
         return { done: false, outputImages: outputPaths, requests, chained, firstOutput, ...(contiguous ? {} : { outputs: numbers }) };
       } catch (err) {
@@ -172,12 +234,14 @@ export function createGpuRowActivities() {
         const result = validateGpuResult(args.result);
         const row = await store.planRow(task.position);
         const target = row.outputs[args.output]!;
-        const produced = await storage.read(stagingKey(task.index, `out_${args.output}.png`));
+        const staged = stagingKey(task.index, reportedOutputName(args.output, result.output_path));
+        const produced = await storage.read(staged);
         if (!produced)
           throw new ClassifiedError(
             'retryable',
             `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`,
           );
+        await verifyStaged(storage, staged, produced, result, `output ${args.output} of row ${task.index}`);
         const output = { path: target.path, bytes: await encodeOutput(produced, target.format, task.encoding) };
         const outputImages = row.outputs.map((o) => o.path);
         const prior = await store.readEntry(task.index);

@@ -64,6 +64,9 @@ export interface GpuEditResult {
   worker?: string;
   /** The activity attempt that produced this output. */
   attempt?: number;
+  /** sha256 (hex) and size of the PNG the worker wrote: the commit refuses a stored output with other bytes. */
+  sha256?: string;
+  size?: number;
 }
 
 export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];

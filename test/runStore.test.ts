@@ -207,7 +207,8 @@ describe('one commit protocol for every path', () => {
     expect(retry.requests[0]!.seed).toBe(first.requests[1]!.seed);
     expect(retry.outputs ?? [retry.firstOutput]).toEqual([1]);
     expect(existsSync(join(task.outputDir, first.outputImages[0]!))).toBe(true);
-    writeFileSync(retry.requests[0]!.output_path, await png('#0000ff'), { flag: 'wx' });
+    const blueOut = await png('#0000ff');
+    writeFileSync(retry.requests[0]!.output_path, blueOut, { flag: 'wx' });
     const result = {
       output_path: retry.requests[0]!.output_path,
       width: 32,
@@ -216,7 +217,22 @@ describe('one commit protocol for every path', () => {
       num_inference_steps: 1,
       latency_ms: 5,
       batch_size: 1,
+      sha256: createHash('sha256').update(blueOut).digest('hex'),
+      size: blueOut.length,
     };
+    // What the worker reports must be what is staged: another object (or no digest) is refused.
+    const forged = { ...result, sha256: createHash('sha256').update('other bytes').digest('hex') };
+    await expect(
+      env.run(gpu.commitGpuOutput, { task, output: 1, result: forged, last: true, chained: false, attempts: 1 }),
+    ).rejects.toThrow(/output 1 of row 0 refused: the staged object .* is not what the GPU worker made .*removed, not published/);
+    expect(existsSync(retry.requests[0]!.output_path)).toBe(false);
+    expect((await readLedgerEntry(task.outputDir, 0))?.status).not.toBe('ok');
+    writeFileSync(retry.requests[0]!.output_path, blueOut, { flag: 'wx' });
+    const { sha256: _sha, size: _size, ...noDigest } = result;
+    await expect(
+      env.run(gpu.commitGpuOutput, { task, output: 1, result: noDigest, last: true, chained: false, attempts: 1 }),
+    ).rejects.toThrow(/no digest/);
+    writeFileSync(retry.requests[0]!.output_path, blueOut, { flag: 'wx' });
     await env.run(gpu.commitGpuOutput, { task, output: 1, result, last: true, chained: false, attempts: 1 });
     const entry = (await readLedgerEntry(task.outputDir, 0))!;
     expect(entry).toMatchObject({ status: 'ok', outputImages: first.outputImages });

@@ -178,7 +178,7 @@ class EditService:
             hb.update(stage="encode")
             image = to_pil(out.image)
             try:
-                write_png_atomic(image, request["output_path"], self.png_compress_level)
+                written = write_png_atomic(image, request["output_path"], self.png_compress_level)
             except OutputStoreError as e:
                 # The store failed or refused the upload: retried (a new attempt gets the same URL).
                 raise _app_error(str(e), OUTPUT_STORE_FAILED, retryable=True) from None
@@ -193,6 +193,9 @@ class EditService:
             "batch_size": out.batch_size,
             "worker": self.worker_id,
             "attempt": _attempt(),
+            # What this worker made: the commit accepts the stored object only if it is these bytes.
+            "sha256": written.sha256,
+            "size": written.size,
         }
         contract.validate_result(result)
         return result

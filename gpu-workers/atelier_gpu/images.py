@@ -8,12 +8,14 @@ filesystem nor storage credentials.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
@@ -97,7 +99,12 @@ def to_pil(array: np.ndarray) -> Image.Image:
 
 
 def _put_once(url: str, data: bytes) -> None:
-    """PUT to a create-only presigned URL. 412: an earlier attempt of this request already stored it."""
+    """PUT to a create-only presigned URL.
+
+    412: an object is already there, an earlier attempt's or anyone's who held the URL. Not trusted
+    here: the result carries the digest of the bytes this worker made, and the orchestrator's commit
+    refuses a stored object whose digest differs (activities/gpuRow.ts).
+    """
     req = urllib.request.Request(url, data=data, method="PUT",
                                  headers={"If-None-Match": "*", "Content-Type": "image/png"})
     try:
@@ -112,19 +119,28 @@ def _put_once(url: str, data: bytes) -> None:
         raise OutputStoreError(f"storing the output at {shown(url)} failed: {e}") from None
 
 
-def write_png_atomic(image: Image.Image, output_path: str, compress_level: int = 4) -> None:
+class Written(NamedTuple):
+    """What the worker made: the PNG's sha256 (hex) and size, which the commit checks the stored object against."""
+
+    sha256: str
+    size: int
+
+
+def write_png_atomic(image: Image.Image, output_path: str, compress_level: int = 4) -> Written:
     """Write `image` as PNG to a path (temp file in the same folder, fsync, os.replace) or a PUT URL."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=compress_level)
+    data = buffer.getvalue()
+    written = Written(hashlib.sha256(data).hexdigest(), len(data))
     if is_url(output_path):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=compress_level)
-        _put_once(output_path, buffer.getvalue())
-        return
+        _put_once(output_path, data)
+        return written
     out = Path(output_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG", compress_level=compress_level)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out)
@@ -142,3 +158,4 @@ def write_png_atomic(image: Image.Image, output_path: str, compress_level: int =
             os.close(dfd)
     except OSError:
         pass
+    return written

@@ -6,6 +6,7 @@ these tests pin the worker's side of the HTTP exchange, and that no signature le
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,13 +85,24 @@ def test_a_missing_url_input_is_an_input_error_without_the_signature(store):
 
 def test_writes_an_output_once_with_if_none_match(store):
     url = f"{store}/out/0.png?X-Amz-Signature=secret"
-    write_png_atomic(Image.new("RGB", (4, 4), (1, 2, 3)), url)
+    written = write_png_atomic(Image.new("RGB", (4, 4), (1, 2, 3)), url)
     first = _Store.objects["/out/0.png"]
     assert Image.open(io.BytesIO(first)).getpixel((0, 0)) == (1, 2, 3)
     assert _Store.headers_seen[0]["If-None-Match"] == "*"
-    # A retry of the same request finds its output stored (412): done, and nothing is overwritten.
-    write_png_atomic(Image.new("RGB", (4, 4), (9, 9, 9)), url)
+    # The worker reports the digest of what it PUT: the commit checks the stored object against it.
+    assert written == (hashlib.sha256(first).hexdigest(), len(first))
+    # A second PUT finds an object stored (412): nothing is overwritten, and the worker still reports
+    # the digest of its own bytes, not the stored object's, so a stranger's object is refused at commit.
+    again = write_png_atomic(Image.new("RGB", (4, 4), (9, 9, 9)), url)
     assert _Store.objects["/out/0.png"] == first
+    assert again.sha256 != hashlib.sha256(first).hexdigest()
+
+
+def test_a_local_output_reports_the_digest_of_the_file_written(tmp_path):
+    out = tmp_path / "out" / "0.png"
+    written = write_png_atomic(Image.new("RGB", (4, 4), (5, 6, 7)), str(out))
+    data = out.read_bytes()
+    assert written == (hashlib.sha256(data).hexdigest(), len(data))
 
 
 def test_a_refused_upload_is_an_output_store_error_without_the_signature(store):

@@ -1,0 +1,169 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { GetObjectCommand, HeadObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { parse } from 'csv-parse/sync';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { GpuEditRequest } from '../../lib/gpuContract';
+import { startS3Server, type S3TestServer } from '../../testing/versitygw';
+import { assertBuilt, atelier, CliProcess, REPO, waitUntil } from '../helpers/cli';
+import { tempDir, writePng, writeText } from '../helpers/fixtures';
+import { startTestServer } from '../helpers/temporalEnv';
+
+// Outputs are what the GPU worker made (issue 23). Anyone who can read a run's history can read a GPU
+// row's upload URL out of it. Here the URL is read from the history of a real run (the tiny model on
+// CPU, outputs in versitygw) before any GPU worker runs, and a solid magenta PNG is PUT through it;
+// then the GPU worker starts: its own create-only PUT finds the forged object (412), and the commit,
+// which checks the staged object against the digest the worker reports, refuses it. The row fails
+// with the reason and nothing is published; a re-run makes the row for real, under staging names of
+// its own (the first URL, still signed, names nothing it uses).
+
+const PYTHON = join(REPO, 'gpu-workers', 'scripts', 'python.sh');
+
+let env: TestWorkflowEnvironment;
+let s3: S3TestServer;
+let client: S3Client;
+let modelDir: string;
+const processes: CliProcess[] = [];
+
+beforeAll(async () => {
+  assertBuilt();
+  ({ env } = await startTestServer());
+  s3 = await startS3Server();
+  await s3.createBucket('atelier');
+  client = new S3Client({
+    region: s3.env.AWS_REGION,
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! },
+  });
+  modelDir = join(tempDir('atelier-forge-model-'), 'tiny-pix2pix');
+  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], {
+    env: { ...process.env, HF_HUB_OFFLINE: '1' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+}, 600_000);
+
+afterAll(async () => {
+  for (const p of processes.reverse()) await p.stop(p.child.spawnargs.includes('gpu-worker') ? 'SIGTERM' : 'SIGINT');
+  client?.destroy();
+  await s3?.stop();
+  await env?.teardown();
+});
+
+async function exists(key: string): Promise<boolean> {
+  try {
+    await client.send(new HeadObjectCommand({ Bucket: 'atelier', Key: key }));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The first GPU request scheduled by a row workflow of the server: read from the history, as anyone with read access could. */
+async function gpuRequestFromHistory(seen: Set<string> = new Set()): Promise<GpuEditRequest> {
+  let request: GpuEditRequest | undefined;
+  await waitUntil(
+    async () => {
+      for await (const wf of env.client.workflow.list({ query: "WorkflowType = 'rowWorkflow'" })) {
+        if (seen.has(wf.runId)) continue;
+        const history = await env.client.workflow.getHandle(wf.workflowId, wf.runId).fetchHistory();
+        for (const event of history.events ?? []) {
+          const scheduled = event.activityTaskScheduledEventAttributes;
+          if (scheduled?.activityType?.name !== 'editImageGpu') continue;
+          request = defaultPayloadConverter.fromPayload<GpuEditRequest>(scheduled.input!.payloads![0]!);
+          seen.add(wf.runId);
+          return true;
+        }
+      }
+      return false;
+    },
+    120_000,
+    'the GPU request in the history',
+  );
+  return request!;
+}
+
+describe('outputs are what the GPU worker made', () => {
+  it('an output forged through the upload URL from the history is refused at commit, never published', async () => {
+    const address = env.connection.options.address;
+    const base: NodeJS.ProcessEnv = { ...process.env, HF_HUB_OFFLINE: '1', TEMPORAL_ADDRESS: address };
+    const withStorage = { ...base, ...s3.env };
+    const dir = tempDir('atelier-forge-data-');
+    await writePng(join(dir, 'a.png'), '#204060', 48);
+    writeText(join(dir, 'rows.csv'), ['image,instruction', 'a.png,make it blue'].join('\n'));
+    const args = [
+      'edit',
+      '--input',
+      join(dir, 'rows.csv'),
+      '--output-dir',
+      's3://atelier/forge-out',
+      '--backend',
+      'diffusers',
+      '--model',
+      modelDir,
+      '--num-inference-steps',
+      '2',
+      '--seed',
+      '7',
+    ];
+
+    const orchestrator = new CliProcess(['worker', '--queues', 'atelier-orchestrator'], withStorage);
+    processes.push(orchestrator);
+    await orchestrator.waitForOutput(/serving atelier-orchestrator/);
+    // No GPU worker yet: the row's GPU activity waits in its queue, its request in the history.
+    const run = atelier(args, withStorage);
+    const seen = new Set<string>();
+    const request = await gpuRequestFromHistory(seen);
+    expect(request.output_path).toMatch(/^http.*X-Amz-Signature=/);
+
+    const magenta = await sharp({ create: { width: 48, height: 48, channels: 3, background: '#ff00ff' } })
+      .png()
+      .toBuffer();
+    const forge = (url: string) =>
+      fetch(url, { method: 'PUT', headers: { 'If-None-Match': '*', 'Content-Type': 'image/png' }, body: magenta });
+    expect((await forge(request.output_path)).status).toBe(200);
+
+    const gpuWorker = () => {
+      const p = new CliProcess(['gpu-worker', '--model', modelDir, '--gpus', 'cpu', '--max-area', '4096', '--warmup-steps', '1'], base);
+      processes.push(p);
+      return p;
+    };
+    const gpu = gpuWorker();
+    const done = await run;
+    const trace = `${done.stdout}\n${done.stderr}\n--- GPU worker:\n${gpu.output.slice(-3000)}`;
+    expect(done.code, trace).toBe(2);
+    const results = parse(
+      Buffer.from(
+        await (await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: 'forge-out/results.csv' }))).Body!.transformToByteArray(),
+      ),
+      { columns: true },
+    ) as Record<string, string>[];
+    expect(results.map((r) => r.status)).toEqual(['failed']);
+    expect(results[0]!.error).toMatch(/output 0 of row 0 refused: the staged object .* is not what the GPU worker made/);
+    // Published nowhere: no output, and the forged object is gone from staging.
+    expect(await exists('forge-out/000000.png')).toBe(false);
+    const staged = new URL(request.output_path).pathname.split('/').slice(2).join('/');
+    expect(staged).toMatch(/^forge-out\/\.atelier\/staging\/000000\/out_0\.[0-9a-f]{12}\.png$/);
+    expect(await exists(staged)).toBe(false);
+
+    // A re-run makes the row again from the worker's own bytes. Its staging names are its own: the
+    // first run's URL, still signed, is used again by the forger once the new request is out, and
+    // reaches nothing the re-run reads.
+    await gpu.stop('SIGTERM');
+    const rerun = atelier(args, withStorage);
+    const second = await gpuRequestFromHistory(seen);
+    expect(second.output_path.split('?')[0]).not.toBe(request.output_path.split('?')[0]);
+    expect((await forge(request.output_path)).status).toBe(200);
+    const gpuAgain = gpuWorker();
+    const again = await rerun;
+    expect(again.code, `${again.stdout}\n${again.stderr}\n--- GPU worker:\n${gpuAgain.output.slice(-3000)}`).toBe(0);
+    const made = Buffer.from(
+      await (await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: 'forge-out/000000.png' }))).Body!.transformToByteArray(),
+    );
+    const { data } = await sharp(made).raw().toBuffer({ resolveWithObject: true });
+    expect([...data.subarray(0, 3)]).not.toEqual([255, 0, 255]);
+  }, 600_000);
+});
