@@ -86,6 +86,7 @@ const OWN_COLUMNS = new Set([
   'latency_ms',
   'cost_usd',
   'review',
+  'review_reason',
   'score',
   'score_instruction_following',
   'score_preservation',
@@ -166,6 +167,7 @@ function columnsOf(shape: ExportShape): TableColumn[] {
     { name: 'latency_ms', kind: 'int' },
     { name: 'cost_usd', kind: 'double' },
     { name: 'review', kind: 'string' },
+    { name: 'review_reason', kind: 'string' },
     ...(shape.scored ? SCORE_COLUMNS : []),
   ];
 }
@@ -290,6 +292,7 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
         latency_ms: entry?.latencyMs ?? null,
         cost_usd: entry?.costUsd ?? null,
         review: view.review?.verdict ?? null,
+        review_reason: view.review?.reason ?? null,
         score: view.score?.scores.overall ?? null,
         score_instruction_following: view.score?.scores.instructionFollowing ?? null,
         score_preservation: view.score?.scores.preservation ?? null,
