@@ -393,7 +393,9 @@ async function load() {
   }
 }
 
-function refilter() { state.offset = 0; load(); }
+// A new filter or order starts at its first row; a row leaving the page for another reason (marked
+// under an "unmarked" filter) hands the selection to the row now in its place.
+function refilter() { state.offset = 0; state.selected = null; load(); }
 async function poll() { await load(); setTimeout(poll, 2000); }
 let typing;
 $('f-q').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(refilter, 200); });
