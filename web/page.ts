@@ -150,7 +150,10 @@ function render() {
     ['rows', c.rows], ['ok', c.ok], ['failed', c.failed], ['pending', c.pending], ['accepted', c.accepted], ['rejected', c.rejected],
     ['conflicts', c.conflicts], ['shown', d.matched],
   ].map(([k, v]) => { const s = el('span', '', k + ': ' + v); s.id = 'count-' + k; return s; }));
-  $('page-info').textContent = d.matched === 0 ? 'no rows' : (d.offset + 1) + '–' + (d.offset + shown.length) + ' of ' + d.matched;
+  $('page-info').textContent = (d.matched === 0 ? 'no rows' : (d.offset + 1) + '–' + (d.offset + shown.length) + ' of ' + d.matched) +
+    (d.complete ? '' : ' · reading the run: ' + c.rows + ' of ' + d.totalRows + ' rows so far');
+  // Marking everything a filter shows waits for the whole run to be read.
+  $('bulk-accept').disabled = $('bulk-reject').disabled = !d.complete || d.matched === 0;
   $('prev').disabled = d.offset === 0;
   $('next').disabled = d.offset + shown.length >= d.matched;
   $('bulk-accept').textContent = 'Accept all ' + d.matched + ' shown';
@@ -345,7 +348,8 @@ function move(step) {
 function page(step, after) {
   const d = state.data;
   if (!d) return;
-  const offset = d.offset + step * PAGE;
+  // From the page last asked for (a second click before the first page arrives goes one further).
+  const offset = (state.offset ?? d.offset) + step * PAGE;
   if (offset < 0 || offset >= d.matched) return;
   state.offset = offset;
   state.after = after || 'first';
@@ -396,7 +400,7 @@ async function load() {
 // A new filter or order starts at its first row; a row leaving the page for another reason (marked
 // under an "unmarked" filter) hands the selection to the row now in its place.
 function refilter() { state.offset = 0; state.selected = null; load(); }
-async function poll() { await load(); setTimeout(poll, 2000); }
+async function poll() { await load(); setTimeout(poll, state.data && !state.data.complete ? 500 : 2000); }
 let typing;
 $('f-q').addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(refilter, 200); });
 for (const id of ['f-status', 'f-error', 'f-review', 'f-sort']) $(id).addEventListener('change', refilter);

@@ -33,9 +33,17 @@ export interface Viewer {
 
 export type { RowSummary } from './rows';
 
+/** Every row of the run as one read found it, and when. */
+interface RowsRead {
+  at: number;
+  rows: Map<number, CachedRow>;
+}
+
 /** A re-read of every row is at most this fresh, and at least this many times as old as one read took. */
 const ROWS_FRESH_MS = 1000;
-const ROWS_READ_FACTOR = 3;
+const ROWS_READ_FACTOR = 5;
+/** The first read answers requests once this many rows are in (one chunk of lib/run/runRows.ts). */
+const FIRST_ANSWER_ROWS = 500;
 /** Marks written at once by a bulk mark. */
 const MARK_CONCURRENCY = 32;
 
@@ -58,20 +66,31 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   const storage: Storage = openStorage(outputDir);
   const meta = await readPlanMeta(outputDir);
   const cacheDir = childLocation(outputDir, layout.imageCache);
-  let cached: { at: number; rows: Map<number, CachedRow> } | undefined;
+  let cached: RowsRead | undefined;
   let reading: Promise<Map<number, CachedRow>> | undefined;
   let lastReadMs = 0;
   // Bumped by every mark written here: a read that overlapped one may have missed it, so it reads again.
   let writes = 0;
+  // The first read's rows so far, and a promise kept once a first page's worth of them is in.
+  let partial: Map<number, CachedRow> | undefined;
+  let firstRows: Promise<void> | undefined;
 
   const readAll = (): Promise<Map<number, CachedRow>> =>
     (reading ??= (async () => {
+      let firstIn: (() => void) | undefined;
       try {
         for (;;) {
           const before = writes;
           const started = Date.now();
           const rows = new Map<number, CachedRow>();
-          for await (const view of runRows(outputDir, meta)) rows.set(view.row.index, summaryOf(view));
+          if (!cached) {
+            partial = rows;
+            firstRows = new Promise<void>((resolve) => (firstIn = resolve));
+          }
+          for await (const view of runRows(outputDir, meta)) {
+            rows.set(view.row.index, summaryOf(view));
+            if (rows.size === FIRST_ANSWER_ROWS) firstIn?.();
+          }
           lastReadMs = Date.now() - started;
           if (before === writes) {
             cached = { at: Date.now(), rows };
@@ -80,23 +99,35 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         }
       } finally {
         reading = undefined;
+        partial = undefined;
+        firstIn?.();
       }
     })());
 
   /**
-   * Every row's state. The first call reads it; later ones answer from what was read and re-read in
-   * the background once it is older than a second (or three reads' time: a 20,000-row run takes
-   * a while to read), so a filter change never waits on storage and the page's next poll sees it.
+   * Every row's state, and whether that is all of them. The first read of a large run takes a while
+   * (20,000 rows: seconds): until it ends, requests are answered with the rows read so far once a
+   * first page's worth is in, so the page paints at once and fills in as it polls. Later calls
+   * answer from what was read and re-read in the background once it is older than a second (or
+   * a few reads' time), so a filter change never waits on storage.
    */
-  const allRows = async (): Promise<Map<number, CachedRow>> => {
-    if (!cached) return readAll();
+  const allRows = async (): Promise<{ rows: Map<number, CachedRow>; complete: boolean }> => {
+    if (!cached) {
+      const done = readAll();
+      await Promise.race([done, firstRows]);
+      // Set meanwhile by the read (TypeScript keeps the narrowing from before the await).
+      const read = cached as RowsRead | undefined;
+      if (read) return { rows: read.rows, complete: true };
+      if (partial) return { rows: partial, complete: false };
+      return { rows: await done, complete: true };
+    }
     if (Date.now() - cached.at > Math.max(ROWS_FRESH_MS, ROWS_READ_FACTOR * lastReadMs)) readAll().catch(() => undefined);
-    return cached.rows;
+    return { rows: cached.rows, complete: true };
   };
 
   const rowOf = async (raw: string | undefined): Promise<RunRowView> => {
     const index = Number(raw);
-    const row = Number.isSafeInteger(index) ? (await allRows()).get(index) : undefined;
+    const row = Number.isSafeInteger(index) ? (await allRows()).rows.get(index) : undefined;
     if (!row) throw new HttpError(404, `no row with index ${raw}`);
     return row.view;
   };
@@ -124,7 +155,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
           const next: RunRowView = { ...view };
           if (mark) next.review = mark;
           else delete next.review;
-          cached?.rows.set(view.row.index, summaryOf(next));
+          (cached?.rows ?? partial)?.set(view.row.index, summaryOf(next));
         }),
       );
     }
@@ -201,7 +232,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
     }
     if (req.method === 'GET' && url.pathname === '/api/rows') {
       const query = parseQuery(url.searchParams);
-      const all = await allRows();
+      const { rows: all, complete } = await allRows();
       const shown = sorted(matching(all.values(), query), query.sort, query.order);
       const page = shown.slice(query.offset, query.offset + query.limit).map(({ summary }) => ({
         ...summary,
@@ -214,6 +245,8 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         totalRows: meta.totalRows,
         ...countRows(all.values(), query.conflictBelow),
         matched: shown.length,
+        // False while the first read of the run is under way: the counts and pages cover the rows read so far.
+        complete,
         offset: query.offset,
         rows: page,
       });

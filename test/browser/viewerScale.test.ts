@@ -16,10 +16,16 @@ const ROWS = 20_000;
 let viewer: CliProcess;
 let url: string;
 let browser: Browser;
+/** When `atelier view` was started: the server starts reading the run as soon as it listens. */
+let spawnedAt: number;
 const imageRequests: string[] = [];
 
 function inPage(page: Page, expression: string): Promise<unknown> {
   return page.evaluate(expression);
+}
+
+async function tiles(page: Page): Promise<number[]> {
+  return (await inPage(page, `[...document.querySelectorAll('#grid .tile')].map((e) => Number(e.dataset.index))`)) as number[];
 }
 
 beforeAll(async () => {
@@ -28,6 +34,7 @@ beforeAll(async () => {
   const started = Date.now();
   const outputDir = await writeFixtureRun(tempDir('atelier-viewer-20k-'), ROWS);
   console.log(`20,000-row run folder written in ${Date.now() - started} ms`);
+  spawnedAt = Date.now();
   viewer = new CliProcess(['view', outputDir], { ...process.env });
   await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
   url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
@@ -56,8 +63,12 @@ describe('atelier view with 20,000 rows (headless chromium)', () => {
     await page.goto(url);
     await page.waitForFunction(`document.querySelectorAll('#grid .tile').length === 100`, { timeout: 120_000 });
     const firstPaintMs = Date.now() - t0;
+    const fromStartMs = Date.now() - spawnedAt;
+    expect(await tiles(page)).toEqual(Array.from({ length: 100 }, (_, i) => i));
+    // Then the whole run: every row counted (until then the page says how far the read is).
+    await page.waitForFunction(`document.getElementById('page-info').textContent === '1–100 of 20000'`, { timeout: 120_000 });
+    const allReadMs = Date.now() - spawnedAt;
     expect(await inPage(page, `document.getElementById('count-rows').textContent`)).toBe('rows: 20000');
-    expect(await inPage(page, `document.getElementById('page-info').textContent`)).toBe('1–100 of 20000');
 
     // A filter change: failed rows, found among all 20,000 and painted.
     const failed = Array.from({ length: ROWS }, (_, i) => i).filter((i) => fixtureRow(i).status === 'failed');
@@ -81,11 +92,14 @@ describe('atelier view with 20,000 rows (headless chromium)', () => {
     const searchMs = Date.now() - t2;
 
     console.log(
-      `viewer, ${ROWS} rows: first paint ${firstPaintMs} ms, filter change ${filterMs} ms, search ${searchMs} ms, ` +
+      `viewer, ${ROWS} rows: first paint ${firstPaintMs} ms after navigation (${fromStartMs} ms after \`atelier view\` started), ` +
+        `whole run read ${allReadMs} ms after start, filter change ${filterMs} ms, search ${searchMs} ms, ` +
         `image requests ${imageRequests.length} (${new Date().toISOString()})`,
     );
     // Generous: measured at ~1-2 s / ~0.1-0.3 s under load on 2 shared cores (docs/review-judge-export.md).
-    expect(firstPaintMs).toBeLessThan(30_000);
+    expect(fromStartMs).toBeLessThan(60_000); // includes launching chromium
+    expect(firstPaintMs).toBeLessThan(15_000);
+    expect(allReadMs).toBeLessThan(120_000);
     expect(filterMs).toBeLessThan(5_000);
     expect(searchMs).toBeLessThan(5_000);
     // Never every row's images: at most two thumbnails per tile of a page, for the pages shown.
@@ -97,6 +111,11 @@ describe('atelier view with 20,000 rows (headless chromium)', () => {
     for (let i = 0; i < 2; i++) await page.click('#next');
     await page.waitForFunction(`document.getElementById('page-info').textContent === '201–300 of 20000'`);
     expect(await inPage(page, `document.querySelector('#grid .tile').dataset.index`)).toBe('200');
+    // The keyboard crosses pages: ← from a page's first row is the previous page's last.
+    await page.waitForSelector('#grid .tile.selected[data-index="200"]');
+    await page.keyboard.press('ArrowLeft');
+    await page.waitForSelector('#grid .tile.selected[data-index="199"]');
+    expect(await inPage(page, `document.getElementById('page-info').textContent`)).toBe('101–200 of 20000');
     await page.close();
   });
 });
