@@ -69,34 +69,47 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   let cached: RowsRead | undefined;
   let reading: Promise<Map<number, CachedRow>> | undefined;
   let lastReadMs = 0;
-  // Bumped by every mark written here: a read that overlapped one may have missed it, so it reads again.
-  let writes = 0;
+  // Marks written here, by row, numbered: a read that overlapped a write may have read the row's
+  // mark before it, so what was written meanwhile is laid over the read's result.
+  let writeSeq = 0;
+  const written = new Map<number, { seq: number; mark: ReviewMark | undefined }>();
   // The first read's rows so far, and a promise kept once a first page's worth of them is in.
   let partial: Map<number, CachedRow> | undefined;
   let firstRows: Promise<void> | undefined;
+
+  const withMark = (view: RunRowView, mark: ReviewMark | undefined): CachedRow => {
+    const next: RunRowView = { ...view };
+    if (mark) next.review = mark;
+    else delete next.review;
+    return summaryOf(next);
+  };
 
   const readAll = (): Promise<Map<number, CachedRow>> =>
     (reading ??= (async () => {
       let firstIn: (() => void) | undefined;
       try {
-        for (;;) {
-          const before = writes;
-          const started = Date.now();
-          const rows = new Map<number, CachedRow>();
-          if (!cached) {
-            partial = rows;
-            firstRows = new Promise<void>((resolve) => (firstIn = resolve));
-          }
-          for await (const view of runRows(outputDir, meta)) {
-            rows.set(view.row.index, summaryOf(view));
-            if (rows.size === FIRST_ANSWER_ROWS) firstIn?.();
-          }
-          lastReadMs = Date.now() - started;
-          if (before === writes) {
-            cached = { at: Date.now(), rows };
-            return rows;
-          }
+        const before = writeSeq;
+        const started = Date.now();
+        const rows = new Map<number, CachedRow>();
+        if (!cached) {
+          partial = rows;
+          firstRows = new Promise<void>((resolve) => (firstIn = resolve));
         }
+        for await (const view of runRows(outputDir, meta)) {
+          rows.set(view.row.index, summaryOf(view));
+          if (rows.size === FIRST_ANSWER_ROWS) firstIn?.();
+        }
+        for (const [index, { seq, mark }] of written) {
+          const row = rows.get(index);
+          // Only onto the output that was marked (a row redone meanwhile is unmarked).
+          const holds = !mark || mark.entryFinishedAt === row?.view.entry?.finishedAt;
+          if (seq > before && row?.view.status === 'ok' && holds) rows.set(index, withMark(row.view, mark));
+        }
+        // Everything written so far is on storage for the next read to find.
+        written.clear();
+        lastReadMs = Date.now() - started;
+        cached = { at: Date.now(), rows };
+        return rows;
       } finally {
         reading = undefined;
         partial = undefined;
@@ -134,7 +147,6 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
 
   /** Marks (or unmarks) rows, and shows it in what the server holds without waiting for a re-read. */
   const markRows = async (views: RunRowView[], verdict: ReviewVerdict | null, reason: string | undefined): Promise<void> => {
-    writes++;
     const at = new Date().toISOString();
     for (let i = 0; i < views.length; i += MARK_CONCURRENCY) {
       await Promise.all(
@@ -152,14 +164,11 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
             };
             await writeReviewMark(outputDir, mark);
           }
-          const next: RunRowView = { ...view };
-          if (mark) next.review = mark;
-          else delete next.review;
-          (cached?.rows ?? partial)?.set(view.row.index, summaryOf(next));
+          written.set(view.row.index, { seq: ++writeSeq, mark });
+          (cached?.rows ?? partial)?.set(view.row.index, withMark(view, mark));
         }),
       );
     }
-    writes++;
   };
 
   /** A mark's verdict and reason from a request body; a reason goes with a rejection only. */
