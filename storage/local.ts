@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
@@ -290,17 +289,33 @@ export class LocalStorage implements Storage {
   }
 
   async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
-    const staged: Array<{ temp: string; path: string }> = [];
+    // Each file is staged beside its key through its held folder (as writeFromFile does), and the
+    // folders stay held until every rename is done: a folder swapped for a link between staging and
+    // renaming redirects nothing.
+    const staged: Array<{ temp: string; final: string; path: string }> = [];
+    const held: PinnedDir[] = [];
     try {
       for (const { key, localPath } of files) {
-        await this.checkWritable(key);
         const path = await this.pathOf(key);
-        await ensureDir(dirname(path));
         await removeStaleTemps(path);
-        const temp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-        staged.push({ temp, path });
-        await copyFile(localPath, temp);
-        const handle = await open(temp, 'r+');
+        const parent = await this.holdParent(key, true, path);
+        let at: (name: string) => string;
+        let name: string;
+        if (parent) {
+          held.push(parent.dir);
+          at = (n) => parent.dir.at(n);
+          name = parent.name;
+        } else {
+          await this.checkWritable(key);
+          await ensureDir(dirname(path));
+          at = (n) => join(dirname(path), n);
+          name = basename(path);
+        }
+        const temp = at(tempName(name));
+        staged.push({ temp, final: at(name), path });
+        // COPYFILE_EXCL creates the temp with O_EXCL: an existing name, a link included, is refused.
+        await copyFile(localPath, temp, constants.COPYFILE_EXCL);
+        const handle = await open(temp, constants.O_RDWR | (constants.O_NOFOLLOW ?? 0));
         try {
           await handle.sync();
         } finally {
@@ -308,9 +323,9 @@ export class LocalStorage implements Storage {
         }
       }
       // All staged: the renames follow each other with no I/O between them.
-      for (const { temp, path } of staged) {
+      for (const { temp, final, path } of staged) {
         try {
-          await rename(temp, path);
+          await rename(temp, final);
         } catch (err) {
           throw storageFailure(err, path);
         }
@@ -318,6 +333,8 @@ export class LocalStorage implements Storage {
     } catch (err) {
       await Promise.all(staged.map(({ temp }) => rm(temp, { force: true })));
       throw err instanceof ClassifiedError ? err : storageFailure(err, staged.at(-1)?.path ?? this.location);
+    } finally {
+      await Promise.all(held.map((dir) => dir.close()));
     }
   }
 

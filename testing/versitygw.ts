@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -18,10 +18,35 @@ export interface S3TestServer {
   /** The folder versitygw keeps buckets in (bucket b's objects are under <dir>/b/). */
   dir: string;
   createBucket(name: string): Promise<void>;
+  /**
+   * The requests the server received, from its own access log (with `accessLog: true`), in order.
+   * Counting here, not in our client, sees every request the SDK really sent (retries included).
+   */
+  requests(): S3AccessLogEntry[];
   stop(): Promise<void>;
 }
 
-export async function startS3Server(): Promise<S3TestServer> {
+/** One line of versitygw's access log (the S3 server access log format). */
+export interface S3AccessLogEntry {
+  bucket: string;
+  /** As the log names it, e.g. `s3_GetObject`, `s3_PutObject`, `s3_HeadObject`, `s3_ListObjectsV2`. */
+  operation: string;
+  key: string;
+  status: number;
+}
+
+const ACCESS_LINE = /^\S+ (\S+) \[[^\]]+\] \S+ \S+ \S+ (\S+) (\S+) \S+ (\d{3}) /;
+
+export function parseAccessLog(text: string): S3AccessLogEntry[] {
+  const entries: S3AccessLogEntry[] = [];
+  for (const line of text.split('\n')) {
+    const m = ACCESS_LINE.exec(line);
+    if (m) entries.push({ bucket: m[1]!, operation: m[2]!, key: m[3]!, status: Number(m[4]) });
+  }
+  return entries;
+}
+
+export async function startS3Server(options: { accessLog?: boolean } = {}): Promise<S3TestServer> {
   // The SDK's Node-22 notice says nothing actionable for the pinned release (see storage/s3.ts).
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const binary = versitygwPath();
@@ -34,7 +59,10 @@ export async function startS3Server(): Promise<S3TestServer> {
     AWS_REGION: 'us-east-1',
     AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
   };
-  const child: ChildProcess = spawn(binary, ['--port', `127.0.0.1:${port}`, '--quiet', 'posix', dir], {
+  // The log lives beside the buckets' folder, not in it (a file there would read as a bucket).
+  const accessLog = options.accessLog ? `${dir}.access.log` : undefined;
+  const args = ['--port', `127.0.0.1:${port}`, '--quiet', ...(accessLog ? ['--access-log', accessLog] : []), 'posix', dir];
+  const child: ChildProcess = spawn(binary, args, {
     env: { ...process.env, ROOT_ACCESS_KEY: env.AWS_ACCESS_KEY_ID, ROOT_SECRET_KEY: env.AWS_SECRET_ACCESS_KEY },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -62,6 +90,10 @@ export async function startS3Server(): Promise<S3TestServer> {
     dir,
     async createBucket(name) {
       await client.send(new CreateBucketCommand({ Bucket: name }));
+    },
+    requests() {
+      if (!accessLog) throw new Error('startS3Server({ accessLog: true }) keeps an access log; this server has none');
+      return existsSync(accessLog) ? parseAccessLog(readFileSync(accessLog, 'utf8')) : [];
     },
     async stop() {
       client.destroy();

@@ -50,7 +50,12 @@ const MAX_FAILURES_SHOWN = 5;
 const MAX_EVENTS = 8000;
 
 const { listJudgeRows } = proxyActivities<JudgeListActivities>({ startToCloseTimeout: '5 minutes', retry: { maximumAttempts: 10 } });
-const { writeResults } = proxyActivities<OrchestrationActivities>({ startToCloseTimeout: '30 minutes', retry: { maximumAttempts: 5 } });
+const { writeResults } = proxyActivities<OrchestrationActivities>({
+  startToCloseTimeout: '30 minutes',
+  // As the dataset workflow's: a worker that dies mid-write is noticed in minutes, not after 30.
+  heartbeatTimeout: '2 minutes',
+  retry: { maximumAttempts: 5 },
+});
 
 export async function judgeWorkflow(input: JudgeWorkflowInput): Promise<JudgeSummary> {
   const { judgeRow } = proxyActivities<JudgeActivities>({

@@ -76,7 +76,9 @@ export async function* readRunDataset(
   storeBlob: DatasetReadOptions['storeBlob'],
   onHeader: (h: DatasetHeader) => void,
 ): AsyncGenerator<DatasetRow> {
-  const source = isS3Location(input.inputPath) ? await fetchDatasetCopy(input.inputPath) : undefined;
+  // WebDataset shards are streamed from object storage where they are; other formats are copied.
+  const copy = isS3Location(input.inputPath) && !isWebDatasetInput(input.inputPath);
+  const source = copy ? await fetchDatasetCopy(input.inputPath) : undefined;
   try {
     yield* readDataset(
       source?.localPath ?? input.inputPath,

@@ -1,5 +1,6 @@
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
+import { isS3Location, objectAt, type Storage } from '../../storage';
 import { DatasetError } from '../shared/errors';
 import { IndexTracker, type DatasetHeader, type DatasetReadOptions, type DatasetRow, type ImageRef } from './common';
 import { tarMembers, type TarMember } from './tar';
@@ -11,7 +12,8 @@ import { tarMembers, type TarMember } from './tar';
 // an image extension (or the field --image-key names), the instruction the `.txt` member (or
 // `<instruction-key>.txt`) or the --instruction-key field of the `.json` member. Shards are read in
 // order, a member at a time; embedded images go to the run's blobs as Parquet's do, so planning
-// holds one sample in memory however many shards there are.
+// holds one sample in memory however many shards there are. Shards in object storage
+// (`s3://bucket/shards-{000000..000099}.tar`) are streamed by ranged reads, never copied whole.
 
 const IMAGE_EXTENSIONS = new Set(['png', 'jpg', 'jpeg', 'webp', 'gif', 'bmp', 'tif', 'tiff', 'ppm', 'pgm']);
 
@@ -49,16 +51,51 @@ export function expandBraces(pattern: string): string[] {
   return items.flatMap((item) => expandBraces(`${before}${item}${after}`));
 }
 
-/** The shard files of an input, checked to exist before any is read. */
-export function webDatasetShards(input: string): string[] {
-  const shards = expandBraces(input);
-  const missing = shards.filter((s) => !existsSync(s) || !statSync(s).isFile());
-  if (missing.length > 0) {
-    throw new DatasetError(
-      `${input}: ${missing.length} of ${shards.length} shard(s) not found: ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''}`,
-    );
+/** One shard: its location (as the user wrote it) and a reader of its bytes from the start. */
+export interface WebDatasetShard {
+  location: string;
+  open(): AsyncIterable<Buffer | Uint8Array>;
+}
+
+/** The bytes of one object, read front to back in ranged GETs, the next range fetched while the last is parsed. */
+export const SHARD_RANGE_BYTES = 8 * 1024 * 1024;
+
+async function* rangedRead(storage: Storage, key: string, size: number): AsyncGenerator<Buffer> {
+  let start = 0;
+  let next: Promise<Buffer> | undefined = size > 0 ? storage.readRange(key, 0, Math.min(SHARD_RANGE_BYTES, size)) : undefined;
+  while (next) {
+    const chunk = await next;
+    start += chunk.length;
+    // A short range (the object shrank while read) ends the stream; tarMembers names the truncation.
+    next = chunk.length > 0 && start < size ? storage.readRange(key, start, Math.min(start + SHARD_RANGE_BYTES, size)) : undefined;
+    yield chunk;
   }
-  return shards;
+}
+
+function missingShards(input: string, missing: string[], total: number): DatasetError {
+  return new DatasetError(
+    `${input}: ${missing.length} of ${total} shard(s) not found: ${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''}`,
+  );
+}
+
+/** The shards of an input, local or in object storage, each checked to exist before any is read. */
+export async function webDatasetShards(input: string): Promise<WebDatasetShard[]> {
+  const locations = expandBraces(input);
+  if (!isS3Location(input)) {
+    const missing = locations.filter((s) => !existsSync(s) || !statSync(s).isFile());
+    if (missing.length > 0) throw missingShards(input, missing, locations.length);
+    return locations.map((location) => ({ location, open: () => createReadStream(location) }));
+  }
+  const found = await Promise.all(
+    locations.map(async (location) => {
+      const { storage, key } = objectAt(location);
+      const info = key ? await storage.stat(key) : undefined;
+      return { location, storage, key, info };
+    }),
+  );
+  const missing = found.filter((f) => !f.info).map((f) => f.location);
+  if (missing.length > 0) throw missingShards(input, missing, locations.length);
+  return found.map(({ location, storage, key, info }) => ({ location, open: () => rangedRead(storage, key, info!.size) }));
 }
 
 /** key and field of a member name, as webdataset's `base_plus_ext` splits them. */
@@ -73,9 +110,9 @@ interface Sample {
   fields: Map<string, TarMember>;
 }
 
-async function* samplesOf(shardPath: string, shardName: string): AsyncGenerator<Sample> {
+async function* samplesOf(source: AsyncIterable<Buffer | Uint8Array>, shardName: string): AsyncGenerator<Sample> {
   let current: Sample | undefined;
-  for await (const member of tarMembers(createReadStream(shardPath), shardName)) {
+  for await (const member of tarMembers(source, shardName)) {
     const parts = keyOf(member.name);
     // Members without an extension (or hidden files) belong to no sample, as in webdataset.
     if (!parts || basename(member.name).startsWith('.')) continue;
@@ -98,7 +135,7 @@ export async function* readWebDataset(
   options: DatasetReadOptions,
   onHeader?: (header: DatasetHeader) => void,
 ): AsyncGenerator<DatasetRow> {
-  const shards = webDatasetShards(input);
+  const shards = await webDatasetShards(input);
   const indexes = new IndexTracker();
   const imageField = options.imageKey?.toLowerCase();
   const maskField = options.maskKey?.toLowerCase();
@@ -107,10 +144,10 @@ export async function* readWebDataset(
   const columns = new Set<string>();
   let position = 0;
   // Relative names in messages when the shards share a folder (the usual case).
-  const folder = dirname(shards[0]!);
-  for (const shardPath of shards) {
-    const shard = dirname(shardPath) === folder ? basename(shardPath) : shardPath;
-    for await (const sample of samplesOf(shardPath, shard)) {
+  const folder = dirname(shards[0]!.location);
+  for (const { location, open } of shards) {
+    const shard = dirname(location) === folder ? basename(location) : location;
+    for await (const sample of samplesOf(open(), shard)) {
       const where = `${shard}: sample "${sample.key}"`;
       const fields = [...sample.fields.keys()];
       let image: string | undefined;

@@ -92,9 +92,10 @@ describe('local storage under a folder/symlink swap loop', () => {
         const i = next++;
         const key = `run/sub/img-${i}.png`;
         try {
-          if (i % 3 === 0) await storage.write(key, Buffer.alloc(1024, i % 256));
-          else if (i % 3 === 1) await storage.create(key, Buffer.alloc(1024, i % 256));
-          else await storage.writeFromFile(key, source);
+          if (i % 4 === 0) await storage.write(key, Buffer.alloc(1024, i % 256));
+          else if (i % 4 === 1) await storage.create(key, Buffer.alloc(1024, i % 256));
+          else if (i % 4 === 2) await storage.writeFromFile(key, source);
+          else await storage.replaceFromFiles([{ key, localPath: source }]);
           written++;
         } catch (err) {
           // A write that meets the link (or a folder missing mid-swap) is refused; that is the point.
