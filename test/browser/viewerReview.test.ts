@@ -96,6 +96,7 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     const page = await browser.newPage();
     await page.setViewport({ width: 1400, height: 900 });
     await page.goto(url);
+    await page.waitForSelector('#grid .tile[data-index="0"]');
     await page.click('#grid .tile[data-index="0"]');
     await page.waitForFunction(
       `[...document.querySelectorAll('#stage img')].length === 2 && [...document.querySelectorAll('#stage img')].every((i) => i.complete && i.naturalWidth > 0)`,
@@ -177,6 +178,7 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     );
     expect(page.url()).toContain('sort=latency&order=desc');
     await page.select('#f-sort', 'index:asc');
+    await showsTiles(page, ALL);
 
     // Conflicts: accepted by a person, scored below 5 (of 10) by the judge; the threshold is the page's.
     const conflicts = (below: number) => ALL.filter((i) => fixtureRow(i).review === 'accepted' && (fixtureRow(i).score ?? 10) < below);
