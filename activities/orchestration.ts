@@ -227,27 +227,36 @@ export function createOrchestrationActivities() {
         try {
           const rows = readRunDataset(input, runBlobStore(storage), (h) => (header = h));
           // Selected rows are counted against the ledger a batch at a time (their states read
-          // concurrently: a re-run over object storage would otherwise wait for each in turn).
-          let batch: Array<{ index: number; digest: string }> = [];
+          // concurrently: a re-run over object storage would otherwise wait for each in turn). A
+          // batch's rows are written to the plan once their states are known, so a row found done
+          // says so in the plan and the pages skip it without reading its entry a second time.
+          let held: PlanRow[] = [];
+          let batch: PlanRow[] = [];
           const countBatch = async (): Promise<void> => {
-            await stateOf.prefetch(batch);
-            for (const key of batch) {
+            const keys = batch.map((row) => ({ index: row.index, digest: row.digest! }));
+            await stateOf.prefetch(keys);
+            for (const [i, key] of keys.entries()) {
               const state = await stateOf(key);
-              if (state.status === 'ok') alreadyOk += 1;
-              else if (state.status === 'changed') changed += 1;
+              if (state.status === 'ok') {
+                alreadyOk += 1;
+                batch[i]!.doneAtPlanning = true;
+              } else if (state.status === 'changed') changed += 1;
               else if (state.status === 'failed') countFailure(failedByType, state.errorType);
             }
+            for (const row of held) await writer.add(row);
+            held = [];
             batch = [];
           };
           for await (const row of rows) {
             const planned = planOutputs(input, row.index, row.turns.length, row.record, usedNames, rules);
             const digest = await rowDigest({ ...row, ...planned }, input);
-            await writer.add({ ...row, ...planned, digest });
+            const planRow: PlanRow = { ...row, ...planned, digest };
+            held.push(planRow);
             if (selected(row.position)) {
               selectedRows += 1;
-              batch.push({ index: row.index, digest });
-              if (batch.length >= LEDGER_BATCH) await countBatch();
+              batch.push(planRow);
             }
+            if (held.length >= LEDGER_BATCH) await countBatch();
           }
           await countBatch();
           if (input.outputNameColumn && !header!.columns.includes(input.outputNameColumn)) {
@@ -288,11 +297,13 @@ export function createOrchestrationActivities() {
       const selected = rowSelector(args.filterRows);
       const retryable = args.selection ? retrySelector(args.selection) : undefined;
       const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
+      // The run's first pass skips the rows planning found done (read moments ago). A retry
+      // selection reads every state: a redo sets done rows aside after planning.
+      const candidates = rows.filter((row) => selected(row.position) && !(row.doneAtPlanning && !args.selection));
       const stateOf = await ledgerReader(args.outputDir);
-      await stateOf.prefetch(rows.filter((row) => selected(row.position)));
+      await stateOf.prefetch(candidates);
       const pending: RowRef[] = [];
-      for (const row of rows) {
-        if (!selected(row.position)) continue;
+      for (const row of candidates) {
         const state = await stateOf(row);
         if (state.status === 'ok') continue;
         const previousErrorType = state.status === 'failed' ? state.errorType : undefined;

@@ -2,15 +2,41 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startOpenAIStandin } from '../standins/openai';
+import type { Command } from 'commander';
 import { runEdit, type EditOptions } from './edit';
-import type { CliIO } from './io';
+import type { CliIO, CommandContext } from './io';
+import { addExamples, addOptions, type OptionsOf } from './options';
+import { BATCH, EXECUTION, GEMINI_PARAMS, INPUT, MODEL, OPENAI_PARAMS, OUTPUT, ROWS, RUN_CONTROL, STATE, WORKERS } from './optionGroups';
 
 /**
  * `atelier demo`: the example dataset end to end. With OPENAI_API_KEY set it calls OpenAI for real
  * (and costs money); without it, it starts the bundled stand-in server on loopback and points the
  * in-process workers at it, saying so plainly.
  */
-export type DemoOptions = Omit<EditOptions, 'input' | 'outputDir'> & { input?: string; outputDir?: string };
+export const DEMO_OPTIONS = {
+  // The package's example and a fresh temp folder unless given (demoPaths).
+  ...INPUT,
+  input: INPUT.input.optional(),
+  ...OUTPUT,
+  outputDir: OUTPUT.outputDir.optional(),
+  ...ROWS,
+  // OpenAI only (its stand-in when no key is set): no backend choice, no diffusion parameters.
+  model: MODEL.model.default('gpt-image-2'),
+  size: MODEL.size,
+  quality: MODEL.quality,
+  baseUrl: MODEL.baseUrl,
+  promptEnhance: MODEL.promptEnhance,
+  promptEnhanceImages: MODEL.promptEnhanceImages,
+  ...OPENAI_PARAMS,
+  ...GEMINI_PARAMS,
+  ...BATCH,
+  ...WORKERS,
+  ...EXECUTION,
+  maxCost: RUN_CONTROL.maxCost,
+  ...STATE,
+};
+
+export type DemoOptions = OptionsOf<typeof DEMO_OPTIONS>;
 
 /**
  * Where the demo reads and writes unless told: the package's own example (found from anywhere),
@@ -21,6 +47,7 @@ export function demoPaths(options: DemoOptions, defaultStateDir: boolean): EditO
   const scratch = options.outputDir && !defaultStateDir ? undefined : mkdtempSync(join(tmpdir(), 'atelier-demo-'));
   return {
     ...options,
+    backend: 'openai',
     input: options.input ?? packageExample(),
     outputDir: options.outputDir ?? join(scratch!, 'out'),
     stateDir: defaultStateDir ? join(scratch!, 'state') : options.stateDir,
@@ -60,4 +87,19 @@ export async function runDemo(given: DemoOptions, io: CliIO, defaultStateDir = f
     delete process.env.OPENAI_BASE_URL;
     await standin.close();
   }
+}
+
+export function registerDemo(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('demo')
+    .description(
+      "run the example dataset (the package's examples/edits.csv unless --input) end to end, against the bundled stand-in provider when OPENAI_API_KEY is unset; outputs go to a new temp folder unless --out is given",
+    );
+  addOptions(cmd, DEMO_OPTIONS).action(async (opts: DemoOptions, self: Command) =>
+    setExit(await runDemo(opts, io, self.getOptionValueSource('stateDir') === 'default')),
+  );
+  addExamples(cmd, [
+    ['atelier demo', 'the bundled example against the stand-in (no key needed), outputs in a temp folder'],
+    ['OPENAI_API_KEY=sk-... atelier demo --out demo-out', 'the same against OpenAI (billed), outputs in ./demo-out'],
+  ]);
 }

@@ -1,4 +1,5 @@
 import { existsSync, statSync } from 'node:fs';
+import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { RunErrorTypes } from '../lib/shared/errorTypes';
@@ -10,7 +11,6 @@ import { isS3Location } from '../storage';
 import { datasetFormat } from '../lib/dataset';
 import { isWebDatasetInput } from '../lib/dataset/webdataset';
 import { isHubLocation } from '../lib/dataset/hub';
-import { parseFilterRows } from '../lib/shared/filterRows';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
 import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
 import type { ApiBackend, Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
@@ -25,76 +25,62 @@ import { ledgerIndexes, readLedgerEntry } from '../lib/run/ledger';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
 import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
-import { cliNow, ExitCodes, type CliIO } from './io';
+import { cliNow, ExitCodes, type CliIO, type CommandContext } from './io';
+import { addExamples, addOptions, checkedRows, Opt, type OptionsOf } from './options';
+import { RUN_CONTROL, RUN_OPTIONS } from './optionGroups';
 import { checkModelWithProvider } from './models';
 import { describeMultiTurn, ProgressReporter } from './progress';
 import { batchJobsQuery } from '../workflows/batchMessages';
 import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
 import { type NeededQueue, runQueues, unservedQueues, watchWorkers } from './workerCheck';
 
-export interface EditOptions {
-  input: string;
-  outputDir: string;
-  backend: string;
-  model: string;
-  instructionKey: string;
-  imageKey?: string;
-  conversationKey?: string;
-  outputNameColumn?: string;
-  outputCsv?: string;
-  imageCacheDir?: string;
-  /** --max-download-mb: cap on one downloaded input image. */
-  maxDownloadMb?: number;
-  /** --download-timeout (seconds): the whole transfer of one input image. */
-  downloadTimeout?: number;
-  filterRows?: string;
-  numImages: number;
-  jpegQuality: number;
-  webpQuality: number;
-  runId?: string;
-  stateDir: string;
-  size?: string;
-  quality?: string;
-  /** Rows in flight; default defaultWindow(concurrency). */
-  window?: number;
-  maxRetries: number;
-  retryInitialMs?: number;
-  heartbeatTimeout: number;
-  maxHistoryEvents?: number;
-  concurrency: number;
-  withWorkers: boolean;
-  detach?: boolean;
-  // --backend diffusers
-  modelType?: string;
-  seed?: number;
-  numInferenceSteps?: number;
-  guidanceScale?: number;
-  trueCfgScale?: number;
-  negativePrompt?: string;
-  gpus?: string;
-  batchSize?: number;
-  // provider parameters
-  background?: string;
-  outputFormat?: string;
-  outputCompression?: number;
-  inputFidelity?: string;
-  moderation?: string;
-  aspectRatio?: string;
-  imageSize?: string;
-  maskKey?: string;
-  promptEnhance?: string;
-  promptEnhanceImages?: boolean;
-  baseUrl?: string;
-  rpm?: number;
-  /** Print rows, calls and the estimated cost, start nothing. */
-  dryRun?: boolean;
-  /** Pause the run when its estimated spend reaches this (USD). */
-  maxCost?: number;
-  /** --batch: through the provider's batch API first. */
-  batch?: boolean;
-  batchFallback?: string;
-  /** First wait between polls of a provider batch (ms; tests shorten it). */
-  batchPollMs?: number;
+/** The options of `edit`: a run on a dataset, and how this command drives it. */
+export const EDIT_OPTIONS = {
+  ...RUN_OPTIONS,
+  detach: RUN_CONTROL.detach,
+  dryRun: Opt.flag('--dry-run', 'print the rows, model calls and estimated cost, and start nothing (as `atelier estimate`)').group(
+    'Run control:',
+  ),
+};
+
+/** `edit`'s options, as commander hands them over (derived from the declarations above). */
+export type EditOptions = OptionsOf<typeof EDIT_OPTIONS>;
+
+/**
+ * `atelier edit`. Its `--dry-run` is `atelier estimate`, whose handler main.ts passes in (estimate.ts
+ * builds on this module, so importing it here would make a cycle).
+ */
+export function registerEdit(
+  program: Command,
+  { io, setExit }: CommandContext,
+  estimate: (options: EditOptions, io: CliIO) => Promise<number>,
+): void {
+  const cmd = program.command('edit').description('edit every row of a dataset; running the same command again resumes the same run');
+  addOptions(cmd, EDIT_OPTIONS).action(async (opts: EditOptions) => setExit(await (opts.dryRun ? estimate(opts, io) : runEdit(opts, io))));
+  addExamples(cmd, [
+    [
+      'atelier edit --input edits.csv --out out --model gpt-image-2',
+      'edit every row with OpenAI (OPENAI_API_KEY set); the same command again resumes',
+    ],
+    [
+      'atelier edit --input data.parquet --out out --model gpt-image-2 --rows 0:100 --concurrency 8',
+      'the first 100 rows, 8 calls at a time',
+    ],
+    [
+      'atelier edit --input edits.jsonl --out out --backend gemini --model gemini-2.5-flash-image --aspect-ratio 16:9',
+      'another provider, with its own parameters',
+    ],
+    ['atelier edit --input edits.csv --out out --model gpt-image-2 --dry-run', 'rows, calls and estimated cost, nothing started'],
+    [
+      'TEMPORAL_ADDRESS=127.0.0.1:7233 atelier edit --input edits.csv --out out --model gpt-image-2 --detach',
+      'start on a shared server and print the run id',
+    ],
+  ]);
+}
+
+/** Drops the absent fields (undefined, or an empty text) of a group of optional settings. */
+function present<T extends object>(fields: T): Partial<T> {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined && value !== '')) as Partial<T>;
 }
 
 /** `--batch` settings, checked: the backend must have a batch API Atelier drives. */
@@ -138,9 +124,11 @@ function gpuSettings(options: EditOptions, model: string): GpuRunSettings {
     taskQueue: gpuTaskQueue(model),
     seed: options.seed ?? 0,
     params: {
-      ...(options.numInferenceSteps !== undefined ? { num_inference_steps: options.numInferenceSteps } : {}),
-      ...(options.guidanceScale !== undefined ? { guidance_scale: options.guidanceScale } : {}),
-      ...(options.trueCfgScale !== undefined ? { true_cfg_scale: options.trueCfgScale } : {}),
+      ...present({
+        num_inference_steps: options.numInferenceSteps,
+        guidance_scale: options.guidanceScale,
+        true_cfg_scale: options.trueCfgScale,
+      }),
       ...(options.negativePrompt !== undefined ? { negative_prompt: options.negativePrompt } : {}),
       ...(width && height ? { width, height } : {}),
     },
@@ -207,6 +195,11 @@ export function defaultWindow(concurrency: number): number {
   return Math.min(1000, Math.max(16, concurrency * 2));
 }
 
+/** A local path made absolute; an s3:// location as it is. */
+function localOrS3(location: string): string {
+  return isS3Location(location) ? location : resolve(location);
+}
+
 /** Checks the options and turns them into the dataset workflow input. */
 export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   // s3:// locations are checked where they are read (planning), with the worker's credentials.
@@ -229,13 +222,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       throw new UsageError(`--input: ${(err as Error).message}`);
     }
   }
-  if (options.filterRows !== undefined) {
-    try {
-      parseFilterRows(options.filterRows);
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  }
+  checkedRows(options.rows);
   if (!(BACKEND_NAMES as readonly string[]).includes(options.backend)) {
     throw new UsageError(`--backend ${options.backend} is not available; choose one of: ${BACKEND_NAMES.join(', ')}`);
   }
@@ -244,26 +231,31 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
   const gpu = options.backend === 'diffusers' ? gpuSettings(options, model) : undefined;
   const outputDir = isS3Location(options.outputDir) ? options.outputDir.replace(/\/+$/, '') : resolve(options.outputDir);
   if (!isS3Location(outputDir) && existsSync(outputDir) && !statSync(outputDir).isDirectory()) {
-    throw new UsageError(`--output-dir ${options.outputDir} exists and is not a directory`);
+    throw new UsageError(`--out ${options.outputDir} exists and is not a directory`);
   }
   const params: ModelParams = {
-    ...(options.size ? { size: options.size } : {}),
-    ...(options.quality ? { quality: options.quality } : {}),
-    ...(options.background ? { background: options.background } : {}),
-    ...(options.outputFormat ? { outputFormat: options.outputFormat } : {}),
-    ...(options.outputCompression !== undefined ? { outputCompression: options.outputCompression } : {}),
-    ...(options.inputFidelity ? { inputFidelity: options.inputFidelity } : {}),
-    ...(options.moderation ? { moderation: options.moderation } : {}),
-    ...(options.aspectRatio ? { aspectRatio: options.aspectRatio } : {}),
-    ...(options.imageSize ? { imageSize: options.imageSize } : {}),
+    ...present({
+      size: options.size,
+      quality: options.quality,
+      background: options.background,
+      outputFormat: options.outputFormat,
+      outputCompression: options.outputCompression,
+      inputFidelity: options.inputFidelity,
+      moderation: options.moderation,
+      aspectRatio: options.aspectRatio,
+      imageSize: options.imageSize,
+    }),
     // API backends (an OpenAI-compatible diffusion server via --base-url, ModelScope's seed): the
     // sampling settings go with each request; diffusers keeps them in its GPU settings.
     ...(options.backend !== 'diffusers'
       ? {
-          ...(options.seed !== undefined ? { seed: options.seed } : {}),
-          ...(options.numInferenceSteps !== undefined ? { numInferenceSteps: options.numInferenceSteps } : {}),
-          ...(options.guidanceScale !== undefined ? { guidanceScale: options.guidanceScale } : {}),
-          ...(options.trueCfgScale !== undefined ? { trueCfgScale: options.trueCfgScale } : {}),
+          ...present({
+            seed: options.seed,
+            numInferenceSteps: options.numInferenceSteps,
+            guidanceScale: options.guidanceScale,
+            trueCfgScale: options.trueCfgScale,
+          }),
+          // An empty negative prompt is one (a pipeline's true CFG runs with it), so only undefined is absent.
           ...(options.negativePrompt !== undefined ? { negativePrompt: options.negativePrompt } : {}),
         }
       : {}),
@@ -311,15 +303,23 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       backend,
       model,
       params,
-      ...(gpu ? { gpu } : {}),
       instructionKey: options.instructionKey,
-      ...(options.imageKey ? { imageKey: options.imageKey } : {}),
-      ...(options.conversationKey ? { conversationKey: options.conversationKey } : {}),
-      ...(options.outputNameColumn ? { outputNameColumn: options.outputNameColumn } : {}),
-      ...(options.outputCsv ? { outputCsv: isS3Location(options.outputCsv) ? options.outputCsv : resolve(options.outputCsv) } : {}),
-      ...(options.imageCacheDir
-        ? { imageCacheDir: isS3Location(options.imageCacheDir) ? options.imageCacheDir : resolve(options.imageCacheDir) }
-        : {}),
+      ...present({
+        gpu,
+        imageKey: options.imageKey,
+        conversationKey: options.conversationKey,
+        outputNameColumn: options.outputNameColumn,
+        outputCsv: options.outputCsv && localOrS3(options.outputCsv),
+        imageCacheDir: options.imageCacheDir && localOrS3(options.imageCacheDir),
+        filterRows: options.rows,
+        maskKey: options.maskKey,
+        promptEnhance,
+        endpoint,
+        rateLimitPerSecond: options.rpm && options.rpm / 60,
+        maxCostUsd: options.maxCost,
+        batch,
+        maxHistoryEvents: options.maxHistoryEvents,
+      }),
       ...(options.maxDownloadMb !== undefined || options.downloadTimeout !== undefined
         ? {
             download: {
@@ -328,15 +328,8 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
             },
           }
         : {}),
-      ...(options.filterRows !== undefined ? { filterRows: options.filterRows } : {}),
       numImages: options.numImages,
       encoding,
-      ...(options.maskKey ? { maskKey: options.maskKey } : {}),
-      ...(promptEnhance ? { promptEnhance } : {}),
-      ...(endpoint ? { endpoint } : {}),
-      ...(options.rpm ? { rateLimitPerSecond: options.rpm / 60 } : {}),
-      ...(options.maxCost !== undefined ? { maxCostUsd: options.maxCost } : {}),
-      ...(batch ? { batch } : {}),
       window: options.window ?? defaultWindow(options.concurrency),
       retry: {
         maxAttempts: options.maxRetries + 1,
@@ -344,7 +337,6 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
         maximumIntervalMs: 120_000,
         heartbeatTimeoutMs: options.heartbeatTimeout * 1000,
       },
-      ...(options.maxHistoryEvents ? { maxHistoryEvents: options.maxHistoryEvents } : {}),
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
@@ -464,7 +456,7 @@ export async function waitForRun(
     }
     io.out(describeSummary(ending.summary, since ? await spentSince(since.outputDir, since.startedAt) : undefined));
     for (const note of describeMultiTurn(reporter.lastBatchView())) io.err(note);
-    // Rows left pending by --filter-rows are not failures.
+    // Rows left pending by --rows are not failures.
     return ending.summary.failed > 0 ? ExitCodes.rowsFailed : ExitCodes.ok;
   } catch (err) {
     await reporter.stop();
@@ -515,7 +507,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
   const modelQueue = input.backend === 'diffusers' ? undefined : providerQueue(input.backend, input.endpoint);
   const session = await openSession({
     stateDir: options.stateDir,
-    withWorkers: options.withWorkers,
+    withWorkers: options.withWorkers ?? false,
     mayStartServer: !options.detach,
     concurrency: options.concurrency,
     ...(input.rateLimitPerSecond ? { rateLimitPerSecond: input.rateLimitPerSecond } : {}),

@@ -8,7 +8,10 @@ import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
 import { rowDigest } from '../lib/run/rowDigest';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { buildWorkflowInput, checkModelChoice, type EditOptions } from './edit';
-import { ExitCodes, type CliIO } from './io';
+import { ExitCodes, type CliIO, type CommandContext } from './io';
+import { addExamples, addOptions } from './options';
+import { RUN_OPTIONS } from './optionGroups';
+import type { Command } from 'commander';
 
 // `atelier estimate` (and `atelier edit --dry-run`): reads the dataset as a run would, without a
 // server, a worker or any provider call, and prints the rows, the model calls and the estimated
@@ -185,4 +188,16 @@ export async function runEstimate(options: EditOptions, io: CliIO): Promise<numb
   }
   io.err('nothing was started or spent (dry run)');
   return ExitCodes.ok;
+}
+
+/** `atelier estimate`: `edit`'s options, nothing started. */
+export function registerEstimate(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('estimate')
+    .description('rows, model calls and estimated cost of an edit run, before anything is started or spent');
+  addOptions(cmd, RUN_OPTIONS).action(async (opts: EditOptions) => setExit(await runEstimate(opts, io)));
+  addExamples(cmd, [
+    ['atelier estimate --input edits.csv --out out --model gpt-image-2 --quality medium', 'what the whole dataset would cost'],
+    ['atelier estimate --input edits.csv --out out --model gpt-image-2 --rows 0:100 --batch', 'the first 100 rows through the batch API'],
+  ]);
 }

@@ -6,7 +6,9 @@ import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { UsageError } from '../lib/shared/errors';
 import { repoRoot } from '../lib/temporal/temporalCli';
-import type { CliIO } from './io';
+import type { Command } from 'commander';
+import type { CliIO, CommandContext } from './io';
+import { addExamples } from './options';
 
 // The Python GPU workers (gpu-workers/, package atelier_gpu) serve `--backend diffusers` rows.
 // `atelier gpu-worker` runs them against TEMPORAL_ADDRESS; `atelier edit --backend diffusers` with
@@ -165,4 +167,24 @@ export async function runGpuWorker(rawArgs: string[], io: CliIO): Promise<number
   await worker.ready.catch((err: unknown) => io.err((err as Error).message));
   const code = await worker.exited;
   return code ?? 1;
+}
+
+/**
+ * `atelier gpu-worker`: no options of its own; everything after `gpu-worker` goes to the Python
+ * worker as it is (its --help included). `atelier help gpu-worker` shows this command's help.
+ */
+export function registerGpuWorker(program: Command, { io, setExit, argv }: CommandContext): void {
+  const cmd = program
+    .command('gpu-worker')
+    .description(
+      'run the Python GPU workers (one process per GPU) for --backend diffusers against TEMPORAL_ADDRESS; options go to `python -m atelier_gpu.worker` (see gpu-workers/README.md)',
+    )
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .helpOption(false)
+    .action(async () => setExit(await runGpuWorker(argv.slice(argv.indexOf('gpu-worker') + 1), io)));
+  addExamples(cmd, [
+    ['TEMPORAL_ADDRESS=127.0.0.1:7233 atelier gpu-worker --model Qwen/Qwen-Image-Edit-2509 --gpus 0,1', 'one worker process per GPU'],
+    ['TEMPORAL_ADDRESS=127.0.0.1:7233 atelier gpu-worker --help', "the Python worker's own options"],
+  ]);
 }

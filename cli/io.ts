@@ -24,3 +24,10 @@ export function cliNow(env: NodeJS.ProcessEnv = process.env): Date {
   if (Number.isNaN(at.getTime())) throw new UsageError(`ATELIER_NOW=${given} is not a date`);
   return at;
 }
+
+/** What a command's registration needs: the terminal, where its exit code goes, the raw argv (gpu-worker). */
+export interface CommandContext {
+  io: CliIO;
+  setExit: (code: number) => void;
+  argv: string[];
+}

@@ -4,26 +4,30 @@ import { ErrorTypes } from '../lib/shared/errorTypes';
 import { JUDGE_QUEUE } from '../activities/judge/activities';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { UsageError } from '../lib/shared/errors';
-import { parseFilterRows } from '../lib/shared/filterRows';
 import { findRun } from '../lib/run/runRegistry';
 import type { JudgeSummary, judgeWorkflow } from '../workflows/judge';
 import { JUDGE_ENV } from '../workers/index';
-import { ExitCodes, type CliIO } from './io';
+import type { Command } from 'commander';
+import { ExitCodes, type CliIO, type CommandContext } from './io';
+import { addExamples, addOptions, checkedRows, Opt, type OptionsOf } from './options';
+import { MODEL, ROWS, STATE, WORKERS } from './optionGroups';
 import { resolveRunOutputDir, runIdOf } from './runTarget';
 import { openSession, setQueueRateLimit } from './session';
 import { judgeQueues, watchWorkers } from './workerCheck';
 
-export interface JudgeOptions {
-  model: string;
-  rpm?: number;
-  rows?: string;
-  rescore?: boolean;
-  window: number;
-  maxRetries: number;
-  concurrency: number;
-  stateDir: string;
-  withWorkers?: boolean;
-}
+export const JUDGE_OPTIONS = {
+  model: MODEL.model,
+  ...ROWS,
+  rescore: Opt.flag('--rescore', 'score again rows this model already scored').group('Row selection:'),
+  rpm: WORKERS.rpm,
+  window: WORKERS.window.default(8),
+  concurrency: WORKERS.concurrency,
+  maxRetries: WORKERS.maxRetries,
+  ...STATE,
+  withWorkers: WORKERS.withWorkers,
+};
+
+export type JudgeOptions = OptionsOf<typeof JUDGE_OPTIONS>;
 
 /** The workflow id of a run's judge: one at a time per run. */
 export function judgeWorkflowId(runId: string): string {
@@ -50,13 +54,7 @@ function describeJudge(summary: JudgeSummary): string {
  * environment), on the judge's own task queue; scores go to the run's folder and results tables.
  */
 export async function runJudge(target: string, options: JudgeOptions, io: CliIO): Promise<number> {
-  if (options.rows !== undefined) {
-    try {
-      parseFilterRows(options.rows);
-    } catch (err) {
-      throw new UsageError((err as Error).message.replace('--filter-rows', '--rows'));
-    }
-  }
+  checkedRows(options.rows);
   const outputDir = await resolveRunOutputDir(target, options.stateDir);
   const runId = await runIdOf(outputDir);
   const known = await findRun(resolve(options.stateDir), runId);
@@ -117,4 +115,21 @@ export async function runJudge(target: string, options: JudgeOptions, io: CliIO)
     stopWatching?.();
     await session.close();
   }
+}
+
+export function registerJudge(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('judge <run>')
+    .description(
+      'score the done rows of a run (its id or its output folder) with a vision-language model over an OpenAI-compatible chat API (VIEScore-style: instruction following, preservation, quality, 0-10); key and base URL from ATELIER_JUDGE_API_KEY / ATELIER_JUDGE_BASE_URL',
+    );
+  addOptions(cmd, JUDGE_OPTIONS).action(async (target: string, opts: JudgeOptions) => setExit(await runJudge(target, opts, io)));
+  addExamples(cmd, [
+    [
+      'ATELIER_JUDGE_API_KEY=sk-... atelier judge out --model gpt-5.6-luna',
+      'score every done row of the run in ./out (gpt-4.1 shuts down 2027-01-14)',
+    ],
+    ['atelier judge atelier-edits-1a2b3c4d5e6f --model gpt-5.6-luna --rows 0:50 --rescore', 'score the first 50 rows again'],
+    ['ATELIER_JUDGE_BASE_URL=http://127.0.0.1:8000/v1 atelier judge out --model Qwen/Qwen2.5-VL-7B-Instruct', 'a VLM on your own server'],
+  ]);
 }

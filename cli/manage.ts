@@ -3,7 +3,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { UsageError } from '../lib/shared/errors';
 import { API_BACKENDS } from '../lib/shared/backends';
-import { parseFilterRows } from '../lib/shared/filterRows';
 import { ROW_ERROR_TYPES } from '../lib/shared/errorTypes';
 import { normaliseErrorType } from '../lib/shared/retrySelection';
 import { findRun, type RegisteredRun } from '../lib/run/runRegistry';
@@ -16,7 +15,10 @@ import { batchJobsQuery } from '../workflows/batchMessages';
 import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate } from '../workflows/messages';
 import { checkModelChoice, QUERY_DEADLINE_MS, startRun, waitForRun } from './edit';
 import { runQueues, watchWorkers } from './workerCheck';
-import { ExitCodes, type CliIO } from './io';
+import type { Command } from 'commander';
+import { ExitCodes, type CliIO, type CommandContext } from './io';
+import { addExamples, addOptions, checkedRows, inGroup, nonNegativeNumber, Opt, type OptionsOf } from './options';
+import { ROWS, RUN_CONTROL, STATE, WORKERS } from './optionGroups';
 import { describeBatchJob, describeMultiTurn, pauseReason } from './progress';
 import { openSession } from './session';
 import { doneRowsToRedo, failedRowsMatching, positionsSpec, retryConclusion, setAsideAll, type MatchedRow } from './retryRows';
@@ -25,11 +27,14 @@ import { doneRowsToRedo, failedRowsMatching, positionsSpec, retryConclusion, set
 // by TEMPORAL_ADDRESS or run by `atelier server` for the state dir; `status` and `retry` also work
 // from the run's ledger after the server has forgotten the run.
 
-export interface ManageOptions {
-  stateDir: string;
-  /** resume: a new budget (--max-cost USD). */
-  maxCost?: number;
-}
+/** `resume`'s options; the other commands on one run take only the state dir. */
+export const RESUME_OPTIONS = {
+  /** A new budget (USD). */
+  maxCost: RUN_CONTROL.maxCost,
+  ...STATE,
+};
+
+export type ManageOptions = OptionsOf<typeof RESUME_OPTIONS>;
 
 type Handle = WorkflowHandle<typeof datasetWorkflow>;
 
@@ -200,21 +205,37 @@ export async function runList(options: ManageOptions, io: CliIO): Promise<number
   }
 }
 
-export interface RetryOptions extends ManageOptions {
-  failed?: boolean;
-  rows?: string;
-  errorType?: string;
+/** Which rows `retry` takes again. */
+const RETRY_SELECTION = inGroup('Row selection:', {
+  failed: Opt.flag('--failed', 'every failed row'),
+  ...ROWS,
+  errorType: Opt.text(
+    '--error-type <list>',
+    'only rows failed with these classes: retryable, blocked, invalid-request, quota-exhausted, input-error, ...',
+  ),
   /** Make done rows again (new seed where the backend takes one; the old output kept as history). */
-  redo?: boolean;
+  redo: Opt.flag(
+    '--redo',
+    'make done rows again (with --rows): a new seed where the backend takes one, the old output kept in .atelier/history/',
+  ),
   /** Done rows rejected in `atelier view` (implies --redo). */
-  rejected?: boolean;
+  rejected: Opt.flag('--rejected', 'make again the done rows rejected in `atelier view` (implies --redo; with --score-below: either)'),
   /** Done rows the judge scored below this (implies --redo). */
-  scoreBelow?: number;
+  scoreBelow: Opt.parsed(
+    '--score-below <x>',
+    'make again the done rows `atelier judge` scored below this overall score, 0-10 (implies --redo)',
+    nonNegativeNumber,
+  ),
   /** With --score-below: also rows a person accepted in the viewer (kept otherwise). */
-  includeAccepted?: boolean;
-  detach?: boolean;
-  withWorkers?: boolean;
-}
+  includeAccepted: Opt.flag(
+    '--include-accepted',
+    'with --score-below: also rows a person accepted in `atelier view` (kept and reported otherwise)',
+  ),
+});
+
+export const RETRY_OPTIONS = { ...RETRY_SELECTION, ...STATE, detach: RUN_CONTROL.detach, withWorkers: WORKERS.withWorkers };
+
+export type RetryOptions = OptionsOf<typeof RETRY_OPTIONS>;
 
 /** The CLI's retry flags as a selection; at least one is required. */
 export function retrySelectionFrom(options: RetryOptions): RetrySelection {
@@ -233,15 +254,6 @@ export function retrySelectionFrom(options: RetryOptions): RetrySelection {
     });
   }
   return selection;
-}
-
-function checkedRows(rows: string): string {
-  try {
-    parseFilterRows(rows);
-  } catch (err) {
-    throw new UsageError((err as Error).message.replace('--filter-rows', '--rows'));
-  }
-  return rows;
 }
 
 /** What a retry is about to do: the selection to send and the rows it matched in the ledger. */
@@ -392,3 +404,61 @@ export const runResume = (runId: string, options: ManageOptions, io: CliIO) =>
     },
     io,
   );
+
+/** A command on one run (`<run-id>`) that takes only the state dir. */
+function registerOnRun(
+  program: Command,
+  { io, setExit }: CommandContext,
+  name: string,
+  description: string,
+  run: (runId: string, opts: ManageOptions, io: CliIO) => Promise<number>,
+  examples: ReadonlyArray<readonly [string, string]>,
+): void {
+  const cmd = program.command(`${name} <run-id>`).description(description);
+  addOptions(cmd, STATE).action(async (runId: string, opts: ManageOptions) => setExit(await run(runId, opts, io)));
+  addExamples(cmd, examples);
+}
+
+/** The run management commands: status, watch, cancel, pause, resume, list, retry. */
+export function registerManage(program: Command, ctx: CommandContext): void {
+  const { io, setExit } = ctx;
+  registerOnRun(program, ctx, 'status', 'counts (ok, failed by class, pending, in flight), rate and ETA of a run', runStatus, [
+    ['atelier status atelier-edits-1a2b3c4d5e6f', 'how far a run is (from its ledger once the server has forgotten it)'],
+    ['TEMPORAL_ADDRESS=host:7233 atelier status atelier-edits-1a2b3c4d5e6f', 'a run on a shared server'],
+  ]);
+  registerOnRun(program, ctx, 'watch', 'a live progress bar until the run ends; exit codes as for edit', runWatch, [
+    ['atelier watch atelier-edits-1a2b3c4d5e6f', 'follow a run started with --detach'],
+  ]);
+  registerOnRun(program, ctx, 'cancel', 'cancel a run and its rows in flight', runCancel, [
+    ['atelier cancel atelier-edits-1a2b3c4d5e6f', 'stop a run for good (the same edit command starts it again)'],
+  ]);
+  registerOnRun(program, ctx, 'pause', 'stop dispatching rows (rows in flight finish)', runPause, [
+    ['atelier pause atelier-edits-1a2b3c4d5e6f', 'let the rows in flight finish and send no more'],
+  ]);
+
+  const resume = program
+    .command('resume <run-id>')
+    .description('dispatch rows again after a pause, a quota stop or a budget stop (--max-cost raises the budget)');
+  addOptions(resume, RESUME_OPTIONS).action(async (runId: string, opts: ManageOptions) => setExit(await runResume(runId, opts, io)));
+  addExamples(resume, [
+    ['atelier resume atelier-edits-1a2b3c4d5e6f', 'go on after a pause or a quota stop'],
+    ['atelier resume atelier-edits-1a2b3c4d5e6f --max-cost 20', 'go on after a budget stop, with a budget of $20'],
+  ]);
+
+  const list = program.command('list').description('runs on the server, newest first, with their state');
+  addOptions(list, STATE).action(async (opts: ManageOptions) => setExit(await runList(opts, io)));
+  addExamples(list, [['atelier list', "the runs of the server for ./.atelier (or TEMPORAL_ADDRESS's)"]]);
+
+  const retry = program
+    .command('retry <run-id>')
+    .description(
+      'run failed rows again, or with --redo make done rows again: an open run takes them at once; a closed run gets a new execution from its ledger',
+    );
+  addOptions(retry, RETRY_OPTIONS).action(async (runId: string, opts: RetryOptions) => setExit(await runRetry(runId, opts, io)));
+  addExamples(retry, [
+    ['atelier retry atelier-edits-1a2b3c4d5e6f --failed', 'every failed row again'],
+    ['atelier retry atelier-edits-1a2b3c4d5e6f --error-type retryable,quota-exhausted', 'only rows failed for these reasons'],
+    ['atelier retry atelier-edits-1a2b3c4d5e6f --redo --rows 3,7,10:20', 'make these done rows again (old outputs kept in the history)'],
+    ['atelier retry atelier-edits-1a2b3c4d5e6f --rejected --score-below 5', 'rows rejected in the viewer or scored below 5 by the judge'],
+  ]);
+}

@@ -9,19 +9,25 @@ import type { ModelCheckResult } from '../activities/providers/modelCheck';
 import { tableKnowsPrice } from '../activities/providers/modelCheck';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { ApiBackend } from '../lib/shared/backends';
-import { cliNow, ExitCodes, type CliIO } from './io';
+import type { Command } from 'commander';
+import { cliNow, ExitCodes, type CliIO, type CommandContext } from './io';
+import { addExamples, addOptions, Opt, type OptionsOf } from './options';
+import { MODEL } from './optionGroups';
 
 // `atelier models [--backend B]`: the capability table (status, what a model takes, prices), merged
 // with what the provider's list endpoint says when its key (or base URL) is in the environment:
 // models the provider lists that the table lacks, table models the provider no longer lists, and
 // OpenRouter's declared output modalities and prices.
 
-export interface ModelsOptions {
-  backend?: string;
+export const MODELS_OPTIONS = {
+  // Every API backend unless given (diffusers models are listed in gpu-workers/README.md).
+  backend: MODEL.backend.optional(),
   /** Only the table; no provider calls. */
-  offline?: boolean;
-  json?: boolean;
-}
+  offline: Opt.flag('--offline', 'the table only, no provider calls'),
+  json: Opt.flag('--json', 'one JSON array instead of tables'),
+};
+
+export type ModelsOptions = OptionsOf<typeof MODELS_OPTIONS>;
 
 export interface ModelRow {
   backend: Backend;
@@ -227,4 +233,17 @@ export async function checkModelWithProvider(
     );
   }
   return result;
+}
+
+export function registerModels(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('models')
+    .description(
+      "models with their capabilities, lifecycle status and prices (every API backend unless --backend); merged with the provider's own model list when its key (or base URL) is in the environment",
+    );
+  addOptions(cmd, MODELS_OPTIONS).action(async (opts: ModelsOptions) => setExit(await runModels(opts, io)));
+  addExamples(cmd, [
+    ['atelier models --offline', "Atelier's table of every API backend, no provider calls"],
+    ['OPENROUTER_API_KEY=... atelier models --backend openrouter', "OpenRouter's models, merged with its own list"],
+  ]);
 }

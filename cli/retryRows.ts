@@ -17,7 +17,7 @@ export interface MatchedRow {
   position: number;
 }
 
-/** Failed rows a retry selection matches (within the run's --filter-rows). */
+/** Failed rows a retry selection matches (within the run's --rows). */
 export async function failedRowsMatching(
   outputDir: string,
   selection: RetrySelection,
@@ -34,7 +34,7 @@ export async function failedRowsMatching(
 }
 
 export interface RedoChoice {
-  /** Positions in --filter-rows syntax. */
+  /** Positions in --rows syntax. */
   rows?: string;
   /** Rows a person rejected in `atelier view`. */
   rejected?: boolean;
@@ -96,7 +96,7 @@ export async function setAsideAll(outputDir: string, rows: ReadonlyArray<Matched
   return { rows: positionsSpec(rows.map((r) => r.position)), errorTypes: [REDO_ERROR_TYPE] };
 }
 
-/** Positions as --filter-rows ranges: 3,7,10:13 (half-open). */
+/** Positions as --rows ranges: 3,7,10:13 (half-open). */
 export function positionsSpec(positions: readonly number[]): string {
   const sorted = [...new Set(positions)].sort((a, b) => a - b);
   const parts: string[] = [];

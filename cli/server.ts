@@ -2,7 +2,18 @@ import { join, resolve } from 'node:path';
 import { startDevServer } from '../lib/temporal/devServer';
 import { UsageError } from '../lib/shared/errors';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
-import type { CliIO } from './io';
+import type { Command } from 'commander';
+import type { CliIO, CommandContext } from './io';
+import { addExamples, addOptions, Opt, positiveInt, type OptionsOf } from './options';
+import { PORT, STATE } from './optionGroups';
+
+export const SERVER_OPTIONS = {
+  ...STATE,
+  port: PORT.port.default(7233),
+  uiPort: Opt.parsed('--ui-port <port>', 'web UI port (default: port + 1000)', positiveInt).group('Server and state:'),
+};
+
+export type ServerOptions = OptionsOf<typeof SERVER_OPTIONS>;
 import { runningServer } from './session';
 
 /**
@@ -32,4 +43,17 @@ export async function runServer(options: { stateDir: string; port?: number; uiPo
   }
   await server.stop();
   return 0;
+}
+
+export function registerServer(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('server')
+    .description('run the dev server in the foreground (SQLite under the state dir, UI on its own port)');
+  addOptions(cmd, SERVER_OPTIONS).action(async (opts: ServerOptions) =>
+    setExit(await runServer({ ...opts, uiPort: opts.uiPort ?? opts.port + 1000 }, io)),
+  );
+  addExamples(cmd, [
+    ['atelier server', 'a server for ./.atelier on 127.0.0.1:7233 (UI on 8233)'],
+    ['atelier server --state-dir /data/atelier --port 7300', 'another state dir and port'],
+  ]);
 }

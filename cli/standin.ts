@@ -5,7 +5,14 @@ import { startModelScopeStandin } from '../standins/modelscope';
 import { startOpenAIStandin } from '../standins/openai';
 import { startOpenRouterStandin } from '../standins/openrouter';
 import { UsageError } from '../lib/shared/errors';
-import type { CliIO } from './io';
+import type { Command } from 'commander';
+import type { CliIO, CommandContext } from './io';
+import { addExamples, addOptions, type OptionsOf } from './options';
+import { PORT } from './optionGroups';
+
+export const STANDIN_OPTIONS = { ...PORT };
+
+export type StandinOptions = OptionsOf<typeof STANDIN_OPTIONS>;
 
 // `atelier standin <provider>`: one of the test suite's provider stand-ins in the foreground, on
 // loopback, so a person without keys can try every feature (edit, retry, judge, pause on a quota)
@@ -64,4 +71,17 @@ export async function runStandin(provider: string, options: { port?: number }, i
   await io.interrupted;
   await standin.close();
   return 0;
+}
+
+export function registerStandin(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('standin <provider>')
+    .description(
+      `a provider stand-in on loopback, for trying Atelier without keys (${Object.keys(STANDINS).join(', ')}); prints the worker environment to export`,
+    );
+  addOptions(cmd, STANDIN_OPTIONS).action(async (provider: string, opts: StandinOptions) => setExit(await runStandin(provider, opts, io)));
+  addExamples(cmd, [
+    ['atelier standin openai', 'an OpenAI stand-in; export the environment it prints, then run `atelier edit`'],
+    ['atelier standin judge --port 9100', 'a judge stand-in on port 9100'],
+  ]);
 }

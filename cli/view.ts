@@ -1,11 +1,13 @@
 import { startViewer } from '../web/server';
-import { ExitCodes, type CliIO } from './io';
+import type { Command } from 'commander';
+import { ExitCodes, type CliIO, type CommandContext } from './io';
+import { addExamples, addOptions, type OptionsOf } from './options';
+import { PORT, STATE } from './optionGroups';
 import { resolveRunOutputDir, runIdOf } from './runTarget';
 
-export interface ViewOptions {
-  port?: number;
-  stateDir: string;
-}
+export const VIEW_OPTIONS = { ...PORT, ...STATE };
+
+export type ViewOptions = OptionsOf<typeof VIEW_OPTIONS>;
 
 /** `atelier view <run-id | output-dir>`: serves the run's viewer on loopback until Ctrl-C. */
 export async function runView(target: string, options: ViewOptions, io: CliIO): Promise<number> {
@@ -16,4 +18,17 @@ export async function runView(target: string, options: ViewOptions, io: CliIO): 
   await io.interrupted;
   await viewer.close();
   return ExitCodes.ok;
+}
+
+export function registerView(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program
+    .command('view <run>')
+    .description(
+      'a local web page of a run (its id or its output folder; live while it runs): before/after thumbnails, filters, row details, accept/reject marks',
+    );
+  addOptions(cmd, VIEW_OPTIONS).action(async (target: string, opts: ViewOptions) => setExit(await runView(target, opts, io)));
+  addExamples(cmd, [
+    ['atelier view out', 'the run whose output folder is ./out, on a free loopback port'],
+    ['atelier view atelier-edits-1a2b3c4d5e6f --port 8080', 'by run id, on port 8080'],
+  ]);
 }

@@ -3,10 +3,20 @@ import { UsageError } from '../lib/shared/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporal/temporalConnection';
 import { createWorkers } from '../workers';
-import type { CliIO } from './io';
+import type { Command } from 'commander';
+import type { CliIO, CommandContext } from './io';
+import { addExamples, addOptions, Opt, type OptionsOf } from './options';
+import { WORKERS } from './optionGroups';
+
+export const WORKER_OPTIONS = {
+  queues: Opt.text('--queues <list>', 'comma-separated task queues to serve (default: all)'),
+  concurrency: WORKERS.concurrency,
+};
+
+export type WorkerOptions = OptionsOf<typeof WORKER_OPTIONS>;
 
 /** `atelier worker`: long-lived workers for an external Temporal server (TEMPORAL_ADDRESS). */
-export async function runWorker(options: { queues?: string; concurrency: number }, io: CliIO): Promise<number> {
+export async function runWorker(options: WorkerOptions, io: CliIO): Promise<number> {
   const address = process.env.TEMPORAL_ADDRESS;
   if (!address) {
     throw new UsageError(
@@ -46,4 +56,13 @@ export async function runWorker(options: { queues?: string; concurrency: number 
   } finally {
     await connection.close();
   }
+}
+
+export function registerWorker(program: Command, { io, setExit }: CommandContext): void {
+  const cmd = program.command('worker').description('run long-lived workers against TEMPORAL_ADDRESS (orchestration and provider queues)');
+  addOptions(cmd, WORKER_OPTIONS).action(async (opts: WorkerOptions) => setExit(await runWorker(opts, io)));
+  addExamples(cmd, [
+    ['TEMPORAL_ADDRESS=127.0.0.1:7233 OPENAI_API_KEY=sk-... atelier worker', 'serve every queue whose key is set'],
+    ['TEMPORAL_ADDRESS=host:7233 atelier worker --queues api-openai --concurrency 32', 'only the OpenAI queue, 32 calls at a time'],
+  ]);
 }

@@ -79,6 +79,11 @@ export type RowLedgerState =
 export interface LedgerRowKey {
   index: number;
   digest?: string | undefined;
+  /**
+   * Planning saw this row done, its outputs there (a plan row's flag): an ok entry for the same
+   * request is taken as done without checking its outputs again.
+   */
+  doneAtPlanning?: boolean | undefined;
 }
 
 /** Reads rows' ledger states; `prefetch` reads a page of them at once. */
@@ -99,10 +104,11 @@ export async function ledgerReader(outputDir: string, only?: ReadonlySet<number>
   // `only`: the rows a scan will ask about, read without listing the whole ledger (the results
   // refresh reads just the rows finished since the last one).
   const attempted = only ?? (await store.ledgerIndexes());
-  const read = async ({ index, digest }: LedgerRowKey): Promise<RowLedgerState> => {
+  const read = async ({ index, digest, doneAtPlanning }: LedgerRowKey): Promise<RowLedgerState> => {
     const entry = attempted.has(index) ? await store.readEntry(index) : undefined;
     if (!entry) return { status: 'pending' };
     if (entry.status === 'ok' && !sameRequest(entry, digest)) return { status: 'changed', entry };
+    if (entry.status === 'ok' && doneAtPlanning && entry.outputImages?.length) return { status: 'ok', entry };
     if (await store.isDone(entry, digest)) return { status: 'ok', entry };
     if (entry.status === 'failed') {
       // A failure for a request the row no longer makes says nothing about the new one.

@@ -26,6 +26,11 @@ export interface PlanRow extends DatasetRow {
    * modification times), hashed: a ledger entry made for another digest is stale (lib/run/rowDigest.ts).
    */
   digest?: string;
+  /**
+   * Planning found the row done (its ledger entry ok for this digest, its outputs there): the run's
+   * first pass over the plan dispatches it without reading its ledger entry again.
+   */
+  doneAtPlanning?: boolean;
 }
 
 export interface PlanMeta {

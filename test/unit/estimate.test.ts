@@ -51,7 +51,7 @@ describe('atelier estimate', () => {
   it("counts selected rows, calls by the model's images per call, and prices the output images", async () => {
     const { csv, outputDir } = await dataset();
     const out = io();
-    const code = await runEstimate(options(csv, outputDir, { filterRows: '0:3', numImages: 2, quality: 'medium', size: '1024x1024' }), out);
+    const code = await runEstimate(options(csv, outputDir, { rows: '0:3', numImages: 2, quality: 'medium', size: '1024x1024' }), out);
     expect(code).toBe(0);
     expect(out.lines).toEqual([
       `openai gpt-image-2: ${csv}`,
