@@ -78,7 +78,7 @@ export async function doneRowsToRedo(outputDir: string, choice: RedoChoice, filt
       continue;
     }
     const reason = rejected
-      ? 'rejected in the viewer'
+      ? `rejected in the viewer${view.review?.reason ? `: ${view.review.reason}` : ''}`
       : scoredLow
         ? `scored ${overall} by ${view.score!.model}, below ${choice.scoreBelow}${view.review?.verdict === 'accepted' ? ' (accepted in the viewer; --include-accepted)' : ''}`
         : `retry --redo --rows ${choice.rows}`;

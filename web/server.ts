@@ -4,14 +4,17 @@ import { openStorage, type Storage } from '../storage';
 import { layout } from '../lib/run/runStore';
 import { imageProblem, readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/run/plan';
-import { clearReviewMark, isVerdict, writeReviewMark } from '../lib/run/review';
+import { clearReviewMark, isVerdict, MAX_REVIEW_REASON, writeReviewMark, type ReviewMark, type ReviewVerdict } from '../lib/run/review';
 import { runRows, type RunRowView } from '../lib/run/runRows';
+import { HttpError } from './httpError';
 import { viewerPage } from './page';
+import { countRows, isConflict, matching, parseFilter, parseQuery, sorted, summaryOf, type CachedRow } from './rows';
 import { thumbnail } from './thumbnails';
 
 // `atelier view`: one run's rows in a browser, served on loopback by node:http. The page is one
-// HTML document with its script inline (web/page.ts): no front-end build. It polls /api/rows, so a
-// run in progress fills in as rows finish. Marks are the only writes, each one object per row
+// HTML document with its script inline (web/page.ts): no front-end build. It polls /api/rows for the
+// page of rows it shows (filtered, sorted and paged here: web/rows.ts), so a run in progress fills in
+// as rows finish. Marks are the only writes, each one object per row
 // (lib/run/review.ts), and only from this page: requests must name this server as their Host (no DNS
 // rebinding) and carry JSON (no cross-site form posts).
 
@@ -28,72 +31,21 @@ export interface Viewer {
   close(): Promise<void>;
 }
 
-/** A row as the page shows it. */
-export interface RowSummary {
-  index: number;
-  position: number;
-  status: 'ok' | 'failed' | 'pending';
-  errorType?: string;
-  error?: string;
-  turns: string[];
-  inputs: number;
-  outputs: string[];
-  attempts?: number;
-  latencyMs?: number;
-  costUsd?: number;
-  requestId?: string;
-  enhanced?: string;
-  review?: 'accepted' | 'rejected';
-  /** The judge's scores of the current output (`atelier judge`). */
-  score?: { overall: number; instructionFollowing: number; preservation: number | null; quality: number; reason: string; model: string };
-  /** 2 and up for a row made again (`retry --redo`); earlier outputs in `history`. */
-  generation?: number;
-  history?: Array<{ generation: number; reason: string; costUsd?: number }>;
-  where: string;
+export type { RowSummary } from './rows';
+
+/** Every row of the run as one read found it, and when. */
+interface RowsRead {
+  at: number;
+  rows: Map<number, CachedRow>;
 }
 
-const ROWS_CACHE_MS = 1000;
-
-function summaryOf(view: RunRowView): RowSummary {
-  const { row, entry } = view;
-  return {
-    index: row.index,
-    position: row.position,
-    // A row whose request changed since its output was made is waiting to be done again.
-    status: view.status === 'changed' ? 'pending' : view.status,
-    ...(view.errorType ? { errorType: view.errorType, error: view.error! } : {}),
-    turns: row.turns,
-    inputs: row.images.length,
-    outputs: view.status === 'ok' ? (entry?.outputImages ?? []) : [],
-    ...(entry?.attempts !== undefined ? { attempts: entry.attempts } : {}),
-    ...(entry?.latencyMs !== undefined ? { latencyMs: entry.latencyMs } : {}),
-    ...(entry?.costUsd !== undefined ? { costUsd: entry.costUsd } : {}),
-    ...(entry?.requestIds?.length ? { requestId: entry.requestIds.at(-1)! } : {}),
-    ...(entry?.instructionEnhanced ? { enhanced: entry.instructionEnhanced } : {}),
-    ...(view.review ? { review: view.review.verdict } : {}),
-    ...(view.score ? { score: { ...view.score.scores, reason: view.score.reason, model: view.score.model } } : {}),
-    ...(entry?.history?.length
-      ? {
-          generation: entry.history.length + 1,
-          history: entry.history.map((h) => ({
-            generation: h.generation,
-            reason: h.reason,
-            ...(h.costUsd !== undefined ? { costUsd: h.costUsd } : {}),
-          })),
-        }
-      : {}),
-    where: row.where,
-  };
-}
-
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+/** A re-read of every row is at most this fresh, and at least this many times as old as one read took. */
+const ROWS_FRESH_MS = 1000;
+const ROWS_READ_FACTOR = 5;
+/** The first read answers requests once this many rows are in (one chunk of lib/run/runRows.ts). */
+const FIRST_ANSWER_ROWS = 500;
+/** Marks written at once by a bulk mark. */
+const MARK_CONCURRENCY = 32;
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
@@ -114,22 +66,130 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   const storage: Storage = openStorage(outputDir);
   const meta = await readPlanMeta(outputDir);
   const cacheDir = childLocation(outputDir, layout.imageCache);
-  let cached: { at: number; rows: Map<number, RunRowView> } | undefined;
+  let cached: RowsRead | undefined;
+  let reading: Promise<Map<number, CachedRow>> | undefined;
+  let lastReadMs = 0;
+  // Marks written here, by row, numbered: a read that overlapped a write may have read the row's
+  // mark before it, so what was written meanwhile is laid over the read's result.
+  let writeSeq = 0;
+  const written = new Map<number, { seq: number; mark: ReviewMark | undefined }>();
+  // The first read's rows so far, and a promise kept once a first page's worth of them is in.
+  let partial: Map<number, CachedRow> | undefined;
+  let firstRows: Promise<void> | undefined;
 
-  /** Every row's state, re-read at most once a second however many pages poll. */
-  const allRows = async (): Promise<Map<number, RunRowView>> => {
-    if (cached && Date.now() - cached.at < ROWS_CACHE_MS) return cached.rows;
-    const rows = new Map<number, RunRowView>();
-    for await (const view of runRows(outputDir, meta)) rows.set(view.row.index, view);
-    cached = { at: Date.now(), rows };
-    return rows;
+  const withMark = (view: RunRowView, mark: ReviewMark | undefined): CachedRow => {
+    const next: RunRowView = { ...view };
+    if (mark) next.review = mark;
+    else delete next.review;
+    return summaryOf(next);
+  };
+
+  const readAll = (): Promise<Map<number, CachedRow>> =>
+    (reading ??= (async () => {
+      let firstIn: (() => void) | undefined;
+      try {
+        const before = writeSeq;
+        const started = Date.now();
+        const rows = new Map<number, CachedRow>();
+        if (!cached) {
+          partial = rows;
+          firstRows = new Promise<void>((resolve) => (firstIn = resolve));
+        }
+        for await (const view of runRows(outputDir, meta)) {
+          rows.set(view.row.index, summaryOf(view));
+          if (rows.size === FIRST_ANSWER_ROWS) firstIn?.();
+        }
+        for (const [index, { seq, mark }] of written) {
+          const row = rows.get(index);
+          // Only onto the output that was marked (a row redone meanwhile is unmarked).
+          const holds = !mark || mark.entryFinishedAt === row?.view.entry?.finishedAt;
+          if (seq > before && row?.view.status === 'ok' && holds) rows.set(index, withMark(row.view, mark));
+        }
+        // Everything written so far is on storage for the next read to find.
+        written.clear();
+        lastReadMs = Date.now() - started;
+        cached = { at: Date.now(), rows };
+        return rows;
+      } finally {
+        reading = undefined;
+        partial = undefined;
+        firstIn?.();
+      }
+    })());
+
+  /**
+   * Every row's state, and whether that is all of them. The first read of a large run takes a while
+   * (20,000 rows: seconds): until it ends, requests are answered with the rows read so far once a
+   * first page's worth is in, so the page paints at once and fills in as it polls. Later calls
+   * answer from what was read and re-read in the background once it is older than a second (or
+   * a few reads' time), so a filter change never waits on storage.
+   */
+  const allRows = async (): Promise<{ rows: Map<number, CachedRow>; complete: boolean }> => {
+    if (!cached) {
+      const done = readAll();
+      await Promise.race([done, firstRows]);
+      // Set meanwhile by the read (TypeScript keeps the narrowing from before the await).
+      const read = cached as RowsRead | undefined;
+      if (read) return { rows: read.rows, complete: true };
+      if (partial) return { rows: partial, complete: false };
+      return { rows: await done, complete: true };
+    }
+    if (Date.now() - cached.at > Math.max(ROWS_FRESH_MS, ROWS_READ_FACTOR * lastReadMs)) readAll().catch(() => undefined);
+    return { rows: cached.rows, complete: true };
   };
 
   const rowOf = async (raw: string | undefined): Promise<RunRowView> => {
     const index = Number(raw);
-    const view = Number.isSafeInteger(index) ? (await allRows()).get(index) : undefined;
-    if (!view) throw new HttpError(404, `no row with index ${raw}`);
-    return view;
+    const row = Number.isSafeInteger(index) ? (await allRows()).rows.get(index) : undefined;
+    if (!row) throw new HttpError(404, `no row with index ${raw}`);
+    return row.view;
+  };
+
+  /** Marks (or unmarks) rows, and shows it in what the server holds without waiting for a re-read. */
+  const markRows = async (views: RunRowView[], verdict: ReviewVerdict | null, reason: string | undefined): Promise<void> => {
+    const at = new Date().toISOString();
+    for (let i = 0; i < views.length; i += MARK_CONCURRENCY) {
+      await Promise.all(
+        views.slice(i, i + MARK_CONCURRENCY).map(async (view) => {
+          let mark: ReviewMark | undefined;
+          if (verdict === null) await clearReviewMark(outputDir, view.row.index);
+          else {
+            mark = {
+              index: view.row.index,
+              verdict,
+              ...(reason ? { reason } : {}),
+              outputImages: view.entry!.outputImages ?? [],
+              entryFinishedAt: view.entry!.finishedAt,
+              at,
+            };
+            await writeReviewMark(outputDir, mark);
+          }
+          written.set(view.row.index, { seq: ++writeSeq, mark });
+          (cached?.rows ?? partial)?.set(view.row.index, withMark(view, mark));
+        }),
+      );
+    }
+  };
+
+  /** A mark's verdict and reason from a request body; a reason goes with a rejection only. */
+  const verdictOf = (body: { verdict?: unknown; reason?: unknown }): { verdict: ReviewVerdict | null; reason: string | undefined } => {
+    if (body.verdict !== null && !isVerdict(body.verdict)) throw new HttpError(400, 'verdict must be "accepted", "rejected" or null');
+    if (body.reason !== undefined && body.reason !== null && typeof body.reason !== 'string')
+      throw new HttpError(400, 'reason must be a string');
+    const reason = typeof body.reason === 'string' ? body.reason.trim() : '';
+    if (reason.length > MAX_REVIEW_REASON) throw new HttpError(400, `reason must be at most ${MAX_REVIEW_REASON} characters`);
+    if (reason && body.verdict !== 'rejected') throw new HttpError(400, 'a reason goes with verdict "rejected" only');
+    return { verdict: body.verdict, reason: reason || undefined };
+  };
+
+  const readJsonBody = async <T>(req: IncomingMessage): Promise<T> => {
+    if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) throw new HttpError(415, 'send JSON');
+    const text = await readBody(req);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new HttpError(400, 'the body is not JSON');
+    }
   };
 
   /** An image of a row: `in0`, `in1`, ..., `mask`, `out0`, `out1`, ...; its bytes and an identity for caching. */
@@ -189,8 +249,25 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       return;
     }
     if (req.method === 'GET' && url.pathname === '/api/rows') {
-      const rows = [...(await allRows()).values()].map(summaryOf);
-      sendJson(res, 200, { runId: options.runId, outputDir, inputPath: meta.inputPath, totalRows: meta.totalRows, rows });
+      const query = parseQuery(url.searchParams);
+      const { rows: all, complete } = await allRows();
+      const shown = sorted(matching(all.values(), query), query.sort, query.order);
+      const page = shown.slice(query.offset, query.offset + query.limit).map(({ summary }) => ({
+        ...summary,
+        ...(isConflict(summary, query.conflictBelow) ? { conflict: true } : {}),
+      }));
+      sendJson(res, 200, {
+        runId: options.runId,
+        outputDir,
+        inputPath: meta.inputPath,
+        totalRows: meta.totalRows,
+        ...countRows(all.values(), query.conflictBelow),
+        matched: shown.length,
+        // False while the first read of the run is under way: the counts and pages cover the rows read so far.
+        complete,
+        offset: query.offset,
+        rows: page,
+      });
       return;
     }
     if (req.method === 'GET' && (parts[0] === 'thumb' || parts[0] === 'image') && parts.length === 3) {
@@ -206,28 +283,30 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       return;
     }
     if (req.method === 'POST' && parts[0] === 'api' && parts[1] === 'review' && parts.length === 3) {
-      if (!/^application\/json\b/.test(req.headers['content-type'] ?? '')) throw new HttpError(415, 'send JSON');
+      const body = await readJsonBody<{ verdict?: unknown; reason?: unknown }>(req);
       const view = await rowOf(parts[2]);
-      let body: { verdict?: unknown };
-      try {
-        body = JSON.parse(await readBody(req)) as { verdict?: unknown };
-      } catch {
-        throw new HttpError(400, 'the body is not JSON');
-      }
-      if (body.verdict !== null && !isVerdict(body.verdict)) throw new HttpError(400, 'verdict must be "accepted", "rejected" or null');
+      const { verdict, reason } = verdictOf(body);
       if (view.status !== 'ok' || !view.entry) throw new HttpError(409, `row ${view.row.index} has no output to judge (${view.status})`);
-      if (body.verdict === null) await clearReviewMark(outputDir, view.row.index);
-      else {
-        await writeReviewMark(outputDir, {
-          index: view.row.index,
-          verdict: body.verdict,
-          outputImages: view.entry.outputImages ?? [],
-          entryFinishedAt: view.entry.finishedAt,
-          at: new Date().toISOString(),
-        });
-      }
-      cached = undefined;
-      sendJson(res, 200, { index: view.row.index, review: body.verdict });
+      await markRows([view], verdict, reason);
+      sendJson(res, 200, { index: view.row.index, review: verdict, ...(reason ? { reason } : {}) });
+      return;
+    }
+    // Every row a filter shows, in one request. The page sends the filter and how many rows it
+    // showed; the rows are picked again from a fresh read, and a different count (the run moved on
+    // meanwhile) is refused rather than marking rows the person did not see.
+    if (req.method === 'POST' && url.pathname === '/api/review') {
+      const body = await readJsonBody<{ verdict?: unknown; reason?: unknown; filter?: unknown; expect?: unknown }>(req);
+      const { verdict, reason } = verdictOf(body);
+      if (typeof body.filter !== 'object' || body.filter === null || Array.isArray(body.filter))
+        throw new HttpError(400, 'filter must be an object (the fields of /api/rows)');
+      if (!Number.isSafeInteger(body.expect)) throw new HttpError(400, 'expect must be the number of rows the filter showed');
+      const filter = parseFilter(body.filter as Record<string, unknown>);
+      const shown = matching((await readAll()).values(), filter);
+      if (shown.length !== body.expect)
+        throw new HttpError(409, `the filter now shows ${shown.length} row(s), not ${String(body.expect)}: the run changed; look again`);
+      const done = shown.filter((r) => r.view.status === 'ok' && r.view.entry).map((r) => r.view);
+      await markRows(done, verdict, reason);
+      sendJson(res, 200, { marked: done.length, skipped: shown.length - done.length, review: verdict, ...(reason ? { reason } : {}) });
       return;
     }
     throw new HttpError(404, `no such page: ${req.method} ${url.pathname}`);
@@ -246,6 +325,9 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
     server.listen(options.port ?? 0, '127.0.0.1', () => resolve());
   });
   host = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  // Read the run now: a person opens the URL seconds later, and a large run's first read is the
+  // slowest thing the viewer does. A failure here is met again, and answered, by the first request.
+  readAll().catch(() => undefined);
   return {
     url: `http://${host}/`,
     close: () =>

@@ -60,15 +60,14 @@ export function resultsParquetColumns(enhanced: boolean): TableColumn[] {
 
 /** The export's outcome, review and score columns (the scores only when a row has them). */
 export function exportResultColumns(scored: boolean): TableColumn[] {
-  return [...OUTCOME_COLUMNS, REVIEW_COLUMNS[0]!, ...(scored ? SCORE_COLUMNS : [])];
+  return [...OUTCOME_COLUMNS, ...REVIEW_COLUMNS, ...(scored ? SCORE_COLUMNS : [])];
 }
 
 /** A row's review cells; empty when no mark holds for its current output. */
 export function reviewCells(mark: ReviewMark | undefined): { review?: string; review_reason?: string } {
   if (!mark) return {};
   // The viewer may record why (a reject reason); older marks have none.
-  const reason = (mark as ReviewMark & { reason?: unknown }).reason;
-  return { review: mark.verdict, ...(typeof reason === 'string' && reason ? { review_reason: reason } : {}) };
+  return { review: mark.verdict, ...(mark.reason ? { review_reason: mark.reason } : {}) };
 }
 
 /** A row's score cells; empty when no score holds for its current output. */

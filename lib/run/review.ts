@@ -12,6 +12,8 @@ export type ReviewVerdict = 'accepted' | 'rejected';
 export interface ReviewMark {
   index: number;
   verdict: ReviewVerdict;
+  /** Why a rejected output was rejected (a preset of the viewer's or the person's own words). */
+  reason?: string;
   /** The outputs the person saw (relative to the output dir). */
   outputImages: string[];
   /** `finishedAt` of the ledger entry that made them. */
@@ -28,6 +30,9 @@ function markKey(index: number): string {
 export function isVerdict(value: unknown): value is ReviewVerdict {
   return value === 'accepted' || value === 'rejected';
 }
+
+/** The longest reject reason kept: a note, not a report. */
+export const MAX_REVIEW_REASON = 500;
 
 export async function writeReviewMark(outputDir: string, mark: ReviewMark): Promise<void> {
   await openStorage(outputDir).write(markKey(mark.index), `${JSON.stringify(mark)}\n`);

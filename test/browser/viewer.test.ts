@@ -38,6 +38,15 @@ async function tiles(page: Page): Promise<number[]> {
   return (await inPage(page, `[...document.querySelectorAll('#grid .tile')].map((e) => Number(e.dataset.index))`)) as number[];
 }
 
+/** Waits for the grid to show these rows (the server filters: a change is a request away). */
+async function showsTiles(page: Page, indexes: number[]): Promise<void> {
+  await page
+    .waitForFunction(`[...document.querySelectorAll('#grid .tile')].map((e) => Number(e.dataset.index)).join() === '${indexes.join()}'`, {
+      timeout: 15_000,
+    })
+    .catch(async () => expect(await tiles(page)).toEqual(indexes));
+}
+
 /** Waits until every thumbnail in the grid has loaded and decoded to a real image. */
 async function thumbnailsLoaded(page: Page): Promise<number> {
   await page.waitForFunction(`[...document.querySelectorAll('#grid .tile img')].every((i) => i.complete && i.naturalWidth > 0)`);
@@ -101,13 +110,13 @@ describe('atelier view (headless chromium)', () => {
     await page.screenshot({ path: join(ARTIFACTS, 'grid.png') });
 
     await page.select('#f-status', 'failed');
-    expect(await tiles(page)).toEqual([2]);
+    await showsTiles(page, [2]);
     await page.select('#f-status', '');
     await page.select('#f-error', 'Blocked');
-    expect(await tiles(page)).toEqual([2]);
+    await showsTiles(page, [2]);
     await page.select('#f-error', '');
     await page.select('#f-status', 'ok');
-    expect(await tiles(page)).toEqual([0, 1, 3]);
+    await showsTiles(page, [0, 1, 3]);
 
     // Keyboard: the first tile is selected; → moves to row 1; r rejects it; → and a accept row 3.
     await page.keyboard.press('ArrowRight');
@@ -129,21 +138,22 @@ describe('atelier view (headless chromium)', () => {
     await page.reload();
     await page.waitForSelector('#grid .tile');
     await page.select('#f-review', 'rejected');
-    expect(await tiles(page)).toEqual([1]);
+    await showsTiles(page, [1]);
     await page.select('#f-review', 'accepted');
-    expect(await tiles(page)).toEqual([3]);
+    await showsTiles(page, [3]);
     const mark = JSON.parse(readFileSync(join(outputDir, '.atelier', 'review', '000001.json'), 'utf8')) as { verdict: string };
     expect(mark.verdict).toBe('rejected');
 
     // A row's detail: instruction, every input and output full size, attempts, cost.
     await page.select('#f-review', '');
     await page.select('#f-status', '');
+    await showsTiles(page, [0, 1, 2, 3]);
     await page.click('#grid .tile[data-index="3"]');
     await page.waitForSelector('#detail:not([hidden]) img');
     await page.waitForFunction(`[...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`);
     const detail = (await inPage(
       page,
-      `({ text: document.getElementById('detail').textContent, images: document.querySelectorAll('#detail img').length })`,
+      `({ text: document.getElementById('detail').textContent, images: document.querySelectorAll('#detail .images img').length })`,
     )) as { text: string; images: number };
     expect(detail.images).toBe(3); // two inputs (cat, hat) and the output
     expect(detail.text).toContain('Put the hat from the second image on the cat');
@@ -171,7 +181,7 @@ describe('atelier view (headless chromium)', () => {
     await page.waitForFunction(`document.getElementById('detail').textContent.includes('Earlier outputs (this is generation 2)')`);
     // Its earlier output is shown too (from .atelier/history/).
     await page.waitForFunction(
-      `[...document.querySelectorAll('#detail img')].length === 3 && [...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`,
+      `[...document.querySelectorAll('#detail .images img')].length === 3 && [...document.querySelectorAll('#detail img')].every((i) => i.complete && i.naturalWidth > 0)`,
     );
     await page.screenshot({ path: join(ARTIFACTS, 'redone.png') });
     await page.close();

@@ -1,0 +1,290 @@
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parquetReadObjects } from 'hyparquet';
+import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ReviewMark } from '../../lib/run/review';
+import { REJECT_PRESETS } from '../../web/page';
+import { atelier, assertBuilt, CliProcess } from '../helpers/cli';
+import { tempDir } from '../helpers/fixtures';
+import { fixtureRow, INPUT_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
+
+// The viewer's reviewing tools in headless chromium, against the built CLI's `atelier view` of a run
+// folder of known shape (test/browser/runFixture.ts: red inputs, blue outputs, scores, marks):
+// compare and zoom, search, sort, conflict flags, filter + bulk marks in one request, reject reasons
+// kept with the mark and exported.
+
+const CHROMIUM = process.env.ATELIER_CHROMIUM ?? '/usr/bin/chromium';
+const ROWS = 60;
+const ALL = Array.from({ length: ROWS }, (_, i) => i);
+
+let dir: string;
+let outputDir: string;
+let viewer: CliProcess;
+let url: string;
+let browser: Browser;
+
+function inPage(page: Page, expression: string): Promise<unknown> {
+  return page.evaluate(expression);
+}
+
+async function tiles(page: Page): Promise<number[]> {
+  return (await inPage(page, `[...document.querySelectorAll('#grid .tile')].map((e) => Number(e.dataset.index))`)) as number[];
+}
+
+/** Waits for the grid to show these rows, in this order (each control change is a request to the server). */
+async function showsTiles(page: Page, indexes: number[]): Promise<void> {
+  await page
+    .waitForFunction(`[...document.querySelectorAll('#grid .tile')].map((e) => e.dataset.index).join() === '${indexes.join()}'`, {
+      timeout: 15_000,
+    })
+    .catch(async () => expect(await tiles(page)).toEqual(indexes));
+}
+
+async function setInput(page: Page, id: string, value: string): Promise<void> {
+  await inPage(
+    page,
+    `(() => { const e = document.getElementById('${id}'); e.value = ${JSON.stringify(value)}; e.dispatchEvent(new Event('input')); })()`,
+  );
+}
+
+function marks(): Map<number, ReviewMark> {
+  const folder = join(outputDir, '.atelier', 'review');
+  return new Map(
+    readdirSync(folder).map((name) => {
+      const mark = JSON.parse(readFileSync(join(folder, name), 'utf8')) as ReviewMark;
+      return [mark.index, mark] as const;
+    }),
+  );
+}
+
+/** The colour at a fraction of an element's box, from a real screenshot of it. */
+async function colourAt(page: Page, selector: string, fx: number, fy: number): Promise<{ r: number; g: number; b: number }> {
+  const png = await (await page.$(selector))!.screenshot();
+  const { data, info } = await sharp(png).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  const at = (Math.floor(info.height * fy) * info.width + Math.floor(info.width * fx)) * 3;
+  return { r: data[at]!, g: data[at + 1]!, b: data[at + 2]! };
+}
+
+function near(a: { r: number; g: number; b: number }, b: { r: number; g: number; b: number }): boolean {
+  return Math.abs(a.r - b.r) + Math.abs(a.g - b.g) + Math.abs(a.b - b.b) < 30;
+}
+
+beforeAll(async () => {
+  assertBuilt();
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: the test setup (npm test) installs Debian's chromium`);
+  dir = tempDir('atelier-viewer-review-');
+  outputDir = await writeFixtureRun(dir, ROWS);
+  viewer = new CliProcess(['view', outputDir], { ...process.env });
+  await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
+  url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
+  browser = await puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+  await viewer?.stop();
+});
+
+describe('atelier view: reviewing tools (headless chromium)', () => {
+  it('compares before and after with a slider or one over the other, and zooms both together', async () => {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1400, height: 900 });
+    await page.goto(url);
+    await page.waitForSelector('#grid .tile[data-index="0"]');
+    await page.click('#grid .tile[data-index="0"]');
+    await page.waitForFunction(
+      `[...document.querySelectorAll('#stage img')].length === 2 && [...document.querySelectorAll('#stage img')].every((i) => i.complete && i.naturalWidth > 0)`,
+    );
+    // Split at 50%: the input (red) left of the line, the output (blue) right of it.
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), INPUT_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT_RGB)).toBe(true);
+    // The slider moves the line: at 70%, 65% across is the input now (the square images fill 20-80% of the frame).
+    await setInput(page, 'split', '70');
+    expect(near(await colourAt(page, '#stage', 0.65, 0.5), INPUT_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.75, 0.5), OUTPUT_RGB)).toBe(true);
+    // o: one image over the other, flipped.
+    await page.keyboard.press('o');
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), INPUT_RGB) && near(await colourAt(page, '#stage', 0.7, 0.5), INPUT_RGB)).toBe(
+      true,
+    );
+    await page.keyboard.press('o');
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), OUTPUT_RGB) && near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT_RGB)).toBe(
+      true,
+    );
+    await page.keyboard.press('s');
+    // Zoom: both images scale together (+ doubles, the wheel zooms around the pointer, 0 fits).
+    const widths = `[...document.querySelectorAll('#stage img')].map((i) => Math.round(i.getBoundingClientRect().width / document.getElementById('stage').clientWidth * 100) / 100)`;
+    expect(await inPage(page, widths)).toEqual([1, 1]);
+    await page.keyboard.press('+');
+    expect(await inPage(page, widths)).toEqual([2, 2]);
+    expect(await inPage(page, `document.getElementById('zoom-level').textContent`)).toBe('2×');
+    const box = (await (await page.$('#stage'))!.boundingBox())!;
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.mouse.wheel({ deltaY: -100 });
+    await page.waitForFunction(`document.getElementById('zoom-level').textContent === '2.5×'`);
+    // Dragging pans both images by the same amount.
+    const left = `[...document.querySelectorAll('#stage img')].map((i) => Math.round(i.getBoundingClientRect().left))`;
+    const before = (await inPage(page, left)) as number[];
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2 + 40, box.y + box.height / 2, { steps: 4 });
+    await page.mouse.up();
+    const after = (await inPage(page, left)) as number[];
+    expect(after[0]! - before[0]!).toBe(40);
+    expect(after[1]! - before[1]!).toBe(40);
+    await page.keyboard.press('0');
+    expect(await inPage(page, widths)).toEqual([1, 1]);
+    await page.keyboard.press('Escape');
+    await page.close();
+  });
+
+  it('searches the instructions, sorts by score, cost and latency, and flags accepted rows the judge scored low', async () => {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1400, height: 900 });
+    await page.goto(url);
+    await showsTiles(page, ALL);
+    await page.type('#f-q', 'LIGHTHOUSE sky');
+    await showsTiles(
+      page,
+      ALL.filter((i) => /sky.*lighthouse/i.test(fixtureRow(i).instruction)),
+    );
+    await setInput(page, 'f-q', '');
+    await showsTiles(page, ALL);
+
+    // Sorted over the whole run; rows without the value (unscored, not run) last, in plan order.
+    const by = (value: (i: number) => number | undefined, sign: number) => [
+      ...ALL.filter((i) => value(i) !== undefined).sort((a, b) => (value(a)! - value(b)!) * sign || a - b),
+      ...ALL.filter((i) => value(i) === undefined),
+    ];
+    await page.select('#f-sort', 'score:desc');
+    await showsTiles(
+      page,
+      by((i) => fixtureRow(i).score, -1),
+    );
+    await page.select('#f-sort', 'cost:asc');
+    await showsTiles(
+      page,
+      by((i) => fixtureRow(i).costUsd, 1),
+    );
+    await page.select('#f-sort', 'latency:desc');
+    await showsTiles(
+      page,
+      by((i) => fixtureRow(i).latencyMs, -1),
+    );
+    expect(page.url()).toContain('sort=latency&order=desc');
+    await page.select('#f-sort', 'index:asc');
+    await showsTiles(page, ALL);
+
+    // Conflicts: accepted by a person, scored below 5 (of 10) by the judge; the threshold is the page's.
+    const conflicts = (below: number) => ALL.filter((i) => fixtureRow(i).review === 'accepted' && (fixtureRow(i).score ?? 10) < below);
+    expect(conflicts(5).length).toBeGreaterThan(0);
+    expect(conflicts(8).length).toBeGreaterThan(conflicts(5).length);
+    await page.waitForFunction(`document.getElementById('count-conflicts')?.textContent === 'conflicts: ${conflicts(5).length}'`);
+    const flagged = `[...document.querySelectorAll('#grid .tile .badge.conflict')].map((b) => Number(b.closest('.tile').dataset.index))`;
+    expect(await inPage(page, flagged)).toEqual(conflicts(5));
+    await page.select('#f-review', 'conflict');
+    await showsTiles(page, conflicts(5));
+    await setInput(page, 'f-conflict', '8');
+    await showsTiles(page, conflicts(8));
+    await page.close();
+  });
+
+  it('marks every row a filter shows in one request, and keeps reject reasons with the marks and in the export', async () => {
+    const page = await browser.newPage();
+    await page.setViewport({ width: 1400, height: 900 });
+    page.on('dialog', (d) => void d.accept());
+    const posts: string[] = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST') posts.push(r.url());
+    });
+    await page.goto(url);
+    // Unmarked done rows about teapots: accepted all at once.
+    await page.select('#f-status', 'ok');
+    await page.select('#f-review', 'unmarked');
+    await page.type('#f-q', 'teapot');
+    const teapots = ALL.filter(
+      (i) => fixtureRow(i).status === 'ok' && !fixtureRow(i).review && fixtureRow(i).instruction.includes('teapot'),
+    );
+    await showsTiles(page, teapots);
+    await page.click('#bulk-accept');
+    await page.waitForFunction(`document.getElementById('status').textContent === 'accepted ${teapots.length} row(s)'`);
+    expect(posts).toEqual([`${url}api/review`]);
+    for (const i of teapots) expect(marks().get(i)?.verdict).toBe('accepted');
+    await showsTiles(page, []); // no longer unmarked
+
+    // Every bicycle row, whatever its status, rejected with a reason: rows without an output are skipped.
+    await page.select('#f-status', '');
+    await page.select('#f-review', '');
+    await setInput(page, 'f-q', 'bicycle');
+    const bicycles = ALL.filter((i) => fixtureRow(i).instruction.includes('bicycle'));
+    const done = bicycles.filter((i) => fixtureRow(i).status === 'ok');
+    await showsTiles(page, bicycles);
+    await page.type('#reason', 'wheels melted');
+    await page.click('#bulk-reject');
+    await page.waitForFunction(
+      `document.getElementById('status').textContent === 'rejected ${done.length} row(s), ${bicycles.length - done.length} without an output skipped'`,
+    );
+    expect(posts).toHaveLength(2);
+    for (const i of done) expect(marks().get(i)).toMatchObject({ verdict: 'rejected', reason: 'wheels melted' });
+    await page.waitForFunction(
+      `document.querySelector('#grid .tile[data-index="${done[0]}"] .reason')?.textContent === 'rejected: wheels melted'`,
+    );
+
+    // One row by key: 2 rejects the selected row with the second preset reason.
+    await setInput(page, 'reason', '');
+    await setInput(page, 'f-q', '');
+    const one = ALL.find(
+      (i) =>
+        fixtureRow(i).status === 'ok' &&
+        !fixtureRow(i).review &&
+        !fixtureRow(i).instruction.includes('teapot') &&
+        !fixtureRow(i).instruction.includes('bicycle'),
+    )!;
+    await page.waitForSelector(`#grid .tile[data-index="${one}"]`);
+    await page.click(`#grid .tile[data-index="${one}"]`);
+    await page.keyboard.press('2');
+    await page.waitForFunction(`document.getElementById('status').textContent === 'row ${one}: rejected (${REJECT_PRESETS[1]})'`);
+    expect(marks().get(one)).toMatchObject({ verdict: 'rejected', reason: REJECT_PRESETS[1] });
+    await page.waitForFunction(`document.getElementById('detail').textContent.includes('reject reason${REJECT_PRESETS[1]}')`);
+    await page.close();
+
+    // A bulk mark whose filter now shows another number of rows than the person saw is refused.
+    const stale = await fetch(`${url}api/review`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ verdict: 'accepted', filter: { q: 'robot' }, expect: 1 }),
+    });
+    expect(stale.status).toBe(409);
+    expect(((await stale.json()) as { error: string }).error).toMatch(/^the filter now shows \d+ row\(s\), not 1/);
+    const badReason = await fetch(`${url}api/review/0`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ verdict: 'accepted', reason: 'fine' }),
+    });
+    expect(badReason.status).toBe(400);
+    const badSort = await fetch(`${url}api/rows?sort=colour`);
+    expect(badSort.status).toBe(400);
+    expect(((await badSort.json()) as { error: string }).error).toMatch(/^sort must be one of index, score, cost, latency/);
+
+    // Where review marks go, their reasons go: the export's review_reason column.
+    const out = join(dir, 'hf');
+    const exported = await atelier(['export', outputDir, '--format', 'hf', '--out', out, '--only', 'ok'], { ...process.env });
+    expect(exported.code, exported.stderr).toBe(0);
+    const [shard] = readdirSync(join(out, 'data'));
+    const bytes = readFileSync(join(out, 'data', shard!));
+    const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    const table = (await parquetReadObjects({ file, columns: ['index', 'review', 'review_reason'] })) as Array<{
+      index: bigint;
+      review: string | null;
+      review_reason: string | null;
+    }>;
+    expect(table.find((r) => Number(r.index) === done[0])).toMatchObject({ review: 'rejected', review_reason: 'wheels melted' });
+    expect(table.find((r) => Number(r.index) === one)).toMatchObject({ review: 'rejected', review_reason: REJECT_PRESETS[1] });
+    expect(table.find((r) => Number(r.index) === teapots[0])).toMatchObject({ review: 'accepted', review_reason: null });
+  });
+});
