@@ -69,7 +69,7 @@ export function registerEdit(
       'the first 100 rows, 8 calls at a time',
     ],
     [
-      'atelier edit --input edits.jsonl --out out --backend gemini --model gemini-2.5-flash-image --aspect-ratio 16:9',
+      'atelier edit --input edits.jsonl --out out --backend gemini --model gemini-3.1-flash-image --aspect-ratio 16:9',
       'another provider, with its own parameters',
     ],
     ['atelier edit --input edits.csv --out out --model gpt-image-2 --dry-run', 'rows, calls and estimated cost, nothing started'],

@@ -37,7 +37,7 @@ export const STANDINS: Record<string, StandinKind> = {
   gemini: {
     start: (port) => startGeminiStandin(portOption(port)),
     env: (url) => ({ GEMINI_API_KEY: 'standin', GEMINI_BASE_URL: url }),
-    note: 'then: atelier edit --backend gemini --model gemini-2.5-flash-image ...',
+    note: 'then: atelier edit --backend gemini --model gemini-3.1-flash-image ...',
   },
   openrouter: {
     start: (port) => startOpenRouterStandin(portOption(port)),

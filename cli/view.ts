@@ -24,7 +24,7 @@ export function registerView(program: Command, { io, setExit }: CommandContext):
   const cmd = program
     .command('view <run>')
     .description(
-      'a local web page of a run (its id or its output folder; live while it runs): before/after thumbnails, filters, row details, accept/reject marks',
+      'a local web page of a run (its id or its output folder; live while it runs): before/after thumbnails, search, sort and filters, compare (slider or overlay) and zoom, accept/reject marks with reasons, one at a time or for everything a filter shows',
     );
   addOptions(cmd, VIEW_OPTIONS).action(async (target: string, opts: ViewOptions) => setExit(await runView(target, opts, io)));
   addExamples(cmd, [
