@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command } from 'commander';
 import { UsageError } from '../lib/shared/errors';
 import { tracePhase } from '../lib/phaseTrace';
@@ -44,6 +46,14 @@ function makeIO(): CliIO {
     interrupt();
   });
   process.on('SIGTERM', () => interrupt());
+  // A reader that stops early (`atelier models | head`) closes the pipe: that ends the command
+  // quietly, as it does for other tools, instead of an unhandled EPIPE stack trace.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(ExitCodes.ok);
+      throw err;
+    });
+  }
   return {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
@@ -52,12 +62,26 @@ function makeIO(): CliIO {
   };
 }
 
+/** The version in package.json (two folders up from both cli/ and dist/cli/). */
+function packageVersion(): string {
+  for (const dir of [join(__dirname, '..'), join(__dirname, '..', '..')]) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'atelier' && pkg.version) return pkg.version;
+    } catch {
+      // not this folder
+    }
+  }
+  return 'unknown';
+}
+
 export function buildProgram(io: CliIO, setExit: (code: number) => void, argv: string[] = process.argv): Command {
   const program = new Command('atelier')
     .description('Durable batch image editing on Temporal: a dataset of images + instructions in, edited images and a results table out.')
     // One line of advice after a usage error, not the command's whole help (edit's is over 100 lines,
     // which buried the one line that says what was wrong).
     .showHelpAfterError('(add --help for the options)')
+    .version(packageVersion(), '-V, --version', 'the installed version of Atelier')
     .exitOverride();
   for (const [heading, registers] of COMMANDS) {
     program.commandsGroup(heading);
