@@ -107,6 +107,8 @@ describe('stale attempts never pay', () => {
         '3',
         '--max-retries',
         '0',
+        '--state-dir',
+        stateDir,
       ],
       env,
     );

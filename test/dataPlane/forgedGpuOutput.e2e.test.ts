@@ -108,6 +108,9 @@ describe('outputs are what the GPU worker made', () => {
       '2',
       '--seed',
       '7',
+      // The run's record goes to a state dir of the test's own, not the checkout's ./.atelier.
+      '--state-dir',
+      tempDir('atelier-forge-state-'),
     ];
 
     const orchestrator = new CliProcess(['worker', '--queues', 'atelier-orchestrator'], withStorage);
