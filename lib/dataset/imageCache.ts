@@ -109,7 +109,38 @@ export async function download(url: string, signal?: AbortSignal, limits: Downlo
   }
 }
 
+/**
+ * The downloads into a cache running in this process, by cache and URL: rows of one worker that
+ * need the same URL at the same moment share one download (a second row used to miss the cache the
+ * first was still filling and fetch the URL again).
+ */
+const inFlight = new Map<string, Promise<Buffer>>();
+
 export async function fetchCached(url: string, cacheLocation: string, signal?: AbortSignal, limits: DownloadLimits = {}): Promise<Buffer> {
+  const key = `${cacheLocation}\n${url}`;
+  const running = inFlight.get(key);
+  if (running) {
+    try {
+      return await running;
+    } catch {
+      // The other row's download failed or was cancelled with that row: this row tries on its own.
+    }
+  }
+  const fetching = fetchIntoCache(url, cacheLocation, signal, limits);
+  inFlight.set(key, fetching);
+  try {
+    return await fetching;
+  } finally {
+    if (inFlight.get(key) === fetching) inFlight.delete(key);
+  }
+}
+
+async function fetchIntoCache(
+  url: string,
+  cacheLocation: string,
+  signal: AbortSignal | undefined,
+  limits: DownloadLimits,
+): Promise<Buffer> {
   const cache = openStorage(cacheLocation);
   const pointer = `urls/${sha256(url)}`;
   const object = (await cache.read(pointer).catch(() => undefined))?.toString('utf8').trim();
