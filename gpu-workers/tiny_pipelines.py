@@ -114,6 +114,45 @@ def build_tiny_pix2pix(path: str | os.PathLike) -> str:
     return str(path)
 
 
+def build_tiny_sdxl_pix2pix(path: str | os.PathLike) -> str:
+    import torch
+    from diffusers import (
+        AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLInstructPix2PixPipeline, UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tok = _clip_tokenizer()
+    hidden = 16
+    # SDXL's UNet: cross-attention over both encoders' hidden states (16 + 16), and the "text_time" embedding of
+    # the pooled projection (16) plus six size ids x 8 (original size, crop, target size)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=8, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * hidden, attention_head_dim=4, norm_num_groups=8, use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + hidden,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=8, sample_size=32,
+    )
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=hidden, intermediate_size=2 * hidden,
+        num_attention_heads=2, num_hidden_layers=2, vocab_size=len(tok), max_position_embeddings=77,
+        projection_dim=hidden, hidden_act="gelu",
+    ))
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       timestep_spacing="leading", steps_offset=1)
+    pipe = StableDiffusionXLInstructPix2PixPipeline(
+        vae=vae, text_encoder=_clip_text_encoder(len(tok), hidden), text_encoder_2=text_encoder_2, tokenizer=tok,
+        tokenizer_2=tok, unet=unet, scheduler=scheduler, add_watermarker=False,
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
 def build_tiny_flux_kontext(path: str | os.PathLike) -> str:
     import torch
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxKontextPipeline, FluxTransformer2DModel
@@ -636,8 +675,40 @@ def build_tiny_bria_fibo_edit(path: str | os.PathLike) -> str:
     return str(path)
 
 
+def build_tiny_kandinsky5_i2i(path: str | os.PathLike) -> str:
+    import torch
+    from diffusers import (
+        AutoencoderKL, FlowMatchEulerDiscreteScheduler, Kandinsky5I2IPipeline, Kandinsky5Transformer3DModel,
+    )
+
+    torch.manual_seed(0)
+    tok = qwen2_tokenizer()
+    clip_tok = _clip_tokenizer()
+    hidden = 32
+    # The pipeline renders only its ~1 MP resolutions and hard-codes an 8x VAE: four narrow VAE blocks keep a
+    # 1024x1024 decode to seconds on a CPU; 16 latent channels as the FLUX.1 VAE it ships with.
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=4,
+        sample_size=64,
+    )
+    # visual_cond: the noisy latents, the source image's latents and a ones channel (2 x 16 + 1), as the I2I model
+    transformer = Kandinsky5Transformer3DModel(
+        in_visual_dim=16, in_text_dim=hidden, in_text_dim2=16, time_dim=32, out_visual_dim=16, patch_size=(1, 2, 2),
+        model_dim=32, ff_dim=64, num_text_blocks=1, num_visual_blocks=2, axes_dims=(4, 6, 6), visual_cond=True,
+    )
+    pipe = Kandinsky5I2IPipeline(
+        transformer=transformer, vae=vae, text_encoder=_qwen2_5_vl(tok, hidden), tokenizer=_qwen2_vl_processor(tok),
+        text_encoder_2=_clip_text_encoder(len(clip_tok), 16), tokenizer_2=clip_tok,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0),
+    )
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
 BUILDERS = {
-    "instruct-pix2pix": build_tiny_pix2pix, "flux-kontext": build_tiny_flux_kontext,
+    "instruct-pix2pix": build_tiny_pix2pix, "sdxl-instruct-pix2pix": build_tiny_sdxl_pix2pix,
+    "flux-kontext": build_tiny_flux_kontext,
     "flux2-klein": build_tiny_flux2_klein, "flux2-klein-base": build_tiny_flux2_klein_base,
     "flux2-klein-kv": build_tiny_flux2_klein_kv, "qwen": build_tiny_qwen, "qwen-plus": build_tiny_qwen_plus,
     "longcat": build_tiny_longcat, "longcat-turbo": build_tiny_longcat, "flux2": build_tiny_flux2,
@@ -646,6 +717,7 @@ BUILDERS = {
     "joyimage-edit": build_tiny_joyimage_edit, "joyimage-edit-plus": build_tiny_joyimage_edit_plus,
     "omnigen": build_tiny_omnigen, "z-image-omni": build_tiny_z_image_omni,
     "bria-fibo-edit": build_tiny_bria_fibo_edit, "bria-fibo-edit-turbo": build_tiny_bria_fibo_edit,
+    "kandinsky5-i2i": build_tiny_kandinsky5_i2i,
 }
 
 

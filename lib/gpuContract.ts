@@ -19,6 +19,7 @@ export type GpuModelType =
   | 'longcat-turbo'
   | 'glm-image'
   | 'instruct-pix2pix'
+  | 'sdxl-instruct-pix2pix'
   | 'joyimage-edit'
   | 'joyimage-edit-plus'
   | 'chronoedit'
@@ -29,6 +30,7 @@ export type GpuModelType =
   | 'dreamlite-mobile'
   | 'bria-fibo-edit'
   | 'bria-fibo-edit-turbo'
+  | 'kandinsky5-i2i'
   /** A worker started with a plugin adapter (`--adapter module:Class`); never detected from a name. */
   | 'plugin';
 

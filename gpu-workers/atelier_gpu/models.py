@@ -277,6 +277,30 @@ class InstructPix2PixAdapter(ModelAdapter):
         return PreparedRow(prompt=prompt, images=[resize(im, size)], seed=seed, settings=settings, out_size=None)
 
 
+class SdxlInstructPix2PixAdapter(ModelAdapter):
+    """InstructPix2Pix on SDXL (diffusers/sdxl-instructpix2pix-768; CosXL Edit converted to diffusers format)."""
+
+    model_type = "sdxl-instruct-pix2pix"
+    pipeline_class = "StableDiffusionXLInstructPix2PixPipeline"
+    min_diffusers = "0.21"
+    batchable = True
+    # __call__'s defaults are 100 steps, guidance 5.0, image guidance 1.5; these are its EXAMPLE_DOC_STRING's
+    # call for diffusers/sdxl-instructpix2pix-768 (30 / 3.0 / 1.5; tests/test_models.py reads them from it)
+    defaults = Defaults(num_inference_steps=30, guidance_scale=3.0, image_guidance_scale=1.5)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    # only the deprecated `callback(step, t, latents)`: heartbeats hook scheduler.step (as LongCat)
+    has_step_callback = False
+    multiple = 8
+
+    def prepare(self, prompt, images, seed, settings):
+        # Without height/width the pipeline squares the output at unet.sample_size x 8 (768 or 1024) and squashes
+        # the input to it: the input's own size, capped at --max-area, is passed instead (as pix2pix keeps it).
+        self.check_images(len(images))
+        im = images[0]
+        size = (settings.width, settings.height) if settings.width else fit_area(im.width, im.height, self.max_area, 8)
+        return PreparedRow(prompt=prompt, images=[resize(im, size)], seed=seed, settings=settings, out_size=size)
+
+
 class FluxKontextAdapter(ModelAdapter):
     model_type = "flux-kontext"
     pipeline_class = "FluxKontextPipeline"
@@ -734,13 +758,55 @@ class BriaFiboEditTurboAdapter(BriaFiboEditAdapter):
     defaults = Defaults(num_inference_steps=4, guidance_scale=1.0)
 
 
+# Kandinsky5I2IPipeline.resolutions (width, height): the only output sizes it renders; any other height/width is
+# replaced by the one of the nearest aspect ratio. Kept here so preparing inputs needs no diffusers import.
+KANDINSKY5_RESOLUTIONS: tuple[tuple[int, int], ...] = (
+    (1024, 1024), (640, 1408), (1408, 640), (768, 1280), (1280, 768), (896, 1152), (1152, 896),
+)
+
+
+class Kandinsky5I2IAdapter(ModelAdapter):
+    """Kandinsky 5.0 Image Editing (kandinskylab/Kandinsky-5.0-I2I-Lite-sft-Diffusers): a 6B DiT with Qwen2.5-VL
+    and CLIP text encoders (the Qwen-VL one also sees the source image) and the FLUX.1 VAE."""
+
+    model_type = "kandinsky5-i2i"
+    pipeline_class = "Kandinsky5I2IPipeline"
+    min_diffusers = "0.37"
+    batchable = False
+    # __call__: num_inference_steps=50, guidance_scale=3.5 (the model card's example calls it with these defaults)
+    defaults = Defaults(num_inference_steps=50, guidance_scale=3.5)
+    supports = frozenset({"num_inference_steps", "guidance_scale", "negative_prompt", "height", "width"})
+    multiple = 64
+
+    @staticmethod
+    def bucket(width: int, height: int) -> tuple[int, int]:
+        """The pipeline's rule: (width, height) if it is one of its resolutions, else the one whose aspect ratio
+        is nearest (the first of equals, as np.argmin)."""
+        if (width, height) in KANDINSKY5_RESOLUTIONS:
+            return width, height
+        ratio = width / height
+        return min(KANDINSKY5_RESOLUTIONS, key=lambda r: abs(r[0] / r[1] - ratio))
+
+    def prepare(self, prompt, images, seed, settings):
+        # The output is always one of the ~1 MP resolutions, whatever --max-area says; the source image is resized
+        # (not cropped: VaeImageProcessor's default) to it here, so the pipeline's own resize is a no-op.
+        self.check_images(len(images))
+        im = images[0]
+        size = self.bucket(*((settings.width, settings.height) if settings.width else im.size))
+        return PreparedRow(prompt=prompt, images=[resize(im, size)], seed=seed, settings=settings, out_size=size)
+
+    def output_images(self, out):
+        return out.image if hasattr(out, "image") else out[0]  # KandinskyImagePipelineOutput has `image`
+
+
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     a.model_type: a
     for a in (
         QwenEditAdapter, QwenEditPlusAdapter, FluxKontextAdapter, Flux2Adapter, Flux2KleinAdapter,
         Flux2KleinKVAdapter, LongCatEditAdapter, LongCatEditTurboAdapter, GlmImageAdapter, InstructPix2PixAdapter,
-        JoyImageEditAdapter, JoyImageEditPlusAdapter, ChronoEditAdapter, OmniGenAdapter, QwenImage21Adapter,
-        ZImageOmniAdapter, DreamLiteAdapter, DreamLiteMobileAdapter, BriaFiboEditAdapter, BriaFiboEditTurboAdapter,
+        SdxlInstructPix2PixAdapter, JoyImageEditAdapter, JoyImageEditPlusAdapter, ChronoEditAdapter, OmniGenAdapter,
+        QwenImage21Adapter, ZImageOmniAdapter, DreamLiteAdapter, DreamLiteMobileAdapter, BriaFiboEditAdapter,
+        BriaFiboEditTurboAdapter, Kandinsky5I2IAdapter,
     )
 }
 

@@ -31,7 +31,8 @@ class _TinyModels(dict):
                "qwen-plus": "tiny-qep", "longcat": "tiny-lc", "flux2": "tiny-f2", "joyimage-edit": "tiny-je",
                "joyimage-edit-plus": "tiny-jep", "chronoedit": "tiny-ce", "omnigen": "tiny-og",
                "qwen-image-2.1": "tiny-q21", "z-image-omni": "tiny-zo", "dreamlite": "tiny-dl",
-               "dreamlite-mobile": "tiny-dlm", "bria-fibo-edit": "tiny-bfe"}
+               "dreamlite-mobile": "tiny-dlm", "bria-fibo-edit": "tiny-bfe", "bria-fibo-edit-turbo": "tiny-bfet",
+               "longcat-turbo": "tiny-lct", "sdxl-instruct-pix2pix": "tiny-sxp", "kandinsky5-i2i": "tiny-k5"}
 
     def __init__(self, base: Path):
         super().__init__()

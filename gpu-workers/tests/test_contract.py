@@ -21,10 +21,10 @@ GOOD = {
 def test_schema_loads_and_names():
     assert contract.activity_name() == "editImageGpu"
     assert contract.model_types() == ["qwen", "qwen-plus", "flux-kontext", "flux2", "flux2-klein", "flux2-klein-kv",
-                                      "longcat", "longcat-turbo", "glm-image", "instruct-pix2pix", "joyimage-edit",
-                                      "joyimage-edit-plus", "chronoedit", "omnigen", "qwen-image-2.1", "z-image-omni",
-                                      "dreamlite", "dreamlite-mobile", "bria-fibo-edit", "bria-fibo-edit-turbo",
-                                      "plugin"]
+                                      "longcat", "longcat-turbo", "glm-image", "instruct-pix2pix",
+                                      "sdxl-instruct-pix2pix", "joyimage-edit", "joyimage-edit-plus", "chronoedit",
+                                      "omnigen", "qwen-image-2.1", "z-image-omni", "dreamlite", "dreamlite-mobile",
+                                      "bria-fibo-edit", "bria-fibo-edit-turbo", "kandinsky5-i2i", "plugin"]
     assert {"GpuOutOfMemory", "InputError", "InvalidRequest", "Cancelled"} <= set(contract.error_types())
 
 

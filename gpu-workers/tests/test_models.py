@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -38,6 +39,9 @@ from atelier_gpu.models import InvalidParams, detect_model_type, get_adapter
     ("carlofkl/DreamLite-mobile", "dreamlite-mobile"),
     ("briaai/Fibo-Edit-1.5-base", "bria-fibo-edit"),
     ("briaai/Fibo-Edit-1.5-turbo", "bria-fibo-edit-turbo"),
+    # SDXL InstructPix2Pix is not the SD 1.5 pipeline, whose "pix2pix" rule comes after it
+    ("diffusers/sdxl-instructpix2pix-768", "sdxl-instruct-pix2pix"),
+    ("kandinskylab/Kandinsky-5.0-I2I-Lite-sft-Diffusers", "kandinsky5-i2i"),
 ])
 def test_detect_from_name(name, expected):
     assert detect_model_type(name) == expected
@@ -87,6 +91,8 @@ def test_every_contract_type_has_an_adapter():
     ("dreamlite-mobile", 4, None, None, None),
     ("bria-fibo-edit", 30, 5.0, None, None),
     ("bria-fibo-edit-turbo", 4, 1.0, None, None),
+    ("sdxl-instruct-pix2pix", 30, 3.0, None, None),
+    ("kandinsky5-i2i", 50, 3.5, None, None),
 ])
 def test_defaults(mtype, steps, guidance, true_cfg, neg):
     s = get_adapter(mtype).resolve({})
@@ -174,7 +180,7 @@ def test_defaults_are_the_pipeline_signatures():
     names = {"num_inference_steps": "num_inference_steps", "guidance_scale": "guidance_scale",
              "true_cfg_scale": "true_cfg_scale", "image_guidance_scale": "image_guidance_scale"}
     from_signature = ["joyimage-edit", "joyimage-edit-plus", "chronoedit", "qwen-image-2.1", "z-image-omni",
-                      "dreamlite", "dreamlite-mobile", "bria-fibo-edit", "omnigen"]
+                      "dreamlite", "dreamlite-mobile", "bria-fibo-edit", "omnigen", "kandinsky5-i2i"]
     for mtype in from_signature:
         adapter = get_adapter(mtype)
         params = inspect.signature(pipeline_class(adapter).__call__).parameters
@@ -230,6 +236,47 @@ def test_new_adapters_prepare_and_call_kwargs():
     lite = get_adapter("dreamlite-mobile")
     kw = lite.call_kwargs([lite.prepare("p", [im], 1, lite.resolve({}))])
     assert kw["num_inference_steps"] == 4 and "guidance_scale" not in kw and kw["width"] % 16 == 0
+
+
+def test_example_defaults_are_the_pipeline_examples():
+    """Where an adapter's defaults are its pipeline's EXAMPLE_DOC_STRING call (not __call__'s defaults), they are
+    the values that example passes, in the pinned diffusers."""
+    import sys
+
+    from atelier_gpu.loading import pipeline_class
+
+    for mtype, fields in [("sdxl-instruct-pix2pix", ("num_inference_steps", "guidance_scale", "image_guidance_scale")),
+                          ("bria-fibo-edit-turbo", ("num_inference_steps", "guidance_scale"))]:
+        adapter = get_adapter(mtype)
+        example = sys.modules[pipeline_class(adapter).__module__].EXAMPLE_DOC_STRING
+        if mtype == "bria-fibo-edit-turbo":
+            example = example[example.lower().index("turbo"):]  # the docstring's turbo call
+        for field in fields:
+            value = getattr(adapter.defaults, field)
+            found = re.findall(rf"{field}=([0-9.]+)", example)
+            assert found and float(found[0]) == value, f"{mtype}: the example passes {field}={found}, not {value}"
+
+
+def test_sdxl_pix2pix_and_kandinsky5_prepare():
+    im = Image.new("RGB", (1600, 1200))
+    sx = get_adapter("sdxl-instruct-pix2pix", max_area=768 * 768)
+    row = sx.prepare("p", [im], 1, sx.resolve({}))
+    # the input's aspect ratio, capped at --max-area, passed as the output size (else the pipeline squares it)
+    assert row.images[0].size == row.out_size == (880, 664)
+    kw = sx.call_kwargs([row, sx.prepare("q", [im], 2, sx.resolve({}))])
+    assert kw["prompt"] == ["p", "q"] and (kw["width"], kw["height"]) == (880, 664)
+    assert (kw["guidance_scale"], kw["image_guidance_scale"], kw["num_inference_steps"]) == (3.0, 1.5, 30)
+    assert row.batch_key(sx) is not None
+
+    k5 = get_adapter("kandinsky5-i2i", max_area=64 * 64)  # --max-area does not apply: ~1 MP resolutions only
+    row = k5.prepare("p", [im], 1, k5.resolve({}))
+    assert row.images[0].size == row.out_size == (1152, 896)  # 4:3 -> the nearest of its resolutions
+    assert k5.prepare("p", [Image.new("RGB", (300, 700))], 1, k5.resolve({})).out_size == (640, 1408)
+    assert k5.prepare("p", [im], 1, k5.resolve({"width": 1280, "height": 768})).out_size == (1280, 768)
+    kw = k5.call_kwargs([row])
+    assert (kw["width"], kw["height"], kw["guidance_scale"]) == (1152, 896, 3.5) and kw["image"] is row.images[0]
+    out = type("Out", (), {"image": [Image.new("RGB", (8, 8))]})()
+    assert len(k5.output_images(out)) == 1
 
 
 def test_missing_pipeline_class_gives_clear_error(monkeypatch):

@@ -50,7 +50,7 @@ def test_end_to_end_single_row(make_service, tiny_models, images, tmp_path, mode
 # types get two); 2 steps each: JoyImage always runs at its 1 MP buckets, the slowest of them on a CPU
 NEW_PIPELINES = [("joyimage-edit", 1), ("joyimage-edit-plus", 2), ("chronoedit", 1), ("omnigen", 2),
                  ("qwen-image-2.1", 2), ("z-image-omni", 2), ("dreamlite", 1), ("dreamlite-mobile", 1),
-                 ("bria-fibo-edit", 2)]
+                 ("bria-fibo-edit", 2), ("sdxl-instruct-pix2pix", 1), ("kandinsky5-i2i", 1)]
 
 
 @pytest.mark.parametrize("model_type, n_images", NEW_PIPELINES)
@@ -104,7 +104,24 @@ def test_chronoedit_without_ftfy_is_refused_at_load(tiny_models, monkeypatch):
         load_pipeline("/nonexistent/chronoedit", get_adapter("chronoedit"), LoadOptions(device="cpu"))
 
 
-@pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext"])
+@pytest.mark.parametrize("model_type, base", [("bria-fibo-edit-turbo", "bria-fibo-edit"),
+                                              ("longcat-turbo", "longcat")])
+def test_turbo_types_end_to_end(make_service, tiny_models, images, tmp_path, model_type, base):
+    """The distilled types share their base's pipeline class (so a folder's model_index.json names the base type:
+    --model-type picks them); served with no params, a row runs the turbo defaults."""
+    from atelier_gpu.models import detect_model_type, get_adapter
+
+    assert detect_model_type(tiny_models[model_type]) == base
+    svc = make_service(model_type)
+    out = tmp_path / "turbo.png"
+    res = _run(svc, request(tiny_models[model_type], model_type, [images["red"]], str(out), params={}))
+    contract.validate_result(res)
+    assert res["num_inference_steps"] == get_adapter(model_type).defaults.num_inference_steps
+    with Image.open(out) as im:
+        assert np.asarray(im).std() > 0
+
+
+@pytest.mark.parametrize("model_type", ["instruct-pix2pix", "flux-kontext", "sdxl-instruct-pix2pix"])
 def test_same_seed_same_output_and_batch_matches_single(make_service, tiny_models, images, tmp_path, model_type,
                                                         decode_barrier):
     """Concurrent compatible rows share one pipeline call; each row keeps its own generator, so a row's

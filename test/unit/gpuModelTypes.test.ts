@@ -22,6 +22,7 @@ describe('GPU model types (contracts/gpu-edit.schema.json)', () => {
       'longcat-turbo': true,
       'glm-image': true,
       'instruct-pix2pix': true,
+      'sdxl-instruct-pix2pix': true,
       'joyimage-edit': true,
       'joyimage-edit-plus': true,
       chronoedit: true,
@@ -32,6 +33,7 @@ describe('GPU model types (contracts/gpu-edit.schema.json)', () => {
       'dreamlite-mobile': true,
       'bria-fibo-edit': true,
       'bria-fibo-edit-turbo': true,
+      'kandinsky5-i2i': true,
       plugin: true,
     };
     expect(Object.keys(union).sort()).toEqual([...GPU_MODEL_TYPES].sort());
@@ -46,6 +48,9 @@ describe('GPU model types (contracts/gpu-edit.schema.json)', () => {
     ['carlofkl/DreamLite-base', 'dreamlite'],
     ['briaai/Fibo-Edit-1.5-turbo', 'bria-fibo-edit-turbo'],
     ['Qwen/Qwen-Image-Edit-2511', 'qwen-plus'],
+    ['diffusers/sdxl-instructpix2pix-768', 'sdxl-instruct-pix2pix'],
+    ['timbrooks/instruct-pix2pix', 'instruct-pix2pix'],
+    ['kandinskylab/Kandinsky-5.0-I2I-Lite-sft-Diffusers', 'kandinsky5-i2i'],
   ])('detects %s as %s from its name', (model, type) => {
     expect(detectGpuModelType(model)).toBe(type);
   });
