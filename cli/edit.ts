@@ -111,7 +111,9 @@ function batchSettings(options: EditOptions, backend: string): BatchSettings | u
 function gpuSettings(options: EditOptions, model: string): GpuRunSettings {
   const modelType = options.modelType ?? detectGpuModelType(model);
   if (!modelType) {
-    throw new UsageError(`cannot tell the model type of ${model} from its name; pass --model-type (${GPU_MODEL_TYPES.join(' | ')})`);
+    throw new UsageError(
+      `cannot tell the model type of ${model} from its name or its model_index.json (a local folder's, or a Hub repo's once in the Hub cache); pass --model-type (${GPU_MODEL_TYPES.join(' | ')})`,
+    );
   }
   if (!(GPU_MODEL_TYPES as string[]).includes(modelType)) {
     throw new UsageError(`--model-type ${modelType} is not one of ${GPU_MODEL_TYPES.join(', ')}`);

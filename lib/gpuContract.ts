@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
 import contract from '../contracts/gpu-edit.schema.json';
@@ -106,14 +107,43 @@ export function gpuTaskQueue(model: string): string {
   return `gpu-${key}`;
 }
 
-/** The model type of a hub id or local folder, by the contract's detection rules; undefined if unknown. */
+/** The Hugging Face Hub cache folder, as huggingface_hub finds it (HF_HUB_CACHE, HF_HOME/hub, XDG, ~/.cache). */
+function hubCacheDir(): string {
+  const env = process.env;
+  if (env.HF_HUB_CACHE) return env.HF_HUB_CACHE;
+  if (env.HF_HOME) return join(env.HF_HOME, 'hub');
+  return join(env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'huggingface', 'hub');
+}
+
+/**
+ * The model_index.json of a model: a local folder's, or, for a Hub repo id, the one in the Hub cache at `main`
+ * (the CLI does not download; the worker does, so a repo not yet cached needs --model-type here).
+ */
+function modelIndexPath(model: string): string | undefined {
+  const local = join(model, 'model_index.json');
+  if (existsSync(local)) return local;
+  if (!/^[A-Za-z0-9][\w.-]*\/[A-Za-z0-9][\w.-]*$/.test(model) || existsSync(model)) return undefined;
+  const repo = join(hubCacheDir(), `models--${model.replace('/', '--')}`);
+  try {
+    const commit = readFileSync(join(repo, 'refs', 'main'), 'utf8').trim();
+    const cached = join(repo, 'snapshots', commit, 'model_index.json');
+    return existsSync(cached) ? cached : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The model type of a hub id or local folder, by the contract's detection rules (name rules, then the
+ * model_index.json's _class_name: a local folder's or a cached Hub repo's); undefined if unknown.
+ */
 export function detectGpuModelType(model: string): GpuModelType | undefined {
   const name = model.toLowerCase();
   for (const [pattern, type] of contract.modelTypeDetection.nameRules as [string, GpuModelType][]) {
     if (new RegExp(pattern).test(name)) return type;
   }
-  const index = join(model, 'model_index.json');
-  if (existsSync(index)) {
+  const index = modelIndexPath(model);
+  if (index) {
     try {
       const className = (JSON.parse(readFileSync(index, 'utf8')) as { _class_name?: string })._class_name ?? '';
       return (contract.modelTypeDetection.pipelineClasses as Record<string, GpuModelType>)[className];

@@ -36,6 +36,10 @@ KONTEXT_RESOLUTIONS: tuple[tuple[int, int], ...] = (
 )
 
 
+class UnknownModelType(ValueError):
+    """--model-type is not given and cannot be told from the model, or names no model type."""
+
+
 class InvalidParams(ValueError):
     """The request does not fit the model type (unsupported param, too many images...)."""
 
@@ -820,7 +824,7 @@ def get_adapter(model_type: str, **kwargs: Any) -> ModelAdapter:
     try:
         return ADAPTERS[model_type](**kwargs)
     except KeyError:
-        raise ValueError(f"unknown model type {model_type!r}; one of {', '.join(ADAPTERS)}") from None
+        raise UnknownModelType(f"unknown model type {model_type!r}; one of {', '.join(ADAPTERS)}") from None
 
 
 # --- model-type detection -------------------------------------------------------------------------------------
@@ -835,27 +839,54 @@ def _detection() -> dict[str, Any]:
 _RULES: list[tuple[str, str]] = [(pattern, mtype) for pattern, mtype in _detection()["nameRules"]]
 
 
-def detect_model_type(model: str) -> str:
+# a Hub repo id ("org/name"), as opposed to a local path
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _model_index_class(model: str, revision: str | None = None) -> tuple[str, str]:
+    """(the _class_name in the model's model_index.json, "" if none; why there is none, "" if there is one).
+
+    A local folder's file is read; for a Hub repo id, huggingface_hub fetches it (one small file, into the Hub
+    cache the pipeline's own download then uses), or, offline (HF_HUB_OFFLINE=1), finds it in that cache."""
+    if os.path.isdir(model):
+        index = Path(model) / "model_index.json"
+        if not index.is_file():
+            return "", f"{model} has no model_index.json"
+        text = index.read_text(encoding="utf-8")
+    elif _REPO_ID.match(model) and not os.path.exists(model):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            text = Path(hf_hub_download(model, "model_index.json", revision=revision)).read_text(encoding="utf-8")
+        except Exception as e:  # noqa: BLE001 - offline and not cached, no such repo, no such file, network...
+            return "", f"its model_index.json could not be read from the Hub ({type(e).__name__})"
+    else:
+        return "", f"{model} is neither a folder nor a Hub repo id"
+    try:
+        return str(json.loads(text).get("_class_name", "")), ""
+    except (ValueError, AttributeError):
+        return "", "its model_index.json is not a JSON object"
+
+
+def detect_model_type(model: str, revision: str | None = None) -> str:
     """The model type of a hub id or local directory.
 
     Order: name patterns (Qwen-Image-Edit-2509/2511/Plus -> qwen-plus, Qwen-Image-Edit -> qwen, *Kontext* ->
     flux-kontext, FLUX.2-klein -> flux2-klein, FLUX.2 -> flux2, LongCat -> longcat, *pix2pix* ->
-    instruct-pix2pix); then, for a local directory, the pipeline class in its model_index.json.
+    instruct-pix2pix, ...: the contract's nameRules); then the pipeline class in its model_index.json (a local
+    folder's, or a Hub repo's: downloaded, or from the Hub cache when offline).
     """
     name = model.lower()
     for pattern, mtype in _RULES:
         if re.search(pattern, name):
             return mtype
-    index = Path(model) / "model_index.json"
-    if os.path.isdir(model) and index.is_file():
-        try:
-            cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
-        except (OSError, ValueError):
-            cls = ""
-        by_class = _detection()["pipelineClasses"]
-        if cls in by_class:
-            return by_class[cls]
-    raise ValueError(
-        f"cannot tell the model type of {model!r} from its name; pass --model-type "
-        f"({' | '.join(ADAPTERS)})"
+    cls, why = _model_index_class(model, revision)
+    by_class = _detection()["pipelineClasses"]
+    if cls in by_class:
+        return by_class[cls]
+    if cls:
+        why = f"its model_index.json names {cls}, which no model type serves"
+    raise UnknownModelType(
+        f"cannot tell the model type of {model!r} from its name ({why}); pass --model-type "
+        f"({' | '.join(ADAPTERS)}), or --adapter for a plugin"
     )

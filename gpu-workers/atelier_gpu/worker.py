@@ -300,7 +300,7 @@ def build_service(args: argparse.Namespace, device: str | None = None):
         return _build_plugin_service(args, overrides, device)
     if args.model_type == "plugin":
         raise PluginError("--model-type plugin needs --adapter MODULE:CLASS (or an atelier_gpu.adapters entry point)")
-    model_type = args.model_type or detect_model_type(args.model)
+    model_type = args.model_type or detect_model_type(args.model, args.revision)
     adapter = get_adapter(model_type, max_area=args.max_area, worker_overrides=overrides,
                           attention_backend=args.attention_backend)
     opts = LoadOptions(
@@ -430,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         device = "cuda" if args.device == "auto" else args.device
     args.device = device
     from .loading import PipelineUnavailable
+    from .models import UnknownModelType
     from .plugins import PluginError
     from .speed import SpeedOptionError
 
@@ -437,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_worker(args))
     except KeyboardInterrupt:
         return 130
-    except (SpeedOptionError, PipelineUnavailable, PluginError) as e:  # a set-up problem: the message, not a traceback
+    except (SpeedOptionError, PipelineUnavailable, PluginError, UnknownModelType) as e:
+        # a set-up problem: the message, not a traceback
         print(f"atelier-gpu worker: {e}", file=sys.stderr)
         return 1
     return 0

@@ -63,6 +63,42 @@ def test_detect_from_local_model_index(tmp_path):
         detect_model_type(str(tmp_path / "unknown-model"))
 
 
+def _hub_cache(root, repo_id: str, index: dict | None) -> str:
+    """A Hugging Face Hub cache holding `repo_id` at main (the layout huggingface_hub writes: refs/main names the
+    snapshot), with a model_index.json when `index` is given."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    if index is not None:
+        (snapshot / "model_index.json").write_text(json.dumps(index))
+    return str(root)
+
+
+def test_detect_a_hub_repo_id_from_its_model_index(tmp_path):
+    """--model org/name is enough when the name says nothing: the repo's model_index.json, fetched by the real
+    huggingface_hub (here offline, from a Hub cache, as the worker finds a repo downloaded earlier)."""
+    import os
+    import subprocess
+    import sys
+
+    cache = tmp_path / "hub"
+    _hub_cache(cache, "acme/house-style-v3", {"_class_name": "JoyImageEditPipeline"})
+    _hub_cache(cache, "acme/sd-finetune", {"_class_name": "StableDiffusionPipeline"})
+    code = ("import sys\nfrom atelier_gpu.models import detect_model_type\n"
+            "for m in sys.argv[1:]:\n"
+            "    try:\n        print(detect_model_type(m))\n"
+            "    except ValueError as e:\n        print(e)\n")
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1")
+    out = subprocess.run([sys.executable, "-c", code, "acme/house-style-v3", "acme/sd-finetune", "acme/not-cached"],
+                         capture_output=True, text=True, env=env, check=True, timeout=120).stdout.splitlines()
+    assert out[0] == "joyimage-edit"
+    assert "names StableDiffusionPipeline, which no model type serves" in out[1] and "--model-type" in out[1]
+    assert "could not be read from the Hub" in out[2] and "--model-type" in out[2]
+
+
 def test_every_contract_type_has_an_adapter():
     from atelier_gpu.contract import model_types
 

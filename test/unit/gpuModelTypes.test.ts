@@ -73,6 +73,26 @@ describe('GPU model types (contracts/gpu-edit.schema.json)', () => {
     expect(detectGpuModelType(model)).toBeUndefined();
   });
 
+  it('detects a Hub repo id from the model_index.json in the Hub cache, as the worker does', () => {
+    const cache = mkdtempSync(join(tmpdir(), 'atelier-hub-'));
+    dirs.push(cache);
+    const commit = '0123456789abcdef0123456789abcdef01234567';
+    const repo = join(cache, 'models--acme--house-style-v3');
+    mkdirSync(join(repo, 'refs'), { recursive: true });
+    mkdirSync(join(repo, 'snapshots', commit), { recursive: true });
+    writeFileSync(join(repo, 'refs', 'main'), commit);
+    writeFileSync(join(repo, 'snapshots', commit, 'model_index.json'), JSON.stringify({ _class_name: 'Kandinsky5I2IPipeline' }));
+    const saved = process.env.HF_HUB_CACHE;
+    try {
+      process.env.HF_HUB_CACHE = cache;
+      expect(detectGpuModelType('acme/house-style-v3')).toBe('kandinsky5-i2i');
+      expect(detectGpuModelType('acme/not-cached')).toBeUndefined();
+    } finally {
+      if (saved === undefined) delete process.env.HF_HUB_CACHE;
+      else process.env.HF_HUB_CACHE = saved;
+    }
+  });
+
   it('a plugin-served model needs --adapter in the worker arguments edit passes on', () => {
     const input = { model: 'acme/step1x', gpu: { modelType: 'plugin', taskQueue: 'gpu-acme-step1x' } } as unknown as DatasetWorkflowInput;
     const saved = process.env.ATELIER_GPU_WORKER_ARGS;
