@@ -87,6 +87,45 @@ describe('--backend diffusers through the Python GPU worker', () => {
     await expect(sharp(join(outputDir, 'second.png')).metadata()).resolves.toMatchObject({ format: 'png' });
   });
 
+  it('a plugin adapter (--model-type plugin, the worker started with --adapter) serves the same run through the same workflow', async () => {
+    // The example plugin runs its own denoising loop over the same tiny checkpoint: the TypeScript side sees the
+    // contract's model type `plugin` and nothing else changes (outputs, results, error classes).
+    const { dir, csv } = await dataset();
+    const outputDir = join(dir, 'out');
+    const run = await atelier(
+      [
+        'edit',
+        '--input',
+        csv,
+        '--output-dir',
+        outputDir,
+        '--backend',
+        'diffusers',
+        '--model',
+        modelDir,
+        '--model-type',
+        'plugin',
+        '--gpus',
+        'cpu',
+        '--num-inference-steps',
+        '2',
+        '--seed',
+        '7',
+        '--output-name-column',
+        'name',
+        '--state-dir',
+        join(dir, 'state'),
+      ],
+      {
+        ...offline,
+        ATELIER_GPU_WORKER_ARGS: '--max-area 4096 --warmup-steps 1 --adapter plugin_examples.pix2pix_loop:InstructPix2PixLoop',
+      },
+    );
+    expect(run.code, run.stderr).toBe(2);
+    expect(run.stderr).toMatch(/GPU worker ready: .* on gpu-/);
+    checkOutputs(outputDir);
+  });
+
   it('`atelier gpu-worker` and `atelier worker` serve a run started with TEMPORAL_ADDRESS; a re-run reproduces nothing twice', async () => {
     const { dir, csv } = await dataset();
     const stateDir = join(dir, 'state');
