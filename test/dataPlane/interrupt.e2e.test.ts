@@ -121,9 +121,12 @@ describe('Ctrl-C of `atelier edit` in a terminal (SIGINT to its process group)',
       retried.filter((i) => calledBefore.has(`interrupt row ${i}`)),
       'rows in flight at the interrupt whose call was not recorded',
     ).toEqual([]);
-    // Without a lost task, the re-run is its start-up plus the calls left; with one, a heartbeat
-    // timeout more.
-    expect(seconds).toBeLessThan(remainingSeconds + 15 + (retried.length ? HEARTBEAT_TIMEOUT_S : 0));
+    // Without a lost task, the re-run after its first call takes about as long as the calls left;
+    // with one, a heartbeat timeout more. The start-up before the first call is left out of the
+    // bound: it is the machine's (9.5 s of a 21.9 s re-run at load 20 in a fresh-clone run), and a
+    // heartbeat waited out shows in the histories above (attempt > 1), which is the precise check.
+    const afterFirstCall = seconds - (firstCall - started) / 1000;
+    expect(afterFirstCall).toBeLessThan(remainingSeconds + 15 + (retried.length ? HEARTBEAT_TIMEOUT_S : 0));
   });
 });
 
