@@ -1,9 +1,17 @@
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
-import { describe, expect, it } from 'vitest';
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import contract from '../../contracts/gpu-edit.schema.json';
-import { createGpuRowActivities } from '../../activities/gpuRow';
+import { createGpuRowActivities, type GpuRowPlan } from '../../activities/gpuRow';
+import { createOrchestrationActivities } from '../../activities/orchestration';
 import { GPU_URLS_UPDATE, validateGpuRequest, type GpuUrlsRequest } from '../../lib/gpuContract';
-import type { RowTask } from '../../lib/shared/types';
+import type { DatasetWorkflowInput, RowTask } from '../../lib/shared/types';
+import { openStorage } from '../../storage';
+import { startS3Server, type S3TestServer } from '../../testing/versitygw';
+import { tempDir, writePng, writeText } from '../helpers/fixtures';
+import { testInput } from '../helpers/temporalEnv';
 import { gpuUrlsUpdate } from '../../workflows/row';
 
 // The GPU worker asks the row workflow for the URLs of its request's `staged:` references (issue 23:
@@ -50,4 +58,83 @@ describe('URLs asked for at call time', () => {
       await expect(mint(request)).rejects.toMatchObject({ type: 'InvalidRequest', nonRetryable: true });
     }
   });
+});
+
+describe('a multi-turn GPU row in object storage', () => {
+  let s3: S3TestServer;
+  beforeAll(async () => {
+    s3 = await startS3Server();
+    Object.assign(process.env, s3.env);
+    await s3.createBucket('grant');
+  }, 120_000);
+  afterAll(async () => s3?.stop());
+
+  it('names staged objects only; each turn reads the output the commit checked, under the preparation name', async () => {
+    const dir = tempDir('atelier-grant-');
+    await writePng(join(dir, 'a.png'), '#336699', 32);
+    const rows = join(dir, 'rows.jsonl');
+    const turns = [
+      { role: 'user', content: 'turn one' },
+      { role: 'assistant', content: 'done' },
+      { role: 'user', content: 'turn two' },
+    ];
+    writeText(rows, JSON.stringify({ images: 'a.png', conversations: turns }));
+    const input = testInput({
+      runId: 'grant-multi',
+      inputPath: rows,
+      outputDir: 's3://grant/out',
+      backend: 'diffusers',
+      model: '/models/tiny-pix2pix',
+      gpu: { modelType: 'instruct-pix2pix', taskQueue: 'gpu-tiny-pix2pix', seed: 7, params: {} },
+    });
+    const planned = (await new MockActivityEnvironment().run(createOrchestrationActivities().planRun, input)) as {
+      input: DatasetWorkflowInput;
+    };
+    const full = planned.input;
+    const task: RowTask = {
+      runId: full.runId,
+      outputDir: full.outputDir,
+      position: 0,
+      index: 0,
+      backend: full.backend,
+      model: full.model,
+      params: full.params,
+      numImages: full.numImages,
+      encoding: full.encoding,
+      imageCacheDir: full.imageCacheDir!,
+      gpu: full.gpu!,
+    };
+    const env = new MockActivityEnvironment();
+    const gpu = createGpuRowActivities();
+    const plan = (await env.run(gpu.prepareGpuRow, task)) as GpuRowPlan;
+    expect(plan.chained).toBe(true);
+    const prepared = /^staged:out_0\.([0-9a-f]{12})\.png$/.exec(plan.requests[0]!.output_path)![1]!;
+    expect(plan.requests.map((r) => [r.input_images, r.output_path])).toEqual([
+      [['staged:in_0.png'], `staged:out_0.${prepared}.png`],
+      [[`staged:out_0.${prepared}.png`], `staged:out_1.${prepared}.png`],
+    ]);
+    expect(JSON.stringify(plan)).not.toMatch(/X-Amz-Signature|https?:/);
+
+    // Turn 0 made by attempt 2 (its own name), then committed: the checked bytes are what turn 1 reads.
+    const storage = openStorage('s3://grant/out');
+    const made = await sharp({ create: { width: 32, height: 32, channels: 3, background: '#00ff00' } })
+      .png()
+      .toBuffer();
+    await storage.write(`.atelier/staging/000000/out_0.${prepared}.a2.png`, made);
+    const result = {
+      output_path: `http://s3.test/grant/out/.atelier/staging/000000/out_0.${prepared}.a2.png`,
+      width: 32,
+      height: 32,
+      seed: 1,
+      num_inference_steps: 1,
+      latency_ms: 1,
+      batch_size: 1,
+      attempt: 2,
+      sha256: createHash('sha256').update(made).digest('hex'),
+      size: made.length,
+    };
+    await env.run(gpu.commitGpuOutput, { task, output: 0, result, last: false, chained: true, attempts: 1 });
+    expect(await storage.read(`.atelier/staging/000000/out_0.${prepared}.png`)).toEqual(made);
+    expect(await storage.stat(plan.outputImages[0]!)).toBeDefined();
+  }, 120_000);
 });
