@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
 import { ClassifiedError } from '../lib/shared/errors';
@@ -8,9 +9,12 @@ import {
   validateGpuRequest,
   validateGpuResult,
   rowSeed,
+  STAGED_PREFIX,
   type GpuEditRequest,
   type GpuEditResult,
   type GpuModelType,
+  type GpuUrls,
+  type GpuUrlsRequest,
 } from '../lib/gpuContract';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
@@ -26,11 +30,33 @@ import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow'
 // exactly as the API path does, so resume, naming and results behave the same for every backend.
 //
 // The GPU worker needs neither the dataset's filesystem nor storage credentials: on a local disk a
-// request names plain paths; in object storage it carries presigned GET URLs for its inputs and a
-// presigned create-only PUT URL (If-None-Match: *) for its output, valid for the activity's time.
+// request names plain paths. In object storage it names `staged:<name>` objects, and no URL: the
+// history (which whoever may read the run's workflows can read) would keep a URL valid for as long
+// as the request may wait in its queue, hours. The worker asks the row workflow for URLs when it
+// uses them (the update `gpuUrls`, answered by `mintGpuUrls`): GET URLs as the attempt starts, one
+// create-only PUT URL (If-None-Match: *) right before it writes, for a staged name of that attempt
+// alone. Each is valid for minutes and only for the attempt the server runs now; once the attempt
+// ends nothing reads what its URL names, and the commit checks the bytes against the worker's
+// digest in any case.
 
-/** As long as the GPU activity may run (its start-to-close timeout), plus queueing slack. */
+/** Paths handed to a worker on the run's own disk (not secrets: whoever can use them can read the disk). */
 const URL_LIFETIME_S = 3 * 60 * 60;
+
+/** How long a URL minted for an attempt is valid: it is used at once (inputs read, or the output written). */
+export const URL_GRANT_LIFETIME_S = 10 * 60;
+
+/** PendingActivityState.STARTED (temporal.api.enums.v1): the attempt a worker is running. */
+const PENDING_ACTIVITY_STARTED = 2;
+
+/** Staged names a worker may be given a GET URL for: inputs, a resumed turn, a previous turn's checked output. */
+const READABLE_STAGED = /^(in_\d+|resume_\d+|out_\d+\.[0-9a-f]{12})\.png$/;
+/** Staged names a worker may be given a create-only URL for: an output of this preparation. */
+const CREATABLE_STAGED = /^out_\d+\.[0-9a-f]{12}\.png$/;
+
+/** The name of output `name` (`out_<k>.<id>.png`) that attempt `attempt` alone may create. */
+function attemptOutputName(name: string, attempt: number): string {
+  return name.replace(/\.png$/, `.a${attempt}.png`);
+}
 
 export interface GpuRowPlan {
   /** Already done: nothing to run. */
@@ -72,7 +98,7 @@ function stagedOutputName(k: number, prepared: string | undefined): string {
  */
 function reportedOutputName(k: number, reported: string): string {
   const name = reported.split('?')[0]!.split('/').pop() ?? '';
-  if (new RegExp(`^out_${k}(\\.[0-9a-f]{12})?\\.png$`).test(name)) return name;
+  if (new RegExp(`^out_${k}(\\.[0-9a-f]{12}(\\.a\\d+)?)?\\.png$`).test(name)) return name;
   throw ApplicationFailure.create({
     type: ErrorTypes.invalidRequest,
     nonRetryable: true,
@@ -151,9 +177,13 @@ export function createGpuRowActivities() {
         // must not be taken for this one's.
         await storage.removeAll(stagingKey(task.index));
         const prepared = randomBytes(6).toString('hex');
+        // In object storage the worker asks for its URLs when it uses them (mintGpuUrls): none in the history.
+        const byName = storage.kind === 's3';
+        const readRef = (name: string) =>
+          byName ? Promise.resolve(`${STAGED_PREFIX}${name}`) : storage.readUrl(stagingKey(task.index, name), URL_LIFETIME_S);
         const stage = async (name: string, png: Buffer): Promise<string> => {
           await storage.write(stagingKey(task.index, name), png);
-          return storage.readUrl(stagingKey(task.index, name), URL_LIFETIME_S);
+          return readRef(name);
         };
         let inputs: string[];
         if (firstOutput > 0) {
@@ -182,11 +212,10 @@ export function createGpuRowActivities() {
             model: task.model,
             model_type: gpu.modelType as GpuModelType,
             prompt: chained ? row.turns[k]! : row.turns[0]!,
-            input_images:
-              chained && k > firstOutput
-                ? [await storage.readUrl(stagingKey(task.index, stagedOutputName(k - 1, prepared)), URL_LIFETIME_S)]
-                : inputs,
-            output_path: await storage.createUrl(stagingKey(task.index, stagedOutputName(k, prepared)), URL_LIFETIME_S),
+            input_images: chained && k > firstOutput ? [await readRef(stagedOutputName(k - 1, prepared))] : inputs,
+            output_path: byName
+              ? `${STAGED_PREFIX}${stagedOutputName(k, prepared)}`
+              : await storage.createUrl(stagingKey(task.index, stagedOutputName(k, prepared)), URL_LIFETIME_S),
             seed: rowSeed(generationSeed(gpu.seed, prior), task.index, k),
             params: gpu.params,
           });
@@ -234,7 +263,8 @@ export function createGpuRowActivities() {
         const result = validateGpuResult(args.result);
         const row = await store.planRow(task.position);
         const target = row.outputs[args.output]!;
-        const staged = stagingKey(task.index, reportedOutputName(args.output, result.output_path));
+        const stagedName = reportedOutputName(args.output, result.output_path);
+        const staged = stagingKey(task.index, stagedName);
         const produced = await storage.read(staged);
         if (!produced)
           throw new ClassifiedError(
@@ -242,6 +272,10 @@ export function createGpuRowActivities() {
             `the GPU worker reported output ${args.output} of row ${task.index}, but it is not in ${storage.describe(stagingKey(task.index))}`,
           );
         await verifyStaged(storage, staged, produced, result, `output ${args.output} of row ${task.index}`);
+        // The next turn reads this output under the preparation's name, not the attempt's (its
+        // request was built before any attempt ran): the checked bytes are put there.
+        const perAttempt = /^(out_\d+\.[0-9a-f]{12})\.a\d+\.png$/.exec(stagedName);
+        if (perAttempt && args.chained && !args.last) await storage.write(stagingKey(task.index, `${perAttempt[1]}.png`), produced);
         const output = { path: target.path, bytes: await encodeOutput(produced, target.format, task.encoding) };
         const outputImages = row.outputs.map((o) => o.path);
         const prior = await store.readEntry(task.index);
@@ -275,6 +309,52 @@ export function createGpuRowActivities() {
       } catch (err) {
         return fail(err);
       }
+    },
+
+    /**
+     * URLs for a GPU attempt's `staged:` references, asked for by the worker through the row
+     * workflow's `gpuUrls` update as it uses them. Given only to the attempt the server runs now
+     * (a stale one, or a request for another row's or an unstaged name, gets nothing), valid for
+     * minutes; a create URL names an object of that attempt alone.
+     */
+    async mintGpuUrls(args: { task: RowTask; request: GpuUrlsRequest }): Promise<GpuUrls> {
+      const { task, request } = args;
+      const refuse = (why: string, retry = false) =>
+        ApplicationFailure.create({
+          type: retry ? ErrorTypes.retryable : ErrorTypes.invalidRequest,
+          nonRetryable: !retry,
+          message: `no URLs for attempt ${request.attempt} of row ${task.index}'s GPU activity ${request.activity_id}: ${why}`,
+        });
+      const names = request.names.map((n) => (n.startsWith(STAGED_PREFIX) ? n.slice(STAGED_PREFIX.length) : n));
+      const allowed = request.create ? CREATABLE_STAGED : READABLE_STAGED;
+      const odd = names.find((n) => !allowed.test(n));
+      if (odd !== undefined || (request.create && names.length !== 1))
+        throw refuse(
+          `${odd !== undefined ? JSON.stringify(odd) : names.join(', ')} is not a staged name it may ${request.create ? 'create' : 'read'}`,
+        );
+      const context = Context.current();
+      const execution = context.info.workflowExecution;
+      if (!execution) throw refuse('no row workflow scheduled this activity');
+      let pending;
+      try {
+        const described = await context.client.workflow.getHandle(execution.workflowId, execution.runId).describe();
+        pending = described.raw.pendingActivities?.find((a) => a.activityId === request.activity_id);
+      } catch (err) {
+        throw refuse(`the server could not be asked (${(err as Error)?.message ?? String(err)})`, true);
+      }
+      if (!pending || pending.attempt !== request.attempt || Number(pending.state) !== PENDING_ACTIVITY_STARTED)
+        throw refuse(
+          pending ? `the server runs attempt ${pending.attempt} (state ${String(pending.state)})` : 'the activity is not pending',
+        );
+      const storage = RunStore.open(task.outputDir).storage;
+      const urls = await Promise.all(
+        names.map((name) =>
+          request.create
+            ? storage.createUrl(stagingKey(task.index, attemptOutputName(name, request.attempt)), URL_GRANT_LIFETIME_S)
+            : storage.readUrl(stagingKey(task.index, name), URL_GRANT_LIFETIME_S),
+        ),
+      );
+      return { urls };
     },
   };
 }

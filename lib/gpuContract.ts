@@ -72,6 +72,23 @@ export interface GpuEditResult {
   size?: number;
 }
 
+/** A worker's request for the URLs of its `staged:` references (the row workflow's update, contract's urlsUpdateName). */
+export interface GpuUrlsRequest {
+  activity_id: string;
+  attempt: number;
+  names: string[];
+  create: boolean;
+}
+
+export interface GpuUrls {
+  urls: string[];
+}
+
+/** The prefix of a request's staged references: the worker asks the row workflow for their URLs at call time. */
+export const STAGED_PREFIX = 'staged:';
+
+export const GPU_URLS_UPDATE: string = (contract as { urlsUpdateName: string }).urlsUpdateName;
+
 export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];
 
 const ajv = new Ajv2020({ allErrors: true, strict: false });

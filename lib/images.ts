@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { objectAt, openStorage } from '../storage';
 import { ClassifiedError } from './shared/errors';
+import { readConfined } from './dataset/confine';
 import { fetchCached, type DownloadLimits } from './dataset/imageCache';
 import type { OutputFormat } from './run/outputNames';
 import type { ImageRef } from './run/plan';
@@ -69,8 +70,9 @@ export async function readSource(ref: ImageRef, sources: ImageSources): Promise<
     return bytes;
   }
   try {
-    return await readFile(ref.source);
+    return ref.within !== undefined ? await readConfined({ source: ref.source, within: ref.within }) : await readFile(ref.source);
   } catch (err) {
+    if (err instanceof ClassifiedError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new ClassifiedError('inputError', `input image not found: ${ref.source}`);
     throw new ClassifiedError('inputError', `input image ${ref.source} cannot be read: ${(err as Error).message}`);

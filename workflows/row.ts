@@ -2,6 +2,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  defineUpdate,
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
@@ -13,7 +14,7 @@ import {
 import type { ModelActivities } from '../activities/editRow';
 import type { GpuRowActivities } from '../activities/gpuRow';
 import type { OrchestrationActivities } from '../activities/orchestration';
-import type { GpuEditRequest, GpuEditResult } from '../lib/gpuContract';
+import type { GpuEditRequest, GpuEditResult, GpuUrls, GpuUrlsRequest } from '../lib/gpuContract';
 import { providerQueue } from '../lib/shared/constants';
 import { AtelierErrorType } from '../lib/shared/searchAttributes';
 import { NON_RETRYABLE_ERROR_TYPES, PAUSING_ERROR_TYPES } from '../lib/shared/errorTypes';
@@ -30,6 +31,19 @@ const { prepareGpuRow, commitGpuOutput } = proxyActivities<GpuRowActivities>({
   startToCloseTimeout: '10 minutes',
   retry: { maximumAttempts: 10, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
+
+const { mintGpuUrls } = proxyActivities<GpuRowActivities>({
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
+});
+
+/**
+ * A GPU worker asks for the URLs of its request's `staged:` references when it uses them, so none
+ * is in the history before then (activities/gpuRow.ts). The name is the contract's urlsUpdateName
+ * (test/unit/gpuUrlGrant.test.ts keeps the two equal). No patch: a handler is no command, and only
+ * requests prepared by this code name staged objects, so no recorded history receives the update.
+ */
+export const gpuUrlsUpdate = defineUpdate<GpuUrls, [GpuUrlsRequest]>('gpuUrls');
 
 /**
  * The activity the Python GPU workers serve. Its name is the contract's activityName
@@ -75,6 +89,7 @@ async function gpuRow(task: RowTask, retry: RowWorkflowInput['retry']): Promise<
     heartbeatTimeout: retry.heartbeatTimeoutMs ?? 60_000,
     retry: modelRetryPolicy(retry),
   });
+  setHandler(gpuUrlsUpdate, (request) => mintGpuUrls({ task, request }));
   const plan = await prepareGpuRow(task);
   const outcome: RowOutcome = { position: task.position, index: task.index, status: 'ok', outputImages: plan.outputImages };
   if (plan.done) return outcome;

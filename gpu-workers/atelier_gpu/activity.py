@@ -8,6 +8,7 @@ SDK) and, between steps (decode, queue, VAE, encode), from the same thread on a 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import os
@@ -33,6 +34,9 @@ from .models import InvalidParams
 log = logging.getLogger("atelier_gpu.activity")
 
 ACTIVITY_NAME = contract.activity_name()
+
+#: A request's reference to an object of the row's staging folder whose URL the worker asks for when it uses it.
+STAGED = "staged:"
 
 
 
@@ -100,6 +104,53 @@ def _app_error(message: str, type_: str, retryable: bool) -> ApplicationError:
     return ApplicationError(message, type=type_, non_retryable=not retryable)
 
 
+def _final_cause(e: BaseException) -> BaseException:
+    while e.__cause__ is not None:
+        e = e.__cause__
+    return e
+
+
+class UrlGrants:
+    """Asks the row workflow for the URLs of a request's ``staged:`` references, when the attempt uses them.
+
+    The request in the history names no URL: the workflow's update (the contract's urlsUpdateName) mints
+    URLs valid for minutes, only for the attempt the server runs now, and a create URL names an object of
+    that attempt alone. Activities run in threads; the update is sent on the worker's event loop.
+    """
+
+    def __init__(self, client: Any, loop: asyncio.AbstractEventLoop, timeout_s: float = 120.0):
+        self.client = client
+        self.loop = loop
+        self.timeout_s = timeout_s
+
+    def urls(self, refs: list[str], create: bool) -> list[str]:
+        info = activity.info()
+        request = {"activity_id": info.activity_id, "attempt": int(info.attempt),
+                   "names": [r[len(STAGED):] for r in refs], "create": create}
+        contract.validate_urls_request(request)
+        handle = self.client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        # One id per attempt and use: a resent update is answered once.
+        update_id = f"gpu-urls-{info.activity_id}-{info.attempt}-{'put' if create else 'get'}"
+        future = asyncio.run_coroutine_threadsafe(
+            handle.execute_update(contract.urls_update_name(), request, id=update_id), self.loop)
+        try:
+            answer = future.result(timeout=self.timeout_s)
+        except FutureTimeout:
+            future.cancel()
+            raise _app_error(f"the row workflow did not answer for URLs in {self.timeout_s:.0f} s",
+                             OUTPUT_STORE_FAILED, retryable=True) from None
+        except Exception as e:  # noqa: BLE001
+            cause = _final_cause(e)
+            final = isinstance(cause, ApplicationError) and cause.non_retryable
+            kind = INVALID_REQUEST if final else OUTPUT_STORE_FAILED
+            raise _app_error(f"no URLs for {', '.join(refs)}: {cause}", kind, retryable=not final) from None
+        urls = list(answer["urls"])
+        if len(urls) != len(refs):
+            raise _app_error(f"the row workflow answered {len(urls)} URLs for {len(refs)} names", INVALID_REQUEST,
+                             retryable=False)
+        return urls
+
+
 class EditService:
     """Holds the loaded engine; ``edit_image_gpu`` is the activity (an instance method, so state is shared)."""
 
@@ -112,6 +163,22 @@ class EditService:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.poll_s = poll_s
         self.png_compress_level = png_compress_level
+        self.grants: UrlGrants | None = None
+
+    def serve_url_grants(self, client: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Lets requests name ``staged:`` objects: their URLs are asked of the row workflow through ``client``."""
+        self.grants = UrlGrants(client, loop)
+
+    def _resolve(self, refs: list[str], create: bool) -> list[str]:
+        """``refs`` with each ``staged:`` reference replaced by a URL minted for this attempt."""
+        staged = [r for r in refs if r.startswith(STAGED)]
+        if not staged:
+            return refs
+        if self.grants is None:
+            raise _app_error("the request names staged objects, and this worker has no Temporal client to ask for "
+                             "their URLs", INVALID_REQUEST, retryable=False)
+        urls = iter(self.grants.urls(staged, create))
+        return [next(urls) if r.startswith(STAGED) else r for r in refs]
 
     def _interval(self) -> float:
         if self.heartbeat_interval_s is not None:
@@ -153,7 +220,8 @@ class EditService:
             hb.update(stage="decode")
             batcher.announce()
             try:
-                images = [load_image(p) for p in request["input_images"]]
+                inputs = self._resolve(list(request["input_images"]), create=False)
+                images = [load_image(p) for p in inputs]
                 row = self.adapter.prepare(request["prompt"], images, int(request["seed"]), settings)
             except InputImageError as e:
                 batcher.withdraw()
@@ -177,14 +245,16 @@ class EditService:
             # 3. encode + write on this thread
             hb.update(stage="encode")
             image = to_pil(out.image)
+            # A staged output's create-only URL is asked for now, once the image exists: valid for minutes.
+            output_path = self._resolve([request["output_path"]], create=True)[0]
             try:
-                written = write_png_atomic(image, request["output_path"], self.png_compress_level)
+                written = write_png_atomic(image, output_path, self.png_compress_level)
             except OutputStoreError as e:
                 # The store failed or refused the upload: retried (a new attempt gets the same URL).
                 raise _app_error(str(e), OUTPUT_STORE_FAILED, retryable=True) from None
         result = {
             # Without a presigned URL's signature: results are kept in history.
-            "output_path": shown(request["output_path"]),
+            "output_path": shown(output_path),
             "width": image.width,
             "height": image.height,
             "seed": int(request["seed"]),

@@ -56,6 +56,11 @@ def activity_name() -> str:
     return load_schema()["activityName"]
 
 
+def urls_update_name() -> str:
+    """The row workflow's update a worker sends for the URLs of its request's staged: references."""
+    return load_schema()["urlsUpdateName"]
+
+
 def model_types() -> list[str]:
     return list(load_schema()["$defs"]["ModelType"]["enum"])
 
@@ -86,6 +91,13 @@ def validate_request(payload: Any) -> dict[str, Any]:
     errs = _errors("GpuEditRequest", payload)
     if errs:
         raise ContractError("GpuEditRequest", errs)
+    return payload
+
+
+def validate_urls_request(payload: Any) -> dict[str, Any]:
+    errs = _errors("GpuUrlsRequest", payload)
+    if errs:
+        raise ContractError("GpuUrlsRequest", errs)
     return payload
 
 

@@ -377,6 +377,7 @@ async def run_worker(args: argparse.Namespace, stop: asyncio.Event | None = None
     client = await connect(args.address, args.namespace)  # fail fast before the long load; TLS from TEMPORAL_*
     if service is None:
         service, model_type = await asyncio.to_thread(build_service, args)
+    service.serve_url_grants(client, loop)  # staged: references: URLs asked of the row workflow (activity.py)
     if stop.is_set():
         service.engine.batcher.shutdown(wait=False)
         log.info("stopped before polling")

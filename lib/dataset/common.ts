@@ -14,6 +14,13 @@ export interface ImageRef {
   kind: 'file' | 'url' | 'data' | 's3' | 'blob';
   /** Absolute path for files, the URL for urls and s3, the data: URI for inline images, the key for blobs. */
   source: string;
+  /**
+   * A file confined to the dataset's folder at planning: `source.slice(0, within)` is that folder.
+   * Reading the file checks again that what it opens is still inside (lib/dataset/confine.ts), so a
+   * file swapped for a link after planning is not followed out. A length, not the path: the plan
+   * holds one per image.
+   */
+  within?: number;
 }
 
 /** One dataset row as a reader yields it, before output names are planned. */

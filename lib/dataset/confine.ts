@@ -1,6 +1,7 @@
 import { lstatSync, readlinkSync, realpathSync } from 'node:fs';
+import { open, readlink, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, normalize, posix, relative, resolve, sep } from 'node:path';
-import { DatasetError } from '../shared/errors';
+import { ClassifiedError, DatasetError } from '../shared/errors';
 import type { ImageRef } from './common';
 
 // Image cells are read with the worker's own rights (its files, its S3 credentials), and what they
@@ -95,8 +96,10 @@ export function confineImageRef(
   const root = resolve(dirname(datasetPath));
   const source = normalize(ref.source);
   if (!inside(root, source)) refuse(where, value, `folder (${root})`);
+  // Read at row time through readConfined, which checks again what it opens.
+  const confined = ref.source === source ? { ...ref, within: root.length } : ref;
   const checked = checkedFiles(cacheKey);
-  if (checked.has(source)) return ref;
+  if (checked.has(source)) return confined;
   const realRoot = realFolder(cacheKey, root);
   let real = join(realFolder(cacheKey, dirname(source)), basename(source));
   try {
@@ -116,5 +119,41 @@ export function confineImageRef(
   }
   if (!inside(realRoot, real)) refuse(where, value, `folder (${root}; a symbolic link leads to ${real})`);
   checked.add(source);
-  return ref;
+  return confined;
+}
+
+/** The real path of the file an open descriptor holds: /proc's link on Linux, else the path's real path if it is that file. */
+async function openedPath(fd: number, path: string): Promise<string | undefined> {
+  try {
+    return await readlink(`/proc/self/fd/${fd}`);
+  } catch {
+    // No /proc (macOS, Windows): the path's real path now, taken only if it is the file opened.
+    const real = await realpath(path);
+    const [a, b] = await Promise.all([stat(real), open(path, 'r').then(async (h) => h.stat().finally(() => h.close()))]);
+    return a.ino === b.ino && a.dev === b.dev ? real : undefined;
+  }
+}
+
+/**
+ * Reads a file confined at planning (`ref.within`), checking the confinement again on what it opens:
+ * the dataset may have changed since (a file swapped for a link leading out). The check is on the open
+ * descriptor, so a swap between the check and the read cannot slip another file in. Refused as the
+ * row's InputError, naming the path and where it leads.
+ */
+export async function readConfined(ref: { source: string; within: number }): Promise<Buffer> {
+  const root = ref.source.slice(0, ref.within);
+  const handle = await open(ref.source, 'r');
+  try {
+    const [real, realRoot] = await Promise.all([openedPath(handle.fd, ref.source), realpath(root)]);
+    if (real === undefined || !inside(realRoot, real)) {
+      throw new ClassifiedError(
+        'inputError',
+        `input image ${ref.source} is outside the dataset's folder (${root}) now: ${real === undefined ? 'it changed while it was opened' : `it leads to ${real}`}; ` +
+          `images are read only from there (pass ${ALLOW_OUTSIDE_FLAG} to read images elsewhere)`,
+      );
+    }
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
 }

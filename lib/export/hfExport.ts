@@ -1,8 +1,9 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import { openStorage } from '../../storage';
 import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from '../run/plan';
+import type { OutputDigest } from '../run/records';
 import { layout } from '../run/runStore';
 import { imageProblem, readSource } from '../images';
 import { ArrowTableWriter } from './arrowTable';
@@ -172,6 +173,14 @@ function imageName(ref: ImageRef): string | null {
 
 const describeRef = (ref: ImageRef): string => (ref.kind === 'data' ? 'data: URI' : ref.source);
 
+/** Why an output's bytes are not the ones its row's commit wrote (recorded in the ledger), or undefined. */
+function replacedSince(bytes: Buffer, recorded: OutputDigest | undefined): string | undefined {
+  if (!recorded) return undefined;
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  if (sha256 === recorded.sha256 && bytes.length === recorded.size) return undefined;
+  return `it is not what the row made (sha256 ${sha256.slice(0, 16)}…, ${bytes.length} bytes; the commit recorded ${recorded.sha256.slice(0, 16)}…, ${recorded.size} bytes): it was replaced after the run`;
+}
+
 /**
  * Reads an input image for an export, decoded first: one that cannot be read or is not an image is
  * left out and reported, not fatal (the row keeps its other columns). Only images are published.
@@ -256,7 +265,7 @@ export async function exportHf(options: HfExportOptions): Promise<HfExportResult
         });
         if (!bytes)
           throw new ExportError(`row ${row.index}: output ${storage.describe(path)} is missing although its ledger entry says ok`);
-        const problem = await imageProblem(bytes);
+        const problem = (await imageProblem(bytes)) ?? replacedSince(bytes, entry?.outputDigests?.[path]);
         if (problem)
           throw new ExportError(
             `row ${row.index}: output ${storage.describe(path)} is not an image to publish: ${problem}; make it again (\`atelier retry ${meta.runId} --redo --rows ${row.position}\`) or export without it (--only)`,

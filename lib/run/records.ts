@@ -1,6 +1,12 @@
 // The records a run keeps about its rows (lib/run/runStore.ts reads and writes them). Their own
 // module, so the ledger, redo and the run store share them without importing each other.
 
+/** What an output held when its row was committed: a re-run and an export check the bytes, not the name. */
+export interface OutputDigest {
+  sha256: string;
+  size: number;
+}
+
 /** One earlier output of a row, kept when the row was redone. */
 export interface RowGeneration {
   generation: number;
@@ -46,6 +52,12 @@ export interface LedgerEntry {
   info?: Record<string, string | number>;
   /** The instruction as --prompt-enhance rewrote it (turns joined by " → "). */
   instructionEnhanced?: string;
+  /**
+   * The outputs the commit wrote, by path: a re-run takes the row as done only while each is still
+   * this size, and an export embeds only these bytes. Absent for outputs written before the commit
+   * (earlier turns, kept GPU outputs) and in older ledgers.
+   */
+  outputDigests?: Record<string, OutputDigest>;
   /** Earlier outputs of a row made again (`atelier retry --redo`), oldest first (lib/run/redo.ts). */
   history?: RowGeneration[];
   finishedAt: string;

@@ -225,16 +225,20 @@ export class RunStore {
     return { won: true, entry };
   }
 
-  /** Whether every path exists: a stat each (a HEAD on S3); a failed check throws, never "missing". */
-  async outputsExist(paths: readonly string[]): Promise<boolean> {
-    return (await Promise.all(paths.map((p) => this.storage.stat(p)))).every(Boolean);
+  /**
+   * Whether every path exists: a stat each (a HEAD on S3); a failed check throws, never "missing".
+   * An output whose size is not the one its commit recorded (emptied, replaced) counts as missing.
+   */
+  async outputsExist(paths: readonly string[], digests?: LedgerEntry['outputDigests']): Promise<boolean> {
+    const found = await Promise.all(paths.map((p) => this.storage.stat(p)));
+    return found.every((info, i) => info !== undefined && (digests?.[paths[i]!]?.size ?? info.size) === info.size);
   }
 
   /** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
   async isDone(entry: LedgerEntry | undefined, digest: string | undefined): Promise<boolean> {
     if (entry?.status !== 'ok' || !entry.outputImages?.length) return false;
     if (!sameRequest(entry, digest)) return false;
-    return this.outputsExist(entry.outputImages);
+    return this.outputsExist(entry.outputImages, entry.outputDigests);
   }
 
   // ---- stored answers ------------------------------------------------------------------------------
@@ -369,5 +373,15 @@ export async function commitRow(
   const guard = <T>(what: string, write: () => Promise<T>) => (args.paid ? afterPaid(what, write) : write());
   for (const output of args.outputs)
     await guard(`writing ${store.storage.describe(output.path)}`, () => store.storage.write(output.path, output.bytes));
-  return guard(`committing row ${args.entry.index}`, () => store.commitEntry(args.entry, args.prior));
+  const entry = withOutputDigests(args.entry, args.outputs);
+  return guard(`committing row ${entry.index}`, () => store.commitEntry(entry, args.prior));
+}
+
+/** The entry with the sha256 and size of each output the commit writes (issue 23: bytes, not names). */
+function withOutputDigests(entry: LedgerEntry, outputs: readonly RowOutput[]): LedgerEntry {
+  if (outputs.length === 0) return entry;
+  const digests = { ...entry.outputDigests };
+  for (const { path, bytes } of outputs)
+    digests[path] = { sha256: createHash('sha256').update(bytes).digest('hex'), size: bytes.byteLength };
+  return { ...entry, outputDigests: digests };
 }

@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../../lib/run/ledger';
 import { writeReviewMark } from '../../lib/run/review';
+import { layout } from '../../lib/run/runStore';
 import { startViewer } from '../../web/server';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
 import { assertBuilt, atelier, CliProcess, REPO } from '../helpers/cli';
@@ -222,7 +223,11 @@ describe('atelier export --format hf', () => {
   it('an ok row whose output is not an image stops the export, naming the row, the file and what to do', async () => {
     const scratch = join(dir, 'out-junk');
     execFileSync('cp', ['-r', outputDir, scratch]);
-    writeFileSync(join(scratch, '000000.png'), '<html>an error page saved as the output</html>');
+    // As long as the output the row made: a replacement of another size makes the row not done (its
+    // recorded size, test/outputDigests.e2e.test.ts), and the export leaves it out as pending.
+    const html = Buffer.from('<html>an error page saved as the output</html>');
+    const size = statSync(join(scratch, '000000.png')).size;
+    writeFileSync(join(scratch, '000000.png'), Buffer.concat([html, Buffer.alloc(size - html.length, ' ')]));
     const out = join(dir, 'hf-junk');
     const run = await atelier(['export', scratch, '--out', out], env());
     expect(run.code).toBe(1);
@@ -237,6 +242,10 @@ describe('atelier export --format hf', () => {
     const scratch = join(dir, 'out-copy');
     execFileSync('cp', ['-r', outputDir, scratch]);
     execFileSync('ln', ['-sf', '/proc/self/mem', join(scratch, '000001.png')]);
+    // An entry without output digests (an older ledger) is checked by name only: the link (size 0) still counts as the output.
+    const entryFile = join(scratch, layout.ledgerEntry(1));
+    const { outputDigests: _digests, ...older } = JSON.parse(readFileSync(entryFile, 'utf8')) as Record<string, unknown>;
+    writeFileSync(entryFile, JSON.stringify(older));
     const out = join(dir, 'hf-broken');
     const run = await atelier(['export', scratch, '--out', out], env());
     expect(run.code).toBe(1);

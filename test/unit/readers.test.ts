@@ -65,7 +65,7 @@ describe('JSONL datasets (DataFlow shape)', () => {
       [4, 9, ['plain instruction'], 1, 'data.jsonl line 6'],
     ]);
     expect(rows[1]!.images).toEqual([
-      { kind: 'file', source: join(dir, 'a.png') },
+      { kind: 'file', source: join(dir, 'a.png'), within: dir.length },
       { kind: 'url', source: 'https://x.test/b.png' },
     ]);
     expect(rows[2]!.record.conversations).toHaveLength(3);
@@ -160,8 +160,8 @@ describe('Parquet datasets', () => {
       [2, 'c', 'train-00001.parquet row 0'],
     ]);
     expect(rows[2]!.images).toEqual([
-      { kind: 'file', source: join(shards, 'x.png') },
-      { kind: 'file', source: join(shards, 'y.png') },
+      { kind: 'file', source: join(shards, 'x.png'), within: shards.length },
+      { kind: 'file', source: join(shards, 'y.png'), within: shards.length },
     ]);
   });
 
@@ -227,9 +227,10 @@ describe('image paths stay inside the dataset', () => {
     }
     const { rows } = await readAll(csv(ds, ['same.png', join(ds, 'imgs', 'a.png'), 'imgs/missing.png']));
     expect(rows.map((r) => r.images[0])).toEqual([
-      { kind: 'file', source: join(ds, 'same.png') },
-      { kind: 'file', source: join(ds, 'imgs', 'a.png') },
-      { kind: 'file', source: join(ds, 'imgs', 'missing.png') },
+      // Confined to the dataset's folder (`within` its length), checked again when read (test/unit/confineAtRowTime.test.ts).
+      { kind: 'file', source: join(ds, 'same.png'), within: ds.length },
+      { kind: 'file', source: join(ds, 'imgs', 'a.png'), within: ds.length },
+      { kind: 'file', source: join(ds, 'imgs', 'missing.png'), within: ds.length },
     ]);
   });
 
