@@ -1,5 +1,8 @@
-import { startViewer } from '../web/server';
+import { parse } from 'csv-parse/sync';
 import type { Command } from 'commander';
+import { resultsTargets, type WriteResultsArgs } from '../activities/resultsTables';
+import { findRun } from '../lib/run/runRegistry';
+import { startViewer } from '../web/server';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
 import { addExamples, addOptions, type OptionsOf } from './options';
 import { PORT, STATE } from './optionGroups';
@@ -9,11 +12,47 @@ export const VIEW_OPTIONS = { ...PORT, ...STATE };
 
 export type ViewOptions = OptionsOf<typeof VIEW_OPTIONS>;
 
+type ResultsSettings = Omit<WriteResultsArgs, 'runId' | 'outputDir' | 'changedRows'>;
+
+/**
+ * Where the run's results tables are and how they are written, so marks reach them: from the state
+ * dir's record of the run (--output-csv, --prompt-enhance), else the tables in the output dir as
+ * they are (their header says whether they have the enhanced instruction). Undefined when neither
+ * says: no table is written where none was asked for.
+ */
+async function resultsSettings(outputDir: string, runId: string, stateDir: string): Promise<ResultsSettings | undefined> {
+  const known = await findRun(stateDir, runId);
+  if (known && known.input.outputDir === outputDir)
+    return {
+      ...(known.input.outputCsv ? { outputCsv: known.input.outputCsv } : {}),
+      ...(known.input.promptEnhance ? { instructionEnhanced: true } : {}),
+    };
+  const target = resultsTargets({ outputDir });
+  const bytes = await target.storage.read(target.csv).catch(() => undefined);
+  if (!bytes) return undefined;
+  const [header] = parse(bytes.subarray(0, bytes.indexOf(10) + 1 || undefined), { to_line: 1 }) as string[][];
+  return header?.includes('instruction_enhanced') ? { instructionEnhanced: true } : {};
+}
+
 /** `atelier view <run-id | output-dir>`: serves the run's viewer on loopback until Ctrl-C. */
 export async function runView(target: string, options: ViewOptions, io: CliIO): Promise<number> {
   const outputDir = await resolveRunOutputDir(target, options.stateDir);
-  const viewer = await startViewer({ outputDir, runId: await runIdOf(outputDir), ...(options.port ? { port: options.port } : {}) });
+  const runId = await runIdOf(outputDir);
+  const results = await resultsSettings(outputDir, runId, options.stateDir);
+  const viewer = await startViewer({
+    outputDir,
+    runId,
+    ...(options.port ? { port: options.port } : {}),
+    ...(results ? { results } : {}),
+    onResultsError: (err) => io.err(`the results tables were not rewritten with the marks: ${(err as Error).message}`),
+  });
   io.out(`viewer of ${outputDir}: ${viewer.url}`);
+  const tables = results ? resultsTargets({ outputDir, ...results }) : undefined;
+  io.out(
+    tables
+      ? `marks are kept in ${outputDir}/.atelier/review/ and written to ${tables.storage.describe(tables.csv)} (and .jsonl, .parquet) within a second`
+      : `marks are kept in ${outputDir}/.atelier/review/; the run has no results table here yet (its next results write adds them)`,
+  );
   io.out('open it in a browser; Ctrl-C stops the viewer (the run, if one is going, goes on)');
   await io.interrupted;
   await viewer.close();

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { openStorage, type Storage } from '../storage';
+import { writeResultsTables, type WriteResultsArgs } from '../activities/resultsTables';
 import { layout } from '../lib/run/runStore';
 import { imageProblem, readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/run/plan';
@@ -24,6 +25,13 @@ export interface ViewerOptions {
   port?: number;
   /** How the page tells a person to redo rejected rows (the run id's CLI command). */
   runId: string;
+  /**
+   * The run's results tables, rewritten after marks so their review columns follow the marks
+   * (cli/view.ts says where they are). Absent: the tables are left alone.
+   */
+  results?: Omit<WriteResultsArgs, 'runId' | 'outputDir' | 'changedRows'>;
+  /** Told when a rewrite of the tables fails (the marks themselves are stored). */
+  onResultsError?: (err: unknown) => void;
 }
 
 export interface Viewer {
@@ -46,6 +54,8 @@ const ROWS_READ_FACTOR = 5;
 const FIRST_ANSWER_ROWS = 500;
 /** Marks written at once by a bulk mark. */
 const MARK_CONCURRENCY = 32;
+/** The results tables are rewritten this long after the last mark (a run of key presses is one rewrite). */
+const RESULTS_AFTER_MARK_MS = 300;
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
@@ -76,6 +86,36 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   // The first read's rows so far, and a promise kept once a first page's worth of them is in.
   let partial: Map<number, CachedRow> | undefined;
   let firstRows: Promise<void> | undefined;
+
+  // Marks reach results.csv/.jsonl/.parquet by a rewrite of the tables shortly after them, one at a
+  // time (marks made during one start another after it). It reads no ledger entry: the rows' states
+  // come from the tables' row records (lib/run/resultsRecords.ts, as the last results write read
+  // them), the marks and scores are read whole each time, as every results write does. A run still
+  // going rewrites the tables as rows finish and at its end from a full read of the ledger, so a
+  // rewrite here that lands between two of its refreshes is superseded by the next one.
+  let resultsTimer: NodeJS.Timeout | undefined;
+  let resultsWrite: Promise<void> | undefined;
+  // Marks made since the last rewrite began.
+  let marksPending = false;
+  const rewriteResults = (): Promise<void> =>
+    (resultsWrite ??= (async () => {
+      try {
+        while (marksPending) {
+          marksPending = false;
+          await writeResultsTables({ runId: options.runId, outputDir, ...options.results, changedRows: [] }).catch((err: unknown) =>
+            options.onResultsError?.(err),
+          );
+        }
+      } finally {
+        resultsWrite = undefined;
+      }
+    })());
+  const resultsAfterMarks = (): void => {
+    if (!options.results) return;
+    marksPending = true;
+    clearTimeout(resultsTimer);
+    resultsTimer = setTimeout(() => void rewriteResults(), RESULTS_AFTER_MARK_MS);
+  };
 
   const withMark = (view: RunRowView, mark: ReviewMark | undefined): CachedRow => {
     const next: RunRowView = { ...view };
@@ -169,6 +209,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         }),
       );
     }
+    resultsAfterMarks();
   };
 
   /** A mark's verdict and reason from a request body; a reason goes with a rejection only. */
@@ -330,10 +371,14 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   readAll().catch(() => undefined);
   return {
     url: `http://${host}/`,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      // Marks made just before Ctrl-C still reach the tables.
+      clearTimeout(resultsTimer);
+      if (marksPending || resultsWrite) await rewriteResults();
+    },
   };
 }

@@ -1,6 +1,7 @@
 import { linkSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { writeResultsTables } from '../../activities/resultsTables';
 import { overallScore, writeJudgeRecord } from '../../lib/run/judgeScores';
 import { writeLedgerEntry } from '../../lib/run/ledger';
 import { PlanWriter } from '../../lib/run/plan';
@@ -67,7 +68,8 @@ async function each(n: number, concurrency: number, work: (i: number) => Promise
   );
 }
 
-export async function writeFixtureRun(dir: string, rows: number): Promise<string> {
+/** `results`: the run's results tables too, as its final results write leaves them. */
+export async function writeFixtureRun(dir: string, rows: number, { results = false }: { results?: boolean } = {}): Promise<string> {
   const outputDir = join(dir, 'out');
   mkdirSync(join(outputDir, 'images'), { recursive: true });
   const input = join(dir, 'red.png');
@@ -148,5 +150,6 @@ export async function writeFixtureRun(dir: string, rows: number): Promise<string
         at: finishedAt,
       });
   });
+  if (results) await writeResultsTables({ runId: FIXTURE_RUN_ID, outputDir });
   return outputDir;
 }

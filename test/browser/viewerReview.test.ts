@@ -1,12 +1,13 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parse } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReviewMark } from '../../lib/run/review';
 import { REJECT_PRESETS } from '../../web/page';
-import { atelier, assertBuilt, CliProcess } from '../helpers/cli';
+import { atelier, assertBuilt, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir } from '../helpers/fixtures';
 import { fixtureRow, INPUT_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
 
@@ -49,6 +50,23 @@ async function setInput(page: Page, id: string, value: string): Promise<void> {
   );
 }
 
+/** results.csv's review cells, by row index. */
+function csvReviews(): Map<number, { review: string; review_reason: string }> {
+  const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Array<Record<string, string>>;
+  return new Map(rows.map((r, i) => [i, { review: r.review ?? '', review_reason: r.review_reason ?? '' }]));
+}
+
+/** Waits for results.csv and results.jsonl to show a row's mark (the viewer rewrites them after marks). */
+async function tablesShow(index: number, review: string, reason = ''): Promise<void> {
+  await waitUntil(
+    () => csvReviews().get(index)?.review === review && csvReviews().get(index)?.review_reason === reason,
+    30_000,
+    `results.csv row ${index}: ${review}`,
+  ).catch(() => expect(csvReviews().get(index)).toEqual({ review, review_reason: reason }));
+  const line = readFileSync(join(outputDir, 'results.jsonl'), 'utf8').split('\n')[index]!;
+  expect(JSON.parse(line)).toMatchObject({ review, ...(reason ? { review_reason: reason } : {}) });
+}
+
 function marks(): Map<number, ReviewMark> {
   const folder = join(outputDir, '.atelier', 'review');
   return new Map(
@@ -75,7 +93,7 @@ beforeAll(async () => {
   assertBuilt();
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: the test setup (npm test) installs Debian's chromium`);
   dir = tempDir('atelier-viewer-review-');
-  outputDir = await writeFixtureRun(dir, ROWS);
+  outputDir = await writeFixtureRun(dir, ROWS, { results: true });
   viewer = new CliProcess(['view', outputDir], { ...process.env });
   await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
   url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
@@ -215,6 +233,9 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     await page.waitForFunction(`document.getElementById('status').textContent === 'accepted ${teapots.length} row(s)'`);
     expect(posts).toEqual([`${url}api/review`]);
     for (const i of teapots) expect(marks().get(i)?.verdict).toBe('accepted');
+    // The marks reach the results tables without another run's results write.
+    await tablesShow(teapots[0]!, 'accepted');
+    await tablesShow(teapots.at(-1)!, 'accepted');
     await showsTiles(page, []); // no longer unmarked
 
     // Every bicycle row, whatever its status, rejected with a reason: rows without an output are skipped.
@@ -250,6 +271,8 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     await page.keyboard.press('2');
     await page.waitForFunction(`document.getElementById('status').textContent === 'row ${one}: rejected (${REJECT_PRESETS[1]})'`);
     expect(marks().get(one)).toMatchObject({ verdict: 'rejected', reason: REJECT_PRESETS[1] });
+    await tablesShow(one, 'rejected', REJECT_PRESETS[1]);
+    await tablesShow(done[0]!, 'rejected', 'wheels melted');
     await page.waitForFunction(`document.getElementById('detail').textContent.includes('reject reason${REJECT_PRESETS[1]}')`);
     await page.close();
 
