@@ -50,7 +50,7 @@ export async function runView(target: string, options: ViewOptions, io: CliIO): 
   const tables = results ? resultsTargets({ outputDir, ...results }) : undefined;
   io.out(
     tables
-      ? `marks are kept in ${outputDir}/.atelier/review/ and written to ${tables.storage.describe(tables.csv)} (and .jsonl, .parquet) within a second`
+      ? `marks are kept in ${outputDir}/.atelier/review/ and written to ${tables.storage.describe(tables.csv)} (and .jsonl, .parquet) as they are made`
       : `marks are kept in ${outputDir}/.atelier/review/; the run has no results table here yet (its next results write adds them)`,
   );
   io.out('open it in a browser; Ctrl-C stops the viewer (the run, if one is going, goes on)');
