@@ -17,6 +17,11 @@ import { layout } from '../../lib/run/runStore';
 export const FIXTURE_RUN_ID = 'viewer-fixture';
 export const INPUT_RGB = { r: 220, g: 30, b: 30 };
 export const OUTPUT_RGB = { r: 30, g: 60, b: 220 };
+/** Row MULTI_ROW has two inputs (red, green) and two turns, each with its output (blue, then yellow). */
+export const MULTI_ROW = 1;
+export const INPUT2_RGB = { r: 30, g: 190, b: 60 };
+export const OUTPUT2_RGB = { r: 230, g: 210, b: 40 };
+export const MULTI_TURN = 'then sharpen it';
 
 const SUBJECTS = ['cat', 'lighthouse', 'bicycle', 'teapot', 'mountain', 'robot', 'violin'];
 const EDITS = [
@@ -76,6 +81,14 @@ export async function writeFixtureRun(dir: string, rows: number, { results = fal
   writeFileSync(input, await solidPng(INPUT_RGB));
   const output = join(dir, 'blue.png');
   writeFileSync(output, await solidPng(OUTPUT_RGB));
+  const input2 = join(dir, 'green.png');
+  writeFileSync(input2, await solidPng(INPUT2_RGB));
+  const output2 = join(dir, 'yellow.png');
+  writeFileSync(output2, await solidPng(OUTPUT2_RGB));
+  const outputsOf = (i: number): string[] => {
+    const path = `images/${String(i).padStart(6, '0')}.png`;
+    return i === MULTI_ROW ? [path, `images/${String(i).padStart(6, '0')}_1.png`] : [path];
+  };
   writeFileSync(join(dir, 'data.csv'), 'image,instruction\n');
 
   const plan = new PlanWriter(outputDir);
@@ -86,10 +99,16 @@ export async function writeFixtureRun(dir: string, rows: number, { results = fal
       position: i,
       index: i,
       where: `data.csv line ${i + 2}`,
-      turns: [instruction],
-      images: [{ kind: 'file', source: input }],
+      turns: i === MULTI_ROW ? [instruction, MULTI_TURN] : [instruction],
+      images:
+        i === MULTI_ROW
+          ? [
+              { kind: 'file', source: input },
+              { kind: 'file', source: input2 },
+            ]
+          : [{ kind: 'file', source: input }],
       record: { image: 'red.png', instruction },
-      outputs: [{ path: `images/${String(i).padStart(6, '0')}.png`, format: 'png' }],
+      outputs: outputsOf(i).map((path) => ({ path, format: 'png' })),
     });
   }
   await plan.commit({
@@ -114,12 +133,14 @@ export async function writeFixtureRun(dir: string, rows: number, { results = fal
       await writeLedgerEntry(outputDir, { ...base, status: 'failed', errorType: row.errorType!, error: `scripted ${row.errorType}` });
       return;
     }
-    const path = `images/${String(i).padStart(6, '0')}.png`;
+    const paths = outputsOf(i);
+    const path = paths[0]!;
     linkSync(output, join(outputDir, path));
+    if (paths[1]) linkSync(output2, join(outputDir, paths[1]));
     const entry: LedgerEntry = {
       ...base,
       status: 'ok',
-      outputImages: [path],
+      outputImages: paths,
       costUsd: row.costUsd!,
       latencyMs: row.latencyMs!,
       requestIds: [`req_${i}`],
@@ -145,7 +166,7 @@ export async function writeFixtureRun(dir: string, rows: number, { results = fal
       await writeReviewMark(outputDir, {
         index: i,
         verdict: row.review,
-        outputImages: [path],
+        outputImages: paths,
         entryFinishedAt: finishedAt,
         at: finishedAt,
       });

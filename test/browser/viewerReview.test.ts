@@ -9,7 +9,7 @@ import type { ReviewMark } from '../../lib/run/review';
 import { REJECT_PRESETS } from '../../web/page';
 import { atelier, assertBuilt, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir } from '../helpers/fixtures';
-import { fixtureRow, INPUT_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
+import { fixtureRow, INPUT2_RGB, INPUT_RGB, MULTI_ROW, MULTI_TURN, OUTPUT2_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
 
 // The viewer's reviewing tools in headless chromium, against the built CLI's `atelier view` of a run
 // folder of known shape (test/browser/runFixture.ts: red inputs, blue outputs, scores, marks):
@@ -157,6 +157,37 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     expect(after[1]! - before[1]!).toBe(40);
     await page.keyboard.press('0');
     expect(await inPage(page, widths)).toEqual([1, 1]);
+    // A row of one input and one output offers no choice of images.
+    expect(await page.$('#compare-before')).toBeNull();
+    await page.keyboard.press('Escape');
+
+    // A row of two inputs and two turns: the first input (red) and the last turn's output (yellow)
+    // by default; any of its images can be picked on either side, and the pick outlives a redraw.
+    await page.click(`#grid .tile[data-index="${MULTI_ROW}"]`);
+    await page.waitForFunction(`document.getElementById('detail').textContent.includes(${JSON.stringify(MULTI_TURN)})`);
+    const stageLoaded = `[...document.querySelectorAll('#stage img')].every((i) => i.complete && i.naturalWidth > 0)`;
+    await page.waitForFunction(stageLoaded);
+    await setInput(page, 'split', '50');
+    const options = `[...document.querySelectorAll('#compare-after option')].map((o) => o.textContent)`;
+    expect(await inPage(page, options)).toEqual(['input 1', 'input 2', 'turn 1 output', 'turn 2 output']);
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), INPUT_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT2_RGB)).toBe(true);
+    await page.select('#compare-before', 'in1');
+    await page.select('#compare-after', 'out0');
+    await page.waitForFunction(stageLoaded);
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), INPUT2_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT_RGB)).toBe(true);
+    // Turn 1's output against turn 2's: what the second turn changed.
+    await page.select('#compare-before', 'out0');
+    await page.select('#compare-after', 'out1');
+    await page.waitForFunction(stageLoaded);
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), OUTPUT_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT2_RGB)).toBe(true);
+    // The page polls every 2 s and may redraw the detail: the pick stays.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(await inPage(page, `[document.getElementById('compare-before').value, document.getElementById('compare-after').value]`)).toEqual(
+      ['out0', 'out1'],
+    );
     await page.keyboard.press('Escape');
     await page.close();
   });
