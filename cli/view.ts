@@ -4,11 +4,29 @@ import { resultsTargets, type WriteResultsArgs } from '../activities/resultsTabl
 import { findRun } from '../lib/run/runRegistry';
 import { startViewer } from '../web/server';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
-import { addExamples, addOptions, type OptionsOf } from './options';
+import { InvalidArgumentError } from 'commander';
+import { addExamples, addOptions, inGroup, Opt, type Parser, type OptionsOf } from './options';
 import { PORT, STATE } from './optionGroups';
 import { resolveRunOutputDir, runIdOf } from './runTarget';
 
-export const VIEW_OPTIONS = { ...PORT, ...STATE };
+/** A judge score, on VIEScore's 0-10 scale. */
+const judgeScore: Parser<number> = (value, flag) => {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 10) throw new InvalidArgumentError(`${flag} must be a score from 0 to 10`);
+  return n;
+};
+
+export const VIEW_OPTIONS = {
+  ...inGroup('Review:', {
+    conflictBelow: Opt.parsed(
+      '--conflict-below <x>',
+      'also print the link that opens the viewer on the rows a person accepted but the judge scored below x (0-10; the page flags them below 5 unless told)',
+      judgeScore,
+    ),
+  }),
+  ...PORT,
+  ...STATE,
+};
 
 export type ViewOptions = OptionsOf<typeof VIEW_OPTIONS>;
 
@@ -47,6 +65,11 @@ export async function runView(target: string, options: ViewOptions, io: CliIO): 
     onResultsError: (err) => io.err(`the results tables were not rewritten with the marks: ${(err as Error).message}`),
   });
   io.out(`viewer of ${outputDir}: ${viewer.url}`);
+  // The page keeps its filter in the address: this one opens on the conflicts at that threshold.
+  if (options.conflictBelow !== undefined)
+    io.out(
+      `accepted rows the judge scored below ${options.conflictBelow}: ${viewer.url}#review=conflict&conflictBelow=${options.conflictBelow}`,
+    );
   const tables = results ? resultsTargets({ outputDir, ...results }) : undefined;
   io.out(
     tables
@@ -69,5 +92,6 @@ export function registerView(program: Command, { io, setExit }: CommandContext):
   addExamples(cmd, [
     ['atelier view out', 'the run whose output folder is ./out, on a free loopback port'],
     ['atelier view atelier-edits-1a2b3c4d5e6f --port 8080', 'by run id, on port 8080'],
+    ['atelier view out --conflict-below 6', 'also a link to the rows accepted in the viewer that the judge scored below 6'],
   ]);
 }

@@ -241,6 +241,23 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     await setInput(page, 'f-conflict', '8');
     await showsTiles(page, conflicts(8));
     await page.close();
+
+    // `atelier view --conflict-below 8` prints the link that opens on those rows.
+    const second = new CliProcess(['view', outputDir, '--conflict-below', '8'], { ...process.env });
+    try {
+      await second.waitForOutput(/accepted rows the judge scored below 8: (\S+)/);
+      const link = /accepted rows the judge scored below 8: (\S+)/.exec(second.output)![1]!;
+      const opened = await browser.newPage();
+      await opened.goto(link);
+      await showsTiles(opened, conflicts(8));
+      expect(await inPage(opened, `document.getElementById('f-review').value`)).toBe('conflict');
+      await opened.close();
+    } finally {
+      await second.stop();
+    }
+    const outOfScale = await atelier(['view', outputDir, '--conflict-below', '11'], { ...process.env });
+    expect(outOfScale.code).toBe(1);
+    expect(outOfScale.stderr).toMatch(/--conflict-below <x>.*must be a score from 0 to 10/);
   });
 
   it('marks every row a filter shows in one request, and keeps reject reasons with the marks and in the export', async () => {
