@@ -1,13 +1,14 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReviewMark } from '../../lib/run/review';
 import { REJECT_PRESETS } from '../../web/page';
 import { atelier, assertBuilt, CliProcess, waitUntil } from '../helpers/cli';
+import { assertChromium, launchChromium, startViewerCli } from '../helpers/chromium';
 import { tempDir } from '../helpers/fixtures';
 import { fixtureRow, INPUT2_RGB, INPUT_RGB, MULTI_ROW, MULTI_TURN, OUTPUT2_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
 
@@ -16,7 +17,6 @@ import { fixtureRow, INPUT2_RGB, INPUT_RGB, MULTI_ROW, MULTI_TURN, OUTPUT2_RGB, 
 // compare and zoom, search, sort, conflict flags, filter + bulk marks in one request, reject reasons
 // kept with the mark and exported.
 
-const CHROMIUM = process.env.ATELIER_CHROMIUM ?? '/usr/bin/chromium';
 const ROWS = 60;
 const ALL = Array.from({ length: ROWS }, (_, i) => i);
 
@@ -91,17 +91,11 @@ function near(a: { r: number; g: number; b: number }, b: { r: number; g: number;
 
 beforeAll(async () => {
   assertBuilt();
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: the test setup (npm test) installs Debian's chromium`);
+  assertChromium();
   dir = tempDir('atelier-viewer-review-');
   outputDir = await writeFixtureRun(dir, ROWS, { results: true });
-  viewer = new CliProcess(['view', outputDir], { ...process.env });
-  await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
-  url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  ({ viewer, url } = await startViewerCli([outputDir], { ...process.env }));
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
