@@ -5,6 +5,8 @@ import { parquetReadObjects } from 'hyparquet';
 import type { Browser, Page } from 'puppeteer-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { overallScore, writeJudgeRecord } from '../../lib/run/judgeScores';
+import { writeLedgerEntry } from '../../lib/run/ledger';
 import type { ReviewMark } from '../../lib/run/review';
 import { REJECT_PRESETS } from '../../web/page';
 import { atelier, assertBuilt, CliProcess, waitUntil } from '../helpers/cli';
@@ -351,5 +353,54 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     expect(table.find((r) => Number(r.index) === done[0])).toMatchObject({ review: 'rejected', review_reason: 'wheels melted' });
     expect(table.find((r) => Number(r.index) === one)).toMatchObject({ review: 'rejected', review_reason: REJECT_PRESETS[1] });
     expect(table.find((r) => Number(r.index) === teapots[0])).toMatchObject({ review: 'accepted', review_reason: null });
+  });
+  it('reads a run that does not change once, and a change made outside the viewer shows within seconds', async () => {
+    type Rows = { reads: number; rows: Array<{ index: number; status: string; score?: { overall: number } }> };
+    const rows = async (): Promise<Rows> => (await (await fetch(`${url}api/rows?limit=100`)).json()) as Rows;
+    // Polled as the page polls (more often, even): the earlier tests' marks settle first.
+    const poll = async (ms: number): Promise<Rows> => {
+      let last = await rows();
+      for (const end = Date.now() + ms; Date.now() < end;) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        last = await rows();
+      }
+      return last;
+    };
+    const settled = await poll(3500);
+    expect(typeof settled.reads).toBe('number');
+    const later = await poll(4000);
+    expect(later.reads).toBe(settled.reads);
+
+    // Another process judges a row and fails a pending one: the next background read finds both.
+    const scored = ALL.find((i) => fixtureRow(i).status === 'ok' && fixtureRow(i).score === undefined)!;
+    const pending = ALL.find((i) => fixtureRow(i).status === 'pending')!;
+    await writeJudgeRecord(outputDir, {
+      index: scored,
+      model: 'judge-fixture',
+      entryFinishedAt: '2026-12-07T08:00:00.000Z',
+      scores: { instructionFollowing: 4, preservation: 4, quality: 4, overall: overallScore(4, 4, 4) },
+      reason: 'judged later',
+      at: new Date().toISOString(),
+    });
+    await writeLedgerEntry(outputDir, {
+      index: pending,
+      position: pending,
+      runId: 'viewer-fixture',
+      model: 'gpt-image-2',
+      attempts: 1,
+      finishedAt: new Date().toISOString(),
+      status: 'failed',
+      errorType: 'Blocked',
+      error: 'failed later',
+    });
+    await waitUntil(
+      async () => {
+        const now = (await rows()).rows;
+        return now.find((r) => r.index === scored)?.score?.overall === 4 && now.find((r) => r.index === pending)?.status === 'failed';
+      },
+      30_000,
+      'the outside changes in /api/rows',
+    );
+    expect((await rows()).reads).toBeGreaterThan(later.reads);
   });
 });
