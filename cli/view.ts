@@ -74,7 +74,7 @@ export async function runView(target: string, options: ViewOptions, io: CliIO): 
   io.out(
     tables
       ? `marks are kept in ${outputDir}/.atelier/review/ and written to ${tables.storage.describe(tables.csv)} (and .jsonl, .parquet) as they are made`
-      : `marks are kept in ${outputDir}/.atelier/review/; the run has no results table here yet (its next results write adds them)`,
+      : `marks are kept in ${outputDir}/.atelier/review/; no results.csv here and the state dir ${options.stateDir} does not know the run, so the tables get them at the run's next results write (give --state-dir to write them now)`,
   );
   io.out('open it in a browser; Ctrl-C stops the viewer (the run, if one is going, goes on)');
   await io.interrupted;
