@@ -33,7 +33,14 @@ import { RUN_CONTROL, RUN_OPTIONS } from './optionGroups';
 import { checkModelWithProvider } from './models';
 import { describeMultiTurn, ProgressReporter } from './progress';
 import { batchJobsQuery } from '../workflows/batchMessages';
-import { openSession, setQueueRateLimit, whileSearchAttributesPropagate, workflowUiUrl, type Session } from './session';
+import {
+  embeddedUiAfterwards,
+  openSession,
+  setQueueRateLimit,
+  whileSearchAttributesPropagate,
+  workflowUiUrl,
+  type Session,
+} from './session';
 import { type NeededQueue, runQueues, unservedQueues, watchWorkers } from './workerCheck';
 
 /** The options of `edit`: a run on a dataset, and how this command drives it. */
@@ -539,7 +546,7 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
         '--detach needs a server that outlives this command: set TEMPORAL_ADDRESS, or run `npx atelier server` (and `npx atelier worker`)',
       );
     }
-    if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}`);
+    if (session.uiUrl) io.err(`Temporal UI: ${session.uiUrl}${session.embedded ? ' (while this command runs)' : ''}`);
     // A run id given by hand must name this run, not another one with other settings (a derived id is this run's by construction).
     if (options.runId) await checkRunIdSettings(session, resolve(options.stateDir), input);
     if (input.rateLimitPerSecond && modelQueue) {
@@ -570,7 +577,10 @@ export async function runEdit(options: EditOptions, io: CliIO): Promise<number> 
         io.out(input.runId);
         return ExitCodes.ok;
       }
-      return await waitForRun(session, input.runId, io, undefined, { outputDir: input.outputDir, startedAt });
+      const code = await waitForRun(session, input.runId, io, undefined, { outputDir: input.outputDir, startedAt });
+      // The embedded server's UI dies with this command: say so, and how to see the run again.
+      if (session.embedded && session.uiUrl) io.err(embeddedUiAfterwards(session, options.stateDir, input.runId));
+      return code;
     } finally {
       stopWatching?.();
     }

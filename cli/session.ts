@@ -303,6 +303,20 @@ export function workflowUiUrl(session: Session, workflowId: string): string | un
 }
 
 /**
+ * What a person needs once a command with an embedded server ends: that server (and the Temporal UI
+ * URL printed) stops with the command, the same database under the state dir keeps the run's
+ * history, and these commands show it again (status and view need no server at all).
+ */
+export function embeddedUiAfterwards(session: Pick<Session, 'namespace'>, stateDir: string, runId: string): string {
+  const dir = stateDir === './.atelier' ? '' : ` --state-dir ${stateDir}`;
+  return [
+    'the Temporal UI above is served by the server this command started, and stops with it; to see the run again:',
+    `  npx atelier server${dir}   (then http://127.0.0.1:8233/namespaces/${encodeURIComponent(session.namespace)}/workflows/${encodeURIComponent(runId)})`,
+    `  npx atelier status ${runId}${dir}   or   npx atelier view ${runId}${dir}   (no server needed)`,
+  ].join('\n');
+}
+
+/**
  * Sets a provider queue's rate limit on the server (UpdateTaskQueueConfig), so every worker of the
  * queue, on any machine, shares one limit. Returns false where the server does not support it
  * (UNIMPLEMENTED: the in-process workers then enforce the limit with maxTaskQueueActivitiesPerSecond,

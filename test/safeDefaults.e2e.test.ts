@@ -21,7 +21,7 @@ beforeAll(async () => {
 afterAll(async () => standin?.close());
 
 /** `atelier server` on a fresh state dir (a few UI ports tried: a free port can be taken meanwhile). */
-async function startServer(stateDir: string): Promise<{ server: CliProcess; address: string }> {
+async function startServer(stateDir: string): Promise<{ server: CliProcess; address: string; uiPort: number }> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     let uiPort = await freePort();
@@ -31,7 +31,7 @@ async function startServer(stateDir: string): Promise<{ server: CliProcess; addr
     });
     try {
       await server.waitForOutput(/address: 127\.0\.0\.1:\d+/);
-      return { server, address: `127.0.0.1:${port}` };
+      return { server, address: `127.0.0.1:${port}`, uiPort };
     } catch (err) {
       await server.stop();
       if (attempt >= 3) throw err;
@@ -253,6 +253,47 @@ describe('a re-run of a finished run', () => {
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toMatch(/estimated cost: \$\d+\.\d{4} \(all 2 done rows; this command made 0 of them: \$0\.0000\)/);
     expect(standin.callsFor('safe-rerun-')).toHaveLength(2);
+  }, 180_000);
+});
+
+describe('the UI after a run', () => {
+  it('edit says its UI stops with it and how to see the run again; `atelier server` on the state dir serves the closed run', async () => {
+    const data = await dataset(2, 'safe-uiafter');
+    const stateDir = join(data.dir, 'state');
+    const edit = await atelier(
+      ['edit', '--input', data.csv, '--output-dir', data.outputDir, '--model', 'gpt-image-2', '--state-dir', stateDir],
+      { ...cliEnv(), OPENAI_BASE_URL: standin.baseURL },
+    );
+    expect(edit.code, edit.stderr).toBe(0);
+    const runId = /run (atelier-\S+)/.exec(edit.stderr)![1]!;
+    expect(edit.stderr).toMatch(/Temporal UI: http:\/\/127\.0\.0\.1:\d+ \(while this command runs\)/);
+    expect(edit.stderr).toContain('the Temporal UI above is served by the server this command started, and stops with it');
+    expect(edit.stderr).toContain(`npx atelier server --state-dir ${stateDir}`);
+    expect(edit.stderr).toContain(`npx atelier status ${runId} --state-dir ${stateDir}`);
+
+    // What the note says works: the state dir's own server serves the closed run's page again,
+    // its outcome (the counts) in the run's result.
+    const { server, uiPort } = await startServer(stateDir);
+    try {
+      const api = `http://127.0.0.1:${uiPort}/api/v1/namespaces/default/workflows/${runId}`;
+      // The UI's backend dials the server's port on its own schedule: asked until it answers.
+      let described: { workflowExecutionInfo?: { status?: string } } = {};
+      await waitUntil(
+        async () => {
+          described = (await (await fetch(api)).json()) as typeof described;
+          return described.workflowExecutionInfo !== undefined;
+        },
+        60_000,
+        'the UI serving the run',
+      );
+      expect(described.workflowExecutionInfo?.status).toBe('WORKFLOW_EXECUTION_STATUS_COMPLETED');
+      const history = await (
+        await fetch(`${api}/history?maximumPageSize=1&historyEventFilterType=HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT`)
+      ).text();
+      expect(history).toContain('workflowExecutionCompletedEventAttributes');
+    } finally {
+      await server.stop();
+    }
   }, 180_000);
 });
 

@@ -60,7 +60,7 @@ const PRESETS = ${JSON.stringify(REJECT_PRESETS)};
 const PAGE = 100;
 const FIELDS = ['status', 'error', 'review', 'scoreBelow', 'q', 'sort', 'conflictBelow', 'offset'];
 const state = { data: null, rows: [], runId: '', selected: null, open: null, tiles: new Map(), signature: '', seq: 0, after: null,
-  compare: { mode: 'split', split: 50, zoom: 1, x: 0, y: 0 } };
+  compare: { mode: 'split', split: 50, zoom: 1, x: 0, y: 0, row: null, before: null, after: null } };
 const $ = (id) => document.getElementById(id);
 const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls; if (text !== undefined) e.textContent = text; return e; };
 
@@ -182,8 +182,10 @@ function select(index) {
   if (entry) entry.tile.scrollIntoView({ block: 'nearest' });
 }
 
-// Compare: the first input and the last output in one frame, as a split with a slider or one over
-// the other (o flips); zoom (wheel, +/-, 0 fits) and drag apply to both, so the same spot is compared.
+// Compare: two of the row's images in one frame (the first input and the last output unless the
+// person picks others: any input, any output or turn, an earlier generation's output), as a split
+// with a slider or one over the other (o flips); zoom (wheel, +/-, 0 fits) and drag apply to both,
+// so the same spot is compared.
 function applyCompare() {
   const stage = $('stage');
   if (!stage) return;
@@ -210,10 +212,42 @@ function zoomTo(zoom, cx, cy) {
   applyCompare();
 }
 function setMode(mode) { state.compare.mode = mode; applyCompare(); }
+// The images a row can compare, as [slot, label]: its inputs, its outputs (a turn's, in a
+// multi-turn row), the first output of each earlier generation.
+function compareSlots(row) {
+  const slots = [];
+  for (let i = 0; i < row.inputs; i++) slots.push(['in' + i, 'input ' + (i + 1)]);
+  const turns = row.turns.length > 1 && row.outputs.length === row.turns.length;
+  row.outputs.forEach((_, i) => slots.push(['out' + i, turns ? 'turn ' + (i + 1) + ' output' : 'output ' + (i + 1)]));
+  for (const h of row.history || []) slots.push(['h' + h.generation + '_0', 'generation ' + h.generation + ' output']);
+  return slots;
+}
 function compareFor(row) {
+  const c = state.compare;
+  const slots = compareSlots(row);
+  const has = (slot) => slots.some(([s]) => s === slot);
+  // A pick holds while the same row is open (the page's polls redraw it) and names one of its images.
+  if (c.row !== row.index || !has(c.before) || !has(c.after)) {
+    c.row = row.index; c.before = 'in0'; c.after = 'out' + (row.outputs.length - 1);
+  }
   const box = el('div', 'compare');
   const tools = el('div', 'tools');
   tools.append(el('b', '', 'Compare'));
+  const layers = {};
+  if (slots.length > 2) {
+    for (const side of ['before', 'after']) {
+      const pick = el('select'); pick.id = 'compare-' + side; pick.title = side === 'before' ? 'the left / under image' : 'the right / over image';
+      for (const [slot, label] of slots) { const o = el('option', '', label); o.value = slot; pick.append(o); }
+      pick.value = c[side];
+      pick.addEventListener('change', () => {
+        c[side] = pick.value;
+        layers[side].replaceChildren(image(row, pick.value, false, false));
+        applyCompare();
+      });
+      tools.append(pick);
+      if (side === 'before') tools.append(el('span', '', 'vs'));
+    }
+  }
   for (const [mode, label] of [['split', 'split'], ['before', 'before'], ['after', 'after']]) {
     const b = el('button', '', label); b.dataset.mode = mode; b.addEventListener('click', () => setMode(mode)); tools.append(b);
   }
@@ -223,8 +257,9 @@ function compareFor(row) {
   const level = el('span', '', '1×'); level.id = 'zoom-level';
   tools.append(el('span', '', '· zoom'), out, level, zin, fit, el('span', 'score', 'o flips before/after · wheel or +/− zooms · drag pans'));
   const stage = el('div', 'stage'); stage.id = 'stage';
-  const before = el('div', 'layer before'); before.append(image(row, 'in0', false, false));
-  const after = el('div', 'layer after'); after.append(image(row, 'out' + (row.outputs.length - 1), false, false));
+  const before = el('div', 'layer before'); before.append(image(row, c.before, false, false));
+  const after = el('div', 'layer after'); after.append(image(row, c.after, false, false));
+  layers.before = before; layers.after = after;
   stage.append(before, after, el('div', 'split'));
   stage.addEventListener('wheel', (e) => {
     e.preventDefault();

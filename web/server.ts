@@ -1,6 +1,9 @@
+import { stat } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { openStorage, type Storage } from '../storage';
+import { join } from 'node:path';
+import { isS3Location, openStorage, type Storage } from '../storage';
+import { writeResultsTables, type WriteResultsArgs } from '../activities/resultsTables';
 import { layout } from '../lib/run/runStore';
 import { imageProblem, readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/run/plan';
@@ -24,6 +27,13 @@ export interface ViewerOptions {
   port?: number;
   /** How the page tells a person to redo rejected rows (the run id's CLI command). */
   runId: string;
+  /**
+   * The run's results tables, rewritten after marks so their review columns follow the marks
+   * (cli/view.ts says where they are). Absent: the tables are left alone.
+   */
+  results?: Omit<WriteResultsArgs, 'runId' | 'outputDir' | 'changedRows'>;
+  /** Told when a rewrite of the tables fails (the marks themselves are stored). */
+  onResultsError?: (err: unknown) => void;
 }
 
 export interface Viewer {
@@ -37,6 +47,38 @@ export type { RowSummary } from './rows';
 interface RowsRead {
   at: number;
   rows: Map<number, CachedRow>;
+  /** The run folder's change sign when the read began (undefined: none to be had). */
+  sign: string | undefined;
+}
+
+/** A change sign holds once the newest time in it is this old. */
+const SIGN_SETTLED_MS = 2000;
+/** What a read of the rows consults: the plan, the ledger and its done-markers, marks, scores. */
+const READ_SOURCES = [layout.plan.rows, layout.plan.meta, layout.ledger, `${layout.ledger}/done`, layout.review, layout.judge];
+
+/**
+ * A sign that changes whenever what a read consults may have: on a disk, the modification times
+ * (ns) of those folders and files, since every write in them is a rename into the folder or an
+ * unlink from it (storage/local.ts, storage/atomicFile.ts). Undefined (read again) on S3, which has
+ * no such sign, and while a time is under 2 s old: a file system's clock ticks coarser than its
+ * nanoseconds, so two writes close together may leave one time, and the read must follow the last.
+ */
+function changeSign(outputDir: string): (() => Promise<string | undefined>) | undefined {
+  if (isS3Location(outputDir)) return undefined;
+  const paths = READ_SOURCES.map((key) => join(outputDir, ...key.split('/')));
+  return async () => {
+    const times = await Promise.all(
+      paths.map((path) =>
+        stat(path, { bigint: true }).then(
+          (s) => s.mtimeNs,
+          () => -1n,
+        ),
+      ),
+    );
+    const newest = times.reduce((a, b) => (b > a ? b : a), -1n);
+    if (Number(newest / 1_000_000n) > Date.now() - SIGN_SETTLED_MS) return undefined;
+    return times.join('|');
+  };
 }
 
 /** A re-read of every row is at most this fresh, and at least this many times as old as one read took. */
@@ -46,6 +88,8 @@ const ROWS_READ_FACTOR = 5;
 const FIRST_ANSWER_ROWS = 500;
 /** Marks written at once by a bulk mark. */
 const MARK_CONCURRENCY = 32;
+/** The results tables are rewritten this long after the last mark (a run of key presses is one rewrite). */
+const RESULTS_AFTER_MARK_MS = 300;
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
@@ -69,6 +113,10 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   let cached: RowsRead | undefined;
   let reading: Promise<Map<number, CachedRow>> | undefined;
   let lastReadMs = 0;
+  // Whole reads of the run so far (in /api/rows: the tests see a finished run is not read again).
+  let reads = 0;
+  const signOf = changeSign(outputDir);
+  let checking: Promise<void> | undefined;
   // Marks written here, by row, numbered: a read that overlapped a write may have read the row's
   // mark before it, so what was written meanwhile is laid over the read's result.
   let writeSeq = 0;
@@ -76,6 +124,36 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   // The first read's rows so far, and a promise kept once a first page's worth of them is in.
   let partial: Map<number, CachedRow> | undefined;
   let firstRows: Promise<void> | undefined;
+
+  // Marks reach results.csv/.jsonl/.parquet by a rewrite of the tables shortly after them, one at a
+  // time (marks made during one start another after it). It reads no ledger entry: the rows' states
+  // come from the tables' row records (lib/run/resultsRecords.ts, as the last results write read
+  // them), the marks and scores are read whole each time, as every results write does. A run still
+  // going rewrites the tables as rows finish and at its end from a full read of the ledger, so a
+  // rewrite here that lands between two of its refreshes is superseded by the next one.
+  let resultsTimer: NodeJS.Timeout | undefined;
+  let resultsWrite: Promise<void> | undefined;
+  // Marks made since the last rewrite began.
+  let marksPending = false;
+  const rewriteResults = (): Promise<void> =>
+    (resultsWrite ??= (async () => {
+      try {
+        while (marksPending) {
+          marksPending = false;
+          await writeResultsTables({ runId: options.runId, outputDir, ...options.results, changedRows: [] }).catch((err: unknown) =>
+            options.onResultsError?.(err),
+          );
+        }
+      } finally {
+        resultsWrite = undefined;
+      }
+    })());
+  const resultsAfterMarks = (): void => {
+    if (!options.results) return;
+    marksPending = true;
+    clearTimeout(resultsTimer);
+    resultsTimer = setTimeout(() => void rewriteResults(), RESULTS_AFTER_MARK_MS);
+  };
 
   const withMark = (view: RunRowView, mark: ReviewMark | undefined): CachedRow => {
     const next: RunRowView = { ...view };
@@ -90,6 +168,8 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       try {
         const before = writeSeq;
         const started = Date.now();
+        // Taken before reading: a change during the read makes the next sign differ.
+        const sign = await signOf?.().catch(() => undefined);
         const rows = new Map<number, CachedRow>();
         if (!cached) {
           partial = rows;
@@ -108,7 +188,8 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         // Everything written so far is on storage for the next read to find.
         written.clear();
         lastReadMs = Date.now() - started;
-        cached = { at: Date.now(), rows };
+        reads += 1;
+        cached = { at: Date.now(), rows, sign };
         return rows;
       } finally {
         reading = undefined;
@@ -116,6 +197,23 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         firstIn?.();
       }
     })());
+
+  /**
+   * The background re-read, skipped while the run folder's change sign is the one the last read
+   * began with (a finished run under review: nothing to read again; at 20,000 rows a re-read took
+   * about a sixth of the viewer's time). The viewer's own marks are in what it holds already.
+   */
+  const rereadIfChanged = (): void => {
+    if (checking || reading) return;
+    checking = (async () => {
+      const read = cached;
+      const sign = signOf ? await signOf().catch(() => undefined) : undefined;
+      if (read && sign !== undefined && sign === read.sign) read.at = Date.now();
+      else await readAll();
+    })()
+      .catch(() => undefined)
+      .finally(() => (checking = undefined));
+  };
 
   /**
    * Every row's state, and whether that is all of them. The first read of a large run takes a while
@@ -134,7 +232,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       if (partial) return { rows: partial, complete: false };
       return { rows: await done, complete: true };
     }
-    if (Date.now() - cached.at > Math.max(ROWS_FRESH_MS, ROWS_READ_FACTOR * lastReadMs)) readAll().catch(() => undefined);
+    if (Date.now() - cached.at > Math.max(ROWS_FRESH_MS, ROWS_READ_FACTOR * lastReadMs)) rereadIfChanged();
     return { rows: cached.rows, complete: true };
   };
 
@@ -169,6 +267,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         }),
       );
     }
+    resultsAfterMarks();
   };
 
   /** A mark's verdict and reason from a request body; a reason goes with a rejection only. */
@@ -265,6 +364,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
         matched: shown.length,
         // False while the first read of the run is under way: the counts and pages cover the rows read so far.
         complete,
+        reads,
         offset: query.offset,
         rows: page,
       });
@@ -330,10 +430,14 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   readAll().catch(() => undefined);
   return {
     url: `http://${host}/`,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => resolve());
-      }),
+      });
+      // Marks made just before Ctrl-C still reach the tables.
+      clearTimeout(resultsTimer);
+      if (marksPending || resultsWrite) await rewriteResults();
+    },
   };
 }

@@ -104,6 +104,10 @@ export class ResultsRecords {
   async commit(read: ReadonlyMap<number, RecordedState>): Promise<void> {
     for (const [i, s] of read) this.states.set(i, s);
     const old = this.pointer;
+    // Nothing read on top of loaded records: nothing to store, and the pointer is left alone (a
+    // write of the tables alone, the viewer's after a mark, must not move back a pointer that the
+    // run's own refresh moved meanwhile).
+    if (old && read.size === 0) return;
     // A full pass replaces whatever records were there (made for another plan, say): removed below.
     const previous = old ?? (await this.readPointer());
     let next: RecordsPointer;

@@ -1,6 +1,7 @@
 import { linkSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { writeResultsTables } from '../../activities/resultsTables';
 import { overallScore, writeJudgeRecord } from '../../lib/run/judgeScores';
 import { writeLedgerEntry } from '../../lib/run/ledger';
 import { PlanWriter } from '../../lib/run/plan';
@@ -16,6 +17,11 @@ import { layout } from '../../lib/run/runStore';
 export const FIXTURE_RUN_ID = 'viewer-fixture';
 export const INPUT_RGB = { r: 220, g: 30, b: 30 };
 export const OUTPUT_RGB = { r: 30, g: 60, b: 220 };
+/** Row MULTI_ROW has two inputs (red, green) and two turns, each with its output (blue, then yellow). */
+export const MULTI_ROW = 1;
+export const INPUT2_RGB = { r: 30, g: 190, b: 60 };
+export const OUTPUT2_RGB = { r: 230, g: 210, b: 40 };
+export const MULTI_TURN = 'then sharpen it';
 
 const SUBJECTS = ['cat', 'lighthouse', 'bicycle', 'teapot', 'mountain', 'robot', 'violin'];
 const EDITS = [
@@ -67,13 +73,22 @@ async function each(n: number, concurrency: number, work: (i: number) => Promise
   );
 }
 
-export async function writeFixtureRun(dir: string, rows: number): Promise<string> {
+/** `results`: the run's results tables too, as its final results write leaves them. */
+export async function writeFixtureRun(dir: string, rows: number, { results = false }: { results?: boolean } = {}): Promise<string> {
   const outputDir = join(dir, 'out');
   mkdirSync(join(outputDir, 'images'), { recursive: true });
   const input = join(dir, 'red.png');
   writeFileSync(input, await solidPng(INPUT_RGB));
   const output = join(dir, 'blue.png');
   writeFileSync(output, await solidPng(OUTPUT_RGB));
+  const input2 = join(dir, 'green.png');
+  writeFileSync(input2, await solidPng(INPUT2_RGB));
+  const output2 = join(dir, 'yellow.png');
+  writeFileSync(output2, await solidPng(OUTPUT2_RGB));
+  const outputsOf = (i: number): string[] => {
+    const path = `images/${String(i).padStart(6, '0')}.png`;
+    return i === MULTI_ROW ? [path, `images/${String(i).padStart(6, '0')}_1.png`] : [path];
+  };
   writeFileSync(join(dir, 'data.csv'), 'image,instruction\n');
 
   const plan = new PlanWriter(outputDir);
@@ -84,10 +99,16 @@ export async function writeFixtureRun(dir: string, rows: number): Promise<string
       position: i,
       index: i,
       where: `data.csv line ${i + 2}`,
-      turns: [instruction],
-      images: [{ kind: 'file', source: input }],
+      turns: i === MULTI_ROW ? [instruction, MULTI_TURN] : [instruction],
+      images:
+        i === MULTI_ROW
+          ? [
+              { kind: 'file', source: input },
+              { kind: 'file', source: input2 },
+            ]
+          : [{ kind: 'file', source: input }],
       record: { image: 'red.png', instruction },
-      outputs: [{ path: `images/${String(i).padStart(6, '0')}.png`, format: 'png' }],
+      outputs: outputsOf(i).map((path) => ({ path, format: 'png' })),
     });
   }
   await plan.commit({
@@ -112,12 +133,14 @@ export async function writeFixtureRun(dir: string, rows: number): Promise<string
       await writeLedgerEntry(outputDir, { ...base, status: 'failed', errorType: row.errorType!, error: `scripted ${row.errorType}` });
       return;
     }
-    const path = `images/${String(i).padStart(6, '0')}.png`;
+    const paths = outputsOf(i);
+    const path = paths[0]!;
     linkSync(output, join(outputDir, path));
+    if (paths[1]) linkSync(output2, join(outputDir, paths[1]));
     const entry: LedgerEntry = {
       ...base,
       status: 'ok',
-      outputImages: [path],
+      outputImages: paths,
       costUsd: row.costUsd!,
       latencyMs: row.latencyMs!,
       requestIds: [`req_${i}`],
@@ -143,10 +166,11 @@ export async function writeFixtureRun(dir: string, rows: number): Promise<string
       await writeReviewMark(outputDir, {
         index: i,
         verdict: row.review,
-        outputImages: [path],
+        outputImages: paths,
         entryFinishedAt: finishedAt,
         at: finishedAt,
       });
   });
+  if (results) await writeResultsTables({ runId: FIXTURE_RUN_ID, outputDir });
   return outputDir;
 }

@@ -1,10 +1,11 @@
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { assertBuilt, atelier, CliProcess, REPO } from '../helpers/cli';
+import { assertBuilt, atelier, type CliProcess, REPO } from '../helpers/cli';
+import { assertChromium, launchChromium, startViewerCli } from '../helpers/chromium';
 import { tempDir } from '../helpers/fixtures';
 
 // `atelier view` in a real browser: Debian's chromium (installed by the test setup) driven by
@@ -12,7 +13,6 @@ import { tempDir } from '../helpers/fixtures';
 // (embedded dev server, openai SDK against the stand-in; one row refused to have a failure to see).
 // Screenshots go to test-artifacts/viewer/; the grid's is copied to docs/ for the README.
 
-const CHROMIUM = process.env.ATELIER_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join(REPO, 'test-artifacts', 'viewer');
 const API_KEY = 'sk-test-viewer-3f9a1c7e5b2d4068';
 
@@ -55,7 +55,7 @@ async function thumbnailsLoaded(page: Page): Promise<number> {
 
 beforeAll(async () => {
   assertBuilt();
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: the test setup (npm test) installs Debian's chromium`);
+  assertChromium();
   mkdirSync(ARTIFACTS, { recursive: true });
   standin = await startOpenAIStandin();
   standin.script('Turn the mug into a glass of iced tea', [faults.moderationBlocked()], { repeat: true });
@@ -78,14 +78,8 @@ beforeAll(async () => {
     env(),
   );
   expect(run.code, run.stderr).toBe(2);
-  viewer = new CliProcess(['view', outputDir], env());
-  await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
-  url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  ({ viewer, url } = await startViewerCli([outputDir], env()));
+  browser = await launchChromium();
 });
 
 afterAll(async () => {

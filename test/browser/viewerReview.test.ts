@@ -1,21 +1,24 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { parse } from 'csv-parse/sync';
 import { parquetReadObjects } from 'hyparquet';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { overallScore, writeJudgeRecord } from '../../lib/run/judgeScores';
+import { writeLedgerEntry } from '../../lib/run/ledger';
 import type { ReviewMark } from '../../lib/run/review';
 import { REJECT_PRESETS } from '../../web/page';
-import { atelier, assertBuilt, CliProcess } from '../helpers/cli';
+import { atelier, assertBuilt, CliProcess, waitUntil } from '../helpers/cli';
+import { assertChromium, launchChromium, startViewerCli } from '../helpers/chromium';
 import { tempDir } from '../helpers/fixtures';
-import { fixtureRow, INPUT_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
+import { fixtureRow, INPUT2_RGB, INPUT_RGB, MULTI_ROW, MULTI_TURN, OUTPUT2_RGB, OUTPUT_RGB, writeFixtureRun } from './runFixture';
 
 // The viewer's reviewing tools in headless chromium, against the built CLI's `atelier view` of a run
 // folder of known shape (test/browser/runFixture.ts: red inputs, blue outputs, scores, marks):
 // compare and zoom, search, sort, conflict flags, filter + bulk marks in one request, reject reasons
 // kept with the mark and exported.
 
-const CHROMIUM = process.env.ATELIER_CHROMIUM ?? '/usr/bin/chromium';
 const ROWS = 60;
 const ALL = Array.from({ length: ROWS }, (_, i) => i);
 
@@ -49,6 +52,23 @@ async function setInput(page: Page, id: string, value: string): Promise<void> {
   );
 }
 
+/** results.csv's review cells, by row index. */
+function csvReviews(): Map<number, { review: string; review_reason: string }> {
+  const rows = parse(readFileSync(join(outputDir, 'results.csv')), { columns: true }) as Array<Record<string, string>>;
+  return new Map(rows.map((r, i) => [i, { review: r.review ?? '', review_reason: r.review_reason ?? '' }]));
+}
+
+/** Waits for results.csv and results.jsonl to show a row's mark (the viewer rewrites them after marks). */
+async function tablesShow(index: number, review: string, reason = ''): Promise<void> {
+  await waitUntil(
+    () => csvReviews().get(index)?.review === review && csvReviews().get(index)?.review_reason === reason,
+    30_000,
+    `results.csv row ${index}: ${review}`,
+  ).catch(() => expect(csvReviews().get(index)).toEqual({ review, review_reason: reason }));
+  const line = readFileSync(join(outputDir, 'results.jsonl'), 'utf8').split('\n')[index]!;
+  expect(JSON.parse(line)).toMatchObject({ review, ...(reason ? { review_reason: reason } : {}) });
+}
+
 function marks(): Map<number, ReviewMark> {
   const folder = join(outputDir, '.atelier', 'review');
   return new Map(
@@ -73,17 +93,11 @@ function near(a: { r: number; g: number; b: number }, b: { r: number; g: number;
 
 beforeAll(async () => {
   assertBuilt();
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: the test setup (npm test) installs Debian's chromium`);
+  assertChromium();
   dir = tempDir('atelier-viewer-review-');
-  outputDir = await writeFixtureRun(dir, ROWS);
-  viewer = new CliProcess(['view', outputDir], { ...process.env });
-  await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
-  url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  outputDir = await writeFixtureRun(dir, ROWS, { results: true });
+  ({ viewer, url } = await startViewerCli([outputDir], { ...process.env }));
+  browser = await launchChromium();
 });
 
 afterAll(async () => {
@@ -139,6 +153,37 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     expect(after[1]! - before[1]!).toBe(40);
     await page.keyboard.press('0');
     expect(await inPage(page, widths)).toEqual([1, 1]);
+    // A row of one input and one output offers no choice of images.
+    expect(await page.$('#compare-before')).toBeNull();
+    await page.keyboard.press('Escape');
+
+    // A row of two inputs and two turns: the first input (red) and the last turn's output (yellow)
+    // by default; any of its images can be picked on either side, and the pick outlives a redraw.
+    await page.click(`#grid .tile[data-index="${MULTI_ROW}"]`);
+    await page.waitForFunction(`document.getElementById('detail').textContent.includes(${JSON.stringify(MULTI_TURN)})`);
+    const stageLoaded = `[...document.querySelectorAll('#stage img')].every((i) => i.complete && i.naturalWidth > 0)`;
+    await page.waitForFunction(stageLoaded);
+    await setInput(page, 'split', '50');
+    const options = `[...document.querySelectorAll('#compare-after option')].map((o) => o.textContent)`;
+    expect(await inPage(page, options)).toEqual(['input 1', 'input 2', 'turn 1 output', 'turn 2 output']);
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), INPUT_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT2_RGB)).toBe(true);
+    await page.select('#compare-before', 'in1');
+    await page.select('#compare-after', 'out0');
+    await page.waitForFunction(stageLoaded);
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), INPUT2_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT_RGB)).toBe(true);
+    // Turn 1's output against turn 2's: what the second turn changed.
+    await page.select('#compare-before', 'out0');
+    await page.select('#compare-after', 'out1');
+    await page.waitForFunction(stageLoaded);
+    expect(near(await colourAt(page, '#stage', 0.3, 0.5), OUTPUT_RGB)).toBe(true);
+    expect(near(await colourAt(page, '#stage', 0.7, 0.5), OUTPUT2_RGB)).toBe(true);
+    // The page polls every 2 s and may redraw the detail: the pick stays.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
+    expect(await inPage(page, `[document.getElementById('compare-before').value, document.getElementById('compare-after').value]`)).toEqual(
+      ['out0', 'out1'],
+    );
     await page.keyboard.press('Escape');
     await page.close();
   });
@@ -192,6 +237,23 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     await setInput(page, 'f-conflict', '8');
     await showsTiles(page, conflicts(8));
     await page.close();
+
+    // `atelier view --conflict-below 8` prints the link that opens on those rows.
+    const second = new CliProcess(['view', outputDir, '--conflict-below', '8'], { ...process.env });
+    try {
+      await second.waitForOutput(/accepted rows the judge scored below 8: (\S+)/);
+      const link = /accepted rows the judge scored below 8: (\S+)/.exec(second.output)![1]!;
+      const opened = await browser.newPage();
+      await opened.goto(link);
+      await showsTiles(opened, conflicts(8));
+      expect(await inPage(opened, `document.getElementById('f-review').value`)).toBe('conflict');
+      await opened.close();
+    } finally {
+      await second.stop();
+    }
+    const outOfScale = await atelier(['view', outputDir, '--conflict-below', '11'], { ...process.env });
+    expect(outOfScale.code).toBe(1);
+    expect(outOfScale.stderr).toMatch(/--conflict-below <x>.*must be a score from 0 to 10/);
   });
 
   it('marks every row a filter shows in one request, and keeps reject reasons with the marks and in the export', async () => {
@@ -215,6 +277,9 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     await page.waitForFunction(`document.getElementById('status').textContent === 'accepted ${teapots.length} row(s)'`);
     expect(posts).toEqual([`${url}api/review`]);
     for (const i of teapots) expect(marks().get(i)?.verdict).toBe('accepted');
+    // The marks reach the results tables without another run's results write.
+    await tablesShow(teapots[0]!, 'accepted');
+    await tablesShow(teapots.at(-1)!, 'accepted');
     await showsTiles(page, []); // no longer unmarked
 
     // Every bicycle row, whatever its status, rejected with a reason: rows without an output are skipped.
@@ -250,6 +315,8 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     await page.keyboard.press('2');
     await page.waitForFunction(`document.getElementById('status').textContent === 'row ${one}: rejected (${REJECT_PRESETS[1]})'`);
     expect(marks().get(one)).toMatchObject({ verdict: 'rejected', reason: REJECT_PRESETS[1] });
+    await tablesShow(one, 'rejected', REJECT_PRESETS[1]);
+    await tablesShow(done[0]!, 'rejected', 'wheels melted');
     await page.waitForFunction(`document.getElementById('detail').textContent.includes('reject reason${REJECT_PRESETS[1]}')`);
     await page.close();
 
@@ -286,5 +353,54 @@ describe('atelier view: reviewing tools (headless chromium)', () => {
     expect(table.find((r) => Number(r.index) === done[0])).toMatchObject({ review: 'rejected', review_reason: 'wheels melted' });
     expect(table.find((r) => Number(r.index) === one)).toMatchObject({ review: 'rejected', review_reason: REJECT_PRESETS[1] });
     expect(table.find((r) => Number(r.index) === teapots[0])).toMatchObject({ review: 'accepted', review_reason: null });
+  });
+  it('reads a run that does not change once, and a change made outside the viewer shows within seconds', async () => {
+    type Rows = { reads: number; rows: Array<{ index: number; status: string; score?: { overall: number } }> };
+    const rows = async (): Promise<Rows> => (await (await fetch(`${url}api/rows?limit=100`)).json()) as Rows;
+    // Polled as the page polls (more often, even): the earlier tests' marks settle first.
+    const poll = async (ms: number): Promise<Rows> => {
+      let last = await rows();
+      for (const end = Date.now() + ms; Date.now() < end;) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        last = await rows();
+      }
+      return last;
+    };
+    const settled = await poll(3500);
+    expect(typeof settled.reads).toBe('number');
+    const later = await poll(4000);
+    expect(later.reads).toBe(settled.reads);
+
+    // Another process judges a row and fails a pending one: the next background read finds both.
+    const scored = ALL.find((i) => fixtureRow(i).status === 'ok' && fixtureRow(i).score === undefined)!;
+    const pending = ALL.find((i) => fixtureRow(i).status === 'pending')!;
+    await writeJudgeRecord(outputDir, {
+      index: scored,
+      model: 'judge-fixture',
+      entryFinishedAt: '2026-12-07T08:00:00.000Z',
+      scores: { instructionFollowing: 4, preservation: 4, quality: 4, overall: overallScore(4, 4, 4) },
+      reason: 'judged later',
+      at: new Date().toISOString(),
+    });
+    await writeLedgerEntry(outputDir, {
+      index: pending,
+      position: pending,
+      runId: 'viewer-fixture',
+      model: 'gpt-image-2',
+      attempts: 1,
+      finishedAt: new Date().toISOString(),
+      status: 'failed',
+      errorType: 'Blocked',
+      error: 'failed later',
+    });
+    await waitUntil(
+      async () => {
+        const now = (await rows()).rows;
+        return now.find((r) => r.index === scored)?.score?.overall === 4 && now.find((r) => r.index === pending)?.status === 'failed';
+      },
+      30_000,
+      'the outside changes in /api/rows',
+    );
+    expect((await rows()).reads).toBeGreaterThan(later.reads);
   });
 });

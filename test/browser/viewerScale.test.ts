@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
-import puppeteer, { type Browser, type Page } from 'puppeteer-core';
+import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertBuilt, CliProcess } from '../helpers/cli';
+import { assertBuilt, type CliProcess } from '../helpers/cli';
+import { assertChromium, launchChromium, startViewerCli } from '../helpers/chromium';
 import { tempDir } from '../helpers/fixtures';
 import { fixtureRow, writeFixtureRun } from './runFixture';
 
@@ -10,7 +10,6 @@ import { fixtureRow, writeFixtureRun } from './runFixture';
 // and printed, and held to generous bounds (the suite runs on 2 shared cores). The page holds one
 // page of 100 tiles and asks for thumbnails lazily, so it never loads 20,000 rows' images.
 
-const CHROMIUM = process.env.ATELIER_CHROMIUM ?? '/usr/bin/chromium';
 const ROWS = 20_000;
 
 let viewer: CliProcess;
@@ -30,19 +29,13 @@ async function tiles(page: Page): Promise<number[]> {
 
 beforeAll(async () => {
   assertBuilt();
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: the test setup (npm test) installs Debian's chromium`);
+  assertChromium();
   const started = Date.now();
   const outputDir = await writeFixtureRun(tempDir('atelier-viewer-20k-'), ROWS);
   console.log(`20,000-row run folder written in ${Date.now() - started} ms`);
   spawnedAt = Date.now();
-  viewer = new CliProcess(['view', outputDir], { ...process.env });
-  await viewer.waitForOutput(/http:\/\/127\.0\.0\.1:\d+\//);
-  url = /http:\/\/127\.0\.0\.1:\d+\//.exec(viewer.output)![0];
-  browser = await puppeteer.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage'],
-  });
+  ({ viewer, url } = await startViewerCli([outputDir], { ...process.env }));
+  browser = await launchChromium();
 }, 600_000);
 
 afterAll(async () => {
