@@ -118,6 +118,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'safe-b042613/reserve.datasetWorkflow-0.binpb',
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
       'batch-a8ec7b9/batch.dataset.binpb',
+      'store-9d6224f/plain.datasetWorkflow-0.binpb',
     ],
   },
   resultsIncremental: {
@@ -134,6 +135,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'safe-b042613/reserve.datasetWorkflow-0.binpb',
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
       'batch-a8ec7b9/batch.dataset.binpb',
+      'store-9d6224f/plain.datasetWorkflow-0.binpb',
     ],
   },
 
@@ -180,11 +182,11 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
   },
   rowPlanInTask: {
     id: PATCH.rowPlanInTask,
-    addedIn: 'TODO',
+    addedIn: '9d6224f',
     stage: 'patched',
     change:
       "API rows' pages carry each row's plan line and whether it has any state yet into the row task, so the row activity reads neither the plan nor (first attempt) the ledger",
     neededBy: [],
-    coveredBy: [],
+    coveredBy: ['store-9d6224f/plain.datasetWorkflow-0.binpb'],
   },
 };
