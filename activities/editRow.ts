@@ -95,8 +95,10 @@ export interface ModelActivityDeps {
 /**
  * The model activity: one call per row attempt, served on the provider's task queue.
  * It is idempotent in effect: a row the ledger already holds as ok (for what the row asks now)
- * returns at once; every paid answer is stored before anything local can fail, so a retry after a
- * local failure finishes from it without calling again; output images and the ledger entry are
+ * returns at once; a paid answer is stored whenever a local step can still fail after it (each turn
+ * of a multi-turn row; a single-call row's only once a step after its call has failed, its outputs
+ * and entry being written from memory with retries), so a retry after a local failure finishes
+ * from it without calling again; output images and the ledger entry are
  * written whole, images first, and the entry is committed exclusively, so a crash never leaves a
  * half-written image counted as done and two attempts never both finish the row; a multi-turn row
  * records each finished turn (and its chat history, for providers that edit in a conversation), so

@@ -18,7 +18,9 @@ import type { DatasetRunSummary } from '../lib/shared/types';
 // one (`changedRows`): only their ledger entries are read, the other rows' states come from the
 // records the earlier passes kept (lib/run/resultsRecords.ts), so a refresh reads a number of
 // entries in proportion to the rows just finished, not to the dataset. Without `changedRows` (or
-// without usable records) every entry is read, as a full rewrite; both give the same bytes.
+// without usable records) every row's state is found again, as a full rewrite: one listing of the
+// ledger gives each entry's tag, and only entries whose tag changed since the records kept them
+// are read; outputs are checked against one listing per folder. Both give the same bytes.
 //
 // The three tables are written to local temp files, then replaced as one set: jsonl, parquet,
 // then csv, back to back (Storage.replaceFromFiles). A reader that sees a results.csv sees the

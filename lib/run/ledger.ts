@@ -7,9 +7,10 @@ import { RunStore, sameRequest } from './runStore';
 // "already done" is decided here. A row counts as done only when its entry says ok, was made for
 // what the row asks now (its digest), and all its output files exist.
 //
-// Finishing a row is exclusive: an ok entry is committed by creating a done-marker that only one
-// writer can create (O_EXCL / If-None-Match), so two attempts of one row (a worker thought dead that
-// still runs, and its retry) can never both believe they finished it; the loser takes the winner's.
+// Finishing a row is exclusive: an ok entry is committed by a create only one writer can make
+// (O_EXCL / If-None-Match): the entry itself for a row that had none, else a done-marker for the
+// state the attempt started from. Two attempts of one row (a worker thought dead that still runs,
+// and its retry) can never both believe they finished it; the loser takes the winner's.
 
 export type { LedgerEntry } from './records';
 
