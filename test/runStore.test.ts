@@ -13,6 +13,7 @@ import { createOrchestrationActivities } from '../activities/orchestration';
 import { createPromptEnhancer } from '../activities/providers/promptEnhance';
 import { providerFromEnv } from '../activities/providers/registry';
 import { commitLedgerEntry, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
+import { readPlanRows, taskPlanRow } from '../lib/run/plan';
 import { setAsideForRedo } from '../lib/run/redo';
 import { RunStore } from '../lib/run/runStore';
 import type { BatchJobSpec, BatchPlan, BatchStatus, BatchSubmission } from '../lib/shared/batch';
@@ -168,7 +169,43 @@ describe('storage requests per row', () => {
   }, 120_000);
 });
 
+describe('storage requests per row with the plan line in the task', () => {
+  it('a first attempt of a task carrying its plan line and freshness reads neither plan nor ledger: output and entry, 2 requests', async () => {
+    const counting = new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-fresh-'), 'out')));
+    adoptStorage(counting);
+    const { tasks } = await planned('fresh', 4, counting.location);
+    const rows = await readPlanRows(counting.location, 0, 4);
+    counting.reset();
+    for (const [i, task] of tasks.entries()) {
+      const outcome = await editRow({ ...task, row: taskPlanRow(rows[i]!)!, fresh: true });
+      expect(outcome.status).toBe('ok');
+    }
+    expect(counting.counts).toEqual({ write: 4, create: 4 });
+    expect(openai.callsFor('fresh-')).toHaveLength(4);
+  }, 120_000);
+});
+
 describe('one commit protocol for every path', () => {
+  it('a row that had no entry commits by creating it: a second attempt never overwrites it and takes it; a failure recorded meanwhile goes to the marker', async () => {
+    const outputDir = join(tempDir('atelier-runstore-create-'), 'out');
+    const store = RunStore.open(outputDir);
+    const base = { position: 3, runId: 'r', model: 'm', digest: 'd'.repeat(64) };
+    const first: LedgerEntry = { ...base, index: 3, status: 'ok', outputImages: ['a.png'], finishedAt: '2026-12-07T06:00:00.000Z' };
+    const late: LedgerEntry = { ...first, outputImages: ['late.png'], finishedAt: '2026-12-07T06:00:05.000Z' };
+    expect(await store.commitEntry(first, undefined, { noEntry: true })).toEqual({ won: true, entry: first });
+    expect(await store.commitEntry(late, undefined, { noEntry: true })).toEqual({ won: false, entry: first });
+    expect(await store.readEntry(3)).toEqual(first);
+    expect(existsSync(join(outputDir, '.atelier', 'ledger', 'done'))).toBe(false);
+    // A failure recorded after the attempt began: the commit replaces it through the done-marker.
+    const failed: LedgerEntry = { ...base, index: 5, status: 'failed', errorType: 'Retryable', finishedAt: '2026-12-07T06:00:00.000Z' };
+    await store.writeEntry(failed);
+    const ok: LedgerEntry = { ...first, index: 5 };
+    expect(await store.commitEntry(ok, undefined, { noEntry: true })).toEqual({ won: true, entry: ok });
+    expect(await store.readEntry(5)).toEqual(ok);
+    expect(await store.commitEntry({ ...late, index: 5 }, undefined, { noEntry: true })).toEqual({ won: false, entry: ok });
+    expect(await store.readEntry(5)).toEqual(ok);
+  });
+
   it('a redone row that a --batch pass makes again keeps its history, as the direct path does', async () => {
     const { input } = await planned('bhist', 2);
     await batchRound(input, 'p1');
@@ -375,6 +412,29 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     expect(openai.callsFor('slow-0')).toHaveLength(1);
     expect((await readLedgerEntry(task.outputDir, 0))?.status).toBe('ok');
   }, 120_000);
+
+  it('a lasting SlowDown on the output write of a fresh single-call row: the answer is kept then, and the row run again finishes from it: one call', async () => {
+    const { tasks } = await planned('keep', 1, 's3://runstore/keep/out');
+    const rows = await readPlanRows('s3://runstore/keep/out', 0, 1);
+    const task = { ...tasks[0]!, row: taskPlanRow(rows[0]!)!, fresh: true };
+    proxy.slowDown({ method: 'PUT', path: /\/keep\/out\/000000\.png/, times: Infinity });
+    let failure: unknown;
+    try {
+      await editRow(task, 1);
+    } catch (err) {
+      failure = err;
+    } finally {
+      proxy.clearFaults();
+    }
+    expect(failure).toMatchObject({ type: 'StorageError', nonRetryable: true });
+    expect(openai.callsFor('keep-0')).toHaveLength(1);
+    // The run pauses; resumed, the row is dispatched again (no longer fresh) and finishes from the kept answer.
+    const { fresh: _fresh, ...again } = task;
+    expect((await editRow(again)).status).toBe('ok');
+    expect(openai.callsFor('keep-0')).toHaveLength(1);
+    expect((await readLedgerEntry(task.outputDir, 0))?.status).toBe('ok');
+    expect(await RunStore.open(task.outputDir).answerIndexes()).toEqual(new Set());
+  }, 180_000);
 
   it('a lasting SlowDown after the provider answered pauses the run (StorageError): no blind retry pays again', async () => {
     const { tasks } = await planned('lasting', 1, 's3://runstore/lasting/out');
