@@ -8,7 +8,7 @@ import { batchCallsBefore } from '../lib/shared/batch';
 import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
-import type { PlanRow } from '../lib/run/plan';
+import type { TaskPlanRow } from '../lib/run/plan';
 import { redactSecrets } from '../lib/redact';
 import { generationSeed } from '../lib/run/redo';
 import { afterPaid, commitRow, ledgerEntry, RunStore, type RowOutput, type StoredAnswer } from '../lib/run/runStore';
@@ -45,7 +45,7 @@ function withQuotaReset(err: ClassifiedError, deps: ModelActivityDeps): Classifi
 }
 
 /** Row problems that need no provider call to find. */
-export function checkRow(row: PlanRow, task: Pick<RowTask, 'numImages'>): void {
+export function checkRow(row: TaskPlanRow, task: Pick<RowTask, 'numImages'>): void {
   const at = `row ${row.index} (${row.where})`;
   if (row.plannedError) throw new ClassifiedError('inputError', `${at}: ${row.plannedError}`);
   row.turns.forEach((turn, k) => {
@@ -65,7 +65,7 @@ export function checkRow(row: PlanRow, task: Pick<RowTask, 'numImages'>): void {
  * Every output of the row can be written where it is named (no symlink on the way, no file where a
  * folder must be): checked before any paid call, so a bad name fails the row, not the answer.
  */
-export async function checkOutputsWritable(storage: Storage, row: PlanRow): Promise<void> {
+export async function checkOutputsWritable(storage: Storage, row: TaskPlanRow): Promise<void> {
   for (const output of row.outputs) {
     try {
       await storage.checkWritable(output.path);
@@ -95,8 +95,10 @@ export interface ModelActivityDeps {
 /**
  * The model activity: one call per row attempt, served on the provider's task queue.
  * It is idempotent in effect: a row the ledger already holds as ok (for what the row asks now)
- * returns at once; every paid answer is stored before anything local can fail, so a retry after a
- * local failure finishes from it without calling again; output images and the ledger entry are
+ * returns at once; a paid answer is stored whenever a local step can still fail after it (each turn
+ * of a multi-turn row; a single-call row's only once a step after its call has failed, its outputs
+ * and entry being written from memory with retries), so a retry after a local failure finishes
+ * from it without calling again; output images and the ledger entry are
  * written whole, images first, and the entry is committed exclusively, so a crash never leaves a
  * half-written image counted as done and two attempts never both finish the row; a multi-turn row
  * records each finished turn (and its chat history, for providers that edit in a conversation), so
@@ -132,9 +134,13 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
       try {
         const store = RunStore.open(task.outputDir);
         fence = new AttemptFence(context, task.index);
-        const row = await store.planRow(task.position);
-        // The row's entry is read once: it says whether the row is done, and is what this attempt starts from.
-        const prior = await store.readEntry(task.index);
+        // The plan line the page read travels with the task (rows of older histories: read here).
+        const row = task.row ?? (await store.planRow(task.position));
+        // The row's entry is read once: it says whether the row is done, and is what this attempt
+        // starts from. A first attempt of a row the page found fresh (no entry, no stored answer)
+        // reads neither: nothing but this row's own attempts writes them.
+        const fresh = task.fresh === true && context.info.attempt === 1;
+        const prior = fresh ? undefined : await store.readEntry(task.index);
         if (await store.isDone(prior, row.digest)) {
           return { position: task.position, index: task.index, status: 'ok', outputImages: prior!.outputImages! };
         }
@@ -148,6 +154,7 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
             beat();
           },
           enhancerFor,
+          fresh,
         });
         return await work.run();
       } catch (err) {
@@ -173,6 +180,8 @@ interface AttemptContext {
   previousHeartbeat: JsonValue | undefined;
   heartbeat: (details: JsonValue) => void;
   enhancerFor: (model: string) => PromptEnhancer;
+  /** A first attempt at a row with no state: no stored answer to look for. */
+  fresh: boolean;
 }
 
 /** One attempt at one row, in named steps: inputs, prompts, calls (answers stored), outputs, commit. */
@@ -180,6 +189,8 @@ class RowAttempt {
   private readonly storage: Storage;
   /** Keys of the answers this attempt stored or read: cleared once the row is committed. */
   private readonly answerKeys: string[] = [];
+  /** A single-call row's paid answer, not stored yet (stored only if a later step fails). */
+  private unstored: { call: number; answer: StoredAnswer } | undefined;
   /** Single-call rows: the encoded outputs, written by the commit. */
   private outputs: RowOutput[] = [];
   private readonly started = Date.now();
@@ -194,7 +205,7 @@ class RowAttempt {
 
   constructor(
     private readonly task: RowTask,
-    private readonly row: PlanRow,
+    private readonly row: TaskPlanRow,
     private readonly store: RunStore,
     private readonly prior: LedgerEntry | undefined,
     private readonly provider: ImageEditProvider,
@@ -209,9 +220,29 @@ class RowAttempt {
     await checkOutputsWritable(this.storage, row);
     await this.loadInputs();
     const prompts = await this.prompts();
-    if (row.turns.length === 1) await this.singleCall(prompts[0]!);
-    else await this.turns(prompts);
-    return this.commit(prompts);
+    if (row.turns.length > 1) {
+      await this.turns(prompts);
+      return this.commit(prompts);
+    }
+    try {
+      await this.singleCall(prompts[0]!);
+      return await this.commit(prompts);
+    } catch (err) {
+      // A step after the paid call failed (an output write refused, the store down past the retries
+      // from memory): the answer is kept now, so the retry finishes from it without calling again.
+      await this.keepUnstored();
+      throw err;
+    }
+  }
+
+  /** Stores the single call's answer if it was paid for and not stored (best effort: the store may be down). */
+  private async keepUnstored(): Promise<void> {
+    const unstored = this.unstored;
+    if (!unstored) return;
+    this.unstored = undefined;
+    await afterPaid('storing the answer', () =>
+      this.store.storeAnswer(this.task.index, unstored.call, this.row.digest, unstored.answer),
+    ).catch(() => undefined);
   }
 
   private async loadInputs(): Promise<void> {
@@ -286,8 +317,12 @@ class RowAttempt {
    * Call number `call` of the row: the stored answer when an earlier attempt was paid for it,
    * else the provider, whose answer is stored before anything else happens to it.
    */
-  private async answer(call: number, ask: () => Promise<ImageResult & { history?: JsonValue[] }>): Promise<StoredAnswer> {
-    const kept = await this.store.storedAnswer(this.task.index, call, this.row.digest);
+  private async answer(
+    call: number,
+    ask: () => Promise<ImageResult & { history?: JsonValue[] }>,
+    store: 'now' | 'on failure' = 'now',
+  ): Promise<StoredAnswer> {
+    const kept = this.ctx.fresh ? undefined : await this.store.storedAnswer(this.task.index, call, this.row.digest);
     if (kept) {
       this.answerKeys.push(...kept.keys);
       return this.record(kept.answer);
@@ -301,6 +336,12 @@ class RowAttempt {
       ...(result.info ? { info: result.info } : {}),
       ...(result.history ? { history: result.history } : {}),
     };
+    // A single-call row's answer is stored only if a step after it fails (run): its outputs and
+    // entry are written from memory, with the same retries, and then hold all it held.
+    if (store === 'on failure') {
+      this.unstored = { call, answer };
+      return this.record(answer);
+    }
     // Paid: a passing storage fault is retried from memory here, never by an activity retry that would
     // call the provider again. If the store stays down, the attempt goes on from memory; its output
     // and commit writes are guarded the same way and pause the run if they fail.
@@ -336,7 +377,7 @@ class RowAttempt {
 
   private async singleCall(prompt: string): Promise<void> {
     const { row } = this;
-    const result = await this.answer(0, () => this.edit(prompt, this.inputs, row.outputs.length));
+    const result = await this.answer(0, () => this.edit(prompt, this.inputs, row.outputs.length), 'on failure');
     if (result.images.length < row.outputs.length) {
       throw new ClassifiedError('retryable', `asked for ${row.outputs.length} images, the provider returned ${result.images.length}`);
     }
@@ -445,7 +486,10 @@ class RowAttempt {
       }),
       prior: this.prior,
       paid: true,
+      // A row with no entry when the attempt began (a multi-turn row has written its own): one create-only write.
+      noEntry: this.prior === undefined && row.turns.length === 1,
     });
+    this.unstored = undefined;
     // The outputs and the ledger now hold what the stored answers held.
     await this.store.clearAnswers(this.answerKeys).catch(() => undefined);
     return {

@@ -18,6 +18,7 @@ import {
   pinnedInputCommit,
   PlanWriter,
   readPlanRows,
+  taskPlanRow,
   type ImageRef,
   type PlanMeta,
   type PlanRow,
@@ -25,6 +26,8 @@ import {
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
+import { ResultsRecords } from '../lib/run/resultsRecords';
+import { RunStore } from '../lib/run/runStore';
 import { writeResultsTables, type WriteResultsArgs } from './resultsTables';
 import { estimateCostUsd } from './providers/models';
 import type {
@@ -77,6 +80,12 @@ function rowDisplay(row: PlanRow): RowDisplay {
     instruction: text.length > DISPLAY_CHARS ? `${text.slice(0, DISPLAY_CHARS - 1)}…` : text,
     inputs: row.images.slice(0, DISPLAY_INPUTS).map(where),
   };
+}
+
+/** What a page hands a row's task: its plan line (when small) and whether it has any state yet. */
+function carried(row: PlanRow, fresh: boolean): Pick<RowRef, 'plan' | 'fresh'> {
+  const plan = taskPlanRow(row);
+  return { ...(plan ? { plan } : {}), ...(fresh ? { fresh: true } : {}) };
 }
 
 const DISPLAY_CHARS = 300;
@@ -249,7 +258,12 @@ export function createOrchestrationActivities() {
         let header: DatasetHeader | undefined;
         const usedNames = new Map<string, number>();
         const rules = new OutputNameRules(storage.kind);
-        const stateOf = await ledgerReader(input.outputDir);
+        // One listing of the ledger, and of the outputs' folders: the entries the results records
+        // kept (tags unchanged) are not read again, and outputs are not checked one by one.
+        const stateOf = await ledgerReader(input.outputDir, {
+          kept: await ResultsRecords.keptEntries(input.outputDir),
+          listOutputs: true,
+        });
         // An hf:// input is read at the commit the run's earlier plan read (a branch moves; the rows must not).
         const hub: HubReadStats = { repoBytes: 0, bytesRead: 0, requests: 0 };
         const pinned = isHubLocation(input.inputPath) ? await pinnedInputCommit(input.outputDir, input.inputPath) : undefined;
@@ -343,6 +357,11 @@ export function createOrchestrationActivities() {
        * not count them).
        */
       batchPhase?: string;
+      /**
+       * Each row comes with its plan line (when small) and whether it is fresh (no ledger entry, no
+       * stored answer), for its task: the row activity then reads neither on its first attempt.
+       */
+      carryRows?: boolean;
     }): Promise<RowsPage> {
       const selected = rowSelector(args.filterRows);
       const retryable = args.selection ? retrySelector(args.selection) : undefined;
@@ -352,6 +371,8 @@ export function createOrchestrationActivities() {
       const candidates = rows.filter((row) => selected(row.position) && !(row.doneAtPlanning && !args.selection));
       const stateOf = await ledgerReader(args.outputDir);
       await stateOf.prefetch(candidates);
+      // Stored answers are rare (kept only when a step after a paid call failed): one listing a page.
+      const answered = args.carryRows ? await RunStore.open(args.outputDir).answerIndexes() : undefined;
       const pending: RowRef[] = [];
       for (const row of candidates) {
         const state = await stateOf(row);
@@ -368,6 +389,7 @@ export function createOrchestrationActivities() {
           summary,
           ...(previousErrorType ? { previousErrorType } : {}),
           display: rowDisplay(row),
+          ...(answered ? carried(row, !stateOf.hasEntry(row.index) && !answered.has(row.index)) : {}),
         });
       }
       return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };

@@ -18,7 +18,9 @@ import type { DatasetRunSummary } from '../lib/shared/types';
 // one (`changedRows`): only their ledger entries are read, the other rows' states come from the
 // records the earlier passes kept (lib/run/resultsRecords.ts), so a refresh reads a number of
 // entries in proportion to the rows just finished, not to the dataset. Without `changedRows` (or
-// without usable records) every entry is read, as a full rewrite; both give the same bytes.
+// without usable records) every row's state is found again, as a full rewrite: one listing of the
+// ledger gives each entry's tag, and only entries whose tag changed since the records kept them
+// are read; outputs are checked against one listing per folder. Both give the same bytes.
 //
 // The three tables are written to local temp files, then replaced as one set: jsonl, parquet,
 // then csv, back to back (Storage.replaceFromFiles). A reader that sees a results.csv sees the
@@ -202,7 +204,13 @@ export async function writeResultsTables(
   // Incremental: the rows named, and those unreadable last time. Full: every row.
   const toRead = loaded ? expandRanges(args.changedRows!) : undefined;
   if (loaded && toRead) for (const i of loaded.unreadable()) toRead.add(i);
-  const stateOf = await ledgerReader(args.outputDir, toRead);
+  // A refresh reads the rows named and trusts their outputs (written before their entries; the
+  // final pass checks them). A full pass lists the ledger and the outputs' folders once and reads
+  // only the entries that changed since the records kept them: the same states as reading them all.
+  const stateOf = await ledgerReader(
+    args.outputDir,
+    toRead ? { only: toRead, trustOutputs: true } : { kept: await ResultsRecords.keptEntries(args.outputDir), listOutputs: true },
+  );
   const judged = await readJudgeRecords(args.outputDir);
   const marks = await readReviewMarks(args.outputDir);
   const enhancedColumn = Boolean(args.instructionEnhanced);
@@ -211,6 +219,7 @@ export async function writeResultsTables(
   const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
   const tally = new Tally();
   const read = new Map<number, RecordedState>();
+  const tags = new Map<number, string>();
   const info: ResultsPassInfo = { entriesRead: 0, full: !loaded, unreadable: [] };
   const parquetRows: Array<Record<string, unknown>> = [];
 
@@ -243,6 +252,8 @@ export async function writeResultsTables(
             info.unreadable.push({ index: row.index, error });
           }
           read.set(row.index, state);
+          const tag = stateOf.tagOf(row.index);
+          if (tag !== undefined) tags.set(row.index, tag);
         } else state = records.get(row.index) ?? { status: 'pending' };
         const cells = rowCells(row, state, inputColumns, enhancedColumn, judged, marks);
         tally.add(state, cells.entry);
@@ -265,7 +276,7 @@ export async function writeResultsTables(
     }
     await writer.finish();
     // The records first: tables written from them can always be written again.
-    await records.commit(read);
+    await records.commit(read, tags);
     heartbeat();
     await target.storage.replaceFromFiles([
       { key: target.jsonl, localPath: files.jsonl },

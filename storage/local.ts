@@ -1,16 +1,24 @@
-import { constants } from 'node:fs';
+import { constants, type BigIntStats } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { NEW_FILE_FLAGS, tempName, writeFileAtomic, writeFileAtomicIn } from './atomicFile';
 import { PinnedDir, pinnedDirsSupported } from './pinnedDir';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem, storageFailure } from './errors';
-import type { Storage, StoredObjectInfo } from './storage';
+import type { ListedObject, Storage, StoredObjectInfo } from './storage';
 
 /**
  * mkdir -p that reports the real reason: a recursive mkdir under a read-only mount answers ENOENT,
  * so on that answer the folders are made one by one to surface EROFS, EACCES or ENOSPC.
  */
+/**
+ * A file's version tag: every write replaces the file by a rename (a new inode), so inode, size and
+ * modification time change with each version.
+ */
+function tagOf(info: BigIntStats): string {
+  return `${info.ino}-${info.size}-${info.mtimeNs}`;
+}
+
 async function ensureDir(path: string): Promise<void> {
   try {
     await mkdir(path, { recursive: true });
@@ -174,6 +182,23 @@ export class LocalStorage implements Storage {
       const handle = await open(path, 'r');
       try {
         return await handle.readFile();
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw storageFailure(err, path);
+    }
+  }
+
+  async readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined> {
+    const path = this.readPath(key);
+    try {
+      const handle = await open(path, 'r');
+      try {
+        // The tag of the file this descriptor reads, whatever is renamed over the name meanwhile.
+        const tag = tagOf(await handle.stat({ bigint: true }));
+        return { data: await handle.readFile(), tag };
       } finally {
         await handle.close();
       }
@@ -388,6 +413,37 @@ export class LocalStorage implements Storage {
     };
     await walk(base, '');
     return found;
+  }
+
+  async listObjects(prefix: string, options: { shallow?: boolean } = {}): Promise<ListedObject[]> {
+    const folder = prefix.replace(/\/+$/, '');
+    const names = options.shallow ? await this.filesIn(folder) : await this.list(folder);
+    const base = folder ? this.readPath(folder) : this.location;
+    const objects: ListedObject[] = [];
+    for (const key of names) {
+      const path = join(base, ...key.split('/'));
+      try {
+        const info = await stat(path, { bigint: true });
+        if (info.isFile()) objects.push({ key, size: Number(info.size), tag: tagOf(info) });
+      } catch (err) {
+        // Removed since the folder was read: not there.
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw storageFailure(err, path);
+      }
+    }
+    return objects;
+  }
+
+  /** The files directly in a folder (none when there is no such folder). */
+  private async filesIn(folder: string): Promise<string[]> {
+    const dir = folder ? this.readPath(folder) : this.location;
+    try {
+      const entries = await readdir(dir, { withFileTypes: true });
+      return entries.filter((e) => e.isFile() && !/\.tmp-\d+-[0-9a-f]{8}$/.test(e.name)).map((e) => e.name);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return [];
+      throw storageFailure(err, dir);
+    }
   }
 
   /**

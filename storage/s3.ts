@@ -13,7 +13,7 @@ import { stat } from 'node:fs/promises';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem } from './errors';
-import type { Storage, StoredObjectInfo } from './storage';
+import type { ListedObject, Storage, StoredObjectInfo } from './storage';
 
 // S3-compatible object storage (AWS S3, versitygw, SeaweedFS, ...). Credentials, region and endpoint
 // come from the standard AWS variables of the process that touches the data (AWS_ACCESS_KEY_ID,
@@ -25,6 +25,11 @@ export function parseS3Location(location: string): { bucket: string; prefix: str
   const match = /^s3:\/\/([^/]+)\/?(.*)$/.exec(location);
   if (!match || !match[1]) throw new ClassifiedError('inputError', `${location} is not an s3://bucket/prefix location`);
   return { bucket: match[1], prefix: match[2]!.replace(/\/+$/, '') };
+}
+
+/** An ETag as one spelling (listings and reads quote it; some servers do not). */
+function etagOf(etag: string | undefined): string {
+  return (etag ?? '').replace(/^W\//, '').replace(/"/g, '');
 }
 
 let sharedClient: S3Client | undefined;
@@ -131,6 +136,16 @@ export class S3Storage implements Storage {
     }
   }
 
+  async readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      return { data: Buffer.from(await out.Body!.transformToByteArray()), tag: etagOf(out.ETag) };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
   async readRange(key: string, start: number, end: number): Promise<Buffer> {
     if (end <= start) return Buffer.alloc(0);
     try {
@@ -221,6 +236,32 @@ export class S3Storage implements Storage {
       throw s3Failure(err, this.describe(prefix));
     }
     return keys;
+  }
+
+  async listObjects(prefix: string, options: { shallow?: boolean } = {}): Promise<ListedObject[]> {
+    const base = prefix.replace(/\/+$/, '');
+    const folder = base ? `${this.objectKey(base)}/` : this.prefix ? `${this.prefix}/` : '';
+    const objects: ListedObject[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const page = await this.client.send(
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: folder,
+            ContinuationToken: token,
+            // Shallow: the objects in the folder itself; its subfolders come back as one prefix each.
+            ...(options.shallow ? { Delimiter: '/' } : {}),
+          }),
+        );
+        for (const object of page.Contents ?? [])
+          if (object.Key) objects.push({ key: object.Key.slice(folder.length), size: object.Size ?? 0, tag: etagOf(object.ETag) });
+        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      } while (token);
+    } catch (err) {
+      throw s3Failure(err, this.describe(prefix));
+    }
+    return objects;
   }
 
   async remove(key: string): Promise<void> {

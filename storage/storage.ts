@@ -11,6 +11,18 @@ export interface StoredObjectInfo {
   size: number;
 }
 
+/**
+ * An object as a listing gives it: its key (relative to the listed folder), size and version tag.
+ * The tag changes whenever the object is replaced (the ETag on S3; inode, size and modification time
+ * on a disk), and `readTagged` returns the same tag for the same version: a reader that kept an
+ * object with its tag knows from a listing alone whether it still holds.
+ */
+export interface ListedObject {
+  key: string;
+  size: number;
+  tag: string;
+}
+
 export interface Storage {
   /** The root as the user wrote it (an absolute path or `s3://bucket/prefix`), for messages. */
   readonly location: string;
@@ -43,6 +55,13 @@ export interface Storage {
   create(key: string, data: string | Uint8Array): Promise<boolean>;
   /** Keys under a folder-like prefix (`ledger/`), relative to that prefix, recursively. */
   list(prefix: string): Promise<string[]>;
+  /**
+   * Objects under a folder-like prefix with their size and tag, recursively, or with `shallow`
+   * only those directly in it (not below its subfolders): on S3 a request per 1,000 objects.
+   */
+  listObjects(prefix: string, options?: { shallow?: boolean }): Promise<ListedObject[]>;
+  /** The whole object and its tag (as `listObjects` gives it), or undefined when there is none. */
+  readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined>;
   remove(key: string): Promise<void>;
   /** Removes every key under a folder-like prefix. */
   removeAll(prefix: string): Promise<void>;

@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
@@ -10,6 +10,9 @@ import { writeJudgeRecord } from '../lib/run/judgeScores';
 import { writeReviewMark } from '../lib/run/review';
 import { readPlanRows } from '../lib/run/plan';
 import { toRanges } from '../workflows/dataset/resultsRefresh';
+import { adoptStorage } from '../storage';
+import { LocalStorage } from '../storage/local';
+import { CountingStorage } from '../testing/countingStorage';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { testInput } from './helpers/temporalEnv';
 
@@ -101,6 +104,37 @@ describe('results tables', () => {
     expect(full.info.full).toBe(true);
     const rewritten = tables(outputDir);
     for (const name of Object.keys(rewritten)) expect(rewritten[name]!.equals(incremental[name]!), name).toBe(true);
+  });
+
+  it('a full pass reads again only the entries changed since the records kept them, and checks every output: the tables of a rewrite from scratch', async () => {
+    const { outputDir, runId } = await plannedRun('kept');
+    await finishRows(outputDir, runId, range(0, 100), 'ok');
+    const args = { runId, outputDir };
+    await writeResultsTables(args);
+    // Since then: row 5's output was deleted, row 6's entry replaced, row 150 finished.
+    rmSync(join(outputDir, '000005.png'));
+    const entry6 = join(outputDir, '.atelier', 'ledger', '000006.json');
+    writeFileSync(entry6, JSON.stringify({ ...JSON.parse(readFileSync(entry6, 'utf8')), latencyMs: 4242 }));
+    await finishRows(outputDir, runId, [150], 'ok');
+    const counting = new CountingStorage(new LocalStorage(outputDir));
+    adoptStorage(counting);
+    try {
+      await writeResultsTables(args);
+    } finally {
+      adoptStorage(new LocalStorage(outputDir));
+    }
+    // Two entries read (6 and 150), the rest from the records; outputs from one folder listing.
+    expect(counting.counts.stat ?? 0).toBe(0);
+    expect(counting.counts.read).toBeLessThanOrEqual(2 + 6); // + plan meta, records pointer and segment, judge/review
+    const kept = tables(outputDir);
+    const csv = parse(kept['results.csv']!, { columns: true }) as Array<{ status: string }>;
+    expect([csv[5]!.status, csv[6]!.status, csv[150]!.status]).toEqual(['pending', 'ok', 'ok']);
+    expect(JSON.parse(kept['results.jsonl']!.toString().split('\n')[6]!)).toMatchObject({ latency_ms: 4242 });
+    // The same bytes as a pass that keeps nothing.
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    expect((await writeResultsTables(args)).info.full).toBe(true);
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(scratch[name]!.equals(kept[name]!), name).toBe(true);
   });
 
   it('reports an unparsable ledger entry instead of failing (or killing the worker), and reads it again on the next refresh', async () => {

@@ -13,6 +13,7 @@ import { createOrchestrationActivities } from '../activities/orchestration';
 import { createPromptEnhancer } from '../activities/providers/promptEnhance';
 import { providerFromEnv } from '../activities/providers/registry';
 import { commitLedgerEntry, readLedgerEntry, writeLedgerEntry, type LedgerEntry } from '../lib/run/ledger';
+import { readPlanRows, taskPlanRow } from '../lib/run/plan';
 import { setAsideForRedo } from '../lib/run/redo';
 import { RunStore } from '../lib/run/runStore';
 import type { BatchJobSpec, BatchPlan, BatchStatus, BatchSubmission } from '../lib/shared/batch';
@@ -160,14 +161,51 @@ describe('storage requests per row', () => {
       'count',
       new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-count-'), 'out'))),
     );
-    // Plan row 2, ledger entry 1, stored answer 1, answer 1, output 1, commit 2, clear 1.
-    expect(happy).toBeLessThanOrEqual(9);
+    // Plan row 2, ledger entry 1, stored answer (none) 1, output 1, create-only commit 1: the
+    // answer is stored only when a step after the call fails.
+    expect(happy).toBeLessThanOrEqual(6);
     // Plan row 2, ledger entry 1, output check 1.
     expect(rerun).toBeLessThanOrEqual(4);
   }, 120_000);
 });
 
+describe('storage requests per row with the plan line in the task', () => {
+  it('a first attempt of a task carrying its plan line and freshness reads neither plan nor ledger: output and entry, 2 requests', async () => {
+    const counting = new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-fresh-'), 'out')));
+    adoptStorage(counting);
+    const { tasks } = await planned('fresh', 4, counting.location);
+    const rows = await readPlanRows(counting.location, 0, 4);
+    counting.reset();
+    for (const [i, task] of tasks.entries()) {
+      const outcome = await editRow({ ...task, row: taskPlanRow(rows[i]!)!, fresh: true });
+      expect(outcome.status).toBe('ok');
+    }
+    expect(counting.counts).toEqual({ write: 4, create: 4 });
+    expect(openai.callsFor('fresh-')).toHaveLength(4);
+  }, 120_000);
+});
+
 describe('one commit protocol for every path', () => {
+  it('a row that had no entry commits by creating it: a second attempt never overwrites it and takes it; a failure recorded meanwhile goes to the marker', async () => {
+    const outputDir = join(tempDir('atelier-runstore-create-'), 'out');
+    const store = RunStore.open(outputDir);
+    const base = { position: 3, runId: 'r', model: 'm', digest: 'd'.repeat(64) };
+    const first: LedgerEntry = { ...base, index: 3, status: 'ok', outputImages: ['a.png'], finishedAt: '2026-12-07T06:00:00.000Z' };
+    const late: LedgerEntry = { ...first, outputImages: ['late.png'], finishedAt: '2026-12-07T06:00:05.000Z' };
+    expect(await store.commitEntry(first, undefined, { noEntry: true })).toEqual({ won: true, entry: first });
+    expect(await store.commitEntry(late, undefined, { noEntry: true })).toEqual({ won: false, entry: first });
+    expect(await store.readEntry(3)).toEqual(first);
+    expect(existsSync(join(outputDir, '.atelier', 'ledger', 'done'))).toBe(false);
+    // A failure recorded after the attempt began: the commit replaces it through the done-marker.
+    const failed: LedgerEntry = { ...base, index: 5, status: 'failed', errorType: 'Retryable', finishedAt: '2026-12-07T06:00:00.000Z' };
+    await store.writeEntry(failed);
+    const ok: LedgerEntry = { ...first, index: 5 };
+    expect(await store.commitEntry(ok, undefined, { noEntry: true })).toEqual({ won: true, entry: ok });
+    expect(await store.readEntry(5)).toEqual(ok);
+    expect(await store.commitEntry({ ...late, index: 5 }, undefined, { noEntry: true })).toEqual({ won: false, entry: ok });
+    expect(await store.readEntry(5)).toEqual(ok);
+  });
+
   it('a redone row that a --batch pass makes again keeps its history, as the direct path does', async () => {
     const { input } = await planned('bhist', 2);
     await batchRound(input, 'p1');
@@ -338,7 +376,7 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     const counting = new CountingStorage(new S3Storage('s3://runstore/count/out'));
     const rows = 8;
     const { happy, rerun } = await requestsPerRow('s3count', counting, rows);
-    expect(happy).toBeLessThanOrEqual(9);
+    expect(happy).toBeLessThanOrEqual(6);
     expect(rerun).toBeLessThanOrEqual(4);
     // What the store received (planning included, a few requests): the client counts no fewer than it sends.
     const received = proxy.requests.length - before;
@@ -360,11 +398,11 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     await expect(readLedgerEntry('s3://runstore-no-such-bucket/run/out', 0)).rejects.toMatchObject({ kind: 'storageError' });
   }, 60_000);
 
-  it('a SlowDown on storing the paid answer is retried from memory within the attempt: one provider call', async () => {
+  it('a SlowDown on writing the paid answer’s output is retried from memory within the attempt: one provider call', async () => {
     const { tasks } = await planned('slow', 1, 's3://runstore/slow/out');
     const task = tasks[0]!;
     // Longer than the S3 client's own retries (3 tries), shorter than the row's.
-    proxy.slowDown({ method: 'PUT', path: /\/\.atelier\/answers\//, times: 5 });
+    proxy.slowDown({ method: 'PUT', path: /\/slow\/out\/000000\.png/, times: 5 });
     try {
       const outcome = await editRow(task);
       expect(outcome.status).toBe('ok');
@@ -374,6 +412,29 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     expect(openai.callsFor('slow-0')).toHaveLength(1);
     expect((await readLedgerEntry(task.outputDir, 0))?.status).toBe('ok');
   }, 120_000);
+
+  it('a lasting SlowDown on the output write of a fresh single-call row: the answer is kept then, and the row run again finishes from it: one call', async () => {
+    const { tasks } = await planned('keep', 1, 's3://runstore/keep/out');
+    const rows = await readPlanRows('s3://runstore/keep/out', 0, 1);
+    const task = { ...tasks[0]!, row: taskPlanRow(rows[0]!)!, fresh: true };
+    proxy.slowDown({ method: 'PUT', path: /\/keep\/out\/000000\.png/, times: Infinity });
+    let failure: unknown;
+    try {
+      await editRow(task, 1);
+    } catch (err) {
+      failure = err;
+    } finally {
+      proxy.clearFaults();
+    }
+    expect(failure).toMatchObject({ type: 'StorageError', nonRetryable: true });
+    expect(openai.callsFor('keep-0')).toHaveLength(1);
+    // The run pauses; resumed, the row is dispatched again (no longer fresh) and finishes from the kept answer.
+    const { fresh: _fresh, ...again } = task;
+    expect((await editRow(again)).status).toBe('ok');
+    expect(openai.callsFor('keep-0')).toHaveLength(1);
+    expect((await readLedgerEntry(task.outputDir, 0))?.status).toBe('ok');
+    expect(await RunStore.open(task.outputDir).answerIndexes()).toEqual(new Set());
+  }, 180_000);
 
   it('a lasting SlowDown after the provider answered pauses the run (StorageError): no blind retry pays again', async () => {
     const { tasks } = await planned('lasting', 1, 's3://runstore/lasting/out');

@@ -1,4 +1,4 @@
-import type { Storage, StoredObjectInfo } from '../storage';
+import type { ListedObject, Storage, StoredObjectInfo } from '../storage';
 
 // A Storage that counts the requests made through it and passes each to the real backend. `removeAll`
 // is a listing and a delete, so it counts two; presigning and name checks make no request.
@@ -63,6 +63,14 @@ export class CountingStorage implements Storage {
   list(prefix: string): Promise<string[]> {
     this.count('list');
     return this.inner.list(prefix);
+  }
+  listObjects(prefix: string, options?: { shallow?: boolean }): Promise<ListedObject[]> {
+    this.count('list');
+    return this.inner.listObjects(prefix, options);
+  }
+  readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined> {
+    this.count('read');
+    return this.inner.readTagged(key);
   }
   remove(key: string): Promise<void> {
     this.count('remove');

@@ -43,6 +43,7 @@ export const PATCH = {
   budgetReserve: 'atelier-budget-reserve',
   unreachablePause: 'atelier-unreachable-pause',
   batchFallbackFinal: 'atelier-batch-fallback-final',
+  rowPlanInTask: 'atelier-row-plan-in-task',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -117,6 +118,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'safe-b042613/reserve.datasetWorkflow-0.binpb',
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
       'batch-a8ec7b9/batch.dataset.binpb',
+      'store-9d6224f/plain.datasetWorkflow-0.binpb',
     ],
   },
   resultsIncremental: {
@@ -133,6 +135,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'safe-b042613/reserve.datasetWorkflow-0.binpb',
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
       'batch-a8ec7b9/batch.dataset.binpb',
+      'store-9d6224f/plain.datasetWorkflow-0.binpb',
     ],
   },
 
@@ -176,5 +179,14 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       '--batch-fallback direct: rows a batch refused (Blocked) or found bad (InputError) stay failed instead of going down the direct pass; the rows that do go are counted pending, not failed, until they finish',
     neededBy: [],
     coveredBy: ['batch-a8ec7b9/batch.dataset.binpb'],
+  },
+  rowPlanInTask: {
+    id: PATCH.rowPlanInTask,
+    addedIn: '9d6224f',
+    stage: 'patched',
+    change:
+      "API rows' pages carry each row's plan line and whether it has any state yet into the row task, so the row activity reads neither the plan nor (first attempt) the ledger",
+    neededBy: [],
+    coveredBy: ['store-9d6224f/plain.datasetWorkflow-0.binpb'],
   },
 };

@@ -7,9 +7,10 @@ import { RunStore, sameRequest } from './runStore';
 // "already done" is decided here. A row counts as done only when its entry says ok, was made for
 // what the row asks now (its digest), and all its output files exist.
 //
-// Finishing a row is exclusive: an ok entry is committed by creating a done-marker that only one
-// writer can create (O_EXCL / If-None-Match), so two attempts of one row (a worker thought dead that
-// still runs, and its retry) can never both believe they finished it; the loser takes the winner's.
+// Finishing a row is exclusive: an ok entry is committed by a create only one writer can make
+// (O_EXCL / If-None-Match): the entry itself for a row that had none, else a done-marker for the
+// state the attempt started from. Two attempts of one row (a worker thought dead that still runs,
+// and its retry) can never both believe they finished it; the loser takes the winner's.
 
 export type { LedgerEntry } from './records';
 
@@ -91,25 +92,75 @@ export interface LedgerReader {
   (row: LedgerRowKey): Promise<RowLedgerState>;
   /** Reads these rows' states concurrently (object storage answers a request in milliseconds). */
   prefetch(rows: readonly LedgerRowKey[]): Promise<void>;
+  /** The tag of the entry a state was read from (undefined for rows without one). */
+  tagOf(index: number): string | undefined;
+  /** Whether the row has a ledger entry, as the reader's listing (or `only`) saw the ledger. */
+  hasEntry(index: number): boolean;
+}
+
+/** A ledger entry kept from an earlier read, with the tag its object had then. */
+export interface KeptEntry {
+  tag: string;
+  entry: LedgerEntry;
+}
+
+export interface LedgerReaderOptions {
+  /**
+   * The rows a scan will ask about, read without listing the whole ledger (the results refresh
+   * reads just the rows finished since the last one).
+   */
+  only?: ReadonlySet<number> | undefined;
+  /**
+   * Entries an earlier pass read (the results records): one listing of the ledger gives every
+   * entry's tag, and an entry whose tag is unchanged is taken from here instead of read again.
+   */
+  kept?: ReadonlyMap<number, KeptEntry> | undefined;
+  /**
+   * A scan over the whole plan: outputs are checked against listings of their folders (on S3 one
+   * request per 1,000 objects) instead of a stat (a HEAD) per output.
+   */
+  listOutputs?: boolean;
+  /**
+   * Take an ok entry's outputs as in place without checking them (a live results refresh: they
+   * were written before the entry, and the final pass checks them all).
+   */
+  trustOutputs?: boolean;
 }
 
 const PREFETCH_CONCURRENCY = 16;
 
 /**
  * Reads rows' ledger states for a scan over many rows: one listing up front, then a read only for
- * rows that have an entry (most rows of a new run have none); or, given `only`, a read of just those.
+ * rows that have an entry (most rows of a new run have none) and whose entry is not kept unchanged
+ * from an earlier pass; or, given `only`, a read of just those.
  */
-export async function ledgerReader(outputDir: string, only?: ReadonlySet<number>): Promise<LedgerReader> {
+export async function ledgerReader(outputDir: string, options: LedgerReaderOptions | ReadonlySet<number> = {}): Promise<LedgerReader> {
+  const { only, kept, listOutputs, trustOutputs } = options instanceof Set ? { only: options } : (options as LedgerReaderOptions);
   const store = RunStore.open(outputDir);
-  // `only`: the rows a scan will ask about, read without listing the whole ledger (the results
-  // refresh reads just the rows finished since the last one).
-  const attempted = only ?? (await store.ledgerIndexes());
+  // Tags are listed only where kept entries can spare reads (on a disk a listing with tags stats every entry).
+  const tags = !only && kept?.size ? await store.ledgerTags() : undefined;
+  const attempted: ReadonlySet<number> = only ?? (tags ? new Set(tags.keys()) : await store.ledgerIndexes());
+  const readTags = new Map<number, string>();
+  const outputs = listOutputs ? store.outputListing() : undefined;
+  const exist = (paths: readonly string[], digests: LedgerEntry['outputDigests']) =>
+    outputs ? outputs.allExist(paths, digests) : store.outputsExist(paths, digests);
+  const entryOf = async (index: number): Promise<LedgerEntry | undefined> => {
+    const held = kept?.get(index);
+    if (held && tags?.get(index) === held.tag) {
+      readTags.set(index, held.tag);
+      return held.entry;
+    }
+    const read = await store.readEntryTagged(index);
+    if (read) readTags.set(index, read.tag);
+    return read?.entry;
+  };
   const read = async ({ index, digest, doneAtPlanning }: LedgerRowKey): Promise<RowLedgerState> => {
-    const entry = attempted.has(index) ? await store.readEntry(index) : undefined;
+    const entry = attempted.has(index) ? await entryOf(index) : undefined;
     if (!entry) return { status: 'pending' };
     if (entry.status === 'ok' && !sameRequest(entry, digest)) return { status: 'changed', entry };
-    if (entry.status === 'ok' && doneAtPlanning && entry.outputImages?.length) return { status: 'ok', entry };
-    if (await store.isDone(entry, digest)) return { status: 'ok', entry };
+    if (entry.status === 'ok' && (doneAtPlanning || trustOutputs) && entry.outputImages?.length) return { status: 'ok', entry };
+    if (entry.status === 'ok' && entry.outputImages?.length && (await exist(entry.outputImages, entry.outputDigests)))
+      return { status: 'ok', entry };
     if (entry.status === 'failed') {
       // A failure for a request the row no longer makes says nothing about the new one.
       return sameRequest(entry, digest) ? { status: 'failed', entry, errorType: entry.errorType ?? 'Error' } : { status: 'pending', entry };
@@ -130,6 +181,8 @@ export async function ledgerReader(outputDir: string, only?: ReadonlySet<number>
       await Promise.all(batch.map(([, state]) => state.catch(() => undefined)));
     }
   };
+  reader.tagOf = (index) => readTags.get(index);
+  reader.hasEntry = (index) => attempted.has(index);
   return reader;
 }
 

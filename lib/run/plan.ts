@@ -33,6 +33,22 @@ export interface PlanRow extends DatasetRow {
   doneAtPlanning?: boolean;
 }
 
+/** A plan row as a row task carries it: what the row activity needs (the input record stays in the plan). */
+export type TaskPlanRow = Omit<PlanRow, 'record' | 'doneAtPlanning'>;
+
+/** Largest plan row a row task carries (its JSON); a larger one is read by the activity, as before. */
+const TASK_ROW_BYTES = 2048;
+
+/**
+ * The row for its task, when it is small and holds no inline image (task inputs sit in the run's
+ * history: references, never image bytes); undefined otherwise.
+ */
+export function taskPlanRow(row: PlanRow): TaskPlanRow | undefined {
+  const { record: _record, doneAtPlanning: _done, ...rest } = row;
+  if ([...rest.images, ...(rest.mask ? [rest.mask] : [])].some((ref) => ref.kind === 'data')) return undefined;
+  return JSON.stringify(rest).length <= TASK_ROW_BYTES ? rest : undefined;
+}
+
 export interface PlanMeta {
   runId: string;
   inputPath: string;

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { openStorage, type Storage } from '../../storage';
 import { runMetaKey } from '../shared/constants';
-import type { RowLedgerState } from './ledger';
+import type { KeptEntry, RowLedgerState } from './ledger';
 import type { PlanMeta } from './plan';
 
 // The results tables' row records: each row's ledger state as the last refresh read it, kept so a
@@ -12,7 +12,11 @@ import type { PlanMeta } from './plan';
 // how many segments count, so a refresh that dies before moving it leaves the records as they were.
 //
 //   .atelier/results/records.json             { plan, base, segments }
-//   .atelier/results/<base>/000000.jsonl      one {"i": index, "s": state} per line
+//   .atelier/results/<base>/000000.jsonl      one {"i": index, "s": state, "t": tag} per line
+//
+// `t` is the tag the row's ledger entry had when it was read (storage's ListedObject): a later pass
+// lists the ledger once and takes every entry whose tag is unchanged from here instead of reading
+// it again (planning a re-run, the final tables), so the records are a cache of the ledger too.
 
 /** A row's state as recorded: the ledger's, or why its entry could not be read (re-read next time). */
 export type RecordedState = RowLedgerState | { status: 'unreadable'; error: string };
@@ -38,9 +42,12 @@ export function planTag(meta: PlanMeta): string {
   return createHash('sha256').update(JSON.stringify(meta)).digest('hex').slice(0, 16);
 }
 
-function serialise(records: ReadonlyMap<number, RecordedState>): string {
+function serialise(records: ReadonlyMap<number, RecordedState>, tags: ReadonlyMap<number, string>): string {
   let out = '';
-  for (const [i, s] of records) out += `${JSON.stringify({ i, s })}\n`;
+  for (const [i, s] of records) {
+    const t = tags.get(i);
+    out += `${JSON.stringify(t === undefined ? { i, s } : { i, s, t })}\n`;
+  }
   return out;
 }
 
@@ -50,21 +57,23 @@ export class ResultsRecords {
     private readonly plan: string,
     private pointer: RecordsPointer | undefined,
     private readonly states: Map<number, RecordedState>,
+    private readonly tags: Map<number, string> = new Map(),
   ) {}
 
   /**
    * The records for this plan, or undefined when there are none to build on (never written, made
    * for another plan, or unreadable: the caller then makes a full pass).
    */
-  static async load(outputDir: string, plan: string): Promise<ResultsRecords | undefined> {
+  static async load(outputDir: string, plan: string | undefined): Promise<ResultsRecords | undefined> {
     const storage = openStorage(outputDir);
     let pointer: RecordsPointer;
     try {
       const bytes = await storage.read(POINTER);
       if (!bytes) return undefined;
       pointer = JSON.parse(bytes.toString('utf8')) as RecordsPointer;
-      if (pointer.plan !== plan) return undefined;
+      if (plan !== undefined && pointer.plan !== plan) return undefined;
       const states = new Map<number, RecordedState>();
+      const tags = new Map<number, string>();
       const base = pointer.base;
       // Read together (one request each on S3), applied in order: a later record of a row wins.
       const segments = await Promise.all(Array.from({ length: pointer.segments }, (_, n) => storage.read(segmentKey(base, n))));
@@ -72,15 +81,31 @@ export class ResultsRecords {
         if (!segment) return undefined;
         for (const line of segment.toString('utf8').split('\n')) {
           if (!line) continue;
-          const { i, s } = JSON.parse(line) as { i: number; s: RecordedState };
+          const { i, s, t } = JSON.parse(line) as { i: number; s: RecordedState; t?: string };
           states.set(i, s);
+          if (t === undefined) tags.delete(i);
+          else tags.set(i, t);
         }
       }
-      return new ResultsRecords(storage, plan, pointer, states);
+      return new ResultsRecords(storage, pointer.plan, pointer, states, tags);
     } catch {
       // Records are a cache of the ledger: any doubt about them costs one full pass, never a wrong table.
       return undefined;
     }
+  }
+
+  /**
+   * The ledger entries the records hold with their tags, whatever plan they were made for (an
+   * entry is the ledger's, not the plan's): empty when there are none or they cannot be read.
+   */
+  static async keptEntries(outputDir: string): Promise<Map<number, KeptEntry>> {
+    const records = await ResultsRecords.load(outputDir, undefined);
+    const kept = new Map<number, KeptEntry>();
+    for (const [i, s] of records?.states ?? []) {
+      const tag = records!.tags.get(i);
+      if (tag !== undefined && s.status !== 'unreadable' && s.entry) kept.set(i, { tag, entry: s.entry });
+    }
+    return kept;
   }
 
   /** Empty records for a full pass; `commit` then writes them as a new base. */
@@ -101,8 +126,13 @@ export class ResultsRecords {
    * Stores the states read by this pass: a new base for a full pass (or when the segments grew
    * many), else one more segment. Only then does the pointer move.
    */
-  async commit(read: ReadonlyMap<number, RecordedState>): Promise<void> {
-    for (const [i, s] of read) this.states.set(i, s);
+  async commit(read: ReadonlyMap<number, RecordedState>, tags: ReadonlyMap<number, string> = new Map()): Promise<void> {
+    for (const [i, s] of read) {
+      this.states.set(i, s);
+      const t = tags.get(i);
+      if (t === undefined) this.tags.delete(i);
+      else this.tags.set(i, t);
+    }
     const old = this.pointer;
     // Nothing read on top of loaded records: nothing to store, and the pointer is left alone (a
     // write of the tables alone, the viewer's after a mark, must not move back a pointer that the
@@ -115,10 +145,10 @@ export class ResultsRecords {
       const base = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
       // A row with no entry and no record is pending: the base keeps only rows with something to say.
       const kept = new Map([...this.states].filter(([, s]) => s.status !== 'pending' || s.entry !== undefined));
-      await this.storage.write(segmentKey(base, 0), serialise(kept));
+      await this.storage.write(segmentKey(base, 0), serialise(kept, this.tags));
       next = { plan: this.plan, base, segments: 1 };
     } else {
-      if (read.size) await this.storage.write(segmentKey(old.base, old.segments), serialise(read));
+      if (read.size) await this.storage.write(segmentKey(old.base, old.segments), serialise(read, tags));
       next = { ...old, segments: old.segments + (read.size ? 1 : 0) };
     }
     await this.storage.write(POINTER, `${JSON.stringify(next)}\n`);

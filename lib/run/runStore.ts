@@ -13,7 +13,9 @@ import type { LedgerEntry } from './records';
 // failure, or a record that does not parse, as StorageError: the run pauses with the reason).
 //
 // A row is finished by one protocol (`commitRow`): its outputs are written, then its ledger entry is
-// committed exclusively (a done-marker only one writer can create), carrying the row's redo history.
+// committed exclusively, carrying the row's redo history: a row that had no entry creates it
+// create-only (one request: If-None-Match / O_EXCL); a row that had one (a redo, a retry after a
+// recorded failure) competes for a done-marker only one writer can create, then writes the entry.
 // No write goes backwards: a failed or partial entry never replaces a committed ok one for the same
 // request (only a redo sets a done row aside, on purpose).
 
@@ -42,6 +44,7 @@ export const layout = {
       .slice(0, 12);
     return meta(`ledger/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`);
   },
+  answers: meta('answers'),
   answerRecord: (index: number, call: number): string => meta(`answers/${pad(index)}-${call}.json`),
   /** Answer images by content, per row: written by earlier releases (now inline in the record), still read. */
   answerObject: (index: number, sha256: string): string => meta(`answers/objects/${pad(index)}/${sha256}`),
@@ -127,7 +130,10 @@ export class RunStore {
   /** A JSON record, or undefined when there is none; a storage failure or unparsable record throws. */
   async readJson<T>(key: string): Promise<T | undefined> {
     const bytes = await this.storage.read(key);
-    if (!bytes) return undefined;
+    return bytes ? this.parse<T>(key, bytes) : undefined;
+  }
+
+  private parse<T>(key: string, bytes: Buffer): T {
     try {
       return JSON.parse(bytes.toString('utf8')) as T;
     } catch (err) {
@@ -185,8 +191,26 @@ export class RunStore {
     return new Set(names.map(rowRecordIndex).filter((i): i is number => i !== undefined));
   }
 
+  /** Every entry's tag (its version, lib storage's ListedObject), from one listing: done-markers left out. */
+  async ledgerTags(): Promise<Map<number, string>> {
+    const tags = new Map<number, string>();
+    for (const object of await this.storage.listObjects(layout.ledger, { shallow: true })) {
+      const index = rowRecordIndex(object.key);
+      if (index !== undefined) tags.set(index, object.tag);
+    }
+    return tags;
+  }
+
   readEntry(index: number): Promise<LedgerEntry | undefined> {
     return this.readJson<LedgerEntry>(layout.ledgerEntry(index));
+  }
+
+  /** A row's entry with its tag (what a listing shows while the entry is unchanged). */
+  async readEntryTagged(index: number): Promise<{ entry: LedgerEntry; tag: string } | undefined> {
+    const key = layout.ledgerEntry(index);
+    const read = await this.storage.readTagged(key);
+    if (!read) return undefined;
+    return { entry: this.parse<LedgerEntry>(key, read.data), tag: read.tag };
   }
 
   /**
@@ -208,7 +232,19 @@ export class RunStore {
    * none). Returns the entry that holds: this one, or, when another attempt of the row committed
    * first, that attempt's.
    */
-  async commitEntry(entry: LedgerEntry, startedFrom: LedgerEntry | undefined): Promise<{ won: boolean; entry: LedgerEntry }> {
+  async commitEntry(
+    entry: LedgerEntry,
+    startedFrom: LedgerEntry | undefined,
+    options: { noEntry?: boolean } = {},
+  ): Promise<{ won: boolean; entry: LedgerEntry }> {
+    if (options.noEntry && !startedFrom) {
+      // The row had no entry when the attempt began (and the attempt wrote none): the entry itself is
+      // created exclusively, one request, and never over anything. An ok entry there is another
+      // attempt's commit, which holds; any other (a failure recorded meanwhile) goes to the marker.
+      if (await this.storage.create(layout.ledgerEntry(entry.index), `${JSON.stringify(entry)}\n`)) return { won: true, entry };
+      const current = await this.readEntry(entry.index);
+      if (current?.status === 'ok' && sameRequest(current, entry.digest)) return { won: false, entry: current };
+    }
     const marker = layout.doneMarker(entry.index, entry.digest, startedFrom?.finishedAt);
     if (!(await this.storage.create(marker, `${JSON.stringify(entry)}\n`))) {
       const winner = await this.readJson<LedgerEntry>(marker);
@@ -232,6 +268,14 @@ export class RunStore {
   async outputsExist(paths: readonly string[], digests?: LedgerEntry['outputDigests']): Promise<boolean> {
     const found = await Promise.all(paths.map((p) => this.storage.stat(p)));
     return found.every((info, i) => info !== undefined && (digests?.[paths[i]!]?.size ?? info.size) === info.size);
+  }
+
+  /**
+   * Which outputs exist, for a scan over many rows: each folder that holds outputs is listed once
+   * (on S3 a request per 1,000 objects, against a HEAD per output).
+   */
+  outputListing(): OutputListing {
+    return new OutputListing(this.storage);
   }
 
   /** Whether an entry marks its row done for `digest`: ok, made for it, and every output in place. */
@@ -258,6 +302,16 @@ export class RunStore {
     const key = layout.answerRecord(index, call);
     await this.storage.write(key, JSON.stringify(record));
     return [key];
+  }
+
+  /** Rows that have a stored answer (of any call, any release's layout), from one listing. */
+  async answerIndexes(): Promise<Set<number>> {
+    const indexes = new Set<number>();
+    for (const name of await this.storage.list(layout.answers)) {
+      const match = /^(?:objects\/)?(\d+)[-/]/.exec(name);
+      if (match) indexes.add(Number(match[1]));
+    }
+    return indexes;
   }
 
   /** The stored answer to this row's call, if there is one for what the row asks now. */
@@ -296,6 +350,38 @@ export class RunStore {
 
   async writeRowState(kind: 'chats' | 'enhanced', index: number, value: unknown): Promise<void> {
     await this.storage.write(layout.rowState(kind, index), JSON.stringify(value));
+  }
+}
+
+/**
+ * Outputs checked against listings of their folders: one listing per folder, kept for the scan. An
+ * output whose size is not the one its commit recorded (emptied, replaced) counts as missing, as in
+ * `RunStore.outputsExist`.
+ */
+export class OutputListing {
+  private readonly folders = new Map<string, Promise<Map<string, number>>>();
+
+  constructor(private readonly storage: Storage) {}
+
+  private folder(path: string): Promise<Map<string, number>> {
+    let sizes = this.folders.get(path);
+    if (!sizes) {
+      sizes = this.storage.listObjects(path, { shallow: true }).then((objects) => new Map(objects.map((o) => [o.key, o.size])));
+      // A failed listing is not kept: the next row asks again (and the failure reaches its caller).
+      sizes.catch(() => this.folders.delete(path));
+      this.folders.set(path, sizes);
+    }
+    return sizes;
+  }
+
+  async exists(path: string, recordedSize?: number): Promise<boolean> {
+    const slash = path.lastIndexOf('/');
+    const size = (await this.folder(slash < 0 ? '' : path.slice(0, slash))).get(path.slice(slash + 1));
+    return size !== undefined && (recordedSize ?? size) === size;
+  }
+
+  async allExist(paths: readonly string[], digests?: LedgerEntry['outputDigests']): Promise<boolean> {
+    return (await Promise.all(paths.map((p) => this.exists(p, digests?.[p]?.size)))).every(Boolean);
   }
 }
 
@@ -368,13 +454,20 @@ export interface RowOutput {
  */
 export async function commitRow(
   store: RunStore,
-  args: { outputs: readonly RowOutput[]; entry: LedgerEntry; prior: LedgerEntry | undefined; paid?: boolean },
+  args: {
+    outputs: readonly RowOutput[];
+    entry: LedgerEntry;
+    prior: LedgerEntry | undefined;
+    paid?: boolean;
+    /** The row had no ledger entry at all when the attempt began, and the attempt wrote none. */
+    noEntry?: boolean;
+  },
 ): Promise<{ won: boolean; entry: LedgerEntry }> {
   const guard = <T>(what: string, write: () => Promise<T>) => (args.paid ? afterPaid(what, write) : write());
   for (const output of args.outputs)
     await guard(`writing ${store.storage.describe(output.path)}`, () => store.storage.write(output.path, output.bytes));
   const entry = withOutputDigests(args.entry, args.outputs);
-  return guard(`committing row ${entry.index}`, () => store.commitEntry(entry, args.prior));
+  return guard(`committing row ${entry.index}`, () => store.commitEntry(entry, args.prior, args.noEntry ? { noEntry: true } : {}));
 }
 
 /** The entry with the sha256 and size of each output the commit writes (issue 23: bytes, not names). */

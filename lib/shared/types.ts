@@ -13,6 +13,7 @@ import type {
   RowRetrySettings,
   WorkflowInputFields,
 } from '../run/workflowInput';
+import type { TaskPlanRow } from '../run/plan';
 
 export type { ApiBackend, Backend } from './backends';
 export type { RetrySelection } from './retrySelection';
@@ -117,6 +118,10 @@ export interface RowRef {
   previousErrorType?: string;
   /** The row as the Temporal UI shows it in the row child's input: instruction(s) and input images. */
   display?: RowDisplay;
+  /** The row's plan line, for its task (the page read it): small rows of runs that ask for it. */
+  plan?: TaskPlanRow;
+  /** The page found no ledger entry and no stored answer for the row. */
+  fresh?: boolean;
 }
 
 /** What a row child's input shows a person in the Temporal UI (not used by any code). */
@@ -176,6 +181,13 @@ export interface RowTask {
   promptEnhance?: PromptEnhanceSettings;
   /** The run's endpoint tag (`--base-url`): the row's model call goes to that endpoint's queue. */
   endpoint?: string;
+  /** The row's plan line, carried from the page that read it (absent: the activity reads the plan). */
+  row?: TaskPlanRow;
+  /**
+   * When the row was paged it had no ledger entry and no stored answer: a first attempt reads
+   * neither (a retry, which may follow a stored answer, reads both).
+   */
+  fresh?: boolean;
 }
 
 export type RowStatus = 'ok' | 'failed';

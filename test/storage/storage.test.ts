@@ -42,6 +42,32 @@ describe.each(backends)('%s storage', (_name, make) => {
     expect(await storage.list('a')).toEqual([]);
   });
 
+  it('lists objects with sizes and tags (shallow or not); a read gives the listed tag, a rewrite a new one', async () => {
+    const storage = make();
+    expect(await storage.listObjects('l')).toEqual([]);
+    expect(await storage.readTagged('l/a.json')).toBeUndefined();
+    await storage.write('l/a.json', '{"v":1}');
+    await storage.write('l/sub/b.json', 'bb');
+    expect((await storage.create('l/c.json', 'c')) && true).toBe(true);
+    const all = (await storage.listObjects('l')).sort((x, y) => x.key.localeCompare(y.key));
+    expect(all.map((o) => [o.key, o.size])).toEqual([
+      ['a.json', 7],
+      ['c.json', 1],
+      ['sub/b.json', 2],
+    ]);
+    const shallow = await storage.listObjects('l', { shallow: true });
+    expect(shallow.map((o) => o.key).sort()).toEqual(['a.json', 'c.json']);
+    const listed = shallow.find((o) => o.key === 'a.json')!.tag;
+    const read = (await storage.readTagged('l/a.json'))!;
+    expect(String(read.data)).toBe('{"v":1}');
+    expect(read.tag).toBe(listed);
+    // Same size, other bytes: the tag still changes.
+    await storage.write('l/a.json', '{"v":2}');
+    const again = (await storage.readTagged('l/a.json'))!;
+    expect(again.tag).not.toBe(listed);
+    expect((await storage.listObjects('l', { shallow: true })).find((o) => o.key === 'a.json')!.tag).toBe(again.tag);
+  });
+
   it('creates only once: of 16 racing creators exactly one wins and its bytes stay', async () => {
     const storage = make();
     for (let round = 0; round < 3; round++) {

@@ -64,6 +64,10 @@ export class RowWindow {
         // --batch-fallback direct: the main pass leaves the batch's final refusals alone, as its
         // batch phase decided (a phase recorded before that decision asks for every failed row).
         ...(state.pass === 'main' && state.batchDirectPhase ? { batchPhase: state.batchDirectPhase } : {}),
+        // API rows take their plan line and freshness from the page into their task, so the row
+        // activity reads neither the plan nor (on a first attempt) the ledger. New histories only:
+        // older ones replay the pages and tasks they recorded.
+        ...(input.backend !== 'diffusers' && patched(PATCH.rowPlanInTask) ? { carryRows: true } : {}),
       });
       this.page = result.rows;
       state.cursor = result.nextCursor;
@@ -174,6 +178,9 @@ export class RowWindow {
               ...(input.gpu ? { gpu: input.gpu } : {}),
               ...(input.promptEnhance ? { promptEnhance: input.promptEnhance } : {}),
               ...(input.endpoint ? { endpoint: input.endpoint } : {}),
+              ...(row.plan ? { row: row.plan } : {}),
+              // A row started again (its earlier child ended meanwhile) may have left state: not fresh.
+              ...(row.fresh && attempt === 1 ? { fresh: true } : {}),
             },
             retry: input.retry,
             ...(input.searchAttributes ? { searchAttributes: true } : {}),
