@@ -1,4 +1,3 @@
-import { startViewer } from '../web/server';
 import type { Command } from 'commander';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
 import { addExamples, addOptions, type OptionsOf } from './options';
@@ -12,6 +11,8 @@ export type ViewOptions = OptionsOf<typeof VIEW_OPTIONS>;
 /** `atelier view <run-id | output-dir>`: serves the run's viewer on loopback until Ctrl-C. */
 export async function runView(target: string, options: ViewOptions, io: CliIO): Promise<number> {
   const outputDir = await resolveRunOutputDir(target, options.stateDir);
+  // The viewer's server (and sharp, for thumbnails) loads when `view` runs, not with every command.
+  const { startViewer } = await import('../web/server');
   const viewer = await startViewer({ outputDir, runId: await runIdOf(outputDir), ...(options.port ? { port: options.port } : {}) });
   io.out(`viewer of ${outputDir}: ${viewer.url}`);
   io.out('open it in a browser; Ctrl-C stops the viewer (the run, if one is going, goes on)');
