@@ -265,7 +265,7 @@ export async function* readHubDataset(
     } catch (err) {
       if (commit !== info.sha && err instanceof HubApiError && err.statusCode === 404)
         throw new DatasetError(
-          `${input}: this run read dataset ${location.repo} at commit ${commit}, which the repo no longer has (its history was rewritten); plan into a new --output-dir to read "${location.revision}" as it is now`,
+          `${input}: this run read dataset ${location.repo} at commit ${commit}, which the repo no longer has (its history was rewritten); plan into a new --out to read "${location.revision}" as it is now`,
         );
       throw err;
     }
