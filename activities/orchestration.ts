@@ -115,7 +115,7 @@ async function claimOutputDir(input: DatasetWorkflowInput): Promise<void> {
   if (owner.runId !== input.runId) {
     throw ApplicationFailure.nonRetryable(
       `output dir ${input.outputDir} already holds run ${owner.runId} (${owner.backend} ${owner.model}, input ${owner.inputPath}); ` +
-        `use another --output-dir, or pass --run-id ${owner.runId} to continue that run`,
+        `use another --out, or pass --run-id ${owner.runId} to continue that run`,
       RunErrorTypes.outputDirInUse,
     );
   }
@@ -323,7 +323,7 @@ export function createOrchestrationActivities() {
         });
         if (hub.pinned && hub.head !== hub.commit)
           activityContext()?.log.info(
-            `${input.inputPath}: read at commit ${hub.commit}, pinned by this run's first plan (the revision now points at ${hub.head}); plan into a new --output-dir to read it as it is now`,
+            `${input.inputPath}: read at commit ${hub.commit}, pinned by this run's first plan (the revision now points at ${hub.head}); plan into a new --out to read it as it is now`,
           );
       } catch (err) {
         if (err instanceof DatasetError) throw ApplicationFailure.nonRetryable(err.message, RunErrorTypes.dataset);

@@ -126,3 +126,53 @@ export function peakRssSampler(): { stop(): number } {
     },
   };
 }
+
+/**
+ * Plans `inputPath` with the real planning activity (no server, no workers), as the planning
+ * benches measure it: seconds taken and peak RSS growth (sampled every 20 ms, after a GC where
+ * `--expose-gc` allows), and fails unless the plan holds `expectedRows` rows.
+ */
+export async function timePlanning(
+  runId: string,
+  inputPath: string,
+  outputDir: string,
+  expectedRows: number,
+): Promise<{ planSeconds: number; peakRssGrowthMb: number }> {
+  // Loaded here, not at the top: the server benches that import this file never plan in-process.
+  const { createOrchestrationActivities } = await import('../activities/orchestration');
+  global.gc?.();
+  const rssBefore = process.memoryUsage().rss;
+  let peak = rssBefore;
+  const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+  const input = {
+    ...benchInput(runId, inputPath, outputDir, 16),
+    model: 'bench',
+    retry: { maxAttempts: 1, initialIntervalMs: 1000, maximumIntervalMs: 1000 },
+  };
+  const start = performance.now();
+  let result;
+  try {
+    result = await createOrchestrationActivities().planRun(input);
+  } finally {
+    clearInterval(sampler);
+  }
+  const planSeconds = (performance.now() - start) / 1000;
+  peak = Math.max(peak, process.memoryUsage().rss);
+  if (result.totalRows !== expectedRows) throw new Error(`planned ${result.totalRows} rows, expected ${expectedRows}`);
+  return { planSeconds, peakRssGrowthMb: (peak - rssBefore) / 2 ** 20 };
+}
+
+/** `n` distinct small PNGs (`side` pixels square, a pattern per index) for datasets with embedded images. */
+export async function patternedPngs(n: number, side: number): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const raw = Buffer.alloc(side * side * 3);
+    for (let j = 0; j < raw.length; j++) raw[j] = (i * 131 + j * 17 + ((j * j) % 251)) & 0xff;
+    out.push(
+      await sharp(raw, { raw: { width: side, height: side, channels: 3 } })
+        .png()
+        .toBuffer(),
+    );
+  }
+  return out;
+}

@@ -11,11 +11,9 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { uploadFiles } from '@huggingface/hub';
-import sharp from 'sharp';
-import { createOrchestrationActivities } from '../activities/orchestration';
 import { ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
-import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { startHubStandin } from '../standins/hub';
+import { patternedPngs, timePlanning } from './harness';
 
 const TOKEN = 'hf_bench_planning_0123456789';
 const COLUMNS: TableColumn[] = [
@@ -25,20 +23,6 @@ const COLUMNS: TableColumn[] = [
 ];
 /** Rows per row group, as `datasets` writes image datasets (it caps groups of image rows small). */
 const GROUP = 500;
-
-async function images(n: number): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  for (let i = 0; i < n; i++) {
-    const raw = Buffer.alloc(16 * 16 * 3);
-    for (let j = 0; j < raw.length; j++) raw[j] = (i * 131 + j * 17 + ((j * j) % 251)) & 0xff;
-    out.push(
-      await sharp(raw, { raw: { width: 16, height: 16, channels: 3 } })
-        .png()
-        .toBuffer(),
-    );
-  }
-  return out;
-}
 
 async function writeShard(path: string, first: number, rows: number, pngs: Buffer[]): Promise<void> {
   const writer = new ParquetTableWriter(path, COLUMNS, { huggingface: true });
@@ -83,7 +67,7 @@ export async function measureHubPlanning(rows: number): Promise<HubPlanningFigur
   const hub = await startHubStandin({ tokens: { [TOKEN]: 'bench' } });
   const saved = { endpoint: process.env.HF_ENDPOINT, token: process.env.HF_TOKEN };
   try {
-    const pngs = await images(256);
+    const pngs = await patternedPngs(256, 16);
     const shards = 4;
     const files: Array<{ path: string; local: string }> = [];
     for (let s = 0; s < shards; s++) {
@@ -117,23 +101,7 @@ export async function measureHubPlanning(rows: number): Promise<HubPlanningFigur
     process.env.HF_TOKEN = TOKEN;
     const servedBefore = hub.bytesServed;
     const requestsBefore = hub.requests.length;
-    const input: DatasetWorkflowInput = {
-      runId: 'bench-hub',
-      inputPath: 'hf://datasets/bench/edits',
-      outputDir: join(dir, 'out'),
-      backend: 'openai',
-      model: 'bench',
-      params: {},
-      instructionKey: 'instruction',
-      numImages: 1,
-      encoding: { jpegQuality: 95, webpQuality: 95 },
-      window: 16,
-      retry: { maxAttempts: 1, initialIntervalMs: 1000, maximumIntervalMs: 1000 },
-    };
-    const start = performance.now();
-    const result = await createOrchestrationActivities().planRun(input);
-    const planSeconds = (performance.now() - start) / 1000;
-    if (result.totalRows !== rows) throw new Error(`planned ${result.totalRows} rows, expected ${rows}`);
+    const { planSeconds } = await timePlanning('bench-hub', 'hf://datasets/bench/edits', join(dir, 'out'), rows);
     return {
       rows,
       repoBytes,

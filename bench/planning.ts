@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parse } from 'csv-parse';
-import { createOrchestrationActivities } from '../activities/orchestration';
-import type { DatasetWorkflowInput } from '../lib/shared/types';
+import { timePlanning } from './harness';
 
 export interface PlanningFigures {
   format: 'csv' | 'jsonl';
@@ -50,30 +49,8 @@ export async function measurePlanning(format: 'csv' | 'jsonl', rows: number): Pr
   try {
     const inputPath = writeDataset(dir, format, rows);
     const baselineSeconds = await baseline(inputPath, format);
-    global.gc?.();
-    const rssBefore = process.memoryUsage().rss;
-    let peak = rssBefore;
-    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-    const input: DatasetWorkflowInput = {
-      runId: `bench-${format}`,
-      inputPath,
-      outputDir: join(dir, 'out'),
-      backend: 'openai',
-      model: 'bench',
-      params: {},
-      instructionKey: 'instruction',
-      numImages: 1,
-      encoding: { jpegQuality: 95, webpQuality: 95 },
-      window: 16,
-      retry: { maxAttempts: 1, initialIntervalMs: 1000, maximumIntervalMs: 1000 },
-    };
-    const start = performance.now();
-    const result = await createOrchestrationActivities().planRun(input);
-    const planSeconds = (performance.now() - start) / 1000;
-    clearInterval(sampler);
-    peak = Math.max(peak, process.memoryUsage().rss);
-    if (result.totalRows !== rows) throw new Error(`planned ${result.totalRows} rows, expected ${rows}`);
-    return { format, rows, planSeconds, baselineSeconds, peakRssGrowthMb: (peak - rssBefore) / 2 ** 20 };
+    const { planSeconds, peakRssGrowthMb } = await timePlanning(`bench-${format}`, inputPath, join(dir, 'out'), rows);
+    return { format, rows, planSeconds, baselineSeconds, peakRssGrowthMb };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -38,8 +38,9 @@ async function timed(standin: OpenAIStandin, tag: string, command: string, args:
   const phases: string[] = [];
   child.stderr.on('data', (chunk: Buffer) => {
     const text = chunk.toString();
-    // With ATELIER_TRACE_PHASES set, the CLI's phases (ms since its process began).
-    for (const m of text.matchAll(/\[phase\] (.+) (\d+) ms/g)) phases.push(`${m[1]} ${m[2]}`);
+    // With ATELIER_TRACE_PHASES set, the CLI's phases (ms since its process began, and its CPU ms so far).
+    for (const m of text.matchAll(/\[phase\] (.+?) (\d+) ms(?: \(cpu (\d+) ms\))?/g))
+      phases.push(`${m[1]} ${m[2]}${m[3] ? `/${m[3]}` : ''}`);
     stderr = (stderr + text).slice(-4000);
   });
   const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
@@ -51,7 +52,7 @@ async function timed(standin: OpenAIStandin, tag: string, command: string, args:
   const last = Math.max(...calls.map((c) => c.at));
   if (phases.length)
     console.log(
-      `    phases (ms): ${phases.join(', ')}; first call arrived ${first - spawnedAt}, last ${last - spawnedAt}, exit ${exitedAt - spawnedAt}`,
+      `    phases (ms wall/cpu): ${phases.join(', ')}; first call arrived ${first - spawnedAt}, last ${last - spawnedAt}, exit ${exitedAt - spawnedAt}`,
     );
   return {
     endToEnd: (exitedAt - spawnedAt) / 1000,

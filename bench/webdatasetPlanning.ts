@@ -6,10 +6,8 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import sharp from 'sharp';
-import { createOrchestrationActivities } from '../activities/orchestration';
 import { TarWriter } from '../lib/dataset/tar';
-import type { DatasetWorkflowInput } from '../lib/shared/types';
+import { patternedPngs, timePlanning } from './harness';
 
 export interface WebDatasetPlanningFigures {
   samples: number;
@@ -19,24 +17,10 @@ export interface WebDatasetPlanningFigures {
   peakRssGrowthMb: number;
 }
 
-async function images(n: number): Promise<Buffer[]> {
-  const out: Buffer[] = [];
-  for (let i = 0; i < n; i++) {
-    const raw = Buffer.alloc(24 * 24 * 3);
-    for (let j = 0; j < raw.length; j++) raw[j] = (i * 131 + j * 17 + ((j * j) % 251)) & 0xff;
-    out.push(
-      await sharp(raw, { raw: { width: 24, height: 24, channels: 3 } })
-        .png()
-        .toBuffer(),
-    );
-  }
-  return out;
-}
-
 export async function measureWebDatasetPlanning(samples: number, shards: number): Promise<WebDatasetPlanningFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'atelier-bench-wds-'));
   try {
-    const pngs = await images(256);
+    const pngs = await patternedPngs(256, 24);
     const per = Math.ceil(samples / shards);
     const mtime = new Date();
     let shardBytes = 0;
@@ -53,30 +37,13 @@ export async function measureWebDatasetPlanning(samples: number, shards: number)
       shardBytes += statSync(path).size;
     }
     const last = String(shards - 1).padStart(6, '0');
-    global.gc?.();
-    const rssBefore = process.memoryUsage().rss;
-    let peak = rssBefore;
-    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
-    const input: DatasetWorkflowInput = {
-      runId: 'bench-wds',
-      inputPath: join(dir, `shard-{000000..${last}}.tar`),
-      outputDir: join(dir, 'out'),
-      backend: 'openai',
-      model: 'bench',
-      params: {},
-      instructionKey: 'instruction',
-      numImages: 1,
-      encoding: { jpegQuality: 95, webpQuality: 95 },
-      window: 16,
-      retry: { maxAttempts: 1, initialIntervalMs: 1000, maximumIntervalMs: 1000 },
-    };
-    const start = performance.now();
-    const result = await createOrchestrationActivities().planRun(input);
-    const planSeconds = (performance.now() - start) / 1000;
-    clearInterval(sampler);
-    peak = Math.max(peak, process.memoryUsage().rss);
-    if (result.totalRows !== samples) throw new Error(`planned ${result.totalRows} samples, expected ${samples}`);
-    return { samples, shards, shardBytes, planSeconds, peakRssGrowthMb: (peak - rssBefore) / 2 ** 20 };
+    const { planSeconds, peakRssGrowthMb } = await timePlanning(
+      'bench-wds',
+      join(dir, `shard-{000000..${last}}.tar`),
+      join(dir, 'out'),
+      samples,
+    );
+    return { samples, shards, shardBytes, planSeconds, peakRssGrowthMb };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -1,7 +1,6 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startOpenAIStandin } from '../standins/openai';
 import type { Command } from 'commander';
 import { runEdit, type EditOptions } from './edit';
 import type { CliIO, CommandContext } from './io';
@@ -69,6 +68,8 @@ export async function runDemo(given: DemoOptions, io: CliIO, defaultStateDir = f
     );
     return runEdit({ ...options, withWorkers: true }, io);
   }
+  // The stand-in (and sharp, which it draws with) loads only when the demo runs it.
+  const { startOpenAIStandin } = await import('../standins/openai');
   const standin = await startOpenAIStandin({ latencyMs: 300 });
   io.err(
     [

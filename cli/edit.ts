@@ -514,7 +514,7 @@ async function notePinnedInput(input: DatasetWorkflowInput, io: CliIO): Promise<
   const commit = await pinnedInputCommit(input.outputDir, input.inputPath).catch(() => undefined);
   if (commit)
     io.err(
-      `${input.inputPath}: pinned to commit ${commit}, which this run's first plan read; a moved branch is not followed (a new --output-dir reads it as it is now)`,
+      `${input.inputPath}: pinned to commit ${commit}, which this run's first plan read; a moved branch is not followed (a new --out reads it as it is now)`,
     );
 }
 

@@ -2,8 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { UsageError } from '../lib/shared/errors';
-import { describeOnly, exportHf, parseExportOnly, type HfExportResult, type UnreadableInput } from '../lib/export/hfExport';
-import { parseHubRepoId, pushToHub } from '../lib/export/hubPush';
+import type * as HfExport from '../lib/export/hfExport';
+import type { HfExportResult, UnreadableInput } from '../lib/export/hfExport';
 import { readPlanMeta } from '../lib/run/plan';
 import type { Command } from 'commander';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
@@ -38,6 +38,10 @@ export const EXPORT_OPTIONS = {
 
 export type ExportOptions = OptionsOf<typeof EXPORT_OPTIONS>;
 
+// The exporters (apache-arrow, the Hub's client, yaml: ~0.1 s of CPU) load when `export` runs, not
+// with every command.
+const exporters = async () => ({ ...(await import('../lib/export/hfExport')), ...(await import('../lib/export/hubPush')) });
+
 /** `atelier export <run-id | output-dir> --format hf|arrow|webdataset --out DIR`: the run as a dataset. */
 export async function runExport(target: string, options: ExportOptions, io: CliIO): Promise<number> {
   if (options.format !== 'hf' && options.format !== 'arrow' && options.format !== 'webdataset')
@@ -45,6 +49,7 @@ export async function runExport(target: string, options: ExportOptions, io: CliI
       `--format ${options.format}: choose hf (Parquet shards with embedded images, as the Hub holds them), arrow (a datasets save_to_disk folder) or webdataset (.tar shards)`,
     );
   const format = options.format;
+  const { parseExportOnly, parseHubRepoId } = await exporters();
   const only = parseExportOnly(options.only);
   const repo = options.pushToHub !== undefined ? parseHubRepoId(options.pushToHub) : undefined;
   if (repo && format !== 'hf') throw new UsageError(`--push-to-hub needs --format hf (the Hub's Parquet layout), not ${format}`);
@@ -68,11 +73,12 @@ async function exportTo(
   format: 'hf' | 'arrow' | 'webdataset',
   outputDir: string,
   out: string,
-  only: ReturnType<typeof parseExportOnly>,
+  only: ReturnType<typeof HfExport.parseExportOnly>,
   options: ExportOptions,
   io: CliIO,
   kept: boolean,
 ): Promise<HfExportResult> {
+  const { describeOnly, exportHf } = await exporters();
   const result = await exportHf({
     format,
     outputDir,
@@ -106,6 +112,7 @@ async function exportTo(
 /** `--push-to-hub`: the exported shards and a dataset card, in one commit; progress on stderr. */
 async function push(repo: string, outputDir: string, result: HfExportResult, options: ExportOptions, io: CliIO): Promise<void> {
   const meta = await readPlanMeta(outputDir);
+  const { describeOnly, parseExportOnly, pushToHub } = await exporters();
   const only = parseExportOnly(options.only);
   const rows = `${result.rows} row${result.rows === 1 ? '' : 's'}${only === 'all' ? '' : ` (--only ${describeOnly(only)})`}`;
   // Only an hf:// input is named: a local path says nothing to readers and may say too much.

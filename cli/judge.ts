@@ -1,12 +1,11 @@
 import { resolve } from 'node:path';
 import { ApplicationFailure, WorkflowFailedError } from '@temporalio/client';
 import { ErrorTypes } from '../lib/shared/errorTypes';
-import { JUDGE_QUEUE } from '../activities/judge/activities';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { UsageError } from '../lib/shared/errors';
 import { findRun } from '../lib/run/runRegistry';
 import type { JudgeSummary, judgeWorkflow } from '../workflows/judge';
-import { JUDGE_ENV } from '../workers/index';
+import { JUDGE_ENV, JUDGE_QUEUE } from '../lib/shared/constants';
 import type { Command } from 'commander';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
 import { addExamples, addOptions, checkedRows, Opt, type OptionsOf } from './options';

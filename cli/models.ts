@@ -1,6 +1,12 @@
 import { listProviderModels, type ListedModel } from '../activities/providers/catalog';
-import { capabilities, modelStatus, tableModels, type Backend, type ModelCapabilities } from '../activities/providers/models';
-import { modalitiesFor } from '../activities/providers/openrouter';
+import {
+  capabilities,
+  modalitiesFor,
+  modelStatus,
+  tableModels,
+  type Backend,
+  type ModelCapabilities,
+} from '../activities/providers/models';
 import { UsageError } from '../lib/shared/errors';
 import { PROVIDERS } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';

@@ -202,7 +202,7 @@ export function checkedRows<T extends string | undefined>(rows: T): T {
   try {
     parseFilterRows(rows);
   } catch (err) {
-    throw new UsageError((err as Error).message.replace('--filter-rows', '--rows'));
+    throw new UsageError((err as Error).message);
   }
   return rows;
 }

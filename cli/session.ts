@@ -26,7 +26,6 @@ import {
   type TemporalTarget,
 } from '../lib/temporal/temporalConnection';
 import type { ModelCheckInput, ModelCheckResult } from '../activities/providers/modelCheck';
-import { createWorkers, modelCheckActivitiesFromEnv } from '../workers';
 import { spawnGpuWorker } from './gpuWorker';
 
 // Temporal's IndexedValueType for each SDK attribute type (TEXT=1, KEYWORD=2, INT=3, ...): taken
@@ -205,8 +204,12 @@ export async function openSession(options: SessionOptions): Promise<Session> {
         temporalPath: findTemporalCli(),
         stateDir,
         namespace,
-        // The workers' SDK (and its native core) loads while the server starts, not after it.
-        whileStarting: () => void import('@temporalio/worker').catch(() => undefined),
+        // The workers' SDK (and its native core) and the activities (sharp, the batch clients, the
+        // results writers: ~0.3 s of CPU) load while the server starts, not before it is spawned.
+        whileStarting: () => {
+          void import('@temporalio/worker').catch(() => undefined);
+          void import('../workers').catch(() => undefined);
+        },
       });
       tracePhase('server up');
       address = server.address;
@@ -236,6 +239,7 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     if (runWorkers) {
       const nativeConnection = await connectNative(target);
       cleanups.unshift(() => nativeConnection.close());
+      const { createWorkers } = await import('../workers');
       workers = await createWorkers({
         connection: nativeConnection,
         namespace,
@@ -279,8 +283,10 @@ export async function openSession(options: SessionOptions): Promise<Session> {
       workersDone,
       ...(runWorkers
         ? {
-            checkModelInProcess: (input: ModelCheckInput) =>
-              modelCheckActivitiesFromEnv(input.backend, process.env, modelListCacheDir).checkModelServed(input),
+            checkModelInProcess: async (input: ModelCheckInput) =>
+              (await import('../workers'))
+                .modelCheckActivitiesFromEnv(input.backend, process.env, modelListCacheDir)
+                .checkModelServed(input),
           }
         : {}),
       async close() {

@@ -1,9 +1,3 @@
-import { startFalStandin } from '../standins/fal';
-import { startGeminiStandin } from '../standins/gemini';
-import { startJudgeStandin } from '../standins/judge';
-import { startModelScopeStandin } from '../standins/modelscope';
-import { startOpenAIStandin } from '../standins/openai';
-import { startOpenRouterStandin } from '../standins/openrouter';
 import { UsageError } from '../lib/shared/errors';
 import type { Command } from 'commander';
 import type { CliIO, CommandContext } from './io';
@@ -28,34 +22,36 @@ interface StandinKind {
 
 const portOption = (port: number | undefined) => (port ? { port } : {});
 
+// Each stand-in (and sharp, which they draw with) loads when it is started, not with every command.
+
 export const STANDINS: Record<string, StandinKind> = {
   openai: {
-    start: (port) => startOpenAIStandin(portOption(port)),
+    start: async (port) => (await import('../standins/openai')).startOpenAIStandin(portOption(port)),
     env: (url) => ({ OPENAI_API_KEY: 'sk-standin', OPENAI_BASE_URL: url }),
     note: 'then: atelier edit --backend openai --model gpt-image-2 ...',
   },
   gemini: {
-    start: (port) => startGeminiStandin(portOption(port)),
+    start: async (port) => (await import('../standins/gemini')).startGeminiStandin(portOption(port)),
     env: (url) => ({ GEMINI_API_KEY: 'standin', GEMINI_BASE_URL: url }),
     note: 'then: atelier edit --backend gemini --model gemini-3.1-flash-image ...',
   },
   openrouter: {
-    start: (port) => startOpenRouterStandin(portOption(port)),
+    start: async (port) => (await import('../standins/openrouter')).startOpenRouterStandin(portOption(port)),
     env: (url) => ({ OPENROUTER_API_KEY: 'sk-or-standin', OPENROUTER_BASE_URL: url }),
     note: 'then: atelier edit --backend openrouter --model <an openrouter model of `atelier models`> ...',
   },
   modelscope: {
-    start: (port) => startModelScopeStandin(portOption(port)),
+    start: async (port) => (await import('../standins/modelscope')).startModelScopeStandin(portOption(port)),
     env: (url) => ({ MODELSCOPE_API_KEY: 'ms-standin', MODELSCOPE_BASE_URL: url }),
     note: 'then: atelier edit --backend modelscope --model <a modelscope model of `atelier models`> ...',
   },
   fal: {
-    start: (port) => startFalStandin(portOption(port)),
+    start: async (port) => (await import('../standins/fal')).startFalStandin(portOption(port)),
     env: (url) => ({ FAL_KEY: 'fal-standin', FAL_BASE_URL: url }),
     note: 'then: atelier edit --backend fal --model fal-ai/flux-pro/kontext ...',
   },
   judge: {
-    start: (port) => startJudgeStandin(portOption(port)),
+    start: async (port) => (await import('../standins/judge')).startJudgeStandin(portOption(port)),
     env: (url) => ({ ATELIER_JUDGE_API_KEY: 'sk-judge-standin', ATELIER_JUDGE_BASE_URL: url }),
     note: 'then: atelier judge <run> --model gpt-4.1-mini',
   },

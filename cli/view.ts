@@ -1,8 +1,7 @@
 import { parse } from 'csv-parse/sync';
 import type { Command } from 'commander';
-import { resultsTargets, type WriteResultsArgs } from '../activities/resultsTables';
+import type { WriteResultsArgs } from '../activities/resultsTables';
 import { findRun } from '../lib/run/runRegistry';
-import { startViewer } from '../web/server';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
 import { InvalidArgumentError } from 'commander';
 import { addExamples, addOptions, inGroup, Opt, type Parser, type OptionsOf } from './options';
@@ -45,6 +44,7 @@ async function resultsSettings(outputDir: string, runId: string, stateDir: strin
       ...(known.input.outputCsv ? { outputCsv: known.input.outputCsv } : {}),
       ...(known.input.promptEnhance ? { instructionEnhanced: true } : {}),
     };
+  const { resultsTargets } = await import('../activities/resultsTables');
   const target = resultsTargets({ outputDir });
   const bytes = await target.storage.read(target.csv).catch(() => undefined);
   if (!bytes) return undefined;
@@ -55,6 +55,10 @@ async function resultsSettings(outputDir: string, runId: string, stateDir: strin
 /** `atelier view <run-id | output-dir>`: serves the run's viewer on loopback until Ctrl-C. */
 export async function runView(target: string, options: ViewOptions, io: CliIO): Promise<number> {
   const outputDir = await resolveRunOutputDir(target, options.stateDir);
+  // The viewer's server (and sharp, for thumbnails) and the results tables' writer load when `view`
+  // runs, not with every command.
+  const { startViewer } = await import('../web/server');
+  const { resultsTargets } = await import('../activities/resultsTables');
   const runId = await runIdOf(outputDir);
   const results = await resultsSettings(outputDir, runId, options.stateDir);
   const viewer = await startViewer({

@@ -2,7 +2,6 @@ import { resolve } from 'node:path';
 import { UsageError } from '../lib/shared/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporal/temporalConnection';
-import { createWorkers } from '../workers';
 import type { Command } from 'commander';
 import type { CliIO, CommandContext } from './io';
 import { addExamples, addOptions, Opt, type OptionsOf } from './options';
@@ -39,6 +38,8 @@ export async function runWorker(options: WorkerOptions, io: CliIO): Promise<numb
       ?.split(',')
       .map((q) => q.trim())
       .filter(Boolean);
+    // The activities (and the SDKs they use) load when this command runs, not with every command.
+    const { createWorkers } = await import('../workers');
     const workers = await createWorkers({
       connection,
       namespace,

@@ -1,7 +1,6 @@
 import { temporal } from '@temporalio/proto';
-import { JUDGE_QUEUE } from '../activities/judge/activities';
 import { API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
-import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
+import { JUDGE_QUEUE, ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import type { Session } from './session';
 

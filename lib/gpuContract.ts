@@ -1,7 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import Ajv2020 from 'ajv/dist/2020';
+import type Ajv2020 from 'ajv/dist/2020';
+import type { ValidateFunction } from 'ajv/dist/2020';
+import { loadOnUse } from './loadOnUse';
 import contract from '../contracts/gpu-edit.schema.json';
 
 // The TypeScript half of the GPU wire contract. contracts/gpu-edit.schema.json is the single source
@@ -91,12 +93,20 @@ export const GPU_URLS_UPDATE: string = (contract as { urlsUpdateName: string }).
 
 export const GPU_MODEL_TYPES = contract.$defs.ModelType.enum as GpuModelType[];
 
-const ajv = new Ajv2020({ allErrors: true, strict: false });
-ajv.addSchema(contract, 'gpu');
-const validateRequestSchema = ajv.getSchema('gpu#/$defs/GpuEditRequest')!;
-const validateResultSchema = ajv.getSchema('gpu#/$defs/GpuEditResult')!;
+// ajv and the compiled contract are made on the first validation (a GPU row), not with the CLI,
+// which reads only the model types and queue names from here.
+const ajvModule = loadOnUse<{ default: typeof Ajv2020 }>('ajv/dist/2020');
+let validators: { request: ValidateFunction; result: ValidateFunction } | undefined;
+function contractValidators(): { request: ValidateFunction; result: ValidateFunction } {
+  if (!validators) {
+    const ajv = new (ajvModule().default)({ allErrors: true, strict: false });
+    ajv.addSchema(contract, 'gpu');
+    validators = { request: ajv.getSchema('gpu#/$defs/GpuEditRequest')!, result: ajv.getSchema('gpu#/$defs/GpuEditResult')! };
+  }
+  return validators;
+}
 
-function check(validate: typeof validateRequestSchema, payload: unknown, what: string): void {
+function check(validate: ValidateFunction, payload: unknown, what: string): void {
   if (!validate(payload)) {
     const problems = (validate.errors ?? []).map((e) => `${e.instancePath || '(root)'} ${e.message ?? ''}`.trim());
     throw new Error(`${what} does not match contracts/gpu-edit.schema.json: ${problems.join('; ')}`);
@@ -104,12 +114,12 @@ function check(validate: typeof validateRequestSchema, payload: unknown, what: s
 }
 
 export function validateGpuRequest(request: GpuEditRequest): GpuEditRequest {
-  check(validateRequestSchema, request, 'GpuEditRequest');
+  check(contractValidators().request, request, 'GpuEditRequest');
   return request;
 }
 
 export function validateGpuResult(result: unknown): GpuEditResult {
-  check(validateResultSchema, result, 'GpuEditResult');
+  check(contractValidators().result, result, 'GpuEditResult');
   return result as GpuEditResult;
 }
 

@@ -1,19 +1,18 @@
-import {
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadBucketCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  S3ServiceException,
-} from '@aws-sdk/client-s3';
+import type * as ClientS3 from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
+import type * as Presigner from '@aws-sdk/s3-request-presigner';
 import { createReadStream } from 'node:fs';
+import { createRequire } from 'node:module';
 import { stat } from 'node:fs/promises';
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem } from './errors';
 import type { ListedObject, Storage, StoredObjectInfo } from './storage';
+
+// The AWS SDK (~0.1 s of CPU to load) loads when an s3:// location is first used, not with the CLI
+// (lib/loadOnUse.ts does this for lib/; storage/ stays below lib/, hence its own two lines).
+const load = createRequire(__filename);
+const sdk = (): typeof ClientS3 => load('@aws-sdk/client-s3') as typeof ClientS3;
+const presigner = (): typeof Presigner => load('@aws-sdk/s3-request-presigner') as typeof Presigner;
 
 // S3-compatible object storage (AWS S3, versitygw, SeaweedFS, ...). Credentials, region and endpoint
 // come from the standard AWS variables of the process that touches the data (AWS_ACCESS_KEY_ID,
@@ -41,7 +40,7 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv = process.env): S3Client 
   // pinned (package.json) because it supports Node 20, so the warning says nothing actionable.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL;
-  const client = new S3Client({
+  const client = new (sdk().S3Client)({
     region: env.AWS_REGION || env.AWS_DEFAULT_REGION || 'us-east-1',
     ...(endpoint ? { endpoint } : {}),
     // Self-hosted stores serve buckets as paths (http://host:port/bucket/key); AWS accepts both.
@@ -56,7 +55,7 @@ export function s3ClientFromEnv(env: NodeJS.ProcessEnv = process.env): S3Client 
 }
 
 function statusOf(err: unknown): number | undefined {
-  return err instanceof S3ServiceException
+  return err instanceof sdk().S3ServiceException
     ? err.$metadata.httpStatusCode
     : (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
 }
@@ -128,7 +127,7 @@ export class S3Storage implements Storage {
 
   async read(key: string): Promise<Buffer | undefined> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      const out = await this.client.send(new (sdk().GetObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key) }));
       return Buffer.from(await out.Body!.transformToByteArray());
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -150,7 +149,7 @@ export class S3Storage implements Storage {
     if (end <= start) return Buffer.alloc(0);
     try {
       const out = await this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=${start}-${end - 1}` }),
+        new (sdk().GetObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key), Range: `bytes=${start}-${end - 1}` }),
       );
       return Buffer.from(await out.Body!.transformToByteArray());
     } catch (err) {
@@ -160,7 +159,7 @@ export class S3Storage implements Storage {
 
   async stat(key: string): Promise<StoredObjectInfo | undefined> {
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      const out = await this.client.send(new (sdk().HeadObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key) }));
       return { size: out.ContentLength ?? 0 };
     } catch (err) {
       if (!isNotFound(err)) throw s3Failure(err, this.describe(key));
@@ -173,7 +172,7 @@ export class S3Storage implements Storage {
 
   private async checkBucket(key: string): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      await this.client.send(new (sdk().HeadBucketCommand)({ Bucket: this.bucket }));
     } catch (err) {
       if (statusOf(err) === 404 || (err as Error)?.name === 'NotFound' || (err as Error)?.name === 'NoSuchBucket')
         throw bucketGone(this.bucket, this.describe(key));
@@ -183,7 +182,7 @@ export class S3Storage implements Storage {
 
   async write(key: string, data: string | Uint8Array): Promise<void> {
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: data }));
+      await this.client.send(new (sdk().PutObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key), Body: data }));
     } catch (err) {
       throw s3Failure(err, this.describe(key));
     }
@@ -193,7 +192,12 @@ export class S3Storage implements Storage {
     try {
       const { size } = await stat(localPath);
       await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: createReadStream(localPath), ContentLength: size }),
+        new (sdk().PutObjectCommand)({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          Body: createReadStream(localPath),
+          ContentLength: size,
+        }),
       );
     } catch (err) {
       throw s3Failure(err, this.describe(key));
@@ -208,7 +212,9 @@ export class S3Storage implements Storage {
   async create(key: string, data: string | Uint8Array): Promise<boolean> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), Body: data, IfNoneMatch: '*' }));
+        await this.client.send(
+          new (sdk().PutObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key), Body: data, IfNoneMatch: '*' }),
+        );
         return true;
       } catch (err) {
         if (statusOf(err) === 412) return false;
@@ -228,7 +234,9 @@ export class S3Storage implements Storage {
     let token: string | undefined;
     try {
       do {
-        const page = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: folder, ContinuationToken: token }));
+        const page = await this.client.send(
+          new (sdk().ListObjectsV2Command)({ Bucket: this.bucket, Prefix: folder, ContinuationToken: token }),
+        );
         for (const object of page.Contents ?? []) if (object.Key) keys.push(object.Key.slice(folder.length));
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
@@ -278,7 +286,7 @@ export class S3Storage implements Storage {
     if (keys.length === 0) return;
     try {
       const out = await this.client.send(
-        new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
+        new (sdk().DeleteObjectsCommand)({ Bucket: this.bucket, Delete: { Objects: keys.map((Key) => ({ Key })), Quiet: true } }),
       );
       const first = out.Errors?.[0];
       if (first)
@@ -289,7 +297,7 @@ export class S3Storage implements Storage {
   }
 
   async readUrl(key: string, expiresInSeconds: number): Promise<string> {
-    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }), {
+    return presigner().getSignedUrl(this.client, new (sdk().GetObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key) }), {
       expiresIn: expiresInSeconds,
     });
   }
@@ -297,9 +305,13 @@ export class S3Storage implements Storage {
   async createUrl(key: string, expiresInSeconds: number): Promise<string> {
     // The signature covers If-None-Match, so the URL's holder must send `If-None-Match: *` and can
     // never overwrite an object that exists.
-    return getSignedUrl(this.client, new PutObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key), IfNoneMatch: '*' }), {
-      expiresIn: expiresInSeconds,
-      signableHeaders: new Set(['if-none-match']),
-    });
+    return presigner().getSignedUrl(
+      this.client,
+      new (sdk().PutObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key), IfNoneMatch: '*' }),
+      {
+        expiresIn: expiresInSeconds,
+        signableHeaders: new Set(['if-none-match']),
+      },
+    );
   }
 }

@@ -199,7 +199,7 @@ describe('output names and formats', () => {
       ['failed', ''],
       ['ok', 'deep/er/four.PNG'],
     ]);
-    expect(rows[3]!.error).toMatch(/InputError: .*output name "\.\.\/escape\.png" escapes --output-dir/);
+    expect(rows[3]!.error).toMatch(/InputError: .*output name "\.\.\/escape\.png" escapes --out/);
     expect(rows[4]!.error).toMatch(/InputError: .*"\/abs\.png" is an absolute path/);
     expect(rows[5]!.error).toMatch(/InputError: .*the output name is empty/);
     expect(rows[6]!.error).toMatch(/InputError: .*output name cats\/one\.jpg is already used by row 0/);

@@ -19,7 +19,7 @@ import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { createWorkers, runWorkersUntil, type WorkerSetOptions } from '../workers';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
-import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';
+import { runDataset as runWith, startTestServer, testInput, watchDatasetRun } from './helpers/temporalEnv';
 
 // The Gemini stand-in plays the API as of 2026-06-01 (before the 2.5 Flash Image shutdown) so these
 // runs keep their 2.5 rates; test/unit/modelCheck.test.ts covers today's refusals.
@@ -296,25 +296,8 @@ describe('quota exhausted pauses the provider instead of failing rows', () => {
     openai.script('qt-row-1', [faults.insufficientQuota()]);
     const { csv, outputDir } = await rowsCsv(['a.png,qt-row-0 x', 'a.png,qt-row-1 x', 'a.png,qt-row-2 x']);
     const input = testInput({ runId: 'prov-quota', inputPath: csv, outputDir, window: 1 });
-    const workers = await createWorkers({
-      connection: env.nativeConnection,
-      namespace: 'default',
-      env: workerEnv,
-      workerOptions: { shutdownGraceTime: '1 second' },
-    });
-    const handle = await env.client.workflow.start('datasetWorkflow', {
-      taskQueue: ORCHESTRATOR_QUEUE,
-      workflowId: input.runId,
-      args: [input],
-    });
-    const done = handle.result() as Promise<DatasetRunSummary>;
-    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
-    let progress: ProgressSnapshot | undefined;
-    for (let i = 0; i < 200; i++) {
-      progress = (await handle.query('progress')) as ProgressSnapshot;
-      if (progress.paused) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const { handle, done, running, progressUntil } = await watchDatasetRun(env, input, workerEnv);
+    const progress = await progressUntil((p) => Boolean(p.paused));
     expect(progress?.phase).toBe('paused');
     expect(progress?.paused?.reason).toMatch(/quota/);
     expect(progress?.failed).toBe(0);
@@ -345,25 +328,10 @@ describe('a quota pause with a reset time lifts itself', () => {
       window: 2,
     });
     let resets = 0;
-    const workers = await createWorkers({
-      connection: env.nativeConnection,
-      namespace: 'default',
-      env: workerEnv,
-      workerOptions: { shutdownGraceTime: '1 second' },
-      modelActivityDeps: { quotaResetAt: () => (resets++, new Date(Date.now() + 2000).toISOString()) },
+    const { handle, done, running, progressUntil } = await watchDatasetRun(env, input, workerEnv, {
+      workers: { modelActivityDeps: { quotaResetAt: () => (resets++, new Date(Date.now() + 2000).toISOString()) } },
     });
-    const handle = await env.client.workflow.start('datasetWorkflow', {
-      taskQueue: ORCHESTRATOR_QUEUE,
-      workflowId: input.runId,
-      args: [input],
-    });
-    const done = handle.result() as Promise<DatasetRunSummary>;
-    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
-    let paused: ProgressSnapshot | undefined;
-    for (let i = 0; i < 200 && !paused?.paused; i++) {
-      paused = (await handle.query('progress')) as ProgressSnapshot;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const paused = await progressUntil((p) => Boolean(p.paused));
     expect(paused?.paused?.until).toBeDefined();
     const timeout = new Promise<never>((_, reject) =>
       setTimeout(() => reject(new Error('the pause did not lift at its reset time')), 30_000),
@@ -385,25 +353,10 @@ describe('pause and resume sent while the run plans', () => {
     const { csv, outputDir } = await rowsCsv(['a.png,ps-row-0 x', 'a.png,ps-row-1 x']);
     const input = testInput({ runId: 'prov-plan-pause', inputPath: csv, outputDir, window: 2 });
     // The signal is sent before any worker runs the workflow: it reaches the run before it has planned.
-    const handle = await env.client.workflow.start('datasetWorkflow', {
-      taskQueue: ORCHESTRATOR_QUEUE,
-      workflowId: input.runId,
-      args: [input],
+    const { handle, done, running, progressUntil } = await watchDatasetRun(env, input, workerEnv, {
+      beforeWorkers: (h) => h.signal('pause', { reason: 'held from the start' }),
     });
-    await handle.signal('pause', { reason: 'held from the start' });
-    const workers = await createWorkers({
-      connection: env.nativeConnection,
-      namespace: 'default',
-      env: workerEnv,
-      workerOptions: { shutdownGraceTime: '1 second' },
-    });
-    const done = handle.result() as Promise<DatasetRunSummary>;
-    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
-    let progress: ProgressSnapshot | undefined;
-    for (let i = 0; i < 200 && progress?.phase !== 'paused'; i++) {
-      progress = (await handle.query('progress')) as ProgressSnapshot;
-      await new Promise((r) => setTimeout(r, 25));
-    }
+    const progress = await progressUntil((p) => p.phase === 'paused');
     expect(progress).toMatchObject({ phase: 'paused', total: 2, inFlight: 0, paused: { reason: 'held from the start' } });
     await new Promise((r) => setTimeout(r, 500));
     expect(openai.callsFor('ps-row-')).toHaveLength(0);
@@ -419,27 +372,8 @@ describe('--max-cost pauses the run when its spend reaches the budget', () => {
     const perRow = 0.034754;
     const { csv, outputDir } = await rowsCsv(Array.from({ length: 5 }, (_, i) => `a.png,mc-row-${i} x`));
     const input = testInput({ runId: 'prov-max-cost', inputPath: csv, outputDir, model: 'gpt-image-2', window: 1, maxCostUsd: 0.05 });
-    const workers = await createWorkers({
-      connection: env.nativeConnection,
-      namespace: 'default',
-      env: workerEnv,
-      workerOptions: { shutdownGraceTime: '1 second' },
-    });
-    const handle = await env.client.workflow.start('datasetWorkflow', {
-      taskQueue: ORCHESTRATOR_QUEUE,
-      workflowId: input.runId,
-      args: [input],
-    });
-    const done = handle.result() as Promise<DatasetRunSummary>;
-    const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
-    const pausedProgress = async (): Promise<ProgressSnapshot> => {
-      for (let i = 0; i < 200; i++) {
-        const p = (await handle.query('progress')) as ProgressSnapshot;
-        if (p.paused && p.inFlight === 0) return p;
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      throw new Error('the run did not pause');
-    };
+    const { handle, done, running, progressUntil } = await watchDatasetRun(env, input, workerEnv);
+    const pausedProgress = () => progressUntil((p) => Boolean(p.paused) && p.inFlight === 0);
     const first = await pausedProgress();
     // Two rows reach $0.0695 >= $0.05: paused, nothing more dispatched.
     expect(first).toMatchObject({ phase: 'paused', ok: 2, maxCostUsd: 0.05, paused: { budget: true } });

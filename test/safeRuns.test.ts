@@ -1,16 +1,13 @@
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import type { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/run/ledger';
-import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
-import type { DatasetWorkflowInput, ProgressSnapshot } from '../lib/shared/types';
+import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { freePort } from '../lib/temporal/devServer';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
 import { UNREACHABLE_ROWS } from '../workflows/dataset/runState';
-import { createWorkers } from '../workers';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
-import { startTestServer, testInput } from './helpers/temporalEnv';
+import { startTestServer, testInput, watchDatasetRun } from './helpers/temporalEnv';
 
 // Runs that stop where the user would want them to (issue 24), on a real dev server with the real
 // workers: --max-cost with a window of rows in flight stops within a row of the budget, and a
@@ -43,36 +40,8 @@ async function rowsCsv(tag: string, rows: number): Promise<{ csv: string; output
   return { csv: join(dir, 'rows.csv'), outputDir: join(dir, 'out') };
 }
 
-/** Starts the run with the real workers; `until` polls its progress until it holds (or 60 s pass). */
-async function startRun(input: DatasetWorkflowInput, workerEnv: NodeJS.ProcessEnv) {
-  const workers: Worker[] = await createWorkers({
-    connection: env.nativeConnection,
-    namespace: 'default',
-    env: workerEnv,
-    workerOptions: { shutdownGraceTime: '1 second' },
-  });
-  const handle = await env.client.workflow.start('datasetWorkflow', {
-    taskQueue: ORCHESTRATOR_QUEUE,
-    workflowId: input.runId,
-    args: [input],
-  });
-  const done = handle.result().catch(() => undefined);
-  const running = Promise.allSettled(workers.map((w) => w.runUntil(done)));
-  const until = async (ready: (p: ProgressSnapshot) => boolean): Promise<ProgressSnapshot> => {
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const p = (await handle.query('progress')) as ProgressSnapshot;
-      if (ready(p)) return p;
-      if (Date.now() > deadline) throw new Error(`the run did not get there: ${JSON.stringify(p)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  };
-  const stop = async () => {
-    await handle.cancel();
-    await running;
-  };
-  return { handle, until, stop };
-}
+/** Starts the run with the real workers (keys and provider URL in their environment). */
+const startRun = (input: DatasetWorkflowInput, workerEnv: NodeJS.ProcessEnv) => watchDatasetRun(env, input, workerEnv);
 
 describe('--max-cost with a window of rows in flight', () => {
   it('pauses within one row of the budget (the rows in flight are reserved for)', async () => {
@@ -83,7 +52,7 @@ describe('--max-cost with a window of rows in flight', () => {
       { ...KEYS, OPENAI_BASE_URL: openai.baseURL },
     );
     try {
-      const paused = await run.until((p) => p.paused?.budget === true && p.inFlight === 0);
+      const paused = await run.progressUntil((p) => p.paused?.budget === true && p.inFlight === 0);
       // Without the reserve, 8 rows were in flight when the 9th crossed $0.30: $0.52 spent.
       expect(paused.spentUsd).toBeGreaterThanOrEqual(budget);
       expect(paused.spentUsd!).toBeLessThanOrEqual(budget + PER_ROW + 1e-6);
@@ -103,7 +72,7 @@ describe('a provider nobody answers on', () => {
       OPENAI_BASE_URL: `http://127.0.0.1:${deadPort}/v1?token=sk-in-a-query-0000`,
     });
     try {
-      const paused = await run.until((p) => p.paused?.unreachable === true && p.inFlight === 0);
+      const paused = await run.progressUntil((p) => p.paused?.unreachable === true && p.inFlight === 0);
       expect(paused.paused!.reason).toMatch(
         new RegExp(
           `^provider unreachable: ${UNREACHABLE_ROWS} rows in a row could not connect \\(row \\d+: connection error: cannot reach 127\\.0\\.0\\.1:${deadPort} \\(ECONNREFUSED\\)`,

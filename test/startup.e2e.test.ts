@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -6,11 +7,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDevServer } from '../lib/temporal/devServer';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
-import { assertBuilt, atelier } from './helpers/cli';
+import { assertBuilt, atelier, REPO } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 
-// Start-up (issue 26). A provider's SDK is loaded only where its queue is served: @google/genai
-// alone costs a few hundred ms of module loading. The real CLI runs an OpenAI edit (in-process
+// Start-up (issue 26). What a command loads before it can start its server is paid on every run:
+// packages for one input format, one command or one provider load where they are used. A
+// provider's SDK is loaded only where its queue is served: @google/genai alone costs a few hundred
+// ms of module loading. The real CLI runs an OpenAI edit (in-process
 // workers serving the orchestrator and api-openai queues) with a preload that writes every module
 // it required to a file at exit; the Gemini SDK must not be among them, the OpenAI SDK must.
 
@@ -69,6 +72,24 @@ describe('provider SDKs load with their queue', () => {
     // The hook sees SDKs at all: the served provider's is there.
     expect(loaded.some((p) => /[/\\]node_modules[/\\]openai[/\\]/.test(p))).toBe(true);
     expect(loaded.filter((p) => /[/\\]node_modules[/\\]@google[/\\]genai[/\\]/.test(p))).toEqual([]);
+    // A local CSV in, a local folder out: no other format's reader, no S3 client, no GPU contract.
+    expect(loaded.filter((p) => FORMAT_PACKAGES.test(p))).toEqual([]);
+  });
+});
+
+/** Packages for one input format (Arrow, Parquet, the Hub), S3, the GPU contract's validator, the card's YAML. */
+const FORMAT_PACKAGES =
+  /[/\\]node_modules[/\\](apache-arrow|@huggingface[/\\]hub|hyparquet|hyparquet-compressors|@aws-sdk[/\\]client-s3|ajv|yaml)[/\\]/;
+
+describe('the CLI before its command runs', () => {
+  it('loads no provider SDK, worker SDK, image library, format reader or S3 client', () => {
+    // What `require('dist/cli/main.js')` pulls in is loaded before any command can start a server.
+    const script = `require(${JSON.stringify(join(REPO, 'dist', 'cli', 'main.js'))}); process.stdout.write(JSON.stringify(Object.keys(require.cache)))`;
+    const loaded = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as string[];
+    expect(loaded.some((p) => /[/\\]node_modules[/\\]commander[/\\]/.test(p))).toBe(true);
+    const eager =
+      /[/\\]node_modules[/\\](openai|@google[/\\]genai|@temporalio[/\\]worker|sharp|hyparquet-writer|@huggingface[/\\]hub|apache-arrow|hyparquet|@aws-sdk[/\\][^/\\]+|ajv|yaml)[/\\]/;
+    expect(loaded.filter((p) => eager.test(p)).map((p) => p.replace(/.*[/\\]node_modules[/\\]/, ''))).toEqual([]);
   });
 });
 

@@ -11,7 +11,7 @@ import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '.
 import { createModelCheckActivities } from '../activities/providers/modelCheck';
 import { providerFromEnv } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
-import { ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
+import { JUDGE_ENV, ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { endpointTag } from '../lib/temporal/endpoint';
 import { UsageError } from '../lib/shared/errors';
 import { workflowCodeOption } from './bundle';
@@ -35,7 +35,7 @@ function endpointQueueBackend(queue: string): ApiBackend | undefined {
 }
 
 /** The judge's key and base URL (`atelier judge`): its own, so judging bills apart from editing. */
-export const JUDGE_ENV = { key: 'ATELIER_JUDGE_API_KEY', baseUrl: 'ATELIER_JUDGE_BASE_URL' } as const;
+export { JUDGE_ENV };
 
 export interface WorkerSetOptions {
   connection: NativeConnection;

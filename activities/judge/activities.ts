@@ -18,8 +18,8 @@ import type { JudgeClient } from './client';
 // concurrency apply to it alone) sends one row to the judge model and records the answer. A row
 // already scored for its current output is never sent again (no answer paid for twice).
 
-/** The judge's task queue. */
-export const JUDGE_QUEUE = 'judge';
+// The judge's task queue: in lib/shared/constants so the CLI names it without loading the judge.
+export { JUDGE_QUEUE } from '../../lib/shared/constants';
 
 /** Images are sent at most this many pixels a side: judging needs no more, and tokens cost. */
 const JUDGE_MAX_SIDE = 1024;

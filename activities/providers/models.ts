@@ -839,3 +839,15 @@ export function rowCostUsd(
 function round(usd: number): number {
   return Math.round(usd * 1e6) / 1e6;
 }
+
+/**
+ * The `modalities` to ask OpenRouter for: image, plus text only where the model outputs text. Here,
+ * not in openrouter.ts, so `atelier models` shows it without loading the adapter's SDK.
+ */
+export function modalitiesFor(
+  declared: readonly string[] | undefined,
+  fallback: readonly ('image' | 'text')[] | undefined,
+): ('image' | 'text')[] {
+  if (declared?.includes('image')) return declared.includes('text') ? ['image', 'text'] : ['image'];
+  return [...(fallback ?? ['image', 'text'])];
+}

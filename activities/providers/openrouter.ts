@@ -1,6 +1,6 @@
 import OpenAI, { APIError } from 'openai';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { capabilities, supportsParam } from './models';
+import { capabilities, modalitiesFor, supportsParam } from './models';
 import { listOpenRouterImageModels } from './catalog';
 import { classifyOpenAIError } from './openai';
 import { checkEditInputs, resultImage } from './shared';
@@ -112,15 +112,6 @@ function usageOf(u: ChatResponse['usage']): Record<string, number> {
 
 function addUsage(total: Record<string, number>, usage: Record<string, number>): void {
   for (const [k, v] of Object.entries(usage)) total[k] = (total[k] ?? 0) + v;
-}
-
-/** The `modalities` to ask for: image, plus text only where the model outputs text. */
-export function modalitiesFor(
-  declared: readonly string[] | undefined,
-  fallback: readonly ('image' | 'text')[] | undefined,
-): ('image' | 'text')[] {
-  if (declared?.includes('image')) return declared.includes('text') ? ['image', 'text'] : ['image'];
-  return [...(fallback ?? ['image', 'text'])];
 }
 
 export function createOpenRouterProvider(options: OpenRouterProviderOptions): ImageEditProvider {

@@ -1,6 +1,7 @@
-import { datasetInfo, HubApiError, listFiles } from '@huggingface/hub';
-import { asyncBufferFromUrl, cachedAsyncBuffer, type AsyncBuffer } from 'hyparquet';
-import { parse as parseYaml } from 'yaml';
+import type { HubApiError } from '@huggingface/hub';
+import type { AsyncBuffer } from 'hyparquet';
+import type * as Yaml from 'yaml';
+import { loadOnUse } from '../loadOnUse';
 import { DatasetError } from '../shared/errors';
 import type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 import { readParquetSources, type ParquetSource } from './parquet';
@@ -43,8 +44,14 @@ export function hubAccess(env: NodeJS.ProcessEnv = process.env): { hubUrl: strin
 }
 
 /** A Hub error as a message that names the repo and what to do. */
-function hubFailure(input: string, location: HubLocation, err: unknown, accessToken: string | undefined): DatasetError {
-  if (err instanceof HubApiError) {
+function hubFailure(
+  input: string,
+  location: HubLocation,
+  err: unknown,
+  accessToken: string | undefined,
+  apiError: typeof HubApiError,
+): DatasetError {
+  if (err instanceof apiError) {
     const code = (err.data as { error?: unknown } | undefined)?.error;
     if (err.statusCode === 401 || err.statusCode === 403) {
       return new DatasetError(
@@ -88,13 +95,16 @@ function globRegExp(pattern: string): RegExp {
   return new RegExp(`^${re}$`);
 }
 
+// The Hub's client, hyparquet and yaml load when an hf:// input is read, not with the CLI.
+const yamlModule = loadOnUse<typeof Yaml>('yaml');
+
 /** The `configs` of a card's YAML header, as `datasets` reads them (data_files: a pattern, a list, or per split). */
 export function cardConfigs(card: string, where: string): CardConfig[] {
   const front = /^---\r?\n([\s\S]*?)\r?\n---[ \t]*(?:\r?\n|$)/.exec(card);
   if (!front) return [];
   let yaml: unknown;
   try {
-    yaml = parseYaml(front[1]!);
+    yaml = yamlModule().parse(front[1]!);
   } catch (err) {
     throw new DatasetError(`${where}: the YAML header of README.md cannot be read (${(err as Error).message})`);
   }
@@ -225,6 +235,8 @@ export async function* readHubDataset(
   stats: HubReadStats = { repoBytes: 0, bytesRead: 0, requests: 0 },
 ): AsyncGenerator<DatasetRow> {
   const location = parseHubLocation(input);
+  const { datasetInfo, HubApiError, listFiles } = await import('@huggingface/hub');
+  const { asyncBufferFromUrl, cachedAsyncBuffer } = await import('hyparquet');
   const { hubUrl, accessToken } = hubAccess();
   const credentials = accessToken ? { accessToken } : {};
   const headers: Record<string, string> = accessToken ? { Authorization: `Bearer ${accessToken}` } : {};
@@ -253,7 +265,7 @@ export async function* readHubDataset(
     } catch (err) {
       if (commit !== info.sha && err instanceof HubApiError && err.statusCode === 404)
         throw new DatasetError(
-          `${input}: this run read dataset ${location.repo} at commit ${commit}, which the repo no longer has (its history was rewritten); plan into a new --output-dir to read "${location.revision}" as it is now`,
+          `${input}: this run read dataset ${location.repo} at commit ${commit}, which the repo no longer has (its history was rewritten); plan into a new --out to read "${location.revision}" as it is now`,
         );
       throw err;
     }
@@ -264,7 +276,7 @@ export async function* readHubDataset(
     }
   } catch (err) {
     if (err instanceof DatasetError) throw err;
-    throw hubFailure(input, location, err, accessToken);
+    throw hubFailure(input, location, err, accessToken, HubApiError);
   }
   stats.commit = commit;
   const at = `${location.repo}@${location.revision === commit ? commit : `${location.revision} (commit ${commit})`}`;

@@ -1,7 +1,6 @@
 import { open, readdir, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
-import { parquetMetadataAsync, parquetReadObjects, parquetSchema, type AsyncBuffer } from 'hyparquet';
-import { compressors } from 'hyparquet-compressors';
+import type { AsyncBuffer } from 'hyparquet';
 import { DatasetError } from '../shared/errors';
 import type { DatasetHeader, DatasetReadOptions, DatasetRow } from './common';
 import { TableRows } from './tableRows';
@@ -73,6 +72,9 @@ export async function* readParquetSources(
   onHeader: ((header: DatasetHeader) => void) | undefined,
   input: string,
 ): AsyncGenerator<DatasetRow> {
+  // hyparquet and its codecs load when a Parquet input is read, not with the CLI.
+  const { parquetMetadataAsync, parquetReadObjects, parquetSchema } = await import('hyparquet');
+  const { compressors } = await import('hyparquet-compressors');
   const table = new TableRows(options, onHeader);
   for (const source of sources) {
     const file = source.name;

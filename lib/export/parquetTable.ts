@@ -1,6 +1,11 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
-import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
+import type * as HyparquetWriter from 'hyparquet-writer';
+import type { ParquetWriter } from 'hyparquet-writer';
 import type { Writer } from 'hyparquet-writer/src/types';
+import { loadOnUse } from '../loadOnUse';
+
+// The writer loads when a table is first written (the end of a run's first page), not with the CLI.
+const hyparquetWriter = loadOnUse<typeof HyparquetWriter>('hyparquet-writer');
 
 // Parquet tables written the way Hugging Face `datasets` writes them, so `load_dataset("parquet")`
 // (and pyarrow, pandas, DuckDB) read them as they are: plain columns with their Arrow types, and
@@ -127,7 +132,7 @@ export function cellOf(kind: ColumnKind, value: unknown): unknown {
  * every megabyte or so, so a shard of large embedded images is never held whole in memory.
  */
 function fileWriter(path: string): Writer {
-  const writer = new ByteWriter() as unknown as Writer & { index: number };
+  const writer = new (hyparquetWriter().ByteWriter)() as unknown as Writer & { index: number };
   const fd = openSync(path, 'w');
   const flush = () => {
     if (writer.index > 0) writeSync(fd, new Uint8Array(writer.buffer, 0, writer.index));
@@ -156,7 +161,7 @@ export class ParquetTableWriter {
     options: { huggingface?: boolean } = {},
   ) {
     const schema = [{ name: 'schema', num_children: columns.length }, ...columns.flatMap(schemaOf)];
-    this.writer = new ParquetWriter({
+    this.writer = new (hyparquetWriter().ParquetWriter)({
       writer: fileWriter(path),
       schema: schema as never,
       ...(options.huggingface ? { kvMetadata: [{ key: 'huggingface', value: huggingfaceMetadata(columns) }] } : {}),

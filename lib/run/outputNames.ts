@@ -5,7 +5,7 @@ import { RUN_META_DIR } from '../shared/constants';
 // six digits (`000042.png`, or `000042_00.png`, `000042_01.png` … for several images). With
 // `--output-name-column` the row names its own relative path. Any name that would leave the output
 // dir (absolute, `..`), land in Atelier's own folder, or is empty fails that row: nothing is ever
-// written outside --output-dir.
+// written outside --out.
 
 export type OutputFormat = 'png' | 'jpeg' | 'webp';
 
@@ -31,11 +31,11 @@ export function namedOutputs(name: string, count: number): OutputTarget[] | { er
   if (name.trim() === '') return { error: 'the output name is empty' };
   const slashed = name.replace(/\\/g, '/');
   if (slashed.startsWith('/') || /^[A-Za-z]:/.test(slashed)) {
-    return { error: `output name "${name}" is an absolute path; names must be relative to --output-dir` };
+    return { error: `output name "${name}" is an absolute path; names must be relative to --out` };
   }
   const normalised = posix.normalize(slashed);
   if (normalised === '..' || normalised.startsWith('../')) {
-    return { error: `output name "${name}" escapes --output-dir` };
+    return { error: `output name "${name}" escapes --out` };
   }
   if (normalised === '.' || normalised.endsWith('/')) return { error: `output name "${name}" names a folder, not a file` };
   if (normalised === RUN_META_DIR || normalised.startsWith(`${RUN_META_DIR}/`)) {

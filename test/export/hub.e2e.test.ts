@@ -1,58 +1,26 @@
-import { execFile, spawnSync } from 'node:child_process';
-import { promisify } from 'node:util';
-import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readDataset, type DatasetRow } from '../../lib/dataset';
 import { runBlobStore } from '../../lib/dataset/blobs';
 import { readHubDataset, type HubReadStats } from '../../lib/dataset/hub';
-import { startHubStandin, type HubStandin } from '../../standins/hub';
+import type { HubStandin } from '../../standins/hub';
 import { LocalStorage } from '../../storage/local';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { assertBuilt, atelier, REPO } from '../helpers/cli';
+import type { OpenAIStandin } from '../../standins/openai';
+import { atelier } from '../helpers/cli';
 import { tempDir } from '../helpers/fixtures';
+import { startHubTestbed, type HubTestbed } from '../helpers/hubTestbed';
 
 // Datasets on the Hub, through the Hub stand-in (standins/hub.ts) checked with the real Python
 // `huggingface_hub` and `datasets` (HF_ENDPOINT pointing at it): `datasets.push_to_hub` uploads a
 // repo (preupload, the LFS batch API and the commit API), and the built CLI edits it from hf://
 // with ranged reads. HF_HUB_DISABLE_XET: the stand-in offers Git LFS only, as a Hub mirror may.
 
-const execFileAsync = promisify(execFile);
 const HF_TOKEN = 'hf_test_writer_5c1e8b7a2d9f4036';
 const API_KEY = 'sk-test-hub-8e1d2c3b4a5f6e70';
+let bed: HubTestbed;
 let hub: HubStandin;
 let standin: OpenAIStandin;
-let python: string;
 let dir: string;
-
-function pyEnv(token: string | null = HF_TOKEN): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = {
-    ...process.env,
-    HF_ENDPOINT: hub.baseURL,
-    HF_HUB_DISABLE_XET: '1',
-    HF_HOME: join(dir, 'hf-home'),
-    HF_HUB_DISABLE_TELEMETRY: '1',
-  };
-  delete e.HF_TOKEN;
-  if (token) e.HF_TOKEN = token;
-  return e;
-}
-
-/** Runs Python without blocking this process: the Hub stand-in it talks to lives here. */
-async function py(script: string, env = pyEnv()): Promise<string> {
-  const file = join(dir, `script-${Math.random().toString(36).slice(2)}.py`);
-  writeFileSync(file, script);
-  const { stdout } = await execFileAsync(python, [file], { encoding: 'utf8', cwd: dir, env, timeout: 150_000 });
-  return stdout;
-}
-
-function cliEnv(token: string | null = HF_TOKEN): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL, HF_ENDPOINT: hub.baseURL };
-  delete e.TEMPORAL_ADDRESS;
-  delete e.HF_TOKEN;
-  if (token) e.HF_TOKEN = token;
-  return e;
-}
 
 const PUSH = `
 import datasets
@@ -68,25 +36,17 @@ print("pushed")
 `;
 
 beforeAll(async () => {
-  assertBuilt();
-  const venv = spawnSync('bash', [join(REPO, 'scripts', 'setup-datasets-venv.sh'), '--check'], { encoding: 'utf8' });
-  if (venv.status !== 0) throw new Error(`the datasets venv is missing (npm test builds it first): ${venv.stderr}`);
-  python = join(venv.stdout.trim().split('\n').at(-1)!, 'bin', 'python');
-  hub = await startHubStandin({ tokens: { [HF_TOKEN]: 'acme' } });
-  standin = await startOpenAIStandin();
-  dir = tempDir('atelier-hub-');
-  await py(PUSH);
-});
-afterAll(async () => {
-  await standin?.close();
-  await hub?.close();
-});
+  bed = await startHubTestbed({ token: HF_TOKEN, apiKey: API_KEY, dirPrefix: 'atelier-hub-' });
+  ({ hub, standin, dir } = bed);
+  await bed.py(PUSH);
+}, 300_000);
+afterAll(async () => bed?.close());
 
 describe('the Hub stand-in, with the real huggingface_hub and datasets', () => {
   it('datasets.push_to_hub uploads through preupload, LFS and commit; load_dataset reads it back', async () => {
     expect(hub.requests.some((r) => r.method === 'POST' && r.path.endsWith('.git/info/lfs/objects/batch'))).toBe(true);
     expect(hub.requests.some((r) => r.method === 'PUT' && r.path.startsWith('/lfs-upload/'))).toBe(true);
-    const out = await py(`
+    const out = await bed.py(`
 import datasets
 ds = datasets.load_dataset("acme/edits", split="train")
 print(ds.num_rows, ds[2]["instruction"], ds[2]["image"].getpixel((0, 0)))
@@ -95,7 +55,7 @@ print(ds.num_rows, ds[2]["instruction"], ds[2]["image"].getpixel((0, 0)))
   });
 
   it('a private repo without the token is the client RepositoryNotFoundError (401)', async () => {
-    const out = await py(
+    const out = await bed.py(
       `
 from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
@@ -105,7 +65,7 @@ try:
 except RepositoryNotFoundError as e:
     print("not found", e.response.status_code)
 `,
-      pyEnv(null),
+      bed.pyEnv(null),
     );
     expect(out.trim()).toBe('not found 401');
   });
@@ -152,7 +112,7 @@ describe('--input hf://datasets/<org>/<name>', () => {
         '--state-dir',
         join(dir, 'state'),
       ],
-      cliEnv(),
+      bed.cliEnv(),
     );
     expect(run.code, run.stderr).toBe(0);
     expect(standin.calls.map((c) => c.prompt).sort()).toEqual(['hub-0 invert', 'hub-1 invert', 'hub-2 invert']);

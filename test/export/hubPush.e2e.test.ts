@@ -1,12 +1,10 @@
-import { execFile, spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHubStandin, type HubStandin } from '../../standins/hub';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { assertBuilt, atelier, REPO, type CliRun } from '../helpers/cli';
-import { tempDir } from '../helpers/fixtures';
+import type { HubStandin } from '../../standins/hub';
+import type { OpenAIStandin } from '../../standins/openai';
+import { atelier, type CliRun } from '../helpers/cli';
+import { startHubTestbed, type HubTestbed } from '../helpers/hubTestbed';
 
 // The Hub round trip the issue asks for, through the Hub stand-in (standins/hub.ts) with the real
 // Python `huggingface_hub` and `datasets` on HF_ENDPOINT: huggingface_hub uploads a Parquet repo
@@ -17,46 +15,16 @@ import { tempDir } from '../helpers/fixtures';
 // private repo without HF_TOKEN fails clearly both ways, and a bad split/config is named with no
 // provider call.
 
-const execFileAsync = promisify(execFile);
 const HF_TOKEN = 'hf_test_roundtrip_7d3a9c1e5b2f4086';
 const API_KEY = 'sk-test-hubpush-1f2e3d4c5b6a7980';
+let bed: HubTestbed;
 let hub: HubStandin;
 let standin: OpenAIStandin;
-let python: string;
 let dir: string;
-
-function pyEnv(token: string | null = HF_TOKEN): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = {
-    ...process.env,
-    HF_ENDPOINT: hub.baseURL,
-    HF_HUB_DISABLE_XET: '1',
-    HF_HOME: join(dir, 'hf-home'),
-    HF_HUB_DISABLE_TELEMETRY: '1',
-  };
-  delete e.HF_TOKEN;
-  if (token) e.HF_TOKEN = token;
-  return e;
-}
-
-/** Runs Python without blocking this process: the Hub stand-in it talks to lives here. */
-async function py(script: string, env = pyEnv()): Promise<string> {
-  const file = join(dir, `script-${Math.random().toString(36).slice(2)}.py`);
-  writeFileSync(file, script);
-  const { stdout } = await execFileAsync(python, [file], { encoding: 'utf8', cwd: dir, env, timeout: 240_000 });
-  return stdout.trim().split('\n').at(-1)!;
-}
-
-function cliEnv(token: string | null = HF_TOKEN): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: standin.baseURL, HF_ENDPOINT: hub.baseURL };
-  delete e.TEMPORAL_ADDRESS;
-  delete e.HF_TOKEN;
-  if (token) e.HF_TOKEN = token;
-  return e;
-}
 
 function edit(input: string, outputDir: string, token: string | null = HF_TOKEN): Promise<CliRun> {
   const args = ['edit', '--input', input, '--output-dir', outputDir, '--backend', 'openai', '--model', 'gpt-image-2'];
-  return atelier([...args, '--state-dir', join(dir, 'state')], cliEnv(token));
+  return atelier([...args, '--state-dir', join(dir, 'state')], bed.cliEnv(token));
 }
 
 /** Nothing the CLI printed holds a token. */
@@ -115,19 +83,11 @@ print("ready")
 `;
 
 beforeAll(async () => {
-  assertBuilt();
-  const venv = spawnSync('bash', [join(REPO, 'scripts', 'setup-datasets-venv.sh'), '--check'], { encoding: 'utf8' });
-  if (venv.status !== 0) throw new Error(`the datasets venv is missing (npm test builds it first): ${venv.stderr}`);
-  python = join(venv.stdout.trim().split('\n').at(-1)!, 'bin', 'python');
-  hub = await startHubStandin({ tokens: { [HF_TOKEN]: 'acme' } });
-  standin = await startOpenAIStandin();
-  dir = tempDir('atelier-hub-push-');
-  expect(await py(SETUP)).toBe('ready');
+  bed = await startHubTestbed({ token: HF_TOKEN, apiKey: API_KEY, dirPrefix: 'atelier-hub-push-' });
+  ({ hub, standin, dir } = bed);
+  expect(await bed.pyLast(SETUP)).toBe('ready');
 }, 300_000);
-afterAll(async () => {
-  await standin?.close();
-  await hub?.close();
-});
+afterAll(async () => bed?.close());
 
 const commitsTo = (repo: string, branch = 'main') =>
   hub.requests.filter((r) => r.method === 'POST' && r.path === `/api/datasets/${repo}/commit/${branch}`).length;
@@ -141,7 +101,7 @@ describe('Hub → atelier edit → atelier export --push-to-hub → datasets.loa
     expect(standin.calls.map((c) => c.prompt).sort()).toEqual(['rt-0 invert', 'rt-1 invert', 'rt-2 invert']);
 
     const before = commitsTo('acme/out');
-    const push = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out', '--only', 'ok'], cliEnv());
+    const push = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out', '--only', 'ok'], bed.cliEnv());
     expect(push.code, push.stderr).toBe(0);
     expectNoToken(push);
     expect(commitsTo('acme/out')).toBe(before + 1);
@@ -151,7 +111,7 @@ describe('Hub → atelier edit → atelier export --push-to-hub → datasets.loa
       /pushed 3 rows \(--only ok\) to dataset acme\/out@main in commit [0-9a-f]{40} \(2 file\(s\) of the previous push removed\)/,
     );
 
-    const loaded = await py(`
+    const loaded = await bed.pyLast(`
 import datasets, json
 from huggingface_hub import HfApi, hf_hub_download
 files = sorted(HfApi().list_repo_files("acme/out", repo_type="dataset"))
@@ -193,7 +153,7 @@ print(json.dumps({
     });
 
     // Pushing again is one more commit that replaces the shard and card and leaves nothing behind.
-    const again = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out'], cliEnv());
+    const again = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out'], bed.cliEnv());
     expect(again.code, again.stderr).toBe(0);
     expect(commitsTo('acme/out')).toBe(before + 2);
     expect(again.stdout).not.toMatch(/previous push removed/);
@@ -203,7 +163,7 @@ print(json.dumps({
     const out = join(dir, 'edited');
     const push = await atelier(
       ['export', out, '--format', 'hf', '--push-to-hub', 'acme/private-out', '--private', '--revision', 'dev'],
-      cliEnv(),
+      bed.cliEnv(),
     );
     expect(push.code, push.stderr).toBe(0);
     expect(push.stderr).toMatch(/push: created private dataset repo acme\/private-out/);
@@ -219,20 +179,20 @@ except Exception as e:
     print("refused", type(e).__name__)
 `;
     // Without the token first: with it, the HF cache would hold the data and datasets would fall back to it.
-    expect(await py(script, pyEnv(null))).toMatch(/^refused /);
-    expect(await py(script)).toBe('3 PngImageFile');
+    expect(await bed.pyLast(script, bed.pyEnv(null))).toMatch(/^refused /);
+    expect(await bed.pyLast(script)).toBe('3 PngImageFile');
   }, 300_000);
 
   it('a push without HF_TOKEN, or with a token that cannot write, fails naming the repo and HF_TOKEN', async () => {
     const out = join(dir, 'edited');
-    const none = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out'], cliEnv(null));
+    const none = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out'], bed.cliEnv(null));
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/--push-to-hub acme\/out: set HF_TOKEN to a Hugging Face token with write access \(none is set/);
-    const wrong = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out'], cliEnv('hf_wrong_token_0000'));
+    const wrong = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'acme/out'], bed.cliEnv('hf_wrong_token_0000'));
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toMatch(/--push-to-hub acme\/out: the Hub answered 401 .*the token in HF_TOKEN cannot write to dataset acme\/out/);
     expectNoToken(wrong);
-    const badName = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'not-a-repo'], cliEnv());
+    const badName = await atelier(['export', out, '--format', 'hf', '--push-to-hub', 'not-a-repo'], bed.cliEnv());
     expect(badName.code).toBe(1);
     expect(badName.stderr).toMatch(/--push-to-hub not-a-repo: expected <org>\/<name>/);
   }, 300_000);
@@ -247,12 +207,12 @@ describe('hf:// inputs: pinned commits and bad inputs', () => {
     const plan = () => JSON.parse(readFileSync(join(out, '.atelier', 'plan.json'), 'utf8')) as { inputCommit?: string };
     expect(plan().inputCommit).toBe(pinned);
 
-    expect(await py(`${TABLE}\ntable(["red", "lime"], "moved").push_to_hub("acme/moving")\nprint("moved")`)).toBe('moved');
+    expect(await bed.pyLast(`${TABLE}\ntable(["red", "lime"], "moved").push_to_hub("acme/moving")\nprint("moved")`)).toBe('moved');
     expect(hub.head('acme/moving')).not.toBe(pinned);
     const calls = standin.calls.length;
     // --dry-run counts at the pinned commit too: both rows done, none changed.
     const dryArgs = ['edit', '--input', 'hf://datasets/acme/moving', '--output-dir', out, '--backend', 'openai'];
-    const dry = await atelier([...dryArgs, '--model', 'gpt-image-2', '--dry-run'], cliEnv());
+    const dry = await atelier([...dryArgs, '--model', 'gpt-image-2', '--dry-run'], bed.cliEnv());
     expect(dry.code, dry.stderr).toBe(0);
     expect(dry.stdout).toMatch(/2 already done/);
     expect(dry.stdout).not.toMatch(/another request/);

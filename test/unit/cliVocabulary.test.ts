@@ -104,33 +104,59 @@ describe('the CLI option vocabulary', () => {
       ).toBe(true);
   });
 
-  it('chooses rows with --rows everywhere (--filter-rows still works, hidden)', () => {
-    for (const name of ROW_COMMANDS) {
-      expect(parse(name, ['--rows', '0:3,7']).rows, name).toBe('0:3,7');
-      expect(parse(name, ['--filter-rows', '2:']).rows, name).toBe('2:');
-      const visible = command(p, name).options.filter((o) => !isHidden(o));
+  /**
+   * One visible flag for one thing: on each of `commands` the only visible flag of `family` is
+   * `canonical`, and it and its hidden older spelling `alias` fill `field`; no other command shows a
+   * flag of `family` or fills `field`.
+   */
+  function expectOneSpelling(spec: {
+    canonical: string;
+    alias: string;
+    field: string;
+    family: RegExp;
+    commands: string[];
+    values: [string, string];
+  }) {
+    for (const cmd of p.commands) {
+      const expected = spec.commands.includes(cmd.name());
+      const visible = cmd.options.filter((o) => !isHidden(o)).map((o) => o.long!);
       expect(
-        visible.filter((o) => /rows/.test(o.long!) && o.long !== '--rows').map((o) => o.long),
-        name,
-      ).toEqual([]);
+        visible.filter((flag) => spec.family.test(flag)),
+        cmd.name(),
+      ).toEqual(expected ? [spec.canonical] : []);
+      if (!expected)
+        expect(
+          cmd.options.map((o) => o.attributeName()),
+          cmd.name(),
+        ).not.toContain(spec.field);
     }
-    // Any other command that takes a row selection must take it as --rows too.
-    for (const cmd of p.commands)
-      for (const o of cmd.options) if (o.attributeName() === 'rows') expect(ROW_COMMANDS, `${cmd.name()} ${o.long}`).toContain(cmd.name());
+    const [a, b] = spec.values;
+    for (const name of spec.commands) {
+      expect(parse(name, [spec.canonical, a])[spec.field], name).toBe(a);
+      expect(parse(name, [spec.alias, b])[spec.field], name).toBe(b);
+    }
+  }
+
+  it('chooses rows with --rows everywhere (--filter-rows still works, hidden)', () => {
+    expectOneSpelling({
+      canonical: '--rows',
+      alias: '--filter-rows',
+      field: 'rows',
+      family: /rows/,
+      commands: ROW_COMMANDS,
+      values: ['0:3,7', '2:'],
+    });
   });
 
   it('names an output folder --out on every command that writes one (--output-dir still works, hidden)', () => {
-    for (const cmd of p.commands) {
-      const visible = cmd.options.filter((o) => !isHidden(o)).map((o) => o.long!);
-      expect(
-        visible.filter((flag) => /^--out(put)?(-dir|-folder)?$/.test(flag)),
-        cmd.name(),
-      ).toEqual(FOLDER_COMMANDS.includes(cmd.name()) ? ['--out'] : []);
-    }
-    for (const name of FOLDER_COMMANDS) {
-      expect(parse(name, ['--out', 'a']).outputDir, name).toBe('a');
-      expect(parse(name, ['--output-dir', 'b']).outputDir, name).toBe('b');
-    }
+    expectOneSpelling({
+      canonical: '--out',
+      alias: '--output-dir',
+      field: 'outputDir',
+      family: /^--out(put)?(-dir|-folder)?$/,
+      commands: FOLDER_COMMANDS,
+      values: ['a', 'b'],
+    });
   });
 
   it('lists provider parameters under their provider in edit --help', () => {
