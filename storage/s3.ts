@@ -137,7 +137,7 @@ export class S3Storage implements Storage {
 
   async readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.objectKey(key) }));
+      const out = await this.client.send(new (sdk().GetObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key) }));
       return { data: Buffer.from(await out.Body!.transformToByteArray()), tag: etagOf(out.ETag) };
     } catch (err) {
       if (isNotFound(err)) return undefined;
@@ -254,7 +254,7 @@ export class S3Storage implements Storage {
     try {
       do {
         const page = await this.client.send(
-          new ListObjectsV2Command({
+          new (sdk().ListObjectsV2Command)({
             Bucket: this.bucket,
             Prefix: folder,
             ContinuationToken: token,
