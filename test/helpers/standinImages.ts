@@ -19,6 +19,7 @@ import { tempDir } from './fixtures';
 //   temporalio/server:<v>             temporal-server from go.temporal.io/server <v>
 //   temporalio/admin-tools:<v>        temporal-sql-tool <v>, the module's schemas, the Temporal CLI
 //   versity/versitygw:<v>             versitygw <v>
+//   python:3.11-slim-bookworm         Debian's Python 3.11 and pip (scripts/standin-python-rootfs.sh)
 // An image is rebuilt only when its key (Dockerfile, rootfs and inputs) changes; the key is a label.
 
 const STANDINS = join(repoRoot(), 'test', 'deploy', 'standins');
@@ -34,6 +35,14 @@ function rootfsDir(): string {
   const dir = execFileSync('bash', [script, '--print'], { encoding: 'utf8' }).trim();
   if (!existsSync(join(dir, 'node.tar')) || !existsSync(join(dir, 'tools.tar')))
     throw new Error(`${dir} is missing: run scripts/standin-rootfs.sh (npm test does)`);
+  return dir;
+}
+
+/** The rootfs folder scripts/standin-python-rootfs.sh made (the GPU image's base). */
+function pythonRootfsDir(): string {
+  const script = join(repoRoot(), 'scripts', 'standin-python-rootfs.sh');
+  const dir = execFileSync('bash', [script, '--print'], { encoding: 'utf8' }).trim();
+  if (!existsSync(join(dir, 'python.tar'))) throw new Error(`${dir} is missing: run scripts/standin-python-rootfs.sh (npm test does)`);
   return dir;
 }
 
@@ -98,6 +107,9 @@ export async function ensureStandinImages(engine: DockerEngine, log: (line: stri
   const toolsRootfs = `atelier-standin/tools-rootfs:${key}`;
   await importRootfs(engine, join(rootfs, 'node.tar'), nodeRootfs, log);
   await importRootfs(engine, join(rootfs, 'tools.tar'), toolsRootfs, log);
+  const pythonDir = pythonRootfsDir();
+  const pythonRootfs = `atelier-standin/python-rootfs:${basename(pythonDir).replace(/^rootfs-python-/, '')}`;
+  await importRootfs(engine, join(pythonDir, 'python.tar'), pythonRootfs, log);
 
   const temporal = await ensureTemporalServer(log);
   const npmCache = join(homedir(), '.npm');
@@ -144,6 +156,13 @@ export async function ensureStandinImages(engine: DockerEngine, log: (line: stri
       rootfs: toolsRootfs,
       context: () => ({ versitygw: versitygwPath() }),
       inputs: () => fingerprint(versitygwPath()),
+    },
+    {
+      tag: 'python:3.11-slim-bookworm',
+      dockerfile: 'python.Dockerfile',
+      rootfs: pythonRootfs,
+      context: () => ({}),
+      inputs: () => '',
     },
   ];
   for (const s of standins) {
