@@ -82,6 +82,11 @@ async function labelOf(engine: DockerEngine, image: string): Promise<string | un
 }
 
 async function importRootfs(engine: DockerEngine, tar: string, image: string, log: (l: string) => void): Promise<void> {
+  // Imports under an older key (a changed rootfs script) are never used again.
+  const [repository] = image.split(':');
+  const { stdout: tags } = await engine.docker(['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', repository!], 30_000);
+  for (const stale of tags.split('\n').filter((t) => t && t !== image))
+    await engine.docker(['rmi', stale], 120_000).catch((err: unknown) => log(`kept ${stale}: ${String(err)}`));
   const { stdout } = await engine.docker(['image', 'ls', '-q', image], 30_000);
   if (stdout.trim()) return;
   const started = Date.now();
