@@ -52,6 +52,10 @@ if (spawnSync('sh', ['-c', 'command -v dockerd && command -v mmdebstrap'], { std
   if (step('docker.io + mmdebstrap (apt)', 'sh', ['-c', process.getuid?.() === 0 ? apt : `sudo sh -c '${apt}'`]) !== 0) process.exit(1);
 }
 if (step('stand-in root filesystems (mmdebstrap)', 'bash', [join(root, 'scripts', 'standin-rootfs.sh')]) !== 0) process.exit(1);
+if (step('stand-in Python root filesystem (mmdebstrap)', 'bash', [join(root, 'scripts', 'standin-python-rootfs.sh')]) !== 0)
+  process.exit(1);
+// The compose test builds the GPU image from PyPI's wheels (CUDA torch, ~3 GB, about 2.5 min cold).
+if (step('GPU image wheelhouse (pip download)', 'bash', [join(root, 'scripts', 'gpu-wheelhouse.sh')]) !== 0) process.exit(1);
 // The cross-language tests need the GPU worker's venv; building it here keeps test timings honest.
 // The viewer's browser test drives Debian's chromium (puppeteer-core); installed here if missing.
 if (spawnSync('sh', ['-c', 'command -v chromium'], { stdio: 'ignore' }).status !== 0) {

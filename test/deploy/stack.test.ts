@@ -1,7 +1,7 @@
-import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { createReadStream, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Connection } from '@temporalio/client';
 import { parse } from 'csv-parse/sync';
@@ -34,12 +34,18 @@ import { ensureStandinImages, STANDIN_POSTGRES_TAG, STANDIN_TEMPORAL_TAG } from 
 // - Builds cannot reach npm: the node stand-in carries the host's npm cache and npm runs offline.
 // - Containers have no route out, so their only DNS server outside the engine is a stand-in on the
 //   test network's gateway that answers "no such name" at once (startNoSuchNameDns).
+// - The GPU image (`--profile gpu`) is built from PyPI's own wheels (CUDA torch included), fetched
+//   by the install step scripts/gpu-wheelhouse.sh and served to the build from the test network's
+//   gateway: the Dockerfile's optional WHEELS argument (compose: ATELIER_GPU_WHEELS) makes pip read
+//   only that wheelhouse. Its base, python:3.11-slim-bookworm, is Debian's Python 3.11. The override
+//   puts that build on the test network. There is no GPU here: the image is started without one.
 //
 // What it shows: the stack becomes healthy (schema job, server, namespace job, store, workers);
 // a run of ROWS rows started from the host finishes all ok with its outputs in the store's bucket
 // although one worker replica is killed mid-run, paying no row twice beyond what that replica had
 // in flight; `--scale atelier-worker=3` gives three replicas that each call the provider; and
-// `docker compose down -v` leaves no container, volume or published port behind.
+// `docker compose down -v` leaves no container, volume, network or published port behind; the GPU
+// image builds and its worker starts (imports torch with CUDA, answers --help) without a GPU.
 
 const ROWS = 200;
 const SCALED_ROWS = 90;
@@ -48,6 +54,9 @@ const BUCKET = 'atelier';
 const SUBNET = '10.213.77.0/24';
 const GATEWAY = '10.213.77.1';
 const NETWORK = 'atelier-stack-test';
+/** The wheelhouse's port on the gateway: fixed, because the URL is part of the pip step's build-cache key. */
+const WHEELS_PORT = 3141;
+const GPU_IMAGE = 'atelier-gpu-worker:local';
 /** Every service but temporal-ui (see above). */
 const SERVICES = ['postgresql', 'temporal-schema', 'temporal', 'temporal-namespace', 's3', 'atelier-worker'];
 
@@ -59,6 +68,7 @@ let composeBin: string;
 let runDir: string;
 let standin: OpenAIStandin;
 let relay: Server;
+let wheels: { url: string; requests: () => number; close(): Promise<void> } | undefined;
 let dns: { close(): Promise<void> } | undefined;
 /** Provider requests by the container address they came from. */
 const callsFrom = new Map<string, number>();
@@ -75,7 +85,9 @@ function compose(args: string[], timeoutMs = 10 * 60_000): Promise<{ stdout: str
       ['--env-file', join(runDir, 'stack.env'), ...files, ...args],
       { cwd: REPO, env: engine.env, maxBuffer: 64 * 1024 * 1024, timeout: timeoutMs },
       (err, stdout, stderr) => {
-        if (err) reject(new Error(`docker compose ${args.join(' ')} failed: ${err.message}\n${stderr.slice(-6000)}`));
+        // A failed build step prints its output (pip's error, say) on stdout.
+        if (err)
+          reject(new Error(`docker compose ${args.join(' ')} failed: ${err.message}\n${stdout.slice(-4000)}\n${stderr.slice(-6000)}`));
         else resolve({ stdout, stderr });
       },
     );
@@ -158,6 +170,51 @@ async function startRun(tag: string, rows: number): Promise<CliProcess> {
   );
 }
 
+/** The folder scripts/gpu-wheelhouse.sh filled (an install step: the test downloads nothing). */
+function wheelhouseDir(): string {
+  const dir = execFileSync('bash', [join(REPO, 'scripts', 'gpu-wheelhouse.sh'), '--print'], { encoding: 'utf8' }).trim();
+  if (!existsSync(join(dir, '.complete'))) throw new Error(`${dir} is missing: run scripts/gpu-wheelhouse.sh (npm test does)`);
+  return dir;
+}
+
+/** Serves `dir`'s wheels as a pip --find-links page on `host` (WHEELS_PORT, or any port if taken). */
+async function serveWheelhouse(dir: string, host: string): Promise<NonNullable<typeof wheels>> {
+  const names = readdirSync(dir).filter((n) => n.endsWith('.whl'));
+  const prefix = `/${basename(dir)}/`; // the key in the URL: new pins, new build step
+  let count = 0;
+  const server = createServer((req, res) => {
+    count++;
+    const name = decodeURIComponent((req.url ?? '').split('?')[0]!.slice(prefix.length));
+    if (!req.url?.startsWith(prefix)) res.writeHead(404).end();
+    else if (name === '') {
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end(names.map((n) => `<a href="${encodeURIComponent(n)}">${n}</a><br>`).join('\n'));
+    } else if (names.includes(name)) {
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      createReadStream(join(dir, name)).pipe(res);
+    } else res.writeHead(404).end();
+  });
+  const listen = (port: number) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    });
+  await listen(WHEELS_PORT).catch(() => listen(0));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://${host}:${port}${prefix}`,
+    requests: () => count,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+async function imageSize(image: string): Promise<number> {
+  const { stdout } = await engine.docker(['image', 'inspect', '-f', '{{.Size}}', image], 30_000);
+  return Number(stdout.trim());
+}
+
+const mb = (bytes: number) => `${(bytes / 1e6).toFixed(0)} MB`;
+
 async function expectAllOk(tag: string, rows: number): Promise<void> {
   const body = await s3.send(new GetObjectCommand({ Bucket: BUCKET, Key: `${tag}/out/results.csv` }));
   const results = parse(Buffer.from(await body.Body!.transformToByteArray()), { columns: true }) as Record<string, string>[];
@@ -205,6 +262,7 @@ beforeAll(async () => {
   relay.keepAliveTimeout = 1000;
   await new Promise<void>((resolve) => relay.listen(0, GATEWAY, resolve));
   const relayPort = (relay.address() as { port: number }).port;
+  wheels = await serveWheelhouse(wheelhouseDir(), GATEWAY);
 
   ports = { temporal: await freePort(), s3: await freePort() };
   const values: Record<string, string> = {
@@ -221,6 +279,7 @@ beforeAll(async () => {
     ATELIER_WORKER_CONCURRENCY: String(CONCURRENCY),
     OPENAI_API_KEY: 'sk-stack-test',
     OPENAI_BASE_URL: `http://${GATEWAY}:${relayPort}/v1`,
+    ATELIER_GPU_WHEELS: wheels.url,
   };
   const example = Object.fromEntries(
     readFileSync(join(REPO, '.env.example'), 'utf8')
@@ -234,7 +293,13 @@ beforeAll(async () => {
       .map(([k, v]) => `${k}=${v}`)
       .join('\n') + '\n',
   );
-  writeFileSync(join(runDir, 'override.yml'), `networks:\n  default:\n    name: ${NETWORK}\n    external: true\n`);
+  // The stack on the test's network; the GPU image's build too (its pip step reads the wheelhouse
+  // on the gateway; the classic builder's steps otherwise see only loopback).
+  writeFileSync(
+    join(runDir, 'override.yml'),
+    `networks:\n  default:\n    name: ${NETWORK}\n    external: true\n` +
+      `services:\n  gpu-worker:\n    build:\n      network: ${NETWORK}\n`,
+  );
 
   await compose(['down', '-v', '--remove-orphans'], 120_000); // what a killed run left
   since = Date.now();
@@ -257,6 +322,7 @@ afterAll(async () => {
     await engine.docker(['network', 'rm', NETWORK], 60_000).catch(() => undefined);
   }
   if (relay) await new Promise((resolve) => relay.close(resolve));
+  await wheels?.close();
   await dns?.close();
   await standin?.close();
   await engine?.stop();
@@ -312,11 +378,17 @@ describe('docker compose up of docker-compose.yml on a real engine', () => {
   it(`runs ${ROWS} rows from the host to completion although one worker replica is killed mid-run`, async () => {
     const started = Date.now();
     const run = await startRun('kill', ROWS);
-    const [victim] = [...(await workerAddresses()).keys()].sort();
+    const addresses = await workerAddresses();
+    const [victim] = [...addresses.keys()].sort();
+    callsFrom.clear();
     let callsAtKill: number | undefined;
     try {
       await waitUntil(() => standin.callsFor('kill row').length >= ROWS / 3, 10 * 60_000, 'a third of the calls');
       callsAtKill = standin.callsFor('kill row').length;
+      // Mid-run, and the replica had work: each replica holds at most CONCURRENCY of the window's
+      // 32 rows, so both serve before a third of the calls are made.
+      expect(callsAtKill).toBeLessThan(ROWS);
+      expect(callsFrom.get(addresses.get(victim!)!) ?? 0).toBeGreaterThan(0);
       // `docker compose kill` has no replica selector: the replica's container, by the name compose gave it.
       await engine.docker(['kill', victim!], 60_000);
       const code = await run.exited;
@@ -327,6 +399,7 @@ describe('docker compose up of docker-compose.yml on a real engine', () => {
     await expectAllOk('kill', ROWS);
     const calls = standin.callsFor('kill row');
     expect(new Set(calls.map((c) => c.prompt)).size).toBe(ROWS);
+    // Paid twice at most: what the killed replica had in flight (its concurrency).
     expect(calls.length).toBeLessThanOrEqual(ROWS + CONCURRENCY);
     timings.push(`${ROWS}-row run with a kill ${seconds(started)}`);
     log(`killed ${victim} after ${callsAtKill} calls; ${calls.length} calls for ${ROWS} rows`);
@@ -354,14 +427,62 @@ describe('docker compose up of docker-compose.yml on a real engine', () => {
     expect(served.reduce((a, [, c]) => a + c, 0)).toBeLessThanOrEqual(SCALED_ROWS + 3 * CONCURRENCY);
   });
 
-  it('docker compose down -v leaves no container, volume or published port', async () => {
+  it('docker compose down -v leaves no container, volume, network or published port', async () => {
     await compose(['down', '-v', '--remove-orphans'], 300_000);
     expect((await engine.docker(['ps', '-aq'], 30_000)).stdout.trim()).toBe('');
     expect((await engine.docker(['volume', 'ls', '-q'], 30_000)).stdout.trim()).toBe('');
-    const refused = await fetch(`http://127.0.0.1:${ports.s3}/`).then(
-      () => false,
-      () => true,
-    );
-    expect(refused).toBe(true);
+    // Only the engine's own networks and the one this test made (removed after the GPU build).
+    const networks = (await engine.docker(['network', 'ls', '--format', '{{.Name}}'], 30_000)).stdout.split('\n').filter(Boolean);
+    expect(networks.sort()).toEqual(['host', 'none', NETWORK].sort());
+    for (const port of [ports.s3, ports.temporal]) {
+      const refused = await fetch(`http://127.0.0.1:${port}/`).then(
+        () => false,
+        () => true,
+      );
+      expect(refused, `port ${port}`).toBe(true);
+    }
   });
+
+  it(
+    "--profile gpu: the GPU image builds from PyPI's wheels (CUDA torch) and starts without a GPU",
+    async () => {
+      const started = Date.now();
+      const before = wheels!.requests();
+      await compose(['--profile', 'gpu', 'build', 'gpu-worker'], 45 * 60_000);
+      timings.push(`GPU image build ${seconds(started)} (${wheels!.requests() - before} wheelhouse requests)`);
+      // The image, not the service: the service reserves NVIDIA devices, which this engine lacks.
+      const pins = Object.fromEntries(
+        readFileSync(join(REPO, 'gpu-workers', 'requirements.txt'), 'utf8')
+          .split('\n')
+          .map((l) => /^([A-Za-z0-9_-]+)==(\S+)/.exec(l))
+          .filter((m) => m !== null)
+          .map((m) => [m[1]!.toLowerCase(), m[2]!]),
+      );
+      const probe = [
+        'import json, torch, diffusers, transformers, temporalio.worker, atelier_gpu.worker',
+        'from importlib.metadata import version',
+        'print(json.dumps({"torch": version("torch"), "build": torch.__version__, "cuda": torch.version.cuda,',
+        ' "gpu": torch.cuda.is_available(), "diffusers": version("diffusers"), "temporalio": version("temporalio")}))',
+      ].join('\n');
+      const run = (args: string[]) => engine.docker(['run', '--rm', '--network', 'none', ...args], 5 * 60_000);
+      const { stdout } = await run(['--entrypoint', 'python', GPU_IMAGE, '-c', probe]);
+      const found = JSON.parse(stdout.trim().split('\n').pop()!) as Record<string, unknown>;
+      expect(found).toMatchObject({ torch: pins.torch, gpu: false, diffusers: pins.diffusers, temporalio: pins.temporalio });
+      expect(found.cuda).toMatch(/^\d+\.\d+/); // the CUDA build users get, not a CPU substitute
+      const help = await run([GPU_IMAGE, '--help']);
+      expect(help.stdout).toMatch(/--model/);
+      expect((await engine.docker(['ps', '-aq'], 30_000)).stdout.trim()).toBe('');
+      const sizes = {
+        worker: await imageSize('atelier-worker:local'),
+        workerBase: await imageSize('node:20-bookworm-slim'),
+        gpu: await imageSize(GPU_IMAGE),
+        gpuBase: await imageSize('python:3.11-slim-bookworm'),
+      };
+      log(
+        `GPU image: torch ${String(found.build)} CUDA ${String(found.cuda)}; sizes: atelier-worker:local ${mb(sizes.worker)} ` +
+          `(+${mb(sizes.worker - sizes.workerBase)} on its base), ${GPU_IMAGE} ${mb(sizes.gpu)} (+${mb(sizes.gpu - sizes.gpuBase)} on its base)`,
+      );
+    },
+    50 * 60_000,
+  );
 });

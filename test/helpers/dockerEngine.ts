@@ -159,7 +159,12 @@ export async function startDockerEngine(runDir: string, options: DockerEngineOpt
         const { stdout } = await docker(['ps', '-aq'], 60_000);
         const ids = stdout.split('\n').filter(Boolean);
         if (ids.length > 0) await docker(['rm', '-f', '-v', ...ids], 120_000);
-        await docker(['image', 'prune', '-f'], 120_000); // old builds of the worker image
+        // Old builds of the compose images (the label marks a final image compose built; the GPU
+        // image's are 6 GB). Other dangling images are the worker's build stage, i.e. its layer
+        // cache (`npm ci`, the compiled sources): kept for a week, so that an unchanged tree does
+        // not rebuild it (pruning them cost a 4-6 min rebuild per run under load).
+        await docker(['image', 'prune', '-f', '--filter', 'label=com.docker.compose.project'], 120_000);
+        await docker(['image', 'prune', '-f', '--filter', 'until=168h'], 120_000);
       } finally {
         await tied.stop(60_000);
         rmSync(lock, { recursive: true, force: true });

@@ -19,6 +19,7 @@ import { tempDir } from './fixtures';
 //   temporalio/server:<v>             temporal-server from go.temporal.io/server <v>
 //   temporalio/admin-tools:<v>        temporal-sql-tool <v>, the module's schemas, the Temporal CLI
 //   versity/versitygw:<v>             versitygw <v>
+//   python:3.11-slim-bookworm         Debian's Python 3.11 and pip (scripts/standin-python-rootfs.sh)
 // An image is rebuilt only when its key (Dockerfile, rootfs and inputs) changes; the key is a label.
 
 const STANDINS = join(repoRoot(), 'test', 'deploy', 'standins');
@@ -34,6 +35,14 @@ function rootfsDir(): string {
   const dir = execFileSync('bash', [script, '--print'], { encoding: 'utf8' }).trim();
   if (!existsSync(join(dir, 'node.tar')) || !existsSync(join(dir, 'tools.tar')))
     throw new Error(`${dir} is missing: run scripts/standin-rootfs.sh (npm test does)`);
+  return dir;
+}
+
+/** The rootfs folder scripts/standin-python-rootfs.sh made (the GPU image's base). */
+function pythonRootfsDir(): string {
+  const script = join(repoRoot(), 'scripts', 'standin-python-rootfs.sh');
+  const dir = execFileSync('bash', [script, '--print'], { encoding: 'utf8' }).trim();
+  if (!existsSync(join(dir, 'python.tar'))) throw new Error(`${dir} is missing: run scripts/standin-python-rootfs.sh (npm test does)`);
   return dir;
 }
 
@@ -73,6 +82,11 @@ async function labelOf(engine: DockerEngine, image: string): Promise<string | un
 }
 
 async function importRootfs(engine: DockerEngine, tar: string, image: string, log: (l: string) => void): Promise<void> {
+  // Imports under an older key (a changed rootfs script) are never used again.
+  const [repository] = image.split(':');
+  const { stdout: tags } = await engine.docker(['image', 'ls', '--format', '{{.Repository}}:{{.Tag}}', repository!], 30_000);
+  for (const stale of tags.split('\n').filter((t) => t && t !== image))
+    await engine.docker(['rmi', stale], 120_000).catch((err: unknown) => log(`kept ${stale}: ${String(err)}`));
   const { stdout } = await engine.docker(['image', 'ls', '-q', image], 30_000);
   if (stdout.trim()) return;
   const started = Date.now();
@@ -98,6 +112,9 @@ export async function ensureStandinImages(engine: DockerEngine, log: (line: stri
   const toolsRootfs = `atelier-standin/tools-rootfs:${key}`;
   await importRootfs(engine, join(rootfs, 'node.tar'), nodeRootfs, log);
   await importRootfs(engine, join(rootfs, 'tools.tar'), toolsRootfs, log);
+  const pythonDir = pythonRootfsDir();
+  const pythonRootfs = `atelier-standin/python-rootfs:${basename(pythonDir).replace(/^rootfs-python-/, '')}`;
+  await importRootfs(engine, join(pythonDir, 'python.tar'), pythonRootfs, log);
 
   const temporal = await ensureTemporalServer(log);
   const npmCache = join(homedir(), '.npm');
@@ -144,6 +161,13 @@ export async function ensureStandinImages(engine: DockerEngine, log: (line: stri
       rootfs: toolsRootfs,
       context: () => ({ versitygw: versitygwPath() }),
       inputs: () => fingerprint(versitygwPath()),
+    },
+    {
+      tag: 'python:3.11-slim-bookworm',
+      dockerfile: 'python.Dockerfile',
+      rootfs: pythonRootfs,
+      context: () => ({}),
+      inputs: () => '',
     },
   ];
   for (const s of standins) {
