@@ -391,7 +391,7 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
     async cancel(batchId) {
       await client.batches.cancel(batchId);
     },
-    classify: classifyOpenAIError,
+    classify: (err) => classifyOpenAIError(err, client.baseURL),
   };
 }
 
@@ -610,7 +610,9 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
     },
     // Before the adapter is loaded, the only possible failure is its loading.
     classify: (err) =>
-      geminiAdapter ? geminiAdapter.classifyGeminiError(err) : new ClassifiedError('retryable', boundedMessage(String(err))),
+      geminiAdapter
+        ? geminiAdapter.classifyGeminiError(err, undefined, deps.baseURL ?? geminiAdapter.DEFAULT_BASE_URL)
+        : new ClassifiedError('retryable', boundedMessage(String(err))),
   };
 }
 

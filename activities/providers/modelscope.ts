@@ -1,9 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { nextMidnight } from './gemini';
 import { capabilities, supportsParam } from './models';
-import { retryAfterMs } from './openai';
-import { checkEditInputs, requestFingerprint, resultImage } from './shared';
+import { checkEditInputs, nextMidnight, requestFingerprint, resultImage, retryAfterMs } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 

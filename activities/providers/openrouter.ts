@@ -41,13 +41,13 @@ function isModeration(status: number | undefined, body: unknown, message: string
 }
 
 /** OpenAI's classes plus OpenRouter's: 402 (credits) -> quota exhausted, 403 moderation -> blocked. */
-export function classifyOpenRouterError(err: unknown): ClassifiedError {
+export function classifyOpenRouterError(err: unknown, baseURL?: string): ClassifiedError {
   if (err instanceof APIError && err.status !== undefined && isModeration(err.status, err.error, err.message)) {
     // The SDK's message already starts with the status: say it once.
     const message = err.message.startsWith(String(err.status)) ? err.message : `${err.status} ${err.message}`;
     return new ClassifiedError('blocked', message, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
   }
-  return classifyOpenAIError(err);
+  return classifyOpenAIError(err, baseURL);
 }
 
 /** An error carried in a 200 body (OpenRouter reports upstream failures this way). */
@@ -200,7 +200,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
       data = result.data as unknown as ChatResponse;
       headerId = result.request_id;
     } catch (err) {
-      throw classifyOpenRouterError(err);
+      throw classifyOpenRouterError(err, client.baseURL);
     }
     if (!data || typeof data !== 'object') throw new ClassifiedError('retryable', 'malformed response: not a JSON object');
     const requestId = data.id ?? headerId ?? undefined;

@@ -245,6 +245,8 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
         (e: unknown) => e as ClassifiedError,
       );
     expect(dead?.kind).toBe('retryable');
+    // It names the host it tried (issue 24: a bare "Connection error." said nowhere).
+    expect(dead?.message).toBe(`connection error: cannot reach 127.0.0.1:${port} (ECONNREFUSED)`);
   });
 
   it('answers 429 with Retry-After above the stand-in rate limit', async () => {
