@@ -32,6 +32,7 @@ import { allPlanRows, readPlanRow, type PlanRow } from '../lib/run/plan';
 import { commitRow as commitFinishedRow, layout, ledgerEntry, RunStore } from '../lib/run/runStore';
 import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
+import { AttemptFence } from './attemptFence';
 import { checkOutputsWritable, checkRow } from './editRow';
 import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
 import type * as GeminiAdapter from './providers/gemini';
@@ -98,12 +99,21 @@ interface SubmissionRecord extends BatchSubmission {
   imageFiles?: string[];
 }
 
-/** Runs `work` with a heartbeat every few seconds, so a dead worker's job is retried elsewhere. */
-async function withHeartbeat<T>(work: () => Promise<T>): Promise<T> {
+/**
+ * Runs `work` with a heartbeat every few seconds, so a dead worker's job is retried elsewhere. The
+ * fence given to `work` sees every beat: a paid step (creating a batch) first proves the attempt is
+ * still current (activities/attemptFence.ts), so a worker frozen mid-submit that wakes after the
+ * server timed its attempt out submits nothing (issue 23).
+ */
+async function withHeartbeat<T>(label: string, work: (fence: AttemptFence) => Promise<T>): Promise<T> {
   const context = Context.current();
-  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_MS);
+  const fence = new AttemptFence(context, label);
+  const timer = setInterval(() => {
+    fence.beat();
+    context.heartbeat();
+  }, HEARTBEAT_MS);
   try {
-    return await work();
+    return await work(fence);
   } finally {
     clearInterval(timer);
   }
@@ -704,7 +714,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
      * uploads it and creates the batch; or returns the batch this job already has.
      */
     async submitBatchJob(spec: BatchJobSpec): Promise<BatchSubmission> {
-      return withHeartbeat(async () => {
+      return withHeartbeat(`batch job ${spec.jobId}`, async (fence) => {
         const storage = openStorage(spec.outputDir);
         try {
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
@@ -801,6 +811,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             submission.batchId = tagged;
             submission.found = true;
           } else if (requests.length) {
+            // The paid step: only the attempt the server still waits for makes it.
+            await fence.ensureCurrent('the batch submit');
             const created = await client.create(spec, requests, bytes);
             submission.batchId = created.batchId;
             if (created.inputFileId) submission.inputFileId = created.inputFileId;
@@ -836,7 +848,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
      */
     async collectBatchJob(args: { spec: BatchJobSpec; batchId: string }): Promise<BatchJobResult> {
       const { spec, batchId } = args;
-      return withHeartbeat(async () => {
+      return withHeartbeat(`batch job ${spec.jobId}`, async () => {
         try {
           const storage = openStorage(spec.outputDir);
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
