@@ -39,7 +39,17 @@ export interface FalProviderOptions {
   maxWaitMs?: number;
   /** Timeout of each HTTP request (default 60 s). */
   requestTimeoutMs?: number;
+  /**
+   * The account's concurrency limit (FAL_CONCURRENCY; default 2, what fal gives a new account, up
+   * to 40 with credit purchases: fal.ai/docs/documentation/model-apis/concurrency-limits). Requests
+   * past it wait IN_QUEUE at fal while their activities poll and their attempt clocks run (10
+   * minutes each), so a worker runs no more rows than this at once.
+   */
+  concurrency?: number;
 }
+
+/** A new fal account's concurrency limit (fal.ai/docs/documentation/model-apis/concurrency-limits). */
+export const FAL_DEFAULT_CONCURRENCY = 2;
 
 interface FalRequestRef {
   id: string;
@@ -281,6 +291,7 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
   return {
     backend: 'fal',
     secrets: [options.apiKey],
+    maxConcurrentCalls: options.concurrency ?? FAL_DEFAULT_CONCURRENCY,
     inputLimits: (model) => capabilities('fal', model).inputLimits,
     maxInputImages: (model) => capabilities('fal', model).maxInputImages,
     async edit(request: EditRequest): Promise<ImageResult> {

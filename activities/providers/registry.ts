@@ -24,6 +24,14 @@ function pollInterval(value: string | undefined): { pollIntervalMs?: number } {
   return ms > 0 ? { pollIntervalMs: ms } : {};
 }
 
+function concurrencyOf(value: string | undefined): { concurrency?: number } {
+  if (value === undefined || value === '') return {};
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`FAL_CONCURRENCY must be a whole number of at least 1, not ${JSON.stringify(value)}`);
+  return { concurrency: n };
+}
+
 /**
  * The provider registry: each backend of lib/backends.ts with its adapter. A backend added there
  * without an entry here does not compile.
@@ -64,8 +72,14 @@ export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
     tableOnly: 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)',
   },
   fal: {
+    // FAL_CONCURRENCY: the account's concurrency limit (fal's default for a new account is 2).
     create: async ({ apiKey, baseURL, env }) =>
-      (await import('./fal')).createFalProvider({ apiKey, baseURL, ...pollInterval(env.FAL_POLL_INTERVAL_MS) }),
+      (await import('./fal')).createFalProvider({
+        apiKey,
+        baseURL,
+        ...pollInterval(env.FAL_POLL_INTERVAL_MS),
+        ...concurrencyOf(env.FAL_CONCURRENCY),
+      }),
     tableOnly: 'fal.ai has no model list endpoint for API keys: table only (any endpoint id can be used)',
   },
 };

@@ -250,3 +250,42 @@ describe('fal.ai adapter (queue API)', () => {
     expect(capabilities('fal', 'fal-ai/flux-pro/kontext/text-to-image').editCapable).toBe(false);
   });
 });
+
+describe("fal.ai: the account's concurrency limit", () => {
+  it('is 2 (a new account) unless FAL_CONCURRENCY says more; a bad value is refused by name', async () => {
+    const { providerFromEnv } = await import('../../activities/providers/registry');
+    expect((await providerFromEnv('fal', { FAL_KEY: KEY })).maxConcurrentCalls).toBe(2);
+    expect((await providerFromEnv('fal', { FAL_KEY: KEY, FAL_CONCURRENCY: '40' })).maxConcurrentCalls).toBe(40);
+    await expect(providerFromEnv('fal', { FAL_KEY: KEY, FAL_CONCURRENCY: 'lots' })).rejects.toThrow(
+      'FAL_CONCURRENCY must be a whole number of at least 1, not "lots"',
+    );
+  });
+
+  it('the stand-in plays the limit: requests past it wait IN_QUEUE with their position, never rejected', async () => {
+    const capped = await startFalStandin({ accountConcurrency: 1, pollsUntilDone: 1 });
+    try {
+      const submit = async (prompt: string) =>
+        (await (
+          await fetch(`${capped.baseURL}/${KONTEXT}`, {
+            method: 'POST',
+            headers: { authorization: `Key ${KEY}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ prompt, image_url: `data:image/png;base64,${black.data.toString('base64')}` }),
+          })
+        ).json()) as { status_url: string };
+      const poll = async (url: string) => {
+        const r = await fetch(url, { headers: { authorization: `Key ${KEY}` } });
+        return { code: r.status, ...((await r.json()) as { status: string; queue_position?: number }) };
+      };
+      const [a, b] = [await submit('cap-a'), await submit('cap-b')];
+      expect(await poll(a.status_url)).toMatchObject({ code: 202 });
+      // However often it is polled, b waits while a holds the account's one slot.
+      for (let i = 0; i < 3; i++) expect(await poll(b.status_url)).toMatchObject({ code: 202, status: 'IN_QUEUE', queue_position: 0 });
+      expect(await poll(a.status_url)).toMatchObject({ code: 200, status: 'COMPLETED' });
+      expect(await poll(b.status_url)).toMatchObject({ code: 202 });
+      expect(await poll(b.status_url)).toMatchObject({ code: 200, status: 'COMPLETED' });
+      expect(capped.maxOutstanding()).toBe(2);
+    } finally {
+      await capped.close();
+    }
+  });
+});
