@@ -32,6 +32,7 @@ import { allPlanRows, readPlanRow, type PlanRow } from '../lib/run/plan';
 import { commitRow as commitFinishedRow, layout, ledgerEntry, RunStore } from '../lib/run/runStore';
 import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
+import type { ImageRef as DatasetImageRef } from '../lib/dataset/common';
 import { AttemptFence } from './attemptFence';
 import { checkOutputsWritable, checkRow } from './editRow';
 import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
@@ -755,6 +756,22 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             }
             return { fileId: id };
           };
+          // Rows sharing a source image share its normalisation and its reference: each distinct
+          // image is decoded, fitted and hashed once per job, not once per row (20,000 rows over a
+          // few images would otherwise decode 20,000 1024² images to learn they are the same few).
+          const byImage = new Map<string, Promise<ImageRef>>();
+          const shared = (image: DatasetImageRef, role: 'input' | 'mask', load: () => Promise<{ png: Buffer }>): Promise<ImageRef> => {
+            const source = image.source.length > 512 ? createHash('sha256').update(image.source).digest('hex') : image.source;
+            const key = `${role}\0${image.kind}\0${source}`;
+            let ref = byImage.get(key);
+            if (!ref) {
+              ref = load().then((loaded) => refOf(loaded.png));
+              // A failed load is this row's input error, and every row's that shares the image.
+              ref.catch(() => undefined);
+              byImage.set(key, ref);
+            }
+            return ref;
+          };
           const limits = BATCH_LIMITS[spec.backend];
           const caps = capabilities(spec.backend, spec.model);
           for (const ref of manifest.rows) {
@@ -786,8 +803,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
               };
               const inputs: ImageRef[] = [];
               for (const image of row.images)
-                inputs.push(await refOf((await loadInputImage(image, { ...sources, limits: caps.inputLimits })).png));
-              const mask = row.mask ? await refOf((await loadInputImage(row.mask, sources)).png) : undefined;
+                inputs.push(await shared(image, 'input', () => loadInputImage(image, { ...sources, limits: caps.inputLimits })));
+              const mask = row.mask ? await shared(row.mask, 'mask', () => loadInputImage(row.mask!, sources)) : undefined;
               lines = client.requests(row, inputs, mask, spec);
             } catch (err) {
               if (err instanceof ClassifiedError && err.kind === 'inputError') {
