@@ -107,6 +107,7 @@ interface FalModelSpec {
 }
 
 const KONTEXT_RATIOS = ['21:9', '16:9', '4:3', '3:2', '1:1', '2:3', '3:4', '9:16', '9:21'];
+const NANO_BANANA_RATIOS = ['auto', '21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16'];
 export const FAL_MODELS: Record<string, FalModelSpec> = {
   'fal-ai/flux-pro/kontext': { image: 'image_url', outputFormats: ['jpeg', 'png'], aspectRatios: KONTEXT_RATIOS, guidanceScale: [1, 20] },
   'fal-ai/flux-pro/kontext/text-to-image': {
@@ -119,7 +120,14 @@ export const FAL_MODELS: Record<string, FalModelSpec> = {
   'fal-ai/nano-banana/edit': {
     image: 'image_urls',
     outputFormats: ['jpeg', 'png', 'webp'],
-    aspectRatios: ['auto', '21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16'],
+    aspectRatios: NANO_BANANA_RATIOS,
+  },
+  // Sources in activities/providers/models.ts (fal section).
+  'fal-ai/nano-banana-2/edit': { image: 'image_urls', outputFormats: ['jpeg', 'png', 'webp'], aspectRatios: NANO_BANANA_RATIOS },
+  'google/nano-banana-2.1/edit': {
+    image: 'image_urls',
+    outputFormats: ['jpeg', 'png', 'webp'],
+    aspectRatios: [...NANO_BANANA_RATIOS, '1:4', '4:1', '1:8', '8:1'],
   },
 };
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import sharp from 'sharp';
@@ -31,8 +32,7 @@ describe('batch at scale', () => {
     const dir = tempDir('atelier-batch-scale-');
     let distinctBytes = 0;
     for (let k = 0; k < DISTINCT; k++) {
-      const noise = Buffer.alloc(1024 * 1024 * 3);
-      for (let i = 0; i < noise.length; i++) noise[i] = (i * 2654435761 + k * 97 + (i >> 7) * 31) & 0xff;
+      const noise = randomBytes(1024 * 1024 * 3);
       const png = await sharp(noise, { raw: { width: 1024, height: 1024, channels: 3 } })
         .png()
         .toBuffer();

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type ModelCapabilities } from './models';
-import { checkEditInputs, requestFingerprint, resultImage, retryAfterMs } from './shared';
+import { checkEditInputs, requestFingerprint, resultImage, retryAfterMs, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
@@ -292,8 +292,7 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     backend: 'fal',
     secrets: [options.apiKey],
     maxConcurrentCalls: options.concurrency ?? FAL_DEFAULT_CONCURRENCY,
-    inputLimits: (model) => capabilities('fal', model).inputLimits,
-    maxInputImages: (model) => capabilities('fal', model).maxInputImages,
+    ...tableLimits('fal'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('fal', request);
       return run(request, request.images);

@@ -3,7 +3,7 @@ import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type G
 import { ClassifiedError } from '../../lib/shared/errors';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 import { capabilities, supportsParam, type Backend } from './models';
-import { checkEditInputs, checkInputCount, nextMidnight, sniffImageType } from './shared';
+import { checkEditInputs, checkInputCount, nextMidnight, sniffImageType, tableLimits } from './shared';
 
 export { nextMidnight };
 import type {
@@ -347,8 +347,7 @@ export function googleGenAIProvider(
   return {
     backend,
     secrets: options.secrets,
-    inputLimits: (model) => capabilities(backend, model).inputLimits,
-    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
+    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       return images(request, [{ text: request.prompt }, ...request.images.map(imagePart)]);

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam } from './models';
-import { checkEditInputs, nextMidnight, requestFingerprint, resultImage, retryAfterMs } from './shared';
+import { checkEditInputs, nextMidnight, requestFingerprint, resultImage, retryAfterMs, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
@@ -235,8 +235,7 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   return {
     backend: 'modelscope',
     secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('modelscope', model).inputLimits,
-    maxInputImages: (model) => capabilities('modelscope', model).maxInputImages,
+    ...tableLimits('modelscope'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('modelscope', request);
       return run(request, request.images);

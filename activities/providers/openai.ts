@@ -2,7 +2,7 @@ import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUse
 import sharp from 'sharp';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
-import { checkEditInputs, resultImage, retryAfterMs, sniffImageType } from './shared';
+import { checkEditInputs, resultImage, retryAfterMs, sniffImageType, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
@@ -159,8 +159,7 @@ export function openAIImagesProvider(
   return {
     backend,
     secrets,
-    inputLimits: (model) => capabilities(backend, model).inputLimits,
-    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
+    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       const caps = capabilities(backend, request.model);

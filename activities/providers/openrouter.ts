@@ -3,7 +3,7 @@ import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam } from './models';
 import { listOpenRouterImageModels } from './catalog';
 import { classifyOpenAIError } from './openai';
-import { checkEditInputs, resultImage, sniffImageType } from './shared';
+import { checkEditInputs, resultImage, sniffImageType, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
 // OpenRouter image models through the `openai` SDK's chat completions (OpenRouter is
@@ -417,8 +417,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
   return {
     backend: 'openrouter',
     secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('openrouter', model).inputLimits,
-    maxInputImages: (model) => capabilities('openrouter', model).maxInputImages,
+    ...tableLimits('openrouter'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('openrouter', request);
       return run(request, request.images);

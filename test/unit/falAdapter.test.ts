@@ -104,6 +104,24 @@ describe('fal.ai adapter (queue API)', () => {
     expect(estimateCostUsd('fal', 'fal-ai/nano-banana/edit', {}, undefined, 6)).toBeUndefined();
   });
 
+  it("today's Nano Banana endpoints: 2 at $0.08 an image, 2.1 with its 14 ratios (1:4 included) and 14 references", async () => {
+    const two = await provider().edit({ model: 'fal-ai/nano-banana-2/edit', prompt: 'fal-nb2', images: [black], params: {}, numImages: 1 });
+    expect(two.images).toHaveLength(1);
+    expect(estimateCostUsd('fal', 'fal-ai/nano-banana-2/edit', {}, undefined, 2)).toBe(0.16);
+    const caps = capabilities('fal', 'google/nano-banana-2.1/edit');
+    expect(caps).toMatchObject({ known: true, maxInputImages: 14 });
+    expect(caps.aspectRatios).toHaveLength(15); // auto and 14 ratios
+    await provider().edit({
+      model: 'google/nano-banana-2.1/edit',
+      prompt: 'fal-nb21',
+      images: [black, black, black],
+      params: { aspectRatio: '1:4' },
+      numImages: 1,
+    });
+    const [submit] = standin.callsFor('fal-nb21').filter((c) => c.kind === 'submit');
+    expect(submit).toMatchObject({ status: 200, imageCount: 3, fields: { aspect_ratio: '1:4' } });
+  });
+
   it('a retried attempt polls the request the crashed one submitted instead of paying for another', async () => {
     standin.script('fal-crash', [falFaults.slowRequest(6)]);
     const beats: JsonValue[] = [];

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { GoogleGenAI } from '@google/genai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listProviderModels } from '../../activities/providers/catalog';
+import { listProviderModels } from '../../activities/providers/registry';
 import sharp from 'sharp';
 import { classifyGeminiError, createGeminiProvider, nextMidnight, parseDuration } from '../../activities/providers/gemini';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vites
 import sharp from 'sharp';
 import OpenAI from 'openai';
 import { createOpenRouterProvider } from '../../activities/providers/openrouter';
-import { listProviderModels } from '../../activities/providers/catalog';
+import { listProviderModels } from '../../activities/providers/registry';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { freePort } from '../../lib/temporal/devServer';
 import { ClassifiedError } from '../../lib/shared/errors';
