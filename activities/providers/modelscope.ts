@@ -100,7 +100,10 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   function classifyHttp(response: Response, body: unknown, what: string): ClassifiedError {
     const status = response.status;
     const message = `${status} ${what}: ${messageOf(body, response.statusText)}`;
-    const requestId = (body as { request_id?: string } | undefined)?.request_id ?? response.headers.get('x-request-id') ?? undefined;
+    // ModelScope puts the id inside `errors` (`{"errors":{"message","request_id"}}`); older answers at the top.
+    const b = body as { request_id?: unknown; errors?: { request_id?: unknown } } | undefined;
+    const inBody = [b?.errors?.request_id, b?.request_id].find((v): v is string => typeof v === 'string' && v !== '');
+    const requestId = inBody ?? response.headers.get('x-request-id') ?? undefined;
     const details = { status, ...(requestId ? { requestId } : {}) };
     if (status === 429) {
       const remaining = [
