@@ -23,11 +23,16 @@ export class AttemptFence {
   /** The longest gap seen between beats: a gap past the heartbeat timeout lost the attempt for good. */
   private longestGapMs = 0;
 
+  /** `index`: the row's index, or a label for other work (a batch job: `batch job <id>`). */
   constructor(
     private readonly context: Context,
-    private readonly index: number,
+    private readonly index: number | string,
   ) {
     this.heartbeatTimeoutMs = context.info.heartbeatTimeoutMs || undefined;
+  }
+
+  private label(): string {
+    return typeof this.index === 'number' ? `row ${this.index}` : this.index;
   }
 
   /** Called on every heartbeat the attempt sends. */
@@ -40,7 +45,7 @@ export class AttemptFence {
   /** Throws (retryable, no call made) unless this attempt is still the row's current one. */
   async ensureCurrent(what: string): Promise<void> {
     const stale = (why: string) => {
-      const message = `stale attempt ${this.context.info.attempt} of row ${this.index}: ${why}; ${what} not made`;
+      const message = `stale attempt ${this.context.info.attempt} of ${this.label()}: ${why}; ${what} not made`;
       // In the worker's log too: the server drops a timed-out attempt's failure unread.
       this.context.log.warn(message);
       return new ClassifiedError('retryable', message);
@@ -73,7 +78,7 @@ export class AttemptFence {
       if ((err as Error)?.name === 'WorkflowNotFoundError') throw stale('its workflow is gone');
       throw new ClassifiedError(
         'retryable',
-        `could not confirm attempt ${info.attempt} of row ${this.index} is current (${(err as Error)?.message ?? String(err)}); no call made`,
+        `could not confirm attempt ${info.attempt} of ${this.label()} is current (${(err as Error)?.message ?? String(err)}); no call made`,
       );
     }
     if (!pending) throw stale('its activity is no longer pending');

@@ -32,6 +32,8 @@ import { allPlanRows, readPlanRow, type PlanRow } from '../lib/run/plan';
 import { commitRow as commitFinishedRow, layout, ledgerEntry, RunStore } from '../lib/run/runStore';
 import { redactSecrets } from '../lib/redact';
 import { ErrorTypes } from '../lib/shared/errorTypes';
+import type { ImageRef as DatasetImageRef } from '../lib/dataset/common';
+import { AttemptFence } from './attemptFence';
 import { checkOutputsWritable, checkRow } from './editRow';
 import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
 import type * as GeminiAdapter from './providers/gemini';
@@ -98,12 +100,21 @@ interface SubmissionRecord extends BatchSubmission {
   imageFiles?: string[];
 }
 
-/** Runs `work` with a heartbeat every few seconds, so a dead worker's job is retried elsewhere. */
-async function withHeartbeat<T>(work: () => Promise<T>): Promise<T> {
+/**
+ * Runs `work` with a heartbeat every few seconds, so a dead worker's job is retried elsewhere. The
+ * fence given to `work` sees every beat: a paid step (creating a batch) first proves the attempt is
+ * still current (activities/attemptFence.ts), so a worker frozen mid-submit that wakes after the
+ * server timed its attempt out submits nothing (issue 23).
+ */
+async function withHeartbeat<T>(label: string, work: (fence: AttemptFence) => Promise<T>): Promise<T> {
   const context = Context.current();
-  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_MS);
+  const fence = new AttemptFence(context, label);
+  const timer = setInterval(() => {
+    fence.beat();
+    context.heartbeat();
+  }, HEARTBEAT_MS);
   try {
-    return await work();
+    return await work(fence);
   } finally {
     clearInterval(timer);
   }
@@ -391,7 +402,7 @@ function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
     async cancel(batchId) {
       await client.batches.cancel(batchId);
     },
-    classify: classifyOpenAIError,
+    classify: (err) => classifyOpenAIError(err, client.baseURL),
   };
 }
 
@@ -610,7 +621,9 @@ function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
     },
     // Before the adapter is loaded, the only possible failure is its loading.
     classify: (err) =>
-      geminiAdapter ? geminiAdapter.classifyGeminiError(err) : new ClassifiedError('retryable', boundedMessage(String(err))),
+      geminiAdapter
+        ? geminiAdapter.classifyGeminiError(err, undefined, deps.baseURL ?? geminiAdapter.DEFAULT_BASE_URL)
+        : new ClassifiedError('retryable', boundedMessage(String(err))),
   };
 }
 
@@ -702,7 +715,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
      * uploads it and creates the batch; or returns the batch this job already has.
      */
     async submitBatchJob(spec: BatchJobSpec): Promise<BatchSubmission> {
-      return withHeartbeat(async () => {
+      return withHeartbeat(`batch job ${spec.jobId}`, async (fence) => {
         const storage = openStorage(spec.outputDir);
         try {
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
@@ -743,6 +756,22 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             }
             return { fileId: id };
           };
+          // Rows sharing a source image share its normalisation and its reference: each distinct
+          // image is decoded, fitted and hashed once per job, not once per row (20,000 rows over a
+          // few images would otherwise decode 20,000 1024² images to learn they are the same few).
+          const byImage = new Map<string, Promise<ImageRef>>();
+          const shared = (image: DatasetImageRef, role: 'input' | 'mask', load: () => Promise<{ png: Buffer }>): Promise<ImageRef> => {
+            const source = image.source.length > 512 ? createHash('sha256').update(image.source).digest('hex') : image.source;
+            const key = `${role}\0${image.kind}\0${source}`;
+            let ref = byImage.get(key);
+            if (!ref) {
+              ref = load().then((loaded) => refOf(loaded.png));
+              // A failed load is this row's input error, and every row's that shares the image.
+              ref.catch(() => undefined);
+              byImage.set(key, ref);
+            }
+            return ref;
+          };
           const limits = BATCH_LIMITS[spec.backend];
           const caps = capabilities(spec.backend, spec.model);
           for (const ref of manifest.rows) {
@@ -774,8 +803,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
               };
               const inputs: ImageRef[] = [];
               for (const image of row.images)
-                inputs.push(await refOf((await loadInputImage(image, { ...sources, limits: caps.inputLimits })).png));
-              const mask = row.mask ? await refOf((await loadInputImage(row.mask, sources)).png) : undefined;
+                inputs.push(await shared(image, 'input', () => loadInputImage(image, { ...sources, limits: caps.inputLimits })));
+              const mask = row.mask ? await shared(row.mask, 'mask', () => loadInputImage(row.mask!, sources)) : undefined;
               lines = client.requests(row, inputs, mask, spec);
             } catch (err) {
               if (err instanceof ClassifiedError && err.kind === 'inputError') {
@@ -799,6 +828,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             submission.batchId = tagged;
             submission.found = true;
           } else if (requests.length) {
+            // The paid step: only the attempt the server still waits for makes it.
+            await fence.ensureCurrent('the batch submit');
             const created = await client.create(spec, requests, bytes);
             submission.batchId = created.batchId;
             if (created.inputFileId) submission.inputFileId = created.inputFileId;
@@ -834,7 +865,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
      */
     async collectBatchJob(args: { spec: BatchJobSpec; batchId: string }): Promise<BatchJobResult> {
       const { spec, batchId } = args;
-      return withHeartbeat(async () => {
+      return withHeartbeat(`batch job ${spec.jobId}`, async () => {
         try {
           const storage = openStorage(spec.outputDir);
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));

@@ -1,4 +1,4 @@
-import { listProviderModels, type ListedModel } from '../activities/providers/catalog';
+import type { ListedModel } from '../activities/providers/catalog';
 import {
   capabilities,
   modalitiesFor,
@@ -8,7 +8,7 @@ import {
   type ModelCapabilities,
 } from '../activities/providers/models';
 import { UsageError } from '../lib/shared/errors';
-import { PROVIDERS } from '../activities/providers/registry';
+import { listProviderModels, PROVIDERS } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
 import type { Client } from '@temporalio/client';
 import type { ModelCheckInput, ModelCheckResult } from '../activities/providers/modelCheck';

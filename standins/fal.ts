@@ -22,6 +22,9 @@ import {
 //   the owner and the app. Do not build these URLs yourself": fal.ai/docs/api-reference/
 //   inference-api; the submit answers quoted by docs.kkiai.com for fal-ai/nano-banana/edit).
 // - `GET .../requests/{id}/status`: 202 while IN_QUEUE / IN_PROGRESS, 200 when COMPLETED (same page).
+//   With `accountConcurrency`, requests past the account's limit stay IN_QUEUE (their
+//   `queue_position` counting down) until a running one completes: fal queues them, never rejects
+//   them (fal.ai/docs/documentation/model-apis/concurrency-limits).
 // - `GET .../requests/{id}`: the model's output, `{images: [{url, content_type, width, height,
 //   file_name, file_size}], seed, has_nsfw_concepts, prompt}` (model llms.txt output schemas); before
 //   completion 400 (wording unverified).
@@ -104,6 +107,7 @@ interface FalModelSpec {
 }
 
 const KONTEXT_RATIOS = ['21:9', '16:9', '4:3', '3:2', '1:1', '2:3', '3:4', '9:16', '9:21'];
+const NANO_BANANA_RATIOS = ['auto', '21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16'];
 export const FAL_MODELS: Record<string, FalModelSpec> = {
   'fal-ai/flux-pro/kontext': { image: 'image_url', outputFormats: ['jpeg', 'png'], aspectRatios: KONTEXT_RATIOS, guidanceScale: [1, 20] },
   'fal-ai/flux-pro/kontext/text-to-image': {
@@ -116,7 +120,14 @@ export const FAL_MODELS: Record<string, FalModelSpec> = {
   'fal-ai/nano-banana/edit': {
     image: 'image_urls',
     outputFormats: ['jpeg', 'png', 'webp'],
-    aspectRatios: ['auto', '21:9', '16:9', '3:2', '4:3', '5:4', '1:1', '4:5', '3:4', '2:3', '9:16'],
+    aspectRatios: NANO_BANANA_RATIOS,
+  },
+  // Sources in activities/providers/models.ts (fal section).
+  'fal-ai/nano-banana-2/edit': { image: 'image_urls', outputFormats: ['jpeg', 'png', 'webp'], aspectRatios: NANO_BANANA_RATIOS },
+  'google/nano-banana-2.1/edit': {
+    image: 'image_urls',
+    outputFormats: ['jpeg', 'png', 'webp'],
+    aspectRatios: [...NANO_BANANA_RATIOS, '1:4', '4:1', '1:8', '8:1'],
   },
 };
 
@@ -139,11 +150,20 @@ export interface FalStandinCall {
 export interface FalStandin extends Standin<FalStandinCall, FalStep> {
   /** Requests submitted in all (each one is paid for at fal). */
   submitted(): number;
+  /** The most requests submitted and not yet completed at one time (what a client holds open). */
+  maxOutstanding(): number;
 }
 
 export interface FalStandinOptions extends StandinOptions {
   /** Status polls a request answers IN_QUEUE / IN_PROGRESS before COMPLETED (default 2). */
   pollsUntilDone?: number;
+  /**
+   * The account's concurrency limit: at most this many requests run at once; the rest wait
+   * IN_QUEUE (with their `queue_position`) until one finishes, never rejected. fal gives a new
+   * account 2, rising to 40 with credit purchases (fal.ai/docs/documentation/model-apis/
+   * concurrency-limits; providers-audit-2026-12 §1). Default: no limit.
+   */
+  accountConcurrency?: number;
 }
 
 interface QueuedRequest {
@@ -153,6 +173,10 @@ interface QueuedRequest {
   prompt: string;
   polls: number;
   pollsUntilDone: number;
+  /** Holds one of the account's running slots (polls count toward completion only then). */
+  started: boolean;
+  done: boolean;
+  seq: number;
   /** The result: 200 with the output, or the request's error. */
   outcome?: { status: number; body: unknown; headers?: Record<string, string> };
   input: Record<string, unknown>;
@@ -171,6 +195,8 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
   const requests = new Map<string, QueuedRequest>();
   let counter = 0;
+  let outstanding = 0;
+  let maxOutstanding = 0;
   let baseURL = '';
 
   function record(req: IncomingMessage, partial: Partial<FalStandinCall> & Pick<FalStandinCall, 'kind'>): FalStandinCall {
@@ -369,6 +395,9 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
       prompt: call.prompt,
       polls: 0,
       pollsUntilDone: options.pollsUntilDone ?? 2,
+      started: false,
+      done: false,
+      seq: counter,
       input,
       outputs: [],
     };
@@ -406,6 +435,8 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
       body.images?.forEach((image, k) => (image.url = `${baseURL}/files/${id}/${k}`));
     }
     requests.set(id, queued);
+    outstanding += 1;
+    maxOutstanding = Math.max(maxOutstanding, outstanding);
     call.requestId = id;
     const urls = `${baseURL}/${app}/requests/${id}`;
     reply(200, {
@@ -431,6 +462,24 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     if (!queued || queued.app !== app) return reply(404, { detail: `Request ${id} not found` });
     const responseUrl = `${baseURL}/${app}/requests/${id}`;
     if (kind === 'status') {
+      if (!queued.started && !queued.done) {
+        const running = [...requests.values()].filter((r) => r.started && !r.done).length;
+        if (options.accountConcurrency !== undefined && running >= options.accountConcurrency) {
+          // Over the account's limit: it waits its turn (never rejected).
+          const ahead = [...requests.values()].filter((r) => !r.started && !r.done && r.seq < queued.seq).length;
+          return reply(202, {
+            status: 'IN_QUEUE',
+            request_id: id,
+            response_url: responseUrl,
+            status_url: `${responseUrl}/status`,
+            cancel_url: `${responseUrl}/cancel`,
+            logs: null,
+            metrics: {},
+            queue_position: ahead,
+          });
+        }
+        queued.started = true;
+      }
       queued.polls++;
       if (queued.polls <= queued.pollsUntilDone) {
         return reply(202, {
@@ -443,6 +492,10 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
           metrics: {},
           queue_position: queued.polls === 1 ? 0 : undefined,
         });
+      }
+      if (!queued.done) {
+        queued.done = true;
+        outstanding -= 1;
       }
       return reply(200, {
         status: 'COMPLETED',
@@ -492,6 +545,7 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
   return {
     baseURL,
     submitted: () => calls.filter((c) => c.kind === 'submit' && c.status === 200).length,
+    maxOutstanding: () => maxOutstanding,
     ...controls,
   };
 }

@@ -36,8 +36,9 @@ export interface TaskStep {
 
 export type ModelScopeStep = FaultStep | TaskStep;
 
+/** ModelScope's error body: the request id inside `errors` (providers-audit.md §4, kept open in providers-audit-2026-12 §1). */
 function msError(message: string, code = 'InvalidParameter') {
-  return { errors: { code, message }, request_id: `standin-${Math.random().toString(36).slice(2, 10)}` };
+  return { errors: { code, message, request_id: `standin-${Math.random().toString(36).slice(2, 10)}` } };
 }
 
 export const modelscopeFaults = {

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { openAIErrorBody as errorBody, readBody, sendJson } from './server';
 
 // The OpenAI stand-in's Files and Batch APIs, mounted by standins/openai.ts. Rules and their sources
@@ -55,6 +56,8 @@ export interface OpenAIBatchOptions {
   cancellingMs?: number;
   /** The next N `POST /v1/batches` answer 500 server_error (a transient fault after the uploads). */
   failCreates?: number;
+  /** `POST /v1/files` answers after this long (a slow upload, or a worker stalled while it ran). */
+  uploadDelayMs?: number;
 }
 
 export interface StoredFile {
@@ -178,6 +181,7 @@ export function createOpenAIBatchApi(selfBaseURL: () => string, initial: OpenAIB
   async function uploadFile(req: IncomingMessage, res: ServerResponse): Promise<void> {
     if (!authorized(req, res)) return;
     const raw = await readBody(req);
+    if (options.uploadDelayMs) await sleep(options.uploadDelayMs);
     let form: FormData;
     try {
       form = await new Response(raw, { headers: { 'content-type': String(req.headers['content-type'] ?? '') } }).formData();

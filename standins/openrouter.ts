@@ -35,7 +35,20 @@ import {
 // OpenRouter's 400 `{"error":{"message":"<id> is not a valid model ID","code":400},"user_id":…}`
 // (OpenRouterTeam/openrouter-examples#74, sipeed/picoclaw#199/#1790, RightNow-AI/openfang#697).
 // Only with `compatible` does it play an OpenAI-compatible chat server (a prompt-enhancer or judge
-// `--base-url`), which serves whatever id it is given.
+// `--base-url`), which serves whatever id it is given (and has no Image API: 404 there).
+//
+// OpenRouter's dedicated Image API (openrouter.ai/docs/api/api-reference/images/generate-an-image and
+// openrouter.ai/docs/guides/overview/multimodal/image-generation, providers-audit-2026-12 §1 [OR-img]):
+// `GET /api/v1/images/models` lists each image model with `architecture` and `supported_parameters`
+// (typed descriptors: `{type:"enum", values}`, `{type:"boolean"}`, ...; "an absent key means the
+// parameter is unsupported"); `POST /api/v1/images` takes `model`, `prompt` (min 1 char), the
+// normalised fields (aspect_ratio, resolution, quality, background, output_format,
+// output_compression, seed, n, size) and `input_references` (at most 16 `{type:"image_url",
+// image_url:{url}}`, data or http(s) URLs), and answers `{created, data:[{b64_json, media_type}],
+// usage:{prompt_tokens, completion_tokens, total_tokens, cost}}`. A parameter the model does not list
+// is rejected, not ignored (400; the message wording is the stand-in's), as is a value outside an
+// enum. An id OpenRouter does not serve answers the chat endpoint's 400 "is not a valid model ID"; a
+// served model without image output answers 404 "No endpoints found for <id>".
 
 export type { FaultStep } from './server';
 
@@ -47,7 +60,19 @@ export interface OpenRouterModel {
   pricing: Record<string, string>;
   /** The day (YYYY-MM-DD, UTC) from which OpenRouter no longer lists or serves the id. */
   until?: string;
+  /** Image API `supported_parameters` (image-output models; absent: none beyond model and prompt). */
+  imageParams?: Record<string, ParamDescriptor>;
 }
+
+/** A typed capability descriptor of `GET /api/v1/images/models`. */
+export type ParamDescriptor = { type: 'enum'; values: string[] } | { type: 'boolean' } | { type: 'integer'; min?: number; max?: number };
+
+const RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'];
+/** Gemini image models on the Image API: ratio and resolution tiers (512 ... 4K). */
+const GEMINI_IMAGE_PARAMS: Record<string, ParamDescriptor> = {
+  aspect_ratio: { type: 'enum', values: [...RATIOS, '1:4', '4:1', '1:8', '8:1'] },
+  resolution: { type: 'enum', values: ['512', '1K', '2K', '4K'] },
+};
 
 /** The stand-in's catalogue (a sample of OpenRouter's, ids and modalities as listed there). */
 export const OPENROUTER_MODELS: OpenRouterModel[] = [
@@ -56,6 +81,7 @@ export const OPENROUTER_MODELS: OpenRouterModel[] = [
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.0000003', completion: '0.0000025', image: '0.00003' },
+    imageParams: GEMINI_IMAGE_PARAMS,
   },
   // Google shut the Gemini 3 / 3.1 image previews on 2026-06-25 (providers-audit-2026-12 §0,
   // ai.google.dev/gemini-api/docs/deprecations); OpenRouter, which routes them to Google, lists the
@@ -65,6 +91,7 @@ export const OPENROUTER_MODELS: OpenRouterModel[] = [
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' },
+    imageParams: GEMINI_IMAGE_PARAMS,
     until: '2026-06-25',
   },
   {
@@ -72,6 +99,7 @@ export const OPENROUTER_MODELS: OpenRouterModel[] = [
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' },
+    imageParams: GEMINI_IMAGE_PARAMS,
     until: '2026-06-25',
   },
   {
@@ -79,45 +107,69 @@ export const OPENROUTER_MODELS: OpenRouterModel[] = [
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.000002', completion: '0.000012', image: '0.00012' },
+    imageParams: GEMINI_IMAGE_PARAMS,
   },
   {
     id: 'google/gemini-3.1-flash-image',
     input: ['image', 'text'],
     output: ['image', 'text'],
     pricing: { prompt: '0.0000005', completion: '0.000003', image: '0.00006' },
+    imageParams: GEMINI_IMAGE_PARAMS,
   },
   {
     id: 'openai/gpt-5-image',
     input: ['image', 'text', 'file'],
     output: ['image', 'text'],
     pricing: { prompt: '0.00001', completion: '0.00001', image: '0.00004' },
+    imageParams: { aspect_ratio: { type: 'enum', values: RATIOS } },
   },
   {
     id: 'openai/gpt-image-2',
     input: ['image', 'text'],
     output: ['image'],
     pricing: { prompt: '0.000005', completion: '0.00003', image: '0.000008' },
+    imageParams: {
+      aspect_ratio: { type: 'enum', values: RATIOS },
+      quality: { type: 'enum', values: ['auto', 'low', 'medium', 'high'] },
+      background: { type: 'enum', values: ['auto', 'transparent', 'opaque'] },
+      output_format: { type: 'enum', values: ['png', 'jpeg', 'webp'] },
+      output_compression: { type: 'integer', min: 0, max: 100 },
+      n: { type: 'integer', min: 1, max: 10 },
+    },
   },
   {
     id: 'bytedance-seed/seedream-4.5',
     input: ['image', 'text'],
     output: ['image'],
     pricing: { prompt: '0', completion: '0', image: '0.04' },
+    imageParams: { resolution: { type: 'enum', values: ['1K', '2K', '4K'] }, seed: { type: 'boolean' } },
   },
   {
     id: 'black-forest-labs/flux.2-pro',
     input: ['image', 'text'],
     output: ['image'],
     pricing: { prompt: '0', completion: '0', image: '0.03' },
+    imageParams: {
+      aspect_ratio: { type: 'enum', values: RATIOS },
+      resolution: { type: 'enum', values: ['1K', '2K'] },
+      seed: { type: 'boolean' },
+    },
   },
   {
     id: 'sourceful/riverflow-v2-pro',
     input: ['image', 'text'],
     output: ['image'],
     pricing: { prompt: '0', completion: '0', image: '0.05' },
+    imageParams: { aspect_ratio: { type: 'enum', values: RATIOS } },
   },
   // Image-only under a name the adapter's name table does not know: only /api/v1/models tells.
-  { id: 'acme/pixel-forge-1', input: ['image', 'text'], output: ['image'], pricing: { prompt: '0', completion: '0', image: '0.02' } },
+  {
+    id: 'acme/pixel-forge-1',
+    input: ['image', 'text'],
+    output: ['image'],
+    pricing: { prompt: '0', completion: '0', image: '0.02' },
+    imageParams: { aspect_ratio: { type: 'enum', values: RATIOS } },
+  },
   {
     id: 'openai/gpt-4.1-mini',
     input: ['image', 'text', 'file'],
@@ -168,6 +220,56 @@ function modelsList(query: string | null, now: Date) {
       supported_parameters: ['seed', 'temperature'],
     })),
   };
+}
+
+/** `GET /api/v1/images/models`: the image-output models served on the day, with their parameters. */
+function imageModelsList(now: Date) {
+  return {
+    data: OPENROUTER_MODELS.filter((m) => servedOn(m, now) && m.output.includes('image')).map((m) => ({
+      id: m.id,
+      name: m.id,
+      description: '',
+      created: 1767225600,
+      architecture: { input_modalities: m.input, output_modalities: m.output },
+      supported_parameters: m.imageParams ?? {},
+      supports_streaming: false,
+      endpoints: `/api/v1/images/models/${m.id}/endpoints`,
+    })),
+  };
+}
+
+/** The request fields of `POST /api/v1/images` besides model, prompt and input_references. */
+const IMAGE_API_FIELDS = new Set([
+  'aspect_ratio',
+  'background',
+  'n',
+  'output_compression',
+  'output_format',
+  'quality',
+  'resolution',
+  'seed',
+  'size',
+]);
+
+/** Why an Image API request's parameters are refused for this model (undefined: accepted). */
+function imageParamProblem(model: OpenRouterModel, params: Record<string, unknown>): string | undefined {
+  const unknown = Object.keys(params).filter((k) => !IMAGE_API_FIELDS.has(k));
+  if (unknown.length) return `Unrecognized request field(s): ${unknown.join(', ')}`;
+  const supported = model.imageParams ?? {};
+  const unsupported = Object.keys(params).filter((k) => !(k in supported));
+  if (unsupported.length) return `${model.id} does not support parameter(s): ${unsupported.join(', ')}`;
+  for (const [key, value] of Object.entries(params)) {
+    const d = supported[key]!;
+    if (d.type === 'enum' && !d.values.includes(String(value)))
+      return `Invalid value for ${key}: ${JSON.stringify(value)} (${model.id} accepts ${d.values.join(', ')})`;
+    if (
+      d.type === 'integer' &&
+      (!Number.isInteger(value) || (d.min !== undefined && Number(value) < d.min) || (d.max !== undefined && Number(value) > d.max))
+    )
+      return `Invalid value for ${key}: ${JSON.stringify(value)}`;
+    if (d.type === 'boolean' && key === 'seed' && !Number.isInteger(value)) return `Invalid value for seed: ${JSON.stringify(value)}`;
+  }
+  return undefined;
 }
 
 function orError(code: number, message: string, metadata?: Record<string, unknown>) {
@@ -248,6 +350,8 @@ export const openrouterFaults = {
 };
 
 export interface ChatStandinCall {
+  /** Which API was called: chat completions (default) or the Image API (`POST /api/v1/images`). */
+  endpoint?: 'images';
   model: string;
   /** Text of the last user message. */
   prompt: string;
@@ -271,6 +375,8 @@ export interface ChatStandinCall {
 export interface ChatStandin extends Standin<ChatStandinCall> {
   /** How many times `GET /api/v1/models` was asked. */
   modelListCalls(): number;
+  /** How many times `GET /api/v1/images/models` was asked. */
+  imageModelListCalls(): number;
 }
 
 export interface ChatStandinOptions extends StandinOptions {
@@ -309,6 +415,7 @@ function textOf(message: MessageIn | undefined): string {
 export async function startOpenRouterStandin(options: ChatStandinOptions = {}): Promise<ChatStandin> {
   const calls: ChatStandinCall[] = [];
   let modelListCalls = 0;
+  let imageModelListCalls = 0;
   const scripts = new FaultScripts();
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
   const now = options.now ?? (() => new Date());
@@ -479,11 +586,107 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     );
   }
 
+  /** `POST /api/v1/images`, OpenRouter's Image API (see the header). */
+  async function handleImages(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const authorization = String(req.headers.authorization ?? '');
+    let body: { model?: unknown; prompt?: unknown; input_references?: unknown; [key: string]: unknown };
+    try {
+      body = JSON.parse((await readBody(req)).toString('utf8')) as typeof body;
+    } catch {
+      return sendJson(res, 400, orError(400, 'Invalid JSON in request body'));
+    }
+    const { model, prompt, input_references, ...params } = body;
+    const refs = Array.isArray(input_references) ? (input_references as { type?: unknown; image_url?: { url?: unknown } }[]) : [];
+    const decoded = refs.map((r) => {
+      const m = /^data:([^;,]+);base64,(.*)$/s.exec(typeof r?.image_url?.url === 'string' ? r.image_url.url : '');
+      return m ? { type: m[1]!, data: Buffer.from(m[2]!, 'base64') } : undefined;
+    });
+    const metas = await Promise.all(
+      decoded.map((d) =>
+        d
+          ? sharp(d.data)
+              .metadata()
+              .catch(() => undefined)
+          : undefined,
+      ),
+    );
+    const call: ChatStandinCall = {
+      endpoint: 'images',
+      model: String(model ?? ''),
+      prompt: typeof prompt === 'string' ? prompt : '',
+      messages: 0,
+      imageCount: refs.length,
+      imageTypes: decoded.map((d) => d?.type ?? 'url'),
+      imageSizes: metas.map((m) => ({ width: m?.width ?? 0, height: m?.height ?? 0 })),
+      extra: params,
+      authorization,
+      status: 200,
+      at: Date.now(),
+    };
+    calls.push(call);
+    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
+      call.status = status;
+      sendJson(res, status, payload, headers);
+    };
+    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
+      return reply(401, orError(401, 'No auth credentials found'));
+    if (limiter && !limiter.admit()) return reply(429, orError(429, 'Rate limit exceeded (stand-in)'), { 'retry-after': '1' });
+    const step = scripts.next(call.prompt);
+    if (options.latencyMs) await sleep(options.latencyMs);
+    if (step) {
+      call.status = step.status;
+      return sendStep(res, step, orError(step.status, `scripted ${step.status}`));
+    }
+    if (!call.model) return reply(400, orError(400, 'No model specified'));
+    if (!call.prompt) return reply(400, orError(400, 'Invalid request: prompt must be a non-empty string'));
+    const listed = OPENROUTER_MODELS.find((m) => m.id === call.model);
+    if (!listed || !servedOn(listed, now())) return reply(400, notAValidModel(call.model));
+    if (!listed.output.includes('image')) return reply(404, orError(404, `No endpoints found for ${call.model}.`));
+    if (input_references !== undefined && !Array.isArray(input_references))
+      return reply(400, orError(400, 'Invalid request: input_references must be an array'));
+    if (refs.length > 16) return reply(400, orError(400, 'Invalid request: input_references takes at most 16 images'));
+    if (refs.some((r) => r?.type !== 'image_url' || typeof r.image_url?.url !== 'string'))
+      return reply(400, orError(400, 'Invalid request: each input reference must be {type:"image_url", image_url:{url}}'));
+    if (refs.length && !listed.input.includes('image')) return reply(400, orError(400, `${call.model} takes no input images`));
+    const problem = imageParamProblem(listed, params);
+    if (problem) return reply(400, orError(400, problem));
+    if (decoded.some((d, i) => d && !metas[i])) return reply(400, orError(400, 'Invalid image in input_references: could not decode'));
+
+    const source = decoded[0]?.data;
+    const n = typeof params.n === 'number' ? params.n : 1;
+    const hue = [...call.prompt].reduce((a, c) => (a * 31 + c.charCodeAt(0)) % 360, 7);
+    const output = source
+      ? await sharp(source).negate({ alpha: false }).png().toBuffer()
+      : await sharp({ create: { width: 64, height: 64, channels: 3, background: `hsl(${hue}, 70%, 50%)` } })
+          .png()
+          .toBuffer();
+    reply(
+      200,
+      {
+        created: Math.floor(Date.now() / 1000),
+        data: Array.from({ length: n }, () => ({ b64_json: output.toString('base64'), media_type: 'image/png' })),
+        usage: { prompt_tokens: 0, completion_tokens: 4175 * n, total_tokens: 4175 * n, cost: 0.04 * n },
+      },
+      { 'x-generation-id': `gen-img-standin-${Math.random().toString(36).slice(2, 12)}` },
+    );
+  }
+
   const { server, port } = await listenOnLoopback((req, res) => {
     const path = (req.url ?? '').split('?')[0] ?? '';
     if (req.method === 'GET' && (path === '/api/v1/models' || path === '/v1/models')) {
       modelListCalls += 1;
       return sendJson(res, 200, modelsList(new URL(req.url ?? '/', 'http://standin').searchParams.get('output_modalities'), now()));
+    }
+    // An OpenAI-compatible chat server (`compatible`) has no Image API.
+    if (!options.compatible && req.method === 'GET' && path === '/api/v1/images/models') {
+      imageModelListCalls += 1;
+      return sendJson(res, 200, imageModelsList(now()));
+    }
+    if (!options.compatible && req.method === 'POST' && path === '/api/v1/images') {
+      handleImages(req, res).catch((err: unknown) => {
+        if (!res.headersSent) sendJson(res, 500, orError(500, `stand-in failure: ${(err as Error).message}`));
+      });
+      return;
     }
     if (req.method === 'POST' && (path === '/api/v1/chat/completions' || path === '/v1/chat/completions')) {
       handle(req, res).catch((err: unknown) => {
@@ -499,5 +702,6 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
     baseURL: `http://127.0.0.1:${port}/api/v1`,
     ...controls,
     modelListCalls: () => modelListCalls,
+    imageModelListCalls: () => imageModelListCalls,
   };
 }

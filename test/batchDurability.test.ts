@@ -188,4 +188,54 @@ describe('a batch is submitted once', () => {
     },
     60_000,
   );
+
+  it('a submit attempt that went past its heartbeat timeout without a beat (a frozen worker) creates no batch; the current attempt does (issue 23)', async () => {
+    // Uploads answer after 1.5 s; the attempt's heartbeat timeout is 0.5 s and it beats every 5 s:
+    // when it reaches the paid step it has gone longer without a heartbeat than the server allows,
+    // so the server has given the job to another attempt, as with a worker stopped mid-submit.
+    const slow = await startOpenAIStandin({ batch: { validatingMs: 50, inProgressMs: 100, uploadDelayMs: 1500 } });
+    try {
+      const { csv, outputDir } = await dataset(3, 'fence');
+      const runId = 'batch-fence';
+      const env = new MockActivityEnvironment();
+      await env.run(
+        createOrchestrationActivities().planRun,
+        testInput({ runId, inputPath: csv, outputDir, backend: 'openai', model: 'gpt-image-2' }),
+      );
+      const planning: PlanBatchJobsInput = { runId, outputDir, backend: 'openai', phaseId: 'p1', round: 0, fallback: 'direct' };
+      const plan = (await env.run(createBatchPlanningActivities().planBatchJobs, planning)) as BatchPlan;
+      const spec: BatchJobSpec = {
+        runId,
+        outputDir,
+        jobId: plan.jobs[0]!.jobId,
+        phaseId: 'p1',
+        backend: 'openai',
+        model: 'gpt-image-2',
+        params: {},
+        numImages: 1,
+        encoding: { jpegQuality: 95, webpQuality: 95 },
+        imageCacheDir: join(outputDir, '.atelier', 'image-cache'),
+        rows: plan.jobs[0]!.rows,
+        fallback: 'direct',
+      };
+      const activities = createBatchActivities({ backend: 'openai', apiKey: API_KEY, baseURL: slow.baseURL });
+      const stale = await new MockActivityEnvironment({ attempt: 1, heartbeatTimeoutMs: 500 }).run(activities.submitBatchJob, spec).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(stale?.message).toMatch(
+        /^stale attempt 1 of batch job .+: it went \d+\.\d s without a heartbeat \(timeout 0\.5 s\); the batch submit not made$/,
+      );
+      expect(slow.batches.all).toHaveLength(0);
+      // The next (current) attempt submits once.
+      const current = (await new MockActivityEnvironment({ attempt: 2, heartbeatTimeoutMs: 60_000 }).run(
+        activities.submitBatchJob,
+        spec,
+      )) as BatchSubmission;
+      expect(current).toMatchObject({ rows: 3, requests: 3 });
+      expect(slow.batches.all).toHaveLength(1);
+    } finally {
+      await slow.close();
+    }
+  }, 60_000);
 });

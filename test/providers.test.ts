@@ -215,6 +215,28 @@ describe('fal.ai through the workflow', () => {
   });
 });
 
+describe("fal.ai: the account's concurrency limit", () => {
+  it("a new account (2 at once): the worker runs 2 rows at a time, so no request waits in fal's queue while an attempt clock runs; every row once", async () => {
+    // fal queues requests past the account's limit (never rejects them); each waiting one would
+    // hold an activity slot polling, its 10-minute attempt clock running.
+    const capped = await startFalStandin({ accountConcurrency: 2, pollsUntilDone: 25 });
+    try {
+      const { csv, outputDir } = await rowsCsv(Array.from({ length: 8 }, (_, i) => `${i % 2 ? 'b' : 'a'}.png,fal-cap-${i} paint it`));
+      const summary = await runWith(
+        env,
+        testInput({ runId: 'prov-fal-cap', inputPath: csv, outputDir, backend: 'fal', model: 'fal-ai/flux-pro/kontext', window: 8 }),
+        { ...workerEnv, FAL_BASE_URL: capped.baseURL },
+      );
+      expect(summary).toMatchObject({ total: 8, ok: 8 });
+      expect(capped.submitted()).toBe(8);
+      // Without the limit the worker held all 8 open at once (window 8), 6 of them queued at fal.
+      expect(capped.maxOutstanding()).toBeLessThanOrEqual(2);
+    } finally {
+      await capped.close();
+    }
+  });
+});
+
 describe('fal.ai: a worker that stops mid-request', () => {
   it('the retry on another worker polls the request already submitted (heartbeated id) instead of paying for a second one', async () => {
     fal.script('fal-crash', [falFaults.slowRequest(60)]);

@@ -167,7 +167,8 @@ export async function createWorkers(options: WorkerSetOptions): Promise<Worker[]
           ...batchActivitiesFromEnv(provider.backend, options.env),
           ...modelCheckActivitiesFromEnv(provider.backend, options.env, options.modelListCacheDir),
         },
-        maxConcurrentActivityTaskExecutions: options.concurrency ?? 16,
+        // No more slots than the provider account runs at once (fal): the rest wait in Temporal's queue.
+        maxConcurrentActivityTaskExecutions: Math.min(options.concurrency ?? 16, provider.maxConcurrentCalls ?? Infinity),
         ...(options.rateLimitPerSecond ? { maxTaskQueueActivitiesPerSecond: options.rateLimitPerSecond } : {}),
       }),
     );

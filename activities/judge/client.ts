@@ -207,7 +207,7 @@ export function createJudgeClient(options: { apiKey: string; baseURL?: string | 
           const param = tries < 2 ? rejectedParam(err) : undefined;
           if (param === 'temperature' && sampling) sampling = false;
           else if (param === 'response_format' && structured) structured = false;
-          else throw modelRefusal(err, model) ?? classifyOpenRouterError(err);
+          else throw modelRefusal(err, model) ?? classifyOpenRouterError(err, client.baseURL);
         }
       }
       const requestId = completion?.id ?? headerId ?? undefined;

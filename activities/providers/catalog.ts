@@ -1,5 +1,3 @@
-import type { Backend } from './models';
-
 // The SDKs are imported where a list is read, so loading this module (the CLI does) loads neither.
 // What a provider's own model list says, normalised: OpenAI `GET /v1/models` (ids; `shutdown_date`
 // when the object carries one), OpenRouter `GET /api/v1/models?output_modalities=image` (input and
@@ -63,43 +61,31 @@ export async function listOpenRouterImageModels(options: CatalogOptions): Promis
   );
 }
 
-/** What the backend's list endpoint says, or undefined where there is none (ModelScope). */
-export async function listProviderModels(backend: Backend, options: CatalogOptions): Promise<ListedModel[] | undefined> {
-  switch (backend) {
-    case 'openai': {
-      const { default: OpenAI } = await import('openai');
-      const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 1, timeout: options.timeoutMs ?? 20_000 });
-      const out: ListedModel[] = [];
-      for await (const m of client.models.list()) {
-        const shutdown = shutdownOf((m as unknown as { shutdown_date?: unknown }).shutdown_date);
-        out.push({ id: m.id, ...(shutdown ? { shutdownDate: shutdown } : {}) });
-      }
-      return out;
-    }
-    case 'openrouter':
-      return listOpenRouterImageModels(options);
-    case 'gemini': {
-      const { GoogleGenAI } = await import('@google/genai');
-      const ai = new GoogleGenAI({
-        apiKey: options.apiKey,
-        vertexai: false,
-        httpOptions: { baseUrl: options.baseURL || 'https://generativelanguage.googleapis.com', timeout: options.timeoutMs ?? 20_000 },
-      });
-      const out: ListedModel[] = [];
-      const pager = await ai.models.list({ config: { pageSize: 100 } });
-      for await (const m of pager) {
-        if (!m.name) continue;
-        out.push({ id: m.name.replace(/^models\//, ''), ...(m.supportedActions ? { supportedActions: m.supportedActions } : {}) });
-      }
-      return out;
-    }
-    // Table only: ModelScope has no list endpoint; Azure lists deployments through its management
-    // API (not the data-plane key); Vertex's publisher-model list is not per project and says nothing
-    // about image output; fal's model gallery has no list endpoint for the queue key.
-    case 'modelscope':
-    case 'azure':
-    case 'vertex':
-    case 'fal':
-      return undefined;
+/** OpenAI `GET /v1/models`, with each model's `shutdown_date` where the object carries one. */
+export async function listOpenAIModels(options: CatalogOptions): Promise<ListedModel[]> {
+  const { default: OpenAI } = await import('openai');
+  const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 1, timeout: options.timeoutMs ?? 20_000 });
+  const out: ListedModel[] = [];
+  for await (const m of client.models.list()) {
+    const shutdown = shutdownOf((m as unknown as { shutdown_date?: unknown }).shutdown_date);
+    out.push({ id: m.id, ...(shutdown ? { shutdownDate: shutdown } : {}) });
   }
+  return out;
+}
+
+/** Gemini API `models.list`, with each model's supported actions. */
+export async function listGeminiModels(options: CatalogOptions): Promise<ListedModel[]> {
+  const { GoogleGenAI } = await import('@google/genai');
+  const ai = new GoogleGenAI({
+    apiKey: options.apiKey,
+    vertexai: false,
+    httpOptions: { baseUrl: options.baseURL || 'https://generativelanguage.googleapis.com', timeout: options.timeoutMs ?? 20_000 },
+  });
+  const out: ListedModel[] = [];
+  const pager = await ai.models.list({ config: { pageSize: 100 } });
+  for await (const m of pager) {
+    if (!m.name) continue;
+    out.push({ id: m.name.replace(/^models\//, ''), ...(m.supportedActions ? { supportedActions: m.supportedActions } : {}) });
+  }
+  return out;
 }

@@ -1,8 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type ModelCapabilities } from './models';
-import { retryAfterMs } from './openai';
-import { checkEditInputs, requestFingerprint, resultImage } from './shared';
+import { checkEditInputs, requestFingerprint, resultImage, retryAfterMs, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
@@ -40,7 +39,17 @@ export interface FalProviderOptions {
   maxWaitMs?: number;
   /** Timeout of each HTTP request (default 60 s). */
   requestTimeoutMs?: number;
+  /**
+   * The account's concurrency limit (FAL_CONCURRENCY; default 2, what fal gives a new account, up
+   * to 40 with credit purchases: fal.ai/docs/documentation/model-apis/concurrency-limits). Requests
+   * past it wait IN_QUEUE at fal while their activities poll and their attempt clocks run (10
+   * minutes each), so a worker runs no more rows than this at once.
+   */
+  concurrency?: number;
 }
+
+/** A new fal account's concurrency limit (fal.ai/docs/documentation/model-apis/concurrency-limits). */
+export const FAL_DEFAULT_CONCURRENCY = 2;
 
 interface FalRequestRef {
   id: string;
@@ -282,8 +291,8 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
   return {
     backend: 'fal',
     secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('fal', model).inputLimits,
-    maxInputImages: (model) => capabilities('fal', model).maxInputImages,
+    maxConcurrentCalls: options.concurrency ?? FAL_DEFAULT_CONCURRENCY,
+    ...tableLimits('fal'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('fal', request);
       return run(request, request.images);

@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
 import { ClassifiedError } from '../../lib/shared/errors';
+import { connectionErrorMessage } from '../../lib/shared/unreachable';
 import { capabilities, supportsParam, type Backend } from './models';
-import { checkEditInputs, checkInputCount, sniffImageType } from './shared';
+import { checkEditInputs, checkInputCount, nextMidnight, sniffImageType, tableLimits } from './shared';
+
+export { nextMidnight };
 import type {
   ChatTurnRequest,
   ChatTurnResult,
@@ -30,7 +33,7 @@ import type {
 // the `contents` array with every part (thought signatures included) kept verbatim; Gemini 3 models
 // reject a later turn whose earlier model parts lost their signatures.
 
-const DEFAULT_BASE_URL = 'https://generativelanguage.googleapis.com';
+export const DEFAULT_BASE_URL = 'https://generativelanguage.googleapis.com';
 const REQUEST_TIMEOUT_MS = 180_000;
 
 export interface GeminiProviderOptions {
@@ -55,40 +58,6 @@ export const BLOCKING_FINISH_REASONS = new Set([
 
 /** No image for a reason that is not a refusal: worth another attempt (bounded). */
 const RETRYABLE_NO_IMAGE = new Set(['IMAGE_OTHER', 'NO_IMAGE']);
-
-/** The next midnight in a time zone, as an ISO time (daily quotas reset then). */
-export function nextMidnight(timeZone: string, now = new Date()): string {
-  const wallClock = (at: Date) => {
-    const parts = Object.fromEntries(
-      new Intl.DateTimeFormat('en-US', {
-        timeZone,
-        hourCycle: 'h23',
-        year: 'numeric',
-        month: 'numeric',
-        day: 'numeric',
-        hour: 'numeric',
-        minute: 'numeric',
-        second: 'numeric',
-      })
-        .formatToParts(at)
-        .map((p) => [p.type, Number(p.value)]),
-    ) as Record<string, number>;
-    return {
-      y: parts.year!,
-      m: parts.month!,
-      d: parts.day!,
-      utcOfWallClock: Date.UTC(parts.year!, parts.month! - 1, parts.day!, parts.hour!, parts.minute!, parts.second!),
-    };
-  };
-  const here = wallClock(now);
-  const offset = here.utcOfWallClock - Math.floor(now.getTime() / 1000) * 1000; // zone minus UTC
-  const midnightWall = Date.UTC(here.y, here.m - 1, here.d + 1);
-  let at = midnightWall - offset;
-  // Across a DST change the offset at midnight differs from now's: correct once.
-  const offsetThen = wallClock(new Date(at)).utcOfWallClock - at;
-  at = midnightWall - offsetThen;
-  return new Date(at).toISOString();
-}
 
 /** "37s", "1.5s", "250ms" (google.protobuf.Duration in JSON) in ms. */
 export function parseDuration(value: unknown): number | undefined {
@@ -115,8 +84,11 @@ function parseErrorBody(message: string): GoogleErrorBody | undefined {
   }
 }
 
-/** Sorts an SDK error (or fetch failure) into a row failure class. */
-export function classifyGeminiError(err: unknown, signal?: AbortSignal): ClassifiedError {
+/**
+ * Sorts an SDK error (or fetch failure) into a row failure class. `endpoint`: the base URL the client
+ * calls, named (host only) in a connection error.
+ */
+export function classifyGeminiError(err: unknown, signal?: AbortSignal, endpoint?: string): ClassifiedError {
   if (err instanceof ClassifiedError) return err;
   if (err instanceof ApiError) {
     const status = err.status;
@@ -144,8 +116,7 @@ export function classifyGeminiError(err: unknown, signal?: AbortSignal): Classif
   }
   if (e instanceof SyntaxError) return new ClassifiedError('retryable', `malformed response: ${e.message}`);
   if (e instanceof TypeError && /fetch failed|network|socket/i.test(e.message)) {
-    const cause = (e as Error & { cause?: { code?: string; message?: string } }).cause;
-    return new ClassifiedError('retryable', `connection error: ${cause?.code ?? cause?.message ?? e.message}`);
+    return new ClassifiedError('retryable', connectionErrorMessage(endpoint, e));
   }
   return new ClassifiedError('retryable', `unexpected error: ${e?.message ?? String(err)}`);
 }
@@ -254,13 +225,14 @@ function checkRequestSize(backend: GoogleBackend, model: string, contents: Conte
 }
 
 export function createGeminiProvider(options: GeminiProviderOptions): ImageEditProvider {
+  const endpoint = options.baseURL || DEFAULT_BASE_URL;
   const ai = new GoogleGenAI({
     apiKey: options.apiKey,
     vertexai: false,
     // Always given, so the SDK never falls back to GOOGLE_GEMINI_BASE_URL from the environment.
-    httpOptions: { baseUrl: options.baseURL || DEFAULT_BASE_URL, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS },
+    httpOptions: { baseUrl: endpoint, timeout: options.timeoutMs ?? REQUEST_TIMEOUT_MS },
   });
-  return googleGenAIProvider('gemini', ai, { secrets: [options.apiKey], filesApi: true });
+  return googleGenAIProvider('gemini', ai, { secrets: [options.apiKey], filesApi: true, endpoint });
 }
 
 /** The backends served through @google/genai: the Gemini API and Vertex AI (vertex.ts). */
@@ -275,7 +247,7 @@ export type GoogleBackend = Extract<Backend, 'gemini' | 'vertex'>;
 export function googleGenAIProvider(
   backend: GoogleBackend,
   ai: GoogleGenAI,
-  options: { secrets: readonly string[]; filesApi: boolean },
+  options: { secrets: readonly string[]; filesApi: boolean; /** The base URL the client calls (for messages). */ endpoint: string },
 ): ImageEditProvider {
   // Files API uploads by image content (sha256), reused while they live.
   const uploaded = new Map<string, { uri: string; mimeType: string; at: number }>();
@@ -292,7 +264,7 @@ export function googleGenAIProvider(
         config: { mimeType, ...(signal ? { abortSignal: signal } : {}) },
       });
     } catch (err) {
-      throw classifyGeminiError(err, signal);
+      throw classifyGeminiError(err, signal, options.endpoint);
     }
     if (!file.uri) throw new ClassifiedError('retryable', 'the Files API answered without a file uri');
     uploaded.set(key, { uri: file.uri, mimeType: file.mimeType ?? mimeType, at: Date.now() });
@@ -346,7 +318,7 @@ export function googleGenAIProvider(
       try {
         response = await ai.models.generateContent({ model: request.model, contents, config: configFor(request) });
       } catch (err) {
-        throw classifyGeminiError(err, request.signal);
+        throw classifyGeminiError(err, request.signal, options.endpoint);
       }
       addUsage(usage, usageOf(response));
       const answer = readAnswer(response);
@@ -375,8 +347,7 @@ export function googleGenAIProvider(
   return {
     backend,
     secrets: options.secrets,
-    inputLimits: (model) => capabilities(backend, model).inputLimits,
-    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
+    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       return images(request, [{ text: request.prompt }, ...request.images.map(imagePart)]);

@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ApiBackend } from '../../lib/shared/backends';
 import { writeFileAtomic } from '../../storage/atomicFile';
-import { listProviderModels, type ListedModel } from './catalog';
+import type { ListedModel } from './catalog';
+import { listProviderModels } from './registry';
 import { capabilities, modelStatus } from './models';
 
 // The catalogue the providers feed: before a run sends anything, the provider's own model list

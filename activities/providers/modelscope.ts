@@ -1,9 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { nextMidnight } from './gemini';
 import { capabilities, supportsParam } from './models';
-import { retryAfterMs } from './openai';
-import { checkEditInputs, requestFingerprint, resultImage } from './shared';
+import { checkEditInputs, nextMidnight, requestFingerprint, resultImage, retryAfterMs, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
@@ -102,7 +100,10 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   function classifyHttp(response: Response, body: unknown, what: string): ClassifiedError {
     const status = response.status;
     const message = `${status} ${what}: ${messageOf(body, response.statusText)}`;
-    const requestId = (body as { request_id?: string } | undefined)?.request_id ?? response.headers.get('x-request-id') ?? undefined;
+    // ModelScope puts the id inside `errors` (`{"errors":{"message","request_id"}}`); older answers at the top.
+    const b = body as { request_id?: unknown; errors?: { request_id?: unknown } } | undefined;
+    const inBody = [b?.errors?.request_id, b?.request_id].find((v): v is string => typeof v === 'string' && v !== '');
+    const requestId = inBody ?? response.headers.get('x-request-id') ?? undefined;
     const details = { status, ...(requestId ? { requestId } : {}) };
     if (status === 429) {
       const remaining = [
@@ -237,8 +238,7 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   return {
     backend: 'modelscope',
     secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('modelscope', model).inputLimits,
-    maxInputImages: (model) => capabilities('modelscope', model).maxInputImages,
+    ...tableLimits('modelscope'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('modelscope', request);
       return run(request, request.images);

@@ -2,7 +2,7 @@ import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUse
 import sharp from 'sharp';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
-import { checkEditInputs, resultImage, sniffImageType } from './shared';
+import { checkEditInputs, resultImage, retryAfterMs, sniffImageType, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 import { connectionErrorMessage } from '../../lib/shared/unreachable';
 
@@ -20,19 +20,6 @@ export interface OpenAIProviderOptions {
   baseURL?: string | undefined;
   /** Per-attempt timeout (default 180 s). */
   timeoutMs?: number;
-}
-
-/** Retry-After as sent by OpenAI: `retry-after-ms`, or `retry-after` in seconds or as an HTTP date. */
-export function retryAfterMs(headers: Headers | undefined): number | undefined {
-  if (!headers || typeof headers.get !== 'function') return undefined;
-  const ms = Number(headers.get('retry-after-ms'));
-  if (headers.get('retry-after-ms') !== null && Number.isFinite(ms) && ms >= 0) return ms;
-  const raw = headers.get('retry-after');
-  if (raw === null) return undefined;
-  const seconds = Number(raw);
-  if (Number.isFinite(seconds) && seconds >= 0) return seconds * 1000;
-  const date = Date.parse(raw);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - Date.now());
 }
 
 /** Sorts an SDK error into a row failure class (shared by every OpenAI-SDK-based adapter). */
@@ -172,8 +159,7 @@ export function openAIImagesProvider(
   return {
     backend,
     secrets,
-    inputLimits: (model) => capabilities(backend, model).inputLimits,
-    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
+    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       const caps = capabilities(backend, request.model);

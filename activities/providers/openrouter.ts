@@ -3,7 +3,7 @@ import { ClassifiedError } from '../../lib/shared/errors';
 import { capabilities, modalitiesFor, supportsParam } from './models';
 import { listOpenRouterImageModels } from './catalog';
 import { classifyOpenAIError } from './openai';
-import { checkEditInputs, resultImage } from './shared';
+import { checkEditInputs, resultImage, sniffImageType, tableLimits } from './shared';
 import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
 
 // OpenRouter image models through the `openai` SDK's chat completions (OpenRouter is
@@ -17,6 +17,17 @@ import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, Provide
 // image, text" when asked for text too. They come from `GET /api/v1/models?output_modalities=image`
 // (`architecture.output_modalities`), fetched once per adapter (one per worker) and kept for an
 // hour; the name table in models.ts is the fallback when the list cannot be had or lacks the model.
+//
+// Image-only models go through OpenRouter's dedicated Image API instead (providers-audit-2026-12 §1,
+// [OR-img]; openrouter.ai/docs/api/api-reference/images/generate-an-image): `POST /api/v1/images`
+// with `prompt`, `input_references` (data URLs) and the normalised fields, answered with
+// `data[].b64_json` + `media_type` and `usage.cost`. Which fields a model takes comes from
+// `GET /api/v1/images/models` (`supported_parameters`, typed descriptors), fetched once per adapter
+// and kept for an hour like the model list: OpenRouter rejects a parameter the model does not list
+// instead of ignoring it, so a parameter it does not list is left out (as the other adapters leave
+// out what a model does not take; planning warns), and a value outside a listed enum fails the row
+// before any call. Where that list cannot be had (an OpenAI-compatible `--base-url` server has no
+// Image API) or does not hold the model, the chat path serves it as before.
 
 const DEFAULT_BASE_URL = 'https://openrouter.ai/api/v1';
 const REQUEST_TIMEOUT_MS = 180_000;
@@ -41,13 +52,13 @@ function isModeration(status: number | undefined, body: unknown, message: string
 }
 
 /** OpenAI's classes plus OpenRouter's: 402 (credits) -> quota exhausted, 403 moderation -> blocked. */
-export function classifyOpenRouterError(err: unknown): ClassifiedError {
+export function classifyOpenRouterError(err: unknown, baseURL?: string): ClassifiedError {
   if (err instanceof APIError && err.status !== undefined && isModeration(err.status, err.error, err.message)) {
     // The SDK's message already starts with the status: say it once.
     const message = err.message.startsWith(String(err.status)) ? err.message : `${err.status} ${err.message}`;
     return new ClassifiedError('blocked', message, { status: err.status, ...(err.requestID ? { requestId: err.requestID } : {}) });
   }
-  return classifyOpenAIError(err);
+  return classifyOpenAIError(err, baseURL);
 }
 
 /** An error carried in a 200 body (OpenRouter reports upstream failures this way). */
@@ -114,6 +125,56 @@ function addUsage(total: Record<string, number>, usage: Record<string, number>):
   for (const [k, v] of Object.entries(usage)) total[k] = (total[k] ?? 0) + v;
 }
 
+/** A typed descriptor of `GET /api/v1/images/models` (`{type:"enum", values}`, `{type:"boolean"}`, ...). */
+export interface ImageParamDescriptor {
+  type?: string;
+  values?: unknown[];
+}
+
+/** One entry of `GET /api/v1/images/models`, as the adapter keeps it. */
+export interface ImageApiModel {
+  outputs: string[];
+  params: Record<string, ImageParamDescriptor>;
+}
+
+/** Atelier's image sizes in the Image API's `resolution` tiers (512 is what Atelier calls 0.5K). */
+const RESOLUTION: Record<string, string> = { '0.5K': '512', '512': '512', '1K': '1K', '2K': '2K', '4K': '4K' };
+
+/**
+ * The Image API fields for a row's parameters and numbers of images, given what the model lists:
+ * fields it does not list are left out (OpenRouter would refuse the request); a value outside a
+ * listed enum is a problem the row fails on before any call.
+ */
+export function imageApiFields(
+  model: string,
+  p: ImageRequest['params'],
+  supported: Record<string, ImageParamDescriptor>,
+): { fields: Record<string, unknown>; problems: string[] } {
+  const wanted: Record<string, unknown> = {
+    aspect_ratio: p.aspectRatio || undefined,
+    resolution: p.imageSize ? (RESOLUTION[p.imageSize] ?? p.imageSize) : undefined,
+    size: p.size || undefined,
+    quality: p.quality || undefined,
+    background: p.background || undefined,
+    output_format: p.outputFormat || undefined,
+    output_compression: p.outputCompression,
+    seed: p.seed,
+  };
+  const fields: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, value] of Object.entries(wanted)) {
+    if (value === undefined) continue;
+    const d = supported[key];
+    if (!d) continue;
+    if (d.type === 'enum' && Array.isArray(d.values) && !d.values.map(String).includes(String(value))) {
+      problems.push(`${model} takes ${key} ${d.values.map(String).join(', ')} on OpenRouter's Image API, not ${String(value)}`);
+      continue;
+    }
+    fields[key] = value;
+  }
+  return { fields, problems };
+}
+
 export function createOpenRouterProvider(options: OpenRouterProviderOptions): ImageEditProvider {
   // Output modalities by model id from /api/v1/models, cached for this adapter (this worker).
   let catalog: { at: number; ttl: number; models: Promise<Map<string, string[]>> } | undefined;
@@ -133,6 +194,53 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
       catalog = entry;
     }
     return (await catalog.models).get(model);
+  };
+
+  // Image API models by id from /api/v1/images/models, cached like the model list.
+  let imageCatalog: { at: number; ttl: number; models: Promise<Map<string, ImageApiModel>> } | undefined;
+  const imageApiModel = async (model: string): Promise<ImageApiModel | undefined> => {
+    const now = Date.now();
+    if (!imageCatalog || now - imageCatalog.at > imageCatalog.ttl) {
+      const entry = {
+        at: now,
+        ttl: CATALOG_TTL_MS,
+        models: client
+          .get('/images/models', { timeout: 20_000 })
+          .then((body) => {
+            const data = (body as { data?: unknown } | undefined)?.data;
+            const list = Array.isArray(data)
+              ? (data as { id?: unknown; architecture?: { output_modalities?: unknown }; supported_parameters?: unknown }[])
+              : [];
+            return new Map(
+              list.flatMap((m): [string, ImageApiModel][] =>
+                typeof m.id === 'string'
+                  ? [
+                      [
+                        m.id,
+                        {
+                          outputs: Array.isArray(m.architecture?.output_modalities)
+                            ? m.architecture.output_modalities.map(String)
+                            : ['image'],
+                          params:
+                            m.supported_parameters && typeof m.supported_parameters === 'object'
+                              ? (m.supported_parameters as Record<string, ImageParamDescriptor>)
+                              : {},
+                        },
+                      ],
+                    ]
+                  : [],
+              ),
+            );
+          })
+          .catch(() => {
+            // No Image API here (an OpenAI-compatible server) or it failed: the chat path serves.
+            entry.ttl = CATALOG_RETRY_MS;
+            return new Map<string, ImageApiModel>();
+          }),
+      };
+      imageCatalog = entry;
+    }
+    return (await imageCatalog.models).get(model);
   };
 
   const client = new OpenAI({
@@ -191,7 +299,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
       data = result.data as unknown as ChatResponse;
       headerId = result.request_id;
     } catch (err) {
-      throw classifyOpenRouterError(err);
+      throw classifyOpenRouterError(err, client.baseURL);
     }
     if (!data || typeof data !== 'object') throw new ClassifiedError('retryable', 'malformed response: not a JSON object');
     const requestId = data.id ?? headerId ?? undefined;
@@ -221,7 +329,63 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
     return { images: out, why: '', ...(requestId ? { requestId } : {}), usage };
   }
 
+  /** One Image API call (`POST /images`) for `n` images of an image-only model. */
+  async function viaImageApi(request: ImageRequest, images: ProviderImage[], model: ImageApiModel): Promise<ImageResult> {
+    const { fields, problems } = imageApiFields(request.model, request.params, model.params);
+    if (problems.length) throw new ClassifiedError('invalidRequest', problems.join('; '));
+    // Several images in one call where the model takes `n`; else one call per image.
+    const perCall = model.params.n && request.numImages > 1 ? request.numImages : 1;
+    const out: ProviderImage[] = [];
+    const usage: Record<string, number> = {};
+    let requestId: string | undefined;
+    while (out.length < Math.max(1, request.numImages)) {
+      const body = {
+        model: request.model,
+        prompt: request.prompt,
+        ...(images.length ? { input_references: images.map((image) => ({ type: 'image_url', image_url: { url: dataUrl(image) } })) } : {}),
+        ...fields,
+        ...(perCall > 1 ? { n: perCall } : {}),
+      };
+      let data: {
+        data?: { b64_json?: unknown; url?: unknown; media_type?: unknown }[];
+        usage?: ChatResponse['usage'];
+        error?: ChatResponse['error'];
+      };
+      let response: Response;
+      try {
+        const result = await client.post('/images', { body, ...(request.signal ? { signal: request.signal } : {}) }).withResponse();
+        data = result.data as typeof data;
+        response = result.response;
+      } catch (err) {
+        throw classifyOpenRouterError(err, client.baseURL);
+      }
+      if (!data || typeof data !== 'object') throw new ClassifiedError('retryable', 'malformed response: not a JSON object');
+      requestId ??= response.headers.get('x-generation-id') ?? response.headers.get('x-request-id') ?? undefined;
+      if (data.error) throw classifyBodyError(data.error, requestId);
+      addUsage(usage, usageOf(data.usage));
+      const got = await Promise.all(
+        (data.data ?? []).flatMap((d) => {
+          if (typeof d.b64_json === 'string') {
+            const bytes = Buffer.from(d.b64_json, 'base64');
+            return [
+              Promise.resolve({
+                data: bytes,
+                mimeType: sniffImageType(bytes, typeof d.media_type === 'string' ? d.media_type : 'image/png'),
+              }),
+            ];
+          }
+          return typeof d.url === 'string' ? [resultImage(d.url, request.signal)] : [];
+        }),
+      );
+      if (got.length === 0) throw new ClassifiedError('invalidRequest', 'no image in the answer', requestId ? { requestId } : {});
+      out.push(...got.slice(0, Math.max(1, request.numImages) - out.length));
+    }
+    return { images: out, ...(requestId ? { requestId } : {}), ...(Object.keys(usage).length ? { usage } : {}) };
+  }
+
   async function run(request: ImageRequest, images: ProviderImage[]): Promise<ImageResult> {
+    const imageApi = await imageApiModel(request.model);
+    if (imageApi && !imageApi.outputs.includes('text')) return viaImageApi(request, images, imageApi);
     const out: ProviderImage[] = [];
     const usage: Record<string, number> = {};
     let requestId: string | undefined;
@@ -244,8 +408,7 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
   return {
     backend: 'openrouter',
     secrets: [options.apiKey],
-    inputLimits: (model) => capabilities('openrouter', model).inputLimits,
-    maxInputImages: (model) => capabilities('openrouter', model).maxInputImages,
+    ...tableLimits('openrouter'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('openrouter', request);
       return run(request, request.images);

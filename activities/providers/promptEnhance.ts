@@ -119,7 +119,7 @@ export function createPromptEnhancer(options: PromptEnhancerOptions): PromptEnha
         completion = result.data;
         headerId = result.request_id;
       } catch (err) {
-        throw classifyOpenRouterError(err);
+        throw classifyOpenRouterError(err, client.baseURL);
       }
       const requestId = completion?.id ?? headerId ?? undefined;
       const details = requestId ? { requestId } : {};

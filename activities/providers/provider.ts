@@ -66,6 +66,12 @@ export interface ImageEditProvider {
   inputLimits(model: string): ImageLimits;
   /** Most input images one call takes for this model (extra images fail the row, never dropped). */
   maxInputImages(model: string): number;
+  /**
+   * Most calls the account runs at once, where the provider caps it (fal: 2 for a new account): the
+   * worker serves its queue with no more activity slots than this, so rows beyond it wait in
+   * Temporal's queue (no attempt clock running) instead of holding slots while the provider queues them.
+   */
+  readonly maxConcurrentCalls?: number;
   edit(request: EditRequest): Promise<ImageResult>;
   /** Text-to-image, for rows without input images. */
   generate(request: ImageRequest): Promise<ImageResult>;

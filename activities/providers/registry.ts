@@ -1,5 +1,6 @@
 import { API_BACKENDS, type ApiBackend } from '../../lib/shared/backends';
 import { UsageError } from '../../lib/shared/errors';
+import type { CatalogOptions, ListedModel } from './catalog';
 import type { ImageEditProvider } from './provider';
 
 /** What a factory gets: the credential and base URL found in the worker environment, and the rest of it. */
@@ -9,19 +10,35 @@ interface ProviderContext {
   env: NodeJS.ProcessEnv;
 }
 
-interface ProviderEntry {
+interface AdapterEntry {
   /**
    * The adapter. Each imports its module (and with it its SDK: openai, @google/genai) when first
    * called, so a process loads only the SDKs of the queues it serves (see test/startup.e2e.test.ts).
    */
   create(context: ProviderContext): Promise<ImageEditProvider>;
-  /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */
-  tableOnly?: string;
 }
+
+/**
+ * A backend either lists its models (the catalogue at planning and `atelier models` ask it) or says
+ * why it is table only: one of the two, so a new backend cannot leave the question open.
+ */
+type ProviderEntry = AdapterEntry &
+  (
+    | { list(options: CatalogOptions): Promise<ListedModel[]>; tableOnly?: never }
+    | { list?: never; /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */ tableOnly: string }
+  );
 
 function pollInterval(value: string | undefined): { pollIntervalMs?: number } {
   const ms = Number(value);
   return ms > 0 ? { pollIntervalMs: ms } : {};
+}
+
+function concurrencyOf(value: string | undefined): { concurrency?: number } {
+  if (value === undefined || value === '') return {};
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`FAL_CONCURRENCY must be a whole number of at least 1, not ${JSON.stringify(value)}`);
+  return { concurrency: n };
 }
 
 /**
@@ -29,9 +46,19 @@ function pollInterval(value: string | undefined): { pollIntervalMs?: number } {
  * without an entry here does not compile.
  */
 export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
-  openai: { create: async ({ apiKey, baseURL }) => (await import('./openai')).createOpenAIProvider({ apiKey, baseURL }) },
-  gemini: { create: async ({ apiKey, baseURL }) => (await import('./gemini')).createGeminiProvider({ apiKey, baseURL }) },
-  openrouter: { create: async ({ apiKey, baseURL }) => (await import('./openrouter')).createOpenRouterProvider({ apiKey, baseURL }) },
+  openai: {
+    create: async ({ apiKey, baseURL }) => (await import('./openai')).createOpenAIProvider({ apiKey, baseURL }),
+    list: async (options) => (await import('./catalog')).listOpenAIModels(options),
+  },
+  gemini: {
+    create: async ({ apiKey, baseURL }) => (await import('./gemini')).createGeminiProvider({ apiKey, baseURL }),
+    list: async (options) => (await import('./catalog')).listGeminiModels(options),
+  },
+  openrouter: {
+    create: async ({ apiKey, baseURL }) => (await import('./openrouter')).createOpenRouterProvider({ apiKey, baseURL }),
+    // Image-output models only (`output_modalities=image`: the list holds text models by default).
+    list: async (options) => (await import('./catalog')).listOpenRouterImageModels(options),
+  },
   modelscope: {
     // How often a submitted task is polled (ModelScope suggests a few seconds).
     create: async ({ apiKey, baseURL, env }) =>
@@ -64,8 +91,14 @@ export const PROVIDERS: Record<ApiBackend, ProviderEntry> = {
     tableOnly: 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)',
   },
   fal: {
+    // FAL_CONCURRENCY: the account's concurrency limit (fal's default for a new account is 2).
     create: async ({ apiKey, baseURL, env }) =>
-      (await import('./fal')).createFalProvider({ apiKey, baseURL, ...pollInterval(env.FAL_POLL_INTERVAL_MS) }),
+      (await import('./fal')).createFalProvider({
+        apiKey,
+        baseURL,
+        ...pollInterval(env.FAL_POLL_INTERVAL_MS),
+        ...concurrencyOf(env.FAL_CONCURRENCY),
+      }),
     tableOnly: 'fal.ai has no model list endpoint for API keys: table only (any endpoint id can be used)',
   },
 };
@@ -81,4 +114,12 @@ export async function providerFromEnv(backend: ApiBackend, env: NodeJS.ProcessEn
     );
   }
   return PROVIDERS[backend].create({ apiKey, baseURL: env[names.baseUrl] || undefined, env });
+}
+
+/**
+ * What the backend's list endpoint says, or undefined where it has none (its entry says why it is
+ * table only).
+ */
+export async function listProviderModels(backend: ApiBackend, options: CatalogOptions): Promise<ListedModel[] | undefined> {
+  return PROVIDERS[backend].list?.(options);
 }

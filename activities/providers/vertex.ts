@@ -52,5 +52,5 @@ export function createVertexProvider(options: VertexProviderOptions): ImageEditP
         httpOptions,
         ...(options.googleAuthOptions ? { googleAuthOptions: options.googleAuthOptions } : {}),
       });
-  return googleGenAIProvider('vertex', ai, { secrets: express ? [options.apiKey!] : [], filesApi: false });
+  return googleGenAIProvider('vertex', ai, { secrets: express ? [options.apiKey!] : [], filesApi: false, endpoint: httpOptions.baseUrl });
 }

@@ -104,6 +104,24 @@ describe('fal.ai adapter (queue API)', () => {
     expect(estimateCostUsd('fal', 'fal-ai/nano-banana/edit', {}, undefined, 6)).toBeUndefined();
   });
 
+  it("today's Nano Banana endpoints: 2 at $0.08 an image, 2.1 with its 14 ratios (1:4 included) and 14 references", async () => {
+    const two = await provider().edit({ model: 'fal-ai/nano-banana-2/edit', prompt: 'fal-nb2', images: [black], params: {}, numImages: 1 });
+    expect(two.images).toHaveLength(1);
+    expect(estimateCostUsd('fal', 'fal-ai/nano-banana-2/edit', {}, undefined, 2)).toBe(0.16);
+    const caps = capabilities('fal', 'google/nano-banana-2.1/edit');
+    expect(caps).toMatchObject({ known: true, maxInputImages: 14 });
+    expect(caps.aspectRatios).toHaveLength(15); // auto and 14 ratios
+    await provider().edit({
+      model: 'google/nano-banana-2.1/edit',
+      prompt: 'fal-nb21',
+      images: [black, black, black],
+      params: { aspectRatio: '1:4' },
+      numImages: 1,
+    });
+    const [submit] = standin.callsFor('fal-nb21').filter((c) => c.kind === 'submit');
+    expect(submit).toMatchObject({ status: 200, imageCount: 3, fields: { aspect_ratio: '1:4' } });
+  });
+
   it('a retried attempt polls the request the crashed one submitted instead of paying for another', async () => {
     standin.script('fal-crash', [falFaults.slowRequest(6)]);
     const beats: JsonValue[] = [];
@@ -248,5 +266,44 @@ describe('fal.ai adapter (queue API)', () => {
     expect(missing).toMatchObject({ kind: 'invalidRequest' });
     expect(missing.message).toMatch(/Field required \(body\.image_url\)/);
     expect(capabilities('fal', 'fal-ai/flux-pro/kontext/text-to-image').editCapable).toBe(false);
+  });
+});
+
+describe("fal.ai: the account's concurrency limit", () => {
+  it('is 2 (a new account) unless FAL_CONCURRENCY says more; a bad value is refused by name', async () => {
+    const { providerFromEnv } = await import('../../activities/providers/registry');
+    expect((await providerFromEnv('fal', { FAL_KEY: KEY })).maxConcurrentCalls).toBe(2);
+    expect((await providerFromEnv('fal', { FAL_KEY: KEY, FAL_CONCURRENCY: '40' })).maxConcurrentCalls).toBe(40);
+    await expect(providerFromEnv('fal', { FAL_KEY: KEY, FAL_CONCURRENCY: 'lots' })).rejects.toThrow(
+      'FAL_CONCURRENCY must be a whole number of at least 1, not "lots"',
+    );
+  });
+
+  it('the stand-in plays the limit: requests past it wait IN_QUEUE with their position, never rejected', async () => {
+    const capped = await startFalStandin({ accountConcurrency: 1, pollsUntilDone: 1 });
+    try {
+      const submit = async (prompt: string) =>
+        (await (
+          await fetch(`${capped.baseURL}/${KONTEXT}`, {
+            method: 'POST',
+            headers: { authorization: `Key ${KEY}`, 'content-type': 'application/json' },
+            body: JSON.stringify({ prompt, image_url: `data:image/png;base64,${black.data.toString('base64')}` }),
+          })
+        ).json()) as { status_url: string };
+      const poll = async (url: string) => {
+        const r = await fetch(url, { headers: { authorization: `Key ${KEY}` } });
+        return { code: r.status, ...((await r.json()) as { status: string; queue_position?: number }) };
+      };
+      const [a, b] = [await submit('cap-a'), await submit('cap-b')];
+      expect(await poll(a.status_url)).toMatchObject({ code: 202 });
+      // However often it is polled, b waits while a holds the account's one slot.
+      for (let i = 0; i < 3; i++) expect(await poll(b.status_url)).toMatchObject({ code: 202, status: 'IN_QUEUE', queue_position: 0 });
+      expect(await poll(a.status_url)).toMatchObject({ code: 200, status: 'COMPLETED' });
+      expect(await poll(b.status_url)).toMatchObject({ code: 202 });
+      expect(await poll(b.status_url)).toMatchObject({ code: 200, status: 'COMPLETED' });
+      expect(capped.maxOutstanding()).toBe(2);
+    } finally {
+      await capped.close();
+    }
   });
 });

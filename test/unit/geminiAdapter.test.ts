@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { GoogleGenAI } from '@google/genai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listProviderModels } from '../../activities/providers/catalog';
+import { listProviderModels } from '../../activities/providers/registry';
 import sharp from 'sharp';
 import { classifyGeminiError, createGeminiProvider, nextMidnight, parseDuration } from '../../activities/providers/gemini';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
@@ -344,6 +344,8 @@ describe('Gemini adapter through @google/genai', () => {
     expect(dead).toBeInstanceOf(ClassifiedError);
     expect(dead.kind).toBe('retryable');
     expect(dead.message).not.toContain(KEY);
+    // It names the host it tried (issue 24: "connection error: fetch failed" said nowhere).
+    expect(dead.message).toBe(`connection error: cannot reach 127.0.0.1:${port} (ECONNREFUSED)`);
   });
 
   it('answers 429 with Retry-After and RetryInfo above the stand-in rate limit', async () => {

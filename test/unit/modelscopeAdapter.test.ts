@@ -161,7 +161,10 @@ describe('ModelScope adapter (async task submit and poll)', () => {
     standin.script('ms-malformed', [modelscopeFaults.malformed()]);
     expect(await editError('ms-429')).toMatchObject({ kind: 'retryable', details: { status: 429, retryAfterMs: 3000 } });
     expect((await editError('ms-500')).kind).toBe('retryable');
-    expect((await editError('ms-400')).kind).toBe('invalidRequest');
+    const bad = await editError('ms-400');
+    expect(bad.kind).toBe('invalidRequest');
+    // The request id ModelScope puts inside `errors` is kept for support.
+    expect(bad.details.requestId).toMatch(/^standin-/);
     expect((await editError('ms-malformed')).kind).toBe('retryable');
   });
 

@@ -1,8 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import sharp from 'sharp';
 import OpenAI from 'openai';
 import { createOpenRouterProvider } from '../../activities/providers/openrouter';
-import { listProviderModels } from '../../activities/providers/catalog';
+import { listProviderModels } from '../../activities/providers/registry';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { freePort } from '../../lib/temporal/devServer';
 import { ClassifiedError } from '../../lib/shared/errors';
@@ -100,12 +100,26 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     expect(t2i.images).toHaveLength(2);
     expect(standin.callsFor('or-t2i')).toHaveLength(2);
     expect(t2i.usage!.costUsd).toBeCloseTo(2 * 0.0387, 6);
-    await provider().generate({ model: 'black-forest-labs/flux.2-pro', prompt: 'or-flux', params: {}, numImages: 1 });
-    expect(standin.callsFor('or-flux')[0]!.modalities).toEqual(['image']);
+    // Without an Image API (an OpenAI-compatible server) an image-only model goes through chat.
+    const compatible = await startOpenRouterStandin({ compatible: true });
+    try {
+      await createOpenRouterProvider({ apiKey: KEY, baseURL: compatible.baseURL }).generate({
+        model: 'black-forest-labs/flux.2-pro',
+        prompt: 'or-flux',
+        params: {},
+        numImages: 1,
+      });
+      expect(compatible.callsFor('or-flux')[0]!.modalities).toEqual(['image']);
+    } finally {
+      await compatible.close();
+    }
   });
 
-  it('asks for the modalities /api/v1/models declares (once per adapter), with OpenAI image options in image_config', async () => {
-    const p = provider();
+  it('without an Image API, asks chat for the modalities /api/v1/models declares (once per adapter), with OpenAI image options in image_config', async () => {
+    // A server with /api/v1/models but no Image API: the chat path serves image-only models.
+    const standin = await startOpenRouterStandin({ compatible: true });
+    onTestFinished(() => standin.close());
+    const p = createOpenRouterProvider({ apiKey: KEY, baseURL: standin.baseURL });
     const listsBefore = standin.modelListCalls();
     // Not in the name table: only the list says it outputs images alone.
     const forged = await p.edit({ model: 'acme/pixel-forge-1', prompt: 'or-listed-1', images: [black], params: {}, numImages: 1 });
@@ -126,6 +140,90 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
     expect(standin.callsFor('or-listed-3')[0]).toMatchObject({ status: 200, modalities: ['image', 'text'] });
     expect(standin.callsFor('or-listed-3')[0]!.imageConfig).toBeUndefined();
     expect(standin.modelListCalls() - listsBefore).toBe(1);
+  });
+
+  it("image-only models go through OpenRouter's Image API: input_references, the fields the model lists, b64_json back", async () => {
+    const p = provider();
+    const listsBefore = standin.imageModelListCalls();
+    const edited = await p.edit({
+      model: 'bytedance-seed/seedream-4.5',
+      prompt: 'or-img-1',
+      images: [black, small],
+      // Seedream lists resolution and seed only: aspect_ratio is left out (OpenRouter would refuse it).
+      params: { imageSize: '2K', seed: 7, aspectRatio: '16:9' },
+      numImages: 1,
+    });
+    const [call] = standin.callsFor('or-img-1');
+    expect(call).toMatchObject({ endpoint: 'images', status: 200, imageCount: 2, imageTypes: ['image/png', 'image/jpeg'] });
+    expect(call!.extra).toEqual({ resolution: '2K', seed: 7 });
+    expect(call!.imageSizes[0]).toEqual({ width: 8, height: 8 });
+    // The stand-in inverts the first input: black comes back white.
+    expect(edited.images).toHaveLength(1);
+    expect(edited.images[0]!.mimeType).toBe('image/png');
+    const { data } = await sharp(edited.images[0]!.data).raw().toBuffer({ resolveWithObject: true });
+    expect(data[0]).toBe(255);
+    expect(edited.usage).toMatchObject({ costUsd: 0.04 });
+    expect(edited.requestId).toMatch(/^gen-img-standin-/);
+    // gpt-image-2 lists n: two images in one call; Atelier's 0.5K is the API's 512 where listed.
+    const two = await p.generate({
+      model: 'openai/gpt-image-2',
+      prompt: 'or-img-2',
+      params: { quality: 'high', outputFormat: 'webp' },
+      numImages: 2,
+    });
+    expect(two.images).toHaveLength(2);
+    expect(standin.callsFor('or-img-2')).toHaveLength(1);
+    expect(standin.callsFor('or-img-2')[0]!.extra).toEqual({ quality: 'high', output_format: 'webp', n: 2 });
+    // Models that answer with text too stay on chat completions.
+    await p.generate({ model: 'google/gemini-3.1-flash-image', prompt: 'or-img-3', params: {}, numImages: 1 });
+    expect(standin.callsFor('or-img-3')[0]).toMatchObject({ modalities: ['image', 'text'] });
+    expect(standin.callsFor('or-img-3')[0]!.endpoint).toBeUndefined();
+    // The parameter list is asked once per adapter.
+    expect(standin.imageModelListCalls() - listsBefore).toBe(1);
+  });
+
+  it('a value the model does not list (FLUX.2 at 4K) fails the row before any call, naming what it takes', async () => {
+    const err = await provider()
+      .edit({ model: 'black-forest-labs/flux.2-pro', prompt: 'or-img-4k', images: [black], params: { imageSize: '4K' }, numImages: 1 })
+      .catch((e: unknown) => e as ClassifiedError);
+    expect(err).toBeInstanceOf(ClassifiedError);
+    expect(err).toMatchObject({ kind: 'invalidRequest' });
+    expect((err as Error).message).toBe("black-forest-labs/flux.2-pro takes resolution 1K, 2K on OpenRouter's Image API, not 4K");
+    expect(standin.callsFor('or-img-4k')).toHaveLength(0);
+  });
+
+  it('the Image API stand-in answers as OpenRouter: unsupported parameters and unknown ids refused, no Image API on a compatible server', async () => {
+    const post = (base: string, body: unknown) =>
+      fetch(`${base}/images`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    const unsupported = await post(standin.baseURL, { model: 'bytedance-seed/seedream-4.5', prompt: 'or-raw-1', aspect_ratio: '16:9' });
+    expect(unsupported.status).toBe(400);
+    expect(await unsupported.json()).toEqual({
+      error: { code: 400, message: 'bytedance-seed/seedream-4.5 does not support parameter(s): aspect_ratio' },
+    });
+    const unknown = await post(standin.baseURL, { model: 'acme/imaginary-9', prompt: 'or-raw-2' });
+    expect(unknown.status).toBe(400);
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toBe('acme/imaginary-9 is not a valid model ID');
+    const textOnly = await post(standin.baseURL, { model: 'openai/gpt-4.1-mini', prompt: 'or-raw-3' });
+    expect(textOnly.status).toBe(404);
+    const list = (await (await fetch(`${standin.baseURL}/images/models`)).json()) as {
+      data: { id: string; supported_parameters: object }[];
+    };
+    expect(list.data.find((m) => m.id === 'bytedance-seed/seedream-4.5')!.supported_parameters).toEqual({
+      resolution: { type: 'enum', values: ['1K', '2K', '4K'] },
+      seed: { type: 'boolean' },
+    });
+    expect(list.data.find((m) => m.id === 'openai/gpt-4.1-mini')).toBeUndefined();
+    const compatible = await startOpenRouterStandin({ compatible: true });
+    try {
+      expect((await post(compatible.baseURL, { model: 'bytedance-seed/seedream-4.5', prompt: 'x' })).status).toBe(404);
+      expect((await fetch(`${compatible.baseURL}/images/models`)).status).toBe(404);
+    } finally {
+      await compatible.close();
+    }
   });
 
   it('the stand-in answers 404 to an image-only model asked for text too, as OpenRouter does', async () => {
@@ -245,6 +343,8 @@ describe('OpenRouter adapter through the openai SDK (chat completions)', () => {
         (e: unknown) => e as ClassifiedError,
       );
     expect(dead?.kind).toBe('retryable');
+    // It names the host it tried (issue 24: a bare "Connection error." said nowhere).
+    expect(dead?.message).toBe(`connection error: cannot reach 127.0.0.1:${port} (ECONNREFUSED)`);
   });
 
   it('answers 429 with Retry-After above the stand-in rate limit', async () => {

@@ -6,6 +6,7 @@ import { capabilities, estimateCostUsd, modelStatus } from '../../activities/pro
 import type { ProviderImage } from '../../activities/providers/provider';
 import { createVertexProvider, type VertexProviderOptions } from '../../activities/providers/vertex';
 import { ClassifiedError } from '../../lib/shared/errors';
+import { freePort } from '../../lib/temporal/devServer';
 import { geminiFaults, type GeminiStandin } from '../../standins/gemini';
 import { startVertexStandin } from '../../standins/vertex';
 
@@ -127,6 +128,19 @@ describe('Vertex AI adapter through @google/genai', () => {
     expect((await editError('vx-safety')).kind).toBe('blocked');
     standin.script('vx-busy', [geminiFaults.rateLimited(3)]);
     expect(await editError('vx-busy')).toMatchObject({ kind: 'retryable', details: { status: 429, retryAfterMs: 3000 } });
+  });
+
+  it('an unreachable endpoint fails as a retryable connection error naming the host (issue 24)', async () => {
+    const port = await freePort();
+    const dead = await createVertexProvider({ apiKey: KEY, baseURL: `http://127.0.0.1:${port}/`, timeoutMs: 5000 })
+      .edit({ model: 'gemini-3.1-flash-image', prompt: 'x', images: [black], params: {}, numImages: 1 })
+      .then(
+        () => undefined,
+        (e: unknown) => e as ClassifiedError,
+      );
+    expect(dead).toBeInstanceOf(ClassifiedError);
+    expect(dead?.kind).toBe('retryable');
+    expect(dead?.message).toBe(`connection error: cannot reach 127.0.0.1:${port} (ECONNREFUSED)`);
   });
 
   it('the stand-in refuses what Vertex refuses: a bare API key on a project path, no credentials at all', async () => {
