@@ -420,6 +420,32 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
   const limiter = options.rateLimitPerSecond ? new SlidingWindowLimiter(options.rateLimitPerSecond) : undefined;
   const now = options.now ?? (() => new Date());
 
+  type Reply = (status: number, payload: unknown, headers?: Record<string, string>) => void;
+
+  /**
+   * Records a call and gives the answers both endpoints give before their own checks (credentials,
+   * the rate limit, a scripted step, a missing model). Returns how to reply, or undefined once answered.
+   */
+  async function admit(call: ChatStandinCall, authorization: string, res: ServerResponse): Promise<Reply | undefined> {
+    calls.push(call);
+    const reply: Reply = (status, payload, headers = {}) => {
+      call.status = status;
+      sendJson(res, status, payload, headers);
+    };
+    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
+      return void reply(401, orError(401, 'No auth credentials found'));
+    if (limiter && !limiter.admit()) return void reply(429, orError(429, 'Rate limit exceeded (stand-in)'), { 'retry-after': '1' });
+    const step = scripts.next(call.prompt);
+    if (options.latencyMs) await sleep(options.latencyMs);
+    if (step) {
+      call.status = step.status;
+      await sendStep(res, step, orError(step.status, `scripted ${step.status}`));
+      return undefined;
+    }
+    if (!call.model) return void reply(400, orError(400, 'No model specified'));
+    return reply;
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const authorization = String(req.headers.authorization ?? '');
     let body: {
@@ -469,22 +495,8 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       status: 200,
       at: Date.now(),
     };
-    calls.push(call);
-    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
-      call.status = status;
-      sendJson(res, status, payload, headers);
-    };
-
-    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
-      return reply(401, orError(401, 'No auth credentials found'));
-    if (limiter && !limiter.admit()) return reply(429, orError(429, 'Rate limit exceeded (stand-in)'), { 'retry-after': '1' });
-    const step = scripts.next(call.prompt);
-    if (options.latencyMs) await sleep(options.latencyMs);
-    if (step) {
-      call.status = step.status;
-      return sendStep(res, step, orError(step.status, `scripted ${step.status}`));
-    }
-    if (!call.model) return reply(400, orError(400, 'No model specified'));
+    const reply = await admit(call, authorization, res);
+    if (!reply) return;
     const listed = OPENROUTER_MODELS.find((m) => m.id === call.model);
     if (!options.compatible && (!listed || !servedOn(listed, now()))) return reply(400, notAValidModel(call.model));
     if (messages.length === 0 || !lastUser) return reply(400, orError(400, 'Invalid request: messages must contain a user message'));
@@ -623,21 +635,8 @@ export async function startOpenRouterStandin(options: ChatStandinOptions = {}): 
       status: 200,
       at: Date.now(),
     };
-    calls.push(call);
-    const reply = (status: number, payload: unknown, headers: Record<string, string> = {}) => {
-      call.status = status;
-      sendJson(res, status, payload, headers);
-    };
-    if (!authorization.startsWith('Bearer ') || authorization.length <= 'Bearer '.length)
-      return reply(401, orError(401, 'No auth credentials found'));
-    if (limiter && !limiter.admit()) return reply(429, orError(429, 'Rate limit exceeded (stand-in)'), { 'retry-after': '1' });
-    const step = scripts.next(call.prompt);
-    if (options.latencyMs) await sleep(options.latencyMs);
-    if (step) {
-      call.status = step.status;
-      return sendStep(res, step, orError(step.status, `scripted ${step.status}`));
-    }
-    if (!call.model) return reply(400, orError(400, 'No model specified'));
+    const reply = await admit(call, authorization, res);
+    if (!reply) return;
     if (!call.prompt) return reply(400, orError(400, 'Invalid request: prompt must be a non-empty string'));
     const listed = OPENROUTER_MODELS.find((m) => m.id === call.model);
     if (!listed || !servedOn(listed, now())) return reply(400, notAValidModel(call.model));
