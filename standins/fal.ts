@@ -461,51 +461,39 @@ export async function startFalStandin(options: FalStandinOptions = {}): Promise<
     if (!authorized(call)) return reply(401, unauthorized);
     if (!queued || queued.app !== app) return reply(404, { detail: `Request ${id} not found` });
     const responseUrl = `${baseURL}/${app}/requests/${id}`;
+    // A status answer as fal's queue gives it; `extra` sets the queue position or the metrics.
+    const statusBody = (status: string, extra: Record<string, unknown>) => ({
+      status,
+      request_id: id,
+      response_url: responseUrl,
+      status_url: `${responseUrl}/status`,
+      cancel_url: `${responseUrl}/cancel`,
+      logs: null,
+      metrics: {},
+      ...extra,
+    });
     if (kind === 'status') {
       if (!queued.started && !queued.done) {
         const running = [...requests.values()].filter((r) => r.started && !r.done).length;
         if (options.accountConcurrency !== undefined && running >= options.accountConcurrency) {
           // Over the account's limit: it waits its turn (never rejected).
           const ahead = [...requests.values()].filter((r) => !r.started && !r.done && r.seq < queued.seq).length;
-          return reply(202, {
-            status: 'IN_QUEUE',
-            request_id: id,
-            response_url: responseUrl,
-            status_url: `${responseUrl}/status`,
-            cancel_url: `${responseUrl}/cancel`,
-            logs: null,
-            metrics: {},
-            queue_position: ahead,
-          });
+          return reply(202, statusBody('IN_QUEUE', { queue_position: ahead }));
         }
         queued.started = true;
       }
       queued.polls++;
       if (queued.polls <= queued.pollsUntilDone) {
-        return reply(202, {
-          status: queued.polls === 1 ? 'IN_QUEUE' : 'IN_PROGRESS',
-          request_id: id,
-          response_url: responseUrl,
-          status_url: `${responseUrl}/status`,
-          cancel_url: `${responseUrl}/cancel`,
-          logs: null,
-          metrics: {},
-          queue_position: queued.polls === 1 ? 0 : undefined,
-        });
+        return reply(
+          202,
+          statusBody(queued.polls === 1 ? 'IN_QUEUE' : 'IN_PROGRESS', { queue_position: queued.polls === 1 ? 0 : undefined }),
+        );
       }
       if (!queued.done) {
         queued.done = true;
         outstanding -= 1;
       }
-      return reply(200, {
-        status: 'COMPLETED',
-        request_id: id,
-        response_url: responseUrl,
-        status_url: `${responseUrl}/status`,
-        cancel_url: `${responseUrl}/cancel`,
-        logs: null,
-        metrics: { inference_time: 1.2 },
-      });
+      return reply(200, statusBody('COMPLETED', { metrics: { inference_time: 1.2 } }));
     }
     if (queued.polls <= queued.pollsUntilDone) return reply(400, { detail: 'Request is still in progress' });
     reply(queued.outcome!.status, queued.outcome!.body, queued.outcome!.headers ?? {});
