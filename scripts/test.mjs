@@ -4,7 +4,7 @@
 // the cluster stage on a real Temporal server with PostgreSQL) and the Python GPU
 // worker's tests (pytest, CPU, in a cached venv). Ends with one "N passed, N failed" line.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,14 +69,18 @@ if (step('gpu-workers venv', 'bash', [join(root, 'gpu-workers', 'scripts', 'setu
 // Tests keep their run records in temp state dirs: the checkout's .atelier/ must not gain entries.
 const stateBefore = checkoutStateEntries(root);
 const work = mkdtempSync(join(tmpdir(), 'atelier-test-'));
+// Every temp folder the tests make (datasets, output dirs, servers' data) goes under this run's own
+// folder, removed at the end: a suite run leaves nothing in /tmp (it left ~1 GB a run before).
+const testTmp = join(work, 'tmp');
+mkdirSync(testTmp);
+const testEnv = { env: { ...process.env, TMPDIR: testTmp } };
 const vitestJson = join(work, 'vitest.json');
-const vitestCode = step('vitest', bin('vitest'), [
-  'run',
-  '--reporter=default',
-  '--reporter=./test/helpers/plainSummaryReporter.ts',
-  '--reporter=json',
-  `--outputFile.json=${vitestJson}`,
-]);
+const vitestCode = step(
+  'vitest',
+  bin('vitest'),
+  ['run', '--reporter=default', '--reporter=./test/helpers/plainSummaryReporter.ts', '--reporter=json', `--outputFile.json=${vitestJson}`],
+  testEnv,
+);
 try {
   const report = JSON.parse(readFileSync(vitestJson, 'utf8'));
   passed += report.numPassedTests;
@@ -95,7 +99,12 @@ if (gained.length) {
 }
 
 const junit = join(work, 'pytest.xml');
-const pytestCode = step('pytest (gpu-workers)', 'bash', [join(root, 'gpu-workers', 'scripts', 'test.sh'), '-q', `--junitxml=${junit}`]);
+const pytestCode = step(
+  'pytest (gpu-workers)',
+  'bash',
+  [join(root, 'gpu-workers', 'scripts', 'test.sh'), '-q', `--junitxml=${junit}`],
+  testEnv,
+);
 try {
   const xml = readFileSync(junit, 'utf8');
   const suite = /<testsuite\b[^>]*>/.exec(xml)?.[0] ?? '';
