@@ -11,7 +11,6 @@ import { retrySelector } from '../lib/shared/retrySelection';
 import { BATCH_FINAL_ERROR_TYPES } from '../lib/shared/batch';
 import { countFailure, ledgerReader, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
-import { runMetaKey } from '../lib/shared/constants';
 import {
   allPlanRows,
   childLocation,
@@ -27,7 +26,7 @@ import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
 import { ResultsRecords } from '../lib/run/resultsRecords';
-import { RunStore } from '../lib/run/runStore';
+import { layout, RunStore } from '../lib/run/runStore';
 import { writeResultsTables, type WriteResultsArgs } from './resultsTables';
 import { estimateCostUsd } from './providers/models';
 import type {
@@ -108,7 +107,7 @@ interface RunOwnership {
  */
 async function claimOutputDir(input: DatasetWorkflowInput): Promise<void> {
   const storage = openStorage(input.outputDir);
-  const key = runMetaKey('run.json');
+  const key = layout.run;
   const ownership: RunOwnership = { runId: input.runId, inputPath: input.inputPath, backend: input.backend, model: input.model };
   if (await storage.create(key, JSON.stringify(ownership, null, 2))) return;
   const owner = JSON.parse((await storage.read(key))!.toString('utf8')) as RunOwnership;
@@ -243,7 +242,7 @@ export function createOrchestrationActivities() {
       } catch (err) {
         throw ApplicationFailure.nonRetryable((err as Error).message, RunErrorTypes.invalidInput);
       }
-      input.imageCacheDir ??= childLocation(input.outputDir, runMetaKey('image-cache'));
+      input.imageCacheDir ??= childLocation(input.outputDir, layout.imageCache);
       const storage = openStorage(input.outputDir);
       let meta: PlanMeta;
       let selectedRows = 0;

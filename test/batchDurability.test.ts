@@ -8,7 +8,7 @@ import { createBatchActivities, createBatchPlanningActivities, type PlanBatchJob
 import { createOrchestrationActivities } from '../activities/orchestration';
 import type { BatchJobSpec, BatchPlan, BatchSubmission } from '../lib/shared/batch';
 import { freePort } from '../lib/temporal/devServer';
-import { runMetaKey } from '../lib/shared/constants';
+import { layout } from '../lib/run/runStore';
 import { openStorage } from '../storage';
 import { startGeminiStandin, type GeminiStandin } from '../standins/gemini';
 import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
@@ -179,7 +179,7 @@ describe('a batch is submitted once', () => {
       const first = (await env.run(activities.submitBatchJob, spec)) as BatchSubmission;
       expect(first).toMatchObject({ rows: 5, requests: 5 });
       // The attempt "died" before its record was written: the record is gone, the batch exists.
-      const recordKey = runMetaKey(`batch/${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.submitted.json`);
+      const recordKey = layout.batchJob(spec.jobId, 'submitted');
       await openStorage(outputDir).remove(recordKey);
       // The retry is the activity's next attempt.
       const retry = await new MockActivityEnvironment({ attempt: 2 }).run(activities.submitBatchJob, spec);

@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { openStorage, type Storage } from '../../storage';
-import { runMetaKey } from '../shared/constants';
 import type { KeptEntry, RowLedgerState } from './ledger';
 import type { PlanMeta } from './plan';
+import { layout } from './runStore';
 
 // The results tables' row records: each row's ledger state as the last refresh read it, kept so a
 // refresh re-reads only the rows finished since the one before (the workflow names them) instead of
@@ -28,14 +28,8 @@ interface RecordsPointer {
   segments: number;
 }
 
-const ROOT = runMetaKey('results');
-const POINTER = `${ROOT}/records.json`;
 /** Past this many segments the records are rewritten as one base (a refresh reads every segment). */
 const MAX_SEGMENTS = 24;
-
-function segmentKey(base: string, n: number): string {
-  return `${ROOT}/${base}/${String(n).padStart(6, '0')}.jsonl`;
-}
 
 /** What ties records to a plan: its meta (run, input, rows, columns), hashed. */
 export function planTag(meta: PlanMeta): string {
@@ -68,7 +62,7 @@ export class ResultsRecords {
     const storage = openStorage(outputDir);
     let pointer: RecordsPointer;
     try {
-      const bytes = await storage.read(POINTER);
+      const bytes = await storage.read(layout.results.pointer);
       if (!bytes) return undefined;
       pointer = JSON.parse(bytes.toString('utf8')) as RecordsPointer;
       if (plan !== undefined && pointer.plan !== plan) return undefined;
@@ -76,7 +70,7 @@ export class ResultsRecords {
       const tags = new Map<number, string>();
       const base = pointer.base;
       // Read together (one request each on S3), applied in order: a later record of a row wins.
-      const segments = await Promise.all(Array.from({ length: pointer.segments }, (_, n) => storage.read(segmentKey(base, n))));
+      const segments = await Promise.all(Array.from({ length: pointer.segments }, (_, n) => storage.read(layout.results.segment(base, n))));
       for (const segment of segments) {
         if (!segment) return undefined;
         for (const line of segment.toString('utf8').split('\n')) {
@@ -145,20 +139,20 @@ export class ResultsRecords {
       const base = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
       // A row with no entry and no record is pending: the base keeps only rows with something to say.
       const kept = new Map([...this.states].filter(([, s]) => s.status !== 'pending' || s.entry !== undefined));
-      await this.storage.write(segmentKey(base, 0), serialise(kept, this.tags));
+      await this.storage.write(layout.results.segment(base, 0), serialise(kept, this.tags));
       next = { plan: this.plan, base, segments: 1 };
     } else {
-      if (read.size) await this.storage.write(segmentKey(old.base, old.segments), serialise(read, tags));
+      if (read.size) await this.storage.write(layout.results.segment(old.base, old.segments), serialise(read, tags));
       next = { ...old, segments: old.segments + (read.size ? 1 : 0) };
     }
-    await this.storage.write(POINTER, `${JSON.stringify(next)}\n`);
+    await this.storage.write(layout.results.pointer, `${JSON.stringify(next)}\n`);
     this.pointer = next;
-    if (previous && previous.base !== next.base) await this.storage.removeAll(`${ROOT}/${previous.base}`).catch(() => undefined);
+    if (previous && previous.base !== next.base) await this.storage.removeAll(layout.results.base(previous.base)).catch(() => undefined);
   }
 
   private async readPointer(): Promise<RecordsPointer | undefined> {
     try {
-      const bytes = await this.storage.read(POINTER);
+      const bytes = await this.storage.read(layout.results.pointer);
       return bytes ? (JSON.parse(bytes.toString('utf8')) as RecordsPointer) : undefined;
     } catch {
       return undefined;

@@ -60,6 +60,12 @@ export const layout = {
   judgeScore: (index: number): string => meta(`judge/${pad(index)}.json`),
   blob: (sha256: string, ext: string): string => meta(`blobs/${sha256}.${ext}`),
   thumb: (hash: string): string => meta(`thumbs/${hash}.webp`),
+  /** The results records (`resultsRecords.ts`): a pointer, then segments under a base. */
+  results: {
+    pointer: meta('results/records.json'),
+    base: (base: string): string => meta(`results/${base}`),
+    segment: (base: string, n: number): string => meta(`results/${base}/${String(n).padStart(6, '0')}.jsonl`),
+  },
 } as const;
 
 /** Index of a per-row record named `000042.json` in a listing, or undefined for other names. */

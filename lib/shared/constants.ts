@@ -22,9 +22,4 @@ export function providerQueue(backend: ApiBackend, endpoint?: string): string {
 /** Folder inside the output dir that holds the plan and the row ledger. */
 export const RUN_META_DIR = '.atelier';
 
-/** Key of a file in the run's own folder (plan, ledger, stored answers), relative to the output dir. */
-export function runMetaKey(name: string): string {
-  return `${RUN_META_DIR}/${name}`;
-}
-
 export const IMAGE_COLUMN_CANDIDATES = ['input_images', 'image_url', 'image'] as const;
