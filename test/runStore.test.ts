@@ -441,6 +441,22 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     expect(await RunStore.open(task.outputDir).answerIndexes()).toEqual(new Set());
   }, 180_000);
 
+  it('a page of rows read while the store is down for a few seconds waits for it instead of failing the run', async () => {
+    const { input } = await planned('page', 3, 's3://runstore/page/out');
+    await proxy.down();
+    const back = new Promise((r) => setTimeout(r, 2000)).then(() => proxy.up());
+    try {
+      const page = (await new MockActivityEnvironment().run(createOrchestrationActivities().nextRowsPage, {
+        outputDir: input.outputDir,
+        cursor: 0,
+        limit: 100,
+      })) as { rows: unknown[]; nextCursor: number | null };
+      expect(page.rows).toHaveLength(3);
+    } finally {
+      await back;
+    }
+  }, 120_000);
+
   it('a lasting SlowDown after the provider answered pauses the run (StorageError): no blind retry pays again', async () => {
     const { tasks } = await planned('lasting', 1, 's3://runstore/lasting/out');
     const task = tasks[0]!;

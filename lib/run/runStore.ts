@@ -425,6 +425,29 @@ export async function afterPaid<T>(what: string, write: () => Promise<T>, signal
   }
 }
 
+/**
+ * Runs a read or write of the run's own bookkeeping (the next page of rows, the results tables)
+ * that may wait for its store: while the store is unavailable (down, throttling: a retryable
+ * StoreFault) it is tried again, with backoff, for up to the worker's store patience, so an outage
+ * of a minute or two is waited out inside the activity instead of spending its few retries, whose
+ * end fails the whole run. Any other failure is thrown at once. `op` runs again from its start.
+ */
+export async function whileStoreDown<T>(op: () => Promise<T>, beat?: () => void): Promise<T> {
+  const started = Date.now();
+  const patience = storePatienceMs();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      const waited = Date.now() - started;
+      if (!(err instanceof StoreFault) || err.kind !== 'retryable' || waited >= patience) throw err;
+      // An activity with a heartbeat timeout stays alive while it waits.
+      beat?.();
+      await sleep(Math.min(PAID_WRITE_MAX_BACKOFF_MS, PAID_WRITE_BACKOFF_MS * 2 ** (attempt - 1), Math.max(0, patience - waited)));
+    }
+  }
+}
+
 /** What identifies a row's entries: the same in every entry of the row, whichever path writes it. */
 export interface RowIdentity {
   index: number;
