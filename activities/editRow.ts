@@ -1,11 +1,12 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import sharp from 'sharp';
-import type { Storage } from '../storage';
+import { StoreFault, type Storage } from '../storage';
 import { AttemptFence } from './attemptFence';
 import { rowSeed } from '../lib/gpuContract';
 import { batchCallsBefore } from '../lib/shared/batch';
 import { boundedMessage, ClassifiedError } from '../lib/shared/errors';
+import { ErrorTypes } from '../lib/shared/errorTypes';
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
 import type { TaskPlanRow } from '../lib/run/plan';
@@ -21,7 +22,9 @@ import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from '.
 export function toApplicationFailure(err: ClassifiedError, secrets: readonly string[], attempt?: number): ApplicationFailure {
   const retryable = err.kind === 'retryable';
   return ApplicationFailure.create({
-    type: err.errorType,
+    // The store down (not the row): retried like any passing fault, but the row's last failure is
+    // a StorageError, which defers the row and pauses the run instead of failing it.
+    type: err instanceof StoreFault ? ErrorTypes.storageError : err.errorType,
     message: boundedMessage(redactSecrets(err.message, secrets)),
     nonRetryable: !retryable,
     ...(retryable && err.details.retryAfterMs !== undefined ? { nextRetryDelay: err.details.retryAfterMs } : {}),

@@ -26,7 +26,7 @@ import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
 import { ResultsRecords } from '../lib/run/resultsRecords';
-import { layout, RunStore } from '../lib/run/runStore';
+import { layout, RunStore, whileStoreDown } from '../lib/run/runStore';
 import { writeResultsTables, type WriteResultsArgs } from './resultsTables';
 import { estimateCostUsd } from './providers/models';
 import type {
@@ -38,6 +38,7 @@ import type {
   RowDisplay,
   RowRef,
   RowsPage,
+  RowsPageArgs,
 } from '../lib/shared/types';
 
 /** Records a row's final failure, unless the row already succeeded; finished turns are kept. */
@@ -229,6 +230,40 @@ function rowCostEstimate(input: DatasetWorkflowInput): number | undefined {
   }
 }
 
+/** One page of rows to dispatch (nextRowsPage's work). */
+async function rowsPage(args: RowsPageArgs): Promise<RowsPage> {
+  const selected = rowSelector(args.filterRows);
+  const retryable = args.selection ? retrySelector(args.selection) : undefined;
+  const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
+  // The run's first pass skips the rows planning found done (read moments ago). A retry
+  // selection reads every state: a redo sets done rows aside after planning.
+  const candidates = rows.filter((row) => selected(row.position) && !(row.doneAtPlanning && !args.selection));
+  const stateOf = await ledgerReader(args.outputDir);
+  await stateOf.prefetch(candidates);
+  // Stored answers are rare (kept only when a step after a paid call failed): one listing a page.
+  const answered = args.carryRows ? await RunStore.open(args.outputDir).answerIndexes() : undefined;
+  const pending: RowRef[] = [];
+  for (const row of candidates) {
+    const state = await stateOf(row);
+    if (state.status === 'ok') continue;
+    const fromBatch = args.batchPhase !== undefined && state.status === 'failed' && state.entry.info?.batchPhase === args.batchPhase;
+    if (fromBatch && BATCH_FINAL_ERROR_TYPES.includes(state.errorType)) continue;
+    const previousErrorType = state.status === 'failed' && !fromBatch ? state.errorType : undefined;
+    if (retryable && !retryable(row.position, previousErrorType)) continue;
+    const text = row.turns.join(' → ');
+    const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
+    pending.push({
+      position: row.position,
+      index: row.index,
+      summary,
+      ...(previousErrorType ? { previousErrorType } : {}),
+      display: rowDisplay(row),
+      ...(answered ? carried(row, !stateOf.hasEntry(row.index) && !answered.has(row.index)) : {}),
+    });
+  }
+  return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };
+}
+
 export function createOrchestrationActivities() {
   return {
     /**
@@ -344,54 +379,9 @@ export function createOrchestrationActivities() {
      * The next rows to dispatch from `cursor`: selected rows not done in the ledger, or, with a
      * retry `selection`, only failed rows it matches.
      */
-    async nextRowsPage(args: {
-      outputDir: string;
-      cursor: number;
-      limit: number;
-      filterRows?: string;
-      selection?: RetrySelection;
-      /**
-       * The run's --batch phase (direct fallback): rows its batches failed with a final class are
-       * left failed, and the others are not counted as a retry of a counted failure (the phase did
-       * not count them).
-       */
-      batchPhase?: string;
-      /**
-       * Each row comes with its plan line (when small) and whether it is fresh (no ledger entry, no
-       * stored answer), for its task: the row activity then reads neither on its first attempt.
-       */
-      carryRows?: boolean;
-    }): Promise<RowsPage> {
-      const selected = rowSelector(args.filterRows);
-      const retryable = args.selection ? retrySelector(args.selection) : undefined;
-      const rows = await readPlanRows(args.outputDir, args.cursor, args.limit);
-      // The run's first pass skips the rows planning found done (read moments ago). A retry
-      // selection reads every state: a redo sets done rows aside after planning.
-      const candidates = rows.filter((row) => selected(row.position) && !(row.doneAtPlanning && !args.selection));
-      const stateOf = await ledgerReader(args.outputDir);
-      await stateOf.prefetch(candidates);
-      // Stored answers are rare (kept only when a step after a paid call failed): one listing a page.
-      const answered = args.carryRows ? await RunStore.open(args.outputDir).answerIndexes() : undefined;
-      const pending: RowRef[] = [];
-      for (const row of candidates) {
-        const state = await stateOf(row);
-        if (state.status === 'ok') continue;
-        const fromBatch = args.batchPhase !== undefined && state.status === 'failed' && state.entry.info?.batchPhase === args.batchPhase;
-        if (fromBatch && BATCH_FINAL_ERROR_TYPES.includes(state.errorType)) continue;
-        const previousErrorType = state.status === 'failed' && !fromBatch ? state.errorType : undefined;
-        if (retryable && !retryable(row.position, previousErrorType)) continue;
-        const text = row.turns.join(' → ');
-        const summary = text.length > SUMMARY_CHARS ? `${text.slice(0, SUMMARY_CHARS - 1)}…` : text;
-        pending.push({
-          position: row.position,
-          index: row.index,
-          summary,
-          ...(previousErrorType ? { previousErrorType } : {}),
-          display: rowDisplay(row),
-          ...(answered ? carried(row, !stateOf.hasEntry(row.index) && !answered.has(row.index)) : {}),
-        });
-      }
-      return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };
+    async nextRowsPage(args: RowsPageArgs): Promise<RowsPage> {
+      // The store down for a while is waited out here: this activity's few retries failing fail the run.
+      return whileStoreDown(() => rowsPage(args));
     },
 
     /** How many failed rows a retry selection matches (the answer to `atelier retry`). */
@@ -448,7 +438,9 @@ export function createOrchestrationActivities() {
      */
     async writeResults(args: WriteResultsArgs): Promise<DatasetRunSummary> {
       const context = activityContext();
-      const { summary, info } = await writeResultsTables(args, heartbeatOf(context));
+      const heartbeat = heartbeatOf(context);
+      // A store down for a while is waited out (the tables written again from the start once it is back).
+      const { summary, info } = await whileStoreDown(() => writeResultsTables(args, heartbeat), heartbeat);
       if (info.unreadable.length) {
         const shown = info.unreadable.slice(0, 5).map((u) => `row ${u.index}: ${u.error}`);
         context?.log.warn(`results: ${info.unreadable.length} ledger entries could not be read (shown pending): ${shown.join('; ')}`);

@@ -8,6 +8,18 @@ import { ClassifiedError } from '../lib/shared/errors';
 const CAPACITY_OR_PERMISSION = new Set(['ENOSPC', 'EDQUOT', 'EACCES', 'EPERM', 'EROFS', 'EFBIG']);
 const BAD_NAME = new Set(['ENAMETOOLONG', 'EILSEQ', 'ENOTDIR', 'EISDIR', 'EINVAL']);
 
+/**
+ * The store itself failed, not one object or row: it did not answer or could not serve (a refused
+ * or cut connection, 5xx, 503 SlowDown: kind `retryable`), or it refuses this whole location (the
+ * bucket gone, credentials refused: kind `storageError`). A paid answer waits in memory for such a
+ * store to come back (lib/run/runStore.ts afterPaid) instead of being dropped; a row whose retries
+ * before any paid call run out on one is deferred and the run pauses (activities/editRow.ts), since
+ * no row is at fault.
+ */
+export class StoreFault extends ClassifiedError {
+  override name = 'StoreFault';
+}
+
 /** Turns a filesystem error into the class the retry policy acts on. */
 export function storageFailure(err: unknown, where: string): ClassifiedError {
   if (err instanceof ClassifiedError) return err;

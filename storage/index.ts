@@ -3,7 +3,7 @@ import { parseS3Location, S3Storage } from './s3';
 import { isS3Location, type Storage } from './storage';
 
 export { isS3Location, type ListedObject, type Storage, type StoredObjectInfo } from './storage';
-export { keyProblem, storageFailure } from './errors';
+export { keyProblem, storageFailure, StoreFault } from './errors';
 
 const opened = new Map<string, Storage>();
 

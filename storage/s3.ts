@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import { stat } from 'node:fs/promises';
 import { ClassifiedError } from '../lib/shared/errors';
-import { keyProblem } from './errors';
+import { keyProblem, StoreFault } from './errors';
 import type { ListedObject, Storage, StoredObjectInfo } from './storage';
 
 // The AWS SDK (~0.1 s of CPU to load) loads when an s3:// location is first used, not with the CLI
@@ -68,29 +68,29 @@ function isNotFound(err: unknown): boolean {
 }
 
 function bucketGone(bucket: string, where: string): ClassifiedError {
-  return new ClassifiedError(
-    'storageError',
-    `the bucket ${bucket} does not exist (${where}): it was deleted or the location names another`,
-  );
+  return new StoreFault('storageError', `the bucket ${bucket} does not exist (${where}): it was deleted or the location names another`);
 }
 
-/** S3 answers classed like filesystem errors: refusals pause the run, 5xx and network are retried. */
+/**
+ * S3 answers classed like filesystem errors: refusals pause the run, 5xx and network are retried.
+ * Failures of the store as a whole (no answer, 5xx, SlowDown, the bucket gone, credentials refused)
+ * are StoreFaults, named plainly: they pause the run rather than fail rows (storage/errors.ts).
+ */
 function s3Failure(err: unknown, where: string): ClassifiedError {
   if (err instanceof ClassifiedError) return err;
   const status = statusOf(err);
   const name = (err as Error)?.name ?? 'Error';
-  const message = `${where}: ${name}: ${(err as Error)?.message ?? String(err)}`;
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const detail = `${name}${code && code !== name ? ` ${code}` : ''}: ${(err as Error)?.message ?? String(err)}`;
+  const message = `${where}: ${detail}`;
   if (name === 'KeyTooLongError' || name === 'InvalidObjectName') return new ClassifiedError('inputError', message);
   if (name === 'NoSuchBucket') return bucketGone(/^s3:\/\/([^/]+)/.exec(where)?.[1] ?? '?', where);
-  if (
-    status === 403 ||
-    status === 401 ||
-    name === 'NoSuchBucket' ||
-    name === 'AccessDenied' ||
-    name === 'InvalidAccessKeyId' ||
-    name === 'SignatureDoesNotMatch'
-  ) {
-    return new ClassifiedError('storageError', message);
+  if (status === 403 || status === 401 || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') {
+    return new StoreFault('storageError', `the store refused this worker's credentials (${where}): ${detail}`, { status });
+  }
+  // No answer at all (refused, reset, timed out, a body cut short) or the store saying it can't serve now.
+  if (status === undefined || status >= 500) {
+    return new StoreFault('retryable', `the store is unavailable (${where}): ${detail}`, status ? { status } : {});
   }
   return new ClassifiedError('retryable', message, status ? { status } : {});
 }

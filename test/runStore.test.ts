@@ -361,8 +361,13 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
   beforeAll(async () => {
     s3 = await startS3Server();
     proxy = await startS3FaultProxy(s3.endpoint);
-    // Every S3 request of this process goes through the proxy, which counts it.
-    Object.assign(process.env, s3.env, { AWS_ENDPOINT_URL_S3: proxy.endpoint, AWS_ENDPOINT_URL: proxy.endpoint });
+    // Every S3 request of this process goes through the proxy, which counts it. A paid answer
+    // waits 5 s for a store that keeps failing, not the default 2 minutes.
+    Object.assign(process.env, s3.env, {
+      AWS_ENDPOINT_URL_S3: proxy.endpoint,
+      AWS_ENDPOINT_URL: proxy.endpoint,
+      ATELIER_STORE_PATIENCE_S: '5',
+    });
     await s3.createBucket('runstore');
   }, 120_000);
 
@@ -435,6 +440,22 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     expect((await readLedgerEntry(task.outputDir, 0))?.status).toBe('ok');
     expect(await RunStore.open(task.outputDir).answerIndexes()).toEqual(new Set());
   }, 180_000);
+
+  it('a page of rows read while the store is down for a few seconds waits for it instead of failing the run', async () => {
+    const { input } = await planned('page', 3, 's3://runstore/page/out');
+    await proxy.down();
+    const back = new Promise((r) => setTimeout(r, 2000)).then(() => proxy.up());
+    try {
+      const page = (await new MockActivityEnvironment().run(createOrchestrationActivities().nextRowsPage, {
+        outputDir: input.outputDir,
+        cursor: 0,
+        limit: 100,
+      })) as { rows: unknown[]; nextCursor: number | null };
+      expect(page.rows).toHaveLength(3);
+    } finally {
+      await back;
+    }
+  }, 120_000);
 
   it('a lasting SlowDown after the provider answered pauses the run (StorageError): no blind retry pays again', async () => {
     const { tasks } = await planned('lasting', 1, 's3://runstore/lasting/out');

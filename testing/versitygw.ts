@@ -23,6 +23,11 @@ export interface S3TestServer {
    * Counting here, not in our client, sees every request the SDK really sent (retries included).
    */
   requests(): S3AccessLogEntry[];
+  /**
+   * Stops the server and starts it again on the same port and folder, its root secret `secretKey`
+   * (default: the one in `env`): a store whose credentials changed under its clients, and back.
+   */
+  restart(secretKey?: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -62,22 +67,31 @@ export async function startS3Server(options: { accessLog?: boolean } = {}): Prom
   // The log lives beside the buckets' folder, not in it (a file there would read as a bucket).
   const accessLog = options.accessLog ? `${dir}.access.log` : undefined;
   const args = ['--port', `127.0.0.1:${port}`, '--quiet', ...(accessLog ? ['--access-log', accessLog] : []), 'posix', dir];
-  const child: ChildProcess = spawn(binary, args, {
-    env: { ...process.env, ROOT_ACCESS_KEY: env.AWS_ACCESS_KEY_ID, ROOT_SECRET_KEY: env.AWS_SECRET_ACCESS_KEY },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += String(d)));
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      await fetch(env.AWS_ENDPOINT_URL_S3);
-      break;
-    } catch {
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`versitygw did not start: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
+  const launch = async (secretKey: string): Promise<ChildProcess> => {
+    const child: ChildProcess = spawn(binary, args, {
+      env: { ...process.env, ROOT_ACCESS_KEY: env.AWS_ACCESS_KEY_ID, ROOT_SECRET_KEY: secretKey },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += String(d)));
+    const deadline = Date.now() + 15_000;
+    for (;;) {
+      try {
+        await fetch(env.AWS_ENDPOINT_URL_S3);
+        return child;
+      } catch {
+        if (child.exitCode !== null || Date.now() > deadline) throw new Error(`versitygw did not start: ${stderr}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
     }
-  }
+  };
+  const exit = async (child: ChildProcess) => {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    }
+  };
+  let child = await launch(env.AWS_SECRET_ACCESS_KEY);
   const client = new S3Client({
     region: env.AWS_REGION,
     endpoint: env.AWS_ENDPOINT_URL_S3,
@@ -95,12 +109,13 @@ export async function startS3Server(options: { accessLog?: boolean } = {}): Prom
       if (!accessLog) throw new Error('startS3Server({ accessLog: true }) keeps an access log; this server has none');
       return existsSync(accessLog) ? parseAccessLog(readFileSync(accessLog, 'utf8')) : [];
     },
+    async restart(secretKey = env.AWS_SECRET_ACCESS_KEY) {
+      await exit(child);
+      child = await launch(secretKey);
+    },
     async stop() {
       client.destroy();
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await new Promise((r) => child.once('exit', r));
-      }
+      await exit(child);
     },
   };
 }

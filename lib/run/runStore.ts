@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openStorage, type Storage } from '../../storage';
+import { openStorage, StoreFault, type Storage } from '../../storage';
 import { RUN_META_DIR } from '../shared/constants';
 import { ClassifiedError } from '../shared/errors';
 import type { PlanRow } from './plan';
@@ -102,9 +102,21 @@ export interface KeptAnswer {
 
 const OFFSET_BYTES = 8;
 
-/** How often a write after a paid answer is tried again from memory, and the first pause (doubling). */
-const PAID_WRITE_TRIES = 5;
+/** A write after a paid answer is tried again from memory: first after this, doubling up to the cap. */
 const PAID_WRITE_BACKOFF_MS = 500;
+const PAID_WRITE_MAX_BACKOFF_MS = 5000;
+/** How long a paid answer waits for its store by default (the worker's ATELIER_STORE_PATIENCE_S). */
+const DEFAULT_STORE_PATIENCE_S = 120;
+
+/**
+ * How long a paid answer is held in memory while its store is down, in ms: long enough for an
+ * outage, a SlowDown spell or a bucket or credentials being put back, short enough to leave the
+ * row activity's 10-minute limit room for its call.
+ */
+function storePatienceMs(): number {
+  const seconds = Number(process.env.ATELIER_STORE_PATIENCE_S ?? DEFAULT_STORE_PATIENCE_S);
+  return (Number.isFinite(seconds) && seconds >= 0 ? seconds : DEFAULT_STORE_PATIENCE_S) * 1000;
+}
 
 /** Entries from before digests were recorded, or rows planned without one, match any request. */
 export function sameRequest(entry: Pick<LedgerEntry, 'digest'>, digest: string | undefined): boolean {
@@ -392,24 +404,52 @@ export class OutputListing {
 }
 
 /**
- * Runs a write that follows a paid answer: retried from memory within the attempt (bounded, with
- * backoff) while storage answers with a passing fault; if it still fails, the row stops with a
- * StorageError, which pauses the run instead of a blind activity retry that would pay again.
+ * Runs a write that follows a paid answer: retried from memory within the attempt, with backoff,
+ * while storage answers with a passing fault or the store as a whole fails (StoreFault: down,
+ * throttling, its bucket gone, credentials refused), for up to the worker's store patience; the row
+ * in flight waits for its store rather than drop what it paid for. If the write still fails, the row
+ * stops with a StorageError, which pauses the run instead of a blind activity retry that would pay
+ * again. Refusals of this one object (a full disk, a bad name) stop it at once.
  */
 export async function afterPaid<T>(what: string, write: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  const started = Date.now();
+  const patience = storePatienceMs();
   for (let attempt = 1; ; attempt++) {
     try {
       return await write();
     } catch (err) {
-      // Storage errors come classified; a passing one (5xx, SlowDown, a reset) is worth another try.
-      if (!(err instanceof ClassifiedError) || err.kind !== 'retryable') throw err;
-      if (attempt >= PAID_WRITE_TRIES || signal?.aborted) {
+      if (!(err instanceof ClassifiedError) || (err.kind !== 'retryable' && !(err instanceof StoreFault))) throw err;
+      const waited = Date.now() - started;
+      if (waited >= patience || signal?.aborted) {
         throw new ClassifiedError(
           'storageError',
-          `${what} failed ${attempt} times after the provider answered (${(err as Error)?.message ?? String(err)}); the run pauses rather than pay for the answer again`,
+          `${what} failed ${attempt} times in ${Math.round(waited / 1000)} s after the provider answered (${err.message}); the run pauses rather than pay for the answer again`,
         );
       }
-      await sleep(PAID_WRITE_BACKOFF_MS * 2 ** (attempt - 1));
+      await sleep(Math.min(PAID_WRITE_MAX_BACKOFF_MS, PAID_WRITE_BACKOFF_MS * 2 ** (attempt - 1), Math.max(0, patience - waited)));
+    }
+  }
+}
+
+/**
+ * Runs a read or write of the run's own bookkeeping (the next page of rows, the results tables)
+ * that may wait for its store: while the store is unavailable (down, throttling: a retryable
+ * StoreFault) it is tried again, with backoff, for up to the worker's store patience, so an outage
+ * of a minute or two is waited out inside the activity instead of spending its few retries, whose
+ * end fails the whole run. Any other failure is thrown at once. `op` runs again from its start.
+ */
+export async function whileStoreDown<T>(op: () => Promise<T>, beat?: () => void): Promise<T> {
+  const started = Date.now();
+  const patience = storePatienceMs();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      const waited = Date.now() - started;
+      if (!(err instanceof StoreFault) || err.kind !== 'retryable' || waited >= patience) throw err;
+      // An activity with a heartbeat timeout stays alive while it waits.
+      beat?.();
+      await sleep(Math.min(PAID_WRITE_MAX_BACKOFF_MS, PAID_WRITE_BACKOFF_MS * 2 ** (attempt - 1), Math.max(0, patience - waited)));
     }
   }
 }

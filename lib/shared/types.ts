@@ -148,6 +148,26 @@ export interface PlanRunResult {
   rowCostEstimateUsd?: number;
 }
 
+/** What nextRowsPage reads: the page of the plan from `cursor` and how its rows are chosen. */
+export interface RowsPageArgs {
+  outputDir: string;
+  cursor: number;
+  limit: number;
+  filterRows?: string;
+  selection?: RetrySelection;
+  /**
+   * The run's --batch phase (direct fallback): rows its batches failed with a final class are
+   * left failed, and the others are not counted as a retry of a counted failure (the phase did
+   * not count them).
+   */
+  batchPhase?: string;
+  /**
+   * Each row comes with its plan line (when small) and whether it is fresh (no ledger entry, no
+   * stored answer), for its task: the row activity then reads neither on its first attempt.
+   */
+  carryRows?: boolean;
+}
+
 export interface RowsPage {
   rows: RowRef[];
   /** Position to continue from, or null when the plan is exhausted. */
