@@ -114,7 +114,8 @@ const DEFAULT_STORE_PATIENCE_S = 120;
  * row activity's 10-minute limit room for its call.
  */
 function storePatienceMs(): number {
-  const seconds = Number(process.env.ATELIER_STORE_PATIENCE_S ?? DEFAULT_STORE_PATIENCE_S);
+  // Unset or empty (compose passes `${ATELIER_STORE_PATIENCE_S:-}`) means the default, not 0.
+  const seconds = Number(process.env.ATELIER_STORE_PATIENCE_S || DEFAULT_STORE_PATIENCE_S);
   return (Number.isFinite(seconds) && seconds >= 0 ? seconds : DEFAULT_STORE_PATIENCE_S) * 1000;
 }
 
