@@ -634,8 +634,8 @@ function batchInfo(spec: BatchJobSpec, batchId: string): Record<string, string> 
   return { batchId, batchPhase: spec.phaseId, batchJob: spec.jobId };
 }
 
-function identityOf(spec: BatchJobSpec, row: { position: number; index: number; digest?: string | undefined }) {
-  return { index: row.index, position: row.position, runId: spec.runId, model: spec.model, digest: row.digest };
+function identityOf(spec: BatchJobSpec, row: { position: number; index: number; digest?: string | undefined; inputs?: PlanRow['inputs'] }) {
+  return { index: row.index, position: row.position, runId: spec.runId, model: spec.model, digest: row.digest, inputs: row.inputs };
 }
 
 export function createBatchActivities(deps: BatchActivityDeps) {

@@ -446,7 +446,7 @@ class RowAttempt {
   private entry(prompts: string[], fields: Parameters<typeof ledgerEntry>[2]): LedgerEntry {
     const { task, row } = this;
     return ledgerEntry(
-      { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest },
+      { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest, inputs: row.inputs },
       this.prior,
       {
         // A row its batch called before (--batch-fallback direct) counts that call too.

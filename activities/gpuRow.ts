@@ -229,7 +229,14 @@ export function createGpuRowActivities() {
           requests.push(request);
           numbers.push(k);
         }
-        const identity = { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest };
+        const identity = {
+          index: task.index,
+          position: task.position,
+          runId: task.runId,
+          model: task.model,
+          digest: row.digest,
+          inputs: row.inputs,
+        };
         if (requests.length === 0) {
           // Every output was kept: the row is committed here.
           const { entry } = await commitRow(store, {
@@ -279,7 +286,14 @@ export function createGpuRowActivities() {
         const output = { path: target.path, bytes: await encodeOutput(produced, target.format, task.encoding) };
         const outputImages = row.outputs.map((o) => o.path);
         const prior = await store.readEntry(task.index);
-        const identity = { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest };
+        const identity = {
+          index: task.index,
+          position: task.position,
+          runId: task.runId,
+          model: task.model,
+          digest: row.digest,
+          inputs: row.inputs,
+        };
         if (args.last) {
           await commitRow(store, {
             outputs: [output],

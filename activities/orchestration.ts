@@ -4,7 +4,8 @@ import { keyProblem, openStorage, type Storage } from '../storage';
 import { readRunDataset, type DatasetHeader } from '../lib/dataset';
 import { isHubLocation, type HubReadStats } from '../lib/dataset/hub';
 import { boundedMessage, ClassifiedError, DatasetError } from '../lib/shared/errors';
-import { rowDigest } from '../lib/run/rowDigest';
+import { rowDigests } from '../lib/run/rowDigest';
+import { S3InputListing } from '../lib/dataset/inputIdentity';
 import { runBlobStore } from '../lib/dataset/blobs';
 import { rowSelector } from '../lib/shared/filterRows';
 import { retrySelector } from '../lib/shared/retrySelection';
@@ -310,25 +311,38 @@ export function createOrchestrationActivities() {
           // says so in the plan and the pages skip it without reading its entry a second time.
           let held: PlanRow[] = [];
           let batch: PlanRow[] = [];
+          // S3 inputs' ETags, one listing per folder; rows whose digest an earlier release made without them.
+          const s3Inputs = new S3InputListing();
+          const legacyDigests = new Map<number, string>();
+          const store = RunStore.open(input.outputDir);
           const countBatch = async (): Promise<void> => {
             const keys = batch.map((row) => ({ index: row.index, digest: row.digest! }));
             await stateOf.prefetch(keys);
             for (const [i, key] of keys.entries()) {
-              const state = await stateOf(key);
+              let state = await stateOf(key);
+              const legacy = legacyDigests.get(key.index);
+              if (state.status === 'changed' && legacy !== undefined && state.entry.digest === legacy) {
+                const adopted = await store.adoptInputs(state.entry, key.digest, batch[i]!.inputs);
+                if (adopted) state = { status: 'ok', entry: adopted };
+              }
               if (state.status === 'ok') {
                 alreadyOk += 1;
                 batch[i]!.doneAtPlanning = true;
               } else if (state.status === 'changed') changed += 1;
               else if (state.status === 'failed') countFailure(failedByType, state.errorType);
             }
-            for (const row of held) await writer.add(row);
+            for (const row of held) {
+              await writer.add(row);
+              legacyDigests.delete(row.index);
+            }
             held = [];
             batch = [];
           };
           for await (const row of rows) {
             const planned = planOutputs(input, row.index, row.turns.length, row.record, usedNames, rules);
-            const digest = await rowDigest({ ...row, ...planned }, input);
-            const planRow: PlanRow = { ...row, ...planned, digest };
+            const { digest, inputs, legacyDigest } = await rowDigests({ ...row, ...planned }, input, s3Inputs);
+            if (legacyDigest !== undefined) legacyDigests.set(row.index, legacyDigest);
+            const planRow: PlanRow = { ...row, ...planned, digest, ...(inputs ? { inputs } : {}) };
             held.push(planRow);
             if (selected(row.position)) {
               selectedRows += 1;

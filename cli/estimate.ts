@@ -7,7 +7,8 @@ import { pinnedInputCommit } from '../lib/run/plan';
 import { rowSelector } from '../lib/shared/filterRows';
 import { ledgerReader } from '../lib/run/ledger';
 import { defaultOutputs, namedOutputs } from '../lib/run/outputNames';
-import { rowDigest } from '../lib/run/rowDigest';
+import { rowDigests, type rowDigest, type RowDigests } from '../lib/run/rowDigest';
+import { S3InputListing } from '../lib/dataset/inputIdentity';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { buildWorkflowInput, checkModelChoice, type EditOptions } from './edit';
 import { ExitCodes, type CliIO, type CommandContext } from './io';
@@ -51,7 +52,11 @@ type EstimateRow = Parameters<typeof rowDigest>[0] & { index: number; record: Re
  * the ledger's status alone) where it cannot be known without a run: embedded images are digested
  * by their stored copy, which only a run makes.
  */
-async function estimateDigest(input: DatasetWorkflowInput, row: Omit<EstimateRow, 'outputs'>): Promise<string | undefined> {
+async function estimateDigest(
+  input: DatasetWorkflowInput,
+  row: Omit<EstimateRow, 'outputs'>,
+  s3Inputs: S3InputListing,
+): Promise<RowDigests | undefined> {
   if (row.images.some((r) => r.kind === 'blob') || row.mask?.kind === 'blob') return undefined;
   const count = row.turns.length > 1 ? row.turns.length : input.numImages;
   let outputs = defaultOutputs(row.index, count);
@@ -61,11 +66,12 @@ async function estimateDigest(input: DatasetWorkflowInput, row: Omit<EstimateRow
     if ('error' in named) return undefined;
     outputs = named;
   }
-  return rowDigest({ ...row, outputs }, input);
+  return rowDigests({ ...row, outputs }, input, s3Inputs);
 }
 
 export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate> {
   const selected = rowSelector(input.filterRows);
+  const s3Inputs = new S3InputListing();
   const api = input.backend !== 'diffusers';
   const caps = api ? capabilities(input.backend as Exclude<typeof input.backend, 'diffusers'>, input.model) : undefined;
   const perCall = caps ? caps.maxImagesPerCall : input.numImages;
@@ -112,8 +118,10 @@ export async function estimateRun(input: DatasetWorkflowInput): Promise<Estimate
       // Done means done for what the row asks now: the row's digest (settings, instruction, inputs,
       // output names) as planning computes it, so a parameter change counts the calls it will make.
       if (stateOf) {
-        const state = await stateOf({ index: row.index, digest: await estimateDigest(input, row) });
-        if (state.status === 'ok') {
+        const digests = await estimateDigest(input, row, s3Inputs);
+        const state = await stateOf({ index: row.index, digest: digests?.digest });
+        // An entry from an earlier release (S3 inputs digested by name) is adopted by planning, not redone.
+        if (state.status === 'ok' || (state.status === 'changed' && state.entry.digest === digests?.legacyDigest)) {
           e.alreadyOk += 1;
           continue;
         }

@@ -31,6 +31,7 @@ header h1 { font-size: 16px; margin: 0 0 6px; }
 .tile.conflict { border-color: var(--conflict); }
 .pair { display: flex; align-items: center; gap: 6px; height: 150px; }
 .pair img, .pair .none { width: 150px; height: 150px; object-fit: contain; background: #8882; border-radius: 4px; }
+.pair .unserved { color: var(--failed); font-size: 10px; overflow: hidden; padding: 4px; box-sizing: border-box; }
 .pair .none { display: flex; align-items: center; justify-content: center; color: #888; font-size: 12px; text-align: center; }
 .meta { margin-top: 6px; display: flex; gap: 6px; align-items: center; flex-wrap: wrap; }
 .badge { font-size: 11px; padding: 1px 6px; border-radius: 8px; color: white; }
@@ -92,6 +93,15 @@ function image(row, slot, thumb, lazy) {
   img.alt = 'row ' + row.index + ' ' + slot;
   img.draggable = false;
   img.src = '/' + (thumb ? 'thumb' : 'image') + '/' + row.index + '/' + slot + '?v=' + encodeURIComponent(row.outputs.join('|') + (row.attempts || ''));
+  // An image the server refuses (an output swapped after the run, an input that is no image) is
+  // replaced by the server's reason, so a refused output never looks like a slow one.
+  img.addEventListener('error', () => {
+    fetch(img.src).then((res) => res.json()).then((body) => body.error, () => 'not served').then((text) => {
+      const note = el('div', 'none unserved', text);
+      note.title = text;
+      img.replaceWith(note);
+    });
+  }, { once: true });
   return img;
 }
 
@@ -100,7 +110,7 @@ function tileFor(row) {
   tile.dataset.index = row.index;
   const pair = el('div', 'pair');
   pair.append(row.inputs > 0 ? image(row, 'in0', true) : el('div', 'none', 'text to image'), el('span', '', '→'));
-  pair.append(row.outputs.length > 0 ? image(row, 'out' + (row.outputs.length - 1), true) : el('div', 'none', row.status === 'failed' ? 'failed' : 'not done yet'));
+  pair.append(row.outputs.length > 0 ? image(row, 'out' + (row.outputs.length - 1), true) : row.outputsChanged ? el('div', 'none unserved', 'output replaced or missing since the run: not shown (a re-run makes it again)') : el('div', 'none', row.status === 'failed' ? 'failed' : 'not done yet'));
   const meta = el('div', 'meta');
   meta.append(el('b', '', '#' + row.index), el('span', 'badge ' + row.status, row.status));
   if (row.review) meta.append(el('span', 'badge ' + row.review, row.review));

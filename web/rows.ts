@@ -16,6 +16,8 @@ export interface RowSummary {
   turns: string[];
   inputs: number;
   outputs: string[];
+  /** Committed ok, but an output is missing or no longer the size its commit recorded: not shown, made again by a re-run. */
+  outputsChanged?: boolean;
   attempts?: number;
   latencyMs?: number;
   costUsd?: number;
@@ -80,6 +82,7 @@ export function summaryOf(view: RunRowView): CachedRow {
     turns: row.turns,
     inputs: row.images.length,
     outputs: view.status === 'ok' ? (entry?.outputImages ?? []) : [],
+    ...(view.status === 'pending' && entry?.status === 'ok' ? { outputsChanged: true } : {}),
     ...(entry?.attempts !== undefined ? { attempts: entry.attempts } : {}),
     ...(entry?.latencyMs !== undefined ? { latencyMs: entry.latencyMs } : {}),
     ...(entry?.costUsd !== undefined ? { costUsd: entry.costUsd } : {}),

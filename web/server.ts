@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { isS3Location, openStorage, type Storage } from '../storage';
 import { writeResultsTables, type WriteResultsArgs } from '../activities/resultsTables';
 import { layout } from '../lib/run/runStore';
+import { replacedSince } from '../lib/run/outputDigest';
 import { imageProblem, readSource, sniffImageType } from '../lib/images';
 import { childLocation, readPlanMeta } from '../lib/run/plan';
 import { clearReviewMark, isVerdict, MAX_REVIEW_REASON, writeReviewMark, type ReviewMark, type ReviewVerdict } from '../lib/run/review';
@@ -292,7 +293,10 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
   };
 
   /** An image of a row: `in0`, `in1`, ..., `mask`, `out0`, `out1`, ...; its bytes and an identity for caching. */
-  const imageOf = async (view: RunRowView, which: string): Promise<{ identity: string; load: () => Promise<Buffer> }> => {
+  const imageOf = async (
+    view: RunRowView,
+    which: string,
+  ): Promise<{ identity: string; load: () => Promise<Buffer>; check?: () => Promise<void> }> => {
     const match = /^(in|out)(\d+)$/.exec(which);
     if (match && match[1] === 'in') {
       const ref = view.row.images[Number(match[2])];
@@ -322,15 +326,35 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
       };
     }
     if (match) {
-      const path = view.status === 'ok' ? view.entry?.outputImages?.[Number(match[2])] : undefined;
+      // A row committed ok whose output is gone or resized reads as pending: asked for, it says why.
+      const path = view.entry?.status === 'ok' && view.status !== 'changed' ? view.entry.outputImages?.[Number(match[2])] : undefined;
       if (!path) throw new HttpError(404, `row ${view.row.index} has no output image ${match[2]}`);
+      // Only the bytes the row's commit recorded are served as its output (issue 23): a file swapped
+      // in after the run is refused, naming the row, and the page shows that instead of the picture.
+      const recorded = view.entry!.outputDigests?.[path];
+      const refused = (why: string) =>
+        new HttpError(409, `output ${match[2]} of row ${view.row.index} (${storage.describe(path)}) is not served: ${why}`);
       return {
-        identity: `out:${path}:${view.entry!.finishedAt}`,
+        identity: `out:${path}:${view.entry!.finishedAt}:${recorded?.sha256 ?? ''}`,
         load: async () => {
           const bytes = await storage.read(path);
           if (!bytes) throw new HttpError(404, `output ${path} is missing`);
+          const replaced = replacedSince(bytes, recorded);
+          if (replaced) throw refused(replaced);
           return bytes;
         },
+        // A kept thumbnail was made from checked bytes; before it is shown again the output's size
+        // is checked (a stat, not a read of the full image): one emptied or resized is refused.
+        ...(recorded
+          ? {
+              check: async () => {
+                const info = await storage.stat(path);
+                if (!info) throw new HttpError(404, `output ${path} is missing`);
+                if (info.size !== recorded.size)
+                  throw refused(`it is ${info.size} bytes; the commit recorded ${recorded.size}: it was replaced after the run`);
+              },
+            }
+          : {}),
       };
     }
     throw new HttpError(404, `unknown image ${which}`);
@@ -373,7 +397,7 @@ export async function startViewer(options: ViewerOptions): Promise<Viewer> {
     if (req.method === 'GET' && (parts[0] === 'thumb' || parts[0] === 'image') && parts.length === 3) {
       const view = await rowOf(parts[1]);
       const image = await imageOf(view, parts[2]!);
-      const bytes = parts[0] === 'thumb' ? await thumbnail(storage, image.identity, image.load) : await image.load();
+      const bytes = parts[0] === 'thumb' ? await thumbnail(storage, image.identity, image.load, image.check) : await image.load();
       // An image's URL names a row and a slot whose content a redo replaces: revalidate each time.
       res.writeHead(200, {
         'content-type': parts[0] === 'thumb' ? 'image/webp' : sniffImageType(bytes, 'application/octet-stream'),

@@ -14,11 +14,22 @@ export function thumbKey(identity: string): string {
   return layout.thumb(createHash('sha256').update(identity).digest('hex').slice(0, 32));
 }
 
-/** The cached thumbnail of an image, made from `load()` the first time it is asked for. */
-export async function thumbnail(storage: Storage, identity: string, load: () => Promise<Buffer>): Promise<Buffer> {
+/**
+ * The cached thumbnail of an image, made from `load()` the first time it is asked for; `check()`
+ * (which throws when the image no longer holds) runs before a cached one is served.
+ */
+export async function thumbnail(
+  storage: Storage,
+  identity: string,
+  load: () => Promise<Buffer>,
+  check?: () => Promise<void>,
+): Promise<Buffer> {
   const key = thumbKey(identity);
   const cached = await storage.read(key);
-  if (cached) return cached;
+  if (cached) {
+    await check?.();
+    return cached;
+  }
   const thumb = await sharp(await load())
     .rotate()
     .resize(THUMB_SIDE, THUMB_SIDE, { fit: 'inside', withoutEnlargement: true })

@@ -11,10 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tempfile
+import secrets
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -126,8 +125,63 @@ class Written(NamedTuple):
     size: int
 
 
+#: A local output's path under the run's output dir: the orchestrator hands the worker this staging
+#: name (activities/gpuRow.ts, storage/local.ts createUrl), the output dir resolved once.
+_STAGING = "/.atelier/staging/"
+
+
+def _pinned_parent(path: str) -> tuple[int, str]:
+    """A descriptor of ``path``'s folder, reached without following a link below the run's output dir.
+
+    The output dir (the part before ``/.atelier/``; for any other path, the folder that holds it) is
+    opened by its path, as the orchestrator resolved it. Every folder below it is opened relative to
+    the one above with O_NOFOLLOW (openat-style, ``dir_fd``), created if missing: a folder swapped for
+    a link between the orchestrator's check and this write is refused (ELOOP / ENOTDIR), never followed,
+    so nothing is written outside the output dir (storage/pinnedDir.ts does the same on the TS side).
+    Returns the descriptor (the caller closes it) and the file's own name.
+    """
+    if not os.path.isabs(path):
+        raise OutputStoreError(f"output path is not absolute: {path}")
+    marker = path.find(_STAGING)
+    if marker > 0:
+        root, rest = path[:marker], path[marker + 1:]
+    else:
+        root, rest = os.path.dirname(path), os.path.basename(path)
+    *folders, name = rest.split("/")
+    if not name or any(part in ("", ".", "..") for part in [*folders, name]):
+        raise OutputStoreError(f"output path {path} has an empty, . or .. component")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        os.makedirs(root, exist_ok=True)
+        fd = os.open(root, flags)
+    except OSError as e:
+        raise OutputStoreError(f"storing the output at {path} failed: {e}") from None
+    try:
+        for i, folder in enumerate(folders):
+            try:
+                os.mkdir(folder, 0o777, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                child = os.open(folder, flags | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                where = os.path.join(root, *folders[: i + 1])
+                why = f"{where} is not a folder (a link, or swapped for one): {e.strerror}"
+                raise OutputStoreError(f"storing the output at {path} refused: {why}") from None
+            os.close(fd)
+            fd = child
+        return fd, name
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def write_png_atomic(image: Image.Image, output_path: str, compress_level: int = 4) -> Written:
-    """Write `image` as PNG to a path (temp file in the same folder, fsync, os.replace) or a PUT URL."""
+    """Write `image` as PNG to a path (temp file in the same folder, fsync, rename) or a PUT URL.
+
+    A local path is written through descriptors pinned below the run's output dir (_pinned_parent):
+    the temp file is created O_EXCL | O_NOFOLLOW in the folder held open, and renamed within it.
+    """
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=compress_level)
     data = buffer.getvalue()
@@ -135,27 +189,26 @@ def write_png_atomic(image: Image.Image, output_path: str, compress_level: int =
     if is_url(output_path):
         _put_once(output_path, data)
         return written
-    out = Path(output_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    dfd, name = _pinned_parent(output_path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dfd)
         try:
-            os.unlink(tmp)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise
+        try:  # make the rename durable too
+            os.fsync(dfd)
         except OSError:
             pass
-        raise
-    try:  # make the rename durable too
-        dfd = os.open(out.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    finally:
+        os.close(dfd)
     return written

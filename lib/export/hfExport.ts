@@ -1,9 +1,9 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { rename, writeFile } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
 import { openStorage } from '../../storage';
 import { childLocation, readPlanMeta, type ImageRef, type PlanMeta } from '../run/plan';
-import type { OutputDigest } from '../run/records';
+import { replacedSince } from '../run/outputDigest';
 import { layout } from '../run/runStore';
 import { imageProblem, readSource } from '../images';
 import { ArrowTableWriter } from './arrowTable';
@@ -172,14 +172,6 @@ function imageName(ref: ImageRef): string | null {
 }
 
 const describeRef = (ref: ImageRef): string => (ref.kind === 'data' ? 'data: URI' : ref.source);
-
-/** Why an output's bytes are not the ones its row's commit wrote (recorded in the ledger), or undefined. */
-function replacedSince(bytes: Buffer, recorded: OutputDigest | undefined): string | undefined {
-  if (!recorded) return undefined;
-  const sha256 = createHash('sha256').update(bytes).digest('hex');
-  if (sha256 === recorded.sha256 && bytes.length === recorded.size) return undefined;
-  return `it is not what the row made (sha256 ${sha256.slice(0, 16)}…, ${bytes.length} bytes; the commit recorded ${recorded.sha256.slice(0, 16)}…, ${recorded.size} bytes): it was replaced after the run`;
-}
 
 /**
  * Reads an input image for an export, decoded first: one that cannot be read or is not an image is

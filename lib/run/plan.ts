@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { openStorage } from '../../storage';
 import type { DatasetRow } from '../dataset/common';
 import type { OutputTarget } from './outputNames';
+import type { InputIdentity } from './records';
 import { layout, RunStore } from './runStore';
 
 export type { ImageRef } from '../dataset/common';
@@ -26,6 +27,8 @@ export interface PlanRow extends DatasetRow {
    * modification times), hashed: a ledger entry made for another digest is stale (lib/run/rowDigest.ts).
    */
   digest?: string;
+  /** Each S3 input image's ETag and size when planned (part of `digest`); the row's entry records them. */
+  inputs?: Record<string, InputIdentity>;
   /**
    * Planning found the row done (its ledger entry ok for this digest, its outputs there): the run's
    * first pass over the plan dispatches it without reading its ledger entry again.

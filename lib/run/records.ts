@@ -7,6 +7,15 @@ export interface OutputDigest {
   size: number;
 }
 
+/**
+ * What an S3 input image was when its row was planned: its ETag and size from a listing (issue 23). A
+ * re-run that finds another ETag or size for the same name redoes the row.
+ */
+export interface InputIdentity {
+  etag: string;
+  size: number;
+}
+
 /** One earlier output of a row, kept when the row was redone. */
 export interface RowGeneration {
   generation: number;
@@ -58,6 +67,16 @@ export interface LedgerEntry {
    * (earlier turns, kept GPU outputs) and in older ledgers.
    */
   outputDigests?: Record<string, OutputDigest>;
+  /**
+   * Each S3 input image's ETag and size, by its s3:// location, as planned for the outputs this entry
+   * holds (they are part of `digest`). Absent for rows without S3 inputs and in older ledgers.
+   */
+  inputs?: Record<string, InputIdentity>;
+  /**
+   * The entry came from an earlier release (its digest made without the inputs' ETags): a re-run took
+   * `inputs` as they were then instead of redoing the row (an input replaced before that re-run went unseen).
+   */
+  inputsAdopted?: boolean;
   /** Earlier outputs of a row made again (`atelier retry --redo`), oldest first (lib/run/redo.ts). */
   history?: RowGeneration[];
   finishedAt: string;

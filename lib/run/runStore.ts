@@ -281,6 +281,19 @@ export class RunStore {
   }
 
   /**
+   * Takes an ok entry an earlier release wrote (its digest made without the S3 inputs' ETags) as made
+   * from the inputs as they are now: its digest becomes the row's, with their ETags recorded, once its
+   * outputs are in place. Upgrading redoes no row; from then on a replaced input is noticed.
+   * Returns the entry as rewritten, or undefined (outputs missing: the row is redone anyway).
+   */
+  async adoptInputs(entry: LedgerEntry, digest: string, inputs: LedgerEntry['inputs']): Promise<LedgerEntry | undefined> {
+    if (!entry.outputImages?.length || !(await this.outputsExist(entry.outputImages, entry.outputDigests))) return undefined;
+    const adopted: LedgerEntry = { ...entry, digest, ...(inputs ? { inputs } : {}), inputsAdopted: true };
+    await this.writeJson(layout.ledgerEntry(entry.index), adopted);
+    return adopted;
+  }
+
+  /**
    * Whether every path exists: a stat each (a HEAD on S3); a failed check throws, never "missing".
    * An output whose size is not the one its commit recorded (emptied, replaced) counts as missing.
    */
@@ -462,6 +475,8 @@ export interface RowIdentity {
   runId: string;
   model: string;
   digest?: string | undefined;
+  /** The row's S3 inputs' ETags and sizes as planned (lib/run/records.ts `inputs`). */
+  inputs?: LedgerEntry['inputs'] | undefined;
 }
 
 /**
@@ -481,6 +496,7 @@ export function ledgerEntry(
     runId: row.runId,
     model: row.model,
     ...(row.digest ? { digest: row.digest } : {}),
+    ...(row.inputs ? { inputs: row.inputs } : {}),
     ...(replaced ? { replacedDigest: replaced } : {}),
     // A redone row keeps its earlier outputs' history (and a later redo its own seed).
     ...(prior?.history?.length ? { history: prior.history } : {}),
