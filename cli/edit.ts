@@ -12,7 +12,8 @@ import { datasetFormat } from '../lib/dataset';
 import { isWebDatasetInput } from '../lib/dataset/webdataset';
 import { isHubLocation } from '../lib/dataset/hub';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
-import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
+import type { BatchFallback, BatchSettings } from '../lib/shared/batch';
+import { batchBackends, isBatchBackend } from '../activities/providers/registry';
 import type { ApiBackend, Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { pinnedInputCommit } from '../lib/run/plan';
@@ -98,9 +99,9 @@ function batchSettings(options: EditOptions, backend: string): BatchSettings | u
     if (options.batchFallback !== undefined) throw new UsageError('--batch-fallback goes with --batch');
     return undefined;
   }
-  if (!BATCH_BACKENDS.includes(backend as BatchBackend)) {
+  if (!isBatchBackend(backend)) {
     throw new UsageError(
-      `--batch is for the ${BATCH_BACKENDS.join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`,
+      `--batch is for the ${batchBackends().join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`,
     );
   }
   const fallback = (options.batchFallback ?? 'direct') as BatchFallback;

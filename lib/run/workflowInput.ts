@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES } from '../shared/backends';
 import { parseFilterRows } from '../shared/filterRows';
 import { validateRetrySelection } from '../shared/retrySelection';
-import { BATCH_BACKENDS, type BatchBackend } from '../shared/batch';
+import { batchBackends, isBatchBackend } from '../../activities/providers/registry';
 import { validateRunId } from './runId';
 import type { RetrySelection } from '../shared/retrySelection';
 
@@ -256,8 +256,8 @@ export function parseDatasetWorkflowInput(raw: unknown): WorkflowInputFields {
       message: 'backend diffusers needs gpu settings (modelType, taskQueue)',
       path: ['gpu'],
     })
-    .refine((input) => !input.batch || BATCH_BACKENDS.includes(input.backend as BatchBackend), {
-      message: 'batch mode is available for the openai and gemini backends only',
+    .refine((input) => !input.batch || isBatchBackend(input.backend), {
+      message: `batch mode is available for the ${batchBackends().join(' and ')} backends only`,
       path: ['batch'],
     })
     .refine((input) => !input.batch || !input.promptEnhance, {

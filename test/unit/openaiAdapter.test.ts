@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
-import { createOpenAIProvider } from '../../activities/providers/openai';
+import { createOpenAIProvider } from '../../activities/providers/openai/adapter';
 import { ClassifiedError } from '../../lib/shared/errors';
 import OpenAI, { toFile } from 'openai';
 import { estimateCostUsd } from '../../activities/providers/models';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { freePort } from '../../lib/temporal/devServer';
 
 let standin: OpenAIStandin;

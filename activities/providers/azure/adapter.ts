@@ -1,6 +1,6 @@
 import OpenAI, { AzureOpenAI } from 'openai';
-import { openAIImagesProvider } from './openai';
-import type { ImageEditProvider } from './provider';
+import { openAIImagesProvider } from '../openai/adapter';
+import type { ImageEditProvider } from '../provider';
 
 // Azure OpenAI: OpenAI's Images API served from an Azure resource. Everything but the client is
 // shared with openai.ts (request fields from the capability table, multipart images, error classes:

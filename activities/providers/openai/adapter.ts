@@ -1,10 +1,10 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import sharp from 'sharp';
-import { ClassifiedError } from '../../lib/shared/errors';
-import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
-import { checkEditInputs, resultImage, retryAfterMs, sniffImageType, tableLimits } from './shared';
-import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
-import { connectionErrorMessage } from '../../lib/shared/unreachable';
+import { ClassifiedError } from '../../../lib/shared/errors';
+import { capabilities, supportsParam, type Backend, type ModelCapabilities } from '../models';
+import { checkEditInputs, resultImage, retryAfterMs, sniffImageType } from '../shared';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from '../provider';
+import { connectionErrorMessage } from '../../../lib/shared/unreachable';
 
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
 // The SDK's own retries are off: Temporal's activity retry policy owns every retry, so backoff,
@@ -159,7 +159,6 @@ export function openAIImagesProvider(
   return {
     backend,
     secrets,
-    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       const caps = capabilities(backend, request.model);

@@ -1,6 +1,6 @@
 import { GoogleGenAI, type GoogleGenAIOptions } from '@google/genai';
-import { googleGenAIProvider } from './gemini';
-import type { ImageEditProvider } from './provider';
+import { googleGenAIProvider } from '../gemini/adapter';
+import type { ImageEditProvider } from '../provider';
 
 // Gemini image models on Vertex AI through @google/genai with `vertexai: true`: the same
 // generateContent request and answer as the Gemini API, so everything but the client is shared with
