@@ -106,6 +106,24 @@ export function supportsParam(caps: ModelCapabilities, param: ParamName): boolea
   return caps.params === 'any' || caps.params.includes(param);
 }
 
+/**
+ * Parameters a run is refused for at planning, before any call, rather than warned about: left out
+ * of the request they would change what every row is asked for without the user knowing
+ * (`complexity`, which only gpt-image-2.6 takes), and a value the model does not take would fail
+ * every row with the provider's 400. One sentence, or undefined.
+ */
+export function refusedParams(backend: Backend, model: string, params: ModelParams): string | undefined {
+  if (params.complexity === undefined) return undefined;
+  const caps = capabilities(backend, model);
+  if (!supportsParam(caps, 'complexity')) {
+    const takers = tableModels(backend).filter((m) => capabilities(backend, m.model).complexities);
+    return `${model} does not take --complexity${takers.length ? ` (${takers.map((m) => m.model).join(', ')} do)` : ''}; drop it or pick one of those models`;
+  }
+  if (caps.complexities && !caps.complexities.includes(params.complexity))
+    return `--complexity ${params.complexity}: ${model} takes ${caps.complexities.join(', ')}`;
+  return undefined;
+}
+
 function parseSize(size: string | undefined): [number, number] | undefined {
   const m = /^(\d+)x(\d+)$/.exec(size ?? '');
   return m ? [Number(m[1]), Number(m[2])] : undefined;
@@ -146,6 +164,9 @@ export function checkParams(
   }
   if (params.quality && caps.qualities && supportsParam(caps, 'quality') && !caps.qualities.includes(params.quality)) {
     problems.push(`${model} takes quality ${caps.qualities.join(', ')}, not ${params.quality}`);
+  }
+  if (params.complexity && caps.complexities && supportsParam(caps, 'complexity') && !caps.complexities.includes(params.complexity)) {
+    problems.push(`${model} takes complexity ${caps.complexities.join(', ')}, not ${params.complexity}`);
   }
   if (params.background === 'transparent' && supportsParam(caps, 'background')) {
     if (caps.transparentBackground === false) problems.push(`${model} does not support a transparent background`);

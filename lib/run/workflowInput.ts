@@ -51,6 +51,8 @@ const modelParamsSchema = z
     inputFidelity: z.string().optional(),
     /** OpenAI: auto or low. */
     moderation: z.string().optional(),
+    /** gpt-image-2.6: low, medium or high (how much work the model puts in; OpenAI's default is high). */
+    complexity: z.string().optional(),
     /** Gemini / OpenRouter: 1:1, 16:9, ... */
     aspectRatio: z.string().optional(),
     /** Gemini: 1K, 2K, 4K; OpenRouter: 0.5K ... 4K. */

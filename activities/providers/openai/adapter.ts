@@ -79,6 +79,8 @@ export function openAIParams(request: ImageRequest, caps: ModelCapabilities, kin
     ...(has('outputFormat') ? { output_format: p.outputFormat } : {}),
     ...(has('outputCompression') ? { output_compression: p.outputCompression } : {}),
     ...(kind === 'edit' && has('inputFidelity') ? { input_fidelity: p.inputFidelity } : {}),
+    // gpt-image-2.6 only (the table's `complexities`); untyped in the SDK, sent as a form field or JSON key.
+    ...(has('complexity') ? { complexity: p.complexity } : {}),
     // Typed only on generate in the SDK; the edits endpoint takes it too (sent as a form field).
     ...(has('moderation') ? { moderation: p.moderation } : {}),
     // OpenAI-compatible diffusion servers (vLLM-Omni, SGLang; models with params 'any'): the run's

@@ -81,7 +81,7 @@ const gptImage25: Entry = {
   transparentBackground: true,
   price: { tokens: gptImage2.price.tokens! },
 };
-const gptImage26: Entry = { ...gptImage25, complexities: ['low', 'medium', 'high'] };
+const gptImage26: Entry = { ...gptImage25, params: [...GPT_PARAMS_NO_FIDELITY, 'complexity'], complexities: ['low', 'medium', 'high'] };
 
 /** A retired model: it no longer answers, so only its lifecycle matters. */
 function retired(replacement: string, since?: string): Entry {
