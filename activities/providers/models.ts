@@ -318,7 +318,7 @@ function round(usd: number): number {
 
 /**
  * The `modalities` to ask OpenRouter for: image, plus text only where the model outputs text. Here,
- * not in openrouter.ts, so `atelier models` shows it without loading the adapter's SDK.
+ * not in openrouter/adapter.ts, so `atelier models` shows it without loading the adapter's SDK.
  */
 export function modalitiesFor(
   declared: readonly string[] | undefined,

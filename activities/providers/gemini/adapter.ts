@@ -235,7 +235,7 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
   return googleGenAIProvider('gemini', ai, { secrets: [options.apiKey], filesApi: true, endpoint });
 }
 
-/** The backends served through @google/genai: the Gemini API and Vertex AI (vertex.ts). */
+/** The backends served through @google/genai: the Gemini API and Vertex AI (vertex/adapter.ts). */
 export type GoogleBackend = Extract<Backend, 'gemini' | 'vertex'>;
 
 /**
