@@ -181,7 +181,8 @@ export function checkModelChoice(
 ): string[] {
   if (input.backend === 'diffusers') {
     if (input.maxCostUsd !== undefined) throw new UsageError('--max-cost is for API backends (a local GPU model has no per-call price)');
-    if (input.params.complexity !== undefined) throw new UsageError('--complexity is for gpt-image-2.6 (OpenAI, Azure); drop it for a local GPU model');
+    if (input.params.complexity !== undefined)
+      throw new UsageError('--complexity is for gpt-image-2.6 (OpenAI, Azure); drop it for a local GPU model');
     return [];
   }
   const lifecycle = lifecycleProblem(input.backend, input.model, now);
