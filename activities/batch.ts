@@ -1,20 +1,9 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import type { Content, GoogleGenAI, InlinedRequest, Part } from '@google/genai';
-import OpenAI, { toFile } from 'openai';
 import { openStorage, type Storage } from '../storage';
 import {
-  BATCH_LIMITS,
   BATCH_PRICE_FACTOR,
-  batchRequestKey,
   parseBatchRequestKey,
   type BatchBackend,
   type BatchFallback,
@@ -35,9 +24,9 @@ import { ErrorTypes } from '../lib/shared/errorTypes';
 import type { ImageRef as DatasetImageRef } from '../lib/dataset/common';
 import { AttemptFence } from './attemptFence';
 import { checkOutputsWritable, checkRow } from './editRow';
-import { classifyOpenAIError, openAIParams, usageOf as openAIUsage } from './providers/openai';
-import type * as GeminiAdapter from './providers/gemini';
-import { capabilities, rowCostUsd, supportsParam } from './providers/models';
+import type { BatchClient, ImageRef, LineOutcome } from './providers/batchClient';
+import { capabilities, rowCostUsd } from './providers/models';
+import { batchCapability } from './providers/registry';
 
 // Provider batch jobs (`atelier edit --batch`): half price, answered within 24 hours. One job is one
 // provider batch. Its rows are listed in a manifest in the run's storage; these activities build and
@@ -159,15 +148,16 @@ export function createBatchPlanningActivities() {
       const storage = openStorage(input.outputDir);
       const selected = rowSelector(input.filterRows);
       const stateOf = await ledgerReader(input.outputDir);
-      // Gemini answers one image per request: --num-images N is N requests per row.
-      const callsPerRow = input.backend === 'gemini' ? Math.max(1, input.numImages ?? 1) : 1;
-      const limit = Math.floor(BATCH_LIMITS[input.backend].maxRequests / callsPerRow);
+      // A provider that answers one image per request (Gemini) makes N requests per row for --num-images N.
+      const batch = batchCapability(input.backend);
+      const callsPerRow = batch.requestsPerRow(Math.max(1, input.numImages ?? 1));
+      const limit = Math.floor(batch.limits.maxRequests / callsPerRow);
       const perJob = Math.max(1, Math.min(input.maxRowsPerJob ?? limit, limit));
       const plan: BatchPlan = { jobs: [], multiTurnDirect: 0, multiTurnRefused: 0, retried: {} };
       const retried = (state: Awaited<ReturnType<typeof stateOf>>) => {
         if (state.status === 'failed') plan.retried[state.errorType] = (plan.retried[state.errorType] ?? 0) + 1;
       };
-      // An OpenAI batch has one endpoint: edits and text-to-image rows go in separate jobs.
+      // A batch with one endpoint (OpenAI): edits and text-to-image rows go in separate jobs.
       const open = new Map<string, JobManifest['rows']>();
       const flush = async (kind: string) => {
         const rows = open.get(kind);
@@ -201,7 +191,7 @@ export function createBatchPlanningActivities() {
           continue;
         }
         retried(state);
-        const kind = input.backend === 'openai' && row.images.length === 0 ? 'generate' : 'edit';
+        const kind = batch.oneEndpointPerBatch && row.images.length === 0 ? 'generate' : 'edit';
         const rows = open.get(kind) ?? [];
         rows.push({ position: row.position, index: row.index });
         open.set(kind, rows);
@@ -213,8 +203,6 @@ export function createBatchPlanningActivities() {
   };
 }
 
-// ---- provider clients -----------------------------------------------------------------------------
-
 export interface BatchActivityDeps {
   backend: BatchBackend;
   apiKey: string;
@@ -225,406 +213,6 @@ interface RowAnswer {
   images: Buffer[];
   requestIds: string[];
   usage: Record<string, number>;
-}
-
-type LineOutcome =
-  { ok: true; images: Buffer[]; requestId?: string; usage?: Record<string, number> } | { ok: false; errorType: string; error: string };
-
-/** What the activities need from a provider's batch API. */
-/** An input image as a line refers to it: the bytes, or a file the provider already holds. */
-type ImageRef = Buffer | { fileId: string };
-
-interface BatchClient {
-  /**
-   * Uploads an input image once per job, content-addressed (rows sharing a source image share the
-   * upload), so lines carry a file id instead of the image: absent where lines carry the bytes.
-   */
-  uploadImage?(png: Buffer, spec: BatchJobSpec): Promise<string>;
-  /** Deletes the uploaded input images (their job's results are committed). */
-  deleteFiles?(fileIds: string[]): Promise<void>;
-  /** One request line (OpenAI) or request (Gemini) per call of the row. */
-  requests(row: PlanRow, inputs: ImageRef[], mask: ImageRef | undefined, spec: BatchJobSpec): { key: string; body: unknown }[];
-  /** The batch tagged with this job, looking back (newest first) no further than `since` (ms). */
-  findTagged(spec: BatchJobSpec, since: number): Promise<string | undefined>;
-  create(spec: BatchJobSpec, requests: { key: string; body: unknown }[], bytes: number): Promise<{ batchId: string; inputFileId?: string }>;
-  status(batchId: string): Promise<BatchStatus>;
-  /** Every answer the batch holds, keyed by request key. */
-  results(batchId: string, each: (key: string, outcome: LineOutcome) => Promise<void>): Promise<void>;
-  cancel(batchId: string): Promise<void>;
-  classify(err: unknown): ClassifiedError;
-}
-
-function dataUrl(png: Buffer): string {
-  return `data:image/png;base64,${png.toString('base64')}`;
-}
-
-/** OpenAI's JSON image reference: `{file_id}` for an uploaded image, else a data URL. */
-function openAIImageRef(ref: ImageRef): { file_id: string } | { image_url: string } {
-  return Buffer.isBuffer(ref) ? { image_url: dataUrl(ref) } : { file_id: ref.fileId };
-}
-
-/** A per-line error's class, from its HTTP status and the provider's error code. */
-function lineErrorType(status: number, code: string | undefined): string {
-  if (code === 'moderation_blocked' || code === 'content_policy_violation') return ErrorTypes.blocked;
-  if (status === 408 || status === 409 || status === 429 || status >= 500 || code === 'batch_expired') return ErrorTypes.retryable;
-  return ErrorTypes.invalidRequest;
-}
-
-function openAIBatchClient(deps: BatchActivityDeps): BatchClient {
-  // SDK retries off: the activity's retry policy owns retries, as on the direct path.
-  const client = new OpenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { baseURL: deps.baseURL } : {}), maxRetries: 0, timeout: 300_000 });
-  const endpointFor = (row: PlanRow) => (row.images.length ? '/v1/images/edits' : '/v1/images/generations');
-  return {
-    // JSON edits take `images[].file_id` ([OA-edit]: "a fully qualified URL or base64 data URL" or
-    // `file_id`): each distinct image is uploaded once (purpose `vision`), so a line is a few hundred
-    // bytes and a job holds up to 50,000 rows instead of ~100 data-URL rows per 200 MB file.
-    async uploadImage(png, spec) {
-      const hash = createHash('sha256').update(png).digest('hex');
-      const file = await client.files.create({
-        file: await toFile(png, `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}-${hash.slice(0, 32)}.png`, { type: 'image/png' }),
-        purpose: 'vision',
-      });
-      return file.id;
-    },
-    async deleteFiles(fileIds) {
-      for (const id of fileIds) {
-        // Already gone (an earlier attempt deleted it): nothing to do.
-        await client.files.delete(id).catch((err: unknown) => {
-          if (!(err instanceof OpenAI.NotFoundError)) throw err;
-        });
-      }
-    },
-    requests(row, inputs, mask, spec) {
-      const caps = capabilities('openai', spec.model);
-      const request = { model: spec.model, prompt: row.turns[0]!, params: spec.params, numImages: row.outputs.length };
-      const body = {
-        model: spec.model,
-        prompt: row.turns[0],
-        ...openAIParams(request, caps, inputs.length ? 'edit' : 'generate'),
-        ...(inputs.length ? { images: inputs.map(openAIImageRef) } : {}),
-        ...(mask ? { mask: openAIImageRef(mask) } : {}),
-      };
-      return [
-        { key: batchRequestKey(row.index), body: { custom_id: batchRequestKey(row.index), method: 'POST', url: endpointFor(row), body } },
-      ];
-    },
-    async findTagged(spec, since) {
-      // Newest first: stop at batches older than the job itself.
-      for await (const batch of client.batches.list({ limit: 100 })) {
-        if (batch.metadata?.atelier_job_id === spec.jobId) return batch.id;
-        if (batch.created_at * 1000 < since) break;
-      }
-      return undefined;
-    },
-    async create(spec, requests) {
-      const jsonl = `${requests.map((r) => JSON.stringify(r.body)).join('\n')}\n`;
-      const endpoints = new Set(requests.map((r) => (r.body as { url: string }).url));
-      if (endpoints.size > 1)
-        throw new ClassifiedError('inputError', 'a batch job mixes edit and text-to-image rows; a batch has one endpoint');
-      const file = await client.files.create({
-        file: await toFile(Buffer.from(jsonl), `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}.jsonl`),
-        purpose: 'batch',
-      });
-      let batch;
-      try {
-        batch = await client.batches.create({
-          input_file_id: file.id,
-          endpoint: [...endpoints][0] as '/v1/images/edits',
-          completion_window: '24h',
-          metadata: { atelier_run_id: spec.runId.slice(0, 512), atelier_job_id: spec.jobId.slice(0, 512) },
-        });
-      } catch (err) {
-        // No batch holds the input file: delete it, so a retried submit does not leave it behind.
-        await client.files.delete(file.id).catch(() => undefined);
-        throw err;
-      }
-      return { batchId: batch.id, inputFileId: file.id };
-    },
-    async status(batchId) {
-      const b = await client.batches.retrieve(batchId);
-      return {
-        providerStatus: b.status,
-        terminal: ['completed', 'failed', 'expired', 'cancelled'].includes(b.status),
-        ...(b.request_counts
-          ? { total: b.request_counts.total, completed: b.request_counts.completed, failed: b.request_counts.failed }
-          : {}),
-        ...(b.errors?.data?.length
-          ? {
-              error: b.errors.data
-                .map((e) => `${e.line ? `line ${e.line}: ` : ''}${e.code ? `${e.code}: ` : ''}${e.message ?? ''}`)
-                .slice(0, 5)
-                .join('; '),
-            }
-          : {}),
-      };
-    },
-    async results(batchId, each) {
-      const b = await client.batches.retrieve(batchId);
-      for (const fileId of [b.output_file_id, b.error_file_id]) {
-        if (!fileId) continue;
-        const response = await client.files.content(fileId);
-        if (!response.body) continue;
-        const lines = createInterface({ input: Readable.fromWeb(response.body as WebReadableStream), crlfDelay: Infinity });
-        for await (const line of lines) {
-          if (!line.trim()) continue;
-          const record = JSON.parse(line) as {
-            custom_id: string;
-            response: {
-              status_code: number;
-              request_id?: string;
-              body: OpenAI.ImagesResponse & { error?: { message?: string; code?: string } };
-            } | null;
-            error: { code?: string; message?: string } | null;
-          };
-          const r = record.response;
-          if (r && r.status_code >= 200 && r.status_code < 300) {
-            const images = (r.body.data ?? []).flatMap((d) => (d.b64_json ? [Buffer.from(d.b64_json, 'base64')] : []));
-            const usage = openAIUsage(r.body.usage);
-            await each(record.custom_id, {
-              ok: true,
-              images,
-              ...(r.request_id ? { requestId: r.request_id } : {}),
-              ...(usage ? { usage } : {}),
-            });
-          } else {
-            const status = r?.status_code ?? 0;
-            const code = r?.body?.error?.code ?? record.error?.code;
-            const message = r?.body?.error?.message ?? record.error?.message ?? 'no answer';
-            await each(record.custom_id, {
-              ok: false,
-              errorType: lineErrorType(status, code ?? undefined),
-              error: `${status ? `${status} ` : ''}${code ? `${code}: ` : ''}${message}`,
-            });
-          }
-        }
-      }
-    },
-    async cancel(batchId) {
-      await client.batches.cancel(batchId);
-    },
-    classify: (err) => classifyOpenAIError(err, client.baseURL),
-  };
-}
-
-/**
- * The Gemini adapter (and @google/genai with it), loaded by a Gemini batch client's first call
- * rather than with this module: a worker serving only OpenAI never loads the Gemini SDK.
- */
-let geminiAdapter: typeof GeminiAdapter | undefined;
-
-function loadedGeminiAdapter(): typeof GeminiAdapter {
-  if (!geminiAdapter) throw new Error('the Gemini adapter is used before a Gemini batch client loaded it');
-  return geminiAdapter;
-}
-
-/** One GenerateContentResponse of a batch: its image, or why there is none. */
-function geminiOutcome(response: {
-  responseId?: string;
-  promptFeedback?: { blockReason?: string };
-  candidates?: { finishReason?: string; finishMessage?: string; content?: { parts?: Part[] } }[];
-  usageMetadata?: {
-    promptTokenCount?: number;
-    candidatesTokenCount?: number;
-    totalTokenCount?: number;
-    thoughtsTokenCount?: number;
-    candidatesTokensDetails?: { modality?: string; tokenCount?: number }[];
-  };
-}): LineOutcome {
-  const block = response.promptFeedback?.blockReason;
-  if (block && block !== 'BLOCKED_REASON_UNSPECIFIED')
-    return { ok: false, errorType: ErrorTypes.blocked, error: `the prompt was blocked: ${block}` };
-  const candidate = response.candidates?.[0];
-  const finish = candidate?.finishReason;
-  if (finish && loadedGeminiAdapter().BLOCKING_FINISH_REASONS.has(finish))
-    return {
-      ok: false,
-      errorType: ErrorTypes.blocked,
-      error: `the answer was withheld: ${finish}${candidate?.finishMessage ? ` (${candidate.finishMessage})` : ''}`,
-    };
-  const images = (candidate?.content?.parts ?? [])
-    .filter((p) => !p.thought && p.inlineData?.data)
-    .map((p) => Buffer.from(p.inlineData!.data!, 'base64'));
-  // A batch answer cannot be asked again in place: no image is a retryable failure (the fallback decides).
-  if (images.length === 0)
-    return { ok: false, errorType: ErrorTypes.retryable, error: `no image in the answer${finish ? ` (finish reason ${finish})` : ''}` };
-  const m = response.usageMetadata;
-  const imageTokens = m?.candidatesTokensDetails?.filter((d) => d.modality === 'IMAGE').reduce((s, d) => s + (d.tokenCount ?? 0), 0);
-  const usage: Record<string, number> = {};
-  for (const [k, v] of Object.entries({
-    inputTokens: m?.promptTokenCount,
-    outputTokens: m?.candidatesTokenCount,
-    totalTokens: m?.totalTokenCount,
-    thoughtsTokens: m?.thoughtsTokenCount,
-    outputImageTokens: imageTokens,
-  })) {
-    if (typeof v === 'number') usage[k] = v;
-  }
-  return { ok: true, images, ...(response.responseId ? { requestId: response.responseId } : {}), usage };
-}
-
-function geminiBatchClient(deps: BatchActivityDeps): BatchClient {
-  let client: Promise<GoogleGenAI> | undefined;
-  const genai = () =>
-    (client ??= Promise.all([import('@google/genai'), import('./providers/gemini')]).then(([sdk, adapter]) => {
-      geminiAdapter = adapter;
-      return new sdk.GoogleGenAI({ apiKey: deps.apiKey, ...(deps.baseURL ? { httpOptions: { baseUrl: deps.baseURL } } : {}) });
-    }));
-  const configFor = (spec: BatchJobSpec) => {
-    const caps = capabilities('gemini', spec.model);
-    const p = spec.params;
-    const imageConfig = {
-      ...(p.aspectRatio && supportsParam(caps, 'aspectRatio') ? { aspectRatio: p.aspectRatio } : {}),
-      ...(p.imageSize && supportsParam(caps, 'imageSize') ? { imageSize: p.imageSize } : {}),
-    };
-    return {
-      responseModalities: caps.imageOnlyResponse ? ['IMAGE'] : ['TEXT', 'IMAGE'],
-      ...(Object.keys(imageConfig).length ? { imageConfig } : {}),
-    };
-  };
-  return {
-    // Batch requests take Files API parts (`fileData`, "supported in all … endpoints, including
-    // Batch": ai.google.dev/gemini-api/docs/file-input-methods): each distinct image is uploaded once
-    // and the requests name it, instead of inlining it in every request.
-    async uploadImage(png, spec) {
-      const ai = await genai();
-      const hash = createHash('sha256').update(png).digest('hex');
-      const file = await ai.files.upload({
-        file: new Blob([new Uint8Array(png)], { type: 'image/png' }),
-        config: { mimeType: 'image/png', displayName: `${spec.jobId}-${hash.slice(0, 32)}`.slice(0, 128) },
-      });
-      if (!file.uri) throw new ClassifiedError('retryable', 'the Files API answered without a file uri');
-      return file.uri;
-    },
-    async deleteFiles(fileUris) {
-      const ai = await genai();
-      for (const uri of fileUris) {
-        const name = /(files\/[^/?:]+)/.exec(uri)?.[1];
-        if (!name) continue;
-        // Already gone (an earlier attempt deleted it, or it expired after 48 hours): nothing to do.
-        await ai.files.delete({ name }).catch(() => undefined);
-      }
-    },
-    requests(row, inputs, _mask, spec) {
-      const contents: Content[] = [
-        {
-          role: 'user',
-          parts: [
-            { text: row.turns[0]! },
-            ...inputs.map((ref) =>
-              Buffer.isBuffer(ref)
-                ? { inlineData: { mimeType: 'image/png', data: ref.toString('base64') } }
-                : { fileData: { fileUri: ref.fileId, mimeType: 'image/png' } },
-            ),
-          ],
-        },
-      ];
-      // Gemini answers one image per call: --num-images N is N requests.
-      return row.outputs.map((_, k) => ({ key: batchRequestKey(row.index, k), body: { contents, config: configFor(spec) } }));
-    },
-    async findTagged(spec, since) {
-      const ai = await genai();
-      const pager = await ai.batches.list({ config: { pageSize: 100 } });
-      for await (const job of pager) {
-        if (job.displayName === spec.jobId && job.name) return job.name;
-        if (job.createTime && Date.parse(job.createTime) < since) break;
-      }
-      return undefined;
-    },
-    async create(spec, requests, bytes) {
-      const ai = await genai();
-      const inlineLimit = BATCH_LIMITS.gemini.maxInlineBytes!;
-      if (bytes < inlineLimit * 0.95) {
-        const src: InlinedRequest[] = requests.map((r) => ({ ...(r.body as InlinedRequest), metadata: { key: r.key } }));
-        const job = await ai.batches.create({ model: spec.model, src, config: { displayName: spec.jobId } });
-        return { batchId: job.name! };
-      }
-      // Over the inline limit: one GenerateContentRequest per JSONL line, through the Files API.
-      const lines = requests.map((r) => {
-        const { contents, config } = r.body as { contents: Content[]; config: Record<string, unknown> };
-        return JSON.stringify({ key: r.key, request: { contents, generationConfig: config } });
-      });
-      const file = await ai.files.upload({
-        file: new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }),
-        config: { mimeType: 'application/jsonl', displayName: spec.jobId },
-      });
-      let job;
-      try {
-        job = await ai.batches.create({ model: spec.model, src: file.name!, config: { displayName: spec.jobId } });
-      } catch (err) {
-        // No batch holds the requests file: delete it, so a retried submit does not leave it behind.
-        await ai.files.delete({ name: file.name! }).catch(() => undefined);
-        throw err;
-      }
-      return { batchId: job.name!, inputFileId: file.name! };
-    },
-    async status(batchId) {
-      const ai = await genai();
-      const job = await ai.batches.get({ name: batchId });
-      const state = String(job.state ?? 'JOB_STATE_UNSPECIFIED');
-      return {
-        providerStatus: state,
-        terminal: [
-          'JOB_STATE_SUCCEEDED',
-          'JOB_STATE_FAILED',
-          'JOB_STATE_CANCELLED',
-          'JOB_STATE_EXPIRED',
-          'JOB_STATE_PARTIALLY_SUCCEEDED',
-        ].includes(state),
-        ...(job.error?.message ? { error: job.error.message } : {}),
-      };
-    },
-    async results(batchId, each) {
-      const ai = await genai();
-      const job = await ai.batches.get({ name: batchId });
-      const inline = job.dest?.inlinedResponses;
-      if (inline) {
-        for (const [k, answer] of inline.entries()) {
-          const key = answer.metadata?.key ?? String(k);
-          if (answer.error)
-            await each(key, {
-              ok: false,
-              errorType: lineErrorType(answer.error.code ?? 0, undefined),
-              error: `${answer.error.code ?? ''} ${answer.error.message ?? ''}`.trim(),
-            });
-          else await each(key, geminiOutcome((answer.response ?? {}) as Parameters<typeof geminiOutcome>[0]));
-        }
-        return;
-      }
-      const fileName = job.dest?.fileName;
-      if (!fileName) return;
-      const dir = await mkdtemp(join(tmpdir(), 'atelier-batch-'));
-      try {
-        const path = join(dir, 'responses.jsonl');
-        await ai.files.download({ file: fileName, downloadPath: path });
-        for await (const line of createInterface({ input: createReadStream(path), crlfDelay: Infinity })) {
-          if (!line.trim()) continue;
-          const record = JSON.parse(line) as {
-            key: string;
-            response?: Parameters<typeof geminiOutcome>[0];
-            error?: { code?: number; message?: string };
-          };
-          if (record.error)
-            await each(record.key, {
-              ok: false,
-              errorType: lineErrorType(record.error.code ?? 0, undefined),
-              error: `${record.error.code ?? ''} ${record.error.message ?? ''}`.trim(),
-            });
-          else await each(record.key, geminiOutcome(record.response ?? {}));
-        }
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
-    },
-    async cancel(batchId) {
-      const ai = await genai();
-      await ai.batches.cancel({ name: batchId });
-    },
-    // Before the adapter is loaded, the only possible failure is its loading.
-    classify: (err) =>
-      geminiAdapter
-        ? geminiAdapter.classifyGeminiError(err, undefined, deps.baseURL ?? geminiAdapter.DEFAULT_BASE_URL)
-        : new ClassifiedError('retryable', boundedMessage(String(err))),
-  };
 }
 
 // ---- the job's activities (provider queue: they need the key) ------------------------------------
@@ -639,9 +227,17 @@ function identityOf(spec: BatchJobSpec, row: { position: number; index: number; 
 }
 
 export function createBatchActivities(deps: BatchActivityDeps) {
-  const client = deps.backend === 'openai' ? openAIBatchClient(deps) : geminiBatchClient(deps);
+  // The provider's batch client (and its SDK) loads on the first activity that needs it.
+  let loaded: BatchClient | undefined;
+  let loading: Promise<BatchClient> | undefined;
+  const batchClient = () =>
+    (loading ??= batchCapability(deps.backend)
+      .client({ apiKey: deps.apiKey, baseURL: deps.baseURL })
+      .then((c) => (loaded = c)));
   const secrets = [deps.apiKey];
-  const fail = (err: unknown) => failure(err, secrets, client.classify);
+  // Before the client is loaded, the only possible failure is its loading.
+  const fail = (err: unknown) =>
+    failure(err, secrets, (e) => (loaded ? loaded.classify(e) : new ClassifiedError('retryable', boundedMessage(String(e)))));
 
   async function recordFailure(
     spec: BatchJobSpec,
@@ -671,6 +267,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
    * run's storage, which a submit that died before recording its submission left), then the records.
    */
   async function deleteUploads(spec: BatchJobSpec, fileIds: readonly string[]): Promise<void> {
+    const client = await batchClient();
     if (!client.deleteFiles) return;
     const storage = openStorage(spec.outputDir);
     const all = new Set([...fileIds, ...(await recordedUploads(storage, spec)).values()]);
@@ -718,6 +315,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
       return withHeartbeat(`batch job ${spec.jobId}`, async (fence) => {
         const storage = openStorage(spec.outputDir);
         try {
+          const client = await batchClient();
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
           if (recorded) {
             const { included: _i, createdAt: _c, imageFiles: _f, ...submission } = recorded;
@@ -772,7 +370,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             }
             return ref;
           };
-          const limits = BATCH_LIMITS[spec.backend];
+          const limits = batchCapability(spec.backend).limits;
           const caps = capabilities(spec.backend, spec.model);
           for (const ref of manifest.rows) {
             const row = await readPlanRow(spec.outputDir, ref.position);
@@ -852,7 +450,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
 
     async pollBatchJob(args: { backend: BatchBackend; batchId: string }): Promise<BatchStatus> {
       try {
-        return await client.status(args.batchId);
+        return await (await batchClient()).status(args.batchId);
       } catch (err) {
         throw fail(err);
       }
@@ -867,6 +465,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
       const { spec, batchId } = args;
       return withHeartbeat(`batch job ${spec.jobId}`, async () => {
         try {
+          const client = await batchClient();
           const storage = openStorage(spec.outputDir);
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
           const manifest = await readJson<JobManifest>(storage, jobKey(spec, 'rows'));
@@ -980,6 +579,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
     /** Cancels the job's batch at the provider (found by id, or by its tag when the id was never recorded). */
     async cancelBatchJob(args: { spec: BatchJobSpec; batchId?: string }): Promise<{ batchId?: string; providerStatus?: string }> {
       try {
+        const client = await batchClient();
         const storage = openStorage(args.spec.outputDir);
         const manifest = await readJson<JobManifest>(storage, jobKey(args.spec, 'rows'));
         const since = (Date.parse(manifest?.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;

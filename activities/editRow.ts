@@ -14,7 +14,7 @@ import { redactSecrets } from '../lib/redact';
 import { generationSeed } from '../lib/run/redo';
 import { afterPaid, commitRow, ledgerEntry, RunStore, type RowOutput, type StoredAnswer } from '../lib/run/runStore';
 import type { RowOutcome, RowTask } from '../lib/shared/types';
-import { rowCostUsd } from './providers/models';
+import { capabilities, rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
 import type { ImageEditProvider, ImageResult, JsonValue, ProviderImage } from './providers/provider';
 
@@ -250,11 +250,11 @@ class RowAttempt {
 
   private async loadInputs(): Promise<void> {
     const { task, row, provider } = this;
-    const limits = provider.inputLimits(task.model);
-    if (row.images.length > provider.maxInputImages(task.model)) {
+    const { inputLimits: limits, maxInputImages } = capabilities(provider.backend, task.model);
+    if (row.images.length > maxInputImages) {
       throw new ClassifiedError(
         'inputError',
-        `row ${row.index} has ${row.images.length} input images; ${task.model} takes at most ${provider.maxInputImages(task.model)}`,
+        `row ${row.index} has ${row.images.length} input images; ${task.model} takes at most ${maxInputImages}`,
       );
     }
     const sources = {

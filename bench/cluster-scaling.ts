@@ -12,7 +12,7 @@ import { Client, Connection } from '@temporalio/client';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import { startLocalCluster } from '../testing/localCluster';
 import type { DatasetRunSummary } from '../lib/shared/types';
-import { startOpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin } from '../activities/providers/openai/standin';
 import { benchInput, writeBenchDataset } from './harness';
 
 const BIN = join(__dirname, '..', '..', 'bin', 'atelier.js');

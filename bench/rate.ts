@@ -9,7 +9,7 @@ import OpenAI, { toFile } from 'openai';
 import sharp from 'sharp';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary } from '../lib/shared/types';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { createWorkers, runWorkersUntil } from '../workers';
 import { benchInput, startBenchServer, writeBenchDataset } from './harness';
 

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/shared/types';
-import { startOpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin } from '../activities/providers/openai/standin';
 import { startS3Server, type S3AccessLogEntry, type S3TestServer } from '../testing/versitygw';
 import { createWorkers, runWorkersUntil } from '../workers';
 import { benchInput, startBenchServer, writeBenchDataset, type BenchServer } from './harness';

@@ -12,7 +12,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { writeBenchDataset } from './harness';
 
 interface Timing {

@@ -11,7 +11,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary, ProgressSnapshot } from '../lib/shared/types';
-import { startOpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin } from '../activities/providers/openai/standin';
 import { activityTime, benchInput, historyLengths, startBenchServer, writeBenchDataset } from './harness';
 
 const WINDOW = 32;

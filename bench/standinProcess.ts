@@ -2,7 +2,7 @@
 // the workers' work and not the stand-in's (which decodes and inverts every image it is sent).
 // Prints `ready <baseURL>` on stdout, then serves until stdin closes or SIGTERM.
 //   node dist/bench/standinProcess.js [latencyMs=0]
-import { startOpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin } from '../activities/providers/openai/standin';
 
 async function main(): Promise<void> {
   const standin = await startOpenAIStandin({ latencyMs: Number(process.argv[2] ?? 0) });

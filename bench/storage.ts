@@ -9,7 +9,7 @@ import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary, DatasetWorkflowInput } from '../lib/shared/types';
 import { startS3Server } from '../testing/versitygw';
-import { startOpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin } from '../activities/providers/openai/standin';
 import { createWorkers, runWorkersUntil } from '../workers';
 import { benchInput, startBenchServer, writeBenchDataset, type BenchServer } from './harness';
 

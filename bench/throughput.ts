@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { bundleWorkflowCode, DefaultLogger, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary } from '../lib/shared/types';
-import { startOpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin } from '../activities/providers/openai/standin';
 import { createWorkers, runWorkersUntil } from '../workers';
 import type { BaselineChild } from './baselineWorkflows';
 import { NOOP_ACTIVITY_QUEUE } from './baselineWorkflows';

@@ -69,7 +69,7 @@ export async function runDemo(given: DemoOptions, io: CliIO, defaultStateDir = f
     return runEdit({ ...options, withWorkers: true }, io);
   }
   // The stand-in (and sharp, which it draws with) loads only when the demo runs it.
-  const { startOpenAIStandin } = await import('../standins/openai');
+  const { startOpenAIStandin } = await import('../activities/providers/openai/standin');
   const standin = await startOpenAIStandin({ latencyMs: 300 });
   io.err(
     [

@@ -12,7 +12,8 @@ import { datasetFormat } from '../lib/dataset';
 import { isWebDatasetInput } from '../lib/dataset/webdataset';
 import { isHubLocation } from '../lib/dataset/hub';
 import { deriveRunId, validateRunId } from '../lib/run/runId';
-import { BATCH_BACKENDS, type BatchBackend, type BatchFallback, type BatchSettings } from '../lib/shared/batch';
+import type { BatchFallback, BatchSettings } from '../lib/shared/batch';
+import { batchBackends, isBatchBackend } from '../activities/providers/registry';
 import type { ApiBackend, Backend, DatasetRunSummary, DatasetWorkflowInput, GpuRunSettings, ModelParams } from '../lib/shared/types';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
 import { pinnedInputCommit } from '../lib/run/plan';
@@ -25,7 +26,7 @@ import { registerRun } from '../lib/run/runRegistry';
 import { checkRunIdSettings } from './runIdCheck';
 import { ledgerIndexes, readLedgerEntry } from '../lib/run/ledger';
 import { AtelierBackend, AtelierDataset, AtelierModel, AtelierRunId } from '../lib/shared/searchAttributes';
-import { capabilities, checkParams, lifecycleProblem } from '../activities/providers/models';
+import { capabilities, checkParams, lifecycleProblem, refusedParams } from '../activities/providers/models';
 import { gpuProcessCount, normaliseModel } from './gpuWorker';
 import { cliNow, ExitCodes, type CliIO, type CommandContext } from './io';
 import { addExamples, addOptions, checkedRows, Opt, type OptionsOf } from './options';
@@ -98,9 +99,9 @@ function batchSettings(options: EditOptions, backend: string): BatchSettings | u
     if (options.batchFallback !== undefined) throw new UsageError('--batch-fallback goes with --batch');
     return undefined;
   }
-  if (!BATCH_BACKENDS.includes(backend as BatchBackend)) {
+  if (!isBatchBackend(backend)) {
     throw new UsageError(
-      `--batch is for the ${BATCH_BACKENDS.join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`,
+      `--batch is for the ${batchBackends().join(' and ')} backends (their batch APIs); ${backend} has none: drop --batch`,
     );
   }
   const fallback = (options.batchFallback ?? 'direct') as BatchFallback;
@@ -180,10 +181,14 @@ export function checkModelChoice(
 ): string[] {
   if (input.backend === 'diffusers') {
     if (input.maxCostUsd !== undefined) throw new UsageError('--max-cost is for API backends (a local GPU model has no per-call price)');
+    if (input.params.complexity !== undefined)
+      throw new UsageError('--complexity is for gpt-image-2.6 (OpenAI, Azure); drop it for a local GPU model');
     return [];
   }
   const lifecycle = lifecycleProblem(input.backend, input.model, now);
   if (lifecycle.error) throw new UsageError(lifecycle.error);
+  const refused = refusedParams(input.backend, input.model, input.params);
+  if (refused) throw new UsageError(refused);
   if (input.maxCostUsd !== undefined) {
     const price = capabilities(input.backend, input.model).price;
     if (!price.free && !price.fromUsage && !price.tokens && !price.perImage) {
@@ -252,6 +257,7 @@ export function buildWorkflowInput(options: EditOptions): DatasetWorkflowInput {
       outputFormat: options.outputFormat,
       outputCompression: options.outputCompression,
       inputFidelity: options.inputFidelity,
+      complexity: options.complexity,
       moderation: options.moderation,
       aspectRatio: options.aspectRatio,
       imageSize: options.imageSize,

@@ -9,6 +9,7 @@ import {
 } from '../activities/providers/models';
 import { UsageError } from '../lib/shared/errors';
 import { listProviderModels, PROVIDERS } from '../activities/providers/registry';
+import type { ProviderSpec } from '../activities/providers/spec';
 import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
 import type { Client } from '@temporalio/client';
 import type { ModelCheckInput, ModelCheckResult } from '../activities/providers/modelCheck';
@@ -213,7 +214,7 @@ export async function runModels(options: ModelsOptions, io: CliIO, env: NodeJS.P
     const baseURL = env[names.baseUrl] || undefined;
     let listed: ListedModel[] | undefined;
     let note: string;
-    const tableOnly = PROVIDERS[backend].tableOnly;
+    const tableOnly = (PROVIDERS[backend] as ProviderSpec).listing.tableOnly;
     if (options.offline) note = 'table only (--offline)';
     else if (tableOnly) note = tableOnly;
     else if (!apiKey && !baseURL) note = `${names.keys.join(' or ')} not set: table only`;
@@ -260,7 +261,7 @@ export async function checkModelWithProvider(
   /** The in-process workers' check (Session.checkModelInProcess); else a workflow asks the provider's queue. */
   inProcess?: (input: ModelCheckInput) => Promise<ModelCheckResult>,
 ): Promise<ModelCheckResult | undefined> {
-  if (PROVIDERS[input.backend].tableOnly) return undefined;
+  if ((PROVIDERS[input.backend] as ProviderSpec).listing.tableOnly) return undefined;
   const question: ModelCheckInput = {
     backend: input.backend,
     model: input.model,

@@ -101,6 +101,7 @@ export const OPENAI_PARAMS = inGroup('OpenAI parameters:', {
   outputFormat: Opt.text('--output-format <f>', "png, jpeg or webp from the API (outputs are saved in their names' format)"),
   outputCompression: Opt.parsed('--output-compression <n>', '0-100 for jpeg/webp API output', nonNegativeInt),
   inputFidelity: Opt.text('--input-fidelity <f>', 'high or low (models that support it)'),
+  complexity: Opt.text('--complexity <c>', 'low, medium or high (gpt-image-2.6 only; refused for other models)'),
   moderation: Opt.text('--moderation <m>', 'auto or low'),
 });
 

@@ -1,3 +1,5 @@
+import { PROVIDERS } from '../activities/providers/registry';
+import { portOption, type ProviderSpec, type StandinSpec } from '../activities/providers/spec';
 import { UsageError } from '../lib/shared/errors';
 import type { Command } from 'commander';
 import type { CliIO, CommandContext } from './io';
@@ -13,43 +15,14 @@ export type StandinOptions = OptionsOf<typeof STANDIN_OPTIONS>;
 // against something that answers as the real API does, errors included. It prints the environment
 // a worker (or an embedded `edit`) needs to reach it; the key can be any non-empty string.
 
-interface StandinKind {
-  start: (port: number | undefined) => Promise<{ baseURL: string; close(): Promise<void> }>;
-  /** Environment for `atelier edit` / `atelier worker` (the key: any value the stand-in accepts). */
-  env: (baseURL: string) => Record<string, string>;
-  note: string;
-}
-
-const portOption = (port: number | undefined) => (port ? { port } : {});
-
 // Each stand-in (and sharp, which they draw with) loads when it is started, not with every command.
+// A provider's stand-in is named by its spec (activities/providers/<name>/spec.ts); the judge's is
+// the OpenRouter stand-in playing a chat model.
 
-export const STANDINS: Record<string, StandinKind> = {
-  openai: {
-    start: async (port) => (await import('../standins/openai')).startOpenAIStandin(portOption(port)),
-    env: (url) => ({ OPENAI_API_KEY: 'sk-standin', OPENAI_BASE_URL: url }),
-    note: 'then: atelier edit --backend openai --model gpt-image-2 ...',
-  },
-  gemini: {
-    start: async (port) => (await import('../standins/gemini')).startGeminiStandin(portOption(port)),
-    env: (url) => ({ GEMINI_API_KEY: 'standin', GEMINI_BASE_URL: url }),
-    note: 'then: atelier edit --backend gemini --model gemini-3.1-flash-image ...',
-  },
-  openrouter: {
-    start: async (port) => (await import('../standins/openrouter')).startOpenRouterStandin(portOption(port)),
-    env: (url) => ({ OPENROUTER_API_KEY: 'sk-or-standin', OPENROUTER_BASE_URL: url }),
-    note: 'then: atelier edit --backend openrouter --model <an openrouter model of `atelier models`> ...',
-  },
-  modelscope: {
-    start: async (port) => (await import('../standins/modelscope')).startModelScopeStandin(portOption(port)),
-    env: (url) => ({ MODELSCOPE_API_KEY: 'ms-standin', MODELSCOPE_BASE_URL: url }),
-    note: 'then: atelier edit --backend modelscope --model <a modelscope model of `atelier models`> ...',
-  },
-  fal: {
-    start: async (port) => (await import('../standins/fal')).startFalStandin(portOption(port)),
-    env: (url) => ({ FAL_KEY: 'fal-standin', FAL_BASE_URL: url }),
-    note: 'then: atelier edit --backend fal --model fal-ai/flux-pro/kontext ...',
-  },
+export const STANDINS: Record<string, StandinSpec> = {
+  ...Object.fromEntries(
+    Object.values(PROVIDERS as Record<string, ProviderSpec>).flatMap((spec) => (spec.standin ? [[spec.backend, spec.standin]] : [])),
+  ),
   judge: {
     start: async (port) => (await import('../standins/judge')).startJudgeStandin(portOption(port)),
     env: (url) => ({ ATELIER_JUDGE_API_KEY: 'sk-judge-standin', ATELIER_JUDGE_BASE_URL: url }),

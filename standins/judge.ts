@@ -1,4 +1,4 @@
-import { startOpenRouterStandin, type ChatStandin, type ChatStandinOptions } from './openrouter';
+import { startOpenRouterStandin, type ChatStandin, type ChatStandinOptions } from '../activities/providers/openrouter/standin';
 
 // A stand-in judge: an OpenAI-compatible chat completions server (the OpenRouter stand-in's
 // `/v1/chat/completions`, which holds requests to the API's rules: a Bearer key, a model, a user

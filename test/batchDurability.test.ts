@@ -10,8 +10,8 @@ import type { BatchJobSpec, BatchPlan, BatchSubmission } from '../lib/shared/bat
 import { freePort } from '../lib/temporal/devServer';
 import { layout } from '../lib/run/runStore';
 import { openStorage } from '../storage';
-import { startGeminiStandin, type GeminiStandin } from '../standins/gemini';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startGeminiStandin, type GeminiStandin } from '../activities/providers/gemini/standin';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { testInput } from './helpers/temporalEnv';

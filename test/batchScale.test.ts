@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchActivities, createBatchPlanningActivities, type PlanBatchJobsInput } from '../activities/batch';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import type { BatchJobSpec, BatchPlan, BatchSubmission } from '../lib/shared/batch';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { tempDir, writeText } from './helpers/fixtures';
 import { testInput } from './helpers/temporalEnv';
 

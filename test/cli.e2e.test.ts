@@ -5,7 +5,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDevServer } from '../lib/temporal/devServer';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
 
@@ -301,6 +301,25 @@ describe('atelier edit (CLI, end to end)', () => {
     expect(standin.callsFor('cli-retired')).toHaveLength(0);
     // Refused before planning: no server was started, nothing was written.
     expect(existsSync(join(dir, 'o1')) || existsSync(join(dir, 'state'))).toBe(false);
+
+    // --complexity: only models whose table takes it (gpt-image-2.6); refused before any call elsewhere.
+    const complexity = await atelier([
+      'edit',
+      '--input',
+      csv,
+      '--output-dir',
+      join(dir, 'o3'),
+      '--model',
+      'gpt-image-2',
+      '--complexity',
+      'low',
+      '--state-dir',
+      join(dir, 'state'),
+    ]);
+    expect(complexity.code).toBe(1);
+    expect(complexity.stderr).toMatch(/error: gpt-image-2 does not take --complexity \(gpt-image-2\.6-flare, gpt-image-2\.6-sunburst do\)/);
+    expect(standin.callsFor('cli-retired')).toHaveLength(0);
+    expect(existsSync(join(dir, 'o3')) || existsSync(join(dir, 'state'))).toBe(false);
 
     // --dry-run (as `atelier estimate`): rows, calls and cost; nothing started, called or written.
     const dry = await atelier([

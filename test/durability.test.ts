@@ -7,7 +7,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../lib/temporal/devServer';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

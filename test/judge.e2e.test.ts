@@ -5,8 +5,8 @@ import { parquetReadObjects } from 'hyparquet';
 import { readJudgeRecord } from '../lib/run/judgeScores';
 import { startViewer, type RowSummary } from '../web/server';
 import { JUDGE_ANSWERS, startJudgeStandin } from '../standins/judge';
-import type { ChatStandin } from '../standins/openrouter';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import type { ChatStandin } from '../activities/providers/openrouter/standin';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

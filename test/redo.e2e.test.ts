@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/run/ledger';
 import { rowSeed } from '../lib/gpuContract';
 import { writeReviewMark } from '../lib/run/review';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

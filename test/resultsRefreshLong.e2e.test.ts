@@ -8,7 +8,7 @@ import { commitLedgerEntry } from '../lib/run/ledger';
 import { readPlanRows } from '../lib/run/plan';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
 import type { DatasetRunSummary } from '../lib/shared/types';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { createWorkers, runWorkersUntil } from '../workers';
 import { waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';

@@ -5,7 +5,7 @@ import { readLedgerEntry } from '../lib/run/ledger';
 import { writeJudgeRecord } from '../lib/run/judgeScores';
 import { writeReviewMark } from '../lib/run/review';
 import type { ReviewVerdict } from '../lib/run/review';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

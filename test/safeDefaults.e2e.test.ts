@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, serverReachable } from '../lib/temporal/devServer';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier, BIN, CliProcess, REPO, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

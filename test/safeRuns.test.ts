@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/run/ledger';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import { freePort } from '../lib/temporal/devServer';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { UNREACHABLE_ROWS } from '../workflows/dataset/runState';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { startTestServer, testInput, watchDatasetRun } from './helpers/temporalEnv';

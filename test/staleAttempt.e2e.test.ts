@@ -5,7 +5,7 @@ import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../lib/temporal/devServer';
-import { startModelScopeStandin, type ModelScopeStandin } from '../standins/modelscope';
+import { startModelScopeStandin, type ModelScopeStandin } from '../activities/providers/modelscope/standin';
 import { assertBuilt, atelier, CliProcess, waitUntil } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

@@ -6,7 +6,7 @@ import { optionalTsToMs } from '@temporalio/common/lib/time';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDevServer } from '../lib/temporal/devServer';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier, REPO } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 

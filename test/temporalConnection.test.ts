@@ -7,7 +7,7 @@ import { startDevServer, type DevServerHandle } from '../lib/temporal/devServer'
 import { UsageError } from '../lib/shared/errors';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
 import { clientConnectionOptions, connectNative, describeTarget, temporalTargetFromEnv } from '../lib/temporal/temporalConnection';
-import { startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { assertBuilt, atelier, CliProcess, REPO } from './helpers/cli';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
 import { makePki, startTlsFront, type Pki, type TlsFront } from './helpers/tlsFront';

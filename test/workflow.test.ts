@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readLedgerEntry } from '../lib/run/ledger';
 import type { DatasetWorkflowInput, RowWorkflowInput } from '../lib/shared/types';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { isPng, tempDir, writePng, writeRotatedJpeg, writeText } from './helpers/fixtures';
 import { filesContaining } from './helpers/scan';
 import { runDataset as runWith, startTestServer, testInput } from './helpers/temporalEnv';

@@ -9,7 +9,7 @@ import { createPromptEnhancer, type PromptEnhancer } from '../activities/provide
 import { createJudgeClient } from '../activities/judge/client';
 import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '../activities/judge/activities';
 import { createModelCheckActivities } from '../activities/providers/modelCheck';
-import { providerFromEnv } from '../activities/providers/registry';
+import { isBatchBackend, providerFromEnv } from '../activities/providers/registry';
 import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
 import { JUDGE_ENV, ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { endpointTag } from '../lib/temporal/endpoint';
@@ -71,7 +71,7 @@ export function batchActivitiesFromEnv(
   backend: ApiBackend,
   env: NodeJS.ProcessEnv,
 ): ReturnType<typeof createBatchActivities> | Record<string, never> {
-  if (backend !== 'openai' && backend !== 'gemini') return {};
+  if (!isBatchBackend(backend)) return {};
   const names = API_BACKENDS[backend];
   const apiKey = names.keys.map((k) => env[k]).find((v) => v);
   if (!apiKey) return {};

@@ -3,7 +3,7 @@ import { ClassifiedError } from '../../lib/shared/errors';
 import { overallScore, type JudgeScores } from '../../lib/run/judgeScores';
 import { estimateEnhancerCostUsd } from '../providers/models';
 import { chatUsage } from '../providers/promptEnhance';
-import { classifyOpenRouterError, dataUrl } from '../providers/openrouter';
+import { classifyOpenRouterError, dataUrl } from '../providers/openrouter/adapter';
 import type { ProviderImage } from '../providers/provider';
 
 // The judge: a vision-language model behind an OpenAI-compatible chat completions API (OpenAI,

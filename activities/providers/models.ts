@@ -1,9 +1,12 @@
-import type { ImageLimits } from '../../lib/images';
 import type { ModelParams } from '../../lib/shared/types';
-import type { ImageEditProvider } from './provider';
+import { PROVIDERS } from './registry';
+import { lookup, type Backend, type Lifecycle, type ModelCapabilities, type ParamName, type ProviderTable } from './table';
 
-// Per-model capabilities and prices, in one table. Adapters ask this table what a model takes
-// (inputs, sizes, which optional parameters) instead of special-casing model names; the CLI can use
+export type { Backend, Entry, Lifecycle, ModelCapabilities, ParamName, Price } from './table';
+
+// Per-model capabilities and prices: each provider keeps its rows in its folder (<name>/models.ts,
+// given to the registry by its spec); this module answers questions about them for every backend.
+// Adapters ask it what a model takes (inputs, sizes, which optional parameters) instead of special-casing model names; the CLI can use
 // `checkParams` to warn about parameters a model ignores, and the run summary `estimateCostUsd`.
 //
 // Model ids change often (see the lifecycle notes in the providers reference): an id not in the
@@ -26,605 +29,33 @@ import type { ImageEditProvider } from './provider';
 // The table is the fallback: at plan time the provider's own list (OpenAI `GET /v1/models` with
 // `shutdown_date`, Gemini `models.list`, OpenRouter `/api/v1/models`) decides whether an id is served
 // (activities/providers/modelCheck.ts). Lifecycles are per backend: the Gemini API and Vertex AI retire
-// the same id on different dates. Each lifecycle fact below carries its source and the day it was
-// checked (`checked 2026-12-07`: shared/reference/providers-audit-2026-12.md, whose source tags are used).
-
-/** The cloud API backends (those served by a TypeScript adapter). */
-export type Backend = ImageEditProvider['backend'];
-
-/** Optional request parameters (ModelParams fields) a model may take. */
-export type ParamName = keyof ModelParams;
-
-export interface Price {
-  /**
-   * USD per 1M tokens, used when the provider reports token counts: `input` for text (and images
-   * unless `imageInput` is given), `output` for image output (and text unless `textOutput` is given).
-   */
-  tokens?: {
-    input: number;
-    imageInput?: number;
-    output: number;
-    textOutput?: number;
-    /** Cached input tokens (text, and images unless `cachedImageInput` is given). */
-    cachedInput?: number;
-    cachedImageInput?: number;
-  };
-  /**
-   * USD per output image when no usage is reported: `perImage[quality][size]`, with `*` matching any
-   * quality or size. `size` is the OpenAI size (`1024x1024`; other WxH map to square, portrait or
-   * landscape) or the Gemini image size (`1K`, `2K`, `4K`).
-   */
-  perImage?: Record<string, Record<string, number>>;
-  /** The provider reports the cost of each call in its usage (OpenRouter `usage.cost`). */
-  fromUsage?: boolean;
-  /** Free (ModelScope's daily free quota). */
-  free?: boolean;
-}
-
-/** Where a model is in its provider's lifecycle (dates are YYYY-MM-DD, UTC). */
-export type Lifecycle =
-  | { status: 'current' }
-  | { status: 'deprecated'; shutdown: string; replacement: string }
-  | { status: 'retired'; replacement: string; since?: string };
-
-export interface ModelCapabilities {
-  backend: Backend;
-  /** The table entry that matched: a model id, a family (`gpt-image-*`) or `<backend> default`. */
-  entry: string;
-  /** False when the id matched only the backend's permissive default. */
-  known: boolean;
-  /** An image model that can edit (takes input images). False for text-to-image-only models. */
-  editCapable: boolean;
-  /** Most input images one call takes. */
-  maxInputImages: number;
-  /** What one input image may be; larger inputs are shrunk to fit. */
-  inputLimits: ImageLimits;
-  /** Takes a mask for the first image. */
-  mask: boolean;
-  /** Most images one call returns (`n`); adapters make several calls above it. */
-  maxImagesPerCall: number;
-  /** Optional parameters the model takes; others are left out of the request. `any`: unknown model, all passed. */
-  params: readonly ParamName[] | 'any';
-  /** Accepted `size` values (OpenAI), when the model has a fixed list. */
-  sizes?: readonly string[];
-  /** gpt-image-2: any WxH within these bounds. */
-  flexibleSize?: { multipleOf: number; maxSide: number; minPixels: number; maxPixels: number; maxAspect: number };
-  qualities?: readonly string[];
-  /** gpt-image-2.6: the `complexity` values it takes (a table fact; no CLI flag sends it yet). */
-  complexities?: readonly string[];
-  /** transparent background supported (OpenAI); `preview` works but OpenAI calls it a preview. */
-  transparentBackground?: boolean | 'preview';
-  /** Gemini / OpenRouter aspect ratios. */
-  aspectRatios?: readonly string[];
-  /** Gemini / OpenRouter image sizes. */
-  imageSizes?: readonly string[];
-  /** OpenRouter `modalities`: image and text for Gemini-style models, image alone for image-only models. */
-  outputModalities?: readonly ('image' | 'text')[];
-  /** Prompt length limit in characters, when the API has one. */
-  maxPromptChars?: number;
-  /** Inputs above this count are accepted but the provider advises against them (a warning). */
-  recommendedMaxInputImages?: number;
-  /** Gemini: the model answers with `responseModalities: ['IMAGE']` alone (no chatty text). */
-  imageOnlyResponse?: boolean;
-  /** Total size limit of one inline request (base64 included), in bytes, when the API has one. */
-  maxRequestBytes?: number;
-  /** Mask file size limit in bytes. */
-  maxMaskBytes?: number;
-  /** Lifecycle; absent means current. */
-  lifecycle?: Lifecycle;
-  price: Price;
-}
-
-type Entry = Omit<ModelCapabilities, 'backend' | 'entry' | 'known'>;
-
-const MB = 1024 * 1024;
-
-// ---- OpenAI ------------------------------------------------------------------------------------
-
-const GPT_SIZES = ['1024x1024', '1536x1024', '1024x1536', 'auto'] as const;
-const GPT_QUALITIES = ['low', 'medium', 'high', 'auto'] as const;
-const GPT_PARAMS: readonly ParamName[] = [
-  'size',
-  'quality',
-  'background',
-  'outputFormat',
-  'outputCompression',
-  'inputFidelity',
-  'moderation',
-];
-const GPT_PARAMS_NO_FIDELITY = GPT_PARAMS.filter((p) => p !== 'inputFidelity');
-/** Shutdown of gpt-image-1.5, gpt-image-1-mini and chatgpt-image-latest [OpenAI deprecations page]. */
-const GPT_IMAGE_1_5_SHUTDOWN: Lifecycle = {
-  status: 'deprecated',
-  shutdown: '2026-12-01',
-  replacement: 'gpt-image-2.6-sunburst (or gpt-image-2.6-flare)',
-};
-
-/** Per-image price table for the three classic GPT sizes. */
-function gptPerImage(low: [number, number], medium: [number, number], high: [number, number]) {
-  const row = ([square, rect]: [number, number]) => ({ '1024x1024': square, '1024x1536': rect, '1536x1024': rect });
-  return { low: row(low), medium: row(medium), high: row(high) };
-}
-
-const gptImage: Entry = {
-  editCapable: true,
-  maxInputImages: 16,
-  inputLimits: { maxBytes: 50 * MB },
-  mask: true,
-  maxMaskBytes: 4 * MB,
-  maxImagesPerCall: 10,
-  params: GPT_PARAMS,
-  sizes: GPT_SIZES,
-  qualities: GPT_QUALITIES,
-  transparentBackground: true,
-  maxPromptChars: 32_000,
-  price: {},
-};
-
-/**
- * gpt-image-2: any WxH with both sides divisible by 16, aspect 1:3 to 3:1, at most 3840 px a side
- * (openai-node src/resources/images.ts), 655,360 to 8,294,400 pixels in all (lobehub/lobehub#14039);
- * no input_fidelity (400 invalid_input_fidelity_model); transparent background "in preview"
- * (openapi.yaml CreateImageEditRequest.background). Token prices: text in $5 (cached $1.25), image
- * in $8 (cached $2), image out $30, text out $10 per 1M (OpenAI pricing page as quoted by
- * tokenmix.ai and robotsatlas.com; text out also in fal.ai/models/openai/gpt-image-2/llms.txt).
- */
-const gptImage2: Entry = {
-  ...gptImage,
-  params: GPT_PARAMS_NO_FIDELITY,
-  sizes: undefined,
-  flexibleSize: { multipleOf: 16, maxSide: 3840, minPixels: 655_360, maxPixels: 8_294_400, maxAspect: 3 },
-  transparentBackground: 'preview',
-  price: {
-    tokens: { input: 5, cachedInput: 1.25, imageInput: 8, cachedImageInput: 2, output: 30, textOutput: 10 },
-    perImage: gptPerImage([0.006, 0.005], [0.053, 0.041], [0.211, 0.165]),
-  },
-};
-
-/**
- * gpt-image-2.5 / 2.6, flare and sunburst (dated -2026-09-08): $5 text / $8 image in / $30 image out
- * per 1M (developers.openai.com/de-DE/api/docs/models/gpt-image-2.6-sunburst; flare and 2.5 assumed
- * the same). Cached and text-output rates are assumed to be gpt-image-2's (unverified). Size rules
- * are assumed to be gpt-image-2's.
- * - quality auto/low/medium/high/xhigh/max on 2.5 and 2.6 ([Comfy] OpenAIGPTImageNodeV3: 2.5's inputs
- *   "match the 2.6 models, except model.complexity is not offered"; OpenAI's 2.6 page; checked 2026-12-07).
- * - transparent background fully supported on 2.5 and 2.6; only gpt-image-2 is "in preview" ([OA-edit],
- *   [OA-26]; checked 2026-12-07).
- * - 2.6 alone takes `complexity` low/medium/high, default high ([OA-edit], [apidog]; checked 2026-12-07).
- */
-const GPT_QUALITIES_2_5 = [...GPT_QUALITIES, 'xhigh', 'max'] as const;
-const gptImage25: Entry = {
-  ...gptImage2,
-  qualities: GPT_QUALITIES_2_5,
-  transparentBackground: true,
-  price: { tokens: gptImage2.price.tokens! },
-};
-const gptImage26: Entry = { ...gptImage25, complexities: ['low', 'medium', 'high'] };
-
-/** A retired model: it no longer answers, so only its lifecycle matters. */
-function retired(replacement: string, since?: string): Entry {
-  return { ...gptImage, lifecycle: { status: 'retired', replacement, ...(since ? { since } : {}) } };
-}
-
-const OPENAI: Record<string, Entry> = {
-  'gpt-image-2': gptImage2,
-  'gpt-image-2.5-flare': gptImage25,
-  'gpt-image-2.5-sunburst': gptImage25,
-  'gpt-image-2.6-flare': gptImage26,
-  'gpt-image-2.6-sunburst': gptImage26,
-  'gpt-image-1.5': {
-    ...gptImage,
-    lifecycle: GPT_IMAGE_1_5_SHUTDOWN,
-    price: { tokens: { input: 5, imageInput: 8, output: 32 }, perImage: gptPerImage([0.009, 0.013], [0.034, 0.05], [0.133, 0.2]) },
-  },
-  'chatgpt-image-latest': {
-    ...gptImage,
-    lifecycle: GPT_IMAGE_1_5_SHUTDOWN,
-    price: { tokens: { input: 5, imageInput: 8, output: 32 }, perImage: gptPerImage([0.009, 0.013], [0.034, 0.05], [0.133, 0.2]) },
-  },
-  'gpt-image-1-mini': {
-    ...gptImage,
-    params: GPT_PARAMS_NO_FIDELITY,
-    lifecycle: GPT_IMAGE_1_5_SHUTDOWN,
-    price: { tokens: { input: 2, imageInput: 2.5, output: 8 }, perImage: gptPerImage([0.005, 0.006], [0.011, 0.015], [0.036, 0.052]) },
-  },
-  'gpt-image-1': retired('gpt-image-2.5-sunburst', '2026-10-23'),
-  // Shut down 2026-05-12 (nextcloud/integration_openai#370, calesthio/OpenMontage#256; checked 2026-12-07).
-  'dall-e-2': retired('gpt-image-2', '2026-05-12'),
-  'dall-e-3': retired('gpt-image-2', '2026-05-12'),
-};
-
-// ---- Gemini ------------------------------------------------------------------------------------
-
-const GEMINI_RATIOS = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'] as const;
-/** Inline images: 7 MB a file. */
-const GEMINI_INPUT: ImageLimits = { maxBytes: 7 * MB, maxSide: 4096 };
-
-/**
- * Inline requests on the Gemini API: 100 MB in all since 2026-01-08 (it was 20 MB: ai.google.dev
- * changelog 2026-01-08, blog.google "Increased file size limits"; providers-audit-2026-12 §1; not
- * yet confirmed for image models by a live call). Over it, the adapter moves the largest inputs to
- * the Files API.
- */
-const GEMINI_MAX_REQUEST_BYTES = 100 * MB;
-/**
- * Vertex AI: "Input size limit 500 MB", 7 MB per inline file (docs.cloud.google.com vertex-ai
- * gemini/3-1-flash-image, [V-31]; checked 2026-12-07). Vertex has no Files API: a row over it fails
- * before any call.
- */
-const VERTEX_MAX_REQUEST_BYTES = 500 * MB;
-
-const geminiImage: Entry = {
-  editCapable: true,
-  maxInputImages: 14,
-  inputLimits: GEMINI_INPUT,
-  maxRequestBytes: GEMINI_MAX_REQUEST_BYTES,
-  // responseModalities ['IMAGE'] alone (docs.apiyi.com nano-banana-2 text-to-image; the SDK sample in
-  // providers.md shows it too): no text-only answers to pay for.
-  imageOnlyResponse: true,
-  mask: false,
-  maxImagesPerCall: 1,
-  params: ['aspectRatio', 'imageSize'],
-  aspectRatios: GEMINI_RATIOS,
-  imageSizes: ['1K', '2K', '4K'],
-  price: {},
-};
-
-const GEMINI_RATIOS_14 = [...GEMINI_RATIOS, '1:4', '4:1', '1:8', '8:1'] as const;
-
-/** 2.5 Flash Image's shape: one size tier (about 1024 px, 1290 output tokens), "best with up to 3" inputs. */
-const gemini25FlashImage: Entry = {
-  ...geminiImage,
-  // "Works best with up to 3 images" is advice, not a limit (no hard limit found): a warning above 3.
-  recommendedMaxInputImages: 3,
-  params: ['aspectRatio'],
-  imageSizes: undefined,
-  price: { tokens: { input: 0.3, output: 30, textOutput: 2.5 }, perImage: { '*': { '*': 0.039 } } },
-};
-const gemini3ProImage: Entry = {
-  ...geminiImage,
-  // 1120 output tokens at 1K/2K, 2000 at 4K, $120/M image output tokens.
-  price: { tokens: { input: 2, output: 120, textOutput: 12 }, perImage: { '*': { '1K': 0.134, '2K': 0.134, '4K': 0.24 } } },
-};
-const gemini31FlashImage: Entry = {
-  ...geminiImage,
-  aspectRatios: GEMINI_RATIOS_14,
-  imageSizes: ['512', '1K', '2K', '4K'],
-  // 747 / 1120 / 1680 / 2520 output tokens at 512 / 1K / 2K / 4K, $60/M image output tokens.
-  price: {
-    tokens: { input: 0.5, output: 60, textOutput: 3 },
-    perImage: { '*': { '512': 0.045, '1K': 0.067, '2K': 0.101, '4K': 0.151 } },
-  },
-};
-
-/**
- * The Gemini API's image models. `-preview` ids are entries of their own (shut down), never mapped
- * to the GA entry by prefix. Lifecycle facts, checked 2026-12-07:
- * - gemini-2.5-flash-image: shut down on the Gemini API 2026-10-02; replacement 3.1-flash-image or
- *   3.1-flash-lite-image ([G-dep]; okou-ai/vm0-skills#381).
- * - gemini-3.1-flash-image-preview, gemini-3-pro-image-preview: shut down 2026-06-25 ([G-dep]; [G-chg] 2026-05-28).
- * - gemini-3.1-flash-lite-image (Nano Banana 2 Lite): GA 2026-06-30, 1K only, 10 aspect ratios
- *   ([G-chg]; ai.google.dev/gemini-api/docs/models/gemini-3.1-flash-lite-image). Price not published
- *   in the sources: unknown.
- * - gemini-nano-banana-2.1: out ~2026-10-07, 14 aspect ratios at 1K/2K/4K, no 512 (tanstack/ai
- *   @tanstack/ai-gemini@0.36.0; cometapi-dev discussion #146). Google's price not seen: unknown.
- * - gemini-3.1-flash-image: one skill file says shut down 2026-10-29, Google's page says no date
- *   announced (conflicting): left current; the provider's list decides at plan time.
- */
-const GEMINI: Record<string, Entry> = {
-  'gemini-2.5-flash-image': {
-    ...gemini25FlashImage,
-    lifecycle: { status: 'deprecated', shutdown: '2026-10-02', replacement: 'gemini-3.1-flash-image (or gemini-3.1-flash-lite-image)' },
-  },
-  'gemini-3-pro-image': gemini3ProImage,
-  'gemini-3-pro-image-preview': {
-    ...gemini3ProImage,
-    lifecycle: { status: 'deprecated', shutdown: '2026-06-25', replacement: 'gemini-3-pro-image' },
-  },
-  'gemini-3.1-flash-image': gemini31FlashImage,
-  'gemini-3.1-flash-image-preview': {
-    ...gemini31FlashImage,
-    lifecycle: { status: 'deprecated', shutdown: '2026-06-25', replacement: 'gemini-3.1-flash-image' },
-  },
-  'gemini-3.1-flash-lite-image': { ...geminiImage, imageSizes: ['1K'], price: {} },
-  'gemini-nano-banana-2.1': { ...geminiImage, aspectRatios: GEMINI_RATIOS_14, imageSizes: ['1K', '2K', '4K'], price: {} },
-};
-
-/**
- * Vertex AI serves the same ids with the same limits but retires them on its own dates: the
- * `-preview` ids were shut 2026-07-17 ([G-chg] 2026-05-28); gemini-2.5-flash-image has "retirement
- * date not announced" on Vertex (cloud.google.com/vertex-ai/generative-ai/docs/learn/model-versions).
- * Both checked 2026-12-07. Vertex prices are assumed equal to the Gemini API's (same per-token rates
- * on both pricing pages for these models; unverified for Dec 2026).
- */
-const VERTEX: Record<string, Entry> = {
-  ...GEMINI,
-  'gemini-2.5-flash-image': gemini25FlashImage,
-  'gemini-3-pro-image-preview': {
-    ...gemini3ProImage,
-    lifecycle: { status: 'deprecated', shutdown: '2026-07-17', replacement: 'gemini-3-pro-image' },
-  },
-  'gemini-3.1-flash-image-preview': {
-    ...gemini31FlashImage,
-    lifecycle: { status: 'deprecated', shutdown: '2026-07-17', replacement: 'gemini-3.1-flash-image' },
-  },
-  // Vertex also lists 9:21 for 3.1 Flash Image ([V-31]; checked 2026-12-07).
-  'gemini-3.1-flash-image': { ...gemini31FlashImage, aspectRatios: [...GEMINI_RATIOS_14, '9:21'] },
-};
-
-// ---- ModelScope --------------------------------------------------------------------------------
-
-const modelscopeEdit: Entry = {
-  editCapable: true,
-  maxInputImages: 3,
-  inputLimits: { maxBytes: 10 * MB, maxSide: 2048 },
-  mask: false,
-  maxImagesPerCall: 1,
-  params: ['size', 'seed'],
-  price: { free: true },
-};
-
-const MODELSCOPE: Record<string, Entry> = {
-  'Qwen/Qwen-Image-Edit': { ...modelscopeEdit, maxInputImages: 1 },
-  'Qwen/Qwen-Image-Edit-2509': modelscopeEdit,
-  'Qwen/Qwen-Image-Edit-2511': modelscopeEdit,
-  'Qwen/Qwen-Image': { ...modelscopeEdit, editCapable: false, maxInputImages: 0 },
-};
-
-// ---- fal.ai ------------------------------------------------------------------------------------
-
-/**
- * fal.ai endpoints (queue API; ids and input fields from each model's fal.ai page or llms.txt):
- * - fal-ai/flux-pro/kontext: `image_url` (one image; "provide a base64-encoded data URL" accepted),
- *   prompt, seed, guidance_scale 1-20, num_images 1-4, output_format jpeg|png, aspect_ratio;
- *   "$0.04 per images" (fal.ai/models/fal-ai/flux-pro/kontext/llms.txt).
- * - fal-ai/flux-pro/kontext/text-to-image: the same without an image (fal.ai/docs model-api-reference
- *   flux-pro-kontext-text-to-image); price not seen: unknown.
- * - fal-ai/qwen-image-edit: `image_url`, prompt, num_inference_steps 2-50, seed, guidance_scale 0-20,
- *   num_images 1-4, output_format; "$0.03 per megapixels" (fal.ai/models/fal-ai/qwen-image-edit/
- *   llms.txt): per megapixel, not per image, so left unknown here. negative_prompt: unverified.
- * - fal-ai/nano-banana/edit: `image_urls` (a list, required), prompt, num_images, aspect_ratio (auto
- *   and ten ratios), output_format jpeg|png|webp (its schema as copied by ziframe.com; the queue
- *   answer in docs.kkiai.com). Price not seen on a fal page: unknown. No documented input limit;
- *   Gemini 2.5 Flash Image's own advice is "up to 3", so more are allowed (14, Gemini's cap) with a warning.
- *   It wraps Gemini 2.5 Flash Image, shut down on the Gemini API on 2026-10-02; whether fal still
- *   serves it is unverified (providers-audit-2026-12 §1 and "Unverified"), so it stays listed.
- * - fal-ai/nano-banana-2/edit (Nano Banana 2, Gemini 3.1 Flash Image): `image_urls`, aspect_ratio,
- *   output_format as nano-banana/edit; "$0.08 per image" at its default 1K (×0.75 at 512, ×1.5 at 2K,
- *   ×2 at 4K; fal.ai/models/fal-ai/nano-banana-2/llms.txt, providers-audit-2026-12 §1, checked
- *   2026-12-07). The `/edit` path follows fal's naming of nano-banana/edit: unverified live.
- * - google/nano-banana-2.1/edit: up to 14 reference images, 14 aspect ratios (1:4, 4:1, 1:8, 8:1
- *   besides Gemini's 10), priced per output token ($35.294 per 1M; fal.ai/learn/tools/nano-banana-api,
- *   providers-audit-2026-12 §0), which fal's queue answer does not report: cost unknown here.
- * Input size limits of fal's data URIs are not documented; 10 MB / 4096 px is a cautious guess.
- */
-const FAL_RATIOS_KONTEXT = ['21:9', '16:9', '4:3', '3:2', '1:1', '2:3', '3:4', '9:16', '9:21'] as const;
-const falKontext: Entry = {
-  editCapable: true,
-  maxInputImages: 1,
-  inputLimits: { maxBytes: 10 * MB, maxSide: 4096 },
-  mask: false,
-  maxImagesPerCall: 4,
-  params: ['seed', 'guidanceScale', 'outputFormat', 'aspectRatio'],
-  aspectRatios: FAL_RATIOS_KONTEXT,
-  price: { perImage: { '*': { '*': 0.04 } } },
-};
-
-const FAL: Record<string, Entry> = {
-  'fal-ai/flux-pro/kontext': falKontext,
-  'fal-ai/flux-pro/kontext/text-to-image': { ...falKontext, editCapable: false, maxInputImages: 0, price: {} },
-  'fal-ai/qwen-image-edit': {
-    ...falKontext,
-    params: ['seed', 'guidanceScale', 'numInferenceSteps', 'negativePrompt', 'outputFormat'],
-    aspectRatios: undefined,
-    price: {},
-  },
-  'fal-ai/nano-banana/edit': {
-    ...falKontext,
-    maxInputImages: 14,
-    recommendedMaxInputImages: 3,
-    params: ['aspectRatio', 'outputFormat'],
-    aspectRatios: ['auto', ...GEMINI_RATIOS],
-    price: {},
-  },
-  'fal-ai/nano-banana-2/edit': {
-    ...falKontext,
-    maxInputImages: 14,
-    params: ['aspectRatio', 'outputFormat'],
-    aspectRatios: ['auto', ...GEMINI_RATIOS],
-    // At fal's default resolution (1K): Atelier sends no resolution to fal yet.
-    price: { perImage: { '*': { '*': 0.08 } } },
-  },
-  'google/nano-banana-2.1/edit': {
-    ...falKontext,
-    maxInputImages: 14,
-    params: ['aspectRatio', 'outputFormat'],
-    aspectRatios: ['auto', ...GEMINI_RATIOS, '1:4', '4:1', '1:8', '8:1'],
-    price: {},
-  },
-};
-
-// ---- Family patterns and defaults ---------------------------------------------------------------
-
-interface Family {
-  backend: Backend;
-  name: string;
-  test: RegExp;
-  entry: (model: string) => Entry;
-}
-
-const FAMILIES: Family[] = [
-  // Newer GPT image models not in the table yet: gpt-image-2's shape, price unknown.
-  {
-    backend: 'openai',
-    name: 'gpt-image-*',
-    test: /^(gpt-image|chatgpt-image)/,
-    entry: () => ({ ...gptImage2, qualities: GPT_QUALITIES_2_5, price: {} }),
-  },
-  // OpenRouter's Google image models: Gemini's limits, cost from the response.
-  {
-    backend: 'openrouter',
-    name: 'google/*',
-    test: /^google\//,
-    entry: (model) => {
-      const gemini = lookup(GEMINI, model.slice('google/'.length));
-      // OpenRouter keeps its own lifecycle (its list decides): the Gemini API's dates do not apply.
-      const { lifecycle: _geminiLifecycle, ...base } = gemini ? gemini[1] : geminiImage;
-      // OpenRouter's image_config takes 0.5K ... 4K.
-      return {
-        ...base,
-        params: ['aspectRatio', 'imageSize'],
-        imageSizes: ['0.5K', '1K', '2K', '4K'],
-        inputLimits: { maxBytes: 7 * MB, maxSide: 4096 },
-        outputModalities: ['image', 'text'],
-        price: { fromUsage: true },
-      };
-    },
-  },
-  // OpenRouter's OpenAI image models answer with images alone and take OpenAI's image options in
-  // image_config (openrouter.ai/docs/sdks/typescript/api-reference/models/imagegenerationservertoolopenrouter:
-  // "Accepts all image_config params (aspect_ratio, quality, size, background, output_format,
-  // output_compression, moderation...)"; unverified for chat completions).
-  {
-    backend: 'openrouter',
-    name: 'openai/gpt-image*',
-    test: /^openai\/(gpt-image|chatgpt-image)/,
-    entry: () => ({
-      ...DEFAULTS.openrouter,
-      params: ['aspectRatio', 'imageSize', 'quality', 'background', 'outputFormat', 'outputCompression', 'moderation'],
-      outputModalities: ['image'],
-    }),
-  },
-  // OpenRouter's image-only models (Seedream, Flux, Riverflow, Recraft, Grok Imagine, ...) answer with
-  // images alone: asked for ["image","text"] they answer 404 "No endpoints found that support the
-  // requested output modalities: image, text" (HKUDS/DeepTutor#1348, BerriAI/litellm#34908). The
-  // adapter asks /api/v1/models first; this name table is the fallback.
-  {
-    backend: 'openrouter',
-    name: 'image-only',
-    test: /^(black-forest-labs|sourceful|bytedance-seed|bytedance|recraft|x-ai\/grok-imagine|microsoft)\//,
-    entry: () => ({ ...DEFAULTS.openrouter, maxInputImages: 8, outputModalities: ['image'] }),
-  },
-  { backend: 'modelscope', name: 'Qwen-Image-Edit*', test: /Image-Edit/i, entry: () => modelscopeEdit },
-];
-
-const DEFAULTS: Record<Backend, Entry> = {
-  // Any OpenAI-compatible server: pass every parameter the user gave; the server decides.
-  openai: {
-    ...gptImage,
-    params: 'any',
-    sizes: undefined,
-    qualities: undefined,
-    transparentBackground: undefined,
-    maxPromptChars: undefined,
-    price: {},
-  },
-  gemini: { ...geminiImage, price: {} },
-  openrouter: {
-    ...geminiImage,
-    maxInputImages: 16,
-    maxImagesPerCall: 1,
-    inputLimits: { maxBytes: 10 * MB, maxSide: 4096 },
-    imageSizes: ['0.5K', '1K', '2K', '4K'],
-    aspectRatios: undefined,
-    outputModalities: ['image', 'text'],
-    price: { fromUsage: true },
-  },
-  modelscope: { ...modelscopeEdit, price: { free: true } },
-  // Unused: Azure deployments resolve through the OpenAI table (azureCapabilities).
-  azure: { ...gptImage, params: 'any', price: {} },
-  vertex: { ...geminiImage, price: {} },
-  // Any other fal endpoint: one image per call's input, the common fields passed, price unknown.
-  fal: { ...falKontext, params: 'any', aspectRatios: undefined, price: {} },
-};
-
-const TABLES: Record<Backend, Record<string, Entry>> = {
-  openai: OPENAI,
-  gemini: GEMINI,
-  openrouter: {},
-  modelscope: MODELSCOPE,
-  azure: {},
-  vertex: VERTEX,
-  fal: FAL,
-};
-
-// ---- Azure OpenAI ------------------------------------------------------------------------------
-
-/**
- * `ATELIER_AZURE_DEPLOYMENTS="mydeploy=gpt-image-2,other=gpt-image-1.5"`: which OpenAI model each
- * Azure deployment serves. Not a secret; the CLI (planning, estimates) and the worker (costs) read
- * the same variable, so a deployment gets its model's capabilities and prices everywhere.
- */
-export function parseAzureDeployments(text: string | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const pair of (text ?? '').split(',')) {
-    const [deployment, model] = pair.split('=').map((s) => s.trim());
-    if (deployment && model) out[deployment] = model;
-  }
-  return out;
-}
-
-/** The model an Azure deployment serves: mapped, else the name itself (deployments are often named after their model). */
-export function azureDeploymentModel(deployment: string, env: NodeJS.ProcessEnv = process.env): string {
-  return parseAzureDeployments(env.ATELIER_AZURE_DEPLOYMENTS)[deployment] ?? deployment;
-}
-
-/**
- * An Azure deployment's capabilities: those of the OpenAI model it serves. Prices are assumed to
- * be OpenAI's (Azure's global standard rates matched them when last compared; unverified for Nov
- * 2026). The lifecycle is left out: Azure retires models on its own schedule, which this table
- * does not track, so OpenAI's shutdown dates must not refuse an Azure deployment.
- */
-function azureCapabilities(deployment: string): ModelCapabilities {
-  const model = azureDeploymentModel(deployment);
-  const { lifecycle: _openAILifecycle, ...caps } = capabilities('openai', model);
-  return { ...caps, backend: 'azure', entry: model === deployment ? caps.entry : `${deployment} = ${caps.entry}` };
-}
-
-/**
- * Exact id, else the longest id the model starts with followed by a dated version (`-2026-09-08`,
- * `-001`). A `-preview` (or `-exp`) id is another model with its own lifecycle, never its GA entry.
- */
-function lookup(table: Record<string, Entry>, model: string): [string, Entry] | undefined {
-  const exact = table[model];
-  if (exact) return [model, exact];
-  let best: [string, Entry] | undefined;
-  for (const [id, entry] of Object.entries(table)) {
-    if (!model.startsWith(`${id}-`) || /-(preview|exp)\b/.test(model.slice(id.length))) continue;
-    if (!best || id.length > best[0].length) best = [id, entry];
-  }
-  return best;
-}
+// the same id on different dates. Each lifecycle fact in the rows carries its source and the day it
+// was checked (`checked 2026-12-07`: shared/reference/providers-audit-2026-12.md, whose source tags are used).
 
 /** What a model takes and costs. Unknown ids get the backend's permissive default (`known: false`). */
 export function capabilities(backend: Backend, model: string): ModelCapabilities {
-  if (backend === 'azure') return azureCapabilities(model);
-  const caps = tableCapabilities(backend, model);
-  // Vertex shares the Gemini entries but not the Gemini API's inline request limit.
-  return backend === 'vertex' && caps.maxRequestBytes !== undefined ? { ...caps, maxRequestBytes: VERTEX_MAX_REQUEST_BYTES } : caps;
+  const table = PROVIDERS[backend].table;
+  if (table.resolve) return table.resolve(model, capabilities);
+  const caps = tableCapabilities(backend, table, model);
+  return table.adjust ? table.adjust(caps) : caps;
 }
 
-function tableCapabilities(backend: Backend, model: string): ModelCapabilities {
-  const hit = lookup(TABLES[backend], model);
+function tableCapabilities(backend: Backend, table: ProviderTable, model: string): ModelCapabilities {
+  const hit = lookup(table.models, model);
   if (hit) return { backend, entry: hit[0], known: true, ...hit[1] };
-  const family = FAMILIES.find((f) => f.backend === backend && f.test.test(model));
+  const family = table.families?.find((f) => f.test.test(model));
   if (family) return { backend, entry: family.name, known: true, ...family.entry(model) };
-  return { backend, entry: `${backend} default`, known: false, ...DEFAULTS[backend] };
+  return { backend, entry: `${backend} default`, known: false, ...table.default };
 }
 
 /** Every model id of the table, with its backend (for `atelier models`). */
 export function tableModels(backend?: Backend): { backend: Backend; model: string }[] {
-  return (
-    (Object.keys(TABLES) as Backend[])
-      .filter((b) => !backend || b === backend)
-      // Azure's "models" are the deployments ATELIER_AZURE_DEPLOYMENTS names.
-      .flatMap((b) =>
-        Object.keys(b === 'azure' ? parseAzureDeployments(process.env.ATELIER_AZURE_DEPLOYMENTS) : TABLES[b]).map((model) => ({
-          backend: b,
-          model,
-        })),
-      )
-  );
+  return (Object.keys(PROVIDERS) as Backend[])
+    .filter((b) => !backend || b === backend)
+    .flatMap((b) => {
+      const table = PROVIDERS[b].table;
+      return (table.ids ? table.ids() : Object.keys(table.models)).map((model) => ({ backend: b, model }));
+    });
 }
 
 export interface ModelStatus {
@@ -675,6 +106,24 @@ export function supportsParam(caps: ModelCapabilities, param: ParamName): boolea
   return caps.params === 'any' || caps.params.includes(param);
 }
 
+/**
+ * Parameters a run is refused for at planning, before any call, rather than warned about: left out
+ * of the request they would change what every row is asked for without the user knowing
+ * (`complexity`, which only gpt-image-2.6 takes), and a value the model does not take would fail
+ * every row with the provider's 400. One sentence, or undefined.
+ */
+export function refusedParams(backend: Backend, model: string, params: ModelParams): string | undefined {
+  if (params.complexity === undefined) return undefined;
+  const caps = capabilities(backend, model);
+  if (!supportsParam(caps, 'complexity')) {
+    const takers = tableModels(backend).filter((m) => capabilities(backend, m.model).complexities);
+    return `${model} does not take --complexity${takers.length ? ` (${takers.map((m) => m.model).join(', ')} do)` : ''}; drop it or pick one of those models`;
+  }
+  if (caps.complexities && !caps.complexities.includes(params.complexity))
+    return `--complexity ${params.complexity}: ${model} takes ${caps.complexities.join(', ')}`;
+  return undefined;
+}
+
 function parseSize(size: string | undefined): [number, number] | undefined {
   const m = /^(\d+)x(\d+)$/.exec(size ?? '');
   return m ? [Number(m[1]), Number(m[2])] : undefined;
@@ -715,6 +164,9 @@ export function checkParams(
   }
   if (params.quality && caps.qualities && supportsParam(caps, 'quality') && !caps.qualities.includes(params.quality)) {
     problems.push(`${model} takes quality ${caps.qualities.join(', ')}, not ${params.quality}`);
+  }
+  if (params.complexity && caps.complexities && supportsParam(caps, 'complexity') && !caps.complexities.includes(params.complexity)) {
+    problems.push(`${model} takes complexity ${caps.complexities.join(', ')}, not ${params.complexity}`);
   }
   if (params.background === 'transparent' && supportsParam(caps, 'background')) {
     if (caps.transparentBackground === false) problems.push(`${model} does not support a transparent background`);
@@ -866,7 +318,7 @@ function round(usd: number): number {
 
 /**
  * The `modalities` to ask OpenRouter for: image, plus text only where the model outputs text. Here,
- * not in openrouter.ts, so `atelier models` shows it without loading the adapter's SDK.
+ * not in openrouter/adapter.ts, so `atelier models` shows it without loading the adapter's SDK.
  */
 export function modalitiesFor(
   declared: readonly string[] | undefined,

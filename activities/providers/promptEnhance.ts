@@ -1,6 +1,6 @@
 import OpenAI from 'openai';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { classifyOpenRouterError, dataUrl } from './openrouter';
+import { classifyOpenRouterError, dataUrl } from './openrouter/adapter';
 import type { ProviderImage } from './provider';
 
 // `--prompt-enhance`: an OpenAI-compatible chat model (OpenAI, OpenRouter, a local vLLM...) rewrites

@@ -1,4 +1,3 @@
-import type { ImageLimits } from '../../lib/images';
 import type { ApiBackend, ModelParams } from '../../lib/shared/types';
 
 // One interface for every model backend. An adapter turns a request into the provider's wire format,
@@ -58,14 +57,14 @@ export interface ChatTurnResult extends ImageResult {
   history: JsonValue[];
 }
 
+/**
+ * An adapter. What a model takes (input limits, most input images) is not asked of it: the table
+ * answers that for every backend (`capabilities` in models.ts), so no adapter re-implements it.
+ */
 export interface ImageEditProvider {
   readonly backend: ApiBackend;
   /** Values that must never appear in anything recorded (keys). */
   readonly secrets: readonly string[];
-  /** What one input image may be for this model; larger inputs are shrunk to fit. */
-  inputLimits(model: string): ImageLimits;
-  /** Most input images one call takes for this model (extra images fail the row, never dropped). */
-  maxInputImages(model: string): number;
   /**
    * Most calls the account runs at once, where the provider caps it (fal: 2 for a new account): the
    * worker serves its queue with no more activity slots than this, so rows beyond it wait in

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { parseDataUri, sniffImageType } from '../../lib/images';
 import { capabilities, type Backend } from './models';
-import type { EditRequest, ImageEditProvider, ImageRequest, ProviderImage } from './provider';
+import type { EditRequest, ImageRequest, ProviderImage } from './provider';
 
 // Small pieces every adapter needs, kept in one place so they behave the same for all providers.
 // No SDK is imported here: an adapter that uses these loads only its own (test/unit/providerModules.test.ts).
@@ -33,17 +33,6 @@ async function defaultFetch(url: string, signal?: AbortSignal): Promise<Response
   } catch (err) {
     throw new ClassifiedError('retryable', `downloading the result image failed: ${(err as Error).message}`);
   }
-}
-
-/**
- * An adapter's `inputLimits` and `maxInputImages`: the table's, for every backend (one definition,
- * not one per adapter).
- */
-export function tableLimits(backend: Backend): Pick<ImageEditProvider, 'inputLimits' | 'maxInputImages'> {
-  return {
-    inputLimits: (model) => capabilities(backend, model).inputLimits,
-    maxInputImages: (model) => capabilities(backend, model).maxInputImages,
-  };
 }
 
 /** An edit takes at least one image and at most the model's limit; extra images are never dropped. */

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { BACKEND_NAMES } from '../shared/backends';
 import { parseFilterRows } from '../shared/filterRows';
 import { validateRetrySelection } from '../shared/retrySelection';
-import { BATCH_BACKENDS, type BatchBackend } from '../shared/batch';
+import { batchBackends, isBatchBackend } from '../../activities/providers/registry';
 import { validateRunId } from './runId';
 import type { RetrySelection } from '../shared/retrySelection';
 
@@ -51,6 +51,8 @@ const modelParamsSchema = z
     inputFidelity: z.string().optional(),
     /** OpenAI: auto or low. */
     moderation: z.string().optional(),
+    /** gpt-image-2.6: low, medium or high (how much work the model puts in; OpenAI's default is high). */
+    complexity: z.string().optional(),
     /** Gemini / OpenRouter: 1:1, 16:9, ... */
     aspectRatio: z.string().optional(),
     /** Gemini: 1K, 2K, 4K; OpenRouter: 0.5K ... 4K. */
@@ -256,8 +258,8 @@ export function parseDatasetWorkflowInput(raw: unknown): WorkflowInputFields {
       message: 'backend diffusers needs gpu settings (modelType, taskQueue)',
       path: ['gpu'],
     })
-    .refine((input) => !input.batch || BATCH_BACKENDS.includes(input.backend as BatchBackend), {
-      message: 'batch mode is available for the openai and gemini backends only',
+    .refine((input) => !input.batch || isBatchBackend(input.backend), {
+      message: `batch mode is available for the ${batchBackends().join(' and ')} backends only`,
       path: ['batch'],
     })
     .refine((input) => !input.batch || !input.promptEnhance, {

@@ -3,27 +3,17 @@
 // job), never in workflow payloads; workflows carry ids and counts.
 
 import { ErrorTypes } from './errorTypes';
+import type { BatchBackend } from '../../activities/providers/registry';
 import type { DatasetWorkflowInput, DownloadLimits, ModelParams, OutputEncoding } from './types';
 
-/** Backends whose batch APIs Atelier drives. */
-export type BatchBackend = 'openai' | 'gemini';
-export const BATCH_BACKENDS: readonly BatchBackend[] = ['openai', 'gemini'];
+/** Backends whose batch APIs Atelier drives: those whose provider spec has a `batch` capability (activities/providers/registry.ts). */
+export type { BatchBackend } from '../../activities/providers/registry';
 
 /** `--batch` settings carried in the dataset workflow's input (defined by its schema, lib/run/workflowInput.ts). */
 export type BatchSettings = NonNullable<DatasetWorkflowInput['batch']>;
 
 /** What happens to a row the batch did not answer with an image (a per-line error, an expired batch). */
 export type BatchFallback = BatchSettings['fallback'];
-
-/**
- * Provider limits on one batch: requests per input file and its size (OpenAI: 50,000 and 200 MB,
- * openai-node src/resources/batches.ts). Gemini: inline requests under 20 MB in all, else a JSONL file
- * (the Files API takes 2 GB; Atelier builds the file in memory, so it holds itself to 200 MB too).
- */
-export const BATCH_LIMITS: Record<BatchBackend, { maxRequests: number; maxFileBytes: number; maxInlineBytes?: number }> = {
-  openai: { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024 },
-  gemini: { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024, maxInlineBytes: 20 * 1024 * 1024 },
-};
 
 /**
  * Failure classes a batch records that stay final with `--batch-fallback direct`: the direct path

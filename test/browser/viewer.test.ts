@@ -3,7 +3,7 @@ import { get } from 'node:http';
 import { join } from 'node:path';
 import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, atelier, type CliProcess, REPO } from '../helpers/cli';
 import { assertChromium, launchChromium, startViewerCli } from '../helpers/chromium';
 import { tempDir } from '../helpers/fixtures';

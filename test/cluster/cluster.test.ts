@@ -6,7 +6,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster, type LocalCluster } from '../../testing/localCluster';
 import { ALL_SEARCH_ATTRIBUTES } from '../../lib/shared/searchAttributes';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, atelier, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 

@@ -3,7 +3,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalCluster, type LocalCluster } from '../../testing/localCluster';
 import { startS3Server, type S3TestServer } from '../../testing/versitygw';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, BIN, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir, writePng } from '../helpers/fixtures';
 import { Host } from '../helpers/hosts';

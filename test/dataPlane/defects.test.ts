@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrchestrationActivities } from '../../activities/orchestration';
 import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../../lib/shared/types';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { createWorkers, runWorkersUntil } from '../../workers';
 import { progressQuery, resumeSignal } from '../../workflows/messages';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';

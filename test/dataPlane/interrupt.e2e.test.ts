@@ -5,7 +5,7 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { processAlive, readServerRecord, serverReachable, startDevServer } from '../../lib/temporal/devServer';
 import { findTemporalCli } from '../../lib/temporal/temporalCli';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, atelier, BIN, REPO, waitUntil } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { startS3Server, type S3AccessLogEntry, type S3TestServer } from '../../testing/versitygw';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { runDataset, startTestServer, testInput } from '../helpers/temporalEnv';

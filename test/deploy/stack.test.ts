@@ -8,7 +8,7 @@ import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../lib/temporal/devServer';
 import { ensureDockerCompose, VERSITYGW_VERSION } from '../../testing/goTools';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, CliProcess, REPO, waitUntil } from '../helpers/cli';
 import { startDockerEngine, startNoSuchNameDns, type DockerEngine } from '../helpers/dockerEngine';
 import { tempDir, writePng } from '../helpers/fixtures';

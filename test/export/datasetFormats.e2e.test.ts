@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readDataset, type DatasetRow } from '../../lib/dataset';
 import { runBlobStore } from '../../lib/dataset/blobs';
 import { DatasetError } from '../../lib/shared/errors';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { LocalStorage } from '../../storage/local';
 import { assertBuilt, atelier, REPO } from '../helpers/cli';
 import { tempDir } from '../helpers/fixtures';

@@ -8,7 +8,7 @@ import { readLedgerEntry } from '../../lib/run/ledger';
 import { writeReviewMark } from '../../lib/run/review';
 import { layout } from '../../lib/run/runStore';
 import { startViewer } from '../../web/server';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, atelier, CliProcess, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 

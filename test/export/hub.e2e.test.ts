@@ -5,7 +5,7 @@ import { runBlobStore } from '../../lib/dataset/blobs';
 import { readHubDataset, type HubReadStats } from '../../lib/dataset/hub';
 import type { HubStandin } from '../../standins/hub';
 import { LocalStorage } from '../../storage/local';
-import type { OpenAIStandin } from '../../standins/openai';
+import type { OpenAIStandin } from '../../activities/providers/openai/standin';
 import { atelier } from '../helpers/cli';
 import { tempDir } from '../helpers/fixtures';
 import { startHubTestbed, type HubTestbed } from '../helpers/hubTestbed';

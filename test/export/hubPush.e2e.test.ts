@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HubStandin } from '../../standins/hub';
-import type { OpenAIStandin } from '../../standins/openai';
+import type { OpenAIStandin } from '../../activities/providers/openai/standin';
 import { atelier, type CliRun } from '../helpers/cli';
 import { startHubTestbed, type HubTestbed } from '../helpers/hubTestbed';
 

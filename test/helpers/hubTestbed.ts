@@ -3,7 +3,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startHubStandin, type HubStandin } from '../../standins/hub';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { assertBuilt, REPO } from './cli';
 import { tempDir } from './fixtures';
 

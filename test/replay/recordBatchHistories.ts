@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, it } from 'vitest';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { runDataset, startTestServer, testInput } from '../helpers/temporalEnv';
 

@@ -9,7 +9,7 @@ import { createGpuRowActivities } from '../../activities/gpuRow';
 import { createOrchestrationActivities } from '../../activities/orchestration';
 import { ORCHESTRATOR_QUEUE, providerQueue } from '../../lib/shared/constants';
 import type { DatasetRunSummary, ProgressSnapshot } from '../../lib/shared/types';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { createWorkers } from '../../workers';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { startTestServer, testInput } from '../helpers/temporalEnv';

@@ -1,10 +1,10 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createAzureOpenAIProvider } from '../../activities/providers/azure';
+import { createAzureOpenAIProvider } from '../../activities/providers/azure/adapter';
 import { capabilities, estimateCostUsd, lifecycleProblem, tableModels } from '../../activities/providers/models';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { azureFaults, startAzureOpenAIStandin } from '../../standins/azure';
-import type { OpenAIStandin } from '../../standins/openai';
+import { azureFaults, startAzureOpenAIStandin } from '../../activities/providers/azure/standin';
+import type { OpenAIStandin } from '../../activities/providers/openai/standin';
 
 // The Azure adapter through the openai SDK's AzureOpenAI client against the Azure-shaped stand-in:
 // deployment in the path, api-version in the query, api-key header, the deployment's model rules.

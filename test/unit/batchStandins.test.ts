@@ -1,8 +1,8 @@
 import { GoogleGenAI } from '@google/genai';
 import OpenAI, { toFile, type APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startGeminiStandin, type GeminiStandin } from '../../activities/providers/gemini/standin';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 
 // The stand-in plays the API as of 2026-06-01, before the 2.5 Flash Image and -preview shutdowns, so
 // those models' behaviours stay covered (test/unit/modelCheck.test.ts covers today's refusals).

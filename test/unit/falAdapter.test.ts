@@ -1,10 +1,10 @@
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createFalProvider, type FalProviderOptions } from '../../activities/providers/fal';
+import { createFalProvider, type FalProviderOptions } from '../../activities/providers/fal/adapter';
 import { capabilities, estimateCostUsd } from '../../activities/providers/models';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { falFaults, startFalStandin, type FalStandin } from '../../standins/fal';
+import { falFaults, startFalStandin, type FalStandin } from '../../activities/providers/fal/standin';
 
 // The fal.ai adapter (plain fetch) against the queue-API stand-in: submit, status polls, result,
 // download; the request id heartbeated so a retried attempt polls the same (paid) request.

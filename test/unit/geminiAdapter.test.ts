@@ -3,11 +3,11 @@ import { GoogleGenAI } from '@google/genai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listProviderModels } from '../../activities/providers/registry';
 import sharp from 'sharp';
-import { classifyGeminiError, createGeminiProvider, nextMidnight, parseDuration } from '../../activities/providers/gemini';
+import { classifyGeminiError, createGeminiProvider, nextMidnight, parseDuration } from '../../activities/providers/gemini/adapter';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
 import { freePort } from '../../lib/temporal/devServer';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
+import { geminiFaults, startGeminiStandin, type GeminiStandin } from '../../activities/providers/gemini/standin';
 
 // The stand-in plays the API as of 2026-06-01, before the 2.5 Flash Image and -preview shutdowns, so
 // those models' behaviours stay covered (test/unit/modelCheck.test.ts covers today's refusals).

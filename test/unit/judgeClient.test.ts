@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createJudgeClient, takesSamplingParams } from '../../activities/judge/client';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { JUDGE_ANSWERS, startJudgeStandin } from '../../standins/judge';
-import type { ChatStandin } from '../../standins/openrouter';
+import type { ChatStandin } from '../../activities/providers/openrouter/standin';
 
 // The judge on today's models, against the judge stand-in (an OpenAI-compatible chat server that
 // answers GPT-5.x's 400 unsupported_value for temperature, as the real API does).

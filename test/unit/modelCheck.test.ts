@@ -2,9 +2,9 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createModelCheckActivities } from '../../activities/providers/modelCheck';
-import { startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
+import { startGeminiStandin, type GeminiStandin } from '../../activities/providers/gemini/standin';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
+import { startOpenRouterStandin, type ChatStandin } from '../../activities/providers/openrouter/standin';
 import { tempDir } from '../helpers/fixtures';
 
 // The plan-time model check against the stand-ins' list routes (OpenAI /v1/models, Gemini

@@ -7,6 +7,7 @@ import {
   lifecycleProblem,
   modelStatus,
   supportsParam,
+  refusedParams,
 } from '../../activities/providers/models';
 
 describe('model capability table', () => {
@@ -33,6 +34,15 @@ describe('model capability table', () => {
     expect(checkParams('openai', 'gpt-image-2.5-flare', { quality: 'xhigh', background: 'transparent' })).toEqual([]);
     expect(capabilities('openai', 'gpt-image-2.6-sunburst').complexities).toEqual(['low', 'medium', 'high']);
     expect(capabilities('openai', 'gpt-image-2.5-sunburst').complexities).toBeUndefined();
+    // --complexity is refused at planning where the table says the model does not take it.
+    expect(refusedParams('openai', 'gpt-image-2.6-sunburst-2026-09-08', { complexity: 'medium' })).toBeUndefined();
+    expect(refusedParams('openai', 'gpt-image-2', { complexity: 'low' })).toMatch(
+      /gpt-image-2 does not take --complexity \(gpt-image-2\.6-flare, gpt-image-2\.6-sunburst do\)/,
+    );
+    expect(refusedParams('openai', 'gpt-image-2.6-flare', { complexity: 'max' })).toMatch(/takes low, medium, high/);
+    expect(refusedParams('openrouter', 'openai/gpt-image-2.6-flare', { complexity: 'low' })).toMatch(/does not take --complexity/);
+    expect(refusedParams('gemini', 'gemini-3-pro-image', { complexity: 'low' })).toMatch(/does not take --complexity/);
+    expect(refusedParams('gemini', 'gemini-3-pro-image', {})).toBeUndefined();
     expect(lifecycleProblem('openai', 'dall-e-3', new Date('2026-12-07T00:00:00Z')).error).toMatch(/dall-e-3 was retired on 2026-05-12/);
     // "Works best with up to 3" is advice: more is a warning, not a refusal.
     expect(capabilities('gemini', 'gemini-2.5-flash-image')).toMatchObject({ maxInputImages: 14, recommendedMaxInputImages: 3 });

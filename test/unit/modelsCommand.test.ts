@@ -2,9 +2,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runModels, type ModelRow } from '../../cli/models';
 import type { CliIO } from '../../cli/io';
 import { UsageError } from '../../lib/shared/errors';
-import { startGeminiStandin, type GeminiStandin } from '../../standins/gemini';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
-import { startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
+import { startGeminiStandin, type GeminiStandin } from '../../activities/providers/gemini/standin';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
+import { startOpenRouterStandin, type ChatStandin } from '../../activities/providers/openrouter/standin';
 
 // `atelier models` against the stand-ins' list endpoints (OpenAI /v1/models, OpenRouter
 // /api/v1/models, Gemini models.list), through the real SDKs.

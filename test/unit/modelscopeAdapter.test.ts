@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
-import { createModelScopeProvider, type ModelScopeProviderOptions } from '../../activities/providers/modelscope';
+import { createModelScopeProvider, type ModelScopeProviderOptions } from '../../activities/providers/modelscope/adapter';
 import type { JsonValue, ProviderImage } from '../../activities/providers/provider';
 import { freePort } from '../../lib/temporal/devServer';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { modelscopeFaults, startModelScopeStandin, type ModelScopeStandin } from '../../standins/modelscope';
+import { modelscopeFaults, startModelScopeStandin, type ModelScopeStandin } from '../../activities/providers/modelscope/standin';
 
 const KEY = 'ms-0123abcd-89ab-cdef-0123-456789abcdef';
 const MODEL = 'Qwen/Qwen-Image-Edit-2509';

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import sharp from 'sharp';
-import { createOpenAIProvider } from '../../activities/providers/openai';
+import { createOpenAIProvider } from '../../activities/providers/openai/adapter';
 import { ClassifiedError } from '../../lib/shared/errors';
 import OpenAI, { toFile } from 'openai';
 import { estimateCostUsd } from '../../activities/providers/models';
-import { faults, startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { faults, startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { freePort } from '../../lib/temporal/devServer';
 
 let standin: OpenAIStandin;
@@ -144,6 +144,24 @@ describe('OpenAI adapter through the real SDK', () => {
       numImages: 1,
     });
     expect(standin.callsFor('params-26')[0]).toMatchObject({ status: 200, fields: { quality: 'max', size: '2048x1152' } });
+
+    // --complexity reaches gpt-image-2.6 (the table's `complexities`) and no other model.
+    await provider().edit({
+      model: 'gpt-image-2.6-flare',
+      prompt: 'complexity-26',
+      images: [{ data: png, mimeType: 'image/png' }],
+      params: { complexity: 'low' },
+      numImages: 1,
+    });
+    expect(standin.callsFor('complexity-26')[0]).toMatchObject({ status: 200, fields: { complexity: 'low' } });
+    await provider().edit({
+      model: 'gpt-image-2.5-flare',
+      prompt: 'complexity-25',
+      images: [{ data: png, mimeType: 'image/png' }],
+      params: { complexity: 'low' },
+      numImages: 1,
+    });
+    expect(standin.callsFor('complexity-25')[0]!.fields.complexity).toBeUndefined();
 
     const generated = await provider().generate({
       model: 'gpt-image-2.5-flare',
@@ -301,6 +319,25 @@ describe('the OpenAI stand-in holds the real contract (through the SDK)', () => 
       param: 'quality',
     });
     expect(await status(client().images.generate({ model: 'gpt-image-2.6-flare', prompt: 'q', quality: 'xhigh' as 'high' }))).toBe(200);
+    // complexity: gpt-image-2.6 alone, low/medium/high ([OA-edit]); other models answer unknown_parameter.
+    const withComplexity = async (model: string, complexity: string) =>
+      status(
+        client().images.edit({ model, prompt: 'cx', image: await file(png), complexity } as Parameters<
+          ReturnType<typeof client>['images']['edit']
+        >[0]),
+      );
+    expect(await withComplexity('gpt-image-2.6-sunburst', 'medium')).toBe(200);
+    expect(await withComplexity('gpt-image-2.6-sunburst', 'max')).toMatchObject({
+      status: 400,
+      code: 'invalid_value',
+      param: 'complexity',
+    });
+    expect(await withComplexity('gpt-image-2.5-sunburst', 'low')).toMatchObject({
+      status: 400,
+      code: 'unknown_parameter',
+      param: 'complexity',
+    });
+    expect(await withComplexity('gpt-image-2', 'low')).toMatchObject({ status: 400, code: 'unknown_parameter', param: 'complexity' });
     expect(
       await status(client().images.edit({ model: 'gpt-image-2', prompt: 'fid', image: await file(png), input_fidelity: 'high' })),
     ).toMatchObject({

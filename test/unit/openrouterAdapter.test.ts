@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import sharp from 'sharp';
 import OpenAI from 'openai';
-import { createOpenRouterProvider } from '../../activities/providers/openrouter';
+import { createOpenRouterProvider } from '../../activities/providers/openrouter/adapter';
 import { listProviderModels } from '../../activities/providers/registry';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { freePort } from '../../lib/temporal/devServer';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
+import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../activities/providers/openrouter/standin';
 
 const KEY = 'sk-or-v1-standin0000000000000000000000000000';
 let standin: ChatStandin;

@@ -3,7 +3,7 @@ import sharp from 'sharp';
 import { cleanEnhancedText, createPromptEnhancer, ENHANCE_SYSTEM_PROMPT } from '../../activities/providers/promptEnhance';
 import type { ProviderImage } from '../../activities/providers/provider';
 import { ClassifiedError } from '../../lib/shared/errors';
-import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../standins/openrouter';
+import { openrouterFaults, startOpenRouterStandin, type ChatStandin } from '../../activities/providers/openrouter/standin';
 
 const KEY = 'sk-enhance-standin-000000000000';
 let standin: ChatStandin;

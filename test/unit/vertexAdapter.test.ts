@@ -4,11 +4,11 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { capabilities, estimateCostUsd, modelStatus } from '../../activities/providers/models';
 import type { ProviderImage } from '../../activities/providers/provider';
-import { createVertexProvider, type VertexProviderOptions } from '../../activities/providers/vertex';
+import { createVertexProvider, type VertexProviderOptions } from '../../activities/providers/vertex/adapter';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { freePort } from '../../lib/temporal/devServer';
-import { geminiFaults, type GeminiStandin } from '../../standins/gemini';
-import { startVertexStandin } from '../../standins/vertex';
+import { geminiFaults, type GeminiStandin } from '../../activities/providers/gemini/standin';
+import { startVertexStandin } from '../../activities/providers/vertex/standin';
 
 // The stand-in plays the API as of 2026-06-01, before the 2.5 Flash Image and -preview shutdowns, so
 // those models' behaviours stay covered (test/unit/modelCheck.test.ts covers today's refusals).

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClassifiedError } from '../../lib/shared/errors';
-import { capabilities, supportsParam, type ModelCapabilities } from './models';
-import { checkEditInputs, requestFingerprint, resultImage, retryAfterMs, tableLimits } from './shared';
-import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
-import { connectionErrorMessage } from '../../lib/shared/unreachable';
+import { ClassifiedError } from '../../../lib/shared/errors';
+import { capabilities, supportsParam, type ModelCapabilities } from '../models';
+import { checkEditInputs, requestFingerprint, resultImage, retryAfterMs } from '../shared';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from '../provider';
+import { connectionErrorMessage } from '../../../lib/shared/unreachable';
 
 // fal.ai through its queue API with plain fetch (fal.ai/docs/api-reference/inference-api,
 // documentation/model-apis/inference/queue):
@@ -292,7 +292,6 @@ export function createFalProvider(options: FalProviderOptions): ImageEditProvide
     backend: 'fal',
     secrets: [options.apiKey],
     maxConcurrentCalls: options.concurrency ?? FAL_DEFAULT_CONCURRENCY,
-    ...tableLimits('fal'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('fal', request);
       return run(request, request.images);

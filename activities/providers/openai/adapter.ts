@@ -1,10 +1,10 @@
 import OpenAI, { APIConnectionError, APIConnectionTimeoutError, APIError, APIUserAbortError, toFile } from 'openai';
 import sharp from 'sharp';
-import { ClassifiedError } from '../../lib/shared/errors';
-import { capabilities, supportsParam, type Backend, type ModelCapabilities } from './models';
-import { checkEditInputs, resultImage, retryAfterMs, sniffImageType, tableLimits } from './shared';
-import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
-import { connectionErrorMessage } from '../../lib/shared/unreachable';
+import { ClassifiedError } from '../../../lib/shared/errors';
+import { capabilities, supportsParam, type Backend, type ModelCapabilities } from '../models';
+import { checkEditInputs, resultImage, retryAfterMs, sniffImageType } from '../shared';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from '../provider';
+import { connectionErrorMessage } from '../../../lib/shared/unreachable';
 
 // OpenAI Images API adapter (also any OpenAI-compatible server via OPENAI_BASE_URL).
 // The SDK's own retries are off: Temporal's activity retry policy owns every retry, so backoff,
@@ -79,6 +79,8 @@ export function openAIParams(request: ImageRequest, caps: ModelCapabilities, kin
     ...(has('outputFormat') ? { output_format: p.outputFormat } : {}),
     ...(has('outputCompression') ? { output_compression: p.outputCompression } : {}),
     ...(kind === 'edit' && has('inputFidelity') ? { input_fidelity: p.inputFidelity } : {}),
+    // gpt-image-2.6 only (the table's `complexities`); untyped in the SDK, sent as a form field or JSON key.
+    ...(has('complexity') ? { complexity: p.complexity } : {}),
     // Typed only on generate in the SDK; the edits endpoint takes it too (sent as a form field).
     ...(has('moderation') ? { moderation: p.moderation } : {}),
     // OpenAI-compatible diffusion servers (vLLM-Omni, SGLang; models with params 'any'): the run's
@@ -159,7 +161,6 @@ export function openAIImagesProvider(
   return {
     backend,
     secrets,
-    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       const caps = capabilities(backend, request.model);

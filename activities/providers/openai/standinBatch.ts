@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { openAIErrorBody as errorBody, readBody, sendJson } from './server';
+import { openAIErrorBody as errorBody, readBody, sendJson } from '../../../standins/server';
 
-// The OpenAI stand-in's Files and Batch APIs, mounted by standins/openai.ts. Rules and their sources
+// The OpenAI stand-in's Files and Batch APIs, mounted by activities/providers/openai/standin.ts. Rules and their sources
 // (developers.openai.com/api/reference: files, batches; openai-node 6.30.1 src/resources/batches.ts,
 // files.ts; the batch guide developers.openai.com/api/docs/guides/batch):
 // - `POST /v1/files` (multipart `file`, `purpose`): purpose one of assistants, batch, fine-tune,

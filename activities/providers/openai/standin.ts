@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp, { type Sharp } from 'sharp';
-import { createOpenAIBatchApi, type OpenAIBatchApi, type OpenAIBatchOptions } from './openaiBatch';
+import { createOpenAIBatchApi, type OpenAIBatchApi, type OpenAIBatchOptions } from './standinBatch';
 import {
   FaultScripts,
   listenOnLoopback,
@@ -14,9 +14,9 @@ import {
   type FaultStep,
   type Standin,
   type StandinOptions,
-} from './server';
+} from '../../../standins/server';
 
-export type { FaultStep, Standin, StandinOptions } from './server';
+export type { FaultStep, Standin, StandinOptions } from '../../../standins/server';
 
 // The other stand-ins import these from here.
 export { readBody, sendJson };
@@ -127,7 +127,7 @@ export interface StandinCall {
   fields: Record<string, string>;
   /** What the caller sent as Authorization (the tests check keys go only here). */
   authorization: string;
-  /** Executed as a line of a batch (standins/openaiBatch.ts), not called directly. */
+  /** Executed as a line of a batch (activities/providers/openai/standinBatch.ts), not called directly. */
   viaBatch?: boolean;
   status: number;
   at: number;
@@ -141,9 +141,9 @@ export interface OpenAIStandin extends Standin<StandinCall> {
 export interface OpenAIStandinOptions extends StandinOptions {
   /** The stand-in's clock for model shutdowns (default: the real date). */
   now?: () => Date;
-  /** Serve Azure OpenAI's URL shape and auth instead of OpenAI's (standins/azure.ts). */
+  /** Serve Azure OpenAI's URL shape and auth instead of OpenAI's (activities/providers/azure/standin.ts). */
   azure?: AzureFlavour;
-  /** The Files and Batch APIs' timing and faults (standins/openaiBatch.ts). */
+  /** The Files and Batch APIs' timing and faults (activities/providers/openai/standinBatch.ts). */
   batch?: OpenAIBatchOptions;
   /**
    * Play an OpenAI-compatible server (a user's `--base-url`) instead of api.openai.com: any model id

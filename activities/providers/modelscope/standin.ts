@@ -12,7 +12,7 @@ import {
   type FaultStep,
   type Standin,
   type StandinOptions,
-} from './server';
+} from '../../../standins/server';
 
 // A local stand-in for ModelScope API-Inference's async image tasks: `POST /v1/images/generations`
 // (needs `X-ModelScope-Async-Mode: true`) returns a task id; `GET /v1/tasks/{id}` (needs
@@ -23,7 +23,7 @@ import {
 // submit (429 with Retry-After, 5xx, 400, malformed bodies, delays), or a task outcome (a FAILED
 // task, a content-filter failure, a task that takes many polls).
 
-export type { FaultStep } from './server';
+export type { FaultStep } from '../../../standins/server';
 
 /** A task outcome instead of an HTTP fault: the submit succeeds, then the task goes this way. */
 export interface TaskStep {

@@ -1,9 +1,9 @@
 import OpenAI, { AzureOpenAI } from 'openai';
-import { openAIImagesProvider } from './openai';
-import type { ImageEditProvider } from './provider';
+import { openAIImagesProvider } from '../openai/adapter';
+import type { ImageEditProvider } from '../provider';
 
 // Azure OpenAI: OpenAI's Images API served from an Azure resource. Everything but the client is
-// shared with openai.ts (request fields from the capability table, multipart images, error classes:
+// shared with openai/adapter.ts (request fields from the capability table, multipart images, error classes:
 // Azure's content filter answers 400 `content_policy_violation`, which classifyOpenAIError reads as
 // blocked). The SDK's own retries are off, as for OpenAI: Temporal owns every retry.
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { readBody, sendJson } from './server';
+import { readBody, sendJson } from '../../../standins/server';
 
-// The Gemini stand-in's Batch Mode, mounted by standins/gemini.ts. Rules and their sources
+// The Gemini stand-in's Batch Mode, mounted by activities/providers/gemini/standin.ts. Rules and their sources
 // (ai.google.dev/gemini-api/docs/batch-mode; @google/genai 2.32.0 src/batches.ts and its converters
 // batchJobFromMldev, batchJobSourceToMldev, inlinedResponseFromMldev, tJobState):
 // - `POST /v1beta/models/{model}:batchGenerateContent` with `{batch: {displayName, inputConfig:

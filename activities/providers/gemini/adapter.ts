@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { ApiError, GoogleGenAI, type Content, type GenerateContentConfig, type GenerateContentResponse, type Part } from '@google/genai';
-import { ClassifiedError } from '../../lib/shared/errors';
-import { connectionErrorMessage } from '../../lib/shared/unreachable';
-import { capabilities, supportsParam, type Backend } from './models';
-import { checkEditInputs, checkInputCount, nextMidnight, sniffImageType, tableLimits } from './shared';
+import { ClassifiedError } from '../../../lib/shared/errors';
+import { connectionErrorMessage } from '../../../lib/shared/unreachable';
+import { capabilities, supportsParam, type Backend } from '../models';
+import { checkEditInputs, checkInputCount, nextMidnight, sniffImageType } from '../shared';
 
 export { nextMidnight };
 import type {
@@ -15,7 +15,7 @@ import type {
   ImageResult,
   JsonValue,
   ProviderImage,
-} from './provider';
+} from '../provider';
 
 // Gemini image models through @google/genai (`models.generateContent`). The SDK's retries stay off
 // (no `retryOptions`): Temporal owns every retry, honouring RetryInfo's delay from the error body.
@@ -235,7 +235,7 @@ export function createGeminiProvider(options: GeminiProviderOptions): ImageEditP
   return googleGenAIProvider('gemini', ai, { secrets: [options.apiKey], filesApi: true, endpoint });
 }
 
-/** The backends served through @google/genai: the Gemini API and Vertex AI (vertex.ts). */
+/** The backends served through @google/genai: the Gemini API and Vertex AI (vertex/adapter.ts). */
 export type GoogleBackend = Extract<Backend, 'gemini' | 'vertex'>;
 
 /**
@@ -347,7 +347,6 @@ export function googleGenAIProvider(
   return {
     backend,
     secrets: options.secrets,
-    ...tableLimits(backend),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs(backend, request);
       return images(request, [{ text: request.prompt }, ...request.images.map(imagePart)]);

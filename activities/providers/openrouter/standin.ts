@@ -12,7 +12,7 @@ import {
   type FaultStep,
   type Standin,
   type StandinOptions,
-} from './server';
+} from '../../../standins/server';
 
 // A local stand-in for an OpenAI-compatible chat-completions server shaped like OpenRouter
 // (`POST /api/v1/chat/completions`, also `/v1/chat/completions`), used through the real `openai`
@@ -50,7 +50,7 @@ import {
 // enum. An id OpenRouter does not serve answers the chat endpoint's 400 "is not a valid model ID"; a
 // served model without image output answers 404 "No endpoints found for <id>".
 
-export type { FaultStep } from './server';
+export type { FaultStep } from '../../../standins/server';
 
 export interface OpenRouterModel {
   id: string;

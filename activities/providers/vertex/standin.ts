@@ -1,7 +1,7 @@
-import { startGeminiStandin, type GeminiStandin, type GeminiStandinOptions } from './gemini';
+import { startGeminiStandin, type GeminiStandin, type GeminiStandinOptions } from '../gemini/standin';
 
 // A local stand-in for Gemini on Vertex AI: the Gemini stand-in's request rules, answers, thought
-// signatures, faults and google.rpc error bodies (standins/gemini.ts lists them with their sources),
+// signatures, faults and google.rpc error bodies (activities/providers/gemini/standin.ts lists them with their sources),
 // served at the paths @google/genai calls with `vertexai: true` (node_modules/@google/genai
 // ApiClient.constructUrl, tModel; API version v1beta1 by default):
 // - express mode (API key, `x-goog-api-key`): POST /v1beta1/publishers/google/models/{m}:generateContent

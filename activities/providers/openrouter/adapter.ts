@@ -1,10 +1,10 @@
 import OpenAI, { APIError } from 'openai';
-import { ClassifiedError } from '../../lib/shared/errors';
-import { capabilities, modalitiesFor, supportsParam } from './models';
-import { listOpenRouterImageModels } from './catalog';
-import { classifyOpenAIError } from './openai';
-import { checkEditInputs, resultImage, sniffImageType, tableLimits } from './shared';
-import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from './provider';
+import { ClassifiedError } from '../../../lib/shared/errors';
+import { capabilities, modalitiesFor, supportsParam } from '../models';
+import { listOpenRouterImageModels } from './list';
+import { classifyOpenAIError } from '../openai/adapter';
+import { checkEditInputs, resultImage, sniffImageType } from '../shared';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, ProviderImage } from '../provider';
 
 // OpenRouter image models through the `openai` SDK's chat completions (OpenRouter is
 // OpenAI-compatible there): the prompt and input images (data URLs) go in one user message, with the
@@ -408,7 +408,6 @@ export function createOpenRouterProvider(options: OpenRouterProviderOptions): Im
   return {
     backend: 'openrouter',
     secrets: [options.apiKey],
-    ...tableLimits('openrouter'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('openrouter', request);
       return run(request, request.images);

@@ -12,7 +12,7 @@ import {
   type FaultStep,
   type Standin,
   type StandinOptions,
-} from './server';
+} from '../../../standins/server';
 
 // A local stand-in for fal.ai's queue API, for the image-edit endpoints Atelier's table knows. It is
 // a contract: it takes what fal takes and answers with fal's bodies. Rules and their sources:
@@ -47,7 +47,7 @@ import {
 // - Without a key: 401; an unknown app: 404 (both wordings unverified).
 // - Output files are served without auth, as fal's CDN serves them.
 
-export type { FaultStep } from './server';
+export type { FaultStep } from '../../../standins/server';
 
 /** A request outcome instead of an HTTP fault at submit: the request is queued, then goes this way. */
 export interface FalRequestStep {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
-import { createGeminiBatchApi, type GeminiBatchApi, type GeminiBatchOptions } from './geminiBatch';
+import { createGeminiBatchApi, type GeminiBatchApi, type GeminiBatchOptions } from './standinBatch';
 import {
   FaultScripts,
   listenOnLoopback,
@@ -13,7 +13,7 @@ import {
   type FaultStep,
   type Standin,
   type StandinOptions,
-} from './server';
+} from '../../../standins/server';
 
 // A local stand-in for the Gemini API's `POST /v1beta/models/{model}:generateContent`, spoken
 // closely enough for @google/genai: `x-goog-api-key` auth, camelCase JSON, candidates with parts,
@@ -53,7 +53,7 @@ import {
 // Parts may then name it as `fileData: {fileUri, mimeType}`; an unknown file answers 403
 // PERMISSION_DENIED as the API does. Uploaded bytes do not count toward the request limit.
 
-export type { FaultStep } from './server';
+export type { FaultStep } from '../../../standins/server';
 
 const RATIOS_10 = ['1:1', '2:3', '3:2', '3:4', '4:3', '4:5', '5:4', '9:16', '16:9', '21:9'];
 
@@ -269,7 +269,7 @@ export interface GeminiStandinCall {
   path: string;
   /** Vertex project mode: whether an OAuth bearer token came with the request. */
   bearer?: boolean;
-  /** Run as a request of a batch job (standins/geminiBatch.ts), not called directly. */
+  /** Run as a request of a batch job (activities/providers/gemini/standinBatch.ts), not called directly. */
   viaBatch?: boolean;
   status: number;
   at: number;
@@ -285,7 +285,7 @@ export interface GeminiStandin extends Standin<GeminiStandinCall> {
   batches: GeminiBatchApi;
 }
 
-/** Vertex AI's URL shape and auth (standins/vertex.ts); the request and answer rules are the same. */
+/** Vertex AI's URL shape and auth (activities/providers/vertex/standin.ts); the request and answer rules are the same. */
 interface VertexRoute {
   /** Project and location of a project path; both absent on the express-mode (API key) path. */
   project?: string;

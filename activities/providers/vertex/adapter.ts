@@ -1,10 +1,10 @@
 import { GoogleGenAI, type GoogleGenAIOptions } from '@google/genai';
-import { googleGenAIProvider } from './gemini';
-import type { ImageEditProvider } from './provider';
+import { googleGenAIProvider } from '../gemini/adapter';
+import type { ImageEditProvider } from '../provider';
 
 // Gemini image models on Vertex AI through @google/genai with `vertexai: true`: the same
 // generateContent request and answer as the Gemini API, so everything but the client is shared with
-// gemini.ts (finish reasons, thought signatures, errors, usage). The SDK calls
+// gemini/adapter.ts (finish reasons, thought signatures, errors, usage). The SDK calls
 //   {base}/v1beta1/publishers/google/models/{model}:generateContent                      (express mode: API key)
 //   {base}/v1beta1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent (project: ADC)
 // (node_modules/@google/genai: ApiClient.constructUrl / shouldPrependVertexProjectPath, tModel).

@@ -1,4 +1,4 @@
-import { startOpenAIStandin, type FaultStep, type OpenAIStandin, type StandinOptions } from './openai';
+import { startOpenAIStandin, type FaultStep, type OpenAIStandin, type StandinOptions } from '../openai/standin';
 
 // A local stand-in for Azure OpenAI's Images API. It is the OpenAI stand-in (same image handling,
 // same per-model rules and error bodies for what the model rejects) behind Azure's URL shape and
@@ -14,7 +14,7 @@ import { startOpenAIStandin, type FaultStep, type OpenAIStandin, type StandinOpt
 //   supported"}}` (as publicly reported; unverified live).
 // - An unknown deployment: 404 `{error: {code: "DeploymentNotFound", message: "The API deployment
 //   for this resource does not exist. ..."}}` (Azure OpenAI troubleshooting pages).
-// - The deployment decides the model; its rules are OpenAI's for that model (standins/openai.ts
+// - The deployment decides the model; its rules are OpenAI's for that model (activities/providers/openai/standin.ts
 //   lists them), with OpenAI's error bodies, which Azure passes through for image validation.
 // - The content filter: 400 with code `content_policy_violation` and an `inner_error` carrying
 //   `ResponsibleAIPolicyViolation` and the filter results (Azure OpenAI content-filtering docs).

@@ -1,9 +1,9 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { ClassifiedError } from '../../lib/shared/errors';
-import { capabilities, supportsParam } from './models';
-import { checkEditInputs, nextMidnight, requestFingerprint, resultImage, retryAfterMs, tableLimits } from './shared';
-import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from './provider';
-import { connectionErrorMessage } from '../../lib/shared/unreachable';
+import { ClassifiedError } from '../../../lib/shared/errors';
+import { capabilities, supportsParam } from '../models';
+import { checkEditInputs, nextMidnight, requestFingerprint, resultImage, retryAfterMs } from '../shared';
+import type { EditRequest, ImageEditProvider, ImageRequest, ImageResult, JsonValue, ProviderImage } from '../provider';
+import { connectionErrorMessage } from '../../../lib/shared/unreachable';
 
 // ModelScope API-Inference (Qwen-Image-Edit and friends) with plain fetch: submit an async task
 // (`POST /v1/images/generations` with `X-ModelScope-Async-Mode: true`), poll
@@ -238,7 +238,6 @@ export function createModelScopeProvider(options: ModelScopeProviderOptions): Im
   return {
     backend: 'modelscope',
     secrets: [options.apiKey],
-    ...tableLimits('modelscope'),
     async edit(request: EditRequest): Promise<ImageResult> {
       checkEditInputs('modelscope', request);
       return run(request, request.images);

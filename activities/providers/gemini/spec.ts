@@ -1,0 +1,28 @@
+import type { BatchLimits } from '../batchClient';
+import { portOption, type ProviderSpec } from '../spec';
+import { geminiTable } from './models';
+
+/**
+ * Gemini's batch limits: inline requests under 20 MB in all, else a JSONL file (the Files API takes
+ * 2 GB; Atelier builds the file in memory, so it holds itself to 200 MB and 50,000 requests too).
+ */
+export const GEMINI_BATCH_LIMITS: BatchLimits = { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024, maxInlineBytes: 20 * 1024 * 1024 };
+
+export const geminiSpec = {
+  backend: 'gemini',
+  table: geminiTable,
+  create: async ({ apiKey, baseURL }) => (await import('./adapter')).createGeminiProvider({ apiKey, baseURL }),
+  listing: { list: async (options) => (await import('./list')).listGeminiModels(options) },
+  batch: {
+    limits: GEMINI_BATCH_LIMITS,
+    // Gemini answers one image per request: --num-images N is N requests per row.
+    requestsPerRow: (numImages) => numImages,
+    oneEndpointPerBatch: false,
+    client: async (deps) => (await import('./batch')).geminiBatchClient(deps),
+  },
+  standin: {
+    start: async (port) => (await import('./standin')).startGeminiStandin(portOption(port)),
+    env: (url) => ({ GEMINI_API_KEY: 'standin', GEMINI_BASE_URL: url }),
+    note: 'then: atelier edit --backend gemini --model gemini-3.1-flash-image ...',
+  },
+} satisfies ProviderSpec;

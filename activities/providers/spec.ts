@@ -1,0 +1,79 @@
+import type { ApiBackend } from '../../lib/shared/backends';
+import { UsageError } from '../../lib/shared/errors';
+import type { BatchClient, BatchClientDeps, BatchLimits } from './batchClient';
+import type { CatalogOptions, ListedModel } from './catalog';
+import type { ImageEditProvider } from './provider';
+import type { ProviderTable } from './table';
+
+// One provider, one spec: each provider folder (activities/providers/<name>/) exports its spec from
+// <name>/spec.ts, and registry.ts names it once. The spec holds what every provider has (its table,
+// its adapter, whether it lists its models) and the capabilities only some have (a batch API, a
+// stand-in for `atelier standin`). A spec loads no SDK: adapters, listings and batch clients are
+// imported when first called, so a process loads only the SDKs of the queues it serves
+// (test/startup.e2e.test.ts, test/unit/providerModules.test.ts).
+
+/** What a factory gets: the credential and base URL found in the worker environment, and the rest of it. */
+export interface ProviderContext {
+  apiKey: string;
+  baseURL: string | undefined;
+  env: NodeJS.ProcessEnv;
+}
+
+/**
+ * A backend either lists its models (the catalogue at planning and `atelier models` ask it) or says
+ * why it is table only: one of the two, so a new backend cannot leave the question open.
+ */
+export type Listing =
+  | { list(options: CatalogOptions): Promise<ListedModel[]>; tableOnly?: never }
+  | { list?: never; /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */ tableOnly: string };
+
+/** A provider batch API that `atelier edit --batch` drives (half price, answered within 24 hours). */
+export interface BatchCapability {
+  limits: BatchLimits;
+  /** Requests one row makes for `numImages` outputs (Gemini answers one image per request). */
+  requestsPerRow(numImages: number): number;
+  /** A batch has one endpoint: edit and text-to-image rows go in separate jobs (OpenAI). */
+  oneEndpointPerBatch: boolean;
+  /** The provider's batch client; its module (and SDK) loads on the first call. */
+  client(deps: BatchClientDeps): Promise<BatchClient>;
+}
+
+/** A stand-in of the provider's API on loopback (its contract tests use it; `atelier standin <name>` starts it). */
+export interface StandinSpec {
+  start(port: number | undefined): Promise<{ baseURL: string; close(): Promise<void> }>;
+  /** Environment for `atelier edit` / `atelier worker` (the key: any value the stand-in accepts). */
+  env(baseURL: string): Record<string, string>;
+  note: string;
+}
+
+export interface ProviderSpec {
+  readonly backend: ApiBackend;
+  /** The provider's rows of the model table (<name>/models.ts): limits, parameters, prices, lifecycles. */
+  readonly table: ProviderTable;
+  /** The adapter, built from the worker environment (keys never leave it). */
+  create(context: ProviderContext): Promise<ImageEditProvider>;
+  readonly listing: Listing;
+  /** Present where Atelier drives the provider's batch API. */
+  readonly batch?: BatchCapability;
+  /** Present where `atelier standin` offers the provider's stand-in. */
+  readonly standin?: StandinSpec;
+}
+
+/** `*_POLL_INTERVAL_MS`: how often a submitted task is polled, when set. */
+export function pollInterval(value: string | undefined): { pollIntervalMs?: number } {
+  const ms = Number(value);
+  return ms > 0 ? { pollIntervalMs: ms } : {};
+}
+
+/** A whole number of at least 1 from the environment (`FAL_CONCURRENCY`), when set. */
+export function concurrencyOf(name: string, value: string | undefined): { concurrency?: number } {
+  if (value === undefined || value === '') return {};
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name} must be a whole number of at least 1, not ${JSON.stringify(value)}`);
+  return { concurrency: n };
+}
+
+/** `{ port }` for a stand-in's options when one was asked for. */
+export function portOption(port: number | undefined): { port?: number } {
+  return port ? { port } : {};
+}

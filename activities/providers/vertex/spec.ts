@@ -1,0 +1,19 @@
+import type { ProviderSpec } from '../spec';
+import { vertexTable } from './models';
+
+// Vertex's stand-in (./standin.ts) is the Gemini stand-in in Vertex's URL shape and auth; tests
+// start it, and `atelier standin` does not offer it (`atelier standin gemini` serves the same rules).
+
+export const vertexSpec = {
+  backend: 'vertex',
+  table: vertexTable,
+  // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
+  create: async ({ baseURL, env }) =>
+    (await import('./adapter')).createVertexProvider({
+      apiKey: env.VERTEX_API_KEY || undefined,
+      project: env.GOOGLE_CLOUD_PROJECT,
+      location: env.GOOGLE_CLOUD_LOCATION,
+      baseURL,
+    }),
+  listing: { tableOnly: 'Vertex AI: the Gemini image models of the table (publisher models are not listed per project)' },
+} satisfies ProviderSpec;
