@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { LedgerEntry } from '../../lib/run/records';
 import { rowDigest } from '../../lib/run/rowDigest';
 import { RunStore } from '../../lib/run/runStore';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { runDataset, startTestServer, testInput } from '../helpers/temporalEnv';

@@ -5,7 +5,7 @@ import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parquetReadObjects } from 'hyparquet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatasetRunSummary, ProgressSnapshot } from '../../lib/shared/types';
-import { startOpenAIStandin, type OpenAIStandin } from '../../standins/openai';
+import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
 import { startS3FaultProxy, type S3FaultProxy } from '../../testing/s3FaultProxy';
 import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 import { resumeSignal } from '../../workflows/messages';
