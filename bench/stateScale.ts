@@ -98,7 +98,9 @@ async function main(): Promise<void> {
 
   const dir = mkdtempSync(join(option('dir', tmpdir()), 'atelier-state-'));
   const outputDir = join(dir, 'out');
-  const lines: string[] = [`${rows} rows, run folder on the local disk (${dir}), load average at start ${loadNow()}:`];
+  // Each figure is printed as soon as its phase ends: removing a 1M-row folder takes minutes.
+  console.log(`${rows} rows, run folder on the local disk (${dir}), load average at start ${loadNow()}:`);
+  const lines = { push: (text: string) => console.log(text) };
   const line = (name: string, f: PhaseFigures, extra = ''): void => {
     lines.push(
       `  ${name}: ${f.seconds.toFixed(1)} s${extra}, peak RSS ${f.peakRssMb.toFixed(0)} MB (+${f.growthMb.toFixed(0)} MB over the phase), load ${f.load}`,
@@ -207,7 +209,6 @@ async function main(): Promise<void> {
   } finally {
     if (process.argv.includes('--keep')) lines.push(`  kept ${dir}`);
     else rmSync(dir, { recursive: true, force: true });
-    console.log(lines.join('\n'));
   }
 }
 
