@@ -86,10 +86,12 @@ export async function activityTime(
   client: Client,
   workflowId: string,
   type: string,
-): Promise<{ count: number; seconds: number; longest: number }> {
+): Promise<{ count: number; seconds: number; longest: number; completedAt: number[]; durations: number[] }> {
   let count = 0;
   let seconds = 0;
   let longest = 0;
+  // Each execution's close (epoch ms) and seconds, in close order: for the gaps between refreshes.
+  const closed: Array<{ at: number; took: number }> = [];
   for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) {
     const history = await client.workflow.getHandle(workflowId, wf.runId).fetchHistory();
     const scheduled = new Map<string, boolean>();
@@ -110,10 +112,12 @@ export async function activityTime(
         count += 1;
         seconds += took;
         longest = Math.max(longest, took);
+        closed.push({ at: ms(e.eventTime), took });
       }
     }
   }
-  return { count, seconds, longest };
+  closed.sort((a, b) => a.at - b.at);
+  return { count, seconds, longest, completedAt: closed.map((c) => c.at), durations: closed.map((c) => c.took) };
 }
 
 export function peakRssSampler(): { stop(): number } {
