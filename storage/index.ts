@@ -2,7 +2,7 @@ import { LocalStorage } from './local';
 import { parseS3Location, S3Storage } from './s3';
 import { isS3Location, type Storage } from './storage';
 
-export { isS3Location, type ListedObject, type Storage, type StoredObjectInfo } from './storage';
+export { isS3Location, type ListedObject, type ListOptions, type Storage, type StoredObjectInfo } from './storage';
 export { keyProblem, storageFailure, StoreFault } from './errors';
 
 const opened = new Map<string, Storage>();

@@ -5,7 +5,7 @@ import { NEW_FILE_FLAGS, tempName, writeFileAtomic, writeFileAtomicIn } from './
 import { PinnedDir, pinnedDirsSupported } from './pinnedDir';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem, storageFailure } from './errors';
-import type { ListedObject, Storage, StoredObjectInfo } from './storage';
+import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from './storage';
 
 /**
  * mkdir -p that reports the real reason: a recursive mkdir under a read-only mount answers ENOENT,
@@ -415,9 +415,12 @@ export class LocalStorage implements Storage {
     return found;
   }
 
-  async listObjects(prefix: string, options: { shallow?: boolean } = {}): Promise<ListedObject[]> {
+  async listObjects(prefix: string, options: ListOptions = {}): Promise<ListedObject[]> {
     const folder = prefix.replace(/\/+$/, '');
-    const names = options.shallow ? await this.filesIn(folder) : await this.list(folder);
+    const { after, through } = options;
+    const names = (options.shallow ? await this.filesIn(folder) : await this.list(folder)).filter(
+      (key) => (after === undefined || key > after) && (through === undefined || key <= through),
+    );
     const base = folder ? this.readPath(folder) : this.location;
     const objects: ListedObject[] = [];
     for (const key of names) {

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { stat } from 'node:fs/promises';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem, StoreFault } from './errors';
-import type { ListedObject, Storage, StoredObjectInfo } from './storage';
+import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from './storage';
 
 // The AWS SDK (~0.1 s of CPU to load) loads when an s3:// location is first used, not with the CLI
 // (lib/loadOnUse.ts does this for lib/; storage/ stays below lib/, hence its own two lines).
@@ -246,10 +246,11 @@ export class S3Storage implements Storage {
     return keys;
   }
 
-  async listObjects(prefix: string, options: { shallow?: boolean } = {}): Promise<ListedObject[]> {
+  async listObjects(prefix: string, options: ListOptions = {}): Promise<ListedObject[]> {
     const base = prefix.replace(/\/+$/, '');
     const folder = base ? `${this.objectKey(base)}/` : this.prefix ? `${this.prefix}/` : '';
     const objects: ListedObject[] = [];
+    const { after, through } = options;
     let token: string | undefined;
     try {
       do {
@@ -258,13 +259,23 @@ export class S3Storage implements Storage {
             Bucket: this.bucket,
             Prefix: folder,
             ContinuationToken: token,
+            // S3 lists keys in byte order: a range starts where it starts, not at the folder's first key.
+            ...(after !== undefined && !token ? { StartAfter: `${folder}${after}` } : {}),
             // Shallow: the objects in the folder itself; its subfolders come back as one prefix each.
             ...(options.shallow ? { Delimiter: '/' } : {}),
           }),
         );
-        for (const object of page.Contents ?? [])
-          if (object.Key) objects.push({ key: object.Key.slice(folder.length), size: object.Size ?? 0, tag: etagOf(object.ETag) });
-        token = page.IsTruncated ? page.NextContinuationToken : undefined;
+        let past = false;
+        for (const object of page.Contents ?? []) {
+          if (!object.Key) continue;
+          const key = object.Key.slice(folder.length);
+          if (through !== undefined && key > through) {
+            past = true;
+            break;
+          }
+          objects.push({ key, size: object.Size ?? 0, tag: etagOf(object.ETag) });
+        }
+        token = page.IsTruncated && !past ? page.NextContinuationToken : undefined;
       } while (token);
     } catch (err) {
       throw s3Failure(err, this.describe(prefix));

@@ -17,6 +17,16 @@ export interface StoredObjectInfo {
  * on a disk), and `readTagged` returns the same tag for the same version: a reader that kept an
  * object with its tag knows from a listing alone whether it still holds.
  */
+/** Which objects a listing returns. */
+export interface ListOptions {
+  /** Only the objects directly in the folder (not below its subfolders). */
+  shallow?: boolean;
+  /** Only keys after this one (relative to the folder, in byte order): where an S3 listing starts. */
+  after?: string;
+  /** Only keys up to this one, inclusive: an S3 listing stops there instead of running to the end. */
+  through?: string;
+}
+
 export interface ListedObject {
   key: string;
   size: number;
@@ -57,9 +67,10 @@ export interface Storage {
   list(prefix: string): Promise<string[]>;
   /**
    * Objects under a folder-like prefix with their size and tag, recursively, or with `shallow`
-   * only those directly in it (not below its subfolders): on S3 a request per 1,000 objects.
+   * only those directly in it (not below its subfolders): on S3 a request per 1,000 objects, and
+   * with `after` / `through` only for the keys in that range (a disk still reads the whole folder).
    */
-  listObjects(prefix: string, options?: { shallow?: boolean }): Promise<ListedObject[]>;
+  listObjects(prefix: string, options?: ListOptions): Promise<ListedObject[]>;
   /** The whole object and its tag (as `listObjects` gives it), or undefined when there is none. */
   readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined>;
   remove(key: string): Promise<void>;

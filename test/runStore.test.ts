@@ -389,6 +389,25 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     expect(received).toBeGreaterThanOrEqual((happy + rerun) * rows);
   }, 180_000);
 
+  it('a page finds which of its rows have an entry from their own key range: one listing on S3, a stat each on a disk, never the whole ledger', async () => {
+    // 1,200 rows, every even one with an entry: more than one listing request's worth of keys.
+    const entries = Array.from({ length: 600 }, (_, n) => 2 * n);
+    const page = Array.from({ length: 128 }, (_, n) => 1000 + n);
+    for (const storage of [new S3Storage('s3://runstore/among/out'), new LocalStorage(join(tempDir('atelier-runstore-among-'), 'out'))]) {
+      for (let i = 0; i < entries.length; i += 32)
+        await Promise.all(
+          entries.slice(i, i + 32).map((index) => storage.write(`.atelier/ledger/${String(index).padStart(6, '0')}.json`, '{}')),
+        );
+      const counting = new CountingStorage(storage);
+      const found = await new RunStore(counting).ledgerIndexesAmong(page);
+      expect([...found].sort((a, b) => a - b)).toEqual(page.filter((index) => index % 2 === 0));
+      // Before, a page listed the whole ledger (two requests here; a request per 1,000 entries, read whole on a disk).
+      expect(counting.counts).toEqual(storage.kind === 's3' ? { list: 1 } : { stat: page.length });
+      // The first rows and the last ones of the ledger: the range is inclusive at both ends.
+      expect([...(await new RunStore(storage).ledgerIndexesAmong([0, 1, 1197, 1198, 1199]))].sort((a, b) => a - b)).toEqual([0, 1198]);
+    }
+  }, 180_000);
+
   it('a bucket that is gone is a storage fault with a plain reason, not a missing object', async () => {
     const gone = new S3Storage('s3://runstore-no-such-bucket/run/out');
     for (const op of [() => gone.read('.atelier/plan.json'), () => gone.stat('.atelier/plan.idx')]) {

@@ -1,4 +1,4 @@
-import type { ListedObject, Storage, StoredObjectInfo } from '../storage';
+import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from '../storage';
 
 // A Storage that counts the requests made through it and passes each to the real backend. `removeAll`
 // is a listing and a delete, so it counts two; presigning and name checks make no request.
@@ -64,7 +64,7 @@ export class CountingStorage implements Storage {
     this.count('list');
     return this.inner.list(prefix);
   }
-  listObjects(prefix: string, options?: { shallow?: boolean }): Promise<ListedObject[]> {
+  listObjects(prefix: string, options?: ListOptions): Promise<ListedObject[]> {
     this.count('list');
     return this.inner.listObjects(prefix, options);
   }

@@ -111,6 +111,11 @@ export interface LedgerReaderOptions {
    */
   only?: ReadonlySet<number> | undefined;
   /**
+   * The rows a page will ask about: which have an entry is found for just these (a listing of
+   * their key range, or a stat each on a disk), not from a listing of the whole ledger.
+   */
+  among?: readonly number[] | undefined;
+  /**
    * Entries an earlier pass read (the results records): one listing of the ledger gives every
    * entry's tag, and an entry whose tag is unchanged is taken from here instead of read again.
    */
@@ -135,11 +140,12 @@ const PREFETCH_CONCURRENCY = 16;
  * from an earlier pass; or, given `only`, a read of just those.
  */
 export async function ledgerReader(outputDir: string, options: LedgerReaderOptions | ReadonlySet<number> = {}): Promise<LedgerReader> {
-  const { only, kept, listOutputs, trustOutputs } = options instanceof Set ? { only: options } : (options as LedgerReaderOptions);
+  const { only, among, kept, listOutputs, trustOutputs } = options instanceof Set ? { only: options } : (options as LedgerReaderOptions);
   const store = RunStore.open(outputDir);
   // Tags are listed only where kept entries can spare reads (on a disk a listing with tags stats every entry).
   const tags = !only && kept?.size ? await store.ledgerTags() : undefined;
-  const attempted: ReadonlySet<number> = only ?? (tags ? new Set(tags.keys()) : await store.ledgerIndexes());
+  const attempted: ReadonlySet<number> =
+    only ?? (tags ? new Set(tags.keys()) : among ? await store.ledgerIndexesAmong(among) : await store.ledgerIndexes());
   const readTags = new Map<number, string>();
   const outputs = listOutputs ? store.outputListing() : undefined;
   const exist = (paths: readonly string[], digests: LedgerEntry['outputDigests']) =>

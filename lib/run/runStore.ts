@@ -68,6 +68,10 @@ export const layout = {
   },
 } as const;
 
+/** Rows spanning more keys than this are not listed as a range (a listing request covers 1,000 keys). */
+const RANGE_LISTING_SPAN = 4000;
+const STAT_CONCURRENCY = 16;
+
 /** Index of a per-row record named `000042.json` in a listing, or undefined for other names. */
 export function rowRecordIndex(name: string): number | undefined {
   return /^\d+\.json$/.test(name) ? Number(name.slice(0, -5)) : undefined;
@@ -208,6 +212,40 @@ export class RunStore {
   async ledgerIndexes(): Promise<Set<number>> {
     const names = await this.storage.list(layout.ledger);
     return new Set(names.map(rowRecordIndex).filter((i): i is number => i !== undefined));
+  }
+
+  /**
+   * Which of these rows have a ledger entry, without listing the whole ledger (a page of rows must
+   * cost the same at 1,000 rows or 1,000,000): on S3 one listing of the key range the rows span (a
+   * request per 1,000 keys), on a disk a stat each (a folder of a million entries takes seconds to
+   * read). Rows spread far apart (an unsorted index column) are asked about one by one.
+   */
+  async ledgerIndexesAmong(indexes: Iterable<number>): Promise<Set<number>> {
+    const wanted = [...new Set(indexes)].sort((a, b) => a - b);
+    const found = new Set<number>();
+    if (!wanted.length) return found;
+    const first = wanted[0]!;
+    const last = wanted[wanted.length - 1]!;
+    if (this.storage.kind === 's3' && last - first < RANGE_LISTING_SPAN) {
+      const name = (index: number) => layout.ledgerEntry(index).slice(layout.ledger.length + 1);
+      const listed = await this.storage.listObjects(layout.ledger, {
+        shallow: true,
+        ...(first > 0 ? { after: name(first - 1) } : {}),
+        through: name(last),
+      });
+      const among = new Set(wanted);
+      for (const object of listed) {
+        const index = rowRecordIndex(object.key);
+        if (index !== undefined && among.has(index)) found.add(index);
+      }
+      return found;
+    }
+    for (let i = 0; i < wanted.length; i += STAT_CONCURRENCY) {
+      const batch = wanted.slice(i, i + STAT_CONCURRENCY);
+      const stats = await Promise.all(batch.map((index) => this.storage.stat(layout.ledgerEntry(index))));
+      batch.forEach((index, n) => stats[n] && found.add(index));
+    }
+    return found;
   }
 
   /** Every entry's tag (its version, lib storage's ListedObject), from one listing: done-markers left out. */
