@@ -67,6 +67,12 @@ describe('plainPng', () => {
       .toBuffer();
     expect(await plainPng(rgba)).toEqual({ width: 3, height: 5 });
     expect(await plainPng(handMadePng(7, 4))).toEqual({ width: 7, height: 4 });
+    // Over 1 MB decoded: inflated on the thread pool, same answer.
+    const large = await sharp({ create: { width: 700, height: 600, channels: 3, background: '#123456' } })
+      .png()
+      .toBuffer();
+    expect(await plainPng(large)).toEqual({ width: 700, height: 600 });
+    expect(await plainPng(large.subarray(0, large.length - 30))).toBeUndefined();
   });
 
   it('refuses what sharp must handle or refuse: other formats, metadata, interlacing, damage', async () => {
