@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises';
 import sharp from 'sharp';
 import { objectAt, openStorage } from '../storage';
 import { ClassifiedError } from './shared/errors';
+import { plainPng, type PlainPng } from './plainPng';
 import { readConfined } from './dataset/confine';
 import { fetchCached, type DownloadLimits } from './dataset/imageCache';
 import type { OutputFormat } from './run/outputNames';
@@ -124,10 +125,18 @@ export async function fitWithinLimits(image: LoadedImage, limits: ImageLimits): 
   throw new ClassifiedError('inputError', `an input image cannot be shrunk under ${limits.maxBytes} bytes`);
 }
 
+function withinLimits(size: PlainPng, bytes: number, limits: ImageLimits | undefined): boolean {
+  return (!limits?.maxSide || Math.max(size.width, size.height) <= limits.maxSide) && (!limits?.maxBytes || bytes <= limits.maxBytes);
+}
+
 /** Reads, decodes and normalises one input image to an upright PNG; undecodable input fails the row. */
 export async function loadInputImage(ref: ImageRef, options: ImageSources & { limits?: ImageLimits }): Promise<LoadedImage> {
   const bytes = await readSource(ref, options);
   if (bytes.length === 0) throw new ClassifiedError('inputError', `input image ${describe(ref)} is empty (0 bytes)`);
+  // A plain PNG within the limits is already what the steps below make of it (lib/plainPng.ts): it
+  // goes as it is, without a decode and a re-encode per row. Anything else is decoded as before.
+  const plain = await plainPng(bytes);
+  if (plain && withinLimits(plain, bytes.length, options.limits)) return { png: bytes, ...plain };
   let loaded: LoadedImage;
   try {
     const { data, info } = await sharp(bytes, { failOn: 'error' }).rotate().png().toBuffer({ resolveWithObject: true });
@@ -140,6 +149,9 @@ export async function loadInputImage(ref: ImageRef, options: ImageSources & { li
 
 /** Encodes a provider's output in the format its name asks for; undecodable output is retryable. */
 export async function encodeOutput(bytes: Buffer, format: OutputFormat, encoding: OutputEncoding): Promise<Buffer> {
+  // A plain PNG (checked whole: lib/plainPng.ts) for a .png output: re-encoding would give the same
+  // pixels and no metadata it lacks, so it is stored as the provider sent it.
+  if (format === 'png' && (await plainPng(bytes))) return bytes;
   try {
     const image = sharp(bytes, { failOn: 'error' });
     if (format === 'jpeg') return await image.flatten({ background: '#ffffff' }).jpeg({ quality: encoding.jpegQuality }).toBuffer();

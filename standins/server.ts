@@ -110,13 +110,18 @@ export function closeServer(server: Server): Promise<void> {
   });
 }
 
-/** Serves `handler` on a free (or the given) loopback port; short keep-alive, so closing is quick. */
+/**
+ * Serves `handler` on a free (or the given) loopback port. Connections are kept alive as real APIs
+ * keep them: undici (fetch, the openai SDK) stops reusing a connection 1 s before the server's
+ * Keep-Alive hint, so a 1 s hint made every call a new connection (and its CPU), which real APIs
+ * don't. Closing stays quick: closeServer closes every connection.
+ */
 export async function listenOnLoopback(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   port = 0,
 ): Promise<{ server: Server; port: number }> {
   const server = createServer(handler);
-  server.keepAliveTimeout = 1000;
+  server.keepAliveTimeout = 5000;
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
   return { server, port: (server.address() as AddressInfo).port };
 }
