@@ -19,13 +19,28 @@ const REFRESH_MS = 60_000;
 const MIN_GAP_MS = 10_000;
 const STEP_FRACTION = 0.05;
 /**
- * Incremental loop: after a rewrite that took d, the next waits at least this many times d (within
- * MIN_GAP..REFRESH_MS), so on a loaded worker the rewrites stay a small share of the run's time
- * (about 1/(1+factor)) while the tables are never more than a minute behind.
+ * Incremental loop: after a rewrite that took d, the next waits this many times d (at least
+ * MIN_GAP), so the rewrites stay a small share of the run's time (about 1/(1+factor)); but never
+ * longer than a minute or, when a minute holds fewer, the time the run takes to finish this share
+ * of its rows (STEP_FRACTION with a margin for the rows that finish during the rewrite itself): the
+ * tables are never behind by both a minute and 5 % of the rows. A rewrite still costs in proportion
+ * to the dataset (it writes whole tables), so on a large run (30,000 rows: 5–15 s a rewrite) a cap
+ * of one minute made them 11 % of the run's time.
  */
 const GAP_PER_REWRITE_TIME = 25;
+const STEP_MARGIN = 0.9;
 
 type Ranges = Array<[number, number]>;
+
+/**
+ * How long the refresher waits after a rewrite that took `rewriteMs`, given how many rows finished
+ * (`rowsSinceLast`) in the `sinceLastMs` before it and the step (5 % of the rows).
+ */
+export function refreshGapMs(args: { rewriteMs: number; sinceLastMs: number; rowsSinceLast: number; step: number }): number {
+  const rowsPerMs = args.sinceLastMs > 0 ? args.rowsSinceLast / args.sinceLastMs : 0;
+  const stepMs = rowsPerMs > 0 ? (STEP_MARGIN * args.step) / rowsPerMs : 0;
+  return Math.min(Math.max(REFRESH_MS, stepMs), Math.max(MIN_GAP_MS, GAP_PER_REWRITE_TIME * args.rewriteMs));
+}
 
 /** Sorted indexes as [first, last] ranges (rows finish nearly in order: a few ranges carry thousands). */
 export function toRanges(indexes: Iterable<number>): Ranges {
@@ -94,6 +109,8 @@ export class ResultsRefresher {
       const stepped = () => this.stopped || this.finished() - this.lastFinished >= this.step;
       if (due > 0) await condition(stepped, due);
       if (this.stopped) return;
+      const sinceLast = Date.now() - this.lastAt;
+      const rowsSinceLast = this.finished() - this.lastFinished;
       this.lastAt = Date.now();
       if (this.finished() === this.lastFinished && this.changed.size === 0) continue;
       this.lastFinished = this.finished();
@@ -101,7 +118,9 @@ export class ResultsRefresher {
       this.writing = this.rewrite();
       await this.writing;
       this.writing = undefined;
-      const gap = Math.min(REFRESH_MS, Math.max(MIN_GAP_MS, GAP_PER_REWRITE_TIME * (Date.now() - began)));
+      // Only the timer's duration depends on this: a replayed history keeps its timers (Temporal
+      // matches a timer by its sequence, not its duration; test/replay replays a recorded one).
+      const gap = refreshGapMs({ rewriteMs: Date.now() - began, sinceLastMs: sinceLast, rowsSinceLast, step: this.step });
       if (!this.stopped) await sleep(gap);
     }
   }
