@@ -4,7 +4,7 @@
 // the cluster stage on a real Temporal server with PostgreSQL) and the Python GPU
 // worker's tests (pytest, CPU, in a cached venv). Ends with one "N passed, N failed" line.
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -73,6 +73,9 @@ const work = mkdtempSync(join(tmpdir(), 'atelier-test-'));
 // folder, removed at the end: a suite run leaves nothing in /tmp (it left ~1 GB a run before).
 const testTmp = join(work, 'tmp');
 mkdirSync(testTmp);
+// As /tmp itself: the cluster stage runs PostgreSQL as its own user, which must reach its folder.
+chmodSync(work, 0o711);
+chmodSync(testTmp, 0o1777);
 const testEnv = { env: { ...process.env, TMPDIR: testTmp } };
 const vitestJson = join(work, 'vitest.json');
 const vitestCode = step(

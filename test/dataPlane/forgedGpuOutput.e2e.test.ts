@@ -1,6 +1,5 @@
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -9,10 +8,10 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { URL_GRANT_LIFETIME_S } from '../../activities/gpuRow';
 import type { GpuEditRequest } from '../../lib/gpuContract';
-import { startS3Server, type S3TestServer } from '../../testing/versitygw';
-import { assertBuilt, atelier, CliProcess, REPO, waitUntil } from '../helpers/cli';
+import type { S3TestServer } from '../../testing/versitygw';
+import { assertBuilt, atelier, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
-import { startTestServer } from '../helpers/temporalEnv';
+import { readBucketObject, startGpuS3Testbed } from '../helpers/gpuS3Testbed';
 
 // Outputs are what the GPU worker made (issue 23). Anyone who can read a run's history could read a
 // GPU row's upload URL out of it (a presigned PUT valid for hours) and supply the row's output. Now
@@ -25,8 +24,6 @@ import { startTestServer } from '../helpers/temporalEnv';
 // attempts were given (now in the history) are valid for minutes and name objects nothing reads: a
 // forgery through them changes nothing a re-run publishes.
 
-const PYTHON = join(REPO, 'gpu-workers', 'scripts', 'python.sh');
-
 let env: TestWorkflowEnvironment;
 let s3: S3TestServer;
 let client: S3Client;
@@ -35,20 +32,7 @@ const processes: CliProcess[] = [];
 
 beforeAll(async () => {
   assertBuilt();
-  ({ env } = await startTestServer());
-  s3 = await startS3Server();
-  await s3.createBucket('atelier');
-  client = new S3Client({
-    region: s3.env.AWS_REGION,
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! },
-  });
-  modelDir = join(tempDir('atelier-forge-model-'), 'tiny-pix2pix');
-  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], {
-    env: { ...process.env, HF_HUB_OFFLINE: '1' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  ({ env, s3, client, modelDir } = await startGpuS3Testbed('atelier-forge-model-'));
 }, 600_000);
 
 afterAll(async () => {
@@ -160,12 +144,7 @@ describe('outputs are what the GPU worker made', () => {
     const done = await run;
     const trace = `${done.stdout}\n${done.stderr}\n--- GPU worker:\n${gpu.output.slice(-3000)}`;
     expect(done.code, trace).toBe(2);
-    const results = parse(
-      Buffer.from(
-        await (await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: 'forge-out/results.csv' }))).Body!.transformToByteArray(),
-      ),
-      { columns: true },
-    ) as Record<string, string>[];
+    const results = parse(await readBucketObject(client, 'forge-out/results.csv'), { columns: true }) as Record<string, string>[];
     expect(results.map((r) => r.status)).toEqual(['failed']);
     expect(results[0]!.error).toMatch(/output 0 of row 0 refused: the staged object .* is not what the GPU worker made/);
     // Published nowhere: no output, and the forged object is gone from staging.
@@ -187,9 +166,7 @@ describe('outputs are what the GPU worker made', () => {
     const gpuAgain = gpuWorker();
     const again = await rerun;
     expect(again.code, `${again.stdout}\n${again.stderr}\n--- GPU worker:\n${gpuAgain.output.slice(-3000)}`).toBe(0);
-    const made = Buffer.from(
-      await (await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: 'forge-out/000000.png' }))).Body!.transformToByteArray(),
-    );
+    const made = await readBucketObject(client, 'forge-out/000000.png');
     const { data } = await sharp(made).raw().toBuffer({ resolveWithObject: true });
     expect([...data.subarray(0, 3)]).not.toEqual([255, 0, 255]);
 
@@ -200,9 +177,7 @@ describe('outputs are what the GPU worker made', () => {
     for (const url of later) expect((await forge(url)).status).toBe(200);
     const third = await atelier(args, withStorage);
     expect(third.code, `${third.stdout}\n${third.stderr}`).toBe(0);
-    const still = Buffer.from(
-      await (await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: 'forge-out/000000.png' }))).Body!.transformToByteArray(),
-    );
+    const still = await readBucketObject(client, 'forge-out/000000.png');
     expect(still.equals(made)).toBe(true);
   }, 600_000);
 });

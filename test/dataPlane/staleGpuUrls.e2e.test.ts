@@ -1,14 +1,14 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { GetObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import type { S3Client } from '@aws-sdk/client-s3';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { parse } from 'csv-parse/sync';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startS3Server, type S3TestServer } from '../../testing/versitygw';
-import { assertBuilt, atelier, CliProcess, REPO, waitUntil } from '../helpers/cli';
+import type { S3TestServer } from '../../testing/versitygw';
+import { assertBuilt, atelier, CliProcess, waitUntil } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
-import { startTestServer } from '../helpers/temporalEnv';
+import { GPU_PYTHON, readBucketObject, startGpuS3Testbed } from '../helpers/gpuS3Testbed';
 
 // URLs only for the attempt the server runs now (issue 23), end to end: the real Python GPU worker
 // (the tiny model on CPU, outputs in versitygw) is frozen (SIGSTOP: a suspended VM, a long pause)
@@ -16,8 +16,6 @@ import { startTestServer } from '../helpers/temporalEnv';
 // heartbeat and the server schedules the next. Woken (SIGCONT), the worker goes on with attempt 1
 // and asks the row workflow for its URLs: refused (mintGpuUrls asks the server which attempt runs).
 // The worker then takes the current attempt, whose URLs are granted, and the row is made by it.
-
-const PYTHON = join(REPO, 'gpu-workers', 'scripts', 'python.sh');
 
 let env: TestWorkflowEnvironment;
 let s3: S3TestServer;
@@ -28,20 +26,7 @@ let gpu: ChildProcess | undefined;
 
 beforeAll(async () => {
   assertBuilt();
-  ({ env } = await startTestServer());
-  s3 = await startS3Server();
-  await s3.createBucket('atelier');
-  client = new S3Client({
-    region: s3.env.AWS_REGION,
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: s3.env.AWS_ACCESS_KEY_ID!, secretAccessKey: s3.env.AWS_SECRET_ACCESS_KEY! },
-  });
-  modelDir = join(tempDir('atelier-stale-gpu-model-'), 'tiny-pix2pix');
-  execFileSync('bash', [PYTHON, '-m', 'tiny_pipelines', 'instruct-pix2pix', modelDir], {
-    env: { ...process.env, HF_HUB_OFFLINE: '1' },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  ({ env, s3, client, modelDir } = await startGpuS3Testbed('atelier-stale-gpu-model-'));
 }, 600_000);
 
 afterAll(async () => {
@@ -95,7 +80,7 @@ describe('GPU URLs for the current attempt only', () => {
     const worker = spawn(
       'bash',
       [
-        PYTHON,
+        GPU_PYTHON,
         '-m',
         'atelier_gpu.worker',
         '--address',
@@ -172,12 +157,7 @@ describe('GPU URLs for the current attempt only', () => {
     const done = await run;
     const trace = `${done.stdout}\n${done.stderr}\n--- GPU worker:\n${output.slice(-3000)}`;
     expect(done.code, trace).toBe(0);
-    const results = parse(
-      Buffer.from(
-        await (await client.send(new GetObjectCommand({ Bucket: 'atelier', Key: 'stale-out/results.csv' }))).Body!.transformToByteArray(),
-      ),
-      { columns: true },
-    ) as Record<string, string>[];
+    const results = parse(await readBucketObject(client, 'stale-out/results.csv'), { columns: true }) as Record<string, string>[];
     expect(results.map((r) => r.status)).toEqual(['ok']);
 
     // The row workflow's URL requests (its `gpuUrls` updates, one id per attempt and use): attempt 1's
