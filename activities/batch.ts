@@ -282,7 +282,9 @@ export function createBatchActivities(deps: BatchActivityDeps) {
    */
   async function commitRow(spec: BatchJobSpec, row: PlanRow, answer: RowAnswer, batchId: string, startedAt: number): Promise<LedgerEntry> {
     const store = RunStore.open(spec.outputDir);
-    const prior = await store.readEntry(row.index);
+    // Read once: whether the row is done, and the version the commit's one conditional write starts from.
+    const started = (await store.readEntryTagged(row.index)) ?? null;
+    const prior = started?.entry;
     if (await store.isDone(prior, row.digest)) return prior!;
     if (answer.images.length < row.outputs.length) {
       const error = `batch ${batchId}: asked for ${row.outputs.length} images, the provider returned ${answer.images.length}`;
@@ -303,7 +305,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
       info: { ...batchInfo(spec, batchId), priced: 'batch' },
       latencyMs: Date.now() - startedAt,
     });
-    return (await commitFinishedRow(store, { outputs, entry, prior, paid: true })).entry;
+    return (await commitFinishedRow(store, { outputs, entry, startedFrom: started, paid: true })).entry;
   }
 
   return {

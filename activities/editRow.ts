@@ -12,7 +12,7 @@ import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
 import type { TaskPlanRow } from '../lib/run/plan';
 import { redactSecrets } from '../lib/redact';
 import { generationSeed } from '../lib/run/redo';
-import { afterPaid, commitRow, ledgerEntry, RunStore, type RowOutput, type StoredAnswer } from '../lib/run/runStore';
+import { afterPaid, commitRow, ledgerEntry, RunStore, type RowOutput, type StoredAnswer, type TaggedEntry } from '../lib/run/runStore';
 import type { RowOutcome, RowTask } from '../lib/shared/types';
 import { capabilities, rowCostUsd } from './providers/models';
 import type { PromptEnhancer } from './providers/promptEnhance';
@@ -143,11 +143,11 @@ export function createModelActivities(provider: ImageEditProvider, deps: ModelAc
         // starts from. A first attempt of a row the page found fresh (no entry, no stored answer)
         // reads neither: nothing but this row's own attempts writes them.
         const fresh = task.fresh === true && context.info.attempt === 1;
-        const prior = fresh ? undefined : await store.readEntry(task.index);
-        if (await store.isDone(prior, row.digest)) {
-          return { position: task.position, index: task.index, status: 'ok', outputImages: prior!.outputImages! };
+        const started = fresh ? undefined : await store.readEntryTagged(task.index);
+        if (await store.isDone(started?.entry, row.digest)) {
+          return { position: task.position, index: task.index, status: 'ok', outputImages: started!.entry.outputImages! };
         }
-        const work = new RowAttempt(task, row, store, prior, provider, {
+        const work = new RowAttempt(task, row, store, started ?? null, provider, {
           signal,
           fence,
           attempt: context.info.attempt,
@@ -205,16 +205,22 @@ class RowAttempt {
   private imagesReturned = 0;
   private inputs: ProviderImage[] = [];
   private mask: ProviderImage | undefined;
+  /** The row's entry when the attempt began. */
+  private readonly prior: LedgerEntry | undefined;
+  /** The entry as this attempt last saw or wrote it: where its next conditional write starts from. */
+  private base: TaggedEntry | null;
 
   constructor(
     private readonly task: RowTask,
     private readonly row: TaskPlanRow,
     private readonly store: RunStore,
-    private readonly prior: LedgerEntry | undefined,
+    started: TaggedEntry | null,
     private readonly provider: ImageEditProvider,
     private readonly ctx: AttemptContext,
   ) {
     this.storage = store.storage;
+    this.prior = started?.entry;
+    this.base = started;
   }
 
   async run(): Promise<RowOutcome> {
@@ -431,13 +437,17 @@ class RowAttempt {
         await afterPaid('keeping the chat', () => this.store.writeRowState('chats', task.index, kept));
       }
       if (k < row.turns.length - 1) {
-        // Never over a committed entry: a late attempt of a row another attempt finished stops here.
-        const held = await afterPaid('recording the finished turn', () =>
-          this.store.writeEntry(
-            this.entry(prompts, { ...this.totals(), status: 'partial', turnsDone: k + 1, outputImages: outputPaths.slice(0, k + 1) }),
-          ),
-        );
-        if (held.status === 'ok') throw new ClassifiedError('retryable', `row ${row.index} was finished by another attempt`);
+        // Never over a committed entry: one conditional write from the version this attempt last saw,
+        // so a late attempt of a row another attempt finished (even a moment ago) stops here.
+        const partial = this.entry(prompts, {
+          ...this.totals(),
+          status: 'partial',
+          turnsDone: k + 1,
+          outputImages: outputPaths.slice(0, k + 1),
+        });
+        const held = await afterPaid('recording the finished turn', () => this.store.putEntry(partial, { over: this.base }));
+        if (held.entry !== partial) throw new ClassifiedError('retryable', `row ${row.index} was finished by another attempt`);
+        this.base = held;
       }
     }
   }
@@ -487,10 +497,9 @@ class RowAttempt {
         ...(row.turns.length > 1 ? { turnsDone: row.turns.length } : {}),
         latencyMs: Date.now() - this.started,
       }),
-      prior: this.prior,
+      // One conditional write from the entry as this attempt began or last wrote it (a create if none).
+      startedFrom: this.base,
       paid: true,
-      // A row with no entry when the attempt began (a multi-turn row has written its own): one create-only write.
-      noEntry: this.prior === undefined && row.turns.length === 1,
     });
     this.unstored = undefined;
     // The outputs and the ledger now hold what the stored answers held.

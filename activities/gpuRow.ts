@@ -19,7 +19,8 @@ import {
 import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
 import { generationSeed } from '../lib/run/redo';
-import { commitRow, layout, ledgerEntry, RunStore } from '../lib/run/runStore';
+import type { PlanRow } from '../lib/run/plan';
+import { commitRow, layout, ledgerEntry, RunStore, type RowIdentity } from '../lib/run/runStore';
 import type { RowTask } from '../lib/shared/types';
 import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 
@@ -133,6 +134,11 @@ async function verifyStaged(storage: Storage, key: string, bytes: Buffer, result
   });
 }
 
+/** What identifies the row's ledger entries (lib/run/runStore.ts RowIdentity). */
+function rowIdentity(task: RowTask, row: PlanRow): RowIdentity {
+  return { index: task.index, position: task.position, runId: task.runId, model: task.model, digest: row.digest, inputs: row.inputs };
+}
+
 function fail(err: unknown): never {
   if (err instanceof ClassifiedError) throw toApplicationFailure(err, []);
   throw err;
@@ -147,7 +153,9 @@ export function createGpuRowActivities() {
         const store = RunStore.open(task.outputDir);
         const { storage } = store;
         const row = await store.planRow(task.position);
-        const prior = await store.readEntry(task.index);
+        // Read once: whether the row is done, and the version a commit here would start from.
+        const started = (await store.readEntryTagged(task.index)) ?? null;
+        const prior = started?.entry;
         if (await store.isDone(prior, row.digest))
           return { done: true, outputImages: prior!.outputImages!, requests: [], chained: false, firstOutput: 0 };
         checkRow(row, task);
@@ -229,20 +237,12 @@ export function createGpuRowActivities() {
           requests.push(request);
           numbers.push(k);
         }
-        const identity = {
-          index: task.index,
-          position: task.position,
-          runId: task.runId,
-          model: task.model,
-          digest: row.digest,
-          inputs: row.inputs,
-        };
         if (requests.length === 0) {
           // Every output was kept: the row is committed here.
           const { entry } = await commitRow(store, {
             outputs: [],
-            entry: ledgerEntry(identity, prior, { status: 'ok', outputImages: outputPaths, attempts: 1 }),
-            prior: prior?.status === 'ok' ? prior : undefined,
+            entry: ledgerEntry(rowIdentity(task, row), prior, { status: 'ok', outputImages: outputPaths, attempts: 1 }),
+            startedFrom: started,
           });
           return { done: true, outputImages: entry.outputImages ?? outputPaths, requests: [], chained, firstOutput };
         }
@@ -285,15 +285,10 @@ export function createGpuRowActivities() {
         if (perAttempt && args.chained && !args.last) await storage.write(stagingKey(task.index, `${perAttempt[1]}.png`), produced);
         const output = { path: target.path, bytes: await encodeOutput(produced, target.format, task.encoding) };
         const outputImages = row.outputs.map((o) => o.path);
-        const prior = await store.readEntry(task.index);
-        const identity = {
-          index: task.index,
-          position: task.position,
-          runId: task.runId,
-          model: task.model,
-          digest: row.digest,
-          inputs: row.inputs,
-        };
+        // The version the commit (or the partial entry) starts from: one conditional write from it.
+        const started = (await store.readEntryTagged(task.index)) ?? null;
+        const prior = started?.entry;
+        const identity = rowIdentity(task, row);
         if (args.last) {
           await commitRow(store, {
             outputs: [output],
@@ -305,18 +300,20 @@ export function createGpuRowActivities() {
               attempts: result.attempt ?? args.attempts,
               latencyMs: Math.round(result.latency_ms),
             }),
-            prior: prior?.status === 'ok' ? prior : undefined,
+            startedFrom: started,
           });
           await storage.removeAll(stagingKey(task.index));
         } else {
           await storage.write(output.path, output.bytes);
           if (args.chained) {
-            await store.writeEntry(
+            // Kept off a committed entry (a late attempt of a row another finished): see putEntry.
+            await store.putEntry(
               ledgerEntry(identity, prior, {
                 status: 'partial',
                 turnsDone: args.output + 1,
                 outputImages: outputImages.slice(0, args.output + 1),
               }) satisfies LedgerEntry,
+              { over: started },
             );
           }
         }

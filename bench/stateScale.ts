@@ -143,9 +143,8 @@ async function main(): Promise<void> {
             const result = await commitRow(store, {
               outputs: [{ path, bytes: output }],
               entry,
-              prior: undefined,
+              startedFrom: null,
               paid: true,
-              noEntry: true,
             });
             if (result.won) won += 1;
           }

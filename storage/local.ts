@@ -2,6 +2,7 @@ import { constants, type BigIntStats } from 'node:fs';
 import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { NEW_FILE_FLAGS, tempName, writeFileAtomic, writeFileAtomicIn } from './atomicFile';
+import { LOCK_SUFFIX, withKeyLock } from './keyLock';
 import { PinnedDir, pinnedDirsSupported } from './pinnedDir';
 import { ClassifiedError } from '../lib/shared/errors';
 import { keyProblem, storageFailure } from './errors';
@@ -17,6 +18,11 @@ import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from './sto
  */
 function tagOf(info: BigIntStats): string {
   return `${info.ino}-${info.size}-${info.mtimeNs}`;
+}
+
+/** Temp files of writes in progress and the lock files of conditional writes: no objects, never listed. */
+function hiddenName(name: string): boolean {
+  return /\.tmp-\d+-[0-9a-f]{8}$/.test(name) || name.endsWith(LOCK_SUFFIX);
 }
 
 async function ensureDir(path: string): Promise<void> {
@@ -392,6 +398,52 @@ export class LocalStorage implements Storage {
     }
   }
 
+  async writeIf(key: string, data: string | Uint8Array, tag: string | null): Promise<string | undefined> {
+    const path = await this.pathOf(key);
+    try {
+      return await this.inParent(key, path, async (at, name) => {
+        const temp = at(tempName(name));
+        try {
+          const handle = await open(temp, NEW_FILE_FLAGS, 0o666);
+          let written: string;
+          try {
+            await handle.writeFile(data);
+            await handle.sync();
+            // A rename or link keeps the inode, size and mtime: the tag the object will have.
+            written = tagOf(await handle.stat({ bigint: true }));
+          } finally {
+            await handle.close();
+          }
+          if (tag === null) {
+            // link(2) fails if the name exists: one syscall, atomic against every writer.
+            try {
+              await link(temp, at(name));
+              return written;
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
+              throw err;
+            }
+          }
+          // Compare, then rename, under the key's lock: no other conditional writer of the key can
+          // replace it in between (and a create can't, the object being there).
+          return await withKeyLock(at(`${name}${LOCK_SUFFIX}`), path, async () => {
+            const current = await stat(at(name), { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+              if (err.code === 'ENOENT') return undefined;
+              throw err;
+            });
+            if (!current?.isFile() || tagOf(current) !== tag) return undefined;
+            await rename(temp, at(name));
+            return written;
+          });
+        } finally {
+          await unlink(temp).catch(() => undefined);
+        }
+      });
+    } catch (err) {
+      throw storageFailure(err, path);
+    }
+  }
+
   async list(prefix: string): Promise<string[]> {
     const folder = prefix.replace(/\/+$/, '');
     const base = folder ? this.readPath(folder) : this.location;
@@ -408,7 +460,7 @@ export class LocalStorage implements Storage {
       for (const entry of entries) {
         const name = rel ? `${rel}/${entry.name}` : entry.name;
         if (entry.isDirectory()) await walk(join(dir, entry.name), name);
-        else if (entry.isFile() && !/\.tmp-\d+-[0-9a-f]{8}$/.test(entry.name)) found.push(name);
+        else if (entry.isFile() && !hiddenName(entry.name)) found.push(name);
       }
     };
     await walk(base, '');
@@ -441,7 +493,7 @@ export class LocalStorage implements Storage {
     const dir = folder ? this.readPath(folder) : this.location;
     try {
       const entries = await readdir(dir, { withFileTypes: true });
-      return entries.filter((e) => e.isFile() && !/\.tmp-\d+-[0-9a-f]{8}$/.test(e.name)).map((e) => e.name);
+      return entries.filter((e) => e.isFile() && !hiddenName(e.name)).map((e) => e.name);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') return [];

@@ -226,6 +226,25 @@ export class S3Storage implements Storage {
     }
   }
 
+  async writeIf(key: string, data: string | Uint8Array, tag: string | null): Promise<string | undefined> {
+    const condition = tag === null ? { IfNoneMatch: '*' } : { IfMatch: `"${tag}"` };
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const out = await this.client.send(
+          new (sdk().PutObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key), Body: data, ...condition }),
+        );
+        return etagOf(out.ETag);
+      } catch (err) {
+        if (statusOf(err) === 412) return undefined;
+        // If-Match on a key that is gone: S3 and versitygw answer 404 NoSuchKey (not the bucket).
+        if (tag !== null && isNotFound(err)) return undefined;
+        // 409 ConditionalRequestConflict: another conditional write to the key is in progress.
+        if (statusOf(err) === 409 && attempt < 5) continue;
+        throw s3Failure(err, this.describe(key));
+      }
+    }
+  }
+
   async list(prefix: string): Promise<string[]> {
     const base = prefix.replace(/\/+$/, '');
     // The root itself ('') lists the whole prefix.

@@ -63,6 +63,16 @@ export interface Storage {
    * gets true.
    */
   create(key: string, data: string | Uint8Array): Promise<boolean>;
+  /**
+   * One conditional write: replaces the object only while it is the version `tag` names (a tag
+   * from `readTagged`, `listObjects` or an earlier `writeIf`), or with `tag` null creates it only
+   * if there is none. `If-Match` / `If-None-Match: *` on S3; on a disk link(2) for a create and,
+   * for a replace, the compare and the rename under the key's lock file (storage/keyLock.ts).
+   * Returns the tag of the version written, or undefined, writing nothing, when the object is
+   * another version, is gone, or (a create) exists. Only conditional writers are ordered against
+   * each other: a plain `write` of the same key is not held back.
+   */
+  writeIf(key: string, data: string | Uint8Array, tag: string | null): Promise<string | undefined>;
   /** Keys under a folder-like prefix (`ledger/`), relative to that prefix, recursively. */
   list(prefix: string): Promise<string[]>;
   /**

@@ -19,7 +19,7 @@ import { RunStore } from '../lib/run/runStore';
 import type { BatchJobSpec, BatchPlan, BatchStatus, BatchSubmission } from '../lib/shared/batch';
 import { ClassifiedError } from '../lib/shared/errors';
 import type { DatasetWorkflowInput, RowOutcome, RowTask } from '../lib/shared/types';
-import { adoptStorage } from '../storage';
+import { adoptStorage, type Storage } from '../storage';
 import { LocalStorage } from '../storage/local';
 import { S3Storage } from '../storage/s3';
 import { CountingStorage } from '../testing/countingStorage';
@@ -101,7 +101,7 @@ async function editRow(task: RowTask, max = 3): Promise<RowOutcome> {
   }
 }
 
-async function batchRound(input: DatasetWorkflowInput, phaseId: string): Promise<void> {
+async function batchRound(input: DatasetWorkflowInput, phaseId: string, beforeCollect?: () => void): Promise<void> {
   const env = new MockActivityEnvironment();
   const planning: PlanBatchJobsInput = {
     runId: input.runId,
@@ -134,6 +134,7 @@ async function batchRound(input: DatasetWorkflowInput, phaseId: string): Promise
       if (status.terminal) break;
       await sleep(100);
     }
+    beforeCollect?.();
     await env.run(activities.collectBatchJob, { spec, batchId: submitted.batchId! });
   }
 }
@@ -169,6 +170,61 @@ describe('storage requests per row', () => {
   }, 120_000);
 });
 
+describe('storage requests per committed GPU row and batch row', () => {
+  it('a GPU row (prepare, then the commit of its output) and a batch row (collect) each commit with one conditional write of the entry', async () => {
+    const counting = new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-gpucount-'), 'out')));
+    adoptStorage(counting);
+    const { tasks } = await planned('gpucount', 4, counting.location, {
+      backend: 'diffusers',
+      model: '/models/tiny-pix2pix',
+      gpu: { modelType: 'instruct-pix2pix', taskQueue: 'gpu-tiny-pix2pix', seed: 7, params: {} },
+    });
+    const gpu = createGpuRowActivities();
+    const env = new MockActivityEnvironment();
+    const png = await sharp({ create: { width: 32, height: 32, channels: 3, background: '#00ff00' } })
+      .png()
+      .toBuffer();
+    const sha256 = createHash('sha256').update(png).digest('hex');
+    let prepare = 0;
+    const gpuCommit: Record<string, number> = {};
+    for (const task of tasks) {
+      counting.reset();
+      const plan = (await env.run(gpu.prepareGpuRow, task)) as GpuRowPlan;
+      prepare += counting.total();
+      counting.reset();
+      // The GPU worker's side: the PNG created at the request's output path.
+      writeFileSync(plan.requests[0]!.output_path, png, { flag: 'wx' });
+      const result = { output_path: plan.requests[0]!.output_path, width: 32, height: 32, seed: 1, num_inference_steps: 1 };
+      await env.run(gpu.commitGpuOutput, {
+        task,
+        output: 0,
+        result: { ...result, latency_ms: 5, batch_size: 1, sha256, size: png.length },
+        last: true,
+        chained: false,
+        attempts: 1,
+      });
+      for (const [op, n] of Object.entries(counting.counts)) gpuCommit[op] = (gpuCommit[op] ?? 0) + n;
+    }
+    const perGpuRow = Object.values(gpuCommit).reduce((a, b) => a + b, 0) / tasks.length;
+    for (const task of tasks) expect((await readLedgerEntry(task.outputDir, task.index))?.status).toBe('ok');
+
+    const batchCounting = new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-batchcount-'), 'out')));
+    adoptStorage(batchCounting);
+    const { input } = await planned('batchcount', 4, batchCounting.location);
+    await batchRound(input, 'p1', () => batchCounting.reset());
+    const perBatchRow = batchCounting.total() / 4;
+    for (let i = 0; i < 4; i++) expect((await readLedgerEntry(input.outputDir, i))?.status).toBe('ok');
+    console.info(
+      `storage requests per committed row: GPU prepare ${prepare / tasks.length}, GPU commit ${perGpuRow} ${JSON.stringify(gpuCommit)}; ` +
+        `batch collect ${perBatchRow} ${JSON.stringify(batchCounting.counts)}`,
+    );
+    // The commit's ledger part is one create-only write of the entry: the only plain writes are the
+    // outputs (the two-request protocol was a done-marker create, then a plain write of the entry).
+    expect([gpuCommit.create, gpuCommit.write]).toEqual([tasks.length, tasks.length]);
+    expect([batchCounting.counts.create, batchCounting.counts.write]).toEqual([4, 4]);
+  }, 180_000);
+});
+
 describe('storage requests per row with the plan line in the task', () => {
   it('a first attempt of a task carrying its plan line and freshness reads neither plan nor ledger: output and entry, 2 requests', async () => {
     const counting = new CountingStorage(new LocalStorage(join(tempDir('atelier-runstore-fresh-'), 'out')));
@@ -186,24 +242,30 @@ describe('storage requests per row with the plan line in the task', () => {
 });
 
 describe('one commit protocol for every path', () => {
-  it('a row that had no entry commits by creating it: a second attempt never overwrites it and takes it; a failure recorded meanwhile goes to the marker', async () => {
+  it('a row that had no entry commits by creating it: a second attempt never overwrites it and takes it; a failure recorded meanwhile is replaced conditionally', async () => {
     const outputDir = join(tempDir('atelier-runstore-create-'), 'out');
     const store = RunStore.open(outputDir);
     const base = { position: 3, runId: 'r', model: 'm', digest: 'd'.repeat(64) };
     const first: LedgerEntry = { ...base, index: 3, status: 'ok', outputImages: ['a.png'], finishedAt: '2026-12-07T06:00:00.000Z' };
     const late: LedgerEntry = { ...first, outputImages: ['late.png'], finishedAt: '2026-12-07T06:00:05.000Z' };
-    expect(await store.commitEntry(first, undefined, { noEntry: true })).toEqual({ won: true, entry: first });
-    expect(await store.commitEntry(late, undefined, { noEntry: true })).toEqual({ won: false, entry: first });
+    expect(await store.commitEntry(first, null)).toEqual({ won: true, entry: first });
+    expect(await store.commitEntry(late, null)).toEqual({ won: false, entry: first });
     expect(await store.readEntry(3)).toEqual(first);
     expect(existsSync(join(outputDir, '.atelier', 'ledger', 'done'))).toBe(false);
-    // A failure recorded after the attempt began: the commit replaces it through the done-marker.
+    // A failure recorded after the attempt began (it started from no entry): the commit replaces it.
     const failed: LedgerEntry = { ...base, index: 5, status: 'failed', errorType: 'Retryable', finishedAt: '2026-12-07T06:00:00.000Z' };
     await store.writeEntry(failed);
     const ok: LedgerEntry = { ...first, index: 5 };
-    expect(await store.commitEntry(ok, undefined, { noEntry: true })).toEqual({ won: true, entry: ok });
+    expect(await store.commitEntry(ok, null)).toEqual({ won: true, entry: ok });
     expect(await store.readEntry(5)).toEqual(ok);
-    expect(await store.commitEntry({ ...late, index: 5 }, undefined, { noEntry: true })).toEqual({ won: false, entry: ok });
+    expect(await store.commitEntry({ ...late, index: 5 }, null)).toEqual({ won: false, entry: ok });
     expect(await store.readEntry(5)).toEqual(ok);
+    // Two attempts that started from the same failure: the one whose write comes second loses.
+    const again: LedgerEntry = { ...failed, index: 6 };
+    const startedFrom = await store.putEntry(again);
+    expect(await store.commitEntry({ ...ok, index: 6 }, startedFrom)).toEqual({ won: true, entry: { ...ok, index: 6 } });
+    expect(await store.commitEntry({ ...late, index: 6 }, startedFrom)).toEqual({ won: false, entry: { ...ok, index: 6 } });
+    expect(existsSync(join(outputDir, '.atelier', 'ledger', 'done'))).toBe(false);
   });
 
   it('a redone row that a --batch pass makes again keeps its history, as the direct path does', async () => {
@@ -316,7 +378,7 @@ describe('one commit protocol for every path', () => {
       turnsDone: 2,
       finishedAt: '2026-12-07T05:00:01.000Z',
     };
-    expect((await commitLedgerEntry(outputDir, ok, undefined)).won).toBe(true);
+    expect((await commitLedgerEntry(outputDir, ok, null)).won).toBe(true);
     // The frozen attempt resumes and records its first turn.
     await writeLedgerEntry(outputDir, {
       ...base,
@@ -408,6 +470,35 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     }
   }, 180_000);
 
+  it("a commit that lands between a late attempt's check of the entry and its partial write holds: the partial is never written over it (disk and S3)", async () => {
+    const base = { index: 4, position: 4, runId: 'r', model: 'm', digest: 'e'.repeat(64) };
+    const ok: LedgerEntry = {
+      ...base,
+      status: 'ok',
+      outputImages: ['a.png', 'b.png'],
+      turnsDone: 2,
+      finishedAt: '2026-12-07T05:00:01.000Z',
+    };
+    const partial = (turns: number): LedgerEntry => ({
+      ...base,
+      status: 'partial',
+      outputImages: ['a.png', 'b.png'].slice(0, turns),
+      turnsDone: turns,
+      finishedAt: new Date().toISOString(),
+    });
+    for (const storage of [new LocalStorage(join(tempDir('atelier-runstore-race-'), 'out')), new S3Storage('s3://runstore/race/out')]) {
+      // The late attempt began with no entry for the row: the other attempt's commit lands as it writes turn 1.
+      const late = new RunStore(commitLandsBeforePartial(storage, ok));
+      expect(await late.writeEntry(partial(1))).toEqual(ok);
+      expect(await new RunStore(storage).readEntry(4), storage.kind).toEqual(ok);
+      // The late attempt had recorded turn 1 itself; the commit lands as it writes turn 2.
+      await storage.remove('.atelier/ledger/000004.json');
+      await new RunStore(storage).writeEntry(partial(1));
+      expect(await new RunStore(commitLandsBeforePartial(storage, ok)).writeEntry(partial(2))).toEqual(ok);
+      expect(await new RunStore(storage).readEntry(4), storage.kind).toEqual(ok);
+    }
+  }, 120_000);
+
   it('a bucket that is gone is a storage fault with a plain reason, not a missing object', async () => {
     const gone = new S3Storage('s3://runstore-no-such-bucket/run/out');
     for (const op of [() => gone.read('.atelier/plan.json'), () => gone.stat('.atelier/plan.idx')]) {
@@ -493,3 +584,29 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
     expect(openai.callsFor('lasting-0')).toHaveLength(1);
   }, 180_000);
 });
+
+/**
+ * A storage through which another attempt's commit of `committed` lands between a late attempt's
+ * check of the row's ledger entry and its write: right before the first write of a partial entry for
+ * the row reaches the store (whatever request carries it), the ok entry is put there, as the other
+ * attempt's commit would put it. Everything else passes straight to `inner`.
+ */
+function commitLandsBeforePartial(inner: Storage, committed: LedgerEntry): Storage {
+  const key = `.atelier/ledger/${String(committed.index).padStart(6, '0')}.json`;
+  let landed = false;
+  return new Proxy(inner, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target) as unknown;
+      if (typeof value !== 'function') return value;
+      const method = (value as (...args: unknown[]) => unknown).bind(target);
+      if (!['write', 'create', 'writeIf'].includes(String(prop))) return method;
+      return async (k: string, data: string | Uint8Array, ...rest: unknown[]) => {
+        if (!landed && k === key && Buffer.from(data).toString('utf8').includes('"status":"partial"')) {
+          landed = true;
+          await target.write(key, `${JSON.stringify(committed)}\n`);
+        }
+        return method(k, data, ...rest);
+      };
+    },
+  });
+}

@@ -60,6 +60,11 @@ export class CountingStorage implements Storage {
     this.count('create');
     return this.inner.create(key, data);
   }
+  writeIf(key: string, data: string | Uint8Array, tag: string | null): Promise<string | undefined> {
+    // One conditional PUT either way: a create-only one, or one that replaces a known version.
+    this.count(tag === null ? 'create' : 'replace');
+    return this.inner.writeIf(key, data, tag);
+  }
   list(prefix: string): Promise<string[]> {
     this.count('list');
     return this.inner.list(prefix);

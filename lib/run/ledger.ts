@@ -1,5 +1,5 @@
 import type { LedgerEntry } from './records';
-import { RunStore, sameRequest } from './runStore';
+import { RunStore, sameRequest, type TaggedEntry } from './runStore';
 
 // The row ledger is the run's memory of finished rows, kept next to the outputs in the run's
 // storage: one small JSON object per row index, written whole after the row's images are in place.
@@ -7,10 +7,11 @@ import { RunStore, sameRequest } from './runStore';
 // "already done" is decided here. A row counts as done only when its entry says ok, was made for
 // what the row asks now (its digest), and all its output files exist.
 //
-// Finishing a row is exclusive: an ok entry is committed by a create only one writer can make
-// (O_EXCL / If-None-Match): the entry itself for a row that had none, else a done-marker for the
-// state the attempt started from. Two attempts of one row (a worker thought dead that still runs,
-// and its retry) can never both believe they finished it; the loser takes the winner's.
+// Finishing a row is exclusive: an ok entry is committed by one conditional write that only one
+// writer can make: a create (If-None-Match: * / link) for a row that had no entry, else a replace of
+// the version the attempt started from (If-Match / a compare and rename under the key's lock). Two
+// attempts of one row (a worker thought dead that still runs, and its retry) can never both believe
+// they finished it; the loser takes the winner's.
 
 export type { LedgerEntry } from './records';
 
@@ -35,14 +36,14 @@ export async function writeLedgerEntry(outputDir: string, entry: LedgerEntry): P
 }
 
 /**
- * Commits a finished row. `startedFrom` is the entry the attempt read when it began (undefined if
- * none). Returns the entry that holds: this one, or, when another attempt of the row committed
- * first, that attempt's.
+ * Commits a finished row. `startedFrom` is the entry (with its tag) the attempt read when it began
+ * (null if none). Returns the entry that holds: this one, or, when another attempt of the row
+ * committed first, that attempt's.
  */
 export async function commitLedgerEntry(
   outputDir: string,
   entry: LedgerEntry,
-  startedFrom: LedgerEntry | undefined,
+  startedFrom: TaggedEntry | null = null,
 ): Promise<{ won: boolean; entry: LedgerEntry }> {
   return RunStore.open(outputDir).commitEntry(entry, startedFrom);
 }

@@ -13,11 +13,22 @@ import type { LedgerEntry } from './records';
 // failure, or a record that does not parse, as StorageError: the run pauses with the reason).
 //
 // A row is finished by one protocol (`commitRow`): its outputs are written, then its ledger entry is
-// committed exclusively, carrying the row's redo history: a row that had no entry creates it
-// create-only (one request: If-None-Match / O_EXCL); a row that had one (a redo, a retry after a
-// recorded failure) competes for a done-marker only one writer can create, then writes the entry.
-// No write goes backwards: a failed or partial entry never replaces a committed ok one for the same
-// request (only a redo sets a done row aside, on purpose).
+// committed with one conditional write (lib storage's `writeIf`) from the version the attempt
+// started from: create-only where the row had no entry (If-None-Match: * / link), else only while
+// the entry is still the version the attempt read (If-Match on its ETag / a compare and rename
+// under the key's lock). Every entry write is conditional the same way, so none goes backwards: a
+// failed or partial entry never replaces a committed ok one for the same request, however late its
+// attempt (only a redo sets a done row aside, on purpose).
+//
+// Earlier releases committed a row that had an entry through a done-marker (`ledger/done/`) and
+// then a plain write of the entry. Their run folders resume as they are (the markers are not read).
+// During a rolling upgrade a worker of such a release still can, within its own read-then-write: write
+// its partial or failed entry over a commit that lands between its read and its write (race a), and
+// finish a row that had an entry with a plain write over a new worker's ok entry for the same request
+// (both attempts then count the row as theirs; the outputs are whichever attempt wrote last, and the
+// entry's output sizes make a re-run redo the row where they differ). An entry records no writer or
+// release, so the new code cannot tell such an overwrite from an ordinary entry: stop the old workers
+// before the new ones take a run's rows (docs/deployment.md).
 
 const pad = (index: number): string => String(index).padStart(6, '0');
 const meta = (name: string): string => `${RUN_META_DIR}/${name}`;
@@ -32,18 +43,6 @@ export const layout = {
   imageCache: meta('image-cache'),
   ledger: meta('ledger'),
   ledgerEntry: (index: number): string => meta(`ledger/${pad(index)}.json`),
-  /**
-   * The done-marker of one way of finishing a row: its digest and the ledger state the attempt
-   * started from, so a row redone later gets a new marker while two attempts racing from the same
-   * state compete for one.
-   */
-  doneMarker: (index: number, digest: string | undefined, startedFrom: string | undefined): string => {
-    const from = createHash('sha256')
-      .update(startedFrom ?? '')
-      .digest('hex')
-      .slice(0, 12);
-    return meta(`ledger/done/${pad(index)}-${(digest ?? 'any').slice(0, 16)}-${from}.json`);
-  },
   answers: meta('answers'),
   answerRecord: (index: number, call: number): string => meta(`answers/${pad(index)}-${call}.json`),
   /** Answer images by content, per row: written by earlier releases (now inline in the record), still read. */
@@ -67,6 +66,15 @@ export const layout = {
     segment: (base: string, n: number): string => meta(`results/${base}/${String(n).padStart(6, '0')}.jsonl`),
   },
 } as const;
+
+/** A ledger entry and the version tag of the object it was read from or written as. */
+export interface TaggedEntry {
+  entry: LedgerEntry;
+  tag: string;
+}
+
+/** Conditional writes of one entry tried against other writers' before giving up (retryable). */
+const ENTRY_WRITE_ROUNDS = 8;
 
 /** Rows spanning more keys than this are not listed as a range (a listing request covers 1,000 keys). */
 const RANGE_LISTING_SPAN = 4000;
@@ -263,7 +271,7 @@ export class RunStore {
   }
 
   /** A row's entry with its tag (what a listing shows while the entry is unchanged). */
-  async readEntryTagged(index: number): Promise<{ entry: LedgerEntry; tag: string } | undefined> {
+  async readEntryTagged(index: number): Promise<TaggedEntry | undefined> {
     const key = layout.ledgerEntry(index);
     const read = await this.storage.readTagged(key);
     if (!read) return undefined;
@@ -276,46 +284,55 @@ export class RunStore {
    * after the row's commit); `setAside` replaces it on purpose (a redo). Returns the entry that holds.
    */
   async writeEntry(entry: LedgerEntry, options: { setAside?: boolean } = {}): Promise<LedgerEntry> {
-    if (!options.setAside) {
-      const current = await this.readEntry(entry.index);
-      if (current?.status === 'ok' && sameRequest(current, entry.digest)) return current;
-    }
-    await this.writeJson(layout.ledgerEntry(entry.index), entry);
-    return entry;
+    return (await this.putEntry(entry, options)).entry;
   }
 
   /**
-   * Commits a finished row. `startedFrom` is the entry the attempt read when it began (undefined if
-   * none). Returns the entry that holds: this one, or, when another attempt of the row committed
-   * first, that attempt's.
+   * `writeEntry` with the version written: one conditional write from the version read (`over`: the
+   * entry as this caller last read or wrote it, null for none, sparing the read), so a commit that
+   * lands between the read and the write is seen (the write does nothing) and decided on again.
    */
-  async commitEntry(
-    entry: LedgerEntry,
-    startedFrom: LedgerEntry | undefined,
-    options: { noEntry?: boolean } = {},
-  ): Promise<{ won: boolean; entry: LedgerEntry }> {
-    if (options.noEntry && !startedFrom) {
-      // The row had no entry when the attempt began (and the attempt wrote none): the entry itself is
-      // created exclusively, one request, and never over anything. An ok entry there is another
-      // attempt's commit, which holds; any other (a failure recorded meanwhile) goes to the marker.
-      if (await this.storage.create(layout.ledgerEntry(entry.index), `${JSON.stringify(entry)}\n`)) return { won: true, entry };
-      const current = await this.readEntry(entry.index);
-      if (current?.status === 'ok' && sameRequest(current, entry.digest)) return { won: false, entry: current };
+  async putEntry(entry: LedgerEntry, options: { setAside?: boolean; over?: TaggedEntry | null } = {}): Promise<TaggedEntry> {
+    const key = layout.ledgerEntry(entry.index);
+    const body = `${JSON.stringify(entry)}\n`;
+    let current = options.over !== undefined ? options.over : ((await this.readEntryTagged(entry.index)) ?? null);
+    for (let round = 1; ; round++) {
+      if (!options.setAside && current?.entry.status === 'ok' && sameRequest(current.entry, entry.digest)) return current;
+      const tag = await this.storage.writeIf(key, body, current?.tag ?? null);
+      if (tag !== undefined) return { entry, tag };
+      if (round >= ENTRY_WRITE_ROUNDS) throw this.keptChanging(entry.index);
+      current = (await this.readEntryTagged(entry.index)) ?? null;
     }
-    const marker = layout.doneMarker(entry.index, entry.digest, startedFrom?.finishedAt);
-    if (!(await this.storage.create(marker, `${JSON.stringify(entry)}\n`))) {
-      const winner = await this.readJson<LedgerEntry>(marker);
-      if (winner) {
-        // The winner may have died between its marker and its entry (a killed host): the commit is
-        // completed here, with the winner's entry, so the row never stays pending behind a marker.
-        const current = await this.readEntry(entry.index);
-        if (current?.status !== 'ok' || current.finishedAt !== winner.finishedAt)
-          await this.writeJson(layout.ledgerEntry(entry.index), winner);
-        return { won: false, entry: winner };
+  }
+
+  /**
+   * Commits a finished row with one conditional write from `startedFrom`, the entry as the attempt
+   * read it when it began or last wrote it (null: the row had none): a create where there was none.
+   * If the entry changed meanwhile, an ok one for the same request is another attempt's commit,
+   * which holds (returned, `won` false); anything else (a failure or partial recorded since) is
+   * replaced, again conditionally. Returns the entry that holds.
+   */
+  async commitEntry(entry: LedgerEntry, startedFrom: TaggedEntry | null = null): Promise<{ won: boolean; entry: LedgerEntry }> {
+    const key = layout.ledgerEntry(entry.index);
+    const body = `${JSON.stringify(entry)}\n`;
+    let current = startedFrom;
+    for (let round = 1; ; round++) {
+      if ((await this.storage.writeIf(key, body, current?.tag ?? null)) !== undefined) return { won: true, entry };
+      if (round >= ENTRY_WRITE_ROUNDS) throw this.keptChanging(entry.index);
+      current = (await this.readEntryTagged(entry.index)) ?? null;
+      if (current?.entry.status === 'ok' && sameRequest(current.entry, entry.digest)) {
+        // This very entry, written by an earlier try of this call whose answer was lost: won after all.
+        const ours = current.entry.finishedAt === entry.finishedAt && JSON.stringify(current.entry) === JSON.stringify(entry);
+        return { won: ours, entry: current.entry };
       }
     }
-    await this.writeJson(layout.ledgerEntry(entry.index), entry);
-    return { won: true, entry };
+  }
+
+  private keptChanging(index: number): ClassifiedError {
+    return new ClassifiedError(
+      'retryable',
+      `${this.storage.describe(layout.ledgerEntry(index))} kept changing while it was written (${ENTRY_WRITE_ROUNDS} tries)`,
+    );
   }
 
   /**
@@ -551,24 +568,24 @@ export interface RowOutput {
 
 /**
  * The one way a row is finished, on every path (direct, GPU, batch): its outputs are written, then
- * its ok entry is committed exclusively. Returns the entry that holds (another attempt's, if it won).
+ * its ok entry is committed with one conditional write from the version the attempt started from
+ * (`RunStore.commitEntry`). Returns the entry that holds (another attempt's, if it won).
  */
 export async function commitRow(
   store: RunStore,
   args: {
     outputs: readonly RowOutput[];
     entry: LedgerEntry;
-    prior: LedgerEntry | undefined;
+    /** The row's entry as the attempt read it when it began, or last wrote it; null: it had none. */
+    startedFrom: TaggedEntry | null;
     paid?: boolean;
-    /** The row had no ledger entry at all when the attempt began, and the attempt wrote none. */
-    noEntry?: boolean;
   },
 ): Promise<{ won: boolean; entry: LedgerEntry }> {
   const guard = <T>(what: string, write: () => Promise<T>) => (args.paid ? afterPaid(what, write) : write());
   for (const output of args.outputs)
     await guard(`writing ${store.storage.describe(output.path)}`, () => store.storage.write(output.path, output.bytes));
   const entry = withOutputDigests(args.entry, args.outputs);
-  return guard(`committing row ${entry.index}`, () => store.commitEntry(entry, args.prior, args.noEntry ? { noEntry: true } : {}));
+  return guard(`committing row ${entry.index}`, () => store.commitEntry(entry, args.startedFrom));
 }
 
 /** The entry with the sha256 and size of each output the commit writes (issue 23: bytes, not names). */

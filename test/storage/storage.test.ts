@@ -1,4 +1,7 @@
-import { mkdirSync, readFileSync, symlinkSync, existsSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ClassifiedError } from '../../lib/shared/errors';
@@ -79,6 +82,35 @@ describe.each(backends)('%s storage', (_name, make) => {
     }
   });
 
+  it('writes conditionally: a replace only over the version it names, a create only where there is none; of 16 racing replacers from one version exactly one wins', async () => {
+    const storage = make();
+    expect(await storage.writeIf('w/a.json', 'v0', 'no-such-tag')).toBeUndefined();
+    expect(await storage.read('w/a.json')).toBeUndefined();
+    const v1 = (await storage.writeIf('w/a.json', 'v1', null))!;
+    expect(v1).toBe((await storage.readTagged('w/a.json'))!.tag);
+    expect(await storage.writeIf('w/a.json', 'again', null)).toBeUndefined();
+    const v2 = (await storage.writeIf('w/a.json', 'v2', v1))!;
+    expect(v2).not.toBe(v1);
+    expect(await storage.writeIf('w/a.json', 'stale', v1)).toBeUndefined();
+    expect(String(await storage.read('w/a.json'))).toBe('v2');
+    // The tag a listing gives is one a replace can name.
+    expect((await storage.listObjects('w')).map((o) => [o.key, o.tag])).toEqual([['a.json', v2]]);
+    for (let round = 0; round < 3; round++) {
+      const from = (await storage.readTagged('w/a.json'))!.tag;
+      const results = await Promise.all(
+        Array.from({ length: 16 }, (_, i) => storage.writeIf('w/a.json', `round ${round} writer ${i}`, from)),
+      );
+      expect(results.filter((t) => t !== undefined)).toHaveLength(1);
+      const winner = results.findIndex((t) => t !== undefined);
+      const now = (await storage.readTagged('w/a.json'))!;
+      expect([String(now.data), now.tag]).toEqual([`round ${round} writer ${winner}`, results[winner]]);
+    }
+    // No lock or temp file is left to be listed.
+    expect(await storage.list('w')).toEqual(['a.json']);
+    await storage.remove('w/a.json');
+    expect(await storage.writeIf('w/a.json', 'gone', v2)).toBeUndefined();
+  });
+
   it('refuses names the target cannot hold, as the row input error', async () => {
     const storage = make();
     for (const key of ['a\0b.png', `${'x'.repeat(300)}.png`, '../escape.png', 'a/../../b.png']) {
@@ -128,5 +160,32 @@ describe('local storage confinement', () => {
     const err = await storage.write('a.png/b.png', 'y').catch((e: unknown) => e);
     expect((err as ClassifiedError).errorType).toBe('InputError');
     expect(readFileSync(join(storage.location, 'a.png'), 'utf8')).toBe('x');
+  });
+});
+
+describe('local conditional writes: the key lock', () => {
+  it('breaks a lock whose holder is gone (this host, process ended; another host, past the stale age) and waits for a live one', async () => {
+    const storage = new LocalStorage(join(tempDir(), 'out'));
+    const v1 = (await storage.writeIf('k.json', 'v1', null))!;
+    const lock = join(storage.location, 'k.json.cas-lock');
+    // A holder killed while it held the lock: a process of this host that has ended.
+    const dead = spawnSync(process.execPath, ['-e', '']).pid;
+    writeFileSync(lock, JSON.stringify({ host: hostname(), pid: dead, nonce: 'a', at: Date.now() }));
+    const v2 = (await storage.writeIf('k.json', 'v2', v1))!;
+    expect(v2).toBeDefined();
+    expect(existsSync(lock)).toBe(false);
+    // Another host's holder, ten minutes ago: it can't be asked, and is taken as gone.
+    writeFileSync(lock, JSON.stringify({ host: 'another-host', pid: 1, nonce: 'b', at: Date.now() - 600_000 }));
+    const v3 = (await storage.writeIf('k.json', 'v3', v2))!;
+    expect(v3).toBeDefined();
+    // A live holder (this very process): the writer waits until it lets go, then compares.
+    writeFileSync(lock, JSON.stringify({ host: hostname(), pid: process.pid, nonce: 'c', at: Date.now() }));
+    const waiting = storage.writeIf('k.json', 'v4', v3);
+    await sleep(300);
+    expect(String(await storage.read('k.json'))).toBe('v3');
+    rmSync(lock);
+    expect(await waiting).toBeDefined();
+    expect(String(await storage.read('k.json'))).toBe('v4');
+    expect(readdirSync(storage.location)).toEqual(['k.json']);
   });
 });

@@ -1,7 +1,8 @@
-import { rmSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { commitLedgerEntry, readLedgerEntry, type LedgerEntry } from '../../lib/run/ledger';
+import { RunStore } from '../../lib/run/runStore';
 import { tempDir } from '../helpers/fixtures';
 
 const entry = (finishedAt: string, requestId: string): LedgerEntry => ({
@@ -28,22 +29,29 @@ describe('committing a finished row', () => {
     expect(await readLedgerEntry(out, 3)).toEqual(a.entry);
   });
 
-  it('completes a commit whose winner died between its marker and its entry', async () => {
+  it('commits with the entry alone: a done-marker an earlier release left without its entry is not read', async () => {
     const out = join(tempDir(), 'out');
-    const first = await commitLedgerEntry(out, entry('2026-11-30T10:00:00.000Z', 'a'), undefined);
-    // The winner's host died after the marker: its entry never reached the ledger.
-    rmSync(join(out, '.atelier', 'ledger', '000003.json'));
+    // Release 92684ae's winner died between its marker and its entry: the marker is all there is.
+    mkdirSync(join(out, '.atelier', 'ledger', 'done'), { recursive: true });
+    writeFileSync(
+      join(out, '.atelier', 'ledger', 'done', '000003-dddddddddddddddd-e3b0c44298fc.json'),
+      JSON.stringify(entry('2026-11-30T09:00:00.000Z', 'x')),
+    );
     expect(await readLedgerEntry(out, 3)).toBeUndefined();
-    const retry = await commitLedgerEntry(out, entry('2026-11-30T10:00:05.000Z', 'b'), undefined);
-    expect(retry).toEqual({ won: false, entry: first.entry });
-    expect(await readLedgerEntry(out, 3)).toEqual(first.entry);
+    const retry = await commitLedgerEntry(out, entry('2026-11-30T10:00:05.000Z', 'b'), null);
+    expect(retry).toEqual({ won: true, entry: entry('2026-11-30T10:00:05.000Z', 'b') });
+    expect(await readLedgerEntry(out, 3)).toEqual(retry.entry);
   });
 
-  it('gives a row redone from another state a new marker', async () => {
+  it('replaces only the version a redo started from: a commit from an older version loses to the one that landed', async () => {
     const out = join(tempDir(), 'out');
-    const first = await commitLedgerEntry(out, entry('2026-11-30T10:00:00.000Z', 'a'), undefined);
-    const redo = await commitLedgerEntry(out, entry('2026-11-30T11:00:00.000Z', 'c'), first.entry);
+    await commitLedgerEntry(out, entry('2026-11-30T10:00:00.000Z', 'a'), null);
+    const startedFrom = (await RunStore.open(out).readEntryTagged(3))!;
+    const redo = await commitLedgerEntry(out, entry('2026-11-30T11:00:00.000Z', 'c'), startedFrom);
     expect(redo.won).toBe(true);
+    expect((await readLedgerEntry(out, 3))?.requestIds).toEqual(['c']);
+    const stale = await commitLedgerEntry(out, entry('2026-11-30T11:00:01.000Z', 'd'), startedFrom);
+    expect(stale).toEqual({ won: false, entry: redo.entry });
     expect((await readLedgerEntry(out, 3))?.requestIds).toEqual(['c']);
   });
 });
