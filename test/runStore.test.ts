@@ -496,6 +496,12 @@ describe('store faults on S3 (versitygw behind a counting fault proxy)', () => {
       await new RunStore(storage).writeEntry(partial(1));
       expect(await new RunStore(commitLandsBeforePartial(storage, ok)).writeEntry(partial(2))).toEqual(ok);
       expect(await new RunStore(storage).readEntry(4), storage.kind).toEqual(ok);
+      // As editRow writes it: from the version the attempt itself last wrote, no read before the write.
+      await storage.remove('.atelier/ledger/000004.json');
+      const own = await new RunStore(storage).putEntry(partial(1));
+      const held = await new RunStore(commitLandsBeforePartial(storage, ok)).putEntry(partial(2), { over: own });
+      expect(held.entry).toEqual(ok);
+      expect(await new RunStore(storage).readEntry(4), storage.kind).toEqual(ok);
     }
   }, 120_000);
 
