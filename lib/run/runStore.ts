@@ -28,7 +28,7 @@ import type { LedgerEntry } from './records';
 // (both attempts then count the row as theirs; the outputs are whichever attempt wrote last, and the
 // entry's output sizes make a re-run redo the row where they differ). An entry records no writer or
 // release, so the new code cannot tell such an overwrite from an ordinary entry: stop the old workers
-// before the new ones take a run's rows (docs/deployment.md).
+// before the new ones take a run's rows (docs/outputs-and-storage.md).
 
 const pad = (index: number): string => String(index).padStart(6, '0');
 const meta = (name: string): string => `${RUN_META_DIR}/${name}`;
