@@ -341,6 +341,44 @@ describe('one commit protocol for every path', () => {
     expect([...blue!.subarray(0, 3)]).toEqual([0, 0, 255]);
   }, 60_000);
 
+  it('a late attempt of a multi-turn row whose row another attempt commits as it records turn 1 stops there: the commit holds, turn 2 is not paid', async () => {
+    const dir = tempDir('atelier-runstore-lateturn-');
+    await writePng(join(dir, 'in.png'), '#336699', 32);
+    const conversations = [
+      { role: 'user', content: 'lateturn-1 add a hat' },
+      { role: 'user', content: 'lateturn-2 now make it red' },
+    ];
+    writeText(join(dir, 'chat.jsonl'), JSON.stringify({ images: ['in.png'], conversations }));
+    const disk = new LocalStorage(join(dir, 'out'));
+    const { tasks } = await planned('lateturn', 1, disk.location, { inputPath: join(dir, 'chat.jsonl') });
+    const [row] = await readPlanRows(disk.location, 0, 1);
+    // The other attempt's commit: both turns' outputs, then its ok entry.
+    const committed: LedgerEntry = {
+      index: 0,
+      position: 0,
+      status: 'ok',
+      runId: tasks[0]!.runId,
+      model: tasks[0]!.model,
+      digest: row!.digest!,
+      outputImages: row!.outputs.map((o) => o.path),
+      turnsDone: 2,
+      finishedAt: '2026-12-07T05:00:01.000Z',
+    };
+    for (const output of row!.outputs) await disk.write(output.path, await sharp(join(dir, 'in.png')).png().toBuffer());
+    adoptStorage(commitLandsBeforePartial(disk, committed));
+    try {
+      await expect(editRow(tasks[0]!, 1)).rejects.toThrow(/finished by another attempt/);
+    } finally {
+      adoptStorage(disk);
+    }
+    expect(await readLedgerEntry(disk.location, 0)).toEqual(committed);
+    expect(openai.callsFor('lateturn-1')).toHaveLength(1);
+    expect(openai.callsFor('lateturn-2')).toHaveLength(0);
+    // The row is done: the next attempt pays nothing.
+    expect((await editRow(tasks[0]!)).status).toBe('ok');
+    expect(openai.calls.filter((c) => c.prompt.startsWith('lateturn'))).toHaveLength(1);
+  }, 60_000);
+
   it('an answer stored by an earlier release (record + image objects) is still found, and cleared whole', async () => {
     const outputDir = join(tempDir('atelier-runstore-oldanswer-'), 'out');
     const image = await sharp({ create: { width: 8, height: 8, channels: 3, background: '#123456' } })
