@@ -27,6 +27,7 @@ import { checkOutputsWritable, checkRow } from './editRow';
 import type { BatchClient, ImageRef, LineOutcome } from './providers/batchClient';
 import { capabilities, rowCostUsd } from './providers/models';
 import { batchCapability } from './providers/registry';
+import { endJobUploads, sharedUpload, uploadKeyScope } from './batchUploads';
 
 // Provider batch jobs (`atelier edit --batch`): half price, answered within 24 hours. One job is one
 // provider batch. Its rows are listed in a manifest in the run's storage; these activities build and
@@ -45,23 +46,16 @@ function jobKey(spec: Pick<BatchJobSpec, 'jobId'>, kind: 'rows' | 'submitted'): 
 }
 
 /**
- * Where a job's uploaded input images are recorded, one small object per image (`<sha256>` -> the
- * provider's file id), written the moment the provider answers: a retried submit (the create failed
- * after the uploads, or the worker died) reuses them instead of uploading again and leaking the
- * first copies, and whoever ends the job (collect, or the refusal path) deletes them all. Beside the
- * job's manifest in the run's metadata.
+ * Where a job of an earlier release recorded its own uploaded input images (`<sha256>` -> file id);
+ * a job of this release shares the run's (activities/batchUploads.ts). Read only to delete them,
+ * when such a job, in flight across an upgrade, ends.
  */
-function uploadsPrefix(spec: Pick<BatchJobSpec, 'jobId'>): string {
-  return `${jobKey(spec, 'rows').replace(/\.rows\.json$/, '')}.uploads/`;
-}
-
-/** The job's recorded uploads: image hash -> file id. */
-async function recordedUploads(storage: Storage, spec: Pick<BatchJobSpec, 'jobId'>): Promise<Map<string, string>> {
-  const prefix = uploadsPrefix(spec);
-  const found = new Map<string, string>();
+async function legacyJobUploads(storage: Storage, spec: Pick<BatchJobSpec, 'jobId'>): Promise<string[]> {
+  const prefix = layout.batchUploads(spec.jobId);
+  const found: string[] = [];
   for (const hash of await storage.list(prefix)) {
     const id = (await storage.read(`${prefix}${hash}`))?.toString('utf8');
-    if (id) found.set(hash, id);
+    if (id) found.push(id);
   }
   return found;
 }
@@ -85,7 +79,7 @@ interface SubmissionRecord extends BatchSubmission {
   /** Row indexes the batch holds a request for. */
   included: number[];
   createdAt: string;
-  /** Input images uploaded for the job's lines (file ids), deleted once its results are committed. */
+  /** Input images an earlier release uploaded for the job's lines alone (file ids), deleted when the job ends. */
   imageFiles?: string[];
 }
 
@@ -235,6 +229,7 @@ export function createBatchActivities(deps: BatchActivityDeps) {
       .client({ apiKey: deps.apiKey, baseURL: deps.baseURL })
       .then((c) => (loaded = c)));
   const secrets = [deps.apiKey];
+  const keyScope = uploadKeyScope(deps.backend, deps.apiKey, deps.baseURL);
   // Before the client is loaded, the only possible failure is its loading.
   const fail = (err: unknown) =>
     failure(err, secrets, (e) => (loaded ? loaded.classify(e) : new ClassifiedError('retryable', boundedMessage(String(e)))));
@@ -263,16 +258,19 @@ export function createBatchActivities(deps: BatchActivityDeps) {
   }
 
   /**
-   * Deletes the job's uploaded input images at the provider (those named and those recorded in the
-   * run's storage, which a submit that died before recording its submission left), then the records.
+   * The job no longer references the run's uploaded input images (its batch ended and its answers
+   * are committed, or it has no batch): recorded, and the last job of the run deletes them
+   * (activities/batchUploads.ts). A job of an earlier release deletes its own uploads here.
    */
-  async function deleteUploads(spec: BatchJobSpec, fileIds: readonly string[]): Promise<void> {
+  async function endJob(spec: BatchJobSpec, leftOver: number, legacyFiles: readonly string[] = []): Promise<void> {
     const client = await batchClient();
-    if (!client.deleteFiles) return;
     const storage = openStorage(spec.outputDir);
-    const all = new Set([...fileIds, ...(await recordedUploads(storage, spec)).values()]);
-    if (all.size) await client.deleteFiles([...all]);
-    await storage.removeAll(uploadsPrefix(spec));
+    if (client.deleteFiles) {
+      const legacy = new Set([...legacyFiles, ...(await legacyJobUploads(storage, spec))]);
+      if (legacy.size) await client.deleteFiles([...legacy]);
+      await storage.removeAll(layout.batchUploads(spec.jobId));
+    }
+    await endJobUploads({ storage, spec, leftOver, keyScope, deleteFiles: client.deleteFiles?.bind(client) });
   }
 
   /**
@@ -320,6 +318,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           const client = await batchClient();
           const recorded = await readJson<SubmissionRecord>(storage, jobKey(spec, 'submitted'));
           if (recorded) {
+            // An attempt that recorded a job without a batch may have died before ending it.
+            if (!recorded.batchId) await endJob(spec, recorded.leftOver, recorded.imageFiles);
             const { included: _i, createdAt: _c, imageFiles: _f, ...submission } = recorded;
             return submission;
           }
@@ -338,24 +338,17 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           // Only a retry can find a batch an earlier attempt of this job created (a job id is new
           // with each run); the first attempt skips the lookup.
           const since = (Date.parse(manifest.plannedAt ?? '') || 0) - CLOCK_SKEW_MS;
-          const retried = Context.current().info.attempt > 1;
+          const attempt = Context.current().info.attempt;
+          const retried = attempt > 1;
           const tagged = retried ? await client.findTagged(spec, since) : undefined;
           const requests: { key: string; body: unknown }[] = [];
           let bytes = 0;
-          // Content-addressed uploads of this job's input images (sha256 of the normalised PNG -> file
-          // id), each recorded as soon as it is made; a retried attempt starts from those records.
-          const uploaded = client.uploadImage && retried ? await recordedUploads(storage, spec) : new Map<string, string>();
-          const refOf = async (png: Buffer): Promise<ImageRef> => {
-            if (!client.uploadImage) return png;
-            const hash = createHash('sha256').update(png).digest('hex');
-            let id = uploaded.get(hash);
-            if (!id) {
-              id = await client.uploadImage(png, spec);
-              uploaded.set(hash, id);
-              await storage.write(`${uploadsPrefix(spec)}${hash}`, id);
-            }
-            return { fileId: id };
-          };
+          // Content-addressed uploads of the input images, shared by the run's jobs (sha256 of the
+          // normalised PNG -> file id, recorded as soon as it is made): this job reuses what another
+          // job or an earlier attempt of this one uploaded (activities/batchUploads.ts).
+          const upload = client.uploadImage?.bind(client);
+          const refOf = async (png: Buffer): Promise<ImageRef> =>
+            upload ? { fileId: await sharedUpload({ storage, spec, attempt, keyScope, upload, png }) } : png;
           // Rows sharing a source image share its normalisation and its reference: each distinct
           // image is decoded, fitted and hashed once per job, not once per row (20,000 rows over a
           // few images would otherwise decode 20,000 1024² images to learn they are the same few).
@@ -436,12 +429,9 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           }
           submission.rows = submission.included.length;
           submission.requests = requests.length;
-          if (uploaded.size) {
-            if (submission.batchId) submission.imageFiles = [...uploaded.values()];
-            // No batch holds them (every row was done or refused): not needed.
-            else await deleteUploads(spec, [...uploaded.values()]);
-          }
           await storage.write(jobKey(spec, 'submitted'), JSON.stringify(submission));
+          // No batch (every row was done or refused): the job needs none of the run's uploads.
+          if (!submission.batchId) await endJob(spec, submission.leftOver);
           const { included: _i, createdAt: _c, imageFiles: _f, ...result } = submission;
           return result;
         } catch (err) {
@@ -546,8 +536,8 @@ export function createBatchActivities(deps: BatchActivityDeps) {
             );
             count(ErrorTypes.retryable);
           }
-          // Every answer is committed: the job's uploaded input images are no longer needed.
-          await deleteUploads(spec, recorded?.imageFiles ?? []);
+          // Every answer is committed: the job needs none of the run's uploads any more.
+          await endJob(spec, result.leftOver, recorded?.imageFiles);
           return result;
         } catch (err) {
           throw fail(err);
@@ -558,24 +548,26 @@ export function createBatchActivities(deps: BatchActivityDeps) {
     /** The provider refused the job's batch: every row of the job not done is recorded with the reason. */
     async failBatchJob(args: { spec: BatchJobSpec; errorType: string; error: string }): Promise<BatchJobResult> {
       const { spec } = args;
-      // No batch holds the images a submit uploaded before it was refused (or ran out of tries).
-      try {
-        await deleteUploads(spec, []);
-      } catch (err) {
-        throw fail(err);
-      }
-      const manifest = await readJson<JobManifest>(openStorage(spec.outputDir), jobKey(spec, 'rows'));
-      const result: BatchJobResult = { jobId: spec.jobId, ok: 0, failedByType: {}, inputErrors: 0, leftOver: 0 };
-      for (const ref of manifest?.rows ?? []) {
-        const row = await readPlanRow(spec.outputDir, ref.position);
-        if (await completedEntry(spec.outputDir, row.index, row.digest)) {
-          result.ok += 1;
-          continue;
+      return withHeartbeat(`batch job ${spec.jobId}`, async () => {
+        const manifest = await readJson<JobManifest>(openStorage(spec.outputDir), jobKey(spec, 'rows'));
+        const result: BatchJobResult = { jobId: spec.jobId, ok: 0, failedByType: {}, inputErrors: 0, leftOver: 0 };
+        for (const ref of manifest?.rows ?? []) {
+          const row = await readPlanRow(spec.outputDir, ref.position);
+          if (await completedEntry(spec.outputDir, row.index, row.digest)) {
+            result.ok += 1;
+            continue;
+          }
+          await recordFailure(spec, row, args.errorType, args.error, undefined);
+          result.failedByType[args.errorType] = (result.failedByType[args.errorType] ?? 0) + 1;
         }
-        await recordFailure(spec, row, args.errorType, args.error, undefined);
-        result.failedByType[args.errorType] = (result.failedByType[args.errorType] ?? 0) + 1;
-      }
-      return result;
+        // No batch of this job holds the run's uploads (its submit was refused or ran out of tries).
+        try {
+          await endJob(spec, result.leftOver);
+        } catch (err) {
+          throw fail(err);
+        }
+        return result;
+      });
     },
 
     /** Cancels the job's batch at the provider (found by id, or by its tag when the id was never recorded). */

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowNotFoundError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { UsageError } from '../lib/shared/errors';
-import { API_BACKENDS } from '../lib/shared/backends';
+import { API_BACKENDS } from '../activities/providers/registry';
 import { ROW_ERROR_TYPES } from '../lib/shared/errorTypes';
 import { normaliseErrorType } from '../lib/shared/retrySelection';
 import { findRun, listRuns, type RegisteredRun } from '../lib/run/runRegistry';

@@ -8,9 +8,8 @@ import {
   type ModelCapabilities,
 } from '../activities/providers/models';
 import { UsageError } from '../lib/shared/errors';
-import { listProviderModels, PROVIDERS } from '../activities/providers/registry';
+import { API_BACKEND_NAMES, API_BACKENDS, listProviderModels, PROVIDERS } from '../activities/providers/registry';
 import type { ProviderSpec } from '../activities/providers/spec';
-import { API_BACKEND_NAMES, API_BACKENDS } from '../lib/shared/backends';
 import type { Client } from '@temporalio/client';
 import type { ModelCheckInput, ModelCheckResult } from '../activities/providers/modelCheck';
 import { tableKnowsPrice } from '../activities/providers/modelCheck';
@@ -94,11 +93,11 @@ function rowFor(backend: Backend, model: string, now: Date, provider: string, li
   // A retired model answers nothing: what it took no longer matters.
   if (modelStatus(backend, model, now).status === 'retired')
     return { backend, model, status, edits: '-', inputs: '-', options: '-', price: '-', provider };
+  // The modalities a list declares per model (OpenRouter's), next to what the table asks for.
   const declared = listed?.outputModalities;
-  const options =
-    backend === 'openrouter' && declared
-      ? `${optionsText({ ...caps, outputModalities: undefined })}; outputs ${declared.join('+')} (asks ${modalitiesFor(declared, caps.outputModalities).join('+')})`
-      : optionsText(caps);
+  const options = declared
+    ? `${optionsText({ ...caps, outputModalities: undefined })}; outputs ${declared.join('+')} (asks ${modalitiesFor(declared, caps.outputModalities).join('+')})`
+    : optionsText(caps);
   return {
     backend,
     model,
@@ -115,14 +114,7 @@ function rowFor(backend: Backend, model: string, now: Date, provider: string, li
 
 /** Image models in a provider's list (OpenAI's and Gemini's lists hold every model). */
 function imageModels(backend: Backend, listed: ListedModel[], baseURL: string | undefined): ListedModel[] {
-  if (backend === 'openai') {
-    // A compatible server (--base-url) lists its own models: all of them, except OpenAI's text models.
-    return listed.filter(
-      (m) => /image|dall-e/i.test(m.id) || (baseURL && !/^(gpt-|o\d|chatgpt-|text-|tts-|whisper|davinci|babbage|omni-)/.test(m.id)),
-    );
-  }
-  if (backend === 'gemini') return listed.filter((m) => /image|banana/i.test(m.id));
-  return listed;
+  return (PROVIDERS[backend] as ProviderSpec).listing.imageModels?.(listed, !!baseURL) ?? listed;
 }
 
 /** The table rows for a backend, merged with its list endpoint's answer (when there is one). */

@@ -1,5 +1,5 @@
 import { GPU_MODEL_TYPES } from '../lib/gpuContract';
-import { BACKEND_NAMES } from '../lib/shared/backends';
+import { BACKEND_NAMES } from '../activities/providers/registry';
 import { inGroup, nonNegativeInt, nonNegativeNumber, Opt, percentInt, positiveInt, positiveNumber } from './options';
 
 // The option vocabulary shared by several commands: one declaration (flags, help text, parser,

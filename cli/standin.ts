@@ -21,7 +21,7 @@ export type StandinOptions = OptionsOf<typeof STANDIN_OPTIONS>;
 
 export const STANDINS: Record<string, StandinSpec> = {
   ...Object.fromEntries(
-    Object.values(PROVIDERS as Record<string, ProviderSpec>).flatMap((spec) => (spec.standin ? [[spec.backend, spec.standin]] : [])),
+    Object.entries(PROVIDERS as Record<string, ProviderSpec>).flatMap(([name, spec]) => (spec.standin ? [[name, spec.standin]] : [])),
   ),
   judge: {
     start: async (port) => (await import('../standins/judge')).startJudgeStandin(portOption(port)),

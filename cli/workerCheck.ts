@@ -1,5 +1,5 @@
 import { temporal } from '@temporalio/proto';
-import { API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
+import { API_BACKENDS, type ApiBackend } from '../activities/providers/registry';
 import { JUDGE_QUEUE, ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import type { DatasetWorkflowInput } from '../lib/shared/types';
 import type { Session } from './session';

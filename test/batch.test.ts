@@ -244,6 +244,37 @@ describe('--batch on OpenAI', () => {
     expect(mine('batch')).toHaveLength(1);
   }, 120_000);
 
+  it('a run split into 3 jobs (run in parallel) uploads each distinct image once for the run, and deletes every upload at its end', async () => {
+    const dir = tempDir('atelier-batch-share-');
+    const names = ['a.png', 'b.png', 'c.png'];
+    for (const [k, name] of names.entries()) await writePng(join(dir, name), ['#a03020', '#20a030', '#2030a0'][k]!);
+    const csv = join(dir, 'rows.csv');
+    // 12 rows, 4 per job: every job holds rows of all 3 images.
+    writeText(csv, ['image,instruction', ...Array.from({ length: 12 }, (_, i) => `${names[i % 3]},share-${i} x`)].join('\n'));
+    const mine = (purpose: string) => openai.batches.storedFiles(purpose).filter((f) => f.filename.startsWith('batch-share-run'));
+    const uploadsBefore = openai.batches.uploadCount('vision');
+    const batchesBefore = openai.batches.all.length;
+    // One job's create answers 500: its retry (2 s later) comes after the other jobs' batches have
+    // ended and their answers are committed, and must still find the run's uploads there.
+    openai.batches.configure({ failCreates: 1 });
+    const summary = await runDataset(
+      testInput({
+        runId: 'batch-share-run',
+        inputPath: csv,
+        outputDir: join(dir, 'out'),
+        batch: { fallback: 'fail', maxRowsPerJob: 4, ...poll },
+      }),
+    );
+    expect(summary).toMatchObject({ total: 12, ok: 12, failed: 0 });
+    expect(openai.batches.all.length - batchesBefore).toBe(3);
+    // Per job, this was 9 uploads (3 images × 3 jobs); per run it is 3.
+    expect(openai.batches.uploadCount('vision') - uploadsBefore).toBe(3);
+    // All deleted once the last job committed its answers; each job's own batch input stays.
+    expect(mine('vision')).toEqual([]);
+    expect(mine('batch')).toHaveLength(3);
+    expect(direct(openai.calls, 'share-')).toHaveLength(0);
+  }, 180_000);
+
   it("per-line failures are reported with the provider's reason (--batch-fallback fail); an expired batch too", async () => {
     const { csv, outputDir } = await dataset('fbf', 6);
     openai.script('fbf-2 ', [faults.moderationBlocked()], { repeat: true });

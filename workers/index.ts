@@ -9,8 +9,7 @@ import { createPromptEnhancer, type PromptEnhancer } from '../activities/provide
 import { createJudgeClient } from '../activities/judge/client';
 import { createJudgeActivities, createJudgeListActivities, JUDGE_QUEUE } from '../activities/judge/activities';
 import { createModelCheckActivities } from '../activities/providers/modelCheck';
-import { isBatchBackend, providerFromEnv } from '../activities/providers/registry';
-import { API_BACKEND_NAMES, API_BACKENDS, type ApiBackend } from '../lib/shared/backends';
+import { API_BACKEND_NAMES, API_BACKENDS, isBatchBackend, providerFromEnv, type ApiBackend } from '../activities/providers/registry';
 import { JUDGE_ENV, ORCHESTRATOR_QUEUE, providerQueue } from '../lib/shared/constants';
 import { endpointTag } from '../lib/temporal/endpoint';
 import { UsageError } from '../lib/shared/errors';

@@ -26,11 +26,12 @@ export type ImageRef = Buffer | { fileId: string };
 
 export interface BatchClient {
   /**
-   * Uploads an input image once per job, content-addressed (rows sharing a source image share the
-   * upload), so lines carry a file id instead of the image: absent where lines carry the bytes.
+   * Uploads an input image once per run's batch phase, content-addressed (rows and jobs sharing a
+   * source image share the upload), so lines carry a file id instead of the image: absent where
+   * lines carry the bytes. `label` names the upload (the run and phase), for whoever lists the files.
    */
-  uploadImage?(png: Buffer, spec: BatchJobSpec): Promise<string>;
-  /** Deletes the uploaded input images (their job's results are committed). */
+  uploadImage?(png: Buffer, label: string): Promise<string>;
+  /** Deletes uploaded input images (no job of their run still needs them); an unknown one is no error. */
   deleteFiles?(fileIds: string[]): Promise<void>;
   /** One request line (OpenAI) or request (Gemini) per call of the row. */
   requests(row: PlanRow, inputs: ImageRef[], mask: ImageRef | undefined, spec: BatchJobSpec): { key: string; body: unknown }[];

@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import type { ApiBackend } from '../../lib/shared/backends';
 import { writeFileAtomic } from '../../storage/atomicFile';
 import type { ListedModel } from './catalog';
-import { listProviderModels } from './registry';
+import { listProviderModels, PROVIDERS } from './registry';
+import type { ProviderSpec } from './spec';
 import { capabilities, modelStatus } from './models';
 
 // The catalogue the providers feed: before a run sends anything, the provider's own model list
@@ -62,12 +63,6 @@ export interface ModelCheckActivities {
 
 const DEFAULT_TTL_MS = 3 * 3600_000;
 
-const SOURCES: Partial<Record<ApiBackend, string>> = {
-  openai: 'OpenAI GET /v1/models',
-  gemini: 'Gemini models.list',
-  openrouter: 'OpenRouter GET /api/v1/models?output_modalities=image',
-};
-
 interface CachedList {
   at: number;
   models: ListedModel[];
@@ -75,10 +70,8 @@ interface CachedList {
 
 /** Image models of a list, for suggestions (OpenAI's and Gemini's lists hold every model). */
 function imageIds(backend: ApiBackend, listed: ListedModel[]): string[] {
-  const ids = listed.map((m) => m.id);
-  if (backend === 'openai') return ids.filter((id) => /image|dall-e/i.test(id));
-  if (backend === 'gemini') return ids.filter((id) => /image|banana/i.test(id));
-  return ids;
+  const listing = (PROVIDERS[backend] as ProviderSpec).listing;
+  return (listing.imageModels?.(listed, false) ?? listed).map((m) => m.id);
 }
 
 /** Edit distance, for "did you mean" on a typo like gpt-imag-2. */
@@ -154,35 +147,22 @@ export function createModelCheckActivities(options: ModelCheckOptions): ModelChe
     return { list: memory, cached: false };
   }
 
-  /** Asks the provider about one id (models.retrieve / models.get): undefined when it serves it, else its words. */
-  async function askOne(model: string): Promise<string | undefined> {
+  /** Asks the provider about one id (its spec's `ask`: models.retrieve / models.get): undefined when it serves it, else its words. */
+  async function askOne(model: string, source: string): Promise<string | undefined> {
+    const ask = (PROVIDERS[options.backend] as ProviderSpec).listing.ask;
+    if (!ask) return `${model} is not in ${source}`;
     try {
-      // The SDK is imported here, on first use, not with this module (every provider worker loads it).
-      if (options.backend === 'openai') {
-        const { default: OpenAI } = await import('openai');
-        const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 1, timeout: 20_000 });
-        await client.models.retrieve(model);
-        return undefined;
-      }
-      if (options.backend === 'gemini') {
-        const { GoogleGenAI } = await import('@google/genai');
-        const ai = new GoogleGenAI({
-          apiKey: options.apiKey,
-          vertexai: false,
-          httpOptions: { baseUrl: options.baseURL || 'https://generativelanguage.googleapis.com', timeout: 20_000 },
-        });
-        await ai.models.get({ model });
-        return undefined;
-      }
+      // The SDK is imported by the listing on first use, not with this module.
+      await ask({ apiKey: options.apiKey, baseURL: options.baseURL }, model);
+      return undefined;
     } catch (err) {
       return providerMessage(err);
     }
-    return `${model} is not in OpenRouter's list of image models`;
   }
 
   return {
     async checkModelServed(input: ModelCheckInput): Promise<ModelCheckResult> {
-      const source = SOURCES[options.backend];
+      const source = (PROVIDERS[options.backend] as ProviderSpec).listing.source;
       if (!source) return { verdict: 'no-list', source: 'the table (this backend has no model list for its key)' };
       const now = new Date(input.now);
       let read: Awaited<ReturnType<typeof readList>>;
@@ -216,7 +196,7 @@ export function createModelCheckActivities(options: ModelCheckOptions): ModelChe
         };
       }
       // Not in the list: the provider's own answer for this id (it may still serve an unlisted alias).
-      const words = await askOne(input.model);
+      const words = await askOne(input.model, source);
       if (words === undefined) return { verdict: 'listed', ...meta };
       const replacement = suggestReplacement(options.backend, input.model, read.list.models, now);
       return {

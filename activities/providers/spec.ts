@@ -1,4 +1,3 @@
-import type { ApiBackend } from '../../lib/shared/backends';
 import { UsageError } from '../../lib/shared/errors';
 import type { BatchClient, BatchClientDeps, BatchLimits } from './batchClient';
 import type { CatalogOptions, ListedModel } from './catalog';
@@ -6,9 +5,9 @@ import type { ImageEditProvider } from './provider';
 import type { ProviderTable } from './table';
 
 // One provider, one spec: each provider folder (activities/providers/<name>/) exports its spec from
-// <name>/spec.ts, and registry.ts names it once. The spec holds what every provider has (its table,
-// its adapter, whether it lists its models) and the capabilities only some have (a batch API, a
-// stand-in for `atelier standin`). A spec loads no SDK: adapters, listings and batch clients are
+// <name>/spec.ts, and registry.ts names it once (its name is its registry key). The spec holds what
+// every provider has (where a worker finds its key, its table, its adapter, whether it lists its
+// models) and the capabilities only some have (a batch API, a stand-in for `atelier standin`). A spec loads no SDK: adapters, listings and batch clients are
 // imported when first called, so a process loads only the SDKs of the queues it serves
 // (test/startup.e2e.test.ts, test/unit/providerModules.test.ts).
 
@@ -24,8 +23,30 @@ export interface ProviderContext {
  * why it is table only: one of the two, so a new backend cannot leave the question open.
  */
 export type Listing =
-  | { list(options: CatalogOptions): Promise<ListedModel[]>; tableOnly?: never }
-  | { list?: never; /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */ tableOnly: string };
+  | {
+      list(options: CatalogOptions): Promise<ListedModel[]>;
+      /** What the list is, for messages ("OpenAI GET /v1/models"). */
+      source: string;
+      /**
+       * The image models of a list that holds every model (OpenAI's, Gemini's); the whole list when
+       * absent. `compatible`: the list of a compatible server (`--base-url`), which lists its own models.
+       */
+      imageModels?(listed: ListedModel[], compatible: boolean): ListedModel[];
+      /**
+       * Asks the provider about one id its list lacks (its models.get): resolves when it serves it,
+       * else throws the provider's error. Absent where the list is the only word.
+       */
+      ask?(options: CatalogOptions, model: string): Promise<void>;
+      tableOnly?: never;
+    }
+  | {
+      list?: never;
+      source?: never;
+      imageModels?: never;
+      ask?: never;
+      /** Why `atelier models` shows the table only for this backend (no list endpoint for its keys). */
+      tableOnly: string;
+    };
 
 /** A provider batch API that `atelier edit --batch` drives (half price, answered within 24 hours). */
 export interface BatchCapability {
@@ -46,8 +67,18 @@ export interface StandinSpec {
   note: string;
 }
 
+/** Worker environment variables of a provider: names only (their values never leave the worker). */
+export interface BackendEnv {
+  /** Variables that hold its credential, first match wins (never anywhere else). */
+  readonly keys: readonly string[];
+  /** The variable that points it at another server (a stand-in, a proxy). */
+  readonly baseUrl: string;
+  /** What else a user without a key can do, said when none is set. */
+  readonly withoutKey?: string;
+}
+
 export interface ProviderSpec {
-  readonly backend: ApiBackend;
+  readonly env: BackendEnv;
   /** The provider's rows of the model table (<name>/models.ts): limits, parameters, prices, lifecycles. */
   readonly table: ProviderTable;
   /** The adapter, built from the worker environment (keys never leave it). */

@@ -52,7 +52,9 @@ export const layout = {
   staging: (index: number, name?: string): string => meta(`staging/${pad(index)}${name ? `/${name}` : ''}`),
   history: (index: number, generation: number, path?: string): string =>
     meta(`history/${pad(index)}/gen${generation}${path ? `/${path}` : ''}`),
-  batchJob: (jobId: string, kind: 'rows' | 'submitted'): string => meta(`batch/${safeJobId(jobId)}.${kind}.json`),
+  batchJob: (jobId: string, kind: 'rows' | 'submitted' | 'ended'): string => meta(`batch/${safeJobId(jobId)}.${kind}.json`),
+  /** Input images batch jobs uploaded to the provider: shared by a run's batch phase (one job's, in earlier releases). */
+  batchUploads: (scope: string): string => meta(`batch/${safeJobId(scope)}.uploads/`),
   review: meta('review'),
   reviewMark: (index: number): string => meta(`review/${pad(index)}.json`),
   judge: meta('judge'),

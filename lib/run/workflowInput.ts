@@ -1,6 +1,6 @@
 import { isAbsolute } from 'node:path';
 import { z } from 'zod';
-import { BACKEND_NAMES } from '../shared/backends';
+import { BACKEND_NAMES } from '../../activities/providers/registry';
 import { parseFilterRows } from '../shared/filterRows';
 import { validateRetrySelection } from '../shared/retrySelection';
 import { batchBackends, isBatchBackend } from '../../activities/providers/registry';

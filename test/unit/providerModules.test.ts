@@ -2,9 +2,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
-import { batchBackends, PROVIDERS } from '../../activities/providers/registry';
+import { API_BACKEND_NAMES, batchBackends, PROVIDERS } from '../../activities/providers/registry';
 import type { ProviderSpec } from '../../activities/providers/spec';
-import { API_BACKENDS } from '../../lib/shared/backends';
 
 // Providers as one module each (issue 22): each provider lives in its folder, activities/providers/<name>/
 // (adapter, listing, batch client, table rows, stand-in), behind one spec that registry.ts names once.
@@ -141,11 +140,113 @@ const DECLARED: Record<string, readonly string[]> = {
   'cli/demo.ts': ['openai'],
 };
 
+/** The registry's lines: each provider's name, and the module its spec is imported from. */
+function registryLines(): { name: string; from: string | undefined }[] {
+  const file = join(PROVIDERS_DIR, 'registry.ts');
+  const sf = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+  const importedFrom = new Map<string, string>();
+  const lines: { name: string; from: string | undefined }[] = [];
+  for (const statement of sf.statements) {
+    if (ts.isImportDeclaration(statement) && ts.isStringLiteral(statement.moduleSpecifier)) {
+      const bindings = statement.importClause?.namedBindings;
+      if (bindings && ts.isNamedImports(bindings))
+        for (const el of bindings.elements) importedFrom.set(el.name.text, statement.moduleSpecifier.text);
+    }
+    if (!ts.isVariableStatement(statement)) continue;
+    for (const decl of statement.declarationList.declarations) {
+      if (!ts.isIdentifier(decl.name) || decl.name.text !== 'PROVIDERS' || !decl.initializer) continue;
+      let init: ts.Expression = decl.initializer;
+      while (ts.isSatisfiesExpression(init) || ts.isAsExpression(init)) init = init.expression;
+      if (!ts.isObjectLiteralExpression(init)) continue;
+      for (const prop of init.properties) {
+        if (!ts.isPropertyAssignment(prop) || !ts.isIdentifier(prop.initializer)) continue;
+        lines.push({ name: prop.name.getText(sf), from: importedFrom.get(prop.initializer.text) });
+      }
+    }
+  }
+  return lines;
+}
+
+/**
+ * Where a provider's name may stand outside its folder and its registry line, each with its reason
+ * (the rest of the code reaches a provider through the registry: its name as data, its spec's parts).
+ */
+const NAMED_OUTSIDE: Record<string, readonly string[]> = {
+  // `--backend`'s default.
+  'cli/optionGroups.ts': ['openai'],
+  // The demo runs the OpenAI stand-in.
+  'cli/demo.ts': ['openai'],
+};
+
 describe('each provider is one folder behind one spec, registered once', () => {
   it('the folders are the backends, each registered by its spec under its own name', () => {
-    expect([...FOLDERS].sort()).toEqual(Object.keys(API_BACKENDS).sort());
     expect(Object.keys(PROVIDERS).sort()).toEqual([...FOLDERS].sort());
-    for (const [name, spec] of Object.entries(PROVIDERS)) expect(spec.backend).toBe(name);
+    expect(API_BACKEND_NAMES).toEqual(Object.keys(PROVIDERS));
+    // Each registry line binds a name to the spec of the folder of that name.
+    const lines = registryLines();
+    expect(lines.map((l) => l.name)).toEqual(Object.keys(PROVIDERS));
+    for (const { name, from } of lines) expect(from, name).toBe(`./${name}/spec`);
+  });
+
+  it("adding a provider touches its folder and one registry line: no other code names it (its name, its key's environment variables)", () => {
+    // Code that names a provider: a string that is its name or one of its environment variables (a
+    // branch on the backend, a lookup), or an object key that is its name (a per-provider table).
+    // Prose that mentions one (an example in --help, a message) is not a place to edit for a new one.
+    // Tests, benches and test tooling exempt: they exercise a provider by name.
+    const files = sourceFiles(ROOT).filter((f) => {
+      const rel = relative(ROOT, f);
+      return !rel.startsWith(`test${sep}`) && !rel.startsWith(`bench${sep}`) && !rel.startsWith(`testing${sep}`);
+    });
+    const named = new Map<string, string>(Object.keys(PROVIDERS).map((name) => [name, name]));
+    for (const [name, spec] of Object.entries(PROVIDERS as Record<string, ProviderSpec>))
+      for (const v of [...spec.env.keys, spec.env.baseUrl]) named.set(v, name);
+    // A provider's folder may name those it declares a dependency on, and those declared on it
+    // (Vertex runs on Gemini's adapter, which so knows Vertex).
+    const related = (home: string, provider: string) =>
+      (DECLARED[`activities/providers/${home}`] ?? []).includes(provider) ||
+      (DECLARED[`activities/providers/${provider}`] ?? []).includes(home);
+    const found: string[] = [];
+    for (const file of files) {
+      const rel = relative(ROOT, file);
+      if (rel === join('activities', 'providers', 'registry.ts')) continue;
+      const home = providerOf(file);
+      const sf = ts.createSourceFile(file, readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, true, ts.ScriptKind.TS);
+      const visit = (node: ts.Node) => {
+        let text: string | undefined;
+        const moduleName =
+          ts.isImportDeclaration(node.parent) ||
+          ts.isExportDeclaration(node.parent) ||
+          (ts.isCallExpression(node.parent) && node.parent.expression.kind === ts.SyntaxKind.ImportKeyword);
+        if (ts.isStringLiteralLike(node) && !moduleName) text = node.text;
+        else if (ts.isIdentifier(node) && ts.isPropertyAssignment(node.parent) && node.parent.name === node) text = node.text;
+        const provider = text === undefined ? undefined : named.get(text);
+        if (provider && provider !== home && !(home && related(home, provider)) && !(NAMED_OUTSIDE[rel] ?? []).includes(provider))
+          found.push(`${rel}:${sf.getLineAndCharacterOfPosition(node.getStart()).line + 1} ${text}`);
+        ts.forEachChild(node, visit);
+      };
+      ts.forEachChild(sf, visit);
+    }
+    expect(found).toEqual([]);
+  });
+
+  it('the workflow code loads no provider module: it reads the backends as types only', () => {
+    // What webpack bundles for the workflows: their static value imports, followed through the repo.
+    const seen = new Set<string>();
+    const reached: string[] = [];
+    const visit = (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      for (const { spec, typeOnly } of relativeImports(file)) {
+        if (typeOnly) continue;
+        const target = resolveModule(file, spec);
+        if (!target) continue;
+        const rel = relative(ROOT, target);
+        if (rel.startsWith(`activities${sep}`)) reached.push(`${relative(ROOT, file)} -> ${rel}`);
+        else visit(target);
+      }
+    };
+    visit(join(ROOT, 'workflows', 'index.ts'));
+    expect(reached).toEqual([]);
   });
 
   it('registry.ts has one import per provider, of its spec, and nothing else of its folder', () => {
@@ -172,9 +273,9 @@ describe('each provider is one folder behind one spec, registered once', () => {
   });
 
   it('the batch backends are the specs with a batch capability (no list of them elsewhere)', () => {
-    const withBatch = Object.values(PROVIDERS as Record<string, ProviderSpec>)
-      .filter((s) => s.batch)
-      .map((s) => s.backend);
+    const withBatch = Object.entries(PROVIDERS as Record<string, ProviderSpec>)
+      .filter(([, s]) => s.batch)
+      .map(([name]) => name);
     expect(batchBackends()).toEqual(withBatch);
     expect(withBatch).toEqual(['openai', 'gemini']);
     const hardCoded = sourceFiles(ROOT).filter(

@@ -6,7 +6,8 @@ import { azureTable } from './models';
 // `atelier standin` does not offer it (`atelier standin openai` serves the same rules).
 
 export const azureSpec = {
-  backend: 'azure',
+  // The "base URL" is the resource endpoint, which Azure needs (no default); OPENAI_API_VERSION too.
+  env: { keys: ['AZURE_OPENAI_API_KEY'], baseUrl: 'AZURE_OPENAI_ENDPOINT' },
   table: azureTable,
   create: async ({ apiKey, baseURL, env }) => {
     // Without OPENAI_API_VERSION: Azure's v1 API, which takes none.

@@ -2,7 +2,8 @@ import { concurrencyOf, pollInterval, portOption, type ProviderSpec } from '../s
 import { falTable } from './models';
 
 export const falSpec = {
-  backend: 'fal',
+  // FAL_KEY is the name fal's own clients read.
+  env: { keys: ['FAL_KEY'], baseUrl: 'FAL_BASE_URL' },
   table: falTable,
   // FAL_CONCURRENCY: the account's concurrency limit (fal's default for a new account is 2).
   create: async ({ apiKey, baseURL, env }) =>

@@ -95,12 +95,12 @@ export function geminiBatchClient(deps: BatchClientDeps): BatchClient {
     // Batch requests take Files API parts (`fileData`, "supported in all … endpoints, including
     // Batch": ai.google.dev/gemini-api/docs/file-input-methods): each distinct image is uploaded once
     // and the requests name it, instead of inlining it in every request.
-    async uploadImage(png, spec) {
+    async uploadImage(png, label) {
       const ai = await genai();
       const hash = createHash('sha256').update(png).digest('hex');
       const file = await ai.files.upload({
         file: new Blob([new Uint8Array(png)], { type: 'image/png' }),
-        config: { mimeType: 'image/png', displayName: `${spec.jobId}-${hash.slice(0, 32)}`.slice(0, 128) },
+        config: { mimeType: 'image/png', displayName: `${label}-${hash.slice(0, 32)}`.slice(0, 128) },
       });
       if (!file.uri) throw new ClassifiedError('retryable', 'the Files API answered without a file uri');
       return file.uri;

@@ -9,10 +9,15 @@ import { geminiTable } from './models';
 export const GEMINI_BATCH_LIMITS: BatchLimits = { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024, maxInlineBytes: 20 * 1024 * 1024 };
 
 export const geminiSpec = {
-  backend: 'gemini',
+  env: { keys: ['GEMINI_API_KEY', 'GOOGLE_API_KEY'], baseUrl: 'GEMINI_BASE_URL' },
   table: geminiTable,
   create: async ({ apiKey, baseURL }) => (await import('./adapter')).createGeminiProvider({ apiKey, baseURL }),
-  listing: { list: async (options) => (await import('./list')).listGeminiModels(options) },
+  listing: {
+    list: async (options) => (await import('./list')).listGeminiModels(options),
+    source: 'Gemini models.list',
+    imageModels: (listed) => listed.filter((m) => /image|banana/i.test(m.id)),
+    ask: async (options, model) => (await import('./list')).getGeminiModel(options, model),
+  },
   batch: {
     limits: GEMINI_BATCH_LIMITS,
     // Gemini answers one image per request: --num-images N is N requests per row.

@@ -2,7 +2,7 @@ import { pollInterval, portOption, type ProviderSpec } from '../spec';
 import { modelscopeTable } from './models';
 
 export const modelscopeSpec = {
-  backend: 'modelscope',
+  env: { keys: ['MODELSCOPE_API_KEY'], baseUrl: 'MODELSCOPE_BASE_URL' },
   table: modelscopeTable,
   // How often a submitted task is polled (ModelScope suggests a few seconds).
   create: async ({ apiKey, baseURL, env }) =>

@@ -30,10 +30,10 @@ export function openAIBatchClient(deps: BatchClientDeps): BatchClient {
     // JSON edits take `images[].file_id` ([OA-edit]: "a fully qualified URL or base64 data URL" or
     // `file_id`): each distinct image is uploaded once (purpose `vision`), so a line is a few hundred
     // bytes and a job holds up to 50,000 rows instead of ~100 data-URL rows per 200 MB file.
-    async uploadImage(png, spec) {
+    async uploadImage(png, label) {
       const hash = createHash('sha256').update(png).digest('hex');
       const file = await client.files.create({
-        file: await toFile(png, `${spec.jobId.replace(/[^A-Za-z0-9._-]/g, '_')}-${hash.slice(0, 32)}.png`, { type: 'image/png' }),
+        file: await toFile(png, `${label.replace(/[^A-Za-z0-9._-]/g, '_')}-${hash.slice(0, 32)}.png`, { type: 'image/png' }),
         purpose: 'vision',
       });
       return file.id;

@@ -8,6 +8,13 @@ function shutdownOf(value: unknown): string | undefined {
   return undefined;
 }
 
+/** OpenAI `GET /v1/models/{model}`: resolves when the key can use the model, else throws the API's error. */
+export async function retrieveOpenAIModel(options: CatalogOptions, model: string): Promise<void> {
+  const { default: OpenAI } = await import('openai');
+  const client = new OpenAI({ apiKey: options.apiKey, baseURL: options.baseURL, maxRetries: 1, timeout: options.timeoutMs ?? 20_000 });
+  await client.models.retrieve(model);
+}
+
 /** OpenAI `GET /v1/models`, with each model's `shutdown_date` where the object carries one. */
 export async function listOpenAIModels(options: CatalogOptions): Promise<ListedModel[]> {
   const { default: OpenAI } = await import('openai');

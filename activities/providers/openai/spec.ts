@@ -6,10 +6,19 @@ import { openaiTable } from './models';
 export const OPENAI_BATCH_LIMITS: BatchLimits = { maxRequests: 50_000, maxFileBytes: 200 * 1024 * 1024 };
 
 export const openaiSpec = {
-  backend: 'openai',
+  env: { keys: ['OPENAI_API_KEY'], baseUrl: 'OPENAI_BASE_URL', withoutKey: 'or run `npx atelier demo` to try the bundled stand-in' },
   table: openaiTable,
   create: async ({ apiKey, baseURL }) => (await import('./adapter')).createOpenAIProvider({ apiKey, baseURL }),
-  listing: { list: async (options) => (await import('./list')).listOpenAIModels(options) },
+  listing: {
+    list: async (options) => (await import('./list')).listOpenAIModels(options),
+    source: 'OpenAI GET /v1/models',
+    // A compatible server (--base-url) lists its own models: all of them, except OpenAI's text models.
+    imageModels: (listed, compatible) =>
+      listed.filter(
+        (m) => /image|dall-e/i.test(m.id) || (compatible && !/^(gpt-|o\d|chatgpt-|text-|tts-|whisper|davinci|babbage|omni-)/.test(m.id)),
+      ),
+    ask: async (options, model) => (await import('./list')).retrieveOpenAIModel(options, model),
+  },
   batch: {
     limits: OPENAI_BATCH_LIMITS,
     requestsPerRow: () => 1,

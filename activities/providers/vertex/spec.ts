@@ -5,7 +5,9 @@ import { vertexTable } from './models';
 // start it, and `atelier standin` does not offer it (`atelier standin gemini` serves the same rules).
 
 export const vertexSpec = {
-  backend: 'vertex',
+  // Express mode (an API key) or a project with Application Default Credentials. Not GOOGLE_API_KEY:
+  // that one already selects the Gemini API, and one key must not start two backends.
+  env: { keys: ['VERTEX_API_KEY', 'GOOGLE_CLOUD_PROJECT'], baseUrl: 'VERTEX_BASE_URL' },
   table: vertexTable,
   // GOOGLE_CLOUD_PROJECT is not a key: it selects project mode (ADC) when VERTEX_API_KEY is absent.
   create: async ({ baseURL, env }) =>
