@@ -8,7 +8,7 @@ import { countFailure, ledgerReader, type LedgerEntry } from '../lib/run/ledger'
 import { readPlanMeta, readPlanRows, type PlanRow } from '../lib/run/plan';
 import { readJudgeRecords, scoreStillHolds, type JudgeRecord } from '../lib/run/judgeScores';
 import { planTag, ResultsRecords, type RecordedState } from '../lib/run/resultsRecords';
-import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
+import { ParquetTableWriter, valuesKind, widenKind, type ColumnKind, type TableColumn } from '../lib/export/parquetTable';
 import { markStillHolds, readReviewMarks, type ReviewMark } from '../lib/run/review';
 import { resultsCsvColumns, resultsParquetColumns, reviewCells, scoreCells } from '../lib/run/resultsSchema';
 import type { DatasetRunSummary } from '../lib/shared/types';
@@ -65,8 +65,25 @@ export function resultsTargets(input: { outputDir: string; outputCsv?: string | 
   return { storage, csv, jsonl: `${stem}.jsonl`, parquet: `${stem}.parquet` };
 }
 
-function parquetColumns(rows: ReadonlyArray<Record<string, unknown>>, inputColumns: readonly string[], enhanced: boolean): TableColumn[] {
-  return [...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })), ...resultsParquetColumns(enhanced)];
+/**
+ * results.parquet's columns: each input column as the narrowest kind that holds all its values (a
+ * first pass over the plan, a chunk at a time: the kind must be known before the first row group is
+ * written), then the result columns.
+ */
+async function parquetColumns(
+  outputDir: string,
+  totalRows: number,
+  inputColumns: readonly string[],
+  enhanced: boolean,
+  heartbeat: () => void,
+): Promise<TableColumn[]> {
+  const kinds = new Map<string, ColumnKind | undefined>(inputColumns.map((c) => [c, undefined]));
+  for (let start = 0; start < totalRows; start += CHUNK) {
+    heartbeat();
+    const chunk = await readPlanRows(outputDir, start, CHUNK);
+    for (const name of inputColumns) kinds.set(name, widenKind(kinds.get(name), valuesKind(chunk.map((row) => row.record[name]))));
+  }
+  return [...inputColumns.map((name) => ({ name, kind: kinds.get(name) ?? 'string' })), ...resultsParquetColumns(enhanced)];
 }
 
 function csvCell(value: unknown): string {
@@ -221,7 +238,6 @@ export async function writeResultsTables(
   const read = new Map<number, RecordedState>();
   const tags = new Map<number, string>();
   const info: ResultsPassInfo = { entriesRead: 0, full: !loaded, unreadable: [] };
-  const parquetRows: Array<Record<string, unknown>> = [];
 
   const temp = await mkdtemp(join(tmpdir(), 'atelier-results-'));
   const files = { csv: join(temp, 'results.csv'), jsonl: join(temp, 'results.jsonl'), parquet: join(temp, 'results.parquet') };
@@ -229,7 +245,13 @@ export async function writeResultsTables(
   // error listener took the worker process down with ERR_STREAM_DESTROYED).
   let csvFile: FileHandle | undefined;
   let jsonlFile: FileHandle | undefined;
+  let parquet: ParquetTableWriter | undefined;
   try {
+    // Row groups are written as the rows stream (one per chunk), so no pass holds every row.
+    parquet = new ParquetTableWriter(
+      files.parquet,
+      await parquetColumns(args.outputDir, meta.totalRows, inputColumns, enhancedColumn, heartbeat),
+    );
     csvFile = await open(files.csv, 'w');
     jsonlFile = await open(files.jsonl, 'w');
     await csvFile.write(stringify([], { header: true, columns: [...inputColumns, ...resultColumns] }));
@@ -240,6 +262,7 @@ export async function writeResultsTables(
       await stateOf.prefetch(fresh);
       const csvRows: Array<Record<string, string>> = [];
       const lines: string[] = [];
+      const parquetRows: Array<Record<string, unknown>> = [];
       for (const row of chunk) {
         let state: RecordedState;
         if (!toRead || toRead.has(row.index)) {
@@ -263,18 +286,14 @@ export async function writeResultsTables(
       }
       if (csvRows.length) await csvFile.write(stringify(csvRows, { header: false, columns: [...inputColumns, ...resultColumns] }));
       if (lines.length) await jsonlFile.write(`${lines.join('\n')}\n`);
+      await parquet.write(parquetRows, CHUNK);
     }
     await csvFile.close();
     csvFile = undefined;
     await jsonlFile.close();
     jsonlFile = undefined;
-    heartbeat();
-    const writer = new ParquetTableWriter(files.parquet, parquetColumns(parquetRows, inputColumns, enhancedColumn));
-    for (let start = 0; start < parquetRows.length; start += CHUNK * 10) {
-      await writer.write(parquetRows.slice(start, start + CHUNK * 10), CHUNK);
-      heartbeat();
-    }
-    await writer.finish();
+    await parquet.finish();
+    parquet = undefined;
     // The records first: tables written from them can always be written again.
     await records.commit(read, tags);
     heartbeat();
@@ -286,6 +305,7 @@ export async function writeResultsTables(
   } finally {
     await csvFile?.close().catch(() => undefined);
     await jsonlFile?.close().catch(() => undefined);
+    parquet?.abort();
     await rm(temp, { recursive: true, force: true });
   }
   const { counts, changed, failedByType, attempts, costUsd, costUnknownRows, usage } = tally;

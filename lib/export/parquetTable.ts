@@ -90,26 +90,38 @@ export function huggingfaceMetadata(columns: readonly TableColumn[]): string {
 }
 
 /**
+ * The narrowest kind that holds both: the same kind, `double` for integers and numbers, else JSON
+ * text. It is a join (order and grouping do not matter), so kinds inferred a chunk at a time
+ * combine to the kind of the whole column.
+ */
+export function widenKind(kind: ColumnKind | undefined, next: ColumnKind | undefined): ColumnKind | undefined {
+  if (next === undefined || kind === next) return kind ?? next;
+  if (kind === undefined) return next;
+  if ((kind === 'int' && next === 'double') || (kind === 'double' && next === 'int')) return 'double';
+  return 'json';
+}
+
+/** The narrowest kind that holds every value given, or undefined when every value is missing. */
+export function valuesKind(values: Iterable<unknown>): ColumnKind | undefined {
+  let kind: ColumnKind | undefined;
+  for (const v of values) {
+    if (v === null || v === undefined) continue;
+    if (typeof v === 'string') kind = widenKind(kind, 'string');
+    else if (typeof v === 'boolean') kind = widenKind(kind, 'bool');
+    else if (typeof v === 'number') kind = widenKind(kind, Number.isSafeInteger(v) ? 'int' : 'double');
+    else if (Array.isArray(v) && v.every((e) => typeof e === 'string')) kind = widenKind(kind, 'stringList');
+    else kind = 'json';
+    if (kind === 'json') return kind;
+  }
+  return kind;
+}
+
+/**
  * The narrowest kind that holds every value of an input column: integers, numbers, booleans,
  * strings, string lists; anything else (objects, mixed types) is kept as JSON text.
  */
 export function inferKind(values: Iterable<unknown>): ColumnKind {
-  let kind: ColumnKind | undefined;
-  const widen = (next: ColumnKind): ColumnKind => {
-    if (kind === undefined || kind === next) return next;
-    if ((kind === 'int' && next === 'double') || (kind === 'double' && next === 'int')) return 'double';
-    return 'json';
-  };
-  for (const v of values) {
-    if (v === null || v === undefined) continue;
-    if (typeof v === 'string') kind = widen('string');
-    else if (typeof v === 'boolean') kind = widen('bool');
-    else if (typeof v === 'number') kind = widen(Number.isSafeInteger(v) ? 'int' : 'double');
-    else if (Array.isArray(v) && v.every((e) => typeof e === 'string')) kind = widen('stringList');
-    else kind = 'json';
-    if (kind === 'json') return kind;
-  }
-  return kind ?? 'string';
+  return valuesKind(values) ?? 'string';
 }
 
 /** A cell as the writer takes it for its column's kind (null for a missing value). */
@@ -131,11 +143,11 @@ export function cellOf(kind: ColumnKind, value: unknown): unknown {
  * hyparquet-writer's file writer, with a file descriptor kept open: the table is flushed to disk
  * every megabyte or so, so a shard of large embedded images is never held whole in memory.
  */
-function fileWriter(path: string): Writer {
-  const writer = new (hyparquetWriter().ByteWriter)() as unknown as Writer & { index: number };
-  const fd = openSync(path, 'w');
+function fileWriter(path: string): Writer & { abort: () => void } {
+  const writer = new (hyparquetWriter().ByteWriter)() as unknown as Writer & { index: number; abort: () => void };
+  let fd: number | undefined = openSync(path, 'w');
   const flush = () => {
-    if (writer.index > 0) writeSync(fd, new Uint8Array(writer.buffer, 0, writer.index));
+    if (writer.index > 0) writeSync(fd!, new Uint8Array(writer.buffer, 0, writer.index));
     writer.index = 0;
   };
   const grow = writer.ensure.bind(writer);
@@ -145,7 +157,13 @@ function fileWriter(path: string): Writer {
   };
   writer.finish = () => {
     flush();
-    closeSync(fd);
+    closeSync(fd!);
+    fd = undefined;
+  };
+  // A table given up half-written: its file is closed (the caller removes it).
+  writer.abort = () => {
+    if (fd !== undefined) closeSync(fd);
+    fd = undefined;
   };
   return writer;
 }
@@ -153,6 +171,7 @@ function fileWriter(path: string): Writer {
 /** Writes one Parquet file a batch of rows at a time (each batch one or more row groups). */
 export class ParquetTableWriter {
   private readonly writer: ParquetWriter;
+  private readonly file: ReturnType<typeof fileWriter>;
   private rows = 0;
 
   constructor(
@@ -161,8 +180,9 @@ export class ParquetTableWriter {
     options: { huggingface?: boolean } = {},
   ) {
     const schema = [{ name: 'schema', num_children: columns.length }, ...columns.flatMap(schemaOf)];
+    this.file = fileWriter(path);
     this.writer = new (hyparquetWriter().ParquetWriter)({
-      writer: fileWriter(path),
+      writer: this.file,
       schema: schema as never,
       ...(options.huggingface ? { kvMetadata: [{ key: 'huggingface', value: huggingfaceMetadata(columns) }] } : {}),
       createdBy: 'atelier',
@@ -183,5 +203,10 @@ export class ParquetTableWriter {
 
   async finish(): Promise<void> {
     await this.writer.finish();
+  }
+
+  /** Closes the file of a table that will not be finished (idempotent; nothing after `finish`). */
+  abort(): void {
+    this.file.abort();
   }
 }
