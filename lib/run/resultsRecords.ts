@@ -107,6 +107,11 @@ export class ResultsRecords {
     return new ResultsRecords(openStorage(outputDir), plan, undefined, new Map());
   }
 
+  /** Which records these are (base and segment count): the tables' kept chunks name the records they were made from. */
+  get version(): string | undefined {
+    return this.pointer ? `${this.pointer.plan}/${this.pointer.base}/${this.pointer.segments}` : undefined;
+  }
+
   get(index: number): RecordedState | undefined {
     return this.states.get(index);
   }
