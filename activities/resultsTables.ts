@@ -8,6 +8,7 @@ import { LocalStorage } from '../storage/local';
 import { countFailure, ledgerReader, type LedgerEntry } from '../lib/run/ledger';
 import { readPlanMeta, readPlanRows, type PlanRow } from '../lib/run/plan';
 import { readJudgeRecords, scoreStillHolds, type JudgeRecord } from '../lib/run/judgeScores';
+import { RecordsGone } from '../lib/run/resultsErrors';
 import { planTag, ResultsRecords, type RecordedState } from '../lib/run/resultsRecords';
 import {
   chunkLocator,
@@ -269,8 +270,8 @@ export async function writeResultsTables(
   try {
     return await tablesPass(args, heartbeat, true);
   } catch (err) {
-    // A kept chunk could not be read as the manifest says (a pack removed meanwhile): a full write.
-    if (err instanceof KeptChunksGone) return tablesPass(args, heartbeat, false);
+    // A kept chunk or record could not be read as the manifest says (a pack removed meanwhile): a full write.
+    if (err instanceof KeptChunksGone || err instanceof RecordsGone) return tablesPass(args, heartbeat, false);
     throw err;
   }
 }
@@ -295,7 +296,8 @@ async function tablesPass(
   const schema = tablesSchema({ plan: tag, chunkRows: CHUNK, csvColumns, enhanced: enhancedColumn });
 
   // Incremental: records and kept chunks that agree with this plan and these columns. Else a full write.
-  let loaded = mayKeep && args.changedRows ? await ResultsRecords.load(args.outputDir, tag) : undefined;
+  // The records' pointer only: the states of the rows a refresh does not read come from the kept chunks.
+  let loaded = mayKeep && args.changedRows ? await ResultsRecords.load(args.outputDir, tag, { pointerOnly: true }) : undefined;
   const kept = loaded ? await loadTablesManifest(store, { records: loaded.version, schema, chunks: chunkCount }) : undefined;
   if (!kept) loaded = undefined;
   const records = loaded ?? ResultsRecords.fresh(args.outputDir, tag);
@@ -304,7 +306,7 @@ async function tablesPass(
   // Incremental: the rows named, and those unreadable last time; the chunks that hold them, and
   // those whose marks or scores changed, are encoded again. Full: every row and chunk.
   const toRead = loaded ? expandRanges(args.changedRows!) : undefined;
-  if (loaded && toRead) for (const i of loaded.unreadable()) toRead.add(i);
+  if (kept && toRead) for (const i of kept.chunks.flatMap((c) => c.unreadable)) toRead.add(i);
   const redo = new Set<number>();
   if (kept && toRead) {
     const locate = chunkLocator(kept.chunks);
@@ -340,6 +342,12 @@ async function tablesPass(
     csv: new KeptPartReader(store, 'csv', keptChunks),
     jsonl: new KeptPartReader(store, 'jsonl', keptChunks),
     parquet: new KeptPartReader(store, 'parquet', keptChunks),
+    // The states of the chunks encoded again (and of every chunk when the tables become the pack).
+    states: new KeptPartReader(
+      store,
+      'states',
+      (kept?.chunks ?? []).map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => whole || redo.has(chunk)),
+    ),
   };
   // Each pack's row group metadata, read whole (a few kB per chunk) when a kept chunk needs it.
   const packMetas = new Map<string, Buffer>();
@@ -364,6 +372,7 @@ async function tablesPass(
     jsonl: join(temp, 'pack.jsonl'),
     parquet: join(temp, 'pack.parquet'),
     meta: join(temp, 'pack.meta'),
+    states: join(temp, 'pack.states'),
   };
   const packId = newPackId();
   const entries: ChunkEntry[] = [];
@@ -388,14 +397,16 @@ async function tablesPass(
           jsonl: await openFile(packFiles.jsonl),
           parquet: await openFile(packFiles.parquet),
           meta: await openFile(packFiles.meta),
+          states: await openFile(packFiles.states),
         };
     const metas = whole ? await openFile(packFiles.meta) : pack!.meta;
+    const statesFile = whole ? await openFile(packFiles.states) : pack!.states;
     parquet = new ParquetAssembler(files.parquet, columns);
     await csvFile.append(Buffer.from(stringify([], { header: true, columns: csvColumns })));
     for (let chunk = 0; chunk < chunkCount; chunk++) {
       heartbeat();
-      let parts: { csv: Buffer; jsonl: Buffer; group: EncodedRowGroup };
-      let entry: Omit<ChunkEntry, 'pack' | 'csv' | 'jsonl' | 'parquet' | 'meta'>;
+      let parts: { csv: Buffer; jsonl: Buffer; group: EncodedRowGroup; states?: Buffer };
+      let entry: Omit<ChunkEntry, 'pack' | 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states'>;
       let keptEntry: ChunkEntry | undefined;
       if (redo.has(chunk)) {
         const rows = await readPlanRows(args.outputDir, chunk * CHUNK, CHUNK);
@@ -406,8 +417,12 @@ async function tablesPass(
         const lines: string[] = [];
         const parquetRows: Array<Record<string, unknown>> = [];
         const marked: Array<[number, JudgeRecord | undefined, ReviewMark | undefined]> = [];
+        const keptStates = kept ? await readers.states.get(chunk).then(parseStates) : undefined;
+        const stateLines: string[] = [];
+        const unreadable: number[] = [];
         for (const row of rows) {
           let state: RecordedState;
+          let tag: string | undefined;
           if (!toRead || toRead.has(row.index)) {
             info.entriesRead += 1;
             try {
@@ -418,9 +433,14 @@ async function tablesPass(
               info.unreadable.push({ index: row.index, error });
             }
             read.set(row.index, state);
-            const tag = stateOf.tagOf(row.index);
+            tag = stateOf.tagOf(row.index);
             if (tag !== undefined) tags.set(row.index, tag);
-          } else state = records.get(row.index) ?? { status: 'pending' };
+          } else {
+            const record = keptStates?.get(row.index);
+            [state, tag] = [record?.s ?? { status: 'pending' }, record?.t];
+          }
+          stateLines.push(stateLine(row.index, state, tag));
+          if (state.status === 'unreadable') unreadable.push(row.index);
           const cells = rowCells(row, state, inputColumns, enhancedColumn, judged, marks);
           tally.add(state, cells.entry);
           csvRows.push(cells.csv);
@@ -432,16 +452,18 @@ async function tablesPass(
           csv: Buffer.from(stringify(csvRows, { header: false, columns: csvColumns })),
           jsonl: Buffer.from(`${lines.join('\n')}\n`),
           group: encodeRowGroup(columns, parquetRows),
+          states: Buffer.from(stateLines.join('')),
         };
-        entry = { indexes: indexRanges(rows.map((r) => r.index)), tally: tally.data(), marks: marksHash(marked) };
+        entry = { indexes: indexRanges(rows.map((r) => r.index)), tally: tally.data(), marks: marksHash(marked), unreadable };
       } else {
         keptEntry = kept!.chunks[chunk]!;
         parts = {
           csv: await readers.csv.get(chunk),
           jsonl: await readers.jsonl.get(chunk),
           group: { bytes: await readers.parquet.get(chunk), meta: await keptMeta(keptEntry) },
+          ...(whole ? { states: await readers.states.get(chunk) } : {}),
         };
-        entry = { indexes: keptEntry.indexes, tally: keptEntry.tally, marks: keptEntry.marks };
+        entry = { indexes: keptEntry.indexes, tally: keptEntry.tally, marks: keptEntry.marks, unreadable: keptEntry.unreadable };
       }
       summed.merge(entry.tally);
       const at = { csv: await csvFile.append(parts.csv), jsonl: await jsonlFile.append(parts.jsonl), parquet: parquet.append(parts.group) };
@@ -449,7 +471,9 @@ async function tablesPass(
       if (whole) {
         // The pack is the tables: each part where it was just written.
         const metaAt = await metas.append(Buffer.from(parts.group.meta));
+        const states = parts.states!;
         entries.push({
+          states: [await statesFile.append(states), states.length],
           ...entry,
           pack: packId,
           csv: [at.csv, sizes.csv],
@@ -467,6 +491,7 @@ async function tablesPass(
           jsonl: [await p.jsonl.append(parts.jsonl), sizes.jsonl],
           parquet: [await p.parquet.append(Buffer.from(parts.group.bytes)), sizes.parquet],
           meta: [await p.meta.append(Buffer.from(parts.group.meta)), parts.group.meta.length],
+          states: [await p.states.append(parts.states!), parts.states!.length],
         });
       }
     }
@@ -478,8 +503,8 @@ async function tablesPass(
     await records.commit(read, tags);
     heartbeat();
     if (redo.size || whole) {
-      const source = whole ? { ...files, meta: packFiles.meta } : packFiles;
-      for (const part of ['csv', 'jsonl', 'parquet', 'meta'] as const)
+      const source = whole ? { ...files, meta: packFiles.meta, states: packFiles.states } : packFiles;
+      for (const part of ['csv', 'jsonl', 'parquet', 'meta', 'states'] as const)
         await store.writeFromFile(layout.results.pack(packId, part), source[part]);
       heartbeat();
     }
@@ -489,7 +514,7 @@ async function tablesPass(
       { key: target.csv, localPath: files.csv },
     ]);
     // The manifest last: until it names them, the new pack and records are not trusted.
-    const manifest: TablesManifest = { version: 1, schema, records: records.version!, columns, chunks: entries };
+    const manifest: TablesManifest = { version: 2, schema, records: records.version!, columns, chunks: entries };
     await saveTablesManifest(store, manifest);
     await removeUnusedPacks(store, manifest);
   } finally {
@@ -514,6 +539,25 @@ async function tablesPass(
     },
     info,
   };
+}
+
+/** A row's state as the records and the kept chunks store it (resultsRecords.ts's line format). */
+function stateLine(i: number, s: RecordedState, t: string | undefined): string {
+  return `${JSON.stringify(t === undefined ? { i, s } : { i, s, t })}\n`;
+}
+
+function parseStates(bytes: Buffer): Map<number, { s: RecordedState; t?: string }> {
+  const out = new Map<number, { s: RecordedState; t?: string }>();
+  try {
+    for (const line of bytes.toString('utf8').split('\n')) {
+      if (!line) continue;
+      const { i, s, t } = JSON.parse(line) as { i: number; s: RecordedState; t?: string };
+      out.set(i, t === undefined ? { s } : { s, t });
+    }
+  } catch (err) {
+    throw new KeptChunksGone(`kept states do not parse: ${(err as Error).message}`);
+  }
+  return out;
 }
 
 /** Appends to a file, counting where each write starts. */

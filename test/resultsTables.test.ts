@@ -263,9 +263,34 @@ describe('results tables', () => {
     }
     expect(counting.counts.readRange).toBeLessThanOrEqual(3 + 3 * 2); // kept parts, two packs; plan rows of one chunk
     expect(counting.total()).toBeLessThanOrEqual(30);
-    // Three packs in use (the full write's, then one per refresh), four parts each; the fallback's
+    // Three packs in use (the full write's, then one per refresh), five parts each; the fallback's
     // unused packs were removed.
-    expect(readdirSync(packs)).toHaveLength(3 * 4);
+    expect(readdirSync(packs)).toHaveLength(3 * 5);
+  });
+
+  it('a refresh that would leave more than 12 packs in use keeps its whole tables as one pack: the same bytes', async () => {
+    const rows = 13_500; // 14 chunks
+    const { outputDir, runId } = await plannedRun('packs', rows);
+    const args = { runId, outputDir };
+    await writeResultsTables(args);
+    const packs = () => new Set(readdirSync(join(outputDir, '.atelier', 'results', 'packs')).map((n) => n.split('.')[0])).size;
+    // One row in each of 13 chunks, a refresh each: a pack per refresh, until there would be 13.
+    for (let chunk = 0; chunk < 13; chunk++) {
+      const index = chunk * 1000 + 7;
+      await finishRows(outputDir, runId, [index], chunk % 2 ? 'ok' : 'failed');
+      expect((await writeResultsTables({ ...args, changedRows: [[index, index]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+      // The full write's pack and one per refresh; the 12th refresh would make 13: its tables become the one pack.
+      expect(packs()).toBe(chunk < 11 ? chunk + 2 : chunk - 10);
+    }
+    // And a refresh after that builds on the one pack again.
+    await finishRows(outputDir, runId, [13_499], 'ok');
+    expect((await writeResultsTables({ ...args, changedRows: [[13_499, 13_499]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+    expect(packs()).toBe(3);
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    expect((await writeResultsTables(args)).summary).toMatchObject({ ok: 7, failed: 7 });
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
   });
 
   it('removes the temp files a killed refresh left in the output dir', async () => {
@@ -308,6 +333,13 @@ describe('results tables', () => {
     }
     expect(reads).toBeGreaterThan(5);
     expect(seen).toEqual([]);
+    // 29 refreshes: past the records' 24 segments (a new base, from records read by their pointer
+    // alone until then); still the bytes of a write from scratch.
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    await writeResults({ runId, outputDir });
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
   });
 
   it('results.csv and results.jsonl carry the judge scores and the review mark (with its reason) once the run has them', async () => {

@@ -13,10 +13,13 @@ export { KeptChunksGone } from './resultsErrors';
 //
 //   .atelier/results/tables.json                 the manifest: which pack and byte range holds
 //                                                 each chunk's parts, and what they were made from
-//   .atelier/results/packs/<id>.{csv,jsonl,parquet,meta}
+//   .atelier/results/packs/<id>.{csv,jsonl,parquet,meta,states}
 //                                                 one pack per write: the chunks it encoded, each
 //                                                 part's bytes back to back (a full write's pack
-//                                                 is its tables themselves)
+//                                                 is its tables themselves); `states` holds
+//                                                 the chunk's rows' states as the records do, so
+//                                                 a refresh reads those of the chunks it encodes
+//                                                 again, not every record
 //
 // Packs are never changed once written; the manifest is replaced after the tables, and names the
 // results records (resultsRecords.ts) it agrees with: records, plan, columns or chunk size that do
@@ -43,6 +46,10 @@ export interface ChunkEntry {
   jsonl: PartRange;
   parquet: PartRange;
   meta: PartRange;
+  /** The rows' states, one {"i", "s", "t"} line a row (resultsRecords.ts's format). */
+  states: PartRange;
+  /** Rows whose ledger entry could not be read: a refresh reads them again. */
+  unreadable: number[];
   /** The chunk's row indexes, as [first, last] ranges (a refresh finds a changed row's chunk by them). */
   indexes: Array<[number, number]>;
   tally: TallyData;
@@ -51,7 +58,7 @@ export interface ChunkEntry {
 }
 
 export interface TablesManifest {
-  version: 1;
+  version: 2;
   /** What every chunk's bytes depend on besides its rows: plan, chunk size, csv and parquet columns. */
   schema: string;
   /** The results records these chunks were made with (ResultsRecords.version). */
@@ -83,7 +90,7 @@ export async function loadTablesManifest(
     if (!bytes || expect.records === undefined) return undefined;
     const manifest = JSON.parse(bytes.toString('utf8')) as TablesManifest;
     const agrees =
-      manifest.version === 1 &&
+      manifest.version === 2 &&
       manifest.records === expect.records &&
       manifest.schema === expect.schema &&
       Array.isArray(manifest.chunks) &&
@@ -153,7 +160,7 @@ export class KeptPartReader {
 
   constructor(
     private readonly storage: Storage,
-    private readonly part: 'csv' | 'jsonl' | 'parquet' | 'meta',
+    private readonly part: 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states',
     kept: ReadonlyArray<{ chunk: number; entry: ChunkEntry }>,
   ) {
     for (const { chunk, entry } of kept) {

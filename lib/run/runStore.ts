@@ -68,7 +68,7 @@ export const layout = {
     pointer: meta('results/records.json'),
     tables: meta('results/tables.json'),
     packs: meta('results/packs'),
-    pack: (id: string, part: 'csv' | 'jsonl' | 'parquet' | 'meta'): string => meta(`results/packs/${id}.${part}`),
+    pack: (id: string, part: 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states'): string => meta(`results/packs/${id}.${part}`),
     base: (base: string): string => meta(`results/${base}`),
     segment: (base: string, n: number): string => meta(`results/${base}/${String(n).padStart(6, '0')}.jsonl`),
   },
