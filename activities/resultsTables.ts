@@ -432,9 +432,12 @@ async function tablesPass(
               state = { status: 'unreadable', error: error.slice(0, 300) };
               info.unreadable.push({ index: row.index, error });
             }
-            read.set(row.index, state);
             tag = stateOf.tagOf(row.index);
-            if (tag !== undefined) tags.set(row.index, tag);
+            // A full write keeps no state in memory: its records are the states file it writes.
+            if (kept) {
+              read.set(row.index, state);
+              if (tag !== undefined) tags.set(row.index, tag);
+            }
           } else {
             const record = keptStates?.get(row.index);
             [state, tag] = [record?.s ?? { status: 'pending' }, record?.t];
@@ -500,7 +503,8 @@ async function tablesPass(
     await parquet.finish();
     parquet = undefined;
     // The records first: tables written from them can always be written again.
-    await records.commit(read, tags);
+    if (kept) await records.commit(read, tags);
+    else await records.commitBase(packFiles.states);
     heartbeat();
     if (redo.size || whole) {
       const source = whole ? { ...files, meta: packFiles.meta, states: packFiles.states } : packFiles;

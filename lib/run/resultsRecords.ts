@@ -77,7 +77,7 @@ export class ResultsRecords {
     private pointer: RecordsPointer | undefined,
     private readonly states: Map<number, RecordedState>,
     private readonly tags: Map<number, string> = new Map(),
-    /** Whether `states` holds every record (false after a pointer-only load). */
+    /** Whether `states` holds every record (false after a pointer-only load or `commitBase`). */
     private complete = true,
   ) {}
 
@@ -180,6 +180,22 @@ export class ResultsRecords {
     }
     await this.storage.write(layout.results.pointer, `${JSON.stringify(next)}\n`);
     this.pointer = next;
+    if (previous && previous.base !== next.base) await this.storage.removeAll(layout.results.base(previous.base)).catch(() => undefined);
+  }
+
+  /**
+   * Stores a full pass's records, streamed from a local file of `{"i", "s", "t"}` lines (every row's
+   * state, written a chunk at a time): a new base, then the pointer; the previous records go.
+   */
+  async commitBase(localPath: string): Promise<void> {
+    const previous = this.pointer ?? (await this.readPointer());
+    const base = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    await this.storage.writeFromFile(layout.results.segment(base, 0), localPath);
+    const next: RecordsPointer = { plan: this.plan, base, segments: 1 };
+    await this.storage.write(layout.results.pointer, `${JSON.stringify(next)}\n`);
+    this.pointer = next;
+    // Its states are the file's: this object holds none of them (a refresh loads by pointer).
+    this.complete = false;
     if (previous && previous.base !== next.base) await this.storage.removeAll(layout.results.base(previous.base)).catch(() => undefined);
   }
 
