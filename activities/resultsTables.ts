@@ -317,7 +317,10 @@ async function tablesPass(
     const marked = new Map<number, Array<[number, JudgeRecord | undefined, ReviewMark | undefined]>>();
     for (const i of new Set([...judged.keys(), ...marks.keys()])) {
       const chunk = locate(i);
-      if (chunk !== undefined) marked.set(chunk, [...(marked.get(chunk) ?? []), [i, judged.get(i), marks.get(i)]]);
+      if (chunk === undefined) continue;
+      const list = marked.get(chunk) ?? [];
+      list.push([i, judged.get(i), marks.get(i)]);
+      marked.set(chunk, list);
     }
     kept.chunks.forEach((entry, chunk) => {
       if (marksHash(marked.get(chunk) ?? []) !== entry.marks) redo.add(chunk);
