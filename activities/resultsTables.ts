@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { open, mkdtemp, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -7,20 +8,49 @@ import { LocalStorage } from '../storage/local';
 import { countFailure, ledgerReader, type LedgerEntry } from '../lib/run/ledger';
 import { readPlanMeta, readPlanRows, type PlanRow } from '../lib/run/plan';
 import { readJudgeRecords, scoreStillHolds, type JudgeRecord } from '../lib/run/judgeScores';
+import { RecordsGone } from '../lib/run/resultsErrors';
 import { planTag, ResultsRecords, type RecordedState } from '../lib/run/resultsRecords';
-import { inferKind, ParquetTableWriter, type TableColumn } from '../lib/export/parquetTable';
+import {
+  chunkLocator,
+  indexRanges,
+  KeptChunksGone,
+  KeptPartReader,
+  loadTablesManifest,
+  MAX_PACKS,
+  newPackId,
+  removeUnusedPacks,
+  saveTablesManifest,
+  tablesSchema,
+  type ChunkEntry,
+  type TablesManifest,
+  type TallyData,
+} from '../lib/run/resultsChunks';
+import { layout } from '../lib/run/runStore';
+import {
+  encodeRowGroup,
+  ParquetAssembler,
+  valuesKind,
+  widenKind,
+  type ColumnKind,
+  type EncodedRowGroup,
+  type TableColumn,
+} from '../lib/export/parquetTable';
 import { markStillHolds, readReviewMarks, type ReviewMark } from '../lib/run/review';
 import { resultsCsvColumns, resultsParquetColumns, reviewCells, scoreCells } from '../lib/run/resultsSchema';
 import type { DatasetRunSummary } from '../lib/shared/types';
 
 // results.csv, results.jsonl and results.parquet: every input row exactly once, ok / failed /
-// pending, whichever run or filter produced it. A refresh names the rows finished since the last
-// one (`changedRows`): only their ledger entries are read, the other rows' states come from the
-// records the earlier passes kept (lib/run/resultsRecords.ts), so a refresh reads a number of
-// entries in proportion to the rows just finished, not to the dataset. Without `changedRows` (or
-// without usable records) every row's state is found again, as a full rewrite: one listing of the
-// ledger gives each entry's tag, and only entries whose tag changed since the records kept them
-// are read; outputs are checked against one listing per folder. Both give the same bytes.
+// pending, whichever run or filter produced it. The tables are written in chunks of CHUNK plan rows
+// (a results.parquet row group each), and each chunk's bytes are kept (lib/run/resultsChunks.ts).
+// A refresh names the rows finished since the last one (`changedRows`): only their ledger entries
+// are read (the other rows' states come from the records the earlier passes kept,
+// lib/run/resultsRecords.ts), only the chunks that hold them (or whose judge scores or review marks
+// changed) are encoded again, and the tables are assembled from those and the kept bytes of the
+// others: a refresh's encoding and reading cost in proportion to the rows just finished, not to the
+// dataset (the assembly is a byte copy). Without `changedRows`, or with records or kept chunks that
+// do not match this plan and these columns, every row's state is found again, as a full write: one
+// listing of the ledger gives each entry's tag, and only entries whose tag changed since the records
+// kept them are read; outputs are checked against one listing per folder. Both give the same bytes.
 //
 // The three tables are written to local temp files, then replaced as one set: jsonl, parquet,
 // then csv, back to back (Storage.replaceFromFiles). A reader that sees a results.csv sees the
@@ -43,6 +73,8 @@ export interface ResultsPassInfo {
   /** Ledger entries read: every row's on a full pass, the changed rows' on a refresh. */
   entriesRead: number;
   full: boolean;
+  /** Chunks of rows (CHUNK each) encoded again; the others' bytes were kept from earlier writes. */
+  chunksEncoded: number;
   /** Rows whose ledger entry could not be read (shown pending, with the reason, and read again next time). */
   unreadable: Array<{ index: number; error: string }>;
 }
@@ -65,8 +97,25 @@ export function resultsTargets(input: { outputDir: string; outputCsv?: string | 
   return { storage, csv, jsonl: `${stem}.jsonl`, parquet: `${stem}.parquet` };
 }
 
-function parquetColumns(rows: ReadonlyArray<Record<string, unknown>>, inputColumns: readonly string[], enhanced: boolean): TableColumn[] {
-  return [...inputColumns.map((name) => ({ name, kind: inferKind(rows.map((r) => r[name])) })), ...resultsParquetColumns(enhanced)];
+/**
+ * results.parquet's columns: each input column as the narrowest kind that holds all its values (a
+ * first pass over the plan, a chunk at a time: the kind must be known before the first row group is
+ * written), then the result columns.
+ */
+async function parquetColumns(
+  outputDir: string,
+  totalRows: number,
+  inputColumns: readonly string[],
+  enhanced: boolean,
+  heartbeat: () => void,
+): Promise<TableColumn[]> {
+  const kinds = new Map<string, ColumnKind | undefined>(inputColumns.map((c) => [c, undefined]));
+  for (let start = 0; start < totalRows; start += CHUNK) {
+    heartbeat();
+    const chunk = await readPlanRows(outputDir, start, CHUNK);
+    for (const name of inputColumns) kinds.set(name, widenKind(kinds.get(name), valuesKind(chunk.map((row) => row.record[name]))));
+  }
+  return [...inputColumns.map((name) => ({ name, kind: kinds.get(name) ?? 'string' })), ...resultsParquetColumns(enhanced)];
 }
 
 function csvCell(value: unknown): string {
@@ -82,12 +131,12 @@ function expandRanges(ranges: ReadonlyArray<[number, number]>): Set<number> {
   return out;
 }
 
-/** Sums and counts over the rows, for the run's summary. */
-class Tally {
-  readonly counts = { total: 0, ok: 0, failed: 0, pending: 0 };
+/** Sums and counts over rows, for the run's summary: one per chunk, kept with it, and the chunks' summed in order. */
+class Tally implements TallyData {
+  counts = { total: 0, ok: 0, failed: 0, pending: 0 };
   changed = 0;
-  readonly failedByType: Record<string, number> = {};
-  readonly usage: Record<string, number> = {};
+  failedByType: Record<string, number> = {};
+  usage: Record<string, number> = {};
   attempts = 0;
   costUsd = 0;
   costUnknownRows = 0;
@@ -105,6 +154,28 @@ class Tally {
     if (state.status === 'ok' && entry?.costUsd === undefined) this.costUnknownRows += 1;
     for (const [k, v] of Object.entries(entry?.usage ?? {})) this.usage[k] = (this.usage[k] ?? 0) + v;
   }
+
+  merge(other: TallyData): void {
+    for (const k of ['total', 'ok', 'failed', 'pending'] as const) this.counts[k] += other.counts[k];
+    this.changed += other.changed;
+    for (const [k, v] of Object.entries(other.failedByType)) this.failedByType[k] = (this.failedByType[k] ?? 0) + v;
+    for (const [k, v] of Object.entries(other.usage)) this.usage[k] = (this.usage[k] ?? 0) + v;
+    this.attempts += other.attempts;
+    this.costUsd += other.costUsd;
+    this.costUnknownRows += other.costUnknownRows;
+  }
+
+  data(): TallyData {
+    const { counts, changed, failedByType, usage, attempts, costUsd, costUnknownRows } = this;
+    return { counts: { ...counts }, changed, failedByType, usage, attempts, costUsd, costUnknownRows };
+  }
+}
+
+/** The judge's scores and review marks of some rows, hashed: a chunk is encoded again when its hash changes. */
+function marksHash(rows: Array<[number, JudgeRecord | undefined, ReviewMark | undefined]>): string {
+  if (rows.length === 0) return '';
+  rows.sort((x, y) => x[0] - y[0]);
+  return createHash('sha256').update(JSON.stringify(rows)).digest('hex').slice(0, 16);
 }
 
 /** One row as each table shows it. */
@@ -196,14 +267,70 @@ export async function writeResultsTables(
   args: WriteResultsArgs,
   heartbeat: () => void = () => undefined,
 ): Promise<{ summary: DatasetRunSummary; info: ResultsPassInfo }> {
+  try {
+    return await tablesPass(args, heartbeat, true);
+  } catch (err) {
+    // A kept chunk or record could not be read as the manifest says (a pack removed meanwhile): a full write.
+    if (err instanceof KeptChunksGone || err instanceof RecordsGone) return tablesPass(args, heartbeat, false);
+    throw err;
+  }
+}
+
+async function tablesPass(
+  args: WriteResultsArgs,
+  heartbeat: () => void,
+  mayKeep: boolean,
+): Promise<{ summary: DatasetRunSummary; info: ResultsPassInfo }> {
   const meta = await readPlanMeta(args.outputDir);
   const tag = planTag(meta);
   const target = resultsTargets(args);
-  const loaded = args.changedRows ? await ResultsRecords.load(args.outputDir, tag) : undefined;
+  const store = openStorage(args.outputDir);
+  const judged = await readJudgeRecords(args.outputDir);
+  const marks = await readReviewMarks(args.outputDir);
+  const enhancedColumn = Boolean(args.instructionEnhanced);
+  // results.csv has review and score columns once the run has marks or scores (every table then).
+  const resultColumns = resultsCsvColumns({ enhanced: enhancedColumn, reviewed: marks.size > 0, scored: judged.size > 0 });
+  const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
+  const csvColumns = [...inputColumns, ...resultColumns];
+  const chunkCount = Math.ceil(meta.totalRows / CHUNK);
+  const schema = tablesSchema({ plan: tag, chunkRows: CHUNK, csvColumns, enhanced: enhancedColumn });
+
+  // Incremental: records and kept chunks that agree with this plan and these columns. Else a full write.
+  // The records' pointer only: the states of the rows a refresh does not read come from the kept chunks.
+  let loaded = mayKeep && args.changedRows ? await ResultsRecords.load(args.outputDir, tag, { pointerOnly: true }) : undefined;
+  const kept = loaded ? await loadTablesManifest(store, { records: loaded.version, schema, chunks: chunkCount }) : undefined;
+  if (!kept) loaded = undefined;
   const records = loaded ?? ResultsRecords.fresh(args.outputDir, tag);
-  // Incremental: the rows named, and those unreadable last time. Full: every row.
+  const columns = kept?.columns ?? (await parquetColumns(args.outputDir, meta.totalRows, inputColumns, enhancedColumn, heartbeat));
+
+  // Incremental: the rows named, and those unreadable last time; the chunks that hold them, and
+  // those whose marks or scores changed, are encoded again. Full: every row and chunk.
   const toRead = loaded ? expandRanges(args.changedRows!) : undefined;
-  if (loaded && toRead) for (const i of loaded.unreadable()) toRead.add(i);
+  if (kept && toRead) for (const i of kept.chunks.flatMap((c) => c.unreadable)) toRead.add(i);
+  const redo = new Set<number>();
+  if (kept && toRead) {
+    const locate = chunkLocator(kept.chunks);
+    for (const i of toRead) {
+      const chunk = locate(i);
+      if (chunk !== undefined) redo.add(chunk);
+    }
+    const marked = new Map<number, Array<[number, JudgeRecord | undefined, ReviewMark | undefined]>>();
+    for (const i of new Set([...judged.keys(), ...marks.keys()])) {
+      const chunk = locate(i);
+      if (chunk === undefined) continue;
+      const list = marked.get(chunk) ?? [];
+      list.push([i, judged.get(i), marks.get(i)]);
+      marked.set(chunk, list);
+    }
+    kept.chunks.forEach((entry, chunk) => {
+      if (marksHash(marked.get(chunk) ?? []) !== entry.marks) redo.add(chunk);
+    });
+  } else for (let chunk = 0; chunk < chunkCount; chunk++) redo.add(chunk);
+  const keptChunks = kept ? kept.chunks.map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => !redo.has(chunk)) : [];
+  // A write that would leave too many packs in use keeps its whole tables as one pack instead.
+  const packsInUse = new Set(keptChunks.map(({ entry }) => entry.pack)).size + (redo.size ? 1 : 0);
+  const whole = !kept || packsInUse > MAX_PACKS;
+
   // A refresh reads the rows named and trusts their outputs (written before their entries; the
   // final pass checks them). A full pass lists the ledger and the outputs' folders once and reads
   // only the entries that changed since the records kept them: the same states as reading them all.
@@ -211,84 +338,198 @@ export async function writeResultsTables(
     args.outputDir,
     toRead ? { only: toRead, trustOutputs: true } : { kept: await ResultsRecords.keptEntries(args.outputDir), listOutputs: true },
   );
-  const judged = await readJudgeRecords(args.outputDir);
-  const marks = await readReviewMarks(args.outputDir);
-  const enhancedColumn = Boolean(args.instructionEnhanced);
-  // results.csv has review and score columns once the run has marks or scores (every table then).
-  const resultColumns = resultsCsvColumns({ enhanced: enhancedColumn, reviewed: marks.size > 0, scored: judged.size > 0 });
-  const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
-  const tally = new Tally();
   const read = new Map<number, RecordedState>();
   const tags = new Map<number, string>();
-  const info: ResultsPassInfo = { entriesRead: 0, full: !loaded, unreadable: [] };
-  const parquetRows: Array<Record<string, unknown>> = [];
+  const info: ResultsPassInfo = { entriesRead: 0, full: !loaded, chunksEncoded: redo.size, unreadable: [] };
+  const readers = {
+    csv: new KeptPartReader(store, 'csv', keptChunks),
+    jsonl: new KeptPartReader(store, 'jsonl', keptChunks),
+    parquet: new KeptPartReader(store, 'parquet', keptChunks),
+    // The states of the chunks encoded again (and of every chunk when the tables become the pack).
+    states: new KeptPartReader(
+      store,
+      'states',
+      (kept?.chunks ?? []).map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => whole || redo.has(chunk)),
+    ),
+  };
+  // Each pack's row group metadata, read whole (a few kB per chunk) when a kept chunk needs it.
+  const packMetas = new Map<string, Buffer>();
+  const keptMeta = async (entry: ChunkEntry): Promise<Buffer> => {
+    let bytes = packMetas.get(entry.pack);
+    if (!bytes) {
+      bytes = await store.read(layout.results.pack(entry.pack, 'meta')).catch((err: unknown) => {
+        throw new KeptChunksGone(`pack ${entry.pack}.meta: ${(err as Error).message}`);
+      });
+      if (!bytes) throw new KeptChunksGone(`pack ${entry.pack}.meta is gone`);
+      packMetas.set(entry.pack, bytes);
+    }
+    const [offset, length] = entry.meta;
+    if (offset + length > bytes.length) throw new KeptChunksGone(`pack ${entry.pack}.meta is shorter than its manifest says`);
+    return bytes.subarray(offset, offset + length);
+  };
 
   const temp = await mkdtemp(join(tmpdir(), 'atelier-results-'));
   const files = { csv: join(temp, 'results.csv'), jsonl: join(temp, 'results.jsonl'), parquet: join(temp, 'results.parquet') };
+  const packFiles = {
+    csv: join(temp, 'pack.csv'),
+    jsonl: join(temp, 'pack.jsonl'),
+    parquet: join(temp, 'pack.parquet'),
+    meta: join(temp, 'pack.meta'),
+    states: join(temp, 'pack.states'),
+  };
+  const packId = newPackId();
+  const entries: ChunkEntry[] = [];
+  const summed = new Tally();
   // Plain file handles: every failure is a rejected promise this function sees (a stream with no
   // error listener took the worker process down with ERR_STREAM_DESTROYED).
-  let csvFile: FileHandle | undefined;
-  let jsonlFile: FileHandle | undefined;
+  const handles: FileHandle[] = [];
+  const openFile = async (path: string): Promise<Appender> => {
+    const handle = await open(path, 'w');
+    handles.push(handle);
+    return new Appender(handle);
+  };
+  let parquet: ParquetAssembler | undefined;
   try {
-    csvFile = await open(files.csv, 'w');
-    jsonlFile = await open(files.jsonl, 'w');
-    await csvFile.write(stringify([], { header: true, columns: [...inputColumns, ...resultColumns] }));
-    for (let start = 0; start < meta.totalRows; start += CHUNK) {
+    const csvFile = await openFile(files.csv);
+    const jsonlFile = await openFile(files.jsonl);
+    // The chunks encoded by this write, kept as a new pack (unless the tables themselves are).
+    const pack = whole
+      ? undefined
+      : {
+          csv: await openFile(packFiles.csv),
+          jsonl: await openFile(packFiles.jsonl),
+          parquet: await openFile(packFiles.parquet),
+          meta: await openFile(packFiles.meta),
+          states: await openFile(packFiles.states),
+        };
+    const metas = whole ? await openFile(packFiles.meta) : pack!.meta;
+    const statesFile = whole ? await openFile(packFiles.states) : pack!.states;
+    parquet = new ParquetAssembler(files.parquet, columns);
+    await csvFile.append(Buffer.from(stringify([], { header: true, columns: csvColumns })));
+    for (let chunk = 0; chunk < chunkCount; chunk++) {
       heartbeat();
-      const chunk = await readPlanRows(args.outputDir, start, CHUNK);
-      const fresh = toRead ? chunk.filter((row) => toRead.has(row.index)) : chunk;
-      await stateOf.prefetch(fresh);
-      const csvRows: Array<Record<string, string>> = [];
-      const lines: string[] = [];
-      for (const row of chunk) {
-        let state: RecordedState;
-        if (!toRead || toRead.has(row.index)) {
-          info.entriesRead += 1;
-          try {
-            state = await stateOf(row);
-          } catch (err) {
-            const error = err instanceof Error ? err.message : String(err);
-            state = { status: 'unreadable', error: error.slice(0, 300) };
-            info.unreadable.push({ index: row.index, error });
+      let parts: { csv: Buffer; jsonl: Buffer; group: EncodedRowGroup; states?: Buffer };
+      let entry: Omit<ChunkEntry, 'pack' | 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states'>;
+      let keptEntry: ChunkEntry | undefined;
+      if (redo.has(chunk)) {
+        const rows = await readPlanRows(args.outputDir, chunk * CHUNK, CHUNK);
+        const fresh = toRead ? rows.filter((row) => toRead.has(row.index)) : rows;
+        await stateOf.prefetch(fresh);
+        const tally = new Tally();
+        const csvRows: Array<Record<string, string>> = [];
+        const lines: string[] = [];
+        const parquetRows: Array<Record<string, unknown>> = [];
+        const marked: Array<[number, JudgeRecord | undefined, ReviewMark | undefined]> = [];
+        const keptStates = kept ? await readers.states.get(chunk).then(parseStates) : undefined;
+        const stateLines: string[] = [];
+        const unreadable: number[] = [];
+        for (const row of rows) {
+          let state: RecordedState;
+          let tag: string | undefined;
+          if (!toRead || toRead.has(row.index)) {
+            info.entriesRead += 1;
+            try {
+              state = await stateOf(row);
+            } catch (err) {
+              const error = err instanceof Error ? err.message : String(err);
+              state = { status: 'unreadable', error: error.slice(0, 300) };
+              info.unreadable.push({ index: row.index, error });
+            }
+            tag = stateOf.tagOf(row.index);
+            // A full write keeps no state in memory: its records are the states file it writes.
+            if (kept) {
+              read.set(row.index, state);
+              if (tag !== undefined) tags.set(row.index, tag);
+            }
+          } else {
+            const record = keptStates?.get(row.index);
+            [state, tag] = [record?.s ?? { status: 'pending' }, record?.t];
           }
-          read.set(row.index, state);
-          const tag = stateOf.tagOf(row.index);
-          if (tag !== undefined) tags.set(row.index, tag);
-        } else state = records.get(row.index) ?? { status: 'pending' };
-        const cells = rowCells(row, state, inputColumns, enhancedColumn, judged, marks);
-        tally.add(state, cells.entry);
-        csvRows.push(cells.csv);
-        lines.push(cells.json);
-        parquetRows.push(cells.parquet);
+          stateLines.push(stateLine(row.index, state, tag));
+          if (state.status === 'unreadable') unreadable.push(row.index);
+          const cells = rowCells(row, state, inputColumns, enhancedColumn, judged, marks);
+          tally.add(state, cells.entry);
+          csvRows.push(cells.csv);
+          lines.push(cells.json);
+          parquetRows.push(cells.parquet);
+          if (judged.has(row.index) || marks.has(row.index)) marked.push([row.index, judged.get(row.index), marks.get(row.index)]);
+        }
+        parts = {
+          csv: Buffer.from(stringify(csvRows, { header: false, columns: csvColumns })),
+          jsonl: Buffer.from(`${lines.join('\n')}\n`),
+          group: encodeRowGroup(columns, parquetRows),
+          states: Buffer.from(stateLines.join('')),
+        };
+        entry = { indexes: indexRanges(rows.map((r) => r.index)), tally: tally.data(), marks: marksHash(marked), unreadable };
+      } else {
+        keptEntry = kept!.chunks[chunk]!;
+        parts = {
+          csv: await readers.csv.get(chunk),
+          jsonl: await readers.jsonl.get(chunk),
+          group: { bytes: await readers.parquet.get(chunk), meta: await keptMeta(keptEntry) },
+          ...(whole ? { states: await readers.states.get(chunk) } : {}),
+        };
+        entry = { indexes: keptEntry.indexes, tally: keptEntry.tally, marks: keptEntry.marks, unreadable: keptEntry.unreadable };
       }
-      if (csvRows.length) await csvFile.write(stringify(csvRows, { header: false, columns: [...inputColumns, ...resultColumns] }));
-      if (lines.length) await jsonlFile.write(`${lines.join('\n')}\n`);
+      summed.merge(entry.tally);
+      const at = { csv: await csvFile.append(parts.csv), jsonl: await jsonlFile.append(parts.jsonl), parquet: parquet.append(parts.group) };
+      const sizes = { csv: parts.csv.length, jsonl: parts.jsonl.length, parquet: parts.group.bytes.length };
+      if (whole) {
+        // The pack is the tables: each part where it was just written.
+        const metaAt = await metas.append(Buffer.from(parts.group.meta));
+        const states = parts.states!;
+        entries.push({
+          states: [await statesFile.append(states), states.length],
+          ...entry,
+          pack: packId,
+          csv: [at.csv, sizes.csv],
+          jsonl: [at.jsonl, sizes.jsonl],
+          parquet: [at.parquet, sizes.parquet],
+          meta: [metaAt, parts.group.meta.length],
+        });
+      } else if (keptEntry) entries.push(keptEntry);
+      else {
+        const p = pack!;
+        entries.push({
+          ...entry,
+          pack: packId,
+          csv: [await p.csv.append(parts.csv), sizes.csv],
+          jsonl: [await p.jsonl.append(parts.jsonl), sizes.jsonl],
+          parquet: [await p.parquet.append(Buffer.from(parts.group.bytes)), sizes.parquet],
+          meta: [await p.meta.append(Buffer.from(parts.group.meta)), parts.group.meta.length],
+          states: [await p.states.append(parts.states!), parts.states!.length],
+        });
+      }
     }
-    await csvFile.close();
-    csvFile = undefined;
-    await jsonlFile.close();
-    jsonlFile = undefined;
+    for (const handle of handles.splice(0)) await handle.close();
     heartbeat();
-    const writer = new ParquetTableWriter(files.parquet, parquetColumns(parquetRows, inputColumns, enhancedColumn));
-    for (let start = 0; start < parquetRows.length; start += CHUNK * 10) {
-      await writer.write(parquetRows.slice(start, start + CHUNK * 10), CHUNK);
+    await parquet.finish();
+    parquet = undefined;
+    // The records first: tables written from them can always be written again.
+    if (kept) await records.commit(read, tags);
+    else await records.commitBase(packFiles.states);
+    heartbeat();
+    if (redo.size || whole) {
+      const source = whole ? { ...files, meta: packFiles.meta, states: packFiles.states } : packFiles;
+      for (const part of ['csv', 'jsonl', 'parquet', 'meta', 'states'] as const)
+        await store.writeFromFile(layout.results.pack(packId, part), source[part]);
       heartbeat();
     }
-    await writer.finish();
-    // The records first: tables written from them can always be written again.
-    await records.commit(read, tags);
-    heartbeat();
     await target.storage.replaceFromFiles([
       { key: target.jsonl, localPath: files.jsonl },
       { key: target.parquet, localPath: files.parquet },
       { key: target.csv, localPath: files.csv },
     ]);
+    // The manifest last: until it names them, the new pack and records are not trusted.
+    const manifest: TablesManifest = { version: 2, schema, records: records.version!, columns, chunks: entries };
+    await saveTablesManifest(store, manifest);
+    await removeUnusedPacks(store, manifest);
   } finally {
-    await csvFile?.close().catch(() => undefined);
-    await jsonlFile?.close().catch(() => undefined);
+    for (const handle of handles) await handle.close().catch(() => undefined);
+    parquet?.abort();
     await rm(temp, { recursive: true, force: true });
   }
-  const { counts, changed, failedByType, attempts, costUsd, costUnknownRows, usage } = tally;
+  const { counts, changed, failedByType, attempts, costUsd, costUnknownRows, usage } = summed;
   return {
     summary: {
       runId: args.runId,
@@ -305,4 +546,37 @@ export async function writeResultsTables(
     },
     info,
   };
+}
+
+/** A row's state as the records and the kept chunks store it (resultsRecords.ts's line format). */
+function stateLine(i: number, s: RecordedState, t: string | undefined): string {
+  return `${JSON.stringify(t === undefined ? { i, s } : { i, s, t })}\n`;
+}
+
+function parseStates(bytes: Buffer): Map<number, { s: RecordedState; t?: string }> {
+  const out = new Map<number, { s: RecordedState; t?: string }>();
+  try {
+    for (const line of bytes.toString('utf8').split('\n')) {
+      if (!line) continue;
+      const { i, s, t } = JSON.parse(line) as { i: number; s: RecordedState; t?: string };
+      out.set(i, t === undefined ? { s } : { s, t });
+    }
+  } catch (err) {
+    throw new KeptChunksGone(`kept states do not parse: ${(err as Error).message}`);
+  }
+  return out;
+}
+
+/** Appends to a file, counting where each write starts. */
+class Appender {
+  private size = 0;
+
+  constructor(private readonly handle: FileHandle) {}
+
+  async append(bytes: Uint8Array): Promise<number> {
+    const at = this.size;
+    if (bytes.length) await this.handle.write(bytes);
+    this.size += bytes.length;
+    return at;
+  }
 }

@@ -1,10 +1,11 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
 import { createOrchestrationActivities } from '../activities/orchestration';
 import { writeResultsTables } from '../activities/resultsTables';
-import { parquetReadObjects } from 'hyparquet';
+import { parquetMetadata, parquetReadObjects } from 'hyparquet';
 import { commitLedgerEntry, readLedgerEntry, writeLedgerEntry } from '../lib/run/ledger';
 import { writeJudgeRecord } from '../lib/run/judgeScores';
 import { writeReviewMark } from '../lib/run/review';
@@ -22,12 +23,12 @@ import { testInput } from './helpers/temporalEnv';
 
 const ROWS = 300;
 
-async function plannedRun(name: string): Promise<{ outputDir: string; runId: string }> {
+async function plannedRun(name: string, rows = ROWS): Promise<{ outputDir: string; runId: string }> {
   const dir = tempDir(`atelier-results-${name}-`);
   await writePng(join(dir, 'a.png'));
   writeText(
     join(dir, 'rows.csv'),
-    ['input_images,instruction,n', ...Array.from({ length: ROWS }, (_, i) => `a.png,"${name} edit ${i}, with a comma",${i}`)].join('\n'),
+    ['input_images,instruction,n', ...Array.from({ length: rows }, (_, i) => `a.png,"${name} edit ${i}, with a comma",${i}`)].join('\n'),
   );
   const outputDir = join(dir, 'out');
   const runId = `results-${name}`;
@@ -37,7 +38,7 @@ async function plannedRun(name: string): Promise<{ outputDir: string; runId: str
 
 /** Finishes rows as the row activities do: outputs on disk, then the ledger entry. */
 async function finishRows(outputDir: string, runId: string, indexes: number[], how: 'ok' | 'failed'): Promise<void> {
-  const plan = await readPlanRows(outputDir, 0, ROWS);
+  const plan = await readPlanRows(outputDir, 0, Math.max(...indexes) + 1);
   for (const index of indexes) {
     const row = plan[index]!;
     const base = { index, position: row.position, runId, model: 'gpt-image-2', digest: row.digest!, finishedAt: new Date().toISOString() };
@@ -72,6 +73,12 @@ async function finishRows(outputDir: string, runId: string, indexes: number[], h
 
 const tables = (outputDir: string) =>
   Object.fromEntries(['results.csv', 'results.jsonl', 'results.parquet'].map((f) => [f, readFileSync(join(outputDir, f))]));
+
+/** The `datasets` venv's python (pyarrow), where the suite built it; undefined where it did not. */
+function datasetsPython(): string | undefined {
+  const venv = spawnSync('bash', [join(__dirname, '..', 'scripts', 'setup-datasets-venv.sh'), '--check'], { encoding: 'utf8' });
+  return venv.status === 0 ? join(venv.stdout.trim().split('\n').at(-1)!, 'bin', 'python') : undefined;
+}
 
 const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
 
@@ -157,6 +164,135 @@ describe('results tables', () => {
     expect((await writeResults({ runId, outputDir })).unreadableRows).toBeUndefined();
   });
 
+  it('a refresh encodes again only the chunks holding changed rows or marks, and its tables are the bytes of a full rewrite', async () => {
+    // 3,500 rows: four chunks of the tables (1,000 rows each, the last one shorter).
+    const rows = 3500;
+    const { outputDir, runId } = await plannedRun('chunks', rows);
+    const args = { runId, outputDir };
+    expect((await writeResultsTables(args)).info).toMatchObject({ full: true, chunksEncoded: 4 });
+    const steps: Array<[number[], 'ok' | 'failed', number]> = [
+      [[...range(0, 30), ...range(2990, 3010)], 'ok', 3], // chunks 0, 2 and 3
+      [range(1500, 1510), 'failed', 1],
+      [[5, 3499], 'ok', 2], // 5 again: a row finished twice
+    ];
+    for (const [changed, how, chunks] of steps) {
+      await finishRows(outputDir, runId, changed, how);
+      const { info, summary } = await writeResultsTables({ ...args, changedRows: toRanges(changed) });
+      expect(info).toMatchObject({ full: false, chunksEncoded: chunks, entriesRead: new Set(changed).size });
+      expect(summary.total).toBe(rows);
+    }
+    // A review mark on an unchanged row is the first one: results.csv gains its review columns, so
+    // every chunk is encoded again (a full write); a second mark encodes only its own chunk.
+    const markRow = async (index: number) => {
+      const entry = (await readLedgerEntry(outputDir, index))!;
+      await writeReviewMark(outputDir, {
+        index,
+        verdict: 'accepted',
+        outputImages: entry.outputImages ?? [],
+        entryFinishedAt: entry.finishedAt,
+        at: 'now',
+      });
+    };
+    await markRow(3005);
+    expect((await writeResultsTables({ ...args, changedRows: [] })).info).toMatchObject({ full: true, chunksEncoded: 4 });
+    await markRow(20);
+    expect((await writeResultsTables({ ...args, changedRows: [] })).info).toMatchObject({ full: false, chunksEncoded: 1, entriesRead: 0 });
+    const refreshed = tables(outputDir);
+    const summary = (await writeResultsTables({ ...args, changedRows: [] })).summary;
+
+    // Byte for byte what a write from scratch (no records, no kept chunks) gives.
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    const full = await writeResultsTables(args);
+    expect(full.info).toMatchObject({ full: true, chunksEncoded: 4 });
+    expect(full.summary).toEqual(summary);
+    expect(summary).toMatchObject({ ok: 30 + 20 + 1, failed: 10, pending: rows - 61 });
+    const rewritten = tables(outputDir);
+    for (const name of Object.keys(rewritten)) expect(refreshed[name]!.equals(rewritten[name]!), name).toBe(true);
+    // results.parquet as readers see it: four row groups, the changed rows in place.
+    const bytes = refreshed['results.parquet']!;
+    const file = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+    expect(parquetMetadata(file).row_groups.map((g) => Number(g.num_rows))).toEqual([1000, 1000, 1000, 500]);
+    const back = await parquetReadObjects({ file, columns: ['n', 'status', 'review'], rowStart: 3004, rowEnd: 3011 });
+    expect(back.map((r) => r.status)).toEqual([...Array(6).fill('ok'), 'pending']);
+    expect(back[1]).toMatchObject({ n: '3005', review: 'accepted' });
+    const failed = await parquetReadObjects({ file, columns: ['status', 'error'], rowStart: 1500, rowEnd: 1501 });
+    expect(failed[0]).toMatchObject({ status: 'failed', error: 'ContentRefused: row 1500 refused' });
+    const pyarrow = datasetsPython();
+    if (pyarrow) {
+      const script =
+        'import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); print(t.num_rows, t.column("status").to_pylist().count("ok"))';
+      expect(execFileSync(pyarrow, ['-c', script, join(outputDir, 'results.parquet')], { encoding: 'utf8' }).trim()).toBe(`${rows} 51`);
+    }
+  });
+
+  it('a refresh whose kept chunks do not match (an older run folder, a pack gone) writes everything again, and costs few requests when they do', async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('fallback', rows);
+    const args = { runId, outputDir };
+    await finishRows(outputDir, runId, range(0, 100), 'ok');
+    await writeResultsTables(args);
+    const packs = join(outputDir, '.atelier', 'results', 'packs');
+    const refresh = async (changed: number[]) => {
+      await finishRows(outputDir, runId, changed, 'ok');
+      return (await writeResultsTables({ ...args, changedRows: toRanges(changed) })).info;
+    };
+    // The run folder of a release before kept chunks: records, no manifest.
+    rmSync(join(outputDir, '.atelier', 'results', 'tables.json'));
+    expect(await refresh([1200])).toMatchObject({ full: true, chunksEncoded: 3 });
+    // A refresh now keeps the full write's chunks; then one pack goes missing.
+    expect(await refresh([1201])).toMatchObject({ full: false, chunksEncoded: 1 });
+    for (const name of readdirSync(packs)) rmSync(join(packs, name));
+    expect(await refresh([2400])).toMatchObject({ full: true, chunksEncoded: 3 });
+    const afterFallback = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    await writeResultsTables(args);
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(afterFallback[name]!.equals(scratch[name]!), name).toBe(true);
+
+    // Requests of a refresh with one row changed: the same at 3 chunks as at 3,000 (the kept parts
+    // lie back to back in the full write's pack: one ranged read per table, one for the metadata).
+    await refresh([10]);
+    const counting = new CountingStorage(new LocalStorage(outputDir));
+    adoptStorage(counting);
+    try {
+      await finishRows(outputDir, runId, [1700], 'ok');
+      counting.reset();
+      expect((await writeResultsTables({ ...args, changedRows: [[1700, 1700]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+    } finally {
+      adoptStorage(new LocalStorage(outputDir));
+    }
+    expect(counting.counts.readRange).toBeLessThanOrEqual(3 + 3 * 2); // kept parts, two packs; plan rows of one chunk
+    expect(counting.total()).toBeLessThanOrEqual(30);
+    // Three packs in use (the full write's, then one per refresh), five parts each; the fallback's
+    // unused packs were removed.
+    expect(readdirSync(packs)).toHaveLength(3 * 5);
+  });
+
+  it('a refresh that would leave more than 12 packs in use keeps its whole tables as one pack: the same bytes', async () => {
+    const rows = 13_500; // 14 chunks
+    const { outputDir, runId } = await plannedRun('packs', rows);
+    const args = { runId, outputDir };
+    await writeResultsTables(args);
+    const packs = () => new Set(readdirSync(join(outputDir, '.atelier', 'results', 'packs')).map((n) => n.split('.')[0])).size;
+    // One row in each of 13 chunks, a refresh each: a pack per refresh, until there would be 13.
+    for (let chunk = 0; chunk < 13; chunk++) {
+      const index = chunk * 1000 + 7;
+      await finishRows(outputDir, runId, [index], chunk % 2 ? 'ok' : 'failed');
+      expect((await writeResultsTables({ ...args, changedRows: [[index, index]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+      // The full write's pack and one per refresh; the 12th refresh would make 13: its tables become the one pack.
+      expect(packs()).toBe(chunk < 11 ? chunk + 2 : chunk - 10);
+    }
+    // And a refresh after that builds on the one pack again.
+    await finishRows(outputDir, runId, [13_499], 'ok');
+    expect((await writeResultsTables({ ...args, changedRows: [[13_499, 13_499]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+    expect(packs()).toBe(3);
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    expect((await writeResultsTables(args)).summary).toMatchObject({ ok: 7, failed: 7 });
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
+  });
+
   it('removes the temp files a killed refresh left in the output dir', async () => {
     const { outputDir, runId } = await plannedRun('temps');
     // What a SIGKILL between copy and rename leaves (LocalStorage's temp naming).
@@ -197,6 +333,13 @@ describe('results tables', () => {
     }
     expect(reads).toBeGreaterThan(5);
     expect(seen).toEqual([]);
+    // 29 refreshes: past the records' 24 segments (a new base, from records read by their pointer
+    // alone until then); still the bytes of a write from scratch.
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    await writeResults({ runId, outputDir });
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
   });
 
   it('results.csv and results.jsonl carry the judge scores and the review mark (with its reason) once the run has them', async () => {

@@ -1,4 +1,6 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
+import { deserialize, serialize } from 'node:v8';
+import type { ColumnChunk, OffsetIndex, RowGroup } from 'hyparquet';
 import type * as HyparquetWriter from 'hyparquet-writer';
 import type { ParquetWriter } from 'hyparquet-writer';
 import type { Writer } from 'hyparquet-writer/src/types';
@@ -90,26 +92,38 @@ export function huggingfaceMetadata(columns: readonly TableColumn[]): string {
 }
 
 /**
+ * The narrowest kind that holds both: the same kind, `double` for integers and numbers, else JSON
+ * text. It is a join (order and grouping do not matter), so kinds inferred a chunk at a time
+ * combine to the kind of the whole column.
+ */
+export function widenKind(kind: ColumnKind | undefined, next: ColumnKind | undefined): ColumnKind | undefined {
+  if (next === undefined || kind === next) return kind ?? next;
+  if (kind === undefined) return next;
+  if ((kind === 'int' && next === 'double') || (kind === 'double' && next === 'int')) return 'double';
+  return 'json';
+}
+
+/** The narrowest kind that holds every value given, or undefined when every value is missing. */
+export function valuesKind(values: Iterable<unknown>): ColumnKind | undefined {
+  let kind: ColumnKind | undefined;
+  for (const v of values) {
+    if (v === null || v === undefined) continue;
+    if (typeof v === 'string') kind = widenKind(kind, 'string');
+    else if (typeof v === 'boolean') kind = widenKind(kind, 'bool');
+    else if (typeof v === 'number') kind = widenKind(kind, Number.isSafeInteger(v) ? 'int' : 'double');
+    else if (Array.isArray(v) && v.every((e) => typeof e === 'string')) kind = widenKind(kind, 'stringList');
+    else kind = 'json';
+    if (kind === 'json') return kind;
+  }
+  return kind;
+}
+
+/**
  * The narrowest kind that holds every value of an input column: integers, numbers, booleans,
  * strings, string lists; anything else (objects, mixed types) is kept as JSON text.
  */
 export function inferKind(values: Iterable<unknown>): ColumnKind {
-  let kind: ColumnKind | undefined;
-  const widen = (next: ColumnKind): ColumnKind => {
-    if (kind === undefined || kind === next) return next;
-    if ((kind === 'int' && next === 'double') || (kind === 'double' && next === 'int')) return 'double';
-    return 'json';
-  };
-  for (const v of values) {
-    if (v === null || v === undefined) continue;
-    if (typeof v === 'string') kind = widen('string');
-    else if (typeof v === 'boolean') kind = widen('bool');
-    else if (typeof v === 'number') kind = widen(Number.isSafeInteger(v) ? 'int' : 'double');
-    else if (Array.isArray(v) && v.every((e) => typeof e === 'string')) kind = widen('stringList');
-    else kind = 'json';
-    if (kind === 'json') return kind;
-  }
-  return kind ?? 'string';
+  return valuesKind(values) ?? 'string';
 }
 
 /** A cell as the writer takes it for its column's kind (null for a missing value). */
@@ -131,11 +145,11 @@ export function cellOf(kind: ColumnKind, value: unknown): unknown {
  * hyparquet-writer's file writer, with a file descriptor kept open: the table is flushed to disk
  * every megabyte or so, so a shard of large embedded images is never held whole in memory.
  */
-function fileWriter(path: string): Writer {
-  const writer = new (hyparquetWriter().ByteWriter)() as unknown as Writer & { index: number };
-  const fd = openSync(path, 'w');
+function fileWriter(path: string): Writer & { abort: () => void } {
+  const writer = new (hyparquetWriter().ByteWriter)() as unknown as Writer & { index: number; abort: () => void };
+  let fd: number | undefined = openSync(path, 'w');
   const flush = () => {
-    if (writer.index > 0) writeSync(fd, new Uint8Array(writer.buffer, 0, writer.index));
+    if (writer.index > 0) writeSync(fd!, new Uint8Array(writer.buffer, 0, writer.index));
     writer.index = 0;
   };
   const grow = writer.ensure.bind(writer);
@@ -145,14 +159,119 @@ function fileWriter(path: string): Writer {
   };
   writer.finish = () => {
     flush();
-    closeSync(fd);
+    closeSync(fd!);
+    fd = undefined;
+  };
+  // A table given up half-written: its file is closed (the caller removes it).
+  writer.abort = () => {
+    if (fd !== undefined) closeSync(fd);
+    fd = undefined;
   };
   return writer;
+}
+
+function schemaElements(columns: readonly TableColumn[]): SchemaElement[] {
+  return [{ name: 'schema', num_children: columns.length }, ...columns.flatMap(schemaOf)];
+}
+
+/**
+ * One row group encoded on its own, to be placed in a file later (`ParquetAssembler`): its bytes as
+ * they sit in the file, and its metadata (v8-serialised: offsets are bigints, statistics may be
+ * bytes) with every offset counted from the group's first byte.
+ */
+export interface EncodedRowGroup {
+  bytes: Uint8Array;
+  meta: Uint8Array;
+}
+
+interface RowGroupMeta {
+  group: RowGroup;
+  /** Per column chunk, in order: its page index (written after the row groups, by `finish`). */
+  indexes: Array<{ offsetIndex?: OffsetIndex; columnIndex?: unknown; bloomFilter?: Uint32Array }>;
+}
+
+/** Moves a row group's file offsets by `delta` bytes. */
+function shiftRowGroup({ group, indexes }: RowGroupMeta, delta: bigint): void {
+  group.columns.forEach((chunk: ColumnChunk, j) => {
+    chunk.file_offset += delta;
+    const m = chunk.meta_data;
+    if (m) {
+      m.data_page_offset += delta;
+      if (m.dictionary_page_offset !== undefined) m.dictionary_page_offset += delta;
+      if (m.index_page_offset !== undefined) m.index_page_offset += delta;
+    }
+    for (const page of indexes[j]?.offsetIndex?.page_locations ?? []) page.offset += delta;
+  });
+}
+
+/**
+ * Encodes rows as one row group, exactly as `ParquetTableWriter` would write them in a file whose
+ * row groups hold these rows each: the same pages, statistics and page indexes.
+ */
+export function encodeRowGroup(columns: readonly TableColumn[], rows: ReadonlyArray<Record<string, unknown>>): EncodedRowGroup {
+  const { ByteWriter, ParquetWriter } = hyparquetWriter();
+  const bytes = new ByteWriter();
+  const writer = new ParquetWriter({ writer: bytes, schema: schemaElements(columns) as never, createdBy: 'atelier' });
+  const columnData = columns.map((c) => ({ name: c.name, data: rows.map((r) => cellOf(c.kind, r[c.name])) }));
+  // Synchronous on a ByteWriter (it has no flush to wait for).
+  void writer.write({ columnData: columnData as never, rowGroupSize: Math.max(1, rows.length) });
+  const group = writer.row_groups[0];
+  if (!group) throw new Error('encodeRowGroup: no rows');
+  const meta: RowGroupMeta = {
+    group,
+    indexes: writer.pendingIndexes.map(({ offsetIndex, columnIndex, bloomFilter }) => ({ offsetIndex, columnIndex, bloomFilter })),
+  };
+  // The group was written after the file's 4-byte magic: its offsets are made relative to itself.
+  shiftRowGroup(meta, -4n);
+  return { bytes: bytes.getBytes().slice(4), meta: serialize(meta) };
+}
+
+/**
+ * Writes a Parquet file from row groups encoded earlier (`encodeRowGroup`), each placed as it is
+ * with its offsets moved to where it lands, then the page indexes and footer the writer itself
+ * writes: the same bytes as `ParquetTableWriter` writing the rows of the same groups.
+ */
+export class ParquetAssembler {
+  private readonly writer: ParquetWriter;
+  private readonly file: ReturnType<typeof fileWriter>;
+
+  constructor(
+    readonly path: string,
+    columns: readonly TableColumn[],
+  ) {
+    this.file = fileWriter(path);
+    this.writer = new (hyparquetWriter().ParquetWriter)({
+      writer: this.file,
+      schema: schemaElements(columns) as never,
+      createdBy: 'atelier',
+    });
+  }
+
+  /** The next row group; returns where its bytes start in the file. */
+  append(encoded: EncodedRowGroup): number {
+    const meta = deserialize(encoded.meta) as RowGroupMeta;
+    const at = this.file.offset;
+    shiftRowGroup(meta, BigInt(at));
+    this.file.appendBytes(encoded.bytes);
+    this.writer.row_groups.push(meta.group);
+    this.writer.num_rows += meta.group.num_rows;
+    meta.group.columns.forEach((chunk, j) => this.writer.pendingIndexes.push({ chunk, ...meta.indexes[j] } as never));
+    return at;
+  }
+
+  async finish(): Promise<void> {
+    await this.writer.finish();
+  }
+
+  abort(): void {
+    this.file.abort();
+  }
 }
 
 /** Writes one Parquet file a batch of rows at a time (each batch one or more row groups). */
 export class ParquetTableWriter {
   private readonly writer: ParquetWriter;
+  private readonly file: ReturnType<typeof fileWriter>;
   private rows = 0;
 
   constructor(
@@ -160,9 +279,10 @@ export class ParquetTableWriter {
     private readonly columns: readonly TableColumn[],
     options: { huggingface?: boolean } = {},
   ) {
-    const schema = [{ name: 'schema', num_children: columns.length }, ...columns.flatMap(schemaOf)];
+    const schema = schemaElements(columns);
+    this.file = fileWriter(path);
     this.writer = new (hyparquetWriter().ParquetWriter)({
-      writer: fileWriter(path),
+      writer: this.file,
       schema: schema as never,
       ...(options.huggingface ? { kvMetadata: [{ key: 'huggingface', value: huggingfaceMetadata(columns) }] } : {}),
       createdBy: 'atelier',
@@ -183,5 +303,10 @@ export class ParquetTableWriter {
 
   async finish(): Promise<void> {
     await this.writer.finish();
+  }
+
+  /** Closes the file of a table that will not be finished (idempotent; nothing after `finish`). */
+  abort(): void {
+    this.file.abort();
   }
 }

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { openStorage, type Storage } from '../../storage';
 import type { KeptEntry, RowLedgerState } from './ledger';
 import type { PlanMeta } from './plan';
+import { RecordsGone } from './resultsErrors';
 import { layout } from './runStore';
 
 // The results tables' row records: each row's ledger state as the last refresh read it, kept so a
@@ -45,6 +46,30 @@ function serialise(records: ReadonlyMap<number, RecordedState>, tags: ReadonlyMa
   return out;
 }
 
+/** Every record a pointer names, a later segment's record of a row replacing an earlier one; undefined when a segment is gone. */
+async function readSegments(
+  storage: Storage,
+  pointer: RecordsPointer,
+): Promise<{ states: Map<number, RecordedState>; tags: Map<number, string> } | undefined> {
+  const states = new Map<number, RecordedState>();
+  const tags = new Map<number, string>();
+  // Read together (one request each on S3), applied in order: a later record of a row wins.
+  const segments = await Promise.all(
+    Array.from({ length: pointer.segments }, (_, n) => storage.read(layout.results.segment(pointer.base, n))),
+  );
+  for (const segment of segments) {
+    if (!segment) return undefined;
+    for (const line of segment.toString('utf8').split('\n')) {
+      if (!line) continue;
+      const { i, s, t } = JSON.parse(line) as { i: number; s: RecordedState; t?: string };
+      states.set(i, s);
+      if (t === undefined) tags.delete(i);
+      else tags.set(i, t);
+    }
+  }
+  return { states, tags };
+}
+
 export class ResultsRecords {
   private constructor(
     private readonly storage: Storage,
@@ -52,36 +77,30 @@ export class ResultsRecords {
     private pointer: RecordsPointer | undefined,
     private readonly states: Map<number, RecordedState>,
     private readonly tags: Map<number, string> = new Map(),
+    /** Whether `states` holds every record (false after a pointer-only load or `commitBase`). */
+    private complete = true,
   ) {}
 
   /**
    * The records for this plan, or undefined when there are none to build on (never written, made
-   * for another plan, or unreadable: the caller then makes a full pass).
+   * for another plan, or unreadable: the caller then makes a full pass). With `pointerOnly`, only
+   * the pointer is read (a refresh that takes its rows' states from the tables' kept chunks): the
+   * records can then be committed on, but `get` and `unreadable` know no row.
    */
-  static async load(outputDir: string, plan: string | undefined): Promise<ResultsRecords | undefined> {
+  static async load(
+    outputDir: string,
+    plan: string | undefined,
+    options: { pointerOnly?: boolean } = {},
+  ): Promise<ResultsRecords | undefined> {
     const storage = openStorage(outputDir);
-    let pointer: RecordsPointer;
     try {
       const bytes = await storage.read(layout.results.pointer);
       if (!bytes) return undefined;
-      pointer = JSON.parse(bytes.toString('utf8')) as RecordsPointer;
+      const pointer = JSON.parse(bytes.toString('utf8')) as RecordsPointer;
       if (plan !== undefined && pointer.plan !== plan) return undefined;
-      const states = new Map<number, RecordedState>();
-      const tags = new Map<number, string>();
-      const base = pointer.base;
-      // Read together (one request each on S3), applied in order: a later record of a row wins.
-      const segments = await Promise.all(Array.from({ length: pointer.segments }, (_, n) => storage.read(layout.results.segment(base, n))));
-      for (const segment of segments) {
-        if (!segment) return undefined;
-        for (const line of segment.toString('utf8').split('\n')) {
-          if (!line) continue;
-          const { i, s, t } = JSON.parse(line) as { i: number; s: RecordedState; t?: string };
-          states.set(i, s);
-          if (t === undefined) tags.delete(i);
-          else tags.set(i, t);
-        }
-      }
-      return new ResultsRecords(storage, pointer.plan, pointer, states, tags);
+      if (options.pointerOnly) return new ResultsRecords(storage, pointer.plan, pointer, new Map(), new Map(), false);
+      const read = await readSegments(storage, pointer);
+      return read && new ResultsRecords(storage, pointer.plan, pointer, read.states, read.tags);
     } catch {
       // Records are a cache of the ledger: any doubt about them costs one full pass, never a wrong table.
       return undefined;
@@ -105,6 +124,11 @@ export class ResultsRecords {
   /** Empty records for a full pass; `commit` then writes them as a new base. */
   static fresh(outputDir: string, plan: string): ResultsRecords {
     return new ResultsRecords(openStorage(outputDir), plan, undefined, new Map());
+  }
+
+  /** Which records these are (base and segment count): the tables' kept chunks name the records they were made from. */
+  get version(): string | undefined {
+    return this.pointer ? `${this.pointer.plan}/${this.pointer.base}/${this.pointer.segments}` : undefined;
   }
 
   get(index: number): RecordedState | undefined {
@@ -132,6 +156,15 @@ export class ResultsRecords {
     // write of the tables alone, the viewer's after a mark, must not move back a pointer that the
     // run's own refresh moved meanwhile).
     if (old && read.size === 0) return;
+    if (!this.complete && (!old || old.segments >= MAX_SEGMENTS)) {
+      // A new base holds every record: those of a pointer-only load are read now (once every
+      // MAX_SEGMENTS refreshes), under this pass's states.
+      const earlier = old && (await readSegments(this.storage, old).catch(() => undefined));
+      if (!earlier) throw new RecordsGone('the results records changed or went missing while they were extended');
+      for (const [i, s] of earlier.states) if (!this.states.has(i)) this.states.set(i, s);
+      for (const [i, t] of earlier.tags) if (!this.tags.has(i) && !read.has(i)) this.tags.set(i, t);
+      this.complete = true;
+    }
     // A full pass replaces whatever records were there (made for another plan, say): removed below.
     const previous = old ?? (await this.readPointer());
     let next: RecordsPointer;
@@ -147,6 +180,22 @@ export class ResultsRecords {
     }
     await this.storage.write(layout.results.pointer, `${JSON.stringify(next)}\n`);
     this.pointer = next;
+    if (previous && previous.base !== next.base) await this.storage.removeAll(layout.results.base(previous.base)).catch(() => undefined);
+  }
+
+  /**
+   * Stores a full pass's records, streamed from a local file of `{"i", "s", "t"}` lines (every row's
+   * state, written a chunk at a time): a new base, then the pointer; the previous records go.
+   */
+  async commitBase(localPath: string): Promise<void> {
+    const previous = this.pointer ?? (await this.readPointer());
+    const base = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+    await this.storage.writeFromFile(layout.results.segment(base, 0), localPath);
+    const next: RecordsPointer = { plan: this.plan, base, segments: 1 };
+    await this.storage.write(layout.results.pointer, `${JSON.stringify(next)}\n`);
+    this.pointer = next;
+    // Its states are the file's: this object holds none of them (a refresh loads by pointer).
+    this.complete = false;
     if (previous && previous.base !== next.base) await this.storage.removeAll(layout.results.base(previous.base)).catch(() => undefined);
   }
 

@@ -61,9 +61,15 @@ export const layout = {
   judgeScore: (index: number): string => meta(`judge/${pad(index)}.json`),
   blob: (sha256: string, ext: string): string => meta(`blobs/${sha256}.${ext}`),
   thumb: (hash: string): string => meta(`thumbs/${hash}.webp`),
-  /** The results records (`resultsRecords.ts`): a pointer, then segments under a base. */
+  /**
+   * The results records (`resultsRecords.ts`): a pointer, then segments under a base; and the
+   * tables' kept chunks (`resultsChunks.ts`): a manifest, and packs of encoded chunks.
+   */
   results: {
     pointer: meta('results/records.json'),
+    tables: meta('results/tables.json'),
+    packs: meta('results/packs'),
+    pack: (id: string, part: 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states'): string => meta(`results/packs/${id}.${part}`),
     base: (base: string): string => meta(`results/${base}`),
     segment: (base: string, n: number): string => meta(`results/${base}/${String(n).padStart(6, '0')}.jsonl`),
   },

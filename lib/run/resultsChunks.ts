@@ -1,0 +1,200 @@
+import { createHash, randomBytes } from 'node:crypto';
+import type { Storage } from '../../storage';
+import type { TableColumn } from '../export/parquetTable';
+import { KeptChunksGone } from './resultsErrors';
+import { layout } from './runStore';
+
+export { KeptChunksGone } from './resultsErrors';
+
+// The results tables' kept chunks: every CHUNK rows of the plan, the bytes each table holds for
+// them (results.csv's lines, results.jsonl's lines, results.parquet's row group and that group's
+// metadata), so a refresh encodes again only the chunks whose rows changed and assembles the tables
+// from the rest as they are (a byte copy, and a new footer for results.parquet).
+//
+//   .atelier/results/tables.json                 the manifest: which pack and byte range holds
+//                                                 each chunk's parts, and what they were made from
+//   .atelier/results/packs/<id>.{csv,jsonl,parquet,meta,states}
+//                                                 one pack per write: the chunks it encoded, each
+//                                                 part's bytes back to back (a full write's pack
+//                                                 is its tables themselves); `states` holds
+//                                                 the chunk's rows' states as the records do, so
+//                                                 a refresh reads those of the chunks it encodes
+//                                                 again, not every record
+//
+// Packs are never changed once written; the manifest is replaced after the tables, and names the
+// results records (resultsRecords.ts) it agrees with: records, plan, columns or chunk size that do
+// not match it, or a pack gone, cost one full write, never a wrong table. A write that would leave
+// more than MAX_PACKS packs in use keeps its whole tables as the one pack instead.
+
+/** A byte range of a pack part: [offset, length]. */
+export type PartRange = [number, number];
+
+/** Sums and counts over a chunk's rows, for the run's summary (chunks are summed in order). */
+export interface TallyData {
+  counts: { total: number; ok: number; failed: number; pending: number };
+  changed: number;
+  failedByType: Record<string, number>;
+  usage: Record<string, number>;
+  attempts: number;
+  costUsd: number;
+  costUnknownRows: number;
+}
+
+export interface ChunkEntry {
+  pack: string;
+  csv: PartRange;
+  jsonl: PartRange;
+  parquet: PartRange;
+  meta: PartRange;
+  /** The rows' states, one {"i", "s", "t"} line a row (resultsRecords.ts's format). */
+  states: PartRange;
+  /** Rows whose ledger entry could not be read: a refresh reads them again. */
+  unreadable: number[];
+  /** The chunk's row indexes, as [first, last] ranges (a refresh finds a changed row's chunk by them). */
+  indexes: Array<[number, number]>;
+  tally: TallyData;
+  /** The judge's scores and review marks of the chunk's rows, hashed (the viewer marks rows without a ledger change). */
+  marks: string;
+}
+
+export interface TablesManifest {
+  version: 2;
+  /** What every chunk's bytes depend on besides its rows: plan, chunk size, csv and parquet columns. */
+  schema: string;
+  /** The results records these chunks were made with (ResultsRecords.version). */
+  records: string;
+  /** results.parquet's columns, kinds included (decided by the full write that made the first pack). */
+  columns: TableColumn[];
+  chunks: ChunkEntry[];
+}
+
+/** Past this many packs in use a write keeps its tables as one new pack (reads stay few on S3). */
+export const MAX_PACKS = 12;
+
+export function newPackId(): string {
+  return `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
+}
+
+/** The key a chunk's bytes depend on, besides its own rows. */
+export function tablesSchema(input: { plan: string; chunkRows: number; csvColumns: readonly string[]; enhanced: boolean }): string {
+  return createHash('sha256').update(JSON.stringify(input)).digest('hex').slice(0, 16);
+}
+
+/** The manifest, when it is there and agrees with the records and schema given; else undefined (a full write follows). */
+export async function loadTablesManifest(
+  storage: Storage,
+  expect: { records: string | undefined; schema: string; chunks: number },
+): Promise<TablesManifest | undefined> {
+  try {
+    const bytes = await storage.read(layout.results.tables);
+    if (!bytes || expect.records === undefined) return undefined;
+    const manifest = JSON.parse(bytes.toString('utf8')) as TablesManifest;
+    const agrees =
+      manifest.version === 2 &&
+      manifest.records === expect.records &&
+      manifest.schema === expect.schema &&
+      Array.isArray(manifest.chunks) &&
+      manifest.chunks.length === expect.chunks;
+    return agrees ? manifest : undefined;
+  } catch {
+    // A cache: any doubt costs one full write.
+    return undefined;
+  }
+}
+
+export async function saveTablesManifest(storage: Storage, manifest: TablesManifest): Promise<void> {
+  await storage.write(layout.results.tables, JSON.stringify(manifest));
+}
+
+/** Removes the packs the manifest does not use (one listing); a failure leaves them for the next write. */
+export async function removeUnusedPacks(storage: Storage, manifest: TablesManifest): Promise<void> {
+  const used = new Set(manifest.chunks.map((c) => c.pack));
+  try {
+    const names = await storage.list(layout.results.packs);
+    const unused = names.filter((n) => !n.includes('/') && !used.has(n.slice(0, n.lastIndexOf('.'))));
+    for (const name of unused) await storage.remove(`${layout.results.packs}/${name}`);
+  } catch {
+    // Left for the next write's listing.
+  }
+}
+
+/** Finds the chunk that holds a row index, by the chunks' index ranges. */
+export function chunkLocator(chunks: readonly ChunkEntry[]): (index: number) => number | undefined {
+  const ranges = chunks.flatMap((c, n) => c.indexes.map(([lo, hi]) => [lo, hi, n] as const)).sort((a, b) => a[0] - b[0]);
+  return (index) => {
+    let lo = 0;
+    let hi = ranges.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const [first, last, chunk] = ranges[mid]!;
+      if (index < first) hi = mid - 1;
+      else if (index > last) lo = mid + 1;
+      else return chunk;
+    }
+    return undefined;
+  };
+}
+
+/** [first, last] ranges of a list of indexes (in their order: a gap or a step back starts a new range). */
+export function indexRanges(indexes: readonly number[]): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const i of indexes) {
+    const last = out.at(-1);
+    if (last && i === last[1] + 1) last[1] = i;
+    else out.push([i, i]);
+  }
+  return out;
+}
+
+/**
+ * Reads kept parts in chunk order from the packs, coalescing neighbours into ranged reads of up to
+ * RANGE_BYTES (a base pack's parts lie back to back: a few requests per table on S3). Every read
+ * is checked for its length: a pack cut short or gone throws `KeptChunksGone`.
+ */
+export class KeptPartReader {
+  private static readonly RANGE_BYTES = 8 << 20;
+  private static readonly GAP_BYTES = 64 << 10;
+  private readonly plan: Array<{ pack: string; start: number; end: number }> = [];
+  private readonly wants = new Map<number, { range: number; offset: number; length: number }>();
+  private current: { range: number; bytes: Buffer } | undefined;
+
+  constructor(
+    private readonly storage: Storage,
+    private readonly part: 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states',
+    kept: ReadonlyArray<{ chunk: number; entry: ChunkEntry }>,
+  ) {
+    for (const { chunk, entry } of kept) {
+      const [offset, length] = entry[part];
+      const last = this.plan.at(-1);
+      if (
+        last &&
+        last.pack === entry.pack &&
+        offset >= last.end &&
+        offset - last.end <= KeptPartReader.GAP_BYTES &&
+        offset + length - last.start <= KeptPartReader.RANGE_BYTES
+      )
+        last.end = offset + length;
+      else this.plan.push({ pack: entry.pack, start: offset, end: offset + length });
+      const range = this.plan.length - 1;
+      this.wants.set(chunk, { range, offset: offset - this.plan[range]!.start, length });
+    }
+  }
+
+  /** The kept bytes of a chunk's part (chunks asked in order). */
+  async get(chunk: number): Promise<Buffer> {
+    const want = this.wants.get(chunk);
+    if (!want) throw new KeptChunksGone(`chunk ${chunk} has no kept ${this.part}`);
+    if (this.current?.range !== want.range) {
+      const { pack, start, end } = this.plan[want.range]!;
+      let bytes: Buffer;
+      try {
+        bytes = await this.storage.readRange(layout.results.pack(pack, this.part), start, end);
+      } catch (err) {
+        throw new KeptChunksGone(`pack ${pack}.${this.part}: ${(err as Error).message}`);
+      }
+      if (bytes.length !== end - start) throw new KeptChunksGone(`pack ${pack}.${this.part} is shorter than its manifest says`);
+      this.current = { range: want.range, bytes };
+    }
+    return this.current.bytes.subarray(want.offset, want.offset + want.length);
+  }
+}
