@@ -44,6 +44,7 @@ export const PATCH = {
   unreachablePause: 'atelier-unreachable-pause',
   batchFallbackFinal: 'atelier-batch-fallback-final',
   rowPlanInTask: 'atelier-row-plan-in-task',
+  storePauseLifts: 'atelier-store-pause-lifts',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -188,5 +189,14 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       "API rows' pages carry each row's plan line and whether it has any state yet into the row task, so the row activity reads neither the plan nor (first attempt) the ledger",
     neededBy: [],
     coveredBy: ['store-9d6224f/plain.datasetWorkflow-0.binpb'],
+  },
+  storePauseLifts: {
+    id: PATCH.storePauseLifts,
+    addedIn: 'TBD',
+    stage: 'patched',
+    change:
+      "a pause for the run's store (rows deferred on it, a page of rows or the final tables failing on it: bucket gone, credentials refused, an outage) probes the store and lifts by itself once it answers; a page or the final tables failing on the store pause the run (failed it)",
+    neededBy: [],
+    coveredBy: [],
   },
 };
