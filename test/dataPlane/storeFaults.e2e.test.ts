@@ -9,6 +9,8 @@ import { startOpenAIStandin, type OpenAIStandin } from '../../activities/provide
 import { S3_REFUSALS, startS3FaultProxy, type S3FaultProxy } from '../../testing/s3FaultProxy';
 import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 import { resumeSignal } from '../../workflows/messages';
+import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
+import { CliProcess } from '../helpers/cli';
 import { tempDir, writePng } from '../helpers/fixtures';
 import { startTestServer, testInput, watchDatasetRun, type WatchedRun } from '../helpers/temporalEnv';
 
@@ -74,7 +76,7 @@ function start(bucket: string, outputDir: string): Promise<WatchedRun> {
  * A query is not awaited past the run's end: its workers stop then and nothing would answer it.
  */
 async function until(
-  run: WatchedRun,
+  run: Pick<WatchedRun, 'handle' | 'done'>,
   ready: (p: ProgressSnapshot) => boolean,
   timeoutMs = 120_000,
 ): Promise<{ progress?: ProgressSnapshot; summary?: DatasetRunSummary }> {
@@ -103,7 +105,10 @@ async function doneOrPaused(run: WatchedRun): Promise<{ paused?: ProgressSnapsho
  * Waits for the run to finish with no `resume` from anyone: a pause for the store lifts by itself
  * once the store answers. Returns the pause reasons seen on the way.
  */
-async function finishAlone(run: WatchedRun, timeoutMs = 200_000): Promise<{ summary: DatasetRunSummary; reasons: string[] }> {
+async function finishAlone(
+  run: Pick<WatchedRun, 'handle' | 'done'>,
+  timeoutMs = 200_000,
+): Promise<{ summary: DatasetRunSummary; reasons: string[] }> {
   const reasons = new Set<string>();
   const { summary } = await until(
     run,
@@ -139,10 +144,11 @@ async function text(bucket: string, key: string): Promise<string> {
   return out.Body!.transformToString();
 }
 
-/** Every row ok, the provider paid once per row, the results tables whole. */
-async function expectWhole(bucket: string, summary: DatasetRunSummary): Promise<void> {
+/** Every row ok, the provider paid once per row (or at most `maxCalls` times in all), the results tables whole. */
+async function expectWhole(bucket: string, summary: DatasetRunSummary, maxCalls?: number): Promise<void> {
   expect(summary).toMatchObject({ total: ROWS, ok: ROWS });
-  expect(standin.callsFor(`${bucket} row `), 'provider calls').toHaveLength(ROWS);
+  if (maxCalls === undefined) expect(standin.callsFor(`${bucket} row `), 'provider calls').toHaveLength(ROWS);
+  else expect(standin.callsFor(`${bucket} row `).length, 'provider calls').toBeLessThanOrEqual(maxCalls);
   const lines = (await text(bucket, 'out/results.jsonl'))
     .trim()
     .split('\n')
@@ -280,4 +286,44 @@ describe('store faults in the middle of an s3 → s3 run (versitygw behind a fau
     await run.running;
     await expectWhole(bucket, summary);
   }, 300_000);
+
+  it('the worker SIGKILLed during a store outage, a new one started: every row ok, calls ≤ rows + rows in flight', async () => {
+    const bucket = 'fkill';
+    const outputDir = await dataset(bucket);
+    // `atelier worker` processes (dist/: `node scripts/build.mjs`), the store behind the proxy for them too.
+    const cliEnv = { ...workerEnv, TEMPORAL_ADDRESS: env.address };
+    const startWorker = async () => {
+      const worker = new CliProcess(['worker', '--concurrency', '8'], cliEnv);
+      await worker.waitForOutput(/serving atelier-orchestrator/);
+      return worker;
+    };
+    const workers = [await startWorker()];
+    try {
+      const input = testInput({ runId: `faults-${bucket}`, inputPath: `s3://${bucket}/data/rows.csv`, outputDir, window: 4 });
+      const handle = await env.client.workflow.start('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+      });
+      const run = { handle, done: handle.result() as Promise<DatasetRunSummary> };
+      run.done.catch(() => undefined);
+      await until(run, (p) => p.ok >= 2);
+      await proxy.down();
+      // Rows in flight pay during the outage and hold their answers in memory: then the kill.
+      const paidBefore = standin.callsFor(`${bucket} row `).length;
+      await until(run, () => standin.callsFor(`${bucket} row `).length > paidBefore);
+      workers[0]!.child.kill('SIGKILL');
+      await workers[0]!.exited;
+      workers.push(await startWorker());
+      await proxy.up();
+      // The killed worker's rows come back after their heartbeat timeout (a minute).
+      const { summary, reasons } = await finishAlone(run, 280_000);
+      console.info(
+        `SIGKILL in an outage: ${standin.callsFor(`${bucket} row `).length} calls for ${ROWS} rows; pauses: ${JSON.stringify(reasons)}`,
+      );
+      await expectWhole(bucket, summary, ROWS + input.window);
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+    }
+  }, 400_000);
 });
