@@ -92,7 +92,8 @@ export class RowWindow {
     } catch (err) {
       const fault = this.storePausesLift ? storeFailureOf(err) : undefined;
       if (fault === undefined) throw err;
-      state.storePause(`reading the next rows failed: ${fault}`);
+      // A pause that came while the page was read (a user's, the budget's) stays: it is lifted its own way.
+      if (!state.paused || state.paused.store) state.storePause(`reading the next rows failed: ${fault}`);
       this.view.refresh();
       return 'paused';
     }

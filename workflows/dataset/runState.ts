@@ -307,8 +307,8 @@ export class RunState {
 
   /**
    * The run's own reading or writing (a page of rows, the final tables) failed on its store: the
-   * run pauses with that reason, replacing any other pause (at those points none holds rows back:
-   * a page is read only while the run may dispatch, the final tables once every row is done).
+   * run pauses with that reason, replacing the pause in effect (the caller keeps a pause that must
+   * stay: a user's that came while a page was read; at the final tables no row is held back).
    * Returns the pause, which the caller waits to see lifted (by the store's probe or a resume).
    */
   storePause(reason: string): PauseState {
