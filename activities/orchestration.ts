@@ -1,6 +1,6 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { keyProblem, openStorage, type Storage } from '../storage';
+import { keyProblem, openStorage, StoreFault, type Storage } from '../storage';
 import { readRunDataset, type DatasetHeader } from '../lib/dataset';
 import { isHubLocation, type HubReadStats } from '../lib/dataset/hub';
 import { boundedMessage, ClassifiedError, DatasetError } from '../lib/shared/errors';
@@ -24,7 +24,7 @@ import {
   type PlanRow,
 } from '../lib/run/plan';
 import { parseDatasetWorkflowInput } from '../lib/run/workflowInput';
-import { ChildErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
+import { ChildErrorTypes, ErrorTypes, RunErrorTypes } from '../lib/shared/errorTypes';
 import { carriedHistory } from '../lib/run/redo';
 import { ResultsRecords } from '../lib/run/resultsRecords';
 import { layout, RunStore, whileStoreDown } from '../lib/run/runStore';
@@ -267,6 +267,23 @@ async function rowsPage(args: RowsPageArgs): Promise<RowsPage> {
   return { rows: pending, nextCursor: rows.length < args.limit ? null : args.cursor + rows.length };
 }
 
+/**
+ * The run's own bookkeeping (a page of rows, the results tables) failing on its store (a StoreFault:
+ * down past the worker's patience, the bucket gone, credentials refused; or a disk refusing the
+ * write) leaves the activity as a final StorageError: more attempts would meet the same store,
+ * and the workflow pauses the run with this reason until the store answers (a run recorded before
+ * that fails as before).
+ */
+async function pausingOnStore<T>(op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof StoreFault || (err instanceof ClassifiedError && err.kind === 'storageError'))
+      throw ApplicationFailure.create({ type: ErrorTypes.storageError, message: boundedMessage(err.message), nonRetryable: true });
+    throw err;
+  }
+}
+
 export function createOrchestrationActivities() {
   return {
     /**
@@ -396,8 +413,22 @@ export function createOrchestrationActivities() {
      * retry `selection`, only failed rows it matches.
      */
     async nextRowsPage(args: RowsPageArgs): Promise<RowsPage> {
-      // The store down for a while is waited out here: this activity's few retries failing fail the run.
-      return whileStoreDown(() => rowsPage(args));
+      // The store down for a while is waited out here; then, or at once for a bucket gone or
+      // credentials refused, the failure is a StorageError and the run pauses for the store.
+      return pausingOnStore(() => whileStoreDown(() => rowsPage(args)));
+    },
+
+    /**
+     * A run paused for its store asks whether the store is back (workflows/dataset/storePause.ts):
+     * one small write into the run folder. Its failure is the answer (not back), with the reason.
+     */
+    async probeStore(args: { outputDir: string }): Promise<{ answered: boolean; reason?: string }> {
+      try {
+        await RunStore.open(args.outputDir).probe();
+        return { answered: true };
+      } catch (err) {
+        return { answered: false, reason: boundedMessage((err as Error)?.message ?? String(err)) };
+      }
     },
 
     /** How many failed rows a retry selection matches (the answer to `atelier retry`). */
@@ -456,7 +487,8 @@ export function createOrchestrationActivities() {
       const context = activityContext();
       const heartbeat = heartbeatOf(context);
       // A store down for a while is waited out (the tables written again from the start once it is back).
-      const { summary, info } = await whileStoreDown(() => writeResultsTables(args, heartbeat), heartbeat);
+      // Past that, or at once for a bucket gone or credentials refused, the run pauses for the store.
+      const { summary, info } = await pausingOnStore(() => whileStoreDown(() => writeResultsTables(args, heartbeat), heartbeat));
       if (info.unreadable.length) {
         const shown = info.unreadable.slice(0, 5).map((u) => `row ${u.index}: ${u.error}`);
         context?.log.warn(`results: ${info.unreadable.length} ledger entries could not be read (shown pending): ${shown.join('; ')}`);

@@ -75,7 +75,9 @@ export function describeProgress(p: ProgressSnapshot, now = Date.now(), recent?:
     ? `; \`atelier resume ${p.runId} --max-cost USD\` raises the budget (a plain resume stays paused at it)`
     : p.paused?.until
       ? `; resumes at ${p.paused.until}`
-      : `; \`atelier resume ${p.runId}\` to go on`;
+      : p.paused?.store
+        ? `; resumes by itself once the store answers (probed up to every minute), or \`atelier resume ${p.runId}\``
+        : `; \`atelier resume ${p.runId}\` to go on`;
   return [
     `state: ${p.phase}${p.paused ? ` (${pauseReason(p)}${advice})` : ''}`,
     `rows: ${p.total}  ok: ${p.ok}  failed: ${p.failed}  in flight: ${p.inFlight}  pending: ${p.pending}${p.deferred ? `  deferred: ${p.deferred}` : ''}`,

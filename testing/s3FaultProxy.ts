@@ -12,9 +12,12 @@ import type { AddressInfo, Socket } from 'node:net';
 //   before the answer reaches the client (the write happened, the client saw an error: its retry
 //   meets its own object, the hardest case for a create-only commit);
 // - a stopped server: the port refuses connections until `up()` (the same port, so clients need no
-//   new endpoint), and connections open at `down()` are cut.
-// A bucket that is gone and credentials that no longer match are the store's own answers: the tests
-// make the store give them (storeFaults.e2e.test.ts), not this proxy.
+//   new endpoint), and connections open at `down()` are cut;
+// - a refusal: an S3 error answer (status, code and message as S3 words them, e.g. 404 NoSuchBucket
+//   or 403 SignatureDoesNotMatch) instead of forwarding, for chosen requests only: a bucket gone or
+//   credentials refused just when the run reads its pages or writes its tables.
+// A bucket that is gone and credentials that no longer match for every request are the store's own
+// answers: the tests make the store give them (storeFaults.e2e.test.ts).
 
 export interface S3Request {
   method: string;
@@ -30,7 +33,24 @@ export interface S3FaultRule {
   times: number;
 }
 
-type Fault = 'slowDown' | 'resetMidBody' | 'resetAfterCommit';
+/** An S3 error answer, as the store words it. */
+export interface S3Refusal {
+  status: number;
+  code: string;
+  message: string;
+}
+
+/** S3's own refusals for a bucket gone and for a request signed with other credentials. */
+export const S3_REFUSALS = {
+  noSuchBucket: { status: 404, code: 'NoSuchBucket', message: 'The specified bucket does not exist' },
+  signatureDoesNotMatch: {
+    status: 403,
+    code: 'SignatureDoesNotMatch',
+    message: 'The request signature we calculated does not match the signature you provided. Check your key and signing method.',
+  },
+} satisfies Record<string, S3Refusal>;
+
+type Fault = 'slowDown' | 'resetMidBody' | 'resetAfterCommit' | 'refuse';
 
 export interface S3FaultProxy {
   /** The proxy's endpoint (for AWS_ENDPOINT_URL). */
@@ -43,6 +63,8 @@ export interface S3FaultProxy {
   resetMidBody(rule: S3FaultRule): void;
   /** Forwards matching requests and lets the store answer, then cuts the connection before the answer. */
   resetAfterCommit(rule: S3FaultRule): void;
+  /** Answers matching requests with an S3 error (S3_REFUSALS), without forwarding them. */
+  refuse(rule: S3FaultRule & { answer: S3Refusal }): void;
   /** How many requests got each fault so far. */
   readonly injected: Record<Fault, number>;
   clearFaults(): void;
@@ -56,11 +78,16 @@ export interface S3FaultProxy {
 const SLOW_DOWN =
   '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>';
 
+function errorBody(answer: S3Refusal, url: string): string {
+  const resource = url.split('?')[0]!;
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${answer.code}</Code><Message>${answer.message}</Message><Resource>${resource}</Resource><RequestId>fault-proxy</RequestId></Error>`;
+}
+
 export async function startS3FaultProxy(target: string): Promise<S3FaultProxy> {
   const upstream = new URL(target);
   const requests: S3Request[] = [];
-  let rules: (S3FaultRule & { fault: Fault })[] = [];
-  const injected: Record<Fault, number> = { slowDown: 0, resetMidBody: 0, resetAfterCommit: 0 };
+  let rules: (S3FaultRule & { fault: Fault; answer?: S3Refusal })[] = [];
+  const injected: Record<Fault, number> = { slowDown: 0, resetMidBody: 0, resetAfterCommit: 0, refuse: 0 };
   const sockets = new Set<Socket>();
 
   const forward = (req: IncomingMessage, res: ServerResponse, fault?: 'resetMidBody' | 'resetAfterCommit') => {
@@ -94,11 +121,13 @@ export async function startS3FaultProxy(target: string): Promise<S3FaultProxy> {
     if (!rule) return forward(req, res);
     rule.times -= 1;
     injected[rule.fault] += 1;
-    if (rule.fault !== 'slowDown') return forward(req, res, rule.fault);
+    if (rule.fault === 'resetMidBody' || rule.fault === 'resetAfterCommit') return forward(req, res, rule.fault);
+    const [status, body] = rule.answer ? [rule.answer.status, errorBody(rule.answer, url)] : [503, SLOW_DOWN];
     req.resume();
     req.on('end', () => {
-      res.writeHead(503, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(SLOW_DOWN) });
-      res.end(SLOW_DOWN);
+      res.writeHead(status, { 'content-type': 'application/xml', 'content-length': Buffer.byteLength(body) });
+      // A HEAD's answer has no body (S3's has none either: the client reads the status alone).
+      res.end(method === 'HEAD' ? undefined : body);
     });
   });
   server.on('connection', (socket: Socket) => {
@@ -128,6 +157,7 @@ export async function startS3FaultProxy(target: string): Promise<S3FaultProxy> {
     slowDown: add('slowDown'),
     resetMidBody: add('resetMidBody'),
     resetAfterCommit: add('resetAfterCommit'),
+    refuse: ({ answer, ...rule }) => void rules.push({ ...rule, fault: 'refuse', answer }),
     clearFaults() {
       rules = [];
     },

@@ -44,6 +44,7 @@ export const PATCH = {
   unreachablePause: 'atelier-unreachable-pause',
   batchFallbackFinal: 'atelier-batch-fallback-final',
   rowPlanInTask: 'atelier-row-plan-in-task',
+  storePauseLifts: 'atelier-store-pause-lifts',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -119,6 +120,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
       'batch-a8ec7b9/batch.dataset.binpb',
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
+      'store-066835c/store.datasetWorkflow-0.binpb',
     ],
   },
   resultsIncremental: {
@@ -136,6 +138,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'safe-b042613/unreachable.datasetWorkflow-0.binpb',
       'batch-a8ec7b9/batch.dataset.binpb',
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
+      'store-066835c/store.datasetWorkflow-0.binpb',
     ],
   },
 
@@ -187,6 +190,15 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change:
       "API rows' pages carry each row's plan line and whether it has any state yet into the row task, so the row activity reads neither the plan nor (first attempt) the ledger",
     neededBy: [],
-    coveredBy: ['store-9d6224f/plain.datasetWorkflow-0.binpb'],
+    coveredBy: ['store-9d6224f/plain.datasetWorkflow-0.binpb', 'store-066835c/store.datasetWorkflow-0.binpb'],
+  },
+  storePauseLifts: {
+    id: PATCH.storePauseLifts,
+    addedIn: '02f8a10',
+    stage: 'patched',
+    change:
+      "a pause for the run's store (rows deferred on it, a page of rows or the final tables failing on it: bucket gone, credentials refused, an outage) probes the store and lifts by itself once it answers; a page or the final tables failing on the store pause the run (failed it)",
+    neededBy: [],
+    coveredBy: ['store-066835c/store.datasetWorkflow-0.binpb'],
   },
 };

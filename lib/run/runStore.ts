@@ -39,6 +39,8 @@ export const layout = {
   dir: RUN_META_DIR,
   /** The run's identity (which run owns the output dir). */
   run: meta('run.json'),
+  /** Written by a paused run's probe of its store (workflows/dataset/storePause.ts): when it last answered. */
+  storeProbe: meta('store-probe.json'),
   plan: { rows: meta('plan.jsonl'), index: meta('plan.idx'), meta: meta('plan.json') },
   imageCache: meta('image-cache'),
   ledger: meta('ledger'),
@@ -162,6 +164,15 @@ export class RunStore {
 
   get location(): string {
     return this.storage.location;
+  }
+
+  /**
+   * Whether the store is back for a run paused on it: one small write into the run folder (what the
+   * rows need: a store that answers reads but refuses or throttles writes is not back). Throws the
+   * store's failure (a StoreFault, a StorageError) when it is not.
+   */
+  async probe(): Promise<void> {
+    await this.storage.write(layout.storeProbe, JSON.stringify({ answeredAt: new Date().toISOString() }));
   }
 
   // ---- records -------------------------------------------------------------------------------------

@@ -92,6 +92,11 @@ export interface PauseState {
   budget?: boolean;
   /** Paused because rows one after another could not connect to the provider. */
   unreachable?: boolean;
+  /**
+   * Paused because the run's store failed (down, its bucket gone, credentials refused): lifts by
+   * itself once a probe write to the run folder succeeds (workflows/dataset/storePause.ts).
+   */
+  store?: boolean;
 }
 
 /** A row child's report to its dataset workflow (a signal, sent from the child's finally). */

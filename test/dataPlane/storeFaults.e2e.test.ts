@@ -6,9 +6,11 @@ import { parquetReadObjects } from 'hyparquet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { DatasetRunSummary, ProgressSnapshot } from '../../lib/shared/types';
 import { startOpenAIStandin, type OpenAIStandin } from '../../activities/providers/openai/standin';
-import { startS3FaultProxy, type S3FaultProxy } from '../../testing/s3FaultProxy';
+import { S3_REFUSALS, startS3FaultProxy, type S3FaultProxy } from '../../testing/s3FaultProxy';
 import { startS3Server, type S3TestServer } from '../../testing/versitygw';
 import { resumeSignal } from '../../workflows/messages';
+import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
+import { CliProcess } from '../helpers/cli';
 import { tempDir, writePng } from '../helpers/fixtures';
 import { startTestServer, testInput, watchDatasetRun, type WatchedRun } from '../helpers/temporalEnv';
 
@@ -16,9 +18,10 @@ import { startTestServer, testInput, watchDatasetRun, type WatchedRun } from '..
 // every output in versitygw) with the project's real workers on the Temporal dev server, the S3
 // traffic of this process (workers and activities) going through a fault proxy. Each case puts one
 // store fault in the middle of a run and checks what the user pays and gets: every row ends ok
-// (after `resume` where the run pauses), the provider was called once per row, and the results
-// tables hold every row. A store that is missing or refuses the worker (bucket gone, credentials)
-// must pause the run with one plain reason, rows in flight waiting rather than failing.
+// (a pause for the store lifting by itself once the store answers; by `resume` in one case), the
+// provider was called once per row, and the results tables hold every row. A store that is missing
+// or refuses the worker (bucket gone, credentials) must pause the run with one plain reason, rows in
+// flight waiting rather than failing, and so must a page of rows or the final tables failing on it.
 
 const ROWS = 12;
 let env: TestWorkflowEnvironment;
@@ -73,7 +76,7 @@ function start(bucket: string, outputDir: string): Promise<WatchedRun> {
  * A query is not awaited past the run's end: its workers stop then and nothing would answer it.
  */
 async function until(
-  run: WatchedRun,
+  run: Pick<WatchedRun, 'handle' | 'done'>,
   ready: (p: ProgressSnapshot) => boolean,
   timeoutMs = 120_000,
 ): Promise<{ progress?: ProgressSnapshot; summary?: DatasetRunSummary }> {
@@ -98,8 +101,33 @@ async function doneOrPaused(run: WatchedRun): Promise<{ paused?: ProgressSnapsho
   return progress ? { paused: progress } : { summary: summary! };
 }
 
-/** Resumes a paused run (the store is back) until it finishes; returns the pause reasons met. */
-async function finish(run: WatchedRun): Promise<{ summary: DatasetRunSummary; reasons: string[] }> {
+/**
+ * Waits for the run to finish with no `resume` from anyone: a pause for the store lifts by itself
+ * once the store answers. Returns the pause reasons seen on the way.
+ */
+async function finishAlone(
+  run: Pick<WatchedRun, 'handle' | 'done'>,
+  timeoutMs = 200_000,
+): Promise<{ summary: DatasetRunSummary; reasons: string[] }> {
+  const reasons = new Set<string>();
+  const { summary } = await until(
+    run,
+    (p) => {
+      if (p.paused) reasons.add(p.paused.reason);
+      return false;
+    },
+    timeoutMs,
+  );
+  return { summary: summary!, reasons: [...reasons] };
+}
+
+/** Probe writes of a paused run (workflows/dataset/storePause.ts) that reached the proxy for a bucket. */
+function probes(bucket: string): number {
+  return proxy.requests.filter((r) => r.method === 'PUT' && r.url.startsWith(`/${bucket}/out/.atelier/store-probe.json`)).length;
+}
+
+/** Resumes a paused run by hand (the store is back) until it finishes; returns the pause reasons met. */
+async function finishByHand(run: WatchedRun): Promise<{ summary: DatasetRunSummary; reasons: string[] }> {
   const reasons: string[] = [];
   for (;;) {
     const { paused, summary } = await doneOrPaused(run);
@@ -116,10 +144,11 @@ async function text(bucket: string, key: string): Promise<string> {
   return out.Body!.transformToString();
 }
 
-/** Every row ok, the provider paid once per row, the results tables whole. */
-async function expectWhole(bucket: string, summary: DatasetRunSummary): Promise<void> {
+/** Every row ok, the provider paid once per row (or at most `maxCalls` times in all), the results tables whole. */
+async function expectWhole(bucket: string, summary: DatasetRunSummary, maxCalls?: number): Promise<void> {
   expect(summary).toMatchObject({ total: ROWS, ok: ROWS });
-  expect(standin.callsFor(`${bucket} row `), 'provider calls').toHaveLength(ROWS);
+  if (maxCalls === undefined) expect(standin.callsFor(`${bucket} row `), 'provider calls').toHaveLength(ROWS);
+  else expect(standin.callsFor(`${bucket} row `).length, 'provider calls').toBeLessThanOrEqual(maxCalls);
   const lines = (await text(bucket, 'out/results.jsonl'))
     .trim()
     .split('\n')
@@ -144,7 +173,7 @@ describe('store faults in the middle of an s3 → s3 run (versitygw behind a fau
     proxy.slowDown({ method: 'PUT', path: new RegExp(`^/${bucket}/`), times: Infinity });
     await sleep(15_000);
     proxy.clearFaults();
-    const { summary, reasons } = await finish(run);
+    const { summary, reasons } = await finishAlone(run);
     await run.running;
     console.info(`SlowDown: ${proxy.injected.slowDown} answered; pauses: ${JSON.stringify(reasons)}`);
     await expectWhole(bucket, summary);
@@ -157,7 +186,7 @@ describe('store faults in the middle of an s3 → s3 run (versitygw behind a fau
     // Every third GET and PUT of the run for a while: enough to meet outputs, entries and stored answers.
     proxy.resetMidBody({ method: 'GET', path: new RegExp(`^/${bucket}/`), times: 6 });
     proxy.resetAfterCommit({ method: 'PUT', path: new RegExp(`^/${bucket}/`), times: 6 });
-    const { summary, reasons } = await finish(run);
+    const { summary, reasons } = await finishAlone(run);
     proxy.clearFaults();
     await run.running;
     console.info(`resets: ${JSON.stringify(proxy.injected)}; pauses: ${JSON.stringify(reasons)}`);
@@ -171,7 +200,7 @@ describe('store faults in the middle of an s3 → s3 run (versitygw behind a fau
     await proxy.down();
     await sleep(15_000);
     await proxy.up();
-    const { summary, reasons } = await finish(run);
+    const { summary, reasons } = await finishAlone(run);
     await run.running;
     console.info(`stopped store: pauses: ${JSON.stringify(reasons)}`);
     await expectWhole(bucket, summary);
@@ -190,12 +219,13 @@ describe('store faults in the middle of an s3 → s3 run (versitygw behind a fau
     expect(paused!.paused!.reason).toMatch(new RegExp(`bucket ${bucket} does not exist`));
     expect(paused!.failed).toBe(0);
     renameSync(join(s3.dir, `.${bucket}-away`), join(s3.dir, bucket));
-    const { summary } = await finish(run);
+    // `atelier resume` lifts a store pause at once, whenever the store's own probe would.
+    const { summary } = await finishByHand(run);
     await run.running;
     await expectWhole(bucket, summary);
   }, 240_000);
 
-  it('credentials changed under the workers: the run pauses with the reason; fixed, resumed, every row ok once', async () => {
+  it('credentials changed under the workers: the run pauses with the reason; fixed, it resumes by itself, every row ok once', async () => {
     const bucket = 'fcreds';
     const run = await start(bucket, await dataset(bucket));
     await run.progressUntil((p) => p.ok >= 2);
@@ -207,8 +237,93 @@ describe('store faults in the middle of an s3 → s3 run (versitygw behind a fau
     expect(paused!.paused!.reason).toMatch(/refused this worker's credentials/);
     expect(paused!.failed).toBe(0);
     await s3.restart();
-    const { summary } = await finish(run);
+    const { summary } = await finishAlone(run);
     await run.running;
     await expectWhole(bucket, summary);
-  }, 240_000);
+  }, 300_000);
+
+  it('the bucket gone while a page of rows is read: the run pauses (was failed), lifts itself once the bucket answers, every row ok once', async () => {
+    const bucket = 'fpage';
+    const outputDir = await dataset(bucket);
+    // Planning writes the plan; the pages read it (a row's task carries its own line): the store
+    // answers those reads, and the paused run's probes, that the bucket does not exist.
+    const gone = { answer: S3_REFUSALS.noSuchBucket, times: Infinity };
+    proxy.refuse({ ...gone, method: 'GET', path: new RegExp(`^/${bucket}/out/\\.atelier/plan\\.(idx|jsonl)`) });
+    proxy.refuse({ ...gone, method: 'PUT', path: new RegExp(`^/${bucket}/out/\\.atelier/store-probe\\.json`) });
+    const run = await start(bucket, outputDir);
+    const { progress } = await until(run, (p) => p.paused !== null);
+    expect(progress, 'the run paused (it did not fail or end)').toBeDefined();
+    console.info(`page, bucket gone: paused with ${JSON.stringify(progress!.paused!.reason)}`);
+    expect(progress!.paused!.reason).toMatch(new RegExp(`^reading the next rows failed: the bucket ${bucket} does not exist`));
+    expect(progress).toMatchObject({ phase: 'paused', ok: 0, failed: 0 });
+    // The pause holds while the store still refuses: a probe was refused and the run stays paused.
+    const { progress: probed } = await until(run, () => probes(bucket) >= 2);
+    expect(probed?.paused?.reason).toBe(progress!.paused!.reason);
+    proxy.clearFaults();
+    const { summary } = await finishAlone(run);
+    await run.running;
+    await expectWhole(bucket, summary);
+  }, 300_000);
+
+  it('credentials refused while the final tables are written: the run pauses (was failed), lifts itself once they are accepted', async () => {
+    const bucket = 'ftables';
+    const outputDir = await dataset(bucket);
+    // The store refuses this worker's signature on the tables (the live refreshes fail quietly,
+    // then the final write) and on the paused run's probes.
+    const refused = { method: 'PUT', answer: S3_REFUSALS.signatureDoesNotMatch, times: Infinity };
+    proxy.refuse({ ...refused, path: new RegExp(`^/${bucket}/out/results\\.(csv|jsonl|parquet)`) });
+    proxy.refuse({ ...refused, path: new RegExp(`^/${bucket}/out/\\.atelier/store-probe\\.json`) });
+    const run = await start(bucket, outputDir);
+    const { progress } = await until(run, (p) => p.paused !== null, 200_000);
+    expect(progress, 'the run paused (it did not fail or end)').toBeDefined();
+    console.info(`final tables, credentials refused: paused with ${JSON.stringify(progress!.paused!.reason)}`);
+    expect(progress!.paused!.reason).toMatch(/^writing the results tables failed: the store refused this worker's credentials/);
+    expect(progress).toMatchObject({ phase: 'paused', ok: ROWS, failed: 0 });
+    const { progress: probed } = await until(run, () => probes(bucket) >= 2);
+    expect(probed?.paused?.reason).toBe(progress!.paused!.reason);
+    proxy.clearFaults();
+    const { summary } = await finishAlone(run);
+    await run.running;
+    await expectWhole(bucket, summary);
+  }, 300_000);
+
+  it('the worker SIGKILLed during a store outage, a new one started: every row ok, calls ≤ rows + rows in flight', async () => {
+    const bucket = 'fkill';
+    const outputDir = await dataset(bucket);
+    // `atelier worker` processes (dist/: `node scripts/build.mjs`), the store behind the proxy for them too.
+    const cliEnv = { ...workerEnv, TEMPORAL_ADDRESS: env.address };
+    const startWorker = async () => {
+      const worker = new CliProcess(['worker', '--concurrency', '8'], cliEnv);
+      await worker.waitForOutput(/serving atelier-orchestrator/);
+      return worker;
+    };
+    const workers = [await startWorker()];
+    try {
+      const input = testInput({ runId: `faults-${bucket}`, inputPath: `s3://${bucket}/data/rows.csv`, outputDir, window: 4 });
+      const handle = await env.client.workflow.start('datasetWorkflow', {
+        taskQueue: ORCHESTRATOR_QUEUE,
+        workflowId: input.runId,
+        args: [input],
+      });
+      const run = { handle, done: handle.result() as Promise<DatasetRunSummary> };
+      run.done.catch(() => undefined);
+      await until(run, (p) => p.ok >= 2);
+      await proxy.down();
+      // The rows in flight wait for the store (holding what they paid for in memory) or are set
+      // aside, and the run pauses for its store: then the kill, the outage still on.
+      await until(run, (p) => p.paused?.store === true);
+      workers[0]!.child.kill('SIGKILL');
+      await workers[0]!.exited;
+      workers.push(await startWorker());
+      await proxy.up();
+      // The killed worker's rows come back after their heartbeat timeout (a minute).
+      const { summary, reasons } = await finishAlone(run, 280_000);
+      console.info(
+        `SIGKILL in an outage: ${standin.callsFor(`${bucket} row `).length} calls for ${ROWS} rows; pauses: ${JSON.stringify(reasons)}`,
+      );
+      await expectWhole(bucket, summary, ROWS + input.window);
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+    }
+  }, 400_000);
 });

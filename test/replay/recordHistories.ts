@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Connection, Client, type WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -18,6 +19,8 @@ import { atelier, CliProcess, REPO } from '../helpers/cli';
 import { tempDir, writePng, writeText } from '../helpers/fixtures';
 import { temporalCliPath } from '../helpers/temporal';
 import { testInput } from '../helpers/temporalEnv';
+import { S3_REFUSALS, startS3FaultProxy } from '../../testing/s3FaultProxy';
+import { startS3Server } from '../../testing/versitygw';
 
 // Records the workflow histories that test/replay/replay.test.ts replays: one run per workflow path
 // (plain, continue-as-new with hand-over, quota pause lifted at its reset, retry update, cancel,
@@ -272,6 +275,50 @@ describe('record workflow histories', () => {
       workerEnv = reachable;
     }
     await save(env.client, 'unreachable', 'rec-unreachable');
+  });
+
+  it('store: a page and the final tables failing on the store pause the run; its probes lift the pauses', async () => {
+    const s3 = await startS3Server();
+    const proxy = await startS3FaultProxy(s3.endpoint);
+    const saved = { process: { ...process.env }, worker: workerEnv };
+    const direct = new S3Client({ region: s3.env.AWS_REGION, endpoint: s3.endpoint, forcePathStyle: true });
+    try {
+      // The workers' S3 requests go through the proxy, which answers as a store whose bucket is gone.
+      Object.assign(process.env, s3.env, { AWS_ENDPOINT_URL_S3: proxy.endpoint, AWS_ENDPOINT_URL: proxy.endpoint });
+      workerEnv = { ...process.env, ...workerEnv };
+      const bucket = 'rec-store';
+      await s3.createBucket(bucket);
+      const { csv } = await rowsCsv('store', ['a.png,st-0 x', 'a.png,st-1 x', 'a.png,st-2 x']);
+      await direct.send(new PutObjectCommand({ Bucket: bucket, Key: 'data/rows.csv', Body: readFileSync(csv) }));
+      await direct.send(new PutObjectCommand({ Bucket: bucket, Key: 'data/a.png', Body: readFileSync(join(dirname(csv), 'a.png')) }));
+      const gone = { answer: S3_REFUSALS.noSuchBucket, times: Infinity };
+      const pages = { ...gone, method: 'GET', path: new RegExp(`^/${bucket}/out/\\.atelier/plan\\.(idx|jsonl)`) };
+      const probes = { ...gone, method: 'PUT', path: new RegExp(`^/${bucket}/out/\\.atelier/store-probe\\.json`) };
+      const tables = { ...gone, method: 'PUT', path: new RegExp(`^/${bucket}/out/results\\.(csv|jsonl|parquet)`) };
+      [pages, probes, tables].forEach((rule) => proxy.refuse(rule));
+      const probesMade = () => proxy.requests.filter((r) => probes.path.test(r.url)).length;
+      await withWorkers(async (start) => {
+        const handle = await start(
+          testInput({ runId: 'rec-store', inputPath: `s3://${bucket}/data/rows.csv`, outputDir: `s3://${bucket}/out`, window: 2 }),
+        );
+        await progressUntil(handle, (p) => p.paused?.store === true);
+        // One probe refused, then the pages and probes answer: the pause lifts by itself.
+        while (probesMade() < 1) await new Promise((r) => setTimeout(r, 200));
+        proxy.clearFaults();
+        proxy.refuse(tables);
+        await progressUntil(handle, (p) => p.ok === 3 && p.paused?.store === true);
+        proxy.clearFaults();
+        return (await handle.result()) as DatasetRunSummary;
+      });
+    } finally {
+      direct.destroy();
+      for (const key of Object.keys(process.env)) if (!(key in saved.process)) delete process.env[key];
+      Object.assign(process.env, saved.process);
+      workerEnv = saved.worker;
+      await proxy.close();
+      await s3.stop();
+    }
+    await save(env.client, 'store', 'rec-store');
   });
 
   it('early: a pause signalled with the start, heard while planning, holds the run until resumed', async () => {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { PlanRunResult, RowRef } from '../../lib/shared/types';
 import { RunState, UNREACHABLE_ROWS } from '../../workflows/dataset/runState';
+import { STORE_PROBE_MAX_MS, storeProbeDelayMs } from '../../workflows/dataset/storePause';
 
 // The dataset run's bookkeeping without a server: the workflow feeds RunState the same events.
 
@@ -297,5 +298,43 @@ describe('RunState', () => {
     expect(md).toContain('**run-1**: running');
     expect(md).toContain('| failed: Blocked | 1 |');
     expect(md).toContain('| spent (estimate) | $0.0000 of $2 |');
+  });
+});
+
+describe('RunState: pauses for the store (workflows/dataset/storePause.ts lifts them)', () => {
+  it('a row deferred on the store marks its pause as a store pause; a quota pause is not one', () => {
+    const s = planned();
+    s.dispatched(row(0));
+    s.finishRow({ position: 0, index: 0, status: 'deferred', errorType: 'StorageError', error: 'the bucket b does not exist (s3://b/x)' });
+    expect(s.paused).toMatchObject({ store: true, reason: expect.stringContaining('the bucket b does not exist') });
+    const q = planned();
+    q.dispatched(row(0));
+    q.finishRow({ position: 0, index: 0, status: 'deferred', errorType: 'QuotaExhausted', resetAt: '2026-12-01T08:00:00.000Z' });
+    expect(q.paused?.store).toBeUndefined();
+  });
+
+  it('a user pause is kept when a row then defers on the store (only a resume lifts it)', () => {
+    const s = planned();
+    s.dispatched(row(0));
+    s.pause('paused with `atelier pause`');
+    s.finishRow({ position: 0, index: 0, status: 'deferred', errorType: 'StorageError', error: 'down' });
+    expect(s.paused).toEqual({ reason: 'paused with `atelier pause`' });
+  });
+
+  it('a page or the final tables failing on the store: a store pause, lifted only while it is the one in effect', () => {
+    const s = planned();
+    const pause = s.storePause('writing the results tables failed: the store refused this worker’s credentials');
+    expect(s.snapshot('writing-results')).toMatchObject({ phase: 'paused', paused: { store: true } });
+    expect(s.liftExpired(pause)).toBe(true);
+    expect(s.snapshot('writing-results').phase).toBe('writing-results');
+    const again = s.storePause('reading the next rows failed: down');
+    s.pause('by hand');
+    expect(s.liftExpired(again)).toBe(false);
+    expect(s.paused).toEqual({ reason: 'by hand' });
+  });
+
+  it('probes back off from 5 s to one a minute', () => {
+    expect(Array.from({ length: 7 }, (_, i) => storeProbeDelayMs(i))).toEqual([5000, 10_000, 20_000, 40_000, 60_000, 60_000, 60_000]);
+    expect(storeProbeDelayMs(1000)).toBe(STORE_PROBE_MAX_MS);
   });
 });

@@ -2,11 +2,12 @@ import { CancellationScope, ParentClosePolicy, patched, proxyActivities, startCh
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { OrchestrationActivities } from '../../activities/orchestration';
 import { ChildErrorTypes } from '../../lib/shared/errorTypes';
-import type { DatasetWorkflowInput, RowDone, RowRef } from '../../lib/shared/types';
+import type { DatasetWorkflowInput, RowDone, RowRef, RowsPage } from '../../lib/shared/types';
 import { AtelierRunId } from '../../lib/shared/searchAttributes';
 import { rowWorkflow } from '../row';
 import { failedOutsideRow, handOver, reportOfFailure, reportOfResult, rowWorkflowId } from './rowReports';
 import type { RunState } from './runState';
+import { storeFailureOf } from './storePause';
 import { PATCH } from '../patches';
 
 const { nextRowsPage } = proxyActivities<OrchestrationActivities>({
@@ -47,15 +48,34 @@ export class RowWindow {
     private readonly view: { refresh(): void; countsChanged(): void; rowFinished?(index: number): void },
   ) {}
 
-  /** The next row of the current pass, or undefined when the pass is exhausted. */
-  async nextRow(): Promise<RowRef | undefined> {
+  /**
+   * A page that fails on the run's store pauses the run (set by the workflow for new histories,
+   * `atelier-store-pause-lifts`); in older ones that failure fails the run.
+   */
+  storePausesLift = false;
+
+  /**
+   * The next row of the current pass, undefined when the pass is exhausted, or `paused` when its
+   * page could not be read from the run's store: the run is paused for the store then, and the
+   * page is read again once the pause lifts (the cursor stays where it was).
+   */
+  async nextRow(): Promise<RowRef | undefined | 'paused'> {
     for (;;) {
       const row = this.page.shift();
       if (row) return row;
-      const { input, state } = this;
-      const cursor = state.cursor;
+      const cursor = this.state.cursor;
       if (cursor === null) return undefined;
-      const result = await nextRowsPage({
+      const result = await this.readPage(cursor);
+      if (result === 'paused') return 'paused';
+      this.page = result.rows;
+      this.state.cursor = result.nextCursor;
+    }
+  }
+
+  private async readPage(cursor: number): Promise<RowsPage | 'paused'> {
+    const { input, state } = this;
+    try {
+      return await nextRowsPage({
         outputDir: input.outputDir,
         cursor,
         limit: Math.max(100, input.window * 4),
@@ -69,8 +89,13 @@ export class RowWindow {
         // older ones replay the pages and tasks they recorded.
         ...(input.backend !== 'diffusers' && patched(PATCH.rowPlanInTask) ? { carryRows: true } : {}),
       });
-      this.page = result.rows;
-      state.cursor = result.nextCursor;
+    } catch (err) {
+      const fault = this.storePausesLift ? storeFailureOf(err) : undefined;
+      if (fault === undefined) throw err;
+      // A pause that came while the page was read (a user's, the budget's) stays: it is lifted its own way.
+      if (!state.paused || state.paused.store) state.storePause(`reading the next rows failed: ${fault}`);
+      this.view.refresh();
+      return 'paused';
     }
   }
 

@@ -261,7 +261,12 @@ export class RunState {
     } else {
       const why = done.errorType === ErrorTypes.storageError ? 'storage' : 'quota';
       c.deferred.push({ position: done.position, index: done.index, summary: `row ${done.index} (deferred: ${why})` });
-      c.paused ??= { reason: pauseReason(done.errorType, done.error), ...(done.resetAt ? { until: done.resetAt } : {}) };
+      // A store pause is marked so that the store's probe may lift it (data only: no command).
+      c.paused ??= {
+        reason: pauseReason(done.errorType, done.error),
+        ...(done.resetAt ? { until: done.resetAt } : {}),
+        ...(why === 'storage' ? { store: true } : {}),
+      };
     }
     if (done.status !== 'deferred') c.counts.finished += 1;
     return true;
@@ -298,6 +303,18 @@ export class RunState {
         unreachable: true,
       };
     }
+  }
+
+  /**
+   * The run's own reading or writing (a page of rows, the final tables) failed on its store: the
+   * run pauses with that reason, replacing the pause in effect (the caller keeps a pause that must
+   * stay: a user's that came while a page was read; at the final tables no row is held back).
+   * Returns the pause, which the caller waits to see lifted (by the store's probe or a resume).
+   */
+  storePause(reason: string): PauseState {
+    const pause: PauseState = { reason: reason.slice(0, 300), store: true };
+    this.carried.paused = pause;
+    return pause;
   }
 
   pause(reason: string | undefined): void {
@@ -357,7 +374,8 @@ export class RunState {
     const ok = c.counts.ok;
     return {
       runId: this.runId,
-      phase: phase === 'running' && c.paused ? 'paused' : phase,
+      // Writing the final tables, only a store pause holds the run back.
+      phase: (phase === 'running' && c.paused) || (phase === 'writing-results' && c.paused?.store) ? 'paused' : phase,
       total,
       ok,
       failed,

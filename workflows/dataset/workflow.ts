@@ -23,6 +23,7 @@ import { budgetSignal, pauseSignal, progressQuery, resumeSignal, retryRowsUpdate
 import { rowWorkflowId } from './rowReports';
 import { ResultsRefresher } from './resultsRefresh';
 import { RowWindow } from './rowWindow';
+import { liftStorePauses, storeFailureOf } from './storePause';
 import { RunState, type EarlyRequests, type RunBranch, type RunPhase } from './runState';
 import { PATCH } from '../patches';
 
@@ -161,6 +162,13 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
         rawInput.carried?.refresh,
       );
     }
+    // A pause for the run's store lifts by itself once the store answers; a page or the final
+    // tables failing on the store pause the run. Older histories waited for `atelier resume`.
+    const storePausesLift = patched(PATCH.storePauseLifts);
+    if (storePausesLift) {
+      window!.storePausesLift = true;
+      liftStorePauses(runState, runInput.outputDir, () => refreshDetails(runState, phase));
+    }
     refresher?.start();
     await dispatchAll(input, state, window!, refresher);
 
@@ -173,7 +181,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     // reported to them, and a report can miss its execution (a row handed over around a
     // continue-as-new reports before this execution's refresher exists), so only a full pass is
     // sure to be identical to the ledger. Same command either way (only its input differs).
-    const summary = await writeFinalResults(resultsArgs(input));
+    const summary = await finalTables(input, state, storePausesLift);
     phase = 'done';
     upsertCounts(input, state, true);
     refreshDetails(state, phase);
@@ -230,6 +238,8 @@ async function dispatchAll(
     await waitFor(state, () => state.hasRoom(input.window) || shouldContinueAsNew());
     if (shouldContinueAsNew()) continue;
     const row = state.takeDeferred() ?? (await window.nextRow());
+    // The page's store failed: the run is paused for it, and the wait above holds until it lifts.
+    if (row === 'paused') continue;
     if (row) {
       window.dispatch(row);
       continue;
@@ -238,6 +248,26 @@ async function dispatchAll(
     // Nothing left to start: wait for the rows in flight, unless a retry or a deferred row arrives.
     await waitFor(state, () => state.needsAttention || shouldContinueAsNew());
     if (state.drained) return;
+  }
+}
+
+/**
+ * The final tables. When they fail on the run's store (new histories), the run pauses with the
+ * reason until the store's probe or a resume lifts that pause, then writes them again; older
+ * histories failed the run.
+ */
+async function finalTables(input: DatasetWorkflowInput, state: RunState, storePausesLift: boolean): Promise<DatasetRunSummary> {
+  for (;;) {
+    try {
+      return await writeFinalResults(resultsArgs(input));
+    } catch (err) {
+      const fault = storePausesLift ? storeFailureOf(err) : undefined;
+      if (fault === undefined) throw err;
+      const pause = state.storePause(`writing the results tables failed: ${fault}`);
+      refreshDetails(state, 'writing-results');
+      await condition(() => state.paused !== pause);
+      refreshDetails(state, 'writing-results');
+    }
   }
 }
 
