@@ -3,7 +3,7 @@ import { open, mkdtemp, rm, type FileHandle } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'csv-stringify/sync';
-import { isS3Location, objectAt, openStorage, type Storage } from '../storage';
+import { isS3Location, objectAt, openStorage, StoreFault, type Storage } from '../storage';
 import { LocalStorage } from '../storage/local';
 import { countFailure, ledgerReader, type LedgerEntry } from '../lib/run/ledger';
 import { readPlanMeta, readPlanRows, type PlanRow } from '../lib/run/plan';
@@ -431,6 +431,10 @@ async function tablesPass(
             try {
               state = await stateOf(row);
             } catch (err) {
+              // A fault of the store as a whole (down, bucket gone, credentials refused) is not this
+              // row's: shown as "pending", the final tables would lose rows that are done. It ends the
+              // pass, and the run pauses on it (activities/orchestration.ts) until the store is back.
+              if (err instanceof StoreFault) throw err;
               const error = err instanceof Error ? err.message : String(err);
               state = { status: 'unreadable', error: error.slice(0, 300) };
               info.unreadable.push({ index: row.index, error });

@@ -11,7 +11,7 @@ import { writeJudgeRecord } from '../lib/run/judgeScores';
 import { writeReviewMark } from '../lib/run/review';
 import { readPlanRows } from '../lib/run/plan';
 import { toRanges } from '../workflows/dataset/resultsRefresh';
-import { adoptStorage } from '../storage';
+import { adoptStorage, StoreFault } from '../storage';
 import { LocalStorage } from '../storage/local';
 import { CountingStorage } from '../testing/countingStorage';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
@@ -162,6 +162,41 @@ describe('results tables', () => {
     writeFileSync(entryPath, good);
     expect(await writeResults({ runId, outputDir, changedRows: [] })).toMatchObject({ ok: 10 });
     expect((await writeResults({ runId, outputDir })).unreadableRows).toBeUndefined();
+  });
+
+  it('a fault of the whole store while reading entries ends the pass (the run pauses on it) instead of showing done rows pending', async () => {
+    const { outputDir, runId } = await plannedRun('storefault');
+    await finishRows(outputDir, runId, range(0, 10), 'ok');
+    const { writeResults } = createOrchestrationActivities();
+    await writeResults({ runId, outputDir });
+    const before = tables(outputDir);
+    // The store as versitygw answers once the bucket is gone, for every ledger entry read.
+    class BucketGone extends LocalStorage {
+      private gone(key: string): void {
+        if (key.includes('/ledger/')) throw new StoreFault('storageError', `the bucket out does not exist (reading ${key})`);
+      }
+      override read(key: string): Promise<Buffer | undefined> {
+        this.gone(key);
+        return super.read(key);
+      }
+      override readTagged(key: string): Promise<{ data: Buffer; tag: string } | undefined> {
+        this.gone(key);
+        return super.readTagged(key);
+      }
+      override readRange(key: string, start: number, end: number): Promise<Buffer> {
+        this.gone(key);
+        return super.readRange(key, start, end);
+      }
+    }
+    adoptStorage(new BucketGone(outputDir));
+    try {
+      await expect(writeResults({ runId, outputDir, changedRows: [[3, 5]] })).rejects.toThrow(/bucket out does not exist/);
+    } finally {
+      adoptStorage(new LocalStorage(outputDir));
+    }
+    // The tables of the last good pass stay, whole.
+    expect(tables(outputDir)).toEqual(before);
+    expect(await writeResults({ runId, outputDir, changedRows: [[3, 5]] })).toMatchObject({ ok: 10 });
   });
 
   it('a refresh encodes again only the chunks holding changed rows or marks, and its tables are the bytes of a full rewrite', async () => {
