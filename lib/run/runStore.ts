@@ -358,13 +358,18 @@ export class RunStore {
    * Takes an ok entry an earlier release wrote (its digest made without the S3 inputs' ETags) as made
    * from the inputs as they are now: its digest becomes the row's, with their ETags recorded, once its
    * outputs are in place. Upgrading redoes no row; from then on a replaced input is noticed.
-   * Returns the entry as rewritten, or undefined (outputs missing: the row is redone anyway).
+   * Returns the entry as rewritten, or undefined (outputs missing, or the entry changed since it was
+   * read: the row is then looked at again when its turn comes, as any row not found done).
+   * Conditional like every entry write: from the version that holds exactly this entry, so a commit
+   * landing meanwhile is never written over.
    */
   async adoptInputs(entry: LedgerEntry, digest: string, inputs: LedgerEntry['inputs']): Promise<LedgerEntry | undefined> {
     if (!entry.outputImages?.length || !(await this.outputsExist(entry.outputImages, entry.outputDigests))) return undefined;
+    const current = await this.readEntryTagged(entry.index);
+    if (!current || JSON.stringify(current.entry) !== JSON.stringify(entry)) return undefined;
     const adopted: LedgerEntry = { ...entry, digest, ...(inputs ? { inputs } : {}), inputsAdopted: true };
-    await this.writeJson(layout.ledgerEntry(entry.index), adopted);
-    return adopted;
+    const written = await this.storage.writeIf(layout.ledgerEntry(entry.index), `${JSON.stringify(adopted)}\n`, current.tag);
+    return written === undefined ? undefined : adopted;
   }
 
   /**
