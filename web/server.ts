@@ -54,7 +54,7 @@ interface RowsRead {
 
 /** A change sign holds once the newest time in it is this old. */
 const SIGN_SETTLED_MS = 2000;
-/** What a read of the rows consults: the plan, the ledger and its done-markers, marks, scores. */
+/** What a read of the rows consults: the plan, the ledger (and the done-markers of runs from earlier releases), marks, scores. */
 const READ_SOURCES = [layout.plan.rows, layout.plan.meta, layout.ledger, `${layout.ledger}/done`, layout.review, layout.judge];
 
 /**
