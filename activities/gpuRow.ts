@@ -20,7 +20,7 @@ import { encodeOutput, loadInputImage } from '../lib/images';
 import { turnsDone, type LedgerEntry } from '../lib/run/ledger';
 import { generationSeed } from '../lib/run/redo';
 import type { PlanRow } from '../lib/run/plan';
-import { commitRow, layout, ledgerEntry, RunStore, type RowIdentity } from '../lib/run/runStore';
+import { commitRow, layout, ledgerEntry, RunStore, sameRequest, type RowIdentity } from '../lib/run/runStore';
 import type { RowTask } from '../lib/shared/types';
 import { checkOutputsWritable, checkRow, toApplicationFailure } from './editRow';
 
@@ -269,6 +269,11 @@ export function createGpuRowActivities() {
         const { storage } = store;
         const result = validateGpuResult(args.result);
         const row = await store.planRow(task.position);
+        // The version the commit (or the partial entry) starts from: one conditional write from it.
+        const started = (await store.readEntryTagged(task.index)) ?? null;
+        // Another attempt already finished this row for the same request (this one is late: a worker
+        // thought dead): its outputs and their digests stand; writing ours would replace its bytes.
+        if (started?.entry.status === 'ok' && sameRequest(started.entry, row.digest)) return;
         const target = row.outputs[args.output]!;
         const stagedName = reportedOutputName(args.output, result.output_path);
         const staged = stagingKey(task.index, stagedName);
@@ -285,8 +290,6 @@ export function createGpuRowActivities() {
         if (perAttempt && args.chained && !args.last) await storage.write(stagingKey(task.index, `${perAttempt[1]}.png`), produced);
         const output = { path: target.path, bytes: await encodeOutput(produced, target.format, task.encoding) };
         const outputImages = row.outputs.map((o) => o.path);
-        // The version the commit (or the partial entry) starts from: one conditional write from it.
-        const started = (await store.readEntryTagged(task.index)) ?? null;
         const prior = started?.entry;
         const identity = rowIdentity(task, row);
         if (args.last) {

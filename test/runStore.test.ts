@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
@@ -221,8 +221,49 @@ describe('storage requests per committed GPU row and batch row', () => {
     // The commit's ledger part is one create-only write of the entry: the only plain writes are the
     // outputs (the two-request protocol was a done-marker create, then a plain write of the entry).
     expect([gpuCommit.create, gpuCommit.write]).toEqual([tasks.length, tasks.length]);
-    expect([batchCounting.counts.create, batchCounting.counts.write]).toEqual([4, 4]);
+    // The batch job's one other plain write is its `ended` record (the run's shared uploads,
+    // activities/batchUploads.ts): once per job, not per row.
+    expect([batchCounting.counts.create, batchCounting.counts.write]).toEqual([4, 4 + 1]);
   }, 180_000);
+});
+
+describe('a late GPU attempt', () => {
+  it('leaves the outputs and entry of the attempt that finished the row first', async () => {
+    const { tasks } = await planned('gpulate', 1, join(tempDir('atelier-runstore-gpulate-'), 'out'), {
+      backend: 'diffusers',
+      model: '/models/tiny-pix2pix',
+      gpu: { modelType: 'instruct-pix2pix', taskQueue: 'gpu-tiny-pix2pix', seed: 7, params: {} },
+    });
+    const task = tasks[0]!;
+    const gpu = createGpuRowActivities();
+    const env = new MockActivityEnvironment();
+    const plan = (await env.run(gpu.prepareGpuRow, task)) as GpuRowPlan;
+    const commit = async (colour: string, latency: number): Promise<void> => {
+      const png = await sharp({ create: { width: 32, height: 32, channels: 3, background: colour } })
+        .png()
+        .toBuffer();
+      // Each attempt's GPU worker leaves its image where the request said (the late one after the first's commit).
+      mkdirSync(dirname(plan.requests[0]!.output_path), { recursive: true });
+      writeFileSync(plan.requests[0]!.output_path, png);
+      const sha256 = createHash('sha256').update(png).digest('hex');
+      const result = { output_path: plan.requests[0]!.output_path, width: 32, height: 32, seed: 1, num_inference_steps: 1 };
+      await env.run(gpu.commitGpuOutput, {
+        task,
+        output: 0,
+        result: { ...result, latency_ms: latency, batch_size: 1, sha256, size: png.length },
+        last: true,
+        chained: false,
+        attempts: 1,
+      });
+    };
+    await commit('#00ff00', 5);
+    const first = await readLedgerEntry(task.outputDir, task.index);
+    const output = join(task.outputDir, first!.outputImages![0]!);
+    const bytes = readFileSync(output);
+    await commit('#ff0000', 9);
+    expect(await readLedgerEntry(task.outputDir, task.index)).toEqual(first);
+    expect(readFileSync(output).equals(bytes)).toBe(true);
+  }, 120_000);
 });
 
 describe('storage requests per row with the plan line in the task', () => {
