@@ -28,7 +28,7 @@ import { ChildErrorTypes, ErrorTypes, RunErrorTypes } from '../lib/shared/errorT
 import { carriedHistory } from '../lib/run/redo';
 import { ResultsRecords } from '../lib/run/resultsRecords';
 import { layout, RunStore, whileStoreDown } from '../lib/run/runStore';
-import { writeResultsTables, type WriteResultsArgs } from './resultsTables';
+import { resultsTargets, writeResultsTables, type WriteResultsArgs } from './resultsTables';
 import { estimateCostUsd } from './providers/models';
 import type {
   DatasetRunSummary,
@@ -422,9 +422,16 @@ export function createOrchestrationActivities() {
      * A run paused for its store asks whether the store is back (workflows/dataset/storePause.ts):
      * one small write into the run folder. Its failure is the answer (not back), with the reason.
      */
-    async probeStore(args: { outputDir: string }): Promise<{ answered: boolean; reason?: string }> {
+    async probeStore(args: { outputDir: string; outputCsv?: string }): Promise<{ answered: boolean; reason?: string }> {
       try {
         await RunStore.open(args.outputDir).probe();
+        // Results tables kept elsewhere (--output-csv): their store must answer too, or the final
+        // tables would fail again as soon as the pause lifts. A read there: nothing is written
+        // where the user pointed only the tables.
+        if (args.outputCsv) {
+          const target = resultsTargets({ outputDir: args.outputDir, outputCsv: args.outputCsv });
+          await target.storage.stat(target.csv);
+        }
         return { answered: true };
       } catch (err) {
         return { answered: false, reason: boundedMessage((err as Error)?.message ?? String(err)) };

@@ -39,10 +39,17 @@ export function storeFailureOf(err: unknown): string | undefined {
   return cause instanceof ApplicationFailure && cause.type === ErrorTypes.storageError ? cause.message : undefined;
 }
 
+/**
+ * Store pauses that come back this many times in a row right after a probe lifted them stop lifting
+ * by themselves: the probe passes where the run's own writes fail (a key or prefix refused), and
+ * lifting again every minute would only grow the history. The run then waits for `atelier resume`.
+ */
+export const STORE_RELAPSES_MAX = 5;
+
 /** Whether the store answered the probe; a probe that could not run (no worker in time) says no. */
-async function probe(outputDir: string): Promise<boolean> {
+async function probe(outputDir: string, outputCsv: string | undefined): Promise<boolean> {
   try {
-    return (await probeStore({ outputDir })).answered;
+    return (await probeStore({ outputDir, ...(outputCsv ? { outputCsv } : {}) })).answered;
   } catch (err) {
     if (err instanceof ActivityFailure) return false;
     throw err;
@@ -54,19 +61,35 @@ async function probe(outputDir: string): Promise<boolean> {
  * is lifted (`lifted` redraws what the UI shows) or replaced (a resume, a user's pause). Its timers
  * and activities are the workflow's own commands; a cancelled run ends the loop quietly.
  */
-export function liftStorePauses(state: RunState, outputDir: string, lifted: () => void): void {
+export function liftStorePauses(state: RunState, outputDir: string, lifted: () => void, outputCsv?: string): void {
   const loop = async (): Promise<void> => {
     let made = 0;
     let endedAt = Number.NEGATIVE_INFINITY;
+    let liftedAt = Number.NEGATIVE_INFINITY;
+    let relapses = 0;
     for (;;) {
       await condition(() => state.paused?.store === true);
       const pause = state.paused!;
       // A store pause soon after the last one ended (the probe's write went through, the run's did
       // not: a key refused, a store half back) keeps the slower pace reached, not 5 s again.
       if (Date.now() - endedAt > STORE_PROBE_SETTLED_MS) made = 0;
+      relapses = Date.now() - liftedAt <= STORE_PROBE_SETTLED_MS ? relapses + 1 : 0;
+      if (relapses >= STORE_RELAPSES_MAX) {
+        // Left to the user: the pause stays (an ordinary one now) until `atelier resume`.
+        pause.store = false;
+        pause.reason = `${pause.reason} (lifted ${relapses} times when the store answered, and failed again each time: put it right, then \`atelier resume\`)`;
+        lifted();
+        relapses = 0;
+        await condition(() => state.paused !== pause);
+        endedAt = Date.now();
+        continue;
+      }
       while (state.paused === pause) {
         if (await condition(() => state.paused !== pause, storeProbeDelayMs(made++))) break;
-        if ((await probe(outputDir)) && state.liftExpired(pause)) lifted();
+        if ((await probe(outputDir, outputCsv)) && state.liftExpired(pause)) {
+          liftedAt = Date.now();
+          lifted();
+        }
       }
       endedAt = Date.now();
     }

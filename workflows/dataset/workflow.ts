@@ -167,7 +167,7 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     const storePausesLift = patched(PATCH.storePauseLifts);
     if (storePausesLift) {
       window!.storePausesLift = true;
-      liftStorePauses(runState, runInput.outputDir, () => refreshDetails(runState, phase));
+      liftStorePauses(runState, runInput.outputDir, () => refreshDetails(runState, phase), runInput.outputCsv);
     }
     refresher?.start();
     await dispatchAll(input, state, window!, refresher);
