@@ -347,8 +347,9 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           // normalised PNG -> file id, recorded as soon as it is made): this job reuses what another
           // job or an earlier attempt of this one uploaded (activities/batchUploads.ts).
           const upload = client.uploadImage?.bind(client);
+          const reuseMs = batchCapability(spec.backend).uploadReuseMs;
           const refOf = async (png: Buffer): Promise<ImageRef> =>
-            upload ? { fileId: await sharedUpload({ storage, spec, attempt, keyScope, upload, png }) } : png;
+            upload ? { fileId: await sharedUpload({ storage, spec, attempt, keyScope, upload, png, reuseMs }) } : png;
           // Rows sharing a source image share its normalisation and its reference: each distinct
           // image is decoded, fitted and hashed once per job, not once per row (20,000 rows over a
           // few images would otherwise decode 20,000 1024² images to learn they are the same few).

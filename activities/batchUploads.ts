@@ -45,6 +45,8 @@ interface Claim {
   /** The job and attempt that uploads the image: `<jobId>\n<attempt>`. */
   by: string;
   fileId?: string;
+  /** When the provider answered the upload (epoch ms, the uploading worker's clock). */
+  uploadedAt?: number;
 }
 
 /** The run's batch phase, which the uploads of all its jobs belong to. */
@@ -76,6 +78,8 @@ export async function sharedUpload(args: {
   keyScope: string;
   upload: NonNullable<BatchClient['uploadImage']>;
   png: Buffer;
+  /** Where the provider deletes uploads by itself: how long after its upload a file may be reused. */
+  reuseMs?: number;
 }): Promise<string> {
   const { storage, spec, attempt, png } = args;
   const hash = createHash('sha256').update(png).digest('hex');
@@ -86,8 +90,13 @@ export async function sharedUpload(args: {
   for (;;) {
     const text = (await storage.read(claimKey))?.toString('utf8');
     const claim = text === undefined ? undefined : (JSON.parse(text) as Claim);
-    if (claim?.fileId) return claim.fileId;
-    if (!claim) {
+    // A file the provider may delete before this job's batch runs is uploaded again (the old one
+    // stays recorded under files/, and the cleanup deletes it with the rest).
+    const fresh = args.reuseMs === undefined || (claim?.uploadedAt !== undefined && Date.now() - claim.uploadedAt < args.reuseMs);
+    if (claim?.fileId && fresh) return claim.fileId;
+    if (claim?.fileId) {
+      await storage.write(claimKey, JSON.stringify(me));
+    } else if (!claim) {
       if (!(await storage.create(claimKey, JSON.stringify(me)))) continue;
     } else {
       const [job, tried] = claim.by.split('\n');
@@ -106,7 +115,7 @@ export async function sharedUpload(args: {
     }
     const fileId = await args.upload(png, uploadLabel(spec));
     await storage.write(`${prefix}files/${hash}.${randomUUID()}`, fileId);
-    await storage.write(claimKey, JSON.stringify({ ...me, fileId } satisfies Claim));
+    await storage.write(claimKey, JSON.stringify({ ...me, fileId, uploadedAt: Date.now() } satisfies Claim));
     return fileId;
   }
 }

@@ -3,7 +3,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBatchActivities, createBatchPlanningActivities, type PlanBatchJobsInput } from '../activities/batch';
+import { sharedUpload, uploadLabel } from '../activities/batchUploads';
 import { createOrchestrationActivities } from '../activities/orchestration';
+import { layout } from '../lib/run/runStore';
+import { LocalStorage } from '../storage/local';
 import type { BatchJobResult, BatchJobSpec, BatchPlan, BatchStatus, BatchSubmission } from '../lib/shared/batch';
 import { startOpenAIStandin, type OpenAIStandin } from '../activities/providers/openai/standin';
 import { tempDir, writePng, writeText } from './helpers/fixtures';
@@ -108,4 +111,33 @@ describe("a run's batch uploads", () => {
     expect(refused).toMatchObject({ ok: 0, failedByType: { Retryable: 2 } });
     expect(runFiles()).toEqual([]);
   }, 120_000);
+});
+
+describe('an upload the provider deletes by itself (Gemini: after 48 hours)', () => {
+  it('is reused only within its reuse window; past it the image is uploaded again and both files are recorded for the cleanup', async () => {
+    const storage = new LocalStorage(join(tempDir('atelier-batch-reuse-'), 'out'));
+    const spec = { runId: 'reuse', phaseId: 'p1', jobId: 'reuse#p1-r0j0' } as BatchJobSpec;
+    const made: string[] = [];
+    const upload = async (): Promise<string> => {
+      made.push(`file-${made.length}`);
+      return made.at(-1)!;
+    };
+    const png = Buffer.from('an image');
+    const args = { storage, spec, attempt: 1, keyScope: 'k', upload, png, reuseMs: 60_000 };
+    expect(await sharedUpload(args)).toBe('file-0');
+    // A later job within the window names the same file.
+    expect(await sharedUpload({ ...args, spec: { ...spec, jobId: 'reuse#p1-r1j0' } })).toBe('file-0');
+    expect(made).toHaveLength(1);
+    // The same claim, uploaded longer ago than the window: a new upload.
+    const claimsAt = `${layout.batchUploads(uploadLabel(spec))}k/claims/`;
+    const claims = await storage.list(claimsAt);
+    expect(claims).toHaveLength(1);
+    const claimKey = claims[0]!.startsWith(claimsAt) ? claims[0]! : `${claimsAt}${claims[0]!}`;
+    const claim = JSON.parse((await storage.read(claimKey))!.toString()) as { uploadedAt: number };
+    await storage.write(claimKey, JSON.stringify({ ...claim, uploadedAt: claim.uploadedAt - 61_000 }));
+    expect(await sharedUpload({ ...args, spec: { ...spec, jobId: 'reuse#p1-r2j0' } })).toBe('file-1');
+    // Without a window (OpenAI keeps files until deleted) the old claim is reused as it is.
+    expect(await sharedUpload({ ...args, reuseMs: undefined, spec: { ...spec, jobId: 'reuse#p1-r3j0' } })).toBe('file-1');
+    expect(await storage.list(`${layout.batchUploads(uploadLabel(spec))}k/files/`)).toHaveLength(2);
+  });
 });

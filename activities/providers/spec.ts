@@ -57,6 +57,12 @@ export interface BatchCapability {
   oneEndpointPerBatch: boolean;
   /** The provider's batch client; its module (and SDK) loads on the first call. */
   client(deps: BatchClientDeps): Promise<BatchClient>;
+  /**
+   * How long after its upload a file may still be named by a new job's lines, where the provider
+   * deletes uploaded files by itself (Gemini: after 48 hours, and a batch may take 24 to run).
+   * Absent: files stay until deleted (OpenAI).
+   */
+  uploadReuseMs?: number;
 }
 
 /** A stand-in of the provider's API on loopback (its contract tests use it; `atelier standin <name>` starts it). */

@@ -24,6 +24,9 @@ export const geminiSpec = {
     requestsPerRow: (numImages) => numImages,
     oneEndpointPerBatch: false,
     client: async (deps) => (await import('./batch')).geminiBatchClient(deps),
+    // Files are deleted 48 hours after upload (ai.google.dev/gemini-api/docs/files) and a batch
+    // may take 24 hours: a later round names only files uploaded within the last 24.
+    uploadReuseMs: 24 * 3600_000,
   },
   standin: {
     start: async (port) => (await import('./standin')).startGeminiStandin(portOption(port)),
