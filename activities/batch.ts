@@ -582,7 +582,12 @@ export function createBatchActivities(deps: BatchActivityDeps) {
           args.batchId ??
           (await readJson<SubmissionRecord>(storage, jobKey(args.spec, 'submitted')))?.batchId ??
           (await client.findTagged(args.spec, since));
-        if (!batchId) return {};
+        if (!batchId) {
+          // Cancelled before it had a batch: it will never name the run's uploads, so it ends here
+          // (or the other jobs of its round, waiting for its `ended` record, would keep them forever).
+          await endJob(args.spec, 0);
+          return {};
+        }
         const status = await client.status(batchId);
         if (!status.terminal) await client.cancel(batchId);
         return { batchId, providerStatus: (await client.status(batchId)).providerStatus };

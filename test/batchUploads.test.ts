@@ -113,6 +113,18 @@ describe("a run's batch uploads", () => {
   }, 120_000);
 });
 
+describe("a run's batch uploads when the run is cancelled", () => {
+  it('a job cancelled before it had a batch ends: when it is the last, the uploads are deleted', async () => {
+    const { env, specOf, activities, runFiles, finish } = await twoJobRun('batch-uploads-cancelled');
+    const first = (await env.run(activities.submitBatchJob, specOf(0))) as BatchSubmission;
+    expect(await finish(specOf(0), first.batchId!)).toMatchObject({ ok: 2 });
+    expect(runFiles()).toHaveLength(2);
+    // The run is cancelled before the second job submits: no batch to cancel, and nothing left behind.
+    expect(await env.run(activities.cancelBatchJob, { spec: specOf(1) })).toEqual({});
+    expect(runFiles()).toEqual([]);
+  }, 120_000);
+});
+
 describe('an upload the provider deletes by itself (Gemini: after 48 hours)', () => {
   it('is reused only within its reuse window; past it the image is uploaded again and both files are recorded for the cleanup', async () => {
     const storage = new LocalStorage(join(tempDir('atelier-batch-reuse-'), 'out'));
