@@ -274,11 +274,11 @@ async function rowsPage(args: RowsPageArgs): Promise<RowsPage> {
  * and the workflow pauses the run with this reason until the store answers (a run recorded before
  * that fails as before).
  */
-async function pausingOnStore<T>(op: () => Promise<T>): Promise<T> {
+async function pausingOnStore<T>(pauseOnStore: boolean | undefined, op: () => Promise<T>): Promise<T> {
   try {
     return await op();
   } catch (err) {
-    if (err instanceof StoreFault || (err instanceof ClassifiedError && err.kind === 'storageError'))
+    if (pauseOnStore && (err instanceof StoreFault || (err instanceof ClassifiedError && err.kind === 'storageError')))
       throw ApplicationFailure.create({ type: ErrorTypes.storageError, message: boundedMessage(err.message), nonRetryable: true });
     throw err;
   }
@@ -415,7 +415,7 @@ export function createOrchestrationActivities() {
     async nextRowsPage(args: RowsPageArgs): Promise<RowsPage> {
       // The store down for a while is waited out here; then, or at once for a bucket gone or
       // credentials refused, the failure is a StorageError and the run pauses for the store.
-      return pausingOnStore(() => whileStoreDown(() => rowsPage(args)));
+      return pausingOnStore(args.pauseOnStore, () => whileStoreDown(() => rowsPage(args)));
     },
 
     /**
@@ -495,7 +495,9 @@ export function createOrchestrationActivities() {
       const heartbeat = heartbeatOf(context);
       // A store down for a while is waited out (the tables written again from the start once it is back).
       // Past that, or at once for a bucket gone or credentials refused, the run pauses for the store.
-      const { summary, info } = await pausingOnStore(() => whileStoreDown(() => writeResultsTables(args, heartbeat), heartbeat));
+      const { summary, info } = await pausingOnStore(args.pauseOnStore, () =>
+        whileStoreDown(() => writeResultsTables(args, heartbeat), heartbeat),
+      );
       if (info.unreadable.length) {
         const shown = info.unreadable.slice(0, 5).map((u) => `row ${u.index}: ${u.error}`);
         context?.log.warn(`results: ${info.unreadable.length} ledger entries could not be read (shown pending): ${shown.join('; ')}`);

@@ -66,6 +66,11 @@ export interface WriteResultsArgs {
    * the ledger. Absent: every row is (a full rewrite).
    */
   changedRows?: Array<[number, number]>;
+  /**
+   * A store fault fails the write at once (no activity retry): the workflow pauses the run for the
+   * store (patch `atelier-store-pause-lifts`). Absent (refreshes, older histories): retried as before.
+   */
+  pauseOnStore?: boolean;
 }
 
 /** What went into a write, beside the summary: how much it read (for the bench and the tests). */

@@ -171,6 +171,11 @@ export interface RowsPageArgs {
    * stored answer), for its task: the row activity then reads neither on its first attempt.
    */
   carryRows?: boolean;
+  /**
+   * A store fault fails the page at once (no activity retry): the workflow pauses the run for the
+   * store (patch `atelier-store-pause-lifts`). Absent (older histories): retried as before.
+   */
+  pauseOnStore?: boolean;
 }
 
 export interface RowsPage {

@@ -88,6 +88,7 @@ export class RowWindow {
         // activity reads neither the plan nor (on a first attempt) the ledger. New histories only:
         // older ones replay the pages and tasks they recorded.
         ...(input.backend !== 'diffusers' && patched(PATCH.rowPlanInTask) ? { carryRows: true } : {}),
+        ...(this.storePausesLift ? { pauseOnStore: true } : {}),
       });
     } catch (err) {
       const fault = this.storePausesLift ? storeFailureOf(err) : undefined;

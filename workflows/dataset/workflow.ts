@@ -259,7 +259,7 @@ async function dispatchAll(
 async function finalTables(input: DatasetWorkflowInput, state: RunState, storePausesLift: boolean): Promise<DatasetRunSummary> {
   for (;;) {
     try {
-      return await writeFinalResults(resultsArgs(input));
+      return await writeFinalResults({ ...resultsArgs(input), ...(storePausesLift ? { pauseOnStore: true } : {}) });
     } catch (err) {
       const fault = storePausesLift ? storeFailureOf(err) : undefined;
       if (fault === undefined) throw err;
