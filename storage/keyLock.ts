@@ -13,10 +13,12 @@ import { NEW_FILE_FLAGS, tempName } from './atomicFile';
 // version in between another's compare and its rename.
 //
 // A lock whose holder died (killed inside the few milliseconds it is held) is broken: at once when
-// the holder ran on this host and its process is gone, else once it is older than LOCK_STALE_MS
-// (another host's process cannot be asked). A holder merely frozen that long (SIGSTOP, a suspended
-// VM) on another host could then rename after a newer version: the one case this lock cannot rule
-// out, as no file lock can without the kernel's help; a frozen holder on this host keeps its lock.
+// the holder ran on this host and its process is gone, else once this process has seen the very
+// same lock for LOCK_STALE_MS (another host's process cannot be asked, and its clock is not ours to
+// compare with). A holder merely frozen that long (SIGSTOP, a suspended VM) on another host could
+// then rename after a newer version: the one case this lock cannot rule out, as no file lock can
+// without the kernel's help (a holder checks the lock is still its own right before its rename,
+// which narrows it to that check's instant); a live holder on this host keeps its lock.
 
 /** The suffix of lock files: listings leave them out, like temp files. */
 export const LOCK_SUFFIX = '.cas-lock';
@@ -44,7 +46,10 @@ function alive(pid: number): boolean {
   }
 }
 
-function stale(seen: Buffer): boolean {
+/** Locks held by other hosts' processes as this process first saw them: path -> bytes, since (our clock). */
+const firstSeen = new Map<string, { seen: Buffer; since: number }>();
+
+function stale(path: string, seen: Buffer): boolean {
   let owner: Partial<LockOwner>;
   try {
     owner = JSON.parse(seen.toString('utf8')) as Partial<LockOwner>;
@@ -52,8 +57,13 @@ function stale(seen: Buffer): boolean {
     // A lock is linked from a complete temp file, never seen half-written: this is no lock of ours.
     return true;
   }
-  if (owner.host === hostname() && typeof owner.pid === 'number' && !alive(owner.pid)) return true;
-  return typeof owner.at !== 'number' || Date.now() - owner.at > LOCK_STALE_MS;
+  if (owner.host === hostname() && typeof owner.pid === 'number') return !alive(owner.pid);
+  const known = firstSeen.get(path);
+  if (known?.seen.equals(seen)) return Date.now() - known.since > LOCK_STALE_MS;
+  // Bounded: a process waits on few locks, and each entry is dropped when its lock is taken.
+  if (firstSeen.size > 1000) firstSeen.clear();
+  firstSeen.set(path, { seen, since: Date.now() });
+  return false;
 }
 
 /**
@@ -75,9 +85,10 @@ async function breakLock(path: string, seen: Buffer): Promise<void> {
 
 /**
  * Runs `body` holding the lock file `path` (a path the caller confined, e.g. through a held folder),
- * then removes it. `what` names the key for the message when the lock stays taken.
+ * then removes it. `what` names the key for the message when the lock stays taken. `body` calls
+ * `stillHeld()` right before its rename: it throws (retryable) when the lock was broken meanwhile.
  */
-export async function withKeyLock<T>(path: string, what: string, body: () => Promise<T>): Promise<T> {
+export async function withKeyLock<T>(path: string, what: string, body: (stillHeld: () => Promise<void>) => Promise<T>): Promise<T> {
   const owner: LockOwner = { host: hostname(), pid: process.pid, nonce: randomBytes(8).toString('hex'), at: Date.now() };
   const mine = Buffer.from(JSON.stringify(owner));
   // The lock appears whole: written to a temp file first, then linked to its name.
@@ -93,6 +104,7 @@ export async function withKeyLock<T>(path: string, what: string, body: () => Pro
     for (let wait = 1; ; wait = Math.min(wait * 2, 50)) {
       try {
         await link(temp, path);
+        firstSeen.delete(path);
         break;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -102,7 +114,7 @@ export async function withKeyLock<T>(path: string, what: string, body: () => Pro
         throw err;
       });
       if (seen === undefined) continue; // released meanwhile
-      if (stale(seen)) {
+      if (stale(path, seen)) {
         await breakLock(path, seen);
         continue;
       }
@@ -116,8 +128,13 @@ export async function withKeyLock<T>(path: string, what: string, body: () => Pro
   } finally {
     await unlink(temp).catch(() => undefined);
   }
+  const stillHeld = async (): Promise<void> => {
+    const held = await readFile(path).catch(() => undefined);
+    if (!held?.equals(mine))
+      throw new ClassifiedError('retryable', `${what}: the lock ${path} was taken from this writer as stale; try again`);
+  };
   try {
-    return await body();
+    return await body(stillHeld);
   } finally {
     // Removed only while it is still this writer's (a lock broken as stale and taken anew is not).
     const held = await readFile(path).catch(() => undefined);

@@ -426,12 +426,13 @@ export class LocalStorage implements Storage {
           }
           // Compare, then rename, under the key's lock: no other conditional writer of the key can
           // replace it in between (and a create can't, the object being there).
-          return await withKeyLock(at(`${name}${LOCK_SUFFIX}`), path, async () => {
+          return await withKeyLock(at(`${name}${LOCK_SUFFIX}`), path, async (stillHeld) => {
             const current = await stat(at(name), { bigint: true }).catch((err: NodeJS.ErrnoException) => {
               if (err.code === 'ENOENT') return undefined;
               throw err;
             });
             if (!current?.isFile() || tagOf(current) !== tag) return undefined;
+            await stillHeld();
             await rename(temp, at(name));
             return written;
           });

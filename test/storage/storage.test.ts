@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, 
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { LocalStorage } from '../../storage/local';
 import { S3Storage } from '../../storage/s3';
@@ -174,9 +174,21 @@ describe('local conditional writes: the key lock', () => {
     const v2 = (await storage.writeIf('k.json', 'v2', v1))!;
     expect(v2).toBeDefined();
     expect(existsSync(lock)).toBe(false);
-    // Another host's holder, ten minutes ago: it can't be asked, and is taken as gone.
+    // Another host's holder: it can't be asked, and its clock is not ours (its lock says ten minutes
+    // ago). The writer waits its while and gives up (retryable), having seen the lock once...
     writeFileSync(lock, JSON.stringify({ host: 'another-host', pid: 1, nonce: 'b', at: Date.now() - 600_000 }));
-    const v3 = (await storage.writeIf('k.json', 'v3', v2))!;
+    const waited = await storage.writeIf('k.json', 'v3', v2).catch((e: unknown) => e);
+    expect((waited as ClassifiedError).kind).toBe('retryable');
+    expect(String(await storage.read('k.json'))).toBe('v2');
+    // ... and breaks it once this process has seen that very lock for over two minutes (its own clock).
+    const realNow = Date.now.bind(Date);
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => realNow() + 150_000);
+    let v3: string;
+    try {
+      v3 = (await storage.writeIf('k.json', 'v3', v2))!;
+    } finally {
+      clock.mockRestore();
+    }
     expect(v3).toBeDefined();
     // A live holder (this very process): the writer waits until it lets go, then compares.
     writeFileSync(lock, JSON.stringify({ host: hostname(), pid: process.pid, nonce: 'c', at: Date.now() }));
@@ -187,5 +199,5 @@ describe('local conditional writes: the key lock', () => {
     expect(await waiting).toBeDefined();
     expect(String(await storage.read('k.json'))).toBe('v4');
     expect(readdirSync(storage.location)).toEqual(['k.json']);
-  });
+  }, 60_000);
 });
