@@ -261,7 +261,6 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
     }
     log(`PostgreSQL on 127.0.0.1:${pgPort}, schemas ready (${((Date.now() - started) / 1000).toFixed(1)} s)`);
 
-    const frontend = await freeLowPort();
     const dynamicConfig = join(dir, 'dynamicconfig.yaml');
     writeFileSync(
       dynamicConfig,
@@ -270,31 +269,46 @@ export async function startLocalCluster(options: LocalClusterOptions = {}): Prom
         'matching.numTaskqueueReadPartitions:\n  - value: 1\nmatching.numTaskqueueWritePartitions:\n  - value: 1\n',
     );
     const config = join(dir, 'temporal.yaml');
-    writeFileSync(
-      config,
-      await serverConfig(
-        readFileSync(join(tools.moduleDir, 'config', 'development-postgres12.yaml'), 'utf8'),
-        { pg: pgPort, frontend },
-        dynamicConfig,
-        freeLowPort,
-      ),
-    );
-    const serverLog = join(dir, 'temporal-server.log');
-    const server = spawnTied(tools.server, ['--config-file', config, '--allow-no-auth', 'start'], { logFile: serverLog });
-    processes.push(server);
-    const address = `127.0.0.1:${frontend}`;
+    let serverLog = '';
     const deadline = Date.now() + (options.startTimeoutMs ?? 120_000);
+    let address = '';
     let connection: Connection | undefined;
-    while (!connection) {
-      if (server.child.exitCode !== null) throw new Error(`the Temporal server exited while starting:\n${tail(serverLog)}`);
-      try {
-        connection = await Connection.connect({ address, connectTimeout: 1000 });
-        await connection.workflowService.getSystemInfo({});
-      } catch {
-        await connection?.close().catch(() => undefined);
-        connection = undefined;
-        if (Date.now() > deadline) throw new Error(`the Temporal server did not answer on ${address}:\n${tail(serverLog)}`);
-        await sleep(250);
+    // The ports are free when picked, but another process (a parallel test file) can bind one before
+    // the server does: the server then exits with "address already in use", and starts again on
+    // newly picked ones.
+    for (let start = 1; !connection; start++) {
+      const frontend = await freeLowPort();
+      serverLog = join(dir, start === 1 ? 'temporal-server.log' : `temporal-server-${start}.log`);
+      writeFileSync(
+        config,
+        await serverConfig(
+          readFileSync(join(tools.moduleDir, 'config', 'development-postgres12.yaml'), 'utf8'),
+          { pg: pgPort, frontend },
+          dynamicConfig,
+          freeLowPort,
+        ),
+      );
+      const server = spawnTied(tools.server, ['--config-file', config, '--allow-no-auth', 'start'], { logFile: serverLog });
+      processes.push(server);
+      address = `127.0.0.1:${frontend}`;
+      while (!connection) {
+        if (server.child.exitCode !== null) {
+          const why = tail(serverLog);
+          if (/address already in use/.test(why) && start < 4) {
+            log(`the Temporal server met a port taken meanwhile; starting it again on other ports`);
+            break;
+          }
+          throw new Error(`the Temporal server exited while starting:\n${why}`);
+        }
+        try {
+          connection = await Connection.connect({ address, connectTimeout: 1000 });
+          await connection.workflowService.getSystemInfo({});
+        } catch {
+          await connection?.close().catch(() => undefined);
+          connection = undefined;
+          if (Date.now() > deadline) throw new Error(`the Temporal server did not answer on ${address}:\n${tail(serverLog)}`);
+          await sleep(250);
+        }
       }
     }
     try {
