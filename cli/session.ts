@@ -16,6 +16,7 @@ import { UsageError } from '../lib/shared/errors';
 import { installWorkerLogging } from '../lib/logging';
 import { ALL_SEARCH_ATTRIBUTES } from '../lib/shared/searchAttributes';
 import { findTemporalCli } from '../lib/temporal/temporalCli';
+import { endDeadWorkersActivities } from '../lib/temporal/deadWorkers';
 import { tracePhase } from '../lib/phaseTrace';
 import {
   connectClient,
@@ -236,6 +237,15 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     const searchAttributes = external ? await ensureSearchAttributes(client, namespace, options.log) : true;
     let workers: Worker[] = [];
     let workersDone: Promise<void> | undefined;
+    if (runWorkers && !external) {
+      // Before this command's workers poll: what a killed command's workers left started goes on now,
+      // not after its heartbeat timeout (lib/temporal/deadWorkers.ts).
+      const ended = await endDeadWorkersActivities(client);
+      if (ended.length > 0)
+        options.log?.(
+          `${ended.length} task(s) a stopped worker left unfinished run again now: ${[...new Set(ended.map((e) => e.activityType))].join(', ')}`,
+        );
+    }
     if (runWorkers) {
       const nativeConnection = await connectNative(target);
       cleanups.unshift(() => nativeConnection.close());

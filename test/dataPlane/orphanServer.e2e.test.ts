@@ -75,6 +75,61 @@ describe('the embedded server of a killed edit', () => {
     expect(calls.length).toBeLessThanOrEqual(7);
   });
 
+  it("runs a killed command's row again at once, not after the row's heartbeat timeout", async () => {
+    // A row's call still in flight at the kill (the stand-in answers after 5 s) with a heartbeat
+    // timeout of 2 minutes: the re-run finds the dead worker's started attempt and fails it, so the
+    // row goes on within seconds. Before, the re-run waited out the 2 minutes (and as long for a
+    // results refresh a kill caught in flight, whose heartbeat timeout is also 2 minutes).
+    const slow = await startOpenAIStandin({ latencyMs: 5000 });
+    try {
+      const dir = tempDir('atelier-orphan-');
+      await writePng(join(dir, 'a.png'));
+      writeText(join(dir, 'rows.csv'), ['input_images,instruction', 'a.png,in-flight row 0', 'a.png,in-flight row 1'].join('\n'));
+      const env: NodeJS.ProcessEnv = { ...process.env, OPENAI_API_KEY: API_KEY, OPENAI_BASE_URL: slow.baseURL };
+      delete env.TEMPORAL_ADDRESS;
+      const args = [
+        'edit',
+        '--input',
+        join(dir, 'rows.csv'),
+        '--output-dir',
+        join(dir, 'out'),
+        '--backend',
+        'openai',
+        '--model',
+        'gpt-image-2',
+        '--state-dir',
+        join(dir, 'state'),
+        '--window',
+        '1',
+        '--concurrency',
+        '1',
+        '--heartbeat-timeout',
+        '120',
+      ];
+      const first = new CliProcess(args, env);
+      await waitUntil(() => slow.callsFor('in-flight row').length >= 1, 60_000, 'the first call');
+      first.child.kill('SIGKILL');
+      await first.exited;
+
+      const started = Date.now();
+      const second = await atelier(args, env);
+      expect(second.code, second.stdout + second.stderr).toBe(0);
+      expect(second.stdout + second.stderr).toMatch(/1 task\(s\) a stopped worker left unfinished run again now: editRow/);
+      // Two rows of 5 s each, the server's restart and the row's retry back-off: well under the 120 s.
+      expect(Date.now() - started).toBeLessThan(60_000);
+      const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8')
+        .trim()
+        .split('\n')
+        .slice(1);
+      expect(rows).toHaveLength(2);
+      expect(rows.every((r) => r.includes(',ok,'))).toBe(true);
+      // The row in flight at the kill was paid once more (its answer died with the worker); no other.
+      expect(slow.callsFor('in-flight row')).toHaveLength(3);
+    } finally {
+      await slow.close();
+    }
+  });
+
   it('stops with the command on a second Ctrl-C, leaving no server behind', async () => {
     const dir = tempDir('atelier-orphan-');
     await writePng(join(dir, 'a.png'));
