@@ -168,7 +168,9 @@ export class S3Storage implements Storage {
           IfMatch: `"${tag}"`,
         }),
       );
-      return Buffer.from(await out.Body!.transformToByteArray());
+      const bytes = Buffer.from(await out.Body!.transformToByteArray());
+      // The answer's own ETag too: a store that ignores If-Match on a read still never passes off another version.
+      return etagOf(out.ETag) === tag ? bytes : undefined;
     } catch (err) {
       // 412: another version now; 404: gone.
       if (statusOf(err) === 412 || isNotFound(err)) return undefined;
