@@ -341,7 +341,8 @@ async function tablesPass(
   const keptChunks = kept ? kept.chunks.map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => !redo.has(chunk)) : [];
   // A write that would leave too many packs in use writes every chunk's parts as one new pack instead.
   const packsInUse = new Set(keptChunks.map(({ entry }) => entry.pack)).size + (redo.size ? 1 : 0);
-  const whole = !kept || packsInUse > MAX_PACKS;
+  // So does one whose records commit makes a new base: the kept states that lie in the current base go with it.
+  const whole = !kept || packsInUse > MAX_PACKS || records.rebasesOnCommit;
 
   // A refresh reads the rows named and trusts their outputs (written before their entries; the
   // final pass checks them). A full pass lists the ledger and the outputs' folders once and reads
@@ -362,7 +363,7 @@ async function tablesPass(
     parquet: new KeptPartReader(table(target.parquet, kept?.tables.parquet), 'parquet', keptChunks),
     // The states of the chunks encoded again (and of every chunk when this write makes the one pack).
     states: new KeptPartReader(
-      { storage: store, key: (entry) => layout.results.pack(entry.pack, 'states') },
+      { storage: store, key: (entry) => entry.statesKey ?? layout.results.pack(entry.pack, 'states') },
       'states',
       (kept?.chunks ?? []).map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => whole || redo.has(chunk)),
     ),
@@ -501,10 +502,15 @@ async function tablesPass(
     parquet = undefined;
     // The records first: tables written from them can always be written again.
     if (kept) await records.commit(read, tags);
-    else await records.commitBase(packFiles.states);
+    else {
+      // A full write's states file is the records' new base: its chunks' states are read from there.
+      const statesKey = await records.commitBase(packFiles.states);
+      for (const entry of entries) entry.statesKey = statesKey;
+    }
     heartbeat();
     if (redo.size || whole) {
-      for (const part of ['meta', 'states'] as const) await store.writeFromFile(layout.results.pack(packId, part), packFiles[part]);
+      for (const part of kept ? (['meta', 'states'] as const) : (['meta'] as const))
+        await store.writeFromFile(layout.results.pack(packId, part), packFiles[part]);
       heartbeat();
     }
     const [jsonlTag, parquetTag, csvTag] = await target.storage.replaceFromFiles([

@@ -298,12 +298,13 @@ describe('results tables', () => {
     }
     expect(counting.counts.readRange).toBeLessThanOrEqual(3 * 2 + 1 + 2); // kept parts (either side of the changed chunk), states; plan rows of one chunk
     expect(counting.total()).toBeLessThanOrEqual(30);
-    // Three packs in use (the full write's, then one per refresh), two parts each (metadata and
-    // states: the table bytes are the tables'); the fallback's unused packs were removed.
-    expect(readdirSync(packs)).toHaveLength(3 * 2);
+    // Three packs in use: the full write's (metadata; its states are the records' base), then one
+    // per refresh (metadata and states; the table bytes are the tables'). The fallback's unused
+    // packs were removed.
+    expect(readdirSync(packs)).toHaveLength(1 + 2 * 2);
   });
 
-  it("a full write writes the tables once: its pack holds the row groups' metadata and the rows' states, not the tables again", async () => {
+  it("a full write writes the tables and the rows' states once: its pack is the row groups' metadata", async () => {
     const rows = 2500;
     const { outputDir, runId } = await plannedRun('once', rows);
     const args = { runId, outputDir };
@@ -317,15 +318,14 @@ describe('results tables', () => {
     }
     const tableBytes = Object.values(tables(outputDir)).reduce((sum, b) => sum + b.length, 0);
     const packs = join(outputDir, '.atelier', 'results', 'packs');
-    // Written once (one upload each on S3), and kept once on disk: the packs hold no table part.
+    // Written once (one upload each on S3), and kept once on disk: the packs hold no table part
+    // (before, the full write's pack was its tables again, with the metadata and states besides),
+    // and the rows' states are the records' base itself (before, a pack part too).
     expect(counting.bytesWritten((key) => /^results\.(csv|jsonl|parquet)$/.test(key))).toBe(tableBytes);
-    const packBytes = counting.bytesWritten((key) => key.startsWith('.atelier/results/packs/'));
-    expect(packBytes).toBeLessThan(tableBytes / 2);
-    expect(
-      readdirSync(packs)
-        .map((n) => n.split('.')[1])
-        .sort(),
-    ).toEqual(['meta', 'states']);
+    expect(readdirSync(packs).map((n) => n.split('.')[1])).toEqual(['meta']);
+    const meta = statSync(join(packs, readdirSync(packs)[0]!)).size;
+    expect(counting.bytesWritten((key) => key.startsWith('.atelier/results/packs/'))).toBe(meta);
+    expect(meta).toBeLessThan(tableBytes / 4);
     // A refresh keeps the chunks it did not encode from the tables themselves: still no table bytes under .atelier/.
     await finishRows(outputDir, runId, [1500], 'failed');
     expect((await writeResultsTables({ ...args, changedRows: [[1500, 1500]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
@@ -335,6 +335,28 @@ describe('results tables', () => {
     const refreshed = tables(outputDir);
     rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
     await writeResultsTables(args);
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
+  });
+
+  it("refreshes past the records' 24 segments (a new base, the one the full write's states lie in removed) stay refreshes", async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('rebase', rows);
+    const args = { runId, outputDir };
+    await writeResultsTables(args);
+    for (let n = 0; n < 27; n++) {
+      // A row in the first chunk each time (its states read again), and the last chunk's states kept.
+      await finishRows(outputDir, runId, [n], n % 2 ? 'ok' : 'failed');
+      expect((await writeResultsTables({ ...args, changedRows: [[n, n]] })).info, `refresh ${n + 1}`).toMatchObject({
+        full: false,
+        chunksEncoded: 1,
+      });
+    }
+    await finishRows(outputDir, runId, [2400], 'ok');
+    expect((await writeResultsTables({ ...args, changedRows: [[2400, 2400]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    expect((await writeResultsTables(args)).summary).toMatchObject({ ok: 14, failed: 14 });
     const scratch = tables(outputDir);
     for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
   });
@@ -376,7 +398,7 @@ describe('results tables', () => {
       const index = chunk * 1000 + 7;
       await finishRows(outputDir, runId, [index], chunk % 2 ? 'ok' : 'failed');
       expect((await writeResultsTables({ ...args, changedRows: [[index, index]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
-      // The full write's pack and one per refresh; the 12th refresh would make 13: its tables become the one pack.
+      // The full write's pack and one per refresh; the 12th refresh would make 13: it writes every chunk's parts as the one pack.
       expect(packs()).toBe(chunk < 11 ? chunk + 2 : chunk - 10);
     }
     // And a refresh after that builds on the one pack again.
