@@ -22,6 +22,7 @@ import {
   saveTablesManifest,
   tablesSchema,
   type ChunkEntry,
+  type PartSource,
   type TablesManifest,
   type TallyData,
 } from '../lib/run/resultsChunks';
@@ -298,7 +299,13 @@ async function tablesPass(
   const inputColumns = meta.columns.filter((c) => !resultColumns.includes(c));
   const csvColumns = [...inputColumns, ...resultColumns];
   const chunkCount = Math.ceil(meta.totalRows / CHUNK);
-  const schema = tablesSchema({ plan: tag, chunkRows: CHUNK, csvColumns, enhanced: enhancedColumn });
+  const schema = tablesSchema({
+    plan: tag,
+    chunkRows: CHUNK,
+    csvColumns,
+    enhanced: enhancedColumn,
+    tables: [target.csv, target.jsonl, target.parquet].map((key) => target.storage.describe(key)),
+  });
 
   // Incremental: records and kept chunks that agree with this plan and these columns. Else a full write.
   // The records' pointer only: the states of the rows a refresh does not read come from the kept chunks.
@@ -332,9 +339,10 @@ async function tablesPass(
     });
   } else for (let chunk = 0; chunk < chunkCount; chunk++) redo.add(chunk);
   const keptChunks = kept ? kept.chunks.map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => !redo.has(chunk)) : [];
-  // A write that would leave too many packs in use keeps its whole tables as one pack instead.
+  // A write that would leave too many packs in use writes every chunk's parts as one new pack instead.
   const packsInUse = new Set(keptChunks.map(({ entry }) => entry.pack)).size + (redo.size ? 1 : 0);
-  const whole = !kept || packsInUse > MAX_PACKS;
+  // So does one whose records commit makes a new base: the kept states that lie in the current base go with it.
+  const whole = !kept || packsInUse > MAX_PACKS || records.rebasesOnCommit;
 
   // A refresh reads the rows named and trusts their outputs (written before their entries; the
   // final pass checks them). A full pass lists the ledger and the outputs' folders once and reads
@@ -346,13 +354,16 @@ async function tablesPass(
   const read = new Map<number, RecordedState>();
   const tags = new Map<number, string>();
   const info: ResultsPassInfo = { entriesRead: 0, full: !loaded, chunksEncoded: redo.size, unreadable: [] };
+  // The kept chunks' table bytes, from the tables this write replaces (read before it replaces them),
+  // each only while it is the version the manifest names.
+  const table = (key: string, tag: string | undefined): PartSource => ({ storage: target.storage, key: () => key, tag: tag ?? '' });
   const readers = {
-    csv: new KeptPartReader(store, 'csv', keptChunks),
-    jsonl: new KeptPartReader(store, 'jsonl', keptChunks),
-    parquet: new KeptPartReader(store, 'parquet', keptChunks),
-    // The states of the chunks encoded again (and of every chunk when the tables become the pack).
+    csv: new KeptPartReader(table(target.csv, kept?.tables.csv), 'csv', keptChunks),
+    jsonl: new KeptPartReader(table(target.jsonl, kept?.tables.jsonl), 'jsonl', keptChunks),
+    parquet: new KeptPartReader(table(target.parquet, kept?.tables.parquet), 'parquet', keptChunks),
+    // The states of the chunks encoded again (and of every chunk when this write makes the one pack).
     states: new KeptPartReader(
-      store,
+      { storage: store, key: (entry) => entry.statesKey ?? layout.results.pack(entry.pack, 'states') },
       'states',
       (kept?.chunks ?? []).map((entry, chunk) => ({ chunk, entry })).filter(({ chunk }) => whole || redo.has(chunk)),
     ),
@@ -375,13 +386,7 @@ async function tablesPass(
 
   const temp = await mkdtemp(join(tmpdir(), 'atelier-results-'));
   const files = { csv: join(temp, 'results.csv'), jsonl: join(temp, 'results.jsonl'), parquet: join(temp, 'results.parquet') };
-  const packFiles = {
-    csv: join(temp, 'pack.csv'),
-    jsonl: join(temp, 'pack.jsonl'),
-    parquet: join(temp, 'pack.parquet'),
-    meta: join(temp, 'pack.meta'),
-    states: join(temp, 'pack.states'),
-  };
+  const packFiles = { meta: join(temp, 'pack.meta'), states: join(temp, 'pack.states') };
   const packId = newPackId();
   const entries: ChunkEntry[] = [];
   const summed = new Tally();
@@ -397,18 +402,9 @@ async function tablesPass(
   try {
     const csvFile = await openFile(files.csv);
     const jsonlFile = await openFile(files.jsonl);
-    // The chunks encoded by this write, kept as a new pack (unless the tables themselves are).
-    const pack = whole
-      ? undefined
-      : {
-          csv: await openFile(packFiles.csv),
-          jsonl: await openFile(packFiles.jsonl),
-          parquet: await openFile(packFiles.parquet),
-          meta: await openFile(packFiles.meta),
-          states: await openFile(packFiles.states),
-        };
-    const metas = whole ? await openFile(packFiles.meta) : pack!.meta;
-    const statesFile = whole ? await openFile(packFiles.states) : pack!.states;
+    // The metadata and states of the chunks encoded by this write (of every chunk when `whole`): its pack.
+    const metas = await openFile(packFiles.meta);
+    const statesFile = await openFile(packFiles.states);
     parquet = new ParquetAssembler(files.parquet, columns);
     await csvFile.append(Buffer.from(stringify([], { header: true, columns: csvColumns })));
     for (let chunk = 0; chunk < chunkCount; chunk++) {
@@ -483,30 +479,20 @@ async function tablesPass(
       summed.merge(entry.tally);
       const at = { csv: await csvFile.append(parts.csv), jsonl: await jsonlFile.append(parts.jsonl), parquet: parquet.append(parts.group) };
       const sizes = { csv: parts.csv.length, jsonl: parts.jsonl.length, parquet: parts.group.bytes.length };
-      if (whole) {
-        // The pack is the tables: each part where it was just written.
-        const metaAt = await metas.append(Buffer.from(parts.group.meta));
+      // Every chunk's table bytes are where this write put them in the new tables.
+      const ranges = { csv: [at.csv, sizes.csv], jsonl: [at.jsonl, sizes.jsonl], parquet: [at.parquet, sizes.parquet] } satisfies Pick<
+        ChunkEntry,
+        'csv' | 'jsonl' | 'parquet'
+      >;
+      if (keptEntry && !whole) entries.push({ ...keptEntry, ...ranges });
+      else {
         const states = parts.states!;
         entries.push({
+          ...entry,
+          ...ranges,
+          pack: packId,
+          meta: [await metas.append(Buffer.from(parts.group.meta)), parts.group.meta.length],
           states: [await statesFile.append(states), states.length],
-          ...entry,
-          pack: packId,
-          csv: [at.csv, sizes.csv],
-          jsonl: [at.jsonl, sizes.jsonl],
-          parquet: [at.parquet, sizes.parquet],
-          meta: [metaAt, parts.group.meta.length],
-        });
-      } else if (keptEntry) entries.push(keptEntry);
-      else {
-        const p = pack!;
-        entries.push({
-          ...entry,
-          pack: packId,
-          csv: [await p.csv.append(parts.csv), sizes.csv],
-          jsonl: [await p.jsonl.append(parts.jsonl), sizes.jsonl],
-          parquet: [await p.parquet.append(Buffer.from(parts.group.bytes)), sizes.parquet],
-          meta: [await p.meta.append(Buffer.from(parts.group.meta)), parts.group.meta.length],
-          states: [await p.states.append(parts.states!), parts.states!.length],
         });
       }
     }
@@ -516,21 +502,31 @@ async function tablesPass(
     parquet = undefined;
     // The records first: tables written from them can always be written again.
     if (kept) await records.commit(read, tags);
-    else await records.commitBase(packFiles.states);
+    else {
+      // A full write's states file is the records' new base: its chunks' states are read from there.
+      const statesKey = await records.commitBase(packFiles.states);
+      for (const entry of entries) entry.statesKey = statesKey;
+    }
     heartbeat();
     if (redo.size || whole) {
-      const source = whole ? { ...files, meta: packFiles.meta, states: packFiles.states } : packFiles;
-      for (const part of ['csv', 'jsonl', 'parquet', 'meta', 'states'] as const)
-        await store.writeFromFile(layout.results.pack(packId, part), source[part]);
+      for (const part of kept ? (['meta', 'states'] as const) : (['meta'] as const))
+        await store.writeFromFile(layout.results.pack(packId, part), packFiles[part]);
       heartbeat();
     }
-    await target.storage.replaceFromFiles([
+    const [jsonlTag, parquetTag, csvTag] = await target.storage.replaceFromFiles([
       { key: target.jsonl, localPath: files.jsonl },
       { key: target.parquet, localPath: files.parquet },
       { key: target.csv, localPath: files.csv },
     ]);
-    // The manifest last: until it names them, the new pack and records are not trusted.
-    const manifest: TablesManifest = { version: 2, schema, records: records.version!, columns, chunks: entries };
+    // The manifest last: until it names them, the new pack, records and tables are not trusted.
+    const manifest: TablesManifest = {
+      version: 3,
+      schema,
+      records: records.version!,
+      columns,
+      tables: { csv: csvTag!, jsonl: jsonlTag!, parquet: parquetTag! },
+      chunks: entries,
+    };
     await saveTablesManifest(store, manifest);
     await removeUnusedPacks(store, manifest);
   } finally {

@@ -20,6 +20,22 @@ function tagOf(info: BigIntStats): string {
   return `${info.ino}-${info.size}-${info.mtimeNs}`;
 }
 
+/**
+ * Writes `data` to a new temp file (O_EXCL, never through a link) and syncs it, for a link or rename
+ * into place; returns the tag the object will have (a rename or link keeps inode, size and mtime).
+ * The caller removes the temp.
+ */
+async function writeSyncedTemp(temp: string, data: string | Uint8Array): Promise<string> {
+  const handle = await open(temp, NEW_FILE_FLAGS, 0o666);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+    return tagOf(await handle.stat({ bigint: true }));
+  } finally {
+    await handle.close();
+  }
+}
+
 /** Temp files of writes in progress and the lock files of conditional writes: no objects, never listed. */
 function hiddenName(name: string): boolean {
   return /\.tmp-\d+-[0-9a-f]{8}$/.test(name) || name.endsWith(LOCK_SUFFIX);
@@ -230,6 +246,25 @@ export class LocalStorage implements Storage {
     }
   }
 
+  async readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined> {
+    const path = this.readPath(key);
+    try {
+      const handle = await open(path, 'r');
+      try {
+        // The tag of the file this descriptor reads, whatever is renamed over the name meanwhile.
+        if (tagOf(await handle.stat({ bigint: true })) !== tag) return undefined;
+        const chunk = Buffer.alloc(Math.max(0, end - start));
+        const { bytesRead } = await handle.read(chunk, 0, chunk.length, start);
+        return chunk.subarray(0, bytesRead);
+      } finally {
+        await handle.close();
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw storageFailure(err, path);
+    }
+  }
+
   async stat(key: string): Promise<StoredObjectInfo | undefined> {
     const path = this.readPath(key);
     try {
@@ -319,11 +354,11 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
+  async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<string[]> {
     // Each file is staged beside its key through its held folder (as writeFromFile does), and the
     // folders stay held until every rename is done: a folder swapped for a link between staging and
     // renaming redirects nothing.
-    const staged: Array<{ temp: string; final: string; path: string }> = [];
+    const staged: Array<{ temp: string; final: string; path: string; tag: string }> = [];
     const held: PinnedDir[] = [];
     try {
       for (const { key, localPath } of files) {
@@ -343,12 +378,15 @@ export class LocalStorage implements Storage {
           name = basename(path);
         }
         const temp = at(tempName(name));
-        staged.push({ temp, final: at(name), path });
+        const stage = { temp, final: at(name), path, tag: '' };
+        staged.push(stage);
         // COPYFILE_EXCL creates the temp with O_EXCL: an existing name, a link included, is refused.
         await copyFile(localPath, temp, constants.COPYFILE_EXCL);
         const handle = await open(temp, constants.O_RDWR | (constants.O_NOFOLLOW ?? 0));
         try {
           await handle.sync();
+          // A rename keeps the inode, size and mtime: the tag the object will have.
+          stage.tag = tagOf(await handle.stat({ bigint: true }));
         } finally {
           await handle.close();
         }
@@ -361,6 +399,7 @@ export class LocalStorage implements Storage {
           throw storageFailure(err, path);
         }
       }
+      return staged.map(({ tag }) => tag);
     } catch (err) {
       await Promise.all(staged.map(({ temp }) => rm(temp, { force: true })));
       throw err instanceof ClassifiedError ? err : storageFailure(err, staged.at(-1)?.path ?? this.location);
@@ -375,13 +414,7 @@ export class LocalStorage implements Storage {
       return await this.inParent(key, path, async (at, name) => {
         const temp = at(tempName(name));
         try {
-          const handle = await open(temp, NEW_FILE_FLAGS, 0o666);
-          try {
-            await handle.writeFile(data);
-            await handle.sync();
-          } finally {
-            await handle.close();
-          }
+          await writeSyncedTemp(temp, data);
           try {
             await link(temp, at(name));
             return true;
@@ -404,16 +437,7 @@ export class LocalStorage implements Storage {
       return await this.inParent(key, path, async (at, name) => {
         const temp = at(tempName(name));
         try {
-          const handle = await open(temp, NEW_FILE_FLAGS, 0o666);
-          let written: string;
-          try {
-            await handle.writeFile(data);
-            await handle.sync();
-            // A rename or link keeps the inode, size and mtime: the tag the object will have.
-            written = tagOf(await handle.stat({ bigint: true }));
-          } finally {
-            await handle.close();
-          }
+          const written = await writeSyncedTemp(temp, data);
           if (tag === null) {
             // link(2) fails if the name exists: one syscall, atomic against every writer.
             try {

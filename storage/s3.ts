@@ -157,6 +157,27 @@ export class S3Storage implements Storage {
     }
   }
 
+  async readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined> {
+    if (end <= start) return Buffer.alloc(0);
+    try {
+      const out = await this.client.send(
+        new (sdk().GetObjectCommand)({
+          Bucket: this.bucket,
+          Key: this.objectKey(key),
+          Range: `bytes=${start}-${end - 1}`,
+          IfMatch: `"${tag}"`,
+        }),
+      );
+      const bytes = Buffer.from(await out.Body!.transformToByteArray());
+      // The answer's own ETag too: a store that ignores If-Match on a read still never passes off another version.
+      return etagOf(out.ETag) === tag ? bytes : undefined;
+    } catch (err) {
+      // 412: another version now; 404: gone.
+      if (statusOf(err) === 412 || isNotFound(err)) return undefined;
+      throw s3Failure(err, this.describe(key));
+    }
+  }
+
   async stat(key: string): Promise<StoredObjectInfo | undefined> {
     try {
       const out = await this.client.send(new (sdk().HeadObjectCommand)({ Bucket: this.bucket, Key: this.objectKey(key) }));
@@ -189,9 +210,14 @@ export class S3Storage implements Storage {
   }
 
   async writeFromFile(key: string, localPath: string): Promise<void> {
+    await this.putFile(key, localPath);
+  }
+
+  /** One PUT of a local file's bytes, streamed; the ETag of the version written. */
+  private async putFile(key: string, localPath: string): Promise<string> {
     try {
       const { size } = await stat(localPath);
-      await this.client.send(
+      const out = await this.client.send(
         new (sdk().PutObjectCommand)({
           Bucket: this.bucket,
           Key: this.objectKey(key),
@@ -199,14 +225,17 @@ export class S3Storage implements Storage {
           ContentLength: size,
         }),
       );
+      return etagOf(out.ETag);
     } catch (err) {
       throw s3Failure(err, this.describe(key));
     }
   }
 
   /** One PUT each, in order: a PUT is atomic and an interrupted one leaves nothing behind. */
-  async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
-    for (const { key, localPath } of files) await this.writeFromFile(key, localPath);
+  async replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<string[]> {
+    const tags: string[] = [];
+    for (const { key, localPath } of files) tags.push(await this.putFile(key, localPath));
+    return tags;
   }
 
   async create(key: string, data: string | Uint8Array): Promise<boolean> {

@@ -44,6 +44,12 @@ export interface Storage {
   read(key: string): Promise<Buffer | undefined>;
   /** Bytes [start, end) of an object (used to read one row of the plan without the rest). */
   readRange(key: string, start: number, end: number): Promise<Buffer>;
+  /**
+   * Bytes [start, end) of the object's version `tag` names (a tag from `replaceFromFiles`,
+   * `listObjects` or `readTagged`), or undefined when the object is another version or gone:
+   * `If-Match` on S3; on a disk the tag of the file the descriptor reads. An empty range is not asked for.
+   */
+  readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined>;
   /** Size, or undefined when there is no such object. */
   stat(key: string): Promise<StoredObjectInfo | undefined>;
   /** Replaces an object as a whole: readers see the old bytes or the new ones, never a part. */
@@ -55,8 +61,10 @@ export interface Storage {
    * every file is staged first, then the objects are replaced in the order given, back to back, so
    * a reader that sees the last one of a call also sees the earlier ones of that call (or of a later
    * one). On a disk, temp files that an earlier, killed replacement of these keys left are removed.
+   * Returns each object's tag as written (in the order given): the version this call made, even if
+   * another writer replaces it right after.
    */
-  replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void>;
+  replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<string[]>;
   /**
    * Creates an object only if there is none (O_EXCL on a disk, `If-None-Match: *` on S3).
    * Returns false, writing nothing, when the key already exists: of two racing writers exactly one

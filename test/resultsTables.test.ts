@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
@@ -285,7 +285,7 @@ describe('results tables', () => {
     for (const name of Object.keys(scratch)) expect(afterFallback[name]!.equals(scratch[name]!), name).toBe(true);
 
     // Requests of a refresh with one row changed: the same at 3 chunks as at 3,000 (the kept parts
-    // lie back to back in the full write's pack: one ranged read per table, one for the metadata).
+    // lie back to back in the tables: a ranged read or two per table, one for the metadata).
     await refresh([10]);
     const counting = new CountingStorage(new LocalStorage(outputDir));
     adoptStorage(counting);
@@ -296,11 +296,95 @@ describe('results tables', () => {
     } finally {
       adoptStorage(new LocalStorage(outputDir));
     }
-    expect(counting.counts.readRange).toBeLessThanOrEqual(3 + 3 * 2); // kept parts, two packs; plan rows of one chunk
+    expect(counting.counts.readRange).toBeLessThanOrEqual(3 * 2 + 1 + 2); // kept parts (either side of the changed chunk), states; plan rows of one chunk
     expect(counting.total()).toBeLessThanOrEqual(30);
-    // Three packs in use (the full write's, then one per refresh), five parts each; the fallback's
-    // unused packs were removed.
-    expect(readdirSync(packs)).toHaveLength(3 * 5);
+    // Three packs in use: the full write's (metadata; its states are the records' base), then one
+    // per refresh (metadata and states; the table bytes are the tables'). The fallback's unused
+    // packs were removed.
+    expect(readdirSync(packs)).toHaveLength(1 + 2 * 2);
+  });
+
+  it("a full write writes the tables and the rows' states once: its pack is the row groups' metadata", async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('once', rows);
+    const args = { runId, outputDir };
+    await finishRows(outputDir, runId, range(0, 300), 'ok');
+    const counting = new CountingStorage(new LocalStorage(outputDir));
+    adoptStorage(counting);
+    try {
+      expect((await writeResultsTables(args)).info).toMatchObject({ full: true, chunksEncoded: 3 });
+    } finally {
+      adoptStorage(new LocalStorage(outputDir));
+    }
+    const tableBytes = Object.values(tables(outputDir)).reduce((sum, b) => sum + b.length, 0);
+    const packs = join(outputDir, '.atelier', 'results', 'packs');
+    // Written once (one upload each on S3), and kept once on disk: the packs hold no table part
+    // (before, the full write's pack was its tables again, with the metadata and states besides),
+    // and the rows' states are the records' base itself (before, a pack part too).
+    expect(counting.bytesWritten((key) => /^results\.(csv|jsonl|parquet)$/.test(key))).toBe(tableBytes);
+    expect(readdirSync(packs).map((n) => n.split('.')[1])).toEqual(['meta']);
+    const meta = statSync(join(packs, readdirSync(packs)[0]!)).size;
+    expect(counting.bytesWritten((key) => key.startsWith('.atelier/results/packs/'))).toBe(meta);
+    expect(meta).toBeLessThan(tableBytes / 4);
+    // A refresh keeps the chunks it did not encode from the tables themselves: still no table bytes under .atelier/.
+    await finishRows(outputDir, runId, [1500], 'failed');
+    expect((await writeResultsTables({ ...args, changedRows: [[1500, 1500]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+    expect(new Set(readdirSync(packs).map((n) => n.split('.')[1]))).toEqual(new Set(['meta', 'states']));
+    const onDisk = readdirSync(packs).reduce((sum, n) => sum + statSync(join(packs, n)).size, 0);
+    expect(onDisk).toBeLessThan(tableBytes);
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    await writeResultsTables(args);
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
+  });
+
+  it("refreshes past the records' 24 segments (a new base, the one the full write's states lie in removed) stay refreshes", async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('rebase', rows);
+    const args = { runId, outputDir };
+    await writeResultsTables(args);
+    for (let n = 0; n < 27; n++) {
+      // A row in the first chunk each time (its states read again), and the last chunk's states kept.
+      await finishRows(outputDir, runId, [n], n % 2 ? 'ok' : 'failed');
+      expect((await writeResultsTables({ ...args, changedRows: [[n, n]] })).info, `refresh ${n + 1}`).toMatchObject({
+        full: false,
+        chunksEncoded: 1,
+      });
+    }
+    await finishRows(outputDir, runId, [2400], 'ok');
+    expect((await writeResultsTables({ ...args, changedRows: [[2400, 2400]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    expect((await writeResultsTables(args)).summary).toMatchObject({ ok: 14, failed: 14 });
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
+  });
+
+  it('tables changed by someone else since the last write (edited in place, or replaced) are not trusted: a full write, the bytes of one from scratch', async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('edited', rows);
+    const args = { runId, outputDir };
+    await finishRows(outputDir, runId, range(0, 20), 'ok');
+    await writeResultsTables(args);
+    // Edited in place, the same length: bytes a refresh would keep are no longer the chunks' bytes.
+    const csvPath = join(outputDir, 'results.csv');
+    writeFileSync(csvPath, readFileSync(csvPath, 'utf8').replace(/pending/g, 'PENDING'));
+    await finishRows(outputDir, runId, [2100], 'ok');
+    expect((await writeResultsTables({ ...args, changedRows: [[2100, 2100]] })).info).toMatchObject({ full: true, chunksEncoded: 3 });
+    expect(readFileSync(csvPath, 'utf8')).not.toContain('PENDING');
+    // Replaced by another file (a copy from elsewhere, another writer's tables).
+    const jsonlPath = join(outputDir, 'results.jsonl');
+    const jsonl = readFileSync(jsonlPath, 'utf8');
+    rmSync(jsonlPath);
+    writeFileSync(jsonlPath, jsonl.replace(/"pending"/g, '"PENDING"'));
+    await finishRows(outputDir, runId, [10], 'failed');
+    expect((await writeResultsTables({ ...args, changedRows: [[10, 10]] })).info).toMatchObject({ full: true, chunksEncoded: 3 });
+    const refreshed = tables(outputDir);
+    rmSync(join(outputDir, '.atelier', 'results'), { recursive: true });
+    await writeResultsTables(args);
+    const scratch = tables(outputDir);
+    for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
   });
 
   it('a refresh that would leave more than 12 packs in use keeps its whole tables as one pack: the same bytes', async () => {
@@ -314,7 +398,7 @@ describe('results tables', () => {
       const index = chunk * 1000 + 7;
       await finishRows(outputDir, runId, [index], chunk % 2 ? 'ok' : 'failed');
       expect((await writeResultsTables({ ...args, changedRows: [[index, index]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
-      // The full write's pack and one per refresh; the 12th refresh would make 13: its tables become the one pack.
+      // The full write's pack and one per refresh; the 12th refresh would make 13: it writes every chunk's parts as the one pack.
       expect(packs()).toBe(chunk < 11 ? chunk + 2 : chunk - 10);
     }
     // And a refresh after that builds on the one pack again.

@@ -77,9 +77,26 @@ describe('results tables on S3', () => {
     const names = ['results.csv', 'results.jsonl', 'results.parquet'];
     const refreshed = await Promise.all(names.map((n) => store.read(n)));
     await store.removeAll('.atelier/results');
-    expect((await writeResultsTables(args)).info.full).toBe(true);
+    const uploads = new CountingStorage(new S3Storage(outputDir));
+    adoptStorage(uploads);
+    try {
+      expect((await writeResultsTables(args)).info.full).toBe(true);
+    } finally {
+      adoptStorage(new S3Storage(outputDir));
+    }
     const scratch = await Promise.all(names.map((n) => store.read(n)));
     names.forEach((name, n) => expect(refreshed[n]!.equals(scratch[n]!), name).toBe(true));
     expect(refreshed[0]!.toString().split('\n')[2401]).toMatch(/failed,ContentRefused: row 2400 refused$/);
+    // A full write uploads the tables once: its pack is the chunks' metadata and states only.
+    const tableBytes = scratch.reduce((sum, b) => sum + b!.length, 0);
+    expect(uploads.bytesWritten((key) => names.includes(key))).toBe(tableBytes);
+    expect(uploads.bytesWritten((key) => key.startsWith('.atelier/results/packs/'))).toBeLessThan(tableBytes);
+
+    // Another writer's results.jsonl since the manifest (same length, other bytes): not the version
+    // the manifest names (If-Match), so a refresh keeps none of it and writes everything again.
+    await store.write('results.jsonl', scratch[1]!.toString().replace('"pending"', '"PENDING"'));
+    await fail([5]);
+    expect((await writeResultsTables({ ...args, changedRows: [[5, 5]] })).info).toMatchObject({ full: true, chunksEncoded: 3 });
+    expect((await store.read('results.jsonl'))!.toString()).not.toContain('PENDING');
   });
 });

@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from '../storage';
 
 // A Storage that counts the requests made through it and passes each to the real backend. `removeAll`
@@ -5,6 +6,8 @@ import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from '../st
 
 export class CountingStorage implements Storage {
   readonly counts: Record<string, number> = {};
+  /** Bytes written (uploaded, on S3) since the last reset, by key. */
+  readonly written: Record<string, number> = {};
 
   constructor(private readonly inner: Storage) {}
 
@@ -23,6 +26,16 @@ export class CountingStorage implements Storage {
 
   reset(): void {
     for (const key of Object.keys(this.counts)) delete this.counts[key];
+    for (const key of Object.keys(this.written)) delete this.written[key];
+  }
+
+  /** Bytes written since the last reset under keys that `filter` accepts (all by default). */
+  bytesWritten(filter: (key: string) => boolean = () => true): number {
+    return Object.entries(this.written).reduce((sum, [key, n]) => sum + (filter(key) ? n : 0), 0);
+  }
+
+  private wrote(key: string, bytes: number): void {
+    this.written[key] = (this.written[key] ?? 0) + bytes;
   }
 
   private count(op: string, n = 1): void {
@@ -40,29 +53,38 @@ export class CountingStorage implements Storage {
     this.count('readRange');
     return this.inner.readRange(key, start, end);
   }
+  readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined> {
+    this.count('readRange');
+    return this.inner.readRangeIf(key, start, end, tag);
+  }
   stat(key: string): Promise<StoredObjectInfo | undefined> {
     this.count('stat');
     return this.inner.stat(key);
   }
   write(key: string, data: string | Uint8Array): Promise<void> {
     this.count('write');
+    this.wrote(key, Buffer.byteLength(data));
     return this.inner.write(key, data);
   }
   writeFromFile(key: string, localPath: string): Promise<void> {
     this.count('write');
+    this.wrote(key, statSync(localPath).size);
     return this.inner.writeFromFile(key, localPath);
   }
-  replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<void> {
+  replaceFromFiles(files: ReadonlyArray<{ key: string; localPath: string }>): Promise<string[]> {
     this.count('write', files.length); // one PUT per table on S3 (plus, on a disk, a temp sweep)
+    for (const { key, localPath } of files) this.wrote(key, statSync(localPath).size);
     return this.inner.replaceFromFiles(files);
   }
   create(key: string, data: string | Uint8Array): Promise<boolean> {
     this.count('create');
+    this.wrote(key, Buffer.byteLength(data));
     return this.inner.create(key, data);
   }
   writeIf(key: string, data: string | Uint8Array, tag: string | null): Promise<string | undefined> {
     // One conditional PUT either way: a create-only one, or one that replaces a known version.
     this.count(tag === null ? 'create' : 'replace');
+    this.wrote(key, Buffer.byteLength(data));
     return this.inner.writeIf(key, data, tag);
   }
   list(prefix: string): Promise<string[]> {

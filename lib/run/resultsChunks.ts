@@ -11,20 +11,30 @@ export { KeptChunksGone } from './resultsErrors';
 // metadata), so a refresh encodes again only the chunks whose rows changed and assembles the tables
 // from the rest as they are (a byte copy, and a new footer for results.parquet).
 //
-//   .atelier/results/tables.json                 the manifest: which pack and byte range holds
-//                                                 each chunk's parts, and what they were made from
-//   .atelier/results/packs/<id>.{csv,jsonl,parquet,meta,states}
-//                                                 one pack per write: the chunks it encoded, each
-//                                                 part's bytes back to back (a full write's pack
-//                                                 is its tables themselves); `states` holds
-//                                                 the chunk's rows' states as the records do, so
-//                                                 a refresh reads those of the chunks it encodes
-//                                                 again, not every record
+//   results.{csv,jsonl,parquet}                  the tables themselves hold every chunk's table
+//                                                 bytes: the manifest names their byte ranges and
+//                                                 each table's version tag as written
+//   .atelier/results/tables.json                 the manifest: those ranges and tags, the pack
+//                                                 that holds each chunk's other parts, and what the
+//                                                 chunks were made from
+//   .atelier/results/packs/<id>.{meta,states}    one pack per write: the row group metadata of the
+//                                                 chunks it encoded (of every chunk for a `whole`
+//                                                 write) and their rows' states as the records
+//                                                 hold them, so a refresh reads those of the chunks
+//                                                 it encodes again, not every record (a full
+//                                                 write's states are the records' base: no
+//                                                 `states` part)
 //
+// The table bytes are not kept a second time (on S3 that was a second upload of the tables, and on
+// a disk twice their size under .atelier/): a write reads the kept chunks from the tables it is
+// about to replace, all before it replaces them, each read only while the table is the version the
+// manifest names (Storage.readRangeIf). Tables edited or replaced since (a person, another writer,
+// a refresh that died between the tables and the manifest) are not trusted: one full write.
 // Packs are never changed once written; the manifest is replaced after the tables, and names the
-// results records (resultsRecords.ts) it agrees with: records, plan, columns or chunk size that do
-// not match it, or a pack gone, cost one full write, never a wrong table. A write that would leave
-// more than MAX_PACKS packs in use keeps its whole tables as the one pack instead.
+// results records (resultsRecords.ts) it agrees with: records, plan, columns, chunk size or the
+// tables' location that do not match it, or a pack gone, cost one full write, never a wrong table.
+// A write that would leave more than MAX_PACKS packs in use writes every chunk's parts as one new
+// pack instead.
 
 /** A byte range of a pack part: [offset, length]. */
 export type PartRange = [number, number];
@@ -41,6 +51,7 @@ export interface TallyData {
 }
 
 export interface ChunkEntry {
+  /** The pack holding the chunk's `meta` and `states`; `csv`, `jsonl` and `parquet` are ranges of the tables. */
   pack: string;
   csv: PartRange;
   jsonl: PartRange;
@@ -48,6 +59,12 @@ export interface ChunkEntry {
   meta: PartRange;
   /** The rows' states, one {"i", "s", "t"} line a row (resultsRecords.ts's format). */
   states: PartRange;
+  /**
+   * Where `states` lies when not in the pack: a full write's are the records' base segment itself
+   * (the same bytes, kept once). A refresh that would make the records a new base (removing that
+   * one) writes every chunk's states into its pack first.
+   */
+  statesKey?: string;
   /** Rows whose ledger entry could not be read: a refresh reads them again. */
   unreadable: number[];
   /** The chunk's row indexes, as [first, last] ranges (a refresh finds a changed row's chunk by them). */
@@ -58,8 +75,10 @@ export interface ChunkEntry {
 }
 
 export interface TablesManifest {
-  version: 2;
-  /** What every chunk's bytes depend on besides its rows: plan, chunk size, csv and parquet columns. */
+  version: 3;
+  /** Each table's version tag as the write that made this manifest left it (its chunk ranges are in that version). */
+  tables: { csv: string; jsonl: string; parquet: string };
+  /** What every chunk's bytes depend on besides its rows: plan, chunk size, csv and parquet columns, the tables' location. */
   schema: string;
   /** The results records these chunks were made with (ResultsRecords.version). */
   records: string;
@@ -76,7 +95,14 @@ export function newPackId(): string {
 }
 
 /** The key a chunk's bytes depend on, besides its own rows. */
-export function tablesSchema(input: { plan: string; chunkRows: number; csvColumns: readonly string[]; enhanced: boolean }): string {
+export function tablesSchema(input: {
+  plan: string;
+  chunkRows: number;
+  csvColumns: readonly string[];
+  enhanced: boolean;
+  /** Where the tables are (described): the chunk ranges are of those objects. */
+  tables: readonly string[];
+}): string {
   return createHash('sha256').update(JSON.stringify(input)).digest('hex').slice(0, 16);
 }
 
@@ -90,7 +116,8 @@ export async function loadTablesManifest(
     if (!bytes || expect.records === undefined) return undefined;
     const manifest = JSON.parse(bytes.toString('utf8')) as TablesManifest;
     const agrees =
-      manifest.version === 2 &&
+      manifest.version === 3 &&
+      typeof manifest.tables === 'object' &&
       manifest.records === expect.records &&
       manifest.schema === expect.schema &&
       Array.isArray(manifest.chunks) &&
@@ -146,35 +173,45 @@ export function indexRanges(indexes: readonly number[]): Array<[number, number]>
   return out;
 }
 
+/** Where a kept part lies: a pack's part, or a table in the version the manifest names. */
+export interface PartSource {
+  storage: Storage;
+  key: (entry: ChunkEntry) => string;
+  /** The version the object must be (the table as written); absent for packs (never changed). */
+  tag?: string;
+}
+
 /**
- * Reads kept parts in chunk order from the packs, coalescing neighbours into ranged reads of up to
- * RANGE_BYTES (a base pack's parts lie back to back: a few requests per table on S3). Every read
- * is checked for its length: a pack cut short or gone throws `KeptChunksGone`.
+ * Reads kept parts in chunk order from the packs or the tables, coalescing neighbours into ranged
+ * reads of up to RANGE_BYTES (parts of one object lie back to back: a few requests per table on S3).
+ * Every read is checked for its length, and a table's for its version: a pack cut short or gone, or
+ * a table replaced since the manifest, throws `KeptChunksGone`.
  */
 export class KeptPartReader {
   private static readonly RANGE_BYTES = 8 << 20;
   private static readonly GAP_BYTES = 64 << 10;
-  private readonly plan: Array<{ pack: string; start: number; end: number }> = [];
+  private readonly plan: Array<{ key: string; start: number; end: number }> = [];
   private readonly wants = new Map<number, { range: number; offset: number; length: number }>();
   private current: { range: number; bytes: Buffer } | undefined;
 
   constructor(
-    private readonly storage: Storage,
+    private readonly source: PartSource,
     private readonly part: 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states',
     kept: ReadonlyArray<{ chunk: number; entry: ChunkEntry }>,
   ) {
     for (const { chunk, entry } of kept) {
       const [offset, length] = entry[part];
+      const key = source.key(entry);
       const last = this.plan.at(-1);
       if (
         last &&
-        last.pack === entry.pack &&
+        last.key === key &&
         offset >= last.end &&
         offset - last.end <= KeptPartReader.GAP_BYTES &&
         offset + length - last.start <= KeptPartReader.RANGE_BYTES
       )
         last.end = offset + length;
-      else this.plan.push({ pack: entry.pack, start: offset, end: offset + length });
+      else this.plan.push({ key, start: offset, end: offset + length });
       const range = this.plan.length - 1;
       this.wants.set(chunk, { range, offset: offset - this.plan[range]!.start, length });
     }
@@ -185,14 +222,16 @@ export class KeptPartReader {
     const want = this.wants.get(chunk);
     if (!want) throw new KeptChunksGone(`chunk ${chunk} has no kept ${this.part}`);
     if (this.current?.range !== want.range) {
-      const { pack, start, end } = this.plan[want.range]!;
-      let bytes: Buffer;
+      const { key, start, end } = this.plan[want.range]!;
+      const { storage, tag } = this.source;
+      let bytes: Buffer | undefined;
       try {
-        bytes = await this.storage.readRange(layout.results.pack(pack, this.part), start, end);
+        bytes = tag === undefined ? await storage.readRange(key, start, end) : await storage.readRangeIf(key, start, end, tag);
       } catch (err) {
-        throw new KeptChunksGone(`pack ${pack}.${this.part}: ${(err as Error).message}`);
+        throw new KeptChunksGone(`${storage.describe(key)}: ${(err as Error).message}`);
       }
-      if (bytes.length !== end - start) throw new KeptChunksGone(`pack ${pack}.${this.part} is shorter than its manifest says`);
+      if (!bytes) throw new KeptChunksGone(`${storage.describe(key)} was changed or replaced since the results manifest was written`);
+      if (bytes.length !== end - start) throw new KeptChunksGone(`${storage.describe(key)} is shorter than its manifest says`);
       this.current = { range: want.range, bytes };
     }
     return this.current.bytes.subarray(want.offset, want.offset + want.length);

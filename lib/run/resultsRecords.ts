@@ -135,6 +135,11 @@ export class ResultsRecords {
     return this.states.get(index);
   }
 
+  /** Whether the next `commit` that stores anything writes a new base (and removes the current one). */
+  get rebasesOnCommit(): boolean {
+    return this.pointer !== undefined && this.pointer.segments >= MAX_SEGMENTS;
+  }
+
   /** Rows whose entry could not be read last time: a refresh reads them again. */
   unreadable(): number[] {
     return [...this.states].filter(([, s]) => s.status === 'unreadable').map(([i]) => i);
@@ -186,17 +191,20 @@ export class ResultsRecords {
   /**
    * Stores a full pass's records, streamed from a local file of `{"i", "s", "t"}` lines (every row's
    * state, written a chunk at a time): a new base, then the pointer; the previous records go.
+   * Returns the base segment's key (the tables' manifest reads chunks' states from it by range).
    */
-  async commitBase(localPath: string): Promise<void> {
+  async commitBase(localPath: string): Promise<string> {
     const previous = this.pointer ?? (await this.readPointer());
     const base = `${Date.now().toString(36)}-${randomBytes(3).toString('hex')}`;
-    await this.storage.writeFromFile(layout.results.segment(base, 0), localPath);
+    const key = layout.results.segment(base, 0);
+    await this.storage.writeFromFile(key, localPath);
     const next: RecordsPointer = { plan: this.plan, base, segments: 1 };
     await this.storage.write(layout.results.pointer, `${JSON.stringify(next)}\n`);
     this.pointer = next;
     // Its states are the file's: this object holds none of them (a refresh loads by pointer).
     this.complete = false;
     if (previous && previous.base !== next.base) await this.storage.removeAll(layout.results.base(previous.base)).catch(() => undefined);
+    return key;
   }
 
   private async readPointer(): Promise<RecordsPointer | undefined> {

@@ -65,13 +65,13 @@ export const layout = {
   thumb: (hash: string): string => meta(`thumbs/${hash}.webp`),
   /**
    * The results records (`resultsRecords.ts`): a pointer, then segments under a base; and the
-   * tables' kept chunks (`resultsChunks.ts`): a manifest, and packs of encoded chunks.
+   * tables' kept chunks (`resultsChunks.ts`): a manifest, and packs of encoded chunks' metadata and states.
    */
   results: {
     pointer: meta('results/records.json'),
     tables: meta('results/tables.json'),
     packs: meta('results/packs'),
-    pack: (id: string, part: 'csv' | 'jsonl' | 'parquet' | 'meta' | 'states'): string => meta(`results/packs/${id}.${part}`),
+    pack: (id: string, part: 'meta' | 'states'): string => meta(`results/packs/${id}.${part}`),
     base: (base: string): string => meta(`results/${base}`),
     segment: (base: string, n: number): string => meta(`results/${base}/${String(n).padStart(6, '0')}.jsonl`),
   },

@@ -71,6 +71,24 @@ describe.each(backends)('%s storage', (_name, make) => {
     expect((await storage.listObjects('l', { shallow: true })).find((o) => o.key === 'a.json')!.tag).toBe(again.tag);
   });
 
+  it("replaces files as a set and gives each version's tag; a ranged read names the version it wants", async () => {
+    const storage = make();
+    const dir = tempDir();
+    writeFileSync(join(dir, 'x'), 'first table');
+    writeFileSync(join(dir, 'y'), 'second');
+    const tags = await storage.replaceFromFiles([
+      { key: 't/x.csv', localPath: join(dir, 'x') },
+      { key: 't/y.csv', localPath: join(dir, 'y') },
+    ]);
+    const listed = await storage.listObjects('t');
+    expect(tags).toEqual(['x.csv', 'y.csv'].map((key) => listed.find((o) => o.key === key)!.tag));
+    expect(String(await storage.readRangeIf('t/x.csv', 6, 11, tags[0]!))).toBe('table');
+    // Another version (same size), or gone: no bytes.
+    await storage.write('t/x.csv', 'first TABLE');
+    expect(await storage.readRangeIf('t/x.csv', 6, 11, tags[0]!)).toBeUndefined();
+    expect(await storage.readRangeIf('t/gone.csv', 0, 2, tags[0]!)).toBeUndefined();
+  });
+
   it('creates only once: of 16 racing creators exactly one wins and its bytes stay', async () => {
     const storage = make();
     for (let round = 0; round < 3; round++) {
