@@ -58,10 +58,11 @@ async function probe(outputDir: string, outputCsv: string | undefined): Promise<
 
 /**
  * Watches the run's pauses for as long as the execution lasts: each store pause is probed until it
- * is lifted (`lifted` redraws what the UI shows) or replaced (a resume, a user's pause). Its timers
- * and activities are the workflow's own commands; a cancelled run ends the loop quietly.
+ * is lifted or replaced (a resume, a user's pause). `redraw` refreshes what the UI shows after this
+ * changes the pause (lifted, or left to the user by the relapse cap). Its timers and activities are
+ * the workflow's own commands; a cancelled run ends the loop quietly.
  */
-export function liftStorePauses(state: RunState, outputDir: string, lifted: () => void, outputCsv?: string): void {
+export function liftStorePauses(state: RunState, outputDir: string, redraw: () => void, outputCsv?: string): void {
   const loop = async (): Promise<void> => {
     let made = 0;
     let endedAt = Number.NEGATIVE_INFINITY;
@@ -78,7 +79,7 @@ export function liftStorePauses(state: RunState, outputDir: string, lifted: () =
         // Left to the user: the pause stays (an ordinary one now) until `atelier resume`.
         pause.store = false;
         pause.reason = `${pause.reason} (lifted ${relapses} times when the store answered, and failed again each time: put it right, then \`atelier resume\`)`;
-        lifted();
+        redraw();
         relapses = 0;
         await condition(() => state.paused !== pause);
         endedAt = Date.now();
@@ -88,7 +89,7 @@ export function liftStorePauses(state: RunState, outputDir: string, lifted: () =
         if (await condition(() => state.paused !== pause, storeProbeDelayMs(made++))) break;
         if ((await probe(outputDir, outputCsv)) && state.liftExpired(pause)) {
           liftedAt = Date.now();
-          lifted();
+          redraw();
         }
       }
       endedAt = Date.now();
