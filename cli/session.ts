@@ -240,10 +240,16 @@ export async function openSession(options: SessionOptions): Promise<Session> {
     if (runWorkers && !external) {
       // Before this command's workers poll: what a killed command's workers left started goes on now,
       // not after its heartbeat timeout (lib/temporal/deadWorkers.ts).
-      const ended = await endDeadWorkersActivities(client);
+      // Best effort: a sweep that fails leaves those tasks to their heartbeat timeouts, as before.
+      const ended = await endDeadWorkersActivities(client).catch((err: unknown) => {
+        options.log?.(
+          `could not look for tasks a stopped worker left started (${(err as Error).message}); they resume after their heartbeat timeout`,
+        );
+        return [];
+      });
       if (ended.length > 0)
         options.log?.(
-          `${ended.length} task(s) a stopped worker left unfinished run again now: ${[...new Set(ended.map((e) => e.activityType))].join(', ')}`,
+          `ended ${ended.length} task(s) a stopped worker left started, so their retries need not wait for a heartbeat timeout: ${[...new Set(ended.map((e) => e.activityType))].join(', ')}`,
         );
     }
     if (runWorkers) {

@@ -47,11 +47,16 @@ export interface EndedActivity {
   worker: string;
 }
 
+type PendingActivity = temporal.api.workflow.v1.IPendingActivityInfo;
+
+/** Describes at most this many workflows at a time: a window of rows may hold hundreds of children. */
+const DESCRIBE_CONCURRENCY = 8;
+
 /**
  * Fails (or, when a cancel was asked, reports cancelled) every started activity of the namespace's
  * open workflows whose worker is a process of this host that no longer runs. Returns what it ended.
- * Best effort: an activity that ended meanwhile is skipped, and any other answer leaves the rest
- * to their heartbeat timeouts as before.
+ * Best effort: an activity that ended meanwhile is skipped, and any failure of the sweep itself
+ * leaves the rest to their heartbeat timeouts, as before it existed.
  */
 export async function endDeadWorkersActivities(
   client: Client,
@@ -59,40 +64,58 @@ export async function endDeadWorkersActivities(
 ): Promise<EndedActivity[]> {
   const host = options.host ?? hostname();
   const alive = options.alive ?? pidAlive;
+  const namespace = client.options.namespace;
+  const describe = async (workflowId: string, runId: string): Promise<PendingActivity[]> =>
+    (await client.workflowService.describeWorkflowExecution({ namespace, execution: { workflowId, runId } })).pendingActivities ?? [];
+  /** A started attempt of a dead worker of this host, or undefined. */
+  const deadAttempt = (activity: PendingActivity) => {
+    const started = activity.state === PENDING.PENDING_ACTIVITY_STATE_STARTED;
+    const cancelAsked = activity.state === PENDING.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED;
+    if (!(started || cancelAsked) || !activity.activityId) return undefined;
+    const worker = workerProcessOf(activity.lastWorkerIdentity);
+    if (!worker || worker.host !== host || alive(worker.pid)) return undefined;
+    return { cancelAsked, key: `${activity.activityId}/${activity.attempt}/${activity.lastWorkerIdentity}` };
+  };
+
   const ended: EndedActivity[] = [];
-  for await (const execution of client.workflow.list({ query: 'ExecutionStatus="Running"' })) {
-    const described = await client.workflowService
-      .describeWorkflowExecution({
-        namespace: client.options.namespace,
-        execution: { workflowId: execution.workflowId, runId: execution.runId },
-      })
-      .catch(() => undefined);
-    for (const activity of described?.pendingActivities ?? []) {
-      const started = activity.state === PENDING.PENDING_ACTIVITY_STATE_STARTED;
-      const cancelAsked = activity.state === PENDING.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED;
-      if (!(started || cancelAsked) || !activity.activityId) continue;
-      const worker = workerProcessOf(activity.lastWorkerIdentity);
-      if (!worker || worker.host !== host || alive(worker.pid)) continue;
-      const id = { workflowId: execution.workflowId, runId: execution.runId, activityId: activity.activityId };
+  const sweep = async (workflowId: string, runId: string): Promise<void> => {
+    const suspects = (await describe(workflowId, runId)).filter((a) => deadAttempt(a) !== undefined);
+    for (const suspect of suspects) {
+      // Failing by id is not checked against the attempt by the server: if this attempt timed out
+      // and a live worker started the next one since the first look, the next one would be failed.
+      // So the activity is looked at again right before, and failed only while it is still the same
+      // dead worker's same attempt (the window left is this one round trip).
+      const now = (await describe(workflowId, runId)).find((a) => a.activityId === suspect.activityId);
+      const dead = now && deadAttempt(now);
+      if (!now || !dead || dead.key !== deadAttempt(suspect)!.key) continue;
+      const id = { workflowId, runId, activityId: now.activityId! };
       try {
-        if (cancelAsked) await client.activity.reportCancellation(id);
+        if (dead.cancelAsked) await client.activity.reportCancellation(id);
         else
           await client.activity.fail(
             id,
             ApplicationFailure.retryable(
-              `the worker running it (${activity.lastWorkerIdentity}) ended without finishing it`,
+              `the worker running it (${now.lastWorkerIdentity}) ended without finishing it`,
               ErrorTypes.retryable,
             ),
           );
-        ended.push({
-          workflowId: execution.workflowId,
-          activityType: activity.activityType?.name ?? '?',
-          worker: activity.lastWorkerIdentity!,
-        });
+        ended.push({ workflowId, activityType: now.activityType?.name ?? '?', worker: now.lastWorkerIdentity! });
       } catch {
-        // Finished or timed out meanwhile, or its attempt moved on: nothing of the dead worker's left.
+        // Finished or timed out in the meantime: nothing of the dead worker's is left to end.
       }
     }
+  };
+
+  const running: Promise<void>[] = [];
+  const inFlight = new Set<Promise<void>>();
+  for await (const execution of client.workflow.list({ query: 'ExecutionStatus="Running"' })) {
+    const one: Promise<void> = sweep(execution.workflowId, execution.runId)
+      .catch(() => undefined)
+      .finally(() => inFlight.delete(one));
+    inFlight.add(one);
+    running.push(one);
+    if (inFlight.size >= DESCRIBE_CONCURRENCY) await Promise.race(inFlight);
   }
+  await Promise.all(running);
   return ended;
 }

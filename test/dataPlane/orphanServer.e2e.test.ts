@@ -114,7 +114,9 @@ describe('the embedded server of a killed edit', () => {
       const started = Date.now();
       const second = await atelier(args, env);
       expect(second.code, second.stdout + second.stderr).toBe(0);
-      expect(second.stdout + second.stderr).toMatch(/1 task\(s\) a stopped worker left unfinished run again now: editRow/);
+      expect(second.stdout + second.stderr).toMatch(
+        /ended 1 task\(s\) a stopped worker left started, so their retries need not wait for a heartbeat timeout: editRow/,
+      );
       // Two rows of 5 s each, the server's restart and the row's retry back-off: well under the 120 s.
       expect(Date.now() - started).toBeLessThan(60_000);
       const rows = readFileSync(join(dir, 'out', 'results.csv'), 'utf8')
