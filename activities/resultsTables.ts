@@ -356,6 +356,7 @@ async function tablesPass(
   const info: ResultsPassInfo = { entriesRead: 0, full: !loaded, chunksEncoded: redo.size, unreadable: [] };
   // The kept chunks' table bytes, from the tables this write replaces (read before it replaces them),
   // each only while it is the version the manifest names.
+  // (A manifest's tags are non-empty strings, loadTablesManifest checks; readRangeIf trusts no empty one.)
   const table = (key: string, tag: string | undefined): PartSource => ({ storage: target.storage, key: () => key, tag: tag ?? '' });
   const readers = {
     csv: new KeptPartReader(table(target.csv, kept?.tables.csv), 'csv', keptChunks),
@@ -374,6 +375,7 @@ async function tablesPass(
     let bytes = packMetas.get(entry.pack);
     if (!bytes) {
       bytes = await store.read(layout.results.pack(entry.pack, 'meta')).catch((err: unknown) => {
+        if (err instanceof StoreFault) throw err; // the store down ends the pass (whileStoreDown)
         throw new KeptChunksGone(`pack ${entry.pack}.meta: ${(err as Error).message}`);
       });
       if (!bytes) throw new KeptChunksGone(`pack ${entry.pack}.meta is gone`);

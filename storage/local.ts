@@ -1,4 +1,5 @@
 import { constants, type BigIntStats } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
 import { copyFile, link, lstat, mkdir, open, readdir, realpath, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { NEW_FILE_FLAGS, tempName, writeFileAtomic, writeFileAtomicIn } from './atomicFile';
@@ -14,25 +15,36 @@ import type { ListedObject, ListOptions, Storage, StoredObjectInfo } from './sto
  */
 /**
  * A file's version tag: every write replaces the file by a rename (a new inode), so inode, size and
- * modification time change with each version.
+ * modification time change with each version. The change time too: a write in place (an editor
+ * saving in place, `cat >`, `rsync --inplace`) keeps the inode and may keep the size, and tools set
+ * the mtime back (`touch -r`, `cp -p`, `rsync -t`), but no user can set the ctime. A rename or a
+ * link count change (link, unlink) also sets the ctime, so a writer takes the tag it returns from
+ * the file in place, by a descriptor it holds, after its last rename or unlink (tagAfter).
  */
 function tagOf(info: BigIntStats): string {
-  return `${info.ino}-${info.size}-${info.mtimeNs}`;
+  return `${info.ino}-${info.size}-${info.mtimeNs}-${info.ctimeNs}`;
+}
+
+/** The tag of the file a held descriptor reads, as a later stat of the unchanged file will see it. */
+async function tagAfter(handle: FileHandle): Promise<string> {
+  return tagOf(await handle.stat({ bigint: true }));
 }
 
 /**
  * Writes `data` to a new temp file (O_EXCL, never through a link) and syncs it, for a link or rename
- * into place; returns the tag the object will have (a rename or link keeps inode, size and mtime).
- * The caller removes the temp.
+ * into place; returns its descriptor, open, for the tag once it is in place (the caller closes it
+ * and removes the temp; a failed write removes its own).
  */
-async function writeSyncedTemp(temp: string, data: string | Uint8Array): Promise<string> {
+async function writeSyncedTemp(temp: string, data: string | Uint8Array): Promise<FileHandle> {
   const handle = await open(temp, NEW_FILE_FLAGS, 0o666);
   try {
     await handle.writeFile(data);
     await handle.sync();
-    return tagOf(await handle.stat({ bigint: true }));
-  } finally {
+    return handle;
+  } catch (err) {
     await handle.close();
+    await unlink(temp).catch(() => undefined);
+    throw err;
   }
 }
 
@@ -247,14 +259,18 @@ export class LocalStorage implements Storage {
   }
 
   async readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined> {
+    if (!tag) return undefined; // no version named: nothing to trust
     const path = this.readPath(key);
     try {
       const handle = await open(path, 'r');
       try {
         // The tag of the file this descriptor reads, whatever is renamed over the name meanwhile.
-        if (tagOf(await handle.stat({ bigint: true })) !== tag) return undefined;
+        if ((await tagAfter(handle)) !== tag) return undefined;
         const chunk = Buffer.alloc(Math.max(0, end - start));
         const { bytesRead } = await handle.read(chunk, 0, chunk.length, start);
+        // And again after the read: a write in place meanwhile changed the bytes under the same inode
+        // (and its ctime), which the first look could not see.
+        if ((await tagAfter(handle)) !== tag) return undefined;
         return chunk.subarray(0, bytesRead);
       } finally {
         await handle.close();
@@ -358,7 +374,7 @@ export class LocalStorage implements Storage {
     // Each file is staged beside its key through its held folder (as writeFromFile does), and the
     // folders stay held until every rename is done: a folder swapped for a link between staging and
     // renaming redirects nothing.
-    const staged: Array<{ temp: string; final: string; path: string; tag: string }> = [];
+    const staged: Array<{ temp: string; final: string; path: string; handle?: FileHandle }> = [];
     const held: PinnedDir[] = [];
     try {
       for (const { key, localPath } of files) {
@@ -378,18 +394,13 @@ export class LocalStorage implements Storage {
           name = basename(path);
         }
         const temp = at(tempName(name));
-        const stage = { temp, final: at(name), path, tag: '' };
+        const stage: (typeof staged)[number] = { temp, final: at(name), path };
         staged.push(stage);
         // COPYFILE_EXCL creates the temp with O_EXCL: an existing name, a link included, is refused.
         await copyFile(localPath, temp, constants.COPYFILE_EXCL);
-        const handle = await open(temp, constants.O_RDWR | (constants.O_NOFOLLOW ?? 0));
-        try {
-          await handle.sync();
-          // A rename keeps the inode, size and mtime: the tag the object will have.
-          stage.tag = tagOf(await handle.stat({ bigint: true }));
-        } finally {
-          await handle.close();
-        }
+        // Held open past the rename (which sets the ctime): the tag is the file's in place.
+        stage.handle = await open(temp, constants.O_RDWR | (constants.O_NOFOLLOW ?? 0));
+        await stage.handle.sync();
       }
       // All staged: the renames follow each other with no I/O between them.
       for (const { temp, final, path } of staged) {
@@ -399,11 +410,14 @@ export class LocalStorage implements Storage {
           throw storageFailure(err, path);
         }
       }
-      return staged.map(({ tag }) => tag);
+      const tags: string[] = [];
+      for (const { handle } of staged) tags.push(await tagAfter(handle!));
+      return tags;
     } catch (err) {
       await Promise.all(staged.map(({ temp }) => rm(temp, { force: true })));
       throw err instanceof ClassifiedError ? err : storageFailure(err, staged.at(-1)?.path ?? this.location);
     } finally {
+      await Promise.all(staged.map(({ handle }) => handle?.close()));
       await Promise.all(held.map((dir) => dir.close()));
     }
   }
@@ -414,7 +428,7 @@ export class LocalStorage implements Storage {
       return await this.inParent(key, path, async (at, name) => {
         const temp = at(tempName(name));
         try {
-          await writeSyncedTemp(temp, data);
+          await (await writeSyncedTemp(temp, data)).close();
           try {
             await link(temp, at(name));
             return true;
@@ -436,17 +450,19 @@ export class LocalStorage implements Storage {
     try {
       return await this.inParent(key, path, async (at, name) => {
         const temp = at(tempName(name));
+        const handle = await writeSyncedTemp(temp, data);
         try {
-          const written = await writeSyncedTemp(temp, data);
           if (tag === null) {
             // link(2) fails if the name exists: one syscall, atomic against every writer.
             try {
               await link(temp, at(name));
-              return written;
             } catch (err) {
               if ((err as NodeJS.ErrnoException).code === 'EEXIST') return undefined;
               throw err;
             }
+            // The temp's name goes first: unlinking it sets the object's ctime (its link count).
+            await unlink(temp).catch(() => undefined);
+            return await tagAfter(handle);
           }
           // Compare, then rename, under the key's lock: no other conditional writer of the key can
           // replace it in between (and a create can't, the object being there).
@@ -458,9 +474,10 @@ export class LocalStorage implements Storage {
             if (!current?.isFile() || tagOf(current) !== tag) return undefined;
             await stillHeld();
             await rename(temp, at(name));
-            return written;
+            return await tagAfter(handle); // the rename set the ctime
           });
         } finally {
+          await handle.close();
           await unlink(temp).catch(() => undefined);
         }
       });

@@ -158,6 +158,8 @@ export class S3Storage implements Storage {
   }
 
   async readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined> {
+    // No version named, nothing to match: never read unchecked (If-Match: "" and a missing ETag would agree).
+    if (!tag) return undefined;
     if (end <= start) return Buffer.alloc(0);
     try {
       const out = await this.client.send(
@@ -169,8 +171,10 @@ export class S3Storage implements Storage {
         }),
       );
       const bytes = Buffer.from(await out.Body!.transformToByteArray());
-      // The answer's own ETag too: a store that ignores If-Match on a read still never passes off another version.
-      return etagOf(out.ETag) === tag ? bytes : undefined;
+      // The answer's own ETag too: a store that ignores If-Match on a read still never passes off
+      // another version, and one that sends no ETag is not trusted.
+      const answered = etagOf(out.ETag);
+      return answered !== '' && answered === tag ? bytes : undefined;
     } catch (err) {
       // 412: another version now; 404: gone.
       if (statusOf(err) === 412 || isNotFound(err)) return undefined;

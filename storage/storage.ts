@@ -46,8 +46,9 @@ export interface Storage {
   readRange(key: string, start: number, end: number): Promise<Buffer>;
   /**
    * Bytes [start, end) of the object's version `tag` names (a tag from `replaceFromFiles`,
-   * `listObjects` or `readTagged`), or undefined when the object is another version or gone:
-   * `If-Match` on S3; on a disk the tag of the file the descriptor reads. An empty range is not asked for.
+   * `listObjects` or `readTagged`), or undefined when the object is another version or gone, or
+   * when `tag` (or, on S3, the answer's ETag) is empty: `If-Match` on S3; on a disk the tag of the
+   * file the descriptor reads, before and after the read. An empty range is not asked for.
    */
   readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined>;
   /** Size, or undefined when there is no such object. */

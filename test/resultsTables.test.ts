@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'csv-parse/sync';
 import { describe, expect, it } from 'vitest';
@@ -368,8 +368,12 @@ describe('results tables', () => {
     await finishRows(outputDir, runId, range(0, 20), 'ok');
     await writeResultsTables(args);
     // Edited in place, the same length: bytes a refresh would keep are no longer the chunks' bytes.
+    // Its mtime set well apart: right after the write, a kernel with coarse timestamps may stamp the
+    // edit with the very mtime and ctime the write left (the ctime alone is tested in storage.test.ts).
     const csvPath = join(outputDir, 'results.csv');
+    const written = statSync(csvPath);
     writeFileSync(csvPath, readFileSync(csvPath, 'utf8').replace(/pending/g, 'PENDING'));
+    utimesSync(csvPath, written.atime, new Date(written.mtimeMs - 3_600_000));
     await finishRows(outputDir, runId, [2100], 'ok');
     expect((await writeResultsTables({ ...args, changedRows: [[2100, 2100]] })).info).toMatchObject({ full: true, chunksEncoded: 3 });
     expect(readFileSync(csvPath, 'utf8')).not.toContain('PENDING');
@@ -385,6 +389,54 @@ describe('results tables', () => {
     await writeResultsTables(args);
     const scratch = tables(outputDir);
     for (const name of Object.keys(scratch)) expect(refreshed[name]!.equals(scratch[name]!), name).toBe(true);
+  });
+
+  it('the store failing while a refresh reads the kept chunks from the tables ends the pass (the run waits for the store), not a full write', async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('keptfault', rows);
+    const args = { runId, outputDir };
+    await finishRows(outputDir, runId, range(0, 20), 'ok');
+    await writeResultsTables(args);
+    const before = tables(outputDir);
+    // A 503 or a cut connection on the ranged reads of the tables, as S3Storage classes them.
+    class TablesDown extends LocalStorage {
+      override readRangeIf(key: string, start: number, end: number, tag: string): Promise<Buffer | undefined> {
+        if (/^results\./.test(key)) return Promise.reject(new StoreFault('retryable', `the store is unavailable (reading ${key})`));
+        return super.readRangeIf(key, start, end, tag);
+      }
+    }
+    await finishRows(outputDir, runId, [2100], 'ok');
+    adoptStorage(new TablesDown(outputDir));
+    try {
+      const err = await writeResultsTables({ ...args, changedRows: [[2100, 2100]] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(StoreFault);
+      expect((err as Error).message).toMatch(/the store is unavailable \(reading results\./);
+    } finally {
+      adoptStorage(new LocalStorage(outputDir));
+    }
+    // No full write happened: the tables are the last pass's; once the store is back, a refresh.
+    expect(tables(outputDir)).toEqual(before);
+    expect((await writeResultsTables({ ...args, changedRows: [[2100, 2100]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
+  });
+
+  it("a manifest whose tables' tags are not all non-empty strings is not trusted: one full write, not an error", async () => {
+    const rows = 2500;
+    const { outputDir, runId } = await plannedRun('badtags', rows);
+    const args = { runId, outputDir };
+    await writeResultsTables(args);
+    const manifestPath = join(outputDir, '.atelier', 'results', 'tables.json');
+    const good = JSON.parse(readFileSync(manifestPath, 'utf8')) as { tables: Record<string, string> };
+    const broken = [null, [], 'x', { ...good.tables, parquet: undefined }, { ...good.tables, jsonl: '' }, { ...good.tables, csv: 7 }];
+    for (const [n, tablesField] of broken.entries()) {
+      writeFileSync(manifestPath, JSON.stringify({ ...good, tables: tablesField }));
+      await finishRows(outputDir, runId, [n], 'ok');
+      expect((await writeResultsTables({ ...args, changedRows: [[n, n]] })).info, JSON.stringify(tablesField)).toMatchObject({
+        full: true,
+      });
+    }
+    // And the one full write made a manifest to trust again.
+    await finishRows(outputDir, runId, [2100], 'ok');
+    expect((await writeResultsTables({ ...args, changedRows: [[2100, 2100]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
   });
 
   it('a refresh that would leave more than 12 packs in use keeps its whole tables as one pack: the same bytes', async () => {

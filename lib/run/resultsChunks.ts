@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Storage } from '../../storage';
+import { StoreFault, type Storage } from '../../storage';
 import type { TableColumn } from '../export/parquetTable';
 import { KeptChunksGone } from './resultsErrors';
 import { layout } from './runStore';
@@ -106,7 +106,22 @@ export function tablesSchema(input: {
   return createHash('sha256').update(JSON.stringify(input)).digest('hex').slice(0, 16);
 }
 
-/** The manifest, when it is there and agrees with the records and schema given; else undefined (a full write follows). */
+/** A version tag as a manifest must hold it: a non-empty string (an empty one would match a store that sends no ETag). */
+function isTag(value: unknown): value is string {
+  return typeof value === 'string' && value !== '';
+}
+
+/** The manifest's tables: an object with each table's tag (null, an array or a missing tag are not). */
+function validTables(tables: unknown): tables is TablesManifest['tables'] {
+  if (typeof tables !== 'object' || tables === null || Array.isArray(tables)) return false;
+  const t = tables as Record<string, unknown>;
+  return isTag(t.csv) && isTag(t.jsonl) && isTag(t.parquet);
+}
+
+/**
+ * The manifest, when it is there and agrees with the records and schema given; else undefined (a
+ * full write follows). The store failing as a whole (StoreFault) is thrown: it ends the pass.
+ */
 export async function loadTablesManifest(
   storage: Storage,
   expect: { records: string | undefined; schema: string; chunks: number },
@@ -117,13 +132,15 @@ export async function loadTablesManifest(
     const manifest = JSON.parse(bytes.toString('utf8')) as TablesManifest;
     const agrees =
       manifest.version === 3 &&
-      typeof manifest.tables === 'object' &&
+      validTables(manifest.tables) &&
       manifest.records === expect.records &&
       manifest.schema === expect.schema &&
       Array.isArray(manifest.chunks) &&
       manifest.chunks.length === expect.chunks;
     return agrees ? manifest : undefined;
-  } catch {
+  } catch (err) {
+    // The store down is no doubt about the manifest: the pass ends and waits for the store.
+    if (err instanceof StoreFault) throw err;
     // A cache: any doubt costs one full write.
     return undefined;
   }
@@ -185,7 +202,7 @@ export interface PartSource {
  * Reads kept parts in chunk order from the packs or the tables, coalescing neighbours into ranged
  * reads of up to RANGE_BYTES (parts of one object lie back to back: a few requests per table on S3).
  * Every read is checked for its length, and a table's for its version: a pack cut short or gone, or
- * a table replaced since the manifest, throws `KeptChunksGone`.
+ * a table replaced since the manifest, throws `KeptChunksGone`; a StoreFault is thrown as it is.
  */
 export class KeptPartReader {
   private static readonly RANGE_BYTES = 8 << 20;
@@ -228,6 +245,9 @@ export class KeptPartReader {
       try {
         bytes = tag === undefined ? await storage.readRange(key, start, end) : await storage.readRangeIf(key, start, end, tag);
       } catch (err) {
+        // The store failing as a whole (5xx, a cut connection, credentials refused) ends the pass,
+        // which waits for the store (whileStoreDown): a full write would fail the same way.
+        if (err instanceof StoreFault) throw err;
         throw new KeptChunksGone(`${storage.describe(key)}: ${(err as Error).message}`);
       }
       if (!bytes) throw new KeptChunksGone(`${storage.describe(key)} was changed or replaced since the results manifest was written`);

@@ -1,12 +1,13 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ClassifiedError } from '../../lib/shared/errors';
 import { LocalStorage } from '../../storage/local';
-import { S3Storage } from '../../storage/s3';
+import { S3Storage, s3ClientFromEnv } from '../../storage/s3';
 import type { Storage } from '../../storage';
 import { tempDir } from '../helpers/fixtures';
 import { startS3Server, type S3TestServer } from '../../testing/versitygw';
@@ -87,6 +88,8 @@ describe.each(backends)('%s storage', (_name, make) => {
     await storage.write('t/x.csv', 'first TABLE');
     expect(await storage.readRangeIf('t/x.csv', 6, 11, tags[0]!)).toBeUndefined();
     expect(await storage.readRangeIf('t/gone.csv', 0, 2, tags[0]!)).toBeUndefined();
+    // No version named: nothing to match (an empty If-Match and an answer without an ETag would agree).
+    expect(await storage.readRangeIf('t/y.csv', 0, 2, '')).toBeUndefined();
   });
 
   it('creates only once: of 16 racing creators exactly one wins and its bytes stay', async () => {
@@ -178,6 +181,104 @@ describe('local storage confinement', () => {
     const err = await storage.write('a.png/b.png', 'y').catch((e: unknown) => e);
     expect((err as ClassifiedError).errorType).toBe('InputError');
     expect(readFileSync(join(storage.location, 'a.png'), 'utf8')).toBe('x');
+  });
+});
+
+describe('s3 ranged reads of a version', () => {
+  it('a store that ignores If-Match on a read and answers without an ETag passes off no bytes, whatever tag is named', async () => {
+    // Such a store, as the client meets it: the If-Match header never sent (before signing), and
+    // no ETag in the answer.
+    const client = s3ClientFromEnv({ ...process.env });
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        delete (args.request as { headers: Record<string, string> }).headers['if-match'];
+        return next(args);
+      },
+      { step: 'build', name: 'dropIfMatch' },
+    );
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const out = await next(args);
+        delete (out.output as { ETag?: string }).ETag;
+        return out;
+      },
+      { step: 'initialize', name: 'dropETag' },
+    );
+    const location = `s3://unit/run-${Math.random().toString(36).slice(2)}/out`;
+    await new S3Storage(location).write('t.csv', 'first table');
+    const storage = new S3Storage(location, client);
+    const { tag } = (await new S3Storage(location).readTagged('t.csv'))!;
+    expect(String(await storage.readRange('t.csv', 0, 5))).toBe('first');
+    expect(await storage.readRangeIf('t.csv', 0, 5, tag)).toBeUndefined();
+    expect(await storage.readRangeIf('t.csv', 0, 5, '')).toBeUndefined();
+  });
+});
+
+describe('local version tags', () => {
+  it('a tag names the file as it is in place: what a later stat of the unchanged file sees, after the rename or link that put it there', async () => {
+    const storage = new LocalStorage(join(tempDir(), 'out'));
+    const dir = tempDir();
+    writeFileSync(join(dir, 'x'), 'first table');
+    const listed = async (key: string) => (await storage.listObjects(''))!.find((o) => o.key === key)!.tag;
+    const [table] = await storage.replaceFromFiles([{ key: 'x.csv', localPath: join(dir, 'x') }]);
+    const created = (await storage.writeIf('c.json', 'v1', null))!;
+    const replaced = (await storage.writeIf('r.json', 'v1', null))!;
+    const second = (await storage.writeIf('r.json', 'v2', replaced))!;
+    // A rename and a link count change set the ctime: tags taken before them would not match.
+    expect([await listed('x.csv'), await listed('c.json'), await listed('r.json')]).toEqual([table, created, second]);
+    expect(String(await storage.readRangeIf('x.csv', 0, 5, table!))).toBe('first');
+    expect(await storage.writeIf('c.json', 'v2', created)).toBeDefined();
+  });
+
+  it('a write in place whose mtime is set back (touch -r, cp -p, rsync -t) still changes the tag: the ctime is in it', async () => {
+    const storage = new LocalStorage(join(tempDir(), 'out'));
+    await storage.write('a.csv', 'first table');
+    const path = join(storage.location, 'a.csv');
+    utimesSync(path, 1_000_000_000, 1_000_000_000); // a whole second: set back exactly below
+    const { tag } = (await storage.readTagged('a.csv'))!;
+    const ctime = statSync(path, { bigint: true }).ctimeNs;
+    // Same inode, same size, same mtime; until the clock the kernel stamps ctimes with has moved on
+    // (coarse on some kernels: a few ms), so the change is one a user could make later.
+    while (statSync(path, { bigint: true }).ctimeNs === ctime) {
+      await sleep(5);
+      writeFileSync(path, 'first TABLE');
+      utimesSync(path, 1_000_000_000, 1_000_000_000);
+    }
+    expect(statSync(path, { bigint: true }).mtimeNs).toBe(1_000_000_000_000_000_000n);
+    expect((await storage.readTagged('a.csv'))!.tag).not.toBe(tag);
+    expect(await storage.readRangeIf('a.csv', 0, 5, tag)).toBeUndefined();
+  });
+
+  it('a ranged read whose file is written in place between the tag check and the read gives no bytes', async () => {
+    const storage = new LocalStorage(join(tempDir(), 'out'));
+    await storage.write('a.csv', 'first table');
+    const path = join(storage.location, 'a.csv');
+    const { tag } = (await storage.readTagged('a.csv'))!;
+    // Another process's write in place (an editor saving in place, `cat >`), just before this read's
+    // bytes are read: Node's read of the held descriptor is where it lands. Same inode and size; the
+    // mtime set explicitly apart, so coarse kernel clocks cannot hide it.
+    const probe = await open(path, 'r');
+    const FileHandleProto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const original = FileHandleProto.read;
+    FileHandleProto.read = async function (this: unknown, ...args: unknown[]) {
+      FileHandleProto.read = original;
+      writeFileSync(path, 'first TABLE');
+      utimesSync(path, 1_000_000_000, 1_000_000_000);
+      return original.apply(this, args);
+    };
+    try {
+      expect(await storage.readRangeIf('a.csv', 0, 11, tag)).toBeUndefined();
+    } finally {
+      FileHandleProto.read = original;
+    }
+    expect(String(await storage.read('a.csv'))).toBe('first TABLE');
+  });
+
+  it('no version named, no bytes: an empty tag matches nothing', async () => {
+    const storage = new LocalStorage(join(tempDir(), 'out'));
+    await storage.write('a.csv', 'first table');
+    expect(await storage.readRangeIf('a.csv', 0, 5, '')).toBeUndefined();
   });
 });
 
