@@ -48,7 +48,9 @@ async function main(): Promise<void> {
     const { input } = (await env.run(createOrchestrationActivities().planRun, benchInput('row-bench', csv, join(dir, 'out'), 1))) as {
       input: DatasetWorkflowInput;
     };
-    const activities = createModelActivities(await providerFromEnv('openai', { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL }));
+    const activities = createModelActivities(
+      await providerFromEnv('openai', { OPENAI_API_KEY: 'sk-bench', OPENAI_BASE_URL: standin.baseURL }),
+    );
     // The tasks as the workflow sends them: the page's plan line and freshness travel with the row.
     const plan = await readPlanRows(input.outputDir, 0, warmup + rows);
     const tasks: RowTask[] = plan.map((row, position) => ({

@@ -34,7 +34,9 @@ async function encodeForm(form: FormData): Promise<{ bytes: Buffer; contentType:
   const parts: Buffer[] = [];
   for (const [name, value] of form) {
     if (typeof value === 'string') {
-      parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${escapeName(crlf(name))}"\r\n\r\n${crlf(value)}\r\n`));
+      parts.push(
+        Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${escapeName(crlf(name))}"\r\n\r\n${crlf(value)}\r\n`),
+      );
     } else {
       parts.push(
         Buffer.from(

@@ -84,7 +84,9 @@ describe('the OpenAI adapter fetch over node:http', () => {
       const parsed = await new Response(s.body, { headers: { 'content-type': s.headers['content-type']! } }).formData();
       return Promise.all(
         [...parsed].map(async ([name, value]) =>
-          typeof value === 'string' ? [name, value] : [name, value.name, value.type, Buffer.from(await value.arrayBuffer()).toString('hex')],
+          typeof value === 'string'
+            ? [name, value]
+            : [name, value.name, value.type, Buffer.from(await value.arrayBuffer()).toString('hex')],
         ),
       );
     };
