@@ -20,6 +20,8 @@ import { ClassifiedError } from '../lib/shared/errors';
 const PENDING_ACTIVITY_STARTED = 2;
 /** gRPC's NOT_FOUND: no such workflow execution (what the client reads as WorkflowNotFoundError). */
 const GRPC_NOT_FOUND = 5;
+/** gRPC's DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and UNAVAILABLE: the server busy or briefly away. */
+const TRANSIENT_GRPC_CODES = new Set([4, 8, 14]);
 const { WorkflowExecutionStatus } = temporal.api.enums.v1;
 
 /** `completed`, `timed_out`, ... for a workflow status code: the client's describe() name, lower case. */
@@ -86,10 +88,12 @@ export class AttemptFence {
     const { workflowId, runId } = info.workflowExecution;
     let pending;
     try {
-      const described = await client.workflowService.describeWorkflowExecution({
-        namespace: client.options.namespace,
-        execution: { workflowId, runId },
-      });
+      const described = await this.describeWithPatience(() =>
+        client.workflowService.describeWorkflowExecution({
+          namespace: client.options.namespace,
+          execution: { workflowId, runId },
+        }),
+      );
       const status = described.workflowExecutionInfo?.status;
       if (status !== WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING) throw stale(`its workflow is ${statusName(status)}`);
       pending = described.pendingActivities?.find((a) => a.activityId === info.activityId);
@@ -104,5 +108,22 @@ export class AttemptFence {
     if (!pending) throw stale('its activity is no longer pending');
     if (pending.attempt !== info.attempt) throw stale(`the server is at attempt ${pending.attempt}`);
     if (pending.state !== PENDING_ACTIVITY_STARTED) throw stale('the server no longer counts it as started');
+  }
+
+  /**
+   * The describe, asked again (after 0.5, 1 and 2 s) while the server answers that it is busy or
+   * unreachable: a server slowed for a few seconds (a loaded machine, a compaction) would otherwise
+   * cost the row one of its few attempts, or with a short retry policy the row itself. No call is
+   * made until the server has answered, so waiting here never pays twice.
+   */
+  private async describeWithPatience<T>(describe: () => Promise<T>): Promise<T> {
+    for (let wait = 500; ; wait *= 2) {
+      try {
+        return await describe();
+      } catch (err) {
+        if (!(isGrpcServiceError(err) && TRANSIENT_GRPC_CODES.has(err.code)) || wait > 2000) throw err;
+        await this.context.sleep(wait);
+      }
+    }
   }
 }

@@ -83,6 +83,14 @@ export async function startStoreFaultsBed(): Promise<StoreFaultsBed> {
       return proxy.requests.filter((r) => r.method === 'PUT' && r.url.startsWith(`/${bucket}/out/.atelier/store-probe.json`)).length;
     },
     async expectWhole(bucket, summary, maxCalls) {
+      if (summary.ok !== ROWS) {
+        // What the rows that are not ok say, for a failure that shows once under load.
+        const notOk = (await text(bucket, 'out/results.jsonl').catch((err: Error) => `unreadable: ${err.message}`))
+          .split('\n')
+          .filter((l) => l && !l.includes('"status":"ok"'))
+          .map((l) => l.slice(0, 600));
+        expect(summary, `summary ${JSON.stringify(summary)}; rows not ok: ${notOk.join(' | ')}`).toMatchObject({ total: ROWS, ok: ROWS });
+      }
       expect(summary).toMatchObject({ total: ROWS, ok: ROWS });
       if (maxCalls === undefined) expect(standin.callsFor(`${bucket} row `), 'provider calls').toHaveLength(ROWS);
       else expect(standin.callsFor(`${bucket} row `).length, 'provider calls').toBeLessThanOrEqual(maxCalls);
