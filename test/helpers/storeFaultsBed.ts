@@ -143,9 +143,13 @@ export async function until(
   }
 }
 
-/** Waits until the run is done (its summary) or paused (its progress then). */
+/**
+ * Waits until the run is done (its summary) or paused (its progress then). A store fault pauses the
+ * run once a row is set aside, and a row holding a paid answer waits up to the worker's store
+ * patience (120 s) first: when every row in flight holds one, the pause takes that long.
+ */
 export async function doneOrPaused(run: RunHandle): Promise<{ paused?: ProgressSnapshot; summary?: DatasetRunSummary }> {
-  const { progress, summary } = await until(run, (p) => p.paused !== null);
+  const { progress, summary } = await until(run, (p) => p.paused !== null, 200_000);
   return progress ? { paused: progress } : { summary: summary! };
 }
 
