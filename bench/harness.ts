@@ -1,5 +1,6 @@
 // Shared set-up for the benchmarks: a project dev server (the pinned CLI, SQLite on disk, as
 // `atelier edit` runs it), a dataset of N rows on one small image, and the project's real workers.
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,4 +180,25 @@ export async function patternedPngs(n: number, side: number): Promise<Buffer[]> 
     );
   }
   return out;
+}
+
+/** A `--name value` option of a bench command line, or `fallback`. */
+export function flag(args: string[], name: string, fallback: string): string {
+  const at = args.indexOf(name);
+  return at >= 0 && args[at + 1] !== undefined ? args[at + 1]! : fallback;
+}
+
+/** The OpenAI stand-in in a process of its own (its CPU is not the bench process's). */
+export async function startStandinProcess(): Promise<{ baseURL: string; stop(): void }> {
+  const child = spawn(process.execPath, [join(__dirname, 'standinProcess.js'), '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const baseURL = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /ready (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`stand-in process exited (${code})`)));
+  });
+  return { baseURL, stop: () => child.kill('SIGTERM') };
 }

@@ -6,9 +6,9 @@
 // (row children and parent runs together), workflow tasks, and CPU ms of this process.
 //   npm run build && node dist/bench/perRowCost.js [--rows 1000,10000] [--window 32] [--sample 1000]
 //     [--only atelier|baseline]
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { flag, startStandinProcess } from './harness';
 import type { Client } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, Worker, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { ORCHESTRATOR_QUEUE } from '../lib/shared/constants';
@@ -24,25 +24,6 @@ interface Cost {
   threads: Record<string, number>;
   events: number;
   workflowTasks: number;
-}
-
-function flag(args: string[], name: string, fallback: string): string {
-  const at = args.indexOf(name);
-  return at >= 0 && args[at + 1] !== undefined ? args[at + 1]! : fallback;
-}
-
-async function startStandinProcess(): Promise<{ baseURL: string; stop(): void }> {
-  const child = spawn(process.execPath, [join(__dirname, 'standinProcess.js'), '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const baseURL = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /ready (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`stand-in process exited (${code})`)));
-  });
-  return { baseURL, stop: () => child.kill('SIGTERM') };
 }
 
 /**

@@ -5,10 +5,10 @@
 // work (the attempt fence's server check is skipped here: the mock has no client).
 //   npm run build && node dist/bench/rowActivity.js [--rows 500] [--warmup 50]
 //   (node --cpu-prof dist/bench/rowActivity.js … to profile it)
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { flag, startStandinProcess } from './harness';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createModelActivities } from '../activities/editRow';
 import { createOrchestrationActivities } from '../activities/orchestration';
@@ -16,25 +16,6 @@ import { providerFromEnv } from '../activities/providers/registry';
 import { readPlanRows, taskPlanRow } from '../lib/run/plan';
 import type { DatasetWorkflowInput, RowTask } from '../lib/shared/types';
 import { benchInput, writeBenchDataset } from './harness';
-
-function flag(args: string[], name: string, fallback: string): string {
-  const at = args.indexOf(name);
-  return at >= 0 && args[at + 1] !== undefined ? args[at + 1]! : fallback;
-}
-
-async function startStandinProcess(): Promise<{ baseURL: string; stop(): void }> {
-  const child = spawn(process.execPath, [join(__dirname, 'standinProcess.js'), '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const baseURL = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /ready (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`stand-in process exited (${code})`)));
-  });
-  return { baseURL, stop: () => child.kill('SIGTERM') };
-}
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
