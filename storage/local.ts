@@ -451,6 +451,7 @@ export class LocalStorage implements Storage {
       return await this.inParent(key, path, async (at, name) => {
         const temp = at(tempName(name));
         const handle = await writeSyncedTemp(temp, data);
+        let tempGone = false;
         try {
           if (tag === null) {
             // link(2) fails if the name exists: one syscall, atomic against every writer.
@@ -461,7 +462,10 @@ export class LocalStorage implements Storage {
               throw err;
             }
             // The temp's name goes first: unlinking it sets the object's ctime (its link count).
-            await unlink(temp).catch(() => undefined);
+            tempGone = await unlink(temp).then(
+              () => true,
+              () => false,
+            );
             return await tagAfter(handle);
           }
           // Compare, then rename, under the key's lock: no other conditional writer of the key can
@@ -474,11 +478,16 @@ export class LocalStorage implements Storage {
             if (!current?.isFile() || tagOf(current) !== tag) return undefined;
             await stillHeld();
             await rename(temp, at(name));
+            tempGone = true;
             return await tagAfter(handle); // the rename set the ctime
           });
         } finally {
-          await handle.close();
-          await unlink(temp).catch(() => undefined);
+          try {
+            await handle.close();
+          } finally {
+            // Gone already after a create or a replace (a failed one leaves it here).
+            if (!tempGone) await unlink(temp).catch(() => undefined);
+          }
         }
       });
     } catch (err) {
