@@ -349,7 +349,9 @@ async function tablesPass(
   // only the entries that changed since the records kept them: the same states as reading them all.
   const stateOf = await ledgerReader(
     args.outputDir,
-    toRead ? { only: toRead, trustOutputs: true } : { kept: await ResultsRecords.keptEntries(args.outputDir), listOutputs: true },
+    toRead
+      ? { only: toRead, trustOutputs: true, recordTags: true }
+      : { kept: await ResultsRecords.keptEntries(args.outputDir), listOutputs: true, recordTags: true },
   );
   const read = new Map<number, RecordedState>();
   const tags = new Map<number, string>();
@@ -502,16 +504,19 @@ async function tablesPass(
     heartbeat();
     await parquet.finish();
     parquet = undefined;
-    // The records first: tables written from them can always be written again.
-    if (kept) await records.commit(read, tags);
-    else {
-      // A full write's states file is the records' new base: its chunks' states are read from there.
+    // The records first: tables written from them can always be written again. A write whose
+    // states file holds every chunk's rows (a full write, or `whole`) makes that file the records'
+    // new base, its chunks' states read from there: a refresh past the records' last segment never
+    // reads them whole (at a million rows, more than V8's longest string). A write that read no row
+    // (the viewer's, after a mark) leaves the records as they are: a refresh may have moved them.
+    const asBase = !kept || (whole && read.size > 0);
+    if (asBase) {
       const statesKey = await records.commitBase(packFiles.states);
       for (const entry of entries) entry.statesKey = statesKey;
-    }
+    } else await records.commit(read, tags);
     heartbeat();
     if (redo.size || whole) {
-      for (const part of kept ? (['meta', 'states'] as const) : (['meta'] as const))
+      for (const part of asBase ? (['meta'] as const) : (['meta', 'states'] as const))
         await store.writeFromFile(layout.results.pack(packId, part), packFiles[part]);
       heartbeat();
     }

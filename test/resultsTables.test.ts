@@ -344,14 +344,29 @@ describe('results tables', () => {
     const { outputDir, runId } = await plannedRun('rebase', rows);
     const args = { runId, outputDir };
     await writeResultsTables(args);
+    const counting = new CountingStorage(new LocalStorage(outputDir));
+    const bases: number[] = [];
     for (let n = 0; n < 27; n++) {
       // A row in the first chunk each time (its states read again), and the last chunk's states kept.
       await finishRows(outputDir, runId, [n], n % 2 ? 'ok' : 'failed');
-      expect((await writeResultsTables({ ...args, changedRows: [[n, n]] })).info, `refresh ${n + 1}`).toMatchObject({
-        full: false,
-        chunksEncoded: 1,
-      });
+      counting.reset();
+      adoptStorage(counting);
+      try {
+        expect((await writeResultsTables({ ...args, changedRows: [[n, n]] })).info, `refresh ${n + 1}`).toMatchObject({
+          full: false,
+          chunksEncoded: 1,
+        });
+      } finally {
+        adoptStorage(new LocalStorage(outputDir));
+      }
+      // The refresh that makes a new base writes its states file as that base (no states pack
+      // part), and reads no record segment whole: the records' 24 segments are never read and
+      // parsed at once (at a million rows, more than V8's longest string).
+      if (counting.bytesWritten((key) => /^\.atelier\/results\/[^/]+\/000000\.jsonl$/.test(key)) > 0) bases.push(n + 1);
+      expect(counting.bytesWritten((key) => key.endsWith('.states')) > 0, `refresh ${n + 1}`).toBe(!bases.includes(n + 1));
+      expect(counting.counts.read ?? 0, `refresh ${n + 1}`).toBeLessThanOrEqual(8);
     }
+    expect(bases).toEqual([24]);
     await finishRows(outputDir, runId, [2400], 'ok');
     expect((await writeResultsTables({ ...args, changedRows: [[2400, 2400]] })).info).toMatchObject({ full: false, chunksEncoded: 1 });
     const refreshed = tables(outputDir);

@@ -93,7 +93,10 @@ export interface LedgerReader {
   (row: LedgerRowKey): Promise<RowLedgerState>;
   /** Reads these rows' states concurrently (object storage answers a request in milliseconds). */
   prefetch(rows: readonly LedgerRowKey[]): Promise<void>;
-  /** The tag of the entry a state was read from (undefined for rows without one). */
+  /**
+   * The tag of the entry a state was read from (undefined for rows without one, or without
+   * `recordTags`), once: the reader forgets it after it is asked.
+   */
   tagOf(index: number): string | undefined;
   /** Whether the row has a ledger entry, as the reader's listing (or `only`) saw the ledger. */
   hasEntry(index: number): boolean;
@@ -103,6 +106,12 @@ export interface LedgerReader {
 export interface KeptEntry {
   tag: string;
   entry: LedgerEntry;
+}
+
+/** Kept entries by row (a Map, or the results records' KeptEntries, which parse a row only when asked). */
+export interface KeptEntryLookup {
+  readonly size: number;
+  get(index: number): KeptEntry | undefined;
 }
 
 export interface LedgerReaderOptions {
@@ -120,7 +129,7 @@ export interface LedgerReaderOptions {
    * Entries an earlier pass read (the results records): one listing of the ledger gives every
    * entry's tag, and an entry whose tag is unchanged is taken from here instead of read again.
    */
-  kept?: ReadonlyMap<number, KeptEntry> | undefined;
+  kept?: KeptEntryLookup | undefined;
   /**
    * A scan over the whole plan: outputs are checked against listings of their folders (on S3 one
    * request per 1,000 objects) instead of a stat (a HEAD) per output.
@@ -131,6 +140,8 @@ export interface LedgerReaderOptions {
    * were written before the entry, and the final pass checks them all).
    */
   trustOutputs?: boolean;
+  /** Keep each read entry's tag for `tagOf` (the results tables record it); planning needs none. */
+  recordTags?: boolean;
 }
 
 const PREFETCH_CONCURRENCY = 16;
@@ -141,24 +152,26 @@ const PREFETCH_CONCURRENCY = 16;
  * from an earlier pass; or, given `only`, a read of just those.
  */
 export async function ledgerReader(outputDir: string, options: LedgerReaderOptions | ReadonlySet<number> = {}): Promise<LedgerReader> {
-  const { only, among, kept, listOutputs, trustOutputs } = options instanceof Set ? { only: options } : (options as LedgerReaderOptions);
+  const { only, among, kept, listOutputs, trustOutputs, recordTags } =
+    options instanceof Set ? { only: options } : (options as LedgerReaderOptions);
   const store = RunStore.open(outputDir);
   // Tags are listed only where kept entries can spare reads (on a disk a listing with tags stats every entry).
   const tags = !only && kept?.size ? await store.ledgerTags() : undefined;
-  const attempted: ReadonlySet<number> =
-    only ?? (tags ? new Set(tags.keys()) : among ? await store.ledgerIndexesAmong(among) : await store.ledgerIndexes());
-  const readTags = new Map<number, string>();
+  // The listing with tags answers "has an entry" itself: a set of its keys would be a second copy of a million rows.
+  const attempted: { has(index: number): boolean } =
+    only ?? tags ?? (among ? await store.ledgerIndexesAmong(among) : await store.ledgerIndexes());
+  const readTags = recordTags ? new Map<number, string>() : undefined;
   const outputs = listOutputs ? store.outputListing() : undefined;
   const exist = (paths: readonly string[], digests: LedgerEntry['outputDigests']) =>
     outputs ? outputs.allExist(paths, digests) : store.outputsExist(paths, digests);
   const entryOf = async (index: number): Promise<LedgerEntry | undefined> => {
     const held = kept?.get(index);
     if (held && tags?.get(index) === held.tag) {
-      readTags.set(index, held.tag);
+      readTags?.set(index, held.tag);
       return held.entry;
     }
     const read = await store.readEntryTagged(index);
-    if (read) readTags.set(index, read.tag);
+    if (read) readTags?.set(index, read.tag);
     return read?.entry;
   };
   const read = async ({ index, digest, doneAtPlanning }: LedgerRowKey): Promise<RowLedgerState> => {
@@ -188,7 +201,12 @@ export async function ledgerReader(outputDir: string, options: LedgerReaderOptio
       await Promise.all(batch.map(([, state]) => state.catch(() => undefined)));
     }
   };
-  reader.tagOf = (index) => readTags.get(index);
+  reader.tagOf = (index) => {
+    // Asked once per row, after its state: forgotten then, so a pass over every row holds no tag it has used.
+    const tag = readTags?.get(index);
+    readTags?.delete(index);
+    return tag;
+  };
   reader.hasEntry = (index) => attempted.has(index);
   return reader;
 }

@@ -21,9 +21,9 @@ export { KeptChunksGone } from './resultsErrors';
 //                                                 chunks it encoded (of every chunk for a `whole`
 //                                                 write) and their rows' states as the records
 //                                                 hold them, so a refresh reads those of the chunks
-//                                                 it encodes again, not every record (a full
-//                                                 write's states are the records' base: no
-//                                                 `states` part)
+//                                                 it encodes again, not every record (the states
+//                                                 of a full write, or of a `whole` write that read
+//                                                 rows, are the records' new base: no `states` part)
 //
 // The table bytes are not kept a second time (on S3 that was a second upload of the tables, and on
 // a disk twice their size under .atelier/): a write reads the kept chunks from the tables it is
@@ -60,9 +60,9 @@ export interface ChunkEntry {
   /** The rows' states, one {"i", "s", "t"} line a row (resultsRecords.ts's format). */
   states: PartRange;
   /**
-   * Where `states` lies when not in the pack: a full write's are the records' base segment itself
-   * (the same bytes, kept once). A refresh that would make the records a new base (removing that
-   * one) writes every chunk's states into its pack first.
+   * Where `states` lies when not in the pack: the records' base segment itself (the same bytes,
+   * kept once), for a full write and for a refresh that wrote every chunk's states (past the
+   * records' last segment, or past the packs' limit): its states file became the new base.
    */
   statesKey?: string;
   /** Rows whose ledger entry could not be read: a refresh reads them again. */

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { openStorage, type Storage } from '../../storage';
-import type { KeptEntry, RowLedgerState } from './ledger';
+import type { KeptEntry, KeptEntryLookup, RowLedgerState } from './ledger';
 import type { PlanMeta } from './plan';
 import { RecordsGone } from './resultsErrors';
 import { layout } from './runStore';
@@ -29,7 +29,10 @@ interface RecordsPointer {
   segments: number;
 }
 
-/** Past this many segments the records are rewritten as one base (a refresh reads every segment). */
+/**
+ * Past this many segments the records are rewritten as one base: by the results tables, from the
+ * states of every chunk they write then (activities/resultsTables.ts), so no segment is read whole.
+ */
 const MAX_SEGMENTS = 24;
 
 /** What ties records to a plan: its meta (run, input, rows, columns), hashed. */
@@ -46,6 +49,14 @@ function serialise(records: ReadonlyMap<number, RecordedState>, tags: ReadonlyMa
   return out;
 }
 
+/** The segments a pointer names, in order (read together: one request each on S3); undefined when one is gone. */
+async function readSegmentBytes(storage: Storage, pointer: RecordsPointer): Promise<Buffer[] | undefined> {
+  const segments = await Promise.all(
+    Array.from({ length: pointer.segments }, (_, n) => storage.read(layout.results.segment(pointer.base, n))),
+  );
+  return segments.every((segment) => segment !== undefined) ? (segments as Buffer[]) : undefined;
+}
+
 /** Every record a pointer names, a later segment's record of a row replacing an earlier one; undefined when a segment is gone. */
 async function readSegments(
   storage: Storage,
@@ -53,12 +64,10 @@ async function readSegments(
 ): Promise<{ states: Map<number, RecordedState>; tags: Map<number, string> } | undefined> {
   const states = new Map<number, RecordedState>();
   const tags = new Map<number, string>();
-  // Read together (one request each on S3), applied in order: a later record of a row wins.
-  const segments = await Promise.all(
-    Array.from({ length: pointer.segments }, (_, n) => storage.read(layout.results.segment(pointer.base, n))),
-  );
+  const segments = await readSegmentBytes(storage, pointer);
+  if (!segments) return undefined;
+  // Applied in order: a later record of a row wins.
   for (const segment of segments) {
-    if (!segment) return undefined;
     for (const line of segment.toString('utf8').split('\n')) {
       if (!line) continue;
       const { i, s, t } = JSON.parse(line) as { i: number; s: RecordedState; t?: string };
@@ -110,15 +119,19 @@ export class ResultsRecords {
   /**
    * The ledger entries the records hold with their tags, whatever plan they were made for (an
    * entry is the ledger's, not the plan's): empty when there are none or they cannot be read.
+   * Held as the records' bytes, a row's line parsed when it is asked for (KeptEntries).
    */
-  static async keptEntries(outputDir: string): Promise<Map<number, KeptEntry>> {
-    const records = await ResultsRecords.load(outputDir, undefined);
-    const kept = new Map<number, KeptEntry>();
-    for (const [i, s] of records?.states ?? []) {
-      const tag = records!.tags.get(i);
-      if (tag !== undefined && s.status !== 'unreadable' && s.entry) kept.set(i, { tag, entry: s.entry });
+  static async keptEntries(outputDir: string): Promise<KeptEntries> {
+    const storage = openStorage(outputDir);
+    try {
+      const bytes = await storage.read(layout.results.pointer);
+      if (!bytes) return KeptEntries.none;
+      const segments = await readSegmentBytes(storage, JSON.parse(bytes.toString('utf8')) as RecordsPointer);
+      return segments ? KeptEntries.of(segments) : KeptEntries.none;
+    } catch {
+      // A cache of the ledger: when in doubt every entry is read again.
+      return KeptEntries.none;
     }
-    return kept;
   }
 
   /** Empty records for a full pass; `commit` then writes them as a new base. */
@@ -214,5 +227,95 @@ export class ResultsRecords {
     } catch {
       return undefined;
     }
+  }
+}
+
+/**
+ * Where a segment's line starts, as one number: the segment (at most MAX_SEGMENTS) times 2^33 plus
+ * the byte offset, times 2, plus 1 when the line carries a tag.
+ */
+const SEGMENT_SPAN = 2 ** 33;
+const NEWLINE = 0x0a;
+const LINE_HEAD = Buffer.from('{"i":');
+
+/**
+ * The ledger entries the records keep, looked up by row: each row's latest line is found once by
+ * its offset, and parsed only when the row is asked for. Parsed whole, a 1,000,000-row run's records
+ * took ~1.5 KB of heap a row (every state an object tree), and one string of them passes V8's
+ * longest (~512 MB) near that size; here a row costs its bytes off the heap and a map entry.
+ */
+export class KeptEntries implements KeptEntryLookup {
+  static readonly none = new KeptEntries([]);
+
+  /** Each row's latest line: its packed start (see SEGMENT_SPAN). */
+  private readonly lines = new Map<number, number>();
+  private tagged = 0;
+
+  private constructor(private readonly segments: readonly Buffer[]) {}
+
+  /** Indexes the segments' lines, in order: a later segment's line for a row replaces an earlier one. */
+  static of(segments: readonly Buffer[]): KeptEntries {
+    // An offset must fit below SEGMENT_SPAN (no Buffer is that long today): else nothing is kept.
+    if (segments.some((bytes) => bytes.length >= SEGMENT_SPAN)) return KeptEntries.none;
+    const kept = new KeptEntries(segments);
+    segments.forEach((bytes, n) => {
+      for (let start = 0; start < bytes.length;) {
+        const end = lineEnd(bytes, start);
+        if (end > start) {
+          const index = lineIndex(bytes, start, end);
+          // A line with a tag ends `"t":"…"}` (one without ends `}}`): when no row has one, a
+          // caller need not list the ledger's tags to use them.
+          const tagged = bytes[end - 1] === 0x7d && bytes[end - 2] === 0x22 ? 1 : 0;
+          if (index !== undefined) kept.lines.set(index, (n * SEGMENT_SPAN + start) * 2 + tagged);
+        }
+        start = end + 1;
+      }
+    });
+    for (const at of kept.lines.values()) kept.tagged += at % 2;
+    return kept;
+  }
+
+  /** How many rows are recorded with a tag (those `get` may give). */
+  get size(): number {
+    return this.tagged;
+  }
+
+  get(index: number): KeptEntry | undefined {
+    const packed = this.lines.get(index);
+    if (packed === undefined) return undefined;
+    const at = Math.floor(packed / 2);
+    const bytes = this.segments[Math.floor(at / SEGMENT_SPAN)]!;
+    const start = at % SEGMENT_SPAN;
+    try {
+      const { s, t } = JSON.parse(bytes.toString('utf8', start, lineEnd(bytes, start))) as { s: RecordedState; t?: string };
+      // A row recorded without a tag, unreadable, or with no entry: its entry is read from the ledger.
+      return typeof t === 'string' && s.status !== 'unreadable' && s.entry ? { tag: t, entry: s.entry } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** Where the line starting at `start` ends (its newline, or the end of the bytes). */
+function lineEnd(bytes: Buffer, start: number): number {
+  const end = bytes.indexOf(NEWLINE, start);
+  return end < 0 ? bytes.length : end;
+}
+
+/** A line's row index: its `{"i":123,` head read from the bytes (the records write `i` first), else from the parsed line. */
+function lineIndex(bytes: Buffer, start: number, end: number): number | undefined {
+  if (bytes.compare(LINE_HEAD, 0, LINE_HEAD.length, start, Math.min(end, start + LINE_HEAD.length)) === 0) {
+    let index = 0;
+    let at = start + LINE_HEAD.length;
+    for (; at < end && bytes[at]! >= 0x30 && bytes[at]! <= 0x39 && at - start < LINE_HEAD.length + 15; at++)
+      index = index * 10 + (bytes[at]! - 0x30);
+    if (at > start + LINE_HEAD.length && bytes[at] === 0x2c) return index;
+  }
+  try {
+    const { i } = JSON.parse(bytes.toString('utf8', start, end)) as { i?: unknown };
+    return Number.isSafeInteger(i) ? (i as number) : undefined;
+  } catch {
+    // Unparsable: the row is not kept, and its entry is read from the ledger.
+    return undefined;
   }
 }
