@@ -45,6 +45,7 @@ export const PATCH = {
   batchFallbackFinal: 'atelier-batch-fallback-final',
   rowPlanInTask: 'atelier-row-plan-in-task',
   storePauseLifts: 'atelier-store-pause-lifts',
+  resultsStepWake: 'atelier-results-step-wake',
 } as const;
 
 export type PatchName = keyof typeof PATCH;
@@ -200,5 +201,14 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       "a pause for the run's store (rows deferred on it, a page of rows or the final tables failing on it: bucket gone, credentials refused, an outage) probes the store and lifts by itself once it answers; a page or the final tables failing on the store pause the run (failed it)",
     neededBy: [],
     coveredBy: ['store-066835c/store.datasetWorkflow-0.binpb'],
+  },
+  resultsStepWake: {
+    id: PATCH.resultsStepWake,
+    addedIn: 'HEAD',
+    stage: 'patched',
+    change:
+      "the results refresher's wait after a rewrite ends once 5 % more rows (less its margin) have finished, at least 10 s after the rewrite (was slept out: a run that sped up fell behind by both a minute and 5 % of the rows)",
+    neededBy: [],
+    coveredBy: [],
   },
 };

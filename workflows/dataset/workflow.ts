@@ -154,12 +154,15 @@ export async function datasetWorkflow(rawInput: DatasetWorkflowInput): Promise<D
     if (patched(PATCH.resultsRefresh)) {
       // Incremental rewrites whose clock crosses continue-as-new (older histories: the loop they recorded).
       const incremental = patched(PATCH.resultsIncremental);
+      // The wait after a rewrite ends once 5 % more rows finished (older histories slept it out).
+      const stepWake = incremental && patched(PATCH.resultsStepWake);
       refresher = new ResultsRefresher(
         (changedRows) => refreshResults(resultsArgs(runInput, changedRows)),
         () => runState.finished,
         runState.selectedRows,
         incremental,
         rawInput.carried?.refresh,
+        stepWake,
       );
     }
     // A pause for the run's store lifts by itself once the store answers; a page or the final
