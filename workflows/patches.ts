@@ -122,6 +122,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'batch-a8ec7b9/batch.dataset.binpb',
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
       'store-066835c/store.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-1.binpb',
     ],
   },
   resultsIncremental: {
@@ -140,6 +142,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'batch-a8ec7b9/batch.dataset.binpb',
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
       'store-066835c/store.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-1.binpb',
     ],
   },
 
@@ -191,7 +195,12 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change:
       "API rows' pages carry each row's plan line and whether it has any state yet into the row task, so the row activity reads neither the plan nor (first attempt) the ledger",
     neededBy: [],
-    coveredBy: ['store-9d6224f/plain.datasetWorkflow-0.binpb', 'store-066835c/store.datasetWorkflow-0.binpb'],
+    coveredBy: [
+      'store-9d6224f/plain.datasetWorkflow-0.binpb',
+      'store-066835c/store.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-1.binpb',
+    ],
   },
   storePauseLifts: {
     id: PATCH.storePauseLifts,
@@ -200,15 +209,19 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change:
       "a pause for the run's store (rows deferred on it, a page of rows or the final tables failing on it: bucket gone, credentials refused, an outage) probes the store and lifts by itself once it answers; a page or the final tables failing on the store pause the run (failed it)",
     neededBy: [],
-    coveredBy: ['store-066835c/store.datasetWorkflow-0.binpb'],
+    coveredBy: [
+      'store-066835c/store.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-0.binpb',
+      'results-1e71dc9/can.datasetWorkflow-1.binpb',
+    ],
   },
   resultsStepWake: {
     id: PATCH.resultsStepWake,
-    addedIn: 'HEAD',
+    addedIn: '1e71dc9',
     stage: 'patched',
     change:
       "the results refresher's wait after a rewrite ends once 5 % more rows (less its margin) have finished, at least 10 s after the rewrite (was slept out: a run that sped up fell behind by both a minute and 5 % of the rows)",
     neededBy: [],
-    coveredBy: [],
+    coveredBy: ['results-1e71dc9/can.datasetWorkflow-0.binpb', 'results-1e71dc9/can.datasetWorkflow-1.binpb'],
   },
 };
