@@ -220,7 +220,7 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     addedIn: '1e71dc9',
     stage: 'patched',
     change:
-      "the results refresher's wait after a rewrite ends once 5 % more rows (less its margin) have finished, at least 10 s after the rewrite (was slept out: a run that sped up fell behind by both a minute and 5 % of the rows)",
+      "the results refresher aims inside its bounds: its first minute counts from the run's start, a rewrite starts by 0.9 of a minute or of 5 % of the rows, and the wait after a rewrite ends at that share of rows once the minute (less the rewrite's time) is over (was slept out: a run that sped up fell behind by both a minute and 5 % of the rows)",
     neededBy: [],
     coveredBy: ['results-89bdb18/can.datasetWorkflow-0.binpb', 'results-89bdb18/can.datasetWorkflow-1.binpb'],
   },

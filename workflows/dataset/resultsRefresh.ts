@@ -1,4 +1,4 @@
-import { condition, sleep } from '@temporalio/workflow';
+import { condition, sleep, workflowInfo } from '@temporalio/workflow';
 import type { ResultsRefreshCarried } from '../../lib/shared/types';
 
 // The results tables while a run goes: rewritten every minute, or sooner once a few percent more
@@ -74,7 +74,8 @@ export class ResultsRefresher {
   /**
    * `write` gets the rows to re-read, or undefined for a full rewrite. `incremental` is false when
    * replaying a history recorded before the incremental refresh: the loop then runs as recorded.
-   * `stepWake` is false for histories recorded before the wait after a rewrite could end at the step.
+   * `stepWake` is false for histories recorded before the refresher aimed inside its bounds (its
+   * first minute from the run's start, a margin on both, and the wait after a rewrite ending at the step).
    */
   constructor(
     private readonly write: (changedRows: Ranges | undefined) => Promise<unknown>,
@@ -85,7 +86,8 @@ export class ResultsRefresher {
     private readonly stepWake = false,
   ) {
     this.lastFinished = carried?.lastFinished ?? finished();
-    this.lastAt = carried?.lastAt ?? Date.now();
+    // New histories count the first minute from the run's start: planning is part of the wait for a first table.
+    this.lastAt = carried?.lastAt ?? (stepWake ? workflowInfo().runStartTime.getTime() : Date.now());
     this.based = incremental && (carried?.based ?? false);
     if (incremental) for (const i of fromRanges(carried?.changed ?? [])) this.changed.add(i);
   }
@@ -105,10 +107,25 @@ export class ResultsRefresher {
     return Math.max(1, Math.ceil(this.total * STEP_FRACTION));
   }
 
+  /**
+   * When a rewrite starts at the latest: a minute after the last began, or once 5 % more rows have
+   * finished. New histories (`stepWake`) aim inside both by STEP_MARGIN, so the tables land within
+   * them although a rewrite takes time and rows finish while it runs (a run whose minute holds
+   * about 5 % of its rows, as bench/scale's 30,000 at 25 rows/s, otherwise went past both by a few
+   * seconds and rows).
+   */
+  private get minuteMs(): number {
+    return this.stepWake ? STEP_MARGIN * REFRESH_MS : REFRESH_MS;
+  }
+
+  private get stepRows(): number {
+    return this.stepWake ? STEP_MARGIN * this.step : this.step;
+  }
+
   private async loop(): Promise<void> {
     while (!this.stopped) {
-      const due = this.lastAt + REFRESH_MS - Date.now();
-      const stepped = () => this.stopped || this.finished() - this.lastFinished >= this.step;
+      const due = this.lastAt + this.minuteMs - Date.now();
+      const stepped = () => this.stopped || this.finished() - this.lastFinished >= this.stepRows;
       if (due > 0) await condition(stepped, due);
       if (this.stopped) return;
       const sinceLast = Date.now() - this.lastAt;
@@ -122,28 +139,29 @@ export class ResultsRefresher {
       this.writing = undefined;
       // Only the timer's duration depends on this: a replayed history keeps its timers (Temporal
       // matches a timer by its sequence, not its duration; test/replay replays a recorded one).
-      const gap = refreshGapMs({ rewriteMs: Date.now() - began, sinceLastMs: sinceLast, rowsSinceLast, step: this.step });
+      const rewriteMs = Date.now() - began;
+      const gap = refreshGapMs({ rewriteMs, sinceLastMs: sinceLast, rowsSinceLast, step: this.step });
       if (this.stopped) return;
-      if (this.stepWake) await this.waitAfterRewrite(gap);
+      if (this.stepWake) await this.waitAfterRewrite(gap, rewriteMs);
       else await sleep(gap);
     }
   }
 
   /**
-   * The wait after a rewrite. Past a minute, `gap` is the time the run took to finish 4.5 % of its
-   * rows at its recent rate, and a run that speeds up meanwhile finishes them sooner (bench/scale at
-   * 30,000 rows: the tables fell behind by both a minute and 5 % of the rows). So once a minute has
-   * passed, the wait also ends when that share has finished (since the last rewrite began, as the
-   * pace counts them). Within the minute it never does: tables behind by 5 % of the rows but not by a
-   * minute are in time, and a rewrite more would only add to the refreshes' share of the run.
+   * The wait after a rewrite (new histories). Past a minute, `gap` is the time the run took to
+   * finish 4.5 % of its rows at its recent rate, and a run that speeds up meanwhile finishes them
+   * sooner (bench/scale at 30,000 rows: the tables fell behind by both a minute and 5 % of the
+   * rows). So once the minute is over (less this rewrite's time: the next one's tables should land
+   * within it), the wait also ends when that share has finished. Within the minute it never does:
+   * tables behind by 5 % of the rows but not by a minute are in time, and a rewrite more would only
+   * add to the refreshes' share of the run.
    */
-  private async waitAfterRewrite(gap: number): Promise<void> {
-    const minute = Math.min(gap, REFRESH_MS);
+  private async waitAfterRewrite(gap: number, rewriteMs: number): Promise<void> {
+    const minute = Math.min(gap, Math.max(MIN_GAP_MS, this.minuteMs - rewriteMs));
     await sleep(minute);
     const rest = gap - minute;
     if (rest <= 0 || this.stopped) return;
-    const stepped = () => this.stopped || this.finished() - this.lastFinished >= STEP_MARGIN * this.step;
-    await condition(stepped, rest);
+    await condition(() => this.stopped || this.finished() - this.lastFinished >= this.stepRows, rest);
   }
 
   /** One rewrite of the rows finished so far; they stay owed if it fails. */
