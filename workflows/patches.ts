@@ -122,8 +122,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'batch-a8ec7b9/batch.dataset.binpb',
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
       'store-066835c/store.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-1.binpb',
+      'results-3d54c29/can.datasetWorkflow-0.binpb',
+      'results-3d54c29/can.datasetWorkflow-1.binpb',
     ],
   },
   resultsIncremental: {
@@ -142,8 +142,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
       'batch-a8ec7b9/batch.dataset.binpb',
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
       'store-066835c/store.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-1.binpb',
+      'results-3d54c29/can.datasetWorkflow-0.binpb',
+      'results-3d54c29/can.datasetWorkflow-1.binpb',
     ],
   },
 
@@ -198,8 +198,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     coveredBy: [
       'store-9d6224f/plain.datasetWorkflow-0.binpb',
       'store-066835c/store.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-1.binpb',
+      'results-3d54c29/can.datasetWorkflow-0.binpb',
+      'results-3d54c29/can.datasetWorkflow-1.binpb',
     ],
   },
   storePauseLifts: {
@@ -211,8 +211,8 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     neededBy: [],
     coveredBy: [
       'store-066835c/store.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-0.binpb',
-      'results-89bdb18/can.datasetWorkflow-1.binpb',
+      'results-3d54c29/can.datasetWorkflow-0.binpb',
+      'results-3d54c29/can.datasetWorkflow-1.binpb',
     ],
   },
   resultsStepWake: {
@@ -222,6 +222,6 @@ export const PATCH_REGISTER: Readonly<Record<PatchName, PatchRecord>> = {
     change:
       "the results refresher aims inside its bounds: its first minute counts from the run's start, a rewrite starts by 0.9 of a minute or of 5 % of the rows, and the wait after a rewrite ends at that share of rows once the minute (less the rewrite's time) is over (was slept out: a run that sped up fell behind by both a minute and 5 % of the rows)",
     neededBy: [],
-    coveredBy: ['results-89bdb18/can.datasetWorkflow-0.binpb', 'results-89bdb18/can.datasetWorkflow-1.binpb'],
+    coveredBy: ['results-3d54c29/can.datasetWorkflow-0.binpb', 'results-3d54c29/can.datasetWorkflow-1.binpb'],
   },
 };
