@@ -3,11 +3,10 @@ import { hostname } from 'node:os';
 import { Context } from '@temporalio/activity';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { endDeadWorkersActivities } from '../lib/temporal/deadWorkers';
 import type { HoldActivities } from './helpers/sweepWorkflows';
-import { startTestServer } from './helpers/temporalEnv';
+import { startTestServer, startTestWorker } from './helpers/temporalEnv';
 
 // The dead workers' sweep (lib/temporal/deadWorkers.ts) against a real dev server and worker: the
 // worker holds attempt 1 of an activity with a 2-minute heartbeat timeout; the sweep is told that
@@ -17,8 +16,7 @@ import { startTestServer } from './helpers/temporalEnv';
 
 const QUEUE = 'dead-workers-test';
 let env: TestWorkflowEnvironment;
-let worker: Worker;
-let running: Promise<void>;
+let worker: { stop(): Promise<void> } | undefined;
 
 beforeAll(async () => {
   ({ env } = await startTestServer());
@@ -34,19 +32,11 @@ beforeAll(async () => {
       }
     },
   };
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue: QUEUE,
-    workflowsPath: join(__dirname, 'helpers', 'sweepWorkflows.ts'),
-    activities,
-  });
-  running = worker.run();
+  worker = await startTestWorker(env, { taskQueue: QUEUE, workflowsPath: join(__dirname, 'helpers', 'sweepWorkflows.ts'), activities });
 }, 120_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running?.catch(() => undefined);
+  await worker?.stop();
   await env?.teardown();
 });
 

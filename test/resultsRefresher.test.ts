@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { finishedSignal, stopSignal, type ProbeActivities } from './helpers/refresherWorkflows';
-import { startTestServer } from './helpers/temporalEnv';
+import { waitUntil } from './helpers/cli';
+import { startTestServer, startTestWorker } from './helpers/temporalEnv';
 
 // The results refresher (workflows/dataset/resultsRefresh.ts) in a real worker against a real dev
 // server. After a rewrite it waits for the time the run took to finish 4.5 % of its rows at its
@@ -15,8 +15,7 @@ import { startTestServer } from './helpers/temporalEnv';
 const QUEUE = 'results-refresher-test';
 const WRITE_MS = 6000; // 25 × 6 s: the wait after a slow start's rewrite is 150 s
 let env: TestWorkflowEnvironment;
-let worker: Worker;
-let running: Promise<void>;
+let worker: { stop(): Promise<void> } | undefined;
 const writes: Array<{ began: number; ended: number }> = [];
 
 beforeAll(async () => {
@@ -28,29 +27,13 @@ beforeAll(async () => {
       writes.push({ began, ended: Date.now() });
     },
   };
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue: QUEUE,
-    workflowsPath: join(__dirname, 'helpers', 'refresherWorkflows.ts'),
-    activities,
-  });
-  running = worker.run();
+  worker = await startTestWorker(env, { taskQueue: QUEUE, workflowsPath: join(__dirname, 'helpers', 'refresherWorkflows.ts'), activities });
 }, 120_000);
 
 afterAll(async () => {
-  worker?.shutdown();
-  await running?.catch(() => undefined);
+  await worker?.stop();
   await env?.teardown();
 });
-
-async function until(what: string, ok: () => boolean, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('the results refresher', () => {
   it(
@@ -66,11 +49,11 @@ describe('the results refresher', () => {
         args: [2000, WRITE_MS],
       });
       await handle.signal(finishedSignal, 10);
-      await until('the first rewrite', () => writes.length >= 1, 120_000);
+      await waitUntil(() => writes.length >= 1, 120_000, 'the first rewrite');
       // The run speeds up: 5 % more rows 20 s after the rewrite. Within the minute that is in time.
       await new Promise((r) => setTimeout(r, 20_000));
       await handle.signal(finishedSignal, 110);
-      await until('the second rewrite', () => writes.length >= 2, 200_000);
+      await waitUntil(() => writes.length >= 2, 200_000, 'the second rewrite');
       const after = writes[1]!.began - writes[0]!.ended;
       // A minute less the margin (54 s) and less the rewrite's own 6 s: 48 s after it ended.
       expect(after, 'the second rewrite began this long after the first ended').toBeGreaterThanOrEqual(45_000);

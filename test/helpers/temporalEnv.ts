@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import type { WorkflowHandle } from '@temporalio/client';
-import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { ORCHESTRATOR_QUEUE } from '../../lib/shared/constants';
 import type { DatasetRunSummary, DatasetWorkflowInput, ProgressSnapshot } from '../../lib/shared/types';
 import { createWorkers, runWorkersUntil, type WorkerSetOptions } from '../../workers';
@@ -21,6 +21,24 @@ export async function startTestServer(): Promise<{ env: TestWorkflowEnvironment;
     server: { executable: { type: 'existing-path', path: temporalCliPath() }, dbFilename: join(stateDir, 'temporal.db') },
   });
   return { env, stateDir };
+}
+
+/**
+ * A worker on `taskQueue` for a test's own workflow file (`test/helpers/<file>`, bundled from source)
+ * and activities, running until `stop`.
+ */
+export async function startTestWorker(
+  env: TestWorkflowEnvironment,
+  options: { taskQueue: string; workflowsPath: string; activities: object },
+): Promise<{ stop(): Promise<void> }> {
+  const worker = await Worker.create({ connection: env.nativeConnection, namespace: env.namespace ?? 'default', ...options });
+  const running = worker.run();
+  return {
+    async stop() {
+      worker.shutdown();
+      await running.catch(() => undefined);
+    },
+  };
 }
 
 /** Runs one dataset workflow with the project's real workers, waiting for them to shut down. */
