@@ -122,11 +122,13 @@ export class ResultsRefresher {
     return this.stepWake ? STEP_MARGIN * this.step : this.step;
   }
 
+  /** Whether the wait for the next rewrite is over on rows (or the refresher stopped). */
+  private readonly stepped = (): boolean => this.stopped || this.finished() - this.lastFinished >= this.stepRows;
+
   private async loop(): Promise<void> {
     while (!this.stopped) {
       const due = this.lastAt + this.minuteMs - Date.now();
-      const stepped = () => this.stopped || this.finished() - this.lastFinished >= this.stepRows;
-      if (due > 0) await condition(stepped, due);
+      if (due > 0) await condition(this.stepped, due);
       if (this.stopped) return;
       const sinceLast = Date.now() - this.lastAt;
       const rowsSinceLast = this.finished() - this.lastFinished;
@@ -161,7 +163,7 @@ export class ResultsRefresher {
     await sleep(minute);
     const rest = gap - minute;
     if (rest <= 0 || this.stopped) return;
-    await condition(() => this.stopped || this.finished() - this.lastFinished >= this.stepRows, rest);
+    await condition(this.stepped, rest);
   }
 
   /** One rewrite of the rows finished so far; they stay owed if it fails. */
